@@ -1,0 +1,73 @@
+# ftrace-sim: every target creates (or refreshes) .venv/ first, so each works on a fresh
+# machine that has python3.11 (or a newer python3), make, and access to PyPI.
+#
+#   make test     the test suite (the README's test command; .ci/run runs it)
+#   make demo     the report's reproducer in each variant, on private daemons
+#   make bench    benchmarks (QUICK=1 for a short run)
+#   make stress   the long stress runs (pytest -m stress_long)
+#   make gen      regenerate ftrace/v1/*_pb2*.py from proto/ftrace/v1/*.proto
+#   make setup    just create/refresh .venv
+#   make clean    remove .venv, generated code and caches
+
+VENV        := .venv
+BIN         := $(VENV)/bin
+STAMP       := $(VENV)/.stamp
+PROTO_DIR   := proto
+PROTOS      := $(wildcard $(PROTO_DIR)/ftrace/v1/*.proto)
+GEN_DIR     := ftrace/v1
+GEN_STAMP   := $(GEN_DIR)/.generated
+# python3.11 when present, else python3 (checked to be >= 3.11 below).
+PYTHON      ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+PYTEST_ARGS ?=
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: all setup gen test demo bench stress clean
+
+all: test
+
+setup: $(STAMP)
+
+# The venv is stale when pyproject.toml changes (or when it is missing / broken).
+# The generated package's directory must exist before the editable install, which records
+# the top-level packages it finds then.
+$(STAMP): pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then echo "make: no python3.11 or python3 found" >&2; exit 1; fi
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
+	  { echo "make: $(PYTHON) is older than 3.11" >&2; exit 1; }
+	@if ! $(BIN)/python -c 'import sys' >/dev/null 2>&1; then \
+	  echo "creating $(VENV) with $(PYTHON)"; \
+	  rm -rf $(VENV); \
+	  $(PYTHON) -m venv $(VENV) || { echo "make: '$(PYTHON) -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; }; \
+	fi
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@mkdir -p $(GEN_DIR) && touch ftrace/__init__.py $(GEN_DIR)/__init__.py
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+gen: $(GEN_STAMP)
+
+# Regenerated when any .proto (or the venv, hence grpcio-tools) is newer than the last run.
+# Old outputs are removed first, so a deleted .proto leaves no stale module behind.
+$(GEN_STAMP): $(PROTOS) $(STAMP)
+	@mkdir -p $(GEN_DIR)
+	rm -f $(GEN_DIR)/*_pb2.py $(GEN_DIR)/*_pb2_grpc.py $(GEN_DIR)/*_pb2.pyi
+	$(BIN)/python -m grpc_tools.protoc -I$(PROTO_DIR) --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	@touch ftrace/__init__.py $(GEN_DIR)/__init__.py
+	@touch $@
+
+test: $(STAMP) $(GEN_STAMP)
+	$(BIN)/pytest -n auto -q $(PYTEST_ARGS)
+
+demo: $(STAMP) $(GEN_STAMP)
+	$(BIN)/python -m clients.demo
+
+bench: $(STAMP) $(GEN_STAMP)
+	$(BIN)/python -m bench $(if $(filter 1 yes true,$(QUICK)),--quick,)
+
+stress: $(STAMP) $(GEN_STAMP)
+	$(BIN)/pytest -n auto -q -m stress_long $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) ftrace build dist *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,664 @@
+"""The typed client library: every ftraced RPC as a Python method.
+
+``Client`` wraps a :class:`clients.connection.Connection`. Each method is one RPC (or one
+stream), returns the protobuf message (or a list of them, or bytes/str where that is the
+whole answer) and raises :class:`clients.errors.FtraceError` carrying the kernel's errno
+instead of ``grpc.RpcError``::
+
+    with Client.connect(identity=Identity.current("bash")) as client:
+        client.load("uinput", if_loaded_ok=True)
+        client.write_file("/sys/kernel/debug/tracing/set_ftrace_filter", "uinput_release\\n")
+        with client.open("/sys/kernel/debug/tracing/set_ftrace_filter", os.O_WRONLY) as f:
+            f.write(b"uinput_open\\n")          # one write(2)
+        print(client.dmesg())
+
+Streams: :meth:`Client.open` (a file session; leaving the ``with`` block releases the file),
+:meth:`Client.attach` (an ftrace_ops for the life of a :class:`TracerSession`),
+:meth:`Client.trace_pipe` and :meth:`Client.dmesg_follow` (server streams, cancelled when
+their ``with`` block ends).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import threading
+from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
+
+import grpc
+
+from clients.connection import Connection, connect
+from clients.errors import FtraceError, translate_rpc_errors
+from clients.identity import Identity
+from ftrace.v1 import kernel_pb2, modules_pb2, tracefs_pb2, tracer_pb2
+
+__all__ = [
+    "Client",
+    "FileSession",
+    "TracerSession",
+    "ServerStream",
+    "boot_config",
+    "READ_CHUNK",
+]
+
+#: cat's buffer size (coreutils io_blksize: 128 KiB): what one read(2) asks for.
+READ_CHUNK = 128 * 1024
+
+T = TypeVar("T")
+
+
+def _stream_ended() -> FtraceError:
+    # The server closed a stream without answering a request: not a kernel errno.
+    return FtraceError(errno.EIO, "the daemon ended the stream", from_kernel=False)
+
+
+class _Requests:
+    """The request side of a bidirectional call: ``put()`` sends, ``end()`` half-closes.
+
+    gRPC pulls from this iterator on its own thread, so requests are queued.
+    """
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def put(self, request: Any) -> None:
+        self._queue.put(request)
+
+    def end(self) -> None:
+        self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            yield item
+
+
+class ServerStream(Generic[T]):
+    """A server stream as an iterator of converted items; errors become FtraceError.
+
+    ``cancel()`` (or leaving the ``with`` block) ends the call — for TracePipe that
+    releases the file.
+    """
+
+    def __init__(self, call: Any, convert: Callable[[Any], Iterable[T]]) -> None:
+        self._call = call
+        self._convert = convert
+
+    def __iter__(self) -> Iterator[T]:
+        with translate_rpc_errors():
+            for message in self._call:
+                yield from self._convert(message)
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+    def __enter__(self) -> "ServerStream[T]":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+
+class FileSession:
+    """An open tracefs file (``Tracefs.Session``): open(2) happened, release has not.
+
+    Each method is one system call; a failed one raises FtraceError and the file stays
+    open, as write(2) returning -1 leaves the fd open. ``close()`` releases the file;
+    leaving the ``with`` block closes it, or cancels the stream when the block raised
+    (an interrupted blocking read cannot be answered first) — either way the daemon
+    releases the file.
+    """
+
+    def __init__(self, stub: Any, path: str, flags: int) -> None:
+        self._requests = _Requests()
+        self._call = stub.Session(iter(self._requests))
+        self._closed = False
+        try:
+            opened: tracefs_pb2.OpenResult = self._do(
+                tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(path=path, flags=flags))
+            )
+        except BaseException:
+            self._call.cancel()
+            self._closed = True
+            raise
+        #: The canonical path, mode bits and flags the daemon opened.
+        self.path: str = opened.path
+        self.mode: int = opened.mode
+        self.flags: int = opened.flags
+
+    def _do(self, request: tracefs_pb2.FileRequest) -> Any:
+        if self._closed:
+            raise FtraceError(errno.EBADF, "file session closed", from_kernel=False)
+        self._requests.put(request)
+        with translate_rpc_errors():
+            try:
+                response: tracefs_pb2.FileResponse = next(self._call)
+            except StopIteration:
+                raise _stream_ended() from None
+        kind = response.WhichOneof("result")
+        if kind == "error":
+            raise FtraceError.from_detail(response.error)
+        return getattr(response, kind)
+
+    def read(self, size: int = 4096, offset: int | None = None) -> bytes:
+        """read(2) (pread(2) with ``offset``): b"" at end of file."""
+        request = tracefs_pb2.ReadRequest(size=size)
+        if offset is not None:
+            request.offset = offset
+        result: tracefs_pb2.ReadResult = self._do(tracefs_pb2.FileRequest(read=request))
+        return result.data
+
+    def read_all(self, chunk: int = READ_CHUNK) -> Iterator[bytes]:
+        """Read until end of file, yielding each read's data (what cat does)."""
+        while data := self.read(chunk):
+            yield data
+
+    def write(self, data: bytes | str, offset: int | None = None) -> int:
+        """write(2) (pwrite(2) with ``offset``): the bytes consumed, possibly fewer than sent."""
+        request = tracefs_pb2.WriteRequest(data=_as_bytes(data))
+        if offset is not None:
+            request.offset = offset
+        result: tracefs_pb2.WriteResult = self._do(tracefs_pb2.FileRequest(write=request))
+        return result.bytes_written
+
+    def write_all(self, data: bytes | str) -> int:
+        """Write until all of ``data`` is consumed, as stdio's flush loops on short writes.
+
+        ftrace's filter files take one token per write(2), so "a b\\n" takes two. Stops at
+        a write returning 0; the first failed write raises. Returns the bytes written.
+        """
+        data = _as_bytes(data)
+        done = 0
+        while done < len(data):
+            written = self.write(data[done:])
+            if written == 0:
+                break
+            done += written
+        return done
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """lseek(2): the new position."""
+        result: tracefs_pb2.SeekResult = self._do(
+            tracefs_pb2.FileRequest(seek=tracefs_pb2.SeekRequest(offset=offset, whence=whence))
+        )
+        return result.offset
+
+    def close(self) -> int:
+        """close(2): the file is released now. Returns the release hook's result."""
+        if self._closed:
+            return 0
+        result: tracefs_pb2.CloseResult = self._do(
+            tracefs_pb2.FileRequest(close=tracefs_pb2.CloseRequest())
+        )
+        self._closed = True
+        self._requests.end()
+        with translate_rpc_errors():
+            for _ in self._call:  # the server ends the call with OK after close
+                pass
+        return result.result
+
+    def cancel(self) -> None:
+        """End the stream without close: the daemon releases the file as at process exit."""
+        self._closed = True
+        self._call.cancel()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "FileSession":
+        return self
+
+    def __exit__(self, exc_type: type | None, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.cancel()
+
+
+class TracerSession:
+    """An ftrace_ops registered for the life of a ``Tracer.Attach`` stream.
+
+    A reader thread separates the answers (one per request, in order) from the hit batches
+    that arrive in between; :meth:`take_hits` returns the hits received so far, and after
+    :meth:`flush` every hit of a callback that ran before it is among them.
+    """
+
+    def __init__(self, stub: Any, register: tracer_pb2.RegisterOps) -> None:
+        self._requests = _Requests()
+        self._call = stub.Attach(iter(self._requests))
+        self._answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._hits: list[tracer_pb2.Hit] = []
+        self._dropped = 0
+        self._done = False
+        self._reader = threading.Thread(target=self._read, name="ftrace-attach", daemon=True)
+        self._reader.start()
+        self._requests.put(tracer_pb2.TracerRequest(register=register))
+        try:
+            self.registered: tracer_pb2.OpsRegistered = self._answer("registered")
+        except BaseException:
+            self.cancel()
+            raise
+
+    def _read(self) -> None:
+        try:
+            for event in self._call:
+                if event.WhichOneof("event") == "hits":
+                    with self._lock:
+                        self._hits.extend(event.hits.hits)
+                        self._dropped += event.hits.dropped
+                else:
+                    self._answers.put(event)
+        except grpc.RpcError as error:
+            self._answers.put(FtraceError.from_rpc(error))
+        self._answers.put(None)
+
+    def _answer(self, kind: str) -> Any:
+        event = self._answers.get()
+        if event is None:
+            self._answers.put(None)  # keep the end visible to later calls
+            raise _stream_ended()
+        if isinstance(event, FtraceError):
+            self._answers.put(None)
+            raise event
+        if event.WhichOneof("event") == "error":
+            raise FtraceError.from_detail(event.error)
+        return getattr(event, kind)
+
+    def _request(self, request: tracer_pb2.TracerRequest, kind: str) -> Any:
+        if self._done:
+            raise FtraceError(errno.EBADF, "tracer session ended", from_kernel=False)
+        self._requests.put(request)
+        return self._answer(kind)
+
+    def set_filter(
+        self, text: str, *, reset: bool = False, notrace: bool = False
+    ) -> tracer_pb2.FilterUpdated:
+        """ftrace_set_filter (ftrace_set_notrace with ``notrace``) on this ops."""
+        return self._request(
+            tracer_pb2.TracerRequest(
+                set_filter=tracer_pb2.SetOpsFilter(text=text, reset=reset, notrace=notrace)
+            ),
+            "filter_updated",
+        )
+
+    def flush(self) -> tracer_pb2.Flushed:
+        """Wait until every hit recorded so far has been received."""
+        return self._request(tracer_pb2.TracerRequest(flush=tracer_pb2.FlushHits()), "flushed")
+
+    def take_hits(self) -> list[tracer_pb2.Hit]:
+        """The hits received since the last call, oldest first."""
+        with self._lock:
+            hits, self._hits = self._hits, []
+        return hits
+
+    @property
+    def dropped(self) -> int:
+        """Hits the daemon dropped because this client read too slowly."""
+        with self._lock:
+            return self._dropped
+
+    def unregister(self) -> tracer_pb2.Unregistered:
+        """unregister_ftrace_function(ops); the stream then ends."""
+        result = self._request(
+            tracer_pb2.TracerRequest(unregister=tracer_pb2.UnregisterOps()), "unregistered"
+        )
+        self._done = True
+        self._requests.end()
+        self._reader.join()
+        return result
+
+    def cancel(self) -> None:
+        """End the stream abruptly; the daemon unregisters the ops."""
+        self._done = True
+        self._call.cancel()
+
+    def __enter__(self) -> "TracerSession":
+        return self
+
+    def __exit__(self, exc_type: type | None, *rest: object) -> None:
+        if exc_type is None and not self._done:
+            self.unregister()
+        else:
+            self.cancel()
+
+
+def _as_bytes(data: bytes | str) -> bytes:
+    # surrogateescape: a str decoded that way from a non-UTF-8 script gets its bytes back.
+    return data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
+
+
+def _enum_value(enum: Any, prefix: str, value: str | int) -> int:
+    """"buggy" -> VARIANT_BUGGY, "load-count" -> RACE_LOAD_COUNT; ints pass through."""
+    if isinstance(value, int):
+        return value
+    name = prefix + value.strip().upper().replace("-", "_")
+    try:
+        return enum.Value(name)
+    except ValueError:
+        raise ValueError(f"unknown {prefix.rstrip('_').lower()} {value!r}") from None
+
+
+def boot_config(
+    *,
+    variant: str | int | None = None,
+    races: Iterable[str | int] = (),
+    core_functions: int = 0,
+    module_placement: str | int | None = None,
+    cpus: int = 0,
+    failpoints: Mapping[str, str] | None = None,
+    seed: int | None = None,
+    switch_interval: float = 0.0,
+    buffer_size_kb: int = 0,
+) -> kernel_pb2.BootConfig:
+    """A BootConfig from the daemon's option names and spellings (``variant="buggy"``,
+    ``races=["load-count"]``, ``module_placement="first-fit"``); unset fields take the
+    daemon's defaults. Unknown names raise ValueError."""
+    config = kernel_pb2.BootConfig(
+        core_functions=core_functions,
+        cpus=cpus,
+        switch_interval=switch_interval,
+        buffer_size_kb=buffer_size_kb,
+        failpoints=dict(failpoints or {}),
+    )
+    if variant is not None:
+        config.variant = _enum_value(kernel_pb2.Variant, "VARIANT_", variant)
+    config.races.extend(_enum_value(kernel_pb2.Race, "RACE_", race) for race in races)
+    if module_placement is not None:
+        config.module_placement = _enum_value(
+            modules_pb2.ModulePlacement, "MODULE_PLACEMENT_", module_placement
+        )
+    if seed is not None:
+        config.seed = seed
+    return config
+
+
+class Client:
+    """A client of ftraced: typed methods over one :class:`Connection`.
+
+    ``Client(address=None, identity=None)``: address from the argument, else
+    ``$FTRACED_ADDRESS``, else the default socket; identity defaults to this process.
+    Pass ``connection=`` to wrap an existing connection instead.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        identity: Identity | None = None,
+        *,
+        wait: float | None = None,
+        connection: Connection | None = None,
+    ) -> None:
+        self.connection = connection or connect(address, identity, wait=wait)
+
+    @classmethod
+    def connect(
+        cls, address: str | None = None, identity: Identity | None = None, *, wait: float | None = None
+    ) -> "Client":
+        """Like the constructor; with ``wait`` block until the daemon answers."""
+        return cls(address, identity, wait=wait)
+
+    @property
+    def address(self) -> str:
+        return self.connection.address
+
+    @property
+    def identity(self) -> Identity:
+        return self.connection.identity
+
+    @identity.setter
+    def identity(self, identity: Identity) -> None:
+        self.connection.identity = identity
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- Tracefs ------------------------------------------------------------
+
+    def read_file(self, path: str, nonblock: bool = False, max_bytes: int = 0) -> bytes:
+        """``cat PATH``: open, read to EOF (or EAGAIN with nonblock, or max_bytes), release."""
+        with translate_rpc_errors():
+            response = self.connection.tracefs.ReadFile(
+                tracefs_pb2.ReadFileRequest(path=path, nonblock=nonblock, max_bytes=max_bytes)
+            )
+        return response.data
+
+    def write_file(self, path: str, data: bytes | str, append: bool = False) -> int:
+        """``echo DATA > PATH`` (``>>`` with append): open, write all, release.
+
+        Returns the bytes written. A failed write raises its FtraceError (syscall
+        "write") after the daemon released the file; a failed open has syscall "open".
+        """
+        with translate_rpc_errors():
+            response = self.connection.tracefs.WriteFile(
+                tracefs_pb2.WriteFileRequest(path=path, data=_as_bytes(data), append=append)
+            )
+        return response.bytes_written
+
+    def list_dir(self, path: str) -> list[tracefs_pb2.DirEntry]:
+        """The entries of a directory, sorted by name."""
+        with translate_rpc_errors():
+            response = self.connection.tracefs.ListDir(tracefs_pb2.ListDirRequest(path=path))
+        return list(response.entries)
+
+    def stat(self, path: str) -> tracefs_pb2.StatResponse:
+        """stat(2): the canonical path and its DirEntry."""
+        with translate_rpc_errors():
+            return self.connection.tracefs.Stat(tracefs_pb2.StatRequest(path=path))
+
+    def open(self, path: str, flags: int = os.O_RDONLY) -> FileSession:
+        """open(2) with ``os.O_*`` flags (Linux values, as the daemon takes them)."""
+        return FileSession(self.connection.tracefs, path, flags)
+
+    def trace_pipe(self, cpu: int | None = None, nonblock: bool = False) -> ServerStream[bytes]:
+        """``cat trace_pipe`` (per_cpu/cpuN/trace_pipe with ``cpu``): each read's data."""
+        request = tracefs_pb2.TracePipeRequest(nonblock=nonblock)
+        if cpu is not None:
+            request.cpu = cpu
+        call = self.connection.tracefs.TracePipe(request)
+        return ServerStream(call, lambda chunk: (chunk.data,))
+
+    # --- Modules ------------------------------------------------------------
+
+    def load(
+        self,
+        name: str | None = None,
+        functions: Iterable[str] | None = None,
+        if_loaded_ok: bool = False,
+        placement: str | int | None = None,
+    ) -> modules_pb2.ModuleInfo:
+        """Load a module: the catalog's ``name``, or with ``functions`` an explicit one.
+
+        ``if_loaded_ok``: modprobe (an already present module is returned, already_loaded
+        set); otherwise insmod (EEXIST).
+        """
+        request = modules_pb2.LoadModuleRequest(if_loaded_ok=if_loaded_ok)
+        if functions is not None:
+            request.explicit.name = name or ""
+            request.explicit.functions.extend(functions)
+        else:
+            request.catalog_name = name or ""
+        if placement is not None:
+            request.placement = _enum_value(
+                modules_pb2.ModulePlacement, "MODULE_PLACEMENT_", placement
+            )
+        with translate_rpc_errors():
+            return self.connection.modules.Load(request)
+
+    def unload(self, name: str, if_absent_ok: bool = False) -> modules_pb2.ModuleInfo:
+        """rmmod: the module as it was; with ``if_absent_ok`` an absent one gives name ""."""
+        with translate_rpc_errors():
+            return self.connection.modules.Unload(
+                modules_pb2.UnloadModuleRequest(name=name, if_absent_ok=if_absent_ok)
+            )
+
+    def list_modules(self) -> list[modules_pb2.ModuleInfo]:
+        """The loaded modules, most recently loaded first."""
+        with translate_rpc_errors():
+            return list(self.connection.modules.List(modules_pb2.ListModulesRequest()).modules)
+
+    def catalog(self) -> list[modules_pb2.CatalogModule]:
+        """The modules loadable by name."""
+        with translate_rpc_errors():
+            return list(self.connection.modules.Catalog(modules_pb2.CatalogRequest()).modules)
+
+    # --- Kernel -------------------------------------------------------------
+
+    def dmesg(self, clear: bool = False) -> str:
+        """The kernel log as ``dmesg`` prints it (``dmesg -c`` with clear)."""
+        return self.dmesg_lines(clear).text
+
+    def dmesg_lines(self, clear: bool = False) -> kernel_pb2.DmesgResponse:
+        """The kernel log, as text and as structured lines."""
+        with translate_rpc_errors():
+            return self.connection.kernel.Dmesg(kernel_pb2.DmesgRequest(clear=clear))
+
+    def dmesg_follow(self, replay: bool = False) -> ServerStream[kernel_pb2.DmesgLine]:
+        """``dmesg -w``: lines as they are printed (those already there first with replay)."""
+        call = self.connection.kernel.DmesgFollow(kernel_pb2.DmesgFollowRequest(replay=replay))
+        return ServerStream(call, lambda batch: batch.lines)
+
+    def check_consistency(self) -> kernel_pb2.ConsistencyReport:
+        with translate_rpc_errors():
+            return self.connection.kernel.CheckConsistency(kernel_pb2.CheckConsistencyRequest())
+
+    def dump_records(
+        self,
+        module: str = "",
+        core_only: bool = False,
+        function_glob: str = "",
+        only_nonzero: bool = False,
+        limit: int = 0,
+    ) -> list[kernel_pb2.Record]:
+        """The dyn_ftrace records (one consistent snapshot), filtered."""
+        request = kernel_pb2.DumpRecordsRequest(
+            module=module,
+            core_only=core_only,
+            function_glob=function_glob,
+            only_nonzero=only_nonzero,
+            limit=limit,
+        )
+        with translate_rpc_errors():
+            return [record for chunk in self.connection.kernel.DumpRecords(request)
+                    for record in chunk.records]
+
+    def list_ops(self, include_hashes: bool = False) -> list[kernel_pb2.OpsInfo]:
+        with translate_rpc_errors():
+            return list(
+                self.connection.kernel.ListOps(
+                    kernel_pb2.ListOpsRequest(include_hashes=include_hashes)
+                ).ops
+            )
+
+    def set_failpoint(self, name: str, spec: str) -> kernel_pb2.Failpoint:
+        """Arm a failpoint (``"1*pause"``, ``"20%sleep(3)"``); "" or "off" disarms."""
+        with translate_rpc_errors():
+            return self.connection.kernel.SetFailpoint(
+                kernel_pb2.SetFailpointRequest(name=name, spec=spec)
+            )
+
+    def release_failpoint(self, name: str, count: int = 0) -> int:
+        """Let ``count`` paused threads go (0: all). Returns how many went."""
+        with translate_rpc_errors():
+            return self.connection.kernel.ReleaseFailpoint(
+                kernel_pb2.ReleaseFailpointRequest(name=name, count=count)
+            ).released
+
+    def wait_failpoint(self, name: str, count: int = 1, timeout: float = 10.0) -> kernel_pb2.Failpoint:
+        """Block until ``count`` threads are paused at the failpoint; ETIMEDOUT after timeout."""
+        request = kernel_pb2.WaitFailpointRequest(
+            name=name, count=count, timeout_ms=max(1, round(timeout * 1000))
+        )
+        with translate_rpc_errors():
+            # The call's deadline is a safety net behind the daemon's own timeout.
+            return self.connection.kernel.WaitFailpoint(request, timeout=timeout + 5.0)
+
+    def list_failpoints(self) -> list[kernel_pb2.Failpoint]:
+        with translate_rpc_errors():
+            return list(
+                self.connection.kernel.ListFailpoints(kernel_pb2.ListFailpointsRequest()).failpoints
+            )
+
+    def config(self) -> kernel_pb2.BootConfig:
+        """The options this kernel booted with, defaults resolved."""
+        with translate_rpc_errors():
+            return self.connection.kernel.GetConfig(kernel_pb2.GetConfigRequest())
+
+    def stats(self) -> kernel_pb2.KernelStats:
+        with translate_rpc_errors():
+            return self.connection.kernel.Stats(kernel_pb2.StatsRequest())
+
+    def reboot(self, config: kernel_pb2.BootConfig | None = None, **options: Any) -> kernel_pb2.BootConfig:
+        """Boot a fresh kernel with ``config``, or with :func:`boot_config` ``options``."""
+        if config is None:
+            config = boot_config(**options)
+        elif options:
+            raise TypeError("pass either a BootConfig or options, not both")
+        with translate_rpc_errors():
+            return self.connection.kernel.Reboot(kernel_pb2.RebootRequest(config=config))
+
+    # --- Tracer -------------------------------------------------------------
+
+    def invoke(
+        self,
+        function: str | None = None,
+        parent: str | None = None,
+        cpu: int | None = None,
+        repeat: int = 1,
+        *,
+        address: int | None = None,
+        module: str = "",
+        parent_ip: int = 0,
+        pid: int | None = None,
+        comm: str | None = None,
+    ) -> tracer_pb2.InvokeResponse:
+        """Execute ``function`` (or the function at ``address``) ``repeat`` times on a CPU,
+        as the caller's task unless pid/comm are given."""
+        request = tracer_pb2.InvokeRequest(
+            module=module, parent=parent or "", parent_ip=parent_ip, repeat=repeat
+        )
+        if address is not None:
+            request.address = address
+        else:
+            request.function = function or ""
+        if cpu is not None:
+            request.cpu = cpu
+        if pid is not None:
+            request.pid = pid
+        if comm is not None:
+            request.comm = comm
+        with translate_rpc_errors():
+            return self.connection.tracer.Invoke(request)
+
+    def attach(
+        self,
+        name: str = "",
+        filter: Iterable[str] = (),
+        notrace: Iterable[str] = (),
+        *,
+        max_batch: int = 0,
+        max_delay_ms: int = 0,
+        queue_limit: int = 0,
+    ) -> TracerSession:
+        """Register an ftrace_ops with these filter/notrace patterns, for the session's life."""
+        register = tracer_pb2.RegisterOps(
+            name=name,
+            filter=list(filter),
+            notrace=list(notrace),
+            max_batch=max_batch,
+            max_delay_ms=max_delay_ms,
+            queue_limit=queue_limit,
+        )
+        return TracerSession(self.connection.tracer, register)

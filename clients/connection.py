@@ -1,0 +1,284 @@
+"""Connecting to ftraced: the address, the channel, the caller identity, the stubs.
+
+Addresses (``--address``, ``FTRACED_ADDRESS``, ``ftraced --listen``):
+
+- ``unix:PATH`` — a unix socket; PATH absolute or relative to the current directory
+- ``unix:///ABS/PATH`` — the same, URI form
+- ``/ABS/PATH`` or ``./PATH`` — shorthand for ``unix:PATH``
+- ``HOST:PORT`` (``127.0.0.1:50051``, ``localhost:50051``, ``[::1]:50051``) — TCP
+- any other gRPC target (``dns:///host:port``, ``ipv4:...``) is passed through
+
+Which address: the explicit argument, else ``$FTRACED_ADDRESS``, else
+:func:`default_address` (``unix:$XDG_RUNTIME_DIR/ftraced.sock``, or
+``unix:/tmp/ftraced-$UID.sock`` without a runtime directory). The daemon takes its default
+listen address from the same function, so the two always agree.
+
+``connect()`` returns a :class:`Connection`: one channel whose every call carries the
+caller identity (``x-ftrace-pid``/``x-ftrace-comm``, see ``clients.identity``), and the typed
+stubs ``.tracefs``, ``.modules``, ``.kernel``, ``.tracer`` and ``.health``. Stub calls raise
+``grpc.RpcError``; convert with ``clients.errors`` (``translate_rpc_errors()``,
+``FtraceError.from_rpc``).
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import os
+from typing import Any, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.errors import FtraceError, translate_rpc_errors
+from clients.identity import Identity
+from ftrace.v1 import kernel_pb2_grpc, modules_pb2_grpc, tracefs_pb2_grpc, tracer_pb2_grpc
+
+__all__ = [
+    "ADDRESS_ENV",
+    "SOCKET_NAME",
+    "MAX_MESSAGE_BYTES",
+    "CHANNEL_OPTIONS",
+    "default_address",
+    "resolve_address",
+    "grpc_target",
+    "unix_socket_path",
+    "IdentityInterceptor",
+    "Connection",
+    "connect",
+]
+
+#: The environment variable every client reads its default address from.
+ADDRESS_ENV = "FTRACED_ADDRESS"
+#: The socket's file name in the runtime directory.
+SOCKET_NAME = "ftraced.sock"
+#: Largest message either side sends or accepts (a 1 MiB write fits with room to spare;
+#: the daemon should use the same limit).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Channel (and server) options shared by clients and the daemon.
+CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
+#: sockaddr_un.sun_path holds 108 bytes including the NUL.
+_UNIX_PATH_MAX = 107
+
+
+def default_address() -> str:
+    """The default daemon address: a unix socket private to the user.
+
+    ``unix:$XDG_RUNTIME_DIR/ftraced.sock`` when ``XDG_RUNTIME_DIR`` names a directory,
+    otherwise ``unix:/tmp/ftraced-$UID.sock``.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        return "unix:" + os.path.join(runtime, SOCKET_NAME)
+    return f"unix:/tmp/ftraced-{os.getuid()}.sock"
+
+
+def resolve_address(address: str | None = None) -> str:
+    """The address to use: ``address`` if given, else ``$FTRACED_ADDRESS``, else the default."""
+    if address:
+        return address.strip()
+    env = os.environ.get(ADDRESS_ENV, "").strip()
+    return env or default_address()
+
+
+def unix_socket_path(address: str) -> str | None:
+    """The filesystem path of a unix-socket address, None for a TCP (or other) address.
+
+    ``unix:/run/user/0/ftraced.sock`` -> ``/run/user/0/ftraced.sock``;
+    ``unix:///tmp/x.sock`` -> ``/tmp/x.sock``; ``/tmp/x.sock`` -> itself;
+    ``unix:rel.sock`` -> ``rel.sock`` (relative to the current directory).
+    Raises ValueError for ``unix://relative``.
+    """
+    address = address.strip()
+    if address.startswith("unix://"):
+        rest = address[len("unix://"):]
+        if not rest.startswith("/"):  # unix://host/... has no meaning for a local socket
+            raise ValueError(f"unix URI needs an absolute path (unix:///PATH): {address!r}")
+        return rest
+    if address.startswith("unix:"):
+        return address[len("unix:"):]
+    if address.startswith("/") or address.startswith("./") or address.startswith("../"):
+        return address
+    return None
+
+
+def grpc_target(address: str) -> str:
+    """The gRPC channel target for an address (see the module docstring for the forms).
+
+    Raises ValueError for an empty address or a unix socket path longer than
+    ``sun_path`` allows (107 bytes), which gRPC would reject with an obscure error.
+    """
+    address = address.strip()
+    if not address:
+        raise ValueError("empty daemon address")
+    path = unix_socket_path(address)
+    if path is None:
+        return address
+    if not path:
+        raise ValueError(f"no socket path in address {address!r}")
+    if len(os.fsencode(path)) > _UNIX_PATH_MAX:
+        raise ValueError(
+            f"unix socket path too long ({len(os.fsencode(path))} > {_UNIX_PATH_MAX} bytes): {path}"
+        )
+    return "unix:" + path
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class IdentityInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``x-ftrace-pid``/``x-ftrace-comm`` to every call.
+
+    ``identity`` is an :class:`Identity` or a callable returning one (read at each call, so a
+    connection's identity can change). Metadata the caller passes explicitly wins: a call
+    made with ``metadata=[("x-ftrace-comm", "bash")]`` keeps that comm.
+    """
+
+    def __init__(self, identity: Identity | Callable[[], Identity]) -> None:
+        self._identity = identity
+
+    def _identity_now(self) -> Identity:
+        identity = self._identity
+        return identity() if callable(identity) else identity
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = list(details.metadata or ())
+        present = {key for key, _ in metadata}
+        for key, value in self._identity_now().metadata():
+            if key not in present:
+                metadata.append((key, value))
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+
+class Connection:
+    """A channel to ftraced with the typed stubs.
+
+    Attributes:
+      address: the address as resolved (``unix:...`` or ``host:port``).
+      target: the gRPC target string.
+      identity: the :class:`Identity` sent with every call (assignable).
+      channel: the intercepted channel (use it to build other stubs).
+      tracefs, modules, kernel, tracer: ``ftrace.v1`` stubs.
+      health: the ``grpc.health.v1.Health`` stub.
+
+    Usable as a context manager (closes the channel on exit).
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        identity: Identity | None = None,
+        *,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.address = resolve_address(address)
+        self.target = grpc_target(self.address)
+        self.identity = identity if identity is not None else Identity()
+        self._raw_channel = grpc.insecure_channel(
+            self.target, options=list(CHANNEL_OPTIONS) + list(options)
+        )
+        self.channel = grpc.intercept_channel(
+            self._raw_channel, IdentityInterceptor(lambda: self.identity)
+        )
+        self.tracefs = tracefs_pb2_grpc.TracefsStub(self.channel)
+        self.modules = modules_pb2_grpc.ModulesStub(self.channel)
+        self.kernel = kernel_pb2_grpc.KernelStub(self.channel)
+        self.tracer = tracer_pb2_grpc.TracerStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self._closed = False
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the channel is connected (the daemon is listening).
+
+        Raises ``FtraceError(ETIMEDOUT)`` (``from_kernel`` False) after ``timeout`` seconds.
+        """
+        try:
+            grpc.channel_ready_future(self._raw_channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise FtraceError(
+                errno.ETIMEDOUT,
+                f"ftraced at {self.address} not ready after {timeout}s",
+                from_kernel=False,
+            ) from None
+
+    def check_health(self, service: str = "", timeout: float | None = 5.0) -> bool:
+        """True when the health service reports SERVING for ``service`` ("" = the server)."""
+        with translate_rpc_errors():
+            response = self.health.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._raw_channel.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Connection({self.address!r}, identity={self.identity})"
+
+
+def connect(
+    address: str | None = None,
+    identity: Identity | None = None,
+    *,
+    wait: float | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> Connection:
+    """Open a :class:`Connection` (address: argument > ``$FTRACED_ADDRESS`` > default).
+
+    Channels connect lazily; with ``wait`` (seconds) block until the daemon answers, raising
+    ``FtraceError(ETIMEDOUT)`` otherwise (the channel is then closed).
+    """
+    connection = Connection(address, identity, options=options)
+    if wait is not None:
+        try:
+            connection.wait_ready(wait)
+        except BaseException:
+            connection.close()
+            raise
+    return connection

@@ -1,0 +1,291 @@
+"""ftrace-shell's file and general commands: cd, pwd, ls, cat, echo, grep, sleep, true,
+false, exit, help. Their output and diagnostics are those of bash and GNU coreutils/grep,
+byte for byte where a script could depend on them."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Iterator
+
+from clients.errors import FtraceError
+from clients.shell_runtime import (
+    COMMANDS,
+    Invocation,
+    ShellExit,
+    command,
+    encode,
+    parse_options,
+)
+
+__all__: list[str] = []  # the commands register themselves in COMMANDS
+
+
+def read_path(ctx: Invocation, path: str) -> Iterator[bytes]:
+    """The contents of a tracefs file, read by read(2)s as cat does (so trace_pipe
+    streams). Raises FtraceError for a failed open or read; the file is released."""
+    with ctx.shell.client.open(ctx.shell.resolve(path), os.O_RDONLY) as session:
+        yield from session.read_all()
+
+
+@command("true", "do nothing, successfully", builtin=True)
+def cmd_true(ctx: Invocation) -> int:
+    return 0
+
+
+@command("false", "do nothing, unsuccessfully", builtin=True)
+def cmd_false(ctx: Invocation) -> int:
+    return 1
+
+
+@command("exit [N]", "leave the shell with status N (default: the last status)", builtin=True)
+def cmd_exit(ctx: Invocation) -> int:
+    if len(ctx.args) > 1:
+        ctx.builtin_err("too many arguments")
+        return 1
+    if not ctx.args:
+        raise ShellExit(ctx.shell.status)
+    try:
+        raise ShellExit(int(ctx.args[0]) & 0xFF)
+    except ValueError:
+        ctx.builtin_err(f"{ctx.args[0]}: numeric argument required")
+        raise ShellExit(2) from None
+
+
+@command("help", "list the commands", builtin=True)
+def cmd_help(ctx: Invocation) -> int:
+    ctx.out("ftrace-shell: a small bash for ftraced. Paths are the daemon's "
+            "(/sys/kernel/debug/tracing, /sys/kernel/tracing, /proc/modules, /proc/kallsyms).\n"
+            "Syntax: quotes, # comments, ; && ||, > >> 2> N>&M, and pipes into grep.\n\n")
+    width = max(len(cmd.usage) for cmd in COMMANDS.values())
+    for name in sorted(COMMANDS):
+        ctx.out(f"  {COMMANDS[name].usage:<{width}}  {COMMANDS[name].summary}\n")
+    return 0
+
+
+@command("cd [DIR|-]", "change the working directory (start: /)", builtin=True)
+def cmd_cd(ctx: Invocation) -> int:
+    shell = ctx.shell
+    if len(ctx.args) > 1:
+        ctx.builtin_err("too many arguments")
+        return 1
+    # The model has no home directory: plain `cd` goes to the root.
+    arg = ctx.args[0] if ctx.args else "/"
+    if arg == "-":
+        if shell.oldpwd is None:
+            ctx.builtin_err("OLDPWD not set")
+            return 1
+        arg = shell.oldpwd
+    try:
+        stat = shell.client.stat(shell.resolve(arg))
+    except FtraceError as error:
+        ctx.builtin_err(f"{arg}: {error.strerror}")
+        return 1
+    if not stat.entry.is_dir:
+        ctx.builtin_err(f"{arg}: Not a directory")
+        return 1
+    shell.oldpwd, shell.cwd = shell.cwd, stat.path
+    if ctx.args and ctx.args[0] == "-":
+        ctx.out(shell.cwd + "\n")  # as bash, `cd -` prints where it went
+    return 0
+
+
+@command("pwd", "print the working directory", builtin=True)
+def cmd_pwd(ctx: Invocation) -> int:
+    ctx.out(ctx.shell.cwd + "\n")
+    return 0
+
+
+_ECHO_ESCAPE = re.compile(rb"\\(0[0-7]{0,3}|x[0-9A-Fa-f]{1,2}|.)", re.DOTALL)
+_ECHO_SIMPLE = {b"a": b"\a", b"b": b"\b", b"e": b"\x1b", b"E": b"\x1b", b"f": b"\f",
+                b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v", b"\\": b"\\"}
+
+
+def _echo_interpret(data: bytes) -> tuple[bytes, bool]:
+    """echo -e: (the bytes with escapes interpreted, whether \\c cut the output)."""
+    out: list[bytes] = []
+    position = 0
+    for match in _ECHO_ESCAPE.finditer(data):
+        out.append(data[position:match.start()])
+        position = match.end()
+        code = match.group(1)
+        if code == b"c":
+            return b"".join(out), True
+        if code[:1] == b"0":
+            out.append(bytes([int(code, 8) & 0xFF]))
+        elif code[:1] == b"x" and len(code) > 1:
+            out.append(bytes([int(code[1:], 16)]))
+        else:
+            out.append(_ECHO_SIMPLE.get(code, b"\\" + code))
+    out.append(data[position:])
+    return b"".join(out), False
+
+
+@command("echo [-neE] [ARG...]", "print the arguments (use > or >> to write a file)",
+         builtin=True)
+def cmd_echo(ctx: Invocation) -> int:
+    args = ctx.args
+    newline, escapes = True, False
+    # bash: leading words made only of n, e, E after "-" are options; anything else ends them.
+    while args and len(args[0]) > 1 and args[0][0] == "-" and set(args[0][1:]) <= set("neE"):
+        for letter in args[0][1:]:
+            newline = newline and letter != "n"
+            escapes = (escapes or letter == "e") and letter != "E"
+        args = args[1:]
+    data = encode(" ".join(args))
+    if escapes:
+        data, cut = _echo_interpret(data)
+        newline = newline and not cut
+    # One write, as bash's echo flushes its buffer once.
+    ctx.out(data + b"\n" if newline else data)
+    return 0
+
+
+def _mode_string(is_dir: bool, mode: int) -> str:
+    bits = "".join(
+        letter if mode & (1 << (8 - index)) else "-" for index, letter in enumerate("rwxrwxrwx")
+    )
+    return ("d" if is_dir else "-") + bits
+
+
+@command("ls [-la1] [PATH...]", "list directories (one name a line; -l: modes)")
+def cmd_ls(ctx: Invocation) -> int:
+    parsed = parse_options(ctx, "la1")
+    if parsed is None:
+        return 2
+    options, operands = parsed
+    shell = ctx.shell
+    status = 0
+    files: list[tuple[str, bool, int, int]] = []
+    directories: list[tuple[str, list[tuple[str, bool, int, int]]]] = []
+    for operand in operands or ["."]:
+        try:
+            stat = shell.client.stat(shell.resolve(operand))
+            if not stat.entry.is_dir:
+                files.append((operand, False, stat.entry.mode, stat.entry.size))
+                continue
+            entries = [(e.name, e.is_dir, e.mode, e.size)
+                       for e in shell.client.list_dir(stat.path)]
+        except FtraceError as error:
+            ctx.err(f"ls: cannot access '{operand}': {error.strerror}")
+            status = 2
+            continue
+        if "a" in options:
+            entries = [(".", True, stat.entry.mode, 0), ("..", True, 0o755, 0)] + entries
+        directories.append((operand, entries))
+
+    def listing(rows: list[tuple[str, bool, int, int]]) -> str:
+        if "l" not in options:
+            return "".join(name + "\n" for name, *_ in rows)
+        width = max((len(str(size)) for *_, size in rows), default=1)
+        return "".join(f"{_mode_string(is_dir, mode)} 1 root root {size:>{width}} {name}\n"
+                       for name, is_dir, mode, size in rows)
+
+    parts = [listing(files)] if files else []
+    for name, entries in directories:
+        header = f"{name}:\n" if len(files) + len(directories) > 1 else ""
+        total = "total 0\n" if "l" in options else ""
+        parts.append(header + total + listing(entries))
+    ctx.out("\n".join(parts))
+    return status
+
+
+@command("cat [FILE...]", "print files (trace_pipe streams until Ctrl-C)")
+def cmd_cat(ctx: Invocation) -> int:
+    status = 0
+    for operand in ctx.args or ["-"]:
+        if operand == "-":
+            ctx.out(ctx.read_stdin())
+            continue
+        try:
+            for data in read_path(ctx, operand):
+                ctx.out(data)
+        except FtraceError as error:
+            ctx.err(f"cat: {operand}: {error.strerror}")
+            status = 1
+    return status
+
+
+_BRE_SPECIAL = frozenset("|+?(){}")
+
+
+def _bre_to_python(pattern: str) -> str:
+    """A POSIX basic regular expression (GNU flavour) as a Python one: ``\\| \\+ \\? \\( \\)
+    \\{ \\}`` are the operators, and ``| + ? ( ) { }`` plain characters."""
+    out: list[str] = []
+    chars = iter(pattern)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, "\\")
+            out.append(escaped if escaped in _BRE_SPECIAL else "\\" + escaped)
+        elif char in _BRE_SPECIAL:
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+@command("grep [-vciqnEF] PATTERN [FILE...]",
+         "print matching lines of files or of piped input (status 1: no match)")
+def cmd_grep(ctx: Invocation) -> int:
+    parsed = parse_options(ctx, "vciqnEF")
+    if parsed is None:
+        return 2
+    options, operands = parsed
+    if not operands:
+        ctx.err(f"Usage: {COMMANDS['grep'].usage}")
+        return 2
+    pattern, files = operands[0], operands[1:]
+    if "F" in options:
+        expression = re.escape(pattern)
+    else:
+        expression = pattern if "E" in options else _bre_to_python(pattern)
+    try:
+        regex = re.compile(encode(expression), re.IGNORECASE if "i" in options else 0)
+    except re.error as error:
+        ctx.err(f"grep: {error}")
+        return 2
+    selected, errors = False, False
+    for name in files or ["-"]:
+        try:
+            data = ctx.read_stdin() if name == "-" else b"".join(read_path(ctx, name))
+        except FtraceError as error:
+            ctx.err(f"grep: {name}: {error.strerror}")
+            errors = True
+            continue
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        prefix = encode(name if name != "-" else "(standard input)") + b":" if len(files) > 1 else b""
+        matches = [(number, line) for number, line in enumerate(lines, 1)
+                   if (regex.search(line) is None) == ("v" in options)]
+        selected = selected or bool(matches)
+        if "q" in options:
+            if selected:
+                return 0
+        elif "c" in options:
+            ctx.out(prefix + b"%d\n" % len(matches))
+        elif matches:
+            ctx.out(b"".join(prefix + (b"%d:" % number if "n" in options else b"") + line + b"\n"
+                             for number, line in matches))
+    return 2 if errors else 0 if selected else 1
+
+
+_SLEEP_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+@command("sleep SECONDS[smhd]...", "wait (really) that long")
+def cmd_sleep(ctx: Invocation) -> int:
+    if not ctx.args:
+        ctx.err("sleep: missing operand")
+        return 1
+    total = 0.0
+    for arg in ctx.args:
+        match = re.fullmatch(r"(\d+\.?\d*|\.\d+)([smhd]?)", arg)
+        if match is None:
+            ctx.err(f"sleep: invalid time interval '{arg}'")
+            return 1
+        total += float(match.group(1)) * _SLEEP_UNITS[match.group(2)]
+    time.sleep(total)
+    return 0

@@ -1,0 +1,320 @@
+"""ftrace-shell's command language: a small subset of bash's, tokenized and parsed by hand.
+
+Supported: words with '...', "..." and backslash quoting (backslash-newline continues a
+line); comments (``#`` starting a word, to the end of the line); ``;`` and newlines;
+``&&`` and ``||`` (left to right, as bash); pipelines ``a | b`` (the shell runs only
+pipelines into ``grep``); redirections ``> FILE``, ``>> FILE``, ``>| FILE``, ``N> FILE``,
+``N>> FILE`` and ``N>&M`` (also written without a space: ``>file``, ``2>/dev/null``).
+No variables, globbing, subshells, background jobs or here-documents: ``$`` and ``*`` are
+ordinary characters (``echo uinput* > set_ftrace_filter`` writes the glob itself, as bash
+does when nothing in the current directory matches); ``(``, ``)``, ``;;`` are syntax
+errors and ``<``, ``&`` are refused.
+
+:func:`parse` turns complete input into a list of :class:`AndOr`; input that needs more
+lines (an open quote, a trailing ``&&``, ``||``, ``|`` or backslash) raises
+:class:`Incomplete`, so a reader can append the next line and try again, as bash's
+parser asks for more input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ShellSyntaxError",
+    "Incomplete",
+    "Token",
+    "Redirect",
+    "Command",
+    "Pipeline",
+    "AndOr",
+    "tokenize",
+    "parse",
+]
+
+#: Operators, longest first so that ">>" wins over ">".
+_OPERATORS = ("&&", "||", ";;", ">>", ">&", ">|", "<<", "<&", ";", "|", ">", "<", "&", "(", ")")
+_OPERATOR_CHARS = frozenset("".join(_OPERATORS))
+#: Operators this shell does not run: bash would, so they are refused, not misread.
+_REFUSED = {
+    "<": "input redirection",
+    "<<": "a here-document",
+    "<&": "input redirection",
+    "&": "a background job",
+}
+_BLANKS = " \t"
+#: Backslash escapes these inside double quotes (bash); before anything else it stays.
+_DQUOTE_ESCAPABLE = frozenset('$`"\\\n')
+
+
+class ShellSyntaxError(Exception):
+    """Input that is not a command; ``message`` is bash's wording, ``line`` where."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+class Incomplete(ShellSyntaxError):
+    """The input ends inside a command; the message is bash's if no more input comes."""
+
+
+@dataclass(frozen=True)
+class Token:
+    """``kind``: "word", "op", "io" (the fd number of a redirection) or "newline"."""
+
+    kind: str
+    text: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """``fd op target``: op ">" (truncate), ">>" (append) or ">&" (target is an fd)."""
+
+    fd: int
+    op: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]
+    redirects: tuple[Redirect, ...]
+    line: int
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    commands: tuple[Command, ...]
+
+
+@dataclass(frozen=True)
+class AndOr:
+    """``first [&&|| pipeline]...``: each later pipeline runs if its operator allows."""
+
+    first: Pipeline
+    rest: tuple[tuple[str, Pipeline], ...] = ()
+
+
+class _Lexer:
+    def __init__(self, text: str, line: int) -> None:
+        self.text = text
+        self.pos = 0
+        self.line = line
+        self.tokens: list[Token] = []
+
+    def peek(self, offset: int = 0) -> str:
+        index = self.pos + offset
+        return self.text[index] if index < len(self.text) else ""
+
+    def take(self) -> str:
+        char = self.text[self.pos]
+        self.pos += 1
+        if char == "\n":
+            self.line += 1
+        return char
+
+    def run(self) -> list[Token]:
+        while self.pos < len(self.text):
+            char = self.peek()
+            if char in _BLANKS:
+                self.take()
+            elif char == "\n":
+                self.tokens.append(Token("newline", "\n", self.line))
+                self.take()
+            elif char == "#":
+                while self.pos < len(self.text) and self.peek() != "\n":
+                    self.take()
+            elif char == "\\" and self.peek(1) == "\n":
+                self.take(), self.take()  # line continuation between words
+                self.need_more_at_end()
+            elif char in _OPERATOR_CHARS:
+                self.operator()
+            else:
+                self.word()
+        return self.tokens
+
+    def need_more_at_end(self) -> None:
+        # A backslash-newline ending the input continues onto a line not yet read.
+        if self.pos >= len(self.text):
+            raise Incomplete("syntax error: unexpected end of file", self.line)
+
+    def operator(self) -> None:
+        for op in _OPERATORS:
+            if self.text.startswith(op, self.pos):
+                self.tokens.append(Token("op", op, self.line))
+                self.pos += len(op)
+                return
+
+    def word(self) -> None:
+        line = self.line
+        parts: list[str] = []
+        quoted = False
+        while self.pos < len(self.text):
+            char = self.peek()
+            if char in _BLANKS or char == "\n" or char in _OPERATOR_CHARS:
+                break
+            self.take()
+            if char == "\\":
+                self.need_more_at_end()
+                escaped = self.take()
+                if escaped == "\n":  # backslash-newline inside a word joins the lines
+                    self.need_more_at_end()
+                else:
+                    parts.append(escaped)
+                    quoted = True
+            elif char == "'":
+                parts.append(self.single_quoted(line))
+                quoted = True
+            elif char == '"':
+                parts.append(self.double_quoted(line))
+                quoted = True
+            else:
+                parts.append(char)
+        text = "".join(parts)
+        is_fd = not quoted and text.isdigit() and self.peek() in ("<", ">")
+        self.tokens.append(Token("io" if is_fd else "word", text, line))
+
+    def single_quoted(self, line: int) -> str:
+        end = self.text.find("'", self.pos)
+        if end < 0:
+            raise Incomplete("unexpected EOF while looking for matching `''", line)
+        body = self.text[self.pos:end]
+        self.line += body.count("\n")
+        self.pos = end + 1
+        return body
+
+    def double_quoted(self, line: int) -> str:
+        parts: list[str] = []
+        while True:
+            if self.pos >= len(self.text):
+                raise Incomplete("unexpected EOF while looking for matching `\"'", line)
+            char = self.take()
+            if char == '"':
+                return "".join(parts)
+            if char == "\\" and self.peek() in _DQUOTE_ESCAPABLE:
+                escaped = self.take()
+                if escaped != "\n":
+                    parts.append(escaped)
+            else:
+                parts.append(char)
+
+
+def tokenize(text: str, line: int = 1) -> list[Token]:
+    """The tokens of ``text`` (whose first line is ``line``), quotes removed from words."""
+    return _Lexer(text, line).run()
+
+
+def _refused(token: Token) -> ShellSyntaxError:
+    return ShellSyntaxError(
+        f"{_REFUSED[token.text]} (`{token.text}') is not supported by ftrace-shell", token.line
+    )
+
+
+class _Parser:
+    def __init__(self, tokens: list[Token], end_line: int) -> None:
+        self.tokens = tokens
+        self.pos = 0
+        self.end_line = end_line
+
+    def peek(self) -> Token | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def unexpected(self, token: Token | None) -> ShellSyntaxError:
+        if token is None:
+            return ShellSyntaxError("syntax error near unexpected token `newline'", self.end_line)
+        text = "newline" if token.kind == "newline" else token.text
+        return ShellSyntaxError(f"syntax error near unexpected token `{text}'", token.line)
+
+    def skip_newlines_or_need_more(self) -> None:
+        # After && || |, bash reads on: blank lines are skipped, end of input asks for more.
+        while (token := self.peek()) is not None and token.kind == "newline":
+            self.pos += 1
+        if self.peek() is None:
+            raise Incomplete("syntax error: unexpected end of file", self.end_line + 1)
+
+    def program(self) -> list[AndOr]:
+        result: list[AndOr] = []
+        while (token := self.peek()) is not None:
+            if token.kind == "newline":
+                self.pos += 1
+                continue
+            result.append(self.and_or())
+            token = self.peek()
+            if token is None:
+                break
+            if token.kind == "newline" or (token.kind == "op" and token.text == ";"):
+                self.pos += 1
+                continue
+            raise self.unexpected(token)
+        return result
+
+    def and_or(self) -> AndOr:
+        first = self.pipeline()
+        rest: list[tuple[str, Pipeline]] = []
+        while (token := self.peek()) is not None and token.kind == "op" and token.text in ("&&", "||"):
+            self.pos += 1
+            self.skip_newlines_or_need_more()
+            rest.append((token.text, self.pipeline()))
+        return AndOr(first, tuple(rest))
+
+    def pipeline(self) -> Pipeline:
+        commands = [self.command()]
+        while (token := self.peek()) is not None and token.kind == "op" and token.text == "|":
+            self.pos += 1
+            self.skip_newlines_or_need_more()
+            commands.append(self.command())
+        return Pipeline(tuple(commands))
+
+    def command(self) -> Command:
+        words: list[str] = []
+        redirects: list[Redirect] = []
+        first = self.peek()
+        while (token := self.peek()) is not None:
+            if token.kind == "word":
+                words.append(token.text)
+                self.pos += 1
+            elif token.kind == "io" or (token.kind == "op" and token.text in (">", ">>", ">|", ">&")):
+                redirects.append(self.redirect())
+            elif token.kind == "op" and token.text in _REFUSED:
+                raise _refused(token)
+            else:
+                break
+        if not words and not redirects:
+            raise self.unexpected(first)
+        return Command(tuple(words), tuple(redirects), first.line if first else self.end_line)
+
+    def redirect(self) -> Redirect:
+        token = self.tokens[self.pos]
+        fd = 1
+        if token.kind == "io":
+            fd = int(token.text)
+            self.pos += 1
+            token = self.tokens[self.pos]  # the lexer made an io token only before < or >
+            if token.text in _REFUSED:
+                raise _refused(token)
+        self.pos += 1
+        target = self.peek()
+        if target is None or target.kind not in ("word", "io"):
+            raise self.unexpected(target)
+        self.pos += 1
+        op = ">" if token.text == ">|" else token.text
+        if op == ">&" and not target.text.isdigit():
+            raise ShellSyntaxError(
+                f"`>&{target.text}': only >&N (a file descriptor) is supported by ftrace-shell",
+                target.line,
+            )
+        return Redirect(fd, op, target.text)
+
+
+def parse(text: str, line: int = 1) -> list[AndOr]:
+    """Parse complete input whose first line is ``line``.
+
+    Raises :class:`Incomplete` when more input could complete it, and
+    :class:`ShellSyntaxError` when no input could.
+    """
+    tokens = tokenize(text, line)
+    end_line = line + text.count("\n") - (1 if text.endswith("\n") else 0)
+    return _Parser(tokens, end_line).program()

@@ -1,0 +1,223 @@
+"""What ftrace-shell's commands run with: their outputs, their invocation, the registry.
+
+A command writes through an :class:`Output`: the terminal, a pipe buffer (into ``grep``),
+``/dev/null``, or a tracefs file opened by a redirection. A write into a tracefs file is
+one logical write looped until the file consumed it all (ftrace's filter files take one
+token per write(2)), as stdio's flush does; a failed write(2) raises :class:`WriteError`,
+which the shell reports as bash does (``bash: echo: write error: Invalid argument``).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, Callable, Protocol
+
+from clients.api import FileSession
+from clients.errors import FtraceError
+
+if TYPE_CHECKING:
+    from clients.shell import Shell
+
+__all__ = [
+    "ShellExit",
+    "WriteError",
+    "Output",
+    "StreamOutput",
+    "NullOutput",
+    "BufferOutput",
+    "FileOutput",
+    "Invocation",
+    "Command",
+    "COMMANDS",
+    "command",
+    "parse_options",
+    "encode",
+]
+
+
+def encode(text: str) -> bytes:
+    # Scripts are decoded with surrogateescape, so their non-UTF-8 bytes come back intact.
+    return text.encode("utf-8", "surrogateescape")
+
+
+class ShellExit(Exception):
+    """``exit N`` (or a fatal error in a script): the shell ends with ``status``."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class WriteError(Exception):
+    """A write(2) of a command's output failed with ``errno``."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(number)
+        self.errno = number
+
+
+class Output(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StreamOutput:
+    """One of the shell's own streams (stdout, stderr), flushed at every write so the
+    two interleave as the commands wrote them."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except OSError as error:
+            raise WriteError(error.errno or errno.EIO) from None
+
+    def close(self) -> None:
+        """The shell's streams outlive the command."""
+
+
+class NullOutput:
+    """``/dev/null``."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class BufferOutput:
+    """The write end of a pipe into ``grep``: collected, then handed over as its input."""
+
+    def __init__(self) -> None:
+        self._buffer = io.BytesIO()
+
+    def write(self, data: bytes) -> None:
+        self._buffer.write(data)
+
+    def close(self) -> None:
+        pass
+
+    def getvalue(self) -> bytes:
+        return self._buffer.getvalue()
+
+
+class FileOutput:
+    """A tracefs file opened by a redirection; closing it is the file's release."""
+
+    def __init__(self, session: FileSession) -> None:
+        self._session = session
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._session.write_all(data)
+        except FtraceError as error:
+            raise WriteError(error.errno) from None
+
+    def close(self) -> None:
+        try:
+            self._session.close()
+        except FtraceError:
+            pass  # close(2)'s result is not checked by bash, and release cannot fail
+
+
+@dataclass
+class Invocation:
+    """One command as it runs: its arguments and where its input and output go."""
+
+    shell: "Shell"
+    name: str
+    args: list[str]
+    #: What a pipe delivers; None: the command reads the shell's own standard input.
+    stdin: bytes | None
+    stdout: Output
+    stderr: Output
+
+    def out(self, data: bytes | str) -> None:
+        self.stdout.write(encode(data) if isinstance(data, str) else data)
+
+    def err(self, message: str) -> None:
+        """Print a diagnostic line; a failure to print it is ignored, as in C tools."""
+        try:
+            self.stderr.write(encode(message + "\n"))
+        except WriteError:
+            pass
+
+    def builtin_err(self, message: str) -> None:
+        """A diagnostic of a bash builtin: ``bash: cd: /x: No such file or directory``."""
+        self.err(f"{self.shell.prefix()}: {self.name}: {message}")
+
+    def read_stdin(self) -> bytes:
+        return self.stdin if self.stdin is not None else sys.stdin.buffer.read()
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command the shell knows. ``builtin``: a bash builtin, whose diagnostics carry the
+    shell's prefix; otherwise it stands for a program (``cat: ...``, ``rmmod: ...``)."""
+
+    name: str
+    run: Callable[[Invocation], int]
+    builtin: bool
+    usage: str
+    summary: str
+
+
+#: Every command, by name (filled by clients.shell_builtins and clients.shell_kmod).
+COMMANDS: dict[str, Command] = {}
+
+
+def command(usage: str, summary: str, *, builtin: bool = False):
+    """Register the decorated function as a command; ``usage`` starts with its name."""
+
+    def register(run: Callable[[Invocation], int]) -> Callable[[Invocation], int]:
+        name = usage.split()[0]
+        COMMANDS[name] = Command(name, run, builtin, usage, summary)
+        return run
+
+    return register
+
+
+def parse_options(
+    ctx: Invocation, flags: str, valued: str = ""
+) -> tuple[dict[str, str], list[str]] | None:
+    """GNU getopt for ``ctx.args``: single-letter options, clustered (``-lv``), anywhere
+    before ``--``; those in ``valued`` take a value (``-c 3`` or ``-c3``).
+
+    Returns ({letter: value or ""}, operands), or None after printing the diagnostic
+    (``ls: invalid option -- 'x'``) and the usage.
+    """
+    options: dict[str, str] = {}
+    operands: list[str] = []
+    args = iter(ctx.args)
+    for arg in args:
+        if arg == "--":
+            operands.extend(args)
+            break
+        if not arg.startswith("-") or arg == "-":
+            operands.append(arg)
+            continue
+        letters = arg[1:]
+        while letters:
+            letter, letters = letters[0], letters[1:]
+            if letter in valued:
+                value = letters or next(args, None)
+                if value is None:
+                    ctx.err(f"{ctx.name}: option requires an argument -- '{letter}'")
+                    ctx.err(f"Usage: {COMMANDS[ctx.name].usage}")
+                    return None
+                options[letter] = value
+                break
+            if letter not in flags:
+                ctx.err(f"{ctx.name}: invalid option -- '{letter}'")
+                ctx.err(f"Usage: {COMMANDS[ctx.name].usage}")
+                return None
+            options[letter] = ""
+    return options, operands

@@ -1,0 +1,180 @@
+"""Failpoints: named places in the core where a delay, a yield or a pause is injected.
+
+The kernel has no such thing (its nearest relative is fault injection,
+``lib/fault-inject.c``, which makes calls fail rather than wait); the model follows
+FreeBSD's ``fail(9)`` and the Rust ``fail`` crate.  They widen race windows for
+stress runs (``sleep``, ``yield``) and force exact interleavings in tests (``pause``
+with :meth:`Failpoints.wait_paused` and :meth:`Failpoints.release`).
+
+Spec grammar::
+
+    spec   := "" | "off" | [PROB "%"] [COUNT "*"] action
+    action := "sleep(" MS ")" | "yield" | "pause"
+
+``PROB`` is a percentage in [0, 100] (``"20%"``, ``"0.5%"``); ``COUNT`` (>= 1) is how
+many more times the action runs before the site turns itself off; ``MS`` may be
+fractional.  Examples: ``"20%sleep(3)"``, ``"1*pause"``, ``"50%2*sleep(1)"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_SPEC_RE = re.compile(
+    rf"(?:(?P<prob>{_NUMBER})%)?(?:(?P<count>\d+)\*)?"
+    rf"(?P<action>sleep\((?P<ms>{_NUMBER})\)|yield|pause)"
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FailpointSpec:
+    """A parsed, active spec (the ``off`` spec parses to ``None``)."""
+
+    action: str  # "sleep", "yield" or "pause"
+    probability: float = 100.0  # percent
+    count: int | None = None  # remaining firings; None = unlimited
+    sleep_ms: float = 0.0
+
+    def __str__(self) -> str:
+        """The canonical spec text; parses back to an equal spec."""
+        prob = "" if self.probability == 100 else f"{self.probability:g}%"
+        count = "" if self.count is None else f"{self.count}*"
+        action = f"sleep({self.sleep_ms:g})" if self.action == "sleep" else self.action
+        return prob + count + action
+
+
+def parse_spec(spec: str) -> FailpointSpec | None:
+    """Parse a failpoint spec; ``None`` means off. Raises ValueError on a bad spec."""
+    text = spec.strip()
+    if text in ("", "off"):
+        return None
+    m = _SPEC_RE.fullmatch(text)
+    if m is None:
+        raise ValueError(
+            f"bad failpoint spec {spec!r}: expected 'off' or "
+            "'[PROB%][COUNT*]sleep(MS)|yield|pause', e.g. '20%sleep(3)' or '1*pause'"
+        )
+    probability = 100.0 if m["prob"] is None else float(m["prob"])
+    if probability > 100:
+        raise ValueError(f"bad failpoint spec {spec!r}: probability {probability:g}% > 100%")
+    count = None if m["count"] is None else int(m["count"])
+    if count == 0:
+        raise ValueError(f"bad failpoint spec {spec!r}: count must be >= 1 (use 'off')")
+    action = m["action"].partition("(")[0]
+    sleep_ms = float(m["ms"]) if m["ms"] is not None else 0.0
+    return FailpointSpec(action, probability, count, sleep_ms)
+
+
+class Failpoints:
+    """The failpoint sites of one kernel instance. Thread-safe.
+
+    ``hits`` counts the times a site's action ran (a roll lost to the probability is
+    not a hit).  Reconfiguring a site does not wake threads paused there: only
+    :meth:`release` and :meth:`release_all` do.
+    """
+
+    def __init__(self, seed: int | None = None, known: Iterable[str] | None = None) -> None:
+        """``known``: the valid site names (others raise KeyError); ``None`` accepts any."""
+        self._known = None if known is None else frozenset(known)
+        self._sites: set[str] = set(self._known or ())
+        # Only active sites are keys here, so fire() on an off site is one failed lookup.
+        self._active: dict[str, FailpointSpec] = {}
+        self._hits: Counter[str] = Counter()
+        self._paused: Counter[str] = Counter()
+        # Bumped by release(): a paused thread waits for its site's epoch to change.
+        self._epoch: Counter[str] = Counter()
+        self._rng = random.Random(seed)
+        self._cond = threading.Condition()
+
+    def _check(self, name: str) -> None:
+        if self._known is not None and name not in self._known:
+            raise KeyError(f"unknown failpoint {name!r}")
+
+    def configure(self, name: str, spec: str) -> None:
+        """Set the spec of site ``name`` (``"off"`` or ``""`` turns it off)."""
+        self._check(name)
+        parsed = parse_spec(spec)
+        with self._cond:
+            self._sites.add(name)
+            if parsed is None:
+                self._active.pop(name, None)
+            else:
+                self._active[name] = parsed
+
+    def fire(self, name: str) -> None:
+        """Called by the core at site ``name``: run its action if it is on."""
+        if name not in self._active:
+            # _check() inlined: this is the path every call of an off site takes.
+            if self._known is not None and name not in self._known:
+                raise KeyError(f"unknown failpoint {name!r}")
+            return
+        with self._cond:
+            spec = self._active.get(name)
+            # Re-checked under the lock: the site may have been turned off meanwhile.
+            if spec is None:
+                return
+            if spec.probability < 100 and self._rng.random() * 100 >= spec.probability:
+                return
+            if spec.count == 1:
+                del self._active[name]
+            elif spec.count is not None:
+                self._active[name] = dataclasses.replace(spec, count=spec.count - 1)
+            self._hits[name] += 1
+            if spec.action == "pause":
+                epoch = self._epoch[name]
+                self._paused[name] += 1
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: self._epoch[name] != epoch)
+                return
+        # Outside the lock: this is the injected delay itself, not synchronisation.
+        # "yield" has sleep_ms 0, and time.sleep(0) gives the GIL away.
+        time.sleep(spec.sleep_ms / 1000)
+
+    def release(self, name: str) -> int:
+        """Wake the threads paused at ``name`` now; returns how many. The spec stays."""
+        self._check(name)
+        with self._cond:
+            released = self._paused.pop(name, 0)
+            self._epoch[name] += 1
+            self._cond.notify_all()
+            return released
+
+    def wait_paused(self, name: str, count: int = 1, timeout: float = 10.0) -> bool:
+        """Block until at least ``count`` threads are paused at ``name``; False on timeout."""
+        self._check(name)
+        with self._cond:
+            return self._cond.wait_for(lambda: self._paused[name] >= count, timeout)
+
+    def paused(self) -> dict[str, int]:
+        """Sites with threads paused at them, and how many."""
+        with self._cond:
+            return {name: n for name, n in self._paused.items() if n}
+
+    def list(self) -> dict[str, str]:
+        """Every known or configured site and its current spec ("off" when off)."""
+        with self._cond:
+            return {
+                name: str(self._active[name]) if name in self._active else "off"
+                for name in sorted(self._sites)
+            }
+
+    def hits(self) -> dict[str, int]:
+        """Every known or configured site and how many times its action ran."""
+        with self._cond:
+            return {name: self._hits[name] for name in sorted(self._sites)}
+
+    def release_all(self) -> None:
+        """Shutdown: turn every site off and wake every paused thread, so nothing hangs."""
+        with self._cond:
+            self._active.clear()
+            for name in self._paused:
+                self._epoch[name] += 1
+            self._paused.clear()
+            self._cond.notify_all()

@@ -1,0 +1,88 @@
+"""The model's own check, stronger than the kernel's WARN (DESIGN "Checking").
+
+Under ``ftrace_lock``, recompute for every live record the number of enabled ops on
+``ftrace_ops_list`` whose hashes select it, and compare with its count; compare
+``FTRACE_FL_ENABLED`` with "count > 0 and tracing started".  It has no kernel
+counterpart: it sees the reported bug right after the reload, before any WARN.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
+from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FtracePageGroup, ftrace_rec_count
+
+
+class AnomalyKind(enum.Enum):
+    MISSING_REFERENCE = "missing reference"  # count lower than the ops selecting it
+    LEAKED_REFERENCE = "leaked reference"  # count higher than the ops selecting it
+    PATCH_MISMATCH = "patch mismatch"  # ENABLED disagrees with count and start-up
+    FREED_PAGE_ACCESS = "freed-page access"  # a walk reached a freed record page
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    kind: AnomalyKind
+    ip: int
+    function: str
+    module: str  # "" for the core kernel
+    expected: int
+    actual: int
+    enabled: bool
+    ops: tuple[str, ...]  # the ops selecting the record (or, for a freed page, the task)
+
+    def describe(self) -> str:
+        where = f"{self.function} [{self.module}]" if self.module else self.function
+        if self.kind is AnomalyKind.FREED_PAGE_ACCESS:
+            return f"{self.kind.value}: record page at {self.ip:#x} of {self.module} ({self.function})"
+        return (f"{self.kind.value}: {where} at {self.ip:#x}: count {self.actual}, "
+                f"expected {self.expected} (ops: {', '.join(self.ops) or 'none'}), "
+                f"{'patched' if self.enabled else 'not patched'}")
+
+
+def ops_selects(ops: FtraceOps, ips: np.ndarray) -> np.ndarray:
+    """``ftrace_ops_test`` over an array: filter empty or containing, notrace not."""
+    mask = (np.ones(len(ips), dtype=bool) if ops.filter_hash.empty()
+            else ops.filter_hash.contains(ips))
+    if not ops.notrace_hash.empty():
+        mask &= ~ops.notrace_hash.contains(ips)
+    return mask
+
+
+def group_anomalies(ft: Ftrace, pg: FtracePageGroup, enabled_ops: list[FtraceOps]) -> list[Anomaly]:
+    selects = [ops_selects(ops, pg.ips) for ops in enabled_ops]
+    expected = np.sum(selects, axis=0, dtype=np.int64) if selects else np.zeros(len(pg.ips), np.int64)
+    actual = ftrace_rec_count(pg.flags).astype(np.int64)
+    patched = (pg.flags & np.uint64(FTRACE_FL_ENABLED)) != 0
+    want_patched = (actual > 0) & bool(ft.ftrace_start_up) & (not ft.ftrace_disabled)
+    count_bad = expected != actual
+    # After ftrace_kill nothing is patched or unpatched again; only counts are checked.
+    patch_bad = (patched != want_patched) & ~count_bad & (not ft.ftrace_disabled)
+    anomalies = []
+    for i in np.flatnonzero(count_bad | patch_bad).tolist():
+        if count_bad[i]:
+            kind = (AnomalyKind.MISSING_REFERENCE if actual[i] < expected[i]
+                    else AnomalyKind.LEAKED_REFERENCE)
+        else:
+            kind = AnomalyKind.PATCH_MISMATCH
+        anomalies.append(Anomaly(
+            kind, int(pg.ips[i]), str(pg.names[i]), pg.module_name if pg.mod is not None else "",
+            int(expected[i]), int(actual[i]), bool(patched[i]),
+            tuple(ops.name for ops, sel in zip(enabled_ops, selects) if sel[i])))
+    return anomalies
+
+
+def check_consistency(ft: Ftrace) -> list[Anomaly]:
+    """Every anomaly of the live records, plus every freed-page access seen so far."""
+    with ft.ftrace_lock:
+        enabled_ops = [ops for ops in ft.ftrace_ops_list if ops.flags & FTRACE_OPS_FL_ENABLED]
+        anomalies = [a for pg in ft.pages.groups for a in group_anomalies(ft, pg, enabled_ops)]
+    anomalies += [Anomaly(AnomalyKind.FREED_PAGE_ACCESS, access.page_addr, access.function,
+                          access.module, 0, 0, False, (f"{access.task.comm}/{access.task.pid}",))
+                  for access in ft.freed_page_accesses]
+    return anomalies

@@ -1,0 +1,148 @@
+"""The globals of ``kernel/trace/ftrace.c`` (3.6), and ``ftrace_kill`` / ``FTRACE_WARN_ON``.
+
+The algorithms live beside this module, one kernel step per function, written as
+module-level functions over an :class:`Ftrace` instance the way the C functions work
+on file-scope statics: ``register.py`` (ops registration, startup/shutdown),
+``rec_update.py`` (reference counting, ``ftrace_hash_move``), ``update.py``
+(patching), ``module_records.py`` (module load and unload), ``filter.py`` (the
+filter API and the regex files) and ``consistency.py`` (the model's own check).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kernel_daemon import task as task_mod
+from kernel_daemon import unwind
+from kernel_daemon.failpoints import Failpoints
+from kernel_daemon.kasan import FreedPageAccess
+from kernel_daemon.ftrace.ops import (FTRACE_OPS_FL_GLOBAL, FtraceFunc, FtraceOps,
+                                      ftrace_ops_test, ftrace_stub)
+from kernel_daemon.ftrace.records import RecordPages
+from kernel_daemon.panic import Panic
+from kernel_daemon.printk import Printk
+
+FTRACE_C = "kernel/trace/ftrace.c"
+
+
+class Variant(enum.Enum):
+    """Which kernel the instance models (DESIGN "Variants")."""
+
+    BUGGY = "buggy"  # 3.6 before 8c4f3c3fa968 (3.2.53 has the same bug)
+    FIXED = "fixed"  # with 8c4f3c3fa968 (3.11, backported as 3.2.54)
+
+
+class Race(enum.Enum):
+    """Race windows: each moves where one path takes ``ftrace_lock`` (DESIGN)."""
+
+    LOAD_COUNT = "load-count"
+    PUBLISH_EARLY = "publish-early"
+    UNLOAD_UNLOCKED = "unload-unlocked"
+
+
+# Failpoint sites in the core.  Each is fired at one place, named <function>:<where>.
+FAILPOINT_SITES = (
+    "ftrace_update_code:before_count",
+    "ftrace_update_code:before_publish",
+    "ftrace_hash_move:after_disable",
+    "ftrace_release_mod:before_free",
+    "__ftrace_hash_rec_update:next_page",
+    "ftrace_regex_release:before_lock",
+)
+
+
+@dataclass(eq=False)
+class Ftrace:
+    """File-scope state of ftrace.c plus the handles the model needs to print and poke."""
+
+    variant: Variant
+    races: frozenset[Race]
+    pages: RecordPages
+    printk: Printk
+    panic: Panic
+    failpoints: Failpoints
+    # The ip -> "name" lookup for listings (``%ps``), and module lookup for ``:mod:``.
+    sprint_symbol_no_offset: Callable[[int], str]
+
+    ftrace_lock: threading.Lock = field(default_factory=threading.Lock)
+    ftrace_regex_lock: threading.Lock = field(default_factory=threading.Lock)
+    ftrace_disabled: bool = False
+    ftrace_enabled: bool = True
+    last_ftrace_enabled: bool = True
+    ftrace_start_up: int = 0
+    global_start_up: int = 0
+    ftrace_update_tot_cnt: int = 0
+    global_ops: FtraceOps = field(default_factory=lambda: FtraceOps(
+        "global_ops", flags=FTRACE_OPS_FL_GLOBAL, core_data=True))
+    # Lists are pushed at the head, as add_ftrace_ops() does; readers take the tuple
+    # published in ``ops_snapshot`` (the model's RCU: replaced, never edited).
+    ftrace_ops_list: list[FtraceOps] = field(default_factory=list)
+    ftrace_global_list: list[FtraceOps] = field(default_factory=list)
+    ops_snapshot: tuple[FtraceOps, ...] = ()
+    global_snapshot: tuple[FtraceOps, ...] = ()
+    ftrace_trace_function: FtraceFunc = ftrace_stub
+    saved_ftrace_func: FtraceFunc | None = None
+    # What the patched ``ftrace_call`` site of the trampoline calls right now.
+    trampoline_target: FtraceFunc = ftrace_stub
+    freed_page_accesses: list[FreedPageAccess] = field(default_factory=list)
+    warned_once: set[int] = field(default_factory=set)
+
+    def publish_ops(self) -> None:
+        self.ops_snapshot = tuple(self.ftrace_ops_list)
+        self.global_snapshot = tuple(self.ftrace_global_list)
+
+    def ftrace_ops_list_func(self, ip: int, parent_ip: int, op: FtraceOps | None = None,
+                             count: int = 1) -> None:
+        """``ftrace_ops_list_func()``: test each ops' hashes at call time, lock-free."""
+        for ops in self.ops_snapshot:
+            if ftrace_ops_test(ops, ip):
+                ops.func(ip, parent_ip, ops, count)
+
+    def ftrace_global_list_func(self, ip: int, parent_ip: int, op: FtraceOps | None = None,
+                                count: int = 1) -> None:
+        """``ftrace_global_list_func()``: call every GLOBAL ops (global_ops' hashes apply)."""
+        for ops in self.global_snapshot:
+            ops.func(ip, parent_ip, ops, count)
+
+
+def ftrace_kill(ft: Ftrace) -> None:
+    """``ftrace_kill()``: silent; disables ftrace until reboot (spec §2.1).
+
+    Call sites stay as they are; the trampoline target becomes ``ftrace_stub``.
+    """
+    ft.ftrace_disabled = True
+    ft.ftrace_enabled = False
+    clear_ftrace_function(ft)
+
+
+def clear_ftrace_function(ft: Ftrace) -> None:
+    """``clear_ftrace_function()``: every trampoline target variable to ``ftrace_stub``."""
+    ft.ftrace_trace_function = ftrace_stub
+    ft.trampoline_target = ftrace_stub
+
+
+def FTRACE_WARN_ON(ft: Ftrace, cond: bool, line: int) -> bool:  # noqa: N802 - the kernel macro
+    """``FTRACE_WARN_ON(cond)``: WARN_ON at ``ftrace.c:line``, then ``ftrace_kill()``.
+
+    ``line`` is the source line of the check in 3.6.5, which the WARNING names.
+    """
+    if cond:
+        WARN_ON(ft, line)
+        ftrace_kill(ft)
+    return cond
+
+
+def WARN_ON(ft: Ftrace, line: int, file: str = FTRACE_C) -> None:  # noqa: N802
+    """``WARN_ON(1)`` → ``warn_slowpath_null()``, with the real call trace."""
+    ft.panic.warn_slowpath_null(file, line, task_mod.current(), unwind.call_trace())
+
+
+def WARN_ON_ONCE(ft: Ftrace, cond: bool, line: int) -> bool:  # noqa: N802
+    """``WARN_ON_ONCE(cond)``: the first hit at a site prints; no kill."""
+    if cond and line not in ft.warned_once:
+        ft.warned_once.add(line)
+        WARN_ON(ft, line)
+    return cond

@@ -1,0 +1,70 @@
+"""A CPU executing a traceable function: the ``mcount`` call site and the trampoline.
+
+If the site's record is patched (``FTRACE_FL_ENABLED``), the call reaches
+``ftrace_caller``, which calls whatever ``ftrace_call`` points at (spec §1.4): one
+non-dynamic ops' function directly, with no hash test, or ``ftrace_ops_list_func``,
+which tests every ops' hashes on the published list.  No lock is taken, as on a CPU;
+an unpatched site costs one flag test.  After ``ftrace_kill`` patched sites reach
+``ftrace_stub``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import errno
+from collections.abc import Iterator
+
+import numpy as np
+
+from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.ops import ftrace_stub
+from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FtracePageGroup
+
+_cpu: contextvars.ContextVar[int] = contextvars.ContextVar("smp_processor_id", default=0)
+
+
+def smp_processor_id() -> int:
+    return _cpu.get()
+
+
+@contextlib.contextmanager
+def on_cpu(cpu: int) -> Iterator[None]:
+    token = _cpu.set(cpu)
+    try:
+        yield
+    finally:
+        _cpu.reset(token)
+
+
+def ftrace_location(ft: Ftrace, ip: int) -> tuple[FtracePageGroup, int] | None:
+    """``ftrace_location()``: the live record at ``ip``, by binary search per group."""
+    key = np.uint64(ip)
+    for pg in ft.pages.groups:
+        ips = pg.ips
+        if not len(ips) or key < ips[0] or key > ips[-1]:
+            continue
+        i = int(np.searchsorted(ips, key))
+        if i < len(ips) and ips[i] == key:
+            return pg, i
+    return None
+
+
+def execute_function(ft: Ftrace, ip: int, parent_ip: int, count: int = 1) -> bool:
+    """Run the call site at ``ip`` ``count`` times; True when the calls reached a tracer.
+
+    An ip with no record is code that is not there (a module that was unloaded):
+    EFAULT, as a fetch from an unmapped address faults.
+    """
+    found = ftrace_location(ft, ip)
+    if found is None:
+        raise KernelError(errno.EFAULT, f"no function at {ip:#x}")
+    pg, i = found
+    if not int(pg.flags[i]) & FTRACE_FL_ENABLED or pg.freed:
+        return False
+    target = ft.trampoline_target
+    if target is ftrace_stub:
+        return False
+    target(ip, parent_ip, None, count)
+    return True

@@ -1,0 +1,135 @@
+"""Selecting records by pattern into a hash, and the kernel's filter API (3.6.5).
+
+``match_records`` / ``ftrace_process_regex`` / the ``:mod:`` command (spec §3.3.2–
+§3.3.4), and ``ftrace_set_filter`` / ``ftrace_set_notrace`` (``ftrace_set_regex``),
+which a kernel module calls for an ops of its own.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+
+from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.hash import FtraceHash
+from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
+from kernel_daemon.ftrace.rec_update import ftrace_hash_move
+from kernel_daemon.ftrace.regex import MatchType, Regex, filter_parse_regex, ftrace_match
+from kernel_daemon.ftrace.update import FTRACE_UPDATE_CALLS, ftrace_run_update_code
+from kernel_daemon.unwind import kernel_function
+
+
+def enter_record(hash: FtraceHash, ips: np.ndarray, negate: bool) -> None:
+    """``enter_record()`` for every matched record."""
+    if negate:
+        hash.remove(ips.tolist())
+    else:
+        hash.add(ips.tolist())
+
+
+@kernel_function
+def match_records(ft: Ftrace, hash: FtraceHash, buff: str, mod: str | None, negate: bool) -> bool:
+    """``match_records()``: add (or with ``!`` remove) every record whose name matches.
+
+    Returns whether any record matched.  A ``mod`` restricts the walk to that
+    module's records, where an empty pattern matches all of them.
+    """
+    # filter_parse_regex() resets `not` from the pattern; it runs only when len != 0.
+    regex = filter_parse_regex(buff) if buff else Regex("", MatchType.MATCH_FULL, negate)
+    negate = regex.negate
+    found = False
+    with ft.ftrace_lock:
+        if ft.ftrace_disabled:
+            return False
+        for pg in ft.pages.groups:
+            if mod is not None and (pg.mod is None or pg.module_name != mod):
+                continue
+            if mod is not None and not regex.search:
+                ips = pg.ips
+            else:
+                ips = pg.ips[ftrace_match(pg.names, regex)]
+            if len(ips):
+                enter_record(hash, ips, negate)
+                found = True
+    return found
+
+
+def ftrace_match_records(ft: Ftrace, hash: FtraceHash, buff: str) -> bool:
+    return match_records(ft, hash, buff, None, False)
+
+
+def ftrace_match_module_records(ft: Ftrace, hash: FtraceHash, buff: str, mod: str) -> bool:
+    negate = False
+    if buff == "*":  # blank or '*' mean the same
+        buff = ""
+    if buff in ("!", "!*"):  # "don't filter this module"
+        buff, negate = "", True
+    return match_records(ft, hash, buff, mod, negate)
+
+
+def ftrace_mod_callback(ft: Ftrace, hash: FtraceHash, func: str, param: str | None) -> None:
+    """The ``mod`` command: ``<func-glob>:mod:<module>``; anything after a further
+    ``:`` is ignored."""
+    if param is None:
+        raise KernelError(errno.EINVAL)
+    mod = param.split(":", 1)[0]
+    if not mod:
+        raise KernelError(errno.EINVAL)
+    if not ftrace_match_module_records(ft, hash, func, mod):
+        raise KernelError(errno.EINVAL)
+
+
+# Function probe commands (traceon/traceoff, registered by trace_functions.c) are not
+# modelled; a token naming them fails like an unknown command, with -EINVAL.
+FTRACE_COMMANDS = {"mod": ftrace_mod_callback}
+
+
+@kernel_function
+def ftrace_process_regex(ft: Ftrace, hash: FtraceHash, buff: str) -> None:
+    """``ftrace_process_regex()``: one token; EINVAL when it matches nothing."""
+    func, sep, rest = buff.partition(":")
+    if not sep:
+        if not ftrace_match_records(ft, hash, func):
+            raise KernelError(errno.EINVAL)
+        return
+    command, sep, param = rest.partition(":")
+    callback = FTRACE_COMMANDS.get(command)
+    if callback is None:
+        raise KernelError(errno.EINVAL)
+    callback(ft, hash, func, param if sep else None)
+
+
+def install_hash(ft: Ftrace, ops: FtraceOps, enable: bool, hash: FtraceHash) -> None:
+    """The common tail of ``ftrace_set_regex`` and ``ftrace_regex_release``: move the
+    edited copy in place and patch if the ops is live; ftrace_lock held."""
+    ftrace_hash_move(ft, ops, enable, hash)
+    if ops.flags & FTRACE_OPS_FL_ENABLED and ft.ftrace_enabled:
+        ftrace_run_update_code(ft, FTRACE_UPDATE_CALLS)
+
+
+@kernel_function
+def ftrace_set_regex(ft: Ftrace, ops: FtraceOps, buf: str | None, reset: bool, enable: bool) -> None:
+    """``ftrace_set_regex()``: edit a copy of the ops' hash and install it."""
+    if ft.ftrace_disabled:
+        raise KernelError(errno.ENODEV)
+    with ft.ftrace_regex_lock:
+        hash = (ops.filter_hash if enable else ops.notrace_hash).copy()
+        if reset:
+            hash.clear()
+        # 3.6 matches the whole buffer as one pattern, with no command parsing.
+        if buf and not ftrace_match_records(ft, hash, buf):
+            raise KernelError(errno.EINVAL)
+        with ft.ftrace_lock:
+            install_hash(ft, ops, enable, hash)
+
+
+def ftrace_set_filter(ft: Ftrace, ops: FtraceOps, buf: str | None, reset: bool) -> None:
+    """``ftrace_set_filter(ops, buf, len, reset)``."""
+    ftrace_set_regex(ft, ops, buf, reset, True)
+
+
+def ftrace_set_notrace(ft: Ftrace, ops: FtraceOps, buf: str | None, reset: bool) -> None:
+    """``ftrace_set_notrace(ops, buf, len, reset)``."""
+    ftrace_set_regex(ft, ops, buf, reset, False)

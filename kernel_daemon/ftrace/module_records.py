@@ -1,0 +1,185 @@
+"""Records of modules: created at load (``ftrace_process_locs`` → ``ftrace_update_code``),
+freed at unload (``ftrace_release_mod``).  3.6.5, spec §2.7–§2.9.
+
+``ftrace_update_code`` is where the variants differ: before 8c4f3c3fa968 a new
+record starts with the number of enabled ops whose filter is empty, and notrace is
+ignored; with it, every enabled ops whose hashes reference the record counts too
+(``referenced_filters``) and the record is patched at once.
+
+The race windows (DESIGN "Variants and race windows") each move one lock boundary:
+
+* ``load-count``: the ops are sampled before ``ftrace_lock`` is taken;
+* ``publish-early``: the pages are linked, the lock dropped, and the counts written
+  in a second critical section;
+* ``unload-unlocked``: the pages are unlinked and freed without the lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernel_daemon.ftrace.core import Ftrace, Race, Variant
+from kernel_daemon.ftrace.hash import FtraceHash
+from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED
+from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FtracePageGroup
+from kernel_daemon.unwind import kernel_function
+
+MODULE_STATE_LIVE = 0
+MODULE_STATE_COMING = 1
+MODULE_STATE_GOING = 2
+
+
+@dataclass(frozen=True)
+class OpsHashes:
+    """The hashes of one enabled ops, as ``ftrace_update_code`` reads them."""
+
+    filter_hash: FtraceHash
+    notrace_hash: FtraceHash
+
+
+def enabled_ops_hashes(ft: Ftrace) -> list[OpsHashes]:
+    return [OpsHashes(ops.filter_hash, ops.notrace_hash)
+            for ops in ft.ftrace_ops_list if ops.flags & FTRACE_OPS_FL_ENABLED]
+
+
+def ops_traces_mod(ft: Ftrace, ops: OpsHashes) -> bool:
+    """``ops_traces_mod()``: before 8c4f3c3 only the filter is consulted."""
+    if ft.variant is Variant.BUGGY:
+        return ops.filter_hash.empty()
+    return ops.filter_hash.empty() and ops.notrace_hash.empty()
+
+
+def referenced_filters(ops_list: list[OpsHashes], ips: np.ndarray) -> np.ndarray:
+    """``referenced_filters()`` over all new records: for each record, the number of
+    ops (enabled, not tracing everything) whose filter selects it and whose notrace
+    does not (``ops_references_rec``)."""
+    cnt = np.zeros(len(ips), dtype=np.uint64)
+    for ops in ops_list:
+        refs = (np.ones(len(ips), dtype=bool) if ops.filter_hash.empty()
+                else ops.filter_hash.contains(ips))
+        if not ops.notrace_hash.empty():
+            refs &= ~ops.notrace_hash.contains(ips)
+        cnt += refs
+    return cnt
+
+
+def new_record_counts(ft: Ftrace, ops_list: list[OpsHashes], ips: np.ndarray) -> np.ndarray:
+    """The counts ``ftrace_update_code(mod)`` gives new module records, per variant."""
+    ref = sum(1 for ops in ops_list if ops_traces_mod(ft, ops))
+    cnt = np.full(len(ips), ref, dtype=np.uint64)
+    if ft.variant is Variant.FIXED:
+        testing = [ops for ops in ops_list if not ops_traces_mod(ft, ops)]
+        if testing:
+            cnt += referenced_filters(testing, ips)
+    return cnt
+
+
+@kernel_function
+def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
+                       ops_list: list[OpsHashes] | None) -> None:
+    """``ftrace_update_code(mod)``: count and convert the new records; ftrace_lock held.
+
+    ``ops_list`` is the sample of enabled ops to count from; None means read them
+    now, under the lock, as the kernel does.  The core kernel's records (mod None)
+    start at 0.
+    """
+    if ft.ftrace_disabled:
+        return
+    ips = new_pgs.ips
+    if mod is None:
+        cnt = np.zeros(len(ips), dtype=np.uint64)
+    else:
+        if ops_list is None:
+            ft.failpoints.fire("ftrace_update_code:before_count")
+            ops_list = enabled_ops_hashes(ft)
+        cnt = new_record_counts(ft, ops_list, ips)
+    if Race.PUBLISH_EARLY in ft.races and mod is not None:
+        # The window: the pages are already on the list with count 0 while the lock
+        # is dropped; a hash update now counts them, and is then overwritten.
+        ft.ftrace_lock.release()
+        try:
+            ft.failpoints.fire("ftrace_update_code:before_publish")
+        finally:
+            ft.ftrace_lock.acquire()
+    else:
+        ft.failpoints.fire("ftrace_update_code:before_publish")
+    ft.pages.write_begin()
+    try:
+        # p->flags = cnt; then ftrace_code_disable() and, if tracing, patch to call.
+        flags = cnt.copy()
+        if ft.ftrace_start_up:
+            flags[cnt > 0] |= np.uint64(FTRACE_FL_ENABLED)
+        new_pgs.flags[:] = flags
+    finally:
+        ft.pages.write_end()
+    ft.ftrace_update_tot_cnt += len(ips)
+
+
+@kernel_function
+def ftrace_process_locs(ft: Ftrace, mod: object | None, module_name: str,
+                        ips: np.ndarray, names: np.ndarray) -> None:
+    """``ftrace_process_locs()``: sort the call sites into new pages, link them at the
+    end of the list and initialise them, under ``ftrace_lock``."""
+    if not len(ips):
+        return
+    new_pgs = ft.pages.allocate(mod, module_name, ips, names)
+    sample = None
+    if Race.LOAD_COUNT in ft.races and mod is not None:
+        # The window: counts will come from this sample, taken without the lock.
+        sample = enabled_ops_hashes(ft)
+        ft.failpoints.fire("ftrace_update_code:before_count")
+    with ft.ftrace_lock:
+        if mod is not None and ft.ftrace_disabled:
+            return
+        ft.pages.link(new_pgs)
+        ftrace_update_code(ft, mod, new_pgs, sample)
+
+
+@kernel_function
+def ftrace_init_module(ft: Ftrace, mod: object, module_name: str,
+                       ips: np.ndarray, names: np.ndarray) -> None:
+    if ft.ftrace_disabled or not len(ips):
+        return
+    ftrace_process_locs(ft, mod, module_name, ips, names)
+
+
+@kernel_function
+def ftrace_release_mod(ft: Ftrace, mod: object) -> None:
+    """``ftrace_release_mod()``, 3.6: unlink and free the module's page groups.
+
+    The hashes are not touched: their entries for this module's functions stay.
+    """
+    if Race.UNLOAD_UNLOCKED in ft.races:
+        if ft.ftrace_disabled:
+            return
+        ft.failpoints.fire("ftrace_release_mod:before_free")
+        free_module_pages(ft, mod)
+        return
+    with ft.ftrace_lock:
+        if ft.ftrace_disabled:
+            return
+        ft.failpoints.fire("ftrace_release_mod:before_free")
+        free_module_pages(ft, mod)
+
+
+def free_module_pages(ft: Ftrace, mod: object) -> None:
+    ft.pages.write_begin()
+    try:
+        for pg in ft.pages.groups:
+            if pg.mod is mod:
+                ft.pages.unlink(pg)
+                ft.pages.free(pg)
+    finally:
+        ft.pages.write_end()
+
+
+@kernel_function
+def ftrace_module_notify(ft: Ftrace, state: int, mod: object, module_name: str,
+                         ips: np.ndarray, names: np.ndarray) -> None:
+    """``ftrace_module_notify()``: the module notifier, priority 0 (3.6)."""
+    if state == MODULE_STATE_COMING:
+        ftrace_init_module(ft, mod, module_name, ips, names)
+    elif state == MODULE_STATE_GOING:
+        ftrace_release_mod(ft, mod)

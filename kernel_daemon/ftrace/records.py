@@ -1,0 +1,165 @@
+"""Function records (``struct dyn_ftrace``) and their pages, in POSIX shared memory.
+
+Mirrors the 3.6 layout of ``kernel/trace/ftrace.c`` (the per-module page groups came
+in 3.3; see spec §1.2): the core kernel's records form the first group, every module
+gets a group of its own, appended at load and unlinked and freed at unload.  Each
+group is one shared-memory segment holding ``ENTRIES_PER_PAGE`` records per 4 KiB
+page, sorted by address as ``ftrace_process_locs()`` sorts ``__mcount_loc``.
+
+A page directory segment lists the live groups under a generation counter, so another
+process can copy a consistent snapshot without ``ftrace_lock`` (``snapshot.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kernel_daemon.shm import ShmSegment
+
+# include/linux/ftrace.h, 3.6: the count lives in the low bits of dyn_ftrace.flags.
+FTRACE_FL_ENABLED = 1 << 30
+FTRACE_FL_MASK = 0x3 << 30
+FTRACE_REF_MAX = (1 << 30) - 1
+
+DYN_FTRACE = np.dtype([("ip", "<u8"), ("flags", "<u8")])  # sizeof == 16 on x86_64
+PAGE_SIZE = 4096
+ENTRIES_PER_PAGE = PAGE_SIZE // DYN_FTRACE.itemsize  # 256, as in 3.6 on x86_64
+
+# mm/slab.h POISON_FREE: what a freed record page reads back as.
+POISON_FREE_QWORD = 0x6B6B6B6B6B6B6B6B
+# Pseudo direct-map addresses for the pages, so a KASAN report can name one.
+PAGE_OFFSET = 0xFFFF880000000000
+
+DIR_MAGIC = 0x3144505F4D495354  # "TSIM_PD1"
+DIR_HEADER = struct.Struct("<QQQII")  # magic, generation, writers, nr_groups, max_groups
+DIR_ENTRY = struct.Struct("<QQII48s")  # group id, page address, nr records, nr pages, module
+DIR_MAX_GROUPS = 4096
+DIR_SIZE = DIR_HEADER.size + DIR_MAX_GROUPS * DIR_ENTRY.size
+
+
+def ftrace_rec_count(flags: np.ndarray) -> np.ndarray:
+    """The reference count part of ``dyn_ftrace.flags`` (``flags & ~FTRACE_FL_MASK``)."""
+    return flags & np.uint64(~FTRACE_FL_MASK & 0xFFFFFFFFFFFFFFFF)
+
+
+@dataclass(eq=False)
+class FtracePageGroup:
+    """The ``ftrace_page`` list one ``ftrace_process_locs()`` call allocates.
+
+    The kernel chains ``ftrace_page`` structs of ``ENTRIES_PER_PAGE`` records; here
+    one group's pages are contiguous in one segment so a pass over a group is one
+    vectorised operation.  ``mod`` is None for the core kernel.
+    """
+
+    group_id: int
+    mod: object | None
+    module_name: str
+    segment: ShmSegment
+    recs: np.ndarray  # structured DYN_FTRACE view into the segment
+    names: np.ndarray  # function name per record (the model's kallsyms cache)
+    page_addr: int
+    freed: bool = False
+    ips: np.ndarray = field(init=False)
+    flags: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ips = self.recs["ip"]
+        self.flags = self.recs["flags"]
+
+    @property
+    def nr_pages(self) -> int:
+        return -(-len(self.recs) // ENTRIES_PER_PAGE)
+
+    def rec_addr(self, index: int) -> int:
+        return self.page_addr + index * DYN_FTRACE.itemsize
+
+
+class RecordPages:
+    """Allocation, freeing and publication of record page groups.
+
+    ``ftrace_pages_start`` is the ordered tuple ``groups``; it is replaced, never
+    edited, so a walker that took it keeps a valid list while pages are unlinked
+    (only the pages themselves can then be freed under it, which is the
+    use-after-free the ``unload-unlocked`` race window exposes).
+    """
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.groups: tuple[FtracePageGroup, ...] = ()
+        self._ids = itertools.count()
+        self._next_page_addr = PAGE_OFFSET + 0x3C000000
+        self._seq_lock = threading.Lock()  # the spinlock of a seqlock_t
+        self._writers = 0
+        self._generation = 0
+        self.directory = ShmSegment(f"{namespace}.pagedir", DIR_SIZE, create=True)
+        self._publish_header()
+
+    # -- the seqlock writer side ------------------------------------------------
+    def write_begin(self) -> None:
+        with self._seq_lock:
+            self._writers += 1
+            self._generation += 1
+            self._publish_header()
+
+    def write_end(self) -> None:
+        with self._seq_lock:
+            self._writers -= 1
+            self._generation += 1
+            self._publish_header()
+
+    def _publish_header(self) -> None:
+        DIR_HEADER.pack_into(self.directory.map, 0, DIR_MAGIC, self._generation,
+                             self._writers, len(self.groups), DIR_MAX_GROUPS)
+
+    def _publish_directory(self) -> None:
+        for slot, group in enumerate(self.groups):
+            DIR_ENTRY.pack_into(self.directory.map, DIR_HEADER.size + slot * DIR_ENTRY.size,
+                                group.group_id, group.page_addr, len(group.recs),
+                                group.nr_pages, group.module_name.encode()[:48])
+        self._publish_header()
+
+    # -- ftrace_allocate_pages / linking / freeing --------------------------------
+    def allocate(self, mod: object | None, module_name: str, ips: np.ndarray,
+                 names: np.ndarray) -> FtracePageGroup:
+        """``ftrace_allocate_pages()`` plus the record fill loop of ftrace_process_locs."""
+        if len(self.groups) >= DIR_MAX_GROUPS:
+            raise MemoryError("page directory full")
+        order = np.argsort(ips, kind="stable")
+        group_id = next(self._ids)
+        nr_pages = -(-len(ips) // ENTRIES_PER_PAGE)
+        segment = ShmSegment(f"{self.namespace}.pg{group_id}", nr_pages * PAGE_SIZE, create=True)
+        recs = np.ndarray((len(ips),), dtype=DYN_FTRACE, buffer=segment.map)
+        recs["ip"] = ips[order]
+        recs["flags"] = 0
+        group = FtracePageGroup(group_id, mod, module_name, segment, recs,
+                                np.asarray(names)[order], self._next_page_addr)
+        self._next_page_addr += nr_pages * PAGE_SIZE
+        return group
+
+    def link(self, group: FtracePageGroup) -> None:
+        """Append a group at the end of the page list (``ftrace_pages->next = start_pg``)."""
+        self.groups = self.groups + (group,)
+        self._publish_directory()
+
+    def unlink(self, group: FtracePageGroup) -> None:
+        self.groups = tuple(g for g in self.groups if g is not group)
+        self._publish_directory()
+
+    @staticmethod
+    def free(group: FtracePageGroup) -> None:
+        """``free_pages()``: poison the records and drop the segment's name."""
+        group.freed = True
+        group.recs["ip"] = POISON_FREE_QWORD
+        group.recs["flags"] = POISON_FREE_QWORD
+        group.segment.unlink()
+
+    def destroy(self) -> None:
+        for group in self.groups:
+            group.segment.unlink()
+        self.groups = ()
+        self.directory.unlink()

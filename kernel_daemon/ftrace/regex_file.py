@@ -1,0 +1,130 @@
+"""``set_ftrace_filter`` / ``set_ftrace_notrace``: ``ftrace_regex_open/write/release`` (3.6.5).
+
+Spec §3.3.1–§3.3.6: a writer edits a private copy of the hash taken at open
+(emptied there by O_TRUNC); each ``write(2)`` parses at most one token
+(``trace_get_user``); a token that matches nothing fails that write with EINVAL but
+leaves the file open; the copy is installed at release, whose errors nobody sees.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+
+from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.filter import ftrace_match_records, ftrace_process_regex, install_hash
+from kernel_daemon.ftrace.hash import FtraceHash
+from kernel_daemon.ftrace.ops import FtraceOps
+from kernel_daemon.unwind import kernel_function
+
+# KSYM_SYMBOL_LEN + 4 on x86_64: sizeof("%s+%#lx/%#lx [%s]") + (KSYM_NAME_LEN - 1)
+# + 2 * (BITS_PER_LONG * 3 / 10) + (MODULE_NAME_LEN - 1) + 1 = 18 + 127 + 38 + 55 + 1.
+FTRACE_BUFF_MAX = 239 + 4
+_SPACE = frozenset(b" \t\n\v\f\r")
+
+
+@dataclass
+class TraceParser:
+    """``struct trace_parser``: the token being assembled across writes."""
+
+    size: int = FTRACE_BUFF_MAX
+    buffer: bytearray = field(default_factory=bytearray)
+    cont: bool = False
+
+    def clear(self) -> None:
+        """``trace_parser_clear()``."""
+        self.buffer.clear()
+        self.cont = False
+
+    def loaded(self) -> bool:
+        return bool(self.buffer)
+
+    def token(self) -> str:
+        # Bytes are the kernel's chars; latin-1 maps each byte to one char, so a
+        # token with non-ASCII or non-UTF-8 bytes simply names no function.
+        return self.buffer.decode("latin-1")
+
+
+def trace_get_user(parser: TraceParser, data: bytes, pos: int) -> int:
+    """``trace_get_user()``: consume at most one token from ``data``; return bytes read."""
+    if pos == 0:
+        parser.clear()
+    i = 0
+    ch = data[i]
+    i += 1
+    if not parser.cont:
+        while i < len(data) and ch in _SPACE:
+            ch = data[i]
+            i += 1
+        if ch in _SPACE:  # only spaces were written
+            return i
+        parser.buffer.clear()
+    while ch not in _SPACE:
+        if len(parser.buffer) >= parser.size - 1:
+            raise KernelError(errno.EINVAL)
+        parser.buffer.append(ch)
+        if i == len(data):
+            # The token runs to the end of the buffer: continued by the next write.
+            parser.cont = True
+            return i
+        ch = data[i]
+        i += 1
+    parser.cont = False
+    return i
+
+
+@dataclass(eq=False)
+class FtraceIterator:
+    """``struct ftrace_iterator`` for a filter file opened for write."""
+
+    ops: FtraceOps
+    filter: bool  # FTRACE_ITER_FILTER, else FTRACE_ITER_NOTRACE
+    hash: FtraceHash
+    parser: TraceParser = field(default_factory=TraceParser)
+    pos: int = 0
+
+
+@kernel_function
+def ftrace_regex_open(ft: Ftrace, ops: FtraceOps, filter: bool, truncate: bool) -> FtraceIterator:
+    """``ftrace_regex_open()`` for FMODE_WRITE: copy the live hash, O_TRUNC empties the copy."""
+    if ft.ftrace_disabled:
+        raise KernelError(errno.ENODEV)
+    with ft.ftrace_lock:
+        hash = (ops.filter_hash if filter else ops.notrace_hash).copy()
+    with ft.ftrace_regex_lock:
+        if truncate:
+            hash.clear()  # ftrace_filter_reset(iter->hash)
+    return FtraceIterator(ops, filter, hash)
+
+
+@kernel_function
+def ftrace_regex_write(ft: Ftrace, iter: FtraceIterator, data: bytes) -> int:
+    """``ftrace_regex_write()``: returns the bytes consumed, or raises the errno."""
+    if not data:
+        return 0
+    with ft.ftrace_regex_lock:
+        if ft.ftrace_disabled:
+            raise KernelError(errno.ENODEV)
+        read = trace_get_user(iter.parser, data, iter.pos)
+        iter.pos += read
+        if iter.parser.loaded() and not iter.parser.cont:
+            token = iter.parser.token()
+            iter.parser.clear()
+            ftrace_process_regex(ft, iter.hash, token)
+        return read
+
+
+@kernel_function
+def ftrace_regex_release(ft: Ftrace, iter: FtraceIterator) -> None:
+    """``ftrace_regex_release()``: match a pending token, then install the copy.
+
+    Runs even after ``ftrace_kill``: the hash is still moved and counted (spec §2.11).
+    """
+    with ft.ftrace_regex_lock:
+        if iter.parser.loaded():
+            # 3.6 passes the last token straight to the matcher: no commands here.
+            ftrace_match_records(ft, iter.hash, iter.parser.token())
+        ft.failpoints.fire("ftrace_regex_release:before_lock")
+        with ft.ftrace_lock:
+            install_hash(ft, iter.ops, iter.filter, iter.hash)

@@ -1,0 +1,108 @@
+"""Reading the record pages from another process, without ``ftrace_lock``.
+
+The reader side of the page directory's seqlock (``read_seqbegin`` /
+``read_seqretry``): copy the directory and every live group, and keep the copy only
+if no writer was active at the start and the generation did not move.  Segments are
+mapped read-only and never unlinked by the reader, so attaching leaves no trace.
+This is what ``ftrace-inspect`` and the stress checker use, as ``crash`` or ``drgn``
+read a live kernel.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernel_daemon.ftrace.records import (DIR_ENTRY, DIR_HEADER, DIR_MAGIC, DYN_FTRACE,
+                                          FTRACE_FL_ENABLED, ftrace_rec_count)
+from kernel_daemon.shm import ShmSegment
+
+
+@dataclass(frozen=True)
+class GroupSnapshot:
+    group_id: int
+    module: str  # "" for the core kernel
+    page_addr: int
+    ips: np.ndarray
+    flags: np.ndarray
+
+    @property
+    def counts(self) -> np.ndarray:
+        return ftrace_rec_count(self.flags)
+
+    @property
+    def enabled(self) -> np.ndarray:
+        return (self.flags & np.uint64(FTRACE_FL_ENABLED)) != 0
+
+
+@dataclass(frozen=True)
+class RecordsSnapshot:
+    generation: int
+    groups: tuple[GroupSnapshot, ...]
+
+    def find(self, ip: int) -> tuple[GroupSnapshot, int] | None:
+        for group in self.groups:
+            i = int(np.searchsorted(group.ips, np.uint64(ip)))
+            if i < len(group.ips) and group.ips[i] == ip:
+                return group, i
+        return None
+
+
+class SnapshotRetry(Exception):
+    """A writer was active or the page list changed during the copy."""
+
+
+class RecordsReader:
+    """Attach to a kernel's records by its shared-memory namespace (``ftsim.<pid>.<n>``)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.directory = ShmSegment(f"{namespace}.pagedir")
+        self._segments: dict[int, ShmSegment] = {}
+        magic = DIR_HEADER.unpack_from(self.directory.map, 0)[0]
+        if magic != DIR_MAGIC:
+            raise ValueError(f"{namespace}.pagedir is not an ftrace-sim page directory")
+
+    def _header(self) -> tuple[int, int, int]:
+        _, generation, writers, nr_groups, _ = DIR_HEADER.unpack_from(self.directory.map, 0)
+        return generation, writers, nr_groups
+
+    def _group(self, slot: int) -> GroupSnapshot:
+        group_id, page_addr, nr, _, module = DIR_ENTRY.unpack_from(
+            self.directory.map, DIR_HEADER.size + slot * DIR_ENTRY.size)
+        segment = self._segments.get(group_id)
+        if segment is None:
+            try:
+                segment = ShmSegment(f"{self.namespace}.pg{group_id}")
+            except FileNotFoundError as exc:  # freed since the directory was read
+                raise SnapshotRetry from exc
+            self._segments[group_id] = segment
+        recs = np.frombuffer(segment.map, dtype=DYN_FTRACE, count=nr).copy()
+        return GroupSnapshot(group_id, module.rstrip(b"\0").decode(), page_addr,
+                             recs["ip"], recs["flags"])
+
+    def try_snapshot(self) -> RecordsSnapshot:
+        generation, writers, nr_groups = self._header()
+        if writers:
+            raise SnapshotRetry
+        groups = tuple(self._group(slot) for slot in range(nr_groups))
+        if self._header()[:2] != (generation, 0):
+            raise SnapshotRetry
+        live = {g.group_id for g in groups}
+        for gone in set(self._segments) - live:
+            del self._segments[gone]
+        return RecordsSnapshot(generation, groups)
+
+    def snapshot(self, timeout: float = 5.0) -> RecordsSnapshot:
+        """A consistent copy; retries (yielding the CPU, like ``cpu_relax``) until the
+        writers are out of the way or the deadline passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.try_snapshot()
+            except SnapshotRetry:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("records kept changing; no consistent snapshot") from None
+                time.sleep(0)

@@ -1,0 +1,127 @@
+"""One booted kernel: the state ``ftraced`` holds, built from boot options.
+
+``Kernel(BootOptions(...))`` is ``start_kernel()`` for the model: the printk buffer,
+vmlinux's symbols, the module loader, the panic/taint state, the failpoints, the
+ftrace core with the core kernel's records (``ftrace_init``), and the tracers.
+``shutdown()`` leaves nothing in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernel_daemon.failpoints import Failpoints
+from kernel_daemon.ftrace.core import FAILPOINT_SITES, Ftrace, Race, Variant
+from kernel_daemon.ftrace.module_records import ftrace_module_notify, ftrace_process_locs
+from kernel_daemon.ftrace.ops import FtraceOps
+from kernel_daemon.ftrace.records import ENTRIES_PER_PAGE, RecordPages
+from kernel_daemon.module.address_space import ModuleAddressSpace
+from kernel_daemon.module.kallsyms import Kallsyms
+from kernel_daemon.module.loader import MODULE_STATE_COMING, Module, ModuleLoader
+from kernel_daemon.module.vmlinux import MIN_FUNCTIONS, build_vmlinux
+from kernel_daemon.panic import TAINT_OOT_MODULE, Panic
+from kernel_daemon.printk import Printk
+from kernel_daemon.shm import new_namespace, reap_stale_segments
+from kernel_daemon.trace.trace_functions import FunctionTracer
+from kernel_daemon.trace.tracers import Tracing
+
+UTS_RELEASE = "3.6.11+"
+UTS_VERSION = "#1 SMP ftrace-sim"
+
+
+@dataclass(frozen=True)
+class BootOptions:
+    """The kernel command line of the model (``ftraced`` flags)."""
+
+    variant: str = "fixed"
+    races: tuple[str, ...] = ()
+    failpoints: tuple[tuple[str, str], ...] = ()
+    core_functions: int = 40960
+    module_placement: str = "first-fit"
+    cpus: int = 4
+    seed: int = 0
+    # sys.setswitchinterval() for the daemon process; 0 leaves CPython's default.
+    switch_interval: float = 0.0
+
+    def validate(self) -> None:
+        Variant(self.variant)
+        for race in self.races:
+            Race(race)
+        if not 1 <= self.cpus <= 256:
+            raise ValueError(f"cpus must be 1..256, not {self.cpus}")
+        if not MIN_FUNCTIONS <= self.core_functions <= 2_000_000:
+            raise ValueError(f"core-functions must be {MIN_FUNCTIONS}..2000000, "
+                             f"not {self.core_functions}")
+        if not 0 <= self.switch_interval <= 1:
+            raise ValueError(f"switch-interval must be 0..1 seconds, not {self.switch_interval}")
+
+
+class Kernel:
+    def __init__(self, options: BootOptions) -> None:
+        options.validate()
+        self.options = options
+        reap_stale_segments()
+        self.boot_ns = time.monotonic_ns()
+        self.printk = Printk(self.local_clock)
+        self.printk.printk(f"Linux version {UTS_RELEASE} (ftrace-sim) {UTS_VERSION}", level=5)
+        vmlinux = build_vmlinux(options.core_functions, options.seed)
+        self.kallsyms = Kallsyms(vmlinux)
+        self.modules = ModuleLoader(self.kallsyms,
+                                    ModuleAddressSpace(options.module_placement, options.seed))
+        self.panic = Panic(self.printk, self.kallsyms.sprint_symbol, self.kallsyms_lookup_name,
+                           self.modules.print_modules, UTS_RELEASE, UTS_VERSION)
+        self.failpoints = Failpoints(options.seed, known=FAILPOINT_SITES)
+        for name, spec in options.failpoints:
+            self.failpoints.configure(name, spec)
+        self.namespace = new_namespace()
+        self.ftrace = Ftrace(Variant(options.variant), frozenset(Race(r) for r in options.races),
+                             RecordPages(self.namespace), self.printk, self.panic, self.failpoints,
+                             self.kallsyms.sprint_symbol_no_offset)
+        self.ftrace_init(vmlinux)
+        self.modules.register_module_notifier(self.taint_module_notifier)
+        self.modules.register_module_notifier(self.ftrace_module_notifier)
+        self.tracing = Tracing(self.clear_trace_buffers)
+        self.function_tracer = FunctionTracer(self.ftrace, self.function_trace_event)
+        self.tracing.register_tracer(self.function_tracer)
+
+    def local_clock(self) -> int:
+        """``local_clock()``: nanoseconds since boot."""
+        return time.monotonic_ns() - self.boot_ns
+
+    def kallsyms_lookup_name(self, name: str) -> int | None:
+        symbols = self.kallsyms.lookup_name(name)
+        return symbols[0].addr if symbols else None
+
+    def ftrace_init(self, vmlinux: list) -> None:
+        """``ftrace_init()``: the core kernel's records, from ``__mcount_loc``."""
+        ips = np.fromiter((s.addr for s in vmlinux), dtype=np.uint64, count=len(vmlinux))
+        names = np.array([s.name for s in vmlinux])
+        pages = -(-len(ips) // ENTRIES_PER_PAGE)
+        self.printk.printk(f"ftrace: allocating {len(ips)} entries in {pages} pages", level=6)
+        ftrace_process_locs(self.ftrace, None, "", ips, names)
+
+    def taint_module_notifier(self, state: int, mod: Module) -> None:
+        """``add_taint_module(mod, TAINT_OOT_MODULE)`` of ``load_module`` (its own step in
+        3.6, run here at COMING): an out-of-tree module taints the kernel 'O'."""
+        if state == MODULE_STATE_COMING and "O" in mod.taints:
+            self.panic.add_taint(TAINT_OOT_MODULE)
+
+    def ftrace_module_notifier(self, state: int, mod: Module) -> None:
+        """``ftrace_module_nb``: hands the module's call sites to ftrace."""
+        ips = np.fromiter(mod.mcount_locs, dtype=np.uint64)
+        names = np.array([s.name for s in mod.symbols]) if mod.symbols else np.array([], dtype=str)
+        ftrace_module_notify(self.ftrace, state, mod, mod.name, ips, names)
+
+    def function_trace_event(self, ip: int, parent_ip: int, op: FtraceOps) -> None:
+        """Where ``function_trace_call`` writes; the ring buffers attach here."""
+
+    def clear_trace_buffers(self) -> None:
+        """``tracing_reset_online_cpus()``."""
+
+    def shutdown(self) -> None:
+        self.failpoints.release_all()
+        self.printk.close()
+        self.ftrace.pages.destroy()

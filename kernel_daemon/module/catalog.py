@@ -1,0 +1,95 @@
+"""The modules ``modprobe`` can load: what is on the model's disk.
+
+Model of ``/lib/modules/$(uname -r)``: each entry stands for one ``.ko``, reduced to
+what the kernel's loader and ftrace see of it, the functions of its ``.text`` in link
+order with their sizes.  Every one of those has an mcount call site.  ``static
+inline`` helpers folded into their callers, and ``__init``/``__exit`` code (in
+``.init.text``/``.exit.text``, which ``recordmcount`` does not scan), are left out, so
+``uinput`` lists ``uinput_release`` but not ``uinput_init``.
+
+``catalog.json`` holds in-tree modules of a 3.6 x86_64 build with their real function
+names (the ``xfs`` list is completed with generated ``xfs_*``/``xlog_*`` names to reach
+XFS's size), plus one out-of-tree module, ``vboxdrv``, which taints the kernel with
+``O`` like the reporter's.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+# MODULE_NAME_LEN (64 - sizeof(unsigned long)) includes the NUL.
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_]{1,55}")
+# A C identifier that fits KSYM_NAME_LEN (128, NUL included) uncut.
+_FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,126}")
+_MAX_FUNCTIONS = 65536
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """One module file: its name and its functions ``(name, size in bytes)`` in link order."""
+
+    name: str
+    functions: tuple[tuple[str, int], ...]
+    in_tree: bool
+    description: str
+
+
+def _validate(name: str, functions: list[str]) -> None:
+    if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
+        raise ValueError(f"module name {name!r}: want 1..55 characters of [A-Za-z0-9_]")
+    if not 1 <= len(functions) <= _MAX_FUNCTIONS:
+        raise ValueError(f"module {name}: {len(functions)} functions, want 1..{_MAX_FUNCTIONS}")
+    seen: set[str] = set()
+    for function in functions:
+        if not isinstance(function, str) or not _FUNCTION_NAME.fullmatch(function):
+            raise ValueError(f"module {name}: function name {function!r} is not a C identifier "
+                             f"of at most 127 characters")
+        if function in seen:
+            raise ValueError(f"module {name}: function {function} is listed twice")
+        seen.add(function)
+
+
+@functools.cache
+def load_catalog() -> dict[str, ModuleSpec]:
+    """The catalog, by module name, read once from the package's ``catalog.json``.
+
+    Callers share the returned dict and must not change it.
+    """
+    text = resources.files(__package__).joinpath("catalog.json").read_text(encoding="utf-8")
+    catalog: dict[str, ModuleSpec] = {}
+    for name, entry in json.loads(text).items():
+        functions = tuple((function, size) for function, size in entry["functions"])
+        _validate(name, [function for function, _ in functions])
+        catalog[name] = ModuleSpec(name, functions, entry["in_tree"], entry["description"])
+    return catalog
+
+
+# Sizes of functions whose code the model has not seen: log-normal around 0xa0 bytes,
+# clamped to the range of real small-module functions.
+_SIZE_MEDIAN = 0xa0
+_SIZE_SIGMA = 0.7
+_SIZE_MIN, _SIZE_MAX = 0x20, 0x800
+
+
+def module_from_function_list(name: str, functions: list[str]) -> ModuleSpec:
+    """An out-of-tree module built from a list of function names.
+
+    Sizes are drawn from a generator seeded with the module's name, so the same list
+    gives the same module.  Raises ValueError for a bad module name, a function name
+    that is not a C identifier, a duplicate, or fewer than 1 or more than 65536
+    functions.
+    """
+    if isinstance(functions, str):
+        raise ValueError(f"module {name}: functions must be a list of names, not a string")
+    functions = list(functions)
+    _validate(name, functions)
+    rng = random.Random(f"module:{name}")
+    sizes = (min(max(int(rng.lognormvariate(0, _SIZE_SIGMA) * _SIZE_MEDIAN), _SIZE_MIN),
+                 _SIZE_MAX) for _ in functions)
+    return ModuleSpec(name, tuple(zip(functions, sizes)), False,
+                      f"out-of-tree module with {len(functions)} functions")

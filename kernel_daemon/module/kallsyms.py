@@ -1,0 +1,140 @@
+"""Address ⇄ symbol lookups over vmlinux and the loaded modules.
+
+Model of ``kernel/kallsyms.c`` (3.6) together with the per-module symbol tables of
+``kernel/module.c`` (``get_ksymbol()``, ``module_get_kallsym()``): ``%pS`` and ``%ps``
+text, ``kallsyms_lookup_name()`` and ``/proc/kallsyms``.
+
+Readers never lock.  The modules' tables are published as one immutable snapshot,
+replaced whole on every load and unload (the model's stand-in for the RCU-protected
+module list); a reader that took the old snapshot finishes with it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import dataclass
+
+from kernel_daemon.module.symbols import Symbol
+
+
+@dataclass(frozen=True)
+class _Table:
+    """One symbol table sorted by address, covering ``[start, end)``."""
+
+    module: str | None
+    start: int
+    end: int
+    addrs: tuple[int, ...]
+    symbols: tuple[Symbol, ...]
+    by_name: dict[str, tuple[Symbol, ...]]
+
+    @classmethod
+    def build(cls, module: str | None, symbols: list[Symbol]) -> _Table:
+        ordered = tuple(sorted(symbols, key=lambda sym: sym.addr))
+        by_name: dict[str, tuple[Symbol, ...]] = {}
+        for sym in ordered:
+            by_name[sym.name] = by_name.get(sym.name, ()) + (sym,)
+        start = ordered[0].addr if ordered else 0
+        end = ordered[-1].addr + ordered[-1].size if ordered else 0
+        return cls(module, start, end, tuple(sym.addr for sym in ordered), ordered, by_name)
+
+    def lookup(self, addr: int) -> tuple[Symbol, int] | None:
+        i = bisect.bisect_right(self.addrs, addr) - 1
+        if i < 0:
+            return None
+        sym = self.symbols[i]
+        return (sym, addr - sym.addr) if addr < sym.addr + sym.size else None
+
+
+@dataclass(frozen=True)
+class _Modules:
+    """A published state of the module tables: newest first, and by start address."""
+
+    newest_first: tuple[_Table, ...] = ()
+    starts: tuple[int, ...] = ()
+    by_start: tuple[_Table, ...] = ()
+
+
+class Kallsyms:
+    """The kernel's symbol tables: vmlinux's, fixed at boot, and one per loaded module."""
+
+    def __init__(self, vmlinux: list[Symbol]) -> None:
+        self._core = _Table.build(None, vmlinux)
+        self._modules = _Modules()
+        # Serialises writers only; each publishes a new _Modules.
+        self._write_lock = threading.Lock()
+        self._core_text: str | None = None
+
+    def _publish(self, newest_first: tuple[_Table, ...]) -> None:
+        by_start = tuple(sorted(newest_first, key=lambda table: table.start))
+        self._modules = _Modules(newest_first, tuple(t.start for t in by_start), by_start)
+
+    def add_module(self, name: str, symbols: list[Symbol]) -> None:
+        """Make a module's symbols visible (``list_add_rcu(&mod->list, &modules)``)."""
+        if any(sym.module != name for sym in symbols):
+            raise ValueError(f"module {name}: symbols must carry module={name!r}")
+        table = _Table.build(name, symbols)
+        with self._write_lock:
+            if any(t.module == name for t in self._modules.newest_first):
+                raise ValueError(f"module {name} already has symbols")
+            self._publish((table,) + self._modules.newest_first)
+
+    def remove_module(self, name: str) -> None:
+        """Drop a module's symbols (``list_del_rcu()``); KeyError if it has none."""
+        with self._write_lock:
+            tables = self._modules.newest_first
+            if all(t.module != name for t in tables):
+                raise KeyError(name)
+            self._publish(tuple(t for t in tables if t.module != name))
+
+    def lookup(self, addr: int) -> tuple[Symbol, int] | None:
+        """``kallsyms_lookup()``: the symbol containing ``addr`` and the offset into it."""
+        if self._core.start <= addr < self._core.end:
+            return self._core.lookup(addr)
+        modules = self._modules
+        i = bisect.bisect_right(modules.starts, addr) - 1
+        return modules.by_start[i].lookup(addr) if i >= 0 else None
+
+    def lookup_name(self, name: str) -> list[Symbol]:
+        """Every symbol called ``name``: vmlinux's, then the modules' newest first.
+
+        ``kallsyms_lookup_name()`` returns the first of these.
+        """
+        found = list(self._core.by_name.get(name, ()))
+        for table in self._modules.newest_first:
+            found += table.by_name.get(name, ())
+        return found
+
+    def sprint_symbol(self, addr: int) -> str:
+        """``%pS``: ``name+0xoff/0xsize``, then `` [module]`` for a module's symbol.
+
+        An address no symbol covers prints as ``0x%lx``.  Linux's ``%#lx`` writes a
+        zero offset as ``0x0``, unlike C's.
+        """
+        found = self.lookup(addr)
+        if found is None:
+            return f"0x{addr:x}"
+        sym, offset = found
+        text = f"{sym.name}+{offset:#x}/{sym.size:#x}"
+        return f"{text} [{sym.module}]" if sym.module else text
+
+    def sprint_symbol_no_offset(self, addr: int) -> str:
+        """``%ps`` (3.6): ``name``, then `` [module]`` for a module's symbol, or ``0x%lx``."""
+        found = self.lookup(addr)
+        if found is None:
+            return f"0x{addr:x}"
+        sym = found[0]
+        return f"{sym.name} [{sym.module}]" if sym.module else sym.name
+
+    def proc_kallsyms(self) -> str:
+        """``/proc/kallsyms`` with ``kptr_restrict`` 0: vmlinux's symbols by address,
+        then each module's, walking the module list as ``module_get_kallsym()`` does
+        (newest first)."""
+        if self._core_text is None:
+            # Immutable after boot; two racing readers would build the same string.
+            self._core_text = "".join(f"{sym.addr:016x} {sym.type} {sym.name}\n"
+                                      for sym in self._core.symbols)
+        return self._core_text + "".join(
+            f"{sym.addr:016x} {sym.type} {sym.name}\t[{table.module}]\n"
+            for table in self._modules.newest_first for sym in table.symbols)

@@ -1,0 +1,233 @@
+"""``ftrace.v1.Kernel``: dmesg, the consistency check, records, failpoints, boot config."""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+
+from ftrace.v1 import kernel_pb2 as pb
+from ftrace.v1 import kernel_pb2_grpc
+from ftrace.v1 import modules_pb2
+from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
+from kernel_daemon.ftrace.records import ENTRIES_PER_PAGE, FTRACE_FL_ENABLED, ftrace_rec_count
+from kernel_daemon.kernel import BootOptions, Kernel
+from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.rpc.status import translate_kernel_errors
+
+ANOMALY_KINDS = {
+    AnomalyKind.MISSING_REFERENCE: pb.ANOMALY_KIND_MISSING_REFERENCE,
+    AnomalyKind.LEAKED_REFERENCE: pb.ANOMALY_KIND_LEAKED_REFERENCE,
+    AnomalyKind.PATCH_MISMATCH: pb.ANOMALY_KIND_PATCH_MISMATCH,
+    AnomalyKind.FREED_PAGE_ACCESS: pb.ANOMALY_KIND_FREED_PAGE_ACCESS,
+}
+VARIANTS = {"buggy": pb.VARIANT_BUGGY, "fixed": pb.VARIANT_FIXED}
+RACES = {"load-count": pb.RACE_LOAD_COUNT, "publish-early": pb.RACE_PUBLISH_EARLY,
+         "unload-unlocked": pb.RACE_UNLOAD_UNLOCKED}
+PLACEMENTS = {"first-fit": modules_pb2.MODULE_PLACEMENT_FIRST_FIT,
+              "random": modules_pb2.MODULE_PLACEMENT_RANDOM}
+FOLLOW_POLL_SECONDS = 0.5  # how often a dmesg follower notices its client left
+RECORD_CHUNK = 4096
+
+
+def boot_config(options: BootOptions, boot_id: int) -> pb.BootConfig:
+    return pb.BootConfig(
+        variant=VARIANTS[options.variant], races=[RACES[r] for r in options.races],
+        core_functions=options.core_functions, module_placement=PLACEMENTS[options.module_placement],
+        cpus=options.cpus, failpoints=dict(options.failpoints), seed=options.seed,
+        switch_interval=options.switch_interval, boot_id=boot_id, release="3.6.11+")
+
+
+def boot_options(config: pb.BootConfig, defaults: BootOptions) -> BootOptions:
+    """A reboot's options: fields left at zero keep the built-in defaults."""
+    by_value = {v: k for k, v in VARIANTS.items()}
+    try:
+        variant = by_value[config.variant] if config.variant else BootOptions.variant
+        races = tuple({v: k for k, v in RACES.items()}[r] for r in config.races)
+        placement = ({v: k for k, v in PLACEMENTS.items()}[config.module_placement]
+                     if config.module_placement else BootOptions.module_placement)
+    except KeyError as exc:
+        raise KernelError(errno.EINVAL, f"unknown enum value {exc}") from None
+    options = BootOptions(
+        variant=variant, races=races, failpoints=tuple(sorted(config.failpoints.items())),
+        core_functions=config.core_functions or BootOptions.core_functions,
+        module_placement=placement, cpus=config.cpus or BootOptions.cpus,
+        seed=config.seed if config.HasField("seed") else BootOptions.seed,
+        switch_interval=config.switch_interval or defaults.switch_interval)
+    try:
+        options.validate()
+    except (ValueError, KeyError) as exc:
+        raise KernelError(errno.EINVAL, str(exc)) from None
+    return options
+
+
+def anomaly_message(kernel: Kernel) -> Iterator[pb.Anomaly]:
+    for anomaly in check_consistency(kernel.ftrace):
+        yield pb.Anomaly(kind=ANOMALY_KINDS[anomaly.kind], ip=anomaly.ip, function=anomaly.function,
+                         module=anomaly.module, expected_count=anomaly.expected,
+                         actual_count=anomaly.actual, enabled=anomaly.enabled,
+                         ops=list(anomaly.ops), message=anomaly.describe())
+
+
+class KernelService(kernel_pb2_grpc.KernelServicer):
+    def __init__(self, state: DaemonState) -> None:
+        self.state = state
+
+    @translate_kernel_errors
+    def Dmesg(self, request: pb.DmesgRequest, context: grpc.ServicerContext) -> pb.DmesgResponse:
+        with self.state.syscall(context) as boot:
+            text = boot.kernel.printk.read(clear=request.clear)
+            return pb.DmesgResponse(text=text, lines=[pb.DmesgLine(text=line)
+                                                      for line in text.splitlines()])
+
+    @translate_kernel_errors
+    def DmesgFollow(self, request: pb.DmesgFollowRequest,
+                    context: grpc.ServicerContext) -> Iterator[pb.DmesgLines]:
+        with self.state.syscall(context) as boot:
+            printk = boot.kernel.printk
+        seq = 0 if request.replay else printk.records_since(1 << 62, 0)[1]
+        while context.is_active() and not printk.closed:
+            lines, seq = printk.records_since(seq, FOLLOW_POLL_SECONDS)
+            if lines:
+                yield pb.DmesgLines(lines=[pb.DmesgLine(text=line) for line in lines])
+
+    @translate_kernel_errors
+    def CheckConsistency(self, request: pb.CheckConsistencyRequest,
+                         context: grpc.ServicerContext) -> pb.ConsistencyReport:
+        with self.state.syscall(context) as boot:
+            ft = boot.kernel.ftrace
+            anomalies = list(anomaly_message(boot.kernel))
+            return pb.ConsistencyReport(
+                ok=not anomalies, anomalies=anomalies,
+                records_checked=sum(len(pg.ips) for pg in ft.pages.groups),
+                ops_checked=sum(1 for ops in ft.ops_snapshot if ops.enabled),
+                ftrace_disabled=ft.ftrace_disabled, boot_id=boot.boot_id)
+
+    @translate_kernel_errors
+    def DumpRecords(self, request: pb.DumpRecordsRequest,
+                    context: grpc.ServicerContext) -> Iterator[pb.RecordChunk]:
+        with self.state.syscall(context) as boot:
+            ft = boot.kernel.ftrace
+            with ft.ftrace_lock:
+                groups = [(pg, pg.ips.copy(), pg.flags.copy()) for pg in ft.pages.groups]
+        sent = 0
+        for pg, ips, flags in groups:
+            module = pg.module_name if pg.mod is not None else ""
+            if request.core_only and module or request.module and module != request.module:
+                continue
+            mask = np.ones(len(ips), dtype=bool)
+            if request.only_nonzero:
+                mask &= ftrace_rec_count(flags) > 0
+            if request.function_glob:
+                mask &= np.array([fnmatch.fnmatchcase(n, request.function_glob) for n in pg.names])
+            chunk = []
+            for i in np.flatnonzero(mask).tolist():
+                if request.limit and sent >= request.limit:
+                    break
+                f = int(flags[i])
+                chunk.append(pb.Record(ip=int(ips[i]), flags=f, count=int(ftrace_rec_count(flags[i])),
+                                       enabled=bool(f & FTRACE_FL_ENABLED), function=str(pg.names[i]),
+                                       module=module, page=i // ENTRIES_PER_PAGE,
+                                       index=i % ENTRIES_PER_PAGE))
+                sent += 1
+                if len(chunk) == RECORD_CHUNK:
+                    yield pb.RecordChunk(records=chunk)
+                    chunk = []
+            if chunk:
+                yield pb.RecordChunk(records=chunk)
+
+    @translate_kernel_errors
+    def ListOps(self, request: pb.ListOpsRequest, context: grpc.ServicerContext) -> pb.ListOpsResponse:
+        with self.state.syscall(context) as boot:
+            ft = boot.kernel.ftrace
+            with ft.ftrace_lock:
+                listed = list(ft.ftrace_ops_list) + [o for o in ft.ftrace_global_list]
+            out = []
+            for ops in listed:
+                info = pb.OpsInfo(name=ops.name, id=id(ops), flags=ops.flags, enabled=ops.enabled,
+                                  filter_count=ops.filter_hash.count,
+                                  notrace_count=ops.notrace_hash.count)
+                if request.include_hashes:
+                    name = boot.kernel.kallsyms.sprint_symbol_no_offset
+                    info.filter.extend(name(ip) for ip in sorted(ops.filter_hash.ips()))
+                    info.notrace.extend(name(ip) for ip in sorted(ops.notrace_hash.ips()))
+                out.append(info)
+            return pb.ListOpsResponse(ops=out)
+
+    def _failpoint(self, name: str) -> pb.Failpoint:
+        fp = self.state.boot.kernel.failpoints
+        return pb.Failpoint(name=name, spec=fp.list().get(name, "off"),
+                            triggers=fp.hits().get(name, 0), paused=fp.paused().get(name, 0))
+
+    @translate_kernel_errors
+    def SetFailpoint(self, request: pb.SetFailpointRequest, context: grpc.ServicerContext) -> pb.Failpoint:
+        with self.state.syscall(context) as boot:
+            try:
+                boot.kernel.failpoints.configure(request.name, request.spec)
+            except KeyError:
+                raise KernelError(errno.ENOENT, f"no failpoint {request.name!r}") from None
+            except ValueError as exc:
+                raise KernelError(errno.EINVAL, str(exc)) from None
+            return self._failpoint(request.name)
+
+    @translate_kernel_errors
+    def ReleaseFailpoint(self, request: pb.ReleaseFailpointRequest,
+                         context: grpc.ServicerContext) -> pb.ReleaseFailpointResponse:
+        with self.state.syscall(context) as boot:
+            try:
+                return pb.ReleaseFailpointResponse(released=boot.kernel.failpoints.release(request.name))
+            except KeyError:
+                raise KernelError(errno.ENOENT, f"no failpoint {request.name!r}") from None
+
+    @translate_kernel_errors
+    def ListFailpoints(self, request: pb.ListFailpointsRequest,
+                       context: grpc.ServicerContext) -> pb.ListFailpointsResponse:
+        with self.state.syscall(context) as boot:
+            return pb.ListFailpointsResponse(failpoints=[self._failpoint(name)
+                                                         for name in boot.kernel.failpoints.list()])
+
+    @translate_kernel_errors
+    def WaitFailpoint(self, request: pb.WaitFailpointRequest, context: grpc.ServicerContext) -> pb.Failpoint:
+        with self.state.syscall(context) as boot:
+            timeout = (request.timeout_ms or 10_000) / 1000
+            try:
+                reached = boot.kernel.failpoints.wait_paused(request.name, request.count or 1, timeout)
+            except KeyError:
+                raise KernelError(errno.ENOENT, f"no failpoint {request.name!r}") from None
+            if not reached:
+                raise KernelError(errno.ETIMEDOUT, f"{request.name}: not enough threads paused")
+            return self._failpoint(request.name)
+
+    @translate_kernel_errors
+    def GetConfig(self, request: pb.GetConfigRequest, context: grpc.ServicerContext) -> pb.BootConfig:
+        with self.state.syscall(context) as boot:
+            return boot_config(boot.kernel.options, boot.boot_id)
+
+    @translate_kernel_errors
+    def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.KernelStats:
+        with self.state.syscall(context) as boot:
+            kernel, ft = boot.kernel, boot.kernel.ftrace
+            return pb.KernelStats(
+                boot_id=boot.boot_id, uptime_seconds=kernel.local_clock() / 1e9,
+                ftrace_disabled=ft.ftrace_disabled, ftrace_enabled=ft.ftrace_enabled,
+                ftrace_start_up=ft.ftrace_start_up, global_start_up=ft.global_start_up,
+                records=sum(len(pg.ips) for pg in ft.pages.groups),
+                pages=sum(pg.nr_pages for pg in ft.pages.groups),
+                update_tot_cnt=ft.ftrace_update_tot_cnt, ops=len(ft.ops_snapshot),
+                modules=len(kernel.modules.modules()),
+                current_tracer=kernel.tracing.current_trace.name,
+                tainted=kernel.panic.print_tainted(), taint_mask=kernel.panic.tainted_mask,
+                warnings=kernel.printk.read().count("------------[ cut here ]------------"),
+                open_files=self.state.open_files, rpc_counts=dict(self.state.rpc_counts),
+                shm_namespace=kernel.namespace)
+
+    @translate_kernel_errors
+    def Reboot(self, request: pb.RebootRequest, context: grpc.ServicerContext) -> pb.BootConfig:
+        with self.state.syscall(context):
+            options = boot_options(request.config, self.state.boot.kernel.options)
+            boot = self.state.reboot(options)
+            return boot_config(boot.kernel.options, boot.boot_id)

@@ -1,0 +1,91 @@
+"""``ftrace.v1.Modules``: ``init_module`` / ``delete_module`` with the user tools' manners.
+
+The kernel answers EEXIST for a module already loaded and ENOENT for one that is
+not; ``modprobe`` turns the first into silent success and ``modprobe -r`` the second
+(``if_loaded_ok`` / ``if_absent_ok``), ``insmod`` and ``rmmod`` report both.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import grpc
+
+from ftrace.v1 import modules_pb2 as pb
+from ftrace.v1 import modules_pb2_grpc
+from kernel_daemon.errno import KernelError
+from kernel_daemon.module.catalog import ModuleSpec, load_catalog, module_from_function_list
+from kernel_daemon.module.loader import Module
+from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.rpc.status import translate_kernel_errors
+
+STATES = {0: pb.MODULE_STATE_LIVE, 1: pb.MODULE_STATE_COMING, 2: pb.MODULE_STATE_GOING}
+
+
+def module_info(mod: Module, already_loaded: bool = False) -> pb.ModuleInfo:
+    return pb.ModuleInfo(name=mod.name, base=mod.module_core, size=mod.core_size,
+                         functions=len(mod.symbols), state=STATES.get(mod.state, 0),
+                         taints=mod.taints, refcount=mod.refcnt, already_loaded=already_loaded)
+
+
+def requested_spec(request: pb.LoadModuleRequest) -> ModuleSpec:
+    source = request.WhichOneof("source")
+    if source == "catalog_name":
+        spec = load_catalog().get(request.catalog_name)
+        if spec is None:  # no such .ko anywhere: what finit_module of nothing gives
+            raise KernelError(errno.ENOENT, f"module {request.catalog_name!r} not found")
+        return spec
+    if source == "explicit":
+        try:
+            return module_from_function_list(request.explicit.name, list(request.explicit.functions))
+        except ValueError as exc:
+            raise KernelError(errno.EINVAL, str(exc)) from None
+    raise KernelError(errno.EINVAL, "neither a catalog name nor a function list")
+
+
+class ModulesService(modules_pb2_grpc.ModulesServicer):
+    def __init__(self, state: DaemonState) -> None:
+        self.state = state
+
+    @translate_kernel_errors
+    def Load(self, request: pb.LoadModuleRequest, context: grpc.ServicerContext) -> pb.ModuleInfo:
+        spec = requested_spec(request)
+        with self.state.syscall(context) as boot:
+            loaded = boot.kernel.modules.find_module(spec.name)
+            if loaded is not None and request.if_loaded_ok:
+                return module_info(loaded, already_loaded=True)
+            try:
+                return module_info(boot.kernel.modules.load_module(spec))
+            except FileExistsError:
+                if request.if_loaded_ok:
+                    return module_info(boot.kernel.modules.find_module(spec.name), True)
+                raise KernelError(errno.EEXIST, f"module {spec.name} is already loaded") from None
+            except MemoryError:
+                raise KernelError(errno.ENOMEM, "module area full") from None
+            except RuntimeError as exc:  # still coming or going
+                raise KernelError(errno.EBUSY, str(exc)) from None
+
+    @translate_kernel_errors
+    def Unload(self, request: pb.UnloadModuleRequest, context: grpc.ServicerContext) -> pb.ModuleInfo:
+        with self.state.syscall(context) as boot:
+            try:
+                return module_info(boot.kernel.modules.delete_module(request.name))
+            except RuntimeError as exc:
+                raise KernelError(errno.EBUSY, str(exc)) from None
+            except LookupError:
+                if request.if_absent_ok:
+                    return pb.ModuleInfo(name=request.name)
+                raise KernelError(errno.ENOENT, f"module {request.name} is not loaded") from None
+
+    @translate_kernel_errors
+    def List(self, request: pb.ListModulesRequest, context: grpc.ServicerContext) -> pb.ListModulesResponse:
+        with self.state.syscall(context) as boot:
+            return pb.ListModulesResponse(modules=[module_info(m) for m in boot.kernel.modules.modules()])
+
+    @translate_kernel_errors
+    def Catalog(self, request: pb.CatalogRequest, context: grpc.ServicerContext) -> pb.CatalogResponse:
+        return pb.CatalogResponse(modules=[
+            pb.CatalogModule(name=spec.name, description=spec.description,
+                             functions=[name for name, _ in spec.functions],
+                             size=sum(size for _, size in spec.functions))
+            for spec in load_catalog().values()])

@@ -1,0 +1,75 @@
+"""The gRPC server: the services, health and reflection, on a unix socket or TCP."""
+
+from __future__ import annotations
+
+import os
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from clients.connection import CHANNEL_OPTIONS, unix_socket_path
+from ftrace.v1 import (kernel_pb2, kernel_pb2_grpc, modules_pb2, modules_pb2_grpc, tracefs_pb2,
+                       tracefs_pb2_grpc, tracer_pb2, tracer_pb2_grpc)
+from kernel_daemon.rpc.kernel_service import KernelService
+from kernel_daemon.rpc.modules_service import ModulesService
+from kernel_daemon.rpc.state import CountingInterceptor, DaemonState
+from kernel_daemon.rpc.tracefs_service import TracefsService
+from kernel_daemon.rpc.tracer_service import TracerService
+
+# Every open file session and tracer stream holds a thread for its lifetime, as a
+# process blocked in the kernel holds its task: leave room for many.
+MAX_WORKERS = 256
+
+SERVICE_NAMES = (
+    tracefs_pb2.DESCRIPTOR.services_by_name["Tracefs"].full_name,
+    modules_pb2.DESCRIPTOR.services_by_name["Modules"].full_name,
+    kernel_pb2.DESCRIPTOR.services_by_name["Kernel"].full_name,
+    tracer_pb2.DESCRIPTOR.services_by_name["Tracer"].full_name,
+)
+
+
+class Daemon:
+    def __init__(self, state: DaemonState, address: str) -> None:
+        self.state = state
+        self.address = address
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS,
+                                                             thread_name_prefix="syscall"),
+                                  interceptors=[CountingInterceptor(state)],
+                                  options=CHANNEL_OPTIONS)
+        tracefs_pb2_grpc.add_TracefsServicer_to_server(TracefsService(state), self.server)
+        modules_pb2_grpc.add_ModulesServicer_to_server(ModulesService(state), self.server)
+        kernel_pb2_grpc.add_KernelServicer_to_server(KernelService(state), self.server)
+        tracer_pb2_grpc.add_TracerServicer_to_server(TracerService(state), self.server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                             reflection.SERVICE_NAME), self.server)
+        self.socket_path = unix_socket_path(address)
+        if self.socket_path is not None:
+            if os.path.exists(self.socket_path):
+                os.unlink(self.socket_path)  # left by a daemon that was killed
+            # Created 0600 (umask while binding), so only the owner can connect.
+            old_umask = os.umask(0o177)
+            try:
+                self.server.add_insecure_port(f"unix:{self.socket_path}")
+            finally:
+                os.umask(old_umask)
+        else:
+            self.server.add_insecure_port(address)
+
+    def start(self) -> None:
+        self.server.start()
+        for name in ("",) + SERVICE_NAMES:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float = 2.0) -> None:
+        self.health.enter_graceful_shutdown()
+        # Wake anything blocked inside the kernel so its call can end.
+        self.state.boot.kernel.failpoints.release_all()
+        self.server.stop(grace).wait()
+        self.state.shutdown()
+        if self.socket_path is not None and os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)

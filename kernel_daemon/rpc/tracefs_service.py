@@ -1,0 +1,188 @@
+"""``ftrace.v1.Tracefs``: files as system calls.
+
+A ``Session`` stream is one open file descriptor of one process: the stream's end,
+however it comes (a close, the client's exit, a cancel, a dropped connection), is the
+last ``fput`` and runs the file's release, as a process that exits closes its files.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+
+import grpc
+
+from ftrace.v1 import tracefs_pb2 as pb
+from ftrace.v1 import tracefs_pb2_grpc
+from kernel_daemon.errno import KernelError
+from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, abort_with_errno,
+                                      errno_detail, translate_kernel_errors)
+from kernel_daemon.task import current, running_as
+from kernel_daemon.tracefs.files import OpenFile, file_read, file_release, file_write
+from kernel_daemon.tracefs.vfs import DirEntry
+
+READ_CHUNK = 4096
+# A shell's write loop gives up on a file that keeps accepting nothing.
+MAX_WRITE_CALLS = 1 << 20
+
+
+def for_syscall(err: KernelError, syscall: str, path: str) -> KernelError:
+    return KernelError(err.errno, err.message, syscall=syscall, path=path)
+
+
+def dir_entry(entry: DirEntry) -> pb.DirEntry:
+    return pb.DirEntry(name=entry.name, is_dir=entry.is_dir, mode=entry.mode)
+
+
+class TracefsService(tracefs_pb2_grpc.TracefsServicer):
+    def __init__(self, state: DaemonState) -> None:
+        self.state = state
+
+    def _open(self, path: str, flags: int) -> OpenFile:
+        try:
+            file = self.state.boot.vfs.open(path, flags)
+        except KernelError as err:
+            raise for_syscall(err, "open", path) from None
+        self.state.count_file(+1)
+        return file
+
+    def _release(self, file: OpenFile) -> None:
+        try:
+            file_release(file)
+        finally:
+            self.state.count_file(-1)
+
+    def Session(self, request_iterator: Iterator[pb.FileRequest],
+                context: grpc.ServicerContext) -> Iterator[pb.FileResponse]:
+        file: OpenFile | None = None
+        try:
+            with self.state.syscall(context):
+                task = current()
+            seq = 0
+            for request in request_iterator:
+                seq += 1
+                with running_as(task):
+                    op = request.WhichOneof("op")
+                    if op == "open":
+                        if file is not None:
+                            yield pb.FileResponse(seq=seq, error=errno_detail(
+                                KernelError(errno.EBUSY, "the session already has a file open")))
+                            continue
+                        try:
+                            file = self._open(request.open.path, request.open.flags)
+                        except KernelError as err:
+                            abort_with_errno(context, err)
+                        yield pb.FileResponse(seq=seq, open=pb.OpenResult(
+                            path=file.path, flags=file.flags,
+                            mode=self.state.boot.vfs.stat(file.path).mode))
+                        continue
+                    if file is None:
+                        yield pb.FileResponse(seq=seq, error=errno_detail(
+                            KernelError(errno.EBADF, "no file is open in this session")))
+                        continue
+                    if op == "close":
+                        closing, file = file, None
+                        self._release(closing)
+                        yield pb.FileResponse(seq=seq, close=pb.CloseResult(result=0))
+                        return
+                    try:
+                        yield self._file_op(seq, file, request)
+                    except KernelError as err:
+                        yield pb.FileResponse(seq=seq, error=errno_detail(
+                            for_syscall(err, op or "", file.path)))
+        except KernelError as err:  # malformed identity metadata
+            abort_with_errno(context, err)
+        finally:
+            if file is not None:
+                with running_as(task):
+                    self._release(file)
+
+    def _file_op(self, seq: int, file: OpenFile, request: pb.FileRequest) -> pb.FileResponse:
+        op = request.WhichOneof("op")
+        if op == "read":
+            if request.read.HasField("offset"):
+                file.pos = request.read.offset
+            data = file_read(file, request.read.size or READ_CHUNK)
+            return pb.FileResponse(seq=seq, read=pb.ReadResult(
+                data=data, eof=not data, offset=file.pos))
+        if op == "write":
+            if request.write.HasField("offset"):
+                file.pos = request.write.offset
+            written = file_write(file, request.write.data)
+            return pb.FileResponse(seq=seq, write=pb.WriteResult(
+                bytes_written=written, offset=file.pos))
+        if op == "seek":
+            # seq_lseek: SEEK_SET and SEEK_CUR only, never before the start.
+            whence, offset = request.seek.whence, request.seek.offset
+            base = {os.SEEK_SET: 0, os.SEEK_CUR: file.pos}.get(whence)
+            if base is None or base + offset < 0:
+                raise KernelError(errno.EINVAL)
+            file.pos = base + offset
+            return pb.FileResponse(seq=seq, seek=pb.SeekResult(offset=file.pos))
+        raise KernelError(errno.EINVAL, "empty request")
+
+    @translate_kernel_errors
+    def ReadFile(self, request: pb.ReadFileRequest, context: grpc.ServicerContext) -> pb.ReadFileResponse:
+        flags = os.O_RDONLY | (os.O_NONBLOCK if request.nonblock else 0)
+        with self.state.syscall(context):
+            file = self._open(request.path, flags)
+            chunks: list[bytes] = []
+            size = 0
+            try:
+                while not request.max_bytes or size < request.max_bytes:
+                    try:
+                        data = file_read(file, READ_CHUNK)
+                    except KernelError as err:
+                        if err.errno == errno.EAGAIN and chunks:
+                            break
+                        raise for_syscall(err, "read", request.path) from None
+                    if not data:
+                        break
+                    chunks.append(data)
+                    size += len(data)
+            finally:
+                self._release(file)
+            data = b"".join(chunks)
+            truncated = bool(request.max_bytes) and size > request.max_bytes
+            return pb.ReadFileResponse(data=data[:request.max_bytes or None], truncated=truncated)
+
+    @translate_kernel_errors
+    def WriteFile(self, request: pb.WriteFileRequest, context: grpc.ServicerContext) -> pb.WriteFileResponse:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if request.append else os.O_TRUNC)
+        with self.state.syscall(context):
+            file = self._open(request.path, flags)
+            data, sizes, failure = request.data, [], None
+            try:
+                # The shell's write loop: a short write is followed by the rest.
+                while data and len(sizes) < MAX_WRITE_CALLS:
+                    try:
+                        written = file_write(file, data)
+                    except KernelError as err:
+                        failure = for_syscall(err, "write", request.path)
+                        break
+                    if written <= 0:
+                        break
+                    sizes.append(written)
+                    data = data[written:]
+            finally:
+                self._release(file)
+            total = sum(sizes)
+            if failure is not None:
+                context.set_trailing_metadata(((BYTES_WRITTEN_METADATA_KEY, str(total)),))
+                raise failure
+            return pb.WriteFileResponse(bytes_written=total, write_sizes=sizes)
+
+    @translate_kernel_errors
+    def ListDir(self, request: pb.ListDirRequest, context: grpc.ServicerContext) -> pb.ListDirResponse:
+        with self.state.syscall(context) as boot:
+            entries = boot.vfs.list_dir(request.path)
+            path, _ = boot.vfs.lookup(request.path)
+            return pb.ListDirResponse(path=path, entries=[dir_entry(e) for e in entries])
+
+    @translate_kernel_errors
+    def Stat(self, request: pb.StatRequest, context: grpc.ServicerContext) -> pb.StatResponse:
+        with self.state.syscall(context) as boot:
+            path, _ = boot.vfs.lookup(request.path)
+            return pb.StatResponse(path=path, entry=dir_entry(boot.vfs.stat(request.path)))

@@ -1,0 +1,265 @@
+"""``ftrace.v1.Tracer``: tracer clients' own ops, and CPUs executing functions.
+
+An ``Attach`` stream is a kernel module that registered an ``ftrace_ops`` of its
+own (``register_ftrace_function`` + ``ftrace_set_filter``); the stream's end, for
+whatever reason, unregisters it, as a module's exit would.  ``Invoke`` runs a call
+site as a CPU does.
+"""
+
+from __future__ import annotations
+
+import errno
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from ftrace.v1 import tracer_pb2 as pb
+from ftrace.v1 import tracer_pb2_grpc
+from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.dispatch import execute_function, on_cpu, smp_processor_id
+from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
+from kernel_daemon.ftrace.ops import FtraceOps
+from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
+from kernel_daemon.kernel import Kernel
+from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.rpc.status import abort_with_errno, errno_detail, translate_kernel_errors
+from kernel_daemon.task import Task, current, running_as
+
+DEFAULT_MAX_BATCH = 1024
+DEFAULT_MAX_DELAY_MS = 50
+DEFAULT_QUEUE_LIMIT = 65536
+
+
+def resolve_function(kernel: Kernel, name: str, module: str = "") -> int:
+    """``kallsyms_lookup_name``, optionally within one module (``module`` "" = any)."""
+    symbols = [s for s in kernel.kallsyms.lookup_name(name)
+               if not module or (s.module or "") == module]
+    if not symbols:
+        raise KernelError(errno.ENOENT, f"no function {name!r}")
+    return symbols[0].addr
+
+
+@dataclass(eq=False)
+class HitQueue:
+    """Hits of one tracer client's ops, taken by its stream in batches."""
+
+    limit: int
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    hits: list[pb.Hit] = field(default_factory=list)
+    queued_calls: int = 0
+    dropped: int = 0
+    sent: int = 0
+    dropped_total: int = 0
+
+    def push(self, hit: pb.Hit) -> None:
+        with self.cond:
+            if self.queued_calls + hit.count > self.limit:
+                self.dropped += hit.count
+            else:
+                self.hits.append(hit)
+                self.queued_calls += hit.count
+            self.cond.notify_all()
+
+    def take(self, max_batch: int) -> tuple[list[pb.Hit], int]:
+        batch, self.hits = self.hits[:max_batch], self.hits[max_batch:]
+        calls = sum(h.count for h in batch)
+        self.queued_calls -= calls
+        self.sent += calls
+        dropped, self.dropped = self.dropped, 0
+        self.dropped_total += dropped
+        return batch, dropped
+
+
+class TracerService(tracer_pb2_grpc.TracerServicer):
+    def __init__(self, state: DaemonState) -> None:
+        self.state = state
+
+    @translate_kernel_errors
+    def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> pb.InvokeResponse:
+        with self.state.syscall(context) as boot:
+            kernel = boot.kernel
+            caller = current()
+            target = request.WhichOneof("target")
+            if target == "function":
+                ip = resolve_function(kernel, request.function, request.module)
+            elif target == "address":
+                ip = request.address
+            else:
+                raise KernelError(errno.EINVAL, "no function or address to invoke")
+            parent_ip = request.parent_ip
+            if request.parent:
+                parent_ip = resolve_function(kernel, request.parent)
+            task = Task(request.pid if request.HasField("pid") else caller.pid,
+                        request.comm if request.HasField("comm") else caller.comm)
+            cpu = request.cpu if request.HasField("cpu") else task.pid % kernel.options.cpus
+            if cpu >= kernel.options.cpus:
+                raise KernelError(errno.EINVAL, f"no cpu {cpu}")
+            repeat = request.repeat or 1
+            with running_as(task), on_cpu(cpu):
+                traced = execute_function(kernel.ftrace, ip, parent_ip, repeat)
+            found = kernel.kallsyms.lookup(ip)
+            symbol = found[0] if found else None
+            return pb.InvokeResponse(ip=ip, function=symbol.name if symbol else "",
+                                     module=(symbol.module or "") if symbol else "",
+                                     calls=repeat, patched_calls=repeat if traced else 0,
+                                     traced=repeat if traced else 0)
+
+    def Attach(self, request_iterator: Iterator[pb.TracerRequest],
+               context: grpc.ServicerContext) -> Iterator[pb.TracerEvent]:
+        try:
+            with self.state.syscall(context) as boot:
+                owner = current()
+        except KernelError as err:  # malformed identity metadata
+            abort_with_errno(context, err)
+        session = TracerSession(boot.kernel, owner, request_iterator, context)
+        yield from session.run()
+
+
+class TracerSession:
+    """One Attach stream: reads requests on a thread of its own, emits events here."""
+
+    def __init__(self, kernel: Kernel, owner: Task, requests: Iterator[pb.TracerRequest],
+                 context: grpc.ServicerContext) -> None:
+        self.kernel = kernel
+        self.owner = owner
+        self.context = context
+        self.requests: queue.Queue[pb.TracerRequest | None] = queue.Queue()
+        self.ops: FtraceOps | None = None
+        self.hits = HitQueue(DEFAULT_QUEUE_LIMIT)
+        self.max_batch = DEFAULT_MAX_BATCH
+        self.max_delay = DEFAULT_MAX_DELAY_MS / 1000
+        self.seq = 0
+        context.add_callback(self._wake_on_end)
+        threading.Thread(target=self._read, args=(requests,), daemon=True,
+                         name="tracer-requests").start()
+
+    def _read(self, requests: Iterator[pb.TracerRequest]) -> None:
+        try:
+            for request in requests:
+                self._enqueue(request)
+        except Exception:  # the client went away mid-stream
+            pass
+        self._enqueue(None)
+
+    def _enqueue(self, request: pb.TracerRequest | None) -> None:
+        self.requests.put(request)
+        with self.hits.cond:
+            self.hits.cond.notify_all()
+
+    def _wake_on_end(self) -> None:
+        self._enqueue(None)
+
+    def _event(self, **kwargs: object) -> pb.TracerEvent:
+        self.seq += 1
+        return pb.TracerEvent(seq=self.seq, **kwargs)
+
+    def _hit_func(self, ip: int, parent_ip: int, op: FtraceOps | None, count: int = 1) -> None:
+        task = current()
+        found = self.kernel.kallsyms.lookup(ip)
+        parent = self.kernel.kallsyms.lookup(parent_ip) if parent_ip else None
+        self.hits.push(pb.Hit(
+            ip=ip, parent_ip=parent_ip, function=found[0].name if found else "",
+            module=(found[0].module or "") if found else "", parent=parent[0].name if parent else "",
+            cpu=smp_processor_id(), pid=task.pid, comm=task.comm,
+            timestamp_ns=self.kernel.local_clock(), count=count))
+
+    def run(self) -> Iterator[pb.TracerEvent]:
+        try:
+            while True:
+                request = self._next_request()
+                if request is None:
+                    if not self.context.is_active():
+                        return
+                    yield from self._batches(force=False)
+                    continue
+                if request is STREAM_END:
+                    return
+                with running_as(self.owner):
+                    try:
+                        yield from self._handle(request)
+                    except KernelError as err:
+                        yield self._event(error=errno_detail(err))
+                if request.WhichOneof("op") == "unregister":
+                    return
+        finally:
+            self._unregister()
+
+    def _next_request(self) -> pb.TracerRequest | None | object:
+        """The next request, or None when hits are due (or the wait timed out)."""
+        deadline = time.monotonic() + self.max_delay
+        with self.hits.cond:
+            while self.requests.empty() and len(self.hits.hits) < self.max_batch:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.hits.cond.wait(remaining)
+        try:
+            request = self.requests.get_nowait()
+        except queue.Empty:
+            return None
+        return STREAM_END if request is None else request
+
+    def _batches(self, force: bool) -> Iterator[pb.TracerEvent]:
+        while True:
+            with self.hits.cond:
+                if not self.hits.hits and not (force and self.hits.dropped):
+                    return
+                batch, dropped = self.hits.take(self.max_batch)
+            yield self._event(hits=pb.HitBatch(hits=batch, dropped=dropped))
+
+    def _handle(self, request: pb.TracerRequest) -> Iterator[pb.TracerEvent]:
+        op = request.WhichOneof("op")
+        ft = self.kernel.ftrace
+        if op == "register":
+            if self.ops is not None:
+                raise KernelError(errno.EBUSY, "this stream already registered an ops")
+            reg = request.register
+            self.max_batch = reg.max_batch or DEFAULT_MAX_BATCH
+            self.max_delay = (reg.max_delay_ms or DEFAULT_MAX_DELAY_MS) / 1000
+            self.hits.limit = reg.queue_limit or DEFAULT_QUEUE_LIMIT
+            ops = FtraceOps(reg.name or f"{self.owner.comm}_ops", func=self._hit_func,
+                            owner=self.owner)
+            for i, pattern in enumerate(reg.filter):
+                ftrace_set_filter(ft, ops, pattern, reset=i == 0)
+            for i, pattern in enumerate(reg.notrace):
+                ftrace_set_notrace(ft, ops, pattern, reset=i == 0)
+            register_ftrace_function(ft, ops)
+            self.ops = ops
+            yield self._event(registered=pb.OpsRegistered(
+                name=ops.name, id=id(ops), filter_count=ops.filter_hash.count,
+                notrace_count=ops.notrace_hash.count))
+        elif op == "set_filter":
+            if self.ops is None:
+                raise KernelError(errno.EINVAL, "register an ops first")
+            change = request.set_filter
+            setter = ftrace_set_notrace if change.notrace else ftrace_set_filter
+            setter(ft, self.ops, change.text or None, change.reset)
+            yield self._event(filter_updated=pb.FilterUpdated(
+                filter_count=self.ops.filter_hash.count, notrace_count=self.ops.notrace_hash.count))
+        elif op == "flush":
+            yield from self._batches(force=True)
+            yield self._event(flushed=pb.Flushed(hits=self.hits.sent, dropped=self.hits.dropped_total))
+        elif op == "unregister":
+            yield from self._batches(force=True)
+            self._unregister()
+            yield self._event(unregistered=pb.Unregistered(hits=self.hits.sent,
+                                                           dropped=self.hits.dropped_total))
+        else:
+            raise KernelError(errno.EINVAL, "empty request")
+
+    def _unregister(self) -> None:
+        ops, self.ops = self.ops, None
+        if ops is None:
+            return
+        with running_as(self.owner):
+            try:
+                unregister_ftrace_function(self.kernel.ftrace, ops)
+            except KernelError:
+                pass  # ftrace is dead: the ops stays listed, as in the kernel
+
+
+STREAM_END = object()

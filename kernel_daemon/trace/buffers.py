@@ -1,0 +1,232 @@
+"""The trace ring buffers' shared-memory layout, shared by the writer and other-process readers.
+
+Model of the per-CPU buffers of ``kernel/trace/ring_buffer.c`` (3.6) and of the entries
+``kernel/trace/trace.h`` puts in them (``struct ftrace_entry``, ``struct print_entry``).
+
+Simplified from the kernel, on purpose:
+
+* **Fixed-size records.**  The kernel packs variable-length events (a 4-byte header, then
+  the entry: 28 bytes for a function event on x86_64) into 4 KiB pages.  Here every record
+  is ``RB_EVENT_SIZE`` = 64 bytes, so a buffer of the same ``buffer_size_kb`` holds about
+  half as many function events as the kernel's (22567 instead of about 50000 at the
+  default 1408 KB).  The byte size is the kernel's: ``nr_pages = DIV_ROUND_UP(size,
+  BUF_PAGE_SIZE)``, at least 2 pages, then divided into records.
+* **Markers span records.**  A ``trace_marker`` write is one ``TRACE_PRINT`` head record
+  followed by ``RB_TYPE_CONT`` records carrying 56 bytes of text each (the kernel's 1024-byte
+  limit needs at most 20 records).  An event is always overwritten or consumed whole.
+* **Overwrite is per event.**  The kernel drops the oldest *page* when a writer catches up
+  with the reader; here the oldest *event*, so the overrun count is exact per event.
+
+One directory segment (``<namespace>.rbdir``) holds a global header and one header per CPU;
+each CPU's records live in ``<namespace>.rb<cpu>``.  Positions (``head``, ``tail``) are
+monotonically increasing record sequence numbers; a record's slot is ``pos % capacity``.
+Each CPU header is guarded by a seqlock (``generation`` + ``writers``) like the record page
+directory (``kernel_daemon.ftrace.records``): a reader copies the header and the records and
+keeps the copy only if no writer was active and the generation did not move.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable
+from operator import attrgetter
+from typing import NamedTuple
+
+import numpy as np
+
+# enum trace_type, kernel/trace/trace.h (3.6).
+TRACE_FN = 1
+TRACE_PRINT = 5
+# Model only: a record that continues the text of the TRACE_PRINT before it.
+RB_TYPE_CONT = 0xFFFF
+
+# enum trace_flag_type (3.6): the low byte of a record's ``flags``; the high byte is
+# ``trace_entry.preempt_count``, which the kernel keeps in a byte of its own.
+TRACE_FLAG_IRQS_OFF = 0x01
+TRACE_FLAG_IRQS_NOSUPPORT = 0x02
+TRACE_FLAG_NEED_RESCHED = 0x04
+TRACE_FLAG_HARDIRQ = 0x08
+TRACE_FLAG_SOFTIRQ = 0x10
+
+PAGE_SIZE = 4096
+# BUF_PAGE_SIZE: a data page minus its header (u64 time_stamp + local_t commit).
+BUF_PAGE_SIZE = PAGE_SIZE - 16
+# kernel/trace/trace.c: TRACE_BUF_SIZE_DEFAULT, "16384 * 88 (sizeof(entry))" = 1408 KB.
+TRACE_BUF_SIZE_DEFAULT = 1441792
+# ring_buffer_alloc(1) before expansion: rounded up to the 2-page minimum (reads as 7 KB).
+RB_UNEXPANDED_SIZE = 2 * BUF_PAGE_SIZE
+# kernel/trace/trace.h: TRACE_BUF_SIZE, the most a trace_marker write records.
+TRACE_BUF_SIZE = 1024
+
+RB_EVENT = np.dtype([
+    ("type", "<u2"),
+    ("len", "<u2"),  # TRACE_PRINT: bytes of text in the records that follow
+    ("pid", "<i4"),
+    ("ts", "<u8"),  # trace clock, ns
+    ("ip", "<u8"),
+    ("parent_ip", "<u8"),
+    ("cpu", "<u2"),
+    ("flags", "<u2"),
+    ("comm", "S16"),
+    ("pad", "V12"),
+])
+RB_EVENT_SIZE = RB_EVENT.itemsize
+# An RB_TYPE_CONT record: everything after the first 8 bytes is text.
+RB_TEXT_OFFSET = 8
+RB_TEXT = np.dtype([("type", "<u2"), ("len", "<u2"), ("pad", "V4"),
+                    ("text", f"S{RB_EVENT_SIZE - RB_TEXT_OFFSET}")])
+RB_TEXT_PER_RECORD = RB_EVENT_SIZE - RB_TEXT_OFFSET
+# A marker of TRACE_BUF_SIZE bytes plus the newline the kernel may append.
+MAX_EVENT_RECORDS = 1 + math.ceil((TRACE_BUF_SIZE + 1) / RB_TEXT_PER_RECORD)
+assert RB_EVENT_SIZE == 64 and RB_TEXT.itemsize == RB_EVENT_SIZE
+
+# The directory segment: u64 words.  Global words first, then one block per CPU.
+DIR_MAGIC = 0x3142525F4D495354  # "TSIM_RB1"
+W_MAGIC, W_NR_CPUS, W_EVENT_SIZE, W_RECORD_DISABLED, W_EXPANDED, W_SIZE_BYTES, \
+    W_TRACE_BUF_SIZE = range(7)
+DIR_GLOBAL_WORDS = 16
+CPU_WORDS = 16
+# Per-CPU block (struct ring_buffer_per_cpu's counters):
+C_GENERATION, C_WRITERS, C_HEAD, C_TAIL, C_ENTRIES, C_OVERRUN, C_READ, C_CAPACITY, \
+    C_BUFFER_ID = range(9)
+
+
+def dir_segment_name(namespace: str) -> str:
+    return f"{namespace}.rbdir"
+
+
+def cpu_segment_name(namespace: str, cpu: int) -> str:
+    return f"{namespace}.rb{cpu}"
+
+
+def dir_size(nr_cpus: int) -> int:
+    return (DIR_GLOBAL_WORDS + nr_cpus * CPU_WORDS) * 8
+
+
+def cpu_words(words: np.ndarray, cpu: int) -> np.ndarray:
+    """The header block of one CPU, a view into the directory's words."""
+    base = DIR_GLOBAL_WORDS + cpu * CPU_WORDS
+    return words[base:base + CPU_WORDS]
+
+
+def rb_capacity(size_bytes: int) -> int:
+    """Records a per-CPU buffer of ``size_bytes`` holds (``ring_buffer_resize``'s rounding:
+    whole ``BUF_PAGE_SIZE`` pages, at least two)."""
+    nr_pages = max(2, -(-size_bytes // BUF_PAGE_SIZE))
+    return nr_pages * BUF_PAGE_SIZE // RB_EVENT_SIZE
+
+
+class Event(NamedTuple):
+    """One trace entry as an iterator sees it (``struct trace_entry`` + payload).
+
+    ``flags`` is ``trace_entry.flags | preempt_count << 8``; ``text`` is a marker's bytes
+    (``print_entry.buf``); ``lost_events`` is set, on the first event a consuming read
+    returns from a CPU, to the events overwritten there since the previous read.
+    """
+
+    ts: int
+    cpu: int
+    pid: int
+    comm: str
+    type: int
+    flags: int
+    ip: int
+    parent_ip: int
+    text: bytes = b""
+    lost_events: int = 0
+
+
+class Snapshot(NamedTuple):
+    """A non-consuming read: events merged by timestamp, and ``get_total_entries()``."""
+
+    events: list[Event]
+    entries_in_buffer: int
+    entries_written: int
+
+
+class CpuCounters(NamedTuple):
+    """``ring_buffer_per_cpu``'s counters as published in a CPU's header block."""
+
+    head: int  # records ever written since the last reset
+    tail: int  # position of the oldest unread record (always an event's first)
+    entries: int  # events committed since the last reset (cpu_buffer->entries)
+    overrun: int  # events overwritten before being read
+    read: int  # events consumed
+    capacity: int  # records
+    buffer_id: int  # changes when the buffer is reallocated
+
+    @classmethod
+    def from_words(cls, block: np.ndarray) -> "CpuCounters":
+        return cls(*(int(v) for v in block[C_HEAD:C_BUFFER_ID + 1]))
+
+    @property
+    def entries_in_buffer(self) -> int:
+        """``ring_buffer_entries_cpu()``: entries - (overrun + read)."""
+        return self.entries - self.overrun - self.read
+
+
+def total_entries(counters: Iterable[CpuCounters]) -> tuple[int, int]:
+    """``get_total_entries()`` (trace.c): (entries in buffer, that plus the overruns).
+
+    Consumed events count in neither: after a ``trace_pipe`` read both numbers drop.
+    """
+    in_buffer = written = 0
+    for c in counters:
+        in_buffer += c.entries_in_buffer
+        written += c.entries_in_buffer + c.overrun
+    return in_buffer, written
+
+
+def copy_ring(recs: np.ndarray, start: int, end: int) -> np.ndarray:
+    """The records at positions [start, end), in order, as a contiguous copy."""
+    capacity = len(recs)
+    first = start % capacity
+    count = end - start
+    if first + count <= capacity:
+        return recs[first:first + count].copy()
+    return np.concatenate((recs[first:], recs[:first + count - capacity]))
+
+
+def event_records(heads: np.ndarray) -> np.ndarray:
+    """Records each event occupies, from its head record."""
+    lens = heads["len"].astype(np.int64)
+    is_print = heads["type"] == TRACE_PRINT
+    return np.where(is_print, 1 + -(-lens // RB_TEXT_PER_RECORD), 1)
+
+
+def decode_events(recs: np.ndarray, limit: int | None = None) -> tuple[list[Event], np.ndarray]:
+    """Events from contiguous records that start at an event, and each event's end offset.
+
+    At most ``limit`` events; the caller copied enough records for them to be whole.
+    """
+    starts = np.flatnonzero(recs["type"] != RB_TYPE_CONT)
+    if limit is not None:
+        starts = starts[:limit]
+    heads = recs[starts]
+    ends = starts + event_records(heads)
+    count = len(starts)
+    texts: list[bytes] = [b""] * count
+    marker_rows = np.flatnonzero(heads["type"] == TRACE_PRINT)
+    if len(marker_rows):
+        raw = recs.view(np.uint8).reshape(-1, RB_EVENT_SIZE)
+        for row in marker_rows.tolist():
+            start = int(starts[row])
+            texts[row] = raw[start + 1:int(ends[row]), RB_TEXT_OFFSET:].tobytes()[:int(heads["len"][row])]
+    raw_comms = heads["comm"].tolist()
+    comm_of = {c: c.decode("utf-8", "replace") for c in set(raw_comms)}
+    comms = [comm_of[c] for c in raw_comms]
+    events = list(map(Event, heads["ts"].tolist(), heads["cpu"].tolist(), heads["pid"].tolist(),
+                      comms, heads["type"].tolist(), heads["flags"].tolist(),
+                      heads["ip"].tolist(), heads["parent_ip"].tolist(), texts))
+    return events, ends
+
+
+def merge_events(per_cpu: Iterable[list[Event]]) -> list[Event]:
+    """``__find_next_entry()``'s order: repeatedly the oldest head among the CPUs, the
+    lowest CPU on a tie.  ``per_cpu`` must come in CPU order."""
+    lists = [events for events in per_cpu if events]
+    if len(lists) == 1:
+        return lists[0]
+    # heapq.merge breaks ties by input position, i.e. by CPU, as the kernel's strict '<' does.
+    return list(heapq.merge(*lists, key=attrgetter("ts")))

@@ -1,0 +1,83 @@
+"""Tracer selection: ``current_tracer`` / ``available_tracers`` (``kernel/trace/trace.c``, 3.6).
+
+Spec §3.5: writing the current tracer's name is a no-op; otherwise the old tracer's
+``reset`` runs, then ``tracer_init`` clears every CPU buffer and calls the new
+tracer's ``init``.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from kernel_daemon.errno import KernelError
+from kernel_daemon.unwind import kernel_function
+
+MAX_TRACER_SIZE = 100
+
+
+class Tracer(Protocol):
+    name: str
+
+    def init(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class NopTracer:
+    """``nop_trace``: traces nothing."""
+
+    name = "nop"
+
+    def init(self) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+
+class Tracing:
+    """``trace_types`` and ``current_trace``, under ``trace_types_lock``."""
+
+    def __init__(self, clear_buffers: Callable[[], None]) -> None:
+        self._clear_buffers = clear_buffers
+        self.trace_types_lock = threading.Lock()
+        self.nop_trace = NopTracer()
+        self.trace_types: list[Tracer] = [self.nop_trace]
+        self.current_trace: Tracer = self.nop_trace
+
+    def register_tracer(self, tracer: Tracer) -> None:
+        """``register_tracer()``: pushed at the head of ``trace_types``."""
+        with self.trace_types_lock:
+            self.trace_types.insert(0, tracer)
+
+    def available_tracers(self) -> str:
+        return " ".join(t.name for t in self.trace_types) + "\n"
+
+    @kernel_function
+    def tracer_init(self, tracer: Tracer) -> None:
+        self._clear_buffers()  # tracing_reset_online_cpus()
+        tracer.init()
+
+    @kernel_function
+    def tracing_set_tracer(self, name: str) -> None:
+        with self.trace_types_lock:
+            tracer = next((t for t in self.trace_types if t.name == name), None)
+            if tracer is None:
+                raise KernelError(errno.EINVAL)
+            if tracer is self.current_trace:
+                return
+            self.current_trace.reset()
+            self.current_trace = self.nop_trace
+            self.tracer_init(tracer)
+            self.current_trace = tracer
+
+    @kernel_function
+    def tracing_set_trace_write(self, data: bytes) -> int:
+        """The ``current_tracer`` write: at most MAX_TRACER_SIZE bytes, trailing
+        whitespace stripped; returns the full count."""
+        name = data[:MAX_TRACER_SIZE].decode("latin-1").rstrip()
+        self.tracing_set_tracer(name)
+        return len(data)

@@ -1,0 +1,185 @@
+"""The ``file_operations`` of the tracing files: open, read, write, release.
+
+Each class is one kernel fops table (``ftrace_avail_fops``, ``ftrace_filter_fops``,
+``set_tracer_fops``, ...).  An :class:`OpenFile` is a ``struct file``: its mode comes
+from the open flags, reads and writes move its position, and ``release`` runs once,
+at the last close, which 3.6 defers to ``task_work`` on the way back to user space
+(the ``__fput`` frames in the report's call trace).
+
+The caller is root, as anyone tracing is: a 0444 file opens for write (root
+overrides the mode bits) and the write then fails with EINVAL for want of a write
+method, as ``vfs_write`` does.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open, t_show_all
+from kernel_daemon.ftrace.regex_file import (FtraceIterator, ftrace_regex_open,
+                                             ftrace_regex_release, ftrace_regex_write)
+from kernel_daemon.unwind import kernel_frames, kernel_function_named
+
+if TYPE_CHECKING:
+    from kernel_daemon.kernel import Kernel
+
+FMODE_READ = 1
+FMODE_WRITE = 2
+
+SYSCALL_OPEN = ("system_call_fastpath", "sys_open", "do_sys_open")
+SYSCALL_READ = ("system_call_fastpath", "sys_read", "vfs_read")
+SYSCALL_WRITE = ("system_call_fastpath", "sys_write", "vfs_write")
+DEFERRED_FPUT = ("int_signal", "do_notify_resume", "task_work_run", "____fput", "__fput")
+
+
+def fmode(flags: int) -> int:
+    """``OPEN_FMODE()``: O_RDONLY/O_WRONLY/O_RDWR to FMODE_READ|FMODE_WRITE."""
+    return {os.O_RDONLY: FMODE_READ, os.O_WRONLY: FMODE_WRITE,
+            os.O_RDWR: FMODE_READ | FMODE_WRITE}.get(flags & os.O_ACCMODE, 0)
+
+
+class OpenFile:
+    """``struct file`` with the default methods of a file that has none."""
+
+    def __init__(self, path: str, flags: int) -> None:
+        self.path = path
+        self.flags = flags
+        self.f_mode = fmode(flags)
+        self.pos = 0
+
+    def read(self, size: int) -> bytes:
+        raise KernelError(errno.EINVAL)
+
+    def write(self, data: bytes) -> int:
+        raise KernelError(errno.EINVAL)
+
+    def release(self) -> None:
+        pass
+
+
+class FileOps:
+    """A file's ``file_operations``: ``mode`` is what ``ls -l`` shows."""
+
+    mode = 0o444
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        raise NotImplementedError
+
+
+class SeqText(OpenFile):
+    """A ``seq_file``: the text is produced at the first read, then served by offset."""
+
+    def __init__(self, path: str, flags: int, produce: Callable[[], str]) -> None:
+        super().__init__(path, flags)
+        self._produce = produce
+        self._text: bytes | None = None
+
+    def read(self, size: int) -> bytes:
+        if self._text is None or self.pos == 0:
+            self._text = self._produce().encode()
+        chunk = self._text[self.pos:self.pos + size]
+        self.pos += len(chunk)
+        return chunk
+
+
+class GeneratedFile(FileOps):
+    """A read-only file whose contents a function of the kernel produces."""
+
+    def __init__(self, produce: Callable[[Kernel], str], mode: int = 0o444) -> None:
+        self.produce = produce
+        self.mode = mode
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return SeqText(path, flags, lambda: self.produce(kernel))
+
+
+class FtraceListingFile(FileOps):
+    """``available_filter_functions`` / ``enabled_functions``: ENODEV once ftrace is dead."""
+
+    def __init__(self, which: Listing) -> None:
+        self.which = which
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        ftrace_avail_open(kernel.ftrace, self.which)
+        return SeqText(path, flags, lambda: t_show_all(kernel.ftrace, self.which))
+
+
+class RegexOpenFile(SeqText):
+    """An open ``set_ftrace_filter`` / ``set_ftrace_notrace``."""
+
+    def __init__(self, kernel: Kernel, path: str, flags: int, which: Listing) -> None:
+        super().__init__(path, flags, lambda: t_show_all(kernel.ftrace, which))
+        self.kernel = kernel
+        self.which = which
+        self.iter: FtraceIterator | None = None
+
+    def write(self, data: bytes) -> int:
+        name = "ftrace_filter_write" if self.which is Listing.FILTER else "ftrace_notrace_write"
+        return kernel_function_named(name)(ftrace_regex_write)(self.kernel.ftrace, self.iter, data)
+
+    def release(self) -> None:
+        if self.iter is not None:
+            ftrace_regex_release(self.kernel.ftrace, self.iter)
+
+
+class RegexFile(FileOps):
+    """``ftrace_filter_fops`` / ``ftrace_notrace_fops``."""
+
+    mode = 0o644
+
+    def __init__(self, which: Listing) -> None:
+        self.which = which
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        ft = kernel.ftrace
+        file = RegexOpenFile(kernel, path, flags, self.which)
+        if file.f_mode & FMODE_WRITE:
+            file.iter = ftrace_regex_open(ft, ft.global_ops, self.which is Listing.FILTER,
+                                          bool(flags & os.O_TRUNC))
+        elif ft.ftrace_disabled:
+            raise KernelError(errno.ENODEV)
+        return file
+
+
+class CurrentTracerOpenFile(SeqText):
+    def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
+        super().__init__(path, flags, lambda: kernel.tracing.current_trace.name + "\n")
+        self.kernel = kernel
+
+    def write(self, data: bytes) -> int:
+        return self.kernel.tracing.tracing_set_trace_write(data)
+
+
+class CurrentTracerFile(FileOps):
+    """``set_tracer_fops``."""
+
+    mode = 0o644
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return CurrentTracerOpenFile(kernel, path, flags)
+
+
+def file_read(file: OpenFile, size: int) -> bytes:
+    """``vfs_read``: EBADF without FMODE_READ."""
+    if not file.f_mode & FMODE_READ:
+        raise KernelError(errno.EBADF)
+    with kernel_frames(*SYSCALL_READ):
+        return file.read(size)
+
+
+def file_write(file: OpenFile, data: bytes) -> int:
+    """``vfs_write``: EBADF without FMODE_WRITE."""
+    if not file.f_mode & FMODE_WRITE:
+        raise KernelError(errno.EBADF)
+    with kernel_frames(*SYSCALL_WRITE):
+        return file.write(data)
+
+
+def file_release(file: OpenFile) -> None:
+    """``__fput``, run from ``task_work`` when the last reference goes."""
+    with kernel_frames(*DEFERRED_FPUT):
+        file.release()

@@ -1,0 +1,90 @@
+"""In-process helpers for the core tests: a kernel and the shell-level steps of the report.
+
+Each helper does what the kernel does for the shell command it is named after,
+including the entry frames (a write system call, a deferred ``__fput``), so a WARN's
+call trace is the one the real path prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+
+from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.regex_file import (ftrace_regex_open, ftrace_regex_release,
+                                             ftrace_regex_write)
+from kernel_daemon.ftrace.records import ftrace_rec_count, FTRACE_FL_ENABLED
+from kernel_daemon.kernel import BootOptions, Kernel
+from kernel_daemon.module.catalog import load_catalog
+from kernel_daemon.task import Task, running_as
+from kernel_daemon.unwind import kernel_frames
+
+BASH = Task(20903, "bash")
+SYSCALL_WRITE = ("system_call_fastpath", "sys_write", "vfs_write")
+DEFERRED_FPUT = ("int_signal", "do_notify_resume", "task_work_run", "____fput", "__fput")
+
+
+@contextlib.contextmanager
+def booted(**options: object) -> Iterator[Kernel]:
+    options.setdefault("core_functions", 4096)
+    kernel = Kernel(BootOptions(**options))  # type: ignore[arg-type]
+    try:
+        yield kernel
+    finally:
+        kernel.shutdown()
+
+
+def echo(kernel: Kernel, text: str, path: str, append: bool = False) -> list[int]:
+    """``echo TEXT > path`` on set_ftrace_filter / set_ftrace_notrace / current_tracer.
+
+    Returns the errno of each failed write (a shell reports the first).
+    """
+    data = (text + "\n").encode()
+    errors: list[int] = []
+    with running_as(BASH):
+        if path == "current_tracer":
+            with kernel_frames(*SYSCALL_WRITE):
+                kernel.tracing.tracing_set_trace_write(data)
+            return errors
+        ft = kernel.ftrace
+        iter = ftrace_regex_open(ft, ft.global_ops, path == "set_ftrace_filter", not append)
+        while data:
+            with kernel_frames(*SYSCALL_WRITE):
+                try:
+                    data = data[ftrace_regex_write(ft, iter, data):]
+                except Exception as exc:  # a failed write(2): bash reports, the fd stays open
+                    errors.append(exc.errno)  # type: ignore[attr-defined]
+                    break
+        with kernel_frames(*DEFERRED_FPUT):
+            ftrace_regex_release(ft, iter)
+    return errors
+
+
+def modprobe(kernel: Kernel, name: str):
+    with running_as(Task(20950, "modprobe")):
+        return kernel.modules.load_module(load_catalog()[name])
+
+
+def rmmod(kernel: Kernel, name: str):
+    with running_as(Task(20951, "rmmod")):
+        return kernel.modules.delete_module(name)
+
+
+def record(ft: Ftrace, name: str, module: str | None = None) -> tuple[int, bool]:
+    """(count, patched) of the live record of ``name``."""
+    for pg in ft.pages.groups:
+        if module is not None and pg.module_name != module:
+            continue
+        hits = (pg.names == name).nonzero()[0]
+        if len(hits):
+            flags = int(pg.flags[hits[0]])
+            return int(ftrace_rec_count(pg.flags[hits[0]])), bool(flags & FTRACE_FL_ENABLED)
+    raise LookupError(name)
+
+
+def warnings(kernel: Kernel) -> list[str]:
+    """The WARN blocks in dmesg, timestamps stripped."""
+    text = re.sub(r"^\[[ \d.]+\] ", "", kernel.printk.read(), flags=re.M)
+    return re.findall(r"------------\[ cut here \]------------\n.*?---\[ end trace [0-9a-f]{16} \]---",
+                      text, flags=re.S)

@@ -1,0 +1,202 @@
+"""Tests for failpoints: spec grammar, probability/count semantics, pause and release."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import pytest
+
+from kernel_daemon.failpoints import FailpointSpec, Failpoints, parse_spec
+
+SITES = ("ftrace_update_code:before_count", "ftrace_hash_move:after_disable")
+SITE = SITES[0]
+
+
+@pytest.mark.parametrize(
+    ("spec", "parsed"),
+    [
+        ("", None),
+        ("off", None),
+        (" off ", None),
+        ("pause", FailpointSpec("pause")),
+        ("yield", FailpointSpec("yield")),
+        ("1*pause", FailpointSpec("pause", count=1)),
+        ("5*yield", FailpointSpec("yield", count=5)),
+        ("20%sleep(3)", FailpointSpec("sleep", probability=20.0, sleep_ms=3.0)),
+        ("0.5%yield", FailpointSpec("yield", probability=0.5)),
+        ("50%2*sleep(1)", FailpointSpec("sleep", 50.0, 2, 1.0)),
+        ("sleep(0.25)", FailpointSpec("sleep", sleep_ms=0.25)),
+        ("100%pause", FailpointSpec("pause")),
+    ],
+)
+def test_parse_good(spec: str, parsed: FailpointSpec | None) -> None:
+    assert parse_spec(spec) == parsed
+    if parsed is not None:
+        assert parse_spec(str(parsed)) == parsed
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["sleep", "sleep()", "sleep(x)", "pause(1)", "101%pause", "0*pause", "%pause",
+     "-1%pause", "2*", "1*2*pause", "2*20%pause", "20 % pause", "panic", "off*pause"],
+)
+def test_parse_bad(spec: str) -> None:
+    with pytest.raises(ValueError, match="bad failpoint spec"):
+        parse_spec(spec)
+
+
+def test_unknown_sites_and_bad_specs_rejected() -> None:
+    fp = Failpoints(known=SITES)
+    with pytest.raises(KeyError):
+        fp.configure("nowhere", "pause")
+    with pytest.raises(KeyError):
+        fp.fire("nowhere")
+    with pytest.raises(KeyError):
+        fp.release("nowhere")
+    fp.configure(SITE, "yield")
+    with pytest.raises(ValueError):
+        fp.configure(SITE, "sleep(")
+    assert fp.list() == {SITES[1]: "off", SITE: "yield"}
+
+
+def test_any_name_allowed_without_known() -> None:
+    fp = Failpoints()
+    fp.fire("anything")
+    fp.configure("x", "1*yield")
+    fp.fire("x")
+    assert fp.list() == {"x": "off"} and fp.hits() == {"x": 1}
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        raise AssertionError("fire() on an off site took the lock")
+
+    def __exit__(self, *exc: object) -> None:
+        raise AssertionError
+
+
+def test_off_site_is_fast_path() -> None:
+    fp = Failpoints(known=SITES)
+    fp.configure(SITE, "pause")
+    fp.configure(SITE, "off")
+    fp._cond = _NoLock()  # type: ignore[assignment]
+    for name in SITES:
+        fp.fire(name)
+
+
+def test_count_turns_site_off() -> None:
+    fp = Failpoints(known=SITES)
+    fp.configure(SITE, "3*yield")
+    fp.fire(SITE)
+    assert fp.list()[SITE] == "2*yield"
+    for _ in range(4):
+        fp.fire(SITE)
+    assert fp.list()[SITE] == "off"
+    assert fp.hits() == {SITE: 3, SITES[1]: 0}
+
+
+def _pattern(seed: int, spec: str, n: int) -> list[int]:
+    fp = Failpoints(seed=seed, known=SITES)
+    fp.configure(SITE, spec)
+    out = []
+    for _ in range(n):
+        before = fp.hits()[SITE]
+        fp.fire(SITE)
+        out.append(fp.hits()[SITE] - before)
+    return out
+
+
+def test_probability_is_seeded_and_roughly_right() -> None:
+    a = _pattern(1234, "30%yield", 2000)
+    assert a == _pattern(1234, "30%yield", 2000)
+    assert a != _pattern(4321, "30%yield", 2000)
+    assert 500 < sum(a) < 700
+    assert sum(_pattern(1, "0%yield", 200)) == 0
+    assert sum(_pattern(1, "100%yield", 200)) == 200
+
+
+def test_probability_then_count() -> None:
+    # The count only runs down when the roll succeeds, so exactly two of many tries fire.
+    hits = _pattern(5, "50%2*sleep(0)", 100)
+    assert [i for i, hit in enumerate(hits) if hit] == [6, 7]
+
+
+def test_sleep_delays() -> None:
+    fp = Failpoints(known=SITES)
+    fp.configure(SITE, "sleep(20)")
+    start = time.monotonic()
+    fp.fire(SITE)
+    assert time.monotonic() - start >= 0.02
+
+
+def _spawn(fp: Failpoints, name: str, done: queue.Queue[int], ident: int) -> threading.Thread:
+    def run() -> None:
+        fp.fire(name)
+        done.put(ident)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_pause_wait_and_release() -> None:
+    fp = Failpoints(known=SITES)
+    fp.configure(SITE, "pause")
+    done: queue.Queue[int] = queue.Queue()
+    thread = _spawn(fp, SITE, done, 1)
+    assert fp.wait_paused(SITE, 1, timeout=5)
+    assert fp.paused() == {SITE: 1}
+    assert done.empty() and thread.is_alive()
+    assert fp.release(SITE) == 1
+    assert done.get(timeout=5) == 1
+    thread.join(5)
+    assert fp.paused() == {}
+    # The spec stays: the next thread pauses again.
+    assert fp.list()[SITE] == "pause"
+    second = _spawn(fp, SITE, done, 2)
+    assert fp.wait_paused(SITE, 1, timeout=5)
+    assert fp.release(SITE) == 1
+    assert done.get(timeout=5) == 2
+    second.join(5)
+    assert fp.release(SITE) == 0
+
+
+def test_counted_pause_lets_later_threads_through() -> None:
+    fp = Failpoints(known=SITES)
+    fp.configure(SITE, "2*pause")
+    done: queue.Queue[int] = queue.Queue()
+    threads = [_spawn(fp, SITE, done, i) for i in range(3)]
+    assert fp.wait_paused(SITE, 2, timeout=5)
+    first = done.get(timeout=5)  # exactly one thread found the site already off
+    assert done.empty()
+    assert fp.list()[SITE] == "off"
+    assert fp.release(SITE) == 2
+    rest = {done.get(timeout=5), done.get(timeout=5)}
+    assert rest | {first} == {0, 1, 2}
+    for t in threads:
+        t.join(5)
+        assert not t.is_alive()
+    assert fp.hits()[SITE] == 2
+
+
+def test_wait_paused_times_out() -> None:
+    fp = Failpoints(known=SITES)
+    assert fp.wait_paused(SITE, 1, timeout=0.01) is False
+
+
+def test_release_all_wakes_everyone_and_disables_sites() -> None:
+    fp = Failpoints(known=SITES)
+    for name in SITES:
+        fp.configure(name, "pause")
+    done: queue.Queue[int] = queue.Queue()
+    threads = [_spawn(fp, name, done, i) for i, name in enumerate(SITES)]
+    for name in SITES:
+        assert fp.wait_paused(name, 1, timeout=5)
+    fp.release_all()
+    assert {done.get(timeout=5), done.get(timeout=5)} == {0, 1}
+    for t in threads:
+        t.join(5)
+    assert fp.paused() == {} and set(fp.list().values()) == {"off"}
+    fp.fire(SITE)  # off now: returns at once

@@ -1,0 +1,113 @@
+"""set_ftrace_filter semantics in-process: tokens, globs, ``!``, ``:mod:``, release (spec §3.3)."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.listing import ALL_FUNCTIONS_BANNER, Listing, t_show_all
+from kernel_daemon.ftrace.regex import MatchType, filter_parse_regex
+from kernel_daemon.ftrace.regex_file import (FTRACE_BUFF_MAX, ftrace_regex_open,
+                                             ftrace_regex_release, ftrace_regex_write)
+from tests.kernel_helpers import booted, echo, modprobe, rmmod
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    with booted(variant="fixed") as k:
+        modprobe(k, "uinput")
+        yield k
+
+
+def filter_names(kernel) -> list[str]:
+    return t_show_all(kernel.ftrace, Listing.FILTER).splitlines()
+
+
+@pytest.mark.parametrize("pattern, search, type_", [
+    ("foo", "foo", MatchType.MATCH_FULL),
+    ("foo*", "foo", MatchType.MATCH_FRONT_ONLY),
+    ("*foo", "foo", MatchType.MATCH_END_ONLY),
+    ("*foo*", "foo", MatchType.MATCH_MIDDLE_ONLY),
+    ("*", "", MatchType.MATCH_END_ONLY),
+    ("foo*bar", "foo", MatchType.MATCH_FRONT_ONLY),  # the documented 3.x quirk
+    ("*foo*bar", "foo", MatchType.MATCH_MIDDLE_ONLY),
+    ("fo?[o]", "fo?[o]", MatchType.MATCH_FULL),  # ? and [ are literal
+])
+def test_filter_parse_regex(pattern, search, type_):
+    regex = filter_parse_regex(pattern)
+    assert (regex.search, regex.type, regex.negate) == (search, type_, False)
+    assert filter_parse_regex("!" + pattern).negate
+
+
+def test_one_token_per_write_and_continuation(kernel):
+    ft = kernel.ftrace
+    it = ftrace_regex_open(ft, ft.global_ops, True, True)
+    assert ftrace_regex_write(ft, it, b"uinput_open uinput_read\n") == len("uinput_open ")
+    assert ftrace_regex_write(ft, it, b"uinput_read\n") == len("uinput_read\n")
+    assert ftrace_regex_write(ft, it, b"   \n") == 4  # only whitespace
+    assert ftrace_regex_write(ft, it, b"") == 0
+    assert ftrace_regex_write(ft, it, b"uinput_po") == 9  # continued
+    assert ftrace_regex_write(ft, it, b"ll") == 2
+    # Nothing is live until release; the unterminated token is matched there.
+    assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.strip()]
+    ftrace_regex_release(ft, it)
+    # Listed in record (address) order, which is uinput.c's order.
+    assert filter_names(kernel) == ["uinput_open [uinput]", "uinput_read [uinput]",
+                                    "uinput_poll [uinput]"]
+    echo(kernel, "", "set_ftrace_filter")
+
+
+def test_nonmatching_token_fails_the_write_but_release_installs_the_copy(kernel):
+    echo(kernel, "uinput_open", "set_ftrace_filter")
+    assert echo(kernel, "nosuchfn", "set_ftrace_filter") == [errno.EINVAL]
+    assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.strip()]
+    echo(kernel, "uinput_open", "set_ftrace_filter")
+    assert echo(kernel, "uinput_read nosuchfn uinput_poll", "set_ftrace_filter", append=True) \
+        == [errno.EINVAL]
+    # The failing token stops the shell's write loop; earlier tokens stay.
+    assert filter_names(kernel) == ["uinput_open [uinput]", "uinput_read [uinput]"]
+    echo(kernel, "", "set_ftrace_filter")
+
+
+def test_negation_globs_and_mod_command(kernel):
+    echo(kernel, "*:mod:uinput", "set_ftrace_filter")
+    names = filter_names(kernel)
+    assert len(names) == len(kernel.modules.find_module("uinput").symbols)
+    assert all(n.endswith(" [uinput]") for n in names)
+    assert echo(kernel, "!uinput_dev_*", "set_ftrace_filter", append=True) == []
+    assert not any(n.startswith("uinput_dev_") for n in filter_names(kernel))
+    assert echo(kernel, "!:mod:uinput", "set_ftrace_filter", append=True) == []
+    assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.strip()]
+    assert echo(kernel, "uinput_open:mod:nosuchmod", "set_ftrace_filter") == [errno.EINVAL]
+    assert echo(kernel, "uinput_open:mod:", "set_ftrace_filter") == [errno.EINVAL]
+    assert echo(kernel, "uinput_open:traceoff", "set_ftrace_filter") == [errno.EINVAL]
+    assert echo(kernel, "!", "set_ftrace_filter") == [errno.EINVAL]
+    assert echo(kernel, "vfs_write*bogus", "set_ftrace_filter") == []  # prefix "vfs_write"
+    assert filter_names(kernel)[0].startswith("vfs_write")
+    assert echo(kernel, "uinput_open", "set_ftrace_notrace") == []
+    assert t_show_all(kernel.ftrace, Listing.NOTRACE) == "uinput_open [uinput]\n"
+    echo(kernel, "", "set_ftrace_notrace")
+    assert t_show_all(kernel.ftrace, Listing.NOTRACE) == ""
+    echo(kernel, "", "set_ftrace_filter")
+
+
+def test_token_too_long(kernel):
+    ft = kernel.ftrace
+    it = ftrace_regex_open(ft, ft.global_ops, True, True)
+    with pytest.raises(KernelError) as exc:
+        ftrace_regex_write(ft, it, b"x" * FTRACE_BUFF_MAX + b"\n")
+    assert exc.value.errno == errno.EINVAL
+    ftrace_regex_release(ft, it)
+
+
+def test_stale_entries_are_not_listed_but_keep_the_filter_nonempty():
+    with booted(variant="fixed") as kernel:
+        modprobe(kernel, "uinput")
+        echo(kernel, "uinput_release", "set_ftrace_filter")
+        rmmod(kernel, "uinput")
+        assert t_show_all(kernel.ftrace, Listing.FILTER) == ""
+        assert kernel.ftrace.global_ops.filter_hash.count == 1
+        modprobe(kernel, "uinput")  # same address: the entry is visible again
+        assert t_show_all(kernel.ftrace, Listing.FILTER) == "uinput_release [uinput]\n"

@@ -1,0 +1,185 @@
+"""The ftrace core in-process: the report's reproducer, its other paths, and the fix."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
+from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
+from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open, t_show_all
+from kernel_daemon.ftrace.ops import FtraceOps
+from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
+from kernel_daemon.module.catalog import load_catalog
+from tests.kernel_helpers import booted, echo, modprobe, record, rmmod, warnings
+
+
+def reproducer_until_reload(kernel):
+    """Steps 1-5 of the report; returns the two load addresses of uinput."""
+    first = modprobe(kernel, "uinput").module_core
+    assert echo(kernel, "uinput_release", "set_ftrace_filter") == []
+    echo(kernel, "function", "current_tracer")
+    assert record(kernel.ftrace, "uinput_release") == (1, True)
+    rmmod(kernel, "uinput")
+    second = modprobe(kernel, "uinput").module_core
+    return first, second
+
+
+def test_buggy_reproducer_warns_once_through_ftrace_shutdown_and_kills_ftrace():
+    with booted(variant="buggy") as kernel:
+        first, second = reproducer_until_reload(kernel)
+        assert first == second, "first-fit must reload at the same address"
+        assert record(kernel.ftrace, "uinput_release") == (0, False)
+        # The model's check sees the latent bug before any WARN.
+        [anomaly] = check_consistency(kernel.ftrace)
+        assert anomaly.kind is AnomalyKind.MISSING_REFERENCE
+        assert (anomaly.function, anomaly.module, anomaly.expected, anomaly.actual) == \
+            ("uinput_release", "uinput", 1, 0)
+        assert anomaly.ops == ("global_ops",)
+        assert warnings(kernel) == []
+
+        echo(kernel, "nop", "current_tracer")
+        [warn] = warnings(kernel)
+        lines = warn.splitlines()
+        assert lines[1].startswith("WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0x")
+        assert lines[1].endswith("()")
+        assert "Modules linked in: uinput" in lines[2]
+        assert lines[3].startswith("Pid: 20903, comm: bash Not tainted 3.6.11+ #1")
+        trace = [line.split("] ", 1)[1].split("+")[0] for line in lines[5:-1]]
+        assert trace == ["warn_slowpath_common", "warn_slowpath_null", "__ftrace_hash_rec_update",
+                         "ftrace_shutdown", "unregister_ftrace_function",
+                         "tracing_stop_function_trace", "function_trace_reset",
+                         "tracing_set_tracer", "tracing_set_trace_write", "vfs_write",
+                         "sys_write", "system_call_fastpath"]
+        assert kernel.ftrace.ftrace_disabled
+        assert "W" in kernel.panic.print_tainted()
+        with pytest.raises(KernelError) as exc:
+            register_ftrace_function(kernel.ftrace, FtraceOps("late"))
+        assert exc.value.errno == errno.ENODEV
+        # Nothing of ftrace answers any more.
+        with pytest.raises(KernelError):
+            ftrace_avail_open(kernel.ftrace, Listing.AVAILABLE)
+        assert t_show_all(kernel.ftrace, Listing.ENABLED) == ""
+
+
+def test_fixed_reproducer_counts_the_reloaded_record_and_stays_consistent():
+    with booted(variant="fixed") as kernel:
+        ft = kernel.ftrace
+        modprobe(kernel, "uinput")
+        assert check_consistency(ft) == []
+        echo(kernel, "uinput_release", "set_ftrace_filter")
+        assert check_consistency(ft) == []
+        echo(kernel, "function", "current_tracer")
+        assert check_consistency(ft) == []
+        rmmod(kernel, "uinput")
+        assert check_consistency(ft) == []
+        modprobe(kernel, "uinput")
+        assert record(ft, "uinput_release") == (1, True)
+        assert check_consistency(ft) == []
+        assert t_show_all(ft, Listing.ENABLED) == "uinput_release [uinput] (1)\n"
+        echo(kernel, "nop", "current_tracer")
+        assert record(ft, "uinput_release") == (0, False)
+        assert check_consistency(ft) == []
+        assert warnings(kernel) == [] and not ft.ftrace_disabled
+        assert t_show_all(ft, Listing.ENABLED) == ""
+
+
+@pytest.mark.parametrize("variant", ["buggy", "fixed"])
+def test_filter_change_after_reload_warns_through_ftrace_regex_release(variant):
+    with booted(variant=variant) as kernel:
+        reproducer_until_reload(kernel)
+        echo(kernel, "uinput_open", "set_ftrace_filter", append=True)
+        if variant == "fixed":
+            assert warnings(kernel) == [] and check_consistency(kernel.ftrace) == []
+            assert record(kernel.ftrace, "uinput_open") == (1, True)
+            return
+        [warn] = warnings(kernel)
+        trace = [line.split("] ", 1)[1].split("+")[0] for line in warn.splitlines()[5:-1]]
+        assert trace == ["warn_slowpath_common", "warn_slowpath_null", "__ftrace_hash_rec_update",
+                         "ftrace_hash_move", "ftrace_regex_release", "__fput", "____fput",
+                         "task_work_run", "do_notify_resume", "int_signal"]
+        assert kernel.ftrace.ftrace_disabled
+        # A later filter write: the open refuses (No such device).
+        with pytest.raises(KernelError) as exc:
+            echo(kernel, "uinput_read", "set_ftrace_filter")
+        assert exc.value.errno == errno.ENODEV
+
+
+@pytest.mark.parametrize("variant", ["buggy", "fixed"])
+def test_notrace_half_leaks_a_count_in_buggy_only(variant):
+    with booted(variant=variant) as kernel:
+        modprobe(kernel, "uinput")
+        echo(kernel, "uinput_release", "set_ftrace_notrace")
+        echo(kernel, "function", "current_tracer")
+        assert record(kernel.ftrace, "uinput_release") == (0, False)
+        assert record(kernel.ftrace, "uinput_open") == (1, True)
+        rmmod(kernel, "uinput")
+        modprobe(kernel, "uinput")
+        anomalies = check_consistency(kernel.ftrace)
+        if variant == "fixed":
+            assert anomalies == []
+            assert record(kernel.ftrace, "uinput_release") == (0, False)
+        else:
+            [leak] = anomalies
+            assert leak.kind is AnomalyKind.LEAKED_REFERENCE
+            assert (leak.function, leak.expected, leak.actual, leak.enabled) == \
+                ("uinput_release", 0, 1, True)
+        echo(kernel, "nop", "current_tracer")
+        assert warnings(kernel) == []  # 3.6 is silent about a leak
+
+
+@pytest.mark.parametrize("variant", ["buggy", "fixed"])
+def test_reload_at_a_different_address_is_harmless(variant):
+    with booted(variant=variant) as kernel:
+        first = modprobe(kernel, "uinput").module_core
+        echo(kernel, "uinput_release", "set_ftrace_filter")
+        echo(kernel, "function", "current_tracer")
+        rmmod(kernel, "uinput")
+        # Another module takes uinput's hole first.
+        filler = next(spec for spec in load_catalog().values()
+                      if spec.name != "uinput" and len(spec.functions) >= len(load_catalog()["uinput"].functions))
+        kernel.modules.load_module(filler)
+        second = modprobe(kernel, "uinput").module_core
+        assert second != first
+        echo(kernel, "nop", "current_tracer")
+        assert warnings(kernel) == []
+        assert check_consistency(kernel.ftrace) == []
+
+
+def test_tracer_ops_own_filter_is_the_second_road_to_the_bug():
+    with booted(variant="buggy") as kernel:
+        ft = kernel.ftrace
+        modprobe(kernel, "uinput")
+        ops = FtraceOps("tracer_ops")
+        ftrace_set_filter(ft, ops, "uinput_read", reset=True)
+        register_ftrace_function(ft, ops)
+        assert record(ft, "uinput_read") == (1, True)
+        rmmod(kernel, "uinput")
+        modprobe(kernel, "uinput")
+        [missing] = check_consistency(ft)
+        assert missing.ops == ("tracer_ops",)
+        unregister_ftrace_function(ft, ops)
+        assert len(warnings(kernel)) == 1 and ft.ftrace_disabled
+
+
+def test_set_filter_api_errors_and_notrace():
+    with booted() as kernel:
+        ft = kernel.ftrace
+        ops = FtraceOps("mine")
+        with pytest.raises(KernelError) as exc:
+            ftrace_set_filter(ft, ops, "no_such_function_anywhere", reset=True)
+        assert exc.value.errno == errno.EINVAL
+        ftrace_set_filter(ft, ops, "vfs_*", reset=True)
+        ftrace_set_notrace(ft, ops, "vfs_write", reset=True)
+        register_ftrace_function(ft, ops)
+        assert record(ft, "vfs_write") == (0, False)
+        assert record(ft, "vfs_read") == (1, True)
+        assert check_consistency(ft) == []
+        with pytest.raises(KernelError) as exc:
+            register_ftrace_function(ft, ops)
+        assert exc.value.errno == errno.EBUSY
+        unregister_ftrace_function(ft, ops)
+        assert record(ft, "vfs_read") == (0, False)
+        assert check_consistency(ft) == []

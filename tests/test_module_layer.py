@@ -1,0 +1,403 @@
+"""The module layer: vmlinux, catalog, module address space, kallsyms, loader."""
+
+from __future__ import annotations
+
+import errno
+import threading
+
+import pytest
+
+from kernel_daemon.module import vmlinux
+from kernel_daemon.module.address_space import (
+    MODULES_END,
+    MODULES_VADDR,
+    PAGE_SIZE,
+    ModuleAddressSpace,
+)
+from kernel_daemon.module.catalog import ModuleSpec, load_catalog, module_from_function_list
+from kernel_daemon.module.kallsyms import Kallsyms
+from kernel_daemon.module.loader import (
+    MODULE_STATE_COMING,
+    MODULE_STATE_GOING,
+    MODULE_STATE_LIVE,
+    Module,
+    ModuleLoader,
+)
+from kernel_daemon.module.symbols import Symbol
+from kernel_daemon.module.vmlinux import (
+    MIN_FUNCTIONS,
+    REQUIRED_FUNCTIONS,
+    VMLINUX_TEXT_START,
+    build_vmlinux,
+)
+from kernel_daemon.unwind import call_trace
+
+# The upstream report's call trace (shared/spec/upstream-report-8c4f3c3.txt).
+REPORT_TRACE = {
+    0xffffffff8103e5ff: "warn_slowpath_common+0x7f/0xc0",
+    0xffffffff8103e65a: "warn_slowpath_null+0x1a/0x20",
+    0xffffffff810c2ee3: "__ftrace_hash_rec_update+0x1e3/0x230",
+    0xffffffff810c4f28: "ftrace_hash_move+0x28/0x1d0",
+    0xffffffff811401cc: "kfree+0x2c/0x110",
+    0xffffffff810c68ee: "ftrace_regex_release+0x8e/0x150",
+    0xffffffff81149f1e: "__fput+0xae/0x220",
+    0xffffffff8114a09e: "____fput+0xe/0x10",
+    0xffffffff8105fa22: "task_work_run+0x72/0x90",
+    0xffffffff810028ec: "do_notify_resume+0x6c/0xc0",
+    0xffffffff8126596e: "trace_hardirqs_on_thunk+0x3a/0x3c",
+    0xffffffff815c0f88: "int_signal+0x12/0x17",
+}
+# The asm symbols the report pins at unaligned addresses.
+UNALIGNED = {"trace_hardirqs_on_thunk", "int_signal", "int_restore_rest"}
+
+
+@pytest.fixture(scope="module")
+def core() -> list[Symbol]:
+    return build_vmlinux()
+
+
+@pytest.fixture
+def kallsyms(core: list[Symbol]) -> Kallsyms:
+    return Kallsyms(core)
+
+
+@pytest.fixture
+def loader(kallsyms: Kallsyms) -> ModuleLoader:
+    return ModuleLoader(kallsyms, ModuleAddressSpace())
+
+
+def spec(name: str, *functions: str, in_tree: bool = True) -> ModuleSpec:
+    return ModuleSpec(name, tuple((f, 0x40) for f in functions), in_tree, "test")
+
+
+# vmlinux
+
+
+def test_vmlinux_default_layout(core: list[Symbol]) -> None:
+    assert len(core) == 40960
+    assert core[0].addr == VMLINUX_TEXT_START
+    names = [sym.name for sym in core]
+    assert len(set(names)) == len(names)
+    assert set(REQUIRED_FUNCTIONS) <= set(names)
+    for prev, sym in zip(core, core[1:]):
+        # Sorted and tiling the text: each size reaches the next symbol.
+        assert prev.addr + prev.size == sym.addr
+    assert all(sym.module is None and sym.type in "Tt" for sym in core)
+    assert {sym.name for sym in core if sym.addr % 16} == UNALIGNED
+    sizes = sorted(sym.size for sym in core)
+    assert 0x20 <= sizes[len(sizes) // 2] <= 0x100
+
+
+def test_vmlinux_has_the_named_functions() -> None:
+    for name in ("warn_slowpath_common", "int_signal", "trace_hardirqs_on_thunk", "kfree",
+                 "ftrace_startup", "ftrace_shutdown", "ftrace_update_code", "ftrace_release_mod",
+                 "ftrace_module_notify", "match_records", "ftrace_stub", "tracing_set_tracer",
+                 "sys_init_module", "sys_delete_module", "blocking_notifier_call_chain",
+                 "notifier_call_chain", "print_modules", "add_taint", "vfs_write",
+                 "system_call_fastpath", "schedule", "mutex_lock", "_raw_spin_lock",
+                 "kmem_cache_alloc", "tick_sched_timer", "rcu_read_lock_held"):
+        assert name in REQUIRED_FUNCTIONS
+
+
+def test_vmlinux_is_deterministic() -> None:
+    first = build_vmlinux(3000, seed=7)
+    vmlinux._build.cache_clear()
+    assert build_vmlinux(3000, seed=7) == first
+    assert build_vmlinux(3000, seed=8) != first
+    assert len(build_vmlinux(MIN_FUNCTIONS)) == MIN_FUNCTIONS
+    with pytest.raises(ValueError, match="at least"):
+        build_vmlinux(MIN_FUNCTIONS - 1)
+
+
+def test_vmlinux_overflows_into_the_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Shrink the layout's capacity so a small build needs the tail past .irqentry.text.
+    monkeypatch.setattr(vmlinux, "_MIN_MEAN_SIZE", 0x10000)
+    vmlinux._build.cache_clear()
+    symbols = build_vmlinux(2000, seed=1)
+    vmlinux._build.cache_clear()
+    assert len(symbols) == 2000 and len({sym.name for sym in symbols}) == 2000
+    assert symbols[-1].addr > vmlinux._TAIL_START
+    assert all(a.addr + a.size == b.addr for a, b in zip(symbols, symbols[1:]))
+
+
+# catalog
+
+
+def test_catalog() -> None:
+    catalog = load_catalog()
+    assert load_catalog() is catalog
+    assert len(catalog) >= 13
+    uinput = [name for name, _ in catalog["uinput"].functions]
+    for name in ("uinput_open", "uinput_release", "uinput_read", "uinput_write", "uinput_poll",
+                 "uinput_ioctl", "uinput_compat_ioctl", "uinput_dev_event", "uinput_create_device",
+                 "uinput_destroy_device", "uinput_setup_device", "uinput_request_submit",
+                 "uinput_dev_upload_effect", "uinput_dev_erase_effect", "uinput_ioctl_handler"):
+        assert name in uinput
+    assert catalog["uinput"].in_tree and not catalog["vboxdrv"].in_tree
+    assert max(len(s.functions) for s in catalog.values()) >= 2000
+    for mod in catalog.values():
+        assert mod.name and mod.description
+        assert all(0x20 <= size <= 0x800 for _, size in mod.functions)
+
+
+def test_module_from_function_list() -> None:
+    made = module_from_function_list("mymod", ["a_fn", "b_fn", "_c"])
+    assert made == module_from_function_list("mymod", ["a_fn", "b_fn", "_c"])
+    assert [f for f, _ in made.functions] == ["a_fn", "b_fn", "_c"]
+    assert not made.in_tree
+    assert all(0x20 <= size <= 0x800 for _, size in made.functions)
+    assert len(module_from_function_list("x" * 55, ["f"] * 1).functions) == 1
+
+
+@pytest.mark.parametrize("name, functions, message", [
+    ("bad-name", ["f"], "module name"),
+    ("", ["f"], "module name"),
+    ("x" * 56, ["f"], "module name"),
+    ("m", [], "0 functions"),
+    ("m", [f"f{i}" for i in range(65537)], "65537 functions"),
+    ("m", ["1abc"], "not a C identifier"),
+    ("m", ["a b"], "not a C identifier"),
+    ("m", ["a" * 128], "not a C identifier"),
+    ("m", ["f", "g", "f"], "listed twice"),
+    ("m", "abc", "not a string"),
+])
+def test_module_from_function_list_rejects(name: str, functions: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        module_from_function_list(name, functions)
+
+
+# module address space
+
+
+def test_first_fit_reuses_the_hole() -> None:
+    space = ModuleAddressSpace()
+    a = space.alloc(17185)
+    b = space.alloc(1)
+    assert a == MODULES_VADDR
+    # 17185 bytes take 5 pages, then one guard page.
+    assert b == a + 6 * PAGE_SIZE
+    space.free(a)
+    assert space.alloc(17185) == a
+    assert space.alloc(PAGE_SIZE) == b + 2 * PAGE_SIZE
+    with pytest.raises(KeyError):
+        space.free(a + PAGE_SIZE)
+
+
+def test_random_placement() -> None:
+    bases = {ModuleAddressSpace("random", seed).alloc(PAGE_SIZE) for seed in range(8)}
+    assert len(bases) == 8
+    assert all(MODULES_VADDR <= b < MODULES_END and b % PAGE_SIZE == 0 for b in bases)
+    space = ModuleAddressSpace("random", 3)
+    first = [space.alloc(10000) for _ in range(20)]
+    assert first == [ModuleAddressSpace("random", 3).alloc(10000)] + first[1:]
+    spans = sorted((b, b + 4 * PAGE_SIZE) for b in first)
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))
+
+
+def test_address_space_errors() -> None:
+    with pytest.raises(ValueError):
+        ModuleAddressSpace("best-fit")
+    space = ModuleAddressSpace()
+    with pytest.raises(MemoryError):
+        space.alloc(MODULES_END - MODULES_VADDR)
+    space.alloc(MODULES_END - MODULES_VADDR - PAGE_SIZE)
+    with pytest.raises(MemoryError):
+        space.alloc(1)
+
+
+# kallsyms
+
+
+def test_kallsyms_core(kallsyms: Kallsyms) -> None:
+    for addr, text in REPORT_TRACE.items():
+        assert kallsyms.sprint_symbol(addr) == text
+    kfree = kallsyms.lookup_name("kfree")
+    assert [sym.addr for sym in kfree] == [0xffffffff811401a0]
+    assert kallsyms.lookup(kfree[0].addr) == (kfree[0], 0)
+    assert kallsyms.sprint_symbol(kfree[0].addr) == "kfree+0x0/0x110"
+    assert kallsyms.sprint_symbol_no_offset(0xffffffff811401cc) == "kfree"
+    assert kallsyms.lookup(0x1000) is None
+    assert kallsyms.sprint_symbol(0xffffffffa0000000) == "0xffffffffa0000000"
+    assert kallsyms.sprint_symbol_no_offset(0x1000) == "0x1000"
+    assert kallsyms.lookup_name("no_such_function") == []
+
+
+def test_kallsyms_modules(kallsyms: Kallsyms) -> None:
+    base = 0xffffffffa0000000
+    kallsyms.add_module("uinput", [Symbol("uinput_open", base, 0x90, "uinput", "t"),
+                                   Symbol("uinput_release", base + 0x90, 0x30, "uinput", "t")])
+    kallsyms.add_module("other", [Symbol("kfree", base + 0x3000, 0x40, "other", "t")])
+    assert kallsyms.sprint_symbol(base + 0x9e) == "uinput_release+0xe/0x30 [uinput]"
+    assert kallsyms.sprint_symbol_no_offset(base + 0x9e) == "uinput_release [uinput]"
+    assert kallsyms.lookup(base + 0xc0) is None
+    # Core first, then modules newest first.
+    assert [sym.module for sym in kallsyms.lookup_name("kfree")] == [None, "other"]
+    text = kallsyms.proc_kallsyms()
+    assert text.startswith(f"{VMLINUX_TEXT_START:016x} T do_one_initcall\n")
+    assert "ffffffff8103e580 t warn_slowpath_common\n" in text
+    assert text.endswith("ffffffffa0003000 t kfree\t[other]\n"
+                         "ffffffffa0000000 t uinput_open\t[uinput]\n"
+                         "ffffffffa0000090 t uinput_release\t[uinput]\n")
+    kallsyms.remove_module("uinput")
+    assert kallsyms.lookup(base + 0x9e) is None
+    with pytest.raises(KeyError):
+        kallsyms.remove_module("uinput")
+    with pytest.raises(ValueError):
+        kallsyms.add_module("other", [])
+    with pytest.raises(ValueError):
+        kallsyms.add_module("x", [Symbol("f", base, 0x10, "y", "t")])
+
+
+def test_kallsyms_readers_during_writes(kallsyms: Kallsyms) -> None:
+    base = 0xffffffffa0100000
+    symbols = [Symbol("churn_fn", base, 0x40, "churn", "t")]
+    stop = threading.Event()
+    seen: set[str] = set()
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.add(kallsyms.sprint_symbol(base + 4))
+            assert kallsyms.sprint_symbol(0xffffffff8103e5ff) == "warn_slowpath_common+0x7f/0xc0"
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for _ in range(300):
+        kallsyms.add_module("churn", symbols)
+        kallsyms.remove_module("churn")
+    stop.set()
+    for t in threads:
+        t.join()
+    assert seen <= {"churn_fn+0x4/0x40 [churn]", f"{base + 4:#x}"}
+
+
+# loader
+
+
+def test_load_and_proc_modules(loader: ModuleLoader, kallsyms: Kallsyms) -> None:
+    catalog = load_catalog()
+    uinput = loader.load_module(catalog["uinput"])
+    assert uinput.state == MODULE_STATE_LIVE and uinput.taints == ""
+    assert uinput.module_core == MODULES_VADDR
+    assert uinput.symbols[0].addr == MODULES_VADDR
+    assert uinput.mcount_locs == [sym.addr for sym in uinput.symbols]
+    assert all(uinput.within_module_core(ip) for ip in uinput.mcount_locs)
+    assert not uinput.within_module_core(uinput.module_core + uinput.core_size)
+    box = loader.load_module(catalog["vboxdrv"])
+    assert loader.modules() == [box, uinput] and loader.find_module("uinput") is uinput
+    assert loader.proc_modules() == (
+        f"vboxdrv {box.core_size} 0 - Live 0x{box.module_core:016x} (O)\n"
+        f"uinput {uinput.core_size} 0 - Live 0xffffffffa0000000\n")
+    assert loader.print_modules() == "Modules linked in: vboxdrv(O) uinput"
+    release = kallsyms.lookup_name("uinput_release")[0]
+    assert kallsyms.sprint_symbol_no_offset(release.addr) == "uinput_release [uinput]"
+
+    assert loader.delete_module("uinput") is uinput
+    assert loader.find_module("uinput") is None and kallsyms.lookup_name("uinput_release") == []
+    again = loader.load_module(catalog["uinput"])
+    # The reproducer's premise: the reloaded module is at the old address.
+    assert again.module_core == uinput.module_core and again is not uinput
+    assert kallsyms.lookup_name("uinput_release")[0].addr == release.addr
+    assert loader.print_modules() == (
+        "Modules linked in: uinput vboxdrv(O) [last unloaded: uinput]")
+
+
+def test_load_errors(loader: ModuleLoader) -> None:
+    loader.load_module(spec("m", "f"))
+    with pytest.raises(FileExistsError) as exc:
+        loader.load_module(spec("m", "g"))
+    assert exc.value.errno == errno.EEXIST
+    with pytest.raises(LookupError):
+        loader.delete_module("absent")
+    loader.find_module("m").refcnt = 1
+    with pytest.raises(RuntimeError, match="in use"):
+        loader.delete_module("m")
+
+
+def test_notifier_order_and_states(loader: ModuleLoader) -> None:
+    events: list[tuple[str, int, int]] = []
+    traces: list[list[str]] = []
+
+    def first(state: int, mod: Module) -> None:
+        events.append(("first", state, mod.state))
+        traces.append(call_trace())
+
+    loader.register_module_notifier(first)
+    loader.register_module_notifier(lambda state, mod: events.append(("second", state, mod.state)))
+    loader.load_module(spec("m", "f"))
+    loader.delete_module("m")
+    assert events == [
+        ("first", MODULE_STATE_COMING, MODULE_STATE_COMING),
+        ("second", MODULE_STATE_COMING, MODULE_STATE_COMING),
+        ("first", MODULE_STATE_LIVE, MODULE_STATE_LIVE),
+        ("second", MODULE_STATE_LIVE, MODULE_STATE_LIVE),
+        ("first", MODULE_STATE_GOING, MODULE_STATE_GOING),
+        ("second", MODULE_STATE_GOING, MODULE_STATE_GOING),
+    ]
+    chain = ["notifier_call_chain", "__blocking_notifier_call_chain",
+             "blocking_notifier_call_chain"]
+    assert traces[0] == chain + ["sys_init_module", "system_call_fastpath"]
+    assert traces[2] == chain + ["sys_delete_module", "system_call_fastpath"]
+
+
+def test_coming_notifier_failure_is_undone(loader: ModuleLoader, kallsyms: Kallsyms) -> None:
+    events: list[tuple[int, str]] = []
+
+    def record(state: int, mod: Module) -> None:
+        events.append((state, loader.proc_modules()))
+
+    def fail(state: int, mod: Module) -> None:
+        if state == MODULE_STATE_COMING:
+            raise OSError(errno.ENOMEM, "no memory for records")
+
+    loader.register_module_notifier(record)
+    loader.register_module_notifier(fail)
+    with pytest.raises(OSError, match="no memory"):
+        loader.load_module(spec("m", "f"))
+    assert [state for state, _ in events] == [MODULE_STATE_COMING, MODULE_STATE_GOING]
+    assert events[0][1].startswith("m ") and "Loading" in events[0][1]
+    assert "Unloading" in events[1][1]
+    assert loader.modules() == [] and kallsyms.lookup_name("f") == []
+    assert loader.print_modules() == "Modules linked in:"
+    loader.module_notifiers.remove(fail)
+    assert loader.load_module(spec("m", "f")).module_core == MODULES_VADDR
+
+
+def test_transitions_seen_by_other_syscalls(loader: ModuleLoader) -> None:
+    results: dict[str, object] = {}
+
+    def during(state: int, mod: Module) -> None:
+        if state == MODULE_STATE_COMING:
+            with pytest.raises(RuntimeError, match="loading"):
+                loader.delete_module(mod.name)
+            results["flags"] = loader.print_modules()
+        elif state == MODULE_STATE_GOING:
+            with pytest.raises(FileExistsError):
+                loader.load_module(spec(mod.name, "g"))
+            results["proc"] = loader.proc_modules()
+
+    loader.register_module_notifier(during)
+    loader.load_module(spec("oot", "f", in_tree=False))
+    loader.delete_module("oot")
+    assert results["flags"] == "Modules linked in: oot(O+)"
+    assert results["proc"].endswith(" Unloading 0xffffffffa0000000 (O-)\n")
+
+
+def test_concurrent_loads(loader: ModuleLoader, kallsyms: Kallsyms) -> None:
+    errors: list[BaseException] = []
+
+    def churn(i: int) -> None:
+        try:
+            for _ in range(20):
+                loader.load_module(spec(f"mod{i}", f"fn{i}_a", f"fn{i}_b"))
+                loader.delete_module(f"mod{i}")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and loader.modules() == []
+    assert kallsyms.proc_kallsyms().count("\t[") == 0
