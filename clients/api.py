@@ -122,9 +122,8 @@ class FileSession:
             opened: tracefs_pb2.OpenResult = self._do(
                 tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(path=path, flags=flags))
             )
-        except BaseException:
-            self._call.cancel()
-            self._closed = True
+        except FtraceError:
+            self.cancel()  # no file to release; just end the call
             raise
         #: The canonical path, mode bits and flags the daemon opened.
         self.path: str = opened.path
@@ -135,11 +134,17 @@ class FileSession:
         if self._closed:
             raise FtraceError(errno.EBADF, "file session closed", from_kernel=False)
         self._requests.put(request)
-        with translate_rpc_errors():
-            try:
+        try:
+            with translate_rpc_errors():
                 response: tracefs_pb2.FileResponse = next(self._call)
-            except StopIteration:
-                raise _stream_ended() from None
+        except StopIteration:
+            self._closed = True
+            raise _stream_ended() from None
+        except BaseException:
+            # The call failed, or we stopped waiting (Ctrl-C): its answer would come out of
+            # turn, so the session is over; cancelling makes the daemon release the file.
+            self.cancel()
+            raise
         kind = response.WhichOneof("result")
         if kind == "error":
             raise FtraceError.from_detail(response.error)

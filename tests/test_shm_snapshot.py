@@ -1,0 +1,75 @@
+"""The record pages seen from another process, and the shared memory's life cycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+
+from kernel_daemon.ftrace.records import ftrace_rec_count
+from kernel_daemon.shm import reap_stale_segments, segments_of
+from kernel_daemon.ftrace.snapshot import RecordsReader
+from tests.kernel_helpers import booted, echo, modprobe
+
+READER = """
+import json, sys
+from kernel_daemon.ftrace.snapshot import RecordsReader
+snap = RecordsReader(sys.argv[1]).snapshot()
+print(json.dumps([[g.module, g.ips.tolist(), g.counts.tolist(), g.enabled.tolist()]
+                  for g in snap.groups]))
+"""
+
+
+def read_in_child(namespace: str) -> list:
+    out = subprocess.run([sys.executable, "-c", READER, namespace], check=True,
+                         capture_output=True, text=True, cwd=os.getcwd(), timeout=60)
+    return json.loads(out.stdout)
+
+
+def test_second_process_sees_the_kernels_counts_and_leaves_the_segments_alone():
+    with booted(variant="fixed") as kernel:
+        modprobe(kernel, "uinput")
+        echo(kernel, "uinput_*", "set_ftrace_filter")
+        echo(kernel, "function", "current_tracer")
+        before = segments_of(kernel.namespace)
+        child = read_in_child(kernel.namespace)
+        assert segments_of(kernel.namespace) == before, "the reader must not unlink anything"
+        groups = kernel.ftrace.pages.groups
+        assert [g[0] for g in child] == [pg.module_name for pg in groups]
+        for (module, ips, counts, enabled), pg in zip(child, groups):
+            assert ips == pg.ips.tolist()
+            assert counts == ftrace_rec_count(pg.flags).tolist()
+        uinput = child[-1]
+        assert sum(uinput[2]) == len(uinput[1]) and all(uinput[3])
+        namespace = kernel.namespace
+    assert segments_of(namespace) == []
+
+
+def test_in_process_reader_matches_and_follows_unload():
+    with booted() as kernel:
+        reader = RecordsReader(kernel.namespace)
+        modprobe(kernel, "dummy")
+        snap = reader.snapshot()
+        assert [g.module for g in snap.groups] == ["", "dummy"]
+        kernel.modules.delete_module("dummy")
+        assert [g.module for g in reader.snapshot().groups] == [""]
+        assert np.array_equal(snap.groups[0].ips, kernel.ftrace.pages.groups[0].ips)
+
+
+def test_segments_of_a_killed_daemon_are_reaped_at_the_next_boot(tmp_path):
+    code = ("from kernel_daemon.kernel import BootOptions, Kernel; import os, sys;"
+            "k = Kernel(BootOptions(core_functions=426)); print(k.namespace, flush=True);"
+            "sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    namespace = child.stdout.readline().strip()
+    assert segments_of(namespace)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert segments_of(namespace), "a killed daemon cannot clean up after itself"
+    reaped = reap_stale_segments()
+    assert set(segments_of(namespace)) == set() and any(n.startswith(namespace) for n in reaped)
