@@ -95,16 +95,17 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
             ft.failpoints.fire("ftrace_update_code:before_count")
             ops_list = enabled_ops_hashes(ft)
         cnt = new_record_counts(ft, ops_list, ips)
-    if Race.PUBLISH_EARLY in ft.races and mod is not None:
-        # The window: the pages are already on the list with count 0 while the lock
-        # is dropped; a hash update now counts them, and is then overwritten.
-        ft.ftrace_lock.release()
-        try:
+    if mod is not None:
+        if Race.PUBLISH_EARLY in ft.races:
+            # The window: the pages are already on the list with count 0 while the
+            # lock is dropped; a hash update now counts them, and is then overwritten.
+            ft.ftrace_lock.release()
+            try:
+                ft.failpoints.fire("ftrace_update_code:before_publish")
+            finally:
+                ft.ftrace_lock.acquire()
+        else:
             ft.failpoints.fire("ftrace_update_code:before_publish")
-        finally:
-            ft.ftrace_lock.acquire()
-    else:
-        ft.failpoints.fire("ftrace_update_code:before_publish")
     ft.pages.write_begin()
     try:
         # p->flags = cnt; then ftrace_code_disable() and, if tracing, patch to call.

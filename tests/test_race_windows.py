@@ -1,0 +1,119 @@
+"""The race windows in-process: each bad interleaving forced step by step with a pause
+failpoint, and the same interleaving on the kernel's locking is clean.
+
+(tests/test_race_interleavings.py forces the same interleavings between real client
+processes over gRPC.)
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
+from tests.kernel_helpers import booted, echo, modprobe, rmmod, warnings
+
+
+class Step(threading.Thread):
+    """One process's system call, run on a thread of its own."""
+
+    def __init__(self, fn, *args) -> None:
+        super().__init__(daemon=True)
+        self.fn, self.args, self.error = fn, args, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.fn(*self.args)
+        except BaseException as exc:  # reported by finish()
+            self.error = exc
+
+    def finish(self, timeout: float = 30) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), "step did not finish"
+        if self.error:
+            raise self.error
+
+    def blocked(self) -> bool:
+        """Still inside the kernel after a bounded wait (the lock it needs is held)."""
+        self.join(0.2)
+        return self.is_alive()
+
+
+@pytest.mark.parametrize("race", [True, False])
+def test_load_count_window_loses_a_concurrent_enable(race):
+    site = "ftrace_update_code:before_count"
+    with booted(races=("load-count",) if race else (), failpoints=((site, "1*pause"),)) as k:
+        loader = Step(modprobe, k, "uinput")
+        assert k.failpoints.wait_paused(site, 1, timeout=10)
+        tracer = Step(echo, k, "function", "current_tracer")
+        if race:
+            tracer.finish()  # not blocked: the loader holds no lock in the window
+        else:
+            assert tracer.blocked()  # waits for ftrace_lock, which the loader holds
+        k.failpoints.release(site)
+        loader.finish()
+        tracer.finish()
+        anomalies = check_consistency(k.ftrace)
+        if not race:
+            assert anomalies == []
+            return
+        uinput = len(k.modules.find_module("uinput").symbols)
+        assert len(anomalies) == uinput
+        assert {a.kind for a in anomalies} == {AnomalyKind.MISSING_REFERENCE}
+        assert {a.module for a in anomalies} == {"uinput"}
+
+
+@pytest.mark.parametrize("race", [True, False])
+def test_publish_early_window_overwrites_counts_and_then_underflows(race):
+    site = "ftrace_update_code:before_publish"
+    with booted(races=("publish-early",) if race else (), failpoints=((site, "1*pause"),)) as k:
+        loader = Step(modprobe, k, "uinput")
+        assert k.failpoints.wait_paused(site, 1, timeout=10)
+        tracer = Step(echo, k, "function", "current_tracer")
+        if race:
+            tracer.finish()
+        else:
+            assert tracer.blocked()
+        k.failpoints.release(site)
+        loader.finish()
+        tracer.finish()
+        anomalies = check_consistency(k.ftrace)
+        if not race:
+            assert anomalies == []
+            echo(k, "nop", "current_tracer")
+            assert warnings(k) == []
+            return
+        assert anomalies and {a.kind for a in anomalies} == {AnomalyKind.MISSING_REFERENCE}
+        # The overwritten counts underflow at the next disable, in the fixed kernel.
+        echo(k, "nop", "current_tracer")
+        [warn] = warnings(k)
+        assert "kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update" in warn
+        assert k.ftrace.ftrace_disabled
+
+
+@pytest.mark.parametrize("race", [True, False])
+def test_unload_unlocked_window_frees_pages_under_a_walker(race):
+    site = "__ftrace_hash_rec_update:next_page"
+    with booted(races=("unload-unlocked",) if race else ()) as k:
+        modprobe(k, "uinput")
+        k.failpoints.configure(site, "1*pause")
+        tracer = Step(echo, k, "function", "current_tracer")
+        assert k.failpoints.wait_paused(site, 1, timeout=10)
+        unloader = Step(rmmod, k, "uinput")
+        if race:
+            unloader.finish()  # frees the pages the paused walk is about to visit
+        else:
+            assert unloader.blocked()
+        k.failpoints.release(site)
+        tracer.finish()
+        unloader.finish()
+        anomalies = check_consistency(k.ftrace)
+        if not race:
+            assert anomalies == []
+            assert "KASAN" not in k.printk.read()
+            return
+        [uaf] = anomalies
+        assert uaf.kind is AnomalyKind.FREED_PAGE_ACCESS and uaf.module == "uinput"
+        assert "BUG: KASAN: use-after-free in __ftrace_hash_rec_update" in k.printk.read()
