@@ -33,13 +33,11 @@ def cmd_modprobe(ctx: Invocation) -> int:
         try:
             if "r" not in options:
                 client.load(name, if_loaded_ok=True)
-            elif not client.unload(name, if_absent_ok=True).name and name not in {
-                module.name for module in client.catalog()
-            }:
-                # Known but not loaded: modprobe -r has nothing to do. Unknown: FATAL.
-                if not quiet:
-                    ctx.err(f"modprobe: FATAL: Module {name} not found.")
-                return 1
+            else:
+                # A module of the catalog ("on disk") that is not loaded: nothing to do.
+                # Any other name must be loaded (an explicit module), else it is not found.
+                known = name in {module.name for module in client.catalog()}
+                client.unload(name, if_absent_ok=known)
         except FtraceError as error:
             if not quiet:
                 ctx.err(_modprobe_error(ctx, name, "r" in options, error))
@@ -48,7 +46,9 @@ def cmd_modprobe(ctx: Invocation) -> int:
 
 
 def _modprobe_error(ctx: Invocation, name: str, remove: bool, error: FtraceError) -> str:
-    if error.errno == errno.ENOENT and not remove:
+    if error.errno == errno.ENOENT and remove:
+        return f"modprobe: FATAL: Module {name} not found."
+    if error.errno == errno.ENOENT:
         release = ctx.shell.client.config().release
         return f"modprobe: FATAL: Module {name} not found in directory /lib/modules/{release}"
     verb = "remove" if remove else "insert"

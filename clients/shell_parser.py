@@ -5,8 +5,10 @@ line); comments (``#`` starting a word, to the end of the line); ``;`` and newli
 ``&&`` and ``||`` (left to right, as bash); pipelines ``a | b`` (the shell runs only
 pipelines into ``grep``); redirections ``> FILE``, ``>> FILE``, ``>| FILE``, ``N> FILE``,
 ``N>> FILE`` and ``N>&M`` (also written without a space: ``>file``, ``2>/dev/null``).
-No variables, globbing, subshells, background jobs or here-documents: ``$`` and ``*`` are
-ordinary characters (``echo uinput* > set_ftrace_filter`` writes the glob itself, as bash
+Of parameters only ``$?`` (the last status) and ``$$`` (the shell's pid), unquoted or in
+double quotes, kept in the word as a marker until :func:`expand` fills them in when the
+command runs. No other variables, globbing, subshells, background jobs or here-documents:
+``$`` and ``*`` are otherwise ordinary characters (``echo uinput* > set_ftrace_filter`` writes the glob itself, as bash
 does when nothing in the current directory matches); ``(``, ``)``, ``;;`` are syntax
 errors and ``<``, ``&`` are refused.
 
@@ -30,6 +32,7 @@ __all__ = [
     "AndOr",
     "tokenize",
     "parse",
+    "expand",
 ]
 
 #: Operators, longest first so that ">>" wins over ">".
@@ -43,6 +46,8 @@ _REFUSED = {
     "&": "a background job",
 }
 _BLANKS = " \t"
+#: The special parameters, as markers in a word: NUL cannot occur in a shell word.
+_PARAMETERS = {"?": "\0?", "$": "\0$"}
 #: Backslash escapes these inside double quotes (bash); before anything else it stays.
 _DQUOTE_ESCAPABLE = frozenset('$`"\\\n')
 
@@ -172,10 +177,16 @@ class _Lexer:
                 parts.append(self.double_quoted(line))
                 quoted = True
             else:
-                parts.append(char)
+                parts.append(self.parameter() if char == "$" else char)
         text = "".join(parts)
         is_fd = not quoted and text.isdigit() and self.peek() in ("<", ">")
         self.tokens.append(Token("io" if is_fd else "word", text, line))
+
+    def parameter(self) -> str:
+        """After a "$": the marker of $? or $$, else the "$" itself."""
+        if self.peek() in _PARAMETERS:
+            return _PARAMETERS[self.take()]
+        return "$"
 
     def single_quoted(self, line: int) -> str:
         end = self.text.find("'", self.pos)
@@ -199,7 +210,7 @@ class _Lexer:
                 if escaped != "\n":
                     parts.append(escaped)
             else:
-                parts.append(char)
+                parts.append(self.parameter() if char == "$" else char)
 
 
 def tokenize(text: str, line: int = 1) -> list[Token]:
@@ -307,6 +318,11 @@ class _Parser:
                 target.line,
             )
         return Redirect(fd, op, target.text)
+
+
+def expand(word: str, status: int, pid: int) -> str:
+    """The word with $? and $$ replaced by the last status and the shell's pid."""
+    return word.replace(_PARAMETERS["?"], str(status)).replace(_PARAMETERS["$"], str(pid))
 
 
 def parse(text: str, line: int = 1) -> list[AndOr]:

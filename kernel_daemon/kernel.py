@@ -16,7 +16,7 @@ import numpy as np
 from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.ftrace.core import FAILPOINT_SITES, Ftrace, Race, Variant
 from kernel_daemon.ftrace.module_records import ftrace_module_notify, ftrace_process_locs
-from kernel_daemon.ftrace.ops import FtraceOps
+from kernel_daemon.ftrace.dispatch import smp_processor_id
 from kernel_daemon.ftrace.records import ENTRIES_PER_PAGE, RecordPages
 from kernel_daemon.module.address_space import ModuleAddressSpace
 from kernel_daemon.module.kallsyms import Kallsyms
@@ -25,6 +25,8 @@ from kernel_daemon.module.vmlinux import MIN_FUNCTIONS, build_vmlinux
 from kernel_daemon.panic import TAINT_OOT_MODULE, Panic
 from kernel_daemon.printk import Printk
 from kernel_daemon.shm import new_namespace, reap_stale_segments
+from kernel_daemon.task import current
+from kernel_daemon.trace.ring_buffer import RingBuffer, TraceClock
 from kernel_daemon.trace.trace_functions import FunctionTracer
 from kernel_daemon.trace.tracers import Tracing
 
@@ -83,7 +85,12 @@ class Kernel:
         self.ftrace_init(vmlinux)
         self.modules.register_module_notifier(self.taint_module_notifier)
         self.modules.register_module_notifier(self.ftrace_module_notifier)
-        self.tracing = Tracing(self.clear_trace_buffers)
+        self.trace_clock = TraceClock(self.local_clock)
+        self.trace_clock_name = "local"
+        self.ring_buffer = RingBuffer(self.namespace, options.cpus)
+        # tracing_cpumask: CPUs whose events are recorded.
+        self.tracing_cpumask = (1 << options.cpus) - 1
+        self.tracing = Tracing(self.ring_buffer)
         self.function_tracer = FunctionTracer(self.ftrace, self.function_trace_event)
         self.tracing.register_tracer(self.function_tracer)
 
@@ -115,13 +122,28 @@ class Kernel:
         names = np.array([s.name for s in mod.symbols]) if mod.symbols else np.array([], dtype=str)
         ftrace_module_notify(self.ftrace, state, mod, mod.name, ips, names)
 
-    def function_trace_event(self, ip: int, parent_ip: int, op: FtraceOps) -> None:
-        """Where ``function_trace_call`` writes; the ring buffers attach here."""
+    def function_trace_event(self, ip: int, parent_ip: int, count: int) -> None:
+        """``trace_function()``: ``count`` events for the current task on this CPU."""
+        cpu = smp_processor_id()
+        if not self.tracing_cpumask >> cpu & 1:
+            return
+        task = current()
+        if count == 1:
+            self.ring_buffer.write_function_event(cpu, self.trace_clock(), task.pid, task.comm,
+                                                  ip, parent_ip)
+            return
+        self.ring_buffer.write_function_events(
+            cpu, self.trace_clock.stamps(count), task.pid, task.comm,
+            np.full(count, ip, dtype=np.uint64), np.full(count, parent_ip, dtype=np.uint64))
 
-    def clear_trace_buffers(self) -> None:
-        """``tracing_reset_online_cpus()``."""
+    def symbol_name(self, ip: int) -> str:
+        """The bare name a trace line prints for ``ip`` (no module, no offset)."""
+        found = self.kallsyms.lookup(ip)
+        return found[0].name if found else f"0x{ip:08x}"
 
     def shutdown(self) -> None:
         self.failpoints.release_all()
         self.printk.close()
+        self.ring_buffer.close()
+        self.ring_buffer.destroy()
         self.ftrace.pages.destroy()

@@ -24,6 +24,7 @@ from kernel_daemon.tracefs.files import OpenFile, file_read, file_release, file_
 from kernel_daemon.tracefs.vfs import DirEntry
 
 READ_CHUNK = 4096
+TRACING = "/sys/kernel/debug/tracing"
 # A shell's write loop gives up on a file that keeps accepting nothing.
 MAX_WRITE_CALLS = 1 << 20
 
@@ -74,6 +75,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                             file = self._open(request.open.path, request.open.flags)
                         except KernelError as err:
                             abort_with_errno(context, err)
+                        context.add_callback(file.interrupt)
                         yield pb.FileResponse(seq=seq, open=pb.OpenResult(
                             path=file.path, flags=file.flags,
                             mode=self.state.boot.vfs.stat(file.path).mode))
@@ -128,6 +130,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         flags = os.O_RDONLY | (os.O_NONBLOCK if request.nonblock else 0)
         with self.state.syscall(context):
             file = self._open(request.path, flags)
+            context.add_callback(file.interrupt)
             chunks: list[bytes] = []
             size = 0
             try:
@@ -173,6 +176,31 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 context.set_trailing_metadata(((BYTES_WRITTEN_METADATA_KEY, str(total)),))
                 raise failure
             return pb.WriteFileResponse(bytes_written=total, write_sizes=sizes)
+
+    @translate_kernel_errors
+    def TracePipe(self, request: pb.TracePipeRequest,
+                  context: grpc.ServicerContext) -> Iterator[pb.TracePipeChunk]:
+        """``cat trace_pipe``: a blocking, consuming read loop until the client leaves."""
+        path = (f"{TRACING}/per_cpu/cpu{request.cpu}/trace_pipe" if request.HasField("cpu")
+                else f"{TRACING}/trace_pipe")
+        flags = os.O_RDONLY | (os.O_NONBLOCK if request.nonblock else 0)
+        with self.state.syscall(context):
+            task = current()
+            file = self._open(path, flags)
+        context.add_callback(file.interrupt)
+        try:
+            while context.is_active():
+                with running_as(task):
+                    try:
+                        data = file_read(file, READ_CHUNK)
+                    except KernelError as err:
+                        if err.errno in (errno.EINTR, errno.EAGAIN):
+                            return
+                        raise for_syscall(err, "read", path) from None
+                yield pb.TracePipeChunk(data=data)
+        finally:
+            with running_as(task):
+                self._release(file)
 
     @translate_kernel_errors
     def ListDir(self, request: pb.ListDirRequest, context: grpc.ServicerContext) -> pb.ListDirResponse:

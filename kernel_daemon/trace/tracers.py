@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import errno
 import threading
-from collections.abc import Callable
 from typing import Protocol
 
 from kernel_daemon.errno import KernelError
+from kernel_daemon.trace.ring_buffer import RingBuffer
 from kernel_daemon.unwind import kernel_function
 
 MAX_TRACER_SIZE = 100
@@ -41,8 +41,8 @@ class NopTracer:
 class Tracing:
     """``trace_types`` and ``current_trace``, under ``trace_types_lock``."""
 
-    def __init__(self, clear_buffers: Callable[[], None]) -> None:
-        self._clear_buffers = clear_buffers
+    def __init__(self, ring_buffer: RingBuffer) -> None:
+        self.ring_buffer = ring_buffer
         self.trace_types_lock = threading.Lock()
         self.nop_trace = NopTracer()
         self.trace_types: list[Tracer] = [self.nop_trace]
@@ -58,11 +58,13 @@ class Tracing:
 
     @kernel_function
     def tracer_init(self, tracer: Tracer) -> None:
-        self._clear_buffers()  # tracing_reset_online_cpus()
+        self.ring_buffer.reset()  # tracing_reset_online_cpus()
         tracer.init()
 
     @kernel_function
     def tracing_set_tracer(self, name: str) -> None:
+        # 3.6 expands the buffers first, even for a name that turns out unknown.
+        self.ring_buffer.expand()
         with self.trace_types_lock:
             tracer = next((t for t in self.trace_types if t.name == name), None)
             if tracer is None:

@@ -60,6 +60,9 @@ class OpenFile:
     def release(self) -> None:
         pass
 
+    def interrupt(self) -> None:
+        """A signal to the process blocked in this file (its client went away)."""
+
 
 class FileOps:
     """A file's ``file_operations``: ``mode`` is what ``ls -l`` shows."""

@@ -7,6 +7,12 @@ from typing import TYPE_CHECKING
 from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, GeneratedFile,
                                          RegexFile)
+from kernel_daemon.tracefs.trace_files import (ControlFile, TraceFile, TraceMarkerFile,
+                                               TracePipeFile, buffer_size_show, buffer_size_store,
+                                               buffer_total_show, cpumask_show, cpumask_store,
+                                               events_enable_store, trace_clock_show,
+                                               trace_clock_store, tracing_on_show,
+                                               tracing_on_store)
 from kernel_daemon.tracefs.vfs import Directory, Vfs, build_tree
 
 if TYPE_CHECKING:
@@ -27,6 +33,21 @@ def tracing_directory(kernel: Kernel) -> Directory:
     tracing["current_tracer"] = CurrentTracerFile()
     tracing["available_tracers"] = GeneratedFile(lambda k: k.tracing.available_tracers())
     tracing["dyn_ftrace_total_info"] = GeneratedFile(dyn_ftrace_total_info)
+    tracing["trace"] = TraceFile()
+    tracing["trace_pipe"] = TracePipeFile()
+    tracing["tracing_on"] = ControlFile(tracing_on_show, tracing_on_store)
+    tracing["buffer_size_kb"] = ControlFile(buffer_size_show, buffer_size_store)
+    tracing["buffer_total_size_kb"] = GeneratedFile(buffer_total_show)
+    tracing["trace_marker"] = TraceMarkerFile()
+    tracing["trace_clock"] = ControlFile(trace_clock_show, trace_clock_store)
+    tracing["tracing_cpumask"] = ControlFile(cpumask_show, cpumask_store)
+    per_cpu = tracing["per_cpu"] = Directory()
+    for cpu in range(kernel.options.cpus):
+        cpu_dir = per_cpu[f"cpu{cpu}"] = Directory()
+        cpu_dir["trace"] = TraceFile(cpu)
+        cpu_dir["trace_pipe"] = TracePipeFile(cpu)
+    events = tracing["events"] = Directory()
+    events["enable"] = ControlFile(lambda k: "0\n", events_enable_store)
     return tracing
 
 

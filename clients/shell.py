@@ -1,0 +1,370 @@
+"""ftrace-shell: a small bash over ftraced, enough to run the 8c4f3c3 report's reproducer
+as written::
+
+    ftrace-shell --spawn --variant buggy repro.sh      # a private daemon for the run
+    ftrace-shell --address unix:/run/user/0/ftraced.sock
+    echo 'cat /proc/modules' | ftrace-shell
+
+Interactive (a prompt, readline editing and history) when no script is given and standard
+input is a terminal; otherwise it runs the script file, the ``-c`` command or standard
+input. The exit status is the last command's, as bash's.
+
+Diagnostics are bash's, byte for byte: ``bash: echo: write error: Invalid argument`` (a
+failed write(2)), ``bash: set_ftrace_filter: No such device`` (a redirection whose open(2)
+failed), ``bash: foo: command not found``. Running a script file they read
+``SCRIPT: line N: ...``, as bash's do. ``--name`` changes "bash"; ``--comm`` changes the
+comm the daemon sees (also "bash", so dmesg's WARN shows ``comm: bash``); the pid is
+the shell's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import posixpath
+import sys
+from typing import Iterable
+
+import clients.shell_builtins  # noqa: F401  (registers the commands)
+import clients.shell_kmod  # noqa: F401  (registers the commands)
+from clients.api import Client
+from clients.errors import FtraceError
+from clients.identity import Identity
+from clients.shell_parser import (
+    AndOr,
+    Command,
+    Incomplete,
+    Pipeline,
+    ShellSyntaxError,
+    expand,
+    parse,
+)
+from clients.shell_runtime import (
+    COMMANDS,
+    BufferOutput,
+    FileOutput,
+    Invocation,
+    NullOutput,
+    Output,
+    ShellExit,
+    StreamOutput,
+    WriteError,
+    encode,
+)
+from clients.spawn import SpawnError, spawn_daemon
+
+__all__ = ["Shell", "main"]
+
+#: How the shell reads its commands; it decides the diagnostics' prefix, as in bash.
+MODES = ("interactive", "script", "command", "stdin")
+#: O_CREAT is what bash passes; tracefs ignores it (its files exist or not).
+_TRUNCATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+
+
+class Shell:
+    """The shell's state (working directory, last status) and its executor.
+
+    Feed it input line by line with :meth:`feed` (it runs each command as soon as it is
+    complete, as bash does) and call :meth:`finish` at the end of input. ``exit`` raises
+    :class:`ShellExit`; so does a syntax error outside interactive mode.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        name: str = "bash",
+        mode: str = "stdin",
+        script: str | None = None,
+        stdout: Output | None = None,
+        stderr: Output | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        self.client = client
+        self.name = name
+        self.mode = mode
+        self.script = script
+        self.cwd = "/"
+        self.oldpwd: str | None = None
+        self.status = 0
+        #: The line of the command running now (for "SCRIPT: line N:").
+        self.line = 0
+        self.stdout: Output = stdout or StreamOutput(sys.stdout.buffer)
+        self.stderr: Output = stderr or StreamOutput(sys.stderr.buffer)
+        self._pending: list[str] = []
+        self._pending_start = 1
+        self._next_line = 1
+        self._incomplete: Incomplete | None = None
+
+    # --- paths and diagnostics ----------------------------------------------
+
+    def prefix(self) -> str:
+        """What a shell diagnostic starts with: ``bash`` or ``SCRIPT: line N``."""
+        return f"{self.script}: line {self.line}" if self.mode == "script" else self.name
+
+    def resolve(self, path: str) -> str:
+        """The absolute, normalized daemon path for ``path`` (relative to the cwd)."""
+        if not path:
+            raise FtraceError(2, "empty path", from_kernel=False)  # ENOENT, as open("") gives
+        resolved = posixpath.normpath(posixpath.join(self.cwd, path))
+        return "/" + resolved.lstrip("/")  # normpath keeps a leading "//"
+
+    def _say(self, stream: Output, message: str) -> None:
+        try:
+            stream.write(encode(message + "\n"))
+        except WriteError:
+            pass
+
+    # --- input --------------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        """Input of an unfinished command is waiting for more lines."""
+        return bool(self._pending)
+
+    def feed(self, line: str) -> None:
+        """One more line of input; runs what it completes."""
+        if not self._pending:
+            self._pending_start = self._next_line
+        line = line.replace("\0", "")  # bash drops NUL bytes from its input
+        self._pending.append(line if line.endswith("\n") else line + "\n")
+        self._next_line += 1
+        text = "".join(self._pending)
+        try:
+            program = parse(text, self._pending_start)
+        except Incomplete as error:
+            self._incomplete = error
+            return
+        except ShellSyntaxError as error:
+            self._pending = []
+            self._syntax_error(error, text)
+            return
+        self._pending = []
+        self.execute(program)
+
+    def feed_all(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.feed(line)
+        self.finish()
+
+    def discard(self) -> None:
+        """Forget an unfinished command (Ctrl-C at the continuation prompt)."""
+        self._pending = []
+
+    def finish(self) -> None:
+        """End of input: an unfinished command is a syntax error."""
+        if self._pending and self._incomplete is not None:
+            text = "".join(self._pending)
+            self._pending = []
+            self._syntax_error(self._incomplete, text)
+
+    def _syntax_error(self, error: ShellSyntaxError, text: str) -> None:
+        self.status = 2
+        self.line = error.line
+        prefix = f"{self.name}: -c: line {error.line}" if self.mode == "command" else self.prefix()
+        self._say(self.stderr, f"{prefix}: {error.message}")
+        if self.mode == "interactive":
+            return
+        if not isinstance(error, Incomplete):
+            lines = text.splitlines() or [""]
+            index = min(max(error.line - self._pending_start, 0), len(lines) - 1)
+            self._say(self.stderr, f"{prefix}: `{lines[index]}'")
+        raise ShellExit(2)
+
+    # --- execution ----------------------------------------------------------
+
+    def execute(self, program: list[AndOr]) -> None:
+        for node in program:
+            self.run_and_or(node)
+
+    def run_and_or(self, node: AndOr) -> int:
+        status = self.run_pipeline(node.first)
+        for operator, pipeline in node.rest:
+            if (operator == "&&") == (status == 0):
+                status = self.run_pipeline(pipeline)
+        return status
+
+    def run_pipeline(self, pipeline: Pipeline) -> int:
+        """Run a command, or ``a | grep ... [| grep ...]`` (a's output becomes grep's input)."""
+        for later in pipeline.commands[1:]:
+            if not later.words or later.words[0] != "grep":
+                self.line = later.line
+                what = later.words[0] if later.words else "|"
+                self._say(self.stderr, f"{self.prefix()}: {what}: ftrace-shell pipes only into grep")
+                self.status = 1
+                return 1
+        data: bytes | None = None
+        for command in pipeline.commands[:-1]:
+            pipe = BufferOutput()
+            self.run_command(command, data, pipe)
+            data = pipe.getvalue()
+        self.status = self.run_command(pipeline.commands[-1], data, self.stdout)
+        return self.status
+
+    def run_command(self, command: Command, stdin: bytes | None, stdout: Output) -> int:
+        """Apply the redirections left to right, run the command, release what they opened."""
+        self.line = command.line
+        fds: dict[int, Output] = {1: stdout, 2: self.stderr}
+        opened: list[Output] = []
+        try:
+            for redirect in command.redirects:
+                target = expand(redirect.target, self.status, os.getpid())
+                if redirect.op == ">&":
+                    if int(target) not in fds:
+                        self._say(fds[2], f"{self.prefix()}: {target}: Bad file descriptor")
+                        return 1
+                    fds[redirect.fd] = fds[int(target)]
+                    continue
+                special = {"/dev/null": NullOutput(), "/dev/stdout": fds[1], "/dev/stderr": fds[2]}
+                if target in special:
+                    fds[redirect.fd] = special[target]
+                    continue
+                try:
+                    session = self.client.open(
+                        self.resolve(target), _APPEND if redirect.op == ">>" else _TRUNCATE
+                    )
+                except FtraceError as error:
+                    # bash: the open failed, so the command does not run.
+                    self._say(fds[2], f"{self.prefix()}: {target}: {error.strerror}")
+                    return 1
+                output = FileOutput(session)
+                opened.append(output)
+                fds[redirect.fd] = output
+            words = [expand(word, self.status, os.getpid()) for word in command.words]
+            return self._run(words, stdin, fds) if words else 0
+        finally:
+            for output in opened:
+                output.close()
+
+    def _run(self, words: list[str], stdin: bytes | None, fds: dict[int, Output]) -> int:
+        name = words[0]
+        known = COMMANDS.get(name)
+        if known is None:
+            self._say(fds[2], f"{self.prefix()}: {name}: command not found")
+            return 127
+        ctx = Invocation(self, name, words[1:], stdin, fds[1], fds[2])
+        who = f"{self.prefix()}: {name}" if known.builtin else name
+        try:
+            return known.run(ctx)
+        except WriteError as error:
+            ctx.err(f"{who}: write error: {os.strerror(error.errno)}")
+            return 1
+        except FtraceError as error:
+            # A failure the command has no message of its own for: the daemon's errno,
+            # and where the daemon is when it is not answering at all.
+            where = "" if error.from_kernel else f" (ftraced at {self.client.address})"
+            ctx.err(f"{who}: {error.strerror}{where}")
+            return 1
+
+
+# --- the program -------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ftrace-shell",
+        description="A small bash over ftraced: cd, ls, cat, echo > FILE, modprobe, rmmod, "
+        "lsmod, dmesg, grep... Type `help` for the commands.",
+    )
+    parser.add_argument("--address", help="daemon address (default: $FTRACED_ADDRESS, "
+                        "else the user's default socket)")
+    parser.add_argument("--spawn", action="store_true",
+                        help="start a private daemon (with the daemon options) for this run")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="with --spawn: show the daemon's log on stderr")
+    parser.add_argument("--comm", default="bash", help="the comm the kernel sees (default bash)")
+    parser.add_argument("--name", default="bash",
+                        help="the name diagnostics start with (default bash)")
+    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                        help="how long to wait for the daemon (default 10)")
+    parser.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND and exit")
+    parser.add_argument("script", nargs="?", metavar="SCRIPT",
+                        help="script file to run (default: standard input)")
+    daemon = parser.add_argument_group("daemon options (with --spawn)")
+    daemon.add_argument("--variant", choices=("buggy", "fixed", "modern"))
+    daemon.add_argument("--failpoint", action="append", metavar="NAME=SPEC")
+    daemon.add_argument("--core-functions", type=int, metavar="N")
+    daemon.add_argument("--module-placement", choices=("first-fit", "random"))
+    daemon.add_argument("--cpus", type=int, metavar="N")
+    daemon.add_argument("--race", action="append", metavar="NAME")
+    daemon.add_argument("--seed", type=int, metavar="N")
+    daemon.add_argument("--switch-interval", type=float, metavar="S")
+    return parser
+
+
+_DAEMON_OPTIONS = ("variant", "failpoint", "core_functions", "module_placement", "cpus",
+                   "race", "seed", "switch_interval")
+
+
+def _run(shell: Shell, args: argparse.Namespace) -> int:
+    try:
+        if shell.mode == "command":
+            shell.feed_all(args.command.splitlines() or [""])
+        elif shell.mode == "script":
+            try:
+                with open(args.script, "rb") as script:
+                    text = script.read().decode("utf-8", "surrogateescape")
+            except OSError as error:
+                print(f"{shell.name}: {args.script}: {error.strerror}", file=sys.stderr)
+                return 127
+            shell.feed_all(text.splitlines())
+        elif shell.mode == "interactive":
+            from clients.shell_interactive import run_interactive
+
+            run_interactive(shell)
+        else:
+            shell.feed_all(line.decode("utf-8", "surrogateescape") for line in sys.stdin.buffer)
+    except ShellExit as done:
+        return done.status
+    except KeyboardInterrupt:
+        return 130  # as a shell killed by SIGINT reports it
+    return shell.status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    options = {key: getattr(args, key) for key in _DAEMON_OPTIONS}
+    if not args.spawn and any(value is not None for value in options.values()):
+        parser.error("daemon options need --spawn")
+    if args.spawn and args.address:
+        parser.error("--spawn and --address exclude each other")
+    if args.command is not None:
+        mode = "command"
+    elif args.script is not None:
+        mode = "script"
+    else:
+        mode = "interactive" if sys.stdin.isatty() else "stdin"
+    try:
+        identity = Identity(os.getpid(), args.comm)
+    except ValueError as error:
+        parser.error(str(error))
+    spawned = None
+    try:
+        if args.spawn:
+            spawned = spawn_daemon(options, verbose=args.verbose)
+        client = Client(spawned.address if spawned else args.address, identity,
+                        wait=args.connect_timeout)
+    except (SpawnError, FtraceError, ValueError) as error:
+        print(f"ftrace-shell: {error}", file=sys.stderr)
+        if spawned:
+            spawned.stop()
+        return 1
+    try:
+        with client:
+            shell = Shell(client, name=args.name, mode=mode, script=args.script)
+            return _run(shell, args)
+    finally:
+        if spawned:
+            spawned.stop()
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # Nobody reads our output any more; keep the interpreter's exit quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,534 @@
+"""Per-CPU trace ring buffers in POSIX shared memory: ``kernel/trace/ring_buffer.c`` (3.6),
+with the buffer-size and reset entry points of ``kernel/trace/trace.c``.
+
+The layout and its simplifications (fixed 64-byte records, markers over several records,
+per-event overwrite) are described in :mod:`kernel_daemon.trace.buffers`.
+
+Concurrency.  The kernel's writers are lockless and per CPU, with preemption disabled;
+here each CPU's writers and readers take that CPU's ``lock``, held for one record or one
+batch.  A reader of every CPU (``trace_pipe``) takes all the CPU locks in CPU order, so a
+merge-and-consume step is atomic and two consumers never return the same event.  Every
+change is published under the CPU's seqlock so :mod:`kernel_daemon.trace.reader` can copy a
+consistent view from another process without any lock.
+
+Resizing reallocates and clears the buffers; the kernel's ``ring_buffer_resize()`` adds or
+removes pages and keeps what it can.  Expansion on the first tracer set is invisible either
+way, because ``tracer_init()`` clears the buffers right after.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import islice, repeat
+
+import numpy as np
+
+from kernel_daemon.errno import KernelError
+from kernel_daemon.shm import SHM_DIR, ShmSegment
+from kernel_daemon.trace.buffers import (
+    C_BUFFER_ID, C_GENERATION, C_HEAD, C_WRITERS, DIR_MAGIC, MAX_EVENT_RECORDS, RB_EVENT,
+    RB_EVENT_SIZE, RB_TEXT, RB_TEXT_PER_RECORD, RB_TYPE_CONT, RB_UNEXPANDED_SIZE, TRACE_BUF_SIZE,
+    TRACE_BUF_SIZE_DEFAULT, TRACE_FN, TRACE_PRINT, W_EVENT_SIZE, W_EXPANDED, W_MAGIC, W_NR_CPUS,
+    W_RECORD_DISABLED, W_SIZE_BYTES, W_TRACE_BUF_SIZE, CpuCounters, Event, Snapshot, copy_ring,
+    cpu_segment_name, cpu_words, decode_events, dir_segment_name, dir_size, event_records,
+    merge_events, rb_capacity, total_entries)
+
+# ring_buffer.c: RB_BUFFER_OFF, the bit ring_buffer_record_off() sets in record_disabled.
+RB_BUFFER_OFF = 1 << 20
+_PAD = bytes(12)
+
+
+class TraceClock:
+    """The ring buffer's clock (``ring_buffer_set_clock``): ``trace_clock_local`` by default.
+
+    Wraps a nanoseconds-since-boot callable (``Kernel.local_clock``).  The kernel's local
+    clock is only monotonic per CPU; this one never goes backwards and never repeats, across
+    all CPUs and threads, so the timestamp merge of the CPUs is the order of the writes.
+    """
+
+    def __init__(self, clock: Callable[[], int]) -> None:
+        self._clock = clock
+        self._last = -1
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            self._last = max(self._clock(), self._last + 1)
+            return self._last
+
+    def stamps(self, count: int) -> np.ndarray:
+        """``count`` consecutive timestamps for a batch of events, one nanosecond apart."""
+        with self._lock:
+            start = max(self._clock(), self._last + 1)
+            self._last = start + count - 1
+        return np.arange(start, start + count, dtype=np.uint64)
+
+
+class RingBufferPerCpu:
+    """``struct ring_buffer_per_cpu``: one CPU's records and counters."""
+
+    def __init__(self, namespace: str, cpu: int, words: np.ndarray, capacity: int) -> None:
+        self.cpu = cpu
+        self.name = cpu_segment_name(namespace, cpu)
+        # Serialises this CPU's writers and readers (see the module docstring).
+        self.lock = threading.Lock()
+        self.words = words
+        self.generation = 0
+        self.buffer_id = 0
+        self.segment: ShmSegment | None = None
+        self.allocate(capacity)
+
+    def allocate(self, capacity: int) -> None:
+        """``rb_allocate_pages()``: a fresh, empty segment (the old name is dropped first)."""
+        if self.segment is not None:
+            self.segment.unlink()
+        self.segment = ShmSegment(self.name, capacity * RB_EVENT_SIZE, create=True)
+        self.recs = np.ndarray((capacity,), dtype=RB_EVENT, buffer=self.segment.map)
+        self.text = self.recs.view(RB_TEXT)
+        self.types = self.recs["type"]
+        self.capacity = capacity
+        self.buffer_id += 1
+        self.head = self.tail = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """``rb_reset_cpu()``: empty, and every counter back to zero."""
+        self.tail = self.head
+        self.entries = self.overrun = self.read = self.last_overrun = 0
+        # Marker events in the buffer; while there are none no record is RB_TYPE_CONT, and
+        # overwriting needs no scan.
+        self.markers = 0
+
+    # -- the seqlock writer side -------------------------------------------------------
+    def write_begin(self) -> None:
+        self.generation += 1
+        self.words[C_WRITERS] = 1
+        self.words[C_GENERATION] = self.generation
+
+    def write_end(self) -> None:
+        self.words[C_HEAD:C_BUFFER_ID + 1] = (self.head, self.tail, self.entries, self.overrun,
+                                              self.read, self.capacity, self.buffer_id)
+        self.generation += 1
+        self.words[C_GENERATION] = self.generation
+        self.words[C_WRITERS] = 0
+
+    # -- state --------------------------------------------------------------------------
+    def counters(self) -> CpuCounters:
+        return CpuCounters(self.head, self.tail, self.entries, self.overrun, self.read,
+                           self.capacity, self.buffer_id)
+
+    @property
+    def entries_in_buffer(self) -> int:
+        return self.entries - self.overrun - self.read
+
+    def _type_counts(self, start: int, end: int) -> tuple[int, int]:
+        """(continuation records, marker events) among the records at [start, end)."""
+        types = copy_ring(self.types, start, end)
+        return (int(np.count_nonzero(types == RB_TYPE_CONT)),
+                int(np.count_nonzero(types == TRACE_PRINT)))
+
+    def make_room(self, nr_records: int) -> None:
+        """Overwrite mode (``rb_handle_head_page``): drop the oldest events until
+        ``nr_records`` (at most the capacity) more fit, counting each as an overrun."""
+        cut = self.head + nr_records - self.capacity
+        if cut <= self.tail:
+            return
+        if not self.markers:
+            self.overrun += cut - self.tail
+            self.tail = cut
+            return
+        # Every record before the cut that is not a continuation starts a dropped event.
+        conts, markers = self._type_counts(self.tail, cut)
+        self.overrun += cut - self.tail - conts
+        self.markers -= markers
+        # An event goes whole: skip the rest of a marker cut in the middle.
+        while cut < self.head and self.types[cut % self.capacity] == RB_TYPE_CONT:
+            cut += 1
+        self.tail = cut
+
+    def fill_functions(self, count: int, ts: np.ndarray | int, pid: np.ndarray | int,
+                       comm: np.ndarray | bytes, ips: np.ndarray, parent_ips: np.ndarray,
+                       flags: np.ndarray | int) -> None:
+        """Write the last ``min(count, capacity)`` of a batch of function events at head."""
+        keep = min(count, self.capacity)
+        skip = count - keep
+        first = (self.head + skip) % self.capacity
+        done = 0
+        while done < keep:
+            span = min(keep - done, self.capacity - first)
+            part = self.recs[first:first + span]
+            lo, hi = skip + done, skip + done + span
+            part["type"] = TRACE_FN
+            part["len"] = 0
+            part["pid"] = pid[lo:hi] if isinstance(pid, np.ndarray) else pid
+            part["ts"] = ts[lo:hi] if isinstance(ts, np.ndarray) else ts
+            part["ip"] = ips[lo:hi]
+            part["parent_ip"] = parent_ips[lo:hi]
+            part["cpu"] = self.cpu
+            part["flags"] = flags[lo:hi] if isinstance(flags, np.ndarray) else flags
+            part["comm"] = comm[lo:hi] if isinstance(comm, np.ndarray) else comm
+            done += span
+            first = 0
+
+
+def _comm_bytes(comm: str | bytes) -> bytes:
+    return (comm.encode("utf-8", "replace") if isinstance(comm, str) else comm)[:16]
+
+
+class RingBuffer:
+    """``global_trace.buffer``: the per-CPU ring buffers of one kernel, and their controls.
+
+    Created unexpanded (``ring_buffer_alloc(1)``: 2 pages per CPU, ``buffer_size_kb`` reads
+    ``7 (expanded: 1408)``); :meth:`expand` grows it to ``trace_buf_size`` when a tracer
+    is first set.  :meth:`destroy` unlinks every segment.
+    """
+
+    def __init__(self, namespace: str, nr_cpus: int,
+                 trace_buf_size: int = TRACE_BUF_SIZE_DEFAULT) -> None:
+        if nr_cpus < 1:
+            raise ValueError("a ring buffer needs at least one CPU")
+        self.namespace = namespace
+        self.nr_cpus = nr_cpus
+        self.trace_buf_size = trace_buf_size
+        # global_trace.entries: the size last asked for, per CPU, in bytes.
+        self.size_bytes = RB_UNEXPANDED_SIZE
+        self.expanded = False
+        self._record_disabled = 0
+        self._record_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._waiters = 0
+        self._closed = False
+        self.directory = ShmSegment(dir_segment_name(namespace), dir_size(nr_cpus), create=True)
+        self._words = np.ndarray((dir_size(nr_cpus) // 8,), dtype="<u8", buffer=self.directory.map)
+        self._words[W_NR_CPUS] = nr_cpus
+        self._words[W_EVENT_SIZE] = RB_EVENT_SIZE
+        self._words[W_TRACE_BUF_SIZE] = trace_buf_size
+        self.cpu_buffers: list[RingBufferPerCpu] = []
+        try:
+            for cpu in range(nr_cpus):
+                cb = RingBufferPerCpu(namespace, cpu, cpu_words(self._words, cpu),
+                                      rb_capacity(self.size_bytes))
+                self.cpu_buffers.append(cb)
+                cb.write_end()
+        except BaseException:
+            self.destroy()
+            raise
+        self._publish_globals()
+        # Last: a reader that sees the magic sees a complete directory.
+        self._words[W_MAGIC] = DIR_MAGIC
+
+    # -- helpers ------------------------------------------------------------------------
+    def _cpu(self, cpu: int) -> RingBufferPerCpu:
+        if not 0 <= cpu < self.nr_cpus:
+            raise ValueError(f"no CPU {cpu}: the ring buffer has {self.nr_cpus}")
+        return self.cpu_buffers[cpu]
+
+    def _select(self, cpu: int | None) -> list[RingBufferPerCpu]:
+        return self.cpu_buffers if cpu is None else [self._cpu(cpu)]
+
+    @contextmanager
+    def _locked(self, cpus: list[RingBufferPerCpu]) -> Iterator[None]:
+        """Take CPU locks in CPU order, the one order every multi-CPU path uses."""
+        for cb in cpus:
+            cb.lock.acquire()
+        try:
+            yield
+        finally:
+            for cb in reversed(cpus):
+                cb.lock.release()
+
+    def _publish_globals(self) -> None:
+        self._words[W_RECORD_DISABLED] = self._record_disabled
+        self._words[W_EXPANDED] = int(self.expanded)
+        self._words[W_SIZE_BYTES] = self.size_bytes
+
+    def _wake_readers(self) -> None:
+        # A waiter counts itself in before it tests for data, and a writer reads the count
+        # after committing: either the writer sees the waiter and wakes it, or the waiter's
+        # test sees the data.  No lost wake-up, and no Condition traffic with no reader.
+        if self._waiters:
+            with self._cond:
+                self._cond.notify_all()
+
+    # -- recording on/off -----------------------------------------------------------------
+    def record_on(self) -> None:
+        """``ring_buffer_record_on()``: what ``echo 1 > tracing_on`` does."""
+        with self._record_lock:
+            self._record_disabled &= ~RB_BUFFER_OFF
+            self._publish_globals()
+
+    def record_off(self) -> None:
+        """``ring_buffer_record_off()``: ``echo 0 > tracing_on``; the data stays."""
+        with self._record_lock:
+            self._record_disabled |= RB_BUFFER_OFF
+            self._publish_globals()
+
+    def record_disable(self) -> None:
+        """``ring_buffer_record_disable()``: nesting; ``tracing_stop()`` uses it while
+        the ``trace`` file is open."""
+        with self._record_lock:
+            self._record_disabled += 1
+            self._publish_globals()
+
+    def record_enable(self) -> None:
+        """``ring_buffer_record_enable()``."""
+        with self._record_lock:
+            self._record_disabled -= 1
+            self._publish_globals()
+
+    def record_is_on(self) -> bool:
+        """``ring_buffer_record_is_on()``: what ``tracing_on`` reads; 3.6 tests the whole
+        ``record_disabled`` word, so it reads 0 while ``trace`` is being read too."""
+        return not self._record_disabled
+
+    # -- writers ---------------------------------------------------------------------------
+    def write_function_event(self, cpu: int, ts: int, pid: int, comm: str | bytes, ip: int,
+                             parent_ip: int, flags: int = 0) -> bool:
+        """``trace_function()``: one ``TRACE_FN`` entry.  False if recording is off."""
+        if self._record_disabled:
+            return False
+        cb = self._cpu(cpu)
+        with cb.lock:
+            cb.write_begin()
+            cb.make_room(1)
+            cb.recs[cb.head % cb.capacity] = (TRACE_FN, 0, pid, ts, ip, parent_ip, cpu, flags,
+                                              _comm_bytes(comm), _PAD)
+            cb.head += 1
+            cb.entries += 1
+            cb.write_end()
+        self._wake_readers()
+        return True
+
+    def write_function_events(self, cpu: int, ts: np.ndarray | int, pid: np.ndarray | int,
+                              comm: np.ndarray | str | bytes, ips: np.ndarray,
+                              parent_ips: np.ndarray, flags: np.ndarray | int = 0) -> int:
+        """A batch of ``TRACE_FN`` entries on one CPU, as if written one by one.
+
+        Every event counts in ``entries``; those overwritten, even by later events of the
+        same batch, count as overruns.  ``ts``, ``pid``, ``comm`` and ``flags`` are arrays
+        of the batch's length or one value for all.  Returns the number written (0 when
+        recording is off).
+        """
+        count = len(ips)
+        if count == 0 or self._record_disabled:
+            return 0
+        # Arrays of str become ASCII bytes (numpy's U -> S cast), as comms are.
+        comm = comm.astype("S16") if isinstance(comm, np.ndarray) else _comm_bytes(comm)
+        cb = self._cpu(cpu)
+        with cb.lock:
+            cb.write_begin()
+            if count >= cb.capacity:
+                # Everything in the buffer goes, and all but the batch's last `capacity`.
+                cb.overrun += cb.entries_in_buffer + count - cb.capacity
+                cb.markers = 0
+                cb.tail = cb.head + count - cb.capacity
+            else:
+                cb.make_room(count)
+            cb.fill_functions(count, ts, pid, comm, np.asarray(ips), np.asarray(parent_ips), flags)
+            cb.head += count
+            cb.entries += count
+            cb.write_end()
+        self._wake_readers()
+        return count
+
+    def write_marker(self, cpu: int, ts: int, pid: int, comm: str | bytes, text: str | bytes,
+                     ip: int = 0, flags: int = 0) -> int:
+        """``tracing_mark_write()``: a ``TRACE_PRINT`` entry; returns the bytes taken.
+
+        At most ``TRACE_BUF_SIZE`` bytes are kept and a newline is appended if the text does
+        not end with one.  ``ip`` is ``tracing_mark_write``'s address; 0 when the model's
+        kallsyms has no such symbol (trace_output prints the name either way).  With
+        recording off the reserve fails and the write returns -EBADF, as in 3.6.
+        """
+        data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
+        taken = min(len(data), TRACE_BUF_SIZE)
+        buf = data[:taken]
+        if not buf.endswith(b"\n"):
+            buf += b"\n"
+        if self._record_disabled:
+            raise KernelError(errno.EBADF, "ring buffer disabled")
+        nr_records = 1 + -(-len(buf) // RB_TEXT_PER_RECORD)
+        cb = self._cpu(cpu)
+        with cb.lock:
+            cb.write_begin()
+            cb.make_room(nr_records)
+            cb.recs[cb.head % cb.capacity] = (TRACE_PRINT, len(buf), pid, ts, ip, 0, cpu, flags,
+                                              _comm_bytes(comm), _PAD)
+            for i in range(1, nr_records):
+                chunk = buf[(i - 1) * RB_TEXT_PER_RECORD:i * RB_TEXT_PER_RECORD]
+                cb.text[(cb.head + i) % cb.capacity] = (RB_TYPE_CONT, len(chunk), b"", chunk)
+            cb.head += nr_records
+            cb.entries += 1
+            cb.markers += 1
+            cb.write_end()
+        self._wake_readers()
+        return taken
+
+    # -- readers ---------------------------------------------------------------------------
+    def consume(self, cpu: int | None = None, max_events: int = 1024,
+                timeout: float | None = None, nonblock: bool = False) -> list[Event]:
+        """The ``trace_pipe`` read: remove and return up to ``max_events`` events, oldest
+        first across the selected CPUs (``ring_buffer_consume`` after ``__find_next_entry``).
+
+        Blocks until there is data; returns ``[]`` when ``timeout`` seconds pass first or
+        the buffer is closed.  ``nonblock`` (O_NONBLOCK) raises EAGAIN instead of blocking.
+        """
+        if max_events < 1:
+            raise ValueError("max_events must be at least 1")
+        cpus = self._select(cpu)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._closed:
+            events = self._consume_ready(cpus, max_events)
+            if events:
+                return events
+            if nonblock:
+                raise KernelError(errno.EAGAIN)
+            if not self._wait_for_data(cpus, deadline):
+                break
+        return []
+
+    def _wait_for_data(self, cpus: list[RingBufferPerCpu], deadline: float | None) -> bool:
+        """Wait until a selected CPU has data or the buffer closes; False on timeout."""
+        with self._cond:
+            self._waiters += 1
+            try:
+                while not self._closed and all(cb.head == cb.tail for cb in cpus):
+                    if deadline is None:
+                        self._cond.wait()
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+                return True
+            finally:
+                self._waiters -= 1
+
+    def _consume_ready(self, cpus: list[RingBufferPerCpu], max_events: int) -> list[Event]:
+        # Under the locks only copy, pick and advance; build the events after, so writers
+        # wait for a memcpy and a merge of timestamps, not for the decoding.
+        taken: list[tuple[np.ndarray, int, int]] = []  # records, events taken, lost events
+        with self._locked(cpus):
+            peeked = []
+            for cb in cpus:
+                # max_events whole events fit in this many records, whatever they are.
+                end = min(cb.head, cb.tail + max_events * MAX_EVENT_RECORDS)
+                recs = copy_ring(cb.recs, cb.tail, end)
+                peeked.append((recs, np.flatnonzero(recs["type"] != RB_TYPE_CONT)[:max_events]))
+            # __find_next_entry(): the oldest next event each time; (ts, index) puts the
+            # lower CPU first on a tie.
+            order = heapq.merge(*(zip(recs["ts"][starts].tolist(), repeat(index))
+                                  for index, (recs, starts) in enumerate(peeked)))
+            counts = Counter(index for _, index in islice(order, max_events))
+            for index, (cb, (recs, starts)) in enumerate(zip(cpus, peeked)):
+                count = counts[index]
+                if not count:
+                    continue
+                heads = recs[starts[:count]]
+                cb.write_begin()
+                cb.tail += int(starts[count - 1] + event_records(heads[-1:])[0])
+                cb.read += count
+                cb.markers -= int(np.count_nonzero(heads["type"] == TRACE_PRINT))
+                # rb_get_reader_page(): events overwritten since the last read, told once.
+                taken.append((recs, count, cb.overrun - cb.last_overrun))
+                cb.last_overrun = cb.overrun
+                cb.write_end()
+        per_cpu = []
+        for recs, count, lost in taken:
+            events = decode_events(recs, count)
+            if lost:
+                events[0] = events[0]._replace(lost_events=lost)
+            per_cpu.append(events)
+        return merge_events(per_cpu)
+
+    def snapshot(self, cpu: int | None = None) -> Snapshot:
+        """The ``trace`` file's view: a copy of the events (all CPUs, or ``cpu``'s) merged by
+        timestamp, and ``get_total_entries()``, which in 3.6 always covers every CPU, also
+        for ``per_cpu/cpuN/trace``."""
+        wanted = self._select(cpu)
+        per_cpu: list[list[Event]] = []
+        counters: list[CpuCounters] = []
+        for cb in self.cpu_buffers:
+            with cb.lock:
+                counters.append(cb.counters())
+                recs = copy_ring(cb.recs, cb.tail, cb.head) if cb in wanted else None
+            if recs is not None:
+                per_cpu.append(decode_events(recs))
+        in_buffer, written = total_entries(counters)
+        return Snapshot(merge_events(per_cpu), in_buffer, written)
+
+    def counters(self, cpu: int) -> CpuCounters:
+        cb = self._cpu(cpu)
+        with cb.lock:
+            return cb.counters()
+
+    def overruns(self) -> int:
+        """``ring_buffer_overruns()``: all CPUs (``trace`` annotates when nonzero)."""
+        return sum(self.counters(cpu).overrun for cpu in range(self.nr_cpus))
+
+    # -- reset / size ------------------------------------------------------------------------
+    def reset(self, cpu: int | None = None) -> None:
+        """``tracing_reset_online_cpus()`` (``cpu`` None) or ``tracing_reset()``: what
+        ``echo > trace`` / ``echo > per_cpu/cpuN/trace`` and ``tracer_init`` do."""
+        cpus = self._select(cpu)
+        with self._locked(cpus):
+            for cb in cpus:
+                cb.write_begin()
+                cb.reset()
+                cb.write_end()
+
+    def resize(self, size_bytes: int) -> None:
+        """``tracing_resize_ring_buffer()``: ``size_bytes`` per CPU; a new size reallocates
+        (and, in the model, clears) every CPU and marks the buffer expanded."""
+        if size_bytes != self.size_bytes:
+            self._resize(size_bytes)
+
+    def resize_kb(self, size_kb: int) -> None:
+        """``tracing_entries_write()``: the ``buffer_size_kb`` write; 0 is EINVAL."""
+        if size_kb <= 0:
+            raise KernelError(errno.EINVAL, "buffer_size_kb must be at least 1")
+        self.resize(size_kb << 10)
+
+    def expand(self) -> None:
+        """``tracing_update_buffers()``: grow to ``trace_buf_size`` on first use."""
+        if not self.expanded:
+            self._resize(self.trace_buf_size)
+
+    def _resize(self, size_bytes: int) -> None:
+        """``__tracing_resize_ring_buffer()``."""
+        capacity = rb_capacity(size_bytes)
+        need = (capacity - self.cpu_buffers[0].capacity) * RB_EVENT_SIZE * self.nr_cpus
+        stat = os.statvfs(SHM_DIR)
+        if need > stat.f_bavail * stat.f_frsize:
+            # The kernel's page allocations would fail: ring_buffer_resize() gives -ENOMEM.
+            raise KernelError(errno.ENOMEM, f"{size_bytes} bytes per CPU do not fit in {SHM_DIR}")
+        with self._locked(self.cpu_buffers):
+            self.expanded = True
+            for cb in self.cpu_buffers:
+                cb.write_begin()
+                cb.allocate(capacity)
+                cb.write_end()
+            self.size_bytes = size_bytes
+            self._publish_globals()
+
+    # -- shutdown ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Wake every blocked reader; reads return ``[]`` from now on."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def destroy(self) -> None:
+        """Close, and unlink every segment (mappings stay valid until dropped)."""
+        self.close()
+        for cb in self.cpu_buffers:
+            if cb.segment is not None:
+                cb.segment.unlink()
+        self.directory.unlink()

@@ -1,0 +1,234 @@
+"""The trace output and buffer control files of ``kernel/trace/trace.c`` (3.6, spec §3.6).
+
+``trace`` (non-consuming, with the header; O_TRUNC clears), ``trace_pipe``
+(consuming, blocking, no header), ``tracing_on``, ``buffer_size_kb``,
+``buffer_total_size_kb``, ``trace_marker``, ``trace_clock``, ``tracing_cpumask``, the
+``per_cpu/cpuN`` files and ``events/enable``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.dispatch import smp_processor_id
+from kernel_daemon.task import current
+from kernel_daemon.trace.trace_output import (buffer_size_kb, buffer_total_size_kb,
+                                              format_events, trace_header)
+from kernel_daemon.tracefs.files import FMODE_READ, FileOps, OpenFile, SeqText
+
+if TYPE_CHECKING:
+    from kernel_daemon.kernel import Kernel
+
+# A trace_pipe read returns at most PAGE_SIZE - 1 bytes (trace_seq's buffer).
+TRACE_PIPE_MAX = 4095
+# How often a blocked trace_pipe reader checks for a signal (the client going away).
+SIGNAL_CHECK_SECONDS = 0.25
+TRACE_CLOCKS = ("local", "global", "counter")
+
+
+def parse_ulong(data: bytes) -> int:
+    """``kstrtoul_from_user(ubuf, cnt, 10, &val)``: one decimal number, optional newline."""
+    text = data.decode("latin-1").strip()
+    if not text.isdigit():
+        raise KernelError(errno.EINVAL)
+    return int(text)
+
+
+def trace_text(kernel: Kernel, cpu: int | None) -> str:
+    """``trace`` / ``per_cpu/cpuN/trace``: the header, then every event, oldest first."""
+    rb = kernel.ring_buffer
+    snap = rb.snapshot(cpu)
+    header = trace_header(kernel.tracing.current_trace.name, snap.entries_in_buffer,
+                          snap.entries_written, rb.nr_cpus, kernel.ftrace.ftrace_disabled)
+    return header + format_events(snap.events, kernel.symbol_name, annotate=rb.overruns() > 0)
+
+
+class TraceOpenFile(SeqText):
+    """An open ``trace``: recording stops while it is open for read (``tracing_stop``)."""
+
+    def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
+        super().__init__(path, flags, lambda: trace_text(kernel, cpu))
+        self.kernel = kernel
+        self.stopped = bool(self.f_mode & FMODE_READ)
+        if self.stopped:
+            kernel.ring_buffer.record_disable()
+
+    def write(self, data: bytes) -> int:
+        return len(data)  # tracing_write_stub: accepted and ignored
+
+    def release(self) -> None:
+        if self.stopped:
+            self.stopped = False
+            self.kernel.ring_buffer.record_enable()
+
+
+class TraceFile(FileOps):
+    """``tracing_fops``: O_TRUNC on a write open clears the buffers (``echo > trace``)."""
+
+    mode = 0o644
+
+    def __init__(self, cpu: int | None = None) -> None:
+        self.cpu = cpu
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        if flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY:
+            kernel.ring_buffer.reset(self.cpu)
+        return TraceOpenFile(kernel, path, flags, self.cpu)
+
+
+class TracePipeOpenFile(OpenFile):
+    """An open ``trace_pipe``: each read consumes; a partly read event is kept."""
+
+    def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
+        super().__init__(path, flags)
+        self.kernel = kernel
+        self.cpu = cpu
+        self.pending = b""
+        self.interrupted = threading.Event()
+
+    def interrupt(self) -> None:
+        """A signal for the process blocked in read (its client went away)."""
+        self.interrupted.set()
+
+    def read(self, size: int) -> bytes:
+        size = min(size, TRACE_PIPE_MAX)
+        rb = self.kernel.ring_buffer
+        nonblock = bool(self.flags & os.O_NONBLOCK)
+        while not self.pending:
+            if self.interrupted.is_set():
+                raise KernelError(errno.EINTR)
+            events = rb.consume(self.cpu, max_events=max(1, size // 48), nonblock=nonblock,
+                                timeout=SIGNAL_CHECK_SECONDS)
+            if events:
+                self.pending = format_events(events, self.kernel.symbol_name).encode()
+        chunk, self.pending = self.pending[:size], self.pending[size:]
+        return chunk
+
+
+class TracePipeFile(FileOps):
+    """``tracing_pipe_fops``."""
+
+    def __init__(self, cpu: int | None = None) -> None:
+        self.cpu = cpu
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return TracePipeOpenFile(kernel, path, flags, self.cpu)
+
+
+Show = Callable[["Kernel"], str]
+Store = Callable[["Kernel", bytes], None]
+
+
+class ControlOpenFile(SeqText):
+    """A small control file: its text, and a write handler."""
+
+    def __init__(self, path: str, flags: int, show: Callable[[], str],
+                 store: Callable[[bytes], None]) -> None:
+        super().__init__(path, flags, show)
+        self.store = store
+
+    def write(self, data: bytes) -> int:
+        self.store(data)
+        return len(data)
+
+
+class ControlFile(FileOps):
+    mode = 0o644
+
+    def __init__(self, show: Show, store: Store) -> None:
+        self.show, self.store = show, store
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return ControlOpenFile(path, flags, lambda: self.show(kernel),
+                               lambda data: self.store(kernel, data))
+
+
+def tracing_on_show(kernel: Kernel) -> str:
+    return f"{int(kernel.ring_buffer.record_is_on())}\n"
+
+
+def tracing_on_store(kernel: Kernel, data: bytes) -> None:
+    """``rb_simple_write``: nonzero turns recording on."""
+    if parse_ulong(data):
+        kernel.ring_buffer.record_on()
+    else:
+        kernel.ring_buffer.record_off()
+
+
+def buffer_size_show(kernel: Kernel) -> str:
+    rb = kernel.ring_buffer
+    return buffer_size_kb(rb.size_bytes, rb.expanded, rb.trace_buf_size)
+
+
+def buffer_size_store(kernel: Kernel, data: bytes) -> None:
+    """``tracing_entries_write``: KB per CPU; 0 is EINVAL."""
+    kernel.ring_buffer.resize_kb(parse_ulong(data))
+
+
+def buffer_total_show(kernel: Kernel) -> str:
+    rb = kernel.ring_buffer
+    return buffer_total_size_kb(rb.size_bytes, rb.nr_cpus, rb.expanded, rb.trace_buf_size)
+
+
+def trace_clock_show(kernel: Kernel) -> str:
+    return " ".join(f"[{c}]" if c == kernel.trace_clock_name else c for c in TRACE_CLOCKS) + "\n"
+
+
+def trace_clock_store(kernel: Kernel, data: bytes) -> None:
+    """``tracing_clock_write``.  The model keeps one monotonic clock for all three: the
+    name is remembered and shown, the timestamps do not change meaning."""
+    name = data.decode("latin-1").strip()
+    if name not in TRACE_CLOCKS:
+        raise KernelError(errno.EINVAL)
+    kernel.trace_clock_name = name
+    kernel.ring_buffer.reset()
+
+
+def cpumask_show(kernel: Kernel) -> str:
+    """``cpumask_scnprintf``: hex, in 32-bit groups separated by commas."""
+    mask, groups = kernel.tracing_cpumask, []
+    for _ in range(max(1, -(-kernel.options.cpus // 32))):
+        groups.append(mask & 0xFFFFFFFF)
+        mask >>= 32
+    text = ",".join(f"{g:08x}" for g in reversed(groups)).lstrip("0") or "0"
+    return text.lstrip(",") + "\n"
+
+
+def cpumask_store(kernel: Kernel, data: bytes) -> None:
+    text = data.decode("latin-1").strip().replace(",", "")
+    try:
+        mask = int(text, 16)
+    except ValueError:
+        raise KernelError(errno.EINVAL) from None
+    kernel.tracing_cpumask = mask & ((1 << kernel.options.cpus) - 1)
+
+
+def events_enable_store(kernel: Kernel, data: bytes) -> None:
+    """No trace events are modelled: 0 and 1 are accepted, anything else is EINVAL."""
+    if parse_ulong(data) not in (0, 1):
+        raise KernelError(errno.EINVAL)
+
+
+class TraceMarkerOpenFile(OpenFile):
+    def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
+        super().__init__(path, flags)
+        self.kernel = kernel
+
+    def write(self, data: bytes) -> int:
+        """``tracing_mark_write``: EBADF while recording is off (no event reserved)."""
+        task = current()
+        return self.kernel.ring_buffer.write_marker(
+            smp_processor_id(), self.kernel.trace_clock(), task.pid, task.comm, data)
+
+
+class TraceMarkerFile(FileOps):
+    mode = 0o220
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return TraceMarkerOpenFile(kernel, path, flags)
+

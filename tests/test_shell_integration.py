@@ -1,0 +1,355 @@
+"""ftrace-shell as a user runs it: a subprocess with a script, against a real ftraced.
+
+The report's reproducer runs as written in both variants; diagnostics and exit statuses
+are bash's. A few tests at the end cover the client library calls the shell relies on.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from clients.errors import FtraceError
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRACING = "/sys/kernel/debug/tracing"
+
+#: The reproducer, verbatim from shared/spec/upstream-report-8c4f3c3.txt.
+REPRODUCER = """\
+cd /sys/kernel/debug/tracing
+modprobe uinput
+echo uinput_release > set_ftrace_filter
+echo function > current_tracer
+rmmod uinput
+modprobe uinput
+# check /proc/modules to see if loaded in same addr, otherwise try again
+echo nop > current_tracer
+"""
+#: Lines in REPRODUCER: what follows it in a script starts at this line + 1.
+REPRODUCER_LINES = REPRODUCER.count("\n")
+
+
+def start_shell(
+    tmp_path, args: list[str], script: str | bytes | None = None, *, name: str = "repro.sh"
+) -> subprocess.Popen:
+    """Start ``python -m clients.shell ARGS [SCRIPT]`` in tmp_path, the script written to
+    ``name`` there."""
+    argv = [sys.executable, "-m", "clients.shell", *args]
+    if script is not None:
+        (tmp_path / name).write_bytes(script.encode() if isinstance(script, str) else script)
+        argv.append(name)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env.pop("FTRACED_ADDRESS", None)
+    return subprocess.Popen(argv, cwd=tmp_path, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(process: subprocess.Popen, stdin: str | bytes = b"") -> subprocess.Popen:
+    """Feed ``stdin``, wait; the process gets ``.out`` and ``.err`` (text)."""
+    out, err = process.communicate(stdin.encode() if isinstance(stdin, str) else stdin, timeout=120)
+    process.out, process.err = out.decode(), err.decode()  # type: ignore[attr-defined]
+    return process
+
+
+def run_shell(
+    tmp_path, args: list[str], script: str | bytes | None = None, *, stdin: str | bytes = b""
+) -> subprocess.Popen:
+    """Run the shell to the end: ``.returncode``, ``.out``, ``.err``, ``.pid``."""
+    return finish(start_shell(tmp_path, args, script), stdin)
+
+
+# --- the report's reproducer ------------------------------------------------------------
+
+
+def test_reproducer_buggy_warns_as_bash_with_its_pid_and_kills_ftrace(spawn, tmp_path):
+    buggy = spawn(["--variant", "buggy"])
+    after = "dmesg\necho x > set_ftrace_filter\n"
+    shell = run_shell(tmp_path, ["--address", buggy.address], stdin=REPRODUCER + after)
+    assert shell.returncode == 1  # the last command's status
+    assert "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update" in shell.out
+    assert f"Pid: {shell.pid}, comm: bash " in shell.out
+    assert re.search(r"---\[ end trace [0-9a-f]{16} \]---", shell.out)
+    # Every reproducer line ran silently; after ftrace_kill() the filter file cannot open.
+    assert shell.err == "bash: set_ftrace_filter: No such device\n"
+    with buggy.connect() as client:
+        assert client.stats().ftrace_disabled
+
+
+def test_reproducer_buggy_from_a_script_file_names_the_script_and_line(spawn, tmp_path):
+    buggy = spawn({"variant": "buggy"})
+    script = REPRODUCER + "echo x > set_ftrace_filter\ncat enabled_functions\n"
+    shell = run_shell(tmp_path, ["--address", buggy.address], script)
+    line = REPRODUCER_LINES + 1
+    assert shell.err == (f"repro.sh: line {line}: set_ftrace_filter: No such device\n"
+                         "cat: enabled_functions: No such device\n")
+    assert shell.returncode == 1
+    with buggy.connect() as client:
+        assert f"Pid: {shell.pid}, comm: bash " in client.dmesg()
+
+
+def test_reproducer_fixed_traces_the_reloaded_function_and_never_warns(spawn, tmp_path):
+    fixed = spawn(["--variant", "fixed"])
+    script = REPRODUCER.replace(
+        "echo nop > current_tracer\n",
+        "cat enabled_functions\necho ---\necho nop > current_tracer\ncat enabled_functions\n",
+    ) + "dmesg | grep -c WARNING\n"
+    shell = run_shell(tmp_path, ["--address", fixed.address], script)
+    assert (shell.out, shell.err) == ("uinput_release [uinput] (1)\n---\n0\n", "")
+    assert shell.returncode == 1  # grep -c found nothing
+    with fixed.connect() as client:
+        assert client.check_consistency().ok
+        assert not client.stats().ftrace_disabled
+
+
+def test_spawn_runs_a_private_daemon_for_the_run_and_stops_it(tmp_path):
+    shell = run_shell(tmp_path, ["--spawn", "--verbose", "--variant", "buggy"],
+                      REPRODUCER + "dmesg | grep -c 'WARNING: at kernel/trace/ftrace.c:1529'\n")
+    assert (shell.returncode, shell.out) == (0, "1\n")
+    # --verbose passes the daemon's log through: it names its pid.
+    pids = set(re.findall(r"ftraced\[(\d+)\]", shell.err))
+    assert len(pids) == 1
+    pid = int(pids.pop())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not [name for name in os.listdir("/dev/shm") if name.startswith(f"ftsim.{pid}.")]
+
+
+def test_spawn_with_more_daemon_options_and_comm(tmp_path):
+    shell = run_shell(
+        tmp_path,
+        ["--spawn", "--variant", "buggy", "--core-functions", "512", "--cpus", "2",
+         "--module-placement", "first-fit", "--seed", "7", "--comm", "mysh"],
+        REPRODUCER + "dmesg | grep 'comm: '\n",
+    )
+    assert shell.returncode == 0, shell.err
+    assert f"Pid: {shell.pid}, comm: mysh " in shell.out
+
+
+def test_daemon_options_need_spawn(tmp_path):
+    shell = run_shell(tmp_path, ["--variant", "buggy", "-c", "true"])
+    assert shell.returncode == 2
+    assert "daemon options need --spawn" in shell.err
+
+
+# --- diagnostics as bash and the tools print them -------------------------------------------
+
+
+def test_errno_diagnostics(daemon, tmp_path):
+    script = """\
+cd /sys/kernel/debug/tracing
+echo nosuchfn > set_ftrace_filter
+cat set_ftrace_filter
+echo bogus > current_tracer
+echo x > available_filter_functions
+rmmod uinput
+modprobe uinput
+insmod uinput
+insmod uinput.ko
+modprobe uinput
+modprobe nosuchmod
+modprobe -r nosuchmod
+cat nosuchfile /proc/nope
+echo x > /nope
+echo x >> nosuchdir/file
+cd /nope
+cd set_ftrace_filter
+ls /nope
+frobnicate
+invoke nosuchfn
+true
+"""
+    shell = run_shell(tmp_path, ["--address", daemon.address], script)
+    assert shell.returncode == 0
+    assert shell.out == "#### all functions enabled ####\n"
+    assert shell.err.splitlines() == [
+        "repro.sh: line 2: echo: write error: Invalid argument",
+        "repro.sh: line 4: echo: write error: Invalid argument",
+        "repro.sh: line 5: echo: write error: Invalid argument",
+        "rmmod: ERROR: Module uinput is not currently loaded",
+        "insmod: ERROR: could not insert module uinput.ko: File exists",
+        "insmod: ERROR: could not insert module uinput.ko: File exists",
+        "modprobe: FATAL: Module nosuchmod not found in directory /lib/modules/3.6.11+",
+        "modprobe: FATAL: Module nosuchmod not found.",
+        "cat: nosuchfile: No such file or directory",
+        "cat: /proc/nope: No such file or directory",
+        "repro.sh: line 14: /nope: No such file or directory",
+        "repro.sh: line 15: nosuchdir/file: No such file or directory",
+        "repro.sh: line 16: cd: /nope: No such file or directory",
+        "repro.sh: line 17: cd: set_ftrace_filter: Not a directory",
+        "ls: cannot access '/nope': No such file or directory",
+        "repro.sh: line 19: frobnicate: command not found",
+        "invoke: nosuchfn: No such file or directory",
+    ]
+
+
+def test_interactive_style_prefix_on_standard_input(daemon, tmp_path):
+    shell = run_shell(tmp_path, ["--address", daemon.address],
+                      stdin="cd /sys/kernel/tracing\necho nosuchfn > set_ftrace_filter\n")
+    assert (shell.returncode, shell.err) == (1, "bash: echo: write error: Invalid argument\n")
+
+
+def test_exit_statuses(daemon, tmp_path):
+    address = ["--address", daemon.address]
+    # Each case is its own shell process, all at once (none changes what another sees).
+    cases = [
+        (["-c", "exit 3"], 3),
+        (["-c", "rmmod nosuchmod"], 1),
+        (["-c", "frobnicate"], 127),
+        (["-c", "echo a ;;"], 2),
+        (["-c", "cat /proc/modules | grep nosuchmod"], 1),
+        (["-c", "rmmod nosuchmod || exit 9"], 9),
+        (["-c", "cat /nope 2>/dev/null || echo ok > /dev/null"], 0),
+        (["-c", "modprobe -q nosuchmod; true"], 0),
+    ]
+    shells = [start_shell(tmp_path, address + args) for args, _ in cases]
+    shells += [start_shell(tmp_path, address, "", name="empty.sh"),
+               start_shell(tmp_path, address, "rmmod x\n# a comment\n", name="last.sh")]
+    statuses = [status for _, status in cases] + [0, 1]
+    assert [finish(shell).returncode for shell in shells] == statuses
+
+
+# --- what the commands print -------------------------------------------------------------------
+
+
+def test_navigation_listing_and_grep(daemon, tmp_path):
+    script = """\
+pwd
+ls
+cd /sys/kernel/debug/tracing
+ls | grep -c '^set_ftrace_'
+ls -l | grep ' set_ftrace_filter$'
+ls -l | grep ' available_filter_functions$'
+cd ../..
+pwd
+cd -
+cd ..; cd tracing; pwd
+modprobe uinput
+cat available_filter_functions | grep uinput_re
+grep -c '\\[uinput\\]' available_filter_functions
+lsmod
+cd /; cat /sys/kernel/debug/tracing/../tracing/current_tracer
+echo -n no newline; echo
+"""
+    shell = run_shell(tmp_path, ["--address", daemon.address], script)
+    assert (shell.returncode, shell.err) == (0, "")
+    with daemon.connect() as client:
+        (uinput,) = client.list_modules()
+        functions = next(m for m in client.catalog() if m.name == "uinput").functions
+    expected = [
+        "/",
+        "proc",
+        "sys",
+        "2",
+        "-rw-r--r-- 1 root root 0 set_ftrace_filter",
+        "-r--r--r-- 1 root root 0 available_filter_functions",
+        "/sys/kernel",
+        TRACING,
+        TRACING,
+        *[f"{name} [uinput]" for name in functions if name.startswith("uinput_re")],
+        str(len(functions)),
+        "Module                  Size  Used by",
+        f"{'uinput':<19} {uinput.size:>8}  0",  # kmod's "%-19s %8lu  %d"
+        "nop",
+        "no newline",
+    ]
+    assert shell.out.splitlines() == expected
+
+
+def test_redirections_append_and_tokens(daemon, tmp_path):
+    script = """\
+cd /sys/kernel/debug/tracing
+modprobe uinput
+echo uinput_open uinput_release > set_ftrace_filter
+echo 'uinput_read' >> set_ftrace_filter
+cat set_ftrace_filter
+echo -n > set_ftrace_filter
+cat set_ftrace_filter
+echo 'uinput_write' >set_ftrace_filter 2>/dev/null; cat set_ftrace_filter
+"""
+    shell = run_shell(tmp_path, ["--address", daemon.address], script)
+    assert (shell.returncode, shell.err) == (0, "")
+    assert sorted(shell.out.splitlines()[:3]) == [
+        "uinput_open [uinput]", "uinput_read [uinput]", "uinput_release [uinput]"]
+    assert shell.out.splitlines()[3:] == ["#### all functions enabled ####", "uinput_write [uinput]"]
+
+
+def test_non_utf8_bytes_reach_the_daemon_and_fail_as_a_write(daemon, tmp_path):
+    script = b"echo \xff\xfe > /sys/kernel/debug/tracing/set_ftrace_filter\n"
+    shell = run_shell(tmp_path, ["--address", daemon.address], script)
+    assert (shell.returncode, shell.err) == (
+        1, "repro.sh: line 1: echo: write error: Invalid argument\n")
+
+
+def test_invoke_as_the_shells_task(daemon, tmp_path):
+    script = """\
+cd /sys/kernel/debug/tracing
+modprobe uinput
+echo uinput_release > set_ftrace_filter
+echo function > current_tracer
+invoke uinput_release -c 3
+invoke uinput_release uinput_open -C 0
+"""
+    shell = run_shell(tmp_path, ["--address", daemon.address], script)
+    assert (shell.returncode, shell.out, shell.err) == (0, "", "")
+    with daemon.connect() as client:
+        assert client.stats().rpc_counts["/ftrace.v1.Tracer/Invoke"] == 2
+
+
+def test_unreachable_daemon(tmp_path):
+    shell = run_shell(tmp_path, ["--address", f"unix:{tmp_path}/none.sock",
+                                 "--connect-timeout", "0.5", "-c", "true"])
+    assert shell.returncode == 1
+    assert shell.err.startswith("ftrace-shell: ")
+
+
+# --- the client library under the shell ---------------------------------------------------------
+
+
+def test_file_session_keeps_the_file_open_after_a_failed_write(daemon):
+    with daemon.connect() as client:
+        client.load("uinput")
+        with client.open(f"{TRACING}/set_ftrace_filter", os.O_WRONLY | os.O_TRUNC) as session:
+            with pytest.raises(FtraceError) as caught:
+                session.write(b"nosuchfn\n")
+            assert caught.value.errno == errno.EINVAL
+            assert session.write_all(b"uinput_open uinput_release\n") == 27
+        # set_ftrace_filter lists as available_filter_functions does: "name [module]".
+        assert sorted(client.read_file(f"{TRACING}/set_ftrace_filter").splitlines()) == [
+            b"uinput_open [uinput]", b"uinput_release [uinput]"]
+
+
+def test_open_and_write_failures_carry_their_syscall(daemon):
+    with daemon.connect() as client:
+        with pytest.raises(FtraceError) as caught:
+            client.open(f"{TRACING}/nope", os.O_WRONLY)
+        assert (caught.value.errno, caught.value.syscall) == (errno.ENOENT, "open")
+        with pytest.raises(FtraceError) as caught:
+            client.write_file(f"{TRACING}/set_ftrace_filter", "nosuchfn\n")
+        assert (caught.value.errno, caught.value.syscall) == (errno.EINVAL, "write")
+        # ...and the release still installed the emptied copy.
+        assert client.read_file(f"{TRACING}/set_ftrace_filter") == b"#### all functions enabled ####\n"
+
+
+def test_modules_and_kernel_calls(daemon):
+    with daemon.connect() as client:
+        first = client.load("uinput", if_loaded_ok=True)
+        again = client.load("uinput", if_loaded_ok=True)
+        assert again.already_loaded and again.base == first.base
+        with pytest.raises(FtraceError) as caught:
+            client.load("uinput")
+        assert caught.value.errno == errno.EEXIST
+        assert [m.name for m in client.list_modules()] == ["uinput"]
+        assert client.unload("uinput").name == "uinput"
+        with pytest.raises(FtraceError) as caught:
+            client.unload("uinput")
+        assert caught.value.errno == errno.ENOENT
+        assert "uinput" in {m.name for m in client.catalog()}
+        assert client.config().release == "3.6.11+"
+        assert client.check_consistency().ok
+        assert "Linux version" in client.dmesg()

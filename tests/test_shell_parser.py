@@ -1,0 +1,391 @@
+"""ftrace-shell's language without a daemon: tokenizing, parsing, and the exit-status rules
+(run with commands that need no daemon: echo, true, false, exit, pwd)."""
+
+from __future__ import annotations
+
+import pytest
+
+from clients.shell import Shell
+from clients.shell_builtins import _bre_to_python, _echo_interpret
+from clients.shell_parser import (
+    AndOr,
+    Command,
+    Incomplete,
+    Pipeline,
+    Redirect,
+    ShellSyntaxError,
+    expand,
+    parse,
+    tokenize,
+)
+from clients.shell_runtime import BufferOutput, ShellExit
+
+
+def words(text: str) -> list[str]:
+    return [token.text for token in tokenize(text) if token.kind == "word"]
+
+
+def single(text: str) -> Command:
+    """The one command ``text`` parses to."""
+    (node,) = parse(text)
+    assert node.rest == ()
+    (command,) = node.first.commands
+    return command
+
+
+# --- tokenizing ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("echo a  b\tc", ["echo", "a", "b", "c"]),
+        ("echo 'a b' \"c d\"", ["echo", "a b", "c d"]),
+        ("echo a'b'\"c\"d", ["echo", "abcd"]),
+        ("echo 'it''s'", ["echo", "its"]),
+        ("echo \"it's\" 'say \"hi\"'", ["echo", "it's", 'say "hi"']),
+        (r"echo a\ b \'c\' \\", ["echo", "a b", "'c'", "\\"]),
+        (r'echo "a\"b" "c\d" "e\\f" "\$"', ["echo", 'a"b', r"c\d", r"e\f", "$"]),
+        (r"echo 'a\nb'", ["echo", r"a\nb"]),
+        ("echo ''", ["echo", ""]),
+        ("echo \"\" x", ["echo", "", "x"]),
+        ("echo uinput* '*' !x", ["echo", "uinput*", "*", "!x"]),
+        ("echo 'uinput_release:mod:uinput'", ["echo", "uinput_release:mod:uinput"]),
+        ("echo $HOME $", ["echo", "$HOME", "$"]),
+    ],
+)
+def test_words_and_quotes(text, expected):
+    assert words(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("echo a # a comment", ["echo", "a"]),
+        ("# only a comment", []),
+        ("   # indented comment", []),
+        ("echo a#b", ["echo", "a#b"]),
+        ("echo '# not a comment'", ["echo", "# not a comment"]),
+        ('echo "#x" #y', ["echo", "#x"]),
+        ("echo a;# comment after ;", ["echo", "a"]),
+        (r"echo \#x", ["echo", "#x"]),
+    ],
+)
+def test_comments(text, expected):
+    assert words(text) == expected
+
+
+def test_the_reports_comment_line_is_nothing():
+    assert parse("# check /proc/modules to see if loaded in same addr, otherwise try again\n") == []
+
+
+def test_backslash_newline_continues_the_line():
+    assert words("echo a \\\nb") == ["echo", "a", "b"]
+    assert words("echo ab\\\ncd") == ["echo", "abcd"]
+    assert words('echo "a\\\nb"') == ["echo", "ab"]
+    assert words("echo 'a\\\nb'") == ["echo", "a\\\nb"]  # no escapes in single quotes
+
+
+def test_tokens_carry_their_line():
+    tokens = tokenize("echo a\n\necho 'x\ny' z\n", line=10)
+    assert [(t.kind, t.text, t.line) for t in tokens] == [
+        ("word", "echo", 10), ("word", "a", 10), ("newline", "\n", 10),
+        ("newline", "\n", 11),
+        ("word", "echo", 12), ("word", "x\ny", 12), ("word", "z", 13), ("newline", "\n", 13),
+    ]
+
+
+# --- lists, and-or, pipelines --------------------------------------------------------
+
+
+def test_semicolons_and_newlines_separate_commands():
+    program = parse("echo a; echo b\necho c;\n\n")
+    assert [node.first.commands[0].words for node in program] == [
+        ("echo", "a"), ("echo", "b"), ("echo", "c"),
+    ]
+    assert [node.first.commands[0].line for node in program] == [1, 1, 2]
+
+
+def test_and_or_lists_are_flat_and_ordered():
+    (node,) = parse("true && echo a || echo b && echo c")
+    assert node.first.commands[0].words == ("true",)
+    assert [(op, p.commands[0].words) for op, p in node.rest] == [
+        ("&&", ("echo", "a")), ("||", ("echo", "b")), ("&&", ("echo", "c")),
+    ]
+
+
+def test_operators_need_no_spaces():
+    (first, second) = parse("echo a&&echo b;echo c||echo d")
+    assert first.first.commands[0].words == ("echo", "a")
+    assert first.rest[0][0] == "&&"
+    assert second.rest[0][0] == "||"
+
+
+def test_pipeline_into_grep():
+    (node,) = parse("cat available_filter_functions | grep uinput")
+    assert node == AndOr(Pipeline((
+        Command(("cat", "available_filter_functions"), (), 1),
+        Command(("grep", "uinput"), (), 1),
+    )))
+
+
+def test_and_or_and_pipe_continue_on_the_next_line():
+    (node,) = parse("cat f |\n\n grep x &&\n echo y")
+    assert [c.words[0] for c in node.first.commands] == ["cat", "grep"]
+    assert node.rest[0][1].commands[0].line == 4
+
+
+# --- redirections --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, redirects, command_words",
+    [
+        ("echo x > f", (Redirect(1, ">", "f"),), ("echo", "x")),
+        ("echo x >f", (Redirect(1, ">", "f"),), ("echo", "x")),
+        ("echo x >> f", (Redirect(1, ">>", "f"),), ("echo", "x")),
+        ("echo x>>f", (Redirect(1, ">>", "f"),), ("echo", "x")),
+        ("echo x >| f", (Redirect(1, ">", "f"),), ("echo", "x")),
+        ("> f echo x", (Redirect(1, ">", "f"),), ("echo", "x")),
+        ("cat f 2>/dev/null", (Redirect(2, ">", "/dev/null"),), ("cat", "f")),
+        ("cat f 2> /dev/null > g", (Redirect(2, ">", "/dev/null"), Redirect(1, ">", "g")), ("cat", "f")),
+        ("echo x 2>&1", (Redirect(2, ">&", "1"),), ("echo", "x")),
+        ("echo x >&2", (Redirect(1, ">&", "2"),), ("echo", "x")),
+        ("echo x > 'a file'", (Redirect(1, ">", "a file"),), ("echo", "x")),
+        ("echo a2>f", (Redirect(1, ">", "f"),), ("echo", "a2")),  # only a lone number is an fd
+        ("echo '2'>f", (Redirect(1, ">", "f"),), ("echo", "2")),  # a quoted one is a word
+        ("echo 2 >f", (Redirect(1, ">", "f"),), ("echo", "2")),
+        ("> f", (Redirect(1, ">", "f"),), ()),
+    ],
+)
+def test_redirections(text, redirects, command_words):
+    command = single(text)
+    assert command.redirects == redirects
+    assert command.words == command_words
+
+
+def test_the_reproducer_parses_as_written():
+    script = (  # verbatim from the report (shared/spec/upstream-report-8c4f3c3.txt)
+        "cd /sys/kernel/debug/tracing\n"
+        "modprobe uinput\n"
+        "echo uinput_release > set_ftrace_filter\n"
+        "echo function > current_tracer\n"
+        "rmmod uinput\n"
+        "modprobe uinput\n"
+        "# check /proc/modules to see if loaded in same addr, otherwise try again\n"
+        "echo nop > current_tracer\n"
+    )
+    commands = [node.first.commands[0] for node in parse(script)]
+    assert [(c.words, c.redirects, c.line) for c in commands] == [
+        (("cd", "/sys/kernel/debug/tracing"), (), 1),
+        (("modprobe", "uinput"), (), 2),
+        (("echo", "uinput_release"), (Redirect(1, ">", "set_ftrace_filter"),), 3),
+        (("echo", "function"), (Redirect(1, ">", "current_tracer"),), 4),
+        (("rmmod", "uinput"), (), 5),
+        (("modprobe", "uinput"), (), 6),
+        (("echo", "nop"), (Redirect(1, ">", "current_tracer"),), 8),
+    ]
+
+
+# --- parameters ------------------------------------------------------------------------
+
+
+def test_status_and_pid_parameters_expand_when_run():
+    command = single('echo $? "$?" \'$?\' $$ x$?y')
+    assert [expand(word, 3, 42) for word in command.words] == ["echo", "3", "3", "$?", "42", "x3y"]
+    assert expand(single(r"echo \$?").words[1], 3, 42) == "$?"
+
+
+# --- syntax errors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, message, line",
+    [
+        ("echo a ;;", "syntax error near unexpected token `;;'", 1),
+        ("; echo a", "syntax error near unexpected token `;'", 1),
+        ("echo a && && b", "syntax error near unexpected token `&&'", 1),
+        ("echo a\n| grep x", "syntax error near unexpected token `|'", 2),
+        ("echo >", "syntax error near unexpected token `newline'", 1),
+        ("echo > ;", "syntax error near unexpected token `;'", 1),
+        ("echo (x)", "syntax error near unexpected token `('", 1),
+        ("cat < f", "input redirection (`<') is not supported by ftrace-shell", 1),
+        ("sleep 5 &", "a background job (`&') is not supported by ftrace-shell", 1),
+        ("echo >&f", "`>&f': only >&N (a file descriptor) is supported by ftrace-shell", 1),
+    ],
+)
+def test_syntax_errors(text, message, line):
+    with pytest.raises(ShellSyntaxError) as caught:
+        parse(text)
+    assert not isinstance(caught.value, Incomplete)
+    assert (caught.value.message, caught.value.line) == (message, line)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("echo 'abc", "unexpected EOF while looking for matching `''"),
+        ('echo "abc', "unexpected EOF while looking for matching `\"'"),
+        ("echo a &&", "syntax error: unexpected end of file"),
+        ("echo a ||\n", "syntax error: unexpected end of file"),
+        ("cat f |", "syntax error: unexpected end of file"),
+        ("echo a \\", "syntax error: unexpected end of file"),
+        ("echo a \\\n", "syntax error: unexpected end of file"),
+    ],
+)
+def test_incomplete_input_asks_for_more(text, message):
+    with pytest.raises(Incomplete) as caught:
+        parse(text)
+    assert caught.value.message == message
+
+
+# --- helpers of the builtins ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (rb"a\tb\n", (b"a\tb\n", False)),
+        (rb"\x41\0101\\", (b"AA\\", False)),
+        (rb"keep \q", (b"keep \\q", False)),
+        (rb"stop\cnot this", (b"stop", True)),
+    ],
+)
+def test_echo_escapes(data, expected):
+    assert _echo_interpret(data) == expected
+
+
+@pytest.mark.parametrize(
+    "bre, python",
+    [
+        ("uinput", "uinput"),
+        ("a|b", r"a\|b"),
+        (r"a\|b", "a|b"),
+        (r"\(ab\)\+", "(ab)+"),
+        ("x{2}", r"x\{2\}"),
+        (r"^uinput_.*release$", r"^uinput_.*release$"),
+        (r"a\.b", r"a\.b"),
+    ],
+)
+def test_basic_regular_expressions(bre, python):
+    assert _bre_to_python(bre) == python
+
+
+# --- exit status rules (no daemon needed) ------------------------------------------------------
+
+
+def run(text: str, mode: str = "stdin", script: str | None = None) -> tuple[int, str, str]:
+    """Run ``text`` in a daemon-less shell: (exit status, stdout, stderr)."""
+    out, err = BufferOutput(), BufferOutput()
+    shell = Shell(None, mode=mode, script=script, stdout=out, stderr=err)  # type: ignore[arg-type]
+    try:
+        shell.feed_all(text.splitlines())
+        status = shell.status
+    except ShellExit as done:
+        status = done.status
+    return status, out.getvalue().decode(), err.getvalue().decode()
+
+
+@pytest.mark.parametrize(
+    "text, status, stdout",
+    [
+        ("true", 0, ""),
+        ("false", 1, ""),
+        ("false; true", 0, ""),
+        ("true; false", 1, ""),
+        ("true && echo a", 0, "a\n"),
+        ("false && echo a", 1, ""),
+        ("false || echo b", 0, "b\n"),
+        ("true || echo b", 0, ""),
+        ("false && echo a || echo b", 0, "b\n"),
+        ("true || echo a && echo b", 0, "b\n"),
+        ("false; echo $?; echo $?", 0, "1\n0\n"),
+        ("false || echo $?", 0, "1\n"),
+        ("nosuchcommand; echo $?", 0, "127\n"),
+        ("exit 3; echo never", 3, ""),
+        ("exit 300", 44, ""),
+        ("false; exit", 1, ""),
+        ("false || exit", 1, ""),
+        ("true && exit 5 || exit 6", 5, ""),
+        ("exit abc", 2, ""),
+        ("exit 1 2; echo went on", 0, "went on\n"),
+        ("", 0, ""),
+        ("# nothing", 0, ""),
+    ],
+)
+def test_exit_status_rules(text, status, stdout):
+    got_status, got_stdout, _ = run(text)
+    assert (got_status, got_stdout) == (status, stdout)
+
+
+def test_echo_options_and_builtin_output():
+    status, out, _ = run("echo -n a; echo -e 'b\\tc'; echo -ne 'x\\n'; echo -- -n; echo -x; "
+                         "echo -nE 'd\\n'; echo; pwd")
+    assert (status, out) == (0, "ab\tc\nx\n-- -n\n-x\nd\\n\n/\n")
+
+
+def test_stdin_and_command_diagnostics_read_bash_colon():
+    assert run("nosuchcommand")[1:] == ("", "bash: nosuchcommand: command not found\n")
+    assert run("exit abc")[2] == "bash: exit: abc: numeric argument required\n"
+    assert run("exit 1 2")[2] == "bash: exit: too many arguments\n"
+
+
+def test_script_diagnostics_name_the_script_and_line():
+    status, _, err = run("true\n\nnosuchcommand\n", mode="script", script="repro.sh")
+    assert (status, err) == (127, "repro.sh: line 3: nosuchcommand: command not found\n")
+
+
+def test_syntax_error_stops_a_script_after_the_lines_before_it():
+    status, out, err = run("echo a\necho b ;;\necho c\n", mode="script", script="s.sh")
+    assert (status, out) == (2, "a\n")
+    assert err == ("s.sh: line 2: syntax error near unexpected token `;;'\n"
+                   "s.sh: line 2: `echo b ;;'\n")
+
+
+def test_syntax_error_forms_of_stdin_and_dash_c():
+    assert run("echo b ;;")[2] == ("bash: syntax error near unexpected token `;;'\n"
+                                   "bash: `echo b ;;'\n")
+    assert run("echo b ;;", mode="command")[2] == (
+        "bash: -c: line 1: syntax error near unexpected token `;;'\n"
+        "bash: -c: line 1: `echo b ;;'\n"
+    )
+
+
+def test_unterminated_quote_at_end_of_script():
+    status, out, err = run("echo a\necho \"b\n", mode="script", script="s2.sh")
+    assert (status, out, err) == (2, "a\n", "s2.sh: line 2: unexpected EOF while looking for matching `\"'\n")
+
+
+def test_interactive_syntax_errors_do_not_end_the_shell():
+    out, err = BufferOutput(), BufferOutput()
+    shell = Shell(None, mode="interactive", stdout=out, stderr=err)  # type: ignore[arg-type]
+    shell.feed("echo a ;;")
+    assert shell.status == 2
+    shell.feed("echo 'multi")
+    assert shell.pending
+    shell.feed("line'")
+    assert not shell.pending and shell.status == 0
+    assert out.getvalue() == b"multi\nline\n"
+    assert err.getvalue() == b"bash: syntax error near unexpected token `;;'\n"
+
+
+def test_pipes_only_into_grep():
+    status, _, err = run("echo a | head")
+    assert (status, err) == (1, "bash: head: ftrace-shell pipes only into grep\n")
+
+
+def test_pipe_into_grep_and_its_status():
+    assert run("echo uinput_release | grep uinput")[:2] == (0, "uinput_release\n")
+    assert run("echo uinput_release | grep -c nothing")[:2] == (1, "0\n")
+    assert run("echo -e 'a\\nb\\nab' | grep -v a")[:2] == (0, "b\n")
+    assert run("echo -e 'a\\nB' | grep -i b | grep -q B")[:2] == (0, "")
+    assert run("echo 'a(b' | grep -E 'a(b'")[0] == 2  # unbalanced group in ERE
+    assert run("echo 'a(b' | grep 'a(b'")[:2] == (0, "a(b\n")  # literal ( in BRE
+
+
+def test_redirection_to_dev_null_and_fd_duplication():
+    assert run("echo a > /dev/null; echo b 2>/dev/null")[1] == "b\n"
+    assert run("nosuchcommand 2>/dev/null; echo $?")[1:] == ("127\n", "")
+    assert run("echo err >&2")[1:] == ("", "err\n")
+    assert run("nosuchcommand 2>&1")[1:] == ("bash: nosuchcommand: command not found\n", "")
+    assert run("echo x >&7")[2] == "bash: 7: Bad file descriptor\n"

@@ -1,0 +1,222 @@
+"""The trace files in-process, through the file tree: formats, controls, and the report's
+symptom (buggy: named in the filter, not traced) and the fix's side effect (traced)."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
+from kernel_daemon.ftrace.dispatch import execute_function, on_cpu
+from kernel_daemon.task import Task, running_as
+from kernel_daemon.tracefs.files import file_read, file_release, file_write
+from kernel_daemon.tracefs.tree import mount
+from tests.kernel_helpers import BASH, booted, echo, modprobe, rmmod
+
+T = "/sys/kernel/debug/tracing"
+HEADER_36 = (
+    "# tracer: function\n"
+    "#\n"
+    "# entries-in-buffer/entries-written: {n}/{m}   #P:{p}\n"
+    "#\n"
+    "#                              _-----=> irqs-off\n"
+    "#                             / _----=> need-resched\n"
+    "#                            | / _---=> hardirq/softirq\n"
+    "#                            || / _--=> preempt-depth\n"
+    "#                            ||| /     delay\n"
+    "#           TASK-PID   CPU#  ||||    TIMESTAMP  FUNCTION\n"
+    "#              | |       |   ||||       |         |\n")
+
+
+def cat(vfs, path: str, flags: int = os.O_RDONLY) -> str:
+    f = vfs.open(path, flags)
+    try:
+        out = []
+        while chunk := file_read(f, 1 << 20):
+            out.append(chunk)
+            if flags & os.O_NONBLOCK:
+                break
+        return b"".join(out).decode()
+    finally:
+        file_release(f)
+
+
+def write(vfs, path: str, data: bytes, flags: int = os.O_WRONLY | os.O_TRUNC) -> int:
+    f = vfs.open(path, flags)
+    try:
+        return file_write(f, data)
+    finally:
+        file_release(f)
+
+
+def invoke(kernel, name: str, parent: str = "__fput", count: int = 1, cpu: int = 0,
+           task: Task = BASH) -> bool:
+    ip = kernel.kallsyms.lookup_name(name)[0].addr
+    parent_ip = kernel.kallsyms.lookup_name(parent)[0].addr if parent else 0
+    with running_as(task), on_cpu(cpu):
+        return execute_function(kernel.ftrace, ip, parent_ip, count)
+
+
+@pytest.mark.parametrize("variant", ["buggy", "fixed"])
+def test_reloaded_function_is_traced_only_with_the_fix(variant):
+    with booted(variant=variant) as k:
+        vfs = mount(k)
+        modprobe(k, "uinput")
+        echo(k, "uinput_release", "set_ftrace_filter")
+        echo(k, "function", "current_tracer")
+        rmmod(k, "uinput")
+        modprobe(k, "uinput")
+        assert cat(vfs, f"{T}/set_ftrace_filter") == "uinput_release [uinput]\n"
+        invoke(k, "uinput_release", count=2, cpu=1)
+        text = cat(vfs, f"{T}/trace")
+        lines = text.splitlines()[11:]
+        if variant == "fixed":
+            assert text.startswith(HEADER_36.format(n=2, m=2, p=4))
+            assert len(lines) == 2
+            for line in lines:
+                assert line.startswith("            bash-20903 [001] .... ")
+                assert line.endswith(": uinput_release <-__fput")
+            assert check_consistency(k.ftrace) == []
+        else:
+            assert text == HEADER_36.format(n=0, m=0, p=4)
+            [missing] = check_consistency(k.ftrace)
+            assert missing.kind is AnomalyKind.MISSING_REFERENCE
+            assert missing.function == "uinput_release"
+
+
+def test_trace_controls_and_formats():
+    with booted(cpus=2) as k:
+        vfs = mount(k)
+        assert cat(vfs, f"{T}/buffer_size_kb") == "7 (expanded: 1408)\n"
+        assert cat(vfs, f"{T}/buffer_total_size_kb") == "14 (expanded: 2816)\n"
+        assert cat(vfs, f"{T}/available_tracers") == "function nop\n"
+        assert cat(vfs, f"{T}/current_tracer") == "nop\n"
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        assert cat(vfs, f"{T}/buffer_size_kb") == "1408\n"
+        assert cat(vfs, f"{T}/tracing_on") == "1\n"
+        invoke(k, "vfs_write", "sys_write", cpu=0)
+        invoke(k, "vfs_read", "sys_read", cpu=1)
+        marker = Task(4242, "logger")
+        with running_as(marker), on_cpu(1):
+            assert write(vfs, f"{T}/trace_marker", b"hello world\n") == 12
+        per_cpu = cat(vfs, f"{T}/per_cpu/cpu1/trace").splitlines()[11:]
+        assert [line.split(": ", 1)[1] for line in per_cpu] == ["vfs_read <-sys_read",
+                                                              "tracing_mark_write: hello world"]
+        assert per_cpu[1].startswith("          logger-4242  [001] .... ")
+        # Writing the current tracer's name is a no-op: the buffer stays.
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        assert "entries-in-buffer/entries-written: 3/3" in cat(vfs, f"{T}/trace")
+        # tracing_on 0: nothing is recorded, and a marker gets EBADF.
+        write(vfs, f"{T}/tracing_on", b"0\n")
+        assert invoke(k, "vfs_write", "sys_write")  # reaches the tracer, dropped by the buffer
+        with pytest.raises(KernelError) as exc:
+            write(vfs, f"{T}/trace_marker", b"lost\n")
+        assert exc.value.errno == errno.EBADF
+        write(vfs, f"{T}/tracing_on", b"1\n")
+        with pytest.raises(KernelError) as exc:
+            write(vfs, f"{T}/tracing_on", b"yes\n")
+        assert exc.value.errno == errno.EINVAL
+        # echo > trace clears every CPU.
+        write(vfs, f"{T}/trace", b"\n")
+        assert cat(vfs, f"{T}/trace") == HEADER_36.format(n=0, m=0, p=2)
+        # The trace clock and cpumask.
+        assert cat(vfs, f"{T}/trace_clock") == "[local] global counter\n"
+        write(vfs, f"{T}/trace_clock", b"global\n")
+        assert cat(vfs, f"{T}/trace_clock") == "local [global] counter\n"
+        assert cat(vfs, f"{T}/tracing_cpumask") == "3\n"
+        write(vfs, f"{T}/tracing_cpumask", b"2\n")
+        invoke(k, "vfs_write", cpu=0)
+        invoke(k, "vfs_write", cpu=1)
+        assert "entries-in-buffer/entries-written: 1/1" in cat(vfs, f"{T}/trace")
+        assert cat(vfs, f"{T}/events/enable") == "0\n"
+        write(vfs, f"{T}/events/enable", b"1\n")
+        # Switching the tracer clears the buffers (tracer_init).
+        write(vfs, f"{T}/current_tracer", b"nop\n")
+        assert cat(vfs, f"{T}/trace").startswith("# tracer: nop\n#\n# entries-in-buffer/entries-written: 0/0")
+        with pytest.raises(KernelError) as exc:
+            write(vfs, f"{T}/current_tracer", b"function_graph\n")
+        assert exc.value.errno == errno.EINVAL
+
+
+def test_trace_pipe_consumes_and_small_buffer_overruns_are_exact():
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        write(vfs, f"{T}/buffer_size_kb", b"8\n")
+        capacity = k.ring_buffer.counters(0).capacity
+        invoke(k, "vfs_write", "sys_write", count=capacity + 100)
+        head = cat(vfs, f"{T}/trace").splitlines()[2]
+        assert head == f"# entries-in-buffer/entries-written: {capacity}/{capacity + 100}   #P:1"
+        assert k.ring_buffer.overruns() == 100
+        pipe = cat(vfs, f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        # No header; the overwritten events are announced first, as 3.6 does.
+        assert pipe.splitlines()[0] == "CPU:0 [LOST 100 EVENTS]"
+        assert pipe.splitlines()[1].endswith("vfs_write <-sys_write")
+        f = vfs.open(f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        while True:
+            try:
+                file_read(f, 4096)
+            except KernelError as exc:
+                assert exc.errno == errno.EAGAIN
+                break
+        file_release(f)
+        with pytest.raises(KernelError) as exc:
+            write(vfs, f"{T}/buffer_size_kb", b"0\n")
+        assert exc.value.errno == errno.EINVAL
+
+
+def test_corrupted_header_after_ftrace_kill():
+    with booted(variant="buggy", cpus=1) as k:
+        vfs = mount(k)
+        modprobe(k, "uinput")
+        echo(k, "uinput_release", "set_ftrace_filter")
+        echo(k, "function", "current_tracer")
+        rmmod(k, "uinput")
+        modprobe(k, "uinput")
+        echo(k, "nop", "current_tracer")
+        assert k.ftrace.ftrace_disabled
+        text = cat(vfs, f"{T}/trace")
+        assert text.startswith("# tracer: nop\n#\n# WARNING: FUNCTION TRACING IS CORRUPTED\n"
+                               "#          MAY BE MISSING FUNCTION EVENTS\n"
+                               "# entries-in-buffer/entries-written: 0/0   #P:1\n")
+        # The function tracer can still be selected; nothing is traced.
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        assert cat(vfs, f"{T}/current_tracer") == "function\n"
+        assert not invoke(k, "vfs_write")
+        for path in ("available_filter_functions", "enabled_functions", "set_ftrace_filter"):
+            with pytest.raises(KernelError) as exc:
+                vfs.open(f"{T}/{path}", os.O_RDONLY)
+            assert exc.value.errno == errno.ENODEV
+
+
+def test_paths_and_modes():
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        for bad, code in (("/sys/kernel/debug/tracing/nope", errno.ENOENT),
+                          ("/sys/kernel/debug/tracing/trace/x", errno.ENOTDIR),
+                          ("/sys/kernel/debug/tracing", errno.EISDIR),
+                          ("/sys/kernel/debug/tracing/../../../../etc/passwd", errno.ENOENT),
+                          ("", errno.ENOENT)):
+            with pytest.raises(KernelError) as exc:
+                vfs.open(bad, os.O_RDONLY)
+            assert exc.value.errno == code, bad
+        assert cat(vfs, "/sys/kernel/tracing/../tracing/current_tracer") == "nop\n"
+        with pytest.raises(KernelError) as exc:  # root opens a 0444 file; write has no method
+            write(vfs, f"{T}/available_filter_functions", b"x\n")
+        assert exc.value.errno == errno.EINVAL
+        with pytest.raises(KernelError) as exc:
+            cat(vfs, f"{T}/trace_marker")
+        assert exc.value.errno == errno.EINVAL
+        f = vfs.open(f"{T}/current_tracer", os.O_RDONLY)
+        with pytest.raises(KernelError) as exc:
+            file_write(f, b"nop\n")
+        assert exc.value.errno == errno.EBADF
+        file_release(f)
+        names = {e.name for e in vfs.list_dir(T)}
+        assert {"trace", "trace_pipe", "set_ftrace_filter", "per_cpu", "events"} <= names
+        assert cat(vfs, "/proc/modules") == ""
+        modprobe(k, "dummy")
+        assert cat(vfs, "/proc/modules").startswith("dummy ")
