@@ -1,0 +1,125 @@
+"""Each race window's bad interleaving, forced step by step between two real client
+processes (ftrace-shell) with ``pause`` failpoints driven over gRPC; the same
+interleaving on a daemon without the window is clean.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from clients.api import Client
+from ftrace.v1 import kernel_pb2
+from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRACING = "/sys/kernel/debug/tracing"
+CORE = ["--core-functions", "2000"]
+
+
+class ShellProcess:
+    """``ftrace-shell -c COMMAND`` as a separate process."""
+
+    def __init__(self, address: str, command: str) -> None:
+        env = dict(os.environ, PYTHONPATH=REPO)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clients.shell", "--address", address, "-c",
+             f"cd {TRACING}; {command}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(self, timeout: float = 60) -> str:
+        out, err = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, err
+        return out
+
+    def still_blocked(self) -> bool:
+        """Still inside the kernel after a bounded wait (the lock it needs is held)."""
+        try:
+            self.proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+
+
+def kinds(report: kernel_pb2.ConsistencyReport) -> set[int]:
+    return {a.kind for a in report.anomalies}
+
+
+@pytest.mark.parametrize("race", [True, False])
+def test_load_count(spawn, race):
+    site = "ftrace_update_code:before_count"
+    daemon = spawn(CORE + (["--race", "load-count"] if race else [])
+                   + ["--failpoint", f"{site}=1*pause"])
+    with Client(daemon.address) as client:
+        loader = ShellProcess(daemon.address, "modprobe uinput")
+        client.wait_failpoint(site, 1, timeout=30)
+        tracer = ShellProcess(daemon.address, "echo function > current_tracer")
+        if race:
+            tracer.finish()  # the loader holds no lock in the window
+        else:
+            assert tracer.still_blocked()
+        client.release_failpoint(site)
+        loader.finish()
+        tracer.finish()
+        report = client.check_consistency()
+        if race:
+            assert kinds(report) == {kernel_pb2.ANOMALY_KIND_MISSING_REFERENCE}
+            assert {a.module for a in report.anomalies} == {"uinput"}
+        else:
+            assert report.ok, report
+
+
+@pytest.mark.parametrize("race", [True, False])
+def test_publish_early(spawn, race):
+    site = "ftrace_update_code:before_publish"
+    daemon = spawn(CORE + (["--race", "publish-early"] if race else [])
+                   + ["--failpoint", f"{site}=1*pause"])
+    with Client(daemon.address) as client:
+        loader = ShellProcess(daemon.address, "modprobe uinput")
+        client.wait_failpoint(site, 1, timeout=30)
+        tracer = ShellProcess(daemon.address, "echo function > current_tracer")
+        if race:
+            tracer.finish()  # counts the published pages, before the load overwrites them
+        else:
+            assert tracer.still_blocked()
+        client.release_failpoint(site)
+        loader.finish()
+        tracer.finish()
+        report = client.check_consistency()
+        ShellProcess(daemon.address, "echo nop > current_tracer").finish()
+        dmesg = client.dmesg()
+        if race:
+            assert kinds(report) == {kernel_pb2.ANOMALY_KIND_MISSING_REFERENCE}
+            assert "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update" in dmesg
+            assert client.stats().ftrace_disabled
+        else:
+            assert report.ok, report
+            assert "WARNING" not in dmesg
+
+
+@pytest.mark.parametrize("race", [True, False])
+def test_unload_unlocked(spawn, race):
+    site = "__ftrace_hash_rec_update:next_page"
+    daemon = spawn(CORE + (["--race", "unload-unlocked"] if race else []))
+    with Client(daemon.address) as client:
+        client.load("uinput")
+        client.set_failpoint(site, "1*pause")
+        tracer = ShellProcess(daemon.address, "echo function > current_tracer")
+        client.wait_failpoint(site, 1, timeout=30)
+        unloader = ShellProcess(daemon.address, "rmmod uinput")
+        if race:
+            unloader.finish()  # frees the pages the paused walk will visit
+        else:
+            assert unloader.still_blocked()
+        client.release_failpoint(site)
+        tracer.finish()
+        unloader.finish()
+        report = client.check_consistency()
+        if race:
+            assert kinds(report) == {kernel_pb2.ANOMALY_KIND_FREED_PAGE_ACCESS}
+            assert "BUG: KASAN: use-after-free in __ftrace_hash_rec_update" in client.dmesg()
+        else:
+            assert report.ok, report
