@@ -1,0 +1,177 @@
+"""The tracefs files through the client library against a real ftraced: behaviour,
+bad input, and clients that die in the middle of a file."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from clients.api import Client
+from clients.errors import FtraceError
+from ftrace.v1 import tracefs_pb2, tracefs_pb2_grpc
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+T = "/sys/kernel/debug/tracing"
+
+
+def wait_until(predicate, timeout: float = 30.0) -> None:
+    """Poll a condition of the daemon's state until it holds or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached before the deadline"
+        time.sleep(0.02)
+
+
+def failing(fn, *args, **kwargs) -> FtraceError:
+    with pytest.raises(FtraceError) as exc:
+        fn(*args, **kwargs)
+    return exc.value
+
+
+@pytest.fixture
+def client(daemon):
+    with Client(daemon.address) as c:
+        yield c
+
+
+def test_filter_file_semantics_through_the_library(client):
+    client.load("uinput")
+    assert client.read_file(f"{T}/set_ftrace_filter") == b"#### all functions enabled ####\n"
+    # The copy is taken at open and installed at release.
+    with client.open(f"{T}/set_ftrace_filter", os.O_WRONLY | os.O_TRUNC) as f:
+        assert f.write(b"uinput_open uinput_read\n") == len(b"uinput_open ")
+        assert f.write(b"uinput_read\n") == len(b"uinput_read\n")
+        assert client.read_file(f"{T}/set_ftrace_filter").startswith(b"#### all")
+        err = failing(f.write, b"nosuchfn\n")
+        assert err.errno == errno.EINVAL and err.syscall == "write"
+        assert f.write(b"uinput_poll\n") == len(b"uinput_poll\n")  # the fd stays open
+    assert client.read_file(f"{T}/set_ftrace_filter").decode().splitlines() == [
+        "uinput_open [uinput]", "uinput_read [uinput]", "uinput_poll [uinput]"]
+    # echo nosuchfn > set_ftrace_filter: EINVAL, and the close installs the empty copy.
+    err = failing(client.write_file, f"{T}/set_ftrace_filter", b"nosuchfn\n")
+    assert (err.errno, err.errno_name, err.strerror) == (errno.EINVAL, "EINVAL", "Invalid argument")
+    assert client.read_file(f"{T}/set_ftrace_filter") == b"#### all functions enabled ####\n"
+    client.write_file(f"{T}/set_ftrace_notrace", b"!uinput_* *:mod:uinput\n")
+    assert len(client.read_file(f"{T}/set_ftrace_notrace").splitlines()) == 26
+    client.write_file(f"{T}/current_tracer", b"function\n")
+    assert client.read_file(f"{T}/enabled_functions").count(b"[uinput]") == 0
+    client.write_file(f"{T}/set_ftrace_notrace", b"\n")
+    assert client.read_file(f"{T}/enabled_functions").count(b"[uinput] (1)") == 26
+    listing = client.read_file(f"{T}/available_filter_functions").decode().splitlines()
+    assert "uinput_release [uinput]" in listing and "vfs_write" in listing
+    assert client.read_file(f"{T}/dyn_ftrace_total_info") == f"{len(listing)} \n".encode()
+    assert client.check_consistency().ok
+
+
+def test_module_errors_match_the_tools(client):
+    client.load("uinput")
+    assert client.load("uinput", if_loaded_ok=True).already_loaded  # modprobe: silent
+    assert failing(client.load, "uinput").errno == errno.EEXIST  # insmod
+    assert failing(client.unload, "dummy").errno == errno.ENOENT  # rmmod
+    assert failing(client.load, "no_such_module").errno == errno.ENOENT
+    assert failing(client.load, functions=["bad name"], name="mine").errno == errno.EINVAL
+    mine = client.load(functions=["my_open", "my_read"], name="mine")
+    assert mine.taints == "O" and mine.functions == 2
+    modules = client.read_file("/proc/modules").decode()
+    assert modules.splitlines()[0].startswith("mine ") and "(O)" in modules
+    assert "Tainted: " in client.stats().tainted
+
+
+def test_bad_input_gets_its_errno_and_the_daemon_keeps_serving(client, daemon):
+    cases = [
+        (client.read_file, (f"{T}/nope",), errno.ENOENT),
+        (client.read_file, (f"{T}/../../../../etc/shadow",), errno.ENOENT),
+        (client.read_file, (T,), errno.EISDIR),
+        (client.read_file, (f"{T}/trace_marker",), errno.EINVAL),
+        (client.write_file, (f"{T}/available_filter_functions", b"x\n"), errno.EINVAL),
+        (client.write_file, (f"{T}/set_ftrace_filter", b"a" * (1 << 20)), errno.EINVAL),
+        (client.write_file, (f"{T}/set_ftrace_filter", b"\xff\xfe\xc3(\n"), errno.EINVAL),
+        (client.write_file, (f"{T}/current_tracer", b"function_graph\n"), errno.EINVAL),
+        (client.write_file, (f"{T}/current_tracer", b"\x00" * (1 << 20)), errno.EINVAL),
+        (client.write_file, (f"{T}/tracing_on", b"\xff\n"), errno.EINVAL),
+        (client.list_dir, (f"{T}/trace",), errno.ENOTDIR),
+        (client.read_file, ("x" * 5000,), errno.ENAMETOOLONG),
+    ]
+    for fn, args, code in cases:
+        assert failing(fn, *args).errno == code, (fn.__name__, args[0][:60])
+    # Malformed identity metadata: EINVAL before anything runs; missing metadata is fine.
+    channel = grpc.insecure_channel(f"unix:{daemon.address.removeprefix('unix:')}")
+    stub = tracefs_pb2_grpc.TracefsStub(channel)
+    request = tracefs_pb2.ReadFileRequest(path=f"{T}/tracing_on")
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.ReadFile(request, metadata=(("x-ftrace-pid", "not-a-pid"),))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.ReadFile(request, metadata=(("x-ftrace-comm", ""),))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert stub.ReadFile(request).data == b"1\n"
+    channel.close()
+    assert client.read_file(f"{T}/current_tracer") == b"nop\n"
+    assert client.check_consistency().ok
+
+
+def test_a_flood_of_sessions_opened_and_dropped(client):
+    client.load("uinput")
+    sessions = []
+    for i in range(100):
+        f = client.open(f"{T}/set_ftrace_filter", os.O_WRONLY | os.O_APPEND)
+        f.write(b"uinput_open\n" if i % 2 else b"uinput_read\n")
+        sessions.append(f)
+    wait_until(lambda: client.stats().open_files == 100)
+    for f in sessions:
+        f.cancel()  # the client drops the stream without a close
+    wait_until(lambda: client.stats().open_files == 0)
+    # Each copy was taken from the empty filter at open; the last release wins.
+    assert client.read_file(f"{T}/set_ftrace_filter").decode().splitlines() in (
+        ["uinput_open [uinput]"], ["uinput_read [uinput]"])
+    assert client.check_consistency().ok
+    assert client.read_file(f"{T}/tracing_on") == b"1\n"
+
+
+HOLDER = """
+import os, sys
+from clients.api import Client
+client = Client(sys.argv[1])
+f = client.open("/sys/kernel/debug/tracing/set_ftrace_filter", os.O_WRONLY | os.O_TRUNC)
+f.write(b"uinput_open\\n")
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_sigkill_mid_filter_session_releases_like_a_process_exit(client, daemon):
+    client.load("uinput")
+    client.write_file(f"{T}/set_ftrace_filter", b"uinput_read\n")
+    client.write_file(f"{T}/current_tracer", b"function\n")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, daemon.address],
+                              env=dict(os.environ, PYTHONPATH=REPO), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "ready"
+    assert client.read_file(f"{T}/set_ftrace_filter") == b"uinput_read [uinput]\n"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    # __fput at exit: the O_TRUNC copy holding uinput_open is installed.
+    wait_until(lambda: client.stats().open_files == 0)
+    assert client.read_file(f"{T}/set_ftrace_filter") == b"uinput_open [uinput]\n"
+    assert client.read_file(f"{T}/enabled_functions") == b"uinput_open [uinput] (1)\n"
+    assert client.check_consistency().ok
+
+
+def test_both_mount_points_and_proc(client):
+    client.load("dummy")
+    for root in ("/sys/kernel/debug/tracing", "/sys/kernel/tracing"):
+        names = {e.name for e in client.list_dir(root)}
+        assert {"available_filter_functions", "set_ftrace_filter", "set_ftrace_notrace",
+                "enabled_functions", "current_tracer", "available_tracers", "trace",
+                "trace_pipe"} <= names
+    kallsyms = client.read_file("/proc/kallsyms").decode()
+    assert "\t[dummy]" in kallsyms and " T vfs_write\n" in kallsyms
+    assert client.stat(f"{T}/set_ftrace_filter").entry.mode == 0o644
