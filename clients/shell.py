@@ -20,6 +20,7 @@ the shell's own.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import posixpath
 import sys
@@ -28,6 +29,7 @@ from typing import Iterable
 import clients.shell_builtins  # noqa: F401  (registers the commands)
 import clients.shell_kmod  # noqa: F401  (registers the commands)
 from clients.api import Client
+from clients.connection import resolve_address
 from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.shell_parser import (
@@ -79,6 +81,7 @@ class Shell:
         script: str | None = None,
         stdout: Output | None = None,
         stderr: Output | None = None,
+        echo_input: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
@@ -93,6 +96,8 @@ class Shell:
         self.line = 0
         self.stdout: Output = stdout or StreamOutput(sys.stdout.buffer)
         self.stderr: Output = stderr or StreamOutput(sys.stderr.buffer)
+        #: bash -v: print each input line to stderr as it is read.
+        self.echo_input = echo_input
         self._pending: list[str] = []
         self._pending_start = 1
         self._next_line = 1
@@ -107,7 +112,7 @@ class Shell:
     def resolve(self, path: str) -> str:
         """The absolute, normalized daemon path for ``path`` (relative to the cwd)."""
         if not path:
-            raise FtraceError(2, "empty path", from_kernel=False)  # ENOENT, as open("") gives
+            raise FtraceError(errno.ENOENT, "empty path", from_kernel=False)  # as open("") fails
         resolved = posixpath.normpath(posixpath.join(self.cwd, path))
         return "/" + resolved.lstrip("/")  # normpath keeps a leading "//"
 
@@ -129,7 +134,10 @@ class Shell:
         if not self._pending:
             self._pending_start = self._next_line
         line = line.replace("\0", "")  # bash drops NUL bytes from its input
-        self._pending.append(line if line.endswith("\n") else line + "\n")
+        line = line if line.endswith("\n") else line + "\n"
+        if self.echo_input:
+            self._say(self.stderr, line.removesuffix("\n"))
+        self._pending.append(line)
         self._next_line += 1
         text = "".join(self._pending)
         try:
@@ -280,13 +288,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
                         help="how long to wait for the daemon (default 10)")
     parser.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND and exit")
+    parser.add_argument("-V", "--echo-input", action="store_true",
+                        help="print input lines as they are read (bash -v)")
     parser.add_argument("script", nargs="?", metavar="SCRIPT",
                         help="script file to run (default: standard input)")
-    daemon = parser.add_argument_group("daemon options (with --spawn)")
-    daemon.add_argument("--variant", choices=("buggy", "fixed", "modern"))
+    # Passed through to ftraced, which checks them (its usage error is shown if it refuses).
+    daemon = parser.add_argument_group("daemon options (with --spawn; see ftraced --help)")
+    daemon.add_argument("--variant", metavar="buggy|fixed")
     daemon.add_argument("--failpoint", action="append", metavar="NAME=SPEC")
     daemon.add_argument("--core-functions", type=int, metavar="N")
-    daemon.add_argument("--module-placement", choices=("first-fit", "random"))
+    daemon.add_argument("--module-placement", metavar="first-fit|random")
     daemon.add_argument("--cpus", type=int, metavar="N")
     daemon.add_argument("--race", action="append", metavar="NAME")
     daemon.add_argument("--seed", type=int, metavar="N")
@@ -298,7 +309,7 @@ _DAEMON_OPTIONS = ("variant", "failpoint", "core_functions", "module_placement",
                    "race", "seed", "switch_interval")
 
 
-def _run(shell: Shell, args: argparse.Namespace) -> int:
+def _run_input(shell: Shell, args: argparse.Namespace) -> int:
     try:
         if shell.mode == "command":
             shell.feed_all(args.command.splitlines() or [""])
@@ -347,15 +358,21 @@ def main(argv: list[str] | None = None) -> int:
             spawned = spawn_daemon(options, verbose=args.verbose)
         client = Client(spawned.address if spawned else args.address, identity,
                         wait=args.connect_timeout)
-    except (SpawnError, FtraceError, ValueError) as error:
+    except FtraceError as error:
+        address = args.address or resolve_address()
+        print(f"ftrace-shell: no ftraced answers at {address} ({error.strerror}); "
+              "start one with `ftraced`, or use --spawn", file=sys.stderr)
+        return 1
+    except (SpawnError, ValueError) as error:
         print(f"ftrace-shell: {error}", file=sys.stderr)
         if spawned:
             spawned.stop()
         return 1
     try:
         with client:
-            shell = Shell(client, name=args.name, mode=mode, script=args.script)
-            return _run(shell, args)
+            shell = Shell(client, name=args.name, mode=mode, script=args.script,
+                          echo_input=args.echo_input)
+            return _run_input(shell, args)
     finally:
         if spawned:
             spawned.stop()

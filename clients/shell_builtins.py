@@ -39,7 +39,7 @@ def cmd_false(ctx: Invocation) -> int:
     return 1
 
 
-@command("exit [N]", "leave the shell with status N (default: the last status)", builtin=True)
+@command("exit [N]", "leave with status N (default: the last one)", builtin=True)
 def cmd_exit(ctx: Invocation) -> int:
     if len(ctx.args) > 1:
         ctx.builtin_err("too many arguments")
@@ -53,14 +53,20 @@ def cmd_exit(ctx: Invocation) -> int:
         raise ShellExit(2) from None
 
 
+_HELP_COLUMN = 26
+
+
 @command("help", "list the commands", builtin=True)
 def cmd_help(ctx: Invocation) -> int:
-    ctx.out("ftrace-shell: a small bash for ftraced. Paths are the daemon's "
-            "(/sys/kernel/debug/tracing, /sys/kernel/tracing, /proc/modules, /proc/kallsyms).\n"
-            "Syntax: quotes, # comments, ; && ||, > >> 2> N>&M, and pipes into grep.\n\n")
-    width = max(len(cmd.usage) for cmd in COMMANDS.values())
+    ctx.out("ftrace-shell: a small bash for ftraced. Paths are the daemon's:\n"
+            "/sys/kernel/debug/tracing, /sys/kernel/tracing, /proc/modules, /proc/kallsyms.\n"
+            "Syntax: quotes, # comments, ; && ||, > >> 2> N>&M, $? $$, pipes into grep.\n\n")
     for name in sorted(COMMANDS):
-        ctx.out(f"  {COMMANDS[name].usage:<{width}}  {COMMANDS[name].summary}\n")
+        usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
+        # A long usage puts its summary on the next line, to stay within 80 columns.
+        if len(usage) >= _HELP_COLUMN:
+            usage += "\n" + " " * (_HELP_COLUMN + 2)
+        ctx.out(f"  {usage:<{_HELP_COLUMN}}{summary}\n")
     return 0
 
 
@@ -227,7 +233,7 @@ def _bre_to_python(pattern: str) -> str:
 
 
 @command("grep [-vciqnEF] PATTERN [FILE...]",
-         "print matching lines of files or of piped input (status 1: no match)")
+         "print matching lines (status 1: none)")
 def cmd_grep(ctx: Invocation) -> int:
     parsed = parse_options(ctx, "vciqnEF")
     if parsed is None:

@@ -18,7 +18,7 @@ def _module_name(arg: str) -> str:
     return base[: -len(".ko")] if base.endswith(".ko") else base
 
 
-@command("modprobe [-rq] MODULE...", "load catalog modules (-r: unload); loaded ones are fine")
+@command("modprobe [-rq] MODULE...", "load modules (-r: unload); a loaded one is fine")
 def cmd_modprobe(ctx: Invocation) -> int:
     parsed = parse_options(ctx, "rq")
     if parsed is None:
@@ -113,7 +113,7 @@ def cmd_lsmod(ctx: Invocation) -> int:
     return 0
 
 
-@command("dmesg [-c|-C|-w]", "print the kernel log (-c: and clear it; -C: clear; -w: follow)")
+@command("dmesg [-c|-C|-w]", "print the kernel log (-c/-C: clear it, -w: follow)")
 def cmd_dmesg(ctx: Invocation) -> int:
     parsed = parse_options(ctx, "cCw")
     if parsed is None:
@@ -132,7 +132,7 @@ def cmd_dmesg(ctx: Invocation) -> int:
 
 
 @command("invoke FUNCTION [PARENT] [-c COUNT] [-C CPU] [-m MODULE]",
-         "run a kernel function COUNT times as this shell's task (traced if patched)")
+         "run a kernel function as this shell's task")
 def cmd_invoke(ctx: Invocation) -> int:
     parsed = parse_options(ctx, "", valued="cCm")
     if parsed is None:

@@ -30,7 +30,7 @@ __all__ = [
     "BufferOutput",
     "FileOutput",
     "Invocation",
-    "Command",
+    "CommandSpec",
     "COMMANDS",
     "command",
     "parse_options",
@@ -159,7 +159,7 @@ class Invocation:
 
 
 @dataclass(frozen=True)
-class Command:
+class CommandSpec:
     """A command the shell knows. ``builtin``: a bash builtin, whose diagnostics carry the
     shell's prefix; otherwise it stands for a program (``cat: ...``, ``rmmod: ...``)."""
 
@@ -171,7 +171,7 @@ class Command:
 
 
 #: Every command, by name (filled by clients.shell_builtins and clients.shell_kmod).
-COMMANDS: dict[str, Command] = {}
+COMMANDS: dict[str, CommandSpec] = {}
 
 
 def command(usage: str, summary: str, *, builtin: bool = False):
@@ -179,7 +179,7 @@ def command(usage: str, summary: str, *, builtin: bool = False):
 
     def register(run: Callable[[Invocation], int]) -> Callable[[Invocation], int]:
         name = usage.split()[0]
-        COMMANDS[name] = Command(name, run, builtin, usage, summary)
+        COMMANDS[name] = CommandSpec(name, run, builtin, usage, summary)
         return run
 
     return register

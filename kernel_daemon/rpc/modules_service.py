@@ -74,7 +74,7 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
                 raise KernelError(errno.EBUSY, str(exc)) from None
             except LookupError:
                 if request.if_absent_ok:
-                    return pb.ModuleInfo(name=request.name)
+                    return pb.ModuleInfo()  # nothing was unloaded
                 raise KernelError(errno.ENOENT, f"module {request.name} is not loaded") from None
 
     @translate_kernel_errors

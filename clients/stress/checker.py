@@ -1,0 +1,280 @@
+"""Watching the kernel while the clients run: three independent observers.
+
+- ``consistency``: ``Kernel.CheckConsistency`` over RPC, the model's own check under
+  ftrace_lock (DESIGN "Checking"), every ``interval`` seconds;
+- ``shm``: the record pages read straight from shared memory, as ``crash`` reads a live
+  kernel, checked against bounds every state between two critical sections obeys:
+  each record's count lies between the number of enabled ops that trace every function
+  and the number of enabled ops, and a record is patched exactly when its count is
+  non-zero and tracing is started. A snapshot only counts when it is one such state:
+  taken twice around ``Stats`` and ``ListOps`` (which takes ftrace_lock, so every
+  critical section begun before it has ended) with no record written in between.
+  A race window that drops the lock mid-operation exposes a state outside the bounds;
+  the kernel's locking never does.
+- ``dmesg``: ``Kernel.DmesgFollow``; a ``WARNING:`` or ``BUG:`` (KASAN) line is an
+  anomaly, with its whole report attached as it arrives.
+
+Each anomaly is reported once (per source, kind, module and function) through the
+``on_anomaly`` callback; ``on_lost`` is called when the daemon stops answering.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from clients.api import Client, ServerStream
+from clients.errors import FtraceError
+from ftrace.v1 import kernel_pb2
+from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL
+from kernel_daemon.ftrace.snapshot import RecordsReader, RecordsSnapshot
+
+ANOMALY_KINDS = {
+    kernel_pb2.ANOMALY_KIND_MISSING_REFERENCE: "missing reference",
+    kernel_pb2.ANOMALY_KIND_LEAKED_REFERENCE: "leaked reference",
+    kernel_pb2.ANOMALY_KIND_PATCH_MISMATCH: "patch mismatch",
+    kernel_pb2.ANOMALY_KIND_FREED_PAGE_ACCESS: "freed-page access",
+}
+_REPORT_START = re.compile(r"\] (WARNING: .*|BUG: .*)$")
+_REPORT_END = re.compile(r"---\[ end trace [0-9a-f]+ \]---|\] =+$")
+_KASAN_MODULE = re.compile(r"record page of module (\S+)")
+#: Snapshot attempts of the final check before it gives up (a write stuck mid-way).
+_FINAL_SNAPSHOT_TRIES = 50
+
+
+@dataclass
+class Anomaly:
+    """Something the kernel must never show, and when it was seen."""
+
+    source: str  # "consistency", "shm", "dmesg"
+    kind: str  # "missing reference", ..., "WARNING", "KASAN"
+    message: str  # one line
+    # The state was observed between these two times (CLOCK_MONOTONIC ns).
+    seen_from_ns: int
+    seen_to_ns: int
+    module: str = ""
+    function: str = ""
+    ops: list[str] = field(default_factory=list)
+    records: int = 1  # records affected
+    detail: list[str] = field(default_factory=list)
+    phase: str = "run"  # "run", or "teardown": seen after the clients had stopped
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What makes it new: a log report by its message (the same WARN twice is one)."""
+        what = self.message if self.source == "dmesg" else self.function
+        return self.source, self.kind, self.module, what
+
+
+def dmesg_kind(message: str) -> str:
+    if message.startswith("WARNING:"):
+        return "WARNING"
+    return "KASAN" if message.startswith("BUG: KASAN") else "BUG"
+
+
+def consistency_anomalies(report: kernel_pb2.ConsistencyReport, start: int,
+                          end: int) -> list[Anomaly]:
+    """One anomaly per kind and module of a failed check, naming its first record."""
+    groups: dict[tuple[str, str], list[kernel_pb2.Anomaly]] = {}
+    for found in report.anomalies:
+        groups.setdefault((ANOMALY_KINDS.get(found.kind, "anomaly"), found.module), []).append(found)
+    out = []
+    for (kind, module), found in groups.items():
+        ops = sorted({name for a in found for name in a.ops})
+        out.append(Anomaly("consistency", kind, found[0].message, start, end, module,
+                           found[0].function, ops, len(found),
+                           [a.message for a in found[:8]] +
+                           ([f"... and {len(found) - 8} more"] if len(found) > 8 else [])))
+    return out
+
+
+def counted_ops(ops: list[kernel_pb2.OpsInfo]) -> list[kernel_pb2.OpsInfo]:
+    """The enabled ops that hold references: every ops on ftrace_ops_list; of the
+    GLOBAL ones only global_ops itself (the function tracer's ops uses its hashes)."""
+    return [o for o in ops if o.enabled and (not o.flags & FTRACE_OPS_FL_GLOBAL
+                                             or o.name == "global_ops")]
+
+
+def snapshot_anomalies(snap: RecordsSnapshot, ops: list[kernel_pb2.OpsInfo],
+                       stats: kernel_pb2.KernelStats, start: int, end: int) -> list[Anomaly]:
+    """The bounds of the module docstring, over one quiescent snapshot."""
+    if stats.ftrace_disabled:
+        return []  # after ftrace_kill() the counts are whatever the WARN left
+    counted = counted_ops(ops)
+    lower = sum(1 for o in counted if not o.filter_count and not o.notrace_count)
+    upper = len(counted)
+    names = ", ".join(o.name for o in counted) or "none"
+    out = []
+    for group in snap.groups:
+        counts = group.counts.astype(np.int64)
+        checks = [("missing reference", counts < lower, f"at least {lower}"),
+                  ("leaked reference", counts > upper, f"at most {upper}")]
+        if stats.ftrace_enabled:
+            wanted = (counts > 0) & (stats.ftrace_start_up > 0)
+            checks.append(("patch mismatch", (group.enabled != wanted) & (counts >= lower)
+                           & (counts <= upper), "patched iff count > 0 and tracing started"))
+        for kind, bad, bound in checks:
+            where = np.flatnonzero(bad)
+            if not len(where):
+                continue
+            first = int(where[0])
+            module = group.module or "the core kernel"
+            message = (f"{kind}: record {int(group.ips[first]):#x} of {module} has count "
+                       f"{int(counts[first])}, patched {bool(group.enabled[first])}; "
+                       f"expected {bound} (enabled ops: {names})")
+            out.append(Anomaly("shm", kind, message, start, end, group.module,
+                               f"{int(group.ips[first]):#x}", [o.name for o in counted],
+                               len(where), [f"{len(where)} records of {module}"]))
+    return out
+
+
+class Checker:
+    """The three observers of the module docstring, on threads of their own."""
+
+    def __init__(self, address: str, interval: float, on_anomaly: Callable[[Anomaly], None],
+                 on_lost: Callable[[str], None]) -> None:
+        self.client = Client(address)
+        self.interval = interval
+        self._on_anomaly = on_anomaly
+        self._on_lost = on_lost
+        self._stop = threading.Event()
+        self._seen: dict[tuple[str, str, str, str], Anomaly] = {}
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.shm_error = ""
+        self.reader: RecordsReader | None = None
+        self.phase = "run"
+        self._report: Anomaly | None = None  # the dmesg report being received
+        self._follow_stream: ServerStream[kernel_pb2.DmesgLine] | None = None
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        namespace = self.client.stats().shm_namespace
+        try:
+            self.reader = RecordsReader(namespace)
+        except (OSError, ValueError) as error:  # a daemon on another machine
+            self.shm_error = f"shared memory {namespace} not readable here: {error}"
+        for target, name in ((self._poll, "check"), (self._follow, "dmesg")):
+            thread = threading.Thread(target=target, name=f"stress-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._follow_stream is not None:
+            self._follow_stream.cancel()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _report_anomaly(self, anomaly: Anomaly) -> Anomaly:
+        """Report it unless it is known; returns the one reported first."""
+        anomaly.phase = self.phase
+        with self._lock:
+            known = self._seen.get(anomaly.key)
+            if known is not None:
+                return known
+            self._seen[anomaly.key] = anomaly
+        self._on_anomaly(anomaly)
+        return anomaly
+
+    # --- consistency and shared memory ---------------------------------------------
+
+    def _poll(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                self.check_consistency()
+                self.check_snapshot()
+        except FtraceError as error:
+            if not self._stop.is_set():
+                self._on_lost(f"CheckConsistency: {error}")
+
+    def check_consistency(self) -> None:
+        start = time.monotonic_ns()
+        report = self.client.check_consistency()
+        end = time.monotonic_ns()
+        self.counts["consistency"] += 1
+        for anomaly in consistency_anomalies(report, start, end):
+            self._report_anomaly(anomaly)
+
+    def check_snapshot(self) -> bool:
+        """One bracketed snapshot check; False when records changed meanwhile."""
+        if self.reader is None:
+            return True
+        start = time.monotonic_ns()
+        try:
+            before = self.reader.snapshot(timeout=1.0)
+            stats = self.client.stats()
+            ops = self.client.list_ops()
+            after = self.reader.snapshot(timeout=1.0)
+        except (TimeoutError, FileNotFoundError):
+            self.counts["shm inconclusive"] += 1
+            return False
+        end = time.monotonic_ns()
+        if (before.generation != after.generation
+                or [g.group_id for g in before.groups] != [g.group_id for g in after.groups]):
+            self.counts["shm inconclusive"] += 1
+            return False
+        self.counts["shm"] += 1
+        for anomaly in snapshot_anomalies(before, ops, stats, start, end):
+            self._report_anomaly(anomaly)
+        return True
+
+    # --- dmesg ------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        try:
+            self._follow_stream = self.client.dmesg_follow(replay=True)
+            for line in self._follow_stream:
+                for text in line.text.splitlines():
+                    self.counts["dmesg lines"] += 1
+                    self.dmesg_line(text)
+        except FtraceError as error:
+            if not self._stop.is_set():
+                self._on_lost(f"DmesgFollow: {error}")
+
+    def dmesg_line(self, text: str) -> None:
+        """One line of the kernel log; a report's first line is an anomaly at once, the
+        lines after it its detail."""
+        start = _REPORT_START.search(text)
+        if start:
+            now = time.monotonic_ns()
+            message = start.group(1)
+            report = self._report_anomaly(
+                Anomaly("dmesg", dmesg_kind(message), message, now, now, detail=[text]))
+            # The same report read again (the final check) is refilled; another report
+            # with the same message is not collected.
+            self._report = report if report.detail[0] == text else None
+            if self._report is not None:
+                del self._report.detail[1:]
+        elif self._report is not None:
+            self._report.detail.append(text)
+            module = _KASAN_MODULE.search(text)
+            if module:
+                self._report.module = module.group(1)
+            if _REPORT_END.search(text):
+                self._report = None
+
+    def final_check(self) -> None:
+        """After the clients stopped: the checks once more, and the whole log, in case
+        the follower has not delivered the last lines yet. Raises FtraceError when the
+        daemon does not answer."""
+        self.phase = "teardown"
+        self.check_consistency()
+        # The kernel is quiet now: a snapshot fails only while a write is in progress,
+        # or forever when a killed client's call is stuck mid-write.
+        for _ in range(_FINAL_SNAPSHOT_TRIES):
+            if self.check_snapshot():
+                break
+        self._report = None
+        for text in self.client.dmesg().splitlines():
+            self.dmesg_line(text)
+        self._report = None
+
+    def close(self) -> None:
+        self.client.close()

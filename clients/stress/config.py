@@ -1,0 +1,123 @@
+"""What one stress run is: its workers, its limits, and the daemon it runs against.
+
+The boot options travel as the daemon's own command-line options (``--variant buggy
+--race load-count ...``): the private daemon of the run is started with them, every
+replay of the minimizer starts a fresh daemon with them, and the reproducer's header
+names them, so all three boot the same kernel.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from ftrace.v1 import kernel_pb2, modules_pb2
+from kernel_daemon.kernel import BootOptions
+
+#: The failpoint that widens each race window when the user arms none (``--help``).
+#: A short sleep inside the window, often enough that an update of another client lands
+#: in it within seconds, rarely enough that the run is not slowed to a crawl.
+AUTO_FAILPOINTS: dict[str, tuple[str, str]] = {
+    "load-count": ("ftrace_update_code:before_count", "50%sleep(3)"),
+    "publish-early": ("ftrace_update_code:before_publish", "50%sleep(3)"),
+    "unload-unlocked": ("__ftrace_hash_rec_update:next_page", "5%sleep(2)"),
+}
+#: The site where each race window's bad interleaving is forced with a pause: the
+#: operation that reaches it first is the one held in the window.
+RACE_SITES: dict[str, str] = {race: site for race, (site, _) in AUTO_FAILPOINTS.items()}
+#: sys.setswitchinterval() of a private daemon unless --switch-interval is given: threads
+#: inside the daemon are preempted every 0.5 ms instead of every 5 ms.
+DEFAULT_SWITCH_INTERVAL = 0.0005
+#: The catalog modules the loaders cycle through when --modules is not given.
+DEFAULT_MODULES = ("uinput", "dummy", "loop")
+#: Worker kinds, in the order their processes are started.
+WORKER_KINDS = ("tracer", "loader", "shell", "invoker")
+#: What the daemon defaults to; a reproducer's header leaves out what equals these.
+_DAEMON_DEFAULTS = {"--variant": BootOptions.variant,
+                    "--module-placement": BootOptions.module_placement,
+                    "--core-functions": str(BootOptions.core_functions),
+                    "--cpus": str(BootOptions.cpus)}
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """The daemon's boot options, as option name/value pairs (``--race`` may repeat)."""
+
+    pairs: tuple[tuple[str, str], ...]
+
+    @property
+    def argv(self) -> list[str]:
+        return [item for pair in self.pairs for item in pair]
+
+    def values(self, option: str) -> list[str]:
+        return [value for name, value in self.pairs if name == option]
+
+    @property
+    def variant(self) -> str:
+        return (self.values("--variant") or ["fixed"])[-1]
+
+    @property
+    def races(self) -> list[str]:
+        return self.values("--race")
+
+    def failpoints(self) -> dict[str, str]:
+        return dict(pair.split("=", 1) for pair in self.values("--failpoint"))
+
+    def with_failpoint(self, site: str, spec: str) -> "BootSpec":
+        """The same options with ``site`` set to ``spec`` (replacing what it had)."""
+        kept = tuple(p for p in self.pairs
+                     if not (p[0] == "--failpoint" and p[1].split("=", 1)[0] == site))
+        return BootSpec(kept + (("--failpoint", f"{site}={spec}"),))
+
+    def command(self, *program: str, after: tuple[str, ...] = ()) -> str:
+        """A shell command line booting these options: ``program``, the options (the
+        variant always, the others where they differ from the daemon's defaults), ``after``."""
+        shown = [item for name, value in self.pairs if _DAEMON_DEFAULTS.get(name) != value
+                 for item in (name, value)]
+        if "--variant" not in shown:
+            shown = ["--variant", self.variant, *shown]
+        return shlex.join([*program, *shown, *after])
+
+    @classmethod
+    def from_config(cls, config: kernel_pb2.BootConfig) -> "BootSpec":
+        """The options of a running daemon (``Kernel.GetConfig``), to boot its twin."""
+        variant = kernel_pb2.Variant.Name(config.variant).removeprefix("VARIANT_").lower()
+        placement = modules_pb2.ModulePlacement.Name(config.module_placement)
+        pairs = [("--variant", variant),
+                 *(("--race", kernel_pb2.Race.Name(r).removeprefix("RACE_").lower()
+                    .replace("_", "-")) for r in config.races),
+                 *(("--failpoint", f"{name}={spec}")
+                   for name, spec in sorted(config.failpoints.items()) if spec not in ("", "off")),
+                 ("--core-functions", str(config.core_functions)),
+                 ("--module-placement",
+                  placement.removeprefix("MODULE_PLACEMENT_").lower().replace("_", "-")),
+                 ("--cpus", str(config.cpus)), ("--seed", str(config.seed))]
+        if config.switch_interval:
+            pairs.append(("--switch-interval", repr(config.switch_interval)))
+        return cls(tuple(pairs))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One ``ftrace-stress`` run."""
+
+    seed: int
+    out_dir: str
+    boot: BootSpec
+    # None: start a private daemon with ``boot``; else the daemon to use.
+    address: str | None = None
+    workers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WORKER_KINDS, 2))
+    duration: float | None = None  # seconds; None with ``ops`` set
+    ops: int | None = None  # total operations over all workers
+    modules: tuple[str, ...] = DEFAULT_MODULES
+    keep_going: bool = False
+    minimize: bool = True
+    # Replays the minimizer may spend (each one boots a fresh daemon).
+    max_replays: int = 150
+    check_interval: float = 0.05
+    # Failpoints armed because a race window was open and the user armed none.
+    auto_failpoints: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def worker_count(self) -> int:
+        return sum(self.workers.values())

@@ -1,0 +1,177 @@
+"""The history of a run: every operation a client invoked, when, and how it ended.
+
+Each client process appends to a file of its own (``DIR/clients/NAME.jsonl``), one JSON
+object a line, written and flushed line by line, so whatever happens to the daemon or
+to the process, what was written stays readable: at most the line being written when a
+process is killed is cut short, and the merge skips it. Events::
+
+    {"ev": "start", "client": "shell0", "kind": "shell", "pid": 4242, "t": NS, "wall": S}
+    {"ev": "invoke", "id": "shell0#17", "op": "write", "args": {...}, "t": NS, "wall": S}
+    {"ev": "complete", "id": "shell0#17", "result": "ok", "errno": null, "value": {...},
+     "t": NS, "wall": S}
+    {"ev": "end", "t": NS, "wall": S}
+
+``t`` is CLOCK_MONOTONIC in nanoseconds (one clock for every process of the machine, so
+times of different clients compare), ``wall`` the Unix time. ``result`` is ``ok``,
+``error`` (the kernel refused it: ``errno`` names the errno) or ``unknown`` (no answer:
+the daemon went away mid-call). An invoke without a complete was in flight when its
+process died. :func:`merge` joins the files into ``DIR/history.jsonl``: one line per
+operation, ordered by invocation time.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+RESULT_OK = "ok"
+RESULT_ERROR = "error"
+RESULT_UNKNOWN = "unknown"
+
+
+@dataclass
+class Op:
+    """One operation of the merged history."""
+
+    id: str
+    client: str
+    kind: str  # the client's kind: tracer, loader, shell, invoker, teardown
+    pid: int
+    op: str  # register, set_filter, unregister, modprobe, rmmod, write, invoke
+    args: dict[str, Any]
+    invoke_ns: int
+    invoke_wall: float
+    complete_ns: int | None = None  # None: no answer was recorded (still in flight)
+    complete_wall: float | None = None
+    result: str = RESULT_UNKNOWN
+    errno: str | None = None
+    value: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result == RESULT_OK
+
+    @property
+    def completed(self) -> bool:
+        return self.complete_ns is not None
+
+    def end_ns(self, horizon: int) -> int:
+        """When it ended, or ``horizon`` for an operation that never answered."""
+        return self.complete_ns if self.complete_ns is not None else horizon
+
+    def overlaps(self, start_ns: int, end_ns: int) -> bool:
+        return self.invoke_ns <= end_ns and self.end_ns(end_ns) >= start_ns
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> "Op":
+        return cls(**json.loads(line))
+
+
+class Recorder:
+    """Writes one client's events; every line reaches the file before the next operation."""
+
+    def __init__(self, path: str, client: str, kind: str) -> None:
+        self.client = client
+        # Line buffering: each event is one write(2) of one whole line.
+        self._file = open(path, "a", buffering=1, encoding="utf-8")
+        self._seq = 0
+        self._event({"ev": "start", "client": client, "kind": kind, "pid": os.getpid()})
+
+    def _event(self, event: dict[str, Any]) -> None:
+        event["t"] = time.monotonic_ns()
+        event["wall"] = time.time()
+        self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+
+    def invoke(self, op: str, args: dict[str, Any]) -> str:
+        self._seq += 1
+        op_id = f"{self.client}#{self._seq}"
+        self._event({"ev": "invoke", "id": op_id, "op": op, "args": args})
+        return op_id
+
+    def complete(self, op_id: str, result: str, errno: str | None = None,
+                 value: dict[str, Any] | None = None) -> None:
+        self._event({"ev": "complete", "id": op_id, "result": result, "errno": errno,
+                     "value": value})
+
+    def close(self) -> None:
+        self._event({"ev": "end"})
+        self._file.close()
+
+
+def read_events(path: str) -> Iterator[dict[str, Any]]:
+    """The events of one client file; a line cut short by a kill is skipped."""
+    with open(path, encoding="utf-8", errors="replace") as events:
+        for line in events:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+@dataclass
+class ClientLog:
+    """What one client file says about its process."""
+
+    client: str
+    kind: str
+    pid: int
+    ops: list[Op]
+    ended: bool  # wrote its "end" event: it stopped on its own
+
+    @property
+    def completed(self) -> int:
+        return sum(op.completed for op in self.ops)
+
+
+def load_client(path: str) -> ClientLog | None:
+    """One client file as operations; None when the process died before its first line."""
+    log: ClientLog | None = None
+    by_id: dict[str, Op] = {}
+    for event in read_events(path):
+        kind = event.get("ev")
+        if kind == "start":
+            log = ClientLog(event["client"], event["kind"], event["pid"], [], False)
+        elif log is None:
+            continue
+        elif kind == "invoke":
+            op = Op(event["id"], log.client, log.kind, log.pid, event["op"], event["args"],
+                    event["t"], event["wall"])
+            by_id[op.id] = op
+            log.ops.append(op)
+        elif kind == "complete" and event["id"] in by_id:
+            op = by_id[event["id"]]
+            op.complete_ns, op.complete_wall = event["t"], event["wall"]
+            op.result, op.errno, op.value = event["result"], event["errno"], event["value"]
+        elif kind == "end":
+            log.ended = True
+    return log
+
+
+def client_files(out_dir: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(out_dir, "clients", "*.jsonl")))
+
+
+def merge(out_dir: str) -> tuple[list[Op], list[ClientLog]]:
+    """Join the client files into ``DIR/history.jsonl``; returns the operations (by
+    invocation time) and each client's log."""
+    logs = [log for log in map(load_client, client_files(out_dir)) if log is not None]
+    ops = sorted((op for log in logs for op in log.ops), key=lambda op: (op.invoke_ns, op.id))
+    path = os.path.join(out_dir, "history.jsonl")
+    with open(path + ".tmp", "w", encoding="utf-8") as history:
+        for op in ops:
+            history.write(op.to_json() + "\n")
+    os.replace(path + ".tmp", path)
+    return ops, logs
+
+
+def load_history(path: str) -> list[Op]:
+    """``DIR/history.jsonl`` as written by :func:`merge`."""
+    with open(path, encoding="utf-8") as history:
+        return [Op.from_json(line) for line in history if line.strip()]

@@ -1,0 +1,22 @@
+"""`make demo` runs: the WARN in buggy, the reloaded function traced in fixed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_demo_shows_the_warn_then_the_fix():
+    run = subprocess.run([sys.executable, "-m", "clients.demo"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    buggy, fixed = run.stdout.split("--variant fixed")
+    assert "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0x" in buggy
+    assert "ftrace_shutdown+0x" in buggy and "comm: bash" in buggy
+    assert "bash: set_ftrace_filter: No such device" in buggy
+    assert "uinput_release [uinput] (1)" in fixed
+    assert "uinput_release <-__fput" in fixed
+    assert "WARNING" not in fixed
