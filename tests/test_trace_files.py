@@ -220,3 +220,23 @@ def test_paths_and_modes():
         assert cat(vfs, "/proc/modules") == ""
         modprobe(k, "dummy")
         assert cat(vfs, "/proc/modules").startswith("dummy ")
+
+
+def test_ftrace_enabled_sysctl_unpatches_and_repatches_keeping_counts():
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        sysctl = "/proc/sys/kernel/ftrace_enabled"
+        assert cat(vfs, sysctl) == "1\n"
+        echo(k, "vfs_write", "set_ftrace_filter")
+        echo(k, "function", "current_tracer")
+        assert invoke(k, "vfs_write")
+        write(vfs, sysctl, b"0\n")
+        assert cat(vfs, f"{T}/enabled_functions") == "vfs_write (1)\n"  # counts are kept
+        assert not invoke(k, "vfs_write")  # but nothing is patched
+        assert check_consistency(k.ftrace) == []
+        write(vfs, sysctl, b"1\n")
+        assert invoke(k, "vfs_write")
+        assert check_consistency(k.ftrace) == []
+        with pytest.raises(KernelError) as exc:
+            write(vfs, sysctl, b"on\n")
+        assert exc.value.errno == errno.EINVAL

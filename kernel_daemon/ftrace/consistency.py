@@ -2,7 +2,8 @@
 
 Under ``ftrace_lock``, recompute for every live record the number of enabled ops on
 ``ftrace_ops_list`` whose hashes select it, and compare with its count; compare
-``FTRACE_FL_ENABLED`` with "count > 0 and tracing started".  It has no kernel
+``FTRACE_FL_ENABLED`` with "count > 0 and tracing started" (and code patching on:
+the ``ftrace_enabled`` sysctl).  It has no kernel
 counterpart: it sees the reported bug right after the reload, before any WARN.
 """
 
@@ -59,7 +60,8 @@ def group_anomalies(ft: Ftrace, pg: FtracePageGroup, enabled_ops: list[FtraceOps
     expected = np.sum(selects, axis=0, dtype=np.int64) if selects else np.zeros(len(pg.ips), np.int64)
     actual = ftrace_rec_count(pg.flags).astype(np.int64)
     patched = (pg.flags & np.uint64(FTRACE_FL_ENABLED)) != 0
-    want_patched = (actual > 0) & bool(ft.ftrace_start_up) & (not ft.ftrace_disabled)
+    # With ftrace_enabled 0 (the sysctl) nothing is patched, whatever the counts.
+    want_patched = (actual > 0) & bool(ft.ftrace_start_up and ft.ftrace_enabled)
     count_bad = expected != actual
     # After ftrace_kill nothing is patched or unpatched again; only counts are checked.
     patch_bad = (patched != want_patched) & ~count_bad & (not ft.ftrace_disabled)
