@@ -14,8 +14,8 @@ import sys
 
 from clients.spawn import spawn_daemon
 
-# The reproducer as the report writes it, then what shows its outcome.
-SCRIPT = """\
+# The reproducer, verbatim from shared/spec/upstream-report-8c4f3c3.txt.
+REPRODUCER = """\
 cd /sys/kernel/debug/tracing
 modprobe uinput
 echo uinput_release > set_ftrace_filter
@@ -23,6 +23,10 @@ echo function > current_tracer
 rmmod uinput
 modprobe uinput
 # check /proc/modules to see if loaded in same addr, otherwise try again
+echo nop > current_tracer
+"""
+# The reproducer up to its last line, a look at the outcome, then that last line.
+SCRIPT = REPRODUCER.removesuffix("echo nop > current_tracer\n") + """\
 cat /proc/modules
 invoke uinput_release __fput
 cat enabled_functions

@@ -88,3 +88,14 @@ def warnings(kernel: Kernel) -> list[str]:
     text = re.sub(r"^\[[ \d.]+\] ", "", kernel.printk.read(), flags=re.M)
     return re.findall(r"------------\[ cut here \]------------\n.*?---\[ end trace [0-9a-f]{16} \]---",
                       text, flags=re.S)
+
+
+def reproducer_until_reload(kernel: Kernel) -> tuple[int, int]:
+    """Steps 1-5 of the report (up to the reload); returns uinput's two load addresses."""
+    first = modprobe(kernel, "uinput").module_core
+    assert echo(kernel, "uinput_release", "set_ftrace_filter") == []
+    echo(kernel, "function", "current_tracer")
+    assert record(kernel.ftrace, "uinput_release") == (1, True)
+    rmmod(kernel, "uinput")
+    second = modprobe(kernel, "uinput").module_core
+    return first, second

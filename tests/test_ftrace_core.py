@@ -13,18 +13,8 @@ from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open, t_show_all
 from kernel_daemon.ftrace.ops import FtraceOps
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 from kernel_daemon.module.catalog import load_catalog
-from tests.kernel_helpers import booted, echo, modprobe, record, rmmod, warnings
-
-
-def reproducer_until_reload(kernel):
-    """Steps 1-5 of the report; returns the two load addresses of uinput."""
-    first = modprobe(kernel, "uinput").module_core
-    assert echo(kernel, "uinput_release", "set_ftrace_filter") == []
-    echo(kernel, "function", "current_tracer")
-    assert record(kernel.ftrace, "uinput_release") == (1, True)
-    rmmod(kernel, "uinput")
-    second = modprobe(kernel, "uinput").module_core
-    return first, second
+from tests.kernel_helpers import (booted, echo, modprobe, record, reproducer_until_reload, rmmod,
+                                  warnings)
 
 
 def test_buggy_reproducer_warns_once_through_ftrace_shutdown_and_kills_ftrace():

@@ -44,6 +44,22 @@ class ShellProcess:
         return False
 
 
+def interleave(client: Client, address: str, site: str, first: str, second: str,
+               race: bool) -> None:
+    """Process ``first`` pauses at ``site``; process ``second`` runs meanwhile, through
+    the window (race) or blocked on ``ftrace_lock``; then ``first`` is released."""
+    paused = ShellProcess(address, first)
+    client.wait_failpoint(site, 1, timeout=30)
+    running = ShellProcess(address, second)
+    if race:
+        running.finish()
+    else:
+        assert running.still_blocked()
+    client.release_failpoint(site)
+    paused.finish()
+    running.finish()
+
+
 def kinds(report: kernel_pb2.ConsistencyReport) -> set[int]:
     return {a.kind for a in report.anomalies}
 
@@ -54,16 +70,8 @@ def test_load_count(spawn, race):
     daemon = spawn(CORE + (["--race", "load-count"] if race else [])
                    + ["--failpoint", f"{site}=1*pause"])
     with Client(daemon.address) as client:
-        loader = ShellProcess(daemon.address, "modprobe uinput")
-        client.wait_failpoint(site, 1, timeout=30)
-        tracer = ShellProcess(daemon.address, "echo function > current_tracer")
-        if race:
-            tracer.finish()  # the loader holds no lock in the window
-        else:
-            assert tracer.still_blocked()
-        client.release_failpoint(site)
-        loader.finish()
-        tracer.finish()
+        interleave(client, daemon.address, site, "modprobe uinput",
+                   "echo function > current_tracer", race)
         report = client.check_consistency()
         if race:
             assert kinds(report) == {kernel_pb2.ANOMALY_KIND_MISSING_REFERENCE}
@@ -78,16 +86,8 @@ def test_publish_early(spawn, race):
     daemon = spawn(CORE + (["--race", "publish-early"] if race else [])
                    + ["--failpoint", f"{site}=1*pause"])
     with Client(daemon.address) as client:
-        loader = ShellProcess(daemon.address, "modprobe uinput")
-        client.wait_failpoint(site, 1, timeout=30)
-        tracer = ShellProcess(daemon.address, "echo function > current_tracer")
-        if race:
-            tracer.finish()  # counts the published pages, before the load overwrites them
-        else:
-            assert tracer.still_blocked()
-        client.release_failpoint(site)
-        loader.finish()
-        tracer.finish()
+        interleave(client, daemon.address, site, "modprobe uinput",
+                   "echo function > current_tracer", race)
         report = client.check_consistency()
         ShellProcess(daemon.address, "echo nop > current_tracer").finish()
         dmesg = client.dmesg()
@@ -107,16 +107,8 @@ def test_unload_unlocked(spawn, race):
     with Client(daemon.address) as client:
         client.load("uinput")
         client.set_failpoint(site, "1*pause")
-        tracer = ShellProcess(daemon.address, "echo function > current_tracer")
-        client.wait_failpoint(site, 1, timeout=30)
-        unloader = ShellProcess(daemon.address, "rmmod uinput")
-        if race:
-            unloader.finish()  # frees the pages the paused walk will visit
-        else:
-            assert unloader.still_blocked()
-        client.release_failpoint(site)
-        tracer.finish()
-        unloader.finish()
+        interleave(client, daemon.address, site, "echo function > current_tracer",
+                   "rmmod uinput", race)
         report = client.check_consistency()
         if race:
             assert kinds(report) == {kernel_pb2.ANOMALY_KIND_FREED_PAGE_ACCESS}

@@ -41,20 +41,26 @@ class Step(threading.Thread):
         return self.is_alive()
 
 
+def interleave(kernel, site: str, first: tuple, second: tuple, race: bool) -> None:
+    """``first`` pauses at ``site``; ``second`` runs while it is paused, through the
+    window (race) or blocked on ``ftrace_lock`` (no race); then ``first`` goes on."""
+    paused = Step(*first)
+    assert kernel.failpoints.wait_paused(site, 1, timeout=10)
+    running = Step(*second)
+    if race:
+        running.finish()
+    else:
+        assert running.blocked()
+    kernel.failpoints.release(site)
+    paused.finish()
+    running.finish()
+
+
 @pytest.mark.parametrize("race", [True, False])
 def test_load_count_window_loses_a_concurrent_enable(race):
     site = "ftrace_update_code:before_count"
     with booted(races=("load-count",) if race else (), failpoints=((site, "1*pause"),)) as k:
-        loader = Step(modprobe, k, "uinput")
-        assert k.failpoints.wait_paused(site, 1, timeout=10)
-        tracer = Step(echo, k, "function", "current_tracer")
-        if race:
-            tracer.finish()  # not blocked: the loader holds no lock in the window
-        else:
-            assert tracer.blocked()  # waits for ftrace_lock, which the loader holds
-        k.failpoints.release(site)
-        loader.finish()
-        tracer.finish()
+        interleave(k, site, (modprobe, k, "uinput"), (echo, k, "function", "current_tracer"), race)
         anomalies = check_consistency(k.ftrace)
         if not race:
             assert anomalies == []
@@ -69,16 +75,7 @@ def test_load_count_window_loses_a_concurrent_enable(race):
 def test_publish_early_window_overwrites_counts_and_then_underflows(race):
     site = "ftrace_update_code:before_publish"
     with booted(races=("publish-early",) if race else (), failpoints=((site, "1*pause"),)) as k:
-        loader = Step(modprobe, k, "uinput")
-        assert k.failpoints.wait_paused(site, 1, timeout=10)
-        tracer = Step(echo, k, "function", "current_tracer")
-        if race:
-            tracer.finish()
-        else:
-            assert tracer.blocked()
-        k.failpoints.release(site)
-        loader.finish()
-        tracer.finish()
+        interleave(k, site, (modprobe, k, "uinput"), (echo, k, "function", "current_tracer"), race)
         anomalies = check_consistency(k.ftrace)
         if not race:
             assert anomalies == []
@@ -99,16 +96,8 @@ def test_unload_unlocked_window_frees_pages_under_a_walker(race):
     with booted(races=("unload-unlocked",) if race else ()) as k:
         modprobe(k, "uinput")
         k.failpoints.configure(site, "1*pause")
-        tracer = Step(echo, k, "function", "current_tracer")
-        assert k.failpoints.wait_paused(site, 1, timeout=10)
-        unloader = Step(rmmod, k, "uinput")
-        if race:
-            unloader.finish()  # frees the pages the paused walk is about to visit
-        else:
-            assert unloader.blocked()
-        k.failpoints.release(site)
-        tracer.finish()
-        unloader.finish()
+        # The walk pauses before its first page; the unload frees uinput's under it.
+        interleave(k, site, (echo, k, "function", "current_tracer"), (rmmod, k, "uinput"), race)
         anomalies = check_consistency(k.ftrace)
         if not race:
             assert anomalies == []

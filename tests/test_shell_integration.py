@@ -14,23 +14,13 @@ import sys
 
 import pytest
 
+from clients.demo import REPRODUCER
 from clients.errors import FtraceError
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACING = "/sys/kernel/debug/tracing"
 
-#: The reproducer, verbatim from shared/spec/upstream-report-8c4f3c3.txt.
-REPRODUCER = """\
-cd /sys/kernel/debug/tracing
-modprobe uinput
-echo uinput_release > set_ftrace_filter
-echo function > current_tracer
-rmmod uinput
-modprobe uinput
-# check /proc/modules to see if loaded in same addr, otherwise try again
-echo nop > current_tracer
-"""
 #: Lines in REPRODUCER: what follows it in a script starts at this line + 1.
 REPRODUCER_LINES = REPRODUCER.count("\n")
 

@@ -14,7 +14,7 @@ from kernel_daemon.ftrace.dispatch import execute_function, on_cpu
 from kernel_daemon.task import Task, running_as
 from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
-from tests.kernel_helpers import BASH, booted, echo, modprobe, rmmod
+from tests.kernel_helpers import BASH, booted, echo, modprobe, reproducer_until_reload
 
 T = "/sys/kernel/debug/tracing"
 HEADER_36 = (
@@ -64,11 +64,7 @@ def invoke(kernel, name: str, parent: str = "__fput", count: int = 1, cpu: int =
 def test_reloaded_function_is_traced_only_with_the_fix(variant):
     with booted(variant=variant) as k:
         vfs = mount(k)
-        modprobe(k, "uinput")
-        echo(k, "uinput_release", "set_ftrace_filter")
-        echo(k, "function", "current_tracer")
-        rmmod(k, "uinput")
-        modprobe(k, "uinput")
+        reproducer_until_reload(k)
         assert cat(vfs, f"{T}/set_ftrace_filter") == "uinput_release [uinput]\n"
         invoke(k, "uinput_release", count=2, cpu=1)
         text = cat(vfs, f"{T}/trace")
@@ -171,11 +167,7 @@ def test_trace_pipe_consumes_and_small_buffer_overruns_are_exact():
 def test_corrupted_header_after_ftrace_kill():
     with booted(variant="buggy", cpus=1) as k:
         vfs = mount(k)
-        modprobe(k, "uinput")
-        echo(k, "uinput_release", "set_ftrace_filter")
-        echo(k, "function", "current_tracer")
-        rmmod(k, "uinput")
-        modprobe(k, "uinput")
+        reproducer_until_reload(k)
         echo(k, "nop", "current_tracer")
         assert k.ftrace.ftrace_disabled
         text = cat(vfs, f"{T}/trace")

@@ -12,8 +12,7 @@ from kernel_daemon.ftrace.core import FTRACE_WARN_ON, WARN_ON, WARN_ON_ONCE, Ftr
 from kernel_daemon.ftrace.ops import (FTRACE_OPS_FL_DYNAMIC, FTRACE_OPS_FL_ENABLED,
                                       FTRACE_OPS_FL_GLOBAL, FtraceOps)
 from kernel_daemon.ftrace.rec_update import ftrace_hash_rec_disable, ftrace_hash_rec_enable
-from kernel_daemon.ftrace.update import (FTRACE_UPDATE_CALLS, FTRACE_UPDATE_TRACE_FUNC,
-                                         ftrace_run_update_code, ftrace_startup_enable,
+from kernel_daemon.ftrace.update import (FTRACE_UPDATE_CALLS, ftrace_startup_enable,
                                          update_ftrace_function)
 from kernel_daemon.unwind import kernel_function
 
@@ -132,13 +131,8 @@ def ftrace_shutdown(ft: Ftrace, ops: FtraceOps, command: int) -> None:
         ftrace_hash_rec_disable(ft, ops, True)
     if ops is not ft.global_ops or not ft.global_start_up:
         ops.flags &= ~FTRACE_OPS_FL_ENABLED
-    command |= FTRACE_UPDATE_CALLS
-    if ft.saved_ftrace_func != ft.ftrace_trace_function:
-        ft.saved_ftrace_func = ft.ftrace_trace_function
-        command |= FTRACE_UPDATE_TRACE_FUNC
-    if not command or not ft.ftrace_enabled:
-        return
-    ftrace_run_update_code(ft, command)
+    # 3.6 spells out ftrace_startup_enable()'s body here; the steps are the same.
+    ftrace_startup_enable(ft, command | FTRACE_UPDATE_CALLS)
 
 
 @kernel_function
