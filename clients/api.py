@@ -234,7 +234,12 @@ class TracerSession:
     :meth:`flush` every hit of a callback that ran before it is among them.
     """
 
-    def __init__(self, stub: Any, register: tracer_pb2.RegisterOps) -> None:
+    def __init__(self, stub: Any, register: tracer_pb2.RegisterOps,
+                 on_event: Callable[[], None] | None = None) -> None:
+        """``on_event`` is called from the reader thread after each event is stored and
+        once when the stream ends, so a caller can sleep until there is news."""
+        self._on_event = on_event or (lambda: None)
+        self.ended = False
         self._requests = _Requests()
         self._call = stub.Attach(iter(self._requests))
         self._answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -260,9 +265,13 @@ class TracerSession:
                         self._dropped += event.hits.dropped
                 else:
                     self._answers.put(event)
+                self._on_event()
         except grpc.RpcError as error:
             self._answers.put(FtraceError.from_rpc(error))
-        self._answers.put(None)
+        finally:
+            self._answers.put(None)
+            self.ended = True
+            self._on_event()
 
     def _answer(self, kind: str) -> Any:
         event = self._answers.get()
@@ -656,6 +665,7 @@ class Client:
         max_batch: int = 0,
         max_delay_ms: int = 0,
         queue_limit: int = 0,
+        on_event: Callable[[], None] | None = None,
     ) -> TracerSession:
         """Register an ftrace_ops with these filter/notrace patterns, for the session's life."""
         register = tracer_pb2.RegisterOps(
@@ -666,4 +676,4 @@ class Client:
             max_delay_ms=max_delay_ms,
             queue_limit=queue_limit,
         )
-        return TracerSession(self.connection.tracer, register)
+        return TracerSession(self.connection.tracer, register, on_event)

@@ -226,9 +226,14 @@ class Connection:
 
         Raises ``FtraceError(ETIMEDOUT)`` (``from_kernel`` False) after ``timeout`` seconds.
         """
+        # A health check that waits for the connection, rather than channel_ready_future,
+        # whose polling thread would hold up close() by a fraction of a second.
         try:
-            grpc.channel_ready_future(self._raw_channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError:
+            self.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout,
+                              wait_for_ready=True)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise FtraceError.from_rpc(error) from None
             raise FtraceError(
                 errno.ETIMEDOUT,
                 f"ftraced at {self.address} not ready after {timeout}s",

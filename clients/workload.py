@@ -325,8 +325,8 @@ class Workload:
     def repeat(self) -> int:
         return self.rng.randint(2, REPEAT_MAX) if self.rng.random() < REPEAT_SHARE else 1
 
-    def step(self) -> None:
-        """One activity of one task: a chain of invocations."""
+    def step(self) -> int:
+        """One activity of one task: a chain of invocations. Returns the calls attempted."""
         now = time.monotonic()
         self.modules.refresh(now)
         if self.modules.functions and self.rng.random() < self.module_share:
@@ -339,13 +339,18 @@ class Workload:
             task = self.rng.choice(self.tasks)
             calls, module = CORE_CALLS[self.rng.choices(task.activities, task.weights)[0]], ""
         cpu = self.cpu_of(task)
+        attempted = 0
         for call in calls:
-            if call not in self.missing and not self.invoke(task, cpu, call, module):
-                return
+            if call in self.missing:
+                continue
+            repeat = self.repeat()
+            attempted += repeat
+            if not self.invoke(task, cpu, call, repeat, module):
+                break
+        return attempted
 
-    def invoke(self, task: Task, cpu: int, call: Call, module: str) -> bool:
+    def invoke(self, task: Task, cpu: int, call: Call, repeat: int, module: str) -> bool:
         """One Invoke; False when the rest of the chain should be skipped."""
-        repeat = self.repeat()
         try:
             if call.address:
                 # A module caller goes by address: its name may be another module's too.
@@ -376,22 +381,25 @@ class Workload:
         return True
 
     def run(self, rate: float, duration: float | None, waker: cli.Waker) -> float:
-        """Steps paced at ``rate`` calls per second; returns the seconds it ran."""
+        """Steps paced at ``rate`` calls per second; returns the seconds it ran.
+
+        Failed calls count against the rate too, and a step that attempted nothing counts
+        as one call: a kernel that refuses everything is not hammered in a tight loop.
+        """
         start = time.monotonic()
         end = None if duration is None else start + duration
-        origin = start
+        origin, paced = start, 0
         while not waker.stopped:
-            due = origin + self.stats.calls / rate
+            due = origin + paced / rate
             now = time.monotonic()
             if now - due > MAX_LAG:
-                origin = now - self.stats.calls / rate
-                due = now
-            if end is not None and due >= end:
+                origin, due = now - paced / rate, now
+            if end is not None and max(due, now) >= end:
                 waker.sleep_until(end)
                 break
             if not waker.sleep_until(due):
                 break
-            self.step()
+            paced += max(1, self.step())
         return time.monotonic() - start
 
 

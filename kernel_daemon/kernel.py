@@ -8,6 +8,7 @@ ftrace core with the core kernel's records (``ftrace_init``), and the tracers.
 
 from __future__ import annotations
 
+import contextvars
 import time
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ from kernel_daemon.trace.trace_functions import FunctionTracer
 from kernel_daemon.trace.tracers import Tracing
 
 UTS_RELEASE = "3.6.11+"
+# Events the function tracer wrote for the current call (an Invoke reports them).
+events_written: contextvars.ContextVar[int] = contextvars.ContextVar("events_written", default=0)
 UTS_VERSION = "#1 SMP ftrace-sim"
 
 
@@ -129,12 +132,13 @@ class Kernel:
             return
         task = current()
         if count == 1:
-            self.ring_buffer.write_function_event(cpu, self.trace_clock(), task.pid, task.comm,
-                                                  ip, parent_ip)
-            return
-        self.ring_buffer.write_function_events(
-            cpu, self.trace_clock.stamps(count), task.pid, task.comm,
-            np.full(count, ip, dtype=np.uint64), np.full(count, parent_ip, dtype=np.uint64))
+            written = int(self.ring_buffer.write_function_event(
+                cpu, self.trace_clock(), task.pid, task.comm, ip, parent_ip))
+        else:
+            written = self.ring_buffer.write_function_events(
+                cpu, self.trace_clock.stamps(count), task.pid, task.comm,
+                np.full(count, ip, dtype=np.uint64), np.full(count, parent_ip, dtype=np.uint64))
+        events_written.set(events_written.get() + written)
 
     def symbol_name(self, ip: int) -> str:
         """The bare name a trace line prints for ``ip`` (no module, no offset)."""

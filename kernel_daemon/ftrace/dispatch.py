@@ -52,7 +52,8 @@ def ftrace_location(ft: Ftrace, ip: int) -> tuple[FtracePageGroup, int] | None:
 
 
 def execute_function(ft: Ftrace, ip: int, parent_ip: int, count: int = 1) -> bool:
-    """Run the call site at ``ip`` ``count`` times; True when the calls reached a tracer.
+    """Run the call site at ``ip`` ``count`` times; True when the site was patched and
+    the calls entered the trampoline.
 
     An ip with no record is code that is not there (a module that was unloaded):
     EFAULT, as a fetch from an unmapped address faults.

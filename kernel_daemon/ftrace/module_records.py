@@ -30,6 +30,9 @@ MODULE_STATE_LIVE = 0
 MODULE_STATE_COMING = 1
 MODULE_STATE_GOING = 2
 
+_ONE = np.uint64(1)
+_ENABLED = np.uint64(FTRACE_FL_ENABLED)
+
 
 @dataclass(frozen=True)
 class OpsHashes:
@@ -54,14 +57,25 @@ def ops_traces_mod(ft: Ftrace, ops: OpsHashes) -> bool:
 def referenced_filters(ops_list: list[OpsHashes], ips: np.ndarray) -> np.ndarray:
     """``referenced_filters()`` over all new records: for each record, the number of
     ops (enabled, not tracing everything) whose filter selects it and whose notrace
-    does not (``ops_references_rec``)."""
+    does not (``ops_references_rec``).
+
+    ``ips`` are a page group's, sorted by address: each filter's entries are looked up
+    among them, so a filter of a few functions costs a few binary searches, not a test
+    of every new record.
+    """
     cnt = np.zeros(len(ips), dtype=np.uint64)
     for ops in ops_list:
-        refs = (np.ones(len(ips), dtype=bool) if ops.filter_hash.empty()
-                else ops.filter_hash.contains(ips))
-        if not ops.notrace_hash.empty():
-            refs &= ~ops.notrace_hash.contains(ips)
-        cnt += refs
+        notrace = ops.notrace_hash
+        if ops.filter_hash.empty():
+            refs = np.ones(len(ips), dtype=bool)
+            if not notrace.empty():
+                refs[notrace.positions_in(ips)] = False
+            cnt += refs
+            continue
+        idx = ops.filter_hash.positions_in(ips)
+        if len(idx) and not notrace.empty():
+            idx = idx[~notrace.contains(ips[idx])]
+        cnt[idx] += _ONE
     return cnt
 
 
@@ -109,10 +123,9 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
     ft.pages.write_begin()
     try:
         # p->flags = cnt; then ftrace_code_disable() and, if tracing, patch to call.
-        flags = cnt.copy()
         if ft.ftrace_start_up:
-            flags[cnt > 0] |= np.uint64(FTRACE_FL_ENABLED)
-        new_pgs.flags[:] = flags
+            np.bitwise_or(cnt, _ENABLED, out=cnt, where=cnt > 0)
+        new_pgs.flags[:] = cnt
     finally:
         ft.pages.write_end()
     ft.ftrace_update_tot_cnt += len(ips)

@@ -211,6 +211,8 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
     def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.KernelStats:
         with self.state.syscall(context) as boot:
             kernel, ft = boot.kernel, boot.kernel.ftrace
+            rb = kernel.ring_buffer
+            entries = sum(rb.counters(cpu).entries_in_buffer for cpu in range(rb.nr_cpus))
             return pb.KernelStats(
                 boot_id=boot.boot_id, uptime_seconds=kernel.local_clock() / 1e9,
                 ftrace_disabled=ft.ftrace_disabled, ftrace_enabled=ft.ftrace_enabled,
@@ -223,6 +225,9 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 tainted=kernel.panic.print_tainted(), taint_mask=kernel.panic.tainted_mask,
                 warnings=kernel.printk.read().count("------------[ cut here ]------------"),
                 open_files=self.state.open_files, rpc_counts=dict(self.state.rpc_counts),
+                invocations=self.state.invocations, tracing_on=kernel.ring_buffer.record_is_on(),
+                trace_entries=entries, trace_written=entries + rb.overruns(),
+                trace_overruns=rb.overruns(),
                 shm_namespace=kernel.namespace)
 
     @translate_kernel_errors

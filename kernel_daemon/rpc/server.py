@@ -21,6 +21,18 @@ from kernel_daemon.rpc.tracer_service import TracerService
 # Every open file session and tracer stream holds a thread for its lifetime, as a
 # process blocked in the kernel holds its task: leave room for many.
 MAX_WORKERS = 256
+# The channel options of the clients (message size limits), shared by the server.
+SERVER_OPTIONS = CHANNEL_OPTIONS
+
+
+def new_grpc_server(interceptors: list[grpc.ServerInterceptor] | None = None) -> grpc.Server:
+    """A sync gRPC server with the daemon's settings: the thread pool and the options.
+
+    The benchmarks' echo server is built with this too, so it is the same server.
+    """
+    return grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS,
+                                                  thread_name_prefix="syscall"),
+                       interceptors=interceptors, options=SERVER_OPTIONS)
 
 SERVICE_NAMES = (
     tracefs_pb2.DESCRIPTOR.services_by_name["Tracefs"].full_name,
@@ -34,10 +46,7 @@ class Daemon:
     def __init__(self, state: DaemonState, address: str) -> None:
         self.state = state
         self.address = address
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS,
-                                                             thread_name_prefix="syscall"),
-                                  interceptors=[CountingInterceptor(state)],
-                                  options=CHANNEL_OPTIONS)
+        self.server = new_grpc_server([CountingInterceptor(state)])
         tracefs_pb2_grpc.add_TracefsServicer_to_server(TracefsService(state), self.server)
         modules_pb2_grpc.add_ModulesServicer_to_server(ModulesService(state), self.server)
         kernel_pb2_grpc.add_KernelServicer_to_server(KernelService(state), self.server)

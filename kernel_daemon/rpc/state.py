@@ -7,22 +7,26 @@ finish against it (their process "dies" with the old boot), new calls see the ne
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
 
 from clients.identity import parse_identity_metadata
 from kernel_daemon.kernel import BootOptions, Kernel
-from kernel_daemon.task import Task, running_as
+from kernel_daemon import task as task_module
+from kernel_daemon.task import Task
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
 
 # A caller that does not say who it is still runs as some process.
 ANONYMOUS = Task(1, "grpc-client")
+# Distinct callers' metadata remembered at most (the cache starts over past this).
+MAX_CACHED_CALLERS = 4096
+# running_as() without the generator: Syscall enters and leaves ``current`` itself.
+set_current = task_module._current.set
+reset_current = task_module._current.reset
 
 
 @dataclass(eq=False)
@@ -37,7 +41,10 @@ class DaemonState:
         self._boot_ids = itertools.count(1)
         self._lock = threading.Lock()
         self.rpc_counts: collections.Counter[str] = collections.Counter()
+        # invocation metadata -> the Task it names (see caller()).
+        self._callers: dict[tuple, Task] = {}
         self.open_files = 0
+        self.invocations = 0
         self.boot = self._make_boot(options)
 
     def _make_boot(self, options: BootOptions) -> Boot:
@@ -58,20 +65,57 @@ class DaemonState:
         with self._lock:
             self.open_files += delta
 
-    @contextlib.contextmanager
-    def syscall(self, context: grpc.ServicerContext) -> Iterator[Boot]:
-        """Enter the kernel as the calling process; yields the boot to work on.
+    def caller(self, context: grpc.ServicerContext) -> Task:
+        """The calling process, from the call's identity metadata.
+
+        Parsed once per distinct metadata (a client sends the same with every call);
+        malformed metadata raises KernelError(EINVAL) every time, as it is never cached.
+        """
+        metadata = context.invocation_metadata()
+        try:
+            return self._callers[metadata]
+        except (KeyError, TypeError):  # TypeError: metadata that is not a hashable tuple
+            pass
+        pid, comm = parse_identity_metadata(metadata)
+        task = Task(pid if pid is not None else ANONYMOUS.pid, comm or ANONYMOUS.comm)
+        if isinstance(metadata, tuple):
+            if len(self._callers) >= MAX_CACHED_CALLERS:
+                self._callers.clear()
+            self._callers[metadata] = task
+        return task
+
+    def syscall(self, context: grpc.ServicerContext) -> Syscall:
+        """Enter the kernel as the calling process (``with state.syscall(context) as
+        boot:``); yields the boot to work on.
 
         Malformed identity metadata raises KernelError(EINVAL) before anything runs.
         """
-        pid, comm = parse_identity_metadata(context.invocation_metadata())
-        task = Task(pid if pid is not None else ANONYMOUS.pid, comm or ANONYMOUS.comm)
-        with running_as(task):
-            yield self.boot
+        return Syscall(self.caller(context), self.boot)
+
+    def count_invocations(self, calls: int) -> None:
+        with self._lock:
+            self.invocations += calls
 
     def count_rpc(self, method: str) -> None:
         with self._lock:
             self.rpc_counts[method] += 1
+
+
+class Syscall:
+    """The context of :meth:`DaemonState.syscall`: ``current`` is the caller inside."""
+
+    __slots__ = ("task", "boot", "token")
+
+    def __init__(self, task: Task, boot: Boot) -> None:
+        self.task = task
+        self.boot = boot
+
+    def __enter__(self) -> Boot:
+        self.token = set_current(self.task)
+        return self.boot
+
+    def __exit__(self, *exc_info: object) -> None:
+        reset_current(self.token)
 
 
 class CountingInterceptor(grpc.ServerInterceptor):

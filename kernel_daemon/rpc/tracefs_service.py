@@ -33,6 +33,13 @@ def for_syscall(err: KernelError, syscall: str, path: str) -> KernelError:
     return KernelError(err.errno, err.message, syscall=syscall, path=path)
 
 
+def watch_client(context: grpc.ServicerContext, file: OpenFile) -> None:
+    """Interrupt a blocked read of ``file`` when the client goes away; a file that never
+    blocks (its ``interrupt`` is the default no-op) needs no callback."""
+    if type(file).interrupt is not OpenFile.interrupt:
+        context.add_callback(file.interrupt)
+
+
 def dir_entry(entry: DirEntry) -> pb.DirEntry:
     return pb.DirEntry(name=entry.name, is_dir=entry.is_dir, mode=entry.mode)
 
@@ -75,7 +82,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                             file = self._open(request.open.path, request.open.flags)
                         except KernelError as err:
                             abort_with_errno(context, err)
-                        context.add_callback(file.interrupt)
+                        watch_client(context, file)
                         yield pb.FileResponse(seq=seq, open=pb.OpenResult(
                             path=file.path, flags=file.flags,
                             mode=self.state.boot.vfs.stat(file.path).mode))
@@ -127,29 +134,31 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
 
     @translate_kernel_errors
     def ReadFile(self, request: pb.ReadFileRequest, context: grpc.ServicerContext) -> pb.ReadFileResponse:
+        path, max_bytes = request.path, request.max_bytes
         flags = os.O_RDONLY | (os.O_NONBLOCK if request.nonblock else 0)
         with self.state.syscall(context):
-            file = self._open(request.path, flags)
-            context.add_callback(file.interrupt)
+            file = self._open(path, flags)
+            watch_client(context, file)
             chunks: list[bytes] = []
             size = 0
             try:
-                while not request.max_bytes or size < request.max_bytes:
+                while not max_bytes or size < max_bytes:
                     try:
                         data = file_read(file, READ_CHUNK)
                     except KernelError as err:
                         if err.errno == errno.EAGAIN and chunks:
                             break
-                        raise for_syscall(err, "read", request.path) from None
+                        raise for_syscall(err, "read", path) from None
                     if not data:
                         break
                     chunks.append(data)
                     size += len(data)
             finally:
                 self._release(file)
-            data = b"".join(chunks)
-            truncated = bool(request.max_bytes) and size > request.max_bytes
-            return pb.ReadFileResponse(data=data[:request.max_bytes or None], truncated=truncated)
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if max_bytes and size > max_bytes:
+                return pb.ReadFileResponse(data=data[:max_bytes], truncated=True)
+            return pb.ReadFileResponse(data=data)
 
     @translate_kernel_errors
     def WriteFile(self, request: pb.WriteFileRequest, context: grpc.ServicerContext) -> pb.WriteFileResponse:

@@ -24,7 +24,7 @@ from kernel_daemon.ftrace.dispatch import execute_function, on_cpu, smp_processo
 from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.ops import FtraceOps
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
-from kernel_daemon.kernel import Kernel
+from kernel_daemon.kernel import Kernel, events_written
 from kernel_daemon.rpc.state import DaemonState
 from kernel_daemon.rpc.status import abort_with_errno, errno_detail, translate_kernel_errors
 from kernel_daemon.task import Task, current, running_as
@@ -32,6 +32,7 @@ from kernel_daemon.task import Task, current, running_as
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_MAX_DELAY_MS = 50
 DEFAULT_QUEUE_LIMIT = 65536
+OPS_NAME_MAX = 63
 
 
 def resolve_function(kernel: Kernel, name: str, module: str = "") -> int:
@@ -91,7 +92,7 @@ class TracerService(tracer_pb2_grpc.TracerServicer):
             else:
                 raise KernelError(errno.EINVAL, "no function or address to invoke")
             parent_ip = request.parent_ip
-            if request.parent:
+            if request.parent and not parent_ip:
                 parent_ip = resolve_function(kernel, request.parent)
             task = Task(request.pid if request.HasField("pid") else caller.pid,
                         request.comm if request.HasField("comm") else caller.comm)
@@ -99,14 +100,20 @@ class TracerService(tracer_pb2_grpc.TracerServicer):
             if cpu >= kernel.options.cpus:
                 raise KernelError(errno.EINVAL, f"no cpu {cpu}")
             repeat = request.repeat or 1
-            with running_as(task), on_cpu(cpu):
-                traced = execute_function(kernel.ftrace, ip, parent_ip, repeat)
+            token = events_written.set(0)
+            try:
+                with running_as(task), on_cpu(cpu):
+                    patched = execute_function(kernel.ftrace, ip, parent_ip, repeat)
+                traced = events_written.get()
+            finally:
+                events_written.reset(token)
+            self.state.count_invocations(repeat)
             found = kernel.kallsyms.lookup(ip)
             symbol = found[0] if found else None
             return pb.InvokeResponse(ip=ip, function=symbol.name if symbol else "",
                                      module=(symbol.module or "") if symbol else "",
-                                     calls=repeat, patched_calls=repeat if traced else 0,
-                                     traced=repeat if traced else 0)
+                                     calls=repeat, patched_calls=repeat if patched else 0,
+                                     traced=traced)
 
     def Attach(self, request_iterator: Iterator[pb.TracerRequest],
                context: grpc.ServicerContext) -> Iterator[pb.TracerEvent]:
@@ -221,12 +228,18 @@ class TracerSession:
             self.max_batch = reg.max_batch or DEFAULT_MAX_BATCH
             self.max_delay = (reg.max_delay_ms or DEFAULT_MAX_DELAY_MS) / 1000
             self.hits.limit = reg.queue_limit or DEFAULT_QUEUE_LIMIT
-            ops = FtraceOps(reg.name or f"{self.owner.comm}_ops", func=self._hit_func,
-                            owner=self.owner)
-            for i, pattern in enumerate(reg.filter):
-                ftrace_set_filter(ft, ops, pattern, reset=i == 0)
-            for i, pattern in enumerate(reg.notrace):
-                ftrace_set_notrace(ft, ops, pattern, reset=i == 0)
+            name = reg.name or f"tracer-{self.owner.pid}"
+            if len(name.encode()) > OPS_NAME_MAX:
+                raise KernelError(errno.EINVAL, f"ops name longer than {OPS_NAME_MAX} bytes")
+            ops = FtraceOps(name, func=self._hit_func, owner=self.owner)
+            for setter, patterns in ((ftrace_set_filter, reg.filter),
+                                     (ftrace_set_notrace, reg.notrace)):
+                for i, pattern in enumerate(patterns):
+                    try:
+                        setter(ft, ops, pattern, reset=i == 0)
+                    except KernelError as err:
+                        raise KernelError(err.errno, f"{pattern!r} selects no function"
+                                          if err.errno == errno.EINVAL else err.message) from None
             register_ftrace_function(ft, ops)
             self.ops = ops
             yield self._event(registered=pb.OpsRegistered(

@@ -1,0 +1,211 @@
+"""Command-line plumbing shared by ftrace-tracer, ftrace-workload and ftrace-modload.
+
+- :func:`add_daemon_arguments` / :func:`parse_args`: ``--address A`` or
+  ``--spawn [DAEMON-OPTION ...]`` (a private daemon booted with ftraced's own options,
+  parsed by ``kernel_daemon.__main__.add_boot_arguments``; ``--spawn`` takes the rest of
+  the command line, so a client's ``--seed`` and the daemon's ``--seed`` never clash),
+  ``--comm`` (the task the kernel sees) and ``--connect-timeout``.
+- :func:`daemon_client`: the :class:`~clients.api.Client` those arguments name, with the
+  private daemon started first and stopped at the end.
+- :class:`Waker`: where a program's main thread waits — for a deadline, a readable file
+  descriptor, another thread's wake-up, or SIGINT/SIGTERM, which only note the signal, so
+  the program stops at a point of its choosing (after unregistering its ops, say).
+- :func:`error_text`: an :class:`~clients.errors.FtraceError` as a one-line diagnostic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from types import FrameType
+
+from clients.api import Client
+from clients.errors import FtraceError
+from clients.identity import Identity
+from clients.spawn import SpawnError, spawn_daemon
+
+__all__ = [
+    "ConnectError",
+    "Waker",
+    "add_daemon_arguments",
+    "daemon_client",
+    "error_text",
+    "parse_args",
+]
+
+
+class ConnectError(Exception):
+    """The private daemon did not start, or the daemon did not answer."""
+
+
+def add_daemon_arguments(parser: argparse.ArgumentParser, comm: str) -> None:
+    """``--address``, ``--comm`` (default ``comm``), ``--connect-timeout``, ``-v`` and
+    ``--spawn``. ``--spawn`` must come last: what follows it is the daemon's options."""
+    group = parser.add_argument_group("daemon")
+    group.add_argument("--address", metavar="A",
+                       help="daemon address (default: $FTRACED_ADDRESS, else the user's socket)")
+    group.add_argument("--comm", default=comm,
+                       help=f"the comm the kernel sees for this process (default {comm})")
+    group.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                       help="how long to wait for the daemon to answer (default 10)")
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="with --spawn: the daemon's log goes to stderr")
+    group.add_argument("--spawn", nargs=argparse.REMAINDER, metavar="DAEMON-OPTION",
+                       help="start a private daemon for this run, with ftraced's boot options "
+                            "(--variant, --core-functions, --cpus, ...); must come last")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args`` plus the daemon arguments' checks: ``--spawn`` excludes
+    ``--address``, and its options are validated as ftraced would, before anything starts."""
+    args = parser.parse_args(argv)
+    if args.spawn is not None:
+        if args.address:
+            parser.error("--spawn and --address exclude each other")
+        # Imported only here: the daemon's modules take longer to load than a client runs.
+        from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
+
+        daemon_parser = argparse.ArgumentParser(prog=f"{parser.prog} --spawn", add_help=False)
+        add_boot_arguments(daemon_parser)
+        try:
+            boot_options_from(daemon_parser.parse_args(args.spawn)).validate()
+        except ValueError as error:
+            daemon_parser.error(str(error))
+    try:
+        args.identity = Identity(os.getpid(), args.comm)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+@contextlib.contextmanager
+def daemon_client(args: argparse.Namespace) -> Iterator[Client]:
+    """A connected client of the daemon ``args`` name; a ``--spawn`` daemon lives as long
+    as the ``with`` block. Raises :class:`ConnectError` when there is no daemon to talk to."""
+    spawned = None
+    try:
+        if args.spawn is not None:
+            spawned = spawn_daemon(args.spawn, verbose=args.verbose)
+        client = Client(spawned.address if spawned else args.address, args.identity,
+                        wait=args.connect_timeout)
+    except SpawnError as error:
+        raise ConnectError(str(error)) from error
+    except FtraceError as error:
+        where = spawned.address if spawned else args.address or "the default address"
+        raise ConnectError(f"no answer from ftraced at {where}: {error.strerror}") from error
+    except ValueError as error:  # a malformed address
+        raise ConnectError(str(error)) from error
+    try:
+        with client:
+            yield client
+    finally:
+        if spawned:
+            spawned.stop()
+
+
+def error_text(error: FtraceError, client: Client | None = None) -> str:
+    """``strerror``, the daemon's context when it gave some, and where the daemon is when
+    the error did not come from it (it is not answering)."""
+    text = error.strerror
+    if error.message and error.message != error.strerror:
+        text += f" ({error.message})"
+    if not error.from_kernel and client is not None:
+        text += f" (ftraced at {client.address})"
+    return text
+
+
+class Waker:
+    """The main thread's one place to wait.
+
+    ``wait(timeout, fds)`` returns when the timeout passes, one of ``fds`` is readable,
+    another thread called :meth:`wake`, or SIGINT/SIGTERM arrived (after
+    :meth:`catch_signals`). A signal only sets :attr:`signal`: no exception is raised in
+    the middle of an RPC, so the program can end its streams properly.
+
+    A self-pipe: ``signal.set_wakeup_fd`` makes the C-level handler write the signal's
+    number into it, which also closes the race between testing ``stopped`` and blocking
+    in ``select``; :meth:`wake` writes a zero byte.
+    """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = os.pipe()
+        for fd in (self._read_fd, self._write_fd):
+            os.set_blocking(fd, False)
+        self.signal: int | None = None
+        self._saved: dict[int, object] = {}
+        self._saved_wakeup_fd: int | None = None
+
+    def catch_signals(self) -> None:
+        """From now on SIGINT and SIGTERM set :attr:`signal` (main thread only)."""
+        for signum in self._SIGNALS:
+            self._saved[signum] = signal.signal(signum, self._note)
+        self._saved_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signum
+
+    @property
+    def stopped(self) -> bool:
+        return self.signal is not None
+
+    def wake(self) -> None:
+        """Make the main thread's wait return (callable from any thread)."""
+        try:
+            os.write(self._write_fd, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: a wake-up is pending anyway
+
+    def wait(self, timeout: float | None, fds: Iterable[int] = ()) -> list[int]:
+        """Block until something happens (see the class); returns the readable ``fds``."""
+        watched = [self._read_fd, *fds]
+        ready, _, _ = select.select(watched, [], [], None if timeout is None else max(0.0, timeout))
+        if self._read_fd in ready:
+            self._drain()
+        return [fd for fd in ready if fd != self._read_fd]
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = os.read(self._read_fd, 512)
+            except BlockingIOError:
+                return
+            # Non-zero bytes are signal numbers: note them even if the Python-level handler
+            # has not run yet.
+            for byte in data:
+                if byte:
+                    self.signal = byte
+
+    def sleep_until(self, deadline: float) -> bool:
+        """Wait until ``time.monotonic()`` reaches ``deadline``; False if a signal came first."""
+        while not self.stopped:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            self.wait(remaining)
+        return False
+
+    def restore_signals(self) -> None:
+        """SIGINT and SIGTERM act as before :meth:`catch_signals` again."""
+        if self._saved_wakeup_fd is not None:
+            signal.set_wakeup_fd(self._saved_wakeup_fd)
+            for signum, handler in self._saved.items():
+                signal.signal(signum, handler)  # type: ignore[arg-type]
+            self._saved_wakeup_fd = None
+
+    def close(self) -> None:
+        self.restore_signals()
+        os.close(self._read_fd)
+        os.close(self._write_fd)
+
+    def __enter__(self) -> "Waker":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

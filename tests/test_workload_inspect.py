@@ -1,0 +1,242 @@
+"""ftrace-workload, ftrace-modload and ftrace-inspect as programs against a real ftraced.
+
+- The workload makes ``trace`` look like a live system (several tasks with stable pids,
+  several CPUs, module functions with plausible parents) and survives a module unloaded
+  under it.
+- modload cycles modules and names same-address reloads (first-fit).
+- inspect reads the records and ring buffers from shared memory: the same as
+  enabled_functions and the trace file, its check flags a record caught mid-update, and
+  it leaves /dev/shm as it found it.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import threading
+
+from clients import inspect as ftrace_inspect
+from clients.identity import Identity
+from kernel_daemon.shm import SHM_DIR, segments_of
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.test_tracer_client import DEADLINE, SMALL, TRACING, Lines, run, start
+
+TRACE_LINE = re.compile(r"^ *(?P<comm>\S+)-(?P<pid>\d+) +\[(?P<cpu>\d{3})\] \.\.\.\. +"
+                        r"\d+\.\d{6}: (?P<function>\S+) <-(?P<parent>\S+)$")
+DUMMY_FUNCTIONS = {"dummy_set_address", "set_multicast_list", "dummy_get_stats64", "dummy_xmit",
+                   "dummy_dev_init", "dummy_dev_uninit", "dummy_setup", "dummy_validate"}
+
+
+# --- ftrace-workload ----------------------------------------------------------------------
+
+
+def test_workload_looks_like_a_live_system_and_survives_an_unload(spawn):
+    daemon = spawn(SMALL)
+    client = daemon.connect()
+    client.write_file(f"{TRACING}/buffer_size_kb", "1024")
+    client.write_file(f"{TRACING}/current_tracer", "function")
+    client.load("uinput")
+    client.load("dummy")
+    # A refresh period longer than the run: only the fault itself can tell the workload
+    # that uinput went away.
+    workload = start("clients.workload", "--address", daemon.address, "--rate", "3000",
+                     "--duration", "1.5", "--seed", "1", "--module-share", "0.6",
+                     "--refresh", "60")
+    err = Lines(workload.stderr)
+    err.wait_for("modules: +dummy@0x")
+    client.unload("uinput")
+    err.wait_for("modules: -uinput (EFAULT)")
+    _, rest = workload.communicate(timeout=DEADLINE)
+    assert workload.returncode == 0, err.rest(rest)
+    summary = err.rest(rest)
+    assert re.search(r"ftrace-workload: \d+ calls \(\d+ invocations, \d+ to modules\) in "
+                     r"\d+\.\d\d s; errors: EFAULT=\d+\n$", summary), summary
+
+    lines = [line for line in client.read_file(f"{TRACING}/trace").decode().splitlines()
+             if not line.startswith("#")]
+    events = [TRACE_LINE.match(line) for line in lines]
+    assert len(events) > 300 and all(events), [l for l, e in zip(lines, events) if not e][:5]
+    pids = collections.defaultdict(set)
+    for event in events:
+        pids[event["comm"]].add(event["pid"])
+    assert {"systemd", "sshd", "Xorg", "bash"} <= set(pids)
+    assert any(comm.startswith("ksoftirqd/") for comm in pids)
+    assert all(len(p) == 1 for p in pids.values()), pids  # one pid per comm
+    assert len({event["cpu"] for event in events}) >= 3
+    module_calls = [e for e in events if e["function"] in DUMMY_FUNCTIONS]
+    assert module_calls and all(e["parent"] in DUMMY_FUNCTIONS | {"dev_queue_xmit"}
+                                for e in module_calls)
+    assert "hrtimer_interrupt <-smp_apic_timer_interrupt" in "\n".join(lines)
+    assert client.check_consistency().ok
+    client.close()
+
+
+# --- ftrace-modload -----------------------------------------------------------------------
+
+
+def test_modload_reports_same_address_reloads_with_first_fit(spawn):
+    daemon = spawn(SMALL)
+    done = run("clients.modload", "--address", daemon.address, "-m", "uinput", "--count", "3")
+    assert done.returncode == 0, done.stderr
+    base = "0xffffffffa0000000"
+    assert done.stdout.splitlines() == [
+        f"modprobe uinput at {base}", "rmmod uinput",
+        f"modprobe uinput at {base} (reloaded at the same address)", "rmmod uinput",
+        f"modprobe uinput at {base} (reloaded at the same address)", "rmmod uinput",
+    ]
+    assert done.stderr == "ftrace-modload: 3 loads, 3 unloads, 0 failed\n"
+    with daemon.connect() as client:
+        assert client.list_modules() == []
+
+
+def test_modload_several_modules_random_placement_and_unknown_module(spawn):
+    daemon = spawn(SMALL)
+    done = run("clients.modload", "--address", daemon.address, "-m", "uinput", "-m", "dummy",
+               "--count", "8", "--seed", "5", "--placement", "random")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 16
+    for load, unload in zip(lines[::2], lines[1::2]):
+        name = re.fullmatch(r"modprobe (uinput|dummy) at 0xffffffffa[0-9a-f]{7}"
+                            r"(?: \(reloaded at the same address\)| \(moved from 0x[0-9a-f]+\))?",
+                            load)
+        assert name, load
+        assert unload == f"rmmod {name[1]}"
+    assert {line.split()[1] for line in lines} == {"uinput", "dummy"}
+
+    unknown = run("clients.modload", "--address", daemon.address, "-m", "nosuch", "--count", "1")
+    assert (unknown.returncode, unknown.stdout) == (1, "")
+    assert unknown.stderr == "FATAL: Module nosuch not found.\n"
+
+
+# --- ftrace-inspect -----------------------------------------------------------------------
+# The test process is itself another process than the daemon: most runs call the program's
+# main() here (a subprocess costs half a second of imports); one runs it as a program.
+
+
+def inspect_main(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    status = ftrace_inspect.main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+
+def shm_state(namespace: str) -> dict[str, tuple[int, int]]:
+    """The namespace's segments: name -> (inode, size); a recreated one would differ."""
+    state = {}
+    for name in segments_of(namespace):
+        st = os.stat(os.path.join(SHM_DIR, name))
+        state[name] = (st.st_ino, st.st_size)
+    return state
+
+
+def test_inspect_records_match_enabled_functions_and_leave_shm_alone(spawn, capsys):
+    daemon = spawn(SMALL)
+    client = daemon.connect()
+    client.load("uinput")
+    client.write_file(f"{TRACING}/set_ftrace_filter", "uinput_re* vfs_read\n")
+    client.write_file(f"{TRACING}/current_tracer", "function")
+    namespace = client.stats().shm_namespace
+    before = shm_state(namespace)
+    with client.attach("mine", ["vfs_*", "uinput_read"]):
+        nonzero = run("clients.inspect", "--address", daemon.address, "records", "--nonzero")
+        enabled = client.read_file(f"{TRACING}/enabled_functions").decode()
+        _, one, _ = inspect_main(capsys, "--address", daemon.address, "records", "--module",
+                                 "uinput", "--function", "*_read")
+        _, raw, _ = inspect_main(capsys, "--namespace", namespace, "--no-symbols", "records",
+                                 "--nonzero")
+        summary = inspect_main(capsys, "--address", daemon.address, "summary")
+    assert nonzero.returncode == 0, nonzero.stderr
+    records = [re.fullmatch(r"([0-9a-f]{16}) (0x[0-9a-f]{8}) +(\d+) ([E.]) (.+)", line)
+               for line in nonzero.stdout.splitlines()]
+    assert all(records), nonzero.stdout
+    # enabled_functions prints "name [module] (count)" for every record with a count.
+    assert [f"{r[5]} ({r[3]})" for r in records] == enabled.splitlines()
+    assert all(r[4] == "E" and int(r[2], 16) == 0x40000000 | int(r[3]) for r in records)
+    assert ("uinput_read [uinput] (2)" in enabled.splitlines()
+            and "vfs_read (2)" in enabled.splitlines())
+
+    assert one.split()[2:] == ["2", "E", "uinput_read", "[uinput]"]
+    assert [tuple(line.split()[:4]) for line in raw.splitlines()] == [
+        r.group(1, 2, 3, 4) for r in records]
+    assert summary[0] == 0
+    assert re.search(r"^ +1 uinput +0x[0-9a-f]{16} +26 +6 +6$", summary[1], re.M), summary
+    assert shm_state(namespace) == before, "the inspector must not create or unlink segments"
+    client.close()
+
+
+def test_inspect_trace_shows_what_the_trace_file_shows(spawn, capsys):
+    daemon = spawn(SMALL)
+    client = daemon.connect(Identity(4242, "bash"))
+    client.load("uinput")
+    client.write_file(f"{TRACING}/current_tracer", "function")
+    client.invoke("uinput_release", "__fput", cpu=2, pid=3417, comm="bash")
+    client.invoke("vfs_read", "sys_read", cpu=1, repeat=3, pid=0, comm="swapper/1")
+    client.write_file(f"{TRACING}/trace_marker", "hello from the test")
+    namespace = client.stats().shm_namespace
+    before = shm_state(namespace)
+
+    def events(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith("#")]
+
+    status, whole, _ = inspect_main(capsys, "--address", daemon.address, "trace")
+    assert status == 0
+    trace = client.read_file(f"{TRACING}/trace").decode()
+    assert events(whole) == events(trace) and len(events(trace)) == 5
+    assert "# entries-in-buffer/entries-written: 5/5   #P:4" in whole
+    assert "uinput_release <-__fput" in whole
+    _, cpu1, _ = inspect_main(capsys, "--address", daemon.address, "trace", "--cpu", "1")
+    assert events(cpu1) == events(client.read_file(f"{TRACING}/per_cpu/cpu1/trace").decode())
+    assert len(events(cpu1)) == 3
+    bad = inspect_main(capsys, "--address", daemon.address, "trace", "--cpu", "9")
+    assert bad == (2, "", "ftrace-inspect: no CPU 9: the ring buffer has 4\n")
+    assert shm_state(namespace) == before
+    client.close()
+
+
+def test_inspect_check_flags_a_record_caught_between_count_and_code_update(spawn, capsys):
+    daemon = spawn(SMALL)
+    client = daemon.connect()
+    client.write_file(f"{TRACING}/set_ftrace_filter", "vfs_read\n")
+    client.write_file(f"{TRACING}/current_tracer", "function")
+    status, healthy, _ = inspect_main(capsys, "--address", daemon.address, "check",
+                                      "--tracing-active")
+    assert status == 0, healthy
+    assert re.fullmatch(r"check: 2000 records in 1 groups, generation \d+: nothing found\n",
+                        healthy)
+
+    # Pause ftrace_hash_move after its disable pass: vfs_read's count is back to 0 but the
+    # code update that unpatches it has not run.
+    client.set_failpoint("ftrace_hash_move:after_disable", "1*pause")
+    writer = threading.Thread(target=client.write_file,
+                              args=(f"{TRACING}/set_ftrace_filter", "vfs_write\n"))
+    writer.start()
+    try:
+        client.wait_failpoint("ftrace_hash_move:after_disable", timeout=DEADLINE)
+        caught = inspect_main(capsys, "--address", daemon.address, "check")
+    finally:
+        client.release_failpoint("ftrace_hash_move:after_disable")
+        writer.join(DEADLINE)
+    assert caught[0] == 1, caught
+    assert re.search(r"^[0-9a-f]{16} 0x40000000 +0 E vfs_read: ENABLED with count 0 ",
+                     caught[1], re.M), caught
+    settled = inspect_main(capsys, "--address", daemon.address, "check", "--tracing-active")
+    assert settled[0] == 0, settled
+    assert client.read_file(f"{TRACING}/enabled_functions") == b"vfs_write (1)\n"
+
+    # With nothing registered, a count without ENABLED is only wrong if tracing is on.
+    client.write_file(f"{TRACING}/current_tracer", "nop")
+    assert inspect_main(capsys, "--address", daemon.address, "check")[0] == 0
+    client.close()
+
+
+def test_inspect_errors(capsys):
+    gone = inspect_main(capsys, "--namespace", "ftsim.1.999999", "--no-symbols", "summary")
+    assert gone == (2, "", "ftrace-inspect: no shared memory for namespace 'ftsim.1.999999' "
+                           "(is the daemon running?)\n")
+    status, _, err = inspect_main(capsys, "--address", "unix:/nonexistent/ftraced.sock",
+                                  "--connect-timeout", "0.3", "records")
+    assert (status, err) == (2, "ftrace-inspect: Connection timed out (ftraced at "
+                                "unix:/nonexistent/ftraced.sock)\n")
