@@ -14,8 +14,9 @@
 - ``dmesg``: ``Kernel.DmesgFollow``; a ``WARNING:`` or ``BUG:`` (KASAN) line is an
   anomaly, with its whole report attached as it arrives.
 
-Each anomaly is reported once (per source, kind, module and function) through the
-``on_anomaly`` callback; ``on_lost`` is called when the daemon stops answering.
+Each anomaly is reported once (per source, kind and module, and the check's first record
+or the log's message) through the ``on_anomaly`` callback; ``on_lost`` is called when
+the daemon stops answering.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ ANOMALY_KINDS = {
 _REPORT_START = re.compile(r"\] (WARNING: .*|BUG: .*)$")
 _REPORT_END = re.compile(r"---\[ end trace [0-9a-f]+ \]---|\] =+$")
 _KASAN_MODULE = re.compile(r"record page of module (\S+)")
+#: Snapshot attempts per check while the clients run.
+_SNAPSHOT_TRIES = 3
 #: Snapshot attempts of the final check before it gives up (a write stuck mid-way).
 _FINAL_SNAPSHOT_TRIES = 50
 
@@ -128,9 +131,9 @@ def snapshot_anomalies(snap: RecordsSnapshot, ops: list[kernel_pb2.OpsInfo],
             message = (f"{kind}: record {int(group.ips[first]):#x} of {module} has count "
                        f"{int(counts[first])}, patched {bool(group.enabled[first])}; "
                        f"expected {bound} (enabled ops: {names})")
-            out.append(Anomaly("shm", kind, message, start, end, group.module,
-                               f"{int(group.ips[first]):#x}", [o.name for o in counted],
-                               len(where), [f"{len(where)} records of {module}"]))
+            out.append(Anomaly("shm", kind, message, start, end, group.module, "",
+                               [o.name for o in counted], len(where),
+                               [f"{len(where)} records of {module}"]))
     return out
 
 
@@ -189,7 +192,10 @@ class Checker:
         try:
             while not self._stop.wait(self.interval):
                 self.check_consistency()
-                self.check_snapshot()
+                # Under load records change all the time: a few tries for a quiet moment.
+                for _ in range(_SNAPSHOT_TRIES):
+                    if self.check_snapshot():
+                        break
         except FtraceError as error:
             if not self._stop.is_set():
                 self._on_lost(f"CheckConsistency: {error}")

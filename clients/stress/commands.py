@@ -78,16 +78,28 @@ def pattern_may_select(pattern: str, module: str, functions: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, text) for name in functions)
 
 
-def touches_module(op: Op, module: str, functions: list[str]) -> bool:
-    """Whether an operation can change ``module``'s records or a hash entry for them."""
-    if op.op in ("modprobe", "rmmod"):
-        return op.args["module"] == module
-    if op.op == "write":
-        if op.args["file"] == "current_tracer":
-            return True
-        return any(pattern_may_select(word, module, functions) for word in op.args["text"].split())
-    if op.op == "register":
+def command_touches(command: str, module: str, functions: list[str]) -> bool:
+    """Whether a reproducer command can change ``module``'s records or a hash entry for
+    them: its modprobe/rmmod, a filter write whose pattern may name its functions, any
+    switch of the tracer (which walks every record)."""
+    words = shlex.split(command)
+    if words[0] in ("modprobe", "rmmod"):
+        return words[-1] == module
+    file = words[-1]
+    if file == "current_tracer":
         return True
-    if op.op == "set_filter":
-        return pattern_may_select(op.args["text"], module, functions) if op.args["text"] else False
-    return op.op == "unregister"
+    return any(pattern_may_select(word, module, functions) for word in words[1:-2])
+
+
+def collapse_tracer_switches(commands: list[str]) -> list[int]:
+    """Indices of the commands to keep: all but a switch of current_tracer to the tracer
+    already set (the kernel does nothing then)."""
+    keep, current = [], "nop"
+    for i, command in enumerate(commands):
+        words = shlex.split(command)
+        if words[-1] == "current_tracer" and words[-2] == ">" and len(words) == 4:
+            if words[1] == current:
+                continue
+            current = words[1]
+        keep.append(i)
+    return keep

@@ -117,7 +117,3 @@ class RunConfig:
     check_interval: float = 0.05
     # Failpoints armed because a race window was open and the user armed none.
     auto_failpoints: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def worker_count(self) -> int:
-        return sum(self.workers.values())

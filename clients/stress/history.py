@@ -69,10 +69,6 @@ class Op:
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
-    @classmethod
-    def from_json(cls, line: str) -> "Op":
-        return cls(**json.loads(line))
-
 
 class Recorder:
     """Writes one client's events; every line reaches the file before the next operation."""
@@ -125,9 +121,6 @@ class ClientLog:
     ops: list[Op]
     ended: bool  # wrote its "end" event: it stopped on its own
 
-    @property
-    def completed(self) -> int:
-        return sum(op.completed for op in self.ops)
 
 
 def load_client(path: str) -> ClientLog | None:
@@ -169,9 +162,3 @@ def merge(out_dir: str) -> tuple[list[Op], list[ClientLog]]:
             history.write(op.to_json() + "\n")
     os.replace(path + ".tmp", path)
     return ops, logs
-
-
-def load_history(path: str) -> list[Op]:
-    """``DIR/history.jsonl`` as written by :func:`merge`."""
-    with open(path, encoding="utf-8") as history:
-        return [Op.from_json(line) for line in history if line.strip()]

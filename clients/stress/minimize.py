@@ -1,19 +1,27 @@
 """From the history of a run to the smallest script that shows its anomaly again.
 
 1. The target: the strongest anomaly of the run (a WARN, else a KASAN report, else the
-   first anomaly), and its horizon, the moment it was seen.
-2. The sequential candidates: the operations invoked before the horizon, in the order
-   they completed, as ``ftrace-shell`` commands (:mod:`clients.stress.commands`).
+   first anomaly), and its horizon, the moment it was seen. A missing reference and the
+   WARN it turns into once its ops is disabled count as one.
+2. The sequential candidates: the operations invoked before the horizon as
+   ``ftrace-shell`` commands (:mod:`clients.stress.commands`), in the order they completed,
+   then in the order they were invoked (an operation takes effect somewhere in between).
    Invocations and module operations that changed nothing are left out. Tracer clients'
-   operations are left out of the first candidate (no shell command edits their hashes);
-   if it does not reproduce, each tracer session named by the anomaly (or active at the
-   horizon) is tried on its own, mapped onto the function tracer, with the loaders'
-   operations and without the shells'.
-3. Each candidate is replayed on a fresh daemon with the run's boot options; one that
-   shows the target is cut down, first to the operations that can touch the anomaly's
-   module (kept only if that still reproduces), then by delta debugging (ddmin, Zeller
-   and Hildebrandt 2002, over complements) to a 1-minimal list, each step a replay.
-4. The result is written as ``repro.sh`` and run once more by ``ftrace-shell --spawn``.
+   operations are left out too (no shell command edits their hashes); if that does not
+   reproduce, each tracer session named by the anomaly (or active at the horizon) is
+   tried on its own, mapped onto the function tracer, with the loaders' operations and
+   without the shells'. If none shows the run's anomaly, one that shows another (a WARN,
+   a count error) is taken, and the report says so.
+3. Each candidate is replayed on a fresh daemon with the run's boot options, the kernel
+   looked at after every command. One that shows the target is cut after the command
+   that showed it, then to the commands that can touch the anomaly's module, then
+   without switches to the tracer already set (each cut kept only if it still
+   reproduces), then by delta debugging (ddmin, Zeller and Hildebrandt 2002, over
+   complements, one command at a time at the end) to a 1-minimal list, each test a
+   replay. A script that leaves a missing reference is tried with the run's teardown
+   after it (``echo nop > current_tracer``), which makes the kernel WARN.
+4. The result is written as ``repro.sh`` (ending in ``dmesg | grep WARNING`` where the
+   kernel reports it) and run once more by ``ftrace-shell --spawn`` to confirm it.
 
 When no sequential candidate reproduces, the anomaly needs two operations to overlap: a
 race. The run's race windows say which failpoint holds which operation in the window;
@@ -29,9 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clients.stress.checker import Anomaly
-from clients.stress.commands import (CD_TRACING, STATELESS_OPS, changes_nothing, op_commands,
-                                     session_commands, touches_module)
+from clients.stress.checker import Anomaly, dmesg_kind
+from clients.stress.commands import (CD_TRACING, STATELESS_OPS, changes_nothing,
+                                     collapse_tracer_switches, command_touches, echo,
+                                     op_commands, session_commands)
 from clients.stress.config import RACE_SITES, BootSpec
 from clients.stress.history import Op
 from clients.stress.replay import Observation, Replayer, confirm_with_shell
@@ -63,8 +72,26 @@ class Target:
         module = best.module or next((a.module for a in anomalies if a.module), "")
         return cls(best.source, best.kind, module, best.message, best.seen_to_ns)
 
-    def shown_by(self, seen: Observation) -> bool:
-        return seen.shows(self.source, self.kind)
+    @classmethod
+    def strongest(cls, seen: Observation, horizon_ns: int) -> "Target":
+        """The strongest anomaly a replay showed: a WARN, a KASAN report, a count error."""
+        module = seen.anomalies[0][1] if seen.anomalies else ""
+        for kind in ("WARNING", "KASAN"):
+            if seen.shows("dmesg", kind):
+                message = next(r for r in seen.reports if dmesg_kind(r) == kind)
+                return cls("dmesg", kind, module, message, horizon_ns)
+        (source, kind), _ = min(seen.kinds.items(), key=lambda item: item[1])
+        message, module, _ = seen.anomalies[0]
+        return cls(source, kind, module, message, horizon_ns)
+
+    def seen_after(self, seen: Observation) -> int | None:
+        """After how many commands of a replay it showed, or None."""
+        return seen.first(self.source, self.kind)
+
+    def describe(self) -> str:
+        if self.source == "dmesg" or self.message.startswith(self.kind):
+            return self.message
+        return f"{self.kind}: {self.message}"
 
     @property
     def grep(self) -> str | None:
@@ -99,6 +126,18 @@ class Reproducer:
         return [line.command for line in self.lines]
 
 
+def took_effect(op: Op) -> bool:
+    """Whether an operation may have changed the kernel: it succeeded, it never answered,
+    or it wrote a filter file (whose release installs the hash even after a failed write)."""
+    return (op.ok or not op.completed
+            or (op.op == "write" and op.args["file"] != "current_tracer" and op.errno != "ENODEV"))
+
+
+#: From this many commands down, ddmin removes one command at a time: the granularity
+#: it would reach next costs more tests than the commands it could still remove.
+ONE_BY_ONE = 16
+
+
 def ddmin(items: list[Line], test: Callable[[list[Line]], bool],
           budget: Callable[[], bool]) -> list[Line]:
     """A 1-minimal sublist of ``items`` (which must pass ``test``) that still passes.
@@ -108,7 +147,7 @@ def ddmin(items: list[Line], test: Callable[[list[Line]], bool],
     Stops early, with what it has, when ``budget()`` says no more tests.
     """
     n = 2
-    while len(items) >= 2 and budget():
+    while len(items) > ONE_BY_ONE and budget():
         size = len(items) / n
         chunks = [items[round(i * size):round((i + 1) * size)] for i in range(n)]
         for i in range(n):
@@ -119,9 +158,24 @@ def ddmin(items: list[Line], test: Callable[[list[Line]], bool],
                 items, n = complement, max(n - 1, 2)
                 break
         else:
-            if n >= len(items):
-                return items
             n = min(len(items), 2 * n)
+    return one_by_one(items, test, budget)
+
+
+def one_by_one(items: list[Line], test: Callable[[list[Line]], bool],
+               budget: Callable[[], bool]) -> list[Line]:
+    """ddmin's last round: drop each command that is not needed, in passes over the list
+    until one drops nothing (every command left is then needed)."""
+    dropped = True
+    while dropped and budget():
+        dropped = False
+        i = 0
+        while i < len(items) and budget():
+            candidate = items[:i] + items[i + 1:]
+            if test(candidate):
+                items, dropped = candidate, True
+            else:
+                i += 1
     return items
 
 
@@ -138,7 +192,7 @@ class Minimizer:
         self.max_replays = max_replays
         self.log = log
         self.target = Target.of(anomalies)
-        self._cache: dict[tuple[str, ...], bool] = {}
+        self._cache: dict[tuple[str, ...], Observation] = {}
 
     # --- candidates -------------------------------------------------------------
 
@@ -149,10 +203,10 @@ class Minimizer:
         return sorted((op for op in self.ops if op.invoke_ns <= self.target.horizon_ns),
                       key=lambda op: (op.complete_ns if op.completed else late, op.invoke_ns))
 
-    def _plain_lines(self, ops: list[Op], loaders_only: bool = False) -> list[Line]:
+    def _plain_lines(self, ops: list[Op]) -> list[Line]:
+        """The loaders', shells' and teardown's operations that may change something."""
         return [Line(command, op) for op in ops
                 if op.kind != "tracer" and not changes_nothing(op)
-                and not (loaders_only and op.op not in ("modprobe", "rmmod"))
                 for command in (op_commands(op) or [])]
 
     def _session_lines(self, ops: list[Op], session: str) -> list[Line]:
@@ -177,22 +231,45 @@ class Minimizer:
     def _budget(self) -> bool:
         return self.replayer.replays < self.max_replays
 
-    def _reproduces(self, lines: list[Line]) -> bool:
+    def _observe(self, lines: list[Line]) -> Observation:
+        """Replay on a fresh daemon (once per list of lines)."""
         key = tuple(line.command + "\0" + line.op.id for line in lines)
         if key not in self._cache:
-            seen = self.replayer.sequential([line.command for line in lines])
-            self._cache[key] = self.target.shown_by(seen)
+            seen = self._cache[key] = self.replayer.sequential([line.command for line in lines])
             self.log(f"replay {self.replayer.replays}: {len(lines)} commands: {seen.summary()}")
         return self._cache[key]
 
+    def _replay(self, lines: list[Line]) -> int | None:
+        """After how many of the lines the target showed in a replay, or None."""
+        return self.target.seen_after(self._observe(lines))
+
+    def _reproduces(self, lines: list[Line]) -> bool:
+        return self._replay(lines) is not None
+
     def _cut_down(self, lines: list[Line]) -> list[Line]:
-        if self.target.module in self.modules:
-            functions = self.modules[self.target.module]
-            sliced = [line for line in lines if touches_module(line.op, self.target.module,
-                                                               functions)]
-            if len(sliced) < len(lines) and self._reproduces(sliced):
-                lines = sliced
+        """``lines`` reproduce; what follows the step that showed the target goes, then
+        what cannot touch the module of the anomaly they show and switches to the tracer
+        already set (each kept only if the rest still reproduces), then ddmin."""
+        step = self._replay(lines)
+        lines = lines[:step]
+        module = self._observe(lines).module_at(step)
+        for cut in (lambda ls: self._touching(ls, module), self._without_idle_switches):
+            shorter = cut(lines)
+            step = (self._replay(shorter) if len(shorter) < len(lines) and self._budget()
+                    else None)
+            if step is not None:
+                lines = shorter[:step]
         return ddmin(lines, self._reproduces, self._budget)
+
+    def _touching(self, lines: list[Line], module: str) -> list[Line]:
+        functions = self.modules.get(module)
+        if functions is None:
+            return lines
+        return [line for line in lines if command_touches(line.command, module, functions)]
+
+    @staticmethod
+    def _without_idle_switches(lines: list[Line]) -> list[Line]:
+        return [lines[i] for i in collapse_tracer_switches([line.command for line in lines])]
 
     # --- the whole search -------------------------------------------------------
 
@@ -201,6 +278,8 @@ class Minimizer:
             found = self._sequential()
             if found.kind == "none":
                 self._interleaving(found)
+            else:
+                self._settle(found)
             found.replays = self.replayer.replays
         found.script = self._script(found)
         with open(os.path.join(self.out_dir, "repro.sh"), "w", encoding="utf-8") as script:
@@ -217,58 +296,121 @@ class Minimizer:
             notes.append(f"{len(skipped)} operations that change no record, hash or module "
                          "(invocations, refused or no-op modprobe/rmmod) are left out")
         tracer_ops = [op for op in ops if op.kind == "tracer"]
-        candidates = [self._plain_lines(ops)]
+        # An operation takes effect somewhere between its invocation and its completion:
+        # where overlapping ones took effect in the other order, the invocation order
+        # may be the one that replays the run.
+        invoked = sorted(ops, key=lambda op: op.invoke_ns)
+        candidates = [("the shells' and loaders' operations in completion order",
+                       self._plain_lines(ops)),
+                      ("the same in invocation order", self._plain_lines(invoked))]
         if tracer_ops:
             notes.append(f"{len(tracer_ops)} tracer-client operations have no shell command "
-                         "(their ops' hashes are their own) and are left out of the first "
-                         "candidate")
-            for session in self._sessions(ops):
-                notes.append(f"then tried: tracer session {session} mapped onto the function "
-                             "tracer's filter (set_ftrace_filter/notrace, current_tracer), "
-                             "with the loaders' operations and without the shells'")
-                candidates.append(self._session_lines(ops, session))
-        for lines in candidates:
+                         "(their ops' hashes are their own): left out of the first candidate")
+            candidates += [(f"tracer session {session} mapped onto the function tracer "
+                            "(set_ftrace_filter/notrace, current_tracer), with the loaders' "
+                            "operations and without the shells'",
+                            self._session_lines(ops, session))
+                           for session in self._sessions(ops)]
+        tried = []
+        for what, lines in candidates:
             if not self._budget():
                 notes.append("replay budget spent")
                 break
-            if lines and self._reproduces(lines):
-                best = self._cut_down(lines)
-                if not self._budget():
-                    notes.append("replay budget spent: the reproducer may not be minimal")
-                return Reproducer("sequential", self.target, best, len(lines), notes=notes)
-        notes.append(f"no sequential reproducer: the {len(candidates[0])} commands of the "
-                     "run, replayed one after the other on a fresh daemon, do not show "
-                     f"the anomaly ({self.target.kind})")
+            if not lines:
+                continue
+            seen = self._observe(lines)
+            tried.append((lines, seen))
+            reproduced = self.target.seen_after(seen) is not None
+            notes.append(f"candidate: {what}: {len(lines)} commands: "
+                         + ("reproduced" if reproduced else seen.summary()))
+            if reproduced:
+                return self._found(lines, notes)
+        # The run's own anomaly does not recur; another one the same operations cause
+        # (a WARN, a count error) is the next best thing.
+        for lines, seen in tried:
+            if seen.any:
+                self.target = Target.strongest(seen, self.target.horizon_ns)
+                notes.append(f"the run's anomaly did not recur; this reproducer shows "
+                             f"another one its operations cause: {self.target.message}")
+                return self._found(lines, notes)
+        notes.append("no sequential reproducer: replayed one after the other on a fresh "
+                     f"daemon, no candidate shows the anomaly ({self.target.kind})")
         return Reproducer("none", self.target, notes=notes)
 
+    def _found(self, lines: list[Line], notes: list[str]) -> Reproducer:
+        best = self._cut_down(lines)
+        if not self._budget():
+            notes.append("replay budget spent: the reproducer may not be minimal")
+        return Reproducer("sequential", self.target, best, len(lines), notes=notes)
+
+    def _settle(self, found: Reproducer) -> None:
+        """What the minimal script shows at its end becomes the target: the kernel's own
+        report where there is one, else the check's anomaly. A missing reference becomes
+        the kernel's WARN once its ops is disabled: the run's own teardown is tried after
+        it, as the run did it."""
+        seen = self._observe(found.lines)
+        if self.target.source == "dmesg" and seen.shows_exactly("dmesg", self.target.kind):
+            return
+        teardown = [Line(command, op) for op in self.ops if op.kind == "teardown"
+                    for command in op_commands(op) or []]
+        if teardown and self._budget():
+            with_teardown = self._observe(found.lines + teardown)
+            if with_teardown.shows_exactly("dmesg", "WARNING"):
+                found.lines += teardown
+                found.notes.append("the script leaves a missing reference; the run's teardown ("
+                                   + "; ".join(line.command for line in teardown)
+                                   + ") after it makes the kernel WARN")
+                seen = with_teardown
+        self.target = found.target = Target.strongest(seen, self.target.horizon_ns)
+
     def _interleaving(self, found: Reproducer) -> None:
-        """Turn ``found`` (no sequential reproducer) into an interleaving, if one fits."""
+        """Turn ``found`` (no sequential reproducer) into an interleaving, if one fits.
+
+        First each pair with no setup but the tracer's state when the held operation
+        started (one replay each), then with the earlier operations that touch the
+        anomaly's module, cut down by ddmin."""
         races = self.boot.races
         if not races:
             found.notes.append("no race window was open: no interleaving to try")
             return
-        tried = 0
-        best: dict[str, Any] | None = None
-        for race, held, racing in self._pairs(races):
-            if tried >= MAX_PAIRS or not self._budget():
-                break
-            tried += 1
-            attempt = self._try_pair(race, held, racing)
-            best = best or attempt
-            if attempt["verified"]:
-                best = attempt
-                break
-        if best is None:
+        pairs = [_Pair(race, held, racing, self._before_horizon())
+                 for race, held, racing in self._pairs(races)[:MAX_PAIRS]]
+        if not pairs:
             found.notes.append("no two overlapping operations of the run fit the open race "
                                "windows")
             return
         found.kind = "interleaving"
-        found.interleaving = best
+        for pair in pairs:
+            for prefix in ([], self._tracer_state(pair.held)):
+                if self._budget() and pair.reproduces(self, prefix):
+                    found.interleaving = self._interleaving_json(pair, prefix)
+                    return
+        for pair in pairs:
+            earlier = self._touching(self._plain_lines(
+                [op for op in self._before_horizon() if op.complete_ns is not None
+                 and op.complete_ns < pair.held.invoke_ns]), self.target.module)
+            if self._budget() and pair.reproduces(self, earlier):
+                prefix = ddmin(earlier, lambda lines: pair.reproduces(self, lines),
+                               self._budget)
+                found.interleaving = self._interleaving_json(pair, prefix)
+                return
+        found.interleaving = self._interleaving_json(pairs[0], None)
+
+    def _tracer_state(self, held: Op) -> list[Line]:
+        """``echo function > current_tracer`` if that was the last switch before ``held``."""
+        switches = [op for op in self._before_horizon() if op.op == "write" and op.ok
+                    and op.args["file"] == "current_tracer" and op.completed
+                    and op.complete_ns < held.invoke_ns]
+        if switches and switches[-1].args["text"] == "function":
+            return [Line(echo("function", "current_tracer"), switches[-1])]
+        return []
 
     def _pairs(self, races: list[str]) -> list[tuple[str, Op, Op]]:
         """(race, held, racing): operations that overlapped in the run, the one to hold in
-        the window first; those of the anomaly's module and nearest the horizon first."""
-        ops = [op for op in self._before_horizon() if op.ok or not op.completed]
+        the window first; those of the anomaly's module, then those whose racing operation
+        switches the tracer (which changes every record's count), nearest the horizon
+        first."""
+        ops = [op for op in self._before_horizon() if took_effect(op)]
         horizon = self.target.horizon_ns
         pairs = []
         for race in races:
@@ -284,59 +426,22 @@ class Minimizer:
                     if racing is not held and racing.overlaps(held.invoke_ns, end):
                         pairs.append((race, held, racing))
 
-        def rank(pair: tuple[str, Op, Op]) -> tuple[bool, int]:
+        def rank(pair: tuple[str, Op, Op]) -> tuple[bool, bool, int]:
             race, held, racing = pair
             module_op = racing if race == "unload-unlocked" else held
-            return module_op.args.get("module") != self.target.module, horizon - held.invoke_ns
+            switch = held if race == "unload-unlocked" else racing
+            return (module_op.args.get("module") != self.target.module,
+                    switch.args.get("file") != "current_tracer", horizon - held.invoke_ns)
         return sorted(pairs, key=rank)
 
-    def _as_command(self, op: Op, ops: list[Op]) -> tuple[list[str], str]:
-        """(setup, command): one operation as a single shell command, and the commands
-        that must run before it (for a tracer session: its state so far)."""
-        if op.kind != "tracer":
-            return [], (op_commands(op) or [""])[0]
-        session = [o for o in ops if o.kind == "tracer" and o.ok and o.invoke_ns < op.invoke_ns
-                   and o.args.get("name") == op.args["name"]]
-        setup = [c for o in session for c in session_commands(o)]
-        commands = session_commands(op)
-        return setup + commands[:-1], commands[-1]
-
-    def _try_pair(self, race: str, held: Op, racing: Op) -> dict[str, Any]:
-        ops = self._before_horizon()
-        site = RACE_SITES[race]
-        held_setup, held_command = self._as_command(held, ops)
-        racing_setup, racing_command = self._as_command(racing, ops)
-        setup = held_setup + racing_setup
-        earlier = self._plain_lines([op for op in ops if op.complete_ns is not None
-                                     and op.complete_ns < held.invoke_ns])
-        module = self.target.module
-        if module in self.modules:
-            earlier = [line for line in earlier
-                       if touches_module(line.op, module, self.modules[module])]
-        outcome: dict[str, Observation | None] = {}
-
-        def reproduces(prefix: list[Line]) -> bool:
-            seen = self.replayer.interleaving([line.command for line in prefix] + setup,
-                                              held_command, racing_command, site)
-            self.log(f"replay {self.replayer.replays}: interleaving {held_command!r} held, "
-                     f"{racing_command!r} racing, {len(prefix)} before: "
-                     f"{seen.summary() if seen else 'no such interleaving'}")
-            outcome["seen"] = seen
-            return seen is not None and seen.any
-
-        prefix: list[Line] = []
-        verified = reproduces(prefix)
-        if not verified and earlier and self._budget():
-            verified = reproduces(earlier)
-            if verified:
-                prefix = ddmin(earlier, reproduces, self._budget)
-                reproduces(prefix)  # the observation of the final one
-        seen = outcome.get("seen")
+    def _interleaving_json(self, pair: "_Pair", prefix: list[Line] | None) -> dict[str, Any]:
+        """The interleaving for the report; ``prefix`` None: none was verified."""
+        seen = pair.seen.get(pair.key(prefix)) if prefix is not None else None
         return {
-            "race": race, "failpoint": site, "verified": verified,
-            "prefix": [line.command for line in prefix] + setup,
-            "held": self._describe(held, held_command),
-            "racing": self._describe(racing, racing_command),
+            "race": pair.race, "failpoint": pair.site, "verified": prefix is not None,
+            "prefix": [line.command for line in prefix or []] + pair.setup,
+            "held": self._describe(pair.held, pair.held_command),
+            "racing": self._describe(pair.racing, pair.racing_command),
             "observed": seen.summary() if seen else "",
         }
 
@@ -353,14 +458,14 @@ class Minimizer:
         if found.kind == "sequential":
             header.append(f"# A minimal sequential reproducer found by ftrace-stress: "
                           f"{len(found.lines)} of {found.candidates} candidate commands.")
-            header.append(f"# It shows: {self.target.kind}: {self.target.message}")
+            header.append(f"# It shows: {self.target.describe()}")
             body = [CD_TRACING, *found.commands]
             if self.target.grep:
                 body.append(f"dmesg | grep {self.target.grep}")
             return "\n".join(header + body) + "\n"
         header = [f"# {self.boot.command('ftraced')}",
                   "# No sequential reproducer: the anomaly needs two operations to overlap.",
-                  f"# Anomaly: {self.target.kind}: {self.target.message}"]
+                  f"# Anomaly: {self.target.describe()}"]
         if found.interleaving is None:
             return "\n".join(header) + "\n"
         return "\n".join(header + [f"# {step}" for step in interleaving_steps(
@@ -376,9 +481,51 @@ class Minimizer:
             found.notes.extend(line for line in output.splitlines() if self.target.grep in line)
             return
         with Replayer(self.boot) as replayer:
-            seen = replayer.sequential(found.commands)
-        found.confirmed = self.target.shown_by(seen)
+            seen = replayer.sequential(found.commands, each=False)
+        found.confirmed = self.target.seen_after(seen) is not None
         found.confirmation = f"replayed on a fresh daemon: {seen.summary()}"
+
+
+class _Pair:
+    """Two operations that overlapped in the run, as commands for an interleaving: the
+    one to hold at the race window's failpoint, and the one to run meanwhile."""
+
+    def __init__(self, race: str, held: Op, racing: Op, ops: list[Op]) -> None:
+        self.race, self.held, self.racing = race, held, racing
+        self.site = RACE_SITES[race]
+        held_setup, self.held_command = as_command(held, ops)
+        racing_setup, self.racing_command = as_command(racing, ops)
+        self.setup = held_setup + racing_setup
+        self.seen: dict[tuple[str, ...], Observation | None] = {}
+
+    @staticmethod
+    def key(prefix: list[Line]) -> tuple[str, ...]:
+        return tuple(line.command + "\0" + line.op.id for line in prefix)
+
+    def reproduces(self, minimizer: Minimizer, prefix: list[Line]) -> bool:
+        """Replay: ``prefix`` and the setup, then the two (once per prefix)."""
+        key = self.key(prefix)
+        if key not in self.seen:
+            seen = self.seen[key] = minimizer.replayer.interleaving(
+                [line.command for line in prefix] + self.setup, self.held_command,
+                self.racing_command, self.site)
+            minimizer.log(f"replay {minimizer.replayer.replays}: {self.held_command!r} held, "
+                          f"{self.racing_command!r} racing, {len(prefix)} before: "
+                          f"{seen.summary() if seen else 'no such interleaving'}")
+        seen = self.seen[key]
+        return seen is not None and seen.any
+
+
+def as_command(op: Op, ops: list[Op]) -> tuple[list[str], str]:
+    """(setup, command): one operation as a single shell command, and the commands that
+    must run before it (for a tracer session: its state so far, on the function tracer)."""
+    if op.kind != "tracer":
+        return [], (op_commands(op) or [""])[0]
+    session = [o for o in ops if o.kind == "tracer" and o.ok and o.invoke_ns < op.invoke_ns
+               and o.args.get("name") == op.args["name"]]
+    setup = [c for o in session for c in session_commands(o)]
+    commands = session_commands(op)
+    return setup + commands[:-1], commands[-1]
 
 
 def interleaving_steps(found: dict[str, Any], boot: BootSpec) -> list[str]:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clients.api import Client
@@ -28,6 +29,7 @@ from clients.stress.checker import ANOMALY_KINDS, dmesg_kind
 from clients.stress.commands import CD_TRACING
 from clients.stress.config import BootSpec
 
+_UNDERFLOW = {("consistency", "missing reference"), ("dmesg", "WARNING")}
 _REPORT_LINE = re.compile(r"\] (WARNING: .*|BUG: .*)$", re.MULTILINE)
 #: How long an interleaving's first command may take to reach its failpoint, and the
 #: second to finish while the first is held: a step that takes longer is waiting for a
@@ -41,42 +43,69 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 @dataclass
 class Observation:
-    """What a replay left: the log's reports and the consistency check's anomalies."""
+    """What a replay showed: the log's reports and the consistency check's anomalies,
+    each kind with the number of commands run when it was first seen."""
 
     reports: list[str] = field(default_factory=list)  # "WARNING: at ...", "BUG: KASAN: ..."
-    anomalies: list[str] = field(default_factory=list)  # the check's messages
-    kinds: set[tuple[str, str]] = field(default_factory=set)  # (source, kind)
+    # The check's anomalies: (message, module, after how many commands first seen).
+    anomalies: list[tuple[str, str, int]] = field(default_factory=list)
+    kinds: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, kind) -> step
+
+    def first(self, source: str, kind: str) -> int | None:
+        """After how many commands it was first seen, or None. An shm anomaly is the
+        check's kind; a missing reference and the kernel's WARN are one (the WARN is
+        how the kernel sees a missing reference, once its ops is disabled)."""
+        wanted = {("consistency" if source == "shm" else source, kind)}
+        if wanted & _UNDERFLOW:
+            wanted = _UNDERFLOW
+        return min((self.kinds[k] for k in wanted if k in self.kinds), default=None)
+
+    def module_at(self, step: int | None) -> str:
+        """The module of the first anomaly the check saw by that step ("" for none)."""
+        return next((module for _, module, seen in self.anomalies
+                     if step is not None and seen <= step), "")
+
+    def shows_exactly(self, source: str, kind: str) -> bool:
+        return (source, kind) in self.kinds
 
     def shows(self, source: str, kind: str) -> bool:
-        """Whether it shows an anomaly of that kind (an shm anomaly is the check's kind)."""
-        return (("consistency" if source == "shm" else source), kind) in self.kinds
+        return self.first(source, kind) is not None
 
     @property
     def any(self) -> bool:
         return bool(self.kinds)
 
     def summary(self) -> str:
-        shown = self.reports[:1] + self.anomalies[:1]
+        shown = self.reports[:1] + [message for message, _, _ in self.anomalies[:1]]
         return "; ".join(shown) if shown else "no anomaly"
 
+    def look(self, client: Client, step: int) -> None:
+        """Look at the kernel after ``step`` commands."""
+        for message in _REPORT_LINE.findall(client.dmesg()):
+            if message not in self.reports:
+                self.reports.append(message)
+                self.kinds.setdefault(("dmesg", dmesg_kind(message)), step)
+        known = {message for message, _, _ in self.anomalies}
+        for anomaly in client.check_consistency().anomalies:
+            if anomaly.message not in known:
+                self.anomalies.append((anomaly.message, anomaly.module, step))
+                self.kinds.setdefault(
+                    ("consistency", ANOMALY_KINDS.get(anomaly.kind, "anomaly")), step)
 
-def observe(client: Client) -> Observation:
-    seen = Observation()
-    for message in _REPORT_LINE.findall(client.dmesg()):
-        seen.reports.append(message)
-        seen.kinds.add(("dmesg", dmesg_kind(message)))
-    for anomaly in client.check_consistency().anomalies:
-        seen.anomalies.append(anomaly.message)
-        seen.kinds.add(("consistency", ANOMALY_KINDS.get(anomaly.kind, "anomaly")))
-    return seen
 
-
-def run_script(client: Client, commands: list[str]) -> None:
-    """Run commands as ``ftrace-shell`` runs a script (from the tracing directory)."""
+def run_script(client: Client, commands: list[str],
+               after_each: Callable[[int], None] | None = None) -> None:
+    """Run commands as ``ftrace-shell`` runs a script (from the tracing directory);
+    ``after_each(n)`` is called once n commands have run."""
     shell = Shell(client, mode="script", script="repro.sh", stdout=BufferOutput(),
                   stderr=BufferOutput())
     try:
-        shell.feed_all([CD_TRACING, *commands])
+        shell.feed(CD_TRACING)
+        for step, command in enumerate(commands, 1):
+            shell.feed(command)
+            if after_each is not None:
+                after_each(step)
+        shell.finish()
     except ShellExit:
         pass
 
@@ -111,11 +140,14 @@ class Replayer:
     def _client(self, daemon: SpawnedDaemon) -> Client:
         return Client(daemon.address, Identity(os.getpid(), "bash"))
 
-    def sequential(self, commands: list[str]) -> Observation:
-        """Run the commands one after the other, then observe."""
+    def sequential(self, commands: list[str], each: bool = True) -> Observation:
+        """Run the commands one after the other, looking at the kernel after each one
+        (``each``) or only at the end."""
+        seen = Observation()
         with self._fresh() as daemon, self._client(daemon) as client:
-            run_script(client, commands)
-            return observe(client)
+            run_script(client, commands, (lambda step: seen.look(client, step)) if each else None)
+            seen.look(client, len(commands))
+        return seen
 
     def interleaving(self, prefix: list[str], held: str, racing: str,
                      site: str) -> Observation | None:
@@ -137,7 +169,11 @@ class Replayer:
             second.release_failpoint(site)
             held_step.join(STEP_TIMEOUT)
             racing_step.join(STEP_TIMEOUT)
-            return observe(second) if finished else None
+            if not finished:
+                return None
+            seen = Observation()
+            seen.look(second, 2)
+            return seen
 
 
 class _Step(threading.Thread):

@@ -1,10 +1,17 @@
 """One worker process of a stress run: ``python -m clients.stress.worker``.
 
-The orchestrator writes the :class:`~clients.stress.workers.WorkerSpec` as one JSON line
-on the worker's standard input and keeps the pipe open; anything more on it, or its end
-(the orchestrator died), tells the worker to stop after the operation in progress. The
-exit status says how it ended: 0 stopped as told or its operations done,
-:data:`EXIT_DAEMON_GONE` the daemon stopped answering.
+The conversation with the orchestrator, one line at a time:
+
+1. the orchestrator writes the :class:`~clients.stress.workers.WorkerSpec` as JSON on
+   standard input;
+2. the worker connects to the daemon and writes ``ready`` on standard output;
+3. the orchestrator writes ``go`` once every worker is ready, so that all of them start
+   together (starting a Python process takes a while, and not all at the same pace);
+4. anything more on standard input, or its end (the orchestrator died), tells the
+   worker to stop after the operation in progress.
+
+The exit status says how it ended: 0 stopped as told or its operations done,
+:data:`~clients.stress.workers.EXIT_DAEMON_GONE` the daemon stopped answering.
 """
 
 from __future__ import annotations
@@ -15,11 +22,13 @@ import sys
 import threading
 
 from clients.api import Client
+from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.stress.history import Recorder
-from clients.stress.workers import WORKERS, DaemonGone, WorkerSpec
+from clients.stress.workers import EXIT_DAEMON_GONE, WORKERS, DaemonGone, WorkerSpec
 
-EXIT_DAEMON_GONE = 3
+#: How long a worker waits for the daemon to accept its connection.
+CONNECT_TIMEOUT = 60.0
 
 
 def _watch_stdin(stop: threading.Event) -> None:
@@ -28,10 +37,19 @@ def _watch_stdin(stop: threading.Event) -> None:
 
 
 def run(spec: WorkerSpec, stop: threading.Event) -> int:
-    recorder = Recorder(spec.history, spec.name, spec.kind)
     worker_class = WORKERS[spec.kind]
-    client = Client(spec.address, Identity(os.getpid(), worker_class.comm))
+    recorder = Recorder(spec.history, spec.name, spec.kind)
+    try:
+        client = Client(spec.address, Identity(os.getpid(), worker_class.comm),
+                        wait=CONNECT_TIMEOUT)
+    except FtraceError:
+        recorder.close()
+        return EXIT_DAEMON_GONE
     worker = worker_class(spec, client, recorder)
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        stop.set()
+    threading.Thread(target=_watch_stdin, args=(stop,), daemon=True, name="stop").start()
     try:
         done = 0
         while not stop.is_set() and (spec.ops is None or done < spec.ops):
@@ -49,9 +67,7 @@ def run(spec: WorkerSpec, stop: threading.Event) -> int:
 
 def main() -> int:
     spec = WorkerSpec(**json.loads(sys.stdin.readline()))
-    stop = threading.Event()
-    threading.Thread(target=_watch_stdin, args=(stop,), daemon=True, name="stop").start()
-    return run(spec, stop)
+    return run(spec, threading.Event())
 
 
 if __name__ == "__main__":

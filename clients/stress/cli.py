@@ -1,0 +1,152 @@
+"""The ``ftrace-stress`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+
+from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_SWITCH_INTERVAL,
+                                   WORKER_KINDS, BootSpec, RunConfig)
+from clients.stress.report import headline
+from clients.stress.runner import Progress, Run
+from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
+
+#: The run's length when neither --duration nor --ops is given.
+DEFAULT_DURATION = 10.0
+#: The boot options' destinations (--seed is the run's too, so it may go with --address).
+_BOOT_DESTS = ("variant", "race", "failpoint", "core_functions", "module_placement", "cpus",
+               "switch_interval")
+
+EPILOG = f"""\
+Many clients, each a process of its own, against one daemon: tracers (own ftrace_ops with
+random filters), loaders (modprobe/rmmod), shells (set_ftrace_filter, set_ftrace_notrace,
+current_tracer) and invokers (functions executing). Every operation is recorded in
+DIR/history.jsonl; the kernel is checked all along (CheckConsistency over RPC, the record
+pages from shared memory, dmesg for WARNING and KASAN). The run stops at the first anomaly
+(unless --keep-going), turns the function tracer off, checks once more, and writes
+DIR/report.json and DIR/report.txt; with an anomaly, DIR/repro.sh: a minimal ftrace-shell
+script found by delta debugging, each candidate replayed on a fresh daemon booted the same
+way, or, for a race, the interleaving that reproduces it.
+
+Defaults for a private daemon: --switch-interval {DEFAULT_SWITCH_INTERVAL} (threads in the
+daemon preempted more often); with a --race and no --failpoint, each open race window is
+widened by a failpoint:
+""" + "".join(f"  --race {race:<16} --failpoint {site}={spec}\n"
+              for race, (site, spec) in AUTO_FAILPOINTS.items()) + """\
+(with --address the same failpoints are armed over RPC, unless the daemon has some armed).
+
+Exit status: 0 clean, 1 an anomaly was found, 2 error (the daemon died, could not start...).
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ftrace-stress", description="Stress ftraced with concurrent clients; find "
+        "anomalies and a minimal reproducer.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter, conflict_handler="resolve")
+    parser.add_argument("--address", metavar="ADDR",
+                        help="use this daemon (default: start a private one with the daemon "
+                        "options)")
+    limit = parser.add_mutually_exclusive_group()
+    limit.add_argument("--duration", type=float, metavar="SECONDS",
+                       help=f"run this long (default {DEFAULT_DURATION:g} s)")
+    limit.add_argument("--ops", type=int, metavar="N",
+                       help="run N operations in all (shared among the clients)")
+    for kind in WORKER_KINDS:
+        parser.add_argument(f"--{kind}s", type=int, default=2, metavar="N",
+                            help=f"{kind} processes (default 2)")
+    parser.add_argument("--modules", default=",".join(DEFAULT_MODULES), metavar="M,M,...",
+                        help="catalog modules the loaders cycle through (default %(default)s)")
+    parser.add_argument("--out", default="stress-out", metavar="DIR",
+                        help="where the report, history and reproducer go (default %(default)s)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="do not stop at the first anomaly")
+    parser.add_argument("--no-minimize", dest="minimize", action="store_false",
+                        help="do not search for a reproducer")
+    parser.add_argument("--max-replays", type=int, default=150, metavar="N",
+                        help="fresh-daemon replays the reproducer search may use "
+                        "(default %(default)s)")
+    parser.add_argument("--check-interval", type=float, default=0.05, metavar="SECONDS",
+                        help="between two consistency checks (default %(default)s)")
+    daemon = parser.add_argument_group("daemon options (for the private daemon)")
+    add_boot_arguments(daemon)  # type: ignore[arg-type]  (a group takes arguments alike)
+    # Re-declared: the run's seed is the daemon's; resolved below when not given.
+    daemon.add_argument("--seed", type=int, metavar="N",
+                        help="seed of every client's choices, and the daemon's "
+                        "(default: random, reported)")
+    daemon.set_defaults(switch_interval=None)
+    return parser
+
+
+def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunConfig:
+    if args.address is not None:
+        given = [dest for dest in _BOOT_DESTS if getattr(args, dest) != parser.get_default(dest)]
+        if given:
+            parser.error("daemon options ("
+                         + ", ".join("--" + d.replace("_", "-") for d in given)
+                         + ") are for a private daemon; not with --address")
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(1 << 31)
+    if args.switch_interval is None:
+        args.switch_interval = DEFAULT_SWITCH_INTERVAL
+    auto = []
+    if args.race and not args.failpoint and args.address is None:
+        auto = [AUTO_FAILPOINTS[race] for race in dict.fromkeys(args.race)]
+        args.failpoint = list(auto)
+    try:
+        boot_options_from(args).validate()
+    except ValueError as error:
+        parser.error(str(error))
+    for option, value in (("--duration", args.duration), ("--ops", args.ops),
+                          ("--check-interval", args.check_interval)):
+        if value is not None and value <= 0:
+            parser.error(f"{option} must be positive")
+    workers = {kind: getattr(args, f"{kind}s") for kind in WORKER_KINDS}
+    if any(n < 0 for n in workers.values()) or not sum(workers.values()):
+        parser.error("need at least one client, and no negative counts")
+    boot = BootSpec((("--variant", args.variant),
+                     *(("--race", race) for race in dict.fromkeys(args.race)),
+                     *(("--failpoint", f"{site}={spec}") for site, spec in args.failpoint),
+                     ("--core-functions", str(args.core_functions)),
+                     ("--module-placement", args.module_placement),
+                     ("--cpus", str(args.cpus)), ("--seed", str(args.seed)),
+                     ("--switch-interval", repr(args.switch_interval))))
+    return RunConfig(
+        seed=args.seed, out_dir=os.path.abspath(args.out), boot=boot, address=args.address,
+        workers=workers,
+        duration=args.duration if args.duration or args.ops else DEFAULT_DURATION,
+        ops=args.ops, modules=tuple(m for m in args.modules.split(",") if m),
+        keep_going=args.keep_going, minimize=args.minimize, max_replays=args.max_replays,
+        check_interval=args.check_interval, auto_failpoints=tuple(auto))
+
+
+def summary(report: dict, out_dir: str) -> str:
+    lines = [f"ftrace-stress: {report['outcome'].upper()} (seed {report['seed']}, "
+             f"{report['operations']['total']} operations in {report['ran_s']} s)"]
+    if report["error"]:
+        lines.append(f"  error: {report['error']}")
+    for anomaly in report["anomalies"][:3]:
+        lines.append(f"  {anomaly['seen_s']:.3f} s {headline(anomaly)}")
+    repro = report["reproducer"]
+    if repro and repro["kind"] == "sequential":
+        lines.append(f"  reproducer: {os.path.join(out_dir, 'repro.sh')} "
+                     f"({repro['command_count']} commands, "
+                     f"{'confirmed' if repro['confirmed'] else 'NOT confirmed'})")
+    elif repro:
+        lines.append(f"  no sequential reproducer; interleaving in "
+                     f"{os.path.join(out_dir, 'report.txt')}")
+    lines.append(f"  report: {os.path.join(out_dir, 'report.txt')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    config = config_from(args, parser)
+    progress = Progress(sys.stderr) if sys.stderr.isatty() else None
+    result = Run(config, ["ftrace-stress", *argv], progress).execute()
+    print(summary(result.report, config.out_dir))
+    return result.exit_status

@@ -1,0 +1,337 @@
+"""``report.json`` and ``report.txt``: what ran, how fast, what went wrong, and how to see
+it again.
+
+Times are seconds since the run started (the first worker's start). For each anomaly the
+report lists the operations in flight while the anomaly was observed (invoked before the
+observation ended and not completed before it began) and the last ones completed before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from clients.stress.checker import Anomaly
+from clients.stress.commands import op_commands
+from clients.stress.config import RunConfig
+from clients.stress.history import ClientLog, Op
+from clients.stress.minimize import Reproducer, interleaving_steps
+from clients.stress.workers import EXIT_DAEMON_GONE
+
+#: Operations listed as "just before" an anomaly.
+RECENT_OPS = 6
+#: Operations listed as in flight, at most.
+IN_FLIGHT_OPS = 16
+
+
+@dataclass
+class WorkerRecord:
+    """One worker process and how it ended."""
+
+    name: str
+    kind: str
+    pid: int
+    status: int | None = None  # exit status; negative: killed by that signal
+    exited_ns: int | None = None
+    stopped: bool = False  # it had been told to stop (or had done its operations)
+    killed_at_stop: bool = False  # it did not stop in time and was killed
+
+    def how(self, exited_s: float | None) -> str:
+        """How it ended, ``exited_s`` seconds into the run."""
+        if self.status is None:
+            return "still running"
+        if self.killed_at_stop:
+            return "did not stop in time, killed"
+        if self.status < 0:
+            name = signal.Signals(-self.status).name
+            return f"killed by {name} at {exited_s:.3f} s" + (
+                "" if self.stopped else " (the run went on without it)")
+        if self.status == 0:
+            return "stopped"
+        if self.status == EXIT_DAEMON_GONE:
+            return f"lost the daemon at {exited_s:.3f} s"
+        return (f"exited with status {self.status} at {exited_s:.3f} s "
+                f"(see clients/{self.name}.log)")
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    argv: list[str]
+    start_ns: int = 0
+    start_wall: float = 0.0
+    stop_ns: int = 0  # when the clients were told to stop (or had all ended)
+    daemon: dict[str, Any] = field(default_factory=dict)
+    anomalies: list[Anomaly] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
+    logs: list[ClientLog] = field(default_factory=list)
+    workers: list[WorkerRecord] = field(default_factory=list)
+    checks: Counter[str] = field(default_factory=Counter)
+    shm_error: str = ""
+    error: str = ""  # what made the run fail (exit status 2)
+    reproducer: Reproducer | None = None
+    reproducer_note: str = ""
+    report: dict[str, Any] = field(default_factory=dict)  # report.json, once written
+
+    @property
+    def exit_status(self) -> int:
+        if self.error:
+            return 2
+        return 1 if self.anomalies else 0
+
+    @property
+    def outcome(self) -> str:
+        return {0: "clean", 1: "anomaly", 2: "error"}[self.exit_status]
+
+    def seconds(self, ns: int | None) -> float | None:
+        return None if ns is None else round((ns - self.start_ns) / 1e9, 6)
+
+    @property
+    def duration(self) -> float:
+        return max((self.stop_ns - self.start_ns) / 1e9, 1e-9)
+
+    @property
+    def active(self) -> float:
+        """Seconds from the first operation's invocation to the last one's end: what
+        rates are taken over."""
+        first = min((op.invoke_ns for op in self.ops), default=self.start_ns)
+        last = max((op.end_ns(op.invoke_ns) for op in self.ops), default=self.stop_ns)
+        return max((last - first) / 1e9, 1e-9)
+
+
+def op_kind(op: Op) -> str:
+    if op.op == "write":
+        return f"echo {'>>' if op.args['append'] else '>'} {op.args['file']}"
+    return f"tracer {op.op}" if op.kind == "tracer" else op.op
+
+
+def describe(op: Op) -> str:
+    if op.kind == "tracer":
+        if op.op == "register":
+            return (f"register {op.args['name']} filter={op.args['filter']} "
+                    f"notrace={op.args['notrace']}")
+        if op.op == "set_filter":
+            which = "notrace" if op.args["notrace"] else "filter"
+            return (f"{op.args['name']}: set {which} {op.args['text']!r}"
+                    f"{' (reset)' if op.args['reset'] else ''}")
+        return f"{op.op} {op.args['name']}"
+    if op.op == "invoke":
+        where = f" [{op.args['module']}]" if op.args["module"] else ""
+        return f"invoke {op.args['function']}{where} x{op.args['repeat']}"
+    return (op_commands(op) or [op.op])[0]
+
+
+def outcome_of(op: Op) -> str:
+    if op.ok:
+        base = op.value.get("base") if op.value else None
+        return f"ok at {base}" if base and op.op == "modprobe" else "ok"
+    return (op.errno or "?") if op.result == "error" else "no answer"
+
+
+def op_line(result: RunResult, op: Op) -> str:
+    end = result.seconds(op.complete_ns)
+    span = f"{result.seconds(op.invoke_ns):.6f}..{'?' if end is None else f'{end:.6f}'}"
+    return f"{span} s  {op.client:<9} {describe(op)} -> {outcome_of(op)}"
+
+
+def around(result: RunResult, anomaly: Anomaly) -> tuple[list[Op], list[Op]]:
+    """(in flight while it was observed, the last completed before)."""
+    start, end = anomaly.seen_from_ns, anomaly.seen_to_ns
+    flying = [op for op in result.ops if op.overlaps(start, end)]
+    before = sorted((op for op in result.ops if op.completed and op.complete_ns < start),
+                    key=lambda op: op.complete_ns)[-RECENT_OPS:]
+    return flying[-IN_FLIGHT_OPS:], before
+
+
+def per_kind(result: RunResult) -> dict[str, dict[str, Any]]:
+    table: dict[str, dict[str, Any]] = {}
+    for op in result.ops:
+        row = table.setdefault(op_kind(op), {"count": 0, "ok": 0, "refused": 0,
+                                             "no_answer": 0, "errnos": Counter()})
+        row["count"] += 1
+        if op.ok:
+            row["ok"] += 1
+        elif op.result == "error":
+            row["refused"] += 1
+            row["errnos"][op.errno] += 1
+        else:
+            row["no_answer"] += 1
+    for row in table.values():
+        row["per_second"] = round(row["count"] / result.active, 1)
+        row["errnos"] = dict(row["errnos"])
+    return dict(sorted(table.items()))
+
+
+def worker_json(result: RunResult, worker: WorkerRecord) -> dict[str, Any]:
+    log = next((log for log in result.logs if log.client == worker.name), None)
+    exited_s = result.seconds(worker.exited_ns)
+    return {**asdict(worker), "exited_s": exited_s, "how": worker.how(exited_s),
+            "operations": len(log.ops) if log else 0,
+            # Its file ends with its "end" event: nothing was cut short.
+            "history_complete": bool(log and log.ended)}
+
+
+def to_json(result: RunResult) -> dict[str, Any]:
+    config = result.config
+    anomalies = []
+    for anomaly in result.anomalies:
+        flying, before = around(result, anomaly)
+        anomalies.append({**asdict(anomaly),
+                          "seen_from_s": result.seconds(anomaly.seen_from_ns),
+                          "seen_s": result.seconds(anomaly.seen_to_ns),
+                          "in_flight": [op_line(result, op) for op in flying],
+                          "before": [op_line(result, op) for op in before]})
+    first = min((a["seen_s"] for a in anomalies if a["phase"] == "run"), default=None)
+    repro = result.reproducer
+    return {
+        "outcome": result.outcome,
+        "exit_status": result.exit_status,
+        "error": result.error,
+        "command": shlex.join(result.argv),
+        "seed": config.seed,
+        "configuration": {
+            "boot": config.boot.argv,
+            "boot_command": config.boot.command("ftraced"),
+            "address": config.address or result.daemon.get("address"),
+            "private_daemon": config.address is None,
+            "workers": config.workers,
+            "duration_s": config.duration,
+            "ops": config.ops,
+            "modules": list(config.modules),
+            "keep_going": config.keep_going,
+            "check_interval_s": config.check_interval,
+            "auto_failpoints": dict(config.auto_failpoints),
+        },
+        "started_wall": result.start_wall,
+        "ran_s": round(result.duration, 3),
+        "daemon": result.daemon,
+        "operations": {
+            "total": len(result.ops),
+            "completed": sum(op.completed for op in result.ops),
+            "per_second": round(len(result.ops) / result.active, 1),
+            "first_s": result.seconds(min((op.invoke_ns for op in result.ops), default=None)),
+            "by_kind": per_kind(result),
+        },
+        "checks": dict(result.checks),
+        "shm_check": result.shm_error or "on",
+        "workers": [worker_json(result, w) for w in result.workers],
+        "time_to_first_anomaly_s": first,
+        "anomalies": anomalies,
+        "reproducer": None if repro is None else {
+            "kind": repro.kind,
+            "file": "repro.sh",
+            "commands": repro.commands,
+            "command_count": len([line for line in repro.script.splitlines()
+                                  if line.strip() and not line.startswith("#")]),
+            "candidates": repro.candidates,
+            "confirmed": repro.confirmed,
+            "confirmation": repro.confirmation,
+            "replays": repro.replays,
+            "target": asdict(repro.target),
+            "interleaving": repro.interleaving,
+            "notes": repro.notes,
+        },
+        "reproducer_note": result.reproducer_note,
+    }
+
+
+def headline(anomaly: dict[str, Any]) -> str:
+    """The anomaly in one line (a log report's message names its kind already)."""
+    if anomaly["message"].startswith(anomaly["kind"]) or anomaly["source"] == "dmesg":
+        return anomaly["message"]
+    return f"{anomaly['kind']}: {anomaly['message']}"
+
+
+def to_text(report: dict[str, Any], result: RunResult) -> str:
+    out = ["ftrace-stress report", "===================="]
+    status = report["outcome"].upper()
+    out.append(f"outcome:   {status} (exit status {report['exit_status']})")
+    if report["error"]:
+        out.append(f"error:     {report['error']}")
+    out.append(f"command:   {report['command']}")
+    conf = report["configuration"]
+    daemon = report["daemon"]
+    where = ("private daemon" if conf["private_daemon"] else "daemon") + \
+        f" at {conf['address']}" + (f", pid {daemon['pid']}" if daemon.get("pid") else "")
+    out.append(f"kernel:    {conf['boot_command']}  ({where})")
+    if conf["auto_failpoints"]:
+        out.append("widened:   " + ", ".join(f"{k}={v}" for k, v in conf["auto_failpoints"].items())
+                   + " (chosen for the open race windows)")
+    out.append(f"seed:      {report['seed']}")
+    out.append("clients:   " + ", ".join(f"{n} {k}{'s' * (n != 1)}"
+                                          for k, n in conf["workers"].items() if n)
+               + f" ({sum(conf['workers'].values())} processes)")
+    limit = f"{conf['ops']} operations" if conf["ops"] else f"{conf['duration_s']} s"
+    ops = report["operations"]
+    out.append(f"ran:       {report['ran_s']} s (limit: {limit}); {ops['total']} operations, "
+               f"{ops['per_second']}/s")
+    out += ["", "Operations per kind", f"  {'kind':<28}{'count':>8}{'ok':>8}{'refused':>9}{'per s':>9}"]
+    for kind, row in ops["by_kind"].items():
+        out.append(f"  {kind:<28}{row['count']:>8}{row['ok']:>8}{row['refused']:>9}"
+                   f"{row['per_second']:>9}")
+    checks = report["checks"]
+    out += ["", "Checks",
+            f"  consistency over RPC: {checks.get('consistency', 0)}; shared-memory snapshots: "
+            f"{checks.get('shm', 0)} (+{checks.get('shm inconclusive', 0)} taken while records "
+            f"changed, not counted); dmesg lines: {checks.get('dmesg lines', 0)}"]
+    if result.shm_error:
+        out.append(f"  shared-memory check off: {result.shm_error}")
+    out += ["", "Clients"]
+    for worker in report["workers"]:
+        out.append(f"  {worker['name']:<9} pid {worker['pid']:<7} {worker['operations']:>7} "
+                   f"operations, {worker['how']}")
+    out += ["", "Anomalies" if report["anomalies"] else "Anomalies: none"]
+    for i, anomaly in enumerate(report["anomalies"], 1):
+        when = "at teardown, " if anomaly["phase"] == "teardown" else ""
+        out.append(f" {i}. {when}{anomaly['seen_s']:.6f} s [{anomaly['source']}] "
+                   f"{headline(anomaly)}")
+        if anomaly["records"] > 1:
+            out.append(f"    {anomaly['records']} records")
+        out.append(f"    observed between {anomaly['seen_from_s']:.6f} s and "
+                   f"{anomaly['seen_s']:.6f} s; operations in flight then:")
+        out += [f"      {line}" for line in anomaly["in_flight"]] or ["      none"]
+        out.append("    completed just before:")
+        out += [f"      {line}" for line in anomaly["before"]] or ["      none"]
+        if anomaly["detail"][1:] or anomaly["source"] != "dmesg":
+            out.append("    detail:")
+            out += [f"      {line}" for line in anomaly["detail"]]
+    out += ["", "Reproducer"]
+    repro = report["reproducer"]
+    if repro is None:
+        out.append(f"  {report['reproducer_note'] or 'none'}")
+    elif repro["kind"] == "sequential":
+        out.append(f"  repro.sh: {repro['command_count']} commands, cut down from "
+                   f"{repro['candidates']} in {repro['replays']} replays on fresh daemons; "
+                   f"{repro['confirmation']}")
+        out += [f"    {line}" for line in result.reproducer.script.splitlines()]
+    else:
+        out.append("  No sequential reproducer exists for this run: replayed one at a time, "
+                   "its operations do not show the anomaly.")
+        if repro["interleaving"]:
+            out.append("  The interleaving that reproduces it:")
+            out += [f"    {step}" for step in interleaving_steps(repro["interleaving"],
+                                                                 result.config.boot)]
+            inter = repro["interleaving"]
+            out.append(f"  In the run: {inter['held']['client']} {inter['held']['op']} "
+                       f"({inter['held']['invoked_s']}..{inter['held']['completed_s']} s) "
+                       f"overlapped {inter['racing']['client']} {inter['racing']['op']} "
+                       f"({inter['racing']['invoked_s']}..{inter['racing']['completed_s']} s)")
+        out.append(f"  ({repro['replays']} replays on fresh daemons)")
+    for note in repro["notes"] if repro else []:
+        out.append(f"  - {note}")
+    return "\n".join(out) + "\n"
+
+
+def write_reports(result: RunResult) -> None:
+    result.report = report = to_json(result)
+    for name, text in (("report.json", json.dumps(report, indent=2) + "\n"),
+                       ("report.txt", to_text(report, result))):
+        path = os.path.join(result.config.out_dir, name)
+        with open(path + ".tmp", "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(path + ".tmp", path)

@@ -1,0 +1,454 @@
+"""One stress run from start to report.
+
+The daemon (a private one, or the one at ``--address``), the checker's threads and the
+worker processes run; this process waits for the first of: an anomaly (unless
+``keep_going``), the end of the duration, every worker done, the daemon gone. A worker
+that dies on its way is noted and the run goes on without it. Then the workers are told
+to stop (a tracer unregisters its ops), the function tracer is turned off (what a user
+would do next, and what turns a latent count error into the kernel's WARN: the loaders
+are held still meanwhile, so that the modules stay where they are), the checks run once
+more, the client files are merged into the history, the minimizer looks for a
+reproducer, and the report is written.
+
+Waiting is on file descriptors only: a pidfd per process, and a pipe the checker's
+threads write to when they have something to say.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from clients.api import Client
+from clients.errors import FtraceError
+from clients.identity import Identity
+from clients.spawn import SpawnedDaemon, SpawnError, spawn_daemon
+from clients.stress import history
+from clients.stress.checker import Anomaly, Checker
+from clients.stress.commands import TRACING_DIR
+from clients.stress.config import AUTO_FAILPOINTS, BootSpec, RunConfig
+from clients.stress.history import RESULT_ERROR, RESULT_OK, RESULT_UNKNOWN, Recorder
+from clients.stress.minimize import Minimizer
+from clients.stress.report import RunResult, WorkerRecord, write_reports
+from clients.stress.workers import WorkerSpec
+
+#: How long stopped workers get to finish their operation and unregister.
+STOP_GRACE = 15.0
+#: How long the workers get to start and connect.
+STARTUP_TIMEOUT = 120.0
+#: Core functions offered to the workers' patterns (sampled from available_filter_functions).
+CORE_SAMPLE = 64
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class Progress:
+    """One line on a terminal, rewritten in place."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def show(self, text: str) -> None:
+        self.stream.write("\r\x1b[K" + text)
+        self.stream.flush()
+
+    def done(self) -> None:
+        self.stream.write("\r\x1b[K")
+        self.stream.flush()
+
+
+class _Worker:
+    """A worker process as the orchestrator holds it."""
+
+    def __init__(self, spec: WorkerSpec, out_dir: str, env: dict[str, str]) -> None:
+        self.spec = spec
+        # Its own process group: a Ctrl-C at the terminal is the orchestrator's to handle.
+        with open(os.path.join(out_dir, "clients", f"{spec.name}.log"), "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "clients.stress.worker"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=log, env=env, process_group=0)
+        assert self.process.stdin is not None
+        self.process.stdin.write((json.dumps(dataclasses.asdict(spec)) + "\n").encode())
+        self.process.stdin.flush()
+        self.pidfd = os.pidfd_open(self.process.pid)
+        self.record = WorkerRecord(spec.name, spec.kind, self.process.pid)
+        self.frozen = False
+
+    def tell(self, word: str) -> None:
+        """One line to the worker: ``go``, or ``stop`` (which also closes the pipe)."""
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(word.encode() + b"\n")
+            self.process.stdin.flush()
+            if word == "stop":
+                self.process.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass  # already gone
+
+    def tell_stop(self) -> None:
+        if not self.record.stopped:
+            self.record.stopped = True
+            self.tell("stop")
+
+    def freeze(self) -> None:
+        """SIGSTOP: no more operations until :meth:`thaw` (one in flight completes in the
+        daemon all the same)."""
+        if not self.frozen:
+            self.process.send_signal(signal.SIGSTOP)
+            self.frozen = True
+
+    def thaw(self) -> None:
+        if self.frozen:
+            self.process.send_signal(signal.SIGCONT)
+            self.frozen = False
+
+    def reap(self) -> None:
+        self.record.status = self.process.wait()
+        self.record.exited_ns = time.monotonic_ns()
+        if self.record.status == 0:
+            self.record.stopped = True  # it did all its operations
+        os.close(self.pidfd)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+class Run:
+    def __init__(self, config: RunConfig, argv: list[str], progress: Progress | None) -> None:
+        self.config = config
+        self.result = RunResult(config, argv)
+        self.progress = progress
+        self.spawned: SpawnedDaemon | None = None
+        self.address = config.address or ""
+        self.client: Client | None = None
+        self.checker: Checker | None = None
+        self.workers: list[_Worker] = []
+        self.modules: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self._lost = ""
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._ops_seen: dict[str, tuple[int, int]] = {}  # progress: file -> (offset, count)
+
+    # --- events from the checker's threads -------------------------------------
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+
+    def _on_anomaly(self, anomaly: Anomaly) -> None:
+        with self._lock:
+            self.result.anomalies.append(anomaly)
+        self._wake()
+
+    def _on_lost(self, why: str) -> None:
+        with self._lock:
+            self._lost = self._lost or f"the daemon stopped answering ({why})"
+        self._wake()
+
+    # --- the run ----------------------------------------------------------------
+
+    def execute(self) -> RunResult:
+        os.makedirs(os.path.join(self.config.out_dir, "clients"), exist_ok=True)
+        result = self.result
+        try:
+            self._boot()
+            self._start()
+            self._wait()
+            self._stop()
+        except KeyboardInterrupt:
+            result.error = "interrupted"
+            self._abort()
+        except (SpawnError, FtraceError, OSError, ValueError) as error:
+            result.error = f"{type(error).__name__}: {error}"
+            self._abort()
+        finally:
+            self._finish()
+        return result
+
+    def _boot(self) -> None:
+        config = self.config
+        if config.address is None:
+            self.spawned = spawn_daemon(config.boot.argv)
+            self.address = self.spawned.address
+        self.client = Client(self.address, Identity(os.getpid(), "ftrace-stress"), wait=10.0)
+        if config.address is not None:
+            self._adopt()
+        stats = self.client.stats()
+        self.result.daemon = {"address": self.address, "private": self.spawned is not None,
+                              "pid": self.spawned.pid if self.spawned else None,
+                              "shm_namespace": stats.shm_namespace, "boot_id": stats.boot_id}
+        catalog = {m.name: list(m.functions) for m in self.client.catalog()}
+        missing = [m for m in config.modules if m not in catalog]
+        if missing:
+            raise ValueError(f"not in the module catalog: {', '.join(missing)}")
+        self.modules = {m: catalog[m] for m in config.modules}
+
+    def _adopt(self) -> None:
+        """A daemon of the user's: boot its twins the same way; widen its race windows
+        unless it has failpoints armed already."""
+        assert self.client is not None
+        boot = BootSpec.from_config(self.client.config())
+        auto = []
+        if boot.races and not boot.failpoints():
+            for race in boot.races:
+                site, spec = AUTO_FAILPOINTS[race]
+                self.client.set_failpoint(site, spec)
+                boot = boot.with_failpoint(site, spec)
+                auto.append((site, spec))
+        self.config = self.result.config = dataclasses.replace(
+            self.config, boot=boot, auto_failpoints=tuple(auto))
+
+    def _core_sample(self) -> list[str]:
+        assert self.client is not None
+        text = self.client.read_file(f"{TRACING_DIR}/available_filter_functions").decode()
+        core = [line for line in text.splitlines() if line and " [" not in line]
+        return random.Random(self.config.seed).sample(core, min(CORE_SAMPLE, len(core)))
+
+    def _start(self) -> None:
+        config = self.config
+        core = self._core_sample()
+        self.checker = Checker(self.address, config.check_interval, self._on_anomaly,
+                               self._on_lost)
+        self.checker.start()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (_REPO_ROOT, env.get("PYTHONPATH"))))
+        names = [(kind, i) for kind, n in config.workers.items() for i in range(n)]
+        budgets = self._budgets(len(names))
+        self.result.start_ns = time.monotonic_ns()
+        for (kind, i), budget in zip(names, budgets):
+            name = f"{kind}{i}"
+            spec = WorkerSpec(name, kind, self.address, config.seed,
+                              os.path.join(config.out_dir, "clients", f"{name}.jsonl"),
+                              budget, self.modules, core)
+            worker = _Worker(spec, config.out_dir, env)
+            self.workers.append(worker)
+            self.result.workers.append(worker.record)
+        self._await_ready()
+        # The run starts now, for every worker at once.
+        self.result.start_ns = time.monotonic_ns()
+        self.result.start_wall = time.time()
+        for worker in self._alive():
+            worker.tell("go")
+
+    def _await_ready(self) -> None:
+        """Until every worker said ``ready`` (or died on the way)."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        with selectors.DefaultSelector() as selector:
+            for worker in self.workers:
+                assert worker.process.stdout is not None
+                selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
+            while selector.get_map():
+                events = selector.select(deadline - time.monotonic())
+                if not events:
+                    raise TimeoutError(f"clients not ready after {STARTUP_TIMEOUT:g} s")
+                for key, _ in events:
+                    selector.unregister(key.fileobj)
+                    if key.fileobj.readline().strip() != b"ready":  # type: ignore[union-attr]
+                        key.data.reap()
+
+    def _budgets(self, count: int) -> list[int | None]:
+        if self.config.ops is None:
+            return [None] * count
+        share, extra = divmod(self.config.ops, count)
+        return [share + (i < extra) for i in range(count)]
+
+    def _alive(self) -> list[_Worker]:
+        return [w for w in self.workers if w.record.status is None]
+
+    def _wait(self) -> None:
+        """Until an anomaly (unless keep_going), the deadline, no worker left, or the
+        daemon gone."""
+        config = self.config
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ, None)
+        for worker in self.workers:
+            selector.register(worker.pidfd, selectors.EVENT_READ, worker)
+        daemon_fd = os.pidfd_open(self.spawned.pid) if self.spawned else None
+        if daemon_fd is not None:
+            selector.register(daemon_fd, selectors.EVENT_READ, "daemon")
+        deadline = (self.result.start_ns + int(config.duration * 1e9)
+                    if config.duration is not None else None)
+        try:
+            while True:
+                now = time.monotonic_ns()
+                timeout = None if deadline is None else max(0.0, (deadline - now) / 1e9)
+                if self.progress is not None:
+                    timeout = 0.25 if timeout is None else min(timeout, 0.25)
+                for key, _ in selector.select(timeout):
+                    if key.data is None:
+                        os.read(self._wake_r, 4096)
+                    elif key.data == "daemon":
+                        self._on_lost(f"ftraced exited: {self._daemon_exit()}")
+                        selector.unregister(key.fd)
+                    else:
+                        selector.unregister(key.fd)
+                        key.data.reap()
+                self._show_progress()
+                with self._lock:
+                    if self._lost or (self.result.anomalies and not config.keep_going):
+                        break
+                if not self._alive() or (deadline is not None and time.monotonic_ns() >= deadline):
+                    break
+        finally:
+            selector.close()
+            if daemon_fd is not None:
+                os.close(daemon_fd)
+        self.result.stop_ns = time.monotonic_ns()
+        if self.result.anomalies and not self._lost:
+            for worker in self._loaders():
+                worker.freeze()
+
+    def _daemon_exit(self) -> str:
+        assert self.spawned is not None
+        status = self.spawned.process.wait()
+        return f"killed by {signal.Signals(-status).name}" if status < 0 else f"status {status}"
+
+    def _stop_workers(self) -> None:
+        """Tell every worker to stop; kill those that do not within STOP_GRACE."""
+        if not self.result.stop_ns:
+            self.result.stop_ns = time.monotonic_ns()
+        for worker in self._alive():
+            worker.thaw()
+            worker.tell_stop()
+        self._reap(self.workers)
+
+    def _loaders(self) -> list[_Worker]:
+        return [w for w in self._alive() if w.spec.kind == "loader"]
+
+    def _reap(self, workers: list[_Worker]) -> None:
+        deadline = time.monotonic() + STOP_GRACE
+        with selectors.DefaultSelector() as selector:
+            for worker in workers:
+                if worker.record.status is None:
+                    selector.register(worker.pidfd, selectors.EVENT_READ, worker)
+            while selector.get_map() and time.monotonic() < deadline:
+                for key, _ in selector.select(deadline - time.monotonic()):
+                    selector.unregister(key.fd)
+                    key.data.reap()
+        for worker in workers:
+            if worker.record.status is None:
+                worker.process.kill()
+                worker.reap()
+                worker.record.killed_at_stop = True
+
+    def _abort(self) -> None:
+        self._stop_workers()
+        if self.checker is not None:
+            self.checker.stop()
+
+    def _stop(self) -> None:
+        """The loaders are frozen first (SIGSTOP): a count error becomes the kernel's
+        WARN when its ops is disabled while its module is still loaded, so the modules
+        stay as they are while the others stop (a tracer unregisters) and the function
+        tracer is turned off. Then the loaders go, and the checks run once more."""
+        for worker in self._loaders():
+            worker.freeze()
+        others = [w for w in self._alive() if w.spec.kind != "loader"]
+        for worker in others:
+            worker.tell_stop()
+        self._reap(others)
+        assert self.checker is not None
+        self.checker.stop()
+        try:
+            if not self._lost:
+                self._teardown()
+            self._stop_workers()
+            if not self._lost:
+                self.checker.final_check()
+        except FtraceError as error:
+            if error.from_kernel:
+                raise
+            self._on_lost(str(error))
+
+    def _teardown(self) -> None:
+        """``echo nop > current_tracer``, recorded like any client's operation."""
+        assert self.client is not None
+        recorder = Recorder(os.path.join(self.config.out_dir, "clients", "teardown.jsonl"),
+                            "teardown", "teardown")
+        args = {"file": "current_tracer", "text": "nop", "append": False}
+        op_id = recorder.invoke("write", args)
+        try:
+            self.client.write_file(f"{TRACING_DIR}/current_tracer", "nop\n")
+            recorder.complete(op_id, RESULT_OK)
+        except FtraceError as error:
+            recorder.complete(op_id, RESULT_ERROR if error.from_kernel else RESULT_UNKNOWN,
+                              error.errno_name)
+            if not error.from_kernel:
+                raise
+        finally:
+            recorder.close()
+
+    def _finish(self) -> None:
+        result = self.result
+        if self._lost and not result.error:
+            result.error = f"{self._lost} mid-run"
+        result.daemon["lost"] = self._lost
+        if self.checker is not None:
+            result.checks = self.checker.counts
+            result.shm_error = self.checker.shm_error
+            self.checker.close()
+        result.anomalies.sort(key=lambda a: a.seen_to_ns)
+        result.ops, result.logs = history.merge(self.config.out_dir)
+        if self.client is not None:
+            self.client.close()
+        if self.spawned is not None:
+            status = self.spawned.stop()
+            result.daemon["exit_status"] = status
+        self._minimize()
+        if self.progress is not None:
+            self.progress.done()
+        write_reports(result)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _minimize(self) -> None:
+        result = self.result
+        if not result.anomalies:
+            result.reproducer_note = "no anomaly, nothing to reproduce"
+        elif result.error:
+            result.reproducer_note = "not searched: the run failed"
+        elif not self.config.minimize:
+            result.reproducer_note = "not searched (--no-minimize)"
+        else:
+            log: Callable[[str], None] = (
+                (lambda text: self.progress.show(f"minimizing: {text}"))
+                if self.progress is not None else (lambda text: None))
+            try:
+                result.reproducer = Minimizer(
+                    self.config.boot, result.ops, result.anomalies, self.modules,
+                    self.config.out_dir, result.start_ns, self.config.max_replays, log).run()
+            except (SpawnError, FtraceError, OSError, subprocess.SubprocessError) as error:
+                result.reproducer_note = f"the search failed: {type(error).__name__}: {error}"
+
+    def _show_progress(self) -> None:
+        if self.progress is None:
+            return
+        done = 0
+        for path in history.client_files(self.config.out_dir):
+            offset, count = self._ops_seen.get(path, (0, 0))
+            with open(path, "rb") as events:
+                events.seek(offset)
+                data = events.read()
+            # Count whole lines only; a line being written is counted next time.
+            data = data[: data.rfind(b"\n") + 1]
+            count += data.count(b'"ev":"complete"')
+            self._ops_seen[path] = (offset + len(data), count)
+            done += count
+        elapsed = (time.monotonic_ns() - self.result.start_ns) / 1e9
+        checks = self.checker.counts if self.checker else {}
+        self.progress.show(
+            f"{elapsed:7.1f} s  {done} operations ({done / max(elapsed, 1e-9):.0f}/s)  "
+            f"checks {checks.get('consistency', 0)}+{checks.get('shm', 0)}  "
+            f"anomalies {len(self.result.anomalies)}  clients {len(self._alive())}/"
+            f"{len(self.workers)}")
+

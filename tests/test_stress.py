@@ -1,0 +1,247 @@
+"""ftrace-stress as a user runs it: the outcome table, the reproducers, and runs that lose
+their daemon or a client.
+
+The outcome table (README): ``buggy`` -> the WARN is found; ``fixed`` -> clean; ``fixed``
+with each race window -> an anomaly is found. The short form runs in the default test
+run (one seed each, a few seconds of stress, a small kernel); the long form
+(``make stress``, ``-m stress_long``) runs more seeds for longer, and keeps ``fixed`` under
+100,000 operations from 16 client processes.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from clients.spawn import SpawnedDaemon, spawn_daemon
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: A small kernel (its daemons boot fast) and six clients: two loaders and two shells
+#: cycle modules and filters, one tracer and one invoker around them.
+SHORT = ["--core-functions", "2048", "--tracers", "1", "--loaders", "2", "--shells", "2",
+         "--invokers", "1"]
+RACES = ("load-count", "publish-early", "unload-unlocked")
+#: What holds ftrace_lock while a module's records are counted: a loader held there holds
+#: every other client that needs the lock too.
+LOAD_SITE = "ftrace_update_code:before_count"
+
+
+def run_stress(out, *args: str, timeout: float = 240) -> tuple[subprocess.CompletedProcess, dict]:
+    """``python -m clients.stress --out OUT ARGS``; the process and report.json."""
+    done = subprocess.run([sys.executable, "-m", "clients.stress", "--out", str(out), *args],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    return done, _report(out)
+
+
+def start_stress(out, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "clients.stress", "--out", str(out), *args],
+                            cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env.pop("FTRACED_ADDRESS", None)
+    return env
+
+
+def _report(out) -> dict:
+    with open(os.path.join(out, "report.json"), encoding="utf-8") as report:
+        return json.load(report)
+
+
+def history(out) -> list[dict]:
+    """history.jsonl, every line of which must be JSON."""
+    with open(os.path.join(out, "history.jsonl"), encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines]
+
+
+def kinds(report: dict) -> set[str]:
+    return {anomaly["kind"] for anomaly in report["anomalies"]}
+
+
+def outcome_args(variant: str, race: str | None, seed: int) -> list[str]:
+    args = ["--variant", variant, "--seed", str(seed)]
+    if race:
+        args += ["--race", race]
+    # A clean run is one of a given length; an anomaly ends the others early.
+    return args + (["--ops", "1200"] if variant == "fixed" and not race else ["--duration", "60"])
+
+
+def check_outcome(done: subprocess.CompletedProcess, report: dict, variant: str,
+                  race: str | None) -> None:
+    detail = done.stdout + done.stderr
+    assert report["error"] == "", detail
+    if variant == "fixed" and race is None:
+        assert done.returncode == 0, detail
+        assert report["outcome"] == "clean" and report["anomalies"] == []
+        return
+    assert done.returncode == 1, detail
+    assert report["outcome"] == "anomaly"
+    assert report["time_to_first_anomaly_s"] is not None
+    if variant == "buggy":
+        assert "WARNING" in kinds(report), report["anomalies"]
+        warn = next(a for a in report["anomalies"] if a["kind"] == "WARNING")
+        assert "kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update" in warn["message"]
+
+
+# --- the outcome table, short form --------------------------------------------------
+
+
+@pytest.mark.parametrize("variant, race", [("buggy", None), ("fixed", None),
+                                           *(("fixed", race) for race in RACES)])
+def test_outcome_table(tmp_path, variant, race):
+    args = outcome_args(variant, race, seed=1)
+    # The buggy row also proves its reproducer, the first race row its interleaving;
+    # the others leave the search out to keep the default run short.
+    if variant == "buggy":
+        args += ["--max-replays", "60"]
+    elif race == "load-count":
+        args += ["--max-replays", "10"]
+    else:
+        args.append("--no-minimize")
+    done, report = run_stress(tmp_path / "out", *SHORT, *args)
+    check_outcome(done, report, variant, race)
+    assert all(isinstance(op, dict) for op in history(tmp_path / "out"))
+    if variant == "buggy":
+        check_buggy_reproducer(tmp_path / "out", report)
+    elif race == "load-count":
+        check_interleaving(tmp_path / "out", report)
+
+
+def check_buggy_reproducer(out, report: dict) -> None:
+    """At most 10 commands, and the WARN again when ftrace-shell runs it on a fresh daemon."""
+    repro = report["reproducer"]
+    assert repro["kind"] == "sequential", repro["notes"]
+    assert repro["confirmed"], repro["confirmation"]
+    script = (out / "repro.sh").read_text()
+    commands = [line for line in script.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(commands) <= 10, script
+    assert script.startswith("# ftrace-shell --spawn --variant buggy ")
+    shell = subprocess.run([sys.executable, "-m", "clients.shell", "--spawn", "--variant",
+                            "buggy", "repro.sh"], cwd=out, env=_env(), capture_output=True,
+                           text=True, timeout=120)
+    assert shell.returncode == 0, shell.stdout + shell.stderr
+    assert "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update" in shell.stdout
+
+
+def check_interleaving(out, report: dict) -> None:
+    """A race: no sequential reproducer, and the interleaving with its failpoint."""
+    repro = report["reproducer"]
+    assert repro["kind"] == "interleaving", repro["notes"]
+    assert any(note.startswith("no sequential reproducer") for note in repro["notes"])
+    found = repro["interleaving"]
+    assert found["race"] == "load-count" and found["failpoint"] == LOAD_SITE
+    assert found["held"]["command"].startswith("modprobe ")
+    assert found["verified"], found
+    text = (out / "report.txt").read_text()
+    assert "No sequential reproducer exists" in text
+    assert f"{LOAD_SITE}=1*pause" in text
+    assert "No sequential reproducer" in (out / "repro.sh").read_text()
+
+
+# --- losing the daemon, losing a client ----------------------------------------------
+
+
+def paused_daemon() -> SpawnedDaemon:
+    """A daemon whose first module load stops, holding ftrace_lock, until released."""
+    return spawn_daemon(["--core-functions", "2048", "--failpoint", f"{LOAD_SITE}=1*pause"])
+
+
+def test_daemon_killed_mid_run_leaves_history_and_report(tmp_path):
+    out = tmp_path / "out"
+    daemon = paused_daemon()
+    try:
+        stress = start_stress(out, "--address", daemon.address, "--duration", "120",
+                              "--seed", "3", *SHORT[2:])
+        with daemon.connect() as client:
+            client.wait_failpoint(LOAD_SITE, timeout=60)  # the run is under way
+        os.kill(daemon.pid, signal.SIGKILL)
+        stdout, stderr = stress.communicate(timeout=120)
+    finally:
+        daemon.stop()
+        for leftover in glob.glob(f"/dev/shm/ftsim.{daemon.pid}.*"):
+            os.unlink(leftover)
+    assert stress.returncode == 2, stdout + stderr
+    report = _report(out)
+    assert report["outcome"] == "error"
+    assert "daemon stopped answering" in report["error"] and "mid-run" in report["error"]
+    assert "daemon stopped answering" in (out / "report.txt").read_text()
+    ops = history(out)
+    held = [op for op in ops if op["op"] == "modprobe" and op["result"] == "unknown"]
+    assert held, "the module load held at the failpoint never answered"
+    assert report["operations"]["total"] == len(ops)
+
+
+def test_killed_worker_is_reported_and_the_run_goes_on(tmp_path):
+    out = tmp_path / "out"
+    daemon = paused_daemon()
+    try:
+        stress = start_stress(out, "--address", daemon.address, "--ops", "300", "--seed", "4",
+                              "--tracers", "1", "--loaders", "1", "--shells", "2",
+                              "--invokers", "1")
+        with daemon.connect() as client:
+            client.wait_failpoint(LOAD_SITE, timeout=60)
+            # The loader is the one held at the failpoint: its file names its pid.
+            with open(out / "clients" / "loader0.jsonl", encoding="utf-8") as events:
+                loader = json.loads(events.readline())["pid"]
+            os.kill(loader, signal.SIGKILL)
+            client.release_failpoint(LOAD_SITE)
+        stdout, stderr = stress.communicate(timeout=180)
+    finally:
+        status = daemon.stop()
+    assert stress.returncode == 0, stdout + stderr  # fixed, no race: clean, kill or no kill
+    assert status == 0
+    report = _report(out)
+    workers = {w["name"]: w for w in report["workers"]}
+    assert workers["loader0"]["status"] == -signal.SIGKILL
+    assert "killed by SIGKILL" in workers["loader0"]["how"]
+    assert all(w["status"] == 0 for name, w in workers.items() if name != "loader0")
+    assert "loader0" in (out / "report.txt").read_text()
+    ops = history(out)
+    lost = [op for op in ops if op["client"] == "loader0" and op["complete_ns"] is None]
+    assert [op["op"] for op in lost] == ["modprobe"]  # in flight when it was killed
+    # The others did all their operations (300 shared by 5 clients; a tracer unregisters
+    # when it stops), most of them after the kill.
+    for name in workers.keys() - {"loader0"}:
+        theirs = [op for op in ops if op["client"] == name]
+        assert len(theirs) >= 60 and all(op["complete_ns"] for op in theirs), name
+    assert sum(op["invoke_ns"] > lost[0]["invoke_ns"] for op in ops) > 120
+
+
+# --- the long form: make stress ---------------------------------------------------------
+
+
+@pytest.mark.stress_long
+@pytest.mark.timeout(3600)
+def test_fixed_stays_clean_through_100000_operations_from_16_clients(tmp_path):
+    done, report = run_stress(
+        tmp_path / "out", "--variant", "fixed", "--seed", "100", "--ops", "100000",
+        "--tracers", "4", "--loaders", "4", "--shells", "4", "--invokers", "4", timeout=3600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert report["outcome"] == "clean"
+    assert len(report["workers"]) == 16 and all(w["status"] == 0 for w in report["workers"])
+    completed = sum(1 for op in history(tmp_path / "out")
+                    if op["complete_ns"] is not None and op["client"] != "teardown")
+    assert completed >= 100_000
+    print(f"\nfixed: {completed} operations from 16 clients in {report['ran_s']} s "
+          f"({report['operations']['per_second']}/s), {report['checks']}")
+
+
+@pytest.mark.stress_long
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("seed", [11, 12, 13])
+@pytest.mark.parametrize("variant, race", [("buggy", None), ("fixed", None),
+                                           *(("fixed", race) for race in RACES)])
+def test_outcome_table_long(tmp_path, variant, race, seed):
+    args = outcome_args(variant, race, seed)
+    if variant == "fixed" and race is None:
+        args = [arg if arg != "1200" else "20000" for arg in args]
+    done, report = run_stress(tmp_path / "out", "--no-minimize", *args, timeout=1800)
+    check_outcome(done, report, variant, race)
