@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import grpc
 
 from clients.identity import parse_identity_metadata
-from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon import task as task_module
+from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.task import Task
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs

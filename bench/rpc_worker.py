@@ -1,0 +1,190 @@
+"""One client process of the RPC benchmarks, driven over its stdin/stdout.
+
+``python -m bench.rpc_worker`` writes ``{"ready": true}`` once started, then reads one JSON
+command per line and answers one JSON line:
+
+- ``{"op": OP, "target": ADDRESS, "start": T, "duration": D}``: run OP in a loop, as fast
+  as it goes, until ``time.monotonic()`` reaches T (warming up), then count the
+  operations that complete in [T, T + D]; answers ``{"count": N}``;
+- ``{"op": "quit"}``.
+
+OPs: ``read`` (``cat tracing_on``: one ``Tracefs.ReadFile``), ``session`` (``echo
+schedule > set_ftrace_filter`` as a file session: open, one write, close), ``unary`` (the
+echo server's unary call) and ``pingpong`` (its bidirectional stream: three round trips
+and a half-close, as the session's open, write and close).  ``read`` and ``session`` go
+through the same plain gRPC client code as ``unary`` and ``pingpong``, with the caller
+identity as call metadata; ``unary_md`` and ``pingpong_md`` send the echo server that same
+metadata, so that only the server differs; ``read_api`` and ``session_api`` make
+ftraced's calls through the client library (``clients.api.Client``).
+
+``time.monotonic()`` is CLOCK_MONOTONIC, the same clock in every process, so the workers'
+windows line up.  Channels are opened once per target and kept, as a long-lived client
+keeps its connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from bench.echo_server import PING_PONG, UNARY, Message
+from clients.api import Client
+from clients.connection import CHANNEL_OPTIONS, grpc_target
+from clients.identity import Identity
+from ftrace.v1 import tracefs_pb2
+
+TRACING = "/sys/kernel/debug/tracing"
+TRACING_ON = f"{TRACING}/tracing_on"
+SET_FTRACE_FILTER = f"{TRACING}/set_ftrace_filter"
+FILTER_FUNCTION = b"schedule\n"
+READ_FILE = "/ftrace.v1.Tracefs/ReadFile"
+SESSION = "/ftrace.v1.Tracefs/Session"
+PING_PONGS = 3
+PAYLOAD = b"1\n"
+
+
+class _Requests:
+    """A bidirectional call's request side fed from a queue (as clients.api does)."""
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+    def __iter__(self) -> Iterator[object]:
+        while True:
+            item = self.queue.get()
+            if item is self._END:
+                return
+            yield item
+
+    def end(self) -> None:
+        self.queue.put(self._END)
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.clients: dict[str, Client] = {}
+        self.channels: dict[str, grpc.Channel] = {}
+
+    def client(self, target: str) -> Client:
+        if target not in self.clients:
+            self.clients[target] = Client(target, Identity.current("bench"))
+        return self.clients[target]
+
+    def channel(self, target: str) -> grpc.Channel:
+        if target not in self.channels:
+            self.channels[target] = grpc.insecure_channel(grpc_target(target),
+                                                          options=list(CHANNEL_OPTIONS))
+        return self.channels[target]
+
+    def operation(self, op: str, target: str) -> Callable[[], object]:
+        metadata = Identity.current("bench").metadata()
+        if op == "read":
+            read_file = self.channel(target).unary_unary(
+                READ_FILE, request_serializer=tracefs_pb2.ReadFileRequest.SerializeToString,
+                response_deserializer=tracefs_pb2.ReadFileResponse.FromString)
+            request = tracefs_pb2.ReadFileRequest(path=TRACING_ON)
+            return lambda: read_file(request, metadata=metadata)
+        if op == "session":
+            session_call = self.channel(target).stream_stream(
+                SESSION, request_serializer=tracefs_pb2.FileRequest.SerializeToString,
+                response_deserializer=tracefs_pb2.FileResponse.FromString)
+            messages = (
+                tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(
+                    path=SET_FTRACE_FILTER, flags=os.O_WRONLY | os.O_TRUNC)),
+                tracefs_pb2.FileRequest(write=tracefs_pb2.WriteRequest(data=FILTER_FUNCTION)),
+                tracefs_pb2.FileRequest(close=tracefs_pb2.CloseRequest()),
+            )
+
+            def session() -> None:
+                requests = _Requests()
+                call = session_call(iter(requests), metadata=metadata)
+                for message in messages:
+                    requests.queue.put(message)
+                    response = next(call)
+                    if response.HasField("error"):
+                        raise RuntimeError(f"session: {response.error}")
+                requests.end()
+                for _ in call:
+                    pass
+
+            return session
+        if op == "read_api":
+            client = self.client(target)
+            return lambda: client.read_file(TRACING_ON)
+        if op == "session_api":
+            client = self.client(target)
+
+            def session_api() -> None:
+                with client.open(SET_FTRACE_FILTER, os.O_WRONLY | os.O_TRUNC) as file:
+                    file.write(FILTER_FUNCTION)
+
+            return session_api
+        if op in ("unary", "unary_md"):
+            call = self.channel(target).unary_unary(
+                UNARY, request_serializer=Message.SerializeToString,
+                response_deserializer=Message.FromString)
+            message = Message(value=PAYLOAD)
+            if op == "unary_md":  # with the caller identity, as ftraced's calls have it
+                return lambda: call(message, metadata=metadata)
+            return lambda: call(message)
+        if op in ("pingpong", "pingpong_md"):
+            stream = self.channel(target).stream_stream(
+                PING_PONG, request_serializer=Message.SerializeToString,
+                response_deserializer=Message.FromString)
+            message = Message(value=FILTER_FUNCTION)
+            call_metadata = metadata if op == "pingpong_md" else None
+
+            def pingpong() -> None:
+                requests = _Requests()
+                call = stream(iter(requests), metadata=call_metadata)
+                for _ in range(PING_PONGS):
+                    requests.queue.put(message)
+                    next(call)
+                requests.end()
+                for _ in call:
+                    pass
+
+            return pingpong
+        raise ValueError(f"unknown op {op!r}")
+
+    def run(self, op: str, target: str, start: float, duration: float) -> int:
+        fn = self.operation(op, target)
+        fn()  # connect before the window
+        while time.monotonic() < start:
+            fn()
+        end = start + duration
+        count = 0
+        while True:
+            fn()
+            if time.monotonic() > end:
+                return count
+            count += 1
+
+
+def main() -> int:
+    worker = Worker()
+    print(json.dumps({"ready": True}), flush=True)  # imports done: the pool may measure
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["op"] == "quit":
+            break
+        try:
+            count = worker.run(command["op"], command["target"], command["start"],
+                               command["duration"])
+            answer = {"count": count}
+        except Exception as error:  # reported, not fatal: the runner records the failure
+            answer = {"error": f"{type(error).__name__}: {error}"}
+        print(json.dumps(answer), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""``make bench QUICK=1``: the benchmarks run and write well-formed results.
+
+No figure is asserted: timings belong to ``bench/results.md``, not to tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from bench.results import REQUIRED_KEYS, validate
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_quick_bench_writes_results(tmp_path):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (REPO_ROOT, env.get("PYTHONPATH"))))
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    entries = json.loads((tmp_path / "results.json").read_text())
+    validate(entries)
+    for item in entries:
+        assert set(REQUIRED_KEYS) <= set(item)
+        assert item["value_min"] is None or item["value_min"] <= item["value"] <= item["value_max"]
+    names = [item["name"] for item in entries]
+    # Every benchmark left at least one row, and none failed outright.
+    for prefix in ("core_filter/", "module_load/", "invoke/", "memory/", "rpc/", "stress/",
+                   "time_to_detection"):
+        assert any(name.startswith(prefix) for name in names), (prefix, names)
+    failed = [item["note"] for item in entries if item["name"].endswith("/failed")]
+    assert not failed, failed
+    # The measured rows carry figures from at least 5 repetitions.
+    measured = [item for item in entries if item["name"].startswith(("core_filter/", "rpc/"))]
+    assert measured and all(item["value"] is not None and item["reps"] >= 5 for item in measured)
+
+    table = (tmp_path / "results.md").read_text()
+    assert table.startswith("# ftrace-sim benchmarks")
+    assert "| figure |" in table and "Quick mode" in table
+
+
+def test_time_to_detection_rows_become_entries():
+    from bench.__main__ import ttd_entry
+
+    found = ttd_entry({"variant": "fixed", "race": "load-count", "expected": "anomaly",
+                       "seeds": 5, "held": 5, "median_s": 2.0,
+                       "times_s": [1.0, 2.0, 3.0, 2.5, 1.5], "median_operations": 400})
+    clean = ttd_entry({"variant": "fixed", "race": None, "expected": "clean", "seeds": 5,
+                       "held": 5, "median_s": None, "times_s": [], "median_operations": 9000})
+    validate([found.as_dict(), clean.as_dict()])
+    assert (found.name, found.value, found.value_min, found.value_max, found.reps) == (
+        "time_to_detection/fixed/load-count", 2.0, 1.0, 3.0, 5)
+    assert clean.name == "time_to_detection/fixed" and clean.value is None
