@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -56,20 +55,26 @@ def kernel_function(fn: Callable[P, R]) -> Callable[P, R]:
     return kernel_function_named(fn.__name__)(fn)
 
 
-@contextmanager
-def kernel_frames(*names: str) -> Iterator[None]:
+class kernel_frames:  # noqa: N801 - used like the function-style context managers
     """Push synthetic frames, given outermost first, for the duration of the body.
 
     E.g. ``kernel_frames("system_call_fastpath", "sys_write", "vfs_write")`` for a write
     system call, or ``kernel_frames("int_signal", "do_notify_resume", "task_work_run",
     "____fput", "__fput")`` for the last close of a file, which 3.6 defers to
-    ``task_work`` run on the way back to user space.
+    ``task_work`` run on the way back to user space.  A class, not a generator: it is
+    entered several times per system call.
     """
-    token = _set(_get() + names)
-    try:
-        yield
-    finally:
-        _reset(token)
+
+    __slots__ = ("names", "token")
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    def __enter__(self) -> None:
+        self.token = _set(_get() + self.names)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _reset(self.token)
 
 
 def call_trace() -> list[str]:

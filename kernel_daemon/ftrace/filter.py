@@ -48,6 +48,8 @@ def match_records(ft: Ftrace, hash: FtraceHash, buff: str, mod: str | None, nega
                 continue
             if mod is not None and not regex.search:
                 ips = pg.ips
+            elif regex.type is MatchType.MATCH_FULL:
+                ips = pg.ips[pg.records_named(regex.search)]
             else:
                 ips = pg.ips[ftrace_match(pg.names, regex)]
             if len(ips):

@@ -66,10 +66,21 @@ class FtracePageGroup:
     freed: bool = False
     ips: np.ndarray = field(init=False)
     flags: np.ndarray = field(init=False)
+    _by_name: dict[str, list[int]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.ips = self.recs["ip"]
         self.flags = self.recs["flags"]
+
+    def records_named(self, name: str) -> list[int]:
+        """Indices of the records of function ``name``: what ``kallsyms_lookup`` plus
+        ``strcmp`` find in a full walk, through an index built at first use."""
+        if self._by_name is None:
+            by_name: dict[str, list[int]] = {}
+            for i, each in enumerate(self.names.tolist()):
+                by_name.setdefault(each, []).append(i)
+            self._by_name = by_name
+        return self._by_name.get(name, [])
 
     @property
     def nr_pages(self) -> int:
