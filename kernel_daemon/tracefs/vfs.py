@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 TRACING_MOUNTS = ("/sys/kernel/debug/tracing", "/sys/kernel/tracing")
 MAX_PATH = 4096  # PATH_MAX
+DCACHE_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,20 @@ class Vfs:
     def __init__(self, kernel: Kernel, root: Directory) -> None:
         self.kernel = kernel
         self.root = root
+        # The tree does not change after boot, so a resolved path stays resolved (the
+        # dcache); failed lookups are not remembered, so bad paths cannot fill it.
+        self._dcache: dict[str, tuple[str, Directory | FileOps]] = {}
 
     def lookup(self, path: str) -> tuple[str, Directory | FileOps]:
+        cached = self._dcache.get(path)
+        if cached is not None:
+            return cached
+        resolved = self._walk(path)
+        if len(self._dcache) < DCACHE_MAX:
+            self._dcache[path] = resolved
+        return resolved
+
+    def _walk(self, path: str) -> tuple[str, Directory | FileOps]:
         path = normalize(path)
         node: Directory | FileOps = self.root
         for part in filter(None, path.split("/")):
