@@ -16,9 +16,26 @@ from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
 from kernel_daemon.ftrace.rec_update import ftrace_hash_move
+from kernel_daemon.ftrace.records import FtracePageGroup
 from kernel_daemon.ftrace.regex import MatchType, Regex, filter_parse_regex, ftrace_match
 from kernel_daemon.ftrace.update import FTRACE_UPDATE_CALLS, ftrace_run_update_code
 from kernel_daemon.unwind import kernel_function
+
+NO_RECORDS = np.empty(0, dtype=np.intp)
+
+
+def ftrace_match_record(pg: FtracePageGroup, regex: Regex, mod: str | None) -> np.ndarray:
+    """``ftrace_match_record()`` over one page group: the indices of the records that
+    match.  An exact name is looked up in the group's name index (what a walk doing
+    ``kallsyms_lookup`` and ``strcmp`` finds); the glob forms go through ``ftrace_match``."""
+    if mod is not None:
+        if pg.mod is None or pg.module_name != mod:
+            return NO_RECORDS
+        if not regex.search:  # a blank search matches all of the module's functions
+            return np.arange(len(pg.ips))
+    if regex.type is MatchType.MATCH_FULL:
+        return np.asarray(pg.records_named(regex.search), dtype=np.intp)
+    return np.flatnonzero(ftrace_match(pg.names, regex))
 
 
 def enter_record(hash: FtraceHash, ips: np.ndarray, negate: bool) -> None:
@@ -44,14 +61,7 @@ def match_records(ft: Ftrace, hash: FtraceHash, buff: str, mod: str | None, nega
         if ft.ftrace_disabled:
             return False
         for pg in ft.pages.groups:
-            if mod is not None and (pg.mod is None or pg.module_name != mod):
-                continue
-            if mod is not None and not regex.search:
-                ips = pg.ips
-            elif regex.type is MatchType.MATCH_FULL:
-                ips = pg.ips[pg.records_named(regex.search)]
-            else:
-                ips = pg.ips[ftrace_match(pg.names, regex)]
+            ips = pg.ips[ftrace_match_record(pg, regex, mod)]
             if len(ips):
                 enter_record(hash, ips, negate)
                 found = True

@@ -86,9 +86,6 @@ class FtracePageGroup:
     def nr_pages(self) -> int:
         return -(-len(self.recs) // ENTRIES_PER_PAGE)
 
-    def rec_addr(self, index: int) -> int:
-        return self.page_addr + index * DYN_FTRACE.itemsize
-
 
 class RecordPages:
     """Allocation, freeing and publication of record page groups.

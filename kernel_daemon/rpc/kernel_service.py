@@ -13,6 +13,7 @@ from ftrace.v1 import kernel_pb2 as pb
 from ftrace.v1 import kernel_pb2_grpc
 from ftrace.v1 import modules_pb2
 from kernel_daemon.errno import KernelError
+from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
 from kernel_daemon.ftrace.records import ENTRIES_PER_PAGE, FTRACE_FL_ENABLED, ftrace_rec_count
 from kernel_daemon.kernel import BootOptions, Kernel
@@ -65,7 +66,7 @@ def boot_options(config: pb.BootConfig, defaults: BootOptions) -> BootOptions:
     return options
 
 
-def anomaly_message(kernel: Kernel) -> Iterator[pb.Anomaly]:
+def anomaly_messages(kernel: Kernel) -> Iterator[pb.Anomaly]:
     for anomaly in check_consistency(kernel.ftrace):
         yield pb.Anomaly(kind=ANOMALY_KINDS[anomaly.kind], ip=anomaly.ip, function=anomaly.function,
                          module=anomaly.module, expected_count=anomaly.expected,
@@ -100,7 +101,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                          context: grpc.ServicerContext) -> pb.ConsistencyReport:
         with self.state.syscall(context) as boot:
             ft = boot.kernel.ftrace
-            anomalies = list(anomaly_message(boot.kernel))
+            anomalies = list(anomaly_messages(boot.kernel))
             return pb.ConsistencyReport(
                 ok=not anomalies, anomalies=anomalies,
                 records_checked=sum(len(pg.ips) for pg in ft.pages.groups),
@@ -158,8 +159,8 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 out.append(info)
             return pb.ListOpsResponse(ops=out)
 
-    def _failpoint(self, name: str) -> pb.Failpoint:
-        fp = self.state.boot.kernel.failpoints
+    @staticmethod
+    def _failpoint(fp: Failpoints, name: str) -> pb.Failpoint:
         return pb.Failpoint(name=name, spec=fp.list().get(name, "off"),
                             triggers=fp.hits().get(name, 0), paused=fp.paused().get(name, 0))
 
@@ -172,7 +173,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 raise KernelError(errno.ENOENT, f"no failpoint {request.name!r}") from None
             except ValueError as exc:
                 raise KernelError(errno.EINVAL, str(exc)) from None
-            return self._failpoint(request.name)
+            return self._failpoint(boot.kernel.failpoints, request.name)
 
     @translate_kernel_errors
     def ReleaseFailpoint(self, request: pb.ReleaseFailpointRequest,
@@ -187,8 +188,9 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
     def ListFailpoints(self, request: pb.ListFailpointsRequest,
                        context: grpc.ServicerContext) -> pb.ListFailpointsResponse:
         with self.state.syscall(context) as boot:
-            return pb.ListFailpointsResponse(failpoints=[self._failpoint(name)
-                                                         for name in boot.kernel.failpoints.list()])
+            fp = boot.kernel.failpoints
+            return pb.ListFailpointsResponse(failpoints=[self._failpoint(fp, name)
+                                                         for name in fp.list()])
 
     @translate_kernel_errors
     def WaitFailpoint(self, request: pb.WaitFailpointRequest, context: grpc.ServicerContext) -> pb.Failpoint:
@@ -200,7 +202,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 raise KernelError(errno.ENOENT, f"no failpoint {request.name!r}") from None
             if not reached:
                 raise KernelError(errno.ETIMEDOUT, f"{request.name}: not enough threads paused")
-            return self._failpoint(request.name)
+            return self._failpoint(boot.kernel.failpoints, request.name)
 
     @translate_kernel_errors
     def GetConfig(self, request: pb.GetConfigRequest, context: grpc.ServicerContext) -> pb.BootConfig:
