@@ -32,6 +32,7 @@ from clients.connection import Connection, connect
 from clients.errors import FtraceError, translate_rpc_errors
 from clients.identity import Identity
 from ftrace.v1 import kernel_pb2, modules_pb2, tracefs_pb2, tracer_pb2
+from kernel_daemon.rpc.status import lock_acquisitions_from_trailers
 
 __all__ = [
     "Client",
@@ -410,6 +411,9 @@ class Client:
         connection: Connection | None = None,
     ) -> None:
         self.connection = connection or connect(address, identity, wait=wait)
+        # When the last write_file/load/unload acquired ftrace_lock (CLOCK_MONOTONIC ns,
+        # from its trailing metadata; common.proto "LOCK ORDER"), failed or not.
+        self.lock_acquired: tuple[int, ...] = ()
 
     @classmethod
     def connect(
@@ -455,11 +459,20 @@ class Client:
         Returns the bytes written. A failed write raises its FtraceError (syscall
         "write") after the daemon released the file; a failed open has syscall "open".
         """
-        with translate_rpc_errors():
-            response = self.connection.tracefs.WriteFile(
-                tracefs_pb2.WriteFileRequest(path=path, data=_as_bytes(data), append=append)
-            )
-        return response.bytes_written
+        request = tracefs_pb2.WriteFileRequest(path=path, data=_as_bytes(data), append=append)
+        return self._locking_call(self.connection.tracefs.WriteFile, request).bytes_written
+
+    def _locking_call(self, method: Any, request: Any) -> Any:
+        """A unary call that changes kernel state; sets :attr:`lock_acquired`."""
+        self.lock_acquired = ()
+        try:
+            with translate_rpc_errors():
+                response, call = method.with_call(request)
+        except FtraceError as error:
+            self.lock_acquired = lock_acquisitions_from_trailers(error.trailing_metadata)
+            raise
+        self.lock_acquired = lock_acquisitions_from_trailers(call.trailing_metadata())
+        return response
 
     def list_dir(self, path: str) -> list[tracefs_pb2.DirEntry]:
         """The entries of a directory, sorted by name."""
@@ -508,15 +521,13 @@ class Client:
             request.placement = _enum_value(
                 modules_pb2.ModulePlacement, "MODULE_PLACEMENT_", placement
             )
-        with translate_rpc_errors():
-            return self.connection.modules.Load(request)
+        return self._locking_call(self.connection.modules.Load, request)
 
     def unload(self, name: str, if_absent_ok: bool = False) -> modules_pb2.ModuleInfo:
         """rmmod: the module as it was; with ``if_absent_ok`` an absent one gives name ""."""
-        with translate_rpc_errors():
-            return self.connection.modules.Unload(
-                modules_pb2.UnloadModuleRequest(name=name, if_absent_ok=if_absent_ok)
-            )
+        return self._locking_call(
+            self.connection.modules.Unload,
+            modules_pb2.UnloadModuleRequest(name=name, if_absent_ok=if_absent_ok))
 
     def list_modules(self) -> list[modules_pb2.ModuleInfo]:
         """The loaded modules, most recently loaded first."""

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
@@ -175,3 +176,43 @@ def test_both_mount_points_and_proc(client):
     kallsyms = client.read_file("/proc/kallsyms").decode()
     assert "\t[dummy]" in kallsyms and " T vfs_write\n" in kallsyms
     assert client.stat(f"{T}/set_ftrace_filter").entry.mode == 0o644
+
+
+def test_state_changing_calls_report_when_they_held_ftrace_lock(client, daemon):
+    """x-ftrace-lock-acquired (common.proto "LOCK ORDER"): a filter write paused between
+    its match and its install, and a modprobe run meanwhile, report acquisitions that
+    interleave as the kernel ran them, though the write was invoked first and ended last."""
+    site = "ftrace_regex_release:before_lock"
+    client.set_failpoint(site, "1*pause")
+    before = time.monotonic_ns()
+    writer = Client(daemon.address)
+    done: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            writer.write_file(f"{T}/set_ftrace_filter", "vfs_write\nsys_write\n")
+            done.append(None)
+        except BaseException as error:  # reported by the assertion below
+            done.append(error)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    client.wait_failpoint(site, 1, timeout=30)
+    with Client(daemon.address) as loader:
+        loader.load("dummy", if_loaded_ok=True)
+        loaded = loader.lock_acquired
+        failed = failing(loader.unload, "no_such_module")
+        assert failed.errno_name == "ENOENT" and loader.lock_acquired == ()
+    client.release_failpoint(site)
+    thread.join(timeout=30)
+    after = time.monotonic_ns()
+    assert done == [None]
+    # open's copy, one match per token, the install at release
+    opened, *matched, installed = writer.lock_acquired
+    writer.close()
+    assert len(matched) == 2 and len(loaded) == 1
+    assert before < opened < matched[0] < matched[1] < loaded[0] < installed < after
+
+    # A write the kernel refuses still reports the acquisitions it made.
+    error = failing(client.write_file, f"{T}/set_ftrace_filter", "nosuchfn\n")
+    assert error.errno_name == "EINVAL" and len(client.lock_acquired) == 3

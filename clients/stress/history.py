@@ -8,13 +8,15 @@ process is killed is cut short, and the merge skips it. Events::
     {"ev": "start", "client": "shell0", "kind": "shell", "pid": 4242, "t": NS, "wall": S}
     {"ev": "invoke", "id": "shell0#17", "op": "write", "args": {...}, "t": NS, "wall": S}
     {"ev": "complete", "id": "shell0#17", "result": "ok", "errno": null, "value": {...},
-     "t": NS, "wall": S}
+     "lock_ns": [NS, ...], "t": NS, "wall": S}
     {"ev": "end", "t": NS, "wall": S}
 
 ``t`` is CLOCK_MONOTONIC in nanoseconds (one clock for every process of the machine, so
 times of different clients compare), ``wall`` the Unix time. ``result`` is ``ok``,
 ``error`` (the kernel refused it: ``errno`` names the errno) or ``unknown`` (no answer:
-the daemon went away mid-call). An invoke without a complete was in flight when its
+the daemon went away mid-call). ``lock_ns``: when the daemon says the operation acquired
+ftrace_lock (filter writes, modprobe, rmmod; empty for the others), on the same clock:
+where operations overlapped, the order in which they took effect. An invoke without a complete was in flight when its
 process died. :func:`merge` joins the files into ``DIR/history.jsonl``: one line per
 operation, ordered by invocation time.
 """
@@ -25,7 +27,7 @@ import glob
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
 RESULT_OK = "ok"
@@ -50,6 +52,7 @@ class Op:
     result: str = RESULT_UNKNOWN
     errno: str | None = None
     value: dict[str, Any] | None = None
+    lock_ns: list[int] = field(default_factory=list)  # ftrace_lock acquisitions
 
     @property
     def ok(self) -> bool:
@@ -62,6 +65,11 @@ class Op:
     def end_ns(self, horizon: int) -> int:
         """When it ended, or ``horizon`` for an operation that never answered."""
         return self.complete_ns if self.complete_ns is not None else horizon
+
+    def effect_ns(self, horizon: int) -> int:
+        """When it took effect, as far as the history tells: its first acquisition of
+        ftrace_lock, else its end (``horizon`` for one that never answered)."""
+        return self.lock_ns[0] if self.lock_ns else self.end_ns(horizon)
 
     def overlaps(self, start_ns: int, end_ns: int) -> bool:
         return self.invoke_ns <= end_ns and self.end_ns(end_ns) >= start_ns
@@ -92,9 +100,9 @@ class Recorder:
         return op_id
 
     def complete(self, op_id: str, result: str, errno: str | None = None,
-                 value: dict[str, Any] | None = None) -> None:
+                 value: dict[str, Any] | None = None, lock_ns: tuple[int, ...] = ()) -> None:
         self._event({"ev": "complete", "id": op_id, "result": result, "errno": errno,
-                     "value": value})
+                     "value": value, "lock_ns": list(lock_ns)})
 
     def close(self) -> None:
         self._event({"ev": "end"})
@@ -142,6 +150,7 @@ def load_client(path: str) -> ClientLog | None:
             op = by_id[event["id"]]
             op.complete_ns, op.complete_wall = event["t"], event["wall"]
             op.result, op.errno, op.value = event["result"], event["errno"], event["value"]
+            op.lock_ns = event.get("lock_ns") or []
         elif kind == "end":
             log.ended = True
     return log

@@ -4,8 +4,10 @@
    first anomaly), and its horizon, the moment it was seen. A missing reference and the
    WARN it turns into once its ops is disabled count as one.
 2. The sequential candidates: the operations invoked before the horizon as
-   ``ftrace-shell`` commands (:mod:`clients.stress.commands`), in the order they completed,
-   then in the order they were invoked (an operation takes effect somewhere in between).
+   ``ftrace-shell`` commands (:mod:`clients.stress.commands`), in the order they took
+   effect (the daemon reports when a filter write, a modprobe or a rmmod acquired
+   ftrace_lock; an operation without such a time counts at its completion), then in the
+   order they were invoked.
    Invocations and module operations that changed nothing are left out. Tracer clients'
    operations are left out too (no shell command edits their hashes); if that does not
    reproduce, each tracer session named by the anomaly (or active at the horizon) is
@@ -69,7 +71,11 @@ class Target:
         def rank(a: Anomaly) -> int:
             return {"WARNING": 0, "KASAN": 1}.get(a.kind, 2) if a.source == "dmesg" else 2
         best = min(anomalies, key=lambda a: (rank(a), a.seen_to_ns))
-        module = best.module or next((a.module for a in anomalies if a.module), "")
+        # A WARN names no module: the one of a missing reference (what the WARN's
+        # underflow comes from) before that of a leak, which never becomes a WARN.
+        named = sorted((a for a in anomalies if a.module),
+                       key=lambda a: (a.kind != "missing reference", a.seen_to_ns))
+        module = best.module or (named[0].module if named else "")
         return cls(best.source, best.kind, module, best.message, best.seen_to_ns)
 
     @classmethod
@@ -197,11 +203,12 @@ class Minimizer:
     # --- candidates -------------------------------------------------------------
 
     def _before_horizon(self) -> list[Op]:
-        """Operations invoked before the target was seen, in completion order (those
-        that never answered last, in invocation order)."""
-        late = float("inf")
+        """Operations invoked before the target was seen, in the order they took effect:
+        when they first held ftrace_lock, else when they completed (those that never
+        answered last, in invocation order)."""
+        late = 1 << 63  # after every time
         return sorted((op for op in self.ops if op.invoke_ns <= self.target.horizon_ns),
-                      key=lambda op: (op.complete_ns if op.completed else late, op.invoke_ns))
+                      key=lambda op: (op.effect_ns(late), op.invoke_ns))
 
     def _plain_lines(self, ops: list[Op]) -> list[Line]:
         """The loaders', shells' and teardown's operations that may change something."""
@@ -211,7 +218,7 @@ class Minimizer:
 
     def _session_lines(self, ops: list[Op], session: str) -> list[Line]:
         """One tracer session's successful operations on the function tracer, with the
-        loaders' operations, in completion order."""
+        loaders' operations, in the order they took effect."""
         return [Line(command, op) for op in ops
                 if (op.kind == "tracer" and op.args.get("name") == session and op.ok)
                 or (op.op in ("modprobe", "rmmod") and not changes_nothing(op))
@@ -296,12 +303,13 @@ class Minimizer:
             notes.append(f"{len(skipped)} operations that change no record, hash or module "
                          "(invocations, refused or no-op modprobe/rmmod) are left out")
         tracer_ops = [op for op in ops if op.kind == "tracer"]
-        # An operation takes effect somewhere between its invocation and its completion:
-        # where overlapping ones took effect in the other order, the invocation order
-        # may be the one that replays the run.
+        # The daemon says when a filter write or a module load or unload held
+        # ftrace_lock; a tracer client's or a lock-free path's operation takes effect
+        # somewhere between its invocation and its completion, where the invocation
+        # order may be the one that replays the run.
         invoked = sorted(ops, key=lambda op: op.invoke_ns)
-        candidates = [("the shells' and loaders' operations in completion order",
-                       self._plain_lines(ops)),
+        candidates = [("the shells' and loaders' operations in the order they took "
+                       "ftrace_lock", self._plain_lines(ops)),
                       ("the same in invocation order", self._plain_lines(invoked))]
         if tracer_ops:
             notes.append(f"{len(tracer_ops)} tracer-client operations have no shell command "

@@ -63,15 +63,18 @@ class Worker:
              describe: Callable[[Any], dict[str, Any]] | None = None) -> tuple[bool, Any]:
         """Run one operation, recording its invocation and its completion around it."""
         op_id = self.recorder.invoke(op, args)
+        self.client.lock_acquired = ()
         try:
             result = fn()
         except FtraceError as error:
             if not error.from_kernel:
                 self.recorder.complete(op_id, RESULT_UNKNOWN, error.errno_name)
                 raise DaemonGone(str(error)) from error
-            self.recorder.complete(op_id, RESULT_ERROR, error.errno_name)
+            self.recorder.complete(op_id, RESULT_ERROR, error.errno_name,
+                                   lock_ns=self.client.lock_acquired)
             return False, error
-        self.recorder.complete(op_id, RESULT_OK, value=describe(result) if describe else None)
+        self.recorder.complete(op_id, RESULT_OK, value=describe(result) if describe else None,
+                               lock_ns=self.client.lock_acquired)
         return True, result
 
     def step(self) -> None:

@@ -22,6 +22,7 @@ from kernel_daemon.kasan import FreedPageAccess
 from kernel_daemon.ftrace.ops import (FTRACE_OPS_FL_GLOBAL, FtraceFunc, FtraceOps,
                                       ftrace_ops_test, ftrace_stub)
 from kernel_daemon.ftrace.records import RecordPages
+from kernel_daemon.mutex import Mutex
 from kernel_daemon.panic import Panic
 from kernel_daemon.printk import Printk
 
@@ -67,7 +68,8 @@ class Ftrace:
     # The ip -> "name" lookup for listings (``%ps``), and module lookup for ``:mod:``.
     sprint_symbol_no_offset: Callable[[int], str]
 
-    ftrace_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The one lock whose acquisitions a system call may ask to have noted (mutex.py).
+    ftrace_lock: Mutex = field(default_factory=Mutex)
     ftrace_regex_lock: threading.Lock = field(default_factory=threading.Lock)
     ftrace_disabled: bool = False
     ftrace_enabled: bool = True

@@ -50,7 +50,7 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
     @translate_kernel_errors
     def Load(self, request: pb.LoadModuleRequest, context: grpc.ServicerContext) -> pb.ModuleInfo:
         spec = requested_spec(request)
-        with self.state.syscall(context) as boot:
+        with self.state.syscall(context, report_locking=True) as boot:
             loaded = boot.kernel.modules.find_module(spec.name)
             if loaded is not None and request.if_loaded_ok:
                 return module_info(loaded, already_loaded=True)
@@ -67,7 +67,7 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
 
     @translate_kernel_errors
     def Unload(self, request: pb.UnloadModuleRequest, context: grpc.ServicerContext) -> pb.ModuleInfo:
-        with self.state.syscall(context) as boot:
+        with self.state.syscall(context, report_locking=True) as boot:
             try:
                 return module_info(boot.kernel.modules.delete_module(request.name))
             except RuntimeError as exc:

@@ -16,6 +16,8 @@ import grpc
 from clients.identity import parse_identity_metadata
 from kernel_daemon import task as task_module
 from kernel_daemon.kernel import BootOptions, Kernel
+from kernel_daemon.mutex import note_acquisitions, stop_noting
+from kernel_daemon.rpc.status import LOCK_ACQUIRED_METADATA_KEY, add_trailing_metadata
 from kernel_daemon.task import Task
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
@@ -84,13 +86,15 @@ class DaemonState:
             self._callers[metadata] = task
         return task
 
-    def syscall(self, context: grpc.ServicerContext) -> Syscall:
+    def syscall(self, context: grpc.ServicerContext, report_locking: bool = False) -> Syscall:
         """Enter the kernel as the calling process (``with state.syscall(context) as
         boot:``); yields the boot to work on.
 
+        ``report_locking`` (the unary calls that change kernel state): the times the
+        call acquired ftrace_lock go back in its trailing metadata, failed or not.
         Malformed identity metadata raises KernelError(EINVAL) before anything runs.
         """
-        return Syscall(self.caller(context), self.boot)
+        return Syscall(self.caller(context), self.boot, context if report_locking else None)
 
     def count_invocations(self, calls: int) -> None:
         with self._lock:
@@ -104,18 +108,28 @@ class DaemonState:
 class Syscall:
     """The context of :meth:`DaemonState.syscall`: ``current`` is the caller inside."""
 
-    __slots__ = ("task", "boot", "token")
+    __slots__ = ("task", "boot", "token", "reply_to", "acquired", "noting")
 
-    def __init__(self, task: Task, boot: Boot) -> None:
+    def __init__(self, task: Task, boot: Boot,
+                 reply_to: grpc.ServicerContext | None = None) -> None:
         self.task = task
         self.boot = boot
+        self.reply_to = reply_to  # the call to report ftrace_lock acquisitions to
+        self.acquired: list[int] = []
 
     def __enter__(self) -> Boot:
         self.token = set_current(self.task)
+        if self.reply_to is not None:
+            self.noting = note_acquisitions(self.acquired)
         return self.boot
 
     def __exit__(self, *exc_info: object) -> None:
         reset_current(self.token)
+        if self.reply_to is not None:
+            stop_noting(self.noting)
+            if self.acquired:
+                add_trailing_metadata(self.reply_to, ((LOCK_ACQUIRED_METADATA_KEY,
+                                                       " ".join(map(str, self.acquired))),))
 
 
 class CountingInterceptor(grpc.ServerInterceptor):

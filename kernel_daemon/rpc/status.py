@@ -30,6 +30,7 @@ from kernel_daemon.errno import KernelError, errno_from_name, errno_name, strerr
 __all__ = [
     "ERRNO_METADATA_KEY",
     "BYTES_WRITTEN_METADATA_KEY",
+    "LOCK_ACQUIRED_METADATA_KEY",
     "STATUS_DETAILS_METADATA_KEY",
     "ERRNO_TO_CODE",
     "CODE_TO_ERRNO",
@@ -41,14 +42,20 @@ __all__ = [
     "rich_status",
     "abort_with_errno",
     "translate_kernel_errors",
+    "add_trailing_metadata",
     "errno_detail_from_trailers",
     "errno_detail_from_call",
+    "lock_acquisitions_from_trailers",
 ]
 
 #: Trailing metadata key carrying the errno *name* ("EINVAL") of a failed call.
 ERRNO_METADATA_KEY = "errno"
 #: Trailing metadata key of a failed ``Tracefs.WriteFile``: bytes written before the failure.
 BYTES_WRITTEN_METADATA_KEY = "x-ftrace-bytes-written"
+#: Trailing metadata key of a call that changes kernel state (``Tracefs.WriteFile``,
+#: ``Modules.Load``, ``Modules.Unload``), failed or not: the CLOCK_MONOTONIC times (ns,
+#: space-separated) at which it acquired ftrace_lock, in order (``kernel_daemon.mutex``).
+LOCK_ACQUIRED_METADATA_KEY = "x-ftrace-lock-acquired"
 #: Where gRPC keeps the serialized ``google.rpc.Status`` (same as grpc_status's key).
 STATUS_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 
@@ -176,6 +183,24 @@ def rich_status(
     return _Status(code, message, tuple(metadata))
 
 
+def _trailing_metadata_set(context: grpc.ServicerContext) -> tuple[tuple[str, Any], ...]:
+    getter = getattr(context, "trailing_metadata", None)
+    if callable(getter):
+        try:
+            return tuple(getter() or ())
+        except Exception:  # pragma: no cover - older grpc or a test double
+            pass
+    return ()
+
+
+def add_trailing_metadata(context: grpc.ServicerContext,
+                          pairs: Sequence[tuple[str, str | bytes]]) -> None:
+    """``context.set_trailing_metadata`` that keeps what was set before (other keys)."""
+    ours = {key for key, _ in pairs}
+    kept = tuple(item for item in _trailing_metadata_set(context) if item[0] not in ours)
+    context.set_trailing_metadata(kept + tuple(pairs))
+
+
 def abort_with_errno(
     context: grpc.ServicerContext,
     err: KernelError,
@@ -187,13 +212,7 @@ def abort_with_errno(
     """
     status = rich_status(err, extra_metadata)
     ours = {key for key, _ in status.trailing_metadata}
-    kept: Sequence[tuple[str, Any]] = ()
-    getter = getattr(context, "trailing_metadata", None)
-    if callable(getter):
-        try:
-            kept = tuple(item for item in (getter() or ()) if item[0] not in ours)
-        except Exception:  # pragma: no cover - older grpc or a test double
-            kept = ()
+    kept = tuple(item for item in _trailing_metadata_set(context) if item[0] not in ours)
     if kept:
         status = _Status(status.code, status.details, tuple(kept) + tuple(status.trailing_metadata))
     context.abort_with_status(status)
@@ -284,3 +303,16 @@ def errno_detail_from_call(call: grpc.Call | grpc.RpcError) -> common_pb2.ErrnoD
     except Exception:
         code = None
     return errno_detail_from_trailers(code, trailers)
+
+
+def lock_acquisitions_from_trailers(
+        trailing_metadata: Iterable[tuple[str, str | bytes]] | None) -> tuple[int, ...]:
+    """The ftrace_lock acquisition times a call reported (:data:`LOCK_ACQUIRED_METADATA_KEY`);
+    empty when it reported none."""
+    for key, value in trailing_metadata or ():
+        if key == LOCK_ACQUIRED_METADATA_KEY:
+            try:
+                return tuple(int(word) for word in _metadata_value(value).split())
+            except ValueError:
+                return ()
+    return ()

@@ -18,7 +18,8 @@ from ftrace.v1 import tracefs_pb2_grpc
 from kernel_daemon.errno import KernelError
 from kernel_daemon.rpc.state import DaemonState
 from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, abort_with_errno,
-                                      errno_detail, translate_kernel_errors)
+                                      add_trailing_metadata, errno_detail,
+                                      translate_kernel_errors)
 from kernel_daemon.task import current, running_as
 from kernel_daemon.tracefs.files import OpenFile, file_read, file_release, file_write
 from kernel_daemon.tracefs.vfs import DirEntry
@@ -163,7 +164,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
     @translate_kernel_errors
     def WriteFile(self, request: pb.WriteFileRequest, context: grpc.ServicerContext) -> pb.WriteFileResponse:
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if request.append else os.O_TRUNC)
-        with self.state.syscall(context):
+        with self.state.syscall(context, report_locking=True):
             file = self._open(request.path, flags)
             data, sizes, failure = request.data, [], None
             try:
@@ -182,7 +183,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 self._release(file)
             total = sum(sizes)
             if failure is not None:
-                context.set_trailing_metadata(((BYTES_WRITTEN_METADATA_KEY, str(total)),))
+                add_trailing_metadata(context, ((BYTES_WRITTEN_METADATA_KEY, str(total)),))
                 raise failure
             return pb.WriteFileResponse(bytes_written=total, write_sizes=sizes)
 

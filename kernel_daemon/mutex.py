@@ -1,0 +1,58 @@
+"""``struct mutex`` (kernel/mutex.c), with the moments it was acquired noted for the caller.
+
+A sequential replay of a concurrent run has to put the operations in the order their
+critical sections ran. Where two operations overlapped in time, neither their invocation
+nor their completion order says which of them held ``ftrace_lock`` first: a ``rmmod``
+invoked before a filter write may free its records after the write matched them. The
+kernel keeps no such record (lock_stat, ``CONFIG_LOCK_STAT``, counts acquisitions and
+hold times, not their order), so the model adds one: while a system call has asked for it
+(:func:`note_acquisitions`), each ``mutex_lock()`` it does appends the CLOCK_MONOTONIC
+time, in nanoseconds, at which the lock was obtained: a clock every process of the machine
+shares, so the times compare with the clients' own.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+
+# A ContextVar, like ``current``: it follows the system call, not the thread.
+_noted: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "mutex_acquisitions", default=None)
+
+
+class Mutex:
+    """A sleeping lock: ``with mutex:`` is ``mutex_lock()`` ... ``mutex_unlock()``."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        """``mutex_lock()``."""
+        self._lock.acquire()
+        noted = _noted.get()
+        if noted is not None:
+            noted.append(time.monotonic_ns())
+
+    def release(self) -> None:
+        """``mutex_unlock()``."""
+        self._lock.release()
+
+    def __enter__(self) -> "Mutex":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+def note_acquisitions(into: list[int]) -> contextvars.Token:
+    """From now on in this context, every Mutex acquired appends its time to ``into``."""
+    return _noted.set(into)
+
+
+def stop_noting(token: contextvars.Token) -> None:
+    _noted.reset(token)
