@@ -8,7 +8,7 @@ import random
 import sys
 
 from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_SWITCH_INTERVAL,
-                                   WORKER_KINDS, BootSpec, RunConfig)
+                                   STOP_ON_KINDS, WORKER_KINDS, BootSpec, RunConfig)
 from clients.stress.report import headline
 from clients.stress.runner import Progress, Run
 from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
@@ -25,7 +25,7 @@ random filters), loaders (modprobe/rmmod), shells (set_ftrace_filter, set_ftrace
 current_tracer) and invokers (functions executing). Every operation is recorded in
 DIR/history.jsonl; the kernel is checked all along (CheckConsistency over RPC, the record
 pages from shared memory, dmesg for WARNING and KASAN). The run stops at the first anomaly
-(unless --keep-going), turns the function tracer off, checks once more, and writes
+(of a --stop-on kind when given; never with --keep-going), turns the function tracer off, checks once more, and writes
 DIR/report.json and DIR/report.txt; with an anomaly, DIR/repro.sh: a minimal ftrace-shell
 script found by delta debugging, each candidate replayed on a fresh daemon booted the same
 way, or, for a race, the interleaving that reproduces it.
@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="where the report, history and reproducer go (default %(default)s)")
     parser.add_argument("--keep-going", action="store_true",
                         help="do not stop at the first anomaly")
+    parser.add_argument("--stop-on", action="append", choices=STOP_ON_KINDS, default=[],
+                        metavar="KIND", help="stop only at an anomaly of this kind "
+                        "(repeatable; default: any): " + ", ".join(STOP_ON_KINDS))
     parser.add_argument("--no-minimize", dest="minimize", action="store_false",
                         help="do not search for a reproducer")
     parser.add_argument("--max-replays", type=int, default=150, metavar="N",
@@ -118,7 +121,8 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
         workers=workers,
         duration=args.duration if args.duration or args.ops else DEFAULT_DURATION,
         ops=args.ops, modules=tuple(m for m in args.modules.split(",") if m),
-        keep_going=args.keep_going, minimize=args.minimize, max_replays=args.max_replays,
+        keep_going=args.keep_going,
+        stop_on=frozenset(STOP_ON_KINDS[kind] for kind in args.stop_on), minimize=args.minimize, max_replays=args.max_replays,
         check_interval=args.check_interval, auto_failpoints=tuple(auto))
 
 

@@ -30,6 +30,15 @@ RACE_SITES: dict[str, str] = {race: site for race, (site, _) in AUTO_FAILPOINTS.
 DEFAULT_SWITCH_INTERVAL = 0.0005
 #: The catalog modules the loaders cycle through when --modules is not given.
 DEFAULT_MODULES = ("uinput", "dummy", "loop")
+#: What ``--stop-on`` accepts, and the anomaly kind each names (checker.Anomaly.kind).
+STOP_ON_KINDS: dict[str, str] = {
+    "missing-reference": "missing reference",
+    "leaked-reference": "leaked reference",
+    "patch-mismatch": "patch mismatch",
+    "freed-page-access": "freed-page access",
+    "warning": "WARNING",
+    "kasan": "KASAN",
+}
 #: Worker kinds, in the order their processes are started.
 WORKER_KINDS = ("tracer", "loader", "shell", "invoker")
 #: What the daemon defaults to; a reproducer's header leaves out what equals these.
@@ -111,9 +120,17 @@ class RunConfig:
     ops: int | None = None  # total operations over all workers
     modules: tuple[str, ...] = DEFAULT_MODULES
     keep_going: bool = False
+    # The anomaly kinds that end the run (``--stop-on``); empty: any anomaly. The others
+    # are reported and the run goes on: a buggy kernel's leaked reference never becomes
+    # the WARN, a missing one does when its ops is next disabled.
+    stop_on: frozenset[str] = frozenset()
     minimize: bool = True
     # Replays the minimizer may spend (each one boots a fresh daemon).
     max_replays: int = 150
     check_interval: float = 0.05
     # Failpoints armed because a race window was open and the user armed none.
     auto_failpoints: tuple[tuple[str, str], ...] = ()
+
+    def stops(self, kind: str) -> bool:
+        """Whether an anomaly of this kind ends the run (keep_going aside)."""
+        return not self.stop_on or kind in self.stop_on

@@ -187,6 +187,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
                           "in_flight": [op_line(result, op) for op in flying],
                           "before": [op_line(result, op) for op in before]})
     first = min((a["seen_s"] for a in anomalies if a["phase"] == "run"), default=None)
+    sought = min((a["seen_s"] for a in anomalies
+                  if a["phase"] == "run" and config.stops(a["kind"])), default=None)
     repro = result.reproducer
     return {
         "outcome": result.outcome,
@@ -204,6 +206,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
             "ops": config.ops,
             "modules": list(config.modules),
             "keep_going": config.keep_going,
+            "stop_on": sorted(config.stop_on),
             "check_interval_s": config.check_interval,
             "auto_failpoints": dict(config.auto_failpoints),
         },
@@ -221,6 +224,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "shm_check": result.shm_error or "on",
         "workers": [worker_json(result, w) for w in result.workers],
         "time_to_first_anomaly_s": first,
+        # The first anomaly of a --stop-on kind (with none given, the first anomaly).
+        "time_to_detection_s": sought,
         "anomalies": anomalies,
         "reproducer": None if repro is None else {
             "kind": repro.kind,

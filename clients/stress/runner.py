@@ -1,8 +1,8 @@
 """One stress run from start to report.
 
 The daemon (a private one, or the one at ``--address``), the checker's threads and the
-worker processes run; this process waits for the first of: an anomaly (unless
-``keep_going``), the end of the duration, every worker done, the daemon gone. A worker
+worker processes run; this process waits for the first of: an anomaly (of a
+``stop_on`` kind, and unless ``keep_going``), the end of the duration, every worker done, the daemon gone. A worker
 that dies on its way is noted and the run goes on without it. Then the workers are told
 to stop (a tracer unregisters its ops), the function tracer is turned off (what a user
 would do next, and what turns a latent count error into the kernel's WARN: the loaders
@@ -266,7 +266,7 @@ class Run:
         return [w for w in self.workers if w.record.status is None]
 
     def _wait(self) -> None:
-        """Until an anomaly (unless keep_going), the deadline, no worker left, or the
+        """Until an anomaly of a stop_on kind (unless keep_going), the deadline, no worker left, or the
         daemon gone."""
         config = self.config
         selector = selectors.DefaultSelector()
@@ -295,7 +295,7 @@ class Run:
                         key.data.reap()
                 self._show_progress()
                 with self._lock:
-                    if self._lost or (self.result.anomalies and not config.keep_going):
+                    if self._lost or (self._stopping_anomaly() and not config.keep_going):
                         break
                 if not self._alive() or (deadline is not None and time.monotonic_ns() >= deadline):
                     break
@@ -307,6 +307,9 @@ class Run:
         if self.result.anomalies and not self._lost:
             for worker in self._loaders():
                 worker.freeze()
+
+    def _stopping_anomaly(self) -> bool:
+        return any(self.config.stops(a.kind) for a in self.result.anomalies)
 
     def _daemon_exit(self) -> str:
         assert self.spawned is not None
