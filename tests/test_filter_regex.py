@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import errno
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.filter import ftrace_match_record
 from kernel_daemon.ftrace.listing import ALL_FUNCTIONS_BANNER, Listing, t_show_all
-from kernel_daemon.ftrace.regex import MatchType, filter_parse_regex
+from kernel_daemon.ftrace.regex import MatchType, filter_parse_regex, ftrace_match
 from kernel_daemon.ftrace.regex_file import (FTRACE_BUFF_MAX, ftrace_regex_open,
                                              ftrace_regex_release, ftrace_regex_write)
 from tests.kernel_helpers import booted, echo, modprobe, rmmod
@@ -39,6 +43,21 @@ def test_filter_parse_regex(pattern, search, type_):
     regex = filter_parse_regex(pattern)
     assert (regex.search, regex.type, regex.negate) == (search, type_, False)
     assert filter_parse_regex("!" + pattern).negate
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), form=st.sampled_from(["{}", "{}*", "*{}", "*{}*", "{}*x"]))
+def test_name_index_finds_what_a_walk_over_every_name_finds(kernel, data, form):
+    """The name index (exact names and ``foo*``) against ``strcmp``/``ftrace_match`` over
+    every record of the core kernel and of uinput: the same records, in record order."""
+    for pg in kernel.ftrace.pages.groups:
+        name = data.draw(st.sampled_from(pg.names.tolist()))
+        cut = data.draw(st.integers(0, len(name)))
+        search = name[:cut] + data.draw(st.sampled_from(["", "_", "a", "~"]))
+        regex = filter_parse_regex(form.format(search))
+        walk = (pg.names == regex.search if regex.type is MatchType.MATCH_FULL
+                else ftrace_match(pg.names, regex))
+        assert ftrace_match_record(pg, regex, None).tolist() == np.flatnonzero(walk).tolist()
 
 
 def test_one_token_per_write_and_continuation(kernel):

@@ -26,15 +26,18 @@ NO_RECORDS = np.empty(0, dtype=np.intp)
 
 def ftrace_match_record(pg: FtracePageGroup, regex: Regex, mod: str | None) -> np.ndarray:
     """``ftrace_match_record()`` over one page group: the indices of the records that
-    match.  An exact name is looked up in the group's name index (what a walk doing
-    ``kallsyms_lookup`` and ``strcmp`` finds); the glob forms go through ``ftrace_match``."""
+    match.  An exact name and a ``foo*`` prefix are looked up in the group's name index
+    (what a walk doing ``kallsyms_lookup`` and ``strcmp``/``strncmp`` finds); the other
+    glob forms go through ``ftrace_match``."""
     if mod is not None:
         if pg.mod is None or pg.module_name != mod:
             return NO_RECORDS
         if not regex.search:  # a blank search matches all of the module's functions
             return np.arange(len(pg.ips))
     if regex.type is MatchType.MATCH_FULL:
-        return np.asarray(pg.records_named(regex.search), dtype=np.intp)
+        return pg.records_named(regex.search)
+    if regex.type is MatchType.MATCH_FRONT_ONLY and regex.search:
+        return pg.records_prefixed(regex.search)
     return np.flatnonzero(ftrace_match(pg.names, regex))
 
 

@@ -42,6 +42,10 @@ DIR_MAX_GROUPS = 4096
 DIR_SIZE = DIR_HEADER.size + DIR_MAX_GROUPS * DIR_ENTRY.size
 
 
+# Sorts after every character a symbol name can hold: "foo" + _LAST_CHAR bounds "foo*".
+_LAST_CHAR = "\U0010ffff"
+
+
 def ftrace_rec_count(flags: np.ndarray) -> np.ndarray:
     """The reference count part of ``dyn_ftrace.flags`` (``flags & ~FTRACE_FL_MASK``)."""
     return flags & np.uint64(~FTRACE_FL_MASK & 0xFFFFFFFFFFFFFFFF)
@@ -66,21 +70,31 @@ class FtracePageGroup:
     freed: bool = False
     ips: np.ndarray = field(init=False)
     flags: np.ndarray = field(init=False)
-    _by_name: dict[str, list[int]] | None = field(default=None, init=False, repr=False)
+    # The records' indices in name order, and the names in that order (built at first use).
+    _name_order: np.ndarray | None = field(default=None, init=False, repr=False)
+    _sorted_names: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.ips = self.recs["ip"]
         self.flags = self.recs["flags"]
 
-    def records_named(self, name: str) -> list[int]:
-        """Indices of the records of function ``name``: what ``kallsyms_lookup`` plus
-        ``strcmp`` find in a full walk, through an index built at first use."""
-        if self._by_name is None:
-            by_name: dict[str, list[int]] = {}
-            for i, each in enumerate(self.names.tolist()):
-                by_name.setdefault(each, []).append(i)
-            self._by_name = by_name
-        return self._by_name.get(name, [])
+    def records_named(self, name: str) -> np.ndarray:
+        """Indices of the records of function ``name``, in record order: what a full walk
+        doing ``kallsyms_lookup`` and ``strcmp`` finds, by binary search in a name index."""
+        return self._names_between(name, name, "right")
+
+    def records_prefixed(self, prefix: str) -> np.ndarray:
+        """Indices of the records whose name starts with ``prefix`` (``strncmp``, the
+        ``foo*`` glob), in record order, by binary search in the name index."""
+        return self._names_between(prefix, prefix + _LAST_CHAR, "left")
+
+    def _names_between(self, low: str, high: str, high_side: str) -> np.ndarray:
+        if self._name_order is None:
+            self._name_order = np.argsort(self.names, kind="stable")
+            self._sorted_names = self.names[self._name_order]
+        start = int(np.searchsorted(self._sorted_names, low, "left"))
+        end = int(np.searchsorted(self._sorted_names, high, high_side))
+        return np.sort(self._name_order[start:end])
 
     @property
     def nr_pages(self) -> int:

@@ -54,8 +54,8 @@ def filter_parse_regex(buff: str) -> Regex:
 
 def ftrace_match(names: np.ndarray, regex: Regex) -> np.ndarray:
     """``ftrace_match()`` of the glob forms over an array of symbol names: a boolean
-    mask.  MATCH_FULL is answered by a page group's name index
-    (``filter.ftrace_match_record``), not by comparing every name."""
+    mask.  ``filter.ftrace_match_record`` answers MATCH_FULL and MATCH_FRONT_ONLY from a
+    page group's name index instead of comparing every name."""
     if not regex.search:
         return np.ones(len(names), dtype=bool)
     if regex.type == MatchType.MATCH_FRONT_ONLY:
