@@ -216,3 +216,11 @@ def test_state_changing_calls_report_when_they_held_ftrace_lock(client, daemon):
     # A write the kernel refuses still reports the acquisitions it made.
     error = failing(client.write_file, f"{T}/set_ftrace_filter", "nosuchfn\n")
     assert error.errno_name == "EINVAL" and len(client.lock_acquired) == 3
+
+
+def test_stats_count_calls_by_full_method_name(client):
+    for _ in range(3):
+        client.read_file(f"{T}/tracing_on")
+    counts = client.stats().rpc_counts
+    assert counts["/ftrace.v1.Tracefs/ReadFile"] == 3
+    assert counts["/ftrace.v1.Kernel/Stats"] == 1

@@ -14,7 +14,7 @@ from ftrace.v1 import (kernel_pb2, kernel_pb2_grpc, modules_pb2, modules_pb2_grp
                        tracefs_pb2_grpc, tracer_pb2, tracer_pb2_grpc)
 from kernel_daemon.rpc.kernel_service import KernelService
 from kernel_daemon.rpc.modules_service import ModulesService
-from kernel_daemon.rpc.state import CountingInterceptor, DaemonState
+from kernel_daemon.rpc.state import DaemonState, counting_calls
 from kernel_daemon.rpc.tracefs_service import TracefsService
 from kernel_daemon.rpc.tracer_service import TracerService
 
@@ -25,34 +25,41 @@ MAX_WORKERS = 256
 SERVER_OPTIONS = CHANNEL_OPTIONS
 
 
-def new_grpc_server(interceptors: list[grpc.ServerInterceptor] | None = None) -> grpc.Server:
+def new_grpc_server() -> grpc.Server:
     """A sync gRPC server with the daemon's settings: the thread pool and the options.
 
     The benchmarks' echo server is built with this too, so it is the same server.
     """
     return grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS,
                                                   thread_name_prefix="syscall"),
-                       interceptors=interceptors, options=SERVER_OPTIONS)
+                       options=SERVER_OPTIONS)
 
-SERVICE_NAMES = (
-    tracefs_pb2.DESCRIPTOR.services_by_name["Tracefs"].full_name,
-    modules_pb2.DESCRIPTOR.services_by_name["Modules"].full_name,
-    kernel_pb2.DESCRIPTOR.services_by_name["Kernel"].full_name,
-    tracer_pb2.DESCRIPTOR.services_by_name["Tracer"].full_name,
+
+# (the service, how its servicer is added to a server, the servicer)
+SERVICES = (
+    (tracefs_pb2.DESCRIPTOR.services_by_name["Tracefs"],
+     tracefs_pb2_grpc.add_TracefsServicer_to_server, TracefsService),
+    (modules_pb2.DESCRIPTOR.services_by_name["Modules"],
+     modules_pb2_grpc.add_ModulesServicer_to_server, ModulesService),
+    (kernel_pb2.DESCRIPTOR.services_by_name["Kernel"],
+     kernel_pb2_grpc.add_KernelServicer_to_server, KernelService),
+    (tracer_pb2.DESCRIPTOR.services_by_name["Tracer"],
+     tracer_pb2_grpc.add_TracerServicer_to_server, TracerService),
 )
+SERVICE_NAMES = tuple(service.full_name for service, _, _ in SERVICES)
 
 
 class Daemon:
     def __init__(self, state: DaemonState, address: str) -> None:
         self.state = state
         self.address = address
-        self.server = new_grpc_server([CountingInterceptor(state)])
-        tracefs_pb2_grpc.add_TracefsServicer_to_server(TracefsService(state), self.server)
-        modules_pb2_grpc.add_ModulesServicer_to_server(ModulesService(state), self.server)
-        kernel_pb2_grpc.add_KernelServicer_to_server(KernelService(state), self.server)
-        tracer_pb2_grpc.add_TracerServicer_to_server(TracerService(state), self.server)
+        self.server = new_grpc_server()
+        for service, add, servicer in SERVICES:
+            add(counting_calls(state, servicer(state), service), self.server)
         self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(
+            counting_calls(state, self.health, health_pb2.DESCRIPTOR.services_by_name["Health"]),
+            self.server)
         reflection.enable_server_reflection(
             SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                              reflection.SERVICE_NAME), self.server)
