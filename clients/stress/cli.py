@@ -25,10 +25,11 @@ random filters), loaders (modprobe/rmmod), shells (set_ftrace_filter, set_ftrace
 current_tracer) and invokers (functions executing). Every operation is recorded in
 DIR/history.jsonl; the kernel is checked all along (CheckConsistency over RPC, the record
 pages from shared memory, dmesg for WARNING and KASAN). The run stops at the first anomaly
-(of a --stop-on kind when given; never with --keep-going), turns the function tracer off, checks once more, and writes
-DIR/report.json and DIR/report.txt; with an anomaly, DIR/repro.sh: a minimal ftrace-shell
-script found by delta debugging, each candidate replayed on a fresh daemon booted the same
-way, or, for a race, the interleaving that reproduces it.
+(of a --stop-on kind when given; never with --keep-going), turns the function tracer off,
+checks once more, and writes DIR/report.json and DIR/report.txt; with an anomaly,
+DIR/repro.sh: a minimal ftrace-shell script found by delta debugging, each candidate
+replayed on a fresh daemon booted the same way, or, for a race, the interleaving that
+reproduces it.
 
 Defaults for a private daemon: --switch-interval {DEFAULT_SWITCH_INTERVAL} (threads in the
 daemon preempted more often); with a --race and no --failpoint, each open race window is
@@ -122,7 +123,8 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
         duration=args.duration if args.duration or args.ops else DEFAULT_DURATION,
         ops=args.ops, modules=tuple(m for m in args.modules.split(",") if m),
         keep_going=args.keep_going,
-        stop_on=frozenset(STOP_ON_KINDS[kind] for kind in args.stop_on), minimize=args.minimize, max_replays=args.max_replays,
+        stop_on=frozenset(STOP_ON_KINDS[kind] for kind in args.stop_on),
+        minimize=args.minimize, max_replays=args.max_replays,
         check_interval=args.check_interval, auto_failpoints=tuple(auto))
 
 

@@ -16,9 +16,9 @@ times of different clients compare), ``wall`` the Unix time. ``result`` is ``ok`
 ``error`` (the kernel refused it: ``errno`` names the errno) or ``unknown`` (no answer:
 the daemon went away mid-call). ``lock_ns``: when the daemon says the operation acquired
 ftrace_lock (filter writes, modprobe, rmmod; empty for the others), on the same clock:
-where operations overlapped, the order in which they took effect. An invoke without a complete was in flight when its
-process died. :func:`merge` joins the files into ``DIR/history.jsonl``: one line per
-operation, ordered by invocation time.
+where operations overlapped, the order in which they took effect. An invoke without a
+complete was in flight when its process died. :func:`merge` joins the files into
+``DIR/history.jsonl``: one line per operation, ordered by invocation time.
 """
 
 from __future__ import annotations

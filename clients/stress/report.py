@@ -275,6 +275,10 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
     ops = report["operations"]
     out.append(f"ran:       {report['ran_s']} s (limit: {limit}); {ops['total']} operations, "
                f"{ops['per_second']}/s")
+    stops = ("never (--keep-going)" if conf["keep_going"]
+             else ", ".join(conf["stop_on"]) or "any anomaly")
+    out.append(f"stops at:  {stops}; detected after {report['time_to_detection_s']} s"
+               if report["time_to_detection_s"] is not None else f"stops at:  {stops}")
     out += ["", "Operations per kind", f"  {'kind':<28}{'count':>8}{'ok':>8}{'refused':>9}{'per s':>9}"]
     for kind, row in ops["by_kind"].items():
         out.append(f"  {kind:<28}{row['count']:>8}{row['ok']:>8}{row['refused']:>9}"

@@ -1,13 +1,13 @@
 """One stress run from start to report.
 
 The daemon (a private one, or the one at ``--address``), the checker's threads and the
-worker processes run; this process waits for the first of: an anomaly (of a
-``stop_on`` kind, and unless ``keep_going``), the end of the duration, every worker done, the daemon gone. A worker
-that dies on its way is noted and the run goes on without it. Then the workers are told
-to stop (a tracer unregisters its ops), the function tracer is turned off (what a user
-would do next, and what turns a latent count error into the kernel's WARN: the loaders
-are held still meanwhile, so that the modules stay where they are), the checks run once
-more, the client files are merged into the history, the minimizer looks for a
+worker processes run; this process waits for the first of: an anomaly (of a ``stop_on``
+kind, and unless ``keep_going``), the end of the duration, every worker done, the daemon
+gone. A worker that dies on its way is noted and the run goes on without it. Then the
+workers are told to stop (a tracer unregisters its ops), the function tracer is turned off
+(what a user would do next, and what turns a latent count error into the kernel's WARN:
+the loaders are held still meanwhile, so that the modules stay where they are), the checks
+run once more, the client files are merged into the history, the minimizer looks for a
 reproducer, and the report is written.
 
 Waiting is on file descriptors only: a pidfd per process, and a pipe the checker's
@@ -266,8 +266,8 @@ class Run:
         return [w for w in self.workers if w.record.status is None]
 
     def _wait(self) -> None:
-        """Until an anomaly of a stop_on kind (unless keep_going), the deadline, no worker left, or the
-        daemon gone."""
+        """Until an anomaly of a stop_on kind (unless keep_going), the deadline, no worker
+        left, or the daemon gone."""
         config = self.config
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ, None)
