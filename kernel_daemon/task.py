@@ -9,8 +9,6 @@ code that runs outside any call (boot, the daemon's own threads) is the idle tas
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 # include/linux/sched.h: TASK_COMM_LEN is 16 including the NUL, so comm holds 15 chars.
@@ -43,15 +41,22 @@ def current() -> Task:
     return _current.get()
 
 
-@contextmanager
-def running_as(task: Task) -> Iterator[Task]:
-    """Run the body as ``task`` (a process entering the kernel), restoring the previous task after.
+class running_as:  # noqa: N801 - used like the function-style context managers
+    """Run the body as ``task`` (a process entering the kernel), restoring the previous
+    task after: ``with running_as(task):``.
 
     Handler threads are pooled, so the previous value must be restored exactly, even
-    when the body raises.
+    when the body raises. A class, not a generator: it is entered on every call.
     """
-    token = _current.set(task)
-    try:
-        yield task
-    finally:
-        _current.reset(token)
+
+    __slots__ = ("task", "token")
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
+    def __enter__(self) -> Task:
+        self.token = _current.set(self.task)
+        return self.task
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.reset(self.token)

@@ -92,9 +92,11 @@ class FtracePageGroup:
         if self._name_order is None:
             self._name_order = np.argsort(self.names, kind="stable")
             self._sorted_names = self.names[self._name_order]
-        start = int(np.searchsorted(self._sorted_names, low, "left"))
-        end = int(np.searchsorted(self._sorted_names, high, high_side))
-        return np.sort(self._name_order[start:end])
+        sorted_names = self._sorted_names
+        start = int(sorted_names.searchsorted(low, "left"))
+        end = int(sorted_names.searchsorted(high, high_side))
+        found = self._name_order[start:end]
+        return np.sort(found) if len(found) > 1 else found
 
     @property
     def nr_pages(self) -> int:

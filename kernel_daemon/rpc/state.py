@@ -17,11 +17,10 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from clients.identity import parse_identity_metadata
-from kernel_daemon import task as task_module
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.mutex import note_acquisitions, stop_noting
 from kernel_daemon.rpc.status import LOCK_ACQUIRED_METADATA_KEY, add_trailing_metadata
-from kernel_daemon.task import Task
+from kernel_daemon.task import Task, running_as
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
 
@@ -30,9 +29,6 @@ S = TypeVar("S")
 ANONYMOUS = Task(1, "grpc-client")
 # Distinct callers' metadata remembered at most (the cache starts over past this).
 MAX_CACHED_CALLERS = 4096
-# running_as() without the generator: Syscall enters and leaves ``current`` itself.
-set_current = task_module._current.set
-reset_current = task_module._current.reset
 
 
 @dataclass(eq=False)
@@ -127,23 +123,24 @@ def freeze_booted_kernel() -> None:
 class Syscall:
     """The context of :meth:`DaemonState.syscall`: ``current`` is the caller inside."""
 
-    __slots__ = ("task", "boot", "token", "reply_to", "acquired", "noting")
+    __slots__ = ("task", "boot", "as_task", "reply_to", "acquired", "noting")
 
     def __init__(self, task: Task, boot: Boot,
                  reply_to: grpc.ServicerContext | None = None) -> None:
         self.task = task
         self.boot = boot
+        self.as_task = running_as(task)
         self.reply_to = reply_to  # the call to report ftrace_lock acquisitions to
         self.acquired: list[int] = []
 
     def __enter__(self) -> Boot:
-        self.token = set_current(self.task)
+        self.as_task.__enter__()
         if self.reply_to is not None:
             self.noting = note_acquisitions(self.acquired)
         return self.boot
 
     def __exit__(self, *exc_info: object) -> None:
-        reset_current(self.token)
+        self.as_task.__exit__()
         if self.reply_to is not None:
             stop_noting(self.noting)
             if self.acquired:

@@ -111,6 +111,11 @@ class FtraceListingFile(FileOps):
         return SeqText(path, flags, lambda: t_show_all(kernel.ftrace, self.which))
 
 
+# ftrace_filter_write() and ftrace_notrace_write(): each calls ftrace_regex_write().
+_REGEX_WRITE = {Listing.FILTER: kernel_function_named("ftrace_filter_write")(ftrace_regex_write),
+                Listing.NOTRACE: kernel_function_named("ftrace_notrace_write")(ftrace_regex_write)}
+
+
 class RegexOpenFile(SeqText):
     """An open ``set_ftrace_filter`` / ``set_ftrace_notrace``."""
 
@@ -121,8 +126,7 @@ class RegexOpenFile(SeqText):
         self.iter: FtraceIterator | None = None
 
     def write(self, data: bytes) -> int:
-        name = "ftrace_filter_write" if self.which is Listing.FILTER else "ftrace_notrace_write"
-        return kernel_function_named(name)(ftrace_regex_write)(self.kernel.ftrace, self.iter, data)
+        return _REGEX_WRITE[self.which](self.kernel.ftrace, self.iter, data)
 
     def release(self) -> None:
         if self.iter is not None:
