@@ -6,8 +6,8 @@
 - ``PingPong``: a bidirectional stream answering each request as it comes.
 
 The server is built by :func:`kernel_daemon.rpc.server.new_grpc_server`, the function
-ftraced builds its own with (same thread pool, same options), with no interceptor, no
-health or reflection service and no work behind the calls.  It prints ``ready`` once
+ftraced builds its own with (same thread pool, same options), with no health or
+reflection service and no work behind the calls.  It prints ``ready`` once
 serving and stops on SIGTERM or when its stdin closes.
 """
 
