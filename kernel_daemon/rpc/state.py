@@ -123,11 +123,10 @@ def freeze_booted_kernel() -> None:
 class Syscall:
     """The context of :meth:`DaemonState.syscall`: ``current`` is the caller inside."""
 
-    __slots__ = ("task", "boot", "as_task", "reply_to", "acquired", "noting")
+    __slots__ = ("boot", "as_task", "reply_to", "acquired", "noting")
 
     def __init__(self, task: Task, boot: Boot,
                  reply_to: grpc.ServicerContext | None = None) -> None:
-        self.task = task
         self.boot = boot
         self.as_task = running_as(task)
         self.reply_to = reply_to  # the call to report ftrace_lock acquisitions to
