@@ -93,6 +93,9 @@ def check_outcome(done: subprocess.CompletedProcess, report: dict, variant: str,
         assert "WARNING" in kinds(report), report["anomalies"]
         warn = next(a for a in report["anomalies"] if a["kind"] == "WARNING")
         assert "kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update" in warn["message"]
+        # --stop-on warning: the run went on past whatever came before, to the WARN.
+        assert report["configuration"]["stop_on"] == ["WARNING"]
+        assert warn["phase"] == "run" and report["time_to_detection_s"] == warn["seen_s"]
 
 
 # --- the outcome table, short form --------------------------------------------------
