@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import grpc
 
 from bench.echo_server import PING_PONG, UNARY, Message
-from clients.api import Client
+from clients.api import Client, RequestQueue
 from clients.connection import CHANNEL_OPTIONS, grpc_target
 from clients.identity import Identity
 from ftrace.v1 import tracefs_pb2
@@ -47,25 +46,6 @@ READ_FILE = "/ftrace.v1.Tracefs/ReadFile"
 SESSION = "/ftrace.v1.Tracefs/Session"
 PING_PONGS = 3
 PAYLOAD = b"1\n"
-
-
-class _Requests:
-    """A bidirectional call's request side fed from a queue (as clients.api does)."""
-
-    _END = object()
-
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-
-    def __iter__(self) -> Iterator[object]:
-        while True:
-            item = self.queue.get()
-            if item is self._END:
-                return
-            yield item
-
-    def end(self) -> None:
-        self.queue.put(self._END)
 
 
 class Worker:
@@ -104,10 +84,10 @@ class Worker:
             )
 
             def session() -> None:
-                requests = _Requests()
+                requests = RequestQueue()
                 call = session_call(iter(requests), metadata=metadata)
                 for message in messages:
-                    requests.queue.put(message)
+                    requests.put(message)
                     response = next(call)
                     if response.HasField("error"):
                         raise RuntimeError(f"session: {response.error}")
@@ -143,10 +123,10 @@ class Worker:
             call_metadata = metadata if op == "pingpong_md" else None
 
             def pingpong() -> None:
-                requests = _Requests()
+                requests = RequestQueue()
                 call = stream(iter(requests), metadata=call_metadata)
                 for _ in range(PING_PONGS):
-                    requests.queue.put(message)
+                    requests.put(message)
                     next(call)
                 requests.end()
                 for _ in call:

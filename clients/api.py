@@ -39,6 +39,7 @@ __all__ = [
     "FileSession",
     "TracerSession",
     "ServerStream",
+    "RequestQueue",
     "boot_config",
     "READ_CHUNK",
 ]
@@ -54,7 +55,7 @@ def _stream_ended() -> FtraceError:
     return FtraceError(errno.EIO, "the daemon ended the stream", from_kernel=False)
 
 
-class _Requests:
+class RequestQueue:
     """The request side of a bidirectional call: ``put()`` sends, ``end()`` half-closes.
 
     gRPC pulls from this iterator on its own thread, so requests are queued.
@@ -116,7 +117,7 @@ class FileSession:
     """
 
     def __init__(self, stub: Any, path: str, flags: int) -> None:
-        self._requests = _Requests()
+        self._requests = RequestQueue()
         self._call = stub.Session(iter(self._requests))
         self._closed = False
         try:
@@ -241,7 +242,7 @@ class TracerSession:
         once when the stream ends, so a caller can sleep until there is news."""
         self._on_event = on_event or (lambda: None)
         self.ended = False
-        self._requests = _Requests()
+        self._requests = RequestQueue()
         self._call = stub.Attach(iter(self._requests))
         self._answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()

@@ -148,19 +148,21 @@ class _IdentityCall:
         self._call = call
         self._identity = identity
 
+    def _send(self, call: Any, request: Any, timeout: float | None,
+              metadata: Sequence[tuple[str, Any]] | None, kwargs: dict[str, Any]) -> Any:
+        return call(request, timeout, with_identity(metadata, self._identity()), **kwargs)
+
     def __call__(self, request: Any, timeout: float | None = None,
                  metadata: Sequence[tuple[str, Any]] | None = None, **kwargs: Any) -> Any:
-        return self._call(request, timeout, with_identity(metadata, self._identity()), **kwargs)
+        return self._send(self._call, request, timeout, metadata, kwargs)
 
     def with_call(self, request: Any, timeout: float | None = None,
                   metadata: Sequence[tuple[str, Any]] | None = None, **kwargs: Any) -> Any:
-        return self._call.with_call(request, timeout, with_identity(metadata, self._identity()),
-                                    **kwargs)
+        return self._send(self._call.with_call, request, timeout, metadata, kwargs)
 
     def future(self, request: Any, timeout: float | None = None,
                metadata: Sequence[tuple[str, Any]] | None = None, **kwargs: Any) -> Any:
-        return self._call.future(request, timeout, with_identity(metadata, self._identity()),
-                                 **kwargs)
+        return self._send(self._call.future, request, timeout, metadata, kwargs)
 
 
 class IdentityChannel(grpc.Channel):

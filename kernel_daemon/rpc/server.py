@@ -47,6 +47,7 @@ SERVICES = (
      tracer_pb2_grpc.add_TracerServicer_to_server, TracerService),
 )
 SERVICE_NAMES = tuple(service.full_name for service, _, _ in SERVICES)
+HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
 
 
 class Daemon:
@@ -58,11 +59,9 @@ class Daemon:
             add(counting_calls(state, servicer(state), service), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(
-            counting_calls(state, self.health, health_pb2.DESCRIPTOR.services_by_name["Health"]),
-            self.server)
+            counting_calls(state, self.health, HEALTH), self.server)
         reflection.enable_server_reflection(
-            SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                             reflection.SERVICE_NAME), self.server)
+            SERVICE_NAMES + (HEALTH.full_name, reflection.SERVICE_NAME), self.server)
         self.socket_path = unix_socket_path(address)
         if self.socket_path is not None:
             if os.path.exists(self.socket_path):

@@ -130,11 +130,11 @@ class Syscall:
         self.boot = boot
         self.as_task = running_as(task)
         self.reply_to = reply_to  # the call to report ftrace_lock acquisitions to
-        self.acquired: list[int] = []
 
     def __enter__(self) -> Boot:
         self.as_task.__enter__()
         if self.reply_to is not None:
+            self.acquired: list[int] = []
             self.noting = note_acquisitions(self.acquired)
         return self.boot
 
