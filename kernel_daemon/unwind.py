@@ -29,12 +29,16 @@ _stack: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("kernel
 _get, _set, _reset = _stack.get, _stack.set, _stack.reset
 
 
-def kernel_function_named(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorator: the wrapped callable is the kernel function ``name`` while it runs.
+def kernel_function_named(*names: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorator: the wrapped callable is the kernel function ``names[-1]`` while it runs,
+    entered through the others (outermost first).
 
-    For the rare function whose Python name differs from the kernel's.
+    For the rare function whose Python name differs from the kernel's, and for the
+    entry points that stand for a whole path (``"system_call_fastpath", "sys_read",
+    "vfs_read"``): one wrapper pushes every frame, where a :class:`kernel_frames` block
+    around the call would cost three more Python calls on each system call.
     """
-    pushed = (name,)
+    pushed = names
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)

@@ -13,8 +13,9 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.filter import ftrace_match_record
 from kernel_daemon.ftrace.listing import ALL_FUNCTIONS_BANNER, Listing, t_show_all
 from kernel_daemon.ftrace.regex import MatchType, filter_parse_regex, ftrace_match
-from kernel_daemon.ftrace.regex_file import (FTRACE_BUFF_MAX, ftrace_regex_open,
-                                             ftrace_regex_release, ftrace_regex_write)
+from kernel_daemon.ftrace.regex_file import (FTRACE_BUFF_MAX, TraceParser, ftrace_regex_open,
+                                             ftrace_regex_release, ftrace_regex_write,
+                                             trace_get_user)
 from tests.kernel_helpers import booted, echo, modprobe, rmmod
 
 
@@ -110,6 +111,49 @@ def test_negation_globs_and_mod_command(kernel):
     echo(kernel, "", "set_ftrace_notrace")
     assert t_show_all(kernel.ftrace, Listing.NOTRACE) == ""
     echo(kernel, "", "set_ftrace_filter")
+
+
+def kernel_trace_get_user(parser: TraceParser, data: bytes, pos: int) -> int:
+    """kernel/trace/trace.c:trace_get_user() of 3.6 as written there, a byte at a time."""
+    if pos == 0:
+        parser.clear()
+    i, ch = 1, data[0]
+    if not parser.cont:
+        while i < len(data) and bytes([ch]).isspace():
+            ch, i = data[i], i + 1
+        if bytes([ch]).isspace():
+            return i
+        parser.buffer.clear()
+    while not bytes([ch]).isspace():
+        if len(parser.buffer) >= parser.size - 1:
+            raise KernelError(errno.EINVAL)
+        parser.buffer.append(ch)
+        if i == len(data):
+            parser.cont = True
+            return i
+        ch, i = data[i], i + 1
+    parser.cont = False
+    return i
+
+
+@settings(max_examples=300, deadline=None)
+@given(size=st.sampled_from([3, 8, FTRACE_BUFF_MAX]),
+       writes=st.lists(st.tuples(st.binary(min_size=1, max_size=12), st.booleans()),
+                       min_size=1, max_size=5))
+def test_trace_get_user_consumes_as_the_kernels_byte_loop(size, writes):
+    ours, reference = TraceParser(size=size), TraceParser(size=size)
+    pos = 0
+    for data, rewind in writes:
+        pos = 0 if rewind else pos
+        outcomes = []
+        for parser, get_user in ((ours, trace_get_user), (reference, kernel_trace_get_user)):
+            try:
+                outcomes.append(get_user(parser, data, pos))
+            except KernelError as err:
+                outcomes.append(-err.errno)
+        assert outcomes[0] == outcomes[1]
+        assert (ours.buffer, ours.cont) == (reference.buffer, reference.cont)
+        pos += max(outcomes[0], 0)
 
 
 def test_token_too_long(kernel):

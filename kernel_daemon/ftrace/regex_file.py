@@ -9,6 +9,7 @@ leaves the file open; the copy is installed at release, whose errors nobody sees
 from __future__ import annotations
 
 import errno
+import re
 from dataclasses import dataclass, field
 
 from kernel_daemon.errno import KernelError
@@ -21,7 +22,9 @@ from kernel_daemon.unwind import kernel_function
 # KSYM_SYMBOL_LEN + 4 on x86_64: sizeof("%s+%#lx/%#lx [%s]") + (KSYM_NAME_LEN - 1)
 # + 2 * (BITS_PER_LONG * 3 / 10) + (MODULE_NAME_LEN - 1) + 1 = 18 + 127 + 38 + 55 + 1.
 FTRACE_BUFF_MAX = 239 + 4
-_SPACE = frozenset(b" \t\n\v\f\r")
+# isspace() over the bytes a shell writes.
+_SPACES = b" \t\n\v\f\r"
+_SPACE = re.compile(b"[" + re.escape(_SPACES) + b"]")
 
 
 @dataclass
@@ -47,31 +50,34 @@ class TraceParser:
 
 
 def trace_get_user(parser: TraceParser, data: bytes, pos: int) -> int:
-    """``trace_get_user()``: consume at most one token from ``data``; return bytes read."""
+    """``trace_get_user()``: consume at most one token from ``data``; return bytes read.
+
+    The kernel walks the buffer a byte at a time; here each step is one slice: the
+    leading spaces (skipped unless a token is continued), the token, and the one space
+    that ends it, which is consumed too. A token longer than the parser holds fails
+    with EINVAL once the buffer is full, as the kernel's loop does.
+    """
     if pos == 0:
         parser.clear()
-    i = 0
-    ch = data[i]
-    i += 1
+    start = 0
     if not parser.cont:
-        while i < len(data) and ch in _SPACE:
-            ch = data[i]
-            i += 1
-        if ch in _SPACE:  # only spaces were written
-            return i
+        start = len(data) - len(data.lstrip(_SPACES))
+        if start == len(data):  # only spaces were written
+            return start
         parser.buffer.clear()
-    while ch not in _SPACE:
-        if len(parser.buffer) >= parser.size - 1:
-            raise KernelError(errno.EINVAL)
-        parser.buffer.append(ch)
-        if i == len(data):
-            # The token runs to the end of the buffer: continued by the next write.
-            parser.cont = True
-            return i
-        ch = data[i]
-        i += 1
+    space = _SPACE.search(data, start)
+    end = space.start() if space is not None else len(data)
+    room = parser.size - 1 - len(parser.buffer)
+    if end - start > room:
+        parser.buffer += data[start:start + room]
+        raise KernelError(errno.EINVAL)
+    parser.buffer += data[start:end]
+    if space is None:
+        # The token runs to the end of the buffer: continued by the next write.
+        parser.cont = True
+        return end
     parser.cont = False
-    return i
+    return end + 1
 
 
 @dataclass(eq=False)

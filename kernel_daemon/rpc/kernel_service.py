@@ -226,7 +226,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 current_tracer=kernel.tracing.current_trace.name,
                 tainted=kernel.panic.print_tainted(), taint_mask=kernel.panic.tainted_mask,
                 warnings=kernel.printk.read().count("------------[ cut here ]------------"),
-                open_files=self.state.open_files, rpc_counts=dict(self.state.rpc_counts),
+                open_files=len(self.state.open_files), rpc_counts=dict(self.state.rpc_counts),
                 invocations=self.state.invocations, tracing_on=kernel.ring_buffer.record_is_on(),
                 trace_entries=entries, trace_written=entries + rb.overruns(),
                 trace_overruns=rb.overruns(),

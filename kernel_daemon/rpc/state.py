@@ -20,7 +20,7 @@ from clients.identity import parse_identity_metadata
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.mutex import note_acquisitions, stop_noting
 from kernel_daemon.rpc.status import LOCK_ACQUIRED_METADATA_KEY, add_trailing_metadata
-from kernel_daemon.task import Task, running_as
+from kernel_daemon.task import Task, enter_task, leave_task
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
 
@@ -45,7 +45,9 @@ class DaemonState:
         self.rpc_counts: collections.Counter[str] = collections.Counter()
         # invocation metadata -> the Task it names (see caller()).
         self._callers: dict[tuple, Task] = {}
-        self.open_files = 0
+        # The files open through tracefs calls (set.add and set.discard are atomic, so
+        # opens and releases on many handler threads need no lock).
+        self.open_files: set[object] = set()
         self.invocations = 0
         self.boot = self._make_boot(options)
         freeze_booted_kernel()
@@ -66,21 +68,11 @@ class DaemonState:
     def shutdown(self) -> None:
         self.boot.kernel.shutdown()
 
-    def count_file(self, delta: int) -> None:
-        with self._lock:
-            self.open_files += delta
+    def _identify(self, metadata: Any) -> Task:
+        """The calling process named by identity metadata not seen before (see syscall).
 
-    def caller(self, context: grpc.ServicerContext) -> Task:
-        """The calling process, from the call's identity metadata.
-
-        Parsed once per distinct metadata (a client sends the same with every call);
-        malformed metadata raises KernelError(EINVAL) every time, as it is never cached.
+        Malformed metadata raises KernelError(EINVAL) every time, as it is never cached.
         """
-        metadata = context.invocation_metadata()
-        try:
-            return self._callers[metadata]
-        except (KeyError, TypeError):  # TypeError: metadata that is not a hashable tuple
-            pass
         pid, comm = parse_identity_metadata(metadata)
         task = Task(pid if pid is not None else ANONYMOUS.pid, comm or ANONYMOUS.comm)
         if isinstance(metadata, tuple):
@@ -96,16 +88,19 @@ class DaemonState:
         ``report_locking`` (the unary calls that change kernel state): the times the
         call acquired ftrace_lock go back in its trailing metadata, failed or not.
         Malformed identity metadata raises KernelError(EINVAL) before anything runs.
+        The caller is parsed once per distinct metadata: a client sends the same with
+        every call.
         """
-        return Syscall(self.caller(context), self.boot, context if report_locking else None)
+        metadata = context.invocation_metadata()
+        try:
+            task = self._callers[metadata]
+        except (KeyError, TypeError):  # TypeError: metadata that is not a hashable tuple
+            task = self._identify(metadata)
+        return Syscall(task, self.boot, context if report_locking else None)
 
     def count_invocations(self, calls: int) -> None:
         with self._lock:
             self.invocations += calls
-
-    def count_rpc(self, method: str) -> None:
-        with self._lock:
-            self.rpc_counts[method] += 1
 
 
 def freeze_booted_kernel() -> None:
@@ -123,23 +118,23 @@ def freeze_booted_kernel() -> None:
 class Syscall:
     """The context of :meth:`DaemonState.syscall`: ``current`` is the caller inside."""
 
-    __slots__ = ("boot", "as_task", "reply_to", "acquired", "noting")
+    __slots__ = ("task", "boot", "reply_to", "token", "acquired", "noting")
 
     def __init__(self, task: Task, boot: Boot,
                  reply_to: grpc.ServicerContext | None = None) -> None:
+        self.task = task
         self.boot = boot
-        self.as_task = running_as(task)
         self.reply_to = reply_to  # the call to report ftrace_lock acquisitions to
 
     def __enter__(self) -> Boot:
-        self.as_task.__enter__()
+        self.token = enter_task(self.task)
         if self.reply_to is not None:
             self.acquired: list[int] = []
             self.noting = note_acquisitions(self.acquired)
         return self.boot
 
     def __exit__(self, *exc_info: object) -> None:
-        self.as_task.__exit__()
+        leave_task(self.token)
         if self.reply_to is not None:
             stop_noting(self.noting)
             if self.acquired:
@@ -163,7 +158,10 @@ def _counted(state: DaemonState, full_name: str,
              behaviour: Callable[[Any, grpc.ServicerContext], Any]
              ) -> Callable[[Any, grpc.ServicerContext], Any]:
     # Returns what the behaviour returns: a response, or a streaming call's iterator.
+    lock, counts = state._lock, state.rpc_counts
+
     def counted(request: Any, context: grpc.ServicerContext) -> Any:
-        state.count_rpc(full_name)
+        with lock:
+            counts[full_name] += 1
         return behaviour(request, context)
     return counted

@@ -54,14 +54,14 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
             file = self.state.boot.vfs.open(path, flags)
         except KernelError as err:
             raise for_syscall(err, "open", path) from None
-        self.state.count_file(+1)
+        self.state.open_files.add(file)
         return file
 
     def _release(self, file: OpenFile) -> None:
         try:
             file_release(file)
         finally:
-            self.state.count_file(-1)
+            self.state.open_files.discard(file)
 
     def Session(self, request_iterator: Iterator[pb.FileRequest],
                 context: grpc.ServicerContext) -> Iterator[pb.FileResponse]:

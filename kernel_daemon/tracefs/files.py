@@ -22,7 +22,7 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open, t_show_all
 from kernel_daemon.ftrace.regex_file import (FtraceIterator, ftrace_regex_open,
                                              ftrace_regex_release, ftrace_regex_write)
-from kernel_daemon.unwind import kernel_frames, kernel_function_named
+from kernel_daemon.unwind import kernel_function_named
 
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
@@ -36,10 +36,10 @@ SYSCALL_WRITE = ("system_call_fastpath", "sys_write", "vfs_write")
 DEFERRED_FPUT = ("int_signal", "do_notify_resume", "task_work_run", "____fput", "__fput")
 
 
-def fmode(flags: int) -> int:
-    """``OPEN_FMODE()``: O_RDONLY/O_WRONLY/O_RDWR to FMODE_READ|FMODE_WRITE."""
-    return {os.O_RDONLY: FMODE_READ, os.O_WRONLY: FMODE_WRITE,
-            os.O_RDWR: FMODE_READ | FMODE_WRITE}.get(flags & os.O_ACCMODE, 0)
+# OPEN_FMODE(): O_RDONLY/O_WRONLY/O_RDWR to FMODE_READ|FMODE_WRITE (a table, not a
+# function: it is looked up on every open).
+OPEN_FMODE = {os.O_RDONLY: FMODE_READ, os.O_WRONLY: FMODE_WRITE,
+              os.O_RDWR: FMODE_READ | FMODE_WRITE}
 
 
 class OpenFile:
@@ -48,7 +48,7 @@ class OpenFile:
     def __init__(self, path: str, flags: int) -> None:
         self.path = path
         self.flags = flags
-        self.f_mode = fmode(flags)
+        self.f_mode = OPEN_FMODE.get(flags & os.O_ACCMODE, 0)
         self.pos = 0
 
     def read(self, size: int) -> bytes:
@@ -170,23 +170,23 @@ class CurrentTracerFile(FileOps):
         return CurrentTracerOpenFile(kernel, path, flags)
 
 
+@kernel_function_named(*SYSCALL_READ)
 def file_read(file: OpenFile, size: int) -> bytes:
     """``vfs_read``: EBADF without FMODE_READ."""
     if not file.f_mode & FMODE_READ:
         raise KernelError(errno.EBADF)
-    with kernel_frames(*SYSCALL_READ):
-        return file.read(size)
+    return file.read(size)
 
 
+@kernel_function_named(*SYSCALL_WRITE)
 def file_write(file: OpenFile, data: bytes) -> int:
     """``vfs_write``: EBADF without FMODE_WRITE."""
     if not file.f_mode & FMODE_WRITE:
         raise KernelError(errno.EBADF)
-    with kernel_frames(*SYSCALL_WRITE):
-        return file.write(data)
+    return file.write(data)
 
 
+@kernel_function_named(*DEFERRED_FPUT)
 def file_release(file: OpenFile) -> None:
     """``__fput``, run from ``task_work`` when the last reference goes."""
-    with kernel_frames(*DEFERRED_FPUT):
-        file.release()
+    file.release()

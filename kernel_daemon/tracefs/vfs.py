@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.tracefs.files import FileOps, OpenFile, SYSCALL_OPEN
-from kernel_daemon.unwind import kernel_frames
+from kernel_daemon.unwind import kernel_function_named
 
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
@@ -90,6 +90,7 @@ class Vfs:
             node = node[part]
         return path, node
 
+    @kernel_function_named(*SYSCALL_OPEN)
     def open(self, path: str, flags: int) -> OpenFile:
         """``do_sys_open``: directories open read-only only; the file's own open runs."""
         path, node = self.lookup(path)
@@ -98,8 +99,7 @@ class Vfs:
             raise KernelError(errno.EISDIR)
         if flags & os.O_ACCMODE == os.O_ACCMODE:
             raise KernelError(errno.EINVAL)
-        with kernel_frames(*SYSCALL_OPEN):
-            return node.open(self.kernel, path, flags)
+        return node.open(self.kernel, path, flags)
 
     def list_dir(self, path: str) -> list[DirEntry]:
         path, node = self.lookup(path)
