@@ -13,7 +13,7 @@ import numpy as np
 
 from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_DYNAMIC, ftrace_stub
-from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, ftrace_rec_count
+from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FTRACE_REF_MAX
 from kernel_daemon.unwind import kernel_function
 
 FTRACE_UPDATE_CALLS = 1 << 0
@@ -23,26 +23,40 @@ FTRACE_START_FUNC_RET = 1 << 3
 FTRACE_STOP_FUNC_RET = 1 << 4
 
 _ENABLED = np.uint64(FTRACE_FL_ENABLED)
+# The count and ENABLED bits of dyn_ftrace.flags; the counts stay below ENABLED.
+_COUNT_AND_ENABLED = np.uint64(FTRACE_FL_ENABLED | FTRACE_REF_MAX)
+_MAX_COUNT = np.uint64(FTRACE_REF_MAX)
+_ONE = np.uint64(1)
 
 
 def ftrace_check_record(flags: np.ndarray, enable: bool) -> np.ndarray:
-    """The desired ENABLED state per record: "call" iff enabling and count > 0."""
+    """``ftrace_check_record()`` over a page group: the indices of the records whose call
+    site must change (FTRACE_UPDATE_MAKE_CALL or FTRACE_UPDATE_MAKE_NOP); every other
+    record is FTRACE_UPDATE_IGNORE. A record should call iff enabling and its count is
+    not zero."""
+    state = flags & _COUNT_AND_ENABLED
     if not enable:
-        return np.zeros(len(flags), dtype=bool)
-    return ftrace_rec_count(flags) > 0
+        return np.flatnonzero(state >= _ENABLED)
+    # ENABLED with no count left, or counted (1..FTRACE_REF_MAX; 0 wraps) and not ENABLED.
+    return np.flatnonzero((state == _ENABLED) | (state - _ONE < _MAX_COUNT))
 
 
 @kernel_function
 def ftrace_replace_code(ft: Ftrace, enable: bool) -> None:
-    """``ftrace_replace_code(enable)``: bring every live record to its desired state."""
+    """``ftrace_replace_code(enable)``: bring every live record to its desired state.
+
+    Only the records ``ftrace_check_record`` names are written, each once (its ENABLED
+    bit flipped), as the kernel patches only those: a CPU reading the flags without a
+    lock never sees a record that keeps its state change, even for an instant.
+    """
     if ft.ftrace_disabled:
         return
     ft.pages.write_begin()
     try:
         for pg in ft.pages.groups:
-            call = ftrace_check_record(pg.flags, enable)
-            pg.flags[call] |= _ENABLED
-            pg.flags[~call] &= ~_ENABLED
+            update = ftrace_check_record(pg.flags, enable)
+            if update.size:
+                pg.flags[update] ^= _ENABLED
     finally:
         ft.pages.write_end()
 
