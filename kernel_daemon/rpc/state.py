@@ -69,7 +69,7 @@ class DaemonState:
         self.boot.kernel.shutdown()
 
     def _identify(self, metadata: Any) -> Task:
-        """The calling process named by identity metadata not seen before (see syscall).
+        """The calling process named by identity metadata not seen before (see caller).
 
         Malformed metadata raises KernelError(EINVAL) every time, as it is never cached.
         """
@@ -88,15 +88,17 @@ class DaemonState:
         ``report_locking`` (the unary calls that change kernel state): the times the
         call acquired ftrace_lock go back in its trailing metadata, failed or not.
         Malformed identity metadata raises KernelError(EINVAL) before anything runs.
-        The caller is parsed once per distinct metadata: a client sends the same with
-        every call.
         """
+        return Syscall(self.caller(context), self.boot, context if report_locking else None)
+
+    def caller(self, context: grpc.ServicerContext) -> Task:
+        """The calling process, from the call's identity metadata: parsed once per
+        distinct metadata (a client sends the same with every call)."""
         metadata = context.invocation_metadata()
         try:
-            task = self._callers[metadata]
+            return self._callers[metadata]
         except (KeyError, TypeError):  # TypeError: metadata that is not a hashable tuple
-            task = self._identify(metadata)
-        return Syscall(task, self.boot, context if report_locking else None)
+            return self._identify(metadata)
 
     def count_invocations(self, calls: int) -> None:
         with self._lock:
