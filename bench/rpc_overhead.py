@@ -5,7 +5,7 @@ Two servers run side by side, each in its own process, on the same transport: ft
 ``new_grpc_server()`` (same thread pool, same options) but with nothing behind its calls.
 1, 4 and 16 client processes (``bench.rpc_worker``, started once and reused) call as fast
 as they can for a fixed window (0.3 s, after 0.15 s of warm-up); the figure is completed
-operations per second, summed over the clients: the median of 7 windows, those of ftraced
+operations per second, summed over the clients: the median of 15 windows, those of ftraced
 and of the echo server alternating.
 
 - ``cat tracing_on``: one ``Tracefs.ReadFile`` against the echo server's unary call;
@@ -39,8 +39,9 @@ OPERATIONS = (
      "echo bidi stream, 3 round trips"),
 )
 TARGET = 0.9
-# Short windows, more of them: a busy machine's swings hit both servers alike more often.
-RPC_REPS = 7
+# Short windows, many of them: a busy machine's swings hit both servers alike more often,
+# and the ratios, near the target, move by up to 0.1 between runs with 7 of them.
+RPC_REPS = 15
 
 
 def run(quick: bool = False, seed: int = 1, pool: WorkerPool | None = None,

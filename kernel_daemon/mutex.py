@@ -41,9 +41,8 @@ class Mutex:
         """``mutex_unlock()``."""
         self._lock.release()
 
-    def __enter__(self) -> "Mutex":
-        self.acquire()
-        return self
+    # ``with mutex:`` is acquire() itself: one Python call less on every mutex_lock().
+    __enter__ = acquire
 
     def __exit__(self, *exc_info: object) -> None:
         self._lock.release()
