@@ -7,8 +7,9 @@
   each record's count lies between the number of enabled ops that trace every function
   and the number of enabled ops, and a record is patched exactly when its count is
   non-zero and tracing is started. A snapshot only counts when it is one such state:
-  taken twice around ``Stats`` and ``ListOps`` (which takes ftrace_lock, so every
-  critical section begun before it has ended) with no record written in between.
+  the page directory's generation is read before ``Stats`` and ``ListOps`` (which takes
+  ftrace_lock, so every critical section begun before it has ended), the records are
+  copied after, and no record was written in between (the copy has that generation).
   A race window that drops the lock mid-operation exposes a state outside the bounds;
   the kernel's locking never does.
 - ``dmesg``: ``Kernel.DmesgFollow``; a ``WARNING:`` or ``BUG:`` (KASAN) line is an
@@ -213,21 +214,27 @@ class Checker:
         if self.reader is None:
             return True
         start = time.monotonic_ns()
+        generation = self.reader.quiet_generation()
+        if generation is None:
+            self.counts["shm inconclusive"] += 1
+            return False
+        stats = self.client.stats()
+        ops = self.client.list_ops()
+        # Moved already: no copy is needed to know this state is gone.
+        if self.reader.quiet_generation() != generation:
+            self.counts["shm inconclusive"] += 1
+            return False
         try:
-            before = self.reader.snapshot(timeout=1.0)
-            stats = self.client.stats()
-            ops = self.client.list_ops()
-            after = self.reader.snapshot(timeout=1.0)
+            snap = self.reader.snapshot(timeout=1.0)
         except (TimeoutError, FileNotFoundError):
             self.counts["shm inconclusive"] += 1
             return False
         end = time.monotonic_ns()
-        if (before.generation != after.generation
-                or [g.group_id for g in before.groups] != [g.group_id for g in after.groups]):
+        if snap.generation != generation:
             self.counts["shm inconclusive"] += 1
             return False
         self.counts["shm"] += 1
-        for anomaly in snapshot_anomalies(before, ops, stats, start, end):
+        for anomaly in snapshot_anomalies(snap, ops, stats, start, end):
             self._report_anomaly(anomaly)
         return True
 

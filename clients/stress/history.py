@@ -30,6 +30,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
+# One encoder for every line: json.dumps() with separators builds a new one per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
 RESULT_OK = "ok"
 RESULT_ERROR = "error"
 RESULT_UNKNOWN = "unknown"
@@ -75,7 +78,7 @@ class Op:
         return self.invoke_ns <= end_ns and self.end_ns(end_ns) >= start_ns
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return _COMPACT.encode(asdict(self))
 
 
 class Recorder:
@@ -91,7 +94,7 @@ class Recorder:
     def _event(self, event: dict[str, Any]) -> None:
         event["t"] = time.monotonic_ns()
         event["wall"] = time.time()
-        self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+        self._file.write(_COMPACT.encode(event) + "\n")
 
     def invoke(self, op: str, args: dict[str, Any]) -> str:
         self._seq += 1

@@ -69,6 +69,12 @@ class RecordsReader:
         _, generation, writers, nr_groups, _ = DIR_HEADER.unpack_from(self.directory.map, 0)
         return generation, writers, nr_groups
 
+    def quiet_generation(self) -> int | None:
+        """The directory's generation, or None while a writer is active: a snapshot of
+        that generation shows the records exactly as they were now."""
+        generation, writers, _ = self._header()
+        return None if writers else generation
+
     def _group(self, slot: int) -> GroupSnapshot:
         group_id, page_addr, nr, _, module = DIR_ENTRY.unpack_from(
             self.directory.map, DIR_HEADER.size + slot * DIR_ENTRY.size)
