@@ -136,8 +136,7 @@ class Kernel:
                 cpu, self.trace_clock(), task.pid, task.comm, ip, parent_ip))
         else:
             written = self.ring_buffer.write_function_events(
-                cpu, self.trace_clock.stamps(count), task.pid, task.comm,
-                np.full(count, ip, dtype=np.uint64), np.full(count, parent_ip, dtype=np.uint64))
+                cpu, self.trace_clock.stamps(count), task.pid, task.comm, ip, parent_ip)
         events_written.set(events_written.get() + written)
 
     def symbol_name(self, ip: int) -> str:

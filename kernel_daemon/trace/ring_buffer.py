@@ -153,27 +153,38 @@ class RingBufferPerCpu:
             cut += 1
         self.tail = cut
 
-    def fill_functions(self, count: int, ts: np.ndarray | int, pid: np.ndarray | int,
-                       comm: np.ndarray | bytes, ips: np.ndarray, parent_ips: np.ndarray,
-                       flags: np.ndarray | int) -> None:
-        """Write the last ``min(count, capacity)`` of a batch of function events at head."""
+    def fill_functions(self, ts: np.ndarray, pid: np.ndarray | int,
+                       comm: np.ndarray | bytes, ips: np.ndarray | int,
+                       parent_ips: np.ndarray | int, flags: np.ndarray | int) -> None:
+        """Write the last ``min(len(ts), capacity)`` of a batch of function events at head.
+
+        What all the events share is one record copied over the span; then each field
+        that differs is written from its array (the timestamps, at least).
+        """
+        count = len(ts)
         keep = min(count, self.capacity)
         skip = count - keep
         first = (self.head + skip) % self.capacity
+        shared = np.zeros((), dtype=RB_EVENT)
+        shared["type"] = TRACE_FN
+        shared["cpu"] = self.cpu
+        columns = {"ts": ts}
+        for name, value in (("pid", pid), ("comm", comm), ("ip", ips),
+                            ("parent_ip", parent_ips), ("flags", flags)):
+            if isinstance(value, np.ndarray):
+                columns[name] = value
+            else:
+                shared[name] = value
+        # Copied as 64-bit words: numpy assigns a structured record field by field.
+        shared_words = shared.reshape(1).view(np.uint64)
         done = 0
         while done < keep:
             span = min(keep - done, self.capacity - first)
             part = self.recs[first:first + span]
             lo, hi = skip + done, skip + done + span
-            part["type"] = TRACE_FN
-            part["len"] = 0
-            part["pid"] = pid[lo:hi] if isinstance(pid, np.ndarray) else pid
-            part["ts"] = ts[lo:hi] if isinstance(ts, np.ndarray) else ts
-            part["ip"] = ips[lo:hi]
-            part["parent_ip"] = parent_ips[lo:hi]
-            part["cpu"] = self.cpu
-            part["flags"] = flags[lo:hi] if isinstance(flags, np.ndarray) else flags
-            part["comm"] = comm[lo:hi] if isinstance(comm, np.ndarray) else comm
+            part.view(np.uint64).reshape(span, len(shared_words))[...] = shared_words
+            for name, values in columns.items():
+                part[name] = values[lo:hi]
             done += span
             first = 0
 
@@ -306,17 +317,18 @@ class RingBuffer:
         self._wake_readers()
         return True
 
-    def write_function_events(self, cpu: int, ts: np.ndarray | int, pid: np.ndarray | int,
-                              comm: np.ndarray | str | bytes, ips: np.ndarray,
-                              parent_ips: np.ndarray, flags: np.ndarray | int = 0) -> int:
+    def write_function_events(self, cpu: int, ts: np.ndarray, pid: np.ndarray | int,
+                              comm: np.ndarray | str | bytes, ips: np.ndarray | int,
+                              parent_ips: np.ndarray | int, flags: np.ndarray | int = 0) -> int:
         """A batch of ``TRACE_FN`` entries on one CPU, as if written one by one.
 
+        ``ts`` holds the batch's timestamps, one per event; ``pid``, ``comm``, ``ips``,
+        ``parent_ips`` and ``flags`` are arrays of the same length or one value for all.
         Every event counts in ``entries``; those overwritten, even by later events of the
-        same batch, count as overruns.  ``ts``, ``pid``, ``comm`` and ``flags`` are arrays
-        of the batch's length or one value for all.  Returns the number written (0 when
-        recording is off).
+        same batch, count as overruns.  Returns the number written (0 when recording is
+        off).
         """
-        count = len(ips)
+        count = len(ts)
         if count == 0 or self._record_disabled:
             return 0
         # Arrays of str become ASCII bytes (numpy's U -> S cast), as comms are.
@@ -331,7 +343,7 @@ class RingBuffer:
                 cb.tail = cb.head + count - cb.capacity
             else:
                 cb.make_room(count)
-            cb.fill_functions(count, ts, pid, comm, np.asarray(ips), np.asarray(parent_ips), flags)
+            cb.fill_functions(np.asarray(ts), pid, comm, ips, parent_ips, flags)
             cb.head += count
             cb.entries += count
             cb.write_end()
