@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
-
 from bench import REPS, Entry, alternate, entry, time_per_call
 
 MODULE_FUNCTIONS = 2_000

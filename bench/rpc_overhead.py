@@ -1,12 +1,14 @@
 """RPC overhead: ftraced's lightest calls against a bare gRPC echo server.
 
-Two servers run side by side, each in its own process, on the same transport: ftraced
-(an ephemeral daemon, default boot options) and ``bench.echo_server``, built by the same
-``new_grpc_server()`` (same thread pool, same options) but with nothing behind its calls.
-1, 4 and 16 client processes (``bench.rpc_worker``, started once and reused) call as fast
-as they can for a fixed window (0.3 s, after 0.15 s of warm-up); the figure is completed
-operations per second, summed over the clients: the median of 15 windows, those of ftraced
-and of the echo server alternating.
+Two servers run side by side on the same transport: ftraced (ephemeral daemons, default
+boot options) and ``bench.echo_server``, built by the same ``new_grpc_server()`` (same
+thread pool, same options) but with nothing behind its calls; five processes of each,
+taken in turn, since one process of a server can be a fifth faster or slower than
+another for its whole life (``bench.procs.Servers``).  1, 4 and 16 client processes
+(``bench.rpc_worker``, started once and reused) call as fast as they can for a fixed
+window (0.3 s, after 0.15 s of warm-up); the figure is completed operations per second,
+summed over the clients: the median of 15 windows, those of ftraced and of the echo
+server alternating.
 
 - ``cat tracing_on``: one ``Tracefs.ReadFile`` against the echo server's unary call;
 - ``echo schedule > set_ftrace_filter`` as a file session (``Tracefs.Session``: open,
@@ -22,11 +24,12 @@ ftraced's calls through the client library (``clients.api.Client``).
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections.abc import Callable
 
 from bench import REPS, Entry, alternate, entry
-from bench.procs import Server, WorkerPool
+from bench.procs import Servers, WorkerPool
 
 CONCURRENCY = (1, 4, 16)
 TRANSPORTS = ("unix", "tcp")
@@ -42,11 +45,14 @@ TARGET = 0.9
 # Short windows, many of them: a busy machine's swings hit both servers alike more often,
 # and the ratios, near the target, move by up to 0.1 between runs with 7 of them.
 RPC_REPS = 15
+# Processes of each server, taken in turn (bench.procs.Servers): 3 windows on each.
+INSTANCES = 5
 
 
 def run(quick: bool = False, seed: int = 1, pool: WorkerPool | None = None,
         directory: str | None = None) -> list[Entry]:
     window, lead = (0.15, 0.1) if quick else (0.3, 0.15)
+    instances = 1 if quick else INSTANCES
     concurrency = (1,) if quick else CONCURRENCY
     transports = ("unix",) if quick else TRANSPORTS
     entries: list[Entry] = []
@@ -56,19 +62,22 @@ def run(quick: bool = False, seed: int = 1, pool: WorkerPool | None = None,
         pool = pool or WorkerPool(max(concurrency), directory)
         try:
             for transport in transports:
-                with Server("echo", transport, directory=directory) as echo, \
-                        Server("daemon", transport, ["--seed", str(seed)],
-                               directory=directory) as daemon:
+                with Servers(instances, "echo", transport, directory=directory) as echo, \
+                        Servers(instances, "daemon", transport, ["--seed", str(seed)],
+                                directory=directory) as daemon:
                     extra = transport == "unix" and not quick
                     for op, echo_op, bare_op, api_op, _, _ in OPERATIONS:
                         warm = [(op, daemon), (echo_op, echo)]
                         warm += [(bare_op, echo), (api_op, daemon)] if extra else []
-                        for warm_op, server in warm:
-                            pool.warm(warm_op, server.address, max(concurrency))
+                        for warm_op, servers in warm:
+                            for address in servers.addresses:
+                                pool.warm(warm_op, address, max(concurrency))
                     for clients in concurrency:
                         for op, echo_op, bare_op, api_op, what, echo_what in OPERATIONS:
-                            def rate(op: str, server: Server) -> Callable[[], float]:
-                                return lambda: pool.rate(op, server.address, clients, window, lead)
+                            def rate(op: str, servers: Servers) -> Callable[[], float]:
+                                # Each repetition on the next process of the kind.
+                                turn = itertools.cycle(servers.addresses)
+                                return lambda: pool.rate(op, next(turn), clients, window, lead)
 
                             measures = {"ours": rate(op, daemon), "echo": rate(echo_op, echo)}
                             if extra:

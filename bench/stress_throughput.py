@@ -4,11 +4,13 @@
 --invokers 4 --no-minimize --seed S --out DIR`` (a private daemon, the stress tool's own
 defaults otherwise); the figure is ``operations.per_second`` of its ``report.json``.
 Baseline: the bare gRPC echo server's unary rate with 16 client processes, measured
-between the stress runs.
+between the stress runs, each time on another of several echo server processes (as each
+stress run boots a daemon of its own; see ``bench.procs.Servers``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -16,7 +18,7 @@ import sys
 import tempfile
 
 from bench import REPS, Entry, Stats, alternate, entry
-from bench.procs import REPO_ROOT, Server, WorkerPool
+from bench.procs import REPO_ROOT, Servers, WorkerPool
 
 CLIENTS = {"tracers": 4, "loaders": 4, "shells": 4, "invokers": 4}
 OPS = 2500
@@ -50,8 +52,7 @@ def stress_rate(ops: int, seed: int, directory: str) -> float:
     return float(report["operations"]["per_second"])
 
 
-def run(quick: bool = False, seed: int = 1, pool: WorkerPool | None = None,
-        echo: Server | None = None) -> list[Entry]:
+def run(quick: bool = False, seed: int = 1, pool: WorkerPool | None = None) -> list[Entry]:
     ops = OPS
     window = 0.25 if quick else 0.8
     clients = sum(CLIENTS.values())
@@ -63,24 +64,24 @@ def run(quick: bool = False, seed: int = 1, pool: WorkerPool | None = None,
                       None, TARGET, group="Stress throughput",
                       note=f"{what}: not run in quick mode")]
     with tempfile.TemporaryDirectory(prefix="ftbench-stress-") as directory:
-        own_pool, own_echo = pool is None, echo is None
+        own_pool = pool is None
         pool = pool or WorkerPool(clients, directory)
         try:
-            echo = echo or Server("echo", "unix", directory=directory)
-            pool.warm("unary", echo.address, clients)
-            seeds = iter(range(seed, seed + 1000))
-            try:
-                stats = alternate({
-                    "ours": lambda: stress_rate(ops, next(seeds), directory),
-                    "echo": lambda: pool.rate("unary", echo.address, clients, window),
-                }, REPS)
-            except (StressUnavailable, subprocess.TimeoutExpired) as error:
-                return [Entry("stress/ops_per_s", "ops/s", None,
-                              f"echo unary call, {clients} clients", None, TARGET,
-                              group="Stress throughput", note=f"{what}: not measured: {error}")]
+            with Servers(REPS, "echo", "unix", directory=directory) as echo:
+                for address in echo.addresses:
+                    pool.warm("unary", address, clients)
+                seeds = iter(range(seed, seed + 1000))
+                echoes = itertools.cycle(echo.addresses)
+                try:
+                    stats = alternate({
+                        "ours": lambda: stress_rate(ops, next(seeds), directory),
+                        "echo": lambda: pool.rate("unary", next(echoes), clients, window),
+                    }, REPS)
+                except (StressUnavailable, subprocess.TimeoutExpired) as error:
+                    return [Entry("stress/ops_per_s", "ops/s", None,
+                                  f"echo unary call, {clients} clients", None, TARGET,
+                                  group="Stress throughput", note=f"{what}: not measured: {error}")]
         finally:
-            if own_echo and echo is not None:
-                echo.stop()
             if own_pool:
                 pool.close()
     return [entry("stress/ops_per_s", "ops/s", stats["ours"], f"echo unary call, {clients} clients",
