@@ -46,8 +46,9 @@ def ftrace_replace_code(ft: Ftrace, enable: bool) -> None:
     """``ftrace_replace_code(enable)``: bring every live record to its desired state.
 
     Only the records ``ftrace_check_record`` names are written, each once (its ENABLED
-    bit flipped), as the kernel patches only those: a CPU reading the flags without a
-    lock never sees a record that keeps its state change, even for an instant.
+    bit flipped), as the kernel patches only those call sites: a CPU reading the flags
+    without a lock sees each record before or after its change, and a record that keeps
+    its state is never written.
     """
     if ft.ftrace_disabled:
         return
