@@ -60,6 +60,24 @@ def test_in_process_reader_matches_and_follows_unload():
         assert np.array_equal(snap.groups[0].ips, kernel.ftrace.pages.groups[0].ips)
 
 
+def test_quiet_state_moves_when_a_group_is_linked_before_its_counts_are_written():
+    """A module's pages are linked, counts still 0, before ftrace_update_code writes them;
+    the generation does not move then, so a checker bracket must see the group list move."""
+    with booted() as kernel:
+        reader = RecordsReader(kernel.namespace)
+        state = reader.quiet_state()
+        assert state is not None and reader.snapshot().state() == state
+        pages = kernel.ftrace.pages
+        core = pages.groups[0]
+        group = pages.allocate(object(), "late", core.ips[:4] + np.uint64(1), core.names[:4])
+        pages.link(group)
+        assert reader.quiet_state()[0] == state[0]  # the same generation...
+        assert reader.quiet_state() != state  # ...but not the same state
+        assert reader.snapshot().state() != state
+        pages.unlink(group)
+        pages.free(group)
+
+
 def test_segments_of_a_killed_daemon_are_reaped_at_the_next_boot(tmp_path):
     code = ("from kernel_daemon.kernel import BootOptions, Kernel; import os, sys;"
             "k = Kernel(BootOptions(core_functions=426)); print(k.namespace, flush=True);"

@@ -7,9 +7,10 @@
   each record's count lies between the number of enabled ops that trace every function
   and the number of enabled ops, and a record is patched exactly when its count is
   non-zero and tracing is started. A snapshot only counts when it is one such state:
-  the page directory's generation is read before ``Stats`` and ``ListOps`` (which takes
-  ftrace_lock, so every critical section begun before it has ended), the records are
-  copied after, and no record was written in between (the copy has that generation).
+  the page directory's generation and group list are read before ``Stats`` and
+  ``ListOps`` (which takes ftrace_lock, so every critical section begun before it has
+  ended), the records are copied after, and nothing was written or linked in between
+  (the copy has that generation and those groups).
   A race window that drops the lock mid-operation exposes a state outside the bounds;
   the kernel's locking never does.
 - ``dmesg``: ``Kernel.DmesgFollow``; a ``WARNING:`` or ``BUG:`` (KASAN) line is an
@@ -214,14 +215,14 @@ class Checker:
         if self.reader is None:
             return True
         start = time.monotonic_ns()
-        generation = self.reader.quiet_generation()
-        if generation is None:
+        state = self.reader.quiet_state()
+        if state is None:
             self.counts["shm inconclusive"] += 1
             return False
         stats = self.client.stats()
         ops = self.client.list_ops()
         # Moved already: no copy is needed to know this state is gone.
-        if self.reader.quiet_generation() != generation:
+        if self.reader.quiet_state() != state:
             self.counts["shm inconclusive"] += 1
             return False
         try:
@@ -230,7 +231,7 @@ class Checker:
             self.counts["shm inconclusive"] += 1
             return False
         end = time.monotonic_ns()
-        if snap.generation != generation:
+        if snap.state() != state:
             self.counts["shm inconclusive"] += 1
             return False
         self.counts["shm"] += 1

@@ -42,6 +42,10 @@ class RecordsSnapshot:
     generation: int
     groups: tuple[GroupSnapshot, ...]
 
+    def state(self) -> tuple[int, tuple[int, ...]]:
+        """The generation and the groups' ids (compare :meth:`RecordsReader.quiet_state`)."""
+        return self.generation, tuple(group.group_id for group in self.groups)
+
     def find(self, ip: int) -> tuple[GroupSnapshot, int] | None:
         for group in self.groups:
             i = int(np.searchsorted(group.ips, np.uint64(ip)))
@@ -69,15 +73,22 @@ class RecordsReader:
         _, generation, writers, nr_groups, _ = DIR_HEADER.unpack_from(self.directory.map, 0)
         return generation, writers, nr_groups
 
-    def quiet_generation(self) -> int | None:
-        """The directory's generation, or None while a writer is active: a snapshot of
-        that generation shows the records exactly as they were now."""
-        generation, writers, _ = self._header()
-        return None if writers else generation
+    def quiet_state(self) -> tuple[int, tuple[int, ...]] | None:
+        """The directory's generation and its groups' ids, or None while a writer is
+        active: a snapshot whose :meth:`RecordsSnapshot.state` is the same shows the
+        records as they were now. The groups count as well as the generation, since
+        linking or unlinking a group rewrites the directory, not the generation."""
+        generation, writers, nr_groups = self._header()
+        if writers:
+            return None
+        return generation, tuple(self._entry(slot)[0] for slot in range(nr_groups))
+
+    def _entry(self, slot: int) -> tuple[int, int, int, int, bytes]:
+        """Directory slot ``slot``: group id, page address, records, pages, module."""
+        return DIR_ENTRY.unpack_from(self.directory.map, DIR_HEADER.size + slot * DIR_ENTRY.size)
 
     def _group(self, slot: int) -> GroupSnapshot:
-        group_id, page_addr, nr, _, module = DIR_ENTRY.unpack_from(
-            self.directory.map, DIR_HEADER.size + slot * DIR_ENTRY.size)
+        group_id, page_addr, nr, _, module = self._entry(slot)
         segment = self._segments.get(group_id)
         if segment is None:
             try:
