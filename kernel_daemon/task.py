@@ -36,9 +36,10 @@ IDLE_TASK = Task(0, "swapper/0")
 _current: contextvars.ContextVar[Task] = contextvars.ContextVar("current_task", default=IDLE_TASK)
 
 
-# For the RPC layer's system-call context, entered on every call: the ContextVar's own
-# methods, so that entering and leaving cost no Python call. ``enter_task(task)``
-# returns the token ``leave_task`` restores the previous task with.
+# Entering and leaving a task: ``enter_task(task)`` returns the token ``leave_task``
+# restores the previous task with. The ContextVar's own methods, so that the paths
+# entered on every call (the RPC layer's system-call context, a file session's
+# requests) pay no Python call; running_as is the same two steps as a ``with`` block.
 enter_task = _current.set
 leave_task = _current.reset
 
@@ -62,8 +63,8 @@ class running_as:  # noqa: N801 - used like the function-style context managers
         self.task = task
 
     def __enter__(self) -> Task:
-        self.token = _current.set(self.task)
+        self.token = enter_task(self.task)
         return self.task
 
     def __exit__(self, *exc_info: object) -> None:
-        _current.reset(self.token)
+        leave_task(self.token)
