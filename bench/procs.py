@@ -16,11 +16,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.connection import grpc_target
+from clients.stress.cpu import process_cpu_seconds
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -192,6 +194,26 @@ class Servers:
         self.stop()
 
 
+@dataclass(frozen=True)
+class Window:
+    """What :meth:`WorkerPool.measure` saw: operations per second in the window, calls
+    made in all (the warm-up's too), and the CPU seconds the workers, and the server when
+    its pid was given, spent on them (the server does nothing else meanwhile)."""
+
+    rate: float
+    calls: int
+    client_cpu: float
+    server_cpu: float | None = None
+
+    @property
+    def client_cpu_per_call(self) -> float:
+        return self.client_cpu / self.calls
+
+    @property
+    def server_cpu_per_call(self) -> float | None:
+        return None if self.server_cpu is None else self.server_cpu / self.calls
+
+
 class WorkerPool:
     """``size`` client processes (``bench.rpc_worker``), started once and reused."""
 
@@ -215,6 +237,13 @@ class WorkerPool:
              lead: float = 0.3) -> float:
         """Operations per second of ``clients`` workers running ``op`` against ``target``
         together for ``duration`` seconds (after ``lead`` seconds of warm-up)."""
+        return self.measure(op, target, clients, duration, lead).rate
+
+    def measure(self, op: str, target: str, clients: int, duration: float,
+                lead: float = 0.3, server_pid: int | None = None) -> Window:
+        """:meth:`rate`, with the calls made in all and the CPU the workers (and the
+        server at ``server_pid``) spent."""
+        server_before = process_cpu_seconds(server_pid) if server_pid else None
         workers = self.workers[:clients]
         if len(workers) < clients:
             raise ValueError(f"the pool has {len(self.workers)} workers, not {clients}")
@@ -225,7 +254,8 @@ class WorkerPool:
             assert worker.popen.stdin is not None
             worker.popen.stdin.write(line)
             worker.popen.stdin.flush()
-        total = 0
+        total = calls = 0
+        cpu = 0.0
         errors = []
         for worker in workers:
             assert worker.popen.stdout is not None
@@ -237,9 +267,14 @@ class WorkerPool:
                 errors.append(result["error"])
             else:
                 total += result["count"]
+                calls += result["calls"]
+                cpu += result["cpu"]
         if errors:
             raise RuntimeError(f"{op} on {target}: {errors[0]}")
-        return total / duration
+        server_after = process_cpu_seconds(server_pid) if server_pid else None
+        server_cpu = (server_after - server_before
+                      if server_before is not None and server_after is not None else None)
+        return Window(total / duration, calls, cpu, server_cpu)
 
     def warm(self, op: str, target: str, clients: int | None = None) -> None:
         """Connect the workers to ``target`` and run ``op`` a little, untimed, so that no

@@ -19,7 +19,10 @@ The clients call both servers through the same plain gRPC client code, with the 
 call metadata (the caller identity ftraced's protocol asks for; the echo server ignores
 it), so that only the server differs.  For information, on the unix socket:
 ``*/bare_echo`` rows compare with echo calls without metadata, ``*/api`` rows make
-ftraced's calls through the client library (``clients.api.Client``).
+ftraced's calls through the client library (``clients.api.Client``).  ``*/server_cpu``
+rows: the server process's CPU per call (from ``/proc``, over each window and its
+warm-up), ftraced's against the echo server's; their difference is what ftraced's
+handlers cost in place, under the load of that row.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import itertools
 import tempfile
 from collections.abc import Callable
 
-from bench import REPS, Entry, alternate, entry
+from bench import REPS, Entry, Stats, alternate, entry
 from bench.procs import Servers, WorkerPool
 
 CONCURRENCY = (1, 4, 16)
@@ -74,12 +77,24 @@ def run(quick: bool = False, seed: int = 1, pool: WorkerPool | None = None,
                                 pool.warm(warm_op, address, max(concurrency))
                     for clients in concurrency:
                         for op, echo_op, bare_op, api_op, what, echo_what in OPERATIONS:
-                            def rate(op: str, servers: Servers) -> Callable[[], float]:
-                                # Each repetition on the next process of the kind.
-                                turn = itertools.cycle(servers.addresses)
-                                return lambda: pool.rate(op, next(turn), clients, window, lead)
+                            server_cpu: dict[str, list[float]] = {"ours": [], "echo": []}
 
-                            measures = {"ours": rate(op, daemon), "echo": rate(echo_op, echo)}
+                            def rate(op: str, servers: Servers,
+                                     cpu: list[float] | None = None) -> Callable[[], float]:
+                                # Each repetition on the next process of the kind.
+                                turn = itertools.cycle(servers.servers)
+
+                                def measure() -> float:
+                                    server = next(turn)
+                                    measured = pool.measure(op, server.address, clients, window,
+                                                            lead, server_pid=server.pid)
+                                    if cpu is not None and measured.server_cpu_per_call:
+                                        cpu.append(measured.server_cpu_per_call)
+                                    return measured.rate
+                                return measure
+
+                            measures = {"ours": rate(op, daemon, server_cpu["ours"]),
+                                        "echo": rate(echo_op, echo, server_cpu["echo"])}
                             if extra:
                                 measures["bare"] = rate(bare_op, echo)
                                 measures["api"] = rate(api_op, daemon)
@@ -90,6 +105,12 @@ def run(quick: bool = False, seed: int = 1, pool: WorkerPool | None = None,
                             entries.append(entry(
                                 name, "ops/s", stats["ours"], f"{echo_what}, same metadata",
                                 stats["echo"], TARGET, group=group, note=note))
+                            if server_cpu["ours"] and server_cpu["echo"]:
+                                entries.append(entry(
+                                    f"{name}/server_cpu", "s", Stats(server_cpu["ours"]),
+                                    f"{echo_what}, same metadata: the echo server's CPU",
+                                    Stats(server_cpu["echo"]), None, higher_is_better=False,
+                                    group=group, note=f"{note}: ftraced's CPU per call"))
                             if "bare" in stats:
                                 entries.append(entry(
                                     f"{name}/bare_echo", "ops/s", stats["ours"],

@@ -5,7 +5,9 @@ command per line and answers one JSON line:
 
 - ``{"op": OP, "target": ADDRESS, "start": T, "duration": D}``: run OP in a loop, as fast
   as it goes, until ``time.monotonic()`` reaches T (warming up), then count the
-  operations that complete in [T, T + D]; answers ``{"count": N}``;
+  operations that complete in [T, T + D]; answers ``{"count": N, "calls": M, "cpu": S}``:
+  N counted, M made in all (warm-up included), S seconds of this process's CPU
+  (every thread's) while making them;
 - ``{"op": "quit"}``.
 
 OPs: ``read`` (``cat tracing_on``: one ``Tracefs.ReadFile``), ``session`` (``echo
@@ -135,17 +137,21 @@ class Worker:
             return pingpong
         raise ValueError(f"unknown op {op!r}")
 
-    def run(self, op: str, target: str, start: float, duration: float) -> int:
+    def run(self, op: str, target: str, start: float, duration: float) -> dict[str, float]:
         fn = self.operation(op, target)
+        cpu_start = time.process_time()
         fn()  # connect before the window
+        calls = 1
         while time.monotonic() < start:
             fn()
+            calls += 1
         end = start + duration
         count = 0
         while True:
             fn()
+            calls += 1
             if time.monotonic() > end:
-                return count
+                return {"count": count, "calls": calls, "cpu": time.process_time() - cpu_start}
             count += 1
 
 
@@ -157,9 +163,8 @@ def main() -> int:
         if command["op"] == "quit":
             break
         try:
-            count = worker.run(command["op"], command["target"], command["start"],
-                               command["duration"])
-            answer = {"count": count}
+            answer = worker.run(command["op"], command["target"], command["start"],
+                                command["duration"])
         except Exception as error:  # reported, not fatal: the runner records the failure
             answer = {"error": f"{type(error).__name__}: {error}"}
         print(json.dumps(answer), flush=True)

@@ -6,6 +6,12 @@ defaults otherwise); the figure is ``operations.per_second`` of its ``report.jso
 Baseline: the bare gRPC echo server's unary rate with 16 client processes, measured
 between the stress runs, each time on another of several echo server processes (as each
 stress run boots a daemon of its own; see ``bench.procs.Servers``).
+
+Beside the rate, where the CPU goes (rows without a target): each party's CPU per
+operation, from the run's report (``cpu``: ftraced, the client processes, ftrace-stress
+itself), against what the echo server and its client processes spend per call, read
+from ``/proc`` around each echo window. The two cores are busy in both, so the rate
+ratio follows the ratio of the totals.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ import os
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 from bench import REPS, Entry, Stats, alternate, entry
-from bench.procs import REPO_ROOT, Servers, WorkerPool
+from bench.procs import REPO_ROOT, Servers, Window, WorkerPool
 
 CLIENTS = {"tracers": 4, "loaders": 4, "shells": 4, "invokers": 4}
 OPS = 2500
@@ -30,7 +37,7 @@ class StressUnavailable(RuntimeError):
     pass
 
 
-def stress_rate(ops: int, seed: int, directory: str) -> float:
+def stress_report(ops: int, seed: int, directory: str) -> dict[str, Any]:
     out = os.path.join(directory, f"stress-{seed}")
     argv = [sys.executable, "-m", "clients.stress", "--variant", "fixed", "--ops", str(ops),
             "--no-minimize", "--seed", str(seed), "--out", out]
@@ -49,7 +56,7 @@ def stress_rate(ops: int, seed: int, directory: str) -> float:
     if report.get("outcome") not in (None, "clean", "ok", "passed"):
         raise StressUnavailable(f"ftrace-stress ended {report.get('outcome')!r} "
                                 f"(status {done.returncode}) on the fixed variant")
-    return float(report["operations"]["per_second"])
+    return report
 
 
 def run(quick: bool = False, seed: int = 1, pool: WorkerPool | None = None) -> list[Entry]:
@@ -71,12 +78,23 @@ def run(quick: bool = False, seed: int = 1, pool: WorkerPool | None = None) -> l
                 for address in echo.addresses:
                     pool.warm("unary", address, clients)
                 seeds = iter(range(seed, seed + 1000))
-                echoes = itertools.cycle(echo.addresses)
+                echoes = itertools.cycle(echo.servers)
+                cpu = CpuSamples()
+
+                def ours() -> float:
+                    report = stress_report(ops, next(seeds), directory)
+                    cpu.add_stress(report["cpu"]["ms_per_operation"])
+                    return float(report["operations"]["per_second"])
+
+                def echo_rate() -> float:
+                    server = next(echoes)
+                    measured = pool.measure("unary", server.address, clients, window,
+                                            server_pid=server.pid)
+                    cpu.add_echo(measured)
+                    return measured.rate
+
                 try:
-                    stats = alternate({
-                        "ours": lambda: stress_rate(ops, next(seeds), directory),
-                        "echo": lambda: pool.rate("unary", next(echoes), clients, window),
-                    }, REPS)
+                    stats = alternate({"ours": ours, "echo": echo_rate}, REPS)
                 except (StressUnavailable, subprocess.TimeoutExpired) as error:
                     return [Entry("stress/ops_per_s", "ops/s", None,
                                   f"echo unary call, {clients} clients", None, TARGET,
@@ -85,7 +103,59 @@ def run(quick: bool = False, seed: int = 1, pool: WorkerPool | None = None) -> l
             if own_pool:
                 pool.close()
     return [entry("stress/ops_per_s", "ops/s", stats["ours"], f"echo unary call, {clients} clients",
-                  stats["echo"], TARGET, group="Stress throughput", note=what)]
+                  stats["echo"], TARGET, group="Stress throughput", note=what),
+            *cpu.entries(clients)]
 
 
-__all__ = ["run", "stress_rate", "Stats"]
+class CpuSamples:
+    """CPU per operation of each stress run (its report's ``cpu`` section) and per call
+    of each echo window: where the time goes, beside the rate."""
+
+    def __init__(self) -> None:
+        self.stress: dict[str, list[float]] = {}  # party -> seconds per operation
+        self.echo_server: list[float] = []  # seconds per call
+        self.echo_clients: list[float] = []
+
+    def add_stress(self, ms_per_operation: dict[str, float]) -> None:
+        clients = sum(ms for party, ms in ms_per_operation.items()
+                      if party not in ("ftraced", "ftrace-stress", "total"))
+        for party, ms in {**ms_per_operation, "clients": clients}.items():
+            self.stress.setdefault(party, []).append(ms / 1e3)
+
+    def add_echo(self, measured: Window) -> None:
+        if measured.server_cpu_per_call is not None:
+            self.echo_server.append(measured.server_cpu_per_call)
+            self.echo_clients.append(measured.client_cpu_per_call)
+
+    def entries(self, clients: int) -> list[Entry]:
+        """Informational rows (no target): each party's CPU per operation against what
+        the echo's party spends per call; the ratio is echo's cost / ours."""
+        if "total" not in self.stress or not self.echo_server:
+            return []
+        echo_total = [s + c for s, c in zip(self.echo_server, self.echo_clients)]
+        kinds = ", ".join(f"{party} {Stats(samples).median * 1e3:.2f} ms"
+                          for party, samples in self.stress.items()
+                          if party not in ("ftraced", "ftrace-stress", "total", "clients"))
+        rows = (
+            ("ftraced", "ftraced", "echo server", self.echo_server, ""),
+            ("clients", f"the {clients} client processes", f"the {clients} echo client processes",
+             self.echo_clients, f"; by kind: {kinds}"),
+            ("ftrace-stress", "ftrace-stress itself (its checker threads)", None, None, ""),
+            ("total", "every process", "echo server and clients", echo_total,
+             f"; {TARGET:g} of echo's rate on the same CPUs needs at most "
+             f"1/{TARGET:g} of echo's total per operation"),
+        )
+        out = []
+        for party, ours, base, base_samples, extra in rows:
+            if party not in self.stress:
+                continue
+            out.append(entry(
+                f"stress/cpu/{party}", "s", Stats(self.stress[party]),
+                f"{base}, CPU per call" if base else None,
+                Stats(base_samples) if base_samples else None, None, higher_is_better=False,
+                group="Stress throughput",
+                note=f"ftrace-stress as above, CPU per operation: {ours}{extra}"))
+        return out
+
+
+__all__ = ["run", "stress_report", "Stats"]

@@ -88,6 +88,7 @@ def check_outcome(done: subprocess.CompletedProcess, report: dict, variant: str,
     if variant == "fixed" and race is None:
         assert done.returncode == 0, detail
         assert report["outcome"] == "clean" and report["anomalies"] == []
+        check_cpu_accounting(report)
         return
     assert done.returncode == 1, detail
     assert report["outcome"] == "anomaly"
@@ -127,6 +128,24 @@ def test_outcome_table(tmp_path, variant, race):
         check_buggy_reproducer(tmp_path / "out", report)
     elif race == "load-count":
         check_interleaving(tmp_path / "out", report)
+
+
+def check_cpu_accounting(report: dict) -> None:
+    """Every party's CPU from the go to the stop, each worker's too, and per operation:
+    those seconds over the operations the workers did in that span."""
+    cpu = report["cpu"]
+    kinds = {kind for kind, count in report["configuration"]["workers"].items() if count}
+    assert set(cpu["seconds"]) == {"ftraced", "ftrace-stress"} | kinds
+    assert all(seconds > 0 for seconds in cpu["seconds"].values()), cpu
+    per_worker = [worker["cpu_s"] for worker in report["workers"]]
+    assert all(seconds is not None and seconds > 0 for seconds in per_worker), per_worker
+    assert sum(per_worker) == pytest.approx(sum(cpu["seconds"][kind] for kind in kinds))
+    operations, per_op = cpu["operations"], cpu["ms_per_operation"]
+    assert 0 < operations <= report["operations"]["total"]
+    assert per_op == pytest.approx({**{party: seconds / operations * 1e3
+                                       for party, seconds in cpu["seconds"].items()},
+                                    "total": sum(cpu["seconds"].values()) / operations * 1e3},
+                                   abs=1e-4)
 
 
 def check_buggy_reproducer(out, report: dict) -> None:

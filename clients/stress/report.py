@@ -19,6 +19,7 @@ from typing import Any
 from clients.stress.checker import Anomaly
 from clients.stress.commands import op_commands
 from clients.stress.config import RunConfig
+from clients.stress.cpu import cpu_per_operation
 from clients.stress.history import ClientLog, Op
 from clients.stress.minimize import Reproducer, interleaving_steps
 from clients.stress.workers import EXIT_DAEMON_GONE
@@ -40,6 +41,7 @@ class WorkerRecord:
     exited_ns: int | None = None
     stopped: bool = False  # it had been told to stop (or had done its operations)
     killed_at_stop: bool = False  # it did not stop in time and was killed
+    cpu_s: float | None = None  # CPU seconds from the go to its exit or the stop
 
     def how(self, exited_s: float | None) -> str:
         """How it ended, ``exited_s`` seconds into the run."""
@@ -72,6 +74,9 @@ class RunResult:
     logs: list[ClientLog] = field(default_factory=list)
     workers: list[WorkerRecord] = field(default_factory=list)
     checks: Counter[str] = field(default_factory=Counter)
+    # CPU seconds from the go to the stop: "ftraced" (a private daemon), "ftrace-stress"
+    # (this process: its checker), and each worker kind's processes together.
+    cpu: dict[str, float] = field(default_factory=dict)
     shm_error: str = ""
     error: str = ""  # what made the run fail (exit status 2)
     reproducer: Reproducer | None = None
@@ -94,6 +99,11 @@ class RunResult:
     @property
     def duration(self) -> float:
         return max((self.stop_ns - self.start_ns) / 1e9, 1e-9)
+
+    @property
+    def ops_before_stop(self) -> int:
+        """The operations invoked between the go and the stop (the CPU figures' span)."""
+        return sum(1 for op in self.ops if op.invoke_ns < self.stop_ns)
 
     @property
     def active(self) -> float:
@@ -220,6 +230,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
             "first_s": result.seconds(min((op.invoke_ns for op in result.ops), default=None)),
             "by_kind": per_kind(result),
         },
+        "cpu": {"seconds": result.cpu, "operations": result.ops_before_stop,
+                "ms_per_operation": cpu_per_operation(result.cpu, result.ops_before_stop)},
         "checks": dict(result.checks),
         "shm_check": result.shm_error or "on",
         "workers": [worker_json(result, w) for w in result.workers],
@@ -283,6 +295,10 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
     for kind, row in ops["by_kind"].items():
         out.append(f"  {kind:<28}{row['count']:>8}{row['ok']:>8}{row['refused']:>9}"
                    f"{row['per_second']:>9}")
+    per_op = report["cpu"]["ms_per_operation"]
+    if per_op:
+        out += ["", "CPU per operation (ms, from the go to the stop)",
+                "  " + ", ".join(f"{party} {ms:.3f}" for party, ms in per_op.items())]
     checks = report["checks"]
     out += ["", "Checks",
             f"  consistency over RPC: {checks.get('consistency', 0)}; shared-memory snapshots: "

@@ -36,6 +36,7 @@ from clients.stress import history
 from clients.stress.checker import Anomaly, Checker
 from clients.stress.commands import TRACING_DIR
 from clients.stress.config import AUTO_FAILPOINTS, BootSpec, RunConfig
+from clients.stress.cpu import CpuMeter
 from clients.stress.history import RESULT_ERROR, RESULT_OK, RESULT_UNKNOWN, Recorder
 from clients.stress.minimize import Minimizer
 from clients.stress.report import RunResult, WorkerRecord, write_reports
@@ -80,6 +81,7 @@ class _Worker:
         self.process.stdin.flush()
         self.pidfd = os.pidfd_open(self.process.pid)
         self.record = WorkerRecord(spec.name, spec.kind, self.process.pid)
+        self.cpu = CpuMeter(self.process.pid)
         self.frozen = False
 
     def tell(self, word: str) -> None:
@@ -110,7 +112,12 @@ class _Worker:
             self.process.send_signal(signal.SIGCONT)
             self.frozen = False
 
+    def stop_cpu_meter(self) -> None:
+        self.cpu.stop()
+        self.record.cpu_s = self.cpu.spent
+
     def reap(self) -> None:
+        self.stop_cpu_meter()  # exited, not yet reaped: /proc still has its figures
         self.record.status = self.process.wait()
         self.record.exited_ns = time.monotonic_ns()
         if self.record.status == 0:
@@ -136,6 +143,8 @@ class Run:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._ops_seen: dict[str, tuple[int, int]] = {}  # progress: file -> (offset, count)
+        # The daemon's (when private) and this process's CPU over the operations.
+        self._cpu: dict[str, CpuMeter] = {}
 
     # --- events from the checker's threads -------------------------------------
 
@@ -237,7 +246,13 @@ class Run:
         # The run starts now, for every worker at once.
         self.result.start_ns = time.monotonic_ns()
         self.result.start_wall = time.time()
+        self._cpu["ftrace-stress"] = CpuMeter(os.getpid())
+        if self.spawned is not None:
+            self._cpu["ftraced"] = CpuMeter(self.spawned.pid)
+        for meter in self._cpu.values():
+            meter.start()
         for worker in self._alive():
+            worker.cpu.start()
             worker.tell("go")
 
     def _await_ready(self) -> None:
@@ -304,9 +319,25 @@ class Run:
             if daemon_fd is not None:
                 os.close(daemon_fd)
         self.result.stop_ns = time.monotonic_ns()
+        self._stop_cpu_meters()
         if self.result.anomalies and not self._lost:
             for worker in self._loaders():
                 worker.freeze()
+
+    def _stop_cpu_meters(self) -> None:
+        """The CPU each party spent from the go to the stop (a worker that exited
+        before, to its exit): the daemon, this process, the workers by kind."""
+        for worker in self._alive():
+            worker.stop_cpu_meter()
+        spent: dict[str, float] = {}
+        for party, meter in self._cpu.items():
+            meter.stop()
+            if meter.spent is not None:
+                spent[party] = meter.spent
+        for worker in self.workers:
+            if worker.record.cpu_s is not None:
+                spent[worker.spec.kind] = spent.get(worker.spec.kind, 0.0) + worker.record.cpu_s
+        self.result.cpu = spent
 
     def _stopping_anomaly(self) -> bool:
         return any(self.config.stops(a.kind) for a in self.result.anomalies)

@@ -1,0 +1,58 @@
+"""Where a run's CPU went: each process's CPU time from the go to its end or the stop.
+
+Read from ``/proc/PID/stat`` (``utime`` + ``stime``: every thread of the process, in
+clock ticks), as ``ps`` and ``top`` read it; a process that has exited keeps its
+figures there until it is reaped, so a worker is read between its exit and its reaping.
+Divided by the operations done, these say what one operation cost each party: the
+daemon, each kind of client, and the stress process itself (its checker threads).
+"""
+
+from __future__ import annotations
+
+import os
+
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+# Fields of /proc/PID/stat after the ")" that ends the command name: state is the
+# first, utime the 12th and stime the 13th (proc(5) numbers them 3, 14 and 15).
+_UTIME, _STIME = 11, 12
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds of every thread of ``pid`` so far; None when the
+    process is gone (or ``/proc`` is not Linux's)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return (int(fields[_UTIME]) + int(fields[_STIME])) / _TICKS_PER_SECOND
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class CpuMeter:
+    """The CPU one process spends from :meth:`start` to :meth:`stop` (the first stop
+    counts: a worker read at its exit is not read again at the run's stop)."""
+
+    __slots__ = ("pid", "_at_start", "spent")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._at_start: float | None = None
+        self.spent: float | None = None
+
+    def start(self) -> None:
+        self._at_start = process_cpu_seconds(self.pid)
+
+    def stop(self) -> None:
+        if self.spent is None and self._at_start is not None:
+            now = process_cpu_seconds(self.pid)
+            if now is not None:
+                self.spent = round(now - self._at_start, 3)
+
+
+def cpu_per_operation(seconds: dict[str, float], operations: int) -> dict[str, float]:
+    """Milliseconds of CPU per operation of each party, and of all of them (``total``)."""
+    if not operations:
+        return {}
+    per_op = {party: round(spent / operations * 1e3, 4) for party, spent in seconds.items()}
+    per_op["total"] = round(sum(seconds.values()) / operations * 1e3, 4)
+    return per_op
