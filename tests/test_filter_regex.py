@@ -6,7 +6,7 @@ import errno
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kernel_daemon.errno import KernelError
@@ -113,18 +113,23 @@ def test_negation_globs_and_mod_command(kernel):
     echo(kernel, "", "set_ftrace_filter")
 
 
+def isspace(ch: int) -> bool:
+    """lib/ctype.c: tab, newline, vertical tab, form feed, return, space and 0xA0 are _S."""
+    return 9 <= ch <= 13 or ch in (32, 160)
+
+
 def kernel_trace_get_user(parser: TraceParser, data: bytes, pos: int) -> int:
     """kernel/trace/trace.c:trace_get_user() of 3.6 as written there, a byte at a time."""
     if pos == 0:
         parser.clear()
     i, ch = 1, data[0]
     if not parser.cont:
-        while i < len(data) and bytes([ch]).isspace():
+        while i < len(data) and isspace(ch):
             ch, i = data[i], i + 1
-        if bytes([ch]).isspace():
+        if isspace(ch):
             return i
         parser.buffer.clear()
-    while not bytes([ch]).isspace():
+    while not isspace(ch):
         if len(parser.buffer) >= parser.size - 1:
             raise KernelError(errno.EINVAL)
         parser.buffer.append(ch)
@@ -137,6 +142,7 @@ def kernel_trace_get_user(parser: TraceParser, data: bytes, pos: int) -> int:
 
 
 @settings(max_examples=300, deadline=None)
+@example(size=FTRACE_BUFF_MAX, writes=[(b"a\xa0b", False), (b"\xa0\x1cc\x85 ", False)])
 @given(size=st.sampled_from([3, 8, FTRACE_BUFF_MAX]),
        writes=st.lists(st.tuples(st.binary(min_size=1, max_size=12), st.booleans()),
                        min_size=1, max_size=5))

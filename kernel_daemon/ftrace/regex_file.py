@@ -17,14 +17,13 @@ from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.filter import ftrace_match_records, ftrace_process_regex, install_hash
 from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import FtraceOps
+from kernel_daemon.strings import KERNEL_SPACES
 from kernel_daemon.unwind import kernel_function
 
 # KSYM_SYMBOL_LEN + 4 on x86_64: sizeof("%s+%#lx/%#lx [%s]") + (KSYM_NAME_LEN - 1)
 # + 2 * (BITS_PER_LONG * 3 / 10) + (MODULE_NAME_LEN - 1) + 1 = 18 + 127 + 38 + 55 + 1.
 FTRACE_BUFF_MAX = 239 + 4
-# isspace() over the bytes a shell writes.
-_SPACES = b" \t\n\v\f\r"
-_SPACE = re.compile(b"[" + re.escape(_SPACES) + b"]")
+_SPACE = re.compile(b"[" + re.escape(KERNEL_SPACES) + b"]")
 
 
 @dataclass
@@ -61,7 +60,7 @@ def trace_get_user(parser: TraceParser, data: bytes, pos: int) -> int:
         parser.clear()
     start = 0
     if not parser.cont:
-        start = len(data) - len(data.lstrip(_SPACES))
+        start = len(data) - len(data.lstrip(KERNEL_SPACES))
         if start == len(data):  # only spaces were written
             return start
         parser.buffer.clear()

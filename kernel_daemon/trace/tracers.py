@@ -12,6 +12,7 @@ import threading
 from typing import Protocol
 
 from kernel_daemon.errno import KernelError
+from kernel_daemon.strings import KERNEL_SPACES, c_string
 from kernel_daemon.trace.ring_buffer import RingBuffer
 from kernel_daemon.unwind import kernel_function
 
@@ -79,7 +80,11 @@ class Tracing:
     @kernel_function
     def tracing_set_trace_write(self, data: bytes) -> int:
         """The ``current_tracer`` write: at most MAX_TRACER_SIZE bytes, trailing
-        whitespace stripped; returns the full count."""
-        name = data[:MAX_TRACER_SIZE].decode("latin-1").rstrip()
-        self.tracing_set_tracer(name)
+        isspace() stripped down to the first byte, which stays; the name ends at a NUL.
+        Returns the full count."""
+        buf = data[:MAX_TRACER_SIZE]
+        end = len(buf)
+        while end > 1 and buf[end - 1] in KERNEL_SPACES:
+            end -= 1
+        self.tracing_set_tracer(c_string(buf[:end]).decode("latin-1"))
         return len(data)

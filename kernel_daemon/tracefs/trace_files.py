@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.dispatch import smp_processor_id
+from kernel_daemon.strings import kstrtoul_from_user, strim
 from kernel_daemon.task import current
 from kernel_daemon.trace.trace_output import (buffer_size_kb, buffer_total_size_kb,
                                               format_events, trace_header)
@@ -29,14 +30,8 @@ TRACE_PIPE_MAX = 4095
 # How often a blocked trace_pipe reader checks for a signal (the client going away).
 SIGNAL_CHECK_SECONDS = 0.25
 TRACE_CLOCKS = ("local", "global", "counter")
-
-
-def parse_ulong(data: bytes) -> int:
-    """``kstrtoul_from_user(ubuf, cnt, 10, &val)``: one decimal number, optional newline."""
-    text = data.decode("latin-1").strip()
-    if not text.isdigit():
-        raise KernelError(errno.EINVAL)
-    return int(text)
+# tracing_clock_write()'s char buf[64]: a longer write is EINVAL.
+TRACE_CLOCK_BUF = 64
 
 
 def trace_text(kernel: Kernel, cpu: int | None) -> str:
@@ -154,7 +149,7 @@ def tracing_on_show(kernel: Kernel) -> str:
 
 def tracing_on_store(kernel: Kernel, data: bytes) -> None:
     """``rb_simple_write``: nonzero turns recording on."""
-    if parse_ulong(data):
+    if kstrtoul_from_user(data):
         kernel.ring_buffer.record_on()
     else:
         kernel.ring_buffer.record_off()
@@ -167,7 +162,7 @@ def buffer_size_show(kernel: Kernel) -> str:
 
 def buffer_size_store(kernel: Kernel, data: bytes) -> None:
     """``tracing_entries_write``: KB per CPU; 0 is EINVAL."""
-    kernel.ring_buffer.resize_kb(parse_ulong(data))
+    kernel.ring_buffer.resize_kb(kstrtoul_from_user(data))
 
 
 def buffer_total_show(kernel: Kernel) -> str:
@@ -180,9 +175,12 @@ def trace_clock_show(kernel: Kernel) -> str:
 
 
 def trace_clock_store(kernel: Kernel, data: bytes) -> None:
-    """``tracing_clock_write``.  The model keeps one monotonic clock for all three: the
-    name is remembered and shown, the timestamps do not change meaning."""
-    name = data.decode("latin-1").strip()
+    """``tracing_clock_write``: fewer than 64 bytes (its buffer), ``strstrip()``ped.  The
+    model keeps one monotonic clock for all three: the name is remembered and shown, the
+    timestamps do not change meaning."""
+    if len(data) >= TRACE_CLOCK_BUF:
+        raise KernelError(errno.EINVAL)
+    name = strim(data).decode("latin-1")
     if name not in TRACE_CLOCKS:
         raise KernelError(errno.EINVAL)
     kernel.trace_clock_name = name
@@ -210,7 +208,7 @@ def cpumask_store(kernel: Kernel, data: bytes) -> None:
 
 def events_enable_store(kernel: Kernel, data: bytes) -> None:
     """No trace events are modelled: 0 and 1 are accepted, anything else is EINVAL."""
-    if parse_ulong(data) not in (0, 1):
+    if kstrtoul_from_user(data) not in (0, 1):
         raise KernelError(errno.EINVAL)
 
 
