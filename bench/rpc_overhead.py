@@ -88,7 +88,7 @@ def run(quick: bool = False, seed: int = 1, pool: WorkerPool | None = None,
                                     server = next(turn)
                                     measured = pool.measure(op, server.address, clients, window,
                                                             lead, server_pid=server.pid)
-                                    if cpu is not None and measured.server_cpu_per_call:
+                                    if cpu is not None and measured.server_cpu is not None:
                                         cpu.append(measured.server_cpu_per_call)
                                     return measured.rate
                                 return measure

@@ -111,16 +111,24 @@ class CpuSamples:
     """CPU per operation of each stress run (its report's ``cpu`` section) and per call
     of each echo window: where the time goes, beside the rate."""
 
+    # The report's parties that are not a kind of client process.
+    NOT_CLIENTS = ("ftraced", "ftrace-stress", "total")
+
     def __init__(self) -> None:
         self.stress: dict[str, list[float]] = {}  # party -> seconds per operation
+        self.kinds: dict[str, list[float]] = {}  # client kind -> seconds per operation
         self.echo_server: list[float] = []  # seconds per call
         self.echo_clients: list[float] = []
 
     def add_stress(self, ms_per_operation: dict[str, float]) -> None:
-        clients = sum(ms for party, ms in ms_per_operation.items()
-                      if party not in ("ftraced", "ftrace-stress", "total"))
-        for party, ms in {**ms_per_operation, "clients": clients}.items():
-            self.stress.setdefault(party, []).append(ms / 1e3)
+        clients = 0.0
+        for party, ms in ms_per_operation.items():
+            if party in self.NOT_CLIENTS:
+                self.stress.setdefault(party, []).append(ms / 1e3)
+            else:
+                self.kinds.setdefault(party, []).append(ms / 1e3)
+                clients += ms / 1e3
+        self.stress.setdefault("clients", []).append(clients)
 
     def add_echo(self, measured: Window) -> None:
         if measured.server_cpu_per_call is not None:
@@ -133,14 +141,14 @@ class CpuSamples:
         if "total" not in self.stress or not self.echo_server:
             return []
         echo_total = [s + c for s, c in zip(self.echo_server, self.echo_clients)]
-        kinds = ", ".join(f"{party} {Stats(samples).median * 1e3:.2f} ms"
-                          for party, samples in self.stress.items()
-                          if party not in ("ftraced", "ftrace-stress", "total", "clients"))
+        kinds = ", ".join(f"{kind} {Stats(samples).median * 1e3:.2f} ms"
+                          for kind, samples in self.kinds.items())
         rows = (
             ("ftraced", "ftraced", "echo server", self.echo_server, ""),
             ("clients", f"the {clients} client processes", f"the {clients} echo client processes",
              self.echo_clients, f"; by kind: {kinds}"),
-            ("ftrace-stress", "ftrace-stress itself (its checker threads)", None, None, ""),
+            ("ftrace-stress", "ftrace-stress itself (the orchestrator and its checker)",
+             None, None, ""),
             ("total", "every process", "echo server and clients", echo_total,
              f"; {TARGET:g} of echo's rate on the same CPUs needs at most "
              f"1/{TARGET:g} of echo's total per operation"),
