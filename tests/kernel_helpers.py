@@ -8,6 +8,7 @@ call trace is the one the real path prints.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 
@@ -18,11 +19,13 @@ from kernel_daemon.ftrace.records import ftrace_rec_count, FTRACE_FL_ENABLED
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.module.catalog import load_catalog
 from kernel_daemon.task import Task, running_as
+from kernel_daemon.tracefs.files import (DEFERRED_FPUT, SYSCALL_WRITE, file_read,
+                                         file_release, file_write)
+from kernel_daemon.tracefs.vfs import Vfs
 from kernel_daemon.unwind import kernel_frames
 
 BASH = Task(20903, "bash")
-SYSCALL_WRITE = ("system_call_fastpath", "sys_write", "vfs_write")
-DEFERRED_FPUT = ("int_signal", "do_notify_resume", "task_work_run", "____fput", "__fput")
+T = "/sys/kernel/debug/tracing"
 
 
 @contextlib.contextmanager
@@ -59,6 +62,29 @@ def echo(kernel: Kernel, text: str, path: str, append: bool = False) -> list[int
         with kernel_frames(*DEFERRED_FPUT):
             ftrace_regex_release(ft, iter)
     return errors
+
+
+def cat(vfs: Vfs, path: str, flags: int = os.O_RDONLY) -> str:
+    """``cat PATH`` through the file tree: read to EOF (one read with O_NONBLOCK)."""
+    f = vfs.open(path, flags)
+    try:
+        out = []
+        while chunk := file_read(f, 1 << 20):
+            out.append(chunk)
+            if flags & os.O_NONBLOCK:
+                break
+        return b"".join(out).decode()
+    finally:
+        file_release(f)
+
+
+def write(vfs: Vfs, path: str, data: bytes, flags: int = os.O_WRONLY | os.O_TRUNC) -> int:
+    """One write(2) of ``data`` to PATH, opened with ``flags``; returns what it took."""
+    f = vfs.open(path, flags)
+    try:
+        return file_write(f, data)
+    finally:
+        file_release(f)
 
 
 def modprobe(kernel: Kernel, name: str):

@@ -10,8 +10,7 @@ import pytest
 from kernel_daemon.errno import KernelError
 from kernel_daemon.strings import KERNEL_SPACES, ULONG_MAX, c_string, kstrtoul_from_user, strim
 from kernel_daemon.tracefs.tree import mount
-from tests.kernel_helpers import booted
-from tests.test_trace_files import T, cat, write
+from tests.kernel_helpers import T, booted, cat, write
 
 # lib/ctype.c: the bytes whose _ctype[] entry has _S.
 LIB_CTYPE_SPACES = {9, 10, 11, 12, 13, 32, 160}

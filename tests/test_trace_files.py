@@ -14,9 +14,9 @@ from kernel_daemon.ftrace.dispatch import execute_function, on_cpu
 from kernel_daemon.task import Task, running_as
 from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
-from tests.kernel_helpers import BASH, booted, echo, modprobe, reproducer_until_reload
+from tests.kernel_helpers import (BASH, T, booted, cat, echo, modprobe,
+                                 reproducer_until_reload, write)
 
-T = "/sys/kernel/debug/tracing"
 HEADER_36 = (
     "# tracer: function\n"
     "#\n"
@@ -29,27 +29,6 @@ HEADER_36 = (
     "#                            ||| /     delay\n"
     "#           TASK-PID   CPU#  ||||    TIMESTAMP  FUNCTION\n"
     "#              | |       |   ||||       |         |\n")
-
-
-def cat(vfs, path: str, flags: int = os.O_RDONLY) -> str:
-    f = vfs.open(path, flags)
-    try:
-        out = []
-        while chunk := file_read(f, 1 << 20):
-            out.append(chunk)
-            if flags & os.O_NONBLOCK:
-                break
-        return b"".join(out).decode()
-    finally:
-        file_release(f)
-
-
-def write(vfs, path: str, data: bytes, flags: int = os.O_WRONLY | os.O_TRUNC) -> int:
-    f = vfs.open(path, flags)
-    try:
-        return file_write(f, data)
-    finally:
-        file_release(f)
 
 
 def invoke(kernel, name: str, parent: str = "__fput", count: int = 1, cpu: int = 0,

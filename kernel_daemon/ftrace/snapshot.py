@@ -76,8 +76,9 @@ class RecordsReader:
     def quiet_state(self) -> tuple[int, tuple[int, ...]] | None:
         """``read_seqbegin()`` without the wait: the directory's generation and its
         groups' ids, or None while a writer is active. A snapshot whose
-        :meth:`RecordsSnapshot.state` is the same shows the records as they were now. The groups count as well as the generation, since
-        linking or unlinking a group rewrites the directory, not the generation."""
+        :meth:`RecordsSnapshot.state` is the same shows the records as they were now.
+        The groups count as well as the generation, since linking or unlinking a group
+        rewrites the directory, not the generation."""
         generation, writers, nr_groups = self._header()
         if writers:
             return None
