@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ import pytest
 
 from clients.spawn import SpawnedDaemon, spawn_daemon
 from clients.stress.checker import Checker
+from clients.stress.cpu import daemon_pid
 from kernel_daemon.ftrace.snapshot import RecordsReader
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -184,6 +186,17 @@ def check_interleaving(out, report: dict) -> None:
 PUBLISH_SITE = "ftrace_update_code:before_publish"
 
 
+def test_daemon_pid_is_whoever_listens_on_the_unix_socket(tmp_path):
+    path = str(tmp_path / "listening.sock")
+    assert daemon_pid(f"unix:{path}") is None  # nobody there yet
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen()
+        assert daemon_pid(f"unix:{path}") == os.getpid()
+        assert daemon_pid(path) == os.getpid()
+    assert daemon_pid("localhost:50051") is None  # TCP: the peer may be another machine
+
+
 def test_shm_check_does_not_count_a_copy_with_a_module_linked_in_its_bracket():
     """A modprobe links its pages after ListOps answered and holds there, its counts still
     0, while the records are copied: the generation has not moved, but the copy is not one
@@ -276,6 +289,9 @@ def test_killed_worker_is_reported_and_the_run_goes_on(tmp_path):
     assert "killed by SIGKILL" in workers["loader0"]["how"]
     assert all(w["status"] == 0 for name, w in workers.items() if name != "loader0")
     assert "loader0" in (out / "report.txt").read_text()
+    # A daemon the run did not start is found behind its socket, and its CPU metered.
+    assert report["daemon"]["pid"] == daemon.pid
+    assert report["cpu"]["seconds"]["ftraced"] > 0
     ops = history(out)
     lost = [op for op in ops if op["client"] == "loader0" and op["complete_ns"] is None]
     assert [op["op"] for op in lost] == ["modprobe"]  # in flight when it was killed

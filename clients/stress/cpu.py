@@ -10,6 +10,10 @@ daemon, each kind of client, and the stress process itself (its checker threads)
 from __future__ import annotations
 
 import os
+import socket
+import struct
+
+from clients.connection import unix_socket_path
 
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 # Fields of /proc/PID/stat after the ")" that ends the command name: state is the
@@ -26,6 +30,25 @@ def process_cpu_seconds(pid: int) -> float | None:
         return (int(fields[_UTIME]) + int(fields[_STIME])) / _TICKS_PER_SECOND
     except (OSError, IndexError, ValueError):
         return None
+
+
+def daemon_pid(address: str) -> int | None:
+    """The pid of the process listening at a unix-socket ``address`` (``SO_PEERCRED``
+    of a connection to it: the credentials of whoever called ``listen()``, as our pid
+    namespace sees it); None for a TCP address, whose peer may be on another machine,
+    or when the socket cannot be reached."""
+    path = unix_socket_path(address)
+    if not path:
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.connect(path)
+            creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                     struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid = struct.unpack("3i", creds)[0]
+    return pid or None  # 0: the listener lives in a pid namespace we cannot see
 
 
 class CpuMeter:

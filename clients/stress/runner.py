@@ -36,7 +36,7 @@ from clients.stress import history
 from clients.stress.checker import Anomaly, Checker
 from clients.stress.commands import TRACING_DIR
 from clients.stress.config import AUTO_FAILPOINTS, BootSpec, RunConfig
-from clients.stress.cpu import CpuMeter
+from clients.stress.cpu import CpuMeter, daemon_pid
 from clients.stress.history import RESULT_ERROR, RESULT_OK, RESULT_UNKNOWN, Recorder
 from clients.stress.minimize import Minimizer
 from clients.stress.report import RunResult, WorkerRecord, write_reports
@@ -133,6 +133,7 @@ class Run:
         self.result = RunResult(config, argv)
         self.progress = progress
         self.spawned: SpawnedDaemon | None = None
+        self.daemon_pid: int | None = None  # when known: private, or on a unix socket
         self.address = config.address or ""
         self.client: Client | None = None
         self.checker: Checker | None = None
@@ -143,7 +144,7 @@ class Run:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._ops_seen: dict[str, tuple[int, int]] = {}  # progress: file -> (offset, count)
-        # The daemon's (when private) and this process's CPU over the operations.
+        # The daemon's (when its pid is known) and this process's CPU over the operations.
         self._cpu: dict[str, CpuMeter] = {}
 
     # --- events from the checker's threads -------------------------------------
@@ -193,8 +194,9 @@ class Run:
         if config.address is not None:
             self._adopt()
         stats = self.client.stats()
+        self.daemon_pid = self.spawned.pid if self.spawned else daemon_pid(self.address)
         self.result.daemon = {"address": self.address, "private": self.spawned is not None,
-                              "pid": self.spawned.pid if self.spawned else None,
+                              "pid": self.daemon_pid,
                               "shm_namespace": stats.shm_namespace, "boot_id": stats.boot_id}
         catalog = {m.name: list(m.functions) for m in self.client.catalog()}
         missing = [m for m in config.modules if m not in catalog]
@@ -247,8 +249,8 @@ class Run:
         self.result.start_ns = time.monotonic_ns()
         self.result.start_wall = time.time()
         self._cpu["ftrace-stress"] = CpuMeter(os.getpid())
-        if self.spawned is not None:
-            self._cpu["ftraced"] = CpuMeter(self.spawned.pid)
+        if self.daemon_pid is not None:
+            self._cpu["ftraced"] = CpuMeter(self.daemon_pid)
         for meter in self._cpu.values():
             meter.start()
         for worker in self._alive():
