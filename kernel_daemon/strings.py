@@ -1,5 +1,7 @@
 """How the kernel reads the text user space writes to it (3.6): ``isspace()``
-(lib/ctype.c), ``strim()`` (lib/string.c), ``kstrtoul_from_user()`` (lib/kstrtox.c).
+(lib/ctype.c), ``skip_spaces()`` and ``strim()`` (lib/string.c), ``hex_to_bin()``
+(lib/hexdump.c), ``kstrtoul_from_user()`` (lib/kstrtox.c) and ``simple_strtoul()``
+(lib/vsprintf.c), the last two on lib/kstrtox.c's ``_parse_integer()``.
 
 The written bytes are the kernel's ``char``s, copied into a buffer that a NUL ends, so
 every C string function stops at the first NUL byte (:func:`c_string`). Python's own
@@ -22,7 +24,7 @@ ULONG_MAX = (1 << 64) - 1
 # kstrto_from_user()'s buffer for an unsigned long: "sign, base 2 representation,
 # newline, terminator"; at most sizeof(buf) - 1 bytes are copied from user space.
 _KSTRTOUL_BUF = 1 + 64 + 1 + 1
-_DIGITS = b"0123456789"
+_HEX_DIGITS = b"0123456789abcdef"
 
 
 def c_string(data: bytes) -> bytes:
@@ -31,9 +33,36 @@ def c_string(data: bytes) -> bytes:
     return data if end < 0 else data[:end]
 
 
+def skip_spaces(data: bytes) -> int:
+    """``skip_spaces()``: how many isspace() bytes ``data`` starts with (a NUL is not one)."""
+    return len(data) - len(data.lstrip(KERNEL_SPACES))
+
+
 def strim(data: bytes) -> bytes:
     """``strim()`` (``strstrip()``): leading and trailing isspace() removed."""
     return c_string(data).strip(KERNEL_SPACES)
+
+
+def hex_to_bin(ch: int) -> int:
+    """``hex_to_bin()``: the value of an ASCII hex digit, -1 for any other byte (so
+    ``hex_to_bin(ch) >= 0`` is the kernel's ``isxdigit()``: ASCII only)."""
+    return _HEX_DIGITS.find(bytes((ch,)).lower())
+
+
+def _parse_integer(s: bytes, base: int) -> tuple[int, int, bool]:
+    """``_parse_integer()``: the digits of ``base`` that start the C string ``s``.
+
+    Returns their value modulo 2**64 (the ``unsigned long long`` wraps), how many digits
+    there are, and whether the value overflowed (``KSTRTOX_OVERFLOW``).
+    """
+    res = rv = 0
+    for ch in c_string(s):
+        val = hex_to_bin(ch)
+        if not 0 <= val < base:
+            break
+        res = res * base + val
+        rv += 1
+    return res & ULONG_MAX, rv, res > ULONG_MAX
 
 
 def kstrtoul_from_user(data: bytes) -> int:
@@ -45,15 +74,37 @@ def kstrtoul_from_user(data: bytes) -> int:
     text = c_string(data[:_KSTRTOUL_BUF - 1])
     if text[:1] == b"+":  # kstrtoull()
         text = text[1:]
-    digits = len(text) - len(text.lstrip(_DIGITS))  # _parse_integer()
+    # _kstrtoull(): base 10 needs no _parse_integer_fixup_radix().
+    value, digits, overflow = _parse_integer(text, 10)
+    if overflow:
+        raise KernelError(errno.ERANGE)
     if not digits:
         raise KernelError(errno.EINVAL)
-    value = int(text[:digits])
-    if value > ULONG_MAX:
-        raise KernelError(errno.ERANGE)
     rest = text[digits:]
     if rest[:1] == b"\n":
         rest = rest[1:]
     if rest:
         raise KernelError(errno.EINVAL)
     return value
+
+
+def _parse_integer_fixup_radix(s: bytes) -> tuple[int, int]:
+    """``_parse_integer_fixup_radix(s, &base)`` with base 0: ``0x`` (or ``0X``) and a hex
+    digit is hex, the prefix skipped; any other leading ``0`` is octal (``0x`` alone
+    reads as the octal ``0``); anything else decimal.  Returns (bytes skipped, base)."""
+    if s[:1] != b"0":
+        return 0, 10
+    if s[1:2].lower() == b"x" and len(s) > 2 and hex_to_bin(s[2]) >= 0:
+        return 2, 16
+    return 0, 8
+
+
+def simple_strtoul(cp: bytes) -> tuple[int, int]:
+    """``simple_strtoul(cp, &endp, 0)``: the number that starts the C string ``cp``, in
+    the base its prefix picks; no overflow check, the value wraps modulo 2**64.
+
+    Returns (value, ``endp - cp``: the bytes it read, 0 if ``cp`` starts with no digit).
+    """
+    start, base = _parse_integer_fixup_radix(cp)
+    value, rv, _ = _parse_integer(cp[start:], base)
+    return value, start + rv

@@ -72,8 +72,9 @@ class Ftrace:
     ftrace_lock: Mutex = field(default_factory=Mutex)
     ftrace_regex_lock: threading.Lock = field(default_factory=threading.Lock)
     ftrace_disabled: bool = False
-    ftrace_enabled: bool = True
-    last_ftrace_enabled: bool = True
+    # The sysctl: an int that keeps any number written to it (proc_dointvec).
+    ftrace_enabled: int = 1
+    last_ftrace_enabled: bool = True  # !!ftrace_enabled as of the last sysctl write
     ftrace_start_up: int = 0
     global_start_up: int = 0
     ftrace_update_tot_cnt: int = 0
@@ -116,7 +117,7 @@ def ftrace_kill(ft: Ftrace) -> None:
     Call sites stay as they are; the trampoline target becomes ``ftrace_stub``.
     """
     ft.ftrace_disabled = True
-    ft.ftrace_enabled = False
+    ft.ftrace_enabled = 0
     clear_ftrace_function(ft)
 
 

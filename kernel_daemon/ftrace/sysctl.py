@@ -1,7 +1,11 @@
-"""``/proc/sys/kernel/ftrace_enabled``: ``ftrace_enable_sysctl()`` (3.2/3.6, spec §2.6).
+"""``/proc/sys/kernel/ftrace_enabled``: ``ftrace_enable_sysctl()`` of
+kernel/trace/ftrace.c (3.2/3.6, spec §2.6).
 
+``ftrace_enabled`` is an ``int`` that ``proc_dointvec()`` (kernel_daemon.sysctl) sets to
+whatever number is written (``2`` reads back ``2``); only zero or nonzero matters.
 Turning it off nops every patched site but keeps the counts; turning it on patches
-again from the counts.  After ``ftrace_kill`` both reads and writes are ENODEV.
+again from the counts.  After ``ftrace_kill`` both reads and writes are ENODEV, before
+anything is parsed.
 """
 
 from __future__ import annotations
@@ -13,27 +17,30 @@ from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.ops import ftrace_stub
 from kernel_daemon.ftrace.update import (FTRACE_DISABLE_CALLS, FTRACE_UPDATE_CALLS,
                                          ftrace_run_update_code, update_ftrace_function)
+from kernel_daemon.sysctl import proc_dointvec
 from kernel_daemon.unwind import kernel_function
 
 
 @kernel_function
 def ftrace_enable_sysctl_read(ft: Ftrace) -> str:
+    """A read: ``proc_dointvec`` prints the int and a newline."""
     with ft.ftrace_lock:
         if ft.ftrace_disabled:
             raise KernelError(errno.ENODEV)
-        return f"{int(ft.ftrace_enabled)}\n"
+        return f"{ft.ftrace_enabled}\n"
 
 
 @kernel_function
-def ftrace_enable_sysctl(ft: Ftrace, value: int) -> None:
-    """A write; ``proc_dointvec`` has parsed ``value``."""
+def ftrace_enable_sysctl(ft: Ftrace, buffer: bytes) -> int:
+    """A write of ``buffer``: returns the bytes ``proc_dointvec`` consumed (``*lenp``),
+    fewer than written if a number was followed by more than spaces."""
     with ft.ftrace_lock:
         if ft.ftrace_disabled:
             raise KernelError(errno.ENODEV)
-        ft.ftrace_enabled = bool(value)
-        if ft.last_ftrace_enabled == ft.ftrace_enabled:
-            return
-        ft.last_ftrace_enabled = ft.ftrace_enabled
+        ft.ftrace_enabled, count = proc_dointvec(buffer, ft.ftrace_enabled)
+        if ft.last_ftrace_enabled == bool(ft.ftrace_enabled):
+            return count
+        ft.last_ftrace_enabled = bool(ft.ftrace_enabled)  # !!ftrace_enabled
         if ft.ftrace_enabled:
             # ftrace_startup_sysctl(): force the trampoline update, patch from the counts.
             ft.saved_ftrace_func = None
@@ -46,3 +53,4 @@ def ftrace_enable_sysctl(ft: Ftrace, value: int) -> None:
             ft.trampoline_target = ft.ftrace_trace_function = ftrace_stub
             if ft.ftrace_start_up:
                 ftrace_run_update_code(ft, FTRACE_DISABLE_CALLS)
+        return count

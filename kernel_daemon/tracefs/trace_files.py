@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from kernel_daemon.bitmap import bitmap_parse_user, bitmap_scnprintf
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.dispatch import smp_processor_id
 from kernel_daemon.strings import kstrtoul_from_user, strim
@@ -187,23 +188,25 @@ def trace_clock_store(kernel: Kernel, data: bytes) -> None:
     kernel.ring_buffer.reset()
 
 
+def nr_cpumask_bits(kernel: Kernel) -> int:
+    """``nr_cpumask_bits``: ``nr_cpu_ids``, the model's CPU count.
+
+    That is CONFIG_CPUMASK_OFFSTACK=y, a choice of ours, not checked against the
+    modelled kernel's config: with it off, ``nr_cpumask_bits`` is NR_CPUS and the mask
+    would print and parse NR_CPUS bits.
+    """
+    return kernel.options.cpus
+
+
 def cpumask_show(kernel: Kernel) -> str:
-    """``cpumask_scnprintf``: hex, in 32-bit groups separated by commas."""
-    mask, groups = kernel.tracing_cpumask, []
-    for _ in range(max(1, -(-kernel.options.cpus // 32))):
-        groups.append(mask & 0xFFFFFFFF)
-        mask >>= 32
-    text = ",".join(f"{g:08x}" for g in reversed(groups)).lstrip("0") or "0"
-    return text.lstrip(",") + "\n"
+    """``tracing_cpumask_read()``: ``cpumask_scnprintf()``, then a newline."""
+    return bitmap_scnprintf(kernel.tracing_cpumask, nr_cpumask_bits(kernel)) + "\n"
 
 
 def cpumask_store(kernel: Kernel, data: bytes) -> None:
-    text = data.decode("latin-1").strip().replace(",", "")
-    try:
-        mask = int(text, 16)
-    except ValueError:
-        raise KernelError(errno.EINVAL) from None
-    kernel.tracing_cpumask = mask & ((1 << kernel.options.cpus) - 1)
+    """``tracing_cpumask_write()``: ``cpumask_parse_user()`` of the whole write; the mask
+    changes only if it parses (EINVAL, EOVERFLOW)."""
+    kernel.tracing_cpumask = bitmap_parse_user(data, nr_cpumask_bits(kernel))
 
 
 def events_enable_store(kernel: Kernel, data: bytes) -> None:

@@ -1,0 +1,91 @@
+"""How a ``/proc/sys`` file of one ``int`` takes a write: ``proc_dointvec()`` of
+kernel/sysctl.c (3.6), for a table whose ``maxlen`` is ``sizeof(int)``.
+
+The written bytes (at most ``PAGE_SIZE - 1`` of them) are copied into a page that a NUL
+ends.  Spaces are skipped, one number is read (an optional ``-``, then
+``simple_strtoul()`` in base 0: ``0x10`` is 16, ``010`` is 8), a space, tab, newline or
+the end of the data must follow it, and the spaces after it are skipped too.  What is
+left after that is no error: the write returns only the bytes it consumed, a short
+write, and the writer writes the rest again, which is parsed on its own (``"1 junk"``
+sets 1, then ``"junk"`` is EINVAL).  There is no range check: the ``unsigned long`` is
+cut to a C ``int``.
+
+A NUL byte among the written ones stays in the page and still counts in ``left``, but
+every C string function stops at it: ``skip_spaces()`` does not skip it, and it is no
+separator after a number.  So ``"1\\0"`` is EINVAL (the NUL follows the digits, with
+bytes left), while ``"1\\n\\0"`` sets 1 and consumes 2 bytes, and the rewrite of
+``"\\0"`` is EINVAL: no number starts it.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from kernel_daemon.errno import KernelError
+from kernel_daemon.strings import simple_strtoul, skip_spaces
+
+PAGE_SIZE = 4096
+# proc_get_long()'s tmp[TMPBUFLEN]: a number of TMPBUFLEN - 1 bytes fills it, and what
+# follows it is unknown, so that long a number is refused.
+TMPBUFLEN = 22
+#: ``proc_wspace_sep[]``: the bytes that may follow a number.
+proc_wspace_sep = b" \t\n"
+# A C int on x86_64: 32 bits, two's complement.
+INT_BITS = 32
+
+
+def proc_get_long(buf: bytes) -> tuple[int, bool, int]:
+    """``proc_get_long(&buf, &size, &val, &neg, proc_wspace_sep, ...)``: a number at the
+    start of ``buf``, the rest of the page (``size`` is ``len(buf)``: the caller has
+    checked it is not 0).
+
+    Returns (val, neg, how many bytes it read); EINVAL if no digit starts it (after the
+    ``-``), if it fills ``tmp``, or if a byte other than a separator follows it.
+    """
+    size = len(buf)
+    # memcpy(tmp, *buf, len); tmp[len] = 0: the number is read from at most
+    # TMPBUFLEN - 1 bytes; a NUL among them stops it as the end of tmp does.
+    tmp = buf[:TMPBUFLEN - 1]
+    neg = tmp[:1] == b"-" and size > 1
+    p = int(neg)
+    if not tmp[p:p + 1].isdigit():  # bytes.isdigit(): ASCII only, as the kernel's isdigit()
+        raise KernelError(errno.EINVAL)
+    val, length = simple_strtoul(tmp[p:])
+    p += length
+    if p == TMPBUFLEN - 1:
+        raise KernelError(errno.EINVAL)
+    # *p, the byte after the number, is one of tmp's while bytes are left (p < size);
+    # a NUL written there is no separator.
+    if p < size and tmp[p] not in proc_wspace_sep:
+        raise KernelError(errno.EINVAL)
+    return val, neg, p
+
+
+def do_proc_dointvec_conv(neg: bool, lval: int) -> int:
+    """``do_proc_dointvec_conv()``, write side: ``*valp = neg ? -lval : lval``, the
+    unsigned long cut to a 32-bit two's complement ``int`` as C converts it."""
+    value = (-lval if neg else lval) & ((1 << INT_BITS) - 1)
+    return value - (1 << INT_BITS) if value >> (INT_BITS - 1) else value
+
+
+def proc_dointvec(buffer: bytes, valp: int) -> tuple[int, int]:
+    """``proc_dointvec()``, write side, one ``int``: the value at ``valp`` after a write of
+    ``buffer``, and ``*lenp``: the bytes the write consumed, what write(2) returns.
+
+    EINVAL if no number is there (nothing but spaces, or garbage) or it is malformed
+    (:func:`proc_get_long`); the value is then unchanged.
+    """
+    if not buffer:  # !*lenp: nothing read, nothing written
+        return valp, 0
+    # copy_from_user() of at most PAGE_SIZE - 1 bytes; left is always len(kbuf).
+    kbuf = buffer[:PAGE_SIZE - 1]
+    kbuf = kbuf[skip_spaces(kbuf):]
+    if not kbuf:
+        raise KernelError(errno.EINVAL)  # first: no value read
+    lval, neg, length = proc_get_long(kbuf)
+    valp = do_proc_dointvec_conv(neg, lval)
+    kbuf = kbuf[length:]
+    kbuf = kbuf[skip_spaces(kbuf):]
+    # *lenp -= left: *lenp is the whole count, left only counts the page, so the bytes
+    # of a write beyond PAGE_SIZE - 1 count as consumed.
+    return valp, len(buffer) - len(kbuf)
