@@ -4,6 +4,7 @@
 #   make test     the test suite (the README's test command; .ci/run runs it)
 #   make demo     the report's reproducer in each variant, on private daemons
 #   make bench    benchmarks (QUICK=1 for a short run)
+#   make profile  where the servers' CPU goes (py-spy), for the figures below target
 #   make stress   the long stress runs (pytest -m stress_long)
 #   make gen      regenerate ftrace/v1/*_pb2*.py from proto/ftrace/v1/*.proto
 #   make setup    just create/refresh .venv
@@ -22,7 +23,7 @@ PYTEST_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all setup gen test demo bench stress clean
+.PHONY: all setup gen test demo bench profile stress clean
 
 all: test
 
@@ -42,7 +43,7 @@ $(STAMP): pyproject.toml
 	fi
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@mkdir -p $(GEN_DIR) && touch ftrace/__init__.py $(GEN_DIR)/__init__.py
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $@
 
 gen: $(GEN_STAMP)
@@ -64,6 +65,9 @@ demo: $(STAMP) $(GEN_STAMP)
 
 bench: $(STAMP) $(GEN_STAMP)
 	$(BIN)/python -m bench $(if $(filter 1 yes true,$(QUICK)),--quick,)
+
+profile: $(STAMP) $(GEN_STAMP)
+	$(BIN)/python -m bench.profile
 
 stress: $(STAMP) $(GEN_STAMP)
 	$(BIN)/pytest -n auto -q -m stress_long $(PYTEST_ARGS)

@@ -37,9 +37,13 @@ class StressUnavailable(RuntimeError):
     pass
 
 
-def stress_report(ops: int, seed: int, directory: str) -> dict[str, Any]:
+def stress_report(ops: int, seed: int, directory: str,
+                  address: str | None = None) -> dict[str, Any]:
+    """The report of one run: on a private daemon of the fixed variant, or on the
+    daemon at ``address`` (started with the private daemon's options)."""
     out = os.path.join(directory, f"stress-{seed}")
-    argv = [sys.executable, "-m", "clients.stress", "--variant", "fixed", "--ops", str(ops),
+    daemon = ["--variant", "fixed"] if address is None else ["--address", address]
+    argv = [sys.executable, "-m", "clients.stress", *daemon, "--ops", str(ops),
             "--no-minimize", "--seed", str(seed), "--out", out]
     for kind, count in CLIENTS.items():
         argv += [f"--{kind}", str(count)]
