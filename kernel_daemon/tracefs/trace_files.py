@@ -117,20 +117,23 @@ class TracePipeFile(FileOps):
 
 
 Show = Callable[["Kernel"], str]
-Store = Callable[["Kernel", bytes], None]
+#: A write handler: the bytes it consumed, what write(2) returns; None for all of them,
+#: as most handlers ``return cnt``.  Fewer is a short write, and the writer writes the
+#: rest again (``proc_dointvec`` stops after its number).
+Store = Callable[["Kernel", bytes], "int | None"]
 
 
 class ControlOpenFile(SeqText):
     """A small control file: its text, and a write handler."""
 
     def __init__(self, path: str, flags: int, show: Callable[[], str],
-                 store: Callable[[bytes], None]) -> None:
+                 store: Callable[[bytes], int | None]) -> None:
         super().__init__(path, flags, show)
         self.store = store
 
     def write(self, data: bytes) -> int:
-        self.store(data)
-        return len(data)
+        consumed = self.store(data)
+        return len(data) if consumed is None else consumed
 
 
 class ControlFile(FileOps):

@@ -8,7 +8,6 @@ from kernel_daemon.ftrace.sysctl import ftrace_enable_sysctl, ftrace_enable_sysc
 from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, GeneratedFile,
                                          RegexFile)
-from kernel_daemon.tracefs.proc_sysctl import ProcSysFile
 from kernel_daemon.tracefs.trace_files import (ControlFile, TraceFile, TraceMarkerFile,
                                                TracePipeFile, buffer_size_show, buffer_size_store,
                                                buffer_total_show, cpumask_show, cpumask_store,
@@ -58,14 +57,16 @@ def sysctl_read(kernel: Kernel) -> str:
 
 
 def sysctl_write(kernel: Kernel, data: bytes) -> int:
-    """``kern_table``'s ``ftrace_enabled``: ``.proc_handler = ftrace_enable_sysctl``."""
+    """``kern_table``'s ``ftrace_enabled``: ``.proc_handler = ftrace_enable_sysctl``.
+    ``proc_sys_write()`` (fs/proc/proc_sysctl.c) returns the handler's ``*lenp``: the
+    bytes it consumed, a short write when a number was followed by more than spaces."""
     return ftrace_enable_sysctl(kernel.ftrace, data)
 
 
 def proc_directory(kernel: Kernel) -> Directory:
     proc = Directory()
     sysctl_kernel = proc.setdefault("sys", Directory()).setdefault("kernel", Directory())
-    sysctl_kernel["ftrace_enabled"] = ProcSysFile(sysctl_read, sysctl_write)
+    sysctl_kernel["ftrace_enabled"] = ControlFile(sysctl_read, sysctl_write)
     proc["modules"] = GeneratedFile(lambda k: k.modules.proc_modules())
     proc["kallsyms"] = GeneratedFile(lambda k: k.kallsyms.proc_kallsyms())
     return proc
