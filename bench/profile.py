@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -149,6 +150,7 @@ class PySpy:
         self.process: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.cpu_before: float | None = None
+        self.first_line = b""
 
     def start(self) -> None:
         py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
@@ -156,15 +158,26 @@ class PySpy:
             [py_spy, "record", "--gil", "--nonblocking", "--rate", str(RATE), "--format", "raw",
              "--output", self.path, "--pid", str(self.pid)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # Its first line ("Sampling process ...") says it has attached; the window
+        # starts then, or the first samples would be missing from it.
+        assert self.process.stdout is not None
+        self.first_line = self.process.stdout.readline()
         self.started = time.monotonic()
         self.cpu_before = process_cpu_seconds(self.pid)
 
-    def stop(self, operations: int) -> Profile:
+    def _end(self) -> bytes:
+        """SIGINT: py-spy writes what it has and exits; its output."""
         assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        return self.first_line + self.process.communicate(timeout=60)[0]
+
+    def abandon(self) -> None:
+        self._end()
+
+    def stop(self, operations: int) -> Profile:
         window = time.monotonic() - self.started
         cpu_after = process_cpu_seconds(self.pid)
-        self.process.send_signal(2)  # SIGINT: py-spy writes what it has and exits
-        output, _ = self.process.communicate(timeout=60)
+        output = self._end()
         if not os.path.exists(self.path):
             raise RuntimeError(f"py-spy on pid {self.pid} wrote nothing "
                                f"(can it ptrace? root or ptrace_scope 0):\n{output.decode()}")
@@ -182,7 +195,7 @@ def profiled(pid: int, directory: str, run: Callable[[], int]) -> Profile:
     try:
         operations = run()
     except BaseException:
-        spy.stop(0)
+        spy.abandon()
         raise
     return spy.stop(operations)
 
