@@ -74,6 +74,11 @@ class Op:
         ftrace_lock, else its end (``horizon`` for one that never answered)."""
         return self.lock_ns[0] if self.lock_ns else self.end_ns(horizon)
 
+    def last_effect_ns(self, horizon: int) -> int:
+        """When it last held ftrace_lock, else its end: a filter write matches records
+        while it writes and moves its new hash in at its release, the last time."""
+        return self.lock_ns[-1] if self.lock_ns else self.end_ns(horizon)
+
     def overlaps(self, start_ns: int, end_ns: int) -> bool:
         return self.invoke_ns <= end_ns and self.end_ns(end_ns) >= start_ns
 

@@ -7,7 +7,9 @@
    ``ftrace-shell`` commands (:mod:`clients.stress.commands`), in the order they took
    effect (the daemon reports when a filter write, a modprobe or a rmmod acquired
    ftrace_lock; an operation without such a time counts at its completion), then in the
-   order they were invoked.
+   order they last held it (a filter write matches records while it writes and moves
+   its hash in at its release, and a module load between the two is on one side for
+   the matching and on the other for the move), then in the order they were invoked.
    Invocations and module operations that changed nothing are left out. Tracer clients'
    operations are left out too (no shell command edits their hashes); if that does not
    reproduce, each tracer session named by the anomaly (or active at the horizon) is
@@ -83,7 +85,9 @@ class Target:
         """The strongest anomaly a replay showed: a WARN, a KASAN report, a count error."""
         module = seen.anomalies[0][1] if seen.anomalies else ""
         for kind in ("WARNING", "KASAN"):
-            if seen.shows("dmesg", kind):
+            # Exactly: a missing reference alone "shows" the WARN it would become, but
+            # there is no report of it to quote.
+            if seen.shows_exactly("dmesg", kind):
                 message = next(r for r in seen.reports if dmesg_kind(r) == kind)
                 return cls("dmesg", kind, module, message, horizon_ns)
         (source, kind), _ = min(seen.kinds.items(), key=lambda item: item[1])
@@ -139,6 +143,8 @@ def took_effect(op: Op) -> bool:
             or (op.op == "write" and op.args["file"] != "current_tracer" and op.errno != "ENODEV"))
 
 
+# After every time: an operation that never answered takes effect last.
+_LATE = 1 << 63
 #: From this many commands down, ddmin removes one command at a time: the granularity
 #: it would reach next costs more tests than the commands it could still remove.
 ONE_BY_ONE = 16
@@ -206,9 +212,8 @@ class Minimizer:
         """Operations invoked before the target was seen, in the order they took effect:
         when they first held ftrace_lock, else when they completed (those that never
         answered last, in invocation order)."""
-        late = 1 << 63  # after every time
         return sorted((op for op in self.ops if op.invoke_ns <= self.target.horizon_ns),
-                      key=lambda op: (op.effect_ns(late), op.invoke_ns))
+                      key=lambda op: (op.effect_ns(_LATE), op.invoke_ns))
 
     def _plain_lines(self, ops: list[Op]) -> list[Line]:
         """The loaders', shells' and teardown's operations that may change something."""
@@ -307,9 +312,11 @@ class Minimizer:
         # ftrace_lock; a tracer client's or a lock-free path's operation takes effect
         # somewhere between its invocation and its completion, where the invocation
         # order may be the one that replays the run.
+        last_held = sorted(ops, key=lambda op: (op.last_effect_ns(_LATE), op.invoke_ns))
         invoked = sorted(ops, key=lambda op: op.invoke_ns)
         candidates = [("the shells' and loaders' operations in the order they took "
                        "ftrace_lock", self._plain_lines(ops)),
+                      ("the same in the order they last held it", self._plain_lines(last_held)),
                       ("the same in invocation order", self._plain_lines(invoked))]
         if tracer_ops:
             notes.append(f"{len(tracer_ops)} tracer-client operations have no shell command "

@@ -1,0 +1,78 @@
+"""The reproducer search on a history written by hand: which order of replay finds it.
+
+The history is one a buggy run of ``ftrace-stress`` left (one shell, one loader): a
+filter write matched its records, then a modprobe brought ``dummy`` back at the
+address a stale hash entry names, then the write's release moved the new hash in and
+the disable of the old one went below zero. Ordered by when each operation first held
+ftrace_lock, the write replays before the modprobe and nothing happens; ordered by when
+each last held it (the release's hash move), the replay WARNs.
+"""
+
+from __future__ import annotations
+
+from clients.stress.checker import Anomaly
+from clients.stress.config import BootSpec
+from clients.stress.history import Op
+from clients.stress.minimize import Minimizer, Target
+from clients.stress.replay import Observation
+
+WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0xf4/0x230()"
+MS = 1_000_000
+
+
+def op(n: int, kind: str, name: str, args: dict, invoked: int, completed: int,
+       lock: list[int]) -> Op:
+    value = {"already_loaded": False} if name == "modprobe" else None
+    return Op(f"{kind}0#{n}", f"{kind}0", kind, 1000 + n, name, args, invoked * MS,
+              float(invoked), completed * MS, float(completed), "ok", None, value,
+              [t * MS for t in lock])
+
+
+def write(n: int, file: str, text: str, invoked: int, completed: int, lock: list[int]) -> Op:
+    return op(n, "shell", "write", {"file": file, "text": text, "append": False},
+              invoked, completed, lock)
+
+
+def module(n: int, name: str, module_name: str, invoked: int, lock: int) -> Op:
+    return op(n, "loader", name, {"module": module_name}, invoked, lock + 1, [lock])
+
+
+HISTORY = [
+    module(1, "modprobe", "dummy", 5, 10),
+    module(2, "modprobe", "loop", 15, 20),
+    write(3, "set_ftrace_filter", "dummy_get_stats64", 25, 33, [30, 31, 32]),
+    write(4, "current_tracer", "function", 35, 41, [40]),
+    module(5, "rmmod", "dummy", 45, 50),
+    # Matches at 60 while it writes, moves its hash in at 80 when it is released ...
+    write(6, "set_ftrace_filter", "do_lo_send_direct_write", 58, 82, [60, 61, 80]),
+    # ... and dummy comes back at its old address in between.
+    module(7, "modprobe", "dummy", 65, 70),
+    # The run's teardown, after the WARN: ftrace is dead.
+    Op("teardown#1", "teardown", "teardown", 999, "write",
+       {"file": "current_tracer", "text": "nop", "append": False}, 90 * MS, 90.0, 91 * MS,
+       91.0, "error", "ENODEV"),
+]
+
+
+def test_a_filter_write_replays_where_its_release_held_ftrace_lock(tmp_path):
+    warned = Anomaly("dmesg", "WARNING", WARN, 81 * MS, 81 * MS)
+    boot = BootSpec((("--variant", "buggy"), ("--core-functions", "2048")))
+    found = Minimizer(boot, HISTORY, [warned], {}, str(tmp_path), 0, max_replays=20).run()
+    assert found.kind == "sequential", found.notes
+    first, last = (note for note in found.notes if note.startswith("candidate:"))
+    assert first.endswith("no anomaly") and "took ftrace_lock" in first, found.notes
+    assert last.endswith("reproduced") and "last held it" in last, found.notes
+    # dummy back where the filter's stale entry points, and the filter's hash disabled.
+    commands = found.commands
+    assert commands.index("rmmod dummy") < commands.index("modprobe dummy", 1), commands
+    assert commands[-1].endswith("> current_tracer"), commands
+    assert found.target.kind == "WARNING" and found.confirmed, found.confirmation
+
+
+def test_a_missing_reference_alone_is_the_target_it_shows_not_the_warn_it_may_become():
+    seen = Observation(anomalies=[("missing reference: dummy_get_stats64 [dummy]", "dummy", 6)],
+                       kinds={("consistency", "missing reference"): 6})
+    assert seen.shows("dmesg", "WARNING")  # what it would become once disabled
+    target = Target.strongest(seen, 81 * MS)
+    assert (target.source, target.kind, target.module) == (
+        "consistency", "missing reference", "dummy")
