@@ -22,12 +22,16 @@ min and max are kept.  Nothing here is a test assertion.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: Where the results go by default, and the repository they measure.
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
 #: Repetitions of every figure (the issue asks for at least 5).
 REPS = 5
 

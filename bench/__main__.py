@@ -12,17 +12,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import os
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
 
-from bench import Entry, Stats, entry
+from bench import BENCH_DIR, Entry, Stats, entry
 from bench import results as results_mod
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 BENCHMARKS = ("core_filter", "module_load", "invoke", "memory", "rpc_overhead",
               "stress_throughput", "time_to_detection")
 #: Seeds per row of the time-to-detection table.

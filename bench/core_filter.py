@@ -35,9 +35,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench import REPS, Entry, alternate, entry
+from bench import BENCH_DIR, REPS, Entry, alternate, entry
 
-C_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c", "full_scan.c")
+C_SOURCE = os.path.join(BENCH_DIR, "c", "full_scan.c")
 
 FTRACE_FL_MASK = 0x3 << 30
 FTRACE_REF_MAX = (1 << 30) - 1

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench import REPO_ROOT
 from clients.connection import grpc_target
 from clients.stress.cpu import process_cpu_seconds
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _env() -> dict[str, str]:

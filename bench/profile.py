@@ -42,13 +42,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from bench import REPS
-from bench.procs import REPO_ROOT, Server, WorkerPool
+from bench import BENCH_DIR, REPO_ROOT, REPS
+from bench.procs import Server, WorkerPool
 from bench.stress_throughput import CLIENTS as STRESS_CLIENTS
 from bench.stress_throughput import stress_report
 from clients.stress.cpu import process_cpu_seconds
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 #: Samples per second: py-spy keeps up at this rate without stopping the server.
 RATE = 200
 CLIENTS = 16

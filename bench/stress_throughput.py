@@ -24,8 +24,8 @@ import sys
 import tempfile
 from typing import Any
 
-from bench import REPS, Entry, Stats, alternate, entry
-from bench.procs import REPO_ROOT, Servers, Window, WorkerPool
+from bench import REPO_ROOT, REPS, Entry, Stats, alternate, entry
+from bench.procs import Servers, Window, WorkerPool
 
 CLIENTS = {"tracers": 4, "loaders": 4, "shells": 4, "invokers": 4}
 OPS = 2500
