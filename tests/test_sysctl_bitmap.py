@@ -248,7 +248,7 @@ def test_tracing_cpumask_parses_as_bitmap_parse_user():
 
 # --- through a daemon: the short write of the shell's loop, and the errnos -------------
 
-def test_through_the_daemon(spawn):  # noqa: F811
+def test_short_writes_and_errnos_through_a_daemon(spawn):  # noqa: F811
     with Client(spawn(["--cpus", "2"]).address) as client:
         # echo "0 junk" > ftrace_enabled: write(2) takes "0 ", the rest is EINVAL.
         with pytest.raises(FtraceError) as exc:
