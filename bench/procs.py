@@ -233,16 +233,12 @@ class WorkerPool:
             self.close()
             raise
 
-    def rate(self, op: str, target: str, clients: int, duration: float,
-             lead: float = 0.3) -> float:
-        """Operations per second of ``clients`` workers running ``op`` against ``target``
-        together for ``duration`` seconds (after ``lead`` seconds of warm-up)."""
-        return self.measure(op, target, clients, duration, lead).rate
-
     def measure(self, op: str, target: str, clients: int, duration: float,
                 lead: float = 0.3, server_pid: int | None = None) -> Window:
-        """:meth:`rate`, with the calls made in all and the CPU the workers (and the
-        server at ``server_pid``) spent."""
+        """``clients`` workers running ``op`` against ``target`` together for
+        ``duration`` seconds (after ``lead`` seconds of warm-up): operations per second,
+        the calls made in all and the CPU the workers (and the server at ``server_pid``)
+        spent."""
         server_before = process_cpu_seconds(server_pid) if server_pid else None
         workers = self.workers[:clients]
         if len(workers) < clients:
@@ -279,7 +275,7 @@ class WorkerPool:
     def warm(self, op: str, target: str, clients: int | None = None) -> None:
         """Connect the workers to ``target`` and run ``op`` a little, untimed, so that no
         window starts with a connection being made."""
-        self.rate(op, target, clients or len(self.workers), 0.05, lead=1.0)
+        self.measure(op, target, clients or len(self.workers), 0.05, lead=1.0)
 
     def close(self) -> None:
         for worker in self.workers:

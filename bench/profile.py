@@ -248,7 +248,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[float, WorkerPool, str], dict[str, Pro
     "stress": (f"ftrace-stress --variant fixed, {sum(STRESS_CLIENTS.values())} clients "
                f"({', '.join(f'{n} {kind}' for kind, n in STRESS_CLIENTS.items())}), "
                "against the echo unary call, 16 clients",
-               lambda s, pool, d: stress_scenario(s, pool, d)),
+               stress_scenario),
 }
 
 

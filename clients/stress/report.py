@@ -74,8 +74,9 @@ class RunResult:
     logs: list[ClientLog] = field(default_factory=list)
     workers: list[WorkerRecord] = field(default_factory=list)
     checks: Counter[str] = field(default_factory=Counter)
-    # CPU seconds from the go to the stop: "ftraced" (a private daemon), "ftrace-stress"
-    # (this process: its checker), and each worker kind's processes together.
+    # CPU seconds from the go to the stop: "ftraced" (when its pid is known: a private
+    # daemon, or one on a unix socket), "ftrace-stress" (this process: its checker),
+    # and each worker kind's processes together.
     cpu: dict[str, float] = field(default_factory=dict)
     shm_error: str = ""
     error: str = ""  # what made the run fail (exit status 2)

@@ -17,7 +17,7 @@ from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.filter import ftrace_match_records, ftrace_process_regex, install_hash
 from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import FtraceOps
-from kernel_daemon.strings import KERNEL_SPACES
+from kernel_daemon.strings import KERNEL_SPACES, skip_spaces
 from kernel_daemon.unwind import kernel_function
 
 # KSYM_SYMBOL_LEN + 4 on x86_64: sizeof("%s+%#lx/%#lx [%s]") + (KSYM_NAME_LEN - 1)
@@ -60,7 +60,7 @@ def trace_get_user(parser: TraceParser, data: bytes, pos: int) -> int:
         parser.clear()
     start = 0
     if not parser.cont:
-        start = len(data) - len(data.lstrip(KERNEL_SPACES))
+        start = skip_spaces(data)
         if start == len(data):  # only spaces were written
             return start
         parser.buffer.clear()
