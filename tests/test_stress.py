@@ -84,13 +84,14 @@ def outcome_args(variant: str, race: str | None, seed: int) -> list[str]:
 
 
 def check_outcome(done: subprocess.CompletedProcess, report: dict, variant: str,
-                  race: str | None) -> None:
+                  race: str | None, out) -> None:
     detail = done.stdout + done.stderr
     assert report["error"] == "", detail
     if variant == "fixed" and race is None:
         assert done.returncode == 0, detail
         assert report["outcome"] == "clean" and report["anomalies"] == []
         check_cpu_accounting(report)
+        check_workers_counted_to_their_end(report, out)
         return
     assert done.returncode == 1, detail
     assert report["outcome"] == "anomaly"
@@ -124,7 +125,7 @@ def test_outcome_table(tmp_path, variant, race):
     else:
         args.append("--no-minimize")
     done, report = run_stress(tmp_path / "out", *SHORT, *args)
-    check_outcome(done, report, variant, race)
+    check_outcome(done, report, variant, race, tmp_path / "out")
     assert all(isinstance(op, dict) for op in history(tmp_path / "out"))
     if variant == "buggy":
         check_buggy_reproducer(tmp_path / "out", report)
@@ -148,6 +149,17 @@ def check_cpu_accounting(report: dict) -> None:
                                        for party, seconds in cpu["seconds"].items()},
                                     "total": sum(cpu["seconds"].values()) / operations * 1e3},
                                    abs=1e-4)
+
+
+def check_workers_counted_to_their_end(report: dict, out) -> None:
+    """A run of --ops N: every worker did its share and ended on its own, so its CPU is
+    the figure of its end event (from the go to its last operation and unregistering),
+    not what /proc shows at its exit, which adds the teardown of a Python process."""
+    for worker in report["workers"]:
+        events = [json.loads(line) for line in
+                  (out / "clients" / f"{worker['name']}.jsonl").read_text().splitlines()]
+        assert events[-1]["ev"] == "end", worker
+        assert worker["cpu_s"] == round(events[-1]["cpu_s"], 3) > 0, worker
 
 
 def check_buggy_reproducer(out, report: dict) -> None:
@@ -332,4 +344,4 @@ def test_outcome_table_long(tmp_path, variant, race, seed):
     if variant == "fixed" and race is None:
         args = [arg if arg != "1200" else "20000" for arg in args]
     done, report = run_stress(tmp_path / "out", "--no-minimize", *args, timeout=1800)
-    check_outcome(done, report, variant, race)
+    check_outcome(done, report, variant, race, tmp_path / "out")

@@ -3,6 +3,8 @@
 Read from ``/proc/PID/stat`` (``utime`` + ``stime``: every thread of the process, in
 clock ticks), as ``ps`` and ``top`` read it; a process that has exited keeps its
 figures there until it is reaped, so a worker is read between its exit and its reaping.
+A worker that ends on its own writes its CPU from the go in its history's end event,
+before its exit, and that figure is the one used (see ``Run._settle_cpu``).
 Divided by the operations done, these say what one operation cost each party: the
 daemon, each kind of client, and the stress process itself (its checker threads).
 """

@@ -9,12 +9,15 @@ process is killed is cut short, and the merge skips it. Events::
     {"ev": "invoke", "id": "shell0#17", "op": "write", "args": {...}, "t": NS, "wall": S}
     {"ev": "complete", "id": "shell0#17", "result": "ok", "errno": null, "value": {...},
      "lock_ns": [NS, ...], "t": NS, "wall": S}
-    {"ev": "end", "t": NS, "wall": S}
+    {"ev": "end", "cpu_s": S, "t": NS, "wall": S}
 
 ``t`` is CLOCK_MONOTONIC in nanoseconds (one clock for every process of the machine, so
 times of different clients compare), ``wall`` the Unix time. ``result`` is ``ok``,
 ``error`` (the kernel refused it: ``errno`` names the errno) or ``unknown`` (no answer:
-the daemon went away mid-call). ``lock_ns``: when the daemon says the operation acquired
+the daemon went away mid-call). ``cpu_s`` of the end: the process's CPU time (every
+thread) from the go to that line, so that what it spent on its operations is not
+mixed with its exit (a Python process's teardown costs more than a hundred calls).
+``lock_ns``: when the daemon says the operation acquired
 ftrace_lock (filter writes, modprobe, rmmod; empty for the others), on the same clock:
 where operations overlapped, the order in which they took effect. An invoke without a
 complete was in flight when its process died. :func:`merge` joins the files into
@@ -112,8 +115,8 @@ class Recorder:
         self._event({"ev": "complete", "id": op_id, "result": result, "errno": errno,
                      "value": value, "lock_ns": list(lock_ns)})
 
-    def close(self) -> None:
-        self._event({"ev": "end"})
+    def close(self, cpu_s: float | None = None) -> None:
+        self._event({"ev": "end", "cpu_s": cpu_s})
         self._file.close()
 
 
@@ -136,7 +139,8 @@ class ClientLog:
     pid: int
     ops: list[Op]
     ended: bool  # wrote its "end" event: it stopped on its own
-
+    ended_ns: int | None = None  # when it wrote it
+    cpu_s: float | None = None  # its CPU from the go to its end event
 
 
 def load_client(path: str) -> ClientLog | None:
@@ -160,7 +164,7 @@ def load_client(path: str) -> ClientLog | None:
             op.result, op.errno, op.value = event["result"], event["errno"], event["value"]
             op.lock_ns = event.get("lock_ns") or []
         elif kind == "end":
-            log.ended = True
+            log.ended, log.ended_ns, log.cpu_s = True, event["t"], event.get("cpu_s")
     return log
 
 

@@ -41,7 +41,7 @@ class WorkerRecord:
     exited_ns: int | None = None
     stopped: bool = False  # it had been told to stop (or had done its operations)
     killed_at_stop: bool = False  # it did not stop in time and was killed
-    cpu_s: float | None = None  # CPU seconds from the go to its exit or the stop
+    cpu_s: float | None = None  # CPU seconds from the go to its end event or the stop
 
     def how(self, exited_s: float | None) -> str:
         """How it ended, ``exited_s`` seconds into the run."""

@@ -327,19 +327,30 @@ class Run:
                 worker.freeze()
 
     def _stop_cpu_meters(self) -> None:
-        """The CPU each party spent from the go to the stop (a worker that exited
-        before, to its exit): the daemon, this process, the workers by kind."""
+        """Read, at the stop, the CPU of the daemon, of this process and of every worker
+        still running (one that exited before was read at its exit)."""
         for worker in self._alive():
             worker.stop_cpu_meter()
-        spent: dict[str, float] = {}
-        for party, meter in self._cpu.items():
+        for meter in self._cpu.values():
             meter.stop()
-            if meter.spent is not None:
-                spent[party] = meter.spent
+
+    def _settle_cpu(self, logs: list[history.ClientLog]) -> None:
+        """The CPU each party spent from the go to the stop: the daemon, this process,
+        the workers by kind. A worker that ended on its own before the stop (its
+        operations done) counts to its end event, which it wrote before its exit: the
+        exit of a Python process with a gRPC channel costs it some 80 ms, and read from
+        /proc at its exit, that would count as the cost of its operations."""
+        ended = {log.client: log for log in logs}
+        spent = {party: meter.spent for party, meter in self._cpu.items()
+                 if meter.spent is not None}
         for worker in self.workers:
+            log = ended.get(worker.spec.name)
+            if (log is not None and log.cpu_s is not None and log.ended_ns is not None
+                    and log.ended_ns <= self.result.stop_ns):
+                worker.record.cpu_s = round(log.cpu_s, 3)
             if worker.record.cpu_s is not None:
                 spent[worker.spec.kind] = spent.get(worker.spec.kind, 0.0) + worker.record.cpu_s
-        self.result.cpu = spent
+        self.result.cpu = {party: round(seconds, 3) for party, seconds in spent.items()}
 
     def _stopping_anomaly(self) -> bool:
         return any(self.config.stops(a.kind) for a in self.result.anomalies)
@@ -435,6 +446,7 @@ class Run:
             self.checker.close()
         result.anomalies.sort(key=lambda a: a.seen_to_ns)
         result.ops, result.logs = history.merge(self.config.out_dir)
+        self._settle_cpu(result.logs)
         if self.client is not None:
             self.client.close()
         if self.spawned is not None:

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 from clients.api import Client
 from clients.errors import FtraceError
@@ -49,6 +50,7 @@ def run(spec: WorkerSpec, stop: threading.Event) -> int:
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         stop.set()
+    cpu_at_go = time.process_time()
     threading.Thread(target=_watch_stdin, args=(stop,), daemon=True, name="stop").start()
     try:
         done = 0
@@ -61,7 +63,7 @@ def run(spec: WorkerSpec, stop: threading.Event) -> int:
         worker.abandon()
         return EXIT_DAEMON_GONE
     finally:
-        recorder.close()
+        recorder.close(cpu_s=round(time.process_time() - cpu_at_go, 6))
         client.close()
 
 
