@@ -151,6 +151,25 @@ def check_cpu_accounting(report: dict) -> None:
                                    abs=1e-4)
 
 
+def test_a_run_replaces_what_an_earlier_run_left_in_its_directory(tmp_path):
+    """A second run into the same --out: its history and report are its own (the first
+    run's clients are not merged in), and no repro.sh of an earlier anomaly is left."""
+    out = tmp_path / "out"
+    small = ["--variant", "fixed", "--core-functions", "2048", "--no-minimize",
+             "--invokers", "0", "--shells", "0"]
+    done, _ = run_stress(out, *small, "--ops", "60", "--tracers", "3", "--loaders", "1")
+    assert done.returncode == 0, done.stderr
+    (out / "repro.sh").write_text("# from an earlier run\n")
+    (out / "notes.txt").write_text("the user's own file\n")
+    done, report = run_stress(out, *small, "--ops", "20", "--tracers", "1", "--loaders", "1")
+    assert done.returncode == 0, done.stderr
+    assert {op["client"] for op in history(out)} <= {"tracer0", "loader0", "teardown"}
+    assert report["operations"]["total"] <= 20 + 2  # + the tracer's unregister, teardown
+    assert sorted(p.name for p in (out / "clients").iterdir()) == [
+        "loader0.jsonl", "loader0.log", "teardown.jsonl", "tracer0.jsonl", "tracer0.log"]
+    assert not (out / "repro.sh").exists() and (out / "notes.txt").exists()
+
+
 def check_workers_counted_to_their_end(report: dict, out) -> None:
     """A run of --ops N: every worker did its share and ended on its own, so its CPU is
     the figure of its end event (from the go to its last operation and unregistering),

@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--modules", default=",".join(DEFAULT_MODULES), metavar="M,M,...",
                         help="catalog modules the loaders cycle through (default %(default)s)")
     parser.add_argument("--out", default="stress-out", metavar="DIR",
-                        help="where the report, history and reproducer go (default %(default)s)")
+                        help="where the report, history and reproducer go, replacing an earlier "
+                             "run's (default %(default)s)")
     parser.add_argument("--keep-going", action="store_true",
                         help="do not stop at the first anomaly")
     parser.add_argument("--stop-on", action="append", choices=STOP_ON_KINDS, default=[],

@@ -49,6 +49,8 @@ STARTUP_TIMEOUT = 120.0
 #: Core functions offered to the workers' patterns (sampled from available_filter_functions).
 CORE_SAMPLE = 64
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: What a run writes into its directory, besides the client files (clients/*.jsonl, *.log).
+RUN_FILES = ("report.json", "report.txt", "history.jsonl", "repro.sh")
 
 
 class Progress:
@@ -168,7 +170,7 @@ class Run:
     # --- the run ----------------------------------------------------------------
 
     def execute(self) -> RunResult:
-        os.makedirs(os.path.join(self.config.out_dir, "clients"), exist_ok=True)
+        self._clear_previous_run()
         result = self.result
         try:
             self._boot()
@@ -184,6 +186,22 @@ class Run:
         finally:
             self._finish()
         return result
+
+    def _clear_previous_run(self) -> None:
+        """Remove what an earlier run left in the directory: its client files would be
+        merged into this run's history, and its repro.sh would outlive a clean run.
+        Nothing else in the directory is touched."""
+        out_dir = self.config.out_dir
+        clients = os.path.join(out_dir, "clients")
+        os.makedirs(clients, exist_ok=True)
+        stale = [os.path.join(out_dir, name) for name in RUN_FILES]
+        stale += [entry.path for entry in os.scandir(clients)
+                  if entry.is_file() and entry.name.endswith((".jsonl", ".log"))]
+        for path in stale:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def _boot(self) -> None:
         config = self.config
