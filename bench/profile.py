@@ -218,7 +218,6 @@ def rpc_scenario(op: str, echo_op: str, seconds: float, pool: WorkerPool,
 def stress_scenario(seconds: float, pool: WorkerPool, directory: str) -> dict[str, Profile]:
     """``ftrace-stress`` (its private daemon's options) against 16 echo clients."""
     profiles = {"ftraced": Profile(), "echo": Profile()}
-    ops = int(seconds * 500 / REPS)  # about seconds/REPS at the rate ftrace-stress reaches
     with Server("echo", directory=directory) as echo:
         pool.warm("unary", echo.address, CLIENTS)
         for rep in range(REPS):
@@ -227,7 +226,8 @@ def stress_scenario(seconds: float, pool: WorkerPool, directory: str) -> dict[st
                 reports = []
 
                 def stress() -> int:
-                    reports.append(stress_report(ops, rep + 1, directory, daemon.address))
+                    reports.append(stress_report(seconds / REPS, rep + 1, directory,
+                                                 daemon.address))
                     return 0
 
                 whole_run = profiled(daemon.pid, directory, stress)
