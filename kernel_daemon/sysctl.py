@@ -1,5 +1,6 @@
-"""How a ``/proc/sys`` file of one ``int`` takes a write: ``proc_dointvec()`` of
-kernel/sysctl.c (3.6), for a table whose ``maxlen`` is ``sizeof(int)``.
+"""How a ``/proc/sys`` file of one ``int`` takes a write and serves a read:
+``proc_dointvec()`` of kernel/sysctl.c (3.6), for a table whose ``maxlen`` is
+``sizeof(int)``.  A read gets the number and a newline, at offset 0 only.
 
 The written bytes (at most ``PAGE_SIZE - 1`` of them) are copied into a page that a NUL
 ends.  Spaces are skipped, one number is read (an optional ``-``, then
@@ -89,3 +90,18 @@ def proc_dointvec(buffer: bytes, valp: int) -> tuple[int, int]:
     # *lenp -= left: *lenp is the whole count, left only counts the page, so the bytes
     # of a write beyond PAGE_SIZE - 1 count as consumed.
     return valp, len(buffer) - len(kbuf)
+
+
+def proc_dointvec_read(valp: int, size: int, pos: int) -> bytes:
+    """``proc_dointvec()``, read side, one ``int``: what a read of ``size`` bytes at file
+    offset ``pos`` gets.
+
+    Only a read at offset 0 gets anything (``*ppos && !write`` returns nothing): so ``dd
+    bs=1`` reads ``1`` and then end of file, where a seq_file would go on to the newline.
+    ``proc_put_long()`` cuts the number to the buffer, and the newline follows only if
+    there is room left for it.
+    """
+    if not size or pos:
+        return b""
+    text = str(valp).encode()[:size]
+    return text + b"\n" if len(text) < size else text

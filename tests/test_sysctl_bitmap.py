@@ -20,7 +20,8 @@ from kernel_daemon.bitmap import bitmap_parse_user, bitmap_scnprintf
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.core import ftrace_kill
 from kernel_daemon.strings import hex_to_bin, simple_strtoul
-from kernel_daemon.sysctl import proc_dointvec
+from kernel_daemon.sysctl import proc_dointvec, proc_dointvec_read
+from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
 from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
 from tests.kernel_helpers import T, booted, cat, write
@@ -115,6 +116,15 @@ def test_proc_dointvec_matches_its_restatement(data):
         assert proc_dointvec(data, 7) == expected
 
 
+@pytest.mark.parametrize("valp, size, pos, data", [
+    (1, 4096, 0, b"1\n"), (1, 2, 0, b"1\n"), (-12, 4, 0, b"-12\n"),
+    (1, 1, 0, b"1"), (123, 2, 0, b"12"), (-12, 3, 0, b"-12"),  # no room for the newline
+    (1, 4096, 1, b""), (1, 4096, 2, b""), (1, 0, 0, b""),  # *ppos && !write, !*lenp
+])
+def test_proc_dointvec_reads_only_at_offset_zero(valp, size, pos, data):
+    assert proc_dointvec_read(valp, size, pos) == data
+
+
 # --- /proc/sys/kernel/ftrace_enabled through the file tree -----------------------------
 
 def test_ftrace_enabled_parses_as_proc_dointvec():
@@ -132,6 +142,26 @@ def test_ftrace_enabled_parses_as_proc_dointvec():
         assert write(vfs, SYSCTL, b"1 junk\n") == 2
         assert cat(vfs, SYSCTL) == "1\n" and kernel.ftrace.last_ftrace_enabled
         assert refused(write, vfs, SYSCTL, b"junk\n") == errno.EINVAL
+
+
+def test_ftrace_enabled_read_byte_by_byte_ends_before_the_newline():
+    """``dd bs=1``: the first read gets the digit and no room for the newline; the
+    second is at offset 1, where proc_dointvec returns nothing."""
+    with booted(cpus=1) as kernel:
+        vfs = mount(kernel)
+        f = vfs.open(SYSCTL, os.O_RDONLY)
+        try:
+            assert [file_read(f, 1) for _ in range(3)] == [b"1", b"", b""]
+        finally:
+            file_release(f)
+        # A write moves the offset too: read back on the same descriptor, it is EOF.
+        f = vfs.open(SYSCTL, os.O_RDWR)
+        try:
+            assert file_write(f, b"0\n") == 2
+            assert file_read(f, 4096) == b""
+        finally:
+            file_release(f)
+        assert cat(vfs, SYSCTL) == "0\n"
 
 
 def test_ftrace_enabled_is_enodev_before_it_is_parsed_after_ftrace_kill():

@@ -17,17 +17,18 @@ from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.ops import ftrace_stub
 from kernel_daemon.ftrace.update import (FTRACE_DISABLE_CALLS, FTRACE_UPDATE_CALLS,
                                          ftrace_run_update_code, update_ftrace_function)
-from kernel_daemon.sysctl import proc_dointvec
+from kernel_daemon.sysctl import proc_dointvec, proc_dointvec_read
 from kernel_daemon.unwind import kernel_function
 
 
 @kernel_function
-def ftrace_enable_sysctl_read(ft: Ftrace) -> str:
-    """A read: ``proc_dointvec`` prints the int and a newline."""
+def ftrace_enable_sysctl_read(ft: Ftrace, size: int, pos: int) -> bytes:
+    """A read of ``size`` bytes at offset ``pos``: ``proc_dointvec`` prints the int and a
+    newline, at offset 0 only."""
     with ft.ftrace_lock:
         if ft.ftrace_disabled:
             raise KernelError(errno.ENODEV)
-        return f"{ft.ftrace_enabled}\n"
+        return proc_dointvec_read(ft.ftrace_enabled, size, pos)
 
 
 @kernel_function

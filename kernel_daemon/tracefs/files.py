@@ -100,6 +100,41 @@ class GeneratedFile(FileOps):
         return SeqText(path, flags, lambda: self.produce(kernel))
 
 
+class ProcSysOpenFile(OpenFile):
+    """An open file of ``/proc/sys`` (fs/proc/proc_sysctl.c): ``proc_sys_read()`` and
+    ``proc_sys_write()`` hand the count and the offset to the entry's ``proc_handler``,
+    which decides what an offset means, and which moves it (``*ppos += *lenp``)."""
+
+    def __init__(self, path: str, flags: int, read: Callable[[int, int], bytes],
+                 write: Callable[[bytes], int]) -> None:
+        super().__init__(path, flags)
+        self._read, self._write = read, write
+
+    def read(self, size: int) -> bytes:
+        data = self._read(size, self.pos)
+        self.pos += len(data)
+        return data
+
+    def write(self, data: bytes) -> int:
+        count = self._write(data)
+        self.pos += count
+        return count
+
+
+class ProcSysFile(FileOps):
+    """A ``ctl_table`` entry: its ``proc_handler``, read and write side."""
+
+    mode = 0o644
+
+    def __init__(self, read: Callable[[Kernel, int, int], bytes],
+                 write: Callable[[Kernel, bytes], int]) -> None:
+        self.read, self.write = read, write
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return ProcSysOpenFile(path, flags, lambda size, pos: self.read(kernel, size, pos),
+                               lambda data: self.write(kernel, data))
+
+
 class FtraceListingFile(FileOps):
     """``available_filter_functions`` / ``enabled_functions``: ENODEV once ftrace is dead."""
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from kernel_daemon.ftrace.sysctl import ftrace_enable_sysctl, ftrace_enable_sysctl_read
 from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, GeneratedFile,
-                                         RegexFile)
+                                         ProcSysFile, RegexFile)
 from kernel_daemon.tracefs.trace_files import (ControlFile, TraceFile, TraceMarkerFile,
                                                TracePipeFile, buffer_size_show, buffer_size_store,
                                                buffer_total_show, cpumask_show, cpumask_store,
@@ -52,8 +52,8 @@ def tracing_directory(kernel: Kernel) -> Directory:
     return tracing
 
 
-def sysctl_read(kernel: Kernel) -> str:
-    return ftrace_enable_sysctl_read(kernel.ftrace)
+def sysctl_read(kernel: Kernel, size: int, pos: int) -> bytes:
+    return ftrace_enable_sysctl_read(kernel.ftrace, size, pos)
 
 
 def sysctl_write(kernel: Kernel, data: bytes) -> int:
@@ -66,7 +66,7 @@ def sysctl_write(kernel: Kernel, data: bytes) -> int:
 def proc_directory(kernel: Kernel) -> Directory:
     proc = Directory()
     sysctl_kernel = proc.setdefault("sys", Directory()).setdefault("kernel", Directory())
-    sysctl_kernel["ftrace_enabled"] = ControlFile(sysctl_read, sysctl_write)
+    sysctl_kernel["ftrace_enabled"] = ProcSysFile(sysctl_read, sysctl_write)
     proc["modules"] = GeneratedFile(lambda k: k.modules.proc_modules())
     proc["kallsyms"] = GeneratedFile(lambda k: k.kallsyms.proc_kallsyms())
     return proc
