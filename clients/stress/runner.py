@@ -356,13 +356,13 @@ class Run:
         """The CPU each party spent from the go to the stop: the daemon, this process,
         the workers by kind. A worker that ended on its own before the stop (its
         operations done) counts to its end event, which it wrote before its exit: the
-        exit of a Python process with a gRPC channel costs it some 80 ms, and read from
-        /proc at its exit, that would count as the cost of its operations."""
-        ended = {log.client: log for log in logs}
+        exit of a Python process with a gRPC channel costs it about 100 ms, and read
+        from /proc at its exit, that would count as the cost of its operations."""
+        by_client = {log.client: log for log in logs}
         spent = {party: meter.spent for party, meter in self._cpu.items()
                  if meter.spent is not None}
         for worker in self.workers:
-            log = ended.get(worker.spec.name)
+            log = by_client.get(worker.spec.name)
             if (log is not None and log.cpu_s is not None and log.ended_ns is not None
                     and log.ended_ns <= self.result.stop_ns):
                 worker.record.cpu_s = round(log.cpu_s, 3)
