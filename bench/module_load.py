@@ -6,7 +6,8 @@ and 50 of the core kernel's; every other ops also has a notrace hash of 10 of th
 module's functions (the situation of the upstream report: filters that outlived an
 unload, met by the reload).  Measured: ``ftrace_update_code(mod)`` on the module's record
 pages, under ``ftrace_lock`` as the kernel runs it (sampling the enabled ops, counting
-each record's references with ``referenced_filters``, setting the counts and patching).
+each record's references with ``referenced_filters``, setting the counts and patching),
+with the booted kernel frozen out of the cyclic collector as in ftraced.
 
 Baseline: the kernel's loop in plain Python, over the new records as a list, with the
 ops' hashes as Python sets: for each record, the count of ops tracing every function,
@@ -52,6 +53,7 @@ def run(quick: bool = False, seed: int = 1) -> list[Entry]:
     from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
     from kernel_daemon.kernel import BootOptions, Kernel
     from kernel_daemon.module.catalog import module_from_function_list
+    from kernel_daemon.rpc.state import freeze_booted_kernel
 
     kernel = Kernel(BootOptions(core_functions=QUICK_CORE_FUNCTIONS if quick else CORE_FUNCTIONS,
                                 seed=seed))
@@ -65,6 +67,9 @@ def run(quick: bool = False, seed: int = 1) -> list[Entry]:
         core_ips = ft.pages.groups[0].ips.tolist()
         ips_list = group.ips.tolist()
         rng = random.Random(seed)
+        # As ftraced does after boot: a full collection walking the kernel's objects
+        # would land in one repetition or another, ours or the baseline's.
+        freeze_booted_kernel()
         for n_ops in OPS_COUNTS:
             registered = []
             for i in range(n_ops):
