@@ -27,7 +27,10 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kernel_daemon.kernel import Kernel
 
 #: Where the results go by default, and the repository they measure.
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -116,6 +119,18 @@ def alternate(measures: dict[str, Callable[[], float]], reps: int = REPS) -> dic
         for name in order:
             samples[name].append(measures[name]())
     return {name: Stats(values) for name, values in samples.items()}
+
+
+def booted_kernel(**options: Any) -> Kernel:
+    """A model kernel booted with ``BootOptions(**options)``, in this process, as ftraced
+    keeps it: frozen out of the cyclic collector after boot, or a full collection walking
+    its objects would land in one repetition or another, ours or the baseline's."""
+    from kernel_daemon.kernel import BootOptions, Kernel
+    from kernel_daemon.rpc.state import freeze_booted_kernel
+
+    kernel = Kernel(BootOptions(**options))
+    freeze_booted_kernel()
+    return kernel
 
 
 def time_per_call(fn: Callable[[], Any], calls: int) -> float:

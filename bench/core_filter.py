@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench import BENCH_DIR, REPS, Entry, alternate, entry
+from bench import BENCH_DIR, REPS, Entry, alternate, booted_kernel, entry
 
 C_SOURCE = os.path.join(BENCH_DIR, "c", "full_scan.c")
 
@@ -189,13 +189,8 @@ def run_kernel(records: int, scan: FullScan, quick: bool, seed: int) -> list[Ent
     from kernel_daemon.ftrace.ops import FtraceOps
     from kernel_daemon.ftrace.rec_update import ftrace_hash_move
     from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
-    from kernel_daemon.kernel import BootOptions, Kernel
-    from kernel_daemon.rpc.state import freeze_booted_kernel
 
-    kernel = Kernel(BootOptions(core_functions=records, seed=seed))
-    # As ftraced does after boot: a full collection walking the kernel's objects would
-    # land in one repetition or another, ours or the baselines'.
-    freeze_booted_kernel()
+    kernel = booted_kernel(core_functions=records, seed=seed)
     entries: list[Entry] = []
     try:
         ft = kernel.ftrace

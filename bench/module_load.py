@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 
-from bench import REPS, Entry, alternate, entry, time_per_call
+from bench import REPS, Entry, alternate, booted_kernel, entry, time_per_call
 
 MODULE_FUNCTIONS = 2_000
 CORE_FUNCTIONS = 60_000
@@ -51,12 +51,10 @@ def run(quick: bool = False, seed: int = 1) -> list[Entry]:
     from kernel_daemon.ftrace.module_records import ftrace_update_code
     from kernel_daemon.ftrace.ops import FtraceOps
     from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
-    from kernel_daemon.kernel import BootOptions, Kernel
     from kernel_daemon.module.catalog import module_from_function_list
-    from kernel_daemon.rpc.state import freeze_booted_kernel
 
-    kernel = Kernel(BootOptions(core_functions=QUICK_CORE_FUNCTIONS if quick else CORE_FUNCTIONS,
-                                seed=seed))
+    kernel = booted_kernel(core_functions=QUICK_CORE_FUNCTIONS if quick else CORE_FUNCTIONS,
+                           seed=seed)
     entries = []
     try:
         ft = kernel.ftrace
@@ -67,9 +65,6 @@ def run(quick: bool = False, seed: int = 1) -> list[Entry]:
         core_ips = ft.pages.groups[0].ips.tolist()
         ips_list = group.ips.tolist()
         rng = random.Random(seed)
-        # As ftraced does after boot: a full collection walking the kernel's objects
-        # would land in one repetition or another, ours or the baseline's.
-        freeze_booted_kernel()
         for n_ops in OPS_COUNTS:
             registered = []
             for i in range(n_ops):

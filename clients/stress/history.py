@@ -138,9 +138,13 @@ class ClientLog:
     kind: str
     pid: int
     ops: list[Op]
-    ended: bool  # wrote its "end" event: it stopped on its own
-    ended_ns: int | None = None  # when it wrote it
+    ended_ns: int | None = None  # when it wrote its "end" event
     cpu_s: float | None = None  # its CPU from the go to its end event
+
+    @property
+    def ended(self) -> bool:
+        """It wrote its "end" event: it stopped on its own."""
+        return self.ended_ns is not None
 
 
 def load_client(path: str) -> ClientLog | None:
@@ -150,7 +154,7 @@ def load_client(path: str) -> ClientLog | None:
     for event in read_events(path):
         kind = event.get("ev")
         if kind == "start":
-            log = ClientLog(event["client"], event["kind"], event["pid"], [], False)
+            log = ClientLog(event["client"], event["kind"], event["pid"], [])
         elif log is None:
             continue
         elif kind == "invoke":
@@ -164,7 +168,7 @@ def load_client(path: str) -> ClientLog | None:
             op.result, op.errno, op.value = event["result"], event["errno"], event["value"]
             op.lock_ns = event.get("lock_ns") or []
         elif kind == "end":
-            log.ended, log.ended_ns, log.cpu_s = True, event["t"], event.get("cpu_s")
+            log.ended_ns, log.cpu_s = event["t"], event.get("cpu_s")
     return log
 
 

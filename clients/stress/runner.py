@@ -363,7 +363,7 @@ class Run:
                  if meter.spent is not None}
         for worker in self.workers:
             log = by_client.get(worker.spec.name)
-            if (log is not None and log.cpu_s is not None and log.ended_ns is not None
+            if (log is not None and log.ended_ns is not None and log.cpu_s is not None
                     and log.ended_ns <= self.result.stop_ns):
                 worker.record.cpu_s = round(log.cpu_s, 3)
             if worker.record.cpu_s is not None:
