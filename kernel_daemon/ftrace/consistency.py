@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.module_records import OpsHashes, referenced_filters
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
 from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FtracePageGroup, ftrace_rec_count
 
@@ -55,9 +56,13 @@ def ops_selects(ops: FtraceOps, ips: np.ndarray) -> np.ndarray:
     return mask
 
 
-def group_anomalies(ft: Ftrace, pg: FtracePageGroup, enabled_ops: list[FtraceOps]) -> list[Anomaly]:
-    selects = [ops_selects(ops, pg.ips) for ops in enabled_ops]
-    expected = np.sum(selects, axis=0, dtype=np.int64) if selects else np.zeros(len(pg.ips), np.int64)
+def group_anomalies(ft: Ftrace, pg: FtracePageGroup, enabled_ops: list[FtraceOps],
+                    hashes: list[OpsHashes]) -> list[Anomaly]:
+    """The anomalies of one page group. The expected counts are what the fixed kernel's
+    ``referenced_filters`` gives new records, over every enabled ops (``hashes``: theirs,
+    in order): each filter's entries are looked up among the records, so the check costs
+    a few binary searches per ops, not a test of every record against every hash."""
+    expected = referenced_filters(hashes, pg.ips).astype(np.int64)
     actual = ftrace_rec_count(pg.flags).astype(np.int64)
     patched = (pg.flags & np.uint64(FTRACE_FL_ENABLED)) != 0
     # With ftrace_enabled 0 (the sysctl) nothing is patched, whatever the counts.
@@ -72,10 +77,11 @@ def group_anomalies(ft: Ftrace, pg: FtracePageGroup, enabled_ops: list[FtraceOps
                     else AnomalyKind.LEAKED_REFERENCE)
         else:
             kind = AnomalyKind.PATCH_MISMATCH
+        record = pg.ips[i:i + 1]
         anomalies.append(Anomaly(
             kind, int(pg.ips[i]), str(pg.names[i]), pg.module_name if pg.mod is not None else "",
             int(expected[i]), int(actual[i]), bool(patched[i]),
-            tuple(ops.name for ops, sel in zip(enabled_ops, selects) if sel[i])))
+            tuple(ops.name for ops in enabled_ops if ops_selects(ops, record)[0])))
     return anomalies
 
 
@@ -83,7 +89,9 @@ def check_consistency(ft: Ftrace) -> list[Anomaly]:
     """Every anomaly of the live records, plus every freed-page access seen so far."""
     with ft.ftrace_lock:
         enabled_ops = [ops for ops in ft.ftrace_ops_list if ops.flags & FTRACE_OPS_FL_ENABLED]
-        anomalies = [a for pg in ft.pages.groups for a in group_anomalies(ft, pg, enabled_ops)]
+        hashes = [OpsHashes(ops.filter_hash, ops.notrace_hash) for ops in enabled_ops]
+        anomalies = [a for pg in ft.pages.groups
+                     for a in group_anomalies(ft, pg, enabled_ops, hashes)]
     anomalies += [Anomaly(AnomalyKind.FREED_PAGE_ACCESS, access.page_addr, access.function,
                           access.module, 0, 0, False, (f"{access.task.comm}/{access.task.pid}",))
                   for access in ft.freed_page_accesses]
