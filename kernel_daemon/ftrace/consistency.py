@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernel_daemon.ftrace.core import Ftrace
-from kernel_daemon.ftrace.module_records import OpsHashes, referenced_filters
+from kernel_daemon.ftrace.module_records import referenced_filters
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
 from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FtracePageGroup, ftrace_rec_count
 
@@ -56,13 +56,12 @@ def ops_selects(ops: FtraceOps, ips: np.ndarray) -> np.ndarray:
     return mask
 
 
-def group_anomalies(ft: Ftrace, pg: FtracePageGroup, enabled_ops: list[FtraceOps],
-                    hashes: list[OpsHashes]) -> list[Anomaly]:
+def group_anomalies(ft: Ftrace, pg: FtracePageGroup, enabled_ops: list[FtraceOps]) -> list[Anomaly]:
     """The anomalies of one page group. The expected counts are what the fixed kernel's
-    ``referenced_filters`` gives new records, over every enabled ops (``hashes``: theirs,
-    in order): each filter's entries are looked up among the records, so the check costs
-    a few binary searches per ops, not a test of every record against every hash."""
-    expected = referenced_filters(hashes, pg.ips).astype(np.int64)
+    ``referenced_filters`` gives new records, over every enabled ops: each filter's
+    entries are looked up among the records, so the check costs a few binary searches
+    per ops, not a test of every record against every hash."""
+    expected = referenced_filters(enabled_ops, pg.ips).astype(np.int64)
     actual = ftrace_rec_count(pg.flags).astype(np.int64)
     patched = (pg.flags & np.uint64(FTRACE_FL_ENABLED)) != 0
     # With ftrace_enabled 0 (the sysctl) nothing is patched, whatever the counts.
@@ -89,9 +88,7 @@ def check_consistency(ft: Ftrace) -> list[Anomaly]:
     """Every anomaly of the live records, plus every freed-page access seen so far."""
     with ft.ftrace_lock:
         enabled_ops = [ops for ops in ft.ftrace_ops_list if ops.flags & FTRACE_OPS_FL_ENABLED]
-        hashes = [OpsHashes(ops.filter_hash, ops.notrace_hash) for ops in enabled_ops]
-        anomalies = [a for pg in ft.pages.groups
-                     for a in group_anomalies(ft, pg, enabled_ops, hashes)]
+        anomalies = [a for pg in ft.pages.groups for a in group_anomalies(ft, pg, enabled_ops)]
     anomalies += [Anomaly(AnomalyKind.FREED_PAGE_ACCESS, access.page_addr, access.function,
                           access.module, 0, 0, False, (f"{access.task.comm}/{access.task.pid}",))
                   for access in ft.freed_page_accesses]

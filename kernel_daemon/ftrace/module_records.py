@@ -16,13 +16,14 @@ The race windows (DESIGN "Variants and race windows") each move one lock boundar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from kernel_daemon.ftrace.core import Ftrace, Race, Variant
 from kernel_daemon.ftrace.hash import FtraceHash
-from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED
+from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
 from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FtracePageGroup
 from kernel_daemon.unwind import kernel_function
 
@@ -54,7 +55,7 @@ def ops_traces_mod(ft: Ftrace, ops: OpsHashes) -> bool:
     return ops.filter_hash.empty() and ops.notrace_hash.empty()
 
 
-def referenced_filters(ops_list: list[OpsHashes], ips: np.ndarray) -> np.ndarray:
+def referenced_filters(ops_list: Sequence[OpsHashes | FtraceOps], ips: np.ndarray) -> np.ndarray:
     """``referenced_filters()`` over all new records: for each record, the number of
     ops (enabled, not tracing everything) whose filter selects it and whose notrace
     does not (``ops_references_rec``).
