@@ -52,10 +52,12 @@ def echo(kernel: Kernel, text: str, path: str, append: bool = False) -> list[int
             return errors
         ft = kernel.ftrace
         iter = ftrace_regex_open(ft, ft.global_ops, path == "set_ftrace_filter", not append)
+        pos = 0
         while data:
             with kernel_frames(*SYSCALL_WRITE):
                 try:
-                    data = data[ftrace_regex_write(ft, iter, data):]
+                    read = ftrace_regex_write(ft, iter, data, pos)
+                    data, pos = data[read:], pos + read
                 except Exception as exc:  # a failed write(2): bash reports, the fd stays open
                     errors.append(exc.errno)  # type: ignore[attr-defined]
                     break

@@ -64,12 +64,15 @@ def test_name_index_finds_what_a_walk_over_every_name_finds(kernel, data, form):
 def test_one_token_per_write_and_continuation(kernel):
     ft = kernel.ftrace
     it = ftrace_regex_open(ft, ft.global_ops, True, True)
-    assert ftrace_regex_write(ft, it, b"uinput_open uinput_read\n") == len("uinput_open ")
-    assert ftrace_regex_write(ft, it, b"uinput_read\n") == len("uinput_read\n")
-    assert ftrace_regex_write(ft, it, b"   \n") == 4  # only whitespace
-    assert ftrace_regex_write(ft, it, b"") == 0
-    assert ftrace_regex_write(ft, it, b"uinput_po") == 9  # continued
-    assert ftrace_regex_write(ft, it, b"ll") == 2
+    pos = 0
+    for data, read in ((b"uinput_open uinput_read\n", len("uinput_open ")),
+                       (b"uinput_read\n", len("uinput_read\n")),
+                       (b"   \n", 4),  # only whitespace
+                       (b"", 0),
+                       (b"uinput_po", 9),  # continued
+                       (b"ll", 2)):
+        assert ftrace_regex_write(ft, it, data, pos) == read
+        pos += read
     # Nothing is live until release; the unterminated token is matched there.
     assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.strip()]
     ftrace_regex_release(ft, it)
@@ -166,7 +169,7 @@ def test_token_too_long(kernel):
     ft = kernel.ftrace
     it = ftrace_regex_open(ft, ft.global_ops, True, True)
     with pytest.raises(KernelError) as exc:
-        ftrace_regex_write(ft, it, b"x" * FTRACE_BUFF_MAX + b"\n")
+        ftrace_regex_write(ft, it, b"x" * FTRACE_BUFF_MAX + b"\n", 0)
     assert exc.value.errno == errno.EINVAL
     ftrace_regex_release(ft, it)
 

@@ -87,7 +87,6 @@ class FtraceIterator:
     filter: bool  # FTRACE_ITER_FILTER, else FTRACE_ITER_NOTRACE
     hash: FtraceHash
     parser: TraceParser = field(default_factory=TraceParser)
-    pos: int = 0
 
 
 @kernel_function
@@ -104,15 +103,19 @@ def ftrace_regex_open(ft: Ftrace, ops: FtraceOps, filter: bool, truncate: bool) 
 
 
 @kernel_function
-def ftrace_regex_write(ft: Ftrace, iter: FtraceIterator, data: bytes) -> int:
-    """``ftrace_regex_write()``: returns the bytes consumed, or raises the errno."""
+def ftrace_regex_write(ft: Ftrace, iter: FtraceIterator, data: bytes, pos: int) -> int:
+    """``ftrace_regex_write()``: returns the bytes consumed, or raises the errno.
+
+    ``pos`` is the file's position (``*ppos``), which the caller moves by the bytes
+    returned: a write at position 0 (a new ``>``, or a ``pwrite`` at 0) drops a token
+    left unfinished by the writes before it, as ``trace_get_user`` clears the parser.
+    """
     if not data:
         return 0
     with ft.ftrace_regex_lock:
         if ft.ftrace_disabled:
             raise KernelError(errno.ENODEV)
-        read = trace_get_user(iter.parser, data, iter.pos)
-        iter.pos += read
+        read = trace_get_user(iter.parser, data, pos)
         if iter.parser.loaded() and not iter.parser.cont:
             token = iter.parser.token()
             iter.parser.clear()

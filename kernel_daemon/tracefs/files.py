@@ -161,7 +161,9 @@ class RegexOpenFile(SeqText):
         self.iter: FtraceIterator | None = None
 
     def write(self, data: bytes) -> int:
-        return _REGEX_WRITE[self.which](self.kernel.ftrace, self.iter, data)
+        read = _REGEX_WRITE[self.which](self.kernel.ftrace, self.iter, data, self.pos)
+        self.pos += read
+        return read
 
     def release(self) -> None:
         if self.iter is not None:
