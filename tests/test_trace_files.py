@@ -143,6 +143,26 @@ def test_trace_pipe_consumes_and_small_buffer_overruns_are_exact():
         assert exc.value.errno == errno.EINVAL
 
 
+def test_a_trace_pipe_read_returns_whole_lines_and_a_small_read_its_leftover_first():
+    """tracing_read_pipe(): a page-sized read stops at the first line that would not fit
+    its trace_seq; a smaller read splits a line, and the next read returns only the rest
+    of the fill, before any new line."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        invoke(k, "vfs_write", "sys_write", count=200)
+        f = vfs.open(f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        first = file_read(f, 65536)
+        line = len(first.split(b"\n", 1)[0]) + 1
+        assert first.endswith(b"\n") and len(first) == 4094 // line * line
+        small = file_read(f, 10)
+        rest = file_read(f, 65536)
+        assert len(small) == 10 and small + rest == first[:line]
+        again = file_read(f, 65536)
+        assert len(again) == len(first) and again.endswith(b"\n")
+        file_release(f)
+
+
 def test_corrupted_header_after_ftrace_kill():
     with booted(variant="buggy", cpus=1) as k:
         vfs = mount(k)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import threading
@@ -26,8 +27,11 @@ from kernel_daemon.tracefs.files import FMODE_READ, FileOps, OpenFile, SeqText
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
 
-# A trace_pipe read returns at most PAGE_SIZE - 1 bytes (trace_seq's buffer).
+# A trace_pipe read returns at most PAGE_SIZE - 1 bytes; its trace_seq holds a page, and
+# trace_seq_printf() fails when its text would reach the last byte (ret >= PAGE_SIZE - 1
+# - len), so the lines of one fill end at most at byte PAGE_SIZE - 2.
 TRACE_PIPE_MAX = 4095
+TRACE_SEQ_MAX = 4094
 # How often a blocked trace_pipe reader checks for a signal (the client going away).
 SIGNAL_CHECK_SECONDS = 0.25
 TRACE_CLOCKS = ("local", "global", "counter")
@@ -78,13 +82,22 @@ class TraceFile(FileOps):
 
 
 class TracePipeOpenFile(OpenFile):
-    """An open ``trace_pipe``: each read consumes; a partly read event is kept."""
+    """An open ``trace_pipe``: ``tracing_read_pipe()`` (3.6) and its ``iter->seq``.
+
+    A read returns what is left of the last fill if anything is, and nothing else;
+    otherwise it fills the seq with whole lines, stopping once the seq holds the count
+    or at the first line that does not fit in its page, and returns up to the count,
+    keeping the rest. So a read of a page returns whole lines, where a small read
+    splits one. The kernel leaves the line that did not fit in the ring buffer; here
+    it was consumed with its batch, and this reader keeps it for its next fill.
+    """
 
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
         super().__init__(path, flags)
         self.kernel = kernel
         self.cpu = cpu
-        self.pending = b""
+        self.seq = b""  # filled, not yet read (trace_seq_to_user's leftover)
+        self.lines: collections.deque[bytes] = collections.deque()  # consumed, not filled
         self.interrupted = threading.Event()
 
     def interrupt(self) -> None:
@@ -92,18 +105,44 @@ class TracePipeOpenFile(OpenFile):
         self.interrupted.set()
 
     def read(self, size: int) -> bytes:
-        size = min(size, TRACE_PIPE_MAX)
+        if not self.seq:
+            self.seq = self._fill(min(size, TRACE_PIPE_MAX))
+        chunk, self.seq = self.seq[:size], self.seq[size:]
+        return chunk
+
+    def _fill(self, cnt: int) -> bytes:
+        """The loop over ``trace_find_next_entry_inc``: whole lines while the seq holds
+        fewer than ``cnt`` bytes; a line that would not fit (``TRACE_TYPE_PARTIAL_LINE``)
+        is not printed. Waits only while there is nothing at all (``tracing_wait_pipe``)."""
+        seq = bytearray()
+        while len(seq) < cnt:
+            if not self.lines and not self._consume(block=not seq, cnt=cnt):
+                break
+            line = self.lines[0]
+            if len(seq) + len(line) > TRACE_SEQ_MAX:
+                break
+            seq += self.lines.popleft()
+        return bytes(seq)
+
+    def _consume(self, block: bool, cnt: int) -> bool:
+        """Take the next events off the ring buffer as lines; False when there are none
+        and the read must not wait."""
         rb = self.kernel.ring_buffer
-        nonblock = bool(self.flags & os.O_NONBLOCK)
-        while not self.pending:
+        nonblock = not block or bool(self.flags & os.O_NONBLOCK)
+        while True:
             if self.interrupted.is_set():
                 raise KernelError(errno.EINTR)
-            events = rb.consume(self.cpu, max_events=max(1, size // 48), nonblock=nonblock,
-                                timeout=SIGNAL_CHECK_SECONDS)
+            try:
+                events = rb.consume(self.cpu, max_events=max(1, cnt // 48), nonblock=nonblock,
+                                    timeout=SIGNAL_CHECK_SECONDS)
+            except KernelError:  # EAGAIN: the reader's O_NONBLOCK, or a fill under way
+                if block:
+                    raise
+                return False
             if events:
-                self.pending = format_events(events, self.kernel.symbol_name).encode()
-        chunk, self.pending = self.pending[:size], self.pending[size:]
-        return chunk
+                text = format_events(events, self.kernel.symbol_name).encode()
+                self.lines.extend(text.splitlines(keepends=True))
+                return True
 
 
 class TracePipeFile(FileOps):
