@@ -140,9 +140,14 @@ class Kernel:
         events_written.set(events_written.get() + written)
 
     def symbol_name(self, ip: int) -> str:
-        """The bare name a trace line prints for ``ip`` (no module, no offset)."""
+        """The bare name a trace line prints for ``ip`` (no module, no offset).
+
+        3.6's ``seq_print_sym_short()`` prints the buffer ``kallsyms_lookup()`` filled,
+        which it empties first: an address no symbol covers prints as nothing. (The
+        ``0x%08lx`` fallback is a later kernel's, spec §3.6 [6.13.7].)
+        """
         found = self.kallsyms.lookup(ip)
-        return found[0].name if found else f"0x{ip:08x}"
+        return found[0].name if found else ""
 
     def shutdown(self) -> None:
         self.failpoints.release_all()

@@ -163,6 +163,17 @@ def test_a_trace_pipe_read_returns_whole_lines_and_a_small_read_its_leftover_fir
         file_release(f)
 
 
+def test_a_parent_no_symbol_covers_prints_as_nothing():
+    """3.6's seq_print_sym_short() prints the name kallsyms_lookup() left, "" here."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        ip = k.kallsyms.lookup_name("vfs_write")[0].addr
+        with running_as(BASH):
+            execute_function(k.ftrace, ip, 0x1234)
+        assert cat(vfs, f"{T}/trace").splitlines()[-1].endswith(": vfs_write <-")
+
+
 def test_corrupted_header_after_ftrace_kill():
     with booted(variant="buggy", cpus=1) as k:
         vfs = mount(k)
