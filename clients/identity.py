@@ -25,6 +25,7 @@ __all__ = [
     "Identity",
     "default_comm",
     "parse_identity_metadata",
+    "valid_comm",
 ]
 
 PID_METADATA_KEY = "x-ftrace-pid"
@@ -41,7 +42,8 @@ def _truncate_comm(comm: str) -> str:
     return comm[: TASK_COMM_LEN - 1]
 
 
-def _valid_comm(comm: str) -> bool:
+def valid_comm(comm: str) -> bool:
+    """What a comm may be: not empty, printable ASCII (a metadata value, a trace field)."""
     return bool(comm) and all(" " <= ch <= "~" for ch in comm)
 
 
@@ -76,7 +78,7 @@ class Identity:
         if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= PID_MAX_LIMIT:
             raise ValueError(f"pid must be an int in 1..{PID_MAX_LIMIT}, not {self.pid!r}")
         comm = _truncate_comm(self.comm) if self.comm else default_comm()
-        if not _valid_comm(comm):
+        if not valid_comm(comm):
             raise ValueError(f"comm must be printable ASCII, not {self.comm!r}")
         object.__setattr__(self, "pid", pid)
         object.__setattr__(self, "comm", comm)
@@ -128,7 +130,7 @@ def parse_identity_metadata(
                 raise KernelError(errno.EINVAL, f"{key}: {number} out of range 1..{PID_MAX_LIMIT}")
             pid = number
         else:
-            if not _valid_comm(value):
+            if not valid_comm(value):
                 raise KernelError(errno.EINVAL, f"{key}: {value!r} is empty or not printable ASCII")
             comm = _truncate_comm(value)
     return pid, comm

@@ -22,6 +22,9 @@ from kernel_daemon.ftrace.update import FTRACE_UPDATE_CALLS, ftrace_run_update_c
 from kernel_daemon.unwind import kernel_function
 
 NO_RECORDS = np.empty(0, dtype=np.intp)
+# Bytes per character of a NumPy unicode (``<U``) array, whose names are at most its
+# itemsize over this long.
+UCS4 = 4
 
 
 def ftrace_match_record(pg: FtracePageGroup, regex: Regex, mod: str | None) -> np.ndarray:
@@ -34,6 +37,10 @@ def ftrace_match_record(pg: FtracePageGroup, regex: Regex, mod: str | None) -> n
             return NO_RECORDS
         if not regex.search:  # a blank search matches all of the module's functions
             return np.arange(len(pg.ips))
+    if len(regex.search) > pg.names.dtype.itemsize // UCS4:
+        # Longer than the group's longest name: no name holds it. Answered here, as
+        # NumPy would widen every name to the search's length to compare them.
+        return NO_RECORDS
     if regex.type is MatchType.MATCH_FULL:
         return pg.records_named(regex.search)
     if regex.type is MatchType.MATCH_FRONT_ONLY and regex.search:

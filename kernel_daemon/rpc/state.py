@@ -140,8 +140,11 @@ class Syscall:
         if self.reply_to is not None:
             stop_noting(self.noting)
             if self.acquired:
+                # The first and the last: what a replay orders by, in a trailer of fixed
+                # size however many tokens a write took the lock for.
+                first_last = sorted({self.acquired[0], self.acquired[-1]})
                 add_trailing_metadata(self.reply_to, ((LOCK_ACQUIRED_METADATA_KEY,
-                                                       " ".join(map(str, self.acquired))),))
+                                                       " ".join(map(str, first_last))),))
 
 
 def counting_calls(state: DaemonState, servicer: S, service: ServiceDescriptor) -> S:

@@ -136,15 +136,27 @@ def errno_for_status_code(code: grpc.StatusCode) -> int:
     return CODE_TO_ERRNO.get(code, _errno.EIO)
 
 
+# An error's message and path travel in trailing metadata, twice (grpc-message and the
+# rich status), under the client's metadata limit (8 KiB by default): texts that echo a
+# caller's input (a 100 KB function name) are cut to these many characters.
+MESSAGE_MAX = 256
+PATH_SHOWN_MAX = 1024
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text``, cut to ``limit`` characters with "..." in place of what was cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def errno_detail(err: KernelError) -> common_pb2.ErrnoDetail:
     """The ``ftrace.v1.ErrnoDetail`` for a kernel error (also used in-band by the streams)."""
     return common_pb2.ErrnoDetail(
         number=err.errno,
         name=err.name,
         strerror=err.strerror,
-        message=err.message,
+        message=bounded(err.message, MESSAGE_MAX),
         syscall=err.syscall,
-        path=err.path,
+        path=bounded(err.path, PATH_SHOWN_MAX),
     )
 
 
@@ -155,7 +167,7 @@ def kernel_error_from_detail(detail: common_pb2.ErrnoDetail) -> KernelError:
 
 def status_message(err: KernelError) -> str:
     """The status' human-readable text: ``"EINVAL: Invalid argument (why)"``."""
-    return str(err)
+    return bounded(str(err), MESSAGE_MAX)
 
 
 class _Status(grpc.Status):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from clients.identity import PID_MAX_LIMIT, valid_comm
 from ftrace.v1 import tracer_pb2 as pb
 from ftrace.v1 import tracer_pb2_grpc
 from kernel_daemon.errno import KernelError
@@ -26,13 +27,27 @@ from kernel_daemon.ftrace.ops import FtraceOps
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 from kernel_daemon.kernel import Kernel, events_written
 from kernel_daemon.rpc.state import DaemonState
-from kernel_daemon.rpc.status import abort_with_errno, errno_detail, translate_kernel_errors
+from kernel_daemon.rpc.status import errno_detail, translate_kernel_errors
 from kernel_daemon.task import Task, current, running_as
 
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_MAX_DELAY_MS = 50
 DEFAULT_QUEUE_LIMIT = 65536
 OPS_NAME_MAX = 63
+# Executions of one Invoke at most: the counters it adds to stay far from 2**64.
+MAX_REPEAT = 100_000_000
+
+
+def invoking_task(request: pb.InvokeRequest, caller: Task) -> Task:
+    """The task an Invoke runs as: the caller, with the pid and comm the request names
+    checked as identity metadata is (pid 0 is allowed here: the idle task)."""
+    pid = request.pid if request.HasField("pid") else caller.pid
+    comm = request.comm if request.HasField("comm") else caller.comm
+    if not 0 <= pid <= PID_MAX_LIMIT:
+        raise KernelError(errno.EINVAL, f"pid {pid} out of range 0..{PID_MAX_LIMIT}")
+    if not valid_comm(comm):
+        raise KernelError(errno.EINVAL, "comm is empty or not printable ASCII")
+    return Task(pid, comm)
 
 
 def resolve_function(kernel: Kernel, name: str, module: str = "") -> int:
@@ -94,11 +109,12 @@ class TracerService(tracer_pb2_grpc.TracerServicer):
             parent_ip = request.parent_ip
             if request.parent and not parent_ip:
                 parent_ip = resolve_function(kernel, request.parent)
-            task = Task(request.pid if request.HasField("pid") else caller.pid,
-                        request.comm if request.HasField("comm") else caller.comm)
+            task = invoking_task(request, caller)
             cpu = request.cpu if request.HasField("cpu") else task.pid % kernel.options.cpus
             if cpu >= kernel.options.cpus:
                 raise KernelError(errno.EINVAL, f"no cpu {cpu}")
+            if request.repeat > MAX_REPEAT:
+                raise KernelError(errno.EINVAL, f"repeat above {MAX_REPEAT:,}")
             repeat = request.repeat or 1
             token = events_written.set(0)
             try:
@@ -115,13 +131,11 @@ class TracerService(tracer_pb2_grpc.TracerServicer):
                                      calls=repeat, patched_calls=repeat if patched else 0,
                                      traced=traced)
 
+    @translate_kernel_errors
     def Attach(self, request_iterator: Iterator[pb.TracerRequest],
                context: grpc.ServicerContext) -> Iterator[pb.TracerEvent]:
-        try:
-            with self.state.syscall(context) as boot:
-                owner = current()
-        except KernelError as err:  # malformed identity metadata
-            abort_with_errno(context, err)
+        with self.state.syscall(context) as boot:
+            owner = current()
         session = TracerSession(boot.kernel, owner, request_iterator, context)
         yield from session.run()
 
@@ -175,6 +189,9 @@ class TracerSession:
             timestamp_ns=self.kernel.local_clock(), count=count))
 
     def run(self) -> Iterator[pb.TracerEvent]:
+        """Answer the requests in order. A failed register or a protocol error raises
+        its KernelError, which ends the call with that errno; whatever ends the stream,
+        the ops is unregistered, as a module's exit would."""
         try:
             while True:
                 request = self._next_request()
@@ -185,15 +202,38 @@ class TracerSession:
                     continue
                 if request is STREAM_END:
                     return
+                op = self._checked_op(request)
                 with running_as(self.owner):
-                    try:
-                        yield from self._handle(request)
-                    except KernelError as err:
-                        yield self._event(error=errno_detail(err))
-                if request.WhichOneof("op") == "unregister":
-                    return
+                    if op == "register":
+                        yield self._register(request.register)
+                    elif op == "set_filter":
+                        try:
+                            yield self._set_filter(request.set_filter)
+                        except KernelError as err:  # in-band: the ops stays as it was
+                            yield self._event(error=errno_detail(err))
+                    elif op == "flush":
+                        yield from self._batches(force=True)
+                        yield self._event(flushed=pb.Flushed(hits=self.hits.sent,
+                                                             dropped=self.hits.dropped_total))
+                    else:
+                        yield from self._batches(force=True)
+                        self._unregister()
+                        yield self._event(unregistered=pb.Unregistered(
+                            hits=self.hits.sent, dropped=self.hits.dropped_total))
+                        return
         finally:
             self._unregister()
+
+    def _checked_op(self, request: pb.TracerRequest) -> str:
+        """The request's operation, if the protocol allows it here: register first and
+        only then, and every request names an operation."""
+        op = request.WhichOneof("op")
+        if op is None:
+            raise KernelError(errno.EINVAL, "a request with no operation")
+        if (op == "register") != (self.ops is None):
+            raise KernelError(errno.EINVAL, "this stream already registered an ops"
+                              if self.ops is not None else "the first request must be register")
+        return op
 
     def _next_request(self) -> pb.TracerRequest | None | object:
         """The next request, or None when hits are due (or the wait timed out)."""
@@ -218,51 +258,38 @@ class TracerSession:
                 batch, dropped = self.hits.take(self.max_batch)
             yield self._event(hits=pb.HitBatch(hits=batch, dropped=dropped))
 
-    def _handle(self, request: pb.TracerRequest) -> Iterator[pb.TracerEvent]:
-        op = request.WhichOneof("op")
+    def _register(self, reg: pb.RegisterOps) -> pb.TracerEvent:
+        """A module's init: ``ftrace_set_filter`` / ``ftrace_set_notrace`` for each
+        pattern on a new ops, then ``register_ftrace_function``."""
         ft = self.kernel.ftrace
-        if op == "register":
-            if self.ops is not None:
-                raise KernelError(errno.EBUSY, "this stream already registered an ops")
-            reg = request.register
-            self.max_batch = reg.max_batch or DEFAULT_MAX_BATCH
-            self.max_delay = (reg.max_delay_ms or DEFAULT_MAX_DELAY_MS) / 1000
-            self.hits.limit = reg.queue_limit or DEFAULT_QUEUE_LIMIT
-            name = reg.name or f"tracer-{self.owner.pid}"
-            if len(name.encode()) > OPS_NAME_MAX:
-                raise KernelError(errno.EINVAL, f"ops name longer than {OPS_NAME_MAX} bytes")
-            ops = FtraceOps(name, func=self._hit_func, owner=self.owner)
-            for setter, patterns in ((ftrace_set_filter, reg.filter),
-                                     (ftrace_set_notrace, reg.notrace)):
-                for i, pattern in enumerate(patterns):
-                    try:
-                        setter(ft, ops, pattern, reset=i == 0)
-                    except KernelError as err:
-                        raise KernelError(err.errno, f"{pattern!r} selects no function"
-                                          if err.errno == errno.EINVAL else err.message) from None
-            register_ftrace_function(ft, ops)
-            self.ops = ops
-            yield self._event(registered=pb.OpsRegistered(
-                name=ops.name, id=id(ops), filter_count=ops.filter_hash.count,
-                notrace_count=ops.notrace_hash.count))
-        elif op == "set_filter":
-            if self.ops is None:
-                raise KernelError(errno.EINVAL, "register an ops first")
-            change = request.set_filter
-            setter = ftrace_set_notrace if change.notrace else ftrace_set_filter
-            setter(ft, self.ops, change.text or None, change.reset)
-            yield self._event(filter_updated=pb.FilterUpdated(
-                filter_count=self.ops.filter_hash.count, notrace_count=self.ops.notrace_hash.count))
-        elif op == "flush":
-            yield from self._batches(force=True)
-            yield self._event(flushed=pb.Flushed(hits=self.hits.sent, dropped=self.hits.dropped_total))
-        elif op == "unregister":
-            yield from self._batches(force=True)
-            self._unregister()
-            yield self._event(unregistered=pb.Unregistered(hits=self.hits.sent,
-                                                           dropped=self.hits.dropped_total))
-        else:
-            raise KernelError(errno.EINVAL, "empty request")
+        self.max_batch = reg.max_batch or DEFAULT_MAX_BATCH
+        self.max_delay = (reg.max_delay_ms or DEFAULT_MAX_DELAY_MS) / 1000
+        self.hits.limit = reg.queue_limit or DEFAULT_QUEUE_LIMIT
+        name = reg.name or f"tracer-{self.owner.pid}"
+        if len(name.encode()) > OPS_NAME_MAX:
+            raise KernelError(errno.EINVAL, f"ops name longer than {OPS_NAME_MAX} bytes")
+        ops = FtraceOps(name, func=self._hit_func, owner=self.owner)
+        for setter, patterns in ((ftrace_set_filter, reg.filter),
+                                 (ftrace_set_notrace, reg.notrace)):
+            for i, pattern in enumerate(patterns):
+                try:
+                    setter(ft, ops, pattern, reset=i == 0)
+                except KernelError as err:
+                    raise KernelError(err.errno, f"{pattern!r} selects no function"
+                                      if err.errno == errno.EINVAL else err.message) from None
+        register_ftrace_function(ft, ops)
+        self.ops = ops
+        return self._event(registered=pb.OpsRegistered(
+            name=ops.name, id=id(ops), filter_count=ops.filter_hash.count,
+            notrace_count=ops.notrace_hash.count))
+
+    def _set_filter(self, change: pb.SetOpsFilter) -> pb.TracerEvent:
+        """``ftrace_set_filter`` (``ftrace_set_notrace``) on the registered ops."""
+        assert self.ops is not None
+        setter = ftrace_set_notrace if change.notrace else ftrace_set_filter
+        setter(self.kernel.ftrace, self.ops, change.text or None, change.reset)
+        return self._event(filter_updated=pb.FilterUpdated(
+            filter_count=self.ops.filter_hash.count, notrace_count=self.ops.notrace_hash.count))
 
     def _unregister(self) -> None:
         ops, self.ops = self.ops, None

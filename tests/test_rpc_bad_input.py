@@ -1,0 +1,140 @@
+"""Bad input over plain gRPC stubs, as a client in any language sends it, against a real
+ftraced: each gets the errno the protos promise, in the status or in-band as they say,
+and the daemon goes on serving."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_status import rpc_status
+
+from clients.connection import CHANNEL_OPTIONS, grpc_target
+from ftrace.v1 import (common_pb2, kernel_pb2, kernel_pb2_grpc, tracefs_pb2, tracefs_pb2_grpc,
+                       tracer_pb2, tracer_pb2_grpc)
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+
+T = "/sys/kernel/debug/tracing"
+DEADLINE = 30
+
+
+class Stubs:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.tracefs = tracefs_pb2_grpc.TracefsStub(channel)
+        self.tracer = tracer_pb2_grpc.TracerStub(channel)
+        self.kernel = kernel_pb2_grpc.KernelStub(channel)
+
+
+@pytest.fixture
+def stubs(daemon) -> Iterator[Stubs]:
+    with grpc.insecure_channel(grpc_target(daemon.address), options=CHANNEL_OPTIONS) as channel:
+        yield Stubs(channel)
+
+
+def errno_of(error: grpc.RpcError) -> common_pb2.ErrnoDetail:
+    """The ErrnoDetail a failed call carries in its rich status."""
+    detail = common_pb2.ErrnoDetail()
+    assert rpc_status.from_call(error).details[0].Unpack(detail)
+    return detail
+
+
+def failing(method, request, **kwargs) -> common_pb2.ErrnoDetail:
+    with pytest.raises(grpc.RpcError) as info:
+        method(request, timeout=DEADLINE, **kwargs)
+    return errno_of(info.value)
+
+
+def still_consistent(stubs: Stubs) -> bool:
+    return stubs.kernel.CheckConsistency(kernel_pb2.CheckConsistencyRequest(),
+                                         timeout=DEADLINE).ok
+
+
+# --- Tracer.Invoke -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("fields, why", [
+    ({"repeat": 100_000_001}, "repeat above"),
+    ({"repeat": 2**64 - 1}, "repeat above"),
+    ({"pid": -7}, "pid -7"),
+    ({"pid": 4 * 1024 * 1024 + 1}, "out of range"),
+    ({"comm": "bad\x01comm"}, "comm"),
+    ({"comm": ""}, "comm"),
+])
+def test_invoke_refuses_what_its_contract_refuses(stubs, fields, why):
+    detail = failing(stubs.tracer.Invoke, tracer_pb2.InvokeRequest(function="schedule", **fields))
+    assert detail.name == "EINVAL" and why in detail.message
+    # The idle task and the largest pid are tasks; a long comm is cut, as set_task_comm does.
+    for pid in (0, 4 * 1024 * 1024):
+        stubs.tracer.Invoke(tracer_pb2.InvokeRequest(function="schedule", pid=pid,
+                                                     comm="a-comm-longer-than-15"),
+                            timeout=DEADLINE)
+    stats = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE)
+    assert stats.invocations == 2
+
+
+def test_an_error_quoting_a_huge_argument_stays_small(stubs):
+    detail = failing(stubs.tracer.Invoke, tracer_pb2.InvokeRequest(function="a" * 100_000))
+    assert detail.name == "ENOENT" and len(detail.message) == 256
+    assert detail.message.endswith("...")
+
+
+# --- Tracer.Attach -----------------------------------------------------------------------
+
+def attach(stubs: Stubs, *requests: tracer_pb2.TracerRequest) -> tuple[list, grpc.RpcError | None]:
+    """The events of an Attach stream sent ``requests`` and half-closed, and how it ended."""
+    events = []
+    call = stubs.tracer.Attach(iter(requests), timeout=DEADLINE)
+    try:
+        for event in call:
+            events.append(event)
+    except grpc.RpcError as error:
+        return events, error
+    return events, None
+
+
+REGISTER = tracer_pb2.TracerRequest(register=tracer_pb2.RegisterOps(name="t", filter=["schedule"]))
+FLUSH = tracer_pb2.TracerRequest(flush=tracer_pb2.FlushHits())
+
+
+@pytest.mark.parametrize("requests, why", [
+    ([tracer_pb2.TracerRequest(register=tracer_pb2.RegisterOps(filter=["nosuch_fn"]))],
+     "'nosuch_fn' selects no function"),
+    ([tracer_pb2.TracerRequest(register=tracer_pb2.RegisterOps(name="n" * 64))], "ops name"),
+    ([FLUSH], "the first request must be register"),
+    ([REGISTER, REGISTER], "already registered"),
+    ([REGISTER, tracer_pb2.TracerRequest()], "no operation"),
+], ids=["no-match", "long-name", "flush-first", "second-register", "empty"])
+def test_attach_protocol_errors_end_the_call_and_unregister(stubs, requests, why):
+    events, error = attach(stubs, *requests, FLUSH)
+    assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert errno_of(error).name == "EINVAL" and why in errno_of(error).message
+    assert [e.WhichOneof("event") for e in events] == ["registered"] * (requests[0] == REGISTER)
+    ops = stubs.kernel.ListOps(kernel_pb2.ListOpsRequest(), timeout=DEADLINE).ops
+    assert [o.name for o in ops if o.name == "t"] == []
+    assert still_consistent(stubs)
+
+
+def test_a_set_filter_error_is_in_band_and_the_stream_goes_on(stubs):
+    events, error = attach(
+        stubs, REGISTER,
+        tracer_pb2.TracerRequest(set_filter=tracer_pb2.SetOpsFilter(text="nosuch_fn")),
+        FLUSH, tracer_pb2.TracerRequest(unregister=tracer_pb2.UnregisterOps()))
+    assert error is None
+    assert [(e.seq, e.WhichOneof("event")) for e in events] == [
+        (1, "registered"), (2, "error"), (3, "flushed"), (4, "unregistered")]
+    assert events[1].error.name == "EINVAL"
+
+
+def test_a_pattern_longer_than_any_name_is_refused_at_once(stubs):
+    """A search longer than every symbol matches nothing: EINVAL without comparing it
+    with 40,000 names (ftrace_regex_lock would be held meanwhile)."""
+    started = time.monotonic()
+    for pattern in ("*" + "a" * 200_000, "a" * 200_000 + "*", "*" + "a" * 200_000 + "*"):
+        events, error = attach(stubs, tracer_pb2.TracerRequest(
+            register=tracer_pb2.RegisterOps(name="long", filter=[pattern])))
+        assert error is not None and errno_of(error).name == "EINVAL"
+    assert time.monotonic() - started < DEADLINE
+    assert still_consistent(stubs)
