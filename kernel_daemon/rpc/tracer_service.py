@@ -96,6 +96,8 @@ class TracerService(tracer_pb2_grpc.TracerServicer):
                 parent_ip = resolve_function(kernel, request.parent)
             task = Task(request.pid if request.HasField("pid") else caller.pid,
                         request.comm if request.HasField("comm") else caller.comm)
+            # The model's pid table (kernel_daemon.pid): a task named here exists from now on.
+            kernel.pid_hash.attach_pid(task.pid)
             cpu = request.cpu if request.HasField("cpu") else task.pid % kernel.options.cpus
             if cpu >= kernel.options.cpus:
                 raise KernelError(errno.EINVAL, f"no cpu {cpu}")
