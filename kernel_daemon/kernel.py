@@ -24,6 +24,7 @@ from kernel_daemon.module.kallsyms import Kallsyms
 from kernel_daemon.module.loader import MODULE_STATE_COMING, Module, ModuleLoader
 from kernel_daemon.module.vmlinux import MIN_FUNCTIONS, build_vmlinux
 from kernel_daemon.panic import TAINT_OOT_MODULE, Panic
+from kernel_daemon.pid import PidHash
 from kernel_daemon.printk import Printk
 from kernel_daemon.shm import new_namespace, reap_stale_segments
 from kernel_daemon.task import current
@@ -82,9 +83,12 @@ class Kernel:
         for name, spec in options.failpoints:
             self.failpoints.configure(name, spec)
         self.namespace = new_namespace()
+        # The tasks that have entered this kernel (kernel_daemon.pid); the RPC layer adds
+        # each as it comes in.
+        self.pid_hash = PidHash()
         self.ftrace = Ftrace(Variant(options.variant), frozenset(Race(r) for r in options.races),
                              RecordPages(self.namespace), self.printk, self.panic, self.failpoints,
-                             self.kallsyms.sprint_symbol_no_offset)
+                             self.kallsyms.sprint_symbol_no_offset, self.pid_hash.find_get_pid)
         self.ftrace_init(vmlinux)
         self.modules.register_module_notifier(self.taint_module_notifier)
         self.modules.register_module_notifier(self.ftrace_module_notifier)

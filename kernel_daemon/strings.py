@@ -1,7 +1,8 @@
 """How the kernel reads the text user space writes to it (3.6): ``isspace()``
 (lib/ctype.c), ``skip_spaces()`` and ``strim()`` (lib/string.c), ``hex_to_bin()``
-(lib/hexdump.c), ``kstrtoul_from_user()`` (lib/kstrtox.c) and ``simple_strtoul()``
-(lib/vsprintf.c), the last two on lib/kstrtox.c's ``_parse_integer()``.
+(lib/hexdump.c), ``kstrtoul_from_user()`` and ``kstrtol()`` (lib/kstrtox.c) and
+``simple_strtoul()`` (lib/vsprintf.c), the last three on lib/kstrtox.c's
+``_parse_integer()``.
 
 The written bytes are the kernel's ``char``s, copied into a buffer that a NUL ends, so
 every C string function stops at the first NUL byte (:func:`c_string`). Python's own
@@ -19,8 +20,9 @@ from kernel_daemon.errno import KernelError
 #: ``isspace()``: the ``_S`` class of lib/ctype.c's ``_ctype[]``: \\t \\n \\v \\f \\r,
 #: the space, and 0xA0 (Latin-1's no-break space, ``_S|_SP`` at 160).
 KERNEL_SPACES = b"\t\n\v\f\r \xa0"
-#: ULONG_MAX on x86_64.
+#: ULONG_MAX and LONG_MAX on x86_64 (where long is long long).
 ULONG_MAX = (1 << 64) - 1
+LONG_MAX = (1 << 63) - 1
 # kstrto_from_user()'s buffer for an unsigned long: "sign, base 2 representation,
 # newline, terminator"; at most sizeof(buf) - 1 bytes are copied from user space.
 _KSTRTOUL_BUF = 1 + 64 + 1 + 1
@@ -65,16 +67,10 @@ def _parse_integer(s: bytes, base: int) -> tuple[int, int, bool]:
     return res & ULONG_MAX, rv, res > ULONG_MAX
 
 
-def kstrtoul_from_user(data: bytes) -> int:
-    """``kstrtoul_from_user(buf, count, 10, &val)``: an optional ``+``, decimal digits,
-    an optional newline, nothing else (EINVAL); ERANGE above ULONG_MAX.
-
-    Only the first ``sizeof(buf) - 1`` = 66 bytes are read, as the kernel copies them.
-    """
-    text = c_string(data[:_KSTRTOUL_BUF - 1])
-    if text[:1] == b"+":  # kstrtoull()
-        text = text[1:]
-    # _kstrtoull(): base 10 needs no _parse_integer_fixup_radix().
+def _kstrtoull(text: bytes) -> int:
+    """``_kstrtoull(s, 10)`` of the C string ``text``: decimal digits (base 10 needs no
+    ``_parse_integer_fixup_radix()``), an optional newline, nothing else (EINVAL);
+    ERANGE above ULLONG_MAX."""
     value, digits, overflow = _parse_integer(text, 10)
     if overflow:
         raise KernelError(errno.ERANGE)
@@ -85,6 +81,37 @@ def kstrtoul_from_user(data: bytes) -> int:
         rest = rest[1:]
     if rest:
         raise KernelError(errno.EINVAL)
+    return value
+
+
+def kstrtoul_from_user(data: bytes) -> int:
+    """``kstrtoul_from_user(buf, count, 10, &val)``: an optional ``+``, decimal digits,
+    an optional newline, nothing else (EINVAL); ERANGE above ULONG_MAX.
+
+    Only the first ``sizeof(buf) - 1`` = 66 bytes are read, as the kernel copies them.
+    """
+    text = c_string(data[:_KSTRTOUL_BUF - 1])
+    if text[:1] == b"+":  # kstrtoull()
+        text = text[1:]
+    return _kstrtoull(text)
+
+
+def kstrtol(s: bytes) -> int:
+    """``kstrtol(s, 10, &res)`` (``strict_strtol`` in 3.6), which is ``kstrtoll`` on
+    x86_64: an optional ``-`` or ``+``, then :func:`_kstrtoull`; ERANGE outside ``long``.
+
+    3.6's ``kstrtoll`` rejects ``-0`` too: it tests ``(long long)(-tmp) >= 0`` (ERANGE),
+    which later kernels relaxed to ``> 0``.
+    """
+    s = c_string(s)
+    if s[:1] == b"-":
+        value = _kstrtoull(s[1:])
+        if not 0 < value <= LONG_MAX + 1:
+            raise KernelError(errno.ERANGE)
+        return -value
+    value = _kstrtoull(s[1:] if s[:1] == b"+" else s)  # kstrtoull() skips a '+'
+    if value > LONG_MAX:
+        raise KernelError(errno.ERANGE)
     return value
 
 

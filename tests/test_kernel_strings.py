@@ -8,7 +8,8 @@ import errno
 import pytest
 
 from kernel_daemon.errno import KernelError
-from kernel_daemon.strings import KERNEL_SPACES, ULONG_MAX, c_string, kstrtoul_from_user, strim
+from kernel_daemon.strings import (KERNEL_SPACES, LONG_MAX, ULONG_MAX, c_string, kstrtol,
+                                   kstrtoul_from_user, strim)
 from kernel_daemon.tracefs.tree import mount
 from tests.kernel_helpers import T, booted, cat, write
 
@@ -43,6 +44,28 @@ def test_kstrtoul_from_user_accepts(data, value):
 def test_kstrtoul_from_user_refuses(data, err):
     with pytest.raises(KernelError) as exc:
         kstrtoul_from_user(data)
+    assert exc.value.errno == err
+
+
+@pytest.mark.parametrize("data, value", [
+    (b"1", 1), (b"+1\n", 1), (b"-1", -1), (b"-42\n", -42), (b"0", 0), (b"007", 7),
+    (b"9223372036854775807", LONG_MAX), (b"-9223372036854775808", -LONG_MAX - 1),
+    (b"5\0junk", 5),
+])
+def test_kstrtol_accepts(data, value):
+    assert kstrtol(data) == value
+
+
+@pytest.mark.parametrize("data, err", [
+    (b"", errno.EINVAL), (b"-", errno.EINVAL), (b"+-1", errno.EINVAL), (b"-+1", errno.EINVAL),
+    (b" 1", errno.EINVAL), (b"1\n\n", errno.EINVAL), (b"0x10", errno.EINVAL),
+    (b"9223372036854775808", errno.ERANGE), (b"-9223372036854775809", errno.ERANGE),
+    (b"18446744073709551616", errno.ERANGE),
+    (b"-0", errno.ERANGE),  # 3.6's kstrtoll: (long long)(-tmp) >= 0
+])
+def test_kstrtol_refuses(data, err):
+    with pytest.raises(KernelError) as exc:
+        kstrtol(data)
     assert exc.value.errno == err
 
 

@@ -235,7 +235,7 @@ echo -n no newline; echo
         "/",
         "proc",
         "sys",
-        "2",
+        "3",  # set_ftrace_filter, set_ftrace_notrace, set_ftrace_pid
         "-rw-r--r-- 1 root root 0 set_ftrace_filter",
         "-r--r--r-- 1 root root 0 available_filter_functions",
         "/sys/kernel",

@@ -5,7 +5,8 @@ module-level functions over an :class:`Ftrace` instance the way the C functions 
 on file-scope statics: ``register.py`` (ops registration, startup/shutdown),
 ``rec_update.py`` (reference counting, ``ftrace_hash_move``), ``update.py``
 (patching), ``module_records.py`` (module load and unload), ``filter.py`` (the
-filter API and the regex files) and ``consistency.py`` (the model's own check).
+filter API and the regex files), ``pid.py`` (``set_ftrace_pid``) and ``consistency.py``
+(the model's own check).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Ftrace:
     failpoints: Failpoints
     # The ip -> "name" lookup for listings (``%ps``), and module lookup for ``:mod:``.
     sprint_symbol_no_offset: Callable[[int], str]
+    # ``find_get_pid()``: whether a task has this pid (kernel_daemon.pid), for set_ftrace_pid.
+    find_get_pid: Callable[[int], bool]
 
     # The one lock whose acquisitions a system call may ask to have noted (mutex.py).
     ftrace_lock: Mutex = field(default_factory=Mutex)
@@ -92,6 +95,15 @@ class Ftrace:
     trampoline_target: FtraceFunc = ftrace_stub
     freed_page_accesses: list[FreedPageAccess] = field(default_factory=list)
     warned_once: set[int] = field(default_factory=set)
+    # set_ftrace_pid (pid.py): ``ftrace_pids``, head first as list_add() leaves it, changed
+    # under ftrace_lock; a pid of 0 is ftrace_swapper_pid, the idle tasks.
+    ftrace_pids: list[int] = field(default_factory=list)
+    # The tasks whose TSK_TRACE_FL_TRACE flag set_ftrace_pid_task() set, by pid: the
+    # model's Task is immutable and shared, so the flag is kept here, and replaced, never
+    # edited, as ftrace_pid_func() reads it with no lock.
+    tsk_trace_pids: frozenset[int] = frozenset()
+    # What ftrace_pid_func() calls for a traced task: the GLOBAL ops' function.
+    ftrace_pid_function: FtraceFunc = ftrace_stub
 
     def publish_ops(self) -> None:
         self.ops_snapshot = tuple(self.ftrace_ops_list)
@@ -110,6 +122,19 @@ class Ftrace:
         for ops in self.global_snapshot:
             ops.func(ip, parent_ip, ops, count)
 
+    def ftrace_pid_func(self, ip: int, parent_ip: int, op: FtraceOps | None = None,
+                        count: int = 1) -> None:
+        """``ftrace_pid_func()``: ``global_ops``' function while ``set_ftrace_pid`` lists
+        pids (``update_global_ops``), so only the GLOBAL ops are filtered: the GLOBAL
+        function runs for a task whose flag is set, and for no other.
+
+        A method beside the list functions, as ftrace.c defines it beside them: the
+        update code installs it, and the set_ftrace_pid code (pid.py) calls the update.
+        """
+        if task_mod.current().pid not in self.tsk_trace_pids:  # test_tsk_trace_trace()
+            return
+        self.ftrace_pid_function(ip, parent_ip, op, count)
+
 
 def ftrace_kill(ft: Ftrace) -> None:
     """``ftrace_kill()``: silent; disables ftrace until reboot (spec §2.1).
@@ -125,6 +150,7 @@ def clear_ftrace_function(ft: Ftrace) -> None:
     """``clear_ftrace_function()``: every trampoline target variable to ``ftrace_stub``."""
     ft.ftrace_trace_function = ftrace_stub
     ft.trampoline_target = ftrace_stub
+    ft.ftrace_pid_function = ftrace_stub
 
 
 def FTRACE_WARN_ON(ft: Ftrace, cond: bool, line: int) -> bool:  # noqa: N802 - the kernel macro

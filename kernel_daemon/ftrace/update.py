@@ -90,6 +90,18 @@ def ftrace_startup_enable(ft: Ftrace, command: int) -> None:
     ftrace_run_update_code(ft, command)
 
 
+def update_global_ops(ft: Ftrace) -> None:
+    """``update_global_ops()``: ``global_ops`` calls the one GLOBAL ops' function, or
+    ``ftrace_global_list_func`` for several; while ``set_ftrace_pid`` lists pids, it calls
+    ``ftrace_pid_func``, which calls that function for the listed tasks only."""
+    func = (ft.ftrace_global_list[0].func if len(ft.ftrace_global_list) == 1
+            else ft.ftrace_global_list_func)
+    if ft.ftrace_pids:
+        ft.ftrace_pid_function = func  # set_ftrace_pid_function()
+        func = ft.ftrace_pid_func
+    ft.global_ops.func = func
+
+
 def update_ftrace_function(ft: Ftrace) -> None:
     """``update_ftrace_function()``: which function the trampoline calls (spec §1.4).
 
@@ -98,9 +110,7 @@ def update_ftrace_function(ft: Ftrace) -> None:
     lock-free readers first, as ``add_ftrace_ops`` does with ``rcu_assign_pointer``.
     """
     ops_list = ft.ftrace_ops_list
-    # update_global_ops()
-    ft.global_ops.func = (ft.ftrace_global_list[0].func if len(ft.ftrace_global_list) == 1
-                          else ft.ftrace_global_list_func)
+    update_global_ops(ft)
     ft.publish_ops()
     if not ops_list:
         ft.ftrace_trace_function = ftrace_stub
@@ -108,3 +118,13 @@ def update_ftrace_function(ft: Ftrace) -> None:
         ft.ftrace_trace_function = ops_list[0].func
     else:
         ft.ftrace_trace_function = ft.ftrace_ops_list_func
+
+
+def ftrace_update_pid_func(ft: Ftrace) -> None:
+    """``ftrace_update_pid_func()``: re-pick the functions after a ``set_ftrace_pid``
+    change.  Nothing to do while the trampoline calls ``ftrace_stub`` (nothing
+    registered, ``ftrace_enabled`` 0, ftrace dead): the next ``update_ftrace_function``
+    reads the pid list then."""
+    if ft.ftrace_trace_function is ftrace_stub:
+        return
+    update_ftrace_function(ft)

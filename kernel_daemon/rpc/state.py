@@ -93,12 +93,19 @@ class DaemonState:
 
     def caller(self, context: grpc.ServicerContext) -> Task:
         """The calling process, from the call's identity metadata: parsed once per
-        distinct metadata (a client sends the same with every call)."""
+        distinct metadata (a client sends the same with every call).
+
+        Every call comes in here, so this is where a process enters the kernel: its pid
+        goes into the kernel's pid table for ``find_get_pid``, a table of the model's own
+        choosing, as it has no process table (kernel_daemon.pid).
+        """
         metadata = context.invocation_metadata()
         try:
-            return self._callers[metadata]
+            task = self._callers[metadata]
         except (KeyError, TypeError):  # TypeError: metadata that is not a hashable tuple
-            return self._identify(metadata)
+            task = self._identify(metadata)
+        self.boot.kernel.pid_hash.attach_pid(task.pid)
+        return task
 
     def count_invocations(self, calls: int) -> None:
         with self._lock:

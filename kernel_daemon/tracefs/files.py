@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open, t_show_all
+from kernel_daemon.ftrace.pid import fpid_show_all, ftrace_pid_reset, ftrace_pid_write
 from kernel_daemon.ftrace.regex_file import (FtraceIterator, ftrace_regex_open,
                                              ftrace_regex_release, ftrace_regex_write)
 from kernel_daemon.unwind import kernel_function_named
@@ -186,6 +187,31 @@ class RegexFile(FileOps):
                                           bool(flags & os.O_TRUNC))
         elif ft.ftrace_disabled:
             raise KernelError(errno.ENODEV)
+        return file
+
+
+class FtracePidOpenFile(SeqText):
+    """An open ``set_ftrace_pid``: reads are ``ftrace_pid_sops``; a write takes no
+    position and moves none."""
+
+    def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
+        super().__init__(path, flags, lambda: fpid_show_all(kernel.ftrace))
+        self.kernel = kernel
+
+    def write(self, data: bytes) -> int:
+        return ftrace_pid_write(self.kernel.ftrace, data)
+
+
+class FtracePidFile(FileOps):
+    """``ftrace_pid_fops``."""
+
+    mode = 0o644
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        file = FtracePidOpenFile(kernel, path, flags)
+        # ftrace_pid_open(): a write open with O_TRUNC (``echo >``) empties the list.
+        if file.f_mode & FMODE_WRITE and flags & os.O_TRUNC:
+            ftrace_pid_reset(kernel.ftrace)
         return file
 
 

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from kernel_daemon.ftrace.sysctl import ftrace_enable_sysctl, ftrace_enable_sysctl_read
 from kernel_daemon.ftrace.listing import Listing
-from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, GeneratedFile,
-                                         ProcSysFile, RegexFile)
+from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, FtracePidFile,
+                                         GeneratedFile, ProcSysFile, RegexFile)
 from kernel_daemon.tracefs.trace_files import (ControlFile, TraceFile, TraceMarkerFile,
                                                TracePipeFile, buffer_size_show, buffer_size_store,
                                                buffer_total_show, cpumask_show, cpumask_store,
@@ -31,6 +31,7 @@ def tracing_directory(kernel: Kernel) -> Directory:
     tracing["enabled_functions"] = FtraceListingFile(Listing.ENABLED)
     tracing["set_ftrace_filter"] = RegexFile(Listing.FILTER)
     tracing["set_ftrace_notrace"] = RegexFile(Listing.NOTRACE)
+    tracing["set_ftrace_pid"] = FtracePidFile()
     tracing["current_tracer"] = CurrentTracerFile()
     tracing["available_tracers"] = GeneratedFile(lambda k: k.tracing.available_tracers())
     tracing["dyn_ftrace_total_info"] = GeneratedFile(dyn_ftrace_total_info)
