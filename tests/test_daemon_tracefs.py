@@ -75,13 +75,15 @@ def test_filter_file_semantics_through_the_library(client):
 
 def test_a_write_at_position_0_starts_a_new_token(client):
     """``trace_get_user`` clears the parser at ``*ppos == 0``: a pwrite at 0 drops the
-    token an earlier write left unfinished, and the file's position moves per write."""
+    token an earlier write left unfinished; a write moves the file's position, a pwrite
+    leaves it."""
     with client.open(f"{T}/set_ftrace_filter", os.O_WRONLY | os.O_TRUNC) as f:
         assert f.write(b"io_sch") == 6  # no space: continued by the next write
         assert f.seek(0, os.SEEK_CUR) == 6
         assert f.write(b"schedule\n", offset=0) == 9
-        assert f.seek(0, os.SEEK_CUR) == 9
+        assert f.seek(0, os.SEEK_CUR) == 6
         assert f.write(b"schedule_timeout\n") == 17
+        assert f.seek(0, os.SEEK_CUR) == 23
     assert client.read_file(f"{T}/set_ftrace_filter").decode().splitlines() == [
         "schedule", "schedule_timeout"]
 

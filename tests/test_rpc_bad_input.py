@@ -138,3 +138,122 @@ def test_a_pattern_longer_than_any_name_is_refused_at_once(stubs):
         assert error is not None and errno_of(error).name == "EINVAL"
     assert time.monotonic() - started < DEADLINE
     assert still_consistent(stubs)
+
+
+# --- Tracefs.Session ---------------------------------------------------------------------
+
+def session(stubs: Stubs, *requests: tracefs_pb2.FileRequest) -> tuple[list, grpc.RpcError | None]:
+    """The answers of a Session stream sent ``requests``, and how it ended."""
+    answers = []
+    try:
+        for answer in stubs.tracefs.Session(iter(requests), timeout=DEADLINE):
+            answers.append(answer)
+    except grpc.RpcError as error:
+        return answers, error
+    return answers, None
+
+
+def open_(path: str, flags: int = os.O_RDONLY) -> tracefs_pb2.FileRequest:
+    return tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(path=path, flags=flags))
+
+
+def read(size: int = 0, **offset: int) -> tracefs_pb2.FileRequest:
+    return tracefs_pb2.FileRequest(read=tracefs_pb2.ReadRequest(size=size, **offset))
+
+
+def seek(offset: int, whence: int = os.SEEK_SET) -> tracefs_pb2.FileRequest:
+    return tracefs_pb2.FileRequest(seek=tracefs_pb2.SeekRequest(offset=offset, whence=whence))
+
+
+CLOSE = tracefs_pb2.FileRequest(close=tracefs_pb2.CloseRequest())
+
+
+def open_files(stubs: Stubs) -> int:
+    return stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).open_files
+
+
+@pytest.mark.parametrize("requests, why", [
+    ([read()], "the first request must be open"),
+    ([CLOSE], "the first request must be open"),
+    ([open_(f"{T}/set_ftrace_filter", os.O_WRONLY | os.O_TRUNC), open_(f"{T}/tracing_on")],
+     "already has a file open"),
+    ([open_(f"{T}/set_ftrace_filter", os.O_WRONLY | os.O_TRUNC), tracefs_pb2.FileRequest()],
+     "no operation"),
+], ids=["read-first", "close-first", "second-open", "empty"])
+def test_session_protocol_errors_release_the_file_and_end_the_call(stubs, requests, why):
+    stubs.tracefs.WriteFile(tracefs_pb2.WriteFileRequest(path=f"{T}/set_ftrace_filter",
+                                                         data=b"schedule\n"), timeout=DEADLINE)
+    answers, error = session(stubs, *requests, read())
+    assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert errno_of(error).name == "EINVAL" and why in errno_of(error).message
+    assert [a.WhichOneof("result") for a in answers] == ["open"] * (len(requests) == 2)
+    # Released as at exit: the truncated copy was installed.
+    assert open_files(stubs) == 0
+    filter_text = stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(
+        path=f"{T}/set_ftrace_filter"), timeout=DEADLINE).data
+    assert filter_text == (b"schedule\n" if len(requests) == 1 else
+                           b"#### all functions enabled ####\n")
+
+
+def results(answers: list) -> list[str]:
+    return [a.error.name if a.HasField("error") else a.WhichOneof("result") for a in answers]
+
+
+def test_positions_stay_within_loff_t_and_pread_leaves_the_position(stubs):
+    big = (1 << 63) - 1
+    answers, error = session(
+        stubs, open_(f"{T}/current_tracer"), seek(big), seek(1, os.SEEK_CUR),
+        seek(-1, os.SEEK_SET), seek(0, os.SEEK_END), read(4, offset=big + 1),
+        read(2, offset=1), read(), CLOSE)
+    assert error is None
+    assert results(answers) == ["open", "seek", "EINVAL", "EINVAL", "EINVAL", "EINVAL",
+                                "read", "read", "close"]
+    assert answers[1].seek.offset == big
+    pread, after = answers[6].read, answers[7].read
+    assert pread.data == b"op" and pread.offset == big  # pread: the position left alone
+    assert after.data == b"" and after.eof
+
+
+def test_trace_pipe_is_not_seekable(stubs):
+    answers, error = session(stubs, open_(f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK),
+                             seek(0), read(10, offset=0),
+                             tracefs_pb2.FileRequest(write=tracefs_pb2.WriteRequest(
+                                 data=b"x", offset=0)), read(10), CLOSE)
+    assert error is None
+    assert results(answers) == ["open", "ESPIPE", "ESPIPE", "ESPIPE", "EAGAIN", "close"]
+
+
+def test_a_directory_opens_for_reading_and_reads_are_eisdir(stubs):
+    answers, error = session(stubs, open_(T), read(), CLOSE)
+    assert error is None and results(answers) == ["open", "EISDIR", "close"]
+    assert answers[1].error.syscall == "read"
+    answers, error = session(stubs, open_(T, os.O_WRONLY), CLOSE)
+    assert answers == [] and error is not None and errno_of(error).name == "EISDIR"
+
+
+# --- Tracefs paths and ReadFile -------------------------------------------------------------
+
+@pytest.mark.parametrize("path, name", [
+    ("", "ENOENT"),
+    ("sys/kernel/debug/tracing/tracing_on", "EINVAL"),
+    (f"{T}/tracing_on/", "ENOTDIR"),
+    (f"{T}/tracing_on/../trace", "ENOTDIR"),
+    (f"{T}/{'a' * 256}", "ENAMETOOLONG"),
+    ("/" + "a" * 5000, "ENAMETOOLONG"),
+])
+def test_paths_fail_as_a_path_walk_does(stubs, path, name):
+    detail = failing(stubs.tracefs.Stat, tracefs_pb2.StatRequest(path=path))
+    assert detail.name == name and len(detail.path) <= 1024
+
+
+def test_readfile_nonblock_and_max_bytes(stubs):
+    empty = stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(
+        path=f"{T}/trace_pipe", nonblock=True), timeout=DEADLINE)
+    assert (empty.data, empty.would_block, empty.truncated) == (b"", True, False)
+    whole = stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(
+        path=f"{T}/available_filter_functions"), timeout=DEADLINE).data
+    for max_bytes in (1, 4096, 5000, len(whole) + 1):
+        part = stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(
+            path=f"{T}/available_filter_functions", max_bytes=max_bytes), timeout=DEADLINE)
+        assert part.data == whole[:max_bytes]
+        assert part.truncated == (max_bytes <= len(whole)) and not part.would_block

@@ -198,14 +198,32 @@ def test_paths_and_modes():
     with booted(cpus=1) as k:
         vfs = mount(k)
         for bad, code in (("/sys/kernel/debug/tracing/nope", errno.ENOENT),
-                          ("/sys/kernel/debug/tracing/trace/x", errno.ENOTDIR),
-                          ("/sys/kernel/debug/tracing", errno.EISDIR),
+                          (f"{T}/trace/x", errno.ENOTDIR),
+                          (f"{T}/tracing_on/", errno.ENOTDIR),
+                          (f"{T}/tracing_on/../trace", errno.ENOTDIR),
+                          (f"{T}/tracing_on/.", errno.ENOTDIR),
                           ("/sys/kernel/debug/tracing/../../../../etc/passwd", errno.ENOENT),
-                          ("", errno.ENOENT)):
+                          ("", errno.ENOENT),
+                          ("sys/kernel/debug/tracing/tracing_on", errno.EINVAL),
+                          (f"{T}/tracing_on\0", errno.EINVAL),
+                          (f"{T}/{'a' * 256}", errno.ENAMETOOLONG),
+                          ("/" + "a/" * 2048, errno.ENAMETOOLONG)):
             with pytest.raises(KernelError) as exc:
                 vfs.open(bad, os.O_RDONLY)
             assert exc.value.errno == code, bad
         assert cat(vfs, "/sys/kernel/tracing/../tracing/current_tracer") == "nop\n"
+        assert cat(vfs, f"{T}//./current_tracer") == "nop\n"
+        assert vfs.lookup(f"{T}/per_cpu/")[0] == f"{T}/per_cpu"
+        # A directory opens for reading, and its reads are EISDIR; for writing it does not.
+        d = vfs.open(T, os.O_RDONLY)
+        with pytest.raises(KernelError) as exc:
+            file_read(d, 4096)
+        assert exc.value.errno == errno.EISDIR
+        file_release(d)
+        for path, flags in ((T, os.O_WRONLY), (f"{T}/tracing_on/", os.O_WRONLY | os.O_CREAT)):
+            with pytest.raises(KernelError) as exc:
+                vfs.open(path, flags)
+            assert exc.value.errno == errno.EISDIR
         with pytest.raises(KernelError) as exc:  # root opens a 0444 file; write has no method
             write(vfs, f"{T}/available_filter_functions", b"x\n")
         assert exc.value.errno == errno.EINVAL

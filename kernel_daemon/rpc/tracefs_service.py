@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import grpc
 
@@ -17,9 +18,8 @@ from ftrace.v1 import tracefs_pb2 as pb
 from ftrace.v1 import tracefs_pb2_grpc
 from kernel_daemon.errno import KernelError
 from kernel_daemon.rpc.state import DaemonState
-from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, abort_with_errno,
-                                      add_trailing_metadata, errno_detail,
-                                      translate_kernel_errors)
+from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, add_trailing_metadata,
+                                      errno_detail, translate_kernel_errors)
 from kernel_daemon.task import current, enter_task, leave_task, running_as
 from kernel_daemon.tracefs.files import OpenFile, file_read, file_release, file_write
 from kernel_daemon.tracefs.vfs import DirEntry
@@ -28,6 +28,26 @@ READ_CHUNK = 4096
 TRACING = "/sys/kernel/debug/tracing"
 # A shell's write loop gives up on a file that keeps accepting nothing.
 MAX_WRITE_CALLS = 1 << 20
+
+
+# loff_t's largest value: a position beyond it is negative to the kernel.
+LLONG_MAX = (1 << 63) - 1
+SYSCALL_OF_OP = {"read": "read", "write": "write", "seek": "lseek"}
+T = TypeVar("T")
+
+
+def at_offset(file: OpenFile, offset: int, call: Callable[[], T]) -> T:
+    """pread(2) / pwrite(2): ``call`` at ``offset``, the file's own position left as it
+    was. ESPIPE on a file opened with nonseekable_open(); EINVAL for a negative loff_t."""
+    if not file.seekable:
+        raise KernelError(errno.ESPIPE)
+    if offset > LLONG_MAX:
+        raise KernelError(errno.EINVAL)
+    saved, file.pos = file.pos, offset
+    try:
+        return call()
+    finally:
+        file.pos = saved
 
 
 def for_syscall(err: KernelError, syscall: str, path: str) -> KernelError:
@@ -63,36 +83,34 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         finally:
             self.state.open_files.discard(file)
 
+    @translate_kernel_errors
     def Session(self, request_iterator: Iterator[pb.FileRequest],
                 context: grpc.ServicerContext) -> Iterator[pb.FileResponse]:
+        """One open file: the first request opens it, each later one is answered in
+        order, and whatever ends the stream releases it. A protocol error (a request
+        with no operation, a first request other than open, a second open) raises its
+        EINVAL, which ends the call (translate_kernel_errors) after the release."""
         file: OpenFile | None = None
+        task = self.state.caller(context)
         try:
-            task = self.state.caller(context)
-            seq = 0
-            for request in request_iterator:
-                seq += 1
+            for seq, request in enumerate(request_iterator, 1):
+                op = request.WhichOneof("op")
+                if op is None:
+                    raise KernelError(errno.EINVAL, "a request with no operation")
+                if (op == "open") != (file is None):
+                    raise KernelError(errno.EINVAL, "the first request must be open"
+                                      if file is None else "the session already has a file open")
                 # ``with running_as(task):`` without its three Python calls per request.
                 token = enter_task(task)
                 try:
-                    op = request.WhichOneof("op")
                     if op == "open":
-                        if file is not None:
-                            yield pb.FileResponse(seq=seq, error=errno_detail(
-                                KernelError(errno.EBUSY, "the session already has a file open")))
-                            continue
-                        try:
-                            file = self._open(request.open.path, request.open.flags)
-                        except KernelError as err:
-                            abort_with_errno(context, err)
+                        file = self._open(request.open.path, request.open.flags)
                         watch_client(context, file)
                         _, node = self.state.boot.vfs.lookup(file.path)
                         yield pb.FileResponse(seq=seq, open=pb.OpenResult(
                             path=file.path, flags=file.flags, mode=node.mode))
                         continue
-                    if file is None:
-                        yield pb.FileResponse(seq=seq, error=errno_detail(
-                            KernelError(errno.EBADF, "no file is open in this session")))
-                        continue
+                    assert file is not None
                     if op == "close":
                         closing, file = file, None
                         self._release(closing)
@@ -102,39 +120,42 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                         yield self._file_op(seq, file, op, request)
                     except KernelError as err:
                         yield pb.FileResponse(seq=seq, error=errno_detail(
-                            for_syscall(err, op or "", file.path)))
+                            for_syscall(err, SYSCALL_OF_OP[op], file.path)))
                 finally:
                     leave_task(token)
-        except KernelError as err:  # malformed identity metadata
-            abort_with_errno(context, err)
         finally:
             if file is not None:
                 with running_as(task):
                     self._release(file)
 
-    def _file_op(self, seq: int, file: OpenFile, op: str | None,
+    def _file_op(self, seq: int, file: OpenFile, op: str,
                  request: pb.FileRequest) -> pb.FileResponse:
         if op == "read":
+            size = request.read.size or READ_CHUNK
             if request.read.HasField("offset"):
-                file.pos = request.read.offset
-            data = file_read(file, request.read.size or READ_CHUNK)
+                data = at_offset(file, request.read.offset, lambda: file_read(file, size))
+            else:
+                data = file_read(file, size)
             return pb.FileResponse(seq=seq, read=pb.ReadResult(
                 data=data, eof=not data, offset=file.pos))
         if op == "write":
+            data = request.write.data
             if request.write.HasField("offset"):
-                file.pos = request.write.offset
-            written = file_write(file, request.write.data)
+                written = at_offset(file, request.write.offset, lambda: file_write(file, data))
+            else:
+                written = file_write(file, data)
             return pb.FileResponse(seq=seq, write=pb.WriteResult(
                 bytes_written=written, offset=file.pos))
-        if op == "seek":
-            # seq_lseek: SEEK_SET and SEEK_CUR only, never before the start.
-            whence, offset = request.seek.whence, request.seek.offset
-            base = {os.SEEK_SET: 0, os.SEEK_CUR: file.pos}.get(whence)
-            if base is None or base + offset < 0:
-                raise KernelError(errno.EINVAL)
-            file.pos = base + offset
-            return pb.FileResponse(seq=seq, seek=pb.SeekResult(offset=file.pos))
-        raise KernelError(errno.EINVAL, "empty request")
+        # seq_lseek: SEEK_SET and SEEK_CUR only, never before the start nor past
+        # loff_t's range (a sum that wraps negative in the kernel).
+        if not file.seekable:
+            raise KernelError(errno.ESPIPE)  # no_llseek
+        whence, offset = request.seek.whence, request.seek.offset
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: file.pos}.get(whence)
+        if base is None or not 0 <= base + offset <= LLONG_MAX:
+            raise KernelError(errno.EINVAL)
+        file.pos = base + offset
+        return pb.FileResponse(seq=seq, seek=pb.SeekResult(offset=file.pos))
 
     @translate_kernel_errors
     def ReadFile(self, request: pb.ReadFileRequest, context: grpc.ServicerContext) -> pb.ReadFileResponse:
@@ -145,24 +166,27 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
             watch_client(context, file)
             chunks: list[bytes] = []
             size = 0
+            would_block = False
             try:
                 while not max_bytes or size < max_bytes:
+                    # Never past max_bytes: what a consuming file gave is not thrown away.
+                    count = min(READ_CHUNK, max_bytes - size) if max_bytes else READ_CHUNK
                     try:
-                        data = file_read(file, READ_CHUNK)
+                        data = file_read(file, count)
                     except KernelError as err:
-                        if err.errno == errno.EAGAIN and chunks:
-                            break
-                        raise for_syscall(err, "read", path) from None
+                        if err.errno != errno.EAGAIN:  # EAGAIN: only with O_NONBLOCK
+                            raise for_syscall(err, "read", path) from None
+                        would_block = True
+                        break
                     if not data:
                         break
                     chunks.append(data)
                     size += len(data)
             finally:
                 self._release(file)
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            if max_bytes and size > max_bytes:
-                return pb.ReadFileResponse(data=data[:max_bytes], truncated=True)
-            return pb.ReadFileResponse(data=data)
+            return pb.ReadFileResponse(data=chunks[0] if len(chunks) == 1 else b"".join(chunks),
+                                       would_block=would_block,
+                                       truncated=bool(max_bytes) and size >= max_bytes)
 
     @translate_kernel_errors
     def WriteFile(self, request: pb.WriteFileRequest, context: grpc.ServicerContext) -> pb.WriteFileResponse:

@@ -46,6 +46,9 @@ OPEN_FMODE = {os.O_RDONLY: FMODE_READ, os.O_WRONLY: FMODE_WRITE,
 class OpenFile:
     """``struct file`` with the default methods of a file that has none."""
 
+    # FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE, which nonseekable_open() clears.
+    seekable = True
+
     def __init__(self, path: str, flags: int) -> None:
         self.path = path
         self.flags = flags

@@ -92,6 +92,8 @@ class TracePipeOpenFile(OpenFile):
     it was consumed with its batch, and this reader keeps it for its next fill.
     """
 
+    seekable = False  # tracing_open_pipe() calls nonseekable_open()
+
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
         super().__init__(path, flags)
         self.kernel = kernel

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 TRACING_MOUNTS = ("/sys/kernel/debug/tracing", "/sys/kernel/tracing")
 MAX_PATH = 4096  # PATH_MAX
+NAME_MAX = 255
 DCACHE_MAX = 4096
 
 
@@ -39,6 +40,13 @@ class Directory(dict[str, "Directory | FileOps"]):
     mode = 0o755
 
 
+class DirectoryOpenFile(OpenFile):
+    """An open directory: ``generic_read_dir``, read(2) of a directory is EISDIR."""
+
+    def read(self, size: int) -> bytes:
+        raise KernelError(errno.EISDIR)
+
+
 def build_tree(tracing: Directory, proc: Directory) -> Directory:
     root = Directory()
     sys_kernel = root.setdefault("sys", Directory()).setdefault("kernel", Directory())
@@ -48,16 +56,21 @@ def build_tree(tracing: Directory, proc: Directory) -> Directory:
     return root
 
 
-def normalize(path: str) -> str:
+def check_path(path: str) -> None:
+    """What ``getname()`` and the walk refuse before looking anything up: an empty path
+    (ENOENT, as ``open("")``), a NUL, a relative path (the daemon has no working
+    directory to resolve it against: EINVAL), a path of PATH_MAX bytes or a component
+    longer than NAME_MAX (ENAMETOOLONG)."""
     if not path:
         raise KernelError(errno.ENOENT)
-    if len(path) >= MAX_PATH:
+    if len(path.encode()) >= MAX_PATH:
         raise KernelError(errno.ENAMETOOLONG)
     if "\0" in path:
-        raise KernelError(errno.EINVAL)
+        raise KernelError(errno.EINVAL, "a NUL byte in the path")
     if not path.startswith("/"):
-        path = "/" + path
-    return posixpath.normpath(path).replace("//", "/")
+        raise KernelError(errno.EINVAL, "a relative path")
+    if any(len(part.encode()) > NAME_MAX for part in path.split("/")):
+        raise KernelError(errno.ENAMETOOLONG)
 
 
 class Vfs:
@@ -80,25 +93,47 @@ class Vfs:
         return resolved
 
     def _walk(self, path: str) -> tuple[str, Directory | FileOps]:
-        path = normalize(path)
-        node: Directory | FileOps = self.root
-        for part in filter(None, path.split("/")):
+        """``link_path_walk``: every component but the last must be a directory, ``..``
+        included (``tracing_on/..`` is ENOTDIR, not the tracing directory), and a
+        trailing ``/`` asks for a directory too."""
+        check_path(path)
+        names: list[str] = []
+        nodes: list[Directory | FileOps] = [self.root]
+        parts = path.split("/")[1:]
+        for i, part in enumerate(parts):
+            node = nodes[-1]
+            if not part:
+                if i + 1 < len(parts) or isinstance(node, Directory):
+                    continue  # "//", or the trailing "/" of a directory
+                raise KernelError(errno.ENOTDIR)
             if not isinstance(node, Directory):
                 raise KernelError(errno.ENOTDIR)
+            if part == ".":
+                continue
+            if part == "..":
+                if names:  # ".." of "/" is "/"
+                    names.pop()
+                    nodes.pop()
+                continue
             if part not in node:
                 raise KernelError(errno.ENOENT)
-            node = node[part]
-        return path, node
+            names.append(part)
+            nodes.append(node[part])
+        return "/" + "/".join(names), nodes[-1]
 
     @kernel_function_named(*SYSCALL_OPEN)
     def open(self, path: str, flags: int) -> OpenFile:
-        """``do_sys_open``: directories open read-only only; the file's own open runs."""
+        """``do_sys_open``: a directory opens read-only only (and its reads are EISDIR:
+        its listing is ListDir's, readdir's, job); a file's own open runs."""
+        if flags & os.O_CREAT and path.endswith("/"):
+            raise KernelError(errno.EISDIR)  # do_last(): O_CREAT of a name ending in "/"
         path, node = self.lookup(path)
-        if isinstance(node, Directory):
-            # A directory's listing is ListDir's (readdir's) job, not read(2)'s.
-            raise KernelError(errno.EISDIR)
         if flags & os.O_ACCMODE == os.O_ACCMODE:
             raise KernelError(errno.EINVAL)
+        if isinstance(node, Directory):
+            if flags & os.O_ACCMODE != os.O_RDONLY:
+                raise KernelError(errno.EISDIR)
+            return DirectoryOpenFile(path, flags)
         return node.open(self.kernel, path, flags)
 
     def list_dir(self, path: str) -> list[DirEntry]:
