@@ -1,7 +1,8 @@
 """How the kernel reads the text user space writes to it (3.6): ``isspace()``
 (lib/ctype.c), ``skip_spaces()`` and ``strim()`` (lib/string.c), ``hex_to_bin()``
-(lib/hexdump.c), ``kstrtoul_from_user()`` (lib/kstrtox.c) and ``simple_strtoul()``
-(lib/vsprintf.c), the last two on lib/kstrtox.c's ``_parse_integer()``.
+(lib/hexdump.c), ``kstrtoul()`` and ``kstrtoul_from_user()`` (lib/kstrtox.c) and
+``simple_strtoul()`` (lib/vsprintf.c), the last three on lib/kstrtox.c's
+``_parse_integer()``.
 
 The written bytes are the kernel's ``char``s, copied into a buffer that a NUL ends, so
 every C string function stops at the first NUL byte (:func:`c_string`). Python's own
@@ -65,27 +66,35 @@ def _parse_integer(s: bytes, base: int) -> tuple[int, int, bool]:
     return res & ULONG_MAX, rv, res > ULONG_MAX
 
 
-def kstrtoul_from_user(data: bytes) -> int:
-    """``kstrtoul_from_user(buf, count, 10, &val)``: an optional ``+``, decimal digits,
-    an optional newline, nothing else (EINVAL); ERANGE above ULONG_MAX.
-
-    Only the first ``sizeof(buf) - 1`` = 66 bytes are read, as the kernel copies them.
+def kstrtoul(s: bytes, base: int) -> int:
+    """``kstrtoul(s, base, &res)`` (3.6's ``strict_strtoul`` is the same function): an
+    optional ``+``, digits of ``base``, an optional newline, nothing else (EINVAL);
+    ERANGE above ULONG_MAX.  ``base`` is 10, or 0 for the base the prefix picks
+    (``_parse_integer_fixup_radix``: ``0x`` hex, ``0`` octal).
     """
-    text = c_string(data[:_KSTRTOUL_BUF - 1])
+    text = c_string(s)
     if text[:1] == b"+":  # kstrtoull()
         text = text[1:]
-    # _kstrtoull(): base 10 needs no _parse_integer_fixup_radix().
-    value, digits, overflow = _parse_integer(text, 10)
+    start = 0
+    if base == 0:
+        start, base = _parse_integer_fixup_radix(text)
+    value, digits, overflow = _parse_integer(text[start:], base)
     if overflow:
         raise KernelError(errno.ERANGE)
     if not digits:
         raise KernelError(errno.EINVAL)
-    rest = text[digits:]
+    rest = text[start + digits:]
     if rest[:1] == b"\n":
         rest = rest[1:]
     if rest:
         raise KernelError(errno.EINVAL)
     return value
+
+
+def kstrtoul_from_user(data: bytes) -> int:
+    """``kstrtoul_from_user(buf, count, 10, &val)``: :func:`kstrtoul` in base 10 of the
+    first ``sizeof(buf) - 1`` = 66 bytes, as many as the kernel copies."""
+    return kstrtoul(data[:_KSTRTOUL_BUF - 1], 10)
 
 
 def _parse_integer_fixup_radix(s: bytes) -> tuple[int, int]:
