@@ -2,7 +2,8 @@
 
 ``Kernel(BootOptions(...))`` is ``start_kernel()`` for the model: the printk buffer,
 vmlinux's symbols, the module loader, the panic/taint state, the failpoints, the
-ftrace core with the core kernel's records (``ftrace_init``), and the tracers.
+ftrace core with the core kernel's records (``ftrace_init``), and the tracers; the
+initcalls that register the filter file's commands run as they come.
 ``shutdown()`` leaves nothing in /dev/shm.
 """
 
@@ -16,8 +17,10 @@ import numpy as np
 
 from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.ftrace.core import FAILPOINT_SITES, Ftrace, Race, Variant
+from kernel_daemon.ftrace.filter import ftrace_mod_cmd_init
 from kernel_daemon.ftrace.module_records import ftrace_module_notify, ftrace_process_locs
 from kernel_daemon.ftrace.dispatch import smp_processor_id
+from kernel_daemon.ftrace.probe import FtraceProbes
 from kernel_daemon.ftrace.records import ENTRIES_PER_PAGE, RecordPages
 from kernel_daemon.module.address_space import ModuleAddressSpace
 from kernel_daemon.module.kallsyms import Kallsyms
@@ -29,7 +32,7 @@ from kernel_daemon.printk import Printk
 from kernel_daemon.shm import new_namespace, reap_stale_segments
 from kernel_daemon.task import current
 from kernel_daemon.trace.ring_buffer import RingBuffer, TraceClock
-from kernel_daemon.trace.trace_functions import FunctionTracer
+from kernel_daemon.trace.trace_functions import FunctionTracer, TraceOnOffCommands
 from kernel_daemon.trace.tracers import Tracing
 
 UTS_RELEASE = "3.6.11+"
@@ -88,8 +91,10 @@ class Kernel:
         self.pid_hash = PidHash()
         self.ftrace = Ftrace(Variant(options.variant), frozenset(Race(r) for r in options.races),
                              RecordPages(self.namespace), self.printk, self.panic, self.failpoints,
-                             self.kallsyms.sprint_symbol_no_offset, self.pid_hash.find_get_pid)
+                             self.kallsyms.sprint_symbol_no_offset, self.pid_hash.find_get_pid,
+                             self.kallsyms.lookup, FtraceProbes())
         self.ftrace_init(vmlinux)
+        ftrace_mod_cmd_init(self.ftrace)
         self.modules.register_module_notifier(self.taint_module_notifier)
         self.modules.register_module_notifier(self.ftrace_module_notifier)
         self.trace_clock = TraceClock(self.local_clock)
@@ -99,6 +104,8 @@ class Kernel:
         self.tracing_cpumask = (1 << options.cpus) - 1
         self.tracing = Tracing(self.ring_buffer)
         self.function_tracer = FunctionTracer(self.ftrace, self.function_trace_event)
+        # init_function_trace(): the traceon/traceoff commands, then the tracer.
+        TraceOnOffCommands(self.ftrace, self.tracing).init_func_cmd_traceon()
         self.tracing.register_tracer(self.function_tracer)
 
     def local_clock(self) -> int:

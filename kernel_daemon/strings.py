@@ -1,7 +1,7 @@
 """How the kernel reads the text user space writes to it (3.6): ``isspace()``
 (lib/ctype.c), ``skip_spaces()`` and ``strim()`` (lib/string.c), ``hex_to_bin()``
-(lib/hexdump.c), ``kstrtoul_from_user()`` and ``kstrtol()`` (lib/kstrtox.c) and
-``simple_strtoul()`` (lib/vsprintf.c), the last three on lib/kstrtox.c's
+(lib/hexdump.c), ``kstrtoul()``, ``kstrtoul_from_user()`` and ``kstrtol()``
+(lib/kstrtox.c) and ``simple_strtoul()`` (lib/vsprintf.c), all on lib/kstrtox.c's
 ``_parse_integer()``.
 
 The written bytes are the kernel's ``char``s, copied into a buffer that a NUL ends, so
@@ -67,16 +67,20 @@ def _parse_integer(s: bytes, base: int) -> tuple[int, int, bool]:
     return res & ULONG_MAX, rv, res > ULONG_MAX
 
 
-def _kstrtoull(text: bytes) -> int:
-    """``_kstrtoull(s, 10)`` of the C string ``text``: decimal digits (base 10 needs no
-    ``_parse_integer_fixup_radix()``), an optional newline, nothing else (EINVAL);
-    ERANGE above ULLONG_MAX."""
-    value, digits, overflow = _parse_integer(text, 10)
+def _kstrtoull(text: bytes, base: int) -> int:
+    """``_kstrtoull(s, base)`` of the C string ``text``: digits of ``base``, an optional
+    newline, nothing else (EINVAL); ERANGE above ULLONG_MAX. ``base`` is 10, or 0 for
+    the base the prefix picks (``_parse_integer_fixup_radix``: ``0x`` hex, ``0`` octal).
+    """
+    start = 0
+    if base == 0:
+        start, base = _parse_integer_fixup_radix(text)
+    value, digits, overflow = _parse_integer(text[start:], base)
     if overflow:
         raise KernelError(errno.ERANGE)
     if not digits:
         raise KernelError(errno.EINVAL)
-    rest = text[digits:]
+    rest = text[start + digits:]
     if rest[:1] == b"\n":
         rest = rest[1:]
     if rest:
@@ -85,15 +89,18 @@ def _kstrtoull(text: bytes) -> int:
 
 
 def kstrtoul_from_user(data: bytes) -> int:
-    """``kstrtoul_from_user(buf, count, 10, &val)``: an optional ``+``, decimal digits,
-    an optional newline, nothing else (EINVAL); ERANGE above ULONG_MAX.
+    """``kstrtoul_from_user(buf, count, 10, &val)``: :func:`kstrtoul` in base 10 of the
+    first ``sizeof(buf) - 1`` = 66 bytes, as many as the kernel copies."""
+    return kstrtoul(data[:_KSTRTOUL_BUF - 1], 10)
 
-    Only the first ``sizeof(buf) - 1`` = 66 bytes are read, as the kernel copies them.
-    """
-    text = c_string(data[:_KSTRTOUL_BUF - 1])
+
+def kstrtoul(s: bytes, base: int) -> int:
+    """``kstrtoul(s, base, &res)`` (3.6's ``strict_strtoul`` is the same function): an
+    optional ``+``, then :func:`_kstrtoull`; ERANGE above ULONG_MAX."""
+    text = c_string(s)
     if text[:1] == b"+":  # kstrtoull()
         text = text[1:]
-    return _kstrtoull(text)
+    return _kstrtoull(text, base)
 
 
 def kstrtol(s: bytes) -> int:
@@ -105,11 +112,11 @@ def kstrtol(s: bytes) -> int:
     """
     s = c_string(s)
     if s[:1] == b"-":
-        value = _kstrtoull(s[1:])
+        value = _kstrtoull(s[1:], 10)
         if not 0 < value <= LONG_MAX + 1:
             raise KernelError(errno.ERANGE)
         return -value
-    value = _kstrtoull(s[1:] if s[:1] == b"+" else s)  # kstrtoull() skips a '+'
+    value = kstrtoul(s, 10)  # kstrtoull() skips a '+'
     if value > LONG_MAX:
         raise KernelError(errno.ERANGE)
     return value

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 
 from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.dispatch import execute_function, on_cpu
 from kernel_daemon.ftrace.regex_file import (ftrace_regex_open, ftrace_regex_release,
                                              ftrace_regex_write)
 from kernel_daemon.ftrace.records import ftrace_rec_count, FTRACE_FL_ENABLED
@@ -97,6 +98,16 @@ def modprobe(kernel: Kernel, name: str):
 def rmmod(kernel: Kernel, name: str):
     with running_as(Task(20951, "rmmod")):
         return kernel.modules.delete_module(name)
+
+
+def invoke(kernel: Kernel, name: str, parent: str = "__fput", count: int = 1, cpu: int = 0,
+           task: Task = BASH) -> bool:
+    """``count`` calls of ``name`` from ``parent`` by ``task`` on ``cpu``; True when the
+    call site was patched."""
+    ip = kernel.kallsyms.lookup_name(name)[0].addr
+    parent_ip = kernel.kallsyms.lookup_name(parent)[0].addr if parent else 0
+    with running_as(task), on_cpu(cpu):
+        return execute_function(kernel.ftrace, ip, parent_ip, count)
 
 
 def record(ft: Ftrace, name: str, module: str | None = None) -> tuple[int, bool]:

@@ -88,6 +88,29 @@ def test_a_write_at_position_0_starts_a_new_token(client):
         "schedule", "schedule_timeout"]
 
 
+def test_traceoff_probe_through_the_daemon(client):
+    """``echo 'f:traceoff:1' > set_ftrace_filter``, then running f turns tracing off,
+    with no tracer set (spec §3.3.5)."""
+    client.load("uinput")
+    every = len(client.read_file(f"{T}/available_filter_functions").splitlines())
+    assert client.write_file(f"{T}/set_ftrace_filter", b"uinput_open:traceoff:1\n") == 23
+    assert client.read_file(f"{T}/set_ftrace_filter") == (
+        b"#### all functions enabled ####\nuinput_open [uinput]:traceoff:count=1\n")
+    # trace_probe_ops counts in every record, so every site is patched.
+    assert len(client.read_file(f"{T}/enabled_functions").splitlines()) == every
+    assert client.invoke("vfs_write").patched_calls == 1
+    assert client.read_file(f"{T}/tracing_on") == b"1\n"
+    assert client.invoke("uinput_open", module="uinput", repeat=2).patched_calls == 2
+    assert client.read_file(f"{T}/tracing_on") == b"0\n"
+    assert client.read_file(f"{T}/set_ftrace_filter").endswith(b":traceoff:count=0\n")
+    assert client.check_consistency().ok
+    err = failing(client.write_file, f"{T}/set_ftrace_notrace", b"uinput_open:traceoff\n")
+    assert (err.errno, err.syscall) == (errno.EINVAL, "write")
+    client.write_file(f"{T}/set_ftrace_filter", b"!uinput_open:traceoff\n", append=True)
+    assert client.read_file(f"{T}/set_ftrace_filter") == b"#### all functions enabled ####\n"
+    assert client.read_file(f"{T}/enabled_functions") == b""
+
+
 def test_module_errors_match_the_tools(client):
     client.load("uinput")
     assert client.load("uinput", if_loaded_ok=True).already_loaded  # modprobe: silent

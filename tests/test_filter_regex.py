@@ -105,7 +105,12 @@ def test_negation_globs_and_mod_command(kernel):
     assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.strip()]
     assert echo(kernel, "uinput_open:mod:nosuchmod", "set_ftrace_filter") == [errno.EINVAL]
     assert echo(kernel, "uinput_open:mod:", "set_ftrace_filter") == [errno.EINVAL]
-    assert echo(kernel, "uinput_open:traceoff", "set_ftrace_filter") == [errno.EINVAL]
+    assert echo(kernel, "uinput_open:nosuchcmd", "set_ftrace_filter") == [errno.EINVAL]
+    # traceoff is a command: a probe, listed after the functions (test_function_probes.py).
+    assert echo(kernel, "uinput_open:traceoff", "set_ftrace_filter") == []
+    assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.strip(),
+                                    "uinput_open [uinput]:traceoff:unlimited"]
+    assert echo(kernel, "!uinput_open:traceoff", "set_ftrace_filter") == []
     assert echo(kernel, "!", "set_ftrace_filter") == [errno.EINVAL]
     assert echo(kernel, "vfs_write*bogus", "set_ftrace_filter") == []  # prefix "vfs_write"
     assert filter_names(kernel)[0].startswith("vfs_write")

@@ -1,9 +1,11 @@
 """Hypothesis stateful model test of the core against the simple reference the checker is.
 
 Random sequences of module load/unload (same-address reloads included), filter and
-notrace writes, the function tracer on and off, and a private ops with its own
-filter.  ``fixed``: the consistency check holds after every step and no WARN ever
-appears.  ``buggy``: every WARN is preceded by an anomaly the checker reported.
+notrace writes, traceon/traceoff probes (trace_probe_ops, counted in every record,
+comes with the first and goes with the last), the function tracer on and off, and a
+private ops with its own filter.  ``fixed``: the consistency check holds after every
+step and no WARN ever appears.  ``buggy``: every WARN is preceded by an anomaly the
+checker reported.
 """
 
 from __future__ import annotations
@@ -78,6 +80,17 @@ class FtraceMachine(RuleBasedStateMachine):
             return
         path = "set_ftrace_notrace" if notrace else "set_ftrace_filter"
         echo(self.kernel, pattern, path, append=append)
+
+    @rule(pattern=st.one_of(patterns, st.just("*")),
+          command=st.sampled_from(["traceon", "traceoff"]), remove=st.booleans(),
+          append=st.booleans())
+    def write_probe(self, pattern: str, command: str, remove: bool, append: bool) -> None:
+        """``echo [!]PATTERN:COMMAND >[>] set_ftrace_filter``: '>' also empties the filter;
+        ``!*`` takes every probe of the command, so the last one goes often enough."""
+        if self.kernel.ftrace.ftrace_disabled:
+            return
+        token = f"{'!' if remove else ''}{pattern}:{command}"
+        echo(self.kernel, token, "set_ftrace_filter", append=append)
 
     @rule(on=st.booleans())
     def function_tracer(self, on: bool) -> None:

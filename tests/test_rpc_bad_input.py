@@ -4,7 +4,6 @@ and the daemon goes on serving."""
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from collections.abc import Iterator

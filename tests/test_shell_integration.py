@@ -292,6 +292,24 @@ cat trace | grep -c "bash-$$ .*\\[000\\].*: uinput_release <-uinput_open$"
     assert (shell.returncode, shell.out, shell.err) == (0, "3\n1\n", "")
 
 
+def test_traceoff_probe_from_the_shell(daemon, tmp_path):
+    script = """\
+cd /sys/kernel/debug/tracing
+modprobe uinput
+echo 'uinput_open:traceoff' > set_ftrace_filter
+cat set_ftrace_filter
+cat tracing_on
+invoke uinput_open
+cat tracing_on
+echo 'uinput_open:traceoff' >> set_ftrace_notrace
+"""
+    shell = run_shell(tmp_path, ["--address", daemon.address], script)
+    assert shell.returncode == 1
+    assert shell.out == ("#### all functions enabled ####\n"
+                         "uinput_open [uinput]:traceoff:unlimited\n1\n0\n")
+    assert shell.err == "repro.sh: line 8: echo: write error: Invalid argument\n"
+
+
 def test_unreachable_daemon(tmp_path):
     shell = run_shell(tmp_path, ["--address", f"unix:{tmp_path}/none.sock",
                                  "--connect-timeout", "0.5", "-c", "true"])

@@ -80,7 +80,9 @@ def test_quiet_state_moves_when_a_group_is_linked_before_its_counts_are_written(
 
 def test_segments_of_a_killed_daemon_are_reaped_at_the_next_boot(tmp_path):
     code = ("from kernel_daemon.kernel import BootOptions, Kernel; import os, sys;"
-            "k = Kernel(BootOptions(core_functions=426)); print(k.namespace, flush=True);"
+            "from kernel_daemon.module.vmlinux import MIN_FUNCTIONS;"
+            "k = Kernel(BootOptions(core_functions=MIN_FUNCTIONS));"
+            "print(k.namespace, flush=True);"
             "sys.stdin.read()")
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True, cwd=os.getcwd())

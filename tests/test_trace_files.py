@@ -14,7 +14,7 @@ from kernel_daemon.ftrace.dispatch import execute_function, on_cpu
 from kernel_daemon.task import Task, running_as
 from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
-from tests.kernel_helpers import (BASH, T, booted, cat, echo, modprobe,
+from tests.kernel_helpers import (BASH, T, booted, cat, echo, invoke, modprobe,
                                  reproducer_until_reload, write)
 
 HEADER_36 = (
@@ -29,14 +29,6 @@ HEADER_36 = (
     "#                            ||| /     delay\n"
     "#           TASK-PID   CPU#  ||||    TIMESTAMP  FUNCTION\n"
     "#              | |       |   ||||       |         |\n")
-
-
-def invoke(kernel, name: str, parent: str = "__fput", count: int = 1, cpu: int = 0,
-           task: Task = BASH) -> bool:
-    ip = kernel.kallsyms.lookup_name(name)[0].addr
-    parent_ip = kernel.kallsyms.lookup_name(parent)[0].addr if parent else 0
-    with running_as(task), on_cpu(cpu):
-        return execute_function(kernel.ftrace, ip, parent_ip, count)
 
 
 @pytest.mark.parametrize("variant", ["buggy", "fixed"])

@@ -5,8 +5,9 @@ module-level functions over an :class:`Ftrace` instance the way the C functions 
 on file-scope statics: ``register.py`` (ops registration, startup/shutdown),
 ``rec_update.py`` (reference counting, ``ftrace_hash_move``), ``update.py``
 (patching), ``module_records.py`` (module load and unload), ``filter.py`` (the
-filter API and the regex files), ``pid.py`` (``set_ftrace_pid``) and ``consistency.py``
-(the model's own check).
+filter API and the regex files), ``pid.py`` (``set_ftrace_pid``), ``probe.py``
+(function probes, which the ``traceon`` / ``traceoff`` commands register) and
+``consistency.py`` (the model's own check).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import enum
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kernel_daemon import task as task_mod
 from kernel_daemon import unwind
 from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.kasan import FreedPageAccess
+from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import (FTRACE_OPS_FL_GLOBAL, FtraceFunc, FtraceOps,
                                       ftrace_ops_test, ftrace_stub)
 from kernel_daemon.ftrace.records import RecordPages
@@ -27,7 +30,15 @@ from kernel_daemon.mutex import Mutex
 from kernel_daemon.panic import Panic
 from kernel_daemon.printk import Printk
 
+if TYPE_CHECKING:
+    from kernel_daemon.ftrace.probe import FtraceProbes
+    from kernel_daemon.module.symbols import Symbol
+
 FTRACE_C = "kernel/trace/ftrace.c"
+
+# ``struct ftrace_func_command``'s func: (hash, func, cmd, param, enable), here with the
+# kernel first; it raises the errno where the C returns it.
+FtraceCommand = Callable[["Ftrace", FtraceHash, str, str, "str | None", bool], None]
 
 
 class Variant(enum.Enum):
@@ -70,6 +81,10 @@ class Ftrace:
     sprint_symbol_no_offset: Callable[[int], str]
     # ``find_get_pid()``: whether a task has this pid (kernel_daemon.pid), for set_ftrace_pid.
     find_get_pid: Callable[[int], bool]
+    # ``kallsyms_lookup()``: the symbol containing an ip, and the offset into it.
+    kallsyms_lookup: Callable[[int], tuple[Symbol, int] | None]
+    # ``ftrace_func_hash``, ``trace_probe_ops`` and ``ftrace_probe_registered`` (probe.py).
+    probes: FtraceProbes
 
     # The one lock whose acquisitions a system call may ask to have noted (mutex.py).
     ftrace_lock: Mutex = field(default_factory=Mutex)
@@ -104,6 +119,10 @@ class Ftrace:
     tsk_trace_pids: frozenset[int] = frozenset()
     # What ftrace_pid_func() calls for a traced task: the GLOBAL ops' function.
     ftrace_pid_function: FtraceFunc = ftrace_stub
+    # ``ftrace_commands``, by name: what the initcalls register at boot (``mod`` here,
+    # ``traceon`` / ``traceoff`` from trace_functions.c); never changed after it, so
+    # ftrace_cmd_mutex has nothing to serialise.
+    ftrace_commands: dict[str, FtraceCommand] = field(default_factory=dict)
 
     def publish_ops(self) -> None:
         self.ops_snapshot = tuple(self.ftrace_ops_list)

@@ -5,7 +5,8 @@ If the site's record is patched (``FTRACE_FL_ENABLED``), the call reaches
 non-dynamic ops' function directly, with no hash test, or ``ftrace_ops_list_func``,
 which tests every ops' hashes on the published list.  No lock is taken, as on a CPU;
 an unpatched site costs one flag test.  After ``ftrace_kill`` patched sites reach
-``ftrace_stub``.
+``ftrace_stub``.  A batch of calls of a function with probes goes one call at a time
+while the probes act (:func:`probed_calls`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.core import Ftrace
-from kernel_daemon.ftrace.ops import ftrace_stub
+from kernel_daemon.ftrace.ops import FtraceFunc, ftrace_stub
+from kernel_daemon.ftrace.probe import probes_acted
 from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FtracePageGroup
 
 _cpu: contextvars.ContextVar[int] = contextvars.ContextVar("smp_processor_id", default=0)
@@ -67,5 +69,25 @@ def execute_function(ft: Ftrace, ip: int, parent_ip: int, count: int = 1) -> boo
     target = ft.trampoline_target
     if target is ftrace_stub:
         return False
+    if count > 1 and ft.probes.probes_at(ip):
+        count = probed_calls(target, ip, parent_ip, count)
     target(ip, parent_ip, None, count)
     return True
+
+
+def probed_calls(target: FtraceFunc, ip: int, parent_ip: int, count: int) -> int:
+    """Run calls of a function with probes one at a time, while its probes act; return
+    how many calls are left.
+
+    A probe changes what the calls after it do (``tracing_on``, its counter), and other
+    ops see that change between two calls (the function tracer records the call before
+    a ``traceoff`` probe, not the ones after it).  Once a call's probes do nothing, the
+    next calls find the same state, and the rest can go as one batch.
+    """
+    while count > 1:
+        acted = probes_acted.get()
+        target(ip, parent_ip, None, 1)
+        count -= 1
+        if probes_acted.get() == acted:
+            break
+    return count

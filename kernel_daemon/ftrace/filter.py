@@ -1,8 +1,8 @@
 """Selecting records by pattern into a hash, and the kernel's filter API (3.6.5).
 
-``match_records`` / ``ftrace_process_regex`` / the ``:mod:`` command (spec §3.3.2–
-§3.3.4), and ``ftrace_set_filter`` / ``ftrace_set_notrace`` (``ftrace_set_regex``),
-which a kernel module calls for an ops of its own.
+``match_records`` / ``ftrace_process_regex`` / the commands and ``:mod:`` (spec
+§3.3.2–§3.3.5), and ``ftrace_set_filter`` / ``ftrace_set_notrace``
+(``ftrace_set_regex``), which a kernel module calls for an ops of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import errno
 import numpy as np
 
 from kernel_daemon.errno import KernelError
-from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.core import Ftrace, FtraceCommand
 from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
 from kernel_daemon.ftrace.rec_update import ftrace_hash_move
@@ -91,7 +91,8 @@ def ftrace_match_module_records(ft: Ftrace, hash: FtraceHash, buff: str, mod: st
     return match_records(ft, hash, buff, mod, negate)
 
 
-def ftrace_mod_callback(ft: Ftrace, hash: FtraceHash, func: str, param: str | None) -> None:
+def ftrace_mod_callback(ft: Ftrace, hash: FtraceHash, func: str, cmd: str, param: str | None,
+                        enable: bool) -> None:
     """The ``mod`` command: ``<func-glob>:mod:<module>``; anything after a further
     ``:`` is ignored."""
     if param is None:
@@ -103,24 +104,36 @@ def ftrace_mod_callback(ft: Ftrace, hash: FtraceHash, func: str, param: str | No
         raise KernelError(errno.EINVAL)
 
 
-# Function probe commands (traceon/traceoff, registered by trace_functions.c) are not
-# modelled; a token naming them fails like an unknown command, with -EINVAL.
-FTRACE_COMMANDS = {"mod": ftrace_mod_callback}
+def register_ftrace_command(ft: Ftrace, name: str, func: FtraceCommand) -> None:
+    """``register_ftrace_command()``: EBUSY for a name already taken."""
+    if name in ft.ftrace_commands:
+        raise KernelError(errno.EBUSY)
+    ft.ftrace_commands[name] = func
+
+
+def ftrace_mod_cmd_init(ft: Ftrace) -> None:
+    """``ftrace_mod_cmd_init()``, an initcall: the ``mod`` command."""
+    register_ftrace_command(ft, "mod", ftrace_mod_callback)
 
 
 @kernel_function
-def ftrace_process_regex(ft: Ftrace, hash: FtraceHash, buff: str) -> None:
-    """``ftrace_process_regex()``: one token; EINVAL when it matches nothing."""
+def ftrace_process_regex(ft: Ftrace, hash: FtraceHash, buff: str, enable: bool) -> None:
+    """``ftrace_process_regex()``: one token; EINVAL when it matches nothing.
+
+    ``enable`` is 1 from ``set_ftrace_filter`` and 0 from ``set_ftrace_notrace``; a
+    ``<func>:<command>[:<param>]`` token is the command's to judge, and an unknown
+    command is EINVAL.
+    """
     func, sep, rest = buff.partition(":")
     if not sep:
         if not ftrace_match_records(ft, hash, func):
             raise KernelError(errno.EINVAL)
         return
     command, sep, param = rest.partition(":")
-    callback = FTRACE_COMMANDS.get(command)
+    callback = ft.ftrace_commands.get(command)
     if callback is None:
         raise KernelError(errno.EINVAL)
-    callback(ft, hash, func, param if sep else None)
+    callback(ft, hash, func, command, param if sep else None, enable)
 
 
 def install_hash(ft: Ftrace, ops: FtraceOps, enable: bool, hash: FtraceHash) -> None:

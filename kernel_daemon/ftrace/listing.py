@@ -2,7 +2,8 @@
 
 Listings are driven by records, in page order, never by hash entries: a stale entry
 is not printed (spec §3.3.8).  Names print as ``%ps``, which in 3.6 is
-``sprint_symbol_no_offset()``: ``name`` or ``name [module]``.
+``sprint_symbol_no_offset()``: ``name`` or ``name [module]``.  ``set_ftrace_filter``
+(FTRACE_ITER_DO_HASH) then lists the function probes (``t_hash_show``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.probe import t_hash_show
 from kernel_daemon.ftrace.records import FtracePageGroup, ftrace_rec_count
 
 
@@ -48,7 +50,7 @@ def t_show_all(ft: Ftrace, which: Listing) -> str:
             return ""
         ops = ft.global_ops
         if which is Listing.FILTER and ops.filter_hash.empty():
-            return ALL_FUNCTIONS_BANNER
+            return ALL_FUNCTIONS_BANNER + t_hash_show(ft)
         hash = ops.filter_hash if which is Listing.FILTER else ops.notrace_hash
         out: list[str] = []
         for pg in ft.pages.groups:
@@ -65,4 +67,6 @@ def t_show_all(ft: Ftrace, which: Listing) -> str:
                 mask = hash.contains(pg.ips)
             if mask.any():
                 out.append("\n".join(sprint_names(pg, mask).tolist()) + "\n")
+        if which is Listing.FILTER:
+            out.append(t_hash_show(ft))
         return "".join(out)

@@ -119,7 +119,7 @@ def ftrace_regex_write(ft: Ftrace, iter: FtraceIterator, data: bytes, pos: int) 
         if iter.parser.loaded() and not iter.parser.cont:
             token = iter.parser.token()
             iter.parser.clear()
-            ftrace_process_regex(ft, iter.hash, token)
+            ftrace_process_regex(ft, iter.hash, token, iter.filter)
         return read
 
 

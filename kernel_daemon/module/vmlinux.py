@@ -221,8 +221,11 @@ _LAYOUT: tuple[_Region, ...] = (
         t ftrace_update_code  t ftrace_regex_open  t ftrace_filter_open
         t ftrace_notrace_open  t ftrace_match  t enter_record  t ftrace_match_record
         t match_records  t ftrace_match_records  t ftrace_match_module_records
-        t ftrace_process_regex  t ftrace_regex_write  t ftrace_filter_write
-        t ftrace_notrace_write  t ftrace_set_regex  T ftrace_set_filter
+        t ftrace_mod_callback  t function_trace_probe_call  t __enable_ftrace_function_probe
+        t __disable_ftrace_function_probe  T register_ftrace_function_probe
+        t __unregister_ftrace_function_probe  T unregister_ftrace_function_probe_func
+        T register_ftrace_command  t ftrace_process_regex  t ftrace_regex_write
+        t ftrace_filter_write  t ftrace_notrace_write  t ftrace_set_regex  T ftrace_set_filter
         T ftrace_set_notrace  T ftrace_set_global_filter  T ftrace_set_global_notrace
         """,
         _pin(0xffffffff810c6860, 0x150, "t ftrace_regex_release"),
@@ -231,11 +234,12 @@ _LAYOUT: tuple[_Region, ...] = (
         t ftrace_module_notify  T ftrace_kill  t ftrace_ops_list_func
         T register_ftrace_function  T unregister_ftrace_function
         T ftrace_enable_sysctl  T ring_buffer_lock_reserve  T ring_buffer_unlock_commit
-        T tracer_init  t tracing_set_tracer  t tracing_set_trace_read
-        t tracing_set_trace_write  T tracing_start  T tracing_stop
+        T tracing_on  T tracing_off  T tracing_is_on  T tracer_init  t tracing_set_tracer
+        t tracing_set_trace_read  t tracing_set_trace_write  T tracing_start  T tracing_stop
         t function_trace_init  t function_trace_reset  t function_trace_start
         t tracing_start_function_trace  t tracing_stop_function_trace
-        t function_trace_call  t function_stack_trace_call
+        t function_trace_call  t function_stack_trace_call  t ftrace_traceon  t ftrace_traceoff
+        t ftrace_trace_onoff_print  t ftrace_trace_onoff_unreg  t ftrace_trace_onoff_callback
         """,
     )),
     # kernel/: irq_work.c events/ and the rest after trace/

@@ -4,16 +4,28 @@ Its ops, ``trace_ops``, is GLOBAL: it traces through ``global_ops``' hashes, the
 ``set_ftrace_filter`` / ``set_ftrace_notrace`` edit.  Like the kernel, init and reset
 ignore what register/unregister return, so ``echo function > current_tracer``
 succeeds on a dead ftrace (spec §2.4, §2.11).
+
+The same file registers the ``traceon`` / ``traceoff`` commands of ``set_ftrace_filter``
+(spec §3.3.5): ``<func-glob>:traceoff[:<count>]`` puts a function probe on every
+matching function that turns tracing off when hit, whichever tracer is current.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.filter import register_ftrace_command
+from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL, FtraceOps
+from kernel_daemon.ftrace.probe import (FtraceFuncProbe, FtraceProbeOps,
+                                        register_ftrace_function_probe,
+                                        unregister_ftrace_function_probe_func)
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
+from kernel_daemon.strings import kstrtoul
+from kernel_daemon.trace.tracers import Tracing
 from kernel_daemon.unwind import kernel_function
 
 # function_trace_call(ip, parent_ip, op, count): where the events go is the ring
@@ -60,3 +72,91 @@ class FunctionTracer:
 
     init = function_trace_init
     reset = function_trace_reset
+
+
+def to_long(value: int) -> int:
+    """``value`` as a C ``long`` (64-bit, two's complement) holds it."""
+    return (value + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+def use_count(entry: FtraceFuncProbe) -> bool:
+    """The counter traceon and traceoff keep in their data: 0 is spent, -1 unlimited,
+    anything else goes down by one.  False when spent."""
+    if not entry.data:
+        return False
+    if entry.data != -1:
+        entry.data = to_long(entry.data - 1)
+    return True
+
+
+class TraceOnOffCommands:
+    """The ``traceon`` / ``traceoff`` commands: their probe ops and the callback
+    ``set_ftrace_filter`` runs for them.  The probes switch this kernel's buffer."""
+
+    def __init__(self, ft: Ftrace, tracing: Tracing) -> None:
+        self.ft = ft
+        self.tracing = tracing
+        self.traceon_probe_ops = FtraceProbeOps(self.ftrace_traceon,
+                                                self.ftrace_trace_onoff_print)
+        self.traceoff_probe_ops = FtraceProbeOps(self.ftrace_traceoff,
+                                                 self.ftrace_trace_onoff_print)
+
+    def ftrace_traceon(self, ip: int, parent_ip: int, entry: FtraceFuncProbe) -> bool:
+        """``ftrace_traceon()``: tracing back on, if it is off and the count allows."""
+        if self.tracing.tracing_is_on() or not use_count(entry):
+            return False
+        self.tracing.tracing_on()
+        return True
+
+    def ftrace_traceoff(self, ip: int, parent_ip: int, entry: FtraceFuncProbe) -> bool:
+        """``ftrace_traceoff()``: tracing off, if it is on and the count allows."""
+        if not self.tracing.tracing_is_on() or not use_count(entry):
+            return False
+        self.tracing.tracing_off()
+        return True
+
+    def ftrace_trace_onoff_print(self, ip: int, ops: FtraceProbeOps, data: int) -> str:
+        """``ftrace_trace_onoff_print()``: ``<func>:traceon`` or ``<func>:traceoff``, then
+        ``:unlimited`` or ``:count=<what is left>``."""
+        command = "traceon" if ops is self.traceon_probe_ops else "traceoff"
+        count = "unlimited" if data == -1 else f"count={data}"
+        return f"{self.ft.sprint_symbol_no_offset(ip)}:{command}:{count}\n"
+
+    def probe_ops(self, cmd: str) -> FtraceProbeOps:
+        # Both commands share the callback, which tells them apart by name.
+        return self.traceon_probe_ops if cmd == "traceon" else self.traceoff_probe_ops
+
+    @kernel_function
+    def ftrace_trace_onoff_unreg(self, glob: str, cmd: str, param: str | None) -> None:
+        """``ftrace_trace_onoff_unreg()``: the command's probes on ``glob`` go, whatever
+        their count; it always succeeds."""
+        unregister_ftrace_function_probe_func(self.ft, glob, self.probe_ops(cmd))
+
+    @kernel_function
+    def ftrace_trace_onoff_callback(self, ft: Ftrace, hash: FtraceHash, glob: str, cmd: str,
+                                    param: str | None, enable: bool) -> None:
+        """``ftrace_trace_onoff_callback()``: ``<glob>:<cmd>[:<count>]`` registers probes,
+        ``!<glob>:<cmd>`` unregisters them.
+
+        Probes are no filter: ``hash`` is left alone, and ``set_ftrace_notrace``
+        refuses the commands (EINVAL).  The count is read by ``strict_strtoul`` in base
+        0 (EINVAL, or ERANGE, for a bad one); no count, or an empty one, is unlimited.
+        A glob that names no function registers nothing and still succeeds.
+        """
+        if not enable:
+            raise KernelError(errno.EINVAL)
+        if glob.startswith("!"):
+            self.ftrace_trace_onoff_unreg(glob[1:], cmd, param)
+            return
+        count = -1
+        if param is not None:
+            number = param.split(":", 1)[0]
+            if number:
+                # The count lives in the probe's void *data: a long.
+                count = to_long(kstrtoul(number.encode("latin-1"), 0))
+        register_ftrace_function_probe(ft, glob, self.probe_ops(cmd), count)
+
+    def init_func_cmd_traceon(self) -> None:
+        """``init_func_cmd_traceon()``, from the initcall ``init_function_trace()``."""
+        register_ftrace_command(self.ft, "traceoff", self.ftrace_trace_onoff_callback)
+        register_ftrace_command(self.ft, "traceon", self.ftrace_trace_onoff_callback)

@@ -2,7 +2,9 @@
 
 Spec §3.5: writing the current tracer's name is a no-op; otherwise the old tracer's
 ``reset`` runs, then ``tracer_init`` clears every CPU buffer and calls the new
-tracer's ``init``.
+tracer's ``init``.  Also trace.c's switch of the buffer, ``tracing_on()`` /
+``tracing_off()`` / ``tracing_is_on()`` (spec §3.6), which the ``traceon`` /
+``traceoff`` probes call.
 """
 
 from __future__ import annotations
@@ -53,6 +55,20 @@ class Tracing:
         """``register_tracer()``: pushed at the head of ``trace_types``."""
         with self.trace_types_lock:
             self.trace_types.insert(0, tracer)
+
+    def tracing_on(self) -> None:
+        """``tracing_on()``: ``ring_buffer_record_on(global_trace.buffer)``, what
+        ``echo 1 > tracing_on`` does too."""
+        self.ring_buffer.record_on()
+
+    def tracing_off(self) -> None:
+        """``tracing_off()``: recording stops, the buffer keeps what it has."""
+        self.ring_buffer.record_off()
+
+    def tracing_is_on(self) -> bool:
+        """``tracing_is_on()``: ``ring_buffer_record_is_on()``, so it is false while the
+        ``trace`` file is being read, too."""
+        return self.ring_buffer.record_is_on()
 
     def available_tracers(self) -> str:
         return " ".join(t.name for t in self.trace_types) + "\n"
