@@ -12,6 +12,7 @@ import grpc
 import pytest
 from grpc_status import rpc_status
 
+from clients.api import RequestQueue
 from clients.connection import CHANNEL_OPTIONS, grpc_target
 from ftrace.v1 import (common_pb2, kernel_pb2, kernel_pb2_grpc, tracefs_pb2, tracefs_pb2_grpc,
                        tracer_pb2, tracer_pb2_grpc)
@@ -256,3 +257,31 @@ def test_readfile_nonblock_and_max_bytes(stubs):
             path=f"{T}/available_filter_functions", max_bytes=max_bytes), timeout=DEADLINE)
         assert part.data == whole[:max_bytes]
         assert part.truncated == (max_bytes <= len(whole)) and not part.would_block
+
+
+# --- Streams: a client holding many cannot stall the daemon --------------------------------
+
+def test_streams_past_the_limit_get_enfile_and_unary_calls_go_on(stubs):
+    """common.proto STREAMS: idle file sessions fill the streaming slots; the next one
+    fails at once with ENFILE, while unary calls (Stats, CheckConsistency) still run."""
+    limit = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).max_streams
+    held = []
+    for _ in range(limit):
+        requests = RequestQueue()
+        call = stubs.tracefs.Session(iter(requests), timeout=DEADLINE * 4)
+        requests.put(open_(f"{T}/tracing_on"))
+        assert next(call).HasField("open")
+        held.append((requests, call))
+    answers, error = session(stubs, open_(f"{T}/tracing_on"), CLOSE)
+    assert answers == [] and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert errno_of(error).name == "ENFILE"
+    stats = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE)
+    assert (stats.streams, stats.open_files) == (limit, limit)
+    assert still_consistent(stubs)
+    for requests, call in held:
+        requests.end()
+        for _ in call:
+            pass
+    assert session(stubs, open_(f"{T}/tracing_on"), read(), CLOSE)[1] is None
+    stats = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE)
+    assert (stats.streams, stats.open_files) == (0, 0)

@@ -230,7 +230,9 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 invocations=self.state.invocations, tracing_on=kernel.ring_buffer.record_is_on(),
                 trace_entries=entries, trace_written=entries + rb.overruns(),
                 trace_overruns=rb.overruns(),
-                shm_namespace=kernel.namespace)
+                shm_namespace=kernel.namespace,
+                streams=self.state.stream_slots.open,
+                max_streams=self.state.stream_slots.limit)
 
     @translate_kernel_errors
     def Reboot(self, request: pb.RebootRequest, context: grpc.ServicerContext) -> pb.BootConfig:

@@ -14,13 +14,10 @@ from ftrace.v1 import (kernel_pb2, kernel_pb2_grpc, modules_pb2, modules_pb2_grp
                        tracefs_pb2_grpc, tracer_pb2, tracer_pb2_grpc)
 from kernel_daemon.rpc.kernel_service import KernelService
 from kernel_daemon.rpc.modules_service import ModulesService
-from kernel_daemon.rpc.state import DaemonState, counting_calls
+from kernel_daemon.rpc.state import MAX_WORKERS, DaemonState, counting_calls
 from kernel_daemon.rpc.tracefs_service import TracefsService
 from kernel_daemon.rpc.tracer_service import TracerService
 
-# Every open file session and tracer stream holds a thread for its lifetime, as a
-# process blocked in the kernel holds its task: leave room for many.
-MAX_WORKERS = 256
 # The channel options of the clients (message size limits), shared by the server.
 SERVER_OPTIONS = CHANNEL_OPTIONS
 

@@ -7,19 +7,23 @@ finish against it (their process "dies" with the old boot), new calls see the ne
 from __future__ import annotations
 
 import collections
+import errno
 import gc
 import itertools
 import threading
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, Callable, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from clients.identity import parse_identity_metadata
+from kernel_daemon.errno import KernelError
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.mutex import note_acquisitions, stop_noting
-from kernel_daemon.rpc.status import LOCK_ACQUIRED_METADATA_KEY, add_trailing_metadata
+from kernel_daemon.rpc.status import (LOCK_ACQUIRED_METADATA_KEY, abort_with_errno,
+                                      add_trailing_metadata)
 from kernel_daemon.task import Task, enter_task, leave_task
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
@@ -29,6 +33,12 @@ S = TypeVar("S")
 ANONYMOUS = Task(1, "grpc-client")
 # Distinct callers' metadata remembered at most (the cache starts over past this).
 MAX_CACHED_CALLERS = 4096
+# The server's handler threads (server.py). Every open file session and tracer stream
+# holds one for its life, as a process blocked in the kernel holds its task: leave room
+# for many...
+MAX_WORKERS = 256
+# ...but keep these for unary calls, which streaming calls never take (StreamSlots).
+THREADS_FOR_UNARY_CALLS = 32
 
 
 @dataclass(eq=False)
@@ -48,6 +58,7 @@ class DaemonState:
         # The files open through tracefs calls (set.add and set.discard are atomic, so
         # opens and releases on many handler threads need no lock).
         self.open_files: set[object] = set()
+        self.stream_slots = StreamSlots(MAX_WORKERS - THREADS_FOR_UNARY_CALLS)
         self.invocations = 0
         self.boot = self._make_boot(options)
         freeze_booted_kernel()
@@ -156,14 +167,56 @@ class Syscall:
 
 def counting_calls(state: DaemonState, servicer: S, service: ServiceDescriptor) -> S:
     """``servicer`` with each of ``service``'s methods counting its calls by full method
-    name (``Kernel.Stats`` ``rpc_counts``), wrapped on the instance before it is
+    name (``Kernel.Stats`` ``rpc_counts``), and each streaming method holding one of
+    :attr:`DaemonState.stream_slots` for its life, wrapped on the instance before it is
     registered. A server interceptor would count every service, but it costs a light
     call some 6% of its rate."""
     for method in service.methods:
-        behaviour = getattr(servicer, method.name)
-        setattr(servicer, method.name,
-                _counted(state, f"/{service.full_name}/{method.name}", behaviour))
+        behaviour = _counted(state, f"/{service.full_name}/{method.name}",
+                             getattr(servicer, method.name))
+        if method.server_streaming:
+            behaviour = _holding_a_stream_slot(state.stream_slots, behaviour)
+        setattr(servicer, method.name, behaviour)
     return servicer
+
+
+def _holding_a_stream_slot(slots: StreamSlots,
+                           behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
+                           ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+    def streamed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        if not slots.take():
+            abort_with_errno(context, KernelError(
+                errno.ENFILE, f"all {slots.limit} streams of the daemon are open"))
+        return _releasing(slots, behaviour(request, context))
+    return streamed
+
+
+def _releasing(slots: StreamSlots, responses: Iterator[Any]) -> Iterator[Any]:
+    try:
+        yield from responses
+    finally:
+        slots.give_back()
+
+
+class StreamSlots:
+    """The handler threads streaming calls may hold (common.proto STREAMS): all but
+    :data:`THREADS_FOR_UNARY_CALLS` of the server's, so unary calls always find one."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.open >= self.limit:
+                return False
+            self.open += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.open -= 1
 
 
 def _counted(state: DaemonState, full_name: str,
