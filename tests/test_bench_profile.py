@@ -17,7 +17,7 @@ from bench.profile import HANDOFFS, OUTSIDE_GIL, Profile, layer_of, read_samples
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVE = "_serve (grpc/_server.py:1100)"
 CALL = "_call_behavior (grpc/_server.py:608)"
-COUNTED = "_counted.<locals>.counted (kernel_daemon/rpc/state.py:168)"
+COUNTED = "counted.<locals>.counting (kernel_daemon/rpc/registration.py:104)"
 
 
 def test_a_sample_goes_to_its_innermost_known_layer():

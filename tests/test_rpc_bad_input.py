@@ -285,3 +285,36 @@ def test_streams_past_the_limit_get_enfile_and_unary_calls_go_on(stubs):
     assert session(stubs, open_(f"{T}/tracing_on"), read(), CLOSE)[1] is None
     stats = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE)
     assert (stats.streams, stats.open_files) == (0, 0)
+
+
+# --- Messages that do not parse -----------------------------------------------------------
+
+# A string field (ReadFileRequest.path, RegisterOps.name, OpenRequest.path) holding bytes
+# that are not UTF-8: protobuf refuses to parse it.
+NOT_UTF8 = b"\x0a\x02\xff\xfe"
+
+
+def raw(channel: grpc.Channel, method: str, kind: str):
+    return getattr(channel, kind)(method, request_serializer=None, response_deserializer=None)
+
+
+def test_a_message_that_does_not_parse_is_einval_and_logs_no_traceback(daemon):
+    with grpc.insecure_channel(grpc_target(daemon.address)) as channel:
+        read_file = raw(channel, "/ftrace.v1.Tracefs/ReadFile", "unary_unary")
+        with pytest.raises(grpc.RpcError) as info:
+            read_file(NOT_UTF8, timeout=DEADLINE)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert errno_of(info.value).name == "EINVAL"
+        # FileRequest.open and TracerRequest.register are field 1 too: the same string
+        # one message deeper.
+        nested = b"\x0a\x04" + NOT_UTF8
+        for method in ("/ftrace.v1.Tracefs/Session", "/ftrace.v1.Tracer/Attach"):
+            call = raw(channel, method, "stream_stream")(iter([nested]), timeout=DEADLINE)
+            with pytest.raises(grpc.RpcError) as info:
+                list(call)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert "does not parse" in errno_of(info.value).message
+        stubs = Stubs(channel)
+        assert still_consistent(stubs)
+        assert stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).streams == 0
+    assert "Traceback" not in daemon.log_text()

@@ -6,15 +6,15 @@ import os
 from concurrent import futures
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from clients.connection import CHANNEL_OPTIONS, unix_socket_path
-from ftrace.v1 import (kernel_pb2, kernel_pb2_grpc, modules_pb2, modules_pb2_grpc, tracefs_pb2,
-                       tracefs_pb2_grpc, tracer_pb2, tracer_pb2_grpc)
+from ftrace.v1 import kernel_pb2, modules_pb2, tracefs_pb2, tracer_pb2
 from kernel_daemon.rpc.kernel_service import KernelService
 from kernel_daemon.rpc.modules_service import ModulesService
-from kernel_daemon.rpc.state import MAX_WORKERS, DaemonState, counting_calls
+from kernel_daemon.rpc.registration import add_servicer
+from kernel_daemon.rpc.state import MAX_WORKERS, DaemonState
 from kernel_daemon.rpc.tracefs_service import TracefsService
 from kernel_daemon.rpc.tracer_service import TracerService
 
@@ -32,18 +32,14 @@ def new_grpc_server() -> grpc.Server:
                        options=SERVER_OPTIONS)
 
 
-# (the service, how its servicer is added to a server, the servicer)
+# (the service, its servicer)
 SERVICES = (
-    (tracefs_pb2.DESCRIPTOR.services_by_name["Tracefs"],
-     tracefs_pb2_grpc.add_TracefsServicer_to_server, TracefsService),
-    (modules_pb2.DESCRIPTOR.services_by_name["Modules"],
-     modules_pb2_grpc.add_ModulesServicer_to_server, ModulesService),
-    (kernel_pb2.DESCRIPTOR.services_by_name["Kernel"],
-     kernel_pb2_grpc.add_KernelServicer_to_server, KernelService),
-    (tracer_pb2.DESCRIPTOR.services_by_name["Tracer"],
-     tracer_pb2_grpc.add_TracerServicer_to_server, TracerService),
+    (tracefs_pb2.DESCRIPTOR.services_by_name["Tracefs"], TracefsService),
+    (modules_pb2.DESCRIPTOR.services_by_name["Modules"], ModulesService),
+    (kernel_pb2.DESCRIPTOR.services_by_name["Kernel"], KernelService),
+    (tracer_pb2.DESCRIPTOR.services_by_name["Tracer"], TracerService),
 )
-SERVICE_NAMES = tuple(service.full_name for service, _, _ in SERVICES)
+SERVICE_NAMES = tuple(service.full_name for service, _ in SERVICES)
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
 
 
@@ -52,11 +48,10 @@ class Daemon:
         self.state = state
         self.address = address
         self.server = new_grpc_server()
-        for service, add, servicer in SERVICES:
-            add(counting_calls(state, servicer(state), service), self.server)
+        for service, servicer in SERVICES:
+            add_servicer(self.server, state, service, servicer(state))
         self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(
-            counting_calls(state, self.health, HEALTH), self.server)
+        add_servicer(self.server, state, HEALTH, self.health)
         reflection.enable_server_reflection(
             SERVICE_NAMES + (HEALTH.full_name, reflection.SERVICE_NAME), self.server)
         self.socket_path = unix_socket_path(address)

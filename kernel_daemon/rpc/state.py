@@ -7,28 +7,22 @@ finish against it (their process "dies" with the old boot), new calls see the ne
 from __future__ import annotations
 
 import collections
-import errno
 import gc
 import itertools
 import threading
 from dataclasses import dataclass
-from collections.abc import Iterator
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import grpc
-from google.protobuf.descriptor import ServiceDescriptor
 
 from clients.identity import parse_identity_metadata
-from kernel_daemon.errno import KernelError
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.mutex import note_acquisitions, stop_noting
-from kernel_daemon.rpc.status import (LOCK_ACQUIRED_METADATA_KEY, abort_with_errno,
-                                      add_trailing_metadata)
+from kernel_daemon.rpc.status import LOCK_ACQUIRED_METADATA_KEY, add_trailing_metadata
 from kernel_daemon.task import Task, enter_task, leave_task
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
 
-S = TypeVar("S")
 # A caller that does not say who it is still runs as some process.
 ANONYMOUS = Task(1, "grpc-client")
 # Distinct callers' metadata remembered at most (the cache starts over past this).
@@ -165,39 +159,6 @@ class Syscall:
                                                        " ".join(map(str, first_last))),))
 
 
-def counting_calls(state: DaemonState, servicer: S, service: ServiceDescriptor) -> S:
-    """``servicer`` with each of ``service``'s methods counting its calls by full method
-    name (``Kernel.Stats`` ``rpc_counts``), and each streaming method holding one of
-    :attr:`DaemonState.stream_slots` for its life, wrapped on the instance before it is
-    registered. A server interceptor would count every service, but it costs a light
-    call some 6% of its rate."""
-    for method in service.methods:
-        behaviour = _counted(state, f"/{service.full_name}/{method.name}",
-                             getattr(servicer, method.name))
-        if method.server_streaming:
-            behaviour = _holding_a_stream_slot(state.stream_slots, behaviour)
-        setattr(servicer, method.name, behaviour)
-    return servicer
-
-
-def _holding_a_stream_slot(slots: StreamSlots,
-                           behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
-                           ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
-    def streamed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        if not slots.take():
-            abort_with_errno(context, KernelError(
-                errno.ENFILE, f"all {slots.limit} streams of the daemon are open"))
-        return _releasing(slots, behaviour(request, context))
-    return streamed
-
-
-def _releasing(slots: StreamSlots, responses: Iterator[Any]) -> Iterator[Any]:
-    try:
-        yield from responses
-    finally:
-        slots.give_back()
-
-
 class StreamSlots:
     """The handler threads streaming calls may hold (common.proto STREAMS): all but
     :data:`THREADS_FOR_UNARY_CALLS` of the server's, so unary calls always find one."""
@@ -217,16 +178,3 @@ class StreamSlots:
     def give_back(self) -> None:
         with self._lock:
             self.open -= 1
-
-
-def _counted(state: DaemonState, full_name: str,
-             behaviour: Callable[[Any, grpc.ServicerContext], Any]
-             ) -> Callable[[Any, grpc.ServicerContext], Any]:
-    # Returns what the behaviour returns: a response, or a streaming call's iterator.
-    lock, counts = state._lock, state.rpc_counts
-
-    def counted(request: Any, context: grpc.ServicerContext) -> Any:
-        with lock:
-            counts[full_name] += 1
-        return behaviour(request, context)
-    return counted

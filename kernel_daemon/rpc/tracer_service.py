@@ -150,7 +150,7 @@ class TracerSession:
         self.kernel = kernel
         self.owner = owner
         self.context = context
-        self.requests: queue.Queue[pb.TracerRequest | None] = queue.Queue()
+        self.requests: queue.Queue[pb.TracerRequest | KernelError | None] = queue.Queue()
         self.ops: FtraceOps | None = None
         self.hits = HitQueue(DEFAULT_QUEUE_LIMIT)
         self.max_batch = DEFAULT_MAX_BATCH
@@ -164,11 +164,13 @@ class TracerSession:
         try:
             for request in requests:
                 self._enqueue(request)
+        except KernelError as err:  # a request that does not parse: the call ends with it
+            self._enqueue(err)
         except Exception:  # the client went away mid-stream
             pass
         self._enqueue(None)
 
-    def _enqueue(self, request: pb.TracerRequest | None) -> None:
+    def _enqueue(self, request: pb.TracerRequest | KernelError | None) -> None:
         self.requests.put(request)
         with self.hits.cond:
             self.hits.cond.notify_all()
@@ -238,7 +240,8 @@ class TracerSession:
         return op
 
     def _next_request(self) -> pb.TracerRequest | None | object:
-        """The next request, or None when hits are due (or the wait timed out)."""
+        """The next request, or None when hits are due (or the wait timed out); raises
+        the EINVAL of a request that did not parse."""
         deadline = time.monotonic() + self.max_delay
         with self.hits.cond:
             while self.requests.empty() and len(self.hits.hits) < self.max_batch:
@@ -250,6 +253,8 @@ class TracerSession:
             request = self.requests.get_nowait()
         except queue.Empty:
             return None
+        if isinstance(request, KernelError):
+            raise request
         return STREAM_END if request is None else request
 
     def _batches(self, force: bool) -> Iterator[pb.TracerEvent]:
