@@ -32,6 +32,7 @@ from kernel_daemon.printk import Printk
 from kernel_daemon.shm import new_namespace, reap_stale_segments
 from kernel_daemon.task import current
 from kernel_daemon.trace.ring_buffer import RingBuffer, TraceClock
+from kernel_daemon.trace.saved_cmdlines import SavedCmdlines
 from kernel_daemon.trace.trace_functions import FunctionTracer, TraceOnOffCommands
 from kernel_daemon.trace.tracers import Tracing
 
@@ -103,6 +104,7 @@ class Kernel:
         # tracing_cpumask: CPUs whose events are recorded.
         self.tracing_cpumask = (1 << options.cpus) - 1
         self.tracing = Tracing(self.ring_buffer)
+        self.saved_cmdlines = SavedCmdlines()
         self.function_tracer = FunctionTracer(self.ftrace, self.function_trace_event)
         # init_function_trace(): the traceon/traceoff commands, then the tracer.
         TraceOnOffCommands(self.ftrace, self.tracing).init_func_cmd_traceon()
@@ -149,6 +151,10 @@ class Kernel:
             written = self.ring_buffer.write_function_events(
                 cpu, self.trace_clock.stamps(count), task.pid, task.comm, ip, parent_ip)
         events_written.set(events_written.get() + written)
+        # tracing_record_cmdline(), which the kernel runs at sched_switch while recording
+        # is on; here for a task whose event went in (see kernel_daemon.trace.saved_cmdlines).
+        if written and not self.saved_cmdlines.saved(task.pid, task.comm):
+            self.saved_cmdlines.trace_save_cmdline(task.pid, task.comm)
 
     def symbol_name(self, ip: int) -> str:
         """The bare name a trace line prints for ``ip`` (no module, no offset).

@@ -11,6 +11,7 @@ from kernel_daemon.trace.buffers import (TRACE_FLAG_HARDIRQ, TRACE_FLAG_IRQS_NOS
                                          TRACE_FLAG_IRQS_OFF, TRACE_FLAG_NEED_RESCHED,
                                          TRACE_FLAG_SOFTIRQ, TRACE_FN, TRACE_PRINT, Event)
 from kernel_daemon.trace.ring_buffer import RingBuffer
+from kernel_daemon.trace.trace_options import TRACE_FLAGS_DEFAULT, TRACE_ITER_IRQ_INFO
 from kernel_daemon.trace.trace_output import (buffer_size_kb, buffer_total_size_kb,
                                               format_events, format_function_line, ns2usecs,
                                               trace_header, trace_print_lat_fmt)
@@ -60,7 +61,8 @@ def test_corrupted_header_puts_the_warning_before_the_entries_line():
 
 
 def test_nop_header_without_irq_info():
-    assert trace_header("nop", 1, 2, 1, corrupted=False, irq_info=False) == (
+    flags = TRACE_FLAGS_DEFAULT & ~TRACE_ITER_IRQ_INFO
+    assert trace_header("nop", 1, 2, 1, corrupted=False, trace_flags=flags) == (
         "# tracer: nop\n"
         "#\n"
         "# entries-in-buffer/entries-written: 1/2   #P:1\n"

@@ -25,6 +25,7 @@ from kernel_daemon.ftrace.probe import (FtraceFuncProbe, FtraceProbeOps,
                                         unregister_ftrace_function_probe_func)
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 from kernel_daemon.strings import kstrtoul
+from kernel_daemon.trace.trace_options import TRACE_FUNC_OPT_STACK, TracerFlags, TracerOpt
 from kernel_daemon.trace.tracers import Tracing
 from kernel_daemon.unwind import kernel_function
 
@@ -47,6 +48,16 @@ class FunctionTracer:
 
         self.trace_ops = FtraceOps("trace_ops", func=function_trace_call,
                                    flags=FTRACE_OPS_FL_GLOBAL, core_data=True)
+        # func_flags: func_stack_trace, off.
+        self.flags = TracerFlags(0, (TracerOpt("func_stack_trace", TRACE_FUNC_OPT_STACK),))
+
+    def func_set_flag(self, old_flags: int, bit: int, set: bool) -> None:
+        """``func_set_flag()``: ``func_stack_trace`` is the only option (EINVAL for any
+        other bit).  The kernel swaps ``trace_ops`` for ``trace_stack_ops``, which adds a
+        stack trace after each event; the model records no stack traces, so the flag is
+        only remembered and shown."""
+        if bit != TRACE_FUNC_OPT_STACK:
+            raise KernelError(errno.EINVAL)
 
     @kernel_function
     def function_trace_init(self) -> None:
@@ -72,6 +83,7 @@ class FunctionTracer:
 
     init = function_trace_init
     reset = function_trace_reset
+    set_flag = func_set_flag
 
 
 def to_long(value: int) -> int:

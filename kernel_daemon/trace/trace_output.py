@@ -5,8 +5,10 @@ Counterparts: ``kernel/trace/trace.c`` (``s_show``, ``test_ftrace_alive``,
 ``print_trace_line``, ``trace_find_cmdline``, ``tracing_entries_read``,
 ``tracing_total_entries_read``) and ``kernel/trace/trace_output.c``
 (``trace_print_context``, ``trace_print_lat_fmt``, ``seq_print_ip_sym``, ``trace_fn_trace``,
-``trace_print_print``), with the default trace options: ``print-parent``, ``irq-info``,
-``annotate``, no ``sym-offset`` / ``sym-addr``.
+``trace_print_print``, ``trace_fn_raw``), as the ``trace_flags`` of
+:mod:`kernel_daemon.trace.trace_options` select: ``print-parent``, ``sym-offset``,
+``sym-addr``, ``verbose``, ``raw``, ``annotate``, ``printk-msg-only``, ``context-info``,
+``irq-info``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from kernel_daemon.trace.buffers import (TRACE_BUF_SIZE_DEFAULT, TRACE_FLAG_HARD
                                          TRACE_FLAG_IRQS_NOSUPPORT, TRACE_FLAG_IRQS_OFF,
                                          TRACE_FLAG_NEED_RESCHED, TRACE_FLAG_SOFTIRQ, TRACE_FN,
                                          Event)
+from kernel_daemon.trace.trace_options import (TRACE_FLAGS_DEFAULT, TRACE_ITER_ANNOTATE,
+                                               TRACE_ITER_CONTEXT_INFO, TRACE_ITER_IRQ_INFO,
+                                               TRACE_ITER_PRINT_PARENT, TRACE_ITER_PRINTK,
+                                               TRACE_ITER_PRINTK_MSGONLY, TRACE_ITER_RAW,
+                                               TRACE_ITER_SYM_ADDR, TRACE_ITER_VERBOSE)
 
 # include/linux/threads.h: map_pid_to_cmdline[] has PID_MAX_DEFAULT + 1 slots.
 PID_MAX_DEFAULT = 0x8000
@@ -42,17 +49,20 @@ def ns2usecs(nsec: int) -> int:
 
 
 def trace_header(tracer_name: str, entries_in_buffer: int, entries_written: int, nr_cpus: int,
-                 corrupted: bool, irq_info: bool = True) -> str:
+                 corrupted: bool, trace_flags: int = TRACE_FLAGS_DEFAULT) -> str:
     """The header ``s_show()`` prints before the first entry of ``trace``.
 
     ``corrupted`` (``ftrace_is_dead()``) puts the two WARNING lines right after
-    ``# tracer:`` and ``#``, before the entries line.
+    ``# tracer:`` and ``#``, before the entries line.  ``trace_default_header()`` prints
+    the rest only with ``context-info``, and then, unless ``verbose``, the entries line
+    and the column help (``print_func_help_header[_irq]``, as ``irq-info`` says).
     """
-    return (f"# tracer: {tracer_name}\n#\n"
-            + (_CORRUPTED if corrupted else "")
-            + f"# entries-in-buffer/entries-written: {entries_in_buffer}/{entries_written}"
-              f"   #P:{nr_cpus}\n#\n"
-            + (_HELP_IRQ if irq_info else _HELP))
+    text = f"# tracer: {tracer_name}\n#\n" + (_CORRUPTED if corrupted else "")
+    if not trace_flags & TRACE_ITER_CONTEXT_INFO or trace_flags & TRACE_ITER_VERBOSE:
+        return text
+    return (text + f"# entries-in-buffer/entries-written: {entries_in_buffer}/{entries_written}"
+                   f"   #P:{nr_cpus}\n#\n"
+            + (_HELP_IRQ if trace_flags & TRACE_ITER_IRQ_INFO else _HELP))
 
 
 def trace_find_cmdline(pid: int, comm: str) -> str:
@@ -124,46 +134,70 @@ def format_buffer_started(cpu: int) -> str:
 
 
 def format_events(events: Iterable[Event], symbolize: Callable[[int], str], *,
-                  annotate: bool = False, irq_info: bool = True) -> str:
-    """The lines of ``trace`` or ``trace_pipe`` for ``events`` (in output order).
+                  annotate: bool = False, trace_flags: int = TRACE_FLAGS_DEFAULT) -> str:
+    """The lines of ``trace`` or ``trace_pipe`` for ``events`` (in output order):
+    ``print_trace_line()`` for each, as ``trace_flags`` select.
 
-    ``symbolize(ip)`` gives a function's bare name, or whatever the caller's kallsyms
-    prints for an address it cannot resolve (3.6's ``kallsyms_lookup`` leaves it empty); it
-    is called once per distinct ip, and never for ip 0, which prints as ``0``.
+    ``symbolize(ip)`` is ``seq_print_ip_sym()``'s symbol text: the bare name, or with
+    ``sym-offset`` ``sprint_symbol()``'s (the caller picks which), or whatever the caller's
+    kallsyms prints for an address it cannot resolve (3.6's ``kallsyms_lookup`` leaves it
+    empty); it is called once per distinct ip, and never for ip 0, which prints as ``0``.
+    ``sym-addr`` adds `` <%016lx>`` after it.
 
     ``annotate``: the ``trace`` file when the buffers have had overruns
-    (``TRACE_FILE_ANNOTATE``): the first event seen from each CPU gets a ``##### CPU N
-    buffer started ####`` line, except for the first two entries (``iter->idx > 1``).
-    ``trace_pipe`` never annotates.  An event with ``lost_events`` gets the LOST line first.
+    (``TRACE_FILE_ANNOTATE``): with the ``annotate`` option, the first event seen from each
+    CPU gets a ``##### CPU N buffer started ####`` line, except for the first two entries
+    (``iter->idx > 1``).  ``trace_pipe`` never annotates.  An event with ``lost_events``
+    gets the LOST line first.
+
+    ``hex`` and ``bin`` are not rendered (``trace_options.NOT_MODELLED``): their lines
+    keep this format.
     """
+    sym_addr = bool(trace_flags & TRACE_ITER_SYM_ADDR)
     names: dict[int, str] = {0: "0"}
     prefixes: dict[tuple[str, int, int, int], str] = {}
     started: set[int] = set()
     out: list[str] = []
+    annotate = annotate and bool(trace_flags & TRACE_ITER_ANNOTATE)
+    context = bool(trace_flags & TRACE_ITER_CONTEXT_INFO)
+    irq_info = bool(trace_flags & TRACE_ITER_IRQ_INFO)
+    parent = bool(trace_flags & TRACE_ITER_PRINT_PARENT)
+    raw = bool(trace_flags & TRACE_ITER_RAW)
+    msg_only = trace_flags & (TRACE_ITER_PRINTK | TRACE_ITER_PRINTK_MSGONLY) == (
+        TRACE_ITER_PRINTK | TRACE_ITER_PRINTK_MSGONLY)
 
     def name(ip: int) -> str:
         found = names.get(ip)
         if found is None:
-            found = names[ip] = symbolize(ip)
+            found = names[ip] = symbolize(ip) + (f" <{ip:016x}>" if sym_addr else "")
         return found
 
     for idx, ev in enumerate(events):
         if ev.lost_events:
             out.append(format_lost_events(ev.cpu, ev.lost_events))
+        if ev.type != TRACE_FN and msg_only:
+            out.append(marker_text(ev.text))  # trace_print_printk_msg_only()
+            continue
+        if raw:
+            out.append(_raw_line(ev, context))
+            continue
+        # print_trace_fmt(): test_cpu_buff_start(), the context, the event.
         if annotate and ev.cpu not in started:
             started.add(ev.cpu)
             if idx > 1:
                 out.append(format_buffer_started(ev.cpu))
-        key = (ev.comm, ev.pid, ev.cpu, ev.flags)
-        prefix = prefixes.get(key)
-        if prefix is None:
-            prefix = prefixes[key] = _context_prefix(
-                trace_find_cmdline(ev.pid, ev.comm), ev.pid, ev.cpu,
-                trace_print_lat_fmt(ev.flags) if irq_info else None)
-        secs, usecs = divmod((ev.ts + 500) // 1000, 1_000_000)  # ns2usecs(), inlined
-        head = f"{prefix} {secs:5d}.{usecs:06d}: "
+        head = ""
+        if context:
+            key = (ev.comm, ev.pid, ev.cpu, ev.flags)
+            prefix = prefixes.get(key)
+            if prefix is None:
+                prefix = prefixes[key] = _context_prefix(
+                    trace_find_cmdline(ev.pid, ev.comm), ev.pid, ev.cpu,
+                    trace_print_lat_fmt(ev.flags) if irq_info else None)
+            secs, usecs = divmod((ev.ts + 500) // 1000, 1_000_000)  # ns2usecs(), inlined
+            head = f"{prefix} {secs:5d}.{usecs:06d}: "
         if ev.type == TRACE_FN:
-            if ev.parent_ip:
+            if parent and ev.parent_ip:
                 out.append(f"{head}{name(ev.ip)} <-{name(ev.parent_ip)}\n")
             else:
                 out.append(f"{head}{name(ev.ip)}\n")
@@ -172,6 +206,15 @@ def format_events(events: Iterable[Event], symbolize: Callable[[int], str], *,
             func = name(ev.ip) if ev.ip else TRACING_MARK_WRITE
             out.append(f"{head}{func}: {marker_text(ev.text)}")
     return "".join(out)
+
+
+def _raw_line(ev: Event, context: bool) -> str:
+    """``print_raw_fmt()``: ``"%d %d %llu "`` (pid, cpu, ns) with ``context-info``, then
+    ``trace_fn_raw()``'s ``"%lx %lx\\n"`` or ``trace_print_raw()``'s ``"# %lx %s"``."""
+    head = f"{ev.pid} {ev.cpu} {ev.ts} " if context else ""
+    if ev.type == TRACE_FN:
+        return f"{head}{ev.ip:x} {ev.parent_ip:x}\n"
+    return f"{head}# {ev.ip:x} {marker_text(ev.text)}"
 
 
 def buffer_size_kb(size_bytes: int, expanded: bool,

@@ -16,6 +16,7 @@ from typing import Protocol
 from kernel_daemon.errno import KernelError
 from kernel_daemon.strings import KERNEL_SPACES, c_string
 from kernel_daemon.trace.ring_buffer import RingBuffer
+from kernel_daemon.trace.trace_options import TRACE_FLAGS_DEFAULT, TracerFlags
 from kernel_daemon.unwind import kernel_function
 
 MAX_TRACER_SIZE = 100
@@ -23,10 +24,13 @@ MAX_TRACER_SIZE = 100
 
 class Tracer(Protocol):
     name: str
+    flags: TracerFlags
 
     def init(self) -> None: ...
 
     def reset(self) -> None: ...
+
+    def set_flag(self, old_flags: int, bit: int, set: bool) -> None: ...
 
 
 class NopTracer:
@@ -34,11 +38,18 @@ class NopTracer:
 
     name = "nop"
 
+    def __init__(self) -> None:
+        # register_tracer() gives a tracer without flags dummy_tracer_flags: no options.
+        self.flags = TracerFlags()
+
     def init(self) -> None:
         pass
 
     def reset(self) -> None:
         pass
+
+    def set_flag(self, old_flags: int, bit: int, set: bool) -> None:
+        """``dummy_set_flag()``: never reached, as there is no option to set."""
 
 
 class Tracing:
@@ -50,6 +61,11 @@ class Tracing:
         self.nop_trace = NopTracer()
         self.trace_types: list[Tracer] = [self.nop_trace]
         self.current_trace: Tracer = self.nop_trace
+        # trace_options (kernel_daemon.trace.trace_options), under trace_types_lock.
+        self.trace_flags = TRACE_FLAGS_DEFAULT
+        # tracing_thresh and tracing_max_latency, in ns; no latency tracer sets them here.
+        self.tracing_thresh = 0
+        self.tracing_max_latency = 0
 
     def register_tracer(self, tracer: Tracer) -> None:
         """``register_tracer()``: pushed at the head of ``trace_types``."""

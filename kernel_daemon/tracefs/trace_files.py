@@ -20,6 +20,7 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.dispatch import smp_processor_id
 from kernel_daemon.strings import kstrtoul_from_user, strim
 from kernel_daemon.task import current
+from kernel_daemon.trace.trace_options import TRACE_ITER_MARKERS, TRACE_ITER_SYM_OFFSET
 from kernel_daemon.trace.trace_output import (buffer_size_kb, buffer_total_size_kb,
                                               format_events, trace_header)
 from kernel_daemon.tracefs.files import FMODE_READ, FileOps, OpenFile, SeqText
@@ -39,13 +40,24 @@ TRACE_CLOCKS = ("local", "global", "counter")
 TRACE_CLOCK_BUF = 64
 
 
+def seq_print_sym(kernel: Kernel, trace_flags: int) -> Callable[[int], str]:
+    """The symbol text of ``seq_print_ip_sym()``: ``sprint_symbol()`` with ``sym-offset``
+    (``name+0xoff/0xsize``, `` [module]`` for a module's), else the bare name."""
+    if trace_flags & TRACE_ITER_SYM_OFFSET:
+        return kernel.kallsyms.sprint_symbol
+    return kernel.symbol_name
+
+
 def trace_text(kernel: Kernel, cpu: int | None) -> str:
     """``trace`` / ``per_cpu/cpuN/trace``: the header, then every event, oldest first."""
     rb = kernel.ring_buffer
     snap = rb.snapshot(cpu)
+    trace_flags = kernel.tracing.trace_flags
     header = trace_header(kernel.tracing.current_trace.name, snap.entries_in_buffer,
-                          snap.entries_written, rb.nr_cpus, kernel.ftrace.ftrace_disabled)
-    return header + format_events(snap.events, kernel.symbol_name, annotate=rb.overruns() > 0)
+                          snap.entries_written, rb.nr_cpus, kernel.ftrace.ftrace_disabled,
+                          trace_flags)
+    return header + format_events(snap.events, seq_print_sym(kernel, trace_flags),
+                                  annotate=rb.overruns() > 0, trace_flags=trace_flags)
 
 
 class TraceOpenFile(SeqText):
@@ -142,7 +154,9 @@ class TracePipeOpenFile(OpenFile):
                     raise
                 return False
             if events:
-                text = format_events(events, self.kernel.symbol_name).encode()
+                trace_flags = self.kernel.tracing.trace_flags
+                text = format_events(events, seq_print_sym(self.kernel, trace_flags),
+                                     trace_flags=trace_flags).encode()
                 self.lines.extend(text.splitlines(keepends=True))
                 return True
 
@@ -265,7 +279,10 @@ class TraceMarkerOpenFile(OpenFile):
         self.kernel = kernel
 
     def write(self, data: bytes) -> int:
-        """``tracing_mark_write``: EBADF while recording is off (no event reserved)."""
+        """``tracing_mark_write``: EINVAL without the ``markers`` option; EBADF while
+        recording is off (no event reserved)."""
+        if not self.kernel.tracing.trace_flags & TRACE_ITER_MARKERS:
+            raise KernelError(errno.EINVAL)
         task = current()
         return self.kernel.ring_buffer.write_marker(
             smp_processor_id(), self.kernel.trace_clock(), task.pid, task.comm, data)

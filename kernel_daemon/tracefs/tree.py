@@ -8,6 +8,8 @@ from kernel_daemon.ftrace.sysctl import ftrace_enable_sysctl, ftrace_enable_sysc
 from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, FtracePidFile,
                                          GeneratedFile, ProcSysFile, RegexFile)
+from kernel_daemon.tracefs.option_files import (README_MSG, FreeBufferFile, OptionsDirectory,
+                                                trace_options_file, tracing_max_lat_file)
 from kernel_daemon.tracefs.trace_files import (ControlFile, TraceFile, TraceMarkerFile,
                                                TracePipeFile, buffer_size_show, buffer_size_store,
                                                buffer_total_show, cpumask_show, cpumask_store,
@@ -43,6 +45,15 @@ def tracing_directory(kernel: Kernel) -> Directory:
     tracing["trace_marker"] = TraceMarkerFile()
     tracing["trace_clock"] = ControlFile(trace_clock_show, trace_clock_store)
     tracing["tracing_cpumask"] = ControlFile(cpumask_show, cpumask_store)
+    tracing["trace_options"] = trace_options_file()
+    tracing["options"] = OptionsDirectory(kernel)
+    # tracing_max_latency is CONFIG_TRACER_MAX_TRACE's: a kernel with a latency tracer.
+    tracing["tracing_max_latency"] = tracing_max_lat_file("tracing_max_latency")
+    tracing["tracing_thresh"] = tracing_max_lat_file("tracing_thresh")
+    tracing["README"] = GeneratedFile(lambda k: README_MSG)
+    tracing["saved_cmdlines"] = GeneratedFile(
+        lambda k: k.saved_cmdlines.tracing_saved_cmdlines_read())
+    tracing["free_buffer"] = FreeBufferFile()
     per_cpu = tracing["per_cpu"] = Directory()
     for cpu in range(kernel.options.cpus):
         cpu_dir = per_cpu[f"cpu{cpu}"] = Directory()

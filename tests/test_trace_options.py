@@ -1,0 +1,210 @@
+"""``trace_options``, ``options/`` and the other trace.c files of 3.6 beside them
+(``tracing_thresh``, ``tracing_max_latency``, ``saved_cmdlines``, ``README``,
+``free_buffer``), in-process through the file tree and once through a daemon."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from clients.api import Client
+from clients.errors import FtraceError
+from kernel_daemon.errno import KernelError
+from kernel_daemon.task import Task
+from kernel_daemon.trace.trace_options import TRACE_OPTIONS
+from kernel_daemon.tracefs.tree import mount
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.kernel_helpers import T, booted, cat, invoke, modprobe, write
+
+DEFAULT_OPTIONS = (
+    "print-parent\nnosym-offset\nnosym-addr\nnoverbose\nnoraw\nnohex\nnobin\nnoblock\n"
+    "nostacktrace\ntrace_printk\nnoftrace_preempt\nnobranch\nannotate\nnouserstacktrace\n"
+    "nosym-userobj\nnoprintk-msg-only\ncontext-info\nnolatency-format\nsleep-time\n"
+    "graph-time\nrecord-cmd\noverwrite\nnodisable_on_free\nirq-info\nmarkers\n")
+HELP = ("#           TASK-PID   CPU#      TIMESTAMP  FUNCTION\n"
+        "#              | |       |          |         |\n")
+
+
+def errno_of(vfs, path: str, data: bytes) -> int:
+    with pytest.raises(KernelError) as exc:
+        write(vfs, path, data)
+    return exc.value.errno
+
+
+def events(vfs) -> list[str]:
+    return cat(vfs, f"{T}/trace").splitlines(keepends=True)[11:]
+
+
+def test_trace_options_defaults_and_writes():
+    with booted(cpus=2) as k:
+        vfs = mount(k)
+        assert cat(vfs, f"{T}/trace_options") == DEFAULT_OPTIONS
+        assert write(vfs, f"{T}/trace_options", b"  nooverwrite \n") == 15  # strstrip()
+        assert write(vfs, f"{T}/trace_options", b"sym-offset") == 10
+        text = cat(vfs, f"{T}/trace_options")
+        assert "\nnooverwrite\n" in text and "\nsym-offset\n" in text
+        assert cat(vfs, f"{T}/options/overwrite") == "0\n"
+        for bad in (b"nosuch\n", b"sym-offse\n", b"no\n", b"print-parent-x\n",
+                    b"func_stack_trace\n",  # nop's options: none
+                    b"x" * 63 + b"\n"):  # cnt >= sizeof(buf): EINVAL before any parsing
+            assert errno_of(vfs, f"{T}/trace_options", bad) == errno.EINVAL
+        assert cat(vfs, f"{T}/trace_options").count("\n") == len(TRACE_OPTIONS)
+
+
+def test_options_directory():
+    with booted(cpus=2) as k:
+        vfs = mount(k)
+        assert [e.name for e in vfs.list_dir(f"{T}/options")] == sorted(TRACE_OPTIONS)
+        assert all(e.mode == 0o644 for e in vfs.list_dir(f"{T}/options"))
+        assert cat(vfs, f"{T}/options/print-parent") == "1\n"
+        assert cat(vfs, f"{T}/options/verbose") == "0\n"
+        assert write(vfs, f"{T}/options/verbose", b"1\n") == 2
+        assert "\nverbose\n" in cat(vfs, f"{T}/trace_options")
+        for bad, err in ((b"2\n", errno.EINVAL), (b"yes\n", errno.EINVAL),
+                         (b"-1\n", errno.EINVAL), (b"99999999999999999999\n", errno.ERANGE)):
+            assert errno_of(vfs, f"{T}/options/verbose", bad) == err
+        # The function tracer's own option comes and goes with the tracer.
+        assert "func_stack_trace" not in {e.name for e in vfs.list_dir(f"{T}/options")}
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        assert cat(vfs, f"{T}/options/func_stack_trace") == "0\n"
+        assert cat(vfs, f"{T}/trace_options").endswith("markers\nnofunc_stack_trace\n")
+        write(vfs, f"{T}/trace_options", b"func_stack_trace\n")
+        assert cat(vfs, f"{T}/options/func_stack_trace") == "1\n"
+        write(vfs, f"{T}/options/func_stack_trace", b"0\n")
+        assert cat(vfs, f"{T}/trace_options").endswith("\nnofunc_stack_trace\n")
+        write(vfs, f"{T}/current_tracer", b"nop\n")
+        with pytest.raises(KernelError) as exc:
+            cat(vfs, f"{T}/options/func_stack_trace")
+        assert exc.value.errno == errno.ENOENT
+        assert cat(vfs, f"{T}/trace_options") == DEFAULT_OPTIONS.replace("noverbose", "verbose")
+
+
+def test_print_parent_sym_offset_sym_addr():
+    with booted(cpus=2) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        modprobe(k, "uinput")
+        invoke(k, "uinput_release", "__fput", cpu=1)
+        [line] = events(vfs)
+        head = line[:line.index(": ") + 2]
+        assert line == head + "uinput_release <-__fput\n"
+        write(vfs, f"{T}/trace_options", b"sym-offset\n")
+        fn = k.kallsyms.lookup_name("uinput_release")[0]
+        parent = k.kallsyms.lookup_name("__fput")[0]
+        fn_text = f"uinput_release+0x0/{fn.size:#x} [uinput]"
+        parent_text = f"__fput+0x0/{parent.size:#x}"
+        assert events(vfs) == [f"{head}{fn_text} <-{parent_text}\n"]
+        write(vfs, f"{T}/trace_options", b"sym-addr\n")
+        assert events(vfs) == [f"{head}{fn_text} <{fn.addr:016x}> <-{parent_text} "
+                               f"<{parent.addr:016x}>\n"]
+        write(vfs, f"{T}/trace_options", b"nosym-offset\n")
+        write(vfs, f"{T}/options/print-parent", b"0\n")
+        assert events(vfs) == [f"{head}uinput_release <{fn.addr:016x}>\n"]
+
+
+def test_irq_info_context_info_verbose_raw():
+    with booted(cpus=2) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        invoke(k, "vfs_read", "sys_read", cpu=1)
+        [line] = events(vfs)
+        assert line.startswith("            bash-20903 [001] .... ")
+        write(vfs, f"{T}/trace_options", b"noirq-info\n")
+        text = cat(vfs, f"{T}/trace")
+        assert text.splitlines(keepends=True)[4:6] == HELP.splitlines(keepends=True)
+        [line] = text.splitlines(keepends=True)[6:]
+        assert line.startswith("            bash-20903 [001]   ")
+        assert line.endswith(": vfs_read <-sys_read\n")
+        # No context-info: trace_default_header() prints nothing, the lines no prefix.
+        write(vfs, f"{T}/trace_options", b"nocontext-info\n")
+        assert cat(vfs, f"{T}/trace") == "# tracer: function\n#\nvfs_read <-sys_read\n"
+        write(vfs, f"{T}/trace_options", b"context-info\n")
+        write(vfs, f"{T}/trace_options", b"verbose\n")
+        assert cat(vfs, f"{T}/trace").startswith("# tracer: function\n#\n            bash-")
+        write(vfs, f"{T}/trace_options", b"noverbose\n")
+        write(vfs, f"{T}/trace_options", b"raw\n")
+        ev = k.ring_buffer.snapshot().events[0]
+        fn = k.kallsyms.lookup_name("vfs_read")[0].addr
+        parent = k.kallsyms.lookup_name("sys_read")[0].addr
+        assert cat(vfs, f"{T}/trace").endswith(f"\n20903 1 {ev.ts} {fn:x} {parent:x}\n")
+        assert cat(vfs, f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK) == (
+            f"20903 1 {ev.ts} {fn:x} {parent:x}\n")
+
+
+def test_markers_and_printk_msg_only():
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/trace_options", b"printk-msg-only\n")
+        write(vfs, f"{T}/trace_marker", b"hello\n")
+        assert cat(vfs, f"{T}/trace").endswith("#              | |       |   ||||       |"
+                                               "         |\nhello\n")
+        write(vfs, f"{T}/trace_options", b"nomarkers\n")
+        assert errno_of(vfs, f"{T}/trace_marker", b"again\n") == errno.EINVAL
+        assert k.ring_buffer.snapshot().entries_written == 1
+
+
+def test_max_latency_thresh_readme_saved_cmdlines():
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        for name in ("tracing_thresh", "tracing_max_latency"):
+            assert cat(vfs, f"{T}/{name}") == "0\n"
+            assert write(vfs, f"{T}/{name}", b"150\n") == 4
+            assert cat(vfs, f"{T}/{name}") == "150\n"
+            assert errno_of(vfs, f"{T}/{name}", b"1.5\n") == errno.EINVAL
+        assert k.tracing.tracing_thresh == 150_000
+        # 18446744073709551 us * 1000 wraps to ULONG_MAX - 384; -1 reads as -1.
+        write(vfs, f"{T}/tracing_thresh", b"18446744073709551\n")
+        assert cat(vfs, f"{T}/tracing_thresh") == f"{((1 << 64) - 1 - 384) // 1000}\n"
+        k.tracing.tracing_max_latency = (1 << 64) - 1
+        assert cat(vfs, f"{T}/tracing_max_latency") == "-1\n"
+        readme = cat(vfs, f"{T}/README")
+        assert readme.startswith("tracing mini-HOWTO:\n\n# mount -t debugfs nodev")
+        assert readme.endswith("# echo 0 > /sys/kernel/debug/tracing/tracing_on\n")
+        assert cat(vfs, f"{T}/saved_cmdlines") == ""
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        invoke(k, "vfs_read", "sys_read")
+        invoke(k, "vfs_read", "sys_read", task=Task(0, "swapper/0"))  # pid 0: not saved
+        invoke(k, "vfs_read", "sys_read", task=Task(31, "kworker/0:1"))
+        invoke(k, "vfs_read", "sys_read", task=Task(40000, "big"))  # > PID_MAX_DEFAULT
+        assert cat(vfs, f"{T}/saved_cmdlines") == "20903 bash\n31 kworker/0:1\n"
+        # 128 slots, round robin from slot 1 (bash) and 2: 128 more pids evict both.
+        for pid in range(1000, 1128):
+            invoke(k, "vfs_read", "sys_read", task=Task(pid, "t"))
+        lines = cat(vfs, f"{T}/saved_cmdlines").splitlines()
+        assert lines[:4] == ["1125 t", "1126 t", "1127 t", "1000 t"] and len(lines) == 128
+
+
+@pytest.mark.parametrize("disable_on_free", [False, True])
+def test_free_buffer(disable_on_free):
+    with booted(cpus=2) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        if disable_on_free:
+            write(vfs, f"{T}/options/disable_on_free", b"1\n")
+        assert vfs.stat(f"{T}/free_buffer").mode == 0o644
+        assert write(vfs, f"{T}/free_buffer", b"\n") == 1
+        assert cat(vfs, f"{T}/buffer_size_kb") == "0\n"
+        assert cat(vfs, f"{T}/tracing_on") == ("0\n" if disable_on_free else "1\n")
+        with pytest.raises(KernelError) as exc:
+            cat(vfs, f"{T}/free_buffer")
+        assert exc.value.errno == errno.EINVAL
+
+
+def test_options_through_the_daemon(daemon):
+    with Client(daemon.address) as c:
+        assert c.read_file(f"{T}/trace_options") == DEFAULT_OPTIONS.encode()
+        c.write_file(f"{T}/current_tracer", b"function\n")
+        c.write_file(f"{T}/trace_options", b"noirq-info\n")
+        c.write_file(f"{T}/options/context-info", b"0\n")
+        assert c.read_file(f"{T}/options/irq-info") == b"0\n"
+        assert c.read_file(f"{T}/options/func_stack_trace") == b"0\n"
+        c.invoke("vfs_read", "sys_read", cpu=0)
+        assert c.read_file(f"{T}/trace").endswith(b"#\nvfs_read <-sys_read\n")
+        with pytest.raises(FtraceError) as exc:
+            c.write_file(f"{T}/trace_options", b"nosuch\n")
+        assert (exc.value.errno, exc.value.syscall) == (errno.EINVAL, "write")
+        assert c.read_file(f"{T}/tracing_thresh") == b"0\n"
+        assert b"tracing mini-HOWTO" in c.read_file(f"{T}/README")
+        assert c.read_file(f"{T}/saved_cmdlines").endswith(b"\n")
