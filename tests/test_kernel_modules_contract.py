@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import errno
 import re
+from pathlib import Path
 from typing import Any, Callable
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2
 
 from clients.api import Client
 from clients.errors import FtraceError
@@ -18,6 +20,7 @@ from ftrace.v1 import modules_pb2, modules_pb2_grpc
 from kernel_daemon.module.address_space import MODULES_VADDR
 from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
 
+PROTO_DIR = Path(__file__).resolve().parent.parent / "proto" / "ftrace" / "v1"
 T = "/sys/kernel/debug/tracing"
 CORE = ["--core-functions", "2000"]
 # Reboots keep the small kernel (a zero field would take the 40,960-function default).
@@ -106,3 +109,32 @@ def test_catalog_checks_the_callers_identity_like_every_call(daemon):
         assert errno_of(exc.value) == errno.EINVAL
     assert "uinput" in {m.name for m in stub.Catalog(modules_pb2.CatalogRequest()).modules}
     channel.close()
+
+
+# --- reflection ---------------------------------------------------------------------------
+
+
+def test_the_reflection_services_documented_are_the_ones_served(daemon):
+    """common.proto names, in full, every server reflection service the daemon serves."""
+    documented = set(re.findall(r"grpc\.reflection\.\w+\.ServerReflection",
+                                (PROTO_DIR / "common.proto").read_text()))
+    channel = grpc.insecure_channel(f"unix:{daemon.address.removeprefix('unix:')}")
+    served = set()
+    # v1 and v1alpha have the same messages, so v1alpha's code can ask either.
+    for service in ("grpc.reflection.v1alpha.ServerReflection",
+                    "grpc.reflection.v1.ServerReflection"):
+        info = channel.stream_stream(
+            f"/{service}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        try:
+            (response,) = info(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                               timeout=10)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+            continue
+        names = {s.name for s in response.list_services_response.service}
+        assert {"ftrace.v1.Kernel", "ftrace.v1.Modules", "grpc.health.v1.Health"} <= names
+        served.add(service)
+    channel.close()
+    assert documented == served
