@@ -77,7 +77,8 @@ class Failpoints:
 
     ``hits`` counts the times a site's action ran (a roll lost to the probability is
     not a hit).  Reconfiguring a site does not wake threads paused there: only
-    :meth:`release` and :meth:`release_all` do.
+    :meth:`release` and :meth:`release_all` do.  After :meth:`release_all` (the kernel
+    shuts down) nothing pauses any more and waiters return at once.
     """
 
     def __init__(self, seed: int | None = None, known: Iterable[str] | None = None) -> None:
@@ -90,6 +91,7 @@ class Failpoints:
         self._paused: Counter[str] = Counter()
         # Bumped by release(): a paused thread waits for its site's epoch to change.
         self._epoch: Counter[str] = Counter()
+        self._closed = False
         self._rng = random.Random(seed)
         self._cond = threading.Condition()
 
@@ -128,6 +130,8 @@ class Failpoints:
                 self._active[name] = dataclasses.replace(spec, count=spec.count - 1)
             self._hits[name] += 1
             if spec.action == "pause":
+                if self._closed:  # armed on a kernel that is going away: never wait
+                    return
                 epoch = self._epoch[name]
                 self._paused[name] += 1
                 self._cond.notify_all()
@@ -147,10 +151,18 @@ class Failpoints:
             return released
 
     def wait_paused(self, name: str, count: int = 1, timeout: float = 10.0) -> bool:
-        """Block until at least ``count`` threads are paused at ``name``; False on timeout."""
+        """Block until at least ``count`` threads are paused at ``name``; False when
+        ``timeout`` seconds pass first, or when the failpoints are shut down
+        (:attr:`closed`)."""
         self._check(name)
         with self._cond:
-            return self._cond.wait_for(lambda: self._paused[name] >= count, timeout)
+            self._cond.wait_for(lambda: self._paused[name] >= count or self._closed, timeout)
+            return self._paused[name] >= count
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`release_all` ran: the kernel is shutting down."""
+        return self._closed
 
     def paused(self) -> dict[str, int]:
         """Sites with threads paused at them, and how many."""
@@ -171,8 +183,10 @@ class Failpoints:
             return {name: self._hits[name] for name in sorted(self._sites)}
 
     def release_all(self) -> None:
-        """Shutdown: turn every site off and wake every paused thread, so nothing hangs."""
+        """Shutdown: turn every site off, wake every paused thread and every waiter, so
+        nothing hangs; from now on nothing pauses."""
         with self._cond:
+            self._closed = True
             self._active.clear()
             for name in self._paused:
                 self._epoch[name] += 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernel_daemon.failpoints import Failpoints
+from kernel_daemon.failpoints import Failpoints, parse_spec
 from kernel_daemon.ftrace.core import FAILPOINT_SITES, Ftrace, Race, Variant
 from kernel_daemon.ftrace.module_records import ftrace_module_notify, ftrace_process_locs
 from kernel_daemon.ftrace.dispatch import smp_processor_id
@@ -52,9 +52,14 @@ class BootOptions:
     switch_interval: float = 0.0
 
     def validate(self) -> None:
+        """ValueError for a bad option; KeyError (a LookupError) for an unknown failpoint."""
         Variant(self.variant)
         for race in self.races:
             Race(race)
+        for name, spec in self.failpoints:
+            if name not in FAILPOINT_SITES:
+                raise KeyError(f"unknown failpoint {name!r}")
+            parse_spec(spec)
         if not 1 <= self.cpus <= 256:
             raise ValueError(f"cpus must be 1..256, not {self.cpus}")
         if not MIN_FUNCTIONS <= self.core_functions <= 2_000_000:
@@ -145,8 +150,13 @@ class Kernel:
         return found[0].name if found else f"0x{ip:08x}"
 
     def shutdown(self) -> None:
-        self.failpoints.release_all()
-        self.printk.close()
-        self.ring_buffer.close()
+        """The kernel goes away. Its shared memory first: unlinked, and no segment is
+        created after (a call still inside gets ENODEV instead). Then whatever is
+        blocked in it wakes to find it gone: trace_pipe readers (ENODEV), dmesg
+        followers, and threads paused at failpoints, which carry on against the dead
+        kernel (so a paused module load cannot link pages the teardown would miss).
+        """
         self.ring_buffer.destroy()
         self.ftrace.pages.destroy()
+        self.printk.close()
+        self.failpoints.release_all()

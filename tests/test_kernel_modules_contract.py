@@ -6,7 +6,11 @@ the RPCs document."""
 from __future__ import annotations
 
 import errno
+import glob
+import os
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,9 +18,9 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2
 
-from clients.api import Client
+from clients.api import Client, RequestQueue
 from clients.errors import FtraceError
-from ftrace.v1 import modules_pb2, modules_pb2_grpc
+from ftrace.v1 import modules_pb2, modules_pb2_grpc, tracefs_pb2
 from kernel_daemon.module.address_space import MODULES_VADDR
 from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
 
@@ -25,12 +29,46 @@ T = "/sys/kernel/debug/tracing"
 CORE = ["--core-functions", "2000"]
 # Reboots keep the small kernel (a zero field would take the 40,960-function default).
 SMALL = {"core_functions": 2000}
+# How long a call that should end at once may take; far below the deadlines of the calls
+# themselves, so a call that only ends at its deadline fails the test.
+PROMPTLY = 30.0
+CALL_DEADLINE = 120.0
+FILTER_RELEASE = "ftrace_regex_release:before_lock"
+LOAD_COUNT = "ftrace_update_code:before_count"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll a condition of the daemon's state until it holds or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached before the deadline"
+        time.sleep(0.02)
 
 
 def failing(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> FtraceError:
     with pytest.raises(FtraceError) as exc:
         fn(*args, **kwargs)
     return exc.value
+
+
+class Background:
+    """A call run on a thread of its own; :meth:`outcome` is its result or its error."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._outcome: list[Any] = []
+        self.thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
+        try:
+            self._outcome.append(fn(*args))
+        except Exception as error:  # the outcome under test
+            self._outcome.append(error)
+
+    def outcome(self, timeout: float = PROMPTLY) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"the call did not end within {timeout} s"
+        return self._outcome[0]
 
 
 def errno_of(error: Any) -> int | None:
@@ -49,6 +87,119 @@ def daemon(spawn):
 def client(daemon):
     with Client(daemon.address) as c:
         yield c
+
+
+def segments_of(pid: int) -> list[str]:
+    return sorted(os.path.basename(p) for p in glob.glob(f"/dev/shm/ftsim.{pid}.*"))
+
+
+def reload_under_a_filter(client: Client) -> None:
+    """The report's reproducer up to its last step: uinput reloaded while the function
+    tracer traces uinput_release. On a buggy kernel, ``echo nop > current_tracer`` then
+    WARNs and kills ftrace."""
+    client.load("uinput")
+    client.write_file(f"{T}/set_ftrace_filter", "uinput_release\n")
+    client.write_file(f"{T}/current_tracer", "function\n")
+    client.unload("uinput")
+    client.load("uinput")
+
+
+# --- Reboot -------------------------------------------------------------------------------
+
+
+def test_reboot_refuses_a_bad_failpoint_and_the_old_kernel_stays(client):
+    client.load("uinput")
+    boot_id = client.config().boot_id
+    unknown = failing(client.reboot, failpoints={"nowhere:at_all": "1*pause"}, **SMALL)
+    assert (unknown.errno, unknown.code) == (errno.ENOENT, grpc.StatusCode.NOT_FOUND)
+    assert unknown.from_kernel and "nowhere:at_all" in unknown.message
+    malformed = failing(client.reboot, failpoints={FILTER_RELEASE: "garbage"}, **SMALL)
+    assert (malformed.errno, malformed.code) == (errno.EINVAL, grpc.StatusCode.INVALID_ARGUMENT)
+    assert malformed.from_kernel
+    # The refused configs booted nothing: the same kernel, its module still loaded.
+    assert client.config().boot_id == boot_id
+    assert [m.name for m in client.list_modules()] == ["uinput"]
+    config = client.reboot(failpoints={FILTER_RELEASE: "1*pause"}, **SMALL)
+    assert config.boot_id == boot_id + 1 and dict(config.failpoints) == {FILTER_RELEASE: "1*pause"}
+    assert client.list_modules() == []
+
+
+def test_reboot_ends_the_calls_bound_to_the_old_boot_with_enodev(client, daemon):
+    """A file session, a tracer's stream, a trace_pipe reader and a failpoint waiter, all
+    idle in the old boot, end with ENODEV as soon as the reboot is done, without waiting
+    for their clients' next request or their deadlines."""
+    session_requests = RequestQueue()
+    session = client.connection.tracefs.Session(iter(session_requests), timeout=CALL_DEADLINE)
+    session_requests.put(
+        tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(path=f"{T}/tracing_on")))
+    assert next(session).WhichOneof("result") == "open"
+    # The session sends nothing more: only the daemon can end it.
+    session_end = Background(next, session)
+
+    tracer = client.attach("old-boot", ["schedule"])
+
+    def read_trace_pipe() -> None:
+        for _ in client.connection.tracefs.TracePipe(tracefs_pb2.TracePipeRequest(),
+                                                     timeout=CALL_DEADLINE):
+            pass
+
+    pipe = Background(read_trace_pipe)
+    wait_until(lambda: client.stats().open_files == 2)  # the session's file and trace_pipe
+    waiter = Background(client.wait_failpoint, FILTER_RELEASE, 1, CALL_DEADLINE)
+    # Counted as the call starts; the new kernel takes far longer to boot than the call
+    # takes to enter the old one.
+    wait_until(lambda: client.stats().rpc_counts["/ftrace.v1.Kernel/WaitFailpoint"] == 1)
+
+    client.reboot(**SMALL)
+    assert errno_of(session_end.outcome()) == errno.ENODEV
+    assert errno_of(pipe.outcome()) == errno.ENODEV
+    assert errno_of(waiter.outcome()) == errno.ENODEV
+    wait_until(lambda: tracer.ended, PROMPTLY)
+    assert failing(tracer.flush).errno == errno.ENODEV
+    tracer.cancel()
+    session_requests.end()
+    wait_until(lambda: client.stats().open_files == 0)
+    assert client.list_ops() == [] and client.check_consistency().ok
+
+
+def test_a_module_load_paused_across_a_reboot_leaves_no_shared_memory(spawn):
+    """The load has allocated its record pages and not yet linked them (race load-count,
+    paused outside ftrace_lock) when the reboot comes: it finishes against the old
+    kernel, and the old boot's segments are all gone, its pages among them."""
+    daemon = spawn(CORE + ["--race", "load-count", "--failpoint", f"{LOAD_COUNT}=1*pause"])
+    with Client(daemon.address) as client, Client(daemon.address) as loader:
+        load = Background(loader.load, "uinput")
+        client.wait_failpoint(LOAD_COUNT, timeout=PROMPTLY)
+        old_namespace = client.stats().shm_namespace
+        assert f"{old_namespace}.pg1" in segments_of(daemon.pid)  # uinput's pages
+        client.reboot(**SMALL)
+        assert load.outcome().name == "uinput"
+        namespace = client.stats().shm_namespace
+        assert namespace != old_namespace
+        assert [s for s in segments_of(daemon.pid) if not s.startswith(namespace + ".")] == []
+        assert client.list_modules() == []
+
+
+def test_a_module_load_that_finds_ftrace_killed_leaves_no_shared_memory(spawn):
+    """A load that allocated its pages before a WARN killed ftrace returns without
+    linking them (ftrace_process_locs under ftrace_disabled); the pages must still go
+    with the boot (the fixture checks /dev/shm after the daemon's exit, too)."""
+    daemon = spawn(CORE + ["--variant", "buggy", "--race", "load-count"])
+    with Client(daemon.address) as client, Client(daemon.address) as loader:
+        reload_under_a_filter(client)
+        client.set_failpoint(LOAD_COUNT, "1*pause")
+        load = Background(loader.load, "tun")
+        client.wait_failpoint(LOAD_COUNT, timeout=PROMPTLY)
+        client.write_file(f"{T}/current_tracer", "nop\n")
+        assert client.stats().ftrace_disabled
+        client.release_failpoint(LOAD_COUNT)
+        assert load.outcome().name == "tun"
+        old_namespace = client.stats().shm_namespace
+        # Core, uinput reloaded, and tun's pages, which were never linked.
+        assert [s for s in segments_of(daemon.pid) if ".pg" in s] == [
+            f"{old_namespace}.pg{group}" for group in (0, 2, 3)]
+        client.reboot(**SMALL)
+        assert [s for s in segments_of(daemon.pid) if s.startswith(old_namespace + ".")] == []
 
 
 # --- Modules ------------------------------------------------------------------------------

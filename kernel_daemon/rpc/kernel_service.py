@@ -44,7 +44,8 @@ def boot_config(options: BootOptions, boot_id: int) -> pb.BootConfig:
 
 
 def boot_options(config: pb.BootConfig, defaults: BootOptions) -> BootOptions:
-    """A reboot's options: fields left at zero keep the built-in defaults."""
+    """A reboot's options: fields left at zero keep the built-in defaults. Raises
+    KernelError: ENOENT for an unknown failpoint, EINVAL for any other bad option."""
     by_value = {v: k for k, v in VARIANTS.items()}
     try:
         variant = by_value[config.variant] if config.variant else BootOptions.variant
@@ -61,7 +62,9 @@ def boot_options(config: pb.BootConfig, defaults: BootOptions) -> BootOptions:
         switch_interval=config.switch_interval or defaults.switch_interval)
     try:
         options.validate()
-    except (ValueError, KeyError) as exc:
+    except KeyError as exc:
+        raise KernelError(errno.ENOENT, exc.args[0]) from None
+    except ValueError as exc:
         raise KernelError(errno.EINVAL, str(exc)) from None
     return options
 
@@ -200,9 +203,11 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 reached = boot.kernel.failpoints.wait_paused(request.name, request.count or 1, timeout)
             except KeyError:
                 raise KernelError(errno.ENOENT, f"no failpoint {request.name!r}") from None
-            if not reached:
-                raise KernelError(errno.ETIMEDOUT, f"{request.name}: not enough threads paused")
-            return self._failpoint(boot.kernel.failpoints, request.name)
+            if reached:
+                return self._failpoint(boot.kernel.failpoints, request.name)
+            if boot.kernel.failpoints.closed:
+                raise KernelError(errno.ENODEV, "the kernel rebooted")
+            raise KernelError(errno.ETIMEDOUT, f"{request.name}: not enough threads paused")
 
     @translate_kernel_errors
     def GetConfig(self, request: pb.GetConfigRequest, context: grpc.ServicerContext) -> pb.BootConfig:

@@ -16,7 +16,7 @@ import grpc
 from ftrace.v1 import tracefs_pb2 as pb
 from ftrace.v1 import tracefs_pb2_grpc
 from kernel_daemon.errno import KernelError
-from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.rpc.state import Boot, BoundRequests, DaemonState
 from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, abort_with_errno,
                                       add_trailing_metadata, errno_detail,
                                       translate_kernel_errors)
@@ -49,9 +49,9 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
     def __init__(self, state: DaemonState) -> None:
         self.state = state
 
-    def _open(self, path: str, flags: int) -> OpenFile:
+    def _open(self, boot: Boot, path: str, flags: int) -> OpenFile:
         try:
-            file = self.state.boot.vfs.open(path, flags)
+            file = boot.vfs.open(path, flags)
         except KernelError as err:
             raise for_syscall(err, "open", path) from None
         self.state.open_files.add(file)
@@ -66,10 +66,12 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
     def Session(self, request_iterator: Iterator[pb.FileRequest],
                 context: grpc.ServicerContext) -> Iterator[pb.FileResponse]:
         file: OpenFile | None = None
+        # The open file ties the session to its boot: a reboot ends it with ENODEV.
+        requests: BoundRequests[pb.FileRequest] = BoundRequests(request_iterator)
         try:
             task = self.state.caller(context)
             seq = 0
-            for request in request_iterator:
+            for request in requests:
                 seq += 1
                 # ``with running_as(task):`` without its three Python calls per request.
                 token = enter_task(task)
@@ -80,12 +82,14 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                             yield pb.FileResponse(seq=seq, error=errno_detail(
                                 KernelError(errno.EBUSY, "the session already has a file open")))
                             continue
+                        boot = self.state.boot
                         try:
-                            file = self._open(request.open.path, request.open.flags)
+                            file = self._open(boot, request.open.path, request.open.flags)
                         except KernelError as err:
                             abort_with_errno(context, err)
+                        requests.bind(boot)
                         watch_client(context, file)
-                        _, node = self.state.boot.vfs.lookup(file.path)
+                        _, node = boot.vfs.lookup(file.path)
                         yield pb.FileResponse(seq=seq, open=pb.OpenResult(
                             path=file.path, flags=file.flags, mode=node.mode))
                         continue
@@ -105,9 +109,10 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                             for_syscall(err, op or "", file.path)))
                 finally:
                     leave_task(token)
-        except KernelError as err:  # malformed identity metadata
+        except KernelError as err:  # malformed identity metadata; the boot ended
             abort_with_errno(context, err)
         finally:
+            requests.unbind()
             if file is not None:
                 with running_as(task):
                     self._release(file)
@@ -140,8 +145,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
     def ReadFile(self, request: pb.ReadFileRequest, context: grpc.ServicerContext) -> pb.ReadFileResponse:
         path, max_bytes = request.path, request.max_bytes
         flags = os.O_RDONLY | (os.O_NONBLOCK if request.nonblock else 0)
-        with self.state.syscall(context):
-            file = self._open(path, flags)
+        with self.state.syscall(context) as boot:
+            file = self._open(boot, path, flags)
             watch_client(context, file)
             chunks: list[bytes] = []
             size = 0
@@ -167,8 +172,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
     @translate_kernel_errors
     def WriteFile(self, request: pb.WriteFileRequest, context: grpc.ServicerContext) -> pb.WriteFileResponse:
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if request.append else os.O_TRUNC)
-        with self.state.syscall(context, report_locking=True):
-            file = self._open(request.path, flags)
+        with self.state.syscall(context, report_locking=True) as boot:
+            file = self._open(boot, request.path, flags)
             data, sizes, failure = request.data, [], None
             try:
                 # The shell's write loop: a short write is followed by the rest.
@@ -197,9 +202,9 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         path = (f"{TRACING}/per_cpu/cpu{request.cpu}/trace_pipe" if request.HasField("cpu")
                 else f"{TRACING}/trace_pipe")
         flags = os.O_RDONLY | (os.O_NONBLOCK if request.nonblock else 0)
-        with self.state.syscall(context):
+        with self.state.syscall(context) as boot:
             task = current()
-            file = self._open(path, flags)
+            file = self._open(boot, path, flags)
         context.add_callback(file.interrupt)
         try:
             while context.is_active():

@@ -25,7 +25,7 @@ from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.ops import FtraceOps
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 from kernel_daemon.kernel import Kernel, events_written
-from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.rpc.state import Boot, DaemonState
 from kernel_daemon.rpc.status import abort_with_errno, errno_detail, translate_kernel_errors
 from kernel_daemon.task import Task, current, running_as
 
@@ -122,16 +122,24 @@ class TracerService(tracer_pb2_grpc.TracerServicer):
                 owner = current()
         except KernelError as err:  # malformed identity metadata
             abort_with_errno(context, err)
-        session = TracerSession(boot.kernel, owner, request_iterator, context)
-        yield from session.run()
+        session = TracerSession(boot, owner, request_iterator, context)
+        try:
+            yield from session.run()
+        except KernelError as err:  # the boot ended: the ops' module went with the kernel
+            abort_with_errno(context, err)
 
 
 class TracerSession:
-    """One Attach stream: reads requests on a thread of its own, emits events here."""
+    """One Attach stream: reads requests on a thread of its own, emits events here.
 
-    def __init__(self, kernel: Kernel, owner: Task, requests: Iterator[pb.TracerRequest],
+    The stream is bound to the boot it attached to: when that boot ends, :meth:`run`
+    raises KernelError(ENODEV).
+    """
+
+    def __init__(self, boot: Boot, owner: Task, requests: Iterator[pb.TracerRequest],
                  context: grpc.ServicerContext) -> None:
-        self.kernel = kernel
+        self.boot = boot
+        self.kernel = boot.kernel
         self.owner = owner
         self.context = context
         self.requests: queue.Queue[pb.TracerRequest | None] = queue.Queue()
@@ -160,6 +168,11 @@ class TracerSession:
     def _wake_on_end(self) -> None:
         self._enqueue(None)
 
+    def _wake(self) -> None:
+        """The boot ended: a wait in :meth:`_next_request` looks again."""
+        with self.hits.cond:
+            self.hits.cond.notify_all()
+
     def _event(self, **kwargs: object) -> pb.TracerEvent:
         self.seq += 1
         return pb.TracerEvent(seq=self.seq, **kwargs)
@@ -175,9 +188,12 @@ class TracerSession:
             timestamp_ns=self.kernel.local_clock(), count=count))
 
     def run(self) -> Iterator[pb.TracerEvent]:
+        self.boot.bind(self._wake)
         try:
             while True:
                 request = self._next_request()
+                if self.boot.ended:
+                    raise KernelError(errno.ENODEV, "the kernel rebooted")
                 if request is None:
                     if not self.context.is_active():
                         return
@@ -193,13 +209,15 @@ class TracerSession:
                 if request.WhichOneof("op") == "unregister":
                     return
         finally:
+            self.boot.unbind(self._wake)
             self._unregister()
 
     def _next_request(self) -> pb.TracerRequest | None | object:
         """The next request, or None when hits are due (or the wait timed out)."""
         deadline = time.monotonic() + self.max_delay
         with self.hits.cond:
-            while self.requests.empty() and len(self.hits.hits) < self.max_batch:
+            while (self.requests.empty() and len(self.hits.hits) < self.max_batch
+                   and not self.boot.ended):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

@@ -143,6 +143,12 @@ class TracePipeOpenFile(OpenFile):
                 text = format_events(events, self.kernel.symbol_name).encode()
                 self.lines.extend(text.splitlines(keepends=True))
                 return True
+            if rb.closed:
+                # No data will ever come: a reader blocked here dies with the old boot;
+                # one that already has lines returns them first.
+                if block:
+                    raise KernelError(errno.ENODEV, "the kernel rebooted")
+                return False
 
 
 class TracePipeFile(FileOps):
