@@ -27,6 +27,7 @@ from kernel_daemon.panic import TAINT_OOT_MODULE, Panic
 from kernel_daemon.printk import Printk
 from kernel_daemon.shm import new_namespace, reap_stale_segments
 from kernel_daemon.task import current
+from kernel_daemon.trace.buffers import TRACE_BUF_SIZE_DEFAULT
 from kernel_daemon.trace.ring_buffer import RingBuffer, TraceClock
 from kernel_daemon.trace.trace_functions import FunctionTracer
 from kernel_daemon.trace.tracers import Tracing
@@ -50,6 +51,8 @@ class BootOptions:
     seed: int = 0
     # sys.setswitchinterval() for the daemon process; 0 leaves CPython's default.
     switch_interval: float = 0.0
+    # trace_buf_size= (in KB): the per-CPU ring buffer size once tracing first needs it.
+    buffer_size_kb: int = TRACE_BUF_SIZE_DEFAULT >> 10
 
     def validate(self) -> None:
         """ValueError for a bad option; KeyError (a LookupError) for an unknown failpoint."""
@@ -67,6 +70,8 @@ class BootOptions:
                              f"not {self.core_functions}")
         if not 0 <= self.switch_interval <= 1:
             raise ValueError(f"switch-interval must be 0..1 seconds, not {self.switch_interval}")
+        if self.buffer_size_kb < 1:
+            raise ValueError(f"buffer-size-kb must be at least 1, not {self.buffer_size_kb}")
 
 
 class Kernel:
@@ -95,7 +100,7 @@ class Kernel:
         self.modules.register_module_notifier(self.ftrace_module_notifier)
         self.trace_clock = TraceClock(self.local_clock)
         self.trace_clock_name = "local"
-        self.ring_buffer = RingBuffer(self.namespace, options.cpus)
+        self.ring_buffer = RingBuffer(self.namespace, options.cpus, options.buffer_size_kb << 10)
         # tracing_cpumask: CPUs whose events are recorded.
         self.tracing_cpumask = (1 << options.cpus) - 1
         self.tracing = Tracing(self.ring_buffer)

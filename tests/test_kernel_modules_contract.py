@@ -20,7 +20,8 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from clients.api import Client, RequestQueue
 from clients.errors import FtraceError
-from ftrace.v1 import modules_pb2, modules_pb2_grpc, tracefs_pb2
+from clients.identity import Identity
+from ftrace.v1 import kernel_pb2, modules_pb2, modules_pb2_grpc, tracefs_pb2
 from kernel_daemon.module.address_space import MODULES_VADDR
 from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
 
@@ -145,7 +146,7 @@ def test_reboot_ends_the_calls_bound_to_the_old_boot_with_enodev(client, daemon)
 
     pipe = Background(read_trace_pipe)
     wait_until(lambda: client.stats().open_files == 2)  # the session's file and trace_pipe
-    waiter = Background(client.wait_failpoint, FILTER_RELEASE, 1, CALL_DEADLINE)
+    waiter = Background(client.wait_failpoint, FILTER_RELEASE, 1, None)  # no time limit
     # Counted as the call starts; the new kernel takes far longer to boot than the call
     # takes to enter the old one.
     wait_until(lambda: client.stats().rpc_counts["/ftrace.v1.Kernel/WaitFailpoint"] == 1)
@@ -200,6 +201,150 @@ def test_a_module_load_that_finds_ftrace_killed_leaves_no_shared_memory(spawn):
             f"{old_namespace}.pg{group}" for group in (0, 2, 3)]
         client.reboot(**SMALL)
         assert [s for s in segments_of(daemon.pid) if s.startswith(old_namespace + ".")] == []
+
+
+# --- fields the messages promise ----------------------------------------------------------
+
+
+def test_list_ops_names_who_registered_each_ops(client, daemon):
+    with Client(daemon.address, Identity(777, "ownerproc")) as owner:
+        with owner.attach("mine", ["schedule"]):
+            client.write_file(f"{T}/current_tracer", "function\n")
+            ops = {info.name: info for info in client.list_ops()}
+            assert (ops["mine"].owner.pid, ops["mine"].owner.comm) == (777, "ownerproc")
+            # The kernel's own ops (the function tracer's) have no owner.
+            assert [name for name, info in ops.items() if not info.HasField("owner")] != []
+            client.write_file(f"{T}/current_tracer", "nop\n")
+
+
+def test_dmesg_lines_are_structured(spawn):
+    daemon = spawn(CORE + ["--variant", "buggy"])
+    with Client(daemon.address) as client:
+        boot = client.dmesg_lines()
+        assert [(line.seq, line.level) for line in boot.lines] == [(1, 5), (2, 6)]
+        assert boot.lines[0].message.startswith("Linux version 3.6.11+")
+        assert boot.text == "".join(line.text + "\n" for line in boot.lines)
+        with client.dmesg_follow(replay=True) as follow:
+            assert next(iter(follow)) == boot.lines[0]
+        client.dmesg(clear=True)
+        reload_under_a_filter(client)
+        client.write_file(f"{T}/current_tracer", "nop\n")  # the report's WARN
+        # dmesg -c empties what dmesg shows, not the numbering.
+        warn = list(client.dmesg_lines().lines)
+        assert [line.seq for line in warn] == list(range(3, 3 + len(warn)))
+        assert warn[0].message == "------------[ cut here ]------------"
+        assert warn[1].message.startswith("WARNING: at kernel/trace/ftrace.c:1529 ")
+        assert {line.level for line in warn} == {4}  # KERN_WARNING
+        assert len({line.timestamp_ns for line in warn}) == 1  # one printk
+        for line in boot.lines[:] + warn:
+            seconds, nanoseconds = divmod(line.timestamp_ns, 1_000_000_000)
+            assert line.text == f"[{seconds:5d}.{nanoseconds // 1000:06d}] {line.message}"
+        assert warn[0].timestamp_ns > boot.lines[-1].timestamp_ns
+
+
+def test_failpoints_report_description_evaluations_and_paused_tasks(client, daemon):
+    listed = client.list_failpoints()
+    assert [fp.name for fp in listed] == sorted(fp.name for fp in listed)
+    assert all(fp.description and fp.spec == "" for fp in listed)
+    # With a tracer on, installing a filter walks the record pages.
+    client.write_file(f"{T}/current_tracer", "function\n")
+    before = {fp.name: fp.evaluations for fp in client.list_failpoints()}
+    assert client.set_failpoint(FILTER_RELEASE, "1*pause").spec == "1*pause"
+    with Client(daemon.address, Identity(4242, "pausedproc")) as writer:
+        write = Background(writer.write_file, f"{T}/set_ftrace_filter", "schedule\n")
+        paused = client.wait_failpoint(FILTER_RELEASE, timeout=PROMPTLY)
+        assert paused.paused == 1 and paused.triggers == 1
+        assert [(t.pid, t.comm) for t in paused.paused_tasks] == [(4242, "pausedproc")]
+        # "1*pause" ran down: disarmed, which reads as "".
+        assert paused.spec == ""
+        client.release_failpoint(FILTER_RELEASE)
+        assert write.outcome() == len("schedule\n")
+    after = {fp.name: fp for fp in client.list_failpoints()}
+    assert after[FILTER_RELEASE].evaluations == before[FILTER_RELEASE] + 1
+    assert after[FILTER_RELEASE].paused == 0 and not after[FILTER_RELEASE].paused_tasks
+    # Installing the filter walked the record pages with no failpoint armed there.
+    walk = "__ftrace_hash_rec_update:next_page"
+    assert after[walk].evaluations > before[walk] and after[walk].triggers == 0
+    assert client.set_failpoint(walk, "yield").spec == "yield"
+    assert client.set_failpoint(walk, "off").spec == ""
+    client.write_file(f"{T}/current_tracer", "nop\n")
+
+
+def test_boot_config_reports_the_seed_and_the_buffer_size_it_booted_with(client):
+    first = client.config()
+    assert first.seed == 0 and first.buffer_size_kb == 1408  # ftraced's defaults
+    assert client.read_file(f"{T}/buffer_size_kb") == b"7 (expanded: 1408)\n"
+    rebooted = client.reboot(buffer_size_kb=64, **SMALL)
+    assert rebooted.buffer_size_kb == 64 and client.config().buffer_size_kb == 64
+    # trace_buf_size=: the size the buffer takes when tracing first needs it.
+    assert client.read_file(f"{T}/buffer_size_kb") == b"7 (expanded: 64)\n"
+    client.write_file(f"{T}/current_tracer", "function\n")
+    assert client.read_file(f"{T}/buffer_size_kb") == b"64\n"
+    # An unset seed is a fresh random one, reported; a set one is kept.
+    seeds = {client.reboot(**SMALL).seed for _ in range(2)}
+    assert len(seeds) == 2 and client.config().seed in seeds
+    assert client.reboot(seed=5, **SMALL).seed == 5 and client.config().seed == 5
+
+
+# --- other Kernel RPCs --------------------------------------------------------------------
+
+
+def test_dump_records_refuses_contradictory_or_malformed_filters(client):
+    client.load("uinput")
+    for request in (dict(module="uinput", core_only=True), dict(function_glob="["),
+                    dict(function_glob="uinput_[rw")):
+        error = failing(client.dump_records, **request)
+        assert error.errno == errno.EINVAL and error.from_kernel, request
+    assert [r.function for r in client.dump_records(function_glob="uinput_[rw]ead")] == [
+        "uinput_read"]
+    assert [r.function for r in client.dump_records(function_glob="[!a-z_]*")] == []
+
+
+def test_wait_failpoint_without_a_timeout_waits_for_the_call_deadline(client, daemon):
+    """timeout_ms 0: the wait lasts until the call's deadline, not a fixed 10 s."""
+    waiter = Background(client.connection.kernel.WaitFailpoint,
+                        kernel_pb2.WaitFailpointRequest(name=FILTER_RELEASE), CALL_DEADLINE)
+    # Past the 10 s the daemon used to give up after, the call still waits.
+    waiter.thread.join(11.0)
+    assert waiter.thread.is_alive()
+    client.set_failpoint(FILTER_RELEASE, "1*pause")
+    with Client(daemon.address) as writer:
+        write = Background(writer.write_file, f"{T}/set_ftrace_filter", "schedule\n")
+        assert waiter.outcome().paused == 1
+        client.release_failpoint(FILTER_RELEASE)
+        write.outcome()
+
+
+def test_release_failpoint_lets_count_threads_go_oldest_first(spawn):
+    # Module loads pause outside every lock (race load-count), so several can wait there.
+    daemon = spawn(CORE + ["--race", "load-count"])
+    client = Client(daemon.address)
+    client.set_failpoint(LOAD_COUNT, "pause")
+    loaders = [Client(daemon.address, Identity(500 + i, f"loader{i}")) for i in range(3)]
+    loads = []
+    for i, (loader, module) in enumerate(zip(loaders, ("uinput", "tun", "loop"))):
+        loads.append(Background(loader.load, module))
+        client.wait_failpoint(LOAD_COUNT, count=i + 1, timeout=PROMPTLY)
+    assert client.release_failpoint(LOAD_COUNT, count=1) == 1
+    assert loads[0].outcome().name == "uinput"
+    (state,) = [fp for fp in client.list_failpoints() if fp.name == LOAD_COUNT]
+    assert [t.pid for t in state.paused_tasks] == [501, 502] and state.paused == 2
+    assert loads[1].thread.is_alive() and loads[2].thread.is_alive()
+    assert client.release_failpoint(LOAD_COUNT, count=0) == 2
+    assert {loads[1].outcome().name, loads[2].outcome().name} == {"tun", "loop"}
+    assert client.release_failpoint(LOAD_COUNT, count=3) == 0
+    for c in loaders + [client]:
+        c.close()
+
+
+def test_stats_count_warnings_since_boot_whatever_dmesg_c_clears(spawn):
+    daemon = spawn(CORE + ["--variant", "buggy"])
+    with Client(daemon.address) as client:
+        reload_under_a_filter(client)
+        client.write_file(f"{T}/current_tracer", "nop\n")  # the report's WARN
+        assert client.stats().warnings == 1
+        assert "cut here" in client.dmesg(clear=True)
+        assert client.dmesg() == "" and client.stats().warnings == 1
 
 
 # --- Modules ------------------------------------------------------------------------------
