@@ -602,8 +602,16 @@ class Client:
                 kernel_pb2.ReleaseFailpointRequest(name=name, count=count)
             ).released
 
-    def wait_failpoint(self, name: str, count: int = 1, timeout: float = 10.0) -> kernel_pb2.Failpoint:
-        """Block until ``count`` threads are paused at the failpoint; ETIMEDOUT after timeout."""
+    def wait_failpoint(
+        self, name: str, count: int = 1, timeout: float | None = 10.0
+    ) -> kernel_pb2.Failpoint:
+        """Block until ``count`` threads are paused at the failpoint; ETIMEDOUT after
+        ``timeout`` seconds (None: no limit), ENODEV if the kernel reboots meanwhile."""
+        if timeout is None:
+            # timeout_ms 0 waits until the call's deadline, and this call has none.
+            request = kernel_pb2.WaitFailpointRequest(name=name, count=count)
+            with translate_rpc_errors():
+                return self.connection.kernel.WaitFailpoint(request)
         request = kernel_pb2.WaitFailpointRequest(
             name=name, count=count, timeout_ms=max(1, round(timeout * 1000))
         )

@@ -23,8 +23,10 @@ import random
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
+
+from kernel_daemon.task import Task, current
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _SPEC_RE = re.compile(
@@ -72,24 +74,48 @@ def parse_spec(spec: str) -> FailpointSpec | None:
     return FailpointSpec(action, probability, count, sleep_ms)
 
 
+@dataclasses.dataclass(eq=False, slots=True)
+class _Paused:
+    """One thread paused at a site: who it runs as, and whether it was let go."""
+
+    task: Task
+    released: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FailpointState:
+    """A site as :meth:`Failpoints.state` reports it."""
+
+    name: str
+    spec: str  # the canonical armed spec, "" when off
+    evaluations: int  # times execution reached the site
+    triggers: int  # times its action ran
+    paused: tuple[Task, ...]  # the tasks paused there now, oldest first
+
+
 class Failpoints:
     """The failpoint sites of one kernel instance. Thread-safe.
 
-    ``hits`` counts the times a site's action ran (a roll lost to the probability is
-    not a hit).  Reconfiguring a site does not wake threads paused there: only
-    :meth:`release` and :meth:`release_all` do.
+    A site's ``triggers`` count the times its action ran (a roll lost to the probability
+    is not one); its ``evaluations`` the times execution reached it, armed or not.
+    Reconfiguring a site does not wake threads paused there: only :meth:`release` and
+    :meth:`release_all` do.  After :meth:`release_all` (the kernel shuts down) nothing
+    pauses any more and waiters return at once.
     """
 
     def __init__(self, seed: int | None = None, known: Iterable[str] | None = None) -> None:
         """``known``: the valid site names (others raise KeyError); ``None`` accepts any."""
         self._known = None if known is None else frozenset(known)
-        self._sites: set[str] = set(self._known or ())
         # Only active sites are keys here, so fire() on an off site is one failed lookup.
         self._active: dict[str, FailpointSpec] = {}
-        self._hits: Counter[str] = Counter()
-        self._paused: Counter[str] = Counter()
-        # Bumped by release(): a paused thread waits for its site's epoch to change.
-        self._epoch: Counter[str] = Counter()
+        self._triggers: Counter[str] = Counter()
+        # Every known or configured site is a key: a plain dict, so that the off path
+        # counts without the lock (under the GIL, += on an existing key of a dict is not
+        # interrupted: no eval-breaker check falls between its load and its store).
+        self._evaluations: dict[str, int] = dict.fromkeys(self._known or (), 0)
+        # The threads paused at each site, oldest first.
+        self._paused: dict[str, deque[_Paused]] = {}
+        self._closed = False
         self._rng = random.Random(seed)
         self._cond = threading.Condition()
 
@@ -102,7 +128,7 @@ class Failpoints:
         self._check(name)
         parsed = parse_spec(spec)
         with self._cond:
-            self._sites.add(name)
+            self._evaluations.setdefault(name, 0)  # a new site, without a known list
             if parsed is None:
                 self._active.pop(name, None)
             else:
@@ -111,11 +137,14 @@ class Failpoints:
     def fire(self, name: str) -> None:
         """Called by the core at site ``name``: run its action if it is on."""
         if name not in self._active:
-            # _check() inlined: this is the path every call of an off site takes.
-            if self._known is not None and name not in self._known:
-                raise KeyError(f"unknown failpoint {name!r}")
+            # The path every call of an off site takes: one lookup, one increment.
+            try:
+                self._evaluations[name] += 1
+            except KeyError:  # not a site: unknown, or (no known list) never configured
+                self._check(name)
             return
         with self._cond:
+            self._evaluations[name] += 1
             spec = self._active.get(name)
             # Re-checked under the lock: the site may have been turned off meanwhile.
             if spec is None:
@@ -126,55 +155,76 @@ class Failpoints:
                 del self._active[name]
             elif spec.count is not None:
                 self._active[name] = dataclasses.replace(spec, count=spec.count - 1)
-            self._hits[name] += 1
+            self._triggers[name] += 1
             if spec.action == "pause":
-                epoch = self._epoch[name]
-                self._paused[name] += 1
+                if self._closed:  # armed on a kernel that is going away: never wait
+                    return
+                me = _Paused(current())
+                self._paused.setdefault(name, deque()).append(me)
                 self._cond.notify_all()
-                self._cond.wait_for(lambda: self._epoch[name] != epoch)
+                self._cond.wait_for(lambda: me.released)
                 return
         # Outside the lock: this is the injected delay itself, not synchronisation.
         # "yield" has sleep_ms 0, and time.sleep(0) gives the GIL away.
         time.sleep(spec.sleep_ms / 1000)
 
-    def release(self, name: str) -> int:
-        """Wake the threads paused at ``name`` now; returns how many. The spec stays."""
+    def release(self, name: str, count: int = 0) -> int:
+        """Wake up to ``count`` (0: all) of the threads paused at ``name``, oldest first;
+        returns how many. The spec stays."""
         self._check(name)
         with self._cond:
-            released = self._paused.pop(name, 0)
-            self._epoch[name] += 1
+            waiting = self._paused.get(name, deque())
+            released = len(waiting) if count <= 0 else min(count, len(waiting))
+            for _ in range(released):
+                waiting.popleft().released = True
             self._cond.notify_all()
             return released
 
-    def wait_paused(self, name: str, count: int = 1, timeout: float = 10.0) -> bool:
-        """Block until at least ``count`` threads are paused at ``name``; False on timeout."""
+    def wait_paused(self, name: str, count: int = 1, timeout: float | None = 10.0,
+                    interrupted: threading.Event | None = None) -> bool:
+        """Block until at least ``count`` threads are paused at ``name``; False when
+        ``timeout`` seconds (None: no limit) pass first, when ``interrupted`` is set
+        (and :meth:`wake_waiters` called), or when the failpoints are shut down
+        (:attr:`closed`)."""
         self._check(name)
         with self._cond:
-            return self._cond.wait_for(lambda: self._paused[name] >= count, timeout)
+            self._cond.wait_for(lambda: len(self._paused.get(name, ())) >= count
+                                or self._closed
+                                or interrupted is not None and interrupted.is_set(), timeout)
+            return len(self._paused.get(name, ())) >= count
 
-    def paused(self) -> dict[str, int]:
-        """Sites with threads paused at them, and how many."""
+    def wake_waiters(self) -> None:
+        """Make every :meth:`wait_paused` look at its condition again (one was
+        interrupted)."""
         with self._cond:
-            return {name: n for name, n in self._paused.items() if n}
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`release_all` ran: the kernel is shutting down."""
+        return self._closed
 
     def list(self) -> dict[str, str]:
-        """Every known or configured site and its current spec ("off" when off)."""
+        """Every known or configured site and its current spec ("" when off)."""
         with self._cond:
-            return {
-                name: str(self._active[name]) if name in self._active else "off"
-                for name in sorted(self._sites)
-            }
+            return {name: str(self._active.get(name, "")) for name in sorted(self._evaluations)}
 
-    def hits(self) -> dict[str, int]:
-        """Every known or configured site and how many times its action ran."""
+    def state(self, name: str) -> FailpointState:
+        """One site: its spec, its counters and the tasks paused at it."""
+        self._check(name)
         with self._cond:
-            return {name: self._hits[name] for name in sorted(self._sites)}
+            return FailpointState(name, str(self._active.get(name, "")),
+                                  self._evaluations.get(name, 0), self._triggers[name],
+                                  tuple(p.task for p in self._paused.get(name, ())))
 
     def release_all(self) -> None:
-        """Shutdown: turn every site off and wake every paused thread, so nothing hangs."""
+        """Shutdown: turn every site off, wake every paused thread and every waiter, so
+        nothing hangs; from now on nothing pauses."""
         with self._cond:
+            self._closed = True
             self._active.clear()
-            for name in self._paused:
-                self._epoch[name] += 1
+            for waiting in self._paused.values():
+                for paused in waiting:
+                    paused.released = True
             self._paused.clear()
             self._cond.notify_all()

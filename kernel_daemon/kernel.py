@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernel_daemon.failpoints import Failpoints
+from kernel_daemon.failpoints import Failpoints, parse_spec
 from kernel_daemon.ftrace.core import FAILPOINT_SITES, Ftrace, Race, Variant
 from kernel_daemon.ftrace.filter import ftrace_mod_cmd_init
 from kernel_daemon.ftrace.module_records import ftrace_module_notify, ftrace_process_locs
@@ -31,6 +31,7 @@ from kernel_daemon.pid import PidHash
 from kernel_daemon.printk import Printk
 from kernel_daemon.shm import new_namespace, reap_stale_segments
 from kernel_daemon.task import current
+from kernel_daemon.trace.buffers import TRACE_BUF_SIZE_DEFAULT
 from kernel_daemon.trace.ring_buffer import RingBuffer, TraceClock
 from kernel_daemon.trace.saved_cmdlines import SavedCmdlines
 from kernel_daemon.trace.trace_functions import FunctionTracer, TraceOnOffCommands
@@ -55,11 +56,18 @@ class BootOptions:
     seed: int = 0
     # sys.setswitchinterval() for the daemon process; 0 leaves CPython's default.
     switch_interval: float = 0.0
+    # trace_buf_size= (in KB): the per-CPU ring buffer size once tracing first needs it.
+    buffer_size_kb: int = TRACE_BUF_SIZE_DEFAULT >> 10
 
     def validate(self) -> None:
+        """ValueError for a bad option; KeyError (a LookupError) for an unknown failpoint."""
         Variant(self.variant)
         for race in self.races:
             Race(race)
+        for name, spec in self.failpoints:
+            if name not in FAILPOINT_SITES:
+                raise KeyError(f"unknown failpoint {name!r}")
+            parse_spec(spec)
         if not 1 <= self.cpus <= 256:
             raise ValueError(f"cpus must be 1..256, not {self.cpus}")
         if not MIN_FUNCTIONS <= self.core_functions <= 2_000_000:
@@ -67,6 +75,8 @@ class BootOptions:
                              f"not {self.core_functions}")
         if not 0 <= self.switch_interval <= 1:
             raise ValueError(f"switch-interval must be 0..1 seconds, not {self.switch_interval}")
+        if self.buffer_size_kb < 1:
+            raise ValueError(f"buffer-size-kb must be at least 1, not {self.buffer_size_kb}")
 
 
 class Kernel:
@@ -100,7 +110,7 @@ class Kernel:
         self.modules.register_module_notifier(self.ftrace_module_notifier)
         self.trace_clock = TraceClock(self.local_clock)
         self.trace_clock_name = "local"
-        self.ring_buffer = RingBuffer(self.namespace, options.cpus)
+        self.ring_buffer = RingBuffer(self.namespace, options.cpus, options.buffer_size_kb << 10)
         # tracing_cpumask: CPUs whose events are recorded.
         self.tracing_cpumask = (1 << options.cpus) - 1
         self.tracing = Tracing(self.ring_buffer)
@@ -167,8 +177,13 @@ class Kernel:
         return found[0].name if found else ""
 
     def shutdown(self) -> None:
-        self.failpoints.release_all()
-        self.printk.close()
-        self.ring_buffer.close()
+        """The kernel goes away. Its shared memory first: unlinked, and no segment is
+        created after (a call still inside gets ENODEV instead). Then whatever is
+        blocked in it wakes to find it gone: trace_pipe readers (ENODEV), dmesg
+        followers, and threads paused at failpoints, which carry on against the dead
+        kernel (so a paused module load cannot link pages the teardown would miss).
+        """
         self.ring_buffer.destroy()
         self.ftrace.pages.destroy()
+        self.printk.close()
+        self.failpoints.release_all()

@@ -107,6 +107,9 @@ class Panic:
         self._version = version
         self._tainted_mask = 0
         self._oops_id = _get_random_u64() if boot_oops_id is None else boot_oops_id & _U64
+        # WARNs printed since boot (what later kernels keep as warn_count, 6.2's
+        # /sys/kernel/warn_count); unlike the lines in dmesg, dmesg -c does not reset it.
+        self.warn_count = 0
         # Serialises whole WARN blocks so end-trace ids appear in dmesg in order.
         self._lock = threading.Lock()
 
@@ -189,3 +192,4 @@ class Panic:
             self._printk.printk("\n".join(out), level=4)
             # add_taint(TAINT_WARN), inline because self._lock is already held.
             self._tainted_mask |= 1 << TAINT_WARN
+            self.warn_count += 1

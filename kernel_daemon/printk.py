@@ -33,8 +33,11 @@ _LOGLEVELS = range(8)
 
 
 @dataclass(frozen=True, slots=True)
-class _Record:
-    """One ``struct log``: the model keeps the fields dmesg output depends on."""
+class LogRecord:
+    """One ``struct log``: the model keeps the fields dmesg output depends on.
+
+    ``seq`` counts from 0 at boot, as the kernel's ``log_next_seq`` does.
+    """
 
     seq: int
     ts_nsec: int
@@ -60,7 +63,7 @@ class Printk:
         """``clock`` returns nanoseconds since boot (``local_clock()``)."""
         self._clock = clock
         self._capacity = capacity_bytes
-        self._records: deque[_Record] = deque()
+        self._records: deque[LogRecord] = deque()
         self._used = 0
         self._first_seq = 0
         self._next_seq = 0
@@ -80,10 +83,10 @@ class Printk:
         with self._cond:
             ts = self._clock()
             for line in lines:
-                self._log_store(_Record(self._next_seq, ts, level, line[:LOG_LINE_MAX]))
+                self._log_store(LogRecord(self._next_seq, ts, level, line[:LOG_LINE_MAX]))
             self._cond.notify_all()
 
-    def _log_store(self, record: _Record) -> None:
+    def _log_store(self, record: LogRecord) -> None:
         """``log_store()``: make room by dropping the oldest records, then append."""
         while self._records and self._used + record.size > self._capacity:
             self._used -= self._records.popleft().size
@@ -92,38 +95,42 @@ class Printk:
         self._used += record.size
         self._next_seq += 1
 
-    def _lines_from(self, seq: int) -> list[str]:
+    def _records_from(self, seq: int) -> list[LogRecord]:
         start = max(seq, self._first_seq) - self._first_seq
-        return [r.format() for r in itertools.islice(self._records, start, None)]
+        return list(itertools.islice(self._records, start, None))
 
-    def read(self, clear: bool = False) -> str:
-        """``syslog(SYSLOG_ACTION_READ_ALL)`` as ``dmesg`` prints it; ``clear`` is ``dmesg -c``."""
+    def read_records(self, clear: bool = False) -> list[LogRecord]:
+        """``syslog(SYSLOG_ACTION_READ_ALL)``: the records from ``clear_seq`` on;
+        ``clear`` is ``dmesg -c``."""
         with self._cond:
-            text = "".join(line + "\n" for line in self._lines_from(self._clear_seq))
+            records = self._records_from(self._clear_seq)
             if clear:
                 self._clear_seq = self._next_seq
-            return text
+            return records
+
+    def read(self, clear: bool = False) -> str:
+        """:meth:`read_records` as ``dmesg`` prints them."""
+        return "".join(record.format() + "\n" for record in self.read_records(clear))
 
     def clear(self) -> None:
         """``syslog(SYSLOG_ACTION_CLEAR)`` (``dmesg -C``)."""
         with self._cond:
             self._clear_seq = self._next_seq
 
-    def records_since(self, seq: int, timeout: float | None) -> tuple[list[str], int]:
+    def records_since(self, seq: int, timeout: float | None) -> tuple[list[LogRecord], int]:
         """Follow the log like a ``/dev/kmsg`` reader (``dmesg -w``).
 
         Blocks until a record with sequence number >= ``seq`` exists, ``timeout``
         seconds pass (``None``: no limit) or :meth:`close` is called.  Returns the
-        formatted lines (no trailing newline) and the sequence number to pass next.
-        Records already dropped from the ring are skipped, as ``devkmsg_read()`` does
-        after its ``-EPIPE``.
+        records and the sequence number to pass next.  Records already dropped from
+        the ring are skipped, as ``devkmsg_read()`` does after its ``-EPIPE``.
         """
         with self._cond:
             self._cond.wait_for(
                 lambda: self._closed or max(seq, self._first_seq) < self._next_seq, timeout
             )
-            lines = self._lines_from(seq)
-            return lines, max(seq, self._first_seq) + len(lines)
+            records = self._records_from(seq)
+            return records, max(seq, self._first_seq) + len(records)
 
     @property
     def closed(self) -> bool:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from kernel_daemon.failpoints import FailpointSpec, Failpoints, parse_spec
+from kernel_daemon.task import Task, running_as
 
 SITES = ("ftrace_update_code:before_count", "ftrace_hash_move:after_disable")
 SITE = SITES[0]
@@ -58,7 +59,7 @@ def test_unknown_sites_and_bad_specs_rejected() -> None:
     fp.configure(SITE, "yield")
     with pytest.raises(ValueError):
         fp.configure(SITE, "sleep(")
-    assert fp.list() == {SITES[1]: "off", SITE: "yield"}
+    assert fp.list() == {SITES[1]: "", SITE: "yield"}
 
 
 def test_any_name_allowed_without_known() -> None:
@@ -66,7 +67,7 @@ def test_any_name_allowed_without_known() -> None:
     fp.fire("anything")
     fp.configure("x", "1*yield")
     fp.fire("x")
-    assert fp.list() == {"x": "off"} and fp.hits() == {"x": 1}
+    assert fp.list() == {"x": ""} and fp.state("x").triggers == 1
 
 
 class _NoLock:
@@ -93,8 +94,10 @@ def test_count_turns_site_off() -> None:
     assert fp.list()[SITE] == "2*yield"
     for _ in range(4):
         fp.fire(SITE)
-    assert fp.list()[SITE] == "off"
-    assert fp.hits() == {SITE: 3, SITES[1]: 0}
+    assert fp.list()[SITE] == ""
+    assert (fp.state(SITE).triggers, fp.state(SITES[1]).triggers) == (3, 0)
+    # Passing the site counts whether it is armed or not.
+    assert fp.state(SITE).evaluations == 5 and fp.state(SITE).triggers == 3
 
 
 def _pattern(seed: int, spec: str, n: int) -> list[int]:
@@ -102,9 +105,9 @@ def _pattern(seed: int, spec: str, n: int) -> list[int]:
     fp.configure(SITE, spec)
     out = []
     for _ in range(n):
-        before = fp.hits()[SITE]
+        before = fp.state(SITE).triggers
         fp.fire(SITE)
-        out.append(fp.hits()[SITE] - before)
+        out.append(fp.state(SITE).triggers - before)
     return out
 
 
@@ -147,12 +150,12 @@ def test_pause_wait_and_release() -> None:
     done: queue.Queue[int] = queue.Queue()
     thread = _spawn(fp, SITE, done, 1)
     assert fp.wait_paused(SITE, 1, timeout=5)
-    assert fp.paused() == {SITE: 1}
+    assert len(fp.state(SITE).paused) == 1
     assert done.empty() and thread.is_alive()
     assert fp.release(SITE) == 1
     assert done.get(timeout=5) == 1
     thread.join(5)
-    assert fp.paused() == {}
+    assert fp.state(SITE).paused == ()
     # The spec stays: the next thread pauses again.
     assert fp.list()[SITE] == "pause"
     second = _spawn(fp, SITE, done, 2)
@@ -171,14 +174,14 @@ def test_counted_pause_lets_later_threads_through() -> None:
     assert fp.wait_paused(SITE, 2, timeout=5)
     first = done.get(timeout=5)  # exactly one thread found the site already off
     assert done.empty()
-    assert fp.list()[SITE] == "off"
+    assert fp.list()[SITE] == ""
     assert fp.release(SITE) == 2
     rest = {done.get(timeout=5), done.get(timeout=5)}
     assert rest | {first} == {0, 1, 2}
     for t in threads:
         t.join(5)
         assert not t.is_alive()
-    assert fp.hits()[SITE] == 2
+    assert fp.state(SITE).triggers == 2
 
 
 def test_wait_paused_times_out() -> None:
@@ -198,5 +201,53 @@ def test_release_all_wakes_everyone_and_disables_sites() -> None:
     assert {done.get(timeout=5), done.get(timeout=5)} == {0, 1}
     for t in threads:
         t.join(5)
-    assert fp.paused() == {} and set(fp.list().values()) == {"off"}
+    assert all(fp.state(name).paused == () for name in SITES)
+    assert set(fp.list().values()) == {""}
     fp.fire(SITE)  # off now: returns at once
+
+
+def test_release_count_lets_the_oldest_go_first() -> None:
+    fp = Failpoints(known=SITES)
+    fp.configure(SITE, "pause")
+    done: queue.Queue[int] = queue.Queue()
+    threads = []
+    for i in range(3):
+        # Each thread runs as a task of its own, paused after the ones before it.
+        threads.append(threading.Thread(target=lambda i=i: _fire_as(fp, Task(100 + i, f"t{i}"),
+                                                                      done, i), daemon=True))
+        threads[-1].start()
+        assert fp.wait_paused(SITE, i + 1, timeout=5)
+    assert [t.pid for t in fp.state(SITE).paused] == [100, 101, 102]
+    assert fp.release(SITE, 2) == 2
+    assert {done.get(timeout=5), done.get(timeout=5)} == {0, 1}
+    assert [t.pid for t in fp.state(SITE).paused] == [102] and done.empty()
+    assert fp.release(SITE, 5) == 1
+    assert done.get(timeout=5) == 2
+    for t in threads:
+        t.join(5)
+
+
+def _fire_as(fp: Failpoints, task: Task, done: queue.Queue[int], ident: int) -> None:
+    with running_as(task):
+        fp.fire(SITE)
+    done.put(ident)
+
+
+def test_waiters_wake_when_interrupted_or_shut_down() -> None:
+    fp = Failpoints(known=SITES)
+    interrupted = threading.Event()
+    results: queue.Queue[bool] = queue.Queue()
+    waiter = threading.Thread(
+        target=lambda: results.put(fp.wait_paused(SITE, 1, None, interrupted)), daemon=True)
+    waiter.start()
+    interrupted.set()
+    fp.wake_waiters()
+    assert results.get(timeout=5) is False
+    waiter = threading.Thread(target=lambda: results.put(fp.wait_paused(SITE, 1, None)),
+                              daemon=True)
+    waiter.start()
+    fp.release_all()
+    assert results.get(timeout=5) is False and fp.closed
+    # Armed again on a kernel that is shutting down, the site never pauses.
+    fp.configure(SITE, "pause")
+    fp.fire(SITE)

@@ -14,7 +14,7 @@ from kernel_daemon.panic import (
     TNTS,
     Panic,
 )
-from kernel_daemon.printk import LOG_LINE_MAX, Printk
+from kernel_daemon.printk import LOG_LINE_MAX, LogRecord, Printk
 from kernel_daemon.task import IDLE_TASK, Task, current, running_as
 from kernel_daemon.unwind import (
     call_trace,
@@ -223,8 +223,8 @@ def test_oldest_records_dropped_when_full() -> None:
     for i in range(5):
         log.printk(f"record {i}")
     assert log.read() == "".join(f"[    0.000000] record {i}\n" for i in (2, 3, 4))
-    lines, next_seq = log.records_since(0, timeout=0)
-    assert lines[0].endswith("record 2") and next_seq == 5
+    records, next_seq = log.records_since(0, timeout=0)
+    assert records[0].text == "record 2" and records[0].seq == 2 and next_seq == 5
 
 
 def test_clear_hides_old_records_from_dmesg_but_not_from_followers() -> None:
@@ -236,8 +236,8 @@ def test_clear_hides_old_records_from_dmesg_but_not_from_followers() -> None:
     log.clear()
     log.printk("last")
     assert log.read() == "[    0.000000] last\n"
-    lines, next_seq = log.records_since(0, timeout=0)
-    assert [line[15:] for line in lines] == ["before", "after", "last"]
+    records, next_seq = log.records_since(0, timeout=0)
+    assert [record.text for record in records] == ["before", "after", "last"]
     assert next_seq == 3
 
 
@@ -248,19 +248,20 @@ def test_follow_times_out_empty() -> None:
 
 def test_follow_wakes_on_new_record() -> None:
     log = Printk(lambda: 2_000_000)
-    got: list[tuple[list[str], int]] = []
+    got: list[tuple[list[LogRecord], int]] = []
     follower = threading.Thread(target=lambda: got.append(log.records_since(0, timeout=10)))
     follower.start()
-    log.printk("hello")
+    log.printk("hello", level=6)
     follower.join(5)
     assert not follower.is_alive()
-    assert got == [(["[    0.002000] hello"], 1)]
+    assert got == [([LogRecord(0, 2_000_000, 6, "hello")], 1)]
+    assert got[0][0][0].format() == "[    0.002000] hello"
     assert log.records_since(1, timeout=0) == ([], 1)
 
 
 def test_follow_returns_promptly_on_close() -> None:
     log = Printk(lambda: 0)
-    got: list[tuple[list[str], int]] = []
+    got: list[tuple[list[LogRecord], int]] = []
     follower = threading.Thread(target=lambda: got.append(log.records_since(0, timeout=None)))
     follower.start()
     log.close()

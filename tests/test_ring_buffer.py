@@ -84,6 +84,18 @@ def test_resize_beyond_shared_memory_is_enomem(rb):
     assert not rb.expanded
 
 
+def test_a_resize_after_destroy_is_enodev_and_creates_nothing():
+    """A buffer_size_kb write of a call still inside a rebooted kernel."""
+    ring = RingBuffer(new_namespace(), nr_cpus=2)
+    ring.destroy()
+    assert segments_of(ring.namespace) == []
+    for resize in (lambda: ring.resize_kb(64), ring.expand):
+        with pytest.raises(KernelError) as exc:
+            resize()
+        assert exc.value.errno == errno.ENODEV
+    assert segments_of(ring.namespace) == []
+
+
 # -- overwrite and overruns -----------------------------------------------------------------
 
 def test_flooding_a_small_buffer_counts_every_overrun(rb):

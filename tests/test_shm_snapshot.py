@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -9,7 +10,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
+from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.records import ftrace_rec_count
 from kernel_daemon.shm import reap_stale_segments, segments_of
 from kernel_daemon.ftrace.snapshot import RecordsReader
@@ -76,6 +79,22 @@ def test_quiet_state_moves_when_a_group_is_linked_before_its_counts_are_written(
         assert reader.snapshot().state() != state
         pages.unlink(group)
         pages.free(group)
+
+
+def test_shutdown_unlinks_pages_not_yet_linked_and_refuses_new_ones():
+    """A module load allocates its pages before it links them: a shutdown in between
+    (a reboot) still unlinks them, and a load that gets there after it finds ENODEV."""
+    with booted() as kernel:
+        pages = kernel.ftrace.pages
+        core = pages.groups[0]
+        group = pages.allocate(object(), "late", core.ips[:4] + np.uint64(1), core.names[:4])
+        assert group.segment.name in segments_of(kernel.namespace)
+        kernel.shutdown()
+        assert segments_of(kernel.namespace) == []
+        with pytest.raises(KernelError) as exc:
+            pages.allocate(object(), "later", core.ips[:4] + np.uint64(2), core.names[:4])
+        assert exc.value.errno == errno.ENODEV
+        assert segments_of(kernel.namespace) == []
 
 
 def test_segments_of_a_killed_daemon_are_reaped_at_the_next_boot(tmp_path):

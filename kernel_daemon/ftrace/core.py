@@ -56,15 +56,27 @@ class Race(enum.Enum):
     UNLOAD_UNLOCKED = "unload-unlocked"
 
 
-# Failpoint sites in the core.  Each is fired at one place, named <function>:<where>.
-FAILPOINT_SITES = (
-    "ftrace_update_code:before_count",
-    "ftrace_update_code:before_publish",
-    "ftrace_hash_move:after_disable",
-    "ftrace_release_mod:before_free",
-    "__ftrace_hash_rec_update:next_page",
-    "ftrace_regex_release:before_lock",
-)
+# Failpoint sites in the core, named <function>:<where>, each with where it sits in words
+# (Kernel.ListFailpoints' description).
+FAILPOINT_SITES: dict[str, str] = {
+    "ftrace_update_code:before_count":
+        "module load: before the new records' counts are taken from the enabled ops "
+        "(under ftrace_lock; with race load-count, after the lockless ops sample)",
+    "ftrace_update_code:before_publish":
+        "module load: counts computed, not yet stored in the new records (with race "
+        "publish-early, ftrace_lock is dropped here with the pages already linked)",
+    "ftrace_hash_move:after_disable":
+        "filter change: the old hash's references dropped, the new hash not yet "
+        "installed and counted (ftrace_lock held)",
+    "ftrace_release_mod:before_free":
+        "module unload: before the module's record pages are unlinked and freed "
+        "(under ftrace_lock; without it with race unload-unlocked)",
+    "__ftrace_hash_rec_update:next_page":
+        "reference counting: before each record page the count update walks",
+    "ftrace_regex_release:before_lock":
+        "closing set_ftrace_filter/notrace: the pending token matched, before "
+        "ftrace_lock is taken to install the new hash",
+}
 
 
 @dataclass(eq=False)

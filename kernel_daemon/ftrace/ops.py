@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kernel_daemon.ftrace.hash import FtraceHash
+from kernel_daemon.task import Task
 
 FTRACE_OPS_FL_ENABLED = 1 << 0
 FTRACE_OPS_FL_GLOBAL = 1 << 1
@@ -37,7 +38,7 @@ class FtraceOps:
     filter_hash: FtraceHash = field(default_factory=FtraceHash)
     notrace_hash: FtraceHash = field(default_factory=FtraceHash)
     core_data: bool = False
-    owner: object | None = None  # who registered it (a tracer client session)
+    owner: Task | None = None  # who registered it (a tracer client); None for the kernel's
 
     @property
     def enabled(self) -> bool:

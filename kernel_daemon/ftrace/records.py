@@ -12,6 +12,7 @@ process can copy a consistent snapshot without ``ftrace_lock`` (``snapshot.py``)
 
 from __future__ import annotations
 
+import errno
 import itertools
 import struct
 import threading
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kernel_daemon.errno import KernelError
 from kernel_daemon.shm import ShmSegment
 
 # include/linux/ftrace.h, 3.6: the count lives in the low bits of dyn_ftrace.flags.
@@ -120,6 +122,12 @@ class RecordPages:
         self._seq_lock = threading.Lock()  # the spinlock of a seqlock_t
         self._writers = 0
         self._generation = 0
+        # Every group's segment until it is freed, linked or not (a load allocates before
+        # it links), so that destroy() leaves none behind; and under this lock no segment
+        # is created after destroy() (a module load racing a reboot).
+        self._segments_lock = threading.Lock()
+        self._segments: set[ShmSegment] = set()
+        self._destroyed = False
         self.directory = ShmSegment(f"{namespace}.pagedir", DIR_SIZE, create=True)
         self._publish_header()
 
@@ -150,13 +158,21 @@ class RecordPages:
     # -- ftrace_allocate_pages / linking / freeing --------------------------------
     def allocate(self, mod: object | None, module_name: str, ips: np.ndarray,
                  names: np.ndarray) -> FtracePageGroup:
-        """``ftrace_allocate_pages()`` plus the record fill loop of ftrace_process_locs."""
+        """``ftrace_allocate_pages()`` plus the record fill loop of ftrace_process_locs.
+
+        ENODEV after :meth:`destroy`: the kernel this call entered has been rebooted away.
+        """
         if len(self.groups) >= DIR_MAX_GROUPS:
             raise MemoryError("page directory full")
         order = np.argsort(ips, kind="stable")
         group_id = next(self._ids)
         nr_pages = -(-len(ips) // ENTRIES_PER_PAGE)
-        segment = ShmSegment(f"{self.namespace}.pg{group_id}", nr_pages * PAGE_SIZE, create=True)
+        with self._segments_lock:
+            if self._destroyed:
+                raise KernelError(errno.ENODEV, "the kernel rebooted: its memory is gone")
+            segment = ShmSegment(f"{self.namespace}.pg{group_id}", nr_pages * PAGE_SIZE,
+                                 create=True)
+            self._segments.add(segment)
         recs = np.ndarray((len(ips),), dtype=DYN_FTRACE, buffer=segment.map)
         recs["ip"] = ips[order]
         recs["flags"] = 0
@@ -174,16 +190,22 @@ class RecordPages:
         self.groups = tuple(g for g in self.groups if g is not group)
         self._publish_directory()
 
-    @staticmethod
-    def free(group: FtracePageGroup) -> None:
+    def free(self, group: FtracePageGroup) -> None:
         """``free_pages()``: poison the records and drop the segment's name."""
         group.freed = True
         group.recs["ip"] = POISON_FREE_QWORD
         group.recs["flags"] = POISON_FREE_QWORD
-        group.segment.unlink()
+        with self._segments_lock:
+            group.segment.unlink()
+            self._segments.discard(group.segment)
 
     def destroy(self) -> None:
-        for group in self.groups:
-            group.segment.unlink()
+        """The kernel is going away: unlink every segment not freed yet, and refuse to
+        create more (mappings stay valid for the calls still running on it)."""
+        with self._segments_lock:
+            self._destroyed = True
+            for segment in self._segments:
+                segment.unlink()
+            self._segments.clear()
         self.groups = ()
         self.directory.unlink()

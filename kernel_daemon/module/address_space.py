@@ -27,12 +27,16 @@ PAGE_SIZE = 4096
 _POLICIES = ("first-fit", "random")
 
 
+def _check_policy(policy: str) -> None:
+    if policy not in _POLICIES:
+        raise ValueError(f"placement policy {policy!r}: want one of {', '.join(_POLICIES)}")
+
+
 class ModuleAddressSpace:
     """Allocated ranges of the module space. Callers serialise (``module_mutex``)."""
 
     def __init__(self, policy: str = "first-fit", seed: int = 0) -> None:
-        if policy not in _POLICIES:
-            raise ValueError(f"placement policy {policy!r}: want one of {', '.join(_POLICIES)}")
+        _check_policy(policy)
         self._policy = policy
         self._rng = random.Random(seed)
         # Sorted bases of the allocated areas, and each area's span (guard page included).
@@ -50,19 +54,22 @@ class ModuleAddressSpace:
                 start = base + self._spans[base]
         return holes
 
-    def alloc(self, size: int) -> int:
+    def alloc(self, size: int, policy: str | None = None) -> int:
         """Reserve ``size`` bytes, rounded up to pages, plus a guard page; return the base.
 
-        Raises MemoryError when no hole fits (``module_alloc()`` returns NULL and
-        ``init_module`` fails with -ENOMEM).
+        ``policy`` places this one area ("first-fit" or "random"); None takes the
+        space's own. Raises MemoryError when no hole fits (``module_alloc()`` returns
+        NULL and ``init_module`` fails with -ENOMEM).
         """
+        policy = policy or self._policy
+        _check_policy(policy)
         if size <= 0:
             raise ValueError(f"module_alloc of {size} bytes")
         span = -(-size // PAGE_SIZE) * PAGE_SIZE + PAGE_SIZE
         holes = self._holes(span)
         if not holes:
             raise MemoryError(f"no room for {size} bytes in the module space")
-        if self._policy == "first-fit":
+        if policy == "first-fit":
             return self._reserve(holes[0][0], span)
         # Uniform over every page-aligned position where the area fits: number the
         # positions hole by hole and draw one.

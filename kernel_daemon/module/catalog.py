@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 # MODULE_NAME_LEN (64 - sizeof(unsigned long)) includes the NUL.
-_MODULE_NAME = re.compile(r"[A-Za-z0-9_]{1,55}")
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_-]{1,55}")
 # A C identifier that fits KSYM_NAME_LEN (128, NUL included) uncut.
 _FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,126}")
 _MAX_FUNCTIONS = 65536
@@ -40,18 +40,19 @@ class ModuleSpec:
 
 
 def _validate(name: str, functions: list[str]) -> None:
+    """ValueError for a bad module name, a function name that is not a C identifier, or
+    too many functions. A module may have no traceable function at all (no
+    ``__mcount_loc`` entries), and two of the same name (static functions in different
+    files)."""
     if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
-        raise ValueError(f"module name {name!r}: want 1..55 characters of [A-Za-z0-9_]")
-    if not 1 <= len(functions) <= _MAX_FUNCTIONS:
-        raise ValueError(f"module {name}: {len(functions)} functions, want 1..{_MAX_FUNCTIONS}")
-    seen: set[str] = set()
+        raise ValueError(f"module name {name!r}: want 1..55 characters of [A-Za-z0-9_-]")
+    if len(functions) > _MAX_FUNCTIONS:
+        raise ValueError(f"module {name}: {len(functions)} functions, want at most "
+                         f"{_MAX_FUNCTIONS}")
     for function in functions:
         if not isinstance(function, str) or not _FUNCTION_NAME.fullmatch(function):
             raise ValueError(f"module {name}: function name {function!r} is not a C identifier "
                              f"of at most 127 characters")
-        if function in seen:
-            raise ValueError(f"module {name}: function {function} is listed twice")
-        seen.add(function)
 
 
 @functools.cache
@@ -81,8 +82,7 @@ def module_from_function_list(name: str, functions: list[str]) -> ModuleSpec:
 
     Sizes are drawn from a generator seeded with the module's name, so the same list
     gives the same module.  Raises ValueError for a bad module name, a function name
-    that is not a C identifier, a duplicate, or fewer than 1 or more than 65536
-    functions.
+    that is not a C identifier, or more than 65536 functions.
     """
     if isinstance(functions, str):
         raise ValueError(f"module {name}: functions must be a list of names, not a string")

@@ -20,6 +20,7 @@ handled like a failing ``mod->init``: GOING notifiers, free, and the error re-ra
 from __future__ import annotations
 
 import errno
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ class Module:
     symbols: tuple[Symbol, ...]
     taints: str
     refcnt: int = 0
+    # The model's: 1 for the first module linked since boot, 2 for the next, ...
+    load_seq: int = 0
 
     def within_module_core(self, addr: int) -> bool:
         """``within_module_core()``: is ``addr`` in ``[module_core, module_core + core_size)``?"""
@@ -119,6 +122,7 @@ class ModuleLoader:
         # replaced whole under module_mutex.
         self._modules: tuple[Module, ...] = ()
         self._last_unloaded = ""
+        self._load_seqs = itertools.count(1)
 
     def register_module_notifier(self, notifier: ModuleNotifier) -> None:
         """``register_module_notifier()``: ``notifier(state, mod)`` at every transition."""
@@ -142,17 +146,17 @@ class ModuleLoader:
         return list(self._modules)
 
     @kernel_function_named("load_module")
-    def _link_module(self, spec: ModuleSpec) -> Module:
+    def _link_module(self, spec: ModuleSpec, placement: str | None) -> Module:
         """``load_module()``: allocate and lay out the module, then put it on the list."""
         with self.module_mutex:
             if self.find_module(spec.name) is not None:
                 raise FileExistsError(errno.EEXIST, f"module {spec.name} is already loaded")
             core_size = _core_size(spec)
-            base = self._address_space.alloc(core_size)
+            base = self._address_space.alloc(core_size, placement)
             symbols = _layout(spec, base)
             # add_taint_module(mod, TAINT_OOT_MODULE) when modinfo lacks "intree".
             mod = Module(spec.name, base, core_size, MODULE_STATE_COMING, symbols,
-                         "" if spec.in_tree else "O")
+                         "" if spec.in_tree else "O", load_seq=next(self._load_seqs))
             self._kallsyms.add_module(mod.name, list(symbols))
             self._modules = (mod,) + self._modules
             return mod
@@ -165,14 +169,15 @@ class ModuleLoader:
             self._kallsyms.remove_module(mod.name)
             self._address_space.free(mod.module_core)
 
-    def load_module(self, spec: ModuleSpec) -> Module:
+    def load_module(self, spec: ModuleSpec, placement: str | None = None) -> Module:
         """``sys_init_module()``: load ``spec`` and return the LIVE module.
 
-        Raises FileExistsError (-EEXIST) if a module of that name is on the list, and
-        MemoryError (-ENOMEM) if the module space is full.
+        ``placement`` ("first-fit", "random") overrides the address space's policy for
+        this module. Raises FileExistsError (-EEXIST) if a module of that name is on the
+        list, and MemoryError (-ENOMEM) if the module space is full.
         """
         with kernel_frames("system_call_fastpath", "sys_init_module"):
-            mod = self._link_module(spec)
+            mod = self._link_module(spec, placement)
             try:
                 self._module_notify(MODULE_STATE_COMING, mod)
             except BaseException:

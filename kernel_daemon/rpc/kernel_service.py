@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import secrets
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -11,14 +13,17 @@ import numpy as np
 
 from ftrace.v1 import kernel_pb2 as pb
 from ftrace.v1 import kernel_pb2_grpc
-from ftrace.v1 import modules_pb2
+from ftrace.v1 import common_pb2, modules_pb2
 from kernel_daemon.errno import KernelError
 from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
+from kernel_daemon.ftrace.core import FAILPOINT_SITES
 from kernel_daemon.ftrace.records import ENTRIES_PER_PAGE, FTRACE_FL_ENABLED, ftrace_rec_count
 from kernel_daemon.kernel import BootOptions, Kernel
+from kernel_daemon.printk import LogRecord
 from kernel_daemon.rpc.state import DaemonState
 from kernel_daemon.rpc.status import translate_kernel_errors
+from kernel_daemon.task import Task
 
 ANOMALY_KINDS = {
     AnomalyKind.MISSING_REFERENCE: pb.ANOMALY_KIND_MISSING_REFERENCE,
@@ -40,11 +45,14 @@ def boot_config(options: BootOptions, boot_id: int) -> pb.BootConfig:
         variant=VARIANTS[options.variant], races=[RACES[r] for r in options.races],
         core_functions=options.core_functions, module_placement=PLACEMENTS[options.module_placement],
         cpus=options.cpus, failpoints=dict(options.failpoints), seed=options.seed,
-        switch_interval=options.switch_interval, boot_id=boot_id, release="3.6.11+")
+        switch_interval=options.switch_interval, buffer_size_kb=options.buffer_size_kb,
+        boot_id=boot_id, release="3.6.11+")
 
 
 def boot_options(config: pb.BootConfig, defaults: BootOptions) -> BootOptions:
-    """A reboot's options: fields left at zero keep the built-in defaults."""
+    """A reboot's options: fields left at zero keep the built-in defaults, an unset seed
+    is a fresh random one. Raises KernelError: ENOENT for an unknown failpoint, EINVAL
+    for any other bad option."""
     by_value = {v: k for k, v in VARIANTS.items()}
     try:
         variant = by_value[config.variant] if config.variant else BootOptions.variant
@@ -57,13 +65,46 @@ def boot_options(config: pb.BootConfig, defaults: BootOptions) -> BootOptions:
         variant=variant, races=races, failpoints=tuple(sorted(config.failpoints.items())),
         core_functions=config.core_functions or BootOptions.core_functions,
         module_placement=placement, cpus=config.cpus or BootOptions.cpus,
-        seed=config.seed if config.HasField("seed") else BootOptions.seed,
-        switch_interval=config.switch_interval or defaults.switch_interval)
+        seed=config.seed if config.HasField("seed") else secrets.randbits(64),
+        switch_interval=config.switch_interval or defaults.switch_interval,
+        buffer_size_kb=config.buffer_size_kb or BootOptions.buffer_size_kb)
     try:
         options.validate()
-    except (ValueError, KeyError) as exc:
+    except KeyError as exc:
+        raise KernelError(errno.ENOENT, exc.args[0]) from None
+    except ValueError as exc:
         raise KernelError(errno.EINVAL, str(exc)) from None
     return options
+
+
+def dmesg_line(record: LogRecord) -> pb.DmesgLine:
+    # The contract numbers lines from 1; printk's sequence numbers start at 0.
+    return pb.DmesgLine(seq=record.seq + 1, timestamp_ns=record.ts_nsec, level=record.level,
+                        message=record.text, text=record.format())
+
+
+def glob_is_malformed(pattern: str) -> bool:
+    """A '[' that no ']' closes, which fnmatch would quietly take as a literal '['.
+
+    The bracket is scanned as ``fnmatch.translate`` scans it: a leading '!' and a
+    leading ']' belong to the set.
+    """
+    i = pattern.find("[")
+    while i >= 0:
+        j = i + 1
+        if j < len(pattern) and pattern[j] == "!":
+            j += 1
+        if j < len(pattern) and pattern[j] == "]":
+            j += 1
+        j = pattern.find("]", j)
+        if j < 0:
+            return True
+        i = pattern.find("[", j + 1)
+    return False
+
+
+def task_message(task: Task) -> common_pb2.Task:
+    return common_pb2.Task(pid=task.pid, comm=task.comm)
 
 
 def anomaly_messages(kernel: Kernel) -> Iterator[pb.Anomaly]:
@@ -81,9 +122,9 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
     @translate_kernel_errors
     def Dmesg(self, request: pb.DmesgRequest, context: grpc.ServicerContext) -> pb.DmesgResponse:
         with self.state.syscall(context) as boot:
-            text = boot.kernel.printk.read(clear=request.clear)
-            return pb.DmesgResponse(text=text, lines=[pb.DmesgLine(text=line)
-                                                      for line in text.splitlines()])
+            records = boot.kernel.printk.read_records(request.clear)
+            lines = [dmesg_line(record) for record in records]
+            return pb.DmesgResponse(text="".join(line.text + "\n" for line in lines), lines=lines)
 
     @translate_kernel_errors
     def DmesgFollow(self, request: pb.DmesgFollowRequest,
@@ -92,9 +133,9 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
             printk = boot.kernel.printk
         seq = 0 if request.replay else printk.records_since(1 << 62, 0)[1]
         while context.is_active() and not printk.closed:
-            lines, seq = printk.records_since(seq, FOLLOW_POLL_SECONDS)
-            if lines:
-                yield pb.DmesgLines(lines=[pb.DmesgLine(text=line) for line in lines])
+            records, seq = printk.records_since(seq, FOLLOW_POLL_SECONDS)
+            if records:
+                yield pb.DmesgLines(lines=[dmesg_line(record) for record in records])
 
     @translate_kernel_errors
     def CheckConsistency(self, request: pb.CheckConsistencyRequest,
@@ -112,6 +153,11 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
     def DumpRecords(self, request: pb.DumpRecordsRequest,
                     context: grpc.ServicerContext) -> Iterator[pb.RecordChunk]:
         with self.state.syscall(context) as boot:
+            if request.module and request.core_only:
+                raise KernelError(errno.EINVAL, "module and core_only exclude each other")
+            if glob_is_malformed(request.function_glob):
+                raise KernelError(errno.EINVAL,
+                                  f"malformed glob {request.function_glob!r}: '[' not closed")
             ft = boot.kernel.ftrace
             with ft.ftrace_lock:
                 groups = [(pg, pg.ips.copy(), pg.flags.copy()) for pg in ft.pages.groups]
@@ -151,7 +197,8 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
             for ops in listed:
                 info = pb.OpsInfo(name=ops.name, id=id(ops), flags=ops.flags, enabled=ops.enabled,
                                   filter_count=ops.filter_hash.count,
-                                  notrace_count=ops.notrace_hash.count)
+                                  notrace_count=ops.notrace_hash.count,
+                                  owner=task_message(ops.owner) if ops.owner else None)
                 if request.include_hashes:
                     name = boot.kernel.kallsyms.sprint_symbol_no_offset
                     info.filter.extend(name(ip) for ip in sorted(ops.filter_hash.ips()))
@@ -161,8 +208,11 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
 
     @staticmethod
     def _failpoint(fp: Failpoints, name: str) -> pb.Failpoint:
-        return pb.Failpoint(name=name, spec=fp.list().get(name, "off"),
-                            triggers=fp.hits().get(name, 0), paused=fp.paused().get(name, 0))
+        state = fp.state(name)
+        return pb.Failpoint(name=name, spec=state.spec, description=FAILPOINT_SITES[name],
+                            evaluations=state.evaluations, triggers=state.triggers,
+                            paused=len(state.paused),
+                            paused_tasks=[task_message(task) for task in state.paused])
 
     @translate_kernel_errors
     def SetFailpoint(self, request: pb.SetFailpointRequest, context: grpc.ServicerContext) -> pb.Failpoint:
@@ -180,7 +230,8 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                          context: grpc.ServicerContext) -> pb.ReleaseFailpointResponse:
         with self.state.syscall(context) as boot:
             try:
-                return pb.ReleaseFailpointResponse(released=boot.kernel.failpoints.release(request.name))
+                released = boot.kernel.failpoints.release(request.name, request.count)
+                return pb.ReleaseFailpointResponse(released=released)
             except KeyError:
                 raise KernelError(errno.ENOENT, f"no failpoint {request.name!r}") from None
 
@@ -195,14 +246,32 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
     @translate_kernel_errors
     def WaitFailpoint(self, request: pb.WaitFailpointRequest, context: grpc.ServicerContext) -> pb.Failpoint:
         with self.state.syscall(context) as boot:
-            timeout = (request.timeout_ms or 10_000) / 1000
+            fp = boot.kernel.failpoints
+            # Never past the call's deadline (time_remaining() is vast without one).
+            timeout = context.time_remaining()
+            if request.timeout_ms:
+                timeout = min(timeout, request.timeout_ms / 1000)
+            cancelled = threading.Event()
+
+            def interrupt() -> None:
+                cancelled.set()
+                fp.wake_waiters()
+
+            if not context.add_callback(interrupt):  # the call is already over
+                raise KernelError(errno.EINTR, "the call was cancelled")
             try:
-                reached = boot.kernel.failpoints.wait_paused(request.name, request.count or 1, timeout)
+                reached = fp.wait_paused(request.name, request.count or 1,
+                                         timeout if timeout <= threading.TIMEOUT_MAX else None,
+                                         cancelled)
             except KeyError:
                 raise KernelError(errno.ENOENT, f"no failpoint {request.name!r}") from None
-            if not reached:
-                raise KernelError(errno.ETIMEDOUT, f"{request.name}: not enough threads paused")
-            return self._failpoint(boot.kernel.failpoints, request.name)
+            if reached:
+                return self._failpoint(fp, request.name)
+            if fp.closed:
+                raise KernelError(errno.ENODEV, "the kernel rebooted")
+            if cancelled.is_set():
+                raise KernelError(errno.EINTR, "the call was cancelled")
+            raise KernelError(errno.ETIMEDOUT, f"{request.name}: not enough threads paused")
 
     @translate_kernel_errors
     def GetConfig(self, request: pb.GetConfigRequest, context: grpc.ServicerContext) -> pb.BootConfig:
@@ -225,7 +294,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 modules=len(kernel.modules.modules()),
                 current_tracer=kernel.tracing.current_trace.name,
                 tainted=kernel.panic.print_tainted(), taint_mask=kernel.panic.tainted_mask,
-                warnings=kernel.printk.read().count("------------[ cut here ]------------"),
+                warnings=kernel.panic.warn_count,
                 open_files=len(self.state.open_files), rpc_counts=dict(self.state.rpc_counts),
                 invocations=self.state.invocations, tracing_on=kernel.ring_buffer.record_is_on(),
                 trace_entries=entries, trace_written=entries + rb.overruns(),

@@ -20,12 +20,17 @@ from kernel_daemon.rpc.state import DaemonState
 from kernel_daemon.rpc.status import translate_kernel_errors
 
 STATES = {0: pb.MODULE_STATE_LIVE, 1: pb.MODULE_STATE_COMING, 2: pb.MODULE_STATE_GOING}
+# LoadModuleRequest.placement -> the address space's policy; None: the boot option.
+PLACEMENTS = {pb.MODULE_PLACEMENT_UNSPECIFIED: None,
+              pb.MODULE_PLACEMENT_FIRST_FIT: "first-fit",
+              pb.MODULE_PLACEMENT_RANDOM: "random"}
 
 
 def module_info(mod: Module, already_loaded: bool = False) -> pb.ModuleInfo:
     return pb.ModuleInfo(name=mod.name, base=mod.module_core, size=mod.core_size,
                          functions=len(mod.symbols), state=STATES.get(mod.state, 0),
-                         taints=mod.taints, refcount=mod.refcnt, already_loaded=already_loaded)
+                         taints=mod.taints, refcount=mod.refcnt, load_seq=mod.load_seq,
+                         already_loaded=already_loaded)
 
 
 def requested_spec(request: pb.LoadModuleRequest) -> ModuleSpec:
@@ -50,12 +55,15 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
     @translate_kernel_errors
     def Load(self, request: pb.LoadModuleRequest, context: grpc.ServicerContext) -> pb.ModuleInfo:
         spec = requested_spec(request)
+        if request.placement not in PLACEMENTS:
+            raise KernelError(errno.EINVAL, f"unknown placement {request.placement}")
         with self.state.syscall(context, report_locking=True) as boot:
             loaded = boot.kernel.modules.find_module(spec.name)
             if loaded is not None and request.if_loaded_ok:
                 return module_info(loaded, already_loaded=True)
             try:
-                return module_info(boot.kernel.modules.load_module(spec))
+                return module_info(boot.kernel.modules.load_module(
+                    spec, PLACEMENTS[request.placement]))
             except FileExistsError:
                 if request.if_loaded_ok:
                     return module_info(boot.kernel.modules.find_module(spec.name), True)
@@ -68,6 +76,8 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
     @translate_kernel_errors
     def Unload(self, request: pb.UnloadModuleRequest, context: grpc.ServicerContext) -> pb.ModuleInfo:
         with self.state.syscall(context, report_locking=True) as boot:
+            if not request.name:
+                raise KernelError(errno.EINVAL, "empty module name")
             try:
                 return module_info(boot.kernel.modules.delete_module(request.name))
             except RuntimeError as exc:
@@ -84,8 +94,11 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
 
     @translate_kernel_errors
     def Catalog(self, request: pb.CatalogRequest, context: grpc.ServicerContext) -> pb.CatalogResponse:
-        return pb.CatalogResponse(modules=[
-            pb.CatalogModule(name=spec.name, description=spec.description,
-                             functions=[name for name, _ in spec.functions],
-                             size=sum(size for _, size in spec.functions))
-            for spec in load_catalog().values()])
+        # Not a kernel call (modprobe reads /lib/modules), but a call like any other: the
+        # caller's identity is checked (malformed: EINVAL).
+        with self.state.syscall(context):
+            return pb.CatalogResponse(modules=[
+                pb.CatalogModule(name=spec.name, description=spec.description,
+                                 functions=[name for name, _ in spec.functions],
+                                 size=sum(size for _, size in spec.functions))
+                for spec in load_catalog().values()])

@@ -1,21 +1,27 @@
 """What the daemon holds across calls: the booted kernel, its file tree, and counters.
 
-A reboot builds a fresh kernel and swaps it in; calls already inside the old one
-finish against it (their process "dies" with the old boot), new calls see the new.
+A reboot builds a fresh kernel and swaps it in, then ends the old boot: the processes
+of the old boot die with it. Calls bound to it for longer than one system call (an
+open file session, a tracer's stream, a trace_pipe reader, a failpoint waiter) end
+with ENODEV at once; a unary call already inside the old kernel finishes against it,
+or fails with ENODEV where it would need the old boot's shared memory, which is
+unlinked. New calls see the new boot.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import gc
 import itertools
 import threading
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import grpc
 
 from clients.identity import parse_identity_metadata
+from kernel_daemon.errno import KernelError
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.mutex import note_acquisitions, stop_noting
 from kernel_daemon.rpc.status import LOCK_ACQUIRED_METADATA_KEY, add_trailing_metadata
@@ -37,9 +43,37 @@ THREADS_FOR_UNARY_CALLS = 32
 
 @dataclass(eq=False)
 class Boot:
+    """One booted kernel and its file tree, and the calls bound to it (see :meth:`bind`)."""
+
     boot_id: int
     kernel: Kernel
     vfs: Vfs
+    # Set by end(), under _lock, before the callbacks run: a call can test it at any time.
+    ended: bool = field(default=False, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _bound: set[Callable[[], None]] = field(default_factory=set, init=False, repr=False)
+
+    def bind(self, on_end: Callable[[], None]) -> None:
+        """Tie a call to this boot: ``on_end()`` runs when the boot ends, to wake the call
+        so that it ends with ENODEV. Raises KernelError(ENODEV) if it already ended."""
+        with self._lock:
+            if self.ended:
+                raise KernelError(errno.ENODEV, "the kernel rebooted")
+            self._bound.add(on_end)
+
+    def unbind(self, on_end: Callable[[], None]) -> None:
+        with self._lock:
+            self._bound.discard(on_end)
+
+    def end(self) -> None:
+        """The boot is over: wake the calls bound to it, then shut the kernel down
+        (which also wakes the ones blocked inside it, and unlinks its shared memory)."""
+        with self._lock:
+            self.ended = True
+            bound, self._bound = self._bound, set()
+        for on_end in bound:
+            on_end()
+        self.kernel.shutdown()
 
 
 class DaemonState:
@@ -62,16 +96,18 @@ class DaemonState:
         return Boot(next(self._boot_ids), kernel, mount(kernel))
 
     def reboot(self, options: BootOptions) -> Boot:
+        """Boot a kernel with ``options`` and swap it in, then end the old boot. The old
+        one serves until the swap, so a kernel that fails to boot replaces nothing."""
         new = self._make_boot(options)
         with self._lock:
             old, self.boot = self.boot, new
-        old.kernel.shutdown()
+        old.end()
         del old
         freeze_booted_kernel()
         return new
 
     def shutdown(self) -> None:
-        self.boot.kernel.shutdown()
+        self.boot.end()
 
     def _identify(self, metadata: Any) -> Task:
         """The calling process named by identity metadata not seen before (see caller).

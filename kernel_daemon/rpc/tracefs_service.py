@@ -17,7 +17,7 @@ import grpc
 from ftrace.v1 import tracefs_pb2 as pb
 from ftrace.v1 import tracefs_pb2_grpc
 from kernel_daemon.errno import KernelError
-from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.rpc.state import Boot, DaemonState
 from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, add_trailing_metadata,
                                       errno_detail, translate_kernel_errors)
 from kernel_daemon.task import current, enter_task, leave_task, running_as
@@ -69,9 +69,9 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
     def __init__(self, state: DaemonState) -> None:
         self.state = state
 
-    def _open(self, path: str, flags: int) -> OpenFile:
+    def _open(self, boot: Boot, path: str, flags: int) -> OpenFile:
         try:
-            file = self.state.boot.vfs.open(path, flags)
+            file = boot.vfs.open(path, flags)
         except KernelError as err:
             raise for_syscall(err, "open", path) from None
         self.state.open_files.add(file)
@@ -91,6 +91,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         with no operation, a first request other than open, a second open) raises its
         EINVAL, which ends the call (translate_kernel_errors) after the release."""
         file: OpenFile | None = None
+        boot: Boot = self.state.boot  # the boot the file is open in, once it is
         task = self.state.caller(context)
         try:
             for seq, request in enumerate(request_iterator, 1):
@@ -100,13 +101,18 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 if (op == "open") != (file is None):
                     raise KernelError(errno.EINVAL, "the first request must be open"
                                       if file is None else "the session already has a file open")
+                if file is not None and boot.ended:
+                    # The process died with its kernel: it learns so at its next request
+                    # (a read blocked inside the kernel is woken by the shutdown itself).
+                    raise KernelError(errno.ENODEV, "the kernel rebooted")
                 # ``with running_as(task):`` without its three Python calls per request.
                 token = enter_task(task)
                 try:
                     if op == "open":
-                        file = self._open(request.open.path, request.open.flags)
+                        boot = self.state.boot
+                        file = self._open(boot, request.open.path, request.open.flags)
                         watch_client(context, file)
-                        _, node = self.state.boot.vfs.lookup(file.path)
+                        _, node = boot.vfs.lookup(file.path)
                         yield pb.FileResponse(seq=seq, open=pb.OpenResult(
                             path=file.path, flags=file.flags, mode=node.mode))
                         continue
@@ -161,8 +167,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
     def ReadFile(self, request: pb.ReadFileRequest, context: grpc.ServicerContext) -> pb.ReadFileResponse:
         path, max_bytes = request.path, request.max_bytes
         flags = os.O_RDONLY | (os.O_NONBLOCK if request.nonblock else 0)
-        with self.state.syscall(context):
-            file = self._open(path, flags)
+        with self.state.syscall(context) as boot:
+            file = self._open(boot, path, flags)
             watch_client(context, file)
             chunks: list[bytes] = []
             size = 0
@@ -191,8 +197,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
     @translate_kernel_errors
     def WriteFile(self, request: pb.WriteFileRequest, context: grpc.ServicerContext) -> pb.WriteFileResponse:
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if request.append else os.O_TRUNC)
-        with self.state.syscall(context, report_locking=True):
-            file = self._open(request.path, flags)
+        with self.state.syscall(context, report_locking=True) as boot:
+            file = self._open(boot, request.path, flags)
             data, sizes, failure = request.data, [], None
             try:
                 # The shell's write loop: a short write is followed by the rest.
@@ -221,9 +227,9 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         path = (f"{TRACING}/per_cpu/cpu{request.cpu}/trace_pipe" if request.HasField("cpu")
                 else f"{TRACING}/trace_pipe")
         flags = os.O_RDONLY | (os.O_NONBLOCK if request.nonblock else 0)
-        with self.state.syscall(context):
+        with self.state.syscall(context) as boot:
             task = current()
-            file = self._open(path, flags)
+            file = self._open(boot, path, flags)
         context.add_callback(file.interrupt)
         try:
             while context.is_active():

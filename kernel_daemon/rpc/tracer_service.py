@@ -26,7 +26,7 @@ from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.ops import FtraceOps
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 from kernel_daemon.kernel import Kernel, events_written
-from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.rpc.state import Boot, DaemonState
 from kernel_daemon.rpc.status import errno_detail, translate_kernel_errors
 from kernel_daemon.task import Task, current, running_as
 
@@ -138,16 +138,21 @@ class TracerService(tracer_pb2_grpc.TracerServicer):
                context: grpc.ServicerContext) -> Iterator[pb.TracerEvent]:
         with self.state.syscall(context) as boot:
             owner = current()
-        session = TracerSession(boot.kernel, owner, request_iterator, context)
+        session = TracerSession(boot, owner, request_iterator, context)
         yield from session.run()
 
 
 class TracerSession:
-    """One Attach stream: reads requests on a thread of its own, emits events here."""
+    """One Attach stream: reads requests on a thread of its own, emits events here.
 
-    def __init__(self, kernel: Kernel, owner: Task, requests: Iterator[pb.TracerRequest],
+    The stream is bound to the boot it attached to: when that boot ends, :meth:`run`
+    raises KernelError(ENODEV).
+    """
+
+    def __init__(self, boot: Boot, owner: Task, requests: Iterator[pb.TracerRequest],
                  context: grpc.ServicerContext) -> None:
-        self.kernel = kernel
+        self.boot = boot
+        self.kernel = boot.kernel
         self.owner = owner
         self.context = context
         self.requests: queue.Queue[pb.TracerRequest | KernelError | None] = queue.Queue()
@@ -178,6 +183,11 @@ class TracerSession:
     def _wake_on_end(self) -> None:
         self._enqueue(None)
 
+    def _wake(self) -> None:
+        """The boot ended: a wait in :meth:`_next_request` looks again."""
+        with self.hits.cond:
+            self.hits.cond.notify_all()
+
     def _event(self, **kwargs: object) -> pb.TracerEvent:
         self.seq += 1
         return pb.TracerEvent(seq=self.seq, **kwargs)
@@ -196,9 +206,12 @@ class TracerSession:
         """Answer the requests in order. A failed register or a protocol error raises
         its KernelError, which ends the call with that errno; whatever ends the stream,
         the ops is unregistered, as a module's exit would."""
+        self.boot.bind(self._wake)
         try:
             while True:
                 request = self._next_request()
+                if self.boot.ended:
+                    raise KernelError(errno.ENODEV, "the kernel rebooted")
                 if request is None:
                     if not self.context.is_active():
                         return
@@ -226,6 +239,7 @@ class TracerSession:
                             hits=self.hits.sent, dropped=self.hits.dropped_total))
                         return
         finally:
+            self.boot.unbind(self._wake)
             self._unregister()
 
     def _checked_op(self, request: pb.TracerRequest) -> str:
@@ -244,7 +258,8 @@ class TracerSession:
         the EINVAL of a request that did not parse."""
         deadline = time.monotonic() + self.max_delay
         with self.hits.cond:
-            while self.requests.empty() and len(self.hits.hits) < self.max_batch:
+            while (self.requests.empty() and len(self.hits.hits) < self.max_batch
+                   and not self.boot.ended):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

@@ -522,6 +522,8 @@ class RingBuffer:
             # The kernel's page allocations would fail: ring_buffer_resize() gives -ENOMEM.
             raise KernelError(errno.ENOMEM, f"{size_bytes} bytes per CPU do not fit in {SHM_DIR}")
         with self._locked(self.cpu_buffers):
+            if self._closed:  # destroy() ran or waits for these locks: no new segments
+                raise KernelError(errno.ENODEV, "the kernel rebooted: its ring buffer is gone")
             self.expanded = True
             for cb in self.cpu_buffers:
                 cb.write_begin()
@@ -537,10 +539,21 @@ class RingBuffer:
             self._closed = True
             self._cond.notify_all()
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran: the kernel is going away."""
+        return self._closed
+
     def destroy(self) -> None:
-        """Close, and unlink every segment (mappings stay valid until dropped)."""
+        """Close, and unlink every segment (mappings stay valid until dropped).
+
+        Under the CPU locks, as a resize allocates under them: one already under way
+        finishes first, and its segments are unlinked here; a later one sees the buffer
+        closed and creates none.
+        """
         self.close()
-        for cb in self.cpu_buffers:
-            if cb.segment is not None:
-                cb.segment.unlink()
+        with self._locked(self.cpu_buffers):
+            for cb in self.cpu_buffers:
+                if cb.segment is not None:
+                    cb.segment.unlink()
         self.directory.unlink()

@@ -159,6 +159,12 @@ class TracePipeOpenFile(OpenFile):
                                      trace_flags=trace_flags).encode()
                 self.lines.extend(text.splitlines(keepends=True))
                 return True
+            if rb.closed:
+                # No data will ever come: a reader blocked here dies with the old boot;
+                # one that already has lines returns them first.
+                if block:
+                    raise KernelError(errno.ENODEV, "the kernel rebooted")
+                return False
 
 
 class TracePipeFile(FileOps):

@@ -1,0 +1,438 @@
+"""The Kernel and Modules services against what their contract promises
+(proto/ftrace/v1/kernel.proto, modules.proto, common.proto), through a real ftraced:
+reboot and the calls bound to a boot, the fields the messages promise, and the errors
+the RPCs document."""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2
+
+from clients.api import Client, RequestQueue
+from clients.errors import FtraceError
+from clients.identity import Identity
+from ftrace.v1 import kernel_pb2, modules_pb2, modules_pb2_grpc, tracefs_pb2
+from kernel_daemon.module.address_space import MODULES_VADDR
+from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
+
+PROTO_DIR = Path(__file__).resolve().parent.parent / "proto" / "ftrace" / "v1"
+T = "/sys/kernel/debug/tracing"
+CORE = ["--core-functions", "2000"]
+# Reboots keep the small kernel (a zero field would take the 40,960-function default).
+SMALL = {"core_functions": 2000}
+# How long a call that should end at once may take; far below the deadlines of the calls
+# themselves, so a call that only ends at its deadline fails the test.
+PROMPTLY = 30.0
+CALL_DEADLINE = 120.0
+FILTER_RELEASE = "ftrace_regex_release:before_lock"
+LOAD_COUNT = "ftrace_update_code:before_count"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll a condition of the daemon's state until it holds or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached before the deadline"
+        time.sleep(0.02)
+
+
+def failing(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> FtraceError:
+    with pytest.raises(FtraceError) as exc:
+        fn(*args, **kwargs)
+    return exc.value
+
+
+class Background:
+    """A call run on a thread of its own; :meth:`outcome` is its result or its error."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._outcome: list[Any] = []
+        self.thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
+        try:
+            self._outcome.append(fn(*args))
+        except Exception as error:  # the outcome under test
+            self._outcome.append(error)
+
+    def outcome(self, timeout: float = PROMPTLY) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"the call did not end within {timeout} s"
+        return self._outcome[0]
+
+
+def errno_of(error: Any) -> int | None:
+    """The errno a call ended with (raw gRPC or the client library), None if it did not fail."""
+    if isinstance(error, grpc.RpcError):
+        error = FtraceError.from_rpc(error)
+    return error.errno if isinstance(error, FtraceError) else None
+
+
+@pytest.fixture
+def daemon(spawn):
+    return spawn(CORE)
+
+
+@pytest.fixture
+def client(daemon):
+    with Client(daemon.address) as c:
+        yield c
+
+
+def segments_of(pid: int) -> list[str]:
+    return sorted(os.path.basename(p) for p in glob.glob(f"/dev/shm/ftsim.{pid}.*"))
+
+
+def reload_under_a_filter(client: Client) -> None:
+    """The report's reproducer up to its last step: uinput reloaded while the function
+    tracer traces uinput_release. On a buggy kernel, ``echo nop > current_tracer`` then
+    WARNs and kills ftrace."""
+    client.load("uinput")
+    client.write_file(f"{T}/set_ftrace_filter", "uinput_release\n")
+    client.write_file(f"{T}/current_tracer", "function\n")
+    client.unload("uinput")
+    client.load("uinput")
+
+
+# --- Reboot -------------------------------------------------------------------------------
+
+
+def test_reboot_refuses_a_bad_failpoint_and_the_old_kernel_stays(client):
+    client.load("uinput")
+    boot_id = client.config().boot_id
+    unknown = failing(client.reboot, failpoints={"nowhere:at_all": "1*pause"}, **SMALL)
+    assert (unknown.errno, unknown.code) == (errno.ENOENT, grpc.StatusCode.NOT_FOUND)
+    assert unknown.from_kernel and "nowhere:at_all" in unknown.message
+    malformed = failing(client.reboot, failpoints={FILTER_RELEASE: "garbage"}, **SMALL)
+    assert (malformed.errno, malformed.code) == (errno.EINVAL, grpc.StatusCode.INVALID_ARGUMENT)
+    assert malformed.from_kernel
+    # The refused configs booted nothing: the same kernel, its module still loaded.
+    assert client.config().boot_id == boot_id
+    assert [m.name for m in client.list_modules()] == ["uinput"]
+    config = client.reboot(failpoints={FILTER_RELEASE: "1*pause"}, **SMALL)
+    assert config.boot_id == boot_id + 1 and dict(config.failpoints) == {FILTER_RELEASE: "1*pause"}
+    assert client.list_modules() == []
+
+
+def test_reboot_ends_the_calls_bound_to_the_old_boot_with_enodev(client, daemon):
+    """A tracer's stream, a trace_pipe reader and a failpoint waiter, all idle in the old
+    boot, end with ENODEV as soon as the reboot is done, without waiting for their
+    clients' next request or their deadlines; a file session gets ENODEV for its next
+    request."""
+    session_requests = RequestQueue()
+    session = client.connection.tracefs.Session(iter(session_requests), timeout=CALL_DEADLINE)
+    session_requests.put(
+        tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(path=f"{T}/tracing_on")))
+    assert next(session).WhichOneof("result") == "open"
+
+    tracer = client.attach("old-boot", ["schedule"])
+
+    def read_trace_pipe() -> None:
+        for _ in client.connection.tracefs.TracePipe(tracefs_pb2.TracePipeRequest(),
+                                                     timeout=CALL_DEADLINE):
+            pass
+
+    pipe = Background(read_trace_pipe)
+    wait_until(lambda: client.stats().open_files == 2)  # the session's file and trace_pipe
+    waiter = Background(client.wait_failpoint, FILTER_RELEASE, 1, None)  # no time limit
+    # Counted as the call starts; the new kernel takes far longer to boot than the call
+    # takes to enter the old one.
+    wait_until(lambda: client.stats().rpc_counts["/ftrace.v1.Kernel/WaitFailpoint"] == 1)
+
+    client.reboot(**SMALL)
+    session_requests.put(tracefs_pb2.FileRequest(read=tracefs_pb2.ReadRequest()))
+    with pytest.raises(grpc.RpcError) as ended:
+        next(session)
+    assert errno_of(ended.value) == errno.ENODEV
+    assert errno_of(pipe.outcome()) == errno.ENODEV
+    assert errno_of(waiter.outcome()) == errno.ENODEV
+    wait_until(lambda: tracer.ended, PROMPTLY)
+    assert failing(tracer.flush).errno == errno.ENODEV
+    tracer.cancel()
+    session_requests.end()
+    wait_until(lambda: client.stats().open_files == 0)
+    assert client.list_ops() == [] and client.check_consistency().ok
+
+
+def test_a_module_load_paused_across_a_reboot_leaves_no_shared_memory(spawn):
+    """The load has allocated its record pages and not yet linked them (race load-count,
+    paused outside ftrace_lock) when the reboot comes: it finishes against the old
+    kernel, and the old boot's segments are all gone, its pages among them."""
+    daemon = spawn(CORE + ["--race", "load-count", "--failpoint", f"{LOAD_COUNT}=1*pause"])
+    with Client(daemon.address) as client, Client(daemon.address) as loader:
+        load = Background(loader.load, "uinput")
+        client.wait_failpoint(LOAD_COUNT, timeout=PROMPTLY)
+        old_namespace = client.stats().shm_namespace
+        assert f"{old_namespace}.pg1" in segments_of(daemon.pid)  # uinput's pages
+        client.reboot(**SMALL)
+        assert load.outcome().name == "uinput"
+        namespace = client.stats().shm_namespace
+        assert namespace != old_namespace
+        assert [s for s in segments_of(daemon.pid) if not s.startswith(namespace + ".")] == []
+        assert client.list_modules() == []
+
+
+def test_a_module_load_that_finds_ftrace_killed_leaves_no_shared_memory(spawn):
+    """A load that allocated its pages before a WARN killed ftrace returns without
+    linking them (ftrace_process_locs under ftrace_disabled); the pages must still go
+    with the boot (the fixture checks /dev/shm after the daemon's exit, too)."""
+    daemon = spawn(CORE + ["--variant", "buggy", "--race", "load-count"])
+    with Client(daemon.address) as client, Client(daemon.address) as loader:
+        reload_under_a_filter(client)
+        client.set_failpoint(LOAD_COUNT, "1*pause")
+        load = Background(loader.load, "tun")
+        client.wait_failpoint(LOAD_COUNT, timeout=PROMPTLY)
+        client.write_file(f"{T}/current_tracer", "nop\n")
+        assert client.stats().ftrace_disabled
+        client.release_failpoint(LOAD_COUNT)
+        assert load.outcome().name == "tun"
+        old_namespace = client.stats().shm_namespace
+        # Core, uinput reloaded, and tun's pages, which were never linked.
+        assert [s for s in segments_of(daemon.pid) if ".pg" in s] == [
+            f"{old_namespace}.pg{group}" for group in (0, 2, 3)]
+        client.reboot(**SMALL)
+        assert [s for s in segments_of(daemon.pid) if s.startswith(old_namespace + ".")] == []
+
+
+# --- fields the messages promise ----------------------------------------------------------
+
+
+def test_list_ops_names_who_registered_each_ops(client, daemon):
+    with Client(daemon.address, Identity(777, "ownerproc")) as owner:
+        with owner.attach("mine", ["schedule"]):
+            client.write_file(f"{T}/current_tracer", "function\n")
+            ops = {info.name: info for info in client.list_ops()}
+            assert (ops["mine"].owner.pid, ops["mine"].owner.comm) == (777, "ownerproc")
+            # The kernel's own ops (the function tracer's) have no owner.
+            assert [name for name, info in ops.items() if not info.HasField("owner")] != []
+            client.write_file(f"{T}/current_tracer", "nop\n")
+
+
+def test_dmesg_lines_are_structured(spawn):
+    daemon = spawn(CORE + ["--variant", "buggy"])
+    with Client(daemon.address) as client:
+        boot = client.dmesg_lines()
+        assert [(line.seq, line.level) for line in boot.lines] == [(1, 5), (2, 6)]
+        assert boot.lines[0].message.startswith("Linux version 3.6.11+")
+        assert boot.text == "".join(line.text + "\n" for line in boot.lines)
+        with client.dmesg_follow(replay=True) as follow:
+            assert next(iter(follow)) == boot.lines[0]
+        client.dmesg(clear=True)
+        reload_under_a_filter(client)
+        client.write_file(f"{T}/current_tracer", "nop\n")  # the report's WARN
+        # dmesg -c empties what dmesg shows, not the numbering.
+        warn = list(client.dmesg_lines().lines)
+        assert [line.seq for line in warn] == list(range(3, 3 + len(warn)))
+        assert warn[0].message == "------------[ cut here ]------------"
+        assert warn[1].message.startswith("WARNING: at kernel/trace/ftrace.c:1529 ")
+        assert {line.level for line in warn} == {4}  # KERN_WARNING
+        assert len({line.timestamp_ns for line in warn}) == 1  # one printk
+        for line in boot.lines[:] + warn:
+            seconds, nanoseconds = divmod(line.timestamp_ns, 1_000_000_000)
+            assert line.text == f"[{seconds:5d}.{nanoseconds // 1000:06d}] {line.message}"
+        assert warn[0].timestamp_ns > boot.lines[-1].timestamp_ns
+
+
+def test_failpoints_report_description_evaluations_and_paused_tasks(client, daemon):
+    listed = client.list_failpoints()
+    assert [fp.name for fp in listed] == sorted(fp.name for fp in listed)
+    assert all(fp.description and fp.spec == "" for fp in listed)
+    # With a tracer on, installing a filter walks the record pages.
+    client.write_file(f"{T}/current_tracer", "function\n")
+    before = {fp.name: fp.evaluations for fp in client.list_failpoints()}
+    assert client.set_failpoint(FILTER_RELEASE, "1*pause").spec == "1*pause"
+    with Client(daemon.address, Identity(4242, "pausedproc")) as writer:
+        write = Background(writer.write_file, f"{T}/set_ftrace_filter", "schedule\n")
+        paused = client.wait_failpoint(FILTER_RELEASE, timeout=PROMPTLY)
+        assert paused.paused == 1 and paused.triggers == 1
+        assert [(t.pid, t.comm) for t in paused.paused_tasks] == [(4242, "pausedproc")]
+        # "1*pause" ran down: disarmed, which reads as "".
+        assert paused.spec == ""
+        client.release_failpoint(FILTER_RELEASE)
+        assert write.outcome() == len("schedule\n")
+    after = {fp.name: fp for fp in client.list_failpoints()}
+    assert after[FILTER_RELEASE].evaluations == before[FILTER_RELEASE] + 1
+    assert after[FILTER_RELEASE].paused == 0 and not after[FILTER_RELEASE].paused_tasks
+    # Installing the filter walked the record pages with no failpoint armed there.
+    walk = "__ftrace_hash_rec_update:next_page"
+    assert after[walk].evaluations > before[walk] and after[walk].triggers == 0
+    assert client.set_failpoint(walk, "yield").spec == "yield"
+    assert client.set_failpoint(walk, "off").spec == ""
+    client.write_file(f"{T}/current_tracer", "nop\n")
+
+
+def test_boot_config_reports_the_seed_and_the_buffer_size_it_booted_with(client):
+    first = client.config()
+    assert first.seed == 0 and first.buffer_size_kb == 1408  # ftraced's defaults
+    assert client.read_file(f"{T}/buffer_size_kb") == b"7 (expanded: 1408)\n"
+    rebooted = client.reboot(buffer_size_kb=64, **SMALL)
+    assert rebooted.buffer_size_kb == 64 and client.config().buffer_size_kb == 64
+    # trace_buf_size=: the size the buffer takes when tracing first needs it.
+    assert client.read_file(f"{T}/buffer_size_kb") == b"7 (expanded: 64)\n"
+    client.write_file(f"{T}/current_tracer", "function\n")
+    assert client.read_file(f"{T}/buffer_size_kb") == b"64\n"
+    # An unset seed is a fresh random one, reported; a set one is kept.
+    seeds = {client.reboot(**SMALL).seed for _ in range(2)}
+    assert len(seeds) == 2 and client.config().seed in seeds
+    assert client.reboot(seed=5, **SMALL).seed == 5 and client.config().seed == 5
+
+
+# --- other Kernel RPCs --------------------------------------------------------------------
+
+
+def test_dump_records_refuses_contradictory_or_malformed_filters(client):
+    client.load("uinput")
+    for request in (dict(module="uinput", core_only=True), dict(function_glob="["),
+                    dict(function_glob="uinput_[rw")):
+        error = failing(client.dump_records, **request)
+        assert error.errno == errno.EINVAL and error.from_kernel, request
+    assert [r.function for r in client.dump_records(function_glob="uinput_[rw]ead")] == [
+        "uinput_read"]
+    assert [r.function for r in client.dump_records(function_glob="[!a-z_]*")] == []
+
+
+def test_wait_failpoint_without_a_timeout_waits_for_the_call_deadline(client, daemon):
+    """timeout_ms 0: the wait lasts until the call's deadline, not a fixed 10 s."""
+    waiter = Background(client.connection.kernel.WaitFailpoint,
+                        kernel_pb2.WaitFailpointRequest(name=FILTER_RELEASE), CALL_DEADLINE)
+    # Past the 10 s the daemon used to give up after, the call still waits.
+    waiter.thread.join(11.0)
+    assert waiter.thread.is_alive()
+    client.set_failpoint(FILTER_RELEASE, "1*pause")
+    with Client(daemon.address) as writer:
+        write = Background(writer.write_file, f"{T}/set_ftrace_filter", "schedule\n")
+        assert waiter.outcome().paused == 1
+        client.release_failpoint(FILTER_RELEASE)
+        write.outcome()
+
+
+def test_release_failpoint_lets_count_threads_go_oldest_first(spawn):
+    # Module loads pause outside every lock (race load-count), so several can wait there.
+    daemon = spawn(CORE + ["--race", "load-count"])
+    client = Client(daemon.address)
+    client.set_failpoint(LOAD_COUNT, "pause")
+    loaders = [Client(daemon.address, Identity(500 + i, f"loader{i}")) for i in range(3)]
+    loads = []
+    for i, (loader, module) in enumerate(zip(loaders, ("uinput", "tun", "loop"))):
+        loads.append(Background(loader.load, module))
+        client.wait_failpoint(LOAD_COUNT, count=i + 1, timeout=PROMPTLY)
+    assert client.release_failpoint(LOAD_COUNT, count=1) == 1
+    assert loads[0].outcome().name == "uinput"
+    (state,) = [fp for fp in client.list_failpoints() if fp.name == LOAD_COUNT]
+    assert [t.pid for t in state.paused_tasks] == [501, 502] and state.paused == 2
+    assert loads[1].thread.is_alive() and loads[2].thread.is_alive()
+    assert client.release_failpoint(LOAD_COUNT, count=0) == 2
+    assert {loads[1].outcome().name, loads[2].outcome().name} == {"tun", "loop"}
+    assert client.release_failpoint(LOAD_COUNT, count=3) == 0
+    for c in loaders + [client]:
+        c.close()
+
+
+def test_stats_count_warnings_since_boot_whatever_dmesg_c_clears(spawn):
+    daemon = spawn(CORE + ["--variant", "buggy"])
+    with Client(daemon.address) as client:
+        reload_under_a_filter(client)
+        client.write_file(f"{T}/current_tracer", "nop\n")  # the report's WARN
+        assert client.stats().warnings == 1
+        assert "cut here" in client.dmesg(clear=True)
+        assert client.dmesg() == "" and client.stats().warnings == 1
+
+
+# --- Modules ------------------------------------------------------------------------------
+
+
+def test_load_seq_tells_a_reload_from_the_load_before(client):
+    assert client.load("uinput").load_seq == 1
+    assert client.unload("uinput").load_seq == 1
+    assert client.load("uinput").load_seq == 2
+    assert client.load("tun").load_seq == 3
+    assert client.load("uinput", if_loaded_ok=True).load_seq == 2  # nothing was loaded
+    assert [(m.name, m.load_seq) for m in client.list_modules()] == [("tun", 3), ("uinput", 2)]
+    client.reboot(**SMALL)
+    assert client.load("tun").load_seq == 1  # counted per boot
+
+
+def test_load_placement_is_validated_and_used(client):
+    assert failing(client.load, name="m", functions=["f"], placement=9).errno == errno.EINVAL
+    assert client.list_modules() == []
+    # On a first-fit boot, one load placed at random, and one asked for first fit.
+    randomly = client.load(name="m", functions=["f"], placement="random")
+    assert randomly.base != MODULES_VADDR
+    client.unload("m")
+    assert client.load(name="m", functions=["f"], placement="first-fit").base == MODULES_VADDR
+    client.unload("m")
+    client.reboot(module_placement="random", **SMALL)
+    assert client.load(name="m", functions=["f"], placement="first-fit").base == MODULES_VADDR
+
+
+def test_explicit_modules_as_the_contract_allows_them(client):
+    empty = client.load(name="m0", functions=[])
+    assert (empty.functions, empty.state) == (0, modules_pb2.MODULE_STATE_LIVE)
+    # Static functions of one name in two files: two records.
+    twice = client.load(name="mdup", functions=["f", "g", "f"])
+    assert twice.functions == 3
+    listing = client.read_file(f"{T}/available_filter_functions").decode().splitlines()
+    assert listing.count("f [mdup]") == 2
+    client.write_file(f"{T}/set_ftrace_filter", "f\n")
+    assert client.read_file(f"{T}/set_ftrace_filter") == b"f [mdup]\nf [mdup]\n"
+    assert client.load(name="my-mod", functions=["g"]).name == "my-mod"
+    assert re.search(r"^my-mod \d+ 0 - Live 0x", client.read_file("/proc/modules").decode(), re.M)
+    for bad in ("my.mod", "", "x" * 56):
+        assert failing(client.load, name=bad, functions=["g"]).errno == errno.EINVAL
+    for if_absent_ok in (False, True):
+        assert failing(client.unload, "", if_absent_ok=if_absent_ok).errno == errno.EINVAL
+    for name in ("my-mod", "mdup", "m0"):
+        client.unload(name)
+    assert client.check_consistency().ok
+
+
+def test_catalog_checks_the_callers_identity_like_every_call(daemon):
+    channel = grpc.insecure_channel(f"unix:{daemon.address.removeprefix('unix:')}")
+    stub = modules_pb2_grpc.ModulesStub(channel)
+    for metadata in ((("x-ftrace-pid", "abc"),), (("x-ftrace-comm", ""),)):
+        with pytest.raises(grpc.RpcError) as exc:
+            stub.Catalog(modules_pb2.CatalogRequest(), metadata=metadata)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert errno_of(exc.value) == errno.EINVAL
+    assert "uinput" in {m.name for m in stub.Catalog(modules_pb2.CatalogRequest()).modules}
+    channel.close()
+
+
+# --- reflection ---------------------------------------------------------------------------
+
+
+def test_the_reflection_services_documented_are_the_ones_served(daemon):
+    """common.proto names, in full, every server reflection service the daemon serves."""
+    documented = set(re.findall(r"grpc\.reflection\.\w+\.ServerReflection",
+                                (PROTO_DIR / "common.proto").read_text()))
+    channel = grpc.insecure_channel(f"unix:{daemon.address.removeprefix('unix:')}")
+    served = set()
+    # v1 and v1alpha have the same messages, so v1alpha's code can ask either.
+    for service in ("grpc.reflection.v1alpha.ServerReflection",
+                    "grpc.reflection.v1.ServerReflection"):
+        info = channel.stream_stream(
+            f"/{service}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        try:
+            (response,) = info(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                               timeout=10)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+            continue
+        names = {s.name for s in response.list_services_response.service}
+        assert {"ftrace.v1.Kernel", "ftrace.v1.Modules", "grpc.health.v1.Health"} <= names
+        served.add(service)
+    channel.close()
+    assert documented == served
