@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
+import socket
+import stat
 from concurrent import futures
+from typing import Any, Callable, Iterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from clients.connection import CHANNEL_OPTIONS, unix_socket_path
+from clients.connection import CHANNEL_OPTIONS, grpc_target, host_port, unix_socket_path
 from ftrace.v1 import (kernel_pb2, kernel_pb2_grpc, modules_pb2, modules_pb2_grpc, tracefs_pb2,
                        tracefs_pb2_grpc, tracer_pb2, tracer_pb2_grpc)
 from kernel_daemon.rpc.kernel_service import KernelService
@@ -21,8 +27,10 @@ from kernel_daemon.rpc.tracer_service import TracerService
 # Every open file session and tracer stream holds a thread for its lifetime, as a
 # process blocked in the kernel holds its task: leave room for many.
 MAX_WORKERS = 256
-# The channel options of the clients (message size limits), shared by the server.
-SERVER_OPTIONS = CHANNEL_OPTIONS
+# The channel options of the clients (message size limits), shared by the server, and no
+# SO_REUSEPORT, which gRPC sets by default: a second server on the same TCP port would
+# share it (the kernel spreading connections between the two) instead of failing to bind.
+SERVER_OPTIONS = CHANNEL_OPTIONS + (("grpc.so_reuseport", 0),)
 
 
 def new_grpc_server() -> grpc.Server:
@@ -33,6 +41,151 @@ def new_grpc_server() -> grpc.Server:
     return grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS,
                                                   thread_name_prefix="syscall"),
                        options=SERVER_OPTIONS)
+
+
+def _in_use() -> OSError:
+    return OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+
+
+def _lock(path: str) -> int:
+    """The descriptor of ``path``, created and locked (flock) until the server releases
+    it; EADDRINUSE when another server on the same socket path holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The server we waited for may have unlinked the file after we opened it: the
+            # path is then another file, which a third server could lock. Take that one.
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except BlockingIOError:
+            os.close(fd)
+            raise _in_use() from None
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove the socket a killed server left at ``path``; EADDRINUSE when a server
+    answers there, or when the file is not a socket (not ours to remove: bind(2) would
+    fail on it the same way)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISSOCK(mode):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                os.unlink(path)
+                return
+    raise _in_use()
+
+
+@contextlib.contextmanager
+def _stderr_discarded() -> Iterator[None]:
+    """File descriptor 2 goes to /dev/null: gRPC's core logs a failed bind there itself,
+    in lines of its own, beside the one-line error the caller reports."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+#: A socket address gRPC binds, as (family, sockaddr).
+SocketAddress = tuple[socket.AddressFamily, Any]
+
+
+def _add_port(server: grpc.Server, address: str,
+              bound: Callable[[], list[SocketAddress]]) -> int:
+    """``server.add_insecure_port(address)``, which binds at once. gRPC says only that it
+    failed: the OSError raised then is that of plain sockets bound as gRPC binds, to each
+    of ``bound()`` (socket.gaierror for a host name that does not resolve)."""
+    try:
+        with _stderr_discarded():
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # "Failed to bind to address ..."
+        port = 0
+    if port:
+        return port
+    for family, sockaddr in bound():
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            if family != socket.AF_UNIX:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(sockaddr)
+        if family == socket.AF_UNIX:
+            os.unlink(sockaddr)
+    raise OSError(errno.EADDRNOTAVAIL, "gRPC could not bind it")
+
+
+class Listener:
+    """A server's listening address, and what it holds for a unix socket: the socket file,
+    and the lock that makes the path its own (``PATH.lock``), which :meth:`close` removes.
+
+    gRPC unlinks whatever is at a unix socket's path before it binds, so two servers
+    started on one path would each take it from the other. The lock lets only one bind;
+    a server that answers on the path (one that does not lock) is asked first.
+    """
+
+    def __init__(self, server: grpc.Server, address: str) -> None:
+        """Bind ``server`` to ``address`` (``unix:PATH`` or ``HOST:PORT``). Raises
+        ValueError for another form, a port above 65535 or a path too long, and OSError
+        when it cannot bind: EADDRINUSE when another server listens there, ENOENT, ..."""
+        grpc_target(address)  # the checks of a client's address
+        self.socket_path = unix_socket_path(address)
+        self._lock_fd: int | None = None
+        if self.socket_path is not None:
+            self.address = address
+            self._bind_unix(server, self.socket_path)
+            return
+        tcp = host_port(address)
+        if tcp is None:
+            raise ValueError(f"expected unix:PATH or HOST:PORT, not {address!r}")
+        host, port = tcp
+        port = _add_port(server, address, lambda: [
+            (info[0], info[4]) for info in socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)])
+        # The port bound: another than the address's when that was 0 (any free port).
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def _bind_unix(self, server: grpc.Server, path: str) -> None:
+        self._lock_fd = _lock(path + ".lock")
+        try:
+            _remove_stale_socket(path)
+            # Created 0600 (umask while binding), so only the owner can connect.
+            old_umask = os.umask(0o177)
+            try:
+                _add_port(server, f"unix:{path}", lambda: [(socket.AF_UNIX, path)])
+            finally:
+                os.umask(old_umask)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None and self.socket_path is not None:
+            # Unlinked while still locked: a server that opened it meanwhile sees that.
+            os.unlink(self.socket_path + ".lock")
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def close(self) -> None:
+        """Remove the socket file and the lock (the server has stopped). Idempotent."""
+        if self._lock_fd is not None and self.socket_path is not None:
+            try:
+                os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
+        self._release_lock()
 
 
 # (the service, how its servicer is added to a server, the servicer)
@@ -51,40 +204,36 @@ HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
 
 
 class Daemon:
-    def __init__(self, state: DaemonState, address: str) -> None:
-        self.state = state
-        self.address = address
+    """The daemon's server: bound first (a daemon that cannot serve fails before its
+    kernel boots), then started with the booted kernel's state."""
+
+    def __init__(self, address: str) -> None:
+        """Bind ``address``; raises OSError as :class:`Listener` does."""
         self.server = new_grpc_server()
+        self.listener = Listener(self.server, address)
+        self.address = self.listener.address
+        self.state: DaemonState | None = None
+        self.health = health.HealthServicer()
+
+    def start(self, state: DaemonState) -> None:
+        self.state = state
         for service, add, servicer in SERVICES:
             add(counting_calls(state, servicer(state), service), self.server)
-        self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(
             counting_calls(state, self.health, HEALTH), self.server)
         reflection.enable_server_reflection(
             SERVICE_NAMES + (HEALTH.full_name, reflection.SERVICE_NAME), self.server)
-        self.socket_path = unix_socket_path(address)
-        if self.socket_path is not None:
-            if os.path.exists(self.socket_path):
-                os.unlink(self.socket_path)  # left by a daemon that was killed
-            # Created 0600 (umask while binding), so only the owner can connect.
-            old_umask = os.umask(0o177)
-            try:
-                self.server.add_insecure_port(f"unix:{self.socket_path}")
-            finally:
-                os.umask(old_umask)
-        else:
-            self.server.add_insecure_port(address)
-
-    def start(self) -> None:
         self.server.start()
         for name in ("",) + SERVICE_NAMES:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float = 2.0) -> None:
-        self.health.enter_graceful_shutdown()
-        # Wake anything blocked inside the kernel so its call can end.
-        self.state.boot.kernel.failpoints.release_all()
+        """Stop serving, shut the kernel down (when it was started), release the address."""
+        if self.state is not None:
+            self.health.enter_graceful_shutdown()
+            # Wake anything blocked inside the kernel so its call can end.
+            self.state.boot.kernel.failpoints.release_all()
         self.server.stop(grace).wait()
-        self.state.shutdown()
-        if self.socket_path is not None and os.path.exists(self.socket_path):
-            os.unlink(self.socket_path)
+        if self.state is not None:
+            self.state.shutdown()
+        self.listener.close()
