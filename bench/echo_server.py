@@ -6,15 +6,15 @@
 - ``PingPong``: a bidirectional stream answering each request as it comes.
 
 The server is built by :func:`kernel_daemon.rpc.server.new_grpc_server`, the function
-ftraced builds its own with (same thread pool, same options), with no health or
-reflection service and no work behind the calls.  It prints ``ready`` once
-serving and stops on SIGTERM or when its stdin closes.
+ftraced builds its own with (same thread pool, same options), and bound as ftraced binds
+(:class:`kernel_daemon.rpc.listener.Listener`), with no health or reflection service and no
+work behind the calls.  It prints ``ready`` once serving and stops on SIGTERM or when
+its stdin closes.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf import wrappers_pb2
 
+from kernel_daemon.rpc.listener import Listener
 from kernel_daemon.rpc.server import new_grpc_server
 
 SERVICE = "bench.Echo"
@@ -57,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     server = new_grpc_server()
     server.add_generic_rpc_handlers((handler(),))
-    address = args.listen
-    if address.startswith("unix:") and os.path.exists(address[5:]):
-        os.unlink(address[5:])
-    server.add_insecure_port(address)
+    listener = Listener(server, args.listen)
     server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -73,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     print("ready", flush=True)
     stop.wait()
     server.stop(0.5).wait()
+    listener.close()
     return 0
 
 

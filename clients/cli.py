@@ -11,6 +11,8 @@
   descriptor, another thread's wake-up, or SIGINT/SIGTERM, which only note the signal, so
   the program stops at a point of its choosing (after unregistering its ops, say).
 - :func:`error_text`: an :class:`~clients.errors.FtraceError` as a one-line diagnostic.
+- :func:`check_positive`: the usage error for a limit (``--duration``...) not above zero.
+- :func:`address_argument`: the argparse type of every client's ``--address``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from types import FrameType
 
 from clients.api import Client
+from clients.connection import grpc_target, resolve_address
 from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.spawn import SpawnError, spawn_daemon
@@ -33,6 +36,8 @@ __all__ = [
     "ConnectError",
     "Waker",
     "add_daemon_arguments",
+    "address_argument",
+    "check_positive",
     "daemon_client",
     "error_text",
     "parse_args",
@@ -43,11 +48,21 @@ class ConnectError(Exception):
     """The private daemon did not start, or the daemon did not answer."""
 
 
+def address_argument(text: str) -> str:
+    """``--address`` as argparse takes it: checked as a connection checks it (a port above
+    65535, a socket path too long...), so that a bad one is a usage error."""
+    try:
+        grpc_target(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def add_daemon_arguments(parser: argparse.ArgumentParser, comm: str) -> None:
     """``--address``, ``--comm`` (default ``comm``), ``--connect-timeout``, ``-v`` and
     ``--spawn``. ``--spawn`` must come last: what follows it is the daemon's options."""
     group = parser.add_argument_group("daemon")
-    group.add_argument("--address", metavar="A",
+    group.add_argument("--address", metavar="A", type=address_argument,
                        help="daemon address (default: $FTRACED_ADDRESS, else the user's socket)")
     group.add_argument("--comm", default=comm,
                        help=f"the comm the kernel sees for this process (default {comm})")
@@ -83,6 +98,15 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     return args
 
 
+def check_positive(parser: argparse.ArgumentParser, *options: tuple[str, float | None]) -> None:
+    """A usage error (exit status 2) for the first ``(option, value)`` given a value that
+    is not above zero: a negative duration would end a run before it starts, and NaN,
+    which compares false with everything, would never end it."""
+    for option, value in options:
+        if value is not None and not value > 0:
+            parser.error(f"{option} must be positive")
+
+
 @contextlib.contextmanager
 def daemon_client(args: argparse.Namespace) -> Iterator[Client]:
     """A connected client of the daemon ``args`` name; a ``--spawn`` daemon lives as long
@@ -96,7 +120,7 @@ def daemon_client(args: argparse.Namespace) -> Iterator[Client]:
     except SpawnError as error:
         raise ConnectError(str(error)) from error
     except FtraceError as error:
-        where = spawned.address if spawned else args.address or "the default address"
+        where = spawned.address if spawned else resolve_address(args.address)
         raise ConnectError(f"no answer from ftraced at {where}: {error.strerror}") from error
     except ValueError as error:  # a malformed address
         raise ConnectError(str(error)) from error

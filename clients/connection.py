@@ -8,6 +8,8 @@ Addresses (``--address``, ``FTRACED_ADDRESS``, ``ftraced --listen``):
 - ``HOST:PORT`` (``127.0.0.1:50051``, ``localhost:50051``, ``[::1]:50051``) — TCP
 - any other gRPC target (``dns:///host:port``, ``ipv4:...``) is passed through
 
+A port must be 0..65535: gRPC itself would keep only the low 16 bits of a larger one.
+
 Which address: the explicit argument, else ``$FTRACED_ADDRESS``, else
 :func:`default_address` (``unix:$XDG_RUNTIME_DIR/ftraced.sock``, or
 ``unix:/tmp/ftraced-$UID.sock`` without a runtime directory). The daemon takes its default
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
+import time
 from typing import Any, Callable, Sequence
 
 import grpc
@@ -42,6 +46,7 @@ __all__ = [
     "resolve_address",
     "grpc_target",
     "unix_socket_path",
+    "host_port",
     "IdentityChannel",
     "Connection",
     "connect",
@@ -61,6 +66,10 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 #: sockaddr_un.sun_path holds 108 bytes including the NUL.
 _UNIX_PATH_MAX = 107
+#: The schemes of gRPC targets that are passed through (``dns:///host:port``, ...).
+_GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix-abstract:", "vsock:")
+#: The largest TCP port.
+_PORT_MAX = 65535
 
 
 def default_address() -> str:
@@ -104,17 +113,38 @@ def unix_socket_path(address: str) -> str | None:
     return None
 
 
+def host_port(address: str) -> tuple[str, int] | None:
+    """The host and port of a ``HOST:PORT`` address: ``127.0.0.1:50051`` ->
+    ``("127.0.0.1", 50051)``, ``[::1]:50051`` -> ``("::1", 50051)``. None for any other
+    form: a unix socket, a gRPC target with a scheme, a name without a numeric port.
+
+    Raises ValueError for a port above 65535.
+    """
+    address = address.strip()
+    if (unix_socket_path(address) is not None or address.startswith(_GRPC_SCHEMES)
+            or "://" in address):
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()):
+        return None
+    if int(port) > _PORT_MAX:
+        raise ValueError(f"port {port} out of range (0-{_PORT_MAX}) in address {address!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
 def grpc_target(address: str) -> str:
     """The gRPC channel target for an address (see the module docstring for the forms).
 
-    Raises ValueError for an empty address or a unix socket path longer than
-    ``sun_path`` allows (107 bytes), which gRPC would reject with an obscure error.
+    Raises ValueError for an empty address, a port above 65535, or a unix socket path
+    longer than ``sun_path`` allows (107 bytes), which gRPC would reject with an obscure
+    error.
     """
     address = address.strip()
     if not address:
         raise ValueError("empty daemon address")
     path = unix_socket_path(address)
     if path is None:
+        host_port(address)  # checks the port
         return address
     if not path:
         raise ValueError(f"no socket path in address {address!r}")
@@ -244,12 +274,19 @@ class Connection:
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until the channel is connected (the daemon is listening).
 
-        Raises ``FtraceError(ETIMEDOUT)`` (``from_kernel`` False) after ``timeout`` seconds.
+        Raises ``FtraceError`` (``from_kernel`` False) at once with the errno of a connection
+        that cannot be made (ENOENT: no unix socket there; ECONNREFUSED: nobody listens),
+        and with ETIMEDOUT when the daemon did not answer within ``timeout`` seconds.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        refusal = _refusal(self.address, timeout)
+        if refusal is not None:
+            raise FtraceError(refusal, f"ftraced at {self.address}", from_kernel=False)
         # A health check that waits for the connection, rather than channel_ready_future,
         # whose polling thread would hold up close() by a fraction of a second.
         try:
-            self.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout,
+            self.health.Check(health_pb2.HealthCheckRequest(),
+                              timeout=None if deadline is None else deadline - time.monotonic(),
                               wait_for_ready=True)
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -287,6 +324,30 @@ class Connection:
         return f"Connection({self.address!r}, identity={self.identity})"
 
 
+def _refusal(address: str, timeout: float | None) -> int | None:
+    """The errno of a plain connection to ``address`` that failed, None when it was accepted
+    (or timed out, or the address is a gRPC target with a scheme or a host name that does
+    not resolve: gRPC's own wait has the last word).
+
+    gRPC retries a failed connection until its deadline, so without this a socket that
+    does not exist would be reported, after the whole timeout, as a timeout.
+    """
+    path = unix_socket_path(address)
+    target = None if path is not None else host_port(address)
+    try:
+        if path is not None:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(timeout)
+                probe.connect(path)
+        elif target is not None:
+            socket.create_connection(target, timeout=timeout).close()
+    except (socket.gaierror, TimeoutError):
+        return None
+    except OSError as error:
+        return error.errno
+    return None
+
+
 def connect(
     address: str | None = None,
     identity: Identity | None = None,
@@ -297,7 +358,8 @@ def connect(
     """Open a :class:`Connection` (address: argument > ``$FTRACED_ADDRESS`` > default).
 
     Channels connect lazily; with ``wait`` (seconds) block until the daemon answers, raising
-    ``FtraceError(ETIMEDOUT)`` otherwise (the channel is then closed).
+    ``FtraceError`` otherwise, as :meth:`Connection.wait_ready` does (the channel is then
+    closed).
     """
     connection = Connection(address, identity, options=options)
     if wait is not None:

@@ -43,8 +43,8 @@ BANNERS = {
 
 
 def run_variant(variant: str) -> int:
-    """The script on the shell's standard input (so errors read ``bash: ...``), each
-    line echoed as it is read (``-V``, bash's ``-v``)."""
+    """The script on the shell's standard input (so errors read ``bash: line N: ...``),
+    each line echoed as it is read (``-V``, bash's ``-v``)."""
     print(f"\n{'=' * 78}\n{BANNERS[variant]}\n{'=' * 78}", flush=True)
     with spawn_daemon(["--variant", variant, "--core-functions", "8000"]) as daemon:
         shell = subprocess.run(

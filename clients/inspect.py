@@ -58,9 +58,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from clients.api import Client
+from clients.cli import address_argument
+from clients.connection import resolve_address
 from clients.errors import FtraceError
 from clients.identity import Identity
 from kernel_daemon.ftrace.snapshot import GroupSnapshot, RecordsReader, RecordsSnapshot
+from kernel_daemon.shm import NAMESPACE_RE
 from kernel_daemon.trace.reader import RingBufferReader
 from kernel_daemon.trace.trace_output import format_events
 
@@ -206,7 +209,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG,
                                 description="Read ftrace's records and ring buffers from "
                                             "shared memory.")
-    p.add_argument("--address", metavar="A",
+    p.add_argument("--address", metavar="A", type=address_argument,
                    help="daemon address (default: $FTRACED_ADDRESS, else the user's socket)")
     p.add_argument("--namespace", metavar="NS",
                    help="the shared-memory namespace (ftsim.<pid>.<n>) instead of asking "
@@ -231,10 +234,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def client_address(args: argparse.Namespace) -> str:
-    return args.address or "the default address"
-
-
 def run(args: argparse.Namespace) -> int:
     symbols = None
     if args.namespace is None or not args.no_symbols:
@@ -246,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
                 if not args.no_symbols:
                     symbols = Symbols(client.read_file("/proc/kallsyms").decode())
         except FtraceError as error:
-            where = "" if error.from_kernel else f" (ftraced at {client_address(args)})"
+            where = "" if error.from_kernel else f" (ftraced at {resolve_address(args.address)})"
             raise InspectError(f"{error.strerror}{where}") from error
         except ValueError as error:  # a malformed address
             raise InspectError(str(error)) from error
@@ -265,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.no_symbols and getattr(args, "function", None):
         p.error("--function needs names: drop --no-symbols")
+    if args.namespace is not None and not NAMESPACE_RE.fullmatch(args.namespace):
+        p.error(f"--namespace {args.namespace!r}: not a namespace (ftsim.<pid>.<n>)")
     try:
         return run(args)
     except InspectError as error:
@@ -274,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
               "(is the daemon running?)", file=sys.stderr)
     except (ValueError, TimeoutError) as error:
         print(f"{PROG}: {args.namespace}: {error}", file=sys.stderr)
+    except OSError as error:  # shm_open's other failures: a name too long, not ours...
+        print(f"{PROG}: {args.namespace}: {error.strerror}", file=sys.stderr)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

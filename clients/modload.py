@@ -66,7 +66,7 @@ class Modload:
             info = self.client.load(name, if_loaded_ok=True, placement=self.placement)
         except FtraceError as error:
             if error.errno_name == "ENOENT":
-                complain(f"FATAL: Module {name} not found.")
+                complain(f"{PROG}: FATAL: Module {name} not found.")
                 raise Fatal from error
             if error.errno_name in RACES and error.from_kernel:
                 self.failures += 1
@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     args.module = args.module or ["uinput"]
     if args.count is not None and args.count < 0:
         p.error("--count must not be negative")
-    if args.hold < 0:
+    cli.check_positive(p, ("--duration", args.duration))
+    if not args.hold >= 0:  # NaN included
         p.error("--hold must not be negative")
     with cli.Waker() as waker:
         waker.catch_signals()

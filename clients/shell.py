@@ -11,9 +11,10 @@ input. The exit status is the last command's, as bash's.
 
 Diagnostics are bash's, byte for byte: ``bash: echo: write error: Invalid argument`` (a
 failed write(2)), ``bash: set_ftrace_filter: No such device`` (a redirection whose open(2)
-failed), ``bash: foo: command not found``. Running a script file they read
-``SCRIPT: line N: ...``, as bash's do. ``--name`` changes "bash"; ``--comm`` changes the
-comm the daemon sees (also "bash", so dmesg's WARN shows ``comm: bash``); the pid is
+failed), ``bash: foo: command not found``. Those are the interactive forms; running a
+``-c`` command or standard input they read ``bash: line N: ...``, and running a script
+file ``SCRIPT: line N: ...``, as bash's do. ``--name`` changes "bash"; ``--comm`` changes
+the comm the daemon sees (also "bash", so dmesg's WARN shows ``comm: bash``); the pid is
 the shell's own.
 """
 
@@ -29,6 +30,7 @@ from typing import Iterable
 import clients.shell_builtins  # noqa: F401  (registers the commands)
 import clients.shell_kmod  # noqa: F401  (registers the commands)
 from clients.api import Client
+from clients.cli import address_argument
 from clients.connection import resolve_address
 from clients.errors import FtraceError
 from clients.identity import Identity
@@ -101,13 +103,15 @@ class Shell:
         self._pending: list[str] = []
         self._pending_start = 1
         self._next_line = 1
-        self._incomplete: Incomplete | None = None
 
     # --- paths and diagnostics ----------------------------------------------
 
     def prefix(self) -> str:
-        """What a shell diagnostic starts with: ``bash`` or ``SCRIPT: line N``."""
-        return f"{self.script}: line {self.line}" if self.mode == "script" else self.name
+        """What a shell diagnostic starts with, as in bash: ``bash`` when interactive, else
+        where the command is: ``SCRIPT: line N``, or ``bash: line N`` (-c, standard input)."""
+        if self.mode == "interactive":
+            return self.name
+        return f"{self.script if self.mode == 'script' else self.name}: line {self.line}"
 
     def resolve(self, path: str) -> str:
         """The absolute, normalized daemon path for ``path`` (relative to the cwd)."""
@@ -129,12 +133,13 @@ class Shell:
         """Input of an unfinished command is waiting for more lines."""
         return bool(self._pending)
 
-    def feed(self, line: str) -> None:
-        """One more line of input; runs what it completes."""
+    def feed(self, line: str, *, newline: bool = True) -> None:
+        """One more line of input; runs what it completes. ``newline`` False: the input's
+        last line, which does not end with one (see :meth:`feed_command`)."""
         if not self._pending:
             self._pending_start = self._next_line
         line = line.replace("\0", "")  # bash drops NUL bytes from its input
-        line = line if line.endswith("\n") else line + "\n"
+        line = line if line.endswith("\n") or not newline else line + "\n"
         if self.echo_input:
             self._say(self.stderr, line.removesuffix("\n"))
         self._pending.append(line)
@@ -142,8 +147,7 @@ class Shell:
         text = "".join(self._pending)
         try:
             program = parse(text, self._pending_start)
-        except Incomplete as error:
-            self._incomplete = error
+        except Incomplete:
             return
         except ShellSyntaxError as error:
             self._pending = []
@@ -157,16 +161,32 @@ class Shell:
             self.feed(line)
         self.finish()
 
+    def feed_command(self, command: str) -> None:
+        """A ``-c`` command, to the end. bash ends a file's or standard input's last line
+        with a newline, but not a -c command's: there a final backslash stays."""
+        *lines, last = command.splitlines() or [""]
+        for line in lines:
+            self.feed(line)
+        self.feed(last, newline=command.endswith("\n"))
+        self.finish()
+
     def discard(self) -> None:
         """Forget an unfinished command (Ctrl-C at the continuation prompt)."""
         self._pending = []
 
     def finish(self) -> None:
-        """End of input: an unfinished command is a syntax error."""
-        if self._pending and self._incomplete is not None:
-            text = "".join(self._pending)
-            self._pending = []
-            self._syntax_error(self._incomplete, text)
+        """End of input: an unfinished command runs if the end completes it (a final
+        backslash-newline continues onto nothing, as in bash), else it is a syntax error."""
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending = []
+        try:
+            program = parse(text, self._pending_start, at_eof=True)
+        except ShellSyntaxError as error:
+            self._syntax_error(error, text)
+            return
+        self.execute(program)
 
     def _syntax_error(self, error: ShellSyntaxError, text: str) -> None:
         self.status = 2
@@ -276,7 +296,8 @@ def _parser() -> argparse.ArgumentParser:
         description="A small bash over ftraced: cd, ls, cat, echo > FILE, modprobe, rmmod, "
         "lsmod, dmesg, grep... Type `help` for the commands.",
     )
-    parser.add_argument("--address", help="daemon address (default: $FTRACED_ADDRESS, "
+    parser.add_argument("--address", type=address_argument,
+                        help="daemon address (default: $FTRACED_ADDRESS, "
                         "else the user's default socket)")
     parser.add_argument("--spawn", action="store_true",
                         help="start a private daemon (with the daemon options) for this run")
@@ -291,7 +312,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-V", "--echo-input", action="store_true",
                         help="print input lines as they are read (bash -v)")
     parser.add_argument("script", nargs="?", metavar="SCRIPT",
-                        help="script file to run (default: standard input)")
+                        help="script file to run (default or -: standard input)")
     # Passed through to ftraced, which checks them (its usage error is shown if it refuses).
     daemon = parser.add_argument_group("daemon options (with --spawn; see ftraced --help)")
     daemon.add_argument("--variant", metavar="buggy|fixed")
@@ -312,14 +333,18 @@ _DAEMON_OPTIONS = ("variant", "failpoint", "core_functions", "module_placement",
 def _run_input(shell: Shell, args: argparse.Namespace) -> int:
     try:
         if shell.mode == "command":
-            shell.feed_all(args.command.splitlines() or [""])
+            shell.feed_command(args.command)
         elif shell.mode == "script":
             try:
                 with open(args.script, "rb") as script:
                     text = script.read().decode("utf-8", "surrogateescape")
+            except IsADirectoryError:
+                # bash names the script twice, as its $0 has become the script already.
+                print(f"{args.script}: {args.script}: Is a directory", file=sys.stderr)
+                return 126
             except OSError as error:
                 print(f"{shell.name}: {args.script}: {error.strerror}", file=sys.stderr)
-                return 127
+                return 127 if error.errno == errno.ENOENT else 126
             shell.feed_all(text.splitlines())
         elif shell.mode == "interactive":
             from clients.shell_interactive import run_interactive
@@ -344,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--spawn and --address exclude each other")
     if args.command is not None:
         mode = "command"
-    elif args.script is not None:
+    elif args.script not in (None, "-"):
         mode = "script"
     else:
         mode = "interactive" if sys.stdin.isatty() else "stdin"
@@ -359,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         client = Client(spawned.address if spawned else args.address, identity,
                         wait=args.connect_timeout)
     except FtraceError as error:
-        address = args.address or resolve_address()
+        address = resolve_address(args.address)
         print(f"ftrace-shell: no ftraced answers at {address} ({error.strerror}); "
               "start one with `ftraced`, or use --spawn", file=sys.stderr)
         return 1

@@ -46,11 +46,12 @@ def cmd_exit(ctx: Invocation) -> int:
         return 1
     if not ctx.args:
         raise ShellExit(ctx.shell.status)
-    try:
-        raise ShellExit(int(ctx.args[0]) & 0xFF)
-    except ValueError:
+    # bash's legal_number: blanks around, a sign, decimal digits, and it must fit intmax_t.
+    number = re.fullmatch(r"\s*([-+]?[0-9]+)\s*", ctx.args[0], re.ASCII)
+    if number is None or not -(2**63) <= int(number.group(1)) < 2**63:
         ctx.builtin_err(f"{ctx.args[0]}: numeric argument required")
-        raise ShellExit(2) from None
+        raise ShellExit(2)
+    raise ShellExit(int(number.group(1)) & 0xFF)
 
 
 _HELP_COLUMN = 26
@@ -76,8 +77,9 @@ def cmd_cd(ctx: Invocation) -> int:
     if len(ctx.args) > 1:
         ctx.builtin_err("too many arguments")
         return 1
-    # The model has no home directory: plain `cd` goes to the root.
-    arg = ctx.args[0] if ctx.args else "/"
+    # The model has no home directory: plain `cd` goes to the root. bash takes `cd ""`
+    # for `cd .`: it stays, and OLDPWD becomes the working directory.
+    arg = (ctx.args[0] or ".") if ctx.args else "/"
     if arg == "-":
         if shell.oldpwd is None:
             ctx.builtin_err("OLDPWD not set")
@@ -223,13 +225,38 @@ def _bre_to_python(pattern: str) -> str:
     chars = iter(pattern)
     for char in chars:
         if char == "\\":
-            escaped = next(chars, "\\")
+            # A trailing backslash stays one: Python refuses it, as GNU grep does.
+            escaped = next(chars, "")
             out.append(escaped if escaped in _BRE_SPECIAL else "\\" + escaped)
         elif char in _BRE_SPECIAL:
             out.append("\\" + char)
         else:
             out.append(char)
     return "".join(out)
+
+
+#: GNU grep's words (glibc's regerror) for the errors Python's re reports, by the start of
+#: Python's message; what is not here reads as glibc's catch-all, "Invalid regular
+#: expression". (An unterminated "[" is told apart in _regex_error.)
+_REGEX_ERRORS = (
+    ("missing ), unterminated subpattern", "Unmatched ( or \\("),
+    ("unbalanced parenthesis", "Unmatched ) or \\)"),
+    ("bad escape (end of pattern)", "Trailing backslash"),
+    ("bad character range", "Invalid range end"),
+    ("invalid group reference", "Invalid back reference"),
+    ("min repeat greater than max repeat", "Invalid content of \\{\\}"),
+)
+
+
+def _regex_error(error: re.error, pattern: bytes) -> str:
+    """The GNU grep diagnostic for ``pattern``, which Python's re refused."""
+    if error.msg == "unterminated character set":
+        # glibc: a bracket with nothing in it ("[", "[^") is a bad pattern, one with
+        # something in it is unmatched.
+        inside = pattern[(error.pos or 0) + 1:].removeprefix(b"^")
+        return "Unmatched [, [^, [:, [., or [=" if inside else "Invalid regular expression"
+    return next((gnu for python, gnu in _REGEX_ERRORS if error.msg.startswith(python)),
+                "Invalid regular expression")
 
 
 @command("grep [-vciqnEF] PATTERN [FILE...]",
@@ -247,10 +274,11 @@ def cmd_grep(ctx: Invocation) -> int:
         expression = re.escape(pattern)
     else:
         expression = pattern if "E" in options else _bre_to_python(pattern)
+    compiled = encode(expression)
     try:
-        regex = re.compile(encode(expression), re.IGNORECASE if "i" in options else 0)
+        regex = re.compile(compiled, re.IGNORECASE if "i" in options else 0)
     except re.error as error:
-        ctx.err(f"grep: {error}")
+        ctx.err(f"grep: {_regex_error(error, compiled)}")
         return 2
     selected, errors = False, False
     for name in files or ["-"]:
@@ -279,6 +307,9 @@ def cmd_grep(ctx: Invocation) -> int:
 
 
 _SLEEP_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: What a longer sleep is cut to (68 years; time.sleep refuses more than 292), as
+#: coreutils' sleep cuts one its timespec cannot hold: it sleeps until interrupted.
+_SLEEP_MAX = float(2**31)
 
 
 @command("sleep SECONDS[smhd]...", "wait (really) that long")
@@ -293,5 +324,5 @@ def cmd_sleep(ctx: Invocation) -> int:
             ctx.err(f"sleep: invalid time interval '{arg}'")
             return 1
         total += float(match.group(1)) * _SLEEP_UNITS[match.group(2)]
-    time.sleep(total)
+    time.sleep(min(total, _SLEEP_MAX))
     return 0

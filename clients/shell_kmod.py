@@ -75,11 +75,17 @@ def cmd_insmod(ctx: Invocation) -> int:
 
 @command("rmmod MODULE...", "unload modules")
 def cmd_rmmod(ctx: Invocation) -> int:
-    if not ctx.args:
+    # Options are parsed so that none is taken for a module; the model has none of kmod's
+    # (-f: it cannot force the unload of a module in use).
+    parsed = parse_options(ctx, "")
+    if parsed is None:
+        return 1
+    _, operands = parsed
+    if not operands:
         ctx.err("rmmod: ERROR: missing module name.")
         return 1
     status = 0
-    for arg in ctx.args:
+    for arg in operands:
         name = _module_name(arg)
         try:
             ctx.shell.client.unload(name)
@@ -131,6 +137,11 @@ def cmd_dmesg(ctx: Invocation) -> int:
     return 0
 
 
+#: invoke's numeric options: what each is, and the range its field of the request holds
+#: (the count a uint64 from 1, the CPU a uint32; the daemon refuses what it cannot run).
+_INVOKE_NUMBERS = {"c": ("count", 1, 2**64 - 1), "C": ("CPU", 0, 2**32 - 1)}
+
+
 @command("invoke FUNCTION [PARENT] [-c COUNT] [-C CPU] [-m MODULE]",
          "run a kernel function as this shell's task")
 def cmd_invoke(ctx: Invocation) -> int:
@@ -142,13 +153,14 @@ def cmd_invoke(ctx: Invocation) -> int:
         ctx.err(f"Usage: {COMMANDS['invoke'].usage}")
         return 2
     numbers: dict[str, int] = {}
-    for letter in "cC":
-        if letter in options:
-            try:
-                numbers[letter] = int(options[letter])
-            except ValueError:
-                ctx.err(f"invoke: invalid number: '{options[letter]}'")
-                return 2
+    for letter, (what, low, high) in _INVOKE_NUMBERS.items():
+        text = options.get(letter)
+        if text is None:
+            continue
+        if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+            ctx.err(f"invoke: invalid {what}: '{text}'")
+            return 2
+        numbers[letter] = int(text)
     function = operands[0]
     try:
         ctx.shell.client.invoke(

@@ -13,9 +13,11 @@ does when nothing in the current directory matches); ``(``, ``)``, ``;;`` are sy
 errors and ``<``, ``&`` are refused.
 
 :func:`parse` turns complete input into a list of :class:`AndOr`; input that needs more
-lines (an open quote, a trailing ``&&``, ``||``, ``|`` or backslash) raises
+lines (an open quote, a trailing ``&&``, ``||``, ``|`` or backslash-newline) raises
 :class:`Incomplete`, so a reader can append the next line and try again, as bash's
-parser asks for more input.
+parser asks for more input. At the end of all input (``at_eof``) a final backslash-newline
+continues onto nothing, as in bash; a backslash that is the input's very last character
+(a ``-c`` command's: bash ends any other input with a newline) is a plain character.
 """
 
 from __future__ import annotations
@@ -104,10 +106,11 @@ class AndOr:
 
 
 class _Lexer:
-    def __init__(self, text: str, line: int) -> None:
+    def __init__(self, text: str, line: int, at_eof: bool) -> None:
         self.text = text
         self.pos = 0
         self.line = line
+        self.at_eof = at_eof
         self.tokens: list[Token] = []
 
     def peek(self, offset: int = 0) -> str:
@@ -142,8 +145,9 @@ class _Lexer:
         return self.tokens
 
     def need_more_at_end(self) -> None:
-        # A backslash-newline ending the input continues onto a line not yet read.
-        if self.pos >= len(self.text):
+        # A backslash-newline ending the input continues onto a line not yet read (at the
+        # end of all input, onto nothing).
+        if self.pos >= len(self.text) and not self.at_eof:
             raise Incomplete("syntax error: unexpected end of file", self.line)
 
     def operator(self) -> None:
@@ -163,8 +167,8 @@ class _Lexer:
                 break
             self.take()
             if char == "\\":
-                self.need_more_at_end()
-                escaped = self.take()
+                # The input's last character: it escapes nothing and stays.
+                escaped = self.take() if self.pos < len(self.text) else "\\"
                 if escaped == "\n":  # backslash-newline inside a word joins the lines
                     self.need_more_at_end()
                 else:
@@ -213,9 +217,10 @@ class _Lexer:
                 parts.append(self.parameter() if char == "$" else char)
 
 
-def tokenize(text: str, line: int = 1) -> list[Token]:
-    """The tokens of ``text`` (whose first line is ``line``), quotes removed from words."""
-    return _Lexer(text, line).run()
+def tokenize(text: str, line: int = 1, *, at_eof: bool = False) -> list[Token]:
+    """The tokens of ``text`` (whose first line is ``line``), quotes removed from words;
+    ``at_eof``: no more input follows (see the module docstring)."""
+    return _Lexer(text, line, at_eof).run()
 
 
 def _refused(token: Token) -> ShellSyntaxError:
@@ -325,12 +330,13 @@ def expand(word: str, status: int, pid: int) -> str:
     return word.replace(_PARAMETERS["?"], str(status)).replace(_PARAMETERS["$"], str(pid))
 
 
-def parse(text: str, line: int = 1) -> list[AndOr]:
-    """Parse complete input whose first line is ``line``.
+def parse(text: str, line: int = 1, *, at_eof: bool = False) -> list[AndOr]:
+    """Parse complete input whose first line is ``line``; ``at_eof``: no more follows.
 
-    Raises :class:`Incomplete` when more input could complete it, and
-    :class:`ShellSyntaxError` when no input could.
+    Raises :class:`Incomplete` when more input could complete it (at the end of all
+    input: what is missing, in bash's words), and :class:`ShellSyntaxError` when no input
+    could.
     """
-    tokens = tokenize(text, line)
+    tokens = tokenize(text, line, at_eof=at_eof)
     end_line = line + text.count("\n") - (1 if text.endswith("\n") else 0)
     return _Parser(tokens, end_line).program()

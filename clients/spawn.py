@@ -5,6 +5,11 @@
 service says SERVING, and returns a :class:`SpawnedDaemon`; ``stop()`` (or leaving its
 ``with`` block) ends it with SIGTERM (SIGKILL if it does not go) and removes the directory.
 Used by ``ftrace-shell --spawn``, the demo and the test fixtures.
+
+The daemon does not outlive the process that started it, however that process ends
+(SIGKILL included): it holds a pipe's read end (``ftraced --lifeline``) whose write end
+only this process has, and when that reads end of file it shuts down as on SIGTERM and
+removes the directory itself.
 """
 
 from __future__ import annotations
@@ -84,12 +89,15 @@ class SpawnedDaemon:
     """A running private daemon. ``address`` is what clients connect to."""
 
     def __init__(
-        self, process: subprocess.Popen, directory: str, address: str, log_path: str | None
+        self, process: subprocess.Popen, directory: str, address: str, log_path: str | None,
+        lifeline: int,
     ) -> None:
         self.process = process
         self.directory = directory
         self.address = address
         self.log_path = log_path
+        #: The write end of the daemon's lifeline, closed when the daemon has been stopped.
+        self.lifeline = lifeline
         self.returncode: int | None = None
 
     @property
@@ -124,6 +132,7 @@ class SpawnedDaemon:
                     self.process.kill()
                     self.process.wait()
             self.returncode = self.process.returncode
+            os.close(self.lifeline)
             shutil.rmtree(self.directory, ignore_errors=True)
         return self.returncode
 
@@ -214,7 +223,10 @@ def spawn_daemon(
     """
     directory = _socket_directory(socket_dir)
     address = "unix:" + os.path.join(directory, SOCKET_NAME)
-    argv = [sys.executable, "-m", DAEMON_MODULE, "--listen", address, *daemon_argv(options)]
+    # Not inheritable (PEP 446): no other child of ours holds the write end open.
+    lifeline_r, lifeline_w = os.pipe()
+    argv = [sys.executable, "-m", DAEMON_MODULE, "--listen", address,
+            "--lifeline", str(lifeline_r), "--lifeline-dir", directory, *daemon_argv(options)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (_REPO_ROOT, env.get("PYTHONPATH"))))
     log_path = None if verbose else os.path.join(directory, "ftraced.log")
@@ -230,14 +242,18 @@ def spawn_daemon(
                 stderr=log,
                 env=env,
                 process_group=0,
+                pass_fds=(lifeline_r,),
             )
         finally:
             if log is not None:
                 log.close()
     except BaseException:
+        os.close(lifeline_w)
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    daemon = SpawnedDaemon(process, directory, address, log_path)
+    finally:
+        os.close(lifeline_r)  # the daemon has its own copy
+    daemon = SpawnedDaemon(process, directory, address, log_path, lifeline_w)
     try:
         _wait_serving(daemon, timeout)
     except BaseException as error:

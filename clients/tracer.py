@@ -211,8 +211,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = cli.parse_args(p, argv)
-    if args.count is not None and args.count <= 0:
-        p.error("--count must be positive")
+    cli.check_positive(p, ("--count", args.count), ("--duration", args.duration))
     try:
         out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     except OSError as error:

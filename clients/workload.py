@@ -421,12 +421,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = cli.parse_args(p, argv)
-    if args.rate <= 0:
-        p.error("--rate must be positive")
+    cli.check_positive(p, ("--rate", args.rate), ("--duration", args.duration))
     if not 0 <= args.module_share <= 1:
         p.error("--module-share must be between 0 and 1")
-    if args.refresh <= 0:
-        p.error("--refresh must be positive")
+    cli.check_positive(p, ("--refresh", args.refresh))
     with cli.Waker() as waker:
         waker.catch_signals()
         try:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
+import os
+import shutil
 import sys
-import threading
 
+from clients.cli import Waker
 from clients.connection import default_address, resolve_address
 from kernel_daemon.ftrace.core import FAILPOINT_SITES, Race, Variant
 from kernel_daemon.kernel import BootOptions
@@ -15,6 +16,7 @@ from kernel_daemon.rpc.server import Daemon
 from kernel_daemon.rpc.state import DaemonState
 
 log = logging.getLogger("ftraced")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def failpoint_arg(text: str) -> tuple[str, str]:
@@ -50,34 +52,77 @@ def boot_options_from(args: argparse.Namespace) -> BootOptions:
                        switch_interval=args.switch_interval)
 
 
+def wait_for_stop(waker: Waker, lifeline: int | None) -> bool:
+    """Until SIGTERM or SIGINT, or the end of the lifeline: True for that, the process that
+    started the daemon has ended (every copy of the pipe's write end is closed), however
+    it ended.
+
+    The lifeline is a pipe rather than prctl(PR_SET_PDEATHSIG), which signals when the
+    *thread* that forked the daemon ends (a client may start it from a thread that ends
+    before the client does), and exists on Linux only. The wait is the Waker's select,
+    not a blocked lock: a signal delivered to another of the daemon's threads (gRPC's)
+    would not interrupt that, and the daemon would never stop.
+    """
+    fds = [] if lifeline is None else [lifeline]
+    while not waker.stopped:
+        for fd in waker.wait(None, fds):
+            if not os.read(fd, 512):  # nobody writes to it: only its end matters
+                return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ftraced", description=__doc__)
     parser.add_argument("--listen", default=None, metavar="unix:PATH|HOST:PORT",
                         help=f"where to serve (default $FTRACED_ADDRESS or {default_address()})")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
+    parser.add_argument("--lifeline", type=int, metavar="FD",
+                        help="the read end of a pipe whose write end the starting process "
+                             "holds: the daemon shuts down when that process ends (a "
+                             "client's --spawn daemon)")
+    parser.add_argument("--lifeline-dir", metavar="DIR",
+                        help="with --lifeline: a directory of that process's (the spawned "
+                             "daemon's socket directory), removed when it ended first")
     add_boot_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
+    logging.basicConfig(stream=sys.stderr, level=args.log_level,
                         format="ftraced[%(process)d]: %(message)s")
     try:
         options = boot_options_from(args)
         options.validate()
     except ValueError as exc:
         parser.error(str(exc))
+    if args.lifeline_dir is not None and args.lifeline is None:
+        parser.error("--lifeline-dir needs --lifeline")
+    if args.lifeline is not None:
+        try:
+            os.fstat(args.lifeline)
+        except OSError as error:
+            parser.error(f"--lifeline {args.lifeline}: {error.strerror}")
     if options.switch_interval:
         sys.setswitchinterval(options.switch_interval)
     address = resolve_address(args.listen)
-    state = DaemonState(options)
-    daemon = Daemon(state, address)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    daemon.start()
-    log.info("serving %s (variant %s, %d core functions, shm %s)", address, options.variant,
-             options.core_functions, state.boot.kernel.namespace)
-    stop.wait()
-    log.info("shutting down")
-    daemon.stop()
+    with Waker() as waker:
+        waker.catch_signals()  # from now on SIGTERM and SIGINT only stop the daemon
+        try:
+            daemon = Daemon(address)
+        except ValueError as error:
+            parser.error(f"--listen: {error}")
+        except OSError as error:
+            print(f"ftraced: cannot listen on {address}: {error.strerror}", file=sys.stderr)
+            return 1
+        try:
+            state = DaemonState(options)
+            daemon.start(state)
+            log.info("serving %s (variant %s, %d core functions, shm %s)", daemon.address,
+                     options.variant, options.core_functions, state.boot.kernel.namespace)
+            orphaned = wait_for_stop(waker, args.lifeline)
+            log.info("shutting down%s",
+                     " (the process that started it has ended)" if orphaned else "")
+        finally:
+            daemon.stop()
+    if orphaned and args.lifeline_dir is not None:
+        shutil.rmtree(args.lifeline_dir, ignore_errors=True)
     return 0
 
 

@@ -23,6 +23,8 @@ import _posixshmem
 SHM_DIR = "/dev/shm"
 NAME_PREFIX = "ftsim"
 _NAME_RE = re.compile(rf"^{NAME_PREFIX}\.(\d+)\.")
+#: What :func:`new_namespace` makes.
+NAMESPACE_RE = re.compile(rf"{NAME_PREFIX}\.[0-9]+\.[0-9]+")
 _instance_ids = itertools.count()
 
 

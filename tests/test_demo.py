@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from clients.demo import SCRIPT
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -16,7 +18,8 @@ def test_demo_shows_the_warn_then_the_fix():
     buggy, fixed = run.stdout.split("--variant fixed")
     assert "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0x" in buggy
     assert "ftrace_shutdown+0x" in buggy and "comm: bash" in buggy
-    assert "bash: set_ftrace_filter: No such device" in buggy
+    line = SCRIPT.splitlines().index("echo uinput_open > set_ftrace_filter") + 1
+    assert f"bash: line {line}: set_ftrace_filter: No such device" in buggy
     assert "uinput_release [uinput] (1)" in fixed
     assert "uinput_release <-__fput" in fixed
     assert "WARNING" not in fixed

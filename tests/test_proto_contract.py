@@ -7,6 +7,8 @@ import errno
 import importlib
 import os
 import re
+import socket
+import time
 from concurrent import futures
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from clients.connection import (
     connect,
     default_address,
     grpc_target,
+    host_port,
     resolve_address,
     unix_socket_path,
 )
@@ -337,6 +340,13 @@ def test_addresses(monkeypatch, tmp_path):
         grpc_target("")
     with pytest.raises(ValueError):
         grpc_target("unix://host/path")
+    assert host_port("[::1]:50051") == ("::1", 50051)
+    assert host_port("localhost:0") == ("localhost", 0)
+    assert host_port("unix:/a:1") is None and host_port("dns:///h:1") is None
+    assert host_port("bogus") is None
+    # gRPC would keep the low 16 bits (99999 -> 34463): a port above 65535 is refused.
+    with pytest.raises(ValueError, match="port 99999 out of range"):
+        grpc_target("127.0.0.1:99999")
 
 
 # --- the round trip over a real server -------------------------------------------------------
@@ -545,8 +555,28 @@ def test_unreachable_daemon(tmp_path):
         with pytest.raises(FtraceError) as info, translate_rpc_errors():
             connection.kernel.Stats(kernel_pb2.StatsRequest(), timeout=5)
         assert info.value.errno == errno.ECONNREFUSED and not info.value.from_kernel
-        with pytest.raises(FtraceError) as info:
-            connection.wait_ready(timeout=0.2)
-        assert info.value.errno == errno.ETIMEDOUT
     with pytest.raises(FtraceError):
         connect(address, wait=0.1)
+
+
+def test_waiting_for_a_daemon_that_cannot_answer_fails_at_once_with_the_reason(tmp_path):
+    """Not after the whole timeout, as "Connection timed out"."""
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    with socket.socket() as bound, socket.socket(socket.AF_UNIX) as mute:
+        bound.bind(("127.0.0.1", 0))  # bound, not listening: nobody can connect
+        mute.bind(str(tmp_path / "mute.sock"))
+        mute.listen()  # accepts connections, never speaks gRPC
+        cases = [(f"unix:{tmp_path}/nobody.sock", errno.ENOENT),
+                 (f"unix:{plain}", errno.ECONNREFUSED),
+                 (f"127.0.0.1:{bound.getsockname()[1]}", errno.ECONNREFUSED)]
+        for address, number in cases:
+            started = time.monotonic()
+            with pytest.raises(FtraceError) as info:
+                connect(address, wait=60)
+            assert time.monotonic() - started < 30
+            assert (info.value.errno, info.value.message, info.value.from_kernel) == (
+                number, f"ftraced at {address}", False)
+        with pytest.raises(FtraceError) as info:
+            connect(f"unix:{tmp_path}/mute.sock", wait=0.2)
+        assert info.value.errno == errno.ETIMEDOUT

@@ -9,8 +9,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -66,7 +68,8 @@ def test_reproducer_buggy_warns_as_bash_with_its_pid_and_kills_ftrace(spawn, tmp
     assert f"Pid: {shell.pid}, comm: bash " in shell.out
     assert re.search(r"---\[ end trace [0-9a-f]{16} \]---", shell.out)
     # Every reproducer line ran silently; after ftrace_kill() the filter file cannot open.
-    assert shell.err == "bash: set_ftrace_filter: No such device\n"
+    line = REPRODUCER_LINES + 2
+    assert shell.err == f"bash: line {line}: set_ftrace_filter: No such device\n"
     with buggy.connect() as client:
         assert client.stats().ftrace_disabled
 
@@ -178,10 +181,16 @@ true
     ]
 
 
-def test_interactive_style_prefix_on_standard_input(daemon, tmp_path):
-    shell = run_shell(tmp_path, ["--address", daemon.address],
-                      stdin="cd /sys/kernel/tracing\necho nosuchfn > set_ftrace_filter\n")
-    assert (shell.returncode, shell.err) == (1, "bash: echo: write error: Invalid argument\n")
+def test_standard_input_and_dash_c_diagnostics_name_the_line(daemon, tmp_path):
+    """As bash's: standard input (no script, or "-"), or a -c command."""
+    script = "cd /sys/kernel/tracing\necho nosuchfn > set_ftrace_filter\n"
+    cases = [([], script), (["-"], script), (["-c", script], "")]
+    shells = [(start_shell(tmp_path, ["--address", daemon.address, *args]), stdin)
+              for args, stdin in cases]
+    for shell, stdin in shells:
+        finish(shell, stdin)
+        assert (shell.returncode, shell.err) == (
+            1, "bash: line 2: echo: write error: Invalid argument\n")
 
 
 def test_exit_statuses(daemon, tmp_path):
@@ -202,6 +211,63 @@ def test_exit_statuses(daemon, tmp_path):
                start_shell(tmp_path, address, "rmmod x\n# a comment\n", name="last.sh")]
     statuses = [status for _, status in cases] + [0, 1]
     assert [finish(shell).returncode for shell in shells] == statuses
+
+
+def test_bad_arguments_are_one_line_diagnostics_as_bash_and_the_tools_give(daemon, tmp_path):
+    """(a -c command, its status, stdout, stderr) as bash 5.2 and coreutils/grep 3.8 give
+    them; numbers beyond what the request can carry, options taken for operands."""
+    cases = [
+        ("invoke schedule -c -5", 2, "", "invoke: invalid count: '-5'\n"),
+        ("invoke schedule -c 0", 2, "", "invoke: invalid count: '0'\n"),
+        ("invoke schedule -c 99999999999999999999", 2, "",
+         "invoke: invalid count: '99999999999999999999'\n"),
+        ("invoke schedule -C -1", 2, "", "invoke: invalid CPU: '-1'\n"),
+        ("invoke schedule -C 4294967296", 2, "", "invoke: invalid CPU: '4294967296'\n"),
+        ("invoke schedule -C 0 -c 18446744073709551615", 1, "",
+         "invoke: schedule: Invalid argument\n"),  # the daemon's limit, not the field's
+        ("invoke schedule -C 0 -c 2", 0, "", ""),
+        ("exit 99999999999999999999999", 2, "",
+         "bash: line 1: exit: 99999999999999999999999: numeric argument required\n"),
+        ("modprobe uinput; rmmod -f uinput; lsmod | grep -c uinput", 0, "1\n",
+         "rmmod: invalid option -- 'f'\nUsage: rmmod MODULE...\n"),
+        ("cd /sys; cd ''; pwd; cd -", 0, "/sys\n/sys\n", ""),
+        ("echo x | grep '['", 2, "", "grep: Invalid regular expression\n"),
+        ("echo x | grep -E 'a[b'", 2, "", "grep: Unmatched [, [^, [:, [., or [=\n"),
+        ("echo a\\", 0, "a\\\n", ""),
+    ]
+    shells = [start_shell(tmp_path, ["--address", daemon.address, "-c", command])
+              for command, *_ in cases]
+    got = [(finish(shell).returncode, shell.out, shell.err) for shell in shells]
+    assert got == [tuple(case[1:]) for case in cases]
+
+
+def test_a_sleep_too_long_to_hold_sleeps_until_ended(daemon, tmp_path):
+    """coreutils' sleep cuts what its timespec cannot hold, and sleeps: no OverflowError.
+    The shell is ended once the kernel shows it asleep (its wchan), not before."""
+    shell = start_shell(tmp_path, ["--address", daemon.address, "-c",
+                                   "sleep 99999999999999999999"])
+    try:
+        deadline = time.monotonic() + 60
+        with open(f"/proc/{shell.pid}/wchan") as wchan:
+            while wchan.read() != "hrtimer_nanosleep":
+                assert shell.poll() is None, "the shell ended instead of sleeping"
+                assert time.monotonic() < deadline, "the shell never went to sleep"
+                time.sleep(0.02)
+                wchan.seek(0)
+        shell.terminate()
+        assert (finish(shell).returncode, shell.err) == (-signal.SIGTERM, "")
+    finally:
+        shell.kill()
+
+
+def test_a_directory_or_a_missing_file_as_the_script(daemon, tmp_path):
+    address = ["--address", daemon.address]
+    directory = run_shell(tmp_path, [*address, str(tmp_path)])
+    assert (directory.returncode, directory.err) == (
+        126, f"{tmp_path}: {tmp_path}: Is a directory\n")
+    missing = run_shell(tmp_path, [*address, "nosuch.sh"])
+    assert (missing.returncode, missing.err) == (
+        127, "bash: nosuch.sh: No such file or directory\n")
 
 
 # --- what the commands print -------------------------------------------------------------------

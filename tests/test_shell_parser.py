@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from clients.shell import Shell
-from clients.shell_builtins import _bre_to_python, _echo_interpret
+from clients.shell_builtins import _bre_to_python, _echo_interpret, _regex_error
 from clients.shell_parser import (
     AndOr,
     Command,
@@ -229,7 +231,6 @@ def test_syntax_errors(text, message, line):
         ("echo a &&", "syntax error: unexpected end of file"),
         ("echo a ||\n", "syntax error: unexpected end of file"),
         ("cat f |", "syntax error: unexpected end of file"),
-        ("echo a \\", "syntax error: unexpected end of file"),
         ("echo a \\\n", "syntax error: unexpected end of file"),
     ],
 )
@@ -237,6 +238,26 @@ def test_incomplete_input_asks_for_more(text, message):
     with pytest.raises(Incomplete) as caught:
         parse(text)
     assert caught.value.message == message
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("echo a \\\n", ["echo", "a"]),  # continues onto nothing
+        ("echo a\\\n", ["echo", "a"]),
+        ("echo a\\", ["echo", "a\\"]),  # the very last character: a -c command's
+        ("echo a \\", ["echo", "a", "\\"]),
+    ],
+)
+def test_a_final_backslash_at_the_end_of_input_is_no_syntax_error(text, expected):
+    (node,) = parse(text, at_eof=True)
+    assert list(node.first.commands[0].words) == expected
+
+
+def test_what_the_end_of_input_leaves_open_is_still_a_syntax_error():
+    for text in ("echo a &&\n", "echo 'a\\\n"):
+        with pytest.raises(Incomplete):
+            parse(text, at_eof=True)
 
 
 # --- helpers of the builtins ----------------------------------------------------------------
@@ -253,6 +274,28 @@ def test_incomplete_input_asks_for_more(text, message):
 )
 def test_echo_escapes(data, expected):
     assert _echo_interpret(data) == expected
+
+
+@pytest.mark.parametrize(
+    "bre, python",
+    [
+        ("[", "Invalid regular expression"),  # GNU grep 3.8's words, pattern by pattern
+        ("[^", "Invalid regular expression"),
+        ("[a", "Unmatched [, [^, [:, [., or [="),
+        ("a[b-", "Unmatched [, [^, [:, [., or [="),
+        ("\\(", "Unmatched ( or \\("),
+        ("\\)", "Unmatched ) or \\)"),
+        ("a\\", "Trailing backslash"),
+        ("[b-a]", "Invalid range end"),
+        ("\\1", "Invalid back reference"),
+        ("a\\{1,0\\}", "Invalid content of \\{\\}"),
+    ],
+)
+def test_regular_expression_errors_read_as_gnu_greps(bre, python):
+    pattern = _bre_to_python(bre).encode()
+    with pytest.raises(re.error) as caught:
+        re.compile(pattern)
+    assert _regex_error(caught.value, pattern) == python
 
 
 @pytest.mark.parametrize(
@@ -279,7 +322,10 @@ def run(text: str, mode: str = "stdin", script: str | None = None) -> tuple[int,
     out, err = BufferOutput(), BufferOutput()
     shell = Shell(None, mode=mode, script=script, stdout=out, stderr=err)  # type: ignore[arg-type]
     try:
-        shell.feed_all(text.splitlines())
+        if mode == "command":
+            shell.feed_command(text)
+        else:
+            shell.feed_all(text.splitlines())
         status = shell.status
     except ShellExit as done:
         status = done.status
@@ -308,6 +354,12 @@ def run(text: str, mode: str = "stdin", script: str | None = None) -> tuple[int,
         ("false || exit", 1, ""),
         ("true && exit 5 || exit 6", 5, ""),
         ("exit abc", 2, ""),
+        ("exit 99999999999999999999999", 2, ""),  # beyond intmax_t: not a number to bash
+        ("exit 9223372036854775807", 255, ""),
+        ("exit -9223372036854775808", 0, ""),
+        ("exit ' +7 '", 7, ""),
+        ("exit 1_0", 2, ""),
+        ("exit ''", 2, ""),
         ("exit 1 2; echo went on", 0, "went on\n"),
         ("", 0, ""),
         ("# nothing", 0, ""),
@@ -324,10 +376,36 @@ def test_echo_options_and_builtin_output():
     assert (status, out) == (0, "ab\tc\nx\n-- -n\n-x\nd\\n\n/\n")
 
 
-def test_stdin_and_command_diagnostics_read_bash_colon():
-    assert run("nosuchcommand")[1:] == ("", "bash: nosuchcommand: command not found\n")
-    assert run("exit abc")[2] == "bash: exit: abc: numeric argument required\n"
-    assert run("exit 1 2")[2] == "bash: exit: too many arguments\n"
+def test_stdin_and_command_diagnostics_name_the_line_as_bash_does():
+    assert run("true\nnosuchcommand")[1:] == (
+        "", "bash: line 2: nosuchcommand: command not found\n")
+    assert run("exit abc")[2] == "bash: line 1: exit: abc: numeric argument required\n"
+    assert run("true\nexit 1 2", mode="command")[2] == "bash: line 2: exit: too many arguments\n"
+    assert run("exit 99999999999999999999999", mode="command")[2] == (
+        "bash: line 1: exit: 99999999999999999999999: numeric argument required\n")
+
+
+def test_interactive_diagnostics_name_no_line():
+    err = BufferOutput()
+    shell = Shell(None, mode="interactive",  # type: ignore[arg-type]
+                  stdout=BufferOutput(), stderr=err)
+    shell.feed("true")
+    shell.feed("nosuchcommand")
+    assert err.getvalue() == b"bash: nosuchcommand: command not found\n"
+
+
+@pytest.mark.parametrize(
+    "text, mode, stdout",
+    [
+        ("echo a\\", "command", "a\\\n"),  # bash -c 'echo a\': the backslash stays
+        ("echo a \\", "command", "a \\\n"),
+        ("echo a\\\n", "command", "a\n"),  # a backslash-newline continues onto nothing
+        ("echo a\\", "stdin", "a\n"),  # bash ends standard input with a newline
+        ("echo a \\", "script", "a\n"),
+    ],
+)
+def test_a_backslash_ending_the_input_as_bash_reads_it(text, mode, stdout):
+    assert run(text, mode, "s.sh") == (0, stdout, "")
 
 
 def test_script_diagnostics_name_the_script_and_line():
@@ -343,8 +421,9 @@ def test_syntax_error_stops_a_script_after_the_lines_before_it():
 
 
 def test_syntax_error_forms_of_stdin_and_dash_c():
-    assert run("echo b ;;")[2] == ("bash: syntax error near unexpected token `;;'\n"
-                                   "bash: `echo b ;;'\n")
+    assert run("echo b ;;")[2] == ("bash: line 1: syntax error near unexpected token `;;'\n"
+                                   "bash: line 1: `echo b ;;'\n")
+    assert run("true\necho a &&")[2] == "bash: line 3: syntax error: unexpected end of file\n"
     assert run("echo b ;;", mode="command")[2] == (
         "bash: -c: line 1: syntax error near unexpected token `;;'\n"
         "bash: -c: line 1: `echo b ;;'\n"
@@ -371,7 +450,7 @@ def test_interactive_syntax_errors_do_not_end_the_shell():
 
 def test_pipes_only_into_grep():
     status, _, err = run("echo a | head")
-    assert (status, err) == (1, "bash: head: ftrace-shell pipes only into grep\n")
+    assert (status, err) == (1, "bash: line 1: head: ftrace-shell pipes only into grep\n")
 
 
 def test_pipe_into_grep_and_its_status():
@@ -387,5 +466,6 @@ def test_redirection_to_dev_null_and_fd_duplication():
     assert run("echo a > /dev/null; echo b 2>/dev/null")[1] == "b\n"
     assert run("nosuchcommand 2>/dev/null; echo $?")[1:] == ("127\n", "")
     assert run("echo err >&2")[1:] == ("", "err\n")
-    assert run("nosuchcommand 2>&1")[1:] == ("bash: nosuchcommand: command not found\n", "")
-    assert run("echo x >&7")[2] == "bash: 7: Bad file descriptor\n"
+    assert run("nosuchcommand 2>&1")[1:] == ("bash: line 1: nosuchcommand: command not found\n",
+                                             "")
+    assert run("echo x >&7")[2] == "bash: line 1: 7: Bad file descriptor\n"

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -332,6 +333,65 @@ def test_killed_worker_is_reported_and_the_run_goes_on(tmp_path):
         theirs = [op for op in ops if op["client"] == name]
         assert len(theirs) >= 60 and all(op["complete_ns"] for op in theirs), name
     assert sum(op["invoke_ns"] > lost[0]["invoke_ns"] for op in ops) > 120
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path):
+    """Stopped and reported (exit status 2), its private daemon stopped with it."""
+    out = tmp_path / "out"
+    stress = start_stress(out, "--duration", "120", "--seed", "5", "--no-minimize", *SHORT)
+    deadline = time.monotonic() + 120
+    # Until an operation has completed: the daemon is up and the clients are at work.
+    while not any(b'"ev":"complete"' in path.read_bytes()
+                  for path in (out / "clients").glob("*.jsonl")):
+        assert stress.poll() is None and time.monotonic() < deadline, "the run never started"
+        time.sleep(0.05)
+    stress.send_signal(signal.SIGTERM)
+    stdout, stderr = stress.communicate(timeout=120)
+    assert stress.returncode == 2, stdout + stderr
+    report = _report(out)
+    assert (report["outcome"], report["error"]) == ("error", "interrupted by SIGTERM")
+    assert report["operations"]["total"] == len(history(out)) > 0
+    pid = report["daemon"]["pid"]
+    assert report["daemon"]["private"] and report["daemon"]["exit_status"] == 0
+    assert not os.path.exists(f"/proc/{pid}") and not glob.glob(f"/dev/shm/ftsim.{pid}.*")
+
+
+def test_bad_arguments_are_one_line_errors_before_anything_starts(tmp_path):
+    regular = tmp_path / "regular"
+    regular.write_text("")
+    unused = str(tmp_path / "unused")
+    cases = [
+        (["--out", "/proc/forbidden"], "ftrace-stress: --out /proc/forbidden: No such file or "
+                                       "directory"),
+        (["--out", str(regular)], f"ftrace-stress: --out {regular}: Not a directory"),
+        (["--out", unused, "--modules", "uinput,nosuchmod"],
+         "ftrace-stress: error: --modules: not in the module catalog: nosuchmod"),
+        (["--out", unused, "--modules", ""], "ftrace-stress: error: --modules names no module"),
+        (["--out", unused, "--max-replays", "-1"],
+         "ftrace-stress: error: --max-replays must not be negative"),
+        (["--out", unused, "--check-interval", "nan"],
+         "ftrace-stress: error: --check-interval must be positive"),
+    ]
+    runs = [subprocess.Popen([sys.executable, "-m", "clients.stress", "--ops", "5", *args],
+                             cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for args, _ in cases]
+    for process, (args, message) in zip(runs, cases):
+        stdout, stderr = process.communicate(timeout=60)
+        assert (process.returncode, stdout, stderr.splitlines()[-1]) == (2, "", message), args
+        assert "Traceback" not in stderr
+    assert not os.path.exists(unused)
+
+
+def test_a_run_that_never_started_reports_no_run_time(tmp_path):
+    out = tmp_path / "out"
+    address = f"unix:{tmp_path}/nobody.sock"
+    done, report = run_stress(out, "--address", address, "--ops", "5", "--seed", "1")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == "ftrace-stress: ERROR (seed 1, did not start)"
+    assert report["error"] == (f"FtraceError: ENOENT: No such file or directory "
+                               f"(ftraced at {address})")
+    assert (report["started_wall"], report["ran_s"]) == (None, None)
+    assert "ran:       did not start (limit: 5 operations)\n" in (out / "report.txt").read_text()
 
 
 # --- the long form: make stress ---------------------------------------------------------

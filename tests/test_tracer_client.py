@@ -20,6 +20,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -301,6 +302,52 @@ def test_tracer_duration_and_errors(spawn):
     assert both.returncode == 2 and "--spawn and --address exclude each other" in both.stderr
     bad = run("clients.tracer", "--spawn", "--variant", "nope")
     assert bad.returncode == 2 and "ftrace-tracer --spawn: error: argument --variant" in bad.stderr
+
+
+def test_an_unreachable_daemon_is_told_at_once_with_the_reason_and_the_address(tmp_path):
+    """The address tried is $FTRACED_ADDRESS's, named as such, and a socket that does not
+    exist or a port nobody listens on fails at once (the timeout is a minute)."""
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))  # nobody listens on it, and nobody else takes it
+        cases = [(f"unix:{tmp_path}/none.sock", "No such file or directory"),
+                 (f"unix:{plain}", "Connection refused"),
+                 (f"127.0.0.1:{bound.getsockname()[1]}", "Connection refused")]
+        programs = [("clients.tracer", "ftrace-tracer"), ("clients.workload", "ftrace-workload"),
+                    ("clients.modload", "ftrace-modload")]
+        runs = [(subprocess.Popen([sys.executable, "-m", module, "--connect-timeout", "60"],
+                                  cwd=REPO, env=dict(env, FTRACED_ADDRESS=address),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True),
+                 f"{prog}: no answer from ftraced at {address}: {reason}\n")
+                for address, reason in cases for module, prog in programs]
+        for process, message in runs:
+            out, err = process.communicate(timeout=30)
+            assert (process.returncode, out, err) == (1, "", message)
+
+
+@pytest.mark.parametrize(
+    "module, args, message",
+    [
+        ("clients.tracer", ["--duration", "-1"], "--duration must be positive"),
+        ("clients.tracer", ["--duration", "nan"], "--duration must be positive"),
+        ("clients.tracer", ["--count", "0"], "--count must be positive"),
+        ("clients.workload", ["--duration", "-1"], "--duration must be positive"),
+        ("clients.workload", ["--rate", "nan"], "--rate must be positive"),
+        ("clients.modload", ["--duration", "-1"], "--duration must be positive"),
+        ("clients.modload", ["--hold", "nan"], "--hold must not be negative"),
+        ("clients.tracer", ["--address", "127.0.0.1:99999"],
+         "argument --address: port 99999 out of range (0-65535) in address '127.0.0.1:99999'"),
+    ],
+)
+def test_limits_and_addresses_are_checked_alike(module, args, message):
+    """A usage error, before any daemon is asked (none runs at the address)."""
+    done = run(module, "--address", "unix:/nonexistent/ftraced.sock", *args)
+    prog = module.replace("clients.", "ftrace-")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[-1] == f"{prog}: error: {message}"
 
 
 def test_tracer_spawns_a_private_daemon():

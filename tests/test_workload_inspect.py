@@ -16,6 +16,8 @@ import os
 import re
 import threading
 
+import pytest
+
 from clients import inspect as ftrace_inspect
 from clients.identity import Identity
 from kernel_daemon.shm import SHM_DIR, segments_of
@@ -108,7 +110,7 @@ def test_modload_several_modules_random_placement_and_unknown_module(spawn):
 
     unknown = run("clients.modload", "--address", daemon.address, "-m", "nosuch", "--count", "1")
     assert (unknown.returncode, unknown.stdout) == (1, "")
-    assert unknown.stderr == "FATAL: Module nosuch not found.\n"
+    assert unknown.stderr == "ftrace-modload: FATAL: Module nosuch not found.\n"
 
 
 # --- ftrace-inspect -----------------------------------------------------------------------
@@ -233,11 +235,25 @@ def test_inspect_check_flags_a_record_caught_between_count_and_code_update(spawn
     client.close()
 
 
-def test_inspect_errors(capsys):
+def test_inspect_errors(capsys, monkeypatch):
     gone = inspect_main(capsys, "--namespace", "ftsim.1.999999", "--no-symbols", "summary")
     assert gone == (2, "", "ftrace-inspect: no shared memory for namespace 'ftsim.1.999999' "
                            "(is the daemon running?)\n")
     status, _, err = inspect_main(capsys, "--address", "unix:/nonexistent/ftraced.sock",
-                                  "--connect-timeout", "0.3", "records")
-    assert (status, err) == (2, "ftrace-inspect: Connection timed out (ftraced at "
+                                  "records")
+    assert (status, err) == (2, "ftrace-inspect: No such file or directory (ftraced at "
                                 "unix:/nonexistent/ftraced.sock)\n")
+    # The address tried is named, $FTRACED_ADDRESS's too.
+    monkeypatch.setenv("FTRACED_ADDRESS", "unix:/nonexistent/env.sock")
+    status, _, err = inspect_main(capsys, "summary")
+    assert (status, err) == (2, "ftrace-inspect: No such file or directory (ftraced at "
+                                "unix:/nonexistent/env.sock)\n")
+    # A namespace is a name in /dev/shm, never a path; shm_open refuses one too long.
+    with pytest.raises(SystemExit) as exited:
+        inspect_main(capsys, "--namespace", "../x", "--no-symbols", "summary")
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "ftrace-inspect: error: --namespace '../x': not a namespace (ftsim.<pid>.<n>)")
+    long = "ftsim.1." + "9" * 300
+    assert inspect_main(capsys, "--namespace", long, "--no-symbols", "summary") == (
+        2, "", f"ftrace-inspect: {long}: Invalid argument\n")

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import sys
+from types import FrameType
 
+from clients.cli import address_argument, check_positive
 from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_SWITCH_INTERVAL,
                                    STOP_ON_KINDS, WORKER_KINDS, BootSpec, RunConfig)
 from clients.stress.report import headline
-from clients.stress.runner import Progress, Run
+from clients.stress.runner import Progress, Run, clear_previous_run
 from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
+from kernel_daemon.module.catalog import load_catalog
 
 #: The run's length when neither --duration nor --ops is given.
 DEFAULT_DURATION = 10.0
@@ -47,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="ftrace-stress", description="Stress ftraced with concurrent clients; find "
         "anomalies and a minimal reproducer.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter, conflict_handler="resolve")
-    parser.add_argument("--address", metavar="ADDR",
+    parser.add_argument("--address", metavar="ADDR", type=address_argument,
                         help="use this daemon (default: start a private one with the daemon "
                         "options)")
     limit = parser.add_mutually_exclusive_group()
@@ -104,13 +108,21 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
         boot_options_from(args).validate()
     except ValueError as error:
         parser.error(str(error))
-    for option, value in (("--duration", args.duration), ("--ops", args.ops),
-                          ("--check-interval", args.check_interval)):
-        if value is not None and value <= 0:
-            parser.error(f"{option} must be positive")
+    check_positive(parser, ("--duration", args.duration), ("--ops", args.ops),
+                   ("--check-interval", args.check_interval))
+    if args.max_replays < 0:
+        parser.error("--max-replays must not be negative")
     workers = {kind: getattr(args, f"{kind}s") for kind in WORKER_KINDS}
     if any(n < 0 for n in workers.values()) or not sum(workers.values()):
         parser.error("need at least one client, and no negative counts")
+    modules = tuple(dict.fromkeys(m for m in args.modules.split(",") if m))
+    if not modules:
+        parser.error("--modules names no module")
+    # The daemon's catalog is the program's own: an unknown name is a usage error, found
+    # before a daemon boots (a daemon at --address is asked again when the run starts).
+    unknown = [m for m in modules if m not in load_catalog()]
+    if unknown:
+        parser.error(f"--modules: not in the module catalog: {', '.join(unknown)}")
     boot = BootSpec((("--variant", args.variant),
                      *(("--race", race) for race in dict.fromkeys(args.race)),
                      *(("--failpoint", f"{site}={spec}") for site, spec in args.failpoint),
@@ -122,7 +134,7 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
         seed=args.seed, out_dir=os.path.abspath(args.out), boot=boot, address=args.address,
         workers=workers,
         duration=args.duration if args.duration or args.ops else DEFAULT_DURATION,
-        ops=args.ops, modules=tuple(m for m in args.modules.split(",") if m),
+        ops=args.ops, modules=modules,
         keep_going=args.keep_going,
         stop_on=frozenset(STOP_ON_KINDS[kind] for kind in args.stop_on),
         minimize=args.minimize, max_replays=args.max_replays,
@@ -130,8 +142,9 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
 
 
 def summary(report: dict, out_dir: str) -> str:
-    lines = [f"ftrace-stress: {report['outcome'].upper()} (seed {report['seed']}, "
-             f"{report['operations']['total']} operations in {report['ran_s']} s)"]
+    ran = ("did not start" if report["ran_s"] is None
+           else f"{report['operations']['total']} operations in {report['ran_s']} s")
+    lines = [f"ftrace-stress: {report['outcome'].upper()} (seed {report['seed']}, {ran})"]
     if report["error"]:
         lines.append(f"  error: {report['error']}")
     for anomaly in report["anomalies"][:3]:
@@ -148,11 +161,23 @@ def summary(report: dict, out_dir: str) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM ends a run as Ctrl-C does: the clients and the private daemon are stopped,
+    and the report is written (exit status 2)."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     config = config_from(args, parser)
+    try:
+        clear_previous_run(config.out_dir)
+    except OSError as error:
+        print(f"ftrace-stress: --out {args.out}: {error.strerror}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     result = Run(config, ["ftrace-stress", *argv], progress).execute()
     print(summary(result.report, config.out_dir))

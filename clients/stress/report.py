@@ -66,7 +66,7 @@ class RunResult:
     config: RunConfig
     argv: list[str]
     start_ns: int = 0
-    start_wall: float = 0.0
+    start_wall: float | None = None  # when the workers were told to go; None: never
     stop_ns: int = 0  # when the clients were told to stop (or had all ended)
     daemon: dict[str, Any] = field(default_factory=dict)
     anomalies: list[Anomaly] = field(default_factory=list)
@@ -96,6 +96,11 @@ class RunResult:
 
     def seconds(self, ns: int | None) -> float | None:
         return None if ns is None else round((ns - self.start_ns) / 1e9, 6)
+
+    @property
+    def started(self) -> bool:
+        """The workers were told to go (the run failed before, when not)."""
+        return self.start_wall is not None
 
     @property
     def duration(self) -> float:
@@ -222,7 +227,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
             "auto_failpoints": dict(config.auto_failpoints),
         },
         "started_wall": result.start_wall,
-        "ran_s": round(result.duration, 3),
+        "ran_s": round(result.duration, 3) if result.started else None,
         "daemon": result.daemon,
         "operations": {
             "total": len(result.ops),
@@ -286,8 +291,11 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
                + f" ({sum(conf['workers'].values())} processes)")
     limit = f"{conf['ops']} operations" if conf["ops"] else f"{conf['duration_s']} s"
     ops = report["operations"]
-    out.append(f"ran:       {report['ran_s']} s (limit: {limit}); {ops['total']} operations, "
-               f"{ops['per_second']}/s")
+    if report["ran_s"] is None:
+        out.append(f"ran:       did not start (limit: {limit})")
+    else:
+        out.append(f"ran:       {report['ran_s']} s (limit: {limit}); {ops['total']} "
+                   f"operations, {ops['per_second']}/s")
     stops = ("never (--keep-going)" if conf["keep_going"]
              else ", ".join(conf["stop_on"]) or "any anomaly")
     out.append(f"stops at:  {stops}; detected after {report['time_to_detection_s']} s"

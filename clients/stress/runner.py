@@ -53,6 +53,23 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__f
 RUN_FILES = ("report.json", "report.txt", "history.jsonl", "repro.sh")
 
 
+def clear_previous_run(out_dir: str) -> None:
+    """Create the run's directory, or remove what an earlier run left in it: its client
+    files would be merged into this run's history, and its repro.sh would outlive a clean
+    run. Nothing else in the directory is touched. Raises OSError when the directory
+    cannot be made (a run checks that before anything starts)."""
+    clients = os.path.join(out_dir, "clients")
+    os.makedirs(clients, exist_ok=True)
+    stale = [os.path.join(out_dir, name) for name in RUN_FILES]
+    stale += [entry.path for entry in os.scandir(clients)
+              if entry.is_file() and entry.name.endswith((".jsonl", ".log"))]
+    for path in stale:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 class Progress:
     """One line on a terminal, rewritten in place."""
 
@@ -170,15 +187,15 @@ class Run:
     # --- the run ----------------------------------------------------------------
 
     def execute(self) -> RunResult:
-        self._clear_previous_run()
+        """The run, into a directory :func:`clear_previous_run` prepared."""
         result = self.result
         try:
             self._boot()
             self._start()
             self._wait()
             self._stop()
-        except KeyboardInterrupt:
-            result.error = "interrupted"
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal the caller turned into it
+            result.error = "interrupted" + (f" by {interrupt}" if interrupt.args else "")
             self._abort()
         except (SpawnError, FtraceError, OSError, ValueError) as error:
             result.error = f"{type(error).__name__}: {error}"
@@ -186,22 +203,6 @@ class Run:
         finally:
             self._finish()
         return result
-
-    def _clear_previous_run(self) -> None:
-        """Remove what an earlier run left in the directory: its client files would be
-        merged into this run's history, and its repro.sh would outlive a clean run.
-        Nothing else in the directory is touched."""
-        out_dir = self.config.out_dir
-        clients = os.path.join(out_dir, "clients")
-        os.makedirs(clients, exist_ok=True)
-        stale = [os.path.join(out_dir, name) for name in RUN_FILES]
-        stale += [entry.path for entry in os.scandir(clients)
-                  if entry.is_file() and entry.name.endswith((".jsonl", ".log"))]
-        for path in stale:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
 
     def _boot(self) -> None:
         config = self.config

@@ -1,0 +1,232 @@
+"""ftraced as a process: where it listens (an address in use is refused, never taken), its
+one-line errors for bad options, and a --spawn daemon that ends with its client however
+the client ends."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from clients.api import Client
+from clients.spawn import SpawnedDaemon
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: A small kernel: a daemon that gets as far as booting boots quickly.
+SMALL = ["--core-functions", "512"]
+DEADLINE = 60.0
+#: The daemon's log line once it serves: its pid, the address it serves and its shm.
+SERVING = re.compile(r"ftraced\[(?P<pid>\d+)\]: serving (?P<address>\S+) .*, shm "
+                     r"(?P<namespace>ftsim\.\d+\.\d+)\)$")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env.pop("FTRACED_ADDRESS", None)
+    return env
+
+
+def start_daemon(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "kernel_daemon", *SMALL, *args], cwd=REPO,
+                            env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def run_daemon(*args: str) -> subprocess.CompletedProcess:
+    """A daemon expected to end by itself (it cannot serve): a daemon that serves instead
+    fails the test at the deadline."""
+    process = start_daemon(*args)
+    try:
+        _, err = process.communicate(timeout=DEADLINE)
+    finally:
+        kill(process)
+    return subprocess.CompletedProcess(process.args, process.returncode, "", err)
+
+
+def serving(process: subprocess.Popen) -> re.Match:
+    """The daemon's "serving" line, read from its log as it comes."""
+    assert process.stderr is not None
+    for line in process.stderr:
+        if match := SERVING.search(line):
+            return match
+    raise AssertionError(f"ftraced exited with status {process.wait()} before serving")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM; it must end cleanly and leave no shared memory."""
+    process.terminate()
+    process.communicate(timeout=DEADLINE)
+    assert process.returncode == 0
+    assert not glob.glob(f"/dev/shm/ftsim.{process.pid}.*")
+
+
+def kill(process: subprocess.Popen) -> None:
+    """After a test, whatever happened: SIGKILL, and remove what that leaves behind."""
+    process.kill()
+    process.communicate()
+    for segment in glob.glob(f"/dev/shm/ftsim.{process.pid}.*"):
+        os.unlink(segment)
+
+
+def in_use(address: str) -> str:
+    return f"ftraced: cannot listen on {address}: Address already in use\n"
+
+
+# --- where it listens -------------------------------------------------------------------
+
+
+def test_a_unix_socket_in_use_is_refused_and_its_daemon_keeps_it(daemon: SpawnedDaemon):
+    second = run_daemon("--listen", daemon.address)
+    assert (second.returncode, second.stderr) == (1, in_use(daemon.address))
+    with Client(daemon.address, wait=DEADLINE) as client:
+        assert client.connection.check_health()
+
+
+def test_a_socket_another_server_answers_on_and_a_plain_file_are_left_alone(tmp_path):
+    path = tmp_path / "other.sock"
+    with socket.socket(socket.AF_UNIX) as other:
+        other.bind(str(path))
+        other.listen()
+        before = os.stat(path).st_ino
+        second = run_daemon("--listen", f"unix:{path}")
+        assert (second.returncode, second.stderr) == (1, in_use(f"unix:{path}"))
+        assert os.stat(path).st_ino == before
+    plain = tmp_path / "plain"
+    plain.write_text("mine\n")
+    refused = run_daemon("--listen", f"unix:{plain}")
+    assert (refused.returncode, refused.stderr) == (1, in_use(f"unix:{plain}"))
+    assert plain.read_text() == "mine\n"
+
+
+def test_a_stale_socket_is_replaced_and_everything_is_removed_at_the_end(tmp_path):
+    path = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as killed:
+        killed.bind(str(path))  # what a server killed with SIGKILL leaves: nobody listens
+    process = start_daemon("--listen", f"unix:{path}")
+    try:
+        assert serving(process)["address"] == f"unix:{path}"
+        with Client(f"unix:{path}", wait=DEADLINE) as client:
+            assert client.connection.check_health()
+        stop(process)
+    finally:
+        kill(process)
+    assert os.listdir(tmp_path) == []  # the socket and its lock file
+
+
+def test_of_daemons_started_together_on_one_socket_one_serves(tmp_path):
+    address = f"unix:{tmp_path / 'both.sock'}"
+    processes = [start_daemon("--listen", address) for _ in range(2)]
+    try:
+        # The daemon's first line: "serving", or that it cannot listen.
+        refused = [process.stderr.readline() == in_use(address)  # type: ignore[union-attr]
+                   for process in processes]
+        assert sorted(refused) == [False, True]
+        winner, loser = processes[refused.index(False)], processes[refused.index(True)]
+        assert loser.wait(DEADLINE) == 1
+        with Client(address, wait=DEADLINE) as client:
+            assert client.connection.check_health()
+        stop(winner)
+    finally:
+        for process in processes:
+            kill(process)
+
+
+def test_a_tcp_port_in_use_is_refused_and_port_0_reports_the_port_bound():
+    first = start_daemon("--listen", "127.0.0.1:0")
+    try:
+        address = serving(first)["address"]
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", address) and not address.endswith(":0")
+        second = run_daemon("--listen", address)  # gRPC's SO_REUSEPORT would share it
+        assert (second.returncode, second.stderr) == (1, in_use(address))
+        with Client(address, wait=DEADLINE) as client:
+            assert client.connection.check_health()
+        stop(first)
+    finally:
+        kill(first)
+
+
+@pytest.mark.parametrize(
+    "args, status, message",
+    [
+        (["--listen", "unix:/nonexistent-dir/x.sock"], 1,
+         "ftraced: cannot listen on unix:/nonexistent-dir/x.sock: No such file or directory"),
+        (["--listen", "unix:/proc/x.sock"], 1,
+         "ftraced: cannot listen on unix:/proc/x.sock: No such file or directory"),
+        (["--listen", "bogus"], 2,
+         "ftraced: error: --listen: expected unix:PATH or HOST:PORT, not 'bogus'"),
+        (["--listen", "127.0.0.1:99999"], 2,  # gRPC would listen on 99999 - 65536
+         "ftraced: error: --listen: port 99999 out of range (0-65535) in address "
+         "'127.0.0.1:99999'"),
+        (["--log-level", "bogus"], 2,
+         "ftraced: error: argument --log-level: invalid choice: 'BOGUS' (choose from 'DEBUG', "
+         "'INFO', 'WARNING', 'ERROR', 'CRITICAL')"),
+        (["--lifeline", "999"], 2, "ftraced: error: --lifeline 999: Bad file descriptor"),
+    ],
+)
+def test_bad_options_are_one_line_errors(args, status, message):
+    done = run_daemon(*args)
+    assert (done.returncode, done.stderr.splitlines()[-1]) == (status, message)
+    assert "Traceback" not in done.stderr
+
+
+# --- how it stops ------------------------------------------------------------------------
+
+
+def test_sigterm_stops_the_daemon_whichever_of_its_threads_the_kernel_hands_it_to():
+    """kill(2) with the id of a thread other than the main one hands it that thread: the
+    daemon must stop all the same (a main thread blocked on a lock never saw it)."""
+    process = start_daemon("--listen", "127.0.0.1:0")
+    try:
+        serving(process)
+        others = [int(tid) for tid in os.listdir(f"/proc/{process.pid}/task")
+                  if int(tid) != process.pid]
+        assert others
+        os.kill(others[-1], signal.SIGTERM)
+        process.communicate(timeout=DEADLINE)
+        assert process.returncode == 0
+        assert not glob.glob(f"/dev/shm/ftsim.{process.pid}.*")
+    finally:
+        kill(process)
+
+
+# --- a --spawn daemon ends with its client ----------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
+def test_a_spawned_daemon_ends_with_its_client_however_the_client_ends(tmp_path, signum):
+    """ftrace-shell --spawn killed: its daemon shuts down as on SIGTERM, removing its
+    shared memory, its socket and the socket's directory (which the client would have)."""
+    shell = subprocess.Popen(
+        [sys.executable, "-m", "clients.shell", "--spawn", "--verbose", *SMALL,
+         "-c", "echo ready; sleep 60"],
+        cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    daemon_pid = None
+    try:
+        found = serving(shell)  # --verbose: the daemon's log is the shell's stderr
+        daemon_pid, directory = int(found["pid"]), os.path.dirname(found["address"][5:])
+        assert shell.stdout.readline() == "ready\n"  # type: ignore[union-attr]
+        daemon_exit = os.pidfd_open(daemon_pid)
+        try:
+            shell.send_signal(signum)
+            assert shell.wait(DEADLINE) == -signum
+            ended, _, _ = select.select([daemon_exit], [], [], DEADLINE)
+        finally:
+            os.close(daemon_exit)
+        assert ended, "the daemon outlived its client"
+        daemon_pid = None
+        assert not glob.glob(f"/dev/shm/{found['namespace']}.*")
+        assert not os.path.exists(directory)
+    finally:
+        if daemon_pid is not None:  # it outlived the client: stop it, then read to the end
+            os.kill(daemon_pid, signal.SIGTERM)
+        shell.kill()
+        shell.communicate(timeout=DEADLINE)
