@@ -34,7 +34,9 @@ def add_boot_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--race", action="append", default=[], choices=[r.value for r in Race],
                         help="open a race window (repeatable)")
     parser.add_argument("--failpoint", action="append", default=[], type=failpoint_arg,
-                        metavar="NAME=SPEC", help='e.g. ftrace_hash_move:after_disable="1*pause"')
+                        metavar="NAME=SPEC",
+                        help='e.g. ftrace_hash_move:after_disable="1*pause", '
+                             'add_breakpoints="1*error(EFAULT)"')
     parser.add_argument("--core-functions", type=int, default=BootOptions.core_functions,
                         metavar="N", help="functions in the core kernel (default %(default)s)")
     parser.add_argument("--module-placement", choices=["first-fit", "random"],

@@ -1,37 +1,44 @@
-"""Failpoints: named places in the core where a delay, a yield or a pause is injected.
+"""Failpoints: named places in the core where a delay, a yield, a pause or an error is
+injected.
 
-The kernel has no such thing (its nearest relative is fault injection,
-``lib/fault-inject.c``, which makes calls fail rather than wait); the model follows
-FreeBSD's ``fail(9)`` and the Rust ``fail`` crate.  They widen race windows for
-stress runs (``sleep``, ``yield``) and force exact interleavings in tests (``pause``
-with :meth:`Failpoints.wait_paused` and :meth:`Failpoints.release`).
+The delays and the pause have no kernel counterpart; they follow FreeBSD's ``fail(9)``
+and the Rust ``fail`` crate.  They widen race windows for stress runs (``sleep``,
+``yield``) and force exact interleavings in tests (``pause`` with
+:meth:`Failpoints.wait_paused` and :meth:`Failpoints.release`).  The ``error`` action is
+the kernel's fault injection (``lib/fault-inject.c``: ``should_fail()`` decides, with a
+probability and a count of times, that a call fails): the site's caller gets the errno
+back from :meth:`Failpoints.fire` and fails with it.  Only the sites that can fail in
+the kernel accept it, each with the errnos its kernel function can return (the
+``errors`` of :class:`Failpoints`); elsewhere it is refused.
 
 Spec grammar::
 
     spec   := "" | "off" | [PROB "%"] [COUNT "*"] action
-    action := "sleep(" MS ")" | "yield" | "pause"
+    action := "sleep(" MS ")" | "yield" | "pause" | "error(" ERRNO ")"
 
 ``PROB`` is a percentage in [0, 100] (``"20%"``, ``"0.5%"``); ``COUNT`` (>= 1) is how
 many more times the action runs before the site turns itself off; ``MS`` may be
-fractional.  Examples: ``"20%sleep(3)"``, ``"1*pause"``, ``"50%2*sleep(1)"``.
+fractional; ``ERRNO`` is an errno name (``EFAULT``).  Examples: ``"20%sleep(3)"``,
+``"1*pause"``, ``"50%2*sleep(1)"``, ``"1*error(EFAULT)"``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno as errno_mod
 import random
 import re
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from kernel_daemon.task import Task, current
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _SPEC_RE = re.compile(
     rf"(?:(?P<prob>{_NUMBER})%)?(?:(?P<count>\d+)\*)?"
-    rf"(?P<action>sleep\((?P<ms>{_NUMBER})\)|yield|pause)"
+    rf"(?P<action>sleep\((?P<ms>{_NUMBER})\)|yield|pause|error\((?P<errno>E[A-Z0-9]+)\))"
 )
 
 
@@ -39,16 +46,22 @@ _SPEC_RE = re.compile(
 class FailpointSpec:
     """A parsed, active spec (the ``off`` spec parses to ``None``)."""
 
-    action: str  # "sleep", "yield" or "pause"
+    action: str  # "sleep", "yield", "pause" or "error"
     probability: float = 100.0  # percent
     count: int | None = None  # remaining firings; None = unlimited
     sleep_ms: float = 0.0
+    error: int = 0  # the errno of an "error" action
 
     def __str__(self) -> str:
         """The canonical spec text; parses back to an equal spec."""
         prob = "" if self.probability == 100 else f"{self.probability:g}%"
         count = "" if self.count is None else f"{self.count}*"
-        action = f"sleep({self.sleep_ms:g})" if self.action == "sleep" else self.action
+        if self.action == "sleep":
+            action = f"sleep({self.sleep_ms:g})"
+        elif self.action == "error":
+            action = f"error({errno_mod.errorcode[self.error]})"
+        else:
+            action = self.action
         return prob + count + action
 
 
@@ -61,7 +74,8 @@ def parse_spec(spec: str) -> FailpointSpec | None:
     if m is None:
         raise ValueError(
             f"bad failpoint spec {spec!r}: expected 'off' or "
-            "'[PROB%][COUNT*]sleep(MS)|yield|pause', e.g. '20%sleep(3)' or '1*pause'"
+            "'[PROB%][COUNT*]sleep(MS)|yield|pause|error(ERRNO)', e.g. '20%sleep(3)', "
+            "'1*pause' or '1*error(EFAULT)'"
         )
     probability = 100.0 if m["prob"] is None else float(m["prob"])
     if probability > 100:
@@ -71,7 +85,25 @@ def parse_spec(spec: str) -> FailpointSpec | None:
         raise ValueError(f"bad failpoint spec {spec!r}: count must be >= 1 (use 'off')")
     action = m["action"].partition("(")[0]
     sleep_ms = float(m["ms"]) if m["ms"] is not None else 0.0
-    return FailpointSpec(action, probability, count, sleep_ms)
+    error = 0
+    if m["errno"] is not None:
+        error = getattr(errno_mod, m["errno"], 0)
+        if error not in errno_mod.errorcode:
+            raise ValueError(f"bad failpoint spec {spec!r}: no errno {m['errno']}")
+    return FailpointSpec(action, probability, count, sleep_ms, error)
+
+
+def check_site_spec(name: str, spec: FailpointSpec | None,
+                    errors: Collection[int] | None) -> None:
+    """Refuse (ValueError) an ``error`` action at site ``name`` unless it is one of the
+    ``errors`` the site can fail with (``None``: any)."""
+    if spec is None or spec.action != "error" or errors is None or spec.error in errors:
+        return
+    if not errors:
+        raise ValueError(f"failpoint {name!r} cannot fail: no error action there")
+    names = "|".join(sorted(errno_mod.errorcode[e] for e in errors))
+    raise ValueError(f"failpoint {name!r} cannot fail with {errno_mod.errorcode[spec.error]}"
+                     f" (only error({names}))")
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -103,9 +135,13 @@ class Failpoints:
     pauses any more and waiters return at once.
     """
 
-    def __init__(self, seed: int | None = None, known: Iterable[str] | None = None) -> None:
-        """``known``: the valid site names (others raise KeyError); ``None`` accepts any."""
+    def __init__(self, seed: int | None = None, known: Iterable[str] | None = None,
+                 errors: Mapping[str, Collection[int]] | None = None) -> None:
+        """``known``: the valid site names (others raise KeyError); ``None`` accepts any.
+        ``errors``: the errnos each site can fail with, for the ``error`` action (a site
+        not listed cannot fail); ``None`` lets any site fail with any errno."""
         self._known = None if known is None else frozenset(known)
+        self._errors = errors
         # Only active sites are keys here, so fire() on an off site is one failed lookup.
         self._active: dict[str, FailpointSpec] = {}
         self._triggers: Counter[str] = Counter()
@@ -127,6 +163,7 @@ class Failpoints:
         """Set the spec of site ``name`` (``"off"`` or ``""`` turns it off)."""
         self._check(name)
         parsed = parse_spec(spec)
+        check_site_spec(name, parsed, None if self._errors is None else self._errors.get(name, ()))
         with self._cond:
             self._evaluations.setdefault(name, 0)  # a new site, without a known list
             if parsed is None:
@@ -134,39 +171,72 @@ class Failpoints:
             else:
                 self._active[name] = parsed
 
-    def fire(self, name: str) -> None:
-        """Called by the core at site ``name``: run its action if it is on."""
+    def armed(self, name: str) -> bool:
+        """Whether site ``name`` has an action on now (a caller's choice of its slow path)."""
+        return name in self._active
+
+    def passed(self, name: str, times: int = 1) -> None:
+        """Count ``times`` passes of site ``name`` with no action run: the caller found
+        it off (:meth:`armed`) and took a path that does not evaluate it one by one."""
+        try:
+            self._evaluations[name] += times
+        except KeyError:  # not a site: unknown, or (no known list) never configured
+            self._check(name)
+
+    def fire(self, name: str) -> int:
+        """Called by the core at site ``name``: run its action if it is on.
+
+        Returns the errno an ``error`` action injects (the caller fails with it), else 0.
+        """
         if name not in self._active:
             # The path every call of an off site takes: one lookup, one increment.
-            try:
-                self._evaluations[name] += 1
-            except KeyError:  # not a site: unknown, or (no known list) never configured
-                self._check(name)
-            return
+            self.passed(name)
+            return 0
         with self._cond:
             self._evaluations[name] += 1
             spec = self._active.get(name)
             # Re-checked under the lock: the site may have been turned off meanwhile.
             if spec is None:
-                return
+                return 0
             if spec.probability < 100 and self._rng.random() * 100 >= spec.probability:
-                return
+                return 0
             if spec.count == 1:
                 del self._active[name]
             elif spec.count is not None:
                 self._active[name] = dataclasses.replace(spec, count=spec.count - 1)
             self._triggers[name] += 1
+            if spec.action == "error":
+                return spec.error
             if spec.action == "pause":
                 if self._closed:  # armed on a kernel that is going away: never wait
-                    return
+                    return 0
                 me = _Paused(current())
                 self._paused.setdefault(name, deque()).append(me)
                 self._cond.notify_all()
                 self._cond.wait_for(lambda: me.released)
-                return
+                return 0
         # Outside the lock: this is the injected delay itself, not synchronisation.
         # "yield" has sleep_ms 0, and time.sleep(0) gives the GIL away.
         time.sleep(spec.sleep_ms / 1000)
+        return 0
+
+    def fire_each(self, name: str, times: int) -> tuple[int, int] | None:
+        """Site ``name`` reached ``times`` times in a row (once per record of a pass),
+        stopping at the first ``error``: as many :meth:`fire` calls would, but an off
+        site costs one count, whatever ``times``.  Returns (the index of the failed
+        evaluation, its errno), or None when none failed.
+
+        While the site is on, the evaluations run one by one, each with its own roll:
+        that is what lets ``"1%error(EPERM)"`` fail a record in the middle of a pass.
+        """
+        for i in range(times):
+            if name not in self._active:  # off, or turned itself off (its count ran out)
+                self.passed(name, times - i)
+                return None
+            error = self.fire(name)
+            if error:
+                return i, error
+        return None
 
     def release(self, name: str, count: int = 0) -> int:
         """Wake up to ``count`` (0: all) of the threads paused at ``name``, oldest first;

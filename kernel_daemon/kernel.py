@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernel_daemon.failpoints import Failpoints, parse_spec
-from kernel_daemon.ftrace.core import FAILPOINT_SITES, Ftrace, Race, Variant
+from kernel_daemon.failpoints import Failpoints, check_site_spec, parse_spec
+from kernel_daemon.ftrace.core import FAILPOINT_ERRORS, FAILPOINT_SITES, Ftrace, Race, Variant
 from kernel_daemon.ftrace.filter import ftrace_mod_cmd_init
 from kernel_daemon.ftrace.module_records import ftrace_module_notify, ftrace_process_locs
 from kernel_daemon.ftrace.dispatch import smp_processor_id
@@ -67,7 +67,7 @@ class BootOptions:
         for name, spec in self.failpoints:
             if name not in FAILPOINT_SITES:
                 raise KeyError(f"unknown failpoint {name!r}")
-            parse_spec(spec)
+            check_site_spec(name, parse_spec(spec), FAILPOINT_ERRORS.get(name, ()))
         if not 1 <= self.cpus <= 256:
             raise ValueError(f"cpus must be 1..256, not {self.cpus}")
         if not MIN_FUNCTIONS <= self.core_functions <= 2_000_000:
@@ -93,7 +93,8 @@ class Kernel:
                                     ModuleAddressSpace(options.module_placement, options.seed))
         self.panic = Panic(self.printk, self.kallsyms.sprint_symbol, self.kallsyms_lookup_name,
                            self.modules.print_modules, UTS_RELEASE, UTS_VERSION)
-        self.failpoints = Failpoints(options.seed, known=FAILPOINT_SITES)
+        self.failpoints = Failpoints(options.seed, known=FAILPOINT_SITES,
+                                     errors=FAILPOINT_ERRORS)
         for name, spec in options.failpoints:
             self.failpoints.configure(name, spec)
         self.namespace = new_namespace()
@@ -102,7 +103,8 @@ class Kernel:
         self.pid_hash = PidHash()
         self.ftrace = Ftrace(Variant(options.variant), frozenset(Race(r) for r in options.races),
                              RecordPages(self.namespace), self.printk, self.panic, self.failpoints,
-                             self.kallsyms.sprint_symbol_no_offset, self.pid_hash.find_get_pid,
+                             self.kallsyms.sprint_symbol_no_offset, self.kallsyms.sprint_symbol,
+                             self.kallsyms_lookup_name, self.pid_hash.find_get_pid,
                              self.kallsyms.lookup, FtraceProbes())
         self.ftrace_init(vmlinux)
         ftrace_mod_cmd_init(self.ftrace)

@@ -30,6 +30,11 @@ _LOG_ALIGN = 8
 LOG_LINE_MAX = 992
 # include/linux/printk.h: KERN_EMERG .. KERN_DEBUG.
 _LOGLEVELS = range(8)
+KERN_WARNING = 4
+KERN_INFO = 6
+# The level of a message that names none (a bare printk(), KERN_CONT pieces that start a
+# line): CONFIG_DEFAULT_MESSAGE_LOGLEVEL's default.
+DEFAULT_MESSAGE_LOGLEVEL = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
-"""Tests for failpoints: spec grammar, probability/count semantics, pause and release."""
+"""Tests for failpoints: spec grammar, probability/count semantics, pause and release,
+and the error action (fault injection) with its per-site errnos."""
 
 from __future__ import annotations
 
+import errno
 import queue
 import threading
 import time
@@ -30,6 +32,9 @@ SITE = SITES[0]
         ("50%2*sleep(1)", FailpointSpec("sleep", 50.0, 2, 1.0)),
         ("sleep(0.25)", FailpointSpec("sleep", sleep_ms=0.25)),
         ("100%pause", FailpointSpec("pause")),
+        ("error(EFAULT)", FailpointSpec("error", error=errno.EFAULT)),
+        ("1*error(EPERM)", FailpointSpec("error", count=1, error=errno.EPERM)),
+        ("2.5%3*error(EINVAL)", FailpointSpec("error", 2.5, 3, error=errno.EINVAL)),
     ],
 )
 def test_parse_good(spec: str, parsed: FailpointSpec | None) -> None:
@@ -41,7 +46,8 @@ def test_parse_good(spec: str, parsed: FailpointSpec | None) -> None:
 @pytest.mark.parametrize(
     "spec",
     ["sleep", "sleep()", "sleep(x)", "pause(1)", "101%pause", "0*pause", "%pause",
-     "-1%pause", "2*", "1*2*pause", "2*20%pause", "20 % pause", "panic", "off*pause"],
+     "-1%pause", "2*", "1*2*pause", "2*20%pause", "20 % pause", "panic", "off*pause",
+     "error", "error()", "error(efault)", "error(14)", "error(ENOSUCHERRNO)", "error(EPERM"],
 )
 def test_parse_bad(spec: str) -> None:
     with pytest.raises(ValueError, match="bad failpoint spec"):
@@ -251,3 +257,72 @@ def test_waiters_wake_when_interrupted_or_shut_down() -> None:
     # Armed again on a kernel that is shutting down, the site never pauses.
     fp.configure(SITE, "pause")
     fp.fire(SITE)
+
+
+def test_errno_alias_parses_to_its_canonical_name() -> None:
+    parsed = parse_spec("error(EWOULDBLOCK)")
+    assert parsed == FailpointSpec("error", error=errno.EAGAIN)
+    assert str(parsed) == "error(EAGAIN)"
+
+
+def test_error_action_only_with_the_errnos_a_site_can_fail_with() -> None:
+    fp = Failpoints(known=SITES, errors={SITE: {errno.EFAULT, errno.EPERM}})
+    fp.configure(SITE, "1*error(EPERM)")
+    only = r"cannot fail with EINVAL \(only error\(EFAULT\|EPERM\)\)"
+    with pytest.raises(ValueError, match=only):
+        fp.configure(SITE, "error(EINVAL)")
+    assert fp.list()[SITE] == "1*error(EPERM)"  # a refused spec leaves the site as it was
+    with pytest.raises(ValueError, match="cannot fail: no error action there"):
+        fp.configure(SITES[1], "error(EPERM)")
+    # The other actions are for every site.
+    fp.configure(SITES[1], "1*pause")
+    fp.configure(SITES[1], "off")
+
+
+def test_error_fires_its_errno_as_counted() -> None:
+    fp = Failpoints(known=SITES)
+    fp.configure(SITE, "2*error(EFAULT)")
+    assert [fp.fire(SITE) for _ in range(3)] == [errno.EFAULT, errno.EFAULT, 0]
+    assert fp.fire(SITES[1]) == 0
+    state = fp.state(SITE)
+    assert (state.spec, state.evaluations, state.triggers) == ("", 3, 2)
+
+
+def test_fire_each_of_an_off_site_is_one_count() -> None:
+    fp = Failpoints(known=SITES)
+    cond, fp._cond = fp._cond, _NoLock()  # type: ignore[assignment]
+    assert fp.fire_each(SITE, 1000) is None
+    assert not fp.armed(SITE)
+    fp.passed(SITES[1], 7)
+    fp._cond = cond
+    assert [fp.state(name).evaluations for name in SITES] == [1000, 7]
+    assert fp.state(SITE).triggers == 0
+
+
+def test_fire_each_is_fire_called_in_a_row_until_an_error() -> None:
+    # Seeded, the batch fails at the very evaluation where single calls first fail.
+    singles = _pattern(99, "3%error(EPERM)", 400)
+    fp = Failpoints(seed=99, known=SITES)
+    fp.configure(SITE, "3%error(EPERM)")
+    assert fp.fire_each(SITE, 400) == (singles.index(1), errno.EPERM)
+    assert fp.state(SITE).evaluations == singles.index(1) + 1
+    # A site whose count runs out mid-batch only counts the rest.
+    fp.configure(SITE, "2*yield")
+    before = fp.state(SITE).evaluations
+    assert fp.fire_each(SITE, 50) is None
+    assert fp.state(SITE).evaluations == before + 50 and fp.list()[SITE] == ""
+    assert fp.fire_each(SITE, 0) is None
+
+
+def test_fire_each_pauses_at_the_evaluation_that_triggers() -> None:
+    fp = Failpoints(known=SITES)
+    fp.configure(SITE, "1*pause")
+    results: queue.Queue[object] = queue.Queue()
+    thread = threading.Thread(target=lambda: results.put(fp.fire_each(SITE, 5)), daemon=True)
+    thread.start()
+    assert fp.wait_paused(SITE, 1, timeout=5)
+    assert fp.state(SITE).evaluations == 1 and results.empty()
+    assert fp.release(SITE) == 1
+    assert results.get(timeout=5) is None
+    thread.join(5)
+    assert fp.state(SITE).evaluations == 5

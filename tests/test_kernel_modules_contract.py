@@ -349,6 +349,43 @@ def test_stats_count_warnings_since_boot_whatever_dmesg_c_clears(spawn):
         assert client.dmesg() == "" and client.stats().warnings == 1
 
 
+def test_a_failpoint_error_at_boot_makes_patching_fail_as_3_6_does(spawn):
+    """``--failpoint add_breakpoints=1*error(EFAULT)``: the first call site the function
+    tracer enables faults; dmesg has ftrace_bug()'s WARNING and message and x86's report,
+    and ftrace is dead (spec §5.2, §2.11)."""
+    daemon = spawn(CORE + ["--failpoint", "add_breakpoints=1*error(EFAULT)"])
+    with Client(daemon.address) as client:
+        assert client.write_file(f"{T}/current_tracer", "function\n") == len("function\n")
+        lines = [line.message for line in client.dmesg_lines().lines]
+        start = lines.index("------------[ cut here ]------------")
+        assert re.fullmatch(r"WARNING: at kernel/trace/ftrace\.c:1578 "
+                            r"ftrace_bug\+0x[0-9a-f]+/0x[0-9a-f]+\(\)", lines[start + 1])
+        end = next(i for i, line in enumerate(lines) if line.startswith("---[ end trace "))
+        # The first record in the walk is the core kernel's first function.
+        message, report = lines[end + 1:]
+        assert re.fullmatch(r"ftrace faulted on modifying \[<ffffffff81000000>\] "
+                            r"do_one_initcall\+0x0/0x[0-9a-f]+", message)
+        assert report == "Failed on adding breakpoints (0):"
+        stats = client.stats()
+        assert stats.ftrace_disabled and stats.warnings == 1
+        assert stats.current_tracer == "function"
+        dead = failing(client.write_file, f"{T}/set_ftrace_filter", "schedule\n")
+        assert (dead.errno, dead.code) == (errno.ENODEV, grpc.StatusCode.UNAVAILABLE)
+        (state,) = [fp for fp in client.list_failpoints() if fp.name == "add_breakpoints"]
+        assert (state.spec, state.evaluations, state.triggers) == ("", 1, 1)
+
+
+def test_the_error_action_is_refused_where_a_site_cannot_fail_with_it(client):
+    for name, spec in [(FILTER_RELEASE, "1*error(EPERM)"), ("add_update", "error(EFAULT)")]:
+        refused = failing(client.set_failpoint, name, spec)
+        assert (refused.errno, refused.code) == (errno.EINVAL, grpc.StatusCode.INVALID_ARGUMENT)
+        assert "cannot fail" in refused.message
+    assert client.set_failpoint("add_update", "1*error(EPERM)").spec == "1*error(EPERM)"
+    boot_id = client.config().boot_id
+    refused = failing(client.reboot, failpoints={"finish_update": "error(EINVAL)"}, **SMALL)
+    assert refused.errno == errno.EINVAL and client.config().boot_id == boot_id
+
+
 # --- Modules ------------------------------------------------------------------------------
 
 

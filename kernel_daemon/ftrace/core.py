@@ -13,6 +13,7 @@ filter API and the regex files), ``pid.py`` (``set_ftrace_pid``), ``probe.py``
 from __future__ import annotations
 
 import enum
+import errno
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +77,35 @@ FAILPOINT_SITES: dict[str, str] = {
     "ftrace_regex_release:before_lock":
         "closing set_ftrace_filter/notrace: the pending token matched, before "
         "ftrace_lock is taken to install the new hash",
+    # The sites where a code modification can fail, named after the x86 function whose
+    # return value fails (arch/x86/kernel/ftrace.c, 3.6); error(E...) makes it fail.
+    "ftrace_make_nop":
+        "module load: ftrace_code_disable() turning a new record's call to mcount into a "
+        "nop (error(EFAULT|EINVAL|EPERM): ftrace_bug, ftrace killed, the module loads)",
+    "ftrace_make_call":
+        "module load while tracing: __ftrace_replace_code() patching a new record that "
+        "has a count to call (error(EFAULT|EINVAL|EPERM): ftrace_bug, ftrace killed)",
+    "add_breakpoints":
+        "patching, first pass of ftrace_replace_code(): an int3 put on each call site "
+        "that changes (error(EFAULT|EINVAL|EPERM): \"Failed on adding breakpoints\")",
+    "add_update":
+        "patching, second pass: the new instruction's last 4 bytes written behind each "
+        "int3 (error(EPERM): \"Failed on updating code\")",
+    "finish_update":
+        "patching, third pass: each record's flag updated, its int3 replaced by the new "
+        "first byte (error(EPERM): \"Failed on removing breakpoints\")",
+}
+
+# The errnos each of those can fail with: reading the old instruction faults (EFAULT,
+# probe_kernel_read), it is not the one expected (EINVAL, memcmp), or the write fails
+# (EPERM); the second and third passes only write.  Every other site cannot fail.
+_MODIFY_ERRORS = frozenset((errno.EFAULT, errno.EINVAL, errno.EPERM))
+FAILPOINT_ERRORS: dict[str, frozenset[int]] = {
+    "ftrace_make_nop": _MODIFY_ERRORS,
+    "ftrace_make_call": _MODIFY_ERRORS,
+    "add_breakpoints": _MODIFY_ERRORS,
+    "add_update": frozenset((errno.EPERM,)),
+    "finish_update": frozenset((errno.EPERM,)),
 }
 
 
@@ -91,6 +121,11 @@ class Ftrace:
     failpoints: Failpoints
     # The ip -> "name" lookup for listings (``%ps``), and module lookup for ``:mod:``.
     sprint_symbol_no_offset: Callable[[int], str]
+    # ``%pS``: "name+0xoff/0xsize [module]", as ftrace_bug() prints a failed call site.
+    sprint_symbol: Callable[[int], str]
+    # ``kallsyms_lookup_name()``: where mcount and ftrace_caller are (MCOUNT_ADDR,
+    # FTRACE_ADDR), for the instructions a call site holds.
+    kallsyms_lookup_name: Callable[[str], int | None]
     # ``find_get_pid()``: whether a task has this pid (kernel_daemon.pid), for set_ftrace_pid.
     find_get_pid: Callable[[int], bool]
     # ``kallsyms_lookup()``: the symbol containing an ip, and the offset into it.
@@ -205,4 +240,13 @@ def WARN_ON_ONCE(ft: Ftrace, cond: bool, line: int) -> bool:  # noqa: N802
     if cond and line not in ft.warned_once:
         ft.warned_once.add(line)
         WARN_ON(ft, line)
+    return cond
+
+
+def FTRACE_WARN_ON_ONCE(ft: Ftrace, cond: bool, line: int) -> bool:  # noqa: N802
+    """``FTRACE_WARN_ON_ONCE(cond)``: WARN_ON_ONCE at ``ftrace.c:line``, then
+    ``ftrace_kill()`` every time ``cond`` holds, printed or not (the macro tests
+    WARN_ON_ONCE's value, which is ``cond``)."""
+    if WARN_ON_ONCE(ft, cond, line):
+        ftrace_kill(ft)
     return cond

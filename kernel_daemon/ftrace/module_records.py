@@ -24,7 +24,9 @@ import numpy as np
 from kernel_daemon.ftrace.core import Ftrace, Race, Variant
 from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
-from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FtracePageGroup
+from kernel_daemon.ftrace.records import ENTRIES_PER_PAGE, FTRACE_FL_ENABLED, FtracePageGroup
+from kernel_daemon.ftrace.update import (FTRACE_NOP, MCOUNT_ADDR, ftrace_bug,
+                                         ftrace_call_replace)
 from kernel_daemon.unwind import kernel_function
 
 MODULE_STATE_LIVE = 0
@@ -91,6 +93,41 @@ def new_record_counts(ft: Ftrace, ops_list: list[OpsHashes], ips: np.ndarray) ->
     return cnt
 
 
+def ftrace_page_sizes(count: int) -> list[int]:
+    """The records of each ``struct ftrace_page`` that ``ftrace_allocate_pages(count)``
+    chains: ``ftrace_allocate_records()`` takes the order that fits the rest, less one
+    while a whole page of it would stay empty."""
+    sizes = []
+    while count:
+        order = (-(-count // ENTRIES_PER_PAGE) - 1).bit_length()  # get_count_order()
+        while ENTRIES_PER_PAGE << order >= count + ENTRIES_PER_PAGE:
+            order -= 1
+        sizes.append(min(ENTRIES_PER_PAGE << order, count))
+        count -= sizes[-1]
+    return sizes
+
+
+def code_modify_failure(ft: Ftrace, calls: np.ndarray) -> tuple[int, str, int] | None:
+    """The conversion loop's failpoints: (record, site, errno) of the first
+    ``ftrace_make_nop`` or ``ftrace_make_call`` that fails, in the loop's order (each
+    record's nop, then its call where ``calls``); None when none does.
+
+    With neither site armed, a load costs one count at each, not a call per record.
+    """
+    fp = ft.failpoints
+    if not (fp.armed("ftrace_make_nop") or fp.armed("ftrace_make_call")):
+        fp.passed("ftrace_make_nop", len(calls))
+        fp.passed("ftrace_make_call", int(np.count_nonzero(calls)))
+        return None
+    for i, call in enumerate(calls.tolist()):
+        error = fp.fire("ftrace_make_nop")
+        if error:
+            return i, "ftrace_make_nop", error
+        if call and (error := fp.fire("ftrace_make_call")):
+            return i, "ftrace_make_call", error
+    return None
+
+
 @kernel_function
 def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
                        ops_list: list[OpsHashes] | None) -> None:
@@ -99,6 +136,18 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
     ``ops_list`` is the sample of enabled ops to count from; None means read them
     now, under the lock, as the kernel does.  The core kernel's records (mod None)
     start at 0.
+
+    A module's records are each converted to a nop (``ftrace_code_disable()`` →
+    ``ftrace_make_nop()``) and, if tracing and counted, patched to call
+    (``__ftrace_replace_code()`` → ``ftrace_make_call()``).  When one of those fails
+    (a failpoint's error; the boot's records are not sites, as a failpoint given at
+    start-up would otherwise kill ftrace before anything could use it), the record has
+    its count, and its ENABLED bit only if the call was what failed; ``ftrace_bug()``
+    kills ftrace; the records after it keep the zeroed page's 0, as the loop breaks
+    out of that ``ftrace_page`` and returns -1 at the next record it sees disabled.
+    ``ftrace_update_tot_cnt`` then grows only if the loop ended on its own: by the
+    records converted, when the failure was in the last ``ftrace_page``.  The module
+    still loads: the notifier's result is not looked at.
     """
     if ft.ftrace_disabled:
         return
@@ -121,15 +170,33 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
                 ft.ftrace_lock.acquire()
         else:
             ft.failpoints.fire("ftrace_update_code:before_publish")
+    calls = cnt > 0 if ft.ftrace_start_up else np.zeros(len(cnt), dtype=bool)
+    failed = None if mod is None else code_modify_failure(ft, calls)
     ft.pages.write_begin()
     try:
         # p->flags = cnt; then ftrace_code_disable() and, if tracing, patch to call.
-        if ft.ftrace_start_up:
-            np.bitwise_or(cnt, _ENABLED, out=cnt, where=cnt > 0)
+        np.bitwise_or(cnt, _ENABLED, out=cnt, where=calls)
+        if failed is not None:
+            i, site, _ = failed
+            cnt[i + 1:] = 0
+            if site == "ftrace_make_nop":
+                cnt[i] &= ~_ENABLED
         new_pgs.flags[:] = cnt
     finally:
         ft.pages.write_end()
-    ft.ftrace_update_tot_cnt += len(ips)
+    if failed is None:
+        ft.ftrace_update_tot_cnt += len(ips)
+        return
+    i, site, error = failed
+    ip = int(ips[i])
+    if site == "ftrace_make_nop":
+        ftrace_bug(ft, -error, ip, ftrace_call_replace(ip, MCOUNT_ADDR(ft)))
+        if i >= len(ips) - ftrace_page_sizes(len(ips))[-1]:
+            ft.ftrace_update_tot_cnt += i
+    else:
+        ftrace_bug(ft, -error, ip, FTRACE_NOP)
+        if i == len(ips) - 1:
+            ft.ftrace_update_tot_cnt += len(ips)
 
 
 @kernel_function

@@ -1,0 +1,350 @@
+"""A code modification that fails: the failpoints' error action, ``ftrace_bug()`` and what
+3.6 does after it (spec §2.5, §2.7, §2.11, §5.2), in-process.
+
+dmesg is compared line by line with §5.2's formats: the WARNING block of
+``FTRACE_WARN_ON_ONCE(1)`` at the ``ftrace_bug`` line first, then the KERN_INFO line with
+``print_ip_sym()``'s ``[<%p>] %pS``, then x86's ``Failed on %s (%d):`` where the patching
+passes print it.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+from kernel_daemon.errno import KernelError
+from kernel_daemon.failpoints import Failpoints
+from kernel_daemon.ftrace.consistency import check_consistency
+from kernel_daemon.ftrace.module_records import ftrace_page_sizes
+from kernel_daemon.ftrace.ops import ftrace_stub
+from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, ftrace_rec_count
+from kernel_daemon.ftrace.update import ftrace_bug
+from kernel_daemon.kernel import BootOptions, Kernel
+from kernel_daemon.printk import LogRecord
+from kernel_daemon.task import running_as
+from tests.kernel_helpers import BASH, booted, echo, modprobe, record, warnings
+
+# Every record of a kernel booted by booted(): core_functions=4096, no module loaded.
+CORE = 4096
+FRAMES_TO_CURRENT_TRACER = ["tracing_set_tracer", "tracing_set_trace_write", "vfs_write",
+                            "sys_write", "system_call_fastpath"]
+ENABLE_FRAMES = ["warn_slowpath_common", "warn_slowpath_null", "ftrace_bug",
+                 "ftrace_replace_code", "ftrace_modify_all_code", "arch_ftrace_update_code",
+                 "ftrace_run_update_code", "ftrace_startup", "register_ftrace_function",
+                 "tracing_start_function_trace", "function_trace_init", "tracer_init",
+                 *FRAMES_TO_CURRENT_TRACER]
+LOAD_FRAMES = ["warn_slowpath_common", "warn_slowpath_null", "ftrace_bug", "ftrace_update_code",
+               "ftrace_process_locs", "ftrace_init_module", "ftrace_module_notify",
+               "notifier_call_chain", "__blocking_notifier_call_chain",
+               "blocking_notifier_call_chain", "sys_init_module", "system_call_fastpath"]
+
+
+def after_warning(kernel: Kernel) -> list[LogRecord]:
+    """The records printed after the last WARN block's end marker."""
+    records = kernel.printk.read_records()
+    ends = [i for i, r in enumerate(records) if r.text.startswith("---[ end trace ")]
+    return records[ends[-1] + 1:]
+
+
+def trace_of(warn: str) -> list[str]:
+    return [line.split("] ", 1)[1].split("+")[0] for line in warn.splitlines()[5:-1]]
+
+
+def site(kernel: Kernel, name: str) -> str:
+    """``print_ip_sym()`` of a function's record: ``[<%p>] %pS``, its ip the function's."""
+    sym = kernel.kallsyms.lookup_name(name)[0]
+    module = f" [{sym.module}]" if sym.module else ""
+    return f"[<{sym.addr:016x}>] {name}+0x0/{sym.size:#x}{module}"
+
+
+def call_insn(ip: int, target: int) -> str:
+    """The bytes of ``call target`` at ip as print_ip_ins() prints them."""
+    return ":".join(f"{b:02x}" for b in struct.pack("<Bi", 0xE8, target - (ip + 5)))
+
+
+def addr(kernel: Kernel, name: str) -> int:
+    return kernel.kallsyms.lookup_name(name)[0].addr
+
+
+def record_index(kernel: Kernel, name: str, module: str | None = None) -> int:
+    """A record's place in the walk of every record (for_ftrace_rec_iter)."""
+    before = 0
+    for pg in kernel.ftrace.pages.groups:
+        hits = np.flatnonzero(pg.names == name)
+        if len(hits) and (module is None or pg.module_name == module):
+            return before + int(hits[0])
+        before += len(pg.ips)
+    raise LookupError(name)
+
+
+def assert_dead(kernel: Kernel) -> None:
+    """ftrace_kill(): every later filter write is ENODEV (spec §2.11)."""
+    assert kernel.ftrace.ftrace_disabled and not kernel.ftrace.ftrace_enabled
+    with pytest.raises(KernelError) as exc:
+        echo(kernel, "schedule", "set_ftrace_filter")
+    assert exc.value.errno == errno.ENODEV
+
+
+def test_enabling_a_site_that_faults_reports_it_and_kills_ftrace():
+    with booted() as kernel:
+        modprobe(kernel, "uinput")
+        assert echo(kernel, "uinput_release", "set_ftrace_filter") == []
+        kernel.failpoints.configure("add_breakpoints", "1*error(EFAULT)")
+        echo(kernel, "function", "current_tracer")
+
+        [warn] = warnings(kernel)
+        lines = warn.splitlines()
+        assert re.fullmatch(r"WARNING: at kernel/trace/ftrace\.c:1578 "
+                            r"ftrace_bug\+0x[0-9a-f]+/0x[0-9a-f]+\(\)", lines[1])
+        assert lines[2] == "Modules linked in: uinput"
+        assert lines[3] == "Pid: 20903, comm: bash Not tainted 3.6.11+ #1"
+        assert trace_of(warn) == ENABLE_FRAMES
+        # Then the message, one record (pr_info continued by print_ip_sym), and x86's
+        # report: the first pass got past every record before uinput_release's.
+        assert [(r.level, r.text) for r in after_warning(kernel)] == [
+            (6, f"ftrace faulted on modifying {site(kernel, 'uinput_release')}"),
+            (4, f"Failed on adding breakpoints ({record_index(kernel, 'uinput_release')}):"),
+        ]
+        assert record_index(kernel, "uinput_release") > CORE
+        # Counted, not patched: the first pass changes no flag.
+        assert record(kernel.ftrace, "uinput_release") == (1, False)
+        assert "W" in kernel.panic.print_tainted()
+        # The write itself succeeded: the tracer ignores what happened to the patching.
+        assert kernel.tracing.current_trace.name == "function"
+        # ftrace_kill() pointed the trampoline at the stub: nothing is traced.
+        assert kernel.ftrace.trampoline_target is ftrace_stub
+        assert_dead(kernel)
+        # The counts are right; after ftrace_kill the model checks nothing else.
+        assert check_consistency(kernel.ftrace) == []
+        state = kernel.failpoints.state("add_breakpoints")
+        assert (state.spec, state.evaluations, state.triggers) == ("", 1, 1)
+        assert kernel.failpoints.state("add_update").evaluations == 0
+
+
+def test_a_site_not_as_expected_prints_the_bytes_it_is_believed_to_hold():
+    with booted() as kernel:
+        # Enabling: the site holds the 5-byte nop.
+        kernel.failpoints.configure("add_breakpoints", "1*error(EINVAL)")
+        echo(kernel, "function", "current_tracer")
+        first = kernel.ftrace.pages.groups[0].names[0]
+        assert [(r.level, r.text) for r in after_warning(kernel)] == [
+            (6, f"ftrace failed to modify {site(kernel, first)}"),
+            (4, " actual: 0f:1f:44:00:00"),
+            (4, "Failed on adding breakpoints (0):"),
+        ]
+        assert warnings(kernel)[0].splitlines()[1].startswith(
+            "WARNING: at kernel/trace/ftrace.c:1583 ftrace_bug+0x")
+    with booted() as kernel:
+        # Disabling: the site holds the call of ftrace_caller.
+        echo(kernel, "function", "current_tracer")
+        kernel.failpoints.configure("add_breakpoints", "1*error(EINVAL)")
+        echo(kernel, "nop", "current_tracer")
+        first = kernel.ftrace.pages.groups[0].names[0]
+        ip = addr(kernel, first)
+        assert [r.text for r in after_warning(kernel)] == [
+            f"ftrace failed to modify {site(kernel, first)}",
+            f" actual: {call_insn(ip, addr(kernel, 'ftrace_caller'))}",
+            "Failed on adding breakpoints (0):",
+        ]
+        [warn] = warnings(kernel)
+        assert trace_of(warn)[2:8] == ["ftrace_bug", "ftrace_replace_code",
+                                       "ftrace_modify_all_code", "arch_ftrace_update_code",
+                                       "ftrace_run_update_code", "ftrace_shutdown"]
+        # The counts went to 0 before the patching, which changed no flag.
+        assert record(kernel.ftrace, first) == (0, True)
+        assert_dead(kernel)
+
+
+@pytest.mark.parametrize(("failpoint", "report", "flipped"),
+                         [("add_update", "updating code", 0),
+                          ("finish_update", "removing breakpoints", 1)])
+def test_a_later_pass_that_fails_reports_every_record(failpoint, report, flipped):
+    with booted() as kernel:
+        kernel.failpoints.configure(failpoint, "1*error(EPERM)")
+        echo(kernel, "function", "current_tracer")
+        names = kernel.ftrace.pages.groups[0].names
+        assert [(r.level, r.text) for r in after_warning(kernel)] == [
+            (6, f"ftrace faulted on writing {site(kernel, names[0])}"),
+            (4, f"Failed on {report} ({CORE}):"),
+        ]
+        assert warnings(kernel)[0].splitlines()[1].startswith(
+            "WARNING: at kernel/trace/ftrace.c:1590 ftrace_bug+0x")
+        # Only the third pass updates flags: up to and including the failing record.
+        assert record(kernel.ftrace, names[0]) == (1, bool(flipped))
+        assert record(kernel.ftrace, names[1]) == (1, False)
+        assert_dead(kernel)
+
+
+def test_a_failure_in_the_middle_of_a_pass_leaves_the_records_before_it_updated():
+    with booted(seed=3) as kernel:
+        kernel.failpoints.configure("finish_update", "0.5%error(EPERM)")
+        echo(kernel, "function", "current_tracer")
+        state = kernel.failpoints.state("finish_update")
+        failed = state.evaluations - 1  # every record changes, in page order
+        assert 0 < failed < CORE - 1 and state.triggers == 1
+        pg = kernel.ftrace.pages.groups[0]
+        patched = (pg.flags & np.uint64(FTRACE_FL_ENABLED)) != 0
+        assert patched[:failed + 1].all() and not patched[failed + 1:].any()
+        assert after_warning(kernel)[0].text == \
+            f"ftrace faulted on writing {site(kernel, pg.names[failed])}"
+
+
+def test_an_unarmed_pass_counts_its_sites_without_walking_the_records(monkeypatch):
+    with booted() as kernel:
+        fired: list[str] = []
+        fire = kernel.failpoints.fire
+        monkeypatch.setattr(kernel.failpoints, "fire",
+                            lambda name: fired.append(name) or fire(name))
+        echo(kernel, "function", "current_tracer")
+        assert not {"add_breakpoints", "add_update", "finish_update"} & set(fired)
+        for name in ("add_breakpoints", "add_update", "finish_update"):
+            state = kernel.failpoints.state(name)
+            assert (state.evaluations, state.triggers) == (CORE, 0)
+        modprobe(kernel, "uinput")
+        assert not {"ftrace_make_nop", "ftrace_make_call"} & set(fired)
+        uinput = len(kernel.ftrace.pages.groups[-1].ips)
+        assert kernel.failpoints.state("ftrace_make_nop").evaluations == uinput
+        assert kernel.failpoints.state("ftrace_make_call").evaluations == uinput
+        assert warnings(kernel) == []
+
+
+def test_a_pass_pauses_at_its_failpoint_before_changing_anything():
+    with booted() as kernel:
+        kernel.failpoints.configure("add_update", "1*pause")
+        writer = threading.Thread(target=echo, args=(kernel, "function", "current_tracer"))
+        writer.start()
+        try:
+            assert kernel.failpoints.wait_paused("add_update", 1, timeout=30)
+            assert kernel.failpoints.state("add_update").paused[0].pid == BASH.pid
+            assert record(kernel.ftrace, "schedule") == (1, False)
+        finally:
+            kernel.failpoints.release("add_update")
+            writer.join(30)
+        assert not writer.is_alive()
+        assert record(kernel.ftrace, "schedule") == (1, True)
+        assert warnings(kernel) == [] and not kernel.ftrace.ftrace_disabled
+
+
+def test_a_module_whose_conversion_faults_still_loads_and_ftrace_dies():
+    with booted() as kernel:
+        echo(kernel, "function", "current_tracer")
+        kernel.failpoints.configure("ftrace_make_nop", "1*error(EINVAL)")
+        mod = modprobe(kernel, "uinput")
+        assert [m.name for m in kernel.modules.modules()] == ["uinput"]
+        [warn] = warnings(kernel)
+        assert warn.splitlines()[1].startswith(
+            "WARNING: at kernel/trace/ftrace.c:1583 ftrace_bug+0x")
+        assert warn.splitlines()[2] == "Modules linked in: uinput(+)"
+        assert warn.splitlines()[3].startswith("Pid: 20950, comm: modprobe ")
+        assert trace_of(warn) == LOAD_FRAMES
+        pg = kernel.ftrace.pages.groups[-1]
+        first = str(pg.names[0])
+        ip = int(pg.ips[0])
+        # The site still holds the compiler's call of mcount.
+        assert ip == mod.module_core
+        assert [(r.level, r.text) for r in after_warning(kernel)] == [
+            (6, f"ftrace failed to modify {site(kernel, first)}"),
+            (4, f" actual: {call_insn(ip, addr(kernel, 'mcount'))}"),
+        ]
+        # The failing record has its count, unpatched; the loop never reached the rest.
+        assert record(kernel.ftrace, first, "uinput") == (1, False)
+        assert not ftrace_rec_count(pg.flags[1:]).any()
+        # Failed at record 0 of its only ftrace_page: 0 records converted.
+        assert kernel.ftrace.ftrace_update_tot_cnt == CORE
+        assert_dead(kernel)
+
+
+def test_a_module_conversion_that_fails_midway_counts_the_records_converted():
+    with booted(seed=1) as kernel:
+        echo(kernel, "function", "current_tracer")
+        kernel.failpoints.configure("ftrace_make_nop", "10%error(EPERM)")
+        modprobe(kernel, "uinput")
+        failed = kernel.failpoints.state("ftrace_make_nop").evaluations - 1
+        pg = kernel.ftrace.pages.groups[-1]
+        assert 0 < failed < len(pg.ips) - 1
+        assert after_warning(kernel)[0].text == \
+            f"ftrace faulted on writing {site(kernel, str(pg.names[failed]))}"
+        patched = (pg.flags & np.uint64(FTRACE_FL_ENABLED)) != 0
+        counts = ftrace_rec_count(pg.flags)
+        assert patched[:failed].all() and not patched[failed:].any()
+        assert (counts[:failed + 1] == 1).all() and not counts[failed + 1:].any()
+        # uinput's records fit one ftrace_page: the loop ended, having converted `failed`.
+        assert ftrace_page_sizes(len(pg.ips)) == [len(pg.ips)]
+        assert kernel.ftrace.ftrace_update_tot_cnt == CORE + failed
+
+
+def test_a_failure_before_the_last_ftrace_page_adds_nothing_to_the_total():
+    # xfs's 2304 records take a 2048-record ftrace_page and a 256-record one.
+    assert ftrace_page_sizes(2304) == [2048, 256]
+    assert ftrace_page_sizes(274) == [274] and ftrace_page_sizes(700) == [512, 188]
+    with booted(seed=1) as kernel:
+        kernel.failpoints.configure("ftrace_make_nop", "1%error(EFAULT)")
+        modprobe(kernel, "xfs")
+        failed = kernel.failpoints.state("ftrace_make_nop").evaluations - 1
+        assert 0 < failed < 2048
+        assert kernel.ftrace.ftrace_update_tot_cnt == CORE
+        assert after_warning(kernel)[0].text.startswith("ftrace faulted on modifying [<")
+
+
+def test_a_new_record_that_cannot_be_patched_to_call_is_left_enabled():
+    with booted() as kernel:
+        echo(kernel, "function", "current_tracer")
+        kernel.failpoints.configure("ftrace_make_call", "1*error(EFAULT)")
+        modprobe(kernel, "uinput")
+        pg = kernel.ftrace.pages.groups[-1]
+        first = str(pg.names[0])
+        assert [(r.level, r.text) for r in after_warning(kernel)] == [
+            (6, f"ftrace faulted on modifying {site(kernel, first)}"),
+        ]
+        assert trace_of(warnings(kernel)[0]) == LOAD_FRAMES
+        # __ftrace_replace_code() set ENABLED before ftrace_make_call() failed.
+        assert record(kernel.ftrace, first, "uinput") == (1, True)
+        assert not ftrace_rec_count(pg.flags[1:]).any()
+        # The loop went on to the next record, found ftrace dead and returned -1.
+        assert kernel.ftrace.ftrace_update_tot_cnt == CORE
+        assert_dead(kernel)
+
+
+def test_ftrace_bug_warns_once_per_line_and_kills_every_time():
+    with booted() as kernel, running_as(BASH):
+        ft = kernel.ftrace
+        ip = addr(kernel, "schedule")
+        ftrace_bug(ft, -errno.ENOMEM, ip, b"")
+        assert ft.ftrace_disabled
+        ftrace_bug(ft, -errno.ENOMEM, ip, b"")
+        ftrace_bug(ft, -errno.EPERM, ip, b"")
+        headers = [warn.splitlines()[1] for warn in warnings(kernel)]
+        assert [h.split()[2] for h in headers] == ["kernel/trace/ftrace.c:1595",
+                                                   "kernel/trace/ftrace.c:1590"]
+        assert [r.text for r in after_warning(kernel)] == [
+            f"ftrace faulted on writing {site(kernel, 'schedule')}"]
+        texts = [r.text for r in kernel.printk.read_records()]
+        assert texts.count(f"ftrace faulted on unknown error {site(kernel, 'schedule')}") == 2
+
+
+def test_the_error_action_only_where_a_modification_can_fail():
+    with booted() as kernel:
+        fp = kernel.failpoints
+        for name, spec in [("ftrace_hash_move:after_disable", "1*error(EPERM)"),
+                           ("add_update", "error(EFAULT)"), ("finish_update", "error(EINVAL)"),
+                           ("ftrace_make_nop", "error(ENOMEM)")]:
+            with pytest.raises(ValueError, match="cannot fail"):
+                fp.configure(name, spec)
+            assert fp.list()[name] == ""
+        # The other actions work at the new sites, and the error at the old ones is refused
+        # before boot too.
+        for name in ("ftrace_make_nop", "ftrace_make_call", "add_breakpoints", "add_update",
+                     "finish_update"):
+            fp.configure(name, "20%2*sleep(0)")
+            assert fp.list()[name] == "20%2*sleep(0)"
+            fp.configure(name, "off")
+    with pytest.raises(ValueError, match="cannot fail"):
+        BootOptions(failpoints=(("add_update", "error(EINVAL)"),)).validate()
+    BootOptions(failpoints=(("add_update", "50%error(EPERM)"),)).validate()
+    # A failpoint table with no errors given lets any site fail.
+    assert Failpoints(known=("x",)).configure("x", "error(ENOMEM)") is None
