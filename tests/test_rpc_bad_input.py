@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from clients.api import RequestQueue
@@ -24,6 +25,7 @@ DEADLINE = 30
 
 class Stubs:
     def __init__(self, channel: grpc.Channel) -> None:
+        self.channel = channel
         self.tracefs = tracefs_pb2_grpc.TracefsStub(channel)
         self.tracer = tracer_pb2_grpc.TracerStub(channel)
         self.kernel = kernel_pb2_grpc.KernelStub(channel)
@@ -318,3 +320,45 @@ def test_a_message_that_does_not_parse_is_einval_and_logs_no_traceback(daemon):
         assert still_consistent(stubs)
         assert stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).streams == 0
     assert "Traceback" not in daemon.log_text()
+
+
+def test_refused_streams_give_their_slot_back(daemon):
+    """A server-streaming call whose request does not parse is refused before it streams:
+    its slot is given back (224 of them used to lock every streaming call out)."""
+    with grpc.insecure_channel(grpc_target(daemon.address)) as channel:
+        stubs = Stubs(channel)
+        limit = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).max_streams
+        trace_pipe = raw(channel, "/ftrace.v1.Tracefs/TracePipe", "unary_stream")
+        for _ in range(limit + 1):
+            with pytest.raises(grpc.RpcError) as info:
+                list(trace_pipe(b"\x08\x80", timeout=DEADLINE))  # a varint cut short
+            assert errno_of(info.value).name == "EINVAL"
+        assert stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).streams == 0
+
+
+def test_reflection_streams_take_slots_too(stubs):
+    channel_stub = reflection_pb2_grpc.ServerReflectionStub(stubs.channel)
+    requests = RequestQueue()
+    call = channel_stub.ServerReflectionInfo(iter(requests), timeout=DEADLINE)
+    requests.put(reflection_pb2.ServerReflectionRequest(list_services=""))
+    assert "ftrace.v1.Tracefs" in {s.name for s in next(call).list_services_response.service}
+    assert stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).streams == 1
+    requests.end()
+    assert list(call) == []
+
+
+def test_a_session_reading_trace_pipe_ends_with_enodev_at_a_reboot(stubs):
+    """kernel.proto Reboot: a session blocked in a read ends at once, not in-band (its
+    next request would never come from a `cat` still waiting for that read)."""
+    requests = RequestQueue()
+    call = stubs.tracefs.Session(iter(requests), timeout=DEADLINE)
+    requests.put(open_(f"{T}/trace_pipe"))
+    assert next(call).HasField("open")
+    requests.put(read())  # blocks: the buffer is empty
+    stubs.kernel.Reboot(kernel_pb2.RebootRequest(), timeout=DEADLINE)
+    with pytest.raises(grpc.RpcError) as info:
+        next(call)
+    assert errno_of(info.value).name == "ENODEV"
+    requests.end()
+    stats = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE)
+    assert (stats.streams, stats.open_files) == (0, 0)

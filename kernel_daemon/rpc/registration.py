@@ -115,7 +115,12 @@ def holding_a_stream_slot(slots: StreamSlots, behaviour: Behaviour) -> Behaviour
         if not slots.take():
             abort_with_errno(context, KernelError(
                 errno.ENFILE, f"all {slots.limit} streams of the daemon are open"))
-        return releasing(slots, behaviour(request, context))
+        try:
+            responses = behaviour(request, context)
+        except BaseException:  # refused before it streams (a request that does not parse)
+            slots.give_back()
+            raise
+        return releasing(slots, responses)
     return streamed
 
 

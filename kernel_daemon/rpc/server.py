@@ -6,7 +6,7 @@ from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from clients.connection import CHANNEL_OPTIONS
 from ftrace.v1 import kernel_pb2, modules_pb2, tracefs_pb2, tracer_pb2
@@ -43,6 +43,7 @@ SERVICES = (
 )
 SERVICE_NAMES = tuple(service.full_name for service, _ in SERVICES)
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
+REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 
 
 class Daemon:
@@ -62,8 +63,10 @@ class Daemon:
         for service, servicer in SERVICES:
             add_servicer(self.server, state, service, servicer(state))
         add_servicer(self.server, state, HEALTH, self.health)
-        reflection.enable_server_reflection(
-            SERVICE_NAMES + (HEALTH.full_name, reflection.SERVICE_NAME), self.server)
+        # What enable_server_reflection() does, through add_servicer: its streams hold
+        # handler threads like any other's, so they take stream slots too.
+        add_servicer(self.server, state, REFLECTION, reflection.ReflectionServicer(
+            SERVICE_NAMES + (HEALTH.full_name, reflection.SERVICE_NAME)))
         self.server.start()
         for name in ("",) + SERVICE_NAMES:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

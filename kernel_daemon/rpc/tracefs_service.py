@@ -125,6 +125,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                     try:
                         yield self._file_op(seq, file, op, request)
                     except KernelError as err:
+                        if boot.ended:  # a read the shutdown woke: the process is gone
+                            raise KernelError(errno.ENODEV, "the kernel rebooted") from None
                         yield pb.FileResponse(seq=seq, error=errno_detail(
                             for_syscall(err, SYSCALL_OF_OP[op], file.path)))
                 finally:
