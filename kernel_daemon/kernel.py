@@ -115,7 +115,7 @@ class Kernel:
         self.ring_buffer = RingBuffer(self.namespace, options.cpus, options.buffer_size_kb << 10)
         # tracing_cpumask: CPUs whose events are recorded.
         self.tracing_cpumask = (1 << options.cpus) - 1
-        self.tracing = Tracing(self.ring_buffer)
+        self.tracing = Tracing(self.ring_buffer, self.printk)
         self.saved_cmdlines = SavedCmdlines()
         self.function_tracer = FunctionTracer(self.ftrace, self.function_trace_event)
         # init_function_trace(): the traceon/traceoff commands, then the tracer.

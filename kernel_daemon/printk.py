@@ -32,6 +32,7 @@ LOG_LINE_MAX = 992
 _LOGLEVELS = range(8)
 KERN_WARNING = 4
 KERN_INFO = 6
+KERN_DEBUG = 7
 # The level of a message that names none (a bare printk(), KERN_CONT pieces that start a
 # line): CONFIG_DEFAULT_MESSAGE_LOGLEVEL's default.
 DEFAULT_MESSAGE_LOGLEVEL = 4

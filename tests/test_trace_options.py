@@ -12,17 +12,21 @@ import pytest
 from clients.api import Client
 from clients.errors import FtraceError
 from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.consistency import check_consistency
 from kernel_daemon.task import Task
 from kernel_daemon.trace.trace_options import TRACE_OPTIONS
 from kernel_daemon.tracefs.tree import mount
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
-from tests.kernel_helpers import T, booted, cat, invoke, modprobe, write
+from tests.kernel_helpers import (T, booted, cat, invoke, modprobe, record,
+                                  reproducer_until_reload, warnings, write)
 
 DEFAULT_OPTIONS = (
     "print-parent\nnosym-offset\nnosym-addr\nnoverbose\nnoraw\nnohex\nnobin\nnoblock\n"
     "nostacktrace\ntrace_printk\nnoftrace_preempt\nnobranch\nannotate\nnouserstacktrace\n"
     "nosym-userobj\nnoprintk-msg-only\ncontext-info\nnolatency-format\nsleep-time\n"
-    "graph-time\nrecord-cmd\noverwrite\nnodisable_on_free\nirq-info\nmarkers\n")
+    "graph-time\nrecord-cmd\noverwrite\nnodisable_on_free\nirq-info\nmarkers\n"
+    "notest_nop_accept\nnotest_nop_refuse\n")  # nop's own options (trace_nop.c)
+NOP_OPTIONS = ("test_nop_accept", "test_nop_refuse")
 HELP = ("#           TASK-PID   CPU#      TIMESTAMP  FUNCTION\n"
         "#              | |       |          |         |\n")
 
@@ -47,16 +51,23 @@ def test_trace_options_defaults_and_writes():
         assert "\nnooverwrite\n" in text and "\nsym-offset\n" in text
         assert cat(vfs, f"{T}/options/overwrite") == "0\n"
         for bad in (b"nosuch\n", b"sym-offse\n", b"no\n", b"print-parent-x\n",
-                    b"func_stack_trace\n",  # nop's options: none
+                    b"func_stack_trace\n",  # the function tracer's, not nop's
+                    b"test_nop_refuse\n",  # nop_set_flag() refuses it
                     b"x" * 63 + b"\n"):  # cnt >= sizeof(buf): EINVAL before any parsing
             assert errno_of(vfs, f"{T}/trace_options", bad) == errno.EINVAL
-        assert cat(vfs, f"{T}/trace_options").count("\n") == len(TRACE_OPTIONS)
+        assert cat(vfs, f"{T}/trace_options").count("\n") == len(TRACE_OPTIONS) + 2
+        write(vfs, f"{T}/trace_options", b"test_nop_accept\n")
+        assert cat(vfs, f"{T}/trace_options").endswith("\ntest_nop_accept\nnotest_nop_refuse\n")
+        assert ("nop_test_accept flag set to 1: we accept. Now cat trace_options to see the"
+                " result") in k.printk.read()
+        assert "nop_test_refuse flag set to 1: we refuse.Now cat" in k.printk.read()
 
 
 def test_options_directory():
     with booted(cpus=2) as k:
         vfs = mount(k)
-        assert [e.name for e in vfs.list_dir(f"{T}/options")] == sorted(TRACE_OPTIONS)
+        assert [e.name for e in vfs.list_dir(f"{T}/options")] == sorted(TRACE_OPTIONS
+                                                                        + NOP_OPTIONS)
         assert all(e.mode == 0o644 for e in vfs.list_dir(f"{T}/options"))
         assert cat(vfs, f"{T}/options/print-parent") == "1\n"
         assert cat(vfs, f"{T}/options/verbose") == "0\n"
@@ -70,6 +81,7 @@ def test_options_directory():
         write(vfs, f"{T}/current_tracer", b"function\n")
         assert cat(vfs, f"{T}/options/func_stack_trace") == "0\n"
         assert cat(vfs, f"{T}/trace_options").endswith("markers\nnofunc_stack_trace\n")
+        assert not {e.name for e in vfs.list_dir(f"{T}/options")} & set(NOP_OPTIONS)
         write(vfs, f"{T}/trace_options", b"func_stack_trace\n")
         assert cat(vfs, f"{T}/options/func_stack_trace") == "1\n"
         write(vfs, f"{T}/options/func_stack_trace", b"0\n")
@@ -208,3 +220,27 @@ def test_options_through_the_daemon(daemon):
         assert c.read_file(f"{T}/tracing_thresh") == b"0\n"
         assert b"tracing mini-HOWTO" in c.read_file(f"{T}/README")
         assert c.read_file(f"{T}/saved_cmdlines").endswith(b"\n")
+
+
+@pytest.mark.parametrize("variant", ["buggy", "fixed"])
+def test_func_stack_trace_swaps_the_tracer_ops_as_3_6_does(variant):
+    """func_set_flag() unregisters trace_ops and registers trace_stack_ops (and back):
+    after the report's reload, the buggy kernel's disable pass WARNs there, as
+    `echo nop > current_tracer` would; the fixed one counts the new ops."""
+    with booted(variant=variant) as k:
+        vfs = mount(k)
+        reproducer_until_reload(k)
+        write(vfs, f"{T}/options/func_stack_trace", b"1\n")
+        if variant == "buggy":
+            assert "ftrace.c:1529" in warnings(k)[0]
+            assert "func_set_flag+" in warnings(k)[0]
+            assert k.ftrace.ftrace_disabled
+            return
+        assert warnings(k) == []
+        assert [ops.name for ops in k.ftrace.ftrace_global_list] == ["trace_stack_ops"]
+        assert record(k.ftrace, "uinput_release") == (1, True)
+        assert cat(vfs, f"{T}/trace_options").endswith("func_stack_trace\n")
+        write(vfs, f"{T}/options/func_stack_trace", b"0\n")
+        assert [ops.name for ops in k.ftrace.ftrace_global_list] == ["trace_ops"]
+        assert record(k.ftrace, "uinput_release") == (1, True)
+        assert warnings(k) == [] and not check_consistency(k.ftrace)

@@ -237,7 +237,9 @@ _LAYOUT: tuple[_Region, ...] = (
         T tracing_on  T tracing_off  T tracing_is_on  T tracer_init  t tracing_set_tracer
         t tracing_set_trace_read  t tracing_set_trace_write  T tracing_start  T tracing_stop
         t function_trace_init  t function_trace_reset  t function_trace_start
-        t tracing_start_function_trace  t tracing_stop_function_trace
+        t tracing_start_function_trace  t tracing_stop_function_trace  t func_set_flag
+        t __set_tracer_option  t set_tracer_option  t tracing_trace_options_write
+        t trace_options_write  t nop_set_flag
         t function_trace_call  t function_stack_trace_call  t ftrace_traceon  t ftrace_traceoff
         t ftrace_trace_onoff_print  t ftrace_trace_onoff_unreg  t ftrace_trace_onoff_callback
         """,

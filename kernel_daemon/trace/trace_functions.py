@@ -48,16 +48,31 @@ class FunctionTracer:
 
         self.trace_ops = FtraceOps("trace_ops", func=function_trace_call,
                                    flags=FTRACE_OPS_FL_GLOBAL, core_data=True)
+        # function_stack_trace_call() records the event, then a stack trace, which the
+        # model does not record: the event alone, as trace_ops does.
+        self.trace_stack_ops = FtraceOps("trace_stack_ops", func=function_trace_call,
+                                         flags=FTRACE_OPS_FL_GLOBAL, core_data=True)
         # func_flags: func_stack_trace, off.
         self.flags = TracerFlags(0, (TracerOpt("func_stack_trace", TRACE_FUNC_OPT_STACK),))
 
+    def registered_ops(self) -> FtraceOps:
+        """The ops the tracer runs with: trace_stack_ops while func_stack_trace is set."""
+        return self.trace_stack_ops if self.flags.val & TRACE_FUNC_OPT_STACK else self.trace_ops
+
+    @kernel_function
     def func_set_flag(self, old_flags: int, bit: int, set: bool) -> None:
         """``func_set_flag()``: ``func_stack_trace`` is the only option (EINVAL for any
-        other bit).  The kernel swaps ``trace_ops`` for ``trace_stack_ops``, which adds a
-        stack trace after each event; the model records no stack traces, so the flag is
-        only remembered and shown."""
+        other bit).  A change swaps ``trace_ops`` and ``trace_stack_ops``: unregister one,
+        register the other, so a disable and an enable pass run over the records (the
+        disable pass WARNs in the buggy kernel, as ``echo nop > current_tracer`` would)."""
         if bit != TRACE_FUNC_OPT_STACK:
             raise KernelError(errno.EINVAL)
+        if set == bool(self.flags.val & TRACE_FUNC_OPT_STACK):
+            return  # already so
+        old, new = ((self.trace_ops, self.trace_stack_ops) if set
+                    else (self.trace_stack_ops, self.trace_ops))
+        ignoring_errors(unregister_ftrace_function, self.ft, old)
+        ignoring_errors(register_ftrace_function, self.ft, new)
 
     @kernel_function
     def function_trace_init(self) -> None:
@@ -69,21 +84,25 @@ class FunctionTracer:
 
     @kernel_function
     def tracing_start_function_trace(self) -> None:
-        try:
-            register_ftrace_function(self.ft, self.trace_ops)
-        except KernelError:
-            pass  # ignored, as in the kernel
+        ignoring_errors(register_ftrace_function, self.ft, self.registered_ops())
 
     @kernel_function
     def tracing_stop_function_trace(self) -> None:
-        try:
-            unregister_ftrace_function(self.ft, self.trace_ops)
-        except KernelError:
-            pass
+        ignoring_errors(unregister_ftrace_function, self.ft, self.registered_ops())
 
     init = function_trace_init
     reset = function_trace_reset
     set_flag = func_set_flag
+
+
+def ignoring_errors(call: Callable[[Ftrace, FtraceOps], None], ft: Ftrace,
+                    ops: FtraceOps) -> None:
+    """(Un)register ``ops`` as the function tracer does: whatever it returns is ignored
+    (spec §2.4, §2.11)."""
+    try:
+        call(ft, ops)
+    except KernelError:
+        pass
 
 
 def to_long(value: int) -> int:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.strings import kstrtoul_from_user, strim
+from kernel_daemon.unwind import kernel_function
 
 if TYPE_CHECKING:
     from kernel_daemon.trace.tracers import Tracer, Tracing
@@ -119,6 +120,7 @@ def set_tracer_flag(tracing: Tracing, mask: int, enabled: bool) -> None:
         tracing.trace_flags &= ~mask
 
 
+@kernel_function
 def __set_tracer_option(tracer: Tracer, opt: TracerOpt, neg: bool) -> None:
     """``__set_tracer_option()``: the tracer's ``set_flag`` may refuse (its errno)."""
     tracer.set_flag(tracer.flags.val, opt.bit, not neg)
@@ -128,6 +130,7 @@ def __set_tracer_option(tracer: Tracer, opt: TracerOpt, neg: bool) -> None:
         tracer.flags.val |= opt.bit
 
 
+@kernel_function
 def set_tracer_option(tracer: Tracer, cmp: str, neg: bool) -> None:
     """``set_tracer_option()``: a name the current tracer does not have is EINVAL."""
     for opt in tracer.flags.opts:
@@ -137,6 +140,7 @@ def set_tracer_option(tracer: Tracer, cmp: str, neg: bool) -> None:
     raise KernelError(errno.EINVAL)
 
 
+@kernel_function
 def tracing_trace_options_write(tracing: Tracing, data: bytes) -> int:
     """The ``trace_options`` write: fewer than 64 bytes, ``strstrip()``ped, an optional
     ``no`` prefix, then a core option's exact name or the current tracer's (EINVAL for
@@ -178,6 +182,7 @@ def trace_options_read(tracer: Tracer, opt: TracerOpt) -> str:
     return "1\n" if tracer.flags.val & opt.bit else "0\n"
 
 
+@kernel_function
 def trace_options_write(tracing: Tracing, tracer: Tracer, opt: TracerOpt, data: bytes) -> None:
     """``trace_options_write()``: a tracer option file; nothing happens if the value is
     already the one written.  3.6 applies it to ``current_trace`` (the file exists only

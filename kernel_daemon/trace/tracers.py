@@ -16,7 +16,8 @@ from typing import Protocol
 from kernel_daemon.errno import KernelError
 from kernel_daemon.strings import KERNEL_SPACES, c_string
 from kernel_daemon.trace.ring_buffer import RingBuffer
-from kernel_daemon.trace.trace_options import TRACE_FLAGS_DEFAULT, TracerFlags
+from kernel_daemon.printk import KERN_DEBUG, Printk
+from kernel_daemon.trace.trace_options import TRACE_FLAGS_DEFAULT, TracerFlags, TracerOpt
 from kernel_daemon.unwind import kernel_function
 
 MAX_TRACER_SIZE = 100
@@ -33,14 +34,21 @@ class Tracer(Protocol):
     def set_flag(self, old_flags: int, bit: int, set: bool) -> None: ...
 
 
+# trace_nop.c: its two options, there to show how a tracer's options work.
+TRACE_NOP_OPT_ACCEPT = 0x1
+TRACE_NOP_OPT_REFUSE = 0x2
+
+
 class NopTracer:
-    """``nop_trace``: traces nothing."""
+    """``nop_trace`` (kernel/trace/trace_nop.c): traces nothing; its options
+    ``test_nop_accept`` and ``test_nop_refuse`` exist to show the tracer options."""
 
     name = "nop"
 
-    def __init__(self) -> None:
-        # register_tracer() gives a tracer without flags dummy_tracer_flags: no options.
-        self.flags = TracerFlags()
+    def __init__(self, printk: Printk) -> None:
+        self.printk = printk
+        self.flags = TracerFlags(0, (TracerOpt("test_nop_accept", TRACE_NOP_OPT_ACCEPT),
+                                     TracerOpt("test_nop_refuse", TRACE_NOP_OPT_REFUSE)))
 
     def init(self) -> None:
         pass
@@ -48,17 +56,28 @@ class NopTracer:
     def reset(self) -> None:
         pass
 
-    def set_flag(self, old_flags: int, bit: int, set: bool) -> None:
-        """``dummy_set_flag()``: never reached, as there is no option to set."""
+    @kernel_function
+    def nop_set_flag(self, old_flags: int, bit: int, set: bool) -> None:
+        """``nop_set_flag()``: accepts ``test_nop_accept``, refuses ``test_nop_refuse``
+        (EINVAL), each with its KERN_DEBUG line (3.6's text, its missing space included)."""
+        if bit == TRACE_NOP_OPT_ACCEPT:
+            self.printk.printk(f"nop_test_accept flag set to {int(set)}: we accept."
+                               " Now cat trace_options to see the result", level=KERN_DEBUG)
+        elif bit == TRACE_NOP_OPT_REFUSE:
+            self.printk.printk(f"nop_test_refuse flag set to {int(set)}: we refuse."
+                               "Now cat trace_options to see the result", level=KERN_DEBUG)
+            raise KernelError(errno.EINVAL)
+
+    set_flag = nop_set_flag
 
 
 class Tracing:
     """``trace_types`` and ``current_trace``, under ``trace_types_lock``."""
 
-    def __init__(self, ring_buffer: RingBuffer) -> None:
+    def __init__(self, ring_buffer: RingBuffer, printk: Printk) -> None:
         self.ring_buffer = ring_buffer
         self.trace_types_lock = threading.Lock()
-        self.nop_trace = NopTracer()
+        self.nop_trace = NopTracer(printk)
         self.trace_types: list[Tracer] = [self.nop_trace]
         self.current_trace: Tracer = self.nop_trace
         # trace_options (kernel_daemon.trace.trace_options), under trace_types_lock.
