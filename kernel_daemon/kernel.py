@@ -105,7 +105,7 @@ class Kernel:
                              RecordPages(self.namespace), self.printk, self.panic, self.failpoints,
                              self.kallsyms.sprint_symbol_no_offset, self.kallsyms.sprint_symbol,
                              self.kallsyms_lookup_name, self.pid_hash.find_get_pid,
-                             self.kallsyms.lookup, FtraceProbes())
+                             self.symbol_name, FtraceProbes())
         self.ftrace_init(vmlinux)
         ftrace_mod_cmd_init(self.ftrace)
         self.modules.register_module_notifier(self.taint_module_notifier)

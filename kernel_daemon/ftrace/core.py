@@ -33,7 +33,6 @@ from kernel_daemon.printk import Printk
 
 if TYPE_CHECKING:
     from kernel_daemon.ftrace.probe import FtraceProbes
-    from kernel_daemon.module.symbols import Symbol
 
 FTRACE_C = "kernel/trace/ftrace.c"
 
@@ -128,8 +127,9 @@ class Ftrace:
     kallsyms_lookup_name: Callable[[str], int | None]
     # ``find_get_pid()``: whether a task has this pid (kernel_daemon.pid), for set_ftrace_pid.
     find_get_pid: Callable[[int], bool]
-    # ``kallsyms_lookup()``: the symbol containing an ip, and the offset into it.
-    kallsyms_lookup: Callable[[int], tuple[Symbol, int] | None]
+    # ``kallsyms_lookup()``: the name it leaves in its buffer for an ip ("" when no
+    # symbol covers it), for the probes' unregister walk (Kernel.symbol_name).
+    kallsyms_lookup: Callable[[int], str]
     # ``ftrace_func_hash``, ``trace_probe_ops`` and ``ftrace_probe_registered`` (probe.py).
     probes: FtraceProbes
 

@@ -218,16 +218,10 @@ def __unregister_ftrace_function_probe(ft: Ftrace, glob: str, ops: FtraceProbeOp
     with ft.ftrace_lock:
         for key, bucket in enumerate(probes.ftrace_func_hash):
             keep = tuple(entry for entry in bucket if entry.ops is not ops or not (
-                regex is None or probe_glob_match(probe_name(ft, entry.ip), glob, regex)))
+                regex is None or probe_glob_match(ft.kallsyms_lookup(entry.ip), glob, regex)))
             if len(keep) != len(bucket):
                 probes.ftrace_func_hash[key] = keep  # hlist_del(), then call_rcu() frees
         __disable_ftrace_function_probe(ft)
-
-
-def probe_name(ft: Ftrace, ip: int) -> str:
-    """The name ``kallsyms_lookup()`` writes for ``ip``: empty when no symbol has it."""
-    found = ft.kallsyms_lookup(ip)
-    return found[0].name if found else ""
 
 
 @kernel_function

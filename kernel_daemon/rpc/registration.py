@@ -101,7 +101,7 @@ def each_parsed(requests: Iterator[Any]) -> Iterator[Any]:
 
 def counted(state: DaemonState, full_name: str, behaviour: Behaviour) -> Behaviour:
     # Returns what the behaviour returns: a response, or a streaming call's iterator.
-    lock, counts = state._lock, state.rpc_counts
+    lock, counts = state.lock, state.rpc_counts
 
     def counting(request: Any, context: grpc.ServicerContext) -> Any:
         with lock:

@@ -80,7 +80,9 @@ class Boot:
 class DaemonState:
     def __init__(self, options: BootOptions) -> None:
         self._boot_ids = itertools.count(1)
-        self._lock = threading.Lock()
+        # Guards the boot swap and the counters (rpc_counts, which registration.py's
+        # wrappers count under it, and invocations).
+        self.lock = threading.Lock()
         self.rpc_counts: collections.Counter[str] = collections.Counter()
         # invocation metadata -> the Task it names (see caller()).
         self._callers: dict[tuple, Task] = {}
@@ -100,7 +102,7 @@ class DaemonState:
         """Boot a kernel with ``options`` and swap it in, then end the old boot. The old
         one serves until the swap, so a kernel that fails to boot replaces nothing."""
         new = self._make_boot(options)
-        with self._lock:
+        with self.lock:
             old, self.boot = self.boot, new
         old.end()
         del old
@@ -150,7 +152,7 @@ class DaemonState:
         return task
 
     def count_invocations(self, calls: int) -> None:
-        with self._lock:
+        with self.lock:
             self.invocations += calls
 
 

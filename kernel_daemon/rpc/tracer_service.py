@@ -110,8 +110,10 @@ class TracerService(tracer_pb2_grpc.TracerServicer):
             if request.parent and not parent_ip:
                 parent_ip = resolve_function(kernel, request.parent)
             task = invoking_task(request, caller)
-            # The model's pid table (kernel_daemon.pid): a task named here exists from now on.
-            kernel.pid_hash.attach_pid(task.pid)
+            if request.HasField("pid"):
+                # The model's pid table (kernel_daemon.pid): a task named here exists from
+                # now on (the caller itself went in as it entered: DaemonState.caller).
+                kernel.pid_hash.attach_pid(task.pid)
             cpu = request.cpu if request.HasField("cpu") else task.pid % kernel.options.cpus
             if cpu >= kernel.options.cpus:
                 raise KernelError(errno.EINVAL, f"no cpu {cpu}")
