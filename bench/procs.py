@@ -26,7 +26,6 @@ from clients.connection import grpc_target
 from clients.stress.cpu import process_cpu_seconds
 
 
-
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (REPO_ROOT, env.get("PYTHONPATH"))))

@@ -125,7 +125,6 @@ def inspect_main(capsys, *args: str) -> tuple[int, str, str]:
     return status, out, err
 
 
-
 def shm_state(namespace: str) -> dict[str, tuple[int, int]]:
     """The namespace's segments: name -> (inode, size); a recreated one would differ."""
     state = {}
