@@ -39,7 +39,7 @@ def _record_shm(pid: int) -> tuple[int, int]:
         raise RuntimeError(f"expected one page directory of pid {pid}, found {directories}")
     with open(directories[0], "rb") as directory:
         data = directory.read()
-    _, _, _, nr_groups, _ = DIR_HEADER.unpack_from(data, 0)
+    nr_groups = DIR_HEADER.unpack_from(data, 0)[3]
     records = sum(DIR_ENTRY.unpack_from(data, DIR_HEADER.size + slot * DIR_ENTRY.size)[2]
                   for slot in range(nr_groups))
     paths = directories + glob.glob(directories[0][:-len("pagedir")] + "pg*")

@@ -43,6 +43,8 @@ Commands:
              can catch a record between its count update and the code update
              (ftrace_hash_move runs before ftrace_run_update_code), which this reports
              although the kernel will set it right: check again, or ask CheckConsistency.
+             After ``ftrace_kill()`` (``ftrace_disabled``), ``summary`` and ``check``
+             say so: the findings are then what the aborted update left, for good.
 
 Exit status: 0; 1 when ``check`` found something; 2 on errors.
 """
@@ -149,8 +151,17 @@ def cmd_records(snapshot: RecordsSnapshot, symbols: Symbols | None,
     return 0
 
 
+def print_if_killed(snapshot: RecordsSnapshot) -> None:
+    """After ``ftrace_kill()`` nothing updates a record again until a reboot: what the
+    records show is what the pass that died left (3.6 does not unpatch the sites)."""
+    if snapshot.ftrace_disabled:
+        print("ftrace_disabled: ftrace_kill() has run; the records are as the aborted "
+              "update left them, until a reboot")
+
+
 def cmd_summary(snapshot: RecordsSnapshot, args: argparse.Namespace) -> int:
     print(f"namespace {args.namespace}  generation {snapshot.generation}")
+    print_if_killed(snapshot)
     print(f"{'group':>5} {'module':<24} {'pages at':<18} {'records':>8} {'nonzero':>8} "
           f"{'enabled':>8}")
     totals = [0, 0, 0]
@@ -196,6 +207,7 @@ def cmd_check(snapshot: RecordsSnapshot, symbols: Symbols | None,
                 findings.append(record.line(": count > 0 but not ENABLED while tracing"))
     for finding in findings:
         print(finding)
+    print_if_killed(snapshot)
     records = sum(len(group.ips) for group in snapshot.groups)
     print(f"check: {records} records in {len(snapshot.groups)} groups, generation "
           f"{snapshot.generation}: {len(findings) or 'nothing'} found")

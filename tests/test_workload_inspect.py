@@ -22,7 +22,8 @@ from clients import inspect as ftrace_inspect
 from clients.identity import Identity
 from kernel_daemon.shm import SHM_DIR, segments_of
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
-from tests.test_tracer_client import DEADLINE, SMALL, TRACING, Lines, run, start
+from tests.test_tracer_client import (DEADLINE, SMALL, TRACING, Lines, reload_uinput, run,
+                                      start)
 
 TRACE_LINE = re.compile(r"^ *(?P<comm>\S+)-(?P<pid>\d+) +\[(?P<cpu>\d{3})\] \.\.\.\. +"
                         r"\d+\.\d{6}: (?P<function>\S+) <-(?P<parent>\S+)$")
@@ -231,6 +232,32 @@ def test_inspect_check_flags_a_record_caught_between_count_and_code_update(spawn
     # With nothing registered, a count without ENABLED is only wrong if tracing is on.
     client.write_file(f"{TRACING}/current_tracer", "nop")
     assert inspect_main(capsys, "--address", daemon.address, "check")[0] == 0
+    client.close()
+
+
+def test_inspect_says_that_ftrace_is_dead_and_shows_what_the_aborted_pass_left(spawn, capsys):
+    """The report's kill (buggy): the unregister's disable pass takes vfs_read's count to 0,
+    then WARNs at the reloaded uinput_release and dies before the code update; vfs_read
+    stays patched for no ops, and the inspector says why."""
+    daemon = spawn(["--variant", "buggy", *SMALL])
+    client = daemon.connect()
+    base = client.load("uinput").base
+    alive = inspect_main(capsys, "--address", daemon.address, "summary")
+    assert alive[0] == 0 and "ftrace_disabled" not in alive[1]
+    with client.attach("killer", ["vfs_read", "uinput_release"]):
+        reload_uinput(client, base)
+    assert client.stats().ftrace_disabled
+    killed = ("ftrace_disabled: ftrace_kill() has run; the records are as the aborted "
+              "update left them, until a reboot\n")
+    status, out, _ = inspect_main(capsys, "--address", daemon.address, "check")
+    assert status == 1
+    findings = out.splitlines()[:-2]
+    assert len(findings) == 1 and re.fullmatch(
+        r"[0-9a-f]{16} 0x40000000 +0 E vfs_read: ENABLED with count 0 \(patched for no ops\)",
+        findings[0]), out
+    assert out.endswith(killed + out.splitlines()[-1] + "\n")
+    summary = inspect_main(capsys, "--address", daemon.address, "summary")
+    assert summary[0] == 0 and summary[1].splitlines()[1] + "\n" == killed
     client.close()
 
 

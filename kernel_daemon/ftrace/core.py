@@ -210,6 +210,7 @@ def ftrace_kill(ft: Ftrace) -> None:
     ft.ftrace_disabled = True
     ft.ftrace_enabled = 0
     clear_ftrace_function(ft)
+    ft.pages.publish_ftrace_disabled()
 
 
 def clear_ftrace_function(ft: Ftrace) -> None:

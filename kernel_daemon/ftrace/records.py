@@ -37,8 +37,9 @@ POISON_FREE_QWORD = 0x6B6B6B6B6B6B6B6B
 # Pseudo direct-map addresses for the pages, so a KASAN report can name one.
 PAGE_OFFSET = 0xFFFF880000000000
 
-DIR_MAGIC = 0x3144505F4D495354  # "TSIM_PD1"
-DIR_HEADER = struct.Struct("<QQQII")  # magic, generation, writers, nr_groups, max_groups
+DIR_MAGIC = 0x3244505F4D495354  # "TSIM_PD2"
+# magic, generation, writers, nr_groups, max_groups, ftrace_disabled
+DIR_HEADER = struct.Struct("<QQQIII")
 DIR_ENTRY = struct.Struct("<QQII48s")  # group id, page address, nr records, nr pages, module
 DIR_MAX_GROUPS = 4096
 DIR_SIZE = DIR_HEADER.size + DIR_MAX_GROUPS * DIR_ENTRY.size
@@ -122,6 +123,7 @@ class RecordPages:
         self._seq_lock = threading.Lock()  # the spinlock of a seqlock_t
         self._writers = 0
         self._generation = 0
+        self._ftrace_disabled = 0
         # Every group's segment until it is freed, linked or not (a load allocates before
         # it links), so that destroy() leaves none behind; and under this lock no segment
         # is created after destroy() (a module load racing a reboot).
@@ -144,9 +146,18 @@ class RecordPages:
             self._generation += 1
             self._publish_header()
 
+    def publish_ftrace_disabled(self) -> None:
+        """Show ``ftrace_disabled`` to readers beside the pages, as a debugger reads the
+        variable next to ``ftrace_pages_start``: after ``ftrace_kill()`` the records stay
+        as the aborted pass left them, and a reader should say so."""
+        with self._seq_lock:
+            self._ftrace_disabled = 1
+            self._publish_header()
+
     def _publish_header(self) -> None:
         DIR_HEADER.pack_into(self.directory.map, 0, DIR_MAGIC, self._generation,
-                             self._writers, len(self.groups), DIR_MAX_GROUPS)
+                             self._writers, len(self.groups), DIR_MAX_GROUPS,
+                             self._ftrace_disabled)
 
     def _publish_directory(self) -> None:
         for slot, group in enumerate(self.groups):

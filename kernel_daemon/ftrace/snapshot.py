@@ -41,6 +41,7 @@ class GroupSnapshot:
 class RecordsSnapshot:
     generation: int
     groups: tuple[GroupSnapshot, ...]
+    ftrace_disabled: bool  # ftrace_kill() has run: the records are what it left
 
     def state(self) -> tuple[int, tuple[int, ...]]:
         """The generation and the groups' ids (compare :meth:`RecordsReader.quiet_state`)."""
@@ -69,9 +70,11 @@ class RecordsReader:
         if magic != DIR_MAGIC:
             raise ValueError(f"{namespace}.pagedir is not an ftrace-sim page directory")
 
-    def _header(self) -> tuple[int, int, int]:
-        _, generation, writers, nr_groups, _ = DIR_HEADER.unpack_from(self.directory.map, 0)
-        return generation, writers, nr_groups
+    def _header(self) -> tuple[int, int, int, int]:
+        """Generation, writers, groups and ftrace_disabled."""
+        _, generation, writers, nr_groups, _, disabled = DIR_HEADER.unpack_from(
+            self.directory.map, 0)
+        return generation, writers, nr_groups, disabled
 
     def quiet_state(self) -> tuple[int, tuple[int, ...]] | None:
         """``read_seqbegin()`` without the wait: the directory's generation and its
@@ -79,7 +82,7 @@ class RecordsReader:
         :meth:`RecordsSnapshot.state` is the same shows the records as they were now.
         The groups count as well as the generation, since linking or unlinking a group
         rewrites the directory, not the generation."""
-        generation, writers, nr_groups = self._header()
+        generation, writers, nr_groups, _ = self._header()
         if writers:
             return None
         return generation, tuple(self._entry(slot)[0] for slot in range(nr_groups))
@@ -102,16 +105,17 @@ class RecordsReader:
                              recs["ip"], recs["flags"])
 
     def try_snapshot(self) -> RecordsSnapshot:
-        generation, writers, nr_groups = self._header()
+        generation, writers, nr_groups, _ = self._header()
         if writers:
             raise SnapshotRetry
         groups = tuple(self._group(slot) for slot in range(nr_groups))
-        if self._header()[:2] != (generation, 0):
+        generation_after, writers, _, disabled = self._header()
+        if (generation_after, writers) != (generation, 0):
             raise SnapshotRetry
         live = {g.group_id for g in groups}
         for gone in set(self._segments) - live:
             del self._segments[gone]
-        return RecordsSnapshot(generation, groups)
+        return RecordsSnapshot(generation, groups, bool(disabled))
 
     def snapshot(self, timeout: float = 5.0) -> RecordsSnapshot:
         """A consistent copy; retries (yielding the CPU, like ``cpu_relax``) until the
