@@ -26,7 +26,7 @@ TRACE_OPTIONS = (
     "print-parent", "sym-offset", "sym-addr", "verbose", "raw", "hex", "bin", "block",
     "stacktrace", "trace_printk", "ftrace_preempt", "branch", "annotate", "userstacktrace",
     "sym-userobj", "printk-msg-only", "context-info", "latency-format", "sleep-time",
-    "graph-time", "record-cmd", "overwrite", "disable_on_free", "irq-info", "markers",
+    "graph-time", "record-cmd", "overwrite", "disable_on_free", "irq-info",
 )
 
 # enum trace_iterator_flags (trace.h).
@@ -54,13 +54,11 @@ TRACE_ITER_RECORD_CMD = 1 << 20
 TRACE_ITER_OVERWRITE = 1 << 21
 TRACE_ITER_STOP_ON_FREE = 1 << 22
 TRACE_ITER_IRQ_INFO = 1 << 23
-TRACE_ITER_MARKERS = 1 << 24
 
 #: ``trace_flags``' initial value.
 TRACE_FLAGS_DEFAULT = (TRACE_ITER_PRINT_PARENT | TRACE_ITER_PRINTK | TRACE_ITER_ANNOTATE
                        | TRACE_ITER_CONTEXT_INFO | TRACE_ITER_SLEEP_TIME | TRACE_ITER_GRAPH_TIME
-                       | TRACE_ITER_RECORD_CMD | TRACE_ITER_OVERWRITE | TRACE_ITER_IRQ_INFO
-                       | TRACE_ITER_MARKERS)
+                       | TRACE_ITER_RECORD_CMD | TRACE_ITER_OVERWRITE | TRACE_ITER_IRQ_INFO)
 
 #: Flags that read and write as the kernel's but change nothing the model shows.
 NOT_MODELLED = {

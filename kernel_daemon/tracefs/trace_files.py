@@ -20,7 +20,7 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.dispatch import smp_processor_id
 from kernel_daemon.strings import kstrtoul_from_user, strim
 from kernel_daemon.task import current
-from kernel_daemon.trace.trace_options import TRACE_ITER_MARKERS, TRACE_ITER_SYM_OFFSET
+from kernel_daemon.trace.trace_options import TRACE_ITER_SYM_OFFSET
 from kernel_daemon.trace.trace_output import (buffer_size_kb, buffer_total_size_kb,
                                               format_events, trace_header)
 from kernel_daemon.tracefs.files import FMODE_READ, FileOps, OpenFile, SeqText
@@ -285,10 +285,7 @@ class TraceMarkerOpenFile(OpenFile):
         self.kernel = kernel
 
     def write(self, data: bytes) -> int:
-        """``tracing_mark_write``: EINVAL without the ``markers`` option; EBADF while
-        recording is off (no event reserved)."""
-        if not self.kernel.tracing.trace_flags & TRACE_ITER_MARKERS:
-            raise KernelError(errno.EINVAL)
+        """``tracing_mark_write``: EBADF while recording is off (no event reserved)."""
         task = current()
         return self.kernel.ring_buffer.write_marker(
             smp_processor_id(), self.kernel.trace_clock(), task.pid, task.comm, data)
