@@ -76,8 +76,9 @@ NOT_MODELLED = {
 
 # tracing_trace_options_write()'s char buf[64].
 TRACE_OPTIONS_BUF = 64
-# trace_functions.c: TRACE_FUNC_OPT_STACK.
+# trace_functions.c: TRACE_FUNC_OPT_STACK and TRACE_FUNC_OPT_PSTORE.
 TRACE_FUNC_OPT_STACK = 0x1
+TRACE_FUNC_OPT_PSTORE = 0x2
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,15 @@ def set_tracer_flag(tracing: Tracing, mask: int, enabled: bool) -> None:
 
 
 @kernel_function
-def __set_tracer_option(tracer: Tracer, opt: TracerOpt, neg: bool) -> None:
-    """``__set_tracer_option()``: the tracer's ``set_flag`` may refuse (its errno)."""
-    tracer.set_flag(tracer.flags.val, opt.bit, not neg)
+def __set_tracer_option(tracer: Tracer, tracer_flags: TracerFlags, opt: TracerOpt,
+                        neg: bool) -> None:
+    """``__set_tracer_option()``: ``tracer``'s ``set_flag`` may refuse (its errno); then
+    ``opt``'s bit changes in ``tracer_flags``, which the caller names."""
+    tracer.set_flag(tracer_flags.val, opt.bit, not neg)
     if neg:
-        tracer.flags.val &= ~opt.bit
+        tracer_flags.val &= ~opt.bit
     else:
-        tracer.flags.val |= opt.bit
+        tracer_flags.val |= opt.bit
 
 
 @kernel_function
@@ -133,7 +136,7 @@ def set_tracer_option(tracer: Tracer, cmp: str, neg: bool) -> None:
     """``set_tracer_option()``: a name the current tracer does not have is EINVAL."""
     for opt in tracer.flags.opts:
         if opt.name == cmp:
-            __set_tracer_option(tracer, opt, neg)
+            __set_tracer_option(tracer, tracer.flags, opt, neg)
             return
     raise KernelError(errno.EINVAL)
 
@@ -176,16 +179,25 @@ def trace_options_core_write(tracing: Tracing, index: int, data: bytes) -> None:
         set_tracer_flag(tracing, 1 << index, val)
 
 
-def trace_options_read(tracer: Tracer, opt: TracerOpt) -> str:
-    return "1\n" if tracer.flags.val & opt.bit else "0\n"
+def trace_options_read(flags: TracerFlags, opt: TracerOpt) -> str:
+    """``trace_options_read()``: ``topt->flags->val & topt->opt->bit``."""
+    return "1\n" if flags.val & opt.bit else "0\n"
 
 
 @kernel_function
-def trace_options_write(tracing: Tracing, tracer: Tracer, opt: TracerOpt, data: bytes) -> None:
-    """``trace_options_write()``: a tracer option file; nothing happens if the value is
-    already the one written.  3.6 applies it to ``current_trace`` (the file exists only
-    while its tracer is current)."""
+def trace_options_write(tracing: Tracing, flags: TracerFlags, opt: TracerOpt,
+                        data: bytes) -> None:
+    """``trace_options_write()``: an option file of a tracer, its ``topt->flags`` and
+    ``topt->opt``; nothing happens if the value is already the one written, otherwise
+    ``__set_tracer_option(current_trace, topt->flags, topt->opt, !val)``.
+
+    A file kept open across a tracer switch: 3.6 frees the trace_option_dentry:
+    use-after-free.  The model reads it as if the freed memory were untouched, so the
+    current tracer's ``set_flag`` judges the old tracer's bit and the old tracer's flags
+    change (its option takes effect when it is next set); a kernel that reused the
+    memory would differ.
+    """
     val = trace_options_value(data)
-    if bool(tracer.flags.val & opt.bit) != val:
+    if bool(flags.val & opt.bit) != val:
         with tracing.trace_types_lock:
-            __set_tracer_option(tracing.current_trace, opt, not val)
+            __set_tracer_option(tracing.current_trace, flags, opt, not val)
