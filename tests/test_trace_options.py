@@ -230,6 +230,45 @@ def test_printk_msg_only_and_no_markers_option():
         assert k.ring_buffer.snapshot().entries_written == 2
 
 
+def test_nooverwrite_keeps_the_oldest_events_and_drops_the_new_uncounted():
+    """set_tracer_flags() hands the option to ring_buffer_change_overwrite(): a full
+    buffer then loses new events (3.6 counts them nowhere), and a task whose events are
+    lost still has its comm saved (the sched_switch probe does not look at the buffer)."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        write(vfs, f"{T}/buffer_size_kb", b"8\n")
+        capacity = k.ring_buffer.counters(0).capacity
+        write(vfs, f"{T}/options/overwrite", b"0\n")
+        invoke(k, "vfs_write", "sys_write", count=capacity)
+        invoke(k, "vfs_read", "sys_read", count=100)
+        invoke(k, "vfs_read", "sys_read", task=Task(31, "kworker/0:1"))
+        lines = cat(vfs, f"{T}/trace").splitlines()
+        assert lines[2] == f"# entries-in-buffer/entries-written: {capacity}/{capacity}   #P:1"
+        assert len(lines[11:]) == capacity
+        assert all(line.endswith(": vfs_write <-sys_write") for line in lines[11:])
+        assert cat(vfs, f"{T}/saved_cmdlines") == "20903 bash\n31 kworker/0:1\n"
+        pipe = cat(vfs, f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        assert "LOST" not in pipe and "vfs_read" not in pipe
+        # Back to overwrite: the oldest go, and count as overruns.
+        write(vfs, f"{T}/trace_options", b"overwrite\n")
+        unread = k.ring_buffer.counters(0).entries_in_buffer
+        invoke(k, "vfs_read", "sys_read", count=capacity + 5)
+        assert k.ring_buffer.overruns() == unread + 5
+
+
+def test_norecord_cmd_leaves_the_function_tracer_saving_comms():
+    """record-cmd goes to trace_event_enable_cmd_record(), which only touches enabled
+    trace events; function_trace_init()'s tracing_start_cmdline_record() ignores it."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/trace_options", b"norecord-cmd\n")
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        invoke(k, "vfs_read", "sys_read", task=Task(31, "kworker/0:1"))
+        assert cat(vfs, f"{T}/saved_cmdlines") == "31 kworker/0:1\n"
+        assert cat(vfs, f"{T}/options/record-cmd") == "0\n"
+
+
 def test_max_latency_thresh_readme_saved_cmdlines():
     with booted(cpus=1) as k:
         vfs = mount(k)

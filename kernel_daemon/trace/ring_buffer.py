@@ -128,6 +128,11 @@ class RingBufferPerCpu:
     def entries_in_buffer(self) -> int:
         return self.entries - self.overrun - self.read
 
+    @property
+    def room(self) -> int:
+        """Records that fit before the writer reaches the oldest unread one."""
+        return self.capacity - (self.head - self.tail)
+
     def _type_counts(self, start: int, end: int) -> tuple[int, int]:
         """(continuation records, marker events) among the records at [start, end)."""
         types = copy_ring(self.types, start, end)
@@ -211,6 +216,9 @@ class RingBuffer:
         # global_trace.entries: the size last asked for, per CPU, in bytes.
         self.size_bytes = RB_UNEXPANDED_SIZE
         self.expanded = False
+        # RB_FL_OVERWRITE: tracer_alloc_buffers() allocates with it, as trace_flags'
+        # default has the overwrite option; ring_buffer_change_overwrite() flips it.
+        self.overwrite = True
         self._record_disabled = 0
         self._record_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -299,14 +307,24 @@ class RingBuffer:
         ``record_disabled`` word, so it reads 0 while ``trace`` is being read too."""
         return not self._record_disabled
 
+    def change_overwrite(self, overwrite: bool) -> None:
+        """``ring_buffer_change_overwrite()``: what the ``overwrite`` option sets.  Without
+        it a full CPU buffer takes no more events (see :meth:`write_function_event`)."""
+        self.overwrite = overwrite
+
     # -- writers ---------------------------------------------------------------------------
     def write_function_event(self, cpu: int, ts: int, pid: int, comm: str | bytes, ip: int,
                              parent_ip: int, flags: int = 0) -> bool:
-        """``trace_function()``: one ``TRACE_FN`` entry.  False if recording is off."""
+        """``trace_function()``: one ``TRACE_FN`` entry.  False if recording is off, or if
+        the CPU's buffer is full and not in overwrite mode: ``rb_move_tail()`` then fails
+        the reserve, and 3.6 counts the lost event nowhere (not in ``entries``, not as
+        an overrun).  The kernel stops at a full *page*, the model at a full buffer."""
         if self._record_disabled:
             return False
         cb = self._cpu(cpu)
         with cb.lock:
+            if not self.overwrite and not cb.room:
+                return False
             cb.write_begin()
             cb.make_room(1)
             cb.recs[cb.head % cb.capacity] = (TRACE_FN, 0, pid, ts, ip, parent_ip, cpu, flags,
@@ -325,8 +343,9 @@ class RingBuffer:
         ``ts`` holds the batch's timestamps, one per event; ``pid``, ``comm``, ``ips``,
         ``parent_ips`` and ``flags`` are arrays of the same length or one value for all.
         Every event counts in ``entries``; those overwritten, even by later events of the
-        same batch, count as overruns.  Returns the number written (0 when recording is
-        off).
+        same batch, count as overruns.  Not in overwrite mode, only the events that fit
+        go in, the first ones, and the rest are lost uncounted.  Returns the number
+        written (0 when recording is off).
         """
         count = len(ts)
         if count == 0 or self._record_disabled:
@@ -335,6 +354,13 @@ class RingBuffer:
         comm = comm.astype("S16") if isinstance(comm, np.ndarray) else _comm_bytes(comm)
         cb = self._cpu(cpu)
         with cb.lock:
+            if not self.overwrite and cb.room < count:
+                count = cb.room
+                if not count:
+                    return 0
+                ts, pid, comm, ips, parent_ips, flags = (
+                    value[:count] if isinstance(value, np.ndarray) else value
+                    for value in (ts, pid, comm, ips, parent_ips, flags))
             cb.write_begin()
             if count >= cb.capacity:
                 # Everything in the buffer goes, and all but the batch's last `capacity`.
@@ -357,7 +383,8 @@ class RingBuffer:
         At most ``TRACE_BUF_SIZE`` bytes are kept and a newline is appended if the text does
         not end with one.  ``ip`` is ``tracing_mark_write``'s address; 0 when the model's
         kallsyms has no such symbol (trace_output prints the name either way).  With
-        recording off the reserve fails and the write returns -EBADF, as in 3.6.
+        recording off, or a full buffer not in overwrite mode, the reserve fails and the
+        write returns -EBADF, as in 3.6.
         """
         data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
         taken = min(len(data), TRACE_BUF_SIZE)
@@ -369,6 +396,8 @@ class RingBuffer:
         nr_records = 1 + -(-len(buf) // RB_TEXT_PER_RECORD)
         cb = self._cpu(cpu)
         with cb.lock:
+            if not self.overwrite and cb.room < nr_records:
+                raise KernelError(errno.EBADF, "ring buffer full, not in overwrite mode")
             cb.write_begin()
             cb.make_room(nr_records)
             cb.recs[cb.head % cb.capacity] = (TRACE_PRINT, len(buf), pid, ts, ip, 0, cpu, flags,

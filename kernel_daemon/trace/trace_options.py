@@ -4,8 +4,9 @@
 ``trace_flags`` bit ``i`` is ``trace_options[i]`` ("These must match the bit postions in
 trace_iterator_flags").  The flags are read where the kernel reads them: when ``trace`` and
 ``trace_pipe`` format their text (:mod:`kernel_daemon.trace.trace_output`), never on the
-recording path.  Flags whose effect the model has no machinery for are kept and shown like
-any other; :data:`NOT_MODELLED` says which, and why.
+recording path; ``overwrite`` is also handed to the ring buffer when it changes
+(:func:`set_tracer_flags`).  Flags whose effect the model has no machinery for are kept
+and shown like any other; :data:`NOT_MODELLED` says which, and why.
 """
 
 from __future__ import annotations
@@ -67,11 +68,6 @@ NOT_MODELLED = {
     TRACE_ITER_HEX: "hex", TRACE_ITER_BIN: "bin",
     # print_trace_header() and the latency context need the latency tracers' data.
     TRACE_ITER_LATENCY_FMT: "latency-format",
-    # ring_buffer_change_overwrite(): the model's ring buffer always overwrites.
-    TRACE_ITER_OVERWRITE: "overwrite",
-    # trace_event_enable_cmd_record(): only trace events record cmdlines by this flag,
-    # and the model has none; the function tracer records them regardless (sched_switch).
-    TRACE_ITER_RECORD_CMD: "record-cmd",
 }
 
 # tracing_trace_options_write()'s char buf[64].
@@ -109,14 +105,24 @@ def tracing_trace_options_show(tracing: Tracing) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def set_tracer_flag(tracing: Tracing, mask: int, enabled: bool) -> None:
-    """``set_tracer_flag()``, under ``trace_types_lock``.  No tracer of the model has a
-    ``flag_changed`` veto, and the side effects of ``record-cmd`` and ``overwrite`` have
-    nothing to act on here (:data:`NOT_MODELLED`)."""
+def set_tracer_flags(tracing: Tracing, mask: int, enabled: bool) -> None:
+    """``set_tracer_flags()`` (3.6 trace.c), here under ``trace_types_lock``: nothing if
+    the flag already is so; ``overwrite`` goes on to ``ring_buffer_change_overwrite()``.
+
+    ``record-cmd`` goes on to ``trace_event_enable_cmd_record()``, which starts or stops
+    the cmdline recording of the *enabled trace events* only: the model has none, and the
+    function tracer's own recording (``tracing_start_cmdline_record()`` in
+    ``function_trace_init()``, the sched_switch probe) does not look at the flag.  So in
+    3.6 as here, the flag changes nothing while only the function tracer runs.
+    """
+    if bool(tracing.trace_flags & mask) == enabled:
+        return
     if enabled:
         tracing.trace_flags |= mask
     else:
         tracing.trace_flags &= ~mask
+    if mask == TRACE_ITER_OVERWRITE:
+        tracing.ring_buffer.change_overwrite(enabled)
 
 
 @kernel_function
@@ -154,7 +160,7 @@ def tracing_trace_options_write(tracing: Tracing, data: bytes) -> int:
         cmp = cmp[2:]
     with tracing.trace_types_lock:
         if cmp in TRACE_OPTIONS:
-            set_tracer_flag(tracing, 1 << TRACE_OPTIONS.index(cmp), not neg)
+            set_tracer_flags(tracing, 1 << TRACE_OPTIONS.index(cmp), not neg)
         else:
             set_tracer_option(tracing.current_trace, cmp, neg)
     return len(data)
@@ -176,7 +182,7 @@ def trace_options_core_write(tracing: Tracing, index: int, data: bytes) -> None:
     """``trace_options_core_write()``."""
     val = trace_options_value(data)
     with tracing.trace_types_lock:
-        set_tracer_flag(tracing, 1 << index, val)
+        set_tracer_flags(tracing, 1 << index, val)
 
 
 def trace_options_read(flags: TracerFlags, opt: TracerOpt) -> str:
