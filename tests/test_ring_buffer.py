@@ -50,10 +50,10 @@ def write_n(ring: RingBuffer, cpu: int, first_ts: int, count: int, pid: int = 10
 
 def test_unexpanded_then_expanded_sizes(rb):
     assert not rb.expanded
-    assert rb.size_bytes == 8160 and rb.size_bytes >> 10 == 7
+    assert rb.size_bytes(0) == rb.size_bytes(1) == 8160 and 8160 >> 10 == 7
     assert rb.counters(0).capacity == UNEXPANDED_CAPACITY == 127
     rb.expand()
-    assert rb.expanded and rb.size_bytes == TRACE_BUF_SIZE_DEFAULT
+    assert rb.expanded and rb.size_bytes(0) == rb.size_bytes(1) == TRACE_BUF_SIZE_DEFAULT
     # 1441792 bytes is 354 pages of 4080 bytes.
     assert rb.counters(1).capacity == 354 * 4080 // 64
     segment_size = os.stat(os.path.join(SHM_DIR, f"{rb.namespace}.rb1")).st_size
@@ -68,11 +68,30 @@ def test_resize_reallocates_and_clears_same_size_keeps(rb):
     buffer_id = rb.counters(0).buffer_id
     rb.resize_kb(8)
     assert rb.snapshot() == ([], 0, 0)
-    assert rb.size_bytes == 8192 and rb.expanded
+    assert rb.size_bytes(0) == rb.size_bytes(1) == 8192 and rb.expanded
     assert rb.counters(0).buffer_id == buffer_id + 1
     assert rb.counters(0).capacity == rb_capacity(8192)
     with pytest.raises(KernelError) as exc:
         rb.resize_kb(0)
+    assert exc.value.errno == errno.EINVAL
+
+
+def test_a_cpu_resized_alone_keeps_the_others(rb):
+    """tracing_resize_ring_buffer(size, cpu): that CPU's size and records only; it marks
+    the buffer expanded, so a later tracer set expands nothing."""
+    write_n(rb, 0, 1, 10)
+    write_n(rb, 1, 100, 10)
+    rb.resize_kb(4, cpu=1)
+    assert rb.expanded
+    assert (rb.size_bytes(0), rb.size_bytes(1)) == (8160, 4096)
+    assert rb.counters(1).capacity == rb_capacity(4096)
+    assert [e.ts for e in rb.snapshot().events] == list(range(1, 11))
+    rb.expand()
+    assert (rb.size_bytes(0), rb.size_bytes(1)) == (8160, 4096)
+    rb.resize_kb(4, cpu=0)
+    assert rb.snapshot() == ([], 0, 0)
+    with pytest.raises(KernelError) as exc:
+        rb.resize_kb(0, cpu=0)
     assert exc.value.errno == errno.EINVAL
 
 
