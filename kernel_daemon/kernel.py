@@ -164,8 +164,11 @@ class Kernel:
                 cpu, self.trace_clock.stamps(count), task.pid, task.comm, ip, parent_ip)
         events_written.set(events_written.get() + written)
         # tracing_record_cmdline(), which the kernel runs at sched_switch while recording
-        # is on; here for a task whose event went in (see kernel_daemon.trace.saved_cmdlines).
-        if written and not self.saved_cmdlines.saved(task.pid, task.comm):
+        # is on; here for a task that reached the tracer then (see
+        # kernel_daemon.trace.saved_cmdlines), also if a full buffer without overwrite
+        # dropped its events: it ran, and the sched_switch probe saw it.
+        if (self.ring_buffer.record_is_on()
+                and not self.saved_cmdlines.saved(task.pid, task.comm)):
             self.saved_cmdlines.trace_save_cmdline(task.pid, task.comm)
 
     def symbol_name(self, ip: int) -> str:

@@ -50,10 +50,10 @@ def write_n(ring: RingBuffer, cpu: int, first_ts: int, count: int, pid: int = 10
 
 def test_unexpanded_then_expanded_sizes(rb):
     assert not rb.expanded
-    assert rb.size_bytes == 8160 and rb.size_bytes >> 10 == 7
+    assert rb.size_bytes(0) == rb.size_bytes(1) == 8160 and 8160 >> 10 == 7
     assert rb.counters(0).capacity == UNEXPANDED_CAPACITY == 127
     rb.expand()
-    assert rb.expanded and rb.size_bytes == TRACE_BUF_SIZE_DEFAULT
+    assert rb.expanded and rb.size_bytes(0) == rb.size_bytes(1) == TRACE_BUF_SIZE_DEFAULT
     # 1441792 bytes is 354 pages of 4080 bytes.
     assert rb.counters(1).capacity == 354 * 4080 // 64
     segment_size = os.stat(os.path.join(SHM_DIR, f"{rb.namespace}.rb1")).st_size
@@ -68,11 +68,30 @@ def test_resize_reallocates_and_clears_same_size_keeps(rb):
     buffer_id = rb.counters(0).buffer_id
     rb.resize_kb(8)
     assert rb.snapshot() == ([], 0, 0)
-    assert rb.size_bytes == 8192 and rb.expanded
+    assert rb.size_bytes(0) == rb.size_bytes(1) == 8192 and rb.expanded
     assert rb.counters(0).buffer_id == buffer_id + 1
     assert rb.counters(0).capacity == rb_capacity(8192)
     with pytest.raises(KernelError) as exc:
         rb.resize_kb(0)
+    assert exc.value.errno == errno.EINVAL
+
+
+def test_a_cpu_resized_alone_keeps_the_others(rb):
+    """tracing_resize_ring_buffer(size, cpu): that CPU's size and records only; it marks
+    the buffer expanded, so a later tracer set expands nothing."""
+    write_n(rb, 0, 1, 10)
+    write_n(rb, 1, 100, 10)
+    rb.resize_kb(4, cpu=1)
+    assert rb.expanded
+    assert (rb.size_bytes(0), rb.size_bytes(1)) == (8160, 4096)
+    assert rb.counters(1).capacity == rb_capacity(4096)
+    assert [e.ts for e in rb.snapshot().events] == list(range(1, 11))
+    rb.expand()
+    assert (rb.size_bytes(0), rb.size_bytes(1)) == (8160, 4096)
+    rb.resize_kb(4, cpu=0)
+    assert rb.snapshot() == ([], 0, 0)
+    with pytest.raises(KernelError) as exc:
+        rb.resize_kb(0, cpu=0)
     assert exc.value.errno == errno.EINVAL
 
 
@@ -149,41 +168,52 @@ def test_batches_wrap_around_the_ring(rb):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.one_of(
+@given(st.booleans(), st.lists(st.one_of(
     st.tuples(st.just("fn"), st.integers(1, 40)),
     st.tuples(st.just("marker"), st.integers(0, TRACE_BUF_SIZE + 20)),
     st.tuples(st.just("consume"), st.integers(1, 30)),
 ), max_size=40))
-def test_against_a_reference_ring(ops):
-    """Whole events are overwritten oldest first, markers spanning several records."""
+def test_against_a_reference_ring(overwrite, ops):
+    """Whole events are overwritten oldest first, markers spanning several records;
+    without overwrite, an event that does not fit is lost, counted nowhere."""
     rb = RingBuffer(new_namespace(), nr_cpus=1)
+    rb.change_overwrite(overwrite)
     try:
         live: deque[tuple[int, int]] = deque()  # (ts, records) of the reference ring
         used = overrun = entries = read = 0
         ts = 0
 
-        def put(records: int) -> None:
+        def put(records: int) -> bool:
             nonlocal used, overrun, entries
+            if not overwrite and used + records > UNEXPANDED_CAPACITY:
+                return False
             while used + records > UNEXPANDED_CAPACITY:
                 used -= live.popleft()[1]
                 overrun += 1
             live.append((ts, records))
             used += records
             entries += 1
+            return True
 
         for op, n in ops:
             if op == "fn":
                 stamps = np.arange(ts + 1, ts + n + 1, dtype=np.uint64)
-                rb.write_function_events(0, stamps, 1, "x", stamps, stamps)
+                written = rb.write_function_events(0, stamps, 1, "x", stamps, stamps)
+                kept = 0
                 for _ in range(n):
                     ts += 1
-                    put(1)
+                    kept += put(1)
+                assert written == kept
             elif op == "marker":
                 ts += 1
                 text = bytes([65 + ts % 26]) * n
-                assert rb.write_marker(0, ts, 1, "x", text) == min(n, TRACE_BUF_SIZE)
                 length = min(n, TRACE_BUF_SIZE) + 1  # the newline the kernel appends
-                put(1 + -(-length // RB_TEXT_PER_RECORD))
+                if put(1 + -(-length // RB_TEXT_PER_RECORD)):
+                    assert rb.write_marker(0, ts, 1, "x", text) == min(n, TRACE_BUF_SIZE)
+                else:
+                    with pytest.raises(KernelError) as exc:
+                        rb.write_marker(0, ts, 1, "x", text)
+                    assert exc.value.errno == errno.EBADF
             else:
                 got = rb.consume(0, max_events=n, nonblock=True) if live else []
                 want = [live.popleft() for _ in range(min(n, len(live)))]
@@ -195,6 +225,31 @@ def test_against_a_reference_ring(ops):
         assert [e.ts for e in rb.snapshot().events] == [t for t, _ in live]
     finally:
         rb.destroy()
+
+
+def test_without_overwrite_a_full_buffer_keeps_the_oldest_and_drops_the_new(rb):
+    """ring_buffer_change_overwrite(0): rb_move_tail() fails the reserve instead of
+    moving the head; 3.6 counts the lost events nowhere (no dropped counter yet)."""
+    rb.change_overwrite(False)
+    write_n(rb, 0, 1, UNEXPANDED_CAPACITY + 10)
+    assert not rb.write_function_event(0, 999, 1, "a", 1, 2)
+    batch = np.arange(2000, 2010, dtype=np.uint64)
+    assert rb.write_function_events(0, batch, 1, "a", batch, batch) == 0
+    with pytest.raises(KernelError) as exc:
+        rb.write_marker(0, 3000, 5, "sh", "x")
+    assert exc.value.errno == errno.EBADF
+    counters = rb.counters(0)
+    assert (counters.entries, counters.overrun) == (UNEXPANDED_CAPACITY, 0)
+    assert [e.ts for e in rb.snapshot().events] == list(range(1, UNEXPANDED_CAPACITY + 1))
+    # Reading makes room: a batch puts in its first events, as many as fit.
+    assert len(rb.consume(0, max_events=4, nonblock=True)) == 4
+    assert rb.write_function_events(0, batch, np.arange(10), "a", batch, batch) == 4
+    assert [(e.ts, e.pid) for e in rb.snapshot().events[-4:]] == [(2000 + i, i)
+                                                                 for i in range(4)]
+    rb.change_overwrite(True)
+    write_n(rb, 0, 4000, 1)
+    assert rb.counters(0).overrun == 1
+    assert rb.snapshot().events[-1].ts == 4000
 
 
 # -- markers ------------------------------------------------------------------------------

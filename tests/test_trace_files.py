@@ -136,6 +136,59 @@ def test_trace_pipe_consumes_and_small_buffer_overruns_are_exact():
         assert exc.value.errno == errno.EINVAL
 
 
+STATS = re.compile(r"entries: (\d+)\noverrun: (\d+)\ncommit overrun: 0\nbytes: (\d+)\n"
+                   r"oldest event ts: (.{5}\.\d{6})\nnow ts: (.{5}\.\d{6})\n")
+
+
+def stats(vfs, cpu: int) -> tuple[int, int, int, str, float]:
+    """(entries, overrun, bytes, oldest ts text, now ts) of per_cpu/cpuN/stats."""
+    text = cat(vfs, f"{T}/per_cpu/cpu{cpu}/stats")
+    entries, overrun, size, oldest, now = STATS.fullmatch(text).groups()
+    return int(entries), int(overrun), int(size), oldest, float(now)
+
+
+def test_per_cpu_stats_and_buffer_size_kb():
+    """tracing_init_debugfs_percpu() of 3.6 also makes stats (tracing_stats_read()) and
+    buffer_size_kb, both 0444; root can still write the latter, which resizes its CPU."""
+    with booted(cpus=2) as k:
+        vfs = mount(k)
+        entries = vfs.list_dir(f"{T}/per_cpu/cpu1")
+        assert {(e.name, e.mode) for e in entries} == {
+            ("trace", 0o644), ("trace_pipe", 0o444), ("stats", 0o444),
+            ("buffer_size_kb", 0o444)}
+        assert cat(vfs, f"{T}/per_cpu/cpu0/buffer_size_kb") == "7\n"  # no "(expanded: )"
+        assert stats(vfs, 0)[:4] == (0, 0, 0, "    0.000000")
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        write(vfs, f"{T}/buffer_size_kb", b"8\n")
+        assert cat(vfs, f"{T}/per_cpu/cpu1/buffer_size_kb") == "8\n"
+        capacity = k.ring_buffer.counters(1).capacity
+        invoke(k, "vfs_read", "sys_read", cpu=0)
+        invoke(k, "vfs_write", "sys_write", count=capacity + 3, cpu=1)
+        entries, overrun, size, oldest, now = stats(vfs, 1)
+        assert (entries, overrun, size) == (capacity, 3, capacity * 64)
+        first = k.ring_buffer.snapshot(cpu=1).events[0]
+        usecs = (first.ts + 500) // 1000
+        assert oldest == f"{usecs // 1_000_000:5d}.{usecs % 1_000_000:06d}"
+        assert now >= float(oldest)
+        assert stats(vfs, 0)[:3] == (1, 0, 64)
+        # One CPU resized alone: its records go, the other's stay; the top file says X.
+        assert write(vfs, f"{T}/per_cpu/cpu1/buffer_size_kb", b"16\n") == 3
+        assert cat(vfs, f"{T}/per_cpu/cpu1/buffer_size_kb") == "16\n"
+        assert cat(vfs, f"{T}/per_cpu/cpu0/buffer_size_kb") == "8\n"
+        assert cat(vfs, f"{T}/buffer_size_kb") == "X\n"
+        assert cat(vfs, f"{T}/buffer_total_size_kb") == "24\n"
+        assert stats(vfs, 1)[:4] == (0, 0, 0, "    0.000000")
+        assert stats(vfs, 0)[0] == 1
+        for path, data in ((f"{T}/per_cpu/cpu0/buffer_size_kb", b"0\n"),
+                           (f"{T}/per_cpu/cpu0/buffer_size_kb", b"x\n"),
+                           (f"{T}/per_cpu/cpu0/stats", b"1\n")):
+            with pytest.raises(KernelError) as exc:
+                write(vfs, path, data)
+            assert exc.value.errno == errno.EINVAL
+        write(vfs, f"{T}/buffer_size_kb", b"16\n")
+        assert cat(vfs, f"{T}/buffer_size_kb") == "16\n"
+
+
 def test_a_trace_pipe_read_returns_whole_lines_and_a_small_read_its_leftover_first():
     """tracing_read_pipe(): a page-sized read stops at the first line that would not fit
     its trace_seq; a smaller read splits a line, and the next read returns only the rest

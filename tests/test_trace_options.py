@@ -15,6 +15,7 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.consistency import check_consistency
 from kernel_daemon.task import Task
 from kernel_daemon.trace.trace_options import TRACE_OPTIONS
+from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 from tests.kernel_helpers import (T, booted, cat, invoke, modprobe, record,
@@ -24,7 +25,7 @@ DEFAULT_OPTIONS = (
     "print-parent\nnosym-offset\nnosym-addr\nnoverbose\nnoraw\nnohex\nnobin\nnoblock\n"
     "nostacktrace\ntrace_printk\nnoftrace_preempt\nnobranch\nannotate\nnouserstacktrace\n"
     "nosym-userobj\nnoprintk-msg-only\ncontext-info\nnolatency-format\nsleep-time\n"
-    "graph-time\nrecord-cmd\noverwrite\nnodisable_on_free\nirq-info\nmarkers\n"
+    "graph-time\nrecord-cmd\noverwrite\nnodisable_on_free\nirq-info\n"
     "notest_nop_accept\nnotest_nop_refuse\n")  # nop's own options (trace_nop.c)
 NOP_OPTIONS = ("test_nop_accept", "test_nop_refuse")
 HELP = ("#           TASK-PID   CPU#      TIMESTAMP  FUNCTION\n"
@@ -66,8 +67,7 @@ def test_trace_options_defaults_and_writes():
 def test_options_directory():
     with booted(cpus=2) as k:
         vfs = mount(k)
-        assert [e.name for e in vfs.list_dir(f"{T}/options")] == sorted(TRACE_OPTIONS
-                                                                        + NOP_OPTIONS)
+        assert [e.name for e in vfs.list_dir(f"{T}/options")] == sorted(TRACE_OPTIONS)
         assert all(e.mode == 0o644 for e in vfs.list_dir(f"{T}/options"))
         assert cat(vfs, f"{T}/options/print-parent") == "1\n"
         assert cat(vfs, f"{T}/options/verbose") == "0\n"
@@ -80,7 +80,7 @@ def test_options_directory():
         assert "func_stack_trace" not in {e.name for e in vfs.list_dir(f"{T}/options")}
         write(vfs, f"{T}/current_tracer", b"function\n")
         assert cat(vfs, f"{T}/options/func_stack_trace") == "0\n"
-        assert cat(vfs, f"{T}/trace_options").endswith("markers\nnofunc_stack_trace\n")
+        assert cat(vfs, f"{T}/trace_options").endswith("\nirq-info\nnofunc_stack_trace\n")
         assert not {e.name for e in vfs.list_dir(f"{T}/options")} & set(NOP_OPTIONS)
         write(vfs, f"{T}/trace_options", b"func_stack_trace\n")
         assert cat(vfs, f"{T}/options/func_stack_trace") == "1\n"
@@ -91,6 +91,72 @@ def test_options_directory():
             cat(vfs, f"{T}/options/func_stack_trace")
         assert exc.value.errno == errno.ENOENT
         assert cat(vfs, f"{T}/trace_options") == DEFAULT_OPTIONS.replace("noverbose", "verbose")
+
+
+def test_a_tracer_s_option_files_come_only_with_a_switch_to_it():
+    """3.6 creates a tracer's options/ files in tracing_set_tracer() alone, past its
+    ``t == current_trace`` test; the boot's nop is set directly, so its files are not
+    there until a switch to nop from another tracer.  trace_options lists them anyway."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        for _ in range(2):  # at boot, and after the no-op `echo nop > current_tracer`
+            assert {e.name for e in vfs.list_dir(f"{T}/options")} == set(TRACE_OPTIONS)
+            for name in NOP_OPTIONS:
+                with pytest.raises(KernelError) as exc:
+                    cat(vfs, f"{T}/options/{name}")
+                assert exc.value.errno == errno.ENOENT
+            assert cat(vfs, f"{T}/trace_options").endswith(
+                "\nnotest_nop_accept\nnotest_nop_refuse\n")
+            write(vfs, f"{T}/current_tracer", b"nop\n")
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        write(vfs, f"{T}/current_tracer", b"nop\n")
+        names = {e.name for e in vfs.list_dir(f"{T}/options")}
+        assert names == set(TRACE_OPTIONS + NOP_OPTIONS)
+        assert cat(vfs, f"{T}/options/test_nop_accept") == "0\n"
+        write(vfs, f"{T}/options/test_nop_accept", b"1\n")
+        assert cat(vfs, f"{T}/trace_options").endswith("\ntest_nop_accept\nnotest_nop_refuse\n")
+
+
+def test_an_option_file_kept_open_across_a_switch_works_on_its_tracer_s_flags():
+    """trace_options_write() passes the file's topt->flags and topt->opt (freed by the
+    switch in 3.6, read here as if untouched) with the *current* tracer: nop's
+    set_flag judges bit 0x1 (it prints its accept line), and the function tracer's
+    func_stack_trace is what gets set, to take effect when the tracer comes back."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        f = vfs.open(f"{T}/options/func_stack_trace", os.O_RDWR)
+        try:
+            write(vfs, f"{T}/current_tracer", b"nop\n")
+            assert file_write(f, b"1\n") == 2
+            assert "nop_test_accept flag set to 1: we accept." in k.printk.read()
+            assert file_read(f, 64) == b"1\n"
+        finally:
+            file_release(f)
+        assert cat(vfs, f"{T}/trace_options").endswith("\nnotest_nop_accept\nnotest_nop_refuse\n")
+        assert [ops.name for ops in k.ftrace.ftrace_global_list] == []
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        assert cat(vfs, f"{T}/options/func_stack_trace") == "1\n"
+        assert [ops.name for ops in k.ftrace.ftrace_global_list] == ["trace_stack_ops"]
+
+
+def test_func_set_flag_accepts_the_pstore_bit_of_a_stale_nop_file():
+    """The other way round: nop's test_nop_refuse (bit 0x2) written while the function
+    tracer is current reaches func_set_flag(), whose TRACE_FUNC_OPT_PSTORE case (0x2)
+    accepts it; nop's flag is set."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        write(vfs, f"{T}/current_tracer", b"nop\n")
+        f = vfs.open(f"{T}/options/test_nop_refuse", os.O_WRONLY)
+        try:
+            write(vfs, f"{T}/current_tracer", b"function\n")
+            assert file_write(f, b"1\n") == 2
+        finally:
+            file_release(f)
+        assert [ops.name for ops in k.ftrace.ftrace_global_list] == ["trace_ops"]
+        write(vfs, f"{T}/current_tracer", b"nop\n")
+        assert cat(vfs, f"{T}/trace_options").endswith("\nnotest_nop_accept\ntest_nop_refuse\n")
 
 
 def test_print_parent_sym_offset_sym_addr():
@@ -145,16 +211,62 @@ def test_irq_info_context_info_verbose_raw():
             f"20903 1 {ev.ts} {fn:x} {parent:x}\n")
 
 
-def test_markers_and_printk_msg_only():
+def test_printk_msg_only_and_no_markers_option():
+    """3.6's trace_options[] ends at irq-info: no ``markers`` (a later kernel's), so
+    ``nomarkers`` is EINVAL and tracing_mark_write() takes every write."""
     with booted(cpus=1) as k:
         vfs = mount(k)
+        assert len(TRACE_OPTIONS) == 24 and TRACE_OPTIONS[-1] == "irq-info"
         write(vfs, f"{T}/trace_options", b"printk-msg-only\n")
         write(vfs, f"{T}/trace_marker", b"hello\n")
         assert cat(vfs, f"{T}/trace").endswith("#              | |       |   ||||       |"
                                                "         |\nhello\n")
-        write(vfs, f"{T}/trace_options", b"nomarkers\n")
-        assert errno_of(vfs, f"{T}/trace_marker", b"again\n") == errno.EINVAL
-        assert k.ring_buffer.snapshot().entries_written == 1
+        for name in (b"nomarkers\n", b"markers\n"):
+            assert errno_of(vfs, f"{T}/trace_options", name) == errno.EINVAL
+        with pytest.raises(KernelError) as exc:
+            cat(vfs, f"{T}/options/markers")
+        assert exc.value.errno == errno.ENOENT
+        assert write(vfs, f"{T}/trace_marker", b"again\n") == 6
+        assert k.ring_buffer.snapshot().entries_written == 2
+
+
+def test_nooverwrite_keeps_the_oldest_events_and_drops_the_new_uncounted():
+    """set_tracer_flags() hands the option to ring_buffer_change_overwrite(): a full
+    buffer then loses new events (3.6 counts them nowhere), and a task whose events are
+    lost still has its comm saved (the sched_switch probe does not look at the buffer)."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        write(vfs, f"{T}/buffer_size_kb", b"8\n")
+        capacity = k.ring_buffer.counters(0).capacity
+        write(vfs, f"{T}/options/overwrite", b"0\n")
+        invoke(k, "vfs_write", "sys_write", count=capacity)
+        invoke(k, "vfs_read", "sys_read", count=100)
+        invoke(k, "vfs_read", "sys_read", task=Task(31, "kworker/0:1"))
+        lines = cat(vfs, f"{T}/trace").splitlines()
+        assert lines[2] == f"# entries-in-buffer/entries-written: {capacity}/{capacity}   #P:1"
+        assert len(lines[11:]) == capacity
+        assert all(line.endswith(": vfs_write <-sys_write") for line in lines[11:])
+        assert cat(vfs, f"{T}/saved_cmdlines") == "20903 bash\n31 kworker/0:1\n"
+        pipe = cat(vfs, f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        assert "LOST" not in pipe and "vfs_read" not in pipe
+        # Back to overwrite: the oldest go, and count as overruns.
+        write(vfs, f"{T}/trace_options", b"overwrite\n")
+        unread = k.ring_buffer.counters(0).entries_in_buffer
+        invoke(k, "vfs_read", "sys_read", count=capacity + 5)
+        assert k.ring_buffer.overruns() == unread + 5
+
+
+def test_norecord_cmd_leaves_the_function_tracer_saving_comms():
+    """record-cmd goes to trace_event_enable_cmd_record(), which only touches enabled
+    trace events; function_trace_init()'s tracing_start_cmdline_record() ignores it."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/trace_options", b"norecord-cmd\n")
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        invoke(k, "vfs_read", "sys_read", task=Task(31, "kworker/0:1"))
+        assert cat(vfs, f"{T}/saved_cmdlines") == "31 kworker/0:1\n"
+        assert cat(vfs, f"{T}/options/record-cmd") == "0\n"
 
 
 def test_max_latency_thresh_readme_saved_cmdlines():

@@ -187,11 +187,17 @@ def test_formats_a_hundred_thousand_events():
 # -- buffer_size_kb / buffer_total_size_kb --------------------------------------------------
 
 def test_buffer_size_files():
-    assert buffer_size_kb(8160, expanded=False) == "7 (expanded: 1408)\n"
-    assert buffer_size_kb(1441792, expanded=True) == "1408\n"
-    assert buffer_size_kb(4 << 10, expanded=True) == "4\n"
-    assert buffer_total_size_kb(8160, 4, expanded=False) == "28 (expanded: 5632)\n"
-    assert buffer_total_size_kb(1441792, 4, expanded=True) == "5632\n"
+    assert buffer_size_kb([8160] * 4, expanded=False) == "7 (expanded: 1408)\n"
+    assert buffer_size_kb([1441792] * 2, expanded=True) == "1408\n"
+    assert buffer_size_kb([4 << 10], expanded=True) == "4\n"
+    assert buffer_total_size_kb([8160] * 4, expanded=False) == "28 (expanded: 5632)\n"
+    assert buffer_total_size_kb([1441792] * 4, expanded=True) == "5632\n"
+    # Per-CPU sizes: X when they differ; each CPU's KB summed (each shifted on its own).
+    assert buffer_size_kb([4 << 10, 8 << 10], expanded=True) == "X\n"
+    assert buffer_total_size_kb([4 << 10, 8 << 10, 1500], expanded=True) == "13\n"
+    # tracing_entries_read() refills the size it compares with while it is 0.
+    assert buffer_size_kb([0, 0, 8 << 10], expanded=True) == "8\n"
+    assert buffer_size_kb([8 << 10, 0], expanded=True) == "X\n"
 
 
 # -- end to end -----------------------------------------------------------------------------

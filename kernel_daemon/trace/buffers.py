@@ -85,9 +85,8 @@ MAX_EVENT_RECORDS = 1 + math.ceil((TRACE_BUF_SIZE + 1) / RB_TEXT_PER_RECORD)
 assert RB_EVENT_SIZE == 64 and RB_TEXT.itemsize == RB_EVENT_SIZE
 
 # The directory segment: u64 words.  Global words first, then one block per CPU.
-DIR_MAGIC = 0x3142525F4D495354  # "TSIM_RB1"
-W_MAGIC, W_NR_CPUS, W_EVENT_SIZE, W_RECORD_DISABLED, W_EXPANDED, W_SIZE_BYTES, \
-    W_TRACE_BUF_SIZE = range(7)
+DIR_MAGIC = 0x3242525F4D495354  # "TSIM_RB2": per-CPU sizes, no global one
+W_MAGIC, W_NR_CPUS, W_EVENT_SIZE, W_RECORD_DISABLED, W_EXPANDED, W_TRACE_BUF_SIZE = range(6)
 DIR_GLOBAL_WORDS = 16
 CPU_WORDS = 16
 # Per-CPU block (struct ring_buffer_per_cpu's counters):

@@ -36,7 +36,7 @@ from kernel_daemon.trace.buffers import (
     C_BUFFER_ID, C_GENERATION, C_HEAD, C_WRITERS, DIR_MAGIC, MAX_EVENT_RECORDS, RB_EVENT,
     RB_EVENT_SIZE, RB_TEXT, RB_TEXT_PER_RECORD, RB_TYPE_CONT, RB_UNEXPANDED_SIZE, TRACE_BUF_SIZE,
     TRACE_BUF_SIZE_DEFAULT, TRACE_FN, TRACE_PRINT, W_EVENT_SIZE, W_EXPANDED, W_MAGIC, W_NR_CPUS,
-    W_RECORD_DISABLED, W_SIZE_BYTES, W_TRACE_BUF_SIZE, CpuCounters, Event, Snapshot, copy_ring,
+    W_RECORD_DISABLED, W_TRACE_BUF_SIZE, CpuCounters, Event, Snapshot, copy_ring,
     cpu_segment_name, cpu_words, decode_events, dir_segment_name, dir_size, event_records,
     merge_events, rb_capacity, total_entries)
 
@@ -74,8 +74,10 @@ class TraceClock:
 class RingBufferPerCpu:
     """``struct ring_buffer_per_cpu``: one CPU's records and counters."""
 
-    def __init__(self, namespace: str, cpu: int, words: np.ndarray, capacity: int) -> None:
+    def __init__(self, namespace: str, cpu: int, words: np.ndarray, size_bytes: int) -> None:
         self.cpu = cpu
+        # global_trace.data[cpu]->entries: the size last asked for, in bytes.
+        self.size_bytes = size_bytes
         self.name = cpu_segment_name(namespace, cpu)
         # Serialises this CPU's writers and readers (see the module docstring).
         self.lock = threading.Lock()
@@ -83,7 +85,7 @@ class RingBufferPerCpu:
         self.generation = 0
         self.buffer_id = 0
         self.segment: ShmSegment | None = None
-        self.allocate(capacity)
+        self.allocate(rb_capacity(size_bytes))
 
     def allocate(self, capacity: int) -> None:
         """``rb_allocate_pages()``: a fresh, empty segment (the old name is dropped first)."""
@@ -127,6 +129,11 @@ class RingBufferPerCpu:
     @property
     def entries_in_buffer(self) -> int:
         return self.entries - self.overrun - self.read
+
+    @property
+    def room(self) -> int:
+        """Records that fit before the writer reaches the oldest unread one."""
+        return self.capacity - (self.head - self.tail)
 
     def _type_counts(self, start: int, end: int) -> tuple[int, int]:
         """(continuation records, marker events) among the records at [start, end)."""
@@ -198,7 +205,8 @@ class RingBuffer:
 
     Created unexpanded (``ring_buffer_alloc(1)``: 2 pages per CPU, ``buffer_size_kb`` reads
     ``7 (expanded: 1408)``); :meth:`expand` grows it to ``trace_buf_size`` when a tracer
-    is first set.  :meth:`destroy` unlinks every segment.
+    is first set.  Each CPU has its size (``per_cpu/cpuN/buffer_size_kb``).
+    :meth:`destroy` unlinks every segment.
     """
 
     def __init__(self, namespace: str, nr_cpus: int,
@@ -208,9 +216,10 @@ class RingBuffer:
         self.namespace = namespace
         self.nr_cpus = nr_cpus
         self.trace_buf_size = trace_buf_size
-        # global_trace.entries: the size last asked for, per CPU, in bytes.
-        self.size_bytes = RB_UNEXPANDED_SIZE
         self.expanded = False
+        # RB_FL_OVERWRITE: tracer_alloc_buffers() allocates with it, as trace_flags'
+        # default has the overwrite option; ring_buffer_change_overwrite() flips it.
+        self.overwrite = True
         self._record_disabled = 0
         self._record_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -225,7 +234,7 @@ class RingBuffer:
         try:
             for cpu in range(nr_cpus):
                 cb = RingBufferPerCpu(namespace, cpu, cpu_words(self._words, cpu),
-                                      rb_capacity(self.size_bytes))
+                                      RB_UNEXPANDED_SIZE)
                 self.cpu_buffers.append(cb)
                 cb.write_end()
         except BaseException:
@@ -258,7 +267,6 @@ class RingBuffer:
     def _publish_globals(self) -> None:
         self._words[W_RECORD_DISABLED] = self._record_disabled
         self._words[W_EXPANDED] = int(self.expanded)
-        self._words[W_SIZE_BYTES] = self.size_bytes
 
     def _wake_readers(self) -> None:
         # A waiter counts itself in before it tests for data, and a writer reads the count
@@ -299,14 +307,24 @@ class RingBuffer:
         ``record_disabled`` word, so it reads 0 while ``trace`` is being read too."""
         return not self._record_disabled
 
+    def change_overwrite(self, overwrite: bool) -> None:
+        """``ring_buffer_change_overwrite()``: what the ``overwrite`` option sets.  Without
+        it a full CPU buffer takes no more events (see :meth:`write_function_event`)."""
+        self.overwrite = overwrite
+
     # -- writers ---------------------------------------------------------------------------
     def write_function_event(self, cpu: int, ts: int, pid: int, comm: str | bytes, ip: int,
                              parent_ip: int, flags: int = 0) -> bool:
-        """``trace_function()``: one ``TRACE_FN`` entry.  False if recording is off."""
+        """``trace_function()``: one ``TRACE_FN`` entry.  False if recording is off, or if
+        the CPU's buffer is full and not in overwrite mode: ``rb_move_tail()`` then fails
+        the reserve, and 3.6 counts the lost event nowhere (not in ``entries``, not as
+        an overrun).  The kernel stops at a full *page*, the model at a full buffer."""
         if self._record_disabled:
             return False
         cb = self._cpu(cpu)
         with cb.lock:
+            if not self.overwrite and not cb.room:
+                return False
             cb.write_begin()
             cb.make_room(1)
             cb.recs[cb.head % cb.capacity] = (TRACE_FN, 0, pid, ts, ip, parent_ip, cpu, flags,
@@ -325,8 +343,9 @@ class RingBuffer:
         ``ts`` holds the batch's timestamps, one per event; ``pid``, ``comm``, ``ips``,
         ``parent_ips`` and ``flags`` are arrays of the same length or one value for all.
         Every event counts in ``entries``; those overwritten, even by later events of the
-        same batch, count as overruns.  Returns the number written (0 when recording is
-        off).
+        same batch, count as overruns.  Not in overwrite mode, only the events that fit
+        go in, the first ones, and the rest are lost uncounted.  Returns the number
+        written (0 when recording is off).
         """
         count = len(ts)
         if count == 0 or self._record_disabled:
@@ -335,6 +354,13 @@ class RingBuffer:
         comm = comm.astype("S16") if isinstance(comm, np.ndarray) else _comm_bytes(comm)
         cb = self._cpu(cpu)
         with cb.lock:
+            if not self.overwrite and cb.room < count:
+                count = cb.room
+                if not count:
+                    return 0
+                ts, pid, comm, ips, parent_ips, flags = (
+                    value[:count] if isinstance(value, np.ndarray) else value
+                    for value in (ts, pid, comm, ips, parent_ips, flags))
             cb.write_begin()
             if count >= cb.capacity:
                 # Everything in the buffer goes, and all but the batch's last `capacity`.
@@ -357,7 +383,8 @@ class RingBuffer:
         At most ``TRACE_BUF_SIZE`` bytes are kept and a newline is appended if the text does
         not end with one.  ``ip`` is ``tracing_mark_write``'s address; 0 when the model's
         kallsyms has no such symbol (trace_output prints the name either way).  With
-        recording off the reserve fails and the write returns -EBADF, as in 3.6.
+        recording off, or a full buffer not in overwrite mode, the reserve fails and the
+        write returns -EBADF, as in 3.6.
         """
         data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
         taken = min(len(data), TRACE_BUF_SIZE)
@@ -369,6 +396,8 @@ class RingBuffer:
         nr_records = 1 + -(-len(buf) // RB_TEXT_PER_RECORD)
         cb = self._cpu(cpu)
         with cb.lock:
+            if not self.overwrite and cb.room < nr_records:
+                raise KernelError(errno.EBADF, "ring buffer full, not in overwrite mode")
             cb.write_begin()
             cb.make_room(nr_records)
             cb.recs[cb.head % cb.capacity] = (TRACE_PRINT, len(buf), pid, ts, ip, 0, cpu, flags,
@@ -481,6 +510,15 @@ class RingBuffer:
         with cb.lock:
             return cb.counters()
 
+    def oldest_event_ts(self, cpu: int) -> int:
+        """``ring_buffer_oldest_event_ts()``: the timestamp of the oldest event in the
+        CPU's buffer, 0 when it holds none.  3.6 reads the ``time_stamp`` of the page the
+        reader takes next (its first event's), which a reset or a read leaves as it was;
+        the model has no pages."""
+        cb = self._cpu(cpu)
+        with cb.lock:
+            return int(cb.recs["ts"][cb.tail % cb.capacity]) if cb.head != cb.tail else 0
+
     def overruns(self) -> int:
         """``ring_buffer_overruns()``: all CPUs (``trace`` annotates when nonzero)."""
         return sum(self.counters(cpu).overrun for cpu in range(self.nr_cpus))
@@ -496,27 +534,34 @@ class RingBuffer:
                 cb.reset()
                 cb.write_end()
 
-    def resize(self, size_bytes: int) -> None:
-        """``tracing_resize_ring_buffer()``: ``size_bytes`` per CPU; a new size reallocates
-        (and, in the model, clears) every CPU and marks the buffer expanded."""
-        if size_bytes != self.size_bytes:
-            self._resize(size_bytes)
+    def size_bytes(self, cpu: int) -> int:
+        """``global_trace.data[cpu]->entries``: the size last asked for, in bytes."""
+        return self._cpu(cpu).size_bytes
 
-    def resize_kb(self, size_kb: int) -> None:
-        """``tracing_entries_write()``: the ``buffer_size_kb`` write; 0 is EINVAL."""
+    def resize(self, size_bytes: int, cpu: int | None = None) -> None:
+        """``tracing_resize_ring_buffer()``: ``size_bytes`` for every CPU (``cpu`` None,
+        RING_BUFFER_ALL_CPUS) or for one; a CPU whose size changes is reallocated (and, in
+        the model, cleared), and the buffer is marked expanded."""
+        cpus = [cb for cb in self._select(cpu) if cb.size_bytes != size_bytes]
+        if cpus:
+            self._resize(size_bytes, cpus)
+
+    def resize_kb(self, size_kb: int, cpu: int | None = None) -> None:
+        """``tracing_entries_write()``: a ``buffer_size_kb`` write (the top-level file's, or
+        ``per_cpu/cpuN``'s for ``cpu``); 0 is EINVAL."""
         if size_kb <= 0:
             raise KernelError(errno.EINVAL, "buffer_size_kb must be at least 1")
-        self.resize(size_kb << 10)
+        self.resize(size_kb << 10, cpu)
 
     def expand(self) -> None:
         """``tracing_update_buffers()``: grow to ``trace_buf_size`` on first use."""
         if not self.expanded:
-            self._resize(self.trace_buf_size)
+            self._resize(self.trace_buf_size, self.cpu_buffers)
 
-    def _resize(self, size_bytes: int) -> None:
+    def _resize(self, size_bytes: int, cpus: list[RingBufferPerCpu]) -> None:
         """``__tracing_resize_ring_buffer()``."""
         capacity = rb_capacity(size_bytes)
-        need = (capacity - self.cpu_buffers[0].capacity) * RB_EVENT_SIZE * self.nr_cpus
+        need = sum(capacity - cb.capacity for cb in cpus) * RB_EVENT_SIZE
         stat = os.statvfs(SHM_DIR)
         if need > stat.f_bavail * stat.f_frsize:
             # The kernel's page allocations would fail: ring_buffer_resize() gives -ENOMEM.
@@ -525,11 +570,11 @@ class RingBuffer:
             if self._closed:  # destroy() ran or waits for these locks: no new segments
                 raise KernelError(errno.ENODEV, "the kernel rebooted: its ring buffer is gone")
             self.expanded = True
-            for cb in self.cpu_buffers:
+            for cb in cpus:
                 cb.write_begin()
                 cb.allocate(capacity)
+                cb.size_bytes = size_bytes
                 cb.write_end()
-            self.size_bytes = size_bytes
             self._publish_globals()
 
     # -- shutdown ---------------------------------------------------------------------------

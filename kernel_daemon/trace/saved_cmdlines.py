@@ -2,8 +2,9 @@
 ``trace_save_cmdline()``, ``trace_find_cmdline()`` and ``tracing_saved_cmdlines_read()``.
 
 The kernel fills it from the sched_switch probe the function tracer starts
-(``tracing_start_cmdline_record()``), for the tasks switched in and out; the model has no
-scheduler, so a task is saved when the function tracer records an event of it (see
+(``tracing_start_cmdline_record()``), for the tasks switched in and out, whatever the
+``record-cmd`` option says (that one is for trace events); the model has no scheduler, so
+a task is saved when it reaches the function tracer while recording is on (see
 ``Kernel.function_trace_event``).  The lines of ``trace`` keep the comm each event
 recorded (``trace_output.trace_find_cmdline``), so an evicted slot does not turn them
 into ``<...>``.

@@ -25,7 +25,8 @@ from kernel_daemon.ftrace.probe import (FtraceFuncProbe, FtraceProbeOps,
                                         unregister_ftrace_function_probe_func)
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 from kernel_daemon.strings import kstrtoul
-from kernel_daemon.trace.trace_options import TRACE_FUNC_OPT_STACK, TracerFlags, TracerOpt
+from kernel_daemon.trace.trace_options import (TRACE_FUNC_OPT_PSTORE, TRACE_FUNC_OPT_STACK,
+                                               TracerFlags, TracerOpt)
 from kernel_daemon.trace.tracers import Tracing
 from kernel_daemon.unwind import kernel_function
 
@@ -61,10 +62,14 @@ class FunctionTracer:
 
     @kernel_function
     def func_set_flag(self, old_flags: int, bit: int, set: bool) -> None:
-        """``func_set_flag()``: ``func_stack_trace`` is the only option (EINVAL for any
-        other bit).  A change swaps ``trace_ops`` and ``trace_stack_ops``: unregister one,
-        register the other, so a disable and an enable pass run over the records (the
-        disable pass WARNs in the buggy kernel, as ``echo nop > current_tracer`` would)."""
+        """``func_set_flag()``: ``func_stack_trace`` is the only option; the
+        ``TRACE_FUNC_OPT_PSTORE`` bit is accepted and does nothing (its option is
+        CONFIG_PSTORE_FTRACE's, not modelled), any other bit is EINVAL.  A change swaps
+        ``trace_ops`` and ``trace_stack_ops``: unregister one, register the other, so a
+        disable and an enable pass run over the records (the disable pass WARNs in the
+        buggy kernel, as ``echo nop > current_tracer`` would)."""
+        if bit == TRACE_FUNC_OPT_PSTORE:
+            return
         if bit != TRACE_FUNC_OPT_STACK:
             raise KernelError(errno.EINVAL)
         if set == bool(self.flags.val & TRACE_FUNC_OPT_STACK):

@@ -4,8 +4,9 @@
 ``trace_flags`` bit ``i`` is ``trace_options[i]`` ("These must match the bit postions in
 trace_iterator_flags").  The flags are read where the kernel reads them: when ``trace`` and
 ``trace_pipe`` format their text (:mod:`kernel_daemon.trace.trace_output`), never on the
-recording path.  Flags whose effect the model has no machinery for are kept and shown like
-any other; :data:`NOT_MODELLED` says which, and why.
+recording path; ``overwrite`` is also handed to the ring buffer when it changes
+(:func:`set_tracer_flags`).  Flags whose effect the model has no machinery for are kept
+and shown like any other; :data:`NOT_MODELLED` says which, and why.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ TRACE_OPTIONS = (
     "print-parent", "sym-offset", "sym-addr", "verbose", "raw", "hex", "bin", "block",
     "stacktrace", "trace_printk", "ftrace_preempt", "branch", "annotate", "userstacktrace",
     "sym-userobj", "printk-msg-only", "context-info", "latency-format", "sleep-time",
-    "graph-time", "record-cmd", "overwrite", "disable_on_free", "irq-info", "markers",
+    "graph-time", "record-cmd", "overwrite", "disable_on_free", "irq-info",
 )
 
 # enum trace_iterator_flags (trace.h).
@@ -54,13 +55,11 @@ TRACE_ITER_RECORD_CMD = 1 << 20
 TRACE_ITER_OVERWRITE = 1 << 21
 TRACE_ITER_STOP_ON_FREE = 1 << 22
 TRACE_ITER_IRQ_INFO = 1 << 23
-TRACE_ITER_MARKERS = 1 << 24
 
 #: ``trace_flags``' initial value.
 TRACE_FLAGS_DEFAULT = (TRACE_ITER_PRINT_PARENT | TRACE_ITER_PRINTK | TRACE_ITER_ANNOTATE
                        | TRACE_ITER_CONTEXT_INFO | TRACE_ITER_SLEEP_TIME | TRACE_ITER_GRAPH_TIME
-                       | TRACE_ITER_RECORD_CMD | TRACE_ITER_OVERWRITE | TRACE_ITER_IRQ_INFO
-                       | TRACE_ITER_MARKERS)
+                       | TRACE_ITER_RECORD_CMD | TRACE_ITER_OVERWRITE | TRACE_ITER_IRQ_INFO)
 
 #: Flags that read and write as the kernel's but change nothing the model shows.
 NOT_MODELLED = {
@@ -69,17 +68,13 @@ NOT_MODELLED = {
     TRACE_ITER_HEX: "hex", TRACE_ITER_BIN: "bin",
     # print_trace_header() and the latency context need the latency tracers' data.
     TRACE_ITER_LATENCY_FMT: "latency-format",
-    # ring_buffer_change_overwrite(): the model's ring buffer always overwrites.
-    TRACE_ITER_OVERWRITE: "overwrite",
-    # trace_event_enable_cmd_record(): only trace events record cmdlines by this flag,
-    # and the model has none; the function tracer records them regardless (sched_switch).
-    TRACE_ITER_RECORD_CMD: "record-cmd",
 }
 
 # tracing_trace_options_write()'s char buf[64].
 TRACE_OPTIONS_BUF = 64
-# trace_functions.c: TRACE_FUNC_OPT_STACK.
+# trace_functions.c: TRACE_FUNC_OPT_STACK and TRACE_FUNC_OPT_PSTORE.
 TRACE_FUNC_OPT_STACK = 0x1
+TRACE_FUNC_OPT_PSTORE = 0x2
 
 
 @dataclass(frozen=True)
@@ -110,24 +105,36 @@ def tracing_trace_options_show(tracing: Tracing) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def set_tracer_flag(tracing: Tracing, mask: int, enabled: bool) -> None:
-    """``set_tracer_flag()``, under ``trace_types_lock``.  No tracer of the model has a
-    ``flag_changed`` veto, and the side effects of ``record-cmd`` and ``overwrite`` have
-    nothing to act on here (:data:`NOT_MODELLED`)."""
+def set_tracer_flags(tracing: Tracing, mask: int, enabled: bool) -> None:
+    """``set_tracer_flags()`` (3.6 trace.c), here under ``trace_types_lock``: nothing if
+    the flag already is so; ``overwrite`` goes on to ``ring_buffer_change_overwrite()``.
+
+    ``record-cmd`` goes on to ``trace_event_enable_cmd_record()``, which starts or stops
+    the cmdline recording of the *enabled trace events* only: the model has none, and the
+    function tracer's own recording (``tracing_start_cmdline_record()`` in
+    ``function_trace_init()``, the sched_switch probe) does not look at the flag.  So in
+    3.6 as here, the flag changes nothing while only the function tracer runs.
+    """
+    if bool(tracing.trace_flags & mask) == enabled:
+        return
     if enabled:
         tracing.trace_flags |= mask
     else:
         tracing.trace_flags &= ~mask
+    if mask == TRACE_ITER_OVERWRITE:
+        tracing.ring_buffer.change_overwrite(enabled)
 
 
 @kernel_function
-def __set_tracer_option(tracer: Tracer, opt: TracerOpt, neg: bool) -> None:
-    """``__set_tracer_option()``: the tracer's ``set_flag`` may refuse (its errno)."""
-    tracer.set_flag(tracer.flags.val, opt.bit, not neg)
+def __set_tracer_option(tracer: Tracer, tracer_flags: TracerFlags, opt: TracerOpt,
+                        neg: bool) -> None:
+    """``__set_tracer_option()``: ``tracer``'s ``set_flag`` may refuse (its errno); then
+    ``opt``'s bit changes in ``tracer_flags``, which the caller names."""
+    tracer.set_flag(tracer_flags.val, opt.bit, not neg)
     if neg:
-        tracer.flags.val &= ~opt.bit
+        tracer_flags.val &= ~opt.bit
     else:
-        tracer.flags.val |= opt.bit
+        tracer_flags.val |= opt.bit
 
 
 @kernel_function
@@ -135,7 +142,7 @@ def set_tracer_option(tracer: Tracer, cmp: str, neg: bool) -> None:
     """``set_tracer_option()``: a name the current tracer does not have is EINVAL."""
     for opt in tracer.flags.opts:
         if opt.name == cmp:
-            __set_tracer_option(tracer, opt, neg)
+            __set_tracer_option(tracer, tracer.flags, opt, neg)
             return
     raise KernelError(errno.EINVAL)
 
@@ -153,7 +160,7 @@ def tracing_trace_options_write(tracing: Tracing, data: bytes) -> int:
         cmp = cmp[2:]
     with tracing.trace_types_lock:
         if cmp in TRACE_OPTIONS:
-            set_tracer_flag(tracing, 1 << TRACE_OPTIONS.index(cmp), not neg)
+            set_tracer_flags(tracing, 1 << TRACE_OPTIONS.index(cmp), not neg)
         else:
             set_tracer_option(tracing.current_trace, cmp, neg)
     return len(data)
@@ -175,19 +182,28 @@ def trace_options_core_write(tracing: Tracing, index: int, data: bytes) -> None:
     """``trace_options_core_write()``."""
     val = trace_options_value(data)
     with tracing.trace_types_lock:
-        set_tracer_flag(tracing, 1 << index, val)
+        set_tracer_flags(tracing, 1 << index, val)
 
 
-def trace_options_read(tracer: Tracer, opt: TracerOpt) -> str:
-    return "1\n" if tracer.flags.val & opt.bit else "0\n"
+def trace_options_read(flags: TracerFlags, opt: TracerOpt) -> str:
+    """``trace_options_read()``: ``topt->flags->val & topt->opt->bit``."""
+    return "1\n" if flags.val & opt.bit else "0\n"
 
 
 @kernel_function
-def trace_options_write(tracing: Tracing, tracer: Tracer, opt: TracerOpt, data: bytes) -> None:
-    """``trace_options_write()``: a tracer option file; nothing happens if the value is
-    already the one written.  3.6 applies it to ``current_trace`` (the file exists only
-    while its tracer is current)."""
+def trace_options_write(tracing: Tracing, flags: TracerFlags, opt: TracerOpt,
+                        data: bytes) -> None:
+    """``trace_options_write()``: an option file of a tracer, its ``topt->flags`` and
+    ``topt->opt``; nothing happens if the value is already the one written, otherwise
+    ``__set_tracer_option(current_trace, topt->flags, topt->opt, !val)``.
+
+    A file kept open across a tracer switch: 3.6 frees the trace_option_dentry:
+    use-after-free.  The model reads it as if the freed memory were untouched, so the
+    current tracer's ``set_flag`` judges the old tracer's bit and the old tracer's flags
+    change (its option takes effect when it is next set); a kernel that reused the
+    memory would differ.
+    """
     val = trace_options_value(data)
-    if bool(tracer.flags.val & opt.bit) != val:
+    if bool(flags.val & opt.bit) != val:
         with tracing.trace_types_lock:
-            __set_tracer_option(tracing.current_trace, opt, not val)
+            __set_tracer_option(tracing.current_trace, flags, opt, not val)

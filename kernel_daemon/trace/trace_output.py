@@ -13,7 +13,7 @@ Counterparts: ``kernel/trace/trace.c`` (``s_show``, ``test_ftrace_alive``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from kernel_daemon.trace.buffers import (TRACE_BUF_SIZE_DEFAULT, TRACE_FLAG_HARDIRQ,
                                          TRACE_FLAG_IRQS_NOSUPPORT, TRACE_FLAG_IRQS_OFF,
@@ -217,17 +217,29 @@ def _raw_line(ev: Event, context: bool) -> str:
     return f"{head}# {ev.ip:x} {marker_text(ev.text)}"
 
 
-def buffer_size_kb(size_bytes: int, expanded: bool,
+def buffer_size_kb(sizes: Sequence[int], expanded: bool,
                    trace_buf_size: int = TRACE_BUF_SIZE_DEFAULT) -> str:
-    """``buffer_size_kb``: ``"%lu\\n"``, or ``"%lu (expanded: %lu)\\n"`` before expansion."""
+    """``tracing_entries_read()`` of the top-level ``buffer_size_kb``, over the CPUs' sizes
+    in bytes: ``"%lu\n"``, ``"%lu (expanded: %lu)\n"`` before expansion, ``"X\n"`` when
+    the CPUs differ.  The size compared with is refilled from each CPU while it is 0
+    (3.6's "fill in the size from first enabled cpu"), so CPUs of size 0 ahead of the
+    first other one make no X."""
+    size = 0
+    for cpu_size in sizes:
+        if size == 0:
+            size = cpu_size
+        if size != cpu_size:
+            return "X\n"
     if expanded:
-        return f"{size_bytes >> 10}\n"
-    return f"{size_bytes >> 10} (expanded: {trace_buf_size >> 10})\n"
+        return f"{size >> 10}\n"
+    return f"{size >> 10} (expanded: {trace_buf_size >> 10})\n"
 
 
-def buffer_total_size_kb(size_bytes: int, nr_cpus: int, expanded: bool,
+def buffer_total_size_kb(sizes: Sequence[int], expanded: bool,
                          trace_buf_size: int = TRACE_BUF_SIZE_DEFAULT) -> str:
-    """``buffer_total_size_kb``: the per-CPU KB summed over the CPUs, same two forms."""
+    """``tracing_total_entries_read()``: each CPU's KB, summed; before expansion also what
+    every CPU would hold expanded."""
+    total = sum(size >> 10 for size in sizes)
     if expanded:
-        return f"{nr_cpus * (size_bytes >> 10)}\n"
-    return f"{nr_cpus * (size_bytes >> 10)} (expanded: {nr_cpus * (trace_buf_size >> 10)})\n"
+        return f"{total}\n"
+    return f"{total} (expanded: {len(sizes) * (trace_buf_size >> 10)})\n"

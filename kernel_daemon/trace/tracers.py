@@ -79,7 +79,10 @@ class Tracing:
         self.trace_types_lock = threading.Lock()
         self.nop_trace = NopTracer(printk)
         self.trace_types: list[Tracer] = [self.nop_trace]
+        # tracer_alloc_buffers() sets current_trace directly: no option files for nop.
         self.current_trace: Tracer = self.nop_trace
+        # tracing_set_tracer()'s static topts: the tracer whose options/ files exist.
+        self.topts: Tracer | None = None
         # trace_options (kernel_daemon.trace.trace_options), under trace_types_lock.
         self.trace_flags = TRACE_FLAGS_DEFAULT
         # tracing_thresh and tracing_max_latency, in ns; no latency tracer sets them here.
@@ -125,6 +128,8 @@ class Tracing:
                 return
             self.current_trace.reset()
             self.current_trace = self.nop_trace
+            # destroy_trace_option_files(topts), then create_trace_option_files(t).
+            self.topts = tracer
             self.tracer_init(tracer)
             self.current_trace = tracer
 

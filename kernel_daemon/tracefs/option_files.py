@@ -59,9 +59,10 @@ def trace_options_core_file(index: int) -> ControlFile:
 
 
 class TracerOptionFile(FileOps):
-    """``trace_options_fops``: one option of one tracer, created when the tracer becomes
-    current and removed when it stops being so; opening it after that (a path resolved
-    before) finds no file, as a removed dentry does."""
+    """``trace_options_fops``: one option of one tracer, created when
+    ``tracing_set_tracer()`` switches to the tracer and removed when it switches away;
+    opening it after that (a path resolved before) finds no file, as a removed dentry
+    does.  An open file keeps working on its tracer's flags (see ``trace_options_write``)."""
 
     mode = 0o644
 
@@ -69,17 +70,19 @@ class TracerOptionFile(FileOps):
         self.tracer, self.opt = tracer, opt
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        if kernel.tracing.current_trace is not self.tracer:
+        if kernel.tracing.topts is not self.tracer:
             raise KernelError(errno.ENOENT)
+        tracer_flags = self.tracer.flags
         return ControlOpenFile(
-            path, flags, lambda: trace_options_read(self.tracer, self.opt),
-            lambda data: trace_options_write(kernel.tracing, self.tracer, self.opt, data))
+            path, flags, lambda: trace_options_read(tracer_flags, self.opt),
+            lambda data: trace_options_write(kernel.tracing, tracer_flags, self.opt, data))
 
 
 class OptionsDirectory(Directory):
-    """``options/``: a file per core flag, made at boot, and the current tracer's own
-    options, which ``tracing_set_tracer()`` swaps (``destroy_trace_option_files()`` /
-    ``create_trace_option_files()``): looked up from the tracer at each access."""
+    """``options/``: a file per core flag, made at boot (``create_trace_options_dir()``),
+    and the option files of ``topts``, the tracer ``tracing_set_tracer()`` last switched
+    to (``destroy_trace_option_files()`` / ``create_trace_option_files()``): none at
+    boot, whose nop is set without a switch.  Looked up at each access."""
 
     def __init__(self, kernel: Kernel) -> None:
         super().__init__((name, trace_options_core_file(i))
@@ -88,7 +91,9 @@ class OptionsDirectory(Directory):
         self._tracer_files: dict[int, dict[str, FileOps]] = {}
 
     def tracer_files(self) -> dict[str, FileOps]:
-        tracer = self.kernel.tracing.current_trace
+        tracer = self.kernel.tracing.topts
+        if tracer is None:
+            return {}
         files = self._tracer_files.get(id(tracer))
         if files is None:
             files = self._tracer_files[id(tracer)] = {

@@ -3,7 +3,8 @@
 ``trace`` (non-consuming, with the header; O_TRUNC clears), ``trace_pipe``
 (consuming, blocking, no header), ``tracing_on``, ``buffer_size_kb``,
 ``buffer_total_size_kb``, ``trace_marker``, ``trace_clock``, ``tracing_cpumask``, the
-``per_cpu/cpuN`` files and ``events/enable``.
+``per_cpu/cpuN`` files (``trace``, ``trace_pipe``, ``stats``, ``buffer_size_kb``) and
+``events/enable``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.dispatch import smp_processor_id
 from kernel_daemon.strings import kstrtoul_from_user, strim
 from kernel_daemon.task import current
-from kernel_daemon.trace.trace_options import TRACE_ITER_MARKERS, TRACE_ITER_SYM_OFFSET
+from kernel_daemon.trace.trace_options import TRACE_ITER_SYM_OFFSET
+from kernel_daemon.trace.buffers import RB_EVENT_SIZE
 from kernel_daemon.trace.trace_output import (buffer_size_kb, buffer_total_size_kb,
-                                              format_events, trace_header)
+                                              format_events, ns2usecs, trace_header)
 from kernel_daemon.tracefs.files import FMODE_READ, FileOps, OpenFile, SeqText
 
 if TYPE_CHECKING:
@@ -198,10 +200,9 @@ class ControlOpenFile(SeqText):
 
 
 class ControlFile(FileOps):
-    mode = 0o644
-
-    def __init__(self, show: Show, store: Store) -> None:
+    def __init__(self, show: Show, store: Store, mode: int = 0o644) -> None:
         self.show, self.store = show, store
+        self.mode = mode
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
         return ControlOpenFile(path, flags, lambda: self.show(kernel),
@@ -220,19 +221,59 @@ def tracing_on_store(kernel: Kernel, data: bytes) -> None:
         kernel.ring_buffer.record_off()
 
 
+def cpu_sizes(kernel: Kernel) -> list[int]:
+    rb = kernel.ring_buffer
+    return [rb.size_bytes(cpu) for cpu in range(rb.nr_cpus)]
+
+
 def buffer_size_show(kernel: Kernel) -> str:
     rb = kernel.ring_buffer
-    return buffer_size_kb(rb.size_bytes, rb.expanded, rb.trace_buf_size)
+    return buffer_size_kb(cpu_sizes(kernel), rb.expanded, rb.trace_buf_size)
 
 
 def buffer_size_store(kernel: Kernel, data: bytes) -> None:
-    """``tracing_entries_write``: KB per CPU; 0 is EINVAL."""
+    """``tracing_entries_write``: KB for every CPU; 0 is EINVAL."""
     kernel.ring_buffer.resize_kb(kstrtoul_from_user(data))
 
 
 def buffer_total_show(kernel: Kernel) -> str:
     rb = kernel.ring_buffer
-    return buffer_total_size_kb(rb.size_bytes, rb.nr_cpus, rb.expanded, rb.trace_buf_size)
+    return buffer_total_size_kb(cpu_sizes(kernel), rb.expanded, rb.trace_buf_size)
+
+
+def cpu_buffer_size_file(cpu: int) -> ControlFile:
+    """``per_cpu/cpuN/buffer_size_kb``: ``tracing_entries_fops`` made 0444, whose read is
+    ``"%lu\n"`` of the CPU's KB (never the ``expanded`` form), and whose write, which root
+    can still make, resizes that CPU alone (``tracing_resize_ring_buffer(val, cpu)``)."""
+    return ControlFile(lambda k: f"{k.ring_buffer.size_bytes(cpu) >> 10}\n",
+                       lambda k, data: k.ring_buffer.resize_kb(kstrtoul_from_user(data), cpu),
+                       mode=0o444)
+
+
+def tracing_stats_read(kernel: Kernel, cpu: int) -> str:
+    """``per_cpu/cpuN/stats``: ``tracing_stats_read()`` of 3.6, line for line.
+
+    ``entries`` is the CPU's events in the buffer (``ring_buffer_entries_cpu``),
+    ``overrun`` the overwritten ones.  ``commit overrun`` counts writers that wrapped round
+    an uncommitted event (an interrupt storm): the model's writers never nest, so 0.
+    ``bytes`` is what the unread events occupy, the model's 64-byte records; ``oldest
+    event ts`` see :meth:`RingBuffer.oldest_event_ts`; ``now ts`` is the trace clock.
+    """
+    rb = kernel.ring_buffer
+    counters = rb.counters(cpu)
+    oldest = rb.oldest_event_ts(cpu)
+    return (f"entries: {counters.entries_in_buffer}\n"
+            f"overrun: {counters.overrun}\n"
+            f"commit overrun: 0\n"
+            f"bytes: {(counters.head - counters.tail) * RB_EVENT_SIZE}\n"
+            f"oldest event ts: {stats_timestamp(oldest)}\n"
+            f"now ts: {stats_timestamp(kernel.trace_clock())}\n")
+
+
+def stats_timestamp(ns: int) -> str:
+    """``"%5llu.%06lu"`` of ``ns2usecs()``, split at the second."""
+    secs, usecs = divmod(ns2usecs(ns), 1_000_000)
+    return f"{secs:5d}.{usecs:06d}"
 
 
 def trace_clock_show(kernel: Kernel) -> str:
@@ -285,10 +326,7 @@ class TraceMarkerOpenFile(OpenFile):
         self.kernel = kernel
 
     def write(self, data: bytes) -> int:
-        """``tracing_mark_write``: EINVAL without the ``markers`` option; EBADF while
-        recording is off (no event reserved)."""
-        if not self.kernel.tracing.trace_flags & TRACE_ITER_MARKERS:
-            raise KernelError(errno.EINVAL)
+        """``tracing_mark_write``: EBADF while recording is off (no event reserved)."""
         task = current()
         return self.kernel.ring_buffer.write_marker(
             smp_processor_id(), self.kernel.trace_clock(), task.pid, task.comm, data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from kernel_daemon.ftrace.sysctl import ftrace_enable_sysctl, ftrace_enable_sysctl_read
@@ -12,10 +13,11 @@ from kernel_daemon.tracefs.option_files import (README_MSG, FreeBufferFile, Opti
                                                 trace_options_file, tracing_max_lat_file)
 from kernel_daemon.tracefs.trace_files import (ControlFile, TraceFile, TraceMarkerFile,
                                                TracePipeFile, buffer_size_show, buffer_size_store,
-                                               buffer_total_show, cpumask_show, cpumask_store,
+                                               buffer_total_show, cpu_buffer_size_file,
+                                               cpumask_show, cpumask_store,
                                                events_enable_store, trace_clock_show,
                                                trace_clock_store, tracing_on_show,
-                                               tracing_on_store)
+                                               tracing_on_store, tracing_stats_read)
 from kernel_daemon.tracefs.vfs import Directory, Vfs, build_tree
 
 if TYPE_CHECKING:
@@ -56,9 +58,12 @@ def tracing_directory(kernel: Kernel) -> Directory:
     tracing["free_buffer"] = FreeBufferFile()
     per_cpu = tracing["per_cpu"] = Directory()
     for cpu in range(kernel.options.cpus):
+        # tracing_init_debugfs_percpu(), less trace_pipe_raw.
         cpu_dir = per_cpu[f"cpu{cpu}"] = Directory()
-        cpu_dir["trace"] = TraceFile(cpu)
         cpu_dir["trace_pipe"] = TracePipeFile(cpu)
+        cpu_dir["trace"] = TraceFile(cpu)
+        cpu_dir["stats"] = GeneratedFile(partial(tracing_stats_read, cpu=cpu))
+        cpu_dir["buffer_size_kb"] = cpu_buffer_size_file(cpu)
     events = tracing["events"] = Directory()
     events["enable"] = ControlFile(lambda k: "0\n", events_enable_store)
     return tracing
