@@ -228,9 +228,16 @@ def ftrace_startup_enable(ft: Ftrace, command: int) -> None:
 def update_global_ops(ft: Ftrace) -> None:
     """``update_global_ops()``: ``global_ops`` calls the one GLOBAL ops' function, or
     ``ftrace_global_list_func`` for several; while ``set_ftrace_pid`` lists pids, it calls
-    ``ftrace_pid_func``, which calls that function for the listed tasks only."""
-    func = (ft.ftrace_global_list[0].func if len(ft.ftrace_global_list) == 1
-            else ft.ftrace_global_list_func)
+    ``ftrace_pid_func``, which calls that function for the listed tasks only.
+
+    With no GLOBAL ops it is ``ftrace_list_end``'s function, ``ftrace_stub``: what a
+    re-enabling ``ftrace_enabled`` sysctl installs if the function tracer registered
+    while it was 0 (sysctl.py)."""
+    global_list = ft.ftrace_global_list
+    if len(global_list) > 1:
+        func = ft.ftrace_global_list_func
+    else:
+        func = global_list[0].func if global_list else ftrace_stub
     if ft.ftrace_pids:
         ft.ftrace_pid_function = func  # set_ftrace_pid_function()
         func = ft.ftrace_pid_func
