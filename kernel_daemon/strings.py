@@ -14,6 +14,7 @@ the seven bytes of its ``_S`` class.
 from __future__ import annotations
 
 import errno
+from typing import AnyStr
 
 from kernel_daemon.errno import KernelError
 
@@ -29,10 +30,13 @@ _KSTRTOUL_BUF = 1 + 64 + 1 + 1
 _HEX_DIGITS = b"0123456789abcdef"
 
 
-def c_string(data: bytes) -> bytes:
-    """The bytes a C string function sees in a NUL-terminated copy of ``data``."""
-    end = data.find(b"\0")
-    return data if end < 0 else data[:end]
+def c_string(data: AnyStr) -> AnyStr:
+    """What a C string function sees in a NUL-terminated copy of ``data``: the part
+    before its first NUL.  A ``str`` is text decoded from the bytes a char each
+    (latin-1), as the filter files' tokens are."""
+    if isinstance(data, str):
+        return data.partition("\0")[0]
+    return data.partition(b"\0")[0]
 
 
 def skip_spaces(data: bytes) -> int:

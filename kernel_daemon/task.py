@@ -30,6 +30,9 @@ class Task:
 # init_idle() renames the boot CPU's idle task (pid 0) "swapper/0" on SMP kernels,
 # and the model's release string says SMP.
 IDLE_TASK = Task(0, "swapper/0")
+# The tasks every kernel has from boot, by pid: rest_init() starts kernel_init as pid 1,
+# which execs /sbin/init, and kthreadd as pid 2, which names itself "kthreadd".
+BOOT_TASKS = {task.pid: task for task in (Task(1, "init"), Task(2, "kthreadd"))}
 
 # A ContextVar rather than a thread-local so that the identity also follows a
 # context copied into another thread or task; new threads start as the idle task.

@@ -39,6 +39,11 @@ def filter_names(kernel) -> list[str]:
     ("foo*bar", "foo", MatchType.MATCH_FRONT_ONLY),  # the documented 3.x quirk
     ("*foo*bar", "foo", MatchType.MATCH_MIDDLE_ONLY),
     ("fo?[o]", "fo?[o]", MatchType.MATCH_FULL),  # ? and [ are literal
+    # A NUL ends the C string compared, but the '*' scan runs over all `len` chars.
+    ("foo\0bar", "foo", MatchType.MATCH_FULL),
+    ("foo\0*", "foo", MatchType.MATCH_FRONT_ONLY),
+    ("*foo\0bar*", "foo", MatchType.MATCH_MIDDLE_ONLY),
+    ("\0*", "", MatchType.MATCH_FRONT_ONLY),
 ])
 def test_filter_parse_regex(pattern, search, type_):
     regex = filter_parse_regex(pattern)
@@ -118,6 +123,27 @@ def test_negation_globs_and_mod_command(kernel):
     assert t_show_all(kernel.ftrace, Listing.NOTRACE) == "uinput_open [uinput]\n"
     echo(kernel, "", "set_ftrace_notrace")
     assert t_show_all(kernel.ftrace, Listing.NOTRACE) == ""
+    echo(kernel, "", "set_ftrace_filter")
+
+
+def test_a_nul_in_a_token_ends_its_c_string(kernel):
+    """trace_get_user() keeps a NUL byte in the token; ftrace_process_regex()'s strsep()
+    and the name match see the C string before it."""
+    assert echo(kernel, "uinput_open\0junk", "set_ftrace_filter") == []
+    assert filter_names(kernel) == ["uinput_open [uinput]"]
+    # No ':' before the NUL: a name, not a command (no probe), and it is selected.
+    assert echo(kernel, "uinput_read\0:traceoff", "set_ftrace_filter") == []
+    assert filter_names(kernel) == ["uinput_read [uinput]"]
+    assert not kernel.ftrace.probes.ftrace_probe_registered
+    # The '*' after the NUL still makes a prefix match of the C string before it.
+    assert echo(kernel, "uinput_dev_\0*", "set_ftrace_filter") == []
+    assert filter_names(kernel) and all(
+        n.startswith("uinput_dev_") for n in filter_names(kernel))
+    # After a ':', the command and its parameter end at the NUL too.
+    assert echo(kernel, "uinput_open:mod\0:uinput", "set_ftrace_filter") == [errno.EINVAL]
+    assert echo(kernel, "uinput_open\0x", "set_ftrace_notrace") == []
+    assert t_show_all(kernel.ftrace, Listing.NOTRACE) == "uinput_open [uinput]\n"
+    echo(kernel, "", "set_ftrace_notrace")
     echo(kernel, "", "set_ftrace_filter")
 
 

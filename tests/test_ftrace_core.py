@@ -10,8 +10,9 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
 from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open, t_show_all
-from kernel_daemon.ftrace.ops import FtraceOps
-from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
+from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL, FtraceOps
+from kernel_daemon.ftrace.register import (ftrace_shutdown, register_ftrace_function,
+                                           unregister_ftrace_function)
 from kernel_daemon.module.catalog import load_catalog
 from tests.kernel_helpers import (booted, echo, modprobe, record, reproducer_until_reload, rmmod,
                                   warnings)
@@ -173,3 +174,61 @@ def test_set_filter_api_errors_and_notrace():
         unregister_ftrace_function(ft, ops)
         assert record(ft, "vfs_read") == (0, False)
         assert check_consistency(ft) == []
+
+
+def warned_at(kernel) -> list[str]:
+    """Where each WARNING in dmesg points: "ftrace.c:LINE function"."""
+    return [" ".join(warn.splitlines()[1].split()[2:4]).split("+")[0].removeprefix(
+        "kernel/trace/") for warn in warnings(kernel)]
+
+
+def register_twice(kernel) -> None:
+    ops = FtraceOps("mine")
+    register_ftrace_function(kernel.ftrace, ops)
+    with pytest.raises(KernelError):
+        register_ftrace_function(kernel.ftrace, ops)
+
+
+def unregister_unregistered(kernel) -> None:
+    with pytest.raises(KernelError):
+        unregister_ftrace_function(kernel.ftrace, FtraceOps("mine"))
+
+
+def register_global_ops(kernel) -> None:
+    with pytest.raises(KernelError):
+        register_ftrace_function(kernel.ftrace, kernel.ftrace.global_ops)
+
+
+def unregister_global_ops(kernel) -> None:
+    echo(kernel, "function", "current_tracer")  # global_ops is ENABLED while it runs
+    with pytest.raises(KernelError):
+        unregister_ftrace_function(kernel.ftrace, kernel.ftrace.global_ops)
+
+
+def unbalanced_shutdown(kernel) -> None:
+    with kernel.ftrace.ftrace_lock:
+        ftrace_shutdown(kernel.ftrace, FtraceOps("mine"), 0)
+
+
+def unbalanced_global_shutdown(kernel) -> None:
+    ft = kernel.ftrace
+    with ft.ftrace_lock:
+        ft.ftrace_start_up = 1  # one start-up, but no GLOBAL one
+        ftrace_shutdown(ft, FtraceOps("mine", flags=FTRACE_OPS_FL_GLOBAL), 0)
+
+
+@pytest.mark.parametrize("provoke, where", [
+    (register_global_ops, ["ftrace.c:318 __register_ftrace_function"]),
+    (register_twice, ["ftrace.c:321 __register_ftrace_function"]),
+    (unregister_unregistered, ["ftrace.c:354 __unregister_ftrace_function"]),
+    (unregister_global_ops, ["ftrace.c:357 __unregister_ftrace_function"]),
+    (unbalanced_shutdown, ["ftrace.c:1959 ftrace_shutdown"]),
+    (unbalanced_global_shutdown, ["ftrace.c:1964 ftrace_shutdown",
+                                  "ftrace.c:1967 ftrace_shutdown"]),
+])
+def test_each_warn_prints_its_line_of_3_6_ftrace_c(provoke, where):
+    """The lines of New-B/Linux3.6 kernel/trace/ftrace.c (3.6.0; its 1529 is the
+    report's), counted in the file as stored."""
+    with booted() as kernel:
+        provoke(kernel)
+        assert warned_at(kernel) == where

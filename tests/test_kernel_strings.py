@@ -74,6 +74,7 @@ def test_strim_and_c_string():
     assert strim(b"global\x1c\n") == b"global\x1c"
     assert strim(b"glo\0bal") == b"glo"
     assert c_string(b"abc") == b"abc" and c_string(b"a\0b") == b"a"
+    assert c_string("a\0b") == "a" and c_string("") == ""  # a latin-1 token
 
 
 def test_control_files_parse_as_the_kernel():

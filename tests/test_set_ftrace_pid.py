@@ -74,6 +74,7 @@ def test_file_at_both_mounts_mode_0644_starts_empty():
     (b"0\n", 2, "swapper tasks\n"),
     (b"4294988199\n", 11, "20903\n"),  # 2**32 + 20903: ftrace_pid_add() takes an int
     (b"4294967296\n", 11, "swapper tasks\n"),
+    (b"1\n", 2, "1\n"), (b"2\n", 2, "2\n"),  # init and kthreadd exist from boot
     (b"\n", 1, "no pid\n"),  # only spaces: 1, whatever the count
     (b" " * 62 + b"\n", 1, "no pid\n"),
     (b"", 1, "no pid\n"),
@@ -214,3 +215,18 @@ def test_daemon_set_ftrace_pid_filters_the_function_tracer_not_a_tracer_client(d
         assert shell.read_file(PID_FILE) == b"no pid\n"
         assert shell.invoke("vfs_write", "sys_write", pid=4400).traced == 1
         assert shell.check_consistency().ok
+
+
+def test_daemon_knows_init_and_kthreadd_from_boot(daemon):
+    with Client(daemon.address, Identity(4100, "sh")) as shell:
+        assert shell.write_file(PID_FILE, b"1\n") == 2  # echo 1 > set_ftrace_pid
+        assert shell.write_file(PID_FILE, b"2\n", append=True) == 2
+        assert shell.read_file(PID_FILE) == b"2\n1\n"
+        shell.write_file(f"{T}/current_tracer", b"function\n")
+        # An Invoke naming pid 1 or 2 without a comm runs as that task.
+        for pid in (1, 2, 4100):
+            shell.invoke("vfs_write", "sys_write", pid=pid)
+        lines = shell.read_file(f"{T}/trace").decode().splitlines()[HEADER_LINES:]
+        assert [line.split()[0] for line in lines] == ["init-1", "kthreadd-2"]
+        shell.reboot()
+        assert shell.write_file(PID_FILE, b"1\n") == 2  # a new boot has them too

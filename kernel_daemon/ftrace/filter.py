@@ -19,6 +19,7 @@ from kernel_daemon.ftrace.rec_update import ftrace_hash_move
 from kernel_daemon.ftrace.records import FtracePageGroup
 from kernel_daemon.ftrace.regex import MatchType, Regex, filter_parse_regex, ftrace_match
 from kernel_daemon.ftrace.update import FTRACE_UPDATE_CALLS, ftrace_run_update_code
+from kernel_daemon.strings import c_string
 from kernel_daemon.unwind import kernel_function
 
 NO_RECORDS = np.empty(0, dtype=np.intp)
@@ -123,10 +124,16 @@ def ftrace_process_regex(ft: Ftrace, hash: FtraceHash, buff: str, enable: bool) 
     ``enable`` is 1 from ``set_ftrace_filter`` and 0 from ``set_ftrace_notrace``; a
     ``<func>:<command>[:<param>]`` token is the command's to judge, and an unknown
     command is EINVAL.
+
+    ``buff`` is the token as written, NUL bytes included (``trace_get_user`` keeps
+    them).  ``strsep()`` looks for the ``:`` in the C string only, and the command, its
+    function and its parameter are C strings.
     """
-    func, sep, rest = buff.partition(":")
+    func, sep, rest = c_string(buff).partition(":")
     if not sep:
-        if not ftrace_match_records(ft, hash, func):
+        # No ':' before a NUL: the token goes whole to the matcher, with its full
+        # length (parser->idx), which filter_parse_regex() scans for a '*'.
+        if not ftrace_match_records(ft, hash, buff):
             raise KernelError(errno.EINVAL)
         return
     command, sep, param = rest.partition(":")

@@ -34,9 +34,10 @@ FTRACE_FUNC_HASHSIZE = 1 << FTRACE_HASH_BITS
 # include/linux/hash.h (3.6): 2^63 + 2^61 - 2^57 + 2^54 - 2^51 - 2^18 + 1.
 GOLDEN_RATIO_PRIME_64 = 0x9E37FFFFFFFC0001
 _U64 = (1 << 64) - 1
-# 3.6.5 source line of ``WARN_ON(not)`` in __unregister_ftrace_function_probe: an
-# estimate, unverified (no 3.6.5 ftrace.c with its line numbers was at hand).
-LINE_UNREGISTER_PROBE_NOT = 2961
+# The line of ``WARN_ON(not)`` in __unregister_ftrace_function_probe(), in
+# kernel/trace/ftrace.c of the 3.6.0 tree New-B/Linux3.6, counted in the file (2961 is
+# where the function's definition starts).
+LINE_UNREGISTER_PROBE_NOT = 2980
 
 # How many probes acted on this thread of execution (a ContextVar, like ``current``):
 # execute_function runs a batch of calls one at a time while the calls' probes act.

@@ -21,9 +21,10 @@ from kernel_daemon.ftrace.records import FTRACE_FL_MASK, FTRACE_REF_MAX, FtraceP
 from kernel_daemon.kasan import kasan_report_freed_page
 from kernel_daemon.unwind import kernel_function
 
-# Source lines of the two checks in 3.6.5 kernel/trace/ftrace.c.  1529 is the
-# underflow the report quotes; the overflow check sits three lines above it, as in
-# 3.2.7 (1383/1386): unverified against 3.6.5 itself.
+# The lines of __ftrace_hash_rec_update()'s two FTRACE_WARN_ON checks (count at
+# FTRACE_REF_MAX after the increment; count 0 before the decrement), in
+# kernel/trace/ftrace.c of the 3.6.0 tree New-B/Linux3.6, counted in the file.  1529 is
+# also the line the report's 3.6.11+ kernel prints (spec §5.1).
 FTRACE_REC_OVERFLOW_LINE = 1526
 FTRACE_REC_UNDERFLOW_LINE = 1529
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernel_daemon.strings import c_string
+
 
 class MatchType(enum.IntEnum):
     """``enum regex_type`` of kernel/trace/trace.h."""
@@ -31,25 +33,30 @@ class Regex:
 
 
 def filter_parse_regex(buff: str) -> Regex:
-    """``filter_parse_regex()`` of kernel/trace/trace_events_filter.c (3.6)."""
+    """``filter_parse_regex(buff, len, &search, &not)`` of kernel/trace/trace_events_filter.c
+    (3.6), ``len`` being the whole of ``buff``.
+
+    It scans all ``len`` chars for a ``*``, past a NUL too, and writes a NUL over the
+    first ``*`` after position 0; the callers then compare the C string at ``search``
+    (``strlen``, ``strcmp``), so the search ends at the first NUL.
+    """
     negate = buff.startswith("!")
     if negate:
         buff = buff[1:]
-    search = buff
+    start, end = 0, len(buff)
     type_ = MatchType.MATCH_FULL
     for i, ch in enumerate(buff):
         if ch != "*":
             continue
         if i == 0:
-            search = buff[1:]
+            start = 1
             type_ = MatchType.MATCH_END_ONLY
         else:
             type_ = (MatchType.MATCH_MIDDLE_ONLY if type_ == MatchType.MATCH_END_ONLY
                      else MatchType.MATCH_FRONT_ONLY)
-            # buff[i] = 0: the pattern ends at this '*', the rest is ignored.
-            search = search[: len(search) - (len(buff) - i)]
+            end = i  # buff[i] = 0: the pattern ends at this '*', the rest is ignored.
             break
-    return Regex(search, type_, negate)
+    return Regex(c_string(buff[start:end]), type_, negate)
 
 
 def ftrace_match(names: np.ndarray, regex: Regex) -> np.ndarray:

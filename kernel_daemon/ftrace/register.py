@@ -16,14 +16,20 @@ from kernel_daemon.ftrace.update import (FTRACE_UPDATE_CALLS, ftrace_startup_ena
                                          update_ftrace_function)
 from kernel_daemon.unwind import kernel_function
 
-# 3.6.5 source lines of the checks below; unverified (the spec quotes only 1529).
-LINE_REGISTER_GLOBAL_OPS = 1055
-LINE_REGISTER_BUSY = 1058
-LINE_UNREGISTER_NOT_ENABLED = 1099
-LINE_UNREGISTER_GLOBAL_OPS = 1102
-LINE_SHUTDOWN_START_UP = 1849
-LINE_SHUTDOWN_GLOBAL_START_UP = 1854
-LINE_SHUTDOWN_STILL_USERS = 1858
+# The lines of the checks below in kernel/trace/ftrace.c of the 3.6.0 tree New-B/Linux3.6,
+# counted in the file (whose __ftrace_hash_rec_update underflow check is at 1529, as in
+# the report's 3.6.11+).
+# __register_ftrace_function(): FTRACE_WARN_ON(ops == &global_ops), WARN_ON(ENABLED).
+LINE_REGISTER_GLOBAL_OPS = 318
+LINE_REGISTER_BUSY = 321
+# __unregister_ftrace_function(): WARN_ON(!ENABLED), FTRACE_WARN_ON(ops == &global_ops).
+LINE_UNREGISTER_NOT_ENABLED = 354
+LINE_UNREGISTER_GLOBAL_OPS = 357
+# ftrace_shutdown(): WARN_ON_ONCE(ftrace_start_up < 0), WARN_ON_ONCE(global_start_up < 0),
+# WARN_ON_ONCE(!ftrace_start_up).
+LINE_SHUTDOWN_START_UP = 1959
+LINE_SHUTDOWN_GLOBAL_START_UP = 1964
+LINE_SHUTDOWN_STILL_USERS = 1967
 
 
 def add_ftrace_ops(ops_list: list[FtraceOps], ops: FtraceOps) -> None:

@@ -6,6 +6,13 @@ whatever number is written (``2`` reads back ``2``); only zero or nonzero matter
 Turning it off nops every patched site but keeps the counts; turning it on patches
 again from the counts.  After ``ftrace_kill`` both reads and writes are ENODEV, before
 anything is parsed.
+
+Turning it on re-picks the trampoline's function from ``ftrace_ops_list`` alone, as 3.6
+does, without ``update_global_ops()``: ``global_ops`` keeps the function it had when
+turned off, so a ``set_ftrace_pid`` change made meanwhile (which
+``ftrace_update_pid_func()`` skips while the function is ``ftrace_stub``) takes effect
+only at the next ``update_ftrace_function()``: a register, an unregister or another
+``set_ftrace_pid`` write.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.ops import ftrace_stub
 from kernel_daemon.ftrace.update import (FTRACE_DISABLE_CALLS, FTRACE_UPDATE_CALLS,
-                                         ftrace_run_update_code, update_ftrace_function)
+                                         ftrace_run_update_code)
 from kernel_daemon.sysctl import proc_dointvec, proc_dointvec_read
 from kernel_daemon.unwind import kernel_function
 
@@ -43,11 +50,20 @@ def ftrace_enable_sysctl(ft: Ftrace, buffer: bytes) -> int:
             return count
         ft.last_ftrace_enabled = bool(ft.ftrace_enabled)  # !!ftrace_enabled
         if ft.ftrace_enabled:
-            # ftrace_startup_sysctl(): force the trampoline update, patch from the counts.
-            ft.saved_ftrace_func = None
-            update_ftrace_function(ft)
-            if ft.ftrace_start_up:
-                ftrace_run_update_code(ft, FTRACE_UPDATE_CALLS)
+            ftrace_startup_sysctl(ft)
+            # "we are starting ftrace again": the head ops' function as it is now (no
+            # update_global_ops(), and no FTRACE_OPS_FL_DYNAMIC test, unlike
+            # update_ftrace_function()); an empty list leaves ftrace_stub.
+            ops_list = ft.ftrace_ops_list
+            if ops_list:
+                ft.ftrace_trace_function = (ops_list[0].func if len(ops_list) == 1
+                                            else ft.ftrace_ops_list_func)
+            # Spec §2.6: "the handler also restores the trampoline target".  3.6 only
+            # assigns ftrace_trace_function here; ftrace_startup_sysctl() ran
+            # FTRACE_UPDATE_CALLS without FTRACE_UPDATE_TRACE_FUNC, so the patched
+            # ftrace_call keeps its old target until the next update that adds it.
+            # Upstream fixed that later, in 524a38682573 ("ftrace: Fix ftrace enable
+            # ordering of sysctl ftrace_enabled", Cc stable 2.6.27+); the spec wins here.
             ft.trampoline_target = ft.ftrace_trace_function
         else:
             # ftrace_trace_function = ftrace_stub; ftrace_shutdown_sysctl()
@@ -55,3 +71,14 @@ def ftrace_enable_sysctl(ft: Ftrace, buffer: bytes) -> int:
             if ft.ftrace_start_up:
                 ftrace_run_update_code(ft, FTRACE_DISABLE_CALLS)
         return count
+
+
+def ftrace_startup_sysctl(ft: Ftrace) -> None:
+    """``ftrace_startup_sysctl()``: force the next trampoline update, and patch from the
+    counts if anything is started; the trampoline's function is not re-picked here.
+    Static with one caller, and not in the model's kallsyms: inlined, no frame."""
+    if ft.ftrace_disabled:
+        return
+    ft.saved_ftrace_func = None  # "Force update next time"
+    if ft.ftrace_start_up:
+        ftrace_run_update_code(ft, FTRACE_UPDATE_CALLS)

@@ -32,10 +32,9 @@ FTRACE_UPDATE_TRACE_FUNC = 1 << 2
 FTRACE_START_FUNC_RET = 1 << 3
 FTRACE_STOP_FUNC_RET = 1 << 4
 
-# The FTRACE_WARN_ON_ONCE(1) of each case of ftrace_bug() in 3.6.5 ftrace.c.  Derived, not
-# read at these numbers: ftrace_bug() of a 3.6 tree (github New-B/Linux3.6) sits 49, 54,
-# 61 and 66 lines below the underflow check the report places at 1529; 3.2.7 has the same
-# function with the same spacing at 1482/1487/1494/1499 (spec §5.2).
+# The FTRACE_WARN_ON_ONCE(1) of each case of ftrace_bug() (-EFAULT, -EINVAL, -EPERM,
+# default), in kernel/trace/ftrace.c of the 3.6.0 tree New-B/Linux3.6, counted in the
+# file; 3.2.7 has them at 1482/1487/1494/1499 (spec §5.2).
 LINE_FTRACE_BUG_EFAULT = 1578
 LINE_FTRACE_BUG_EINVAL = 1583
 LINE_FTRACE_BUG_EPERM = 1590
@@ -228,9 +227,16 @@ def ftrace_startup_enable(ft: Ftrace, command: int) -> None:
 def update_global_ops(ft: Ftrace) -> None:
     """``update_global_ops()``: ``global_ops`` calls the one GLOBAL ops' function, or
     ``ftrace_global_list_func`` for several; while ``set_ftrace_pid`` lists pids, it calls
-    ``ftrace_pid_func``, which calls that function for the listed tasks only."""
-    func = (ft.ftrace_global_list[0].func if len(ft.ftrace_global_list) == 1
-            else ft.ftrace_global_list_func)
+    ``ftrace_pid_func``, which calls that function for the listed tasks only.
+
+    With no GLOBAL ops it is ``ftrace_list_end``'s function, ``ftrace_stub``: what a
+    re-enabling ``ftrace_enabled`` sysctl installs if the function tracer registered
+    while it was 0 (sysctl.py)."""
+    global_list = ft.ftrace_global_list
+    if len(global_list) > 1:
+        func = ft.ftrace_global_list_func
+    else:
+        func = global_list[0].func if global_list else ftrace_stub
     if ft.ftrace_pids:
         ft.ftrace_pid_function = func  # set_ftrace_pid_function()
         func = ft.ftrace_pid_func

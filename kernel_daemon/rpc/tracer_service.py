@@ -28,7 +28,7 @@ from kernel_daemon.ftrace.register import register_ftrace_function, unregister_f
 from kernel_daemon.kernel import Kernel, events_written
 from kernel_daemon.rpc.state import Boot, DaemonState
 from kernel_daemon.rpc.status import errno_detail, translate_kernel_errors
-from kernel_daemon.task import Task, current, running_as
+from kernel_daemon.task import BOOT_TASKS, Task, current, running_as
 
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_MAX_DELAY_MS = 50
@@ -40,9 +40,15 @@ MAX_REPEAT = 100_000_000
 
 def invoking_task(request: pb.InvokeRequest, caller: Task) -> Task:
     """The task an Invoke runs as: the caller, with the pid and comm the request names
-    checked as identity metadata is (pid 0 is allowed here: the idle task)."""
+    checked as identity metadata is (pid 0 is allowed here: the idle task).  A pid of a
+    task the kernel has from boot, named without a comm, is that task (``init-1``)."""
     pid = request.pid if request.HasField("pid") else caller.pid
-    comm = request.comm if request.HasField("comm") else caller.comm
+    if request.HasField("comm"):
+        comm = request.comm
+    elif request.HasField("pid") and pid in BOOT_TASKS:
+        comm = BOOT_TASKS[pid].comm
+    else:
+        comm = caller.comm
     if not 0 <= pid <= PID_MAX_LIMIT:
         raise KernelError(errno.EINVAL, f"pid {pid} out of range 0..{PID_MAX_LIMIT}")
     if not valid_comm(comm):
