@@ -31,7 +31,10 @@ Commands:
 ``summary``  the page directory's generation, each record group (module, page address,
              records, non-zero counts, ENABLED), and the totals.
 ``trace``    the ring buffers' events (all CPUs merged, or ``--cpu N``), formatted as the
-             ``trace`` file prints them, after its ``# entries-in-buffer`` line.
+             ``trace`` file prints them with the default options, after its
+             ``# entries-in-buffer`` line. The task names come from the kernel's
+             ``saved_cmdlines``, read from shared memory too, as ``trace`` looks them up:
+             a pid whose slot was reused since shows ``<...>``.
 ``check``    a lock-free consistency heuristic on one snapshot. Always: record ips sorted
              and unique within a group and across groups, and no record ENABLED with a
              count of 0 (a site patched for no ops). With ``--tracing-active`` (you know
@@ -67,7 +70,8 @@ from clients.identity import Identity
 from kernel_daemon.ftrace.snapshot import GroupSnapshot, RecordsReader, RecordsSnapshot
 from kernel_daemon.shm import NAMESPACE_RE
 from kernel_daemon.trace.reader import RingBufferReader
-from kernel_daemon.trace.trace_output import format_events
+from kernel_daemon.trace.saved_cmdlines import SavedCmdlinesReader
+from kernel_daemon.trace.trace_output import format_events, trace_bytes
 
 PROG = "ftrace-inspect"
 EXIT_FOUND, EXIT_ERROR = 1, 2
@@ -180,11 +184,15 @@ def cmd_trace(namespace: str, symbols: Symbols | None, args: argparse.Namespace)
     if args.cpu is not None and not 0 <= args.cpu < reader.nr_cpus:
         raise InspectError(f"no CPU {args.cpu}: the ring buffer has {reader.nr_cpus}")
     snap = reader.snapshot(args.cpu)
+    # Second: the kernel saves a task's comm just after recording its event.
+    cmdlines = SavedCmdlinesReader(namespace).trace_find_cmdline_table()
     # The trace file annotates once events were overwritten (entries-written counts them).
-    text = format_events(snap.events, symbols.bare_name if symbols else no_symbols,
+    text = format_events(snap.events, symbols.bare_name if symbols else no_symbols, cmdlines,
                          annotate=snap.entries_written > snap.entries_in_buffer)
-    sys.stdout.write(f"# entries-in-buffer/entries-written: {snap.entries_in_buffer}/"
-                     f"{snap.entries_written}   #P:{reader.nr_cpus}\n#\n" + text)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(trace_bytes(
+        f"# entries-in-buffer/entries-written: {snap.entries_in_buffer}/"
+        f"{snap.entries_written}   #P:{reader.nr_cpus}\n#\n" + text))
     return 0
 
 

@@ -53,8 +53,9 @@ COMMANDS = "filter PATTERN | notrace PATTERN | reset"
 
 def hit_line(hit: tracer_pb2.Hit) -> str:
     """The text form: the trace file's line without irq-info, plus `` xN`` for N calls."""
-    context = trace_print_context(trace_find_cmdline(hit.pid, hit.comm), hit.pid, hit.cpu,
-                                  hit.timestamp_ns, irq_flags=None)
+    # The hit carries current->comm, which a tracer's callback can read: its own table.
+    context = trace_print_context(trace_find_cmdline(hit.pid, {hit.pid: hit.comm}), hit.pid,
+                                  hit.cpu, hit.timestamp_ns, irq_flags=None)
     parent = ""
     if hit.parent_ip:
         parent = f" <-{hit.parent or f'0x{hit.parent_ip:x}'}"

@@ -115,9 +115,10 @@ class Kernel:
         self.ring_buffer = RingBuffer(self.namespace, options.cpus, options.buffer_size_kb << 10)
         # tracing_cpumask: CPUs whose events are recorded.
         self.tracing_cpumask = (1 << options.cpus) - 1
-        self.tracing = Tracing(self.ring_buffer, self.printk)
-        self.saved_cmdlines = SavedCmdlines()
-        self.function_tracer = FunctionTracer(self.ftrace, self.function_trace_event)
+        self.tracing = Tracing(self.ring_buffer, self.printk, self.trace_clock)
+        self.saved_cmdlines = SavedCmdlines(self.namespace, self.ring_buffer.record_is_on)
+        self.function_tracer = FunctionTracer(self.ftrace, self.function_trace_event,
+                                              self.tracing, self.saved_cmdlines)
         # init_function_trace(): the traceon/traceoff commands, then the tracer.
         TraceOnOffCommands(self.ftrace, self.tracing).init_func_cmd_traceon()
         self.tracing.register_tracer(self.function_tracer)
@@ -163,13 +164,8 @@ class Kernel:
             written = self.ring_buffer.write_function_events(
                 cpu, self.trace_clock.stamps(count), task.pid, task.comm, ip, parent_ip)
         events_written.set(events_written.get() + written)
-        # tracing_record_cmdline(), which the kernel runs at sched_switch while recording
-        # is on; here for a task that reached the tracer then (see
-        # kernel_daemon.trace.saved_cmdlines), also if a full buffer without overwrite
-        # dropped its events: it ran, and the sched_switch probe saw it.
-        if (self.ring_buffer.record_is_on()
-                and not self.saved_cmdlines.saved(task.pid, task.comm)):
-            self.saved_cmdlines.trace_save_cmdline(task.pid, task.comm)
+        # A full buffer without overwrite drops the events, not the save: the task ran.
+        self.saved_cmdlines.tracing_record_cmdline(task.pid, task.comm)
 
     def symbol_name(self, ip: int) -> str:
         """The bare name a trace line prints for ``ip`` (no module, no offset).
@@ -189,6 +185,7 @@ class Kernel:
         kernel (so a paused module load cannot link pages the teardown would miss).
         """
         self.ring_buffer.destroy()
+        self.saved_cmdlines.destroy()
         self.ftrace.pages.destroy()
         self.printk.close()
         self.failpoints.release_all()

@@ -69,6 +69,11 @@ def echo(kernel: Kernel, text: str, path: str, append: bool = False) -> list[int
 
 def cat(vfs: Vfs, path: str, flags: int = os.O_RDONLY) -> str:
     """``cat PATH`` through the file tree: read to EOF (one read with O_NONBLOCK)."""
+    return cat_bytes(vfs, path, flags).decode()
+
+
+def cat_bytes(vfs: Vfs, path: str, flags: int = os.O_RDONLY) -> bytes:
+    """:func:`cat`'s bytes, for a file that is not text (``trace`` with ``bin``)."""
     f = vfs.open(path, flags)
     try:
         out = []
@@ -76,7 +81,7 @@ def cat(vfs: Vfs, path: str, flags: int = os.O_RDONLY) -> str:
             out.append(chunk)
             if flags & os.O_NONBLOCK:
                 break
-        return b"".join(out).decode()
+        return b"".join(out)
     finally:
         file_release(f)
 

@@ -18,6 +18,7 @@ import pytest
 
 from clients.demo import REPRODUCER
 from clients.errors import FtraceError
+from kernel_daemon.trace.reader import RingBufferReader
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -340,6 +341,28 @@ def test_non_utf8_bytes_reach_the_daemon_and_fail_as_a_write(daemon, tmp_path):
     shell = run_shell(tmp_path, ["--address", daemon.address], script)
     assert (shell.returncode, shell.err) == (
         1, "repro.sh: line 1: echo: write error: Invalid argument\n")
+
+
+def test_bin_trace_reaches_the_shell_and_the_client_byte_for_byte(daemon, tmp_path):
+    """With the ``bin`` option, ``trace`` and ``trace_pipe`` carry the entries' native
+    fields (print_bin_fmt): every layer passes the bytes through unchanged."""
+    with daemon.connect() as client:
+        client.write_file(f"{TRACING}/current_tracer", "function")
+        client.invoke("vfs_write", "sys_write", cpu=1, pid=3000, comm="bin-test")
+        client.write_file(f"{TRACING}/trace_options", "bin")
+        [event] = RingBufferReader(client.stats().shm_namespace).snapshot().events
+        kallsyms = {line.split()[2]: int(line.split()[0], 16)
+                    for line in client.read_file("/proc/kallsyms").decode().splitlines()}
+        entry = (bytes.fromhex("b80b0000 01000000") + event.ts.to_bytes(8, "little")
+                 + kallsyms["vfs_write"].to_bytes(8, "little")
+                 + kallsyms["sys_write"].to_bytes(8, "little"))
+        trace = client.read_file(f"{TRACING}/trace")
+        assert trace.endswith(b"|\n" + entry)
+        shell = start_shell(tmp_path, ["--address", daemon.address, "-c",
+                                       f"cat {TRACING}/trace"])
+        out, err = shell.communicate(timeout=120)
+        assert (shell.returncode, out, err) == (0, trace, b"")
+        assert b"".join(client.trace_pipe(nonblock=True)) == entry
 
 
 def test_invoke_as_the_shells_task(daemon, tmp_path):

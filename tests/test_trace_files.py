@@ -15,7 +15,7 @@ from kernel_daemon.ftrace.dispatch import execute_function, on_cpu
 from kernel_daemon.task import Task, running_as
 from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
-from tests.kernel_helpers import (BASH, T, booted, cat, echo, invoke, modprobe,
+from tests.kernel_helpers import (BASH, T, booted, cat, cat_bytes, echo, invoke, modprobe,
                                  reproducer_until_reload, write)
 
 HEADER_36 = (
@@ -309,3 +309,174 @@ def test_ftrace_enabled_sysctl_unpatches_and_repatches_keeping_counts():
         with pytest.raises(KernelError) as exc:
             write(vfs, sysctl, b"on\n")
         assert exc.value.errno == errno.EINVAL
+
+
+# --- the output formats, through the files -------------------------------------------------
+
+
+def pipe_bytes(vfs, path: str = f"{T}/trace_pipe") -> bytes:
+    """What a trace_pipe reader gets until the buffer is empty (consuming)."""
+    f = vfs.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    out = []
+    try:
+        while True:
+            try:
+                out.append(file_read(f, 4096))
+            except KernelError as exc:
+                assert exc.errno == errno.EAGAIN
+                return b"".join(out)
+    finally:
+        file_release(f)
+
+
+def traced_vfs_write_and_marker(k):
+    """function tracer set on CPU 1; vfs_write by bash on CPU 0, then a marker on CPU 1."""
+    vfs = mount(k)
+    with on_cpu(1):
+        write(vfs, f"{T}/current_tracer", b"function\n")
+    invoke(k, "vfs_write", "sys_write", cpu=0)
+    with running_as(Task(4242, "logger")), on_cpu(1):
+        write(vfs, f"{T}/trace_marker", b"hello\n")
+    fn, mark = k.ring_buffer.snapshot().events
+    return vfs, fn, mark
+
+
+@pytest.mark.parametrize("option", ["raw", "hex", "bin"])
+def test_raw_hex_and_bin_entries_in_trace_and_trace_pipe(option):
+    with booted(cpus=2) as k:
+        vfs, fn, mark = traced_vfs_write_and_marker(k)
+        ip = k.kallsyms.lookup_name("vfs_write")[0].addr
+        parent_ip = k.kallsyms.lookup_name("sys_write")[0].addr
+        if option == "raw":
+            entries = (f"20903 0 {fn.ts} {ip:x} {parent_ip:x}\n"
+                       f"4242 1 {mark.ts} # 0 hello\n").encode()
+        elif option == "hex":
+            entries = (f"000051a7 00000000 {fn.ts:016x} {ip:016x} {parent_ip:016x} \n"
+                       f"00001092 00000001 {mark.ts:016x} type: 5\n\n").encode()
+        else:
+            entries = (bytes.fromhex("a7510000 00000000") + fn.ts.to_bytes(8, "little")
+                       + ip.to_bytes(8, "little") + parent_ip.to_bytes(8, "little")
+                       + bytes.fromhex("92100000 01000000") + mark.ts.to_bytes(8, "little")
+                       + b"type: 5\n")
+        write(vfs, f"{T}/trace_options", option.encode() + b"\n")
+        # The header stays text; the entries follow it as the option prints them.
+        assert cat_bytes(vfs, f"{T}/trace") == HEADER_36.format(n=2, m=2, p=2).encode() + entries
+        assert pipe_bytes(vfs) == entries
+        write(vfs, f"{T}/trace_options", b"no" + option.encode() + b"\n")
+        assert cat(vfs, f"{T}/trace") == HEADER_36.format(n=0, m=0, p=2)
+
+
+def tasks_of(text: str) -> list[str]:
+    """The ``comm-pid`` of each entry line of ``trace`` text."""
+    return [line.split(" [", 1)[0].strip() for line in text.splitlines()
+            if not line.startswith("#")]
+
+
+def lat_line(k, ev, comm: str, func: str, next_ts: int) -> str:
+    """The latency-format line of ``ev``, from its fields (trace_print_lat_context())."""
+    abs_usecs = (ev.ts - k.tracing.time_start + 500) // 1000
+    rel_usecs = (next_ts - ev.ts + 500) // 1000
+    mark = "!" if rel_usecs > 100 else "+" if rel_usecs > 1 else " "
+    return f"{comm:>8}-{ev.pid:<5d} {ev.cpu:3d}.... {abs_usecs:4d}us{mark}: {func}\n"
+
+
+def test_latency_format_in_trace_and_trace_pipe():
+    with booted(cpus=2) as k:
+        vfs, fn, mark = traced_vfs_write_and_marker(k)
+        opened_before = vfs.open(f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        write(vfs, f"{T}/options/latency-format", b"1\n")
+        assert 0 < k.tracing.time_start < fn.ts  # the tracer switch reset the buffers
+        lines = (lat_line(k, fn, "bash", "vfs_write <-sys_write", mark.ts)
+                 + lat_line(k, mark, "logger", "tracing_mark_write: hello", mark.ts))
+        # tr->cpu is the CPU the function tracer's init ran on.
+        assert cat(vfs, f"{T}/trace") == (
+            "# tracer: function\n"
+            "#\n"
+            "# function latency trace v1.1.5 on 3.6.11+\n"
+            f"# {'-' * 68}\n"
+            "# latency: 0 us, #2/2, CPU#1 | (M:desktop VP:0, KP:0, SP:0 HP:0 #P:2)\n"
+            "#    -----------------\n"
+            "#    | task: -0 (uid:0 nice:0 policy:0 rt_prio:0)\n"
+            "#    -----------------\n"
+            "#\n"
+            "#                  _------=> CPU#            \n"
+            "#                 / _-----=> irqs-off        \n"
+            "#                | / _----=> need-resched    \n"
+            "#                || / _---=> hardirq/softirq \n"
+            "#                ||| / _--=> preempt-depth   \n"
+            "#                |||| /     delay             \n"
+            "#  cmd     pid   ||||| time  |   caller      \n"
+            "#     \\   /      |||||  \\    |   /           \n" + lines)
+        # The per-CPU file peeks at its own CPU's next entry only.
+        assert cat(vfs, f"{T}/per_cpu/cpu0/trace").endswith(
+            lat_line(k, fn, "bash", "vfs_write <-sys_write", fn.ts))
+        # latency-format is taken at open; trace_pipe prints no header, and the entry it
+        # prints is the one its peek finds: no delay to the next.
+        old = file_read(opened_before, 4096).decode().splitlines()
+        assert old[0].startswith("            bash-20903 [000] .... ")
+        assert old[1].startswith("          logger-4242  [001] .... ")
+        file_release(opened_before)
+        invoke(k, "vfs_write", "sys_write", cpu=1)
+        invoke(k, "vfs_write", "sys_write", cpu=1)
+        first, second = k.ring_buffer.snapshot().events
+        assert pipe_bytes(vfs) == (lat_line(k, first, "bash", "vfs_write <-sys_write", first.ts)
+                                   + lat_line(k, second, "bash", "vfs_write <-sys_write",
+                                              second.ts)).encode()
+        # Empty buffers: the latency header is not printed at all.
+        write(vfs, f"{T}/trace", b"\n")
+        assert cat(vfs, f"{T}/trace") == "# tracer: function\n#\n"
+
+
+def test_trace_lines_take_the_comm_saved_cmdlines_has_when_read():
+    """trace_print_context() calls trace_find_cmdline(entry->pid) as it prints: a pid
+    evicted from the 128 slots prints <...>, a pid saved again under a new comm prints it
+    on its older lines too."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        for pid in range(1000, 1130):
+            invoke(k, "vfs_write", "sys_write", task=Task(pid, f"t{pid}"))
+        assert len(cat(vfs, f"{T}/saved_cmdlines").splitlines()) == 128
+        invoke(k, "vfs_write", "sys_write", task=Task(1129, "renamed"))
+        tasks = tasks_of(cat(vfs, f"{T}/trace"))
+        assert tasks[:3] == ["<...>-1000", "<...>-1001", "t1002-1002"]
+        assert tasks[-2:] == ["renamed-1129", "renamed-1129"]
+        assert tasks_of(pipe_bytes(vfs).decode()) == tasks
+
+
+def test_who_is_in_saved_cmdlines_markers_and_the_idle_task():
+    """Only the function tracer records cmdlines (its sched_switch probe): a marker written
+    under nop prints <...> unless its task was saved before; pid 0 prints <idle>."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        logger = Task(4242, "logger")
+        with running_as(logger):
+            write(vfs, f"{T}/trace_marker", b"before\n")
+        with running_as(Task(0, "swapper/0")):
+            write(vfs, f"{T}/trace_marker", b"idle\n")
+        assert tasks_of(cat(vfs, f"{T}/trace")) == ["<...>-4242", "<idle>-0"]
+        assert cat(vfs, f"{T}/saved_cmdlines") == ""
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        with running_as(logger):
+            write(vfs, f"{T}/trace_marker", b"traced\n")
+        write(vfs, f"{T}/current_tracer", b"nop\n")  # the table outlives the tracer
+        with running_as(logger):
+            write(vfs, f"{T}/trace_marker", b"after\n")
+        assert cat(vfs, f"{T}/trace").splitlines()[11].startswith("          logger-4242 ")
+        assert cat(vfs, f"{T}/saved_cmdlines") == "4242 logger\n"
+
+
+def test_a_reader_holding_trace_cmdline_lock_never_blocks_recording():
+    """trace_save_cmdline() only tries the lock a reader (trace_find_cmdline) holds: the
+    event is recorded and the save skipped; the task's next event saves it, and then
+    both lines name it."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        with k.saved_cmdlines.trace_cmdline_lock:
+            assert invoke(k, "vfs_write", "sys_write", task=Task(777, "first"))
+        assert cat(vfs, f"{T}/saved_cmdlines") == ""
+        assert cat(vfs, f"{T}/trace").splitlines()[11].lstrip().startswith("<...>-777 ")
+        invoke(k, "vfs_write", "sys_write", task=Task(777, "first"))
+        lines = cat(vfs, f"{T}/trace").splitlines()[11:]
+        assert [line.lstrip().split(" ", 1)[0] for line in lines] == ["first-777", "first-777"]

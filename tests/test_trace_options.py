@@ -13,7 +13,9 @@ from clients.api import Client
 from clients.errors import FtraceError
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.consistency import check_consistency
+from kernel_daemon.shm import new_namespace, segments_of
 from kernel_daemon.task import Task
+from kernel_daemon.trace.saved_cmdlines import SavedCmdlines, SavedCmdlinesReader
 from kernel_daemon.trace.trace_options import TRACE_OPTIONS
 from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
@@ -298,6 +300,50 @@ def test_max_latency_thresh_readme_saved_cmdlines():
             invoke(k, "vfs_read", "sys_read", task=Task(pid, "t"))
         lines = cat(vfs, f"{T}/saved_cmdlines").splitlines()
         assert lines[:4] == ["1125 t", "1126 t", "1127 t", "1000 t"] and len(lines) == 128
+
+
+def test_format_options_take_effect_through_options_files():
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        invoke(k, "vfs_read", "sys_read")
+        [event] = k.ring_buffer.snapshot().events
+        last = {"default": cat(vfs, f"{T}/trace").splitlines()[-1]}
+        for name in ("raw", "hex", "latency-format"):
+            write(vfs, f"{T}/options/{name}", b"1\n")
+            assert f"\n{name}\n" in cat(vfs, f"{T}/trace_options")
+            last[name] = cat(vfs, f"{T}/trace").splitlines()[-1]
+            write(vfs, f"{T}/options/{name}", b"0\n")
+        assert last["default"].startswith("            bash-20903 [000] .... ")
+        assert last["raw"] == f"20903 0 {event.ts} {event.ip:x} {event.parent_ip:x}"
+        assert last["hex"] == (f"000051a7 00000000 {event.ts:016x} {event.ip:016x} "
+                               f"{event.parent_ip:016x} ")
+        assert last["latency-format"].startswith("    bash-20903   0.... ")
+
+
+def test_saved_cmdlines_published_for_another_process():
+    """The table in shared memory, read under its sequence count: a copy is kept only
+    when no save is being written."""
+    namespace = new_namespace()
+    table = SavedCmdlines(namespace, lambda: True)
+    try:
+        reader = SavedCmdlinesReader(namespace)
+        table.tracing_start_cmdline_record()
+        for pid in range(1000, 1130):
+            table.tracing_record_cmdline(pid, f"t{pid}")
+        table.tracing_record_cmdline(1129, "renamed")
+        assert reader.trace_find_cmdline_table() == table.trace_find_cmdline_table()
+        assert len(table.trace_find_cmdline_table()) == 128
+        assert reader.trace_find_cmdline_table()[1129] == "renamed"
+        assert 1000 not in reader.trace_find_cmdline_table()
+        table._published["sequence"] += 1  # a save under way
+        with pytest.raises(TimeoutError):
+            reader.trace_find_cmdline_table(timeout=0.05)
+        table._published["sequence"] += 1
+        assert reader.trace_find_cmdline_table()[1002] == "t1002"
+    finally:
+        table.destroy()
+    assert segments_of(namespace) == []
 
 
 @pytest.mark.parametrize("disable_on_free", [False, True])

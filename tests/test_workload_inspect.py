@@ -216,6 +216,29 @@ def test_inspect_trace_shows_what_the_trace_file_shows(spawn, capsys):
     client.close()
 
 
+def test_inspect_trace_names_tasks_from_the_published_saved_cmdlines(spawn, capsys):
+    """Like ``trace``, inspect looks each pid up in saved_cmdlines (shared memory): the
+    evicted pids print <...>, a renamed task its new comm on every line."""
+    daemon = spawn(SMALL)
+    client = daemon.connect()
+    client.write_file(f"{TRACING}/current_tracer", "function")
+    for pid in range(1000, 1130):
+        client.invoke("vfs_write", "sys_write", cpu=0, pid=pid, comm=f"t{pid}")
+    client.invoke("vfs_write", "sys_write", cpu=0, pid=1129, comm="renamed")
+
+    def tasks(text: str) -> list[str]:
+        return [line.split(" [", 1)[0].strip() for line in text.splitlines()
+                if not line.startswith("#")]
+
+    status, out, _ = inspect_main(capsys, "--address", daemon.address, "trace")
+    assert status == 0
+    inspected = tasks(out)
+    assert inspected == tasks(client.read_file(f"{TRACING}/trace").decode())
+    assert inspected[:3] == ["<...>-1000", "<...>-1001", "t1002-1002"]
+    assert inspected[-2:] == ["renamed-1129", "renamed-1129"]
+    client.close()
+
+
 def test_inspect_check_flags_a_record_caught_between_count_and_code_update(spawn, capsys):
     daemon = spawn(SMALL)
     client = daemon.connect()

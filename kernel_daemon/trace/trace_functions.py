@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.dispatch import smp_processor_id
 from kernel_daemon.ftrace.filter import register_ftrace_command
 from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL, FtraceOps
@@ -25,6 +26,7 @@ from kernel_daemon.ftrace.probe import (FtraceFuncProbe, FtraceProbeOps,
                                         unregister_ftrace_function_probe_func)
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 from kernel_daemon.strings import kstrtoul
+from kernel_daemon.trace.saved_cmdlines import SavedCmdlines
 from kernel_daemon.trace.trace_options import (TRACE_FUNC_OPT_PSTORE, TRACE_FUNC_OPT_STACK,
                                                TracerFlags, TracerOpt)
 from kernel_daemon.trace.tracers import Tracing
@@ -40,8 +42,11 @@ class FunctionTracer:
 
     name = "function"
 
-    def __init__(self, ft: Ftrace, sink: TraceSink) -> None:
+    def __init__(self, ft: Ftrace, sink: TraceSink, tracing: Tracing,
+                 cmdlines: SavedCmdlines) -> None:
         self.ft = ft
+        self.tracing = tracing
+        self.cmdlines = cmdlines
 
         def function_trace_call(ip: int, parent_ip: int, op: FtraceOps | None,
                                 count: int = 1) -> None:
@@ -81,11 +86,16 @@ class FunctionTracer:
 
     @kernel_function
     def function_trace_init(self) -> None:
+        """``function_trace_init()``: ``tr->cpu = get_cpu()`` (the CPU the latency header
+        names), cmdline recording, then the ops."""
+        self.tracing.cpu = smp_processor_id()
+        self.cmdlines.tracing_start_cmdline_record()
         self.tracing_start_function_trace()
 
     @kernel_function
     def function_trace_reset(self) -> None:
         self.tracing_stop_function_trace()
+        self.cmdlines.tracing_stop_cmdline_record()
 
     @kernel_function
     def tracing_start_function_trace(self) -> None:

@@ -5,8 +5,8 @@
 trace_iterator_flags").  The flags are read where the kernel reads them: when ``trace`` and
 ``trace_pipe`` format their text (:mod:`kernel_daemon.trace.trace_output`), never on the
 recording path; ``overwrite`` is also handed to the ring buffer when it changes
-(:func:`set_tracer_flags`).  Flags whose effect the model has no machinery for are kept
-and shown like any other; :data:`NOT_MODELLED` says which, and why.
+(:func:`set_tracer_flags`).  Flags whose effect the model has no machinery for (stack
+traces, the graph tracer's times, ...) are kept and shown like any other.
 """
 
 from __future__ import annotations
@@ -60,15 +60,6 @@ TRACE_ITER_IRQ_INFO = 1 << 23
 TRACE_FLAGS_DEFAULT = (TRACE_ITER_PRINT_PARENT | TRACE_ITER_PRINTK | TRACE_ITER_ANNOTATE
                        | TRACE_ITER_CONTEXT_INFO | TRACE_ITER_SLEEP_TIME | TRACE_ITER_GRAPH_TIME
                        | TRACE_ITER_RECORD_CMD | TRACE_ITER_OVERWRITE | TRACE_ITER_IRQ_INFO)
-
-#: Flags that read and write as the kernel's but change nothing the model shows.
-NOT_MODELLED = {
-    # print_hex_fmt()/print_bin_fmt() dump the entry's binary fields: not rendered, the
-    # lines keep the default format.
-    TRACE_ITER_HEX: "hex", TRACE_ITER_BIN: "bin",
-    # print_trace_header() and the latency context need the latency tracers' data.
-    TRACE_ITER_LATENCY_FMT: "latency-format",
-}
 
 # tracing_trace_options_write()'s char buf[64].
 TRACE_OPTIONS_BUF = 64

@@ -1,26 +1,33 @@
-"""The text of the trace files, byte for byte as 3.6 prints it (spec §3.6, §2.11).
+"""The entries of ``trace`` and ``trace_pipe``, byte for byte as 3.6 prints them
+(spec §3.6, §2.11).
 
-Counterparts: ``kernel/trace/trace.c`` (``s_show``, ``test_ftrace_alive``,
-``print_event_info``, ``print_func_help_header[_irq]``, ``test_cpu_buff_start``,
-``print_trace_line``, ``trace_find_cmdline``, ``tracing_entries_read``,
-``tracing_total_entries_read``) and ``kernel/trace/trace_output.c``
-(``trace_print_context``, ``trace_print_lat_fmt``, ``seq_print_ip_sym``, ``trace_fn_trace``,
-``trace_print_print``, ``trace_fn_raw``), as the ``trace_flags`` of
-:mod:`kernel_daemon.trace.trace_options` select: ``print-parent``, ``sym-offset``,
-``sym-addr``, ``verbose``, ``raw``, ``annotate``, ``printk-msg-only``, ``context-info``,
-``irq-info``.
+``print_trace_line()`` of ``kernel/trace/trace.c`` (3.6) and what it dispatches to:
+``print_bin_fmt()``, ``print_hex_fmt()``, ``print_raw_fmt()`` or ``print_trace_fmt()``,
+as the ``trace_flags`` of :mod:`kernel_daemon.trace.trace_options` select, and the
+output functions of ``kernel/trace/trace_output.c`` (``trace_print_context()``,
+``trace_print_lat_context()``, ``trace_print_lat_fmt()``, ``seq_print_ip_sym()``) with
+each entry type's ``trace_event_functions``: ``TRACE_FN``'s ``trace_fn_trace``,
+``trace_fn_raw``, ``trace_fn_hex``, ``trace_fn_bin``, and ``TRACE_PRINT``'s
+``trace_print_print`` and ``trace_print_raw`` (it has no hex nor binary function, so
+``register_ftrace_event()`` gave it ``trace_nop_print``).  The header is
+:mod:`kernel_daemon.trace.trace_headers`.
+
+The text is a ``str`` holding bytes as ``surrogateescape`` decodes them (a marker's text,
+the ``bin`` fields): :func:`trace_bytes` gives back the exact bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import struct
+from collections.abc import Callable, Mapping, Sequence
 
 from kernel_daemon.trace.buffers import (TRACE_BUF_SIZE_DEFAULT, TRACE_FLAG_HARDIRQ,
                                          TRACE_FLAG_IRQS_NOSUPPORT, TRACE_FLAG_IRQS_OFF,
                                          TRACE_FLAG_NEED_RESCHED, TRACE_FLAG_SOFTIRQ, TRACE_FN,
-                                         Event)
+                                         TRACE_PRINT, Event)
 from kernel_daemon.trace.trace_options import (TRACE_FLAGS_DEFAULT, TRACE_ITER_ANNOTATE,
-                                               TRACE_ITER_CONTEXT_INFO, TRACE_ITER_IRQ_INFO,
+                                               TRACE_ITER_BIN, TRACE_ITER_CONTEXT_INFO,
+                                               TRACE_ITER_HEX, TRACE_ITER_IRQ_INFO,
                                                TRACE_ITER_PRINT_PARENT, TRACE_ITER_PRINTK,
                                                TRACE_ITER_PRINTK_MSGONLY, TRACE_ITER_RAW,
                                                TRACE_ITER_SYM_ADDR, TRACE_ITER_VERBOSE)
@@ -29,48 +36,40 @@ from kernel_daemon.trace.trace_options import (TRACE_FLAGS_DEFAULT, TRACE_ITER_A
 PID_MAX_DEFAULT = 0x8000
 # A marker's entry->ip is _THIS_IP_ in tracing_mark_write().
 TRACING_MARK_WRITE = "tracing_mark_write"
+# trace_output.c: preempt_mark_thresh, in µs: a bigger gap to the next entry is marked "!".
+PREEMPT_MARK_THRESH = 100
+USEC_PER_MSEC = 1000
+_U64 = (1 << 64) - 1
+_U32 = (1 << 32) - 1
+# SEQ_PUT_FIELD_RET() of x86_64's native fields: int pid, int cpu, u64 ts (print_bin_fmt),
+# then unsigned long ip and parent_ip (trace_fn_bin).
+_BIN_CONTEXT = struct.Struct("<IIQ")
+_BIN_FN = struct.Struct("<QQ")
 
-_CORRUPTED = ("# WARNING: FUNCTION TRACING IS CORRUPTED\n"
-              "#          MAY BE MISSING FUNCTION EVENTS\n")
-_HELP_IRQ = ("#                              _-----=> irqs-off\n"
-             "#                             / _----=> need-resched\n"
-             "#                            | / _---=> hardirq/softirq\n"
-             "#                            || / _--=> preempt-depth\n"
-             "#                            ||| /     delay\n"
-             "#           TASK-PID   CPU#  ||||    TIMESTAMP  FUNCTION\n"
-             "#              | |       |   ||||       |         |\n")
-_HELP = ("#           TASK-PID   CPU#      TIMESTAMP  FUNCTION\n"
-         "#              | |       |          |         |\n")
+
+def trace_bytes(text: str) -> bytes:
+    """The bytes of trace text, the ones a read of the file returns."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _as_text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
 
 
 def ns2usecs(nsec: int) -> int:
-    """``ns2usecs()``: rounded to the nearest microsecond (adds 500 ns)."""
-    return (nsec + 500) // 1000
+    """``ns2usecs()``: rounded to the nearest microsecond (adds 500 ns), in a ``u64``."""
+    return (((nsec & _U64) + 500) & _U64) // 1000
 
 
-def trace_header(tracer_name: str, entries_in_buffer: int, entries_written: int, nr_cpus: int,
-                 corrupted: bool, trace_flags: int = TRACE_FLAGS_DEFAULT) -> str:
-    """The header ``s_show()`` prints before the first entry of ``trace``.
+def trace_find_cmdline(pid: int, cmdlines: Mapping[int, str]) -> str:
+    """``trace_find_cmdline()``: the task name a line shows for ``pid``, looked up when the
+    line is printed.
 
-    ``corrupted`` (``ftrace_is_dead()``) puts the two WARNING lines right after
-    ``# tracer:`` and ``#``, before the entries line.  ``trace_default_header()`` prints
-    the rest only with ``context-info``, and then, unless ``verbose``, the entries line
-    and the column help (``print_func_help_header[_irq]``, as ``irq-info`` says).
-    """
-    text = f"# tracer: {tracer_name}\n#\n" + (_CORRUPTED if corrupted else "")
-    if not trace_flags & TRACE_ITER_CONTEXT_INFO or trace_flags & TRACE_ITER_VERBOSE:
-        return text
-    return (text + f"# entries-in-buffer/entries-written: {entries_in_buffer}/{entries_written}"
-                   f"   #P:{nr_cpus}\n#\n"
-            + (_HELP_IRQ if trace_flags & TRACE_ITER_IRQ_INFO else _HELP))
-
-
-def trace_find_cmdline(pid: int, comm: str) -> str:
-    """The task name a line shows for ``pid``.
-
-    The model records each event's comm, so it plays the part of ``saved_cmdlines``; the
-    kernel's fixed answers stay: ``<idle>`` for pid 0, ``<XXX>`` for a negative pid and
-    ``<...>`` above ``PID_MAX_DEFAULT``, which the cmdline map cannot hold.
+    ``cmdlines`` is ``saved_cmdlines`` as ``pid -> comm`` (a copy taken under
+    ``trace_cmdline_lock``, :meth:`~kernel_daemon.trace.saved_cmdlines.SavedCmdlines.
+    trace_find_cmdline_table`).  ``<idle>`` for pid 0, ``<XXX>`` for a negative pid, and
+    ``<...>`` for a pid above ``PID_MAX_DEFAULT`` or one the table does not hold (never
+    saved, or its slot taken by a newer task).
     """
     if pid == 0:
         return "<idle>"
@@ -78,7 +77,7 @@ def trace_find_cmdline(pid: int, comm: str) -> str:
         return "<XXX>"
     if pid > PID_MAX_DEFAULT:
         return "<...>"
-    return comm
+    return cmdlines.get(pid, "<...>")
 
 
 def trace_print_lat_fmt(flags: int) -> str:
@@ -118,9 +117,8 @@ def format_function_line(comm: str, pid: int, cpu: int, ts_ns: int, func_name: s
 
 def marker_text(text: bytes) -> str:
     """``print_entry.buf`` as ``"%s"`` prints it: up to the first NUL.  The newline is
-    already in the buffer (``tracing_mark_write`` appends one when missing).  Decoded with
-    ``surrogateescape``: encoding the output the same way gives back the exact bytes."""
-    return text.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    already in the buffer (``tracing_mark_write`` appends one when missing)."""
+    return _as_text(text.split(b"\0", 1)[0])
 
 
 def format_lost_events(cpu: int, lost: int) -> str:
@@ -133,88 +131,171 @@ def format_buffer_started(cpu: int) -> str:
     return f"##### CPU {cpu} buffer started ####\n"
 
 
-def format_events(events: Iterable[Event], symbolize: Callable[[int], str], *,
-                  annotate: bool = False, trace_flags: int = TRACE_FLAGS_DEFAULT) -> str:
-    """The lines of ``trace`` or ``trace_pipe`` for ``events`` (in output order):
-    ``print_trace_line()`` for each, as ``trace_flags`` select.
+def trace_nop_print(ev: Event) -> str:
+    """``trace_nop_print()``: what an entry type without the asked-for output prints."""
+    return f"type: {ev.type}\n"
+
+
+class TraceIterator:
+    """The printing side of one ``struct trace_iterator``: ``print_trace_line()`` for one
+    entry at a time.
+
+    Fixed for the iterator's life, as in 3.6: ``symbolize``, the ``cmdlines`` looked up,
+    the ``trace_flags`` of this print, ``annotate`` (``TRACE_FILE_ANNOTATE``: ``trace``
+    after overruns), ``lat_fmt`` (``TRACE_FILE_LAT_FMT``: ``latency-format`` was set when
+    the file was opened) and ``time_start`` (``tr->time_start``, the trace clock at the
+    last ``tracing_reset_online_cpus()``).
 
     ``symbolize(ip)`` is ``seq_print_ip_sym()``'s symbol text: the bare name, or with
     ``sym-offset`` ``sprint_symbol()``'s (the caller picks which), or whatever the caller's
     kallsyms prints for an address it cannot resolve (3.6's ``kallsyms_lookup`` leaves it
     empty); it is called once per distinct ip, and never for ip 0, which prints as ``0``.
     ``sym-addr`` adds `` <%016lx>`` after it.
-
-    ``annotate``: the ``trace`` file when the buffers have had overruns
-    (``TRACE_FILE_ANNOTATE``): with the ``annotate`` option, the first event seen from each
-    CPU gets a ``##### CPU N buffer started ####`` line, except for the first two entries
-    (``iter->idx > 1``).  ``trace_pipe`` never annotates.  An event with ``lost_events``
-    gets the LOST line first.
-
-    ``hex`` and ``bin`` are not rendered (``trace_options.NOT_MODELLED``): their lines
-    keep this format.
     """
-    sym_addr = bool(trace_flags & TRACE_ITER_SYM_ADDR)
-    names: dict[int, str] = {0: "0"}
-    prefixes: dict[tuple[str, int, int, int], str] = {}
-    started: set[int] = set()
-    out: list[str] = []
-    annotate = annotate and bool(trace_flags & TRACE_ITER_ANNOTATE)
-    context = bool(trace_flags & TRACE_ITER_CONTEXT_INFO)
-    irq_info = bool(trace_flags & TRACE_ITER_IRQ_INFO)
-    parent = bool(trace_flags & TRACE_ITER_PRINT_PARENT)
-    raw = bool(trace_flags & TRACE_ITER_RAW)
-    msg_only = trace_flags & (TRACE_ITER_PRINTK | TRACE_ITER_PRINTK_MSGONLY) == (
-        TRACE_ITER_PRINTK | TRACE_ITER_PRINTK_MSGONLY)
 
-    def name(ip: int) -> str:
-        found = names.get(ip)
+    def __init__(self, symbolize: Callable[[int], str], cmdlines: Mapping[int, str],
+                 trace_flags: int = TRACE_FLAGS_DEFAULT, *, annotate: bool = False,
+                 lat_fmt: bool = False, time_start: int = 0) -> None:
+        self.symbolize = symbolize
+        self.cmdlines = cmdlines
+        self.sym_addr = bool(trace_flags & TRACE_ITER_SYM_ADDR)
+        self.annotate = annotate and bool(trace_flags & TRACE_ITER_ANNOTATE)
+        self.context = bool(trace_flags & TRACE_ITER_CONTEXT_INFO)
+        self.irq_info = bool(trace_flags & TRACE_ITER_IRQ_INFO)
+        self.parent = bool(trace_flags & TRACE_ITER_PRINT_PARENT)
+        self.verbose = bool(trace_flags & TRACE_ITER_VERBOSE)
+        self.msg_only = trace_flags & (TRACE_ITER_PRINTK | TRACE_ITER_PRINTK_MSGONLY) == (
+            TRACE_ITER_PRINTK | TRACE_ITER_PRINTK_MSGONLY)
+        self.lat_fmt = lat_fmt
+        self.time_start = time_start
+        # print_trace_line()'s choice, in its order: bin, then hex, then raw.
+        self._print: Callable[[Event, int, int], str] = (
+            self.print_bin_fmt if trace_flags & TRACE_ITER_BIN
+            else self.print_hex_fmt if trace_flags & TRACE_ITER_HEX
+            else self.print_raw_fmt if trace_flags & TRACE_ITER_RAW
+            else self.print_trace_fmt)
+        self.started: set[int] = set()  # iter->started
+        self._names: dict[int, str] = {0: "0"}
+        self._prefixes: dict[tuple[int, int, int], str] = {}
+
+    def print_trace_line(self, ev: Event, idx: int, next_ts: int) -> str:
+        """``print_trace_line()`` for the entry ``ev``: ``idx`` is ``iter->idx`` and
+        ``next_ts`` the timestamp ``trace_find_next_entry()`` peeks at (only the latency
+        context reads them).  The LOST line first, if events were overwritten before it;
+        a marker alone with ``printk-msg-only``; then the format the flags choose."""
+        if ev.type == TRACE_PRINT and self.msg_only:
+            text = marker_text(ev.text)  # trace_print_printk_msg_only()
+        else:
+            text = self._print(ev, idx, next_ts)
+        if ev.lost_events:
+            return format_lost_events(ev.cpu, ev.lost_events) + text
+        return text
+
+    def seq_print_ip_sym(self, ip: int) -> str:
+        """The symbol text of ``ip``, computed once per ip (see the class)."""
+        found = self._names.get(ip)
         if found is None:
-            found = names[ip] = symbolize(ip) + (f" <{ip:016x}>" if sym_addr else "")
+            found = self._names[ip] = (self.symbolize(ip)
+                                       + (f" <{ip:016x}>" if self.sym_addr else ""))
         return found
 
-    for idx, ev in enumerate(events):
-        if ev.lost_events:
-            out.append(format_lost_events(ev.cpu, ev.lost_events))
-        if ev.type != TRACE_FN and msg_only:
-            out.append(marker_text(ev.text))  # trace_print_printk_msg_only()
-            continue
-        if raw:
-            out.append(_raw_line(ev, context))
-            continue
-        # print_trace_fmt(): test_cpu_buff_start(), the context, the event.
-        if annotate and ev.cpu not in started:
-            started.add(ev.cpu)
-            if idx > 1:
-                out.append(format_buffer_started(ev.cpu))
+    # -- print_trace_fmt() ------------------------------------------------------------------
+    def print_trace_fmt(self, ev: Event, idx: int, next_ts: int) -> str:
+        """``test_cpu_buff_start()`` (the first entry seen of each CPU, after the first two
+        of the trace), the context (``trace_print_lat_context()`` for a latency-format
+        file), then the event's ``trace`` function."""
         head = ""
-        if context:
-            key = (ev.comm, ev.pid, ev.cpu, ev.flags)
-            prefix = prefixes.get(key)
-            if prefix is None:
-                prefix = prefixes[key] = _context_prefix(
-                    trace_find_cmdline(ev.pid, ev.comm), ev.pid, ev.cpu,
-                    trace_print_lat_fmt(ev.flags) if irq_info else None)
-            secs, usecs = divmod((ev.ts + 500) // 1000, 1_000_000)  # ns2usecs(), inlined
-            head = f"{prefix} {secs:5d}.{usecs:06d}: "
-        if ev.type == TRACE_FN:
-            if parent and ev.parent_ip:
-                out.append(f"{head}{name(ev.ip)} <-{name(ev.parent_ip)}\n")
+        if self.annotate and ev.cpu not in self.started:
+            self.started.add(ev.cpu)
+            if idx > 1:
+                head = format_buffer_started(ev.cpu)
+        if self.context:
+            if self.lat_fmt:
+                head += self.trace_print_lat_context(ev, idx, next_ts)
             else:
-                out.append(f"{head}{name(ev.ip)}\n")
-        else:
-            # TRACE_PRINT (trace_print_print): "%ps: %s", the text with its own newline.
-            func = name(ev.ip) if ev.ip else TRACING_MARK_WRITE
-            out.append(f"{head}{func}: {marker_text(ev.text)}")
-    return "".join(out)
+                head += self.trace_print_context(ev)
+        if ev.type == TRACE_FN:
+            # trace_fn_trace()
+            if self.parent and ev.parent_ip:
+                return (f"{head}{self.seq_print_ip_sym(ev.ip)} "
+                        f"<-{self.seq_print_ip_sym(ev.parent_ip)}\n")
+            return f"{head}{self.seq_print_ip_sym(ev.ip)}\n"
+        # trace_print_print(): "%ps: %s", the text with its own newline.
+        func = self.seq_print_ip_sym(ev.ip) if ev.ip else TRACING_MARK_WRITE
+        return f"{head}{func}: {marker_text(ev.text)}"
+
+    def trace_print_context(self, ev: Event) -> str:
+        """``trace_print_context()``: the comm looked up now, pid, CPU, irq-info, time."""
+        key = (ev.pid, ev.cpu, ev.flags)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = self._prefixes[key] = _context_prefix(
+                trace_find_cmdline(ev.pid, self.cmdlines), ev.pid, ev.cpu,
+                trace_print_lat_fmt(ev.flags) if self.irq_info else None)
+        secs, usecs = divmod((ev.ts + 500) // 1000, 1_000_000)  # ns2usecs(), inlined
+        return f"{prefix} {secs:5d}.{usecs:06d}: "
+
+    def trace_print_lat_context(self, ev: Event, idx: int, next_ts: int) -> str:
+        """``trace_print_lat_context()``: the time since ``time_start`` and to the next
+        entry, in µs.  ``lat_print_generic()`` (``"%8.8s-%-5d %3d"`` and the irq-info
+        flags, which it prints whatever ``irq-info`` says) and ``lat_print_timestamp()``
+        (``" %4lldus%c: "``, marked ``!`` above ``preempt_mark_thresh``, ``+`` above 1);
+        with ``verbose``, one line of raw fields and milliseconds instead."""
+        abs_usecs = ns2usecs(ev.ts - self.time_start)
+        rel_usecs = ns2usecs(next_ts - ev.ts)
+        comm = trace_find_cmdline(ev.pid, self.cmdlines)
+        if self.verbose:
+            return (f"{comm:>16} {ev.pid:5d} {ev.cpu:3d} {ev.flags & 0xFF:d} "
+                    f"{(ev.flags >> 8) & 0xFF:08x} {idx:08x} [{ns2usecs(ev.ts):08x}] "
+                    f"{abs_usecs // USEC_PER_MSEC}.{abs_usecs % USEC_PER_MSEC:03d}ms "
+                    f"(+{rel_usecs // USEC_PER_MSEC}.{rel_usecs % USEC_PER_MSEC:03d}ms): ")
+        mark = "!" if rel_usecs > PREEMPT_MARK_THRESH else "+" if rel_usecs > 1 else " "
+        return (f"{comm[:8]:>8}-{ev.pid:<5d} {ev.cpu:3d}{trace_print_lat_fmt(ev.flags)}"
+                f" {abs_usecs:4d}us{mark}: ")
+
+    # -- print_raw_fmt(), print_hex_fmt(), print_bin_fmt() ----------------------------------
+    def print_raw_fmt(self, ev: Event, idx: int, next_ts: int) -> str:
+        """``"%d %d %llu "`` (pid, cpu, ns) with ``context-info``, then ``trace_fn_raw()``'s
+        ``"%lx %lx\\n"`` or ``trace_print_raw()``'s ``"# %lx %s"``."""
+        head = f"{ev.pid} {ev.cpu} {ev.ts} " if self.context else ""
+        if ev.type == TRACE_FN:
+            return f"{head}{ev.ip:x} {ev.parent_ip:x}\n"
+        return f"{head}# {ev.ip:x} {marker_text(ev.text)}"
+
+    def print_hex_fmt(self, ev: Event, idx: int, next_ts: int) -> str:
+        """``SEQ_PUT_HEX_FIELD_RET()`` of pid, cpu and ts with ``context-info``, then
+        ``trace_fn_hex()``'s ip and parent_ip (a marker: ``trace_nop_print()``), then a
+        newline byte.  ``trace_seq_putmem_hex()`` prints a field's bytes most significant
+        first (little-endian x86_64), two lowercase digits each, and a blank."""
+        head = (f"{ev.pid & _U32:08x} {ev.cpu & _U32:08x} {ev.ts & _U64:016x} "
+                if self.context else "")
+        if ev.type == TRACE_FN:
+            return f"{head}{ev.ip:016x} {ev.parent_ip:016x} \n"
+        return f"{head}{trace_nop_print(ev)}\n"
+
+    def print_bin_fmt(self, ev: Event, idx: int, next_ts: int) -> str:
+        """``SEQ_PUT_FIELD_RET()``: the fields' native bytes, no separator and no newline:
+        pid, cpu and ts with ``context-info``, then ``trace_fn_bin()``'s ip and parent_ip
+        (a marker: ``trace_nop_print()``'s text)."""
+        head = (_as_text(_BIN_CONTEXT.pack(ev.pid & _U32, ev.cpu & _U32, ev.ts & _U64))
+                if self.context else "")
+        if ev.type == TRACE_FN:
+            return head + _as_text(_BIN_FN.pack(ev.ip, ev.parent_ip))
+        return head + trace_nop_print(ev)
 
 
-def _raw_line(ev: Event, context: bool) -> str:
-    """``print_raw_fmt()``: ``"%d %d %llu "`` (pid, cpu, ns) with ``context-info``, then
-    ``trace_fn_raw()``'s ``"%lx %lx\\n"`` or ``trace_print_raw()``'s ``"# %lx %s"``."""
-    head = f"{ev.pid} {ev.cpu} {ev.ts} " if context else ""
-    if ev.type == TRACE_FN:
-        return f"{head}{ev.ip:x} {ev.parent_ip:x}\n"
-    return f"{head}# {ev.ip:x} {marker_text(ev.text)}"
+def format_events(events: list[Event], symbolize: Callable[[int], str],
+                  cmdlines: Mapping[int, str], *, annotate: bool = False,
+                  trace_flags: int = TRACE_FLAGS_DEFAULT, lat_fmt: bool = False,
+                  time_start: int = 0) -> str:
+    """The entries of ``trace`` for ``events`` (in output order), as ``s_show()`` prints
+    them: ``print_trace_line()`` for each, ``iter->idx`` counting from 0, the next
+    entry's timestamp peeked (the last one's own).  See :class:`TraceIterator`."""
+    it = TraceIterator(symbolize, cmdlines, trace_flags, annotate=annotate, lat_fmt=lat_fmt,
+                       time_start=time_start)
+    last = len(events) - 1
+    return "".join([it.print_trace_line(ev, idx, events[idx + 1].ts if idx < last else ev.ts)
+                    for idx, ev in enumerate(events)])
 
 
 def buffer_size_kb(sizes: Sequence[int], expanded: bool,

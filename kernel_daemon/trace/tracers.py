@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from kernel_daemon.errno import KernelError
@@ -72,10 +73,18 @@ class NopTracer:
 
 
 class Tracing:
-    """``trace_types`` and ``current_trace``, under ``trace_types_lock``."""
+    """``trace_types`` and ``current_trace``, under ``trace_types_lock``; and the fields of
+    ``global_trace`` the output reads: ``cpu`` and ``time_start``."""
 
-    def __init__(self, ring_buffer: RingBuffer, printk: Printk) -> None:
+    def __init__(self, ring_buffer: RingBuffer, printk: Printk,
+                 clock: Callable[[], int]) -> None:
         self.ring_buffer = ring_buffer
+        self.clock = clock
+        # global_trace.cpu: set by the function tracer's init, read by print_trace_header().
+        self.cpu = 0
+        # global_trace.time_start: ftrace_now() at the last tracing_reset_online_cpus();
+        # the latency format's times count from it.  0 until then (a static).
+        self.time_start = 0
         self.trace_types_lock = threading.Lock()
         self.nop_trace = NopTracer(printk)
         self.trace_types: list[Tracer] = [self.nop_trace]
@@ -111,9 +120,15 @@ class Tracing:
     def available_tracers(self) -> str:
         return " ".join(t.name for t in self.trace_types) + "\n"
 
+    def tracing_reset_online_cpus(self) -> None:
+        """``tracing_reset_online_cpus()``: ``time_start`` is the trace clock now, and every
+        CPU's buffer is cleared."""
+        self.time_start = self.clock()
+        self.ring_buffer.reset()
+
     @kernel_function
     def tracer_init(self, tracer: Tracer) -> None:
-        self.ring_buffer.reset()  # tracing_reset_online_cpus()
+        self.tracing_reset_online_cpus()
         tracer.init()
 
     @kernel_function

@@ -23,6 +23,7 @@ from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open, t_show_all
 from kernel_daemon.ftrace.pid import fpid_show_all, ftrace_pid_reset, ftrace_pid_write
 from kernel_daemon.ftrace.regex_file import (FtraceIterator, ftrace_regex_open,
                                              ftrace_regex_release, ftrace_regex_write)
+from kernel_daemon.trace.trace_output import trace_bytes
 from kernel_daemon.unwind import kernel_function_named
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class SeqText(OpenFile):
 
     def read(self, size: int) -> bytes:
         if self._text is None or self.pos == 0:
-            self._text = self._produce().encode()
+            self._text = trace_bytes(self._produce())
         chunk = self._text[self.pos:self.pos + size]
         self.pos += len(chunk)
         return chunk

@@ -19,12 +19,15 @@ from typing import TYPE_CHECKING
 from kernel_daemon.bitmap import bitmap_parse_user, bitmap_scnprintf
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.dispatch import smp_processor_id
+from kernel_daemon.kernel import UTS_RELEASE
 from kernel_daemon.strings import kstrtoul_from_user, strim
 from kernel_daemon.task import current
-from kernel_daemon.trace.trace_options import TRACE_ITER_SYM_OFFSET
-from kernel_daemon.trace.buffers import RB_EVENT_SIZE
-from kernel_daemon.trace.trace_output import (buffer_size_kb, buffer_total_size_kb,
-                                              format_events, ns2usecs, trace_header)
+from kernel_daemon.trace.buffers import RB_EVENT_SIZE, Event
+from kernel_daemon.trace.trace_headers import LatencyHeader, trace_header
+from kernel_daemon.trace.trace_options import TRACE_ITER_LATENCY_FMT, TRACE_ITER_SYM_OFFSET
+from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
+                                              buffer_total_size_kb, format_events, ns2usecs,
+                                              trace_bytes)
 from kernel_daemon.tracefs.files import FMODE_READ, FileOps, OpenFile, SeqText
 
 if TYPE_CHECKING:
@@ -50,23 +53,30 @@ def seq_print_sym(kernel: Kernel, trace_flags: int) -> Callable[[int], str]:
     return kernel.symbol_name
 
 
-def trace_text(kernel: Kernel, cpu: int | None) -> str:
-    """``trace`` / ``per_cpu/cpuN/trace``: the header, then every event, oldest first."""
+def trace_text(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> str:
+    """``trace`` / ``per_cpu/cpuN/trace``: the header, then every event, oldest first, each
+    task's comm as ``saved_cmdlines`` has it now.  ``lat_fmt``: ``latency-format`` was set
+    at open (``TRACE_FILE_LAT_FMT``)."""
     rb = kernel.ring_buffer
+    tracing = kernel.tracing
     snap = rb.snapshot(cpu)
-    trace_flags = kernel.tracing.trace_flags
-    header = trace_header(kernel.tracing.current_trace.name, snap.entries_in_buffer,
+    trace_flags = tracing.trace_flags
+    latency = (LatencyHeader(UTS_RELEASE, tracing.cpu, not snap.events) if lat_fmt else None)
+    header = trace_header(tracing.current_trace.name, snap.entries_in_buffer,
                           snap.entries_written, rb.nr_cpus, kernel.ftrace.ftrace_disabled,
-                          trace_flags)
+                          trace_flags, latency)
     return header + format_events(snap.events, seq_print_sym(kernel, trace_flags),
-                                  annotate=rb.overruns() > 0, trace_flags=trace_flags)
+                                  kernel.saved_cmdlines.trace_find_cmdline_table(),
+                                  annotate=rb.overruns() > 0, trace_flags=trace_flags,
+                                  lat_fmt=lat_fmt, time_start=tracing.time_start)
 
 
 class TraceOpenFile(SeqText):
     """An open ``trace``: recording stops while it is open for read (``tracing_stop``)."""
 
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
-        super().__init__(path, flags, lambda: trace_text(kernel, cpu))
+        lat_fmt = bool(kernel.tracing.trace_flags & TRACE_ITER_LATENCY_FMT)
+        super().__init__(path, flags, lambda: trace_text(kernel, cpu, lat_fmt))
         self.kernel = kernel
         self.stopped = bool(self.f_mode & FMODE_READ)
         if self.stopped:
@@ -91,7 +101,10 @@ class TraceFile(FileOps):
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
         if flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY:
-            kernel.ring_buffer.reset(self.cpu)
+            if self.cpu is None:
+                kernel.tracing.tracing_reset_online_cpus()
+            else:
+                kernel.ring_buffer.reset(self.cpu)  # tracing_reset(): time_start stays
         return TraceOpenFile(kernel, path, flags, self.cpu)
 
 
@@ -99,11 +112,17 @@ class TracePipeOpenFile(OpenFile):
     """An open ``trace_pipe``: ``tracing_read_pipe()`` (3.6) and its ``iter->seq``.
 
     A read returns what is left of the last fill if anything is, and nothing else;
-    otherwise it fills the seq with whole lines, stopping once the seq holds the count
-    or at the first line that does not fit in its page, and returns up to the count,
-    keeping the rest. So a read of a page returns whole lines, where a small read
-    splits one. The kernel leaves the line that did not fit in the ring buffer; here
-    it was consumed with its batch, and this reader keeps it for its next fill.
+    otherwise it fills the seq with whole entries (``print_trace_line()`` each), stopping
+    once the seq holds the count or at the first entry that does not fit in its page, and
+    returns up to the count, keeping the rest. So a read of a page returns whole lines,
+    where a small read splits one. The kernel leaves the entry that did not fit in the ring
+    buffer; here it was consumed with its batch, and this reader keeps it, unprinted, for
+    its next fill.
+
+    Each fill prints as 3.6's does: a fresh iterator (``iter->idx`` from 1), the flags and
+    ``saved_cmdlines`` as they are then; ``latency-format`` as it was at open.  The entry
+    being printed is still in 3.6's buffer when ``trace_print_lat_context()`` peeks for the
+    next one, so it finds itself: the delay to the next entry is always 0 here.
     """
 
     seekable = False  # tracing_open_pipe() calls nonseekable_open()
@@ -112,8 +131,9 @@ class TracePipeOpenFile(OpenFile):
         super().__init__(path, flags)
         self.kernel = kernel
         self.cpu = cpu
+        self.lat_fmt = bool(kernel.tracing.trace_flags & TRACE_ITER_LATENCY_FMT)
         self.seq = b""  # filled, not yet read (trace_seq_to_user's leftover)
-        self.lines: collections.deque[bytes] = collections.deque()  # consumed, not filled
+        self.events: collections.deque[Event] = collections.deque()  # consumed, not printed
         self.interrupted = threading.Event()
 
     def interrupt(self) -> None:
@@ -126,23 +146,37 @@ class TracePipeOpenFile(OpenFile):
         chunk, self.seq = self.seq[:size], self.seq[size:]
         return chunk
 
+    def _iterator(self) -> TraceIterator:
+        kernel = self.kernel
+        trace_flags = kernel.tracing.trace_flags
+        return TraceIterator(seq_print_sym(kernel, trace_flags),
+                             kernel.saved_cmdlines.trace_find_cmdline_table(), trace_flags,
+                             lat_fmt=self.lat_fmt, time_start=kernel.tracing.time_start)
+
     def _fill(self, cnt: int) -> bytes:
-        """The loop over ``trace_find_next_entry_inc``: whole lines while the seq holds
-        fewer than ``cnt`` bytes; a line that would not fit (``TRACE_TYPE_PARTIAL_LINE``)
+        """The loop over ``trace_find_next_entry_inc``: whole entries while the seq holds
+        fewer than ``cnt`` bytes; an entry that would not fit (``TRACE_TYPE_PARTIAL_LINE``)
         is not printed. Waits only while there is nothing at all (``tracing_wait_pipe``)."""
         seq = bytearray()
+        it: TraceIterator | None = None
+        idx = 0
         while len(seq) < cnt:
-            if not self.lines and not self._consume(block=not seq, cnt=cnt):
+            if not self.events and not self._consume(block=not seq, cnt=cnt):
                 break
-            line = self.lines[0]
-            if len(seq) + len(line) > TRACE_SEQ_MAX:
+            if it is None:
+                it = self._iterator()
+            ev = self.events[0]
+            idx += 1
+            entry = trace_bytes(it.print_trace_line(ev, idx, ev.ts))
+            if len(seq) + len(entry) > TRACE_SEQ_MAX:
                 break
-            seq += self.lines.popleft()
+            seq += entry
+            self.events.popleft()
         return bytes(seq)
 
     def _consume(self, block: bool, cnt: int) -> bool:
-        """Take the next events off the ring buffer as lines; False when there are none
-        and the read must not wait."""
+        """Take the next events off the ring buffer; False when there are none and the
+        read must not wait."""
         rb = self.kernel.ring_buffer
         nonblock = not block or bool(self.flags & os.O_NONBLOCK)
         while True:
@@ -156,10 +190,7 @@ class TracePipeOpenFile(OpenFile):
                     raise
                 return False
             if events:
-                trace_flags = self.kernel.tracing.trace_flags
-                text = format_events(events, seq_print_sym(self.kernel, trace_flags),
-                                     trace_flags=trace_flags).encode()
-                self.lines.extend(text.splitlines(keepends=True))
+                self.events.extend(events)
                 return True
             if rb.closed:
                 # No data will ever come: a reader blocked here dies with the old boot;
@@ -328,6 +359,9 @@ class TraceMarkerOpenFile(OpenFile):
     def write(self, data: bytes) -> int:
         """``tracing_mark_write``: EBADF while recording is off (no event reserved)."""
         task = current()
+        # The writer was switched in to run: the sched_switch probe saw it, whether its
+        # event fits or not (a full buffer without overwrite).
+        self.kernel.saved_cmdlines.tracing_record_cmdline(task.pid, task.comm)
         return self.kernel.ring_buffer.write_marker(
             smp_processor_id(), self.kernel.trace_clock(), task.pid, task.comm, data)
 
