@@ -40,12 +40,12 @@ TARGET_RATE = 1_000_000.0
 # a repetition by half (11-21 M calls/s in one run of 5): more of them steady the median.
 INVOKE_REPS = 3 * REPS
 # The ring buffer record (kernel_daemon.trace.buffers.RB_EVENT): type, len, pid, ts, ip,
-# parent_ip, cpu, flags, comm[16], pad.
-EVENT = struct.Struct("<HHiQQQHH16s12x")
+# parent_ip, cpu, flags, pad.
+EVENT = struct.Struct("<HHiQQQHH28x")
 
 
 def py_per_event(count: int, ips: list[int], flags: list[int], ip: int, parent_ip: int,
-                 ring: mmap.mmap, capacity: int, pid: int, comm: bytes, cpu: int) -> int:
+                 ring: mmap.mmap, capacity: int, pid: int, cpu: int) -> int:
     """``count`` calls of the function at ``ip``, one at a time, as plain Python would run
     them: find the call site's record (binary search over the sorted ips), test whether
     it is patched, and if so call the tracer, which takes a timestamp and writes the
@@ -57,7 +57,7 @@ def py_per_event(count: int, ips: list[int], flags: list[int], ip: int, parent_i
     def function_trace_call(ip: int, parent_ip: int) -> None:
         nonlocal head
         pack(ring, (head % capacity) * RB_EVENT_SIZE, TRACE_FN, 0, pid, clock(), ip,
-             parent_ip, cpu, 0, comm)
+             parent_ip, cpu, 0)
         head += 1
 
     for _ in range(count):
@@ -99,8 +99,7 @@ def run(quick: bool = False, seed: int = 1) -> list[Entry]:
             try:
                 def python() -> float:
                     start = time.perf_counter()
-                    written = py_per_event(batch, ips, flags, ip, parent_ip, ring, batch, 4242,
-                                           b"bench", 1)
+                    written = py_per_event(batch, ips, flags, ip, parent_ip, ring, batch, 4242, 1)
                     elapsed = time.perf_counter() - start
                     if written != batch:
                         raise AssertionError(f"the Python loop traced {written} of {batch}")

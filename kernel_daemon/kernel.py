@@ -159,10 +159,10 @@ class Kernel:
         task = current()
         if count == 1:
             written = int(self.ring_buffer.write_function_event(
-                cpu, self.trace_clock(), task.pid, task.comm, ip, parent_ip))
+                cpu, self.trace_clock(), task.pid, ip, parent_ip))
         else:
             written = self.ring_buffer.write_function_events(
-                cpu, self.trace_clock.stamps(count), task.pid, task.comm, ip, parent_ip)
+                cpu, self.trace_clock.stamps(count), task.pid, ip, parent_ip)
         events_written.set(events_written.get() + written)
         # A full buffer without overwrite drops the events, not the save: the task ran.
         self.saved_cmdlines.tracing_record_cmdline(task.pid, task.comm)

@@ -23,7 +23,7 @@ from kernel_daemon.shm import SHM_DIR, new_namespace, segments_of
 from kernel_daemon.trace.buffers import (MAX_EVENT_RECORDS, RB_TEXT_PER_RECORD,
                                          RB_UNEXPANDED_SIZE, TRACE_BUF_SIZE,
                                          TRACE_BUF_SIZE_DEFAULT, TRACE_FN, TRACE_PRINT,
-                                         rb_capacity)
+                                         Event, rb_capacity)
 from kernel_daemon.trace.reader import RingBufferReader
 from kernel_daemon.trace.ring_buffer import RingBuffer, TraceClock
 
@@ -43,7 +43,7 @@ def rb():
 
 def write_n(ring: RingBuffer, cpu: int, first_ts: int, count: int, pid: int = 100) -> None:
     for ts in range(first_ts, first_ts + count):
-        ring.write_function_event(cpu, ts, pid, "bash", 0x1000 + ts, 0x2000)
+        ring.write_function_event(cpu, ts, pid, 0x1000 + ts, 0x2000)
 
 
 # -- sizes -------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ def test_batch_of_a_million_events_overruns_exactly():
         count = 1_000_000
         ts = np.arange(10, 10 + count, dtype=np.uint64)
         ips = np.arange(count, dtype=np.uint64) + 0xFFFFFFFF81000000
-        assert rb.write_function_events(1, ts, 42, "stress", ips, ips + 1) == count
+        assert rb.write_function_events(1, ts, 42, ips, ips + 1) == count
         counters = rb.counters(1)
         assert counters.entries == count + 5
         assert counters.overrun == count + 5 - capacity
@@ -146,7 +146,7 @@ def test_batch_of_a_million_events_overruns_exactly():
         kept = snap.events
         assert [e.ts for e in kept] == ts[-capacity:].tolist()
         assert [e.ip for e in kept[:3]] == ips[-capacity:][:3].tolist()
-        assert {(e.pid, e.comm, e.cpu, e.type) for e in kept} == {(42, "stress", 1, TRACE_FN)}
+        assert {(e.pid, e.cpu, e.type) for e in kept} == {(42, 1, TRACE_FN)}
     finally:
         rb.destroy()
     assert segments_of(rb.namespace) == []
@@ -157,7 +157,7 @@ def test_batches_wrap_around_the_ring(rb):
     written = 0
     for size in (50, 100, 1, 126, 127, 300, 7):
         ts = np.arange(written, written + size, dtype=np.uint64)
-        rb.write_function_events(0, ts, np.full(size, 7, dtype=np.int32), "w",
+        rb.write_function_events(0, ts, np.full(size, 7, dtype=np.int32),
                                  ts + 0x1000, ts + 0x2000, flags=np.full(size, 1))
         written += size
     snap = rb.snapshot()
@@ -198,7 +198,7 @@ def test_against_a_reference_ring(overwrite, ops):
         for op, n in ops:
             if op == "fn":
                 stamps = np.arange(ts + 1, ts + n + 1, dtype=np.uint64)
-                written = rb.write_function_events(0, stamps, 1, "x", stamps, stamps)
+                written = rb.write_function_events(0, stamps, 1, stamps, stamps)
                 kept = 0
                 for _ in range(n):
                     ts += 1
@@ -209,10 +209,10 @@ def test_against_a_reference_ring(overwrite, ops):
                 text = bytes([65 + ts % 26]) * n
                 length = min(n, TRACE_BUF_SIZE) + 1  # the newline the kernel appends
                 if put(1 + -(-length // RB_TEXT_PER_RECORD)):
-                    assert rb.write_marker(0, ts, 1, "x", text) == min(n, TRACE_BUF_SIZE)
+                    assert rb.write_marker(0, ts, 1, text) == min(n, TRACE_BUF_SIZE)
                 else:
                     with pytest.raises(KernelError) as exc:
-                        rb.write_marker(0, ts, 1, "x", text)
+                        rb.write_marker(0, ts, 1, text)
                     assert exc.value.errno == errno.EBADF
             else:
                 got = rb.consume(0, max_events=n, nonblock=True) if live else []
@@ -232,18 +232,18 @@ def test_without_overwrite_a_full_buffer_keeps_the_oldest_and_drops_the_new(rb):
     moving the head; 3.6 counts the lost events nowhere (no dropped counter yet)."""
     rb.change_overwrite(False)
     write_n(rb, 0, 1, UNEXPANDED_CAPACITY + 10)
-    assert not rb.write_function_event(0, 999, 1, "a", 1, 2)
+    assert not rb.write_function_event(0, 999, 1, 1, 2)
     batch = np.arange(2000, 2010, dtype=np.uint64)
-    assert rb.write_function_events(0, batch, 1, "a", batch, batch) == 0
+    assert rb.write_function_events(0, batch, 1, batch, batch) == 0
     with pytest.raises(KernelError) as exc:
-        rb.write_marker(0, 3000, 5, "sh", "x")
+        rb.write_marker(0, 3000, 5, "x")
     assert exc.value.errno == errno.EBADF
     counters = rb.counters(0)
     assert (counters.entries, counters.overrun) == (UNEXPANDED_CAPACITY, 0)
     assert [e.ts for e in rb.snapshot().events] == list(range(1, UNEXPANDED_CAPACITY + 1))
     # Reading makes room: a batch puts in its first events, as many as fit.
     assert len(rb.consume(0, max_events=4, nonblock=True)) == 4
-    assert rb.write_function_events(0, batch, np.arange(10), "a", batch, batch) == 4
+    assert rb.write_function_events(0, batch, np.arange(10), batch, batch) == 4
     assert [(e.ts, e.pid) for e in rb.snapshot().events[-4:]] == [(2000 + i, i)
                                                                  for i in range(4)]
     rb.change_overwrite(True)
@@ -255,11 +255,11 @@ def test_without_overwrite_a_full_buffer_keeps_the_oldest_and_drops_the_new(rb):
 # -- markers ------------------------------------------------------------------------------
 
 def test_marker_text_newline_and_limit(rb):
-    assert rb.write_marker(0, 1, 5, "sh", "hello") == 5
-    assert rb.write_marker(0, 2, 5, "sh", b"line\n") == 5
-    assert rb.write_marker(1, 3, 5, "sh", b"") == 0
+    assert rb.write_marker(0, 1, 5, "hello") == 5
+    assert rb.write_marker(0, 2, 5, b"line\n") == 5
+    assert rb.write_marker(1, 3, 5, b"") == 0
     long = bytes(range(32, 127)) * 20
-    assert rb.write_marker(1, 4, 5, "sh", long) == TRACE_BUF_SIZE
+    assert rb.write_marker(1, 4, 5, long) == TRACE_BUF_SIZE
     events = rb.snapshot().events
     assert [e.type for e in events] == [TRACE_PRINT] * 4
     assert [e.text for e in events] == [b"hello\n", b"line\n", b"\n", long[:TRACE_BUF_SIZE] + b"\n"]
@@ -271,13 +271,13 @@ def test_marker_text_newline_and_limit(rb):
 def test_marker_is_ebadf_while_recording_is_off(rb):
     rb.record_off()
     with pytest.raises(KernelError) as exc:
-        rb.write_marker(0, 1, 5, "sh", "x")
+        rb.write_marker(0, 1, 5, "x")
     assert exc.value.errno == errno.EBADF
     assert rb.counters(0).entries == 0
 
 
 def test_overwriting_a_marker_drops_it_whole(rb):
-    rb.write_marker(0, 1, 5, "sh", b"m" * 500)  # 1 + 9 records
+    rb.write_marker(0, 1, 5, b"m" * 500)  # 1 + 9 records
     write_n(rb, 0, 2, UNEXPANDED_CAPACITY - 12)
     assert rb.counters(0).overrun == 0
     write_n(rb, 0, 1000, 3)  # needs the first 1 record: the marker goes, all 10 records
@@ -293,11 +293,11 @@ def test_tracing_on_off_drops_writes_uncounted(rb):
     assert rb.record_is_on()
     rb.record_off()
     assert not rb.record_is_on()
-    assert not rb.write_function_event(0, 1, 1, "a", 1, 2)
-    assert rb.write_function_events(0, np.arange(5), 1, "a", np.arange(5), np.arange(5)) == 0
+    assert not rb.write_function_event(0, 1, 1, 1, 2)
+    assert rb.write_function_events(0, np.arange(5), 1, np.arange(5), np.arange(5)) == 0
     assert rb.snapshot() == ([], 0, 0)
     rb.record_on()
-    assert rb.write_function_event(0, 2, 1, "a", 1, 2)
+    assert rb.write_function_event(0, 2, 1, 1, 2)
     assert rb.snapshot().entries_written == 1
 
 
@@ -306,7 +306,7 @@ def test_record_disable_nests_and_shows_in_tracing_on(rb):
     rb.record_disable()
     rb.record_enable()
     assert not rb.record_is_on()  # 3.6 reads the whole record_disabled word
-    assert not rb.write_function_event(0, 1, 1, "a", 1, 2)
+    assert not rb.write_function_event(0, 1, 1, 1, 2)
     rb.record_enable()
     assert rb.record_is_on()
 
@@ -315,7 +315,7 @@ def test_record_disable_nests_and_shows_in_tracing_on(rb):
 
 def test_snapshot_merges_cpus_by_timestamp_lower_cpu_first_on_ties(rb):
     for cpu, ts in ((1, 5), (0, 7), (1, 7), (0, 9), (1, 1)):
-        rb.write_function_event(cpu, ts, 1, "a", ts, 0)
+        rb.write_function_event(cpu, ts, 1, ts, 0)
     # __find_next_entry(): the oldest of the CPUs' next events each time, CPU 0 on a tie;
     # a CPU's own order is kept (a merge, not a sort), so its late ts 1 comes after its 7.
     assert [(e.ts, e.cpu) for e in rb.snapshot().events] == [(5, 1), (7, 0), (7, 1), (1, 1), (9, 0)]
@@ -371,7 +371,7 @@ def test_blocking_consume_wakes_on_write(rb):
     started = time.monotonic()
     reader.start()
     # The write may land before or after the reader blocks; both must return the event.
-    rb.write_marker(1, 5, 9, "echo", "wake")
+    rb.write_marker(1, 5, 9, "wake")
     reader.join(DEADLINE)
     assert not reader.is_alive()
     assert [e.text for e in result[0]] == [b"wake\n"]
@@ -418,11 +418,11 @@ def test_two_concurrent_consumers_get_each_event_exactly_once():
     def writer(cpu: int) -> None:
         for start in range(0, per_writer, 100):
             if start % 200:
-                rb.write_function_events(cpu, clock.stamps(100), cpu, "w", np.arange(100),
+                rb.write_function_events(cpu, clock.stamps(100), cpu, np.arange(100),
                                          np.arange(100))
             else:
                 for _ in range(100):
-                    rb.write_function_event(cpu, clock(), cpu, "w", 1, 2)
+                    rb.write_function_event(cpu, clock(), cpu, 1, 2)
 
     try:
         consumers = [threading.Thread(target=consumer) for _ in range(2)]
@@ -470,7 +470,7 @@ def test_trace_clock_never_repeats_or_goes_back():
 
 def test_bad_cpu_is_rejected(rb):
     with pytest.raises(ValueError):
-        rb.write_function_event(2, 1, 1, "a", 1, 2)
+        rb.write_function_event(2, 1, 1, 1, 2)
     with pytest.raises(ValueError):
         rb.consume(cpu=-1, nonblock=True)
 
@@ -501,7 +501,7 @@ def run_reader(namespace: str, rounds: int = 1) -> dict:
 
 def test_reader_in_another_process_matches_and_leaves_shm_alone(rb):
     write_n(rb, 0, 1, 300)
-    rb.write_marker(1, 400, 77, "echo", "from the shell")
+    rb.write_marker(1, 400, 77, "from the shell")
     write_n(rb, 1, 500, 4)
     rb.consume(cpu=1, max_events=1, nonblock=True)
     ours = rb.snapshot()
@@ -511,8 +511,9 @@ def test_reader_in_another_process_matches_and_leaves_shm_alone(rb):
     assert child["nr_cpus"] == 2
     events, in_buffer, written = child["snaps"][0]
     assert (in_buffer, written) == (ours.entries_in_buffer, ours.entries_written)
-    assert [tuple(e[:8]) for e in events] == [tuple(e[:8]) for e in ours.events]
-    assert [bytes.fromhex(e[8]) for e in events] == [e.text for e in ours.events]
+    text = Event._fields.index("text")  # the child dumped each event as a list, text in hex
+    assert [tuple(e[:text]) for e in events] == [tuple(e[:text]) for e in ours.events]
+    assert [bytes.fromhex(e[text]) for e in events] == [e.text for e in ours.events]
     # Attaching removed nothing, in the child or after it exited, and created nothing.
     assert child["before"] == child["after"] == ours_before == segments_of(rb.namespace)
     assert not [name for name in set(os.listdir(SHM_DIR)) - shm_before
@@ -528,7 +529,7 @@ def test_reader_snapshots_are_consistent_under_concurrent_writes(rb):
         while not stop.is_set():
             size = 1 + ts % 50
             stamps = np.arange(ts, ts + size, dtype=np.uint64)
-            rb.write_function_events(cpu, stamps, cpu, "w", stamps, stamps)
+            rb.write_function_events(cpu, stamps, cpu, stamps, stamps)
             ts += size
             if ts % 7 == 0:
                 rb.consume(cpu=cpu, max_events=3, nonblock=True)

@@ -43,9 +43,9 @@ def symbolize(ip: int) -> str:
     return SYMBOLS.get(ip, f"0x{ip:08x}")
 
 
-def fn(ts: int, ip: int, parent_ip: int, cpu: int = 0, pid: int = 4003, comm: str = "bash",
-       flags: int = 0, lost: int = 0) -> Event:
-    return Event(ts, cpu, pid, comm, TRACE_FN, flags, ip, parent_ip, b"", lost)
+def fn(ts: int, ip: int, parent_ip: int, cpu: int = 0, pid: int = 4003, flags: int = 0,
+       lost: int = 0) -> Event:
+    return Event(ts, cpu, pid, TRACE_FN, flags, ip, parent_ip, b"", lost)
 
 
 # -- header -------------------------------------------------------------------------------
@@ -135,9 +135,8 @@ def test_events_function_and_marker_lines():
         fn(1480_611_794_000, 0xFFFFFFFF81001000, 0xFFFFFFFF81002000),
         fn(1480_611_795_000, 0xFFFFFFFFA0000010, 0xFFFFFFFF81003000, cpu=1, pid=20903),
         fn(1480_611_796_000, 0xFFFFFFFF81001000, 0),
-        Event(1480_611_797_000, 2, 20903, "bash", TRACE_PRINT, 0, 0, 0, b"hello\n"),
-        Event(1480_611_798_000, 2, 20903, "bash", TRACE_PRINT, 0, 0xFFFFFFFF81001000, 0,
-              b"cut\0here\n"),
+        Event(1480_611_797_000, 2, 20903, TRACE_PRINT, 0, 0, 0, b"hello\n"),
+        Event(1480_611_798_000, 2, 20903, TRACE_PRINT, 0, 0xFFFFFFFF81001000, 0, b"cut\0here\n"),
     ]
     assert format_events(events, symbolize, CMDLINES) == (
         "            bash-4003  [000] ....  1480.611794: hrtimer_init <-copy_process\n"
@@ -149,12 +148,12 @@ def test_events_function_and_marker_lines():
 
 
 def test_events_task_names_are_looked_up_when_printed():
-    # The comm recorded with the event is not what prints: trace_find_cmdline(entry->pid).
-    events = [fn(1000, 0x10, 0, pid=0, comm="swapper/0"),
-              fn(2000, 0x10, 0, pid=32768, comm="bash"),
-              fn(3000, 0x10, 0, pid=32769, comm="bash"),
-              fn(4000, 0x10, 0, pid=1000, comm="t1000"),
-              fn(5000, 0x10, 0, pid=1001, comm="old-name")]
+    # An entry holds no comm: the name is trace_find_cmdline(entry->pid), the table's now.
+    events = [fn(1000, 0x10, 0, pid=0),
+              fn(2000, 0x10, 0, pid=32768),
+              fn(3000, 0x10, 0, pid=32769),
+              fn(4000, 0x10, 0, pid=1000),
+              fn(5000, 0x10, 0, pid=1001)]
     cmdlines = {32768: "bash", 32769: "bash", 1001: "new-name"}
     lines = format_events(events, symbolize, cmdlines).splitlines()
     assert [line[:23] for line in lines] == ["          <idle>-0     ",  # pid 0, never saved
@@ -202,7 +201,7 @@ def test_formats_a_hundred_thousand_events():
 
 FN = fn(1480_611_794_123, 0xFFFFFFFF81001000, 0xFFFFFFFF81002000, cpu=1, pid=4003,
         flags=TRACE_FLAG_IRQS_OFF | 2 << 8)
-MARK = Event(1480_611_797_456, 2, 20903, "bash", TRACE_PRINT, 0, 0, 0, b"hello\n")
+MARK = Event(1480_611_797_456, 2, 20903, TRACE_PRINT, 0, 0, 0, b"hello\n")
 
 
 def formatted(flags: int, *events: Event) -> bytes:
@@ -359,9 +358,9 @@ def test_trace_file_from_a_flooded_ring_buffer():
     rb = RingBuffer(new_namespace(), nr_cpus=2)
     try:
         stamps = np.arange(1, 201, dtype=np.uint64) * 1000
-        rb.write_function_events(1, stamps, 20903, "bash", np.full(200, 0xFFFFFFFFA0000010),
+        rb.write_function_events(1, stamps, 20903, np.full(200, 0xFFFFFFFFA0000010),
                                  np.full(200, 0xFFFFFFFF81003000))
-        rb.write_marker(0, 300_000, 20903, "bash", "done")
+        rb.write_marker(0, 300_000, 20903, "done")
         snap = rb.snapshot()
         text = (trace_header("function", snap.entries_in_buffer, snap.entries_written,
                              rb.nr_cpus, corrupted=False)

@@ -2,6 +2,10 @@
 
 Model of the per-CPU buffers of ``kernel/trace/ring_buffer.c`` (3.6) and of the entries
 ``kernel/trace/trace.h`` puts in them (``struct ftrace_entry``, ``struct print_entry``).
+Each starts with ``struct trace_entry`` (``include/linux/ftrace_event.h``: type, flags,
+preempt_count, pid, padding), which ``tracing_generic_entry_update()`` of 3.6 trace.c fills: no
+task name.  The output looks the pid up in ``saved_cmdlines`` when it prints a line
+(``trace_find_cmdline()``).
 
 Simplified from the kernel, on purpose:
 
@@ -71,8 +75,7 @@ RB_EVENT = np.dtype([
     ("parent_ip", "<u8"),
     ("cpu", "<u2"),
     ("flags", "<u2"),
-    ("comm", "S16"),
-    ("pad", "V12"),
+    ("pad", "V28"),
 ])
 RB_EVENT_SIZE = RB_EVENT.itemsize
 # An RB_TYPE_CONT record: everything after the first 8 bytes is text.
@@ -85,7 +88,7 @@ MAX_EVENT_RECORDS = 1 + math.ceil((TRACE_BUF_SIZE + 1) / RB_TEXT_PER_RECORD)
 assert RB_EVENT_SIZE == 64 and RB_TEXT.itemsize == RB_EVENT_SIZE
 
 # The directory segment: u64 words.  Global words first, then one block per CPU.
-DIR_MAGIC = 0x3242525F4D495354  # "TSIM_RB2": per-CPU sizes, no global one
+DIR_MAGIC = 0x3342525F4D495354  # "TSIM_RB3": per-CPU sizes; records without a comm
 W_MAGIC, W_NR_CPUS, W_EVENT_SIZE, W_RECORD_DISABLED, W_EXPANDED, W_TRACE_BUF_SIZE = range(6)
 DIR_GLOBAL_WORDS = 16
 CPU_WORDS = 16
@@ -122,7 +125,8 @@ def rb_capacity(size_bytes: int) -> int:
 class Event(NamedTuple):
     """One trace entry as an iterator sees it (``struct trace_entry`` + payload).
 
-    ``flags`` is ``trace_entry.flags | preempt_count << 8``; ``text`` is a marker's bytes
+    No task name, as in the kernel: the output looks ``pid`` up when it prints.  ``flags``
+    is ``trace_entry.flags | preempt_count << 8``; ``text`` is a marker's bytes
     (``print_entry.buf``); ``lost_events`` is set, on the first event a consuming read
     returns from a CPU, to the events overwritten there since the previous read.
     """
@@ -130,7 +134,6 @@ class Event(NamedTuple):
     ts: int
     cpu: int
     pid: int
-    comm: str
     type: int
     flags: int
     ip: int
@@ -218,10 +221,7 @@ def decode_events(recs: np.ndarray, limit: int | None = None) -> list[Event]:
         for row in marker_rows.tolist():
             text = raw[int(starts[row]) + 1:int(ends[row]), RB_TEXT_OFFSET:].tobytes()
             texts[row] = text[:int(heads["len"][row])]
-    raw_comms = heads["comm"].tolist()
-    comm_of = {c: c.decode("utf-8", "replace") for c in set(raw_comms)}
-    comms = [comm_of[c] for c in raw_comms]
-    rows = zip(heads["ts"].tolist(), heads["cpu"].tolist(), heads["pid"].tolist(), comms,
+    rows = zip(heads["ts"].tolist(), heads["cpu"].tolist(), heads["pid"].tolist(),
                heads["type"].tolist(), heads["flags"].tolist(), heads["ip"].tolist(),
                heads["parent_ip"].tolist(), texts, repeat(0, count))
     return list(map(_new_event, rows))

@@ -42,7 +42,7 @@ from kernel_daemon.trace.buffers import (
 
 # ring_buffer.c: RB_BUFFER_OFF, the bit ring_buffer_record_off() sets in record_disabled.
 RB_BUFFER_OFF = 1 << 20
-_PAD = bytes(12)
+_PAD = bytes(RB_EVENT.fields["pad"][0].itemsize)
 
 
 class TraceClock:
@@ -160,8 +160,7 @@ class RingBufferPerCpu:
             cut += 1
         self.tail = cut
 
-    def fill_functions(self, ts: np.ndarray, pid: np.ndarray | int,
-                       comm: np.ndarray | bytes, ips: np.ndarray | int,
+    def fill_functions(self, ts: np.ndarray, pid: np.ndarray | int, ips: np.ndarray | int,
                        parent_ips: np.ndarray | int, flags: np.ndarray | int) -> None:
         """Write the last ``min(len(ts), capacity)`` of a batch of function events at head.
 
@@ -176,8 +175,8 @@ class RingBufferPerCpu:
         shared["type"] = TRACE_FN
         shared["cpu"] = self.cpu
         columns = {"ts": ts}
-        for name, value in (("pid", pid), ("comm", comm), ("ip", ips),
-                            ("parent_ip", parent_ips), ("flags", flags)):
+        for name, value in (("pid", pid), ("ip", ips), ("parent_ip", parent_ips),
+                            ("flags", flags)):
             if isinstance(value, np.ndarray):
                 columns[name] = value
             else:
@@ -194,10 +193,6 @@ class RingBufferPerCpu:
                 part[name] = values[lo:hi]
             done += span
             first = 0
-
-
-def _comm_bytes(comm: str | bytes) -> bytes:
-    return (comm.encode("utf-8", "replace") if isinstance(comm, str) else comm)[:16]
 
 
 class RingBuffer:
@@ -313,8 +308,8 @@ class RingBuffer:
         self.overwrite = overwrite
 
     # -- writers ---------------------------------------------------------------------------
-    def write_function_event(self, cpu: int, ts: int, pid: int, comm: str | bytes, ip: int,
-                             parent_ip: int, flags: int = 0) -> bool:
+    def write_function_event(self, cpu: int, ts: int, pid: int, ip: int, parent_ip: int,
+                             flags: int = 0) -> bool:
         """``trace_function()``: one ``TRACE_FN`` entry.  False if recording is off, or if
         the CPU's buffer is full and not in overwrite mode: ``rb_move_tail()`` then fails
         the reserve, and 3.6 counts the lost event nowhere (not in ``entries``, not as
@@ -328,7 +323,7 @@ class RingBuffer:
             cb.write_begin()
             cb.make_room(1)
             cb.recs[cb.head % cb.capacity] = (TRACE_FN, 0, pid, ts, ip, parent_ip, cpu, flags,
-                                              _comm_bytes(comm), _PAD)
+                                              _PAD)
             cb.head += 1
             cb.entries += 1
             cb.write_end()
@@ -336,11 +331,11 @@ class RingBuffer:
         return True
 
     def write_function_events(self, cpu: int, ts: np.ndarray, pid: np.ndarray | int,
-                              comm: np.ndarray | str | bytes, ips: np.ndarray | int,
-                              parent_ips: np.ndarray | int, flags: np.ndarray | int = 0) -> int:
+                              ips: np.ndarray | int, parent_ips: np.ndarray | int,
+                              flags: np.ndarray | int = 0) -> int:
         """A batch of ``TRACE_FN`` entries on one CPU, as if written one by one.
 
-        ``ts`` holds the batch's timestamps, one per event; ``pid``, ``comm``, ``ips``,
+        ``ts`` holds the batch's timestamps, one per event; ``pid``, ``ips``,
         ``parent_ips`` and ``flags`` are arrays of the same length or one value for all.
         Every event counts in ``entries``; those overwritten, even by later events of the
         same batch, count as overruns.  Not in overwrite mode, only the events that fit
@@ -350,17 +345,15 @@ class RingBuffer:
         count = len(ts)
         if count == 0 or self._record_disabled:
             return 0
-        # Arrays of str become ASCII bytes (numpy's U -> S cast), as comms are.
-        comm = comm.astype("S16") if isinstance(comm, np.ndarray) else _comm_bytes(comm)
         cb = self._cpu(cpu)
         with cb.lock:
             if not self.overwrite and cb.room < count:
                 count = cb.room
                 if not count:
                     return 0
-                ts, pid, comm, ips, parent_ips, flags = (
+                ts, pid, ips, parent_ips, flags = (
                     value[:count] if isinstance(value, np.ndarray) else value
-                    for value in (ts, pid, comm, ips, parent_ips, flags))
+                    for value in (ts, pid, ips, parent_ips, flags))
             cb.write_begin()
             if count >= cb.capacity:
                 # Everything in the buffer goes, and all but the batch's last `capacity`.
@@ -369,15 +362,15 @@ class RingBuffer:
                 cb.tail = cb.head + count - cb.capacity
             else:
                 cb.make_room(count)
-            cb.fill_functions(np.asarray(ts), pid, comm, ips, parent_ips, flags)
+            cb.fill_functions(np.asarray(ts), pid, ips, parent_ips, flags)
             cb.head += count
             cb.entries += count
             cb.write_end()
         self._wake_readers()
         return count
 
-    def write_marker(self, cpu: int, ts: int, pid: int, comm: str | bytes, text: str | bytes,
-                     ip: int = 0, flags: int = 0) -> int:
+    def write_marker(self, cpu: int, ts: int, pid: int, text: str | bytes, ip: int = 0,
+                     flags: int = 0) -> int:
         """``tracing_mark_write()``: a ``TRACE_PRINT`` entry; returns the bytes taken.
 
         At most ``TRACE_BUF_SIZE`` bytes are kept and a newline is appended if the text does
@@ -401,7 +394,7 @@ class RingBuffer:
             cb.write_begin()
             cb.make_room(nr_records)
             cb.recs[cb.head % cb.capacity] = (TRACE_PRINT, len(buf), pid, ts, ip, 0, cpu, flags,
-                                              _comm_bytes(comm), _PAD)
+                                              _PAD)
             for i in range(1, nr_records):
                 chunk = buf[(i - 1) * RB_TEXT_PER_RECORD:i * RB_TEXT_PER_RECORD]
                 cb.text[(cb.head + i) % cb.capacity] = (RB_TYPE_CONT, len(chunk), b"", chunk)

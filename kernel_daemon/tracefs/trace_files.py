@@ -363,7 +363,7 @@ class TraceMarkerOpenFile(OpenFile):
         # event fits or not (a full buffer without overwrite).
         self.kernel.saved_cmdlines.tracing_record_cmdline(task.pid, task.comm)
         return self.kernel.ring_buffer.write_marker(
-            smp_processor_id(), self.kernel.trace_clock(), task.pid, task.comm, data)
+            smp_processor_id(), self.kernel.trace_clock(), task.pid, data)
 
 
 class TraceMarkerFile(FileOps):
