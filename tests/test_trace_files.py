@@ -17,6 +17,7 @@ from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
 from tests.kernel_helpers import (BASH, T, booted, cat, cat_bytes, echo, invoke, modprobe,
                                  reproducer_until_reload, write)
+from tests.test_trace_output import LAT_HELP
 
 HEADER_36 = (
     "# tracer: function\n"
@@ -398,15 +399,7 @@ def test_latency_format_in_trace_and_trace_pipe():
             "#    -----------------\n"
             "#    | task: -0 (uid:0 nice:0 policy:0 rt_prio:0)\n"
             "#    -----------------\n"
-            "#\n"
-            "#                  _------=> CPU#            \n"
-            "#                 / _-----=> irqs-off        \n"
-            "#                | / _----=> need-resched    \n"
-            "#                || / _---=> hardirq/softirq \n"
-            "#                ||| / _--=> preempt-depth   \n"
-            "#                |||| /     delay             \n"
-            "#  cmd     pid   ||||| time  |   caller      \n"
-            "#     \\   /      |||||  \\    |   /           \n" + lines)
+            "#\n" + LAT_HELP + lines)
         # The per-CPU file peeks at its own CPU's next entry only.
         assert cat(vfs, f"{T}/per_cpu/cpu0/trace").endswith(
             lat_line(k, fn, "bash", "vfs_write <-sys_write", fn.ts))
