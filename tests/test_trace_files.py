@@ -93,8 +93,12 @@ def test_trace_controls_and_formats():
         assert cat(vfs, f"{T}/trace") == HEADER_36.format(n=0, m=0, p=2)
         # The trace clock and cpumask.
         assert cat(vfs, f"{T}/trace_clock") == "[local] global counter\n"
+        invoke(k, "vfs_write", cpu=0)
         write(vfs, f"{T}/trace_clock", b"global\n")
         assert cat(vfs, f"{T}/trace_clock") == "local [global] counter\n"
+        # 3.6's tracing_clock_write() keeps the events the old clock stamped.
+        assert "entries-in-buffer/entries-written: 1/1" in cat(vfs, f"{T}/trace")
+        write(vfs, f"{T}/trace", b"\n")
         assert cat(vfs, f"{T}/tracing_cpumask") == "3\n"
         write(vfs, f"{T}/tracing_cpumask", b"2\n")
         invoke(k, "vfs_write", cpu=0)

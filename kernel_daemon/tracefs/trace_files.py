@@ -314,14 +314,14 @@ def trace_clock_show(kernel: Kernel) -> str:
 def trace_clock_store(kernel: Kernel, data: bytes) -> None:
     """``tracing_clock_write``: fewer than 64 bytes (its buffer), ``strstrip()``ped.  The
     model keeps one monotonic clock for all three: the name is remembered and shown, the
-    timestamps do not change meaning."""
+    timestamps do not change meaning.  3.6 leaves the buffer's events as they are (a later
+    kernel resets the buffer at a clock change, so that one trace does not mix clocks)."""
     if len(data) >= TRACE_CLOCK_BUF:
         raise KernelError(errno.EINVAL)
     name = strim(data).decode("latin-1")
     if name not in TRACE_CLOCKS:
         raise KernelError(errno.EINVAL)
     kernel.trace_clock_name = name
-    kernel.ring_buffer.reset()
 
 
 def nr_cpumask_bits(kernel: Kernel) -> int:
