@@ -295,11 +295,11 @@ def main(argv: list[str] | None = None) -> int:
               "(is the daemon running?)", file=sys.stderr)
     except (ValueError, TimeoutError) as error:
         print(f"{PROG}: {args.namespace}: {error}", file=sys.stderr)
-    except OSError as error:  # shm_open's other failures: a name too long, not ours...
-        print(f"{PROG}: {args.namespace}: {error.strerror}", file=sys.stderr)
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went (| head): before OSError, its base class
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as error:  # shm_open's other failures: a name too long, not ours...
+        print(f"{PROG}: {args.namespace}: {error.strerror}", file=sys.stderr)
     return EXIT_ERROR
 
 

@@ -301,6 +301,15 @@ def test_inspect_says_that_ftrace_is_dead_and_shows_what_the_aborted_pass_left(s
     client.close()
 
 
+def test_inspect_into_a_pipe_its_reader_closed_ends_quietly(spawn):
+    """``ftrace-inspect records | head``: EPIPE is the reader's choice, not an error."""
+    daemon = spawn(SMALL)
+    inspect = start("clients.inspect", "--address", daemon.address, "records")
+    inspect.stdout.close()
+    _, err = inspect.communicate(timeout=DEADLINE)
+    assert (inspect.returncode, err) == (0, b"")
+
+
 def test_inspect_errors(capsys, monkeypatch):
     gone = inspect_main(capsys, "--namespace", "ftsim.1.999999", "--no-symbols", "summary")
     assert gone == (2, "", "ftrace-inspect: no shared memory for namespace 'ftsim.1.999999' "
