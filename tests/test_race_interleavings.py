@@ -14,10 +14,12 @@ import pytest
 from clients.api import Client
 from ftrace.v1 import kernel_pb2
 from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
+from tests.test_tracer_client import wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACING = "/sys/kernel/debug/tracing"
 CORE = ["--core-functions", "2000"]
+UNLOAD = "/ftrace.v1.Modules/Unload"
 
 
 class ShellProcess:
@@ -36,12 +38,21 @@ class ShellProcess:
         return out
 
     def still_blocked(self) -> bool:
-        """Still inside the kernel after a bounded wait (the lock it needs is held)."""
+        """Still inside the kernel after a bounded wait (the lock it needs is held); ask
+        only once it is in (:func:`entered`), or a slow start looks like a wait."""
         try:
             self.proc.wait(timeout=0.5)
         except subprocess.TimeoutExpired:
             return True
         return False
+
+
+def entered(client: Client, before: kernel_pb2.KernelStats) -> bool:
+    """A command has reached the kernel since ``before``: it opened a file (``echo >``)
+    or called rmmod."""
+    now = client.stats()
+    return (now.open_files > before.open_files
+            or now.rpc_counts[UNLOAD] > before.rpc_counts[UNLOAD])
 
 
 def interleave(client: Client, address: str, site: str, first: str, second: str,
@@ -50,10 +61,12 @@ def interleave(client: Client, address: str, site: str, first: str, second: str,
     the window (race) or blocked on ``ftrace_lock``; then ``first`` is released."""
     paused = ShellProcess(address, first)
     client.wait_failpoint(site, 1, timeout=30)
+    before = client.stats()
     running = ShellProcess(address, second)
     if race:
         running.finish()
     else:
+        wait_until(lambda: entered(client, before))
         assert running.still_blocked()
     client.release_failpoint(site)
     paused.finish()

@@ -7,11 +7,14 @@ processes over gRPC.)
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 
 import pytest
 
 from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
+from kernel_daemon.mutex import Mutex
 from tests.kernel_helpers import booted, echo, modprobe, rmmod, warnings
 
 
@@ -35,10 +38,17 @@ class Step(threading.Thread):
         if self.error:
             raise self.error
 
-    def blocked(self) -> bool:
-        """Still inside the kernel after a bounded wait (the lock it needs is held)."""
-        self.join(0.2)
-        return self.is_alive()
+    def blocked(self, timeout: float = 30) -> bool:
+        """Waiting in ``mutex_lock()`` (the lock it needs is held): True once the thread's
+        innermost frame is :meth:`Mutex.acquire`'s, False if it ends first."""
+        deadline = time.monotonic() + timeout
+        while self.is_alive():
+            frame = sys._current_frames().get(self.ident)
+            if frame is not None and frame.f_code is Mutex.acquire.__code__:
+                return True
+            assert time.monotonic() < deadline, "step neither blocked nor finished"
+            time.sleep(0.005)
+        return False
 
 
 def interleave(kernel, site: str, first: tuple, second: tuple, race: bool) -> None:

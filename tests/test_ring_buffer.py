@@ -517,7 +517,7 @@ def test_reader_in_another_process_matches_and_leaves_shm_alone(rb):
     # Attaching removed nothing, in the child or after it exited, and created nothing.
     assert child["before"] == child["after"] == ours_before == segments_of(rb.namespace)
     assert not [name for name in set(os.listdir(SHM_DIR)) - shm_before
-                if str(child["pid"]) in name]
+                if name.startswith(f"ftsim.{child['pid']}.")]
     assert rb.snapshot() == ours
 
 
