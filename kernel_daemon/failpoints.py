@@ -123,6 +123,7 @@ class FailpointState:
     evaluations: int  # times execution reached the site
     triggers: int  # times its action ran
     paused: tuple[Task, ...]  # the tasks paused there now, oldest first
+    waiters: int  # wait_paused() calls waiting on it now
 
 
 class Failpoints:
@@ -151,6 +152,7 @@ class Failpoints:
         self._evaluations: dict[str, int] = dict.fromkeys(self._known or (), 0)
         # The threads paused at each site, oldest first.
         self._paused: dict[str, deque[_Paused]] = {}
+        self._waiters: Counter[str] = Counter()
         self._closed = False
         self._rng = random.Random(seed)
         self._cond = threading.Condition()
@@ -258,9 +260,14 @@ class Failpoints:
         (:attr:`closed`)."""
         self._check(name)
         with self._cond:
-            self._cond.wait_for(lambda: len(self._paused.get(name, ())) >= count
-                                or self._closed
-                                or interrupted is not None and interrupted.is_set(), timeout)
+            self._waiters[name] += 1
+            try:
+                self._cond.wait_for(lambda: len(self._paused.get(name, ())) >= count
+                                    or self._closed
+                                    or interrupted is not None and interrupted.is_set(),
+                                    timeout)
+            finally:
+                self._waiters[name] -= 1
             return len(self._paused.get(name, ())) >= count
 
     def wake_waiters(self) -> None:
@@ -280,12 +287,13 @@ class Failpoints:
             return {name: str(self._active.get(name, "")) for name in sorted(self._evaluations)}
 
     def state(self, name: str) -> FailpointState:
-        """One site: its spec, its counters and the tasks paused at it."""
+        """One site: its spec, its counters, the tasks paused at it and its waiters."""
         self._check(name)
         with self._cond:
             return FailpointState(name, str(self._active.get(name, "")),
                                   self._evaluations.get(name, 0), self._triggers[name],
-                                  tuple(p.task for p in self._paused.get(name, ())))
+                                  tuple(p.task for p in self._paused.get(name, ())),
+                                  self._waiters[name])
 
     def release_all(self) -> None:
         """Shutdown: turn every site off, wake every paused thread and every waiter, so

@@ -259,6 +259,24 @@ def test_waiters_wake_when_interrupted_or_shut_down() -> None:
     fp.fire(SITE)
 
 
+def test_a_site_counts_the_waiters_waiting_on_it() -> None:
+    fp = Failpoints(known=SITES)
+    assert fp.state(SITE).waiters == 0
+    results: queue.Queue[bool] = queue.Queue()
+    waiter = threading.Thread(target=lambda: results.put(fp.wait_paused(SITE, 1, None)),
+                              daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while fp.state(SITE).waiters != 1:
+        assert time.monotonic() < deadline, "the waiter was never counted"
+        time.sleep(0.001)
+    fp.configure(SITE, "1*pause")
+    threading.Thread(target=fp.fire, args=(SITE,), daemon=True).start()
+    assert results.get(timeout=5) is True
+    assert fp.state(SITE).waiters == 0
+    fp.release(SITE)
+
+
 def test_errno_alias_parses_to_its_canonical_name() -> None:
     parsed = parse_spec("error(EWOULDBLOCK)")
     assert parsed == FailpointSpec("error", error=errno.EAGAIN)

@@ -46,6 +46,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+def failpoint(client: Client, name: str) -> kernel_pb2.Failpoint:
+    """The site ``name`` as ListFailpoints reports it."""
+    (state,) = [fp for fp in client.list_failpoints() if fp.name == name]
+    return state
+
+
 def failing(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> FtraceError:
     with pytest.raises(FtraceError) as exc:
         fn(*args, **kwargs)
@@ -146,9 +152,9 @@ def test_reboot_ends_the_calls_bound_to_the_old_boot_with_enodev(client, daemon)
     pipe = Background(read_trace_pipe)
     wait_until(lambda: client.stats().open_files == 2)  # the session's file and trace_pipe
     waiter = Background(client.wait_failpoint, FILTER_RELEASE, 1, None)  # no time limit
-    # Counted as the call starts; the new kernel takes far longer to boot than the call
-    # takes to enter the old one.
-    wait_until(lambda: client.stats().rpc_counts["/ftrace.v1.Kernel/WaitFailpoint"] == 1)
+    # Waiting in the old boot, not merely called: a call entering after the reboot would
+    # wait on the new boot's failpoint.
+    wait_until(lambda: failpoint(client, FILTER_RELEASE).waiters == 1)
 
     client.reboot(**SMALL)
     session_requests.put(tracefs_pb2.FileRequest(read=tracefs_pb2.ReadRequest()))
@@ -329,7 +335,7 @@ def test_release_failpoint_lets_count_threads_go_oldest_first(spawn):
         client.wait_failpoint(LOAD_COUNT, count=i + 1, timeout=PROMPTLY)
     assert client.release_failpoint(LOAD_COUNT, count=1) == 1
     assert loads[0].outcome().name == "uinput"
-    (state,) = [fp for fp in client.list_failpoints() if fp.name == LOAD_COUNT]
+    state = failpoint(client, LOAD_COUNT)
     assert [t.pid for t in state.paused_tasks] == [501, 502] and state.paused == 2
     assert loads[1].thread.is_alive() and loads[2].thread.is_alive()
     assert client.release_failpoint(LOAD_COUNT, count=0) == 2
@@ -371,7 +377,7 @@ def test_a_failpoint_error_at_boot_makes_patching_fail_as_3_6_does(spawn):
         assert stats.current_tracer == "function"
         dead = failing(client.write_file, f"{T}/set_ftrace_filter", "schedule\n")
         assert (dead.errno, dead.code) == (errno.ENODEV, grpc.StatusCode.UNAVAILABLE)
-        (state,) = [fp for fp in client.list_failpoints() if fp.name == "add_breakpoints"]
+        state = failpoint(client, "add_breakpoints")
         assert (state.spec, state.evaluations, state.triggers) == ("", 1, 1)
 
 

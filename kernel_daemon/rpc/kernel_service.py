@@ -212,7 +212,8 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
         return pb.Failpoint(name=name, spec=state.spec, description=FAILPOINT_SITES[name],
                             evaluations=state.evaluations, triggers=state.triggers,
                             paused=len(state.paused),
-                            paused_tasks=[task_message(task) for task in state.paused])
+                            paused_tasks=[task_message(task) for task in state.paused],
+                            waiters=state.waiters)
 
     @translate_kernel_errors
     def SetFailpoint(self, request: pb.SetFailpointRequest, context: grpc.ServicerContext) -> pb.Failpoint:
