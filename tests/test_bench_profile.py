@@ -6,15 +6,14 @@ No figure is asserted: what the profile says belongs to ``bench/profile.md``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from bench.profile import HANDOFFS, OUTSIDE_GIL, Profile, layer_of, read_samples
+from tests.children import REPO, child_env
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVE = "_serve (grpc/_server.py:1100)"
 CALL = "_call_behavior (grpc/_server.py:608)"
 COUNTED = "counted.<locals>.counting (kernel_daemon/rpc/registration.py:104)"
@@ -58,11 +57,9 @@ def test_raw_lines_add_up_per_layer_and_the_rest_of_the_cpu_is_outside_the_gil()
 
 
 def test_a_short_profile_of_readfile_against_echo(tmp_path):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (REPO_ROOT, env.get("PYTHONPATH"))))
     done = subprocess.run([sys.executable, "-m", "bench.profile", "--seconds", "1",
                            "--only", "read", "--out", str(tmp_path)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=240)
     if done.returncode and "can it ptrace" in done.stderr:
         pytest.skip("py-spy may not ptrace the servers here")
     assert done.returncode == 0, done.stderr[-4000:]

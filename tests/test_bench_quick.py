@@ -6,20 +6,16 @@ No figure is asserted: timings belong to ``bench/results.md``, not to tests.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 from bench.results import REQUIRED_KEYS, validate
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.children import REPO, child_env
 
 
 def test_quick_bench_writes_results(tmp_path):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (REPO_ROOT, env.get("PYTHONPATH"))))
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-4000:]
 
     entries = json.loads((tmp_path / "results.json").read_text())

@@ -18,9 +18,9 @@ import pytest
 
 from clients.api import Client
 from clients.spawn import SpawnedDaemon
+from tests.children import REPO, child_env
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: A small kernel: a daemon that gets as far as booting boots quickly.
 SMALL = ["--core-functions", "512"]
 DEADLINE = 60.0
@@ -29,15 +29,9 @@ SERVING = re.compile(r"ftraced\[(?P<pid>\d+)\]: serving (?P<address>\S+) .*, shm
                      r"(?P<namespace>ftsim\.\d+\.\d+)\)$")
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=REPO)
-    env.pop("FTRACED_ADDRESS", None)
-    return env
-
-
 def start_daemon(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "kernel_daemon", *SMALL, *args], cwd=REPO,
-                            env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -209,7 +203,7 @@ def test_a_spawned_daemon_ends_with_its_client_however_the_client_ends(tmp_path,
     shell = subprocess.Popen(
         [sys.executable, "-m", "clients.shell", "--spawn", "--verbose", *SMALL,
          "-c", "echo ready; sleep 60"],
-        cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        cwd=tmp_path, env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     daemon_pid = None
     try:

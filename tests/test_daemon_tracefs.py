@@ -18,9 +18,9 @@ from clients.api import Client
 from clients.connection import grpc_target
 from clients.errors import FtraceError
 from ftrace.v1 import tracefs_pb2, tracefs_pb2_grpc
+from tests.children import child_env
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T = "/sys/kernel/debug/tracing"
 
 
@@ -192,7 +192,7 @@ def test_sigkill_mid_filter_session_releases_like_a_process_exit(client, daemon)
     client.write_file(f"{T}/set_ftrace_filter", b"uinput_read\n")
     client.write_file(f"{T}/current_tracer", b"function\n")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, daemon.address],
-                              env=dict(os.environ, PYTHONPATH=REPO), stdin=subprocess.PIPE,
+                              env=child_env(), stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "ready"
     assert client.read_file(f"{T}/set_ftrace_filter") == b"uinput_read [uinput]\n"

@@ -5,7 +5,6 @@ interleaving on a daemon without the window is clean.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -13,10 +12,10 @@ import pytest
 
 from clients.api import Client
 from ftrace.v1 import kernel_pb2
+from tests.children import child_env
 from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
 from tests.test_tracer_client import wait_until
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACING = "/sys/kernel/debug/tracing"
 CORE = ["--core-functions", "2000"]
 UNLOAD = "/ftrace.v1.Modules/Unload"
@@ -26,11 +25,10 @@ class ShellProcess:
     """``ftrace-shell -c COMMAND`` as a separate process."""
 
     def __init__(self, address: str, command: str) -> None:
-        env = dict(os.environ, PYTHONPATH=REPO)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "clients.shell", "--address", address, "-c",
              f"cd {TRACING}; {command}"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def finish(self, timeout: float = 60) -> str:
         out, err = self.proc.communicate(timeout=timeout)

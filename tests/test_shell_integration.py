@@ -19,9 +19,9 @@ import pytest
 from clients.demo import REPRODUCER
 from clients.errors import FtraceError
 from kernel_daemon.trace.reader import RingBufferReader
+from tests.children import child_env
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACING = "/sys/kernel/debug/tracing"
 
 #: Lines in REPRODUCER: what follows it in a script starts at this line + 1.
@@ -37,9 +37,7 @@ def start_shell(
     if script is not None:
         (tmp_path / name).write_bytes(script.encode() if isinstance(script, str) else script)
         argv.append(name)
-    env = dict(os.environ, PYTHONPATH=REPO)
-    env.pop("FTRACED_ADDRESS", None)
-    return subprocess.Popen(argv, cwd=tmp_path, env=env, stdin=subprocess.PIPE,
+    return subprocess.Popen(argv, cwd=tmp_path, env=child_env(), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

@@ -27,8 +27,8 @@ from clients.spawn import SpawnedDaemon, spawn_daemon
 from clients.stress.checker import Checker
 from clients.stress.cpu import daemon_pid
 from kernel_daemon.ftrace.snapshot import RecordsReader
+from tests.children import REPO, child_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: A small kernel (its daemons boot fast) and six clients: two loaders and two shells
 #: cycle modules and filters, one tracer and one invoker around them.
 SHORT = ["--core-functions", "2048", "--tracers", "1", "--loaders", "2", "--shells", "2",
@@ -42,20 +42,15 @@ LOAD_SITE = "ftrace_update_code:before_count"
 def run_stress(out, *args: str, timeout: float = 240) -> tuple[subprocess.CompletedProcess, dict]:
     """``python -m clients.stress --out OUT ARGS``; the process and report.json."""
     done = subprocess.run([sys.executable, "-m", "clients.stress", "--out", str(out), *args],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+                          cwd=REPO, env=child_env(), capture_output=True, text=True,
+                          timeout=timeout)
     return done, _report(out)
 
 
 def start_stress(out, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "clients.stress", "--out", str(out), *args],
-                            cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            cwd=REPO, env=child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=REPO)
-    env.pop("FTRACED_ADDRESS", None)
-    return env
 
 
 def _report(out) -> dict:
@@ -193,7 +188,7 @@ def check_buggy_reproducer(out, report: dict) -> None:
     assert len(commands) <= 10, script
     assert script.startswith("# ftrace-shell --spawn --variant buggy ")
     shell = subprocess.run([sys.executable, "-m", "clients.shell", "--spawn", "--variant",
-                            "buggy", "repro.sh"], cwd=out, env=_env(), capture_output=True,
+                            "buggy", "repro.sh"], cwd=out, env=child_env(), capture_output=True,
                            text=True, timeout=120)
     assert shell.returncode == 0, shell.stdout + shell.stderr
     assert "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update" in shell.stdout
@@ -375,7 +370,7 @@ def test_bad_arguments_are_one_line_errors_before_anything_starts(tmp_path):
          "ftrace-stress: error: --check-interval must be positive"),
     ]
     runs = [subprocess.Popen([sys.executable, "-m", "clients.stress", "--ops", "5", *args],
-                             cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                             cwd=REPO, env=child_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for args, _ in cases]
     for process, (args, message) in zip(runs, cases):
         stdout, stderr = process.communicate(timeout=60)

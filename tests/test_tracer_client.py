@@ -32,9 +32,9 @@ import pytest
 from clients.api import Client
 from clients.identity import Identity
 from ftrace.v1 import kernel_pb2
+from tests.children import REPO, child_env
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACING = "/sys/kernel/debug/tracing"
 #: A small core kernel keeps each daemon's boot quick.
 SMALL = ["--core-functions", "2000"]
@@ -47,9 +47,7 @@ def start(module: str, *args: str, stdin: bool = False) -> subprocess.Popen:
 
 
 def start_argv(argv: list[str], stdin: bool = False) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=REPO)
-    env.pop("FTRACED_ADDRESS", None)
-    return subprocess.Popen(argv, cwd=REPO, env=env,
+    return subprocess.Popen(argv, cwd=REPO, env=child_env(),
                             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -309,7 +307,7 @@ def test_an_unreachable_daemon_is_told_at_once_with_the_reason_and_the_address(t
     exist or a port nobody listens on fails at once (the timeout is a minute)."""
     plain = tmp_path / "plain"
     plain.write_text("")
-    env = dict(os.environ, PYTHONPATH=REPO)
+    env = child_env()
     with socket.socket() as bound:
         bound.bind(("127.0.0.1", 0))  # nobody listens on it, and nobody else takes it
         cases = [(f"unix:{tmp_path}/none.sock", "No such file or directory"),
