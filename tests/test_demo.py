@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 from clients.demo import SCRIPT
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.children import REPO, child_env
 
 
 def test_demo_shows_the_warn_then_the_fix():
-    run = subprocess.run([sys.executable, "-m", "clients.demo"], cwd=REPO, capture_output=True,
-                         text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "clients.demo"], cwd=REPO, env=child_env(),
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     buggy, fixed = run.stdout.split("--variant fixed")
     assert "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0x" in buggy

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +25,8 @@ from kernel_daemon.trace.buffers import (MAX_EVENT_RECORDS, RB_TEXT_PER_RECORD,
                                          Event, rb_capacity)
 from kernel_daemon.trace.reader import RingBufferReader
 from kernel_daemon.trace.ring_buffer import RingBuffer, TraceClock
+from tests.children import REPO, child_env
 
-REPO = Path(__file__).resolve().parent.parent
 UNEXPANDED_CAPACITY = rb_capacity(RB_UNEXPANDED_SIZE)  # 2 pages of 4080 bytes / 64
 # Generous bound for blocking calls a test expects to return promptly.
 DEADLINE = 10.0
@@ -495,7 +494,8 @@ json.dump({"pid": os.getpid(), "nr_cpus": reader.nr_cpus, "snaps": snaps, "befor
 
 def run_reader(namespace: str, rounds: int = 1) -> dict:
     done = subprocess.run([sys.executable, "-c", _CHILD, namespace, str(rounds)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, check=True)
+                          env=child_env(), capture_output=True, text=True, timeout=120,
+                          check=True)
     return json.loads(done.stdout)
 
 
