@@ -26,6 +26,7 @@ from kernel_daemon.module.address_space import ModuleAddressSpace
 from kernel_daemon.module.kallsyms import Kallsyms
 from kernel_daemon.module.loader import MODULE_STATE_COMING, Module, ModuleLoader
 from kernel_daemon.module.vmlinux import MIN_FUNCTIONS, build_vmlinux
+from kernel_daemon.mutex import Mutex
 from kernel_daemon.panic import TAINT_OOT_MODULE, Panic
 from kernel_daemon.pid import PidHash
 from kernel_daemon.printk import Printk
@@ -113,8 +114,9 @@ class Kernel:
         self.trace_clock = TraceClock(self.local_clock)
         self.trace_clock_name = "local"
         self.ring_buffer = RingBuffer(self.namespace, options.cpus, options.buffer_size_kb << 10)
-        # tracing_cpumask: CPUs whose events are recorded.
+        # tracing_cpumask: CPUs whose events are recorded, and the lock of its writers.
         self.tracing_cpumask = (1 << options.cpus) - 1
+        self.tracing_cpumask_update_lock = Mutex()
         self.tracing = Tracing(self.ring_buffer, self.printk, self.trace_clock)
         self.saved_cmdlines = SavedCmdlines(self.namespace, self.ring_buffer.record_is_on)
         self.function_tracer = FunctionTracer(self.ftrace, self.function_trace_event,

@@ -13,6 +13,7 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
 from kernel_daemon.ftrace.dispatch import execute_function, on_cpu
 from kernel_daemon.task import Task, running_as
+from kernel_daemon.trace.buffers import rb_capacity
 from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
 from tests.kernel_helpers import (BASH, T, booted, cat, cat_bytes, echo, invoke, modprobe,
@@ -477,3 +478,36 @@ def test_a_reader_holding_trace_cmdline_lock_never_blocks_recording():
         invoke(k, "vfs_write", "sys_write", task=Task(777, "first"))
         lines = cat(vfs, f"{T}/trace").splitlines()[11:]
         assert [line.lstrip().split(" ", 1)[0] for line in lines] == ["first-777", "first-777"]
+
+
+def test_a_cpu_out_of_tracing_cpumask_records_nothing_not_even_a_marker():
+    """tracing_cpumask_write() disables the ring buffer's recording on a CPU leaving the
+    mask (ring_buffer_record_disable_cpu), so tracing_mark_write() finds no room: EBADF."""
+    with booted(cpus=2) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        write(vfs, f"{T}/tracing_cpumask", b"2\n")
+        for cpu, expected in ((0, errno.EBADF), (1, None)):
+            with on_cpu(cpu):
+                if expected is None:
+                    assert write(vfs, f"{T}/trace_marker", b"kept\n") == 5
+                    continue
+                with pytest.raises(KernelError) as exc:
+                    write(vfs, f"{T}/trace_marker", b"lost\n")
+                assert exc.value.errno == expected
+        write(vfs, f"{T}/tracing_cpumask", b"2\n")  # unchanged: nothing nests
+        write(vfs, f"{T}/tracing_cpumask", b"3\n")
+        with on_cpu(0):
+            assert write(vfs, f"{T}/trace_marker", b"back\n") == 5
+        markers = [line.rsplit(": ", 1)[1] for line in cat(vfs, f"{T}/trace").splitlines()
+                   if "tracing_mark_write" in line]
+        assert markers == ["kept", "back"]
+
+
+def test_buffer_size_kb_is_shifted_to_bytes_in_an_unsigned_long():
+    """tracing_entries_write(): val <<= 10 wraps, so 2^54 + 1 KB is 1 KB."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/buffer_size_kb", b"%d\n" % (2 ** 54 + 1))
+        assert cat(vfs, f"{T}/buffer_size_kb") == "1\n"
+        assert k.ring_buffer.counters(0).capacity == rb_capacity(1024)

@@ -32,6 +32,7 @@ import numpy as np
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.shm import SHM_DIR, ShmSegment
+from kernel_daemon.strings import ULONG_MAX
 from kernel_daemon.trace.buffers import (
     C_BUFFER_ID, C_GENERATION, C_HEAD, C_WRITERS, DIR_MAGIC, MAX_EVENT_RECORDS, RB_EVENT,
     RB_EVENT_SIZE, RB_TEXT, RB_TEXT_PER_RECORD, RB_TYPE_CONT, RB_UNEXPANDED_SIZE, TRACE_BUF_SIZE,
@@ -78,6 +79,8 @@ class RingBufferPerCpu:
         self.cpu = cpu
         # global_trace.data[cpu]->entries: the size last asked for, in bytes.
         self.size_bytes = size_bytes
+        # cpu_buffer->record_disabled: tracing_cpumask takes a CPU out with it.
+        self.record_disabled = 0
         self.name = cpu_segment_name(namespace, cpu)
         # Serialises this CPU's writers and readers (see the module docstring).
         self.lock = threading.Lock()
@@ -297,6 +300,14 @@ class RingBuffer:
             self._record_disabled -= 1
             self._publish_globals()
 
+    def record_disable_cpu(self, cpu: int) -> None:
+        """``ring_buffer_record_disable_cpu()``: no event reserved on ``cpu`` (nesting)."""
+        self._cpu(cpu).record_disabled += 1
+
+    def record_enable_cpu(self, cpu: int) -> None:
+        """``ring_buffer_record_enable_cpu()``."""
+        self._cpu(cpu).record_disabled -= 1
+
     def record_is_on(self) -> bool:
         """``ring_buffer_record_is_on()``: what ``tracing_on`` reads; 3.6 tests the whole
         ``record_disabled`` word, so it reads 0 while ``trace`` is being read too."""
@@ -318,7 +329,7 @@ class RingBuffer:
             return False
         cb = self._cpu(cpu)
         with cb.lock:
-            if not self.overwrite and not cb.room:
+            if cb.record_disabled or not self.overwrite and not cb.room:
                 return False
             cb.write_begin()
             cb.make_room(1)
@@ -347,6 +358,8 @@ class RingBuffer:
             return 0
         cb = self._cpu(cpu)
         with cb.lock:
+            if cb.record_disabled:
+                return 0
             if not self.overwrite and cb.room < count:
                 count = cb.room
                 if not count:
@@ -389,6 +402,8 @@ class RingBuffer:
         nr_records = 1 + -(-len(buf) // RB_TEXT_PER_RECORD)
         cb = self._cpu(cpu)
         with cb.lock:
+            if cb.record_disabled:
+                raise KernelError(errno.EBADF, f"recording disabled on CPU {cpu}")
             if not self.overwrite and cb.room < nr_records:
                 raise KernelError(errno.EBADF, "ring buffer full, not in overwrite mode")
             cb.write_begin()
@@ -535,16 +550,14 @@ class RingBuffer:
         """``tracing_resize_ring_buffer()``: ``size_bytes`` for every CPU (``cpu`` None,
         RING_BUFFER_ALL_CPUS) or for one; a CPU whose size changes is reallocated (and, in
         the model, cleared), and the buffer is marked expanded."""
-        cpus = [cb for cb in self._select(cpu) if cb.size_bytes != size_bytes]
-        if cpus:
-            self._resize(size_bytes, cpus)
+        self._resize(size_bytes, [cb for cb in self._select(cpu) if cb.size_bytes != size_bytes])
 
     def resize_kb(self, size_kb: int, cpu: int | None = None) -> None:
         """``tracing_entries_write()``: a ``buffer_size_kb`` write (the top-level file's, or
         ``per_cpu/cpuN``'s for ``cpu``); 0 is EINVAL."""
         if size_kb <= 0:
             raise KernelError(errno.EINVAL, "buffer_size_kb must be at least 1")
-        self.resize(size_kb << 10, cpu)
+        self.resize((size_kb << 10) & ULONG_MAX, cpu)  # val <<= 10, in an unsigned long
 
     def expand(self) -> None:
         """``tracing_update_buffers()``: grow to ``trace_buf_size`` on first use."""
@@ -552,23 +565,25 @@ class RingBuffer:
             self._resize(self.trace_buf_size, self.cpu_buffers)
 
     def _resize(self, size_bytes: int, cpus: list[RingBufferPerCpu]) -> None:
-        """``__tracing_resize_ring_buffer()``."""
+        """``__tracing_resize_ring_buffer()``: the buffer counts as expanded from the start
+        ("we can forget about expanding it later"), even if the resize then fails."""
         capacity = rb_capacity(size_bytes)
         need = sum(capacity - cb.capacity for cb in cpus) * RB_EVENT_SIZE
         stat = os.statvfs(SHM_DIR)
-        if need > stat.f_bavail * stat.f_frsize:
-            # The kernel's page allocations would fail: ring_buffer_resize() gives -ENOMEM.
-            raise KernelError(errno.ENOMEM, f"{size_bytes} bytes per CPU do not fit in {SHM_DIR}")
         with self._locked(self.cpu_buffers):
             if self._closed:  # destroy() ran or waits for these locks: no new segments
                 raise KernelError(errno.ENODEV, "the kernel rebooted: its ring buffer is gone")
             self.expanded = True
+            self._publish_globals()
+            if need > stat.f_bavail * stat.f_frsize:
+                # The kernel's page allocations would fail: ring_buffer_resize() gives -ENOMEM.
+                raise KernelError(errno.ENOMEM,
+                                  f"{size_bytes} bytes per CPU do not fit in {SHM_DIR}")
             for cb in cpus:
                 cb.write_begin()
                 cb.allocate(capacity)
                 cb.size_bytes = size_bytes
                 cb.write_end()
-            self._publish_globals()
 
     # -- shutdown ---------------------------------------------------------------------------
     def close(self) -> None:

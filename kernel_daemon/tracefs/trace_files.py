@@ -341,8 +341,17 @@ def cpumask_show(kernel: Kernel) -> str:
 
 def cpumask_store(kernel: Kernel, data: bytes) -> None:
     """``tracing_cpumask_write()``: ``cpumask_parse_user()`` of the whole write; the mask
-    changes only if it parses (EINVAL, EOVERFLOW)."""
-    kernel.tracing_cpumask = bitmap_parse_user(data, nr_cpumask_bits(kernel))
+    changes only if it parses (EINVAL, EOVERFLOW).  A CPU leaving the mask has its ring
+    buffer's recording disabled (``ring_buffer_record_disable_cpu()``), so nothing is
+    recorded there, not even a ``trace_marker`` write (EBADF); one joining it, enabled."""
+    new = bitmap_parse_user(data, nr_cpumask_bits(kernel))
+    with kernel.tracing_cpumask_update_lock:
+        old, kernel.tracing_cpumask = kernel.tracing_cpumask, new
+        for cpu in range(kernel.options.cpus):
+            if old >> cpu & 1 and not new >> cpu & 1:
+                kernel.ring_buffer.record_disable_cpu(cpu)
+            elif new >> cpu & 1 and not old >> cpu & 1:
+                kernel.ring_buffer.record_enable_cpu(cpu)
 
 
 def events_enable_store(kernel: Kernel, data: bytes) -> None:
