@@ -353,9 +353,10 @@ def test_raw_hex_and_bin_entries_in_trace_and_trace_pipe(option):
         vfs, fn, mark = traced_vfs_write_and_marker(k)
         ip = k.kallsyms.lookup_name("vfs_write")[0].addr
         parent_ip = k.kallsyms.lookup_name("sys_write")[0].addr
+        mark_ip = k.kallsyms.lookup_name("tracing_mark_write")[0].addr
         if option == "raw":
             entries = (f"20903 0 {fn.ts} {ip:x} {parent_ip:x}\n"
-                       f"4242 1 {mark.ts} # 0 hello\n").encode()
+                       f"4242 1 {mark.ts} # {mark_ip:x} hello\n").encode()
         elif option == "hex":
             entries = (f"000051a7 00000000 {fn.ts:016x} {ip:016x} {parent_ip:016x} \n"
                        f"00001092 00000001 {mark.ts:016x} type: 5\n\n").encode()

@@ -31,8 +31,11 @@ IRQ_INFO_BLOCK = """\
 #              | |       |   ||||       |         |
 """
 
+# A marker's ip is in tracing_mark_write().
+MARK_IP = 0xFFFFFFFF810C0000
 SYMBOLS = {0xFFFFFFFF81001000: "hrtimer_init", 0xFFFFFFFF81002000: "copy_process",
-           0xFFFFFFFFA0000010: "uinput_release", 0xFFFFFFFF81003000: "__fput"}
+           0xFFFFFFFFA0000010: "uinput_release", 0xFFFFFFFF81003000: "__fput",
+           MARK_IP: "tracing_mark_write"}
 
 
 # saved_cmdlines as the trace files look it up.
@@ -135,7 +138,7 @@ def test_events_function_and_marker_lines():
         fn(1480_611_794_000, 0xFFFFFFFF81001000, 0xFFFFFFFF81002000),
         fn(1480_611_795_000, 0xFFFFFFFFA0000010, 0xFFFFFFFF81003000, cpu=1, pid=20903),
         fn(1480_611_796_000, 0xFFFFFFFF81001000, 0),
-        Event(1480_611_797_000, 2, 20903, TRACE_PRINT, 0, 0, 0, b"hello\n"),
+        Event(1480_611_797_000, 2, 20903, TRACE_PRINT, 0, MARK_IP, 0, b"hello\n"),
         Event(1480_611_798_000, 2, 20903, TRACE_PRINT, 0, 0xFFFFFFFF81001000, 0, b"cut\0here\n"),
     ]
     assert format_events(events, symbolize, CMDLINES) == (
@@ -201,7 +204,7 @@ def test_formats_a_hundred_thousand_events():
 
 FN = fn(1480_611_794_123, 0xFFFFFFFF81001000, 0xFFFFFFFF81002000, cpu=1, pid=4003,
         flags=TRACE_FLAG_IRQS_OFF | 2 << 8)
-MARK = Event(1480_611_797_456, 2, 20903, TRACE_PRINT, 0, 0, 0, b"hello\n")
+MARK = Event(1480_611_797_456, 2, 20903, TRACE_PRINT, 0, MARK_IP, 0, b"hello\n")
 
 
 def formatted(flags: int, *events: Event) -> bytes:
@@ -214,7 +217,7 @@ def test_raw_lines():
     raw = TRACE_FLAGS_DEFAULT | TRACE_ITER_RAW
     assert formatted(raw, FN, MARK) == (
         f"4003 1 {FN.ts} ffffffff81001000 ffffffff81002000\n"
-        f"20903 2 {MARK.ts} # 0 hello\n").encode()
+        f"20903 2 {MARK.ts} # {MARK_IP:x} hello\n").encode()
     assert formatted(raw & ~TRACE_ITER_CONTEXT_INFO, FN) == (
         b"ffffffff81001000 ffffffff81002000\n")
 
@@ -360,7 +363,7 @@ def test_trace_file_from_a_flooded_ring_buffer():
         stamps = np.arange(1, 201, dtype=np.uint64) * 1000
         rb.write_function_events(1, stamps, 20903, np.full(200, 0xFFFFFFFFA0000010),
                                  np.full(200, 0xFFFFFFFF81003000))
-        rb.write_marker(0, 300_000, 20903, "done")
+        rb.write_marker(0, 300_000, 20903, "done", MARK_IP)
         snap = rb.snapshot()
         text = (trace_header("function", snap.entries_in_buffer, snap.entries_written,
                              rb.nr_cpus, corrupted=False)

@@ -235,7 +235,8 @@ _LAYOUT: tuple[_Region, ...] = (
         T register_ftrace_function  T unregister_ftrace_function
         T ftrace_enable_sysctl  T ring_buffer_lock_reserve  T ring_buffer_unlock_commit
         T tracing_on  T tracing_off  T tracing_is_on  T tracer_init  t tracing_set_tracer
-        t tracing_set_trace_read  t tracing_set_trace_write  T tracing_start  T tracing_stop
+        t tracing_set_trace_read  t tracing_set_trace_write  t tracing_mark_write
+        T tracing_start  T tracing_stop
         t function_trace_init  t function_trace_reset  t function_trace_start
         t tracing_start_function_trace  t tracing_stop_function_trace  t func_set_flag
         t __set_tracer_option  t set_tracer_option  t tracing_trace_options_write

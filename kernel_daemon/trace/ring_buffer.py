@@ -387,10 +387,9 @@ class RingBuffer:
         """``tracing_mark_write()``: a ``TRACE_PRINT`` entry; returns the bytes taken.
 
         At most ``TRACE_BUF_SIZE`` bytes are kept and a newline is appended if the text does
-        not end with one.  ``ip`` is ``tracing_mark_write``'s address; 0 when the model's
-        kallsyms has no such symbol (trace_output prints the name either way).  With
-        recording off, or a full buffer not in overwrite mode, the reserve fails and the
-        write returns -EBADF, as in 3.6.
+        not end with one.  ``ip`` is the writer's address (``_THIS_IP_`` in
+        ``tracing_mark_write()``).  With recording off, or a full buffer not in overwrite
+        mode, the reserve fails and the write returns -EBADF, as in 3.6.
         """
         data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
         taken = min(len(data), TRACE_BUF_SIZE)

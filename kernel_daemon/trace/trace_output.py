@@ -34,8 +34,6 @@ from kernel_daemon.trace.trace_options import (TRACE_FLAGS_DEFAULT, TRACE_ITER_A
 
 # include/linux/threads.h: map_pid_to_cmdline[] has PID_MAX_DEFAULT + 1 slots.
 PID_MAX_DEFAULT = 0x8000
-# A marker's entry->ip is _THIS_IP_ in tracing_mark_write().
-TRACING_MARK_WRITE = "tracing_mark_write"
 # trace_output.c: preempt_mark_thresh, in µs: a bigger gap to the next entry is marked "!".
 PREEMPT_MARK_THRESH = 100
 USEC_PER_MSEC = 1000
@@ -221,8 +219,7 @@ class TraceIterator:
                         f"<-{self.seq_print_ip_sym(ev.parent_ip)}\n")
             return f"{head}{self.seq_print_ip_sym(ev.ip)}\n"
         # trace_print_print(): "%ps: %s", the text with its own newline.
-        func = self.seq_print_ip_sym(ev.ip) if ev.ip else TRACING_MARK_WRITE
-        return f"{head}{func}: {marker_text(ev.text)}"
+        return f"{head}{self.seq_print_ip_sym(ev.ip)}: {marker_text(ev.text)}"
 
     def trace_print_context(self, ev: Event) -> str:
         """``trace_print_context()``: the comm looked up now, pid, CPU, irq-info, time."""

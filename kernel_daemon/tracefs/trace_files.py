@@ -364,6 +364,9 @@ class TraceMarkerOpenFile(OpenFile):
     def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
         super().__init__(path, flags)
         self.kernel = kernel
+        # The entry's ip is _THIS_IP_, an address inside tracing_mark_write(); the model
+        # has no code, so it takes the function's start.
+        self.ip = kernel.kallsyms_lookup_name("tracing_mark_write") or 0
 
     def write(self, data: bytes) -> int:
         """``tracing_mark_write``: EBADF while recording is off (no event reserved)."""
@@ -372,7 +375,7 @@ class TraceMarkerOpenFile(OpenFile):
         # event fits or not (a full buffer without overwrite).
         self.kernel.saved_cmdlines.tracing_record_cmdline(task.pid, task.comm)
         return self.kernel.ring_buffer.write_marker(
-            smp_processor_id(), self.kernel.trace_clock(), task.pid, data)
+            smp_processor_id(), self.kernel.trace_clock(), task.pid, data, self.ip)
 
 
 class TraceMarkerFile(FileOps):
