@@ -66,6 +66,22 @@ def test_name_index_finds_what_a_walk_over_every_name_finds(kernel, data, form):
         assert ftrace_match_record(pg, regex, None).tolist() == np.flatnonzero(walk).tolist()
 
 
+@pytest.mark.parametrize("pattern", ["*" + "a" * 200_000, "a" * 200_000 + "*",
+                                     "*" + "a" * 200_000 + "*", "a" * 200_000])
+def test_a_search_longer_than_every_name_is_answered_without_comparing(kernel, pattern,
+                                                                       monkeypatch):
+    """No name holds it, and NumPy would widen every name to its length to compare them:
+    the match answers before any comparison."""
+    def compared(*args: object) -> None:
+        raise AssertionError("the names were compared with the search")
+
+    monkeypatch.setattr("kernel_daemon.ftrace.filter.ftrace_match", compared)
+    for pg in kernel.ftrace.pages.groups:
+        monkeypatch.setattr(pg, "records_named", compared)
+        monkeypatch.setattr(pg, "records_prefixed", compared)
+        assert len(ftrace_match_record(pg, filter_parse_regex(pattern), None)) == 0
+
+
 def test_one_token_per_write_and_continuation(kernel):
     ft = kernel.ftrace
     it = ftrace_regex_open(ft, ft.global_ops, True, True)

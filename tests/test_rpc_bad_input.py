@@ -5,7 +5,6 @@ and the daemon goes on serving."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -131,14 +130,12 @@ def test_a_set_filter_error_is_in_band_and_the_stream_goes_on(stubs):
 
 
 def test_a_pattern_longer_than_any_name_is_refused_at_once(stubs):
-    """A search longer than every symbol matches nothing: EINVAL without comparing it
-    with 40,000 names (ftrace_regex_lock would be held meanwhile)."""
-    started = time.monotonic()
+    """A search longer than every symbol matches nothing: EINVAL (that no name is compared
+    with it is test_filter_regex's test_a_search_longer_than_every_name_is_answered_...)."""
     for pattern in ("*" + "a" * 200_000, "a" * 200_000 + "*", "*" + "a" * 200_000 + "*"):
         events, error = attach(stubs, tracer_pb2.TracerRequest(
             register=tracer_pb2.RegisterOps(name="long", filter=[pattern])))
         assert error is not None and errno_of(error).name == "EINVAL"
-    assert time.monotonic() - started < DEADLINE
     assert still_consistent(stubs)
 
 
