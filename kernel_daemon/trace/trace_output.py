@@ -189,6 +189,15 @@ class TraceIterator:
             return format_lost_events(ev.cpu, ev.lost_events) + text
         return text
 
+    def print_entries(self, events: list[Event]) -> str:
+        """``s_show()`` over ``events`` (in output order): ``print_trace_line()`` for each,
+        ``iter->idx`` counting from 0, the next entry's timestamp peeked (the last one's
+        own)."""
+        last = len(events) - 1
+        return "".join([self.print_trace_line(ev, idx, events[idx + 1].ts if idx < last
+                                              else ev.ts)
+                        for idx, ev in enumerate(events)])
+
     def seq_print_ip_sym(self, ip: int) -> str:
         """The symbol text of ``ip``, computed once per ip (see the class)."""
         found = self._names.get(ip)
@@ -285,14 +294,10 @@ def format_events(events: list[Event], symbolize: Callable[[int], str],
                   cmdlines: Mapping[int, str], *, annotate: bool = False,
                   trace_flags: int = TRACE_FLAGS_DEFAULT, lat_fmt: bool = False,
                   time_start: int = 0) -> str:
-    """The entries of ``trace`` for ``events`` (in output order), as ``s_show()`` prints
-    them: ``print_trace_line()`` for each, ``iter->idx`` counting from 0, the next
-    entry's timestamp peeked (the last one's own).  See :class:`TraceIterator`."""
-    it = TraceIterator(symbolize, cmdlines, trace_flags, annotate=annotate, lat_fmt=lat_fmt,
-                       time_start=time_start)
-    last = len(events) - 1
-    return "".join([it.print_trace_line(ev, idx, events[idx + 1].ts if idx < last else ev.ts)
-                    for idx, ev in enumerate(events)])
+    """The entries of ``trace`` for ``events``: :meth:`TraceIterator.print_entries` of an
+    iterator set up with these arguments."""
+    return TraceIterator(symbolize, cmdlines, trace_flags, annotate=annotate, lat_fmt=lat_fmt,
+                         time_start=time_start).print_entries(events)
 
 
 def buffer_size_kb(sizes: Sequence[int], expanded: bool,

@@ -26,8 +26,7 @@ from kernel_daemon.trace.buffers import RB_EVENT_SIZE, Event
 from kernel_daemon.trace.trace_headers import LatencyHeader, trace_header
 from kernel_daemon.trace.trace_options import TRACE_ITER_LATENCY_FMT, TRACE_ITER_SYM_OFFSET
 from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
-                                              buffer_total_size_kb, format_events, ns2usecs,
-                                              trace_bytes)
+                                              buffer_total_size_kb, ns2usecs, trace_bytes)
 from kernel_daemon.tracefs.files import FMODE_READ, FileOps, OpenFile, SeqText
 
 if TYPE_CHECKING:
@@ -53,6 +52,16 @@ def seq_print_sym(kernel: Kernel, trace_flags: int) -> Callable[[int], str]:
     return kernel.symbol_name
 
 
+def trace_iterator(kernel: Kernel, lat_fmt: bool, annotate: bool = False) -> TraceIterator:
+    """The printing side of a ``trace_iterator`` as ``trace`` and ``trace_pipe`` set it up:
+    the flags, symbols and ``saved_cmdlines`` as they are now, ``time_start``."""
+    trace_flags = kernel.tracing.trace_flags
+    return TraceIterator(seq_print_sym(kernel, trace_flags),
+                         kernel.saved_cmdlines.trace_find_cmdline_table(), trace_flags,
+                         annotate=annotate, lat_fmt=lat_fmt,
+                         time_start=kernel.tracing.time_start)
+
+
 def trace_text(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> str:
     """``trace`` / ``per_cpu/cpuN/trace``: the header, then every event, oldest first, each
     task's comm as ``saved_cmdlines`` has it now.  ``lat_fmt``: ``latency-format`` was set
@@ -65,10 +74,8 @@ def trace_text(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> str:
     header = trace_header(tracing.current_trace.name, snap.entries_in_buffer,
                           snap.entries_written, rb.nr_cpus, kernel.ftrace.ftrace_disabled,
                           trace_flags, latency)
-    return header + format_events(snap.events, seq_print_sym(kernel, trace_flags),
-                                  kernel.saved_cmdlines.trace_find_cmdline_table(),
-                                  annotate=rb.overruns() > 0, trace_flags=trace_flags,
-                                  lat_fmt=lat_fmt, time_start=tracing.time_start)
+    it = trace_iterator(kernel, lat_fmt, annotate=rb.overruns() > 0)
+    return header + it.print_entries(snap.events)
 
 
 class TraceOpenFile(SeqText):
@@ -146,13 +153,6 @@ class TracePipeOpenFile(OpenFile):
         chunk, self.seq = self.seq[:size], self.seq[size:]
         return chunk
 
-    def _iterator(self) -> TraceIterator:
-        kernel = self.kernel
-        trace_flags = kernel.tracing.trace_flags
-        return TraceIterator(seq_print_sym(kernel, trace_flags),
-                             kernel.saved_cmdlines.trace_find_cmdline_table(), trace_flags,
-                             lat_fmt=self.lat_fmt, time_start=kernel.tracing.time_start)
-
     def _fill(self, cnt: int) -> bytes:
         """The loop over ``trace_find_next_entry_inc``: whole entries while the seq holds
         fewer than ``cnt`` bytes; an entry that would not fit (``TRACE_TYPE_PARTIAL_LINE``)
@@ -164,7 +164,7 @@ class TracePipeOpenFile(OpenFile):
             if not self.events and not self._consume(block=not seq, cnt=cnt):
                 break
             if it is None:
-                it = self._iterator()
+                it = trace_iterator(self.kernel, self.lat_fmt)
             ev = self.events[0]
             idx += 1
             entry = trace_bytes(it.print_trace_line(ev, idx, ev.ts))
