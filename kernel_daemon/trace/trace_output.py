@@ -94,15 +94,17 @@ def _context_prefix(comm: str, pid: int, cpu: int, irq_flags: str | None) -> str
     return f"{comm:>16}-{pid:<5d} [{cpu:03d}] " + (irq_flags or "")
 
 
-def _timestamp(ts_ns: int) -> str:
-    secs, usecs = divmod(ns2usecs(ts_ns), 1_000_000)
-    return f" {secs:5d}.{usecs:06d}: "
+def usecs_text(ns: int) -> str:
+    """``"%5lu.%06lu"`` of ``ns2usecs(ns)`` split at the second: a context's timestamp,
+    and the ``stats`` file's."""
+    secs, usecs = divmod(ns2usecs(ns), 1_000_000)
+    return f"{secs:5d}.{usecs:06d}"
 
 
 def trace_print_context(comm: str, pid: int, cpu: int, ts_ns: int,
                         irq_flags: str | None = "....") -> str:
     """``"%16s-%-5d [%03d] "``, the irq-info flags (None: option off), ``" %5lu.%06lu: "``."""
-    return _context_prefix(comm, pid, cpu, irq_flags) + _timestamp(ts_ns)
+    return f"{_context_prefix(comm, pid, cpu, irq_flags)} {usecs_text(ts_ns)}: "
 
 
 def format_function_line(comm: str, pid: int, cpu: int, ts_ns: int, func_name: str,

@@ -26,7 +26,7 @@ from kernel_daemon.trace.buffers import RB_EVENT_SIZE, Event
 from kernel_daemon.trace.trace_headers import LatencyHeader, trace_header
 from kernel_daemon.trace.trace_options import TRACE_ITER_LATENCY_FMT, TRACE_ITER_SYM_OFFSET
 from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
-                                              buffer_total_size_kb, ns2usecs, trace_bytes)
+                                              buffer_total_size_kb, trace_bytes, usecs_text)
 from kernel_daemon.tracefs.files import FMODE_READ, FileOps, OpenFile, SeqText
 
 if TYPE_CHECKING:
@@ -297,14 +297,8 @@ def tracing_stats_read(kernel: Kernel, cpu: int) -> str:
             f"overrun: {counters.overrun}\n"
             f"commit overrun: 0\n"
             f"bytes: {(counters.head - counters.tail) * RB_EVENT_SIZE}\n"
-            f"oldest event ts: {stats_timestamp(oldest)}\n"
-            f"now ts: {stats_timestamp(kernel.trace_clock())}\n")
-
-
-def stats_timestamp(ns: int) -> str:
-    """``"%5llu.%06lu"`` of ``ns2usecs()``, split at the second."""
-    secs, usecs = divmod(ns2usecs(ns), 1_000_000)
-    return f"{secs:5d}.{usecs:06d}"
+            f"oldest event ts: {usecs_text(oldest)}\n"
+            f"now ts: {usecs_text(kernel.trace_clock())}\n")
 
 
 def trace_clock_show(kernel: Kernel) -> str:
