@@ -59,36 +59,69 @@ def test_unexpanded_then_expanded_sizes(rb):
     assert segment_size == rb.counters(1).capacity * 64
 
 
-def test_resize_reallocates_and_clears_same_size_keeps(rb):
+def test_a_resize_keeps_the_events_that_fit(rb):
+    """ring_buffer_resize(): growing inserts pages and keeps every event; shrinking removes
+    the oldest and counts their events as overruns; the same size changes nothing."""
     rb.resize_kb(4)
     write_n(rb, 0, 1, 10)
-    rb.resize_kb(4)  # tracing_resize_ring_buffer(): same size, nothing happens
-    assert rb.snapshot().entries_in_buffer == 10
     buffer_id = rb.counters(0).buffer_id
+    rb.resize_kb(4)  # tracing_resize_ring_buffer(): same size, nothing happens
+    assert rb.counters(0).buffer_id == buffer_id
     rb.resize_kb(8)
-    assert rb.snapshot() == ([], 0, 0)
     assert rb.size_bytes(0) == rb.size_bytes(1) == 8192 and rb.expanded
     assert rb.counters(0).buffer_id == buffer_id + 1
     assert rb.counters(0).capacity == rb_capacity(8192)
+    snap = rb.snapshot()
+    assert [e.ts for e in snap.events] == list(range(1, 11))
+    assert (snap.entries_in_buffer, snap.entries_written) == (10, 10)
+    write_n(rb, 0, 11, 140)  # 150 events: more than the 2 pages of 4 KB hold
+    assert rb.counters(0).overrun == 0
+    rb.resize_kb(4)
+    counters = rb.counters(0)
+    assert counters.capacity == rb_capacity(4096) < 150
+    assert (counters.entries, counters.overrun) == (150, 150 - counters.capacity)
+    assert [e.ts for e in rb.snapshot().events] == list(range(151 - counters.capacity, 151))
+    write_n(rb, 0, 151, 1)  # and it goes on from there
+    assert rb.snapshot().events[-1].ts == 151
     with pytest.raises(KernelError) as exc:
         rb.resize_kb(0)
     assert exc.value.errno == errno.EINVAL
 
 
+def test_a_shrink_drops_a_marker_whole_and_a_consumed_event_stays_consumed(rb):
+    rb.write_marker(0, 1, 5, b"m" * 500)  # 1 + 9 records
+    write_n(rb, 0, 2, 100)
+    assert [e.ts for e in rb.consume(0, max_events=1)] == [1]  # the marker, read
+    rb.resize_kb(8)  # 191 records
+    write_n(rb, 0, 500, 60)
+    assert [e.ts for e in rb.snapshot().events] == [*range(2, 102), *range(500, 560)]
+    rb.write_marker(0, 600, 5, b"n" * 500)
+    write_n(rb, 0, 601, 2)
+    before = rb.counters(0)
+    # Down to 127 records: the oldest function events go, the newer marker stays whole.
+    rb.resize(0)
+    after = rb.counters(0)
+    kept = [e.ts for e in rb.snapshot().events]
+    assert kept[-3:] == [600, 601, 602] and kept == sorted(kept)
+    assert after.head - after.tail == after.capacity == UNEXPANDED_CAPACITY
+    assert after.overrun - before.overrun == before.entries_in_buffer - len(kept)
+    assert after.read == before.read == 1
+    assert rb.snapshot().entries_in_buffer == len(kept)
+
+
 def test_a_cpu_resized_alone_keeps_the_others(rb):
-    """tracing_resize_ring_buffer(size, cpu): that CPU's size and records only; it marks
-    the buffer expanded, so a later tracer set expands nothing."""
+    """tracing_resize_ring_buffer(size, cpu): that CPU's size only; it marks the buffer
+    expanded, so a later tracer set expands nothing."""
     write_n(rb, 0, 1, 10)
     write_n(rb, 1, 100, 10)
     rb.resize_kb(4, cpu=1)
     assert rb.expanded
     assert (rb.size_bytes(0), rb.size_bytes(1)) == (8160, 4096)
     assert rb.counters(1).capacity == rb_capacity(4096)
-    assert [e.ts for e in rb.snapshot().events] == list(range(1, 11))
+    assert rb.counters(0).buffer_id == 1
+    assert [e.ts for e in rb.snapshot().events] == [*range(1, 11), *range(100, 110)]
     rb.expand()
     assert (rb.size_bytes(0), rb.size_bytes(1)) == (8160, 4096)
-    rb.resize_kb(4, cpu=0)
-    assert rb.snapshot() == ([], 0, 0)
     with pytest.raises(KernelError) as exc:
         rb.resize_kb(0, cpu=0)
     assert exc.value.errno == errno.EINVAL
@@ -561,7 +594,7 @@ def test_reader_follows_a_resize(rb):
     rb.expand()
     write_n(rb, 1, 10, 300)
     snap = reader.snapshot()
-    assert [e.ts for e in snap.events] == list(range(10, 310))
+    assert [e.ts for e in snap.events] == [*range(1, 6), *range(10, 310)]
     assert snap == rb.snapshot()
 
 

@@ -177,14 +177,18 @@ def test_per_cpu_stats_and_buffer_size_kb():
         assert oldest == f"{usecs // 1_000_000:5d}.{usecs % 1_000_000:06d}"
         assert now >= float(oldest)
         assert stats(vfs, 0)[:3] == (1, 0, 64)
-        # One CPU resized alone: its records go, the other's stay; the top file says X.
+        # One CPU grown alone keeps its events and counters; the top file says X.
         assert write(vfs, f"{T}/per_cpu/cpu1/buffer_size_kb", b"16\n") == 3
         assert cat(vfs, f"{T}/per_cpu/cpu1/buffer_size_kb") == "16\n"
         assert cat(vfs, f"{T}/per_cpu/cpu0/buffer_size_kb") == "8\n"
         assert cat(vfs, f"{T}/buffer_size_kb") == "X\n"
         assert cat(vfs, f"{T}/buffer_total_size_kb") == "24\n"
-        assert stats(vfs, 1)[:4] == (0, 0, 0, "    0.000000")
+        assert stats(vfs, 1)[:4] == (capacity, 3, capacity * 64, oldest)
         assert stats(vfs, 0)[0] == 1
+        # Shrunk back, it keeps the newest that fit; the ones it drops are overruns.
+        write(vfs, f"{T}/per_cpu/cpu1/buffer_size_kb", b"4\n")
+        kept = k.ring_buffer.counters(1).capacity
+        assert stats(vfs, 1)[:3] == (kept, capacity + 3 - kept, kept * 64)
         for path, data in ((f"{T}/per_cpu/cpu0/buffer_size_kb", b"0\n"),
                            (f"{T}/per_cpu/cpu0/buffer_size_kb", b"x\n"),
                            (f"{T}/per_cpu/cpu0/stats", b"1\n")):

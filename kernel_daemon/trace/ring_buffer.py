@@ -11,9 +11,9 @@ merge-and-consume step is atomic and two consumers never return the same event. 
 change is published under the CPU's seqlock so :mod:`kernel_daemon.trace.reader` can copy a
 consistent view from another process without any lock.
 
-Resizing reallocates and clears the buffers; the kernel's ``ring_buffer_resize()`` adds or
-removes pages and keeps what it can.  Expansion on the first tracer set is invisible either
-way, because ``tracer_init()`` clears the buffers right after.
+Resizing moves a CPU's events into a new segment of the new size: all of them when it
+grows, the newest that fit when it shrinks (3.6's ``ring_buffer_resize()`` inserts pages,
+or removes the oldest and counts their events as overruns).
 """
 
 from __future__ import annotations
@@ -91,7 +91,26 @@ class RingBufferPerCpu:
         self.allocate(rb_capacity(size_bytes))
 
     def allocate(self, capacity: int) -> None:
-        """``rb_allocate_pages()``: a fresh, empty segment (the old name is dropped first)."""
+        """``rb_allocate_pages()``: a fresh, empty segment."""
+        self._new_segment(capacity)
+        self.head = self.tail = 0
+        self.reset()
+
+    def resize(self, capacity: int) -> None:
+        """``rb_update_pages()`` (3.5+): ``rb_insert_pages()`` keeps every event;
+        ``rb_remove_pages()`` frees the pages after the tail page, the oldest events, each
+        counted as an overrun. The counters stay. The model drops whole events, not whole
+        pages, and copies what it keeps into a segment of the new size."""
+        if capacity < self.capacity:
+            self.make_room(self.capacity - capacity)
+        kept = copy_ring(self.recs, self.tail, self.head)
+        self._new_segment(capacity)
+        self.recs[:len(kept)] = kept
+        self.tail, self.head = 0, len(kept)
+
+    def _new_segment(self, capacity: int) -> None:
+        """Map a new segment under this CPU's name (the old name is dropped first; its
+        mapping stays valid while its records are copied)."""
         if self.segment is not None:
             self.segment.unlink()
         self.segment = ShmSegment(self.name, capacity * RB_EVENT_SIZE, create=True)
@@ -100,8 +119,6 @@ class RingBufferPerCpu:
         self.types = self.recs["type"]
         self.capacity = capacity
         self.buffer_id += 1
-        self.head = self.tail = 0
-        self.reset()
 
     def reset(self) -> None:
         """``rb_reset_cpu()``: empty, and every counter back to zero."""
@@ -547,8 +564,8 @@ class RingBuffer:
 
     def resize(self, size_bytes: int, cpu: int | None = None) -> None:
         """``tracing_resize_ring_buffer()``: ``size_bytes`` for every CPU (``cpu`` None,
-        RING_BUFFER_ALL_CPUS) or for one; a CPU whose size changes is reallocated (and, in
-        the model, cleared), and the buffer is marked expanded."""
+        RING_BUFFER_ALL_CPUS) or for one; a CPU whose size changes keeps the newest events
+        that fit, and the buffer is marked expanded."""
         self._resize(size_bytes, [cb for cb in self._select(cpu) if cb.size_bytes != size_bytes])
 
     def resize_kb(self, size_kb: int, cpu: int | None = None) -> None:
@@ -580,7 +597,7 @@ class RingBuffer:
                                   f"{size_bytes} bytes per CPU do not fit in {SHM_DIR}")
             for cb in cpus:
                 cb.write_begin()
-                cb.allocate(capacity)
+                cb.resize(capacity)
                 cb.size_bytes = size_bytes
                 cb.write_end()
 
