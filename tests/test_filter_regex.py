@@ -169,26 +169,29 @@ def isspace(ch: int) -> bool:
 
 
 def kernel_trace_get_user(parser: TraceParser, data: bytes, pos: int) -> int:
-    """kernel/trace/trace.c:trace_get_user() of 3.6 as written there, a byte at a time."""
+    """kernel/trace/trace.c:trace_get_user() of 3.6 as written there, a byte at a time:
+    only the bytes stored inside the token loop are checked against the size."""
     if pos == 0:
         parser.clear()
-    i, ch = 1, data[0]
+    ch, read = data[0], 1
     if not parser.cont:
-        while i < len(data) and isspace(ch):
-            ch, i = data[i], i + 1
+        while read < len(data) and isspace(ch):
+            ch, read = data[read], read + 1
         if isspace(ch):
-            return i
+            return read
         parser.buffer.clear()
-    while not isspace(ch):
-        if len(parser.buffer) >= parser.size - 1:
+    while read < len(data) and not isspace(ch):
+        if len(parser.buffer) < parser.size - 1:
+            parser.buffer.append(ch)
+        else:
             raise KernelError(errno.EINVAL)
-        parser.buffer.append(ch)
-        if i == len(data):
-            parser.cont = True
-            return i
-        ch, i = data[i], i + 1
-    parser.cont = False
-    return i
+        ch, read = data[read], read + 1
+    if isspace(ch):
+        parser.cont = False
+    else:
+        parser.cont = True
+        parser.buffer.append(ch)  # unchecked
+    return read
 
 
 @settings(max_examples=300, deadline=None)
@@ -213,10 +216,27 @@ def test_trace_get_user_consumes_as_the_kernels_byte_loop(size, writes):
 
 
 def test_token_too_long(kernel):
+    """A token ended by a space holds FTRACE_BUFF_MAX - 1 bytes at most; one that ends a
+    write holds a byte more, the one 3.6 stores after its loop without a check."""
     ft = kernel.ftrace
+    for data in (b"x" * FTRACE_BUFF_MAX + b"\n", b"x" * (FTRACE_BUFF_MAX + 1)):
+        it = ftrace_regex_open(ft, ft.global_ops, True, True)
+        with pytest.raises(KernelError) as exc:
+            ftrace_regex_write(ft, it, data, 0)
+        assert exc.value.errno == errno.EINVAL
+        ftrace_regex_release(ft, it)
     it = ftrace_regex_open(ft, ft.global_ops, True, True)
+    assert ftrace_regex_write(ft, it, b"x" * FTRACE_BUFF_MAX, 0) == FTRACE_BUFF_MAX
+    ftrace_regex_release(ft, it)  # names nothing: no error, an empty filter
+    assert ft.global_ops.filter_hash.count == 0
+    it = ftrace_regex_open(ft, ft.global_ops, True, True)
+    assert ftrace_regex_write(ft, it, b"x" * 200, 0) == 200
+    assert ftrace_regex_write(ft, it, b"x" * 43, 200) == 43
+    # One byte at a time goes on past the buffer; a longer write is checked.
+    assert [ftrace_regex_write(ft, it, b"x", 243 + i) for i in range(3)] == [1, 1, 1]
+    assert len(it.parser.buffer) == FTRACE_BUFF_MAX + 3
     with pytest.raises(KernelError) as exc:
-        ftrace_regex_write(ft, it, b"x" * FTRACE_BUFF_MAX + b"\n", 0)
+        ftrace_regex_write(ft, it, b"xx", 246)
     assert exc.value.errno == errno.EINVAL
     ftrace_regex_release(ft, it)
 

@@ -55,6 +55,13 @@ def trace_get_user(parser: TraceParser, data: bytes, pos: int) -> int:
     leading spaces (skipped unless a token is continued), the token, and the one space
     that ends it, which is consumed too. A token longer than the parser holds fails
     with EINVAL once the buffer is full, as the kernel's loop does.
+
+    Only the bytes stored inside 3.6's loop are checked against the size: when a write
+    ends inside a token, its last byte is stored after the loop without a check
+    (``parser->buffer[parser->idx++] = ch``). So a write may end a token one byte longer
+    than a space would allow, and one-byte writes extend it without limit: the kernel
+    writes past its kmalloc'd buffer there; the model keeps the bytes and does not model
+    the corruption of whatever follows the buffer.
     """
     if pos == 0:
         parser.clear()
@@ -66,8 +73,9 @@ def trace_get_user(parser: TraceParser, data: bytes, pos: int) -> int:
         parser.buffer.clear()
     space = _SPACE.search(data, start)
     end = space.start() if space is not None else len(data)
-    room = parser.size - 1 - len(parser.buffer)
-    if end - start > room:
+    checked = end - start if space is not None else end - start - 1
+    room = max(parser.size - 1 - len(parser.buffer), 0)
+    if checked > room:
         parser.buffer += data[start:start + room]
         raise KernelError(errno.EINVAL)
     parser.buffer += data[start:end]
