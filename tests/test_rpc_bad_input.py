@@ -160,6 +160,10 @@ def read(size: int = 0, **offset: int) -> tracefs_pb2.FileRequest:
     return tracefs_pb2.FileRequest(read=tracefs_pb2.ReadRequest(size=size, **offset))
 
 
+def write(data: bytes, **offset: int) -> tracefs_pb2.FileRequest:
+    return tracefs_pb2.FileRequest(write=tracefs_pb2.WriteRequest(data=data, **offset))
+
+
 def seek(offset: int, whence: int = os.SEEK_SET) -> tracefs_pb2.FileRequest:
     return tracefs_pb2.FileRequest(seek=tracefs_pb2.SeekRequest(offset=offset, whence=whence))
 
@@ -213,11 +217,28 @@ def test_positions_stay_within_loff_t_and_pread_leaves_the_position(stubs):
     assert after.data == b"" and after.eof
 
 
+def test_a_seek_on_a_filter_file_open_only_for_writing_goes_to_1(stubs):
+    """ftrace_regex_lseek(): without FMODE_READ the position becomes 1 whatever is asked,
+    so the write after it continues the token ("vfs_" + "read"); with FMODE_READ it is
+    seq_lseek."""
+    answers, error = session(
+        stubs, open_(f"{T}/set_ftrace_filter", os.O_WRONLY | os.O_TRUNC), write(b"vfs_"),
+        seek(0), seek(-3), seek(5, os.SEEK_END), write(b"read\n"), CLOSE)
+    assert error is None
+    assert results(answers) == ["open", "write", "seek", "seek", "seek", "write", "close"]
+    assert [a.seek.offset for a in answers[2:5]] == [1, 1, 1]
+    assert stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(
+        path=f"{T}/set_ftrace_filter"), timeout=DEADLINE).data == b"vfs_read\n"
+    answers, error = session(stubs, open_(f"{T}/set_ftrace_filter", os.O_RDWR),
+                             seek(3), seek(-1), CLOSE)
+    assert error is None and results(answers) == ["open", "seek", "EINVAL", "close"]
+    assert answers[1].seek.offset == 3
+
+
 def test_trace_pipe_is_not_seekable(stubs):
     answers, error = session(stubs, open_(f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK),
-                             seek(0), read(10, offset=0),
-                             tracefs_pb2.FileRequest(write=tracefs_pb2.WriteRequest(
-                                 data=b"x", offset=0)), read(10), CLOSE)
+                             seek(0), read(10, offset=0), write(b"x", offset=0), read(10),
+                             CLOSE)
     assert error is None
     assert results(answers) == ["open", "ESPIPE", "ESPIPE", "ESPIPE", "EAGAIN", "close"]
 

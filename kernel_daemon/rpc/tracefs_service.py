@@ -21,7 +21,7 @@ from kernel_daemon.rpc.state import Boot, DaemonState
 from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, add_trailing_metadata,
                                       errno_detail, translate_kernel_errors)
 from kernel_daemon.task import current, enter_task, leave_task, running_as
-from kernel_daemon.tracefs.files import OpenFile, file_read, file_release, file_write
+from kernel_daemon.tracefs.files import LLONG_MAX, OpenFile, file_read, file_release, file_write
 from kernel_daemon.tracefs.vfs import DirEntry
 
 READ_CHUNK = 4096
@@ -30,8 +30,6 @@ TRACING = "/sys/kernel/debug/tracing"
 MAX_WRITE_CALLS = 1 << 20
 
 
-# loff_t's largest value: a position beyond it is negative to the kernel.
-LLONG_MAX = (1 << 63) - 1
 SYSCALL_OF_OP = {"read": "read", "write": "write", "seek": "lseek"}
 T = TypeVar("T")
 
@@ -154,16 +152,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 written = file_write(file, data)
             return pb.FileResponse(seq=seq, write=pb.WriteResult(
                 bytes_written=written, offset=file.pos))
-        # seq_lseek: SEEK_SET and SEEK_CUR only, never before the start nor past
-        # loff_t's range (a sum that wraps negative in the kernel).
-        if not file.seekable:
-            raise KernelError(errno.ESPIPE)  # no_llseek
-        whence, offset = request.seek.whence, request.seek.offset
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: file.pos}.get(whence)
-        if base is None or not 0 <= base + offset <= LLONG_MAX:
-            raise KernelError(errno.EINVAL)
-        file.pos = base + offset
-        return pb.FileResponse(seq=seq, seek=pb.SeekResult(offset=file.pos))
+        offset = file.llseek(request.seek.offset, request.seek.whence)
+        return pb.FileResponse(seq=seq, seek=pb.SeekResult(offset=offset))
 
     @translate_kernel_errors
     def ReadFile(self, request: pb.ReadFileRequest, context: grpc.ServicerContext) -> pb.ReadFileResponse:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 FMODE_READ = 1
 FMODE_WRITE = 2
+# loff_t's largest value: a position beyond it is negative to the kernel.
+LLONG_MAX = (1 << 63) - 1
 
 SYSCALL_OPEN = ("system_call_fastpath", "sys_open", "do_sys_open")
 SYSCALL_READ = ("system_call_fastpath", "sys_read", "vfs_read")
@@ -61,6 +63,18 @@ class OpenFile:
 
     def write(self, data: bytes) -> int:
         raise KernelError(errno.EINVAL)
+
+    def llseek(self, offset: int, whence: int) -> int:
+        """``seq_lseek()``: SEEK_SET and SEEK_CUR only, never before the start nor past
+        loff_t's range (a sum that wraps negative in the kernel); ``no_llseek()`` (ESPIPE)
+        on a file opened with ``nonseekable_open()``."""
+        if not self.seekable:
+            raise KernelError(errno.ESPIPE)
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos}.get(whence)
+        if base is None or not 0 <= base + offset <= LLONG_MAX:
+            raise KernelError(errno.EINVAL)
+        self.pos = base + offset
+        return self.pos
 
     def release(self) -> None:
         pass
@@ -169,6 +183,15 @@ class RegexOpenFile(SeqText):
         read = _REGEX_WRITE[self.which](self.kernel.ftrace, self.iter, data, self.pos)
         self.pos += read
         return read
+
+    def llseek(self, offset: int, whence: int) -> int:
+        """``ftrace_regex_lseek()``: ``seq_lseek()`` when open for reading; otherwise the
+        position becomes 1 whatever is asked, so the next write goes on with the token a
+        write left unfinished (only a write at position 0 clears the parser)."""
+        if self.f_mode & FMODE_READ:
+            return super().llseek(offset, whence)
+        self.pos = 1
+        return 1
 
     def release(self) -> None:
         if self.iter is not None:
