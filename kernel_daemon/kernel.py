@@ -21,6 +21,7 @@ from kernel_daemon.ftrace.filter import ftrace_mod_cmd_init
 from kernel_daemon.ftrace.module_records import ftrace_module_notify, ftrace_process_locs
 from kernel_daemon.ftrace.dispatch import smp_processor_id
 from kernel_daemon.ftrace.probe import FtraceProbes
+from kernel_daemon.ftrace.profile import FunctionProfiler
 from kernel_daemon.ftrace.records import ENTRIES_PER_PAGE, RecordPages
 from kernel_daemon.module.address_space import ModuleAddressSpace
 from kernel_daemon.module.kallsyms import Kallsyms
@@ -36,6 +37,7 @@ from kernel_daemon.trace.buffers import TRACE_BUF_SIZE_DEFAULT
 from kernel_daemon.trace.ring_buffer import RingBuffer, TraceClock
 from kernel_daemon.trace.saved_cmdlines import SavedCmdlines
 from kernel_daemon.trace.trace_functions import FunctionTracer, TraceOnOffCommands
+from kernel_daemon.trace.trace_stat import StatSession
 from kernel_daemon.trace.tracers import Tracing
 
 UTS_RELEASE = "3.6.11+"
@@ -124,6 +126,10 @@ class Kernel:
         # init_function_trace(): the traceon/traceoff commands, then the tracer.
         TraceOnOffCommands(self.ftrace, self.tracing).init_func_cmd_traceon()
         self.tracing.register_tracer(self.function_tracer)
+        # trace_stat.c's all_stat_sessions; ftrace_init_debugfs() registers the profiler's.
+        self.all_stat_sessions: list[StatSession] = []
+        self.function_profiler = FunctionProfiler(self.ftrace, options.cpus)
+        self.function_profiler.ftrace_profile_debugfs(self.all_stat_sessions)
 
     def local_clock(self) -> int:
         """``local_clock()``: nanoseconds since boot."""

@@ -295,7 +295,8 @@ def test_paths_and_modes():
         assert exc.value.errno == errno.EBADF
         file_release(f)
         names = {e.name for e in vfs.list_dir(T)}
-        assert {"trace", "trace_pipe", "set_ftrace_filter", "per_cpu", "events"} <= names
+        assert {"trace", "trace_pipe", "set_ftrace_filter", "per_cpu", "events",
+                "function_profile_enabled", "trace_stat"} <= names
         assert cat(vfs, "/proc/modules") == ""
         modprobe(k, "dummy")
         assert cat(vfs, "/proc/modules").startswith("dummy ")

@@ -6,8 +6,8 @@ on file-scope statics: ``register.py`` (ops registration, startup/shutdown),
 ``rec_update.py`` (reference counting, ``ftrace_hash_move``), ``update.py``
 (patching), ``module_records.py`` (module load and unload), ``filter.py`` (the
 filter API and the regex files), ``pid.py`` (``set_ftrace_pid``), ``probe.py``
-(function probes, which the ``traceon`` / ``traceoff`` commands register) and
-``consistency.py`` (the model's own check).
+(function probes, which the ``traceon`` / ``traceoff`` commands register),
+``profile.py`` (the function profiler) and ``consistency.py`` (the model's own check).
 """
 
 from __future__ import annotations

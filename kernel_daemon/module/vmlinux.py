@@ -208,8 +208,8 @@ _LAYOUT: tuple[_Region, ...] = (
     _Region(0xffffffff810b8000, _TRACE, _named(
         """
         t update_ftrace_function  t __register_ftrace_function
-        t __unregister_ftrace_function  t ftrace_lookup_ip  t free_ftrace_hash
-        t alloc_and_copy_ftrace_hash
+        t __unregister_ftrace_function  t ftrace_profile_write  t ftrace_lookup_ip
+        t free_ftrace_hash  t alloc_and_copy_ftrace_hash
         """,
         _pin(0xffffffff810c2d00, 0x230, "t __ftrace_hash_rec_update"),
         "t ftrace_hash_rec_disable  t ftrace_hash_rec_enable",

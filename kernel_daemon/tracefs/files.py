@@ -260,6 +260,46 @@ class CurrentTracerFile(FileOps):
         return CurrentTracerOpenFile(kernel, path, flags)
 
 
+def simple_read_from_buffer(file: OpenFile, size: int, data: bytes) -> bytes:
+    """``simple_read_from_buffer()`` (fs/libfs.c): ``data`` from the file's position, which
+    moves past what was read; EINVAL at a negative position."""
+    if file.pos < 0:
+        raise KernelError(errno.EINVAL)
+    chunk = data[file.pos:file.pos + size]
+    file.pos += len(chunk)
+    return chunk
+
+
+class FunctionProfileOpenFile(OpenFile):
+    """An open ``function_profile_enabled``: ``ftrace_profile_read()`` and
+    ``ftrace_profile_write()``."""
+
+    def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
+        super().__init__(path, flags)
+        self.profiler = kernel.function_profiler
+
+    def read(self, size: int) -> bytes:
+        return simple_read_from_buffer(self, size, self.profiler.ftrace_profile_read())
+
+    def write(self, data: bytes) -> int:
+        """``*ppos += cnt`` even when ``cnt`` is an errno: a refused enable moves the
+        position back by it (a read of the same file is then EINVAL)."""
+        cnt = self.profiler.ftrace_profile_write(data)
+        self.pos += cnt
+        if cnt < 0:
+            raise KernelError(-cnt)
+        return cnt
+
+
+class FunctionProfileFile(FileOps):
+    """``ftrace_profile_fops``: opened by ``tracing_open_generic()``."""
+
+    mode = 0o644
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return FunctionProfileOpenFile(kernel, path, flags)
+
+
 @kernel_function_named(*SYSCALL_READ)
 def file_read(file: OpenFile, size: int) -> bytes:
     """``vfs_read``: EBADF without FMODE_READ."""

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING
 from kernel_daemon.ftrace.sysctl import ftrace_enable_sysctl, ftrace_enable_sysctl_read
 from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, FtracePidFile,
-                                         GeneratedFile, ProcSysFile, RegexFile)
+                                         FunctionProfileFile, GeneratedFile, ProcSysFile,
+                                         RegexFile)
 from kernel_daemon.tracefs.option_files import (README_MSG, FreeBufferFile, OptionsDirectory,
                                                 trace_options_file, tracing_max_lat_file)
+from kernel_daemon.tracefs.stat_files import TracingStatFile
 from kernel_daemon.tracefs.trace_files import (ControlFile, TraceFile, TraceMarkerFile,
                                                TracePipeFile, buffer_size_show, buffer_size_store,
                                                buffer_total_show, cpu_buffer_size_file,
@@ -36,6 +38,10 @@ def tracing_directory(kernel: Kernel) -> Directory:
     tracing["set_ftrace_filter"] = RegexFile(Listing.FILTER)
     tracing["set_ftrace_notrace"] = RegexFile(Listing.NOTRACE)
     tracing["set_ftrace_pid"] = FtracePidFile()
+    tracing["function_profile_enabled"] = FunctionProfileFile()
+    # trace_stat/: a file per registered stat tracer, the profiler's function<cpu>.
+    tracing["trace_stat"] = Directory((session.ts.name, TracingStatFile(session))
+                                      for session in kernel.all_stat_sessions)
     tracing["current_tracer"] = CurrentTracerFile()
     tracing["available_tracers"] = GeneratedFile(lambda k: k.tracing.available_tracers())
     tracing["dyn_ftrace_total_info"] = GeneratedFile(dyn_ftrace_total_info)
