@@ -227,11 +227,16 @@ def test_kallsyms_core(kallsyms: Kallsyms) -> None:
 def test_kallsyms_modules(kallsyms: Kallsyms) -> None:
     base = 0xffffffffa0000000
     kallsyms.add_module("uinput", [Symbol("uinput_open", base, 0x90, "uinput", "t"),
-                                   Symbol("uinput_release", base + 0x90, 0x30, "uinput", "t")])
-    kallsyms.add_module("other", [Symbol("kfree", base + 0x3000, 0x40, "other", "t")])
+                                   Symbol("uinput_release", base + 0x90, 0x30, "uinput", "t")],
+                        base, 0x1000)
+    kallsyms.add_module("other", [Symbol("kfree", base + 0x3000, 0x40, "other", "t")],
+                        base + 0x3000, 0x800)
     assert kallsyms.sprint_symbol(base + 0x9e) == "uinput_release+0xe/0x30 [uinput]"
     assert kallsyms.sprint_symbol_no_offset(base + 0x9e) == "uinput_release [uinput]"
-    assert kallsyms.lookup(base + 0xc0) is None
+    # Past the text, in the module's data: get_ksymbol()'s closest preceding symbol.
+    assert kallsyms.sprint_symbol(base + 0xfff) == "uinput_release+0xf6f/0x30 [uinput]"
+    assert kallsyms.lookup(base + 0x1000) is None
+    assert kallsyms.lookup(base + 0x3800) is None
     # Core first, then modules newest first.
     assert [sym.module for sym in kallsyms.lookup_name("kfree")] == [None, "other"]
     text = kallsyms.proc_kallsyms()
@@ -245,9 +250,12 @@ def test_kallsyms_modules(kallsyms: Kallsyms) -> None:
     with pytest.raises(KeyError):
         kallsyms.remove_module("uinput")
     with pytest.raises(ValueError):
-        kallsyms.add_module("other", [])
+        kallsyms.add_module("other", [], base, 0x1000)
     with pytest.raises(ValueError):
-        kallsyms.add_module("x", [Symbol("f", base, 0x10, "y", "t")])
+        kallsyms.add_module("x", [Symbol("f", base, 0x10, "y", "t")], base, 0x1000)
+    # A module with no function: its core has no symbol to name (get_ksymbol(): NULL).
+    kallsyms.add_module("empty", [], base, 0x1000)
+    assert kallsyms.sprint_symbol(base + 4) == f"{base + 4:#x}"
 
 
 def test_kallsyms_readers_during_writes(kallsyms: Kallsyms) -> None:
@@ -266,7 +274,7 @@ def test_kallsyms_readers_during_writes(kallsyms: Kallsyms) -> None:
     for t in threads:
         t.start()
     for _ in range(300):
-        kallsyms.add_module("churn", symbols)
+        kallsyms.add_module("churn", symbols, base, 0x1000)
         kallsyms.remove_module("churn")
     stop.set()
     for t in threads:
@@ -304,6 +312,26 @@ def test_load_and_proc_modules(loader: ModuleLoader, kallsyms: Kallsyms) -> None
     assert kallsyms.lookup_name("uinput_release")[0].addr == release.addr
     assert loader.print_modules() == (
         "Modules linked in: uinput vboxdrv(O) [last unloaded: uinput]")
+
+
+def test_an_old_address_in_a_later_modules_core_names_its_closest_function(
+        loader: ModuleLoader, kallsyms: Kallsyms) -> None:
+    """uinput's last function lies, once the smaller dummy sits at the same base, in
+    dummy's core past its text: module_address_lookup() takes the module whose core holds
+    the address, get_ksymbol() its closest symbol below, sized to the end of the text."""
+    catalog = load_catalog()
+    uinput = loader.load_module(catalog["uinput"])
+    ip = kallsyms.lookup_name("uinput_compat_ioctl")[0].addr
+    loader.delete_module("uinput")
+    dummy = loader.load_module(catalog["dummy"])
+    last = dummy.symbols[-1]
+    assert dummy.module_core == uinput.module_core and dummy.within_module_core(ip)
+    assert last.name == "dummy_validate" and ip - last.addr > last.size
+    assert kallsyms.lookup(ip) == (last, ip - last.addr)
+    assert kallsyms.sprint_symbol(ip) == (
+        f"dummy_validate+{ip - last.addr:#x}/{last.size:#x} [dummy]")
+    assert kallsyms.sprint_symbol_no_offset(ip) == "dummy_validate [dummy]"
+    assert kallsyms.lookup(dummy.module_core + dummy.core_size) is None
 
 
 def test_load_errors(loader: ModuleLoader) -> None:

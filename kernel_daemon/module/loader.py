@@ -157,7 +157,7 @@ class ModuleLoader:
             # add_taint_module(mod, TAINT_OOT_MODULE) when modinfo lacks "intree".
             mod = Module(spec.name, base, core_size, MODULE_STATE_COMING, symbols,
                          "" if spec.in_tree else "O", load_seq=next(self._load_seqs))
-            self._kallsyms.add_module(mod.name, list(symbols))
+            self._kallsyms.add_module(mod.name, list(symbols), base, core_size)
             self._modules = (mod,) + self._modules
             return mod
 
