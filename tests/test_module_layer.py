@@ -134,6 +134,11 @@ def test_catalog() -> None:
                  "uinput_dev_upload_effect", "uinput_dev_erase_effect", "uinput_ioctl_handler"):
         assert name in uinput
     assert catalog["uinput"].in_tree and not catalog["vboxdrv"].in_tree
+    # EXPORT_SYMBOL ones only (snd_pcm_format_name is EXPORT_SYMBOL_GPL in 3.6).
+    assert {"loop_register_transfer", "loop_unregister_transfer"} == catalog["loop"].exported
+    assert {"snd_pcm_new", "snd_pcm_period_elapsed"} <= catalog["snd_pcm"].exported
+    assert "snd_pcm_format_name" not in catalog["snd_pcm"].exported
+    assert catalog["uinput"].exported == catalog["fat"].exported == frozenset()
     assert max(len(s.functions) for s in catalog.values()) >= 2000
     for mod in catalog.values():
         assert mod.name and mod.description
@@ -332,6 +337,28 @@ def test_an_old_address_in_a_later_modules_core_names_its_closest_function(
         f"dummy_validate+{ip - last.addr:#x}/{last.size:#x} [dummy]")
     assert kallsyms.sprint_symbol_no_offset(ip) == "dummy_validate [dummy]"
     assert kallsyms.lookup(dummy.module_core + dummy.core_size) is None
+
+
+def test_proc_kallsyms_upper_cases_the_exported_functions(loader: ModuleLoader,
+                                                          kallsyms: Kallsyms) -> None:
+    """s_show(): a module's symbol is 'T' when is_exported() finds it in the module's
+    EXPORT_SYMBOL table, 't' otherwise, EXPORT_SYMBOL_GPL ones included."""
+    catalog = load_catalog()
+    for name in ("snd_pcm", "loop", "fat", "uinput"):
+        loader.load_module(catalog[name])
+    letters = {}
+    for line in kallsyms.proc_kallsyms().splitlines():
+        head, _, module = line.partition("\t")
+        if module:
+            _, letter, name = head.split(" ")
+            letters[name, module] = letter
+    assert letters["snd_pcm_new", "[snd_pcm]"] == letters["snd_pcm_lib_ioctl", "[snd_pcm]"] == "T"
+    assert letters["snd_pcm_format_name", "[snd_pcm]"] == "t"  # EXPORT_SYMBOL_GPL
+    assert letters["snd_pcm_open", "[snd_pcm]"] == "t"  # static
+    assert letters["loop_register_transfer", "[loop]"] == "T"
+    assert letters["lo_ioctl", "[loop]"] == letters["fat_fill_super", "[fat]"] == "t"
+    assert {letters[f, "[uinput]"] for f, _ in catalog["uinput"].functions} == {"t"}
+    assert sum(letter == "T" for letter in letters.values()) == 2 + len(catalog["snd_pcm"].exported)
 
 
 def test_load_errors(loader: ModuleLoader) -> None:

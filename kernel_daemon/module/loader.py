@@ -77,14 +77,16 @@ class Module:
 def _layout(spec: ModuleSpec, base: int) -> tuple[Symbol, ...]:
     """The module's functions, placed one after another from ``base`` in link order.
 
-    All are ``t``: a module's symbols show as global only when exported, and these are
-    not.
+    Each carries the letter ``/proc/kallsyms`` prints for it: ``s_show()`` upper-cases
+    ``elf_type()``'s ``t`` for a symbol ``is_exported()`` finds in the module's
+    ``__ksymtab`` (``EXPORT_SYMBOL``; ``EXPORT_SYMBOL_GPL``'s table is not looked at).
     """
     symbols = []
     addr = base
     for name, size in spec.functions:
         end = -(-(addr + size) // _ALIGN) * _ALIGN
-        symbols.append(Symbol(name, addr, end - addr, spec.name, "t"))
+        symbols.append(Symbol(name, addr, end - addr, spec.name,
+                              "T" if name in spec.exported else "t"))
         addr = end
     return tuple(symbols)
 
