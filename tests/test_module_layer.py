@@ -24,6 +24,7 @@ from kernel_daemon.module.loader import (
     ModuleLoader,
 )
 from kernel_daemon.module.symbols import Symbol
+from kernel_daemon.panic import TAINT_OOT_MODULE
 from kernel_daemon.module.vmlinux import (
     MIN_FUNCTIONS,
     REQUIRED_FUNCTIONS,
@@ -62,8 +63,14 @@ def kallsyms(core: list[Symbol]) -> Kallsyms:
 
 
 @pytest.fixture
-def loader(kallsyms: Kallsyms) -> ModuleLoader:
-    return ModuleLoader(kallsyms, ModuleAddressSpace())
+def taints() -> list[int]:
+    """The flags the loader passed to ``add_taint()``, in order."""
+    return []
+
+
+@pytest.fixture
+def loader(kallsyms: Kallsyms, taints: list[int]) -> ModuleLoader:
+    return ModuleLoader(kallsyms, ModuleAddressSpace(), taints.append)
 
 
 def spec(name: str, *functions: str, in_tree: bool = True) -> ModuleSpec:
@@ -359,6 +366,28 @@ def test_proc_kallsyms_upper_cases_the_exported_functions(loader: ModuleLoader,
     assert letters["lo_ioctl", "[loop]"] == letters["fat_fill_super", "[fat]"] == "t"
     assert {letters[f, "[uinput]"] for f, _ in catalog["uinput"].functions} == {"t"}
     assert sum(letter == "T" for letter in letters.values()) == 2 + len(catalog["snd_pcm"].exported)
+
+
+def test_an_out_of_tree_module_taints_before_it_is_linked(kallsyms: Kallsyms,
+                                                          taints: list[int]) -> None:
+    """check_modinfo() taints in layout_and_allocate(), before the module has memory or
+    is on the list: loads that fail after (ENOMEM, EEXIST) leave the kernel tainted."""
+    space = ModuleAddressSpace()
+    loader = ModuleLoader(kallsyms, space, taints.append)
+    seen: list[list[int]] = []
+    loader.register_module_notifier(lambda state, mod: seen.append(list(taints)))
+    loader.load_module(spec("intree", "f"))
+    assert taints == []
+    loader.load_module(spec("oot", "g", in_tree=False))
+    assert taints == [TAINT_OOT_MODULE] and seen[2] == [TAINT_OOT_MODULE]  # at COMING
+    with pytest.raises(FileExistsError):
+        loader.load_module(spec("oot", "g", in_tree=False))
+    last = space.alloc(1)  # a page and its guard page, after the two modules
+    space.alloc(MODULES_END - last - 3 * PAGE_SIZE)  # the rest, less its guard page
+    with pytest.raises(MemoryError):
+        loader.load_module(spec("other", "h", in_tree=False))
+    assert taints == [TAINT_OOT_MODULE] * 3
+    assert [mod.name for mod in loader.modules()] == ["oot", "intree"]
 
 
 def test_load_errors(loader: ModuleLoader) -> None:

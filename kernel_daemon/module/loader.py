@@ -4,7 +4,8 @@ Model of ``kernel/module.c`` (3.6): ``sys_init_module()`` → ``load_module()``,
 ``sys_delete_module()``, ``free_module()``, ``/proc/modules`` (``m_show()``) and
 ``print_modules()``.  The order is the kernel's, since ftrace's races live in it:
 
-* load: under ``module_mutex``, reject a duplicate name (even one still unloading),
+* load: taint the kernel for an out-of-tree module (``check_modinfo()``, whatever fails
+  after); under ``module_mutex``, reject a duplicate name (even one still unloading),
   allocate, link the module at the head of the list in state COMING (kallsyms sees it
   from here), drop the mutex; then the COMING notifiers (ftrace creates the module's
   records here, without ``module_mutex``), then LIVE and the LIVE notifiers.
@@ -29,6 +30,7 @@ from kernel_daemon.module.address_space import ModuleAddressSpace
 from kernel_daemon.module.catalog import ModuleSpec
 from kernel_daemon.module.kallsyms import Kallsyms
 from kernel_daemon.module.symbols import Symbol
+from kernel_daemon.panic import TAINT_OOT_MODULE
 from kernel_daemon.unwind import kernel_frames, kernel_function_named
 
 # include/linux/module.h (3.6) enum module_state.
@@ -114,9 +116,12 @@ class ModuleLoader:
     published tuple and never wait for them.
     """
 
-    def __init__(self, kallsyms: Kallsyms, address_space: ModuleAddressSpace) -> None:
+    def __init__(self, kallsyms: Kallsyms, address_space: ModuleAddressSpace,
+                 add_taint: Callable[[int], None]) -> None:
+        """``add_taint(flag)`` is the kernel's ``add_taint()``."""
         self._kallsyms = kallsyms
         self._address_space = address_space
+        self._add_taint = add_taint
         self.module_mutex = threading.Lock()
         # module_notify_list; every entry at priority 0, so called in registration order.
         self.module_notifiers: list[ModuleNotifier] = []
@@ -150,13 +155,17 @@ class ModuleLoader:
     @kernel_function_named("load_module")
     def _link_module(self, spec: ModuleSpec, placement: str | None) -> Module:
         """``load_module()``: allocate and lay out the module, then put it on the list."""
+        if not spec.in_tree:
+            # check_modinfo(): add_taint_module(mod, TAINT_OOT_MODULE) when modinfo lacks
+            # "intree", first thing in layout_and_allocate(), so a load that then fails
+            # (ENOMEM, EEXIST) leaves the kernel tainted all the same.
+            self._add_taint(TAINT_OOT_MODULE)
         with self.module_mutex:
             if self.find_module(spec.name) is not None:
                 raise FileExistsError(errno.EEXIST, f"module {spec.name} is already loaded")
             core_size = _core_size(spec)
             base = self._address_space.alloc(core_size, placement)
             symbols = _layout(spec, base)
-            # add_taint_module(mod, TAINT_OOT_MODULE) when modinfo lacks "intree".
             mod = Module(spec.name, base, core_size, MODULE_STATE_COMING, symbols,
                          "" if spec.in_tree else "O", load_seq=next(self._load_seqs))
             self._kallsyms.add_module(mod.name, list(symbols), base, core_size)
