@@ -179,6 +179,9 @@ def test_a_module_load_paused_across_a_reboot_leaves_no_shared_memory(spawn):
     with Client(daemon.address) as client, Client(daemon.address) as loader:
         load = Background(loader.load, "uinput")
         client.wait_failpoint(LOAD_COUNT, timeout=PROMPTLY)
+        # Loading, with the reference its init holds (module_unload_init()).
+        assert [(m.name, m.state, m.refcount) for m in client.list_modules()] == [
+            ("uinput", modules_pb2.MODULE_STATE_COMING, 1)]
         old_namespace = client.stats().shm_namespace
         assert f"{old_namespace}.pg1" in segments_of(daemon.pid)  # uinput's pages
         client.reboot(**SMALL)

@@ -368,6 +368,20 @@ def test_proc_kallsyms_upper_cases_the_exported_functions(loader: ModuleLoader,
     assert sum(letter == "T" for letter in letters.values()) == 2 + len(catalog["snd_pcm"].exported)
 
 
+def test_a_loading_module_holds_its_init_reference(loader: ModuleLoader) -> None:
+    """module_unload_init() takes a reference for init, and sys_init_module() drops it
+    after the LIVE notifiers: /proc/modules' refcount column is 1 while Loading."""
+    seen: list[tuple[int, str]] = []
+    loader.register_module_notifier(lambda state, mod: seen.append((state, loader.proc_modules())))
+    mod = loader.load_module(spec("m", "f"))
+    line = f"m {mod.core_size} %d - %s 0x{mod.module_core:016x}\n"
+    assert seen == [(MODULE_STATE_COMING, line % (1, "Loading")),
+                    (MODULE_STATE_LIVE, line % (1, "Live"))]
+    assert mod.refcnt == 0 and loader.proc_modules() == line % (0, "Live")
+    loader.delete_module("m")
+    assert seen[-1] == (MODULE_STATE_GOING, line % (0, "Unloading"))
+
+
 def test_an_out_of_tree_module_taints_before_it_is_linked(kallsyms: Kallsyms,
                                                           taints: list[int]) -> None:
     """check_modinfo() taints in layout_and_allocate(), before the module has memory or
@@ -443,8 +457,9 @@ def test_coming_notifier_failure_is_undone(loader: ModuleLoader, kallsyms: Kalls
     with pytest.raises(OSError, match="no memory"):
         loader.load_module(spec("m", "f"))
     assert [state for state, _ in events] == [MODULE_STATE_COMING, MODULE_STATE_GOING]
-    assert events[0][1].startswith("m ") and "Loading" in events[0][1]
-    assert "Unloading" in events[1][1]
+    assert events[0][1].startswith("m ") and " 1 - Loading " in events[0][1]
+    # The failed init's module_put() comes before the GOING notifiers.
+    assert " 0 - Unloading " in events[1][1]
     assert loader.modules() == [] and kallsyms.lookup_name("f") == []
     assert loader.print_modules() == "Modules linked in:"
     loader.module_notifiers.remove(fail)

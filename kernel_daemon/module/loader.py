@@ -6,9 +6,10 @@ Model of ``kernel/module.c`` (3.6): ``sys_init_module()`` → ``load_module()``,
 
 * load: taint the kernel for an out-of-tree module (``check_modinfo()``, whatever fails
   after); under ``module_mutex``, reject a duplicate name (even one still unloading),
-  allocate, link the module at the head of the list in state COMING (kallsyms sees it
-  from here), drop the mutex; then the COMING notifiers (ftrace creates the module's
-  records here, without ``module_mutex``), then LIVE and the LIVE notifiers.
+  allocate, link the module at the head of the list in state COMING with the reference
+  init holds (kallsyms sees it from here), drop the mutex; then the COMING notifiers
+  (ftrace creates the module's records here, without ``module_mutex``), then LIVE, the
+  LIVE notifiers, and the init reference dropped.
 * unload: under ``module_mutex``, refuse a module that is not LIVE or is in use, mark
   it GOING, drop the mutex; then the GOING notifiers (``ftrace_release_mod()``), then
   ``free_module()`` unlinks it and frees its memory under ``module_mutex``.
@@ -166,8 +167,9 @@ class ModuleLoader:
             core_size = _core_size(spec)
             base = self._address_space.alloc(core_size, placement)
             symbols = _layout(spec, base)
+            # refcnt 1: module_unload_init() holds a reference during initialization.
             mod = Module(spec.name, base, core_size, MODULE_STATE_COMING, symbols,
-                         "" if spec.in_tree else "O", load_seq=next(self._load_seqs))
+                         "" if spec.in_tree else "O", refcnt=1, load_seq=next(self._load_seqs))
             self._kallsyms.add_module(mod.name, list(symbols), base, core_size)
             self._modules = (mod,) + self._modules
             return mod
@@ -194,6 +196,7 @@ class ModuleLoader:
             except BaseException:
                 # sys_init_module()'s path for a failing mod->init.
                 mod.state = MODULE_STATE_GOING
+                mod.refcnt -= 1  # module_put(): the init reference
                 try:
                     self._module_notify(MODULE_STATE_GOING, mod)
                 finally:
@@ -201,6 +204,8 @@ class ModuleLoader:
                 raise
             mod.state = MODULE_STATE_LIVE
             self._module_notify(MODULE_STATE_LIVE, mod)
+            with self.module_mutex:
+                mod.refcnt -= 1  # "Drop initial reference."
             return mod
 
     def delete_module(self, name: str) -> Module:
