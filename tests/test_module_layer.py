@@ -404,6 +404,18 @@ def test_an_out_of_tree_module_taints_before_it_is_linked(kallsyms: Kallsyms,
     assert [mod.name for mod in loader.modules()] == ["oot", "intree"]
 
 
+def test_delete_module_reads_the_name_as_strncpy_from_user_does(loader: ModuleLoader) -> None:
+    """sys_delete_module() copies MODULE_NAME_LEN-1 bytes at most, up to a NUL; an empty
+    name is one find_module() does not find."""
+    with pytest.raises(LookupError):
+        loader.delete_module("")
+    loader.load_module(spec("x" * 55, "f"))
+    assert loader.delete_module("x" * 55 + "tail").name == "x" * 55
+    loader.load_module(spec("m", "f"))
+    assert loader.delete_module("m\0junk").name == "m"
+    assert loader.modules() == []
+
+
 def test_load_errors(loader: ModuleLoader) -> None:
     loader.load_module(spec("m", "f"))
     with pytest.raises(FileExistsError) as exc:

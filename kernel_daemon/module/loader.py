@@ -39,6 +39,9 @@ MODULE_STATE_LIVE = 0
 MODULE_STATE_COMING = 1
 MODULE_STATE_GOING = 2
 
+# include/linux/module.h: 64 - sizeof(unsigned long), the name buffer's size with its NUL.
+MODULE_NAME_LEN = 64 - 8
+
 # m_show()'s words for the states.
 _STATE_NAMES = {MODULE_STATE_LIVE: "Live", MODULE_STATE_COMING: "Loading",
                 MODULE_STATE_GOING: "Unloading"}
@@ -211,9 +214,12 @@ class ModuleLoader:
     def delete_module(self, name: str) -> Module:
         """``sys_delete_module()``: unload the module ``name`` and return it, now unlinked.
 
-        Raises LookupError (-ENOENT) if no such module is loaded, RuntimeError (-EBUSY)
-        if it is still loading, already unloading, or in use.
+        ``name`` is read as ``strncpy_from_user(name, name_user, MODULE_NAME_LEN-1)``
+        reads it: up to a NUL, and no more than 55 bytes.  Raises LookupError (-ENOENT)
+        if no such module is loaded (an empty name never is), RuntimeError (-EBUSY) if
+        it is still loading, already unloading, or in use.
         """
+        name = name.encode()[:MODULE_NAME_LEN - 1].split(b"\0", 1)[0].decode(errors="replace")
         with kernel_frames("system_call_fastpath", "sys_delete_module"):
             with self.module_mutex:
                 mod = self.find_module(name)
