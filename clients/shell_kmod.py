@@ -86,18 +86,31 @@ def cmd_rmmod(ctx: Invocation) -> int:
         return 1
     status = 0
     for arg in operands:
-        name = _module_name(arg)
         try:
-            ctx.shell.client.unload(name)
+            if _check_module_inuse(ctx, _module_name(arg)):
+                ctx.shell.client.unload(_module_name(arg))
+                continue
         except FtraceError as error:
-            if error.errno == errno.ENOENT:
-                ctx.err(f"rmmod: ERROR: Module {name} is not currently loaded")
-            elif error.errno == errno.EBUSY:
-                ctx.err(f"rmmod: ERROR: Module {name} is in use")
-            else:
-                ctx.err(f"rmmod: ERROR: could not remove module {name}: {error.strerror}")
-            status = 1
+            # kmod names the argument as given here, where its other messages name the module.
+            ctx.err(f"rmmod: ERROR: could not remove module {arg}: {error.strerror}")
+        status = 1
     return status
+
+
+def _check_module_inuse(ctx: Invocation, name: str) -> bool:
+    """kmod's ``check_module_inuse()``, which rmmod runs before ``delete_module``: False,
+    reported, for a module that is not loaded or that holds references, which a loading
+    one does (its init's).  kmod reads them in /sys/module/NAME; here they come from the
+    module list.  An unloading module holds none: the kernel refuses it (EBUSY), and
+    that is reported as any failed ``delete_module`` is."""
+    loaded = next((mod for mod in ctx.shell.client.list_modules() if mod.name == name), None)
+    if loaded is None:
+        ctx.err(f"rmmod: ERROR: Module {name} is not currently loaded")
+        return False
+    if loaded.refcount > 0:
+        ctx.err(f"rmmod: ERROR: Module {name} is in use")
+        return False
+    return True
 
 
 @command("lsmod", "list loaded modules (from /proc/modules)")

@@ -25,10 +25,10 @@ from kernel_daemon.ftrace.profile import FunctionProfiler
 from kernel_daemon.ftrace.records import ENTRIES_PER_PAGE, RecordPages
 from kernel_daemon.module.address_space import ModuleAddressSpace
 from kernel_daemon.module.kallsyms import Kallsyms
-from kernel_daemon.module.loader import MODULE_STATE_COMING, Module, ModuleLoader
+from kernel_daemon.module.loader import Module, ModuleLoader
 from kernel_daemon.module.vmlinux import MIN_FUNCTIONS, build_vmlinux
 from kernel_daemon.mutex import Mutex
-from kernel_daemon.panic import TAINT_OOT_MODULE, Panic
+from kernel_daemon.panic import Panic
 from kernel_daemon.pid import PidHash
 from kernel_daemon.printk import Printk
 from kernel_daemon.shm import new_namespace, reap_stale_segments
@@ -92,8 +92,10 @@ class Kernel:
         self.printk.printk(f"Linux version {UTS_RELEASE} (ftrace-sim) {UTS_VERSION}", level=5)
         vmlinux = build_vmlinux(options.core_functions, options.seed)
         self.kallsyms = Kallsyms(vmlinux)
+        # Taints are the panic state's, made next (it prints the loader's module list).
         self.modules = ModuleLoader(self.kallsyms,
-                                    ModuleAddressSpace(options.module_placement, options.seed))
+                                    ModuleAddressSpace(options.module_placement, options.seed),
+                                    lambda flag: self.panic.add_taint(flag))
         self.panic = Panic(self.printk, self.kallsyms.sprint_symbol, self.kallsyms_lookup_name,
                            self.modules.print_modules, UTS_RELEASE, UTS_VERSION)
         self.failpoints = Failpoints(options.seed, known=FAILPOINT_SITES,
@@ -111,7 +113,6 @@ class Kernel:
                              self.symbol_name, FtraceProbes())
         self.ftrace_init(vmlinux)
         ftrace_mod_cmd_init(self.ftrace)
-        self.modules.register_module_notifier(self.taint_module_notifier)
         self.modules.register_module_notifier(self.ftrace_module_notifier)
         self.trace_clock = TraceClock(self.local_clock)
         self.trace_clock_name = "local"
@@ -143,15 +144,12 @@ class Kernel:
         """``ftrace_init()``: the core kernel's records, from ``__mcount_loc``."""
         ips = np.fromiter((s.addr for s in vmlinux), dtype=np.uint64, count=len(vmlinux))
         names = np.array([s.name for s in vmlinux])
-        pages = -(-len(ips) // ENTRIES_PER_PAGE)
+        # ftrace_dyn_table_alloc(), which 3.6 keeps only for this line: one page more than
+        # count / ENTRIES_PER_PAGE, even when that divides exactly (40960: 161 pages).
+        # ftrace_allocate_pages() allocates by its own arithmetic and prints nothing.
+        pages = len(ips) // ENTRIES_PER_PAGE + 1
         self.printk.printk(f"ftrace: allocating {len(ips)} entries in {pages} pages", level=6)
         ftrace_process_locs(self.ftrace, None, "", ips, names)
-
-    def taint_module_notifier(self, state: int, mod: Module) -> None:
-        """``add_taint_module(mod, TAINT_OOT_MODULE)`` of ``load_module`` (its own step in
-        3.6, run here at COMING): an out-of-tree module taints the kernel 'O'."""
-        if state == MODULE_STATE_COMING and "O" in mod.taints:
-            self.panic.add_taint(TAINT_OOT_MODULE)
 
     def ftrace_module_notifier(self, state: int, mod: Module) -> None:
         """``ftrace_module_nb``: hands the module's call sites to ftrace."""

@@ -232,3 +232,13 @@ def test_each_warn_prints_its_line_of_3_6_ftrace_c(provoke, where):
     with booted() as kernel:
         provoke(kernel)
         assert warned_at(kernel) == where
+
+
+@pytest.mark.parametrize("functions, pages", [(4096, 17), (4000, 16), (40960, 161)])
+def test_boot_prints_ftrace_dyn_table_allocs_page_count(functions, pages):
+    """ftrace_init() -> ftrace_dyn_table_alloc(count), which only prints in 3.6:
+    count / ENTRIES_PER_PAGE + 1 pages, one more than ftrace_allocate_pages() needs when
+    256 divides the count."""
+    with booted(core_functions=functions) as kernel:
+        assert (f"] ftrace: allocating {functions} entries in {pages} pages\n"
+                in kernel.printk.read())

@@ -247,6 +247,27 @@ def test_probes_outlive_the_module_and_find_it_again(kernel):
     assert filter_file(kernel) == BANNER and ops_names(kernel) == []
 
 
+def test_a_stale_ip_in_a_later_modules_core_takes_its_closest_functions_name(kernel):
+    """The review's reproducer: uinput goes, the smaller dummy comes at the same base,
+    and uinput_compat_ioctl's old ip lies in dummy's core past its text.  kallsyms gives
+    dummy_validate there (module_address_lookup() / get_ksymbol()): the probe lists by
+    that name and '!' of it removes the probe, and an old trace entry prints it."""
+    vfs = mount(kernel)
+    ip = kernel.kallsyms.lookup_name("uinput_compat_ioctl")[0].addr
+    echo(kernel, "function", "current_tracer")
+    invoke(kernel, "uinput_compat_ioctl")
+    echo(kernel, "uinput_compat_ioctl:traceon", "set_ftrace_filter", append=True)
+    rmmod(kernel, "uinput")
+    assert filter_file(kernel) == BANNER + f"0x{ip:x}:traceon:unlimited\n"
+    dummy = modprobe(kernel, "dummy")
+    validate = kernel.kallsyms.lookup_name("dummy_validate")[0]
+    assert dummy.within_module_core(ip) and ip > validate.addr + validate.size
+    assert filter_file(kernel) == BANNER + "dummy_validate [dummy]:traceon:unlimited\n"
+    assert cat(vfs, f"{T}/trace").splitlines()[-1].endswith(": dummy_validate <-__fput")
+    echo(kernel, "!dummy_validate:traceon", "set_ftrace_filter", append=True)
+    assert filter_file(kernel) == BANNER and kernel.ftrace.probes.empty()
+
+
 def test_dead_ftrace_runs_no_probe(kernel):
     echo(kernel, "uinput_open:traceoff", "set_ftrace_filter")
     ftrace_kill(kernel.ftrace)

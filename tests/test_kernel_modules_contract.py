@@ -179,6 +179,9 @@ def test_a_module_load_paused_across_a_reboot_leaves_no_shared_memory(spawn):
     with Client(daemon.address) as client, Client(daemon.address) as loader:
         load = Background(loader.load, "uinput")
         client.wait_failpoint(LOAD_COUNT, timeout=PROMPTLY)
+        # Loading, with the reference its init holds (module_unload_init()).
+        assert [(m.name, m.state, m.refcount) for m in client.list_modules()] == [
+            ("uinput", modules_pb2.MODULE_STATE_COMING, 1)]
         old_namespace = client.stats().shm_namespace
         assert f"{old_namespace}.pg1" in segments_of(daemon.pid)  # uinput's pages
         client.reboot(**SMALL)
@@ -433,9 +436,14 @@ def test_explicit_modules_as_the_contract_allows_them(client):
     assert re.search(r"^my-mod \d+ 0 - Live 0x", client.read_file("/proc/modules").decode(), re.M)
     for bad in ("my.mod", "", "x" * 56):
         assert failing(client.load, name=bad, functions=["g"]).errno == errno.EINVAL
-    for if_absent_ok in (False, True):
-        assert failing(client.unload, "", if_absent_ok=if_absent_ok).errno == errno.EINVAL
-    for name in ("my-mod", "mdup", "m0"):
+    # delete_module's name: find_module("") finds nothing, and only the first 55 bytes
+    # (MODULE_NAME_LEN - 1), up to a NUL, are read.
+    assert failing(client.unload, "").errno == errno.ENOENT
+    assert client.unload("", if_absent_ok=True).name == ""
+    client.load(name="x" * 55, functions=["g"])
+    assert client.unload("x" * 55 + "-and-more").name == "x" * 55
+    assert client.unload("m0\0junk").name == "m0"
+    for name in ("my-mod", "mdup"):
         client.unload(name)
     assert client.check_consistency().ok
 

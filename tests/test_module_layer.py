@@ -24,6 +24,7 @@ from kernel_daemon.module.loader import (
     ModuleLoader,
 )
 from kernel_daemon.module.symbols import Symbol
+from kernel_daemon.panic import TAINT_OOT_MODULE
 from kernel_daemon.module.vmlinux import (
     MIN_FUNCTIONS,
     REQUIRED_FUNCTIONS,
@@ -62,8 +63,14 @@ def kallsyms(core: list[Symbol]) -> Kallsyms:
 
 
 @pytest.fixture
-def loader(kallsyms: Kallsyms) -> ModuleLoader:
-    return ModuleLoader(kallsyms, ModuleAddressSpace())
+def taints() -> list[int]:
+    """The flags the loader passed to ``add_taint()``, in order."""
+    return []
+
+
+@pytest.fixture
+def loader(kallsyms: Kallsyms, taints: list[int]) -> ModuleLoader:
+    return ModuleLoader(kallsyms, ModuleAddressSpace(), taints.append)
 
 
 def spec(name: str, *functions: str, in_tree: bool = True) -> ModuleSpec:
@@ -134,6 +141,11 @@ def test_catalog() -> None:
                  "uinput_dev_upload_effect", "uinput_dev_erase_effect", "uinput_ioctl_handler"):
         assert name in uinput
     assert catalog["uinput"].in_tree and not catalog["vboxdrv"].in_tree
+    # EXPORT_SYMBOL ones only (snd_pcm_format_name is EXPORT_SYMBOL_GPL in 3.6).
+    assert {"loop_register_transfer", "loop_unregister_transfer"} == catalog["loop"].exported
+    assert {"snd_pcm_new", "snd_pcm_period_elapsed"} <= catalog["snd_pcm"].exported
+    assert "snd_pcm_format_name" not in catalog["snd_pcm"].exported
+    assert catalog["uinput"].exported == catalog["fat"].exported == frozenset()
     assert max(len(s.functions) for s in catalog.values()) >= 2000
     for mod in catalog.values():
         assert mod.name and mod.description
@@ -227,11 +239,16 @@ def test_kallsyms_core(kallsyms: Kallsyms) -> None:
 def test_kallsyms_modules(kallsyms: Kallsyms) -> None:
     base = 0xffffffffa0000000
     kallsyms.add_module("uinput", [Symbol("uinput_open", base, 0x90, "uinput", "t"),
-                                   Symbol("uinput_release", base + 0x90, 0x30, "uinput", "t")])
-    kallsyms.add_module("other", [Symbol("kfree", base + 0x3000, 0x40, "other", "t")])
+                                   Symbol("uinput_release", base + 0x90, 0x30, "uinput", "t")],
+                        base, 0x1000)
+    kallsyms.add_module("other", [Symbol("kfree", base + 0x3000, 0x40, "other", "t")],
+                        base + 0x3000, 0x800)
     assert kallsyms.sprint_symbol(base + 0x9e) == "uinput_release+0xe/0x30 [uinput]"
     assert kallsyms.sprint_symbol_no_offset(base + 0x9e) == "uinput_release [uinput]"
-    assert kallsyms.lookup(base + 0xc0) is None
+    # Past the text, in the module's data: get_ksymbol()'s closest preceding symbol.
+    assert kallsyms.sprint_symbol(base + 0xfff) == "uinput_release+0xf6f/0x30 [uinput]"
+    assert kallsyms.lookup(base + 0x1000) is None
+    assert kallsyms.lookup(base + 0x3800) is None
     # Core first, then modules newest first.
     assert [sym.module for sym in kallsyms.lookup_name("kfree")] == [None, "other"]
     text = kallsyms.proc_kallsyms()
@@ -245,9 +262,12 @@ def test_kallsyms_modules(kallsyms: Kallsyms) -> None:
     with pytest.raises(KeyError):
         kallsyms.remove_module("uinput")
     with pytest.raises(ValueError):
-        kallsyms.add_module("other", [])
+        kallsyms.add_module("other", [], base, 0x1000)
     with pytest.raises(ValueError):
-        kallsyms.add_module("x", [Symbol("f", base, 0x10, "y", "t")])
+        kallsyms.add_module("x", [Symbol("f", base, 0x10, "y", "t")], base, 0x1000)
+    # A module with no function: its core has no symbol to name (get_ksymbol(): NULL).
+    kallsyms.add_module("empty", [], base, 0x1000)
+    assert kallsyms.sprint_symbol(base + 4) == f"{base + 4:#x}"
 
 
 def test_kallsyms_readers_during_writes(kallsyms: Kallsyms) -> None:
@@ -266,7 +286,7 @@ def test_kallsyms_readers_during_writes(kallsyms: Kallsyms) -> None:
     for t in threads:
         t.start()
     for _ in range(300):
-        kallsyms.add_module("churn", symbols)
+        kallsyms.add_module("churn", symbols, base, 0x1000)
         kallsyms.remove_module("churn")
     stop.set()
     for t in threads:
@@ -304,6 +324,96 @@ def test_load_and_proc_modules(loader: ModuleLoader, kallsyms: Kallsyms) -> None
     assert kallsyms.lookup_name("uinput_release")[0].addr == release.addr
     assert loader.print_modules() == (
         "Modules linked in: uinput vboxdrv(O) [last unloaded: uinput]")
+
+
+def test_an_old_address_in_a_later_modules_core_names_its_closest_function(
+        loader: ModuleLoader, kallsyms: Kallsyms) -> None:
+    """uinput's last function lies, once the smaller dummy sits at the same base, in
+    dummy's core past its text: module_address_lookup() takes the module whose core holds
+    the address, get_ksymbol() its closest symbol below, sized to the end of the text."""
+    catalog = load_catalog()
+    uinput = loader.load_module(catalog["uinput"])
+    ip = kallsyms.lookup_name("uinput_compat_ioctl")[0].addr
+    loader.delete_module("uinput")
+    dummy = loader.load_module(catalog["dummy"])
+    last = dummy.symbols[-1]
+    assert dummy.module_core == uinput.module_core and dummy.within_module_core(ip)
+    assert last.name == "dummy_validate" and ip - last.addr > last.size
+    assert kallsyms.lookup(ip) == (last, ip - last.addr)
+    assert kallsyms.sprint_symbol(ip) == (
+        f"dummy_validate+{ip - last.addr:#x}/{last.size:#x} [dummy]")
+    assert kallsyms.sprint_symbol_no_offset(ip) == "dummy_validate [dummy]"
+    assert kallsyms.lookup(dummy.module_core + dummy.core_size) is None
+
+
+def test_proc_kallsyms_upper_cases_the_exported_functions(loader: ModuleLoader,
+                                                          kallsyms: Kallsyms) -> None:
+    """s_show(): a module's symbol is 'T' when is_exported() finds it in the module's
+    EXPORT_SYMBOL table, 't' otherwise, EXPORT_SYMBOL_GPL ones included."""
+    catalog = load_catalog()
+    for name in ("snd_pcm", "loop", "fat", "uinput"):
+        loader.load_module(catalog[name])
+    letters = {}
+    for line in kallsyms.proc_kallsyms().splitlines():
+        head, _, module = line.partition("\t")
+        if module:
+            _, letter, name = head.split(" ")
+            letters[name, module] = letter
+    assert letters["snd_pcm_new", "[snd_pcm]"] == letters["snd_pcm_lib_ioctl", "[snd_pcm]"] == "T"
+    assert letters["snd_pcm_format_name", "[snd_pcm]"] == "t"  # EXPORT_SYMBOL_GPL
+    assert letters["snd_pcm_open", "[snd_pcm]"] == "t"  # static
+    assert letters["loop_register_transfer", "[loop]"] == "T"
+    assert letters["lo_ioctl", "[loop]"] == letters["fat_fill_super", "[fat]"] == "t"
+    assert {letters[f, "[uinput]"] for f, _ in catalog["uinput"].functions} == {"t"}
+    assert sum(letter == "T" for letter in letters.values()) == 2 + len(catalog["snd_pcm"].exported)
+
+
+def test_a_loading_module_holds_its_init_reference(loader: ModuleLoader) -> None:
+    """module_unload_init() takes a reference for init, and sys_init_module() drops it
+    after the LIVE notifiers: /proc/modules' refcount column is 1 while Loading."""
+    seen: list[tuple[int, str]] = []
+    loader.register_module_notifier(lambda state, mod: seen.append((state, loader.proc_modules())))
+    mod = loader.load_module(spec("m", "f"))
+    line = f"m {mod.core_size} %d - %s 0x{mod.module_core:016x}\n"
+    assert seen == [(MODULE_STATE_COMING, line % (1, "Loading")),
+                    (MODULE_STATE_LIVE, line % (1, "Live"))]
+    assert mod.refcnt == 0 and loader.proc_modules() == line % (0, "Live")
+    loader.delete_module("m")
+    assert seen[-1] == (MODULE_STATE_GOING, line % (0, "Unloading"))
+
+
+def test_an_out_of_tree_module_taints_before_it_is_linked(kallsyms: Kallsyms,
+                                                          taints: list[int]) -> None:
+    """check_modinfo() taints in layout_and_allocate(), before the module has memory or
+    is on the list: loads that fail after (ENOMEM, EEXIST) leave the kernel tainted."""
+    space = ModuleAddressSpace()
+    loader = ModuleLoader(kallsyms, space, taints.append)
+    seen: list[list[int]] = []
+    loader.register_module_notifier(lambda state, mod: seen.append(list(taints)))
+    loader.load_module(spec("intree", "f"))
+    assert taints == []
+    loader.load_module(spec("oot", "g", in_tree=False))
+    assert taints == [TAINT_OOT_MODULE] and seen[2] == [TAINT_OOT_MODULE]  # at COMING
+    with pytest.raises(FileExistsError):
+        loader.load_module(spec("oot", "g", in_tree=False))
+    last = space.alloc(1)  # a page and its guard page, after the two modules
+    space.alloc(MODULES_END - last - 3 * PAGE_SIZE)  # the rest, less its guard page
+    with pytest.raises(MemoryError):
+        loader.load_module(spec("other", "h", in_tree=False))
+    assert taints == [TAINT_OOT_MODULE] * 3
+    assert [mod.name for mod in loader.modules()] == ["oot", "intree"]
+
+
+def test_delete_module_reads_the_name_as_strncpy_from_user_does(loader: ModuleLoader) -> None:
+    """sys_delete_module() copies MODULE_NAME_LEN-1 bytes at most, up to a NUL; an empty
+    name is one find_module() does not find."""
+    with pytest.raises(LookupError):
+        loader.delete_module("")
+    loader.load_module(spec("x" * 55, "f"))
+    assert loader.delete_module("x" * 55 + "tail").name == "x" * 55
+    loader.load_module(spec("m", "f"))
+    assert loader.delete_module("m\0junk").name == "m"
+    assert loader.modules() == []
 
 
 def test_load_errors(loader: ModuleLoader) -> None:
@@ -359,8 +469,9 @@ def test_coming_notifier_failure_is_undone(loader: ModuleLoader, kallsyms: Kalls
     with pytest.raises(OSError, match="no memory"):
         loader.load_module(spec("m", "f"))
     assert [state for state, _ in events] == [MODULE_STATE_COMING, MODULE_STATE_GOING]
-    assert events[0][1].startswith("m ") and "Loading" in events[0][1]
-    assert "Unloading" in events[1][1]
+    assert events[0][1].startswith("m ") and " 1 - Loading " in events[0][1]
+    # The failed init's module_put() comes before the GOING notifiers.
+    assert " 0 - Unloading " in events[1][1]
     assert loader.modules() == [] and kallsyms.lookup_name("f") == []
     assert loader.print_modules() == "Modules linked in:"
     loader.module_notifiers.remove(fail)

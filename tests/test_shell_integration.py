@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -210,6 +211,34 @@ def test_exit_statuses(daemon, tmp_path):
                start_shell(tmp_path, address, "rmmod x\n# a comment\n", name="last.sh")]
     statuses = [status for _, status in cases] + [0, 1]
     assert [finish(shell).returncode for shell in shells] == statuses
+
+
+def test_rmmod_of_a_loading_and_of_an_unloading_module(daemon, tmp_path):
+    """kmod's rmmod reads the module's references before it calls delete_module
+    (check_module_inuse()): a loading module holds its init's, "in use" without the call;
+    an unloading one holds none, and the kernel's EBUSY is reported as a failed removal."""
+    load_site, unload_site = "ftrace_update_code:before_count", "ftrace_release_mod:before_free"
+    with daemon.connect() as client, daemon.connect() as other:
+        for site, call, arg in ((load_site, other.load, "vboxdrv"),
+                                (unload_site, other.unload, "vboxdrv")):
+            client.set_failpoint(site, "1*pause")
+            paused = threading.Thread(target=call, args=(arg,))
+            paused.start()
+            client.wait_failpoint(site)
+            shell = run_shell(tmp_path, ["--address", daemon.address, "-c",
+                                         "rmmod vboxdrv; cat /proc/modules"])
+            client.release_failpoint(site)
+            paused.join()
+            if site == load_site:
+                assert shell.err == "rmmod: ERROR: Module vboxdrv is in use\n"
+                assert re.fullmatch(r"vboxdrv \d+ 1 - Loading 0x[0-9a-f]{16} \(O\+\)\n", shell.out)
+            else:
+                assert shell.err == ("rmmod: ERROR: could not remove module vboxdrv: "
+                                     "Device or resource busy\n")
+                assert re.fullmatch(r"vboxdrv \d+ 0 - Unloading 0x[0-9a-f]{16} \(O-\)\n",
+                                    shell.out)
+            assert shell.returncode == 0
+        assert client.list_modules() == []
 
 
 def test_bad_arguments_are_one_line_diagnostics_as_bash_and_the_tools_give(daemon, tmp_path):

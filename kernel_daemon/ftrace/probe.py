@@ -206,7 +206,9 @@ def __unregister_ftrace_function_probe(ft: Ftrace, glob: str, ops: FtraceProbeOp
     the probes of ``ops`` on functions ``glob`` names (all of them for ``""`` or ``*``).
 
     A probe's function is named by ``kallsyms_lookup()`` of its ip, so the probes a
-    module's unload left behind (no symbol: an empty name) go only with all of them.
+    module's unload left behind go only with all of them (no symbol: an empty name),
+    unless a module loaded since holds the ip in its core: then they go by the name of
+    its function at or below the ip.
     3.6 can also test the data, or take every ops; only the ``_func`` form has a caller.
     """
     regex = None  # a NULL glob: every function

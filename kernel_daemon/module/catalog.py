@@ -10,7 +10,13 @@ inline`` helpers folded into their callers, and ``__init``/``__exit`` code (in
 ``catalog.json`` holds in-tree modules of a 3.6 x86_64 build with their real function
 names (the ``xfs`` list is completed with generated ``xfs_*``/``xlog_*`` names to reach
 XFS's size), plus one out-of-tree module, ``vboxdrv``, which taints the kernel with
-``O`` like the reporter's.
+``O`` like the reporter's.  Each entry is ``{"in_tree": bool, "description": str,
+"functions": [[name, size], ...]}`` and, optionally, ``"exported": [name, ...]``: the
+functions its source exports with plain ``EXPORT_SYMBOL`` (the module's ``__ksymtab``),
+which ``/proc/kallsyms`` prints as ``T`` where it prints the others ``t``.  Only
+exports checked against the 3.6 source are listed; ``EXPORT_SYMBOL_GPL`` ones are not
+(``is_exported()`` does not look at ``__ksymtab_gpl``), and an entry without the field
+exports nothing.
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ _MAX_FUNCTIONS = 65536
 
 @dataclass(frozen=True)
 class ModuleSpec:
-    """One module file: its name and its functions ``(name, size in bytes)`` in link order."""
+    """One module file: its name and its functions ``(name, size in bytes)`` in link order;
+    ``exported`` names those of them in its ``EXPORT_SYMBOL`` table."""
 
     name: str
     functions: tuple[tuple[str, int], ...]
     in_tree: bool
     description: str
+    exported: frozenset[str] = frozenset()
 
 
 def _validate(name: str, functions: list[str]) -> None:
@@ -65,8 +73,15 @@ def load_catalog() -> dict[str, ModuleSpec]:
     catalog: dict[str, ModuleSpec] = {}
     for name, entry in json.loads(text).items():
         functions = tuple((function, size) for function, size in entry["functions"])
-        _validate(name, [function for function, _ in functions])
-        catalog[name] = ModuleSpec(name, functions, entry["in_tree"], entry["description"])
+        names = [function for function, _ in functions]
+        _validate(name, names)
+        exported = frozenset(entry.get("exported", ()))
+        # is_exported() matches name and address: an export is one function of the module.
+        if unknown := sorted(f for f in exported if names.count(f) != 1):
+            raise ValueError(f"module {name}: exported {unknown} are not functions of it "
+                             f"(or not one each)")
+        catalog[name] = ModuleSpec(name, functions, entry["in_tree"], entry["description"],
+                                   exported)
     return catalog
 
 

@@ -20,7 +20,7 @@ from kernel_daemon.module.symbols import Symbol
 
 @dataclass(frozen=True)
 class _Table:
-    """One symbol table sorted by address, covering ``[start, end)``."""
+    """One symbol table sorted by address, answering for the addresses ``[start, end)``."""
 
     module: str | None
     start: int
@@ -30,21 +30,21 @@ class _Table:
     by_name: dict[str, tuple[Symbol, ...]]
 
     @classmethod
-    def build(cls, module: str | None, symbols: list[Symbol]) -> _Table:
+    def build(cls, module: str | None, symbols: list[Symbol], start: int, end: int) -> _Table:
         ordered = tuple(sorted(symbols, key=lambda sym: sym.addr))
         by_name: dict[str, tuple[Symbol, ...]] = {}
         for sym in ordered:
             by_name[sym.name] = by_name.get(sym.name, ()) + (sym,)
-        start = ordered[0].addr if ordered else 0
-        end = ordered[-1].addr + ordered[-1].size if ordered else 0
         return cls(module, start, end, tuple(sym.addr for sym in ordered), ordered, by_name)
 
     def lookup(self, addr: int) -> tuple[Symbol, int] | None:
+        """The closest symbol at or below ``addr`` and the offset into it, which may pass
+        its size (``get_ksymbol()``); None below the first symbol."""
         i = bisect.bisect_right(self.addrs, addr) - 1
         if i < 0:
             return None
         sym = self.symbols[i]
-        return (sym, addr - sym.addr) if addr < sym.addr + sym.size else None
+        return sym, addr - sym.addr
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,11 @@ class Kallsyms:
     """The kernel's symbol tables: vmlinux's, fixed at boot, and one per loaded module."""
 
     def __init__(self, vmlinux: list[Symbol]) -> None:
-        self._core = _Table.build(None, vmlinux)
+        # _stext to _etext: the core's symbols tile the text, so every address in it has
+        # the symbol whose range holds it.
+        start = min(sym.addr for sym in vmlinux)
+        end = max(sym.addr + sym.size for sym in vmlinux)
+        self._core = _Table.build(None, vmlinux, start, end)
         self._modules = _Modules()
         # Serialises writers only; each publishes a new _Modules.
         self._write_lock = threading.Lock()
@@ -70,11 +74,17 @@ class Kallsyms:
         by_start = tuple(sorted(newest_first, key=lambda table: table.start))
         self._modules = _Modules(newest_first, tuple(t.start for t in by_start), by_start)
 
-    def add_module(self, name: str, symbols: list[Symbol]) -> None:
-        """Make a module's symbols visible (``list_add_rcu(&mod->list, &modules)``)."""
+    def add_module(self, name: str, symbols: list[Symbol], module_core: int,
+                   core_size: int) -> None:
+        """Make a module's symbols visible (``list_add_rcu(&mod->list, &modules)``).
+
+        ``symbols`` are its text's, each sized to the next one or, for the last, to the
+        end of the text (``core_text_size``); lookups answer for the whole core,
+        ``[module_core, module_core + core_size)``, data included.
+        """
         if any(sym.module != name for sym in symbols):
             raise ValueError(f"module {name}: symbols must carry module={name!r}")
-        table = _Table.build(name, symbols)
+        table = _Table.build(name, symbols, module_core, module_core + core_size)
         with self._write_lock:
             if any(t.module == name for t in self._modules.newest_first):
                 raise ValueError(f"module {name} already has symbols")
@@ -89,12 +99,21 @@ class Kallsyms:
             self._publish(tuple(t for t in tables if t.module != name))
 
     def lookup(self, addr: int) -> tuple[Symbol, int] | None:
-        """``kallsyms_lookup()``: the symbol containing ``addr`` and the offset into it."""
+        """``kallsyms_lookup()``: the symbol ``addr`` belongs to and the offset into it.
+
+        In the core kernel's text that is the symbol containing it.  In a module's core
+        it is ``module_address_lookup()``'s answer: the module whose core holds
+        ``addr`` (``within_module_core()``), then the closest of its symbols at or below
+        ``addr`` (``get_ksymbol()``), whose size ends at the next symbol or the end of
+        the text and which the offset may pass (an address in the module's data).
+        """
         if self._core.start <= addr < self._core.end:
             return self._core.lookup(addr)
         modules = self._modules
         i = bisect.bisect_right(modules.starts, addr) - 1
-        return modules.by_start[i].lookup(addr) if i >= 0 else None
+        if i < 0 or addr >= modules.by_start[i].end:
+            return None
+        return modules.by_start[i].lookup(addr)
 
     def lookup_name(self, name: str) -> list[Symbol]:
         """Every symbol called ``name``: vmlinux's, then the modules' newest first.

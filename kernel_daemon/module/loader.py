@@ -4,10 +4,12 @@ Model of ``kernel/module.c`` (3.6): ``sys_init_module()`` → ``load_module()``,
 ``sys_delete_module()``, ``free_module()``, ``/proc/modules`` (``m_show()``) and
 ``print_modules()``.  The order is the kernel's, since ftrace's races live in it:
 
-* load: under ``module_mutex``, reject a duplicate name (even one still unloading),
-  allocate, link the module at the head of the list in state COMING (kallsyms sees it
-  from here), drop the mutex; then the COMING notifiers (ftrace creates the module's
-  records here, without ``module_mutex``), then LIVE and the LIVE notifiers.
+* load: taint the kernel for an out-of-tree module (``check_modinfo()``, whatever fails
+  after); under ``module_mutex``, reject a duplicate name (even one still unloading),
+  allocate, link the module at the head of the list in state COMING with the reference
+  init holds (kallsyms sees it from here), drop the mutex; then the COMING notifiers
+  (ftrace creates the module's records here, without ``module_mutex``), then LIVE, the
+  LIVE notifiers, and the init reference dropped.
 * unload: under ``module_mutex``, refuse a module that is not LIVE or is in use, mark
   it GOING, drop the mutex; then the GOING notifiers (``ftrace_release_mod()``), then
   ``free_module()`` unlinks it and frees its memory under ``module_mutex``.
@@ -29,12 +31,16 @@ from kernel_daemon.module.address_space import ModuleAddressSpace
 from kernel_daemon.module.catalog import ModuleSpec
 from kernel_daemon.module.kallsyms import Kallsyms
 from kernel_daemon.module.symbols import Symbol
+from kernel_daemon.panic import TAINT_OOT_MODULE
 from kernel_daemon.unwind import kernel_frames, kernel_function_named
 
 # include/linux/module.h (3.6) enum module_state.
 MODULE_STATE_LIVE = 0
 MODULE_STATE_COMING = 1
 MODULE_STATE_GOING = 2
+
+# include/linux/module.h: 64 - sizeof(unsigned long), the name buffer's size with its NUL.
+MODULE_NAME_LEN = 64 - 8
 
 # m_show()'s words for the states.
 _STATE_NAMES = {MODULE_STATE_LIVE: "Live", MODULE_STATE_COMING: "Loading",
@@ -77,14 +83,16 @@ class Module:
 def _layout(spec: ModuleSpec, base: int) -> tuple[Symbol, ...]:
     """The module's functions, placed one after another from ``base`` in link order.
 
-    All are ``t``: a module's symbols show as global only when exported, and these are
-    not.
+    Each carries the letter ``/proc/kallsyms`` prints for it: ``s_show()`` upper-cases
+    ``elf_type()``'s ``t`` for a symbol ``is_exported()`` finds in the module's
+    ``__ksymtab`` (``EXPORT_SYMBOL``; ``EXPORT_SYMBOL_GPL``'s table is not looked at).
     """
     symbols = []
     addr = base
     for name, size in spec.functions:
         end = -(-(addr + size) // _ALIGN) * _ALIGN
-        symbols.append(Symbol(name, addr, end - addr, spec.name, "t"))
+        symbols.append(Symbol(name, addr, end - addr, spec.name,
+                              "T" if name in spec.exported else "t"))
         addr = end
     return tuple(symbols)
 
@@ -112,9 +120,12 @@ class ModuleLoader:
     published tuple and never wait for them.
     """
 
-    def __init__(self, kallsyms: Kallsyms, address_space: ModuleAddressSpace) -> None:
+    def __init__(self, kallsyms: Kallsyms, address_space: ModuleAddressSpace,
+                 add_taint: Callable[[int], None]) -> None:
+        """``add_taint(flag)`` is the kernel's ``add_taint()``."""
         self._kallsyms = kallsyms
         self._address_space = address_space
+        self._add_taint = add_taint
         self.module_mutex = threading.Lock()
         # module_notify_list; every entry at priority 0, so called in registration order.
         self.module_notifiers: list[ModuleNotifier] = []
@@ -148,16 +159,21 @@ class ModuleLoader:
     @kernel_function_named("load_module")
     def _link_module(self, spec: ModuleSpec, placement: str | None) -> Module:
         """``load_module()``: allocate and lay out the module, then put it on the list."""
+        if not spec.in_tree:
+            # check_modinfo(): add_taint_module(mod, TAINT_OOT_MODULE) when modinfo lacks
+            # "intree", first thing in layout_and_allocate(), so a load that then fails
+            # (ENOMEM, EEXIST) leaves the kernel tainted all the same.
+            self._add_taint(TAINT_OOT_MODULE)
         with self.module_mutex:
             if self.find_module(spec.name) is not None:
                 raise FileExistsError(errno.EEXIST, f"module {spec.name} is already loaded")
             core_size = _core_size(spec)
             base = self._address_space.alloc(core_size, placement)
             symbols = _layout(spec, base)
-            # add_taint_module(mod, TAINT_OOT_MODULE) when modinfo lacks "intree".
+            # refcnt 1: module_unload_init() holds a reference during initialization.
             mod = Module(spec.name, base, core_size, MODULE_STATE_COMING, symbols,
-                         "" if spec.in_tree else "O", load_seq=next(self._load_seqs))
-            self._kallsyms.add_module(mod.name, list(symbols))
+                         "" if spec.in_tree else "O", refcnt=1, load_seq=next(self._load_seqs))
+            self._kallsyms.add_module(mod.name, list(symbols), base, core_size)
             self._modules = (mod,) + self._modules
             return mod
 
@@ -183,6 +199,7 @@ class ModuleLoader:
             except BaseException:
                 # sys_init_module()'s path for a failing mod->init.
                 mod.state = MODULE_STATE_GOING
+                mod.refcnt -= 1  # module_put(): the init reference
                 try:
                     self._module_notify(MODULE_STATE_GOING, mod)
                 finally:
@@ -190,14 +207,19 @@ class ModuleLoader:
                 raise
             mod.state = MODULE_STATE_LIVE
             self._module_notify(MODULE_STATE_LIVE, mod)
+            with self.module_mutex:
+                mod.refcnt -= 1  # "Drop initial reference."
             return mod
 
     def delete_module(self, name: str) -> Module:
         """``sys_delete_module()``: unload the module ``name`` and return it, now unlinked.
 
-        Raises LookupError (-ENOENT) if no such module is loaded, RuntimeError (-EBUSY)
-        if it is still loading, already unloading, or in use.
+        ``name`` is read as ``strncpy_from_user(name, name_user, MODULE_NAME_LEN-1)``
+        reads it: up to a NUL, and no more than 55 bytes.  Raises LookupError (-ENOENT)
+        if no such module is loaded (an empty name never is), RuntimeError (-EBUSY) if
+        it is still loading, already unloading, or in use.
         """
+        name = name.encode()[:MODULE_NAME_LEN - 1].split(b"\0", 1)[0].decode(errors="replace")
         with kernel_frames("system_call_fastpath", "sys_delete_module"):
             with self.module_mutex:
                 mod = self.find_module(name)

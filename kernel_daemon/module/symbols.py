@@ -16,8 +16,10 @@ class Symbol:
 
     ``size`` is what ``kallsyms_lookup_size_offset()`` reports: the distance to the
     next symbol, alignment padding included, so consecutive symbols tile the text
-    with no holes. ``module`` is None for vmlinux. ``type`` is the ``nm`` letter:
-    ``'T'`` global text, ``'t'`` local (static) text.
+    with no holes. ``module`` is None for vmlinux. ``type`` is the letter
+    ``/proc/kallsyms`` prints: for vmlinux the ``nm`` letter (``'T'`` global text,
+    ``'t'`` local), for a module ``'T'`` when the module exports the function with
+    ``EXPORT_SYMBOL`` and ``'t'`` otherwise (``s_show()``).
     """
 
     name: str

@@ -76,8 +76,6 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
     @translate_kernel_errors
     def Unload(self, request: pb.UnloadModuleRequest, context: grpc.ServicerContext) -> pb.ModuleInfo:
         with self.state.syscall(context, report_locking=True) as boot:
-            if not request.name:
-                raise KernelError(errno.EINVAL, "empty module name")
             try:
                 return module_info(boot.kernel.modules.delete_module(request.name))
             except RuntimeError as exc:
