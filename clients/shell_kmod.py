@@ -86,9 +86,10 @@ def cmd_rmmod(ctx: Invocation) -> int:
         return 1
     status = 0
     for arg in operands:
+        name = _module_name(arg)
         try:
-            if _check_module_inuse(ctx, _module_name(arg)):
-                ctx.shell.client.unload(_module_name(arg))
+            if _check_module_inuse(ctx, name):
+                ctx.shell.client.unload(name)
                 continue
         except FtraceError as error:
             # kmod names the argument as given here, where its other messages name the module.
