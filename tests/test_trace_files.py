@@ -155,13 +155,13 @@ def stats(vfs, cpu: int) -> tuple[int, int, int, str, float]:
 
 def test_per_cpu_stats_and_buffer_size_kb():
     """tracing_init_debugfs_percpu() of 3.6 also makes stats (tracing_stats_read()) and
-    buffer_size_kb, both 0444; root can still write the latter, which resizes its CPU."""
+    buffer_size_kb, both 0444 (and trace_pipe_raw, tests/test_trace_pipe_raw.py); root can still write the latter, which resizes its CPU."""
     with booted(cpus=2) as k:
         vfs = mount(k)
         entries = vfs.list_dir(f"{T}/per_cpu/cpu1")
         assert {(e.name, e.mode) for e in entries} == {
-            ("trace", 0o644), ("trace_pipe", 0o444), ("stats", 0o444),
-            ("buffer_size_kb", 0o444)}
+            ("trace", 0o644), ("trace_pipe", 0o444), ("trace_pipe_raw", 0o444),
+            ("stats", 0o444), ("buffer_size_kb", 0o444)}
         assert cat(vfs, f"{T}/per_cpu/cpu0/buffer_size_kb") == "7\n"  # no "(expanded: )"
         assert stats(vfs, 0)[:4] == (0, 0, 0, "    0.000000")
         write(vfs, f"{T}/current_tracer", b"function\n")

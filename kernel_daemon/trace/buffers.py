@@ -10,11 +10,13 @@ task name.  The output looks the pid up in ``saved_cmdlines`` when it prints a l
 Simplified from the kernel, on purpose:
 
 * **Fixed-size records.**  The kernel packs variable-length events (a 4-byte header, then
-  the entry: 28 bytes for a function event on x86_64) into 4 KiB pages.  Here every record
+  the entry: 32 bytes for a function event on x86_64) into 4 KiB pages.  Here every record
   is ``RB_EVENT_SIZE`` = 64 bytes, so a buffer of the same ``buffer_size_kb`` holds about
-  half as many function events as the kernel's (22567 instead of about 51000 at the
+  half as many function events as the kernel's (22567 instead of about 40000 at the
   default 1408 KB).  The byte size is the kernel's: ``nr_pages = DIV_ROUND_UP(size,
-  BUF_PAGE_SIZE)``, at least 2 pages, then divided into records.
+  BUF_PAGE_SIZE)``, at least 2 pages, then divided into records.  ``trace_pipe_raw``
+  builds the kernel's pages from the records as it reads them
+  (:mod:`kernel_daemon.trace.ring_buffer_page`).
 * **Markers span records.**  A ``trace_marker`` write is one ``TRACE_PRINT`` head record
   followed by ``RB_TYPE_CONT`` records carrying 56 bytes of text each (the kernel's 1024-byte
   limit needs at most 20 records).  An event is always overwritten or consumed whole.

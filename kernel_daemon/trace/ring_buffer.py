@@ -180,6 +180,28 @@ class RingBufferPerCpu:
             cut += 1
         self.tail = cut
 
+    def peek(self, max_events: int) -> tuple[np.ndarray, np.ndarray]:
+        """A copy of the records of the oldest unread events, at most ``max_events`` whole
+        ones (``max_events`` events fit in that many records, whatever they are), and the
+        positions of those events' head records in it."""
+        end = min(self.head, self.tail + max_events * MAX_EVENT_RECORDS)
+        recs = copy_ring(self.recs, self.tail, end)
+        return recs, np.flatnonzero(recs["type"] != RB_TYPE_CONT)[:max_events]
+
+    def advance_reader(self, recs: np.ndarray, starts: np.ndarray, count: int) -> int:
+        """``rb_advance_reader()`` past the first ``count`` events :meth:`peek` returned;
+        the events overwritten since the last read, which ``rb_get_reader_page()`` tells
+        once."""
+        heads = recs[starts[:count]]
+        self.write_begin()
+        self.tail += int(starts[count - 1] + event_records(heads[-1:])[0])
+        self.read += count
+        self.markers -= int(np.count_nonzero(heads["type"] == TRACE_PRINT))
+        lost = self.overrun - self.last_overrun
+        self.last_overrun = self.overrun
+        self.write_end()
+        return lost
+
     def fill_functions(self, ts: np.ndarray, pid: np.ndarray | int, ips: np.ndarray | int,
                        parent_ips: np.ndarray | int, flags: np.ndarray | int) -> None:
         """Write the last ``min(len(ts), capacity)`` of a batch of function events at head.
@@ -481,12 +503,7 @@ class RingBuffer:
         # wait for a memcpy and a merge of timestamps, not for the decoding.
         taken: list[tuple[np.ndarray, int, int]] = []  # records, events taken, lost events
         with self._locked(cpus):
-            peeked = []
-            for cb in cpus:
-                # max_events whole events fit in this many records, whatever they are.
-                end = min(cb.head, cb.tail + max_events * MAX_EVENT_RECORDS)
-                recs = copy_ring(cb.recs, cb.tail, end)
-                peeked.append((recs, np.flatnonzero(recs["type"] != RB_TYPE_CONT)[:max_events]))
+            peeked = [cb.peek(max_events) for cb in cpus]
             # __find_next_entry(): the oldest next event each time; (ts, index) puts the
             # lower CPU first on a tie.
             order = heapq.merge(*(zip(recs["ts"][starts].tolist(), repeat(index))
@@ -494,17 +511,8 @@ class RingBuffer:
             counts = Counter(index for _, index in islice(order, max_events))
             for index, (cb, (recs, starts)) in enumerate(zip(cpus, peeked)):
                 count = counts[index]
-                if not count:
-                    continue
-                heads = recs[starts[:count]]
-                cb.write_begin()
-                cb.tail += int(starts[count - 1] + event_records(heads[-1:])[0])
-                cb.read += count
-                cb.markers -= int(np.count_nonzero(heads["type"] == TRACE_PRINT))
-                # rb_get_reader_page(): events overwritten since the last read, told once.
-                taken.append((recs, count, cb.overrun - cb.last_overrun))
-                cb.last_overrun = cb.overrun
-                cb.write_end()
+                if count:
+                    taken.append((recs, count, cb.advance_reader(recs, starts, count)))
         per_cpu = []
         for recs, count, lost in taken:
             events = decode_events(recs, count)
@@ -512,6 +520,22 @@ class RingBuffer:
                 events[0] = events[0]._replace(lost_events=lost)
             per_cpu.append(events)
         return merge_events(per_cpu)
+
+    def read_page_events(self, cpu: int, fit: Callable[[np.ndarray], int],
+                         max_events: int) -> tuple[list[Event], int]:
+        """The consuming side of ``ring_buffer_read_page()``: remove ``cpu``'s oldest events,
+        as many of the first ``max_events`` as ``fit`` (given their head records) says fit
+        in the reader's page; return them and the events overwritten since the last read.
+        Never waits: ``([], 0)`` when there is nothing, or the next event does not fit (the
+        lost events are then told by a later read)."""
+        cb = self._cpu(cpu)
+        with cb.lock:
+            recs, starts = cb.peek(max_events)
+            count = fit(recs[starts]) if len(starts) else 0
+            if not count:
+                return [], 0
+            lost = cb.advance_reader(recs, starts, count)
+        return decode_events(recs, count), lost
 
     def snapshot(self, cpu: int | None = None) -> Snapshot:
         """The ``trace`` file's view: a copy of the events (all CPUs, or ``cpu``'s) merged by

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from kernel_daemon.ftrace.sysctl import ftrace_enable_sysctl, ftrace_enable_sysctl_read
 from kernel_daemon.ftrace.listing import Listing
+from kernel_daemon.tracefs.buffer_files import TracingBuffersFile
+from kernel_daemon.tracefs.event_files import events_directory
 from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, FtracePidFile,
                                          FunctionProfileFile, GeneratedFile, ProcSysFile,
                                          RegexFile)
@@ -64,13 +66,14 @@ def tracing_directory(kernel: Kernel) -> Directory:
     tracing["free_buffer"] = FreeBufferFile()
     per_cpu = tracing["per_cpu"] = Directory()
     for cpu in range(kernel.options.cpus):
-        # tracing_init_debugfs_percpu(), less trace_pipe_raw.
+        # tracing_init_debugfs_percpu().
         cpu_dir = per_cpu[f"cpu{cpu}"] = Directory()
         cpu_dir["trace_pipe"] = TracePipeFile(cpu)
         cpu_dir["trace"] = TraceFile(cpu)
+        cpu_dir["trace_pipe_raw"] = TracingBuffersFile(cpu)
         cpu_dir["stats"] = GeneratedFile(partial(tracing_stats_read, cpu=cpu))
         cpu_dir["buffer_size_kb"] = cpu_buffer_size_file(cpu)
-    events = tracing["events"] = Directory()
+    events = tracing["events"] = events_directory()
     events["enable"] = ControlFile(lambda k: "0\n", events_enable_store)
     return tracing
 
