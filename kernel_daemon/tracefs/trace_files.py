@@ -79,7 +79,10 @@ def trace_text(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> str:
 
 
 class TraceOpenFile(SeqText):
-    """An open ``trace``: recording stops while it is open for read (``tracing_stop``)."""
+    """An open ``trace``: open for read, tracing stops until it is closed
+    (``__tracing_open()`` and ``tracing_release()`` call ``tracing_stop()`` and
+    ``tracing_start()`` under ``trace_types_lock``): no function callback runs, and
+    nothing is recorded."""
 
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
         lat_fmt = bool(kernel.tracing.trace_flags & TRACE_ITER_LATENCY_FMT)
@@ -87,7 +90,8 @@ class TraceOpenFile(SeqText):
         self.kernel = kernel
         self.stopped = bool(self.f_mode & FMODE_READ)
         if self.stopped:
-            kernel.ring_buffer.record_disable()
+            with kernel.tracing.trace_types_lock:
+                kernel.tracing.tracing_stop()
 
     def write(self, data: bytes) -> int:
         return len(data)  # tracing_write_stub: accepted and ignored
@@ -95,7 +99,8 @@ class TraceOpenFile(SeqText):
     def release(self) -> None:
         if self.stopped:
             self.stopped = False
-            self.kernel.ring_buffer.record_enable()
+            with self.kernel.tracing.trace_types_lock:
+                self.kernel.tracing.tracing_start()
 
 
 class TraceFile(FileOps):

@@ -9,7 +9,7 @@ from kernel_daemon.ftrace.sysctl import ftrace_enable_sysctl, ftrace_enable_sysc
 from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, FtracePidFile,
                                          FunctionProfileFile, GeneratedFile, ProcSysFile,
-                                         RegexFile)
+                                         RegexFile, TracingCtrlFile)
 from kernel_daemon.tracefs.option_files import (README_MSG, FreeBufferFile, OptionsDirectory,
                                                 trace_options_file, tracing_max_lat_file)
 from kernel_daemon.tracefs.stat_files import TracingStatFile
@@ -42,6 +42,7 @@ def tracing_directory(kernel: Kernel) -> Directory:
     # trace_stat/: a file per registered stat tracer, the profiler's function<cpu>.
     tracing["trace_stat"] = Directory((session.ts.name, TracingStatFile(session))
                                       for session in kernel.all_stat_sessions)
+    tracing["tracing_enabled"] = TracingCtrlFile()
     tracing["current_tracer"] = CurrentTracerFile()
     tracing["available_tracers"] = GeneratedFile(lambda k: k.tracing.available_tracers())
     tracing["dyn_ftrace_total_info"] = GeneratedFile(dyn_ftrace_total_info)
