@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import threading
 
 import pytest
 
@@ -30,6 +31,7 @@ from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 from tests.kernel_helpers import BASH, T, booted, cat, echo, invoke, warnings, write
 from tests.test_function_profiler import HEADER, line, profile, stat_file
 from tests.test_shell_integration import run_shell
+from tests.test_tracer_client import DEADLINE
 
 ENABLED = f"{T}/tracing_enabled"
 DEPRECATED = "tracing_enabled is deprecated. Use tracing_on"
@@ -202,6 +204,27 @@ def test_one_tracing_start_too_many_warns_once_and_counts_from_0():
         assert not k.ring_buffer.record_is_on()
         k.tracing.tracing_start()
         assert k.ring_buffer.record_is_on() and not k.ftrace.function_trace_stop
+
+
+def test_a_trace_pipe_reader_that_has_read_gets_eof_once_tracing_enabled_is_0():
+    """tracing_wait_pipe(): after a read found entries, an empty buffer with tracer_enabled
+    0 ends the file; a reader that has read nothing yet waits on."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        echo(k, "function", "current_tracer")
+        pipe = vfs.open(f"{T}/trace_pipe", os.O_RDONLY)
+        try:
+            invoke(k, "vfs_write")
+            assert b" vfs_write <-__fput\n" in file_read(pipe, 4096)
+            tracing_enabled(vfs, b"0\n")
+            got: list[bytes] = []
+            reader = threading.Thread(target=lambda: got.append(file_read(pipe, 4096)))
+            reader.start()
+            reader.join(DEADLINE)
+            assert not reader.is_alive() and got == [b""]
+        finally:
+            pipe.interrupt()
+            file_release(pipe)
 
 
 def test_tracing_record_cmdline_returns_early_while_tracer_enabled_is_0():

@@ -147,6 +147,8 @@ class TracePipeOpenFile(OpenFile):
         self.seq = b""  # filled, not yet read (trace_seq_to_user's leftover)
         self.events: collections.deque[Event] = collections.deque()  # consumed, not printed
         self.interrupted = threading.Event()
+        # iter->pos != 0: a read has found entries (tracing_read_pipe() sets it to -1).
+        self.iter_pos = False
 
     def interrupt(self) -> None:
         """A signal for the process blocked in read (its client went away)."""
@@ -196,12 +198,19 @@ class TracePipeOpenFile(OpenFile):
                 return False
             if events:
                 self.events.extend(events)
+                self.iter_pos = True
                 return True
             if rb.closed:
                 # No data will ever come: a reader blocked here dies with the old boot;
                 # one that already has lines returns them first.
                 if block:
                     raise KernelError(errno.ENODEV, "the kernel rebooted")
+                return False
+            # tracing_wait_pipe(): once a read has found entries, an empty buffer with
+            # tracing_enabled at 0 is the end of the file.  3.6 looks after each
+            # wait_pipe (the function tracer's polls every 100 ms; nop's sleeps until a
+            # trace_wake_up()), the model after each wait above.
+            if not self.kernel.tracing.tracer_enabled and self.iter_pos:
                 return False
 
 
