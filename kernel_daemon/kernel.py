@@ -120,8 +120,9 @@ class Kernel:
         # tracing_cpumask: CPUs whose events are recorded, and the lock of its writers.
         self.tracing_cpumask = (1 << options.cpus) - 1
         self.tracing_cpumask_update_lock = Mutex()
-        self.tracing = Tracing(self.ring_buffer, self.printk, self.trace_clock)
-        self.saved_cmdlines = SavedCmdlines(self.namespace, self.ring_buffer.record_is_on)
+        self.tracing = Tracing(self.ftrace, self.ring_buffer, self.printk, self.trace_clock)
+        self.saved_cmdlines = SavedCmdlines(self.namespace, self.tracing.tracing_is_enabled,
+                                            self.ring_buffer.record_is_on)
         self.function_tracer = FunctionTracer(self.ftrace, self.function_trace_event,
                                               self.tracing, self.saved_cmdlines)
         # init_function_trace(): the traceon/traceoff commands, then the tracer.

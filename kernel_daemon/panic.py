@@ -1,8 +1,9 @@
 """Taint and the WARN slow path.
 
 Model of ``kernel/panic.c`` (3.6): ``tainted_mask``, ``add_taint()``, ``print_tainted()``,
-``warn_slowpath_null()`` → ``warn_slowpath_common()`` and ``print_oops_end_marker()``,
-plus the x86 ``dump_stack()`` it calls (``arch/x86/kernel/dumpstack.c``).
+``warn_slowpath_null()`` and ``warn_slowpath_fmt()`` → ``warn_slowpath_common()``,
+``print_oops_end_marker()``, plus the x86 ``dump_stack()`` it calls
+(``arch/x86/kernel/dumpstack.c``).
 
 The 3.6 WARN block (spec §5.1), which is what the upstream report quotes::
 
@@ -159,21 +160,39 @@ class Panic:
         """``WARN_ON()``'s ``warn_slowpath_null()`` → ``warn_slowpath_common()``.
 
         ``frames`` is the kernel stack innermost first (``unwind.call_trace()``);
-        ``frames[0]`` is the function containing the WARN.  The whole block goes out in
-        one ``printk`` so its lines share a timestamp and stay together under
-        concurrency, then the kernel is tainted with ``TAINT_WARN``.
+        ``frames[0]`` is the function containing the WARN.
+        """
+        self.warn_slowpath_common(file, line, task, frames, "warn_slowpath_null")
+
+    def warn_slowpath_fmt(self, file: str, line: int, task: Task, frames: list[str],
+                          message: str) -> None:
+        """``WARN()`` / ``WARN_ONCE()``'s ``warn_slowpath_fmt()`` → ``warn_slowpath_common()``,
+        which prints ``message`` (``vprintk(args->fmt, args->args)``), a line of text
+        without its newline, after the WARNING line.  3.6's WARN texts end without one;
+        the line ends anyway, as the ``Modules linked in:`` printk after it carries a
+        level, which starts a new record."""
+        self.warn_slowpath_common(file, line, task, frames, "warn_slowpath_fmt", message)
+
+    def warn_slowpath_common(self, file: str, line: int, task: Task, frames: list[str],
+                             slowpath: str, message: str | None = None) -> None:
+        """``warn_slowpath_common()``, entered from ``slowpath`` (``warn_slowpath_null`` or
+        ``warn_slowpath_fmt``), whose return address in ``frames[0]`` the WARNING names.
+
+        The whole block goes out in one ``printk`` so its lines share a timestamp and stay
+        together under concurrency, then the kernel is tainted with ``TAINT_WARN``.
         """
         # The stack innermost first, from dump_stack() (not printed: the unwinder starts
         # at its caller's return address) out to the entry path.
-        chain = ["dump_stack", "warn_slowpath_common", "warn_slowpath_null", *frames]
+        chain = ["dump_stack", "warn_slowpath_common", slowpath, *frames]
         with self._lock:
-            # warn_slowpath_null passes __builtin_return_address(0): the return into frames[0].
-            caller = self._return_address(frames[0], "warn_slowpath_null") if frames else None
+            # The slow path passes __builtin_return_address(0): the return into frames[0].
+            caller = self._return_address(frames[0], slowpath) if frames else None
             out = [
                 "------------[ cut here ]------------",
                 # %pS of NULL prints "(null)" (vsprintf.c pointer()).
                 f"WARNING: at {file}:{line} "
                 f"{'(null)' if caller is None else self._symbolize(caller)}()",
+                *([] if message is None else [message]),
                 self._modules_linked_in(),
                 # dump_stack(): "Pid: %d, comm: %.20s %s %s %.*s"
                 f"Pid: {task.pid}, comm: {task.comm[:20]} {self.print_tainted()} "

@@ -211,7 +211,8 @@ def test_both_mount_points_and_proc(client):
         names = {e.name for e in client.list_dir(root)}
         assert {"available_filter_functions", "set_ftrace_filter", "set_ftrace_notrace",
                 "enabled_functions", "current_tracer", "available_tracers", "trace",
-                "trace_pipe", "function_profile_enabled", "trace_stat"} <= names
+                "trace_pipe", "function_profile_enabled", "trace_stat",
+                "tracing_enabled"} <= names
     kallsyms = client.read_file("/proc/kallsyms").decode()
     assert "\t[dummy]" in kallsyms and " T vfs_write\n" in kallsyms
     assert client.stat(f"{T}/set_ftrace_filter").entry.mode == 0o644

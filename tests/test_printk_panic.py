@@ -27,6 +27,9 @@ from kernel_daemon.unwind import (
 SYMS: dict[str, tuple[int, int]] = {
     "warn_slowpath_common": (0xFFFFFFFF8103E580, 0xC0),
     "warn_slowpath_null": (0xFFFFFFFF8103E640, 0x20),
+    "warn_slowpath_fmt": (0xFFFFFFFF8103E660, 0x50),
+    "tracing_ctrl_write": (0xFFFFFFFF810CB8E0, 0x120),
+    "vfs_write": (0xFFFFFFFF81149250, 0x60),
     "__ftrace_hash_rec_update": (0xFFFFFFFF810C2D00, 0x230),
     "ftrace_hash_move": (0xFFFFFFFF810C4F00, 0x1D0),
     "ftrace_regex_release": (0xFFFFFFFF810C6860, 0x150),
@@ -294,6 +297,29 @@ def test_warn_block_byte_exact_for_the_report() -> None:
     assert printk.read() == EXPECTED_WARN
     # The WARN taints only after the block is printed, as warn_slowpath_common() does.
     assert panic.print_tainted() == "Tainted: G        W  O"
+
+
+def test_warn_with_a_message_prints_it_after_the_warning_line() -> None:
+    """``WARN_ONCE(1, fmt)``: ``warn_slowpath_fmt()``, its text a line of its own (the
+    ``Modules linked in:`` after it starts a new record), and in the Call Trace."""
+    printk, panic = make_kernel()
+    panic.warn_slowpath_fmt("kernel/trace/trace.c", 2969, Task(20903, "bash"),
+                            ["tracing_ctrl_write", "vfs_write"],
+                            "tracing_enabled is deprecated. Use tracing_on")
+    assert printk.read() == """\
+[ 7433.123456] ------------[ cut here ]------------
+[ 7433.123456] WARNING: at kernel/trace/trace.c:2969 tracing_ctrl_write+0xfc/0x120()
+[ 7433.123456] tracing_enabled is deprecated. Use tracing_on
+[ 7433.123456] Modules linked in: uinput
+[ 7433.123456] Pid: 20903, comm: bash Not tainted 3.6.11+ #38405.trunk
+[ 7433.123456] Call Trace:
+[ 7433.123456]  [<ffffffff8103e5d9>] warn_slowpath_common+0x59/0xc0
+[ 7433.123456]  [<ffffffff8103e697>] warn_slowpath_fmt+0x37/0x50
+[ 7433.123456]  [<ffffffff810cb9dc>] tracing_ctrl_write+0xfc/0x120
+[ 7433.123456]  [<ffffffff811492a7>] vfs_write+0x57/0x60
+[ 7433.123456] ---[ end trace 793179526ee09b2c ]---
+"""
+    assert panic.print_tainted() == "Tainted: G        W   "
 
 
 def test_warn_return_addresses_are_consistent_and_inside_functions() -> None:

@@ -296,7 +296,7 @@ def test_paths_and_modes():
         file_release(f)
         names = {e.name for e in vfs.list_dir(T)}
         assert {"trace", "trace_pipe", "set_ftrace_filter", "per_cpu", "events",
-                "function_profile_enabled", "trace_stat"} <= names
+                "function_profile_enabled", "trace_stat", "tracing_enabled"} <= names
         assert cat(vfs, "/proc/modules") == ""
         modprobe(k, "dummy")
         assert cat(vfs, "/proc/modules").startswith("dummy ")

@@ -325,7 +325,7 @@ def test_saved_cmdlines_published_for_another_process():
     """The table in shared memory, read under its sequence count: a copy is kept only
     when no save is being written."""
     namespace = new_namespace()
-    table = SavedCmdlines(namespace, lambda: True)
+    table = SavedCmdlines(namespace, lambda: 1, lambda: True)
     try:
         reader = SavedCmdlinesReader(namespace)
         table.tracing_start_cmdline_record()

@@ -156,7 +156,12 @@ class Ftrace:
     # What the patched ``ftrace_call`` site of the trampoline calls right now.
     trampoline_target: FtraceFunc = ftrace_stub
     freed_page_accesses: list[FreedPageAccess] = field(default_factory=list)
-    warned_once: set[int] = field(default_factory=set)
+    # The WARN_ON_ONCE / WARN_ONCE sites that have printed, as (file, line): each site's
+    # static __warned, which only a reboot clears.
+    warned_once: set[tuple[str, int]] = field(default_factory=set)
+    # ``function_trace_stop``: while set, ftrace_caller returns before calling anything
+    # (x86's HAVE_FUNCTION_TRACE_MCOUNT_TEST); ftrace_stop() / ftrace_start() flip it.
+    function_trace_stop: int = 0
     # set_ftrace_pid (pid.py): ``ftrace_pids``, head first as list_add() leaves it, changed
     # under ftrace_lock; a pid of 0 is ftrace_swapper_pid, the idle tasks.
     ftrace_pids: list[int] = field(default_factory=list)
@@ -213,6 +218,19 @@ def ftrace_kill(ft: Ftrace) -> None:
     ft.pages.publish_ftrace_disabled()
 
 
+def ftrace_stop(ft: Ftrace) -> None:
+    """``ftrace_stop()`` (an inline of include/linux/ftrace.h): no callback runs from a
+    patched call site until ``ftrace_start()``.  An on/off switch, not a count, and no
+    guard: it works on a dead ftrace too, whose trampoline calls ``ftrace_stub`` anyway."""
+    ft.function_trace_stop = 1
+
+
+def ftrace_start(ft: Ftrace) -> None:
+    """``ftrace_start()``: the callbacks run again; nothing is re-enabled that
+    ``ftrace_kill()`` or a tracer's unregister turned off."""
+    ft.function_trace_stop = 0
+
+
 def clear_ftrace_function(ft: Ftrace) -> None:
     """``clear_ftrace_function()``: every trampoline target variable to ``ftrace_stub``."""
     ft.ftrace_trace_function = ftrace_stub
@@ -236,11 +254,21 @@ def WARN_ON(ft: Ftrace, line: int, file: str = FTRACE_C) -> None:  # noqa: N802
     ft.panic.warn_slowpath_null(file, line, task_mod.current(), unwind.call_trace())
 
 
-def WARN_ON_ONCE(ft: Ftrace, cond: bool, line: int) -> bool:  # noqa: N802
+def WARN_ON_ONCE(ft: Ftrace, cond: bool, line: int, file: str = FTRACE_C) -> bool:  # noqa: N802
     """``WARN_ON_ONCE(cond)``: the first hit at a site prints; no kill."""
-    if cond and line not in ft.warned_once:
-        ft.warned_once.add(line)
-        WARN_ON(ft, line)
+    if cond and (file, line) not in ft.warned_once:
+        ft.warned_once.add((file, line))
+        WARN_ON(ft, line, file)
+    return cond
+
+
+def WARN_ONCE(ft: Ftrace, cond: bool, line: int, message: str,  # noqa: N802
+              file: str = FTRACE_C) -> bool:
+    """``WARN_ONCE(cond, fmt)``: the first hit at a site prints the WARN with ``message``
+    (``warn_slowpath_fmt()``), with the real call trace."""
+    if cond and (file, line) not in ft.warned_once:
+        ft.warned_once.add((file, line))
+        ft.panic.warn_slowpath_fmt(file, line, task_mod.current(), unwind.call_trace(), message)
     return cond
 
 

@@ -5,8 +5,11 @@ If the site's record is patched (``FTRACE_FL_ENABLED``), the call reaches
 non-dynamic ops' function directly, with no hash test, or ``ftrace_ops_list_func``,
 which tests every ops' hashes on the published list.  No lock is taken, as on a CPU;
 an unpatched site costs one flag test.  After ``ftrace_kill`` patched sites reach
-``ftrace_stub``.  A batch of calls of a function with probes goes one call at a time
-while the probes act (:func:`probed_calls`).
+``ftrace_stub``.  While ``function_trace_stop`` is set (``ftrace_stop()``, which
+``tracing_stop()`` calls) ``ftrace_caller`` returns at its first test, before any
+callback: the function tracer's, the profiler's, the probes' and every other ops'.
+A batch of calls of a function with probes goes one call at a time while the probes
+act (:func:`probed_calls`).
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ def execute_function(ft: Ftrace, ip: int, parent_ip: int, count: int = 1) -> boo
     target = ft.trampoline_target
     if target is ftrace_stub:
         return False
+    if ft.function_trace_stop:  # ftrace_caller: cmpl $0, function_trace_stop; jne ftrace_stub
+        return True
     if count > 1 and ft.probes.probes_at(ip):
         count = probed_calls(target, ip, parent_ip, count)
     target(ip, parent_ip, None, count)

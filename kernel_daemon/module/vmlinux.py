@@ -189,8 +189,8 @@ _LAYOUT: tuple[_Region, ...] = (
         _pin(0xffffffff8103e580, 0xc0, "t warn_slowpath_common"),
         _pin(0xffffffff8103e640, 0x20, "T warn_slowpath_null"),
         """
-        T vprintk  T printk  T do_exit  T do_group_exit  T sys_exit_group
-        T __do_softirq  T do_softirq  T irq_exit  T update_process_times
+        T warn_slowpath_fmt  T vprintk  T printk  T do_exit  T do_group_exit
+        T sys_exit_group  T __do_softirq  T do_softirq  T irq_exit  T update_process_times
         t run_timer_softirq  t process_one_work  t worker_thread
         """,
         _pin(0xffffffff8105f9b0, 0x90, "T task_work_run"),
@@ -234,7 +234,8 @@ _LAYOUT: tuple[_Region, ...] = (
         t ftrace_module_notify  T ftrace_kill  t ftrace_ops_list_func
         T register_ftrace_function  T unregister_ftrace_function
         T ftrace_enable_sysctl  T ring_buffer_lock_reserve  T ring_buffer_unlock_commit
-        T tracing_on  T tracing_off  T tracing_is_on  T tracer_init  t tracing_set_tracer
+        T tracing_on  T tracing_off  T tracing_is_on  t tracing_ctrl_read
+        t tracing_ctrl_write  T tracer_init  t tracing_set_tracer
         t tracing_set_trace_read  t tracing_set_trace_write  t tracing_mark_write
         T tracing_start  T tracing_stop
         t function_trace_init  t function_trace_reset  t function_trace_start

@@ -54,7 +54,9 @@ class SavedCmdlines:
     """``map_pid_to_cmdline``, ``map_cmdline_to_pid``, ``saved_cmdlines``, ``cmdline_idx``,
     ``trace_cmdline_lock``, and ``sched_ref`` (the sched_switch probe's users)."""
 
-    def __init__(self, namespace: str, tracing_is_on: Callable[[], bool]) -> None:
+    def __init__(self, namespace: str, tracing_is_enabled: Callable[[], int],
+                 tracing_is_on: Callable[[], bool]) -> None:
+        self.tracing_is_enabled = tracing_is_enabled
         self.tracing_is_on = tracing_is_on
         self.map_pid_to_cmdline: dict[int, int] = {}
         self.map_cmdline_to_pid: list[int | None] = [None] * SAVED_CMDLINES
@@ -90,9 +92,11 @@ class SavedCmdlines:
 
     def tracing_record_cmdline(self, pid: int, comm: str) -> None:
         """``probe_sched_switch()``'s ``tracing_record_cmdline()`` for a task, if the probe
-        is registered (``sched_ref``) and ``tracing_is_on()`` (false also while ``trace``
-        is open for reading: ``tracing_stop()``)."""
-        if self.sched_ref and self.tracing_is_on() and not self.saved(pid, comm):
+        is registered (``sched_ref``), ``tracer_enabled`` (``tracing_enabled``) is set and
+        ``tracing_is_on()`` (false also while ``trace`` is open for reading:
+        ``tracing_stop()``)."""
+        if (self.sched_ref and self.tracing_is_enabled() and self.tracing_is_on()
+                and not self.saved(pid, comm)):
             self.trace_save_cmdline(pid, comm)
 
     def trace_save_cmdline(self, pid: int, comm: str) -> None:

@@ -98,6 +98,12 @@ class FunctionTracer:
         self.cmdlines.tracing_stop_cmdline_record()
 
     @kernel_function
+    def function_trace_start(self) -> None:
+        """``function_trace_start()``, its ``start``: ``echo 1 > tracing_enabled`` clears
+        every CPU's buffer (``tracing_reset_online_cpus()``)."""
+        self.tracing.tracing_reset_online_cpus()
+
+    @kernel_function
     def tracing_start_function_trace(self) -> None:
         ignoring_errors(register_ftrace_function, self.ft, self.registered_ops())
 
@@ -107,6 +113,8 @@ class FunctionTracer:
 
     init = function_trace_init
     reset = function_trace_reset
+    start = function_trace_start
+    stop = None  # function_trace has no .stop
     set_flag = func_set_flag
 
 

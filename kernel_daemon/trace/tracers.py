@@ -4,7 +4,10 @@ Spec §3.5: writing the current tracer's name is a no-op; otherwise the old trac
 ``reset`` runs, then ``tracer_init`` clears every CPU buffer and calls the new
 tracer's ``init``.  Also trace.c's switch of the buffer, ``tracing_on()`` /
 ``tracing_off()`` / ``tracing_is_on()`` (spec §3.6), which the ``traceon`` /
-``traceoff`` probes call.
+``traceoff`` probes call; ``tracing_stop()`` / ``tracing_start()``, which stop the
+function callbacks and the buffer while ``trace`` is open for reading; and the
+deprecated ``tracing_enabled`` (``tracer_enabled``), which stops them until it is set
+again.
 """
 
 from __future__ import annotations
@@ -15,18 +18,29 @@ from collections.abc import Callable
 from typing import Protocol
 
 from kernel_daemon.errno import KernelError
-from kernel_daemon.strings import KERNEL_SPACES, c_string
+from kernel_daemon.ftrace.core import WARN_ON_ONCE, WARN_ONCE, Ftrace, ftrace_start, ftrace_stop
+from kernel_daemon.strings import KERNEL_SPACES, c_string, kstrtoul_from_user
 from kernel_daemon.trace.ring_buffer import RingBuffer
 from kernel_daemon.printk import KERN_DEBUG, Printk
 from kernel_daemon.trace.trace_options import TRACE_FLAGS_DEFAULT, TracerFlags, TracerOpt
 from kernel_daemon.unwind import kernel_function
 
 MAX_TRACER_SIZE = 100
+TRACE_C = "kernel/trace/trace.c"
+# The lines of the WARNs below in kernel/trace/trace.c of the 3.6.0 tree New-B/Linux3.6,
+# counted in the file: tracing_start()'s WARN_ON_ONCE(1) on a trace_stop_count below
+# zero, and tracing_ctrl_write()'s WARN_ONCE(1, "tracing_enabled is deprecated...").
+LINE_TRACING_START_UNDERFLOW = 1000
+LINE_TRACING_ENABLED_DEPRECATED = 2969
 
 
 class Tracer(Protocol):
     name: str
     flags: TracerFlags
+    # struct tracer's optional start / stop (NULL when a tracer has none), which
+    # tracing_ctrl_write() calls when tracing_enabled turns on / off.
+    start: Callable[[], None] | None
+    stop: Callable[[], None] | None
 
     def init(self) -> None: ...
 
@@ -45,6 +59,7 @@ class NopTracer:
     ``test_nop_accept`` and ``test_nop_refuse`` exist to show the tracer options."""
 
     name = "nop"
+    start = stop = None
 
     def __init__(self, printk: Printk) -> None:
         self.printk = printk
@@ -73,11 +88,13 @@ class NopTracer:
 
 
 class Tracing:
-    """``trace_types`` and ``current_trace``, under ``trace_types_lock``; and the fields of
-    ``global_trace`` the output reads: ``cpu`` and ``time_start``."""
+    """``trace_types`` and ``current_trace``, under ``trace_types_lock``; the fields of
+    ``global_trace`` the output reads: ``cpu`` and ``time_start``; ``tracer_enabled`` and
+    ``trace_stop_count``."""
 
-    def __init__(self, ring_buffer: RingBuffer, printk: Printk,
+    def __init__(self, ft: Ftrace, ring_buffer: RingBuffer, printk: Printk,
                  clock: Callable[[], int]) -> None:
+        self.ft = ft
         self.ring_buffer = ring_buffer
         self.clock = clock
         # global_trace.cpu: set by the function tracer's init, read by print_trace_header().
@@ -97,6 +114,11 @@ class Tracing:
         # tracing_thresh and tracing_max_latency, in ns; no latency tracer sets them here.
         self.tracing_thresh = 0
         self.tracing_max_latency = 0
+        # What tracing_enabled reads and writes (1 at boot), under trace_types_lock.
+        self.tracer_enabled = 1
+        # tracing_stop() calls not yet undone by tracing_start(), under tracing_start_lock.
+        self.trace_stop_count = 0
+        self.tracing_start_lock = threading.Lock()
 
     def register_tracer(self, tracer: Tracer) -> None:
         """``register_tracer()``: pushed at the head of ``trace_types``."""
@@ -116,6 +138,68 @@ class Tracing:
         """``tracing_is_on()``: ``ring_buffer_record_is_on()``, so it is false while the
         ``trace`` file is being read, too."""
         return self.ring_buffer.record_is_on()
+
+    def tracing_is_enabled(self) -> int:
+        """``tracing_is_enabled()``: ``tracer_enabled``."""
+        return self.tracer_enabled
+
+    @kernel_function
+    def tracing_stop(self) -> None:
+        """``tracing_stop()``: ``ftrace_stop()``, then the first of nested stops disables
+        recording on the global buffer (``ring_buffer_record_disable()``)."""
+        ftrace_stop(self.ft)
+        with self.tracing_start_lock:
+            self.trace_stop_count += 1
+            if self.trace_stop_count == 1:
+                self.ring_buffer.record_disable()
+
+    @kernel_function
+    def tracing_start(self) -> None:
+        """``tracing_start()``: the last of nested stops undone enables recording again,
+        then ``ftrace_start()``; one too many WARNs once and counts from 0 again.
+
+        3.6 first returns if trace.c's ``tracing_disabled`` is set, which only a failed
+        buffer allocation or resize, or ``ftrace_off_permanent()``, sets: never here.
+        """
+        with self.tracing_start_lock:
+            self.trace_stop_count -= 1
+            if self.trace_stop_count:
+                # "Someone screwed up their debugging"
+                if WARN_ON_ONCE(self.ft, self.trace_stop_count < 0,
+                                LINE_TRACING_START_UNDERFLOW, TRACE_C):
+                    self.trace_stop_count = 0
+                return
+            self.ring_buffer.record_enable()
+            ftrace_start(self.ft)
+
+    def tracing_ctrl_read(self) -> bytes:
+        """What ``tracing_ctrl_read()`` hands ``simple_read_from_buffer()``: ``"%u\\n"``."""
+        return f"{self.tracer_enabled}\n".encode()
+
+    @kernel_function
+    def tracing_ctrl_write(self, data: bytes) -> int:
+        """``tracing_ctrl_write()``: ``kstrtoul_from_user()`` in base 10 (its errno is
+        raised), then ``!!val``; under ``trace_types_lock``, a change WARNs once a boot
+        that the file is deprecated, then turns tracing on (the current tracer's
+        ``start``, then ``tracing_start()``) or off (``tracing_stop()``, then its
+        ``stop``).  Returns ``cnt``."""
+        val = int(bool(kstrtoul_from_user(data)))
+        with self.trace_types_lock:
+            if self.tracer_enabled ^ val:
+                # Only need to warn if this is used to change the state
+                WARN_ONCE(self.ft, True, LINE_TRACING_ENABLED_DEPRECATED,
+                          "tracing_enabled is deprecated. Use tracing_on", TRACE_C)
+                if val:
+                    self.tracer_enabled = 1
+                    if self.current_trace.start is not None:
+                        self.current_trace.start()
+                    self.tracing_start()
+                else:
+                    self.tracer_enabled = 0
+                    self.tracing_stop()
+                    if self.current_trace.stop is not None:
+                        self.current_trace.stop()
+        return len(data)
 
     def available_tracers(self) -> str:
         return " ".join(t.name for t in self.trace_types) + "\n"

@@ -300,6 +300,33 @@ class FunctionProfileFile(FileOps):
         return FunctionProfileOpenFile(kernel, path, flags)
 
 
+class TracingCtrlOpenFile(OpenFile):
+    """An open ``tracing_enabled``: ``tracing_ctrl_read()`` and ``tracing_ctrl_write()``,
+    which moves the position by what it took (``*ppos += cnt``)."""
+
+    def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
+        super().__init__(path, flags)
+        self.tracing = kernel.tracing
+
+    def read(self, size: int) -> bytes:
+        return simple_read_from_buffer(self, size, self.tracing.tracing_ctrl_read())
+
+    def write(self, data: bytes) -> int:
+        cnt = self.tracing.tracing_ctrl_write(data)
+        self.pos += cnt
+        return cnt
+
+
+class TracingCtrlFile(FileOps):
+    """``tracing_ctrl_fops`` of the deprecated ``tracing_enabled``: opened by
+    ``tracing_open_generic()``."""
+
+    mode = 0o644
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return TracingCtrlOpenFile(kernel, path, flags)
+
+
 @kernel_function_named(*SYSCALL_READ)
 def file_read(file: OpenFile, size: int) -> bytes:
     """``vfs_read``: EBADF without FMODE_READ."""

@@ -79,7 +79,10 @@ def trace_text(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> str:
 
 
 class TraceOpenFile(SeqText):
-    """An open ``trace``: recording stops while it is open for read (``tracing_stop``)."""
+    """An open ``trace``: open for read, tracing stops until it is closed
+    (``__tracing_open()`` and ``tracing_release()`` call ``tracing_stop()`` and
+    ``tracing_start()`` under ``trace_types_lock``): no function callback runs, and
+    nothing is recorded."""
 
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
         lat_fmt = bool(kernel.tracing.trace_flags & TRACE_ITER_LATENCY_FMT)
@@ -87,7 +90,8 @@ class TraceOpenFile(SeqText):
         self.kernel = kernel
         self.stopped = bool(self.f_mode & FMODE_READ)
         if self.stopped:
-            kernel.ring_buffer.record_disable()
+            with kernel.tracing.trace_types_lock:
+                kernel.tracing.tracing_stop()
 
     def write(self, data: bytes) -> int:
         return len(data)  # tracing_write_stub: accepted and ignored
@@ -95,7 +99,8 @@ class TraceOpenFile(SeqText):
     def release(self) -> None:
         if self.stopped:
             self.stopped = False
-            self.kernel.ring_buffer.record_enable()
+            with self.kernel.tracing.trace_types_lock:
+                self.kernel.tracing.tracing_start()
 
 
 class TraceFile(FileOps):
@@ -142,6 +147,8 @@ class TracePipeOpenFile(OpenFile):
         self.seq = b""  # filled, not yet read (trace_seq_to_user's leftover)
         self.events: collections.deque[Event] = collections.deque()  # consumed, not printed
         self.interrupted = threading.Event()
+        # iter->pos != 0: a read has found entries (tracing_read_pipe() sets it to -1).
+        self.iter_pos = False
 
     def interrupt(self) -> None:
         """A signal for the process blocked in read (its client went away)."""
@@ -191,12 +198,19 @@ class TracePipeOpenFile(OpenFile):
                 return False
             if events:
                 self.events.extend(events)
+                self.iter_pos = True
                 return True
             if rb.closed:
                 # No data will ever come: a reader blocked here dies with the old boot;
                 # one that already has lines returns them first.
                 if block:
                     raise KernelError(errno.ENODEV, "the kernel rebooted")
+                return False
+            # tracing_wait_pipe(): once a read has found entries, an empty buffer with
+            # tracing_enabled at 0 is the end of the file.  3.6 looks after each
+            # wait_pipe (the function tracer's polls every 100 ms; nop's sleeps until a
+            # trace_wake_up()), the model after each wait above.
+            if not self.kernel.tracing.tracer_enabled and self.iter_pos:
                 return False
 
 

@@ -11,7 +11,7 @@ from kernel_daemon.tracefs.buffer_files import TracingBuffersFile
 from kernel_daemon.tracefs.event_files import events_directory
 from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, FtracePidFile,
                                          FunctionProfileFile, GeneratedFile, ProcSysFile,
-                                         RegexFile)
+                                         RegexFile, TracingCtrlFile)
 from kernel_daemon.tracefs.option_files import (README_MSG, FreeBufferFile, OptionsDirectory,
                                                 trace_options_file, tracing_max_lat_file)
 from kernel_daemon.tracefs.stat_files import TracingStatFile
@@ -44,6 +44,7 @@ def tracing_directory(kernel: Kernel) -> Directory:
     # trace_stat/: a file per registered stat tracer, the profiler's function<cpu>.
     tracing["trace_stat"] = Directory((session.ts.name, TracingStatFile(session))
                                       for session in kernel.all_stat_sessions)
+    tracing["tracing_enabled"] = TracingCtrlFile()
     tracing["current_tracer"] = CurrentTracerFile()
     tracing["available_tracers"] = GeneratedFile(lambda k: k.tracing.available_tracers())
     tracing["dyn_ftrace_total_info"] = GeneratedFile(dyn_ftrace_total_info)
