@@ -270,61 +270,43 @@ def simple_read_from_buffer(file: OpenFile, size: int, data: bytes) -> bytes:
     return chunk
 
 
-class FunctionProfileOpenFile(OpenFile):
-    """An open ``function_profile_enabled``: ``ftrace_profile_read()`` and
-    ``ftrace_profile_write()``."""
+class SimpleOpenFile(OpenFile):
+    """An open file of ``tracing_open_generic()`` whose read is ``simple_read_from_buffer()``
+    of a small buffer made at each read, and whose write moves the position by the count
+    it returns (``*ppos += cnt``), even a negative errno, which is then the write's error:
+    ``function_profile_enabled`` (a refused enable moves the position back by its errno,
+    and a read of the same file is then EINVAL) and ``tracing_enabled``."""
 
-    def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
+    def __init__(self, path: str, flags: int, show: Callable[[], bytes],
+                 store: Callable[[bytes], int]) -> None:
         super().__init__(path, flags)
-        self.profiler = kernel.function_profiler
+        self.show, self.store = show, store
 
     def read(self, size: int) -> bytes:
-        return simple_read_from_buffer(self, size, self.profiler.ftrace_profile_read())
+        return simple_read_from_buffer(self, size, self.show())
 
     def write(self, data: bytes) -> int:
-        """``*ppos += cnt`` even when ``cnt`` is an errno: a refused enable moves the
-        position back by it (a read of the same file is then EINVAL)."""
-        cnt = self.profiler.ftrace_profile_write(data)
+        cnt = self.store(data)
         self.pos += cnt
         if cnt < 0:
             raise KernelError(-cnt)
         return cnt
 
 
-class FunctionProfileFile(FileOps):
-    """``ftrace_profile_fops``: opened by ``tracing_open_generic()``."""
+class SimpleFile(FileOps):
+    """The ``file_operations`` of a :class:`SimpleOpenFile`: ``ftrace_profile_fops``
+    (``ftrace_profile_read``/``_write``), ``tracing_ctrl_fops`` (``tracing_ctrl_read``/
+    ``_write``)."""
 
     mode = 0o644
 
-    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return FunctionProfileOpenFile(kernel, path, flags)
-
-
-class TracingCtrlOpenFile(OpenFile):
-    """An open ``tracing_enabled``: ``tracing_ctrl_read()`` and ``tracing_ctrl_write()``,
-    which moves the position by what it took (``*ppos += cnt``)."""
-
-    def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
-        super().__init__(path, flags)
-        self.tracing = kernel.tracing
-
-    def read(self, size: int) -> bytes:
-        return simple_read_from_buffer(self, size, self.tracing.tracing_ctrl_read())
-
-    def write(self, data: bytes) -> int:
-        cnt = self.tracing.tracing_ctrl_write(data)
-        self.pos += cnt
-        return cnt
-
-
-class TracingCtrlFile(FileOps):
-    """``tracing_ctrl_fops`` of the deprecated ``tracing_enabled``: opened by
-    ``tracing_open_generic()``."""
-
-    mode = 0o644
+    def __init__(self, show: Callable[[Kernel], bytes],
+                 store: Callable[[Kernel, bytes], int]) -> None:
+        self.show, self.store = show, store
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return TracingCtrlOpenFile(kernel, path, flags)
+        return SimpleOpenFile(path, flags, lambda: self.show(kernel),
+                              lambda data: self.store(kernel, data))
 
 
 @kernel_function_named(*SYSCALL_READ)

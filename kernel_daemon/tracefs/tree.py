@@ -10,8 +10,7 @@ from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.buffer_files import TracingBuffersFile
 from kernel_daemon.tracefs.event_files import events_directory
 from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, FtracePidFile,
-                                         FunctionProfileFile, GeneratedFile, ProcSysFile,
-                                         RegexFile, TracingCtrlFile)
+                                         GeneratedFile, ProcSysFile, RegexFile, SimpleFile)
 from kernel_daemon.tracefs.option_files import (README_MSG, FreeBufferFile, OptionsDirectory,
                                                 trace_options_file, tracing_max_lat_file)
 from kernel_daemon.tracefs.stat_files import TracingStatFile
@@ -40,11 +39,14 @@ def tracing_directory(kernel: Kernel) -> Directory:
     tracing["set_ftrace_filter"] = RegexFile(Listing.FILTER)
     tracing["set_ftrace_notrace"] = RegexFile(Listing.NOTRACE)
     tracing["set_ftrace_pid"] = FtracePidFile()
-    tracing["function_profile_enabled"] = FunctionProfileFile()
+    tracing["function_profile_enabled"] = SimpleFile(
+        lambda k: k.function_profiler.ftrace_profile_read(),
+        lambda k, data: k.function_profiler.ftrace_profile_write(data))
     # trace_stat/: a file per registered stat tracer, the profiler's function<cpu>.
     tracing["trace_stat"] = Directory((session.ts.name, TracingStatFile(session))
                                       for session in kernel.all_stat_sessions)
-    tracing["tracing_enabled"] = TracingCtrlFile()
+    tracing["tracing_enabled"] = SimpleFile(lambda k: k.tracing.tracing_ctrl_read(),
+                                            lambda k, data: k.tracing.tracing_ctrl_write(data))
     tracing["current_tracer"] = CurrentTracerFile()
     tracing["available_tracers"] = GeneratedFile(lambda k: k.tracing.available_tracers())
     tracing["dyn_ftrace_total_info"] = GeneratedFile(dyn_ftrace_total_info)
