@@ -85,6 +85,10 @@ def parse_spec(spec: str) -> FailpointSpec | None:
         raise ValueError(f"bad failpoint spec {spec!r}: count must be >= 1 (use 'off')")
     action = m["action"].partition("(")[0]
     sleep_ms = float(m["ms"]) if m["ms"] is not None else 0.0
+    # time.sleep() refuses what does not fit its timeout (OverflowError, mid-path).
+    if sleep_ms / 1000 > threading.TIMEOUT_MAX:
+        raise ValueError(f"bad failpoint spec {spec!r}: sleep longer than "
+                         f"{threading.TIMEOUT_MAX * 1000:g} ms (use 'pause')")
     error = 0
     if m["errno"] is not None:
         error = getattr(errno_mod, m["errno"], 0)

@@ -47,7 +47,8 @@ def test_parse_good(spec: str, parsed: FailpointSpec | None) -> None:
     "spec",
     ["sleep", "sleep()", "sleep(x)", "pause(1)", "101%pause", "0*pause", "%pause",
      "-1%pause", "2*", "1*2*pause", "2*20%pause", "20 % pause", "panic", "off*pause",
-     "error", "error()", "error(efault)", "error(14)", "error(ENOSUCHERRNO)", "error(EPERM"],
+     "error", "error()", "error(efault)", "error(14)", "error(ENOSUCHERRNO)", "error(EPERM",
+     "sleep(99999999999999999999)"],
 )
 def test_parse_bad(spec: str) -> None:
     with pytest.raises(ValueError, match="bad failpoint spec"):
