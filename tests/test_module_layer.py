@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from kernel_daemon.ftrace.consistency import check_consistency
 from kernel_daemon.module import vmlinux
 from kernel_daemon.module.address_space import (
     MODULES_END,
@@ -32,6 +33,7 @@ from kernel_daemon.module.vmlinux import (
     build_vmlinux,
 )
 from kernel_daemon.unwind import call_trace
+from tests.kernel_helpers import booted, modprobe
 
 # The upstream report's call trace (shared/spec/upstream-report-8c4f3c3.txt).
 REPORT_TRACE = {
@@ -516,3 +518,21 @@ def test_concurrent_loads(loader: ModuleLoader, kallsyms: Kallsyms) -> None:
         t.join()
     assert errors == [] and loader.modules() == []
     assert kallsyms.proc_kallsyms().count("\t[") == 0
+
+
+def test_a_module_whose_record_pages_cannot_be_had_fails_to_load_and_leaves_nothing(
+        monkeypatch):
+    """Out of file descriptors, the module's record pages cannot be made
+    (ftrace_allocate_pages() failing): the load is ENOMEM (MemoryError), the module is
+    unwound, and it loads once descriptors are back."""
+    def no_more_files(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    with booted() as kernel:
+        monkeypatch.setattr("kernel_daemon.ftrace.records.ShmSegment", no_more_files)
+        with pytest.raises(MemoryError, match="FAILED to allocate memory for functions"):
+            modprobe(kernel, "uinput")
+        monkeypatch.undo()
+        assert kernel.modules.find_module("uinput") is None
+        assert check_consistency(kernel.ftrace) == []
+        assert modprobe(kernel, "uinput").name == "uinput"

@@ -601,3 +601,24 @@ def test_reader_follows_a_resize(rb):
 def test_reader_rejects_a_non_ring_buffer_namespace():
     with pytest.raises(FileNotFoundError):
         RingBufferReader(new_namespace())
+
+
+def test_a_resize_that_cannot_get_its_segment_is_enomem_and_changes_nothing(rb, monkeypatch):
+    """Out of file descriptors (or /dev/shm full), the new segment cannot be made: 3.6's
+    page allocation failing, so ENOMEM, and the CPU keeps its events, its size and a
+    segment a reader in another process can map; no writer is left marked in progress."""
+    write_n(rb, 0, 1, 10)
+    before = rb.counters(0)
+
+    def no_more_files(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr("kernel_daemon.trace.ring_buffer.ShmSegment", no_more_files)
+    with pytest.raises(KernelError) as exc:
+        rb.resize_kb(4)
+    assert exc.value.errno == errno.ENOMEM
+    monkeypatch.undo()
+    assert rb.counters(0) == before and rb.size_bytes(0) == 8160
+    assert [e.ts for e in RingBufferReader(rb.namespace).snapshot().events] == list(range(1, 11))
+    assert segments_of(rb.namespace) == sorted(
+        [f"{rb.namespace}.rb0", f"{rb.namespace}.rb1", f"{rb.namespace}.rbdir"])

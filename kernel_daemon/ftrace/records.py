@@ -181,8 +181,12 @@ class RecordPages:
         with self._segments_lock:
             if self._destroyed:
                 raise KernelError(errno.ENODEV, "the kernel rebooted: its memory is gone")
-            segment = ShmSegment(f"{self.namespace}.pg{group_id}", nr_pages * PAGE_SIZE,
-                                 create=True)
+            try:
+                segment = ShmSegment(f"{self.namespace}.pg{group_id}", nr_pages * PAGE_SIZE,
+                                     create=True)
+            except OSError as exc:  # EMFILE, ENOSPC: as ftrace_allocate_pages() failing
+                raise MemoryError(f"ftrace: FAILED to allocate memory for functions: "
+                                  f"{exc.strerror}") from exc
             self._segments.add(segment)
         recs = np.ndarray((len(ips),), dtype=DYN_FTRACE, buffer=segment.map)
         recs["ip"] = ips[order]

@@ -92,7 +92,7 @@ class RingBufferPerCpu:
 
     def allocate(self, capacity: int) -> None:
         """``rb_allocate_pages()``: a fresh, empty segment."""
-        self._new_segment(capacity)
+        self._install(self._create_segment(capacity), capacity)
         self.head = self.tail = 0
         self.reset()
 
@@ -100,21 +100,33 @@ class RingBufferPerCpu:
         """``rb_update_pages()`` (3.5+): ``rb_insert_pages()`` keeps every event;
         ``rb_remove_pages()`` frees the pages after the tail page, the oldest events, each
         counted as an overrun. The counters stay. The model drops whole events, not whole
-        pages, and copies what it keeps into a segment of the new size."""
+        pages, and copies what it keeps into a segment of the new size, made first: a
+        failure to make it (OSError) changes nothing, as a failed page allocation leaves
+        3.6's buffer as it was."""
+        segment = self._create_segment(capacity)
         if capacity < self.capacity:
             self.make_room(self.capacity - capacity)
         kept = copy_ring(self.recs, self.tail, self.head)
-        self._new_segment(capacity)
+        self._install(segment, capacity)
         self.recs[:len(kept)] = kept
         self.tail, self.head = 0, len(kept)
 
-    def _new_segment(self, capacity: int) -> None:
-        """Map a new segment under this CPU's name (the old name is dropped first; its
-        mapping stays valid while its records are copied)."""
-        if self.segment is not None:
-            self.segment.unlink()
-        self.segment = ShmSegment(self.name, capacity * RB_EVENT_SIZE, create=True)
-        self.recs = np.ndarray((capacity,), dtype=RB_EVENT, buffer=self.segment.map)
+    def _create_segment(self, capacity: int) -> ShmSegment:
+        """A new segment for this CPU, under a name of its own until it is installed."""
+        return ShmSegment(f"{self.name}.new", capacity * RB_EVENT_SIZE, create=True)
+
+    def _install(self, segment: ShmSegment, capacity: int) -> None:
+        """Put ``segment`` under this CPU's name in one rename, so a reader in another
+        process finds the old segment or the new one, never none (the old one's mapping
+        stays valid while its records are copied)."""
+        try:
+            os.replace(os.path.join(SHM_DIR, segment.name), os.path.join(SHM_DIR, self.name))
+        except OSError:
+            segment.unlink()
+            raise
+        segment.name = self.name
+        self.segment = segment
+        self.recs = np.ndarray((capacity,), dtype=RB_EVENT, buffer=segment.map)
         self.text = self.recs.view(RB_TEXT)
         self.types = self.recs["type"]
         self.capacity = capacity
@@ -621,9 +633,14 @@ class RingBuffer:
                                   f"{size_bytes} bytes per CPU do not fit in {SHM_DIR}")
             for cb in cpus:
                 cb.write_begin()
-                cb.resize(capacity)
+                try:
+                    cb.resize(capacity)
+                except OSError as exc:  # EMFILE, ENOSPC: the pages cannot be had
+                    raise KernelError(errno.ENOMEM, f"ring buffer of CPU {cb.cpu}: "
+                                                    f"{exc.strerror}") from exc
+                finally:
+                    cb.write_end()
                 cb.size_bytes = size_bytes
-                cb.write_end()
 
     # -- shutdown ---------------------------------------------------------------------------
     def close(self) -> None:
