@@ -123,8 +123,11 @@ def parse_identity_metadata(
         seen[key] = value
         if key == PID_METADATA_KEY:
             text = value.strip()
-            if not text.isascii() or not text.isdigit():
-                raise KernelError(errno.EINVAL, f"{key}: {value!r} is not a decimal pid")
+            # Longer than PID_MAX_LIMIT's digits is out of range (and int() of over 4300
+            # digits is refused by Python itself).
+            if not text.isascii() or not text.isdigit() or len(text.lstrip("0")) > 8:
+                raise KernelError(errno.EINVAL, f"{key}: {value[:32]!r} is not a decimal pid "
+                                                f"in 1..{PID_MAX_LIMIT}")
             number = int(text)
             if not 0 < number <= PID_MAX_LIMIT:
                 raise KernelError(errno.EINVAL, f"{key}: {number} out of range 1..{PID_MAX_LIMIT}")

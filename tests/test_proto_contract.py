@@ -300,12 +300,14 @@ def test_identity_defaults_and_limits():
 def test_parse_identity_metadata():
     assert parse_identity_metadata([]) == (None, None)
     assert parse_identity_metadata([("x-ftrace-pid", "20903"), ("x-ftrace-comm", "bash")]) == (20903, "bash")
+    assert parse_identity_metadata([("x-ftrace-pid", "000000000042")]) == (42, None)
     assert parse_identity_metadata([("x-ftrace-comm", "c" * 20), ("other", "x")]) == (None, "c" * 15)
     for bad in (
         [("x-ftrace-pid", "abc")],
         [("x-ftrace-pid", "0")],
         [("x-ftrace-pid", "-5")],
         [("x-ftrace-pid", "4194305")],
+        [("x-ftrace-pid", "9" * 5000)],  # past int()'s own digit limit
         [("x-ftrace-comm", "")],
         [("x-ftrace-comm", "a\x01b")],
         [("x-ftrace-pid", "1"), ("x-ftrace-pid", "2")],

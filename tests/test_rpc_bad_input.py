@@ -4,7 +4,9 @@ and the daemon goes on serving."""
 
 from __future__ import annotations
 
+import errno
 import os
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -16,7 +18,12 @@ from clients.api import RequestQueue
 from clients.connection import CHANNEL_OPTIONS, grpc_target
 from ftrace.v1 import (common_pb2, kernel_pb2, kernel_pb2_grpc, tracefs_pb2, tracefs_pb2_grpc,
                        tracer_pb2, tracer_pb2_grpc)
+from kernel_daemon.errno import KernelError
+from kernel_daemon.rpc.tracefs_service import watch_client
+from kernel_daemon.tracefs.files import file_read, file_release
+from kernel_daemon.tracefs.tree import mount
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.kernel_helpers import booted
 
 T = "/sys/kernel/debug/tracing"
 DEADLINE = 30
@@ -307,6 +314,52 @@ def test_streams_past_the_limit_get_enfile_and_unary_calls_go_on(stubs):
     assert (stats.streams, stats.open_files) == (0, 0)
 
 
+def test_blocking_unary_calls_hold_a_stream_slot(stubs):
+    """A ReadFile of trace_pipe and a WaitFailpoint can block as long as a stream lives,
+    so each holds a slot: with the slots taken they fail at once with ENFILE, where 256 of
+    them used to take every handler thread and leave every later call waiting; a read
+    that cannot block (tracing_on, or trace_pipe with nonblock) needs none."""
+    def streams() -> int:
+        return stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).streams
+
+    pipe = stubs.tracefs.ReadFile.future(
+        tracefs_pb2.ReadFileRequest(path=f"{T}/trace_pipe"), timeout=DEADLINE)
+    waiter = stubs.kernel.WaitFailpoint.future(
+        kernel_pb2.WaitFailpointRequest(name="ftrace_hash_move:after_disable"),
+        timeout=DEADLINE)
+    deadline = time.monotonic() + DEADLINE
+    while streams() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling the daemon's own count, not waiting a fixed time
+    assert streams() == 2
+    pipe.cancel()
+    waiter.cancel()
+    while streams() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert streams() == 0 and open_files(stubs) == 0
+
+    limit = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).max_streams
+    held = []
+    for _ in range(limit):
+        requests = RequestQueue()
+        call = stubs.tracefs.Session(iter(requests), timeout=DEADLINE * 4)
+        requests.put(open_(f"{T}/tracing_on"))
+        assert next(call).HasField("open")
+        held.append((requests, call))
+    for method, request in (
+            (stubs.tracefs.ReadFile, tracefs_pb2.ReadFileRequest(path=f"{T}/trace_pipe")),
+            (stubs.kernel.WaitFailpoint,
+             kernel_pb2.WaitFailpointRequest(name="ftrace_hash_move:after_disable"))):
+        assert failing(method, request).name == "ENFILE"
+    for path, nonblock in ((f"{T}/tracing_on", False), (f"{T}/trace_pipe", True)):
+        stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(path=path, nonblock=nonblock),
+                               timeout=DEADLINE)
+    for requests, call in held:
+        requests.end()
+        for _ in call:
+            pass
+    assert streams() == 0 and open_files(stubs) == 0
+
+
 # --- Messages that do not parse -----------------------------------------------------------
 
 # A string field (ReadFileRequest.path, RegisterOps.name, OpenRequest.path) holding bytes
@@ -380,3 +433,21 @@ def test_a_session_reading_trace_pipe_ends_with_enodev_at_a_reboot(stubs):
     requests.end()
     stats = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE)
     assert (stats.streams, stats.open_files) == (0, 0)
+
+
+def test_a_read_whose_call_ended_before_it_was_watched_is_interrupted_at_once():
+    """grpc's add_callback() returns False when the call is already over (cancelled just
+    after it began): its callback would never run, so a blocking read must be interrupted
+    there and then, or it waits for ever (14 of 300 quickly cancelled trace_pipe reads
+    left a reader and its thread behind)."""
+    class EndedCall:
+        def add_callback(self, callback) -> bool:
+            return False
+
+    with booted(core_functions=4096) as kernel:
+        pipe = mount(kernel).open(f"{T}/trace_pipe", os.O_RDONLY)
+        watch_client(EndedCall(), pipe)
+        with pytest.raises(KernelError) as exc:  # at once, not after the buffer fills
+            file_read(pipe, 4096)
+        assert exc.value.errno == errno.EINTR
+        file_release(pipe)

@@ -246,7 +246,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
 
     @translate_kernel_errors
     def WaitFailpoint(self, request: pb.WaitFailpointRequest, context: grpc.ServicerContext) -> pb.Failpoint:
-        with self.state.syscall(context) as boot:
+        with self.state.syscall(context) as boot, self.state.stream_slots.held():
             fp = boot.kernel.failpoints
             # Never past the call's deadline (time_remaining() is vast without one).
             timeout = context.time_remaining()

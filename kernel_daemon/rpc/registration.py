@@ -113,8 +113,7 @@ def counted(state: DaemonState, full_name: str, behaviour: Behaviour) -> Behavio
 def holding_a_stream_slot(slots: StreamSlots, behaviour: Behaviour) -> Behaviour:
     def streamed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         if not slots.take():
-            abort_with_errno(context, KernelError(
-                errno.ENFILE, f"all {slots.limit} streams of the daemon are open"))
+            abort_with_errno(context, slots.exhausted())
         try:
             responses = behaviour(request, context)
         except BaseException:  # refused before it streams (a request that does not parse)

@@ -12,11 +12,13 @@ which is unlinked. New calls see the new boot.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import gc
 import itertools
 import threading
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import grpc
@@ -217,3 +219,18 @@ class StreamSlots:
     def give_back(self) -> None:
         with self._lock:
             self.open -= 1
+
+    def exhausted(self) -> KernelError:
+        return KernelError(errno.ENFILE, f"all {self.limit} streams of the daemon are open")
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """A slot for a unary call that may block as long as a stream lives (a read of
+        ``trace_pipe``, ``WaitFailpoint``): without one, enough of those calls would take
+        every handler thread and leave no call of any client an answer."""
+        if not self.take():
+            raise self.exhausted()
+        try:
+            yield
+        finally:
+            self.give_back()

@@ -7,6 +7,7 @@ last ``fput`` and runs the file's release, as a process that exits closes its fi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterator
@@ -56,7 +57,10 @@ def watch_client(context: grpc.ServicerContext, file: OpenFile) -> None:
     """Interrupt a blocked read of ``file`` when the client goes away; a file that never
     blocks (its ``interrupt`` is the default no-op) needs no callback."""
     if type(file).interrupt is not OpenFile.interrupt:
-        context.add_callback(file.interrupt)
+        # False: the call already ended (cancelled before the read began), and the
+        # callback will never run, so the read must not start blocking.
+        if not context.add_callback(file.interrupt):
+            file.interrupt()
 
 
 def dir_entry(entry: DirEntry) -> pb.DirEntry:
@@ -163,28 +167,36 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
             file = self._open(boot, path, flags)
             watch_client(context, file)
             chunks: list[bytes] = []
-            size = 0
-            would_block = False
+            blocks = not request.nonblock and type(file).interrupt is not OpenFile.interrupt
             try:
-                while not max_bytes or size < max_bytes:
-                    # Never past max_bytes: what a consuming file gave is not thrown away.
-                    count = min(READ_CHUNK, max_bytes - size) if max_bytes else READ_CHUNK
-                    try:
-                        data = file_read(file, count)
-                    except KernelError as err:
-                        if err.errno != errno.EAGAIN:  # EAGAIN: only with O_NONBLOCK
-                            raise for_syscall(err, "read", path) from None
-                        would_block = True
-                        break
-                    if not data:
-                        break
-                    chunks.append(data)
-                    size += len(data)
+                with self.state.stream_slots.held() if blocks else contextlib.nullcontext():
+                    size, would_block = self._read_all(file, path, max_bytes, chunks)
             finally:
                 self._release(file)
             return pb.ReadFileResponse(data=chunks[0] if len(chunks) == 1 else b"".join(chunks),
                                        would_block=would_block,
                                        truncated=bool(max_bytes) and size >= max_bytes)
+
+    @staticmethod
+    def _read_all(file: OpenFile, path: str, max_bytes: int,
+                  chunks: list[bytes]) -> tuple[int, bool]:
+        """``cat``'s reads into ``chunks``, up to ``max_bytes`` (0: to the end); returns
+        the bytes read and whether a read would have blocked (EAGAIN, O_NONBLOCK only)."""
+        size = 0
+        while not max_bytes or size < max_bytes:
+            # Never past max_bytes: what a consuming file gave is not thrown away.
+            count = min(READ_CHUNK, max_bytes - size) if max_bytes else READ_CHUNK
+            try:
+                data = file_read(file, count)
+            except KernelError as err:
+                if err.errno != errno.EAGAIN:  # EAGAIN: only with O_NONBLOCK
+                    raise for_syscall(err, "read", path) from None
+                return size, True
+            if not data:
+                break
+            chunks.append(data)
+            size += len(data)
+        return size, False
 
     @translate_kernel_errors
     def WriteFile(self, request: pb.WriteFileRequest, context: grpc.ServicerContext) -> pb.WriteFileResponse:
@@ -222,7 +234,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         with self.state.syscall(context) as boot:
             task = current()
             file = self._open(boot, path, flags)
-        context.add_callback(file.interrupt)
+        watch_client(context, file)
         try:
             while context.is_active():
                 with running_as(task):
