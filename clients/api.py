@@ -122,7 +122,8 @@ class FileSession:
         self._closed = False
         try:
             opened: tracefs_pb2.OpenResult = self._do(
-                tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(path=path, flags=flags))
+                tracefs_pb2.FileRequest(
+                    open=tracefs_pb2.OpenRequest(path=_named(path), flags=flags))
             )
         except FtraceError:
             self.cancel()  # no file to release; just end the call
@@ -345,6 +346,18 @@ class TracerSession:
             self.cancel()
 
 
+def _named(name: str) -> str:
+    """A path or module name for a request's ``string`` field. A name that is not UTF-8
+    (a script's bytes, decoded with surrogateescape) cannot be sent, and names nothing
+    the daemon has (its files and modules are all ASCII): ENOENT, what open(2) or
+    init_module would say of it."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FtraceError(errno.ENOENT, f"{name!r}: no such name", path=name) from None
+    return name
+
+
 def _as_bytes(data: bytes | str) -> bytes:
     # surrogateescape: a str decoded that way from a non-UTF-8 script gets its bytes back.
     return data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
@@ -450,7 +463,8 @@ class Client:
         """``cat PATH``: open, read to EOF (or EAGAIN with nonblock, or max_bytes), release."""
         with translate_rpc_errors():
             response = self.connection.tracefs.ReadFile(
-                tracefs_pb2.ReadFileRequest(path=path, nonblock=nonblock, max_bytes=max_bytes)
+                tracefs_pb2.ReadFileRequest(path=_named(path), nonblock=nonblock,
+                                            max_bytes=max_bytes)
             )
         return response.data
 
@@ -460,7 +474,8 @@ class Client:
         Returns the bytes written. A failed write raises its FtraceError (syscall
         "write") after the daemon released the file; a failed open has syscall "open".
         """
-        request = tracefs_pb2.WriteFileRequest(path=path, data=_as_bytes(data), append=append)
+        request = tracefs_pb2.WriteFileRequest(path=_named(path), data=_as_bytes(data),
+                                               append=append)
         return self._locking_call(self.connection.tracefs.WriteFile, request).bytes_written
 
     def _locking_call(self, method: Any, request: Any) -> Any:
@@ -478,13 +493,14 @@ class Client:
     def list_dir(self, path: str) -> list[tracefs_pb2.DirEntry]:
         """The entries of a directory, sorted by name."""
         with translate_rpc_errors():
-            response = self.connection.tracefs.ListDir(tracefs_pb2.ListDirRequest(path=path))
+            response = self.connection.tracefs.ListDir(
+                tracefs_pb2.ListDirRequest(path=_named(path)))
         return list(response.entries)
 
     def stat(self, path: str) -> tracefs_pb2.StatResponse:
         """stat(2): the canonical path and its DirEntry."""
         with translate_rpc_errors():
-            return self.connection.tracefs.Stat(tracefs_pb2.StatRequest(path=path))
+            return self.connection.tracefs.Stat(tracefs_pb2.StatRequest(path=_named(path)))
 
     def open(self, path: str, flags: int = os.O_RDONLY) -> FileSession:
         """open(2) with ``os.O_*`` flags (Linux values, as the daemon takes them)."""
@@ -514,10 +530,10 @@ class Client:
         """
         request = modules_pb2.LoadModuleRequest(if_loaded_ok=if_loaded_ok)
         if functions is not None:
-            request.explicit.name = name or ""
+            request.explicit.name = _named(name or "")
             request.explicit.functions.extend(functions)
         else:
-            request.catalog_name = name or ""
+            request.catalog_name = _named(name or "")
         if placement is not None:
             request.placement = _enum_value(
                 modules_pb2.ModulePlacement, "MODULE_PLACEMENT_", placement
@@ -528,7 +544,7 @@ class Client:
         """rmmod: the module as it was; with ``if_absent_ok`` an absent one gives name ""."""
         return self._locking_call(
             self.connection.modules.Unload,
-            modules_pb2.UnloadModuleRequest(name=name, if_absent_ok=if_absent_ok))
+            modules_pb2.UnloadModuleRequest(name=_named(name), if_absent_ok=if_absent_ok))
 
     def list_modules(self) -> list[modules_pb2.ModuleInfo]:
         """The loaded modules, most recently loaded first."""

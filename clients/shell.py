@@ -41,6 +41,7 @@ from clients.shell_parser import (
     Pipeline,
     ShellSyntaxError,
     expand,
+    fd_number,
     parse,
 )
 from clients.shell_runtime import (
@@ -240,10 +241,11 @@ class Shell:
             for redirect in command.redirects:
                 target = expand(redirect.target, self.status, os.getpid())
                 if redirect.op == ">&":
-                    if int(target) not in fds:
+                    fd = fd_number(target)
+                    if fd not in fds:
                         self._say(fds[2], f"{self.prefix()}: {target}: Bad file descriptor")
                         return 1
-                    fds[redirect.fd] = fds[int(target)]
+                    fds[redirect.fd] = fds[fd]
                     continue
                 special = {"/dev/null": NullOutput(), "/dev/stdout": fds[1], "/dev/stderr": fds[2]}
                 if target in special:

@@ -48,7 +48,9 @@ def cmd_exit(ctx: Invocation) -> int:
         raise ShellExit(ctx.shell.status)
     # bash's legal_number: blanks around, a sign, decimal digits, and it must fit intmax_t.
     number = re.fullmatch(r"\s*([-+]?[0-9]+)\s*", ctx.args[0], re.ASCII)
-    if number is None or not -(2**63) <= int(number.group(1)) < 2**63:
+    # Over 19 digits never fits (and int() refuses thousands of them).
+    if (number is None or len(number.group(1).lstrip("+-").lstrip("0")) > 19
+            or not -(2**63) <= int(number.group(1)) < 2**63):
         ctx.builtin_err(f"{ctx.args[0]}: numeric argument required")
         raise ShellExit(2)
     raise ShellExit(int(number.group(1)) & 0xFF)

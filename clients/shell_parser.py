@@ -35,6 +35,7 @@ __all__ = [
     "tokenize",
     "parse",
     "expand",
+    "fd_number",
 ]
 
 #: Operators, longest first so that ">>" wins over ">".
@@ -52,6 +53,18 @@ _BLANKS = " \t"
 _PARAMETERS = {"?": "\0?", "$": "\0$"}
 #: Backslash escapes these inside double quotes (bash); before anything else it stays.
 _DQUOTE_ESCAPABLE = frozenset('$`"\\\n')
+
+# INT_MAX: bash reads a redirection's fd as an int; a longer number is a word.
+_FD_MAX = 2**31 - 1
+
+
+def fd_number(text: str) -> int | None:
+    """The file descriptor ``text`` names before a redirection (ASCII digits, at most
+    INT_MAX), else None: bash takes ``²>`` or a 5000-digit ``N>`` as a word."""
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 10:
+        return None
+    fd = int(text)
+    return fd if fd <= _FD_MAX else None
 
 
 class ShellSyntaxError(Exception):
@@ -183,7 +196,7 @@ class _Lexer:
             else:
                 parts.append(self.parameter() if char == "$" else char)
         text = "".join(parts)
-        is_fd = not quoted and text.isdigit() and self.peek() in ("<", ">")
+        is_fd = not quoted and fd_number(text) is not None and self.peek() in ("<", ">")
         self.tokens.append(Token("io" if is_fd else "word", text, line))
 
     def parameter(self) -> str:
@@ -306,7 +319,7 @@ class _Parser:
         token = self.tokens[self.pos]
         fd = 1
         if token.kind == "io":
-            fd = int(token.text)
+            fd = fd_number(token.text)
             self.pos += 1
             token = self.tokens[self.pos]  # the lexer made an io token only before < or >
             if token.text in _REFUSED:
@@ -317,7 +330,7 @@ class _Parser:
             raise self.unexpected(target)
         self.pos += 1
         op = ">" if token.text == ">|" else token.text
-        if op == ">&" and not target.text.isdigit():
+        if op == ">&" and not (target.text.isascii() and target.text.isdigit()):
             raise ShellSyntaxError(
                 f"`>&{target.text}': only >&N (a file descriptor) is supported by ftrace-shell",
                 target.line,

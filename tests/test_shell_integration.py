@@ -181,6 +181,24 @@ true
     ]
 
 
+def test_names_that_are_not_utf8_and_overlong_numbers_read_as_bash(daemon, tmp_path):
+    """No traceback: a name that is not UTF-8 names no file and no module; ``²>`` and a
+    number past INT_MAX before ``>`` are words; ``>&`` and ``exit`` of a 30-digit number
+    are bash's errors."""
+    big = "9" * 30
+    script = (b"cat /sys/kernel/\xff\xfe\nmodprobe \xff\xfe\necho x \xc2\xb2>/dev/null\n"
+              + f"echo x 99999999999>/dev/null\necho x >&{big}\nexit {big}\n".encode())
+    shell = start_shell(tmp_path, ["--address", daemon.address], script)
+    out, err = shell.communicate(timeout=120)
+    assert (shell.returncode, out) == (2, b"")
+    assert err.splitlines() == [
+        b"cat: /sys/kernel/\xff\xfe: No such file or directory",
+        b"modprobe: FATAL: Module \xff\xfe not found in directory /lib/modules/3.6.11+",
+        f"repro.sh: line 5: {big}: Bad file descriptor".encode(),
+        f"repro.sh: line 6: exit: {big}: numeric argument required".encode(),
+    ]
+
+
 def test_standard_input_and_dash_c_diagnostics_name_the_line(daemon, tmp_path):
     """As bash's: standard input (no script, or "-"), or a -c command."""
     script = "cd /sys/kernel/tracing\necho nosuchfn > set_ftrace_filter\n"

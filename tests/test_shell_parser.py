@@ -157,6 +157,9 @@ def test_and_or_and_pipe_continue_on_the_next_line():
         ("echo a2>f", (Redirect(1, ">", "f"),), ("echo", "a2")),  # only a lone number is an fd
         ("echo '2'>f", (Redirect(1, ">", "f"),), ("echo", "2")),  # a quoted one is a word
         ("echo 2 >f", (Redirect(1, ">", "f"),), ("echo", "2")),
+        ("echo x \u00b2>f", (Redirect(1, ">", "f"),), ("echo", "x", "\u00b2")),  # not ASCII
+        ("echo x 2147483648>f", (Redirect(1, ">", "f"),), ("echo", "x", "2147483648")),
+        ("echo x 2147483647>f", (Redirect(2147483647, ">", "f"),), ("echo", "x")),
         ("> f", (Redirect(1, ">", "f"),), ()),
     ],
 )
