@@ -451,3 +451,18 @@ def test_a_read_whose_call_ended_before_it_was_watched_is_interrupted_at_once():
             file_read(pipe, 4096)
         assert exc.value.errno == errno.EINTR
         file_release(pipe)
+
+
+def test_a_write_whose_caller_went_away_stops_between_two_writes(stubs):
+    """WriteFile is the shell's write loop inside the daemon: once the call is over
+    (here its deadline), no more write(2)s, as a killed echo makes none; the file is
+    released and the writes made so far are installed. 100,000 tokens took minutes."""
+    with pytest.raises(grpc.RpcError) as info:
+        stubs.tracefs.WriteFile(tracefs_pb2.WriteFileRequest(
+            path=f"{T}/set_ftrace_filter", data=b"* " * 100_000), timeout=0.5)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    deadline = time.monotonic() + DEADLINE
+    while open_files(stubs) and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling the daemon's own count, not waiting a fixed time
+    assert open_files(stubs) == 0
+    assert still_consistent(stubs)

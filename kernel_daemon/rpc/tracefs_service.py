@@ -205,8 +205,9 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
             file = self._open(boot, request.path, flags)
             data, sizes, failure = request.data, [], None
             try:
-                # The shell's write loop: a short write is followed by the rest.
-                while data and len(sizes) < MAX_WRITE_CALLS:
+                # The shell's write loop: a short write is followed by the rest, while
+                # the caller is there (a killed echo stops between two write(2)s).
+                while data and len(sizes) < MAX_WRITE_CALLS and context.is_active():
                     try:
                         written = file_write(file, data)
                     except KernelError as err:
