@@ -102,6 +102,8 @@ class Shell:
         #: bash -v: print each input line to stderr as it is read.
         self.echo_input = echo_input
         self._pending: list[str] = []
+        # The quote an unfinished command waits for (Incomplete.closing).
+        self._awaiting: str | None = None
         self._pending_start = 1
         self._next_line = 1
 
@@ -145,10 +147,16 @@ class Shell:
             self._say(self.stderr, line.removesuffix("\n"))
         self._pending.append(line)
         self._next_line += 1
+        # Inside a quote, only a line with that quote can end the command: parsing
+        # again at every line would take time quadratic in the quote's length.
+        if self._awaiting is not None and self._awaiting not in line:
+            return
+        self._awaiting = None
         text = "".join(self._pending)
         try:
             program = parse(text, self._pending_start)
-        except Incomplete:
+        except Incomplete as error:
+            self._awaiting = error.closing
             return
         except ShellSyntaxError as error:
             self._pending = []
@@ -174,6 +182,7 @@ class Shell:
     def discard(self) -> None:
         """Forget an unfinished command (Ctrl-C at the continuation prompt)."""
         self._pending = []
+        self._awaiting = None
 
     def finish(self) -> None:
         """End of input: an unfinished command runs if the end completes it (a final
@@ -181,7 +190,7 @@ class Shell:
         if not self._pending:
             return
         text = "".join(self._pending)
-        self._pending = []
+        self._pending, self._awaiting = [], None
         try:
             program = parse(text, self._pending_start, at_eof=True)
         except ShellSyntaxError as error:

@@ -77,7 +77,13 @@ class ShellSyntaxError(Exception):
 
 
 class Incomplete(ShellSyntaxError):
-    """The input ends inside a command; the message is bash's if no more input comes."""
+    """The input ends inside a command; the message is bash's if no more input comes.
+    ``closing``: the quote that must come before the input can end the command (None
+    when any line may)."""
+
+    def __init__(self, message: str, line: int, closing: str | None = None) -> None:
+        super().__init__(message, line)
+        self.closing = closing
 
 
 @dataclass(frozen=True)
@@ -208,7 +214,7 @@ class _Lexer:
     def single_quoted(self, line: int) -> str:
         end = self.text.find("'", self.pos)
         if end < 0:
-            raise Incomplete("unexpected EOF while looking for matching `''", line)
+            raise Incomplete("unexpected EOF while looking for matching `''", line, "'")
         body = self.text[self.pos:end]
         self.line += body.count("\n")
         self.pos = end + 1
@@ -218,7 +224,7 @@ class _Lexer:
         parts: list[str] = []
         while True:
             if self.pos >= len(self.text):
-                raise Incomplete("unexpected EOF while looking for matching `\"'", line)
+                raise Incomplete("unexpected EOF while looking for matching `\"'", line, '"')
             char = self.take()
             if char == '"':
                 return "".join(parts)

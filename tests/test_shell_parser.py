@@ -472,3 +472,22 @@ def test_redirection_to_dev_null_and_fd_duplication():
     assert run("nosuchcommand 2>&1")[1:] == ("bash: line 1: nosuchcommand: command not found\n",
                                              "")
     assert run("echo x >&7")[2] == "bash: line 1: 7: Bad file descriptor\n"
+
+
+def test_a_long_quoted_word_is_parsed_once_it_can_end(monkeypatch):
+    """Inside a quote only a line holding that quote can end the command, so the pending
+    lines are parsed again only then: 20,000 lines inside an open quote were parsed
+    20,000 times (quadratic: over a minute), where bash reads on."""
+    import clients.shell
+
+    calls = []
+    real_parse = clients.shell.parse
+    monkeypatch.setattr(clients.shell, "parse",
+                        lambda *args, **kwargs: calls.append(1) or real_parse(*args, **kwargs))
+    body = ["line"] * 20_000
+    status, out, err = run("\n".join(['echo "start', *body, 'end"', "echo 'a", *body, "b'"]))
+    assert (status, err) == (0, "")
+    assert out == "\n".join(["start", *body, "end", "a", *body, "b"]) + "\n"
+    assert len(calls) == 4
+    status, out, err = run("\n".join(['echo "open', *body[:3]]))
+    assert status == 2 and "unexpected EOF while looking for matching" in err
