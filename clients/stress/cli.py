@@ -155,8 +155,8 @@ def summary(report: dict, out_dir: str) -> str:
                      f"({repro['command_count']} commands, "
                      f"{'confirmed' if repro['confirmed'] else 'NOT confirmed'})")
     elif repro:
-        lines.append(f"  no sequential reproducer; interleaving in "
-                     f"{os.path.join(out_dir, 'report.txt')}")
+        found = "; interleaving in" if repro["interleaving"] else " found; see"
+        lines.append(f"  no sequential reproducer{found} {os.path.join(out_dir, 'report.txt')}")
     lines.append(f"  report: {os.path.join(out_dir, 'report.txt')}")
     return "\n".join(lines)
 

@@ -479,7 +479,9 @@ class Minimizer:
                 body.append(f"dmesg | grep {self.target.grep}")
             return "\n".join(header + body) + "\n"
         header = [f"# {self.boot.command('ftraced')}",
-                  "# No sequential reproducer: the anomaly needs two operations to overlap.",
+                  "# No sequential reproducer was found (report.txt says what was tried)"
+                  + (": the interleaving below reproduces the anomaly."
+                     if found.interleaving is not None else "."),
                   f"# Anomaly: {self.target.describe()}"]
         if found.interleaving is None:
             return "\n".join(header) + "\n"

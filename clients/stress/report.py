@@ -344,8 +344,15 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
                    f"{repro['confirmation']}")
         out += [f"    {line}" for line in result.reproducer.script.splitlines()]
     else:
-        out.append("  No sequential reproducer exists for this run: replayed one at a time, "
-                   "its operations do not show the anomaly.")
+        out.append("  No sequential reproducer was found: replayed one at a time, the "
+                   "candidates tried do not show the anomaly (the notes below say which).")
+        if not result.config.boot.races:
+            # The fixed and buggy kernels lock every path: a sequential cause exists, and
+            # overlapping operations may have taken effect in an order the candidates
+            # missed (a tracer's operations report no lock time to order them by).
+            out.append("  No race window was open, so a sequential cause exists: the "
+                       "operations that overlapped took effect in an order none of the "
+                       "candidates had; history.jsonl has the whole run.")
         if repro["interleaving"]:
             out.append("  The interleaving that reproduces it:")
             out += [f"    {step}" for step in interleaving_steps(repro["interleaving"],
