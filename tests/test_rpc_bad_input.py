@@ -8,6 +8,7 @@ import errno
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -288,10 +289,8 @@ def test_readfile_nonblock_and_max_bytes(stubs):
 
 # --- Streams: a client holding many cannot stall the daemon --------------------------------
 
-def test_streams_past_the_limit_get_enfile_and_unary_calls_go_on(stubs):
-    """common.proto STREAMS: idle file sessions fill the streaming slots; the next one
-    fails at once with ENFILE, while unary calls (Stats, CheckConsistency) still run."""
-    limit = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).max_streams
+def take_every_stream_slot(stubs: Stubs, limit: int) -> list[tuple[RequestQueue, Any]]:
+    """``limit`` idle file sessions, each holding a stream slot."""
     held = []
     for _ in range(limit):
         requests = RequestQueue()
@@ -299,16 +298,28 @@ def test_streams_past_the_limit_get_enfile_and_unary_calls_go_on(stubs):
         requests.put(open_(f"{T}/tracing_on"))
         assert next(call).HasField("open")
         held.append((requests, call))
+    return held
+
+
+def end_sessions(held: list[tuple[RequestQueue, Any]]) -> None:
+    for requests, call in held:
+        requests.end()
+        for _ in call:
+            pass
+
+
+def test_streams_past_the_limit_get_enfile_and_unary_calls_go_on(stubs):
+    """common.proto STREAMS: idle file sessions fill the streaming slots; the next one
+    fails at once with ENFILE, while unary calls (Stats, CheckConsistency) still run."""
+    limit = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).max_streams
+    held = take_every_stream_slot(stubs, limit)
     answers, error = session(stubs, open_(f"{T}/tracing_on"), CLOSE)
     assert answers == [] and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert errno_of(error).name == "ENFILE"
     stats = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE)
     assert (stats.streams, stats.open_files) == (limit, limit)
     assert still_consistent(stubs)
-    for requests, call in held:
-        requests.end()
-        for _ in call:
-            pass
+    end_sessions(held)
     assert session(stubs, open_(f"{T}/tracing_on"), read(), CLOSE)[1] is None
     stats = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE)
     assert (stats.streams, stats.open_files) == (0, 0)
@@ -338,13 +349,7 @@ def test_blocking_unary_calls_hold_a_stream_slot(stubs):
     assert streams() == 0 and open_files(stubs) == 0
 
     limit = stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).max_streams
-    held = []
-    for _ in range(limit):
-        requests = RequestQueue()
-        call = stubs.tracefs.Session(iter(requests), timeout=DEADLINE * 4)
-        requests.put(open_(f"{T}/tracing_on"))
-        assert next(call).HasField("open")
-        held.append((requests, call))
+    held = take_every_stream_slot(stubs, limit)
     for method, request in (
             (stubs.tracefs.ReadFile, tracefs_pb2.ReadFileRequest(path=f"{T}/trace_pipe")),
             (stubs.kernel.WaitFailpoint,
@@ -353,10 +358,7 @@ def test_blocking_unary_calls_hold_a_stream_slot(stubs):
     for path, nonblock in ((f"{T}/tracing_on", False), (f"{T}/trace_pipe", True)):
         stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(path=path, nonblock=nonblock),
                                timeout=DEADLINE)
-    for requests, call in held:
-        requests.end()
-        for _ in call:
-            pass
+    end_sessions(held)
     assert streams() == 0 and open_files(stubs) == 0
 
 
