@@ -303,12 +303,14 @@ def test_boot_config_reports_the_seed_and_the_buffer_size_it_booted_with(client)
 def test_dump_records_refuses_contradictory_or_malformed_filters(client):
     client.load("uinput")
     for request in (dict(module="uinput", core_only=True), dict(function_glob="["),
-                    dict(function_glob="uinput_[rw")):
+                    dict(function_glob="uinput_[rw"), dict(function_glob="*" * 4097)):
         error = failing(client.dump_records, **request)
         assert error.errno == errno.EINVAL and error.from_kernel, request
     assert [r.function for r in client.dump_records(function_glob="uinput_[rw]ead")] == [
         "uinput_read"]
     assert [r.function for r in client.dump_records(function_glob="[!a-z_]*")] == []
+    assert len(client.dump_records(module="uinput", function_glob="*" * 4096)) == len(
+        client.dump_records(module="uinput"))
 
 
 def test_wait_failpoint_without_a_timeout_waits_for_the_call_deadline(client, daemon):

@@ -38,6 +38,9 @@ PLACEMENTS = {"first-fit": modules_pb2.MODULE_PLACEMENT_FIRST_FIT,
               "random": modules_pb2.MODULE_PLACEMENT_RANDOM}
 FOLLOW_POLL_SECONDS = 0.5  # how often a dmesg follower notices its client left
 RECORD_CHUNK = 4096
+# DumpRecords' function_glob: a page, what one write to set_ftrace_filter could hold.
+# Names are at most KSYM_NAME_LEN - 1 bytes; a longer glob only takes the daemon's time.
+MAX_FUNCTION_GLOB = 4096
 
 
 def boot_config(options: BootOptions, boot_id: int) -> pb.BootConfig:
@@ -155,6 +158,9 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
         with self.state.syscall(context) as boot:
             if request.module and request.core_only:
                 raise KernelError(errno.EINVAL, "module and core_only exclude each other")
+            if len(request.function_glob) > MAX_FUNCTION_GLOB:
+                raise KernelError(errno.EINVAL, f"function_glob longer than "
+                                                f"{MAX_FUNCTION_GLOB} characters")
             if glob_is_malformed(request.function_glob):
                 raise KernelError(errno.EINVAL,
                                   f"malformed glob {request.function_glob!r}: '[' not closed")
@@ -163,6 +169,8 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 groups = [(pg, pg.ips.copy(), pg.flags.copy()) for pg in ft.pages.groups]
         sent = 0
         for pg, ips, flags in groups:
+            if not context.is_active():  # the client left: no more work for it
+                return
             module = pg.module_name if pg.mod is not None else ""
             if request.core_only and module or request.module and module != request.module:
                 continue
