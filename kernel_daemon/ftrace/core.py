@@ -254,10 +254,17 @@ def WARN_ON(ft: Ftrace, line: int, file: str = FTRACE_C) -> None:  # noqa: N802
     ft.panic.warn_slowpath_null(file, line, task_mod.current(), unwind.call_trace())
 
 
+def _first_warning_at(ft: Ftrace, file: str, line: int) -> bool:
+    """The site's static ``__warned``: true the first time only."""
+    if (file, line) in ft.warned_once:
+        return False
+    ft.warned_once.add((file, line))
+    return True
+
+
 def WARN_ON_ONCE(ft: Ftrace, cond: bool, line: int, file: str = FTRACE_C) -> bool:  # noqa: N802
     """``WARN_ON_ONCE(cond)``: the first hit at a site prints; no kill."""
-    if cond and (file, line) not in ft.warned_once:
-        ft.warned_once.add((file, line))
+    if cond and _first_warning_at(ft, file, line):
         WARN_ON(ft, line, file)
     return cond
 
@@ -266,8 +273,7 @@ def WARN_ONCE(ft: Ftrace, cond: bool, line: int, message: str,  # noqa: N802
               file: str = FTRACE_C) -> bool:
     """``WARN_ONCE(cond, fmt)``: the first hit at a site prints the WARN with ``message``
     (``warn_slowpath_fmt()``), with the real call trace."""
-    if cond and (file, line) not in ft.warned_once:
-        ft.warned_once.add((file, line))
+    if cond and _first_warning_at(ft, file, line):
         ft.panic.warn_slowpath_fmt(file, line, task_mod.current(), unwind.call_trace(), message)
     return cond
 
