@@ -177,17 +177,14 @@ class FileSession:
     def write_all(self, data: bytes | str) -> int:
         """Write until all of ``data`` is consumed, as stdio's flush loops on short writes.
 
-        ftrace's filter files take one token per write(2), so "a b\\n" takes two. Stops at
-        a write returning 0; the first failed write raises. Returns the bytes written.
+        ftrace's filter files take one token per write(2), so "a b\\n" takes two; the
+        daemon runs the loop (``until_done``), one round trip for all of them. Stops at a
+        write returning 0; a failed write raises, what the earlier ones consumed staying
+        written. Returns the bytes written.
         """
-        data = _as_bytes(data)
-        done = 0
-        while done < len(data):
-            written = self.write(data[done:])
-            if written == 0:
-                break
-            done += written
-        return done
+        request = tracefs_pb2.WriteRequest(data=_as_bytes(data), until_done=True)
+        result: tracefs_pb2.WriteResult = self._do(tracefs_pb2.FileRequest(write=request))
+        return result.bytes_written
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         """lseek(2): the new position."""

@@ -14,7 +14,7 @@ import time
 import grpc
 import pytest
 
-from clients.api import Client
+from clients.api import Client, FileSession
 from clients.connection import grpc_target
 from clients.errors import FtraceError
 from ftrace.v1 import tracefs_pb2, tracefs_pb2_grpc
@@ -86,6 +86,39 @@ def test_a_write_at_position_0_starts_a_new_token(client):
         assert f.write(b"imeout\n") == 7
     assert client.read_file(f"{T}/set_ftrace_filter").decode().splitlines() == [
         "schedule", "schedule_timeout"]
+
+
+class RecordingTracefs:
+    """The Tracefs stub, recording what each ``Session`` sends and gets back."""
+
+    def __init__(self, stub) -> None:
+        self.stub, self.sent, self.received = stub, [], []
+
+    def Session(self, requests):
+        def sending():
+            for request in requests:
+                self.sent.append(request.WhichOneof("op"))
+                yield request
+        for response in self.stub.Session(sending()):
+            self.received.append(response)
+            yield response
+
+
+def test_write_all_is_the_callers_write_loop_in_one_round_trip(client):
+    """A filter file takes one token per write(2), and stdio's flush writes the rest
+    again: the daemon runs that loop for ``write_all``, each write still its own
+    system call, and a failed one leaves what the earlier ones consumed written."""
+    client.load("uinput")
+    tracefs = RecordingTracefs(client.connection.tracefs)
+    with FileSession(tracefs, f"{T}/set_ftrace_filter", os.O_WRONLY | os.O_TRUNC) as f:
+        assert f.write_all(b"uinput_open uinput_read uinput_poll\n") == 36
+        err = failing(f.write_all, b"uinput_write nosuchfn uinput_ioctl\n")
+        assert (err.errno, err.syscall) == (errno.EINVAL, "write")
+    assert tracefs.sent == ["open", "write", "write", "close"]
+    assert list(tracefs.received[1].write.write_sizes) == [12, 12, 12]
+    assert sorted(client.read_file(f"{T}/set_ftrace_filter").decode().splitlines()) == [
+        "uinput_open [uinput]", "uinput_poll [uinput]", "uinput_read [uinput]",
+        "uinput_write [uinput]"]
 
 
 def test_traceoff_probe_through_the_daemon(client):
@@ -178,7 +211,7 @@ def test_a_flood_of_sessions_opened_and_dropped(client):
 
 HOLDER = """
 import os, sys
-from clients.api import Client
+from clients.api import Client, FileSession
 client = Client(sys.argv[1])
 f = client.open("/sys/kernel/debug/tracing/set_ftrace_filter", os.O_WRONLY | os.O_TRUNC)
 f.write(b"uinput_open\\n")

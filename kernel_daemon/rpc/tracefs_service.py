@@ -63,6 +63,25 @@ def watch_client(context: grpc.ServicerContext, file: OpenFile) -> None:
             file.interrupt()
 
 
+def write_until_done(file: OpenFile, data: bytes,
+                     context: grpc.ServicerContext) -> tuple[list[int], KernelError | None]:
+    """The caller's write loop (stdio's flush, a shell's echo), run here to spare a round
+    trip per write(2): after a short write, the rest again, while the caller is there (a
+    killed echo stops between two write(2)s). Returns each write's size and the failure
+    that ended the loop, if one did; what the earlier writes consumed stays written."""
+    sizes: list[int] = []
+    while data and len(sizes) < MAX_WRITE_CALLS and context.is_active():
+        try:
+            written = file_write(file, data)
+        except KernelError as err:
+            return sizes, err
+        if written <= 0:
+            break
+        sizes.append(written)
+        data = data[written:]
+    return sizes, None
+
+
 def dir_entry(entry: DirEntry) -> pb.DirEntry:
     return pb.DirEntry(name=entry.name, is_dir=entry.is_dir, mode=entry.mode)
 
@@ -125,7 +144,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                         yield pb.FileResponse(seq=seq, close=pb.CloseResult(result=0))
                         return
                     try:
-                        yield self._file_op(seq, file, op, request)
+                        yield self._file_op(seq, file, op, request, context)
                     except KernelError as err:
                         if boot.ended:  # a read the shutdown woke: the process is gone
                             raise KernelError(errno.ENODEV, "the kernel rebooted") from None
@@ -138,8 +157,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 with running_as(task):
                     self._release(file)
 
-    def _file_op(self, seq: int, file: OpenFile, op: str,
-                 request: pb.FileRequest) -> pb.FileResponse:
+    def _file_op(self, seq: int, file: OpenFile, op: str, request: pb.FileRequest,
+                 context: grpc.ServicerContext) -> pb.FileResponse:
         if op == "read":
             size = request.read.size or READ_CHUNK
             if request.read.HasField("offset"):
@@ -149,15 +168,28 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
             return pb.FileResponse(seq=seq, read=pb.ReadResult(
                 data=data, eof=not data, offset=file.pos))
         if op == "write":
-            data = request.write.data
-            if request.write.HasField("offset"):
-                written = at_offset(file, request.write.offset, lambda: file_write(file, data))
-            else:
-                written = file_write(file, data)
-            return pb.FileResponse(seq=seq, write=pb.WriteResult(
-                bytes_written=written, offset=file.pos))
+            return pb.FileResponse(seq=seq, write=self._write(file, request.write, context))
         offset = file.llseek(request.seek.offset, request.seek.whence)
         return pb.FileResponse(seq=seq, seek=pb.SeekResult(offset=offset))
+
+    @staticmethod
+    def _write(file: OpenFile, request: pb.WriteRequest,
+               context: grpc.ServicerContext) -> pb.WriteResult:
+        """write(2), or the caller's loop of them (``until_done``); at ``offset``, pwrite(2)."""
+        def write() -> list[int]:
+            if not request.until_done:
+                return [file_write(file, request.data)]
+            sizes, failure = write_until_done(file, request.data, context)
+            if failure is not None:
+                raise failure
+            return sizes
+
+        if request.HasField("offset"):
+            sizes = at_offset(file, request.offset, write)
+        else:
+            sizes = write()
+        return pb.WriteResult(bytes_written=sum(sizes), offset=file.pos,
+                              write_sizes=sizes if request.until_done else ())
 
     @translate_kernel_errors
     def ReadFile(self, request: pb.ReadFileRequest, context: grpc.ServicerContext) -> pb.ReadFileResponse:
@@ -203,26 +235,14 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if request.append else os.O_TRUNC)
         with self.state.syscall(context, report_locking=True) as boot:
             file = self._open(boot, request.path, flags)
-            data, sizes, failure = request.data, [], None
             try:
-                # The shell's write loop: a short write is followed by the rest, while
-                # the caller is there (a killed echo stops between two write(2)s).
-                while data and len(sizes) < MAX_WRITE_CALLS and context.is_active():
-                    try:
-                        written = file_write(file, data)
-                    except KernelError as err:
-                        failure = for_syscall(err, "write", request.path)
-                        break
-                    if written <= 0:
-                        break
-                    sizes.append(written)
-                    data = data[written:]
+                sizes, failure = write_until_done(file, request.data, context)
             finally:
                 self._release(file)
             total = sum(sizes)
             if failure is not None:
                 add_trailing_metadata(context, ((BYTES_WRITTEN_METADATA_KEY, str(total)),))
-                raise failure
+                raise for_syscall(failure, "write", request.path)
             return pb.WriteFileResponse(bytes_written=total, write_sizes=sizes)
 
     @translate_kernel_errors
