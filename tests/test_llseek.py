@@ -70,6 +70,20 @@ def test_default_llseek_is_bounded_by_loff_t_alone(client, path):
         assert f.seek(0, os.SEEK_CUR) == LLONG_MAX
 
 
+def test_seq_lseek_does_not_store_the_position_the_reading_stopped_at(client):
+    """available_tracers (``seq_lseek``): SEEK_SET and SEEK_CUR only.  3.6 answers a seek
+    to ``m->read_pos``, where the seq_file's reading stopped (a pread moved it), without
+    storing it in ``f_pos``: the next read starts where the position still is."""
+    with client.open(f"{T}/available_tracers") as f:
+        assert f.read(4, offset=9) == b"nop\n"
+        assert f.seek(13) == 13
+        assert f.read(8) == b"function"
+        assert f.seek(4, os.SEEK_CUR) == 12  # elsewhere: traverse() to it
+        assert f.read() == b"\n"
+        for whence in (os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE):
+            assert lseek_error(f, 0, whence).errno == errno.EINVAL
+
+
 def test_trace_open_only_for_writing_seeks_to_0_whatever_is_asked(client):
     """``tracing_seek()``: without FMODE_READ ``trace`` has no seq_file, and every lseek
     returns 0; with it, ``seq_lseek()``."""

@@ -88,20 +88,33 @@ class FileOps:
 
 class SeqText(OpenFile):
     """A ``seq_file``: the text is produced at the first read, then served by offset.
-    Files whose reads are not ``seq_read()`` but that produce their text whole at each
-    read (``simple_read_from_buffer()``) are served alike, with their own ``.llseek``."""
+
+    ``read_pos`` is ``m->read_pos``, where the seq_file's own reading stopped: a read
+    anywhere else (after a pread, or a write that moved the position) goes through
+    ``traverse()``, as ``seq_read()`` does, and so does ``seq_lseek()`` to a position
+    other than it.  Files whose reads are not ``seq_read()`` but that produce their text
+    whole at each read (``simple_read_from_buffer()``) are served alike, with their own
+    ``.llseek``."""
 
     def __init__(self, path: str, flags: int, produce: Callable[[], str],
                  llseek: Llseek = seq_lseek) -> None:
         super().__init__(path, flags, llseek)
         self._produce = produce
         self._text: bytes | None = None
+        self.read_pos = 0
+
+    def traverse(self, offset: int) -> None:
+        """``traverse()``: the records shown again from the first, up to ``offset``; at 0
+        none are (the next read starts afresh)."""
+        if offset:
+            self._text = trace_bytes(self._produce())
 
     def read(self, size: int) -> bytes:
-        if self._text is None or self.pos == 0:
+        if self._text is None or self.pos == 0 or self.pos != self.read_pos:
             self._text = trace_bytes(self._produce())
         chunk = self._text[self.pos:self.pos + size]
         self.pos += len(chunk)
+        self.read_pos = self.pos
         return chunk
 
 

@@ -97,9 +97,22 @@ def set_or_cur(file: OpenFile, offset: int, whence: int) -> int:
 
 
 def seq_lseek(file: SeqText, offset: int, whence: int) -> int:
-    """``seq_lseek()``: SEEK_SET and SEEK_CUR only."""
-    file.pos = set_or_cur(file, offset, whence)
-    return file.pos
+    """``seq_lseek()``: SEEK_SET and SEEK_CUR only.  A position other than where the
+    seq_file's reading stopped (``m->read_pos``) is reached by ``traverse()``, which
+    shows the records again from the first; if a show fails on the way, the position
+    and the reading go back to 0 and the lseek fails with its error.  A position equal
+    to ``m->read_pos`` returns at once without storing it in ``f_pos``: after a pread
+    or a write moved one of the two, the lseek answers the position asked for and the
+    next read starts where ``f_pos`` still is (later kernels store it)."""
+    offset = set_or_cur(file, offset, whence)
+    if offset != file.read_pos:
+        try:
+            file.traverse(offset)
+        except KernelError:
+            file.pos = file.read_pos = 0  # "with extreme prejudice..."
+            raise
+        file.read_pos = file.pos = offset
+    return offset
 
 
 def dcache_dir_lseek(file: OpenFile, offset: int, whence: int) -> int:
