@@ -23,7 +23,7 @@ from kernel_daemon.kernel import Kernel
 from kernel_daemon.module.catalog import module_from_function_list
 from kernel_daemon.module.vmlinux import MIN_FUNCTIONS
 from kernel_daemon.task import running_as
-from kernel_daemon.tracefs.files import file_read, file_release, file_write
+from kernel_daemon.tracefs.files import file_llseek, file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
 from tests.kernel_helpers import (BASH, T, booted, cat, echo, invoke, modprobe, record, rmmod,
@@ -191,6 +191,28 @@ def test_a_reset_after_open_makes_the_read_ebusy_and_the_session_is_shared():
             assert file_read(first, 4096) == HEADER.encode()
         finally:
             file_release(first)
+
+
+def test_a_seek_through_a_failing_stat_show_fails_and_goes_back_to_0():
+    """seq_lseek(): traverse() shows the entries again up to the position; a reset's
+    EBUSY on the way fails the lseek, and the position and the reading go back to 0. A
+    position the failing entry starts at is reached without showing it."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        profile(vfs, True)
+        invoke(k, "vfs_write", count=3)
+        f = vfs.open(f"{T}/trace_stat/function0", os.O_RDONLY)
+        try:
+            profile(vfs, False)
+            profile(vfs, True)
+            assert file_llseek(f, len(HEADER), os.SEEK_SET) == len(HEADER)
+            with pytest.raises(KernelError) as exc:
+                file_llseek(f, len(HEADER) + 1, os.SEEK_SET)
+            assert exc.value.errno == errno.EBUSY
+            assert file_llseek(f, 0, os.SEEK_CUR) == 0
+            assert file_read(f, 4096) == HEADER.encode()
+        finally:
+            file_release(f)
 
 
 def test_a_cpu_profiles_as_many_functions_as_its_pages_hold():

@@ -211,9 +211,10 @@ def results(answers: list) -> list[str]:
 
 
 def test_positions_stay_within_loff_t_and_pread_leaves_the_position(stubs):
+    """trace_clock's seq_lseek() goes anywhere in loff_t, SEEK_SET and SEEK_CUR only."""
     big = (1 << 63) - 1
     answers, error = session(
-        stubs, open_(f"{T}/current_tracer"), seek(big), seek(1, os.SEEK_CUR),
+        stubs, open_(f"{T}/trace_clock"), seek(big), seek(1, os.SEEK_CUR),
         seek(-1, os.SEEK_SET), seek(0, os.SEEK_END), read(4, offset=big + 1),
         read(2, offset=1), read(), CLOSE)
     assert error is None
@@ -221,7 +222,7 @@ def test_positions_stay_within_loff_t_and_pread_leaves_the_position(stubs):
                                 "read", "read", "close"]
     assert answers[1].seek.offset == big
     pread, after = answers[6].read, answers[7].read
-    assert pread.data == b"op" and pread.offset == big  # pread: the position left alone
+    assert pread.data == b"lo" and pread.offset == big  # pread: the position left alone
     assert after.data == b"" and after.eof
 
 
@@ -252,9 +253,10 @@ def test_trace_pipe_is_not_seekable(stubs):
 
 
 def test_a_directory_opens_for_reading_and_reads_are_eisdir(stubs):
-    answers, error = session(stubs, open_(T), read(), CLOSE)
-    assert error is None and results(answers) == ["open", "EISDIR", "close"]
-    assert answers[1].error.syscall == "read"
+    """And its lseek is dcache_dir_lseek(): SEEK_SET and SEEK_CUR only."""
+    answers, error = session(stubs, open_(T), read(), seek(5), seek(0, os.SEEK_END), CLOSE)
+    assert error is None and results(answers) == ["open", "EISDIR", "seek", "EINVAL", "close"]
+    assert answers[1].error.syscall == "read" and answers[2].seek.offset == 5
     answers, error = session(stubs, open_(T, os.O_WRONLY), CLOSE)
     assert answers == [] and error is not None and errno_of(error).name == "EISDIR"
 

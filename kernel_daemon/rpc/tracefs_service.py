@@ -22,7 +22,9 @@ from kernel_daemon.rpc.state import Boot, DaemonState
 from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, add_trailing_metadata,
                                       errno_detail, translate_kernel_errors)
 from kernel_daemon.task import current, enter_task, leave_task, running_as
-from kernel_daemon.tracefs.files import LLONG_MAX, OpenFile, file_read, file_release, file_write
+from kernel_daemon.tracefs.files import (OpenFile, file_llseek, file_read, file_release,
+                                         file_write)
+from kernel_daemon.tracefs.llseek import LLONG_MAX
 from kernel_daemon.tracefs.vfs import DirEntry
 
 READ_CHUNK = 4096
@@ -169,7 +171,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 data=data, eof=not data, offset=file.pos))
         if op == "write":
             return pb.FileResponse(seq=seq, write=self._write(file, request.write, context))
-        offset = file.llseek(request.seek.offset, request.seek.whence)
+        offset = file_llseek(file, request.seek.offset, request.seek.whence)
         return pb.FileResponse(seq=seq, seek=pb.SeekResult(offset=offset))
 
     @staticmethod

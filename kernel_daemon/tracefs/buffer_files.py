@@ -31,7 +31,8 @@ class TracingBuffersOpenFile(OpenFile):
     16 bytes or less, reads 0: 3.6 neither waits nor fails with EAGAIN, O_NONBLOCK or not.
     """
 
-    seekable = False  # nonseekable_open()
+    # nonseekable_open(), and tracing_buffers_fops' .llseek is no_llseek (the default).
+    seekable = False
 
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int) -> None:
         super().__init__(path, flags)

@@ -19,6 +19,7 @@ from kernel_daemon.trace.ring_buffer_page import (ring_buffer_print_entry_header
 from kernel_daemon.trace.trace_entries import FTRACE_EVENTS, event_format
 from kernel_daemon.trace.trace_output import trace_bytes
 from kernel_daemon.tracefs.files import FileOps, GeneratedFile, OpenFile, simple_read_from_buffer
+from kernel_daemon.tracefs.llseek import default_llseek, seq_lseek
 from kernel_daemon.tracefs.vfs import Directory
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class ShowOnceOpenFile(OpenFile):
     next one, at a position past 0, reads 0."""
 
     def __init__(self, path: str, flags: int, show: Callable[[], str]) -> None:
-        super().__init__(path, flags)
+        super().__init__(path, flags, default_llseek)
         self.show = show
 
     def read(self, size: int) -> bytes:
@@ -42,7 +43,7 @@ class ShowOnceOpenFile(OpenFile):
 
 
 class ShowOnceFile(FileOps):
-    """``ftrace_show_header_fops`` / ``ftrace_event_id_fops``: 0444."""
+    """``ftrace_show_header_fops`` / ``ftrace_event_id_fops``: 0444, ``default_llseek``."""
 
     def __init__(self, show: Callable[[], str]) -> None:
         self.show = show
@@ -63,5 +64,6 @@ def events_directory() -> Directory:
         if call.reg:
             event["id"] = ShowOnceFile(lambda text=f"{call.type}\n": text)
         # ftrace_event_format_fops: a seq_file.
-        event["format"] = GeneratedFile(lambda k, text=event_format(call): text)
+        event["format"] = GeneratedFile(lambda k, text=event_format(call): text,
+                                        llseek=seq_lseek)
     return events

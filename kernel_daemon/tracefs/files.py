@@ -24,6 +24,8 @@ from kernel_daemon.ftrace.pid import fpid_show_all, ftrace_pid_reset, ftrace_pid
 from kernel_daemon.ftrace.regex_file import (FtraceIterator, ftrace_regex_open,
                                              ftrace_regex_release, ftrace_regex_write)
 from kernel_daemon.trace.trace_output import trace_bytes
+from kernel_daemon.tracefs.llseek import (SEEK_MAX, Llseek, default_llseek, generic_file_llseek,
+                                          no_llseek, seq_lseek)
 from kernel_daemon.unwind import kernel_function_named
 
 if TYPE_CHECKING:
@@ -31,8 +33,6 @@ if TYPE_CHECKING:
 
 FMODE_READ = 1
 FMODE_WRITE = 2
-# loff_t's largest value: a position beyond it is negative to the kernel.
-LLONG_MAX = (1 << 63) - 1
 
 SYSCALL_OPEN = ("system_call_fastpath", "sys_open", "do_sys_open")
 SYSCALL_READ = ("system_call_fastpath", "sys_read", "vfs_read")
@@ -47,16 +47,18 @@ OPEN_FMODE = {os.O_RDONLY: FMODE_READ, os.O_WRONLY: FMODE_WRITE,
 
 
 class OpenFile:
-    """``struct file`` with the default methods of a file that has none."""
+    """``struct file`` with the default methods of a file that has none.  ``llseek`` is
+    its ``file_operations``' ``.llseek``: ``no_llseek()`` when they name none."""
 
     # FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE, which nonseekable_open() clears.
     seekable = True
 
-    def __init__(self, path: str, flags: int) -> None:
+    def __init__(self, path: str, flags: int, llseek: Llseek = no_llseek) -> None:
         self.path = path
         self.flags = flags
         self.f_mode = OPEN_FMODE.get(flags & os.O_ACCMODE, 0)
         self.pos = 0
+        self._llseek = llseek
 
     def read(self, size: int) -> bytes:
         raise KernelError(errno.EINVAL)
@@ -65,16 +67,8 @@ class OpenFile:
         raise KernelError(errno.EINVAL)
 
     def llseek(self, offset: int, whence: int) -> int:
-        """``seq_lseek()``: SEEK_SET and SEEK_CUR only, never before the start nor past
-        loff_t's range (a sum that wraps negative in the kernel); ``no_llseek()`` (ESPIPE)
-        on a file opened with ``nonseekable_open()``."""
-        if not self.seekable:
-            raise KernelError(errno.ESPIPE)
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos}.get(whence)
-        if base is None or not 0 <= base + offset <= LLONG_MAX:
-            raise KernelError(errno.EINVAL)
-        self.pos = base + offset
-        return self.pos
+        """``file->f_op->llseek``: the new position."""
+        return self._llseek(self, offset, whence)
 
     def release(self) -> None:
         pass
@@ -93,30 +87,50 @@ class FileOps:
 
 
 class SeqText(OpenFile):
-    """A ``seq_file``: the text is produced at the first read, then served by offset."""
+    """A ``seq_file``: the text is produced at the first read, then served by offset.
 
-    def __init__(self, path: str, flags: int, produce: Callable[[], str]) -> None:
-        super().__init__(path, flags)
+    ``read_pos`` is ``m->read_pos``, where the seq_file's own reading stopped: a read
+    anywhere else (after a pread, or a write that moved the position) goes through
+    ``traverse()``, as ``seq_read()`` does, and so does ``seq_lseek()`` to a position
+    other than it.  Files whose reads are not ``seq_read()`` but that produce their text
+    whole at each read (``simple_read_from_buffer()``) are served alike, with their own
+    ``.llseek``."""
+
+    def __init__(self, path: str, flags: int, produce: Callable[[], str],
+                 llseek: Llseek = seq_lseek) -> None:
+        super().__init__(path, flags, llseek)
         self._produce = produce
         self._text: bytes | None = None
+        self.read_pos = 0
+
+    def traverse(self, offset: int) -> None:
+        """``traverse()``: the records shown again from the first, up to ``offset``; at 0
+        none are (the next read starts afresh)."""
+        if offset:
+            self._text = trace_bytes(self._produce())
 
     def read(self, size: int) -> bytes:
-        if self._text is None or self.pos == 0:
+        if self._text is None or self.pos == 0 or self.pos != self.read_pos:
             self._text = trace_bytes(self._produce())
         chunk = self._text[self.pos:self.pos + size]
         self.pos += len(chunk)
+        self.read_pos = self.pos
         return chunk
 
 
 class GeneratedFile(FileOps):
-    """A read-only file whose contents a function of the kernel produces."""
+    """A read-only file whose contents a function of the kernel produces, and its
+    ``file_operations``' ``.llseek``: ``seq_lseek`` for a seq_file,
+    ``generic_file_llseek`` for a ``simple_read_from_buffer()`` one."""
 
-    def __init__(self, produce: Callable[[Kernel], str], mode: int = 0o444) -> None:
+    def __init__(self, produce: Callable[[Kernel], str], *, llseek: Llseek,
+                 mode: int = 0o444) -> None:
         self.produce = produce
+        self.llseek = llseek
         self.mode = mode
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return SeqText(path, flags, lambda: self.produce(kernel))
+        return SeqText(path, flags, lambda: self.produce(kernel), self.llseek)
 
 
 class ProcSysOpenFile(OpenFile):
@@ -126,7 +140,7 @@ class ProcSysOpenFile(OpenFile):
 
     def __init__(self, path: str, flags: int, read: Callable[[int, int], bytes],
                  write: Callable[[bytes], int]) -> None:
-        super().__init__(path, flags)
+        super().__init__(path, flags, default_llseek)  # proc_sys_file_operations
         self._read, self._write = read, write
 
     def read(self, size: int) -> bytes:
@@ -170,11 +184,22 @@ _REGEX_WRITE = {Listing.FILTER: kernel_function_named("ftrace_filter_write")(ftr
                 Listing.NOTRACE: kernel_function_named("ftrace_notrace_write")(ftrace_regex_write)}
 
 
+def ftrace_regex_lseek(file: RegexOpenFile, offset: int, whence: int) -> int:
+    """``ftrace_regex_lseek()``: ``seq_lseek()`` when open for reading; otherwise the
+    position becomes 1 whatever is asked, so the next write goes on with the token a
+    write left unfinished (only a write at position 0 clears the parser)."""
+    if file.f_mode & FMODE_READ:
+        return seq_lseek(file, offset, whence)
+    file.pos = 1
+    return 1
+
+
 class RegexOpenFile(SeqText):
     """An open ``set_ftrace_filter`` / ``set_ftrace_notrace``."""
 
     def __init__(self, kernel: Kernel, path: str, flags: int, which: Listing) -> None:
-        super().__init__(path, flags, lambda: t_show_all(kernel.ftrace, which))
+        super().__init__(path, flags, lambda: t_show_all(kernel.ftrace, which),
+                         ftrace_regex_lseek)
         self.kernel = kernel
         self.which = which
         self.iter: FtraceIterator | None = None
@@ -183,15 +208,6 @@ class RegexOpenFile(SeqText):
         read = _REGEX_WRITE[self.which](self.kernel.ftrace, self.iter, data, self.pos)
         self.pos += read
         return read
-
-    def llseek(self, offset: int, whence: int) -> int:
-        """``ftrace_regex_lseek()``: ``seq_lseek()`` when open for reading; otherwise the
-        position becomes 1 whatever is asked, so the next write goes on with the token a
-        write left unfinished (only a write at position 0 clears the parser)."""
-        if self.f_mode & FMODE_READ:
-            return super().llseek(offset, whence)
-        self.pos = 1
-        return 1
 
     def release(self) -> None:
         if self.iter is not None:
@@ -219,9 +235,10 @@ class RegexFile(FileOps):
 
 class FtracePidOpenFile(SeqText):
     """An open ``set_ftrace_pid``: reads are ``ftrace_pid_sops``; a write takes no
-    position and moves none."""
+    position and moves none.  Its ``.llseek`` is ``seq_lseek``."""
 
     def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
+        # Write-only, 3.6 oopses in seq_lseek() (no seq_file): no oops modelled, it seeks.
         super().__init__(path, flags, lambda: fpid_show_all(kernel.ftrace))
         self.kernel = kernel
 
@@ -244,7 +261,8 @@ class FtracePidFile(FileOps):
 
 class CurrentTracerOpenFile(SeqText):
     def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
-        super().__init__(path, flags, lambda: kernel.tracing.current_trace.name + "\n")
+        super().__init__(path, flags, lambda: kernel.tracing.current_trace.name + "\n",
+                         generic_file_llseek)
         self.kernel = kernel
 
     def write(self, data: bytes) -> int:
@@ -252,7 +270,7 @@ class CurrentTracerOpenFile(SeqText):
 
 
 class CurrentTracerFile(FileOps):
-    """``set_tracer_fops``."""
+    """``set_tracer_fops``: its ``.llseek`` is ``generic_file_llseek``."""
 
     mode = 0o644
 
@@ -278,8 +296,8 @@ class SimpleOpenFile(OpenFile):
     and a read of the same file is then EINVAL) and ``tracing_enabled``."""
 
     def __init__(self, path: str, flags: int, show: Callable[[], bytes],
-                 store: Callable[[bytes], int]) -> None:
-        super().__init__(path, flags)
+                 store: Callable[[bytes], int], llseek: Llseek) -> None:
+        super().__init__(path, flags, llseek)
         self.show, self.store = show, store
 
     def read(self, size: int) -> bytes:
@@ -295,18 +313,19 @@ class SimpleOpenFile(OpenFile):
 
 class SimpleFile(FileOps):
     """The ``file_operations`` of a :class:`SimpleOpenFile`: ``ftrace_profile_fops``
-    (``ftrace_profile_read``/``_write``), ``tracing_ctrl_fops`` (``tracing_ctrl_read``/
-    ``_write``)."""
+    (``ftrace_profile_read``/``_write``, ``default_llseek``), ``tracing_ctrl_fops``
+    (``tracing_ctrl_read``/``_write``, ``generic_file_llseek``)."""
 
     mode = 0o644
 
     def __init__(self, show: Callable[[Kernel], bytes],
-                 store: Callable[[Kernel, bytes], int]) -> None:
+                 store: Callable[[Kernel, bytes], int], *, llseek: Llseek) -> None:
         self.show, self.store = show, store
+        self.llseek = llseek
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
         return SimpleOpenFile(path, flags, lambda: self.show(kernel),
-                              lambda data: self.store(kernel, data))
+                              lambda data: self.store(kernel, data), self.llseek)
 
 
 @kernel_function_named(*SYSCALL_READ)
@@ -323,6 +342,18 @@ def file_write(file: OpenFile, data: bytes) -> int:
     if not file.f_mode & FMODE_WRITE:
         raise KernelError(errno.EBADF)
     return file.write(data)
+
+
+def file_llseek(file: OpenFile, offset: int, whence: int) -> int:
+    """``sys_lseek()`` → ``vfs_llseek()``: a whence past SEEK_MAX (an unsigned int, so a
+    negative one too) is EINVAL before any file sees it; a file ``nonseekable_open()``
+    made unseekable (no FMODE_LSEEK) gets ``no_llseek()``; any other, its own
+    ``.llseek``."""
+    if not 0 <= whence <= SEEK_MAX:
+        raise KernelError(errno.EINVAL)
+    if not file.seekable:
+        return no_llseek(file, offset, whence)
+    return file.llseek(offset, whence)
 
 
 @kernel_function_named(*DEFERRED_FPUT)

@@ -19,6 +19,7 @@ from kernel_daemon.trace.trace_options import (TRACE_ITER_STOP_ON_FREE, TRACE_OP
                                                tracing_trace_options_show,
                                                tracing_trace_options_write)
 from kernel_daemon.tracefs.files import FileOps, OpenFile
+from kernel_daemon.tracefs.llseek import generic_file_llseek, seq_lseek
 from kernel_daemon.tracefs.trace_files import ControlFile, ControlOpenFile
 from kernel_daemon.tracefs.vfs import Directory
 
@@ -49,13 +50,15 @@ README_MSG = (
 def trace_options_file() -> ControlFile:
     """``trace_options``: the flags, one per line; a write sets or clears one."""
     return ControlFile(lambda k: tracing_trace_options_show(k.tracing),
-                       lambda k, data: tracing_trace_options_write(k.tracing, data))
+                       lambda k, data: tracing_trace_options_write(k.tracing, data),
+                       llseek=seq_lseek)
 
 
 def trace_options_core_file(index: int) -> ControlFile:
     """``options/<trace_options[index]>``: ``"0\\n"`` or ``"1\\n"``; writes 0 or 1."""
     return ControlFile(lambda k: trace_options_core_read(k.tracing, index),
-                       lambda k, data: trace_options_core_write(k.tracing, index, data))
+                       lambda k, data: trace_options_core_write(k.tracing, index, data),
+                       llseek=generic_file_llseek)
 
 
 class TracerOptionFile(FileOps):
@@ -75,7 +78,8 @@ class TracerOptionFile(FileOps):
         tracer_flags = self.tracer.flags
         return ControlOpenFile(
             path, flags, lambda: trace_options_read(tracer_flags, self.opt),
-            lambda data: trace_options_write(kernel.tracing, tracer_flags, self.opt, data))
+            lambda data: trace_options_write(kernel.tracing, tracer_flags, self.opt, data),
+            generic_file_llseek)
 
 
 class OptionsDirectory(Directory):
@@ -124,7 +128,8 @@ def tracing_max_lat_file(attr: str) -> ControlFile:
     def store(kernel: Kernel, data: bytes) -> None:
         setattr(kernel.tracing, attr, kstrtoul_from_user(data) * 1000 & ULONG_MAX)
 
-    return ControlFile(lambda k: tracing_max_lat_read(getattr(k.tracing, attr)), store)
+    return ControlFile(lambda k: tracing_max_lat_read(getattr(k.tracing, attr)), store,
+                       llseek=generic_file_llseek)
 
 
 class FreeBufferOpenFile(OpenFile):
@@ -148,7 +153,8 @@ class FreeBufferOpenFile(OpenFile):
 
 
 class FreeBufferFile(FileOps):
-    """``tracing_free_buffer_fops``: no open (so no ENODEV check) and no read (EINVAL).
+    """``tracing_free_buffer_fops``: no open (so no ENODEV check), no read (EINVAL) and no
+    ``.llseek`` (``vfs_llseek()`` calls ``no_llseek()``: ESPIPE, though pwrite works).
     Created 0644 by the 3.4/3.5-era trace.c read; later kernels make it 0200."""
 
     mode = 0o644

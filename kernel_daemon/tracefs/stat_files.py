@@ -31,6 +31,13 @@ class TracingStatOpenFile(SeqText):
         text, self.failed = self.session.stat_seq_show_all()
         return text
 
+    def traverse(self, offset: int) -> None:
+        """``traverse()`` fails with the error of a ``stat_show`` that fails before
+        ``offset``; one at or past it is never reached."""
+        super().traverse(offset)
+        if offset and self.failed is not None and len(self._text or b"") < offset:
+            raise self.failed
+
     def read(self, size: int) -> bytes:
         chunk = super().read(size)
         if not chunk and self.failed is not None:

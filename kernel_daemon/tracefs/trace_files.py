@@ -28,6 +28,7 @@ from kernel_daemon.trace.trace_options import TRACE_ITER_LATENCY_FMT, TRACE_ITER
 from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
                                               buffer_total_size_kb, trace_bytes, usecs_text)
 from kernel_daemon.tracefs.files import FMODE_READ, FileOps, OpenFile, SeqText
+from kernel_daemon.tracefs.llseek import Llseek, generic_file_llseek, seq_lseek
 
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
@@ -78,6 +79,15 @@ def trace_text(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> str:
     return header + it.print_entries(snap.events)
 
 
+def tracing_seek(file: TraceOpenFile, offset: int, whence: int) -> int:
+    """``tracing_seek()``: ``seq_lseek()`` when open for reading; otherwise 0, whatever is
+    asked, and the position stays where it is (at 0: ``tracing_write_stub()`` moves
+    nothing).  Open only for writing, ``trace`` has no seq_file to seek."""
+    if file.f_mode & FMODE_READ:
+        return seq_lseek(file, offset, whence)
+    return 0
+
+
 class TraceOpenFile(SeqText):
     """An open ``trace``: open for read, tracing stops until it is closed
     (``__tracing_open()`` and ``tracing_release()`` call ``tracing_stop()`` and
@@ -86,7 +96,7 @@ class TraceOpenFile(SeqText):
 
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
         lat_fmt = bool(kernel.tracing.trace_flags & TRACE_ITER_LATENCY_FMT)
-        super().__init__(path, flags, lambda: trace_text(kernel, cpu, lat_fmt))
+        super().__init__(path, flags, lambda: trace_text(kernel, cpu, lat_fmt), tracing_seek)
         self.kernel = kernel
         self.stopped = bool(self.f_mode & FMODE_READ)
         if self.stopped:
@@ -137,7 +147,9 @@ class TracePipeOpenFile(OpenFile):
     next one, so it finds itself: the delay to the next entry is always 0 here.
     """
 
-    seekable = False  # tracing_open_pipe() calls nonseekable_open()
+    # tracing_open_pipe() calls nonseekable_open(), and tracing_pipe_fops' .llseek is
+    # no_llseek (the default).
+    seekable = False
 
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
         super().__init__(path, flags)
@@ -232,11 +244,11 @@ Store = Callable[["Kernel", bytes], "int | None"]
 
 
 class ControlOpenFile(SeqText):
-    """A small control file: its text, and a write handler."""
+    """A small control file: its text, a write handler, and its ``.llseek``."""
 
     def __init__(self, path: str, flags: int, show: Callable[[], str],
-                 store: Callable[[bytes], int | None]) -> None:
-        super().__init__(path, flags, show)
+                 store: Callable[[bytes], int | None], llseek: Llseek) -> None:
+        super().__init__(path, flags, show, llseek)
         self.store = store
 
     def write(self, data: bytes) -> int:
@@ -245,13 +257,18 @@ class ControlOpenFile(SeqText):
 
 
 class ControlFile(FileOps):
-    def __init__(self, show: Show, store: Store, mode: int = 0o644) -> None:
+    """The ``file_operations`` of a :class:`ControlOpenFile`: ``seq_lseek`` for the
+    ``single_open()`` ones (``trace_clock``, ``trace_options``), ``generic_file_llseek`` or
+    ``default_llseek`` for those that read with ``simple_read_from_buffer()``."""
+
+    def __init__(self, show: Show, store: Store, *, llseek: Llseek, mode: int = 0o644) -> None:
         self.show, self.store = show, store
+        self.llseek = llseek
         self.mode = mode
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
         return ControlOpenFile(path, flags, lambda: self.show(kernel),
-                               lambda data: self.store(kernel, data))
+                               lambda data: self.store(kernel, data), self.llseek)
 
 
 def tracing_on_show(kernel: Kernel) -> str:
@@ -292,7 +309,7 @@ def cpu_buffer_size_file(cpu: int) -> ControlFile:
     can still make, resizes that CPU alone (``tracing_resize_ring_buffer(val, cpu)``)."""
     return ControlFile(lambda k: f"{k.ring_buffer.size_bytes(cpu) >> 10}\n",
                        lambda k, data: k.ring_buffer.resize_kb(kstrtoul_from_user(data), cpu),
-                       mode=0o444)
+                       llseek=generic_file_llseek, mode=0o444)
 
 
 def tracing_stats_read(kernel: Kernel, cpu: int) -> str:
@@ -370,7 +387,7 @@ def events_enable_store(kernel: Kernel, data: bytes) -> None:
 
 class TraceMarkerOpenFile(OpenFile):
     def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
-        super().__init__(path, flags)
+        super().__init__(path, flags, generic_file_llseek)  # tracing_mark_fops
         self.kernel = kernel
         # The entry's ip is _THIS_IP_, an address inside tracing_mark_write(); the model
         # has no code, so it takes the function's start.

@@ -11,6 +11,7 @@ from kernel_daemon.tracefs.buffer_files import TracingBuffersFile
 from kernel_daemon.tracefs.event_files import events_directory
 from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, FtracePidFile,
                                          GeneratedFile, ProcSysFile, RegexFile, SimpleFile)
+from kernel_daemon.tracefs.llseek import default_llseek, generic_file_llseek, seq_lseek
 from kernel_daemon.tracefs.option_files import (README_MSG, FreeBufferFile, OptionsDirectory,
                                                 trace_options_file, tracing_max_lat_file)
 from kernel_daemon.tracefs.stat_files import TracingStatFile
@@ -41,31 +42,36 @@ def tracing_directory(kernel: Kernel) -> Directory:
     tracing["set_ftrace_pid"] = FtracePidFile()
     tracing["function_profile_enabled"] = SimpleFile(
         lambda k: k.function_profiler.ftrace_profile_read(),
-        lambda k, data: k.function_profiler.ftrace_profile_write(data))
+        lambda k, data: k.function_profiler.ftrace_profile_write(data), llseek=default_llseek)
     # trace_stat/: a file per registered stat tracer, the profiler's function<cpu>.
     tracing["trace_stat"] = Directory((session.ts.name, TracingStatFile(session))
                                       for session in kernel.all_stat_sessions)
     tracing["tracing_enabled"] = SimpleFile(lambda k: k.tracing.tracing_ctrl_read(),
-                                            lambda k, data: k.tracing.tracing_ctrl_write(data))
+                                            lambda k, data: k.tracing.tracing_ctrl_write(data),
+                                            llseek=generic_file_llseek)
     tracing["current_tracer"] = CurrentTracerFile()
-    tracing["available_tracers"] = GeneratedFile(lambda k: k.tracing.available_tracers())
-    tracing["dyn_ftrace_total_info"] = GeneratedFile(dyn_ftrace_total_info)
+    tracing["available_tracers"] = GeneratedFile(lambda k: k.tracing.available_tracers(),
+                                                 llseek=seq_lseek)
+    tracing["dyn_ftrace_total_info"] = GeneratedFile(dyn_ftrace_total_info,
+                                                     llseek=generic_file_llseek)
     tracing["trace"] = TraceFile()
     tracing["trace_pipe"] = TracePipeFile()
-    tracing["tracing_on"] = ControlFile(tracing_on_show, tracing_on_store)
-    tracing["buffer_size_kb"] = ControlFile(buffer_size_show, buffer_size_store)
-    tracing["buffer_total_size_kb"] = GeneratedFile(buffer_total_show)
+    tracing["tracing_on"] = ControlFile(tracing_on_show, tracing_on_store, llseek=default_llseek)
+    tracing["buffer_size_kb"] = ControlFile(buffer_size_show, buffer_size_store,
+                                            llseek=generic_file_llseek)
+    tracing["buffer_total_size_kb"] = GeneratedFile(buffer_total_show, llseek=generic_file_llseek)
     tracing["trace_marker"] = TraceMarkerFile()
-    tracing["trace_clock"] = ControlFile(trace_clock_show, trace_clock_store)
-    tracing["tracing_cpumask"] = ControlFile(cpumask_show, cpumask_store)
+    tracing["trace_clock"] = ControlFile(trace_clock_show, trace_clock_store, llseek=seq_lseek)
+    tracing["tracing_cpumask"] = ControlFile(cpumask_show, cpumask_store,
+                                             llseek=generic_file_llseek)
     tracing["trace_options"] = trace_options_file()
     tracing["options"] = OptionsDirectory(kernel)
     # tracing_max_latency is CONFIG_TRACER_MAX_TRACE's: a kernel with a latency tracer.
     tracing["tracing_max_latency"] = tracing_max_lat_file("tracing_max_latency")
     tracing["tracing_thresh"] = tracing_max_lat_file("tracing_thresh")
-    tracing["README"] = GeneratedFile(lambda k: README_MSG)
+    tracing["README"] = GeneratedFile(lambda k: README_MSG, llseek=generic_file_llseek)
     tracing["saved_cmdlines"] = GeneratedFile(
-        lambda k: k.saved_cmdlines.tracing_saved_cmdlines_read())
+        lambda k: k.saved_cmdlines.tracing_saved_cmdlines_read(), llseek=generic_file_llseek)
     tracing["free_buffer"] = FreeBufferFile()
     per_cpu = tracing["per_cpu"] = Directory()
     for cpu in range(kernel.options.cpus):
@@ -74,10 +80,11 @@ def tracing_directory(kernel: Kernel) -> Directory:
         cpu_dir["trace_pipe"] = TracePipeFile(cpu)
         cpu_dir["trace"] = TraceFile(cpu)
         cpu_dir["trace_pipe_raw"] = TracingBuffersFile(cpu)
-        cpu_dir["stats"] = GeneratedFile(partial(tracing_stats_read, cpu=cpu))
+        cpu_dir["stats"] = GeneratedFile(partial(tracing_stats_read, cpu=cpu),
+                                         llseek=generic_file_llseek)
         cpu_dir["buffer_size_kb"] = cpu_buffer_size_file(cpu)
     events = tracing["events"] = events_directory()
-    events["enable"] = ControlFile(lambda k: "0\n", events_enable_store)
+    events["enable"] = ControlFile(lambda k: "0\n", events_enable_store, llseek=default_llseek)
     return tracing
 
 
@@ -96,8 +103,8 @@ def proc_directory(kernel: Kernel) -> Directory:
     proc = Directory()
     sysctl_kernel = proc.setdefault("sys", Directory()).setdefault("kernel", Directory())
     sysctl_kernel["ftrace_enabled"] = ProcSysFile(sysctl_read, sysctl_write)
-    proc["modules"] = GeneratedFile(lambda k: k.modules.proc_modules())
-    proc["kallsyms"] = GeneratedFile(lambda k: k.kallsyms.proc_kallsyms())
+    proc["modules"] = GeneratedFile(lambda k: k.modules.proc_modules(), llseek=seq_lseek)
+    proc["kallsyms"] = GeneratedFile(lambda k: k.kallsyms.proc_kallsyms(), llseek=seq_lseek)
     return proc
 
 

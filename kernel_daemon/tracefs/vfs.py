@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.tracefs.files import FileOps, OpenFile, SYSCALL_OPEN
+from kernel_daemon.tracefs.llseek import dcache_dir_lseek
 from kernel_daemon.unwind import kernel_function_named
 
 if TYPE_CHECKING:
@@ -41,7 +42,14 @@ class Directory(dict[str, "Directory | FileOps"]):
 
 
 class DirectoryOpenFile(OpenFile):
-    """An open directory: ``generic_read_dir``, read(2) of a directory is EISDIR."""
+    """An open directory: ``generic_read_dir`` (read(2) of a directory is EISDIR) and
+    ``dcache_dir_lseek``, debugfs's (``simple_dir_operations``).  The few directories
+    outside debugfs (/, /proc, /sys and those on the way) seek alike, where 3.6's
+    ``default_llseek`` or ``generic_file_llseek`` there would take SEEK_END, SEEK_DATA
+    and SEEK_HOLE too."""
+
+    def __init__(self, path: str, flags: int) -> None:
+        super().__init__(path, flags, dcache_dir_lseek)
 
     def read(self, size: int) -> bytes:
         raise KernelError(errno.EISDIR)
