@@ -14,6 +14,10 @@ Model of ``kernel/module.c`` (3.6): ``sys_init_module()`` → ``load_module()``,
   it GOING, drop the mutex; then the GOING notifiers (``ftrace_release_mod()``), then
   ``free_module()`` unlinks it and frees its memory under ``module_mutex``.
 
+A LIVE module that still holds references answers ``delete_module`` EWOULDBLOCK, as
+3.6's ``try_stop_module()`` does under the ``O_NONBLOCK`` that ``rmmod`` and ``modprobe
+-r`` always pass (the unload that waits for the references, without it, is not modelled).
+
 Where the model differs: no ELF, relocation, parameters or init function; a failing
 COMING notifier (which cannot happen in the kernel, whose notifiers return codes) is
 handled like a failing ``mod->init``: GOING notifiers, free, and the error re-raised.
@@ -217,7 +221,8 @@ class ModuleLoader:
         ``name`` is read as ``strncpy_from_user(name, name_user, MODULE_NAME_LEN-1)``
         reads it: up to a NUL, and no more than 55 bytes.  Raises LookupError (-ENOENT)
         if no such module is loaded (an empty name never is), RuntimeError (-EBUSY) if
-        it is still loading, already unloading, or in use.
+        it is still loading or already unloading, BlockingIOError (-EWOULDBLOCK) if it
+        holds references.
         """
         name = name.encode()[:MODULE_NAME_LEN - 1].split(b"\0", 1)[0].decode(errors="replace")
         with kernel_frames("system_call_fastpath", "sys_delete_module"):
@@ -228,7 +233,8 @@ class ModuleLoader:
                 if mod.state != MODULE_STATE_LIVE:
                     raise RuntimeError(f"module {name} is {_STATE_NAMES[mod.state].lower()}")
                 if mod.refcnt:
-                    raise RuntimeError(f"module {name} is in use")
+                    # try_stop_module() under O_NONBLOCK: __try_stop_module()'s -EWOULDBLOCK.
+                    raise BlockingIOError(errno.EWOULDBLOCK, f"module {name} is in use")
                 mod.state = MODULE_STATE_GOING
             try:
                 self._module_notify(MODULE_STATE_GOING, mod)

@@ -78,6 +78,8 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
         with self.state.syscall(context, report_locking=True) as boot:
             try:
                 return module_info(boot.kernel.modules.delete_module(request.name))
+            except BlockingIOError as exc:  # in use: EWOULDBLOCK, which is EAGAIN
+                raise KernelError(exc.errno, exc.strerror) from None
             except RuntimeError as exc:
                 raise KernelError(errno.EBUSY, str(exc)) from None
             except LookupError:
