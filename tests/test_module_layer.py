@@ -15,7 +15,8 @@ from kernel_daemon.module.address_space import (
     PAGE_SIZE,
     ModuleAddressSpace,
 )
-from kernel_daemon.module.catalog import ModuleSpec, load_catalog, module_from_function_list
+from kernel_daemon.module.catalog import (ModuleSpec, _depmod, load_catalog,
+                                          module_from_function_list)
 from kernel_daemon.module.kallsyms import Kallsyms
 from kernel_daemon.module.loader import (
     MODULE_STATE_COMING,
@@ -148,10 +149,37 @@ def test_catalog() -> None:
     assert {"snd_pcm_new", "snd_pcm_period_elapsed"} <= catalog["snd_pcm"].exported
     assert "snd_pcm_format_name" not in catalog["snd_pcm"].exported
     assert catalog["uinput"].exported == catalog["fat"].exported == frozenset()
+    # fs/fat exports with EXPORT_SYMBOL_GPL only; vfat uses 17 of the 18 (not
+    # fat_flush_inodes), which makes it depend on fat, and nothing on anything else.
+    assert len(catalog["fat"].exported_gpl) == 18
+    assert "fat_fill_super" in catalog["fat"].exported_gpl
+    assert set(catalog["vfat"].imports) == catalog["fat"].exported_gpl - {"fat_flush_inodes"}
+    assert {name: spec.depends for name, spec in catalog.items() if spec.depends} == {
+        "vfat": ("fat",)}
     assert max(len(s.functions) for s in catalog.values()) >= 2000
     for mod in catalog.values():
         assert mod.name and mod.description
         assert all(0x20 <= size <= 0x800 for _, size in mod.functions)
+
+
+def test_depmod_orders_the_dependencies_and_refuses_what_depmod_would() -> None:
+    def module(name: str, exports: tuple[str, ...] = (), imports: tuple[str, ...] = ()
+               ) -> ModuleSpec:
+        return ModuleSpec(name, tuple((f, 0x40) for f in exports), True, "test",
+                          exported_gpl=frozenset(exports), imports=imports)
+
+    # top needs mid and base; mid needs base: base loads first, once.
+    base, mid = module("base", ("b",)), module("mid", ("m",), ("b",))
+    top = module("top", imports=("m", "b"))
+    specs = {"top": top, "mid": mid, "base": base}
+    assert _depmod(specs) == [("base", "mid"), ("base",), ()]
+    with pytest.raises(ValueError, match=r"imports \['x'\], which no module exports"):
+        _depmod({"top": module("top", imports=("x",))})
+    with pytest.raises(ValueError, match="exports b, which base exports"):
+        _depmod({"base": base, "other": module("other", ("b",))})
+    cycle = {"a": module("a", ("fa",), ("fb",)), "b": module("b", ("fb",), ("fa",))}
+    with pytest.raises(ValueError, match="dependency cycle: a -> b -> a"):
+        _depmod(cycle)
 
 
 def test_module_from_function_list() -> None:
