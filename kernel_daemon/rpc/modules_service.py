@@ -68,6 +68,8 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
                 if request.if_loaded_ok:
                     return module_info(boot.kernel.modules.find_module(spec.name), True)
                 raise KernelError(errno.EEXIST, f"module {spec.name} is already loaded") from None
+            except OSError as exc:  # a symbol it imports did not resolve: ENOENT or EBUSY
+                raise KernelError(exc.errno, exc.strerror) from None
             except MemoryError:
                 raise KernelError(errno.ENOMEM, "module area full") from None
             except RuntimeError as exc:  # still coming or going
