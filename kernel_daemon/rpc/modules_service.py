@@ -30,7 +30,8 @@ def module_info(mod: Module, already_loaded: bool = False) -> pb.ModuleInfo:
     return pb.ModuleInfo(name=mod.name, base=mod.module_core, size=mod.core_size,
                          functions=len(mod.symbols), state=STATES.get(mod.state, 0),
                          taints=mod.taints, refcount=mod.refcnt, load_seq=mod.load_seq,
-                         already_loaded=already_loaded)
+                         already_loaded=already_loaded,
+                         used_by=[user.name for user in mod.source_list])
 
 
 def requested_spec(request: pb.LoadModuleRequest) -> ModuleSpec:
@@ -102,5 +103,6 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
             return pb.CatalogResponse(modules=[
                 pb.CatalogModule(name=spec.name, description=spec.description,
                                  functions=[name for name, _ in spec.functions],
-                                 size=sum(size for _, size in spec.functions))
+                                 size=sum(size for _, size in spec.functions),
+                                 depends=spec.depends)
                 for spec in load_catalog().values()])
