@@ -20,9 +20,9 @@ same address — the premise of the 8c4f3c3 report, which first-fit placement gi
 It runs ``--count`` cycles, for ``--duration`` seconds, or until SIGINT/SIGTERM; a cycle
 under way is finished, so no module this program loaded is left behind. Exit status 0.
 A concurrent loader or unloader of the same module makes an operation fail (EEXIST,
-ENOENT, EBUSY): that is reported on stderr as modprobe/rmmod print it, and the loop goes
-on. An unknown module, a full module address space, or an unreachable daemon ends the
-run with status 1.
+ENOENT, EBUSY, or EAGAIN for an unload that meets the reference its load still holds):
+that is reported on stderr as modprobe/rmmod print it, and the loop goes on. An unknown
+module, a full module address space, or an unreachable daemon ends the run with status 1.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from clients.errors import FtraceError
 
 PROG = "ftrace-modload"
 #: Failures a concurrent modprobe/rmmod of the same module causes: reported, not fatal.
-RACES = ("EEXIST", "ENOENT", "EBUSY")
+RACES = ("EEXIST", "ENOENT", "EBUSY", "EAGAIN")
 
 
 class Fatal(Exception):

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 
 from clients.errors import FtraceError
 from clients.shell_runtime import COMMANDS, Invocation, command, parse_options
+from ftrace.v1.modules_pb2 import ModuleInfo
 
 __all__: list[str] = []  # the commands register themselves in COMMANDS
 
@@ -18,7 +20,8 @@ def _module_name(arg: str) -> str:
     return base[: -len(".ko")] if base.endswith(".ko") else base
 
 
-@command("modprobe [-rq] MODULE...", "load modules (-r: unload); a loaded one is fine")
+@command("modprobe [-rq] MODULE...",
+         "load modules, each after those it needs (-r: unload them, and those left unused)")
 def cmd_modprobe(ctx: Invocation) -> int:
     parsed = parse_options(ctx, "rq")
     if parsed is None:
@@ -27,32 +30,70 @@ def cmd_modprobe(ctx: Invocation) -> int:
     if not names:
         ctx.err("modprobe: ERROR: missing parameters. See -h.")
         return 1
-    client = ctx.shell.client
-    quiet = "q" in options
-    for name in names:
-        try:
-            if "r" not in options:
-                client.load(name, if_loaded_ok=True)
-            else:
-                # A module of the catalog ("on disk") that is not loaded: nothing to do.
-                # Any other name must be loaded (an explicit module), else it is not found.
-                known = name in {module.name for module in client.catalog()}
-                client.unload(name, if_absent_ok=known)
-        except FtraceError as error:
-            if not quiet:
-                ctx.err(_modprobe_error(ctx, name, "r" in options, error))
-            return 1
-    return 0
+    # modules.dep: the modules on the model's disk, and what each needs loaded first.
+    depends = {module.name: list(module.depends) for module in ctx.shell.client.catalog()}
+    say = (lambda message: None) if "q" in options else ctx.err
+    step = _modprobe_remove if "r" in options else _modprobe_insert
+    return 0 if all(step(ctx, say, name, depends) for name in names) else 1
 
 
-def _modprobe_error(ctx: Invocation, name: str, remove: bool, error: FtraceError) -> str:
-    if error.errno == errno.ENOENT and remove:
-        return f"modprobe: FATAL: Module {name} not found."
-    if error.errno == errno.ENOENT:
+def _modprobe_insert(ctx: Invocation, say: Callable[[str], None], name: str,
+                     depends: dict[str, list[str]]) -> bool:
+    """kmod's modprobe: the module's dependencies in modules.dep order, each inserted
+    unless it is there already (in any state), then the module; a failure names the
+    module asked for, as kmod's ``insmod()`` reports ``kmod_module_probe_insert_module()``."""
+    if name not in depends:
         release = ctx.shell.client.config().release
-        return f"modprobe: FATAL: Module {name} not found in directory /lib/modules/{release}"
-    verb = "remove" if remove else "insert"
-    return f"modprobe: ERROR: could not {verb} '{name}': {error.strerror}"
+        say(f"modprobe: FATAL: Module {name} not found in directory /lib/modules/{release}")
+        return False
+    try:
+        for module in [*depends[name], name]:
+            ctx.shell.client.load(module, if_loaded_ok=True)
+    except FtraceError as error:
+        reason = ("Unknown symbol in module, or unknown parameter (see dmesg)"
+                  if error.errno == errno.ENOENT else error.strerror)
+        say(f"modprobe: ERROR: could not insert '{name}': {reason}")
+        return False
+    return True
+
+
+def _modprobe_remove(ctx: Invocation, say: Callable[[str], None], name: str,
+                     depends: dict[str, list[str]]) -> bool:
+    """kmod's modprobe -r (``rmmod_do_module()``): nothing to do for a module on disk
+    that is not loaded; one that holds references is "in use", with no call; else
+    ``delete_module``, then (``rmmod_do_remove_module()``) each of its modules.dep
+    dependencies that no longer holds a reference, those loaded last first, whose
+    failures do not change the status."""
+    loaded = _loaded_module(ctx, name)
+    if loaded is None:
+        if name in depends:
+            return True
+        say(f"modprobe: FATAL: Module {name} not found.")
+        return False
+    if loaded.refcount > 0:
+        say(f"modprobe: FATAL: Module {name} is in use.")
+        return False
+    removed = _remove_module(ctx, say, name)
+    for dependency in reversed(depends.get(name, [])):
+        left = _loaded_module(ctx, dependency)
+        if left is not None and left.refcount == 0:
+            _remove_module(ctx, say, dependency)
+    return removed
+
+
+def _remove_module(ctx: Invocation, say: Callable[[str], None], name: str) -> bool:
+    """libkmod's ``kmod_module_remove_module()``, which logs a failed ``delete_module``."""
+    try:
+        ctx.shell.client.unload(name)
+    except FtraceError as error:
+        say(f"modprobe: ERROR: could not remove '{name}': {error.strerror}")
+        return False
+    return True
+
+
+def _loaded_module(ctx: Invocation, name: str) -> ModuleInfo | None:
+    """The module ``name`` as the kernel lists it (kmod reads /sys/module/NAME), or None."""
+    return next((mod for mod in ctx.shell.client.list_modules() if mod.name == name), None)
 
 
 @command("insmod MODULE[.ko]", "load a catalog module (File exists if loaded)")
@@ -62,13 +103,17 @@ def cmd_insmod(ctx: Invocation) -> int:
         return 1
     arg = ctx.args[0]  # the rest would be module parameters, which the model has none of
     shown = arg if arg.endswith(".ko") else arg + ".ko"
+    name = _module_name(arg)
+    # kmod_module_new_from_path(): the file must exist; the catalog is the model's disk.
+    if name not in {module.name for module in ctx.shell.client.catalog()}:
+        ctx.err(f"insmod: ERROR: could not load module {shown}: No such file or directory")
+        return 1
     try:
-        ctx.shell.client.load(_module_name(arg))
+        ctx.shell.client.load(name)
     except FtraceError as error:
-        if error.errno == errno.ENOENT:
-            ctx.err(f"insmod: ERROR: could not load module {shown}: No such file or directory")
-        else:
-            ctx.err(f"insmod: ERROR: could not insert module {shown}: {error.strerror}")
+        # insmod's mod_strerror(): init_module's ENOENT is a symbol no module gives.
+        reason = "Unknown symbol in module" if error.errno == errno.ENOENT else error.strerror
+        ctx.err(f"insmod: ERROR: could not insert module {shown}: {reason}")
         return 1
     return 0
 
@@ -100,13 +145,18 @@ def cmd_rmmod(ctx: Invocation) -> int:
 
 def _check_module_inuse(ctx: Invocation, name: str) -> bool:
     """kmod's ``check_module_inuse()``, which rmmod runs before ``delete_module``: False,
-    reported, for a module that is not loaded or that holds references, which a loading
-    one does (its init's).  kmod reads them in /sys/module/NAME; here they come from the
-    module list.  An unloading module holds none: the kernel refuses it (EBUSY), and
-    that is reported as any failed ``delete_module`` is."""
-    loaded = next((mod for mod in ctx.shell.client.list_modules() if mod.name == name), None)
+    reported, for a module that is not loaded, that other modules use (its holders), or
+    that holds references, which a loading one does (its init's).  kmod reads them in
+    /sys/module/NAME, its holders in directory order; here they come from the module
+    list, most recent user first (the same while only vfat uses another module).  An
+    unloading module holds none: the kernel refuses it (EBUSY), and that is reported as
+    any failed ``delete_module`` is."""
+    loaded = _loaded_module(ctx, name)
     if loaded is None:
         ctx.err(f"rmmod: ERROR: Module {name} is not currently loaded")
+        return False
+    if loaded.used_by:
+        ctx.err(f"rmmod: ERROR: Module {name} is in use by: {' '.join(loaded.used_by)}")
         return False
     if loaded.refcount > 0:
         ctx.err(f"rmmod: ERROR: Module {name} is in use")

@@ -95,7 +95,7 @@ class Kernel:
         # Taints are the panic state's, made next (it prints the loader's module list).
         self.modules = ModuleLoader(self.kallsyms,
                                     ModuleAddressSpace(options.module_placement, options.seed),
-                                    lambda flag: self.panic.add_taint(flag))
+                                    lambda flag: self.panic.add_taint(flag), self.printk.printk)
         self.panic = Panic(self.printk, self.kallsyms.sprint_symbol, self.kallsyms_lookup_name,
                            self.modules.print_modules, UTS_RELEASE, UTS_VERSION)
         self.failpoints = Failpoints(options.seed, known=FAILPOINT_SITES,

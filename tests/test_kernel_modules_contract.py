@@ -23,6 +23,7 @@ from clients.errors import FtraceError
 from clients.identity import Identity
 from ftrace.v1 import kernel_pb2, modules_pb2, modules_pb2_grpc, tracefs_pb2
 from kernel_daemon.module.address_space import MODULES_VADDR
+from kernel_daemon.module.catalog import load_catalog
 from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
 
 PROTO_DIR = Path(__file__).resolve().parent.parent / "proto" / "ftrace" / "v1"
@@ -448,6 +449,49 @@ def test_explicit_modules_as_the_contract_allows_them(client):
     for name in ("my-mod", "mdup"):
         client.unload(name)
     assert client.check_consistency().ok
+
+
+def test_a_module_that_uses_another_through_load_list_unload_and_the_catalog(client):
+    """vfat imports fat's exports: the catalog says vfat depends on fat; Load does not
+    load fat for it (ENOENT, an Unknown symbol line per import); once fat is there, vfat
+    takes a reference on it (used_by, refcount) and fat cannot go first (EAGAIN); vfat's
+    unload gives it back. Under the function tracer, then a filter naming functions of
+    both, every record stays consistent, the failed load leaving none."""
+    catalog = {m.name: m for m in client.catalog()}
+    assert {name: list(m.depends) for name, m in catalog.items() if m.depends} == {
+        "vfat": ["fat"]}
+    client.write_file(f"{T}/current_tracer", "function\n")
+
+    missing = failing(client.load, "vfat")
+    assert (missing.errno, missing.code) == (errno.ENOENT, grpc.StatusCode.NOT_FOUND)
+    assert missing.from_kernel and client.list_modules() == []
+    unknown = [(line.level, line.message) for line in client.dmesg_lines().lines
+               if "Unknown symbol" in line.message]
+    assert unknown == [(4, f"vfat: Unknown symbol {name} (err 0)")
+                       for name in load_catalog()["vfat"].imports]
+    assert client.dump_records(module="vfat") == [] and client.check_consistency().ok
+
+    fat = client.load("fat", if_loaded_ok=True)
+    vfat = client.load("vfat", if_loaded_ok=True)
+    assert (list(fat.used_by), fat.refcount, list(vfat.used_by)) == ([], 0, [])
+    assert [(m.name, m.refcount, list(m.used_by)) for m in client.list_modules()] == [
+        ("vfat", 0, []), ("fat", 1, ["vfat"])]
+    assert re.search(rf"^fat {fat.size} 1 vfat, Live 0x{fat.base:016x}$",
+                     client.read_file("/proc/modules").decode(), re.M)
+    in_use = failing(client.unload, "fat")
+    assert (in_use.errno, in_use.code) == (errno.EAGAIN, grpc.StatusCode.UNAVAILABLE)
+    assert in_use.errno_name == "EAGAIN" and in_use.from_kernel
+    assert len(client.dump_records(module="vfat")) == vfat.functions
+    assert client.check_consistency().ok
+
+    client.write_file(f"{T}/set_ftrace_filter", "fat_scan vfat_lookup\n")
+    assert client.check_consistency().ok
+    assert client.unload("vfat").name == "vfat"
+    assert [(m.name, m.refcount, list(m.used_by)) for m in client.list_modules()] == [
+        ("fat", 0, [])]
+    assert client.check_consistency().ok
+    client.unload("fat")
+    assert client.list_modules() == [] and client.check_consistency().ok
 
 
 def test_catalog_checks_the_callers_identity_like_every_call(daemon):

@@ -15,7 +15,8 @@ from kernel_daemon.module.address_space import (
     PAGE_SIZE,
     ModuleAddressSpace,
 )
-from kernel_daemon.module.catalog import ModuleSpec, load_catalog, module_from_function_list
+from kernel_daemon.module.catalog import (ModuleSpec, _depmod, load_catalog,
+                                          module_from_function_list)
 from kernel_daemon.module.kallsyms import Kallsyms
 from kernel_daemon.module.loader import (
     MODULE_STATE_COMING,
@@ -71,8 +72,15 @@ def taints() -> list[int]:
 
 
 @pytest.fixture
-def loader(kallsyms: Kallsyms, taints: list[int]) -> ModuleLoader:
-    return ModuleLoader(kallsyms, ModuleAddressSpace(), taints.append)
+def logged() -> list[tuple[str, int]]:
+    """What the loader printk()ed: (text, level), in order."""
+    return []
+
+
+@pytest.fixture
+def loader(kallsyms: Kallsyms, taints: list[int], logged: list[tuple[str, int]]) -> ModuleLoader:
+    return ModuleLoader(kallsyms, ModuleAddressSpace(), taints.append,
+                        lambda text, level: logged.append((text, level)))
 
 
 def spec(name: str, *functions: str, in_tree: bool = True) -> ModuleSpec:
@@ -148,10 +156,37 @@ def test_catalog() -> None:
     assert {"snd_pcm_new", "snd_pcm_period_elapsed"} <= catalog["snd_pcm"].exported
     assert "snd_pcm_format_name" not in catalog["snd_pcm"].exported
     assert catalog["uinput"].exported == catalog["fat"].exported == frozenset()
+    # fs/fat exports with EXPORT_SYMBOL_GPL only; vfat uses 17 of the 18 (not
+    # fat_flush_inodes), which makes it depend on fat, and nothing on anything else.
+    assert len(catalog["fat"].exported_gpl) == 18
+    assert "fat_fill_super" in catalog["fat"].exported_gpl
+    assert set(catalog["vfat"].imports) == catalog["fat"].exported_gpl - {"fat_flush_inodes"}
+    assert {name: spec.depends for name, spec in catalog.items() if spec.depends} == {
+        "vfat": ("fat",)}
     assert max(len(s.functions) for s in catalog.values()) >= 2000
     for mod in catalog.values():
         assert mod.name and mod.description
         assert all(0x20 <= size <= 0x800 for _, size in mod.functions)
+
+
+def test_depmod_orders_the_dependencies_and_refuses_what_depmod_would() -> None:
+    def module(name: str, exports: tuple[str, ...] = (), imports: tuple[str, ...] = ()
+               ) -> ModuleSpec:
+        return ModuleSpec(name, tuple((f, 0x40) for f in exports), True, "test",
+                          exported_gpl=frozenset(exports), imports=imports)
+
+    # top needs mid and base; mid needs base: base loads first, once.
+    base, mid = module("base", ("b",)), module("mid", ("m",), ("b",))
+    top = module("top", imports=("m", "b"))
+    specs = {"top": top, "mid": mid, "base": base}
+    assert _depmod(specs) == [("base", "mid"), ("base",), ()]
+    with pytest.raises(ValueError, match=r"imports \['x'\], which no module exports"):
+        _depmod({"top": module("top", imports=("x",))})
+    with pytest.raises(ValueError, match="exports b, which base exports"):
+        _depmod({"base": base, "other": module("other", ("b",))})
+    cycle = {"a": module("a", ("fa",), ("fb",)), "b": module("b", ("fb",), ("fa",))}
+    with pytest.raises(ValueError, match="dependency cycle: a -> b -> a"):
+        _depmod(cycle)
 
 
 def test_module_from_function_list() -> None:
@@ -389,7 +424,7 @@ def test_an_out_of_tree_module_taints_before_it_is_linked(kallsyms: Kallsyms,
     """check_modinfo() taints in layout_and_allocate(), before the module has memory or
     is on the list: loads that fail after (ENOMEM, EEXIST) leave the kernel tainted."""
     space = ModuleAddressSpace()
-    loader = ModuleLoader(kallsyms, space, taints.append)
+    loader = ModuleLoader(kallsyms, space, taints.append, lambda text, level: None)
     seen: list[list[int]] = []
     loader.register_module_notifier(lambda state, mod: seen.append(list(taints)))
     loader.load_module(spec("intree", "f"))
@@ -425,9 +460,13 @@ def test_load_errors(loader: ModuleLoader) -> None:
     assert exc.value.errno == errno.EEXIST
     with pytest.raises(LookupError):
         loader.delete_module("absent")
+    # A reference held past LIVE (init's, until sys_init_module() drops it): 3.6's
+    # try_stop_module() under rmmod's O_NONBLOCK refuses with EWOULDBLOCK, not EBUSY.
     loader.find_module("m").refcnt = 1
-    with pytest.raises(RuntimeError, match="in use"):
+    with pytest.raises(BlockingIOError, match="in use") as busy:
         loader.delete_module("m")
+    assert busy.value.errno == errno.EWOULDBLOCK == errno.EAGAIN
+    assert loader.find_module("m").state == MODULE_STATE_LIVE
 
 
 def test_notifier_order_and_states(loader: ModuleLoader) -> None:
@@ -498,6 +537,121 @@ def test_transitions_seen_by_other_syscalls(loader: ModuleLoader) -> None:
     loader.delete_module("oot")
     assert results["flags"] == "Modules linked in: oot(O+)"
     assert results["proc"].endswith(" Unloading 0xffffffffa0000000 (O-)\n")
+
+
+def test_a_module_that_uses_another_holds_a_reference_to_it_until_it_goes(
+        loader: ModuleLoader, logged: list[tuple[str, int]]) -> None:
+    """vfat's imports resolve to fat's exports: ref_module() takes a reference on fat and
+    links vfat into fat's users (/proc/modules' fourth column); fat cannot go before
+    vfat (EWOULDBLOCK), and vfat's unload gives the reference back (module_unload_free())."""
+    catalog = load_catalog()
+    with pytest.raises(FileNotFoundError) as missing:
+        loader.load_module(catalog["vfat"])
+    assert missing.value.errno == errno.ENOENT and loader.modules() == []
+    # simplify_symbols() reports every symbol before it fails: PTR_ERR(NULL) is 0.
+    assert logged == [(f"vfat: Unknown symbol {name} (err 0)", 4)
+                      for name in catalog["vfat"].imports]
+
+    fat = loader.load_module(catalog["fat"])
+    vfat = loader.load_module(catalog["vfat"])
+    assert (fat.refcnt, fat.source_list, vfat.target_list) == (1, (vfat,), (fat,))
+    assert (vfat.refcnt, vfat.source_list) == (0, ())
+    assert loader.proc_modules() == (
+        f"vfat {vfat.core_size} 0 - Live 0x{vfat.module_core:016x}\n"
+        f"fat {fat.core_size} 1 vfat, Live 0x{fat.module_core:016x}\n")
+    with pytest.raises(BlockingIOError, match="in use by vfat") as used:
+        loader.delete_module("fat")
+    assert used.value.errno == errno.EWOULDBLOCK and fat.state == MODULE_STATE_LIVE
+    # A second vfat resolves (a second link and reference) before its name is refused;
+    # the failed load gives them back.
+    with pytest.raises(FileExistsError):
+        loader.load_module(catalog["vfat"])
+    assert (fat.refcnt, fat.source_list) == (1, (vfat,))
+
+    loader.delete_module("vfat")
+    assert (fat.refcnt, fat.source_list, vfat.target_list) == (0, (), ())
+    assert loader.proc_modules() == f"fat {fat.core_size} 0 - Live 0x{fat.module_core:016x}\n"
+    loader.delete_module("fat")
+    assert loader.modules() == []
+
+
+def test_a_module_needed_while_it_unloads_is_an_unknown_symbol(
+        loader: ModuleLoader, logged: list[tuple[str, int]]) -> None:
+    """find_symbol() finds an unloading module's exports, but try_module_get() refuses it:
+    each symbol fails with -ENOENT."""
+    catalog = load_catalog()
+    errors: list[int] = []
+
+    def load_vfat_while_fat_goes(state: int, mod: Module) -> None:
+        if state == MODULE_STATE_GOING and mod.name == "fat":
+            with pytest.raises(FileNotFoundError) as exc:
+                loader.load_module(catalog["vfat"])
+            errors.append(exc.value.errno)
+
+    loader.register_module_notifier(load_vfat_while_fat_goes)
+    fat = loader.load_module(catalog["fat"])
+    loader.delete_module("fat")
+    assert errors == [errno.ENOENT] and loader.modules() == []
+    assert logged == [(f"vfat: Unknown symbol {name} (err -2)", 4)
+                      for name in catalog["vfat"].imports]
+    assert (fat.refcnt, fat.source_list) == (0, ())
+
+
+def test_a_load_waits_for_a_module_it_needs_to_finish_loading(
+        loader: ModuleLoader, monkeypatch: pytest.MonkeyPatch) -> None:
+    """strong_try_module_get() refuses a module still loading (EBUSY), and
+    resolve_symbol_wait() waits on module_wq until sys_init_module() wakes it: vfat,
+    loaded while fat's COMING notifiers run, loads once fat is LIVE (the wait's time
+    limit is out of reach: only the wake-up ends it)."""
+    monkeypatch.setattr("kernel_daemon.module.loader.RESOLVE_WAIT_SECONDS", 3600)
+    catalog = load_catalog()
+    waiting = threading.Event()
+    wait = loader.module_wq.wait
+
+    def noting_wait(timeout: float | None = None) -> bool:
+        waiting.set()
+        return wait(timeout)
+
+    loader.module_wq.wait = noting_wait  # type: ignore[method-assign]
+    loaded: list[Module] = []
+    vfat = threading.Thread(target=lambda: loaded.append(loader.load_module(catalog["vfat"])),
+                            daemon=True)
+
+    def start_vfat_while_fat_loads(state: int, mod: Module) -> None:
+        if state == MODULE_STATE_COMING and mod.name == "fat":
+            vfat.start()
+            assert waiting.wait(timeout=30), "vfat never waited for fat"
+
+    loader.register_module_notifier(start_vfat_while_fat_loads)
+    fat = loader.load_module(catalog["fat"])
+    vfat.join(timeout=30)
+    assert not vfat.is_alive(), "vfat was not woken when fat went LIVE"
+    assert [m.name for m in loaded] == ["vfat"] and fat.source_list == tuple(loaded)
+
+
+def test_a_load_gives_up_on_a_module_that_stays_loading(
+        loader: ModuleLoader, logged: list[tuple[str, int]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """resolve_symbol_wait()'s wait runs out (30 s in the kernel, none here): it says so,
+    and the symbol fails with the EBUSY strong_try_module_get() gave."""
+    monkeypatch.setattr("kernel_daemon.module.loader.RESOLVE_WAIT_SECONDS", 0)
+    catalog = load_catalog()
+    errors: list[int] = []
+
+    def load_vfat_while_fat_loads(state: int, mod: Module) -> None:
+        if state == MODULE_STATE_COMING and mod.name == "fat":
+            with pytest.raises(OSError) as exc:
+                loader.load_module(catalog["vfat"])
+            errors.append(exc.value.errno)
+
+    loader.register_module_notifier(load_vfat_while_fat_loads)
+    fat = loader.load_module(catalog["fat"])
+    assert errors == [errno.EBUSY] and [m.name for m in loader.modules()] == ["fat"]
+    first = catalog["vfat"].imports[0]
+    assert logged[:2] == [("vfat: gave up waiting for init of module fat.", 4),
+                          (f"vfat: Unknown symbol {first} (err -16)", 4)]
+    assert len(logged) == 2 * len(catalog["vfat"].imports)  # each symbol waits again
+    assert (fat.refcnt, fat.source_list) == (0, ())
 
 
 def test_concurrent_loads(loader: ModuleLoader, kallsyms: Kallsyms) -> None:

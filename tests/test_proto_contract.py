@@ -159,7 +159,9 @@ def test_key_message_fields():
     assert {"seq", "open", "read", "write", "seek", "close", "error"} <= fields(tracefs_pb2.FileResponse)
     assert {"path", "data", "append"} <= fields(tracefs_pb2.WriteFileRequest)
     assert {"catalog_name", "explicit", "if_loaded_ok", "placement"} <= fields(modules_pb2.LoadModuleRequest)
-    assert {"name", "base", "size", "functions", "state", "taints"} <= fields(modules_pb2.ModuleInfo)
+    assert {"name", "base", "size", "functions", "state", "taints", "used_by"} <= fields(
+        modules_pb2.ModuleInfo)
+    assert {"name", "functions", "size", "depends"} <= fields(modules_pb2.CatalogModule)
     assert {
         "kind", "ip", "function", "module", "expected_count", "actual_count", "enabled", "ops", "message",
     } <= fields(kernel_pb2.Anomaly)

@@ -259,6 +259,47 @@ def test_rmmod_of_a_loading_and_of_an_unloading_module(daemon, tmp_path):
         assert client.list_modules() == []
 
 
+def test_a_module_that_uses_another_through_insmod_modprobe_lsmod_and_rmmod(daemon, tmp_path):
+    """vfat uses fat's exports. insmod does not load fat for it (init_module's ENOENT, as
+    kmod's insmod words it, and an Unknown symbol line per import in dmesg); modprobe
+    loads fat first; lsmod and /proc/modules show fat used by vfat; rmmod and modprobe -r
+    refuse fat (kmod's check_module_inuse() and rmmod_do_module(), no call made), and
+    modprobe -r vfat removes fat too, now unused."""
+    script = """\
+insmod vfat
+dmesg | grep -c 'vfat: Unknown symbol'
+modprobe vfat
+lsmod
+cat /proc/modules
+rmmod fat
+modprobe -r fat
+modprobe -qr fat || echo refused quietly
+"""
+    shell = run_shell(tmp_path, ["--address", daemon.address], script)
+    with daemon.connect() as client:
+        vfat, fat = client.list_modules()
+    assert shell.returncode == 0
+    assert shell.err == (
+        "insmod: ERROR: could not insert module vfat.ko: Unknown symbol in module\n"
+        "rmmod: ERROR: Module fat is in use by: vfat\n"
+        "modprobe: FATAL: Module fat is in use.\n")
+    assert shell.out.splitlines() == [
+        "17",
+        "Module                  Size  Used by",
+        f"{'vfat':<19} {vfat.size:>8}  0",
+        f"{'fat':<19} {fat.size:>8}  1 vfat",
+        f"vfat {vfat.size} 0 - Live 0x{vfat.base:016x}",
+        f"fat {fat.size} 1 vfat, Live 0x{fat.base:016x}",
+        "refused quietly",
+    ]
+    shell = run_shell(tmp_path, ["--address", daemon.address, "-c",
+                                 "modprobe -r vfat; lsmod; modprobe -r vfat"])
+    assert (shell.returncode, shell.err) == (0, "")
+    assert shell.out == "Module                  Size  Used by\n"
+    with daemon.connect() as client:
+        assert client.list_modules() == [] and client.check_consistency().ok
+
+
 def test_bad_arguments_are_one_line_diagnostics_as_bash_and_the_tools_give(daemon, tmp_path):
     """(a -c command, its status, stdout, stderr) as bash 5.2 and coreutils/grep 3.8 give
     them; numbers beyond what the request can carry, options taken for operands."""

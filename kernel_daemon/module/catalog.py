@@ -13,14 +13,26 @@ XFS's size), plus one out-of-tree module, ``vboxdrv``, which taints the kernel w
 ``O`` like the reporter's.  Each entry is ``{"in_tree": bool, "description": str,
 "functions": [[name, size], ...]}`` and, optionally, ``"exported": [name, ...]``: the
 functions its source exports with plain ``EXPORT_SYMBOL`` (the module's ``__ksymtab``),
-which ``/proc/kallsyms`` prints as ``T`` where it prints the others ``t``.  Only
-exports checked against the 3.6 source are listed; ``EXPORT_SYMBOL_GPL`` ones are not
-(``is_exported()`` does not look at ``__ksymtab_gpl``), and an entry without the field
-exports nothing.
+which ``/proc/kallsyms`` prints as ``T`` where it prints the others ``t``, and
+``"exported_gpl"``, those exported with ``EXPORT_SYMBOL_GPL`` (``__ksymtab_gpl``, which
+``is_exported()`` does not look at).  Only exports checked against the 3.6 source are
+listed, and an entry without the fields exports nothing.
+
+A module that calls another's exports lists them in ``"imports"``: its undefined symbols
+that a module, not vmlinux, exports (vmlinux's always resolve, so they are left out).
+``load_module()`` resolves them against the loaded modules, and ``depmod`` computes
+``modules.dep`` from them (:attr:`ModuleSpec.depends`).  Of the catalog only ``vfat``
+imports (17 of ``fat``'s 18 exports, from 3.6's ``fs/fat/namei_vfat.c``, in the order
+the source first uses them: the order of a real ``.ko``'s symbol table, which its
+``Unknown symbol`` messages follow, comes from the build).  The modules that
+``bridge`` (``stp``, ``llc``) and ``snd_pcm`` (``snd``, ``snd_timer``,
+``snd_page_alloc``) need in a distribution's 3.6 are not in the catalog, so those two
+load alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import random
@@ -38,13 +50,19 @@ _MAX_FUNCTIONS = 65536
 @dataclass(frozen=True)
 class ModuleSpec:
     """One module file: its name and its functions ``(name, size in bytes)`` in link order;
-    ``exported`` names those of them in its ``EXPORT_SYMBOL`` table."""
+    ``exported`` and ``exported_gpl`` name those of them in its ``EXPORT_SYMBOL`` and
+    ``EXPORT_SYMBOL_GPL`` tables; ``imports`` the other modules' exports it uses, and
+    ``depends`` its ``modules.dep`` line: the modules that export them, and theirs, in
+    the order ``modprobe`` loads them."""
 
     name: str
     functions: tuple[tuple[str, int], ...]
     in_tree: bool
     description: str
     exported: frozenset[str] = frozenset()
+    exported_gpl: frozenset[str] = frozenset()
+    imports: tuple[str, ...] = ()
+    depends: tuple[str, ...] = ()
 
 
 def _validate(name: str, functions: list[str]) -> None:
@@ -76,13 +94,47 @@ def load_catalog() -> dict[str, ModuleSpec]:
         names = [function for function, _ in functions]
         _validate(name, names)
         exported = frozenset(entry.get("exported", ()))
+        exported_gpl = frozenset(entry.get("exported_gpl", ()))
         # is_exported() matches name and address: an export is one function of the module.
-        if unknown := sorted(f for f in exported if names.count(f) != 1):
+        if unknown := sorted(f for f in exported | exported_gpl if names.count(f) != 1):
             raise ValueError(f"module {name}: exported {unknown} are not functions of it "
                              f"(or not one each)")
         catalog[name] = ModuleSpec(name, functions, entry["in_tree"], entry["description"],
-                                   exported)
-    return catalog
+                                   exported, exported_gpl, tuple(entry.get("imports", ())))
+    return {name: dataclasses.replace(spec, depends=depends)
+            for (name, spec), depends in zip(catalog.items(), _depmod(catalog))}
+
+
+def _depmod(catalog: dict[str, ModuleSpec]) -> list[tuple[str, ...]]:
+    """``depmod``: each module's ``modules.dep`` dependencies, in the catalog's order.
+
+    A module depends on the modules that export what it imports, and on theirs; they
+    come in load order, each after those it needs.  ValueError for an import no module
+    exports (depmod's "needs unknown symbol"), a symbol two modules export (the second
+    could never load: ``verify_export_symbols()``), or modules that need each other.
+    """
+    owners: dict[str, str] = {}
+    for spec in catalog.values():
+        for symbol in spec.exported | spec.exported_gpl:
+            if symbol in owners:
+                raise ValueError(f"module {spec.name}: exports {symbol}, which "
+                                 f"{owners[symbol]} exports")
+            owners[symbol] = spec.name
+    needs: dict[str, list[str]] = {}
+    for spec in catalog.values():
+        if unknown := sorted(set(spec.imports) - owners.keys()):
+            raise ValueError(f"module {spec.name}: imports {unknown}, which no module exports")
+        needs[spec.name] = list(dict.fromkeys(owners[symbol] for symbol in spec.imports))
+
+    def load_order(name: str, path: tuple[str, ...]) -> list[str]:
+        order: list[str] = []
+        for dep in needs[name]:
+            if dep in path:
+                raise ValueError(f"modules in a dependency cycle: {' -> '.join(path + (dep,))}")
+            order += [m for m in load_order(dep, path + (dep,)) + [dep] if m not in order]
+        return order
+
+    return [tuple(load_order(name, (name,))) for name in catalog]
 
 
 # Sizes of functions whose code the model has not seen: log-normal around 0xa0 bytes,

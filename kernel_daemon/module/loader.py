@@ -5,14 +5,27 @@ Model of ``kernel/module.c`` (3.6): ``sys_init_module()`` → ``load_module()``,
 ``print_modules()``.  The order is the kernel's, since ftrace's races live in it:
 
 * load: taint the kernel for an out-of-tree module (``check_modinfo()``, whatever fails
-  after); under ``module_mutex``, reject a duplicate name (even one still unloading),
-  allocate, link the module at the head of the list in state COMING with the reference
-  init holds (kallsyms sees it from here), drop the mutex; then the COMING notifiers
-  (ftrace creates the module's records here, without ``module_mutex``), then LIVE, the
-  LIVE notifiers, and the init reference dropped.
-* unload: under ``module_mutex``, refuse a module that is not LIVE or is in use, mark
-  it GOING, drop the mutex; then the GOING notifiers (``ftrace_release_mod()``), then
-  ``free_module()`` unlinks it and frees its memory under ``module_mutex``.
+  after); resolve the symbols it imports (``simplify_symbols()``), each under
+  ``module_mutex``: the module exporting one gets a reference and a ``module_use`` link
+  to the new one, which is on no list yet; then under ``module_mutex``, reject a
+  duplicate name (even one still unloading), allocate, link the module at the head of
+  the list in state COMING with the reference init holds (kallsyms sees it from here),
+  drop the mutex; then the COMING notifiers (ftrace creates the module's records here,
+  without ``module_mutex``), then LIVE, the LIVE notifiers, and the init reference
+  dropped.
+* unload: under ``module_mutex``, refuse a module that others use, that is not LIVE or
+  that is in use, mark it GOING, drop the mutex; then the GOING notifiers
+  (``ftrace_release_mod()``), then ``free_module()`` unlinks it, drops the references it
+  took on the modules it used (``module_unload_free()``) and frees its memory, each
+  step under ``module_mutex``.
+
+A module that others use answers ``delete_module`` EWOULDBLOCK ("Other modules depend on
+us: get rid of them first."), and so does a LIVE one that still holds references, as
+3.6's ``try_stop_module()`` does under the ``O_NONBLOCK`` that ``rmmod`` and ``modprobe
+-r`` always pass (the unload that waits for the references, without it, is not modelled).
+A symbol whose module is still loading is waited for (``resolve_symbol_wait()``), up to
+30 s; one whose module is unloading, or that no module exports, fails the load (ENOENT)
+after a ``Unknown symbol`` line in the kernel log for each.
 
 Where the model differs: no ELF, relocation, parameters or init function; a failing
 COMING notifier (which cannot happen in the kernel, whose notifiers return codes) is
@@ -24,6 +37,7 @@ from __future__ import annotations
 import errno
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +46,7 @@ from kernel_daemon.module.catalog import ModuleSpec
 from kernel_daemon.module.kallsyms import Kallsyms
 from kernel_daemon.module.symbols import Symbol
 from kernel_daemon.panic import TAINT_OOT_MODULE
+from kernel_daemon.printk import KERN_WARNING
 from kernel_daemon.unwind import kernel_frames, kernel_function_named
 
 # include/linux/module.h (3.6) enum module_state.
@@ -41,6 +56,8 @@ MODULE_STATE_GOING = 2
 
 # include/linux/module.h: 64 - sizeof(unsigned long), the name buffer's size with its NUL.
 MODULE_NAME_LEN = 64 - 8
+# resolve_symbol_wait(): how long a load waits for a module it needs to finish loading.
+RESOLVE_WAIT_SECONDS = 30
 
 # m_show()'s words for the states.
 _STATE_NAMES = {MODULE_STATE_LIVE: "Live", MODULE_STATE_COMING: "Loading",
@@ -69,6 +86,14 @@ class Module:
     refcnt: int = 0
     # The model's: 1 for the first module linked since boot, 2 for the next, ...
     load_seq: int = 0
+    # mod->syms and mod->gpl_syms: the names find_symbol() finds in this module.
+    syms: frozenset[str] = frozenset()
+    gpl_syms: frozenset[str] = frozenset()
+    # The struct module_use links, each newest first (list_add()), replaced whole under
+    # module_mutex: source_list, the modules using this one (each holds a reference to
+    # it); target_list, the modules this one uses.
+    source_list: tuple[Module, ...] = ()
+    target_list: tuple[Module, ...] = ()
 
     def within_module_core(self, addr: int) -> bool:
         """``within_module_core()``: is ``addr`` in ``[module_core, module_core + core_size)``?"""
@@ -112,6 +137,24 @@ def _module_flags(mod: Module) -> str:
     return f"({mod.taints}{going}{coming})"
 
 
+def _ref_module(a: Module, b: Module) -> int:
+    """``ref_module()``, under ``module_mutex``: ``a`` uses ``b``.  Unless it already
+    does (``already_uses()``), take a reference to ``b`` (``strong_try_module_get()``:
+    EBUSY while ``b`` is loading, ENOENT once it is unloading) and link the two at the
+    head of ``b``'s users and ``a``'s targets (``add_module_usage()``).  Returns the errno,
+    or 0."""
+    if a in b.source_list:
+        return 0
+    if b.state == MODULE_STATE_COMING:
+        return errno.EBUSY
+    if b.state == MODULE_STATE_GOING:  # try_module_get(): not module_is_live()
+        return errno.ENOENT
+    b.refcnt += 1
+    b.source_list = (a,) + b.source_list
+    a.target_list = (b,) + a.target_list
+    return 0
+
+
 class ModuleLoader:
     """The module list and the syscalls that change it.
 
@@ -121,12 +164,16 @@ class ModuleLoader:
     """
 
     def __init__(self, kallsyms: Kallsyms, address_space: ModuleAddressSpace,
-                 add_taint: Callable[[int], None]) -> None:
-        """``add_taint(flag)`` is the kernel's ``add_taint()``."""
+                 add_taint: Callable[[int], None], printk: Callable[..., None]) -> None:
+        """``add_taint(flag)`` is the kernel's ``add_taint()``, ``printk(text, level=)``
+        its ``printk()``."""
         self._kallsyms = kallsyms
         self._address_space = address_space
         self._add_taint = add_taint
+        self._printk = printk
         self.module_mutex = threading.Lock()
+        # module_wq: loads waiting for a module they need to finish loading.
+        self.module_wq = threading.Condition()
         # module_notify_list; every entry at priority 0, so called in registration order.
         self.module_notifiers: list[ModuleNotifier] = []
         # The kernel's `modules` list, newest first (list_add_rcu() at the head),
@@ -158,31 +205,105 @@ class ModuleLoader:
 
     @kernel_function_named("load_module")
     def _link_module(self, spec: ModuleSpec, placement: str | None) -> Module:
-        """``load_module()``: allocate and lay out the module, then put it on the list."""
+        """``load_module()``: resolve the module's imports, allocate and lay it out, then
+        put it on the list.
+
+        The kernel allocates first (``layout_and_allocate()``), the model once the
+        imports are resolved and the name is free: with the module space full, the
+        kernel's ENOMEM comes before an unknown symbol or EEXIST, the model's after.
+        """
         if not spec.in_tree:
             # check_modinfo(): add_taint_module(mod, TAINT_OOT_MODULE) when modinfo lacks
             # "intree", first thing in layout_and_allocate(), so a load that then fails
             # (ENOMEM, EEXIST) leaves the kernel tainted all the same.
             self._add_taint(TAINT_OOT_MODULE)
+        # refcnt 1: module_unload_init() holds a reference during initialization.
+        mod = Module(spec.name, 0, _core_size(spec), MODULE_STATE_COMING, (),
+                     "" if spec.in_tree else "O", refcnt=1, syms=spec.exported,
+                     gpl_syms=spec.exported_gpl)
+        self._simplify_symbols(mod, spec.imports)
+        try:
+            with self.module_mutex:
+                if self.find_module(spec.name) is not None:
+                    raise FileExistsError(errno.EEXIST, f"module {spec.name} is already loaded")
+                mod.module_core = self._address_space.alloc(mod.core_size, placement)
+                mod.symbols = _layout(spec, mod.module_core)
+                mod.load_seq = next(self._load_seqs)
+                self._kallsyms.add_module(mod.name, list(mod.symbols), mod.module_core,
+                                          mod.core_size)
+                self._modules = (mod,) + self._modules
+                return mod
+        except BaseException:
+            self._module_unload_free(mod)  # load_module()'s free_unload
+            raise
+
+    def _simplify_symbols(self, mod: Module, imports: tuple[str, ...]) -> None:
+        """``simplify_symbols()`` for the undefined symbols other modules export: resolve
+        each; report each that does not resolve, and then fail with the last one's error
+        (ENOENT when no module exports it), dropping the references the others took."""
+        error = 0
+        for name in imports:
+            err = self._resolve_symbol_wait(mod, name)
+            if err == 0:
+                continue
+            # PTR_ERR(ksym): 0 for a symbol not found, -errno for one refused.
+            self._printk(f"{mod.name}: Unknown symbol {name} (err {-(err or 0)})",
+                         level=KERN_WARNING)
+            error = err or errno.ENOENT
+        if error:
+            self._module_unload_free(mod)
+            raise OSError(error, f"module {mod.name} needs symbols no loaded module gives")
+
+    def _resolve_symbol_wait(self, mod: Module, name: str) -> int | None:
+        """``resolve_symbol_wait()``: :meth:`_resolve_symbol`, again each time a module
+        finishes loading (``wake_up(&module_wq)``), while the owner is still loading
+        (EBUSY), for 30 s at most. (A signal would end the wait early; no caller of the
+        model gets one.)"""
+        deadline = time.monotonic() + RESOLVE_WAIT_SECONDS
+        with self.module_wq:
+            while (resolved := self._resolve_symbol(mod, name))[0] == errno.EBUSY:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._printk(f"{mod.name}: gave up waiting for init of module "
+                                 f"{resolved[1]}.", level=KERN_WARNING)
+                    break
+                self.module_wq.wait(remaining)
+        return resolved[0]
+
+    def _resolve_symbol(self, mod: Module, name: str) -> tuple[int | None, str]:
+        """``resolve_symbol()``: under ``module_mutex``, the loaded module that exports
+        ``name`` (``find_symbol()``, in every state), and ``mod``'s use of it recorded
+        (``ref_module()``).  Returns (0 or ref_module()'s errno, the owner's name), or
+        (None, "") when no module exports it."""
         with self.module_mutex:
-            if self.find_module(spec.name) is not None:
-                raise FileExistsError(errno.EEXIST, f"module {spec.name} is already loaded")
-            core_size = _core_size(spec)
-            base = self._address_space.alloc(core_size, placement)
-            symbols = _layout(spec, base)
-            # refcnt 1: module_unload_init() holds a reference during initialization.
-            mod = Module(spec.name, base, core_size, MODULE_STATE_COMING, symbols,
-                         "" if spec.in_tree else "O", refcnt=1, load_seq=next(self._load_seqs))
-            self._kallsyms.add_module(mod.name, list(symbols), base, core_size)
-            self._modules = (mod,) + self._modules
-            return mod
+            owner = next((m for m in self._modules if name in m.syms or name in m.gpl_syms),
+                         None)
+            if owner is None:
+                return None, ""
+            return _ref_module(mod, owner), owner.name
+
+    def _module_unload_free(self, mod: Module) -> None:
+        """``module_unload_free()``: drop the references ``mod`` holds on the modules it
+        uses, and the links."""
+        with self.module_mutex:
+            for target in mod.target_list:
+                target.refcnt -= 1  # module_put()
+                target.source_list = tuple(m for m in target.source_list if m is not mod)
+            mod.target_list = ()
+
+    def _wake_up_module_wq(self) -> None:
+        """``wake_up(&module_wq)``: a module finished loading, or failed to."""
+        with self.module_wq:
+            self.module_wq.notify_all()
 
     @kernel_function_named("free_module")
     def _free_module(self, mod: Module) -> None:
-        """``free_module()``: unlink the module and free its memory."""
+        """``free_module()``: unlink the module, drop its uses of others, free its memory."""
         with self.module_mutex:
             self._modules = tuple(m for m in self._modules if m is not mod)
             self._kallsyms.remove_module(mod.name)
+        self._module_unload_free(mod)
+        with self.module_mutex:
             self._address_space.free(mod.module_core)
 
     def load_module(self, spec: ModuleSpec, placement: str | None = None) -> Module:
@@ -204,8 +325,10 @@ class ModuleLoader:
                     self._module_notify(MODULE_STATE_GOING, mod)
                 finally:
                     self._free_module(mod)
+                    self._wake_up_module_wq()
                 raise
             mod.state = MODULE_STATE_LIVE
+            self._wake_up_module_wq()
             self._module_notify(MODULE_STATE_LIVE, mod)
             with self.module_mutex:
                 mod.refcnt -= 1  # "Drop initial reference."
@@ -216,8 +339,9 @@ class ModuleLoader:
 
         ``name`` is read as ``strncpy_from_user(name, name_user, MODULE_NAME_LEN-1)``
         reads it: up to a NUL, and no more than 55 bytes.  Raises LookupError (-ENOENT)
-        if no such module is loaded (an empty name never is), RuntimeError (-EBUSY) if
-        it is still loading, already unloading, or in use.
+        if no such module is loaded (an empty name never is), BlockingIOError
+        (-EWOULDBLOCK) if other modules use it, RuntimeError (-EBUSY) if it is still
+        loading or already unloading, BlockingIOError again if it holds references.
         """
         name = name.encode()[:MODULE_NAME_LEN - 1].split(b"\0", 1)[0].decode(errors="replace")
         with kernel_frames("system_call_fastpath", "sys_delete_module"):
@@ -225,10 +349,15 @@ class ModuleLoader:
                 mod = self.find_module(name)
                 if mod is None:
                     raise LookupError(f"module {name} is not loaded")
+                if mod.source_list:
+                    # "Other modules depend on us: get rid of them first."
+                    users = ", ".join(user.name for user in mod.source_list)
+                    raise BlockingIOError(errno.EWOULDBLOCK, f"module {name} is in use by {users}")
                 if mod.state != MODULE_STATE_LIVE:
                     raise RuntimeError(f"module {name} is {_STATE_NAMES[mod.state].lower()}")
                 if mod.refcnt:
-                    raise RuntimeError(f"module {name} is in use")
+                    # try_stop_module() under O_NONBLOCK: __try_stop_module()'s -EWOULDBLOCK.
+                    raise BlockingIOError(errno.EWOULDBLOCK, f"module {name} is in use")
                 mod.state = MODULE_STATE_GOING
             try:
                 self._module_notify(MODULE_STATE_GOING, mod)
@@ -238,12 +367,15 @@ class ModuleLoader:
             return mod
 
     def proc_modules(self) -> str:
-        """``/proc/modules`` (``m_show()``), e.g. ``uinput 17185 0 - Live 0xffffffffa0000000``."""
+        """``/proc/modules`` (``m_show()``), e.g. ``uinput 17185 0 - Live 0xffffffffa0000000``
+        or ``fat 67293 1 vfat, Live 0xffffffffa0000000``."""
         lines = []
         for mod in self._modules:
-            # No module depends on another and none is [permanent]: the used-by column is "-".
-            line = (f"{mod.name} {mod.core_size} {mod.refcnt} - {_STATE_NAMES[mod.state]} "
-                    f"0x{mod.module_core:016x}")
+            # print_unload_info(): the users, each with a trailing comma, else "-" (none
+            # of the model's modules is [permanent]: none has an init without an exit).
+            users = "".join(f"{user.name}," for user in mod.source_list) or "-"
+            line = (f"{mod.name} {mod.core_size} {mod.refcnt} {users} "
+                    f"{_STATE_NAMES[mod.state]} 0x{mod.module_core:016x}")
             # m_show() prints module_flags() only for a tainted module.
             lines.append(f"{line} {_module_flags(mod)}\n" if mod.taints else f"{line}\n")
         return "".join(lines)

@@ -30,7 +30,8 @@ def module_info(mod: Module, already_loaded: bool = False) -> pb.ModuleInfo:
     return pb.ModuleInfo(name=mod.name, base=mod.module_core, size=mod.core_size,
                          functions=len(mod.symbols), state=STATES.get(mod.state, 0),
                          taints=mod.taints, refcount=mod.refcnt, load_seq=mod.load_seq,
-                         already_loaded=already_loaded)
+                         already_loaded=already_loaded,
+                         used_by=[user.name for user in mod.source_list])
 
 
 def requested_spec(request: pb.LoadModuleRequest) -> ModuleSpec:
@@ -68,6 +69,8 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
                 if request.if_loaded_ok:
                     return module_info(boot.kernel.modules.find_module(spec.name), True)
                 raise KernelError(errno.EEXIST, f"module {spec.name} is already loaded") from None
+            except OSError as exc:  # a symbol it imports did not resolve: ENOENT or EBUSY
+                raise KernelError(exc.errno, exc.strerror) from None
             except MemoryError:
                 raise KernelError(errno.ENOMEM, "module area full") from None
             except RuntimeError as exc:  # still coming or going
@@ -78,6 +81,8 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
         with self.state.syscall(context, report_locking=True) as boot:
             try:
                 return module_info(boot.kernel.modules.delete_module(request.name))
+            except BlockingIOError as exc:  # in use: EWOULDBLOCK, which is EAGAIN
+                raise KernelError(exc.errno, exc.strerror) from None
             except RuntimeError as exc:
                 raise KernelError(errno.EBUSY, str(exc)) from None
             except LookupError:
@@ -98,5 +103,6 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
             return pb.CatalogResponse(modules=[
                 pb.CatalogModule(name=spec.name, description=spec.description,
                                  functions=[name for name, _ in spec.functions],
-                                 size=sum(size for _, size in spec.functions))
+                                 size=sum(size for _, size in spec.functions),
+                                 depends=spec.depends)
                 for spec in load_catalog().values()])
