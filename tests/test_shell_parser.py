@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from clients.shell import Shell
+from clients.shell import Shell, check_binary_file
 from clients.shell_builtins import (_bre_to_python, _echo_interpret, _python_to_re2,
                                     _regex_error)
 from clients.shell_parser import (
@@ -515,6 +515,23 @@ def test_grep_matches_as_gnu_grep(script, status, out):
 )
 def test_python_syntax_to_re2s(python, re2):
     assert _python_to_re2(python) == re2
+
+
+@pytest.mark.parametrize(
+    "sample, binary",
+    [  # as bash 5.2 runs each as a script
+        (b"ec\0ho hi\n", True),
+        (b"echo hi\n\0\n", False),  # only the first line is looked at
+        (b"#!/bin/sh\necho \0 hi\n", True),  # the first two, after a #! line
+        (b"#!/bin/sh\necho a\n\0\n", False),
+        (b"a" * 79 + b"\0", True),
+        (b"\x7fELFecho hi\n", True),
+        (b"\x7fEL", False),
+        (b"\x80\x81 echo hi\n", False),  # not text, but no NUL
+    ],
+)
+def test_binary_script_files_as_bash_tells_them(sample, binary):
+    assert check_binary_file(sample) == binary
 
 
 def test_redirection_to_dev_null_and_fd_duplication():
