@@ -58,6 +58,7 @@ def single(text: str) -> Command:
         ("echo uinput* '*' !x", ["echo", "uinput*", "*", "!x"]),
         ("echo 'uinput_release:mod:uinput'", ["echo", "uinput_release:mod:uinput"]),
         ("echo $HOME $", ["echo", "$HOME", "$"]),
+        ("echo '$(ls)' '`' \\` \"\\`\"", ["echo", "$(ls)", "`", "`", "`"]),  # quoted: plain
     ],
 )
 def test_words_and_quotes(text, expected):
@@ -217,7 +218,15 @@ def test_status_and_pid_parameters_expand_when_run():
         ("echo a\n| grep x", "syntax error near unexpected token `|'", 2),
         ("echo >", "syntax error near unexpected token `newline'", 1),
         ("echo > ;", "syntax error near unexpected token `;'", 1),
-        ("echo (x)", "syntax error near unexpected token `('", 1),
+        ("echo (x)", "syntax error near unexpected token `('", 1),  # bash's too: no subshell
+        ("(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
+        ("echo a;(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
+        ("echo a &&\n (echo x)", "a subshell (`(') is not supported by ftrace-shell", 2),
+        ("echo $(ls)", "command substitution (`$(') is not supported by ftrace-shell", 1),
+        ('echo\necho "a$(ls)"', "command substitution (`$(') is not supported by ftrace-shell", 2),
+        ("echo $((1+1))", "arithmetic expansion (`$((') is not supported by ftrace-shell", 1),
+        ("echo `ls`", "command substitution (``') is not supported by ftrace-shell", 1),
+        ('echo "`ls`"', "command substitution (``') is not supported by ftrace-shell", 1),
         ("cat < f", "input redirection (`<') is not supported by ftrace-shell", 1),
         ("sleep 5 &", "a background job (`&') is not supported by ftrace-shell", 1),
         ("echo >&f", "`>&f': only >&N (a file descriptor) is supported by ftrace-shell", 1),
