@@ -341,6 +341,19 @@ _DAEMON_OPTIONS = ("variant", "failpoint", "core_functions", "module_placement",
                    "race", "seed", "switch_interval")
 
 
+#: How much of a script bash reads to tell a binary file (open_shell_script's sample[80]).
+_BINARY_SAMPLE = 80
+
+
+def check_binary_file(sample: bytes) -> bool:
+    """bash's check_binary_file (general.c): an ELF header, or a NUL in the first line of
+    ``sample`` (in the first two when it starts with ``#!``)."""
+    if sample.startswith(b"\x7fELF"):
+        return True
+    lines = 2 if sample.startswith(b"#!") else 1
+    return b"\0" in b"".join(sample.split(b"\n", lines)[:lines])
+
+
 def _run_input(shell: Shell, args: argparse.Namespace) -> int:
     try:
         if shell.mode == "command":
@@ -348,7 +361,9 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
         elif shell.mode == "script":
             try:
                 with open(args.script, "rb") as script:
-                    text = script.read().decode("utf-8", "surrogateescape")
+                    data = script.read()
+                    # bash looks only where it can seek back (not in a pipe, nor a tty).
+                    binary = script.seekable() and check_binary_file(data[:_BINARY_SAMPLE])
             except IsADirectoryError:
                 # bash names the script twice, as its $0 has become the script already.
                 print(f"{args.script}: {args.script}: Is a directory", file=sys.stderr)
@@ -356,7 +371,11 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
             except OSError as error:
                 print(f"{shell.name}: {args.script}: {error.strerror}", file=sys.stderr)
                 return 127 if error.errno == errno.ENOENT else 126
-            shell.feed_all(text.splitlines())
+            if binary:
+                print(f"{args.script}: {args.script}: cannot execute binary file",
+                      file=sys.stderr)
+                return 126  # EX_BINARY_FILE
+            shell.feed_all(data.decode("utf-8", "surrogateescape").splitlines())
         elif shell.mode == "interactive":
             from clients.shell_interactive import run_interactive
 

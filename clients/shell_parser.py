@@ -7,10 +7,11 @@ pipelines into ``grep``); redirections ``> FILE``, ``>> FILE``, ``>| FILE``, ``N
 ``N>> FILE`` and ``N>&M`` (also written without a space: ``>file``, ``2>/dev/null``).
 Of parameters only ``$?`` (the last status) and ``$$`` (the shell's pid), unquoted or in
 double quotes, kept in the word as a marker until :func:`expand` fills them in when the
-command runs. No other variables, globbing, subshells, background jobs or here-documents:
-``$`` and ``*`` are otherwise ordinary characters (``echo uinput* > set_ftrace_filter`` writes the glob itself, as bash
-does when nothing in the current directory matches); ``(``, ``)``, ``;;`` are syntax
-errors and ``<``, ``&`` are refused.
+command runs. No other variables, globbing, subshells, command substitution, background
+jobs or here-documents: ``$`` and ``*`` are otherwise ordinary characters (``echo uinput* >
+set_ftrace_filter`` writes the glob itself, as bash does when nothing in the current
+directory matches); ``)``, ``;;`` and a ``(`` after a command's words are syntax errors;
+``<``, ``&``, a ``(`` starting a command, ``$(`` and a backquote are refused.
 
 :func:`parse` turns complete input into a list of :class:`AndOr`; input that needs more
 lines (an open quote, a trailing ``&&``, ``||``, ``|`` or backslash-newline) raises
@@ -41,13 +42,20 @@ __all__ = [
 #: Operators, longest first so that ">>" wins over ">".
 _OPERATORS = ("&&", "||", ";;", ">>", ">&", ">|", "<<", "<&", ";", "|", ">", "<", "&", "(", ")")
 _OPERATOR_CHARS = frozenset("".join(_OPERATORS))
-#: Operators this shell does not run: bash would, so they are refused, not misread.
-_REFUSED = {
+#: What this shell does not run: bash would, so it is refused, not misread. The operators
+#: of _REFUSED_OPERATORS wherever they come; "(" where it starts a command (elsewhere bash
+#: refuses it too); "$(", "$((" and "`" in a word, unquoted or in double quotes.
+_NOT_SUPPORTED = {
     "<": "input redirection",
     "<<": "a here-document",
     "<&": "input redirection",
     "&": "a background job",
+    "(": "a subshell",
+    "$(": "command substitution",
+    "$((": "arithmetic expansion",
+    "`": "command substitution",
 }
+_REFUSED_OPERATORS = frozenset(("<", "<<", "<&", "&"))
 _BLANKS = " \t"
 #: The special parameters, as markers in a word: NUL cannot occur in a shell word.
 _PARAMETERS = {"?": "\0?", "$": "\0$"}
@@ -199,6 +207,8 @@ class _Lexer:
             elif char == '"':
                 parts.append(self.double_quoted(line))
                 quoted = True
+            elif char == "`":
+                raise _refused(char, self.line)
             else:
                 parts.append(self.parameter() if char == "$" else char)
         text = "".join(parts)
@@ -206,7 +216,10 @@ class _Lexer:
         self.tokens.append(Token("io" if is_fd else "word", text, line))
 
     def parameter(self) -> str:
-        """After a "$": the marker of $? or $$, else the "$" itself."""
+        """After a "$": the marker of $? or $$, else the "$" itself. Raises
+        ShellSyntaxError for a command substitution or an arithmetic expansion."""
+        if self.peek() == "(":
+            raise _refused("$((" if self.peek(1) == "(" else "$(", self.line)
         if self.peek() in _PARAMETERS:
             return _PARAMETERS[self.take()]
         return "$"
@@ -232,6 +245,8 @@ class _Lexer:
                 escaped = self.take()
                 if escaped != "\n":
                     parts.append(escaped)
+            elif char == "`":
+                raise _refused(char, self.line)
             else:
                 parts.append(self.parameter() if char == "$" else char)
 
@@ -242,10 +257,9 @@ def tokenize(text: str, line: int = 1, *, at_eof: bool = False) -> list[Token]:
     return _Lexer(text, line, at_eof).run()
 
 
-def _refused(token: Token) -> ShellSyntaxError:
-    return ShellSyntaxError(
-        f"{_REFUSED[token.text]} (`{token.text}') is not supported by ftrace-shell", token.line
-    )
+def _refused(text: str, line: int) -> ShellSyntaxError:
+    return ShellSyntaxError(f"{_NOT_SUPPORTED[text]} (`{text}') is not supported by ftrace-shell",
+                            line)
 
 
 class _Parser:
@@ -307,14 +321,16 @@ class _Parser:
         words: list[str] = []
         redirects: list[Redirect] = []
         first = self.peek()
+        if first is not None and first.kind == "op" and first.text == "(":
+            raise _refused(first.text, first.line)
         while (token := self.peek()) is not None:
             if token.kind == "word":
                 words.append(token.text)
                 self.pos += 1
             elif token.kind == "io" or (token.kind == "op" and token.text in (">", ">>", ">|", ">&")):
                 redirects.append(self.redirect())
-            elif token.kind == "op" and token.text in _REFUSED:
-                raise _refused(token)
+            elif token.kind == "op" and token.text in _REFUSED_OPERATORS:
+                raise _refused(token.text, token.line)
             else:
                 break
         if not words and not redirects:
@@ -328,8 +344,8 @@ class _Parser:
             fd = fd_number(token.text)
             self.pos += 1
             token = self.tokens[self.pos]  # the lexer made an io token only before < or >
-            if token.text in _REFUSED:
-                raise _refused(token)
+            if token.text in _REFUSED_OPERATORS:
+                raise _refused(token.text, token.line)
         self.pos += 1
         target = self.peek()
         if target is None or target.kind not in ("word", "io"):

@@ -101,8 +101,6 @@ def main(argv: list[str] | None = None) -> int:
             os.fstat(args.lifeline)
         except OSError as error:
             parser.error(f"--lifeline {args.lifeline}: {error.strerror}")
-    if options.switch_interval:
-        sys.setswitchinterval(options.switch_interval)
     address = resolve_address(args.listen)
     with Waker() as waker:
         waker.catch_signals()  # from now on SIGTERM and SIGINT only stop the daemon

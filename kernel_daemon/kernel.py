@@ -41,6 +41,9 @@ from kernel_daemon.trace.trace_stat import StatSession
 from kernel_daemon.trace.tracers import Tracing
 
 UTS_RELEASE = "3.6.11+"
+#: The shortest switch interval but 0: CPython keeps it in whole microseconds (a shorter one
+#: reads back as 0, and acts as one).
+MIN_SWITCH_INTERVAL = 1e-6
 # Events the function tracer wrote for the current call (an Invoke reports them).
 events_written: contextvars.ContextVar[int] = contextvars.ContextVar("events_written", default=0)
 UTS_VERSION = "#1 SMP ftrace-sim"
@@ -76,8 +79,9 @@ class BootOptions:
         if not MIN_FUNCTIONS <= self.core_functions <= 2_000_000:
             raise ValueError(f"core-functions must be {MIN_FUNCTIONS}..2000000, "
                              f"not {self.core_functions}")
-        if not 0 <= self.switch_interval <= 1:
-            raise ValueError(f"switch-interval must be 0..1 seconds, not {self.switch_interval}")
+        if not (self.switch_interval == 0 or MIN_SWITCH_INTERVAL <= self.switch_interval <= 1):
+            raise ValueError(f"switch-interval must be 0 (Python's default) or "
+                             f"{MIN_SWITCH_INTERVAL:g}..1 seconds, not {self.switch_interval}")
         if self.buffer_size_kb < 1:
             raise ValueError(f"buffer-size-kb must be at least 1, not {self.buffer_size_kb}")
 

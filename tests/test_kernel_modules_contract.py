@@ -132,6 +132,21 @@ def test_reboot_refuses_a_bad_failpoint_and_the_old_kernel_stays(client):
     assert client.list_modules() == []
 
 
+def test_reboot_zero_fields_take_the_built_in_defaults_not_the_last_boots(spawn):
+    daemon = spawn([*CORE, "--switch-interval", "0.0005", "--cpus", "2"])
+    with Client(daemon.address) as client:
+        assert (client.config().switch_interval, client.config().cpus) == (0.0005, 2)
+        config = client.reboot(**SMALL)
+        assert (config.switch_interval, config.cpus) == (0.0, 4)  # Python's 0.005, 4 CPUs
+        # Past the microseconds CPython counts in (which would read back as 0), negative,
+        # over a second, not a number: refused, and the kernel stays.
+        for absurd in (5e-324, 1e-7, -0.001, 2.0, 1e308, float("nan"), float("inf")):
+            refused = failing(client.reboot, switch_interval=absurd, **SMALL)
+            assert (refused.errno, refused.from_kernel) == (errno.EINVAL, True), absurd
+        assert client.config().boot_id == config.boot_id
+        assert client.reboot(switch_interval=1e-6, **SMALL).switch_interval == 1e-6
+
+
 def test_reboot_ends_the_calls_bound_to_the_old_boot_with_enodev(client, daemon):
     """A tracer's stream, a trace_pipe reader and a failpoint waiter, all idle in the old
     boot, end with ENODEV as soon as the reboot is done, without waiting for their

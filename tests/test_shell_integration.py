@@ -357,6 +357,18 @@ def test_a_directory_or_a_missing_file_as_the_script(daemon, tmp_path):
         127, "bash: nosuch.sh: No such file or directory\n")
 
 
+def test_a_binary_file_as_the_script_is_refused_as_bash_refuses_it(daemon, tmp_path):
+    binary = tmp_path / "binary.sh"
+    binary.write_bytes(b"ec\0ho hi\n")  # a NUL in the first line (run, it would say hi)
+    shell = run_shell(tmp_path, ["--address", daemon.address, str(binary)])
+    assert (shell.returncode, shell.out, shell.err) == (
+        126, "", f"{binary}: {binary}: cannot execute binary file\n")
+    binary.write_bytes(b"a" * 80 + b"\0\n")  # bash looks at 80 bytes only
+    shell = run_shell(tmp_path, ["--address", daemon.address, str(binary)])
+    assert (shell.returncode, shell.err) == (
+        127, f"{binary}: line 1: {'a' * 80}: command not found\n")
+
+
 # --- what the commands print -------------------------------------------------------------------
 
 

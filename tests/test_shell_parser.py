@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
-from clients.shell import Shell
-from clients.shell_builtins import _bre_to_python, _echo_interpret, _regex_error
+from clients.shell import Shell, check_binary_file
+from clients.shell_builtins import (_bre_to_python, _echo_interpret, _python_to_re2,
+                                    _regex_error)
 from clients.shell_parser import (
     AndOr,
     Command,
@@ -21,6 +24,7 @@ from clients.shell_parser import (
     tokenize,
 )
 from clients.shell_runtime import BufferOutput, ShellExit
+from tests.children import REPO, child_env
 
 
 def words(text: str) -> list[str]:
@@ -54,6 +58,7 @@ def single(text: str) -> Command:
         ("echo uinput* '*' !x", ["echo", "uinput*", "*", "!x"]),
         ("echo 'uinput_release:mod:uinput'", ["echo", "uinput_release:mod:uinput"]),
         ("echo $HOME $", ["echo", "$HOME", "$"]),
+        ("echo '$(ls)' '`' \\` \"\\`\"", ["echo", "$(ls)", "`", "`", "`"]),  # quoted: plain
     ],
 )
 def test_words_and_quotes(text, expected):
@@ -213,7 +218,15 @@ def test_status_and_pid_parameters_expand_when_run():
         ("echo a\n| grep x", "syntax error near unexpected token `|'", 2),
         ("echo >", "syntax error near unexpected token `newline'", 1),
         ("echo > ;", "syntax error near unexpected token `;'", 1),
-        ("echo (x)", "syntax error near unexpected token `('", 1),
+        ("echo (x)", "syntax error near unexpected token `('", 1),  # bash's too: no subshell
+        ("(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
+        ("echo a;(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
+        ("echo a &&\n (echo x)", "a subshell (`(') is not supported by ftrace-shell", 2),
+        ("echo $(ls)", "command substitution (`$(') is not supported by ftrace-shell", 1),
+        ('echo\necho "a$(ls)"', "command substitution (`$(') is not supported by ftrace-shell", 2),
+        ("echo $((1+1))", "arithmetic expansion (`$((') is not supported by ftrace-shell", 1),
+        ("echo `ls`", "command substitution (``') is not supported by ftrace-shell", 1),
+        ('echo "`ls`"', "command substitution (``') is not supported by ftrace-shell", 1),
         ("cat < f", "input redirection (`<') is not supported by ftrace-shell", 1),
         ("sleep 5 &", "a background job (`&') is not supported by ftrace-shell", 1),
         ("echo >&f", "`>&f': only >&N (a file descriptor) is supported by ftrace-shell", 1),
@@ -463,6 +476,71 @@ def test_pipe_into_grep_and_its_status():
     assert run("echo -e 'a\\nB' | grep -i b | grep -q B")[:2] == (0, "")
     assert run("echo 'a(b' | grep -E 'a(b'")[0] == 2  # unbalanced group in ERE
     assert run("echo 'a(b' | grep 'a(b'")[:2] == (0, "a(b\n")  # literal ( in BRE
+
+
+def test_grep_answers_at_once_where_a_backtracking_matcher_never_would():
+    """GNU grep matches with a DFA: ``(a+)+$`` against 40 a's and a "!" is no match, at
+    once; a backtracking matcher tries the 2^40 ways to split the a's. In a child, so
+    that a hang fails the test at the deadline."""
+    script = f"echo {'a' * 40}! | grep -E '(a+)+$'; echo $?"
+    child = subprocess.run(
+        [sys.executable, "-c", "import sys; from tests.test_shell_parser import run; "
+         "sys.stdout.write(repr(run(sys.argv[1])))", script],
+        cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=60)
+    assert child.stdout == repr((0, "1\n", "")), child.stderr
+
+
+@pytest.mark.parametrize(
+    "script, status, out",
+    [
+        # GNU grep 3.8 (LC_ALL=C), each one.
+        ("echo a | grep '[[:alpha:]]'", 0, "a\n"),  # a POSIX class, not a set and a "]"
+        ("echo ':]' | grep '[[:alpha:]]'", 1, ""),
+        ("echo | grep -c '\\B'", 0, "1\n"),  # an empty line has no word boundary
+        ("echo -e 'x\\vy' | grep -c 'x\\sy'", 0, "1\n"),  # \s is isspace(): \v too
+        ("echo b | grep -E 'a{,2}b'", 0, "b\n"),  # {,N}: 0 to N
+        ("echo b | grep 'a\\{,2\\}b'", 0, "b\n"),
+        ("echo 'a{,2}b' | grep -c '[{,2}]b'", 0, "1\n"),
+        ("echo abab | grep '\\(ab\\)\\1'", 0, "abab\n"),  # back-references still match
+        ("echo abac | grep -E '(ab)\\1'", 1, ""),
+        ("echo ABAB | grep -i '\\(ab\\)\\1'", 0, "ABAB\n"),
+    ],
+)
+def test_grep_matches_as_gnu_grep(script, status, out):
+    assert run(script)[:2] == (status, out)
+
+
+@pytest.mark.parametrize(
+    "python, re2",
+    [
+        (rb"x\sy\S", rb"x[[:space:]]y[[:^space:]]"),  # RE2's \s lacks \v
+        (rb"[^\S]|[a\s]", rb"[^[:^space:]]|[a[:space:]]"),
+        (rb"[]\s]|[^]\s]", rb"[][:space:]]|[^][:space:]]"),  # "]" first is a character
+        (rb"[[:alpha:]\s]", rb"[[:alpha:][:space:]]"),
+        (rb"\\s", rb"\\s"),  # a backslash, and an s
+        (rb"a{,2}b{,}", rb"a{0,2}b{0,}"),  # RE2 reads {,N} as characters
+        (rb"[{,2}]\{,2}a{,x}", rb"[{,2}]\{,2}a{,x}"),
+    ],
+)
+def test_python_syntax_to_re2s(python, re2):
+    assert _python_to_re2(python) == re2
+
+
+@pytest.mark.parametrize(
+    "sample, binary",
+    [  # as bash 5.2 runs each as a script
+        (b"ec\0ho hi\n", True),
+        (b"echo hi\n\0\n", False),  # only the first line is looked at
+        (b"#!/bin/sh\necho \0 hi\n", True),  # the first two, after a #! line
+        (b"#!/bin/sh\necho a\n\0\n", False),
+        (b"a" * 79 + b"\0", True),
+        (b"\x7fELFecho hi\n", True),
+        (b"\x7fEL", False),
+        (b"\x80\x81 echo hi\n", False),  # not text, but no NUL
+    ],
+)
+def test_binary_script_files_as_bash_tells_them(sample, binary):
+    assert check_binary_file(sample) == binary
 
 
 def test_redirection_to_dev_null_and_fd_duplication():

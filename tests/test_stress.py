@@ -333,6 +333,44 @@ def test_killed_worker_is_reported_and_the_run_goes_on(tmp_path):
     assert sum(op["invoke_ns"] > lost[0]["invoke_ns"] for op in ops) > 120
 
 
+def test_a_stopped_worker_ends_a_run_of_ops_after_the_stall_timeout(tmp_path):
+    """--ops waits for every worker's share; one SIGSTOPped for good makes no progress, and
+    once the others are done the stall timeout ends the run as a deadline would: the
+    stuck worker is named and killed after the stop's grace."""
+    out = tmp_path / "out"
+    stress = start_stress(out, "--ops", "300", "--stall-timeout", "5", "--seed", "6",
+                          "--no-minimize", *SHORT)
+    victim = None
+    try:
+        deadline = time.monotonic() + 120
+        tracer = out / "clients" / "tracer0.jsonl"
+        # Until the tracer has completed an operation: the run is under way.
+        while not (tracer.exists() and b'"ev":"complete"' in tracer.read_bytes()):
+            assert stress.poll() is None and time.monotonic() < deadline, "never started"
+            time.sleep(0.05)
+        victim = json.loads(tracer.read_text().splitlines()[0])["pid"]
+        os.kill(victim, signal.SIGSTOP)
+        stdout, stderr = stress.communicate(timeout=120)
+    finally:
+        if stress.poll() is None:  # it waited for the stopped worker
+            if victim is not None:
+                os.kill(victim, signal.SIGCONT)
+            stress.send_signal(signal.SIGTERM)
+            stress.communicate(timeout=120)
+    assert stress.returncode == 0, stdout + stderr  # fixed, no race: clean
+    report = _report(out)
+    assert report["configuration"]["stall_timeout_s"] == 5
+    workers = {w["name"]: w for w in report["workers"]}
+    stuck = workers.pop("tracer0")
+    assert stuck["stalled"] and stuck["killed_at_stop"] and stuck["status"] == -signal.SIGKILL
+    assert stuck["how"] == "made no progress, so the run ended; did not stop in time, killed"
+    # The others did their share (300 among 6) and were not held up by it.
+    assert all(w["status"] == 0 and not w["stalled"] for w in workers.values()), workers
+    assert all(w["operations"] >= 50 for w in workers.values()), workers
+    assert "stalled: tracer0 made no progress for 5 s" in stdout
+    assert "stalled:   tracer0: nothing recorded for 5 s" in (out / "report.txt").read_text()
+
+
 def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path):
     """Stopped and reported (exit status 2), its private daemon stopped with it."""
     out = tmp_path / "out"

@@ -10,9 +10,10 @@ import sys
 from types import FrameType
 
 from clients.cli import address_argument, check_positive
-from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_SWITCH_INTERVAL,
-                                   STOP_ON_KINDS, WORKER_KINDS, BootSpec, RunConfig)
-from clients.stress.report import headline
+from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_STALL_TIMEOUT,
+                                   DEFAULT_SWITCH_INTERVAL, STOP_ON_KINDS, WORKER_KINDS,
+                                   BootSpec, RunConfig)
+from clients.stress.report import headline, stalled_workers
 from clients.stress.runner import Progress, Run, clear_previous_run
 from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
 from kernel_daemon.module.catalog import load_catalog
@@ -59,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"run this long (default {DEFAULT_DURATION:g} s)")
     limit.add_argument("--ops", type=int, metavar="N",
                        help="run N operations in all (shared among the clients)")
+    parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT,
+                        metavar="SECONDS", help="with --ops, end the run when no client has "
+                        "made progress for this long (a client stopped or stuck; default "
+                        "%(default)g s)")
     for kind in WORKER_KINDS:
         parser.add_argument(f"--{kind}s", type=int, default=2, metavar="N",
                             help=f"{kind} processes (default 2)")
@@ -109,7 +114,8 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
     except ValueError as error:
         parser.error(str(error))
     check_positive(parser, ("--duration", args.duration), ("--ops", args.ops),
-                   ("--check-interval", args.check_interval))
+                   ("--check-interval", args.check_interval),
+                   ("--stall-timeout", args.stall_timeout))
     if args.max_replays < 0:
         parser.error("--max-replays must not be negative")
     workers = {kind: getattr(args, f"{kind}s") for kind in WORKER_KINDS}
@@ -138,7 +144,8 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
         keep_going=args.keep_going,
         stop_on=frozenset(STOP_ON_KINDS[kind] for kind in args.stop_on),
         minimize=args.minimize, max_replays=args.max_replays,
-        check_interval=args.check_interval, auto_failpoints=tuple(auto))
+        check_interval=args.check_interval, stall_timeout=args.stall_timeout,
+        auto_failpoints=tuple(auto))
 
 
 def summary(report: dict, out_dir: str) -> str:
@@ -147,6 +154,10 @@ def summary(report: dict, out_dir: str) -> str:
     lines = [f"ftrace-stress: {report['outcome'].upper()} (seed {report['seed']}, {ran})"]
     if report["error"]:
         lines.append(f"  error: {report['error']}")
+    stalled = stalled_workers(report)
+    if stalled:
+        lines.append(f"  stalled: {', '.join(stalled)} made no progress for "
+                     f"{report['configuration']['stall_timeout_s']:g} s, which ended the run")
     for anomaly in report["anomalies"][:3]:
         lines.append(f"  {anomaly['seen_s']:.3f} s {headline(anomaly)}")
     repro = report["reproducer"]

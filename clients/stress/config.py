@@ -39,6 +39,9 @@ STOP_ON_KINDS: dict[str, str] = {
     "warning": "WARNING",
     "kasan": "KASAN",
 }
+#: How long a run of ``--ops`` waits while no worker records anything (``--stall-timeout``).
+#: Far above the longest operation: a failpoint that widens a race window sleeps 3 s.
+DEFAULT_STALL_TIMEOUT = 30.0
 #: Worker kinds, in the order their processes are started.
 WORKER_KINDS = ("tracer", "loader", "shell", "invoker")
 #: What the daemon defaults to; a reproducer's header leaves out what equals these.
@@ -128,6 +131,8 @@ class RunConfig:
     # Replays the minimizer may spend (each one boots a fresh daemon).
     max_replays: int = 150
     check_interval: float = 0.05
+    # Without a duration: the run ends when no worker has recorded anything for this long.
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
     # Failpoints armed because a race window was open and the user armed none.
     auto_failpoints: tuple[tuple[str, str], ...] = ()
 

@@ -41,12 +41,16 @@ class WorkerRecord:
     exited_ns: int | None = None
     stopped: bool = False  # it had been told to stop (or had done its operations)
     killed_at_stop: bool = False  # it did not stop in time and was killed
+    stalled: bool = False  # it made no progress for the stall timeout, which ended the run
     cpu_s: float | None = None  # CPU seconds from the go to its end event or the stop
 
     def how(self, exited_s: float | None) -> str:
         """How it ended, ``exited_s`` seconds into the run."""
         if self.status is None:
             return "still running"
+        if self.stalled:
+            return "made no progress, so the run ended; " + (
+                "did not stop in time, killed" if self.killed_at_stop else "then stopped")
         if self.killed_at_stop:
             return "did not stop in time, killed"
         if self.status < 0:
@@ -224,6 +228,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
             "keep_going": config.keep_going,
             "stop_on": sorted(config.stop_on),
             "check_interval_s": config.check_interval,
+            "stall_timeout_s": config.stall_timeout,
             "auto_failpoints": dict(config.auto_failpoints),
         },
         "started_wall": result.start_wall,
@@ -263,6 +268,11 @@ def to_json(result: RunResult) -> dict[str, Any]:
     }
 
 
+def stalled_workers(report: dict[str, Any]) -> list[str]:
+    """The workers whose lack of progress ended the run."""
+    return [worker["name"] for worker in report["workers"] if worker["stalled"]]
+
+
 def headline(anomaly: dict[str, Any]) -> str:
     """The anomaly in one line (a log report's message names its kind already)."""
     if anomaly["message"].startswith(anomaly["kind"]) or anomaly["source"] == "dmesg":
@@ -296,6 +306,10 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
     else:
         out.append(f"ran:       {report['ran_s']} s (limit: {limit}); {ops['total']} "
                    f"operations, {ops['per_second']}/s")
+    stalled = stalled_workers(report)
+    if stalled:
+        out.append(f"stalled:   {', '.join(stalled)}: nothing recorded for "
+                   f"{conf['stall_timeout_s']:g} s, which ended the run")
     stops = ("never (--keep-going)" if conf["keep_going"]
              else ", ".join(conf["stop_on"]) or "any anomaly")
     out.append(f"stops at:  {stops}; detected after {report['time_to_detection_s']} s"

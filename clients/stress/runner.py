@@ -3,15 +3,17 @@
 The daemon (a private one, or the one at ``--address``), the checker's threads and the
 worker processes run; this process waits for the first of: an anomaly (of a ``stop_on``
 kind, and unless ``keep_going``), the end of the duration, every worker done, the daemon
-gone. A worker that dies on its way is noted and the run goes on without it. Then the
-workers are told to stop (a tracer unregisters its ops), the function tracer is turned off
+gone, and without a duration, no worker making progress for the stall timeout. A worker
+that dies on its way is noted and the run goes on without it. Then the workers are told
+to stop (a tracer unregisters its ops), the function tracer is turned off
 (what a user would do next, and what turns a latent count error into the kernel's WARN:
 the loaders are held still meanwhile, so that the modules stay where they are), the checks
 run once more, the client files are merged into the history, the minimizer looks for a
 reproducer, and the report is written.
 
-Waiting is on file descriptors only: a pidfd per process, and a pipe the checker's
-threads write to when they have something to say.
+Waiting is on file descriptors: a pidfd per process, and a pipe the checker's threads
+write to when they have something to say; when the stall timeout comes, the workers'
+files say whether they made progress meanwhile.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from clients.stress.workers import WorkerSpec
 
 #: How long stopped workers get to finish their operation and unregister.
 STOP_GRACE = 15.0
+#: The longest single wait of :meth:`Run._wait` (a longer one overflows epoll's timeout).
+MAX_WAIT = 3600.0
 #: How long the workers get to start and connect.
 STARTUP_TIMEOUT = 120.0
 #: Core functions offered to the workers' patterns (sampled from available_filter_functions).
@@ -303,8 +307,12 @@ class Run:
 
     def _wait(self) -> None:
         """Until an anomaly of a stop_on kind (unless keep_going), the deadline, no worker
-        left, or the daemon gone."""
+        left, the daemon gone, or (with no deadline) no worker recording anything for the
+        stall timeout: a run of ``--ops`` waits for every worker to do its share, and one
+        that makes no progress (stopped, or stuck in a call) would be waited for forever.
+        The run then stops as at a deadline, and the stuck workers are named."""
         config = self.config
+        stall = config.stall_timeout if config.duration is None else None
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ, None)
         for worker in self.workers:
@@ -318,6 +326,15 @@ class Run:
             while True:
                 now = time.monotonic_ns()
                 timeout = None if deadline is None else max(0.0, (deadline - now) / 1e9)
+                if stall is not None:
+                    quiet = self._quiet_for()
+                    if quiet >= stall:
+                        for worker in self._alive():
+                            worker.record.stalled = True
+                        break
+                    # Beyond epoll's milliseconds in an int a wait overflows; waking
+                    # earlier only looks again.
+                    timeout = min(stall - quiet, MAX_WAIT)
                 if self.progress is not None:
                     timeout = 0.25 if timeout is None else min(timeout, 0.25)
                 for key, _ in selector.select(timeout):
@@ -344,6 +361,13 @@ class Run:
         if self.result.anomalies and not self._lost:
             for worker in self._loaders():
                 worker.freeze()
+
+    def _quiet_for(self) -> float:
+        """Seconds since a running worker last recorded an event (each one is a line
+        written to its file: the file's mtime), or since the go."""
+        last = max([self.result.start_wall or 0.0,
+                    *(os.stat(worker.spec.history).st_mtime for worker in self._alive())])
+        return time.time() - last
 
     def _stop_cpu_meters(self) -> None:
         """Read, at the stop, the CPU of the daemon, of this process and of every worker

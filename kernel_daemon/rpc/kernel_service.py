@@ -52,8 +52,8 @@ def boot_config(options: BootOptions, boot_id: int) -> pb.BootConfig:
         boot_id=boot_id, release="3.6.11+")
 
 
-def boot_options(config: pb.BootConfig, defaults: BootOptions) -> BootOptions:
-    """A reboot's options: fields left at zero keep the built-in defaults, an unset seed
+def boot_options(config: pb.BootConfig) -> BootOptions:
+    """A reboot's options: fields left at zero take the built-in defaults, an unset seed
     is a fresh random one. Raises KernelError: ENOENT for an unknown failpoint, EINVAL
     for any other bad option."""
     by_value = {v: k for k, v in VARIANTS.items()}
@@ -69,7 +69,7 @@ def boot_options(config: pb.BootConfig, defaults: BootOptions) -> BootOptions:
         core_functions=config.core_functions or BootOptions.core_functions,
         module_placement=placement, cpus=config.cpus or BootOptions.cpus,
         seed=config.seed if config.HasField("seed") else secrets.randbits(64),
-        switch_interval=config.switch_interval or defaults.switch_interval,
+        switch_interval=config.switch_interval,
         buffer_size_kb=config.buffer_size_kb or BootOptions.buffer_size_kb)
     try:
         options.validate()
@@ -315,6 +315,6 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
     @translate_kernel_errors
     def Reboot(self, request: pb.RebootRequest, context: grpc.ServicerContext) -> pb.BootConfig:
         with self.state.syscall(context):
-            options = boot_options(request.config, self.state.boot.kernel.options)
+            options = boot_options(request.config)
             boot = self.state.reboot(options)
             return boot_config(boot.kernel.options, boot.boot_id)

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import gc
 import itertools
+import sys
 import threading
 from dataclasses import dataclass, field
 from collections.abc import Iterator
@@ -32,6 +33,9 @@ from kernel_daemon.task import Task, enter_task, leave_task
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
 
+#: CPython's switch interval, which the daemon runs at under a boot whose switch_interval is 0
+#: (kernel.proto).
+PYTHON_SWITCH_INTERVAL = 0.005
 # A caller that does not say who it is still runs as some process.
 ANONYMOUS = Task(1, "grpc-client")
 # Distinct callers' metadata remembered at most (the cache starts over past this).
@@ -79,6 +83,12 @@ class Boot:
         self.kernel.shutdown()
 
 
+def set_switch_interval(options: BootOptions) -> None:
+    """The daemon's sys.setswitchinterval() under a boot with ``options``: a boot option,
+    though of the process that runs the kernel, so a reboot sets it again."""
+    sys.setswitchinterval(options.switch_interval or PYTHON_SWITCH_INTERVAL)
+
+
 class DaemonState:
     def __init__(self, options: BootOptions) -> None:
         self._boot_ids = itertools.count(1)
@@ -94,6 +104,7 @@ class DaemonState:
         self.stream_slots = StreamSlots(MAX_WORKERS - THREADS_FOR_UNARY_CALLS)
         self.invocations = 0
         self.boot = self._make_boot(options)
+        set_switch_interval(options)
         freeze_booted_kernel()
 
     def _make_boot(self, options: BootOptions) -> Boot:
@@ -106,6 +117,7 @@ class DaemonState:
         new = self._make_boot(options)
         with self.lock:
             old, self.boot = self.boot, new
+        set_switch_interval(options)
         old.end()
         del old
         freeze_booted_kernel()
