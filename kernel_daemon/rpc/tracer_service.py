@@ -307,7 +307,8 @@ class TracerSession:
 
     def _register(self, reg: pb.RegisterOps) -> pb.TracerEvent:
         """A module's init: ``ftrace_set_filter`` / ``ftrace_set_notrace`` for each
-        pattern on a new ops, then ``register_ftrace_function``."""
+        pattern on a new ops, then ``register_ftrace_function``; EINTR, with nothing
+        registered, once the caller is gone (its answer would reach nobody)."""
         ft = self.kernel.ftrace
         self.max_batch = reg.max_batch or DEFAULT_MAX_BATCH
         self.max_delay = (reg.max_delay_ms or DEFAULT_MAX_DELAY_MS) / 1000
@@ -319,6 +320,11 @@ class TracerSession:
         for setter, patterns in ((ftrace_set_filter, reg.filter),
                                  (ftrace_set_notrace, reg.notrace)):
             for i, pattern in enumerate(patterns):
+                if not self.context.is_active():
+                    # The caller is gone (deadline, cancel, death): the other patterns
+                    # would be work for nobody (each a walk of every record), and the
+                    # ops, not registered yet, goes with the stream.
+                    raise KernelError(errno.EINTR, "the caller is gone")
                 try:
                     setter(ft, ops, pattern, reset=i == 0)
                 except KernelError as err:
