@@ -240,6 +240,10 @@ class TracerSession:
         once when the stream ends, so a caller can sleep until there is news."""
         self._on_event = on_event or (lambda: None)
         self.ended = False
+        # When the last request answered (register first) acquired ftrace_lock
+        # (CLOCK_MONOTONIC ns, TracerEvent.lock_acquired_ns; as Client.lock_acquired for
+        # the unary calls), failed or not.
+        self.lock_acquired: tuple[int, ...] = ()
         self._requests = RequestQueue()
         self._call = stub.Attach(iter(self._requests))
         self._answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -281,6 +285,7 @@ class TracerSession:
         if isinstance(event, FtraceError):
             self._answers.put(None)
             raise event
+        self.lock_acquired = tuple(event.lock_acquired_ns)
         if event.WhichOneof("event") == "error":
             raise FtraceError.from_detail(event.error)
         return getattr(event, kind)
@@ -288,6 +293,7 @@ class TracerSession:
     def _request(self, request: tracer_pb2.TracerRequest, kind: str) -> Any:
         if self._done:
             raise FtraceError(errno.EBADF, "tracer session ended", from_kernel=False)
+        self.lock_acquired = ()
         self._requests.put(request)
         return self._answer(kind)
 

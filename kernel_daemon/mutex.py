@@ -55,3 +55,11 @@ def note_acquisitions(into: list[int]) -> contextvars.Token:
 
 def stop_noting(token: contextvars.Token) -> None:
     _noted.reset(token)
+
+
+def first_and_last(noted: list[int]) -> list[int]:
+    """What a system call reports of the times noted for it (common.proto "LOCK ORDER"):
+    the first and the last, one if they are the same, none if it never took a lock. A
+    replay orders by these, in a report of fixed size however many tokens a filter
+    write took the lock for."""
+    return sorted({noted[0], noted[-1]}) if noted else []

@@ -470,3 +470,28 @@ def test_a_write_whose_caller_went_away_stops_between_two_writes(stubs):
         time.sleep(0.01)  # polling the daemon's own count, not waiting a fixed time
     assert open_files(stubs) == 0
     assert still_consistent(stubs)
+
+
+def test_a_register_whose_caller_went_away_stops_between_two_patterns(stubs):
+    """Attach's register applies its patterns one ftrace_set_filter after the other inside
+    the daemon: once the call is over (here its deadline), no more, as for WriteFile's
+    writes; nothing was registered, and the stream's thread is free. At about 19 ms a
+    '*' (the review's figure for a filter token), 100,000 would take half an hour."""
+    requests = RequestQueue()
+    call = stubs.tracer.Attach(iter(requests), timeout=0.5)
+    requests.put(tracer_pb2.TracerRequest(register=tracer_pb2.RegisterOps(
+        name="gone", filter=["*"] * 100_000)))
+    with pytest.raises(grpc.RpcError) as info:
+        next(call)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    requests.end()
+
+    def streams() -> int:
+        return stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).streams
+    deadline = time.monotonic() + DEADLINE
+    while streams() and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling the daemon's own count, not waiting a fixed time
+    assert streams() == 0
+    listed = stubs.kernel.ListOps(kernel_pb2.ListOpsRequest(), timeout=DEADLINE).ops
+    assert "gone" not in {ops.name for ops in listed}
+    assert still_consistent(stubs)

@@ -89,6 +89,7 @@ def check_outcome(done: subprocess.CompletedProcess, report: dict, variant: str,
         assert report["outcome"] == "clean" and report["anomalies"] == []
         check_cpu_accounting(report)
         check_workers_counted_to_their_end(report, out)
+        check_lock_times(out)
         return
     assert done.returncode == 1, detail
     assert report["outcome"] == "anomaly"
@@ -165,6 +166,19 @@ def test_a_run_replaces_what_an_earlier_run_left_in_its_directory(tmp_path):
     assert sorted(p.name for p in (out / "clients").iterdir()) == [
         "loader0.jsonl", "loader0.log", "teardown.jsonl", "tracer0.jsonl", "tracer0.log"]
     assert not (out / "repro.sh").exists() and (out / "notes.txt").exists()
+
+
+def check_lock_times(out) -> None:
+    """What the reproducer orders by: each operation's ftrace_lock acquisitions, inside the
+    span the history gives it; a tracer client's register, set_filter and unregister have
+    them too (from its stream's answers), else an overlap with a rmmod replays in the
+    order they answered."""
+    ops = history(out)
+    for op in ops:
+        if op["lock_ns"]:
+            assert op["invoke_ns"] <= op["lock_ns"][0] <= op["lock_ns"][-1] <= op["complete_ns"]
+    tracer_changes = [op for op in ops if op["kind"] == "tracer" and op["result"] == "ok"]
+    assert tracer_changes and all(op["lock_ns"] for op in tracer_changes), tracer_changes
 
 
 def check_workers_counted_to_their_end(report: dict, out) -> None:

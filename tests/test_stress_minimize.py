@@ -5,7 +5,8 @@ filter write matched its records, then a modprobe brought ``dummy`` back at the
 address a stale hash entry names, then the write's release moved the new hash in and
 the disable of the old one went below zero. Ordered by when each operation first held
 ftrace_lock, the write replays before the modprobe and nothing happens; ordered by when
-each last held it (the release's hash move), the replay WARNs.
+each last held it (the release's hash move), the replay WARNs. A second history, of a
+tracer client, orders its filter change by the lock times its stream's answers carry.
 """
 
 from __future__ import annotations
@@ -76,3 +77,41 @@ def test_a_missing_reference_alone_is_the_target_it_shows_not_the_warn_it_may_be
     target = Target.strongest(seen, 81 * MS)
     assert (target.source, target.kind, target.module) == (
         "consistency", "missing reference", "dummy")
+
+
+def tracer(n: int, name: str, args: dict, invoked: int, completed: int, lock: list[int]) -> Op:
+    return op(n, "tracer", name, {"name": "tracer0.s1", **args}, invoked, completed, lock)
+
+
+#: The run of a robustness review (seed 2146479862), cut to what matters: a tracer client's
+#: set_filter to a dummy function and a rmmod of dummy overlapped; the filter matched and
+#: moved its hash in first, but its answer came after the rmmod's. dummy then came back
+#: where the entry points, and the unregister WARNed.
+TRACER_HISTORY = [
+    module(1, "modprobe", "dummy", 5, 10),
+    tracer(1, "register", {"filter": ["vfs_read"], "notrace": []}, 15, 21, [17, 20]),
+    tracer(2, "set_filter", {"text": "dummy_validate", "reset": True, "notrace": False},
+           30, 52, [32, 34]),
+    module(2, "rmmod", "dummy", 31, 40),
+    module(3, "modprobe", "dummy", 55, 60),
+    tracer(3, "unregister", {}, 65, 70, [67]),
+    HISTORY[-1],  # the run's teardown
+]
+
+
+def test_a_tracer_filter_change_replays_where_it_held_ftrace_lock(tmp_path):
+    """Tracer answers carry when they held ftrace_lock (TracerEvent.lock_acquired_ns): the
+    session's candidate keeps the set_filter before the rmmod it overlapped, though the
+    rmmod answered first. Ordered by completion, the filter came after the rmmod, matched
+    nothing, and 3 of 7 buggy runs found no sequential reproducer."""
+    warned = Anomaly("dmesg", "WARNING", WARN, 67 * MS, 67 * MS, ops=["tracer0.s1"])
+    boot = BootSpec((("--variant", "buggy"), ("--core-functions", "2048")))
+    found = Minimizer(boot, TRACER_HISTORY, [warned], {}, str(tmp_path), 0,
+                      max_replays=20).run()
+    assert found.kind == "sequential", found.notes
+    session = next(note for note in found.notes if "tracer session tracer0.s1" in note)
+    assert session.endswith("reproduced"), found.notes
+    commands = found.commands
+    assert commands.index("echo dummy_validate > set_ftrace_filter") < commands.index(
+        "rmmod dummy") < commands.index("modprobe dummy", 1), commands
+    assert found.target.kind == "WARNING" and found.confirmed, found.confirmation

@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,8 +31,9 @@ from typing import Any
 import pytest
 
 from clients.api import Client
+from clients.errors import FtraceError
 from clients.identity import Identity
-from ftrace.v1 import kernel_pb2
+from ftrace.v1 import kernel_pb2, modules_pb2
 from tests.children import REPO, child_env
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 
@@ -190,6 +192,59 @@ def test_library_tracer_hits_equal_invocations_across_reload(spawn, variant):
             assert missing_reference(report) == [("uinput_read", "uinput", 1, 0)]
             assert report.anomalies[0].ops == ["lib"]
             assert client.stats().ftrace_disabled  # the unregister WARNed
+
+
+def test_tracer_answers_report_when_they_held_ftrace_lock(spawn):
+    """TracerEvent.lock_acquired_ns (common.proto "LOCK ORDER"): a set_filter paused with
+    ftrace_lock held and a rmmod that entered delete_module meanwhile report acquisitions
+    in the order the kernel ran them, as Client.lock_acquired does for the rmmod. Without
+    them ftrace-stress's reproducer could only order the set_filter by its completion."""
+    daemon = spawn(SMALL)
+    site = "ftrace_hash_move:after_disable"
+    with daemon.connect() as client, daemon.connect() as loader:
+        loader.load("dummy")
+        before = time.monotonic_ns()
+        session = client.attach("order", ["vfs_read"])
+        # One pattern's match and install, then register_ftrace_function: first and last.
+        registered = session.lock_acquired
+        client.set_failpoint(site, "1*pause")
+        answers: dict[str, Any] = {}
+
+        def in_thread(name: str, fn: Callable[[], Any]) -> threading.Thread:
+            def run() -> None:
+                try:
+                    answers[name] = fn()
+                except BaseException as error:  # reported by the assertions below
+                    answers[name] = error
+            thread = threading.Thread(target=run)
+            thread.start()
+            return thread
+
+        filtering = in_thread("filter", lambda: session.set_filter("dummy_validate",
+                                                                   reset=True))
+        client.wait_failpoint(site, 1, timeout=DEADLINE)
+        unloading = in_thread("rmmod", lambda: loader.unload("dummy"))
+        # Past module_mutex, the GOING notifier waits for ftrace_lock (ftrace_release_mod).
+        wait_until(lambda: [m.state for m in client.list_modules() if m.name == "dummy"]
+                   == [modules_pb2.MODULE_STATE_GOING])
+        client.release_failpoint(site)
+        filtering.join(timeout=DEADLINE)
+        unloading.join(timeout=DEADLINE)
+        assert answers["filter"].filter_count == 1, answers
+        assert answers["rmmod"].name == "dummy", answers
+        matched, installed = session.lock_acquired
+        (unloaded,) = loader.lock_acquired
+        assert before < registered[0] < registered[1] < matched < installed < unloaded
+
+        with pytest.raises(FtraceError) as refused:  # matched nothing: the match's time
+            session.set_filter("no_such_function")
+        assert refused.value.errno_name == "EINVAL" and len(session.lock_acquired) == 1
+        assert unloaded < session.lock_acquired[0]
+        session.flush()
+        assert session.lock_acquired == ()
+        session.unregister()
+        (unregistered,) = session.lock_acquired
+        assert unloaded < unregistered < time.monotonic_ns()
 
 
 # --- a killed tracer ----------------------------------------------------------------------

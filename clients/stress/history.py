@@ -18,7 +18,8 @@ the daemon went away mid-call). ``cpu_s`` of the end: the process's CPU time (ev
 thread) from the go to that line, so that what it spent on its operations is not
 mixed with its exit (a Python process's teardown costs more than a hundred calls).
 ``lock_ns``: when the daemon says the operation acquired
-ftrace_lock (filter writes, modprobe, rmmod; empty for the others), on the same clock:
+ftrace_lock (filter writes, modprobe, rmmod, a tracer's register, set_filter and
+unregister; empty for the others), on the same clock:
 where operations overlapped, the order in which they took effect. An invoke without a
 complete was in flight when its process died. :func:`merge` joins the files into
 ``DIR/history.jsonl``: one line per operation, ordered by invocation time.

@@ -5,11 +5,12 @@
    WARN it turns into once its ops is disabled count as one.
 2. The sequential candidates: the operations invoked before the horizon as
    ``ftrace-shell`` commands (:mod:`clients.stress.commands`), in the order they took
-   effect (the daemon reports when a filter write, a modprobe or a rmmod acquired
-   ftrace_lock; an operation without such a time counts at its completion), then in the
-   order they last held it (a filter write matches records while it writes and moves
-   its hash in at its release, and a module load between the two is on one side for
-   the matching and on the other for the move), then in the order they were invoked.
+   effect (the daemon reports when a filter write, a modprobe, a rmmod or a tracer
+   client's register, set_filter or unregister acquired ftrace_lock; an operation
+   without such a time counts at its completion), then in the order they last held it
+   (a filter write matches records while it writes and moves its hash in at its
+   release, and a module load between the two is on one side for the matching and on
+   the other for the move), then in the order they were invoked.
    Invocations and module operations that changed nothing are left out. Tracer clients'
    operations are left out too (no shell command edits their hashes); if that does not
    reproduce, each tracer session named by the anomaly (or active at the horizon) is
@@ -308,10 +309,10 @@ class Minimizer:
             notes.append(f"{len(skipped)} operations that change no record, hash or module "
                          "(invocations, refused or no-op modprobe/rmmod) are left out")
         tracer_ops = [op for op in ops if op.kind == "tracer"]
-        # The daemon says when a filter write or a module load or unload held
-        # ftrace_lock; a tracer client's or a lock-free path's operation takes effect
-        # somewhere between its invocation and its completion, where the invocation
-        # order may be the one that replays the run.
+        # The daemon says when a filter write, a module load or unload, or a tracer
+        # client's request held ftrace_lock; an operation that reports no time takes
+        # effect somewhere between its invocation and its completion, where the
+        # invocation order may be the one that replays the run.
         last_held = sorted(ops, key=lambda op: (op.last_effect_ns(_LATE), op.invoke_ns))
         invoked = sorted(ops, key=lambda op: op.invoke_ns)
         candidates = [("the shells' and loaders' operations in the order they took "

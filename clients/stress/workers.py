@@ -71,11 +71,15 @@ class Worker:
                 self.recorder.complete(op_id, RESULT_UNKNOWN, error.errno_name)
                 raise DaemonGone(str(error)) from error
             self.recorder.complete(op_id, RESULT_ERROR, error.errno_name,
-                                   lock_ns=self.client.lock_acquired)
+                                   lock_ns=self.lock_acquired())
             return False, error
         self.recorder.complete(op_id, RESULT_OK, value=describe(result) if describe else None,
-                               lock_ns=self.client.lock_acquired)
+                               lock_ns=self.lock_acquired())
         return True, result
+
+    def lock_acquired(self) -> tuple[int, ...]:
+        """When the operation just done acquired ftrace_lock, as the daemon said."""
+        return self.client.lock_acquired
 
     def step(self) -> None:
         raise NotImplementedError
@@ -137,6 +141,11 @@ class TracerWorker(Worker):
         if self.session is not None:
             self.session.take_hits()  # the hits themselves are not looked at
 
+    def lock_acquired(self) -> tuple[int, ...]:
+        # Its operations are requests on its session's stream, whose answers say it (a
+        # register that failed left no session, and reports no time).
+        return self.session.lock_acquired if self.session is not None else ()
+
     def register(self) -> None:
         self.sessions += 1
         name = f"{self.spec.name}.s{self.sessions}"
@@ -144,12 +153,16 @@ class TracerWorker(Worker):
         filters = [] if self.rng.random() < 0.15 else [
             self.pattern(commands=False) for _ in range(self.rng.choice((1, 1, 2)))]
         notrace = [self.notrace_pattern()] if self.rng.random() < 0.3 else []
-        ok, session = self.call(
-            "register", {"name": name, "filter": filters, "notrace": notrace},
-            lambda: self.client.attach(name, filters, notrace),
-            lambda s: {"filter_count": s.registered.filter_count,
-                       "notrace_count": s.registered.notrace_count})
-        self.session = session if ok else None
+        self.call("register", {"name": name, "filter": filters, "notrace": notrace},
+                  lambda: self.attach(name, filters, notrace),
+                  lambda s: {"filter_count": s.registered.filter_count,
+                             "notrace_count": s.registered.notrace_count})
+
+    def attach(self, name: str, filters: list[str], notrace: list[str]) -> TracerSession:
+        # The session is this worker's before call() records the register's completion,
+        # which lock_acquired() reads from it.
+        self.session = self.client.attach(name, filters, notrace)
+        return self.session
 
     def set_filter(self, reset: bool, notrace: bool) -> None:
         assert self.session is not None
@@ -165,9 +178,9 @@ class TracerWorker(Worker):
 
     def unregister(self) -> None:
         assert self.session is not None
-        session, self.session = self.session, None
         ok, _ = self.call("unregister", {"name": f"{self.spec.name}.s{self.sessions}"},
-                          session.unregister)
+                          self.session.unregister)
+        session, self.session = self.session, None
         if not ok:
             session.cancel()
 

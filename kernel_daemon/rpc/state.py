@@ -27,7 +27,7 @@ import grpc
 from clients.identity import parse_identity_metadata
 from kernel_daemon.errno import KernelError
 from kernel_daemon.kernel import BootOptions, Kernel
-from kernel_daemon.mutex import note_acquisitions, stop_noting
+from kernel_daemon.mutex import first_and_last, note_acquisitions, stop_noting
 from kernel_daemon.rpc.status import LOCK_ACQUIRED_METADATA_KEY, add_trailing_metadata
 from kernel_daemon.task import Task, enter_task, leave_task
 from kernel_daemon.tracefs.tree import mount
@@ -205,11 +205,8 @@ class Syscall:
         if self.reply_to is not None:
             stop_noting(self.noting)
             if self.acquired:
-                # The first and the last: what a replay orders by, in a trailer of fixed
-                # size however many tokens a write took the lock for.
-                first_last = sorted({self.acquired[0], self.acquired[-1]})
-                add_trailing_metadata(self.reply_to, ((LOCK_ACQUIRED_METADATA_KEY,
-                                                       " ".join(map(str, first_last))),))
+                add_trailing_metadata(self.reply_to, ((LOCK_ACQUIRED_METADATA_KEY, " ".join(
+                    map(str, first_and_last(self.acquired)))),))
 
 
 class StreamSlots:

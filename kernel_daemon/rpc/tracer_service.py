@@ -26,6 +26,7 @@ from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.ops import FtraceOps
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 from kernel_daemon.kernel import Kernel, events_written
+from kernel_daemon.mutex import first_and_last, note_acquisitions, stop_noting
 from kernel_daemon.rpc.state import Boot, DaemonState
 from kernel_daemon.rpc.status import errno_detail, translate_kernel_errors
 from kernel_daemon.task import BOOT_TASKS, Task, current, running_as
@@ -229,26 +230,42 @@ class TracerSession:
                     return
                 op = self._checked_op(request)
                 with running_as(self.owner):
-                    if op == "register":
-                        yield self._register(request.register)
-                    elif op == "set_filter":
-                        try:
-                            yield self._set_filter(request.set_filter)
-                        except KernelError as err:  # in-band: the ops stays as it was
-                            yield self._event(error=errno_detail(err))
-                    elif op == "flush":
+                    if op in ("flush", "unregister"):
                         yield from self._batches(force=True)
-                        yield self._event(flushed=pb.Flushed(hits=self.hits.sent,
-                                                             dropped=self.hits.dropped_total))
-                    else:
-                        yield from self._batches(force=True)
-                        self._unregister()
-                        yield self._event(unregistered=pb.Unregistered(
-                            hits=self.hits.sent, dropped=self.hits.dropped_total))
-                        return
+                    yield self._noting_locks(op, request)
+                if op == "unregister":
+                    return
         finally:
             self.boot.unbind(self._wake)
             self._unregister()
+
+    def _noting_locks(self, op: str, request: pb.TracerRequest) -> pb.TracerEvent:
+        """:meth:`_answer`, with when it acquired ftrace_lock (TracerEvent.lock_acquired_ns):
+        noted as for a unary call that changes ftrace's state (DaemonState.syscall)."""
+        acquired: list[int] = []
+        noting = note_acquisitions(acquired)
+        try:
+            event = self._answer(op, request)
+        finally:
+            stop_noting(noting)
+        event.lock_acquired_ns.extend(first_and_last(acquired))
+        return event
+
+    def _answer(self, op: str, request: pb.TracerRequest) -> pb.TracerEvent:
+        """The answer to one request (the hits it must follow already sent)."""
+        if op == "register":
+            return self._register(request.register)
+        if op == "set_filter":
+            try:
+                return self._set_filter(request.set_filter)
+            except KernelError as err:  # in-band: the ops stays as it was
+                return self._event(error=errno_detail(err))
+        if op == "flush":
+            return self._event(flushed=pb.Flushed(hits=self.hits.sent,
+                                                  dropped=self.hits.dropped_total))
+        self._unregister()
+        return self._event(unregistered=pb.Unregistered(hits=self.hits.sent,
+                                                        dropped=self.hits.dropped_total))
 
     def _checked_op(self, request: pb.TracerRequest) -> str:
         """The request's operation, if the protocol allows it here: register first and
@@ -290,7 +307,8 @@ class TracerSession:
 
     def _register(self, reg: pb.RegisterOps) -> pb.TracerEvent:
         """A module's init: ``ftrace_set_filter`` / ``ftrace_set_notrace`` for each
-        pattern on a new ops, then ``register_ftrace_function``."""
+        pattern on a new ops, then ``register_ftrace_function``; EINTR, with nothing
+        registered, once the caller is gone (its answer would reach nobody)."""
         ft = self.kernel.ftrace
         self.max_batch = reg.max_batch or DEFAULT_MAX_BATCH
         self.max_delay = (reg.max_delay_ms or DEFAULT_MAX_DELAY_MS) / 1000
@@ -302,6 +320,11 @@ class TracerSession:
         for setter, patterns in ((ftrace_set_filter, reg.filter),
                                  (ftrace_set_notrace, reg.notrace)):
             for i, pattern in enumerate(patterns):
+                if not self.context.is_active():
+                    # The caller is gone (deadline, cancel, death): the other patterns
+                    # would be work for nobody (each a walk of every record), and the
+                    # ops, not registered yet, goes with the stream.
+                    raise KernelError(errno.EINTR, "the caller is gone")
                 try:
                     setter(ft, ops, pattern, reset=i == 0)
                 except KernelError as err:
