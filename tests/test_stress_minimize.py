@@ -6,10 +6,13 @@ address a stale hash entry names, then the write's release moved the new hash in
 the disable of the old one went below zero. Ordered by when each operation first held
 ftrace_lock, the write replays before the modprobe and nothing happens; ordered by when
 each last held it (the release's hash move), the replay WARNs. A second history, of a
-tracer client, orders its filter change by the lock times its stream's answers carry.
+tracer client, orders its filter change by the lock times its stream's answers carry; with
+other clients' sessions beside it, the WARN's ``Pid:`` line says which session to try first.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from clients.stress.checker import Anomaly
 from clients.stress.config import BootSpec
@@ -115,3 +118,33 @@ def test_a_tracer_filter_change_replays_where_it_held_ftrace_lock(tmp_path):
     assert commands.index("echo dummy_validate > set_ftrace_filter") < commands.index(
         "rmmod dummy") < commands.index("modprobe dummy", 1), commands
     assert found.target.kind == "WARNING" and found.confirmed, found.confirmation
+
+
+def decoy_session(n: int, session: str, at: int) -> list[Op]:
+    """Another tracer client's session, registered and gone before the WARN."""
+    args = {"name": session, "filter": ["vfs_read"], "notrace": []}
+    return [Op(f"tracer1#{n}", "tracer1", "tracer", 2000, "register", args, at * MS,
+               float(at), (at + 1) * MS, float(at + 1), "ok", None, None, [at * MS]),
+            Op(f"tracer1#{n + 1}", "tracer1", "tracer", 2000, "unregister",
+               {"name": session}, (at + 2) * MS, float(at + 2), (at + 3) * MS,
+               float(at + 3), "ok", None, None, [(at + 2) * MS])]
+
+
+def test_the_sessions_of_the_task_that_warned_are_tried_first(tmp_path):
+    """A WARN names no ops, but its ``Pid:`` line names the task whose hash walk went below
+    zero. Three sessions of another client, registered after the guilty one, took every
+    session slot, and the run found no reproducer (a buggy run, seed 33)."""
+    guilty = [dataclasses.replace(op, pid=1001) if op.kind == "tracer" else op
+              for op in TRACER_HISTORY]
+    decoys = [*decoy_session(1, "tracer1.s2", 42), *decoy_session(3, "tracer1.s5", 50),
+              *decoy_session(5, "tracer1.s6", 61)]
+    history = sorted(guilty + decoys, key=lambda op: op.invoke_ns)
+    warned = Anomaly("dmesg", "WARNING", WARN, 67 * MS, 67 * MS, detail=[
+        f"[    0.067000] {WARN}",
+        "[    0.067000] Pid: 1001, comm: ftrace-tracer Not tainted 3.6.11+ #1"])
+    boot = BootSpec((("--variant", "buggy"), ("--core-functions", "2048")))
+    found = Minimizer(boot, history, [warned], {}, str(tmp_path), 0, max_replays=20).run()
+    assert found.kind == "sequential", found.notes
+    sessions = [note for note in found.notes if "tracer session" in note]
+    assert "tracer session tracer0.s1" in sessions[0] and sessions[0].endswith("reproduced"), \
+        found.notes

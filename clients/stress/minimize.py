@@ -13,10 +13,11 @@
    the other for the move), then in the order they were invoked.
    Invocations and module operations that changed nothing are left out. Tracer clients'
    operations are left out too (no shell command edits their hashes); if that does not
-   reproduce, each tracer session named by the anomaly (or active at the horizon) is
-   tried on its own, mapped onto the function tracer, with the loaders' operations and
-   without the shells'. If none shows the run's anomaly, one that shows another (a WARN,
-   a count error) is taken, and the report says so.
+   reproduce, each tracer session named by the anomaly (else registered before the
+   horizon, newest first, those of the task a WARN's ``Pid:`` line names before the
+   others) is tried on its own, mapped onto the function tracer, with the loaders'
+   operations and without the shells'. If none shows the run's anomaly, one that shows
+   another (a WARN, a count error) is taken, and the report says so.
 3. Each candidate is replayed on a fresh daemon with the run's boot options, the kernel
    looked at after every command. One that shows the target is cut after the command
    that showed it, then to the commands that can touch the anomaly's module, then
@@ -38,6 +39,7 @@ before them as still reproduces.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +57,8 @@ from clients.stress.replay import Observation, Replayer, confirm_with_shell
 MAX_SESSIONS = 3
 #: Overlapping pairs tried as interleavings.
 MAX_PAIRS = 4
+#: dump_stack()'s first line in a WARN: the task that drove the count out of range.
+_REPORTING_TASK = re.compile(r"\bPid: (\d+), comm: ")
 #: Operations whose effect is a hash walk (``__ftrace_hash_rec_update``).
 _HASH_OPS = frozenset({"write", "register", "set_filter", "unregister"})
 
@@ -232,12 +236,18 @@ class Minimizer:
                                 else op_commands(op) or [])]
 
     def _sessions(self, ops: list[Op]) -> list[str]:
-        """Tracer sessions to try: named by an anomaly, else active at the horizon."""
+        """Tracer sessions to try: named by an anomaly, else registered before the
+        horizon, newest first; among those, the sessions of the task that printed a WARN
+        come first (the hash walk that went below zero ran in its system call)."""
         known = {op.args["name"] for op in ops if op.kind == "tracer"}
         named = [name for a in self.anomalies for name in a.ops if name in known]
-        active = [op.args["name"] for op in reversed(ops) if op.kind == "tracer"
-                  and op.op == "register" and op.ok]
-        return list(dict.fromkeys(named + active))[:MAX_SESSIONS]
+        reporting = {int(match.group(1)) for a in self.anomalies if a.source == "dmesg"
+                     for line in a.detail if (match := _REPORTING_TASK.search(line))}
+        registered = sorted((op for op in reversed(ops) if op.kind == "tracer"
+                             and op.op == "register" and op.ok),
+                            key=lambda op: op.pid not in reporting)
+        return list(dict.fromkeys(named + [op.args["name"] for op in registered]))[
+            :MAX_SESSIONS]
 
     # --- replays ----------------------------------------------------------------
 
