@@ -22,6 +22,7 @@ import contextlib
 import os
 import select
 import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from types import FrameType
@@ -100,11 +101,13 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 
 def check_positive(parser: argparse.ArgumentParser, *options: tuple[str, float | None]) -> None:
     """A usage error (exit status 2) for the first ``(option, value)`` given a value that
-    is not above zero: a negative duration would end a run before it starts, and NaN,
-    which compares false with everything, would never end it."""
+    is not above zero, or above the longest wait Python can make (``threading.TIMEOUT_MAX``
+    seconds, about 292 years; counts and rates share the bound, far past any use): a
+    negative duration would end a run before it starts, NaN, which compares false with
+    everything, would never end it, and a longer one overflows the wait for it."""
     for option, value in options:
-        if value is not None and not value > 0:
-            parser.error(f"{option} must be positive")
+        if value is not None and not 0 < value <= threading.TIMEOUT_MAX:
+            parser.error(f"{option} must be positive and at most {threading.TIMEOUT_MAX:.0f}")
 
 
 @contextlib.contextmanager

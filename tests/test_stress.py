@@ -420,7 +420,9 @@ def test_bad_arguments_are_one_line_errors_before_anything_starts(tmp_path):
         (["--out", unused, "--max-replays", "-1"],
          "ftrace-stress: error: --max-replays must not be negative"),
         (["--out", unused, "--check-interval", "nan"],
-         "ftrace-stress: error: --check-interval must be positive"),
+         "ftrace-stress: error: --check-interval must be positive and at most 9223372036"),
+        (["--out", unused, "--stall-timeout", "inf"],
+         "ftrace-stress: error: --stall-timeout must be positive and at most 9223372036"),
     ]
     runs = [subprocess.Popen([sys.executable, "-m", "clients.stress", "--ops", "5", *args],
                              cwd=REPO, env=child_env(), stdout=subprocess.PIPE,

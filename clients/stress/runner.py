@@ -325,15 +325,16 @@ class Run:
         try:
             while True:
                 now = time.monotonic_ns()
-                timeout = None if deadline is None else max(0.0, (deadline - now) / 1e9)
+                # Beyond epoll's milliseconds in an int a wait overflows; waking
+                # earlier only looks again.
+                timeout = (None if deadline is None
+                           else min(max(0.0, (deadline - now) / 1e9), MAX_WAIT))
                 if stall is not None:
                     quiet = self._quiet_for()
                     if quiet >= stall:
                         for worker in self._alive():
                             worker.record.stalled = True
                         break
-                    # Beyond epoll's milliseconds in an int a wait overflows; waking
-                    # earlier only looks again.
                     timeout = min(stall - quiet, MAX_WAIT)
                 if self.progress is not None:
                     timeout = 0.25 if timeout is None else min(timeout, 0.25)
