@@ -77,6 +77,44 @@ class OpenFile:
         """A signal to the process blocked in this file (its client went away)."""
 
 
+#: How a write handler moves ``*ppos`` once it has done its work: the open file (or a
+#: pwrite's own position) and the count the handler returns.  Each handler has its own
+#: rule; one that fails returns before it, and the position stays.
+PposUpdate = Callable[["OpenFile", int], None]
+
+
+def ppos_add_count(file: OpenFile, cnt: int) -> None:
+    """``*ppos += cnt``: most write handlers, just before ``return cnt``."""
+    file.pos += cnt
+
+
+def ppos_increment(file: OpenFile, cnt: int) -> None:
+    """``(*ppos)++``: ``rb_simple_write()`` (``tracing_on``), whatever the count."""
+    file.pos += 1
+
+
+def ppos_untouched(file: OpenFile, cnt: int) -> None:
+    """The handlers that ``return cnt`` and never touch ``*ppos``:
+    ``tracing_cpumask_write()``, ``tracing_max_lat_write()``."""
+
+
+def store_write(file: OpenFile, store: Callable[[bytes], int | None],
+                ppos_update: PposUpdate, data: bytes) -> int:
+    """A small control file's write method: ``store`` does the handler's work and returns
+    the count (None: all of ``data``), or raises the errno of a handler that returns before
+    ``*ppos`` moves; ``ppos_update`` then moves the position as the handler does.  A
+    negative count is the write's errno, after the position took it too:
+    ``ftrace_profile_write()`` puts a failed register's errno in ``cnt`` before its
+    ``*ppos += cnt``."""
+    cnt = store(data)
+    if cnt is None:
+        cnt = len(data)
+    ppos_update(file, cnt)
+    if cnt < 0:
+        raise KernelError(-cnt)
+    return cnt
+
+
 class FileOps:
     """A file's ``file_operations``: ``mode`` is what ``ls -l`` shows."""
 
@@ -205,9 +243,7 @@ class RegexOpenFile(SeqText):
         self.iter: FtraceIterator | None = None
 
     def write(self, data: bytes) -> int:
-        read = _REGEX_WRITE[self.which](self.kernel.ftrace, self.iter, data, self.pos)
-        self.pos += read
-        return read
+        return _REGEX_WRITE[self.which](self.kernel.ftrace, self.iter, data, self)
 
     def release(self) -> None:
         if self.iter is not None:
@@ -234,8 +270,9 @@ class RegexFile(FileOps):
 
 
 class FtracePidOpenFile(SeqText):
-    """An open ``set_ftrace_pid``: reads are ``ftrace_pid_sops``; a write takes no
-    position and moves none.  Its ``.llseek`` is ``seq_lseek``."""
+    """An open ``set_ftrace_pid``: reads are ``ftrace_pid_sops``; a write
+    (``ftrace_pid_write()``) takes no position and moves none.  Its ``.llseek`` is
+    ``seq_lseek``."""
 
     def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
         # Write-only, 3.6 oopses in seq_lseek() (no seq_file): no oops modelled, it seeks.
@@ -266,7 +303,9 @@ class CurrentTracerOpenFile(SeqText):
         self.kernel = kernel
 
     def write(self, data: bytes) -> int:
-        return self.kernel.tracing.tracing_set_trace_write(data)
+        """``tracing_set_trace_write()``: ``*ppos += ret``, the whole count."""
+        return store_write(self, self.kernel.tracing.tracing_set_trace_write, ppos_add_count,
+                           data)
 
 
 class CurrentTracerFile(FileOps):
@@ -304,11 +343,7 @@ class SimpleOpenFile(OpenFile):
         return simple_read_from_buffer(self, size, self.show())
 
     def write(self, data: bytes) -> int:
-        cnt = self.store(data)
-        self.pos += cnt
-        if cnt < 0:
-            raise KernelError(-cnt)
-        return cnt
+        return store_write(self, self.store, ppos_add_count, data)
 
 
 class SimpleFile(FileOps):

@@ -27,7 +27,8 @@ from kernel_daemon.trace.trace_headers import LatencyHeader, trace_header
 from kernel_daemon.trace.trace_options import TRACE_ITER_LATENCY_FMT, TRACE_ITER_SYM_OFFSET
 from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
                                               buffer_total_size_kb, trace_bytes, usecs_text)
-from kernel_daemon.tracefs.files import FMODE_READ, FileOps, OpenFile, SeqText
+from kernel_daemon.tracefs.files import (FMODE_READ, FileOps, OpenFile, SeqText, PposUpdate,
+                                         ppos_add_count, store_write)
 from kernel_daemon.tracefs.llseek import Llseek, generic_file_llseek, seq_lseek
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class TraceOpenFile(SeqText):
                 kernel.tracing.tracing_stop()
 
     def write(self, data: bytes) -> int:
-        return len(data)  # tracing_write_stub: accepted and ignored
+        return len(data)  # tracing_write_stub: accepted and ignored, *ppos untouched
 
     def release(self) -> None:
         if self.stopped:
@@ -244,31 +245,35 @@ Store = Callable[["Kernel", bytes], "int | None"]
 
 
 class ControlOpenFile(SeqText):
-    """A small control file: its text, a write handler, and its ``.llseek``."""
+    """A small control file: its text, a write handler and how that handler moves the
+    position (:data:`~kernel_daemon.tracefs.files.PposUpdate`), and its ``.llseek``."""
 
     def __init__(self, path: str, flags: int, show: Callable[[], str],
-                 store: Callable[[bytes], int | None], llseek: Llseek) -> None:
+                 store: Callable[[bytes], int | None], ppos_update: PposUpdate,
+                 llseek: Llseek) -> None:
         super().__init__(path, flags, show, llseek)
-        self.store = store
+        self.store, self.ppos_update = store, ppos_update
 
     def write(self, data: bytes) -> int:
-        consumed = self.store(data)
-        return len(data) if consumed is None else consumed
+        return store_write(self, self.store, self.ppos_update, data)
 
 
 class ControlFile(FileOps):
     """The ``file_operations`` of a :class:`ControlOpenFile`: ``seq_lseek`` for the
     ``single_open()`` ones (``trace_clock``, ``trace_options``), ``generic_file_llseek`` or
-    ``default_llseek`` for those that read with ``simple_read_from_buffer()``."""
+    ``default_llseek`` for those that read with ``simple_read_from_buffer()``;
+    ``ppos_update`` is what the write handler does to ``*ppos``."""
 
-    def __init__(self, show: Show, store: Store, *, llseek: Llseek, mode: int = 0o644) -> None:
+    def __init__(self, show: Show, store: Store, *, ppos_update: PposUpdate, llseek: Llseek,
+                 mode: int = 0o644) -> None:
         self.show, self.store = show, store
-        self.llseek = llseek
+        self.ppos_update, self.llseek = ppos_update, llseek
         self.mode = mode
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
         return ControlOpenFile(path, flags, lambda: self.show(kernel),
-                               lambda data: self.store(kernel, data), self.llseek)
+                               lambda data: self.store(kernel, data), self.ppos_update,
+                               self.llseek)
 
 
 def tracing_on_show(kernel: Kernel) -> str:
@@ -276,7 +281,7 @@ def tracing_on_show(kernel: Kernel) -> str:
 
 
 def tracing_on_store(kernel: Kernel, data: bytes) -> None:
-    """``rb_simple_write``: nonzero turns recording on."""
+    """``rb_simple_write``: nonzero turns recording on; then ``(*ppos)++``."""
     if kstrtoul_from_user(data):
         kernel.ring_buffer.record_on()
     else:
@@ -309,7 +314,7 @@ def cpu_buffer_size_file(cpu: int) -> ControlFile:
     can still make, resizes that CPU alone (``tracing_resize_ring_buffer(val, cpu)``)."""
     return ControlFile(lambda k: f"{k.ring_buffer.size_bytes(cpu) >> 10}\n",
                        lambda k, data: k.ring_buffer.resize_kb(kstrtoul_from_user(data), cpu),
-                       llseek=generic_file_llseek, mode=0o444)
+                       ppos_update=ppos_add_count, llseek=generic_file_llseek, mode=0o444)
 
 
 def tracing_stats_read(kernel: Kernel, cpu: int) -> str:
@@ -380,7 +385,9 @@ def cpumask_store(kernel: Kernel, data: bytes) -> None:
 
 
 def events_enable_store(kernel: Kernel, data: bytes) -> None:
-    """No trace events are modelled: 0 and 1 are accepted, anything else is EINVAL."""
+    """``system_enable_write()``: no trace events are modelled, so 0 and 1 are accepted and
+    anything else is EINVAL (3.6 moves ``*ppos`` by the count also when no event takes the
+    value, a failure that cannot happen here)."""
     if kstrtoul_from_user(data) not in (0, 1):
         raise KernelError(errno.EINVAL)
 
@@ -394,13 +401,16 @@ class TraceMarkerOpenFile(OpenFile):
         self.ip = kernel.kallsyms_lookup_name("tracing_mark_write") or 0
 
     def write(self, data: bytes) -> int:
-        """``tracing_mark_write``: EBADF while recording is off (no event reserved)."""
+        """``tracing_mark_write``: EBADF while recording is off (no event reserved);
+        ``*fpos += written``, the count it took (at most TRACE_BUF_SIZE)."""
         task = current()
         # The writer was switched in to run: the sched_switch probe saw it, whether its
         # event fits or not (a full buffer without overwrite).
         self.kernel.saved_cmdlines.tracing_record_cmdline(task.pid, task.comm)
-        return self.kernel.ring_buffer.write_marker(
+        written = self.kernel.ring_buffer.write_marker(
             smp_processor_id(), self.kernel.trace_clock(), task.pid, data, self.ip)
+        self.pos += written
+        return written
 
 
 class TraceMarkerFile(FileOps):

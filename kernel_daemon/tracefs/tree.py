@@ -10,7 +10,8 @@ from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.buffer_files import TracingBuffersFile
 from kernel_daemon.tracefs.event_files import events_directory
 from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, FtracePidFile,
-                                         GeneratedFile, ProcSysFile, RegexFile, SimpleFile)
+                                         GeneratedFile, ProcSysFile, RegexFile, SimpleFile,
+                                         ppos_add_count, ppos_increment, ppos_untouched)
 from kernel_daemon.tracefs.llseek import default_llseek, generic_file_llseek, seq_lseek
 from kernel_daemon.tracefs.option_files import (README_MSG, FreeBufferFile, OptionsDirectory,
                                                 trace_options_file, tracing_max_lat_file)
@@ -56,13 +57,16 @@ def tracing_directory(kernel: Kernel) -> Directory:
                                                      llseek=generic_file_llseek)
     tracing["trace"] = TraceFile()
     tracing["trace_pipe"] = TracePipeFile()
-    tracing["tracing_on"] = ControlFile(tracing_on_show, tracing_on_store, llseek=default_llseek)
+    tracing["tracing_on"] = ControlFile(tracing_on_show, tracing_on_store,
+                                        ppos_update=ppos_increment, llseek=default_llseek)
     tracing["buffer_size_kb"] = ControlFile(buffer_size_show, buffer_size_store,
-                                            llseek=generic_file_llseek)
+                                            ppos_update=ppos_add_count, llseek=generic_file_llseek)
     tracing["buffer_total_size_kb"] = GeneratedFile(buffer_total_show, llseek=generic_file_llseek)
     tracing["trace_marker"] = TraceMarkerFile()
-    tracing["trace_clock"] = ControlFile(trace_clock_show, trace_clock_store, llseek=seq_lseek)
+    tracing["trace_clock"] = ControlFile(trace_clock_show, trace_clock_store,
+                                         ppos_update=ppos_add_count, llseek=seq_lseek)
     tracing["tracing_cpumask"] = ControlFile(cpumask_show, cpumask_store,
+                                             ppos_update=ppos_untouched,
                                              llseek=generic_file_llseek)
     tracing["trace_options"] = trace_options_file()
     tracing["options"] = OptionsDirectory(kernel)
@@ -84,7 +88,8 @@ def tracing_directory(kernel: Kernel) -> Directory:
                                          llseek=generic_file_llseek)
         cpu_dir["buffer_size_kb"] = cpu_buffer_size_file(cpu)
     events = tracing["events"] = events_directory()
-    events["enable"] = ControlFile(lambda k: "0\n", events_enable_store, llseek=default_llseek)
+    events["enable"] = ControlFile(lambda k: "0\n", events_enable_store,
+                                   ppos_update=ppos_add_count, llseek=default_llseek)
     return tracing
 
 

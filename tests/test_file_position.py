@@ -1,0 +1,126 @@
+"""The file position of the tracing files through the client library and a real ftraced,
+as 3.6 moves it: each write handler's own ``*ppos`` update, seen by ``lseek(fd, 0,
+SEEK_CUR)`` and by a read on the same O_RDWR descriptor."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from clients.api import Client
+from clients.errors import FtraceError
+from ftrace.v1 import tracefs_pb2
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+
+T = "/sys/kernel/debug/tracing"
+DEADLINE = 30
+
+
+@pytest.fixture
+def client(daemon):
+    with Client(daemon.address) as c:
+        yield c
+
+
+def write_error(f, data: bytes) -> int:
+    """The errno of a write that must fail; the file stays open."""
+    with pytest.raises(FtraceError) as exc:
+        f.write(data)
+    assert exc.value.syscall == "write" and exc.value.from_kernel
+    return exc.value.errno
+
+
+# Each write handler's *ppos update, a write of ``data`` at a time: the position after one.
+WRITE_POSITIONS = [
+    # *ppos += cnt: tracing_set_trace_write(), tracing_clock_write(),
+    # tracing_trace_options_write(), trace_options_core_write(), tracing_entries_write(),
+    # tracing_ctrl_write(), ftrace_profile_write(), system_enable_write();
+    # *fpos += written: tracing_mark_write(); trace_get_user()'s *ppos += read;
+    # proc_dointvec()'s *ppos += *lenp.
+    ("current_tracer", os.O_RDWR, b"nop\n", 4),
+    ("trace_clock", os.O_RDWR, b"global\n", 7),
+    ("trace_options", os.O_RDWR, b"sym-offset\n", 11),
+    ("options/sym-offset", os.O_RDWR, b"0\n", 2),
+    ("buffer_size_kb", os.O_RDWR, b"1408\n", 5),
+    ("per_cpu/cpu1/buffer_size_kb", os.O_RDWR, b"1408\n", 5),
+    ("tracing_enabled", os.O_RDWR, b"1\n", 2),
+    ("function_profile_enabled", os.O_RDWR, b"0\n", 2),
+    ("events/enable", os.O_RDWR, b"0\n", 2),
+    ("trace_marker", os.O_WRONLY, b"hello\n", 6),
+    ("set_ftrace_filter", os.O_RDWR, b"schedule\n", 9),
+    ("/proc/sys/kernel/ftrace_enabled", os.O_RDWR, b"1\n", 2),
+    # (*ppos)++: rb_simple_write(), whatever the count.
+    ("tracing_on", os.O_RDWR, b"0001\n", 1),
+    # return cnt, *ppos untouched: tracing_cpumask_write(), tracing_max_lat_write(),
+    # ftrace_pid_write(), tracing_write_stub().
+    ("tracing_cpumask", os.O_RDWR, b"f\n", 0),
+    ("tracing_thresh", os.O_RDWR, b"100\n", 0),
+    ("tracing_max_latency", os.O_RDWR, b"0\n", 0),
+    ("set_ftrace_pid", os.O_RDWR, b"0\n", 0),
+    ("trace", os.O_RDWR, b"ignored", 0),
+]
+
+
+@pytest.mark.parametrize("path, flags, data, moved", WRITE_POSITIONS,
+                         ids=[f"{p}-{n}" for p, _, _, n in WRITE_POSITIONS])
+def test_each_write_moves_the_position_as_its_3_6_handler_does(client, path, flags, data,
+                                                               moved):
+    path = path if path.startswith("/") else f"{T}/{path}"
+    with client.open(path, flags) as f:
+        assert f.write(data) == len(data)
+        assert f.seek(0, os.SEEK_CUR) == moved
+        assert f.write(data) == len(data)
+        assert f.seek(0, os.SEEK_CUR) == 2 * moved
+
+
+def test_a_read_after_a_write_goes_on_from_where_the_write_left_the_position(client):
+    """On an O_RDWR descriptor: a seq_file (trace_clock) reads its text again from the
+    position, ``simple_read_from_buffer()`` files (current_tracer, tracing_on) copy from
+    it."""
+    with client.open(f"{T}/trace_clock", os.O_RDWR) as f:
+        assert f.write(b"global\n") == 7
+        assert f.read() == b"global] counter\n"  # "local [global] counter\n" from 7
+    with client.open(f"{T}/current_tracer", os.O_RDWR) as f:
+        assert f.write(b"nop") == 3
+        assert f.read() == b"\n"
+    with client.open(f"{T}/tracing_on", os.O_RDWR) as f:
+        assert f.write(b"0\n") == 2  # (*ppos)++: at 1
+        assert f.read() == b"\n"
+        assert f.seek(0) == 0 and f.read() == b"0\n"
+
+
+def test_a_failed_write_leaves_the_position_except_a_filter_token_matching_nothing(client):
+    """Handlers return their errno before touching ``*ppos``; ``ftrace_regex_write()``'s
+    ``trace_get_user()`` moved it past the token before the token was matched."""
+    with client.open(f"{T}/tracing_on", os.O_RDWR) as f:
+        assert write_error(f, b"x\n") == errno.EINVAL
+        assert f.seek(0, os.SEEK_CUR) == 0
+        assert f.write(b"1\n") == 2
+        assert write_error(f, b"-\n") == errno.EINVAL
+        assert f.seek(0, os.SEEK_CUR) == 1
+    for path, data in (("current_tracer", b"nosuch\n"), ("trace_clock", b"bogus\n"),
+                       ("options/sym-offset", b"2\n"), ("buffer_size_kb", b"0\n")):
+        with client.open(f"{T}/{path}", os.O_RDWR) as f:
+            assert write_error(f, data) == errno.EINVAL
+            assert f.seek(0, os.SEEK_CUR) == 0
+    with client.open(f"{T}/set_ftrace_filter", os.O_RDWR) as f:
+        assert write_error(f, b"nosuchfn\n") == errno.EINVAL
+        assert f.seek(0, os.SEEK_CUR) == 9
+        assert write_error(f, b"x" * 300) == errno.EINVAL  # too long: trace_get_user fails
+        assert f.seek(0, os.SEEK_CUR) == 9
+
+
+def test_free_buffer_s_write_moves_a_position_no_lseek_can_see(client):
+    """tracing_free_buffer_write(): ``*ppos += cnt``.  free_buffer has no ``.llseek``
+    (ESPIPE); the position shows in what each write answers (``pos:`` in
+    /proc/self/fdinfo on a real system)."""
+    requests = [tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(
+                    path=f"{T}/free_buffer", flags=os.O_WRONLY)),
+                tracefs_pb2.FileRequest(write=tracefs_pb2.WriteRequest(data=b"1\n")),
+                tracefs_pb2.FileRequest(write=tracefs_pb2.WriteRequest(data=b"abc")),
+                tracefs_pb2.FileRequest(write=tracefs_pb2.WriteRequest(data=b"x", offset=0)),
+                tracefs_pb2.FileRequest(close=tracefs_pb2.CloseRequest())]
+    answers = list(client.connection.tracefs.Session(iter(requests), timeout=DEADLINE))
+    assert [a.write.offset for a in answers[1:4]] == [2, 5, 5]  # pwrite: its own position
