@@ -1,6 +1,7 @@
 """The file position of the tracing files through the client library and a real ftraced,
-as 3.6 moves it: each write handler's own ``*ppos`` update, seen by ``lseek(fd, 0,
-SEEK_CUR)`` and by a read on the same O_RDWR descriptor."""
+as 3.6 moves and uses it: each write handler's own ``*ppos`` update, seen by ``lseek(fd,
+0, SEEK_CUR)`` and by a read on the same O_RDWR descriptor; the reads of
+``simple_read_from_buffer()``, which print afresh and copy from the position."""
 
 from __future__ import annotations
 
@@ -124,3 +125,58 @@ def test_free_buffer_s_write_moves_a_position_no_lseek_can_see(client):
                 tracefs_pb2.FileRequest(close=tracefs_pb2.CloseRequest())]
     answers = list(client.connection.tracefs.Session(iter(requests), timeout=DEADLINE))
     assert [a.write.offset for a in answers[1:4]] == [2, 5, 5]  # pwrite: its own position
+
+
+def read_error(f, size: int) -> int:
+    with pytest.raises(FtraceError) as exc:
+        f.read(size)
+    assert exc.value.syscall == "read" and exc.value.from_kernel
+    return exc.value.errno
+
+
+# A simple_read_from_buffer() file, a setting, and a change to it between two reads.
+REREAD = [
+    ("current_tracer", ("current_tracer", b"function\n"), ("current_tracer", b"nop\n")),  # "op\n"
+    ("buffer_size_kb", None, ("buffer_size_kb", b"2816\n")),
+    ("buffer_total_size_kb", None, ("buffer_size_kb", b"2816\n")),
+    ("tracing_thresh", None, ("tracing_thresh", b"12345\n")),
+    ("tracing_max_latency", None, ("tracing_max_latency", b"678\n")),
+]
+
+
+@pytest.mark.parametrize("path, setup, change", REREAD, ids=[p for p, _, _ in REREAD])
+def test_a_simple_read_from_buffer_file_prints_afresh_at_every_read(client, path, setup,
+                                                                    change):
+    """tracing_set_trace_read(), tracing_entries_read(), tracing_total_entries_read(),
+    tracing_max_lat_read() print into a buffer at each read(2) and copy from the position:
+    a change between two reads shows in the second, from where the first stopped (1 byte
+    of "function\\n", a switch to nop: "op\\n")."""
+    if setup is not None:
+        client.write_file(f"{T}/{setup[0]}", setup[1])
+    before = client.read_file(f"{T}/{path}")
+    with client.open(f"{T}/{path}") as f:
+        assert f.read(1) == before[:1]
+        client.write_file(f"{T}/{change[0]}", change[1])
+        rest = f.read()
+    now = client.read_file(f"{T}/{path}")
+    assert now[1:] != before[1:] and rest == now[1:]
+
+
+def test_a_seq_file_goes_on_with_what_seq_read_printed(client):
+    """trace_clock (single_open(), seq_read()): the first read printed the record into
+    the seq_file's buffer; the next one copies the rest of it, the clock as it was."""
+    with client.open(f"{T}/trace_clock") as f:
+        assert f.read(1) == b"["
+        client.write_file(f"{T}/trace_clock", b"global\n")
+        assert f.read() == b"local] global counter\n"
+
+
+def test_tracing_cpumask_reads_need_room_for_the_mask_its_newline_and_a_nul(client):
+    """tracing_cpumask_read(): ``cpumask_scnprintf()`` into the read's count, EINVAL when
+    ``count - len < 2``: with 4 CPUs the mask is "f", and a read of 2 bytes is refused."""
+    with client.open(f"{T}/tracing_cpumask") as f:
+        assert read_error(f, 1) == errno.EINVAL
+        assert read_error(f, 2) == errno.EINVAL
+        assert f.seek(0, os.SEEK_CUR) == 0
+        assert f.read(3) == b"f\n"
+        assert read_error(f, 2) == errno.EINVAL  # whatever the position

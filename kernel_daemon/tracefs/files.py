@@ -24,8 +24,7 @@ from kernel_daemon.ftrace.pid import fpid_show_all, ftrace_pid_reset, ftrace_pid
 from kernel_daemon.ftrace.regex_file import (FtraceIterator, ftrace_regex_open,
                                              ftrace_regex_release, ftrace_regex_write)
 from kernel_daemon.trace.trace_output import trace_bytes
-from kernel_daemon.tracefs.llseek import (SEEK_MAX, Llseek, default_llseek, generic_file_llseek,
-                                          no_llseek, seq_lseek)
+from kernel_daemon.tracefs.llseek import SEEK_MAX, Llseek, default_llseek, no_llseek, seq_lseek
 from kernel_daemon.unwind import kernel_function_named
 
 if TYPE_CHECKING:
@@ -130,9 +129,7 @@ class SeqText(OpenFile):
     ``read_pos`` is ``m->read_pos``, where the seq_file's own reading stopped: a read
     anywhere else (after a pread, or a write that moved the position) goes through
     ``traverse()``, as ``seq_read()`` does, and so does ``seq_lseek()`` to a position
-    other than it.  Files whose reads are not ``seq_read()`` but that produce their text
-    whole at each read (``simple_read_from_buffer()``) are served alike, with their own
-    ``.llseek``."""
+    other than it."""
 
     def __init__(self, path: str, flags: int, produce: Callable[[], str],
                  llseek: Llseek = seq_lseek) -> None:
@@ -157,18 +154,94 @@ class SeqText(OpenFile):
 
 
 class GeneratedFile(FileOps):
-    """A read-only file whose contents a function of the kernel produces, and its
-    ``file_operations``' ``.llseek``: ``seq_lseek`` for a seq_file,
-    ``generic_file_llseek`` for a ``simple_read_from_buffer()`` one."""
+    """A read-only ``seq_file`` whose records a function of the kernel shows:
+    ``seq_read`` and ``seq_lseek`` (``available_tracers``, an event's ``format``,
+    ``/proc/modules``, ``/proc/kallsyms``)."""
 
-    def __init__(self, produce: Callable[[Kernel], str], *, llseek: Llseek,
-                 mode: int = 0o444) -> None:
+    def __init__(self, produce: Callable[[Kernel], str]) -> None:
         self.produce = produce
-        self.llseek = llseek
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return SeqText(path, flags, lambda: self.produce(kernel))
+
+
+def simple_read_from_buffer(file: OpenFile, size: int, data: bytes) -> bytes:
+    """``simple_read_from_buffer()`` (fs/libfs.c): ``data`` from the file's position, which
+    moves past what was read; EINVAL at a negative position."""
+    if file.pos < 0:
+        raise KernelError(errno.EINVAL)
+    chunk = data[file.pos:file.pos + size]
+    file.pos += len(chunk)
+    return chunk
+
+
+#: What a ``simple_read_from_buffer()`` file's read method prints into its buffer.
+Show = Callable[["Kernel"], str]
+#: A write handler's work: the bytes it consumed, what write(2) returns; None for all of
+#: them, as most handlers ``return cnt``.  Fewer is a short write, and the writer writes
+#: the rest again.  It raises the errno of a handler that fails.
+Store = Callable[["Kernel", bytes], "int | None"]
+
+
+class SimpleReadOpenFile(OpenFile):
+    """An open file whose read method prints its few bytes afresh at every read(2) and
+    hands them to ``simple_read_from_buffer()``, which copies from the position: no
+    snapshot is kept, so what changed between two reads shows in the second (one byte of
+    ``current_tracer``'s ``"function\\n"``, a switch to nop, and the next read gives
+    ``"op\\n"``).  ``tracing_set_trace_read()``, ``rb_simple_read()``,
+    ``tracing_entries_read()``, ``tracing_readme_read()``, ``tracing_stats_read()``, ..."""
+
+    def __init__(self, path: str, flags: int, show: Callable[[], str], llseek: Llseek) -> None:
+        super().__init__(path, flags, llseek)
+        self.show = show
+
+    def read(self, size: int) -> bytes:
+        return simple_read_from_buffer(self, size, trace_bytes(self.show()))
+
+
+class SimpleOpenFile(SimpleReadOpenFile):
+    """A :class:`SimpleReadOpenFile` with a write method: ``store`` is the handler's work,
+    ``ppos_update`` what it does to ``*ppos`` (:func:`store_write`)."""
+
+    def __init__(self, path: str, flags: int, show: Callable[[], str],
+                 store: Callable[[bytes], int | None], ppos_update: PposUpdate,
+                 llseek: Llseek) -> None:
+        super().__init__(path, flags, show, llseek)
+        self.store, self.ppos_update = store, ppos_update
+
+    def write(self, data: bytes) -> int:
+        return store_write(self, self.store, self.ppos_update, data)
+
+
+class SimpleReadFile(FileOps):
+    """The ``file_operations`` of a read-only :class:`SimpleReadOpenFile`, and their
+    ``.llseek``: ``README``, ``saved_cmdlines``, ``buffer_total_size_kb``,
+    ``dyn_ftrace_total_info``, ``per_cpu/cpuN/stats``."""
+
+    def __init__(self, show: Show, *, llseek: Llseek) -> None:
+        self.show, self.llseek = show, llseek
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return SimpleReadOpenFile(path, flags, lambda: self.show(kernel), self.llseek)
+
+
+class SimpleFile(FileOps):
+    """The ``file_operations`` of a :class:`SimpleOpenFile`: ``tracing_open_generic()``,
+    a read method of ``simple_read_from_buffer()``, a write handler with its ``*ppos``
+    update, and an ``.llseek``."""
+
+    open_file: type[SimpleOpenFile] = SimpleOpenFile
+
+    def __init__(self, show: Show, store: Store, *, ppos_update: PposUpdate, llseek: Llseek,
+                 mode: int = 0o644) -> None:
+        self.show, self.store = show, store
+        self.ppos_update, self.llseek = ppos_update, llseek
         self.mode = mode
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return SeqText(path, flags, lambda: self.produce(kernel), self.llseek)
+        return self.open_file(path, flags, lambda: self.show(kernel),
+                              lambda data: self.store(kernel, data), self.ppos_update,
+                              self.llseek)
 
 
 class ProcSysOpenFile(OpenFile):
@@ -294,73 +367,6 @@ class FtracePidFile(FileOps):
         if file.f_mode & FMODE_WRITE and flags & os.O_TRUNC:
             ftrace_pid_reset(kernel.ftrace)
         return file
-
-
-class CurrentTracerOpenFile(SeqText):
-    def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
-        super().__init__(path, flags, lambda: kernel.tracing.current_trace.name + "\n",
-                         generic_file_llseek)
-        self.kernel = kernel
-
-    def write(self, data: bytes) -> int:
-        """``tracing_set_trace_write()``: ``*ppos += ret``, the whole count."""
-        return store_write(self, self.kernel.tracing.tracing_set_trace_write, ppos_add_count,
-                           data)
-
-
-class CurrentTracerFile(FileOps):
-    """``set_tracer_fops``: its ``.llseek`` is ``generic_file_llseek``."""
-
-    mode = 0o644
-
-    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return CurrentTracerOpenFile(kernel, path, flags)
-
-
-def simple_read_from_buffer(file: OpenFile, size: int, data: bytes) -> bytes:
-    """``simple_read_from_buffer()`` (fs/libfs.c): ``data`` from the file's position, which
-    moves past what was read; EINVAL at a negative position."""
-    if file.pos < 0:
-        raise KernelError(errno.EINVAL)
-    chunk = data[file.pos:file.pos + size]
-    file.pos += len(chunk)
-    return chunk
-
-
-class SimpleOpenFile(OpenFile):
-    """An open file of ``tracing_open_generic()`` whose read is ``simple_read_from_buffer()``
-    of a small buffer made at each read, and whose write moves the position by the count
-    it returns (``*ppos += cnt``), even a negative errno, which is then the write's error:
-    ``function_profile_enabled`` (a refused enable moves the position back by its errno,
-    and a read of the same file is then EINVAL) and ``tracing_enabled``."""
-
-    def __init__(self, path: str, flags: int, show: Callable[[], bytes],
-                 store: Callable[[bytes], int], llseek: Llseek) -> None:
-        super().__init__(path, flags, llseek)
-        self.show, self.store = show, store
-
-    def read(self, size: int) -> bytes:
-        return simple_read_from_buffer(self, size, self.show())
-
-    def write(self, data: bytes) -> int:
-        return store_write(self, self.store, ppos_add_count, data)
-
-
-class SimpleFile(FileOps):
-    """The ``file_operations`` of a :class:`SimpleOpenFile`: ``ftrace_profile_fops``
-    (``ftrace_profile_read``/``_write``, ``default_llseek``), ``tracing_ctrl_fops``
-    (``tracing_ctrl_read``/``_write``, ``generic_file_llseek``)."""
-
-    mode = 0o644
-
-    def __init__(self, show: Callable[[Kernel], bytes],
-                 store: Callable[[Kernel, bytes], int], *, llseek: Llseek) -> None:
-        self.show, self.store = show, store
-        self.llseek = llseek
-
-    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return SimpleOpenFile(path, flags, lambda: self.show(kernel),
-                              lambda data: self.store(kernel, data), self.llseek)
 
 
 @kernel_function_named(*SYSCALL_READ)

@@ -27,9 +27,11 @@ from kernel_daemon.trace.trace_headers import LatencyHeader, trace_header
 from kernel_daemon.trace.trace_options import TRACE_ITER_LATENCY_FMT, TRACE_ITER_SYM_OFFSET
 from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
                                               buffer_total_size_kb, trace_bytes, usecs_text)
-from kernel_daemon.tracefs.files import (FMODE_READ, FileOps, OpenFile, SeqText, PposUpdate,
-                                         ppos_add_count, store_write)
-from kernel_daemon.tracefs.llseek import Llseek, generic_file_llseek, seq_lseek
+from kernel_daemon.tracefs.files import (FMODE_READ, FileOps, OpenFile, PposUpdate, SeqText,
+                                         Show, SimpleFile, SimpleOpenFile, Store,
+                                         ppos_add_count, ppos_untouched,
+                                         simple_read_from_buffer, store_write)
+from kernel_daemon.tracefs.llseek import generic_file_llseek, seq_lseek
 
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
@@ -237,43 +239,32 @@ class TracePipeFile(FileOps):
         return TracePipeOpenFile(kernel, path, flags, self.cpu)
 
 
-Show = Callable[["Kernel"], str]
-#: A write handler: the bytes it consumed, what write(2) returns; None for all of them,
-#: as most handlers ``return cnt``.  Fewer is a short write, and the writer writes the
-#: rest again (``proc_dointvec`` stops after its number).
-Store = Callable[["Kernel", bytes], "int | None"]
-
-
-class ControlOpenFile(SeqText):
-    """A small control file: its text, a write handler and how that handler moves the
-    position (:data:`~kernel_daemon.tracefs.files.PposUpdate`), and its ``.llseek``."""
+class SingleOpenFile(SeqText):
+    """An open ``single_open()`` file with a write method: ``seq_read`` of its one record,
+    a write handler and what that handler does to ``*ppos`` (:func:`store_write`)."""
 
     def __init__(self, path: str, flags: int, show: Callable[[], str],
-                 store: Callable[[bytes], int | None], ppos_update: PposUpdate,
-                 llseek: Llseek) -> None:
-        super().__init__(path, flags, show, llseek)
+                 store: Callable[[bytes], int | None], ppos_update: PposUpdate) -> None:
+        super().__init__(path, flags, show, seq_lseek)
         self.store, self.ppos_update = store, ppos_update
 
     def write(self, data: bytes) -> int:
         return store_write(self, self.store, self.ppos_update, data)
 
 
-class ControlFile(FileOps):
-    """The ``file_operations`` of a :class:`ControlOpenFile`: ``seq_lseek`` for the
-    ``single_open()`` ones (``trace_clock``, ``trace_options``), ``generic_file_llseek`` or
-    ``default_llseek`` for those that read with ``simple_read_from_buffer()``;
-    ``ppos_update`` is what the write handler does to ``*ppos``."""
+class SingleFile(FileOps):
+    """The ``file_operations`` of a :class:`SingleOpenFile` (``trace_clock_fops``,
+    ``tracing_iter_fops``): ``seq_read``, ``seq_lseek``, the write handler."""
 
-    def __init__(self, show: Show, store: Store, *, ppos_update: PposUpdate, llseek: Llseek,
-                 mode: int = 0o644) -> None:
+    mode = 0o644
+
+    def __init__(self, show: Show, store: Store, *, ppos_update: PposUpdate) -> None:
         self.show, self.store = show, store
-        self.ppos_update, self.llseek = ppos_update, llseek
-        self.mode = mode
+        self.ppos_update = ppos_update
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return ControlOpenFile(path, flags, lambda: self.show(kernel),
-                               lambda data: self.store(kernel, data), self.ppos_update,
-                               self.llseek)
+        return SingleOpenFile(path, flags, lambda: self.show(kernel),
+                              lambda data: self.store(kernel, data), self.ppos_update)
 
 
 def tracing_on_show(kernel: Kernel) -> str:
@@ -308,13 +299,13 @@ def buffer_total_show(kernel: Kernel) -> str:
     return buffer_total_size_kb(cpu_sizes(kernel), rb.expanded, rb.trace_buf_size)
 
 
-def cpu_buffer_size_file(cpu: int) -> ControlFile:
+def cpu_buffer_size_file(cpu: int) -> SimpleFile:
     """``per_cpu/cpuN/buffer_size_kb``: ``tracing_entries_fops`` made 0444, whose read is
     ``"%lu\n"`` of the CPU's KB (never the ``expanded`` form), and whose write, which root
     can still make, resizes that CPU alone (``tracing_resize_ring_buffer(val, cpu)``)."""
-    return ControlFile(lambda k: f"{k.ring_buffer.size_bytes(cpu) >> 10}\n",
-                       lambda k, data: k.ring_buffer.resize_kb(kstrtoul_from_user(data), cpu),
-                       ppos_update=ppos_add_count, llseek=generic_file_llseek, mode=0o444)
+    return SimpleFile(lambda k: f"{k.ring_buffer.size_bytes(cpu) >> 10}\n",
+                      lambda k, data: k.ring_buffer.resize_kb(kstrtoul_from_user(data), cpu),
+                      ppos_update=ppos_add_count, llseek=generic_file_llseek, mode=0o444)
 
 
 def tracing_stats_read(kernel: Kernel, cpu: int) -> str:
@@ -382,6 +373,32 @@ def cpumask_store(kernel: Kernel, data: bytes) -> None:
                 kernel.ring_buffer.record_disable_cpu(cpu)
             elif new >> cpu & 1 and not old >> cpu & 1:
                 kernel.ring_buffer.record_enable_cpu(cpu)
+
+
+class TracingCpumaskOpenFile(SimpleOpenFile):
+    """An open ``tracing_cpumask``."""
+
+    def read(self, size: int) -> bytes:
+        """``tracing_cpumask_read()``: ``cpumask_scnprintf()`` into the read's count, which
+        must leave room for the newline and the NUL after the mask (``count - len < 2``
+        is EINVAL, whatever the position), then ``simple_read_from_buffer()``.  3.6 copies
+        from all of ``mask_str``'s NR_CPUS + 1 bytes, NULs after the newline; the model,
+        which has no NR_CPUS (see :func:`nr_cpumask_bits`), stops at the newline."""
+        data = trace_bytes(self.show())
+        if size < len(data) + 1:
+            raise KernelError(errno.EINVAL)
+        return simple_read_from_buffer(self, size, data)
+
+
+class TracingCpumaskFile(SimpleFile):
+    """``tracing_cpumask_fops``: its write (``tracing_cpumask_write()``) returns the
+    count without touching ``*ppos``; ``generic_file_llseek``."""
+
+    open_file = TracingCpumaskOpenFile
+
+    def __init__(self) -> None:
+        super().__init__(cpumask_show, cpumask_store, ppos_update=ppos_untouched,
+                         llseek=generic_file_llseek)
 
 
 def events_enable_store(kernel: Kernel, data: bytes) -> None:
