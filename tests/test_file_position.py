@@ -17,6 +17,7 @@ from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 
 T = "/sys/kernel/debug/tracing"
 DEADLINE = 30
+ACCMODE = {os.O_RDONLY: "r", os.O_WRONLY: "w", os.O_RDWR: "rw"}
 
 
 @pytest.fixture
@@ -180,3 +181,89 @@ def test_tracing_cpumask_reads_need_room_for_the_mask_its_newline_and_a_nul(clie
         assert f.seek(0, os.SEEK_CUR) == 0
         assert f.read(3) == b"f\n"
         assert read_error(f, 2) == errno.EINVAL  # whatever the position
+
+
+def pwrite_error(f, data: bytes, offset: int) -> int:
+    with pytest.raises(FtraceError) as exc:
+        f.write(data, offset=offset)
+    assert exc.value.syscall == "write" and exc.value.from_kernel
+    return exc.value.errno
+
+
+def pread_error(f, offset: int) -> int:
+    with pytest.raises(FtraceError) as exc:
+        f.read(10, offset=offset)
+    assert exc.value.syscall == "read" and exc.value.from_kernel
+    return exc.value.errno
+
+
+# Files whose open calls seq_open() (single_open(), __seq_open_private()), which clears
+# FMODE_PWRITE: pwrite is ESPIPE before vfs_write looks at the mode or the write method.
+SEQ_OPENED = [
+    ("trace_clock", os.O_RDWR), ("trace_clock", os.O_WRONLY), ("trace_clock", os.O_RDONLY),
+    ("trace_options", os.O_RDWR), ("set_ftrace_filter", os.O_RDWR),
+    ("set_ftrace_notrace", os.O_RDWR), ("set_ftrace_pid", os.O_RDWR), ("trace", os.O_RDWR),
+    ("available_tracers", os.O_RDWR), ("available_filter_functions", os.O_RDONLY),
+    ("enabled_functions", os.O_RDWR), ("trace_stat/function0", os.O_RDWR),
+    ("events/ftrace/function/format", os.O_RDWR), ("/proc/modules", os.O_RDONLY),
+    ("/proc/kallsyms", os.O_RDWR),
+]
+
+
+@pytest.mark.parametrize("path, flags", SEQ_OPENED,
+                         ids=[f"{p}-{ACCMODE[f]}" for p, f in SEQ_OPENED])
+def test_pwrite_is_espipe_on_a_file_whose_open_did_seq_open(client, path, flags):
+    """seq_open() clears FMODE_PWRITE; sys_pwrite64() is ESPIPE without it.  pread stays
+    (FMODE_PREAD), then vfs_read's own checks."""
+    path = path if path.startswith("/") else f"{T}/{path}"
+    with client.open(path, flags) as f:
+        err = pwrite_error(f, b"0\n", 0)
+        assert err == errno.ESPIPE
+        if flags == os.O_WRONLY:
+            assert pread_error(f, 0) == errno.EBADF  # vfs_read(): no FMODE_READ
+        else:
+            assert f.read(1, offset=0) == client.read_file(path)[:1]
+        assert f.seek(0, os.SEEK_CUR) == 0
+
+
+# The same fops opened only for writing (their open calls seq_open() only with
+# FMODE_READ), and tracing_open_generic() files: pwrite writes at its own position.
+PWRITABLE = [
+    ("set_ftrace_filter", os.O_WRONLY, b"schedule\n"),
+    ("set_ftrace_pid", os.O_WRONLY, b"0\n"),
+    ("trace", os.O_WRONLY, b"ignored"),
+    ("tracing_on", os.O_RDWR, b"1\n"),
+    ("current_tracer", os.O_RDWR, b"nop\n"),
+    ("options/sym-offset", os.O_RDWR, b"0\n"),
+    ("trace_marker", os.O_WRONLY, b"hello\n"),
+    ("/proc/sys/kernel/ftrace_enabled", os.O_RDWR, b"1\n"),
+]
+
+
+@pytest.mark.parametrize("path, flags, data", PWRITABLE,
+                         ids=[f"{p}-{ACCMODE[f]}" for p, f, _ in PWRITABLE])
+def test_pwrite_writes_where_no_seq_open_cleared_fmode_pwrite(client, path, flags, data):
+    path = path if path.startswith("/") else f"{T}/{path}"
+    with client.open(path, flags) as f:
+        assert f.write(data, offset=0) == len(data)
+        assert f.seek(0, os.SEEK_CUR) in (0, 1)  # ftrace_regex_lseek() write-only: 1
+
+
+def test_nonseekable_open_clears_fmode_pread_and_fmode_pwrite(client):
+    """trace_pipe and trace_pipe_raw: pread and pwrite are ESPIPE before vfs_read's and
+    vfs_write's checks (EBADF, EINVAL: no write method)."""
+    for path in (f"{T}/trace_pipe", f"{T}/per_cpu/cpu0/trace_pipe_raw"):
+        with client.open(path, os.O_RDONLY | os.O_NONBLOCK) as f:
+            assert pread_error(f, 0) == errno.ESPIPE
+            assert pwrite_error(f, b"x", 0) == errno.ESPIPE
+
+
+def test_a_negative_offset_is_einval_before_espipe(client):
+    """sys_pread64() / sys_pwrite64(): ``pos < 0`` is EINVAL before the file's mode is
+    looked at."""
+    negative = 1 << 63  # as an loff_t
+    with client.open(f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK) as f:
+        assert pread_error(f, negative) == errno.EINVAL
+        assert pwrite_error(f, b"x", negative) == errno.EINVAL
+    with client.open(f"{T}/trace_clock", os.O_RDWR) as f:
+        assert pwrite_error(f, b"local\n", negative) == errno.EINVAL

@@ -30,8 +30,11 @@ from kernel_daemon.unwind import kernel_function_named
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
 
-FMODE_READ = 1
-FMODE_WRITE = 2
+FMODE_READ = 0x1
+FMODE_WRITE = 0x2
+FMODE_LSEEK = 0x4  # lseek(2) reaches the file's .llseek; without it, no_llseek()
+FMODE_PREAD = 0x8  # pread(2) is allowed; without it, ESPIPE
+FMODE_PWRITE = 0x10  # pwrite(2) is allowed; without it, ESPIPE
 
 SYSCALL_OPEN = ("system_call_fastpath", "sys_open", "do_sys_open")
 SYSCALL_READ = ("system_call_fastpath", "sys_read", "vfs_read")
@@ -47,15 +50,16 @@ OPEN_FMODE = {os.O_RDONLY: FMODE_READ, os.O_WRONLY: FMODE_WRITE,
 
 class OpenFile:
     """``struct file`` with the default methods of a file that has none.  ``llseek`` is
-    its ``file_operations``' ``.llseek``: ``no_llseek()`` when they name none."""
-
-    # FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE, which nonseekable_open() clears.
-    seekable = True
+    its ``file_operations``' ``.llseek``: ``no_llseek()`` when they name none.  ``f_mode``
+    is the open mode with FMODE_LSEEK, FMODE_PREAD and FMODE_PWRITE, as
+    ``__dentry_open()`` sets them, until the file's own open takes some away
+    (:func:`nonseekable_open`, :func:`seq_open`)."""
 
     def __init__(self, path: str, flags: int, llseek: Llseek = no_llseek) -> None:
         self.path = path
         self.flags = flags
-        self.f_mode = OPEN_FMODE.get(flags & os.O_ACCMODE, 0)
+        self.f_mode = (OPEN_FMODE.get(flags & os.O_ACCMODE, 0)
+                       | FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE)
         self.pos = 0
         self._llseek = llseek
 
@@ -74,6 +78,11 @@ class OpenFile:
 
     def interrupt(self) -> None:
         """A signal to the process blocked in this file (its client went away)."""
+
+
+def nonseekable_open(file: OpenFile) -> None:
+    """``nonseekable_open()`` (fs/open.c): no lseek, pread or pwrite (ESPIPE)."""
+    file.f_mode &= ~(FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE)
 
 
 #: How a write handler moves ``*ppos`` once it has done its work: the open file (or a
@@ -153,6 +162,15 @@ class SeqText(OpenFile):
         return chunk
 
 
+def seq_open(file: SeqText) -> SeqText:
+    """``seq_open()`` (fs/seq_file.c), which every open of a seq_file calls (also through
+    ``single_open()`` and ``__seq_open_private()``): it clears FMODE_PWRITE "for
+    historical reasons", so pwrite(2) is ESPIPE on such a file whatever its write method,
+    and pread(2) stays.  Returns the file, for its open to return."""
+    file.f_mode &= ~FMODE_PWRITE
+    return file
+
+
 class GeneratedFile(FileOps):
     """A read-only ``seq_file`` whose records a function of the kernel shows:
     ``seq_read`` and ``seq_lseek`` (``available_tracers``, an event's ``format``,
@@ -162,7 +180,7 @@ class GeneratedFile(FileOps):
         self.produce = produce
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return SeqText(path, flags, lambda: self.produce(kernel))
+        return seq_open(SeqText(path, flags, lambda: self.produce(kernel)))
 
 
 def simple_read_from_buffer(file: OpenFile, size: int, data: bytes) -> bytes:
@@ -286,8 +304,8 @@ class FtraceListingFile(FileOps):
         self.which = which
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        ftrace_avail_open(kernel.ftrace, self.which)
-        return SeqText(path, flags, lambda: t_show_all(kernel.ftrace, self.which))
+        ftrace_avail_open(kernel.ftrace, self.which)  # __seq_open_private()
+        return seq_open(SeqText(path, flags, lambda: t_show_all(kernel.ftrace, self.which)))
 
 
 # ftrace_filter_write() and ftrace_notrace_write(): each calls ftrace_regex_write().
@@ -339,6 +357,8 @@ class RegexFile(FileOps):
                                           bool(flags & os.O_TRUNC))
         elif ft.ftrace_disabled:
             raise KernelError(errno.ENODEV)
+        if file.f_mode & FMODE_READ:
+            seq_open(file)
         return file
 
 
@@ -366,6 +386,8 @@ class FtracePidFile(FileOps):
         # ftrace_pid_open(): a write open with O_TRUNC (``echo >``) empties the list.
         if file.f_mode & FMODE_WRITE and flags & os.O_TRUNC:
             ftrace_pid_reset(kernel.ftrace)
+        if file.f_mode & FMODE_READ:
+            seq_open(file)
         return file
 
 
@@ -392,7 +414,7 @@ def file_llseek(file: OpenFile, offset: int, whence: int) -> int:
     ``.llseek``."""
     if not 0 <= whence <= SEEK_MAX:
         raise KernelError(errno.EINVAL)
-    if not file.seekable:
+    if not file.f_mode & FMODE_LSEEK:
         return no_llseek(file, offset, whence)
     return file.llseek(offset, whence)
 

@@ -29,8 +29,8 @@ from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
                                               buffer_total_size_kb, trace_bytes, usecs_text)
 from kernel_daemon.tracefs.files import (FMODE_READ, FileOps, OpenFile, PposUpdate, SeqText,
                                          Show, SimpleFile, SimpleOpenFile, Store,
-                                         ppos_add_count, ppos_untouched,
-                                         simple_read_from_buffer, store_write)
+                                         nonseekable_open, ppos_add_count, ppos_untouched,
+                                         seq_open, simple_read_from_buffer, store_write)
 from kernel_daemon.tracefs.llseek import generic_file_llseek, seq_lseek
 
 if TYPE_CHECKING:
@@ -130,7 +130,10 @@ class TraceFile(FileOps):
                 kernel.tracing.tracing_reset_online_cpus()
             else:
                 kernel.ring_buffer.reset(self.cpu)  # tracing_reset(): time_start stays
-        return TraceOpenFile(kernel, path, flags, self.cpu)
+        file = TraceOpenFile(kernel, path, flags, self.cpu)
+        if file.f_mode & FMODE_READ:
+            seq_open(file)  # __tracing_open()'s __seq_open_private()
+        return file
 
 
 class TracePipeOpenFile(OpenFile):
@@ -149,10 +152,6 @@ class TracePipeOpenFile(OpenFile):
     being printed is still in 3.6's buffer when ``trace_print_lat_context()`` peeks for the
     next one, so it finds itself: the delay to the next entry is always 0 here.
     """
-
-    # tracing_open_pipe() calls nonseekable_open(), and tracing_pipe_fops' .llseek is
-    # no_llseek (the default).
-    seekable = False
 
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
         super().__init__(path, flags)
@@ -236,7 +235,11 @@ class TracePipeFile(FileOps):
         self.cpu = cpu
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return TracePipeOpenFile(kernel, path, flags, self.cpu)
+        file = TracePipeOpenFile(kernel, path, flags, self.cpu)
+        # tracing_open_pipe() calls nonseekable_open(); tracing_pipe_fops' .llseek is
+        # no_llseek (the default).
+        nonseekable_open(file)
+        return file
 
 
 class SingleOpenFile(SeqText):
@@ -263,8 +266,9 @@ class SingleFile(FileOps):
         self.ppos_update = ppos_update
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return SingleOpenFile(path, flags, lambda: self.show(kernel),
-                              lambda data: self.store(kernel, data), self.ppos_update)
+        return seq_open(SingleOpenFile(path, flags, lambda: self.show(kernel),
+                                       lambda data: self.store(kernel, data),
+                                       self.ppos_update))
 
 
 def tracing_on_show(kernel: Kernel) -> str:
