@@ -267,3 +267,45 @@ def test_a_negative_offset_is_einval_before_espipe(client):
         assert pwrite_error(f, b"x", negative) == errno.EINVAL
     with client.open(f"{T}/trace_clock", os.O_RDWR) as f:
         assert pwrite_error(f, b"local\n", negative) == errno.EINVAL
+
+
+LLONG_MAX = (1 << 63) - 1
+
+
+def test_rw_verify_area_refuses_a_count_that_would_carry_the_position_past_loff_t(client):
+    """vfs_read()/vfs_write()'s rw_verify_area(): ``pos + count`` past LLONG_MAX is
+    EINVAL before the handler; tracing_on's default_llseek() goes up to LLONG_MAX."""
+    with client.open(f"{T}/tracing_on", os.O_RDWR) as f:
+        assert f.seek(LLONG_MAX) == LLONG_MAX
+        assert write_error(f, b"0") == errno.EINVAL
+        assert read_error(f, 1) == errno.EINVAL
+        assert client.read_file(f"{T}/tracing_on") == b"1\n"  # the handler never ran
+        assert f.seek(LLONG_MAX - 2) == LLONG_MAX - 2
+        assert f.write(b"0\n") == 2  # up to LLONG_MAX: (*ppos)++
+        assert f.seek(0, os.SEEK_CUR) == LLONG_MAX - 1
+        assert f.read(1) == b""  # simple_read_from_buffer() past the text
+        assert pread_error(f, LLONG_MAX) == errno.EINVAL
+    assert client.read_file(f"{T}/tracing_on") == b"0\n"
+
+
+def test_a_refused_profiler_enable_leaves_a_position_lseek_reads_as_its_errno(spawn):
+    """ftrace_profile_write() puts register_ftrace_function()'s -ENODEV (ftrace killed by
+    the report's WARN) in cnt, and ``*ppos += cnt``: the position is -19, which
+    lseek(fd, 0, SEEK_CUR) returns and user space reads as ENODEV; rw_verify_area()
+    refuses reads and writes there."""
+    daemon = spawn(["--variant", "buggy", "--core-functions", "2000"])
+    with Client(daemon.address) as client:
+        client.load("uinput")
+        client.write_file(f"{T}/set_ftrace_filter", "uinput_release\n")
+        client.write_file(f"{T}/current_tracer", "function\n")
+        client.unload("uinput")
+        client.load("uinput")
+        client.write_file(f"{T}/current_tracer", "nop\n")  # the WARN: ftrace_kill()
+        with client.open(f"{T}/function_profile_enabled", os.O_RDWR) as f:
+            assert write_error(f, b"1\n") == errno.ENODEV
+            with pytest.raises(FtraceError) as exc:
+                f.seek(0, os.SEEK_CUR)
+            assert (exc.value.syscall, exc.value.errno) == ("lseek", errno.ENODEV)
+            assert write_error(f, b"0\n") == errno.EINVAL
+            assert read_error(f, 10) == errno.EINVAL
+            assert f.seek(0) == 0 and f.read() == b"0\n"

@@ -24,7 +24,8 @@ from kernel_daemon.ftrace.pid import fpid_show_all, ftrace_pid_reset, ftrace_pid
 from kernel_daemon.ftrace.regex_file import (FtraceIterator, ftrace_regex_open,
                                              ftrace_regex_release, ftrace_regex_write)
 from kernel_daemon.trace.trace_output import trace_bytes
-from kernel_daemon.tracefs.llseek import SEEK_MAX, Llseek, default_llseek, no_llseek, seq_lseek
+from kernel_daemon.tracefs.llseek import (LLONG_MAX, SEEK_MAX, Llseek, default_llseek,
+                                          no_llseek, seq_lseek)
 from kernel_daemon.unwind import kernel_function_named
 
 if TYPE_CHECKING:
@@ -35,6 +36,9 @@ FMODE_WRITE = 0x2
 FMODE_LSEEK = 0x4  # lseek(2) reaches the file's .llseek; without it, no_llseek()
 FMODE_PREAD = 0x8  # pread(2) is allowed; without it, ESPIPE
 FMODE_PWRITE = 0x10  # pwrite(2) is allowed; without it, ESPIPE
+
+# IS_ERR_VALUE(): a system call's return value in -MAX_ERRNO..-1 is an errno.
+MAX_ERRNO = 4095
 
 SYSCALL_OPEN = ("system_call_fastpath", "sys_open", "do_sys_open")
 SYSCALL_READ = ("system_call_fastpath", "sys_read", "vfs_read")
@@ -393,30 +397,48 @@ class FtracePidFile(FileOps):
 
 @kernel_function_named(*SYSCALL_READ)
 def file_read(file: OpenFile, size: int) -> bytes:
-    """``vfs_read``: EBADF without FMODE_READ."""
+    """``vfs_read``: EBADF without FMODE_READ, then :func:`rw_verify_area`."""
     if not file.f_mode & FMODE_READ:
         raise KernelError(errno.EBADF)
+    rw_verify_area(file, size)
     return file.read(size)
 
 
 @kernel_function_named(*SYSCALL_WRITE)
 def file_write(file: OpenFile, data: bytes) -> int:
-    """``vfs_write``: EBADF without FMODE_WRITE."""
+    """``vfs_write``: EBADF without FMODE_WRITE, then :func:`rw_verify_area`."""
     if not file.f_mode & FMODE_WRITE:
         raise KernelError(errno.EBADF)
+    rw_verify_area(file, len(data))
     return file.write(data)
+
+
+def rw_verify_area(file: OpenFile, count: int) -> None:
+    """``rw_verify_area()`` (fs/read_write.c), before any read or write method: EINVAL at
+    a negative position (where a refused profiler enable leaves ``function_profile_enabled``)
+    or one the count would carry past loff_t's LLONG_MAX (a write of 2 bytes to
+    ``tracing_on`` after ``lseek(fd, LLONG_MAX, SEEK_SET)``), none of these files having
+    FMODE_UNSIGNED_OFFSET.  Its MAX_RW_COUNT clamp and mandatory locks never apply here."""
+    if file.pos < 0 or file.pos + count > LLONG_MAX:
+        raise KernelError(errno.EINVAL)
 
 
 def file_llseek(file: OpenFile, offset: int, whence: int) -> int:
     """``sys_lseek()`` → ``vfs_llseek()``: a whence past SEEK_MAX (an unsigned int, so a
     negative one too) is EINVAL before any file sees it; a file ``nonseekable_open()``
     made unseekable (no FMODE_LSEEK) gets ``no_llseek()``; any other, its own
-    ``.llseek``."""
+    ``.llseek``.  What it returns is lseek(2)'s result, and one in -MAX_ERRNO..-1 reads
+    as an errno in user space: the position -19 a refused profiler enable leaves
+    (``ftrace_profile_write()``'s ``*ppos += cnt``) answers ``lseek(fd, 0, SEEK_CUR)``
+    with ENODEV."""
     if not 0 <= whence <= SEEK_MAX:
         raise KernelError(errno.EINVAL)
     if not file.f_mode & FMODE_LSEEK:
         return no_llseek(file, offset, whence)
-    return file.llseek(offset, whence)
+    pos = file.llseek(offset, whence)
+    if -MAX_ERRNO <= pos < 0:
+        raise KernelError(-pos)
+    return pos
 
 
 @kernel_function_named(*DEFERRED_FPUT)
