@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.dispatch import execute_function, on_cpu
@@ -53,12 +54,11 @@ def echo(kernel: Kernel, text: str, path: str, append: bool = False) -> list[int
             return errors
         ft = kernel.ftrace
         iter = ftrace_regex_open(ft, ft.global_ops, path == "set_ftrace_filter", not append)
-        pos = 0
+        ppos = SimpleNamespace(pos=0)
         while data:
             with kernel_frames(*SYSCALL_WRITE):
                 try:
-                    read = ftrace_regex_write(ft, iter, data, pos)
-                    data, pos = data[read:], pos + read
+                    data = data[ftrace_regex_write(ft, iter, data, ppos):]
                 except Exception as exc:  # a failed write(2): bash reports, the fd stays open
                     errors.append(exc.errno)  # type: ignore[attr-defined]
                     break

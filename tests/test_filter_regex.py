@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -85,15 +86,16 @@ def test_a_search_longer_than_every_name_is_answered_without_comparing(kernel, p
 def test_one_token_per_write_and_continuation(kernel):
     ft = kernel.ftrace
     it = ftrace_regex_open(ft, ft.global_ops, True, True)
-    pos = 0
+    ppos = SimpleNamespace(pos=0)
     for data, read in ((b"uinput_open uinput_read\n", len("uinput_open ")),
                        (b"uinput_read\n", len("uinput_read\n")),
                        (b"   \n", 4),  # only whitespace
                        (b"", 0),
                        (b"uinput_po", 9),  # continued
                        (b"ll", 2)):
-        assert ftrace_regex_write(ft, it, data, pos) == read
-        pos += read
+        pos = ppos.pos
+        assert ftrace_regex_write(ft, it, data, ppos) == read
+        assert ppos.pos == pos + read  # trace_get_user(): *ppos += read
     # Nothing is live until release; the unterminated token is matched there.
     assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.strip()]
     ftrace_regex_release(ft, it)
@@ -221,23 +223,26 @@ def test_token_too_long(kernel):
     ft = kernel.ftrace
     for data in (b"x" * FTRACE_BUFF_MAX + b"\n", b"x" * (FTRACE_BUFF_MAX + 1)):
         it = ftrace_regex_open(ft, ft.global_ops, True, True)
+        ppos = SimpleNamespace(pos=0)
         with pytest.raises(KernelError) as exc:
-            ftrace_regex_write(ft, it, data, 0)
-        assert exc.value.errno == errno.EINVAL
+            ftrace_regex_write(ft, it, data, ppos)
+        assert exc.value.errno == errno.EINVAL and ppos.pos == 0  # trace_get_user() failed
         ftrace_regex_release(ft, it)
     it = ftrace_regex_open(ft, ft.global_ops, True, True)
-    assert ftrace_regex_write(ft, it, b"x" * FTRACE_BUFF_MAX, 0) == FTRACE_BUFF_MAX
+    ppos = SimpleNamespace(pos=0)
+    assert ftrace_regex_write(ft, it, b"x" * FTRACE_BUFF_MAX, ppos) == FTRACE_BUFF_MAX
     ftrace_regex_release(ft, it)  # names nothing: no error, an empty filter
     assert ft.global_ops.filter_hash.count == 0
     it = ftrace_regex_open(ft, ft.global_ops, True, True)
-    assert ftrace_regex_write(ft, it, b"x" * 200, 0) == 200
-    assert ftrace_regex_write(ft, it, b"x" * 43, 200) == 43
+    ppos = SimpleNamespace(pos=0)
+    assert ftrace_regex_write(ft, it, b"x" * 200, ppos) == 200
+    assert ftrace_regex_write(ft, it, b"x" * 43, ppos) == 43
     # One byte at a time goes on past the buffer; a longer write is checked.
-    assert [ftrace_regex_write(ft, it, b"x", 243 + i) for i in range(3)] == [1, 1, 1]
-    assert len(it.parser.buffer) == FTRACE_BUFF_MAX + 3
+    assert [ftrace_regex_write(ft, it, b"x", ppos) for _ in range(3)] == [1, 1, 1]
+    assert len(it.parser.buffer) == FTRACE_BUFF_MAX + 3 and ppos.pos == 246
     with pytest.raises(KernelError) as exc:
-        ftrace_regex_write(ft, it, b"xx", 246)
-    assert exc.value.errno == errno.EINVAL
+        ftrace_regex_write(ft, it, b"xx", ppos)
+    assert exc.value.errno == errno.EINVAL and ppos.pos == 246
     ftrace_regex_release(ft, it)
 
 

@@ -358,6 +358,13 @@ def test_after_ftrace_kill_an_enable_is_enodev_and_moves_the_position_back():
             with pytest.raises(KernelError) as exc:
                 file_read(f, 10)
             assert exc.value.errno == errno.EINVAL
+            # rw_verify_area(): no write there either; lseek(2) reads -19 as ENODEV.
+            with pytest.raises(KernelError) as exc, running_as(BASH):
+                file_write(f, b"0\n")
+            assert exc.value.errno == errno.EINVAL
+            with pytest.raises(KernelError) as exc:
+                file_llseek(f, 0, os.SEEK_CUR)
+            assert exc.value.errno == errno.ENODEV
         finally:
             file_release(f)
 

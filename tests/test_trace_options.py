@@ -17,7 +17,7 @@ from kernel_daemon.shm import new_namespace, segments_of
 from kernel_daemon.task import Task
 from kernel_daemon.trace.saved_cmdlines import SavedCmdlines, SavedCmdlinesReader
 from kernel_daemon.trace.trace_options import TRACE_OPTIONS
-from kernel_daemon.tracefs.files import file_read, file_release, file_write
+from kernel_daemon.tracefs.files import file_llseek, file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 from tests.kernel_helpers import (T, booted, cat, invoke, modprobe, record,
@@ -132,7 +132,8 @@ def test_an_option_file_kept_open_across_a_switch_works_on_its_tracer_s_flags():
             write(vfs, f"{T}/current_tracer", b"nop\n")
             assert file_write(f, b"1\n") == 2
             assert "nop_test_accept flag set to 1: we accept." in k.printk.read()
-            assert file_read(f, 64) == b"1\n"
+            assert file_read(f, 64) == b""  # *ppos += cnt: past the "1\n"
+            assert file_llseek(f, 0, os.SEEK_SET) == 0 and file_read(f, 64) == b"1\n"
         finally:
             file_release(f)
         assert cat(vfs, f"{T}/trace_options").endswith("\nnotest_nop_accept\nnotest_nop_refuse\n")

@@ -229,9 +229,9 @@ class FunctionProfiler:
                     self.unregister_ftrace_profiler()
         return cnt
 
-    def ftrace_profile_read(self) -> bytes:
+    def ftrace_profile_read(self) -> str:
         """What ``ftrace_profile_read()`` hands ``simple_read_from_buffer()``: ``"%u\\n"``."""
-        return f"{self.ftrace_profile_enabled}\n".encode()
+        return f"{self.ftrace_profile_enabled}\n"
 
     def ftrace_profile_debugfs(self, all_stat_sessions: list[StatSession]) -> None:
         """``ftrace_profile_debugfs()``: a stat tracer ``function<cpu>`` per possible CPU.

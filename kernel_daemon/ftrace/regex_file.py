@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.core import Ftrace
@@ -24,6 +25,13 @@ from kernel_daemon.unwind import kernel_function
 # + 2 * (BITS_PER_LONG * 3 / 10) + (MODULE_NAME_LEN - 1) + 1 = 18 + 127 + 38 + 55 + 1.
 FTRACE_BUFF_MAX = 239 + 4
 _SPACE = re.compile(b"[" + re.escape(KERNEL_SPACES) + b"]")
+
+
+class Ppos(Protocol):
+    """``loff_t *ppos``: the position a write is at, which the write moves (the open
+    file's, or a pwrite's own)."""
+
+    pos: int
 
 
 @dataclass
@@ -49,7 +57,8 @@ class TraceParser:
 
 
 def trace_get_user(parser: TraceParser, data: bytes, pos: int) -> int:
-    """``trace_get_user()``: consume at most one token from ``data``; return bytes read.
+    """``trace_get_user()``: consume at most one token from ``data``; return bytes read,
+    which 3.6's adds to ``*ppos`` itself (here the caller does), unless it fails.
 
     The kernel walks the buffer a byte at a time; here each step is one slice: the
     leading spaces (skipped unless a token is continued), the token, and the one space
@@ -111,19 +120,22 @@ def ftrace_regex_open(ft: Ftrace, ops: FtraceOps, filter: bool, truncate: bool) 
 
 
 @kernel_function
-def ftrace_regex_write(ft: Ftrace, iter: FtraceIterator, data: bytes, pos: int) -> int:
+def ftrace_regex_write(ft: Ftrace, iter: FtraceIterator, data: bytes, ppos: Ppos) -> int:
     """``ftrace_regex_write()``: returns the bytes consumed, or raises the errno.
 
-    ``pos`` is the file's position (``*ppos``), which the caller moves by the bytes
-    returned: a write at position 0 (a new ``>``, or a ``pwrite`` at 0) drops a token
-    left unfinished by the writes before it, as ``trace_get_user`` clears the parser.
+    ``ppos.pos`` is where the write is (``*ppos``): a write at position 0 (a new ``>``, or
+    a ``pwrite`` at 0) drops a token left unfinished by the writes before it, as
+    ``trace_get_user`` clears the parser.  ``trace_get_user`` moves it by the bytes read
+    before the token is matched, so a token that matches nothing fails the write (EINVAL)
+    with the position moved past it; a token too long fails before, and moves nothing.
     """
     if not data:
         return 0
     with ft.ftrace_regex_lock:
         if ft.ftrace_disabled:
             raise KernelError(errno.ENODEV)
-        read = trace_get_user(iter.parser, data, pos)
+        read = trace_get_user(iter.parser, data, ppos.pos)
+        ppos.pos += read
         if iter.parser.loaded() and not iter.parser.cont:
             token = iter.parser.token()
             iter.parser.clear()

@@ -22,8 +22,8 @@ from kernel_daemon.rpc.state import Boot, DaemonState
 from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, add_trailing_metadata,
                                       errno_detail, translate_kernel_errors)
 from kernel_daemon.task import current, enter_task, leave_task, running_as
-from kernel_daemon.tracefs.files import (OpenFile, file_llseek, file_read, file_release,
-                                         file_write)
+from kernel_daemon.tracefs.files import (FMODE_PREAD, FMODE_PWRITE, OpenFile, file_llseek,
+                                         file_read, file_release, file_write)
 from kernel_daemon.tracefs.llseek import LLONG_MAX
 from kernel_daemon.tracefs.vfs import DirEntry
 
@@ -37,13 +37,15 @@ SYSCALL_OF_OP = {"read": "read", "write": "write", "seek": "lseek"}
 T = TypeVar("T")
 
 
-def at_offset(file: OpenFile, offset: int, call: Callable[[], T]) -> T:
-    """pread(2) / pwrite(2): ``call`` at ``offset``, the file's own position left as it
-    was. ESPIPE on a file opened with nonseekable_open(); EINVAL for a negative loff_t."""
-    if not file.seekable:
-        raise KernelError(errno.ESPIPE)
+def at_offset(file: OpenFile, offset: int, fmode: int, call: Callable[[], T]) -> T:
+    """``sys_pread64()`` / ``sys_pwrite64()``: ``call`` at ``offset``, the file's own
+    position left as it was.  EINVAL for a negative loff_t first, then ESPIPE without
+    ``fmode`` (FMODE_PREAD, FMODE_PWRITE), before the read or write checks anything:
+    ``nonseekable_open()`` cleared both, ``seq_open()`` FMODE_PWRITE."""
     if offset > LLONG_MAX:
         raise KernelError(errno.EINVAL)
+    if not file.f_mode & fmode:
+        raise KernelError(errno.ESPIPE)
     saved, file.pos = file.pos, offset
     try:
         return call()
@@ -164,7 +166,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         if op == "read":
             size = request.read.size or READ_CHUNK
             if request.read.HasField("offset"):
-                data = at_offset(file, request.read.offset, lambda: file_read(file, size))
+                data = at_offset(file, request.read.offset, FMODE_PREAD,
+                                 lambda: file_read(file, size))
             else:
                 data = file_read(file, size)
             return pb.FileResponse(seq=seq, read=pb.ReadResult(
@@ -187,7 +190,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
             return sizes
 
         if request.HasField("offset"):
-            sizes = at_offset(file, request.offset, write)
+            sizes = at_offset(file, request.offset, FMODE_PWRITE, write)
         else:
             sizes = write()
         return pb.WriteResult(bytes_written=sum(sizes), offset=file.pos,

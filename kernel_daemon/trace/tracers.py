@@ -172,9 +172,9 @@ class Tracing:
             self.ring_buffer.record_enable()
             ftrace_start(self.ft)
 
-    def tracing_ctrl_read(self) -> bytes:
+    def tracing_ctrl_read(self) -> str:
         """What ``tracing_ctrl_read()`` hands ``simple_read_from_buffer()``: ``"%u\\n"``."""
-        return f"{self.tracer_enabled}\n".encode()
+        return f"{self.tracer_enabled}\n"
 
     @kernel_function
     def tracing_ctrl_write(self, data: bytes) -> int:

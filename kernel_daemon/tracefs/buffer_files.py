@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from kernel_daemon.trace.buffers import PAGE_SIZE
 from kernel_daemon.trace.ring_buffer_page import ring_buffer_read_page
-from kernel_daemon.tracefs.files import FileOps, OpenFile
+from kernel_daemon.tracefs.files import FileOps, OpenFile, nonseekable_open
 
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
@@ -30,9 +30,6 @@ class TracingBuffersOpenFile(OpenFile):
     page held before (3.6 does not clear it on this path).  An empty buffer, or a count of
     16 bytes or less, reads 0: 3.6 neither waits nor fails with EAGAIN, O_NONBLOCK or not.
     """
-
-    # nonseekable_open(), and tracing_buffers_fops' .llseek is no_llseek (the default).
-    seekable = False
 
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int) -> None:
         super().__init__(path, flags)
@@ -65,4 +62,8 @@ class TracingBuffersFile(FileOps):
         self.cpu = cpu
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return TracingBuffersOpenFile(kernel, path, flags, self.cpu)
+        file = TracingBuffersOpenFile(kernel, path, flags, self.cpu)
+        # tracing_buffers_open() returns nonseekable_open(); tracing_buffers_fops' .llseek
+        # is no_llseek (the default).
+        nonseekable_open(file)
+        return file

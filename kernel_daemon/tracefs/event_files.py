@@ -17,29 +17,27 @@ from typing import TYPE_CHECKING
 from kernel_daemon.trace.ring_buffer_page import (ring_buffer_print_entry_header,
                                                   ring_buffer_print_page_header)
 from kernel_daemon.trace.trace_entries import FTRACE_EVENTS, event_format
-from kernel_daemon.trace.trace_output import trace_bytes
-from kernel_daemon.tracefs.files import FileOps, GeneratedFile, OpenFile, simple_read_from_buffer
-from kernel_daemon.tracefs.llseek import default_llseek, seq_lseek
+from kernel_daemon.tracefs.files import FileOps, GeneratedFile, OpenFile, SimpleReadOpenFile
+from kernel_daemon.tracefs.llseek import default_llseek
 from kernel_daemon.tracefs.vfs import Directory
 
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
 
 
-class ShowOnceOpenFile(OpenFile):
+class ShowOnceOpenFile(SimpleReadOpenFile):
     """A read method that prints into a fresh ``trace_seq`` only at position 0 (``if
     (*ppos) return 0;``), then ``simple_read_from_buffer()``: ``show_header()`` and
     ``event_id_read()``.  A first read shorter than the text leaves the rest unread: the
     next one, at a position past 0, reads 0."""
 
     def __init__(self, path: str, flags: int, show: Callable[[], str]) -> None:
-        super().__init__(path, flags, default_llseek)
-        self.show = show
+        super().__init__(path, flags, show, default_llseek)
 
     def read(self, size: int) -> bytes:
         if self.pos:
             return b""
-        return simple_read_from_buffer(self, size, trace_bytes(self.show()))
+        return super().read(size)
 
 
 class ShowOnceFile(FileOps):
@@ -64,6 +62,5 @@ def events_directory() -> Directory:
         if call.reg:
             event["id"] = ShowOnceFile(lambda text=f"{call.type}\n": text)
         # ftrace_event_format_fops: a seq_file.
-        event["format"] = GeneratedFile(lambda k, text=event_format(call): text,
-                                        llseek=seq_lseek)
+        event["format"] = GeneratedFile(lambda k, text=event_format(call): text)
     return events

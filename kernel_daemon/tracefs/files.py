@@ -24,15 +24,21 @@ from kernel_daemon.ftrace.pid import fpid_show_all, ftrace_pid_reset, ftrace_pid
 from kernel_daemon.ftrace.regex_file import (FtraceIterator, ftrace_regex_open,
                                              ftrace_regex_release, ftrace_regex_write)
 from kernel_daemon.trace.trace_output import trace_bytes
-from kernel_daemon.tracefs.llseek import (SEEK_MAX, Llseek, default_llseek, generic_file_llseek,
+from kernel_daemon.tracefs.llseek import (LLONG_MAX, SEEK_MAX, Llseek, default_llseek,
                                           no_llseek, seq_lseek)
 from kernel_daemon.unwind import kernel_function_named
 
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
 
-FMODE_READ = 1
-FMODE_WRITE = 2
+FMODE_READ = 0x1
+FMODE_WRITE = 0x2
+FMODE_LSEEK = 0x4  # lseek(2) reaches the file's .llseek; without it, no_llseek()
+FMODE_PREAD = 0x8  # pread(2) is allowed; without it, ESPIPE
+FMODE_PWRITE = 0x10  # pwrite(2) is allowed; without it, ESPIPE
+
+# IS_ERR_VALUE(): a system call's return value in -MAX_ERRNO..-1 is an errno.
+MAX_ERRNO = 4095
 
 SYSCALL_OPEN = ("system_call_fastpath", "sys_open", "do_sys_open")
 SYSCALL_READ = ("system_call_fastpath", "sys_read", "vfs_read")
@@ -48,15 +54,16 @@ OPEN_FMODE = {os.O_RDONLY: FMODE_READ, os.O_WRONLY: FMODE_WRITE,
 
 class OpenFile:
     """``struct file`` with the default methods of a file that has none.  ``llseek`` is
-    its ``file_operations``' ``.llseek``: ``no_llseek()`` when they name none."""
-
-    # FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE, which nonseekable_open() clears.
-    seekable = True
+    its ``file_operations``' ``.llseek``: ``no_llseek()`` when they name none.  ``f_mode``
+    is the open mode with FMODE_LSEEK, FMODE_PREAD and FMODE_PWRITE, as
+    ``__dentry_open()`` sets them, until the file's own open takes some away
+    (:func:`nonseekable_open`, :func:`seq_open`)."""
 
     def __init__(self, path: str, flags: int, llseek: Llseek = no_llseek) -> None:
         self.path = path
         self.flags = flags
-        self.f_mode = OPEN_FMODE.get(flags & os.O_ACCMODE, 0)
+        self.f_mode = (OPEN_FMODE.get(flags & os.O_ACCMODE, 0)
+                       | FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE)
         self.pos = 0
         self._llseek = llseek
 
@@ -77,6 +84,49 @@ class OpenFile:
         """A signal to the process blocked in this file (its client went away)."""
 
 
+def nonseekable_open(file: OpenFile) -> None:
+    """``nonseekable_open()`` (fs/open.c): no lseek, pread or pwrite (ESPIPE)."""
+    file.f_mode &= ~(FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE)
+
+
+#: How a write handler moves ``*ppos`` once it has done its work: the open file (or a
+#: pwrite's own position) and the count the handler returns.  Each handler has its own
+#: rule; one that fails returns before it, and the position stays.
+PposUpdate = Callable[["OpenFile", int], None]
+
+
+def ppos_add_count(file: OpenFile, cnt: int) -> None:
+    """``*ppos += cnt``: most write handlers, just before ``return cnt``."""
+    file.pos += cnt
+
+
+def ppos_increment(file: OpenFile, cnt: int) -> None:
+    """``(*ppos)++``: ``rb_simple_write()`` (``tracing_on``), whatever the count."""
+    file.pos += 1
+
+
+def ppos_untouched(file: OpenFile, cnt: int) -> None:
+    """The handlers that ``return cnt`` and never touch ``*ppos``:
+    ``tracing_cpumask_write()``, ``tracing_max_lat_write()``."""
+
+
+def store_write(file: OpenFile, store: Callable[[bytes], int | None],
+                ppos_update: PposUpdate, data: bytes) -> int:
+    """A small control file's write method: ``store`` does the handler's work and returns
+    the count (None: all of ``data``), or raises the errno of a handler that returns before
+    ``*ppos`` moves; ``ppos_update`` then moves the position as the handler does.  A
+    negative count is the write's errno, after the position took it too:
+    ``ftrace_profile_write()`` puts a failed register's errno in ``cnt`` before its
+    ``*ppos += cnt``."""
+    cnt = store(data)
+    if cnt is None:
+        cnt = len(data)
+    ppos_update(file, cnt)
+    if cnt < 0:
+        raise KernelError(-cnt)
+    return cnt
+
+
 class FileOps:
     """A file's ``file_operations``: ``mode`` is what ``ls -l`` shows."""
 
@@ -92,9 +142,7 @@ class SeqText(OpenFile):
     ``read_pos`` is ``m->read_pos``, where the seq_file's own reading stopped: a read
     anywhere else (after a pread, or a write that moved the position) goes through
     ``traverse()``, as ``seq_read()`` does, and so does ``seq_lseek()`` to a position
-    other than it.  Files whose reads are not ``seq_read()`` but that produce their text
-    whole at each read (``simple_read_from_buffer()``) are served alike, with their own
-    ``.llseek``."""
+    other than it."""
 
     def __init__(self, path: str, flags: int, produce: Callable[[], str],
                  llseek: Llseek = seq_lseek) -> None:
@@ -118,19 +166,104 @@ class SeqText(OpenFile):
         return chunk
 
 
-class GeneratedFile(FileOps):
-    """A read-only file whose contents a function of the kernel produces, and its
-    ``file_operations``' ``.llseek``: ``seq_lseek`` for a seq_file,
-    ``generic_file_llseek`` for a ``simple_read_from_buffer()`` one."""
+def seq_open(file: SeqText) -> SeqText:
+    """``seq_open()`` (fs/seq_file.c), which every open of a seq_file calls (also through
+    ``single_open()`` and ``__seq_open_private()``): it clears FMODE_PWRITE "for
+    historical reasons", so pwrite(2) is ESPIPE on such a file whatever its write method,
+    and pread(2) stays.  Returns the file, for its open to return."""
+    file.f_mode &= ~FMODE_PWRITE
+    return file
 
-    def __init__(self, produce: Callable[[Kernel], str], *, llseek: Llseek,
-                 mode: int = 0o444) -> None:
+
+class GeneratedFile(FileOps):
+    """A read-only ``seq_file`` whose records a function of the kernel shows:
+    ``seq_read`` and ``seq_lseek`` (``available_tracers``, an event's ``format``,
+    ``/proc/modules``, ``/proc/kallsyms``)."""
+
+    def __init__(self, produce: Callable[[Kernel], str]) -> None:
         self.produce = produce
-        self.llseek = llseek
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return seq_open(SeqText(path, flags, lambda: self.produce(kernel)))
+
+
+def simple_read_from_buffer(file: OpenFile, size: int, data: bytes) -> bytes:
+    """``simple_read_from_buffer()`` (fs/libfs.c): ``data`` from the file's position, which
+    moves past what was read; EINVAL at a negative position."""
+    if file.pos < 0:
+        raise KernelError(errno.EINVAL)
+    chunk = data[file.pos:file.pos + size]
+    file.pos += len(chunk)
+    return chunk
+
+
+#: What a ``simple_read_from_buffer()`` file's read method prints into its buffer.
+Show = Callable[["Kernel"], str]
+#: A write handler's work: the bytes it consumed, what write(2) returns; None for all of
+#: them, as most handlers ``return cnt``.  Fewer is a short write, and the writer writes
+#: the rest again.  It raises the errno of a handler that fails.
+Store = Callable[["Kernel", bytes], "int | None"]
+
+
+class SimpleReadOpenFile(OpenFile):
+    """An open file whose read method prints its few bytes afresh at every read(2) and
+    hands them to ``simple_read_from_buffer()``, which copies from the position: no
+    snapshot is kept, so what changed between two reads shows in the second (one byte of
+    ``current_tracer``'s ``"function\\n"``, a switch to nop, and the next read gives
+    ``"op\\n"``).  ``tracing_set_trace_read()``, ``rb_simple_read()``,
+    ``tracing_entries_read()``, ``tracing_readme_read()``, ``tracing_stats_read()``, ..."""
+
+    def __init__(self, path: str, flags: int, show: Callable[[], str], llseek: Llseek) -> None:
+        super().__init__(path, flags, llseek)
+        self.show = show
+
+    def read(self, size: int) -> bytes:
+        return simple_read_from_buffer(self, size, trace_bytes(self.show()))
+
+
+class SimpleOpenFile(SimpleReadOpenFile):
+    """A :class:`SimpleReadOpenFile` with a write method: ``store`` is the handler's work,
+    ``ppos_update`` what it does to ``*ppos`` (:func:`store_write`)."""
+
+    def __init__(self, path: str, flags: int, show: Callable[[], str],
+                 store: Callable[[bytes], int | None], ppos_update: PposUpdate,
+                 llseek: Llseek) -> None:
+        super().__init__(path, flags, show, llseek)
+        self.store, self.ppos_update = store, ppos_update
+
+    def write(self, data: bytes) -> int:
+        return store_write(self, self.store, self.ppos_update, data)
+
+
+class SimpleReadFile(FileOps):
+    """The ``file_operations`` of a read-only :class:`SimpleReadOpenFile`, and their
+    ``.llseek``: ``README``, ``saved_cmdlines``, ``buffer_total_size_kb``,
+    ``dyn_ftrace_total_info``, ``per_cpu/cpuN/stats``."""
+
+    def __init__(self, show: Show, *, llseek: Llseek) -> None:
+        self.show, self.llseek = show, llseek
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return SimpleReadOpenFile(path, flags, lambda: self.show(kernel), self.llseek)
+
+
+class SimpleFile(FileOps):
+    """The ``file_operations`` of a :class:`SimpleOpenFile`: ``tracing_open_generic()``,
+    a read method of ``simple_read_from_buffer()``, a write handler with its ``*ppos``
+    update, and an ``.llseek``."""
+
+    open_file: type[SimpleOpenFile] = SimpleOpenFile
+
+    def __init__(self, show: Show, store: Store, *, ppos_update: PposUpdate, llseek: Llseek,
+                 mode: int = 0o644) -> None:
+        self.show, self.store = show, store
+        self.ppos_update, self.llseek = ppos_update, llseek
         self.mode = mode
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return SeqText(path, flags, lambda: self.produce(kernel), self.llseek)
+        return self.open_file(path, flags, lambda: self.show(kernel),
+                              lambda data: self.store(kernel, data), self.ppos_update,
+                              self.llseek)
 
 
 class ProcSysOpenFile(OpenFile):
@@ -175,8 +308,8 @@ class FtraceListingFile(FileOps):
         self.which = which
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        ftrace_avail_open(kernel.ftrace, self.which)
-        return SeqText(path, flags, lambda: t_show_all(kernel.ftrace, self.which))
+        ftrace_avail_open(kernel.ftrace, self.which)  # __seq_open_private()
+        return seq_open(SeqText(path, flags, lambda: t_show_all(kernel.ftrace, self.which)))
 
 
 # ftrace_filter_write() and ftrace_notrace_write(): each calls ftrace_regex_write().
@@ -205,9 +338,7 @@ class RegexOpenFile(SeqText):
         self.iter: FtraceIterator | None = None
 
     def write(self, data: bytes) -> int:
-        read = _REGEX_WRITE[self.which](self.kernel.ftrace, self.iter, data, self.pos)
-        self.pos += read
-        return read
+        return _REGEX_WRITE[self.which](self.kernel.ftrace, self.iter, data, self)
 
     def release(self) -> None:
         if self.iter is not None:
@@ -230,12 +361,15 @@ class RegexFile(FileOps):
                                           bool(flags & os.O_TRUNC))
         elif ft.ftrace_disabled:
             raise KernelError(errno.ENODEV)
+        if file.f_mode & FMODE_READ:
+            seq_open(file)
         return file
 
 
 class FtracePidOpenFile(SeqText):
-    """An open ``set_ftrace_pid``: reads are ``ftrace_pid_sops``; a write takes no
-    position and moves none.  Its ``.llseek`` is ``seq_lseek``."""
+    """An open ``set_ftrace_pid``: reads are ``ftrace_pid_sops``; a write
+    (``ftrace_pid_write()``) takes no position and moves none.  Its ``.llseek`` is
+    ``seq_lseek``."""
 
     def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
         # Write-only, 3.6 oopses in seq_lseek() (no seq_file): no oops modelled, it seeks.
@@ -256,104 +390,55 @@ class FtracePidFile(FileOps):
         # ftrace_pid_open(): a write open with O_TRUNC (``echo >``) empties the list.
         if file.f_mode & FMODE_WRITE and flags & os.O_TRUNC:
             ftrace_pid_reset(kernel.ftrace)
+        if file.f_mode & FMODE_READ:
+            seq_open(file)
         return file
-
-
-class CurrentTracerOpenFile(SeqText):
-    def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
-        super().__init__(path, flags, lambda: kernel.tracing.current_trace.name + "\n",
-                         generic_file_llseek)
-        self.kernel = kernel
-
-    def write(self, data: bytes) -> int:
-        return self.kernel.tracing.tracing_set_trace_write(data)
-
-
-class CurrentTracerFile(FileOps):
-    """``set_tracer_fops``: its ``.llseek`` is ``generic_file_llseek``."""
-
-    mode = 0o644
-
-    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return CurrentTracerOpenFile(kernel, path, flags)
-
-
-def simple_read_from_buffer(file: OpenFile, size: int, data: bytes) -> bytes:
-    """``simple_read_from_buffer()`` (fs/libfs.c): ``data`` from the file's position, which
-    moves past what was read; EINVAL at a negative position."""
-    if file.pos < 0:
-        raise KernelError(errno.EINVAL)
-    chunk = data[file.pos:file.pos + size]
-    file.pos += len(chunk)
-    return chunk
-
-
-class SimpleOpenFile(OpenFile):
-    """An open file of ``tracing_open_generic()`` whose read is ``simple_read_from_buffer()``
-    of a small buffer made at each read, and whose write moves the position by the count
-    it returns (``*ppos += cnt``), even a negative errno, which is then the write's error:
-    ``function_profile_enabled`` (a refused enable moves the position back by its errno,
-    and a read of the same file is then EINVAL) and ``tracing_enabled``."""
-
-    def __init__(self, path: str, flags: int, show: Callable[[], bytes],
-                 store: Callable[[bytes], int], llseek: Llseek) -> None:
-        super().__init__(path, flags, llseek)
-        self.show, self.store = show, store
-
-    def read(self, size: int) -> bytes:
-        return simple_read_from_buffer(self, size, self.show())
-
-    def write(self, data: bytes) -> int:
-        cnt = self.store(data)
-        self.pos += cnt
-        if cnt < 0:
-            raise KernelError(-cnt)
-        return cnt
-
-
-class SimpleFile(FileOps):
-    """The ``file_operations`` of a :class:`SimpleOpenFile`: ``ftrace_profile_fops``
-    (``ftrace_profile_read``/``_write``, ``default_llseek``), ``tracing_ctrl_fops``
-    (``tracing_ctrl_read``/``_write``, ``generic_file_llseek``)."""
-
-    mode = 0o644
-
-    def __init__(self, show: Callable[[Kernel], bytes],
-                 store: Callable[[Kernel, bytes], int], *, llseek: Llseek) -> None:
-        self.show, self.store = show, store
-        self.llseek = llseek
-
-    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return SimpleOpenFile(path, flags, lambda: self.show(kernel),
-                              lambda data: self.store(kernel, data), self.llseek)
 
 
 @kernel_function_named(*SYSCALL_READ)
 def file_read(file: OpenFile, size: int) -> bytes:
-    """``vfs_read``: EBADF without FMODE_READ."""
+    """``vfs_read``: EBADF without FMODE_READ, then :func:`rw_verify_area`."""
     if not file.f_mode & FMODE_READ:
         raise KernelError(errno.EBADF)
+    rw_verify_area(file, size)
     return file.read(size)
 
 
 @kernel_function_named(*SYSCALL_WRITE)
 def file_write(file: OpenFile, data: bytes) -> int:
-    """``vfs_write``: EBADF without FMODE_WRITE."""
+    """``vfs_write``: EBADF without FMODE_WRITE, then :func:`rw_verify_area`."""
     if not file.f_mode & FMODE_WRITE:
         raise KernelError(errno.EBADF)
+    rw_verify_area(file, len(data))
     return file.write(data)
+
+
+def rw_verify_area(file: OpenFile, count: int) -> None:
+    """``rw_verify_area()`` (fs/read_write.c), before any read or write method: EINVAL at
+    a negative position (where a refused profiler enable leaves ``function_profile_enabled``)
+    or one the count would carry past loff_t's LLONG_MAX (a write of 2 bytes to
+    ``tracing_on`` after ``lseek(fd, LLONG_MAX, SEEK_SET)``), none of these files having
+    FMODE_UNSIGNED_OFFSET.  Its MAX_RW_COUNT clamp and mandatory locks never apply here."""
+    if file.pos < 0 or file.pos + count > LLONG_MAX:
+        raise KernelError(errno.EINVAL)
 
 
 def file_llseek(file: OpenFile, offset: int, whence: int) -> int:
     """``sys_lseek()`` → ``vfs_llseek()``: a whence past SEEK_MAX (an unsigned int, so a
     negative one too) is EINVAL before any file sees it; a file ``nonseekable_open()``
     made unseekable (no FMODE_LSEEK) gets ``no_llseek()``; any other, its own
-    ``.llseek``."""
+    ``.llseek``.  What it returns is lseek(2)'s result, and one in -MAX_ERRNO..-1 reads
+    as an errno in user space: the position -19 a refused profiler enable leaves
+    (``ftrace_profile_write()``'s ``*ppos += cnt``) answers ``lseek(fd, 0, SEEK_CUR)``
+    with ENODEV."""
     if not 0 <= whence <= SEEK_MAX:
         raise KernelError(errno.EINVAL)
-    if not file.seekable:
+    if not file.f_mode & FMODE_LSEEK:
         return no_llseek(file, offset, whence)
-    return file.llseek(offset, whence)
+    pos = file.llseek(offset, whence)
+    if -MAX_ERRNO <= pos < 0:
+        raise KernelError(-pos)
+    return pos
 
 
 @kernel_function_named(*DEFERRED_FPUT)

@@ -18,9 +18,10 @@ from kernel_daemon.trace.trace_options import (TRACE_ITER_STOP_ON_FREE, TRACE_OP
                                                trace_options_write,
                                                tracing_trace_options_show,
                                                tracing_trace_options_write)
-from kernel_daemon.tracefs.files import FileOps, OpenFile
-from kernel_daemon.tracefs.llseek import generic_file_llseek, seq_lseek
-from kernel_daemon.tracefs.trace_files import ControlFile, ControlOpenFile
+from kernel_daemon.tracefs.files import (FileOps, OpenFile, SimpleFile, SimpleOpenFile,
+                                         ppos_add_count, ppos_untouched)
+from kernel_daemon.tracefs.llseek import generic_file_llseek
+from kernel_daemon.tracefs.trace_files import SingleFile
 from kernel_daemon.tracefs.vfs import Directory
 
 if TYPE_CHECKING:
@@ -47,18 +48,18 @@ README_MSG = (
 )
 
 
-def trace_options_file() -> ControlFile:
+def trace_options_file() -> SingleFile:
     """``trace_options``: the flags, one per line; a write sets or clears one."""
-    return ControlFile(lambda k: tracing_trace_options_show(k.tracing),
-                       lambda k, data: tracing_trace_options_write(k.tracing, data),
-                       llseek=seq_lseek)
+    return SingleFile(lambda k: tracing_trace_options_show(k.tracing),
+                      lambda k, data: tracing_trace_options_write(k.tracing, data),
+                      ppos_update=ppos_add_count)
 
 
-def trace_options_core_file(index: int) -> ControlFile:
+def trace_options_core_file(index: int) -> SimpleFile:
     """``options/<trace_options[index]>``: ``"0\\n"`` or ``"1\\n"``; writes 0 or 1."""
-    return ControlFile(lambda k: trace_options_core_read(k.tracing, index),
-                       lambda k, data: trace_options_core_write(k.tracing, index, data),
-                       llseek=generic_file_llseek)
+    return SimpleFile(lambda k: trace_options_core_read(k.tracing, index),
+                      lambda k, data: trace_options_core_write(k.tracing, index, data),
+                      ppos_update=ppos_add_count, llseek=generic_file_llseek)
 
 
 class TracerOptionFile(FileOps):
@@ -76,10 +77,10 @@ class TracerOptionFile(FileOps):
         if kernel.tracing.topts is not self.tracer:
             raise KernelError(errno.ENOENT)
         tracer_flags = self.tracer.flags
-        return ControlOpenFile(
+        return SimpleOpenFile(
             path, flags, lambda: trace_options_read(tracer_flags, self.opt),
             lambda data: trace_options_write(kernel.tracing, tracer_flags, self.opt, data),
-            generic_file_llseek)
+            ppos_add_count, generic_file_llseek)
 
 
 class OptionsDirectory(Directory):
@@ -121,15 +122,15 @@ def tracing_max_lat_read(nsecs: int) -> str:
     return "-1\n" if nsecs == ULONG_MAX else f"{nsecs // 1000}\n"
 
 
-def tracing_max_lat_file(attr: str) -> ControlFile:
+def tracing_max_lat_file(attr: str) -> SimpleFile:
     """``tracing_max_lat_fops`` over ``Tracing.<attr>`` (ns): writes are microseconds,
     ``kstrtoul_from_user()``, stored times 1000 in an unsigned long."""
 
     def store(kernel: Kernel, data: bytes) -> None:
         setattr(kernel.tracing, attr, kstrtoul_from_user(data) * 1000 & ULONG_MAX)
 
-    return ControlFile(lambda k: tracing_max_lat_read(getattr(k.tracing, attr)), store,
-                       llseek=generic_file_llseek)
+    return SimpleFile(lambda k: tracing_max_lat_read(getattr(k.tracing, attr)), store,
+                      ppos_update=ppos_untouched, llseek=generic_file_llseek)
 
 
 class FreeBufferOpenFile(OpenFile):
@@ -141,6 +142,7 @@ class FreeBufferOpenFile(OpenFile):
 
     def write(self, data: bytes) -> int:
         # tracing_free_buffer_write(): only there so that "echo > free_buffer" succeeds.
+        self.pos += len(data)
         return len(data)
 
     def release(self) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.trace.trace_stat import StatSession
-from kernel_daemon.tracefs.files import FileOps, OpenFile, SeqText
+from kernel_daemon.tracefs.files import FileOps, OpenFile, SeqText, seq_open
 
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
@@ -58,4 +58,4 @@ class TracingStatFile(FileOps):
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
         self.session.stat_seq_init()
-        return TracingStatOpenFile(path, flags, self.session)
+        return seq_open(TracingStatOpenFile(path, flags, self.session))

@@ -27,8 +27,11 @@ from kernel_daemon.trace.trace_headers import LatencyHeader, trace_header
 from kernel_daemon.trace.trace_options import TRACE_ITER_LATENCY_FMT, TRACE_ITER_SYM_OFFSET
 from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
                                               buffer_total_size_kb, trace_bytes, usecs_text)
-from kernel_daemon.tracefs.files import FMODE_READ, FileOps, OpenFile, SeqText
-from kernel_daemon.tracefs.llseek import Llseek, generic_file_llseek, seq_lseek
+from kernel_daemon.tracefs.files import (FMODE_READ, FileOps, OpenFile, PposUpdate, SeqText,
+                                         Show, SimpleFile, SimpleOpenFile, Store,
+                                         nonseekable_open, ppos_add_count, ppos_untouched,
+                                         seq_open, simple_read_from_buffer, store_write)
+from kernel_daemon.tracefs.llseek import generic_file_llseek, seq_lseek
 
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
@@ -104,7 +107,7 @@ class TraceOpenFile(SeqText):
                 kernel.tracing.tracing_stop()
 
     def write(self, data: bytes) -> int:
-        return len(data)  # tracing_write_stub: accepted and ignored
+        return len(data)  # tracing_write_stub: accepted and ignored, *ppos untouched
 
     def release(self) -> None:
         if self.stopped:
@@ -127,7 +130,10 @@ class TraceFile(FileOps):
                 kernel.tracing.tracing_reset_online_cpus()
             else:
                 kernel.ring_buffer.reset(self.cpu)  # tracing_reset(): time_start stays
-        return TraceOpenFile(kernel, path, flags, self.cpu)
+        file = TraceOpenFile(kernel, path, flags, self.cpu)
+        if file.f_mode & FMODE_READ:
+            seq_open(file)  # __tracing_open()'s __seq_open_private()
+        return file
 
 
 class TracePipeOpenFile(OpenFile):
@@ -146,10 +152,6 @@ class TracePipeOpenFile(OpenFile):
     being printed is still in 3.6's buffer when ``trace_print_lat_context()`` peeks for the
     next one, so it finds itself: the delay to the next entry is always 0 here.
     """
-
-    # tracing_open_pipe() calls nonseekable_open(), and tracing_pipe_fops' .llseek is
-    # no_llseek (the default).
-    seekable = False
 
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
         super().__init__(path, flags)
@@ -233,42 +235,40 @@ class TracePipeFile(FileOps):
         self.cpu = cpu
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return TracePipeOpenFile(kernel, path, flags, self.cpu)
+        file = TracePipeOpenFile(kernel, path, flags, self.cpu)
+        # tracing_open_pipe() calls nonseekable_open(); tracing_pipe_fops' .llseek is
+        # no_llseek (the default).
+        nonseekable_open(file)
+        return file
 
 
-Show = Callable[["Kernel"], str]
-#: A write handler: the bytes it consumed, what write(2) returns; None for all of them,
-#: as most handlers ``return cnt``.  Fewer is a short write, and the writer writes the
-#: rest again (``proc_dointvec`` stops after its number).
-Store = Callable[["Kernel", bytes], "int | None"]
-
-
-class ControlOpenFile(SeqText):
-    """A small control file: its text, a write handler, and its ``.llseek``."""
+class SingleOpenFile(SeqText):
+    """An open ``single_open()`` file with a write method: ``seq_read`` of its one record,
+    a write handler and what that handler does to ``*ppos`` (:func:`store_write`)."""
 
     def __init__(self, path: str, flags: int, show: Callable[[], str],
-                 store: Callable[[bytes], int | None], llseek: Llseek) -> None:
-        super().__init__(path, flags, show, llseek)
-        self.store = store
+                 store: Callable[[bytes], int | None], ppos_update: PposUpdate) -> None:
+        super().__init__(path, flags, show, seq_lseek)
+        self.store, self.ppos_update = store, ppos_update
 
     def write(self, data: bytes) -> int:
-        consumed = self.store(data)
-        return len(data) if consumed is None else consumed
+        return store_write(self, self.store, self.ppos_update, data)
 
 
-class ControlFile(FileOps):
-    """The ``file_operations`` of a :class:`ControlOpenFile`: ``seq_lseek`` for the
-    ``single_open()`` ones (``trace_clock``, ``trace_options``), ``generic_file_llseek`` or
-    ``default_llseek`` for those that read with ``simple_read_from_buffer()``."""
+class SingleFile(FileOps):
+    """The ``file_operations`` of a :class:`SingleOpenFile` (``trace_clock_fops``,
+    ``tracing_iter_fops``): ``seq_read``, ``seq_lseek``, the write handler."""
 
-    def __init__(self, show: Show, store: Store, *, llseek: Llseek, mode: int = 0o644) -> None:
+    mode = 0o644
+
+    def __init__(self, show: Show, store: Store, *, ppos_update: PposUpdate) -> None:
         self.show, self.store = show, store
-        self.llseek = llseek
-        self.mode = mode
+        self.ppos_update = ppos_update
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return ControlOpenFile(path, flags, lambda: self.show(kernel),
-                               lambda data: self.store(kernel, data), self.llseek)
+        return seq_open(SingleOpenFile(path, flags, lambda: self.show(kernel),
+                                       lambda data: self.store(kernel, data),
+                                       self.ppos_update))
 
 
 def tracing_on_show(kernel: Kernel) -> str:
@@ -276,7 +276,7 @@ def tracing_on_show(kernel: Kernel) -> str:
 
 
 def tracing_on_store(kernel: Kernel, data: bytes) -> None:
-    """``rb_simple_write``: nonzero turns recording on."""
+    """``rb_simple_write``: nonzero turns recording on; then ``(*ppos)++``."""
     if kstrtoul_from_user(data):
         kernel.ring_buffer.record_on()
     else:
@@ -303,13 +303,13 @@ def buffer_total_show(kernel: Kernel) -> str:
     return buffer_total_size_kb(cpu_sizes(kernel), rb.expanded, rb.trace_buf_size)
 
 
-def cpu_buffer_size_file(cpu: int) -> ControlFile:
+def cpu_buffer_size_file(cpu: int) -> SimpleFile:
     """``per_cpu/cpuN/buffer_size_kb``: ``tracing_entries_fops`` made 0444, whose read is
     ``"%lu\n"`` of the CPU's KB (never the ``expanded`` form), and whose write, which root
     can still make, resizes that CPU alone (``tracing_resize_ring_buffer(val, cpu)``)."""
-    return ControlFile(lambda k: f"{k.ring_buffer.size_bytes(cpu) >> 10}\n",
-                       lambda k, data: k.ring_buffer.resize_kb(kstrtoul_from_user(data), cpu),
-                       llseek=generic_file_llseek, mode=0o444)
+    return SimpleFile(lambda k: f"{k.ring_buffer.size_bytes(cpu) >> 10}\n",
+                      lambda k, data: k.ring_buffer.resize_kb(kstrtoul_from_user(data), cpu),
+                      ppos_update=ppos_add_count, llseek=generic_file_llseek, mode=0o444)
 
 
 def tracing_stats_read(kernel: Kernel, cpu: int) -> str:
@@ -379,8 +379,36 @@ def cpumask_store(kernel: Kernel, data: bytes) -> None:
                 kernel.ring_buffer.record_enable_cpu(cpu)
 
 
+class TracingCpumaskOpenFile(SimpleOpenFile):
+    """An open ``tracing_cpumask``."""
+
+    def read(self, size: int) -> bytes:
+        """``tracing_cpumask_read()``: ``cpumask_scnprintf()`` into the read's count, which
+        must leave room for the newline and the NUL after the mask (``count - len < 2``
+        is EINVAL, whatever the position), then ``simple_read_from_buffer()``.  3.6 copies
+        from all of ``mask_str``'s NR_CPUS + 1 bytes, NULs after the newline; the model,
+        which has no NR_CPUS (see :func:`nr_cpumask_bits`), stops at the newline."""
+        data = trace_bytes(self.show())
+        if size < len(data) + 1:
+            raise KernelError(errno.EINVAL)
+        return simple_read_from_buffer(self, size, data)
+
+
+class TracingCpumaskFile(SimpleFile):
+    """``tracing_cpumask_fops``: its write (``tracing_cpumask_write()``) returns the
+    count without touching ``*ppos``; ``generic_file_llseek``."""
+
+    open_file = TracingCpumaskOpenFile
+
+    def __init__(self) -> None:
+        super().__init__(cpumask_show, cpumask_store, ppos_update=ppos_untouched,
+                         llseek=generic_file_llseek)
+
+
 def events_enable_store(kernel: Kernel, data: bytes) -> None:
-    """No trace events are modelled: 0 and 1 are accepted, anything else is EINVAL."""
+    """``system_enable_write()``: no trace events are modelled, so 0 and 1 are accepted and
+    anything else is EINVAL (3.6 moves ``*ppos`` by the count also when no event takes the
+    value, a failure that cannot happen here)."""
     if kstrtoul_from_user(data) not in (0, 1):
         raise KernelError(errno.EINVAL)
 
@@ -394,13 +422,16 @@ class TraceMarkerOpenFile(OpenFile):
         self.ip = kernel.kallsyms_lookup_name("tracing_mark_write") or 0
 
     def write(self, data: bytes) -> int:
-        """``tracing_mark_write``: EBADF while recording is off (no event reserved)."""
+        """``tracing_mark_write``: EBADF while recording is off (no event reserved);
+        ``*fpos += written``, the count it took (at most TRACE_BUF_SIZE)."""
         task = current()
         # The writer was switched in to run: the sched_switch probe saw it, whether its
         # event fits or not (a full buffer without overwrite).
         self.kernel.saved_cmdlines.tracing_record_cmdline(task.pid, task.comm)
-        return self.kernel.ring_buffer.write_marker(
+        written = self.kernel.ring_buffer.write_marker(
             smp_processor_id(), self.kernel.trace_clock(), task.pid, data, self.ip)
+        self.pos += written
+        return written
 
 
 class TraceMarkerFile(FileOps):

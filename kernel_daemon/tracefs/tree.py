@@ -9,16 +9,17 @@ from kernel_daemon.ftrace.sysctl import ftrace_enable_sysctl, ftrace_enable_sysc
 from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.buffer_files import TracingBuffersFile
 from kernel_daemon.tracefs.event_files import events_directory
-from kernel_daemon.tracefs.files import (CurrentTracerFile, FtraceListingFile, FtracePidFile,
-                                         GeneratedFile, ProcSysFile, RegexFile, SimpleFile)
-from kernel_daemon.tracefs.llseek import default_llseek, generic_file_llseek, seq_lseek
+from kernel_daemon.tracefs.files import (FtraceListingFile, FtracePidFile, GeneratedFile,
+                                         ProcSysFile, RegexFile, SimpleFile, SimpleReadFile,
+                                         ppos_add_count, ppos_increment)
+from kernel_daemon.tracefs.llseek import default_llseek, generic_file_llseek
 from kernel_daemon.tracefs.option_files import (README_MSG, FreeBufferFile, OptionsDirectory,
                                                 trace_options_file, tracing_max_lat_file)
 from kernel_daemon.tracefs.stat_files import TracingStatFile
-from kernel_daemon.tracefs.trace_files import (ControlFile, TraceFile, TraceMarkerFile,
-                                               TracePipeFile, buffer_size_show, buffer_size_store,
+from kernel_daemon.tracefs.trace_files import (SingleFile, TraceFile, TraceMarkerFile,
+                                               TracePipeFile, TracingCpumaskFile,
+                                               buffer_size_show, buffer_size_store,
                                                buffer_total_show, cpu_buffer_size_file,
-                                               cpumask_show, cpumask_store,
                                                events_enable_store, trace_clock_show,
                                                trace_clock_store, tracing_on_show,
                                                tracing_on_store, tracing_stats_read)
@@ -42,35 +43,42 @@ def tracing_directory(kernel: Kernel) -> Directory:
     tracing["set_ftrace_pid"] = FtracePidFile()
     tracing["function_profile_enabled"] = SimpleFile(
         lambda k: k.function_profiler.ftrace_profile_read(),
-        lambda k, data: k.function_profiler.ftrace_profile_write(data), llseek=default_llseek)
+        lambda k, data: k.function_profiler.ftrace_profile_write(data),
+        ppos_update=ppos_add_count, llseek=default_llseek)
     # trace_stat/: a file per registered stat tracer, the profiler's function<cpu>.
     tracing["trace_stat"] = Directory((session.ts.name, TracingStatFile(session))
                                       for session in kernel.all_stat_sessions)
     tracing["tracing_enabled"] = SimpleFile(lambda k: k.tracing.tracing_ctrl_read(),
                                             lambda k, data: k.tracing.tracing_ctrl_write(data),
+                                            ppos_update=ppos_add_count,
                                             llseek=generic_file_llseek)
-    tracing["current_tracer"] = CurrentTracerFile()
-    tracing["available_tracers"] = GeneratedFile(lambda k: k.tracing.available_tracers(),
-                                                 llseek=seq_lseek)
-    tracing["dyn_ftrace_total_info"] = GeneratedFile(dyn_ftrace_total_info,
-                                                     llseek=generic_file_llseek)
+    # set_tracer_fops: tracing_set_trace_read(), tracing_set_trace_write().
+    tracing["current_tracer"] = SimpleFile(
+        lambda k: k.tracing.current_trace.name + "\n",
+        lambda k, data: k.tracing.tracing_set_trace_write(data),
+        ppos_update=ppos_add_count, llseek=generic_file_llseek)
+    tracing["available_tracers"] = GeneratedFile(lambda k: k.tracing.available_tracers())
+    tracing["dyn_ftrace_total_info"] = SimpleReadFile(dyn_ftrace_total_info,
+                                                      llseek=generic_file_llseek)
     tracing["trace"] = TraceFile()
     tracing["trace_pipe"] = TracePipeFile()
-    tracing["tracing_on"] = ControlFile(tracing_on_show, tracing_on_store, llseek=default_llseek)
-    tracing["buffer_size_kb"] = ControlFile(buffer_size_show, buffer_size_store,
-                                            llseek=generic_file_llseek)
-    tracing["buffer_total_size_kb"] = GeneratedFile(buffer_total_show, llseek=generic_file_llseek)
+    tracing["tracing_on"] = SimpleFile(tracing_on_show, tracing_on_store,
+                                       ppos_update=ppos_increment, llseek=default_llseek)
+    tracing["buffer_size_kb"] = SimpleFile(buffer_size_show, buffer_size_store,
+                                           ppos_update=ppos_add_count, llseek=generic_file_llseek)
+    tracing["buffer_total_size_kb"] = SimpleReadFile(buffer_total_show,
+                                                     llseek=generic_file_llseek)
     tracing["trace_marker"] = TraceMarkerFile()
-    tracing["trace_clock"] = ControlFile(trace_clock_show, trace_clock_store, llseek=seq_lseek)
-    tracing["tracing_cpumask"] = ControlFile(cpumask_show, cpumask_store,
-                                             llseek=generic_file_llseek)
+    tracing["trace_clock"] = SingleFile(trace_clock_show, trace_clock_store,
+                                        ppos_update=ppos_add_count)
+    tracing["tracing_cpumask"] = TracingCpumaskFile()
     tracing["trace_options"] = trace_options_file()
     tracing["options"] = OptionsDirectory(kernel)
     # tracing_max_latency is CONFIG_TRACER_MAX_TRACE's: a kernel with a latency tracer.
     tracing["tracing_max_latency"] = tracing_max_lat_file("tracing_max_latency")
     tracing["tracing_thresh"] = tracing_max_lat_file("tracing_thresh")
-    tracing["README"] = GeneratedFile(lambda k: README_MSG, llseek=generic_file_llseek)
-    tracing["saved_cmdlines"] = GeneratedFile(
+    tracing["README"] = SimpleReadFile(lambda k: README_MSG, llseek=generic_file_llseek)
+    tracing["saved_cmdlines"] = SimpleReadFile(
         lambda k: k.saved_cmdlines.tracing_saved_cmdlines_read(), llseek=generic_file_llseek)
     tracing["free_buffer"] = FreeBufferFile()
     per_cpu = tracing["per_cpu"] = Directory()
@@ -80,11 +88,12 @@ def tracing_directory(kernel: Kernel) -> Directory:
         cpu_dir["trace_pipe"] = TracePipeFile(cpu)
         cpu_dir["trace"] = TraceFile(cpu)
         cpu_dir["trace_pipe_raw"] = TracingBuffersFile(cpu)
-        cpu_dir["stats"] = GeneratedFile(partial(tracing_stats_read, cpu=cpu),
-                                         llseek=generic_file_llseek)
+        cpu_dir["stats"] = SimpleReadFile(partial(tracing_stats_read, cpu=cpu),
+                                          llseek=generic_file_llseek)
         cpu_dir["buffer_size_kb"] = cpu_buffer_size_file(cpu)
     events = tracing["events"] = events_directory()
-    events["enable"] = ControlFile(lambda k: "0\n", events_enable_store, llseek=default_llseek)
+    events["enable"] = SimpleFile(lambda k: "0\n", events_enable_store,
+                                  ppos_update=ppos_add_count, llseek=default_llseek)
     return tracing
 
 
@@ -103,8 +112,8 @@ def proc_directory(kernel: Kernel) -> Directory:
     proc = Directory()
     sysctl_kernel = proc.setdefault("sys", Directory()).setdefault("kernel", Directory())
     sysctl_kernel["ftrace_enabled"] = ProcSysFile(sysctl_read, sysctl_write)
-    proc["modules"] = GeneratedFile(lambda k: k.modules.proc_modules(), llseek=seq_lseek)
-    proc["kallsyms"] = GeneratedFile(lambda k: k.kallsyms.proc_kallsyms(), llseek=seq_lseek)
+    proc["modules"] = GeneratedFile(lambda k: k.modules.proc_modules())
+    proc["kallsyms"] = GeneratedFile(lambda k: k.kallsyms.proc_kallsyms())
     return proc
 
 
