@@ -292,7 +292,8 @@ def test_a_refused_profiler_enable_leaves_a_position_lseek_reads_as_its_errno(sp
     """ftrace_profile_write() puts register_ftrace_function()'s -ENODEV (ftrace killed by
     the report's WARN) in cnt, and ``*ppos += cnt``: the position is -19, which
     lseek(fd, 0, SEEK_CUR) returns and user space reads as ENODEV; rw_verify_area()
-    refuses reads and writes there."""
+    refuses reads and writes there, and a pread elsewhere answers with the position
+    still at -19 (an loff_t: the answer's offset is signed)."""
     daemon = spawn(["--variant", "buggy", "--core-functions", "2000"])
     with Client(daemon.address) as client:
         client.load("uinput")
@@ -308,4 +309,5 @@ def test_a_refused_profiler_enable_leaves_a_position_lseek_reads_as_its_errno(sp
             assert (exc.value.syscall, exc.value.errno) == ("lseek", errno.ENODEV)
             assert write_error(f, b"0\n") == errno.EINVAL
             assert read_error(f, 10) == errno.EINVAL
+            assert f.read(10, offset=0) == b"0\n"  # a pread leaves the position at -19
             assert f.seek(0) == 0 and f.read() == b"0\n"
