@@ -11,7 +11,8 @@
   descriptor, another thread's wake-up, or SIGINT/SIGTERM, which only note the signal, so
   the program stops at a point of its choosing (after unregistering its ops, say).
 - :func:`error_text`: an :class:`~clients.errors.FtraceError` as a one-line diagnostic.
-- :func:`check_positive`: the usage error for a limit (``--duration``...) not above zero.
+- :func:`check_limits`: the usage error for a limit (``--duration``...) not above zero, or
+  longer than a wait can be.
 - :func:`address_argument`: the argparse type of every client's ``--address``.
 """
 
@@ -38,11 +39,15 @@ __all__ = [
     "Waker",
     "add_daemon_arguments",
     "address_argument",
-    "check_positive",
+    "check_limits",
     "daemon_client",
     "error_text",
     "parse_args",
 ]
+
+#: The longest single wait of a client's loop: a longer timeout overflows select() and
+#: epoll; waking earlier only looks again.
+MAX_WAIT = 3600.0
 
 
 class ConnectError(Exception):
@@ -99,15 +104,19 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     return args
 
 
-def check_positive(parser: argparse.ArgumentParser, *options: tuple[str, float | None]) -> None:
+def check_limits(parser: argparse.ArgumentParser, *options: tuple[str, float | None],
+                 zero_ok: bool = False) -> None:
     """A usage error (exit status 2) for the first ``(option, value)`` given a value that
-    is not above zero, or above the longest wait Python can make (``threading.TIMEOUT_MAX``
-    seconds, about 292 years; counts and rates share the bound, far past any use): a
-    negative duration would end a run before it starts, NaN, which compares false with
-    everything, would never end it, and a longer one overflows the wait for it."""
+    is not above zero (with ``zero_ok``, below zero), or above the longest wait Python can
+    make (``threading.TIMEOUT_MAX`` seconds, about 292 years; counts and rates share the
+    bound, far past any use): a negative duration would end a run before it starts, NaN,
+    which compares false with everything, would never end it, and a longer one overflows
+    the wait for it."""
     for option, value in options:
-        if value is not None and not 0 < value <= threading.TIMEOUT_MAX:
-            parser.error(f"{option} must be positive and at most {threading.TIMEOUT_MAX:.0f}")
+        if value is not None and not ((0 <= value if zero_ok else 0 < value)
+                                      and value <= threading.TIMEOUT_MAX):
+            parser.error(f"{option} must be {'at least 0' if zero_ok else 'positive'} "
+                         f"and at most {threading.TIMEOUT_MAX:.0f}")
 
 
 @contextlib.contextmanager
@@ -192,7 +201,9 @@ class Waker:
     def wait(self, timeout: float | None, fds: Iterable[int] = ()) -> list[int]:
         """Block until something happens (see the class); returns the readable ``fds``."""
         watched = [self._read_fd, *fds]
-        ready, _, _ = select.select(watched, [], [], None if timeout is None else max(0.0, timeout))
+        if timeout is not None:
+            timeout = min(max(0.0, timeout), MAX_WAIT)
+        ready, _, _ = select.select(watched, [], [], timeout)
         if self._read_fd in ready:
             self._drain()
         return [fd for fd in ready if fd != self._read_fd]

@@ -139,9 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     args.module = args.module or ["uinput"]
     if args.count is not None and args.count < 0:
         p.error("--count must not be negative")
-    cli.check_positive(p, ("--duration", args.duration))
-    if not args.hold >= 0:  # NaN included
-        p.error("--hold must not be negative")
+    cli.check_limits(p, ("--duration", args.duration))
+    cli.check_limits(p, ("--hold", args.hold), zero_ok=True)
     with cli.Waker() as waker:
         waker.catch_signals()
         try:

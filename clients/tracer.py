@@ -212,7 +212,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = cli.parse_args(p, argv)
-    cli.check_positive(p, ("--count", args.count), ("--duration", args.duration))
+    cli.check_limits(p, ("--count", args.count), ("--duration", args.duration))
     try:
         out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     except OSError as error:

@@ -421,10 +421,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = cli.parse_args(p, argv)
-    cli.check_positive(p, ("--rate", args.rate), ("--duration", args.duration))
+    cli.check_limits(p, ("--rate", args.rate), ("--duration", args.duration))
     if not 0 <= args.module_share <= 1:
         p.error("--module-share must be between 0 and 1")
-    cli.check_positive(p, ("--refresh", args.refresh))
+    cli.check_limits(p, ("--refresh", args.refresh))
     with cli.Waker() as waker:
         waker.catch_signals()
         try:

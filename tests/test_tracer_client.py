@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from clients import cli
 from clients.api import Client
 from clients.errors import FtraceError
 from clients.identity import Identity
@@ -391,7 +392,8 @@ def test_an_unreachable_daemon_is_told_at_once_with_the_reason_and_the_address(t
         ("clients.workload", ["--duration", "-1"], "--duration must be positive and at most 9223372036"),
         ("clients.workload", ["--rate", "nan"], "--rate must be positive and at most 9223372036"),
         ("clients.modload", ["--duration", "-1"], "--duration must be positive and at most 9223372036"),
-        ("clients.modload", ["--hold", "nan"], "--hold must not be negative"),
+        ("clients.modload", ["--hold", "nan"], "--hold must be at least 0 and at most 9223372036"),
+        ("clients.modload", ["--hold", "inf"], "--hold must be at least 0 and at most 9223372036"),
         ("clients.tracer", ["--address", "127.0.0.1:99999"],
          "argument --address: port 99999 out of range (0-65535) in address '127.0.0.1:99999'"),
     ],
@@ -402,6 +404,15 @@ def test_limits_and_addresses_are_checked_alike(module, args, message):
     prog = module.replace("clients.", "ftrace-")
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.splitlines()[-1] == f"{prog}: error: {message}"
+
+
+def test_a_wait_longer_than_select_takes_is_made_in_steps():
+    """ftrace-workload's pace at ``--rate 1e-300`` is a wait of 1e300 s: select() takes at
+    most about 292 years (an OverflowError, and a traceback), so the waker waits at most
+    MAX_WAIT at a time and its caller looks again."""
+    with cli.Waker() as waker:
+        waker.wake()
+        assert waker.wait(1e300) == []
 
 
 def test_tracer_spawns_a_private_daemon():

@@ -9,7 +9,7 @@ import signal
 import sys
 from types import FrameType
 
-from clients.cli import address_argument, check_positive
+from clients.cli import address_argument, check_limits
 from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_STALL_TIMEOUT,
                                    DEFAULT_SWITCH_INTERVAL, STOP_ON_KINDS, WORKER_KINDS,
                                    BootSpec, RunConfig)
@@ -113,7 +113,7 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
         boot_options_from(args).validate()
     except ValueError as error:
         parser.error(str(error))
-    check_positive(parser, ("--duration", args.duration), ("--ops", args.ops),
+    check_limits(parser, ("--duration", args.duration), ("--ops", args.ops),
                    ("--check-interval", args.check_interval),
                    ("--stall-timeout", args.stall_timeout))
     if args.max_replays < 0:

@@ -31,6 +31,7 @@ import time
 from typing import Any, Callable
 
 from clients.api import Client
+from clients.cli import MAX_WAIT
 from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.spawn import SpawnedDaemon, SpawnError, spawn_daemon
@@ -46,8 +47,6 @@ from clients.stress.workers import WorkerSpec
 
 #: How long stopped workers get to finish their operation and unregister.
 STOP_GRACE = 15.0
-#: The longest single wait of :meth:`Run._wait` (a longer one overflows epoll's timeout).
-MAX_WAIT = 3600.0
 #: How long the workers get to start and connect.
 STARTUP_TIMEOUT = 120.0
 #: Core functions offered to the workers' patterns (sampled from available_filter_functions).
@@ -148,6 +147,26 @@ class _Worker:
         os.close(self.pidfd)
         assert self.process.stdout is not None
         self.process.stdout.close()
+
+
+@dataclasses.dataclass
+class _ProgressWatch:
+    """When a running worker was last seen to record an event (each one is a line written
+    to its history file, which grows), or the go: file sizes against the monotonic clock,
+    which a step of the wall clock (NTP) does not move, where the files' mtimes would."""
+
+    seen: float = dataclasses.field(default_factory=time.monotonic)
+    sizes: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def quiet_for(self, workers: list["_Worker"]) -> float:
+        """Seconds since then, looking at ``workers``' files now."""
+        now = time.monotonic()
+        for worker in workers:
+            path = worker.spec.history
+            size = os.stat(path).st_size
+            if self.sizes.get(path) != size:
+                self.sizes[path], self.seen = size, now
+        return now - self.seen
 
 
 class Run:
@@ -322,20 +341,20 @@ class Run:
             selector.register(daemon_fd, selectors.EVENT_READ, "daemon")
         deadline = (self.result.start_ns + int(config.duration * 1e9)
                     if config.duration is not None else None)
+        watch = _ProgressWatch()
         try:
             while True:
                 now = time.monotonic_ns()
-                # Beyond epoll's milliseconds in an int a wait overflows; waking
-                # earlier only looks again.
                 timeout = (None if deadline is None
                            else min(max(0.0, (deadline - now) / 1e9), MAX_WAIT))
                 if stall is not None:
-                    quiet = self._quiet_for()
+                    quiet = watch.quiet_for(self._alive())
                     if quiet >= stall:
                         for worker in self._alive():
                             worker.record.stalled = True
                         break
-                    timeout = min(stall - quiet, MAX_WAIT)
+                    # Growth is seen when looked for: look four times a stall timeout.
+                    timeout = min(stall - quiet, stall / 4, MAX_WAIT)
                 if self.progress is not None:
                     timeout = 0.25 if timeout is None else min(timeout, 0.25)
                 for key, _ in selector.select(timeout):
@@ -362,13 +381,6 @@ class Run:
         if self.result.anomalies and not self._lost:
             for worker in self._loaders():
                 worker.freeze()
-
-    def _quiet_for(self) -> float:
-        """Seconds since a running worker last recorded an event (each one is a line
-        written to its file: the file's mtime), or since the go."""
-        last = max([self.result.start_wall or 0.0,
-                    *(os.stat(worker.spec.history).st_mtime for worker in self._alive())])
-        return time.time() - last
 
     def _stop_cpu_meters(self) -> None:
         """Read, at the stop, the CPU of the daemon, of this process and of every worker
