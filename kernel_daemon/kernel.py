@@ -60,7 +60,7 @@ class BootOptions:
     module_placement: str = "first-fit"
     cpus: int = 4
     seed: int = 0
-    # sys.setswitchinterval() for the daemon process; 0 leaves CPython's default.
+    # sys.setswitchinterval() for the daemon process; 0 sets CPython's default (5 ms).
     switch_interval: float = 0.0
     # trace_buf_size= (in KB): the per-CPU ring buffer size once tracing first needs it.
     buffer_size_kb: int = TRACE_BUF_SIZE_DEFAULT >> 10

@@ -117,7 +117,9 @@ class DaemonState:
         new = self._make_boot(options)
         with self.lock:
             old, self.boot = self.boot, new
-        set_switch_interval(options)
+            # Under the swap's lock: two reboots at once leave the interval of the boot
+            # that serves.
+            set_switch_interval(options)
         old.end()
         del old
         freeze_booted_kernel()
