@@ -13,9 +13,9 @@
    the other for the move), then in the order they were invoked.
    Invocations and module operations that changed nothing are left out. Tracer clients'
    operations are left out too (no shell command edits their hashes); if that does not
-   reproduce, each tracer session named by the anomaly (else registered before the
-   horizon, newest first, those of the task a WARN's ``Pid:`` line names before the
-   others) is tried on its own, mapped onto the function tracer, with the loaders'
+   reproduce, the tracer sessions named by the anomaly, then those registered before
+   the horizon (newest first, those of the task a WARN's ``Pid:`` line names before the
+   others), are tried each on its own, mapped onto the function tracer, with the loaders'
    operations and without the shells'. If none shows the run's anomaly, one that shows
    another (a WARN, a count error) is taken, and the report says so.
 3. Each candidate is replayed on a fresh daemon with the run's boot options, the kernel
@@ -236,9 +236,10 @@ class Minimizer:
                                 else op_commands(op) or [])]
 
     def _sessions(self, ops: list[Op]) -> list[str]:
-        """Tracer sessions to try: named by an anomaly, else registered before the
-        horizon, newest first; among those, the sessions of the task that printed a WARN
-        come first (the hash walk that went below zero ran in its system call)."""
+        """Tracer sessions to try: those named by an anomaly, then those registered
+        before the horizon, newest first; among the latter, the sessions of the task that
+        printed a WARN come first (the hash walk that went below zero ran in its system
+        call)."""
         known = {op.args["name"] for op in ops if op.kind == "tracer"}
         named = [name for a in self.anomalies for name in a.ops if name in known]
         reporting = {int(match.group(1)) for a in self.anomalies if a.source == "dmesg"
