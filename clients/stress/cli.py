@@ -116,6 +116,9 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
     check_limits(parser, ("--duration", args.duration), ("--ops", args.ops),
                    ("--check-interval", args.check_interval),
                    ("--stall-timeout", args.stall_timeout))
+    if args.ops is None and args.stall_timeout != parser.get_default("stall_timeout"):
+        parser.error("--stall-timeout is for runs of --ops (a run of --duration ends at "
+                     "its deadline)")
     if args.max_replays < 0:
         parser.error("--max-replays must not be negative")
     workers = {kind: getattr(args, f"{kind}s") for kind in WORKER_KINDS}
