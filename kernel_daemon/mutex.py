@@ -6,7 +6,7 @@ nor their completion order says which of them held ``ftrace_lock`` first: a ``rm
 invoked before a filter write may free its records after the write matched them. The
 kernel keeps no such record (lock_stat, ``CONFIG_LOCK_STAT``, counts acquisitions and
 hold times, not their order), so the model adds one: while a system call has asked for it
-(:func:`note_acquisitions`), each ``mutex_lock()`` it does appends the CLOCK_MONOTONIC
+(:class:`Acquisitions`), each ``mutex_lock()`` it does appends the CLOCK_MONOTONIC
 time, in nanoseconds, at which the lock was obtained: a clock every process of the machine
 shares, so the times compare with the clients' own.
 """
@@ -48,18 +48,25 @@ class Mutex:
         self._lock.release()
 
 
-def note_acquisitions(into: list[int]) -> contextvars.Token:
-    """From now on in this context, every Mutex acquired appends its time to ``into``."""
-    return _noted.set(into)
+class Acquisitions:
+    """The moments a system call acquired a Mutex: ``with Acquisitions() as noted:``, every
+    Mutex acquired in this context meanwhile appends its time to ``noted.times``."""
 
+    __slots__ = ("times", "_token")
 
-def stop_noting(token: contextvars.Token) -> None:
-    _noted.reset(token)
+    def __init__(self) -> None:
+        self.times: list[int] = []
 
+    def __enter__(self) -> "Acquisitions":
+        self._token = _noted.set(self.times)
+        return self
 
-def first_and_last(noted: list[int]) -> list[int]:
-    """What a system call reports of the times noted for it (common.proto "LOCK ORDER"):
-    the first and the last, one if they are the same, none if it never took a lock. A
-    replay orders by these, in a report of fixed size however many tokens a filter
-    write took the lock for."""
-    return sorted({noted[0], noted[-1]}) if noted else []
+    def __exit__(self, *exc_info: object) -> None:
+        _noted.reset(self._token)
+
+    def reported(self) -> list[int]:
+        """What the system call reports of them (common.proto "LOCK ORDER"): the first
+        and the last, one if they are the same, none if it never took a lock. A replay
+        orders by these, in a report of fixed size however many tokens a filter write
+        took the lock for."""
+        return sorted({self.times[0], self.times[-1]}) if self.times else []

@@ -27,7 +27,7 @@ import grpc
 from clients.identity import parse_identity_metadata
 from kernel_daemon.errno import KernelError
 from kernel_daemon.kernel import BootOptions, Kernel
-from kernel_daemon.mutex import first_and_last, note_acquisitions, stop_noting
+from kernel_daemon.mutex import Acquisitions
 from kernel_daemon.rpc.status import LOCK_ACQUIRED_METADATA_KEY, add_trailing_metadata
 from kernel_daemon.task import Task, enter_task, leave_task
 from kernel_daemon.tracefs.tree import mount
@@ -187,7 +187,7 @@ def freeze_booted_kernel() -> None:
 class Syscall:
     """The context of :meth:`DaemonState.syscall`: ``current`` is the caller inside."""
 
-    __slots__ = ("task", "boot", "reply_to", "token", "acquired", "noting")
+    __slots__ = ("task", "boot", "reply_to", "token", "acquired")
 
     def __init__(self, task: Task, boot: Boot,
                  reply_to: grpc.ServicerContext | None = None) -> None:
@@ -198,17 +198,16 @@ class Syscall:
     def __enter__(self) -> Boot:
         self.token = enter_task(self.task)
         if self.reply_to is not None:
-            self.acquired: list[int] = []
-            self.noting = note_acquisitions(self.acquired)
+            self.acquired = Acquisitions().__enter__()
         return self.boot
 
     def __exit__(self, *exc_info: object) -> None:
         leave_task(self.token)
         if self.reply_to is not None:
-            stop_noting(self.noting)
-            if self.acquired:
-                add_trailing_metadata(self.reply_to, ((LOCK_ACQUIRED_METADATA_KEY, " ".join(
-                    map(str, first_and_last(self.acquired)))),))
+            self.acquired.__exit__(*exc_info)
+            if reported := self.acquired.reported():
+                add_trailing_metadata(self.reply_to, (
+                    (LOCK_ACQUIRED_METADATA_KEY, " ".join(map(str, reported))),))
 
 
 class StreamSlots:

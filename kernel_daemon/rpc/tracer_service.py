@@ -26,7 +26,7 @@ from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.ops import FtraceOps
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 from kernel_daemon.kernel import Kernel, events_written
-from kernel_daemon.mutex import first_and_last, note_acquisitions, stop_noting
+from kernel_daemon.mutex import Acquisitions
 from kernel_daemon.rpc.state import Boot, DaemonState
 from kernel_daemon.rpc.status import errno_detail, translate_kernel_errors
 from kernel_daemon.task import BOOT_TASKS, Task, current, running_as
@@ -242,13 +242,9 @@ class TracerSession:
     def _noting_locks(self, op: str, request: pb.TracerRequest) -> pb.TracerEvent:
         """:meth:`_answer`, with when it acquired ftrace_lock (TracerEvent.lock_acquired_ns):
         noted as for a unary call that changes ftrace's state (DaemonState.syscall)."""
-        acquired: list[int] = []
-        noting = note_acquisitions(acquired)
-        try:
+        with Acquisitions() as acquired:
             event = self._answer(op, request)
-        finally:
-            stop_noting(noting)
-        event.lock_acquired_ns.extend(first_and_last(acquired))
+        event.lock_acquired_ns.extend(acquired.reported())
         return event
 
     def _answer(self, op: str, request: pb.TracerRequest) -> pb.TracerEvent:
