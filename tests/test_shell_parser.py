@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import curses.ascii
 import re
 import subprocess
 import sys
@@ -10,8 +11,8 @@ import sys
 import pytest
 
 from clients.shell import Shell, check_binary_file
-from clients.shell_builtins import (_bre_to_python, _echo_interpret, _python_to_re2,
-                                    _regex_error)
+from clients.shell_builtins import (_bre_to_python, _compile_grep, _echo_interpret,
+                                    _python_to_re2, _regex_error)
 from clients.shell_parser import (
     AndOr,
     Command,
@@ -504,10 +505,30 @@ def test_grep_answers_at_once_where_a_backtracking_matcher_never_would():
         ("echo abab | grep '\\(ab\\)\\1'", 0, "abab\n"),  # back-references still match
         ("echo abac | grep -E '(ab)\\1'", 1, ""),
         ("echo ABAB | grep -i '\\(ab\\)\\1'", 0, "ABAB\n"),
+        # A back-reference is matched by Python's re, which reads "[[:alpha:]]" as a set.
+        ("echo aa | grep -E '([[:alpha:]])\\1'", 0, "aa\n"),
+        ("echo '::' | grep -cE '([[:alpha:]])\\1'", 1, "0\n"),
+        ("echo 'x  y' | grep -E '([^[:alnum:]])\\1'", 0, "x  y\n"),
+        ("echo AA1 | grep -iE '([[:lower:]])\\1'", 0, "AA1\n"),
     ],
 )
 def test_grep_matches_as_gnu_grep(script, status, out):
     assert run(script)[:2] == (status, out)
+
+
+@pytest.mark.parametrize("name", ["alpha", "digit", "alnum", "upper", "lower", "space",
+                                  "blank", "punct", "print", "graph", "cntrl", "xdigit"])
+@pytest.mark.parametrize("negated", [False, True])
+@pytest.mark.parametrize("back_reference", [b"", b"\\1"])
+def test_posix_classes_are_the_c_locales(name, negated, back_reference):
+    """Each POSIX class, in a bracket and in a negated one, holds the bytes C's is<name>()
+    holds in the C locale (curses.ascii's), as GNU grep 3.8 matches them under LC_ALL=C:
+    RE2 matching, and Python's re (for a back-reference)."""
+    bracket = b"[^[:%s:]]" % name.encode() if negated else b"[[:%s:]]" % name.encode()
+    regex = _compile_grep(b"(" + bracket + b")" + back_reference, False)
+    is_class = getattr(curses.ascii, "is" + name)
+    matched = [byte for byte in range(256) if regex.search(bytes([byte, byte]))]
+    assert matched == [byte for byte in range(256) if bool(is_class(byte)) != negated]
 
 
 @pytest.mark.parametrize(
