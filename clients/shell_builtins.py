@@ -290,6 +290,9 @@ _POSIX_SETS = {
     b"[:cntrl:]": rb"\x00-\x1f\x7f",
     b"[:xdigit:]": rb"0-9A-Fa-f",
 }
+#: A back-reference, \1 to \9. GNU grep's are one digit: "\12" is group 1, then a "2"
+#: (Python's re reads group 12; RE2, which has none, octal 012, a newline).
+_BACK_REFERENCE = re.compile(rb"\\[1-9]")
 #: After a "{": an interval with no minimum, ``{,N}``, 0 to N for Python's re (and GNU
 #: grep), characters for RE2.
 _NO_MINIMUM = re.compile(rb",\d*\}")
@@ -315,10 +318,13 @@ def _tokens(expression: bytes) -> Iterator[tuple[int, bytes, bool]]:
         yield start, token, inside
 
 
-def _python_to_re2(expression: bytes) -> bytes:
-    """``expression``, which Python's re accepted, in RE2's syntax with the same meaning."""
+def _python_to_re2(expression: bytes) -> bytes | None:
+    """``expression``, which Python's re accepted, in RE2's syntax with the same meaning;
+    None if it has a back-reference, which RE2 cannot match."""
     out: list[bytes] = []
     for start, token, inside in _tokens(expression):
+        if not inside and _BACK_REFERENCE.fullmatch(token):
+            return None
         if token in _RE2_SPACES:
             token = _RE2_SPACES[token][inside]
         elif not inside and token == b"{" and _NO_MINIMUM.match(expression, start + 1):
@@ -329,11 +335,14 @@ def _python_to_re2(expression: bytes) -> bytes:
 
 def _grep_to_python(expression: bytes) -> bytes:
     """``expression`` with the meaning GNU grep gives it, for Python's re: a POSIX class
-    as the characters it stands for."""
+    as the characters it stands for, and a back-reference as one digit (``\\12``: group 1,
+    then a "2")."""
     out: list[bytes] = []
     for _, token, inside in _tokens(expression):
         if inside:
             token = _POSIX_SETS.get(token, token)
+        elif _BACK_REFERENCE.fullmatch(token):
+            token = b"(?:" + token + b")"
         out.append(token)
     return b"".join(out)
 
@@ -350,12 +359,15 @@ def _compile_grep(expression: bytes, ignore_case: bool) -> _Matcher:
         # read it as a nested set one day.
         warnings.simplefilter("ignore", FutureWarning)
         regex = re.compile(_grep_to_python(expression), re.IGNORECASE if ignore_case else 0)
+    re2_expression = _python_to_re2(expression)
+    if re2_expression is None:
+        return regex
     options = re2.Options()
     options.encoding = re2.Options.Encoding.LATIN1
     options.case_sensitive = not ignore_case
     options.log_errors = False
     try:
-        return re2.compile(_python_to_re2(expression), options)
+        return re2.compile(re2_expression, options)
     except re2.error:
         return regex
 

@@ -510,6 +510,12 @@ def test_grep_answers_at_once_where_a_backtracking_matcher_never_would():
         ("echo '::' | grep -cE '([[:alpha:]])\\1'", 1, "0\n"),
         ("echo 'x  y' | grep -E '([^[:alnum:]])\\1'", 0, "x  y\n"),
         ("echo AA1 | grep -iE '([[:lower:]])\\1'", 0, "AA1\n"),
+        # A back-reference is one digit: "\12" is group 1, then a "2".
+        ("echo aa2 | grep -E '(a)\\12'", 0, "aa2\n"),
+        ("echo aa22 | grep '^\\(a\\)\\12*$'", 0, "aa22\n"),
+        ("echo abcdefghijkla2 | grep -E '(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)(k)(l)\\12'", 0,
+         "abcdefghijkla2\n"),
+        ("echo abcdefghijkll | grep -cE '(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)(k)(l)\\12'", 1, "0\n"),
     ],
 )
 def test_grep_matches_as_gnu_grep(script, status, out):
@@ -541,6 +547,8 @@ def test_posix_classes_are_the_c_locales(name, negated, back_reference):
         (rb"\\s", rb"\\s"),  # a backslash, and an s
         (rb"a{,2}b{,}", rb"a{0,2}b{0,}"),  # RE2 reads {,N} as characters
         (rb"[{,2}]\{,2}a{,x}", rb"[{,2}]\{,2}a{,x}"),
+        (rb"(a)\12", None),  # a back-reference: Python's re matches
+        (rb"[\1]\\1", rb"[\1]\\1"),  # in a bracket; a backslash, and a 1
     ],
 )
 def test_python_syntax_to_re2s(python, re2):
