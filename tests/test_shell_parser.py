@@ -219,7 +219,12 @@ def test_status_and_pid_parameters_expand_when_run():
         ("echo a\n| grep x", "syntax error near unexpected token `|'", 2),
         ("echo >", "syntax error near unexpected token `newline'", 1),
         ("echo > ;", "syntax error near unexpected token `;'", 1),
-        ("echo (x)", "syntax error near unexpected token `('", 1),  # bash's too: no subshell
+        # bash 5.2's too: after one word, "(" starts a function definition, "name ( )".
+        ("echo (x)", "syntax error near unexpected token `x'", 1),
+        ("echo (", "syntax error near unexpected token `newline'", 1),
+        ("echo x (y)", "syntax error near unexpected token `('", 1),
+        ("f() { :; }", "a function definition (`()') is not supported by ftrace-shell", 1),
+        ("echo a\nf ( )", "a function definition (`()') is not supported by ftrace-shell", 2),
         ("(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("echo a;(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("echo a &&\n (echo x)", "a subshell (`(') is not supported by ftrace-shell", 2),
