@@ -273,31 +273,76 @@ class _Matcher(Protocol):
 _RE2_SPACES = {b"\\s": (b"[[:space:]]", b"[:space:]"), b"\\S": (b"[[:^space:]]", b"[:^space:]")}
 #: A bracket's POSIX class, which RE2 reads as one (as GNU grep does).
 _POSIX_CLASS = re.compile(rb"\[:\^?[a-z]+:\]")
+#: The POSIX classes as Python re's set contents, for the C locale (glibc's ctype tables
+#: for bytes 0-127; none of 128-255 is in any class): re reads "[[:alpha:]]" as the set
+#: "[:alph" and a "]".
+_POSIX_SETS = {
+    b"[:alpha:]": rb"a-zA-Z",
+    b"[:digit:]": rb"0-9",
+    b"[:alnum:]": rb"0-9a-zA-Z",
+    b"[:upper:]": rb"A-Z",
+    b"[:lower:]": rb"a-z",
+    b"[:space:]": rb"\t-\r ",
+    b"[:blank:]": rb"\t ",
+    b"[:punct:]": rb"!-/:-@\[-`{-~",
+    b"[:print:]": rb" -~",
+    b"[:graph:]": rb"!-~",
+    b"[:cntrl:]": rb"\x00-\x1f\x7f",
+    b"[:xdigit:]": rb"0-9A-Fa-f",
+}
+#: A back-reference, \1 to \9. GNU grep's are one digit: "\12" is group 1, then a "2"
+#: (Python's re reads group 12; RE2, which has none, octal 012, a newline).
+_BACK_REFERENCE = re.compile(rb"\\[1-9]")
 #: After a "{": an interval with no minimum, ``{,N}``, 0 to N for Python's re (and GNU
 #: grep), characters for RE2.
 _NO_MINIMUM = re.compile(rb",\d*\}")
 
 
-def _python_to_re2(expression: bytes) -> bytes:
-    """``expression``, which Python's re accepted, in RE2's syntax with the same meaning."""
-    out: list[bytes] = []
+def _tokens(expression: bytes) -> Iterator[tuple[int, bytes, bool]]:
+    """``expression``'s tokens, in Python's re syntax: an escape, a bracket's POSIX class,
+    or one character; each with where it starts and whether it is inside a bracket."""
     i, body = 0, -1  # body: where the open bracket's first character is; -1: none open
     while i < len(expression):
+        start = i
         if expression[i:i + 1] == b"\\":
             token = expression[i:i + 2]
-            out.append(_RE2_SPACES[token][body >= 0] if token in _RE2_SPACES else token)
-            i += 2
-            continue
-        posix = _POSIX_CLASS.match(expression, i) if body >= 0 else None
-        token = posix.group() if posix else expression[i:i + 1]
+        else:
+            posix = _POSIX_CLASS.match(expression, i) if body >= 0 else None
+            token = posix.group() if posix else expression[i:i + 1]
         i += len(token)
-        if body >= 0:
-            if token == b"]" and i - 1 > body:  # a "]" first in a bracket is one of its characters
-                body = -1
-        elif token == b"[":
+        inside = body >= 0
+        if not inside and token == b"[":
             body = i + (expression[i:i + 1] == b"^")
-        elif token == b"{" and _NO_MINIMUM.match(expression, i):
+        elif inside and token == b"]" and start > body:  # a "]" first in a bracket is
+            body = -1  # one of its characters
+        yield start, token, inside
+
+
+def _python_to_re2(expression: bytes) -> bytes | None:
+    """``expression``, which Python's re accepted, in RE2's syntax with the same meaning;
+    None if it has a back-reference, which RE2 cannot match."""
+    out: list[bytes] = []
+    for start, token, inside in _tokens(expression):
+        if not inside and _BACK_REFERENCE.fullmatch(token):
+            return None
+        if token in _RE2_SPACES:
+            token = _RE2_SPACES[token][inside]
+        elif not inside and token == b"{" and _NO_MINIMUM.match(expression, start + 1):
             token = b"{0"
+        out.append(token)
+    return b"".join(out)
+
+
+def _grep_to_python(expression: bytes) -> bytes:
+    """``expression`` with the meaning GNU grep gives it, for Python's re: a POSIX class
+    as the characters it stands for, and a back-reference as one digit (``\\12``: group 1,
+    then a "2")."""
+    out: list[bytes] = []
+    for _, token, inside in _tokens(expression):
+        if inside:
+            token = _POSIX_SETS.get(token, token)
+        elif _BACK_REFERENCE.fullmatch(token):
+            token = b"(?:" + token + b")"
         out.append(token)
     return b"".join(out)
 
@@ -307,18 +352,22 @@ def _compile_grep(expression: bytes, ignore_case: bool) -> _Matcher:
     glibc's backtracking regexec only for what a DFA cannot do (back-references). Here RE2
     is the DFA and Python's re the regexec: re checks the pattern first (its errors read as
     GNU grep's, :func:`_regex_error`), and matches what RE2 refuses. A line is bytes, one
-    character each (Latin-1 to RE2), as grep reads it in the C locale. Raises re.error."""
+    character each (Latin-1 to RE2), as grep reads it in the C locale. Raises re.error,
+    whose ``pattern`` is the one re was given."""
     with warnings.catch_warnings():
-        # re warns of "[[:alpha:]]" that it may read it as a nested set one day; RE2 reads
-        # it as the POSIX class it is.
+        # re warns of a "[" inside a bracket ("[[.a.]]", an unknown "[[:x:]]") that it may
+        # read it as a nested set one day.
         warnings.simplefilter("ignore", FutureWarning)
-        regex = re.compile(expression, re.IGNORECASE if ignore_case else 0)
+        regex = re.compile(_grep_to_python(expression), re.IGNORECASE if ignore_case else 0)
+    re2_expression = _python_to_re2(expression)
+    if re2_expression is None:
+        return regex
     options = re2.Options()
     options.encoding = re2.Options.Encoding.LATIN1
     options.case_sensitive = not ignore_case
     options.log_errors = False
     try:
-        return re2.compile(_python_to_re2(expression), options)
+        return re2.compile(re2_expression, options)
     except re2.error:
         return regex
 
@@ -342,7 +391,7 @@ def cmd_grep(ctx: Invocation) -> int:
     try:
         regex = _compile_grep(compiled, "i" in options)
     except re.error as error:
-        ctx.err(f"grep: {_regex_error(error, compiled)}")
+        ctx.err(f"grep: {_regex_error(error, error.pattern)}")
         return 2
     selected, errors = False, False
     for name in files or ["-"]:

@@ -43,14 +43,16 @@ __all__ = [
 _OPERATORS = ("&&", "||", ";;", ">>", ">&", ">|", "<<", "<&", ";", "|", ">", "<", "&", "(", ")")
 _OPERATOR_CHARS = frozenset("".join(_OPERATORS))
 #: What this shell does not run: bash would, so it is refused, not misread. The operators
-#: of _REFUSED_OPERATORS wherever they come; "(" where it starts a command (elsewhere bash
-#: refuses it too); "$(", "$((" and "`" in a word, unquoted or in double quotes.
+#: of _REFUSED_OPERATORS wherever they come; "(" where it starts a command, and "( )" after
+#: a command's first word (elsewhere bash refuses them too); "$(", "$((" and "`" in a
+#: word, unquoted or in double quotes.
 _NOT_SUPPORTED = {
     "<": "input redirection",
     "<<": "a here-document",
     "<&": "input redirection",
     "&": "a background job",
     "(": "a subshell",
+    "()": "a function definition",
     "$(": "command substitution",
     "$((": "arithmetic expansion",
     "`": "command substitution",
@@ -323,7 +325,16 @@ class _Parser:
         first = self.peek()
         if first is not None and first.kind == "op" and first.text == "(":
             raise _refused(first.text, first.line)
+        start = self.pos
         while (token := self.peek()) is not None:
+            if token.kind == "op" and token.text == "(" and self.pos == start + 1 and words:
+                # "name (" starts a function definition, "name ( )": bash blames what
+                # follows the "(" unless it is the ")".
+                self.pos += 1
+                closing = self.peek()
+                if closing is None or closing.kind != "op" or closing.text != ")":
+                    raise self.unexpected(closing)
+                raise _refused("()", token.line)
             if token.kind == "word":
                 words.append(token.text)
                 self.pos += 1

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import curses.ascii
 import re
 import subprocess
 import sys
@@ -10,8 +11,8 @@ import sys
 import pytest
 
 from clients.shell import Shell, check_binary_file
-from clients.shell_builtins import (_bre_to_python, _echo_interpret, _python_to_re2,
-                                    _regex_error)
+from clients.shell_builtins import (_bre_to_python, _compile_grep, _echo_interpret,
+                                    _python_to_re2, _regex_error)
 from clients.shell_parser import (
     AndOr,
     Command,
@@ -218,7 +219,12 @@ def test_status_and_pid_parameters_expand_when_run():
         ("echo a\n| grep x", "syntax error near unexpected token `|'", 2),
         ("echo >", "syntax error near unexpected token `newline'", 1),
         ("echo > ;", "syntax error near unexpected token `;'", 1),
-        ("echo (x)", "syntax error near unexpected token `('", 1),  # bash's too: no subshell
+        # bash 5.2's too: after one word, "(" starts a function definition, "name ( )".
+        ("echo (x)", "syntax error near unexpected token `x'", 1),
+        ("echo (", "syntax error near unexpected token `newline'", 1),
+        ("echo x (y)", "syntax error near unexpected token `('", 1),
+        ("f() { :; }", "a function definition (`()') is not supported by ftrace-shell", 1),
+        ("echo a\nf ( )", "a function definition (`()') is not supported by ftrace-shell", 2),
         ("(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("echo a;(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("echo a &&\n (echo x)", "a subshell (`(') is not supported by ftrace-shell", 2),
@@ -504,10 +510,36 @@ def test_grep_answers_at_once_where_a_backtracking_matcher_never_would():
         ("echo abab | grep '\\(ab\\)\\1'", 0, "abab\n"),  # back-references still match
         ("echo abac | grep -E '(ab)\\1'", 1, ""),
         ("echo ABAB | grep -i '\\(ab\\)\\1'", 0, "ABAB\n"),
+        # A back-reference is matched by Python's re, which reads "[[:alpha:]]" as a set.
+        ("echo aa | grep -E '([[:alpha:]])\\1'", 0, "aa\n"),
+        ("echo '::' | grep -cE '([[:alpha:]])\\1'", 1, "0\n"),
+        ("echo 'x  y' | grep -E '([^[:alnum:]])\\1'", 0, "x  y\n"),
+        ("echo AA1 | grep -iE '([[:lower:]])\\1'", 0, "AA1\n"),
+        # A back-reference is one digit: "\12" is group 1, then a "2".
+        ("echo aa2 | grep -E '(a)\\12'", 0, "aa2\n"),
+        ("echo aa22 | grep '^\\(a\\)\\12*$'", 0, "aa22\n"),
+        ("echo abcdefghijkla2 | grep -E '(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)(k)(l)\\12'", 0,
+         "abcdefghijkla2\n"),
+        ("echo abcdefghijkll | grep -cE '(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)(k)(l)\\12'", 1, "0\n"),
     ],
 )
 def test_grep_matches_as_gnu_grep(script, status, out):
     assert run(script)[:2] == (status, out)
+
+
+@pytest.mark.parametrize("name", ["alpha", "digit", "alnum", "upper", "lower", "space",
+                                  "blank", "punct", "print", "graph", "cntrl", "xdigit"])
+@pytest.mark.parametrize("negated", [False, True])
+@pytest.mark.parametrize("back_reference", [b"", b"\\1"])
+def test_posix_classes_are_the_c_locales(name, negated, back_reference):
+    """Each POSIX class, in a bracket and in a negated one, holds the bytes C's is<name>()
+    holds in the C locale (curses.ascii's), as GNU grep 3.8 matches them under LC_ALL=C:
+    RE2 matching, and Python's re (for a back-reference)."""
+    bracket = b"[^[:%s:]]" % name.encode() if negated else b"[[:%s:]]" % name.encode()
+    regex = _compile_grep(b"(" + bracket + b")" + back_reference, False)
+    is_class = getattr(curses.ascii, "is" + name)
+    matched = [byte for byte in range(256) if regex.search(bytes([byte, byte]))]
+    assert matched == [byte for byte in range(256) if bool(is_class(byte)) != negated]
 
 
 @pytest.mark.parametrize(
@@ -520,6 +552,8 @@ def test_grep_matches_as_gnu_grep(script, status, out):
         (rb"\\s", rb"\\s"),  # a backslash, and an s
         (rb"a{,2}b{,}", rb"a{0,2}b{0,}"),  # RE2 reads {,N} as characters
         (rb"[{,2}]\{,2}a{,x}", rb"[{,2}]\{,2}a{,x}"),
+        (rb"(a)\12", None),  # a back-reference: Python's re matches
+        (rb"[\1]\\1", rb"[\1]\\1"),  # in a bracket; a backslash, and a 1
     ],
 )
 def test_python_syntax_to_re2s(python, re2):
