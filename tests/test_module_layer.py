@@ -575,20 +575,27 @@ def test_a_module_that_uses_another_holds_a_reference_to_it_until_it_goes(
     assert loader.modules() == []
 
 
+def load_vfat_during(loader: ModuleLoader, fat_state: int) -> list[int]:
+    """Have fat's notifier for ``fat_state`` load vfat, which must fail; returns the
+    errnos those loads failed with, filled in as fat goes through that state."""
+    errors: list[int] = []
+
+    def load_vfat(state: int, mod: Module) -> None:
+        if state == fat_state and mod.name == "fat":
+            with pytest.raises(OSError) as exc:
+                loader.load_module(load_catalog()["vfat"])
+            errors.append(exc.value.errno)
+
+    loader.register_module_notifier(load_vfat)
+    return errors
+
+
 def test_a_module_needed_while_it_unloads_is_an_unknown_symbol(
         loader: ModuleLoader, logged: list[tuple[str, int]]) -> None:
     """find_symbol() finds an unloading module's exports, but try_module_get() refuses it:
     each symbol fails with -ENOENT."""
     catalog = load_catalog()
-    errors: list[int] = []
-
-    def load_vfat_while_fat_goes(state: int, mod: Module) -> None:
-        if state == MODULE_STATE_GOING and mod.name == "fat":
-            with pytest.raises(FileNotFoundError) as exc:
-                loader.load_module(catalog["vfat"])
-            errors.append(exc.value.errno)
-
-    loader.register_module_notifier(load_vfat_while_fat_goes)
+    errors = load_vfat_during(loader, MODULE_STATE_GOING)
     fat = loader.load_module(catalog["fat"])
     loader.delete_module("fat")
     assert errors == [errno.ENOENT] and loader.modules() == []
@@ -636,15 +643,7 @@ def test_a_load_gives_up_on_a_module_that_stays_loading(
     and the symbol fails with the EBUSY strong_try_module_get() gave."""
     monkeypatch.setattr("kernel_daemon.module.loader.RESOLVE_WAIT_SECONDS", 0)
     catalog = load_catalog()
-    errors: list[int] = []
-
-    def load_vfat_while_fat_loads(state: int, mod: Module) -> None:
-        if state == MODULE_STATE_COMING and mod.name == "fat":
-            with pytest.raises(OSError) as exc:
-                loader.load_module(catalog["vfat"])
-            errors.append(exc.value.errno)
-
-    loader.register_module_notifier(load_vfat_while_fat_loads)
+    errors = load_vfat_during(loader, MODULE_STATE_COMING)
     fat = loader.load_module(catalog["fat"])
     assert errors == [errno.EBUSY] and [m.name for m in loader.modules()] == ["fat"]
     first = catalog["vfat"].imports[0]
