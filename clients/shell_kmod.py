@@ -34,7 +34,10 @@ def cmd_modprobe(ctx: Invocation) -> int:
     depends = modules_dep(ctx.shell.client)
     say = (lambda message: None) if "q" in options else ctx.err
     step = _modprobe_remove if "r" in options else _modprobe_insert
-    return 0 if all(step(ctx, say, name, depends) for name in names) else 1
+    # kmod's insmod_all()/rmmod_all(): every name is tried, a failure does not stop the
+    # others, and any failure makes the status 1.
+    results = [step(ctx, say, name, depends) for name in names]
+    return 0 if all(results) else 1
 
 
 def _modprobe_insert(ctx: Invocation, say: Callable[[str], None], name: str,
