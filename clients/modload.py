@@ -5,9 +5,9 @@
                    [--spawn DAEMON-OPTION...]
 
 Each cycle picks one of the ``-m`` modules (catalog names; default ``uinput``; several are
-picked at random, seeded by ``--seed``), loads it (``modprobe``: an already loaded module
-is taken as is), keeps it ``--hold`` seconds, and unloads it (``rmmod``). One line per
-operation, on stdout::
+picked at random, seeded by ``--seed``), loads it (``modprobe``: the modules it depends on
+first, and an already loaded module is taken as is), keeps it ``--hold`` seconds, and
+unloads it (``rmmod``). One line per operation, on stdout::
 
     modprobe uinput at 0xffffffffa0000000
     rmmod uinput
@@ -18,11 +18,14 @@ same address — the premise of the 8c4f3c3 report, which first-fit placement gi
 ``(moved from 0x...)``. ``(already loaded)`` marks a module someone else had loaded.
 
 It runs ``--count`` cycles, for ``--duration`` seconds, or until SIGINT/SIGTERM; a cycle
-under way is finished, so no module this program loaded is left behind. Exit status 0.
-A concurrent loader or unloader of the same module makes an operation fail (EEXIST,
-ENOENT, EBUSY, or EAGAIN for an unload that meets the reference its load still holds):
-that is reported on stderr as modprobe/rmmod print it, and the loop goes on. An unknown
-module, a full module address space, or an unreachable daemon ends the run with status 1.
+under way is finished, so no module this program named is left behind (a dependency
+modprobe loaded for one stays, as after ``modprobe vfat; rmmod vfat``). Exit status 0.
+A concurrent loader or unloader of the same modules makes an operation fail (EEXIST;
+ENOENT: not loaded, or for a load a module it needs gone meanwhile; EBUSY; EAGAIN for
+an unload that meets the reference its load still holds, or a module another module
+uses, as fat while vfat is loaded): that is reported on stderr as modprobe/rmmod print
+it, and the loop goes on. A module not in the catalog, a full module address space, or
+an unreachable daemon ends the run with status 1.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import time
 from clients import cli
 from clients.api import Client
 from clients.errors import FtraceError
+from clients.kmod import insert_failure, modprobe_insert, modules_dep
 
 PROG = "ftrace-modload"
 #: Failures a concurrent modprobe/rmmod of the same module causes: reported, not fatal.
@@ -57,20 +61,23 @@ class Modload:
     def __init__(self, client: Client, placement: str | None) -> None:
         self.client = client
         self.placement = placement
+        self.depends = modules_dep(client)
         self.last_base: dict[str, int] = {}
         self.loads = self.unloads = self.failures = 0
 
     def load(self, name: str) -> bool:
         """modprobe NAME; True when the module is there to unload."""
+        if name not in self.depends:
+            complain(f"{PROG}: FATAL: Module {name} not found.")
+            raise Fatal
         try:
-            info = self.client.load(name, if_loaded_ok=True, placement=self.placement)
+            info = modprobe_insert(self.client, name, self.depends, self.placement)
         except FtraceError as error:
-            if error.errno_name == "ENOENT":
-                complain(f"{PROG}: FATAL: Module {name} not found.")
-                raise Fatal from error
             if error.errno_name in RACES and error.from_kernel:
                 self.failures += 1
-                complain(f"modprobe {name}: {cli.error_text(error)}")
+                text = (insert_failure(error) if error.errno_name == "ENOENT"
+                        else cli.error_text(error))
+                complain(f"modprobe {name}: {text}")
                 return False
             complain(f"{PROG}: modprobe {name}: {cli.error_text(error, self.client)}")
             raise Fatal from error

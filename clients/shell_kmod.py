@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 from clients.errors import FtraceError
+from clients.kmod import insert_failure, modprobe_insert, modules_dep
 from clients.shell_runtime import COMMANDS, Invocation, command, parse_options
 from ftrace.v1.modules_pb2 import ModuleInfo
 
@@ -30,29 +31,27 @@ def cmd_modprobe(ctx: Invocation) -> int:
     if not names:
         ctx.err("modprobe: ERROR: missing parameters. See -h.")
         return 1
-    # modules.dep: the modules on the model's disk, and what each needs loaded first.
-    depends = {module.name: list(module.depends) for module in ctx.shell.client.catalog()}
+    depends = modules_dep(ctx.shell.client)
     say = (lambda message: None) if "q" in options else ctx.err
     step = _modprobe_remove if "r" in options else _modprobe_insert
-    return 0 if all(step(ctx, say, name, depends) for name in names) else 1
+    # kmod's insmod_all()/rmmod_all(): every name is tried, a failure does not stop the
+    # others, and any failure makes the status 1.
+    results = [step(ctx, say, name, depends) for name in names]
+    return 0 if all(results) else 1
 
 
 def _modprobe_insert(ctx: Invocation, say: Callable[[str], None], name: str,
                      depends: dict[str, list[str]]) -> bool:
-    """kmod's modprobe: the module's dependencies in modules.dep order, each inserted
-    unless it is there already (in any state), then the module; a failure names the
-    module asked for, as kmod's ``insmod()`` reports ``kmod_module_probe_insert_module()``."""
+    """kmod's modprobe (:func:`modprobe_insert`); a failure names the module asked for,
+    as kmod's ``insmod()`` reports ``kmod_module_probe_insert_module()``."""
     if name not in depends:
         release = ctx.shell.client.config().release
         say(f"modprobe: FATAL: Module {name} not found in directory /lib/modules/{release}")
         return False
     try:
-        for module in [*depends[name], name]:
-            ctx.shell.client.load(module, if_loaded_ok=True)
+        modprobe_insert(ctx.shell.client, name, depends)
     except FtraceError as error:
-        reason = ("Unknown symbol in module, or unknown parameter (see dmesg)"
-                  if error.errno == errno.ENOENT else error.strerror)
-        say(f"modprobe: ERROR: could not insert '{name}': {reason}")
+        say(f"modprobe: ERROR: could not insert '{name}': {insert_failure(error)}")
         return False
     return True
 

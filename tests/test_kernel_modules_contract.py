@@ -509,6 +509,39 @@ def test_a_module_that_uses_another_through_load_list_unload_and_the_catalog(cli
     assert client.list_modules() == [] and client.check_consistency().ok
 
 
+def test_a_load_whose_caller_goes_while_it_waits_for_a_module_still_loading_fails(
+        client, daemon):
+    """vfat's Load waits in resolve_symbol_wait() for fat, paused in its load; its caller
+    goes (the deadline passes), which the model takes for the signal that interrupts the
+    wait: each symbol gives up at once and fails with EBUSY, before fat is released, and
+    vfat is never loaded for nobody."""
+    vfat_deadline = 2.0  # ample for the call to reach the daemon; the wait would be 30 s
+    with Client(daemon.address) as loader:
+        client.set_failpoint(LOAD_COUNT, "1*pause")
+        fat = Background(loader.load, "fat")
+        client.wait_failpoint(LOAD_COUNT, timeout=PROMPTLY)
+        with pytest.raises(grpc.RpcError) as gone:
+            client.connection.modules.Load(modules_pb2.LoadModuleRequest(catalog_name="vfat"),
+                                           timeout=vfat_deadline)
+        assert gone.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        imports = load_catalog()["vfat"].imports
+        expected = [line for name in imports for line in (
+            (4, "vfat: gave up waiting for init of module fat."),
+            (4, f"vfat: Unknown symbol {name} (err -16)"))]
+
+        def vfat_lines() -> list[tuple[int, str]]:
+            return [(line.level, line.message) for line in client.dmesg_lines().lines
+                    if line.message.startswith("vfat: ")]
+
+        wait_until(lambda: len(vfat_lines()) >= len(expected))
+        assert vfat_lines() == expected
+        client.release_failpoint(LOAD_COUNT)
+        assert fat.outcome().name == "fat"
+    assert [(m.name, m.refcount, list(m.used_by)) for m in client.list_modules()] == [
+        ("fat", 0, [])]
+    assert client.check_consistency().ok
+
+
 def test_catalog_checks_the_callers_identity_like_every_call(daemon):
     channel = grpc.insecure_channel(f"unix:{daemon.address.removeprefix('unix:')}")
     stub = modules_pb2_grpc.ModulesStub(channel)

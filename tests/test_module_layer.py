@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -575,20 +576,29 @@ def test_a_module_that_uses_another_holds_a_reference_to_it_until_it_goes(
     assert loader.modules() == []
 
 
+def load_vfat_during(loader: ModuleLoader, fat_state: int,
+                     signal_pending: Callable[[], bool] = lambda: False) -> list[int]:
+    """Have fat's notifier for ``fat_state`` load vfat (its caller's ``signal_pending``
+    that given), which must fail; returns the errnos those loads failed with, filled in
+    as fat goes through that state."""
+    errors: list[int] = []
+
+    def load_vfat(state: int, mod: Module) -> None:
+        if state == fat_state and mod.name == "fat":
+            with pytest.raises(OSError) as exc:
+                loader.load_module(load_catalog()["vfat"], signal_pending=signal_pending)
+            errors.append(exc.value.errno)
+
+    loader.register_module_notifier(load_vfat)
+    return errors
+
+
 def test_a_module_needed_while_it_unloads_is_an_unknown_symbol(
         loader: ModuleLoader, logged: list[tuple[str, int]]) -> None:
     """find_symbol() finds an unloading module's exports, but try_module_get() refuses it:
     each symbol fails with -ENOENT."""
     catalog = load_catalog()
-    errors: list[int] = []
-
-    def load_vfat_while_fat_goes(state: int, mod: Module) -> None:
-        if state == MODULE_STATE_GOING and mod.name == "fat":
-            with pytest.raises(FileNotFoundError) as exc:
-                loader.load_module(catalog["vfat"])
-            errors.append(exc.value.errno)
-
-    loader.register_module_notifier(load_vfat_while_fat_goes)
+    errors = load_vfat_during(loader, MODULE_STATE_GOING)
     fat = loader.load_module(catalog["fat"])
     loader.delete_module("fat")
     assert errors == [errno.ENOENT] and loader.modules() == []
@@ -636,21 +646,30 @@ def test_a_load_gives_up_on_a_module_that_stays_loading(
     and the symbol fails with the EBUSY strong_try_module_get() gave."""
     monkeypatch.setattr("kernel_daemon.module.loader.RESOLVE_WAIT_SECONDS", 0)
     catalog = load_catalog()
-    errors: list[int] = []
-
-    def load_vfat_while_fat_loads(state: int, mod: Module) -> None:
-        if state == MODULE_STATE_COMING and mod.name == "fat":
-            with pytest.raises(OSError) as exc:
-                loader.load_module(catalog["vfat"])
-            errors.append(exc.value.errno)
-
-    loader.register_module_notifier(load_vfat_while_fat_loads)
+    errors = load_vfat_during(loader, MODULE_STATE_COMING)
     fat = loader.load_module(catalog["fat"])
     assert errors == [errno.EBUSY] and [m.name for m in loader.modules()] == ["fat"]
     first = catalog["vfat"].imports[0]
     assert logged[:2] == [("vfat: gave up waiting for init of module fat.", 4),
                           (f"vfat: Unknown symbol {first} (err -16)", 4)]
     assert len(logged) == 2 * len(catalog["vfat"].imports)  # each symbol waits again
+    assert (fat.refcnt, fat.source_list) == (0, ())
+
+
+def test_a_signal_ends_the_wait_for_a_module_still_loading(
+        loader: ModuleLoader, logged: list[tuple[str, int]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """wait_event_interruptible_timeout() with a signal pending (the model's: the caller
+    went away): each symbol whose module is still loading gives up at once, with the
+    time limit out of reach, and fails with EBUSY; vfat is not loaded."""
+    monkeypatch.setattr("kernel_daemon.module.loader.RESOLVE_WAIT_SECONDS", 3600)
+    catalog = load_catalog()
+    errors = load_vfat_during(loader, MODULE_STATE_COMING, signal_pending=lambda: True)
+    fat = loader.load_module(catalog["fat"])
+    assert errors == [errno.EBUSY] and [m.name for m in loader.modules()] == ["fat"]
+    assert logged == [line for name in catalog["vfat"].imports for line in (
+        ("vfat: gave up waiting for init of module fat.", 4),
+        (f"vfat: Unknown symbol {name} (err -16)", 4))]
     assert (fat.refcnt, fat.source_list) == (0, ())
 
 

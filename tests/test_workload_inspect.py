@@ -131,6 +131,24 @@ def test_modload_several_modules_random_placement_and_unknown_module(spawn):
     assert unknown.stderr == "ftrace-modload: FATAL: Module nosuch not found.\n"
 
 
+def test_modload_loads_what_a_module_depends_on_first_as_modprobe_does(spawn):
+    """vfat needs fat (modules.dep): each modprobe inserts fat unless it is loaded, then
+    vfat; the rmmod unloads vfat alone, so fat stays, unused, as after the real tools."""
+    daemon = spawn(SMALL)
+    done = run("clients.modload", "--address", daemon.address, "-m", "vfat", "--count", "2")
+    assert done.returncode == 0, done.stderr
+    first, unload, again, unload_again = done.stdout.splitlines()
+    base = re.fullmatch(r"modprobe vfat at (0x[0-9a-f]+)", first)
+    assert base, first
+    assert [unload, again, unload_again] == [
+        "rmmod vfat", f"modprobe vfat at {base[1]} (reloaded at the same address)",
+        "rmmod vfat"]
+    assert done.stderr == "ftrace-modload: 2 loads, 2 unloads, 0 failed\n"
+    with daemon.connect() as client:
+        assert [(m.name, m.refcount, list(m.used_by)) for m in client.list_modules()] == [
+            ("fat", 0, [])]
+
+
 # --- ftrace-inspect -----------------------------------------------------------------------
 # The test process is itself another process than the daemon: most runs call the program's
 # main() here (a subprocess costs half a second of imports); one runs it as a program.

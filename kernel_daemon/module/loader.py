@@ -24,8 +24,9 @@ us: get rid of them first."), and so does a LIVE one that still holds references
 3.6's ``try_stop_module()`` does under the ``O_NONBLOCK`` that ``rmmod`` and ``modprobe
 -r`` always pass (the unload that waits for the references, without it, is not modelled).
 A symbol whose module is still loading is waited for (``resolve_symbol_wait()``), up to
-30 s; one whose module is unloading, or that no module exports, fails the load (ENOENT)
-after a ``Unknown symbol`` line in the kernel log for each.
+30 s or until a signal (the model's: the caller went away); one still not resolved then
+fails the load (EBUSY), one whose module is unloading, or that no module exports, too
+(ENOENT), after a ``Unknown symbol`` line in the kernel log for each.
 
 Where the model differs: no ELF, relocation, parameters or init function; a failing
 COMING notifier (which cannot happen in the kernel, whose notifiers return codes) is
@@ -71,6 +72,8 @@ _ELF64_SYM_SIZE = 24
 _FIXED_DATA_SIZE = 0x1000
 
 ModuleNotifier = Callable[[int, "Module"], None]
+# signal_pending(current): has the calling task been signalled?
+SignalPending = Callable[[], bool]
 
 
 @dataclass(eq=False)
@@ -204,7 +207,8 @@ class ModuleLoader:
         return list(self._modules)
 
     @kernel_function_named("load_module")
-    def _link_module(self, spec: ModuleSpec, placement: str | None) -> Module:
+    def _link_module(self, spec: ModuleSpec, placement: str | None,
+                     signal_pending: SignalPending) -> Module:
         """``load_module()``: resolve the module's imports, allocate and lay it out, then
         put it on the list.
 
@@ -221,7 +225,7 @@ class ModuleLoader:
         mod = Module(spec.name, 0, _core_size(spec), MODULE_STATE_COMING, (),
                      "" if spec.in_tree else "O", refcnt=1, syms=spec.exported,
                      gpl_syms=spec.exported_gpl)
-        self._simplify_symbols(mod, spec.imports)
+        self._simplify_symbols(mod, spec.imports, signal_pending)
         try:
             with self.module_mutex:
                 if self.find_module(spec.name) is not None:
@@ -237,13 +241,14 @@ class ModuleLoader:
             self._module_unload_free(mod)  # load_module()'s free_unload
             raise
 
-    def _simplify_symbols(self, mod: Module, imports: tuple[str, ...]) -> None:
+    def _simplify_symbols(self, mod: Module, imports: tuple[str, ...],
+                          signal_pending: SignalPending) -> None:
         """``simplify_symbols()`` for the undefined symbols other modules export: resolve
         each; report each that does not resolve, and then fail with the last one's error
         (ENOENT when no module exports it), dropping the references the others took."""
         error = 0
         for name in imports:
-            err = self._resolve_symbol_wait(mod, name)
+            err = self._resolve_symbol_wait(mod, name, signal_pending)
             if err == 0:
                 continue
             # PTR_ERR(ksym): 0 for a symbol not found, -errno for one refused.
@@ -254,16 +259,20 @@ class ModuleLoader:
             self._module_unload_free(mod)
             raise OSError(error, f"module {mod.name} needs symbols no loaded module gives")
 
-    def _resolve_symbol_wait(self, mod: Module, name: str) -> int | None:
+    def _resolve_symbol_wait(self, mod: Module, name: str,
+                             signal_pending: SignalPending) -> int | None:
         """``resolve_symbol_wait()``: :meth:`_resolve_symbol`, again each time a module
         finishes loading (``wake_up(&module_wq)``), while the owner is still loading
-        (EBUSY), for 30 s at most. (A signal would end the wait early; no caller of the
-        model gets one.)"""
+        (EBUSY), for 30 s at most (``wait_event_interruptible_timeout()``).  A pending
+        signal ends the wait, or skips it, leaving the EBUSY: the condition is looked at
+        first, then the signal, so a symbol that resolves still resolves."""
         deadline = time.monotonic() + RESOLVE_WAIT_SECONDS
         with self.module_wq:
             while (resolved := self._resolve_symbol(mod, name))[0] == errno.EBUSY:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                # Under module_wq's lock, as signal_wake_up() takes it: a signal that
+                # comes after this look wakes the wait below.
+                if remaining <= 0 or signal_pending():
                     self._printk(f"{mod.name}: gave up waiting for init of module "
                                  f"{resolved[1]}.", level=KERN_WARNING)
                     break
@@ -296,6 +305,12 @@ class ModuleLoader:
         with self.module_wq:
             self.module_wq.notify_all()
 
+    def signal_wake_up(self) -> None:
+        """``signal_wake_up()`` for loads asleep in ``resolve_symbol_wait()``: a caller was
+        signalled (went away).  Every waiter wakes and looks at its own
+        ``signal_pending``; the others sleep again."""
+        self._wake_up_module_wq()
+
     @kernel_function_named("free_module")
     def _free_module(self, mod: Module) -> None:
         """``free_module()``: unlink the module, drop its uses of others, free its memory."""
@@ -306,15 +321,20 @@ class ModuleLoader:
         with self.module_mutex:
             self._address_space.free(mod.module_core)
 
-    def load_module(self, spec: ModuleSpec, placement: str | None = None) -> Module:
+    def load_module(self, spec: ModuleSpec, placement: str | None = None,
+                    signal_pending: SignalPending = lambda: False) -> Module:
         """``sys_init_module()``: load ``spec`` and return the LIVE module.
 
         ``placement`` ("first-fit", "random") overrides the address space's policy for
-        this module. Raises FileExistsError (-EEXIST) if a module of that name is on the
-        list, and MemoryError (-ENOMEM) if the module space is full.
+        this module.  ``signal_pending`` is the caller's ``signal_pending(current)``;
+        whoever makes it true calls :meth:`signal_wake_up`.  Raises OSError for imports
+        that do not resolve: ENOENT (no module exports one, or its module is
+        unloading), EBUSY (its module still loading after 30 s, or when a signal came);
+        FileExistsError (-EEXIST) if a module of that name is on the list, and
+        MemoryError (-ENOMEM) if the module space is full.
         """
         with kernel_frames("system_call_fastpath", "sys_init_module"):
-            mod = self._link_module(spec, placement)
+            mod = self._link_module(spec, placement, signal_pending)
             try:
                 self._module_notify(MODULE_STATE_COMING, mod)
             except BaseException:

@@ -62,9 +62,14 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
             loaded = boot.kernel.modules.find_module(spec.name)
             if loaded is not None and request.if_loaded_ok:
                 return module_info(loaded, already_loaded=True)
+            # A caller that went away is the model's signal (a killed modprobe): it ends
+            # resolve_symbol_wait().  add_callback() False: the call has already ended,
+            # is_active() already says so, and no wait starts.
+            context.add_callback(boot.kernel.modules.signal_wake_up)
             try:
                 return module_info(boot.kernel.modules.load_module(
-                    spec, PLACEMENTS[request.placement]))
+                    spec, PLACEMENTS[request.placement],
+                    signal_pending=lambda: not context.is_active()))
             except FileExistsError:
                 if request.if_loaded_ok:
                     return module_info(boot.kernel.modules.find_module(spec.name), True)
