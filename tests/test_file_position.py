@@ -26,12 +26,17 @@ def client(daemon):
         yield c
 
 
-def write_error(f, data: bytes) -> int:
-    """The errno of a write that must fail; the file stays open."""
+def errno_of(syscall: str, call, *args, **kwargs) -> int:
+    """The errno of a system call that must fail, the kernel's and the call's own; the
+    file stays open."""
     with pytest.raises(FtraceError) as exc:
-        f.write(data)
-    assert exc.value.syscall == "write" and exc.value.from_kernel
+        call(*args, **kwargs)
+    assert exc.value.syscall == syscall and exc.value.from_kernel
     return exc.value.errno
+
+
+def write_error(f, data: bytes) -> int:
+    return errno_of("write", f.write, data)
 
 
 # Each write handler's *ppos update, a write of ``data`` at a time: the position after one.
@@ -129,10 +134,7 @@ def test_free_buffer_s_write_moves_a_position_no_lseek_can_see(client):
 
 
 def read_error(f, size: int) -> int:
-    with pytest.raises(FtraceError) as exc:
-        f.read(size)
-    assert exc.value.syscall == "read" and exc.value.from_kernel
-    return exc.value.errno
+    return errno_of("read", f.read, size)
 
 
 # A simple_read_from_buffer() file, a setting, and a change to it between two reads.
@@ -184,17 +186,11 @@ def test_tracing_cpumask_reads_need_room_for_the_mask_its_newline_and_a_nul(clie
 
 
 def pwrite_error(f, data: bytes, offset: int) -> int:
-    with pytest.raises(FtraceError) as exc:
-        f.write(data, offset=offset)
-    assert exc.value.syscall == "write" and exc.value.from_kernel
-    return exc.value.errno
+    return errno_of("write", f.write, data, offset=offset)
 
 
 def pread_error(f, offset: int) -> int:
-    with pytest.raises(FtraceError) as exc:
-        f.read(10, offset=offset)
-    assert exc.value.syscall == "read" and exc.value.from_kernel
-    return exc.value.errno
+    return errno_of("read", f.read, 10, offset=offset)
 
 
 # Files whose open calls seq_open() (single_open(), __seq_open_private()), which clears
