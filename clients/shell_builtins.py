@@ -250,6 +250,7 @@ _REGEX_ERRORS = (
     ("bad character range", "Invalid range end"),
     ("invalid group reference", "Invalid back reference"),
     ("min repeat greater than max repeat", "Invalid content of \\{\\}"),
+    (_INVALID_CLASS := "invalid character class", "Invalid character class name"),
 )
 
 
@@ -335,12 +336,14 @@ def _python_to_re2(expression: bytes) -> bytes | None:
 
 def _grep_to_python(expression: bytes) -> bytes:
     """``expression`` with the meaning GNU grep gives it, for Python's re: a POSIX class
-    as the characters it stands for, and a back-reference as one digit (``\\12``: group 1,
-    then a "2")."""
+    as the characters it stands for (an unknown one is GNU's error), and a back-reference
+    as one digit (``\\12``: group 1, then a "2")."""
     out: list[bytes] = []
-    for _, token, inside in _tokens(expression):
-        if inside:
-            token = _POSIX_SETS.get(token, token)
+    for start, token, inside in _tokens(expression):
+        if inside and _POSIX_CLASS.fullmatch(token):
+            if token not in _POSIX_SETS:  # "[[:foo:]]", "[[:^alpha:]]": glibc's REG_ECTYPE
+                raise re.error(_INVALID_CLASS, expression, start)
+            token = _POSIX_SETS[token]
         elif _BACK_REFERENCE.fullmatch(token):
             token = b"(?:" + token + b")"
         out.append(token)

@@ -320,6 +320,15 @@ def test_regular_expression_errors_read_as_gnu_greps(bre, python):
     assert _regex_error(caught.value, pattern) == python
 
 
+@pytest.mark.parametrize("pattern", [b"[[:foo:]]", b"[[:^alpha:]]", b"a[b[:nope:]c]"])
+def test_an_unknown_character_class_is_gnu_greps_error(pattern):
+    """glibc's REG_ECTYPE, which GNU grep 3.8 prints for these (status 2); re would read
+    each as a set of the name's characters."""
+    with pytest.raises(re.error) as caught:
+        _compile_grep(pattern, ignore_case=False)
+    assert _regex_error(caught.value, caught.value.pattern) == "Invalid character class name"
+
+
 @pytest.mark.parametrize(
     "bre, python",
     [
