@@ -249,6 +249,7 @@ _REGEX_ERRORS = (
     ("bad escape (end of pattern)", "Trailing backslash"),
     ("bad character range", "Invalid range end"),
     ("invalid group reference", "Invalid back reference"),
+    ("cannot refer to an open group", "Invalid back reference"),
     ("min repeat greater than max repeat", "Invalid content of \\{\\}"),
     (_INVALID_CLASS := "invalid character class", "Invalid character class name"),
 )
@@ -272,8 +273,9 @@ class _Matcher(Protocol):
 #: What RE2 reads differently from Python's re, by the escape: \s and \S are C's isspace()
 #: in Python (and GNU grep), with \v, which RE2's \s lacks. Outside and inside a bracket.
 _RE2_SPACES = {b"\\s": (b"[[:space:]]", b"[:space:]"), b"\\S": (b"[[:^space:]]", b"[:^space:]")}
-#: A bracket's POSIX class, which RE2 reads as one (as GNU grep does).
-_POSIX_CLASS = re.compile(rb"\[:\^?[a-z]+:\]")
+#: A bracket's POSIX class, which RE2 reads as one (as GNU grep does); any name, for an
+#: unknown one is an error ("[[:ALPHA:]]", "[[:^alpha:]]").
+_POSIX_CLASS = re.compile(rb"\[:[^]:]*:\]")
 #: The POSIX classes as Python re's set contents, for the C locale (glibc's ctype tables
 #: for bytes 0-127; none of 128-255 is in any class): re reads "[[:alpha:]]" as the set
 #: "[:alph" and a "]".

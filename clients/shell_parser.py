@@ -23,6 +23,7 @@ continues onto nothing, as in bash; a backslash that is the input's very last ch
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -58,6 +59,12 @@ _NOT_SUPPORTED = {
     "`": "command substitution",
 }
 _REFUSED_OPERATORS = frozenset(("<", "<<", "<&", "&"))
+#: bash's reserved words after which a command may start, a "(" a subshell: not a
+#: function's name.
+_OPENING_RESERVED_WORDS = frozenset(("time", "!", "if", "then", "else", "elif", "while",
+                                     "until", "do", "{"))
+#: A variable assignment, which bash reads before a command's name: never a function's.
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _BLANKS = " \t"
 #: The special parameters, as markers in a word: NUL cannot occur in a shell word.
 _PARAMETERS = {"?": "\0?", "$": "\0$"}
@@ -328,6 +335,10 @@ class _Parser:
         start = self.pos
         while (token := self.peek()) is not None:
             if token.kind == "op" and token.text == "(" and self.pos == start + 1 and words:
+                if words[0] in _OPENING_RESERVED_WORDS:  # "time (x)", "! (x)": a subshell
+                    raise _refused("(", token.line)
+                if _ASSIGNMENT.match(words[0]):  # no function name: bash blames the "("
+                    raise self.unexpected(token)
                 # "name (" starts a function definition, "name ( )": bash blames what
                 # follows the "(" unless it is the ")".
                 self.pos += 1

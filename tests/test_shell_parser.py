@@ -223,6 +223,9 @@ def test_status_and_pid_parameters_expand_when_run():
         ("echo (x)", "syntax error near unexpected token `x'", 1),
         ("echo (", "syntax error near unexpected token `newline'", 1),
         ("echo x (y)", "syntax error near unexpected token `('", 1),
+        ("a=1 (x)", "syntax error near unexpected token `('", 1),  # no function's name
+        ("time (x)", "a subshell (`(') is not supported by ftrace-shell", 1),
+        ("! (x)", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("f() { :; }", "a function definition (`()') is not supported by ftrace-shell", 1),
         ("echo a\nf ( )", "a function definition (`()') is not supported by ftrace-shell", 2),
         ("(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
@@ -310,6 +313,7 @@ def test_echo_escapes(data, expected):
         ("a\\", "Trailing backslash"),
         ("[b-a]", "Invalid range end"),
         ("\\1", "Invalid back reference"),
+        ("\\(a\\1\\)", "Invalid back reference"),
         ("a\\{1,0\\}", "Invalid content of \\{\\}"),
     ],
 )
@@ -320,7 +324,8 @@ def test_regular_expression_errors_read_as_gnu_greps(bre, python):
     assert _regex_error(caught.value, pattern) == python
 
 
-@pytest.mark.parametrize("pattern", [b"[[:foo:]]", b"[[:^alpha:]]", b"a[b[:nope:]c]"])
+@pytest.mark.parametrize("pattern", [b"[[:foo:]]", b"[[:^alpha:]]", b"a[b[:nope:]c]",
+                                     b"[[:ALPHA:]]", b"[[:alpha1:]]", b"([[:ALPHA:]])\\1"])
 def test_an_unknown_character_class_is_gnu_greps_error(pattern):
     """glibc's REG_ECTYPE, which GNU grep 3.8 prints for these (status 2); re would read
     each as a set of the name's characters."""
