@@ -152,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         waker.catch_signals()
         try:
             with cli.daemon_client(args) as client:
-                modload = Modload(client, args.placement)
+                try:
+                    modload = Modload(client, args.placement)
+                except FtraceError as error:  # the catalog (modules.dep) could not be read
+                    complain(f"{PROG}: {cli.error_text(error, client)}")
+                    return 1
                 try:
                     run(modload, args, waker)
                 except Fatal:
