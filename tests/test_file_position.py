@@ -224,25 +224,34 @@ def test_pwrite_is_espipe_on_a_file_whose_open_did_seq_open(client, path, flags)
 
 # The same fops opened only for writing (their open calls seq_open() only with
 # FMODE_READ), and tracing_open_generic() files: pwrite writes at its own position.
+# A file whose open leaves FMODE_PWRITE, a pwrite that changes what it (or ``trace``)
+# shows, and the position after it: the pwrite's own, so 0, but write-only
+# set_ftrace_filter seeks to 1 whatever is asked (ftrace_regex_lseek()).
 PWRITABLE = [
-    ("set_ftrace_filter", os.O_WRONLY, b"schedule\n"),
-    ("set_ftrace_pid", os.O_WRONLY, b"0\n"),
-    ("trace", os.O_WRONLY, b"ignored"),
-    ("tracing_on", os.O_RDWR, b"1\n"),
-    ("current_tracer", os.O_RDWR, b"nop\n"),
-    ("options/sym-offset", os.O_RDWR, b"0\n"),
-    ("trace_marker", os.O_WRONLY, b"hello\n"),
-    ("/proc/sys/kernel/ftrace_enabled", os.O_RDWR, b"1\n"),
+    ("set_ftrace_filter", os.O_WRONLY, b"schedule\n", 1, "set_ftrace_filter", b"schedule\n"),
+    ("set_ftrace_pid", os.O_WRONLY, b"0\n", 0, "set_ftrace_pid", b"swapper tasks\n"),
+    ("trace", os.O_WRONLY, b"ignored", 0, None, None),  # tracing_write_stub()
+    ("tracing_on", os.O_RDWR, b"0\n", 0, "tracing_on", b"0\n"),
+    ("current_tracer", os.O_RDWR, b"function\n", 0, "current_tracer", b"function\n"),
+    ("options/sym-offset", os.O_RDWR, b"1\n", 0, "options/sym-offset", b"1\n"),
+    ("trace_marker", os.O_WRONLY, b"hello\n", 0, "trace", b"tracing_mark_write: hello\n"),
+    ("/proc/sys/kernel/ftrace_enabled", os.O_RDWR, b"0\n", 0,
+     "/proc/sys/kernel/ftrace_enabled", b"0\n"),
 ]
 
 
-@pytest.mark.parametrize("path, flags, data", PWRITABLE,
-                         ids=[f"{p}-{ACCMODE[f]}" for p, f, _ in PWRITABLE])
-def test_pwrite_writes_where_no_seq_open_cleared_fmode_pwrite(client, path, flags, data):
-    path = path if path.startswith("/") else f"{T}/{path}"
-    with client.open(path, flags) as f:
+@pytest.mark.parametrize("path, flags, data, position, shows, shown", PWRITABLE,
+                         ids=[f"{row[0]}-{ACCMODE[row[1]]}" for row in PWRITABLE])
+def test_pwrite_writes_where_no_seq_open_cleared_fmode_pwrite(client, path, flags, data,
+                                                              position, shows, shown):
+    def absolute(name: str) -> str:
+        return name if name.startswith("/") else f"{T}/{name}"
+
+    with client.open(absolute(path), flags) as f:
         assert f.write(data, offset=0) == len(data)
-        assert f.seek(0, os.SEEK_CUR) in (0, 1)  # ftrace_regex_lseek() write-only: 1
+        assert f.seek(0, os.SEEK_CUR) == position
+    if shows is not None:
+        assert shown in client.read_file(absolute(shows))
 
 
 def test_nonseekable_open_clears_fmode_pread_and_fmode_pwrite(client):
