@@ -34,8 +34,9 @@ def cmd_modprobe(ctx: Invocation) -> int:
     depends = modules_dep(ctx.shell.client)
     say = (lambda message: None) if "q" in options else ctx.err
     step = _modprobe_remove if "r" in options else _modprobe_insert
-    # kmod's insmod_all()/rmmod_all(): every name is tried, a failure does not stop the
-    # others, and any failure makes the status 1.
+    # Every name is a module, as with kmod's -a (without it the names after the first are
+    # module parameters, which the model's modules do not take): insmod_all()/rmmod_all()
+    # try each, a failure does not stop the others, and any failure makes the status 1.
     results = [step(ctx, say, name, depends) for name in names]
     return 0 if all(results) else 1
 

@@ -663,6 +663,11 @@ def test_a_signal_ends_the_wait_for_a_module_still_loading(
     went away): each symbol whose module is still loading gives up at once, with the
     time limit out of reach, and fails with EBUSY; vfat is not loaded."""
     monkeypatch.setattr("kernel_daemon.module.loader.RESOLVE_WAIT_SECONDS", 3600)
+
+    def never(timeout: float | None = None) -> bool:
+        raise AssertionError("waited on module_wq with a signal pending")
+
+    monkeypatch.setattr(loader.module_wq, "wait", never)
     catalog = load_catalog()
     errors = load_vfat_during(loader, MODULE_STATE_COMING, signal_pending=lambda: True)
     fat = loader.load_module(catalog["fat"])

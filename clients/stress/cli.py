@@ -60,10 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"run this long (default {DEFAULT_DURATION:g} s)")
     limit.add_argument("--ops", type=int, metavar="N",
                        help="run N operations in all (shared among the clients)")
-    parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT,
-                        metavar="SECONDS", help="with --ops, end the run when no client has "
-                        "made progress for this long (a client stopped or stuck; default "
-                        "%(default)g s)")
+    parser.add_argument("--stall-timeout", type=float, metavar="SECONDS",
+                        help="with --ops, end the run when no client has made progress for "
+                        "this long (a client stopped or stuck; default "
+                        f"{DEFAULT_STALL_TIMEOUT:g} s)")
     for kind in WORKER_KINDS:
         parser.add_argument(f"--{kind}s", type=int, default=2, metavar="N",
                             help=f"{kind} processes (default 2)")
@@ -116,7 +116,9 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
     check_limits(parser, ("--duration", args.duration), ("--ops", args.ops),
                    ("--check-interval", args.check_interval),
                    ("--stall-timeout", args.stall_timeout))
-    if args.ops is None and args.stall_timeout != parser.get_default("stall_timeout"):
+    if args.stall_timeout is None:
+        args.stall_timeout = DEFAULT_STALL_TIMEOUT
+    elif args.ops is None:
         parser.error("--stall-timeout is for runs of --ops (a run of --duration ends at "
                      "its deadline)")
     if args.max_replays < 0:
