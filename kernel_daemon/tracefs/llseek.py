@@ -47,23 +47,24 @@ def no_llseek(file: OpenFile, offset: int, whence: int) -> int:
     raise KernelError(errno.ESPIPE)
 
 
-def generic_file_llseek_size(file: OpenFile, offset: int, whence: int, maxsize: int) -> int:
-    """``generic_file_llseek_size()`` with ``eof`` i_size: SEEK_END from i_size;
-    ``lseek(fd, 0, SEEK_CUR)`` answers the position without checking or storing it;
-    SEEK_DATA and SEEK_HOLE at or past i_size are ENXIO (all of a file is data, with a
-    virtual hole at its end, where SEEK_HOLE below i_size goes); the result must be in
-    ``0..maxsize`` (``lseek_execute()``), else EINVAL."""
+def generic_file_llseek_size(file: OpenFile, offset: int, whence: int, maxsize: int,
+                             eof: int) -> int:
+    """``generic_file_llseek_size()``: SEEK_END from ``eof``; ``lseek(fd, 0, SEEK_CUR)``
+    answers the position without checking or storing it; SEEK_DATA and SEEK_HOLE at or
+    past ``eof`` are ENXIO (all of a file is data, with a virtual hole at its end, where
+    SEEK_HOLE below ``eof`` goes); the result must be in ``0..maxsize``
+    (``lseek_execute()``), else EINVAL."""
     if whence == os.SEEK_END:
-        offset += I_SIZE
+        offset += eof
     elif whence == os.SEEK_CUR:
         if offset == 0:
             return file.pos
         offset += file.pos
     elif whence in (os.SEEK_DATA, os.SEEK_HOLE):
-        if offset >= I_SIZE:
+        if offset >= eof:
             raise KernelError(errno.ENXIO)
         if whence == os.SEEK_HOLE:
-            offset = I_SIZE
+            offset = eof
     if not 0 <= offset <= maxsize:
         raise KernelError(errno.EINVAL)
     file.pos = offset
@@ -74,13 +75,13 @@ def generic_file_llseek(file: OpenFile, offset: int, whence: int) -> int:
     """``generic_file_llseek()``: ``generic_file_llseek_size()`` with the superblock's
     ``s_maxbytes`` (debugfs's MAX_NON_LFS: a position past 2 GiB - 1 is EINVAL) and
     i_size (0: SEEK_END is SEEK_SET, SEEK_DATA at 0 or later is ENXIO)."""
-    return generic_file_llseek_size(file, offset, whence, MAX_NON_LFS)
+    return generic_file_llseek_size(file, offset, whence, MAX_NON_LFS, I_SIZE)
 
 
 def default_llseek(file: OpenFile, offset: int, whence: int) -> int:
     """``default_llseek()``: the arithmetic of ``generic_file_llseek()`` (its own copy in
     the kernel) with no bound but loff_t's: any position up to LLONG_MAX."""
-    return generic_file_llseek_size(file, offset, whence, LLONG_MAX)
+    return generic_file_llseek_size(file, offset, whence, LLONG_MAX, I_SIZE)
 
 
 def set_or_cur(file: OpenFile, offset: int, whence: int) -> int:
