@@ -14,6 +14,7 @@ the seven bytes of its ``_S`` class.
 from __future__ import annotations
 
 import errno
+import re
 from typing import AnyStr
 
 from kernel_daemon.errno import KernelError
@@ -21,6 +22,9 @@ from kernel_daemon.errno import KernelError
 #: ``isspace()``: the ``_S`` class of lib/ctype.c's ``_ctype[]``: \\t \\n \\v \\f \\r,
 #: the space, and 0xA0 (Latin-1's no-break space, ``_S|_SP`` at 160).
 KERNEL_SPACES = b"\t\n\v\f\r \xa0"
+#: One isspace() byte, as a regular expression.
+ISSPACE_CLASS = b"[" + re.escape(KERNEL_SPACES) + b"]"
+_LEADING_SPACES = re.compile(ISSPACE_CLASS + b"*")
 #: ULONG_MAX and LONG_MAX on x86_64 (where long is long long).
 ULONG_MAX = (1 << 64) - 1
 LONG_MAX = (1 << 63) - 1
@@ -39,9 +43,12 @@ def c_string(data: AnyStr) -> AnyStr:
     return data.partition(b"\0")[0]
 
 
-def skip_spaces(data: bytes) -> int:
-    """``skip_spaces()``: how many isspace() bytes ``data`` starts with (a NUL is not one)."""
-    return len(data) - len(data.lstrip(KERNEL_SPACES))
+def skip_spaces(data: bytes | memoryview) -> int:
+    """``skip_spaces()``: how many isspace() bytes ``data`` starts with (a NUL is not one).
+    A match, not ``lstrip()``: that would copy the rest of a write's user buffer."""
+    match = _LEADING_SPACES.match(data)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
 
 
 def strim(data: bytes) -> bytes:

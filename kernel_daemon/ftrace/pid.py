@@ -20,6 +20,7 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.update import ftrace_startup_enable, ftrace_update_pid_func
 from kernel_daemon.strings import kstrtol, strim
+from kernel_daemon.uaccess import UserBuffer, copy_from_user
 from kernel_daemon.unwind import kernel_function
 
 # ftrace_pid_write()'s char buf[64]: a write of 64 bytes or more is EINVAL.
@@ -77,20 +78,20 @@ def ftrace_pid_reset(ft: Ftrace) -> None:
 
 
 @kernel_function
-def ftrace_pid_write(ft: Ftrace, data: bytes) -> int:
+def ftrace_pid_write(ft: Ftrace, ubuf: UserBuffer) -> int:
     """``ftrace_pid_write()``: one decimal pid per write; returns the bytes taken.
 
     A write of only spaces returns 1 and changes nothing: ``echo > set_ftrace_pid``
     empties the list through its O_TRUNC open, not through this write.  The rest is
     ``strict_strtol(tmp, 10)`` (kstrtol: EINVAL, ERANGE), then ``ftrace_pid_add``.
     """
-    if len(data) >= FTRACE_PID_BUF:
+    if len(ubuf) >= FTRACE_PID_BUF:
         raise KernelError(errno.EINVAL)
-    tmp = strim(data)
+    tmp = strim(copy_from_user(ubuf))
     if not tmp:
         return 1
     ftrace_pid_add(ft, int_from_long(kstrtol(tmp)))
-    return len(data)
+    return len(ubuf)
 
 
 def fpid_show(pid: int) -> str:

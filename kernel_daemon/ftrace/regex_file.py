@@ -18,13 +18,14 @@ from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.filter import ftrace_match_records, ftrace_process_regex, install_hash
 from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import FtraceOps
-from kernel_daemon.strings import KERNEL_SPACES, skip_spaces
+from kernel_daemon.strings import ISSPACE_CLASS, skip_spaces
+from kernel_daemon.uaccess import UserBuffer
 from kernel_daemon.unwind import kernel_function
 
 # KSYM_SYMBOL_LEN + 4 on x86_64: sizeof("%s+%#lx/%#lx [%s]") + (KSYM_NAME_LEN - 1)
 # + 2 * (BITS_PER_LONG * 3 / 10) + (MODULE_NAME_LEN - 1) + 1 = 18 + 127 + 38 + 55 + 1.
 FTRACE_BUFF_MAX = 239 + 4
-_SPACE = re.compile(b"[" + re.escape(KERNEL_SPACES) + b"]")
+_SPACE = re.compile(ISSPACE_CLASS)
 
 
 class Ppos(Protocol):
@@ -56,7 +57,7 @@ class TraceParser:
         return self.buffer.decode("latin-1")
 
 
-def trace_get_user(parser: TraceParser, data: bytes, pos: int) -> int:
+def trace_get_user(parser: TraceParser, data: UserBuffer, pos: int) -> int:
     """``trace_get_user()``: consume at most one token from ``data``; return bytes read,
     which 3.6's adds to ``*ppos`` itself (here the caller does), unless it fails.
 
@@ -120,7 +121,8 @@ def ftrace_regex_open(ft: Ftrace, ops: FtraceOps, filter: bool, truncate: bool) 
 
 
 @kernel_function
-def ftrace_regex_write(ft: Ftrace, iter: FtraceIterator, data: bytes, ppos: Ppos) -> int:
+def ftrace_regex_write(ft: Ftrace, iter: FtraceIterator, data: UserBuffer,
+                       ppos: Ppos) -> int:
     """``ftrace_regex_write()``: returns the bytes consumed, or raises the errno.
 
     ``ppos.pos`` is where the write is (``*ppos``): a write at position 0 (a new ``>``, or

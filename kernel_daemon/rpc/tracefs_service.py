@@ -74,15 +74,16 @@ def write_until_done(file: OpenFile, data: bytes,
     killed echo stops between two write(2)s). Returns each write's size and the failure
     that ended the loop, if one did; what the earlier writes consumed stays written."""
     sizes: list[int] = []
-    while data and len(sizes) < MAX_WRITE_CALLS and context.is_active():
+    rest = memoryview(data)  # the rest is handed on, not copied: see kernel_daemon/uaccess.py
+    while rest and len(sizes) < MAX_WRITE_CALLS and context.is_active():
         try:
-            written = file_write(file, data)
+            written = file_write(file, rest)
         except KernelError as err:
             return sizes, err
         if written <= 0:
             break
         sizes.append(written)
-        data = data[written:]
+        rest = rest[written:]
     return sizes, None
 
 

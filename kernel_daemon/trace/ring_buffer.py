@@ -40,6 +40,7 @@ from kernel_daemon.trace.buffers import (
     W_RECORD_DISABLED, W_TRACE_BUF_SIZE, CpuCounters, Event, Snapshot, copy_ring,
     cpu_segment_name, cpu_words, decode_events, dir_segment_name, dir_size, event_records,
     merge_events, rb_capacity, total_entries)
+from kernel_daemon.uaccess import UserBuffer, copy_from_user
 
 # ring_buffer.c: RB_BUFFER_OFF, the bit ring_buffer_record_off() sets in record_disabled.
 RB_BUFFER_OFF = 1 << 20
@@ -433,7 +434,7 @@ class RingBuffer:
         self._wake_readers()
         return count
 
-    def write_marker(self, cpu: int, ts: int, pid: int, text: str | bytes, ip: int = 0,
+    def write_marker(self, cpu: int, ts: int, pid: int, text: str | UserBuffer, ip: int = 0,
                      flags: int = 0) -> int:
         """``tracing_mark_write()``: a ``TRACE_PRINT`` entry; returns the bytes taken.
 
@@ -442,9 +443,9 @@ class RingBuffer:
         ``tracing_mark_write()``).  With recording off, or a full buffer not in overwrite
         mode, the reserve fails and the write returns -EBADF, as in 3.6.
         """
-        data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
+        data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
         taken = min(len(data), TRACE_BUF_SIZE)
-        buf = data[:taken]
+        buf = copy_from_user(data, taken)
         if not buf.endswith(b"\n"):
             buf += b"\n"
         if self._record_disabled:

@@ -26,6 +26,7 @@ from kernel_daemon.ftrace.regex_file import (FtraceIterator, ftrace_regex_open,
 from kernel_daemon.trace.trace_output import trace_bytes
 from kernel_daemon.tracefs.llseek import (LLONG_MAX, SEEK_MAX, Llseek, default_llseek,
                                           no_llseek, seq_lseek)
+from kernel_daemon.uaccess import UserBuffer, copy_from_user
 from kernel_daemon.unwind import kernel_function_named
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class OpenFile:
     def read(self, size: int) -> bytes:
         raise KernelError(errno.EINVAL)
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: UserBuffer) -> int:
         raise KernelError(errno.EINVAL)
 
     def llseek(self, offset: int, whence: int) -> int:
@@ -111,14 +112,14 @@ def ppos_untouched(file: OpenFile, cnt: int) -> None:
 
 
 def store_write(file: OpenFile, store: Callable[[bytes], int | None],
-                ppos_update: PposUpdate, data: bytes) -> int:
+                ppos_update: PposUpdate, data: UserBuffer) -> int:
     """A small control file's write method: ``store`` does the handler's work and returns
     the count (None: all of ``data``), or raises the errno of a handler that returns before
     ``*ppos`` moves; ``ppos_update`` then moves the position as the handler does.  A
     negative count is the write's errno, after the position took it too:
     ``ftrace_profile_write()`` puts a failed register's errno in ``cnt`` before its
     ``*ppos += cnt``."""
-    cnt = store(data)
+    cnt = store(copy_from_user(data))
     if cnt is None:
         cnt = len(data)
     ppos_update(file, cnt)
@@ -231,7 +232,7 @@ class SimpleOpenFile(SimpleReadOpenFile):
         super().__init__(path, flags, show, llseek)
         self.store, self.ppos_update = store, ppos_update
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: UserBuffer) -> int:
         return store_write(self, self.store, self.ppos_update, data)
 
 
@@ -281,8 +282,8 @@ class ProcSysOpenFile(OpenFile):
         self.pos += len(data)
         return data
 
-    def write(self, data: bytes) -> int:
-        count = self._write(data)
+    def write(self, data: UserBuffer) -> int:
+        count = self._write(copy_from_user(data))
         self.pos += count
         return count
 
@@ -337,7 +338,7 @@ class RegexOpenFile(SeqText):
         self.which = which
         self.iter: FtraceIterator | None = None
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: UserBuffer) -> int:
         return _REGEX_WRITE[self.which](self.kernel.ftrace, self.iter, data, self)
 
     def release(self) -> None:
@@ -376,7 +377,7 @@ class FtracePidOpenFile(SeqText):
         super().__init__(path, flags, lambda: fpid_show_all(kernel.ftrace))
         self.kernel = kernel
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: UserBuffer) -> int:
         return ftrace_pid_write(self.kernel.ftrace, data)
 
 
@@ -405,7 +406,7 @@ def file_read(file: OpenFile, size: int) -> bytes:
 
 
 @kernel_function_named(*SYSCALL_WRITE)
-def file_write(file: OpenFile, data: bytes) -> int:
+def file_write(file: OpenFile, data: UserBuffer) -> int:
     """``vfs_write``: EBADF without FMODE_WRITE, then :func:`rw_verify_area`."""
     if not file.f_mode & FMODE_WRITE:
         raise KernelError(errno.EBADF)

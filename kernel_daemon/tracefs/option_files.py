@@ -23,6 +23,7 @@ from kernel_daemon.tracefs.files import (FileOps, OpenFile, SimpleFile, SimpleOp
 from kernel_daemon.tracefs.llseek import generic_file_llseek
 from kernel_daemon.tracefs.trace_files import SingleFile
 from kernel_daemon.tracefs.vfs import Directory
+from kernel_daemon.uaccess import UserBuffer
 
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
@@ -140,7 +141,7 @@ class FreeBufferOpenFile(OpenFile):
         super().__init__(path, flags)
         self.kernel = kernel
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: UserBuffer) -> int:
         # tracing_free_buffer_write(): only there so that "echo > free_buffer" succeeds.
         self.pos += len(data)
         return len(data)

@@ -32,6 +32,7 @@ from kernel_daemon.tracefs.files import (FMODE_READ, FileOps, OpenFile, PposUpda
                                          nonseekable_open, ppos_add_count, ppos_untouched,
                                          seq_open, simple_read_from_buffer, store_write)
 from kernel_daemon.tracefs.llseek import generic_file_llseek, seq_lseek
+from kernel_daemon.uaccess import UserBuffer
 
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
@@ -106,7 +107,7 @@ class TraceOpenFile(SeqText):
             with kernel.tracing.trace_types_lock:
                 kernel.tracing.tracing_stop()
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: UserBuffer) -> int:
         return len(data)  # tracing_write_stub: accepted and ignored, *ppos untouched
 
     def release(self) -> None:
@@ -251,7 +252,7 @@ class SingleOpenFile(SeqText):
         super().__init__(path, flags, show, seq_lseek)
         self.store, self.ppos_update = store, ppos_update
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: UserBuffer) -> int:
         return store_write(self, self.store, self.ppos_update, data)
 
 
@@ -421,7 +422,7 @@ class TraceMarkerOpenFile(OpenFile):
         # has no code, so it takes the function's start.
         self.ip = kernel.kallsyms_lookup_name("tracing_mark_write") or 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: UserBuffer) -> int:
         """``tracing_mark_write``: EBADF while recording is off (no event reserved);
         ``*fpos += written``, the count it took (at most TRACE_BUF_SIZE)."""
         task = current()
