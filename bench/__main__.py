@@ -1,7 +1,8 @@
 """``python -m bench [--quick] [--out DIR] [--only NAME ...] [--skip NAME ...]``.
 
 Runs the benchmarks in turn (see ``bench/__init__.py``) and writes ``results.json`` and
-``results.md`` into ``--out`` (default: the ``bench`` directory).  A benchmark that fails
+``results.md`` into ``--out`` (default: the ``bench`` directory, whose files are the
+committed figures; ``bench/quick`` with ``--quick``, so that a smoke run leaves them alone).  A benchmark that fails
 is recorded as an entry without a figure, with the error in its note, and the others
 still run.  ``--quick`` (``make bench QUICK=1``) uses small sizes and short windows: it
 shows that everything runs, in well under a minute, not how fast.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 import tempfile
 import time
@@ -65,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, short windows")
-    parser.add_argument("--out", default=BENCH_DIR, metavar="DIR",
-                        help="where results.json and results.md go (default: bench/)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where results.json and results.md go (default: bench/, "
+                             "bench/quick/ with --quick)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
                         help=f"run only these ({', '.join(BENCHMARKS)})")
     parser.add_argument("--skip", nargs="+", choices=BENCHMARKS, default=[], metavar="NAME")
@@ -117,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if pool is not None:
                 pool.close()
-    json_path, md_path = results_mod.write(entries, args.out, quick, time.monotonic() - started)
+    out = args.out or (os.path.join(BENCH_DIR, "quick") if quick else BENCH_DIR)
+    json_path, md_path = results_mod.write(entries, out, quick, time.monotonic() - started)
     print(f"bench: wrote {json_path} and {md_path}", file=sys.stderr)
     return 0
 

@@ -245,7 +245,8 @@ def parser() -> argparse.ArgumentParser:
                          help="only records with a count or FTRACE_FL_ENABLED")
     records.add_argument("--function", metavar="GLOB", help="only names matching GLOB")
     commands.add_parser("summary", help="record groups and totals")
-    trace = commands.add_parser("trace", help="the ring buffers' events, as `trace` prints")
+    trace = commands.add_parser("trace", help="the ring buffers' events as `trace` prints "
+                                                  "them, without its header")
     trace.add_argument("--cpu", type=int, metavar="N", help="only CPU N's buffer")
     check = commands.add_parser("check", help="lock-free consistency heuristic")
     check.add_argument("--tracing-active", action="store_true",

@@ -65,7 +65,8 @@ _HELP_COLUMN = 26
 @command("help", "list the commands", builtin=True)
 def cmd_help(ctx: Invocation) -> int:
     ctx.out("ftrace-shell: a small bash for ftraced. Paths are the daemon's:\n"
-            "/sys/kernel/debug/tracing, /sys/kernel/tracing, /proc/modules, /proc/kallsyms.\n"
+            "/sys/kernel/debug/tracing, /sys/kernel/tracing, /proc/modules, /proc/kallsyms,\n"
+            "/proc/sys/kernel/ftrace_enabled.\n"
             "Syntax: quotes, # comments, ; && ||, > >> 2> N>&M, $? $$, pipes into grep.\n\n")
     for name in sorted(COMMANDS):
         usage, summary = COMMANDS[name].usage, COMMANDS[name].summary

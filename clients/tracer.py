@@ -200,7 +200,9 @@ def parser() -> argparse.ArgumentParser:
                    help="ftrace_set_notrace pattern (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON object per hit")
     stop = p.add_mutually_exclusive_group()
-    stop.add_argument("--count", type=int, metavar="N", help="stop after N traced calls")
+    stop.add_argument("--count", type=int, metavar="N",
+                      help="stop once N traced calls have been seen (a hit of a batched "
+                           "invocation counts all its calls, and is not split)")
     stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("-o", "--output", metavar="FILE", help="write hits to FILE, not stdout")
     p.add_argument("--stdin-commands", action="store_true",
