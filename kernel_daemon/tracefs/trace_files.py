@@ -30,8 +30,10 @@ from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
 from kernel_daemon.tracefs.files import (FMODE_READ, FileOps, OpenFile, PposUpdate, SeqText,
                                          Show, SimpleFile, SimpleOpenFile, Store,
                                          nonseekable_open, ppos_add_count, ppos_untouched,
-                                         seq_open, simple_read_from_buffer, store_write)
+                                         seq_lines, seq_open, simple_read_from_buffer,
+                                         store_write)
 from kernel_daemon.tracefs.llseek import generic_file_llseek, seq_lseek
+from kernel_daemon.tracefs.seq_file import SeqSnapshot, single_open
 
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
@@ -66,10 +68,11 @@ def trace_iterator(kernel: Kernel, lat_fmt: bool, annotate: bool = False) -> Tra
                          time_start=kernel.tracing.time_start)
 
 
-def trace_text(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> str:
-    """``trace`` / ``per_cpu/cpuN/trace``: the header, then every event, oldest first, each
-    task's comm as ``saved_cmdlines`` has it now.  ``lat_fmt``: ``latency-format`` was set
-    at open (``TRACE_FILE_LAT_FMT``)."""
+def trace_records(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> list[bytes]:
+    """``trace`` / ``per_cpu/cpuN/trace``: the header (one record, as ``s_show()`` prints it
+    at the start), then every event's line, oldest first, each task's comm as
+    ``saved_cmdlines`` has it now.  ``lat_fmt``: ``latency-format`` was set at open
+    (``TRACE_FILE_LAT_FMT``)."""
     rb = kernel.ring_buffer
     tracing = kernel.tracing
     snap = rb.snapshot(cpu)
@@ -79,7 +82,7 @@ def trace_text(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> str:
                           snap.entries_written, rb.nr_cpus, kernel.ftrace.ftrace_disabled,
                           trace_flags, latency)
     it = trace_iterator(kernel, lat_fmt, annotate=rb.overruns() > 0)
-    return header + it.print_entries(snap.events)
+    return [trace_bytes(header), *seq_lines(it.print_entries(snap.events))]
 
 
 def tracing_seek(file: TraceOpenFile, offset: int, whence: int) -> int:
@@ -99,7 +102,8 @@ class TraceOpenFile(SeqText):
 
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
         lat_fmt = bool(kernel.tracing.trace_flags & TRACE_ITER_LATENCY_FMT)
-        super().__init__(path, flags, lambda: trace_text(kernel, cpu, lat_fmt), tracing_seek)
+        op = SeqSnapshot(lambda: trace_records(kernel, cpu, lat_fmt)).operations()
+        super().__init__(path, flags, op, tracing_seek)
         self.kernel = kernel
         self.stopped = bool(self.f_mode & FMODE_READ)
         if self.stopped:
@@ -248,7 +252,7 @@ class SingleOpenFile(SeqText):
 
     def __init__(self, path: str, flags: int, show: Callable[[], str],
                  store: Callable[[bytes], int | None], ppos_update: PposUpdate) -> None:
-        super().__init__(path, flags, show, seq_lseek)
+        super().__init__(path, flags, single_open(lambda: trace_bytes(show())), seq_lseek)
         self.store, self.ppos_update = store, ppos_update
 
     def write(self, data: bytes) -> int:
