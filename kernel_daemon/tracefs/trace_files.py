@@ -48,6 +48,11 @@ SIGNAL_CHECK_SECONDS = 0.25
 TRACE_CLOCKS = ("local", "global", "counter")
 # tracing_clock_write()'s char buf[64]: a longer write is EINVAL.
 TRACE_CLOCK_BUF = 64
+# CONFIG_NR_CPUS of the modelled kernel: an x86_64 build with CONFIG_MAXSMP, which sets it
+# to 4096 and selects CONFIG_CPUMASK_OFFSTACK (cpumasks of nr_cpu_ids bits), as the
+# distributions that moved cpumasks off the stack built 3.6 (arch/x86/Kconfig; without
+# MAXSMP, OFFSTACK needs DEBUG_PER_CPU_MAPS).  It sizes tracing_cpumask_read()'s buffer.
+NR_CPUS = 4096
 
 
 def seq_print_sym(kernel: Kernel, trace_flags: int) -> Callable[[int], str]:
@@ -354,12 +359,9 @@ def trace_clock_store(kernel: Kernel, data: bytes) -> None:
 
 
 def nr_cpumask_bits(kernel: Kernel) -> int:
-    """``nr_cpumask_bits``: ``nr_cpu_ids``, the model's CPU count.
-
-    That is CONFIG_CPUMASK_OFFSTACK=y, a choice of ours, not checked against the
-    modelled kernel's config: with it off, ``nr_cpumask_bits`` is NR_CPUS and the mask
-    would print and parse NR_CPUS bits.
-    """
+    """``nr_cpumask_bits``: ``nr_cpu_ids``, the model's CPU count, as with
+    CONFIG_CPUMASK_OFFSTACK=y, which the modelled x86_64 kernel has from CONFIG_MAXSMP
+    (see :data:`NR_CPUS`)."""
     return kernel.options.cpus
 
 
@@ -389,13 +391,13 @@ class TracingCpumaskOpenFile(SimpleOpenFile):
     def read(self, size: int) -> bytes:
         """``tracing_cpumask_read()``: ``cpumask_scnprintf()`` into the read's count, which
         must leave room for the newline and the NUL after the mask (``count - len < 2``
-        is EINVAL, whatever the position), then ``simple_read_from_buffer()``.  3.6 copies
-        from all of ``mask_str``'s NR_CPUS + 1 bytes, NULs after the newline; the model,
-        which has no NR_CPUS (see :func:`nr_cpumask_bits`), stops at the newline."""
+        is EINVAL, whatever the position), then ``simple_read_from_buffer()`` from all of
+        the static ``mask_str[NR_CPUS + 1]``: the mask, its newline, and NULs to the end
+        (every read prints a mask of the same length, so nothing else is left there)."""
         data = trace_bytes(self.show())
         if size < len(data) + 1:
             raise KernelError(errno.EINVAL)
-        return simple_read_from_buffer(self, size, data)
+        return simple_read_from_buffer(self, size, data.ljust(NR_CPUS + 1, b"\0"))
 
 
 class TracingCpumaskFile(SimpleFile):
