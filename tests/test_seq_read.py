@@ -9,6 +9,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+import pytest
+
 from kernel_daemon.ftrace.listing import Listing, t_show_all
 from kernel_daemon.tracefs.files import OpenFile, file_read, file_release
 from kernel_daemon.tracefs.seq_file import PAGE_SIZE, SeqFile, SeqSnapshot, seq_read
@@ -60,6 +62,24 @@ def test_a_read_fills_one_page_of_whole_records():
             fit += 1
         assert first == b"".join(every[:fit])
         assert PAGE_SIZE - 100 < len(first) < PAGE_SIZE
+
+
+@pytest.mark.parametrize("size", [1, 7, 50, PAGE_SIZE - 1, 1 << 16])
+def test_reads_of_any_size_put_each_listing_together(size):
+    """With nothing changing between them, reads of ``size`` bytes (a record cut between two
+    reads, a page filled by Fill:) give the listing a single walk prints."""
+    with booted(core_functions=1024) as k:
+        modprobe(k, "uinput")
+        names = k.ftrace.pages.groups[0].names[:300:3].tolist()
+        echo(k, " ".join(names), "set_ftrace_filter")
+        echo(k, "function", "current_tracer")
+        vfs = mount(k)
+        for which in Listing:
+            with opened(vfs, f"{T}/{which.value}") as f:
+                out = []
+                while chunk := file_read(f, size):
+                    out.append(chunk)
+            assert b"".join(out) == b"".join(lines(k, which)), which
 
 
 def test_a_module_loaded_between_two_reads_shows_in_the_second():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import errno
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.probe import (FTRACE_FUNC_HASHSIZE, FTRACE_HASH_BITS, FtraceFuncProbe,
                                         hash_long)
 from kernel_daemon.ftrace.records import FtracePageGroup, ftrace_rec_count
-from kernel_daemon.tracefs.seq_file import PAGE_SIZE, SeqFile, SeqOperations, seq_read
+from kernel_daemon.tracefs.seq_file import PAGE_SIZE, SeqFile, SeqOperations, fitting, seq_read
 
 # enum of include/linux/ftrace.h: what an ftrace_iterator lists and where it is.
 FTRACE_ITER_FILTER = 1 << 0
@@ -85,17 +86,17 @@ class FtraceListIterator:
         self.func: tuple[FtracePageGroup, int] | None = None
         self.probe: FtraceFuncProbe | None = None
         self.hidx = 0
-        self._selected: dict[int, list[int] | None] = {}
+        self._selected: dict[int, np.ndarray | None] = {}
         self._selected_of: tuple[object, ...] = ()  # _selection_of() when it was found
-        self._sel: list[int] | None = None  # selected(pg)
+        self._sel: np.ndarray | None = None  # selected(pg)
         self._nsel = 0  # how many records of pages[pg] are selected
         self._lines: list[bytes] = []  # pages[pg].ps_lines()
 
     def show_ftrace_seq_ops(self) -> SeqOperations:
         """``show_ftrace_seq_ops`` over this iterator (the seq_file's ``m->private``)."""
-        return SeqOperations(self.t_start, self.t_next, self.t_stop, self.t_show)
+        return SeqOperations(self.t_start, self.t_next, self.t_stop, self.t_show, self.t_run)
 
-    def selected(self, g: int) -> list[int] | None:
+    def selected(self, g: int) -> np.ndarray | None:
         """The indices, ascending, of the records of ``pages[g]`` that ``t_next``'s test
         lets through: in the filter (FTRACE_ITER_FILTER), in the notrace hash
         (FTRACE_ITER_NOTRACE), with a count (FTRACE_ITER_ENABLED); None for all of them."""
@@ -110,7 +111,7 @@ class FtraceListIterator:
                 sel = np.flatnonzero(ftrace_rec_count(pg.flags))
             else:
                 sel = None
-            self._selected[g] = None if sel is None else sel.tolist()
+            self._selected[g] = sel
         return self._selected[g]
 
     def _selection_of(self) -> tuple[object, ...]:
@@ -191,8 +192,32 @@ class FtraceListIterator:
         i = self.idx
         self.idx = i + 1
         sel = self._sel
-        self.func = (self.pages[self.pg], i if sel is None else sel[i])
+        self.func = (self.pages[self.pg], i if sel is None else int(sel[i]))
         return self, pos
+
+    def t_run(self, v: object, pos: int, count: int, size: int,
+              m_size: int) -> tuple[list[bytes], object, int]:
+        """What ``t_next()`` and ``t_show()`` give, one call each per record, for the
+        records of the current page group that fit in the page (``SeqOperations.run``);
+        none in the probes or at the banner, which are left to those calls."""
+        flags = self.flags
+        if v is None or flags & (FTRACE_ITER_HASH | FTRACE_ITER_PRINTALL) or self.ft.ftrace_disabled:
+            return [], v, pos
+        first, sel = self.idx, self._sel
+        # A line takes 2 bytes at least (a name and its newline): no more can fit.
+        end = min(self._nsel, first + (m_size - count) // 2 + 1)
+        recs: Sequence[int] = range(first, end) if sel is None else sel[first:end].tolist()
+        lines: Iterable[bytes] = map(self._lines.__getitem__, recs)
+        if flags & FTRACE_ITER_ENABLED:
+            counts = ftrace_rec_count(self.pages[self.pg].flags[recs]).tolist()
+            lines = (b"%s (%d)\n" % (line[:-1], n) for line, n in zip(lines, counts))
+        taken = fitting(lines, count, size, m_size)
+        if taken:
+            self.idx = first + len(taken)
+            self.func = (self.pages[self.pg], recs[len(taken) - 1])
+            pos += len(taken)
+            self.pos = self.func_pos = pos
+        return taken, v, pos
 
     def _skip(self, n: int) -> int:
         """What the first ``n`` calls of ``t_start``'s walk do when each finds a record:

@@ -16,7 +16,7 @@ the NUL (``m->count + len < m->size``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +30,21 @@ class SeqOperations:
     """``struct seq_operations``: ``start(pos)`` gives the record at index ``pos`` (None past
     the last) and takes whatever lock ``stop(v)`` drops, which is called once for every
     ``start``, whatever it returned; ``next(v, pos)`` gives the record after ``v`` and its
-    index; ``show(v)`` the bytes it prints, or raises the errno of a show that fails."""
+    index; ``show(v)`` the bytes it prints, or raises the errno of a show that fails.
+
+    ``run``, the model's own and optional, does at once what ``Fill:`` does with the
+    records after ``v`` that certainly fit: ``run(v, pos, count, size, m_size)`` returns
+    the bytes ``next()`` and ``show()`` would give for each of them, taken while the page
+    holds fewer than ``size`` bytes before one and fewer than ``m_size`` after it, with the
+    last one's ``v`` and index, leaving the iterator as those calls would.  It may stop
+    earlier (at the end of a page group, say): ``Fill:`` goes on one record at a time.
+    """
 
     start: Callable[[int], Any]
     next: Callable[[Any, int], tuple[Any, int]]
     stop: Callable[[Any], None]
     show: Callable[[Any], bytes]
+    run: Callable[[Any, int, int, int, int], tuple[list[bytes], Any, int]] | None = None
 
 
 @dataclass(eq=False)
@@ -96,8 +105,28 @@ class SeqSnapshot:
     def show(self, v: int) -> bytes:
         return self.records[v]
 
+    def run(self, v: int, pos: int, count: int, size: int,
+            m_size: int) -> tuple[list[bytes], int, int]:
+        taken = fitting(map(self.records.__getitem__, range(v + 1, len(self.records))),
+                        count, size, m_size)
+        return taken, v + len(taken), pos + len(taken)
+
     def operations(self) -> SeqOperations:
-        return SeqOperations(self.start, self.next, self.stop, self.show)
+        return SeqOperations(self.start, self.next, self.stop, self.show, self.run)
+
+
+def fitting(records: Iterable[bytes], count: int, size: int, m_size: int) -> list[bytes]:
+    """The first of ``records`` that ``Fill:`` takes into a page holding ``count`` bytes
+    (see :class:`SeqOperations`' ``run``)."""
+    taken = []
+    for rec in records:
+        if count >= size:
+            break
+        count += len(rec)
+        if count >= m_size:
+            break
+        taken.append(rec)
+    return taken
 
 
 def traverse(m: SeqFile, offset: int) -> None:
@@ -169,8 +198,14 @@ def seq_read_fill(m: SeqFile, size: int) -> bytes:
             if len(rec) < m.size:
                 # Fill: "they want more? let's try to get some more"
                 parts, count = [rec], len(rec)
-                next_, show = op.next, op.show
+                next_, show, run = op.next, op.show, op.run
                 while count < size:
+                    if run is not None:
+                        taken, p, pos = run(p, pos, count, size, m.size)
+                        parts += taken
+                        count += sum(map(len, taken))
+                        if count >= size:
+                            break
                     p, next_pos = next_(p, pos)
                     if p is None:
                         break
