@@ -292,10 +292,11 @@ class FtraceListIterator:
             return ALL_FUNCTIONS_BANNER_BYTES
         if self.func is None:
             return b""
-        pg, i = self.func  # pages[pg], whose lines _lines holds
+        pg, i = self.func
+        line = pg.ps_lines()[i]
         if flags & FTRACE_ITER_ENABLED:
-            return b"%s (%d)\n" % (self._lines[i][:-1], ftrace_rec_count(pg.flags[i]))
-        return self._lines[i]
+            return b"%s (%d)\n" % (line[:-1], ftrace_rec_count(pg.flags[i]))
+        return line
 
 
 def hlist_next(ft: Ftrace, probe: FtraceFuncProbe) -> FtraceFuncProbe | None:
