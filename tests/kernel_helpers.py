@@ -23,6 +23,7 @@ from kernel_daemon.module.catalog import load_catalog
 from kernel_daemon.task import Task, running_as
 from kernel_daemon.tracefs.files import (DEFERRED_FPUT, SYSCALL_WRITE, file_read,
                                          file_release, file_write)
+from kernel_daemon.tracefs.trace_files import NR_CPUS
 from kernel_daemon.tracefs.vfs import Vfs
 from kernel_daemon.unwind import kernel_frames
 
@@ -84,6 +85,12 @@ def cat_bytes(vfs: Vfs, path: str, flags: int = os.O_RDONLY) -> bytes:
         return b"".join(out)
     finally:
         file_release(f)
+
+
+def mask_str(text: str) -> str:
+    """What a whole read of tracing_cpumask returns for the mask ``text`` (with its
+    newline): all of ``tracing_cpumask_read()``'s ``mask_str[NR_CPUS + 1]``, NULs after."""
+    return text.ljust(NR_CPUS + 1, "\0")
 
 
 def write(vfs: Vfs, path: str, data: bytes, flags: int = os.O_WRONLY | os.O_TRUNC) -> int:

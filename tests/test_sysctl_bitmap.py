@@ -24,7 +24,7 @@ from kernel_daemon.sysctl import proc_dointvec, proc_dointvec_read
 from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
 from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
-from tests.kernel_helpers import T, booted, cat, write
+from tests.kernel_helpers import T, booted, cat, mask_str, write
 
 SYSCTL = "/proc/sys/kernel/ftrace_enabled"
 
@@ -256,10 +256,10 @@ def test_tracing_cpumask_prints_nr_cpumask_bits(cpus, every_cpu, cpu0, none):
     with booted(cpus=cpus) as kernel:
         vfs = mount(kernel)
         path = f"{T}/tracing_cpumask"
-        assert cat(vfs, path) == every_cpu
+        assert cat(vfs, path) == mask_str(every_cpu)
         for data, shown in [(b"1\n", cpu0), (b"0", none)]:
             assert write(vfs, path, data) == len(data)
-            assert cat(vfs, path) == shown
+            assert cat(vfs, path) == mask_str(shown)
 
 
 def test_tracing_cpumask_parses_as_bitmap_parse_user():
@@ -271,9 +271,9 @@ def test_tracing_cpumask_parses_as_bitmap_parse_user():
                           (b"1,,2", errno.EINVAL), (b"", errno.EINVAL), (b"\n", errno.EINVAL),
                           (b"123456789", errno.EOVERFLOW), (b"7\n", errno.EOVERFLOW)]:
             assert refused(write, vfs, path, data) == err
-            assert cat(vfs, path) == "2\n"  # unchanged
+            assert cat(vfs, path) == mask_str("2\n")  # unchanged
         write(vfs, path, b"00000000,3\n")
-        assert cat(vfs, path) == "3\n"
+        assert cat(vfs, path) == mask_str("3\n")
 
 
 # --- through a daemon: the short write of the shell's loop, and the errnos -------------
@@ -296,4 +296,4 @@ def test_short_writes_and_errnos_through_a_daemon(spawn):  # noqa: F811
                 client.write_file(cpumask, data)
             assert exc.value.errno == err
         assert client.write_file(cpumask, b"2\n") == 2
-        assert client.read_file(cpumask) == b"2\n"
+        assert client.read_file(cpumask) == mask_str("2\n").encode()

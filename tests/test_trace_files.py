@@ -16,8 +16,8 @@ from kernel_daemon.task import Task, running_as
 from kernel_daemon.trace.buffers import rb_capacity
 from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
-from tests.kernel_helpers import (BASH, T, booted, cat, cat_bytes, echo, invoke, modprobe,
-                                 reproducer_until_reload, write)
+from tests.kernel_helpers import (BASH, T, booted, cat, cat_bytes, echo, invoke, mask_str,
+                                 modprobe, reproducer_until_reload, write)
 from tests.test_trace_output import LAT_HELP
 
 HEADER_36 = (
@@ -100,7 +100,7 @@ def test_trace_controls_and_formats():
         # 3.6's tracing_clock_write() keeps the events the old clock stamped.
         assert "entries-in-buffer/entries-written: 1/1" in cat(vfs, f"{T}/trace")
         write(vfs, f"{T}/trace", b"\n")
-        assert cat(vfs, f"{T}/tracing_cpumask") == "3\n"
+        assert cat(vfs, f"{T}/tracing_cpumask") == mask_str("3\n")
         write(vfs, f"{T}/tracing_cpumask", b"2\n")
         invoke(k, "vfs_write", cpu=0)
         invoke(k, "vfs_write", cpu=1)

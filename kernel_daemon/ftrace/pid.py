@@ -15,11 +15,13 @@ Nothing here checks ``ftrace_disabled``, as in the kernel: the file works after
 from __future__ import annotations
 
 import errno
+import functools
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.update import ftrace_startup_enable, ftrace_update_pid_func
 from kernel_daemon.strings import kstrtol, strim
+from kernel_daemon.tracefs.seq_file import SeqOperations
 from kernel_daemon.uaccess import UserBuffer, copy_from_user
 from kernel_daemon.unwind import kernel_function
 
@@ -94,15 +96,43 @@ def ftrace_pid_write(ft: Ftrace, ubuf: UserBuffer) -> int:
     return len(ubuf)
 
 
-def fpid_show(pid: int) -> str:
-    """``fpid_show()``: one listed pid."""
-    return "swapper tasks\n" if pid == FTRACE_SWAPPER_PID else f"{pid}\n"
+# fpid_start()'s (void *)1: the one record of an empty list, "no pid".
+NO_PID = -1
 
 
-def fpid_show_all(ft: Ftrace) -> str:
-    """The whole listing as one read sees it: ``fpid_start`` takes ftrace_lock and says
-    ``no pid`` for an empty list; otherwise each pid, newest first (``list_add``)."""
-    with ft.ftrace_lock:
-        if not ft.ftrace_pids:
-            return "no pid\n"
-        return "".join(map(fpid_show, ft.ftrace_pids))
+def fpid_start(ft: Ftrace, pos: int) -> int | None:
+    """``fpid_start()``: ftrace_lock taken (``fpid_stop()`` drops it); an empty list read
+    from the start is the record ``no pid``, otherwise ``seq_list_start()``: the pid at
+    index ``pos`` of the list, newest first (``list_add``).  The record is the index."""
+    ft.ftrace_lock.acquire()
+    if not ft.ftrace_pids and not pos:
+        return NO_PID
+    return pos if pos < len(ft.ftrace_pids) else None
+
+
+def fpid_next(ft: Ftrace, v: int, pos: int) -> tuple[int | None, int]:
+    """``fpid_next()``: nothing after ``no pid`` (and the index stays); otherwise
+    ``seq_list_next()``."""
+    if v == NO_PID:
+        return None, pos
+    v += 1
+    return (v if v < len(ft.ftrace_pids) else None), pos + 1
+
+
+def fpid_stop(ft: Ftrace, v: int | None) -> None:
+    """``fpid_stop()``."""
+    ft.ftrace_lock.release()
+
+
+def fpid_show(ft: Ftrace, v: int) -> bytes:
+    """``fpid_show()``: ``no pid``, or one listed pid."""
+    if v == NO_PID:
+        return b"no pid\n"
+    pid = ft.ftrace_pids[v]
+    return b"swapper tasks\n" if pid == FTRACE_SWAPPER_PID else b"%d\n" % pid
+
+
+def ftrace_pid_sops(ft: Ftrace) -> SeqOperations:
+    """``ftrace_pid_sops``."""
+    return SeqOperations(functools.partial(fpid_start, ft), functools.partial(fpid_next, ft),
+                         functools.partial(fpid_stop, ft), functools.partial(fpid_show, ft))

@@ -232,11 +232,3 @@ def unregister_ftrace_function_probe_func(ft: Ftrace, glob: str, ops: FtraceProb
     """``unregister_ftrace_function_probe_func()``: every probe of ``ops`` on ``glob``,
     whatever its data."""
     __unregister_ftrace_function_probe(ft, glob, ops)
-
-
-def t_hash_show(ft: Ftrace) -> str:
-    """``t_hash_start`` / ``t_hash_next`` / ``t_hash_show``: the probes' lines, which
-    ``set_ftrace_filter`` lists after its functions; ftrace_lock held (by ``t_start``)."""
-    return "".join(entry.ops.print(entry.ip, entry.ops, entry.data)
-                   for entry in ft.probes.entries())
-

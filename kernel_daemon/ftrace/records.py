@@ -76,6 +76,8 @@ class FtracePageGroup:
     # The records' indices in name order, and the names in that order (built at first use).
     _name_order: np.ndarray | None = field(default=None, init=False, repr=False)
     _sorted_names: np.ndarray | None = field(default=None, init=False, repr=False)
+    # Each record's line in the listings, ``%ps`` and a newline (built at first use).
+    _ps_lines: list[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.ips = self.recs["ip"]
@@ -100,6 +102,15 @@ class FtracePageGroup:
         end = int(sorted_names.searchsorted(high, high_side))
         found = self._name_order[start:end]
         return np.sort(found) if len(found) > 1 else found
+
+    def ps_lines(self) -> list[bytes]:
+        """Each record's ``%ps`` and a newline, what ``t_show()`` prints for it:
+        ``sprint_symbol_no_offset()``, the name or ``name [module]``."""
+        if self._ps_lines is None:
+            suffix = "\n" if self.mod is None else f" [{self.module_name}]\n"
+            self._ps_lines = [line.encode() for line in
+                              np.strings.add(self.names, suffix).tolist()]
+        return self._ps_lines
 
     @property
     def nr_pages(self) -> int:

@@ -18,10 +18,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kernel_daemon.errno import KernelError
-
 # An entry of a stat tracer: the kernel's ``void *stat``.
 Stat = object
+# SEQ_START_TOKEN: the record before the first entry, the headers.
+SEQ_START_TOKEN: Stat = object()
 
 
 class TracerStat(Protocol):
@@ -74,20 +74,32 @@ class StatSession:
             self.stat_root = sorted(reversed(walked), key=functools.cmp_to_key(ts.stat_cmp),
                                     reverse=True)
 
-    def stat_seq_show_all(self) -> tuple[str, KernelError | None]:
-        """The ``seq_read()`` walk from the start: ``stat_headers``, then ``stat_show`` of
-        each entry in the tree, under the session's mutex (``stat_seq_start`` to
-        ``stat_seq_stop``).  A ``stat_show`` that fails ends the text there; its error is
-        what the read after that text returns."""
-        ts = self.ts
-        with self.stat_mutex:
-            out = [ts.stat_headers()]
-            for stat in self.stat_root:
-                try:
-                    out.append(ts.stat_show(stat))
-                except KernelError as err:
-                    return "".join(out), err
-        return "".join(out), None
+    def stat_seq_start(self, pos: int) -> Stat | None:
+        """``stat_seq_start()``: the session's mutex taken (``stat_seq_stop()`` drops it);
+        index 0 is the headers (SEQ_START_TOKEN), then the tree's entries in order."""
+        self.stat_mutex.acquire()
+        return self._stat_at(pos)
+
+    def stat_seq_next(self, p: Stat, pos: int) -> tuple[Stat | None, int]:
+        """``stat_seq_next()``: the entry after ``p`` (``rb_next()``), the tree being fixed
+        while the mutex is held."""
+        return self._stat_at(pos + 1), pos + 1
+
+    def _stat_at(self, pos: int) -> Stat | None:
+        if pos == 0:
+            return SEQ_START_TOKEN
+        return self.stat_root[pos - 1] if pos <= len(self.stat_root) else None
+
+    def stat_seq_stop(self, p: Stat | None) -> None:
+        """``stat_seq_stop()``."""
+        self.stat_mutex.release()
+
+    def stat_seq_show(self, p: Stat) -> str:
+        """``stat_seq_show()``: the headers, or the tracer's ``stat_show`` of an entry,
+        which raises the error it returns."""
+        if p is SEQ_START_TOKEN:
+            return self.ts.stat_headers()
+        return self.ts.stat_show(p)
 
 
 def register_stat_tracer(all_stat_sessions: list[StatSession], trace: TracerStat) -> None:

@@ -19,13 +19,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kernel_daemon.errno import KernelError
-from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open, t_show_all
-from kernel_daemon.ftrace.pid import fpid_show_all, ftrace_pid_reset, ftrace_pid_write
+from kernel_daemon.ftrace.listing import FtraceListIterator, Listing, ftrace_avail_open
+from kernel_daemon.ftrace.pid import ftrace_pid_reset, ftrace_pid_sops, ftrace_pid_write
 from kernel_daemon.ftrace.regex_file import (FtraceIterator, ftrace_regex_open,
                                              ftrace_regex_release, ftrace_regex_write)
 from kernel_daemon.trace.trace_output import trace_bytes
 from kernel_daemon.tracefs.llseek import (LLONG_MAX, SEEK_MAX, Llseek, default_llseek,
                                           no_llseek, seq_lseek)
+from kernel_daemon.tracefs.seq_file import SeqFile, SeqOperations, SeqSnapshot, seq_read
 from kernel_daemon.uaccess import UserBuffer, copy_from_user
 from kernel_daemon.unwind import kernel_function_named
 
@@ -138,33 +139,24 @@ class FileOps:
 
 
 class SeqText(OpenFile):
-    """A ``seq_file``: the text is produced at the first read, then served by offset.
+    """An open ``seq_file``: ``m`` is its ``struct seq_file`` over the file's
+    ``seq_operations``, read by ``seq_read()`` and sought by ``seq_lseek()`` (unless the
+    fops name another ``.llseek``)."""
 
-    ``read_pos`` is ``m->read_pos``, where the seq_file's own reading stopped: a read
-    anywhere else (after a pread, or a write that moved the position) goes through
-    ``traverse()``, as ``seq_read()`` does, and so does ``seq_lseek()`` to a position
-    other than it."""
-
-    def __init__(self, path: str, flags: int, produce: Callable[[], str],
+    def __init__(self, path: str, flags: int, op: SeqOperations,
                  llseek: Llseek = seq_lseek) -> None:
         super().__init__(path, flags, llseek)
-        self._produce = produce
-        self._text: bytes | None = None
-        self.read_pos = 0
-
-    def traverse(self, offset: int) -> None:
-        """``traverse()``: the records shown again from the first, up to ``offset``; at 0
-        none are (the next read starts afresh)."""
-        if offset:
-            self._text = trace_bytes(self._produce())
+        self.m = SeqFile(op)
 
     def read(self, size: int) -> bytes:
-        if self._text is None or self.pos == 0 or self.pos != self.read_pos:
-            self._text = trace_bytes(self._produce())
-        chunk = self._text[self.pos:self.pos + size]
-        self.pos += len(chunk)
-        self.read_pos = self.pos
-        return chunk
+        data = seq_read(self.m, size, self.pos)
+        self.pos += len(data)
+        return data
+
+
+def seq_lines(text: str) -> list[bytes]:
+    """The lines of ``text``, each a record of a :class:`SeqSnapshot`."""
+    return trace_bytes(text).splitlines(keepends=True)
 
 
 def seq_open(file: SeqText) -> SeqText:
@@ -177,15 +169,16 @@ def seq_open(file: SeqText) -> SeqText:
 
 
 class GeneratedFile(FileOps):
-    """A read-only ``seq_file`` whose records a function of the kernel shows:
-    ``seq_read`` and ``seq_lseek`` (``available_tracers``, an event's ``format``,
-    ``/proc/modules``, ``/proc/kallsyms``)."""
+    """A read-only ``seq_file`` whose text a function of the kernel shows, a line a record
+    (:class:`SeqSnapshot`): ``seq_read`` and ``seq_lseek`` (``available_tracers``, an
+    event's ``format``, ``/proc/modules``, ``/proc/kallsyms``)."""
 
     def __init__(self, produce: Callable[[Kernel], str]) -> None:
         self.produce = produce
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return seq_open(SeqText(path, flags, lambda: self.produce(kernel)))
+        op = SeqSnapshot(lambda: seq_lines(self.produce(kernel))).operations()
+        return seq_open(SeqText(path, flags, op))
 
 
 def simple_read_from_buffer(file: OpenFile, size: int, data: bytes) -> bytes:
@@ -310,7 +303,8 @@ class FtraceListingFile(FileOps):
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
         ftrace_avail_open(kernel.ftrace, self.which)  # __seq_open_private()
-        return seq_open(SeqText(path, flags, lambda: t_show_all(kernel.ftrace, self.which)))
+        iter = FtraceListIterator(kernel.ftrace, self.which)
+        return seq_open(SeqText(path, flags, iter.show_ftrace_seq_ops()))
 
 
 # ftrace_filter_write() and ftrace_notrace_write(): each calls ftrace_regex_write().
@@ -332,7 +326,8 @@ class RegexOpenFile(SeqText):
     """An open ``set_ftrace_filter`` / ``set_ftrace_notrace``."""
 
     def __init__(self, kernel: Kernel, path: str, flags: int, which: Listing) -> None:
-        super().__init__(path, flags, lambda: t_show_all(kernel.ftrace, which),
+        super().__init__(path, flags,
+                         FtraceListIterator(kernel.ftrace, which).show_ftrace_seq_ops(),
                          ftrace_regex_lseek)
         self.kernel = kernel
         self.which = which
@@ -374,7 +369,7 @@ class FtracePidOpenFile(SeqText):
 
     def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
         # Write-only, 3.6 oopses in seq_lseek() (no seq_file): no oops modelled, it seeks.
-        super().__init__(path, flags, lambda: fpid_show_all(kernel.ftrace))
+        super().__init__(path, flags, ftrace_pid_sops(kernel.ftrace))
         self.kernel = kernel
 
     def write(self, data: UserBuffer) -> int:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kernel_daemon.errno import KernelError
+from kernel_daemon.tracefs.seq_file import traverse
 
 if TYPE_CHECKING:
     from kernel_daemon.tracefs.files import OpenFile, SeqText
@@ -106,13 +107,15 @@ def seq_lseek(file: SeqText, offset: int, whence: int) -> int:
     or a write moved one of the two, the lseek answers the position asked for and the
     next read starts where ``f_pos`` still is (later kernels store it)."""
     offset = set_or_cur(file, offset, whence)
-    if offset != file.read_pos:
-        try:
-            file.traverse(offset)
-        except KernelError:
-            file.pos = file.read_pos = 0  # "with extreme prejudice..."
-            raise
-        file.read_pos = file.pos = offset
+    m = file.m
+    with m.lock:
+        if offset != m.read_pos:
+            try:
+                traverse(m, offset)
+            except KernelError:
+                file.pos = m.read_pos = m.index = m.count = 0  # "with extreme prejudice..."
+                raise
+            m.read_pos = file.pos = offset
     return offset
 
 

@@ -30,8 +30,10 @@ from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
 from kernel_daemon.tracefs.files import (FMODE_READ, FileOps, OpenFile, PposUpdate, SeqText,
                                          Show, SimpleFile, SimpleOpenFile, Store,
                                          nonseekable_open, ppos_add_count, ppos_untouched,
-                                         seq_open, simple_read_from_buffer, store_write)
+                                         seq_lines, seq_open, simple_read_from_buffer,
+                                         store_write)
 from kernel_daemon.tracefs.llseek import generic_file_llseek, seq_lseek
+from kernel_daemon.tracefs.seq_file import SeqSnapshot, single_open
 from kernel_daemon.uaccess import UserBuffer
 
 if TYPE_CHECKING:
@@ -47,6 +49,11 @@ SIGNAL_CHECK_SECONDS = 0.25
 TRACE_CLOCKS = ("local", "global", "counter")
 # tracing_clock_write()'s char buf[64]: a longer write is EINVAL.
 TRACE_CLOCK_BUF = 64
+# CONFIG_NR_CPUS of the modelled kernel: an x86_64 build with CONFIG_MAXSMP, which sets it
+# to 4096 and selects CONFIG_CPUMASK_OFFSTACK (cpumasks of nr_cpu_ids bits), as the
+# distributions that moved cpumasks off the stack built 3.6 (arch/x86/Kconfig; without
+# MAXSMP, OFFSTACK needs DEBUG_PER_CPU_MAPS).  It sizes tracing_cpumask_read()'s buffer.
+NR_CPUS = 4096
 
 
 def seq_print_sym(kernel: Kernel, trace_flags: int) -> Callable[[int], str]:
@@ -67,10 +74,11 @@ def trace_iterator(kernel: Kernel, lat_fmt: bool, annotate: bool = False) -> Tra
                          time_start=kernel.tracing.time_start)
 
 
-def trace_text(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> str:
-    """``trace`` / ``per_cpu/cpuN/trace``: the header, then every event, oldest first, each
-    task's comm as ``saved_cmdlines`` has it now.  ``lat_fmt``: ``latency-format`` was set
-    at open (``TRACE_FILE_LAT_FMT``)."""
+def trace_records(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> list[bytes]:
+    """``trace`` / ``per_cpu/cpuN/trace``: the header (one record, as ``s_show()`` prints it
+    at the start), then every event's line, oldest first, each task's comm as
+    ``saved_cmdlines`` has it now.  ``lat_fmt``: ``latency-format`` was set at open
+    (``TRACE_FILE_LAT_FMT``)."""
     rb = kernel.ring_buffer
     tracing = kernel.tracing
     snap = rb.snapshot(cpu)
@@ -80,7 +88,7 @@ def trace_text(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> str:
                           snap.entries_written, rb.nr_cpus, kernel.ftrace.ftrace_disabled,
                           trace_flags, latency)
     it = trace_iterator(kernel, lat_fmt, annotate=rb.overruns() > 0)
-    return header + it.print_entries(snap.events)
+    return [trace_bytes(header), *seq_lines(it.print_entries(snap.events))]
 
 
 def tracing_seek(file: TraceOpenFile, offset: int, whence: int) -> int:
@@ -100,7 +108,8 @@ class TraceOpenFile(SeqText):
 
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
         lat_fmt = bool(kernel.tracing.trace_flags & TRACE_ITER_LATENCY_FMT)
-        super().__init__(path, flags, lambda: trace_text(kernel, cpu, lat_fmt), tracing_seek)
+        op = SeqSnapshot(lambda: trace_records(kernel, cpu, lat_fmt)).operations()
+        super().__init__(path, flags, op, tracing_seek)
         self.kernel = kernel
         self.stopped = bool(self.f_mode & FMODE_READ)
         if self.stopped:
@@ -249,7 +258,7 @@ class SingleOpenFile(SeqText):
 
     def __init__(self, path: str, flags: int, show: Callable[[], str],
                  store: Callable[[bytes], int | None], ppos_update: PposUpdate) -> None:
-        super().__init__(path, flags, show, seq_lseek)
+        super().__init__(path, flags, single_open(lambda: trace_bytes(show())), seq_lseek)
         self.store, self.ppos_update = store, ppos_update
 
     def write(self, data: UserBuffer) -> int:
@@ -351,12 +360,9 @@ def trace_clock_store(kernel: Kernel, data: bytes) -> None:
 
 
 def nr_cpumask_bits(kernel: Kernel) -> int:
-    """``nr_cpumask_bits``: ``nr_cpu_ids``, the model's CPU count.
-
-    That is CONFIG_CPUMASK_OFFSTACK=y, a choice of ours, not checked against the
-    modelled kernel's config: with it off, ``nr_cpumask_bits`` is NR_CPUS and the mask
-    would print and parse NR_CPUS bits.
-    """
+    """``nr_cpumask_bits``: ``nr_cpu_ids``, the model's CPU count, as with
+    CONFIG_CPUMASK_OFFSTACK=y, which the modelled x86_64 kernel has from CONFIG_MAXSMP
+    (see :data:`NR_CPUS`)."""
     return kernel.options.cpus
 
 
@@ -386,13 +392,13 @@ class TracingCpumaskOpenFile(SimpleOpenFile):
     def read(self, size: int) -> bytes:
         """``tracing_cpumask_read()``: ``cpumask_scnprintf()`` into the read's count, which
         must leave room for the newline and the NUL after the mask (``count - len < 2``
-        is EINVAL, whatever the position), then ``simple_read_from_buffer()``.  3.6 copies
-        from all of ``mask_str``'s NR_CPUS + 1 bytes, NULs after the newline; the model,
-        which has no NR_CPUS (see :func:`nr_cpumask_bits`), stops at the newline."""
+        is EINVAL, whatever the position), then ``simple_read_from_buffer()`` from all of
+        the static ``mask_str[NR_CPUS + 1]``: the mask, its newline, and NULs to the end
+        (every read prints a mask of the same length, so nothing else is left there)."""
         data = trace_bytes(self.show())
         if size < len(data) + 1:
             raise KernelError(errno.EINVAL)
-        return simple_read_from_buffer(self, size, data)
+        return simple_read_from_buffer(self, size, data.ljust(NR_CPUS + 1, b"\0"))
 
 
 class TracingCpumaskFile(SimpleFile):
