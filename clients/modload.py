@@ -24,8 +24,9 @@ A concurrent loader or unloader of the same modules makes an operation fail (EEX
 ENOENT: not loaded, or for a load a module it needs gone meanwhile; EBUSY; EAGAIN for
 an unload that meets the reference its load still holds, or a module another module
 uses, as fat while vfat is loaded): that is reported on stderr as modprobe/rmmod print
-it, and the loop goes on. A module not in the catalog, a full module address space, or
-an unreachable daemon ends the run with status 1.
+it, and the loop goes on. A module not in the catalog (kmod's ``FATAL: Module M not found
+in directory /lib/modules/RELEASE``), a full module address space, or an unreachable
+daemon ends the run with status 1.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import time
 from clients import cli
 from clients.api import Client
 from clients.errors import FtraceError
-from clients.kmod import insert_failure, modprobe_insert, modules_dep
+from clients.kmod import insert_failure, modprobe_insert, module_not_found, modules_dep
 
 PROG = "ftrace-modload"
 #: Failures a concurrent modprobe/rmmod of the same module causes: reported, not fatal.
@@ -68,7 +69,7 @@ class Modload:
     def load(self, name: str) -> bool:
         """modprobe NAME; True when the module is there to unload."""
         if name not in self.depends:
-            complain(f"{PROG}: FATAL: Module {name} not found.")
+            complain(module_not_found(self.client, PROG, name))
             raise Fatal
         try:
             info = modprobe_insert(self.client, name, self.depends, self.placement)

@@ -126,9 +126,13 @@ def test_modload_several_modules_random_placement_and_unknown_module(spawn):
         assert unload == f"rmmod {name[1]}"
     assert {line.split()[1] for line in lines} == {"uinput", "dummy"}
 
+    # kmod's modprobe's words, as the shell's modprobe says them, with the program's name.
     unknown = run("clients.modload", "--address", daemon.address, "-m", "nosuch", "--count", "1")
+    with daemon.connect() as client:
+        release = client.config().release
     assert (unknown.returncode, unknown.stdout) == (1, "")
-    assert unknown.stderr == "ftrace-modload: FATAL: Module nosuch not found.\n"
+    assert unknown.stderr == (f"ftrace-modload: FATAL: Module nosuch not found in directory "
+                              f"/lib/modules/{release}\n")
 
 
 def test_modload_loads_what_a_module_depends_on_first_as_modprobe_does(spawn):
