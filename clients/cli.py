@@ -7,13 +7,16 @@
   ``--comm`` (the task the kernel sees) and ``--connect-timeout``.
 - :func:`daemon_client`: the :class:`~clients.api.Client` those arguments name, with the
   private daemon started first and stopped at the end.
+- :func:`no_daemon_text` and :data:`EXIT_NO_DAEMON`: what every client says, and the
+  status it exits with, when no daemon answers at its address.
 - :class:`Waker`: where a program's main thread waits — for a deadline, a readable file
   descriptor, another thread's wake-up, or SIGINT/SIGTERM, which only note the signal, so
   the program stops at a point of its choosing (after unregistering its ops, say).
 - :func:`error_text`: an :class:`~clients.errors.FtraceError` as a one-line diagnostic.
 - :func:`check_limits`: the usage error for a limit (``--duration``...) not above zero, or
   longer than a wait can be.
-- :func:`address_argument`: the argparse type of every client's ``--address``.
+- :func:`address_argument`: the argparse type of every client's ``--address``;
+  :func:`check_address_env`: the same check of ``$FTRACED_ADDRESS``.
 """
 
 from __future__ import annotations
@@ -29,29 +32,44 @@ from collections.abc import Iterable, Iterator
 from types import FrameType
 
 from clients.api import Client
-from clients.connection import grpc_target, resolve_address
+from clients.connection import ADDRESS_ENV, grpc_target, resolve_address
 from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.spawn import SpawnError, spawn_daemon
 
 __all__ = [
+    "EXIT_NO_DAEMON",
     "ConnectError",
     "Waker",
     "add_daemon_arguments",
     "address_argument",
+    "check_address_env",
     "check_limits",
     "daemon_client",
     "error_text",
+    "no_daemon_text",
     "parse_args",
 ]
 
 #: The longest single wait of a client's loop: a longer timeout overflows select() and
 #: epoll; waking earlier only looks again.
 MAX_WAIT = 3600.0
+#: The exit status of every client whose daemon does not answer (or whose private daemon
+#: did not start): not 1, which says what ftrace-inspect and ftrace-stress found.
+EXIT_NO_DAEMON = 2
 
 
 class ConnectError(Exception):
-    """The private daemon did not start, or the daemon did not answer."""
+    """The private daemon did not start, or the daemon did not answer; the text is the
+    diagnostic, without the program's name."""
+
+
+def no_daemon_text(address: str, error: FtraceError, alternative: str | None = None) -> str:
+    """The one diagnostic of a client no daemon answers at ``address``, after its
+    connect timeout (``error``: the last connection's); ``alternative``, another way
+    (``"use --spawn"``). The program's name goes before it, as before its others."""
+    text = f"no ftraced answers at {address} ({error.strerror}); start one with `ftraced`"
+    return f"{text}, or {alternative}" if alternative else text
 
 
 def address_argument(text: str) -> str:
@@ -64,6 +82,17 @@ def address_argument(text: str) -> str:
     return text
 
 
+def check_address_env(parser: argparse.ArgumentParser) -> None:
+    """The usage error of a malformed ``$FTRACED_ADDRESS``, for a client given no
+    ``--address``: checked as ``--address`` is, before any wait for a daemon."""
+    address = os.environ.get(ADDRESS_ENV, "").strip()
+    if address:
+        try:
+            grpc_target(address)
+        except ValueError as error:
+            parser.error(f"{ADDRESS_ENV}: {error}")
+
+
 def add_daemon_arguments(parser: argparse.ArgumentParser, comm: str) -> None:
     """``--address``, ``--comm`` (default ``comm``), ``--connect-timeout``, ``-v`` and
     ``--spawn``. ``--spawn`` must come last: what follows it is the daemon's options."""
@@ -73,7 +102,8 @@ def add_daemon_arguments(parser: argparse.ArgumentParser, comm: str) -> None:
     group.add_argument("--comm", default=comm,
                        help=f"the comm the kernel sees for this process (default {comm})")
     group.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
-                       help="how long to wait for the daemon to answer (default 10)")
+                       help="how long to wait for the daemon to answer, one still "
+                            "starting included (default 10)")
     group.add_argument("-v", "--verbose", action="store_true",
                        help="with --spawn: the daemon's log goes to stderr")
     group.add_argument("--spawn", nargs=argparse.REMAINDER, metavar="DAEMON-OPTION",
@@ -83,8 +113,11 @@ def add_daemon_arguments(parser: argparse.ArgumentParser, comm: str) -> None:
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """``parser.parse_args`` plus the daemon arguments' checks: ``--spawn`` excludes
-    ``--address``, and its options are validated as ftraced would, before anything starts."""
+    ``--address``, and its options are validated as ftraced would, before anything starts;
+    without either, ``$FTRACED_ADDRESS`` is checked."""
     args = parser.parse_args(argv)
+    if args.spawn is None and not args.address:
+        check_address_env(parser)
     if args.spawn is not None:
         if args.address:
             parser.error("--spawn and --address exclude each other")
@@ -133,9 +166,7 @@ def daemon_client(args: argparse.Namespace) -> Iterator[Client]:
         raise ConnectError(str(error)) from error
     except FtraceError as error:
         where = spawned.address if spawned else resolve_address(args.address)
-        raise ConnectError(f"no answer from ftraced at {where}: {error.strerror}") from error
-    except ValueError as error:  # a malformed address
-        raise ConnectError(str(error)) from error
+        raise ConnectError(no_daemon_text(where, error, "use --spawn")) from error
     try:
         with client:
             yield client

@@ -6,9 +6,11 @@ Addresses (``--address``, ``FTRACED_ADDRESS``, ``ftraced --listen``):
 - ``unix:///ABS/PATH`` — the same, URI form
 - ``/ABS/PATH`` or ``./PATH`` — shorthand for ``unix:PATH``
 - ``HOST:PORT`` (``127.0.0.1:50051``, ``localhost:50051``, ``[::1]:50051``) — TCP
-- any other gRPC target (``dns:///host:port``, ``ipv4:...``) is passed through
 
-A port must be 0..65535: gRPC itself would keep only the low 16 bits of a larger one.
+Nothing else (:func:`grpc_target` says so): the clients take the addresses the daemon
+can listen on, so a malformed one is refused at once rather than tried until the connect
+timeout. A port must be 0..65535: gRPC itself would keep only the low 16 bits of a
+larger one.
 
 Which address: the explicit argument, else ``$FTRACED_ADDRESS``, else
 :func:`default_address` (``unix:$XDG_RUNTIME_DIR/ftraced.sock``, or
@@ -27,6 +29,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
 import time
 from typing import Any, Callable, Sequence
 
@@ -66,10 +69,12 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 #: sockaddr_un.sun_path holds 108 bytes including the NUL.
 _UNIX_PATH_MAX = 107
-#: The schemes of gRPC targets that are passed through (``dns:///host:port``, ...).
+#: The schemes of gRPC targets, which are no ``HOST:PORT`` (``dns:///host:port``, ...).
 _GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix-abstract:", "vsock:")
 #: The largest TCP port.
 _PORT_MAX = 65535
+#: How often a client waiting for a daemon that is still starting tries again.
+_RETRY_INTERVAL = 0.05
 
 
 def default_address() -> str:
@@ -133,18 +138,20 @@ def host_port(address: str) -> tuple[str, int] | None:
 
 
 def grpc_target(address: str) -> str:
-    """The gRPC channel target for an address (see the module docstring for the forms).
+    """The gRPC channel target for an address (see the module docstring for the forms):
+    the one check of ``ftraced --listen`` and of every client's address.
 
-    Raises ValueError for an empty address, a port above 65535, or a unix socket path
-    longer than ``sun_path`` allows (107 bytes), which gRPC would reject with an obscure
-    error.
+    Raises ValueError for an empty address, one of neither form, a port above 65535, or a
+    unix socket path longer than ``sun_path`` allows (107 bytes), which gRPC would reject
+    with an obscure error.
     """
     address = address.strip()
     if not address:
         raise ValueError("empty daemon address")
     path = unix_socket_path(address)
     if path is None:
-        host_port(address)  # checks the port
+        if host_port(address) is None:
+            raise ValueError(f"expected unix:PATH or HOST:PORT, not {address!r}")
         return address
     if not path:
         raise ValueError(f"no socket path in address {address!r}")
@@ -272,21 +279,29 @@ class Connection:
         self._closed = False
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until the channel is connected (the daemon is listening).
+        """Block until the daemon answers, for at most ``timeout`` seconds.
 
-        Raises ``FtraceError`` (``from_kernel`` False) at once with the errno of a connection
-        that cannot be made (ENOENT: no unix socket there; ECONNREFUSED: nobody listens),
-        and with ETIMEDOUT when the daemon did not answer within ``timeout`` seconds.
+        A daemon still starting (``ftraced &`` and a client at once) has no socket yet, or
+        one not yet listening: while a connection fails with ENOENT or ECONNREFUSED it is
+        tried again until the deadline, then raises ``FtraceError`` (``from_kernel``
+        False) with that errno. A failure no daemon could end (the socket's directory
+        missing, a file that is no socket, EACCES...) raises at once; an address that
+        accepts but does not answer raises ETIMEDOUT at the deadline.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        refusal = _refusal(self.address, timeout)
-        if refusal is not None:
-            raise FtraceError(refusal, f"ftraced at {self.address}", from_kernel=False)
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        while (refusal := _refusal(self.address, remaining())) is not None:
+            left = remaining()
+            if left == 0.0 or not _may_come(self.address, refusal):
+                raise FtraceError(refusal, f"ftraced at {self.address}", from_kernel=False)
+            time.sleep(_RETRY_INTERVAL if left is None else min(_RETRY_INTERVAL, left))
         # A health check that waits for the connection, rather than channel_ready_future,
         # whose polling thread would hold up close() by a fraction of a second.
         try:
-            self.health.Check(health_pb2.HealthCheckRequest(),
-                              timeout=None if deadline is None else deadline - time.monotonic(),
+            self.health.Check(health_pb2.HealthCheckRequest(), timeout=remaining(),
                               wait_for_ready=True)
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -326,26 +341,45 @@ class Connection:
 
 def _refusal(address: str, timeout: float | None) -> int | None:
     """The errno of a plain connection to ``address`` that failed, None when it was accepted
-    (or timed out, or the address is a gRPC target with a scheme or a host name that does
-    not resolve: gRPC's own wait has the last word).
+    (or timed out, or the host name does not resolve: gRPC's own wait has the last word).
 
     gRPC retries a failed connection until its deadline, so without this a socket that
     does not exist would be reported, after the whole timeout, as a timeout.
     """
     path = unix_socket_path(address)
-    target = None if path is not None else host_port(address)
+    # A timeout of 0 would make the socket non-blocking (EINPROGRESS): the last try of a
+    # wait gets as long as any.
+    timeout = _RETRY_INTERVAL if timeout == 0.0 else timeout
     try:
         if path is not None:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
                 probe.settimeout(timeout)
                 probe.connect(path)
-        elif target is not None:
-            socket.create_connection(target, timeout=timeout).close()
+        else:  # HOST:PORT, the only other form a Connection takes
+            socket.create_connection(host_port(address), timeout=timeout).close()
     except (socket.gaierror, TimeoutError):
         return None
     except OSError as error:
         return error.errno
     return None
+
+
+def _may_come(address: str, number: int) -> bool:
+    """Whether a daemon still starting could end a connection's failure ``number``: its
+    socket not made yet (in a directory that exists), or made but not listening yet (a
+    socket file, or a TCP port). Not a file of another kind at the socket's path, which
+    ftraced would not replace either (EADDRINUSE)."""
+    if number not in (errno.ENOENT, errno.ECONNREFUSED):
+        return False
+    path = unix_socket_path(address)
+    if path is None:
+        return True
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return os.path.isdir(os.path.dirname(path) or ".")
+    except OSError:
+        return False
 
 
 def connect(

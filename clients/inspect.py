@@ -49,7 +49,8 @@ Commands:
              After ``ftrace_kill()`` (``ftrace_disabled``), ``summary`` and ``check``
              say so: the findings are then what the aborted update left, for good.
 
-Exit status: 0; 1 when ``check`` found something; 2 on errors.
+Exit status: 0; 1 when ``check`` found something; 2 on errors, no daemon answering within
+``--connect-timeout`` among them (as for every client).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from clients.api import Client
-from clients.cli import address_argument
+from clients.cli import address_argument, check_address_env, error_text, no_daemon_text
 from clients.connection import resolve_address
 from clients.errors import FtraceError
 from clients.identity import Identity
@@ -237,7 +238,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-symbols", action="store_true",
                    help="no names (no /proc/kallsyms read): addresses only")
     p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
-                   help="how long to wait for the daemon (default 10)")
+                   help="how long to wait for the daemon to answer, one still starting "
+                        "included (default 10)")
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     records = commands.add_parser("records", help="one line per dyn_ftrace record")
     records.add_argument("--module", metavar="M", help="only module M's records")
@@ -255,21 +257,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def asks_daemon(args: argparse.Namespace) -> bool:
+    """Whether the daemon is asked: for the namespace, or for the names."""
+    return args.namespace is None or not args.no_symbols
+
+
 def run(args: argparse.Namespace) -> int:
     symbols = None
-    if args.namespace is None or not args.no_symbols:
+    if asks_daemon(args):
         identity = Identity(os.getpid(), PROG)
         try:
-            with Client.connect(args.address, identity, wait=args.connect_timeout) as client:
+            client = Client.connect(args.address, identity, wait=args.connect_timeout)
+        except FtraceError as error:
+            where = resolve_address(args.address)
+            raise InspectError(no_daemon_text(where, error)) from error
+        with client:
+            try:
                 if args.namespace is None:
                     args.namespace = client.stats().shm_namespace
                 if not args.no_symbols:
                     symbols = Symbols(client.read_file("/proc/kallsyms").decode())
-        except FtraceError as error:
-            where = "" if error.from_kernel else f" (ftraced at {resolve_address(args.address)})"
-            raise InspectError(f"{error.strerror}{where}") from error
-        except ValueError as error:  # a malformed address
-            raise InspectError(str(error)) from error
+            except FtraceError as error:
+                raise InspectError(error_text(error, client)) from error
     if args.command == "trace":
         return cmd_trace(args.namespace, symbols, args)
     snapshot = RecordsReader(args.namespace).snapshot()
@@ -287,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--function needs names: drop --no-symbols")
     if args.namespace is not None and not NAMESPACE_RE.fullmatch(args.namespace):
         p.error(f"--namespace {args.namespace!r}: not a namespace (ftsim.<pid>.<n>)")
+    if asks_daemon(args) and not args.address:
+        check_address_env(p)
     try:
         return run(args)
     except InspectError as error:

@@ -27,6 +27,14 @@ def modprobe_insert(client: Client, name: str, depends: Mapping[str, Sequence[st
     return client.load(name, if_loaded_ok=True, placement=placement)
 
 
+def module_not_found(client: Client, prog: str, name: str) -> str:
+    """kmod's modprobe for a ``name`` no modules.dep line has (``insmod()``'s "Module %s
+    not found in directory %s", at FATAL level), said by ``prog``: the directory is the
+    running kernel's, /lib/modules/RELEASE."""
+    release = client.config().release
+    return f"{prog}: FATAL: Module {name} not found in directory /lib/modules/{release}"
+
+
 def insert_failure(error: FtraceError) -> str:
     """modprobe's ``mod_strerror()`` for a failed ``init_module``: its ENOENT is a symbol
     no module gives."""

@@ -19,13 +19,15 @@ same address — the premise of the 8c4f3c3 report, which first-fit placement gi
 
 It runs ``--count`` cycles, for ``--duration`` seconds, or until SIGINT/SIGTERM; a cycle
 under way is finished, so no module this program named is left behind (a dependency
-modprobe loaded for one stays, as after ``modprobe vfat; rmmod vfat``). Exit status 0.
+modprobe loaded for one stays, as after ``modprobe vfat; rmmod vfat``). Exit status 0;
+2 when no daemon answers within ``--connect-timeout``, as for every client.
 A concurrent loader or unloader of the same modules makes an operation fail (EEXIST;
 ENOENT: not loaded, or for a load a module it needs gone meanwhile; EBUSY; EAGAIN for
 an unload that meets the reference its load still holds, or a module another module
 uses, as fat while vfat is loaded): that is reported on stderr as modprobe/rmmod print
-it, and the loop goes on. A module not in the catalog, a full module address space, or
-an unreachable daemon ends the run with status 1.
+it, and the loop goes on. A module not in the catalog (kmod's ``FATAL: Module M not found
+in directory /lib/modules/RELEASE``), a full module address space, or a daemon that stops
+answering ends the run with status 1.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import time
 from clients import cli
 from clients.api import Client
 from clients.errors import FtraceError
-from clients.kmod import insert_failure, modprobe_insert, modules_dep
+from clients.kmod import insert_failure, modprobe_insert, module_not_found, modules_dep
 
 PROG = "ftrace-modload"
 #: Failures a concurrent modprobe/rmmod of the same module causes: reported, not fatal.
@@ -68,7 +70,7 @@ class Modload:
     def load(self, name: str) -> bool:
         """modprobe NAME; True when the module is there to unload."""
         if name not in self.depends:
-            complain(f"{PROG}: FATAL: Module {name} not found.")
+            complain(module_not_found(self.client, PROG, name))
             raise Fatal
         try:
             info = modprobe_insert(self.client, name, self.depends, self.placement)
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
         except cli.ConnectError as error:
             complain(f"{PROG}: {error}")
-            return 1
+            return cli.EXIT_NO_DAEMON
     complain(f"{PROG}: {modload.loads} loads, {modload.unloads} unloads, "
              f"{modload.failures} failed")
     return 0

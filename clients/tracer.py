@@ -28,8 +28,10 @@ hash (``!PATTERN`` removes), ``reset`` empties both. End of input leaves tracing
 
 Standard error gets status lines: ``ftrace-tracer: ops NAME registered: F in filter, N in
 notrace`` once the ops is live, one line per command, and the totals at the end. Errors
-exit 1 with a diagnostic such as ``ftrace-tracer: register: No such device``. A second
-SIGINT while the daemon answers the unregister gives up waiting (exit 130).
+exit 1 with a diagnostic such as ``ftrace-tracer: register: No such device``; no daemon
+answering within ``--connect-timeout`` (or a ``--spawn`` daemon not starting) exits 2,
+as every client does. A second SIGINT while the daemon answers the unregister gives up
+waiting (exit 130).
 """
 
 from __future__ import annotations
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                 return trace(client, args, out, waker)
     except cli.ConnectError as error:
         status(str(error))
-        return 1
+        return cli.EXIT_NO_DAEMON
     finally:
         if out is not sys.stdout:
             out.close()

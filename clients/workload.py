@@ -28,8 +28,9 @@ from the mix. The workload never stops for those.
 
 Pacing is deadline-based: the n-th call is due at ``start + n / rate``; after a stall
 longer than a second the debt is forgiven rather than paid in a burst. It runs until
-SIGINT/SIGTERM or ``--duration``, then prints a summary on stderr and exits 0 (1 when the
-daemon cannot be reached).
+SIGINT/SIGTERM or ``--duration``, then prints a summary on stderr and exits 0 (2 when no
+daemon answers within ``--connect-timeout``, as for every client; 1 when the daemon fails
+a call later).
 """
 
 from __future__ import annotations
@@ -438,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
         except cli.ConnectError as error:
             print(f"{PROG}: {error}", file=sys.stderr)
-            return 1
+            return cli.EXIT_NO_DAEMON
     print(f"{PROG}: {workload.stats.summary(elapsed)}", file=sys.stderr)
     return 0
 

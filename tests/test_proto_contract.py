@@ -8,6 +8,7 @@ import importlib
 import os
 import re
 import socket
+import threading
 import time
 from concurrent import futures
 from pathlib import Path
@@ -18,6 +19,7 @@ from google.rpc import status_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_status import rpc_status
 
+from clients import connection as connection_module
 from clients.connection import (
     ADDRESS_ENV,
     Connection,
@@ -351,6 +353,11 @@ def test_addresses(monkeypatch, tmp_path):
     # gRPC would keep the low 16 bits (99999 -> 34463): a port above 65535 is refused.
     with pytest.raises(ValueError, match="port 99999 out of range"):
         grpc_target("127.0.0.1:99999")
+    # Only the forms ftraced listens on: anything else is refused, not tried until a timeout.
+    for address in ("foo", "localhost", "dns:///localhost:50051", "host:port"):
+        with pytest.raises(ValueError) as info:
+            grpc_target(address)
+        assert str(info.value) == f"expected unix:PATH or HOST:PORT, not {address!r}"
 
 
 # --- the round trip over a real server -------------------------------------------------------
@@ -563,24 +570,66 @@ def test_unreachable_daemon(tmp_path):
         connect(address, wait=0.1)
 
 
-def test_waiting_for_a_daemon_that_cannot_answer_fails_at_once_with_the_reason(tmp_path):
-    """Not after the whole timeout, as "Connection timed out"."""
+def test_waiting_for_a_daemon_no_daemon_could_answer_fails_at_once_with_the_reason(tmp_path):
+    """Not after the whole timeout: where no daemon could listen, the socket's directory
+    missing or a file that is no socket there (ftraced would not replace it either)."""
     plain = tmp_path / "plain"
     plain.write_text("")
-    with socket.socket() as bound, socket.socket(socket.AF_UNIX) as mute:
+    for address, number in [(f"unix:{tmp_path}/missing/nobody.sock", errno.ENOENT),
+                            (f"unix:{plain}", errno.ECONNREFUSED)]:
+        started = time.monotonic()
+        with pytest.raises(FtraceError) as info:
+            connect(address, wait=60)
+        assert time.monotonic() - started < 30
+        assert (info.value.errno, info.value.message, info.value.from_kernel) == (
+            number, f"ftraced at {address}", False)
+
+
+def test_waiting_for_a_daemon_still_starting_lasts_the_timeout_then_gives_the_reason(tmp_path):
+    """A socket not there yet, a socket or a port nobody listens on yet: what a daemon
+    still starting looks like, tried until the deadline; then the last errno, not "timed
+    out". An address that accepts but never answers is ETIMEDOUT."""
+    with socket.socket() as bound, socket.socket(socket.AF_UNIX) as unbound, \
+            socket.socket(socket.AF_UNIX) as mute:
         bound.bind(("127.0.0.1", 0))  # bound, not listening: nobody can connect
+        unbound.bind(str(tmp_path / "left.sock"))  # what a killed daemon leaves
         mute.bind(str(tmp_path / "mute.sock"))
         mute.listen()  # accepts connections, never speaks gRPC
         cases = [(f"unix:{tmp_path}/nobody.sock", errno.ENOENT),
-                 (f"unix:{plain}", errno.ECONNREFUSED),
-                 (f"127.0.0.1:{bound.getsockname()[1]}", errno.ECONNREFUSED)]
+                 (f"unix:{tmp_path}/left.sock", errno.ECONNREFUSED),
+                 (f"127.0.0.1:{bound.getsockname()[1]}", errno.ECONNREFUSED),
+                 (f"unix:{tmp_path}/mute.sock", errno.ETIMEDOUT)]
         for address, number in cases:
             started = time.monotonic()
             with pytest.raises(FtraceError) as info:
-                connect(address, wait=60)
-            assert time.monotonic() - started < 30
-            assert (info.value.errno, info.value.message, info.value.from_kernel) == (
-                number, f"ftraced at {address}", False)
-        with pytest.raises(FtraceError) as info:
-            connect(f"unix:{tmp_path}/mute.sock", wait=0.2)
-        assert info.value.errno == errno.ETIMEDOUT
+                connect(address, wait=0.5)
+            assert time.monotonic() - started >= 0.5, address
+            assert (info.value.errno, info.value.from_kernel) == (number, False)
+
+
+def test_waiting_for_a_daemon_finds_it_when_it_comes(tmp_path, monkeypatch):
+    """``ftraced & ftrace-shell``: the client looks before the daemon made its socket. The
+    server starts once the client has been refused (ENOENT), and the wait ends then."""
+    address = f"unix:{tmp_path}/late.sock"
+    refused = threading.Event()
+    probe = connection_module._refusal
+
+    def noting_refusal(*args):
+        number = probe(*args)
+        if number is not None:
+            refused.set()
+        return number
+
+    monkeypatch.setattr(connection_module, "_refusal", noting_refusal)
+    with futures.ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(connect, address, wait=60)
+        assert refused.wait(timeout=30)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+        assert server.add_insecure_port(address) != 0
+        server.start()
+        try:
+            with waiting.result(timeout=30) as connection:
+                assert connection.check_health()
+        finally:
+            server.stop(grace=None).wait()

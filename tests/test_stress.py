@@ -445,16 +445,25 @@ def test_a_stall_timeout_is_only_for_runs_of_ops(tmp_path):
                "--duration ends at its deadline)")
 
 
-def test_a_run_that_never_started_reports_no_run_time(tmp_path):
+def test_a_run_that_cannot_start_leaves_the_previous_runs_results(tmp_path):
+    """No daemon answers at --address: the diagnostic every client gives, exit status 2,
+    and --out as the previous run left it (its report, history, reproducer, client
+    files); nothing written, nothing removed."""
     out = tmp_path / "out"
+    (out / "clients").mkdir(parents=True)
+    previous = {name: f"previous {name}\n" for name in
+                ("report.json", "report.txt", "history.jsonl", "repro.sh", "clients/tracer0.jsonl")}
+    for name, text in previous.items():
+        (out / name).write_text(text)
     address = f"unix:{tmp_path}/nobody.sock"
-    done, report = run_stress(out, "--address", address, "--ops", "5", "--seed", "1")
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stdout.splitlines()[0] == "ftrace-stress: ERROR (seed 1, did not start)"
-    assert report["error"] == (f"FtraceError: ENOENT: No such file or directory "
-                               f"(ftraced at {address})")
-    assert (report["started_wall"], report["ran_s"]) == (None, None)
-    assert "ran:       did not start (limit: 5 operations)\n" in (out / "report.txt").read_text()
+    done = subprocess.run([sys.executable, "-m", "clients.stress", "--out", str(out),
+                           "--address", address, "--duration", "1", "--connect-timeout", "0.5"],
+                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", f"ftrace-stress: no ftraced answers at {address} (No such file or directory); "
+               "start one with `ftraced`\n")
+    assert {str(path.relative_to(out)): path.read_text()
+            for path in out.rglob("*") if path.is_file()} == previous
 
 
 # --- the long form: make stress ---------------------------------------------------------

@@ -126,9 +126,13 @@ def test_modload_several_modules_random_placement_and_unknown_module(spawn):
         assert unload == f"rmmod {name[1]}"
     assert {line.split()[1] for line in lines} == {"uinput", "dummy"}
 
+    # kmod's modprobe's words, as the shell's modprobe says them, with the program's name.
     unknown = run("clients.modload", "--address", daemon.address, "-m", "nosuch", "--count", "1")
+    with daemon.connect() as client:
+        release = client.config().release
     assert (unknown.returncode, unknown.stdout) == (1, "")
-    assert unknown.stderr == "ftrace-modload: FATAL: Module nosuch not found.\n"
+    assert unknown.stderr == (f"ftrace-modload: FATAL: Module nosuch not found in directory "
+                              f"/lib/modules/{release}\n")
 
 
 def test_modload_loads_what_a_module_depends_on_first_as_modprobe_does(spawn):
@@ -334,13 +338,15 @@ def test_inspect_errors(capsys, monkeypatch):
                            "(is the daemon running?)\n")
     status, _, err = inspect_main(capsys, "--address", "unix:/nonexistent/ftraced.sock",
                                   "records")
-    assert (status, err) == (2, "ftrace-inspect: No such file or directory (ftraced at "
-                                "unix:/nonexistent/ftraced.sock)\n")
+    assert (status, err) == (2, "ftrace-inspect: no ftraced answers at unix:/nonexistent/"
+                                "ftraced.sock (No such file or directory); start one with "
+                                "`ftraced`\n")
     # The address tried is named, $FTRACED_ADDRESS's too.
     monkeypatch.setenv("FTRACED_ADDRESS", "unix:/nonexistent/env.sock")
     status, _, err = inspect_main(capsys, "summary")
-    assert (status, err) == (2, "ftrace-inspect: No such file or directory (ftraced at "
-                                "unix:/nonexistent/env.sock)\n")
+    assert (status, err) == (2, "ftrace-inspect: no ftraced answers at unix:/nonexistent/"
+                                "env.sock (No such file or directory); start one with "
+                                "`ftraced`\n")
     # A namespace is a name in /dev/shm, never a path; shm_open refuses one too long.
     with pytest.raises(SystemExit) as exited:
         inspect_main(capsys, "--namespace", "../x", "--no-symbols", "summary")

@@ -9,12 +9,12 @@ import signal
 import sys
 from types import FrameType
 
-from clients.cli import address_argument, check_limits
+from clients.cli import EXIT_NO_DAEMON, ConnectError, address_argument, check_limits
 from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_STALL_TIMEOUT,
                                    DEFAULT_SWITCH_INTERVAL, STOP_ON_KINDS, WORKER_KINDS,
                                    BootSpec, RunConfig)
 from clients.stress.report import headline, stalled_workers
-from clients.stress.runner import Progress, Run, clear_previous_run
+from clients.stress.runner import Progress, Run, connect, make_run_dir
 from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
 from kernel_daemon.module.catalog import load_catalog
 
@@ -43,7 +43,11 @@ widened by a failpoint:
               for race, (site, spec) in AUTO_FAILPOINTS.items()) + """\
 (with --address the same failpoints are armed over RPC, unless the daemon has some armed).
 
-Exit status: 0 clean, 1 an anomaly was found, 2 error (the daemon died, could not start...).
+Nothing in DIR changes when the run cannot start: the daemon at --address must answer
+within --connect-timeout, a private one must boot.
+
+Exit status: 0 clean, 1 an anomaly was found, 2 error (the daemon died, could not start,
+did not answer...).
 """
 
 
@@ -55,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", metavar="ADDR", type=address_argument,
                         help="use this daemon (default: start a private one with the daemon "
                         "options)")
+    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                        help="how long to wait for the daemon at --address to answer, one "
+                        "still starting included (default 10)")
     limit = parser.add_mutually_exclusive_group()
     limit.add_argument("--duration", type=float, metavar="SECONDS",
                        help=f"run this long (default {DEFAULT_DURATION:g} s)")
@@ -189,12 +196,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = config_from(args, parser)
     try:
-        clear_previous_run(config.out_dir)
+        make_run_dir(config.out_dir)
     except OSError as error:
         print(f"ftrace-stress: --out {args.out}: {error.strerror}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        daemon = connect(config, args.connect_timeout)
+    except ConnectError as error:
+        print(f"ftrace-stress: {error}", file=sys.stderr)
+        return EXIT_NO_DAEMON
+    except KeyboardInterrupt:
+        print("ftrace-stress: interrupted before the run started", file=sys.stderr)
+        return 2
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
-    result = Run(config, ["ftrace-stress", *argv], progress).execute()
+    result = Run(config, ["ftrace-stress", *argv], progress, daemon).execute()
     print(summary(result.report, config.out_dir))
     return result.exit_status

@@ -1,7 +1,9 @@
 """One stress run from start to report.
 
-The daemon (a private one, or the one at ``--address``), the checker's threads and the
-worker processes run; this process waits for the first of: an anomaly (of a ``stop_on``
+:func:`connect` first: the daemon (a private one, or the one at ``--address``) must
+answer before the run's directory is touched, so that a run that cannot start leaves an
+earlier run's results as they were. Then the checker's threads and the worker processes
+run; this process waits for the first of: an anomaly (of a ``stop_on``
 kind, and unless ``keep_going``), the end of the duration, every worker done, the daemon
 gone, and without a duration, no worker making progress for the stall timeout. A worker
 that dies on its way is noted and the run goes on without it. Then the workers are told
@@ -18,6 +20,7 @@ files say whether they made progress meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,7 +34,7 @@ import time
 from typing import Any, Callable
 
 from clients.api import Client
-from clients.cli import MAX_WAIT
+from clients.cli import MAX_WAIT, ConnectError, no_daemon_text
 from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.spawn import SpawnedDaemon, SpawnError, spawn_daemon
@@ -56,13 +59,37 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__f
 RUN_FILES = ("report.json", "report.txt", "history.jsonl", "repro.sh")
 
 
+def make_run_dir(out_dir: str) -> None:
+    """Create the run's directory (and its ``clients/``), keeping what is in it. Raises
+    OSError when it cannot be made (a run checks that before anything starts)."""
+    os.makedirs(os.path.join(out_dir, "clients"), exist_ok=True)
+
+
+def connect(config: RunConfig, timeout: float) -> tuple[SpawnedDaemon | None, Client]:
+    """The run's daemon, answering: the private one booted, or the one at ``--address``
+    waited for ``timeout`` seconds as any client waits. Raises ConnectError (a private
+    daemon is then stopped)."""
+    try:
+        spawned = spawn_daemon(config.boot.argv) if config.address is None else None
+    except SpawnError as error:
+        raise ConnectError(str(error)) from error
+    address = spawned.address if spawned else config.address
+    with contextlib.ExitStack() as on_failure:
+        if spawned is not None:
+            on_failure.callback(spawned.stop)
+        try:
+            client = Client(address, Identity(os.getpid(), "ftrace-stress"), wait=timeout)
+        except FtraceError as error:
+            raise ConnectError(no_daemon_text(address, error)) from error
+        on_failure.pop_all()
+    return spawned, client
+
+
 def clear_previous_run(out_dir: str) -> None:
-    """Create the run's directory, or remove what an earlier run left in it: its client
-    files would be merged into this run's history, and its repro.sh would outlive a clean
-    run. Nothing else in the directory is touched. Raises OSError when the directory
-    cannot be made (a run checks that before anything starts)."""
+    """Remove what an earlier run left in the run's directory (:func:`make_run_dir`): its
+    client files would be merged into this run's history, and its repro.sh would outlive
+    a clean run. Nothing else in the directory is touched."""
     clients = os.path.join(out_dir, "clients")
-    os.makedirs(clients, exist_ok=True)
     stale = [os.path.join(out_dir, name) for name in RUN_FILES]
     stale += [entry.path for entry in os.scandir(clients)
               if entry.is_file() and entry.name.endswith((".jsonl", ".log"))]
@@ -170,14 +197,15 @@ class _ProgressWatch:
 
 
 class Run:
-    def __init__(self, config: RunConfig, argv: list[str], progress: Progress | None) -> None:
+    def __init__(self, config: RunConfig, argv: list[str], progress: Progress | None,
+                 daemon: tuple[SpawnedDaemon | None, Client]) -> None:
+        """``daemon``: what :func:`connect` returned; the run stops (and closes) it."""
         self.config = config
         self.result = RunResult(config, argv)
         self.progress = progress
-        self.spawned: SpawnedDaemon | None = None
+        self.spawned, self.client = daemon
         self.daemon_pid: int | None = None  # when known: private, or on a unix socket
-        self.address = config.address or ""
-        self.client: Client | None = None
+        self.address = self.client.address
         self.checker: Checker | None = None
         self.workers: list[_Worker] = []
         self.modules: dict[str, list[str]] = {}
@@ -210,9 +238,11 @@ class Run:
     # --- the run ----------------------------------------------------------------
 
     def execute(self) -> RunResult:
-        """The run, into a directory :func:`clear_previous_run` prepared."""
+        """The run, into the directory :func:`make_run_dir` made, cleared of an earlier
+        run's files first."""
         result = self.result
         try:
+            clear_previous_run(self.config.out_dir)
             self._boot()
             self._start()
             self._wait()
@@ -220,8 +250,8 @@ class Run:
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal the caller turned into it
             result.error = "interrupted" + (f" by {interrupt}" if interrupt.args else "")
             self._abort()
-        except (SpawnError, FtraceError, OSError, ValueError) as error:
-            result.error = f"{type(error).__name__}: {error}"
+        except (FtraceError, OSError, ValueError) as error:
+            result.error = str(error)
             self._abort()
         finally:
             self._finish()
@@ -229,10 +259,6 @@ class Run:
 
     def _boot(self) -> None:
         config = self.config
-        if config.address is None:
-            self.spawned = spawn_daemon(config.boot.argv)
-            self.address = self.spawned.address
-        self.client = Client(self.address, Identity(os.getpid(), "ftrace-stress"), wait=10.0)
         if config.address is not None:
             self._adopt()
         stats = self.client.stats()
@@ -249,7 +275,6 @@ class Run:
     def _adopt(self) -> None:
         """A daemon of the user's: boot its twins the same way; widen its race windows
         unless it has failpoints armed already."""
-        assert self.client is not None
         boot = BootSpec.from_config(self.client.config())
         auto = []
         if boot.races and not boot.failpoints():
@@ -262,7 +287,6 @@ class Run:
             self.config, boot=boot, auto_failpoints=tuple(auto))
 
     def _core_sample(self) -> list[str]:
-        assert self.client is not None
         text = self.client.read_file(f"{TRACING_DIR}/available_filter_functions").decode()
         core = [line for line in text.splitlines() if line and " [" not in line]
         return random.Random(self.config.seed).sample(core, min(CORE_SAMPLE, len(core)))
@@ -475,7 +499,6 @@ class Run:
 
     def _teardown(self) -> None:
         """``echo nop > current_tracer``, recorded like any client's operation."""
-        assert self.client is not None
         recorder = Recorder(os.path.join(self.config.out_dir, "clients", "teardown.jsonl"),
                             "teardown", "teardown")
         args = {"file": "current_tracer", "text": "nop", "append": False}
@@ -503,8 +526,7 @@ class Run:
         result.anomalies.sort(key=lambda a: a.seen_to_ns)
         result.ops, result.logs = history.merge(self.config.out_dir)
         self._settle_cpu(result.logs)
-        if self.client is not None:
-            self.client.close()
+        self.client.close()
         if self.spawned is not None:
             status = self.spawned.stop()
             result.daemon["exit_status"] = status
@@ -532,7 +554,7 @@ class Run:
                     self.config.boot, result.ops, result.anomalies, self.modules,
                     self.config.out_dir, result.start_ns, self.config.max_replays, log).run()
             except (SpawnError, FtraceError, OSError, subprocess.SubprocessError) as error:
-                result.reproducer_note = f"the search failed: {type(error).__name__}: {error}"
+                result.reproducer_note = f"the search failed: {error}"
 
     def _show_progress(self) -> None:
         if self.progress is None:

@@ -122,8 +122,7 @@ class Listener:
             self._bind_unix(server, self.socket_path)
             return
         tcp = host_port(address)
-        if tcp is None:
-            raise ValueError(f"expected unix:PATH or HOST:PORT, not {address!r}")
+        assert tcp is not None  # grpc_target() refused any other form
         host, port = tcp
         port = _add_port(server, address, lambda: [
             (info[0], info[4]) for info in socket.getaddrinfo(
