@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import curses.ascii
 import re
+import shutil
 import subprocess
 import sys
 
@@ -224,8 +225,24 @@ def test_status_and_pid_parameters_expand_when_run():
         ("echo (", "syntax error near unexpected token `newline'", 1),
         ("echo x (y)", "syntax error near unexpected token `('", 1),
         ("a=1 (x)", "syntax error near unexpected token `('", 1),  # no function's name
-        ("time (x)", "a subshell (`(') is not supported by ftrace-shell", 1),
-        ("! (x)", "a subshell (`(') is not supported by ftrace-shell", 1),
+        ("'if' (x)", "syntax error near unexpected token `x'", 1),  # quoted: a name
+        # A reserved word starting a command: refused, or (closing one) bash's error.
+        ("time (x)", "a timed pipeline (`time') is not supported by ftrace-shell", 1),
+        ("! (x)", "a negated pipeline (`!') is not supported by ftrace-shell", 1),
+        ("function f { :; }", "a function definition (`function') is not supported by ftrace-shell", 1),
+        ("if true; then echo a; fi", "an if command (`if') is not supported by ftrace-shell", 1),
+        ("echo a\ncase x in x) ;; esac", "a case command (`case') is not supported by ftrace-shell", 2),
+        ("for i in a; do :; done", "a for loop (`for') is not supported by ftrace-shell", 1),
+        ("select i in a; do :; done", "a select command (`select') is not supported by ftrace-shell", 1),
+        ("true && while true; do :; done", "a while loop (`while') is not supported by ftrace-shell", 1),
+        ("echo a | until true; do :; done", "an until loop (`until') is not supported by ftrace-shell", 1),
+        ("echo a; { echo b; }", "a group command (`{') is not supported by ftrace-shell", 1),
+        ("[[ -n a ]]", "a conditional command (`[[') is not supported by ftrace-shell", 1),
+        ("coproc cat", "a coprocess (`coproc') is not supported by ftrace-shell", 1),
+        ("fi", "syntax error near unexpected token `fi'", 1),
+        ("echo a; done", "syntax error near unexpected token `done'", 1),
+        ("echo a\n}", "syntax error near unexpected token `}'", 2),
+        ("echo a || then", "syntax error near unexpected token `then'", 1),
         ("f() { :; }", "a function definition (`()') is not supported by ftrace-shell", 1),
         ("echo a\nf ( )", "a function definition (`()') is not supported by ftrace-shell", 2),
         ("(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
@@ -246,6 +263,29 @@ def test_syntax_errors(text, message, line):
         parse(text)
     assert not isinstance(caught.value, Incomplete)
     assert (caught.value.message, caught.value.line) == (message, line)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Closing reserved words starting a command: bash's syntax error, status 2.
+        "fi", "then", "else", "elif", "do", "done", "in", "esac", "}", "]]", "fi x",
+        "echo a; fi", "echo a ;fi", "echo a && done", "echo a | }", "echo a\nesac",
+        # Reserved words elsewhere are words: an argument, quoted, or not a command's
+        # first word (after an assignment or a redirection).
+        "echo if then fi done }", "'fi'", "\\fi", 'f""i', "{a", "}a", "'[['", "'{'",
+        ">/dev/null if true", "2>/dev/null fi",
+    ],
+)
+def test_reserved_words_where_bash_reads_them(text):
+    """ftrace-shell -c against bash 5.2's: status, stdout and stderr byte for byte."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash to compare with")
+    real = subprocess.run(["bash", "-c", text], executable=bash, capture_output=True,
+                          text=True, cwd="/", env={"PATH": "/nonexistent", "LC_ALL": "C"},
+                          timeout=30)
+    assert run(text, mode="command") == (real.returncode, real.stdout, real.stderr)
 
 
 @pytest.mark.parametrize(
