@@ -7,12 +7,10 @@ from __future__ import annotations
 import os
 import re
 import time
-import warnings
-from typing import Iterator, Protocol
-
-import re2
+from typing import Iterator
 
 from clients.errors import FtraceError
+from clients.shell_regex import RegexError, compile_grep
 from clients.shell_runtime import (
     COMMANDS,
     Invocation,
@@ -221,163 +219,6 @@ def cmd_cat(ctx: Invocation) -> int:
     return status
 
 
-_BRE_SPECIAL = frozenset("|+?(){}")
-
-
-def _bre_to_python(pattern: str) -> str:
-    """A POSIX basic regular expression (GNU flavour) as a Python one: ``\\| \\+ \\? \\( \\)
-    \\{ \\}`` are the operators, and ``| + ? ( ) { }`` plain characters."""
-    out: list[str] = []
-    chars = iter(pattern)
-    for char in chars:
-        if char == "\\":
-            # A trailing backslash stays one: Python refuses it, as GNU grep does.
-            escaped = next(chars, "")
-            out.append(escaped if escaped in _BRE_SPECIAL else "\\" + escaped)
-        elif char in _BRE_SPECIAL:
-            out.append("\\" + char)
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-#: GNU grep's words (glibc's regerror) for the errors Python's re reports, by the start of
-#: Python's message; what is not here reads as glibc's catch-all, "Invalid regular
-#: expression". (An unterminated "[" is told apart in _regex_error.)
-_REGEX_ERRORS = (
-    ("missing ), unterminated subpattern", "Unmatched ( or \\("),
-    ("unbalanced parenthesis", "Unmatched ) or \\)"),
-    ("bad escape (end of pattern)", "Trailing backslash"),
-    ("bad character range", "Invalid range end"),
-    ("invalid group reference", "Invalid back reference"),
-    ("cannot refer to an open group", "Invalid back reference"),
-    ("min repeat greater than max repeat", "Invalid content of \\{\\}"),
-    (_INVALID_CLASS := "invalid character class", "Invalid character class name"),
-)
-
-
-def _regex_error(error: re.error, pattern: bytes) -> str:
-    """The GNU grep diagnostic for ``pattern``, which Python's re refused."""
-    if error.msg == "unterminated character set":
-        # glibc: a bracket with nothing in it ("[", "[^") is a bad pattern, one with
-        # something in it is unmatched.
-        inside = pattern[(error.pos or 0) + 1:].removeprefix(b"^")
-        return "Unmatched [, [^, [:, [., or [=" if inside else "Invalid regular expression"
-    return next((gnu for python, gnu in _REGEX_ERRORS if error.msg.startswith(python)),
-                "Invalid regular expression")
-
-
-class _Matcher(Protocol):
-    def search(self, text: bytes) -> object | None: ...
-
-
-#: What RE2 reads differently from Python's re, by the escape: \s and \S are C's isspace()
-#: in Python (and GNU grep), with \v, which RE2's \s lacks. Outside and inside a bracket.
-_RE2_SPACES = {b"\\s": (b"[[:space:]]", b"[:space:]"), b"\\S": (b"[[:^space:]]", b"[:^space:]")}
-#: A bracket's POSIX class, which RE2 reads as one (as GNU grep does); any name, for an
-#: unknown one is an error ("[[:ALPHA:]]", "[[:^alpha:]]").
-_POSIX_CLASS = re.compile(rb"\[:[^]:]*:\]")
-#: The POSIX classes as Python re's set contents, for the C locale (glibc's ctype tables
-#: for bytes 0-127; none of 128-255 is in any class): re reads "[[:alpha:]]" as the set
-#: "[:alph" and a "]".
-_POSIX_SETS = {
-    b"[:alpha:]": rb"a-zA-Z",
-    b"[:digit:]": rb"0-9",
-    b"[:alnum:]": rb"0-9a-zA-Z",
-    b"[:upper:]": rb"A-Z",
-    b"[:lower:]": rb"a-z",
-    b"[:space:]": rb"\t-\r ",
-    b"[:blank:]": rb"\t ",
-    b"[:punct:]": rb"!-/:-@\[-`{-~",
-    b"[:print:]": rb" -~",
-    b"[:graph:]": rb"!-~",
-    b"[:cntrl:]": rb"\x00-\x1f\x7f",
-    b"[:xdigit:]": rb"0-9A-Fa-f",
-}
-#: A back-reference, \1 to \9. GNU grep's are one digit: "\12" is group 1, then a "2"
-#: (Python's re reads group 12; RE2, which has none, octal 012, a newline).
-_BACK_REFERENCE = re.compile(rb"\\[1-9]")
-#: After a "{": an interval with no minimum, ``{,N}``, 0 to N for Python's re (and GNU
-#: grep), characters for RE2.
-_NO_MINIMUM = re.compile(rb",\d*\}")
-
-
-def _tokens(expression: bytes) -> Iterator[tuple[int, bytes, bool]]:
-    """``expression``'s tokens, in Python's re syntax: an escape, a bracket's POSIX class,
-    or one character; each with where it starts and whether it is inside a bracket."""
-    i, body = 0, -1  # body: where the open bracket's first character is; -1: none open
-    while i < len(expression):
-        start = i
-        if expression[i:i + 1] == b"\\":
-            token = expression[i:i + 2]
-        else:
-            posix = _POSIX_CLASS.match(expression, i) if body >= 0 else None
-            token = posix.group() if posix else expression[i:i + 1]
-        i += len(token)
-        inside = body >= 0
-        if not inside and token == b"[":
-            body = i + (expression[i:i + 1] == b"^")
-        elif inside and token == b"]" and start > body:  # a "]" first in a bracket is
-            body = -1  # one of its characters
-        yield start, token, inside
-
-
-def _python_to_re2(expression: bytes) -> bytes | None:
-    """``expression``, which Python's re accepted, in RE2's syntax with the same meaning;
-    None if it has a back-reference, which RE2 cannot match."""
-    out: list[bytes] = []
-    for start, token, inside in _tokens(expression):
-        if not inside and _BACK_REFERENCE.fullmatch(token):
-            return None
-        if token in _RE2_SPACES:
-            token = _RE2_SPACES[token][inside]
-        elif not inside and token == b"{" and _NO_MINIMUM.match(expression, start + 1):
-            token = b"{0"
-        out.append(token)
-    return b"".join(out)
-
-
-def _grep_to_python(expression: bytes) -> bytes:
-    """``expression`` with the meaning GNU grep gives it, for Python's re: a POSIX class
-    as the characters it stands for (an unknown one is GNU's error), and a back-reference
-    as one digit (``\\12``: group 1, then a "2")."""
-    out: list[bytes] = []
-    for start, token, inside in _tokens(expression):
-        if inside and _POSIX_CLASS.fullmatch(token):
-            if token not in _POSIX_SETS:  # "[[:foo:]]", "[[:^alpha:]]": glibc's REG_ECTYPE
-                raise re.error(_INVALID_CLASS, expression, start)
-            token = _POSIX_SETS[token]
-        elif _BACK_REFERENCE.fullmatch(token):
-            token = b"(?:" + token + b")"
-        out.append(token)
-    return b"".join(out)
-
-
-def _compile_grep(expression: bytes, ignore_case: bool) -> _Matcher:
-    """How GNU grep matches: with its DFA (dfa.c), in time linear in the line, and with
-    glibc's backtracking regexec only for what a DFA cannot do (back-references). Here RE2
-    is the DFA and Python's re the regexec: re checks the pattern first (its errors read as
-    GNU grep's, :func:`_regex_error`), and matches what RE2 refuses. A line is bytes, one
-    character each (Latin-1 to RE2), as grep reads it in the C locale. Raises re.error,
-    whose ``pattern`` is the one re was given."""
-    with warnings.catch_warnings():
-        # re warns of a "[" inside a bracket ("[[.a.]]", an unknown "[[:x:]]") that it may
-        # read it as a nested set one day.
-        warnings.simplefilter("ignore", FutureWarning)
-        regex = re.compile(_grep_to_python(expression), re.IGNORECASE if ignore_case else 0)
-    re2_expression = _python_to_re2(expression)
-    if re2_expression is None:
-        return regex
-    options = re2.Options()
-    options.encoding = re2.Options.Encoding.LATIN1
-    options.case_sensitive = not ignore_case
-    options.log_errors = False
-    try:
-        return re2.compile(re2_expression, options)
-    except re2.error:
-        return regex
-
-
 @command("grep [-vciqnEF] PATTERN [FILE...]",
          "print matching lines (status 1: none)")
 def cmd_grep(ctx: Invocation) -> int:
@@ -389,16 +230,16 @@ def cmd_grep(ctx: Invocation) -> int:
         ctx.err(f"Usage: {COMMANDS['grep'].usage}")
         return 2
     pattern, files = operands[0], operands[1:]
-    if "F" in options:
-        expression = re.escape(pattern)
-    else:
-        expression = pattern if "E" in options else _bre_to_python(pattern)
-    compiled = encode(expression)
+    syntax = "F" if "F" in options else "E" if "E" in options else "G"
     try:
-        regex = _compile_grep(compiled, "i" in options)
-    except re.error as error:
-        ctx.err(f"grep: {_regex_error(error, error.pattern)}")
+        regex, warnings = compile_grep(encode(pattern), syntax, "i" in options)
+    except RegexError as error:
+        for warning in error.warnings:
+            ctx.err(f"grep: warning: {warning}")
+        ctx.err(f"grep: {error.message}")
         return 2
+    for warning in warnings:
+        ctx.err(f"grep: warning: {warning}")
     selected, errors = False, False
     for name in files or ["-"]:
         try:

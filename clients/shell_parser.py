@@ -11,7 +11,11 @@ command runs. No other variables, globbing, subshells, command substitution, bac
 jobs or here-documents: ``$`` and ``*`` are otherwise ordinary characters (``echo uinput* >
 set_ftrace_filter`` writes the glob itself, as bash does when nothing in the current
 directory matches); ``)``, ``;;`` and a ``(`` after a command's words are syntax errors;
-``<``, ``&``, a ``(`` starting a command, ``$(`` and a backquote are refused.
+``<``, ``&``, a ``(`` starting a command, ``$(`` and a backquote are refused. bash's reserved
+words are read where bash reads them, as a command's first word, unquoted: those that open a
+compound command (``if``, ``for``, ``{``, ``[[``, ...) are refused, and those that only
+continue or close one (``then``, ``fi``, ``}``, ...) are bash's syntax error, for no compound
+command is ever open here; anywhere else (``echo fi``, ``'if'``) they are words.
 
 :func:`parse` turns complete input into a list of :class:`AndOr`; input that needs more
 lines (an open quote, a trailing ``&&``, ``||``, ``|`` or backslash-newline) raises
@@ -57,12 +61,25 @@ _NOT_SUPPORTED = {
     "$(": "command substitution",
     "$((": "arithmetic expansion",
     "`": "command substitution",
+    # bash's reserved words that start a command of their own (parse.y's reserved_words).
+    "!": "a negated pipeline",
+    "time": "a timed pipeline",
+    "if": "an if command",
+    "case": "a case command",
+    "for": "a for loop",
+    "select": "a select command",
+    "while": "a while loop",
+    "until": "an until loop",
+    "{": "a group command",
+    "[[": "a conditional command",
+    "function": "a function definition",
+    "coproc": "a coprocess",
 }
 _REFUSED_OPERATORS = frozenset(("<", "<<", "<&", "&"))
-#: bash's reserved words after which a command may start, a "(" a subshell: not a
-#: function's name.
-_OPENING_RESERVED_WORDS = frozenset(("time", "!", "if", "then", "else", "elif", "while",
-                                     "until", "do", "{"))
+#: bash's other reserved words: each continues or closes a compound command, so where a
+#: command starts bash reports it as an unexpected token.
+_CLOSING_RESERVED_WORDS = frozenset(("then", "else", "elif", "fi", "do", "done", "in", "esac",
+                                     "}", "]]"))
 #: A variable assignment, which bash reads before a command's name: never a function's.
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _BLANKS = " \t"
@@ -105,11 +122,13 @@ class Incomplete(ShellSyntaxError):
 
 @dataclass(frozen=True)
 class Token:
-    """``kind``: "word", "op", "io" (the fd number of a redirection) or "newline"."""
+    """``kind``: "word", "op", "io" (the fd number of a redirection) or "newline";
+    ``quoted``: a word with quoting in it, never a reserved word (``'if'``, ``\\fi``)."""
 
     kind: str
     text: str
     line: int
+    quoted: bool = False
 
 
 @dataclass(frozen=True)
@@ -222,7 +241,7 @@ class _Lexer:
                 parts.append(self.parameter() if char == "$" else char)
         text = "".join(parts)
         is_fd = not quoted and fd_number(text) is not None and self.peek() in ("<", ">")
-        self.tokens.append(Token("io" if is_fd else "word", text, line))
+        self.tokens.append(Token("io" if is_fd else "word", text, line, quoted))
 
     def parameter(self) -> str:
         """After a "$": the marker of $? or $$, else the "$" itself. Raises
@@ -332,11 +351,16 @@ class _Parser:
         first = self.peek()
         if first is not None and first.kind == "op" and first.text == "(":
             raise _refused(first.text, first.line)
+        # Only a command's first word is a reserved word: not after an assignment or a
+        # redirection ("a=1 fi", ">f if": commands named fi and if), nor quoted.
+        if first is not None and first.kind == "word" and not first.quoted:
+            if first.text in _CLOSING_RESERVED_WORDS:
+                raise self.unexpected(first)
+            if first.text in _NOT_SUPPORTED:  # of its keys, only reserved words are words
+                raise _refused(first.text, first.line)
         start = self.pos
         while (token := self.peek()) is not None:
             if token.kind == "op" and token.text == "(" and self.pos == start + 1 and words:
-                if words[0] in _OPENING_RESERVED_WORDS:  # "time (x)", "! (x)": a subshell
-                    raise _refused("(", token.line)
                 if _ASSIGNMENT.match(words[0]):  # no function name: bash blames the "("
                     raise self.unexpected(token)
                 # "name (" starts a function definition, "name ( )": bash blames what

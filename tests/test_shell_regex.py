@@ -1,0 +1,145 @@
+"""ftrace-shell's grep against GNU grep 3.8 (``/usr/bin/grep``, LC_ALL=C): each pattern run
+by both on the same lines, status, output and diagnostics byte for byte; and the matcher's
+choice (RE2, linear in the line, unless a back-reference needs backtracking)."""
+
+from __future__ import annotations
+
+import curses.ascii
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from clients.shell import Shell
+from clients.shell_parser import Command
+from clients.shell_regex import RegexError, compile_grep
+from clients.shell_runtime import BufferOutput
+from tests.children import REPO, child_env
+
+GNU_GREP = "/usr/bin/grep"
+#: Words, spaces, the regex syntax's own characters as text, a NUL, bytes above 127, an
+#: empty line.
+LINES = (b"a b\nfoo_bar baz\nx\\sy\nxsy\nd1\n\\d\nab\nAa\n.\nword-end\n[a\n=\nia\nx\x00y\n"
+         b"\xe9t\xe9\n\n*a\n{1}a\na{1}\n(a)\nb|a\n1,2\n:]\nx\ty\nx\x0by\nabab\nABAB\nnt\n")
+
+
+def ftrace_shell_grep(args: list[str]) -> tuple[int, bytes, bytes]:
+    out, err = BufferOutput(), BufferOutput()
+    shell = Shell(None, mode="command", stdout=out, stderr=err)  # type: ignore[arg-type]
+    status = shell.run_command(Command(("grep", "-n", *args), (), 1), LINES, out)
+    return status, out.getvalue(), err.getvalue()
+
+
+def gnu_grep(args: list[str]) -> tuple[int, bytes, bytes]:
+    # -a: these lines hold a NUL, and ftrace-shell's grep has no binary-file mode.
+    done = subprocess.run(["grep", "-a", "-n", *args], executable=GNU_GREP, input=LINES,
+                          capture_output=True, env={"LC_ALL": "C"}, timeout=30)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.skipif(not os.access(GNU_GREP, os.X_OK), reason="no GNU grep to compare with")
+@pytest.mark.parametrize("command", [
+    # GNU's escapes outside a bracket: word and space classes, word boundaries, the line's
+    # start and end; and in a bracket, a backslash is a character.
+    r"'\<b'", r"-E '\<b'", r"'o\>'", r"'r\> b'", r"-E '\<(foo|a)\>'", r"-E '\<[a-z]+\>'",
+    r"-iE '\<AB\>'", r"'\(\<a\)*b'", r"-E '(\<f)+o'", r"-E 'o\<'", r"'\<'", r"'\>'",
+    r"'\<a*'", r"-E '\<*a'", r"-E '^\<a'", r"-E 'b\>$'", r"-E 'x|\<(ab)+$'",
+    r"'\bb'", r"'\Bo'", r"-c '\b'", r"-c '\B'", r"-E 'a\b*'",
+    r"'\w\W\w'", r"'\s'", r"'x\sy'", r"'\S\S\S\S\S'", r"-E '\W'",
+    r"'\`a'", '"b\\\'"', r"-E '\`*a'",
+    r"'[\s]'", r"-E '[\s]'", r"'[\w]'", r"'[\]'", r"'[a\]'", r"'[\\]'",
+    # Any other escaped character is itself: no Perl classes, no C escapes.
+    r"'\d'", r"-E '\d'", r"-F '\d'", r"'\n'", r"'\t'", r"-E '\x41'", r"'\%'", r"-E '\]'",
+    # "." is any byte, NUL and bytes above 127 too.
+    r"'x.y'", r"'t.'", r"'^.$'", r"-c ''",
+    # "(?i)" is no flag: "?" at the start of a group repeats nothing (and is warned of).
+    r"-E '(?i)a'", r"'(?i)a'", r"-E '*a'", r"-E 'a|*b'", r"-E '{1}a'", r"-E '^*a'",
+    r"-E '^**a'", r"-E '(^)*a'", r"-E 'x|?'", r"'^*'", r"'\(*a\)'", r"'x\|*a'",
+    r"'\{1\}a'", r"'\+a'", r"-E '(+))'", r"-E '(+)'", r"-E '(^{1})'",
+    # Collating symbols and equivalence classes of one character (the C locale's only).
+    r"'[[.a.]]'", r"'[[=a=]]'", r"-E '[[.a.]]b'", r"'[[.-.]]'", r"'[[.hyphen.]]'",
+    r"'[[=ab=]]'", r"'[[.-.]-a]'", r"'[a-[.c.]]'", r"'[[=a=]-c]'", r"'[[=x'",
+    # Brackets, intervals, anchors and groups as GNU reads them, errors included.
+    r"'[]a]'", r"'[^]a]'", r"'[a-z-9]'", r"'[a-c-e]'", r"'[[:alpha:]-z]'", r"'[[:alpha:]-]'",
+    r"'[:alpha:]'", r"-E '[:a:]x'", r"'[:a:b]'", r"'[a-'", r"'['", r"'[^'", r"'[z-a]'",
+    r"-E '[[:foo:]]'", r"'a\{1'", r"'a\{x\}'", r"'a\{1,0\}'", r"-E 'a{1,0}'", r"-E 'a{}'",
+    r"-E 'a{1'", r"-E 'a{,2}'", r"-E 'a{,}'", r"-E 'a{99999}'", r"-E '{99999}a'",
+    r"-E 'a{32767}'", r"'a\{2\}\{2\}'", r"-E 'a**'", r"'a**'",
+    r"'a^b'", r"-E 'a^b'", r"'a$b'", r"'\(^a\)'", r"'\(a$\)'",
+    r"-E '(a'", r"-E 'a)'", r"'\(a'", r"'a\)'", r"'a\'", r"'\(a\)\2'", r"'\(a\1\)'",
+    r"-E '\2($'", r"-E '(a)\1'", r"-E '(ab)\1'", r"-i '\(ab\)\1'",
+])
+def test_grep_as_gnu_grep(command):
+    args = shlex.split(command)
+    gnu_status, gnu_out, gnu_err = gnu_grep(args)
+    expected = (gnu_status, gnu_out, gnu_err.replace(GNU_GREP.encode() + b":", b"grep:"))
+    assert ftrace_shell_grep(args) == expected
+
+
+@pytest.mark.parametrize("pattern", [b"(a+)+$", b"\\<(a+)+$", b"x|(a+)+\\>$", b"\\<a(a|aa)*c"])
+def test_grep_answers_at_once_where_a_backtracking_matcher_never_would(pattern):
+    """GNU grep matches with a DFA: ``(a+)+$`` against 40 a's and a "!" is no match, at
+    once; a backtracking matcher tries the 2^40 ways to split the a's. In a child, so
+    that a hang fails the test at the deadline."""
+    script = ("import sys; from clients.shell_regex import compile_grep; "
+              "matcher, _ = compile_grep(sys.argv[1].encode(), 'E', False); "
+              "print(matcher.search(b'a' * 40 + b'!'))")
+    child = subprocess.run([sys.executable, "-c", script, pattern.decode()], cwd=REPO,
+                           env=child_env(), capture_output=True, text=True, timeout=60)
+    assert (child.stdout, child.stderr) == ("None\n", "")
+
+
+@pytest.mark.parametrize("pattern, syntax, uses_re2", [
+    (b"\\<word\\>", "G", True),
+    (b"\\<(foo|bar)+\\>", "E", True),
+    (b"[\\s]\\d\\w", "G", True),
+    (b"a\\{2000\\}", "G", False),  # beyond RE2's counts
+    (b"\\(ab\\)\\1", "G", False),  # a back-reference
+])
+def test_re2_matches_unless_it_cannot(pattern, syntax, uses_re2):
+    matcher, _ = compile_grep(pattern, syntax, False)
+    assert (not isinstance(matcher, re.Pattern)) == uses_re2
+
+
+@pytest.mark.parametrize("name", ["alpha", "digit", "alnum", "upper", "lower", "space",
+                                  "blank", "punct", "print", "graph", "cntrl", "xdigit"])
+@pytest.mark.parametrize("negated", [False, True])
+@pytest.mark.parametrize("back_reference", [b"", b"\\1"])
+def test_posix_classes_are_the_c_locales(name, negated, back_reference):
+    """Each POSIX class, in a bracket and in a negated one, holds the bytes C's is<name>()
+    holds in the C locale (curses.ascii's), as GNU grep 3.8 matches them under LC_ALL=C:
+    RE2 matching, and Python's re (for a back-reference)."""
+    bracket = b"[^[:%s:]]" % name.encode() if negated else b"[[:%s:]]" % name.encode()
+    regex, _ = compile_grep(b"(" + bracket + b")" + back_reference, "E", False)
+    is_class = getattr(curses.ascii, "is" + name)
+    matched = [byte for byte in range(256) if regex.search(bytes([byte, byte]))]
+    assert matched == [byte for byte in range(256) if bool(is_class(byte)) != negated]
+
+
+@pytest.mark.parametrize("pattern, syntax, message", [
+    (b"[[:foo:]]", "E", "Invalid character class name"),  # glibc's REG_ECTYPE
+    (b"[[:^alpha:]]", "E", "Invalid character class name"),
+    (b"[[:ALPHA:]]", "G", "Invalid character class name"),
+    (b"[[:alpha1:]]", "G", "Invalid character class name"),
+    (b"a[b[:nope:]c]", "G", "Invalid character class name"),
+    (b"([[:ALPHA:]])\\1", "E", "Invalid character class name"),
+    (b"[", "G", "Invalid regular expression"),  # nothing in the bracket
+    (b"[^", "G", "Invalid regular expression"),
+    (b"[a", "G", "Unmatched [, [^, [:, [., or [="),
+    (b"a[b-", "G", "Unmatched [, [^, [:, [., or [="),
+    (b"\\(", "G", "Unmatched ( or \\("),
+    (b"\\)", "G", "Unmatched ) or \\)"),
+    (b"a\\", "G", "Trailing backslash"),
+    (b"[b-a]", "G", "Invalid range end"),
+    (b"\\1", "E", "Invalid back reference"),
+    (b"\\(a\\1\\)", "G", "Invalid back reference"),
+    (b"a\\{1,0\\}", "G", "Invalid content of \\{\\}"),
+    (b"[:space:]", "G", "character class syntax is [[:space:]], not [:space:]"),  # dfa.c's
+])
+def test_errors_are_gnu_greps(pattern, syntax, message):
+    with pytest.raises(RegexError) as caught:
+        compile_grep(pattern, syntax, False)
+    assert caught.value.message == message
