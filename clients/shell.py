@@ -30,7 +30,7 @@ from typing import Iterable
 import clients.shell_builtins  # noqa: F401  (registers the commands)
 import clients.shell_kmod  # noqa: F401  (registers the commands)
 from clients.api import Client
-from clients.cli import address_argument
+from clients.cli import EXIT_NO_DAEMON, address_argument, check_address_env, no_daemon_text
 from clients.connection import resolve_address
 from clients.errors import FtraceError
 from clients.identity import Identity
@@ -318,7 +318,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default="bash",
                         help="the name diagnostics start with (default bash)")
     parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
-                        help="how long to wait for the daemon (default 10)")
+                        help="how long to wait for a daemon still starting "
+                             "(default 10)")
     parser.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND and exit")
     parser.add_argument("-V", "--echo-input", action="store_true",
                         help="print input lines as they are read (bash -v)")
@@ -397,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("daemon options need --spawn")
     if args.spawn and args.address:
         parser.error("--spawn and --address exclude each other")
+    if not args.spawn and not args.address:
+        check_address_env(parser)
     if args.command is not None:
         mode = "command"
     elif args.script not in (None, "-"):
@@ -415,9 +418,9 @@ def main(argv: list[str] | None = None) -> int:
                         wait=args.connect_timeout)
     except FtraceError as error:
         address = resolve_address(args.address)
-        print(f"ftrace-shell: no ftraced answers at {address} ({error.strerror}); "
-              "start one with `ftraced`, or use --spawn", file=sys.stderr)
-        return 1
+        print(f"ftrace-shell: {no_daemon_text(address, error, 'use --spawn')}",
+              file=sys.stderr)
+        return EXIT_NO_DAEMON
     except (SpawnError, ValueError) as error:
         print(f"ftrace-shell: {error}", file=sys.stderr)
         if spawned:

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 
 from clients.errors import FtraceError
-from clients.kmod import insert_failure, modprobe_insert, modules_dep
+from clients.kmod import insert_failure, module_not_found, modprobe_insert, modules_dep
 from clients.shell_runtime import COMMANDS, Invocation, command, parse_options
 from ftrace.v1.modules_pb2 import ModuleInfo
 
@@ -46,8 +46,7 @@ def _modprobe_insert(ctx: Invocation, say: Callable[[str], None], name: str,
     """kmod's modprobe (:func:`modprobe_insert`); a failure names the module asked for,
     as kmod's ``insmod()`` reports ``kmod_module_probe_insert_module()``."""
     if name not in depends:
-        release = ctx.shell.client.config().release
-        say(f"modprobe: FATAL: Module {name} not found in directory /lib/modules/{release}")
+        say(module_not_found(ctx.shell.client, "modprobe", name))
         return False
     try:
         modprobe_insert(ctx.shell.client, name, depends)

@@ -18,7 +18,8 @@ LONG_TIMEOUT = "60"
 DEADLINE = 45.0
 SPAWN_HINT = ", or use --spawn"
 #: (module, program, the words after the address, its other way to a daemon)
-CLIENTS = [("clients.tracer", "ftrace-tracer", [], SPAWN_HINT),
+CLIENTS = [("clients.shell", "ftrace-shell", ["-c", "true"], SPAWN_HINT),
+           ("clients.tracer", "ftrace-tracer", [], SPAWN_HINT),
            ("clients.workload", "ftrace-workload", [], SPAWN_HINT),
            ("clients.modload", "ftrace-modload", [], SPAWN_HINT),
            ("clients.inspect", "ftrace-inspect", ["summary"], "")]

@@ -509,13 +509,6 @@ echo 'uinput_open:traceoff' >> set_ftrace_notrace
     assert shell.err == "repro.sh: line 8: echo: write error: Invalid argument\n"
 
 
-def test_unreachable_daemon(tmp_path):
-    shell = run_shell(tmp_path, ["--address", f"unix:{tmp_path}/none.sock",
-                                 "--connect-timeout", "0.5", "-c", "true"])
-    assert shell.returncode == 1
-    assert shell.err.startswith("ftrace-shell: ")
-
-
 # --- the client library under the shell ---------------------------------------------------------
 
 
