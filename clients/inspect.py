@@ -48,6 +48,8 @@ Commands:
              although the kernel will set it right: check again, or ask CheckConsistency.
              After ``ftrace_kill()`` (``ftrace_disabled``), ``summary`` and ``check``
              say so: the findings are then what the aborted update left, for good.
+             ``--locked``: ask ``Kernel.CheckConsistency`` too, and print its anomalies
+             first (a missing or leaked reference, a patch mismatch, a freed page read).
 
 Exit status: 0; 1 when ``check`` found something; 2 on errors, no daemon answering within
 ``--connect-timeout`` among them (as for every client).
@@ -198,8 +200,9 @@ def cmd_trace(namespace: str, symbols: Symbols | None, args: argparse.Namespace)
 
 
 def cmd_check(snapshot: RecordsSnapshot, symbols: Symbols | None,
-              args: argparse.Namespace) -> int:
-    findings = []
+              args: argparse.Namespace, locked: list[str]) -> int:
+    """The snapshot's findings after ``locked``, those of Kernel.CheckConsistency."""
+    findings = list(locked)
     owner: dict[int, str] = {}
     for group in snapshot.groups:
         previous = None
@@ -254,16 +257,20 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--tracing-active", action="store_true",
                        help="an ops is registered and ftrace_enabled is 1: require "
                             "ENABLED <=> count > 0")
+    check.add_argument("--locked", action="store_true",
+                       help="also ask the daemon's Kernel.CheckConsistency, which compares "
+                            "each count with the ops' hashes under ftrace_lock")
     return p
 
 
 def asks_daemon(args: argparse.Namespace) -> bool:
-    """Whether the daemon is asked: for the namespace, or for the names."""
-    return args.namespace is None or not args.no_symbols
+    """Whether the daemon is asked: for the namespace, the names, or its own check."""
+    return args.namespace is None or not args.no_symbols or getattr(args, "locked", False)
 
 
 def run(args: argparse.Namespace) -> int:
     symbols = None
+    locked: list[str] = []
     if asks_daemon(args):
         identity = Identity(os.getpid(), PROG)
         try:
@@ -277,6 +284,9 @@ def run(args: argparse.Namespace) -> int:
                     args.namespace = client.stats().shm_namespace
                 if not args.no_symbols:
                     symbols = Symbols(client.read_file("/proc/kallsyms").decode())
+                if getattr(args, "locked", False):
+                    locked = [anomaly.message
+                              for anomaly in client.check_consistency().anomalies]
             except FtraceError as error:
                 raise InspectError(error_text(error, client)) from error
     if args.command == "trace":
@@ -286,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
         return cmd_records(snapshot, symbols, args)
     if args.command == "summary":
         return cmd_summary(snapshot, args)
-    return cmd_check(snapshot, symbols, args)
+    return cmd_check(snapshot, symbols, args, locked)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -323,6 +323,25 @@ def test_inspect_says_that_ftrace_is_dead_and_shows_what_the_aborted_pass_left(s
     client.close()
 
 
+def test_inspect_check_locked_adds_the_daemon_check_that_sees_the_missing_reference(
+        spawn, capsys):
+    """The 8c4f3c3 bug after the reload: uinput_release counted 0, not patched, while a
+    filter names it. The snapshot alone looks healthy; ``--locked`` asks the daemon, which
+    compares the count with the ops' hashes."""
+    daemon = spawn(["--variant", "buggy", *SMALL])
+    client = daemon.connect()
+    base = client.load("uinput").base
+    with client.attach("reloaded", ["uinput_release"]):
+        reload_uinput(client, base)
+        status, out, _ = inspect_main(capsys, "--address", daemon.address, "check")
+        assert status == 0 and out.endswith(": nothing found\n"), out
+        status, out, _ = inspect_main(capsys, "--address", daemon.address, "check", "--locked")
+        messages = [a.message for a in client.check_consistency().anomalies]
+        assert status == 1 and len(messages) == 1 and "uinput_release" in messages[0]
+        assert out.splitlines()[0] == messages[0] and out.endswith(": 1 found\n"), out
+    client.close()
+
+
 def test_inspect_into_a_pipe_its_reader_closed_ends_quietly(spawn):
     """``ftrace-inspect records | head``: EPIPE is the reader's choice, not an error."""
     daemon = spawn(SMALL)
