@@ -6,8 +6,9 @@ address a stale hash entry names, then the write's release moved the new hash in
 the disable of the old one went below zero. Ordered by when each operation first held
 ftrace_lock, the write replays before the modprobe and nothing happens; ordered by when
 each last held it (the release's hash move), the replay WARNs. A second history, of a
-tracer client, orders its filter change by the lock times its stream's answers carry; with
-other clients' sessions beside it, the WARN's ``Pid:`` line says which session to try first.
+tracer client, orders its filter change by the lock times its stream's answers carry, by
+the first and, as for the filter write, by the last; with other clients' sessions beside it,
+the WARN's ``Pid:`` line says which session to try first.
 """
 
 from __future__ import annotations
@@ -117,6 +118,42 @@ def test_a_tracer_filter_change_replays_where_it_held_ftrace_lock(tmp_path):
     commands = found.commands
     assert commands.index("echo dummy_validate > set_ftrace_filter") < commands.index(
         "rmmod dummy") < commands.index("modprobe dummy", 1), commands
+    assert found.target.kind == "WARNING" and found.confirmed, found.confirmation
+
+
+#: A tracer session's set_filter, as the filter write of HISTORY: it matches at 60 and moves
+#: its hash in at 80, and dummy comes back at its old address in between, so the disable
+#: of the old hash (its entry for the unloaded dummy_get_stats64) finds the new record.
+SET_FILTER_HISTORY = [
+    module(1, "modprobe", "dummy", 5, 10),
+    tracer(1, "register", {"filter": ["dummy_get_stats64"], "notrace": []}, 15, 21, [17, 20]),
+    module(2, "rmmod", "dummy", 45, 50),
+    tracer(2, "set_filter", {"text": "vfs_read", "reset": True, "notrace": False},
+           58, 82, [60, 80]),
+    module(3, "modprobe", "dummy", 65, 70),
+    HISTORY[-1],  # the run's teardown, after the WARN
+]
+
+
+def test_a_tracer_session_replays_where_its_set_filter_last_held_ftrace_lock(tmp_path):
+    """The session's first candidate (first holds: the set_filter before the modprobe)
+    replays no anomaly; the second (last holds) WARNs. The loaders' operations are in the
+    same order by every time, so their candidate is replayed once, not three times."""
+    warned = Anomaly("dmesg", "WARNING", WARN, 81 * MS, 81 * MS, ops=["tracer0.s1"])
+    boot = BootSpec((("--variant", "buggy"), ("--core-functions", "2048")))
+    found = Minimizer(boot, SET_FILTER_HISTORY, [warned], {}, str(tmp_path), 0,
+                      max_replays=20).run()
+    assert found.kind == "sequential", found.notes
+    plain, first, last = (note for note in found.notes if note.startswith("candidate:"))
+    assert "loaders' operations in the order they took" in plain, found.notes
+    assert "tracer session tracer0.s1" in first and "took ftrace_lock" in first, found.notes
+    assert first.endswith("no anomaly"), found.notes
+    assert "tracer session tracer0.s1" in last and "last held it" in last, found.notes
+    assert last.endswith("reproduced"), found.notes
+    # Cut down, the missing reference the modprobe leaves is enough: the teardown WARNs.
+    commands = found.commands
+    assert commands.index("rmmod dummy") < commands.index("modprobe dummy", 1), commands
+    assert commands[-1] == "echo nop > current_tracer", commands
     assert found.target.kind == "WARNING" and found.confirmed, found.confirmation
 
 

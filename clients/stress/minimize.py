@@ -16,8 +16,11 @@
    reproduce, the tracer sessions named by the anomaly, then those registered before
    the horizon (newest first, those of the task a WARN's ``Pid:`` line names before the
    others), are tried each on its own, mapped onto the function tracer, with the loaders'
-   operations and without the shells'. If none shows the run's anomaly, one that shows
-   another (a WARN, a count error) is taken, and the report says so.
+   operations and without the shells', in the order they took effect, then in the order
+   they last held ftrace_lock (a set_filter, too, matches at its first hold and moves its
+   hash in at its last). A candidate whose commands an earlier one had is not replayed
+   again. If none shows the run's anomaly, one that shows another (a WARN, a count
+   error) is taken, and the report says so.
 3. Each candidate is replayed on a fresh daemon with the run's boot options, the kernel
    looked at after every command. One that shows the target is cut after the command
    that showed it, then to the commands that can touch the anomaly's module, then
@@ -141,6 +144,20 @@ class Reproducer:
         return [line.command for line in self.lines]
 
 
+def distinct(candidates: list[tuple[str, list[Line]]]) -> list[tuple[str, list[Line]]]:
+    """The candidates with commands, each list of commands once (the first to have it):
+    two orders often put the same commands in the same order, and a replay of the
+    second would show what the first did."""
+    seen: set[tuple[str, ...]] = set()
+    kept = []
+    for what, lines in candidates:
+        commands = tuple(line.command for line in lines)
+        if commands and commands not in seen:
+            seen.add(commands)
+            kept.append((what, lines))
+    return kept
+
+
 def took_effect(op: Op) -> bool:
     """Whether an operation may have changed the kernel: it succeeded, it never answered,
     or it wrote a filter file (whose release installs the hash even after a failed write)."""
@@ -228,7 +245,7 @@ class Minimizer:
 
     def _session_lines(self, ops: list[Op], session: str) -> list[Line]:
         """One tracer session's successful operations on the function tracer, with the
-        loaders' operations, in the order they took effect."""
+        loaders' operations, in the order of ``ops``."""
         return [Line(command, op) for op in ops
                 if (op.kind == "tracer" and op.args.get("name") == session and op.ok)
                 or (op.op in ("modprobe", "rmmod") and not changes_nothing(op))
@@ -324,27 +341,28 @@ class Minimizer:
         # client's request held ftrace_lock; an operation that reports no time takes
         # effect somewhere between its invocation and its completion, where the
         # invocation order may be the one that replays the run.
-        last_held = sorted(ops, key=lambda op: (op.last_effect_ns(_LATE), op.invoke_ns))
-        invoked = sorted(ops, key=lambda op: op.invoke_ns)
-        candidates = [("the shells' and loaders' operations in the order they took "
-                       "ftrace_lock", self._plain_lines(ops)),
-                      ("the same in the order they last held it", self._plain_lines(last_held)),
-                      ("the same in invocation order", self._plain_lines(invoked))]
+        orders = [("in the order they took ftrace_lock", ops),
+                  ("in the order they last held it",
+                   sorted(ops, key=lambda op: (op.last_effect_ns(_LATE), op.invoke_ns)))]
+        invoked = ("in invocation order", sorted(ops, key=lambda op: op.invoke_ns))
+        candidates = [(f"the shells' and loaders' operations {order}", self._plain_lines(by))
+                      for order, by in [*orders, invoked]]
         if tracer_ops:
             notes.append(f"{len(tracer_ops)} tracer-client operations have no shell command "
-                         "(their ops' hashes are their own): left out of the first candidate")
+                         "(their ops' hashes are their own): left out of the shells' and "
+                         "loaders' candidates")
+            # A set_filter matches records at its first hold of ftrace_lock and moves its
+            # hash in at its last, as a filter write does.
             candidates += [(f"tracer session {session} mapped onto the function tracer "
                             "(set_ftrace_filter/notrace, current_tracer), with the loaders' "
-                            "operations and without the shells'",
-                            self._session_lines(ops, session))
-                           for session in self._sessions(ops)]
+                            f"operations and without the shells', {order}",
+                            self._session_lines(by, session))
+                           for session in self._sessions(ops) for order, by in orders]
         tried = []
-        for what, lines in candidates:
+        for what, lines in distinct(candidates):
             if not self._budget():
                 notes.append("replay budget spent")
                 break
-            if not lines:
-                continue
             seen = self._observe(lines)
             tried.append((lines, seen))
             reproduced = self.target.seen_after(seen) is not None
