@@ -216,7 +216,7 @@ def check_interleaving(out, report: dict) -> None:
     found = repro["interleaving"]
     assert found["race"] == "load-count" and found["failpoint"] == LOAD_SITE
     assert found["held"]["command"].startswith("modprobe ")
-    assert found["verified"], found
+    assert found["verified"] and found["reproduces"], found
     text = (out / "report.txt").read_text()
     assert "No sequential reproducer was found" in text
     assert "No race window was open" not in text

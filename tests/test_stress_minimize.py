@@ -185,3 +185,26 @@ def test_the_sessions_of_the_task_that_warned_are_tried_first(tmp_path):
     sessions = [note for note in found.notes if "tracer session" in note]
     assert "tracer session tracer0.s1" in sessions[0] and sessions[0].endswith("reproduced"), \
         found.notes
+
+
+def test_an_interleaving_that_shows_only_another_anomaly_says_so(tmp_path):
+    """load-count: the run WARNed, and the one interleaving its operations give, the
+    modprobe held before its count while the function tracer goes off, leaks a
+    reference instead. It is given, as one that showed another anomaly, not as a
+    reproducer of the run's."""
+    history = [write(1, "current_tracer", "function", 5, 11, [10]),
+               module(2, "modprobe", "dummy", 20, 30),
+               write(3, "current_tracer", "nop", 22, 28, [25])]
+    warned = Anomaly("dmesg", "WARNING", WARN, 35 * MS, 35 * MS)
+    boot = BootSpec((("--variant", "fixed"), ("--race", "load-count"),
+                     ("--core-functions", "2048")))
+    found = Minimizer(boot, history, [warned], {}, str(tmp_path), 0, max_replays=12).run()
+    assert found.kind == "interleaving", found.notes
+    shown = found.interleaving
+    assert shown["verified"] and not shown["reproduces"], shown
+    assert shown["held"]["command"] == "modprobe dummy", shown
+    assert "leaked reference" in shown["observed"], shown
+    assert "the first that showed another one is given" in " ".join(found.notes)
+    script = (tmp_path / "repro.sh").read_text()
+    assert "the interleaving below showed another anomaly, not the run's." in script, script
+    assert "reproduces the anomaly" not in script

@@ -13,6 +13,7 @@ from clients.cli import EXIT_NO_DAEMON, ConnectError, address_argument, check_li
 from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_STALL_TIMEOUT,
                                    DEFAULT_SWITCH_INTERVAL, STOP_ON_KINDS, WORKER_KINDS,
                                    BootSpec, RunConfig)
+from clients.stress.minimize import interleaving_verdict
 from clients.stress.report import headline, stalled_workers
 from clients.stress.runner import Progress, Run, connect, make_run_dir
 from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
@@ -178,7 +179,8 @@ def summary(report: dict, out_dir: str) -> str:
                      f"({repro['command_count']} commands, "
                      f"{'confirmed' if repro['confirmed'] else 'NOT confirmed'})")
     elif repro:
-        found = "; interleaving in" if repro["interleaving"] else " found; see"
+        found = (f"; an interleaving that {interleaving_verdict(repro['interleaving'])} in"
+                 if repro["interleaving"] else " found; see")
         lines.append(f"  no sequential reproducer{found} {os.path.join(out_dir, 'report.txt')}")
     lines.append(f"  report: {os.path.join(out_dir, 'report.txt')}")
     return "\n".join(lines)

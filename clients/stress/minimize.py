@@ -413,7 +413,8 @@ class Minimizer:
 
         First each pair with no setup but the tracer's state when the held operation
         started (one replay each), then with the earlier operations that touch the
-        anomaly's module, cut down by ddmin."""
+        anomaly's module, cut down by ddmin.  Each must show the run's anomaly again; when
+        none does, the first that showed another is given, and says so."""
         races = self.boot.races
         if not races:
             found.notes.append("no race window was open: no interleaving to try")
@@ -425,21 +426,35 @@ class Minimizer:
                                "windows")
             return
         found.kind = "interleaving"
+        other: tuple[_Pair, list[Line]] | None = None
+
+        def reproduces(pair: _Pair, prefix: list[Line]) -> bool:
+            nonlocal other
+            seen = pair.observe(self, prefix)
+            if seen is None or not seen.any:
+                return False
+            if self.target.seen_after(seen) is not None:
+                return True
+            other = other or (pair, prefix)
+            return False
+
         for pair in pairs:
             for prefix in ([], self._tracer_state(pair.held)):
-                if self._budget() and pair.reproduces(self, prefix):
+                if self._budget() and reproduces(pair, prefix):
                     found.interleaving = self._interleaving_json(pair, prefix)
                     return
         for pair in pairs:
             earlier = self._touching(self._plain_lines(
                 [op for op in self._before_horizon() if op.complete_ns is not None
                  and op.complete_ns < pair.held.invoke_ns]), self.target.module)
-            if self._budget() and pair.reproduces(self, earlier):
-                prefix = ddmin(earlier, lambda lines: pair.reproduces(self, lines),
-                               self._budget)
+            if self._budget() and reproduces(pair, earlier):
+                prefix = ddmin(earlier, lambda lines: reproduces(pair, lines), self._budget)
                 found.interleaving = self._interleaving_json(pair, prefix)
                 return
-        found.interleaving = self._interleaving_json(pairs[0], None)
+        if other is not None:
+            found.notes.append("no interleaving tried showed the run's anomaly again: the "
+                               "first that showed another one is given")
+        found.interleaving = self._interleaving_json(*(other or (pairs[0], None)))
 
     def _tracer_state(self, held: Op) -> list[Line]:
         """``echo function > current_tracer`` if that was the last switch before ``held``."""
@@ -480,10 +495,12 @@ class Minimizer:
         return sorted(pairs, key=rank)
 
     def _interleaving_json(self, pair: "_Pair", prefix: list[Line] | None) -> dict[str, Any]:
-        """The interleaving for the report; ``prefix`` None: none was verified."""
+        """The interleaving for the report; ``prefix`` None: none was verified.
+        ``reproduces``: the replay showed the run's anomaly, not only another one."""
         seen = pair.seen.get(pair.key(prefix)) if prefix is not None else None
         return {
             "race": pair.race, "failpoint": pair.site, "verified": prefix is not None,
+            "reproduces": seen is not None and self.target.seen_after(seen) is not None,
             "prefix": [line.command for line in prefix or []] + pair.setup,
             "held": self._describe(pair.held, pair.held_command),
             "racing": self._describe(pair.racing, pair.racing_command),
@@ -510,7 +527,7 @@ class Minimizer:
             return "\n".join(header + body) + "\n"
         header = [f"# {self.boot.command('ftraced')}",
                   "# No sequential reproducer was found (report.txt says what was tried)"
-                  + (": the interleaving below reproduces the anomaly."
+                  + (f": the interleaving below {interleaving_verdict(found.interleaving)}."
                      if found.interleaving is not None else "."),
                   f"# Anomaly: {self.target.describe()}"]
         if found.interleaving is None:
@@ -549,8 +566,9 @@ class _Pair:
     def key(prefix: list[Line]) -> tuple[str, ...]:
         return tuple(line.command + "\0" + line.op.id for line in prefix)
 
-    def reproduces(self, minimizer: Minimizer, prefix: list[Line]) -> bool:
-        """Replay: ``prefix`` and the setup, then the two (once per prefix)."""
+    def observe(self, minimizer: Minimizer, prefix: list[Line]) -> Observation | None:
+        """Replay: ``prefix`` and the setup, then the two (once per prefix); None when the
+        interleaving did not come about."""
         key = self.key(prefix)
         if key not in self.seen:
             seen = self.seen[key] = minimizer.replayer.interleaving(
@@ -559,8 +577,7 @@ class _Pair:
             minimizer.log(f"replay {minimizer.replayer.replays}: {self.held_command!r} held, "
                           f"{self.racing_command!r} racing, {len(prefix)} before: "
                           f"{seen.summary() if seen else 'no such interleaving'}")
-        seen = self.seen[key]
-        return seen is not None and seen.any
+        return self.seen[key]
 
 
 def as_command(op: Op, ops: list[Op]) -> tuple[list[str], str]:
@@ -588,7 +605,21 @@ def interleaving_steps(found: dict[str, Any], boot: BootSpec) -> list[str]:
     steps.append(f"in shell A run: {found['held']['command']}   (it pauses at {site})")
     steps.append(f"while it is paused, in shell B run: {found['racing']['command']}")
     steps.append(f"release {site} (Kernel.ReleaseFailpoint); shell A's command completes")
-    steps.append("verified on a fresh daemon: " + (found["observed"] if found["verified"]
-                                                   else "NOT verified (replays did not show it)"))
+    steps.append(f"on a fresh daemon it {interleaving_outcome(found)}")
     return steps
+
+
+def interleaving_verdict(found: dict[str, Any]) -> str:
+    """Whether the interleaving's replay showed the run's anomaly, in a few words."""
+    if not found["verified"]:
+        return "was NOT verified (no replay showed an anomaly)"
+    if not found["reproduces"]:
+        return "showed another anomaly, not the run's"
+    return "reproduces the anomaly"
+
+
+def interleaving_outcome(found: dict[str, Any]) -> str:
+    """:func:`interleaving_verdict` with what the replay showed."""
+    verdict = interleaving_verdict(found)
+    return f"{verdict}: {found['observed']}" if found["verified"] else verdict
 

@@ -368,7 +368,7 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
                        "operations that overlapped took effect in an order none of the "
                        "candidates had; history.jsonl has the whole run.")
         if repro["interleaving"]:
-            out.append("  The interleaving that reproduces it:")
+            out.append("  The interleaving to try:")
             out += [f"    {step}" for step in interleaving_steps(repro["interleaving"],
                                                                  result.config.boot)]
             inter = repro["interleaving"]
