@@ -254,8 +254,9 @@ def to_json(result: RunResult) -> dict[str, Any]:
             "kind": repro.kind,
             "file": "repro.sh",
             "commands": repro.commands,
-            "command_count": len([line for line in repro.script.splitlines()
-                                  if line.strip() and not line.startswith("#")]),
+            # The commands found, as repro.sh's header counts them: not its cd to the
+            # tracing directory nor its closing dmesg | grep.
+            "command_count": len(repro.commands),
             "candidates": repro.candidates,
             "confirmed": repro.confirmed,
             "confirmation": repro.confirmation,
