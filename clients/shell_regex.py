@@ -129,9 +129,10 @@ class _Parser:
     first in the pattern) stops grep, then dfa.c's, which warns (``messages``, in the
     pattern's order) and whose own error ends the list; what matches is dfa.c's reading."""
 
-    def __init__(self, pattern: bytes, extended: bool) -> None:
+    def __init__(self, pattern: bytes, extended: bool, ignore_case: bool = False) -> None:
         self.pattern = pattern
         self.extended = extended
+        self.ignore_case = ignore_case
         self.pos = 0
         self.pieces = _Pieces()
         self.messages: list[str] = []
@@ -348,6 +349,10 @@ class _Parser:
         self.pos += 1
         if colons["first"] and colons["last"] and colons["other"] and not colons["special"]:
             self.dfa("character class syntax is [[:space:]], not [:space:]", error=True)
+        if self.ignore_case:
+            # Folded before the complement, as regcomp() with REG_ICASE builds the set:
+            # -i '[^a]' excludes A too (the matcher's folding would let A match it).
+            members.update(bytes(members).swapcase())
         chosen = frozenset(members)
         return _ALL - chosen if negated else chosen
 
@@ -458,7 +463,7 @@ def compile_grep(pattern: bytes, syntax: str, ignore_case: bool) -> tuple[Matche
     if syntax == "F":
         pieces = _Pieces([frozenset((byte,)) for byte in pattern])
     else:
-        parser = _Parser(pattern, syntax == "E")
+        parser = _Parser(pattern, syntax == "E", ignore_case)
         pieces = parser.parse()
         warn = parser.messages
         if parser.dfa_error is not None:

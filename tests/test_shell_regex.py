@@ -53,6 +53,9 @@ def gnu_grep(args: list[str]) -> tuple[int, bytes, bytes]:
     r"'[\s]'", r"-E '[\s]'", r"'[\w]'", r"'[\]'", r"'[a\]'", r"'[\\]'",
     # Any other escaped character is itself: no Perl classes, no C escapes.
     r"'\d'", r"-E '\d'", r"-F '\d'", r"'\n'", r"'\t'", r"-E '\x41'", r"'\%'", r"-E '\]'",
+    # -i folds a bracket's set before its complement: -i '[^a]' excludes A too.
+    r"-i '[^a]'", r"-ic '^[^b]*$'", r"-iE '^[^[:lower:]]+$'", r"-i '[^[:upper:]]'",
+    r"-iv '[^x-z]'", r"-iE '^[^A-Z_]+$'", r"-i '[a]'",
     # "." is any byte, NUL and bytes above 127 too.
     r"'x.y'", r"'t.'", r"'^.$'", r"-c ''",
     # "(?i)" is no flag: "?" at the start of a group repeats nothing (and is warned of).
