@@ -121,20 +121,31 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     if args.spawn is not None:
         if args.address:
             parser.error("--spawn and --address exclude each other")
-        # Imported only here: the daemon's modules take longer to load than a client runs.
-        from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
+        check_daemon_options(parser, args.spawn)
+    args.identity = identity_argument(parser, args.comm)
+    return args
 
-        daemon_parser = argparse.ArgumentParser(prog=f"{parser.prog} --spawn", add_help=False)
-        add_boot_arguments(daemon_parser)
-        try:
-            boot_options_from(daemon_parser.parse_args(args.spawn)).validate()
-        except ValueError as error:
-            daemon_parser.error(str(error))
+
+def check_daemon_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """The usage error ftraced would give for the boot options ``argv`` of a ``--spawn``
+    daemon, before anything starts."""
+    # Imported only here: the daemon's modules take longer to load than a client runs.
+    from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
+
+    daemon_parser = argparse.ArgumentParser(prog=f"{parser.prog} --spawn", add_help=False)
+    add_boot_arguments(daemon_parser)
     try:
-        args.identity = Identity(os.getpid(), args.comm)
+        boot_options_from(daemon_parser.parse_args(argv)).validate()
+    except ValueError as error:
+        daemon_parser.error(str(error))
+
+
+def identity_argument(parser: argparse.ArgumentParser, comm: str) -> Identity:
+    """This process as the kernel sees it, ``--comm`` a usage error when it cannot be."""
+    try:
+        return Identity(os.getpid(), comm)
     except ValueError as error:
         parser.error(str(error))
-    return args
 
 
 def check_limits(parser: argparse.ArgumentParser, *options: tuple[str, float | None],
@@ -165,7 +176,11 @@ def daemon_client(args: argparse.Namespace) -> Iterator[Client]:
     except SpawnError as error:
         raise ConnectError(str(error)) from error
     except FtraceError as error:
-        where = spawned.address if spawned else resolve_address(args.address)
+        if spawned:
+            spawned.stop()
+            raise ConnectError(f"no ftraced answers at {spawned.address} "
+                               f"({error.strerror}), the daemon it started") from error
+        where = resolve_address(args.address)
         raise ConnectError(no_daemon_text(where, error, "use --spawn")) from error
     try:
         with client:

@@ -30,10 +30,9 @@ from typing import Iterable
 import clients.shell_builtins  # noqa: F401  (registers the commands)
 import clients.shell_kmod  # noqa: F401  (registers the commands)
 from clients.api import Client
-from clients.cli import EXIT_NO_DAEMON, address_argument, check_address_env, no_daemon_text
-from clients.connection import resolve_address
+from clients.cli import (EXIT_NO_DAEMON, ConnectError, address_argument, check_address_env,
+                         check_daemon_options, daemon_client, identity_argument)
 from clients.errors import FtraceError
-from clients.identity import Identity
 from clients.shell_parser import (
     AndOr,
     Command,
@@ -56,7 +55,7 @@ from clients.shell_runtime import (
     WriteError,
     encode,
 )
-from clients.spawn import SpawnError, spawn_daemon
+from clients.spawn import daemon_argv
 
 __all__ = ["Shell", "main"]
 
@@ -400,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--spawn and --address exclude each other")
     if not args.spawn and not args.address:
         check_address_env(parser)
+    # The other clients' daemon arguments, from the shell's own spelling of them (its
+    # daemon options stand apart, before a script's name, where theirs follow --spawn).
+    args.spawn = daemon_argv(options) if args.spawn else None
+    if args.spawn is not None:
+        check_daemon_options(parser, args.spawn)
+    args.identity = identity_argument(parser, args.comm)
     if args.command is not None:
         mode = "command"
     elif args.script not in (None, "-"):
@@ -407,33 +412,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         mode = "interactive" if sys.stdin.isatty() else "stdin"
     try:
-        identity = Identity(os.getpid(), args.comm)
-    except ValueError as error:
-        parser.error(str(error))
-    spawned = None
-    try:
-        if args.spawn:
-            spawned = spawn_daemon(options, verbose=args.verbose)
-        client = Client(spawned.address if spawned else args.address, identity,
-                        wait=args.connect_timeout)
-    except FtraceError as error:
-        address = resolve_address(args.address)
-        print(f"ftrace-shell: {no_daemon_text(address, error, 'use --spawn')}",
-              file=sys.stderr)
-        return EXIT_NO_DAEMON
-    except (SpawnError, ValueError) as error:
-        print(f"ftrace-shell: {error}", file=sys.stderr)
-        if spawned:
-            spawned.stop()
-        return 1
-    try:
-        with client:
+        with daemon_client(args) as client:
             shell = Shell(client, name=args.name, mode=mode, script=args.script,
                           echo_input=args.echo_input)
             return _run_input(shell, args)
+    except ConnectError as error:
+        print(f"ftrace-shell: {error}", file=sys.stderr)
+        return EXIT_NO_DAEMON
     finally:
-        if spawned:
-            spawned.stop()
         try:
             sys.stdout.flush()
         except BrokenPipeError:

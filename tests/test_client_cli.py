@@ -111,3 +111,16 @@ def test_a_malformed_address_is_a_usage_error_at_once(tmp_path):
         assert (process.returncode, out, err.splitlines()[-1]) == (
             2, "", f"{prog}: error: {message}"), prog
         assert err.startswith(f"usage: {prog} ")
+
+
+def test_daemon_options_ftraced_refuses_are_a_usage_error_before_any_daemon_starts():
+    """ftrace-shell's daemon options (before its script) and ftrace-tracer's (after
+    --spawn) are checked by the same code, as ftraced would check them."""
+    runs = [("clients.shell", ["--spawn", "--core-functions", "1", "-c", "true"]),
+            ("clients.tracer", ["-f", "x", "--spawn", "--core-functions", "1"])]
+    for module, args in runs:
+        process = start(module, args)
+        out, err = process.communicate(timeout=DEADLINE)
+        assert process.returncode == 2 and out == "", (module, err)
+        assert err.splitlines()[-1].endswith(
+            "--spawn: error: core-functions must be 453..2000000, not 1"), (module, err)

@@ -44,8 +44,9 @@ widened by a failpoint:
               for race, (site, spec) in AUTO_FAILPOINTS.items()) + """\
 (with --address the same failpoints are armed over RPC, unless the daemon has some armed).
 
-Nothing in DIR changes when the run cannot start: the daemon at --address must answer
-within --connect-timeout, a private one must boot.
+Nothing in DIR is removed or overwritten when the run cannot start (DIR itself is made
+first, so that an unwritable one is said before a daemon boots): the daemon at --address
+must answer within --connect-timeout, a private one must boot.
 
 Exit status: 0 clean, 1 an anomaly was found, 2 error (the daemon died, could not start,
 did not answer...).
