@@ -198,13 +198,13 @@ class FtraceListIterator:
         return self, pos
 
     def t_run(self, v: object, pos: int, count: int, size: int,
-              m_size: int) -> tuple[list[bytes], object, int]:
+              m_size: int) -> tuple[bytes, object, int]:
         """What ``t_next()`` and ``t_show()`` give, one call each per record, for the
         records of the current page group that fit in the page (``SeqOperations.run``);
         none in the probes or at the banner, which are left to those calls."""
         flags = self.flags
         if v is None or flags & (FTRACE_ITER_HASH | FTRACE_ITER_PRINTALL) or self.ft.ftrace_disabled:
-            return [], v, pos
+            return b"", v, pos
         first, sel = self.idx, self._sel
         # No line is shorter than the group's shortest: no more can fit.
         pg = self.pages[self.pg]
@@ -220,7 +220,7 @@ class FtraceListIterator:
             self.func = (pg, recs[len(taken) - 1])
             pos += len(taken)
             self.pos = self.func_pos = pos
-        return taken, v, pos
+        return b"".join(taken), v, pos
 
     def _skip(self, n: int) -> int:
         """What the first ``n`` calls of ``t_start``'s walk do when each finds a record:

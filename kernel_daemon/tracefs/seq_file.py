@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from kernel_daemon.errno import KernelError
 
 PAGE_SIZE = 4096
@@ -34,17 +36,18 @@ class SeqOperations:
 
     ``run``, the model's own and optional, does at once what ``Fill:`` does with the
     records after ``v`` that certainly fit: ``run(v, pos, count, size, m_size)`` returns
-    the bytes ``next()`` and ``show()`` would give for each of them, taken while the page
-    holds fewer than ``size`` bytes before one and fewer than ``m_size`` after it, with the
-    last one's ``v`` and index, leaving the iterator as those calls would.  It may stop
-    earlier (at the end of a page group, say): ``Fill:`` goes on one record at a time.
+    the bytes ``next()`` and ``show()`` would give for them, one after the other in one
+    chunk, taken while the page holds fewer than ``size`` bytes before one and fewer than
+    ``m_size`` after it, with the last one's ``v`` and index, leaving the iterator as those
+    calls would.  It may stop earlier (at the end of a page group, say): ``Fill:`` goes on
+    one record at a time.
     """
 
     start: Callable[[int], Any]
     next: Callable[[Any, int], tuple[Any, int]]
     stop: Callable[[Any], None]
     show: Callable[[Any], bytes]
-    run: Callable[[Any, int, int, int, int], tuple[list[bytes], Any, int]] | None = None
+    run: Callable[[Any, int, int, int, int], tuple[bytes, Any, int]] | None = None
 
 
 @dataclass(eq=False)
@@ -84,15 +87,22 @@ class SeqSnapshot:
     """The operations of a seq_file whose records the model prints all at once: ``produce``
     gives them when a walk starts at index 0, and a start at a later index takes its record
     from that list.  (3.6's ``->start()`` finds it in the live list at every read; these
-    files' records stay as the first page saw them.)"""
+    files' records stay as the first page saw them.)  As they never change after it, their
+    text is kept whole with where each record ends, so ``run`` finds the records that fit
+    by bisection and gives them as one slice."""
 
     def __init__(self, produce: Callable[[], list[bytes]]) -> None:
         self.produce = produce
         self.records: list[bytes] = []
+        self.text = b""
+        self.ends = np.zeros(0, dtype=np.int64)  # ends[i]: offset in text past record i
 
     def start(self, pos: int) -> int | None:
         if pos == 0:
             self.records = self.produce()
+            self.text = b"".join(self.records)
+            self.ends = np.cumsum(np.fromiter(map(len, self.records), dtype=np.int64,
+                                              count=len(self.records)))
         return pos if pos < len(self.records) else None
 
     def next(self, v: int, pos: int) -> tuple[int | None, int]:
@@ -106,10 +116,22 @@ class SeqSnapshot:
         return self.records[v]
 
     def run(self, v: int, pos: int, count: int, size: int,
-            m_size: int) -> tuple[list[bytes], int, int]:
-        taken = fitting(map(self.records.__getitem__, range(v + 1, len(self.records))),
-                        count, size, m_size)
-        return taken, v + len(taken), pos + len(taken)
+            m_size: int) -> tuple[bytes, int, int]:
+        """:func:`fitting`'s records, found in ``ends``: record ``j`` after ``v`` is taken
+        while the page held fewer than ``size`` bytes before it (the records from ``v + 1``
+        to ``j - 1``, ``ends[j - 1] - ends[v]`` bytes, were added) and holds fewer than
+        ``m_size`` with it (``ends[j] - ends[v]``); both grow with ``j``."""
+        ends = self.ends
+        base = int(ends[v])
+        # How many of ends[v], ends[v + 1], ... (the page before each next record) are
+        # below size, the last record having none after it; and how many of
+        # ends[v + 1], ... (the page with it) are below m_size.
+        before = int(ends[v:-1].searchsorted(size - count + base))
+        after = int(ends[v + 1:].searchsorted(m_size - count + base))
+        n = min(before, after)
+        if not n:
+            return b"", v, pos
+        return self.text[base:int(ends[v + n])], v + n, pos + n
 
     def operations(self) -> SeqOperations:
         return SeqOperations(self.start, self.next, self.stop, self.show, self.run)
@@ -201,11 +223,12 @@ def seq_read_fill(m: SeqFile, size: int) -> bytes:
                 next_, show, run = op.next, op.show, op.run
                 while count < size:
                     if run is not None:
-                        taken, p, pos = run(p, pos, count, size, m.size)
-                        parts += taken
-                        count += sum(map(len, taken))
-                        if count >= size:
-                            break
+                        chunk, p, pos = run(p, pos, count, size, m.size)
+                        if chunk:
+                            parts.append(chunk)
+                            count += len(chunk)
+                            if count >= size:
+                                break
                     p, next_pos = next_(p, pos)
                     if p is None:
                         break
