@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import random
 
-from kernel_daemon.tracefs.seq_file import PAGE_SIZE, SeqFile, SeqOperations, SeqSnapshot, seq_read
+import pytest
+
+from kernel_daemon.tracefs.seq_file import (PAGE_SIZE, SeqFile, SeqOperations, SeqRecords,
+                                             SeqSnapshot, seq_read)
 
 # Lines of every length from empty to a few hundred bytes, empty records (which Fill: takes
 # and the first show of a page skips), and one larger than a page (the buffer doubles).
@@ -36,3 +39,17 @@ def test_run_reads_as_one_record_at_a_time_for_every_read_size():
         got = reads(snapshot, size)
         assert got == reads(one_at_a_time, size), size
         assert b"".join(chunk for chunk, *_ in got) == total
+
+
+@pytest.mark.parametrize("text", [b"", b"a\n", b"a\nb", b"\n\nx\n", b"".join(RECORDS) + b"tail"])
+def test_a_text_s_lines_are_the_records_splitlines_gives(text):
+    """seq_lines()' records, found from the newlines' offsets, are the lines splitlines()
+    gives (for text whose only line ends are newlines), one by one and as a SeqSnapshot
+    reads them."""
+    lines = text.splitlines(keepends=True)
+    records = SeqRecords.lines(text)
+    assert list(records) == lines
+    assert [records[i] for i in range(len(records))] == lines
+    for size in (1, 100, PAGE_SIZE, 1 << 16):
+        assert (reads(SeqSnapshot(lambda: SeqRecords.lines(text)).operations(), size)
+                == reads(SeqSnapshot(lambda: lines).operations(), size))

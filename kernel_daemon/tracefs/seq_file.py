@@ -16,7 +16,7 @@ the NUL (``m->count + len < m->size``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,26 +83,58 @@ def single_open(show: Callable[[], bytes]) -> SeqOperations:
     return SeqOperations(single_start, single_next, single_stop, lambda v: show())
 
 
+class SeqRecords:
+    """Records printed one after the other: their text, and where each ends in it
+    (``ends[i]``, numpy), so a run of them is one slice of the text."""
+
+    def __init__(self, text: bytes, ends: np.ndarray) -> None:
+        self.text = text
+        self.ends = ends
+
+    @classmethod
+    def joined(cls, records: Iterable[bytes]) -> SeqRecords:
+        """``records`` as one text (already one: as it is)."""
+        if isinstance(records, SeqRecords):
+            return records
+        records = list(records)
+        return cls(b"".join(records), np.cumsum(np.fromiter(
+            map(len, records), dtype=np.int64, count=len(records))))
+
+    @classmethod
+    def lines(cls, text: bytes) -> SeqRecords:
+        """Each line of ``text`` a record, with its newline (the last one may have none)."""
+        ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == ord("\n")) + 1
+        if not text.endswith(b"\n") and text:
+            ends = np.append(ends, len(text))
+        return cls(text, ends)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i: int) -> bytes:
+        return self.text[int(self.ends[i - 1]) if i else 0:int(self.ends[i])]
+
+    def __iter__(self) -> Iterator[bytes]:
+        text = self.text
+        ends = self.ends.tolist()
+        return map(text.__getitem__, map(slice, [0, *ends[:-1]], ends))
+
+
 class SeqSnapshot:
     """The operations of a seq_file whose records the model prints all at once: ``produce``
     gives them when a walk starts at index 0, and a start at a later index takes its record
-    from that list.  (3.6's ``->start()`` finds it in the live list at every read; these
-    files' records stay as the first page saw them.)  As they never change after it, their
-    text is kept whole with where each record ends, so ``run`` finds the records that fit
-    by bisection and gives them as one slice."""
+    from them.  (3.6's ``->start()`` finds it in the live list at every read; these files'
+    records stay as the first page saw them.)  As they never change after it, they are kept
+    as :class:`SeqRecords`, so ``run`` finds the records that fit by bisection and gives
+    them as one slice."""
 
-    def __init__(self, produce: Callable[[], list[bytes]]) -> None:
+    def __init__(self, produce: Callable[[], Iterable[bytes]]) -> None:
         self.produce = produce
-        self.records: list[bytes] = []
-        self.text = b""
-        self.ends = np.zeros(0, dtype=np.int64)  # ends[i]: offset in text past record i
+        self.records = SeqRecords(b"", np.zeros(0, dtype=np.int64))
 
     def start(self, pos: int) -> int | None:
         if pos == 0:
-            self.records = self.produce()
-            self.text = b"".join(self.records)
-            self.ends = np.cumsum(np.fromiter(map(len, self.records), dtype=np.int64,
-                                              count=len(self.records)))
+            self.records = SeqRecords.joined(self.produce())
         return pos if pos < len(self.records) else None
 
     def next(self, v: int, pos: int) -> tuple[int | None, int]:
@@ -121,7 +153,7 @@ class SeqSnapshot:
         while the page held fewer than ``size`` bytes before it (the records from ``v + 1``
         to ``j - 1``, ``ends[j - 1] - ends[v]`` bytes, were added) and holds fewer than
         ``m_size`` with it (``ends[j] - ends[v]``); both grow with ``j``."""
-        ends = self.ends
+        ends = self.records.ends
         base = int(ends[v])
         # How many of ends[v], ends[v + 1], ... (the page before each next record) are
         # below size, the last record having none after it; and how many of
@@ -131,7 +163,7 @@ class SeqSnapshot:
         n = min(before, after)
         if not n:
             return b"", v, pos
-        return self.text[base:int(ends[v + n])], v + n, pos + n
+        return self.records.text[base:int(ends[v + n])], v + n, pos + n
 
     def operations(self) -> SeqOperations:
         return SeqOperations(self.start, self.next, self.stop, self.show, self.run)
