@@ -143,6 +143,11 @@ class Ftrace:
     ftrace_start_up: int = 0
     global_start_up: int = 0
     ftrace_update_tot_cnt: int = 0
+    # Moved on by every change to a record's count (__ftrace_hash_rec_update(), a new
+    # page group's counts in ftrace_update_code(); both under ftrace_lock), so
+    # enabled_functions' t_start() knows whether the records it selected at the last read
+    # still are the ones with a count.  The model's, not 3.6's.
+    rec_counts_gen: int = 0
     global_ops: FtraceOps = field(default_factory=lambda: FtraceOps(
         "global_ops", flags=FTRACE_OPS_FL_GLOBAL, core_data=True))
     # Lists are pushed at the head, as add_ftrace_ops() does; readers take the tuple

@@ -115,13 +115,15 @@ class FtraceListIterator:
         return self._selected[g]
 
     def _selection_of(self) -> tuple[object, ...]:
-        """What :meth:`selected` depends on besides the records' counts: the page groups
-        and the hash, each replaced whole when it changes (``ftrace_hash_move()``), so
-        the selection is found again only then; ``enabled_functions``' counts change in
-        place, so its selection is found again at every ``t_start``."""
+        """What :meth:`selected` depends on: the page groups and the hashes, each replaced
+        whole when it changes (``ftrace_hash_move()``), and for ``enabled_functions`` the
+        records' counts, which change in place (``Ftrace.rec_counts_gen`` says when), so
+        the selection is found again only then.  The count alone decides, not
+        FTRACE_FL_ENABLED: ``t_next()`` tests ``rec->flags & ~FTRACE_FL_MASK``."""
+        ft = self.ft
         if self.flags & FTRACE_ITER_ENABLED:
-            return ()
-        return (self.ft.pages.groups, self.ops.filter_hash, self.ops.notrace_hash)
+            return (ft.pages.groups, ft.rec_counts_gen)
+        return (ft.pages.groups, self.ops.filter_hash, self.ops.notrace_hash)
 
     def _enter(self, g: int, idx: int) -> None:
         """``iter->pg`` at group ``g``, ``idx`` of its selected records passed."""
@@ -196,28 +198,29 @@ class FtraceListIterator:
         return self, pos
 
     def t_run(self, v: object, pos: int, count: int, size: int,
-              m_size: int) -> tuple[list[bytes], object, int]:
+              m_size: int) -> tuple[bytes, object, int]:
         """What ``t_next()`` and ``t_show()`` give, one call each per record, for the
         records of the current page group that fit in the page (``SeqOperations.run``);
         none in the probes or at the banner, which are left to those calls."""
         flags = self.flags
         if v is None or flags & (FTRACE_ITER_HASH | FTRACE_ITER_PRINTALL) or self.ft.ftrace_disabled:
-            return [], v, pos
+            return b"", v, pos
         first, sel = self.idx, self._sel
-        # A line takes 2 bytes at least (a name and its newline): no more can fit.
-        end = min(self._nsel, first + (m_size - count) // 2 + 1)
+        # No line is shorter than the group's shortest: no more can fit.
+        pg = self.pages[self.pg]
+        end = min(self._nsel, first + (m_size - count) // pg.shortest_ps_line + 1)
         recs: Sequence[int] = range(first, end) if sel is None else sel[first:end].tolist()
         lines: Iterable[bytes] = map(self._lines.__getitem__, recs)
         if flags & FTRACE_ITER_ENABLED:
-            counts = ftrace_rec_count(self.pages[self.pg].flags[recs]).tolist()
+            counts = ftrace_rec_count(pg.flags[recs]).tolist()
             lines = (b"%s (%d)\n" % (line[:-1], n) for line, n in zip(lines, counts))
         taken = fitting(lines, count, size, m_size)
         if taken:
             self.idx = first + len(taken)
-            self.func = (self.pages[self.pg], recs[len(taken) - 1])
+            self.func = (pg, recs[len(taken) - 1])
             pos += len(taken)
             self.pos = self.func_pos = pos
-        return taken, v, pos
+        return b"".join(taken), v, pos
 
     def _skip(self, n: int) -> int:
         """What the first ``n`` calls of ``t_start``'s walk do when each finds a record:
@@ -246,8 +249,8 @@ class FtraceListIterator:
         ft = self.ft
         ft.ftrace_lock.acquire()
         selection_of = self._selection_of()
-        if not selection_of or len(selection_of) != len(self._selected_of) or any(
-                a is not b for a, b in zip(selection_of, self._selected_of)):
+        # Compared by identity but the counter (the hashes and groups define no __eq__).
+        if selection_of != self._selected_of:
             self._selected.clear()
             self._selected_of = selection_of
         if ft.ftrace_disabled:

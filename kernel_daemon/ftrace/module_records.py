@@ -182,6 +182,7 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
             if site == "ftrace_make_nop":
                 cnt[i] &= ~_ENABLED
         new_pgs.flags[:] = cnt
+        ft.rec_counts_gen += 1
     finally:
         ft.pages.write_end()
     if failed is None:

@@ -80,6 +80,7 @@ def update_counts(ft: Ftrace, idx: np.ndarray, flags: np.ndarray, inc: bool) -> 
     """Increment or decrement the counts at ``idx`` in order; False after a WARN."""
     if not len(idx):
         return True
+    ft.rec_counts_gen += 1
     if len(idx) == 1:
         # One record: scalar arithmetic, as the C loop does it.
         i = int(idx[0])
@@ -127,6 +128,7 @@ def update_all_counts(ft: Ftrace, flags: np.ndarray, excluded: np.ndarray, inc: 
     As in the C loop, a WARN stops the pass at its record: the ones before it are
     updated (and, for an overflow, that one too), the ones after it are not.
     """
+    ft.rec_counts_gen += 1
     counts = np.bitwise_and(flags, _COUNT_MASK, out=_scratch_counts(len(flags)))
     if excluded.size:
         # Excluded records never trip the check, whatever their count.

@@ -13,6 +13,7 @@ process can copy a consistent snapshot without ``ftrace_lock`` (``snapshot.py``)
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import struct
 import threading
@@ -111,6 +112,12 @@ class FtracePageGroup:
             self._ps_lines = [line.encode() for line in
                               np.strings.add(self.names, suffix).tolist()]
         return self._ps_lines
+
+    @functools.cached_property
+    def shortest_ps_line(self) -> int:
+        """The length of the shortest of :meth:`ps_lines`: how few bytes a record takes in
+        a listing, which bounds how many fit in what is left of a page."""
+        return min(map(len, self.ps_lines()))
 
     @property
     def nr_pages(self) -> int:

@@ -26,7 +26,8 @@ from kernel_daemon.ftrace.regex_file import (FtraceIterator, ftrace_regex_open,
 from kernel_daemon.trace.trace_output import trace_bytes
 from kernel_daemon.tracefs.llseek import (LLONG_MAX, SEEK_MAX, Llseek, default_llseek,
                                           no_llseek, seq_lseek)
-from kernel_daemon.tracefs.seq_file import SeqFile, SeqOperations, SeqSnapshot, seq_read
+from kernel_daemon.tracefs.seq_file import (SeqFile, SeqOperations, SeqRecords, SeqSnapshot,
+                                             seq_read)
 from kernel_daemon.uaccess import UserBuffer, copy_from_user
 from kernel_daemon.unwind import kernel_function_named
 
@@ -154,9 +155,10 @@ class SeqText(OpenFile):
         return data
 
 
-def seq_lines(text: str) -> list[bytes]:
-    """The lines of ``text``, each a record of a :class:`SeqSnapshot`."""
-    return trace_bytes(text).splitlines(keepends=True)
+def seq_lines(text: str) -> SeqRecords:
+    """The lines of ``text``, each a record of a :class:`SeqSnapshot`: only ``\\n`` ends
+    one, as each of these files' ``->show()`` prints one line."""
+    return SeqRecords.lines(trace_bytes(text))
 
 
 def seq_open(file: SeqText) -> SeqText:

@@ -16,9 +16,11 @@ the NUL (``m->count + len < m->size``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from kernel_daemon.errno import KernelError
 
@@ -34,17 +36,18 @@ class SeqOperations:
 
     ``run``, the model's own and optional, does at once what ``Fill:`` does with the
     records after ``v`` that certainly fit: ``run(v, pos, count, size, m_size)`` returns
-    the bytes ``next()`` and ``show()`` would give for each of them, taken while the page
-    holds fewer than ``size`` bytes before one and fewer than ``m_size`` after it, with the
-    last one's ``v`` and index, leaving the iterator as those calls would.  It may stop
-    earlier (at the end of a page group, say): ``Fill:`` goes on one record at a time.
+    the bytes ``next()`` and ``show()`` would give for them, one after the other in one
+    chunk, taken while the page holds fewer than ``size`` bytes before one and fewer than
+    ``m_size`` after it, with the last one's ``v`` and index, leaving the iterator as those
+    calls would.  It may stop earlier (at the end of a page group, say): ``Fill:`` goes on
+    one record at a time.
     """
 
     start: Callable[[int], Any]
     next: Callable[[Any, int], tuple[Any, int]]
     stop: Callable[[Any], None]
     show: Callable[[Any], bytes]
-    run: Callable[[Any, int, int, int, int], tuple[list[bytes], Any, int]] | None = None
+    run: Callable[[Any, int, int, int, int], tuple[bytes, Any, int]] | None = None
 
 
 @dataclass(eq=False)
@@ -80,19 +83,58 @@ def single_open(show: Callable[[], bytes]) -> SeqOperations:
     return SeqOperations(single_start, single_next, single_stop, lambda v: show())
 
 
+class SeqRecords:
+    """Records printed one after the other: their text, and where each ends in it
+    (``ends[i]``, numpy), so a run of them is one slice of the text."""
+
+    def __init__(self, text: bytes, ends: np.ndarray) -> None:
+        self.text = text
+        self.ends = ends
+
+    @classmethod
+    def joined(cls, records: Iterable[bytes]) -> SeqRecords:
+        """``records`` as one text (already one: as it is)."""
+        if isinstance(records, SeqRecords):
+            return records
+        records = list(records)
+        return cls(b"".join(records), np.cumsum(np.fromiter(
+            map(len, records), dtype=np.int64, count=len(records))))
+
+    @classmethod
+    def lines(cls, text: bytes) -> SeqRecords:
+        """Each line of ``text`` a record, with its newline (the last one may have none)."""
+        ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == ord("\n")) + 1
+        if not text.endswith(b"\n") and text:
+            ends = np.append(ends, len(text))
+        return cls(text, ends)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i: int) -> bytes:
+        return self.text[int(self.ends[i - 1]) if i else 0:int(self.ends[i])]
+
+    def __iter__(self) -> Iterator[bytes]:
+        text = self.text
+        ends = self.ends.tolist()
+        return map(text.__getitem__, map(slice, [0, *ends[:-1]], ends))
+
+
 class SeqSnapshot:
     """The operations of a seq_file whose records the model prints all at once: ``produce``
     gives them when a walk starts at index 0, and a start at a later index takes its record
-    from that list.  (3.6's ``->start()`` finds it in the live list at every read; these
-    files' records stay as the first page saw them.)"""
+    from them.  (3.6's ``->start()`` finds it in the live list at every read; these files'
+    records stay as the first page saw them.)  As they never change after it, they are kept
+    as :class:`SeqRecords`, so ``run`` finds the records that fit by bisection and gives
+    them as one slice."""
 
-    def __init__(self, produce: Callable[[], list[bytes]]) -> None:
+    def __init__(self, produce: Callable[[], Iterable[bytes]]) -> None:
         self.produce = produce
-        self.records: list[bytes] = []
+        self.records = SeqRecords(b"", np.zeros(0, dtype=np.int64))
 
     def start(self, pos: int) -> int | None:
         if pos == 0:
-            self.records = self.produce()
+            self.records = SeqRecords.joined(self.produce())
         return pos if pos < len(self.records) else None
 
     def next(self, v: int, pos: int) -> tuple[int | None, int]:
@@ -106,10 +148,22 @@ class SeqSnapshot:
         return self.records[v]
 
     def run(self, v: int, pos: int, count: int, size: int,
-            m_size: int) -> tuple[list[bytes], int, int]:
-        taken = fitting(map(self.records.__getitem__, range(v + 1, len(self.records))),
-                        count, size, m_size)
-        return taken, v + len(taken), pos + len(taken)
+            m_size: int) -> tuple[bytes, int, int]:
+        """:func:`fitting`'s records, found in ``ends``: record ``j`` after ``v`` is taken
+        while the page held fewer than ``size`` bytes before it (the records from ``v + 1``
+        to ``j - 1``, ``ends[j - 1] - ends[v]`` bytes, were added) and holds fewer than
+        ``m_size`` with it (``ends[j] - ends[v]``); both grow with ``j``."""
+        ends = self.records.ends
+        base = int(ends[v])
+        # How many of ends[v], ends[v + 1], ... (the page before each next record) are
+        # below size, the last record having none after it; and how many of
+        # ends[v + 1], ... (the page with it) are below m_size.
+        before = int(ends[v:-1].searchsorted(size - count + base))
+        after = int(ends[v + 1:].searchsorted(m_size - count + base))
+        n = min(before, after)
+        if not n:
+            return b"", v, pos
+        return self.records.text[base:int(ends[v + n])], v + n, pos + n
 
     def operations(self) -> SeqOperations:
         return SeqOperations(self.start, self.next, self.stop, self.show, self.run)
@@ -201,11 +255,12 @@ def seq_read_fill(m: SeqFile, size: int) -> bytes:
                 next_, show, run = op.next, op.show, op.run
                 while count < size:
                     if run is not None:
-                        taken, p, pos = run(p, pos, count, size, m.size)
-                        parts += taken
-                        count += sum(map(len, taken))
-                        if count >= size:
-                            break
+                        chunk, p, pos = run(p, pos, count, size, m.size)
+                        if chunk:
+                            parts.append(chunk)
+                            count += len(chunk)
+                            if count >= size:
+                                break
                     p, next_pos = next_(p, pos)
                     if p is None:
                         break

@@ -1,0 +1,55 @@
+"""SeqSnapshot's ``run`` (the records that fit found by bisection, given as one slice) reads
+as ``seq_read()``'s ``Fill:`` taking the same records one ``next()`` and ``show()`` at a
+time: the same bytes in the same read sizes, whatever the size asked, and the seq_file left
+as it was (the index reached, the bytes kept in the buffer, its size) after each read."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from kernel_daemon.tracefs.seq_file import (PAGE_SIZE, SeqFile, SeqOperations, SeqRecords,
+                                             SeqSnapshot, seq_read)
+
+# Lines of every length from empty to a few hundred bytes, empty records (which Fill: takes
+# and the first show of a page skips), and one larger than a page (the buffer doubles).
+_rng = random.Random(36)
+RECORDS = [b"x" * _rng.randrange(0, 300) + b"\n" for _ in range(60)]
+RECORDS[7:7] = [b"", b""]
+RECORDS[30:30] = [b"y" * (PAGE_SIZE + 900) + b"\n", b"", b"z\n"]
+RECORDS.append(b"")
+
+
+def reads(op: SeqOperations, size: int) -> list[tuple[bytes, int, int, int]]:
+    m = SeqFile(op)
+    out = []
+    while chunk := seq_read(m, size, m.read_pos):
+        out.append((chunk, m.index, m.count, m.size))
+    return out
+
+
+def test_run_reads_as_one_record_at_a_time_for_every_read_size():
+    total = b"".join(RECORDS)
+    for size in range(1, 65537):
+        snapshot = SeqSnapshot(lambda: RECORDS).operations()
+        one_at_a_time = SeqSnapshot(lambda: RECORDS).operations()
+        one_at_a_time = SeqOperations(one_at_a_time.start, one_at_a_time.next,
+                                      one_at_a_time.stop, one_at_a_time.show)
+        got = reads(snapshot, size)
+        assert got == reads(one_at_a_time, size), size
+        assert b"".join(chunk for chunk, *_ in got) == total
+
+
+@pytest.mark.parametrize("text", [b"", b"a\n", b"a\nb", b"\n\nx\n", b"".join(RECORDS) + b"tail"])
+def test_a_text_s_lines_are_the_records_splitlines_gives(text):
+    """seq_lines()' records, found from the newlines' offsets, are the lines splitlines()
+    gives (for text whose only line ends are newlines), one by one and as a SeqSnapshot
+    reads them."""
+    lines = text.splitlines(keepends=True)
+    records = SeqRecords.lines(text)
+    assert list(records) == lines
+    assert [records[i] for i in range(len(records))] == lines
+    for size in (1, 100, PAGE_SIZE, 1 << 16):
+        assert (reads(SeqSnapshot(lambda: SeqRecords.lines(text)).operations(), size)
+                == reads(SeqSnapshot(lambda: lines).operations(), size))
