@@ -6,14 +6,18 @@ and ``tracing_cpumask_read()``'s copy of its whole ``mask_str[NR_CPUS + 1]``."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import threading
 from collections.abc import Iterator
 
 import pytest
 
+from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.listing import Listing, t_show_all
 from kernel_daemon.tracefs.files import OpenFile, file_read, file_release
-from kernel_daemon.tracefs.seq_file import PAGE_SIZE, SeqFile, SeqSnapshot, seq_read
+from kernel_daemon.tracefs.seq_file import (PAGE_SIZE, SeqFile, SeqOperations, SeqSnapshot,
+                                             seq_read)
 from kernel_daemon.tracefs.trace_files import NR_CPUS
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
@@ -167,3 +171,21 @@ def test_tracing_cpumask_reads_its_whole_nr_cpus_plus_one_buffer():
             rest = read_to_end(f)
         assert NR_CPUS == 4096
         assert first == b"f\n\0" and first + rest == mask_str("f\n").encode()
+
+
+@pytest.mark.parametrize("offset", [0, 5])
+def test_a_start_that_fails_after_taking_its_lock_is_stopped_all_the_same(offset):
+    """3.6's seq_read() and traverse() call ->stop() after an ERR_PTR ->start() too: a
+    start that fails holding ftrace_lock must not leave it held (read at 0: seq_read's
+    fill; at another position: traverse())."""
+    lock = threading.Lock()
+
+    def start(pos: int) -> None:
+        lock.acquire()
+        raise KernelError(errno.ENODEV)
+
+    m = SeqFile(SeqOperations(start, lambda v, pos: (None, pos + 1),
+                              lambda v: lock.release(), lambda v: b"x\n"))
+    with pytest.raises(KernelError):
+        seq_read(m, PAGE_SIZE, offset)
+    assert not lock.locked()

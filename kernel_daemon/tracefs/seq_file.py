@@ -31,7 +31,7 @@ PAGE_SIZE = 4096
 class SeqOperations:
     """``struct seq_operations``: ``start(pos)`` gives the record at index ``pos`` (None past
     the last) and takes whatever lock ``stop(v)`` drops, which is called once for every
-    ``start``, whatever it returned; ``next(v, pos)`` gives the record after ``v`` and its
+    ``start``, whatever it returned (None after one that raised); ``next(v, pos)`` gives the record after ``v`` and its
     index; ``show(v)`` the bytes it prints, or raises the errno of a show that fails.
 
     ``run``, the model's own and optional, does at once what ``Fill:`` does with the
@@ -200,8 +200,9 @@ def traverse(m: SeqFile, offset: int) -> None:
             m.size = PAGE_SIZE
         pos = 0
         overflow = False
-        p = op.start(index)
-        try:
+        p = None
+        try:  # ->stop() after every ->start(), even one that failed, as 3.6 calls it
+            p = op.start(index)
             while p is not None:
                 rec = op.show(p)
                 if len(rec) >= m.size:
@@ -238,8 +239,9 @@ def seq_read_fill(m: SeqFile, size: int) -> bytes:
     op = m.op
     while True:
         pos = m.index
-        p = op.start(pos)
-        try:
+        p = None
+        try:  # as in traverse(): ->stop() even after a failed ->start()
+            p = op.start(pos)
             while p is not None:
                 rec = op.show(p)
                 if rec:
