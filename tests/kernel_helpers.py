@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.dispatch import execute_function, on_cpu
+from kernel_daemon.ftrace.listing import FtraceListIterator, Listing
 from kernel_daemon.ftrace.regex_file import (ftrace_regex_open, ftrace_regex_release,
                                              ftrace_regex_write)
 from kernel_daemon.ftrace.records import ftrace_rec_count, FTRACE_FL_ENABLED
@@ -23,6 +24,7 @@ from kernel_daemon.module.catalog import load_catalog
 from kernel_daemon.task import Task, running_as
 from kernel_daemon.tracefs.files import (DEFERRED_FPUT, SYSCALL_WRITE, file_read,
                                          file_release, file_write)
+from kernel_daemon.tracefs.seq_file import PAGE_SIZE, SeqFile, seq_read
 from kernel_daemon.tracefs.trace_files import NR_CPUS
 from kernel_daemon.tracefs.vfs import Vfs
 from kernel_daemon.unwind import kernel_frames
@@ -150,3 +152,12 @@ def reproducer_until_reload(kernel: Kernel) -> tuple[int, int]:
     rmmod(kernel, "uinput")
     second = modprobe(kernel, "uinput").module_core
     return first, second
+
+
+def t_show_all(ft: Ftrace, which: Listing) -> str:
+    """The whole listing as ``cat`` of a fresh open reads it: ``seq_read()`` to the end."""
+    m = SeqFile(FtraceListIterator(ft, which).show_ftrace_seq_ops())
+    out: list[bytes] = []
+    while chunk := seq_read(m, PAGE_SIZE, m.read_pos):
+        out.append(chunk)
+    return b"".join(out).decode()

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.filter import ftrace_match_record
-from kernel_daemon.ftrace.listing import ALL_FUNCTIONS_BANNER, Listing, t_show_all
+from kernel_daemon.ftrace.listing import ALL_FUNCTIONS_BANNER, Listing
 from kernel_daemon.ftrace.regex import MatchType, filter_parse_regex, ftrace_match
 from kernel_daemon.ftrace.regex_file import (FTRACE_BUFF_MAX, TraceParser, ftrace_regex_open,
                                              ftrace_regex_release, ftrace_regex_write,
                                              trace_get_user)
-from tests.kernel_helpers import booted, echo, modprobe, rmmod
+from tests.kernel_helpers import booted, echo, modprobe, rmmod, t_show_all
 
 
 @pytest.fixture(scope="module")

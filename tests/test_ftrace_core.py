@@ -9,13 +9,13 @@ import pytest
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
 from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
-from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open, t_show_all
+from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL, FtraceOps
 from kernel_daemon.ftrace.register import (ftrace_shutdown, register_ftrace_function,
                                            unregister_ftrace_function)
 from kernel_daemon.module.catalog import load_catalog
 from tests.kernel_helpers import (booted, echo, modprobe, record, reproducer_until_reload, rmmod,
-                                  warnings)
+                                  t_show_all, warnings)
 
 
 def test_buggy_reproducer_warns_once_through_ftrace_shutdown_and_kills_ftrace():

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from kernel_daemon.ftrace.consistency import check_consistency
 from kernel_daemon.ftrace.core import ftrace_kill
-from kernel_daemon.ftrace.listing import ALL_FUNCTIONS_BANNER, Listing, t_show_all
+from kernel_daemon.ftrace.listing import ALL_FUNCTIONS_BANNER, Listing
 from kernel_daemon.ftrace.probe import FTRACE_HASH_BITS, hash_long
 from kernel_daemon.tracefs.tree import mount
-from tests.kernel_helpers import (T, booted, cat, echo, invoke, modprobe, record, rmmod, warnings,
-                                  write)
+from tests.kernel_helpers import (T, booted, cat, echo, invoke, modprobe, record, rmmod, t_show_all,
+                                  warnings, write)
 
 BANNER = ALL_FUNCTIONS_BANNER
 

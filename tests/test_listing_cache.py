@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 
-from kernel_daemon.ftrace.listing import Listing, t_show_all
+from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.files import file_read, file_release
 from kernel_daemon.tracefs.tree import mount
-from tests.kernel_helpers import T, booted, echo, modprobe
+from tests.kernel_helpers import T, booted, echo, modprobe, t_show_all
 from tests.test_race_windows import Step
 
 ENABLED = f"{T}/enabled_functions"

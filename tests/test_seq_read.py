@@ -14,14 +14,14 @@ from collections.abc import Iterator
 import pytest
 
 from kernel_daemon.errno import KernelError
-from kernel_daemon.ftrace.listing import Listing, t_show_all
+from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.files import OpenFile, file_read, file_release
 from kernel_daemon.tracefs.seq_file import (PAGE_SIZE, SeqFile, SeqOperations, SeqSnapshot,
                                              seq_read)
 from kernel_daemon.tracefs.trace_files import NR_CPUS
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
-from tests.kernel_helpers import T, booted, echo, mask_str, modprobe, rmmod
+from tests.kernel_helpers import T, booted, echo, mask_str, modprobe, rmmod, t_show_all
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.probe import (FTRACE_FUNC_HASHSIZE, FTRACE_HASH_BITS, FtraceFuncProbe,
                                         hash_long)
 from kernel_daemon.ftrace.records import FtracePageGroup, ftrace_rec_count
-from kernel_daemon.tracefs.seq_file import PAGE_SIZE, SeqFile, SeqOperations, fitting, seq_read
+from kernel_daemon.tracefs.seq_file import SeqOperations, fitting
 
 # enum of include/linux/ftrace.h: what an ftrace_iterator lists and where it is.
 FTRACE_ITER_FILTER = 1 << 0
@@ -311,11 +311,3 @@ def hlist_next(ft: Ftrace, probe: FtraceFuncProbe) -> FtraceFuncProbe | None:
             return chain[i + 1] if i + 1 < len(chain) else None
     return None
 
-
-def t_show_all(ft: Ftrace, which: Listing) -> str:
-    """The whole listing as ``cat`` of a fresh open reads it: ``seq_read()`` to the end."""
-    m = SeqFile(FtraceListIterator(ft, which).show_ftrace_seq_ops())
-    out: list[bytes] = []
-    while chunk := seq_read(m, PAGE_SIZE, m.read_pos):
-        out.append(chunk)
-    return b"".join(out).decode()
