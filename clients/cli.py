@@ -16,7 +16,9 @@
 - :func:`check_limits`: the usage error for a limit (``--duration``...) not above zero, or
   longer than a wait can be.
 - :func:`address_argument`: the argparse type of every client's ``--address``;
-  :func:`check_address_env`: the same check of ``$FTRACED_ADDRESS``.
+  :func:`check_address_env`: the same check of ``$FTRACED_ADDRESS``;
+  :func:`check_daemon_options` and :func:`identity_argument`: the checks of a ``--spawn``
+  daemon's options and of ``--comm``, which ftrace-shell, whose options are its own, shares.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ __all__ = [
     "add_daemon_arguments",
     "address_argument",
     "check_address_env",
+    "check_daemon_options",
     "check_limits",
     "daemon_client",
     "error_text",
+    "identity_argument",
     "no_daemon_text",
     "parse_args",
 ]
