@@ -2,9 +2,9 @@
 
 Runs the benchmarks in turn (see ``bench/__init__.py``) and writes ``results.json`` and
 ``results.md`` into ``--out`` (default: the ``bench`` directory, whose files are the
-committed figures; ``bench/quick`` with ``--quick``, so that a smoke run leaves them alone).  A benchmark that fails
-is recorded as an entry without a figure, with the error in its note, and the others
-still run.  ``--quick`` (``make bench QUICK=1``) uses small sizes and short windows: it
+committed figures; ``bench/quick`` with ``--quick``, so that a smoke run leaves them
+alone).  A benchmark that fails is recorded as an entry without a figure, with the error
+in its note, and the others still run.  ``--quick`` (``make bench QUICK=1``) uses small sizes and short windows: it
 shows that everything runs, in well under a minute, not how fast.
 """
 

@@ -118,7 +118,8 @@ def _set_text(members: frozenset[int]) -> bytes:
     start = previous = ordered[0]
     for byte in ordered[1:] + [-1]:
         if byte != previous + 1:
-            ranges.append(b"\\x%02x" % start + (b"-\\x%02x" % previous if previous > start else b""))
+            last = b"-\\x%02x" % previous if previous > start else b""
+            ranges.append(b"\\x%02x" % start + last)
             start = byte
         previous = byte
     return b"[" + b"".join(ranges) + b"]"

@@ -97,7 +97,7 @@ def test_one_token_per_write_and_continuation(kernel):
         assert ftrace_regex_write(ft, it, data, ppos) == read
         assert ppos.pos == pos + read  # trace_get_user(): *ppos += read
     # Nothing is live until release; the unterminated token is matched there.
-    assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.strip()]
+    assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.decode().strip()]
     ftrace_regex_release(ft, it)
     # Listed in record (address) order, which is uinput.c's order.
     assert filter_names(kernel) == ["uinput_open [uinput]", "uinput_read [uinput]",
@@ -108,7 +108,7 @@ def test_one_token_per_write_and_continuation(kernel):
 def test_nonmatching_token_fails_the_write_but_release_installs_the_copy(kernel):
     echo(kernel, "uinput_open", "set_ftrace_filter")
     assert echo(kernel, "nosuchfn", "set_ftrace_filter") == [errno.EINVAL]
-    assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.strip()]
+    assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.decode().strip()]
     echo(kernel, "uinput_open", "set_ftrace_filter")
     assert echo(kernel, "uinput_read nosuchfn uinput_poll", "set_ftrace_filter", append=True) \
         == [errno.EINVAL]
@@ -125,13 +125,13 @@ def test_negation_globs_and_mod_command(kernel):
     assert echo(kernel, "!uinput_dev_*", "set_ftrace_filter", append=True) == []
     assert not any(n.startswith("uinput_dev_") for n in filter_names(kernel))
     assert echo(kernel, "!:mod:uinput", "set_ftrace_filter", append=True) == []
-    assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.strip()]
+    assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.decode().strip()]
     assert echo(kernel, "uinput_open:mod:nosuchmod", "set_ftrace_filter") == [errno.EINVAL]
     assert echo(kernel, "uinput_open:mod:", "set_ftrace_filter") == [errno.EINVAL]
     assert echo(kernel, "uinput_open:nosuchcmd", "set_ftrace_filter") == [errno.EINVAL]
     # traceoff is a command: a probe, listed after the functions (test_function_probes.py).
     assert echo(kernel, "uinput_open:traceoff", "set_ftrace_filter") == []
-    assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.strip(),
+    assert filter_names(kernel) == [ALL_FUNCTIONS_BANNER.decode().strip(),
                                     "uinput_open [uinput]:traceoff:unlimited"]
     assert echo(kernel, "!uinput_open:traceoff", "set_ftrace_filter") == []
     assert echo(kernel, "!", "set_ftrace_filter") == [errno.EINVAL]

@@ -18,7 +18,7 @@ from kernel_daemon.tracefs.tree import mount
 from tests.kernel_helpers import (T, booted, cat, echo, invoke, modprobe, record, rmmod, t_show_all,
                                   warnings, write)
 
-BANNER = ALL_FUNCTIONS_BANNER
+BANNER = ALL_FUNCTIONS_BANNER.decode()
 
 
 @pytest.fixture

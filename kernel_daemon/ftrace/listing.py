@@ -45,8 +45,12 @@ class Listing(enum.Enum):
     NOTRACE = "set_ftrace_notrace"
 
 
-ALL_FUNCTIONS_BANNER = "#### all functions enabled ####\n"
-ALL_FUNCTIONS_BANNER_BYTES = ALL_FUNCTIONS_BANNER.encode()
+ALL_FUNCTIONS_BANNER = b"#### all functions enabled ####\n"
+
+
+def enabled_line(line: bytes, count: int) -> bytes:
+    """``t_show()``'s line for ``enabled_functions``: the record's ``%ps`` and its count."""
+    return b"%s (%d)\n" % (line[:-1], count)
 
 
 def ftrace_avail_open(ft: Ftrace, which: Listing) -> None:
@@ -203,7 +207,8 @@ class FtraceListIterator:
         records of the current page group that fit in the page (``SeqOperations.run``);
         none in the probes or at the banner, which are left to those calls."""
         flags = self.flags
-        if v is None or flags & (FTRACE_ITER_HASH | FTRACE_ITER_PRINTALL) or self.ft.ftrace_disabled:
+        if (v is None or flags & (FTRACE_ITER_HASH | FTRACE_ITER_PRINTALL)
+                or self.ft.ftrace_disabled):
             return b"", v, pos
         first, sel = self.idx, self._sel
         # No line is shorter than the group's shortest: no more can fit.
@@ -213,7 +218,7 @@ class FtraceListIterator:
         lines: Iterable[bytes] = map(self._lines.__getitem__, recs)
         if flags & FTRACE_ITER_ENABLED:
             counts = ftrace_rec_count(pg.flags[recs]).tolist()
-            lines = (b"%s (%d)\n" % (line[:-1], n) for line, n in zip(lines, counts))
+            lines = map(enabled_line, lines, counts)
         taken = fitting(lines, count, size, m_size)
         if taken:
             self.idx = first + len(taken)
@@ -292,13 +297,13 @@ class FtraceListIterator:
             assert probe is not None
             return probe.ops.print(probe.ip, probe.ops, probe.data).encode()
         if flags & FTRACE_ITER_PRINTALL:
-            return ALL_FUNCTIONS_BANNER_BYTES
+            return ALL_FUNCTIONS_BANNER
         if self.func is None:
             return b""
         pg, i = self.func
         line = pg.ps_lines()[i]
         if flags & FTRACE_ITER_ENABLED:
-            return b"%s (%d)\n" % (line[:-1], ftrace_rec_count(pg.flags[i]))
+            return enabled_line(line, ftrace_rec_count(pg.flags[i]))
         return line
 
 

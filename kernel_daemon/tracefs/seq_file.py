@@ -31,8 +31,9 @@ PAGE_SIZE = 4096
 class SeqOperations:
     """``struct seq_operations``: ``start(pos)`` gives the record at index ``pos`` (None past
     the last) and takes whatever lock ``stop(v)`` drops, which is called once for every
-    ``start``, whatever it returned (None after one that raised); ``next(v, pos)`` gives the record after ``v`` and its
-    index; ``show(v)`` the bytes it prints, or raises the errno of a show that fails.
+    ``start``, whatever it returned (None after one that raised); ``next(v, pos)`` gives
+    the record after ``v`` and its index; ``show(v)`` the bytes it prints, or raises the
+    errno of a show that fails.
 
     ``run``, the model's own and optional, does at once what ``Fill:`` does with the
     records after ``v`` that certainly fit: ``run(v, pos, count, size, m_size)`` returns
