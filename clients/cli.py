@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import select
 import signal
@@ -72,6 +73,9 @@ def no_daemon_text(address: str, error: FtraceError, alternative: str | None = N
     """The one diagnostic of a client no daemon answers at ``address``, after its
     connect timeout (``error``: the last connection's); ``alternative``, another way
     (``"use --spawn"``). The program's name goes before it, as before its others."""
+    if error.errno == errno.ECONNRESET:
+        return (f"no ftraced answers at {address} ({error.strerror}): it closed every "
+                "connection as it accepted it, as ftraced does past its --max-connections")
     text = f"no ftraced answers at {address} ({error.strerror}); start one with `ftraced`"
     return f"{text}, or {alternative}" if alternative else text
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 import stat
 import time
@@ -75,6 +76,9 @@ _GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix-abstract:", "vsock:")
 _PORT_MAX = 65535
 #: How often a client waiting for a daemon that is still starting tries again.
 _RETRY_INTERVAL = 0.05
+#: How long the call that asks gRPC why it could not connect may take (it does not wait
+#: for a connection: it fails as soon as the channel's last attempt has).
+_LAST_ERROR_TIMEOUT = 1.0
 
 
 def default_address() -> str:
@@ -286,7 +290,8 @@ class Connection:
         tried again until the deadline, then raises ``FtraceError`` (``from_kernel``
         False) with that errno. A failure no daemon could end (the socket's directory
         missing, a file that is no socket, EACCES...) raises at once; an address that
-        accepts but does not answer raises ETIMEDOUT at the deadline.
+        accepts but does not answer raises ETIMEDOUT at the deadline, or ECONNRESET when
+        it closed each connection as it accepted it (ftraced past --max-connections).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -307,10 +312,24 @@ class Connection:
             if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise FtraceError.from_rpc(error) from None
             raise FtraceError(
-                errno.ETIMEDOUT,
+                self._closed_at_once() or errno.ETIMEDOUT,
                 f"ftraced at {self.address} not ready after {timeout}s",
                 from_kernel=False,
             ) from None
+
+    def _closed_at_once(self) -> int | None:
+        """ECONNRESET when the server took the connections and closed them at once, as
+        ftraced does past its ``--max-connections``: gRPC's last error says so (asked
+        by a call that does not wait), where the wait itself ends only in a timeout.
+        None for a server that kept them and never answered."""
+        try:
+            self.health.Check(health_pb2.HealthCheckRequest(), timeout=_LAST_ERROR_TIMEOUT)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                numbers = {int(n) for n in re.findall(r"\((\d+)\)", error.details() or "")}
+                if numbers & {errno.ECONNRESET, errno.EPIPE}:
+                    return errno.ECONNRESET
+        return None
 
     def check_health(self, service: str = "", timeout: float | None = 5.0) -> bool:
         """True when the health service reports SERVING for ``service`` ("" = the server)."""

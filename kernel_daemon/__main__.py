@@ -12,7 +12,7 @@ from clients.cli import Waker
 from clients.connection import default_address, resolve_address
 from kernel_daemon.ftrace.core import FAILPOINT_SITES, Race, Variant
 from kernel_daemon.kernel import BootOptions
-from kernel_daemon.rpc.server import Daemon
+from kernel_daemon.rpc.server import MAX_CONNECTIONS, Daemon
 from kernel_daemon.rpc.state import DaemonState
 
 log = logging.getLogger("ftraced")
@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default=None, metavar="unix:PATH|HOST:PORT",
                         help=f"where to serve (default $FTRACED_ADDRESS or {default_address()})")
     parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                        metavar="N",
+                        help="client connections served at once; one more is closed as it "
+                             f"is accepted (default {MAX_CONNECTIONS}, fewer when the "
+                             "open-file limit leaves less)")
     parser.add_argument("--lifeline", type=int, metavar="FD",
                         help="the read end of a pipe whose write end the starting process "
                              "holds: the daemon shuts down when that process ends (a "
@@ -94,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         options.validate()
     except ValueError as exc:
         parser.error(str(exc))
+    if args.max_connections < 1:
+        parser.error(f"--max-connections must be at least 1, not {args.max_connections}")
     if args.lifeline_dir is not None and args.lifeline is None:
         parser.error("--lifeline-dir needs --lifeline")
     if args.lifeline is not None:
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     with Waker() as waker:
         waker.catch_signals()  # from now on SIGTERM and SIGINT only stop the daemon
         try:
-            daemon = Daemon(address)
+            daemon = Daemon(address, args.max_connections)
         except ValueError as error:
             parser.error(f"--listen: {error}")
         except OSError as error:

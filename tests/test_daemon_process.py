@@ -1,6 +1,6 @@
 """ftraced as a process: where it listens (an address in use is refused, never taken), its
-one-line errors for bad options, and a --spawn daemon that ends with its client however
-the client ends."""
+one-line errors for bad options, how many clients it serves at once, and a --spawn daemon
+that ends with its client however the client ends."""
 
 from __future__ import annotations
 
@@ -165,12 +165,65 @@ def test_a_tcp_port_in_use_is_refused_and_port_0_reports_the_port_bound():
          "ftraced: error: argument --log-level: invalid choice: 'BOGUS' (choose from 'DEBUG', "
          "'INFO', 'WARNING', 'ERROR', 'CRITICAL')"),
         (["--lifeline", "999"], 2, "ftraced: error: --lifeline 999: Bad file descriptor"),
+        (["--max-connections", "0"], 2,
+         "ftraced: error: --max-connections must be at least 1, not 0"),
     ],
 )
 def test_bad_options_are_one_line_errors(args, status, message):
     done = run_daemon(*args)
     assert (done.returncode, done.stderr.splitlines()[-1]) == (status, message)
     assert "Traceback" not in done.stderr
+
+
+# --- how many clients it serves ----------------------------------------------------------
+
+#: A client process that holds one connection: it reads tracing_on at start and at each
+#: line of its stdin, printing what it read, and ends at EOF.
+HOLDER = """
+import sys
+from clients.api import Client
+client = Client(sys.argv[1], wait=60)
+print(client.read_file("/sys/kernel/debug/tracing/tracing_on").decode(), end="", flush=True)
+for _ in sys.stdin:
+    print(client.read_file("/sys/kernel/debug/tracing/tracing_on").decode(), end="", flush=True)
+"""
+
+
+def shell_reads_tracing_on(address: str, connect_timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "clients.shell", "--address", address, "--connect-timeout",
+         str(connect_timeout), "-c", "cat /sys/kernel/debug/tracing/tracing_on"],
+        cwd=REPO, env=child_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=DEADLINE)
+
+
+def test_past_max_connections_a_client_is_told_so_and_is_served_once_one_ends(spawn):
+    """ftraced --max-connections 2: two client processes hold a connection each; a third
+    is closed as it is accepted and says so, rather than a timeout; the two go on, and
+    once one of them ends the next client is served."""
+    address = spawn(["--max-connections", "2", *SMALL]).address
+    holders = [subprocess.Popen([sys.executable, "-c", HOLDER, address], cwd=REPO,
+                                env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    try:
+        assert [holder.stdout.readline() for holder in holders] == ["1\n", "1\n"]
+        refused = shell_reads_tracing_on(address, 1)
+        assert (refused.returncode, refused.stdout, refused.stderr) == (2, "", (
+            f"ftrace-shell: no ftraced answers at {address} (Connection reset by peer): it "
+            "closed every connection as it accepted it, as ftraced does past its "
+            "--max-connections\n"))
+        holders[0].stdin.write("again\n")
+        holders[0].stdin.flush()
+        assert holders[0].stdout.readline() == "1\n"
+        holders[1].stdin.close()
+        assert holders[1].wait(DEADLINE) == 0
+        served = shell_reads_tracing_on(address, DEADLINE)
+        assert (served.returncode, served.stdout, served.stderr) == (0, "1\n", "")
+    finally:
+        for holder in holders:
+            holder.kill()
+            with holder:  # closes its pipes, waits for it
+                pass
 
 
 # --- how it stops ------------------------------------------------------------------------

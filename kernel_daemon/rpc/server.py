@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import resource
 from concurrent import futures
 
 import grpc
@@ -23,15 +25,47 @@ from kernel_daemon.rpc.tracer_service import TracerService
 # share it (the kernel spreading connections between the two) instead of failing to bind.
 SERVER_OPTIONS = CHANNEL_OPTIONS + (("grpc.so_reuseport", 0),)
 
+#: Connections served at once unless ``ftraced --max-connections`` says otherwise; gRPC
+#: closes any beyond them as it accepts them (its ``grpc.max_allowed_incoming_connections``).
+MAX_CONNECTIONS = 1024
+#: Descriptors kept for the daemon's own files (its shared-memory segments, one more per
+#: loaded module; its log; the lock), beyond one per connection.
+FILES_KEPT = 256
 
-def new_grpc_server() -> grpc.Server:
-    """A sync gRPC server with the daemon's settings: the thread pool and the options.
+log = logging.getLogger("ftraced")
+
+
+def connections_allowed(max_connections: int) -> int:
+    """How many connections the daemon serves at once: ``max_connections``, once its soft
+    RLIMIT_NOFILE is raised to leave room for them and :data:`FILES_KEPT`, or fewer when
+    the hard limit does not (as Redis does with its ``maxclients``). Without a cap, a
+    client that opened connections without end would take the daemon's last descriptor:
+    gRPC would then log "File descriptor limit reached" every second, and no other
+    client could connect."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = max_connections + FILES_KEPT
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return max_connections
+    allowed = max(1, soft - FILES_KEPT)
+    log.warning("serving at most %d connections, not %d: the open-file limit "
+                "(RLIMIT_NOFILE) is %d", allowed, max_connections, soft)
+    return allowed
+
+
+def new_grpc_server(max_connections: int = MAX_CONNECTIONS) -> grpc.Server:
+    """A sync gRPC server with the daemon's settings: the thread pool, the options, and
+    at most ``max_connections`` connections at once (:func:`connections_allowed`).
 
     The benchmarks' echo server is built with this too, so it is the same server.
     """
+    options = SERVER_OPTIONS + (("grpc.max_allowed_incoming_connections",
+                                 connections_allowed(max_connections)),)
     return grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS,
                                                   thread_name_prefix="syscall"),
-                       options=SERVER_OPTIONS)
+                       options=options)
 
 
 # (the service, its servicer)
@@ -50,9 +84,9 @@ class Daemon:
     """The daemon's server: bound first (a daemon that cannot serve fails before its
     kernel boots), then started with the booted kernel's state."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, max_connections: int = MAX_CONNECTIONS) -> None:
         """Bind ``address``; raises OSError as :class:`Listener` does."""
-        self.server = new_grpc_server()
+        self.server = new_grpc_server(max_connections)
         self.listener = Listener(self.server, address)
         self.address = self.listener.address
         self.state: DaemonState | None = None
