@@ -115,8 +115,8 @@ class SeqRecords:
         record ``j`` is taken while the page held fewer than ``size`` bytes before it (the
         records from ``v + 1`` to ``j - 1``, ``ends[j - 1] - ends[v]`` bytes, were added)
         and holds fewer than ``m_size`` with it (``ends[j] - ends[v]``); both grow with
-        ``j``.  None is taken after the last record, whose successor, if the file has one
-        elsewhere, is the caller's to show."""
+        ``j``.  It stops at the last record: what follows it, if the file goes on elsewhere
+        (``/proc/kallsyms``' next symbol table), is the caller's to show."""
         ends = self.ends
         base = int(ends[v])
         # How many of ends[v], ends[v + 1], ... (the page before each next record) are
