@@ -24,7 +24,7 @@ from kernel_daemon.module.catalog import load_catalog
 from kernel_daemon.task import Task, running_as
 from kernel_daemon.tracefs.files import (DEFERRED_FPUT, SYSCALL_WRITE, file_read,
                                          file_release, file_write)
-from kernel_daemon.tracefs.seq_file import PAGE_SIZE, SeqFile, seq_read
+from kernel_daemon.tracefs.seq_file import PAGE_SIZE, SeqFile, SeqOperations, seq_read
 from kernel_daemon.tracefs.trace_files import NR_CPUS
 from kernel_daemon.tracefs.vfs import Vfs
 from kernel_daemon.unwind import kernel_frames
@@ -154,10 +154,16 @@ def reproducer_until_reload(kernel: Kernel) -> tuple[int, int]:
     return first, second
 
 
-def t_show_all(ft: Ftrace, which: Listing) -> str:
-    """The whole listing as ``cat`` of a fresh open reads it: ``seq_read()`` to the end."""
-    m = SeqFile(FtraceListIterator(ft, which).show_ftrace_seq_ops())
+def seq_read_all(op: SeqOperations) -> str:
+    """A seq_file's whole text as ``cat`` of a fresh open reads it: ``seq_read()`` to the
+    end."""
+    m = SeqFile(op)
     out: list[bytes] = []
     while chunk := seq_read(m, PAGE_SIZE, m.read_pos):
         out.append(chunk)
     return b"".join(out).decode()
+
+
+def t_show_all(ft: Ftrace, which: Listing) -> str:
+    """The whole listing as ``cat`` of a fresh open reads it."""
+    return seq_read_all(FtraceListIterator(ft, which).show_ftrace_seq_ops())

@@ -35,7 +35,7 @@ from kernel_daemon.module.vmlinux import (
     build_vmlinux,
 )
 from kernel_daemon.unwind import call_trace
-from tests.kernel_helpers import booted, modprobe
+from tests.kernel_helpers import booted, modprobe, seq_read_all
 
 # The upstream report's call trace (shared/spec/upstream-report-8c4f3c3.txt).
 REPORT_TRACE = {
@@ -82,6 +82,16 @@ def logged() -> list[tuple[str, int]]:
 def loader(kallsyms: Kallsyms, taints: list[int], logged: list[tuple[str, int]]) -> ModuleLoader:
     return ModuleLoader(kallsyms, ModuleAddressSpace(), taints.append,
                         lambda text, level: logged.append((text, level)))
+
+
+def proc_modules(loader: ModuleLoader) -> str:
+    """``/proc/modules`` as ``cat`` reads it."""
+    return seq_read_all(loader.modules_op())
+
+
+def proc_kallsyms(kallsyms: Kallsyms) -> str:
+    """``/proc/kallsyms`` as ``cat`` reads it."""
+    return seq_read_all(kallsyms.kallsyms_op())
 
 
 def spec(name: str, *functions: str, in_tree: bool = True) -> ModuleSpec:
@@ -289,7 +299,7 @@ def test_kallsyms_modules(kallsyms: Kallsyms) -> None:
     assert kallsyms.lookup(base + 0x3800) is None
     # Core first, then modules newest first.
     assert [sym.module for sym in kallsyms.lookup_name("kfree")] == [None, "other"]
-    text = kallsyms.proc_kallsyms()
+    text = proc_kallsyms(kallsyms)
     assert text.startswith(f"{VMLINUX_TEXT_START:016x} T do_one_initcall\n")
     assert "ffffffff8103e580 t warn_slowpath_common\n" in text
     assert text.endswith("ffffffffa0003000 t kfree\t[other]\n"
@@ -347,7 +357,7 @@ def test_load_and_proc_modules(loader: ModuleLoader, kallsyms: Kallsyms) -> None
     assert not uinput.within_module_core(uinput.module_core + uinput.core_size)
     box = loader.load_module(catalog["vboxdrv"])
     assert loader.modules() == [box, uinput] and loader.find_module("uinput") is uinput
-    assert loader.proc_modules() == (
+    assert proc_modules(loader) == (
         f"vboxdrv {box.core_size} 0 - Live 0x{box.module_core:016x} (O)\n"
         f"uinput {uinput.core_size} 0 - Live 0xffffffffa0000000\n")
     assert loader.print_modules() == "Modules linked in: vboxdrv(O) uinput"
@@ -392,7 +402,7 @@ def test_proc_kallsyms_upper_cases_the_exported_functions(loader: ModuleLoader,
     for name in ("snd_pcm", "loop", "fat", "uinput"):
         loader.load_module(catalog[name])
     letters = {}
-    for line in kallsyms.proc_kallsyms().splitlines():
+    for line in proc_kallsyms(kallsyms).splitlines():
         head, _, module = line.partition("\t")
         if module:
             _, letter, name = head.split(" ")
@@ -410,12 +420,12 @@ def test_a_loading_module_holds_its_init_reference(loader: ModuleLoader) -> None
     """module_unload_init() takes a reference for init, and sys_init_module() drops it
     after the LIVE notifiers: /proc/modules' refcount column is 1 while Loading."""
     seen: list[tuple[int, str]] = []
-    loader.register_module_notifier(lambda state, mod: seen.append((state, loader.proc_modules())))
+    loader.register_module_notifier(lambda state, mod: seen.append((state, proc_modules(loader))))
     mod = loader.load_module(spec("m", "f"))
     line = f"m {mod.core_size} %d - %s 0x{mod.module_core:016x}\n"
     assert seen == [(MODULE_STATE_COMING, line % (1, "Loading")),
                     (MODULE_STATE_LIVE, line % (1, "Live"))]
-    assert mod.refcnt == 0 and loader.proc_modules() == line % (0, "Live")
+    assert mod.refcnt == 0 and proc_modules(loader) == line % (0, "Live")
     loader.delete_module("m")
     assert seen[-1] == (MODULE_STATE_GOING, line % (0, "Unloading"))
 
@@ -500,7 +510,7 @@ def test_coming_notifier_failure_is_undone(loader: ModuleLoader, kallsyms: Kalls
     events: list[tuple[int, str]] = []
 
     def record(state: int, mod: Module) -> None:
-        events.append((state, loader.proc_modules()))
+        events.append((state, proc_modules(loader)))
 
     def fail(state: int, mod: Module) -> None:
         if state == MODULE_STATE_COMING:
@@ -531,7 +541,7 @@ def test_transitions_seen_by_other_syscalls(loader: ModuleLoader) -> None:
         elif state == MODULE_STATE_GOING:
             with pytest.raises(FileExistsError):
                 loader.load_module(spec(mod.name, "g"))
-            results["proc"] = loader.proc_modules()
+            results["proc"] = proc_modules(loader)
 
     loader.register_module_notifier(during)
     loader.load_module(spec("oot", "f", in_tree=False))
@@ -557,7 +567,7 @@ def test_a_module_that_uses_another_holds_a_reference_to_it_until_it_goes(
     vfat = loader.load_module(catalog["vfat"])
     assert (fat.refcnt, fat.source_list, vfat.target_list) == (1, (vfat,), (fat,))
     assert (vfat.refcnt, vfat.source_list) == (0, ())
-    assert loader.proc_modules() == (
+    assert proc_modules(loader) == (
         f"vfat {vfat.core_size} 0 - Live 0x{vfat.module_core:016x}\n"
         f"fat {fat.core_size} 1 vfat, Live 0x{fat.module_core:016x}\n")
     with pytest.raises(BlockingIOError, match="in use by vfat") as used:
@@ -571,7 +581,7 @@ def test_a_module_that_uses_another_holds_a_reference_to_it_until_it_goes(
 
     loader.delete_module("vfat")
     assert (fat.refcnt, fat.source_list, vfat.target_list) == (0, (), ())
-    assert loader.proc_modules() == f"fat {fat.core_size} 0 - Live 0x{fat.module_core:016x}\n"
+    assert proc_modules(loader) == f"fat {fat.core_size} 0 - Live 0x{fat.module_core:016x}\n"
     loader.delete_module("fat")
     assert loader.modules() == []
 
@@ -695,7 +705,7 @@ def test_concurrent_loads(loader: ModuleLoader, kallsyms: Kallsyms) -> None:
     for t in threads:
         t.join()
     assert errors == [] and loader.modules() == []
-    assert kallsyms.proc_kallsyms().count("\t[") == 0
+    assert proc_kallsyms(kallsyms).count("\t[") == 0
 
 
 def test_a_module_whose_record_pages_cannot_be_had_fails_to_load_and_leaves_nothing(

@@ -21,7 +21,11 @@ from kernel_daemon.tracefs.seq_file import (PAGE_SIZE, SeqFile, SeqOperations, S
 from kernel_daemon.tracefs.trace_files import NR_CPUS
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
-from tests.kernel_helpers import T, booted, echo, mask_str, modprobe, rmmod, t_show_all
+from kernel_daemon.ftrace.dispatch import on_cpu
+from kernel_daemon.task import running_as
+from tests.kernel_helpers import (BASH, T, booted, cat_bytes, echo, mask_str, modprobe, rmmod,
+                                 t_show_all, write)
+from tests.test_seq_snapshot import reads
 
 
 @contextlib.contextmanager
@@ -189,3 +193,103 @@ def test_a_start_that_fails_after_taking_its_lock_is_stopped_all_the_same(offset
     with pytest.raises(KernelError):
         seq_read(m, PAGE_SIZE, offset)
     assert not lock.locked()
+
+
+def test_proc_modules_reads_the_module_at_its_index_of_the_list_as_it_is_now():
+    """m_start(): seq_list_start(&modules, *pos) at each read, the list newest first: a
+    reader that read uinput's line (index 0) when fat loads reads index 1 next, uinput's
+    line again, then dummy's; fat's never shows."""
+    with booted() as k:
+        modprobe(k, "dummy")
+        modprobe(k, "uinput")
+        vfs = mount(k)
+        with opened(vfs, "/proc/modules") as f:
+            before = read_to_end(f).splitlines(keepends=True)
+        with opened(vfs, "/proc/modules") as f:
+            first = read_exactly(f, len(before[0]))
+            modprobe(k, "fat")
+            rest = read_to_end(f)
+        assert first.startswith(b"uinput ") and first == before[0]
+        assert rest == b"".join(before)
+
+
+def test_proc_modules_skips_the_module_after_one_unloaded_before_the_index():
+    """uinput's line read, uinput goes: index 1 is past the end of [dummy], which the
+    reader never sees."""
+    with booted() as k:
+        modprobe(k, "dummy")
+        modprobe(k, "uinput")
+        with opened(mount(k), "/proc/modules") as f:
+            first = file_read(f, 1 << 16).splitlines(keepends=True)[0]
+            f.llseek(len(first), os.SEEK_SET)
+            rmmod(k, "uinput")
+            rest = read_to_end(f)
+        assert first.startswith(b"uinput ") and rest == b""
+
+
+def test_proc_kallsyms_finds_a_module_symbol_by_its_index_down_the_module_list():
+    """update_iter(): past the core's symbols, module_get_kallsym() counts down the list
+    as it is at each read, newest first, each module's null symbol (core_symtab[0], shown
+    as nothing) included.  A reader at uinput's second symbol when dummy loads reads, at
+    the same index, dummy's second symbol, then the rest of dummy's and all of uinput's."""
+    with booted() as k:
+        modprobe(k, "uinput")
+        vfs = mount(k)
+        with opened(vfs, "/proc/kallsyms") as f:
+            before = read_to_end(f).splitlines(keepends=True)
+        core = [line for line in before if b"\t[" not in line]
+        with opened(vfs, "/proc/kallsyms") as f:
+            head = read_exactly(f, sum(map(len, before[:len(core) + 1])))
+            modprobe(k, "dummy")
+            rest = read_to_end(f)
+        with opened(vfs, "/proc/kallsyms") as f:
+            after = read_to_end(f).splitlines(keepends=True)
+        dummy = [line for line in after if line.endswith(b"\t[dummy]\n")]
+        uinput = [line for line in after if line.endswith(b"\t[uinput]\n")]
+        assert after == core + dummy + uinput and len(dummy) > 1
+        assert head == b"".join(core) + uinput[0]
+        assert rest == b"".join(dummy[1:] + uinput)
+
+
+@pytest.mark.parametrize("size", [1, 100, PAGE_SIZE - 1, 1 << 16])
+def test_proc_kallsyms_run_reads_as_s_next_and_s_show_one_symbol_at_a_time(size):
+    """s_run(), a slice of a symbol table's records, leaves each read as one s_next() and
+    s_show() per symbol would: the same bytes, index, buffered count and buffer size."""
+    with booted() as k:
+        modprobe(k, "dummy")
+        modprobe(k, "uinput")
+        op = k.kallsyms.kallsyms_op()
+        one_at_a_time = SeqOperations(op.start, op.next, op.stop, op.show)
+        got = reads(op, size)
+        assert got == reads(one_at_a_time, size)
+        assert b"".join(chunk for chunk, *_ in got).endswith(b"\t[dummy]\n")
+
+
+def test_a_page_of_trace_ends_before_an_event_it_cannot_hold_whole():
+    """s_show() prints one event a record, whatever lines print_trace_line() gives it: a
+    page of trace (and of per_cpu/cpu0/trace) that cannot hold a two-line marker's whole
+    record ends before it, not between its lines, and the next read starts with it."""
+    with booted() as k:
+        vfs = mount(k)
+        line = b"x" * 540 + b"\n"
+        marker = b"a\n" + b"b" * 700 + b"\n"
+        with running_as(BASH), on_cpu(0):
+            write(vfs, f"{T}/trace_marker", line)
+            one = cat_bytes(vfs, f"{T}/trace")
+            event = len(one.splitlines(keepends=True)[-1])
+            header = len(one) - event
+            # The most single-line events after which the marker's first line fits.
+            n = (PAGE_SIZE - 1 - header - (event - len(line) + 2)) // event
+            for _ in range(n - 1):
+                write(vfs, f"{T}/trace_marker", line)
+            write(vfs, f"{T}/trace_marker", marker)
+        page = header + n * event
+        assert page + event - len(line) + len(marker) >= PAGE_SIZE  # the record does not fit
+        for path in (f"{T}/trace", f"{T}/per_cpu/cpu0/trace"):
+            whole = cat_bytes(vfs, path)
+            assert len(whole) == page + event - len(line) + len(marker) and n < 10
+            with opened(vfs, path) as f:
+                first = file_read(f, 1 << 16)
+                rest = read_to_end(f)
+            assert first == whole[:page] and rest == whole[page:], path
+            assert rest.count(b"\n") == 2 and rest.endswith(b" tracing_mark_write: " + marker)

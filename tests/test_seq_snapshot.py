@@ -9,8 +9,10 @@ import random
 
 import pytest
 
+from kernel_daemon.trace.trace_output import trace_bytes
 from kernel_daemon.tracefs.seq_file import (PAGE_SIZE, SeqFile, SeqOperations, SeqRecords,
                                              SeqSnapshot, seq_read)
+from kernel_daemon.tracefs.trace_files import trace_seq_records
 
 # Lines of every length from empty to a few hundred bytes, empty records (which Fill: takes
 # and the first show of a page skips), and one larger than a page (the buffer doubles).
@@ -53,3 +55,13 @@ def test_a_text_s_lines_are_the_records_splitlines_gives(text):
     for size in (1, 100, PAGE_SIZE, 1 << 16):
         assert (reads(SeqSnapshot(lambda: SeqRecords.lines(text)).operations(), size)
                 == reads(SeqSnapshot(lambda: lines).operations(), size))
+
+
+@pytest.mark.parametrize("texts", [["# header\n", "a\n", "b\nc\n"],
+                                   ["# header\n", "\u00e9t\u00e9\n", "\udcff\udcfe\n", "x\n"]])
+def test_trace_records_end_where_each_text_s_bytes_end(texts):
+    """trace_seq_records() encodes the texts as one and finds each record's end from their
+    lengths, or, when a character takes more than a byte (a UTF-8 comm or marker), from
+    each one's bytes: the records are the texts' bytes either way."""
+    records = trace_seq_records(texts)
+    assert list(records) == [trace_bytes(text) for text in texts]

@@ -14,8 +14,10 @@ from __future__ import annotations
 import bisect
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 
 from kernel_daemon.module.symbols import Symbol
+from kernel_daemon.tracefs.seq_file import SeqOperations, SeqRecords
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,26 @@ class _Table:
         sym = self.symbols[i]
         return sym, addr - sym.addr
 
+    @cached_property
+    def records(self) -> SeqRecords:
+        """What ``s_show()`` prints for each of the table's positions, with
+        ``kptr_restrict`` 0: ``"%pK %c %s\\n"`` for the core's symbols; for a module's,
+        ``"%pK %c %s\\t[%s]\\n"`` after an empty record for the null symbol that
+        ``add_kallsyms()`` keeps at ``core_symtab[0]`` (``module_get_kallsym()`` counts it;
+        ``s_show()`` prints nothing for a symbol without a name).  Printed at the first
+        read that reaches the table, then kept: a table never changes."""
+        if self.module is None:
+            return SeqRecords.joined(f"{sym.addr:016x} {sym.type} {sym.name}\n".encode()
+                                     for sym in self.symbols)
+        return SeqRecords.joined([b"", *(
+            f"{sym.addr:016x} {sym.type} {sym.name}\t[{self.module}]\n".encode()
+            for sym in self.symbols)])
+
+
+#: A position of ``/proc/kallsyms``: the records of the symbol table it is in, and its
+#: index there.
+KallsymPos = tuple[SeqRecords, int]
+
 
 @dataclass(frozen=True)
 class _Modules:
@@ -68,7 +90,6 @@ class Kallsyms:
         self._modules = _Modules()
         # Serialises writers only; each publishes a new _Modules.
         self._write_lock = threading.Lock()
-        self._core_text: str | None = None
 
     def _publish(self, newest_first: tuple[_Table, ...]) -> None:
         by_start = tuple(sorted(newest_first, key=lambda table: table.start))
@@ -146,14 +167,57 @@ class Kallsyms:
         sym = found[0]
         return f"{sym.name} [{sym.module}]" if sym.module else sym.name
 
-    def proc_kallsyms(self) -> str:
-        """``/proc/kallsyms`` with ``kptr_restrict`` 0: vmlinux's symbols by address,
-        then each module's, walking the module list as ``module_get_kallsym()`` does
-        (newest first)."""
-        if self._core_text is None:
-            # Immutable after boot; two racing readers would build the same string.
-            self._core_text = "".join(f"{sym.addr:016x} {sym.type} {sym.name}\n"
-                                      for sym in self._core.symbols)
-        return self._core_text + "".join(
-            f"{sym.addr:016x} {sym.type} {sym.name}\t[{table.module}]\n"
-            for table in self._modules.newest_first for sym in table.symbols)
+    def module_get_kallsym(self, symnum: int) -> KallsymPos | None:
+        """``module_get_kallsym()``: the module symbol at index ``symnum`` of all of them,
+        counted down the module list as it is now, newest first: its module's records
+        and its index in them; None past the last."""
+        for table in self._modules.newest_first:
+            records = table.records
+            if symnum < len(records):
+                return records, symnum
+            symnum -= len(records)
+        return None
+
+    # -- /proc/kallsyms: kallsyms_op ----------------------------------------------------
+    # 3.6's struct kallsym_iter only saves a name lookup when a read goes on where the
+    # last stopped; a position here is found at once, so the model keeps none.
+
+    def update_iter(self, pos: int) -> KallsymPos | None:
+        """``update_iter()``: the core symbol ``pos`` below ``kallsyms_num_syms``, else
+        ``get_ksymbol_mod()``'s module symbol ``pos - kallsyms_num_syms``, looked up
+        afresh, so a module loaded or unloaded between two reads moves the module symbols
+        the second read shows; None past the last."""
+        core = self._core.records
+        if pos < len(core):
+            return core, pos
+        return self.module_get_kallsym(pos - len(core))
+
+    def s_start(self, pos: int) -> KallsymPos | None:
+        """``s_start()``."""
+        return self.update_iter(pos)
+
+    def s_next(self, v: KallsymPos, pos: int) -> tuple[KallsymPos | None, int]:
+        """``s_next()``."""
+        pos += 1
+        return self.update_iter(pos), pos
+
+    def s_stop(self, v: KallsymPos | None) -> None:
+        """``s_stop()``: no lock to drop, the module list being read as published."""
+
+    def s_show(self, v: KallsymPos) -> bytes:
+        """``s_show()``: the symbol's line (nothing for a module's null symbol)."""
+        records, i = v
+        return records[i]
+
+    def s_run(self, v: KallsymPos, pos: int, count: int, size: int,
+              m_size: int) -> tuple[bytes, KallsymPos, int]:
+        """The symbols after ``v`` in its table that fit in the page, as ``s_next()`` and
+        ``s_show()`` give them (``SeqOperations.run``): one slice of the table's records;
+        the next table is left to those calls."""
+        records, i = v
+        chunk, n = records.run(i, count, size, m_size)
+        return chunk, (records, i + n), pos + n
+
+    def kallsyms_op(self) -> SeqOperations:
+        """``kallsyms_op``, which ``kallsyms_open()`` gives ``/proc/kallsyms``."""
+        return SeqOperations(self.s_start, self.s_next, self.s_stop, self.s_show, self.s_run)

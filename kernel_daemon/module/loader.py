@@ -1,7 +1,7 @@
 """Loading and unloading modules, with the 3.6 module notifier chain.
 
 Model of ``kernel/module.c`` (3.6): ``sys_init_module()`` → ``load_module()``,
-``sys_delete_module()``, ``free_module()``, ``/proc/modules`` (``m_show()``) and
+``sys_delete_module()``, ``free_module()``, ``/proc/modules`` (``modules_op``) and
 ``print_modules()``.  The order is the kernel's, since ftrace's races live in it:
 
 * load: taint the kernel for an out-of-tree module (``check_modinfo()``, whatever fails
@@ -48,6 +48,7 @@ from kernel_daemon.module.kallsyms import Kallsyms
 from kernel_daemon.module.symbols import Symbol
 from kernel_daemon.panic import TAINT_OOT_MODULE
 from kernel_daemon.printk import KERN_WARNING
+from kernel_daemon.tracefs.seq_file import SeqOperations
 from kernel_daemon.unwind import kernel_frames, kernel_function_named
 
 # include/linux/module.h (3.6) enum module_state.
@@ -162,8 +163,9 @@ class ModuleLoader:
     """The module list and the syscalls that change it.
 
     ``load_module`` and ``delete_module`` may run concurrently from many threads;
-    readers (``find_module``, ``modules``, ``proc_modules``, ``print_modules``) read a
-    published tuple and never wait for them.
+    readers (``find_module``, ``modules``, ``print_modules``) read a published tuple and
+    never wait for them; ``/proc/modules`` (``modules_op``) reads it under
+    ``module_mutex``, as 3.6 does.
     """
 
     def __init__(self, kallsyms: Kallsyms, address_space: ModuleAddressSpace,
@@ -386,19 +388,40 @@ class ModuleLoader:
                 self._free_module(mod)
             return mod
 
-    def proc_modules(self) -> str:
-        """``/proc/modules`` (``m_show()``), e.g. ``uinput 17185 0 - Live 0xffffffffa0000000``
-        or ``fat 67293 1 vfat, Live 0xffffffffa0000000``."""
-        lines = []
-        for mod in self._modules:
-            # print_unload_info(): the users, each with a trailing comma, else "-" (none
-            # of the model's modules is [permanent]: none has an init without an exit).
-            users = "".join(f"{user.name}," for user in mod.source_list) or "-"
-            line = (f"{mod.name} {mod.core_size} {mod.refcnt} {users} "
-                    f"{_STATE_NAMES[mod.state]} 0x{mod.module_core:016x}")
-            # m_show() prints module_flags() only for a tainted module.
-            lines.append(f"{line} {_module_flags(mod)}\n" if mod.taints else f"{line}\n")
-        return "".join(lines)
+    # -- /proc/modules: modules_op --------------------------------------------------------
+
+    def m_start(self, pos: int) -> int | None:
+        """``m_start()``: ``module_mutex`` taken, ``seq_list_start(&modules, *pos)``, the
+        module at index ``pos`` of the list as it is now (newest first), None past the
+        last; a module loaded or unloaded between two reads moves what the second shows."""
+        self.module_mutex.acquire()
+        return pos if pos < len(self._modules) else None
+
+    def m_next(self, v: int, pos: int) -> tuple[int | None, int]:
+        """``m_next()``: ``seq_list_next()``, the next module on the list (which
+        ``module_mutex`` keeps as it is until ``m_stop()``)."""
+        pos += 1
+        return (v + 1 if v + 1 < len(self._modules) else None), pos
+
+    def m_stop(self, v: int | None) -> None:
+        """``m_stop()``: ``module_mutex`` dropped."""
+        self.module_mutex.release()
+
+    def m_show(self, v: int) -> bytes:
+        """``m_show()``'s line, e.g. ``uinput 17185 0 - Live 0xffffffffa0000000`` or
+        ``fat 67293 1 vfat, Live 0xffffffffa0000000``."""
+        mod = self._modules[v]
+        # print_unload_info(): the users, each with a trailing comma, else "-" (none
+        # of the model's modules is [permanent]: none has an init without an exit).
+        users = "".join(f"{user.name}," for user in mod.source_list) or "-"
+        line = (f"{mod.name} {mod.core_size} {mod.refcnt} {users} "
+                f"{_STATE_NAMES[mod.state]} 0x{mod.module_core:016x}")
+        # m_show() prints module_flags() only for a tainted module.
+        return (f"{line} {_module_flags(mod)}\n" if mod.taints else f"{line}\n").encode()
+
+    def modules_op(self) -> SeqOperations:
+        """``modules_op``, which ``modules_open()`` gives ``/proc/modules``."""
+        return SeqOperations(self.m_start, self.m_next, self.m_stop, self.m_show)
 
     def print_modules(self) -> str:
         """``print_modules()``'s line, e.g. ``Modules linked in: uinput vboxdrv(O)

@@ -191,14 +191,13 @@ class TraceIterator:
             return format_lost_events(ev.cpu, ev.lost_events) + text
         return text
 
-    def print_entries(self, events: list[Event]) -> str:
-        """``s_show()`` over ``events`` (in output order): ``print_trace_line()`` for each,
-        ``iter->idx`` counting from 0, the next entry's timestamp peeked (the last one's
-        own)."""
+    def print_entries(self, events: list[Event]) -> list[str]:
+        """``s_show()`` over ``events`` (in output order), one text per entry (a record of
+        ``trace``, whatever lines it has): ``print_trace_line()`` for each, ``iter->idx``
+        counting from 0, the next entry's timestamp peeked (the last one's own)."""
         last = len(events) - 1
-        return "".join([self.print_trace_line(ev, idx, events[idx + 1].ts if idx < last
-                                              else ev.ts)
-                        for idx, ev in enumerate(events)])
+        return [self.print_trace_line(ev, idx, events[idx + 1].ts if idx < last else ev.ts)
+                for idx, ev in enumerate(events)]
 
     def seq_print_ip_sym(self, ip: int) -> str:
         """The symbol text of ``ip``, computed once per ip (see the class)."""
@@ -298,8 +297,8 @@ def format_events(events: list[Event], symbolize: Callable[[int], str],
                   time_start: int = 0) -> str:
     """The entries of ``trace`` for ``events``: :meth:`TraceIterator.print_entries` of an
     iterator set up with these arguments."""
-    return TraceIterator(symbolize, cmdlines, trace_flags, annotate=annotate, lat_fmt=lat_fmt,
-                         time_start=time_start).print_entries(events)
+    return "".join(TraceIterator(symbolize, cmdlines, trace_flags, annotate=annotate,
+                                 lat_fmt=lat_fmt, time_start=time_start).print_entries(events))
 
 
 def buffer_size_kb(sizes: Sequence[int], expanded: bool,

@@ -171,9 +171,16 @@ def seq_open(file: SeqText) -> SeqText:
 
 
 class GeneratedFile(FileOps):
-    """A read-only ``seq_file`` whose text a function of the kernel shows, a line a record
-    (:class:`SeqSnapshot`): ``seq_read`` and ``seq_lseek`` (``available_tracers``, an
-    event's ``format``, ``/proc/modules``, ``/proc/kallsyms``)."""
+    """A read-only ``seq_file`` whose text a function of the kernel shows, a line a record,
+    printed whole when a walk starts at the first record (:class:`SeqSnapshot`):
+    ``seq_read`` and ``seq_lseek``.  Only for a text that cannot change while the file is
+    open, where the snapshot reads as 3.6's ``->start()`` finding its record afresh:
+    ``available_tracers`` (``t_start()`` walks ``trace_types``, which only boot's
+    ``register_tracer()`` calls fill) and an event's ``format`` (``f_start()`` over the
+    event's fields, fixed when it was defined).  3.6's records are a tracer's name, or a
+    part of the format (``f_show()`` prints the three lines of its header as one); lines
+    instead show in no read, these texts being shorter than a page: every read returns
+    as many of the bytes left as it asks for, wherever the records end."""
 
     def __init__(self, produce: Callable[[Kernel], str]) -> None:
         self.produce = produce
@@ -181,6 +188,18 @@ class GeneratedFile(FileOps):
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
         op = SeqSnapshot(lambda: seq_lines(self.produce(kernel))).operations()
         return seq_open(SeqText(path, flags, op))
+
+
+class SeqOperationsFile(FileOps):
+    """A read-only ``seq_file`` whose open is ``seq_open()`` of the operations
+    ``seq_ops(kernel)`` gives: ``seq_read`` and ``seq_lseek``, ``->start()`` at every read
+    (``/proc/modules``: ``modules_open()``; ``/proc/kallsyms``: ``kallsyms_open()``)."""
+
+    def __init__(self, seq_ops: Callable[[Kernel], SeqOperations]) -> None:
+        self.seq_ops = seq_ops
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return seq_open(SeqText(path, flags, self.seq_ops(kernel)))
 
 
 def simple_read_from_buffer(file: OpenFile, size: int, data: bytes) -> bytes:

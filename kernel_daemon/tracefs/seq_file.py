@@ -109,6 +109,24 @@ class SeqRecords:
             ends = np.append(ends, len(text))
         return cls(text, ends)
 
+    def run(self, v: int, count: int, size: int, m_size: int) -> tuple[bytes, int]:
+        """The records after record ``v`` that ``Fill:`` takes into a page holding ``count``
+        bytes (:func:`fitting`), as one slice, and how many they are, found in ``ends``:
+        record ``j`` is taken while the page held fewer than ``size`` bytes before it (the
+        records from ``v + 1`` to ``j - 1``, ``ends[j - 1] - ends[v]`` bytes, were added)
+        and holds fewer than ``m_size`` with it (``ends[j] - ends[v]``); both grow with
+        ``j``.  It stops at the last record: what follows it, if the file goes on elsewhere
+        (``/proc/kallsyms``' next symbol table), is the caller's to show."""
+        ends = self.ends
+        base = int(ends[v])
+        # How many of ends[v], ends[v + 1], ... (the page before each next record) are
+        # below size, the last record having none after it; and how many of
+        # ends[v + 1], ... (the page with it) are below m_size.
+        before = int(ends[v:-1].searchsorted(size - count + base))
+        after = int(ends[v + 1:].searchsorted(m_size - count + base))
+        n = min(before, after)
+        return (self.text[base:int(ends[v + n])] if n else b""), n
+
     def __len__(self) -> int:
         return len(self.ends)
 
@@ -124,9 +142,10 @@ class SeqRecords:
 class SeqSnapshot:
     """The operations of a seq_file whose records the model prints all at once: ``produce``
     gives them when a walk starts at index 0, and a start at a later index takes its record
-    from them.  (3.6's ``->start()`` finds it in the live list at every read; these files'
-    records stay as the first page saw them.)  As they never change after it, they are kept
-    as :class:`SeqRecords`, so ``run`` finds the records that fit by bisection and gives
+    from them.  3.6's ``->start()`` finds its record afresh at every read, so this is only
+    for files whose records cannot change while they are open: ``available_tracers`` and an
+    event's ``format`` (``GeneratedFile``), ``trace`` (tracing stopped while it is open).
+    Kept as :class:`SeqRecords`, ``run`` finds the records that fit by bisection and gives
     them as one slice."""
 
     def __init__(self, produce: Callable[[], Iterable[bytes]]) -> None:
@@ -150,21 +169,8 @@ class SeqSnapshot:
 
     def run(self, v: int, pos: int, count: int, size: int,
             m_size: int) -> tuple[bytes, int, int]:
-        """:func:`fitting`'s records, found in ``ends``: record ``j`` after ``v`` is taken
-        while the page held fewer than ``size`` bytes before it (the records from ``v + 1``
-        to ``j - 1``, ``ends[j - 1] - ends[v]`` bytes, were added) and holds fewer than
-        ``m_size`` with it (``ends[j] - ends[v]``); both grow with ``j``."""
-        ends = self.records.ends
-        base = int(ends[v])
-        # How many of ends[v], ends[v + 1], ... (the page before each next record) are
-        # below size, the last record having none after it; and how many of
-        # ends[v + 1], ... (the page with it) are below m_size.
-        before = int(ends[v:-1].searchsorted(size - count + base))
-        after = int(ends[v + 1:].searchsorted(m_size - count + base))
-        n = min(before, after)
-        if not n:
-            return b"", v, pos
-        return self.records.text[base:int(ends[v + n])], v + n, pos + n
+        chunk, n = self.records.run(v, count, size, m_size)
+        return chunk, v + n, pos + n
 
     def operations(self) -> SeqOperations:
         return SeqOperations(self.start, self.next, self.stop, self.show, self.run)

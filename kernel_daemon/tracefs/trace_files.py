@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from kernel_daemon.bitmap import bitmap_parse_user, bitmap_scnprintf
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.dispatch import smp_processor_id
@@ -30,10 +32,9 @@ from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
 from kernel_daemon.tracefs.files import (FMODE_READ, FileOps, OpenFile, PposUpdate, SeqText,
                                          Show, SimpleFile, SimpleOpenFile, Store,
                                          nonseekable_open, ppos_add_count, ppos_untouched,
-                                         seq_lines, seq_open, simple_read_from_buffer,
-                                         store_write)
+                                         seq_open, simple_read_from_buffer, store_write)
 from kernel_daemon.tracefs.llseek import generic_file_llseek, seq_lseek
-from kernel_daemon.tracefs.seq_file import SeqSnapshot, single_open
+from kernel_daemon.tracefs.seq_file import SeqRecords, SeqSnapshot, single_open
 from kernel_daemon.uaccess import UserBuffer
 
 if TYPE_CHECKING:
@@ -74,11 +75,13 @@ def trace_iterator(kernel: Kernel, lat_fmt: bool, annotate: bool = False) -> Tra
                          time_start=kernel.tracing.time_start)
 
 
-def trace_records(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> list[bytes]:
-    """``trace`` / ``per_cpu/cpuN/trace``: the header (one record, as ``s_show()`` prints it
-    at the start), then every event's line, oldest first, each task's comm as
-    ``saved_cmdlines`` has it now.  ``lat_fmt``: ``latency-format`` was set at open
-    (``TRACE_FILE_LAT_FMT``)."""
+def trace_records(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> SeqRecords:
+    """``trace`` / ``per_cpu/cpuN/trace`` as ``s_show()`` prints it, a record a call: the
+    header (``iter->ent == NULL``: the walk's first), then each event's
+    ``print_trace_line()``, oldest first (``trace_find_next_entry_inc()``), whatever lines
+    it has (a LOST line, a "buffer started" one, a marker's text with newlines in it), each
+    task's comm as ``saved_cmdlines`` has it now.  ``lat_fmt``: ``latency-format`` was set
+    at open (``TRACE_FILE_LAT_FMT``)."""
     rb = kernel.ring_buffer
     tracing = kernel.tracing
     snap = rb.snapshot(cpu)
@@ -88,7 +91,18 @@ def trace_records(kernel: Kernel, cpu: int | None, lat_fmt: bool) -> list[bytes]
                           snap.entries_written, rb.nr_cpus, kernel.ftrace.ftrace_disabled,
                           trace_flags, latency)
     it = trace_iterator(kernel, lat_fmt, annotate=rb.overruns() > 0)
-    return [trace_bytes(header), *seq_lines(it.print_entries(snap.events))]
+    return trace_seq_records([header, *it.print_entries(snap.events)])
+
+
+def trace_seq_records(texts: list[str]) -> SeqRecords:
+    """``texts`` as records of bytes (:func:`trace_bytes`), encoded as one: each record's
+    end comes from the texts' lengths when no character takes more than a byte (the whole
+    is as long in bytes as in characters), which is nearly always; else each is encoded."""
+    data = trace_bytes("".join(texts))
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+    if len(data) != (int(ends[-1]) if len(ends) else 0):
+        return SeqRecords.joined(map(trace_bytes, texts))
+    return SeqRecords(data, ends)
 
 
 def tracing_seek(file: TraceOpenFile, offset: int, whence: int) -> int:
@@ -104,7 +118,12 @@ class TraceOpenFile(SeqText):
     """An open ``trace``: open for read, tracing stops until it is closed
     (``__tracing_open()`` and ``tracing_release()`` call ``tracing_stop()`` and
     ``tracing_start()`` under ``trace_types_lock``): no function callback runs, and
-    nothing is recorded."""
+    nothing is recorded.  The events it shows cannot change while it is open, so its
+    records (:func:`trace_records`) are printed when a walk starts at the first
+    (:class:`SeqSnapshot`), and a read that starts at a later one takes the record 3.6's
+    ``s_start()`` walks to again (``tracing_iter_reset()``, then ``s_next()`` up to
+    ``*pos``).  3.6 prints each record as it shows it, with the options, symbols and
+    ``saved_cmdlines`` of that read; the model with those of the walk's start."""
 
     def __init__(self, kernel: Kernel, path: str, flags: int, cpu: int | None) -> None:
         lat_fmt = bool(kernel.tracing.trace_flags & TRACE_ITER_LATENCY_FMT)

@@ -10,8 +10,8 @@ from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.buffer_files import TracingBuffersFile
 from kernel_daemon.tracefs.event_files import events_directory
 from kernel_daemon.tracefs.files import (FtraceListingFile, FtracePidFile, GeneratedFile,
-                                         ProcSysFile, RegexFile, SimpleFile, SimpleReadFile,
-                                         ppos_add_count, ppos_increment)
+                                         ProcSysFile, RegexFile, SeqOperationsFile, SimpleFile,
+                                         SimpleReadFile, ppos_add_count, ppos_increment)
 from kernel_daemon.tracefs.llseek import default_llseek, generic_file_llseek
 from kernel_daemon.tracefs.option_files import (README_MSG, FreeBufferFile, OptionsDirectory,
                                                 trace_options_file, tracing_max_lat_file)
@@ -112,8 +112,8 @@ def proc_directory(kernel: Kernel) -> Directory:
     proc = Directory()
     sysctl_kernel = proc.setdefault("sys", Directory()).setdefault("kernel", Directory())
     sysctl_kernel["ftrace_enabled"] = ProcSysFile(sysctl_read, sysctl_write)
-    proc["modules"] = GeneratedFile(lambda k: k.modules.proc_modules())
-    proc["kallsyms"] = GeneratedFile(lambda k: k.kallsyms.proc_kallsyms())
+    proc["modules"] = SeqOperationsFile(lambda k: k.modules.modules_op())
+    proc["kallsyms"] = SeqOperationsFile(lambda k: k.kallsyms.kallsyms_op())
     return proc
 
 
