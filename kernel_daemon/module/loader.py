@@ -326,7 +326,8 @@ class ModuleLoader:
 
     @kernel_function_named("free_module")
     def _free_module(self, mod: Module) -> None:
-        """``free_module()``."""
+        """``free_module()``: :meth:`_unlink_and_free`, under the name a call trace
+        from inside it gives."""
         self._unlink_and_free(mod)
 
     def _unlink_and_free(self, mod: Module) -> None:
