@@ -525,13 +525,16 @@ class Client:
         functions: Iterable[str] | None = None,
         if_loaded_ok: bool = False,
         placement: str | int | None = None,
+        args: bytes | str = b"",
     ) -> modules_pb2.ModuleInfo:
         """Load a module: the catalog's ``name``, or with ``functions`` an explicit one.
 
         ``if_loaded_ok``: modprobe (an already present module is returned, already_loaded
-        set); otherwise insmod (EEXIST).
+        set); otherwise insmod (EEXIST).  ``args``: the module's parameters, as
+        ``init_module(2)`` takes them (``"max_loop=8 max_part=15"``).
         """
-        request = modules_pb2.LoadModuleRequest(if_loaded_ok=if_loaded_ok)
+        request = modules_pb2.LoadModuleRequest(if_loaded_ok=if_loaded_ok,
+                                                args=_as_bytes(args))
         if functions is not None:
             request.explicit.name = _named(name or "")
             request.explicit.functions.extend(functions)

@@ -1,13 +1,15 @@
 """``ftrace-modload``: load and unload modules in a loop.
 
-    ftrace-modload [--address A] [-m MODULE]... [--count N | --duration S] [--seed N]
-                   [--hold SECONDS] [--placement first-fit|random] [--comm COMM]
+    ftrace-modload [--address A] [-m MODULE [PARAM=VALUE]...]... [--count N | --duration S]
+                   [--seed N] [--hold SECONDS] [--placement first-fit|random] [--comm COMM]
                    [--spawn DAEMON-OPTION...]
 
 Each cycle picks one of the ``-m`` modules (catalog names; default ``uinput``; several are
 picked at random, seeded by ``--seed``), loads it (``modprobe``: the modules it depends on
 first, and an already loaded module is taken as is), keeps it ``--hold`` seconds, and
-unloads it (``rmmod``). One line per operation, on stdout::
+unloads it (``rmmod``). What follows ``-m`` is read as modprobe reads its words: the
+module, then its parameters (``-m loop max_loop=8 max_part=15``), joined into the
+module's parameter string as modprobe joins them. One line per operation, on stdout::
 
     modprobe uinput at 0xffffffffa0000000
     rmmod uinput
@@ -25,9 +27,12 @@ A concurrent loader or unloader of the same modules makes an operation fail (EEX
 ENOENT: not loaded, or for a load a module it needs gone meanwhile; EBUSY; EAGAIN for
 an unload that meets the reference its load still holds, or a module another module
 uses, as fat while vfat is loaded): that is reported on stderr as modprobe/rmmod print
-it, and the loop goes on. A module not in the catalog (kmod's ``FATAL: Module M not found
-in directory /lib/modules/RELEASE``), a full module address space, or a daemon that stops
-answering ends the run with status 1.
+it, and the loop goes on; so is a parameter the module does not take, whose ENOENT
+modprobe cannot tell from a missing symbol's, and which fails every load of it. A module
+not in the catalog (kmod's ``FATAL: Module M not found in directory
+/lib/modules/RELEASE``), a parameter value the module refuses (EINVAL, ERANGE, ENOSPC),
+a full module address space, or a daemon that stops answering ends the run with
+status 1.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ import time
 from clients import cli
 from clients.api import Client
 from clients.errors import FtraceError
-from clients.kmod import insert_failure, modprobe_insert, module_not_found, modules_dep
+from clients.kmod import (insert_failure, modprobe_insert, module_not_found, modules_dep,
+                          options_from_array)
 
 PROG = "ftrace-modload"
 #: Failures a concurrent modprobe/rmmod of the same module causes: reported, not fatal.
@@ -67,13 +73,14 @@ class Modload:
         self.last_base: dict[str, int] = {}
         self.loads = self.unloads = self.failures = 0
 
-    def load(self, name: str) -> bool:
-        """modprobe NAME; True when the module is there to unload."""
+    def load(self, name: str, options: str = "") -> bool:
+        """modprobe NAME, with the parameters ``options``; True when the module is there
+        to unload."""
         if name not in self.depends:
-            complain(module_not_found(self.client, PROG, name))
+            complain(f"{PROG}: FATAL: {module_not_found(self.client, name)}")
             raise Fatal
         try:
-            info = modprobe_insert(self.client, name, self.depends, self.placement)
+            info = modprobe_insert(self.client, name, self.depends, self.placement, options)
         except FtraceError as error:
             if error.errno_name in RACES and error.from_kernel:
                 self.failures += 1
@@ -118,8 +125,8 @@ def run(modload: Modload, args: argparse.Namespace, waker: cli.Waker) -> None:
     while not waker.stopped and (args.count is None or cycles < args.count):
         if end is not None and time.monotonic() >= end:
             break
-        name = rng.choice(args.module)
-        if modload.load(name):
+        name, *parameters = rng.choice(args.module)
+        if modload.load(name, options_from_array(parameters)):
             # The hold is pacing, cut short by a signal; the unload always follows.
             waker.sleep_until(time.monotonic() + args.hold)
             modload.unload(name)
@@ -128,8 +135,10 @@ def run(modload: Modload, args: argparse.Namespace, waker: cli.Waker) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Load and unload modules in a loop.")
-    p.add_argument("-m", "--module", action="append", metavar="MODULE",
-                   help="a catalog module to cycle (repeatable; default uinput)")
+    p.add_argument("-m", "--module", action="append", nargs="+",
+                   metavar=("MODULE", "PARAM=VALUE"),
+                   help="a catalog module to cycle, with its parameters as modprobe takes "
+                        "them (repeatable; default uinput)")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--count", type=int, metavar="N", help="load/unload cycles to run")
     stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -145,7 +154,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = cli.parse_args(p, argv)
-    args.module = args.module or ["uinput"]
+    args.module = args.module or [["uinput"]]
     if args.count is not None and args.count < 0:
         p.error("--count must not be negative")
     cli.check_limits(p, ("--duration", args.duration))

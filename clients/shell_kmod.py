@@ -8,7 +8,8 @@ import os
 from collections.abc import Callable
 
 from clients.errors import FtraceError
-from clients.kmod import insert_failure, module_not_found, modprobe_insert, modules_dep
+from clients.kmod import (insert_failure, module_not_found, modprobe_insert, modules_dep,
+                          options_from_array)
 from clients.shell_runtime import COMMANDS, Invocation, command, parse_options
 from ftrace.v1.modules_pb2 import ModuleInfo
 
@@ -21,42 +22,69 @@ def _module_name(arg: str) -> str:
     return base[: -len(".ko")] if base.endswith(".ko") else base
 
 
-@command("modprobe [-rq] MODULE...",
-         "load modules, each after those it needs (-r: unload them, and those left unused)")
+class _Fatal(Exception):
+    """kmod's ``log_printf()`` at FATAL level: it ends the program (status 1)."""
+
+
+#: kmod's log_printf() callback: (level, text), the text without the "modprobe: " prefix.
+_Log = Callable[[str, str], None]
+
+
+@command("modprobe [-arq] MODULE [PARAM=VALUE]... | -a MODULE... | -r MODULE...",
+         "load a module with its parameters, each after those it needs "
+         "(-a: load them all; -r: unload them, and those left unused)")
 def cmd_modprobe(ctx: Invocation) -> int:
-    parsed = parse_options(ctx, "rq")
+    parsed = parse_options(ctx, "arq")
     if parsed is None:
         return 1
     options, names = parsed
     if not names:
         ctx.err("modprobe: ERROR: missing parameters. See -h.")
         return 1
+    quiet = "q" in options
+    # LOG(): FATAL, which ends modprobe, unless -a made it a WARNING; ERR(): ERROR.
+    # -q prints none of them, and a FATAL it keeps quiet does not end modprobe either
+    # (log_printf() returns before its exit()).
+    log_level = "WARNING" if "a" in options else "FATAL"
+
+    def log(level: str, text: str) -> None:
+        if quiet:
+            return
+        ctx.err(f"modprobe: {level}: {text}")
+        if level == "FATAL":
+            raise _Fatal
+
     depends = modules_dep(ctx.shell.client)
-    say = (lambda message: None) if "q" in options else ctx.err
-    step = _modprobe_remove if "r" in options else _modprobe_insert
-    # Every name is a module, as with kmod's -a (without it the names after the first are
-    # module parameters, which the model's modules do not take): insmod_all()/rmmod_all()
-    # try each, a failure does not stop the others, and any failure makes the status 1.
-    results = [step(ctx, say, name, depends) for name in names]
-    return 0 if all(results) else 1
+    try:
+        if "r" in options or "a" in options:
+            # rmmod_all() (-r takes every name as a module, -a or not) and insmod_all():
+            # each name tried, a failure does not stop the others, any makes the status 1.
+            step = _modprobe_remove if "r" in options else _modprobe_insert
+            results = [step(ctx, log, log_level, name, depends) for name in names]
+            return 0 if all(results) else 1
+        # Without -a the words after the module are its parameters (options_from_array()).
+        return 0 if _modprobe_insert(ctx, log, log_level, names[0], depends,
+                                     options_from_array(names[1:])) else 1
+    except _Fatal:
+        return 1
 
 
-def _modprobe_insert(ctx: Invocation, say: Callable[[str], None], name: str,
-                     depends: dict[str, list[str]]) -> bool:
+def _modprobe_insert(ctx: Invocation, log: _Log, log_level: str, name: str,
+                     depends: dict[str, list[str]], parameters: str = "") -> bool:
     """kmod's modprobe (:func:`modprobe_insert`); a failure names the module asked for,
     as kmod's ``insmod()`` reports ``kmod_module_probe_insert_module()``."""
     if name not in depends:
-        say(module_not_found(ctx.shell.client, "modprobe", name))
+        log(log_level, module_not_found(ctx.shell.client, name))
         return False
     try:
-        modprobe_insert(ctx.shell.client, name, depends)
+        modprobe_insert(ctx.shell.client, name, depends, options=parameters)
     except FtraceError as error:
-        say(f"modprobe: ERROR: could not insert '{name}': {insert_failure(error)}")
+        log("ERROR", f"could not insert '{name}': {insert_failure(error)}")
         return False
     return True
 
 
-def _modprobe_remove(ctx: Invocation, say: Callable[[str], None], name: str,
+def _modprobe_remove(ctx: Invocation, log: _Log, log_level: str, name: str,
                      depends: dict[str, list[str]]) -> bool:
     """kmod's modprobe -r (``rmmod_do_module()``): nothing to do for a module on disk
     that is not loaded; one that holds references is "in use", with no call; else
@@ -67,25 +95,25 @@ def _modprobe_remove(ctx: Invocation, say: Callable[[str], None], name: str,
     if loaded is None:
         if name in depends:
             return True
-        say(f"modprobe: FATAL: Module {name} not found.")
+        log(log_level, f"Module {name} not found.")
         return False
     if loaded.refcount > 0:
-        say(f"modprobe: FATAL: Module {name} is in use.")
+        log(log_level, f"Module {name} is in use.")
         return False
-    removed = _remove_module(ctx, say, name)
+    removed = _remove_module(ctx, log, name)
     for dependency in reversed(depends.get(name, [])):
         left = _loaded_module(ctx, dependency)
         if left is not None and left.refcount == 0:
-            _remove_module(ctx, say, dependency)
+            _remove_module(ctx, log, dependency)
     return removed
 
 
-def _remove_module(ctx: Invocation, say: Callable[[str], None], name: str) -> bool:
+def _remove_module(ctx: Invocation, log: _Log, name: str) -> bool:
     """libkmod's ``kmod_module_remove_module()``, which logs a failed ``delete_module``."""
     try:
         ctx.shell.client.unload(name)
     except FtraceError as error:
-        say(f"modprobe: ERROR: could not remove '{name}': {error.strerror}")
+        log("ERROR", f"could not remove '{name}': {error.strerror}")
         return False
     return True
 
@@ -95,12 +123,22 @@ def _loaded_module(ctx: Invocation, name: str) -> ModuleInfo | None:
     return next((mod for mod in ctx.shell.client.list_modules() if mod.name == name), None)
 
 
-@command("insmod MODULE[.ko]", "load a catalog module (File exists if loaded)")
+#: insmod's ``mod_strerror()``: init_module's errors in insmod's words, else strerror().
+_INSMOD_STRERROR = {
+    errno.ENOEXEC: "Invalid module format",
+    errno.ENOENT: "Unknown symbol in module",
+    errno.ESRCH: "Module has wrong symbol version",
+    errno.EINVAL: "Invalid parameters",
+}
+
+
+@command("insmod MODULE[.ko] [PARAM=VALUE]...",
+         "load a catalog module with its parameters (File exists if loaded)")
 def cmd_insmod(ctx: Invocation) -> int:
     if not ctx.args:
         ctx.err("insmod: ERROR: missing filename.")
         return 1
-    arg = ctx.args[0]  # the rest would be module parameters, which the model has none of
+    arg = ctx.args[0]
     shown = arg if arg.endswith(".ko") else arg + ".ko"
     name = _module_name(arg)
     # kmod_module_new_from_path(): the file must exist; the catalog is the model's disk.
@@ -108,10 +146,10 @@ def cmd_insmod(ctx: Invocation) -> int:
         ctx.err(f"insmod: ERROR: could not load module {shown}: No such file or directory")
         return 1
     try:
-        ctx.shell.client.load(name)
+        # The words after the file, joined by spaces as they are: insmod quotes nothing.
+        ctx.shell.client.load(name, args=" ".join(ctx.args[1:]))
     except FtraceError as error:
-        # insmod's mod_strerror(): init_module's ENOENT is a symbol no module gives.
-        reason = "Unknown symbol in module" if error.errno == errno.ENOENT else error.strerror
+        reason = _INSMOD_STRERROR.get(error.errno, error.strerror)
         ctx.err(f"insmod: ERROR: could not insert module {shown}: {reason}")
         return 1
     return 0

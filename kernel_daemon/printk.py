@@ -30,6 +30,7 @@ _LOG_ALIGN = 8
 LOG_LINE_MAX = 992
 # include/linux/printk.h: KERN_EMERG .. KERN_DEBUG.
 _LOGLEVELS = range(8)
+KERN_ERR = 3
 KERN_WARNING = 4
 KERN_INFO = 6
 KERN_DEBUG = 7

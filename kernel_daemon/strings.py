@@ -114,8 +114,8 @@ def kstrtoul(s: bytes, base: int) -> int:
     return _kstrtoull(text, base)
 
 
-def kstrtol(s: bytes) -> int:
-    """``kstrtol(s, 10, &res)`` (``strict_strtol`` in 3.6), which is ``kstrtoll`` on
+def kstrtol(s: bytes, base: int) -> int:
+    """``kstrtol(s, base, &res)`` (``strict_strtol`` in 3.6), which is ``kstrtoll`` on
     x86_64: an optional ``-`` or ``+``, then :func:`_kstrtoull`; ERANGE outside ``long``.
 
     3.6's ``kstrtoll`` rejects ``-0`` too: it tests ``(long long)(-tmp) >= 0`` (ERANGE),
@@ -123,11 +123,11 @@ def kstrtol(s: bytes) -> int:
     """
     s = c_string(s)
     if s[:1] == b"-":
-        value = _kstrtoull(s[1:], 10)
+        value = _kstrtoull(s[1:], base)
         if not 0 < value <= LONG_MAX + 1:
             raise KernelError(errno.ERANGE)
         return -value
-    value = kstrtoul(s, 10)  # kstrtoull() skips a '+'
+    value = kstrtoul(s, base)  # kstrtoull() skips a '+'
     if value > LONG_MAX:
         raise KernelError(errno.ERANGE)
     return value

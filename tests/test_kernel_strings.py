@@ -53,7 +53,7 @@ def test_kstrtoul_from_user_refuses(data, err):
     (b"5\0junk", 5),
 ])
 def test_kstrtol_accepts(data, value):
-    assert kstrtol(data) == value
+    assert kstrtol(data, 10) == value
 
 
 @pytest.mark.parametrize("data, err", [
@@ -65,7 +65,7 @@ def test_kstrtol_accepts(data, value):
 ])
 def test_kstrtol_refuses(data, err):
     with pytest.raises(KernelError) as exc:
-        kstrtol(data)
+        kstrtol(data, 10)
     assert exc.value.errno == err
 
 

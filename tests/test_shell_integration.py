@@ -317,12 +317,15 @@ def test_bad_arguments_are_one_line_diagnostics_as_bash_and_the_tools_give(daemo
          "bash: line 1: exit: 99999999999999999999999: numeric argument required\n"),
         ("modprobe uinput; rmmod -f uinput; lsmod | grep -c uinput", 0, "1\n",
          "rmmod: invalid option -- 'f'\nUsage: rmmod MODULE...\n"),
-        # kmod's insmod_all()/rmmod_all(): a failing name does not stop the next one.
+        # kmod's insmod_all()/rmmod_all() under -a: a failing name, a WARNING, does not
+        # stop the next one; -r without -a takes every name too, but a FATAL ends it.
         # (A module each: these shells run at once, on one daemon.)
-        ("modprobe nosuchmod dummy; echo $?; lsmod | grep -c dummy", 0, "1\n1\n",
-         "modprobe: FATAL: Module nosuchmod not found in directory /lib/modules/3.6.11+\n"),
+        ("modprobe -a nosuchmod dummy; echo $?; lsmod | grep -c dummy", 0, "1\n1\n",
+         "modprobe: WARNING: Module nosuchmod not found in directory /lib/modules/3.6.11+\n"),
         ("modprobe loop; modprobe -r nosuchmod loop; echo $?; lsmod | grep -c loop",
-         1, "1\n0\n", "modprobe: FATAL: Module nosuchmod not found.\n"),
+         0, "1\n1\n", "modprobe: FATAL: Module nosuchmod not found.\n"),
+        ("modprobe isofs; modprobe -ar nosuchmod isofs; echo $?; lsmod | grep -c isofs",
+         1, "1\n0\n", "modprobe: WARNING: Module nosuchmod not found.\n"),
         ("cd /sys; cd ''; pwd; cd -", 0, "/sys\n/sys\n", ""),
         ("echo x | grep '['", 2, "", "grep: Invalid regular expression\n"),
         ("echo x | grep -E 'a[b'", 2, "", "grep: Unmatched [, [^, [:, [., or [=\n"),

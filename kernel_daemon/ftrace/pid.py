@@ -92,7 +92,7 @@ def ftrace_pid_write(ft: Ftrace, ubuf: UserBuffer) -> int:
     tmp = strim(copy_from_user(ubuf))
     if not tmp:
         return 1
-    ftrace_pid_add(ft, int_from_long(kstrtol(tmp)))
+    ftrace_pid_add(ft, int_from_long(kstrtol(tmp, 10)))
     return len(ubuf)
 
 

@@ -18,6 +18,17 @@ which ``/proc/kallsyms`` prints as ``T`` where it prints the others ``t``, and
 ``is_exported()`` does not look at).  Only exports checked against the 3.6 source are
 listed, and an entry without the fields exports nothing.
 
+``"params"`` lists the module's parameters as its 3.6 source declares them,
+``[name, type]`` for ``module_param(name, type, perm)`` and ``[name, "string", len]``
+for ``module_param_string(name, string, len, perm)`` (``kernel_daemon.module.params``):
+``dummy``'s ``numdummies``, ``loop``'s ``max_loop`` and ``max_part``, ``nbd``'s
+``nbds_max``, ``max_part`` and ``debugflags``, ``snd_pcm``'s ``preallocate_dma`` and
+``maximum_substreams`` (pcm_memory.c), ``usb_storage``'s ``delay_use`` and ``quirks``
+(usb.c), ``swi_tru_install`` (sierra_ms.c) and ``option_zero_cd`` (option_ms.c), and
+``e1000``'s ``copybreak`` and ``debug`` (e1000_main.c; the per-board arrays of
+e1000_param.c, ``TxDescriptors`` and the rest, are not listed).  An entry without the
+field takes none.
+
 A module that calls another's exports lists them in ``"imports"``: its undefined symbols
 that a module, not vmlinux, exports (vmlinux's always resolve, so they are left out).
 ``load_module()`` resolves them against the loaded modules, and ``depmod`` computes
@@ -40,6 +51,8 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+from kernel_daemon.module.params import PARAM_TYPES, KernelParam
+
 # MODULE_NAME_LEN (64 - sizeof(unsigned long)) includes the NUL.
 _MODULE_NAME = re.compile(r"[A-Za-z0-9_-]{1,55}")
 # A C identifier that fits KSYM_NAME_LEN (128, NUL included) uncut.
@@ -53,7 +66,7 @@ class ModuleSpec:
     ``exported`` and ``exported_gpl`` name those of them in its ``EXPORT_SYMBOL`` and
     ``EXPORT_SYMBOL_GPL`` tables; ``imports`` the other modules' exports it uses, and
     ``depends`` its ``modules.dep`` line: the modules that export them, and theirs, in
-    the order ``modprobe`` loads them."""
+    the order ``modprobe`` loads them; ``params`` its ``__param`` table (``mod->kp``)."""
 
     name: str
     functions: tuple[tuple[str, int], ...]
@@ -63,6 +76,7 @@ class ModuleSpec:
     exported_gpl: frozenset[str] = frozenset()
     imports: tuple[str, ...] = ()
     depends: tuple[str, ...] = ()
+    params: tuple[KernelParam, ...] = ()
 
 
 def _validate(name: str, functions: list[str]) -> None:
@@ -100,9 +114,21 @@ def load_catalog() -> dict[str, ModuleSpec]:
             raise ValueError(f"module {name}: exported {unknown} are not functions of it "
                              f"(or not one each)")
         catalog[name] = ModuleSpec(name, functions, entry["in_tree"], entry["description"],
-                                   exported, exported_gpl, tuple(entry.get("imports", ())))
+                                   exported, exported_gpl, tuple(entry.get("imports", ())),
+                                   params=_params(name, entry.get("params", ())))
     return {name: dataclasses.replace(spec, depends=depends)
             for (name, spec), depends in zip(catalog.items(), _depmod(catalog))}
+
+
+def _params(module: str, entries: list[list]) -> tuple[KernelParam, ...]:
+    """The ``"params"`` of ``module``'s entry; ValueError for a type the model has no
+    ``ops`` for, or a string parameter without its buffer's size."""
+    params = tuple(KernelParam(*entry) for entry in entries)
+    for kp in params:
+        if kp.type not in PARAM_TYPES or (kp.type == "string") != (kp.maxlen > 0):
+            raise ValueError(f"module {module}: parameter {kp.name}: want one of "
+                             f"{PARAM_TYPES}, a string's with its size")
+    return params
 
 
 def _depmod(catalog: dict[str, ModuleSpec]) -> list[tuple[str, ...]]:

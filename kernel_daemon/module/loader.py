@@ -10,7 +10,9 @@ Model of ``kernel/module.c`` (3.6): ``sys_init_module()`` → ``load_module()``,
   to the new one, which is on no list yet; then under ``module_mutex``, reject a
   duplicate name (even one still unloading), allocate, link the module at the head of
   the list in state COMING with the reference init holds (kallsyms sees it from here),
-  drop the mutex; then the COMING notifiers (ftrace creates the module's records here,
+  drop the mutex; then its parameters (``parse_args()`` of the ``uargs`` string: one
+  that fails takes the module off the list again, with no notifier called, so ftrace
+  never sees it); then the COMING notifiers (ftrace creates the module's records here,
   without ``module_mutex``), then LIVE, the LIVE notifiers, and the init reference
   dropped.
 * unload: under ``module_mutex``, refuse a module that others use, that is not LIVE or
@@ -28,7 +30,8 @@ A symbol whose module is still loading is waited for (``resolve_symbol_wait()``)
 fails the load (EBUSY), one whose module is unloading, or that no module exports, too
 (ENOENT), after a ``Unknown symbol`` line in the kernel log for each.
 
-Where the model differs: no ELF, relocation, parameters or init function; a failing
+Where the model differs: no ELF, relocation or init function (so no parameter is
+used, and none is refused by a module's init, as nbd's ``max_part=-1`` is); a failing
 COMING notifier (which cannot happen in the kernel, whose notifiers return codes) is
 handled like a failing ``mod->init``: GOING notifiers, free, and the error re-raised.
 """
@@ -45,6 +48,7 @@ from dataclasses import dataclass
 from kernel_daemon.module.address_space import ModuleAddressSpace
 from kernel_daemon.module.catalog import ModuleSpec
 from kernel_daemon.module.kallsyms import Kallsyms
+from kernel_daemon.module.params import ddebug_dyndbg_module_param_cb, parse_args
 from kernel_daemon.module.symbols import Symbol
 from kernel_daemon.panic import TAINT_OOT_MODULE
 from kernel_daemon.printk import KERN_WARNING
@@ -210,9 +214,9 @@ class ModuleLoader:
 
     @kernel_function_named("load_module")
     def _link_module(self, spec: ModuleSpec, placement: str | None,
-                     signal_pending: SignalPending) -> Module:
-        """``load_module()``: resolve the module's imports, allocate and lay it out, then
-        put it on the list.
+                     signal_pending: SignalPending, args: bytes) -> Module:
+        """``load_module()``: resolve the module's imports, allocate and lay it out, put
+        it on the list, then parse ``args`` (``mod->args``) against its parameters.
 
         The kernel allocates first (``layout_and_allocate()``), the model once the
         imports are resolved and the name is free: with the module space full, the
@@ -238,10 +242,19 @@ class ModuleLoader:
                 self._kallsyms.add_module(mod.name, list(mod.symbols), mod.module_core,
                                           mod.core_size)
                 self._modules = (mod,) + self._modules
-                return mod
         except BaseException:
             self._module_unload_free(mod)  # load_module()'s free_unload
             raise
+        # "Module is ready to execute: parsing args may do that."
+        try:
+            parse_args(mod.name, args, spec.params, ddebug_dyndbg_module_param_cb,
+                       self._printk)
+        except BaseException:
+            # load_module()'s unlink: the steps of free_module(), and, as there, no
+            # wake_up(&module_wq) for a load waiting on this module's symbols.
+            self._unlink_and_free(mod)
+            raise
+        return mod
 
     def _simplify_symbols(self, mod: Module, imports: tuple[str, ...],
                           signal_pending: SignalPending) -> None:
@@ -315,7 +328,13 @@ class ModuleLoader:
 
     @kernel_function_named("free_module")
     def _free_module(self, mod: Module) -> None:
-        """``free_module()``: unlink the module, drop its uses of others, free its memory."""
+        """``free_module()``: :meth:`_unlink_and_free`, under the name a call trace
+        from inside it gives."""
+        self._unlink_and_free(mod)
+
+    def _unlink_and_free(self, mod: Module) -> None:
+        """Unlink the module, drop its uses of others, free its memory: ``free_module()``,
+        and ``load_module()`` for a module whose parameters failed."""
         with self.module_mutex:
             self._modules = tuple(m for m in self._modules if m is not mod)
             self._kallsyms.remove_module(mod.name)
@@ -324,19 +343,23 @@ class ModuleLoader:
             self._address_space.free(mod.module_core)
 
     def load_module(self, spec: ModuleSpec, placement: str | None = None,
-                    signal_pending: SignalPending = lambda: False) -> Module:
-        """``sys_init_module()``: load ``spec`` and return the LIVE module.
+                    signal_pending: SignalPending = lambda: False,
+                    args: bytes = b"") -> Module:
+        """``sys_init_module()``: load ``spec`` with the parameters ``args`` (``uargs``,
+        e.g. ``b"max_loop=8"``) and return the LIVE module.
 
         ``placement`` ("first-fit", "random") overrides the address space's policy for
         this module.  ``signal_pending`` is the caller's ``signal_pending(current)``;
         whoever makes it true calls :meth:`signal_wake_up`.  Raises OSError for imports
         that do not resolve: ENOENT (no module exports one, or its module is
         unloading), EBUSY (its module still loading after 30 s, or when a signal came);
-        FileExistsError (-EEXIST) if a module of that name is on the list, and
-        MemoryError (-ENOMEM) if the module space is full.
+        FileExistsError (-EEXIST) if a module of that name is on the list,
+        MemoryError (-ENOMEM) if the module space is full, and
+        :func:`~kernel_daemon.module.params.parse_args`' KernelError for a parameter
+        it does not take (ENOENT) or a bad value (EINVAL, ERANGE, ENOSPC).
         """
         with kernel_frames("system_call_fastpath", "sys_init_module"):
-            mod = self._link_module(spec, placement, signal_pending)
+            mod = self._link_module(spec, placement, signal_pending, args)
             try:
                 self._module_notify(MODULE_STATE_COMING, mod)
             except BaseException:

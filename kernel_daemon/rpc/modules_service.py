@@ -1,8 +1,9 @@
 """``ftrace.v1.Modules``: ``init_module`` / ``delete_module`` with the user tools' manners.
 
 The kernel answers EEXIST for a module already loaded and ENOENT for one that is
-not; ``modprobe`` turns the first into silent success and ``modprobe -r`` the second
-(``if_loaded_ok`` / ``if_absent_ok``), ``insmod`` and ``rmmod`` report both.
+not; ``modprobe`` turns the first into silent success, its parameters unused, and
+``modprobe -r`` the second (``if_loaded_ok`` / ``if_absent_ok``), ``insmod`` and
+``rmmod`` report both.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
             try:
                 return module_info(boot.kernel.modules.load_module(
                     spec, PLACEMENTS[request.placement],
-                    signal_pending=lambda: not context.is_active()))
+                    signal_pending=lambda: not context.is_active(), args=request.args))
             except FileExistsError:
                 if request.if_loaded_ok:
                     return module_info(boot.kernel.modules.find_module(spec.name), True)
