@@ -158,9 +158,9 @@ def _compile(ctx: Invocation, options: _Options) -> tuple[list[Matcher], list[Ma
         syntax, ignore_case = options.syntax or "G", options.has("i")
         try:
             selector, warned = compile_grep(pattern, syntax, ignore_case, whole=whole)
-            if options.has("o"):  # -w's matches are found from the pattern's own
-                finders.append(compile_grep(pattern, syntax, ignore_case,
-                                            whole=whole.replace("w", ""), spans=True)[0])
+            if options.has("o"):  # -w's matches are the pattern's own, retried
+                finders.append(compile_grep(pattern, syntax, ignore_case, spans=True,
+                                            whole="x" if options.has("x") else "")[0])
         except RegexError as error:
             if not error.from_dfa:
                 refused.append(origin + error.message)
@@ -275,7 +275,6 @@ class _Grep:
         """grep(): the file's selected lines (up to -m's number; with -q, -l or -L the
         first only), printed with their context unless -c, -l, -L or -q; their count."""
         options = self.options
-        quiet = options.has("cq") or options.list_files
         after, before = options.context_lines("A"), options.context_lines("B")
         separators = after >= 0 or before >= 0
         lastout: int | None = None  # the line after the last one printed
@@ -285,7 +284,7 @@ class _Grep:
                 count += 1
                 if options.has("q") or options.list_files:
                     break
-                if not quiet:
+                if not options.has("c"):
                     start = max(index - max(before, 0), lastout or 0)
                     if separators and self.used and start != lastout:
                         self.ctx.out(b"--\n")
@@ -302,8 +301,8 @@ class _Grep:
 
 
 @command("grep [OPTION]... PATTERNS [FILE]...",
-         "print matching lines (status 1: none): -EFGiwxvcoqslLhHn, -e PATTERN, -f FILE,\n"
-         "                            -m NUM, -A/-B/-C NUM, and their long forms")
+         "print matching lines (status 1: none); GNU's -EFGivwxcoqslLhHn, -e PATTERN,"
+         " -f FILE, -m NUM, -A/-B/-C NUM and their long forms")
 def cmd_grep(ctx: Invocation) -> int:
     parsed = _parse(ctx)
     if isinstance(parsed, int):
