@@ -494,8 +494,8 @@ def compile_grep(pattern: bytes, syntax: str, ignore_case: bool, *, whole: str =
     leftmost then longest. RE2 matches, unless the pattern has a back-reference (GNU
     grep's DFA leaves those to regexec too), a \\< or \\> that RE2, which has no
     lookaround, cannot place (:func:`_re2_text`), or a count over RE2's 1000: then
-    Python's re, which backtracks (its match is the leftmost, then the first of the
-    alternatives). Raises RegexError."""
+    Python's re, which backtracks (and, for ``spans``, is asked for the longest match
+    from where it finds one: :class:`_Longest`). Raises RegexError."""
     warn: list[str] = []
     if syntax == "F":
         pieces = _Pieces([frozenset((byte,)) for byte in pattern])
@@ -520,7 +520,52 @@ def compile_grep(pattern: bytes, syntax: str, ignore_case: bool, *, whole: str =
             return re2.compile(re2_text, options), warn
         except re2.error:  # beyond RE2's limits
             pass
+    flags = re.IGNORECASE if ignore_case else 0
     try:
-        return re.compile(_python_text(pieces), re.IGNORECASE if ignore_case else 0), warn
+        matcher = re.compile(_python_text(pieces), flags)
     except re.error as error:  # none known: the pattern was read above, as glibc does
         raise RegexError("Invalid regular expression") from error
+    return (_Longest(matcher) if spans else matcher), warn
+
+
+class _Match:
+    """Where a match is (what the -o search reads of one)."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self._span = start, end
+
+    def start(self) -> int:
+        return self._span[0]
+
+    def end(self) -> int:
+        return self._span[1]
+
+
+class _Longest:
+    """Python's re, whose match is its first alternative's, made POSIX's: from where it
+    matches, the longest match, found by asking for one that ends at each place (a
+    lookahead for the bytes left after it), from the furthest."""
+
+    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+        self._pattern = pattern
+
+    def _ending(self, left: int) -> re.Pattern[bytes]:
+        # re's own cache keeps these.
+        return re.compile(b"(?:%s)(?=[\\x00-\\xff]{%d}\\Z)" % (self._pattern.pattern, left),
+                          self._pattern.flags)
+
+    def _longest(self, text: bytes, found: re.Match[bytes] | None, endpos: int) -> _Match | None:
+        if found is None:
+            return None
+        for end in range(endpos, found.end(), -1):
+            if self._ending(endpos - end).match(text, found.start(), endpos):
+                return _Match(found.start(), end)
+        return _Match(found.start(), found.end())
+
+    def search(self, text: bytes, pos: int = 0, endpos: int | None = None) -> _Match | None:
+        endpos = len(text) if endpos is None else endpos
+        return self._longest(text, self._pattern.search(text, pos, endpos), endpos)
+
+    def match(self, text: bytes, pos: int = 0, endpos: int | None = None) -> _Match | None:
+        endpos = len(text) if endpos is None else endpos
+        return self._longest(text, self._pattern.match(text, pos, endpos), endpos)

@@ -108,6 +108,8 @@ def gnu_grep(args: list[str], directory: pathlib.Path) -> tuple[int, bytes, byte
     r"-o 'a*'", r"-o ''", r"-oE 'a|ab'", r"-oi ab", r"-oE '\<\w*'", r"-o '\<.'",
     r"-ox '.'", r"-ow 'a\|ab'", r"-ow '\w\+'", r"-owE 'b|b b'", r"-wo '\(a\|ab\)\1'",
     r"--only-matching 'a\+'", r"-e a -e b -o", r"-F -e a -e b -o", r"-wFo a",
+    # ... the longest when Python's re matches too (a back-reference, a \< RE2 cannot place).
+    r"-oE '\<(a|ab)'", r"-ow '\<\(a\|ab\)'", r"-o '\(a\|ab\)\1*'",
     # GNU's -w search cuts its retry at the shorter end less where -o's search started.
     r"-owE 'uinput_release|ab|ab-cd' words", r"-wE 'ab|ab-cd' words",
     # Several patterns: -e, -f FILE (a line each), repeated ones once; "-f -" drains stdin.
