@@ -188,7 +188,7 @@ def _word_match(line: bytes, pos: int, matcher: Matcher, start: int, end: int,
                 bound: int) -> tuple[int, int] | None:
     """EGexecute()'s -w search from a match at [start, end): while its start is not past
     ``bound``, the match if no word character is beside it, else the longest shorter one
-    from the same start (``$`` not matching where it is cut), else the next match."""
+    from the same start (RE2's ``$`` not matching where it is cut), else the next match."""
     while start <= bound:
         if not _is_word(line, start - 1) and not _is_word(line, end):
             return start, end

@@ -70,8 +70,9 @@ class Match(Protocol):
 
 class Matcher(Protocol):
     """A compiled pattern (RE2's or Python's re): the leftmost match at or after ``pos``,
-    or one that starts at ``pos``; both see the text before ``pos``, and ``$`` matches
-    only at the text's end."""
+    or one that starts at ``pos``, up to ``endpos``; both see the text before ``pos``
+    (RE2's also the text after ``endpos``, and its ``$`` matches at the text's end only,
+    as GNU's regexec() with not_eol)."""
 
     def search(self, text: bytes, pos: int = 0, endpos: int = ...) -> Match | None: ...
 
