@@ -28,6 +28,7 @@ import sys
 from typing import Iterable
 
 import clients.shell_builtins  # noqa: F401  (registers the commands)
+import clients.shell_grep  # noqa: F401  (registers the command)
 import clients.shell_kmod  # noqa: F401  (registers the commands)
 from clients.api import Client
 from clients.cli import (EXIT_NO_DAEMON, ConnectError, address_argument, check_address_env,

@@ -1,6 +1,6 @@
-"""ftrace-shell's file and general commands: cd, pwd, ls, cat, echo, grep, sleep, true,
-false, exit, help. Their output and diagnostics are those of bash and GNU coreutils/grep,
-byte for byte where a script could depend on them."""
+"""ftrace-shell's file and general commands: cd, pwd, ls, cat, echo, sleep, true, false,
+exit, help (grep is clients.shell_grep's). Their output and diagnostics are those of bash
+and GNU coreutils, byte for byte where a script could depend on them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 from typing import Iterator
 
 from clients.errors import FtraceError
-from clients.shell_regex import RegexError, compile_grep
 from clients.shell_runtime import (
     COMMANDS,
     Invocation,
@@ -217,53 +216,6 @@ def cmd_cat(ctx: Invocation) -> int:
             ctx.err(f"cat: {operand}: {error.strerror}")
             status = 1
     return status
-
-
-@command("grep [-vciqnEF] PATTERN [FILE...]",
-         "print matching lines (status 1: none)")
-def cmd_grep(ctx: Invocation) -> int:
-    parsed = parse_options(ctx, "vciqnEF")
-    if parsed is None:
-        return 2
-    options, operands = parsed
-    if not operands:
-        ctx.err(f"Usage: {COMMANDS['grep'].usage}")
-        return 2
-    pattern, files = operands[0], operands[1:]
-    syntax = "F" if "F" in options else "E" if "E" in options else "G"
-    try:
-        regex, warnings = compile_grep(encode(pattern), syntax, "i" in options)
-    except RegexError as error:
-        for warning in error.warnings:
-            ctx.err(f"grep: warning: {warning}")
-        ctx.err(f"grep: {error.message}")
-        return 2
-    for warning in warnings:
-        ctx.err(f"grep: warning: {warning}")
-    selected, errors = False, False
-    for name in files or ["-"]:
-        try:
-            data = ctx.read_stdin() if name == "-" else b"".join(read_path(ctx, name))
-        except FtraceError as error:
-            ctx.err(f"grep: {name}: {error.strerror}")
-            errors = True
-            continue
-        lines = data.split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()
-        prefix = encode(name if name != "-" else "(standard input)") + b":" if len(files) > 1 else b""
-        matches = [(number, line) for number, line in enumerate(lines, 1)
-                   if (regex.search(line) is None) == ("v" in options)]
-        selected = selected or bool(matches)
-        if "q" in options:
-            if selected:
-                return 0
-        elif "c" in options:
-            ctx.out(prefix + b"%d\n" % len(matches))
-        elif matches:
-            ctx.out(b"".join(prefix + (b"%d:" % number if "n" in options else b"") + line + b"\n"
-                             for number, line in matches))
-    return 2 if errors else 0 if selected else 1
 
 
 _SLEEP_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

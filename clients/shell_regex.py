@@ -20,7 +20,7 @@ from typing import Protocol
 
 import re2
 
-__all__ = ["RegexError", "compile_grep"]
+__all__ = ["RegexError", "WORD", "compile_grep"]
 
 #: glibc's RE_DUP_MAX: a larger count in an interval is GNU grep's "too big".
 _DUP_MAX = 0x7FFF
@@ -38,9 +38,10 @@ _CLASSES = {
         "cntrl": lambda c: not c.isprintable(), "xdigit": lambda c: c in "0123456789abcdefABCDEF",
     }.items()
 }
-_WORD = _CLASSES["alnum"] | {ord("_")}
+#: The C locale's word characters (isalnum() and "_"): GNU grep's wordchar().
+WORD = _CLASSES["alnum"] | {ord("_")}
 #: GNU's escapes that stand for a set of characters.
-_ESCAPED_SETS = {ord("w"): _WORD, ord("W"): _ALL - _WORD, ord("s"): _CLASSES["space"],
+_ESCAPED_SETS = {ord("w"): WORD, ord("W"): _ALL - WORD, ord("s"): _CLASSES["space"],
                  ord("S"): _ALL - _CLASSES["space"]}
 #: GNU's escapes that are positions, as (Python's re, RE2's). An empty line has no word
 #: boundary, but re's \\B does not match it (before Python 3.14).
@@ -50,17 +51,32 @@ _UNMATCHED_BRACKET = "Unmatched [, [^, [:, [., or [="
 
 
 class RegexError(Exception):
-    """A pattern GNU grep refuses: ``message`` is grep's (glibc's regerror() words, or
-    dfa.c's), after the ``warnings`` dfa.c printed before it."""
+    """A pattern GNU grep refuses: ``message`` is grep's (glibc's regerror() words, or,
+    ``from_dfa``, dfa.c's), after the ``warnings`` dfa.c printed before it."""
 
-    def __init__(self, message: str, warnings: list[str] | None = None) -> None:
+    def __init__(self, message: str, warnings: list[str] | None = None,
+                 from_dfa: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.warnings = warnings or []
+        self.from_dfa = from_dfa
+
+
+class Match(Protocol):
+    def start(self) -> int: ...
+
+    def end(self) -> int: ...
 
 
 class Matcher(Protocol):
-    def search(self, text: bytes) -> object | None: ...
+    """A compiled pattern (RE2's or Python's re): the leftmost match at or after ``pos``,
+    or one that starts at ``pos``, up to ``endpos``; both see the text before ``pos``
+    (RE2's also the text after ``endpos``, and its ``$`` matches at the text's end only,
+    as GNU's regexec() with not_eol)."""
+
+    def search(self, text: bytes, pos: int = 0, endpos: int = ...) -> Match | None: ...
+
+    def match(self, text: bytes, pos: int = 0, endpos: int = ...) -> Match | None: ...
 
 
 _Item = frozenset[int] | tuple[bytes, bytes] | str
@@ -402,12 +418,13 @@ def _python_text(pieces: _Pieces) -> bytes:
     return b"".join(out)
 
 
-def _re2_text(pieces: _Pieces) -> bytes | None:
+def _re2_text(pieces: _Pieces, spans: bool) -> bytes | None:
     """The pattern for RE2, which has no lookaround (``\\<`` is ``\\b`` before a word
     character): each ``\\<`` and ``\\>`` becomes ``\\b`` with what fixes its side, the
     character next to it (not repeated) kept to word or non-word characters, the line's
     start or end, or (first or last in a branch of the whole pattern) a non-word character
-    taken beside it; None when none is there, or for a back-reference."""
+    taken beside it, unless the match's ``spans`` must be exact; None when none is there,
+    or for a back-reference."""
     if pieces.has_back_reference:
         return None
     items = list(pieces.items)
@@ -437,16 +454,18 @@ def _re2_text(pieces: _Pieces) -> bytes | None:
         if single(index + 1):
             nxt = items[index + 1]
             assert isinstance(nxt, frozenset)
-            items[index + 1] = nxt & _WORD if start else nxt - _WORD
+            items[index + 1] = nxt & WORD if start else nxt - WORD
         elif single(index - 1):
             assert isinstance(before, frozenset)
-            items[index - 1] = before - _WORD if start else before & _WORD
+            items[index - 1] = before - WORD if start else before & WORD
         elif before == (b"^", b"^") and start or after == [(b"$", b"$")] and not start:
             pass  # at the line's start or end, \b is \< or \>
+        elif spans:
+            return None
         elif start and outer_edge(index - 1):
-            replacement = b"(?:^|" + _set_text(_ALL - _WORD) + b")\\b"
+            replacement = b"(?:^|" + _set_text(_ALL - WORD) + b")\\b"
         elif not start and outer_edge(index + 1):
-            replacement = b"\\b(?:$|" + _set_text(_ALL - _WORD) + b")"
+            replacement = b"\\b(?:$|" + _set_text(_ALL - WORD) + b")"
         else:
             return None
         items[index] = (b"", replacement)
@@ -454,12 +473,30 @@ def _re2_text(pieces: _Pieces) -> bytes | None:
                     for item in items if not isinstance(item, str))
 
 
-def compile_grep(pattern: bytes, syntax: str, ignore_case: bool) -> tuple[Matcher, list[str]]:
+#: GNU's wrappings of a pattern for -w and -x (dfasearch.c's GEAcompile(), for its DFA):
+#: a match with no word character beside it, the whole line. Non-capturing, so the
+#: pattern's back-references keep their numbers.
+_NON_WORD = _ALL - WORD
+_WHOLE: dict[str, tuple[list[_Item], list[_Item]]] = {
+    "w": ([(b"(?:", b"(?:"), (b"^", b"^"), (b"|", b"|"), _NON_WORD, (b")", b")"),
+           (b"(?:", b"(?:")],
+          [(b")", b")"), (b"(?:", b"(?:"), _NON_WORD, (b"|", b"|"), (b"$", b"$"),
+           (b")", b")")]),
+    "x": ([(b"^", b"^"), (b"(?:", b"(?:")], [(b")", b")"), (b"$", b"$")]),
+}
+
+
+def compile_grep(pattern: bytes, syntax: str, ignore_case: bool, *, whole: str = "",
+                 spans: bool = False) -> tuple[Matcher, list[str]]:
     """A matcher for ``pattern`` as GNU grep -G, -E or -F (``syntax``) reads it, and the
-    warnings grep prints for it. RE2 matches, unless the pattern has a back-reference
-    (GNU grep's DFA leaves those to regexec too), a \\< or \\> that RE2, which has no
+    warnings grep prints for it; ``whole``: "w" or "x", what a line must hold for -w or -x
+    (a match of the pattern with no word character beside it, or only one); ``spans``:
+    the matches must be where GNU's are (-o), not only found. Matches are POSIX's, the
+    leftmost then longest. RE2 matches, unless the pattern has a back-reference (GNU
+    grep's DFA leaves those to regexec too), a \\< or \\> that RE2, which has no
     lookaround, cannot place (:func:`_re2_text`), or a count over RE2's 1000: then
-    Python's re, which backtracks. Raises RegexError."""
+    Python's re, which backtracks (and, for ``spans``, is asked for the longest match
+    from where it finds one: :class:`_Longest`). Raises RegexError."""
     warn: list[str] = []
     if syntax == "F":
         pieces = _Pieces([frozenset((byte,)) for byte in pattern])
@@ -468,18 +505,68 @@ def compile_grep(pattern: bytes, syntax: str, ignore_case: bool) -> tuple[Matche
         pieces = parser.parse()
         warn = parser.messages
         if parser.dfa_error is not None:
-            raise RegexError(parser.dfa_error, warn[:-1])
-    re2_text = _re2_text(pieces)
+            raise RegexError(parser.dfa_error, warn[:-1], from_dfa=True)
+    if whole:
+        before, after = _WHOLE[whole]
+        pieces = _Pieces(before + pieces.items + after,
+                         has_back_reference=pieces.has_back_reference)
+    re2_text = _re2_text(pieces, spans)
     if re2_text is not None:
         options = re2.Options()
         options.encoding = re2.Options.Encoding.LATIN1
         options.case_sensitive = not ignore_case
+        options.longest_match = True
         options.log_errors = False
         try:
             return re2.compile(re2_text, options), warn
         except re2.error:  # beyond RE2's limits
             pass
+    flags = re.IGNORECASE if ignore_case else 0
     try:
-        return re.compile(_python_text(pieces), re.IGNORECASE if ignore_case else 0), warn
+        matcher = re.compile(_python_text(pieces), flags)
     except re.error as error:  # none known: the pattern was read above, as glibc does
         raise RegexError("Invalid regular expression") from error
+    return (_Longest(matcher) if spans else matcher), warn
+
+
+class _Match:
+    """Where a match is (what the -o search reads of one)."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self._span = start, end
+
+    def start(self) -> int:
+        return self._span[0]
+
+    def end(self) -> int:
+        return self._span[1]
+
+
+class _Longest:
+    """Python's re, whose match is its first alternative's, made POSIX's: from where it
+    matches, the longest match, found by asking for one that ends at each place (a
+    lookahead for the bytes left after it), from the furthest."""
+
+    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+        self._pattern = pattern
+
+    def _ending(self, left: int) -> re.Pattern[bytes]:
+        # re's own cache keeps these.
+        return re.compile(b"(?:%s)(?=[\\x00-\\xff]{%d}\\Z)" % (self._pattern.pattern, left),
+                          self._pattern.flags)
+
+    def _longest(self, text: bytes, found: re.Match[bytes] | None, endpos: int) -> _Match | None:
+        if found is None:
+            return None
+        for end in range(endpos, found.end(), -1):
+            if self._ending(endpos - end).match(text, found.start(), endpos):
+                return _Match(found.start(), end)
+        return _Match(found.start(), found.end())
+
+    def search(self, text: bytes, pos: int = 0, endpos: int | None = None) -> _Match | None:
+        endpos = len(text) if endpos is None else endpos
+        return self._longest(text, self._pattern.search(text, pos, endpos), endpos)
+
+    def match(self, text: bytes, pos: int = 0, endpos: int | None = None) -> _Match | None:
+        endpos = len(text) if endpos is None else endpos
+        return self._longest(text, self._pattern.match(text, pos, endpos), endpos)

@@ -13,7 +13,7 @@ import errno
 import io
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Callable, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Protocol
 
 from clients.api import FileSession
 from clients.errors import FtraceError
@@ -33,6 +33,7 @@ __all__ = [
     "CommandSpec",
     "COMMANDS",
     "command",
+    "getopt",
     "parse_options",
     "encode",
 ]
@@ -155,7 +156,12 @@ class Invocation:
         self.err(f"{self.shell.prefix()}: {self.name}: {message}")
 
     def read_stdin(self) -> bytes:
-        return self.stdin if self.stdin is not None else sys.stdin.buffer.read()
+        """All that is left of the standard input: a second read (``grep x - -``) finds
+        the pipe drained, as read(2) at its end does."""
+        if self.stdin is None:
+            return sys.stdin.buffer.read()
+        data, self.stdin = self.stdin, b""
+        return data
 
 
 @dataclass(frozen=True)
@@ -185,24 +191,62 @@ def command(usage: str, summary: str, *, builtin: bool = False):
     return register
 
 
-def parse_options(
-    ctx: Invocation, flags: str, valued: str = ""
-) -> tuple[dict[str, str], list[str]] | None:
-    """GNU getopt for ``ctx.args``: single-letter options, clustered (``-lv``), anywhere
-    before ``--``; those in ``valued`` take a value (``-c 3`` or ``-c3``).
+def _long_option(arg: str, long_options: dict[str, str]) -> tuple[str, str] | str:
+    """glibc's getopt_long() reading of ``--name[=value]``: (the full name, its letter), or
+    its diagnostic for a name that is none, or the prefix of several options' (listed in
+    the table's order, as glibc does)."""
+    name = arg[2:].partition("=")[0]
+    if name in long_options:
+        return name, long_options[name]
+    candidates = [full for full in long_options if full.startswith(name)]
+    if not candidates:
+        return f"unrecognized option '{arg}'"
+    first, letter = candidates[0], long_options[candidates[0]]
+    # Names of the first one's option are no ambiguity, and glibc does not list them.
+    others = [full for full in candidates if long_options[full] != letter]
+    if not others:
+        return first, letter
+    return (f"option '{arg}' is ambiguous; possibilities:"
+            + "".join(f" '--{full}'" for full in [first] + others))
 
-    Returns ({letter: value or ""}, operands), or None after printing the diagnostic
-    (``ls: invalid option -- 'x'``) and the usage.
+
+def getopt(
+    ctx: Invocation, flags: str, valued: str = "", long_options: dict[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
+    """glibc's getopt_long() over ``ctx.args``: single-letter options, clustered (``-lv``),
+    anywhere before ``--``; those in ``valued`` take a value (``-c 3`` or ``-c3``);
+    ``long_options`` maps long names to their letters (``--count``, ``--max-count=3`` or
+    ``--max-count 3``, or a prefix of one name: ``--max``).
+
+    Yields (letter, value or "") for each option and ("", operand) for each operand, in
+    their order; for a bad option, getopt's diagnostic (``ls: invalid option -- 'x'``),
+    then ("?", ""), getopt's return for it, and stops.
     """
-    options: dict[str, str] = {}
-    operands: list[str] = []
     args = iter(ctx.args)
     for arg in args:
         if arg == "--":
-            operands.extend(args)
-            break
+            yield from (("", operand) for operand in args)
+            return
         if not arg.startswith("-") or arg == "-":
-            operands.append(arg)
+            yield "", arg
+            continue
+        if arg.startswith("--"):
+            found = _long_option(arg, long_options or {})
+            value: str | None = arg.partition("=")[2]
+            if isinstance(found, tuple):
+                name, letter = found
+                if "=" in arg and letter not in valued:
+                    found = f"option '--{name}' doesn't allow an argument"
+                elif "=" not in arg and letter in valued:
+                    value = next(args, None)
+                    if value is None:
+                        found = f"option '--{name}' requires an argument"
+            if isinstance(found, str):
+                ctx.err(f"{ctx.name}: {found}")
+                yield "?", ""
+                return
+            assert value is not None
+            yield letter, value
             continue
         letters = arg[1:]
         while letters:
@@ -211,13 +255,30 @@ def parse_options(
                 value = letters or next(args, None)
                 if value is None:
                     ctx.err(f"{ctx.name}: option requires an argument -- '{letter}'")
-                    ctx.err(f"Usage: {COMMANDS[ctx.name].usage}")
-                    return None
-                options[letter] = value
+                    yield "?", ""
+                    return
+                yield letter, value
                 break
             if letter not in flags:
                 ctx.err(f"{ctx.name}: invalid option -- '{letter}'")
-                ctx.err(f"Usage: {COMMANDS[ctx.name].usage}")
-                return None
-            options[letter] = ""
+                yield "?", ""
+                return
+            yield letter, ""
+
+
+def parse_options(
+    ctx: Invocation, flags: str, valued: str = ""
+) -> tuple[dict[str, str], list[str]] | None:
+    """:func:`getopt` gathered: ({letter: its last value or ""}, operands), or None after
+    printing the diagnostic and the usage."""
+    options: dict[str, str] = {}
+    operands: list[str] = []
+    for letter, value in getopt(ctx, flags, valued):
+        if letter == "?":
+            ctx.err(f"Usage: {COMMANDS[ctx.name].usage}")
+            return None
+        if letter:
+            options[letter] = value
+        else:
+            operands.append(value)
     return options, operands

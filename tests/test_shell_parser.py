@@ -475,6 +475,13 @@ def test_pipes_only_into_grep():
     assert (status, err) == (1, "bash: line 1: head: ftrace-shell pipes only into grep\n")
 
 
+def test_a_long_option_a_command_lacks_is_getopts_unrecognized_one():
+    """glibc's getopt_long() words (as GNU ls's), not "invalid option -- '-'" for its
+    first letter, then the command's usage."""
+    assert run("ls --all", mode="command") == (
+        2, "", "ls: unrecognized option '--all'\nUsage: ls [-la1] [PATH...]\n")
+
+
 def test_pipe_into_grep_and_its_status():
     assert run("echo uinput_release | grep uinput")[:2] == (0, "uinput_release\n")
     assert run("echo uinput_release | grep -c nothing")[:2] == (1, "0\n")

@@ -4,15 +4,20 @@ choice (RE2, linear in the line, unless a back-reference needs backtracking)."""
 
 from __future__ import annotations
 
+import contextlib
 import curses.ascii
+import errno
 import os
+import pathlib
 import re
 import shlex
 import subprocess
 import sys
+import types
 
 import pytest
 
+from clients.errors import FtraceError
 from clients.shell import Shell
 from clients.shell_parser import Command
 from clients.shell_regex import RegexError, compile_grep
@@ -26,17 +31,37 @@ LINES = (b"a b\nfoo_bar baz\nx\\sy\nxsy\nd1\n\\d\nab\nAa\n.\nword-end\n[a\n=\nia
          b"\xe9t\xe9\n\n*a\n{1}a\na{1}\n(a)\nb|a\n1,2\n:]\nx\ty\nx\x0by\nabab\nABAB\nnt\n")
 
 
+#: Files both greps read (-f, operands): in a directory GNU grep runs in, and served to
+#: ftrace-shell as the daemon serves tracefs files; any other name is missing.
+FILES = {"patterns": b"ab\n\\<x\n", "bad-patterns": b"a\n\\(\n[\nb\\{1", "empty": b"",
+         "functions": b"schedule\nuinput_open\nuinput_release\n",
+         "words": b"uinput_release ab-cd1\n"}
+
+
+class _Files:
+    """The daemon's answer to ftrace-shell's reads: the :data:`FILES`."""
+
+    def open(self, path: str, flags: int) -> contextlib.AbstractContextManager:
+        if path.lstrip("/") not in FILES:
+            raise FtraceError(errno.ENOENT, from_kernel=False)
+        data = FILES[path.lstrip("/")]
+        return contextlib.nullcontext(types.SimpleNamespace(read_all=lambda: iter([data])))
+
+
 def ftrace_shell_grep(args: list[str]) -> tuple[int, bytes, bytes]:
     out, err = BufferOutput(), BufferOutput()
-    shell = Shell(None, mode="command", stdout=out, stderr=err)  # type: ignore[arg-type]
+    shell = Shell(_Files(), mode="command", stdout=out, stderr=err)  # type: ignore[arg-type]
     status = shell.run_command(Command(("grep", "-n", *args), (), 1), LINES, out)
     return status, out.getvalue(), err.getvalue()
 
 
-def gnu_grep(args: list[str]) -> tuple[int, bytes, bytes]:
+def gnu_grep(args: list[str], directory: pathlib.Path) -> tuple[int, bytes, bytes]:
     # -a: these lines hold a NUL, and ftrace-shell's grep has no binary-file mode.
+    for name, data in FILES.items():
+        (directory / name).write_bytes(data)
     done = subprocess.run(["grep", "-a", "-n", *args], executable=GNU_GREP, input=LINES,
-                          capture_output=True, env={"LC_ALL": "C"}, timeout=30)
+                          capture_output=True, env={"LC_ALL": "C"}, timeout=30,
+                          cwd=directory)
     return done.returncode, done.stdout, done.stderr
 
 
@@ -74,10 +99,57 @@ def gnu_grep(args: list[str]) -> tuple[int, bytes, bytes]:
     r"'a^b'", r"-E 'a^b'", r"'a$b'", r"'\(^a\)'", r"'\(a$\)'",
     r"-E '(a'", r"-E 'a)'", r"'\(a'", r"'a\)'", r"'a\'", r"'\(a\)\2'", r"'\(a\1\)'",
     r"-E '\2($'", r"-E '(a)\1'", r"-E '(ab)\1'", r"-i '\(ab\)\1'",
+    # -w: a match with no word character beside it, or a shorter one from the same place,
+    # or a later one; an empty one counts. -x: the whole line.
+    r"-w a", r"-w 'a*'", r"-w ''", r"-wc '\<'", r"-wE 'ab|abab'", r"-w 'a\>.'",
+    r"-w '\(a\)\1'", r"-wF a.", r"-inw A", r"--word-regexp b",
+    r"-x a", r"-x ''", r"-xE 'a|ab'", r"-x '\(ab\)\1'", r"-xF .", r"--line-regexp x",
+    # -o: each match, leftmost then longest over the patterns; empty ones are not printed.
+    r"-o 'a*'", r"-o ''", r"-oE 'a|ab'", r"-oi ab", r"-oE '\<\w*'", r"-o '\<.'",
+    r"-ox '.'", r"-ow 'a\|ab'", r"-ow '\w\+'", r"-owE 'b|b b'", r"-wo '\(a\|ab\)\1'",
+    r"--only-matching 'a\+'", r"-e a -e b -o", r"-F -e a -e b -o", r"-wFo a",
+    # ... the longest when Python's re matches too (a back-reference, a \< RE2 cannot place).
+    r"-oE '\<(a|ab)'", r"-ow '\<\(a\|ab\)'", r"-o '\(a\|ab\)\1*'",
+    # GNU's -w search cuts its retry at the shorter end less where -o's search started.
+    r"-owE 'uinput_release|ab|ab-cd' words", r"-wE 'ab|ab-cd' words",
+    # Several patterns: -e, -f FILE (a line each), repeated ones once; "-f -" drains stdin.
+    r"-e a -e b", r"-c -e a -e ''", r"-f patterns", r"-f patterns -o", r"-vc -f empty",
+    r"-f empty -e x", r"-f -", r"--regexp=a -c", r"--regexp a -c", r"--file patterns -c",
+    r"-e -a",
+    # glibc's error for each refused pattern (with its file and line for -f), else dfa.c's
+    # warnings for all and its first error.
+    r"-e 'a\{1' -e '\('", r"-e '[' -e '['", r"-f bad-patterns", r"-E -f bad-patterns",
+    r"-E -e '*a' -e '[' -e 'a{1'", r"-E -e '*x' -e '[:space:]' -e '+y'",
+    r"-e ab -f patterns -f bad-patterns",
+    # -l, -L, -c, -q and -m, and which wins: -l over -c, -q over all; -c -o counts lines,
+    # -v -o prints nothing.
+    r"-l a", r"-L a", r"-L zzz", r"-lc a", r"-Lc a", r"-co a", r"-ov a", r"-m 2 a",
+    r"-m 1 -c a", r"-m1 -v a", r"-m 0 a", r"-m 0 '['", r"-m -1 -c a", r"--max-count=1 a",
+    r"--quiet a", r"--silent zz", r"--files-with-matches a",
+    r"--files-without-match a", r"--count --invert-match a", r"--ignore-case --count ab",
+    r"--fixed-strings -c .", r"--extended-regexp -c 'a|b'", r"--basic-regexp -c 'a\|b'",
+    # Context: -A, -B, -C, "--" between groups (with -A0, and with -o, too), -m's last
+    # line's trailing context (a matching line in it is context).
+    r"-A1 '^a'", r"-B1 '^a'", r"-C1 '^a'", r"-A0 '^a'", r"-A 1 -B 2 x", r"-C2 word",
+    r"-m2 -A1 a", r"-m1 -C1 ab", r"-vn -A1 a", r"-cv -A1 a", r"-C1 -o '^a'",
+    r"-A1 -v -o a", r"--after-context=1 '^a'", r"--before-context 1 '^a'",
+    r"--context=1 -c '^a'",
+    # Files: names before lines (-H, or several files; not -h), a missing one (not with
+    # -s), stdin read once.
+    r"a - -", r"-H a", r"-c a - -", r"-C1 x - -", r"-l a - -", r"-L z - -",
+    r"-hc a - -", r"--with-filename -c a", r"--no-filename a - -",
+    r"-s a nosuch", r"--no-messages a nosuch", r"-qs zz nosuch -",
+    r"-l a nosuch functions -", r"-A1 -e open -e sched functions - functions",
+    r"-C1 -h -e open -e sched functions - functions", r"-m 1 -A5 e functions",
+    # Bad options and arguments: GNU's words, the usage, status 2, at the first one.
+    r"-E -F a", r"-F -G a", r"-m x a", r"-m '' a", r"-m 3x a", r"-m ' 3' a",
+    r"-A x a", r"-A -1 a", r"-C 1x a", r"--context=x a", r"-m x -Q a", r"-Q -m x a",
+    r"-f nosuch a", r"-s -f nosuch a", r"-j a", r"--foo", r"--count=3 a", r"-e",
+    r"--regexp", r"--quiet=1 a", r"--ign a", r"--fi a", r"--fixed a", r"",
 ])
-def test_grep_as_gnu_grep(command):
+def test_grep_as_gnu_grep(command, tmp_path):
     args = shlex.split(command)
-    gnu_status, gnu_out, gnu_err = gnu_grep(args)
+    gnu_status, gnu_out, gnu_err = gnu_grep(args, tmp_path)
     expected = (gnu_status, gnu_out, gnu_err.replace(GNU_GREP.encode() + b":", b"grep:"))
     assert ftrace_shell_grep(args) == expected
 

@@ -1,0 +1,341 @@
+"""ftrace-shell's grep: GNU grep 3.8's options, output and exit statuses in the C locale,
+byte for byte (grep.c's main(), grep(), prtext() and print_line_middle(), dfasearch.c's
+EGexecute()); its patterns are clients.shell_regex's.
+
+A line is selected when one of the patterns matches it (with -w, a match with no word
+character beside it; with -x, the whole line), or none does (-v). -o prints each match
+of a selected line, as GNU finds it: the leftmost, then longest, over the patterns; with
+-w, where the longest is not a word, a shorter one from the same place, or the next.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from clients.errors import FtraceError
+from clients.shell_builtins import read_path
+from clients.shell_regex import WORD, Matcher, RegexError, compile_grep
+from clients.shell_runtime import COMMANDS, Invocation, command, encode, getopt
+
+__all__: list[str] = []  # the command registers itself in COMMANDS
+
+_FLAGS = "EFGHLchilnoqsvwx"
+_VALUED = "ABCefm"
+#: The long options grep.c's long_options[] names, in its order (getopt_long lists the
+#: names a prefix is ambiguous between in that order).
+_LONG_OPTIONS = {
+    "basic-regexp": "G", "extended-regexp": "E", "fixed-regexp": "F", "fixed-strings": "F",
+    "after-context": "A", "before-context": "B", "context": "C", "count": "c", "file": "f",
+    "files-with-matches": "l", "files-without-match": "L", "ignore-case": "i",
+    "line-number": "n", "line-regexp": "x", "max-count": "m", "no-filename": "h",
+    "no-messages": "s", "only-matching": "o", "quiet": "q", "regexp": "e",
+    "invert-match": "v", "silent": "q", "with-filename": "H", "word-regexp": "w",
+}
+#: xstrtoimax()'s number: blanks, a sign, decimal digits (and nothing after).
+_NUMBER = re.compile(r"[ \t\n\v\f\r]*[-+]?[0-9]+", re.ASCII)
+_STDIN_NAME = "(standard input)"
+
+
+class _Trouble(Exception):
+    """grep's die(): its message printed, it exits with status 2."""
+
+
+@dataclass
+class _Options:
+    """What grep.c's main() makes of its arguments."""
+
+    syntax: str = ""  # "G", "E" or "F" once one is chosen
+    #: The -e and -f patterns, each with where glibc's error for it names it ("" or
+    #: "FILE:LINE: "); None: the first operand is the pattern.
+    patterns: list[tuple[bytes, str]] | None = None
+    letters: set[str] = field(default_factory=set)
+    max_count: int = -1  # -1: no limit
+    #: -A, -B, -C's numbers (-1: not given).
+    context: dict[str, int] = field(default_factory=lambda: {"A": -1, "B": -1, "C": -1})
+    filenames: str = ""  # the last of "H" and "h"
+    list_files: str = ""  # the last of "l" and "L"
+
+    def has(self, letters: str) -> bool:
+        return any(letter in self.letters for letter in letters)
+
+    def context_lines(self, letter: str) -> int:
+        """-A's or -B's number, else -C's (-1: none given)."""
+        return self.context[letter] if self.context[letter] >= 0 else self.context["C"]
+
+
+def _number(text: str) -> int | None:
+    """xstrtoimax()'s reading of ``text`` (clamped as its overflow is), or None."""
+    if _NUMBER.fullmatch(text) is None:
+        return None
+    return max(-(2**63), min(int(text), 2**63 - 1))
+
+
+def _option(ctx: Invocation, options: _Options, letter: str, value: str) -> None:
+    """One option, as main()'s getopt loop takes it; raises _Trouble for what it dies of."""
+    if letter in "EFG":
+        if options.syntax and options.syntax != letter:
+            raise _Trouble("conflicting matchers specified")
+        options.syntax = letter
+    elif letter in "ABC":
+        number = _number(value)
+        if number is None or number < 0:
+            raise _Trouble(f"{value}: invalid context length argument")
+        options.context[letter] = number
+    elif letter == "m":
+        number = _number(value)
+        if number is None:
+            raise _Trouble("invalid max count")
+        options.max_count = number if number >= 0 else -1
+    elif letter == "e":  # several patterns, if it holds newlines
+        options.patterns = (options.patterns or []) + [
+            (pattern, "") for pattern in encode(value).split(b"\n")]
+    elif letter == "f":  # a pattern a line
+        lines = _pattern_file(ctx, value).split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        options.patterns = (options.patterns or []) + [
+            (pattern, f"{value}:{number}: ") for number, pattern in enumerate(lines, 1)]
+    elif letter in "Hh":
+        options.filenames = letter
+    elif letter in "lL":
+        options.list_files = letter
+    else:
+        options.letters.add(letter)
+
+
+def _pattern_file(ctx: Invocation, name: str) -> bytes:
+    try:
+        return ctx.read_stdin() if name == "-" else b"".join(read_path(ctx, name))
+    except FtraceError as error:
+        raise _Trouble(f"{name}: {error.strerror}") from None
+
+
+def _usage(ctx: Invocation) -> int:
+    ctx.err(f"Usage: {COMMANDS['grep'].usage}")
+    ctx.err("Try 'grep --help' for more information.")
+    return 2
+
+
+def _parse(ctx: Invocation) -> tuple[_Options, list[str]] | int:
+    """The options and the operands, or the status after grep's diagnostic."""
+    options, operands = _Options(), []
+    try:
+        for letter, value in getopt(ctx, _FLAGS, _VALUED, _LONG_OPTIONS):
+            if letter == "?":
+                return _usage(ctx)
+            if letter:
+                _option(ctx, options, letter, value)
+            else:
+                operands.append(value)
+    except _Trouble as trouble:
+        ctx.err(f"grep: {trouble}")
+        return 2
+    if options.patterns is None:
+        if not operands:
+            return _usage(ctx)
+        options.patterns = [(pattern, "") for pattern in encode(operands.pop(0)).split(b"\n")]
+    return options, operands
+
+
+def _compile(ctx: Invocation, options: _Options) -> tuple[list[Matcher], list[Matcher]] | None:
+    """The matchers that select lines and (-o) those that find the matches in them, one
+    of each per pattern (a repeated one once, as grep 3.8 keeps it); or None after grep's
+    diagnostics: glibc's error for each pattern it refuses; if none, dfa.c's warnings for
+    all, in order, up to its first error."""
+    assert options.patterns is not None
+    patterns: dict[bytes, str] = {}
+    for pattern, origin in options.patterns:
+        patterns.setdefault(pattern, origin)
+    whole = "x" if options.has("x") else "w" if options.has("w") else ""
+    selectors: list[Matcher] = []
+    finders: list[Matcher] = []
+    refused: list[str] = []
+    warnings: list[str] = []
+    dfa_error: str | None = None
+    for pattern, origin in patterns.items():
+        syntax, ignore_case = options.syntax or "G", options.has("i")
+        try:
+            selector, warned = compile_grep(pattern, syntax, ignore_case, whole=whole)
+            if options.has("o"):  # -w's matches are the pattern's own, retried
+                finders.append(compile_grep(pattern, syntax, ignore_case, spans=True,
+                                            whole="x" if options.has("x") else "")[0])
+        except RegexError as error:
+            if not error.from_dfa:
+                refused.append(origin + error.message)
+            elif dfa_error is None:
+                warnings += error.warnings
+                dfa_error = error.message
+            continue
+        if dfa_error is None:
+            warnings += warned
+        selectors.append(selector)
+    for message in refused or [f"warning: {warning}" for warning in warnings]:
+        ctx.err(f"grep: {message}")
+    if refused or dfa_error is not None:
+        if not refused:
+            ctx.err(f"grep: {dfa_error}")
+        return None
+    return selectors, finders
+
+
+def _is_word(line: bytes, index: int) -> bool:
+    return 0 <= index < len(line) and line[index] in WORD
+
+
+def _word_match(line: bytes, pos: int, matcher: Matcher, start: int, end: int,
+                bound: int) -> tuple[int, int] | None:
+    """EGexecute()'s -w search from a match at [start, end): while its start is not past
+    ``bound``, the match if no word character is beside it, else the longest shorter one
+    from the same start (RE2's ``$`` not matching where it is cut), else the next match."""
+    while start <= bound:
+        if not _is_word(line, start - 1) and not _is_word(line, end):
+            return start, end
+        shorter = None
+        # GNU's re_match() is given the line cut at the shorter end less ``pos`` (the -o
+        # search's start), not at the shorter end: after a first match, fewer are tried.
+        cut = end - 1 - pos
+        if end > start and cut >= start:
+            shorter = matcher.match(line, start, cut)
+        if shorter is not None and shorter.end() > start:
+            end = shorter.end()
+            continue
+        if start == len(line):
+            return None
+        found = matcher.search(line, start + 1)
+        if found is None:
+            return None
+        start, end = found.start(), found.end()
+    return None
+
+
+def _leftmost_longest(line: bytes, pos: int, matchers: list[Matcher],
+                      words: bool) -> tuple[int, int] | None:
+    """EGexecute() from ``pos``: the leftmost, then longest, match of any pattern."""
+    best: tuple[int, int] | None = None
+    for matcher in matchers:
+        found = matcher.search(line, pos)
+        if found is None:
+            continue
+        span: tuple[int, int] | None = (found.start(), found.end())
+        if words:
+            bound = best[0] if best else len(line) + 1
+            span = _word_match(line, pos, matcher, found.start(), found.end(), bound)
+        if span is not None and (best is None or span[0] < best[0]
+                                 or span[0] == best[0] and span[1] > best[1]):
+            best = span
+    return best
+
+
+def _only_matching(line: bytes, matchers: list[Matcher], words: bool) -> Iterator[bytes]:
+    """print_line_middle(): each match in the line, left to right; an empty one is skipped
+    (the search goes on one byte further)."""
+    pos = 0
+    while pos <= len(line):
+        span = _leftmost_longest(line, pos, matchers, words)
+        if span is None:
+            return
+        start, end = span
+        if start == end:
+            pos = start + 1
+            continue
+        yield line[start:end]
+        pos = end
+
+
+@dataclass
+class _Grep:
+    """One grep run over its files, and what grep.c keeps from one file to the next."""
+
+    ctx: Invocation
+    options: _Options
+    selectors: list[Matcher]
+    finders: list[Matcher]
+    with_filenames: bool
+    #: Something was printed: the next group of lines, if not adjacent, follows a "--".
+    used: bool = False
+
+    def selected(self, line: bytes) -> bool:
+        return any(matcher.search(line) for matcher in self.selectors) != self.options.has("v")
+
+    def prline(self, label: bytes, number: int, line: bytes, sep: bytes) -> None:
+        """A selected (``sep`` ":") or context ("-") line, after its file name and number;
+        with -o, each match of a line that matches (a context line, with -v), alone."""
+        head = (label + sep if self.with_filenames else b"") + (
+            b"%d" % number + sep if self.options.has("n") else b"")
+        if not self.options.has("o"):
+            self.ctx.out(head + line + b"\n")
+        elif (sep == b":") != self.options.has("v"):
+            words = self.options.has("w") and not self.options.has("x")
+            self.ctx.out(b"".join(head + match + b"\n"
+                                  for match in _only_matching(line, self.finders, words)))
+
+    def lines(self, label: bytes, lines: list[bytes]) -> int:
+        """grep(): the file's selected lines (up to -m's number; with -q, -l or -L the
+        first only), printed with their context unless -c, -l, -L or -q; their count."""
+        options = self.options
+        after, before = options.context_lines("A"), options.context_lines("B")
+        separators = after >= 0 or before >= 0
+        lastout: int | None = None  # the line after the last one printed
+        pending = count = 0
+        for index, line in enumerate(lines):
+            if count != options.max_count and self.selected(line):
+                count += 1
+                if options.has("q") or options.list_files:
+                    break
+                if not options.has("c"):
+                    start = max(index - max(before, 0), lastout or 0)
+                    if separators and self.used and start != lastout:
+                        self.ctx.out(b"--\n")
+                    for context in range(start, index):
+                        self.prline(label, context + 1, lines[context], b"-")
+                    self.prline(label, index + 1, line, b":")
+                    lastout, pending, self.used = index + 1, max(after, 0), True
+            elif pending:  # trailing context, after -m's last line too
+                self.prline(label, index + 1, line, b"-")
+                lastout, pending = index + 1, pending - 1
+            if count == options.max_count and not pending:
+                break
+        return count
+
+
+@command("grep [OPTION]... PATTERNS [FILE]...",
+         "print matching lines (status 1: none); GNU's -EFGivwxcoqslLhHn, -e PATTERN,"
+         " -f FILE, -m NUM, -A/-B/-C NUM and their long forms")
+def cmd_grep(ctx: Invocation) -> int:
+    parsed = _parse(ctx)
+    if isinstance(parsed, int):
+        return parsed
+    options, files = parsed
+    if options.max_count == 0:
+        return 1
+    matchers = _compile(ctx, options)
+    if matchers is None:
+        return 2
+    with_filenames = options.filenames == "H" or len(files) > 1 and options.filenames != "h"
+    grep = _Grep(ctx, options, *matchers, with_filenames)
+    selected, errors = False, False
+    for name in files or ["-"]:
+        try:
+            data = ctx.read_stdin() if name == "-" else b"".join(read_path(ctx, name))
+        except FtraceError as error:
+            if not options.has("s"):
+                ctx.err(f"grep: {name}: {error.strerror}")
+            errors = True
+            continue
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        label = encode(_STDIN_NAME if name == "-" else name)
+        count = grep.lines(label, lines)
+        selected = selected or count > 0
+        if options.has("q"):
+            if count:
+                return 0  # at once, errors or not
+        elif options.list_files:
+            if bool(count) == (options.list_files == "l"):
+                ctx.out(label + b"\n")
+        elif options.has("c"):
+            ctx.out((label + b":" if with_filenames else b"") + b"%d\n" % count)
+    return 2 if errors else 0 if selected else 1
