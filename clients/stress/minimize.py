@@ -165,6 +165,17 @@ def took_effect(op: Op) -> bool:
             or (op.op == "write" and op.args["file"] != "current_tracer" and op.errno != "ENODEV"))
 
 
+def _gives_references(op: Op) -> bool | None:
+    """True for an operation that gives every traced record a reference (the function
+    tracer switched on, an ops registered), False for one that takes them away (another
+    tracer, an unregister), None for a filter change, which does either by its patterns."""
+    if op.op in ("register", "unregister"):
+        return op.op == "register"
+    if op.op == "write" and op.args["file"] == "current_tracer":
+        return op.args["text"] == "function"
+    return None
+
+
 # After every time: an operation that never answered takes effect last.
 _LATE = 1 << 63
 #: From this many commands down, ddmin removes one command at a time: the granularity
@@ -486,13 +497,25 @@ class Minimizer:
                     if racing is not held and racing.overlaps(held.invoke_ns, end):
                         pairs.append((race, held, racing))
 
-        def rank(pair: tuple[str, Op, Op]) -> tuple[bool, bool, int]:
+        def rank(pair: tuple[str, Op, Op]) -> tuple[bool, bool, bool, int]:
             race, held, racing = pair
             module_op = racing if race == "unload-unlocked" else held
             switch = held if race == "unload-unlocked" else racing
             return (module_op.args.get("module") != self.target.module,
+                    race == "load-count" and self._loses_the_other_way(racing),
                     switch.args.get("file") != "current_tracer", horizon - held.invoke_ns)
         return sorted(pairs, key=rank)
+
+    def _loses_the_other_way(self, racing: Op) -> bool:
+        """Under load-count a module's counts miss the update made while it loaded: an
+        update that gives references (a tracer switched on, an ops registered) leaves
+        them missing, one that takes them away leaves them leaked. Whether ``racing``
+        is known to lose in the direction opposite to the anomaly's (a filter write
+        could go either way: not known)."""
+        gives = _gives_references(racing)
+        if gives is None:
+            return False
+        return gives == (self.target.kind == "leaked reference")
 
     def _interleaving_json(self, pair: "_Pair", prefix: list[Line] | None) -> dict[str, Any]:
         """The interleaving for the report; ``prefix`` None: none was verified.
