@@ -25,11 +25,12 @@ import errno
 import os
 import posixpath
 import sys
-from typing import Iterable
+from typing import Callable, Iterable, Mapping
 
 import clients.shell_builtins  # noqa: F401  (registers the commands)
 import clients.shell_grep  # noqa: F401  (registers the command)
 import clients.shell_kmod  # noqa: F401  (registers the commands)
+import clients.shell_variables  # noqa: F401  (registers the commands)
 from clients.api import Client
 from clients.cli import (EXIT_NO_DAEMON, ConnectError, address_argument, check_address_env,
                          check_daemon_options, daemon_client, identity_argument)
@@ -40,7 +41,6 @@ from clients.shell_parser import (
     Incomplete,
     Pipeline,
     ShellSyntaxError,
-    expand,
     fd_number,
     parse,
 )
@@ -56,6 +56,7 @@ from clients.shell_runtime import (
     WriteError,
     encode,
 )
+from clients.shell_variables import BadSubstitution, Variables, expand_fields, expand_value
 from clients.spawn import daemon_argv
 
 __all__ = ["Shell", "main"]
@@ -68,7 +69,7 @@ _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 
 
 class Shell:
-    """The shell's state (working directory, last status) and its executor.
+    """The shell's state (working directory, last status, variables) and its executor.
 
     Feed it input line by line with :meth:`feed` (it runs each command as soon as it is
     complete, as bash does) and call :meth:`finish` at the end of input. ``exit`` raises
@@ -85,6 +86,7 @@ class Shell:
         stdout: Output | None = None,
         stderr: Output | None = None,
         echo_input: bool = False,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
@@ -95,6 +97,8 @@ class Shell:
         self.cwd = "/"
         self.oldpwd: str | None = None
         self.status = 0
+        #: The shell's variables, from ``environ`` (default: the process's environment).
+        self.variables = Variables(os.environ if environ is None else environ)
         #: The line of the command running now (for "SCRIPT: line N:").
         self.line = 0
         self.stdout: Output = stdout or StreamOutput(sys.stdout.buffer)
@@ -211,6 +215,32 @@ class Shell:
             self._say(self.stderr, f"{prefix}: `{lines[index]}'")
         raise ShellExit(2)
 
+    # --- expansion ----------------------------------------------------------
+
+    def parameter(self, name: str) -> str | None:
+        """The value of the parameter ``name`` (bash's special parameters: ``$?``, ``$$``,
+        ``$0``; no positional ones: the shell takes no arguments), None when unset."""
+        special = {"?": str(self.status), "$": str(os.getpid()), "#": "0", "@": "", "*": "",
+                   "0": self.script if self.mode == "script" else self.name}
+        if name in special:
+            return special[name]
+        return None if name.isdigit() else self.variables.get(name)
+
+    def fields(self, word: str) -> list[str]:
+        """What ``word`` expands to: its fields (none, one or several)."""
+        return expand_fields(word, self.parameter, self.variables.ifs)
+
+    def expand_words(self, command: Command) -> list[str]:
+        """The command's words expanded; a declaration builtin's assignment arguments
+        (``export a=$b``) are not split, as bash's W_ASSIGNARG words are not."""
+        words: list[str] = []
+        for index, word in enumerate(command.words):
+            if index in command.assignment_args:
+                words.append(expand_value(word, self.parameter))
+            else:
+                words.extend(self.fields(word))
+        return words
+
     # --- execution ----------------------------------------------------------
 
     def execute(self, program: list[AndOr]) -> None:
@@ -242,13 +272,30 @@ class Shell:
         return self.status
 
     def run_command(self, command: Command, stdin: bytes | None, stdout: Output) -> int:
-        """Apply the redirections left to right, run the command, release what they opened."""
+        """Expand the words, apply the redirections left to right, run the command (or
+        make its assignments), release what the redirections opened. A bad substitution
+        ends the shell unless it is interactive, as bash's expansion errors do."""
         self.line = command.line
+        try:
+            words = self.expand_words(command)
+            return self._redirect_and_run(command, words, stdin, stdout)
+        except BadSubstitution as error:
+            self._say(self.stderr, f"{self.prefix()}: {error.message}")
+            if self.mode != "interactive":
+                raise ShellExit(1) from None
+            return 1
+
+    def _redirect_and_run(self, command: Command, words: list[str], stdin: bytes | None,
+                          stdout: Output) -> int:
         fds: dict[int, Output] = {1: stdout, 2: self.stderr}
         opened: list[Output] = []
         try:
             for redirect in command.redirects:
-                target = expand(redirect.target, self.status, os.getpid())
+                targets = self.fields(redirect.target)
+                if len(targets) != 1:
+                    self._say(fds[2], f"{self.prefix()}: {redirect.source}: ambiguous redirect")
+                    return 1
+                target = targets[0]
                 if redirect.op == ">&":
                     fd = fd_number(target)
                     if fd not in fds:
@@ -271,11 +318,21 @@ class Shell:
                 output = FileOutput(session)
                 opened.append(output)
                 fds[redirect.fd] = output
-            words = [expand(word, self.status, os.getpid()) for word in command.words]
-            return self._run(words, stdin, fds) if words else 0
+            if not words:
+                self._assign(command, self.variables.assign)
+                return 0
+            with self.variables.temporary():
+                self._assign(command, self.variables.assign_temporary)
+                return self._run(words, stdin, fds)
         finally:
             for output in opened:
                 output.close()
+
+    def _assign(self, command: Command, bind: Callable[[str, str], None]) -> None:
+        """The command's assignments, each expanded after the one before is made (bash:
+        ``a=1 b=$a`` sets b to 1)."""
+        for name, value in command.assignments:
+            bind(name, expand_value(value, self.parameter))
 
     def _run(self, words: list[str], stdin: bytes | None, fds: dict[int, Output]) -> int:
         name = words[0]

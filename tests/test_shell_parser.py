@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -17,7 +18,7 @@ from clients.shell_parser import (
     Pipeline,
     Redirect,
     ShellSyntaxError,
-    expand,
+    parameter_marker,
     parse,
     tokenize,
 )
@@ -25,7 +26,9 @@ from clients.shell_runtime import BufferOutput, ShellExit
 
 
 def words(text: str) -> list[str]:
-    return [token.text for token in tokenize(text) if token.kind == "word"]
+    """The words' texts, a quoted null's marker ('' or "") taken out."""
+    null = parameter_marker("", quoted=True)
+    return [token.text.replace(null, "") for token in tokenize(text) if token.kind == "word"]
 
 
 def single(text: str) -> Command:
@@ -54,7 +57,7 @@ def single(text: str) -> Command:
         ("echo \"\" x", ["echo", "", "x"]),
         ("echo uinput* '*' !x", ["echo", "uinput*", "*", "!x"]),
         ("echo 'uinput_release:mod:uinput'", ["echo", "uinput_release:mod:uinput"]),
-        ("echo $HOME $", ["echo", "$HOME", "$"]),
+        ("echo $ a$ $/ \"$\" \\$a '$a'", ["echo", "$", "a$", "$/", "$", "$a", "$a"]),
         ("echo '$(ls)' '`' \\` \"\\`\"", ["echo", "$(ls)", "`", "`", "`"]),  # quoted: plain
     ],
 )
@@ -198,9 +201,8 @@ def test_the_reproducer_parses_as_written():
 
 
 def test_status_and_pid_parameters_expand_when_run():
-    command = single('echo $? "$?" \'$?\' $$ x$?y')
-    assert [expand(word, 3, 42) for word in command.words] == ["echo", "3", "3", "$?", "42", "x3y"]
-    assert expand(single(r"echo \$?").words[1], 3, 42) == "$?"
+    status, out, _ = run('false; echo $? "$?" \'$?\' $$ x$?y \\$?')
+    assert (status, out) == (0, f"1 1 $? {os.getpid()} x1y $?\n")
 
 
 # --- syntax errors -----------------------------------------------------------------------
@@ -273,14 +275,7 @@ def test_syntax_errors(text, message, line):
     ],
 )
 def test_reserved_words_where_bash_reads_them(text):
-    """ftrace-shell -c against bash 5.2's: status, stdout and stderr byte for byte."""
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("no bash to compare with")
-    real = subprocess.run(["bash", "-c", text], executable=bash, capture_output=True,
-                          text=True, cwd="/", env={"PATH": "/nonexistent", "LC_ALL": "C"},
-                          timeout=30)
-    assert run(text, mode="command") == (real.returncode, real.stdout, real.stderr)
+    assert_as_bash(text)
 
 
 @pytest.mark.parametrize(
@@ -336,13 +331,28 @@ def test_echo_escapes(data, expected):
     assert _echo_interpret(data) == expected
 
 
+def assert_as_bash(text: str) -> None:
+    """ftrace-shell -c against bash 5.2's: status, stdout and stderr byte for byte."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash to compare with")
+    real = subprocess.run(["bash", "-c", text], executable=bash, capture_output=True,
+                          text=True, cwd="/", env=BASH_ENVIRONMENT, timeout=30)
+    assert run(text, mode="command") == (real.returncode, real.stdout, real.stderr)
+
+
 # --- exit status rules (no daemon needed) ------------------------------------------------------
+
+
+#: The environment both shells get where they are compared.
+BASH_ENVIRONMENT = {"PATH": "/nonexistent", "LC_ALL": "C"}
 
 
 def run(text: str, mode: str = "stdin", script: str | None = None) -> tuple[int, str, str]:
     """Run ``text`` in a daemon-less shell: (exit status, stdout, stderr)."""
     out, err = BufferOutput(), BufferOutput()
-    shell = Shell(None, mode=mode, script=script, stdout=out, stderr=err)  # type: ignore[arg-type]
+    shell = Shell(None, mode=mode, script=script, stdout=out, stderr=err,  # type: ignore[arg-type]
+                  environ=BASH_ENVIRONMENT)
     try:
         if mode == "command":
             shell.feed_command(text)

@@ -1,0 +1,275 @@
+"""ftrace-shell's variables and their expansion, as bash 5.2 does them (variables.c,
+subst.c), and the builtins that change them: export, unset, local.
+
+The variables start as the shell's environment, as bash imports its own (names that are
+not identifiers stay out), with IFS set to space, tab and newline whatever the
+environment says (bash does not import IFS). A command's prefix assignments
+(``a=1 cmd``) live in a temporary scope for that command only: bash's temporary_env. The
+shell runs no programs, so being exported changes what ``export -p`` lists and nothing
+else.
+
+Expansion of a word (:func:`expand_fields`): each parameter's marker is replaced by its
+value; what unquoted parameters gave is split into fields on IFS (bash's word_split: IFS
+whitespace runs and each other IFS character delimit); an unquoted word that expands to
+nothing is removed. No tilde or pathname expansion follows: ``~`` and ``*`` stay as written.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping
+
+from clients.shell_parser import PARAMETER_MARKER, parameter_spec
+from clients.shell_runtime import Invocation, command
+
+__all__ = ["Variables", "BadSubstitution", "expand_fields", "expand_value", "is_name"]
+
+#: IFS when it is unset, and what bash gives it at start (variables.c).
+DEFAULT_IFS = " \t\n"
+_IFS_WHITESPACE = frozenset(DEFAULT_IFS)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MARKER = re.compile(f"{PARAMETER_MARKER}([uq])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
+
+
+def is_name(text: str) -> bool:
+    """bash's legal_identifier: what a variable may be called."""
+    return _NAME.fullmatch(text) is not None
+
+
+@dataclass
+class Variable:
+    """One shell variable; ``value`` None: declared (``export a``) but unset."""
+
+    value: str | None
+    exported: bool = False
+
+
+class Variables:
+    """The shell's variables: the global scope, under the temporary scope of the prefix
+    assignments of the command running (bash's shell_variables and temporary_env)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._scopes: list[dict[str, Variable]] = [
+            {name: Variable(value, exported=True) for name, value in environ.items()
+             if is_name(name)}
+        ]
+        self._find("IFS").value = DEFAULT_IFS
+
+    def _find(self, name: str) -> Variable:
+        """The variable ``name`` in the innermost scope that has it, else a new global."""
+        for scope in reversed(self._scopes):
+            if name in scope:
+                return scope[name]
+        return self._scopes[0].setdefault(name, Variable(None))
+
+    def get(self, name: str) -> str | None:
+        for scope in reversed(self._scopes):
+            if name in scope:
+                return scope[name].value
+        return None
+
+    def assign(self, name: str, value: str) -> None:
+        self._find(name).value = value
+
+    def export(self, name: str, exported: bool = True) -> None:
+        self._find(name).exported = exported
+
+    def unset(self, name: str) -> None:
+        """bash's unbind_variable: the innermost variable goes, an outer one shows again."""
+        for scope in reversed(self._scopes):
+            if scope.pop(name, None) is not None:
+                return
+
+    def assign_temporary(self, name: str, value: str) -> None:
+        """A prefix assignment, in the scope :meth:`temporary` opened."""
+        self._scopes[-1][name] = Variable(value)
+
+    def exported(self) -> list[tuple[str, str | None]]:
+        """(name, value) of the exported variables, by name, as ``export -p`` lists them:
+        for each name, the innermost exported one (bash lists no temporary variable that
+        was not exported)."""
+        found: dict[str, str | None] = {}
+        for scope in self._scopes:
+            found.update((name, variable.value) for name, variable in scope.items()
+                         if variable.exported)
+        return sorted(found.items())
+
+    @property
+    def ifs(self) -> str:
+        ifs = self.get("IFS")
+        return DEFAULT_IFS if ifs is None else ifs
+
+    @contextmanager
+    def temporary(self) -> Iterator[None]:
+        """The scope of one command's prefix assignments (:meth:`assign_temporary`). What
+        the command exported outlives it in the global scope, as bash's
+        propagate_temp_var keeps it."""
+        scope: dict[str, Variable] = {}
+        self._scopes.append(scope)
+        try:
+            yield
+        finally:
+            self._scopes.pop()
+            for name, variable in scope.items():
+                if variable.exported:
+                    self._scopes[-1][name] = variable
+
+
+class BadSubstitution(Exception):
+    """A ``${...}`` that names no parameter; the message is bash's."""
+
+    def __init__(self, spec: str) -> None:
+        super().__init__(f"${{{spec}}}: bad substitution")
+        self.message = str(self)
+
+
+#: A parameter's value by name (special parameters included); None when unset.
+Lookup = Callable[[str], "str | None"]
+
+
+def _pieces(word: str, lookup: Lookup) -> Iterator[tuple[str, bool]]:
+    """The word's text in pieces, (text, split): ``split`` for what an unquoted
+    parameter gave. A quoted piece, even empty, makes a field; ``"$@"`` without
+    positional parameters gives none (bash's quoted "$@")."""
+    position = 0
+    for match in _MARKER.finditer(word):
+        if match.start() > position:
+            yield word[position:match.start()], False
+        position = match.end()
+        quoted, spec = match.group(1) == "q", match.group(2)
+        if not spec:
+            yield "", False  # '' or "": a quoted null
+            continue
+        parameter = parameter_spec(spec)
+        if parameter is None:
+            raise BadSubstitution(spec)
+        name, length = parameter
+        if quoted and name == "@" and not length:
+            continue
+        value = lookup(name) or ""
+        yield (str(len(value)) if length else value), not quoted
+    if position < len(word) or not word:  # "": a literal empty word, as Command(...) may hold
+        yield word[position:], False
+
+
+def expand_value(word: str, lookup: Lookup) -> str:
+    """The word expanded without field splitting, as an assignment's value is."""
+    return "".join(text for text, _ in _pieces(word, lookup))
+
+
+def expand_fields(word: str, lookup: Lookup, ifs: str) -> list[str]:
+    """The fields the word expands to (bash's expand_word_list without globbing)."""
+    whitespace = {char for char in ifs if char in _IFS_WHITESPACE}
+    fields: list[str] = []
+    current: list[str] = []
+    started = False  # the current field exists (it may be empty: a quoted null)
+    after_whitespace = False  # a field just ended at IFS whitespace
+    for text, split in _pieces(word, lookup):
+        if not split:
+            current.append(text)
+            started, after_whitespace = True, False
+            continue
+        for char in text:
+            if char not in ifs:
+                current.append(char)
+                started, after_whitespace = True, False
+            elif started or not (char in whitespace or after_whitespace):
+                # A field ends; a non-whitespace IFS character right after another (or
+                # at the start) delimits an empty one.
+                fields.append("".join(current))
+                current, started = [], False
+                after_whitespace = char in whitespace
+            else:
+                after_whitespace = after_whitespace and char in whitespace
+    if started:
+        fields.append("".join(current))
+    return fields
+
+
+# --- the builtins ------------------------------------------------------------------
+
+
+def _invalid_option(ctx: Invocation, arg: str, usage: str) -> int:
+    ctx.builtin_err(f"{arg[:2]}: invalid option")
+    ctx.err(f"{ctx.name}: usage: {usage}")
+    return 2
+
+
+def _options(ctx: Invocation, letters: str, usage: str) -> tuple[set[str], list[str]] | int:
+    """bash's internal_getopt for ``ctx.args``: (the options, the operands), or the
+    status after bash's "invalid option" diagnostic and usage."""
+    options: set[str] = set()
+    args = list(ctx.args)
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        arg = args.pop(0)
+        if arg == "--":
+            break
+        for letter in arg[1:]:
+            if letter not in letters:
+                return _invalid_option(ctx, "-" + letter, usage)
+            options.add(letter)
+    return options, args
+
+
+def _quote(value: str) -> str:
+    """bash's sh_double_quote, as ``export -p`` prints a value."""
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", value) + '"'
+
+
+_EXPORT_USAGE = "export [-fn] [name[=value] ...] or export -p"
+
+
+@command("export [-n] [NAME[=VALUE]...]", "export variables (or list them: export -p)",
+         builtin=True)
+def cmd_export(ctx: Invocation) -> int:
+    parsed = _options(ctx, "fnp", _EXPORT_USAGE)
+    if isinstance(parsed, int):
+        return parsed
+    options, operands = parsed
+    variables = ctx.shell.variables
+    if not operands:
+        for name, value in variables.exported():
+            ctx.out(f"declare -x {name}" + ("" if value is None else f"={_quote(value)}") + "\n")
+        return 0
+    status = 0
+    for operand in operands:
+        name, equals, value = operand.partition("=")
+        if not is_name(name):
+            ctx.builtin_err(f"`{operand}': not a valid identifier")
+            status = 1
+        elif "f" in options:
+            ctx.builtin_err(f"{name}: not a function")  # the shell has no functions
+            status = 1
+        else:
+            if equals:
+                variables.assign(name, value)
+            variables.export(name, "n" not in options)
+    return status
+
+
+@command("unset [-v] [NAME...]", "unset variables", builtin=True)
+def cmd_unset(ctx: Invocation) -> int:
+    parsed = _options(ctx, "fvn", "unset [-f] [-v] [-n] [name ...]")
+    if isinstance(parsed, int):
+        return parsed
+    options, operands = parsed
+    status = 0
+    for name in operands:
+        if "f" in options:
+            continue  # the shell has no functions
+        if is_name(name):
+            ctx.shell.variables.unset(name)
+        elif "v" in options:
+            ctx.builtin_err(f"`{name}': not a valid identifier")
+            status = 1
+        # Without -v, bash tries a function of that name: there is none.
+    return status
+
+
+@command("local", "(bash's, in a function: the shell has none)", builtin=True)
+def cmd_local(ctx: Invocation) -> int:
+    ctx.builtin_err("can only be used in a function")
+    return 1
+
