@@ -15,7 +15,9 @@ failed), ``bash: foo: command not found``. Those are the interactive forms; runn
 ``-c`` command or standard input they read ``bash: line N: ...``, and running a script
 file ``SCRIPT: line N: ...``, as bash's do. ``--name`` changes "bash"; ``--comm`` changes
 the comm the daemon sees (also "bash", so dmesg's WARN shows ``comm: bash``); the pid is
-the shell's own.
+the shell's own. ``-c COMMAND NAME`` makes NAME the ``$0`` and the diagnostics' name, as
+bash does; further arguments (``$1``...) are refused as a usage error. The shell's
+variables start as its environment (clients.shell_variables).
 """
 
 from __future__ import annotations
@@ -244,8 +246,16 @@ class Shell:
     # --- execution ----------------------------------------------------------
 
     def execute(self, program: list[AndOr]) -> None:
-        for node in program:
-            self.run_and_or(node)
+        """Run what was parsed. A bad substitution abandons the rest of it, and ends the
+        shell unless it is interactive, as bash's expansion errors do."""
+        try:
+            for node in program:
+                self.run_and_or(node)
+        except BadSubstitution as error:
+            self.status = 1
+            self._say(self.stderr, f"{self.prefix()}: {error.message}")
+            if self.mode != "interactive":
+                raise ShellExit(1) from None
 
     def run_and_or(self, node: AndOr) -> int:
         status = self.run_pipeline(node.first)
@@ -273,20 +283,10 @@ class Shell:
 
     def run_command(self, command: Command, stdin: bytes | None, stdout: Output) -> int:
         """Expand the words, apply the redirections left to right, run the command (or
-        make its assignments), release what the redirections opened. A bad substitution
-        ends the shell unless it is interactive, as bash's expansion errors do."""
+        make its assignments), release what the redirections opened. Raises
+        BadSubstitution for a ``${...}`` naming no parameter (see :meth:`execute`)."""
         self.line = command.line
-        try:
-            words = self.expand_words(command)
-            return self._redirect_and_run(command, words, stdin, stdout)
-        except BadSubstitution as error:
-            self._say(self.stderr, f"{self.prefix()}: {error.message}")
-            if self.mode != "interactive":
-                raise ShellExit(1) from None
-            return 1
-
-    def _redirect_and_run(self, command: Command, words: list[str], stdin: bytes | None,
-                          stdout: Output) -> int:
+        words = self.expand_words(command)
         fds: dict[int, Output] = {1: stdout, 2: self.stderr}
         opened: list[Output] = []
         try:
@@ -381,7 +381,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-V", "--echo-input", action="store_true",
                         help="print input lines as they are read (bash -v)")
     parser.add_argument("script", nargs="?", metavar="SCRIPT",
-                        help="script file to run (default or -: standard input)")
+                        help="script file to run (default or -: standard input); after -c "
+                        "COMMAND: its $0, as bash's (no more arguments: $1... are unset)")
     # Passed through to ftraced, which checks them (its usage error is shown if it refuses).
     daemon = parser.add_argument_group("daemon options (with --spawn; see ftraced --help)")
     daemon.add_argument("--variant", metavar="buggy|fixed")
@@ -471,7 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         mode = "interactive" if sys.stdin.isatty() else "stdin"
     try:
         with daemon_client(args) as client:
-            shell = Shell(client, name=args.name, mode=mode, script=args.script,
+            # bash -c COMMAND NAME: NAME is $0 and what diagnostics start with.
+            name = args.script if mode == "command" and args.script is not None else args.name
+            shell = Shell(client, name=name, mode=mode, script=args.script,
                           echo_input=args.echo_input)
             return _run_input(shell, args)
     except ConnectError as error:

@@ -46,6 +46,7 @@ __all__ = [
     "AndOr",
     "tokenize",
     "parse",
+    "is_name",
     "parameter_marker",
     "parameter_spec",
     "PARAMETER_MARKER",
@@ -121,6 +122,11 @@ def fd_number(text: str) -> int | None:
         return None
     fd = int(text)
     return fd if fd <= _FD_MAX else None
+
+
+def is_name(text: str) -> bool:
+    """bash's legal_identifier: what a variable may be called."""
+    return _NAME.fullmatch(text) is not None
 
 
 def parameter_marker(spec: str, quoted: bool) -> str:
@@ -279,7 +285,7 @@ class _Lexer:
             else:
                 # bash's assignment(): an unquoted name before the first "=".
                 assignment = assignment or (char == "=" and not quoted
-                                            and _NAME.fullmatch("".join(parts)) is not None)
+                                            and is_name("".join(parts)))
                 parts.append(char)
         text = "".join(parts)
         is_fd = not quoted and fd_number(text) is not None and self.peek() in ("<", ">")

@@ -21,21 +21,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
-from clients.shell_parser import PARAMETER_MARKER, parameter_spec
+from clients.shell_parser import PARAMETER_MARKER, is_name, parameter_spec
 from clients.shell_runtime import Invocation, command
 
-__all__ = ["Variables", "BadSubstitution", "expand_fields", "expand_value", "is_name"]
+__all__ = ["Variables", "BadSubstitution", "expand_fields", "expand_value"]
 
 #: IFS when it is unset, and what bash gives it at start (variables.c).
 DEFAULT_IFS = " \t\n"
 _IFS_WHITESPACE = frozenset(DEFAULT_IFS)
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MARKER = re.compile(f"{PARAMETER_MARKER}([uq])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
-
-
-def is_name(text: str) -> bool:
-    """bash's legal_identifier: what a variable may be called."""
-    return _NAME.fullmatch(text) is not None
 
 
 @dataclass

@@ -253,6 +253,17 @@ def test_status_and_pid_parameters_expand_when_run():
         ("cat < f", "input redirection (`<') is not supported by ftrace-shell", 1),
         ("sleep 5 &", "a background job (`&') is not supported by ftrace-shell", 1),
         ("echo >&f", "`>&f': only >&N (a file descriptor) is supported by ftrace-shell", 1),
+        ("echo >&$fd", "`>&$fd': only >&N (a file descriptor) is supported by ftrace-shell", 1),
+        # Parameters: what the shell does not expand is refused, never printed as written.
+        ("echo ${a:-b}", "a parameter expansion operator (`${a:-b}') is not supported by "
+         "ftrace-shell", 1),
+        ('echo "${#a%x}"', "a parameter expansion operator (`${#a%x}') is not supported by "
+         "ftrace-shell", 1),
+        ("echo ${!a}", "an indirect expansion (`${!a}') is not supported by ftrace-shell", 1),
+        ("echo $-", "the special parameter (`$-') is not supported by ftrace-shell", 1),
+        ('echo "$!"', "the special parameter (`$!') is not supported by ftrace-shell", 1),
+        ("echo ${!}", "the special parameter (`$!') is not supported by ftrace-shell", 1),
+        ("echo $'a\\tb'", "ANSI-C quoting (`$'') is not supported by ftrace-shell", 1),
     ],
 )
 def test_syntax_errors(text, message, line):
@@ -331,16 +342,6 @@ def test_echo_escapes(data, expected):
     assert _echo_interpret(data) == expected
 
 
-def assert_as_bash(text: str) -> None:
-    """ftrace-shell -c against bash 5.2's: status, stdout and stderr byte for byte."""
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("no bash to compare with")
-    real = subprocess.run(["bash", "-c", text], executable=bash, capture_output=True,
-                          text=True, cwd="/", env=BASH_ENVIRONMENT, timeout=30)
-    assert run(text, mode="command") == (real.returncode, real.stdout, real.stderr)
-
-
 # --- exit status rules (no daemon needed) ------------------------------------------------------
 
 
@@ -348,11 +349,12 @@ def assert_as_bash(text: str) -> None:
 BASH_ENVIRONMENT = {"PATH": "/nonexistent", "LC_ALL": "C"}
 
 
-def run(text: str, mode: str = "stdin", script: str | None = None) -> tuple[int, str, str]:
+def run(text: str, mode: str = "stdin", script: str | None = None,
+        environ: dict[str, str] = BASH_ENVIRONMENT) -> tuple[int, str, str]:
     """Run ``text`` in a daemon-less shell: (exit status, stdout, stderr)."""
     out, err = BufferOutput(), BufferOutput()
     shell = Shell(None, mode=mode, script=script, stdout=out, stderr=err,  # type: ignore[arg-type]
-                  environ=BASH_ENVIRONMENT)
+                  environ=environ)
     try:
         if mode == "command":
             shell.feed_command(text)
@@ -362,6 +364,17 @@ def run(text: str, mode: str = "stdin", script: str | None = None) -> tuple[int,
     except ShellExit as done:
         status = done.status
     return status, out.getvalue().decode(), err.getvalue().decode()
+
+
+def assert_as_bash(text: str, environ: dict[str, str] = BASH_ENVIRONMENT) -> None:
+    """ftrace-shell -c against bash 5.2's: status, stdout and stderr byte for byte."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash to compare with")
+    real = subprocess.run(["bash", "-c", text], executable=bash, capture_output=True,
+                          text=True, cwd="/", env=environ, timeout=30)
+    assert run(text, mode="command", environ=environ) == (real.returncode, real.stdout,
+                                                          real.stderr)
 
 
 @pytest.mark.parametrize(
@@ -575,3 +588,61 @@ def test_a_long_quoted_word_is_parsed_once_it_can_end(monkeypatch):
     assert len(calls) == 4
     status, out, err = run("\n".join(['echo "open', *body[:3]]))
     assert status == 2 and "unexpected EOF while looking for matching" in err
+
+
+# --- variables -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Assignments: alone they stay, before a command they are its own.
+        "a=1; echo $a", "a=1 b=$a; echo $a$b", "a=1 b=2 c=3; echo $c$b$a $?", "a=b=c; echo $a",
+        'a=1 true; echo "[$a]"', "a=1 echo $a", "a=1 exit 3", "a=1 >/dev/null; echo $a",
+        "a=$b c; echo $? \"[$a]\"", '"a"=1', "a\\=1", "1a=2", "a=1 b= c; echo $?",
+        # export and unset with prefix assignments: bash's temporary_env.
+        "a=1 export a; echo $a", 'a=1; a=2 unset a; echo "[$a]"', 'a=1 unset a; echo "[$a]"',
+        # The environment is where the variables start; IFS is not taken from it.
+        'echo $PATH ${PATH} "$LC_ALL" ${#PATH}',
+        # Expansion: unset is empty, unquoted empty removes the word, quoted stays one.
+        'echo $unset x "$unset" y', 'a="x  y"; echo $a; echo "$a"; echo [$a]',
+        'a="  x  "; echo [$a]', 'a="-n x"; echo $a', 'echo "" x \'\' "$u" $u', 'echo $"x  y"',
+        'echo ${a}b $ab "$a"b', "a=x; echo $a.$a/${a}_", "echo $1a ${1}0 $10",
+        # Field splitting on IFS.
+        'IFS=:; a=":a::b:"; echo $a', 'IFS=" :"; a="a : : b"; echo $a', 'IFS=; a="x y"; echo $a',
+        'IFS=x; unset IFS; a="x:y z"; echo $a', 'IFS=:; a=x:y; echo $a "$a" x$a',
+        # The special parameters: no positional ones under -c without arguments.
+        'echo $0 $# "$@" "$*" $1 ${10} ${##} ${#?} ${#@} "a$@b"; echo "$@" x',
+        # Diagnostics: bash's words, and after a bad substitution bash -c ends.
+        'f="a b"; echo > $f; echo $?', "f=; echo >$f; echo $?",
+        "echo ${a b}; echo next", "echo ${1a}", "echo ${a", "x; echo ${a",
+        # The builtins.
+        'export a=1 b; unset a; echo "[$a]"', "export 1a=2 -p; echo $?", "export -x",
+        "export -f a; echo $?", "unset -x a", "unset -v 1a; unset 1a a=1; echo $?",
+        'a="x y" export b=$a; echo "$b"', "export a=1; export -n a; echo $a", "local a=1",
+        "local; echo $?",
+    ],
+)
+def test_variables_as_bash_reads_them(text):
+    assert_as_bash(text)
+
+
+def test_ifs_from_the_environment_is_not_imported_as_bash_does_not():
+    assert_as_bash("a=x:y; echo $a; echo $IFS", {**BASH_ENVIRONMENT, "IFS": ":", "B": "1 2"})
+
+
+def test_export_lists_the_exported_variables():
+    """As bash's ``export -p``, without the PWD, OLDPWD and SHLVL bash makes of its own."""
+    status, out, _ = run("export a='x\"y\\z$`' b; c=1 d=2 export d; export -n PATH; export")
+    assert (status, out) == (0, 'declare -x LC_ALL="C"\ndeclare -x a="x\\"y\\\\z\\$\\`"\n'
+                                'declare -x b\ndeclare -x d="2"\n')
+
+
+def test_dollar_zero_is_the_scripts_name_or_the_shells():
+    assert run("echo $0", mode="script", script="s.sh")[1] == "s.sh\n"
+    assert run("echo $0")[1] == "bash\n"
+
+
+def test_a_bad_substitution_does_not_end_an_interactive_shell():
+    status, out, err = run("echo ${a b}; echo rest of the line\necho $?", mode="interactive")
+    assert (status, out, err) == (0, "1\n", "bash: ${a b}: bad substitution\n")
