@@ -58,7 +58,7 @@ from clients.shell_runtime import (
     WriteError,
     encode,
 )
-from clients.shell_variables import BadSubstitution, Variables, expand_fields, expand_value
+from clients.shell_variables import ExpansionError, Variables, expand_fields, expand_value
 from clients.spawn import daemon_argv
 
 __all__ = ["Shell", "main"]
@@ -222,7 +222,7 @@ class Shell:
     def parameter(self, name: str) -> str | None:
         """The value of the parameter ``name`` (bash's special parameters: ``$?``, ``$$``,
         ``$0``; no positional ones: the shell takes no arguments), None when unset."""
-        special = {"?": str(self.status), "$": str(os.getpid()), "#": "0", "@": "", "*": "",
+        special = {"?": str(self.status), "$": str(os.getpid()), "#": "0",
                    "0": self.script if self.mode == "script" else self.name}
         if name in special:
             return special[name]
@@ -230,7 +230,7 @@ class Shell:
 
     def fields(self, word: str) -> list[str]:
         """What ``word`` expands to: its fields (none, one or several)."""
-        return expand_fields(word, self.parameter, self.variables.ifs)
+        return expand_fields(word, self)
 
     def expand_words(self, command: Command) -> list[str]:
         """The command's words expanded; a declaration builtin's assignment arguments
@@ -238,7 +238,7 @@ class Shell:
         words: list[str] = []
         for index, word in enumerate(command.words):
             if index in command.assignment_args:
-                words.append(expand_value(word, self.parameter))
+                words.append(expand_value(word, self))
             else:
                 words.extend(self.fields(word))
         return words
@@ -246,16 +246,16 @@ class Shell:
     # --- execution ----------------------------------------------------------
 
     def execute(self, program: list[AndOr]) -> None:
-        """Run what was parsed. A bad substitution abandons the rest of it, and ends the
-        shell unless it is interactive, as bash's expansion errors do."""
+        """Run what was parsed. An expansion error abandons the rest of it, and ends the
+        shell unless it is interactive, as bash's do."""
         try:
             for node in program:
                 self.run_and_or(node)
-        except BadSubstitution as error:
-            self.status = 1
+        except ExpansionError as error:
+            self.status = error.status
             self._say(self.stderr, f"{self.prefix()}: {error.message}")
             if self.mode != "interactive":
-                raise ShellExit(1) from None
+                raise ShellExit(error.status) from None
 
     def run_and_or(self, node: AndOr) -> int:
         status = self.run_pipeline(node.first)
@@ -284,7 +284,7 @@ class Shell:
     def run_command(self, command: Command, stdin: bytes | None, stdout: Output) -> int:
         """Expand the words, apply the redirections left to right, run the command (or
         make its assignments), release what the redirections opened. Raises
-        BadSubstitution for a ``${...}`` naming no parameter (see :meth:`execute`)."""
+        ExpansionError for an expansion bash fails (see :meth:`execute`)."""
         self.line = command.line
         words = self.expand_words(command)
         fds: dict[int, Output] = {1: stdout, 2: self.stderr}
@@ -332,7 +332,7 @@ class Shell:
         """The command's assignments, each expanded after the one before is made (bash:
         ``a=1 b=$a`` sets b to 1)."""
         for name, value in command.assignments:
-            bind(name, expand_value(value, self.parameter))
+            bind(name, expand_value(value, self))
 
     def _run(self, words: list[str], stdin: bytes | None, fds: dict[int, Output]) -> int:
         name = words[0]

@@ -65,7 +65,8 @@ def cmd_help(ctx: Invocation) -> int:
             "/sys/kernel/debug/tracing, /sys/kernel/tracing, /proc/modules, /proc/kallsyms,\n"
             "/proc/sys/kernel/ftrace_enabled.\n"
             "Syntax: quotes, # comments, ; && ||, > >> 2> N>&M, pipes into grep, NAME=VALUE,\n"
-            "$NAME ${NAME} ${#NAME} $? $$ $# $0, split on $IFS; no globbing.\n\n")
+            "$NAME ${NAME} ${#NAME} ${NAME:-WORD} (:= :? :+) $? $$ $# $0, split on $IFS;\n"
+            "no globbing.\n\n")
     for name in sorted(COMMANDS):
         usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
         # A long usage puts its summary on the next line, to stay within 80 columns.

@@ -10,15 +10,18 @@ length), the special ``$?``, ``$$``, ``$#``, ``$0``, ``$1``..., ``${10}``, ``$@`
 each is kept in the word as a marker (:func:`parameter_marker`) that
 :mod:`clients.shell_variables` expands, splits and removes as bash does when the command
 runs. A word ``NAME=value`` before a command's name (unquoted ``NAME``) is an assignment
-(:attr:`Command.assignments`). ``${NAME`` without its ``}`` is bash's unexpected EOF; the
-``${...}`` operators (``${a:-b}``, ``${!a}``...), ``$-``, ``$!`` and ``$'...'`` are refused;
-``$"..."`` is ``"..."`` (no message catalogs). No tilde expansion, globbing (pathname
-expansion), subshells, command substitution, background jobs or here-documents: ``$`` not
-starting a parameter, ``~`` and ``*`` are ordinary characters (``echo uinput* >
-set_ftrace_filter`` writes the glob itself, as bash does when nothing in the current
-directory matches); ``)``, ``;;`` and a ``(`` after a command's words are syntax errors;
-``<``, ``&``, a ``(`` starting a command, ``$(`` and a backquote are refused. bash's reserved
-words are read where bash reads them, as a command's first word, unquoted: those that open a
+(:attr:`Command.assignments`). ``${NAME`` without its ``}`` is bash's unexpected EOF. Of
+the ``${...}`` operators, ``-``, ``=``, ``?`` and ``+`` (and with ``:``: ``${a:-word}``...)
+are read, with a plain-text word; the others (``${a%x}``, ``${!a}``...), a word with quotes or
+expansions (``${a:-"x"}``, ``${a:-$b}``), ``$-``, ``$!`` and ``$'...'`` are refused;
+``$"..."`` is ``"..."`` (no message catalogs). An unquoted ``~`` where bash would
+expand it (a word's start; after the ``=`` or a ``:`` of an assignment) is refused. No
+globbing (pathname expansion), subshells, command substitution, background jobs or
+here-documents: ``$`` not starting a parameter and ``*`` are ordinary characters
+(``echo uinput* > set_ftrace_filter`` writes the glob itself, as bash does when nothing
+in the current directory matches); ``)``, ``;;`` and a ``(`` after a command's words
+are syntax errors; ``<``, ``&``, a ``(`` starting a command, ``$(`` and a backquote are
+refused. bash's reserved words are read where bash reads them, as a command's first word, unquoted: those that open a
 compound command (``if``, ``for``, ``{``, ``[[``, ...) are refused, and those that only
 continue or close one (``then``, ``fi``, ``}``, ...) are bash's syntax error, for no compound
 command is ever open here; anywhere else (``echo fi``, ``'if'``) they are words.
@@ -49,6 +52,7 @@ __all__ = [
     "is_name",
     "parameter_marker",
     "parameter_spec",
+    "ParameterSpec",
     "PARAMETER_MARKER",
     "fd_number",
 ]
@@ -85,10 +89,12 @@ _NOT_SUPPORTED = {
     "coproc": "a coprocess",
     # Parameters (the key is what follows the "$").
     "${op}": "a parameter expansion operator",
+    "${op word}": "quoting or an expansion in a parameter expansion's word",
     "${!": "an indirect expansion",
     "$-": "the special parameter",
     "$!": "the special parameter",
     "$'": "ANSI-C quoting",
+    "~": "tilde expansion",
 }
 _REFUSED_OPERATORS = frozenset(("<", "<<", "<&", "&"))
 #: bash's other reserved words: each continues or closes a compound command, so where a
@@ -104,6 +110,12 @@ _BLANKS = " \t"
 _SPECIAL_PARAMETERS = "?$#@*"
 #: What ends the parameter of a "${...}" and starts an operator (bash's parameter_brace_expand).
 _BRACE_OPERATORS = ":-=?+#%/^,@["
+#: The operators the shell expands: ${a-word} ${a=word} ${a?word} ${a+word}, and with ":"
+#: (an empty value counts as unset).
+_DEFAULT_OPERATOR = re.compile(r":?[-=?+]")
+#: What their word may hold: plain text (the shell does no expansion inside it).
+_LITERAL_WORD = re.compile(r"[^'\"\\$`~]*")
+_LENGTH_OF_ELEMENT = re.compile(r"#[A-Za-z_0-9]+\[")
 #: A parameter's marker in a word, PARAMETER_MARKER{u|q}SPEC PARAMETER_MARKER: NUL cannot
 #: occur in a shell word (the shell drops it from its input, as bash does). SPEC is what
 #: "${...}" holds; "q": in double quotes. An empty SPEC marks '' or "" (a quoted null).
@@ -282,6 +294,10 @@ class _Lexer:
                 raise _refused(char, self.line)
             elif char == "$":
                 parts.append(self.parameter(quoted=False))
+            elif char == "~" and (not parts or assignment and parts[-1] in ("=", ":")):
+                # Where bash expands a tilde: a word's start, and in an assignment (or an
+                # argument shaped like one) after the "=" or a ":".
+                raise _refused(char, self.line)
             else:
                 # bash's assignment(): an unquoted name before the first "=".
                 assignment = assignment or (char == "=" and not quoted
@@ -313,8 +329,10 @@ class _Lexer:
         return parameter_marker(spec, quoted) if spec else "$"
 
     def braced_parameter(self, quoted: bool) -> str:
-        """After a "${": the marker of what it names, to the "}"; a ``${spec}`` naming no
-        parameter becomes bash's "bad substitution" when it is expanded."""
+        """After a "${": the marker of what it asks for (see :func:`parameter_spec`), to
+        the "}"; a ``${spec}`` naming no parameter becomes bash's "bad substitution" when
+        it is expanded. Other operators, and quoting or expansions in an operator's word,
+        are refused."""
         end = self.text.find("}", self.pos)
         if end < 0:
             raise Incomplete("unexpected EOF while looking for matching `}'", self.line, "}")
@@ -322,13 +340,17 @@ class _Lexer:
         self.line += spec.count("\n")
         self.pos = end + 1
         source = "${" + spec + "}"
-        if spec in ("-", "!"):
-            raise _refused("$" + spec, self.line)
+        parsed = parameter_spec(spec)
+        if parsed is not None and parsed.name in ("-", "!"):
+            raise _refused("$" + parsed.name, self.line)
         if spec.startswith("!"):
             raise _refused("${!", self.line, source)
-        body = spec[1:] if spec.startswith("#") and len(spec) > 1 else spec
-        length = _leading_parameter(body)
-        if 0 < length < len(body) and body[length] in _BRACE_OPERATORS:
+        if parsed is not None and not _LITERAL_WORD.fullmatch(parsed.word):
+            raise _refused("${op word}", self.line, source)
+        # With "#" first only a subscript is one (${#a[0]}); ${#a:-x} is a bad substitution.
+        length = _leading_parameter(spec)
+        if parsed is None and (0 < length < len(spec) and spec[length] in _BRACE_OPERATORS
+                               or _LENGTH_OF_ELEMENT.match(spec)):
             raise _refused("${op}", self.line, source)
         return parameter_marker(spec, quoted)
 
@@ -368,12 +390,32 @@ def _leading_parameter(text: str) -> int:
     return 1 if text[:1] and text[0] in _SPECIAL_PARAMETERS + "-!" else 0
 
 
-def parameter_spec(spec: str) -> tuple[str, bool] | None:
-    """The parameter ``${spec}`` names and whether it asks for its length (``${#a}``);
-    None when it names none, bash's "bad substitution"."""
-    length = spec.startswith("#") and len(spec) > 1
-    name = spec[1:] if length else spec
-    return (name, length) if name and _leading_parameter(name) == len(name) else None
+@dataclass(frozen=True)
+class ParameterSpec:
+    """What a ``${...}`` asks for: ``name``'s value, its ``length`` (``${#a}``), or what
+    ``operator`` (``:-``, ``=``...) makes of it and ``word``."""
+
+    name: str
+    length: bool = False
+    operator: str = ""
+    word: str = ""
+
+
+def parameter_spec(spec: str) -> ParameterSpec | None:
+    """What ``${spec}`` asks for; None when it names no parameter, or an operator the
+    shell does not expand: bash's "bad substitution" (or a refusal, see the lexer).
+    As in bash, ``${#-x}`` is ``$#`` with the operator ``-``."""
+    if spec.startswith("#") and len(spec) > 1 and _leading_parameter(spec[1:]) == len(spec) - 1:
+        return ParameterSpec(spec[1:], length=True)
+    end = _leading_parameter(spec)
+    if end == 0:
+        return None
+    if end == len(spec):
+        return ParameterSpec(spec)
+    operator = _DEFAULT_OPERATOR.match(spec, end)
+    if operator is None:
+        return None
+    return ParameterSpec(spec[:end], operator=operator.group(), word=spec[operator.end():])
 
 
 def tokenize(text: str, line: int = 1, *, at_eof: bool = False) -> list[Token]:

@@ -9,7 +9,7 @@ shell runs no programs, so being exported changes what ``export -p`` lists and n
 else.
 
 Expansion of a word (:func:`expand_fields`): each parameter's marker is replaced by its
-value; what unquoted parameters gave is split into fields on IFS (bash's word_split: IFS
+value (or what its operator, ``${a:-word}``..., makes of it); what unquoted parameters gave is split into fields on IFS (bash's word_split: IFS
 whitespace runs and each other IFS character delimit); an unquoted word that expands to
 nothing is removed. No tilde or pathname expansion follows: ``~`` and ``*`` stay as written.
 """
@@ -19,12 +19,12 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Iterator, Mapping, Protocol
 
-from clients.shell_parser import PARAMETER_MARKER, is_name, parameter_spec
+from clients.shell_parser import PARAMETER_MARKER, ParameterSpec, is_name, parameter_spec
 from clients.shell_runtime import Invocation, command
 
-__all__ = ["Variables", "BadSubstitution", "expand_fields", "expand_value"]
+__all__ = ["Variables", "Parameters", "ExpansionError", "expand_fields", "expand_value"]
 
 #: IFS when it is unset, and what bash gives it at start (variables.c).
 DEFAULT_IFS = " \t\n"
@@ -111,19 +111,48 @@ class Variables:
                     self._scopes[-1][name] = variable
 
 
-class BadSubstitution(Exception):
-    """A ``${...}`` that names no parameter; the message is bash's."""
+class ExpansionError(Exception):
+    """An expansion bash fails (a bad substitution, ``${a?}`` of an unset a): bash's
+    ``message`` and the ``status`` it leaves."""
 
-    def __init__(self, spec: str) -> None:
-        super().__init__(f"${{{spec}}}: bad substitution")
-        self.message = str(self)
-
-
-#: A parameter's value by name (special parameters included); None when unset.
-Lookup = Callable[[str], "str | None"]
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
 
 
-def _pieces(word: str, lookup: Lookup) -> Iterator[tuple[str, bool]]:
+class Parameters(Protocol):
+    """What expansion reads and assigns (the shell, clients.shell.Shell)."""
+
+    variables: Variables
+
+    def parameter(self, name: str) -> str | None:
+        """A parameter's value by name (special parameters included); None when unset."""
+
+
+def _value(parameter: ParameterSpec, shell: Parameters) -> str:
+    """What ``${...}`` gives: the value, its length, or what its operator makes of it
+    (bash's parameter_brace_expand_rhs and parameter_brace_expand_error)."""
+    value = shell.parameter(parameter.name)
+    if parameter.length:
+        return str(len(value or ""))
+    unset = value is None or (parameter.operator.startswith(":") and not value)
+    kind = parameter.operator[-1:]
+    if kind == "+":
+        return "" if unset else parameter.word
+    if not unset or not kind:
+        return value or ""
+    if kind == "=":
+        if not is_name(parameter.name):
+            raise ExpansionError(f"${parameter.name}: cannot assign in this way", 1)
+        shell.variables.assign(parameter.name, parameter.word)
+    elif kind == "?":
+        empty = "parameter null or not set" if parameter.operator == ":?" else "parameter not set"
+        raise ExpansionError(f"{parameter.name}: {parameter.word or empty}", 127)
+    return parameter.word
+
+
+def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, bool]]:
     """The word's text in pieces, (text, split): ``split`` for what an unquoted
     parameter gave. A quoted piece, even empty, makes a field; ``"$@"`` without
     positional parameters gives none (bash's quoted "$@")."""
@@ -138,29 +167,28 @@ def _pieces(word: str, lookup: Lookup) -> Iterator[tuple[str, bool]]:
             continue
         parameter = parameter_spec(spec)
         if parameter is None:
-            raise BadSubstitution(spec)
-        name, length = parameter
-        if quoted and name == "@" and not length:
+            raise ExpansionError(f"${{{spec}}}: bad substitution", 1)
+        if quoted and parameter == ParameterSpec("@"):
             continue
-        value = lookup(name) or ""
-        yield (str(len(value)) if length else value), not quoted
+        yield _value(parameter, shell), not quoted
     if position < len(word) or not word:  # "": a literal empty word, as Command(...) may hold
         yield word[position:], False
 
 
-def expand_value(word: str, lookup: Lookup) -> str:
+def expand_value(word: str, shell: Parameters) -> str:
     """The word expanded without field splitting, as an assignment's value is."""
-    return "".join(text for text, _ in _pieces(word, lookup))
+    return "".join(text for text, _ in _pieces(word, shell))
 
 
-def expand_fields(word: str, lookup: Lookup, ifs: str) -> list[str]:
+def expand_fields(word: str, shell: Parameters) -> list[str]:
     """The fields the word expands to (bash's expand_word_list without globbing)."""
+    ifs = shell.variables.ifs
     whitespace = {char for char in ifs if char in _IFS_WHITESPACE}
     fields: list[str] = []
     current: list[str] = []
     started = False  # the current field exists (it may be empty: a quoted null)
     after_whitespace = False  # a field just ended at IFS whitespace
-    for text, split in _pieces(word, lookup):
+    for text, split in _pieces(word, shell):
         if not split:
             current.append(text)
             started, after_whitespace = True, False

@@ -255,10 +255,20 @@ def test_status_and_pid_parameters_expand_when_run():
         ("echo >&f", "`>&f': only >&N (a file descriptor) is supported by ftrace-shell", 1),
         ("echo >&$fd", "`>&$fd': only >&N (a file descriptor) is supported by ftrace-shell", 1),
         # Parameters: what the shell does not expand is refused, never printed as written.
-        ("echo ${a:-b}", "a parameter expansion operator (`${a:-b}') is not supported by "
+        ("echo ${a%b}", "a parameter expansion operator (`${a%b}') is not supported by "
          "ftrace-shell", 1),
-        ('echo "${#a%x}"', "a parameter expansion operator (`${#a%x}') is not supported by "
+        ("echo ${a:1}", "a parameter expansion operator (`${a:1}') is not supported by "
          "ftrace-shell", 1),
+        ('echo ${a:-"b c"}', "quoting or an expansion in a parameter expansion's word "
+         "(`${a:-\"b c\"}') is not supported by ftrace-shell", 1),
+        ("echo ${a=$b}", "quoting or an expansion in a parameter expansion's word "
+         "(`${a=$b}') is not supported by ftrace-shell", 1),
+        ("echo ${#a[0]}", "a parameter expansion operator (`${#a[0]}') is not supported by "
+         "ftrace-shell", 1),
+        ("echo ~", "tilde expansion (`~') is not supported by ftrace-shell", 1),
+        ("cd ~/x", "tilde expansion (`~') is not supported by ftrace-shell", 1),
+        ("PATH=/bin:~/bin", "tilde expansion (`~') is not supported by ftrace-shell", 1),
+        ("echo ${#-}", "the special parameter (`$-') is not supported by ftrace-shell", 1),
         ("echo ${!a}", "an indirect expansion (`${!a}') is not supported by ftrace-shell", 1),
         ("echo $-", "the special parameter (`$-') is not supported by ftrace-shell", 1),
         ('echo "$!"', "the special parameter (`$!') is not supported by ftrace-shell", 1),
@@ -607,7 +617,7 @@ def test_a_long_quoted_word_is_parsed_once_it_can_end(monkeypatch):
         # Expansion: unset is empty, unquoted empty removes the word, quoted stays one.
         'echo $unset x "$unset" y', 'a="x  y"; echo $a; echo "$a"; echo [$a]',
         'a="  x  "; echo [$a]', 'a="-n x"; echo $a', 'echo "" x \'\' "$u" $u', 'echo $"x  y"',
-        'echo ${a}b $ab "$a"b', "a=x; echo $a.$a/${a}_", "echo $1a ${1}0 $10",
+        'echo ${a}b $ab "$a"b a~ "~" \\~ x:~ a="~"', "a=x; echo $a.$a/${a}_", "echo $1a ${1}0 $10",
         # Field splitting on IFS.
         'IFS=:; a=":a::b:"; echo $a', 'IFS=" :"; a="a : : b"; echo $a', 'IFS=; a="x y"; echo $a',
         'IFS=x; unset IFS; a="x:y z"; echo $a', 'IFS=:; a=x:y; echo $a "$a" x$a',
@@ -616,6 +626,13 @@ def test_a_long_quoted_word_is_parsed_once_it_can_end(monkeypatch):
         # Diagnostics: bash's words, and after a bad substitution bash -c ends.
         'f="a b"; echo > $f; echo $?', "f=; echo >$f; echo $?",
         "echo ${a b}; echo next", "echo ${1a}", "echo ${a", "x; echo ${a",
+        # The operators -, =, ?, + (with ":": an empty value counts as unset).
+        'a=; echo [${a-d}] [${a:-d}] [${a=e}] [${a:=f}] $a', "echo ${a:=x  y} \"$a\"",
+        'echo ${a:-x   y} "${a:-x   y}" ${a:-}x ${a-x}}', "a=1; echo ${a:+x  y} ${b:+z} ${a+w}",
+        'echo ${?:-x} ${#:-y} ${@:-z} ${@-z} ${*-y} "${@-x}" ${1-w} ${#-v} ${?=u}',
+        "T=${T:-/sys/kernel/debug/tracing}; echo $T", "echo ${1:=x}; echo next",
+        "echo ${a:?}; echo next", "echo ${a?}", "echo ${a:?no a here}", "a=; echo ${a?}x ${a:?}",
+        "echo ${1:?}", "echo ${#a:-x}", 'echo "${#a%x}"',
         # The builtins.
         'export a=1 b; unset a; echo "[$a]"', "export 1a=2 -p; echo $?", "export -x",
         "export -f a; echo $?", "unset -x a", "unset -v 1a; unset 1a a=1; echo $?",
