@@ -97,10 +97,9 @@ class Shell:
         self.mode = mode
         self.script = script
         self.cwd = "/"
-        self.oldpwd: str | None = None
         self.status = 0
         #: The shell's variables, from ``environ`` (default: the process's environment).
-        self.variables = Variables(os.environ if environ is None else environ)
+        self.variables = Variables(os.environ if environ is None else environ, self.cwd)
         #: The line of the command running now (for "SCRIPT: line N:").
         self.line = 0
         self.stdout: Output = stdout or StreamOutput(sys.stdout.buffer)
@@ -267,9 +266,10 @@ class Shell:
     def run_pipeline(self, pipeline: Pipeline) -> int:
         """Run a command, or ``a | grep ... [| grep ...]`` (a's output becomes grep's input)."""
         for later in pipeline.commands[1:]:
-            if not later.words or later.words[0] != "grep":
-                self.line = later.line
-                what = later.words[0] if later.words else "|"
+            self.line = later.line
+            # The name its words expand to (g=grep; ... | $g x), "|" for none.
+            what = next(iter(self.expand_words(later)), "|")
+            if what != "grep":
                 self._say(self.stderr, f"{self.prefix()}: {what}: ftrace-shell pipes only into grep")
                 self.status = 1
                 return 1

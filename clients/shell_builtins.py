@@ -86,10 +86,11 @@ def cmd_cd(ctx: Invocation) -> int:
     # for `cd .`: it stays, and OLDPWD becomes the working directory.
     arg = (ctx.args[0] or ".") if ctx.args else "/"
     if arg == "-":
-        if shell.oldpwd is None:
+        oldpwd = shell.variables.get("OLDPWD")
+        if oldpwd is None:
             ctx.builtin_err("OLDPWD not set")
             return 1
-        arg = shell.oldpwd
+        arg = oldpwd or "."
     try:
         stat = shell.client.stat(shell.resolve(arg))
     except FtraceError as error:
@@ -98,7 +99,8 @@ def cmd_cd(ctx: Invocation) -> int:
     if not stat.entry.is_dir:
         ctx.builtin_err(f"{arg}: Not a directory")
         return 1
-    shell.oldpwd, shell.cwd = shell.cwd, stat.path
+    shell.cwd = stat.path
+    shell.variables.change_directory(shell.cwd)
     if ctx.args and ctx.args[0] == "-":
         ctx.out(shell.cwd + "\n")  # as bash, `cd -` prints where it went
     return 0

@@ -2,16 +2,20 @@
 subst.c), and the builtins that change them: export, unset, local.
 
 The variables start as the shell's environment, as bash imports its own (names that are
-not identifiers stay out), with IFS set to space, tab and newline whatever the
-environment says (bash does not import IFS). A command's prefix assignments
+not identifiers stay out), with what bash sets at start whatever the environment says:
+IFS (space, tab, newline), PWD (the shell's working directory, on the daemon: the
+client's own is no path there), OLDPWD (exported, without a value; the environment's is
+dropped, as bash drops one that is no directory) and SHLVL (one more than the
+environment's). A command's prefix assignments
 (``a=1 cmd``) live in a temporary scope for that command only: bash's temporary_env. The
 shell runs no programs, so being exported changes what ``export -p`` lists and nothing
 else.
 
 Expansion of a word (:func:`expand_fields`): each parameter's marker is replaced by its
-value (or what its operator, ``${a:-word}``..., makes of it); what unquoted parameters gave is split into fields on IFS (bash's word_split: IFS
-whitespace runs and each other IFS character delimit); an unquoted word that expands to
-nothing is removed. No tilde or pathname expansion follows: ``~`` and ``*`` stay as written.
+value (or what its operator, ``${a:-word}``..., makes of it); what unquoted parameters
+gave is split into fields on IFS (bash's word_split: IFS whitespace runs and each other
+IFS character delimit); an unquoted word that expands to nothing is removed. No pathname
+expansion follows (``*`` stays as written); the parser refuses a ``~`` bash would expand.
 """
 
 from __future__ import annotations
@@ -44,12 +48,21 @@ class Variables:
     """The shell's variables: the global scope, under the temporary scope of the prefix
     assignments of the command running (bash's shell_variables and temporary_env)."""
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(self, environ: Mapping[str, str], cwd: str) -> None:
         self._scopes: list[dict[str, Variable]] = [
             {name: Variable(value, exported=True) for name, value in environ.items()
              if is_name(name)}
         ]
-        self._find("IFS").value = DEFAULT_IFS
+        # bash's initialize_shell_variables, set_pwd and adjust_shell_level.
+        self.assign("IFS", DEFAULT_IFS)
+        self._scopes[0]["PWD"] = Variable(cwd, exported=True)
+        if "OLDPWD" in environ:
+            self.unset("OLDPWD")
+        else:
+            self._scopes[0]["OLDPWD"] = Variable(None, exported=True)
+        level = environ.get("SHLVL", "")
+        self._scopes[0]["SHLVL"] = Variable(
+            str(int(level) + 1) if level.isascii() and level.isdigit() else "1", exported=True)
 
     def _find(self, name: str) -> Variable:
         """The variable ``name`` in the innermost scope that has it, else a new global."""
@@ -75,6 +88,15 @@ class Variables:
         for scope in reversed(self._scopes):
             if scope.pop(name, None) is not None:
                 return
+
+    def change_directory(self, cwd: str) -> None:
+        """What ``cd`` sets, as bash's bindpwd: OLDPWD from PWD, PWD the new directory."""
+        pwd = self.get("PWD")
+        if pwd is None:
+            self.unset("OLDPWD")
+        else:
+            self.assign("OLDPWD", pwd)
+        self.assign("PWD", cwd)
 
     def assign_temporary(self, name: str, value: str) -> None:
         """A prefix assignment, in the scope :meth:`temporary` opened."""
@@ -235,9 +257,19 @@ def _options(ctx: Invocation, letters: str, usage: str) -> tuple[set[str], list[
     return options, args
 
 
+#: How bash's ansic_quote writes the control characters it has a letter for.
+_ANSIC_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+                  "\t": "\\t", "\v": "\\v", "\x1b": "\\E", "\\": "\\\\", "'": "\\'"}
+
+
 def _quote(value: str) -> str:
-    """bash's sh_double_quote, as ``export -p`` prints a value."""
-    return '"' + re.sub(r'([\\"$`])', r"\\\1", value) + '"'
+    """As ``export -p`` prints a value: bash's sh_double_quote, or its ansic_quote
+    (``$'...'``) when a control character is in it."""
+    if all(char.isprintable() for char in value):
+        return '"' + re.sub(r'([\\"$`])', r"\\\1", value) + '"'
+    return "$'" + "".join(
+        _ANSIC_ESCAPES.get(char, char if char.isprintable() else f"\\{ord(char):03o}")
+        for char in value) + "'"
 
 
 _EXPORT_USAGE = "export [-fn] [name[=value] ...] or export -p"

@@ -515,6 +515,11 @@ def test_a_long_option_a_command_lacks_is_getopts_unrecognized_one():
         2, "", "ls: unrecognized option '--all'\nUsage: ls [-la1] [PATH...]\n")
 
 
+def test_the_command_a_pipe_runs_is_what_its_words_expand_to():
+    assert run("g=grep; h='head -1'; echo abc | $g b; echo x | $h")[1:] == (
+        "abc\n", "bash: line 1: head: ftrace-shell pipes only into grep\n")
+
+
 def test_pipe_into_grep_and_its_status():
     assert run("echo uinput_release | grep uinput")[:2] == (0, "uinput_release\n")
     assert run("echo uinput_release | grep -c nothing")[:2] == (1, "0\n")
@@ -637,22 +642,21 @@ def test_a_long_quoted_word_is_parsed_once_it_can_end(monkeypatch):
         'export a=1 b; unset a; echo "[$a]"', "export 1a=2 -p; echo $?", "export -x",
         "export -f a; echo $?", "unset -x a", "unset -v 1a; unset 1a a=1; echo $?",
         'a="x y" export b=$a; echo "$b"', "export a=1; export -n a; echo $a", "local a=1",
-        "local; echo $?",
+        "local; echo $?", "export a=1; a=2 export; export -n a; export",
+        "a='x\"y\\z$`'; export a b; c=1 d=2 export d; export -p",
+        # What bash sets at start: PWD (the shell's working directory), OLDPWD, SHLVL.
+        'echo $PWD "[$OLDPWD]" $SHLVL; cd -',
     ],
 )
 def test_variables_as_bash_reads_them(text):
     assert_as_bash(text)
 
 
-def test_ifs_from_the_environment_is_not_imported_as_bash_does_not():
-    assert_as_bash("a=x:y; echo $a; echo $IFS", {**BASH_ENVIRONMENT, "IFS": ":", "B": "1 2"})
-
-
-def test_export_lists_the_exported_variables():
-    """As bash's ``export -p``, without the PWD, OLDPWD and SHLVL bash makes of its own."""
-    status, out, _ = run("export a='x\"y\\z$`' b; c=1 d=2 export d; export -n PATH; export")
-    assert (status, out) == (0, 'declare -x LC_ALL="C"\ndeclare -x a="x\\"y\\\\z\\$\\`"\n'
-                                'declare -x b\ndeclare -x d="2"\n')
+def test_the_environment_is_imported_as_bash_imports_it():
+    """Not IFS, nor PWD or OLDPWD (no directories here); SHLVL one more."""
+    assert_as_bash("a=x:y; echo $a $B; export -p",
+                   {**BASH_ENVIRONMENT, "IFS": ":", "B": "1 2", "PWD": "/nonexistent",
+                    "OLDPWD": "/nonexistent", "SHLVL": "5", "1a": "x", "C": "x\ty\x01z\x1b\\'"})
 
 
 def test_dollar_zero_is_the_scripts_name_or_the_shells():
