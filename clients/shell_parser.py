@@ -21,10 +21,11 @@ here-documents: ``$`` not starting a parameter and ``*`` are ordinary characters
 (``echo uinput* > set_ftrace_filter`` writes the glob itself, as bash does when nothing
 in the current directory matches); ``)``, ``;;`` and a ``(`` after a command's words
 are syntax errors; ``<``, ``&``, a ``(`` starting a command, ``$(`` and a backquote are
-refused. bash's reserved words are read where bash reads them, as a command's first word, unquoted: those that open a
-compound command (``if``, ``for``, ``{``, ``[[``, ...) are refused, and those that only
-continue or close one (``then``, ``fi``, ``}``, ...) are bash's syntax error, for no compound
-command is ever open here; anywhere else (``echo fi``, ``'if'``) they are words.
+refused. bash's reserved words are read where bash reads them, as a command's first
+word, unquoted: those that open a compound command (``if``, ``for``, ``{``, ``[[``, ...)
+are refused, and those that only continue or close one (``then``, ``fi``, ``}``, ...) are
+bash's syntax error, for no compound command is ever open here; anywhere else (``echo
+fi``, ``'if'``) they are words.
 
 :func:`parse` turns complete input into a list of :class:`AndOr`; input that needs more
 lines (an open quote, a trailing ``&&``, ``||``, ``|`` or backslash-newline) raises
