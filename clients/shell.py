@@ -15,7 +15,9 @@ failed), ``bash: foo: command not found``. Those are the interactive forms; runn
 ``-c`` command or standard input they read ``bash: line N: ...``, and running a script
 file ``SCRIPT: line N: ...``, as bash's do. ``--name`` changes "bash"; ``--comm`` changes
 the comm the daemon sees (also "bash", so dmesg's WARN shows ``comm: bash``); the pid is
-the shell's own.
+the shell's own. ``-c COMMAND NAME`` makes NAME the ``$0`` and the diagnostics' name, as
+bash does; further arguments (``$1``...) are refused as a usage error. The shell's
+variables start as its environment (clients.shell_variables).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import errno
 import os
 import posixpath
 import sys
-from typing import Iterable
+from typing import Callable, Iterable, Mapping
 
 import clients.shell_builtins  # noqa: F401  (registers the commands)
 import clients.shell_grep  # noqa: F401  (registers the command)
 import clients.shell_kmod  # noqa: F401  (registers the commands)
+import clients.shell_variables  # noqa: F401  (registers the commands)
 from clients.api import Client
 from clients.cli import (EXIT_NO_DAEMON, ConnectError, address_argument, check_address_env,
                          check_daemon_options, daemon_client, identity_argument)
@@ -40,7 +43,6 @@ from clients.shell_parser import (
     Incomplete,
     Pipeline,
     ShellSyntaxError,
-    expand,
     fd_number,
     parse,
 )
@@ -56,6 +58,7 @@ from clients.shell_runtime import (
     WriteError,
     encode,
 )
+from clients.shell_variables import ExpansionError, Variables, expand_fields, expand_value
 from clients.spawn import daemon_argv
 
 __all__ = ["Shell", "main"]
@@ -68,7 +71,7 @@ _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 
 
 class Shell:
-    """The shell's state (working directory, last status) and its executor.
+    """The shell's state (working directory, last status, variables) and its executor.
 
     Feed it input line by line with :meth:`feed` (it runs each command as soon as it is
     complete, as bash does) and call :meth:`finish` at the end of input. ``exit`` raises
@@ -85,6 +88,7 @@ class Shell:
         stdout: Output | None = None,
         stderr: Output | None = None,
         echo_input: bool = False,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
@@ -93,8 +97,9 @@ class Shell:
         self.mode = mode
         self.script = script
         self.cwd = "/"
-        self.oldpwd: str | None = None
         self.status = 0
+        #: The shell's variables, from ``environ`` (default: the process's environment).
+        self.variables = Variables(os.environ if environ is None else environ, self.cwd)
         #: The line of the command running now (for "SCRIPT: line N:").
         self.line = 0
         self.stdout: Output = stdout or StreamOutput(sys.stdout.buffer)
@@ -211,11 +216,45 @@ class Shell:
             self._say(self.stderr, f"{prefix}: `{lines[index]}'")
         raise ShellExit(2)
 
+    # --- expansion ----------------------------------------------------------
+
+    def parameter(self, name: str) -> str | None:
+        """The value of the parameter ``name`` (bash's special parameters: ``$?``, ``$$``,
+        ``$0``; no positional ones: the shell takes no arguments), None when unset."""
+        special = {"?": str(self.status), "$": str(os.getpid()), "#": "0",
+                   "0": self.script if self.mode == "script" else self.name}
+        if name in special:
+            return special[name]
+        return None if name.isdigit() else self.variables.get(name)
+
+    def fields(self, word: str) -> list[str]:
+        """What ``word`` expands to: its fields (none, one or several)."""
+        return expand_fields(word, self)
+
+    def expand_words(self, command: Command) -> list[str]:
+        """The command's words expanded; a declaration builtin's assignment arguments
+        (``export a=$b``) are not split, as bash's W_ASSIGNARG words are not."""
+        words: list[str] = []
+        for index, word in enumerate(command.words):
+            if index in command.assignment_args:
+                words.append(expand_value(word, self))
+            else:
+                words.extend(self.fields(word))
+        return words
+
     # --- execution ----------------------------------------------------------
 
     def execute(self, program: list[AndOr]) -> None:
-        for node in program:
-            self.run_and_or(node)
+        """Run what was parsed. An expansion error abandons the rest of it, and ends the
+        shell unless it is interactive, as bash's do."""
+        try:
+            for node in program:
+                self.run_and_or(node)
+        except ExpansionError as error:
+            self.status = error.status
+            self._say(self.stderr, f"{self.prefix()}: {error.message}")
+            if self.mode != "interactive":
+                raise ShellExit(error.status) from None
 
     def run_and_or(self, node: AndOr) -> int:
         status = self.run_pipeline(node.first)
@@ -227,9 +266,10 @@ class Shell:
     def run_pipeline(self, pipeline: Pipeline) -> int:
         """Run a command, or ``a | grep ... [| grep ...]`` (a's output becomes grep's input)."""
         for later in pipeline.commands[1:]:
-            if not later.words or later.words[0] != "grep":
-                self.line = later.line
-                what = later.words[0] if later.words else "|"
+            self.line = later.line
+            # The name its words expand to (g=grep; ... | $g x), "|" for none.
+            what = next(iter(self.expand_words(later)), "|")
+            if what != "grep":
                 self._say(self.stderr, f"{self.prefix()}: {what}: ftrace-shell pipes only into grep")
                 self.status = 1
                 return 1
@@ -242,13 +282,20 @@ class Shell:
         return self.status
 
     def run_command(self, command: Command, stdin: bytes | None, stdout: Output) -> int:
-        """Apply the redirections left to right, run the command, release what they opened."""
+        """Expand the words, apply the redirections left to right, run the command (or
+        make its assignments), release what the redirections opened. Raises
+        ExpansionError for an expansion bash fails (see :meth:`execute`)."""
         self.line = command.line
+        words = self.expand_words(command)
         fds: dict[int, Output] = {1: stdout, 2: self.stderr}
         opened: list[Output] = []
         try:
             for redirect in command.redirects:
-                target = expand(redirect.target, self.status, os.getpid())
+                targets = self.fields(redirect.target)
+                if len(targets) != 1:
+                    self._say(fds[2], f"{self.prefix()}: {redirect.source}: ambiguous redirect")
+                    return 1
+                target = targets[0]
                 if redirect.op == ">&":
                     fd = fd_number(target)
                     if fd not in fds:
@@ -271,11 +318,21 @@ class Shell:
                 output = FileOutput(session)
                 opened.append(output)
                 fds[redirect.fd] = output
-            words = [expand(word, self.status, os.getpid()) for word in command.words]
-            return self._run(words, stdin, fds) if words else 0
+            if not words:
+                self._assign(command, self.variables.assign)
+                return 0
+            with self.variables.temporary():
+                self._assign(command, self.variables.assign_temporary)
+                return self._run(words, stdin, fds)
         finally:
             for output in opened:
                 output.close()
+
+    def _assign(self, command: Command, bind: Callable[[str, str], None]) -> None:
+        """The command's assignments, each expanded after the one before is made (bash:
+        ``a=1 b=$a`` sets b to 1)."""
+        for name, value in command.assignments:
+            bind(name, expand_value(value, self))
 
     def _run(self, words: list[str], stdin: bytes | None, fds: dict[int, Output]) -> int:
         name = words[0]
@@ -324,7 +381,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-V", "--echo-input", action="store_true",
                         help="print input lines as they are read (bash -v)")
     parser.add_argument("script", nargs="?", metavar="SCRIPT",
-                        help="script file to run (default or -: standard input)")
+                        help="script file to run (default or -: standard input); after -c "
+                        "COMMAND: its $0, as bash's (no more arguments: $1... are unset)")
     # Passed through to ftraced, which checks them (its usage error is shown if it refuses).
     daemon = parser.add_argument_group("daemon options (with --spawn; see ftraced --help)")
     daemon.add_argument("--variant", metavar="buggy|fixed")
@@ -414,7 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         mode = "interactive" if sys.stdin.isatty() else "stdin"
     try:
         with daemon_client(args) as client:
-            shell = Shell(client, name=args.name, mode=mode, script=args.script,
+            # bash -c COMMAND NAME: NAME is $0 and what diagnostics start with.
+            name = args.script if mode == "command" and args.script is not None else args.name
+            shell = Shell(client, name=name, mode=mode, script=args.script,
                           echo_input=args.echo_input)
             return _run_input(shell, args)
     except ConnectError as error:

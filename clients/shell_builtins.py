@@ -64,7 +64,9 @@ def cmd_help(ctx: Invocation) -> int:
     ctx.out("ftrace-shell: a small bash for ftraced. Paths are the daemon's:\n"
             "/sys/kernel/debug/tracing, /sys/kernel/tracing, /proc/modules, /proc/kallsyms,\n"
             "/proc/sys/kernel/ftrace_enabled.\n"
-            "Syntax: quotes, # comments, ; && ||, > >> 2> N>&M, $? $$, pipes into grep.\n\n")
+            "Syntax: quotes, # comments, ; && ||, > >> 2> N>&M, pipes into grep, NAME=VALUE,\n"
+            "$NAME ${NAME} ${#NAME} ${NAME:-WORD} (:= :? :+) $? $$ $# $0, split on $IFS;\n"
+            "no globbing.\n\n")
     for name in sorted(COMMANDS):
         usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
         # A long usage puts its summary on the next line, to stay within 80 columns.
@@ -84,10 +86,11 @@ def cmd_cd(ctx: Invocation) -> int:
     # for `cd .`: it stays, and OLDPWD becomes the working directory.
     arg = (ctx.args[0] or ".") if ctx.args else "/"
     if arg == "-":
-        if shell.oldpwd is None:
+        oldpwd = shell.variables.get("OLDPWD")
+        if oldpwd is None:
             ctx.builtin_err("OLDPWD not set")
             return 1
-        arg = shell.oldpwd
+        arg = oldpwd or "."
     try:
         stat = shell.client.stat(shell.resolve(arg))
     except FtraceError as error:
@@ -96,7 +99,8 @@ def cmd_cd(ctx: Invocation) -> int:
     if not stat.entry.is_dir:
         ctx.builtin_err(f"{arg}: Not a directory")
         return 1
-    shell.oldpwd, shell.cwd = shell.cwd, stat.path
+    shell.cwd = stat.path
+    shell.variables.change_directory(shell.cwd)
     if ctx.args and ctx.args[0] == "-":
         ctx.out(shell.cwd + "\n")  # as bash, `cd -` prints where it went
     return 0

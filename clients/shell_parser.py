@@ -5,17 +5,27 @@ line); comments (``#`` starting a word, to the end of the line); ``;`` and newli
 ``&&`` and ``||`` (left to right, as bash); pipelines ``a | b`` (the shell runs only
 pipelines into ``grep``); redirections ``> FILE``, ``>> FILE``, ``>| FILE``, ``N> FILE``,
 ``N>> FILE`` and ``N>&M`` (also written without a space: ``>file``, ``2>/dev/null``).
-Of parameters only ``$?`` (the last status) and ``$$`` (the shell's pid), unquoted or in
-double quotes, kept in the word as a marker until :func:`expand` fills them in when the
-command runs. No other variables, globbing, subshells, command substitution, background
-jobs or here-documents: ``$`` and ``*`` are otherwise ordinary characters (``echo uinput* >
-set_ftrace_filter`` writes the glob itself, as bash does when nothing in the current
-directory matches); ``)``, ``;;`` and a ``(`` after a command's words are syntax errors;
-``<``, ``&``, a ``(`` starting a command, ``$(`` and a backquote are refused. bash's reserved
-words are read where bash reads them, as a command's first word, unquoted: those that open a
-compound command (``if``, ``for``, ``{``, ``[[``, ...) are refused, and those that only
-continue or close one (``then``, ``fi``, ``}``, ...) are bash's syntax error, for no compound
-command is ever open here; anywhere else (``echo fi``, ``'if'``) they are words.
+Parameters, unquoted or in double quotes: ``$NAME``, ``${NAME}``, ``${#NAME}`` (its
+length), the special ``$?``, ``$$``, ``$#``, ``$0``, ``$1``..., ``${10}``, ``$@`` and ``$*``;
+each is kept in the word as a marker (:func:`parameter_marker`) that
+:mod:`clients.shell_variables` expands, splits and removes as bash does when the command
+runs. A word ``NAME=value`` before a command's name (unquoted ``NAME``) is an assignment
+(:attr:`Command.assignments`). ``${NAME`` without its ``}`` is bash's unexpected EOF. Of
+the ``${...}`` operators, ``-``, ``=``, ``?`` and ``+`` (and with ``:``: ``${a:-word}``...)
+are read, with a plain-text word; the others (``${a%x}``, ``${!a}``...), a word with quotes or
+expansions (``${a:-"x"}``, ``${a:-$b}``), ``$-``, ``$!`` and ``$'...'`` are refused;
+``$"..."`` is ``"..."`` (no message catalogs). An unquoted ``~`` where bash would
+expand it (a word's start; after the ``=`` or a ``:`` of an assignment) is refused. No
+globbing (pathname expansion), subshells, command substitution, background jobs or
+here-documents: ``$`` not starting a parameter and ``*`` are ordinary characters
+(``echo uinput* > set_ftrace_filter`` writes the glob itself, as bash does when nothing
+in the current directory matches); ``)``, ``;;`` and a ``(`` after a command's words
+are syntax errors; ``<``, ``&``, a ``(`` starting a command, ``$(`` and a backquote are
+refused. bash's reserved words are read where bash reads them, as a command's first
+word, unquoted: those that open a compound command (``if``, ``for``, ``{``, ``[[``, ...)
+are refused, and those that only continue or close one (``then``, ``fi``, ``}``, ...) are
+bash's syntax error, for no compound command is ever open here; anywhere else (``echo
+fi``, ``'if'``) they are words.
 
 :func:`parse` turns complete input into a list of :class:`AndOr`; input that needs more
 lines (an open quote, a trailing ``&&``, ``||``, ``|`` or backslash-newline) raises
@@ -28,7 +38,7 @@ continues onto nothing, as in bash; a backslash that is the input's very last ch
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "ShellSyntaxError",
@@ -40,7 +50,11 @@ __all__ = [
     "AndOr",
     "tokenize",
     "parse",
-    "expand",
+    "is_name",
+    "parameter_marker",
+    "parameter_spec",
+    "ParameterSpec",
+    "PARAMETER_MARKER",
     "fd_number",
 ]
 
@@ -74,17 +88,39 @@ _NOT_SUPPORTED = {
     "[[": "a conditional command",
     "function": "a function definition",
     "coproc": "a coprocess",
+    # Parameters (the key is what follows the "$").
+    "${op}": "a parameter expansion operator",
+    "${op word}": "quoting or an expansion in a parameter expansion's word",
+    "${!": "an indirect expansion",
+    "$-": "the special parameter",
+    "$!": "the special parameter",
+    "$'": "ANSI-C quoting",
+    "~": "tilde expansion",
 }
 _REFUSED_OPERATORS = frozenset(("<", "<<", "<&", "&"))
 #: bash's other reserved words: each continues or closes a compound command, so where a
 #: command starts bash reports it as an unexpected token.
 _CLOSING_RESERVED_WORDS = frozenset(("then", "else", "elif", "fi", "do", "done", "in", "esac",
                                      "}", "]]"))
-#: A variable assignment, which bash reads before a command's name: never a function's.
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: The builtins whose assignment-shaped arguments bash expands as assignments (no field
+#: splitting): parse.y's W_ASSIGNARG after a declaration builtin.
+_DECLARATION_BUILTINS = frozenset(("export", "local", "declare", "typeset", "readonly"))
 _BLANKS = " \t"
-#: The special parameters, as markers in a word: NUL cannot occur in a shell word.
-_PARAMETERS = {"?": "\0?", "$": "\0$"}
+#: What a "$" starts without braces: a name, a digit or one of these special parameters.
+_SPECIAL_PARAMETERS = "?$#@*"
+#: What ends the parameter of a "${...}" and starts an operator (bash's parameter_brace_expand).
+_BRACE_OPERATORS = ":-=?+#%/^,@["
+#: The operators the shell expands: ${a-word} ${a=word} ${a?word} ${a+word}, and with ":"
+#: (an empty value counts as unset).
+_DEFAULT_OPERATOR = re.compile(r":?[-=?+]")
+#: What their word may hold: plain text (the shell does no expansion inside it).
+_LITERAL_WORD = re.compile(r"[^'\"\\$`~]*")
+_LENGTH_OF_ELEMENT = re.compile(r"#[A-Za-z_0-9]+\[")
+#: A parameter's marker in a word, PARAMETER_MARKER{u|q}SPEC PARAMETER_MARKER: NUL cannot
+#: occur in a shell word (the shell drops it from its input, as bash does). SPEC is what
+#: "${...}" holds; "q": in double quotes. An empty SPEC marks '' or "" (a quoted null).
+PARAMETER_MARKER = "\0"
 #: Backslash escapes these inside double quotes (bash); before anything else it stays.
 _DQUOTE_ESCAPABLE = frozenset('$`"\\\n')
 
@@ -99,6 +135,16 @@ def fd_number(text: str) -> int | None:
         return None
     fd = int(text)
     return fd if fd <= _FD_MAX else None
+
+
+def is_name(text: str) -> bool:
+    """bash's legal_identifier: what a variable may be called."""
+    return _NAME.fullmatch(text) is not None
+
+
+def parameter_marker(spec: str, quoted: bool) -> str:
+    """The marker of ``${spec}`` in a word (see PARAMETER_MARKER)."""
+    return f"{PARAMETER_MARKER}{'q' if quoted else 'u'}{spec}{PARAMETER_MARKER}"
 
 
 class ShellSyntaxError(Exception):
@@ -123,28 +169,40 @@ class Incomplete(ShellSyntaxError):
 @dataclass(frozen=True)
 class Token:
     """``kind``: "word", "op", "io" (the fd number of a redirection) or "newline";
-    ``quoted``: a word with quoting in it, never a reserved word (``'if'``, ``\\fi``)."""
+    ``quoted``: a word with quoting in it, never a reserved word (``'if'``, ``\\fi``);
+    ``assignment``: a word ``NAME=...`` with ``NAME`` unquoted; ``source``: the word as
+    written (bash names it so in "ambiguous redirect")."""
 
     kind: str
     text: str
     line: int
     quoted: bool = False
+    assignment: bool = False
+    source: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
 class Redirect:
-    """``fd op target``: op ">" (truncate), ">>" (append) or ">&" (target is an fd)."""
+    """``fd op target``: op ">" (truncate), ">>" (append) or ">&" (target is an fd);
+    ``source``: the target as written."""
 
     fd: int
     op: str
     target: str
+    source: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
 class Command:
+    """A simple command: ``assignments`` (NAME, value) come before its name;
+    ``assignment_args``: the indexes of the words a declaration builtin (``export``...)
+    takes as assignments, which are not split."""
+
     words: tuple[str, ...]
     redirects: tuple[Redirect, ...]
     line: int
+    assignments: tuple[tuple[str, str], ...] = ()
+    assignment_args: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -213,9 +271,9 @@ class _Lexer:
                 return
 
     def word(self) -> None:
-        line = self.line
+        line, start = self.line, self.pos
         parts: list[str] = []
-        quoted = False
+        quoted = assignment = False
         while self.pos < len(self.text):
             char = self.peek()
             if char in _BLANKS or char == "\n" or char in _OPERATOR_CHARS:
@@ -229,28 +287,73 @@ class _Lexer:
                 else:
                     parts.append(escaped)
                     quoted = True
-            elif char == "'":
-                parts.append(self.single_quoted(line))
-                quoted = True
-            elif char == '"':
-                parts.append(self.double_quoted(line))
+            elif char in "'\"":
+                body = self.single_quoted(line) if char == "'" else self.double_quoted(line)
+                parts.append(body or parameter_marker("", quoted=True))  # a quoted null
                 quoted = True
             elif char == "`":
                 raise _refused(char, self.line)
+            elif char == "$":
+                parts.append(self.parameter(quoted=False))
+            elif char == "~" and (not parts or assignment and parts[-1] in ("=", ":")):
+                # Where bash expands a tilde: a word's start, and in an assignment (or an
+                # argument shaped like one) after the "=" or a ":".
+                raise _refused(char, self.line)
             else:
-                parts.append(self.parameter() if char == "$" else char)
+                # bash's assignment(): an unquoted name before the first "=".
+                assignment = assignment or (char == "=" and not quoted
+                                            and is_name("".join(parts)))
+                parts.append(char)
         text = "".join(parts)
         is_fd = not quoted and fd_number(text) is not None and self.peek() in ("<", ">")
-        self.tokens.append(Token("io" if is_fd else "word", text, line, quoted))
+        self.tokens.append(Token("io" if is_fd else "word", text, line, quoted, assignment,
+                                 self.text[start:self.pos]))
 
-    def parameter(self) -> str:
-        """After a "$": the marker of $? or $$, else the "$" itself. Raises
-        ShellSyntaxError for a command substitution or an arithmetic expansion."""
-        if self.peek() == "(":
+    def parameter(self, quoted: bool) -> str:
+        """After a "$": the marker of the parameter it starts, "" for the "$" of
+        ``$"..."``, else the "$" itself. Raises ShellSyntaxError for what the shell
+        refuses (command substitution, arithmetic expansion, ``$-``, ``$!``, ``$'...'``)."""
+        char = self.peek()
+        if char == "(":
             raise _refused("$((" if self.peek(1) == "(" else "$(", self.line)
-        if self.peek() in _PARAMETERS:
-            return _PARAMETERS[self.take()]
-        return "$"
+        if char == "{":
+            self.take()
+            return self.braced_parameter(quoted)
+        if char and "$" + char in _NOT_SUPPORTED and not (char == "'" and quoted):
+            raise _refused("$" + char, self.line)
+        if char == '"' and not quoted:
+            return ""  # $"...": bash's translated string, "..." without a message catalog
+        spec = self.text[self.pos:self.pos + _leading_parameter(self.text[self.pos:])]
+        if char.isascii() and char.isdigit():
+            spec = char  # $10 is ${1}0
+        self.pos += len(spec)  # a parameter has no newline in it
+        return parameter_marker(spec, quoted) if spec else "$"
+
+    def braced_parameter(self, quoted: bool) -> str:
+        """After a "${": the marker of what it asks for (see :func:`parameter_spec`), to
+        the "}"; a ``${spec}`` naming no parameter becomes bash's "bad substitution" when
+        it is expanded. Other operators, and quoting or expansions in an operator's word,
+        are refused."""
+        end = self.text.find("}", self.pos)
+        if end < 0:
+            raise Incomplete("unexpected EOF while looking for matching `}'", self.line, "}")
+        spec = self.text[self.pos:end]
+        self.line += spec.count("\n")
+        self.pos = end + 1
+        source = "${" + spec + "}"
+        parsed = parameter_spec(spec)
+        if parsed is not None and parsed.name in ("-", "!"):
+            raise _refused("$" + parsed.name, self.line)
+        if spec.startswith("!"):
+            raise _refused("${!", self.line, source)
+        if parsed is not None and not _LITERAL_WORD.fullmatch(parsed.word):
+            raise _refused("${op word}", self.line, source)
+        # With "#" first only a subscript is one (${#a[0]}); ${#a:-x} is a bad substitution.
+        length = _leading_parameter(spec)
+        if parsed is None and (0 < length < len(spec) and spec[length] in _BRACE_OPERATORS
+                               or _LENGTH_OF_ELEMENT.match(spec)):
+            raise _refused("${op}", self.line, source)
+        return parameter_marker(spec, quoted)
 
     def single_quoted(self, line: int) -> str:
         end = self.text.find("'", self.pos)
@@ -276,7 +379,44 @@ class _Lexer:
             elif char == "`":
                 raise _refused(char, self.line)
             else:
-                parts.append(self.parameter() if char == "$" else char)
+                parts.append(self.parameter(quoted=True) if char == "$" else char)
+
+
+def _leading_parameter(text: str) -> int:
+    """How long the parameter starting ``text`` is: a name, a number, or one of the
+    special parameters (0: none)."""
+    match = _NAME.match(text) or re.match(r"[0-9]+", text)
+    if match:
+        return match.end()
+    return 1 if text[:1] and text[0] in _SPECIAL_PARAMETERS + "-!" else 0
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """What a ``${...}`` asks for: ``name``'s value, its ``length`` (``${#a}``), or what
+    ``operator`` (``:-``, ``=``...) makes of it and ``word``."""
+
+    name: str
+    length: bool = False
+    operator: str = ""
+    word: str = ""
+
+
+def parameter_spec(spec: str) -> ParameterSpec | None:
+    """What ``${spec}`` asks for; None when it names no parameter, or an operator the
+    shell does not expand: bash's "bad substitution" (or a refusal, see the lexer).
+    As in bash, ``${#-x}`` is ``$#`` with the operator ``-``."""
+    if spec.startswith("#") and len(spec) > 1 and _leading_parameter(spec[1:]) == len(spec) - 1:
+        return ParameterSpec(spec[1:], length=True)
+    end = _leading_parameter(spec)
+    if end == 0:
+        return None
+    if end == len(spec):
+        return ParameterSpec(spec)
+    operator = _DEFAULT_OPERATOR.match(spec, end)
+    if operator is None:
+        return None
+    return ParameterSpec(spec[:end], operator=operator.group(), word=spec[operator.end():])
 
 
 def tokenize(text: str, line: int = 1, *, at_eof: bool = False) -> list[Token]:
@@ -285,9 +425,11 @@ def tokenize(text: str, line: int = 1, *, at_eof: bool = False) -> list[Token]:
     return _Lexer(text, line, at_eof).run()
 
 
-def _refused(text: str, line: int) -> ShellSyntaxError:
-    return ShellSyntaxError(f"{_NOT_SUPPORTED[text]} (`{text}') is not supported by ftrace-shell",
-                            line)
+def _refused(key: str, line: int, shown: str | None = None) -> ShellSyntaxError:
+    """What ``key`` of _NOT_SUPPORTED is, refused; ``shown``: the text to quote, if not
+    the key."""
+    return ShellSyntaxError(
+        f"{_NOT_SUPPORTED[key]} (`{shown or key}') is not supported by ftrace-shell", line)
 
 
 class _Parser:
@@ -348,6 +490,8 @@ class _Parser:
     def command(self) -> Command:
         words: list[str] = []
         redirects: list[Redirect] = []
+        assignments: list[tuple[str, str]] = []
+        assignment_args: set[int] = set()
         first = self.peek()
         if first is not None and first.kind == "op" and first.text == "(":
             raise _refused(first.text, first.line)
@@ -360,8 +504,8 @@ class _Parser:
                 raise _refused(first.text, first.line)
         start = self.pos
         while (token := self.peek()) is not None:
-            if token.kind == "op" and token.text == "(" and self.pos == start + 1 and words:
-                if _ASSIGNMENT.match(words[0]):  # no function name: bash blames the "("
+            if token.kind == "op" and token.text == "(" and self.pos == start + 1:
+                if assignments:  # no function name: bash blames the "("
                     raise self.unexpected(token)
                 # "name (" starts a function definition, "name ( )": bash blames what
                 # follows the "(" unless it is the ")".
@@ -370,7 +514,13 @@ class _Parser:
                 if closing is None or closing.kind != "op" or closing.text != ")":
                     raise self.unexpected(closing)
                 raise _refused("()", token.line)
-            if token.kind == "word":
+            if token.kind == "word" and token.assignment and not words:
+                name, _, value = token.text.partition("=")
+                assignments.append((name, value))
+                self.pos += 1
+            elif token.kind == "word":
+                if token.assignment and words[0] in _DECLARATION_BUILTINS:
+                    assignment_args.add(len(words))
                 words.append(token.text)
                 self.pos += 1
             elif token.kind == "io" or (token.kind == "op" and token.text in (">", ">>", ">|", ">&")):
@@ -379,9 +529,10 @@ class _Parser:
                 raise _refused(token.text, token.line)
             else:
                 break
-        if not words and not redirects:
+        if not words and not redirects and not assignments:
             raise self.unexpected(first)
-        return Command(tuple(words), tuple(redirects), first.line if first else self.end_line)
+        return Command(tuple(words), tuple(redirects), first.line if first else self.end_line,
+                       tuple(assignments), frozenset(assignment_args))
 
     def redirect(self) -> Redirect:
         token = self.tokens[self.pos]
@@ -400,15 +551,10 @@ class _Parser:
         op = ">" if token.text == ">|" else token.text
         if op == ">&" and not (target.text.isascii() and target.text.isdigit()):
             raise ShellSyntaxError(
-                f"`>&{target.text}': only >&N (a file descriptor) is supported by ftrace-shell",
+                f"`>&{target.source}': only >&N (a file descriptor) is supported by ftrace-shell",
                 target.line,
             )
-        return Redirect(fd, op, target.text)
-
-
-def expand(word: str, status: int, pid: int) -> str:
-    """The word with $? and $$ replaced by the last status and the shell's pid."""
-    return word.replace(_PARAMETERS["?"], str(status)).replace(_PARAMETERS["$"], str(pid))
+        return Redirect(fd, op, target.text, target.source)
 
 
 def parse(text: str, line: int = 1, *, at_eof: bool = False) -> list[AndOr]:

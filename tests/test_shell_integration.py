@@ -343,6 +343,22 @@ def test_bad_arguments_are_one_line_diagnostics_as_bash_and_the_tools_give(daemo
     assert got == [tuple(case[1:]) for case in cases]
 
 
+def test_variables_name_tracefs_files_as_pasted_scripts_use_them(daemon, tmp_path):
+    """t=/sys/kernel/debug/tracing; echo function > $t/current_tracer... (-c, with its
+    $0), and a redirection whose target expands to no word or to several."""
+    script = ('t=${ftrace_sim_tracing:-/sys/kernel/debug/tracing}; '
+              'echo function > $t/current_tracer; '
+              'cat $t/current_tracer; files="current_tracer tracing_on"; cd $t; cat $files; '
+              'echo nop > "$t/current_tracer"; cat ${t}/current_tracer; echo x > $none; '
+              'echo x > $files; echo x > "$none"; export T=$t; cd /; cd $T && pwd; echo $0; '
+              'echo $OLDPWD $PWD; cd - >/dev/null; echo $OLDPWD $PWD')
+    shell = run_shell(tmp_path, ["--address", daemon.address, "-c", script, "repro"])
+    assert (shell.returncode, shell.out, shell.err) == (
+        0, f"function\nfunction\n1\nnop\n{TRACING}\nrepro\n/ {TRACING}\n{TRACING} /\n",
+        "repro: line 1: $none: ambiguous redirect\nrepro: line 1: $files: ambiguous redirect\n"
+        "repro: line 1: : No such file or directory\n")
+
+
 def test_a_sleep_too_long_to_hold_sleeps_until_ended(daemon, tmp_path):
     """coreutils' sleep cuts what its timespec cannot hold, and sleeps: no OverflowError.
     The shell is ended once the kernel shows it asleep (its wchan), not before."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -17,7 +18,7 @@ from clients.shell_parser import (
     Pipeline,
     Redirect,
     ShellSyntaxError,
-    expand,
+    parameter_marker,
     parse,
     tokenize,
 )
@@ -25,7 +26,9 @@ from clients.shell_runtime import BufferOutput, ShellExit
 
 
 def words(text: str) -> list[str]:
-    return [token.text for token in tokenize(text) if token.kind == "word"]
+    """The words' texts, a quoted null's marker ('' or "") taken out."""
+    null = parameter_marker("", quoted=True)
+    return [token.text.replace(null, "") for token in tokenize(text) if token.kind == "word"]
 
 
 def single(text: str) -> Command:
@@ -54,7 +57,7 @@ def single(text: str) -> Command:
         ("echo \"\" x", ["echo", "", "x"]),
         ("echo uinput* '*' !x", ["echo", "uinput*", "*", "!x"]),
         ("echo 'uinput_release:mod:uinput'", ["echo", "uinput_release:mod:uinput"]),
-        ("echo $HOME $", ["echo", "$HOME", "$"]),
+        ("echo $ a$ $/ \"$\" \\$a '$a'", ["echo", "$", "a$", "$/", "$", "$a", "$a"]),
         ("echo '$(ls)' '`' \\` \"\\`\"", ["echo", "$(ls)", "`", "`", "`"]),  # quoted: plain
     ],
 )
@@ -198,9 +201,8 @@ def test_the_reproducer_parses_as_written():
 
 
 def test_status_and_pid_parameters_expand_when_run():
-    command = single('echo $? "$?" \'$?\' $$ x$?y')
-    assert [expand(word, 3, 42) for word in command.words] == ["echo", "3", "3", "$?", "42", "x3y"]
-    assert expand(single(r"echo \$?").words[1], 3, 42) == "$?"
+    status, out, _ = run('false; echo $? "$?" \'$?\' $$ x$?y \\$?')
+    assert (status, out) == (0, f"1 1 $? {os.getpid()} x1y $?\n")
 
 
 # --- syntax errors -----------------------------------------------------------------------
@@ -251,6 +253,27 @@ def test_status_and_pid_parameters_expand_when_run():
         ("cat < f", "input redirection (`<') is not supported by ftrace-shell", 1),
         ("sleep 5 &", "a background job (`&') is not supported by ftrace-shell", 1),
         ("echo >&f", "`>&f': only >&N (a file descriptor) is supported by ftrace-shell", 1),
+        ("echo >&$fd", "`>&$fd': only >&N (a file descriptor) is supported by ftrace-shell", 1),
+        # Parameters: what the shell does not expand is refused, never printed as written.
+        ("echo ${a%b}", "a parameter expansion operator (`${a%b}') is not supported by "
+         "ftrace-shell", 1),
+        ("echo ${a:1}", "a parameter expansion operator (`${a:1}') is not supported by "
+         "ftrace-shell", 1),
+        ('echo ${a:-"b c"}', "quoting or an expansion in a parameter expansion's word "
+         "(`${a:-\"b c\"}') is not supported by ftrace-shell", 1),
+        ("echo ${a=$b}", "quoting or an expansion in a parameter expansion's word "
+         "(`${a=$b}') is not supported by ftrace-shell", 1),
+        ("echo ${#a[0]}", "a parameter expansion operator (`${#a[0]}') is not supported by "
+         "ftrace-shell", 1),
+        ("echo ~", "tilde expansion (`~') is not supported by ftrace-shell", 1),
+        ("cd ~/x", "tilde expansion (`~') is not supported by ftrace-shell", 1),
+        ("PATH=/bin:~/bin", "tilde expansion (`~') is not supported by ftrace-shell", 1),
+        ("echo ${#-}", "the special parameter (`$-') is not supported by ftrace-shell", 1),
+        ("echo ${!a}", "an indirect expansion (`${!a}') is not supported by ftrace-shell", 1),
+        ("echo $-", "the special parameter (`$-') is not supported by ftrace-shell", 1),
+        ('echo "$!"', "the special parameter (`$!') is not supported by ftrace-shell", 1),
+        ("echo ${!}", "the special parameter (`$!') is not supported by ftrace-shell", 1),
+        ("echo $'a\\tb'", "ANSI-C quoting (`$'') is not supported by ftrace-shell", 1),
     ],
 )
 def test_syntax_errors(text, message, line):
@@ -273,14 +296,7 @@ def test_syntax_errors(text, message, line):
     ],
 )
 def test_reserved_words_where_bash_reads_them(text):
-    """ftrace-shell -c against bash 5.2's: status, stdout and stderr byte for byte."""
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("no bash to compare with")
-    real = subprocess.run(["bash", "-c", text], executable=bash, capture_output=True,
-                          text=True, cwd="/", env={"PATH": "/nonexistent", "LC_ALL": "C"},
-                          timeout=30)
-    assert run(text, mode="command") == (real.returncode, real.stdout, real.stderr)
+    assert_as_bash(text)
 
 
 @pytest.mark.parametrize(
@@ -339,10 +355,16 @@ def test_echo_escapes(data, expected):
 # --- exit status rules (no daemon needed) ------------------------------------------------------
 
 
-def run(text: str, mode: str = "stdin", script: str | None = None) -> tuple[int, str, str]:
+#: The environment both shells get where they are compared.
+BASH_ENVIRONMENT = {"PATH": "/nonexistent", "LC_ALL": "C"}
+
+
+def run(text: str, mode: str = "stdin", script: str | None = None,
+        environ: dict[str, str] = BASH_ENVIRONMENT) -> tuple[int, str, str]:
     """Run ``text`` in a daemon-less shell: (exit status, stdout, stderr)."""
     out, err = BufferOutput(), BufferOutput()
-    shell = Shell(None, mode=mode, script=script, stdout=out, stderr=err)  # type: ignore[arg-type]
+    shell = Shell(None, mode=mode, script=script, stdout=out, stderr=err,  # type: ignore[arg-type]
+                  environ=environ)
     try:
         if mode == "command":
             shell.feed_command(text)
@@ -352,6 +374,17 @@ def run(text: str, mode: str = "stdin", script: str | None = None) -> tuple[int,
     except ShellExit as done:
         status = done.status
     return status, out.getvalue().decode(), err.getvalue().decode()
+
+
+def assert_as_bash(text: str, environ: dict[str, str] = BASH_ENVIRONMENT) -> None:
+    """ftrace-shell -c against bash 5.2's: status, stdout and stderr byte for byte."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash to compare with")
+    real = subprocess.run(["bash", "-c", text], executable=bash, capture_output=True,
+                          text=True, cwd="/", env=environ, timeout=30)
+    assert run(text, mode="command", environ=environ) == (real.returncode, real.stdout,
+                                                          real.stderr)
 
 
 @pytest.mark.parametrize(
@@ -482,6 +515,11 @@ def test_a_long_option_a_command_lacks_is_getopts_unrecognized_one():
         2, "", "ls: unrecognized option '--all'\nUsage: ls [-la1] [PATH...]\n")
 
 
+def test_the_command_a_pipe_runs_is_what_its_words_expand_to():
+    assert run("g=grep; h='head -1'; echo abc | $g b; echo x | $h")[1:] == (
+        "abc\n", "bash: line 1: head: ftrace-shell pipes only into grep\n")
+
+
 def test_pipe_into_grep_and_its_status():
     assert run("echo uinput_release | grep uinput")[:2] == (0, "uinput_release\n")
     assert run("echo uinput_release | grep -c nothing")[:2] == (1, "0\n")
@@ -565,3 +603,67 @@ def test_a_long_quoted_word_is_parsed_once_it_can_end(monkeypatch):
     assert len(calls) == 4
     status, out, err = run("\n".join(['echo "open', *body[:3]]))
     assert status == 2 and "unexpected EOF while looking for matching" in err
+
+
+# --- variables -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Assignments: alone they stay, before a command they are its own.
+        "a=1; echo $a", "a=1 b=$a; echo $a$b", "a=1 b=2 c=3; echo $c$b$a $?", "a=b=c; echo $a",
+        'a=1 true; echo "[$a]"', "a=1 echo $a", "a=1 exit 3", "a=1 >/dev/null; echo $a",
+        "a=$b c; echo $? \"[$a]\"", '"a"=1', "a\\=1", "1a=2", "a=1 b= c; echo $?",
+        # export and unset with prefix assignments: bash's temporary_env.
+        "a=1 export a; echo $a", 'a=1; a=2 unset a; echo "[$a]"', 'a=1 unset a; echo "[$a]"',
+        # The environment is where the variables start; IFS is not taken from it.
+        'echo $PATH ${PATH} "$LC_ALL" ${#PATH}',
+        # Expansion: unset is empty, unquoted empty removes the word, quoted stays one.
+        'echo $unset x "$unset" y', 'a="x  y"; echo $a; echo "$a"; echo [$a]',
+        'a="  x  "; echo [$a]', 'a="-n x"; echo $a', 'echo "" x \'\' "$u" $u', 'echo $"x  y"',
+        'echo ${a}b $ab "$a"b a~ "~" \\~ x:~ a="~"', "a=x; echo $a.$a/${a}_", "echo $1a ${1}0 $10",
+        # Field splitting on IFS.
+        'IFS=:; a=":a::b:"; echo $a', 'IFS=" :"; a="a : : b"; echo $a', 'IFS=; a="x y"; echo $a',
+        'IFS=x; unset IFS; a="x:y z"; echo $a', 'IFS=:; a=x:y; echo $a "$a" x$a',
+        # The special parameters: no positional ones under -c without arguments.
+        'echo $0 $# "$@" "$*" $1 ${10} ${##} ${#?} ${#@} "a$@b"; echo "$@" x',
+        # Diagnostics: bash's words, and after a bad substitution bash -c ends.
+        'f="a b"; echo > $f; echo $?', "f=; echo >$f; echo $?",
+        "echo ${a b}; echo next", "echo ${1a}", "echo ${a", "x; echo ${a",
+        # The operators -, =, ?, + (with ":": an empty value counts as unset).
+        'a=; echo [${a-d}] [${a:-d}] [${a=e}] [${a:=f}] $a', "echo ${a:=x  y} \"$a\"",
+        'echo ${a:-x   y} "${a:-x   y}" ${a:-}x ${a-x}}', "a=1; echo ${a:+x  y} ${b:+z} ${a+w}",
+        'echo ${?:-x} ${#:-y} ${@:-z} ${@-z} ${*-y} "${@-x}" ${1-w} ${#-v} ${?=u}',
+        "T=${T:-/sys/kernel/debug/tracing}; echo $T", "echo ${1:=x}; echo next",
+        "echo ${a:?}; echo next", "echo ${a?}", "echo ${a:?no a here}", "a=; echo ${a?}x ${a:?}",
+        "echo ${1:?}", "echo ${#a:-x}", 'echo "${#a%x}"',
+        # The builtins.
+        'export a=1 b; unset a; echo "[$a]"', "export 1a=2 -p; echo $?", "export -x",
+        "export -f a; echo $?", "unset -x a", "unset -v 1a; unset 1a a=1; echo $?",
+        'a="x y" export b=$a; echo "$b"', "export a=1; export -n a; echo $a", "local a=1",
+        "local; echo $?", "export a=1; a=2 export; export -n a; export",
+        "a='x\"y\\z$`'; export a b; c=1 d=2 export d; export -p",
+        # What bash sets at start: PWD (the shell's working directory), OLDPWD, SHLVL.
+        'echo $PWD "[$OLDPWD]" $SHLVL; cd -',
+    ],
+)
+def test_variables_as_bash_reads_them(text):
+    assert_as_bash(text)
+
+
+def test_the_environment_is_imported_as_bash_imports_it():
+    """Not IFS, nor PWD or OLDPWD (no directories here); SHLVL one more."""
+    assert_as_bash("a=x:y; echo $a $B; export -p",
+                   {**BASH_ENVIRONMENT, "IFS": ":", "B": "1 2", "PWD": "/nonexistent",
+                    "OLDPWD": "/nonexistent", "SHLVL": "5", "1a": "x", "C": "x\ty\x01z\x1b\\'"})
+
+
+def test_dollar_zero_is_the_scripts_name_or_the_shells():
+    assert run("echo $0", mode="script", script="s.sh")[1] == "s.sh\n"
+    assert run("echo $0")[1] == "bash\n"
+
+
+def test_a_bad_substitution_does_not_end_an_interactive_shell():
+    status, out, err = run("echo ${a b}; echo rest of the line\necho $?", mode="interactive")
+    assert (status, out, err) == (0, "1\n", "bash: ${a b}: bad substitution\n")

@@ -1,0 +1,329 @@
+"""ftrace-shell's variables and their expansion, as bash 5.2 does them (variables.c,
+subst.c), and the builtins that change them: export, unset, local.
+
+The variables start as the shell's environment, as bash imports its own (names that are
+not identifiers stay out), with what bash sets at start whatever the environment says:
+IFS (space, tab, newline), PWD (the shell's working directory, on the daemon: the
+client's own is no path there), OLDPWD (exported, without a value; the environment's is
+dropped, as bash drops one that is no directory) and SHLVL (one more than the
+environment's). A command's prefix assignments
+(``a=1 cmd``) live in a temporary scope for that command only: bash's temporary_env. The
+shell runs no programs, so being exported changes what ``export -p`` lists and nothing
+else.
+
+Expansion of a word (:func:`expand_fields`): each parameter's marker is replaced by its
+value (or what its operator, ``${a:-word}``..., makes of it); what unquoted parameters
+gave is split into fields on IFS (bash's word_split: IFS whitespace runs and each other
+IFS character delimit); an unquoted word that expands to nothing is removed. No pathname
+expansion follows (``*`` stays as written); the parser refuses a ``~`` bash would expand.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Protocol
+
+from clients.shell_parser import PARAMETER_MARKER, ParameterSpec, is_name, parameter_spec
+from clients.shell_runtime import Invocation, command
+
+__all__ = ["Variables", "Parameters", "ExpansionError", "expand_fields", "expand_value"]
+
+#: IFS when it is unset, and what bash gives it at start (variables.c).
+DEFAULT_IFS = " \t\n"
+_IFS_WHITESPACE = frozenset(DEFAULT_IFS)
+_MARKER = re.compile(f"{PARAMETER_MARKER}([uq])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
+
+
+@dataclass
+class Variable:
+    """One shell variable; ``value`` None: declared (``export a``) but unset."""
+
+    value: str | None
+    exported: bool = False
+
+
+class Variables:
+    """The shell's variables: the global scope, under the temporary scope of the prefix
+    assignments of the command running (bash's shell_variables and temporary_env)."""
+
+    def __init__(self, environ: Mapping[str, str], cwd: str) -> None:
+        self._scopes: list[dict[str, Variable]] = [
+            {name: Variable(value, exported=True) for name, value in environ.items()
+             if is_name(name)}
+        ]
+        # bash's initialize_shell_variables, set_pwd and adjust_shell_level.
+        self.assign("IFS", DEFAULT_IFS)
+        self._scopes[0]["PWD"] = Variable(cwd, exported=True)
+        if "OLDPWD" in environ:
+            self.unset("OLDPWD")
+        else:
+            self._scopes[0]["OLDPWD"] = Variable(None, exported=True)
+        level = environ.get("SHLVL", "")
+        self._scopes[0]["SHLVL"] = Variable(
+            str(int(level) + 1) if level.isascii() and level.isdigit() else "1", exported=True)
+
+    def _find(self, name: str) -> Variable:
+        """The variable ``name`` in the innermost scope that has it, else a new global."""
+        for scope in reversed(self._scopes):
+            if name in scope:
+                return scope[name]
+        return self._scopes[0].setdefault(name, Variable(None))
+
+    def get(self, name: str) -> str | None:
+        for scope in reversed(self._scopes):
+            if name in scope:
+                return scope[name].value
+        return None
+
+    def assign(self, name: str, value: str) -> None:
+        self._find(name).value = value
+
+    def export(self, name: str, exported: bool = True) -> None:
+        self._find(name).exported = exported
+
+    def unset(self, name: str) -> None:
+        """bash's unbind_variable: the innermost variable goes, an outer one shows again."""
+        for scope in reversed(self._scopes):
+            if scope.pop(name, None) is not None:
+                return
+
+    def change_directory(self, cwd: str) -> None:
+        """What ``cd`` sets, as bash's bindpwd: OLDPWD from PWD, PWD the new directory."""
+        pwd = self.get("PWD")
+        if pwd is None:
+            self.unset("OLDPWD")
+        else:
+            self.assign("OLDPWD", pwd)
+        self.assign("PWD", cwd)
+
+    def assign_temporary(self, name: str, value: str) -> None:
+        """A prefix assignment, in the scope :meth:`temporary` opened."""
+        self._scopes[-1][name] = Variable(value)
+
+    def exported(self) -> list[tuple[str, str | None]]:
+        """(name, value) of the exported variables, by name, as ``export -p`` lists them:
+        for each name, the innermost exported one (bash lists no temporary variable that
+        was not exported)."""
+        found: dict[str, str | None] = {}
+        for scope in self._scopes:
+            found.update((name, variable.value) for name, variable in scope.items()
+                         if variable.exported)
+        return sorted(found.items())
+
+    @property
+    def ifs(self) -> str:
+        ifs = self.get("IFS")
+        return DEFAULT_IFS if ifs is None else ifs
+
+    @contextmanager
+    def temporary(self) -> Iterator[None]:
+        """The scope of one command's prefix assignments (:meth:`assign_temporary`). What
+        the command exported outlives it in the global scope, as bash's
+        propagate_temp_var keeps it."""
+        scope: dict[str, Variable] = {}
+        self._scopes.append(scope)
+        try:
+            yield
+        finally:
+            self._scopes.pop()
+            for name, variable in scope.items():
+                if variable.exported:
+                    self._scopes[-1][name] = variable
+
+
+class ExpansionError(Exception):
+    """An expansion bash fails (a bad substitution, ``${a?}`` of an unset a): bash's
+    ``message`` and the ``status`` it leaves."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class Parameters(Protocol):
+    """What expansion reads and assigns (the shell, clients.shell.Shell)."""
+
+    variables: Variables
+
+    def parameter(self, name: str) -> str | None:
+        """A parameter's value by name (special parameters included); None when unset."""
+
+
+def _value(parameter: ParameterSpec, shell: Parameters) -> str:
+    """What ``${...}`` gives: the value, its length, or what its operator makes of it
+    (bash's parameter_brace_expand_rhs and parameter_brace_expand_error)."""
+    value = shell.parameter(parameter.name)
+    if parameter.length:
+        return str(len(value or ""))
+    unset = value is None or (parameter.operator.startswith(":") and not value)
+    kind = parameter.operator[-1:]
+    if kind == "+":
+        return "" if unset else parameter.word
+    if not unset or not kind:
+        return value or ""
+    if kind == "=":
+        if not is_name(parameter.name):
+            raise ExpansionError(f"${parameter.name}: cannot assign in this way", 1)
+        shell.variables.assign(parameter.name, parameter.word)
+    elif kind == "?":
+        empty = "parameter null or not set" if parameter.operator == ":?" else "parameter not set"
+        raise ExpansionError(f"{parameter.name}: {parameter.word or empty}", 127)
+    return parameter.word
+
+
+def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, bool]]:
+    """The word's text in pieces, (text, split): ``split`` for what an unquoted
+    parameter gave. A quoted piece, even empty, makes a field; ``"$@"`` without
+    positional parameters gives none (bash's quoted "$@")."""
+    position = 0
+    for match in _MARKER.finditer(word):
+        if match.start() > position:
+            yield word[position:match.start()], False
+        position = match.end()
+        quoted, spec = match.group(1) == "q", match.group(2)
+        if not spec:
+            yield "", False  # '' or "": a quoted null
+            continue
+        parameter = parameter_spec(spec)
+        if parameter is None:
+            raise ExpansionError(f"${{{spec}}}: bad substitution", 1)
+        if quoted and parameter == ParameterSpec("@"):
+            continue
+        yield _value(parameter, shell), not quoted
+    if position < len(word) or not word:  # "": a literal empty word, as Command(...) may hold
+        yield word[position:], False
+
+
+def expand_value(word: str, shell: Parameters) -> str:
+    """The word expanded without field splitting, as an assignment's value is."""
+    return "".join(text for text, _ in _pieces(word, shell))
+
+
+def expand_fields(word: str, shell: Parameters) -> list[str]:
+    """The fields the word expands to (bash's expand_word_list without globbing)."""
+    ifs = shell.variables.ifs
+    whitespace = {char for char in ifs if char in _IFS_WHITESPACE}
+    fields: list[str] = []
+    current: list[str] = []
+    started = False  # the current field exists (it may be empty: a quoted null)
+    after_whitespace = False  # a field just ended at IFS whitespace
+    for text, split in _pieces(word, shell):
+        if not split:
+            current.append(text)
+            started, after_whitespace = True, False
+            continue
+        for char in text:
+            if char not in ifs:
+                current.append(char)
+                started, after_whitespace = True, False
+            elif started or not (char in whitespace or after_whitespace):
+                # A field ends; a non-whitespace IFS character right after another (or
+                # at the start) delimits an empty one.
+                fields.append("".join(current))
+                current, started = [], False
+                after_whitespace = char in whitespace
+            else:
+                after_whitespace = after_whitespace and char in whitespace
+    if started:
+        fields.append("".join(current))
+    return fields
+
+
+# --- the builtins ------------------------------------------------------------------
+
+
+def _invalid_option(ctx: Invocation, arg: str, usage: str) -> int:
+    ctx.builtin_err(f"{arg[:2]}: invalid option")
+    ctx.err(f"{ctx.name}: usage: {usage}")
+    return 2
+
+
+def _options(ctx: Invocation, letters: str, usage: str) -> tuple[set[str], list[str]] | int:
+    """bash's internal_getopt for ``ctx.args``: (the options, the operands), or the
+    status after bash's "invalid option" diagnostic and usage."""
+    options: set[str] = set()
+    args = list(ctx.args)
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        arg = args.pop(0)
+        if arg == "--":
+            break
+        for letter in arg[1:]:
+            if letter not in letters:
+                return _invalid_option(ctx, "-" + letter, usage)
+            options.add(letter)
+    return options, args
+
+
+#: How bash's ansic_quote writes the control characters it has a letter for.
+_ANSIC_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+                  "\t": "\\t", "\v": "\\v", "\x1b": "\\E", "\\": "\\\\", "'": "\\'"}
+
+
+def _quote(value: str) -> str:
+    """As ``export -p`` prints a value: bash's sh_double_quote, or its ansic_quote
+    (``$'...'``) when a control character is in it."""
+    if all(char.isprintable() for char in value):
+        return '"' + re.sub(r'([\\"$`])', r"\\\1", value) + '"'
+    return "$'" + "".join(
+        _ANSIC_ESCAPES.get(char, char if char.isprintable() else f"\\{ord(char):03o}")
+        for char in value) + "'"
+
+
+_EXPORT_USAGE = "export [-fn] [name[=value] ...] or export -p"
+
+
+@command("export [-n] [NAME[=VALUE]...]", "export variables (or list them: export -p)",
+         builtin=True)
+def cmd_export(ctx: Invocation) -> int:
+    parsed = _options(ctx, "fnp", _EXPORT_USAGE)
+    if isinstance(parsed, int):
+        return parsed
+    options, operands = parsed
+    variables = ctx.shell.variables
+    if not operands:
+        for name, value in variables.exported():
+            ctx.out(f"declare -x {name}" + ("" if value is None else f"={_quote(value)}") + "\n")
+        return 0
+    status = 0
+    for operand in operands:
+        name, equals, value = operand.partition("=")
+        if not is_name(name):
+            ctx.builtin_err(f"`{operand}': not a valid identifier")
+            status = 1
+        elif "f" in options:
+            ctx.builtin_err(f"{name}: not a function")  # the shell has no functions
+            status = 1
+        else:
+            if equals:
+                variables.assign(name, value)
+            variables.export(name, "n" not in options)
+    return status
+
+
+@command("unset [-v] [NAME...]", "unset variables", builtin=True)
+def cmd_unset(ctx: Invocation) -> int:
+    parsed = _options(ctx, "fvn", "unset [-f] [-v] [-n] [name ...]")
+    if isinstance(parsed, int):
+        return parsed
+    options, operands = parsed
+    status = 0
+    for name in operands:
+        if "f" in options:
+            continue  # the shell has no functions
+        if is_name(name):
+            ctx.shell.variables.unset(name)
+        elif "v" in options:
+            ctx.builtin_err(f"`{name}': not a valid identifier")
+            status = 1
+        # Without -v, bash tries a function of that name: there is none.
+    return status
+
+
+@command("local", "(bash's, in a function: the shell has none)", builtin=True)
+def cmd_local(ctx: Invocation) -> int:
+    ctx.builtin_err("can only be used in a function")
+    return 1
+
