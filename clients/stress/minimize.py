@@ -168,7 +168,10 @@ def took_effect(op: Op) -> bool:
 def _gives_references(op: Op) -> bool | None:
     """True for an operation that gives every traced record a reference (the function
     tracer switched on, an ops registered), False for one that takes them away (another
-    tracer, an unregister), None for a filter change, which does either by its patterns."""
+    tracer, an unregister), None for a filter change, which does either by its patterns,
+    and for an operation the kernel refused, which did neither."""
+    if op.errno is not None:
+        return None
     if op.op in ("register", "unregister"):
         return op.op == "register"
     if op.op == "write" and op.args["file"] == "current_tracer":
