@@ -137,9 +137,18 @@ def _option(ctx: Invocation, options: _Options, letter: str, value: str) -> None
         options.letters.add(letter)
 
 
+def _contents(ctx: Invocation, name: str) -> bytes:
+    """What grep reads of a file it is named: "-" standard input, /dev/null nothing (as
+    the shell's redirections take it; it is no tracefs file), else the tracefs file.
+    Raises FtraceError."""
+    if name == "-":
+        return ctx.read_stdin()
+    return b"" if name == "/dev/null" else b"".join(read_path(ctx, name))
+
+
 def _pattern_file(ctx: Invocation, name: str) -> bytes:
     try:
-        return ctx.read_stdin() if name == "-" else b"".join(read_path(ctx, name))
+        return _contents(ctx, name)
     except FtraceError as error:
         raise _Trouble(f"{name}: {error.strerror}") from None
 
@@ -342,7 +351,10 @@ def cmd_grep(ctx: Invocation) -> int:
     if isinstance(parsed, int):
         return parsed
     options, files = parsed
-    if options.max_count == 0:
+    # main(): where matching cannot succeed (-m 0; no pattern, as -f /dev/null gives,
+    # without -v), status 1 without reading a file, unless -L (not overridden by -q).
+    cannot_match = options.max_count == 0 or not options.patterns and not options.has("v")
+    if cannot_match and (options.list_files != "L" or options.has("q")):
         return 1
     matchers = _compile(ctx, options)
     if matchers is None:
@@ -352,7 +364,7 @@ def cmd_grep(ctx: Invocation) -> int:
     selected, errors = False, False
     for name in files or ["-"]:
         try:
-            data = ctx.read_stdin() if name == "-" else b"".join(read_path(ctx, name))
+            data = _contents(ctx, name)
         except FtraceError as error:
             if not options.has("s"):
                 ctx.err(f"grep: {name}: {error.strerror}")

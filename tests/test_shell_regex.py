@@ -161,6 +161,12 @@ def gnu_grep(args: list[str], directory: pathlib.Path) -> tuple[int, bytes, byte
     r"--no-group-separator=x a", r"-y -c AB", r"-i --no-ignore-case -c ab",
     r"--no-ignore-case -i -c ab", r"-u -c a", r"--unix -c a", r"-a -c a", r"--text -c a",
     r"-U -c a", r"--binary -c a",
+    # /dev/null is empty, as the shell's redirections take it.
+    r"a /dev/null", r"-c a /dev/null -", r"-f /dev/null -c", r"-f /dev/null -e a -c",
+    r"-L a /dev/null -",
+    # No pattern and no -v, or -m 0: status 1, no file read, unless -L (and not -q).
+    r"-c -f empty", r"-f empty nosuch", r"-vx -f empty", r"-L -f empty - nosuch",
+    r"-qL -f empty", r"-m0 -L a", r"-m0 -L a - nosuch", r"-m0 -c a nosuch",
 ])
 def test_grep_as_gnu_grep(command, tmp_path):
     args = shlex.split(command)
