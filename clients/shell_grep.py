@@ -21,17 +21,34 @@ from clients.shell_runtime import COMMANDS, Invocation, command, encode, getopt
 
 __all__: list[str] = []  # the command registers itself in COMMANDS
 
-_FLAGS = "EFGHLchilnoqsvwx"
-_VALUED = "ABCefm"
-#: The long options grep.c's long_options[] names, in its order (getopt_long lists the
-#: names a prefix is ambiguous between in that order).
+_FLAGS = "EFGHLUachilnoqsuvwxy"
+#: The options that take a value: letters, and the names of those with no letter.
+_VALUED = {*"ABCefm", "GROUP_SEPARATOR_OPTION"}
+#: What GNU grep 3.8 has and ftrace-shell's grep does not: refused, never misread.
+_UNSUPPORTED = {*"DIPRTVXZbdrz", "BINARY_FILES_OPTION", "COLOR_OPTION",
+                "EXCLUDE_DIRECTORY_OPTION", "EXCLUDE_OPTION", "EXCLUDE_FROM_OPTION",
+                "INCLUDE_OPTION", "LABEL_OPTION", "LINE_BUFFERED_OPTION", "show_help"}
+#: grep.c's long_options[], in its order (getopt_long lists the names a prefix is
+#: ambiguous between in that order, and an unambiguous prefix is the option's, supported
+#: or not): a name's letter, or the enum name grep.c gives an option with none.
+#: --no-group-separator shares GROUP_SEPARATOR_OPTION in grep.c (its optarg is NULL);
+#: no prefix is shared by the two names, so a name of its own changes no ambiguity.
 _LONG_OPTIONS = {
     "basic-regexp": "G", "extended-regexp": "E", "fixed-regexp": "F", "fixed-strings": "F",
-    "after-context": "A", "before-context": "B", "context": "C", "count": "c", "file": "f",
-    "files-with-matches": "l", "files-without-match": "L", "ignore-case": "i",
-    "line-number": "n", "line-regexp": "x", "max-count": "m", "no-filename": "h",
-    "no-messages": "s", "only-matching": "o", "quiet": "q", "regexp": "e",
-    "invert-match": "v", "silent": "q", "with-filename": "H", "word-regexp": "w",
+    "perl-regexp": "P", "after-context": "A", "before-context": "B",
+    "binary-files": "BINARY_FILES_OPTION", "byte-offset": "b", "context": "C",
+    "color": "COLOR_OPTION", "colour": "COLOR_OPTION", "count": "c", "devices": "D",
+    "directories": "d", "exclude": "EXCLUDE_OPTION", "exclude-from": "EXCLUDE_FROM_OPTION",
+    "exclude-dir": "EXCLUDE_DIRECTORY_OPTION", "file": "f", "files-with-matches": "l",
+    "files-without-match": "L", "group-separator": "GROUP_SEPARATOR_OPTION",
+    "help": "show_help", "include": "INCLUDE_OPTION", "ignore-case": "i",
+    "no-ignore-case": "NO_IGNORE_CASE_OPTION", "initial-tab": "T", "label": "LABEL_OPTION",
+    "line-buffered": "LINE_BUFFERED_OPTION", "line-number": "n", "line-regexp": "x",
+    "max-count": "m", "no-filename": "h", "no-group-separator": "NO_GROUP_SEPARATOR",
+    "no-messages": "s", "null": "Z", "null-data": "z", "only-matching": "o", "quiet": "q",
+    "recursive": "r", "dereference-recursive": "R", "regexp": "e", "invert-match": "v",
+    "silent": "q", "text": "a", "binary": "U", "unix-byte-offsets": "u", "version": "V",
+    "with-filename": "H", "word-regexp": "w",
 }
 #: xstrtoimax()'s number: blanks, a sign, decimal digits (and nothing after).
 _NUMBER = re.compile(r"[ \t\n\v\f\r]*[-+]?[0-9]+", re.ASCII)
@@ -55,6 +72,8 @@ class _Options:
     #: -A, -B, -C's numbers (-1: not given).
     context: dict[str, int] = field(default_factory=lambda: {"A": -1, "B": -1, "C": -1})
     filenames: str = ""  # the last of "H" and "h"
+    #: What is printed between groups of lines with context (None: nothing).
+    group_separator: bytes | None = b"--"
     list_files: str = ""  # the last of "l" and "L"
 
     def has(self, letters: str) -> bool:
@@ -78,7 +97,12 @@ def _option(ctx: Invocation, options: _Options, letter: str, value: str) -> None
         if options.syntax and options.syntax != letter:
             raise _Trouble("conflicting matchers specified")
         options.syntax = letter
-    elif letter in "ABC":
+    elif letter in ("A", "B", "C", "#"):
+        if letter == "#":  # -NUM is -C NUM, as get_nondigit_option() gathers it: leading
+            # 0s dropped, and past the 21 digits its buffer holds, a "..." that refuses it
+            digits = value.lstrip("0") or "0"
+            value = digits if len(digits) <= 21 else digits[:21] + "..."
+            letter = "C"
         number = _number(value)
         if number is None or number < 0:
             raise _Trouble(f"{value}: invalid context length argument")
@@ -101,13 +125,30 @@ def _option(ctx: Invocation, options: _Options, letter: str, value: str) -> None
         options.filenames = letter
     elif letter in "lL":
         options.list_files = letter
-    else:
+    elif letter in ("GROUP_SEPARATOR_OPTION", "NO_GROUP_SEPARATOR"):
+        options.group_separator = encode(value) if letter == "GROUP_SEPARATOR_OPTION" else None
+    elif letter in ("i", "y"):  # -y: -i, "for old-timers"
+        options.letters.add("i")
+    elif letter == "NO_IGNORE_CASE_OPTION":
+        options.letters.discard("i")
+    elif letter == "u":
+        ctx.err("grep: warning: --unix-byte-offsets (-u) is obsolete")
+    elif letter not in "aU":  # -a: text, as all files are here; -U: none without O_BINARY
         options.letters.add(letter)
+
+
+def _contents(ctx: Invocation, name: str) -> bytes:
+    """What grep reads of a file it is named: "-" standard input, /dev/null nothing (as
+    the shell's redirections take it; it is no tracefs file), else the tracefs file.
+    Raises FtraceError."""
+    if name == "-":
+        return ctx.read_stdin()
+    return b"" if name == "/dev/null" else b"".join(read_path(ctx, name))
 
 
 def _pattern_file(ctx: Invocation, name: str) -> bytes:
     try:
-        return ctx.read_stdin() if name == "-" else b"".join(read_path(ctx, name))
+        return _contents(ctx, name)
     except FtraceError as error:
         raise _Trouble(f"{name}: {error.strerror}") from None
 
@@ -122,7 +163,8 @@ def _parse(ctx: Invocation) -> tuple[_Options, list[str]] | int:
     """The options and the operands, or the status after grep's diagnostic."""
     options, operands = _Options(), []
     try:
-        for letter, value in getopt(ctx, _FLAGS, _VALUED, _LONG_OPTIONS):
+        for letter, value in getopt(ctx, _FLAGS, _VALUED, _LONG_OPTIONS,
+                                    unsupported=_UNSUPPORTED, digits=True):
             if letter == "?":
                 return _usage(ctx)
             if letter:
@@ -286,8 +328,9 @@ class _Grep:
                     break
                 if not options.has("c"):
                     start = max(index - max(before, 0), lastout or 0)
-                    if separators and self.used and start != lastout:
-                        self.ctx.out(b"--\n")
+                    if (separators and self.used and start != lastout
+                            and options.group_separator is not None):
+                        self.ctx.out(options.group_separator + b"\n")
                     for context in range(start, index):
                         self.prline(label, context + 1, lines[context], b"-")
                     self.prline(label, index + 1, line, b":")
@@ -302,13 +345,16 @@ class _Grep:
 
 @command("grep [OPTION]... PATTERNS [FILE]...",
          "print matching lines (status 1: none); GNU's -EFGivwxcoqslLhHn, -e PATTERN,"
-         " -f FILE, -m NUM, -A/-B/-C NUM and their long forms")
+         " -f FILE, -m NUM, -A/-B/-C NUM, -NUM, --group-separator=SEP and their long forms")
 def cmd_grep(ctx: Invocation) -> int:
     parsed = _parse(ctx)
     if isinstance(parsed, int):
         return parsed
     options, files = parsed
-    if options.max_count == 0:
+    # main(): where matching cannot succeed (-m 0; no pattern, as -f /dev/null gives,
+    # without -v), status 1 without reading a file, unless -L (not overridden by -q).
+    cannot_match = options.max_count == 0 or not options.patterns and not options.has("v")
+    if cannot_match and (options.list_files != "L" or options.has("q")):
         return 1
     matchers = _compile(ctx, options)
     if matchers is None:
@@ -318,7 +364,7 @@ def cmd_grep(ctx: Invocation) -> int:
     selected, errors = False, False
     for name in files or ["-"]:
         try:
-            data = ctx.read_stdin() if name == "-" else b"".join(read_path(ctx, name))
+            data = _contents(ctx, name)
         except FtraceError as error:
             if not options.has("s"):
                 ctx.err(f"grep: {name}: {error.strerror}")

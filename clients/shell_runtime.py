@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import errno
 import io
+import string
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Callable, Collection, Iterator, Protocol
 
 from clients.api import FileSession
 from clients.errors import FtraceError
@@ -211,16 +212,26 @@ def _long_option(arg: str, long_options: dict[str, str]) -> tuple[str, str] | st
 
 
 def getopt(
-    ctx: Invocation, flags: str, valued: str = "", long_options: dict[str, str] | None = None
+    ctx: Invocation,
+    flags: str,
+    valued: Collection[str] = "",
+    long_options: dict[str, str] | None = None,
+    *,
+    unsupported: Collection[str] = (),
+    digits: bool = False,
 ) -> Iterator[tuple[str, str]]:
     """glibc's getopt_long() over ``ctx.args``: single-letter options, clustered (``-lv``),
     anywhere before ``--``; those in ``valued`` take a value (``-c 3`` or ``-c3``);
     ``long_options`` maps long names to their letters (``--count``, ``--max-count=3`` or
-    ``--max-count 3``, or a prefix of one name: ``--max``).
+    ``--max-count 3``, or a prefix of one name: ``--max``), or, for an option with no
+    letter, to a name of its own (which ``valued`` holds if it takes a value).
 
     Yields (letter, value or "") for each option and ("", operand) for each operand, in
     their order; for a bad option, getopt's diagnostic (``ls: invalid option -- 'x'``),
-    then ("?", ""), getopt's return for it, and stops.
+    then ("?", ""), getopt's return for it, and stops. An option in ``unsupported`` (one
+    the program has, ftrace-shell not) is refused so, before its value is looked for.
+    With ``digits``, the digits are options, and a run of them in one argument (the
+    ``12`` of ``-12n``) is yielded as one: ("#", "12"), as GNU grep's -NUM gathers them.
     """
     args = iter(ctx.args)
     for arg in args:
@@ -235,7 +246,9 @@ def getopt(
             value: str | None = arg.partition("=")[2]
             if isinstance(found, tuple):
                 name, letter = found
-                if "=" in arg and letter not in valued:
+                if letter in unsupported:
+                    found = f"option '--{name}' is not supported by ftrace-shell"
+                elif "=" in arg and letter not in valued:
                     found = f"option '--{name}' doesn't allow an argument"
                 elif "=" not in arg and letter in valued:
                     value = next(args, None)
@@ -251,6 +264,15 @@ def getopt(
         letters = arg[1:]
         while letters:
             letter, letters = letters[0], letters[1:]
+            if digits and letter in string.digits:
+                rest = letters.lstrip(string.digits)
+                yield "#", letter + letters[:len(letters) - len(rest)]
+                letters = rest
+                continue
+            if letter in unsupported:
+                ctx.err(f"{ctx.name}: option '-{letter}' is not supported by ftrace-shell")
+                yield "?", ""
+                return
             if letter in valued:
                 value = letters or next(args, None)
                 if value is None:

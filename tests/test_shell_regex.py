@@ -146,12 +146,48 @@ def gnu_grep(args: list[str], directory: pathlib.Path) -> tuple[int, bytes, byte
     r"-A x a", r"-A -1 a", r"-C 1x a", r"--context=x a", r"-m x -Q a", r"-Q -m x a",
     r"-f nosuch a", r"-s -f nosuch a", r"-j a", r"--foo", r"--count=3 a", r"-e",
     r"--regexp", r"--quiet=1 a", r"--ign a", r"--fi a", r"--fixed a", r"",
+    # -NUM is --context=NUM: a run of digits in one argument, the last run wins (as -C's
+    # number, it yields to -A and -B); leading 0s dropped; 22 digits are too many.
+    r"-1 '^=$'", r"-12 -c a", r"-1 -0 '^=$'", r"-1n0 '^=$'", r"-2 -A0 '^=$'",
+    r"-A0 -2 '^='", r"-C2 -1 '^=$'", r"-1 -C2 '^=$'", r"-00001 '^=$'", r"-0 -o '^a'",
+    r"-1A0 '^=$'", r"-e -1 -c", r"-123456789012345678901 -c a",
+    r"-99999999999999999999 -c a", r"-1234567890123456789012 a", r"-0000000000000000000000001 -c a",
+    # grep.c's whole long_options[] for prefixes: ambiguity lists GNU's names, in its order;
+    # the options ftrace-shell has that only the long form names.
+    r"--no a", r"--co a", r"--nu a", r"--bin a", r"--ex a", r"--li a", r"--e a", r"--in a",
+    r"--group-separator=XX -A0 '^a'", r"--group-separator XX -A0 '^a'",
+    r"--group-separator= -C1 x", r"--group-separator -A0 '^a'", r"--no-gr -C1 x",
+    r"--no-group-separator -A0 '^a'", r"--no-group-separator --group-separator=: -B1 '^a'",
+    r"--no-group-separator=x a", r"-y -c AB", r"-i --no-ignore-case -c ab",
+    r"--no-ignore-case -i -c ab", r"-u -c a", r"--unix -c a", r"-a -c a", r"--text -c a",
+    r"-U -c a", r"--binary -c a",
+    # /dev/null is empty, as the shell's redirections take it.
+    r"a /dev/null", r"-c a /dev/null -", r"-f /dev/null -c", r"-f /dev/null -e a -c",
+    r"-L a /dev/null -",
+    # No pattern and no -v, or -m 0: status 1, no file read, unless -L (and not -q).
+    r"-c -f empty", r"-f empty nosuch", r"-vx -f empty", r"-L -f empty - nosuch",
+    r"-qL -f empty", r"-m0 -L a", r"-m0 -L a - nosuch", r"-m0 -c a nosuch",
 ])
 def test_grep_as_gnu_grep(command, tmp_path):
     args = shlex.split(command)
     gnu_status, gnu_out, gnu_err = gnu_grep(args, tmp_path)
     expected = (gnu_status, gnu_out, gnu_err.replace(GNU_GREP.encode() + b":", b"grep:"))
     assert ftrace_shell_grep(args) == expected
+
+
+@pytest.mark.parametrize("command, option", [
+    ("--color a", "--color"), ("--colo=never a", "--color"), ("--colour=always a", "--colour"),
+    ("--null a", "--null"), ("--binary-files=text a", "--binary-files"),
+    ("--lab x a", "--label"), ("--help", "--help"), ("--help=1", "--help"),
+    ("-r a", "-r"), ("-cZ a", "-Z"), ("-d skip a", "-d"), ("-D", "-D"), ("-P a", "-P"),
+])
+def test_grep_refuses_what_gnu_grep_has_and_it_does_not(command, option):
+    """Not misread (``--colo`` as a prefix of --count, say): refused at once, as a bad
+    option is, in GNU's name for it."""
+    assert ftrace_shell_grep(shlex.split(command)) == (
+        2, b"", f"grep: option '{option}' is not supported by ftrace-shell\n"
+                "Usage: grep [OPTION]... PATTERNS [FILE]...\n"
+                "Try 'grep --help' for more information.\n".encode())
 
 
 @pytest.mark.parametrize("pattern", [b"(a+)+$", b"\\<(a+)+$", b"x|(a+)+\\>$", b"\\<a(a|aa)*c"])
