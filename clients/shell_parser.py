@@ -55,6 +55,7 @@ __all__ = [
     "parameter_spec",
     "ParameterSpec",
     "PARAMETER_MARKER",
+    "QUOTED_NULL",
     "fd_number",
 ]
 
@@ -119,8 +120,10 @@ _LITERAL_WORD = re.compile(r"[^'\"\\$`~]*")
 _LENGTH_OF_ELEMENT = re.compile(r"#[A-Za-z_0-9]+\[")
 #: A parameter's marker in a word, PARAMETER_MARKER{u|q}SPEC PARAMETER_MARKER: NUL cannot
 #: occur in a shell word (the shell drops it from its input, as bash does). SPEC is what
-#: "${...}" holds; "q": in double quotes. An empty SPEC marks '' or "" (a quoted null).
+#: "${...}" holds (empty for ``${}``, bash's bad substitution); "q": in double quotes.
 PARAMETER_MARKER = "\0"
+#: The marker of '' or "" (a quoted null): its own kind, which no ``${...}`` makes.
+QUOTED_NULL = f"{PARAMETER_MARKER}n{PARAMETER_MARKER}"
 #: Backslash escapes these inside double quotes (bash); before anything else it stays.
 _DQUOTE_ESCAPABLE = frozenset('$`"\\\n')
 
@@ -289,7 +292,7 @@ class _Lexer:
                     quoted = True
             elif char in "'\"":
                 body = self.single_quoted(line) if char == "'" else self.double_quoted(line)
-                parts.append(body or parameter_marker("", quoted=True))  # a quoted null
+                parts.append(body or QUOTED_NULL)
                 quoted = True
             elif char == "`":
                 raise _refused(char, self.line)

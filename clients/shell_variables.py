@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Protocol
 
-from clients.shell_parser import PARAMETER_MARKER, ParameterSpec, is_name, parameter_spec
+from clients.shell_parser import (PARAMETER_MARKER, QUOTED_NULL, ParameterSpec, is_name,
+                                  parameter_spec)
 from clients.shell_runtime import Invocation, command
 
 __all__ = ["Variables", "Parameters", "ExpansionError", "expand_fields", "expand_value"]
@@ -33,7 +34,7 @@ __all__ = ["Variables", "Parameters", "ExpansionError", "expand_fields", "expand
 #: IFS when it is unset, and what bash gives it at start (variables.c).
 DEFAULT_IFS = " \t\n"
 _IFS_WHITESPACE = frozenset(DEFAULT_IFS)
-_MARKER = re.compile(f"{PARAMETER_MARKER}([uq])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
+_MARKER = re.compile(f"{PARAMETER_MARKER}([uqn])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
 
 
 @dataclass
@@ -134,13 +135,14 @@ class Variables:
 
 
 class ExpansionError(Exception):
-    """An expansion bash fails (a bad substitution, ``${a?}`` of an unset a): bash's
-    ``message`` and the ``status`` it leaves."""
+    """An expansion bash fails, with bash's ``message``: a bad substitution (bash's
+    DISCARD: the rest of the input line goes), or ``fatal``, ``${a?}`` of an unset a
+    (bash's FORCE_EOF: a non-interactive shell ends)."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, fatal: bool = False) -> None:
         super().__init__(message)
         self.message = message
-        self.status = status
+        self.fatal = fatal
 
 
 class Parameters(Protocol):
@@ -166,11 +168,11 @@ def _value(parameter: ParameterSpec, shell: Parameters) -> str:
         return value or ""
     if kind == "=":
         if not is_name(parameter.name):
-            raise ExpansionError(f"${parameter.name}: cannot assign in this way", 1)
+            raise ExpansionError(f"${parameter.name}: cannot assign in this way")
         shell.variables.assign(parameter.name, parameter.word)
     elif kind == "?":
         empty = "parameter null or not set" if parameter.operator == ":?" else "parameter not set"
-        raise ExpansionError(f"{parameter.name}: {parameter.word or empty}", 127)
+        raise ExpansionError(f"{parameter.name}: {parameter.word or empty}", fatal=True)
     return parameter.word
 
 
@@ -183,13 +185,13 @@ def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, bool]]:
         if match.start() > position:
             yield word[position:match.start()], False
         position = match.end()
-        quoted, spec = match.group(1) == "q", match.group(2)
-        if not spec:
-            yield "", False  # '' or "": a quoted null
+        if match.group() == QUOTED_NULL:
+            yield "", False
             continue
+        quoted, spec = match.group(1) == "q", match.group(2)
         parameter = parameter_spec(spec)
         if parameter is None:
-            raise ExpansionError(f"${{{spec}}}: bad substitution", 1)
+            raise ExpansionError(f"${{{spec}}}: bad substitution")
         if quoted and parameter == ParameterSpec("@"):
             continue
         yield _value(parameter, shell), not quoted
