@@ -27,7 +27,7 @@ from typing import Iterator, Mapping, Protocol
 
 from clients.shell_parser import (PARAMETER_MARKER, QUOTED_NULL, ParameterSpec, is_name,
                                   parameter_spec)
-from clients.shell_runtime import Invocation, command
+from clients.shell_runtime import Invocation, command, encode
 
 __all__ = ["Variables", "Parameters", "ExpansionError", "expand_fields", "expand_value"]
 
@@ -259,19 +259,26 @@ def _options(ctx: Invocation, letters: str, usage: str) -> tuple[set[str], list[
     return options, args
 
 
-#: How bash's ansic_quote writes the control characters it has a letter for.
+#: How bash's ansic_quote writes the bytes it has a letter for.
 _ANSIC_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
                   "\t": "\\t", "\v": "\\v", "\x1b": "\\E", "\\": "\\\\", "'": "\\'"}
 
 
+def _printable(byte: int) -> bool:
+    """isprint() in the C locale: bytes of 0x80 and above are not."""
+    return 0x20 <= byte < 0x7F
+
+
 def _quote(value: str) -> str:
     """As ``export -p`` prints a value: bash's sh_double_quote, or its ansic_quote
-    (``$'...'``) when a control character is in it."""
-    if all(char.isprintable() for char in value):
+    (``$'...'``) when a byte of it (its UTF-8, surrogate-escaped bytes as they came) is
+    not printable, each such byte ``\\ooo`` unless it has a letter."""
+    data = encode(value)
+    if all(_printable(byte) for byte in data):
         return '"' + re.sub(r'([\\"$`])', r"\\\1", value) + '"'
     return "$'" + "".join(
-        _ANSIC_ESCAPES.get(char, char if char.isprintable() else f"\\{ord(char):03o}")
-        for char in value) + "'"
+        _ANSIC_ESCAPES.get(chr(byte), chr(byte) if _printable(byte) else f"\\{byte:03o}")
+        for byte in data) + "'"
 
 
 _EXPORT_USAGE = "export [-fn] [name[=value] ...] or export -p"

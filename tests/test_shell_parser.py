@@ -669,6 +669,13 @@ def test_the_environment_is_imported_as_bash_imports_it():
                     "OLDPWD": "/nonexistent", "SHLVL": "5", "1a": "x", "C": "x\ty\x01z\x1b\\'"})
 
 
+def test_export_p_quotes_each_byte_as_bash_in_the_c_locale():
+    """A byte of 0x80 or above is not printable in the C locale: ``$'\\ooo'`` each one
+    (of U+2028's UTF-8, of a byte that is no UTF-8), and DEL."""
+    assert_as_bash("export -p", {**BASH_ENVIRONMENT, "D": "caf\u00e9",
+                                 "E": "x\u2028y\udcff\x7f\"$"})
+
+
 def test_dollar_zero_is_the_scripts_name_or_the_shells():
     assert run("echo $0", mode="script", script="s.sh")[1] == "s.sh\n"
     assert run("echo $0")[1] == "bash\n"
