@@ -29,6 +29,7 @@ import os
 import posixpath
 import sys
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Callable, Iterable, Iterator, Mapping
 
 import clients.shell_builtins  # noqa: F401  (registers the commands)
@@ -90,8 +91,13 @@ class Shell:
         stdout: Output | None = None,
         stderr: Output | None = None,
         echo_input: bool = False,
-        environ: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] = MappingProxyType({}),
+        invoked_as: str | None = None,
     ) -> None:
+        """``name``: what diagnostics start with and ``$0`` (``-c COMMAND NAME``: NAME);
+        ``invoked_as``: bash's shell_name, its warnings' (default: ``name``);
+        ``environ``: the environment the variables start as (the program passes its
+        own; at start an OLDPWD in it is looked up on the daemon, as bash's file_isdir)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.client = client
@@ -100,12 +106,15 @@ class Shell:
         self.script = script
         self.cwd = "/"
         self.status = 0
-        #: The shell's variables, from ``environ`` (default: the process's environment).
-        self.variables = Variables(os.environ if environ is None else environ, self.cwd)
         #: The line of the command running now (for "SCRIPT: line N:").
         self.line = 0
         self.stdout: Output = stdout or StreamOutput(sys.stdout.buffer)
         self.stderr: Output = stderr or StreamOutput(sys.stderr.buffer)
+        #: The shell's variables (clients.shell_variables).
+        self.variables = Variables(
+            environ, self.cwd, is_directory=self._is_directory,
+            warn=lambda message: self._say(self.stderr,
+                                           f"{invoked_as or name}: warning: {message}"))
         #: bash -v: print each input line to stderr as it is read.
         self.echo_input = echo_input
         self._pending: list[str] = []
@@ -129,6 +138,13 @@ class Shell:
             raise FtraceError(errno.ENOENT, "empty path", from_kernel=False)  # as open("") fails
         resolved = posixpath.normpath(posixpath.join(self.cwd, path))
         return "/" + resolved.lstrip("/")  # normpath keeps a leading "//"
+
+    def _is_directory(self, path: str) -> bool:
+        """bash's file_isdir, on the daemon's tree."""
+        try:
+            return self.client.stat(self.resolve(path)).entry.is_dir
+        except FtraceError:
+            return False
 
     def _say(self, stream: Output, message: str) -> None:
         try:
@@ -530,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             # bash -c COMMAND NAME: NAME is $0 and what diagnostics start with.
             name = args.script if mode == "command" and args.script is not None else args.name
             shell = Shell(client, name=name, mode=mode, script=args.script,
-                          echo_input=args.echo_input)
+                          echo_input=args.echo_input, invoked_as=args.name,
+                          environ=os.environ)
             return _run_input(shell, args)
     except ConnectError as error:
         print(f"ftrace-shell: {error}", file=sys.stderr)

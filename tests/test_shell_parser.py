@@ -28,7 +28,8 @@ from clients.shell_runtime import BufferOutput, ShellExit
 
 def words(text: str) -> list[str]:
     """The words' texts, a quoted null's marker ('' or "") taken out."""
-    return [token.text.replace(QUOTED_NULL, "") for token in tokenize(text) if token.kind == "word"]
+    return [token.text.replace(QUOTED_NULL, "") for token in tokenize(text)
+            if token.kind == "word"]
 
 
 def single(text: str) -> Command:
@@ -663,10 +664,18 @@ def test_variables_as_bash_reads_them(text):
 
 
 def test_the_environment_is_imported_as_bash_imports_it():
-    """Not IFS, nor PWD or OLDPWD (no directories here); SHLVL one more."""
+    """Not IFS, nor PWD; SHLVL one more (OLDPWD: see test_shell_integration, it is looked
+    up on the daemon)."""
     assert_as_bash("a=x:y; echo $a $B; export -p",
                    {**BASH_ENVIRONMENT, "IFS": ":", "B": "1 2", "PWD": "/nonexistent",
-                    "OLDPWD": "/nonexistent", "SHLVL": "5", "1a": "x", "C": "x\ty\x01z\x1b\\'"})
+                    "SHLVL": "5", "1a": "x", "C": "x\ty\x01z\x1b\\'"})
+
+
+@pytest.mark.parametrize("level", ["-5", " 3", "+2", "\n4\t", "4\n", "998", "999", "x", "",
+                                   "4294967296", "2147483647", "-9223372036854775808",
+                                   "9223372036854775808"])
+def test_shlvl_as_bash_adjusts_it(level):
+    assert_as_bash('echo "[$SHLVL]"', {**BASH_ENVIRONMENT, "SHLVL": level})
 
 
 def test_export_p_quotes_each_byte_as_bash_in_the_c_locale():
@@ -726,3 +735,15 @@ def test_pipeline_commands_run_in_subshells_as_bash(text):
 
 def test_a_fatal_expansion_in_a_pipeline_of_standard_input_leaves_1():
     assert_as_bash("echo x | grep ${u?m}; echo after $?", GREP_ENVIRONMENT, mode="stdin")
+
+
+@pytest.mark.parametrize("mode", ["command", "stdin", "script"])
+@pytest.mark.parametrize("text", ['echo "${a', "echo ${a", 'echo "x${a}y${b\n', 'echo "${a\n}'])
+def test_an_unterminated_brace_in_quotes_names_what_bash_names(text, mode):
+    assert_as_bash(text, mode=mode)
+
+
+@pytest.mark.parametrize("text", ['exit " \n5 \t"', 'a="5\n"\nexit "$a"', "exit ' -0 '"])
+def test_exit_reads_its_number_as_bash_legal_number(text):
+    """strtoimax skips any white space before the number; after it only blanks may come."""
+    assert_as_bash(text)
