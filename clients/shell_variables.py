@@ -35,7 +35,7 @@ __all__ = ["Variables", "Parameters", "ExpansionError", "expand_fields", "expand
 #: IFS when it is unset, and what bash gives it at start (variables.c).
 DEFAULT_IFS = " \t\n"
 _IFS_WHITESPACE = frozenset(DEFAULT_IFS)
-_MARKER = re.compile(f"{PARAMETER_MARKER}([uqn])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
+_MARKER = re.compile(f"{PARAMETER_MARKER}([uqnb])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
 
 
 @dataclass
@@ -203,10 +203,11 @@ def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, bool]]:
         if match.group() == QUOTED_NULL:
             yield "", False
             continue
-        quoted, spec = match.group(1) == "q", match.group(2)
-        parameter = parameter_spec(spec)
-        if parameter is None:
-            raise ExpansionError(f"${{{spec}}}: bad substitution")
+        kind, spec = match.groups()
+        if kind == "b":  # spec: the text bash names
+            raise ExpansionError(f"{spec}: bad substitution")
+        quoted, parameter = kind == "q", parameter_spec(spec)
+        assert parameter is not None  # the lexer marks no other spec (_BAD_SUBSTITUTION)
         if quoted and parameter == ParameterSpec("@"):
             continue
         yield _value(parameter, shell), not quoted

@@ -642,6 +642,11 @@ def test_a_long_quoted_word_is_parsed_once_it_can_end(monkeypatch):
         # Diagnostics: bash's words; a bad substitution drops the rest of the line.
         'f="a b"; echo > $f; echo $?', "f=; echo >$f; echo $?",
         "echo ${a b}; echo next", "echo ${1a}", "echo ${a", "x; echo ${a",
+        # bash names the word as written (in double quotes: their text; an assignment: its
+        # value) where a bad substitution is.
+        "echo a${}b", "echo 'q'a${1a}b", 'echo x"a${}b"y', 'echo x"${}"y', "x${}=1", "a=${}",
+        "a=x${a b} true", "export a=x${}", "echo > x${}", 'echo \\$x${}', "echo x${}y${a b}",
+        "echo ${u?m}${}",
         # The operators -, =, ?, + (with ":": an empty value counts as unset).
         'a=; echo [${a-d}] [${a:-d}] [${a=e}] [${a:=f}] $a', "echo ${a:=x  y} \"$a\"",
         'echo ${a:-x   y} "${a:-x   y}" ${a:-}x ${a-x}}', "a=1; echo ${a:+x  y} ${b:+z} ${a+w}",
