@@ -23,11 +23,14 @@ variables start as its environment (clients.shell_variables).
 from __future__ import annotations
 
 import argparse
+import copy
 import errno
 import os
 import posixpath
 import sys
-from typing import Callable, Iterable, Mapping
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Callable, Iterable, Iterator, Mapping
 
 import clients.shell_builtins  # noqa: F401  (registers the commands)
 import clients.shell_grep  # noqa: F401  (registers the command)
@@ -88,8 +91,13 @@ class Shell:
         stdout: Output | None = None,
         stderr: Output | None = None,
         echo_input: bool = False,
-        environ: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] = MappingProxyType({}),
+        invoked_as: str | None = None,
     ) -> None:
+        """``name``: what diagnostics start with and ``$0`` (``-c COMMAND NAME``: NAME);
+        ``invoked_as``: bash's shell_name, its warnings' (default: ``name``);
+        ``environ``: the environment the variables start as (the program passes its
+        own; at start an OLDPWD in it is looked up on the daemon, as bash's file_isdir)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.client = client
@@ -98,12 +106,15 @@ class Shell:
         self.script = script
         self.cwd = "/"
         self.status = 0
-        #: The shell's variables, from ``environ`` (default: the process's environment).
-        self.variables = Variables(os.environ if environ is None else environ, self.cwd)
         #: The line of the command running now (for "SCRIPT: line N:").
         self.line = 0
         self.stdout: Output = stdout or StreamOutput(sys.stdout.buffer)
         self.stderr: Output = stderr or StreamOutput(sys.stderr.buffer)
+        #: The shell's variables (clients.shell_variables).
+        self.variables = Variables(
+            environ, self.cwd, is_directory=self._is_directory,
+            warn=lambda message: self._say(self.stderr,
+                                           f"{invoked_as or name}: warning: {message}"))
         #: bash -v: print each input line to stderr as it is read.
         self.echo_input = echo_input
         self._pending: list[str] = []
@@ -127,6 +138,13 @@ class Shell:
             raise FtraceError(errno.ENOENT, "empty path", from_kernel=False)  # as open("") fails
         resolved = posixpath.normpath(posixpath.join(self.cwd, path))
         return "/" + resolved.lstrip("/")  # normpath keeps a leading "//"
+
+    def _is_directory(self, path: str) -> bool:
+        """bash's file_isdir, on the daemon's tree."""
+        try:
+            return self.client.stat(self.resolve(path)).entry.is_dir
+        except FtraceError:
+            return False
 
     def _say(self, stream: Output, message: str) -> None:
         try:
@@ -245,16 +263,23 @@ class Shell:
     # --- execution ----------------------------------------------------------
 
     def execute(self, program: list[AndOr]) -> None:
-        """Run what was parsed. An expansion error abandons the rest of it, and ends the
-        shell unless it is interactive, as bash's do."""
+        """Run what was parsed: one line of input (with the lines an unfinished command
+        took in). An expansion error abandons the rest of it, and the shell goes on with
+        the next line, as bash's DISCARD; a fatal one (``${a?}``) ends a non-interactive
+        shell, as bash's FORCE_EOF."""
         try:
             for node in program:
                 self.run_and_or(node)
         except ExpansionError as error:
-            self.status = error.status
-            self._say(self.stderr, f"{self.prefix()}: {error.message}")
-            if self.mode != "interactive":
-                raise ShellExit(error.status) from None
+            self.status = self._expansion_failed(error)
+            if error.fatal and self.mode != "interactive":
+                raise ShellExit(self.status) from None
+
+    def _expansion_failed(self, error: ExpansionError) -> int:
+        """Report the error; the status bash leaves: 1, but 127 for a fatal one under -c
+        (its FORCE_EOF out of parse_and_execute), also as a pipeline's subshell's."""
+        self._say(self.stderr, f"{self.prefix()}: {error.message}")
+        return 127 if error.fatal and self.mode == "command" else 1
 
     def run_and_or(self, node: AndOr) -> int:
         status = self.run_pipeline(node.first)
@@ -264,29 +289,75 @@ class Shell:
         return status
 
     def run_pipeline(self, pipeline: Pipeline) -> int:
-        """Run a command, or ``a | grep ... [| grep ...]`` (a's output becomes grep's input)."""
-        for later in pipeline.commands[1:]:
-            self.line = later.line
-            # The name its words expand to (g=grep; ... | $g x), "|" for none.
-            what = next(iter(self.expand_words(later)), "|")
-            if what != "grep":
-                self._say(self.stderr, f"{self.prefix()}: {what}: ftrace-shell pipes only into grep")
+        """Run a command, or ``a | grep ... [| grep ...]`` (a's output becomes grep's
+        input). Each command of a pipeline runs in a subshell, as bash's: what it
+        assigns, exports or unsets, its ``cd``, its ``exit`` and its expansion errors
+        stay there. A later command must be grep (or expand to no name); the words are
+        expanded once, before any command runs, so that what is refused runs nothing."""
+        commands = pipeline.commands
+        if len(commands) == 1:
+            self.status = self.run_command(commands[0], None, self.stdout)
+            return self.status
+        elements: list[tuple[Command, Variables, list[str] | ExpansionError]] = []
+        for command in commands:
+            variables = copy.deepcopy(self.variables)
+            with self._subshell(variables):
+                self.line = command.line
+                try:
+                    words: list[str] | ExpansionError = self.expand_words(command)
+                except ExpansionError as error:
+                    words = error
+            elements.append((command, variables, words))
+        for command, _, words in elements[1:]:
+            # bash: "" is a command not found, no name runs nothing.
+            if isinstance(words, list) and words[:1] not in ([], ["grep"], [""]):
+                self.line = command.line
+                self._say(self.stderr,
+                          f"{self.prefix()}: {words[0]}: ftrace-shell pipes only into grep")
                 self.status = 1
                 return 1
         data: bytes | None = None
-        for command in pipeline.commands[:-1]:
+        for index, (command, variables, words) in enumerate(elements):
+            last = index == len(elements) - 1
             pipe = BufferOutput()
-            self.run_command(command, data, pipe)
+            with self._subshell(variables):
+                status = self._run_element(command, words, data, self.stdout if last else pipe)
             data = pipe.getvalue()
-        self.status = self.run_command(pipeline.commands[-1], data, self.stdout)
-        return self.status
+        self.status = status
+        return status
 
-    def run_command(self, command: Command, stdin: bytes | None, stdout: Output) -> int:
-        """Expand the words, apply the redirections left to right, run the command (or
-        make its assignments), release what the redirections opened. Raises
-        ExpansionError for an expansion bash fails (see :meth:`execute`)."""
+    @contextmanager
+    def _subshell(self, variables: Variables) -> Iterator[None]:
+        """bash's subshell: it runs with ``variables`` (a copy of the shell's); they and
+        its working directory are not given back."""
+        saved = self.variables, self.cwd
+        self.variables = variables
+        try:
+            yield
+        finally:
+            self.variables, self.cwd = saved
+
+    def _run_element(self, command: Command, words: list[str] | ExpansionError,
+                     stdin: bytes | None, stdout: Output) -> int:
+        """One command of a pipeline, in its subshell: its status, also when it exits or
+        an expansion fails."""
         self.line = command.line
-        words = self.expand_words(command)
+        if isinstance(words, ExpansionError):
+            return self._expansion_failed(words)
+        try:
+            return self.run_command(command, stdin, stdout, words)
+        except ExpansionError as error:
+            return self._expansion_failed(error)
+        except ShellExit as done:
+            return done.status
+
+    def run_command(self, command: Command, stdin: bytes | None, stdout: Output,
+                    words: list[str] | None = None) -> int:
+        """Expand the words (unless ``words`` gives them), apply the redirections left to
+        right, run the command (or make its assignments), release what the redirections
+        opened. Raises ExpansionError for an expansion bash fails (see :meth:`execute`)."""
+        self.line = command.line
+        words = self.expand_words(command) if words is None else words
         fds: dict[int, Output] = {1: stdout, 2: self.stderr}
         opened: list[Output] = []
         try:
@@ -475,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             # bash -c COMMAND NAME: NAME is $0 and what diagnostics start with.
             name = args.script if mode == "command" and args.script is not None else args.name
             shell = Shell(client, name=name, mode=mode, script=args.script,
-                          echo_input=args.echo_input)
+                          echo_input=args.echo_input, invoked_as=args.name,
+                          environ=os.environ)
             return _run_input(shell, args)
     except ConnectError as error:
         print(f"ftrace-shell: {error}", file=sys.stderr)

@@ -16,6 +16,7 @@ from clients.shell_runtime import (
     ShellExit,
     command,
     encode,
+    legal_number,
     parse_options,
 )
 
@@ -46,14 +47,11 @@ def cmd_exit(ctx: Invocation) -> int:
         return 1
     if not ctx.args:
         raise ShellExit(ctx.shell.status)
-    # bash's legal_number: blanks around, a sign, decimal digits, and it must fit intmax_t.
-    number = re.fullmatch(r"\s*([-+]?[0-9]+)\s*", ctx.args[0], re.ASCII)
-    # Over 19 digits never fits (and int() refuses thousands of them).
-    if (number is None or len(number.group(1).lstrip("+-").lstrip("0")) > 19
-            or not -(2**63) <= int(number.group(1)) < 2**63):
+    number = legal_number(ctx.args[0])
+    if number is None:
         ctx.builtin_err(f"{ctx.args[0]}: numeric argument required")
         raise ShellExit(2)
-    raise ShellExit(int(number.group(1)) & 0xFF)
+    raise ShellExit(number & 0xFF)
 
 
 _HELP_COLUMN = 26
@@ -84,15 +82,15 @@ def cmd_cd(ctx: Invocation) -> int:
         return 1
     # The model has no home directory: plain `cd` goes to the root. bash takes `cd ""`
     # for `cd .`: it stays, and OLDPWD becomes the working directory.
-    arg = (ctx.args[0] or ".") if ctx.args else "/"
+    arg = ctx.args[0] if ctx.args else "/"
     if arg == "-":
         oldpwd = shell.variables.get("OLDPWD")
         if oldpwd is None:
             ctx.builtin_err("OLDPWD not set")
             return 1
-        arg = oldpwd or "."
+        arg = oldpwd
     try:
-        stat = shell.client.stat(shell.resolve(arg))
+        stat = shell.client.stat(shell.resolve(arg or "."))
     except FtraceError as error:
         ctx.builtin_err(f"{arg}: {error.strerror}")
         return 1
@@ -102,7 +100,7 @@ def cmd_cd(ctx: Invocation) -> int:
     shell.cwd = stat.path
     shell.variables.change_directory(shell.cwd)
     if ctx.args and ctx.args[0] == "-":
-        ctx.out(shell.cwd + "\n")  # as bash, `cd -` prints where it went
+        ctx.out(arg + "\n")  # as bash, `cd -` prints $OLDPWD as written
     return 0
 
 

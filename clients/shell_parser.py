@@ -55,6 +55,7 @@ __all__ = [
     "parameter_spec",
     "ParameterSpec",
     "PARAMETER_MARKER",
+    "QUOTED_NULL",
     "fd_number",
 ]
 
@@ -119,8 +120,14 @@ _LITERAL_WORD = re.compile(r"[^'\"\\$`~]*")
 _LENGTH_OF_ELEMENT = re.compile(r"#[A-Za-z_0-9]+\[")
 #: A parameter's marker in a word, PARAMETER_MARKER{u|q}SPEC PARAMETER_MARKER: NUL cannot
 #: occur in a shell word (the shell drops it from its input, as bash does). SPEC is what
-#: "${...}" holds; "q": in double quotes. An empty SPEC marks '' or "" (a quoted null).
+#: "${...}" holds; "q": in double quotes.
 PARAMETER_MARKER = "\0"
+#: The marker of '' or "" (a quoted null): its own kind, which no ``${...}`` makes.
+QUOTED_NULL = f"{PARAMETER_MARKER}n{PARAMETER_MARKER}"
+#: The marker of a ``${...}`` that names no parameter (``${}``, ``${1a}``): "b", then what
+#: bash's "bad substitution" names, filled in where that is known (:func:`_name_bad`): the
+#: word as written, or the double-quoted string's text, or an assignment's value.
+_BAD_SUBSTITUTION = f"{PARAMETER_MARKER}b{PARAMETER_MARKER}"
 #: Backslash escapes these inside double quotes (bash); before anything else it stays.
 _DQUOTE_ESCAPABLE = frozenset('$`"\\\n')
 
@@ -289,7 +296,7 @@ class _Lexer:
                     quoted = True
             elif char in "'\"":
                 body = self.single_quoted(line) if char == "'" else self.double_quoted(line)
-                parts.append(body or parameter_marker("", quoted=True))  # a quoted null
+                parts.append(body or QUOTED_NULL)
                 quoted = True
             elif char == "`":
                 raise _refused(char, self.line)
@@ -332,7 +339,7 @@ class _Lexer:
     def braced_parameter(self, quoted: bool) -> str:
         """After a "${": the marker of what it asks for (see :func:`parameter_spec`), to
         the "}"; a ``${spec}`` naming no parameter becomes bash's "bad substitution" when
-        it is expanded. Other operators, and quoting or expansions in an operator's word,
+        it is expanded (_BAD_SUBSTITUTION). Other operators, and quoting or expansions in an operator's word,
         are refused."""
         end = self.text.find("}", self.pos)
         if end < 0:
@@ -353,7 +360,7 @@ class _Lexer:
         if parsed is None and (0 < length < len(spec) and spec[length] in _BRACE_OPERATORS
                                or _LENGTH_OF_ELEMENT.match(spec)):
             raise _refused("${op}", self.line, source)
-        return parameter_marker(spec, quoted)
+        return _BAD_SUBSTITUTION if parsed is None else parameter_marker(spec, quoted)
 
     def single_quoted(self, line: int) -> str:
         end = self.text.find("'", self.pos)
@@ -366,12 +373,13 @@ class _Lexer:
 
     def double_quoted(self, line: int) -> str:
         parts: list[str] = []
+        start = self.pos
         while True:
             if self.pos >= len(self.text):
                 raise Incomplete("unexpected EOF while looking for matching `\"'", line, '"')
             char = self.take()
             if char == '"':
-                return "".join(parts)
+                return _name_bad("".join(parts), self.text[start:self.pos - 1])
             if char == "\\" and self.peek() in _DQUOTE_ESCAPABLE:
                 escaped = self.take()
                 if escaped != "\n":
@@ -380,6 +388,12 @@ class _Lexer:
                 raise _refused(char, self.line)
             else:
                 parts.append(self.parameter(quoted=True) if char == "$" else char)
+
+
+def _name_bad(text: str, source: str) -> str:
+    """``text`` with its bad substitutions' markers naming ``source`` (as written), as
+    bash's "bad substitution" names the string it was expanding."""
+    return text.replace(_BAD_SUBSTITUTION, f"{PARAMETER_MARKER}b{source}{PARAMETER_MARKER}")
 
 
 def _leading_parameter(text: str) -> int:
@@ -516,12 +530,12 @@ class _Parser:
                 raise _refused("()", token.line)
             if token.kind == "word" and token.assignment and not words:
                 name, _, value = token.text.partition("=")
-                assignments.append((name, value))
+                assignments.append((name, _name_bad(value, token.source.partition("=")[2])))
                 self.pos += 1
             elif token.kind == "word":
                 if token.assignment and words[0] in _DECLARATION_BUILTINS:
                     assignment_args.add(len(words))
-                words.append(token.text)
+                words.append(_name_bad(token.text, token.source))
                 self.pos += 1
             elif token.kind == "io" or (token.kind == "op" and token.text in (">", ">>", ">|", ">&")):
                 redirects.append(self.redirect())
@@ -554,7 +568,7 @@ class _Parser:
                 f"`>&{target.source}': only >&N (a file descriptor) is supported by ftrace-shell",
                 target.line,
             )
-        return Redirect(fd, op, target.text, target.source)
+        return Redirect(fd, op, _name_bad(target.text, target.source), target.source)
 
 
 def parse(text: str, line: int = 1, *, at_eof: bool = False) -> list[AndOr]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import io
+import re
 import string
 import sys
 from dataclasses import dataclass
@@ -37,12 +38,28 @@ __all__ = [
     "getopt",
     "parse_options",
     "encode",
+    "legal_number",
 ]
 
 
 def encode(text: str) -> bytes:
     # Scripts are decoded with surrogateescape, so their non-UTF-8 bytes come back intact.
     return text.encode("utf-8", "surrogateescape")
+
+
+#: strtoimax's number (white space, a sign, decimal digits), then blanks.
+_LEGAL_NUMBER = re.compile(r"[ \t\n\v\f\r]*([-+]?[0-9]+)[ \t]*")
+
+
+def legal_number(text: str) -> int | None:
+    """bash's legal_number (general.c): ``text`` as a number that fits intmax_t, else
+    None."""
+    number = _LEGAL_NUMBER.fullmatch(text)
+    # Over 19 digits never fits (and int() refuses thousands of them).
+    if number is None or len(number.group(1).lstrip("+-").lstrip("0")) > 19:
+        return None
+    value = int(number.group(1))
+    return value if -(2**63) <= value < 2**63 else None
 
 
 class ShellExit(Exception):

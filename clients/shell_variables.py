@@ -4,9 +4,10 @@ subst.c), and the builtins that change them: export, unset, local.
 The variables start as the shell's environment, as bash imports its own (names that are
 not identifiers stay out), with what bash sets at start whatever the environment says:
 IFS (space, tab, newline), PWD (the shell's working directory, on the daemon: the
-client's own is no path there), OLDPWD (exported, without a value; the environment's is
-dropped, as bash drops one that is no directory) and SHLVL (one more than the
-environment's). A command's prefix assignments
+client's own is no path there), OLDPWD (the environment's when it names a directory, on
+the daemon's tree; else exported without a value, and when the environment had one that
+is no directory, not listed by ``export -p`` until assigned) and SHLVL (one more than the
+environment's, as bash's adjust_shell_level reads it). A command's prefix assignments
 (``a=1 cmd``) live in a temporary scope for that command only: bash's temporary_env. The
 shell runs no programs, so being exported changes what ``export -p`` lists and nothing
 else.
@@ -23,32 +24,38 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Protocol
+from typing import Callable, Iterator, Mapping, Protocol
 
-from clients.shell_parser import PARAMETER_MARKER, ParameterSpec, is_name, parameter_spec
-from clients.shell_runtime import Invocation, command
+from clients.shell_parser import (PARAMETER_MARKER, QUOTED_NULL, ParameterSpec, is_name,
+                                  parameter_spec)
+from clients.shell_runtime import Invocation, command, encode, legal_number
 
 __all__ = ["Variables", "Parameters", "ExpansionError", "expand_fields", "expand_value"]
 
 #: IFS when it is unset, and what bash gives it at start (variables.c).
 DEFAULT_IFS = " \t\n"
 _IFS_WHITESPACE = frozenset(DEFAULT_IFS)
-_MARKER = re.compile(f"{PARAMETER_MARKER}([uq])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
+_MARKER = re.compile(f"{PARAMETER_MARKER}([uqnb])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
 
 
 @dataclass
 class Variable:
-    """One shell variable; ``value`` None: declared (``export a``) but unset."""
+    """One shell variable; ``value`` None: declared (``export a``) but unset;
+    ``invisible``: bash's att_invisible, not listed until assigned."""
 
     value: str | None
     exported: bool = False
+    invisible: bool = False
 
 
 class Variables:
     """The shell's variables: the global scope, under the temporary scope of the prefix
     assignments of the command running (bash's shell_variables and temporary_env)."""
 
-    def __init__(self, environ: Mapping[str, str], cwd: str) -> None:
+    def __init__(self, environ: Mapping[str, str], cwd: str, *,
+                 is_directory: Callable[[str], bool], warn: Callable[[str], None]) -> None:
+        """``is_directory``: bash's file_isdir (on the daemon's tree); ``warn``: prints
+        bash's internal_warning."""
         self._scopes: list[dict[str, Variable]] = [
             {name: Variable(value, exported=True) for name, value in environ.items()
              if is_name(name)}
@@ -56,13 +63,12 @@ class Variables:
         # bash's initialize_shell_variables, set_pwd and adjust_shell_level.
         self.assign("IFS", DEFAULT_IFS)
         self._scopes[0]["PWD"] = Variable(cwd, exported=True)
-        if "OLDPWD" in environ:
-            self.unset("OLDPWD")
-        else:
-            self._scopes[0]["OLDPWD"] = Variable(None, exported=True)
-        level = environ.get("SHLVL", "")
-        self._scopes[0]["SHLVL"] = Variable(
-            str(int(level) + 1) if level.isascii() and level.isdigit() else "1", exported=True)
+        oldpwd = environ.get("OLDPWD")
+        if oldpwd is None or not is_directory(oldpwd):
+            self._scopes[0]["OLDPWD"] = Variable(None, exported=True,
+                                                 invisible=oldpwd is not None)
+        self._scopes[0]["SHLVL"] = Variable(_shell_level(environ.get("SHLVL"), warn),
+                                            exported=True)
 
     def _find(self, name: str) -> Variable:
         """The variable ``name`` in the innermost scope that has it, else a new global."""
@@ -77,8 +83,11 @@ class Variables:
                 return scope[name].value
         return None
 
-    def assign(self, name: str, value: str) -> None:
-        self._find(name).value = value
+    def assign(self, name: str, value: str | None) -> None:
+        """bash's bind_variable (a None value: declared, unset, as bindpwd binds OLDPWD
+        to an unset PWD)."""
+        variable = self._find(name)
+        variable.value, variable.invisible = value, False
 
     def export(self, name: str, exported: bool = True) -> None:
         self._find(name).exported = exported
@@ -91,11 +100,7 @@ class Variables:
 
     def change_directory(self, cwd: str) -> None:
         """What ``cd`` sets, as bash's bindpwd: OLDPWD from PWD, PWD the new directory."""
-        pwd = self.get("PWD")
-        if pwd is None:
-            self.unset("OLDPWD")
-        else:
-            self.assign("OLDPWD", pwd)
+        self.assign("OLDPWD", self.get("PWD"))
         self.assign("PWD", cwd)
 
     def assign_temporary(self, name: str, value: str) -> None:
@@ -109,7 +114,7 @@ class Variables:
         found: dict[str, str | None] = {}
         for scope in self._scopes:
             found.update((name, variable.value) for name, variable in scope.items()
-                         if variable.exported)
+                         if variable.exported and not variable.invisible)
         return sorted(found.items())
 
     @property
@@ -133,14 +138,26 @@ class Variables:
                     self._scopes[-1][name] = variable
 
 
-class ExpansionError(Exception):
-    """An expansion bash fails (a bad substitution, ``${a?}`` of an unset a): bash's
-    ``message`` and the ``status`` it leaves."""
+def _shell_level(inherited: str | None, warn: Callable[[str], None]) -> str:
+    """bash's adjust_shell_level: SHLVL one more than the environment's (0 when that is
+    no legal_number), as an int (a 32-bit one), at least 0, and 1 from 1000 on."""
+    number = legal_number(inherited or "")
+    level = ((number or 0) + 1 + 2**31) % 2**32 - 2**31
+    if level >= 1000:
+        warn(f"shell level ({level}) too high, resetting to 1")
+        return "1"
+    return str(max(level, 0))
 
-    def __init__(self, message: str, status: int) -> None:
+
+class ExpansionError(Exception):
+    """An expansion bash fails, with bash's ``message``: a bad substitution (bash's
+    DISCARD: the rest of the input line goes), or ``fatal``, ``${a?}`` of an unset a
+    (bash's FORCE_EOF: a non-interactive shell ends)."""
+
+    def __init__(self, message: str, fatal: bool = False) -> None:
         super().__init__(message)
         self.message = message
-        self.status = status
+        self.fatal = fatal
 
 
 class Parameters(Protocol):
@@ -166,11 +183,11 @@ def _value(parameter: ParameterSpec, shell: Parameters) -> str:
         return value or ""
     if kind == "=":
         if not is_name(parameter.name):
-            raise ExpansionError(f"${parameter.name}: cannot assign in this way", 1)
+            raise ExpansionError(f"${parameter.name}: cannot assign in this way")
         shell.variables.assign(parameter.name, parameter.word)
     elif kind == "?":
         empty = "parameter null or not set" if parameter.operator == ":?" else "parameter not set"
-        raise ExpansionError(f"{parameter.name}: {parameter.word or empty}", 127)
+        raise ExpansionError(f"{parameter.name}: {parameter.word or empty}", fatal=True)
     return parameter.word
 
 
@@ -183,13 +200,14 @@ def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, bool]]:
         if match.start() > position:
             yield word[position:match.start()], False
         position = match.end()
-        quoted, spec = match.group(1) == "q", match.group(2)
-        if not spec:
-            yield "", False  # '' or "": a quoted null
+        if match.group() == QUOTED_NULL:
+            yield "", False
             continue
-        parameter = parameter_spec(spec)
-        if parameter is None:
-            raise ExpansionError(f"${{{spec}}}: bad substitution", 1)
+        kind, spec = match.groups()
+        if kind == "b":  # spec: the text bash names
+            raise ExpansionError(f"{spec}: bad substitution")
+        quoted, parameter = kind == "q", parameter_spec(spec)
+        assert parameter is not None  # the lexer marks no other spec (_BAD_SUBSTITUTION)
         if quoted and parameter == ParameterSpec("@"):
             continue
         yield _value(parameter, shell), not quoted
@@ -257,19 +275,26 @@ def _options(ctx: Invocation, letters: str, usage: str) -> tuple[set[str], list[
     return options, args
 
 
-#: How bash's ansic_quote writes the control characters it has a letter for.
+#: How bash's ansic_quote writes the bytes it has a letter for.
 _ANSIC_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
                   "\t": "\\t", "\v": "\\v", "\x1b": "\\E", "\\": "\\\\", "'": "\\'"}
 
 
+def _printable(byte: int) -> bool:
+    """isprint() in the C locale: bytes of 0x80 and above are not."""
+    return 0x20 <= byte < 0x7F
+
+
 def _quote(value: str) -> str:
     """As ``export -p`` prints a value: bash's sh_double_quote, or its ansic_quote
-    (``$'...'``) when a control character is in it."""
-    if all(char.isprintable() for char in value):
+    (``$'...'``) when a byte of it (its UTF-8, surrogate-escaped bytes as they came) is
+    not printable, each such byte ``\\ooo`` unless it has a letter."""
+    data = encode(value)
+    if all(_printable(byte) for byte in data):
         return '"' + re.sub(r'([\\"$`])', r"\\\1", value) + '"'
     return "$'" + "".join(
-        _ANSIC_ESCAPES.get(char, char if char.isprintable() else f"\\{ord(char):03o}")
-        for char in value) + "'"
+        _ANSIC_ESCAPES.get(chr(byte), chr(byte) if _printable(byte) else f"\\{byte:03o}")
+        for byte in data) + "'"
 
 
 _EXPORT_USAGE = "export [-fn] [name[=value] ...] or export -p"

@@ -30,15 +30,16 @@ REPRODUCER_LINES = REPRODUCER.count("\n")
 
 
 def start_shell(
-    tmp_path, args: list[str], script: str | bytes | None = None, *, name: str = "repro.sh"
+    tmp_path, args: list[str], script: str | bytes | None = None, *, name: str = "repro.sh",
+    environ: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """Start ``python -m clients.shell ARGS [SCRIPT]`` in tmp_path, the script written to
-    ``name`` there."""
+    ``name`` there; ``environ``: variables added to its environment."""
     argv = [sys.executable, "-m", "clients.shell", *args]
     if script is not None:
         (tmp_path / name).write_bytes(script.encode() if isinstance(script, str) else script)
         argv.append(name)
-    return subprocess.Popen(argv, cwd=tmp_path, env=child_env(), stdin=subprocess.PIPE,
+    return subprocess.Popen(argv, cwd=tmp_path, env=child_env(**(environ or {})), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -357,6 +358,31 @@ def test_variables_name_tracefs_files_as_pasted_scripts_use_them(daemon, tmp_pat
         0, f"function\nfunction\n1\nnop\n{TRACING}\nrepro\n/ {TRACING}\n{TRACING} /\n",
         "repro: line 1: $none: ambiguous redirect\nrepro: line 1: $files: ambiguous redirect\n"
         "repro: line 1: : No such file or directory\n")
+
+
+def test_oldpwd_and_cd_as_bash_sets_them(daemon, tmp_path):
+    """(environment, -c command, status, stdout, stderr) as bash 5.2 gives them: the
+    environment's OLDPWD kept when it names a directory (of the daemon's tree), else
+    exported without a value and not listed until assigned; ``cd -`` prints $OLDPWD as
+    written; a cd with PWD unset leaves OLDPWD exported without a value; a cd in a
+    pipeline stays in its subshell."""
+    cases = [
+        ({"OLDPWD": "sys/kernel"}, 'echo "[$OLDPWD]"; export -p | grep OLDPWD; cd -; pwd',
+         0, '[sys/kernel]\ndeclare -x OLDPWD="sys/kernel"\nsys/kernel\n/sys/kernel\n', ""),
+        ({"OLDPWD": "/proc/modules"},
+         'echo "[${OLDPWD-unset}]"; export -p | grep -c OLDPWD; cd /sys; export -p | grep OLDPWD',
+         0, '[unset]\n0\ndeclare -x OLDPWD="/"\n', ""),
+        ({}, "unset PWD; cd /sys; export -p | grep OLDPWD; cd -", 1, "declare -x OLDPWD\n",
+         "bash: line 1: cd: OLDPWD not set\n"),
+        ({}, 'OLDPWD=; cd -; pwd; echo "[$OLDPWD]"', 0, "\n/\n[/]\n", ""),
+        ({}, "cd /sys/kernel; OLDPWD=debug/../debug; cd -; pwd", 0,
+         "debug/../debug\n/sys/kernel/debug\n", ""),
+        ({}, "cd /sys | grep x; pwd; echo $PWD", 0, "/\n/\n", ""),
+    ]
+    shells = [start_shell(tmp_path, ["--address", daemon.address, "-c", command],
+                          environ=environ) for environ, command, *_ in cases]
+    got = [(finish(shell).returncode, shell.out, shell.err) for shell in shells]
+    assert got == [tuple(case[2:]) for case in cases]
 
 
 def test_a_sleep_too_long_to_hold_sleeps_until_ended(daemon, tmp_path):

@@ -6,19 +6,20 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 
 from clients.shell import Shell, check_binary_file
 from clients.shell_builtins import _echo_interpret
 from clients.shell_parser import (
+    QUOTED_NULL,
     AndOr,
     Command,
     Incomplete,
     Pipeline,
     Redirect,
     ShellSyntaxError,
-    parameter_marker,
     parse,
     tokenize,
 )
@@ -27,8 +28,8 @@ from clients.shell_runtime import BufferOutput, ShellExit
 
 def words(text: str) -> list[str]:
     """The words' texts, a quoted null's marker ('' or "") taken out."""
-    null = parameter_marker("", quoted=True)
-    return [token.text.replace(null, "") for token in tokenize(text) if token.kind == "word"]
+    return [token.text.replace(QUOTED_NULL, "") for token in tokenize(text)
+            if token.kind == "word"]
 
 
 def single(text: str) -> Command:
@@ -376,15 +377,25 @@ def run(text: str, mode: str = "stdin", script: str | None = None,
     return status, out.getvalue().decode(), err.getvalue().decode()
 
 
-def assert_as_bash(text: str, environ: dict[str, str] = BASH_ENVIRONMENT) -> None:
-    """ftrace-shell -c against bash 5.2's: status, stdout and stderr byte for byte."""
+def assert_as_bash(text: str, environ: dict[str, str] = BASH_ENVIRONMENT,
+                   mode: str = "command") -> None:
+    """ftrace-shell against bash 5.2 (``bash -c TEXT``; ``mode`` "stdin": TEXT its
+    standard input; "script": a script file holding TEXT): status, stdout and stderr
+    byte for byte."""
     bash = shutil.which("bash")
     if bash is None:
         pytest.skip("no bash to compare with")
-    real = subprocess.run(["bash", "-c", text], executable=bash, capture_output=True,
-                          text=True, cwd="/", env=environ, timeout=30)
-    assert run(text, mode="command", environ=environ) == (real.returncode, real.stdout,
-                                                          real.stderr)
+    argv, script = {"command": (["bash", "-c", text], None), "stdin": (["bash"], None),
+                    "script": (["bash", "script.sh"], "script.sh")}[mode]
+    with tempfile.TemporaryDirectory() as directory:
+        if script is not None:
+            with open(os.path.join(directory, script), "w") as file:
+                file.write(text)
+        real = subprocess.run(argv, executable=bash, capture_output=True, text=True,
+                              cwd=directory if script else "/", env=environ, timeout=30,
+                              input=text if mode == "stdin" else "")
+    assert run(text, mode=mode, script=script, environ=environ) == (
+        real.returncode, real.stdout, real.stderr)
 
 
 @pytest.mark.parametrize(
@@ -628,9 +639,14 @@ def test_a_long_quoted_word_is_parsed_once_it_can_end(monkeypatch):
         'IFS=x; unset IFS; a="x:y z"; echo $a', 'IFS=:; a=x:y; echo $a "$a" x$a',
         # The special parameters: no positional ones under -c without arguments.
         'echo $0 $# "$@" "$*" $1 ${10} ${##} ${#?} ${#@} "a$@b"; echo "$@" x',
-        # Diagnostics: bash's words, and after a bad substitution bash -c ends.
+        # Diagnostics: bash's words; a bad substitution drops the rest of the line.
         'f="a b"; echo > $f; echo $?', "f=; echo >$f; echo $?",
         "echo ${a b}; echo next", "echo ${1a}", "echo ${a", "x; echo ${a",
+        # bash names the word as written (in double quotes: their text; an assignment: its
+        # value) where a bad substitution is.
+        "echo a${}b", "echo 'q'a${1a}b", 'echo x"a${}b"y', 'echo x"${}"y', "x${}=1", "a=${}",
+        "a=x${a b} true", "export a=x${}", "echo > x${}", 'echo \\$x${}', "echo x${}y${a b}",
+        "echo ${u?m}${}",
         # The operators -, =, ?, + (with ":": an empty value counts as unset).
         'a=; echo [${a-d}] [${a:-d}] [${a=e}] [${a:=f}] $a', "echo ${a:=x  y} \"$a\"",
         'echo ${a:-x   y} "${a:-x   y}" ${a:-}x ${a-x}}', "a=1; echo ${a:+x  y} ${b:+z} ${a+w}",
@@ -653,10 +669,25 @@ def test_variables_as_bash_reads_them(text):
 
 
 def test_the_environment_is_imported_as_bash_imports_it():
-    """Not IFS, nor PWD or OLDPWD (no directories here); SHLVL one more."""
+    """Not IFS, nor PWD; SHLVL one more (OLDPWD: see test_shell_integration, it is looked
+    up on the daemon)."""
     assert_as_bash("a=x:y; echo $a $B; export -p",
                    {**BASH_ENVIRONMENT, "IFS": ":", "B": "1 2", "PWD": "/nonexistent",
-                    "OLDPWD": "/nonexistent", "SHLVL": "5", "1a": "x", "C": "x\ty\x01z\x1b\\'"})
+                    "SHLVL": "5", "1a": "x", "C": "x\ty\x01z\x1b\\'"})
+
+
+@pytest.mark.parametrize("level", ["-5", " 3", "+2", "\n4\t", "4\n", "998", "999", "x", "",
+                                   "4294967296", "2147483647", "-9223372036854775808",
+                                   "9223372036854775808"])
+def test_shlvl_as_bash_adjusts_it(level):
+    assert_as_bash('echo "[$SHLVL]"', {**BASH_ENVIRONMENT, "SHLVL": level})
+
+
+def test_export_p_quotes_each_byte_as_bash_in_the_c_locale():
+    """A byte of 0x80 or above is not printable in the C locale: ``$'\\ooo'`` each one
+    (of U+2028's UTF-8, of a byte that is no UTF-8), and DEL."""
+    assert_as_bash("export -p", {**BASH_ENVIRONMENT, "D": "caf\u00e9",
+                                 "E": "x\u2028y\udcff\x7f\"$"})
 
 
 def test_dollar_zero_is_the_scripts_name_or_the_shells():
@@ -667,3 +698,57 @@ def test_dollar_zero_is_the_scripts_name_or_the_shells():
 def test_a_bad_substitution_does_not_end_an_interactive_shell():
     status, out, err = run("echo ${a b}; echo rest of the line\necho $?", mode="interactive")
     assert (status, out, err) == (0, "1\n", "bash: ${a b}: bad substitution\n")
+
+
+@pytest.mark.parametrize("mode", ["command", "stdin", "script"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A bad substitution drops the rest of the input line; the shell goes on.
+        "echo ${1a}\necho next $?", "echo ${a b}; echo same\necho next $?",
+        "echo a &&\necho ${1a}; echo b\necho c $?", "echo ${1:=x}; echo same\necho next $?",
+        # ${} is one too, not a quoted null ('' or "").
+        'echo ${}\necho "${}"; echo same\necho $? "" \'\' x',
+        # ${a?} ends the shell: status 1, 127 under -c.
+        "echo ${u?x}; echo same\necho next", "a=; echo ${a:?}\necho next",
+    ],
+)
+def test_expansion_errors_end_the_line_or_the_shell_as_bash(text, mode):
+    assert_as_bash(text, mode=mode)
+
+
+#: Where the pipelines' grep is GNU grep's.
+GREP_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Each command of a pipeline is a subshell: its assignments, export, unset stay.
+        'echo ${a=1} | grep -c ${a-unset}; echo "rc=$? a=[$a]"', "export b=2 | grep x; echo [$b]",
+        "a=1 | grep x; unset PATH | grep x; b=1; unset b | grep x; echo $a $PATH $b",
+        # ... and its exit and its expansion errors.
+        "exit 3 | grep -c x; echo after $?", "echo x | grep ${1a}; echo after $?",
+        "echo ${u?m} | grep -c x; echo after $?", "echo x | grep ${u?m}; echo after $?",
+        # A later command expanding to no name runs nothing; "" is not found.
+        "echo x | $u; echo after $?", 'echo x | "$u"; echo after $?',
+    ],
+)
+def test_pipeline_commands_run_in_subshells_as_bash(text):
+    assert_as_bash(text, GREP_ENVIRONMENT)
+
+
+def test_a_fatal_expansion_in_a_pipeline_of_standard_input_leaves_1():
+    assert_as_bash("echo x | grep ${u?m}; echo after $?", GREP_ENVIRONMENT, mode="stdin")
+
+
+@pytest.mark.parametrize("mode", ["command", "stdin", "script"])
+@pytest.mark.parametrize("text", ['echo "${a', "echo ${a", 'echo "x${a}y${b\n', 'echo "${a\n}'])
+def test_an_unterminated_brace_in_quotes_names_what_bash_names(text, mode):
+    assert_as_bash(text, mode=mode)
+
+
+@pytest.mark.parametrize("text", ['exit " \n5 \t"', 'a="5\n"\nexit "$a"', "exit ' -0 '"])
+def test_exit_reads_its_number_as_bash_legal_number(text):
+    """strtoimax skips any white space before the number; after it only blanks may come."""
+    assert_as_bash(text)
