@@ -25,8 +25,13 @@ __all__: list[str] = []  # the commands register themselves in COMMANDS
 
 def read_path(ctx: Invocation, path: str) -> Iterator[bytes]:
     """The contents of a tracefs file, read by read(2)s as cat does (so trace_pipe
-    streams). Raises FtraceError for a failed open or read; the file is released."""
-    with ctx.shell.client.open(ctx.shell.resolve(path), os.O_RDONLY) as session:
+    streams); of ``/dev/null``, which the shell's redirections take too and the daemon's
+    tree has not, nothing. Raises FtraceError for a failed open or read; the file is
+    released."""
+    resolved = ctx.shell.resolve(path)
+    if resolved == "/dev/null":
+        return
+    with ctx.shell.client.open(resolved, os.O_RDONLY) as session:
         yield from session.read_all()
 
 

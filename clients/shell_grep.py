@@ -138,12 +138,9 @@ def _option(ctx: Invocation, options: _Options, letter: str, value: str) -> None
 
 
 def _contents(ctx: Invocation, name: str) -> bytes:
-    """What grep reads of a file it is named: "-" standard input, /dev/null nothing (as
-    the shell's redirections take it; it is no tracefs file), else the tracefs file.
-    Raises FtraceError."""
-    if name == "-":
-        return ctx.read_stdin()
-    return b"" if name == "/dev/null" else b"".join(read_path(ctx, name))
+    """What grep reads of a file it is named: "-" standard input, else the file (see
+    read_path). Raises FtraceError."""
+    return ctx.read_stdin() if name == "-" else b"".join(read_path(ctx, name))
 
 
 def _pattern_file(ctx: Invocation, name: str) -> bytes:
