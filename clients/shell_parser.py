@@ -339,8 +339,8 @@ class _Lexer:
     def braced_parameter(self, quoted: bool) -> str:
         """After a "${": the marker of what it asks for (see :func:`parameter_spec`), to
         the "}"; a ``${spec}`` naming no parameter becomes bash's "bad substitution" when
-        it is expanded (_BAD_SUBSTITUTION). Other operators, and quoting or expansions in an operator's word,
-        are refused."""
+        it is expanded (_BAD_SUBSTITUTION). Other operators, and quoting or expansions in
+        an operator's word, are refused."""
         end = self.text.find("}", self.pos)
         if end < 0:
             raise Incomplete("unexpected EOF while looking for matching `}'", self.line, "}")

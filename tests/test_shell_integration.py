@@ -39,8 +39,8 @@ def start_shell(
     if script is not None:
         (tmp_path / name).write_bytes(script.encode() if isinstance(script, str) else script)
         argv.append(name)
-    return subprocess.Popen(argv, cwd=tmp_path, env=child_env(**(environ or {})), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(argv, cwd=tmp_path, env=child_env(**(environ or {})),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def finish(process: subprocess.Popen, stdin: str | bytes = b"") -> subprocess.Popen:
