@@ -318,11 +318,11 @@ class Shell:
                 return 1
         data: bytes | None = None
         for index, (command, variables, words) in enumerate(elements):
-            last = index == len(elements) - 1
-            pipe = BufferOutput()
+            pipe = BufferOutput() if index < len(elements) - 1 else None
             with self._subshell(variables):
-                status = self._run_element(command, words, data, self.stdout if last else pipe)
-            data = pipe.getvalue()
+                status = self._run_element(command, words, data,
+                                           self.stdout if pipe is None else pipe)
+            data = None if pipe is None else pipe.getvalue()
         self.status = status
         return status
 

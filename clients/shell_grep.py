@@ -10,14 +10,13 @@ of a selected line, as GNU finds it: the leftmost, then longest, over the patter
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from clients.errors import FtraceError
 from clients.shell_builtins import read_path
 from clients.shell_regex import WORD, Matcher, RegexError, compile_grep
-from clients.shell_runtime import COMMANDS, Invocation, command, encode, getopt
+from clients.shell_runtime import COMMANDS, Invocation, command, encode, getopt, strtoimax
 
 __all__: list[str] = []  # the command registers itself in COMMANDS
 
@@ -50,8 +49,6 @@ _LONG_OPTIONS = {
     "silent": "q", "text": "a", "binary": "U", "unix-byte-offsets": "u", "version": "V",
     "with-filename": "H", "word-regexp": "w",
 }
-#: xstrtoimax()'s number: blanks, a sign, decimal digits (and nothing after).
-_NUMBER = re.compile(r"[ \t\n\v\f\r]*[-+]?[0-9]+", re.ASCII)
 _STDIN_NAME = "(standard input)"
 
 
@@ -86,9 +83,8 @@ class _Options:
 
 def _number(text: str) -> int | None:
     """xstrtoimax()'s reading of ``text`` (clamped as its overflow is), or None."""
-    if _NUMBER.fullmatch(text) is None:
-        return None
-    return max(-(2**63), min(int(text), 2**63 - 1))
+    number = strtoimax(text)
+    return None if number is None else number[0]
 
 
 def _option(ctx: Invocation, options: _Options, letter: str, value: str) -> None:
@@ -116,9 +112,7 @@ def _option(ctx: Invocation, options: _Options, letter: str, value: str) -> None
         options.patterns = (options.patterns or []) + [
             (pattern, "") for pattern in encode(value).split(b"\n")]
     elif letter == "f":  # a pattern a line
-        lines = _pattern_file(ctx, value).split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()
+        lines = _lines(_pattern_file(ctx, value))
         options.patterns = (options.patterns or []) + [
             (pattern, f"{value}:{number}: ") for number, pattern in enumerate(lines, 1)]
     elif letter in "Hh":
@@ -141,6 +135,14 @@ def _contents(ctx: Invocation, name: str) -> bytes:
     """What grep reads of a file it is named: "-" standard input, else the file (see
     read_path). Raises FtraceError."""
     return ctx.read_stdin() if name == "-" else b"".join(read_path(ctx, name))
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """The lines of ``data``, a last one without its newline included."""
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return lines
 
 
 def _pattern_file(ctx: Invocation, name: str) -> bytes:
@@ -193,8 +195,8 @@ def _compile(ctx: Invocation, options: _Options) -> tuple[list[Matcher], list[Ma
     refused: list[str] = []
     warnings: list[str] = []
     dfa_error: str | None = None
+    syntax, ignore_case = options.syntax or "G", options.has("i")
     for pattern, origin in patterns.items():
-        syntax, ignore_case = options.syntax or "G", options.has("i")
         try:
             selector, warned = compile_grep(pattern, syntax, ignore_case, whole=whole)
             if options.has("o"):  # -w's matches are the pattern's own, retried
@@ -367,9 +369,7 @@ def cmd_grep(ctx: Invocation) -> int:
                 ctx.err(f"grep: {name}: {error.strerror}")
             errors = True
             continue
-        lines = data.split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()
+        lines = _lines(data)
         label = encode(_STDIN_NAME if name == "-" else name)
         count = grep.lines(label, lines)
         selected = selected or count > 0

@@ -40,8 +40,9 @@ _CLASSES = {
 }
 #: The C locale's word characters (isalnum() and "_"): GNU grep's wordchar().
 WORD = _CLASSES["alnum"] | {ord("_")}
+_NON_WORD = _ALL - WORD
 #: GNU's escapes that stand for a set of characters.
-_ESCAPED_SETS = {ord("w"): WORD, ord("W"): _ALL - WORD, ord("s"): _CLASSES["space"],
+_ESCAPED_SETS = {ord("w"): WORD, ord("W"): _NON_WORD, ord("s"): _CLASSES["space"],
                  ord("S"): _ALL - _CLASSES["space"]}
 #: GNU's escapes that are positions, as (Python's re, RE2's). An empty line has no word
 #: boundary, but re's \\B does not match it (before Python 3.14).
@@ -463,9 +464,9 @@ def _re2_text(pieces: _Pieces, spans: bool) -> bytes | None:
         elif spans:
             return None
         elif start and outer_edge(index - 1):
-            replacement = b"(?:^|" + _set_text(_ALL - WORD) + b")\\b"
+            replacement = b"(?:^|" + _set_text(_NON_WORD) + b")\\b"
         elif not start and outer_edge(index + 1):
-            replacement = b"\\b(?:$|" + _set_text(_ALL - WORD) + b")"
+            replacement = b"\\b(?:$|" + _set_text(_NON_WORD) + b")"
         else:
             return None
         items[index] = (b"", replacement)
@@ -476,7 +477,6 @@ def _re2_text(pieces: _Pieces, spans: bool) -> bytes | None:
 #: GNU's wrappings of a pattern for -w and -x (dfasearch.c's GEAcompile(), for its DFA):
 #: a match with no word character beside it, the whole line. Non-capturing, so the
 #: pattern's back-references keep their numbers.
-_NON_WORD = _ALL - WORD
 _WHOLE: dict[str, tuple[list[_Item], list[_Item]]] = {
     "w": ([(b"(?:", b"(?:"), (b"^", b"^"), (b"|", b"|"), _NON_WORD, (b")", b")"),
            (b"(?:", b"(?:")],
@@ -549,11 +549,17 @@ class _Longest:
 
     def __init__(self, pattern: re.Pattern[bytes]) -> None:
         self._pattern = pattern
+        # One pattern for each number of bytes left, compiled once: re's own cache holds
+        # 512, fewer than one line's ends can ask for.
+        self._endings: dict[int, re.Pattern[bytes]] = {}
 
     def _ending(self, left: int) -> re.Pattern[bytes]:
-        # re's own cache keeps these.
-        return re.compile(b"(?:%s)(?=[\\x00-\\xff]{%d}\\Z)" % (self._pattern.pattern, left),
-                          self._pattern.flags)
+        ending = self._endings.get(left)
+        if ending is None:
+            ending = self._endings[left] = re.compile(
+                b"(?:%s)(?=[\\x00-\\xff]{%d}\\Z)" % (self._pattern.pattern, left),
+                self._pattern.flags)
+        return ending
 
     def _longest(self, text: bytes, found: re.Match[bytes] | None, endpos: int) -> _Match | None:
         if found is None:

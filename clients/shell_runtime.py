@@ -39,6 +39,7 @@ __all__ = [
     "parse_options",
     "encode",
     "legal_number",
+    "strtoimax",
 ]
 
 
@@ -47,19 +48,33 @@ def encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-#: strtoimax's number (white space, a sign, decimal digits), then blanks.
-_LEGAL_NUMBER = re.compile(r"[ \t\n\v\f\r]*([-+]?[0-9]+)[ \t]*")
+#: strtoimax()'s number: white space, a sign, decimal digits; and with blanks after it.
+_STRTOIMAX = re.compile(r"[ \t\n\v\f\r]*([-+]?[0-9]+)")
+_STRTOIMAX_BLANKS = re.compile(r"[ \t\n\v\f\r]*([-+]?[0-9]+)[ \t]*")
+INTMAX_MIN, INTMAX_MAX = -(2**63), 2**63 - 1
+
+
+def strtoimax(text: str, trailing_blanks: bool = False) -> tuple[int, bool] | None:
+    """strtoimax() of the whole of ``text`` (and of blanks after the number, with
+    ``trailing_blanks``): the number, clamped to intmax_t as strtoimax() leaves one that
+    overflows, and whether it did (its ERANGE); None for anything else."""
+    match = (_STRTOIMAX_BLANKS if trailing_blanks else _STRTOIMAX).fullmatch(text)
+    if match is None:
+        return None
+    digits = match.group(1)
+    # Over 19 digits never fits (and int() refuses thousands of them).
+    if len(digits.lstrip("+-").lstrip("0")) > 19:
+        return (INTMAX_MIN if digits.startswith("-") else INTMAX_MAX), True
+    value = int(digits)
+    clamped = max(INTMAX_MIN, min(value, INTMAX_MAX))
+    return clamped, clamped != value
 
 
 def legal_number(text: str) -> int | None:
     """bash's legal_number (general.c): ``text`` as a number that fits intmax_t, else
     None."""
-    number = _LEGAL_NUMBER.fullmatch(text)
-    # Over 19 digits never fits (and int() refuses thousands of them).
-    if number is None or len(number.group(1).lstrip("+-").lstrip("0")) > 19:
-        return None
-    value = int(number.group(1))
-    return value if -(2**63) <= value < 2**63 else None
+    number = strtoimax(text, trailing_blanks=True)
+    return None if number is None or number[1] else number[0]
 
 
 class ShellExit(Exception):

@@ -51,7 +51,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from kernel_daemon.module.params import PARAM_TYPES, KernelParam
+from kernel_daemon.module.params import PARAM_OPS, KernelParam
 
 # MODULE_NAME_LEN (64 - sizeof(unsigned long)) includes the NUL.
 _MODULE_NAME = re.compile(r"[A-Za-z0-9_-]{1,55}")
@@ -125,9 +125,9 @@ def _params(module: str, entries: list[list]) -> tuple[KernelParam, ...]:
     ``ops`` for, or a string parameter without its buffer's size."""
     params = tuple(KernelParam(*entry) for entry in entries)
     for kp in params:
-        if kp.type not in PARAM_TYPES or (kp.type == "string") != (kp.maxlen > 0):
+        if kp.type not in PARAM_OPS or (kp.type == "string") != (kp.maxlen > 0):
             raise ValueError(f"module {module}: parameter {kp.name}: want one of "
-                             f"{PARAM_TYPES}, a string's with its size")
+                             f"{tuple(PARAM_OPS)}, a string's with its size")
     return params
 
 

@@ -24,13 +24,9 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.printk import KERN_ERR
 from kernel_daemon.strings import KERNEL_SPACES, c_string, kstrtol, kstrtoul, skip_spaces
 
-#: The ``ops`` of ``module_param(name, type, perm)``'s types, and
-#: ``module_param_string()``'s (``param_ops_string``).
-PARAM_TYPES = ("int", "uint", "string")
 #: The range of ``int`` and ``unsigned int``: ``(type)l != l`` outside it.
 _TYPE_RANGES = {"int": (-(1 << 31), (1 << 31) - 1), "uint": (0, (1 << 32) - 1)}
 
-Printk = Callable[..., None]
 #: ``parse_args()``'s ``unknown``: (param, val or None, the module's name) -> None, or
 #: KernelError.
 UnknownParam = Callable[[bytes, bytes | None, str], None]
@@ -39,7 +35,7 @@ UnknownParam = Callable[[bytes, bytes | None, str], None]
 @dataclass(frozen=True)
 class KernelParam:
     """``struct kernel_param``, the parts the model uses: its ``name`` and the ``type`` its
-    ``ops`` stand for (:data:`PARAM_TYPES`); ``maxlen`` is a ``module_param_string()``'s
+    ``ops`` stand for (:data:`PARAM_OPS`); ``maxlen`` is a ``module_param_string()``'s
     buffer size, its NUL included (``struct kparam_string``)."""
 
     name: str
@@ -66,15 +62,31 @@ def _param_set_number(val: bytes, kp: KernelParam) -> None:
         raise KernelError(errno.EINVAL)
 
 
-def _param_set_copystring(val: bytes, kp: KernelParam, printk: Printk) -> None:
+def param_set_int(val: bytes, kp: KernelParam, printk: Callable[..., None]) -> None:
+    """``param_set_int()``."""
+    _param_set_number(val, kp)
+
+
+def param_set_uint(val: bytes, kp: KernelParam, printk: Callable[..., None]) -> None:
+    """``param_set_uint()``."""
+    _param_set_number(val, kp)
+
+
+def param_set_copystring(val: bytes, kp: KernelParam, printk: Callable[..., None]) -> None:
     """``param_set_copystring()``: ENOSPC, said, for a string its buffer cannot hold."""
     if len(val) + 1 > kp.maxlen:
         printk(f"{kp.name}: string doesn't fit in {kp.maxlen - 1} chars.", level=KERN_ERR)
         raise KernelError(errno.ENOSPC)
 
 
+#: The ``ops->set`` of ``module_param(name, type, perm)``'s types, and of
+#: ``module_param_string()``'s (``param_ops_string``).
+PARAM_OPS: dict[str, Callable[[bytes, KernelParam, Callable[..., None]], None]] = {
+    "int": param_set_int, "uint": param_set_uint, "string": param_set_copystring}
+
+
 def parse_one(param: bytes, val: bytes | None, doing: str, params: Sequence[KernelParam],
-              unknown: UnknownParam, printk: Printk) -> None:
+              unknown: UnknownParam, printk: Callable[..., None]) -> None:
     """``parse_one()``: run the setter of ``params``' entry named ``param``, or ``unknown``.
     A parameter given no value (no ``=``) is EINVAL, for every ``ops`` the model has (only
     ``bool``'s and ``bint``'s take none)."""
@@ -84,10 +96,7 @@ def parse_one(param: bytes, val: bytes | None, doing: str, params: Sequence[Kern
         return
     if val is None:
         raise KernelError(errno.EINVAL)
-    if kp.type == "string":
-        _param_set_copystring(val, kp, printk)
-    else:
-        _param_set_number(val, kp)
+    PARAM_OPS[kp.type](val, kp, printk)
 
 
 def next_arg(args: bytes, start: int) -> tuple[bytes, bytes | None, int]:
@@ -135,7 +144,7 @@ def next_arg(args: bytes, start: int) -> tuple[bytes, bytes | None, int]:
 
 
 def parse_args(doing: str, args: bytes, params: Sequence[KernelParam], unknown: UnknownParam,
-               printk: Printk) -> None:
+               printk: Callable[..., None]) -> None:
     """``parse_args()``: each word of the C string ``args`` to :func:`parse_one`, in order.
     The first that fails is logged (``pr_err``: unknown, too large, or invalid) and its
     KernelError raised; the parameters before it stay set."""

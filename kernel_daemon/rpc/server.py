@@ -57,12 +57,11 @@ def connections_allowed(max_connections: int) -> int:
 
 def new_grpc_server(max_connections: int = MAX_CONNECTIONS) -> grpc.Server:
     """A sync gRPC server with the daemon's settings: the thread pool, the options, and
-    at most ``max_connections`` connections at once (:func:`connections_allowed`).
+    at most ``max_connections`` connections at once.
 
     The benchmarks' echo server is built with this too, so it is the same server.
     """
-    options = SERVER_OPTIONS + (("grpc.max_allowed_incoming_connections",
-                                 connections_allowed(max_connections)),)
+    options = SERVER_OPTIONS + (("grpc.max_allowed_incoming_connections", max_connections),)
     return grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS,
                                                   thread_name_prefix="syscall"),
                        options=options)
@@ -86,7 +85,7 @@ class Daemon:
 
     def __init__(self, address: str, max_connections: int = MAX_CONNECTIONS) -> None:
         """Bind ``address``; raises OSError as :class:`Listener` does."""
-        self.server = new_grpc_server(max_connections)
+        self.server = new_grpc_server(connections_allowed(max_connections))
         self.listener = Listener(self.server, address)
         self.address = self.listener.address
         self.state: DaemonState | None = None
