@@ -70,18 +70,19 @@ class Variables:
         self._scopes[0]["SHLVL"] = Variable(_shell_level(environ.get("SHLVL"), warn),
                                             exported=True)
 
+    def _lookup(self, name: str) -> Variable | None:
+        """The variable ``name`` in the innermost scope that has it (bash's
+        find_variable), else None."""
+        return next((scope[name] for scope in reversed(self._scopes) if name in scope), None)
+
     def _find(self, name: str) -> Variable:
         """The variable ``name`` in the innermost scope that has it, else a new global."""
-        for scope in reversed(self._scopes):
-            if name in scope:
-                return scope[name]
-        return self._scopes[0].setdefault(name, Variable(None))
+        variable = self._lookup(name)
+        return self._scopes[0].setdefault(name, Variable(None)) if variable is None else variable
 
     def get(self, name: str) -> str | None:
-        for scope in reversed(self._scopes):
-            if name in scope:
-                return scope[name].value
-        return None
+        variable = self._lookup(name)
+        return None if variable is None else variable.value
 
     def assign(self, name: str, value: str | None) -> None:
         """bash's bind_variable (a None value: declared, unset, as bindpwd binds OLDPWD

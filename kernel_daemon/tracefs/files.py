@@ -170,7 +170,19 @@ def seq_open(file: SeqText) -> SeqText:
     return file
 
 
-class GeneratedFile(FileOps):
+class SeqOperationsFile(FileOps):
+    """A read-only ``seq_file`` whose open is ``seq_open()`` of the operations
+    ``seq_ops(kernel)`` gives: ``seq_read`` and ``seq_lseek``, ``->start()`` at every read
+    (``/proc/modules``: ``modules_open()``; ``/proc/kallsyms``: ``kallsyms_open()``)."""
+
+    def __init__(self, seq_ops: Callable[[Kernel], SeqOperations]) -> None:
+        self.seq_ops = seq_ops
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return seq_open(SeqText(path, flags, self.seq_ops(kernel)))
+
+
+class GeneratedFile(SeqOperationsFile):
     """A read-only ``seq_file`` whose text a function of the kernel shows, a line a record,
     printed whole when a walk starts at the first record (:class:`SeqSnapshot`):
     ``seq_read`` and ``seq_lseek``.  Only for a text that cannot change while the file is
@@ -183,23 +195,8 @@ class GeneratedFile(FileOps):
     as many of the bytes left as it asks for, wherever the records end."""
 
     def __init__(self, produce: Callable[[Kernel], str]) -> None:
-        self.produce = produce
-
-    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        op = SeqSnapshot(lambda: seq_lines(self.produce(kernel))).operations()
-        return seq_open(SeqText(path, flags, op))
-
-
-class SeqOperationsFile(FileOps):
-    """A read-only ``seq_file`` whose open is ``seq_open()`` of the operations
-    ``seq_ops(kernel)`` gives: ``seq_read`` and ``seq_lseek``, ``->start()`` at every read
-    (``/proc/modules``: ``modules_open()``; ``/proc/kallsyms``: ``kallsyms_open()``)."""
-
-    def __init__(self, seq_ops: Callable[[Kernel], SeqOperations]) -> None:
-        self.seq_ops = seq_ops
-
-    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return seq_open(SeqText(path, flags, self.seq_ops(kernel)))
+        super().__init__(
+            lambda kernel: SeqSnapshot(lambda: seq_lines(produce(kernel))).operations())
 
 
 def simple_read_from_buffer(file: OpenFile, size: int, data: bytes) -> bytes:

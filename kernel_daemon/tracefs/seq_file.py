@@ -16,7 +16,7 @@ the NUL (``m->count + len < m->size``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,11 @@ def single_open(show: Callable[[], bytes]) -> SeqOperations:
     return SeqOperations(single_start, single_next, single_stop, lambda v: show())
 
 
+def record_ends(records: Sequence[Sized]) -> np.ndarray:
+    """Where each of ``records`` ends when they are printed one after the other."""
+    return np.cumsum(np.fromiter(map(len, records), dtype=np.int64, count=len(records)))
+
+
 class SeqRecords:
     """Records printed one after the other: their text, and where each ends in it
     (``ends[i]``, numpy), so a run of them is one slice of the text."""
@@ -98,8 +103,7 @@ class SeqRecords:
         if isinstance(records, SeqRecords):
             return records
         records = list(records)
-        return cls(b"".join(records), np.cumsum(np.fromiter(
-            map(len, records), dtype=np.int64, count=len(records))))
+        return cls(b"".join(records), record_ends(records))
 
     @classmethod
     def lines(cls, text: bytes) -> SeqRecords:

@@ -16,8 +16,6 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from kernel_daemon.bitmap import bitmap_parse_user, bitmap_scnprintf
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.dispatch import smp_processor_id
@@ -34,7 +32,7 @@ from kernel_daemon.tracefs.files import (FMODE_READ, FileOps, OpenFile, PposUpda
                                          nonseekable_open, ppos_add_count, ppos_untouched,
                                          seq_open, simple_read_from_buffer, store_write)
 from kernel_daemon.tracefs.llseek import generic_file_llseek, seq_lseek
-from kernel_daemon.tracefs.seq_file import SeqRecords, SeqSnapshot, single_open
+from kernel_daemon.tracefs.seq_file import SeqRecords, SeqSnapshot, record_ends, single_open
 from kernel_daemon.uaccess import UserBuffer
 
 if TYPE_CHECKING:
@@ -99,7 +97,7 @@ def trace_seq_records(texts: list[str]) -> SeqRecords:
     end comes from the texts' lengths when no character takes more than a byte (the whole
     is as long in bytes as in characters), which is nearly always; else each is encoded."""
     data = trace_bytes("".join(texts))
-    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+    ends = record_ends(texts)
     if len(data) != (int(ends[-1]) if len(ends) else 0):
         return SeqRecords.joined(map(trace_bytes, texts))
     return SeqRecords(data, ends)
