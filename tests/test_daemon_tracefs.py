@@ -306,3 +306,16 @@ def test_stats_count_calls_by_full_method_name(client):
     counts = client.stats().rpc_counts
     assert counts["/ftrace.v1.Tracefs/ReadFile"] == 3
     assert counts["/ftrace.v1.Kernel/Stats"] == 1
+
+
+def test_the_trace_pipe_stream_ends_at_eof(client):
+    """TracePipe's contract: once a read has returned lines, ``echo 0 > tracing_enabled``
+    makes the next read EOF (tracing_wait_pipe()), and the call ends with OK rather than
+    sending empty chunks until its deadline."""
+    client.write_file(f"{T}/set_ftrace_filter", b"vfs_read\n")
+    client.write_file(f"{T}/current_tracer", b"function\n")
+    client.invoke("vfs_read", "sys_read")
+    chunks = client.connection.tracefs.TracePipe(tracefs_pb2.TracePipeRequest(), timeout=30)
+    assert b"vfs_read <-sys_read" in next(chunks).data
+    client.write_file(f"{T}/tracing_enabled", b"0\n")
+    assert [chunk.data for chunk in chunks] == []  # no chunk more, and no deadline error

@@ -137,6 +137,50 @@ def test_a_set_filter_error_is_in_band_and_the_stream_goes_on(stubs):
     assert events[1].error.name == "EINVAL"
 
 
+def test_attach_numbers_answers_by_request_and_hit_batches_zero(stubs):
+    """TracerEvent.seq: an answer carries its request's position, a hit batch 0, however
+    many batches come between the answers."""
+    requests = RequestQueue()
+    requests.put(REGISTER)
+    events = stubs.tracer.Attach(iter(requests), timeout=DEADLINE)
+    registered = next(events)
+    for _ in range(3):
+        stubs.tracer.Invoke(tracer_pb2.InvokeRequest(function="schedule"), timeout=DEADLINE)
+    requests.put(tracer_pb2.TracerRequest(set_filter=tracer_pb2.SetOpsFilter(text="vfs_read")))
+    requests.put(FLUSH)
+    requests.put(tracer_pb2.TracerRequest(unregister=tracer_pb2.UnregisterOps()))
+    rest = list(events)
+    requests.end()
+    answers = [(e.seq, e.WhichOneof("event")) for e in [registered, *rest]
+               if e.WhichOneof("event") != "hits"]
+    assert answers == [(1, "registered"), (2, "filter_updated"), (3, "flushed"),
+                       (4, "unregistered")]
+    batches = [e for e in rest if e.WhichOneof("event") == "hits"]
+    assert {e.seq for e in batches} == {0}
+    assert sum(len(e.hits.hits) for e in batches) == 3
+
+
+def test_ops_ids_are_never_reused(stubs):
+    """OpsRegistered.id, as ListOps shows it, is new for every ops: Python's id() of an
+    ops freed by the last unregister would be given to the next one."""
+    ids = []
+    for _ in range(20):
+        events, error = attach(stubs, REGISTER, tracer_pb2.TracerRequest(
+            unregister=tracer_pb2.UnregisterOps()))
+        assert error is None
+        ids.append(events[0].registered.id)
+    assert len(set(ids)) == len(ids)
+    requests = RequestQueue()
+    requests.put(REGISTER)
+    events = stubs.tracer.Attach(iter(requests), timeout=DEADLINE)
+    registered = next(events).registered
+    listed = stubs.kernel.ListOps(kernel_pb2.ListOpsRequest(), timeout=DEADLINE).ops
+    assert [o.id for o in listed if o.name == "t"] == [registered.id]
+    assert registered.id not in ids
+    requests.end()
+    list(events)
+
+
 def test_a_pattern_longer_than_any_name_is_refused_at_once(stubs):
     """A search longer than every symbol matches nothing: EINVAL (that no name is compared
     with it is test_filter_regex's test_a_search_longer_than_every_name_is_answered_...)."""

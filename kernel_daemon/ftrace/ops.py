@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,6 +19,11 @@ FTRACE_OPS_FL_CONTROL = 1 << 3
 FtraceFunc = Callable[[int, int, "FtraceOps | None", int], None]
 
 
+#: The ops' ids: the kernel tells ops apart by their addresses; Python's id() of a freed
+#: ops is given to the next one, so a client comparing ids would take two for one.
+_ops_ids = itertools.count(1)
+
+
 def ftrace_stub(ip: int, parent_ip: int, op: FtraceOps | None, count: int = 1) -> None:
     """``ftrace_stub``: the trampoline target when nothing traces."""
 
@@ -29,7 +35,8 @@ class FtraceOps:
     ``name`` is the model's label for reports (the kernel would print the ops'
     symbol, e.g. ``trace_ops`` or ``global_ops``); ``core_data`` says whether the
     struct lives in core kernel data, which decides FTRACE_OPS_FL_DYNAMIC at
-    registration (``core_kernel_data((unsigned long)ops)``).
+    registration (``core_kernel_data((unsigned long)ops)``); ``id`` stands for its
+    address, never given to another ops while the daemon runs.
     """
 
     name: str
@@ -39,6 +46,7 @@ class FtraceOps:
     notrace_hash: FtraceHash = field(default_factory=FtraceHash)
     core_data: bool = False
     owner: Task | None = None  # who registered it (a tracer client); None for the kernel's
+    id: int = field(default_factory=lambda: next(_ops_ids), init=False)
 
     @property
     def enabled(self) -> bool:

@@ -203,7 +203,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 listed = list(ft.ftrace_ops_list) + [o for o in ft.ftrace_global_list]
             out = []
             for ops in listed:
-                info = pb.OpsInfo(name=ops.name, id=id(ops), flags=ops.flags, enabled=ops.enabled,
+                info = pb.OpsInfo(name=ops.name, id=ops.id, flags=ops.flags, enabled=ops.enabled,
                                   filter_count=ops.filter_hash.count,
                                   notrace_count=ops.notrace_hash.count,
                                   owner=task_message(ops.owner) if ops.owner else None)

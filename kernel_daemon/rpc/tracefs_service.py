@@ -254,7 +254,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
     @translate_kernel_errors
     def TracePipe(self, request: pb.TracePipeRequest,
                   context: grpc.ServicerContext) -> Iterator[pb.TracePipeChunk]:
-        """``cat trace_pipe``: a blocking, consuming read loop until the client leaves."""
+        """``cat trace_pipe``: a blocking, consuming read loop until the client leaves or a
+        read returns EOF."""
         path = (f"{TRACING}/per_cpu/cpu{request.cpu}/trace_pipe" if request.HasField("cpu")
                 else f"{TRACING}/trace_pipe")
         flags = os.O_RDONLY | (os.O_NONBLOCK if request.nonblock else 0)
@@ -271,6 +272,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                         if err.errno in (errno.EINTR, errno.EAGAIN):
                             return
                         raise for_syscall(err, "read", path) from None
+                if not data:  # EOF: tracing_wait_pipe()'s end with tracing disabled
+                    return
                 yield pb.TracePipeChunk(data=data)
         finally:
             with running_as(task):

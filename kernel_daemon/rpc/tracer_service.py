@@ -169,7 +169,7 @@ class TracerSession:
         self.hits = HitQueue(DEFAULT_QUEUE_LIMIT)
         self.max_batch = DEFAULT_MAX_BATCH
         self.max_delay = DEFAULT_MAX_DELAY_MS / 1000
-        self.seq = 0
+        self.seq = 0  # the position of the request being answered
         context.add_callback(self._wake_on_end)
         threading.Thread(target=self._read, args=(requests,), daemon=True,
                          name="tracer-requests").start()
@@ -198,7 +198,7 @@ class TracerSession:
             self.hits.cond.notify_all()
 
     def _event(self, **kwargs: object) -> pb.TracerEvent:
-        self.seq += 1
+        """The answer to the request being answered, numbered by its position."""
         return pb.TracerEvent(seq=self.seq, **kwargs)
 
     def _hit_func(self, ip: int, parent_ip: int, op: FtraceOps | None, count: int = 1) -> None:
@@ -229,6 +229,7 @@ class TracerSession:
                 if request is STREAM_END:
                     return
                 op = self._checked_op(request)
+                self.seq += 1
                 with running_as(self.owner):
                     if op in ("flush", "unregister"):
                         yield from self._batches(force=True)
@@ -299,7 +300,7 @@ class TracerSession:
                 if not self.hits.hits and not (force and self.hits.dropped):
                     return
                 batch, dropped = self.hits.take(self.max_batch)
-            yield self._event(hits=pb.HitBatch(hits=batch, dropped=dropped))
+            yield pb.TracerEvent(hits=pb.HitBatch(hits=batch, dropped=dropped))  # seq 0
 
     def _register(self, reg: pb.RegisterOps) -> pb.TracerEvent:
         """A module's init: ``ftrace_set_filter`` / ``ftrace_set_notrace`` for each
@@ -329,7 +330,7 @@ class TracerSession:
         register_ftrace_function(ft, ops)
         self.ops = ops
         return self._event(registered=pb.OpsRegistered(
-            name=ops.name, id=id(ops), filter_count=ops.filter_hash.count,
+            name=ops.name, id=ops.id, filter_count=ops.filter_hash.count,
             notrace_count=ops.notrace_hash.count))
 
     def _set_filter(self, change: pb.SetOpsFilter) -> pb.TracerEvent:
