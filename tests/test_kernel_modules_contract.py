@@ -329,6 +329,19 @@ def test_dump_records_refuses_contradictory_or_malformed_filters(client):
         client.dump_records(module="uinput"))
 
 
+def test_dump_records_numbers_pages_along_the_ftrace_pages_list(client):
+    """Record.page counts ftrace_pages from the core kernel's first, so a module's first
+    page follows the core's last, and (page, index) is each record's place in the list."""
+    client.load("uinput")
+    client.load("dummy")
+    first_page = 0
+    for group in (dict(core_only=True), dict(module="uinput"), dict(module="dummy")):
+        records = client.dump_records(**group)
+        assert [(r.page, r.index) for r in records] == [
+            (first_page + i // 256, i % 256) for i in range(len(records))]  # ENTRIES_PER_PAGE
+        first_page = records[-1].page + 1  # a group starts a page of its own
+
+
 def test_wait_failpoint_without_a_timeout_waits_for_the_call_deadline(client, daemon):
     """timeout_ms 0: the wait lasts until the call's deadline, not a fixed 10 s."""
     waiter = Background(client.connection.kernel.WaitFailpoint,

@@ -168,9 +168,11 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
             with ft.ftrace_lock:
                 groups = [(pg, pg.ips.copy(), pg.flags.copy()) for pg in ft.pages.groups]
         sent = 0
+        first_page = 0  # the group's first ftrace_page, counted along ftrace_pages
         for pg, ips, flags in groups:
             if not context.is_active():  # the client left: no more work for it
                 return
+            group_first_page, first_page = first_page, first_page + pg.nr_pages
             module = pg.module_name if pg.mod is not None else ""
             if request.core_only and module or request.module and module != request.module:
                 continue
@@ -186,7 +188,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 f = int(flags[i])
                 chunk.append(pb.Record(ip=int(ips[i]), flags=f, count=int(ftrace_rec_count(flags[i])),
                                        enabled=bool(f & FTRACE_FL_ENABLED), function=str(pg.names[i]),
-                                       module=module, page=i // ENTRIES_PER_PAGE,
+                                       module=module, page=group_first_page + i // ENTRIES_PER_PAGE,
                                        index=i % ENTRIES_PER_PAGE))
                 sent += 1
                 if len(chunk) == RECORD_CHUNK:
