@@ -19,7 +19,7 @@ print function names, ``/proc/kallsyms`` is read once over gRPC (``Tracefs.ReadF
 the debugger's ``System.map`` — and an address resolves to the symbol starting at or
 below it. The read and the snapshot are not one atomic step: a module unloaded in between
 leaves its records nameless. ``--no-symbols`` prints addresses only and, with
-``--namespace``, makes no RPC at all.
+``--namespace``, makes no RPC at all; nor does ``summary``, which prints no names.
 
 Commands:
 
@@ -263,9 +263,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def wants_symbols(args: argparse.Namespace) -> bool:
+    """Whether the command prints names: ``summary`` prints none."""
+    return args.command != "summary" and not args.no_symbols
+
+
 def asks_daemon(args: argparse.Namespace) -> bool:
     """Whether the daemon is asked: for the namespace, the names, or its own check."""
-    return args.namespace is None or not args.no_symbols or getattr(args, "locked", False)
+    return args.namespace is None or wants_symbols(args) or getattr(args, "locked", False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -282,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 if args.namespace is None:
                     args.namespace = client.stats().shm_namespace
-                if not args.no_symbols:
+                if wants_symbols(args):
                     symbols = Symbols(client.read_file("/proc/kallsyms").decode())
                 if getattr(args, "locked", False):
                     locked = [anomaly.message

@@ -190,6 +190,9 @@ def test_inspect_records_match_enabled_functions_and_leave_shm_alone(spawn, caps
         _, raw, _ = inspect_main(capsys, "--namespace", namespace, "--no-symbols", "records",
                                  "--nonzero")
         summary = inspect_main(capsys, "--address", daemon.address, "summary")
+        # summary prints no names: given the namespace, it asks no daemon for kallsyms.
+        nowhere = inspect_main(capsys, "--address", "unix:/nonexistent/ftraced.sock",
+                               "--namespace", namespace, "summary")
     assert nonzero.returncode == 0, nonzero.stderr
     records = [re.fullmatch(r"([0-9a-f]{16}) (0x[0-9a-f]{8}) +(\d+) ([E.]) (.+)", line)
                for line in nonzero.stdout.splitlines()]
@@ -203,7 +206,7 @@ def test_inspect_records_match_enabled_functions_and_leave_shm_alone(spawn, caps
     assert one.split()[2:] == ["2", "E", "uinput_read", "[uinput]"]
     assert [tuple(line.split()[:4]) for line in raw.splitlines()] == [
         r.group(1, 2, 3, 4) for r in records]
-    assert summary[0] == 0
+    assert summary[0] == 0 and nowhere == summary
     assert re.search(r"^ +1 uinput +0x[0-9a-f]{16} +26 +6 +6$", summary[1], re.M), summary
     assert shm_state(namespace) == before, "the inspector must not create or unlink segments"
     client.close()
