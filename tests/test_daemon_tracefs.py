@@ -249,6 +249,11 @@ def test_both_mount_points_and_proc(client):
     kallsyms = client.read_file("/proc/kallsyms").decode()
     assert "\t[dummy]" in kallsyms and " T vfs_write\n" in kallsyms
     assert client.stat(f"{T}/set_ftrace_filter").entry.mode == 0o644
+    # A write to a /proc entry without a write method is proc_reg_write()'s EIO; to a
+    # tracefs file without one, vfs_write()'s EINVAL.
+    for path, expected in (("/proc/modules", errno.EIO), ("/proc/kallsyms", errno.EIO),
+                           (f"{T}/available_tracers", errno.EINVAL)):
+        assert failing(client.write_file, path, "x\n").errno == expected, path
 
 
 def test_state_changing_calls_report_when_they_held_ftrace_lock(client, daemon):

@@ -173,13 +173,32 @@ def seq_open(file: SeqText) -> SeqText:
 class SeqOperationsFile(FileOps):
     """A read-only ``seq_file`` whose open is ``seq_open()`` of the operations
     ``seq_ops(kernel)`` gives: ``seq_read`` and ``seq_lseek``, ``->start()`` at every read
-    (``/proc/modules``: ``modules_open()``; ``/proc/kallsyms``: ``kallsyms_open()``)."""
+    (``/proc/modules``: ``modules_open()``; ``/proc/kallsyms``: ``kallsyms_open()``, both
+    through :class:`ProcSeqOperationsFile`)."""
 
     def __init__(self, seq_ops: Callable[[Kernel], SeqOperations]) -> None:
         self.seq_ops = seq_ops
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
         return seq_open(SeqText(path, flags, self.seq_ops(kernel)))
+
+
+class ProcSeqText(SeqText):
+    """An open /proc entry: ``proc_get_inode()`` (fs/proc/inode.c) gives every regular
+    entry ``proc_reg_file_ops``, whose ``proc_reg_write()`` returns EIO (``rv = -EIO``)
+    when the entry's own fops have no write method, where ``vfs_write()`` would have
+    returned EINVAL."""
+
+    def write(self, data: UserBuffer) -> int:
+        raise KernelError(errno.EIO)
+
+
+class ProcSeqOperationsFile(SeqOperationsFile):
+    """A read-only /proc seq_file, opened through ``proc_reg_file_ops``
+    (:class:`ProcSeqText`): ``/proc/modules``, ``/proc/kallsyms``."""
+
+    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
+        return seq_open(ProcSeqText(path, flags, self.seq_ops(kernel)))
 
 
 class GeneratedFile(SeqOperationsFile):

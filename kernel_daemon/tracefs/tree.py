@@ -10,7 +10,7 @@ from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.buffer_files import TracingBuffersFile
 from kernel_daemon.tracefs.event_files import events_directory
 from kernel_daemon.tracefs.files import (FtraceListingFile, FtracePidFile, GeneratedFile,
-                                         ProcSysFile, RegexFile, SeqOperationsFile, SimpleFile,
+                                         ProcSeqOperationsFile, ProcSysFile, RegexFile, SimpleFile,
                                          SimpleReadFile, ppos_add_count, ppos_increment)
 from kernel_daemon.tracefs.llseek import default_llseek, generic_file_llseek
 from kernel_daemon.tracefs.option_files import (README_MSG, FreeBufferFile, OptionsDirectory,
@@ -112,8 +112,8 @@ def proc_directory(kernel: Kernel) -> Directory:
     proc = Directory()
     sysctl_kernel = proc.setdefault("sys", Directory()).setdefault("kernel", Directory())
     sysctl_kernel["ftrace_enabled"] = ProcSysFile(sysctl_read, sysctl_write)
-    proc["modules"] = SeqOperationsFile(lambda k: k.modules.modules_op())
-    proc["kallsyms"] = SeqOperationsFile(lambda k: k.kallsyms.kallsyms_op())
+    proc["modules"] = ProcSeqOperationsFile(lambda k: k.modules.modules_op())
+    proc["kallsyms"] = ProcSeqOperationsFile(lambda k: k.kallsyms.kallsyms_op())
     return proc
 
 
