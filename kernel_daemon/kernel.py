@@ -30,6 +30,7 @@ from kernel_daemon.module.vmlinux import MIN_FUNCTIONS, build_vmlinux
 from kernel_daemon.mutex import Mutex
 from kernel_daemon.panic import Panic
 from kernel_daemon.pid import PidHash
+from kernel_daemon.preempt import preempt_count
 from kernel_daemon.printk import Printk
 from kernel_daemon.shm import new_namespace, reap_stale_segments
 from kernel_daemon.task import current
@@ -163,17 +164,20 @@ class Kernel:
         ftrace_module_notify(self.ftrace, state, mod, mod.name, ips, names)
 
     def function_trace_event(self, ip: int, parent_ip: int, count: int) -> None:
-        """``trace_function()``: ``count`` events for the current task on this CPU."""
+        """``trace_function()``: ``count`` events for the current task on this CPU, with
+        ``function_trace_call()``'s ``pc = preempt_count()`` in their flags' high byte
+        (``tracing_generic_entry_update()``: ``entry->preempt_count = pc & 0xff``)."""
         cpu = smp_processor_id()
         if not self.tracing_cpumask >> cpu & 1:
             return
         task = current()
+        flags = (preempt_count() & 0xFF) << 8
         if count == 1:
             written = int(self.ring_buffer.write_function_event(
-                cpu, self.trace_clock(), task.pid, ip, parent_ip))
+                cpu, self.trace_clock(), task.pid, ip, parent_ip, flags))
         else:
             written = self.ring_buffer.write_function_events(
-                cpu, self.trace_clock.stamps(count), task.pid, ip, parent_ip)
+                cpu, self.trace_clock.stamps(count), task.pid, ip, parent_ip, flags)
         events_written.set(events_written.get() + written)
         # A full buffer without overwrite drops the events, not the save: the task ran.
         self.saved_cmdlines.tracing_record_cmdline(task.pid, task.comm)

@@ -285,3 +285,20 @@ def test_hash_long_is_the_kernels_shift_and_add(ip):
         n = (n << shift) & mask
         hash = (hash + sign * n) & mask
     assert hash_long(ip, FTRACE_HASH_BITS) == hash >> (64 - FTRACE_HASH_BITS)
+
+
+def test_a_probe_puts_the_function_tracer_behind_the_list_function_at_preempt_depth_1(kernel):
+    """With trace_ops alone, ftrace_caller calls function_trace_call() directly: its
+    lines show ``....``.  A probe's ops makes two on ftrace_ops_list, so the calls go
+    through ftrace_ops_list_func(), which disables preemption around the callbacks:
+    ``...1`` (function_trace_call() records ``pc = preempt_count()``)."""
+    vfs = mount(kernel)
+    assert echo(kernel, "vfs_write", "set_ftrace_filter") == []
+    assert echo(kernel, "function", "current_tracer") == []
+    invoke(kernel, "vfs_write", "sys_write")
+    assert echo(kernel, "do_exit:traceon", "set_ftrace_filter", append=True) == []
+    invoke(kernel, "vfs_write", "sys_write", count=2)
+    assert echo(kernel, "!do_exit:traceon", "set_ftrace_filter", append=True) == []
+    invoke(kernel, "vfs_write", "sys_write")
+    lines = [line for line in cat(vfs, f"{T}/trace").splitlines() if "vfs_write" in line]
+    assert [line.split()[2] for line in lines] == ["....", "...1", "...1", "...."]

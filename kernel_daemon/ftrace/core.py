@@ -29,6 +29,7 @@ from kernel_daemon.ftrace.ops import (FTRACE_OPS_FL_GLOBAL, FtraceFunc, FtraceOp
 from kernel_daemon.ftrace.records import RecordPages
 from kernel_daemon.mutex import Mutex
 from kernel_daemon.panic import Panic
+from kernel_daemon.preempt import preempt_disable_notrace
 from kernel_daemon.printk import Printk
 
 if TYPE_CHECKING:
@@ -187,10 +188,14 @@ class Ftrace:
 
     def ftrace_ops_list_func(self, ip: int, parent_ip: int, op: FtraceOps | None = None,
                              count: int = 1) -> None:
-        """``ftrace_ops_list_func()``: test each ops' hashes at call time, lock-free."""
-        for ops in self.ops_snapshot:
-            if ftrace_ops_test(ops, ip):
-                ops.func(ip, parent_ip, ops, count)
+        """``ftrace_ops_list_func()``: test each ops' hashes at call time, lock-free,
+        with preemption disabled (dynamic ops are freed after a ``synchronize_sched()``),
+        so a callback reached this way runs at preempt depth 1: the function tracer's
+        lines then show ``1`` where a direct call shows ``.``."""
+        with preempt_disable_notrace():
+            for ops in self.ops_snapshot:
+                if ftrace_ops_test(ops, ip):
+                    ops.func(ip, parent_ip, ops, count)
 
     def ftrace_global_list_func(self, ip: int, parent_ip: int, op: FtraceOps | None = None,
                                 count: int = 1) -> None:
