@@ -14,7 +14,8 @@
   the program stops at a point of its choosing (after unregistering its ops, say).
 - :func:`error_text`: an :class:`~clients.errors.FtraceError` as a one-line diagnostic.
 - :func:`check_limits`: the usage error for a limit (``--duration``...) not above zero, or
-  longer than a wait can be.
+  longer than a wait can be; :func:`add_connect_timeout`: every client's
+  ``--connect-timeout``, checked the same way.
 - :func:`address_argument`: the argparse type of every client's ``--address``;
   :func:`check_address_env`: the same check of ``$FTRACED_ADDRESS``;
   :func:`check_daemon_options` and :func:`identity_argument`: the checks of a ``--spawn``
@@ -44,6 +45,7 @@ __all__ = [
     "EXIT_NO_DAEMON",
     "ConnectError",
     "Waker",
+    "add_connect_timeout",
     "add_daemon_arguments",
     "address_argument",
     "check_address_env",
@@ -109,9 +111,7 @@ def add_daemon_arguments(parser: argparse.ArgumentParser, comm: str) -> None:
                        help="daemon address (default: $FTRACED_ADDRESS, else the user's socket)")
     group.add_argument("--comm", default=comm,
                        help=f"the comm the kernel sees for this process (default {comm})")
-    group.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
-                       help="how long to wait for the daemon to answer, one still "
-                            "starting included (default 10)")
+    add_connect_timeout(group)
     group.add_argument("-v", "--verbose", action="store_true",
                        help="with --spawn: the daemon's log goes to stderr")
     group.add_argument("--spawn", nargs=argparse.REMAINDER, metavar="DAEMON-OPTION",
@@ -156,19 +156,43 @@ def identity_argument(parser: argparse.ArgumentParser, comm: str) -> Identity:
         parser.error(str(error))
 
 
+def _limit_error(value: float, zero_ok: bool) -> str | None:
+    """Why ``value`` is no limit: not above zero (with ``zero_ok``, below zero), or above
+    the longest wait Python can make (``threading.TIMEOUT_MAX`` seconds, about 292 years;
+    counts and rates share the bound, far past any use). A negative duration would end a
+    run before it starts, NaN, which compares false with everything, would never end it,
+    and a longer one overflows the wait for it."""
+    if (0 <= value if zero_ok else 0 < value) and value <= threading.TIMEOUT_MAX:
+        return None
+    return (f"must be {'at least 0' if zero_ok else 'positive'} "
+            f"and at most {threading.TIMEOUT_MAX:.0f}")
+
+
 def check_limits(parser: argparse.ArgumentParser, *options: tuple[str, float | None],
                  zero_ok: bool = False) -> None:
     """A usage error (exit status 2) for the first ``(option, value)`` given a value that
-    is not above zero (with ``zero_ok``, below zero), or above the longest wait Python can
-    make (``threading.TIMEOUT_MAX`` seconds, about 292 years; counts and rates share the
-    bound, far past any use): a negative duration would end a run before it starts, NaN,
-    which compares false with everything, would never end it, and a longer one overflows
-    the wait for it."""
+    is no limit (:func:`_limit_error`)."""
     for option, value in options:
-        if value is not None and not ((0 <= value if zero_ok else 0 < value)
-                                      and value <= threading.TIMEOUT_MAX):
-            parser.error(f"{option} must be {'at least 0' if zero_ok else 'positive'} "
-                         f"and at most {threading.TIMEOUT_MAX:.0f}")
+        if value is not None and (why := _limit_error(value, zero_ok)) is not None:
+            parser.error(f"{option} {why}")
+
+
+def _wait_seconds(text: str) -> float:
+    """``--connect-timeout`` as argparse takes it: seconds, 0 or more (0: one attempt)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if (why := _limit_error(value, zero_ok=True)) is not None:
+        raise argparse.ArgumentTypeError(why)
+    return value
+
+
+def add_connect_timeout(container: argparse._ActionsContainer) -> None:
+    """Every client's ``--connect-timeout``."""
+    container.add_argument("--connect-timeout", type=_wait_seconds, default=10.0, metavar="S",
+                           help="how long to wait for the daemon to answer, one still "
+                                "starting included (default 10)")
 
 
 @contextlib.contextmanager

@@ -66,7 +66,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from clients.api import Client
-from clients.cli import address_argument, check_address_env, error_text, no_daemon_text
+from clients.cli import (add_connect_timeout, address_argument, check_address_env, error_text,
+                         no_daemon_text)
 from clients.connection import resolve_address
 from clients.errors import FtraceError
 from clients.identity import Identity
@@ -240,9 +241,7 @@ def parser() -> argparse.ArgumentParser:
                         "the daemon")
     p.add_argument("--no-symbols", action="store_true",
                    help="no names (no /proc/kallsyms read): addresses only")
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
-                   help="how long to wait for the daemon to answer, one still starting "
-                        "included (default 10)")
+    add_connect_timeout(p)
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     records = commands.add_parser("records", help="one line per dyn_ftrace record")
     records.add_argument("--module", metavar="M", help="only module M's records")

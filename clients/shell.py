@@ -37,8 +37,9 @@ import clients.shell_grep  # noqa: F401  (registers the command)
 import clients.shell_kmod  # noqa: F401  (registers the commands)
 import clients.shell_variables  # noqa: F401  (registers the commands)
 from clients.api import Client
-from clients.cli import (EXIT_NO_DAEMON, ConnectError, address_argument, check_address_env,
-                         check_daemon_options, daemon_client, identity_argument)
+from clients.cli import (EXIT_NO_DAEMON, ConnectError, add_connect_timeout, address_argument,
+                         check_address_env, check_daemon_options, daemon_client,
+                         identity_argument)
 from clients.errors import FtraceError
 from clients.shell_parser import (
     AndOr,
@@ -445,9 +446,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--comm", default="bash", help="the comm the kernel sees (default bash)")
     parser.add_argument("--name", default="bash",
                         help="the name diagnostics start with (default bash)")
-    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
-                        help="how long to wait for a daemon still starting "
-                             "(default 10)")
+    add_connect_timeout(parser)
     parser.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND and exit")
     parser.add_argument("-V", "--echo-input", action="store_true",
                         help="print input lines as they are read (bash -v)")

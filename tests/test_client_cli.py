@@ -5,6 +5,7 @@ a malformed address is a usage error at once, checked by ftraced's own check."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 import subprocess
 import sys
@@ -124,6 +125,22 @@ def test_a_malformed_address_is_a_usage_error_at_once(tmp_path):
         assert (process.returncode, out, err.splitlines()[-1]) == (
             2, "", f"{prog}: error: {message}"), prog
         assert err.startswith(f"usage: {prog} ")
+
+
+def test_a_connect_timeout_no_wait_can_take_is_a_usage_error_at_once(tmp_path):
+    """--connect-timeout, every client's: below 0, NaN (which compares false, so a wait
+    for it would never end) or past the longest wait (inf overflowed the socket probe's
+    timeout: a traceback) is refused before any connection is tried."""
+    stress = (*STRESS[:2], ["--out", str(tmp_path / "out"), *STRESS[2]], "")
+    runs = [(start(module, ["--address", "unix:/nonexistent/ftraced.sock",
+                            f"--connect-timeout={timeout}", *words]), prog, timeout)
+            for (module, prog, words, _), timeout in zip([*CLIENTS, stress],
+                                                          itertools.cycle(("-1", "nan", "inf")))]
+    for process, prog, _ in reaped(runs):
+        out, err = process.communicate(timeout=DEADLINE)
+        assert (process.returncode, out, err.splitlines()[-1]) == (
+            2, "", f"{prog}: error: argument --connect-timeout: must be at least 0 and at "
+                   "most 9223372036"), prog
 
 
 def test_daemon_options_ftraced_refuses_are_a_usage_error_before_any_daemon_starts():

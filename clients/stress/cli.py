@@ -9,7 +9,8 @@ import signal
 import sys
 from types import FrameType
 
-from clients.cli import EXIT_NO_DAEMON, ConnectError, address_argument, check_limits
+from clients.cli import (EXIT_NO_DAEMON, ConnectError, add_connect_timeout, address_argument,
+                         check_limits)
 from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_STALL_TIMEOUT,
                                    DEFAULT_SWITCH_INTERVAL, STOP_ON_KINDS, WORKER_KINDS,
                                    BootSpec, RunConfig)
@@ -61,9 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", metavar="ADDR", type=address_argument,
                         help="use this daemon (default: start a private one with the daemon "
                         "options)")
-    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
-                        help="how long to wait for the daemon at --address to answer, one "
-                        "still starting included (default 10)")
+    add_connect_timeout(parser)
     limit = parser.add_mutually_exclusive_group()
     limit.add_argument("--duration", type=float, metavar="SECONDS",
                        help=f"run this long (default {DEFAULT_DURATION:g} s)")
