@@ -14,7 +14,7 @@ from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_STA
                                    DEFAULT_SWITCH_INTERVAL, STOP_ON_KINDS, WORKER_KINDS,
                                    BootSpec, RunConfig)
 from clients.stress.minimize import interleaving_verdict
-from clients.stress.report import headline, stalled_workers
+from clients.stress.report import headline, ran_text, stalled_workers
 from clients.stress.runner import Progress, Run, connect, make_run_dir
 from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
 from kernel_daemon.module.catalog import load_catalog
@@ -163,9 +163,8 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
 
 
 def summary(report: dict, out_dir: str) -> str:
-    ran = ("did not start" if report["ran_s"] is None
-           else f"{report['operations']['total']} operations in {report['ran_s']} s")
-    lines = [f"ftrace-stress: {report['outcome'].upper()} (seed {report['seed']}, {ran})"]
+    lines = [f"ftrace-stress: {report['outcome'].upper()} (seed {report['seed']}, "
+             f"{ran_text(report)})"]
     if report["error"]:
         lines.append(f"  error: {report['error']}")
     stalled = stalled_workers(report)

@@ -110,18 +110,19 @@ class RunResult:
     def duration(self) -> float:
         return max((self.stop_ns - self.start_ns) / 1e9, 1e-9)
 
-    @property
-    def ops_before_stop(self) -> int:
-        """The operations invoked between the go and the stop (the CPU figures' span)."""
-        return sum(1 for op in self.ops if op.invoke_ns < self.stop_ns)
+    def in_run(self, op: Op) -> bool:
+        """Whether ``op`` was invoked between the go and the stop: the span the run's
+        duration, its rates and its CPU figures are all over (the teardown, and what a
+        client began before it heard the stop, come after)."""
+        return op.invoke_ns < self.stop_ns
 
     @property
-    def active(self) -> float:
-        """Seconds from the first operation's invocation to the last one's end: what
-        rates are taken over."""
-        first = min((op.invoke_ns for op in self.ops), default=self.start_ns)
-        last = max((op.end_ns(op.invoke_ns) for op in self.ops), default=self.stop_ns)
-        return max((last - first) / 1e9, 1e-9)
+    def ops_before_stop(self) -> int:
+        return sum(1 for op in self.ops if self.in_run(op))
+
+    def per_second(self, count: int) -> float:
+        """``count`` operations over the run's duration."""
+        return round(count / self.duration, 1)
 
 
 def op_kind(op: Op) -> str:
@@ -171,9 +172,10 @@ def around(result: RunResult, anomaly: Anomaly) -> tuple[list[Op], list[Op]]:
 def per_kind(result: RunResult) -> dict[str, dict[str, Any]]:
     table: dict[str, dict[str, Any]] = {}
     for op in result.ops:
-        row = table.setdefault(op_kind(op), {"count": 0, "ok": 0, "refused": 0,
+        row = table.setdefault(op_kind(op), {"count": 0, "in_run": 0, "ok": 0, "refused": 0,
                                              "no_answer": 0, "errnos": Counter()})
         row["count"] += 1
+        row["in_run"] += result.in_run(op)
         if op.ok:
             row["ok"] += 1
         elif op.result == "error":
@@ -182,7 +184,7 @@ def per_kind(result: RunResult) -> dict[str, dict[str, Any]]:
         else:
             row["no_answer"] += 1
     for row in table.values():
-        row["per_second"] = round(row["count"] / result.active, 1)
+        row["per_second"] = result.per_second(row["in_run"])
         row["errnos"] = dict(row["errnos"])
     return dict(sorted(table.items()))
 
@@ -237,7 +239,9 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "operations": {
             "total": len(result.ops),
             "completed": sum(op.completed for op in result.ops),
-            "per_second": round(len(result.ops) / result.active, 1),
+            # Invoked from the go to the stop, and their rate over that span (ran_s).
+            "in_run": result.ops_before_stop,
+            "per_second": result.per_second(result.ops_before_stop),
             "first_s": result.seconds(min((op.invoke_ns for op in result.ops), default=None)),
             "by_kind": per_kind(result),
         },
@@ -274,6 +278,15 @@ def stalled_workers(report: dict[str, Any]) -> list[str]:
     return [worker["name"] for worker in report["workers"] if worker["stalled"]]
 
 
+def ran_text(report: dict[str, Any]) -> str:
+    """How long the run ran and how much it did, as stdout and report.txt say it: the
+    operations invoked from the go to the stop, over that span."""
+    if report["ran_s"] is None:
+        return "did not start"
+    ops = report["operations"]
+    return f"{ops['in_run']} operations in {report['ran_s']} s, {ops['per_second']}/s"
+
+
 def headline(anomaly: dict[str, Any]) -> str:
     """The anomaly in one line (a log report's message names its kind already)."""
     if anomaly["message"].startswith(anomaly["kind"]) or anomaly["source"] == "dmesg":
@@ -302,11 +315,11 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
                + f" ({sum(conf['workers'].values())} processes)")
     limit = f"{conf['ops']} operations" if conf["ops"] else f"{conf['duration_s']} s"
     ops = report["operations"]
-    if report["ran_s"] is None:
-        out.append(f"ran:       did not start (limit: {limit})")
-    else:
-        out.append(f"ran:       {report['ran_s']} s (limit: {limit}); {ops['total']} "
-                   f"operations, {ops['per_second']}/s")
+    after = ops["total"] - ops["in_run"]
+    out.append(f"ran:       {ran_text(report)} (limit: {limit})"
+               + (f"; {after} more after the stop (the teardown's, and those begun "
+                  "before the clients heard it)" if after and report["ran_s"] is not None
+                  else ""))
     stalled = stalled_workers(report)
     if stalled:
         out.append(f"stalled:   {', '.join(stalled)}: nothing recorded for "
@@ -315,7 +328,8 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
              else ", ".join(conf["stop_on"]) or "any anomaly")
     out.append(f"stops at:  {stops}; detected after {report['time_to_detection_s']} s"
                if report["time_to_detection_s"] is not None else f"stops at:  {stops}")
-    out += ["", "Operations per kind", f"  {'kind':<28}{'count':>8}{'ok':>8}{'refused':>9}{'per s':>9}"]
+    out += ["", "Operations per kind (per s: those invoked from the go to the stop, over "
+            "the run's duration)", f"  {'kind':<28}{'count':>8}{'ok':>8}{'refused':>9}{'per s':>9}"]
     for kind, row in ops["by_kind"].items():
         out.append(f"  {kind:<28}{row['count']:>8}{row['ok']:>8}{row['refused']:>9}"
                    f"{row['per_second']:>9}")
