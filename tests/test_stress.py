@@ -28,6 +28,7 @@ from clients.stress.checker import Checker
 from clients.stress.cpu import daemon_pid
 from kernel_daemon.ftrace.snapshot import RecordsReader
 from tests.children import REPO, child_env
+from tests.test_race_interleavings import interleave
 
 #: A small kernel (its daemons boot fast) and six clients: two loaders and two shells
 #: cycle modules and filters, one tracer and one invoker around them.
@@ -175,7 +176,7 @@ def test_the_rate_is_over_the_duration_stdout_and_report_txt_give(tmp_path):
     first invocation to the last answer, 84/s beside "33 operations in 0.068 s")."""
     out = tmp_path / "out"
     done, report = run_stress(out, *SHORT, "--duration", "1", "--seed", "8", "--no-minimize",
-                              "--failpoint", f"{LOAD_SITE}=1*sleep(2)")
+                              "--failpoint", f"{LOAD_SITE}=1*sleep(2000)")
     assert done.returncode == 0, done.stdout + done.stderr
     ops, ran_s = report["operations"], report["ran_s"]
     assert 0 < ops["in_run"] < ops["total"], ops  # the teardown's comes after the stop
@@ -483,6 +484,71 @@ def test_a_run_that_cannot_start_leaves_the_previous_runs_results(tmp_path):
                "start one with `ftraced`\n")
     assert {str(path.relative_to(out)): path.read_text()
             for path in out.rglob("*") if path.is_file()} == previous
+
+
+# --- a daemon of the user's (--address) ------------------------------------------------
+
+UNLOAD_SITE = "__ftrace_hash_rec_update:next_page"
+
+
+def test_what_the_kernel_showed_before_the_run_is_not_the_runs(tmp_path):
+    """A use-after-free from before the run (unload-unlocked's interleaving, forced) stays
+    in the log and in the counts' check; a run with no loaders cannot unload a module, so
+    it finds nothing of its own: TAINTED, exit status 3, the report in "before the run".
+    It was this run's anomaly at -1.410 s, "operations in flight then: none", exit 1."""
+    out = tmp_path / "out"
+    daemon = spawn_daemon(["--core-functions", "2048", "--race", "unload-unlocked"])
+    try:
+        with daemon.connect() as client:
+            client.load("uinput")
+            client.set_failpoint(UNLOAD_SITE, "1*pause")
+            interleave(client, daemon.address, UNLOAD_SITE, "echo function > current_tracer",
+                       "rmmod uinput", race=True)
+            assert "BUG: KASAN: use-after-free" in client.dmesg()
+        done, report = run_stress(out, "--address", daemon.address, "--ops", "60", "--seed",
+                                  "5", "--no-minimize", "--loaders", "0", "--tracers", "1",
+                                  "--shells", "1", "--invokers", "1")
+    finally:
+        daemon.stop()
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert (report["outcome"], report["anomalies"], report["error"]) == ("tainted", [], "")
+    assert report["operations"]["in_run"] >= 60
+    before = {(a["source"], a["kind"]) for a in report["before_run"]}
+    assert before == {("dmesg", "KASAN"), ("consistency", "freed-page access")}, before
+    assert all(a["phase"] == "before" for a in report["before_run"])
+    assert ("\n  before the run: BUG: KASAN: use-after-free in __ftrace_hash_rec_update"
+            in done.stdout), done.stdout
+    assert "\n  the run found no anomaly of its own\n" in done.stdout
+    text = (out / "report.txt").read_text()
+    assert "outcome:   TAINTED (exit status 3)" in text
+    assert "Anomalies: none" in text and "\nBefore the run (not the run's" in text
+
+
+def test_a_run_on_a_kernel_whose_ftrace_is_dead_does_not_start(tmp_path):
+    """A code modification failed (ftrace_bug(), then ftrace_kill()) before the run: every
+    change would fail with ENODEV, so no client starts, and the report says why."""
+    out = tmp_path / "out"
+    daemon = spawn_daemon(["--core-functions", "2048", "--race", "load-count",
+                           "--failpoint", "add_breakpoints=1*error(EFAULT)"])
+    try:
+        with daemon.connect() as client:
+            client.write_file("/sys/kernel/debug/tracing/current_tracer", "function\n")
+            assert client.stats().ftrace_disabled
+        done, report = run_stress(out, "--address", daemon.address, "--duration", "5",
+                                  "--seed", "5")
+        with daemon.connect() as client:  # nothing was armed on a dead ftrace
+            assert not any(f.spec for f in client.list_failpoints())
+    finally:
+        daemon.stop()
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert (report["outcome"], report["ran_s"], report["workers"]) == ("tainted", None, [])
+    assert [a["kind"] for a in report["before_run"]] == ["ftrace disabled", "WARNING"]
+    assert done.stdout.startswith(
+        "ftrace-stress: TAINTED (seed 5, did not start)\n"
+        "  before the run: ftrace disabled (ftrace_kill()) before the run started: every "
+        "change to it fails with ENODEV until the daemon reboots\n"
+        "  before the run: WARNING: at kernel/trace/ftrace.c:1578 ftrace_bug"), done.stdout
+    assert "--race load-count" in report["configuration"]["boot_command"]
 
 
 # --- the long form: make stress ---------------------------------------------------------

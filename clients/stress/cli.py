@@ -48,8 +48,14 @@ Nothing in DIR is removed or overwritten when the run cannot start (DIR itself i
 first, so that an unwritable one is said before a daemon boots): the daemon at --address
 must answer within --connect-timeout, a private one must boot.
 
-Exit status: 0 clean, 1 an anomaly was found, 2 error (the daemon died, could not start,
-did not answer...).
+Only what the kernel shows after the run starts is the run's. What a daemon at --address
+showed before (a WARNING or BUG report already in its log, count errors already there,
+ftrace already killed) is reported apart, as found before the run; on a kernel whose
+ftrace is dead already the run does not start (every change would fail with ENODEV).
+
+Exit status: 0 clean, 1 the run found an anomaly, 2 error (the daemon died, could not
+start, did not answer...), 3 tainted: the run found no anomaly, but the kernel had some
+before it started, or its ftrace was dead already.
 """
 
 
@@ -173,6 +179,10 @@ def summary(report: dict, out_dir: str) -> str:
                      f"{report['configuration']['stall_timeout_s']:g} s, which ended the run")
     for anomaly in report["anomalies"][:3]:
         lines.append(f"  {anomaly['seen_s']:.3f} s {headline(anomaly)}")
+    for anomaly in report["before_run"][:3]:
+        lines.append(f"  before the run: {headline(anomaly)}")
+    if report["outcome"] == "tainted" and report["ran_s"] is not None:
+        lines.append("  the run found no anomaly of its own")
     repro = report["reproducer"]
     if repro and repro["kind"] == "sequential":
         lines.append(f"  reproducer: {os.path.join(out_dir, 'repro.sh')} "

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from clients.stress.checker import Anomaly
+from clients.stress.checker import FTRACE_DISABLED, Anomaly
 from clients.stress.commands import op_commands
 from clients.stress.config import RunConfig
 from clients.stress.cpu import cpu_per_operation
@@ -28,6 +28,8 @@ from clients.stress.workers import EXIT_DAEMON_GONE
 RECENT_OPS = 6
 #: Operations listed as in flight, at most.
 IN_FLIGHT_OPS = 16
+#: The run's outcome by its exit status (``--help`` says what each means).
+OUTCOMES = {0: "clean", 1: "anomaly", 2: "error", 3: "tainted"}
 
 
 @dataclass
@@ -74,6 +76,8 @@ class RunResult:
     stop_ns: int = 0  # when the clients were told to stop (or had all ended)
     daemon: dict[str, Any] = field(default_factory=dict)
     anomalies: list[Anomaly] = field(default_factory=list)
+    # What the kernel showed before the run started (Checker.baseline): not the run's.
+    before_run: list[Anomaly] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
     logs: list[ClientLog] = field(default_factory=list)
     workers: list[WorkerRecord] = field(default_factory=list)
@@ -90,13 +94,22 @@ class RunResult:
 
     @property
     def exit_status(self) -> int:
+        """0 clean; 1 the run found an anomaly; 2 error; 3 tainted: the run found none,
+        but the kernel had some before it started (or its ftrace was dead already)."""
         if self.error:
             return 2
-        return 1 if self.anomalies else 0
+        if self.anomalies:
+            return 1
+        return 3 if self.before_run else 0
 
     @property
     def outcome(self) -> str:
-        return {0: "clean", 1: "anomaly", 2: "error"}[self.exit_status]
+        return OUTCOMES[self.exit_status]
+
+    @property
+    def ftrace_disabled_before(self) -> bool:
+        """ftrace was killed before the run: the run did not start."""
+        return any(anomaly.kind == FTRACE_DISABLED for anomaly in self.before_run)
 
     def seconds(self, ns: int | None) -> float | None:
         return None if ns is None else round((ns - self.start_ns) / 1e9, 6)
@@ -254,6 +267,10 @@ def to_json(result: RunResult) -> dict[str, Any]:
         # The first anomaly of a --stop-on kind (with none given, the first anomaly).
         "time_to_detection_s": sought,
         "anomalies": anomalies,
+        # There before the run started, so not the run's: no times, no operations.
+        "before_run": [{key: value for key, value in asdict(anomaly).items()
+                        if key not in ("seen_from_ns", "seen_to_ns")}
+                       for anomaly in result.before_run],
         "reproducer": None if repro is None else {
             "kind": repro.kind,
             "file": "repro.sh",
@@ -276,6 +293,20 @@ def to_json(result: RunResult) -> dict[str, Any]:
 def stalled_workers(report: dict[str, Any]) -> list[str]:
     """The workers whose lack of progress ended the run."""
     return [worker["name"] for worker in report["workers"] if worker["stalled"]]
+
+
+def before_run_text(report: dict[str, Any]) -> list[str]:
+    """report.txt's account of what the kernel showed before the run, if anything."""
+    before = report["before_run"]
+    if not before:
+        return []
+    out = ["", "Before the run (not the run's: the kernel showed these when it started)"]
+    if report["anomalies"]:
+        out.append("  The run's own anomalies above may follow from this state.")
+    for i, anomaly in enumerate(before, 1):
+        out.append(f" {i}. [{anomaly['source']}] {headline(anomaly)}")
+        out += [f"      {line}" for line in anomaly["detail"][1:]]
+    return out
 
 
 def ran_text(report: dict[str, Any]) -> str:
@@ -363,6 +394,7 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
         if anomaly["detail"][1:] or anomaly["source"] != "dmesg":
             out.append("    detail:")
             out += [f"      {line}" for line in anomaly["detail"]]
+    out += before_run_text(report)
     out += ["", "Reproducer"]
     repro = report["reproducer"]
     if repro is None:

@@ -2,7 +2,9 @@
 
 :func:`connect` first: the daemon (a private one, or the one at ``--address``) must
 answer before the run's directory is touched, so that a run that cannot start leaves an
-earlier run's results as they were. Then the checker's threads and the worker processes
+earlier run's results as they were. The checker first looks at the kernel as the run
+finds it: what it showed before is reported apart, not as the run's, and a kernel whose
+ftrace is dead already is not stressed. Then the checker's threads and the worker processes
 run; this process waits for the first of: an anomaly (of a ``stop_on``
 kind, and unless ``keep_going``), the end of the duration, every worker done, the daemon
 gone, and without a duration, no worker making progress for the stall timeout. A worker
@@ -244,9 +246,11 @@ class Run:
         try:
             clear_previous_run(self.config.out_dir)
             self._boot()
-            self._start()
-            self._wait()
-            self._stop()
+            # A kernel whose ftrace is dead refuses every change: nothing to stress.
+            if not result.ftrace_disabled_before:
+                self._start()
+                self._wait()
+                self._stop()
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal the caller turned into it
             result.error = "interrupted" + (f" by {interrupt}" if interrupt.args else "")
             self._abort()
@@ -258,7 +262,12 @@ class Run:
         return result
 
     def _boot(self) -> None:
+        """The daemon as the run finds it (the checker's baseline), made ready for it."""
         config = self.config
+        self.checker = Checker(self.address, config.check_interval, self._on_anomaly,
+                               self._on_lost)
+        self.checker.baseline()
+        self.result.before_run = self.checker.before
         if config.address is not None:
             self._adopt()
         stats = self.client.stats()
@@ -274,10 +283,10 @@ class Run:
 
     def _adopt(self) -> None:
         """A daemon of the user's: boot its twins the same way; widen its race windows
-        unless it has failpoints armed already."""
+        unless it has failpoints armed already (or its ftrace is dead: no run)."""
         boot = BootSpec.from_config(self.client.config())
         auto = []
-        if boot.races and not boot.failpoints():
+        if boot.races and not boot.failpoints() and not self.result.ftrace_disabled_before:
             for race in boot.races:
                 site, spec = AUTO_FAILPOINTS[race]
                 self.client.set_failpoint(site, spec)
@@ -294,8 +303,7 @@ class Run:
     def _start(self) -> None:
         config = self.config
         core = self._core_sample()
-        self.checker = Checker(self.address, config.check_interval, self._on_anomaly,
-                               self._on_lost)
+        assert self.checker is not None
         self.checker.start()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (_REPO_ROOT, env.get("PYTHONPATH"))))
