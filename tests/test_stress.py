@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+from clients.api import Client
 from clients.spawn import SpawnedDaemon, spawn_daemon
 from clients.stress.checker import Checker
 from clients.stress.cpu import daemon_pid
@@ -549,6 +550,74 @@ def test_a_run_on_a_kernel_whose_ftrace_is_dead_does_not_start(tmp_path):
         "change to it fails with ENODEV until the daemon reboots\n"
         "  before the run: WARNING: at kernel/trace/ftrace.c:1578 ftrace_bug"), done.stdout
     assert "--race load-count" in report["configuration"]["boot_command"]
+
+
+def armed(address: str) -> dict[str, str]:
+    """The failpoints armed on the daemon at ``address`` now."""
+    with Client(address) as client:
+        return {point.name: point.spec for point in client.list_failpoints() if point.spec}
+
+
+def test_the_failpoints_armed_on_the_users_daemon_are_the_runs(tmp_path):
+    """One armed over RPC after the boot is the run's (GetConfig names only the boot's):
+    the run arms nothing of its own, and its report's kernel (the replays' boot) has it.
+    The run armed before_count=50%sleep(3) beside it and left it armed."""
+    daemon = spawn_daemon(["--core-functions", "2048", "--race", "load-count"])
+    try:
+        with daemon.connect() as client:
+            client.set_failpoint(PUBLISH_SITE, "30%sleep(1)")
+        done, report = run_stress(tmp_path / "out", "--address", daemon.address, "--ops", "40",
+                                  "--seed", "7", "--no-minimize", *SHORT[2:])
+        assert armed(daemon.address) == {PUBLISH_SITE: "30%sleep(1)"}
+    finally:
+        daemon.stop()
+    assert done.returncode in (0, 1) and not report["error"], done.stdout + done.stderr
+    conf = report["configuration"]
+    assert conf["auto_failpoints"] == {}
+    assert f"{PUBLISH_SITE}=30%sleep(1)" in conf["boot"]
+    assert conf["boot_command"].startswith("ftraced --variant fixed --race load-count "
+                                           f"--failpoint '{PUBLISH_SITE}=30%sleep(1)' ")
+    assert f"kernel:    {conf['boot_command']}  (daemon at" in (tmp_path / "out" /
+                                                              "report.txt").read_text()
+
+
+def test_the_failpoints_a_run_arms_on_the_users_daemon_are_disarmed_after_it(tmp_path):
+    """With nothing armed the run widens the race window, and disarms it at its end, or
+    when SIGTERM ends it: the user's later module loads do not sleep in it. (A daemon
+    each: a run may leave ftrace killed, and the next would not start.)"""
+    boot = ["--core-functions", "2048", "--race", "load-count"]
+    widened = {LOAD_SITE: "50%sleep(3)"}
+    daemon = spawn_daemon(boot)
+    try:
+        done, report = run_stress(tmp_path / "one", "--address", daemon.address, "--ops", "40",
+                                  "--seed", "7", "--no-minimize", *SHORT[2:])
+        assert done.returncode in (0, 1) and not report["error"], done.stdout + done.stderr
+        assert report["configuration"]["auto_failpoints"] == widened
+        assert report["daemon"]["failpoints_disarmed"] is True
+        assert "(chosen for the open race windows; disarmed at the end)" in (
+            tmp_path / "one" / "report.txt").read_text()
+        assert armed(daemon.address) == {}
+    finally:
+        daemon.stop()
+    daemon = spawn_daemon(boot)
+    try:
+        out = tmp_path / "two"
+        # No anomaly of a kind this race gives ends it: SIGTERM does.
+        stress = start_stress(out, "--address", daemon.address, "--duration", "120",
+                              "--seed", "8", "--no-minimize", "--stop-on", "kasan", *SHORT[2:])
+        deadline = time.monotonic() + 120
+        while armed(daemon.address) != widened or not any(
+                b'"ev":"complete"' in path.read_bytes()
+                for path in (out / "clients").glob("*.jsonl")):
+            assert stress.poll() is None and time.monotonic() < deadline, "never started"
+            time.sleep(0.05)
+        stress.send_signal(signal.SIGTERM)
+        stdout, stderr = stress.communicate(timeout=120)
+        assert stress.returncode == 2, stdout + stderr
+        assert _report(out)["daemon"]["failpoints_disarmed"] is True
+        assert armed(daemon.address) == {}
+    finally:
+        daemon.stop()
 
 
 # --- the long form: make stress ---------------------------------------------------------

@@ -42,7 +42,10 @@ daemon preempted more often); with a --race and no --failpoint, each open race w
 widened by a failpoint:
 """ + "".join(f"  --race {race:<16} --failpoint {site}={spec}\n"
               for race, (site, spec) in AUTO_FAILPOINTS.items()) + """\
-(with --address the same failpoints are armed over RPC, unless the daemon has some armed).
+(with --address the same failpoints are armed over RPC, unless the daemon has some armed,
+at boot or since by SetFailpoint; the replays' daemons boot with those the run ran with,
+which report.txt's kernel: line shows. Those the run armed it disarms at its end, and on
+SIGINT or SIGTERM).
 
 Nothing in DIR is removed or overwritten when the run cannot start (DIR itself is made
 first, so that an unwritable one is said before a daemon boots): the daemon at --address
@@ -52,6 +55,9 @@ Only what the kernel shows after the run starts is the run's. What a daemon at -
 showed before (a WARNING or BUG report already in its log, count errors already there,
 ftrace already killed) is reported apart, as found before the run; on a kernel whose
 ftrace is dead already the run does not start (every change would fail with ENODEV).
+The run leaves that daemon as its clients left it, the failpoints it armed aside: the
+function tracer off (its teardown), the loaders' modules loaded or not,
+set_ftrace_filter and set_ftrace_notrace as the shells last wrote them.
 
 Exit status: 0 clean, 1 the run found an anomaly, 2 error (the daemon died, could not
 start, did not answer...), 3 tainted: the run found no anomaly, but the kernel had some

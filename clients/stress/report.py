@@ -338,8 +338,12 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
         f" at {conf['address']}" + (f", pid {daemon['pid']}" if daemon.get("pid") else "")
     out.append(f"kernel:    {conf['boot_command']}  ({where})")
     if conf["auto_failpoints"]:
+        disarmed = daemon.get("failpoints_disarmed")
         out.append("widened:   " + ", ".join(f"{k}={v}" for k, v in conf["auto_failpoints"].items())
-                   + " (chosen for the open race windows)")
+                   + " (chosen for the open race windows" + (
+                       "" if disarmed is None else "; disarmed at the end" if disarmed
+                       else f"; still armed: disarming failed: {daemon['disarm_error']}")
+                   + ")")
     out.append(f"seed:      {report['seed']}")
     out.append("clients:   " + ", ".join(f"{n} {k}{'s' * (n != 1)}"
                                           for k, n in conf["workers"].items() if n)

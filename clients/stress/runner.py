@@ -213,6 +213,7 @@ class Run:
         self.modules: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._lost = ""
+        self._armed: list[str] = []  # failpoint sites this run armed on the user's daemon
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._ops_seen: dict[str, tuple[int, int]] = {}  # progress: file -> (offset, count)
@@ -282,18 +283,34 @@ class Run:
         self.modules = {m: catalog[m] for m in config.modules}
 
     def _adopt(self) -> None:
-        """A daemon of the user's: boot its twins the same way; widen its race windows
-        unless it has failpoints armed already (or its ftrace is dead: no run)."""
-        boot = BootSpec.from_config(self.client.config())
-        auto = []
+        """A daemon of the user's: boot its twins the same way, with the failpoints armed
+        on it now; widen its race windows unless it has failpoints armed already (or its
+        ftrace is dead: no run). What is armed here, :meth:`_disarm` disarms."""
+        boot = BootSpec.from_config(self.client.config(), self.client.list_failpoints())
         if boot.races and not boot.failpoints() and not self.result.ftrace_disabled_before:
-            for race in boot.races:
+            for race in dict.fromkeys(boot.races):
                 site, spec = AUTO_FAILPOINTS[race]
+                # Noted first: an interrupt after the call must not leave it armed.
+                self._armed.append(site)
                 self.client.set_failpoint(site, spec)
                 boot = boot.with_failpoint(site, spec)
-                auto.append((site, spec))
         self.config = self.result.config = dataclasses.replace(
-            self.config, boot=boot, auto_failpoints=tuple(auto))
+            self.config, boot=boot, auto_failpoints=tuple(
+                (site, boot.failpoints()[site]) for site in self._armed))
+
+    def _disarm(self) -> None:
+        """Turn off the failpoints :meth:`_adopt` armed (none was armed before it), so that
+        the user's daemon is left as it was found (the run's end, an error, SIGINT or
+        SIGTERM alike); the report says whether it could."""
+        if not self._armed:
+            return
+        try:
+            for site in self._armed:
+                self.client.set_failpoint(site, "off")
+            self.result.daemon["failpoints_disarmed"] = True
+        except FtraceError as error:
+            self.result.daemon["failpoints_disarmed"] = False
+            self.result.daemon["disarm_error"] = str(error)
 
     def _core_sample(self) -> list[str]:
         text = self.client.read_file(f"{TRACING_DIR}/available_filter_functions").decode()
@@ -527,6 +544,7 @@ class Run:
         if self._lost and not result.error:
             result.error = f"{self._lost} mid-run"
         result.daemon["lost"] = self._lost
+        self._disarm()
         if self.checker is not None:
             result.checks = self.checker.counts
             result.shm_error = self.checker.shm_error
