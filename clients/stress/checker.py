@@ -197,11 +197,6 @@ class Checker:
                 break
         self.phase = "run"
 
-    @property
-    def ftrace_disabled(self) -> bool:
-        """ftrace was killed before the run (:meth:`baseline`)."""
-        return any(anomaly.kind == FTRACE_DISABLED for anomaly in self.before)
-
     def start(self) -> None:
         for target, name in ((self._poll, "check"), (self._follow, "dmesg")):
             thread = threading.Thread(target=target, name=f"stress-{name}", daemon=True)
