@@ -23,11 +23,13 @@ import time
 
 import pytest
 
+from clients.api import Client
 from clients.spawn import SpawnedDaemon, spawn_daemon
 from clients.stress.checker import Checker
 from clients.stress.cpu import daemon_pid
 from kernel_daemon.ftrace.snapshot import RecordsReader
 from tests.children import REPO, child_env
+from tests.test_race_interleavings import interleave
 
 #: A small kernel (its daemons boot fast) and six clients: two loaders and two shells
 #: cycle modules and filters, one tracer and one invoker around them.
@@ -166,6 +168,25 @@ def test_a_run_replaces_what_an_earlier_run_left_in_its_directory(tmp_path):
     assert sorted(p.name for p in (out / "clients").iterdir()) == [
         "loader0.jsonl", "loader0.log", "teardown.jsonl", "tracer0.jsonl", "tracer0.log"]
     assert not (out / "repro.sh").exists() and (out / "notes.txt").exists()
+
+
+def test_the_rate_is_over_the_duration_stdout_and_report_txt_give(tmp_path):
+    """The first module load holds ftrace_lock for 2 s of a 1 s run: the operations it
+    holds up end long after the stop. stdout and report.txt give one figure, the
+    operations invoked from the go to the stop over that span (the rate was over the
+    first invocation to the last answer, 84/s beside "33 operations in 0.068 s")."""
+    out = tmp_path / "out"
+    done, report = run_stress(out, *SHORT, "--duration", "1", "--seed", "8", "--no-minimize",
+                              "--failpoint", f"{LOAD_SITE}=1*sleep(2000)")
+    assert done.returncode == 0, done.stdout + done.stderr
+    ops, ran_s = report["operations"], report["ran_s"]
+    assert 0 < ops["in_run"] < ops["total"], ops  # the teardown's comes after the stop
+    assert ops["per_second"] == pytest.approx(ops["in_run"] / ran_s, rel=0.01), (ops, ran_s)
+    assert sum(row["per_second"] for row in ops["by_kind"].values()) == pytest.approx(
+        ops["per_second"], abs=0.1 * len(ops["by_kind"]))
+    ran = f"{ops['in_run']} operations in {ran_s} s, {ops['per_second']}/s"
+    assert done.stdout.startswith(f"ftrace-stress: CLEAN (seed 8, {ran})"), done.stdout
+    assert f"ran:       {ran} (limit: 1.0 s); " in (out / "report.txt").read_text()
 
 
 def check_lock_times(out) -> None:
@@ -464,6 +485,139 @@ def test_a_run_that_cannot_start_leaves_the_previous_runs_results(tmp_path):
                "start one with `ftraced`\n")
     assert {str(path.relative_to(out)): path.read_text()
             for path in out.rglob("*") if path.is_file()} == previous
+
+
+# --- a daemon of the user's (--address) ------------------------------------------------
+
+UNLOAD_SITE = "__ftrace_hash_rec_update:next_page"
+
+
+def test_what_the_kernel_showed_before_the_run_is_not_the_runs(tmp_path):
+    """A use-after-free from before the run (unload-unlocked's interleaving, forced) stays
+    in the log and in the counts' check; a run with no loaders cannot unload a module, so
+    it finds nothing of its own: TAINTED, exit status 3, the report in "before the run".
+    It was this run's anomaly at -1.410 s, "operations in flight then: none", exit 1."""
+    out = tmp_path / "out"
+    daemon = spawn_daemon(["--core-functions", "2048", "--race", "unload-unlocked"])
+    try:
+        with daemon.connect() as client:
+            client.load("uinput")
+            client.set_failpoint(UNLOAD_SITE, "1*pause")
+            interleave(client, daemon.address, UNLOAD_SITE, "echo function > current_tracer",
+                       "rmmod uinput", race=True)
+            assert "BUG: KASAN: use-after-free" in client.dmesg()
+        done, report = run_stress(out, "--address", daemon.address, "--ops", "60", "--seed",
+                                  "5", "--no-minimize", "--loaders", "0", "--tracers", "1",
+                                  "--shells", "1", "--invokers", "1")
+    finally:
+        daemon.stop()
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert (report["outcome"], report["anomalies"], report["error"]) == ("tainted", [], "")
+    assert report["operations"]["in_run"] >= 60
+    before = {(a["source"], a["kind"]) for a in report["before_run"]}
+    assert before == {("dmesg", "KASAN"), ("consistency", "freed-page access")}, before
+    assert all(a["phase"] == "before" for a in report["before_run"])
+    assert ("\n  before the run: BUG: KASAN: use-after-free in __ftrace_hash_rec_update"
+            in done.stdout), done.stdout
+    assert "\n  the run found no anomaly of its own\n" in done.stdout
+    text = (out / "report.txt").read_text()
+    assert "outcome:   TAINTED (exit status 3)" in text
+    assert "Anomalies: none" in text and "\nBefore the run (not the run's" in text
+
+
+def test_a_run_on_a_kernel_whose_ftrace_is_dead_does_not_start(tmp_path):
+    """A code modification failed (ftrace_bug(), then ftrace_kill()) before the run: every
+    change would fail with ENODEV, so no client starts, and the report says why."""
+    out = tmp_path / "out"
+    daemon = spawn_daemon(["--core-functions", "2048", "--race", "load-count",
+                           "--failpoint", "add_breakpoints=1*error(EFAULT)"])
+    try:
+        with daemon.connect() as client:
+            client.write_file("/sys/kernel/debug/tracing/current_tracer", "function\n")
+            assert client.stats().ftrace_disabled
+        done, report = run_stress(out, "--address", daemon.address, "--duration", "5",
+                                  "--seed", "5")
+        with daemon.connect() as client:  # nothing was armed on a dead ftrace
+            assert not any(f.spec for f in client.list_failpoints())
+    finally:
+        daemon.stop()
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert (report["outcome"], report["ran_s"], report["workers"]) == ("tainted", None, [])
+    assert [a["kind"] for a in report["before_run"]] == ["ftrace disabled", "WARNING"]
+    assert done.stdout.startswith(
+        "ftrace-stress: TAINTED (seed 5, did not start)\n"
+        "  before the run: ftrace disabled (ftrace_kill()) before the run started: every "
+        "change to it fails with ENODEV until the daemon reboots\n"
+        "  before the run: WARNING: at kernel/trace/ftrace.c:1578 ftrace_bug"), done.stdout
+    assert "--race load-count" in report["configuration"]["boot_command"]
+
+
+def armed(address: str) -> dict[str, str]:
+    """The failpoints armed on the daemon at ``address`` now."""
+    with Client(address) as client:
+        return {point.name: point.spec for point in client.list_failpoints() if point.spec}
+
+
+def test_the_failpoints_armed_on_the_users_daemon_are_the_runs(tmp_path):
+    """One armed over RPC after the boot is the run's (GetConfig names only the boot's):
+    the run arms nothing of its own, and its report's kernel (the replays' boot) has it.
+    The run armed before_count=50%sleep(3) beside it and left it armed."""
+    daemon = spawn_daemon(["--core-functions", "2048", "--race", "load-count"])
+    try:
+        with daemon.connect() as client:
+            client.set_failpoint(PUBLISH_SITE, "30%sleep(1)")
+        done, report = run_stress(tmp_path / "out", "--address", daemon.address, "--ops", "40",
+                                  "--seed", "7", "--no-minimize", *SHORT[2:])
+        assert armed(daemon.address) == {PUBLISH_SITE: "30%sleep(1)"}
+    finally:
+        daemon.stop()
+    assert done.returncode in (0, 1) and not report["error"], done.stdout + done.stderr
+    conf = report["configuration"]
+    assert conf["auto_failpoints"] == {}
+    assert f"{PUBLISH_SITE}=30%sleep(1)" in conf["boot"]
+    assert conf["boot_command"].startswith("ftraced --variant fixed --race load-count "
+                                           f"--failpoint '{PUBLISH_SITE}=30%sleep(1)' ")
+    assert f"kernel:    {conf['boot_command']}  (daemon at" in (tmp_path / "out" /
+                                                              "report.txt").read_text()
+
+
+def test_the_failpoints_a_run_arms_on_the_users_daemon_are_disarmed_after_it(tmp_path):
+    """With nothing armed the run widens the race window, and disarms it at its end, or
+    when SIGTERM ends it: the user's later module loads do not sleep in it. (A daemon
+    each: a run may leave ftrace killed, and the next would not start.)"""
+    boot = ["--core-functions", "2048", "--race", "load-count"]
+    widened = {LOAD_SITE: "50%sleep(3)"}
+    daemon = spawn_daemon(boot)
+    try:
+        done, report = run_stress(tmp_path / "one", "--address", daemon.address, "--ops", "40",
+                                  "--seed", "7", "--no-minimize", *SHORT[2:])
+        assert done.returncode in (0, 1) and not report["error"], done.stdout + done.stderr
+        assert report["configuration"]["auto_failpoints"] == widened
+        assert report["daemon"]["failpoints_disarmed"] is True
+        assert "(chosen for the open race windows; disarmed at the end)" in (
+            tmp_path / "one" / "report.txt").read_text()
+        assert armed(daemon.address) == {}
+    finally:
+        daemon.stop()
+    daemon = spawn_daemon(boot)
+    try:
+        out = tmp_path / "two"
+        # No anomaly of a kind this race gives ends it: SIGTERM does.
+        stress = start_stress(out, "--address", daemon.address, "--duration", "120",
+                              "--seed", "8", "--no-minimize", "--stop-on", "kasan", *SHORT[2:])
+        deadline = time.monotonic() + 120
+        while armed(daemon.address) != widened or not any(
+                b'"ev":"complete"' in path.read_bytes()
+                for path in (out / "clients").glob("*.jsonl")):
+            assert stress.poll() is None and time.monotonic() < deadline, "never started"
+            time.sleep(0.05)
+        stress.send_signal(signal.SIGTERM)
+        stdout, stderr = stress.communicate(timeout=120)
+        assert stress.returncode == 2, stdout + stderr
+        assert _report(out)["daemon"]["failpoints_disarmed"] is True
+        assert armed(daemon.address) == {}
+    finally:
+        daemon.stop()
 
 
 # --- the long form: make stress ---------------------------------------------------------

@@ -233,3 +233,46 @@ def test_an_interleaving_for_a_leak_tries_first_the_update_that_takes_references
     assert found.kind == "interleaving" and shown["reproduces"], (shown, found.notes)
     assert shown["racing"]["command"] == "echo nop > current_tracer", shown
     assert shown["prefix"] == ["echo function > current_tracer"], shown
+
+
+#: unload-unlocked, as a run (seed 3) had it: the modprobe of uinput overlapped the switch
+#: to the function tracer and ended before the rmmod began; the switch, held in its walk
+#: of the record pages, then touched uinput's freed page.
+KASAN = "BUG: KASAN: use-after-free in __ftrace_hash_rec_update"
+UNLOAD_HISTORY = [
+    module(1, "modprobe", "uinput", 5, 30),
+    write(2, "current_tracer", "function", 20, 50, [45]),
+    module(3, "rmmod", "uinput", 35, 40),
+]
+UNLOAD_BOOT = BootSpec((("--variant", "fixed"), ("--race", "unload-unlocked"),
+                        ("--core-functions", "2048")))
+
+
+def test_an_interleaving_is_replayed_with_the_module_its_rmmod_unloads_loaded(tmp_path):
+    """The setup took only operations completed before the held one began, which the
+    modprobe was not: the rmmod found no uinput, and the interleaving was NOT verified."""
+    used = Anomaly("dmesg", "KASAN", KASAN, 55 * MS, 55 * MS, module="uinput")
+    found = Minimizer(UNLOAD_BOOT, UNLOAD_HISTORY, [used], {}, str(tmp_path), 0,
+                      max_replays=8).run()
+    shown = found.interleaving
+    assert found.kind == "interleaving" and shown["verified"] and shown["reproduces"], (
+        shown, found.notes)
+    assert shown["prefix"] == ["modprobe uinput"], shown
+    assert (shown["held"]["command"], shown["racing"]["command"]) == (
+        "echo function > current_tracer", "rmmod uinput"), shown
+    assert "use-after-free" in shown["observed"], shown
+
+
+def test_an_interleaving_not_verified_is_given_with_the_setup_it_needs(tmp_path):
+    """No replay left for the interleavings (the two sequential candidates took them):
+    the pair is given, not verified, with the modprobe its rmmod needs (it was given with
+    no setup at all, a rmmod of a module never loaded)."""
+    used = Anomaly("dmesg", "KASAN", KASAN, 55 * MS, 55 * MS, module="uinput")
+    found = Minimizer(UNLOAD_BOOT, UNLOAD_HISTORY, [used], {}, str(tmp_path), 0,
+                      max_replays=2).run()
+    shown = found.interleaving
+    assert found.kind == "interleaving" and not shown["verified"], (shown, found.notes)
+    assert shown["prefix"] == ["modprobe uinput"], shown
+    assert "with the setup the history says it needs, not verified" in " ".join(found.notes)
+    script = (tmp_path / "repro.sh").read_text()
+    assert "# run, in ftrace-shell: modprobe uinput" in script, script

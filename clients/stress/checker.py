@@ -16,6 +16,12 @@
 - ``dmesg``: ``Kernel.DmesgFollow``; a ``WARNING:`` or ``BUG:`` (KASAN) line is an
   anomaly, with its whole report attached as it arrives.
 
+Before the run (:meth:`Checker.baseline`) the kernel is looked at once, as it was handed
+over: ftrace already killed (``ftrace_disabled``), the reports already in the log, the
+count errors already there. Those are the kernel's past, not the run's: they go to
+``before``, the log is followed from the line after them, and a count error already
+there is not reported again by the run.
+
 Each anomaly is reported once (per source, kind and module, and the check's first record
 or the log's message) through the ``on_anomaly`` callback; ``on_lost`` is called when
 the daemon stops answering.
@@ -28,7 +34,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -47,6 +53,8 @@ ANOMALY_KINDS = {
 _REPORT_START = re.compile(r"\] (WARNING: .*|BUG: .*)$")
 _REPORT_END = re.compile(r"---\[ end trace [0-9a-f]+ \]---|\] =+$")
 _KASAN_MODULE = re.compile(r"record page of module (\S+)")
+#: The anomaly (Anomaly.kind) of a kernel whose ftrace was killed before the run.
+FTRACE_DISABLED = "ftrace disabled"
 #: Snapshot attempts per check while the clients run.
 _SNAPSHOT_TRIES = 3
 #: Snapshot attempts of the final check before it gives up (a write stuck mid-way).
@@ -68,7 +76,9 @@ class Anomaly:
     ops: list[str] = field(default_factory=list)
     records: int = 1  # records affected
     detail: list[str] = field(default_factory=list)
-    phase: str = "run"  # "run", or "teardown": seen after the clients had stopped
+    # "run"; "teardown": seen after the clients had stopped; "before": there already
+    # when the run started (Checker.baseline).
+    phase: str = "run"
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -155,16 +165,39 @@ class Checker:
         self.shm_error = ""
         self.reader: RecordsReader | None = None
         self.phase = "run"
+        # What the kernel showed before the run (baseline), and the last log line then.
+        self.before: list[Anomaly] = []
+        self._log_seq = 0
         self._report: Anomaly | None = None  # the dmesg report being received
         self._follow_stream: ServerStream[kernel_pb2.DmesgLine] | None = None
         self._threads: list[threading.Thread] = []
 
-    def start(self) -> None:
-        namespace = self.client.stats().shm_namespace
+    def baseline(self) -> None:
+        """The kernel as the run finds it (the module docstring), before :meth:`start`.
+        Raises FtraceError when the daemon does not answer."""
+        stats = self.client.stats()
         try:
-            self.reader = RecordsReader(namespace)
+            self.reader = RecordsReader(stats.shm_namespace)
         except (OSError, ValueError) as error:  # a daemon on another machine
-            self.shm_error = f"shared memory {namespace} not readable here: {error}"
+            self.shm_error = f"shared memory {stats.shm_namespace} not readable here: {error}"
+        self.phase = "before"
+        if stats.ftrace_disabled:
+            now = time.monotonic_ns()
+            self._report_anomaly(Anomaly(
+                "stats", FTRACE_DISABLED, f"{FTRACE_DISABLED} (ftrace_kill()) before the run "
+                "started: every change to it fails with ENODEV until the daemon reboots",
+                now, now))
+        lines = self.client.dmesg_lines().lines
+        self._log_seq = lines[-1].seq if lines else 0
+        self._read_log(lines)
+        self._report = None
+        self.check_consistency()
+        for _ in range(_FINAL_SNAPSHOT_TRIES):
+            if self.check_snapshot():
+                break
+        self.phase = "run"
+
+    def start(self) -> None:
         for target, name in ((self._poll, "check"), (self._follow, "dmesg")):
             thread = threading.Thread(target=target, name=f"stress-{name}", daemon=True)
             thread.start()
@@ -178,14 +211,21 @@ class Checker:
             thread.join(30)
 
     def _report_anomaly(self, anomaly: Anomaly) -> Anomaly:
-        """Report it unless it is known; returns the one reported first."""
+        """Report it unless it is known; returns the one reported first. One there
+        before the run goes to ``before``; a count error among those is known to the
+        run (it is the same state), a log report is not (the log is read on from the
+        line after it, and the same report again is the run's)."""
         anomaly.phase = self.phase
         with self._lock:
             known = self._seen.get(anomaly.key)
             if known is not None:
                 return known
-            self._seen[anomaly.key] = anomaly
-        self._on_anomaly(anomaly)
+            if self.phase != "before" or anomaly.source != "dmesg":
+                self._seen[anomaly.key] = anomaly
+        if self.phase == "before":
+            self.before.append(anomaly)
+        else:
+            self._on_anomaly(anomaly)
         return anomaly
 
     # --- consistency and shared memory ---------------------------------------------
@@ -243,14 +283,22 @@ class Checker:
 
     def _follow(self) -> None:
         try:
+            # From the start of the log, as lines printed since the baseline read it are
+            # only there; read_log() skips those the baseline had.
             self._follow_stream = self.client.dmesg_follow(replay=True)
-            for line in self._follow_stream:
-                for text in line.text.splitlines():
-                    self.counts["dmesg lines"] += 1
-                    self.dmesg_line(text)
+            self._read_log(self._follow_stream)
         except FtraceError as error:
             if not self._stop.is_set():
                 self._on_lost(f"DmesgFollow: {error}")
+
+    def _read_log(self, lines: Iterable[kernel_pb2.DmesgLine]) -> None:
+        """The log's lines after the last one the baseline read (all, for the baseline)."""
+        for line in lines:
+            if self.phase == "before" or line.seq > self._log_seq:
+                for text in line.text.splitlines():
+                    if self.phase != "before":  # the checks' count: of the run's lines
+                        self.counts["dmesg lines"] += 1
+                    self.dmesg_line(text)
 
     def dmesg_line(self, text: str) -> None:
         """One line of the kernel log; a report's first line is an anomaly at once, the
@@ -286,8 +334,7 @@ class Checker:
             if self.check_snapshot():
                 break
         self._report = None
-        for text in self.client.dmesg().splitlines():
-            self.dmesg_line(text)
+        self._read_log(self.client.dmesg_lines().lines)
         self._report = None
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_STA
                                    DEFAULT_SWITCH_INTERVAL, STOP_ON_KINDS, WORKER_KINDS,
                                    BootSpec, RunConfig)
 from clients.stress.minimize import interleaving_verdict
-from clients.stress.report import headline, stalled_workers
+from clients.stress.report import headline, ran_text, stalled_workers
 from clients.stress.runner import Progress, Run, connect, make_run_dir
 from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
 from kernel_daemon.module.catalog import load_catalog
@@ -43,14 +43,26 @@ daemon preempted more often); with a --race and no --failpoint, each open race w
 widened by a failpoint:
 """ + "".join(f"  --race {race:<16} --failpoint {site}={spec}\n"
               for race, (site, spec) in AUTO_FAILPOINTS.items()) + """\
-(with --address the same failpoints are armed over RPC, unless the daemon has some armed).
+(with --address the same failpoints are armed over RPC, unless the daemon has some armed,
+at boot or since by SetFailpoint; the replays' daemons boot with those the run ran with,
+which report.txt's kernel: line shows. Those the run armed it disarms at its end, and on
+SIGINT or SIGTERM).
 
 Nothing in DIR is removed or overwritten when the run cannot start (DIR itself is made
 first, so that an unwritable one is said before a daemon boots): the daemon at --address
 must answer within --connect-timeout, a private one must boot.
 
-Exit status: 0 clean, 1 an anomaly was found, 2 error (the daemon died, could not start,
-did not answer...).
+Only what the kernel shows after the run starts is the run's. What a daemon at --address
+showed before (a WARNING or BUG report already in its log, count errors already there,
+ftrace already killed) is reported apart, as found before the run; on a kernel whose
+ftrace is dead already the run does not start (every change would fail with ENODEV).
+The run leaves that daemon as its clients left it, the failpoints it armed aside: the
+function tracer off (its teardown), the loaders' modules loaded or not,
+set_ftrace_filter and set_ftrace_notrace as the shells last wrote them.
+
+Exit status: 0 clean, 1 the run found an anomaly, 2 error (the daemon died, could not
+start, did not answer...), 3 tainted: the run found no anomaly, but the kernel had some
+before it started, or its ftrace was dead already.
 """
 
 
@@ -162,9 +174,8 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
 
 
 def summary(report: dict, out_dir: str) -> str:
-    ran = ("did not start" if report["ran_s"] is None
-           else f"{report['operations']['total']} operations in {report['ran_s']} s")
-    lines = [f"ftrace-stress: {report['outcome'].upper()} (seed {report['seed']}, {ran})"]
+    lines = [f"ftrace-stress: {report['outcome'].upper()} (seed {report['seed']}, "
+             f"{ran_text(report)})"]
     if report["error"]:
         lines.append(f"  error: {report['error']}")
     stalled = stalled_workers(report)
@@ -173,6 +184,10 @@ def summary(report: dict, out_dir: str) -> str:
                      f"{report['configuration']['stall_timeout_s']:g} s, which ended the run")
     for anomaly in report["anomalies"][:3]:
         lines.append(f"  {anomaly['seen_s']:.3f} s {headline(anomaly)}")
+    for anomaly in report["before_run"][:3]:
+        lines.append(f"  before the run: {headline(anomaly)}")
+    if report["outcome"] == "tainted" and report["ran_s"] is not None:
+        lines.append("  the run found no anomaly of its own")
     repro = report["reproducer"]
     if repro and repro["kind"] == "sequential":
         lines.append(f"  reproducer: {os.path.join(out_dir, 'repro.sh')} "

@@ -91,15 +91,18 @@ class BootSpec:
         return shlex.join([*program, *shown, *after])
 
     @classmethod
-    def from_config(cls, config: kernel_pb2.BootConfig) -> "BootSpec":
-        """The options of a running daemon (``Kernel.GetConfig``), to boot its twin."""
+    def from_config(cls, config: kernel_pb2.BootConfig,
+                    failpoints: list[kernel_pb2.Failpoint]) -> "BootSpec":
+        """The options of a running daemon (``Kernel.GetConfig``), to boot its twin, with
+        the failpoints armed now (``Kernel.ListFailpoints``): those of its boot options
+        may have been disarmed or used up since, others armed by ``SetFailpoint``."""
         variant = kernel_pb2.Variant.Name(config.variant).removeprefix("VARIANT_").lower()
         placement = modules_pb2.ModulePlacement.Name(config.module_placement)
         pairs = [("--variant", variant),
                  *(("--race", kernel_pb2.Race.Name(r).removeprefix("RACE_").lower()
                     .replace("_", "-")) for r in config.races),
-                 *(("--failpoint", f"{name}={spec}")
-                   for name, spec in sorted(config.failpoints.items()) if spec not in ("", "off")),
+                 *(("--failpoint", f"{point.name}={point.spec}")
+                   for point in sorted(failpoints, key=lambda point: point.name) if point.spec),
                  ("--core-functions", str(config.core_functions)),
                  ("--module-placement",
                   placement.removeprefix("MODULE_PLACEMENT_").lower().replace("_", "-")),

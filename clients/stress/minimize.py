@@ -425,10 +425,12 @@ class Minimizer:
     def _interleaving(self, found: Reproducer) -> None:
         """Turn ``found`` (no sequential reproducer) into an interleaving, if one fits.
 
-        First each pair with no setup but the tracer's state when the held operation
-        started (one replay each), then with the earlier operations that touch the
-        anomaly's module, cut down by ddmin.  Each must show the run's anomaly again; when
-        none does, the first that showed another is given, and says so."""
+        First each pair with no setup, with the tracer's state when the held operation
+        started, and with the state the pair needs (:meth:`_needed`), one replay each;
+        then with the operations that touch the anomaly's module and completed before the
+        two met, cut down by ddmin. Each must show the run's anomaly again; when none
+        does, the first that showed another is given, and says so; when none showed any,
+        the first pair with the state it needs, as not verified."""
         races = self.boot.races
         if not races:
             found.notes.append("no race window was open: no interleaving to try")
@@ -453,22 +455,46 @@ class Minimizer:
             return False
 
         for pair in pairs:
-            for prefix in ([], self._tracer_state(pair.held)):
+            for prefix in ([], self._tracer_state(pair.held), self._needed(pair)):
                 if self._budget() and reproduces(pair, prefix):
-                    found.interleaving = self._interleaving_json(pair, prefix)
+                    found.interleaving = self._interleaving_json(pair, prefix, True)
                     return
         for pair in pairs:
+            # Completed before the two met: a modprobe that overlapped the held operation
+            # but ended before the racing one began loaded what the racing one unloads.
+            met = max(pair.held.invoke_ns, pair.racing.invoke_ns)
             earlier = self._touching(self._plain_lines(
                 [op for op in self._before_horizon() if op.complete_ns is not None
-                 and op.complete_ns < pair.held.invoke_ns]), self.target.module)
+                 and op.complete_ns < met and op not in (pair.held, pair.racing)]),
+                self.target.module)
             if self._budget() and reproduces(pair, earlier):
                 prefix = ddmin(earlier, lambda lines: reproduces(pair, lines), self._budget)
-                found.interleaving = self._interleaving_json(pair, prefix)
+                found.interleaving = self._interleaving_json(pair, prefix, True)
                 return
         if other is not None:
             found.notes.append("no interleaving tried showed the run's anomaly again: the "
                                "first that showed another one is given")
-        found.interleaving = self._interleaving_json(*(other or (pairs[0], None)))
+            found.interleaving = self._interleaving_json(*other, True)
+            return
+        found.notes.append("no interleaving tried showed an anomaly: the first pair is given "
+                           "with the setup the history says it needs, not verified")
+        found.interleaving = self._interleaving_json(pairs[0], self._needed(pairs[0]), False)
+
+    def _needed(self, pair: "_Pair") -> list[Line]:
+        """The state the pair needs, as the history has it: each module a rmmod of theirs
+        unloads loaded (its last load completed before that rmmod began), and the
+        tracer's state when the held operation began; in the order they took effect."""
+        ops = self._before_horizon()
+        lines = self._tracer_state(pair.held)
+        for op in (pair.held, pair.racing):
+            if op.op != "rmmod":
+                continue
+            loads = [o for o in ops if o.op == "modprobe" and o.ok and not changes_nothing(o)
+                     and o.args["module"] == op.args["module"] and o.complete_ns is not None
+                     and o.complete_ns < op.invoke_ns]
+            if loads:
+                lines += [Line(command, loads[-1]) for command in op_commands(loads[-1]) or []]
+        return sorted(lines, key=lambda line: line.op.effect_ns(_LATE))
 
     def _tracer_state(self, held: Op) -> list[Line]:
         """``echo function > current_tracer`` if that was the last switch before ``held``."""
@@ -520,14 +546,15 @@ class Minimizer:
             return False
         return gives == (self.target.kind == "leaked reference")
 
-    def _interleaving_json(self, pair: "_Pair", prefix: list[Line] | None) -> dict[str, Any]:
-        """The interleaving for the report; ``prefix`` None: none was verified.
-        ``reproduces``: the replay showed the run's anomaly, not only another one."""
-        seen = pair.seen.get(pair.key(prefix)) if prefix is not None else None
+    def _interleaving_json(self, pair: "_Pair", prefix: list[Line],
+                           verified: bool) -> dict[str, Any]:
+        """The interleaving for the report; ``verified``: a replay with ``prefix`` showed
+        an anomaly. ``reproduces``: it showed the run's, not only another one."""
+        seen = pair.seen.get(pair.key(prefix)) if verified else None
         return {
-            "race": pair.race, "failpoint": pair.site, "verified": prefix is not None,
+            "race": pair.race, "failpoint": pair.site, "verified": verified,
             "reproduces": seen is not None and self.target.seen_after(seen) is not None,
-            "prefix": [line.command for line in prefix or []] + pair.setup,
+            "prefix": [line.command for line in prefix] + pair.setup,
             "held": self._describe(pair.held, pair.held_command),
             "racing": self._describe(pair.racing, pair.racing_command),
             "observed": seen.summary() if seen else "",

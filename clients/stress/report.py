@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from clients.stress.checker import Anomaly
+from clients.stress.checker import FTRACE_DISABLED, Anomaly
 from clients.stress.commands import op_commands
 from clients.stress.config import RunConfig
 from clients.stress.cpu import cpu_per_operation
@@ -28,6 +28,8 @@ from clients.stress.workers import EXIT_DAEMON_GONE
 RECENT_OPS = 6
 #: Operations listed as in flight, at most.
 IN_FLIGHT_OPS = 16
+#: The run's outcome by its exit status (``--help`` says what each means).
+OUTCOMES = {0: "clean", 1: "anomaly", 2: "error", 3: "tainted"}
 
 
 @dataclass
@@ -74,6 +76,8 @@ class RunResult:
     stop_ns: int = 0  # when the clients were told to stop (or had all ended)
     daemon: dict[str, Any] = field(default_factory=dict)
     anomalies: list[Anomaly] = field(default_factory=list)
+    # What the kernel showed before the run started (Checker.baseline): not the run's.
+    before_run: list[Anomaly] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
     logs: list[ClientLog] = field(default_factory=list)
     workers: list[WorkerRecord] = field(default_factory=list)
@@ -90,13 +94,22 @@ class RunResult:
 
     @property
     def exit_status(self) -> int:
+        """0 clean; 1 the run found an anomaly; 2 error; 3 tainted: the run found none,
+        but the kernel had some before it started (or its ftrace was dead already)."""
         if self.error:
             return 2
-        return 1 if self.anomalies else 0
+        if self.anomalies:
+            return 1
+        return 3 if self.before_run else 0
 
     @property
     def outcome(self) -> str:
-        return {0: "clean", 1: "anomaly", 2: "error"}[self.exit_status]
+        return OUTCOMES[self.exit_status]
+
+    @property
+    def ftrace_disabled_before(self) -> bool:
+        """ftrace was killed before the run: the run did not start."""
+        return any(anomaly.kind == FTRACE_DISABLED for anomaly in self.before_run)
 
     def seconds(self, ns: int | None) -> float | None:
         return None if ns is None else round((ns - self.start_ns) / 1e9, 6)
@@ -110,18 +123,19 @@ class RunResult:
     def duration(self) -> float:
         return max((self.stop_ns - self.start_ns) / 1e9, 1e-9)
 
-    @property
-    def ops_before_stop(self) -> int:
-        """The operations invoked between the go and the stop (the CPU figures' span)."""
-        return sum(1 for op in self.ops if op.invoke_ns < self.stop_ns)
+    def in_run(self, op: Op) -> bool:
+        """Whether ``op`` was invoked between the go and the stop: the span the run's
+        duration, its rates and its CPU figures are all over (the teardown, and what a
+        client began before it heard the stop, come after)."""
+        return op.invoke_ns < self.stop_ns
 
     @property
-    def active(self) -> float:
-        """Seconds from the first operation's invocation to the last one's end: what
-        rates are taken over."""
-        first = min((op.invoke_ns for op in self.ops), default=self.start_ns)
-        last = max((op.end_ns(op.invoke_ns) for op in self.ops), default=self.stop_ns)
-        return max((last - first) / 1e9, 1e-9)
+    def ops_before_stop(self) -> int:
+        return sum(1 for op in self.ops if self.in_run(op))
+
+    def per_second(self, count: int) -> float:
+        """``count`` operations over the run's duration."""
+        return round(count / self.duration, 1)
 
 
 def op_kind(op: Op) -> str:
@@ -171,9 +185,10 @@ def around(result: RunResult, anomaly: Anomaly) -> tuple[list[Op], list[Op]]:
 def per_kind(result: RunResult) -> dict[str, dict[str, Any]]:
     table: dict[str, dict[str, Any]] = {}
     for op in result.ops:
-        row = table.setdefault(op_kind(op), {"count": 0, "ok": 0, "refused": 0,
+        row = table.setdefault(op_kind(op), {"count": 0, "in_run": 0, "ok": 0, "refused": 0,
                                              "no_answer": 0, "errnos": Counter()})
         row["count"] += 1
+        row["in_run"] += result.in_run(op)
         if op.ok:
             row["ok"] += 1
         elif op.result == "error":
@@ -182,7 +197,7 @@ def per_kind(result: RunResult) -> dict[str, dict[str, Any]]:
         else:
             row["no_answer"] += 1
     for row in table.values():
-        row["per_second"] = round(row["count"] / result.active, 1)
+        row["per_second"] = result.per_second(row["in_run"])
         row["errnos"] = dict(row["errnos"])
     return dict(sorted(table.items()))
 
@@ -237,7 +252,9 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "operations": {
             "total": len(result.ops),
             "completed": sum(op.completed for op in result.ops),
-            "per_second": round(len(result.ops) / result.active, 1),
+            # Invoked from the go to the stop, and their rate over that span (ran_s).
+            "in_run": result.ops_before_stop,
+            "per_second": result.per_second(result.ops_before_stop),
             "first_s": result.seconds(min((op.invoke_ns for op in result.ops), default=None)),
             "by_kind": per_kind(result),
         },
@@ -250,6 +267,10 @@ def to_json(result: RunResult) -> dict[str, Any]:
         # The first anomaly of a --stop-on kind (with none given, the first anomaly).
         "time_to_detection_s": sought,
         "anomalies": anomalies,
+        # There before the run started, so not the run's: no times, no operations.
+        "before_run": [{key: value for key, value in asdict(anomaly).items()
+                        if key not in ("seen_from_ns", "seen_to_ns")}
+                       for anomaly in result.before_run],
         "reproducer": None if repro is None else {
             "kind": repro.kind,
             "file": "repro.sh",
@@ -274,6 +295,29 @@ def stalled_workers(report: dict[str, Any]) -> list[str]:
     return [worker["name"] for worker in report["workers"] if worker["stalled"]]
 
 
+def before_run_text(report: dict[str, Any]) -> list[str]:
+    """report.txt's account of what the kernel showed before the run, if anything."""
+    before = report["before_run"]
+    if not before:
+        return []
+    out = ["", "Before the run (not the run's: the kernel showed these when it started)"]
+    if report["anomalies"]:
+        out.append("  The run's own anomalies above may follow from this state.")
+    for i, anomaly in enumerate(before, 1):
+        out.append(f" {i}. [{anomaly['source']}] {headline(anomaly)}")
+        out += [f"      {line}" for line in anomaly["detail"][1:]]
+    return out
+
+
+def ran_text(report: dict[str, Any]) -> str:
+    """How long the run ran and how much it did, as stdout and report.txt say it: the
+    operations invoked from the go to the stop, over that span."""
+    if report["ran_s"] is None:
+        return "did not start"
+    ops = report["operations"]
+    return f"{ops['in_run']} operations in {report['ran_s']} s, {ops['per_second']}/s"
+
+
 def headline(anomaly: dict[str, Any]) -> str:
     """The anomaly in one line (a log report's message names its kind already)."""
     if anomaly["message"].startswith(anomaly["kind"]) or anomaly["source"] == "dmesg":
@@ -294,19 +338,23 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
         f" at {conf['address']}" + (f", pid {daemon['pid']}" if daemon.get("pid") else "")
     out.append(f"kernel:    {conf['boot_command']}  ({where})")
     if conf["auto_failpoints"]:
+        disarmed = daemon.get("failpoints_disarmed")
         out.append("widened:   " + ", ".join(f"{k}={v}" for k, v in conf["auto_failpoints"].items())
-                   + " (chosen for the open race windows)")
+                   + " (chosen for the open race windows" + (
+                       "" if disarmed is None else "; disarmed at the end" if disarmed
+                       else f"; still armed: disarming failed: {daemon['disarm_error']}")
+                   + ")")
     out.append(f"seed:      {report['seed']}")
     out.append("clients:   " + ", ".join(f"{n} {k}{'s' * (n != 1)}"
                                           for k, n in conf["workers"].items() if n)
                + f" ({sum(conf['workers'].values())} processes)")
     limit = f"{conf['ops']} operations" if conf["ops"] else f"{conf['duration_s']} s"
     ops = report["operations"]
-    if report["ran_s"] is None:
-        out.append(f"ran:       did not start (limit: {limit})")
-    else:
-        out.append(f"ran:       {report['ran_s']} s (limit: {limit}); {ops['total']} "
-                   f"operations, {ops['per_second']}/s")
+    after = ops["total"] - ops["in_run"]
+    out.append(f"ran:       {ran_text(report)} (limit: {limit})"
+               + (f"; {after} more after the stop (the teardown's, and those begun "
+                  "before the clients heard it)" if after and report["ran_s"] is not None
+                  else ""))
     stalled = stalled_workers(report)
     if stalled:
         out.append(f"stalled:   {', '.join(stalled)}: nothing recorded for "
@@ -315,7 +363,8 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
              else ", ".join(conf["stop_on"]) or "any anomaly")
     out.append(f"stops at:  {stops}; detected after {report['time_to_detection_s']} s"
                if report["time_to_detection_s"] is not None else f"stops at:  {stops}")
-    out += ["", "Operations per kind", f"  {'kind':<28}{'count':>8}{'ok':>8}{'refused':>9}{'per s':>9}"]
+    out += ["", "Operations per kind (per s: those invoked from the go to the stop, over "
+            "the run's duration)", f"  {'kind':<28}{'count':>8}{'ok':>8}{'refused':>9}{'per s':>9}"]
     for kind, row in ops["by_kind"].items():
         out.append(f"  {kind:<28}{row['count']:>8}{row['ok']:>8}{row['refused']:>9}"
                    f"{row['per_second']:>9}")
@@ -349,6 +398,7 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
         if anomaly["detail"][1:] or anomaly["source"] != "dmesg":
             out.append("    detail:")
             out += [f"      {line}" for line in anomaly["detail"]]
+    out += before_run_text(report)
     out += ["", "Reproducer"]
     repro = report["reproducer"]
     if repro is None:

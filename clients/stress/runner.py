@@ -2,7 +2,9 @@
 
 :func:`connect` first: the daemon (a private one, or the one at ``--address``) must
 answer before the run's directory is touched, so that a run that cannot start leaves an
-earlier run's results as they were. Then the checker's threads and the worker processes
+earlier run's results as they were. The checker first looks at the kernel as the run
+finds it: what it showed before is reported apart, not as the run's, and a kernel whose
+ftrace is dead already is not stressed. Then the checker's threads and the worker processes
 run; this process waits for the first of: an anomaly (of a ``stop_on``
 kind, and unless ``keep_going``), the end of the duration, every worker done, the daemon
 gone, and without a duration, no worker making progress for the stall timeout. A worker
@@ -211,6 +213,7 @@ class Run:
         self.modules: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._lost = ""
+        self._armed: list[str] = []  # failpoint sites this run armed on the user's daemon
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._ops_seen: dict[str, tuple[int, int]] = {}  # progress: file -> (offset, count)
@@ -244,9 +247,11 @@ class Run:
         try:
             clear_previous_run(self.config.out_dir)
             self._boot()
-            self._start()
-            self._wait()
-            self._stop()
+            # A kernel whose ftrace is dead refuses every change: nothing to stress.
+            if not result.ftrace_disabled_before:
+                self._start()
+                self._wait()
+                self._stop()
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal the caller turned into it
             result.error = "interrupted" + (f" by {interrupt}" if interrupt.args else "")
             self._abort()
@@ -258,7 +263,12 @@ class Run:
         return result
 
     def _boot(self) -> None:
+        """The daemon as the run finds it (the checker's baseline), made ready for it."""
         config = self.config
+        self.checker = Checker(self.address, config.check_interval, self._on_anomaly,
+                               self._on_lost)
+        self.checker.baseline()
+        self.result.before_run = self.checker.before
         if config.address is not None:
             self._adopt()
         stats = self.client.stats()
@@ -273,18 +283,34 @@ class Run:
         self.modules = {m: catalog[m] for m in config.modules}
 
     def _adopt(self) -> None:
-        """A daemon of the user's: boot its twins the same way; widen its race windows
-        unless it has failpoints armed already."""
-        boot = BootSpec.from_config(self.client.config())
-        auto = []
-        if boot.races and not boot.failpoints():
-            for race in boot.races:
+        """A daemon of the user's: boot its twins the same way, with the failpoints armed
+        on it now; widen its race windows unless it has failpoints armed already (or its
+        ftrace is dead: no run). What is armed here, :meth:`_disarm` disarms."""
+        boot = BootSpec.from_config(self.client.config(), self.client.list_failpoints())
+        if boot.races and not boot.failpoints() and not self.result.ftrace_disabled_before:
+            for race in dict.fromkeys(boot.races):
                 site, spec = AUTO_FAILPOINTS[race]
+                # Noted first: an interrupt after the call must not leave it armed.
+                self._armed.append(site)
                 self.client.set_failpoint(site, spec)
                 boot = boot.with_failpoint(site, spec)
-                auto.append((site, spec))
         self.config = self.result.config = dataclasses.replace(
-            self.config, boot=boot, auto_failpoints=tuple(auto))
+            self.config, boot=boot, auto_failpoints=tuple(
+                (site, boot.failpoints()[site]) for site in self._armed))
+
+    def _disarm(self) -> None:
+        """Turn off the failpoints :meth:`_adopt` armed (none was armed before it), so that
+        the user's daemon is left as it was found (the run's end, an error, SIGINT or
+        SIGTERM alike); the report says whether it could."""
+        if not self._armed:
+            return
+        try:
+            for site in self._armed:
+                self.client.set_failpoint(site, "off")
+            self.result.daemon["failpoints_disarmed"] = True
+        except FtraceError as error:
+            self.result.daemon["failpoints_disarmed"] = False
+            self.result.daemon["disarm_error"] = str(error)
 
     def _core_sample(self) -> list[str]:
         text = self.client.read_file(f"{TRACING_DIR}/available_filter_functions").decode()
@@ -294,8 +320,7 @@ class Run:
     def _start(self) -> None:
         config = self.config
         core = self._core_sample()
-        self.checker = Checker(self.address, config.check_interval, self._on_anomaly,
-                               self._on_lost)
+        assert self.checker is not None
         self.checker.start()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (_REPO_ROOT, env.get("PYTHONPATH"))))
@@ -519,6 +544,7 @@ class Run:
         if self._lost and not result.error:
             result.error = f"{self._lost} mid-run"
         result.daemon["lost"] = self._lost
+        self._disarm()
         if self.checker is not None:
             result.checks = self.checker.counts
             result.shm_error = self.checker.shm_error
