@@ -73,6 +73,10 @@ _CODES = {(1, False): "B", (2, False): "H", (4, False): "I", (8, False): "Q",
           (1, True): "b", (2, True): "h", (4, True): "i", (8, True): "q"}
 
 
+# trace_export.c's TRACE_SYSTEM: the system of every call it defines.
+TRACE_SYSTEM = "ftrace"
+
+
 class FtraceEventCall(NamedTuple):
     """An ``ftrace_event_call`` of ``trace_export.c``: ``events/ftrace/<name>/``."""
 
