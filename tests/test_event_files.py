@@ -1,5 +1,5 @@
 """The files of 3.6's trace_events.c over the model's events, in-process through the file
-tree: available_events, set_event and events/enable.  Every event the model has is the
+tree: available_events, set_event and events/enable; and trace_printk.c's printk_formats.  Every event the model has is the
 ftrace system's, which trace_export.c marks TRACE_EVENT_FL_IGNORE_ENABLE, so none can be
 enabled: each name written to set_event and each value written to an enable file is
 EINVAL, after the ring buffer was expanded."""
@@ -114,3 +114,13 @@ def test_events_enable_refuses_a_number_it_cannot_parse_before_expanding():
         for data in (b"x\n", b"\n", b"-1\n"):
             assert write_errno(vfs, f"{T}/events/enable", data) == errno.EINVAL
         assert cat(vfs, f"{T}/buffer_size_kb") == UNEXPANDED
+
+
+def test_printk_formats_is_an_empty_seq_file_without_trace_printk_formats():
+    """trace_printk.c's printk_formats (0444, seq_read): find_next() finds no format in
+    the core kernel's __trace_printk_fmt section and none on trace_bprintk_fmt_list."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        assert {e.name: e.mode for e in vfs.list_dir(T)}["printk_formats"] == 0o444
+        assert cat(vfs, f"{T}/printk_formats") == ""
+        assert write_errno(vfs, f"{T}/printk_formats", b"x\n") == errno.EINVAL

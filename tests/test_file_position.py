@@ -211,7 +211,8 @@ SEQ_OPENED = [
     ("available_tracers", os.O_RDWR), ("available_filter_functions", os.O_RDONLY),
     ("enabled_functions", os.O_RDWR), ("trace_stat/function0", os.O_RDWR),
     ("events/ftrace/function/format", os.O_RDWR), ("available_events", os.O_RDONLY),
-    ("set_event", os.O_RDWR), ("set_event", os.O_WRONLY), ("/proc/modules", os.O_RDONLY),
+    ("set_event", os.O_RDWR), ("set_event", os.O_WRONLY), ("printk_formats", os.O_RDONLY),
+    ("/proc/modules", os.O_RDONLY),
     ("/proc/kallsyms", os.O_RDWR),
 ]
 

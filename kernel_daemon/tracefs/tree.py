@@ -77,6 +77,10 @@ def tracing_directory(kernel: Kernel) -> Directory:
     # tracing_max_latency is CONFIG_TRACER_MAX_TRACE's: a kernel with a latency tracer.
     tracing["tracing_max_latency"] = tracing_max_lat_file("tracing_max_latency")
     tracing["tracing_thresh"] = tracing_max_lat_file("tracing_thresh")
+    # trace_printk.c's init_trace_printk_function_export(): the address and text of each
+    # trace_printk() format, the core kernel's __trace_printk_fmt section then the
+    # modules' copies; the model's kernel and modules have none, so t_start() finds none.
+    tracing["printk_formats"] = GeneratedFile(lambda k: "")
     tracing["README"] = SimpleReadFile(lambda k: README_MSG, llseek=generic_file_llseek)
     tracing["saved_cmdlines"] = SimpleReadFile(
         lambda k: k.saved_cmdlines.tracing_saved_cmdlines_read(), llseek=generic_file_llseek)
