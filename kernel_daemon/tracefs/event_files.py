@@ -1,8 +1,8 @@
 """The files of ``kernel/trace/trace_events.c`` (3.6), as far as the model has events:
 ``available_events``, ``set_event`` and the ``events/`` directory with the ring buffer's
 formats (``header_page``, ``header_event``), ``enable``, and the ``ftrace`` system's
-``function`` and ``print`` entries, which a binary reader of ``trace_pipe_raw`` needs to
-decode it.
+directory: its ``enable`` and an ``id`` and ``format`` for each entry of
+``trace_entries.h``, which a binary reader of ``trace_pipe_raw`` needs to decode it.
 
 The model's ``ftrace_events`` list holds only the ``ftrace`` system's calls
 (``trace_export.c``), and that file gives every one of them ``.flags =
@@ -12,9 +12,10 @@ can be enabled here: ``set_event`` reads empty, and every name written to it, or
 1 to an ``enable`` file, fails with EINVAL, as 3.6 does for a name that matches nothing.
 
 ``event_create_dir()`` gives an event an ``id`` file only when its class has a ``reg``
-method (with CONFIG_PERF_EVENTS): of these two, ``function`` (``FTRACE_ENTRY_REG``).
-Neither has ``enable`` (``TRACE_EVENT_FL_IGNORE_ENABLE``).  Not modelled: each event's
-``filter`` and the ``ftrace`` system's ``filter`` and ``enable``.
+method (with CONFIG_PERF_EVENTS): of the ftrace system's, ``function``
+(``FTRACE_ENTRY_REG``).  None has ``enable`` (``TRACE_EVENT_FL_IGNORE_ENABLE``).  Not
+modelled: each event's ``filter`` and the ``ftrace`` system's ``filter``
+(``trace_events_filter.c``'s predicates).
 """
 
 from __future__ import annotations
@@ -123,11 +124,13 @@ class SetEventFile(FileOps):
 
 
 class SystemEnableOpenFile(SimpleReadOpenFile):
-    """An open ``events/enable``: ``ftrace_system_enable_fops`` with no system."""
+    """An open ``events/enable`` (no system) or ``events/ftrace/enable``:
+    ``ftrace_system_enable_fops``; ``subsystem_open()`` finds the ftrace system with
+    events."""
 
     def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
-        # system_enable_read(): '0', as every call with a reg method (function) is
-        # disabled.
+        # system_enable_read(): '0', as every call with a reg method (function, in the
+        # ftrace system) is disabled.
         super().__init__(path, flags, lambda: "0\n", default_llseek)
         self.kernel = kernel
 
@@ -156,12 +159,15 @@ class SystemEnableFile(FileOps):
 
 def events_directory() -> Directory:
     """``event_trace_init()``'s ring buffer formats and ``enable``, and
-    ``events/ftrace/<event>/`` for each entry of :mod:`kernel_daemon.trace.trace_entries`."""
+    ``events/ftrace/`` as ``event_subsystem_dir()`` makes it (its ``enable``), with
+    ``event_create_dir()``'s ``<event>/`` for each entry of
+    :mod:`kernel_daemon.trace.trace_entries`."""
     events = Directory()
     events["header_page"] = ShowOnceFile(ring_buffer_print_page_header)
     events["header_event"] = ShowOnceFile(ring_buffer_print_entry_header)
     events["enable"] = SystemEnableFile()
     ftrace = events[TRACE_SYSTEM] = Directory()
+    ftrace["enable"] = SystemEnableFile()
     for call in FTRACE_EVENTS:
         event = ftrace[call.name] = Directory()
         if call.reg:
