@@ -43,7 +43,7 @@ def write_error(f, data: bytes) -> int:
 WRITE_POSITIONS = [
     # *ppos += cnt: tracing_set_trace_write(), tracing_clock_write(),
     # tracing_trace_options_write(), trace_options_core_write(), tracing_entries_write(),
-    # tracing_ctrl_write(), ftrace_profile_write(), system_enable_write();
+    # tracing_ctrl_write(), ftrace_profile_write();
     # *fpos += written: tracing_mark_write(); trace_get_user()'s *ppos += read;
     # proc_dointvec()'s *ppos += *lenp.
     ("current_tracer", os.O_RDWR, b"nop\n", 4),
@@ -54,7 +54,6 @@ WRITE_POSITIONS = [
     ("per_cpu/cpu1/buffer_size_kb", os.O_RDWR, b"1408\n", 5),
     ("tracing_enabled", os.O_RDWR, b"1\n", 2),
     ("function_profile_enabled", os.O_RDWR, b"0\n", 2),
-    ("events/enable", os.O_RDWR, b"0\n", 2),
     ("trace_marker", os.O_WRONLY, b"hello\n", 6),
     ("set_ftrace_filter", os.O_RDWR, b"schedule\n", 9),
     ("/proc/sys/kernel/ftrace_enabled", os.O_RDWR, b"1\n", 2),
@@ -98,7 +97,7 @@ def test_a_read_after_a_write_goes_on_from_where_the_write_left_the_position(cli
         assert f.seek(0) == 0 and f.read() == b"0\n"
 
 
-def test_a_failed_write_leaves_the_position_except_a_filter_token_matching_nothing(client):
+def test_a_failed_write_leaves_the_position_except_a_name_matching_nothing(client):
     """Handlers return their errno before touching ``*ppos``; ``ftrace_regex_write()``'s
     ``trace_get_user()`` moved it past the token before the token was matched."""
     with client.open(f"{T}/tracing_on", os.O_RDWR) as f:
@@ -117,6 +116,16 @@ def test_a_failed_write_leaves_the_position_except_a_filter_token_matching_nothi
         assert f.seek(0, os.SEEK_CUR) == 9
         assert write_error(f, b"x" * 300) == errno.EINVAL  # too long: trace_get_user fails
         assert f.seek(0, os.SEEK_CUR) == 9
+    # ftrace_event_write()'s trace_get_user() too; system_enable_write() refuses a value
+    # other than 0 or 1 before *ppos += cnt, and 0 or 1 (no event takes it) after.
+    with client.open(f"{T}/set_event", os.O_RDWR) as f:
+        assert write_error(f, b"ftrace:function\n") == errno.EINVAL
+        assert f.seek(0, os.SEEK_CUR) == 16
+    with client.open(f"{T}/events/enable", os.O_RDWR) as f:
+        assert write_error(f, b"2\n") == errno.EINVAL
+        assert f.seek(0, os.SEEK_CUR) == 0
+        assert write_error(f, b"0\n") == errno.EINVAL
+        assert f.seek(0, os.SEEK_CUR) == 2
 
 
 def test_free_buffer_s_write_moves_a_position_no_lseek_can_see(client):
@@ -201,7 +210,9 @@ SEQ_OPENED = [
     ("set_ftrace_notrace", os.O_RDWR), ("set_ftrace_pid", os.O_RDWR), ("trace", os.O_RDWR),
     ("available_tracers", os.O_RDWR), ("available_filter_functions", os.O_RDONLY),
     ("enabled_functions", os.O_RDWR), ("trace_stat/function0", os.O_RDWR),
-    ("events/ftrace/function/format", os.O_RDWR), ("/proc/modules", os.O_RDONLY),
+    ("events/ftrace/function/format", os.O_RDWR), ("available_events", os.O_RDONLY),
+    ("set_event", os.O_RDWR), ("set_event", os.O_WRONLY), ("printk_formats", os.O_RDONLY),
+    ("/proc/modules", os.O_RDONLY),
     ("/proc/kallsyms", os.O_RDWR),
 ]
 

@@ -105,8 +105,6 @@ def test_trace_controls_and_formats():
         invoke(k, "vfs_write", cpu=0)
         invoke(k, "vfs_write", cpu=1)
         assert "entries-in-buffer/entries-written: 1/1" in cat(vfs, f"{T}/trace")
-        assert cat(vfs, f"{T}/events/enable") == "0\n"
-        write(vfs, f"{T}/events/enable", b"1\n")
         # Switching the tracer clears the buffers (tracer_init).
         write(vfs, f"{T}/current_tracer", b"nop\n")
         assert cat(vfs, f"{T}/trace").startswith("# tracer: nop\n#\n# entries-in-buffer/entries-written: 0/0")

@@ -44,9 +44,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-# enum trace_type, kernel/trace/trace.h (3.6).
-TRACE_FN = 1
-TRACE_PRINT = 5
+# enum trace_type, kernel/trace/trace.h (3.6), up to TRACE_USER_STACK.
+(TRACE_FN, TRACE_CTX, TRACE_WAKE, TRACE_STACK, TRACE_PRINT, TRACE_BPRINT, TRACE_MMIO_RW,
+ TRACE_MMIO_MAP, TRACE_BRANCH, TRACE_GRAPH_RET, TRACE_GRAPH_ENT, TRACE_USER_STACK) = range(1, 13)
 # Model only: a record that continues the text of the TRACE_PRINT before it.
 RB_TYPE_CONT = 0xFFFF
 

@@ -1,14 +1,15 @@
-"""The entries the function tracer puts in the ring buffer, as C lays them out on x86_64,
-and the ``events/ftrace/<name>/format`` files that describe them (3.6).
+"""The entries of ``kernel/trace/trace_entries.h`` (3.6), as C lays them out on x86_64,
+and the ``events/ftrace/<name>/format`` files that describe them.
 
 ``struct trace_entry`` (``include/linux/ftrace_event.h``) starts every entry: 3.6 still has
 its ``padding`` int, which ``tracing_generic_entry_update()`` zeroes, so the common fields
-take 12 bytes.  ``struct ftrace_entry`` and ``struct print_entry`` are the ``function`` and
-``print`` entries of ``kernel/trace/trace_entries.h``: ``trace_export.c`` turns each into
+take 12 bytes.  ``trace_export.c`` turns each ``FTRACE_ENTRY`` of ``trace_entries.h`` into
 an ``ftrace_event_call`` of system ``ftrace`` whose fields (``trace_define_field()``: the
 C type's text, the member's name, ``offsetof``, ``sizeof``, ``is_signed_type()``) and
-``print_fmt`` (``__stringify`` of ``F_printk()``, ``__entry`` spelt ``REC``) the format
-file prints, as ``f_show()`` of ``trace_events.c`` does.
+``print_fmt`` (``__stringify`` of ``F_printk()``, macros expanded, ``__entry`` spelt
+``REC``) the format file prints, as ``f_show()`` of ``trace_events.c`` does.  The model's
+function tracer writes two of them, ``function`` (``struct ftrace_entry``) and ``print``
+(``struct print_entry``, a ``trace_marker`` write); the others are there to be described.
 
 One table of members is the source of the offsets both the format files print and the
 packing of the entries uses, so the two cannot disagree.
@@ -19,7 +20,23 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from kernel_daemon.trace.buffers import TRACE_FN, TRACE_PRINT, Event
+from kernel_daemon.trace.buffers import (TRACE_BPRINT, TRACE_BRANCH, TRACE_CTX, TRACE_FN,
+                                         TRACE_GRAPH_ENT, TRACE_GRAPH_RET, TRACE_MMIO_MAP,
+                                         TRACE_MMIO_RW, TRACE_PRINT, TRACE_STACK,
+                                         TRACE_USER_STACK, TRACE_WAKE, Event)
+
+# trace_export.c's TRACE_SYSTEM: the system of every call it defines.
+TRACE_SYSTEM = "ftrace"
+
+# The C types of these entries on x86_64: sizeof, which is also the alignment, and
+# is_signed_type(), ((type)(-1) < (type)0): char is signed on x86, a pointer is not, and
+# resource_size_t is a u64 (CONFIG_PHYS_ADDR_T_64BIT).
+C_TYPES = {
+    "char": (1, True), "unsigned char": (1, False), "unsigned short": (2, False),
+    "int": (4, True), "unsigned int": (4, False), "u32": (4, False),
+    "unsigned long": (8, False), "unsigned long long": (8, False),
+    "resource_size_t": (8, False), "const char *": (8, False),
+}
 
 
 class Field(NamedTuple):
@@ -32,38 +49,47 @@ class Field(NamedTuple):
     signed: bool
 
 
-def is_signed_type(ctype: str) -> bool:
-    """``is_signed_type()`` of the types these entries use; ``char`` is signed on x86."""
-    return not ctype.startswith("unsigned")
-
-
 def align(value: int, to: int) -> int:
     return -(-value // to) * to
 
 
-def c_struct(members: tuple[tuple[str, str, int], ...], start: int = 0, start_align: int = 1
+#: A member: ``(C type, name)`` for ``__field`` and ``__field_desc``; ``(C type, name,
+#: len)`` for ``__array`` (``type item[len]``), or with ``len`` 0 for ``__dynamic_array``
+#: (``type item[]``).
+Member = tuple[str, str] | tuple[str, str, int]
+
+
+def c_struct(members: tuple[Member, ...], start: int = 0, start_align: int = 1
              ) -> tuple[tuple[Field, ...], int]:
-    """Lay out ``(C type, name, size)`` members as gcc does on x86_64, after ``start``
-    bytes of an embedded struct aligned to ``start_align``: each scalar at a multiple of
-    its size, a flexible array (size 0: ``char buf[]``) at the next byte.  Returns the
+    """Lay out ``members`` as gcc does on x86_64, after ``start`` bytes of an embedded
+    struct aligned to ``start_align``: each at a multiple of its element's size.  An
+    ``__array`` is ``"type[len]"`` to ``trace_define_field()``, of ``sizeof`` the array;
+    a ``__dynamic_array`` has its bare type and size 0.  A ``__field_desc`` member of a
+    nested struct (``ftrace_graph_ret``, ``mmiotrace_rw``) lies where it would unnested:
+    each of those structs starts with an 8-byte member and ends the entry.  Returns the
     fields and ``sizeof`` the struct, a multiple of its strictest alignment."""
     fields = []
     offset, strictest = start, start_align
-    for ctype, name, size in members:
-        offset = align(offset, size or 1)
-        fields.append(Field(ctype, name, offset, size, is_signed_type(ctype)))
-        offset += size
+    for ctype, name, *array in members:
+        size, signed = C_TYPES[ctype]
+        offset = align(offset, size)
+        if array:
+            fields.append(Field(f"{ctype}[{array[0]}]" if array[0] else ctype, name, offset,
+                                size * array[0], signed))
+        else:
+            fields.append(Field(ctype, name, offset, size, signed))
+        offset += fields[-1].size
         strictest = max(strictest, size)
     return tuple(fields), align(offset, strictest)
 
 
 # struct trace_entry; the format files name its members common_<member>.
 TRACE_ENTRY_FIELDS, TRACE_ENTRY_SIZE = c_struct((
-    ("unsigned short", "type", 2),
-    ("unsigned char", "flags", 1),
-    ("unsigned char", "preempt_count", 1),
-    ("int", "pid", 4),
-    ("int", "padding", 4),
+    ("unsigned short", "type"),
+    ("unsigned char", "flags"),
+    ("unsigned char", "preempt_count"),
+    ("int", "pid"),
+    ("int", "padding"),
 ))
 TRACE_ENTRY_ALIGN = 4  # its ints'
 COMMON_FIELDS = tuple(f._replace(name=f"common_{f.name}") for f in TRACE_ENTRY_FIELDS)
@@ -84,39 +110,100 @@ class FtraceEventCall(NamedTuple):
     # class->reg: FTRACE_ENTRY_REG gives one (perf_ftrace_event_register); with it, and
     # CONFIG_PERF_EVENTS, event_create_dir() makes an "id" file.
     reg: bool
-    # The scalar fields, common ones first, each at its offset (gaps as pad bytes).
-    header: struct.Struct
 
 
-def ftrace_event(name: str, etype: int, members: tuple[tuple[str, str, int], ...],
-                 print_fmt: str, reg: bool = False) -> FtraceEventCall:
+def ftrace_event(name: str, etype: int, members: tuple[Member, ...], print_fmt: str,
+                 reg: bool = False) -> FtraceEventCall:
     fields, size = c_struct(members, TRACE_ENTRY_SIZE, TRACE_ENTRY_ALIGN)
+    return FtraceEventCall(name, etype, fields, size, print_fmt, reg)
+
+
+# IP_FMT of a CONFIG_64BIT kernel, as __stringify() spells kernel_stack's and
+# user_stack's F_printk(): the literals one by one, the macro expanded.
+_STACK_FMT = ('"\\t=> (" "%016lx" ")\\n\\t=> (" "%016lx" ")\\n\\t=> (" "%016lx" ")\\n" '
+              '"\\t=> (" "%016lx" ")\\n\\t=> (" "%016lx" ")\\n\\t=> (" "%016lx" ")\\n" '
+              '"\\t=> (" "%016lx" ")\\n\\t=> (" "%016lx" ")\\n", '
+              + ", ".join(f"REC->caller[{i}]" for i in range(8)))
+FTRACE_CTX_FIELDS: tuple[Member, ...] = (
+    ("unsigned int", "prev_pid"), ("unsigned int", "next_pid"),
+    ("unsigned int", "next_cpu"), ("unsigned char", "prev_prio"),
+    ("unsigned char", "prev_state"), ("unsigned char", "next_prio"),
+    ("unsigned char", "next_state"))
+_CTX_ARGS = ("REC->prev_pid, REC->prev_prio, REC->prev_state, REC->next_pid, "
+             "REC->next_prio, REC->next_state, REC->next_cpu")
+# TRACE_FUNC_SIZE + 1 and TRACE_FILE_SIZE + 1: trace_branch's func and file arrays.
+TRACE_FUNC_LEN, TRACE_FILE_LEN = 31, 21
+
+# FTRACE_ENTRY_REG(function, ftrace_entry, TRACE_FN, ...).
+FUNCTION = ftrace_event("function", TRACE_FN,
+                        (("unsigned long", "ip"), ("unsigned long", "parent_ip")),
+                        '" %lx <-- %lx", REC->ip, REC->parent_ip', reg=True)
+# FTRACE_ENTRY(print, print_entry, TRACE_PRINT, ...): __dynamic_array(char, buf).
+PRINT = ftrace_event("print", TRACE_PRINT, (("unsigned long", "ip"), ("char", "buf", 0)),
+                     '"%08lx %s", REC->ip, REC->buf')
+# The FTRACE_ENTRY()s of trace_entries.h, in its order (wakeup is FTRACE_ENTRY_DUP of
+# context_switch's struct).
+FTRACE_EVENTS = (
+    FUNCTION,
+    ftrace_event("funcgraph_entry", TRACE_GRAPH_ENT,
+                 (("unsigned long", "func"), ("int", "depth")),
+                 '"--> %lx (%d)", REC->func, REC->depth'),
+    ftrace_event("funcgraph_exit", TRACE_GRAPH_RET,
+                 (("unsigned long", "func"), ("unsigned long long", "calltime"),
+                  ("unsigned long long", "rettime"), ("unsigned long", "overrun"),
+                  ("int", "depth")),
+                 '"<-- %lx (%d) (start: %llx  end: %llx) over: %d", REC->func, '
+                 'REC->depth, REC->calltime, REC->rettime, REC->depth'),
+    ftrace_event("context_switch", TRACE_CTX, FTRACE_CTX_FIELDS,
+                 '"%u:%u:%u  ==> %u:%u:%u [%03u]", ' + _CTX_ARGS),
+    ftrace_event("wakeup", TRACE_WAKE, FTRACE_CTX_FIELDS,
+                 '"%u:%u:%u  ==+ %u:%u:%u [%03u]", ' + _CTX_ARGS),
+    ftrace_event("kernel_stack", TRACE_STACK,
+                 (("int", "size"), ("unsigned long", "caller", 0)), _STACK_FMT),
+    ftrace_event("user_stack", TRACE_USER_STACK,
+                 (("unsigned int", "tgid"), ("unsigned long", "caller", 8)), _STACK_FMT),
+    ftrace_event("bprint", TRACE_BPRINT,
+                 (("unsigned long", "ip"), ("const char *", "fmt"), ("u32", "buf", 0)),
+                 '"%08lx fmt:%p", REC->ip, REC->fmt'),
+    PRINT,
+    ftrace_event("mmiotrace_rw", TRACE_MMIO_RW,
+                 (("resource_size_t", "phys"), ("unsigned long", "value"),
+                  ("unsigned long", "pc"), ("int", "map_id"), ("unsigned char", "opcode"),
+                  ("unsigned char", "width")),
+                 '"%lx %lx %lx %d %x %x", (unsigned long)REC->phys, REC->value, REC->pc, '
+                 'REC->map_id, REC->opcode, REC->width'),
+    ftrace_event("mmiotrace_map", TRACE_MMIO_MAP,
+                 (("resource_size_t", "phys"), ("unsigned long", "virt"),
+                  ("unsigned long", "len"), ("int", "map_id"), ("unsigned char", "opcode")),
+                 '"%lx %lx %lx %d %x", (unsigned long)REC->phys, REC->virt, REC->len, '
+                 'REC->map_id, REC->opcode'),
+    ftrace_event("branch", TRACE_BRANCH,
+                 (("unsigned int", "line"), ("char", "func", TRACE_FUNC_LEN),
+                  ("char", "file", TRACE_FILE_LEN), ("char", "correct")),
+                 '"%u:%s:%s (%u)", REC->line, REC->func, REC->file, REC->correct'),
+)
+assert (FUNCTION.size, PRINT.size) == (32, 24)
+
+
+def header_struct(call: FtraceEventCall) -> struct.Struct:
+    """The scalar fields of an entry the model writes, common ones first, each at its
+    offset (gaps as pad bytes)."""
     fmt, offset = "<", 0
-    for f in (*COMMON_FIELDS, *fields):
+    for f in (*COMMON_FIELDS, *call.fields):
         if f.size:
             fmt += "x" * (f.offset - offset) + _CODES[f.size, f.signed]
             offset = f.offset + f.size
-    return FtraceEventCall(name, etype, fields, size, print_fmt, reg, struct.Struct(fmt))
+    return struct.Struct(fmt)
 
 
-# FTRACE_ENTRY_REG(function, ftrace_entry, TRACE_FN, ...): F_printk(" %lx <-- %lx", ...).
-FUNCTION = ftrace_event("function", TRACE_FN,
-                        (("unsigned long", "ip", 8), ("unsigned long", "parent_ip", 8)),
-                        '" %lx <-- %lx", REC->ip, REC->parent_ip', reg=True)
-# FTRACE_ENTRY(print, print_entry, TRACE_PRINT, ...): __dynamic_array(char, buf), whose
-# field the format file shows with the bare type, size 0.
-PRINT = ftrace_event("print", TRACE_PRINT,
-                     (("unsigned long", "ip", 8), ("char", "buf", 0)),
-                     '"%08lx %s", REC->ip, REC->buf')
-FTRACE_EVENTS = (FUNCTION, PRINT)
-assert (FUNCTION.size, PRINT.size) == (32, 24)
+_HEADERS = {call.type: header_struct(call) for call in (FUNCTION, PRINT)}
 
 
 def pack_header(call: FtraceEventCall, ev: Event) -> bytes:
     """The fixed part of ``ev``'s entry: ``trace_entry`` as ``tracing_generic_entry_update()``
     fills it (``padding`` 0), then the entry's scalar fields, named as ``ev``'s."""
-    return call.header.pack(ev.type, ev.flags & 0xFF, ev.flags >> 8 & 0xFF, ev.pid, 0,
-                            *(getattr(ev, f.name) for f in call.fields if f.size))
+    return _HEADERS[call.type].pack(ev.type, ev.flags & 0xFF, ev.flags >> 8 & 0xFF, ev.pid, 0,
+                                    *(getattr(ev, f.name) for f in call.fields if f.size))
 
 
 def print_entry_size(text_len):  # int or numpy array
@@ -137,9 +224,10 @@ def pack_entry(ev: Event) -> bytes:
 
 
 def field_line(f: Field) -> str:
-    """One field as ``f_show()`` prints it (these types have no ``[``: no array part)."""
-    return (f"\tfield:{f.type} {f.name};\toffset:{f.offset};\tsize:{f.size};"
-            f"\tsigned:{int(f.signed)};")
+    """One field as ``f_show()`` prints it: a type ``T[N]`` as ``T name[N]``."""
+    ctype, bracket, length = f.type.partition("[")
+    return (f"\tfield:{ctype} {f.name}{bracket}{length};\toffset:{f.offset};"
+            f"\tsize:{f.size};\tsigned:{int(f.signed)};")
 
 
 def event_format(call: FtraceEventCall) -> str:

@@ -207,8 +207,9 @@ class GeneratedFile(SeqOperationsFile):
     ``seq_read`` and ``seq_lseek``.  Only for a text that cannot change while the file is
     open, where the snapshot reads as 3.6's ``->start()`` finding its record afresh:
     ``available_tracers`` (``t_start()`` walks ``trace_types``, which only boot's
-    ``register_tracer()`` calls fill) and an event's ``format`` (``f_start()`` over the
-    event's fields, fixed when it was defined).  3.6's records are a tracer's name, or a
+    ``register_tracer()`` calls fill), an event's ``format`` (``f_start()`` over the
+    event's fields, fixed when it was defined), ``available_events`` and
+    ``printk_formats`` (no module of the model adds an event or a format).  3.6's records are a tracer's name, or a
     part of the format (``f_show()`` prints the three lines of its header as one); lines
     instead show in no read, these texts being shorter than a page: every read returns
     as many of the bytes left as it asks for, wherever the records end."""

@@ -3,8 +3,7 @@
 ``trace`` (non-consuming, with the header; O_TRUNC clears), ``trace_pipe``
 (consuming, blocking, no header), ``tracing_on``, ``buffer_size_kb``,
 ``buffer_total_size_kb``, ``trace_marker``, ``trace_clock``, ``tracing_cpumask``, the
-``per_cpu/cpuN`` files (``trace``, ``trace_pipe``, ``stats``, ``buffer_size_kb``) and
-``events/enable``.
+``per_cpu/cpuN`` files (``trace``, ``trace_pipe``, ``stats``, ``buffer_size_kb``).
 """
 
 from __future__ import annotations
@@ -427,14 +426,6 @@ class TracingCpumaskFile(SimpleFile):
     def __init__(self) -> None:
         super().__init__(cpumask_show, cpumask_store, ppos_update=ppos_untouched,
                          llseek=generic_file_llseek)
-
-
-def events_enable_store(kernel: Kernel, data: bytes) -> None:
-    """``system_enable_write()``: no trace events are modelled, so 0 and 1 are accepted and
-    anything else is EINVAL (3.6 moves ``*ppos`` by the count also when no event takes the
-    value, a failure that cannot happen here)."""
-    if kstrtoul_from_user(data) not in (0, 1):
-        raise KernelError(errno.EINVAL)
 
 
 class TraceMarkerOpenFile(OpenFile):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from kernel_daemon.ftrace.sysctl import ftrace_enable_sysctl, ftrace_enable_sysctl_read
 from kernel_daemon.ftrace.listing import Listing
 from kernel_daemon.tracefs.buffer_files import TracingBuffersFile
-from kernel_daemon.tracefs.event_files import events_directory
+from kernel_daemon.tracefs.event_files import SetEventFile, available_events, events_directory
 from kernel_daemon.tracefs.files import (FtraceListingFile, FtracePidFile, GeneratedFile,
                                          ProcSeqOperationsFile, ProcSysFile, RegexFile, SimpleFile,
                                          SimpleReadFile, ppos_add_count, ppos_increment)
@@ -20,7 +20,7 @@ from kernel_daemon.tracefs.trace_files import (SingleFile, TraceFile, TraceMarke
                                                TracePipeFile, TracingCpumaskFile,
                                                buffer_size_show, buffer_size_store,
                                                buffer_total_show, cpu_buffer_size_file,
-                                               events_enable_store, trace_clock_show,
+                                               trace_clock_show,
                                                trace_clock_store, tracing_on_show,
                                                tracing_on_store, tracing_stats_read)
 from kernel_daemon.tracefs.vfs import Directory, Vfs, build_tree
@@ -77,6 +77,10 @@ def tracing_directory(kernel: Kernel) -> Directory:
     # tracing_max_latency is CONFIG_TRACER_MAX_TRACE's: a kernel with a latency tracer.
     tracing["tracing_max_latency"] = tracing_max_lat_file("tracing_max_latency")
     tracing["tracing_thresh"] = tracing_max_lat_file("tracing_thresh")
+    # trace_printk.c's init_trace_printk_function_export(): the address and text of each
+    # trace_printk() format, the core kernel's __trace_printk_fmt section then the
+    # modules' copies; the model's kernel and modules have none, so t_start() finds none.
+    tracing["printk_formats"] = GeneratedFile(lambda k: "")
     tracing["README"] = SimpleReadFile(lambda k: README_MSG, llseek=generic_file_llseek)
     tracing["saved_cmdlines"] = SimpleReadFile(
         lambda k: k.saved_cmdlines.tracing_saved_cmdlines_read(), llseek=generic_file_llseek)
@@ -91,9 +95,10 @@ def tracing_directory(kernel: Kernel) -> Directory:
         cpu_dir["stats"] = SimpleReadFile(partial(tracing_stats_read, cpu=cpu),
                                           llseek=generic_file_llseek)
         cpu_dir["buffer_size_kb"] = cpu_buffer_size_file(cpu)
-    events = tracing["events"] = events_directory()
-    events["enable"] = SimpleFile(lambda k: "0\n", events_enable_store,
-                                  ppos_update=ppos_add_count, llseek=default_llseek)
+    # event_trace_init().
+    tracing["available_events"] = GeneratedFile(available_events)
+    tracing["set_event"] = SetEventFile()
+    tracing["events"] = events_directory()
     return tracing
 
 
