@@ -42,7 +42,7 @@ _VALUED = {*"ABCefm", "GROUP_SEPARATOR_OPTION"}
 #: What GNU grep 3.8 has and ftrace-shell's grep does not: refused, never misread.
 _UNSUPPORTED = {*"DIPRTVXZbdrz", "BINARY_FILES_OPTION", "COLOR_OPTION",
                 "EXCLUDE_DIRECTORY_OPTION", "EXCLUDE_OPTION", "EXCLUDE_FROM_OPTION",
-                "INCLUDE_OPTION", "LABEL_OPTION", "LINE_BUFFERED_OPTION", "show_help"}
+                "INCLUDE_OPTION", "LABEL_OPTION", "show_help"}
 #: grep.c's long_options[], in its order (getopt_long lists the names a prefix is
 #: ambiguous between in that order, and an unambiguous prefix is the option's, supported
 #: or not): a name's letter, or the enum name grep.c gives an option with none.
@@ -143,7 +143,9 @@ def _option(ctx: Invocation, options: _Options, letter: str, value: str) -> None
         options.letters.discard("i")
     elif letter == "u":
         ctx.err("grep: warning: --unix-byte-offsets (-u) is obsolete")
-    elif letter not in "aU":  # -a: text, as all files are here; -U: none without O_BINARY
+    # -a: text, as all files are here; -U: none without O_BINARY; --line-buffered: each
+    # line is written as it is printed already (the shell's output is flushed per write).
+    elif letter not in ("a", "U", "LINE_BUFFERED_OPTION"):
         options.letters.add(letter)
 
 
@@ -405,7 +407,8 @@ class _Grep:
 
 @command("grep [OPTION]... PATTERNS [FILE]...",
          "print matching lines (status 1: none); GNU's -EFGivwxcoqslLhHn, -e PATTERN,"
-         " -f FILE, -m NUM, -A/-B/-C NUM, -NUM, --group-separator=SEP and their long forms")
+         " -f FILE, -m NUM, -A/-B/-C NUM, -NUM, --group-separator=SEP, --line-buffered"
+         " and their long forms")
 def cmd_grep(ctx: Invocation) -> int:
     parsed = _parse(ctx)
     if isinstance(parsed, int):

@@ -188,7 +188,7 @@ def gnu_grep(args: list[str], directory: pathlib.Path) -> tuple[int, bytes, byte
     r"--no-group-separator -A0 '^a'", r"--no-group-separator --group-separator=: -B1 '^a'",
     r"--no-group-separator=x a", r"-y -c AB", r"-i --no-ignore-case -c ab",
     r"--no-ignore-case -i -c ab", r"-u -c a", r"--unix -c a", r"-a -c a", r"--text -c a",
-    r"-U -c a", r"--binary -c a",
+    r"-U -c a", r"--binary -c a", r"--line-buffered -n a", r"--line-b -c a",
     # /dev/null is empty, as the shell's redirections take it.
     r"a /dev/null", r"-c a /dev/null -", r"-f /dev/null -c", r"-f /dev/null -e a -c",
     r"-L a /dev/null -",
