@@ -138,11 +138,10 @@ def test_ctrl_c_while_grep_waits_for_a_read_ends_it_after_the_lines_shown():
     ends cat: the shell then ends with status 130. The file is released without a
     close(2), which would wait behind the read the daemon still has."""
     stream = _Stream([b"x 1\nother\n"], KeyboardInterrupt())
-    written = BufferOutput()
-    shell = Shell(stream, mode="command", stdout=written, stderr=written)  # type: ignore[arg-type]
+    shown = BufferOutput()
     with pytest.raises(KeyboardInterrupt):
-        COMMANDS["grep"].run(Invocation(shell, "grep", ["x", "stream"], None, written, written))
-    assert (written.getvalue(), stream.closed, stream.released) == (b"x 1\n", False, True)
+        grep(stream, "x stream", shown)
+    assert (shown.getvalue(), stream.closed, stream.released) == (b"x 1\n", False, True)
 
 
 # --- trace_pipe, with a real daemon -------------------------------------------------------
