@@ -150,8 +150,9 @@ def _option(ctx: Invocation, options: _Options, letter: str, value: str) -> None
 
 
 def _reads(ctx: Invocation, name: str) -> Iterator[bytes]:
-    """The reads of a file grep is named: "-" standard input, else the file, a read(2) at
-    a time (see read_path); stopping early releases the file. Raises FtraceError."""
+    """The reads of a file grep is named, a read(2) at a time (see read_path; closing
+    this early closes the file); "-", standard input, is one: the pipe's data, or the
+    shell's own standard input to its end. Raises FtraceError."""
     if name == "-":
         yield ctx.read_stdin()
     else:
