@@ -4,6 +4,7 @@ and GNU coreutils, byte for byte where a script could depend on them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -27,12 +28,19 @@ def read_path(ctx: Invocation, path: str) -> Iterator[bytes]:
     """The contents of a tracefs file, read by read(2)s as cat does (so trace_pipe
     streams); of ``/dev/null``, which the shell's redirections take too and the daemon's
     tree has not, nothing. Raises FtraceError for a failed open or read; the file is
-    released."""
+    released. A reader that stops early (``grep -m1``) closes it, as the program does
+    (close(2)): its release (``trace``'s restarts tracing) is done when the next command
+    runs, where a cancelled session's comes when the daemon gets to it."""
     resolved = ctx.shell.resolve(path)
     if resolved == "/dev/null":
         return
     with ctx.shell.client.open(resolved, os.O_RDONLY) as session:
-        yield from session.read_all()
+        try:
+            yield from session.read_all()
+        except GeneratorExit:
+            with contextlib.suppress(FtraceError):  # close(2)'s result goes unchecked
+                session.close()
+            raise
 
 
 @command("true", "do nothing, successfully", builtin=True)

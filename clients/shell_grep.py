@@ -2,6 +2,13 @@
 byte for byte (grep.c's main(), grep(), prtext() and print_line_middle(), dfasearch.c's
 EGexecute()); its patterns are clients.shell_regex's.
 
+A file is read as grep() reads it, a read(2) at a time (fillbuf()): each line is matched
+and printed once the read that ends it returns, so ``grep x trace_pipe`` shows events as
+they come; and reading stops where grep() stops: after -m NUM's last selected line and its
+trailing context, at the first selected line with -q, -l or -L, or with the output going
+to /dev/null. A read that returned more is consumed all the same (trace_pipe's later
+events stay unread).
+
 A line is selected when one of the patterns matches it (with -w, a match with no word
 character beside it; with -x, the whole line), or none does (-v). -o prints each match
 of a selected line, as GNU finds it: the leftmost, then longest, over the patterns; with
@@ -10,13 +17,22 @@ of a selected line, as GNU finds it: the leftmost, then longest, over the patter
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from clients.errors import FtraceError
 from clients.shell_builtins import read_path
 from clients.shell_regex import WORD, Matcher, RegexError, compile_grep
-from clients.shell_runtime import COMMANDS, Invocation, command, encode, getopt, strtoimax
+from clients.shell_runtime import (
+    COMMANDS,
+    Invocation,
+    NullOutput,
+    command,
+    encode,
+    getopt,
+    strtoimax,
+)
 
 __all__: list[str] = []  # the command registers itself in COMMANDS
 
@@ -26,7 +42,7 @@ _VALUED = {*"ABCefm", "GROUP_SEPARATOR_OPTION"}
 #: What GNU grep 3.8 has and ftrace-shell's grep does not: refused, never misread.
 _UNSUPPORTED = {*"DIPRTVXZbdrz", "BINARY_FILES_OPTION", "COLOR_OPTION",
                 "EXCLUDE_DIRECTORY_OPTION", "EXCLUDE_OPTION", "EXCLUDE_FROM_OPTION",
-                "INCLUDE_OPTION", "LABEL_OPTION", "LINE_BUFFERED_OPTION", "show_help"}
+                "INCLUDE_OPTION", "LABEL_OPTION", "show_help"}
 #: grep.c's long_options[], in its order (getopt_long lists the names a prefix is
 #: ambiguous between in that order, and an unambiguous prefix is the option's, supported
 #: or not): a name's letter, or the enum name grep.c gives an option with none.
@@ -112,7 +128,7 @@ def _option(ctx: Invocation, options: _Options, letter: str, value: str) -> None
         options.patterns = (options.patterns or []) + [
             (pattern, "") for pattern in encode(value).split(b"\n")]
     elif letter == "f":  # a pattern a line
-        lines = _lines(_pattern_file(ctx, value))
+        lines = _pattern_file(ctx, value)
         options.patterns = (options.patterns or []) + [
             (pattern, f"{value}:{number}: ") for number, pattern in enumerate(lines, 1)]
     elif letter in "Hh":
@@ -127,27 +143,42 @@ def _option(ctx: Invocation, options: _Options, letter: str, value: str) -> None
         options.letters.discard("i")
     elif letter == "u":
         ctx.err("grep: warning: --unix-byte-offsets (-u) is obsolete")
-    elif letter not in "aU":  # -a: text, as all files are here; -U: none without O_BINARY
+    # -a: text, as all files are here; -U: none without O_BINARY; --line-buffered: each
+    # line is written as it is printed already (the shell's output is flushed per write).
+    elif letter not in ("a", "U", "LINE_BUFFERED_OPTION"):
         options.letters.add(letter)
 
 
-def _contents(ctx: Invocation, name: str) -> bytes:
-    """What grep reads of a file it is named: "-" standard input, else the file (see
-    read_path). Raises FtraceError."""
-    return ctx.read_stdin() if name == "-" else b"".join(read_path(ctx, name))
+def _reads(ctx: Invocation, name: str) -> Iterator[bytes]:
+    """The reads of a file grep is named, a read(2) at a time (see read_path; closing
+    this early closes the file); "-", standard input, is one: the pipe's data, or the
+    shell's own standard input to its end. Raises FtraceError."""
+    if name == "-":
+        yield ctx.read_stdin()
+    else:
+        yield from read_path(ctx, name)
 
 
-def _lines(data: bytes) -> list[bytes]:
-    """The lines of ``data``, a last one without its newline included."""
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    return lines
+def _lines(reads: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a file read by ``reads``, each once the read holding its newline has
+    returned (as grep()'s buffer does); a last one without its newline at the end."""
+    start: list[bytes] = []  # a line's first reads, its newline not read yet
+    for data in reads:
+        *ended, rest = data.split(b"\n")
+        if ended:
+            yield b"".join([*start, ended[0]])
+            yield from ended[1:]
+            start = []
+        if rest:
+            start.append(rest)
+    if start:
+        yield b"".join(start)
 
 
-def _pattern_file(ctx: Invocation, name: str) -> bytes:
+def _pattern_file(ctx: Invocation, name: str) -> list[bytes]:
+    """-f's lines (main() freads the whole file)."""
     try:
-        return _contents(ctx, name)
+        return list(_lines(_reads(ctx, name)))
     except FtraceError as error:
         raise _Trouble(f"{name}: {error.strerror}") from None
 
@@ -296,6 +327,32 @@ class _Grep:
     with_filenames: bool
     #: Something was printed: the next group of lines, if not adjacent, follows a "--".
     used: bool = False
+    #: A file could not be opened or read: the status is 2 (errseen).
+    errseen: bool = False
+
+    @property
+    def done_on_match(self) -> bool:
+        """main()'s done_on_match: the first selected line ends the file's reading (-q,
+        -l, -L, or output known to go to /dev/null: nothing is printed, so it may)."""
+        return (self.options.has("q") or bool(self.options.list_files)
+                or isinstance(self.ctx.stdout, NullOutput))
+
+    def suppressible_error(self, name: str, error: FtraceError) -> None:
+        """grep.c's suppressible_error(): the message, unless -s; the status will be 2."""
+        if not self.options.has("s"):
+            self.ctx.err(f"grep: {name}: {error.strerror}")
+        self.errseen = True
+
+    def file_lines(self, name: str, reads: Iterable[bytes]) -> Iterator[bytes]:
+        """The lines grep() reads of a file; a failed read (fillbuf()'s) is reported and
+        ends them, as it ends grep() with the lines before it counted. A failed open
+        raises (grepfile(): nothing is printed for the file)."""
+        try:
+            yield from _lines(reads)
+        except FtraceError as error:
+            if error.syscall != "read":
+                raise
+            self.suppressible_error(name, error)
 
     def selected(self, line: bytes) -> bool:
         return any(matcher.search(line) for matcher in self.selectors) != self.options.has("v")
@@ -312,31 +369,38 @@ class _Grep:
             self.ctx.out(b"".join(head + match + b"\n"
                                   for match in _only_matching(line, self.finders, words)))
 
-    def lines(self, label: bytes, lines: list[bytes]) -> int:
-        """grep(): the file's selected lines (up to -m's number; with -q, -l or -L the
-        first only), printed with their context unless -c, -l, -L or -q; their count."""
+    def scan(self, label: bytes, lines: Iterable[bytes]) -> int:
+        """grep(): the file's selected lines, each printed as it is read, with its context,
+        unless -c or done_on_match; their count. Takes no line past the one where grep()
+        stops: -m's last selected line once its trailing context is printed, or with
+        done_on_match, the first selected line."""
         options = self.options
         after, before = options.context_lines("A"), options.context_lines("B")
         separators = after >= 0 or before >= 0
-        lastout: int | None = None  # the line after the last one printed
+        #: The last lines not printed (number, line): a selected line's leading context.
+        unprinted: deque[tuple[int, bytes]] = deque(maxlen=max(before, 0))
+        lastout: int | None = None  # the number of the last line printed
         pending = count = 0
-        for index, line in enumerate(lines):
+        for number, line in enumerate(lines, 1):
             if count != options.max_count and self.selected(line):
                 count += 1
-                if options.has("q") or options.list_files:
+                if self.done_on_match:
                     break
                 if not options.has("c"):
-                    start = max(index - max(before, 0), lastout or 0)
-                    if (separators and self.used and start != lastout
+                    first = unprinted[0][0] if unprinted else number
+                    if (separators and self.used and first - 1 != lastout
                             and options.group_separator is not None):
                         self.ctx.out(options.group_separator + b"\n")
-                    for context in range(start, index):
-                        self.prline(label, context + 1, lines[context], b"-")
-                    self.prline(label, index + 1, line, b":")
-                    lastout, pending, self.used = index + 1, max(after, 0), True
+                    for context in unprinted:
+                        self.prline(label, *context, b"-")
+                    unprinted.clear()
+                    self.prline(label, number, line, b":")
+                    lastout, pending, self.used = number, max(after, 0), True
             elif pending:  # trailing context, after -m's last line too
-                self.prline(label, index + 1, line, b"-")
-                lastout, pending = index + 1, pending - 1
+                self.prline(label, number, line, b"-")
+                lastout, pending = number, pending - 1
+            else:
+                unprinted.append((number, line))
             if count == options.max_count and not pending:
                 break
         return count
@@ -344,7 +408,8 @@ class _Grep:
 
 @command("grep [OPTION]... PATTERNS [FILE]...",
          "print matching lines (status 1: none); GNU's -EFGivwxcoqslLhHn, -e PATTERN,"
-         " -f FILE, -m NUM, -A/-B/-C NUM, -NUM, --group-separator=SEP and their long forms")
+         " -f FILE, -m NUM, -A/-B/-C NUM, -NUM, --group-separator=SEP, --line-buffered"
+         " and their long forms")
 def cmd_grep(ctx: Invocation) -> int:
     parsed = _parse(ctx)
     if isinstance(parsed, int):
@@ -360,18 +425,17 @@ def cmd_grep(ctx: Invocation) -> int:
         return 2
     with_filenames = options.filenames == "H" or len(files) > 1 and options.filenames != "h"
     grep = _Grep(ctx, options, *matchers, with_filenames)
-    selected, errors = False, False
+    selected = False
     for name in files or ["-"]:
-        try:
-            data = _contents(ctx, name)
-        except FtraceError as error:
-            if not options.has("s"):
-                ctx.err(f"grep: {name}: {error.strerror}")
-            errors = True
-            continue
-        lines = _lines(data)
         label = encode(_STDIN_NAME if name == "-" else name)
-        count = grep.lines(label, lines)
+        reads = _reads(ctx, name)
+        try:
+            count = grep.scan(label, grep.file_lines(name, reads))
+        except FtraceError as error:
+            grep.suppressible_error(name, error)
+            continue
+        finally:
+            reads.close()  # where grep() stopped: what it did not read stays unread
         selected = selected or count > 0
         if options.has("q"):
             if count:
@@ -381,4 +445,4 @@ def cmd_grep(ctx: Invocation) -> int:
                 ctx.out(label + b"\n")
         elif options.has("c"):
             ctx.out((label + b":" if with_filenames else b"") + b"%d\n" % count)
-    return 2 if errors else 0 if selected else 1
+    return 2 if grep.errseen else 0 if selected else 1

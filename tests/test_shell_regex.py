@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import sys
 import types
+from typing import Iterator
 
 import pytest
 
@@ -38,14 +39,36 @@ FILES = {"patterns": b"ab\n\\<x\n", "bad-patterns": b"a\n\\(\n[\nb\\{1", "empty"
          "words": b"uinput_release ab-cd1\n"}
 
 
+#: A directory both greps are named: it opens, and its read fails (EISDIR).
+DIRECTORY = "dir"
+#: The bytes a read of a file returns: lines are cut across reads, as trace_pipe's may be.
+READ_SIZE = 3
+
+
+def _reads(data: bytes) -> Iterator[bytes]:
+    yield from (data[start:start + READ_SIZE] for start in range(0, len(data), READ_SIZE))
+
+
+def _directory_reads() -> Iterator[bytes]:
+    raise FtraceError(errno.EISDIR, syscall="read")
+    yield b""  # a generator: the read fails when it is made, not at the open
+
+
 class _Files:
-    """The daemon's answer to ftrace-shell's reads: the :data:`FILES`."""
+    """The daemon's answer to ftrace-shell's reads: the :data:`FILES`, READ_SIZE bytes a
+    read, and the :data:`DIRECTORY`."""
 
     def open(self, path: str, flags: int) -> contextlib.AbstractContextManager:
-        if path.lstrip("/") not in FILES:
+        name = path.lstrip("/")
+        if name == DIRECTORY:
+            reads = _directory_reads()
+        elif name in FILES:
+            reads = _reads(FILES[name])
+        else:
             raise FtraceError(errno.ENOENT, from_kernel=False)
-        data = FILES[path.lstrip("/")]
-        return contextlib.nullcontext(types.SimpleNamespace(read_all=lambda: iter([data])))
+        # close(): grep's, where it stops early (-l, -q).
+        return contextlib.nullcontext(
+            types.SimpleNamespace(read_all=lambda: reads, close=lambda: 0))
 
 
 def ftrace_shell_grep(args: list[str]) -> tuple[int, bytes, bytes]:
@@ -59,6 +82,7 @@ def gnu_grep(args: list[str], directory: pathlib.Path) -> tuple[int, bytes, byte
     # -a: these lines hold a NUL, and ftrace-shell's grep has no binary-file mode.
     for name, data in FILES.items():
         (directory / name).write_bytes(data)
+    (directory / DIRECTORY).mkdir(exist_ok=True)
     done = subprocess.run(["grep", "-a", "-n", *args], executable=GNU_GREP, input=LINES,
                           capture_output=True, env={"LC_ALL": "C"}, timeout=30,
                           cwd=directory)
@@ -141,6 +165,10 @@ def gnu_grep(args: list[str], directory: pathlib.Path) -> tuple[int, bytes, byte
     r"-s a nosuch", r"--no-messages a nosuch", r"-qs zz nosuch -",
     r"-l a nosuch functions -", r"-A1 -e open -e sched functions - functions",
     r"-C1 -h -e open -e sched functions - functions", r"-m 1 -A5 e functions",
+    # A directory: its read fails; what was counted (nothing) is still reported by -c,
+    # -l and -L, and the status is 2, unless -q finds a line.
+    r"-c a dir", r"-L a dir -", r"-l a dir functions", r"a functions dir -", r"-s -c a dir",
+    r"-q a dir -", r"-f dir a",
     # Bad options and arguments: GNU's words, the usage, status 2, at the first one.
     r"-E -F a", r"-F -G a", r"-m x a", r"-m '' a", r"-m 3x a", r"-m ' 3' a",
     r"-A x a", r"-A -1 a", r"-C 1x a", r"--context=x a", r"-m x -Q a", r"-Q -m x a",
@@ -160,7 +188,7 @@ def gnu_grep(args: list[str], directory: pathlib.Path) -> tuple[int, bytes, byte
     r"--no-group-separator -A0 '^a'", r"--no-group-separator --group-separator=: -B1 '^a'",
     r"--no-group-separator=x a", r"-y -c AB", r"-i --no-ignore-case -c ab",
     r"--no-ignore-case -i -c ab", r"-u -c a", r"--unix -c a", r"-a -c a", r"--text -c a",
-    r"-U -c a", r"--binary -c a",
+    r"-U -c a", r"--binary -c a", r"--line-buffered -n a", r"--line-b -c a",
     # /dev/null is empty, as the shell's redirections take it.
     r"a /dev/null", r"-c a /dev/null -", r"-f /dev/null -c", r"-f /dev/null -e a -c",
     r"-L a /dev/null -",
