@@ -220,6 +220,26 @@ def test_a_trace_pipe_read_returns_whole_lines_and_a_small_read_its_leftover_fir
         file_release(f)
 
 
+def test_a_trace_pipe_reader_consumes_only_the_lines_it_returned():
+    """tracing_read_pipe() calls trace_consume() after each whole line: the entry that
+    did not fit, and all after it, stay in the ring buffer, so a reader that closes after
+    one read (grep -m1, head) takes nothing it did not return, and a second reader, on
+    another CPU's file or the same one, gets each of the rest exactly once."""
+    with booted(cpus=2) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        invoke(k, "vfs_write", "sys_write", count=100, cpu=0)
+        invoke(k, "vfs_read", "sys_read", count=100, cpu=1)
+        f = vfs.open(f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        first = file_read(f, 65536)
+        file_release(f)
+        rest = pipe_bytes(vfs, f"{T}/per_cpu/cpu0/trace_pipe") + pipe_bytes(vfs)
+        lines = (first + rest).decode().splitlines()
+        assert len(first.splitlines()) < 100  # the first read ended mid-way through cpu0's
+        assert [sum(name in line for line in lines) for name in ("vfs_write", "vfs_read")] == [
+            100, 100]
+
+
 def test_a_parent_no_symbol_covers_prints_as_nothing():
     """3.6's seq_print_sym_short() prints the name kallsyms_lookup() left, "" here."""
     with booted(cpus=1) as k:

@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import islice, repeat
 
 import numpy as np
@@ -193,6 +194,12 @@ class RingBufferPerCpu:
             cut += 1
         self.tail = cut
 
+    def reader_state(self) -> tuple[int, int, int]:
+        """What moves under a reader between a look and a consume: the oldest unread
+        record (another reader consuming, a reset), the overruns (a writer overwriting),
+        and the segment (a resize)."""
+        return self.tail, self.overrun, self.buffer_id
+
     def peek(self, max_events: int) -> tuple[np.ndarray, np.ndarray]:
         """A copy of the records of the oldest unread events, at most ``max_events`` whole
         ones (``max_events`` events fit in that many records, whatever they are), and the
@@ -248,6 +255,18 @@ class RingBufferPerCpu:
                 part[name] = values[lo:hi]
             done += span
             first = 0
+
+
+@dataclass
+class PipePeek:
+    """What :meth:`RingBuffer.peek_events` saw: the events in reading order, the CPU (an
+    index into ``cpus``) each came from, each CPU with its reader state then, and the
+    records copied from each."""
+
+    events: list[Event]
+    origin: list[int]
+    cpus: list[tuple[RingBufferPerCpu, tuple[int, int, int]]]
+    records: list[tuple[np.ndarray, np.ndarray]]
 
 
 class RingBuffer:
@@ -474,25 +493,51 @@ class RingBuffer:
     # -- readers ---------------------------------------------------------------------------
     def consume(self, cpu: int | None = None, max_events: int = 1024,
                 timeout: float | None = None, nonblock: bool = False) -> list[Event]:
-        """The ``trace_pipe`` read: remove and return up to ``max_events`` events, oldest
-        first across the selected CPUs (``ring_buffer_consume`` after ``__find_next_entry``).
+        """Remove and return up to ``max_events`` events, oldest first across the selected
+        CPUs (:meth:`peek_events`, then :meth:`consume_peeked` of them all)."""
+        while (peek := self.peek_events(cpu, max_events, timeout, nonblock)) is not None:
+            if self.consume_peeked(peek, len(peek.events)):
+                return peek.events
+        return []
 
-        Blocks until there is data; returns ``[]`` when ``timeout`` seconds pass first or
-        the buffer is closed.  ``nonblock`` (O_NONBLOCK) raises EAGAIN instead of blocking.
+    def peek_events(self, cpu: int | None = None, max_events: int = 1024,
+                    timeout: float | None = None, nonblock: bool = False) -> PipePeek | None:
+        """The ``trace_pipe`` read's look at what comes next: up to ``max_events`` events,
+        oldest first across the selected CPUs (``__find_next_entry``), left in the buffer
+        until :meth:`consume_peeked` takes those the reader printed, as 3.6's
+        ``tracing_read_pipe()`` consumes an entry only once it fitted in the page.
+
+        Blocks until there is data; None when ``timeout`` seconds pass first or the buffer
+        is closed.  ``nonblock`` (O_NONBLOCK) raises EAGAIN instead of blocking.
         """
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
         cpus = self._select(cpu)
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._closed:
-            events = self._consume_ready(cpus, max_events)
-            if events:
-                return events
+            peek = self._peek_ready(cpus, max_events)
+            if peek.events:
+                return peek
             if nonblock:
                 raise KernelError(errno.EAGAIN)
             if not self._wait_for_data(cpus, deadline):
                 break
-        return []
+        return None
+
+    def consume_peeked(self, peek: PipePeek, count: int) -> bool:
+        """``ring_buffer_consume()`` of the first ``count`` events of ``peek``; False, with
+        nothing consumed, when the buffer moved under the reader since it looked (a writer
+        overwrote its oldest events, another reader consumed them, a reset or a resize):
+        the reader then looks again."""
+        with self._locked([cb for cb, _ in peek.cpus]):
+            if any(cb.reader_state() != state for cb, state in peek.cpus):
+                return False
+            counts = Counter(peek.origin[:count])
+            for index, (cb, _) in enumerate(peek.cpus):
+                if counts[index]:
+                    recs, starts = peek.records[index]
+                    cb.advance_reader(recs, starts, counts[index])
+        return True
 
     def _wait_for_data(self, cpus: list[RingBufferPerCpu], deadline: float | None) -> bool:
         """Wait until a selected CPU has data or the buffer closes; False on timeout."""
@@ -511,28 +556,27 @@ class RingBuffer:
             finally:
                 self._waiters -= 1
 
-    def _consume_ready(self, cpus: list[RingBufferPerCpu], max_events: int) -> list[Event]:
-        # Under the locks only copy, pick and advance; build the events after, so writers
-        # wait for a memcpy and a merge of timestamps, not for the decoding.
-        taken: list[tuple[np.ndarray, int, int]] = []  # records, events taken, lost events
+    def _peek_ready(self, cpus: list[RingBufferPerCpu], max_events: int) -> PipePeek:
+        # Under the locks only copy and pick; build the events after, so writers wait for a
+        # memcpy and a merge of timestamps, not for the decoding.
         with self._locked(cpus):
+            states = [cb.reader_state() for cb in cpus]
+            lost = [cb.overrun - cb.last_overrun for cb in cpus]
             peeked = [cb.peek(max_events) for cb in cpus]
-            # __find_next_entry(): the oldest next event each time; (ts, index) puts the
-            # lower CPU first on a tie.
-            order = heapq.merge(*(zip(recs["ts"][starts].tolist(), repeat(index))
-                                  for index, (recs, starts) in enumerate(peeked)))
-            counts = Counter(index for _, index in islice(order, max_events))
-            for index, (cb, (recs, starts)) in enumerate(zip(cpus, peeked)):
-                count = counts[index]
-                if count:
-                    taken.append((recs, count, cb.advance_reader(recs, starts, count)))
-        per_cpu = []
-        for recs, count, lost in taken:
-            events = decode_events(recs, count)
-            if lost:
-                events[0] = events[0]._replace(lost_events=lost)
+        # __find_next_entry(): the oldest next event each time; (ts, index) puts the lower
+        # CPU first on a tie.
+        order = list(islice(heapq.merge(*(zip(recs["ts"][starts].tolist(), repeat(index))
+                                          for index, (recs, starts) in enumerate(peeked))),
+                            max_events))
+        counts = Counter(index for _, index in order)
+        per_cpu: list[list[Event]] = []
+        for index, (recs, _) in enumerate(peeked):
+            events = decode_events(recs, counts[index]) if counts[index] else []
+            if events and lost[index]:  # told once, by the read that takes the event
+                events[0] = events[0]._replace(lost_events=lost[index])
             per_cpu.append(events)
-        return merge_events(per_cpu)
+        return PipePeek(merge_events(per_cpu), [index for _, index in order],
+                        list(zip(cpus, states)), peeked)
 
     def read_page_events(self, cpu: int, fit: Callable[[np.ndarray], int],
                          max_events: int) -> tuple[list[Event], int]:

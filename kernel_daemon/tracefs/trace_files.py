@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import collections
 import errno
 import os
 import threading
@@ -21,7 +20,8 @@ from kernel_daemon.ftrace.dispatch import smp_processor_id
 from kernel_daemon.kernel import UTS_RELEASE
 from kernel_daemon.strings import kstrtoul_from_user, strim
 from kernel_daemon.task import current
-from kernel_daemon.trace.buffers import RB_EVENT_SIZE, Event
+from kernel_daemon.trace.buffers import RB_EVENT_SIZE
+from kernel_daemon.trace.ring_buffer import PipePeek
 from kernel_daemon.trace.trace_headers import LatencyHeader, trace_header
 from kernel_daemon.trace.trace_options import TRACE_ITER_LATENCY_FMT, TRACE_ITER_SYM_OFFSET
 from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
@@ -169,9 +169,8 @@ class TracePipeOpenFile(OpenFile):
     otherwise it fills the seq with whole entries (``print_trace_line()`` each), stopping
     once the seq holds the count or at the first entry that does not fit in its page, and
     returns up to the count, keeping the rest. So a read of a page returns whole lines,
-    where a small read splits one. The kernel leaves the entry that did not fit in the ring
-    buffer; here it was consumed with its batch, and this reader keeps it, unprinted, for
-    its next fill.
+    where a small read splits one. The entry that did not fit stays in the ring buffer, as
+    everything after it: closing the file loses none of them.
 
     Each fill prints as 3.6's does: a fresh iterator (``iter->idx`` from 1), the flags and
     ``saved_cmdlines`` as they are then; ``latency-format`` as it was at open.  The entry
@@ -185,7 +184,6 @@ class TracePipeOpenFile(OpenFile):
         self.cpu = cpu
         self.lat_fmt = bool(kernel.tracing.trace_flags & TRACE_ITER_LATENCY_FMT)
         self.seq = b""  # filled, not yet read (trace_seq_to_user's leftover)
-        self.events: collections.deque[Event] = collections.deque()  # consumed, not printed
         self.interrupted = threading.Event()
         # iter->pos != 0: a read has found entries (tracing_read_pipe() sets it to -1).
         self.iter_pos = False
@@ -203,26 +201,38 @@ class TracePipeOpenFile(OpenFile):
     def _fill(self, cnt: int) -> bytes:
         """The loop over ``trace_find_next_entry_inc``: whole entries while the seq holds
         fewer than ``cnt`` bytes; an entry that would not fit (``TRACE_TYPE_PARTIAL_LINE``)
-        is not printed. Waits only while there is nothing at all (``tracing_wait_pipe``)."""
+        is neither printed nor consumed (``trace_consume()`` follows a whole line), so it
+        stays in the buffer for the next read, of this reader or another. Waits only while
+        there is nothing at all (``tracing_wait_pipe``)."""
         seq = bytearray()
         it: TraceIterator | None = None
         idx = 0
         while len(seq) < cnt:
-            if not self.events and not self._consume(block=not seq, cnt=cnt):
+            peek = self._peek(block=not seq, cnt=cnt)
+            if peek is None:
                 break
             if it is None:
                 it = trace_iterator(self.kernel, self.lat_fmt)
-            ev = self.events[0]
-            idx += 1
-            entry = trace_bytes(it.print_trace_line(ev, idx, ev.ts))
-            if len(seq) + len(entry) > TRACE_SEQ_MAX:
+            mark, printed, full = len(seq), 0, False
+            for ev in peek.events:
+                entry = trace_bytes(it.print_trace_line(ev, idx + printed + 1, ev.ts))
+                if len(seq) + len(entry) > TRACE_SEQ_MAX:
+                    full = True
+                    break
+                seq += entry
+                printed += 1
+                if len(seq) >= cnt:
+                    break
+            if not self.kernel.ring_buffer.consume_peeked(peek, printed):
+                del seq[mark:]  # the buffer moved under the reader since it looked
+                continue
+            idx += printed
+            if full:
                 break
-            seq += entry
-            self.events.popleft()
         return bytes(seq)
 
-    def _consume(self, block: bool, cnt: int) -> bool:
-        """Take the next events off the ring buffer; False when there are none and the
+    def _peek(self, block: bool, cnt: int) -> PipePeek | None:
+        """Look at the next events in the ring buffer; None when there are none and the
         read must not wait."""
         rb = self.kernel.ring_buffer
         nonblock = not block or bool(self.flags & os.O_NONBLOCK)
@@ -230,28 +240,27 @@ class TracePipeOpenFile(OpenFile):
             if self.interrupted.is_set():
                 raise KernelError(errno.EINTR)
             try:
-                events = rb.consume(self.cpu, max_events=max(1, cnt // 48), nonblock=nonblock,
-                                    timeout=SIGNAL_CHECK_SECONDS)
+                peek = rb.peek_events(self.cpu, max_events=max(1, cnt // 48),
+                                      nonblock=nonblock, timeout=SIGNAL_CHECK_SECONDS)
             except KernelError:  # EAGAIN: the reader's O_NONBLOCK, or a fill under way
                 if block:
                     raise
-                return False
-            if events:
-                self.events.extend(events)
+                return None
+            if peek is not None:
                 self.iter_pos = True
-                return True
+                return peek
             if rb.closed:
                 # No data will ever come: a reader blocked here dies with the old boot;
                 # one that already has lines returns them first.
                 if block:
                     raise KernelError(errno.ENODEV, "the kernel rebooted")
-                return False
+                return None
             # tracing_wait_pipe(): once a read has found entries, an empty buffer with
             # tracing_enabled at 0 is the end of the file.  3.6 looks after each
             # wait_pipe (the function tracer's polls every 100 ms; nop's sleeps until a
             # trace_wake_up()), the model after each wait above.
             if not self.kernel.tracing.tracer_enabled and self.iter_pos:
-                return False
+                return None
 
 
 class TracePipeFile(FileOps):
