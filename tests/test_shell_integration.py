@@ -101,6 +101,46 @@ def test_reproducer_fixed_traces_the_reloaded_function_and_never_warns(spawn, tm
         assert not client.stats().ftrace_disabled
 
 
+#: The reproducer's "check /proc/modules to see if loaded in same addr, otherwise try
+#: again" as a bash user writes it. The model's loader takes the lowest hole that fits
+#: (first-fit, module_alloc()'s alloc_vmap_area()), so a reload comes back to its old
+#: address unless something took the hole: on the first round dummy takes it, and uinput
+#: moves; the second round frees it, and uinput comes back.
+RETRY_LOOP = """\
+cd /sys/kernel/debug/tracing
+modprobe uinput
+before=$(grep '^uinput ' /proc/modules)
+echo uinput_release > set_ftrace_filter
+echo function > current_tracer
+for i in 1 2 3 4 5; do
+    rmmod uinput
+    if [ $i -eq 1 ]; then
+        modprobe dummy
+    fi
+    modprobe uinput
+    if [ "$(grep '^uinput ' /proc/modules)" = "$before" ]; then
+        echo "same address on round $i"
+        break
+    fi
+    echo "moved, trying again"
+    rmmod dummy
+done
+echo nop > current_tracer
+dmesg | grep -c 'WARNING: at kernel/trace/ftrace.c:1529'
+"""
+
+
+@pytest.mark.parametrize("variant, warnings", [("buggy", "1"), ("fixed", "0")])
+def test_the_reproducers_retry_loop_as_bash_runs_it(spawn, tmp_path, variant, warnings):
+    """The reload that moved left the filter's stale entry harmless; the one at the same
+    address makes the buggy variant's WARN (and the fixed one's not)."""
+    spawned = spawn(["--variant", variant])
+    shell = run_shell(tmp_path, ["--address", spawned.address], RETRY_LOOP)
+    assert (shell.out, shell.err) == (
+        f"moved, trying again\nsame address on round 2\n{warnings}\n", "")
+    assert shell.returncode == (0 if variant == "buggy" else 1)
+
+
 def test_spawn_runs_a_private_daemon_for_the_run_and_stops_it(tmp_path):
     shell = run_shell(tmp_path, ["--spawn", "--verbose", "--variant", "buggy"],
                       REPRODUCER + "dmesg | grep -c 'WARNING: at kernel/trace/ftrace.c:1529'\n")
