@@ -330,10 +330,11 @@ class Shell:
 
     def _pipeline(self, commands: tuple[Command | CompoundCommand, ...]) -> int:
         """Run a command, or ``a | grep ... [| grep ...]`` (a's output becomes grep's
-        input). Each command of a pipeline runs in a subshell, as bash's: what it
-        assigns, exports or unsets, its ``cd``, its ``exit`` and its expansion errors
-        stay there. A later command must be grep (or expand to no name); the words are
-        expanded once, before any command runs, so that what is refused runs nothing."""
+        input; a may be a compound command). Each command of a pipeline runs in a
+        subshell, as bash's: what it assigns, exports or unsets, its ``cd``, its
+        ``exit``, its ``break`` and its expansion errors stay there. A later command must
+        be grep (or expand to no name); the words are expanded once, before any command
+        runs, so that what is refused runs nothing."""
         if len(commands) == 1:
             return self.run_command(commands[0], None, self.stdout)
         elements: list[tuple[Command | CompoundCommand, Variables,

@@ -114,6 +114,7 @@ _CLOSING_RESERVED_WORDS = frozenset(("then", "else", "elif", "fi", "do", "done",
                                      "}", "]]"))
 #: The reserved words that open a compound command the shell runs, and "!".
 _OPENING_RESERVED_WORDS = frozenset(("if", "while", "until", "for", "{", "!"))
+_RESERVED_WORDS = _CLOSING_RESERVED_WORDS | _OPENING_RESERVED_WORDS
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: The builtins whose assignment-shaped arguments bash expands as assignments (no field
 #: splitting): parse.y's W_ASSIGNARG after a declaration builtin.
@@ -431,7 +432,7 @@ class _Lexer:
         if not inner.closed:
             # bash names the line after the input's last one.
             raise Incomplete("unexpected EOF while looking for matching `)'",
-                             inner.line + (not self.text.endswith("\n")), ")")
+                             inner.line + (0 if self.text.endswith("\n") else 1), ")")
         self.pos, self.line = inner.pos, inner.line
         try:
             try:
@@ -581,13 +582,13 @@ class _Parser:
         token = self.peek()
         if token is None or token.kind != "word" or token.quoted:
             return None
-        return token.text if token.text in _CLOSING_RESERVED_WORDS | _OPENING_RESERVED_WORDS \
-            else None
+        return token.text if token.text in _RESERVED_WORDS else None
 
     def end_of_file(self) -> Incomplete:
         return Incomplete("syntax error: unexpected end of file", self.end_line + 1)
 
     def program(self) -> list[AndOr]:
+        """The whole input: its commands."""
         return list(self.command_list(frozenset()))
 
     def command_list(self, terminators: frozenset[str]) -> CommandList:
@@ -637,7 +638,7 @@ class _Parser:
             self.pos += 1
             negated = not negated
             token = self.peek()
-            if token is None or token.kind == "newline" or token.kind == "op" and token.text == ";":
+            if token is None or token.kind == "newline" or (token.kind, token.text) == ("op", ";"):
                 # bash's "BANG list_terminator": a null command, negated.
                 return Pipeline((Command((), (), line),), negated)
         commands = [self.command()]

@@ -197,8 +197,8 @@ def _value(parameter: ParameterSpec, shell: Parameters) -> str:
 
 def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, bool]]:
     """The word's text in pieces, (text, split): ``split`` for what an unquoted
-    parameter or command substitution gave. A quoted piece, even empty, makes a field; ``"$@"`` without
-    positional parameters gives none (bash's quoted "$@")."""
+    parameter or command substitution gave. A quoted piece, even empty, makes a field;
+    ``"$@"`` without positional parameters gives none (bash's quoted "$@")."""
     position = 0
     for match in _MARKER.finditer(word):
         if match.start() > position:

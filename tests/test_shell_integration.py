@@ -514,6 +514,38 @@ echo -n no newline; echo
     assert shell.out.splitlines() == expected
 
 
+def test_test_stats_the_daemons_files_and_substitutions_read_them(daemon, tmp_path):
+    """``test``'s file operators see the daemon's tree as root sees tracefs: a file that
+    exists is readable and writable, executable only with an x bit (a directory is), of
+    size 0; ``$(...)`` runs its commands against the daemon too, and cd stays in it."""
+    script = """\
+cd /sys/kernel/debug/tracing
+for f in . set_ftrace_filter available_filter_functions nosuch; do
+    for op in -e -f -d -r -w -x -s -L; do
+        if test $op $f; then echo -n " $op"; else echo -n " !$op"; fi
+    done
+    echo " $f"
+done
+[ -d /proc ] && [ ! -f /proc ] && echo proc
+tracer=$(cat current_tracer)
+echo "[$tracer] $(cd /; pwd) $PWD"
+if [ "$(cat tracing_on)" -eq 1 ]; then echo on; fi
+echo function > current_tracer
+while [ "$(cat current_tracer)" != nop ]; do echo nop > current_tracer; echo reset; done
+"""
+    shell = run_shell(tmp_path, ["--address", daemon.address], script)
+    assert (shell.returncode, shell.err) == (0, "")
+    assert shell.out == (
+        " -e !-f -d -r -w -x !-s !-L .\n"
+        " -e -f !-d -r -w !-x !-s !-L set_ftrace_filter\n"
+        " -e -f !-d -r -w !-x !-s !-L available_filter_functions\n"
+        " !-e !-f !-d !-r !-w !-x !-s !-L nosuch\n"
+        "proc\n"
+        f"[nop] / {TRACING}\n"
+        "on\n"
+        "reset\n")
+
+
 def test_redirections_append_and_tokens(daemon, tmp_path):
     script = """\
 cd /sys/kernel/debug/tracing
