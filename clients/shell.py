@@ -194,8 +194,9 @@ class Shell:
             self._say(self.stderr, line.removesuffix("\n"))
         self._pending.append(line)
         self._next_line += 1
-        # Inside a quote, only a line with that quote can end the command: parsing
-        # again at every line would take time quadratic in the quote's length.
+        # Inside a quote, only a line with that quote can end the command; inside a
+        # compound command, only one with its closing word: parsing again at every line
+        # would take time quadratic in their length.
         if self._awaiting is not None and self._awaiting not in line:
             return
         self._awaiting = None
@@ -203,7 +204,10 @@ class Shell:
         try:
             program = parse(text, self._pending_start)
         except Incomplete as error:
-            self._awaiting = error.closing
+            # Interactively bash reports a syntax error inside a compound command as soon
+            # as its line is read, so each line is parsed there.
+            self._awaiting = error.closing or (
+                error.closing_word if self.mode != "interactive" else None)
             return
         except ShellSyntaxError as error:
             self._pending = []

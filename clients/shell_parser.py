@@ -47,6 +47,7 @@ from __future__ import annotations
 import re
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Callable
 
 __all__ = [
     "ShellSyntaxError",
@@ -185,12 +186,16 @@ class ShellSyntaxError(Exception):
 
 class Incomplete(ShellSyntaxError):
     """The input ends inside a command; the message is bash's if no more input comes.
-    ``closing``: the quote that must come before the input can end the command (None
-    when any line may)."""
+    ``closing``: the quote (or ``}`` of ``${``, ``)`` of ``$(``) that must come before
+    the input can end the command (None when any line may); ``closing_word``: the
+    reserved word that must close the outermost compound command left open (``fi``,
+    ``done``, ``}``) before it can end, where that is all that is missing."""
 
-    def __init__(self, message: str, line: int, closing: str | None = None) -> None:
+    def __init__(self, message: str, line: int, closing: str | None = None,
+                 closing_word: str | None = None) -> None:
         super().__init__(message, line)
         self.closing = closing
+        self.closing_word = closing_word
 
 
 @dataclass(frozen=True)
@@ -560,6 +565,9 @@ class _Parser:
         self.tokens = tokens
         self.pos = 0
         self.end_line = end_line
+        #: The reserved words that close the compound commands being parsed, outermost
+        #: first.
+        self.open: list[str] = []
 
     def peek(self) -> Token | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -575,7 +583,7 @@ class _Parser:
         while (token := self.peek()) is not None and token.kind == "newline":
             self.pos += 1
         if self.peek() is None:
-            raise Incomplete("syntax error: unexpected end of file", self.end_line + 1)
+            raise self.end_of_file()
 
     def reserved(self) -> str | None:
         """The reserved word the next token is where a command starts (unquoted), if any."""
@@ -585,7 +593,15 @@ class _Parser:
         return token.text if token.text in _RESERVED_WORDS else None
 
     def end_of_file(self) -> Incomplete:
-        return Incomplete("syntax error: unexpected end of file", self.end_line + 1)
+        return Incomplete("syntax error: unexpected end of file", self.end_line + 1,
+                          closing_word=self.open[0] if self.open else None)
+
+    def compound(self, closing_word: str, parse: Callable[[], CompoundCommand]) -> CompoundCommand:
+        """``parse`` a compound command that ``closing_word`` ends."""
+        self.open.append(closing_word)
+        compound = parse()
+        self.open.pop()
+        return compound
 
     def program(self) -> list[AndOr]:
         """The whole input: its commands."""
@@ -650,14 +666,14 @@ class _Parser:
 
     def command(self) -> Command | CompoundCommand:
         """A simple command, or a compound command with the redirections after it."""
-        opening = {"if": self.if_command, "while": self.while_command,
-                   "until": self.while_command, "for": self.for_command,
-                   "{": self.group_command}.get(self.reserved() or "")
+        opening = {"if": ("fi", self.if_command), "while": ("done", self.while_command),
+                   "until": ("done", self.while_command), "for": ("done", self.for_command),
+                   "{": ("}", self.group_command)}.get(self.reserved() or "")
         if opening is None:
             if self.reserved() == "!":  # only a pipeline starts with one
                 raise self.unexpected(self.peek())
             return self.simple_command()
-        compound = opening()
+        compound = self.compound(*opening)
         redirects: list[Redirect] = []
         while (token := self.peek()) is not None and (
                 token.kind == "io" or token.kind == "op" and token.text in (">", ">>", ">|", ">&")):

@@ -617,6 +617,29 @@ def test_a_long_quoted_word_is_parsed_once_it_can_end(monkeypatch):
     assert status == 2 and "unexpected EOF while looking for matching" in err
 
 
+def test_a_long_compound_command_is_parsed_once_its_closing_word_can_end_it(monkeypatch):
+    """Inside an open compound command only a line with the closing word of the outermost
+    one can end it (3,000 lines in a loop were parsed 3,000 times: over four minutes);
+    interactively each line is parsed, for bash reports a syntax error at its line."""
+    import clients.shell
+
+    calls = []
+    real_parse = clients.shell.parse
+    monkeypatch.setattr(clients.shell, "parse",
+                        lambda *args, **kwargs: calls.append(1) or real_parse(*args, **kwargs))
+    body = ["  true"] * 20_000
+    status, out, err = run("\n".join(["if true; then", "for i in a b; do", *body, "done",
+                                       *body, "fi", "echo end $i"]))
+    assert (status, out, err) == (0, "end b\n", "")
+    assert len(calls) == 3  # at the start, at "done", at "fi"
+    calls.clear()
+    status, out, err = run("for i in a; do\n  fi\n  echo no\ndone", mode="interactive")
+    assert (status, out) == (2, "no\n")  # the line after the error is a command of its own
+    assert err == ("bash: syntax error near unexpected token `fi'\n"
+                   "bash: syntax error near unexpected token `done'\n")
+    assert len(calls) == 4
+
+
 # --- variables -------------------------------------------------------------------------
 
 
