@@ -6,14 +6,17 @@ The files are the daemon's tree, stat'ed through the client as ``ls`` and ``cd``
 shell is root there, so a file that exists is readable and writable (access(2) as root),
 executable when a mode has an x bit or it is a directory; tracefs holds only directories
 and regular files, so the other file types (``-b -c -p -S -h -L``, set-id bits) are
-false; ``-s`` is st_size > 0 (0 for tracefs files, as in the kernel).
+false; ``-s`` is st_size > 0 (0 for tracefs files, as in the kernel). The model keeps no
+file times: two files that exist are taken as made at once (tracefs makes its files at
+boot), so ``-nt`` and ``-ot`` tell only one that exists from one that does not; ``-ef``
+compares canonical paths, so the same file under both tracefs mounts is two.
 """
 
 from __future__ import annotations
 
 from clients.errors import FtraceError
 from clients.shell_runtime import Invocation, command, encode, legal_number
-from ftrace.v1.tracefs_pb2 import DirEntry
+from ftrace.v1.tracefs_pb2 import StatResponse
 
 __all__: list[str] = []  # the commands register themselves in COMMANDS
 
@@ -56,11 +59,13 @@ class _Test:
         if check and self.pos >= self.argc:
             raise _SyntaxError("argument expected")
 
-    def stat(self, path: str) -> DirEntry | None:
+    def stat(self, path: str) -> StatResponse | None:
+        """stat(2) of ``path`` on the daemon's tree (its canonical path and entry), None
+        if it fails."""
         shell = self.ctx.shell
         try:
             resolved = shell.resolve(path)  # fails for "" before asking the daemon
-            return shell.client.stat(resolved).entry
+            return shell.client.stat(resolved)
         except FtraceError:
             return None
 
@@ -74,9 +79,10 @@ class _Test:
             return self.ctx.shell.parameter(arg) is not None
         if op in ("-o", "-t"):
             return False  # no shell options; the shell's output is no terminal here
-        entry = self.stat(arg)
-        if entry is None:
+        response = self.stat(arg)
+        if response is None:
             return False
+        entry = response.entry
         if op == "-d":
             return entry.is_dir
         if op == "-f":
@@ -87,15 +93,25 @@ class _Test:
             return entry.is_dir or bool(entry.mode & 0o111)
         return op in ("-a", "-e", "-r", "-w", "-O", "-G")
 
+    def filecomp(self, left: str, right: str, op: str) -> bool:
+        """bash's filecomp: a file that exists is newer than one that does not, and of
+        two that exist neither (see the module's docstring); -ef: the same file."""
+        first, second = self.stat(left), self.stat(right)
+        if op == "-ef":
+            return first is not None and second is not None and first.path == second.path
+        if op == "-nt":
+            return first is not None and second is None
+        return first is None and second is not None
+
     def binary_operator(self) -> bool:
         """bash's binary_operator: the operator at pos + 1, its operands around it."""
         left, op, right = self.argv[self.pos:self.pos + 3]
         self.pos += 3
         if op in _STRING:
             return _STRING[op](left, right)
+        if op in ("-nt", "-ot", "-ef"):
+            return self.filecomp(left, right, op)
         if op not in _INTEGER:
-            if op in ("-nt", "-ot", "-ef"):
-                raise _SyntaxError(f"{op}: not supported by ftrace-shell")
             raise _SyntaxError(f"{op}: binary operator expected")
         numbers = []
         for operand in (left, right):

@@ -517,7 +517,7 @@ echo -n no newline; echo
 def test_test_stats_the_daemons_files_and_substitutions_read_them(daemon, tmp_path):
     """``test``'s file operators see the daemon's tree as root sees tracefs: a file that
     exists is readable and writable, executable only with an x bit (a directory is), of
-    size 0; ``$(...)`` runs its commands against the daemon too, and cd stays in it."""
+    size 0, and as old as any other; ``$(...)`` runs its commands against the daemon too, and cd stays in it."""
     script = """\
 cd /sys/kernel/debug/tracing
 for f in . set_ftrace_filter available_filter_functions nosuch; do
@@ -527,6 +527,8 @@ for f in . set_ftrace_filter available_filter_functions nosuch; do
     echo " $f"
 done
 [ -d /proc ] && [ ! -f /proc ] && echo proc
+[ . -ef ../tracing/ ] && [ ! . -ef /proc ] && [ ! nosuch -ef nosuch ] && echo same
+[ trace -nt nosuch ] && [ nosuch -ot trace ] && [ ! trace -nt trace_pipe ] && echo times
 tracer=$(cat current_tracer)
 echo "[$tracer] $(cd /; pwd) $PWD"
 if [ "$(cat tracing_on)" -eq 1 ]; then echo on; fi
@@ -540,7 +542,7 @@ while [ "$(cat current_tracer)" != nop ]; do echo nop > current_tracer; echo res
         " -e -f !-d -r -w !-x !-s !-L set_ftrace_filter\n"
         " -e -f !-d -r -w !-x !-s !-L available_filter_functions\n"
         " !-e !-f !-d !-r !-w !-x !-s !-L nosuch\n"
-        "proc\n"
+        "proc\nsame\ntimes\n"
         f"[nop] / {TRACING}\n"
         "on\n"
         "reset\n")
