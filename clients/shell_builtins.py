@@ -283,7 +283,7 @@ def cmd_break(ctx: Invocation) -> int:
     return _loop_control(ctx, "breaking")
 
 
-@command("continue [N]", "go on with the next round of the Nth enclosing loop (default 1)",
+@command("continue [N]", "next round of the Nth enclosing loop (default 1)",
          builtin=True)
 def cmd_continue(ctx: Invocation) -> int:
     return _loop_control(ctx, "continuing")

@@ -255,7 +255,6 @@ def _test_command(ctx: Invocation) -> int:
     return 0 if value else 1
 
 
-command("test EXPR", "evaluate a conditional expression (bash's test: -n -z -e -f -d "
-        "-r -w -x -s -v, = != < >, -eq -ne -lt -le -gt -ge, ! -a -o ( ))",
+command("test EXPR", "status 0 if EXPR is true (-e -f -d -n -z = != -eq -lt..., ! -a -o)",
         builtin=True)(_test_command)
 command("[ EXPR ]", "the same as test, with a closing ]", builtin=True)(_test_command)
