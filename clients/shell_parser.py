@@ -742,7 +742,8 @@ class _Parser:
         self.expect("do")
         action = self.command_list(frozenset(("done",)))
         self.expect("done")
-        return ForCommand(_name_bad(name.text, name.source),
+        # bash checks the name as written: `for 'i' in` and `for $x in` name none.
+        return ForCommand(name.source,
                           None if map_list is None else tuple(map_list), action, line)
 
     def group_command(self) -> GroupCommand:

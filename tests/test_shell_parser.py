@@ -858,7 +858,8 @@ def test_test_and_bracket_as_bash(text):
         "for i in a b c; do echo $i; done", "for i in; do echo $i; done; echo $?",
         'for i in "a b" c; do echo "[$i]"; done', 'v="1 2"; for i in $v x$v; do echo $i; done',
         "for i; do echo $i; done; echo $?", "for i do echo x; done", "for i in a; do :; done; echo $i",
-        "for 1 in a; do echo x; done; echo $?", "for i in a b; do echo $i; done > /dev/null; echo $?",
+        "for 1 in a; do echo x; done; echo $?",
+        "for 'i' in a; do echo x; done; for $x in a; do :; done; for ${}x in a; do :; done", "for i in a b; do echo $i; done > /dev/null; echo $?",
         "for i in a\ndo echo $i\ndone", "for i\nin a b\ndo echo $i; done", "for i in if fi; do echo $i; done",
         "for i in a b; do false; done; echo $?", "for i in $(echo 1 2); do echo $i; done",
         # break and continue.
