@@ -96,6 +96,7 @@ _NOT_SUPPORTED = {
     "case": "a case command",
     "select": "a select command",
     "for ((": "an arithmetic for loop",
+    "((": "an arithmetic command",
     "[[": "a conditional command",
     "function": "a function definition",
     "coproc": "a coprocess",
@@ -761,7 +762,9 @@ class _Parser:
         assignment_args: set[int] = set()
         first = self.peek()
         if first is not None and first.kind == "op" and first.text == "(":
-            raise _refused(first.text, first.line)
+            following = self.tokens[self.pos + 1] if self.pos + 1 < len(self.tokens) else None
+            arithmetic = following is not None and (following.kind, following.text) == ("op", "(")
+            raise _refused("((" if arithmetic else "(", first.line)
         # Only a command's first word is a reserved word: not after an assignment or a
         # redirection ("a=1 fi", ">f if": commands named fi and if), nor quoted.
         if first is not None and first.kind == "word" and not first.quoted:

@@ -245,6 +245,8 @@ def test_status_and_pid_parameters_expand_when_run():
         ("f() { :; }", "a function definition (`()') is not supported by ftrace-shell", 1),
         ("echo a\nf ( )", "a function definition (`()') is not supported by ftrace-shell", 2),
         ("(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
+        ("while ((i < 3)); do :; done",
+         "an arithmetic command (`((') is not supported by ftrace-shell", 1),
         ("echo a;(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("echo a &&\n (echo x)", "a subshell (`(') is not supported by ftrace-shell", 2),
         ("echo $(ls; (x))", "a subshell (`(') is not supported by ftrace-shell", 1),
