@@ -141,6 +141,21 @@ def test_the_reproducers_retry_loop_as_bash_runs_it(spawn, tmp_path, variant, wa
     assert shell.returncode == (0 if variant == "buggy" else 1)
 
 
+def test_the_retry_loop_ends_as_the_loaders_placement_decides(spawn, tmp_path):
+    """The loop as the report's reader writes it, without help: first-fit brings uinput
+    back at once and the buggy variant WARNs; random placement never does in five
+    rounds, and nothing WARNs."""
+    script = RETRY_LOOP.replace("    if [ $i -eq 1 ]; then\n        modprobe dummy\n    fi\n", "")
+    script = script.replace("    rmmod dummy\n", "")
+    first_fit = spawn(["--variant", "buggy"])
+    shell = run_shell(tmp_path, ["--address", first_fit.address], script)
+    assert (shell.out, shell.err, shell.returncode) == ("same address on round 1\n1\n", "", 0)
+    scattered = spawn(["--variant", "buggy", "--module-placement", "random", "--seed", "3"])
+    shell = run_shell(tmp_path, ["--address", scattered.address], script)
+    assert (shell.out, shell.err, shell.returncode) == (
+        "moved, trying again\n" * 5 + "0\n", "", 1)
+
+
 def test_spawn_runs_a_private_daemon_for_the_run_and_stops_it(tmp_path):
     shell = run_shell(tmp_path, ["--spawn", "--verbose", "--variant", "buggy"],
                       REPRODUCER + "dmesg | grep -c 'WARNING: at kernel/trace/ftrace.c:1529'\n")
