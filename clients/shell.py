@@ -306,8 +306,15 @@ class Shell:
     def _expansion_failed(self, error: ExpansionError) -> int:
         """Report the error; the status bash leaves: 1, but 127 for a fatal one under -c
         (its FORCE_EOF out of parse_and_execute), also as a pipeline's subshell's."""
-        self._say(self.stderr, f"{self.prefix()}: {error.message}")
+        self._report(error)
         return 127 if error.fatal and self.mode == "command" else 1
+
+    def _report(self, error: ExpansionError) -> None:
+        """Print the error's message once: where it happened, inside a compound command
+        whose redirections may send stderr elsewhere (``done 2>/dev/null``)."""
+        if not error.reported:
+            self._say(self.stderr, f"{self.prefix()}: {error.message}")
+            error.reported = True
 
     def run_and_or(self, node: AndOr) -> int:
         status = self.run_pipeline(node.first)
@@ -413,7 +420,7 @@ class Shell:
                     self.run_and_or(node)
                 status = self.status
             except ExpansionError as error:
-                self._say(self.stderr, f"{self.prefix()}: {error.message}")
+                self._report(error)
                 status = 1
             except ShellExit as done:
                 status = done.status
@@ -511,6 +518,9 @@ class Shell:
                 if isinstance(command, ForCommand):
                     return self.execute_for_command(command)
                 return self.run_list(command.command)
+            except ExpansionError as error:
+                self._report(error)
+                raise
             finally:
                 self.stdout, self.stderr = saved
 

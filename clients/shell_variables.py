@@ -159,6 +159,8 @@ class ExpansionError(Exception):
         super().__init__(message)
         self.message = message
         self.fatal = fatal
+        #: The shell has printed the message (where the error happened).
+        self.reported = False
 
 
 class Parameters(Protocol):

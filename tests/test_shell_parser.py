@@ -877,6 +877,12 @@ def test_test_and_bracket_as_bash(text):
         "{ echo a; echo b; } > /dev/null; echo $?", "{ false; }; echo $?", "{ echo a; }; { echo b\n}",
         "! true; echo $?", "! false; echo $?", "! ! true; echo $?", "! { false; }; echo $?",
         "{ { echo nested; } }", "if true; then { echo x; } fi",
+        # An expansion error inside reports to the stderr in effect there.
+        "{ echo ${1a}; echo same; } 2>/dev/null; echo next $?",
+        "for i in a; do echo ${u?x}; done 2>/dev/null; echo next",
+        "for i in a; do break 1 2; done 2>/dev/null; echo next",
+        "for i in ${1a}; do :; done 2>/dev/null; echo n",
+        "if true; then echo ${1a}; fi 2>&1 >/dev/null; echo n",
         # Syntax errors, with bash's line.
         "if true; then echo; fi fi", "if true; then", "for i in a b", "while true; do echo",
         "{ echo;", "{ }", "if then fi", "for 1", "for i in a; echo; done",
