@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 import clients.shell_builtins  # noqa: F401  (registers the commands)
 import clients.shell_grep  # noqa: F401  (registers the command)
 import clients.shell_kmod  # noqa: F401  (registers the commands)
+import clients.shell_test_builtin  # noqa: F401  (registers the commands)
 import clients.shell_variables  # noqa: F401  (registers the commands)
 from clients.api import Client
 from clients.cli import (EXIT_NO_DAEMON, ConnectError, add_connect_timeout, address_argument,
@@ -44,10 +45,18 @@ from clients.errors import FtraceError
 from clients.shell_parser import (
     AndOr,
     Command,
+    CommandList,
+    CompoundCommand,
+    ForCommand,
+    GroupCommand,
+    IfCommand,
     Incomplete,
     Pipeline,
+    Redirect,
     ShellSyntaxError,
+    WhileCommand,
     fd_number,
+    is_name,
     parse,
 )
 from clients.shell_runtime import (
@@ -72,6 +81,13 @@ MODES = ("interactive", "script", "command", "stdin")
 #: O_CREAT is what bash passes; tracefs ignores it (its files exist or not).
 _TRUNCATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+
+
+def _compound_name(command: Command | CompoundCommand) -> str:
+    """A compound command's reserved word, as the shell names one where it cannot run it."""
+    if isinstance(command, WhileCommand):
+        return "until" if command.until else "while"
+    return {IfCommand: "if", ForCommand: "for", GroupCommand: "{"}[type(command)]
 
 
 class Shell:
@@ -123,6 +139,14 @@ class Shell:
         self._awaiting: str | None = None
         self._pending_start = 1
         self._next_line = 1
+        #: bash's loop_level, breaking and continuing: how many loops run the command
+        #: running now, and how many of them ``break N`` / ``continue N`` leave.
+        self.loop_level = 0
+        self.breaking = 0
+        self.continuing = 0
+        #: bash's last_command_subst_status: the status of the last command substitution
+        #: of the command expanding now (None: it had none), a command without a name's.
+        self.substitution_status: int | None = None
 
     # --- paths and diagnostics ----------------------------------------------
 
@@ -171,8 +195,9 @@ class Shell:
             self._say(self.stderr, line.removesuffix("\n"))
         self._pending.append(line)
         self._next_line += 1
-        # Inside a quote, only a line with that quote can end the command: parsing
-        # again at every line would take time quadratic in the quote's length.
+        # Inside a quote, only a line with that quote can end the command; inside a
+        # compound command, only one with its closing word: parsing again at every line
+        # would take time quadratic in their length.
         if self._awaiting is not None and self._awaiting not in line:
             return
         self._awaiting = None
@@ -180,7 +205,10 @@ class Shell:
         try:
             program = parse(text, self._pending_start)
         except Incomplete as error:
-            self._awaiting = error.closing
+            # Interactively bash reports a syntax error inside a compound command as soon
+            # as its line is read, so each line is parsed there.
+            self._awaiting = error.closing or (
+                error.closing_word if self.mode != "interactive" else None)
             return
         except ShellSyntaxError as error:
             self._pending = []
@@ -233,7 +261,7 @@ class Shell:
             lines = text.splitlines() or [""]
             index = min(max(error.line - self._pending_start, 0), len(lines) - 1)
             self._say(self.stderr, f"{prefix}: `{lines[index]}'")
-        raise ShellExit(2)
+        raise ShellExit(127 if error.substitution and self.mode == "command" else 2)
 
     # --- expansion ----------------------------------------------------------
 
@@ -279,8 +307,15 @@ class Shell:
     def _expansion_failed(self, error: ExpansionError) -> int:
         """Report the error; the status bash leaves: 1, but 127 for a fatal one under -c
         (its FORCE_EOF out of parse_and_execute), also as a pipeline's subshell's."""
-        self._say(self.stderr, f"{self.prefix()}: {error.message}")
+        self._report(error)
         return 127 if error.fatal and self.mode == "command" else 1
+
+    def _report(self, error: ExpansionError) -> None:
+        """Print the error's message once: where it happened, inside a compound command
+        whose redirections may send stderr elsewhere (``done 2>/dev/null``)."""
+        if not error.reported:
+            self._say(self.stderr, f"{self.prefix()}: {error.message}")
+            error.reported = True
 
     def run_and_or(self, node: AndOr) -> int:
         status = self.run_pipeline(node.first)
@@ -289,33 +324,53 @@ class Shell:
                 status = self.run_pipeline(pipeline)
         return status
 
+    def run_list(self, commands: CommandList) -> int:
+        """A compound command's list: its last command's status."""
+        for node in commands:
+            self.run_and_or(node)
+        return self.status
+
     def run_pipeline(self, pipeline: Pipeline) -> int:
-        """Run a command, or ``a | grep ... [| grep ...]`` (a's output becomes grep's
-        input). Each command of a pipeline runs in a subshell, as bash's: what it
-        assigns, exports or unsets, its ``cd``, its ``exit`` and its expansion errors
-        stay there. A later command must be grep (or expand to no name); the words are
-        expanded once, before any command runs, so that what is refused runs nothing."""
-        commands = pipeline.commands
-        if len(commands) == 1:
-            self.status = self.run_command(commands[0], None, self.stdout)
+        """Run the pipeline and make its status ``$?`` (inverted by ``!``). While a
+        ``break`` or ``continue`` leaves loops, nothing runs, as bash's
+        execute_command_internal returns at once then."""
+        if self.breaking or self.continuing:
             return self.status
-        elements: list[tuple[Command, Variables, list[str] | ExpansionError]] = []
+        status = self._pipeline(pipeline.commands)
+        self.status = int(not status) if pipeline.negated else status
+        return self.status
+
+    def _pipeline(self, commands: tuple[Command | CompoundCommand, ...]) -> int:
+        """Run a command, or ``a | grep ... [| grep ...]`` (a's output becomes grep's
+        input; a may be a compound command). Each command of a pipeline runs in a
+        subshell, as bash's: what it assigns, exports or unsets, its ``cd``, its
+        ``exit``, its ``break`` and its expansion errors stay there. A later command must
+        be grep (or expand to no name); the words are expanded once, before any command
+        runs, so that what is refused runs nothing."""
+        if len(commands) == 1:
+            return self.run_command(commands[0], None, self.stdout)
+        elements: list[tuple[Command | CompoundCommand, Variables,
+                             list[str] | ExpansionError | None]] = []
         for command in commands:
             variables = copy.deepcopy(self.variables)
-            with self._subshell(variables):
-                self.line = command.line
-                try:
-                    words: list[str] | ExpansionError = self.expand_words(command)
-                except ExpansionError as error:
-                    words = error
+            words: list[str] | ExpansionError | None = None  # a compound command's: none
+            if isinstance(command, Command):
+                with self._subshell(variables):
+                    self.line = command.line
+                    try:
+                        words = self.expand_words(command)
+                    except ExpansionError as error:
+                        words = error
             elements.append((command, variables, words))
         for command, _, words in elements[1:]:
             # bash: "" is a command not found, no name runs nothing.
-            if isinstance(words, list) and words[:1] not in ([], ["grep"], [""]):
+            name = _compound_name(command) if words is None else (
+                words[0] if isinstance(words, list) and words[:1] not in ([], ["grep"], [""])
+                else None)
+            if name is not None:
                 self.line = command.line
                 self._say(self.stderr,
-                          f"{self.prefix()}: {words[0]}: ftrace-shell pipes only into grep")
-                self.status = 1
+                          f"{self.prefix()}: {name}: ftrace-shell pipes only into grep")
                 return 1
         data: bytes | None = None
         for index, (command, variables, words) in enumerate(elements):
@@ -324,21 +379,21 @@ class Shell:
                 status = self._run_element(command, words, data,
                                            self.stdout if pipe is None else pipe)
             data = None if pipe is None else pipe.getvalue()
-        self.status = status
         return status
 
     @contextmanager
     def _subshell(self, variables: Variables) -> Iterator[None]:
-        """bash's subshell: it runs with ``variables`` (a copy of the shell's); they and
-        its working directory are not given back."""
-        saved = self.variables, self.cwd
+        """bash's subshell: it runs with ``variables`` (a copy of the shell's); they, its
+        working directory and a ``break`` or ``continue`` in it are not given back."""
+        saved = self.variables, self.cwd, self.breaking, self.continuing
         self.variables = variables
         try:
             yield
         finally:
-            self.variables, self.cwd = saved
+            self.variables, self.cwd, self.breaking, self.continuing = saved
 
-    def _run_element(self, command: Command, words: list[str] | ExpansionError,
+    def _run_element(self, command: Command | CompoundCommand,
+                     words: list[str] | ExpansionError | None,
                      stdin: bytes | None, stdout: Output) -> int:
         """One command of a pipeline, in its subshell: its status, also when it exits or
         an expansion fails."""
@@ -352,53 +407,178 @@ class Shell:
         except ShellExit as done:
             return done.status
 
-    def run_command(self, command: Command, stdin: bytes | None, stdout: Output,
-                    words: list[str] | None = None) -> int:
-        """Expand the words (unless ``words`` gives them), apply the redirections left to
-        right, run the command (or make its assignments), release what the redirections
-        opened. Raises ExpansionError for an expansion bash fails (see :meth:`execute`)."""
-        self.line = command.line
-        words = self.expand_words(command) if words is None else words
+    def command_substitution(self, source: str, line: int) -> str:
+        """bash's command_substitute: ``source`` (starting on ``line``) run in a
+        subshell, its output with the trailing newlines removed (NUL bytes dropped, with
+        bash's warning); its status becomes ``$?`` and :attr:`substitution_status`. An
+        expansion error ends the subshell with status 1, a fatal one too."""
+        output = BufferOutput()
+        saved = self.stdout, self.line
+        with self._subshell(copy.deepcopy(self.variables)):
+            self.stdout = output
+            try:
+                for node in parse(source, line, at_eof=True):
+                    self.run_and_or(node)
+                status = self.status
+            except ExpansionError as error:
+                self._report(error)
+                status = 1
+            except ShellExit as done:
+                status = done.status
+            finally:
+                self.stdout, self.line = saved
+        self.status = self.substitution_status = status
+        data = output.getvalue()
+        if b"\0" in data:
+            self._say(self.stderr,
+                      f"{self.prefix()}: warning: command substitution: ignored null byte in input")
+            data = data.replace(b"\0", b"")
+        return data.decode("utf-8", "surrogateescape").rstrip("\n")
+
+    @contextmanager
+    def _redirections(self, redirects: tuple[Redirect, ...],
+                      stdout: Output) -> Iterator[dict[int, Output] | None]:
+        """Apply the redirections left to right over ``stdout`` and the shell's stderr:
+        the file descriptors they make, or None when one failed (after bash's
+        diagnostic: the command does not run); what they opened is released after."""
         fds: dict[int, Output] = {1: stdout, 2: self.stderr}
         opened: list[Output] = []
         try:
-            for redirect in command.redirects:
-                targets = self.fields(redirect.target)
-                if len(targets) != 1:
-                    self._say(fds[2], f"{self.prefix()}: {redirect.source}: ambiguous redirect")
-                    return 1
-                target = targets[0]
-                if redirect.op == ">&":
-                    fd = fd_number(target)
-                    if fd not in fds:
-                        self._say(fds[2], f"{self.prefix()}: {target}: Bad file descriptor")
-                        return 1
-                    fds[redirect.fd] = fds[fd]
-                    continue
-                special = {"/dev/null": NullOutput(), "/dev/stdout": fds[1], "/dev/stderr": fds[2]}
-                if target in special:
-                    fds[redirect.fd] = special[target]
-                    continue
-                try:
-                    session = self.client.open(
-                        self.resolve(target), _APPEND if redirect.op == ">>" else _TRUNCATE
-                    )
-                except FtraceError as error:
-                    # bash: the open failed, so the command does not run.
-                    self._say(fds[2], f"{self.prefix()}: {target}: {error.strerror}")
-                    return 1
-                output = FileOutput(session)
-                opened.append(output)
-                fds[redirect.fd] = output
-            if not words:
-                self._assign(command, self.variables.assign)
-                return 0
-            with self.variables.temporary():
-                self._assign(command, self.variables.assign_temporary)
-                return self._run(words, stdin, fds)
+            yield fds if self._redirect(redirects, fds, opened) else None
         finally:
             for output in opened:
                 output.close()
+
+    def _redirect(self, redirects: tuple[Redirect, ...], fds: dict[int, Output],
+                  opened: list[Output]) -> bool:
+        for redirect in redirects:
+            targets = self.fields(redirect.target)
+            if len(targets) != 1:
+                self._say(fds[2], f"{self.prefix()}: {redirect.source}: ambiguous redirect")
+                return False
+            target = targets[0]
+            if redirect.op == ">&":
+                fd = fd_number(target)
+                if fd not in fds:
+                    self._say(fds[2], f"{self.prefix()}: {target}: Bad file descriptor")
+                    return False
+                fds[redirect.fd] = fds[fd]
+                continue
+            special = {"/dev/null": NullOutput(), "/dev/stdout": fds[1], "/dev/stderr": fds[2]}
+            if target in special:
+                fds[redirect.fd] = special[target]
+                continue
+            try:
+                session = self.client.open(
+                    self.resolve(target), _APPEND if redirect.op == ">>" else _TRUNCATE
+                )
+            except FtraceError as error:
+                # bash: the open failed, so the command does not run.
+                self._say(fds[2], f"{self.prefix()}: {target}: {error.strerror}")
+                return False
+            output = FileOutput(session)
+            opened.append(output)
+            fds[redirect.fd] = output
+        return True
+
+    def run_command(self, command: Command | CompoundCommand, stdin: bytes | None,
+                    stdout: Output, words: list[str] | None = None) -> int:
+        """Expand the words (unless ``words`` gives them), apply the redirections left to
+        right, run the command (or make its assignments: the status is then the last
+        command substitution's, as bash's), release what the redirections opened. A
+        compound command runs with its redirections' output as the shell's. Raises
+        ExpansionError for an expansion bash fails (see :meth:`execute`)."""
+        self.line = command.line
+        if not isinstance(command, Command):
+            return self.run_compound(command, stdout)
+        self.substitution_status = None
+        words = self.expand_words(command) if words is None else words
+        with self._redirections(command.redirects, stdout) as fds:
+            if fds is None:
+                return 1
+            if not words:
+                self._assign(command, self.variables.assign)
+                return self.substitution_status or 0
+            with self.variables.temporary():
+                self._assign(command, self.variables.assign_temporary)
+                return self._run(words, stdin, fds)
+
+    def run_compound(self, command: CompoundCommand, stdout: Output) -> int:
+        """bash's execute_command_internal for a compound command: its redirections
+        made, it runs with their stdout and stderr as the shell's."""
+        with self._redirections(command.redirects, stdout) as fds:
+            if fds is None:
+                return 1
+            saved = self.stdout, self.stderr
+            self.stdout, self.stderr = fds[1], fds[2]
+            try:
+                if isinstance(command, IfCommand):
+                    return self.execute_if_command(command)
+                if isinstance(command, WhileCommand):
+                    return self.execute_while_or_until(command)
+                if isinstance(command, ForCommand):
+                    return self.execute_for_command(command)
+                return self.run_list(command.command)
+            except ExpansionError as error:
+                self._report(error)
+                raise
+            finally:
+                self.stdout, self.stderr = saved
+
+    def execute_if_command(self, command: IfCommand) -> int:
+        """bash's execute_if_command: 0 when the test fails and there is no else."""
+        if self.run_list(command.test) == 0:
+            return self.run_list(command.true_case)
+        return 0 if command.false_case is None else self.run_list(command.false_case)
+
+    def execute_while_or_until(self, command: WhileCommand) -> int:
+        """bash's execute_while_or_until: the body's last status (0 if it never ran);
+        ``break`` and ``continue`` as its breaking and continuing counters say."""
+        body_status = 0
+        self.loop_level += 1
+        try:
+            while True:
+                test_status = self.run_list(command.test)
+                if (test_status == 0) == command.until:
+                    self.breaking = max(self.breaking - 1, 0)
+                    self.continuing = max(self.continuing - 1, 0)
+                    break
+                body_status = self.run_list(command.action)
+                if self._loop_ends():
+                    break
+        finally:
+            self.loop_level -= 1
+        return body_status
+
+    def execute_for_command(self, command: ForCommand) -> int:
+        """bash's execute_for_command: NAME takes each word's fields in turn (no
+        positional parameters: ``for NAME; do`` runs nothing); the body's last status."""
+        if not is_name(command.name):
+            self._say(self.stderr, f"{self.prefix()}: `{command.name}': not a valid identifier")
+            return 1
+        words = [field for word in command.map_list or () for field in self.fields(word)]
+        status = 0
+        self.loop_level += 1
+        try:
+            for word in words:
+                self.variables.assign(command.name, word)
+                status = self.run_list(command.action)
+                if self._loop_ends():
+                    break
+        finally:
+            self.loop_level -= 1
+        return status
+
+    def _loop_ends(self) -> bool:
+        """After a loop's body, as bash's: a ``break`` ends this loop (and its count goes
+        down by one); a ``continue`` of more than this loop ends it too."""
+        if self.breaking:
+            self.breaking -= 1
+            return True
+        if self.continuing:
+            self.continuing -= 1
+            return self.continuing > 0
+        return False
 
     def _assign(self, command: Command, bind: Callable[[str, str], None]) -> None:
         """The command's assignments, each expanded after the one before is made (bash:

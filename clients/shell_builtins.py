@@ -1,5 +1,6 @@
-"""ftrace-shell's file and general commands: cd, pwd, ls, cat, echo, sleep, true, false,
-exit, help (grep is clients.shell_grep's). Their output and diagnostics are those of bash
+"""ftrace-shell's file and general commands: cd, pwd, ls, cat, echo, sleep, true, :, false,
+exit, break, continue, help (grep is clients.shell_grep's; test and [ are
+clients.shell_test_builtin's). Their output and diagnostics are those of bash
 and GNU coreutils, byte for byte where a script could depend on them."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from typing import Iterator
 
 from clients.errors import FtraceError
+from clients.shell_variables import ExpansionError
 from clients.shell_runtime import (
     COMMANDS,
     Invocation,
@@ -44,6 +46,7 @@ def read_path(ctx: Invocation, path: str) -> Iterator[bytes]:
 
 
 @command("true", "do nothing, successfully", builtin=True)
+@command(": [ARG...]", "do nothing, successfully (the arguments are expanded)", builtin=True)
 def cmd_true(ctx: Invocation) -> int:
     return 0
 
@@ -75,9 +78,11 @@ def cmd_help(ctx: Invocation) -> int:
     ctx.out("ftrace-shell: a small bash for ftraced. Paths are the daemon's:\n"
             "/sys/kernel/debug/tracing, /sys/kernel/tracing, /proc/modules, /proc/kallsyms,\n"
             "/proc/sys/kernel/ftrace_enabled.\n"
-            "Syntax: quotes, # comments, ; && ||, > >> 2> N>&M, pipes into grep, NAME=VALUE,\n"
-            "$NAME ${NAME} ${#NAME} ${NAME:-WORD} (:= :? :+) $? $$ $# $0, split on $IFS;\n"
-            "no globbing.\n\n")
+            "Syntax: quotes, # comments, ; && || !, > >> 2> N>&M, pipes into grep, NAME=VALUE,\n"
+            "$NAME ${NAME} ${#NAME} ${NAME:-WORD} (:= :? :+) $? $$ $# $0 and $(COMMAND),\n"
+            "split on $IFS; if LIST; then LIST; [elif LIST; then LIST;] [else LIST;] fi,\n"
+            "while LIST; do LIST; done, until ..., for NAME in WORDS; do LIST; done, { LIST; }\n"
+            "(with redirections after them: done > FILE); no globbing.\n\n")
     for name in sorted(COMMANDS):
         usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
         # A long usage puts its summary on the next line, to stay within 80 columns.
@@ -253,3 +258,40 @@ def cmd_sleep(ctx: Invocation) -> int:
         total += float(match.group(1)) * _SLEEP_UNITS[match.group(2)]
     time.sleep(min(total, _SLEEP_MAX))
     return 0
+
+
+
+def _loop_control(ctx: Invocation, counter: str) -> int:
+    """bash's break_builtin and continue_builtin: outside a loop (check_loop_level) a
+    complaint, and status 0; else the shell's ``counter`` ("breaking" or "continuing")
+    becomes N, at most the loops running (get_numeric_arg: a "--" first is skipped; N
+    not a number is fatal, as bash's throw_to_top_level; more arguments drop the rest of
+    the line, as its DISCARD); N below 1 breaks out of all."""
+    shell = ctx.shell
+    if shell.loop_level == 0:
+        ctx.builtin_err("only meaningful in a `for', `while', or `until' loop")
+        return 0
+    args = ctx.args[1:] if ctx.args[:1] == ["--"] else ctx.args
+    count = legal_number(args[0]) if args else 1
+    if count is None:
+        ctx.builtin_err(f"{args[0]}: numeric argument required")
+        raise ShellExit(128)
+    if len(args) > 1:  # bash's no_args(): the rest of the input line is dropped
+        raise ExpansionError(f"{ctx.name}: too many arguments")
+    if count <= 0:
+        ctx.builtin_err(f"{args[0]}: loop count out of range")
+        shell.breaking = shell.loop_level
+        return 1
+    setattr(shell, counter, min(count, shell.loop_level))
+    return 0
+
+
+@command("break [N]", "leave N enclosing for, while or until loops (default 1)", builtin=True)
+def cmd_break(ctx: Invocation) -> int:
+    return _loop_control(ctx, "breaking")
+
+
+@command("continue [N]", "next round of the Nth enclosing loop (default 1)",
+         builtin=True)
+def cmd_continue(ctx: Invocation) -> int:
+    return _loop_control(ctx, "continuing")

@@ -1,44 +1,53 @@
-"""ftrace-shell's command language: a small subset of bash's, tokenized and parsed by hand.
+"""ftrace-shell's command language: a subset of bash's, tokenized and parsed by hand.
 
 Supported: words with '...', "..." and backslash quoting (backslash-newline continues a
 line); comments (``#`` starting a word, to the end of the line); ``;`` and newlines;
 ``&&`` and ``||`` (left to right, as bash); pipelines ``a | b`` (the shell runs only
-pipelines into ``grep``); redirections ``> FILE``, ``>> FILE``, ``>| FILE``, ``N> FILE``,
-``N>> FILE`` and ``N>&M`` (also written without a space: ``>file``, ``2>/dev/null``).
-Parameters, unquoted or in double quotes: ``$NAME``, ``${NAME}``, ``${#NAME}`` (its
-length), the special ``$?``, ``$$``, ``$#``, ``$0``, ``$1``..., ``${10}``, ``$@`` and ``$*``;
-each is kept in the word as a marker (:func:`parameter_marker`) that
-:mod:`clients.shell_variables` expands, splits and removes as bash does when the command
-runs. A word ``NAME=value`` before a command's name (unquoted ``NAME``) is an assignment
-(:attr:`Command.assignments`). ``${NAME`` without its ``}`` is bash's unexpected EOF. Of
-the ``${...}`` operators, ``-``, ``=``, ``?`` and ``+`` (and with ``:``: ``${a:-word}``...)
-are read, with a plain-text word; the others (``${a%x}``, ``${!a}``...), a word with quotes or
-expansions (``${a:-"x"}``, ``${a:-$b}``), ``$-``, ``$!`` and ``$'...'`` are refused;
-``$"..."`` is ``"..."`` (no message catalogs). An unquoted ``~`` where bash would
-expand it (a word's start; after the ``=`` or a ``:`` of an assignment) is refused. No
-globbing (pathname expansion), subshells, command substitution, background jobs or
-here-documents: ``$`` not starting a parameter and ``*`` are ordinary characters
-(``echo uinput* > set_ftrace_filter`` writes the glob itself, as bash does when nothing
-in the current directory matches); ``)``, ``;;`` and a ``(`` after a command's words
-are syntax errors; ``<``, ``&``, a ``(`` starting a command, ``$(`` and a backquote are
-refused. bash's reserved words are read where bash reads them, as a command's first
-word, unquoted: those that open a compound command (``if``, ``for``, ``{``, ``[[``, ...)
-are refused, and those that only continue or close one (``then``, ``fi``, ``}``, ...) are
-bash's syntax error, for no compound command is ever open here; anywhere else (``echo
-fi``, ``'if'``) they are words.
+pipelines into ``grep``) and ``! PIPELINE``; redirections ``> FILE``, ``>> FILE``, ``>|
+FILE``, ``N> FILE``, ``N>> FILE`` and ``N>&M`` (also written without a space: ``>file``,
+``2>/dev/null``). bash's compound commands, with their redirections after them (``done >
+FILE``): ``if LIST; then LIST; [elif LIST; then LIST;]... [else LIST;] fi``, ``while LIST;
+do LIST; done``, ``until LIST; do LIST; done``, ``for NAME [in WORDS]; do LIST; done`` and
+``{ LIST; }``, parsed into nodes named as bash's command.h names them
+(:class:`IfCommand`...). Parameters, unquoted or in double quotes: ``$NAME``, ``${NAME}``,
+``${#NAME}`` (its length), the special ``$?``, ``$$``, ``$#``, ``$0``, ``$1``..., ``${10}``,
+``$@`` and ``$*``; command substitution ``$(...)``, parsed as it is read, as bash's
+parse_comsub does, and run when the word is expanded. Each is kept in the word as a marker
+(:func:`parameter_marker`, :func:`substitution_marker`) that :mod:`clients.shell_variables`
+expands, splits and removes as bash does when the command runs. A word ``NAME=value``
+before a command's name (unquoted ``NAME``) is an assignment (:attr:`Command.assignments`).
+``${NAME`` without its ``}`` is bash's unexpected EOF. Of the ``${...}`` operators, ``-``,
+``=``, ``?`` and ``+`` (and with ``:``: ``${a:-word}``...) are read, with a plain-text word;
+the others (``${a%x}``, ``${!a}``...), a word with quotes or expansions (``${a:-"x"}``,
+``${a:-$b}``), ``$-``, ``$!`` and ``$'...'`` are refused; ``$"..."`` is ``"..."`` (no
+message catalogs). An unquoted ``~`` where bash would expand it (a word's start; after the
+``=`` or a ``:`` of an assignment) is refused. No globbing (pathname expansion),
+subshells, backquotes, arithmetic, background jobs or here-documents: ``$`` not starting a
+parameter and ``*`` are ordinary characters (``echo uinput* > set_ftrace_filter`` writes
+the glob itself, as bash does when nothing in the current directory matches); ``)``,
+``;;`` and a ``(`` after a command's words are syntax errors; ``<``, ``&``, a ``(``
+starting a command, ``$((`` and a backquote are refused. bash's reserved words are read
+where bash reads them, as a command's first word, unquoted: those of a compound command
+the shell does not run (``case``, ``select``, ``[[``, ``function``...) are refused, and
+those that only continue or close one (``then``, ``fi``, ``}``, ...) are bash's syntax
+error where no open compound command waits for them; anywhere else (``echo fi``,
+``'if'``) they are words.
 
 :func:`parse` turns complete input into a list of :class:`AndOr`; input that needs more
-lines (an open quote, a trailing ``&&``, ``||``, ``|`` or backslash-newline) raises
-:class:`Incomplete`, so a reader can append the next line and try again, as bash's
-parser asks for more input. At the end of all input (``at_eof``) a final backslash-newline
-continues onto nothing, as in bash; a backslash that is the input's very last character
-(a ``-c`` command's: bash ends any other input with a newline) is a plain character.
+lines (an open quote, a trailing ``&&``, ``||``, ``|`` or backslash-newline, a compound
+command without its ``fi``, ``done`` or ``}``) raises :class:`Incomplete`, so a reader can
+append the next line and try again, as bash's parser asks for more input. At the end of
+all input (``at_eof``) a final backslash-newline continues onto nothing, as in bash; a
+backslash that is the input's very last character (a ``-c`` command's: bash ends any other
+input with a newline) is a plain character.
 """
 
 from __future__ import annotations
 
 import re
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Callable
 
 __all__ = [
     "ShellSyntaxError",
@@ -48,10 +57,16 @@ __all__ = [
     "Command",
     "Pipeline",
     "AndOr",
+    "IfCommand",
+    "WhileCommand",
+    "ForCommand",
+    "GroupCommand",
+    "CompoundCommand",
     "tokenize",
     "parse",
     "is_name",
     "parameter_marker",
+    "substitution_marker",
     "parameter_spec",
     "ParameterSpec",
     "PARAMETER_MARKER",
@@ -64,8 +79,8 @@ _OPERATORS = ("&&", "||", ";;", ">>", ">&", ">|", "<<", "<&", ";", "|", ">", "<"
 _OPERATOR_CHARS = frozenset("".join(_OPERATORS))
 #: What this shell does not run: bash would, so it is refused, not misread. The operators
 #: of _REFUSED_OPERATORS wherever they come; "(" where it starts a command, and "( )" after
-#: a command's first word (elsewhere bash refuses them too); "$(", "$((" and "`" in a
-#: word, unquoted or in double quotes.
+#: a command's first word (elsewhere bash refuses them too); "$((" and "`" in a word,
+#: unquoted or in double quotes.
 _NOT_SUPPORTED = {
     "<": "input redirection",
     "<<": "a here-document",
@@ -73,19 +88,15 @@ _NOT_SUPPORTED = {
     "&": "a background job",
     "(": "a subshell",
     "()": "a function definition",
-    "$(": "command substitution",
     "$((": "arithmetic expansion",
     "`": "command substitution",
-    # bash's reserved words that start a command of their own (parse.y's reserved_words).
-    "!": "a negated pipeline",
+    # bash's reserved words that start a command the shell does not run (parse.y's
+    # reserved_words; the others are read below).
     "time": "a timed pipeline",
-    "if": "an if command",
     "case": "a case command",
-    "for": "a for loop",
     "select": "a select command",
-    "while": "a while loop",
-    "until": "an until loop",
-    "{": "a group command",
+    "for ((": "an arithmetic for loop",
+    "((": "an arithmetic command",
     "[[": "a conditional command",
     "function": "a function definition",
     "coproc": "a coprocess",
@@ -103,6 +114,9 @@ _REFUSED_OPERATORS = frozenset(("<", "<<", "<&", "&"))
 #: command starts bash reports it as an unexpected token.
 _CLOSING_RESERVED_WORDS = frozenset(("then", "else", "elif", "fi", "do", "done", "in", "esac",
                                      "}", "]]"))
+#: The reserved words that open a compound command the shell runs, and "!".
+_OPENING_RESERVED_WORDS = frozenset(("if", "while", "until", "for", "{", "!"))
+_RESERVED_WORDS = _CLOSING_RESERVED_WORDS | _OPENING_RESERVED_WORDS
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: The builtins whose assignment-shaped arguments bash expands as assignments (no field
 #: splitting): parse.y's W_ASSIGNARG after a declaration builtin.
@@ -154,23 +168,35 @@ def parameter_marker(spec: str, quoted: bool) -> str:
     return f"{PARAMETER_MARKER}{'q' if quoted else 'u'}{spec}{PARAMETER_MARKER}"
 
 
+def substitution_marker(source: str, line: int, quoted: bool) -> str:
+    """The marker of ``$(source)`` in a word, ``source`` starting on ``line``: "c"
+    (unquoted) or "C" (in double quotes), then ``LINE:SOURCE``."""
+    return f"{PARAMETER_MARKER}{'C' if quoted else 'c'}{line}:{source}{PARAMETER_MARKER}"
+
+
 class ShellSyntaxError(Exception):
-    """Input that is not a command; ``message`` is bash's wording, ``line`` where."""
+    """Input that is not a command; ``message`` is bash's wording, ``line`` where;
+    ``substitution``: inside a command substitution (bash -c exits with 127 then)."""
 
     def __init__(self, message: str, line: int) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
+        self.substitution = False
 
 
 class Incomplete(ShellSyntaxError):
     """The input ends inside a command; the message is bash's if no more input comes.
-    ``closing``: the quote that must come before the input can end the command (None
-    when any line may)."""
+    ``closing``: the quote (or ``}`` of ``${``, ``)`` of ``$(``) that must come before
+    the input can end the command (None when any line may); ``closing_word``: the
+    reserved word that must close the outermost compound command left open (``fi``,
+    ``done``, ``}``) before it can end, where that is all that is missing."""
 
-    def __init__(self, message: str, line: int, closing: str | None = None) -> None:
+    def __init__(self, message: str, line: int, closing: str | None = None,
+                 closing_word: str | None = None) -> None:
         super().__init__(message, line)
         self.closing = closing
+        self.closing_word = closing_word
 
 
 @dataclass(frozen=True)
@@ -214,7 +240,10 @@ class Command:
 
 @dataclass(frozen=True)
 class Pipeline:
-    commands: tuple[Command, ...]
+    """``[!] command [| command]...``; ``negated``: bash's CMD_INVERT_RETURN."""
+
+    commands: tuple[Command | CompoundCommand, ...]
+    negated: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,12 +254,69 @@ class AndOr:
     rest: tuple[tuple[str, Pipeline], ...] = ()
 
 
+#: A list of commands (bash's compound_list): what a compound command runs.
+CommandList = tuple[AndOr, ...]
+
+
+@dataclass(frozen=True)
+class IfCommand:
+    """bash's if_com: ``if test; then true_case; else false_case; fi``; an ``elif`` is
+    a false_case holding one more IfCommand, as bash's parser builds it."""
+
+    test: CommandList
+    true_case: CommandList
+    false_case: CommandList | None
+    line: int
+    redirects: tuple[Redirect, ...] = ()
+
+
+@dataclass(frozen=True)
+class WhileCommand:
+    """bash's while_com: ``while test; do action; done`` (CMD_WHILE), or with ``until``
+    (CMD_UNTIL) ``until test; do action; done``."""
+
+    test: CommandList
+    action: CommandList
+    until: bool
+    line: int
+    redirects: tuple[Redirect, ...] = ()
+
+
+@dataclass(frozen=True)
+class ForCommand:
+    """bash's for_com: ``for name in map_list; do action; done``; ``map_list`` None:
+    ``for name; do``, over the positional parameters ("$@")."""
+
+    name: str
+    map_list: tuple[str, ...] | None
+    action: CommandList
+    line: int
+    redirects: tuple[Redirect, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupCommand:
+    """bash's group_com: ``{ command; }``."""
+
+    command: CommandList
+    line: int
+    redirects: tuple[Redirect, ...] = ()
+
+
+CompoundCommand = IfCommand | WhileCommand | ForCommand | GroupCommand
+
+
 class _Lexer:
-    def __init__(self, text: str, line: int, at_eof: bool) -> None:
+    def __init__(self, text: str, line: int, at_eof: bool, pos: int = 0,
+                 comsub: bool = False) -> None:
+        """``comsub``: the text from ``pos`` is a command substitution's, which the first
+        ``)`` outside its words ends (:attr:`closed`)."""
         self.text = text
-        self.pos = 0
+        self.pos = pos
         self.line = line
         self.at_eof = at_eof
+        self.comsub = comsub
+        self.closed = False
         self.tokens: list[Token] = []
 
     def peek(self, offset: int = 0) -> str:
@@ -245,7 +331,7 @@ class _Lexer:
         return char
 
     def run(self) -> list[Token]:
-        while self.pos < len(self.text):
+        while self.pos < len(self.text) and not self.closed:
             char = self.peek()
             if char in _BLANKS:
                 self.take()
@@ -273,8 +359,11 @@ class _Lexer:
     def operator(self) -> None:
         for op in _OPERATORS:
             if self.text.startswith(op, self.pos):
-                self.tokens.append(Token("op", op, self.line))
                 self.pos += len(op)
+                if op == ")" and self.comsub:
+                    self.closed = True
+                else:
+                    self.tokens.append(Token("op", op, self.line))
                 return
 
     def word(self) -> None:
@@ -319,10 +408,13 @@ class _Lexer:
     def parameter(self, quoted: bool) -> str:
         """After a "$": the marker of the parameter it starts, "" for the "$" of
         ``$"..."``, else the "$" itself. Raises ShellSyntaxError for what the shell
-        refuses (command substitution, arithmetic expansion, ``$-``, ``$!``, ``$'...'``)."""
+        refuses (arithmetic expansion, ``$-``, ``$!``, ``$'...'``)."""
         char = self.peek()
         if char == "(":
-            raise _refused("$((" if self.peek(1) == "(" else "$(", self.line)
+            if self.peek(1) == "(":
+                raise _refused("$((", self.line)
+            self.take()
+            return self.command_substitution(quoted)
         if char == "{":
             self.take()
             return self.braced_parameter(quoted)
@@ -335,6 +427,29 @@ class _Lexer:
             spec = char  # $10 is ${1}0
         self.pos += len(spec)  # a parameter has no newline in it
         return parameter_marker(spec, quoted) if spec else "$"
+
+    def command_substitution(self, quoted: bool) -> str:
+        """After a "$(": the marker of the command substitution, to its ")". As bash's
+        parse_comsub, the command is parsed now, so that its syntax errors are the
+        input's; it is kept as written and run when the word is expanded."""
+        line, start = self.line, self.pos
+        inner = _Lexer(self.text, line, self.at_eof, self.pos, comsub=True)
+        tokens = inner.run()
+        if not inner.closed:
+            # bash names the line after the input's last one.
+            raise Incomplete("unexpected EOF while looking for matching `)'",
+                             inner.line + (0 if self.text.endswith("\n") else 1), ")")
+        self.pos, self.line = inner.pos, inner.line
+        try:
+            try:
+                _Parser(tokens, inner.line).program()
+            except Incomplete:  # "$(a &&)": the ")" came where a command had to
+                raise ShellSyntaxError("syntax error near unexpected token `)'",
+                                       inner.line) from None
+        except ShellSyntaxError as error:
+            error.substitution = True
+            raise
+        return substitution_marker(self.text[start:inner.pos - 1], line, quoted)
 
     def braced_parameter(self, quoted: bool) -> str:
         """After a "${": the marker of what it asks for (see :func:`parameter_spec`), to
@@ -451,6 +566,9 @@ class _Parser:
         self.tokens = tokens
         self.pos = 0
         self.end_line = end_line
+        #: The reserved words that close the compound commands being parsed, outermost
+        #: first.
+        self.open: list[str] = []
 
     def peek(self) -> Token | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -466,23 +584,60 @@ class _Parser:
         while (token := self.peek()) is not None and token.kind == "newline":
             self.pos += 1
         if self.peek() is None:
-            raise Incomplete("syntax error: unexpected end of file", self.end_line + 1)
+            raise self.end_of_file()
+
+    def reserved(self) -> str | None:
+        """The reserved word the next token is where a command starts (unquoted), if any."""
+        token = self.peek()
+        if token is None or token.kind != "word" or token.quoted:
+            return None
+        return token.text if token.text in _RESERVED_WORDS else None
+
+    def end_of_file(self) -> Incomplete:
+        return Incomplete("syntax error: unexpected end of file", self.end_line + 1,
+                          closing_word=self.open[0] if self.open else None)
+
+    def compound(self, closing_word: str, parse: Callable[[], CompoundCommand]) -> CompoundCommand:
+        """``parse`` a compound command that ``closing_word`` ends."""
+        self.open.append(closing_word)
+        compound = parse()
+        self.open.pop()
+        return compound
 
     def program(self) -> list[AndOr]:
+        """The whole input: its commands."""
+        return list(self.command_list(frozenset()))
+
+    def command_list(self, terminators: frozenset[str]) -> CommandList:
+        """bash's compound_list: and-or lists, each ended by ``;`` or a newline, up to one
+        of the reserved words ``terminators`` (not taken) where a command starts; with no
+        terminators (the input itself), up to the end of the tokens. A compound command
+        may be followed by the terminator directly (``{ { a; } }``)."""
         result: list[AndOr] = []
-        while (token := self.peek()) is not None:
+        while True:
+            token = self.peek()
+            if token is None:
+                if terminators:
+                    raise self.end_of_file()
+                return tuple(result)
             if token.kind == "newline":
                 self.pos += 1
                 continue
+            if result and self.reserved() in terminators:
+                return tuple(result)
             result.append(self.and_or())
             token = self.peek()
-            if token is None:
-                break
-            if token.kind == "newline" or (token.kind == "op" and token.text == ";"):
+            if token is not None and (token.kind == "newline"
+                                      or token.kind == "op" and token.text == ";"):
                 self.pos += 1
-                continue
-            raise self.unexpected(token)
-        return result
+            elif token is not None and self.reserved() not in terminators:
+                raise self.unexpected(token)
+
+    def expect(self, word: str) -> None:
+        """Take the reserved word ``word``; anything else is bash's syntax error."""
+        if self.reserved() != word:
+            raise self.end_of_file() if self.peek() is None else self.unexpected(self.peek())
+        self.pos += 1
 
     def and_or(self) -> AndOr:
         first = self.pipeline()
@@ -494,21 +649,122 @@ class _Parser:
         return AndOr(first, tuple(rest))
 
     def pipeline(self) -> Pipeline:
+        negated = False
+        while self.reserved() == "!":  # bash's "BANG pipeline_command", which may repeat
+            line = self.tokens[self.pos].line
+            self.pos += 1
+            negated = not negated
+            token = self.peek()
+            if token is None or token.kind == "newline" or (token.kind, token.text) == ("op", ";"):
+                # bash's "BANG list_terminator": a null command, negated.
+                return Pipeline((Command((), (), line),), negated)
         commands = [self.command()]
         while (token := self.peek()) is not None and token.kind == "op" and token.text == "|":
             self.pos += 1
             self.skip_newlines_or_need_more()
             commands.append(self.command())
-        return Pipeline(tuple(commands))
+        return Pipeline(tuple(commands), negated)
 
-    def command(self) -> Command:
+    def command(self) -> Command | CompoundCommand:
+        """A simple command, or a compound command with the redirections after it."""
+        opening = {"if": ("fi", self.if_command), "while": ("done", self.while_command),
+                   "until": ("done", self.while_command), "for": ("done", self.for_command),
+                   "{": ("}", self.group_command)}.get(self.reserved() or "")
+        if opening is None:
+            if self.reserved() == "!":  # only a pipeline starts with one
+                raise self.unexpected(self.peek())
+            return self.simple_command()
+        compound = self.compound(*opening)
+        redirects: list[Redirect] = []
+        while (token := self.peek()) is not None and (
+                token.kind == "io" or token.kind == "op" and token.text in (">", ">>", ">|", ">&")):
+            redirects.append(self.redirect())
+        if (token := self.peek()) is not None and token.kind == "op" \
+                and token.text in _REFUSED_OPERATORS:
+            raise _refused(token.text, token.line)
+        return dataclasses.replace(compound, redirects=tuple(redirects))
+
+    def if_command(self) -> IfCommand:
+        """``if`` (or ``elif``) ``LIST; then LIST; [elif ...|else LIST;] fi``, the
+        ``fi`` taken."""
+        line = self.tokens[self.pos].line
+        self.pos += 1
+        test = self.command_list(frozenset(("then",)))
+        self.expect("then")
+        true_case = self.command_list(frozenset(("elif", "else", "fi")))
+        false_case: CommandList | None = None
+        if self.reserved() == "elif":
+            false_case = (AndOr(Pipeline((self.if_command(),))),)
+        elif self.reserved() == "else":
+            self.pos += 1
+            false_case = self.command_list(frozenset(("fi",)))
+            self.expect("fi")
+        else:
+            self.expect("fi")
+        return IfCommand(test, true_case, false_case, line)
+
+    def while_command(self) -> WhileCommand:
+        """``while LIST; do LIST; done`` or ``until LIST; do LIST; done``."""
+        token = self.tokens[self.pos]
+        self.pos += 1
+        test = self.command_list(frozenset(("do",)))
+        self.expect("do")
+        action = self.command_list(frozenset(("done",)))
+        self.expect("done")
+        return WhileCommand(test, action, token.text == "until", token.line)
+
+    def for_command(self) -> ForCommand:
+        """``for NAME [in WORDS]; do LIST; done``: newlines may come before ``in`` and
+        ``do``, and ``;`` or a newline must end the words (bash's for_command rules)."""
+        line = self.tokens[self.pos].line
+        self.pos += 1
+        name = self.peek()
+        if name is not None and name.kind == "op" and name.text == "(":
+            raise _refused("for ((", name.line)
+        if name is None or name.kind != "word":
+            raise self.unexpected(name)
+        self.pos += 1
+        self.skip_newlines_or_need_more()
+        map_list: list[str] | None = None
+        if self.reserved() == "in":
+            self.pos += 1
+            map_list = []
+            while (token := self.peek()) is not None and token.kind in ("word", "io"):
+                map_list.append(_name_bad(token.text, token.source))
+                self.pos += 1
+            if token is None:
+                raise self.end_of_file()
+            if not (token.kind == "newline" or token.kind == "op" and token.text == ";"):
+                raise self.unexpected(token)
+            self.pos += 1
+        elif (token := self.peek()) is not None and token.kind == "op" and token.text == ";":
+            self.pos += 1
+        self.skip_newlines_or_need_more()
+        self.expect("do")
+        action = self.command_list(frozenset(("done",)))
+        self.expect("done")
+        # bash checks the name as written: `for 'i' in` and `for $x in` name none.
+        return ForCommand(name.source,
+                          None if map_list is None else tuple(map_list), action, line)
+
+    def group_command(self) -> GroupCommand:
+        """``{ LIST; }``."""
+        line = self.tokens[self.pos].line
+        self.pos += 1
+        body = self.command_list(frozenset(("}",)))
+        self.expect("}")
+        return GroupCommand(body, line)
+
+    def simple_command(self) -> Command:
         words: list[str] = []
         redirects: list[Redirect] = []
         assignments: list[tuple[str, str]] = []
         assignment_args: set[int] = set()
         first = self.peek()
         if first is not None and first.kind == "op" and first.text == "(":
-            raise _refused(first.text, first.line)
+            following = self.tokens[self.pos + 1] if self.pos + 1 < len(self.tokens) else None
+            arithmetic = following is not None and (following.kind, following.text) == ("op", "(")
+            raise _refused("((" if arithmetic else "(", first.line)
         # Only a command's first word is a reserved word: not after an assignment or a
         # redirection ("a=1 fi", ">f if": commands named fi and if), nor quoted.
         if first is not None and first.kind == "word" and not first.quoted:

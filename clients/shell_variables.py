@@ -13,9 +13,10 @@ shell runs no programs, so being exported changes what ``export -p`` lists and n
 else.
 
 Expansion of a word (:func:`expand_fields`): each parameter's marker is replaced by its
-value (or what its operator, ``${a:-word}``..., makes of it); what unquoted parameters
-gave is split into fields on IFS (bash's word_split: IFS whitespace runs and each other
-IFS character delimit); an unquoted word that expands to nothing is removed. No pathname
+value (or what its operator, ``${a:-word}``..., makes of it), each command substitution's
+by its command's output; what unquoted parameters and substitutions gave is split into
+fields on IFS (bash's word_split: IFS whitespace runs and each other IFS character
+delimit); an unquoted word that expands to nothing is removed. No pathname
 expansion follows (``*`` stays as written); the parser refuses a ``~`` bash would expand.
 """
 
@@ -35,7 +36,7 @@ __all__ = ["Variables", "Parameters", "ExpansionError", "expand_fields", "expand
 #: IFS when it is unset, and what bash gives it at start (variables.c).
 DEFAULT_IFS = " \t\n"
 _IFS_WHITESPACE = frozenset(DEFAULT_IFS)
-_MARKER = re.compile(f"{PARAMETER_MARKER}([uqnb])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
+_MARKER = re.compile(f"{PARAMETER_MARKER}([uqnbcC])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
 
 
 @dataclass
@@ -152,13 +153,15 @@ def _shell_level(inherited: str | None, warn: Callable[[str], None]) -> str:
 
 class ExpansionError(Exception):
     """An expansion bash fails, with bash's ``message``: a bad substitution (bash's
-    DISCARD: the rest of the input line goes), or ``fatal``, ``${a?}`` of an unset a
-    (bash's FORCE_EOF: a non-interactive shell ends)."""
+    DISCARD: the rest of the input line goes; ``break 1 2`` is one too), or ``fatal``,
+    ``${a?}`` of an unset a (bash's FORCE_EOF: a non-interactive shell ends)."""
 
     def __init__(self, message: str, fatal: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.fatal = fatal
+        #: The shell has printed the message (where the error happened).
+        self.reported = False
 
 
 class Parameters(Protocol):
@@ -168,6 +171,9 @@ class Parameters(Protocol):
 
     def parameter(self, name: str) -> str | None:
         """A parameter's value by name (special parameters included); None when unset."""
+
+    def command_substitution(self, source: str, line: int) -> str:
+        """What ``$(source)`` gives (its command starting on ``line``)."""
 
 
 def _value(parameter: ParameterSpec, shell: Parameters) -> str:
@@ -194,8 +200,8 @@ def _value(parameter: ParameterSpec, shell: Parameters) -> str:
 
 def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, bool]]:
     """The word's text in pieces, (text, split): ``split`` for what an unquoted
-    parameter gave. A quoted piece, even empty, makes a field; ``"$@"`` without
-    positional parameters gives none (bash's quoted "$@")."""
+    parameter or command substitution gave. A quoted piece, even empty, makes a field;
+    ``"$@"`` without positional parameters gives none (bash's quoted "$@")."""
     position = 0
     for match in _MARKER.finditer(word):
         if match.start() > position:
@@ -207,6 +213,10 @@ def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, bool]]:
         kind, spec = match.groups()
         if kind == "b":  # spec: the text bash names
             raise ExpansionError(f"{spec}: bad substitution")
+        if kind in "cC":  # spec: LINE:SOURCE (clients.shell_parser.substitution_marker)
+            line, _, source = spec.partition(":")
+            yield shell.command_substitution(source, int(line)), kind == "c"
+            continue
         quoted, parameter = kind == "q", parameter_spec(spec)
         assert parameter is not None  # the lexer marks no other spec (_BAD_SUBSTITUTION)
         if quoted and parameter == ParameterSpec("@"):

@@ -101,6 +101,61 @@ def test_reproducer_fixed_traces_the_reloaded_function_and_never_warns(spawn, tm
         assert not client.stats().ftrace_disabled
 
 
+#: The reproducer's "check /proc/modules to see if loaded in same addr, otherwise try
+#: again" as a bash user writes it. The model's loader takes the lowest hole that fits
+#: (first-fit, module_alloc()'s alloc_vmap_area()), so a reload comes back to its old
+#: address unless something took the hole: on the first round dummy takes it, and uinput
+#: moves; the second round frees it, and uinput comes back.
+RETRY_LOOP = """\
+cd /sys/kernel/debug/tracing
+modprobe uinput
+before=$(grep '^uinput ' /proc/modules)
+echo uinput_release > set_ftrace_filter
+echo function > current_tracer
+for i in 1 2 3 4 5; do
+    rmmod uinput
+    if [ $i -eq 1 ]; then
+        modprobe dummy
+    fi
+    modprobe uinput
+    if [ "$(grep '^uinput ' /proc/modules)" = "$before" ]; then
+        echo "same address on round $i"
+        break
+    fi
+    echo "moved, trying again"
+    rmmod dummy
+done
+echo nop > current_tracer
+dmesg | grep -c 'WARNING: at kernel/trace/ftrace.c:1529'
+"""
+
+
+@pytest.mark.parametrize("variant, warnings", [("buggy", "1"), ("fixed", "0")])
+def test_the_reproducers_retry_loop_as_bash_runs_it(spawn, tmp_path, variant, warnings):
+    """The reload that moved left the filter's stale entry harmless; the one at the same
+    address makes the buggy variant's WARN (and the fixed one's not)."""
+    spawned = spawn(["--variant", variant])
+    shell = run_shell(tmp_path, ["--address", spawned.address], RETRY_LOOP)
+    assert (shell.out, shell.err) == (
+        f"moved, trying again\nsame address on round 2\n{warnings}\n", "")
+    assert shell.returncode == (0 if variant == "buggy" else 1)
+
+
+def test_the_retry_loop_ends_as_the_loaders_placement_decides(spawn, tmp_path):
+    """The loop as the report's reader writes it, without help: first-fit brings uinput
+    back at once and the buggy variant WARNs; random placement never does in five
+    rounds, and nothing WARNs."""
+    script = RETRY_LOOP.replace("    if [ $i -eq 1 ]; then\n        modprobe dummy\n    fi\n", "")
+    script = script.replace("    rmmod dummy\n", "")
+    first_fit = spawn(["--variant", "buggy"])
+    shell = run_shell(tmp_path, ["--address", first_fit.address], script)
+    assert (shell.out, shell.err, shell.returncode) == ("same address on round 1\n1\n", "", 0)
+    scattered = spawn(["--variant", "buggy", "--module-placement", "random", "--seed", "3"])
+    shell = run_shell(tmp_path, ["--address", scattered.address], script)
+    assert (shell.out, shell.err, shell.returncode) == (
+        "moved, trying again\n" * 5 + "0\n", "", 1)
+
+
 def test_spawn_runs_a_private_daemon_for_the_run_and_stops_it(tmp_path):
     shell = run_shell(tmp_path, ["--spawn", "--verbose", "--variant", "buggy"],
                       REPRODUCER + "dmesg | grep -c 'WARNING: at kernel/trace/ftrace.c:1529'\n")
@@ -472,6 +527,40 @@ echo -n no newline; echo
         "no newline",
     ]
     assert shell.out.splitlines() == expected
+
+
+def test_test_stats_the_daemons_files_and_substitutions_read_them(daemon, tmp_path):
+    """``test``'s file operators see the daemon's tree as root sees tracefs: a file that
+    exists is readable and writable, executable only with an x bit (a directory is), of
+    size 0, and as old as any other; ``$(...)`` runs its commands against the daemon too, and cd stays in it."""
+    script = """\
+cd /sys/kernel/debug/tracing
+for f in . set_ftrace_filter available_filter_functions nosuch; do
+    for op in -e -f -d -r -w -x -s -L; do
+        if test $op $f; then echo -n " $op"; else echo -n " !$op"; fi
+    done
+    echo " $f"
+done
+[ -d /proc ] && [ ! -f /proc ] && echo proc
+[ . -ef ../tracing/ ] && [ ! . -ef /proc ] && [ ! nosuch -ef nosuch ] && echo same
+[ trace -nt nosuch ] && [ nosuch -ot trace ] && [ ! trace -nt trace_pipe ] && echo times
+tracer=$(cat current_tracer)
+echo "[$tracer] $(cd /; pwd) $PWD"
+if [ "$(cat tracing_on)" -eq 1 ]; then echo on; fi
+echo function > current_tracer
+while [ "$(cat current_tracer)" != nop ]; do echo nop > current_tracer; echo reset; done
+"""
+    shell = run_shell(tmp_path, ["--address", daemon.address], script)
+    assert (shell.returncode, shell.err) == (0, "")
+    assert shell.out == (
+        " -e !-f -d -r -w -x !-s !-L .\n"
+        " -e -f !-d -r -w !-x !-s !-L set_ftrace_filter\n"
+        " -e -f !-d -r -w !-x !-s !-L available_filter_functions\n"
+        " !-e !-f !-d !-r !-w !-x !-s !-L nosuch\n"
+        "proc\nsame\ntimes\n"
+        f"[nop] / {TRACING}\n"
+        "on\n"
+        "reset\n")
 
 
 def test_redirections_append_and_tokens(daemon, tmp_path):

@@ -226,15 +226,16 @@ def test_status_and_pid_parameters_expand_when_run():
         ("'if' (x)", "syntax error near unexpected token `x'", 1),  # quoted: a name
         # A reserved word starting a command: refused, or (closing one) bash's error.
         ("time (x)", "a timed pipeline (`time') is not supported by ftrace-shell", 1),
-        ("! (x)", "a negated pipeline (`!') is not supported by ftrace-shell", 1),
+        ("! (x)", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("function f { :; }", "a function definition (`function') is not supported by ftrace-shell", 1),
-        ("if true; then echo a; fi", "an if command (`if') is not supported by ftrace-shell", 1),
+        ("if (true); then echo a; fi", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("echo a\ncase x in x) ;; esac", "a case command (`case') is not supported by ftrace-shell", 2),
-        ("for i in a; do :; done", "a for loop (`for') is not supported by ftrace-shell", 1),
+        ("for ((i = 0; i < 2; i++)); do :; done",
+         "an arithmetic for loop (`for ((') is not supported by ftrace-shell", 1),
         ("select i in a; do :; done", "a select command (`select') is not supported by ftrace-shell", 1),
-        ("true && while true; do :; done", "a while loop (`while') is not supported by ftrace-shell", 1),
-        ("echo a | until true; do :; done", "an until loop (`until') is not supported by ftrace-shell", 1),
-        ("echo a; { echo b; }", "a group command (`{') is not supported by ftrace-shell", 1),
+        ("while true; do\n case x in x) ;; esac; done",
+         "a case command (`case') is not supported by ftrace-shell", 2),
+        ("echo a; { echo b; } < f", "input redirection (`<') is not supported by ftrace-shell", 1),
         ("[[ -n a ]]", "a conditional command (`[[') is not supported by ftrace-shell", 1),
         ("coproc cat", "a coprocess (`coproc') is not supported by ftrace-shell", 1),
         ("fi", "syntax error near unexpected token `fi'", 1),
@@ -244,10 +245,12 @@ def test_status_and_pid_parameters_expand_when_run():
         ("f() { :; }", "a function definition (`()') is not supported by ftrace-shell", 1),
         ("echo a\nf ( )", "a function definition (`()') is not supported by ftrace-shell", 2),
         ("(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
+        ("while ((i < 3)); do :; done",
+         "an arithmetic command (`((') is not supported by ftrace-shell", 1),
         ("echo a;(echo x)", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("echo a &&\n (echo x)", "a subshell (`(') is not supported by ftrace-shell", 2),
-        ("echo $(ls)", "command substitution (`$(') is not supported by ftrace-shell", 1),
-        ('echo\necho "a$(ls)"', "command substitution (`$(') is not supported by ftrace-shell", 2),
+        ("echo $(ls; (x))", "a subshell (`(') is not supported by ftrace-shell", 1),
+        ('echo\necho "a$(echo `ls`)"', "command substitution (``') is not supported by ftrace-shell", 2),
         ("echo $((1+1))", "arithmetic expansion (`$((') is not supported by ftrace-shell", 1),
         ("echo `ls`", "command substitution (``') is not supported by ftrace-shell", 1),
         ('echo "`ls`"', "command substitution (``') is not supported by ftrace-shell", 1),
@@ -616,6 +619,29 @@ def test_a_long_quoted_word_is_parsed_once_it_can_end(monkeypatch):
     assert status == 2 and "unexpected EOF while looking for matching" in err
 
 
+def test_a_long_compound_command_is_parsed_once_its_closing_word_can_end_it(monkeypatch):
+    """Inside an open compound command only a line with the closing word of the outermost
+    one can end it (3,000 lines in a loop were parsed 3,000 times: over four minutes);
+    interactively each line is parsed, for bash reports a syntax error at its line."""
+    import clients.shell
+
+    calls = []
+    real_parse = clients.shell.parse
+    monkeypatch.setattr(clients.shell, "parse",
+                        lambda *args, **kwargs: calls.append(1) or real_parse(*args, **kwargs))
+    body = ["  true"] * 20_000
+    status, out, err = run("\n".join(["if true; then", "for i in a b; do", *body, "done",
+                                       *body, "fi", "echo end $i"]))
+    assert (status, out, err) == (0, "end b\n", "")
+    assert len(calls) == 3  # at the start, at "done", at "fi"
+    calls.clear()
+    status, out, err = run("for i in a; do\n  fi\n  echo no\ndone", mode="interactive")
+    assert (status, out) == (2, "no\n")  # the line after the error is a command of its own
+    assert err == ("bash: syntax error near unexpected token `fi'\n"
+                   "bash: syntax error near unexpected token `done'\n")
+    assert len(calls) == 4
+
+
 # --- variables -------------------------------------------------------------------------
 
 
@@ -752,3 +778,147 @@ def test_an_unterminated_brace_in_quotes_names_what_bash_names(text, mode):
 def test_exit_reads_its_number_as_bash_legal_number(text):
     """strtoimax skips any white space before the number; after it only blanks may come."""
     assert_as_bash(text)
+
+
+# --- command substitution, test, compound commands -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Unquoted: split on IFS; in double quotes: one field; trailing newlines go.
+        "echo $(echo a   b) x$(echo)y", 'echo "$(echo a   b)" "[$(echo -e \'a\\n\\n\\n\')]"',
+        'echo "[$(echo -e \'\\na\\nb\\n\')]" [$(echo -n)] "[$(echo -n)]"',
+        'a=$(echo "1  2"); echo "$a" $a', "IFS=:; echo $(echo a:b) \"$(echo a:b)\"",
+        "echo $(echo $(echo in)) \"$(echo \"a  b\")\" $(echo ')') $( echo x )y",
+        "echo $(echo a\necho b) $(\n# comment )\necho c)", "$(echo echo) hi", "echo $()x",
+        # Its status: a command without a name takes the last substitution's.
+        "a=$(false); echo $?", "a=$(true) b=$(false); echo $?", "a=$(exit 3) b=1; echo $?",
+        "$(false); echo $?", "a=$(false) true; echo $?", "false; a=$(echo $?); echo $a $?",
+        "echo $(false) $?", "$(exit 4) >/dev/null; echo $?",
+        # A subshell: its assignments, cd, exit and loop control stay in it.
+        'x=$(a=1; export b=2; echo $a; exit 2; echo no); echo "[$x] $? [$a] [$b]"',
+        "for i in 1 2; do echo $(break) $i; done",
+        # Errors inside it.
+        "echo $(nosuch) $?", "echo $(echo ${1a}); echo next $?", "echo $(echo ${u?m}) next $?",
+        "echo $(echo a", "echo $(a &&) x", "echo $(fi)", "echo $(echo a;;)", 'echo "$(echo a"',
+        "echo > $(echo /dev/null) x; echo $?", "echo $(echo a; echo b >&2)",
+    ],
+)
+def test_command_substitution_as_bash(text):
+    assert_as_bash(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Strings.
+        "[ a = a ]", "[ a = b ]", "[ a == a ]", "[ a != b ]", "test a \\< b", "test b \\> a",
+        "[ -n '' ]", "[ -z '' ]", "[ -n x ]", "[ -z x ]", "[ ]", "[ x ]", "[ '' ]", "test",
+        "test -n", "[ -z ]", "[ ! x ]", "[ ! '' ]", "[ ! ]", "[ ! ! x ]", "[ -v PATH ]",
+        "[ -v nosuch ]", "test = =", "test -n = -n", "test ! = x",
+        # Integers: bash's legal_number, or "integer expression expected".
+        "[ 1 -eq 1 ]", "[ 01 -eq 1 ]", "[ ' 2 ' -gt 1 ]", "[ -1 -lt 0 ]", "[ 2 -le 1 ]",
+        "[ 1 -ge 1 ]", "[ 1 -ne 1 ]", "[ a -eq 1 ]", "[ 1 -lt x ]", "[ '' -eq 0 ]",
+        "[ 9223372036854775808 -gt 1 ]", "[ 1 -eq ]",
+        # Files: the daemon's tree; "" names none.
+        "[ -e '' ]", "[ -f '' ]", "[ -d '' ]", "[ -s '' ]", "[ -r '' ]", "test -t",
+        # ! -a -o ( ), more than four arguments.
+        "[ a = a -a b = c ]", "[ 1 -eq 1 -o x ]", "[ -n a -a -z '' ]", "[ a -o '' ]",
+        "[ '' -a a ]", "[ ! a = b ]", "[ \\( a = a \\) ]", "[ \\( a \\) ]", "[ \\( '' \\) ]",
+        "[ ! \\( a = b \\) -a x ]", "[ \\( a = a -o x ]", "[ \\( a = a x \\) ]",
+        "[ x -a ! '' -o '' ]", "[ a = a -a ]",
+        # Errors: status 2.
+        "[ a", "[", "[ a ] ]", "test a b", "test a b c", "test a b c d", "test a b c d e",
+        "test -q a", "test -eq 1", "test a =~ a", "[ -n a b ]", "[ \\( ]", "test \\( a = a",
+    ],
+)
+def test_test_and_bracket_as_bash(text):
+    assert_as_bash(text + "; echo $?")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # if.
+        "if true; then echo y; fi", "if false; then echo y; fi; echo $?",
+        "if false; then echo y; else echo n; fi", "if false; then :; elif true; then echo e; fi",
+        "if false; then :; elif false; then :; else echo e2; fi; echo $?",
+        "if false; then :; elif false; then :; fi; echo $?", "if ! false; then echo n; fi",
+        "if true; then false; fi; echo $?", "if if true; then false; fi; then :; else echo x; fi",
+        "if [ a = a ] && [ b = b ]; then echo both; fi", "if true; then if false; then :; "
+        "else echo inner; fi; fi", "if true\nthen\necho a\nfi", "if true; then { echo g; }; fi",
+        "if true; then echo a; fi > /dev/null; echo $?", "if true; then echo x; fi >&2",
+        "if true; then echo x; fi > $u; echo $?",
+        # while and until.
+        "i=; while [ \"$i\" != xxx ]; do i=x$i; echo $i; done",
+        "i=; until [ \"$i\" = xx ]; do i=x$i; done; echo $i $?",
+        "while false; do :; done; echo $?", "while true; do break; done; echo $?",
+        "i=; while i=x$i; [ $i != xxx ]; do echo $i; done",
+        "while true; do while true; do break 2; done; echo no; done; echo $?",
+        # for.
+        "for i in a b c; do echo $i; done", "for i in; do echo $i; done; echo $?",
+        'for i in "a b" c; do echo "[$i]"; done', 'v="1 2"; for i in $v x$v; do echo $i; done',
+        "for i; do echo $i; done; echo $?", "for i do echo x; done", "for i in a; do :; done; echo $i",
+        "for 1 in a; do echo x; done; echo $?",
+        "for 'i' in a; do echo x; done; for $x in a; do :; done; for ${}x in a; do :; done", "for i in a b; do echo $i; done > /dev/null; echo $?",
+        "for i in a\ndo echo $i\ndone", "for i\nin a b\ndo echo $i; done", "for i in if fi; do echo $i; done",
+        "for i in a b; do false; done; echo $?", "for i in $(echo 1 2); do echo $i; done",
+        # break and continue.
+        "for i in 1 2 3; do for j in a b; do [ $j = b ] && continue 2; echo $i$j; done; done",
+        "for i in 1 2 3; do [ $i = 2 ] && continue; echo $i; done",
+        "for i in 1 2; do for j in 1 2; do break 5; done; echo no; done; echo $?",
+        "for i in 1 2; do break 0; echo no; done; echo $?", "for i in 1 2; do continue -1; done",
+        "for i in 1 2; do break x; echo no; done; echo after", "for i in 1; do break -- 1; done",
+        "break; echo $?", "continue 2; echo $?", "for i in 1; do echo $i; done; break",
+        "i=; while true; do i=x$i; [ $i = xxx ] && break; continue; echo no; done; echo $i",
+        "for i in 1 2; do echo $i; break | grep -c x; done",
+        # Groups and negation.
+        "{ echo a; echo b; } > /dev/null; echo $?", "{ false; }; echo $?", "{ echo a; }; { echo b\n}",
+        "! true; echo $?", "! false; echo $?", "! ! true; echo $?", "! { false; }; echo $?",
+        "{ { echo nested; } }", "if true; then { echo x; } fi",
+        # An expansion error inside reports to the stderr in effect there.
+        "{ echo ${1a}; echo same; } 2>/dev/null; echo next $?",
+        "for i in a; do echo ${u?x}; done 2>/dev/null; echo next",
+        "for i in a; do break 1 2; done 2>/dev/null; echo next",
+        "for i in ${1a}; do :; done 2>/dev/null; echo n",
+        "if true; then echo ${1a}; fi 2>&1 >/dev/null; echo n",
+        # Syntax errors, with bash's line.
+        "if true; then echo; fi fi", "if true; then", "for i in a b", "while true; do echo",
+        "{ echo;", "{ }", "if then fi", "for 1", "for i in a; echo; done",
+        "if true; then echo; else fi", "echo a\nif true\nthen\nfi", "while; do :; done",
+        "until true; done", "for i in a b; do :; done done", "{ echo a; } x", "!", "! ;",
+        "for", "for i in a b;", "if true; then echo\nelse\n", "for i a",
+        "{ echo a; } }", "for i in a b; do echo $i; done | grep b",
+    ],
+)
+def test_compound_commands_as_bash(text):
+    assert_as_bash(text, GREP_ENVIRONMENT)
+
+
+@pytest.mark.parametrize("mode", ["stdin", "script"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "for i in 1 2\ndo\n  echo $i\ndone\necho after",
+        "if true\nthen\n  nosuch\nfi\necho $?",
+        "i=\nwhile true; do\n  i=x$i\n  echo $i\n  [ $i = xx ] && break\ndone\necho after",
+        "echo start\nfor i in a b; do\n  echo $i\n  fi\ndone\necho never",
+        "echo start\nif true; then\n  echo open\n",
+        "a=$(echo one\necho two)\necho \"$a\"",
+        "for i in 1 2; do\n  echo ${1a}\n  echo same\ndone\necho next $?",
+        "while :; do\n break\ndone; echo $?",
+    ],
+)
+def test_multi_line_compound_commands_as_bash(text, mode):
+    assert_as_bash(text, GREP_ENVIRONMENT, mode=mode)
+
+
+def test_an_interactive_loop_waits_for_its_done():
+    out, err = BufferOutput(), BufferOutput()
+    shell = Shell(None, mode="interactive", stdout=out, stderr=err,  # type: ignore[arg-type]
+                  environ=BASH_ENVIRONMENT)
+    for line, pending in (("for i in a b", True), ("do echo $i", True), ("done", False)):
+        shell.feed(line)
+        assert shell.pending == pending
+    assert out.getvalue() == b"a\nb\n"
