@@ -176,11 +176,14 @@ class SeqOperationsFile(FileOps):
     (``/proc/modules``: ``modules_open()``; ``/proc/kallsyms``: ``kallsyms_open()``, both
     through :class:`ProcSeqOperationsFile`)."""
 
+    #: The open file's class: a /proc entry's is :class:`ProcSeqText`.
+    open_file: type[SeqText] = SeqText
+
     def __init__(self, seq_ops: Callable[[Kernel], SeqOperations]) -> None:
         self.seq_ops = seq_ops
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return seq_open(SeqText(path, flags, self.seq_ops(kernel)))
+        return seq_open(self.open_file(path, flags, self.seq_ops(kernel)))
 
 
 class ProcSeqText(SeqText):
@@ -197,8 +200,7 @@ class ProcSeqOperationsFile(SeqOperationsFile):
     """A read-only /proc seq_file, opened through ``proc_reg_file_ops``
     (:class:`ProcSeqText`): ``/proc/modules``, ``/proc/kallsyms``."""
 
-    def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        return seq_open(ProcSeqText(path, flags, self.seq_ops(kernel)))
+    open_file = ProcSeqText
 
 
 class GeneratedFile(SeqOperationsFile):
@@ -209,10 +211,11 @@ class GeneratedFile(SeqOperationsFile):
     ``available_tracers`` (``t_start()`` walks ``trace_types``, which only boot's
     ``register_tracer()`` calls fill), an event's ``format`` (``f_start()`` over the
     event's fields, fixed when it was defined), ``available_events`` and
-    ``printk_formats`` (no module of the model adds an event or a format).  3.6's records are a tracer's name, or a
-    part of the format (``f_show()`` prints the three lines of its header as one); lines
-    instead show in no read, these texts being shorter than a page: every read returns
-    as many of the bytes left as it asks for, wherever the records end."""
+    ``printk_formats`` (no module of the model adds an event or a format).  3.6's records
+    are a tracer's name, or a part of the format (``f_show()`` prints the three lines of
+    its header as one); lines instead show in no read, these texts being shorter than a
+    page: every read returns as many of the bytes left as it asks for, wherever the
+    records end."""
 
     def __init__(self, produce: Callable[[Kernel], str]) -> None:
         super().__init__(
