@@ -76,6 +76,9 @@ _GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix-abstract:", "vsock:")
 _PORT_MAX = 65535
 #: How often a client waiting for a daemon that is still starting tries again.
 _RETRY_INTERVAL = 0.05
+#: The longest gRPC deadline given as such, in seconds (about 31 years): a longer one is
+#: no deadline.
+_LONGEST_DEADLINE = 1e9
 #: How long the call that asks gRPC why it could not connect may take (it does not wait
 #: for a connection: it fails as soon as the channel's last attempt has).
 _LAST_ERROR_TIMEOUT = 1.0
@@ -305,8 +308,12 @@ class Connection:
             time.sleep(_RETRY_INTERVAL if left is None else min(_RETRY_INTERVAL, left))
         # A health check that waits for the connection, rather than channel_ready_future,
         # whose polling thread would hold up close() by a fraction of a second.
+        left = remaining()
         try:
-            self.health.Check(health_pb2.HealthCheckRequest(), timeout=remaining(),
+            # gRPC's deadline is time.time() + timeout, which overflows to the past beyond
+            # about 7e9 s: a wait that long is a wait without one.
+            self.health.Check(health_pb2.HealthCheckRequest(),
+                              timeout=None if left is None or left > _LONGEST_DEADLINE else left,
                               wait_for_ready=True)
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.rpc import status_pb2
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from clients import connection as connection_module
@@ -605,6 +605,30 @@ def test_waiting_for_a_daemon_still_starting_lasts_the_timeout_then_gives_the_re
                 connect(address, wait=0.5)
             assert time.monotonic() - started >= 0.5, address
             assert (info.value.errno, info.value.from_kernel) == (number, False)
+
+
+def test_a_wait_past_grpcs_longest_deadline_is_a_wait_without_one(tmp_path, monkeypatch):
+    """gRPC's deadline is time.time() + timeout, which overflows into the past beyond
+    about 7e9 s: --connect-timeout 9e9 failed at once. The health check that waits for
+    the daemon gets no deadline then, and its own below that."""
+    asked = []
+
+    class RecordingHealth:
+        def __init__(self, channel) -> None:
+            pass
+
+        def Check(self, request, timeout=None, wait_for_ready=None):
+            asked.append(timeout)
+            return health_pb2.HealthCheckResponse(
+                status=health_pb2.HealthCheckResponse.SERVING)
+
+    monkeypatch.setattr(connection_module.health_pb2_grpc, "HealthStub", RecordingHealth)
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(tmp_path / "d.sock"))
+        listening.listen()
+        for wait in (9e9, 60.0):
+            connect(f"unix:{tmp_path}/d.sock", wait=wait).close()
+    assert asked[0] is None and 50.0 < asked[1] <= 60.0
 
 
 def test_waiting_for_a_daemon_finds_it_when_it_comes(tmp_path, monkeypatch):
