@@ -29,6 +29,7 @@ from clients.stress.checker import Checker
 from clients.stress.cpu import daemon_pid
 from kernel_daemon.ftrace.snapshot import RecordsReader
 from tests.children import REPO, child_env
+from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
 from tests.test_race_interleavings import interleave
 
 #: A small kernel (its daemons boot fast) and six clients: two loaders and two shells
@@ -490,6 +491,7 @@ def test_a_run_that_cannot_start_leaves_the_previous_runs_results(tmp_path):
 # --- a daemon of the user's (--address) ------------------------------------------------
 
 UNLOAD_SITE = "__ftrace_hash_rec_update:next_page"
+TRACING_ENABLED = "/sys/kernel/debug/tracing/tracing_enabled"
 
 
 def test_what_the_kernel_showed_before_the_run_is_not_the_runs(tmp_path):
@@ -523,6 +525,55 @@ def test_what_the_kernel_showed_before_the_run_is_not_the_runs(tmp_path):
     text = (out / "report.txt").read_text()
     assert "outcome:   TAINTED (exit status 3)" in text
     assert "Anomalies: none" in text and "\nBefore the run (not the run's" in text
+
+
+def test_a_report_dmesg_c_cleared_before_the_run_is_not_the_runs(tmp_path, spawn):
+    """``dmesg -c`` empties syslog's view, not the ring the run follows: tracing_enabled's
+    WARNING (trace.c:2969) printed before it is the kernel's past, reported before the run
+    (the kernel stays tainted by it): TAINTED, exit status 3. It was this run's anomaly at
+    -1.58 s, exit 1 (the baseline read syslog's empty view, the follower the ring)."""
+    daemon = spawn(["--core-functions", "2048"])
+    with daemon.connect() as client:
+        client.write_file(TRACING_ENABLED, "0\n")
+        client.write_file(TRACING_ENABLED, "1\n")
+        cleared = client.dmesg_lines(clear=True)
+        assert "WARNING: at kernel/trace/trace.c:2969 " in cleared.text
+        after = client.dmesg_lines()
+        assert (list(after.lines), after.next_seq) == ([], cleared.lines[-1].seq + 1)
+    out = tmp_path / "out"
+    done, report = run_stress(out, "--address", daemon.address, "--duration", "2", "--seed", "5",
+                              "--no-minimize", *SHORT[2:])
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert (report["outcome"], report["anomalies"], report["error"]) == ("tainted", [], "")
+    [before] = report["before_run"]
+    assert (before["kind"], before["phase"]) == ("WARNING", "before")
+    assert before["message"].startswith("WARNING: at kernel/trace/trace.c:2969 tracing_ctrl_write")
+
+
+def test_each_line_of_the_log_is_counted_once(spawn):
+    """The follower's lines are not read again by the final check: the dmesg lines
+    counted are the lines the log grew by (a buggy daemon's 4 s run: 11 lines, 22
+    counted)."""
+    daemon = spawn(["--core-functions", "2048"])
+    checker = Checker(daemon.address, 60.0, lambda anomaly: None, lambda why: None)
+    try:
+        with daemon.connect() as client:
+            checker.baseline()
+            start = client.dmesg_lines().next_seq
+            checker.start()
+            client.write_file(TRACING_ENABLED, "0\n")  # a WARN
+            grown = client.dmesg_lines().next_seq - start
+            assert grown > 5
+            deadline = time.monotonic() + 60
+            while checker.counts["dmesg lines"] < grown:  # the follower has them all
+                assert time.monotonic() < deadline, checker.counts
+                time.sleep(0.01)
+            checker.stop()
+            checker.final_check()
+            assert checker.counts["dmesg lines"] == grown
+    finally:
+        checker.stop()
+        checker.close()
 
 
 def test_a_run_on_a_kernel_whose_ftrace_is_dead_does_not_start(tmp_path):
