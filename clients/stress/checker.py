@@ -23,7 +23,8 @@ count errors already there. Those are the kernel's past, not the run's: they go 
 there is not reported again by the run. The log is the ring, as ``dmesg -w`` reads it: a
 report ``dmesg -c`` cleared from syslog's view is still in it, and still the kernel's
 past (the kernel stays tainted by it, and a WARN_ON_ONCE that printed it cannot print it
-for the run). Each line of the log is read once, and only the run's are counted.
+for the run). Each line of the log is read once; only the run's lines and checks are
+counted.
 
 Each anomaly is reported once (per source, kind and module, and the check's first record
 or the log's message) through the ``on_anomaly`` callback; ``on_lost`` is called when
@@ -243,11 +244,16 @@ class Checker:
             if not self._stop.is_set():
                 self._on_lost(f"CheckConsistency: {error}")
 
+    def _count(self, check: str) -> None:
+        """One more of the run's checks; the baseline's are not the run's."""
+        if self.phase != "before":
+            self.counts[check] += 1
+
     def check_consistency(self) -> None:
         start = time.monotonic_ns()
         report = self.client.check_consistency()
         end = time.monotonic_ns()
-        self.counts["consistency"] += 1
+        self._count("consistency")
         for anomaly in consistency_anomalies(report, start, end):
             self._report_anomaly(anomaly)
 
@@ -258,24 +264,24 @@ class Checker:
         start = time.monotonic_ns()
         state = self.reader.quiet_state()
         if state is None:
-            self.counts["shm inconclusive"] += 1
+            self._count("shm inconclusive")
             return False
         stats = self.client.stats()
         ops = self.client.list_ops()
         # Moved already: no copy is needed to know this state is gone.
         if self.reader.quiet_state() != state:
-            self.counts["shm inconclusive"] += 1
+            self._count("shm inconclusive")
             return False
         try:
             snap = self.reader.snapshot(timeout=1.0)
         except (TimeoutError, FileNotFoundError):
-            self.counts["shm inconclusive"] += 1
+            self._count("shm inconclusive")
             return False
         end = time.monotonic_ns()
         if snap.state() != state:
-            self.counts["shm inconclusive"] += 1
+            self._count("shm inconclusive")
             return False
-        self.counts["shm"] += 1
+        self._count("shm")
         for anomaly in snapshot_anomalies(snap, ops, stats, start, end):
             self._report_anomaly(anomaly)
         return True
@@ -310,8 +316,7 @@ class Checker:
             if line.seq > self._log_seq:
                 self._log_seq = line.seq
                 for text in line.text.splitlines():
-                    if self.phase != "before":  # the checks' count: of the run's lines
-                        self.counts["dmesg lines"] += 1
+                    self._count("dmesg lines")
                     self.dmesg_line(text)
             if line.seq == last:
                 return
