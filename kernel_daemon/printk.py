@@ -109,11 +109,16 @@ class Printk:
     def read_records(self, clear: bool = False) -> list[LogRecord]:
         """``syslog(SYSLOG_ACTION_READ_ALL)``: the records from ``clear_seq`` on;
         ``clear`` is ``dmesg -c``."""
+        return self.read_log(clear)[0]
+
+    def read_log(self, clear: bool = False) -> tuple[list[LogRecord], int]:
+        """:meth:`read_records` and ``log_next_seq`` (the next record's ``seq``), read
+        under one hold of ``logbuf_lock``: where the ring ends, whatever ``clear_seq`` is."""
         with self._cond:
             records = self._records_from(self._clear_seq)
             if clear:
                 self._clear_seq = self._next_seq
-            return records
+            return records, self._next_seq
 
     def read(self, clear: bool = False) -> str:
         """:meth:`read_records` as ``dmesg`` prints them."""

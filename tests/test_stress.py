@@ -29,6 +29,7 @@ from clients.stress.checker import Checker
 from clients.stress.cpu import daemon_pid
 from kernel_daemon.ftrace.snapshot import RecordsReader
 from tests.children import REPO, child_env
+from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
 from tests.test_race_interleavings import interleave
 
 #: A small kernel (its daemons boot fast) and six clients: two loaders and two shells
@@ -490,27 +491,25 @@ def test_a_run_that_cannot_start_leaves_the_previous_runs_results(tmp_path):
 # --- a daemon of the user's (--address) ------------------------------------------------
 
 UNLOAD_SITE = "__ftrace_hash_rec_update:next_page"
+TRACING_ENABLED = "/sys/kernel/debug/tracing/tracing_enabled"
 
 
-def test_what_the_kernel_showed_before_the_run_is_not_the_runs(tmp_path):
+def test_what_the_kernel_showed_before_the_run_is_not_the_runs(tmp_path, spawn):
     """A use-after-free from before the run (unload-unlocked's interleaving, forced) stays
     in the log and in the counts' check; a run with no loaders cannot unload a module, so
     it finds nothing of its own: TAINTED, exit status 3, the report in "before the run".
     It was this run's anomaly at -1.410 s, "operations in flight then: none", exit 1."""
     out = tmp_path / "out"
-    daemon = spawn_daemon(["--core-functions", "2048", "--race", "unload-unlocked"])
-    try:
-        with daemon.connect() as client:
-            client.load("uinput")
-            client.set_failpoint(UNLOAD_SITE, "1*pause")
-            interleave(client, daemon.address, UNLOAD_SITE, "echo function > current_tracer",
-                       "rmmod uinput", race=True)
-            assert "BUG: KASAN: use-after-free" in client.dmesg()
-        done, report = run_stress(out, "--address", daemon.address, "--ops", "60", "--seed",
-                                  "5", "--no-minimize", "--loaders", "0", "--tracers", "1",
-                                  "--shells", "1", "--invokers", "1")
-    finally:
-        daemon.stop()
+    daemon = spawn(["--core-functions", "2048", "--race", "unload-unlocked"])
+    with daemon.connect() as client:
+        client.load("uinput")
+        client.set_failpoint(UNLOAD_SITE, "1*pause")
+        interleave(client, daemon.address, UNLOAD_SITE, "echo function > current_tracer",
+                   "rmmod uinput", race=True)
+        assert "BUG: KASAN: use-after-free" in client.dmesg()
+    done, report = run_stress(out, "--address", daemon.address, "--ops", "60", "--seed",
+                              "5", "--no-minimize", "--loaders", "0", "--tracers", "1",
+                              "--shells", "1", "--invokers", "1")
     assert done.returncode == 3, done.stdout + done.stderr
     assert (report["outcome"], report["anomalies"], report["error"]) == ("tainted", [], "")
     assert report["operations"]["in_run"] >= 60
@@ -525,24 +524,72 @@ def test_what_the_kernel_showed_before_the_run_is_not_the_runs(tmp_path):
     assert "Anomalies: none" in text and "\nBefore the run (not the run's" in text
 
 
-def test_a_run_on_a_kernel_whose_ftrace_is_dead_does_not_start(tmp_path):
+def test_a_report_dmesg_c_cleared_before_the_run_is_not_the_runs(tmp_path, spawn):
+    """``dmesg -c`` empties syslog's view, not the ring the run follows: tracing_enabled's
+    WARNING (trace.c:2969) printed before it is the kernel's past, reported before the run
+    (the kernel stays tainted by it): TAINTED, exit status 3. It was this run's anomaly at
+    -1.58 s, exit 1 (the baseline read syslog's empty view, the follower the ring)."""
+    daemon = spawn(["--core-functions", "2048"])
+    with daemon.connect() as client:
+        client.write_file(TRACING_ENABLED, "0\n")
+        client.write_file(TRACING_ENABLED, "1\n")
+        cleared = client.dmesg_lines(clear=True)
+        assert "WARNING: at kernel/trace/trace.c:2969 " in cleared.text
+        after = client.dmesg_lines()
+        assert (list(after.lines), after.next_seq) == ([], cleared.lines[-1].seq + 1)
+    out = tmp_path / "out"
+    done, report = run_stress(out, "--address", daemon.address, "--duration", "2", "--seed", "5",
+                              "--no-minimize", *SHORT[2:])
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert (report["outcome"], report["anomalies"], report["error"]) == ("tainted", [], "")
+    [before] = report["before_run"]
+    assert (before["kind"], before["phase"]) == ("WARNING", "before")
+    assert before["message"].startswith("WARNING: at kernel/trace/trace.c:2969 tracing_ctrl_write")
+
+
+def test_each_line_of_the_log_is_counted_once(spawn):
+    """The follower's lines are not read again by the final check: the dmesg lines
+    counted are the lines the log grew by (a buggy daemon's 4 s run: 11 lines, 22
+    counted)."""
+    daemon = spawn(["--core-functions", "2048"])
+    checker = Checker(daemon.address, 60.0, lambda anomaly: None, lambda why: None)
+    try:
+        with daemon.connect() as client:
+            checker.baseline()
+            start = client.dmesg_lines().next_seq
+            checker.start()
+            client.write_file(TRACING_ENABLED, "0\n")  # a WARN
+            grown = client.dmesg_lines().next_seq - start
+            assert grown > 5
+            deadline = time.monotonic() + 60
+            while checker.counts["dmesg lines"] < grown:  # the follower has them all
+                assert time.monotonic() < deadline, checker.counts
+                time.sleep(0.01)
+            checker.stop()
+            checker.final_check()
+            assert checker.counts["dmesg lines"] == grown
+    finally:
+        checker.stop()
+        checker.close()
+
+
+def test_a_run_on_a_kernel_whose_ftrace_is_dead_does_not_start(tmp_path, spawn):
     """A code modification failed (ftrace_bug(), then ftrace_kill()) before the run: every
     change would fail with ENODEV, so no client starts, and the report says why."""
     out = tmp_path / "out"
-    daemon = spawn_daemon(["--core-functions", "2048", "--race", "load-count",
-                           "--failpoint", "add_breakpoints=1*error(EFAULT)"])
-    try:
-        with daemon.connect() as client:
-            client.write_file("/sys/kernel/debug/tracing/current_tracer", "function\n")
-            assert client.stats().ftrace_disabled
-        done, report = run_stress(out, "--address", daemon.address, "--duration", "5",
-                                  "--seed", "5")
-        with daemon.connect() as client:  # nothing was armed on a dead ftrace
-            assert not any(f.spec for f in client.list_failpoints())
-    finally:
-        daemon.stop()
+    daemon = spawn(["--core-functions", "2048", "--race", "load-count",
+                    "--failpoint", "add_breakpoints=1*error(EFAULT)"])
+    with daemon.connect() as client:
+        client.write_file("/sys/kernel/debug/tracing/current_tracer", "function\n")
+        assert client.stats().ftrace_disabled
+    done, report = run_stress(out, "--address", daemon.address, "--duration", "5",
+                              "--seed", "5")
+    with daemon.connect() as client:  # nothing was armed on a dead ftrace
+        assert not any(f.spec for f in client.list_failpoints())
     assert done.returncode == 3, done.stdout + done.stderr
     assert (report["outcome"], report["ran_s"], report["workers"]) == ("tainted", None, [])
+    # The baseline's checks are not the run's (they were: consistency over RPC: 1; ...).
+    assert report["checks"] == {}
     assert [a["kind"] for a in report["before_run"]] == ["ftrace disabled", "WARNING"]
     assert done.stdout.startswith(
         "ftrace-stress: TAINTED (seed 5, did not start)\n"
@@ -558,19 +605,17 @@ def armed(address: str) -> dict[str, str]:
         return {point.name: point.spec for point in client.list_failpoints() if point.spec}
 
 
-def test_the_failpoints_armed_on_the_users_daemon_are_the_runs(tmp_path):
+def test_the_failpoints_armed_on_the_users_daemon_are_the_runs(tmp_path, spawn):
     """One armed over RPC after the boot is the run's (GetConfig names only the boot's):
     the run arms nothing of its own, and its report's kernel (the replays' boot) has it.
-    The run armed before_count=50%sleep(3) beside it and left it armed."""
-    daemon = spawn_daemon(["--core-functions", "2048", "--race", "load-count"])
-    try:
-        with daemon.connect() as client:
-            client.set_failpoint(PUBLISH_SITE, "30%sleep(1)")
-        done, report = run_stress(tmp_path / "out", "--address", daemon.address, "--ops", "40",
-                                  "--seed", "7", "--no-minimize", *SHORT[2:])
-        assert armed(daemon.address) == {PUBLISH_SITE: "30%sleep(1)"}
-    finally:
-        daemon.stop()
+    (Runs took the boot's failpoints from GetConfig alone: they armed
+    before_count=50%sleep(3) beside it, and left it armed.)"""
+    daemon = spawn(["--core-functions", "2048", "--race", "load-count"])
+    with daemon.connect() as client:
+        client.set_failpoint(PUBLISH_SITE, "30%sleep(1)")
+    done, report = run_stress(tmp_path / "out", "--address", daemon.address, "--ops", "40",
+                              "--seed", "7", "--no-minimize", *SHORT[2:])
+    assert armed(daemon.address) == {PUBLISH_SITE: "30%sleep(1)"}
     assert done.returncode in (0, 1) and not report["error"], done.stdout + done.stderr
     conf = report["configuration"]
     assert conf["auto_failpoints"] == {}
@@ -581,30 +626,27 @@ def test_the_failpoints_armed_on_the_users_daemon_are_the_runs(tmp_path):
                                                               "report.txt").read_text()
 
 
-def test_the_failpoints_a_run_arms_on_the_users_daemon_are_disarmed_after_it(tmp_path):
+def test_the_failpoints_a_run_arms_on_the_users_daemon_are_disarmed_after_it(tmp_path, spawn):
     """With nothing armed the run widens the race window, and disarms it at its end, or
     when SIGTERM ends it: the user's later module loads do not sleep in it. (A daemon
     each: a run may leave ftrace killed, and the next would not start.)"""
     boot = ["--core-functions", "2048", "--race", "load-count"]
     widened = {LOAD_SITE: "50%sleep(3)"}
-    daemon = spawn_daemon(boot)
+    daemon = spawn(boot)
+    done, report = run_stress(tmp_path / "one", "--address", daemon.address, "--ops", "40",
+                              "--seed", "7", "--no-minimize", *SHORT[2:])
+    assert done.returncode in (0, 1) and not report["error"], done.stdout + done.stderr
+    assert report["configuration"]["auto_failpoints"] == widened
+    assert report["daemon"]["failpoints_disarmed"] is True
+    assert "(chosen for the open race windows; disarmed at the end)" in (
+        tmp_path / "one" / "report.txt").read_text()
+    assert armed(daemon.address) == {}
+    daemon = spawn(boot)
+    out = tmp_path / "two"
+    # No anomaly of a kind this race gives ends it: SIGTERM does.
+    stress = start_stress(out, "--address", daemon.address, "--duration", "120",
+                          "--seed", "8", "--no-minimize", "--stop-on", "kasan", *SHORT[2:])
     try:
-        done, report = run_stress(tmp_path / "one", "--address", daemon.address, "--ops", "40",
-                                  "--seed", "7", "--no-minimize", *SHORT[2:])
-        assert done.returncode in (0, 1) and not report["error"], done.stdout + done.stderr
-        assert report["configuration"]["auto_failpoints"] == widened
-        assert report["daemon"]["failpoints_disarmed"] is True
-        assert "(chosen for the open race windows; disarmed at the end)" in (
-            tmp_path / "one" / "report.txt").read_text()
-        assert armed(daemon.address) == {}
-    finally:
-        daemon.stop()
-    daemon = spawn_daemon(boot)
-    try:
-        out = tmp_path / "two"
-        # No anomaly of a kind this race gives ends it: SIGTERM does.
-        stress = start_stress(out, "--address", daemon.address, "--duration", "120",
-                              "--seed", "8", "--no-minimize", "--stop-on", "kasan", *SHORT[2:])
         deadline = time.monotonic() + 120
         while armed(daemon.address) != widened or not any(
                 b'"ev":"complete"' in path.read_bytes()
@@ -613,11 +655,13 @@ def test_the_failpoints_a_run_arms_on_the_users_daemon_are_disarmed_after_it(tmp
             time.sleep(0.05)
         stress.send_signal(signal.SIGTERM)
         stdout, stderr = stress.communicate(timeout=120)
-        assert stress.returncode == 2, stdout + stderr
-        assert _report(out)["daemon"]["failpoints_disarmed"] is True
-        assert armed(daemon.address) == {}
     finally:
-        daemon.stop()
+        if stress.poll() is None:  # a failed wait: the run must not outlive the test
+            stress.kill()
+            stress.communicate()
+    assert stress.returncode == 2, stdout + stderr
+    assert _report(out)["daemon"]["failpoints_disarmed"] is True
+    assert armed(daemon.address) == {}
 
 
 # --- the long form: make stress ---------------------------------------------------------

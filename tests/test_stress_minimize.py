@@ -18,7 +18,7 @@ import dataclasses
 from clients.stress.checker import Anomaly
 from clients.stress.config import BootSpec
 from clients.stress.history import Op
-from clients.stress.minimize import Minimizer, Target
+from clients.stress.minimize import Minimizer, Target, _Pair
 from clients.stress.replay import Observation
 
 WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0xf4/0x230()"
@@ -276,3 +276,13 @@ def test_an_interleaving_not_verified_is_given_with_the_setup_it_needs(tmp_path)
     assert "with the setup the history says it needs, not verified" in " ".join(found.notes)
     script = (tmp_path / "repro.sh").read_text()
     assert "# run, in ftrace-shell: modprobe uinput" in script, script
+
+
+def test_the_setup_an_interleaving_needs_loads_its_module_once(tmp_path):
+    """The review's pair, both operations a rmmod of uinput: one modprobe, where each
+    rmmod added its own (only the racing operation of a pair is ever a rmmod)."""
+    used = Anomaly("dmesg", "KASAN", KASAN, 55 * MS, 55 * MS, module="uinput")
+    history = [*UNLOAD_HISTORY, module(4, "rmmod", "uinput", 36, 41)]
+    minimizer = Minimizer(UNLOAD_BOOT, history, [used], {}, str(tmp_path), 0, max_replays=0)
+    pair = _Pair("unload-unlocked", history[3], history[2], history)
+    assert [line.command for line in minimizer._needed(pair)] == ["modprobe uinput"]

@@ -20,7 +20,11 @@ Before the run (:meth:`Checker.baseline`) the kernel is looked at once, as it wa
 over: ftrace already killed (``ftrace_disabled``), the reports already in the log, the
 count errors already there. Those are the kernel's past, not the run's: they go to
 ``before``, the log is followed from the line after them, and a count error already
-there is not reported again by the run.
+there is not reported again by the run. The log is the ring, as ``dmesg -w`` reads it: a
+report ``dmesg -c`` cleared from syslog's view is still in it, and still the kernel's
+past (the kernel stays tainted by it, and a WARN_ON_ONCE that printed it cannot print it
+for the run). Each line of the log is read once; only the run's lines and checks are
+counted.
 
 Each anomaly is reported once (per source, kind and module, and the check's first record
 or the log's message) through the ``on_anomaly`` callback; ``on_lost`` is called when
@@ -165,7 +169,7 @@ class Checker:
         self.shm_error = ""
         self.reader: RecordsReader | None = None
         self.phase = "run"
-        # What the kernel showed before the run (baseline), and the last log line then.
+        # What the kernel showed before the run (baseline), and the last log line read.
         self.before: list[Anomaly] = []
         self._log_seq = 0
         self._report: Anomaly | None = None  # the dmesg report being received
@@ -187,9 +191,7 @@ class Checker:
                 "stats", FTRACE_DISABLED, f"{FTRACE_DISABLED} (ftrace_kill()) before the run "
                 "started: every change to it fails with ENODEV until the daemon reboots",
                 now, now))
-        lines = self.client.dmesg_lines().lines
-        self._log_seq = lines[-1].seq if lines else 0
-        self._read_log(lines)
+        self._read_ring()
         self._report = None
         self.check_consistency()
         for _ in range(_FINAL_SNAPSHOT_TRIES):
@@ -242,11 +244,16 @@ class Checker:
             if not self._stop.is_set():
                 self._on_lost(f"CheckConsistency: {error}")
 
+    def _count(self, check: str) -> None:
+        """One more of the run's checks; the baseline's are not the run's."""
+        if self.phase != "before":
+            self.counts[check] += 1
+
     def check_consistency(self) -> None:
         start = time.monotonic_ns()
         report = self.client.check_consistency()
         end = time.monotonic_ns()
-        self.counts["consistency"] += 1
+        self._count("consistency")
         for anomaly in consistency_anomalies(report, start, end):
             self._report_anomaly(anomaly)
 
@@ -257,24 +264,24 @@ class Checker:
         start = time.monotonic_ns()
         state = self.reader.quiet_state()
         if state is None:
-            self.counts["shm inconclusive"] += 1
+            self._count("shm inconclusive")
             return False
         stats = self.client.stats()
         ops = self.client.list_ops()
         # Moved already: no copy is needed to know this state is gone.
         if self.reader.quiet_state() != state:
-            self.counts["shm inconclusive"] += 1
+            self._count("shm inconclusive")
             return False
         try:
             snap = self.reader.snapshot(timeout=1.0)
         except (TimeoutError, FileNotFoundError):
-            self.counts["shm inconclusive"] += 1
+            self._count("shm inconclusive")
             return False
         end = time.monotonic_ns()
         if snap.state() != state:
-            self.counts["shm inconclusive"] += 1
+            self._count("shm inconclusive")
             return False
-        self.counts["shm"] += 1
+        self._count("shm")
         for anomaly in snapshot_anomalies(snap, ops, stats, start, end):
             self._report_anomaly(anomaly)
         return True
@@ -283,22 +290,36 @@ class Checker:
 
     def _follow(self) -> None:
         try:
-            # From the start of the log, as lines printed since the baseline read it are
-            # only there; read_log() skips those the baseline had.
+            # From the start of the ring, as lines printed since the baseline read it are
+            # only there; _read_log() skips those read already.
             self._follow_stream = self.client.dmesg_follow(replay=True)
             self._read_log(self._follow_stream)
         except FtraceError as error:
             if not self._stop.is_set():
                 self._on_lost(f"DmesgFollow: {error}")
 
-    def _read_log(self, lines: Iterable[kernel_pb2.DmesgLine]) -> None:
-        """The log's lines after the last one the baseline read (all, for the baseline)."""
+    def _read_ring(self) -> None:
+        """The ring's lines not read yet, up to its last now: ``Dmesg``'s ``next_seq``
+        says where it ends, ``DmesgFollow``'s replay gives its lines from the oldest
+        (``Dmesg``'s start at ``clear_seq``, after the lines ``dmesg -c`` cleared)."""
+        last = self.client.dmesg_lines().next_seq - 1
+        if last > self._log_seq:
+            with self.client.dmesg_follow(replay=True) as stream:
+                self._read_log(stream, last)
+
+    def _read_log(self, lines: Iterable[kernel_pb2.DmesgLine], last: int | None = None) -> None:
+        """The lines after the last one read, up to ``last`` when given (the stream
+        goes on); a line dropped from the ring meanwhile ends it too."""
         for line in lines:
-            if self.phase == "before" or line.seq > self._log_seq:
+            if last is not None and line.seq > last:
+                return
+            if line.seq > self._log_seq:
+                self._log_seq = line.seq
                 for text in line.text.splitlines():
-                    if self.phase != "before":  # the checks' count: of the run's lines
-                        self.counts["dmesg lines"] += 1
+                    self._count("dmesg lines")
                     self.dmesg_line(text)
+            if line.seq == last:
+                return
 
     def dmesg_line(self, text: str) -> None:
         """One line of the kernel log; a report's first line is an anomaly at once, the
@@ -307,13 +328,9 @@ class Checker:
         if start:
             now = time.monotonic_ns()
             message = start.group(1)
-            report = self._report_anomaly(
-                Anomaly("dmesg", dmesg_kind(message), message, now, now, detail=[text]))
-            # The same report read again (the final check) is refilled; another report
-            # with the same message is not collected.
-            self._report = report if report.detail[0] == text else None
-            if self._report is not None:
-                del self._report.detail[1:]
+            anomaly = Anomaly("dmesg", dmesg_kind(message), message, now, now, detail=[text])
+            # Another report with a message reported already is not collected.
+            self._report = anomaly if self._report_anomaly(anomaly) is anomaly else None
         elif self._report is not None:
             self._report.detail.append(text)
             module = _KASAN_MODULE.search(text)
@@ -323,9 +340,9 @@ class Checker:
                 self._report = None
 
     def final_check(self) -> None:
-        """After the clients stopped: the checks once more, and the whole log, in case
-        the follower has not delivered the last lines yet. Raises FtraceError when the
-        daemon does not answer."""
+        """After the clients stopped (and :meth:`stop`): the checks once more, and the
+        log's lines the follower had not delivered yet, a report it was receiving
+        continued. Raises FtraceError when the daemon does not answer."""
         self.phase = "teardown"
         self.check_consistency()
         # The kernel is quiet now: a snapshot fails only while a write is in progress,
@@ -333,9 +350,7 @@ class Checker:
         for _ in range(_FINAL_SNAPSHOT_TRIES):
             if self.check_snapshot():
                 break
-        self._report = None
-        self._read_log(self.client.dmesg_lines().lines)
-        self._report = None
+        self._read_ring()
 
     def close(self) -> None:
         self.client.close()

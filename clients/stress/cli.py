@@ -53,8 +53,9 @@ first, so that an unwritable one is said before a daemon boots): the daemon at -
 must answer within --connect-timeout, a private one must boot.
 
 Only what the kernel shows after the run starts is the run's. What a daemon at --address
-showed before (a WARNING or BUG report already in its log, count errors already there,
-ftrace already killed) is reported apart, as found before the run; on a kernel whose
+showed before (a WARNING or BUG report already in its log, one dmesg -c cleared too, as
+the ring and the kernel's taint keep it; count errors already there; ftrace already
+killed) is reported apart, as found before the run; on a kernel whose
 ftrace is dead already the run does not start (every change would fail with ENODEV).
 The run leaves that daemon as its clients left it, the failpoints it armed aside: the
 function tracer off (its teardown), the loaders' modules loaded or not,

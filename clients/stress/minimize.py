@@ -481,17 +481,17 @@ class Minimizer:
         found.interleaving = self._interleaving_json(pairs[0], self._needed(pairs[0]), False)
 
     def _needed(self, pair: "_Pair") -> list[Line]:
-        """The state the pair needs, as the history has it: each module a rmmod of theirs
-        unloads loaded (its last load completed before that rmmod began), and the
-        tracer's state when the held operation began; in the order they took effect."""
-        ops = self._before_horizon()
+        """The state the pair needs, as the history has it: the module a racing rmmod
+        unloads loaded (its last load completed before the rmmod began), and the
+        tracer's state when the held operation began; in the order they took effect.
+        Only the racing operation is a rmmod (:meth:`_pairs` holds a hash update for
+        one), so the module is loaded once."""
         lines = self._tracer_state(pair.held)
-        for op in (pair.held, pair.racing):
-            if op.op != "rmmod":
-                continue
-            loads = [o for o in ops if o.op == "modprobe" and o.ok and not changes_nothing(o)
-                     and o.args["module"] == op.args["module"] and o.complete_ns is not None
-                     and o.complete_ns < op.invoke_ns]
+        rmmod = pair.racing
+        if rmmod.op == "rmmod":
+            loads = [o for o in self._before_horizon() if o.op == "modprobe" and o.ok
+                     and not changes_nothing(o) and o.args["module"] == rmmod.args["module"]
+                     and o.complete_ns is not None and o.complete_ns < rmmod.invoke_ns]
             if loads:
                 lines += [Line(command, loads[-1]) for command in op_commands(loads[-1]) or []]
         return sorted(lines, key=lambda line: line.op.effect_ns(_LATE))

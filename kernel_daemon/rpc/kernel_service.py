@@ -125,9 +125,11 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
     @translate_kernel_errors
     def Dmesg(self, request: pb.DmesgRequest, context: grpc.ServicerContext) -> pb.DmesgResponse:
         with self.state.syscall(context) as boot:
-            records = boot.kernel.printk.read_records(request.clear)
+            records, next_seq = boot.kernel.printk.read_log(request.clear)
             lines = [dmesg_line(record) for record in records]
-            return pb.DmesgResponse(text="".join(line.text + "\n" for line in lines), lines=lines)
+            # Numbered as dmesg_line() numbers the lines.
+            return pb.DmesgResponse(text="".join(line.text + "\n" for line in lines), lines=lines,
+                                    next_seq=next_seq + 1)
 
     @translate_kernel_errors
     def DmesgFollow(self, request: pb.DmesgFollowRequest,
