@@ -13,6 +13,9 @@ import re
 from collections.abc import Iterator
 from types import SimpleNamespace
 
+import pytest
+
+from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.dispatch import execute_function, on_cpu
 from kernel_daemon.ftrace.listing import FtraceListIterator, Listing
@@ -102,6 +105,26 @@ def write(vfs: Vfs, path: str, data: bytes, flags: int = os.O_WRONLY | os.O_TRUN
         return file_write(f, data)
     finally:
         file_release(f)
+
+
+def write_errno(vfs: Vfs, path: str, data: bytes,
+                flags: int = os.O_WRONLY | os.O_TRUNC) -> int:
+    """The errno of one write(2) of ``data`` to PATH that must fail."""
+    with pytest.raises(KernelError) as exc:
+        write(vfs, path, data, flags)
+    return exc.value.errno
+
+
+#: The ``format:`` head and ``struct trace_entry``'s fields, as every event's format file
+#: of 3.6 on x86_64 starts (``trace_define_common_fields()``).
+COMMON_FORMAT = (
+    "format:\n"
+    "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
+    "\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n"
+    "\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n"
+    "\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n"
+    "\tfield:int common_padding;\toffset:8;\tsize:4;\tsigned:1;\n"
+    "\n")
 
 
 def modprobe(kernel: Kernel, name: str):

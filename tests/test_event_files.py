@@ -15,19 +15,13 @@ import pytest
 from kernel_daemon.errno import KernelError
 from kernel_daemon.tracefs.files import file_release, file_write
 from kernel_daemon.tracefs.tree import mount
-from tests.kernel_helpers import T, booted, cat, write
+from tests.kernel_helpers import COMMON_FORMAT, T, booted, cat, write, write_errno
 
 UNEXPANDED = "7 (expanded: 1408)\n"
 # ftrace_set_clr_event()'s forms: system:event, system:*, system:, *:event, :event,
 # *:*, a bare event or system name, each also with '!' to clear; and names of nothing.
 NAMES = [b"ftrace:function", b"ftrace:*", b"ftrace:", b"*:function", b":function", b"*:*",
          b"function", b"ftrace", b"print", b"nosuch", b"sched:sched_switch"]
-
-
-def write_errno(vfs, path: str, data: bytes, flags: int = os.O_WRONLY | os.O_TRUNC) -> int:
-    with pytest.raises(KernelError) as exc:
-        write(vfs, path, data, flags)
-    return exc.value.errno
 
 
 def test_event_trace_init_creates_available_events_and_set_event_with_3_6_modes():
@@ -127,14 +121,6 @@ def test_printk_formats_is_an_empty_seq_file_without_trace_printk_formats():
         assert write_errno(vfs, f"{T}/printk_formats", b"x\n") == errno.EINVAL
 
 
-COMMON = (
-    "format:\n"
-    "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
-    "\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n"
-    "\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n"
-    "\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n"
-    "\tfield:int common_padding;\toffset:8;\tsize:4;\tsigned:1;\n"
-    "\n")
 STACK_FMT = (
     r'print fmt: "\t=> (" "%016lx" ")\n\t=> (" "%016lx" ")\n\t=> (" "%016lx" ")\n" '
     r'"\t=> (" "%016lx" ")\n\t=> (" "%016lx" ")\n\t=> (" "%016lx" ")\n" '
@@ -236,7 +222,7 @@ def test_each_ftrace_entry_s_format_is_3_6_s(name):
         if name == "wakeup":  # FTRACE_ENTRY_DUP of ctx_switch_entry
             id_line, print_fmt = "ID: 3\n", print_fmt.replace("==>", "==+")
         assert cat(vfs, f"{T}/events/ftrace/{name}/format") == (
-            f"name: {name}\n" + id_line + COMMON + fields + "\n" + print_fmt)
+            f"name: {name}\n" + id_line + COMMON_FORMAT + fields + "\n" + print_fmt)
 
 
 def test_the_ftrace_system_s_enable_reads_0_and_refuses_0_and_1_after_expanding():

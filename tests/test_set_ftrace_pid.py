@@ -12,7 +12,6 @@ import pytest
 from clients.api import Client
 from clients.errors import FtraceError
 from clients.identity import Identity
-from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.dispatch import execute_function
 from kernel_daemon.ftrace.filter import ftrace_set_filter
 from kernel_daemon.ftrace.ops import FtraceOps
@@ -23,7 +22,8 @@ from kernel_daemon.tracefs.files import file_release, file_write
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
-from tests.kernel_helpers import BASH, T, booted, cat, echo, reproducer_until_reload, write
+from tests.kernel_helpers import (BASH, T, booted, cat, echo, reproducer_until_reload, write,
+                                  write_errno)
 
 PID_FILE = f"{T}/set_ftrace_pid"
 APPEND = os.O_WRONLY | os.O_APPEND
@@ -52,10 +52,8 @@ def traced_pids(vfs: Vfs) -> list[int]:
     return [int(line.split()[0].rsplit("-", 1)[1]) for line in lines]
 
 
-def write_errno(vfs: Vfs, data: bytes, flags: int = APPEND) -> int:
-    with pytest.raises(KernelError) as exc:
-        write(vfs, PID_FILE, data, flags)
-    return exc.value.errno
+def pid_write_errno(vfs: Vfs, data: bytes, flags: int = APPEND) -> int:
+    return write_errno(vfs, PID_FILE, data, flags)
 
 
 def test_file_at_both_mounts_mode_0644_starts_empty():
@@ -100,7 +98,7 @@ def test_write_refuses(data, err):
         vfs = mount(k)
         enter(k, BASH)
         write(vfs, PID_FILE, b"20903\n")
-        assert write_errno(vfs, data) == err
+        assert pid_write_errno(vfs, data) == err
         assert cat(vfs, PID_FILE) == "20903\n"
 
 
@@ -178,7 +176,7 @@ def test_set_ftrace_pid_works_after_ftrace_kill():
         assert write(vfs, PID_FILE, b"31337\n") == 6
         assert write(vfs, PID_FILE, b"0\n", APPEND) == 2
         assert cat(vfs, PID_FILE) == "swapper tasks\n31337\n"
-        assert write_errno(vfs, b"4\n") == errno.EINVAL
+        assert pid_write_errno(vfs, b"4\n") == errno.EINVAL
         echo(k, "function", "current_tracer")
         assert not run(k, OTHER)  # nothing is patched: ftrace_enabled is 0
         assert write(vfs, PID_FILE, b"\n") == 1

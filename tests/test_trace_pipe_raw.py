@@ -19,7 +19,7 @@ from kernel_daemon.task import Task, running_as
 from kernel_daemon.tracefs.files import file_read, file_release
 from kernel_daemon.tracefs.tree import mount
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
-from tests.kernel_helpers import BASH, T, booted, cat, invoke, write
+from tests.kernel_helpers import BASH, COMMON_FORMAT, T, booted, cat, invoke, write
 
 PAGE_SIZE = 4096
 # kbuffer-parse.c's flags in the top bits of a page's commit, which no file describes.
@@ -194,13 +194,7 @@ def function_tracer(k):
 FUNCTION_FORMAT = (
     "name: function\n"
     "ID: 1\n"
-    "format:\n"
-    "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
-    "\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n"
-    "\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n"
-    "\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n"
-    "\tfield:int common_padding;\toffset:8;\tsize:4;\tsigned:1;\n"
-    "\n"
+    + COMMON_FORMAT +
     "\tfield:unsigned long ip;\toffset:16;\tsize:8;\tsigned:0;\n"
     "\tfield:unsigned long parent_ip;\toffset:24;\tsize:8;\tsigned:0;\n"
     "\n"
