@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import sys
+import threading
 
 import pytest
 
@@ -238,6 +240,35 @@ def test_a_trace_pipe_reader_consumes_only_the_lines_it_returned():
         assert len(first.splitlines()) < 100  # the first read ended mid-way through cpu0's
         assert [sum(name in line for line in lines) for name in ("vfs_write", "vfs_read")] == [
             100, 100]
+
+
+def test_a_trace_pipe_read_returns_while_writers_overwrite_a_full_buffer():
+    """A full buffer in overwrite mode moves its oldest entry at every write; the reader
+    consumes what it printed all the same (3.6's reader page keeps writers off it), rather
+    than looking again for as long as the writers write."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        invoke(k, "vfs_write", "sys_write", count=rb_capacity(k.ring_buffer.size_bytes(0)))
+        stop = threading.Event()
+
+        def overwrite() -> None:
+            while not stop.is_set():
+                invoke(k, "vfs_read", "sys_read", count=64)
+
+        writer = threading.Thread(target=overwrite)
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # the writer runs between any two lines the reader prints
+        writer.start()
+        try:
+            f = vfs.open(f"{T}/trace_pipe", os.O_RDONLY)
+            reads = [file_read(f, 65536) for _ in range(3)]
+            file_release(f)
+        finally:
+            stop.set()
+            writer.join()
+            sys.setswitchinterval(interval)
+        assert all(data.endswith(b"\n") for data in reads)
 
 
 def test_a_parent_no_symbol_covers_prints_as_nothing():

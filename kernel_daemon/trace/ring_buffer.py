@@ -26,7 +26,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from itertools import islice, repeat
 
 import numpy as np
@@ -194,11 +193,11 @@ class RingBufferPerCpu:
             cut += 1
         self.tail = cut
 
-    def reader_state(self) -> tuple[int, int, int]:
-        """What moves under a reader between a look and a consume: the oldest unread
-        record (another reader consuming, a reset), the overruns (a writer overwriting),
-        and the segment (a resize)."""
-        return self.tail, self.overrun, self.buffer_id
+    @property
+    def overruns_untold(self) -> int:
+        """The events overwritten since the last read, which ``rb_get_reader_page()``
+        tells once, with the next event a read takes."""
+        return self.overrun - self.last_overrun
 
     def peek(self, max_events: int) -> tuple[np.ndarray, np.ndarray]:
         """A copy of the records of the oldest unread events, at most ``max_events`` whole
@@ -208,19 +207,16 @@ class RingBufferPerCpu:
         recs = copy_ring(self.recs, self.tail, end)
         return recs, np.flatnonzero(recs["type"] != RB_TYPE_CONT)[:max_events]
 
-    def advance_reader(self, recs: np.ndarray, starts: np.ndarray, count: int) -> int:
+    def advance_reader(self, recs: np.ndarray, starts: np.ndarray, count: int) -> None:
         """``rb_advance_reader()`` past the first ``count`` events :meth:`peek` returned;
-        the events overwritten since the last read, which ``rb_get_reader_page()`` tells
-        once."""
+        the overwritten events are told (:attr:`overruns_untold`)."""
         heads = recs[starts[:count]]
         self.write_begin()
         self.tail += int(starts[count - 1] + event_records(heads[-1:])[0])
         self.read += count
         self.markers -= int(np.count_nonzero(heads["type"] == TRACE_PRINT))
-        lost = self.overrun - self.last_overrun
         self.last_overrun = self.overrun
         self.write_end()
-        return lost
 
     def fill_functions(self, ts: np.ndarray, pid: np.ndarray | int, ips: np.ndarray | int,
                        parent_ips: np.ndarray | int, flags: np.ndarray | int) -> None:
@@ -255,18 +251,6 @@ class RingBufferPerCpu:
                 part[name] = values[lo:hi]
             done += span
             first = 0
-
-
-@dataclass
-class PipePeek:
-    """What :meth:`RingBuffer.peek_events` saw: the events in reading order, the CPU (an
-    index into ``cpus``) each came from, each CPU with its reader state then, and the
-    records copied from each."""
-
-    events: list[Event]
-    origin: list[int]
-    cpus: list[tuple[RingBufferPerCpu, tuple[int, int, int]]]
-    records: list[tuple[np.ndarray, np.ndarray]]
 
 
 class RingBuffer:
@@ -492,52 +476,31 @@ class RingBuffer:
 
     # -- readers ---------------------------------------------------------------------------
     def consume(self, cpu: int | None = None, max_events: int = 1024,
-                timeout: float | None = None, nonblock: bool = False) -> list[Event]:
-        """Remove and return up to ``max_events`` events, oldest first across the selected
-        CPUs (:meth:`peek_events`, then :meth:`consume_peeked` of them all)."""
-        while (peek := self.peek_events(cpu, max_events, timeout, nonblock)) is not None:
-            if self.consume_peeked(peek, len(peek.events)):
-                return peek.events
-        return []
+                timeout: float | None = None, nonblock: bool = False,
+                take: Callable[[list[Event]], int] = len) -> list[Event]:
+        """The ``trace_pipe`` read: remove and return up to ``max_events`` events, oldest
+        first across the selected CPUs (``ring_buffer_consume`` after ``__find_next_entry``),
+        or only the first ``take(events)`` of them: ``take`` runs with the CPUs' locks held,
+        so a reader prints what it looked at and consumes just what fitted in its page, as
+        3.6's ``tracing_read_pipe()`` calls ``trace_consume()`` after each whole line (its
+        reader page keeps writers off the entries it is printing; here the locks do).
 
-    def peek_events(self, cpu: int | None = None, max_events: int = 1024,
-                    timeout: float | None = None, nonblock: bool = False) -> PipePeek | None:
-        """The ``trace_pipe`` read's look at what comes next: up to ``max_events`` events,
-        oldest first across the selected CPUs (``__find_next_entry``), left in the buffer
-        until :meth:`consume_peeked` takes those the reader printed, as 3.6's
-        ``tracing_read_pipe()`` consumes an entry only once it fitted in the page.
-
-        Blocks until there is data; None when ``timeout`` seconds pass first or the buffer
-        is closed.  ``nonblock`` (O_NONBLOCK) raises EAGAIN instead of blocking.
+        Blocks until there is data; returns ``[]`` when ``timeout`` seconds pass first or the
+        buffer is closed.  ``nonblock`` (O_NONBLOCK) raises EAGAIN instead of blocking.
         """
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
         cpus = self._select(cpu)
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._closed:
-            peek = self._peek_ready(cpus, max_events)
-            if peek.events:
-                return peek
+            events = self._consume_ready(cpus, max_events, take)
+            if events is not None:
+                return events
             if nonblock:
                 raise KernelError(errno.EAGAIN)
             if not self._wait_for_data(cpus, deadline):
                 break
-        return None
-
-    def consume_peeked(self, peek: PipePeek, count: int) -> bool:
-        """``ring_buffer_consume()`` of the first ``count`` events of ``peek``; False, with
-        nothing consumed, when the buffer moved under the reader since it looked (a writer
-        overwrote its oldest events, another reader consumed them, a reset or a resize):
-        the reader then looks again."""
-        with self._locked([cb for cb, _ in peek.cpus]):
-            if any(cb.reader_state() != state for cb, state in peek.cpus):
-                return False
-            counts = Counter(peek.origin[:count])
-            for index, (cb, _) in enumerate(peek.cpus):
-                if counts[index]:
-                    recs, starts = peek.records[index]
-                    cb.advance_reader(recs, starts, counts[index])
-        return True
+        return []
 
     def _wait_for_data(self, cpus: list[RingBufferPerCpu], deadline: float | None) -> bool:
         """Wait until a selected CPU has data or the buffer closes; False on timeout."""
@@ -556,27 +519,31 @@ class RingBuffer:
             finally:
                 self._waiters -= 1
 
-    def _peek_ready(self, cpus: list[RingBufferPerCpu], max_events: int) -> PipePeek:
-        # Under the locks only copy and pick; build the events after, so writers wait for a
-        # memcpy and a merge of timestamps, not for the decoding.
+    def _consume_ready(self, cpus: list[RingBufferPerCpu], max_events: int,
+                       take: Callable[[list[Event]], int]) -> list[Event] | None:
+        """The events taken, or None when there were none."""
         with self._locked(cpus):
-            states = [cb.reader_state() for cb in cpus]
-            lost = [cb.overrun - cb.last_overrun for cb in cpus]
             peeked = [cb.peek(max_events) for cb in cpus]
-        # __find_next_entry(): the oldest next event each time; (ts, index) puts the lower
-        # CPU first on a tie.
-        order = list(islice(heapq.merge(*(zip(recs["ts"][starts].tolist(), repeat(index))
-                                          for index, (recs, starts) in enumerate(peeked))),
-                            max_events))
-        counts = Counter(index for _, index in order)
-        per_cpu: list[list[Event]] = []
-        for index, (recs, _) in enumerate(peeked):
-            events = decode_events(recs, counts[index]) if counts[index] else []
-            if events and lost[index]:  # told once, by the read that takes the event
-                events[0] = events[0]._replace(lost_events=lost[index])
-            per_cpu.append(events)
-        return PipePeek(merge_events(per_cpu), [index for _, index in order],
-                        list(zip(cpus, states)), peeked)
+            # __find_next_entry(): the oldest next event each time; (ts, index) puts the
+            # lower CPU first on a tie.
+            order = [index for _, index in islice(heapq.merge(
+                *(zip(recs["ts"][starts].tolist(), repeat(index))
+                  for index, (recs, starts) in enumerate(peeked))), max_events)]
+            if not order:
+                return None
+            counts = Counter(order)
+            per_cpu: list[list[Event]] = []
+            for index, (cb, (recs, _)) in enumerate(zip(cpus, peeked)):
+                events = decode_events(recs, counts[index]) if counts[index] else []
+                if events and cb.overruns_untold:  # told once, by the read that takes it
+                    events[0] = events[0]._replace(lost_events=cb.overruns_untold)
+                per_cpu.append(events)
+            events = merge_events(per_cpu)
+            taken = take(events)
+            for index, count in Counter(order[:taken]).items():
+                recs, starts = peeked[index]
+                cpus[index].advance_reader(recs, starts, count)
+        return events[:taken]
 
     def read_page_events(self, cpu: int, fit: Callable[[np.ndarray], int],
                          max_events: int) -> tuple[list[Event], int]:
@@ -591,7 +558,8 @@ class RingBuffer:
             count = fit(recs[starts]) if len(starts) else 0
             if not count:
                 return [], 0
-            lost = cb.advance_reader(recs, starts, count)
+            lost = cb.overruns_untold
+            cb.advance_reader(recs, starts, count)
         return decode_events(recs, count), lost
 
     def snapshot(self, cpu: int | None = None) -> Snapshot:

@@ -20,8 +20,7 @@ from kernel_daemon.ftrace.dispatch import smp_processor_id
 from kernel_daemon.kernel import UTS_RELEASE
 from kernel_daemon.strings import kstrtoul_from_user, strim
 from kernel_daemon.task import current
-from kernel_daemon.trace.buffers import RB_EVENT_SIZE
-from kernel_daemon.trace.ring_buffer import PipePeek
+from kernel_daemon.trace.buffers import RB_EVENT_SIZE, Event
 from kernel_daemon.trace.trace_headers import LatencyHeader, trace_header
 from kernel_daemon.trace.trace_options import TRACE_ITER_LATENCY_FMT, TRACE_ITER_SYM_OFFSET
 from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
@@ -206,61 +205,60 @@ class TracePipeOpenFile(OpenFile):
         there is nothing at all (``tracing_wait_pipe``)."""
         seq = bytearray()
         it: TraceIterator | None = None
-        idx = 0
-        while len(seq) < cnt:
-            peek = self._peek(block=not seq, cnt=cnt)
-            if peek is None:
-                break
+        idx = 0  # iter->idx
+        full = False
+
+        def print_fitting(events: list[Event]) -> int:
+            """Print the events that fit; how many (the ring buffer consumes those)."""
+            nonlocal it, idx, full
             if it is None:
                 it = trace_iterator(self.kernel, self.lat_fmt)
-            mark, printed, full = len(seq), 0, False
-            for ev in peek.events:
-                entry = trace_bytes(it.print_trace_line(ev, idx + printed + 1, ev.ts))
+            for printed, ev in enumerate(events):
+                entry = trace_bytes(it.print_trace_line(ev, idx + 1, ev.ts))
                 if len(seq) + len(entry) > TRACE_SEQ_MAX:
                     full = True
-                    break
-                seq += entry
-                printed += 1
+                    return printed
+                seq.extend(entry)
+                idx += 1
                 if len(seq) >= cnt:
-                    break
-            if not self.kernel.ring_buffer.consume_peeked(peek, printed):
-                del seq[mark:]  # the buffer moved under the reader since it looked
-                continue
-            idx += printed
-            if full:
+                    return printed + 1
+            return len(events)
+
+        while len(seq) < cnt and not full:
+            if not self._consume(block=not seq, cnt=cnt, take=print_fitting):
                 break
         return bytes(seq)
 
-    def _peek(self, block: bool, cnt: int) -> PipePeek | None:
-        """Look at the next events in the ring buffer; None when there are none and the
-        read must not wait."""
+    def _consume(self, block: bool, cnt: int, take: Callable[[list[Event]], int]) -> bool:
+        """Take the next events off the ring buffer, as many as ``take`` prints; False when
+        there are none and the read must not wait."""
         rb = self.kernel.ring_buffer
         nonblock = not block or bool(self.flags & os.O_NONBLOCK)
         while True:
             if self.interrupted.is_set():
                 raise KernelError(errno.EINTR)
             try:
-                peek = rb.peek_events(self.cpu, max_events=max(1, cnt // 48),
-                                      nonblock=nonblock, timeout=SIGNAL_CHECK_SECONDS)
+                events = rb.consume(self.cpu, max_events=max(1, cnt // 48), nonblock=nonblock,
+                                    timeout=SIGNAL_CHECK_SECONDS, take=take)
             except KernelError:  # EAGAIN: the reader's O_NONBLOCK, or a fill under way
                 if block:
                     raise
-                return None
-            if peek is not None:
+                return False
+            if events:
                 self.iter_pos = True
-                return peek
+                return True
             if rb.closed:
                 # No data will ever come: a reader blocked here dies with the old boot;
                 # one that already has lines returns them first.
                 if block:
                     raise KernelError(errno.ENODEV, "the kernel rebooted")
-                return None
+                return False
             # tracing_wait_pipe(): once a read has found entries, an empty buffer with
             # tracing_enabled at 0 is the end of the file.  3.6 looks after each
             # wait_pipe (the function tracer's polls every 100 ms; nop's sleeps until a
             # trace_wake_up()), the model after each wait above.
             if not self.kernel.tracing.tracer_enabled and self.iter_pos:
-                return None
+                return False
 
 
 class TracePipeFile(FileOps):
