@@ -305,9 +305,12 @@ class Shell:
                 raise ShellExit(self.status) from None
 
     def _expansion_failed(self, error: ExpansionError) -> int:
-        """Report the error; the status bash leaves: 1, but 127 for a fatal one under -c
-        (its FORCE_EOF out of parse_and_execute), also as a pipeline's subshell's."""
+        """Report the error; the status bash leaves: the error's own if it has one, else 1,
+        but 127 for a fatal one under -c (its FORCE_EOF out of parse_and_execute), also as
+        a pipeline's subshell's."""
         self._report(error)
+        if error.status is not None:
+            return error.status
         return 127 if error.fatal and self.mode == "command" else 1
 
     def _report(self, error: ExpansionError) -> None:

@@ -260,7 +260,6 @@ def cmd_sleep(ctx: Invocation) -> int:
     return 0
 
 
-
 def _loop_control(ctx: Invocation, counter: str) -> int:
     """bash's break_builtin and continue_builtin: outside a loop (check_loop_level) a
     complaint, and status 0; else the shell's ``counter`` ("breaking" or "continuing")
@@ -273,9 +272,9 @@ def _loop_control(ctx: Invocation, counter: str) -> int:
         return 0
     args = ctx.args[1:] if ctx.args[:1] == ["--"] else ctx.args
     count = legal_number(args[0]) if args else 1
-    if count is None:
-        ctx.builtin_err(f"{args[0]}: numeric argument required")
-        raise ShellExit(128)
+    if count is None:  # throw_to_top_level(): status | 128; a script ends, a prompt goes on
+        raise ExpansionError(f"{ctx.name}: {args[0]}: numeric argument required", fatal=True,
+                             status=shell.status | 128)
     if len(args) > 1:  # bash's no_args(): the rest of the input line is dropped
         raise ExpansionError(f"{ctx.name}: too many arguments")
     if count <= 0:

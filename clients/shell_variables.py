@@ -156,10 +156,12 @@ class ExpansionError(Exception):
     DISCARD: the rest of the input line goes; ``break 1 2`` is one too), or ``fatal``,
     ``${a?}`` of an unset a (bash's FORCE_EOF: a non-interactive shell ends)."""
 
-    def __init__(self, message: str, fatal: bool = False) -> None:
+    def __init__(self, message: str, fatal: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.fatal = fatal
+        #: The status bash leaves, where it is not the usual one (see Shell._expansion_failed).
+        self.status = status
         #: The shell has printed the message (where the error happened).
         self.reported = False
 

@@ -870,6 +870,7 @@ def test_test_and_bracket_as_bash(text):
         "for i in 1 2; do for j in 1 2; do break 5; done; echo no; done; echo $?",
         "for i in 1 2; do break 0; echo no; done; echo $?", "for i in 1 2; do continue -1; done",
         "for i in 1 2; do break x; echo no; done; echo after", "for i in 1; do break -- 1; done",
+        "false; for i in 1; do break x; done", "for i in 1; do false; continue x; done",
         "break; echo $?", "continue 2; echo $?", "for i in 1; do echo $i; done; break",
         "i=; while true; do i=x$i; [ $i = xxx ] && break; continue; echo no; done; echo $i",
         "for i in 1 2; do echo $i; break | grep -c x; done",
