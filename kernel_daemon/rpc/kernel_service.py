@@ -80,10 +80,14 @@ def boot_options(config: pb.BootConfig) -> BootOptions:
     return options
 
 
+def line_number(seq: int) -> int:
+    """The contract numbers lines from 1; printk's sequence numbers start at 0."""
+    return seq + 1
+
+
 def dmesg_line(record: LogRecord) -> pb.DmesgLine:
-    # The contract numbers lines from 1; printk's sequence numbers start at 0.
-    return pb.DmesgLine(seq=record.seq + 1, timestamp_ns=record.ts_nsec, level=record.level,
-                        message=record.text, text=record.format())
+    return pb.DmesgLine(seq=line_number(record.seq), timestamp_ns=record.ts_nsec,
+                        level=record.level, message=record.text, text=record.format())
 
 
 def glob_is_malformed(pattern: str) -> bool:
@@ -127,9 +131,8 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
         with self.state.syscall(context) as boot:
             records, next_seq = boot.kernel.printk.read_log(request.clear)
             lines = [dmesg_line(record) for record in records]
-            # Numbered as dmesg_line() numbers the lines.
             return pb.DmesgResponse(text="".join(line.text + "\n" for line in lines), lines=lines,
-                                    next_seq=next_seq + 1)
+                                    next_seq=line_number(next_seq))
 
     @translate_kernel_errors
     def DmesgFollow(self, request: pb.DmesgFollowRequest,
