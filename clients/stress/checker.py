@@ -207,8 +207,12 @@ class Checker:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._follow_stream is not None:
-            self._follow_stream.cancel()
+        # Under the lock the follower opens its stream with: it has opened it (and it is
+        # cancelled here), or it will see the stop and open none.
+        with self._lock:
+            stream = self._follow_stream
+        if stream is not None:
+            stream.cancel()
         for thread in self._threads:
             thread.join(30)
 
@@ -292,7 +296,10 @@ class Checker:
         try:
             # From the start of the ring, as lines printed since the baseline read it are
             # only there; _read_log() skips those read already.
-            self._follow_stream = self.client.dmesg_follow(replay=True)
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self._follow_stream = self.client.dmesg_follow(replay=True)
             self._read_log(self._follow_stream)
         except FtraceError as error:
             if not self._stop.is_set():
