@@ -8,9 +8,7 @@ and the latency format prints as the fourth irq-info character.  A ContextVar, a
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-from collections.abc import Iterator
 
 _preempt_count: contextvars.ContextVar[int] = contextvars.ContextVar("preempt_count", default=0)
 
@@ -20,11 +18,12 @@ def preempt_count() -> int:
     return _preempt_count.get()
 
 
-@contextlib.contextmanager
-def preempt_disable_notrace() -> Iterator[None]:
-    """``preempt_disable_notrace()`` ... ``preempt_enable_notrace()``."""
-    token = _preempt_count.set(_preempt_count.get() + 1)
-    try:
-        yield
-    finally:
-        _preempt_count.reset(token)
+def preempt_disable_notrace() -> contextvars.Token[int]:
+    """``preempt_disable_notrace()``: one level deeper, until
+    :func:`preempt_enable_notrace` with the token it returns."""
+    return _preempt_count.set(_preempt_count.get() + 1)
+
+
+def preempt_enable_notrace(token: contextvars.Token[int]) -> None:
+    """``preempt_enable_notrace()``: back to the depth before the disable."""
+    _preempt_count.reset(token)

@@ -29,7 +29,7 @@ from kernel_daemon.ftrace.ops import (FTRACE_OPS_FL_GLOBAL, FtraceFunc, FtraceOp
 from kernel_daemon.ftrace.records import RecordPages
 from kernel_daemon.mutex import Mutex
 from kernel_daemon.panic import Panic
-from kernel_daemon.preempt import preempt_disable_notrace
+from kernel_daemon.preempt import preempt_disable_notrace, preempt_enable_notrace
 from kernel_daemon.printk import Printk
 
 if TYPE_CHECKING:
@@ -192,10 +192,13 @@ class Ftrace:
         with preemption disabled (dynamic ops are freed after a ``synchronize_sched()``),
         so a callback reached this way runs at preempt depth 1: the function tracer's
         lines then show ``1`` where a direct call shows ``.``."""
-        with preempt_disable_notrace():
+        token = preempt_disable_notrace()
+        try:
             for ops in self.ops_snapshot:
                 if ftrace_ops_test(ops, ip):
                     ops.func(ip, parent_ip, ops, count)
+        finally:
+            preempt_enable_notrace(token)
 
     def ftrace_global_list_func(self, ip: int, parent_ip: int, op: FtraceOps | None = None,
                                 count: int = 1) -> None:
