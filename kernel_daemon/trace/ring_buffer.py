@@ -194,9 +194,10 @@ class RingBufferPerCpu:
         self.tail = cut
 
     @property
-    def overruns_untold(self) -> int:
-        """The events overwritten since the last read, which ``rb_get_reader_page()``
-        tells once, with the next event a read takes."""
+    def lost_events(self) -> int:
+        """``cpu_buffer->lost_events``: the events overwritten since the last read
+        (``overrun - last_overrun``), which ``rb_get_reader_page()`` tells once, with the
+        next event a read takes."""
         return self.overrun - self.last_overrun
 
     def peek(self, max_events: int) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +210,7 @@ class RingBufferPerCpu:
 
     def advance_reader(self, recs: np.ndarray, starts: np.ndarray, count: int) -> None:
         """``rb_advance_reader()`` past the first ``count`` events :meth:`peek` returned;
-        the overwritten events are told (:attr:`overruns_untold`)."""
+        the overwritten events are told (:attr:`lost_events`)."""
         heads = recs[starts[:count]]
         self.write_begin()
         self.tail += int(starts[count - 1] + event_records(heads[-1:])[0])
@@ -535,8 +536,8 @@ class RingBuffer:
             per_cpu: list[list[Event]] = []
             for index, (cb, (recs, _)) in enumerate(zip(cpus, peeked)):
                 events = decode_events(recs, counts[index]) if counts[index] else []
-                if events and cb.overruns_untold:  # told once, by the read that takes it
-                    events[0] = events[0]._replace(lost_events=cb.overruns_untold)
+                if events and cb.lost_events:  # told once, by the read that takes it
+                    events[0] = events[0]._replace(lost_events=cb.lost_events)
                 per_cpu.append(events)
             events = merge_events(per_cpu)
             taken = take(events)
@@ -558,7 +559,7 @@ class RingBuffer:
             count = fit(recs[starts]) if len(starts) else 0
             if not count:
                 return [], 0
-            lost = cb.overruns_untold
+            lost = cb.lost_events
             cb.advance_reader(recs, starts, count)
         return decode_events(recs, count), lost
 
