@@ -27,7 +27,10 @@ import copy
 import errno
 import os
 import posixpath
+import signal
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Callable, Iterable, Iterator, Mapping
@@ -37,7 +40,7 @@ import clients.shell_grep  # noqa: F401  (registers the command)
 import clients.shell_kmod  # noqa: F401  (registers the commands)
 import clients.shell_test_builtin  # noqa: F401  (registers the commands)
 import clients.shell_variables  # noqa: F401  (registers the commands)
-from clients.api import Client
+from clients.api import Client, FileSession
 from clients.cli import (EXIT_NO_DAEMON, ConnectError, add_connect_timeout, address_argument,
                          check_address_env, check_daemon_options, daemon_client,
                          identity_argument)
@@ -58,6 +61,14 @@ from clients.shell_parser import (
     fd_number,
     is_name,
     parse,
+)
+from clients.shell_pipe import (
+    KilledBySignal,
+    Pipe,
+    PipeReader,
+    PipeWriter,
+    Stage,
+    StageOutput,
 )
 from clients.shell_runtime import (
     COMMANDS,
@@ -81,6 +92,12 @@ MODES = ("interactive", "script", "command", "stdin")
 #: O_CREAT is what bash passes; tracefs ignores it (its files exist or not).
 _TRUNCATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+#: How long an interrupted pipeline's processes get to die before the shell goes on
+#: without them (one stuck in a call to an unanswering daemon).
+_REAP_SECONDS = 5.0
+#: A pipeline's command, the copy of the variables it runs with, and its expanded words
+#: (an ExpansionError; None for a compound command).
+_Element = tuple[Command | CompoundCommand, Variables, list[str] | ExpansionError | None]
 
 
 def _compound_name(command: Command | CompoundCommand) -> str:
@@ -147,6 +164,8 @@ class Shell:
         #: bash's last_command_subst_status: the status of the last command substitution
         #: of the command expanding now (None: it had none), a command without a name's.
         self.substitution_status: int | None = None
+        #: The process this shell is: the shell's own, or a pipeline's (see _fork).
+        self.stage = Stage()
 
     # --- paths and diagnostics ----------------------------------------------
 
@@ -163,6 +182,10 @@ class Shell:
             raise FtraceError(errno.ENOENT, "empty path", from_kernel=False)  # as open("") fails
         resolved = posixpath.normpath(posixpath.join(self.cwd, path))
         return "/" + resolved.lstrip("/")  # normpath keeps a leading "//"
+
+    def open(self, path: str, flags: int) -> FileSession:
+        """open(2) of a tracefs file, held by this process (a signal cancels it)."""
+        return self.stage.hold(self.client.open(self.resolve(path), flags))
 
     def _is_directory(self, path: str) -> bool:
         """bash's file_isdir, on the daemon's tree."""
@@ -337,6 +360,7 @@ class Shell:
         """Run the pipeline and make its status ``$?`` (inverted by ``!``). While a
         ``break`` or ``continue`` leaves loops, nothing runs, as bash's
         execute_command_internal returns at once then."""
+        self.stage.check()
         if self.breaking or self.continuing:
             return self.status
         status = self._pipeline(pipeline.commands)
@@ -345,15 +369,12 @@ class Shell:
 
     def _pipeline(self, commands: tuple[Command | CompoundCommand, ...]) -> int:
         """Run a command, or ``a | grep ... [| grep ...]`` (a's output becomes grep's
-        input; a may be a compound command). Each command of a pipeline runs in a
-        subshell, as bash's: what it assigns, exports or unsets, its ``cd``, its
-        ``exit``, its ``break`` and its expansion errors stay there. A later command must
-        be grep (or expand to no name); the words are expanded once, before any command
-        runs, so that what is refused runs nothing."""
+        input as a writes it; a may be a compound command). A later command must be grep
+        (or expand to no name); the words are expanded once, before any command runs, so
+        that what is refused runs nothing."""
         if len(commands) == 1:
             return self.run_command(commands[0], None, self.stdout)
-        elements: list[tuple[Command | CompoundCommand, Variables,
-                             list[str] | ExpansionError | None]] = []
+        elements: list[_Element] = []
         for command in commands:
             variables = copy.deepcopy(self.variables)
             words: list[str] | ExpansionError | None = None  # a compound command's: none
@@ -375,14 +396,69 @@ class Shell:
                 self._say(self.stderr,
                           f"{self.prefix()}: {name}: ftrace-shell pipes only into grep")
                 return 1
-        data: bytes | None = None
-        for index, (command, variables, words) in enumerate(elements):
-            pipe = BufferOutput() if index < len(elements) - 1 else None
-            with self._subshell(variables):
-                status = self._run_element(command, words, data,
-                                           self.stdout if pipe is None else pipe)
-            data = None if pipe is None else pipe.getvalue()
-        return status
+        return self._run_stages(elements)
+
+    def _run_stages(self, elements: list[_Element]) -> int:
+        """bash's execute_pipeline: each command in a process of its own (a thread with a
+        copy of the shell, :meth:`_fork`), the pipes between them, all running at once;
+        then wait for them all. The status is the last one's. Ctrl-C (KeyboardInterrupt,
+        in the main thread, which only waits here) kills every one of them, as SIGINT
+        does the pipeline's process group, and the shell is interrupted after them."""
+        stages = [self.stage.spawn() for _ in elements]
+        pipes = [Pipe() for _ in elements[1:]]
+        statuses = [0] * len(elements)
+        threads = []
+        for index, ((command, variables, words), stage) in enumerate(zip(elements, stages)):
+            stdin = PipeReader(pipes[index - 1], stage) if index else None
+            stdout: Output = (PipeWriter(pipes[index], stage) if index < len(pipes)
+                              else StageOutput(self.stdout, stage))
+            child = self._fork(stage, variables, stdout)
+            threads.append(threading.Thread(
+                target=child._run_stage, args=(command, words, stdin, statuses, index),
+                daemon=True, name=f"pipeline stage {index}"))
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:
+            for stage in stages:
+                stage.kill(signal.SIGINT)
+            deadline = time.monotonic() + _REAP_SECONDS
+            for thread in threads:
+                if thread.ident is not None:  # started before the interrupt
+                    thread.join(max(deadline - time.monotonic(), 0))
+            raise
+        finally:
+            for stage in stages:
+                self.stage.reap(stage)
+        return statuses[-1]
+
+    def _fork(self, stage: Stage, variables: Variables, stdout: Output) -> Shell:
+        """A pipeline's process: a copy of the shell (bash's subshell: what it assigns,
+        exports or unsets, its ``cd``, its ``exit`` and its ``break`` stay in it) that
+        ``stage`` is, writing ``stdout``."""
+        child = copy.copy(self)
+        child.stage, child.variables = stage, variables
+        child.stdout = stdout
+        child.stderr = StageOutput(self.stderr, stage)
+        return child
+
+    def _run_stage(self, command: Command | CompoundCommand,
+                   words: list[str] | ExpansionError | None,
+                   stdin: PipeReader | None, statuses: list[int], index: int) -> None:
+        """A pipeline's process from start to exit: its status goes to
+        ``statuses[index]``, 128 + the signal's number when one killed it; its ends of
+        the pipes close as it exits."""
+        try:
+            statuses[index] = self._run_element(command, words, stdin, self.stdout)
+        except KilledBySignal as death:
+            statuses[index] = death.status
+        finally:
+            if stdin is not None:
+                stdin.close()
+            if isinstance(self.stdout, PipeWriter):
+                self.stdout.release()
 
     @contextmanager
     def _subshell(self, variables: Variables) -> Iterator[None]:
@@ -397,7 +473,7 @@ class Shell:
 
     def _run_element(self, command: Command | CompoundCommand,
                      words: list[str] | ExpansionError | None,
-                     stdin: bytes | None, stdout: Output) -> int:
+                     stdin: PipeReader | None, stdout: Output) -> int:
         """One command of a pipeline, in its subshell: its status, also when it exits or
         an expansion fails."""
         self.line = command.line
@@ -472,9 +548,7 @@ class Shell:
                 fds[redirect.fd] = special[target]
                 continue
             try:
-                session = self.client.open(
-                    self.resolve(target), _APPEND if redirect.op == ">>" else _TRUNCATE
-                )
+                session = self.open(target, _APPEND if redirect.op == ">>" else _TRUNCATE)
             except FtraceError as error:
                 # bash: the open failed, so the command does not run.
                 self._say(fds[2], f"{self.prefix()}: {target}: {error.strerror}")
@@ -484,7 +558,7 @@ class Shell:
             fds[redirect.fd] = output
         return True
 
-    def run_command(self, command: Command | CompoundCommand, stdin: bytes | None,
+    def run_command(self, command: Command | CompoundCommand, stdin: PipeReader | None,
                     stdout: Output, words: list[str] | None = None) -> int:
         """Expand the words (unless ``words`` gives them), apply the redirections left to
         right, run the command (or make its assignments: the status is then the last
@@ -589,7 +663,7 @@ class Shell:
         for name, value in command.assignments:
             bind(name, expand_value(value, self))
 
-    def _run(self, words: list[str], stdin: bytes | None, fds: dict[int, Output]) -> int:
+    def _run(self, words: list[str], stdin: PipeReader | None, fds: dict[int, Output]) -> int:
         name = words[0]
         known = COMMANDS.get(name)
         if known is None:

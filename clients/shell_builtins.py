@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import time
 from typing import Iterator
 
 from clients.errors import FtraceError
@@ -33,10 +32,9 @@ def read_path(ctx: Invocation, path: str) -> Iterator[bytes]:
     released. A reader that stops early (``grep -m1``) closes it, as the program does
     (close(2)): its release (``trace``'s restarts tracing) is done when the next command
     runs, where a cancelled session's comes when the daemon gets to it."""
-    resolved = ctx.shell.resolve(path)
-    if resolved == "/dev/null":
+    if ctx.shell.resolve(path) == "/dev/null":
         return
-    with ctx.shell.client.open(resolved, os.O_RDONLY) as session:
+    with ctx.shell.open(path, os.O_RDONLY) as session:
         try:
             yield from session.read_all()
         except GeneratorExit:
@@ -227,7 +225,8 @@ def cmd_cat(ctx: Invocation) -> int:
     status = 0
     for operand in ctx.args or ["-"]:
         if operand == "-":
-            ctx.out(ctx.read_stdin())
+            for data in ctx.stdin_reads():
+                ctx.out(data)
             continue
         try:
             for data in read_path(ctx, operand):
@@ -239,8 +238,9 @@ def cmd_cat(ctx: Invocation) -> int:
 
 
 _SLEEP_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-#: What a longer sleep is cut to (68 years; time.sleep refuses more than 292), as
-#: coreutils' sleep cuts one its timespec cannot hold: it sleeps until interrupted.
+#: What a longer sleep is cut to (68 years; a wait refuses more than threading's
+#: TIMEOUT_MAX, 292), as coreutils' sleep cuts one its timespec cannot hold: it sleeps
+#: until interrupted.
 _SLEEP_MAX = float(2**31)
 
 
@@ -256,7 +256,7 @@ def cmd_sleep(ctx: Invocation) -> int:
             ctx.err(f"sleep: invalid time interval '{arg}'")
             return 1
         total += float(match.group(1)) * _SLEEP_UNITS[match.group(2)]
-    time.sleep(min(total, _SLEEP_MAX))
+    ctx.shell.stage.sleep(min(total, _SLEEP_MAX))
     return 0
 
 

@@ -151,10 +151,10 @@ def _option(ctx: Invocation, options: _Options, letter: str, value: str) -> None
 
 def _reads(ctx: Invocation, name: str) -> Iterator[bytes]:
     """The reads of a file grep is named, a read(2) at a time (see read_path; closing
-    this early closes the file); "-", standard input, is one: the pipe's data, or the
-    shell's own standard input to its end. Raises FtraceError."""
+    this early closes the file); "-" is standard input: the pipe's, as the command
+    before writes it, or the shell's own. Raises FtraceError."""
     if name == "-":
-        yield ctx.read_stdin()
+        yield from ctx.stdin_reads()
     else:
         yield from read_path(ctx, name)
 

@@ -1,6 +1,6 @@
 """What ftrace-shell's commands run with: their outputs, their invocation, the registry.
 
-A command writes through an :class:`Output`: the terminal, a pipe buffer (into ``grep``),
+A command writes through an :class:`Output`: the terminal, a pipe (into ``grep``),
 ``/dev/null``, or a tracefs file opened by a redirection. A write into a tracefs file is
 one logical write looped until the file consumed it all (ftrace's filter files take one
 token per write(2)), as stdio's flush does; a failed write(2) raises :class:`WriteError`,
@@ -10,6 +10,7 @@ which the shell reports as bash does (``bash: echo: write error: Invalid argumen
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import re
 import string
@@ -17,11 +18,12 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Callable, Collection, Iterator, Protocol
 
-from clients.api import FileSession
+from clients.api import READ_CHUNK, FileSession
 from clients.errors import FtraceError
 
 if TYPE_CHECKING:
     from clients.shell import Shell
+    from clients.shell_pipe import PipeReader
 
 __all__ = [
     "ShellExit",
@@ -128,7 +130,7 @@ class NullOutput:
 
 
 class BufferOutput:
-    """The write end of a pipe into ``grep``: collected, then handed over as its input."""
+    """Output collected whole: a command substitution's."""
 
     def __init__(self) -> None:
         self._buffer = io.BytesIO()
@@ -169,8 +171,8 @@ class Invocation:
     shell: "Shell"
     name: str
     args: list[str]
-    #: What a pipe delivers; None: the command reads the shell's own standard input.
-    stdin: bytes | None
+    #: The pipe before it in a pipeline; None: the shell's own standard input.
+    stdin: PipeReader | None
     stdout: Output
     stderr: Output
 
@@ -188,13 +190,12 @@ class Invocation:
         """A diagnostic of a bash builtin: ``bash: cd: /x: No such file or directory``."""
         self.err(f"{self.shell.prefix()}: {self.name}: {message}")
 
-    def read_stdin(self) -> bytes:
-        """All that is left of the standard input: a second read (``grep x - -``) finds
-        the pipe drained, as read(2) at its end does."""
-        if self.stdin is None:
-            return sys.stdin.buffer.read()
-        data, self.stdin = self.stdin, b""
-        return data
+    def stdin_reads(self) -> Iterator[bytes]:
+        """The standard input's read(2)s, each as it returns, to its end: a second
+        reader (``grep x - -``) finds the end at once, as read(2) there does."""
+        if self.stdin is not None:
+            return self.stdin.reads()
+        return iter(functools.partial(sys.stdin.buffer.read1, READ_CHUNK), b"")
 
 
 @dataclass(frozen=True)

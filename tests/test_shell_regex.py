@@ -13,7 +13,6 @@ import re
 import shlex
 import subprocess
 import sys
-import types
 from typing import Iterator
 
 import pytest
@@ -21,6 +20,7 @@ import pytest
 from clients.errors import FtraceError
 from clients.shell import Shell
 from clients.shell_parser import Command
+from clients.shell_pipe import Pipe, PipeReader, PipeWriter, Stage
 from clients.shell_regex import RegexError, compile_grep
 from clients.shell_runtime import BufferOutput
 from tests.children import REPO, child_env
@@ -58,7 +58,7 @@ class _Files:
     """The daemon's answer to ftrace-shell's reads: the :data:`FILES`, READ_SIZE bytes a
     read, and the :data:`DIRECTORY`."""
 
-    def open(self, path: str, flags: int) -> contextlib.AbstractContextManager:
+    def open(self, path: str, flags: int) -> "_Session":
         name = path.lstrip("/")
         if name == DIRECTORY:
             reads = _directory_reads()
@@ -66,15 +66,36 @@ class _Files:
             reads = _reads(FILES[name])
         else:
             raise FtraceError(errno.ENOENT, from_kernel=False)
-        # close(): grep's, where it stops early (-l, -q).
-        return contextlib.nullcontext(
-            types.SimpleNamespace(read_all=lambda: reads, close=lambda: 0))
+        return _Session(reads)
+
+
+class _Session(contextlib.nullcontext):
+    """One of the :class:`_Files` opened: its reads; grep closes it where it stops early
+    (-l, -q)."""
+
+    closed = False
+
+    def __init__(self, reads: Iterator[bytes]) -> None:
+        super().__init__(self)
+        self.read_all = lambda: reads
+
+    def close(self) -> int:
+        self.closed = True
+        return 0
+
+
+def piped(data: bytes) -> PipeReader:
+    """A pipe holding ``data`` whose writer is gone: grep's standard input."""
+    pipe, writer = Pipe(capacity=len(data)), Stage()
+    PipeWriter(pipe, writer).write(data)
+    pipe.release(reader=False)
+    return PipeReader(pipe, Stage())
 
 
 def ftrace_shell_grep(args: list[str]) -> tuple[int, bytes, bytes]:
     out, err = BufferOutput(), BufferOutput()
     shell = Shell(_Files(), mode="command", stdout=out, stderr=err)  # type: ignore[arg-type]
-    status = shell.run_command(Command(("grep", "-n", *args), (), 1), LINES, out)
+    status = shell.run_command(Command(("grep", "-n", *args), (), 1), piped(LINES), out)
     return status, out.getvalue(), err.getvalue()
 
 

@@ -1,0 +1,226 @@
+"""A pipeline's processes and the pipes between them, for ftrace-shell.
+
+bash forks a process for each command of ``a | b | c`` and joins them with pipe(2)s;
+they run at once, so ``cat trace_pipe | grep x`` prints each match as the event comes.
+Here each command runs on a thread of its own (:class:`Stage`), over a :class:`Pipe` that
+behaves as the kernel's (``fs/pipe.c``): a reader waits for data or for the last writer
+to go (end of file), a writer waits for room (``PIPE_DEF_BUFFERS`` pages), and a write
+with no reader left gets SIGPIPE. What a signal does to a process, ending it wherever it
+is, is :class:`KilledBySignal` raised in the stage at its next pipe operation, output,
+command or sleep; its blocking calls to the daemon are cancelled, so it gets there.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clients.api import FileSession
+    from clients.shell_runtime import Output
+
+__all__ = ["KilledBySignal", "Pipe", "PipeReader", "PipeWriter", "Stage", "StageOutput"]
+
+#: PIPE_DEF_BUFFERS (16) pages of 4 KiB: what a pipe holds before a writer waits.
+PIPE_CAPACITY = 16 * 4096
+
+
+class KilledBySignal(BaseException):
+    """The stage's process died of ``signo``; its status is 128 + ``signo``, as bash's
+    for a child a signal ended. A BaseException: nothing in a command may go on after it."""
+
+    def __init__(self, signo: int) -> None:
+        super().__init__(signal.Signals(signo).name)
+        self.signo = signo
+
+    @property
+    def status(self) -> int:
+        return 128 + self.signo
+
+
+class Stage:
+    """One process of a pipeline: the signal that killed it, the daemon's files it holds
+    open, and the pipelines it runs in turn (a signal to the process group reaches
+    them). The shell's own process is a stage nothing kills but Ctrl-C, which Python
+    delivers to the main thread as KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._killed = threading.Event()
+        self.signo: int | None = None
+        self._sessions: list[FileSession] = []
+        self._children: list[Stage] = []
+        self._pipes: list[Pipe] = []
+
+    def check(self) -> None:
+        """Where a process dead of a signal stops: raise its KilledBySignal."""
+        if self.signo is not None:
+            raise KilledBySignal(self.signo)
+
+    def kill(self, signo: int) -> None:
+        """Deliver ``signo`` (the first one delivered is the one it dies of): cancel the
+        daemon calls it waits on, wake its pipe operations and sleeps, kill the stages of
+        its own pipelines."""
+        with self._lock:
+            if self.signo is None:
+                self.signo = signo
+            sessions, self._sessions = self._sessions, []
+            children, pipes = list(self._children), list(self._pipes)
+        self._killed.set()
+        for session in sessions:
+            session.cancel()
+        for pipe in pipes:
+            pipe.wake()
+        for child in children:
+            child.kill(signo)
+
+    def hold(self, session: FileSession) -> FileSession:
+        """A file the stage opened on the daemon: cancelled if it is killed (at once if
+        it was killed while the open was on its way)."""
+        with self._lock:
+            self._sessions = [held for held in self._sessions if not held.closed]
+            if self.signo is None:
+                self._sessions.append(session)
+                return session
+        session.cancel()
+        raise KilledBySignal(self.signo)
+
+    def spawn(self) -> Stage:
+        """A stage of a pipeline this one runs: killed with it."""
+        child = Stage()
+        with self._lock:
+            self._children.append(child)
+            killed = self.signo
+        if killed is not None:
+            child.kill(killed)
+        return child
+
+    def reap(self, child: Stage) -> None:
+        with self._lock:
+            self._children.remove(child)
+
+    def attach(self, pipe: Pipe) -> None:
+        """A pipe the stage reads or writes: a kill wakes it there."""
+        with self._lock:
+            self._pipes.append(pipe)
+
+    def sleep(self, seconds: float) -> None:
+        """sleep(3), which a signal ends."""
+        self._killed.wait(seconds)
+        self.check()
+
+
+class Pipe:
+    """``struct pipe_inode_info``: the bytes written and not yet read, and whether its
+    read and write ends are still open. Both ends wait on one condition, as on the
+    pipe's ``wait`` queue."""
+
+    def __init__(self, capacity: int = PIPE_CAPACITY) -> None:
+        self.capacity = capacity
+        self._wait = threading.Condition()
+        self._buffer = bytearray()
+        self._readers = 1
+        self._writers = 1
+
+    def wake(self) -> None:
+        with self._wait:
+            self._wait.notify_all()
+
+    def pipe_read(self, stage: Stage) -> bytes:
+        """``pipe_read()``: what is buffered, waiting while the pipe is empty and has a
+        writer; b"" at end of file."""
+        with self._wait:
+            while not self._buffer and self._writers:
+                stage.check()
+                self._wait.wait()
+            stage.check()
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            self._wait.notify_all()
+            return data
+
+    def pipe_write(self, data: bytes, stage: Stage) -> None:
+        """``pipe_write()``: all of ``data``, waiting for room as the reader takes it;
+        SIGPIPE once there is no reader (before or while it waits)."""
+        view = memoryview(data)
+        with self._wait:
+            while view and self._readers:
+                stage.check()
+                room = self.capacity - len(self._buffer)
+                if room <= 0:
+                    self._wait.wait()
+                    continue
+                self._buffer += view[:room]
+                view = view[room:]
+                self._wait.notify_all()
+        if view:
+            stage.kill(signal.SIGPIPE)
+            stage.check()
+
+    def release(self, *, reader: bool) -> None:
+        """``pipe_release()``: one end closed; the other side's waits wake to see it."""
+        with self._wait:
+            if reader:
+                self._readers -= 1
+            else:
+                self._writers -= 1
+            self._wait.notify_all()
+
+
+class PipeReader:
+    """A stage's standard input from the pipe before it."""
+
+    def __init__(self, pipe: Pipe, stage: Stage) -> None:
+        self._pipe = pipe
+        self._stage = stage
+        self._open = True
+        stage.attach(pipe)
+
+    def reads(self) -> Iterator[bytes]:
+        """read(2)s until end of file."""
+        while self._open and (data := self._pipe.pipe_read(self._stage)):
+            yield data
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._pipe.release(reader=True)
+
+
+class PipeWriter:
+    """A stage's standard output into the pipe after it (an Output)."""
+
+    def __init__(self, pipe: Pipe, stage: Stage) -> None:
+        self._pipe = pipe
+        self._stage = stage
+        self._open = True
+        stage.attach(pipe)
+
+    def write(self, data: bytes) -> None:
+        self._pipe.pipe_write(data, self._stage)
+
+    def close(self) -> None:
+        """Not a redirection's to close: the stage's end goes when the stage does."""
+
+    def release(self) -> None:
+        if self._open:
+            self._open = False
+            self._pipe.release(reader=False)
+
+
+class StageOutput:
+    """The shell's stdout or stderr as a stage writes it: a process dead of a signal
+    writes nothing more."""
+
+    def __init__(self, output: Output, stage: Stage) -> None:
+        self._output = output
+        self._stage = stage
+
+    def write(self, data: bytes) -> None:
+        self._stage.check()
+        self._output.write(data)
+
+    def close(self) -> None:
+        """The shell's streams outlive the stage."""
