@@ -1,6 +1,8 @@
-"""How a ``/proc/sys`` file of one ``int`` takes a write and serves a read:
+"""How a ``/proc/sys`` file of one number takes a write and serves a read:
 ``proc_dointvec()`` of kernel/sysctl.c (3.6), for a table whose ``maxlen`` is
-``sizeof(int)``.  A read gets the number and a newline, at offset 0 only.
+``sizeof(int)``, and ``proc_doulongvec_minmax()`` for one ``unsigned long`` (the
+``tainted`` file's ``proc_taint()``).  A read gets the number and a newline, at offset 0
+only.
 
 The written bytes (at most ``PAGE_SIZE - 1`` of them) are copied into a page that a NUL
 ends.  Spaces are skipped, one number is read (an optional ``-``, then
@@ -21,9 +23,13 @@ bytes left), while ``"1\\n\\0"`` sets 1 and consumes 2 bytes, and the rewrite of
 from __future__ import annotations
 
 import errno
+from typing import TYPE_CHECKING
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.strings import simple_strtoul, skip_spaces
+
+if TYPE_CHECKING:
+    from kernel_daemon.kernel import Kernel
 
 PAGE_SIZE = 4096
 # proc_get_long()'s tmp[TMPBUFLEN]: a number of TMPBUFLEN - 1 bytes fills it, and what
@@ -33,6 +39,7 @@ TMPBUFLEN = 22
 proc_wspace_sep = b" \t\n"
 # A C int on x86_64: 32 bits, two's complement.
 INT_BITS = 32
+BITS_PER_LONG = 64
 
 
 def proc_get_long(buf: bytes) -> tuple[int, bool, int]:
@@ -69,32 +76,56 @@ def do_proc_dointvec_conv(neg: bool, lval: int) -> int:
     return value - (1 << INT_BITS) if value >> (INT_BITS - 1) else value
 
 
-def proc_dointvec(buffer: bytes, valp: int) -> tuple[int, int]:
-    """``proc_dointvec()``, write side, one ``int``: the value at ``valp`` after a write of
-    ``buffer``, and ``*lenp``: the bytes the write consumed, what write(2) returns.
+def _proc_write_one(buffer: bytes) -> tuple[int, bool, int] | None:
+    """The write side of ``__do_proc_dointvec()`` and ``__do_proc_doulongvec_minmax()``
+    for a table of one value: the number written (its magnitude and whether a ``-``
+    led it) and ``*lenp``, the bytes the write consumed; None for an empty write
+    (``!*lenp``: nothing read, nothing set, 0 returned).
 
     EINVAL if no number is there (nothing but spaces, or garbage) or it is malformed
-    (:func:`proc_get_long`); the value is then unchanged.
+    (:func:`proc_get_long`).
     """
-    if not buffer:  # !*lenp: nothing read, nothing written
-        return valp, 0
+    if not buffer:
+        return None
     # copy_from_user() of at most PAGE_SIZE - 1 bytes; left is always len(kbuf).
     kbuf = buffer[:PAGE_SIZE - 1]
     kbuf = kbuf[skip_spaces(kbuf):]
     if not kbuf:
         raise KernelError(errno.EINVAL)  # first: no value read
     lval, neg, length = proc_get_long(kbuf)
-    valp = do_proc_dointvec_conv(neg, lval)
     kbuf = kbuf[length:]
     kbuf = kbuf[skip_spaces(kbuf):]
     # *lenp -= left: *lenp is the whole count, left only counts the page, so the bytes
     # of a write beyond PAGE_SIZE - 1 count as consumed.
-    return valp, len(buffer) - len(kbuf)
+    return lval, neg, len(buffer) - len(kbuf)
+
+
+def proc_dointvec(buffer: bytes, valp: int) -> tuple[int, int]:
+    """``proc_dointvec()``, write side, one ``int``: the value at ``valp`` after a write of
+    ``buffer``, and ``*lenp``: the bytes the write consumed, what write(2) returns.
+    EINVAL (the value unchanged) as :func:`_proc_write_one`."""
+    written = _proc_write_one(buffer)
+    if written is None:
+        return valp, 0
+    lval, neg, count = written
+    return do_proc_dointvec_conv(neg, lval), count
+
+
+def proc_doulongvec_minmax(buffer: bytes, valp: int) -> tuple[int, int]:
+    """``proc_doulongvec_minmax()``, write side, one ``unsigned long`` and no bounds: as
+    :func:`proc_dointvec`, but a negative number leaves the value as it was and the
+    write still succeeds (3.6's ``if (neg) continue;``, which later kernels made
+    EINVAL), and the number keeps its 64 bits."""
+    written = _proc_write_one(buffer)
+    if written is None:
+        return valp, 0
+    lval, neg, count = written
+    return (valp if neg else lval), count
 
 
 def proc_dointvec_read(valp: int, size: int, pos: int) -> bytes:
-    """``proc_dointvec()``, read side, one ``int``: what a read of ``size`` bytes at file
-    offset ``pos`` gets.
+    """``proc_dointvec()`` (and ``proc_doulongvec_minmax()``), read side, one value: what
+    a read of ``size`` bytes at file offset ``pos`` gets.
 
     Only a read at offset 0 gets anything (``*ppos && !write`` returns nothing): so ``dd
     bs=1`` reads ``1`` and then end of file, where a seq_file would go on to the newline.
@@ -105,3 +136,21 @@ def proc_dointvec_read(valp: int, size: int, pos: int) -> bytes:
         return b""
     text = str(valp).encode()[:size]
     return text + b"\n" if len(text) < size else text
+
+
+def proc_taint(kernel: Kernel, buffer: bytes) -> int:
+    """``proc_taint()``, write side: the number written is a mask whose every bit is
+    ``add_taint()``-ed, so taint is only ever added (a 0 changes nothing). Returns the
+    bytes consumed. Its ``capable(CAP_SYS_ADMIN)`` test passes: every caller of the
+    model is root."""
+    tmptaint, count = proc_doulongvec_minmax(buffer, kernel.panic.tainted_mask)
+    for i in range(BITS_PER_LONG):
+        if (tmptaint >> i) & 1:
+            kernel.panic.add_taint(i)
+    return count
+
+
+def proc_taint_read(kernel: Kernel, size: int, pos: int) -> bytes:
+    """``proc_taint()``, read side: ``tainted_mask`` in decimal (512, TAINT_WARN's bit,
+    after a WARN)."""
+    return proc_dointvec_read(kernel.panic.tainted_mask, size, pos)

@@ -111,6 +111,28 @@ def test_publish_early(spawn, race):
             assert "WARNING" not in dmesg
 
 
+def test_a_load_that_finds_ftrace_killed_in_the_publish_early_window_stores_nothing(spawn):
+    """A filter write in the window finds a new record at 0 that the old filter names:
+    its disable pass WARNs (ftrace_kill()), and its enable pass, which runs regardless,
+    counts the new filter's two functions. The load then stops at its loop's
+    ftrace_disabled test: it stores no count and patches no site on a dead ftrace."""
+    site = "ftrace_update_code:before_publish"
+    daemon = spawn(CORE + ["--race", "publish-early"])
+    with Client(daemon.address) as client:
+        client.load("uinput")
+        ShellProcess(daemon.address, "echo uinput_release > set_ftrace_filter; "
+                     "echo function > current_tracer").finish()
+        client.unload("uinput")
+        client.set_failpoint(site, "1*pause")
+        interleave(client, daemon.address, site, "modprobe uinput",
+                   "echo uinput_dev_event >> set_ftrace_filter", True)
+        assert client.stats().ftrace_disabled
+        assert "WARNING: at kernel/trace/ftrace.c:1529" in client.dmesg()
+        records = client.dump_records(module="uinput", only_nonzero=True)
+        assert {(r.function, r.flags) for r in records} == {("uinput_release", 1),
+                                                           ("uinput_dev_event", 1)}
+
+
 @pytest.mark.parametrize("race", [True, False])
 def test_unload_unlocked(spawn, race):
     site = "__ftrace_hash_rec_update:next_page"

@@ -19,8 +19,10 @@ from clients.errors import FtraceError
 from kernel_daemon.bitmap import bitmap_parse_user, bitmap_scnprintf
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.core import ftrace_kill
+from kernel_daemon.panic import TAINT_WARN
 from kernel_daemon.strings import hex_to_bin, simple_strtoul
 from kernel_daemon.sysctl import proc_dointvec, proc_dointvec_read
+from kernel_daemon.task import Task
 from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
 from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
@@ -171,6 +173,36 @@ def test_ftrace_enabled_is_enodev_before_it_is_parsed_after_ftrace_kill():
         assert refused(write, vfs, SYSCTL, b"garbage\n") == errno.ENODEV
         assert refused(write, vfs, SYSCTL, b"1\n") == errno.ENODEV
         assert refused(cat, vfs, SYSCTL) == errno.ENODEV
+
+
+# --- /proc/sys/kernel/tainted: proc_taint() -------------------------------------------
+
+TAINTED = "/proc/sys/kernel/tainted"
+
+
+def test_tainted_shows_the_warn_bit_after_a_warn():
+    with booted(cpus=1) as kernel:
+        vfs = mount(kernel)
+        assert cat(vfs, TAINTED) == "0\n"
+        kernel.panic.warn_slowpath_null("kernel/trace/ftrace.c", 1529, Task(20903, "bash"),
+                                        ["__ftrace_hash_rec_update"])
+        assert cat(vfs, TAINTED) == f"{1 << TAINT_WARN}\n"
+
+
+def test_a_write_to_tainted_only_adds_taint():
+    """proc_taint(): each bit of the number written is add_taint()-ed; a 0 or a negative
+    number (3.6's proc_doulongvec_minmax skips it) changes nothing, and succeeds."""
+    with booted(cpus=1) as kernel:
+        vfs = mount(kernel)
+        for data, shown in [(b"512\n", "512\n"), (b"1", "513\n"), (b"0", "513\n"),
+                            (b"-4", "513\n"), (b" 0x4 ", "517\n")]:
+            assert write(vfs, TAINTED, data) == len(data)
+            assert cat(vfs, TAINTED) == shown
+        assert kernel.panic.print_tainted().startswith("Tainted: P S")
+        for data in (b"abc", b"   ", b"1" * 21):
+            assert refused(write, vfs, TAINTED, data) == errno.EINVAL
+        assert write(vfs, TAINTED, b"18446744073709551615") == 20  # all 64 bits
+        assert cat(vfs, TAINTED) == f"{(1 << 64) - 1}\n"
 
 
 # --- lib/bitmap.c: bitmap_scnprintf, __bitmap_parse ------------------------------------

@@ -168,6 +168,11 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
                 ft.failpoints.fire("ftrace_update_code:before_publish")
             finally:
                 ft.ftrace_lock.acquire()
+            if ft.ftrace_disabled:
+                # The loop's test at each record (``if (unlikely(ftrace_disabled))
+                # return -1;``): a hash update in the window that WARNed stores nothing
+                # more here.
+                return
         else:
             ft.failpoints.fire("ftrace_update_code:before_publish")
     calls = cnt > 0 if ft.ftrace_start_up else np.zeros(len(cnt), dtype=bool)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from kernel_daemon.ftrace.sysctl import ftrace_enable_sysctl, ftrace_enable_sysctl_read
 from kernel_daemon.ftrace.listing import Listing
+from kernel_daemon.sysctl import proc_taint, proc_taint_read
 from kernel_daemon.tracefs.buffer_files import TracingBuffersFile
 from kernel_daemon.tracefs.event_files import SetEventFile, available_events, events_directory
 from kernel_daemon.tracefs.files import (FtraceListingFile, FtracePidFile, GeneratedFile,
@@ -117,6 +118,7 @@ def proc_directory(kernel: Kernel) -> Directory:
     proc = Directory()
     sysctl_kernel = proc.setdefault("sys", Directory()).setdefault("kernel", Directory())
     sysctl_kernel["ftrace_enabled"] = ProcSysFile(sysctl_read, sysctl_write)
+    sysctl_kernel["tainted"] = ProcSysFile(proc_taint_read, proc_taint)
     proc["modules"] = ProcSeqOperationsFile(lambda k: k.modules.modules_op())
     proc["kallsyms"] = ProcSeqOperationsFile(lambda k: k.kallsyms.kallsyms_op())
     return proc
