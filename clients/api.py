@@ -15,7 +15,8 @@ instead of ``grpc.RpcError``::
 Streams: :meth:`Client.open` (a file session; leaving the ``with`` block releases the file),
 :meth:`Client.attach` (an ftrace_ops for the life of a :class:`TracerSession`),
 :meth:`Client.trace_pipe` and :meth:`Client.dmesg_follow` (server streams, cancelled when
-their ``with`` block ends).
+their ``with`` block ends). Ctrl-C while a file session or a server stream waits for
+the daemon cancels the call, then raises KeyboardInterrupt (:mod:`clients.interrupt`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import grpc
 from clients.connection import Connection, connect
 from clients.errors import FtraceError, translate_rpc_errors
 from clients.identity import Identity
+from clients.interrupt import Messages
 from ftrace.v1 import kernel_pb2, modules_pb2, tracefs_pb2, tracer_pb2
 from kernel_daemon.rpc.status import lock_acquisitions_from_trailers
 
@@ -93,7 +95,7 @@ class ServerStream(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         with translate_rpc_errors():
-            for message in self._call:
+            for message in Messages(self._call):
                 yield from self._convert(message)
 
     def cancel(self) -> None:
@@ -119,6 +121,7 @@ class FileSession:
     def __init__(self, stub: Any, path: str, flags: int) -> None:
         self._requests = RequestQueue()
         self._call = stub.Session(iter(self._requests))
+        self._responses = Messages(self._call)
         self._closed = False
         try:
             opened: tracefs_pb2.OpenResult = self._do(
@@ -139,13 +142,14 @@ class FileSession:
         self._requests.put(request)
         try:
             with translate_rpc_errors():
-                response: tracefs_pb2.FileResponse = next(self._call)
+                response: tracefs_pb2.FileResponse = next(self._responses)
         except StopIteration:
             self._closed = True
             raise _stream_ended() from None
         except BaseException:
-            # The call failed, or we stopped waiting (Ctrl-C): its answer would come out of
-            # turn, so the session is over; cancelling makes the daemon release the file.
+            # The call failed, or we stopped waiting (Ctrl-C, which cancelled it already):
+            # its answer would come out of turn, so the session is over; cancelling makes
+            # the daemon release the file.
             self.cancel()
             raise
         kind = response.WhichOneof("result")
@@ -203,7 +207,7 @@ class FileSession:
         self._closed = True
         self._requests.end()
         with translate_rpc_errors():
-            for _ in self._call:  # the server ends the call with OK after close
+            for _ in self._responses:  # the server ends the call with OK after close
                 pass
         return result.result
 
@@ -599,7 +603,7 @@ class Client:
             limit=limit,
         )
         with translate_rpc_errors():
-            return [record for chunk in self.connection.kernel.DumpRecords(request)
+            return [record for chunk in Messages(self.connection.kernel.DumpRecords(request))
                     for record in chunk.records]
 
     def list_ops(self, include_hashes: bool = False) -> list[kernel_pb2.OpsInfo]:

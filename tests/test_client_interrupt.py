@@ -1,0 +1,216 @@
+"""Ctrl-C during a blocking call of the client library (clients.interrupt): the call is
+cancelled first, then KeyboardInterrupt comes out of the client's own code, never out of
+gRPC's; the daemon releases what the call held; the program exits as before (the shell
+with 130).
+
+The interrupted programs are child processes of a real ftraced: SIGINT goes to a main
+thread, which a pytest worker's must not get.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Callable
+
+import pytest
+
+from clients.api import Client
+from tests.children import REPO, child_env
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.test_daemon_tracefs import wait_until
+from tests.test_shell_grep_stream import Reader
+from tests.test_shell_integration import TRACING, start_shell
+from tests.test_tracer_client import DEADLINE
+
+#: How many times the shell is interrupted: a hang that comes once in tens of runs
+#: under load gets its chances.
+SHELL_ROUNDS = 20
+
+#: A program blocked in one of the library's waits until SIGINT; it then reports where
+#: KeyboardInterrupt came from (every frame of its traceback) and whether SIGINT raises
+#: KeyboardInterrupt again, and closes its client (the channel's close() waits for every
+#: call to end). "ready" says it is about to wait: from there to the wait no gRPC code
+#: runs on its main thread, so a frame of grpc's can only come from the wait itself.
+#: With a third argument the session's read raises SIGINT itself, at one of the points
+#: of grpc's _next where KeyboardInterrupt leaves a lock wrong (clients.interrupt): as
+#: the channel's Condition.__enter__ returns ("enter"), as its __exit__ starts ("exit"),
+#: in the call's Condition.wait() just after _release_save() ("wait").
+_INTERRUPTED = """
+import inspect, signal, sys, threading, traceback
+from clients.api import Client
+
+def sigint_in_grpc(where):
+    method = {"enter": "__enter__", "exit": "__exit__", "wait": "wait"}[where]
+    code = getattr(threading.Condition, method).__code__
+    lines, first = inspect.getsourcelines(threading.Condition.wait)
+    released = first + next(i for i, line in enumerate(lines) if "gotit = False" in line)
+    armed = True
+
+    def fire():
+        nonlocal armed
+        armed = False
+        sys.settrace(None)
+        signal.raise_signal(signal.SIGINT)
+
+    def local(frame, event, arg):
+        if armed and (event, where) in (("return", "enter"), ("line", "wait")) and (
+                where == "enter" or frame.f_lineno == released):
+            fire()
+        return local
+
+    def tracer(frame, event, arg):
+        caller = frame.f_back
+        while caller is not None and caller.f_code.co_name != "_next":
+            caller = caller.f_back
+        if not armed or frame.f_code is not code or caller is None:
+            return None
+        call_lock = frame.f_locals["self"] is caller.f_locals["self"]._state.condition
+        if call_lock != (where == "wait"):
+            return None
+        if where == "exit":
+            fire()
+        return local
+
+    sys.settrace(tracer)
+
+TRACING = "/sys/kernel/debug/tracing"
+client = Client(sys.argv[1])
+try:
+    if sys.argv[2] == "session":
+        with client.open(TRACING + "/trace_pipe") as session:
+            print("ready", flush=True)
+            if len(sys.argv) > 3:
+                sigint_in_grpc(sys.argv[3])
+            session.read()
+    else:
+        follow = client.trace_pipe if sys.argv[2] == "trace_pipe" else client.dmesg_follow
+        with follow() as stream:
+            print("ready", flush=True)
+            for _ in stream:
+                pass
+except KeyboardInterrupt as interrupt:
+    for frame in traceback.extract_tb(interrupt.__traceback__):
+        print("frame", frame.filename)
+    print("default handler", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+client.close()
+print("closed")
+"""
+
+
+def held(client: Client, kind: str) -> int:
+    """What the interrupted call holds in the daemon: files for a file session and
+    trace_pipe, streams for dmesg -w."""
+    stats = client.stats()
+    return stats.streams if kind == "dmesg_follow" else stats.open_files
+
+
+def check_interrupted_in_the_client(program: subprocess.Popen, out: bytes,
+                                    err: bytes) -> None:
+    """The program of ``_INTERRUPTED`` got KeyboardInterrupt without a frame of grpc's in
+    its traceback, SIGINT raised it again afterwards, and the client closed."""
+    lines = out.decode().splitlines()
+    frames = [line.split(" ", 1)[1] for line in lines if line.startswith("frame ")]
+    assert (program.returncode, err) == (0, b""), lines
+    assert frames, lines
+    assert not [name for name in frames if f"{os.sep}grpc{os.sep}" in name], frames
+    assert lines[-2:] == ["default handler True", "closed"], lines
+
+
+@pytest.mark.parametrize("kind", ["session", "trace_pipe", "dmesg_follow"])
+def test_ctrl_c_cancels_the_call_then_raises_from_the_client(daemon, kind):
+    """The KeyboardInterrupt comes out of the client library, its traceback without a
+    frame of grpc's; afterwards SIGINT raises it again, the channel closes, and the
+    daemon has let go of the call's file or stream."""
+    with daemon.connect() as client:
+        program = subprocess.Popen(
+            [sys.executable, "-c", _INTERRUPTED, daemon.address, kind], cwd=REPO,
+            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            shown = Reader(program)
+            shown.until(b"ready\n")
+            wait_until(lambda: held(client, kind) == 1, DEADLINE)
+            program.send_signal(signal.SIGINT)
+            out, err = program.communicate(timeout=DEADLINE)
+        finally:
+            program.kill()
+        wait_until(lambda: held(client, kind) == 0, DEADLINE)
+    check_interrupted_in_the_client(program, shown.data + out, err)
+
+
+@pytest.mark.parametrize("where", ["enter", "exit", "wait"])
+def test_sigint_where_grpc_holds_its_locks_wrong_cancels_all_the_same(daemon, where):
+    """SIGINT at the very points of grpc's wait where KeyboardInterrupt leaves the
+    channel's lock held (which hung: cancel() waited for the call's lock, held by the
+    thread sending requests, itself waiting for the channel's) or the call's released
+    (which failed with RuntimeError): the call is cancelled, KeyboardInterrupt comes out
+    of the client, the channel closes and the file is released."""
+    with daemon.connect() as client:
+        program = subprocess.Popen(
+            [sys.executable, "-c", _INTERRUPTED, daemon.address, "session", where],
+            cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = program.communicate(timeout=DEADLINE)
+        finally:
+            program.kill()
+        wait_until(lambda: client.stats().open_files == 0, DEADLINE)
+    check_interrupted_in_the_client(program, out, err)
+
+
+def test_ctrl_c_in_cat_trace_pipe_exits_130_and_releases_the_file(daemon, tmp_path):
+    """``ftrace-shell -c 'cat trace_pipe'`` and Ctrl-C, again and again: each time the
+    shell exits with 130 within the deadline and the daemon releases trace_pipe."""
+    with daemon.connect() as client:
+        for _ in range(SHELL_ROUNDS):
+            shell = start_shell(tmp_path, ["--address", daemon.address, "-c",
+                                           f"cat {TRACING}/trace_pipe"])
+            try:
+                wait_until(lambda: client.stats().open_files == 1, DEADLINE)
+                shell.send_signal(signal.SIGINT)
+                out, err = shell.communicate(timeout=DEADLINE)
+            finally:
+                shell.kill()
+            assert (shell.returncode, out, err) == (130, b"", b"")
+            wait_until(lambda: client.stats().open_files == 0, DEADLINE)
+
+
+def on_a_thread(call: Callable[[], object]) -> object:
+    """``call()`` run on a thread of its own: its result, or what it raised."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as error:  # noqa: BLE001  (handed to the test)
+            outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(DEADLINE)
+    assert not thread.is_alive(), "the call did not return"
+    return outcome[0]
+
+
+def test_calls_off_the_main_thread_leave_sigint_alone(daemon):
+    """A thread other than the main one has no signal handlers to set: its file sessions
+    and streams read as on the main thread, and SIGINT's handler stays as it was."""
+    handler = signal.getsignal(signal.SIGINT)
+    with daemon.connect() as client:
+
+        def session() -> bytes:
+            with client.open(f"{TRACING}/tracing_on") as opened:
+                return opened.read()
+
+        def stream() -> object:
+            with client.trace_pipe(nonblock=True) as pipe:
+                return b"".join(pipe)
+
+        assert on_a_thread(session) == b"1\n"
+        client.write_file(f"{TRACING}/current_tracer", "function")
+        client.invoke("vfs_read", "sys_read", pid=4001, comm="threaded")
+        assert b"threaded-4001" in on_a_thread(stream)  # type: ignore[operator]
+        assert signal.getsignal(signal.SIGINT) is handler
+        wait_until(lambda: client.stats().open_files == 0, DEADLINE)
