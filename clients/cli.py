@@ -188,9 +188,12 @@ def _wait_seconds(text: str) -> float:
     return value
 
 
-def add_connect_timeout(container: argparse._ActionsContainer) -> None:
-    """Every client's ``--connect-timeout``."""
-    container.add_argument("--connect-timeout", type=_wait_seconds, default=10.0, metavar="S",
+def add_connect_timeout(container: argparse._ActionsContainer, again: bool = False) -> None:
+    """Every client's ``--connect-timeout``. ``again``: a second place for it, after a
+    subcommand's name: argparse copies a subcommand's defaults over what was parsed before
+    it, so there it has none, and a value given before the subcommand stays."""
+    container.add_argument("--connect-timeout", type=_wait_seconds,
+                           default=argparse.SUPPRESS if again else 10.0, metavar="S",
                            help="how long to wait for the daemon to answer, one still "
                                 "starting included (default 10)")
 

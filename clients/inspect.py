@@ -1,10 +1,13 @@
 """``ftrace-inspect``: the kernel's ftrace memory read straight from shared memory.
 
     ftrace-inspect [--address A | --namespace NS] [--no-symbols] COMMAND
-        records [--module M] [--nonzero] [--function GLOB]
-        summary
+        records [--module M] [--nonzero] [--function GLOB] [--torn]
+        summary [--torn]
         trace [--cpu N]
-        check [--tracing-active]
+        check [--tracing-active] [--locked] [--torn]
+        failpoints list | set NAME SPEC | wait NAME | release NAME
+
+The options before COMMAND are taken after it too (``records --connect-timeout 3``).
 
 What ``crash`` or ``drgn`` do with ``/proc/kcore``: the record pages
 (:class:`~kernel_daemon.ftrace.snapshot.RecordsReader`) and the trace ring buffers
@@ -23,7 +26,9 @@ leaves its records nameless. ``--no-symbols`` prints addresses only and, with
 
 Commands:
 
-``records``  one line per record, in record order: ip, flags (hex), count, ``E`` when
+``records``  a header line (``IP FLAGS COUNT E FUNCTION [MODULE]``, always, as ``ps``
+             prints one), then one line per record, in record order: ip, flags (hex:
+             the count in the low bits, FTRACE_FL_ENABLED = 1<<30), count, ``E`` when
              FTRACE_FL_ENABLED is set (``.`` otherwise), name and ``[module]``.
              ``--nonzero``: count > 0 or ENABLED (what DumpRecords' only_nonzero selects);
              ``--module M``: that module's records; ``--function GLOB``: names matching
@@ -50,9 +55,21 @@ Commands:
              say so: the findings are then what the aborted update left, for good.
              ``--locked``: ask ``Kernel.CheckConsistency`` too, and print its anomalies
              first (a missing or leaked reference, a patch mismatch, a freed page read).
+             It waits for ftrace_lock as long as it takes (a thread paused at a failpoint
+             may hold it); after a second it says so on stderr, with the threads paused
+             at failpoints now.
+``failpoints``  list, arm, wait for and release the daemon's failpoints (see
+             :mod:`clients.inspect_failpoints`): a race window stepped by hand.
 
-Exit status: 0; 1 when ``check`` found something; 2 on errors, no daemon answering within
-``--connect-timeout`` among them (as for every client).
+The record commands copy the pages under their seqlock (a reader's retry): while a writer
+is in them (a thread paused in ``__ftrace_hash_rec_update``), no copy is consistent; after
+a second they say so on stderr, after :data:`SNAPSHOT_TIMEOUT` seconds they give up.
+``--torn`` reads the pages as they are instead, as ``crash`` does, and says so
+(``torn: ...``, on stdout for ``summary`` and ``check``, on stderr for ``records``).
+
+Exit status: 0; 1 when ``check`` found something, or ``failpoints wait`` saw no thread
+pause in time; 2 on errors, no daemon answering within ``--connect-timeout`` among them
+(as for every client), an unknown failpoint or a bad spec too; 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -71,7 +88,11 @@ from clients.cli import (add_connect_timeout, address_argument, check_address_en
 from clients.connection import resolve_address
 from clients.errors import FtraceError
 from clients.identity import Identity
-from kernel_daemon.ftrace.snapshot import GroupSnapshot, RecordsReader, RecordsSnapshot
+from clients.inspect_failpoints import (NOTICE_AFTER, add_failpoints_parser,
+                                        call_noting_wait, check_failpoints_args, paused_now,
+                                        run_failpoints)
+from kernel_daemon.ftrace.snapshot import (GroupSnapshot, RecordsReader, RecordsSnapshot,
+                                           SnapshotRetry)
 from kernel_daemon.shm import NAMESPACE_RE
 from kernel_daemon.trace.reader import RingBufferReader
 from kernel_daemon.trace.saved_cmdlines import SavedCmdlinesReader
@@ -79,6 +100,12 @@ from kernel_daemon.trace.trace_output import format_events, trace_bytes
 
 PROG = "ftrace-inspect"
 EXIT_FOUND, EXIT_ERROR = 1, 2
+#: 128 + SIGINT, as a shell reports a command Ctrl-C ended.
+EXIT_INTERRUPTED = 130
+#: How long a consistent snapshot of the records is waited for.
+SNAPSHOT_TIMEOUT = 5.0
+TORN = ("torn: read while a writer was in the record pages (no consistent snapshot): "
+        "counts and flags may be half-updated")
 
 
 class InspectError(Exception):
@@ -126,6 +153,12 @@ class Record:
     name: str  # "" when unresolved
     module: str  # "" for the core kernel
 
+    @staticmethod
+    def header(names: bool) -> str:
+        """The column names over :meth:`line`s (``names``: a FUNCTION column)."""
+        return (f"{'IP':<16} {'FLAGS':<10} {'COUNT':>5} E"
+                + (" FUNCTION [MODULE]" if names else " [MODULE]"))
+
     def line(self, note: str = "") -> str:
         fields = [f"{self.ip:016x}", f"{self.flags:#010x}", f"{self.count:5d}",
                   "E" if self.enabled else "."]
@@ -144,8 +177,10 @@ def records_of(group: GroupSnapshot, symbols: Symbols | None) -> Iterator[Record
 
 
 def cmd_records(snapshot: RecordsSnapshot, symbols: Symbols | None,
-                args: argparse.Namespace) -> int:
-    lines = []
+                args: argparse.Namespace, torn: bool) -> int:
+    if torn:  # on stderr: stdout stays the table
+        print(f"{PROG}: {TORN}", file=sys.stderr)
+    lines = [Record.header(symbols is not None) + "\n"]
     for group in snapshot.groups:
         if args.module is not None and group.module != args.module:
             continue
@@ -167,8 +202,14 @@ def print_if_killed(snapshot: RecordsSnapshot) -> None:
               "update left them, until a reboot")
 
 
-def cmd_summary(snapshot: RecordsSnapshot, args: argparse.Namespace) -> int:
+def print_if_torn(torn: bool) -> None:
+    if torn:
+        print(TORN)
+
+
+def cmd_summary(snapshot: RecordsSnapshot, args: argparse.Namespace, torn: bool) -> int:
     print(f"namespace {args.namespace}  generation {snapshot.generation}")
+    print_if_torn(torn)
     print_if_killed(snapshot)
     print(f"{'group':>5} {'module':<24} {'pages at':<18} {'records':>8} {'nonzero':>8} "
           f"{'enabled':>8}")
@@ -201,7 +242,7 @@ def cmd_trace(namespace: str, symbols: Symbols | None, args: argparse.Namespace)
 
 
 def cmd_check(snapshot: RecordsSnapshot, symbols: Symbols | None,
-              args: argparse.Namespace, locked: list[str]) -> int:
+              args: argparse.Namespace, locked: list[str], torn: bool) -> int:
     """The snapshot's findings after ``locked``, those of Kernel.CheckConsistency."""
     findings = list(locked)
     owner: dict[int, str] = {}
@@ -220,6 +261,7 @@ def cmd_check(snapshot: RecordsSnapshot, symbols: Symbols | None,
                 findings.append(record.line(": count > 0 but not ENABLED while tracing"))
     for finding in findings:
         print(finding)
+    print_if_torn(torn)
     print_if_killed(snapshot)
     records = sum(len(group.ips) for group in snapshot.groups)
     print(f"check: {records} records in {len(snapshot.groups)} groups, generation "
@@ -230,35 +272,85 @@ def cmd_check(snapshot: RecordsSnapshot, symbols: Symbols | None,
 # --- the program --------------------------------------------------------------------
 
 
+RECORDS_COLUMNS = """\
+columns (the first line names them):
+  IP        rec->ip: the call site's address
+  FLAGS     rec->flags: the reference count in the low 30 bits (FTRACE_FL_MASK is the
+            top two), FTRACE_FL_ENABLED = 1<<30 (0x40000000) while the site is patched
+            to call the tracer
+  COUNT     the reference count (rec->flags & ~FTRACE_FL_MASK): how many enabled
+            ftrace_ops select the function
+  E         E when FTRACE_FL_ENABLED is set, . otherwise
+  FUNCTION  the name (from /proc/kallsyms) and [module]; with --no-symbols, [module] only
+"""
+
+
+def daemon_options(container: argparse._ActionsContainer, again: bool) -> None:
+    """``--address`` and ``--connect-timeout``, which every command takes before its name
+    and ``again`` after it (with no defaults there: see :func:`add_connect_timeout`)."""
+    container.add_argument("--address", metavar="A", type=address_argument,
+                           default=argparse.SUPPRESS if again else None,
+                           help="daemon address (default: $FTRACED_ADDRESS, else the user's "
+                                "socket)")
+    add_connect_timeout(container, again)
+
+
+def memory_options(container: argparse._ActionsContainer, again: bool) -> None:
+    """``--namespace`` and ``--no-symbols``, the shared-memory commands' (as
+    :func:`daemon_options`)."""
+    container.add_argument("--namespace", metavar="NS",
+                           default=argparse.SUPPRESS if again else None,
+                           help="the shared-memory namespace (ftsim.<pid>.<n>) instead of "
+                                "asking the daemon")
+    container.add_argument("--no-symbols", action="store_true",
+                           default=argparse.SUPPRESS if again else False,
+                           help="no names (no /proc/kallsyms read): addresses only")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG,
                                 description="Read ftrace's records and ring buffers from "
-                                            "shared memory.")
-    p.add_argument("--address", metavar="A", type=address_argument,
-                   help="daemon address (default: $FTRACED_ADDRESS, else the user's socket)")
-    p.add_argument("--namespace", metavar="NS",
-                   help="the shared-memory namespace (ftsim.<pid>.<n>) instead of asking "
-                        "the daemon")
-    p.add_argument("--no-symbols", action="store_true",
-                   help="no names (no /proc/kallsyms read): addresses only")
-    add_connect_timeout(p)
+                                            "shared memory; drive the failpoints.")
+    daemon_options(p, again=False)
+    memory_options(p, again=False)
+    daemon_again = argparse.ArgumentParser(add_help=False)
+    daemon_options(daemon_again, again=True)
+    memory_again = argparse.ArgumentParser(add_help=False, parents=[daemon_again])
+    memory_options(memory_again, again=True)
+    torn = argparse.ArgumentParser(add_help=False)
+    torn.add_argument("--torn", action="store_true",
+                      help="while a writer is in the record pages (a thread paused in a "
+                           "count update), read them as they are, labelled torn, instead "
+                           "of waiting for a consistent snapshot")
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    records = commands.add_parser("records", help="one line per dyn_ftrace record")
+    records = commands.add_parser("records", parents=[memory_again, torn],
+                                  help="one line per dyn_ftrace record",
+                                  description="One line per dyn_ftrace record, in record "
+                                              "order, after a header line.",
+                                  epilog=RECORDS_COLUMNS,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     records.add_argument("--module", metavar="M", help="only module M's records")
     records.add_argument("--nonzero", action="store_true",
                          help="only records with a count or FTRACE_FL_ENABLED")
     records.add_argument("--function", metavar="GLOB", help="only names matching GLOB")
-    commands.add_parser("summary", help="record groups and totals")
-    trace = commands.add_parser("trace", help="the ring buffers' events as `trace` prints "
-                                                  "them, without its header")
+    commands.add_parser("summary", parents=[memory_again, torn],
+                        help="record groups and totals")
+    trace = commands.add_parser("trace", parents=[memory_again],
+                                help="the ring buffers' events as `trace` prints them, "
+                                     "without its header")
     trace.add_argument("--cpu", type=int, metavar="N", help="only CPU N's buffer")
-    check = commands.add_parser("check", help="lock-free consistency heuristic")
+    check = commands.add_parser("check", parents=[memory_again, torn],
+                                help="lock-free consistency heuristic",
+                                description="A finding is a record's line (the columns of "
+                                            "`records`) and what is wrong with it.")
     check.add_argument("--tracing-active", action="store_true",
                        help="an ops is registered and ftrace_enabled is 1: require "
                             "ENABLED <=> count > 0")
     check.add_argument("--locked", action="store_true",
                        help="also ask the daemon's Kernel.CheckConsistency, which compares "
-                            "each count with the ops' hashes under ftrace_lock")
+                            "each count with the ops' hashes under ftrace_lock (it waits "
+                            "for the lock, saying so after a second)")
+    add_failpoints_parser(commands, [daemon_again])
     return p
 
 
@@ -268,44 +360,97 @@ def wants_symbols(args: argparse.Namespace) -> bool:
 
 
 def asks_daemon(args: argparse.Namespace) -> bool:
-    """Whether the daemon is asked: for the namespace, the names, or its own check."""
-    return args.namespace is None or wants_symbols(args) or getattr(args, "locked", False)
+    """Whether the daemon is asked: for the failpoints, the namespace, the names, or its
+    own check."""
+    return (args.command == "failpoints" or args.namespace is None or wants_symbols(args)
+            or getattr(args, "locked", False))
+
+
+def connect(args: argparse.Namespace) -> Client:
+    """The daemon's client, waited for up to ``--connect-timeout``."""
+    try:
+        return Client.connect(args.address, Identity(os.getpid(), PROG),
+                              wait=args.connect_timeout)
+    except FtraceError as error:
+        raise InspectError(no_daemon_text(resolve_address(args.address), error)) from error
+
+
+def waiting_notice(what: str, client: Client | None) -> str:
+    """What ftrace-inspect says on stderr when it has waited a second for ``what``: with
+    the threads paused at failpoints now, when it talks to the daemon."""
+    if client is None:
+        return f"{PROG}: waiting for {what}"
+    return f"{PROG}: waiting for {what}; the threads paused at failpoints now:\n" + \
+        paused_now(client)
+
+
+def read_records(args: argparse.Namespace, client: Client | None) -> tuple[RecordsSnapshot,
+                                                                           bool]:
+    """The records, and whether the copy is torn (``--torn``, and a writer was in). A
+    consistent one is waited for up to :data:`SNAPSHOT_TIMEOUT`, saying after a second
+    what is in the way (the paused threads, when the daemon is asked)."""
+    reader = RecordsReader(args.namespace)
+    if args.torn:
+        try:
+            return reader.try_snapshot(), False
+        except SnapshotRetry:
+            return reader.torn_snapshot(), True
+    try:
+        return reader.snapshot(timeout=NOTICE_AFTER), False
+    except TimeoutError:
+        print(waiting_notice("a consistent snapshot: a writer is in the record pages",
+                             client), file=sys.stderr, flush=True)
+    try:
+        return reader.snapshot(timeout=SNAPSHOT_TIMEOUT - NOTICE_AFTER), False
+    except TimeoutError:
+        raise InspectError(f"{args.namespace}: no consistent snapshot in "
+                           f"{SNAPSHOT_TIMEOUT:g} s: a writer stayed in the record pages "
+                           f"(`{args.command} --torn` reads them as they are)") from None
+
+
+def read_memory(args: argparse.Namespace, client: Client | None, symbols: Symbols | None,
+                locked: list[str]) -> int:
+    """The shared-memory commands, after what the daemon was asked."""
+    if args.command == "trace":
+        return cmd_trace(args.namespace, symbols, args)
+    snapshot, torn = read_records(args, client)
+    if args.command == "records":
+        return cmd_records(snapshot, symbols, args, torn)
+    if args.command == "summary":
+        return cmd_summary(snapshot, args, torn)
+    return cmd_check(snapshot, symbols, args, locked, torn)
 
 
 def run(args: argparse.Namespace) -> int:
-    symbols = None
-    locked: list[str] = []
-    if asks_daemon(args):
-        identity = Identity(os.getpid(), PROG)
+    if not asks_daemon(args):
+        return read_memory(args, None, None, [])
+    client = connect(args)
+    with client:
         try:
-            client = Client.connect(args.address, identity, wait=args.connect_timeout)
+            if args.command == "failpoints":
+                return run_failpoints(client, args)
+            if args.namespace is None:
+                args.namespace = client.stats().shm_namespace
+            symbols = None
+            if wants_symbols(args):
+                symbols = Symbols(client.read_file("/proc/kallsyms").decode())
+            locked: list[str] = []
+            if getattr(args, "locked", False):
+                report = call_noting_wait(client.check_consistency, lambda: waiting_notice(
+                    "ftrace_lock (Kernel.CheckConsistency takes it)", client))
+                locked = [anomaly.message for anomaly in report.anomalies]
+            return read_memory(args, client, symbols, locked)
         except FtraceError as error:
-            where = resolve_address(args.address)
-            raise InspectError(no_daemon_text(where, error)) from error
-        with client:
-            try:
-                if args.namespace is None:
-                    args.namespace = client.stats().shm_namespace
-                if wants_symbols(args):
-                    symbols = Symbols(client.read_file("/proc/kallsyms").decode())
-                if getattr(args, "locked", False):
-                    locked = [anomaly.message
-                              for anomaly in client.check_consistency().anomalies]
-            except FtraceError as error:
-                raise InspectError(error_text(error, client)) from error
-    if args.command == "trace":
-        return cmd_trace(args.namespace, symbols, args)
-    snapshot = RecordsReader(args.namespace).snapshot()
-    if args.command == "records":
-        return cmd_records(snapshot, symbols, args)
-    if args.command == "summary":
-        return cmd_summary(snapshot, args)
-    return cmd_check(snapshot, symbols, args, locked)
+            raise InspectError(error_text(error, client)) from error
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if args.command == "failpoints":
+        if args.namespace is not None or args.no_symbols:
+            p.error("--namespace and --no-symbols are not for failpoints")
+        check_failpoints_args(p, args)
     if args.no_symbols and getattr(args, "function", None):
         p.error("--function needs names: drop --no-symbols")
     if args.namespace is not None and not NAMESPACE_RE.fullmatch(args.namespace):
@@ -321,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
               "(is the daemon running?)", file=sys.stderr)
     except (ValueError, TimeoutError) as error:
         print(f"{PROG}: {args.namespace}: {error}", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C in a wait: the program's end, not an error of it
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went (| head): before OSError, its base class
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

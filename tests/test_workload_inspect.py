@@ -194,8 +194,10 @@ def test_inspect_records_match_enabled_functions_and_leave_shm_alone(spawn, caps
         nowhere = inspect_main(capsys, "--address", "unix:/nonexistent/ftraced.sock",
                                "--namespace", namespace, "summary")
     assert nonzero.returncode == 0, nonzero.stderr
+    header, *lines = nonzero.stdout.splitlines()
+    assert header == "IP               FLAGS      COUNT E FUNCTION [MODULE]"
     records = [re.fullmatch(r"([0-9a-f]{16}) (0x[0-9a-f]{8}) +(\d+) ([E.]) (.+)", line)
-               for line in nonzero.stdout.splitlines()]
+               for line in lines]
     assert all(records), nonzero.stdout
     # enabled_functions prints "name [module] (count)" for every record with a count.
     assert [f"{r[5]} ({r[3]})" for r in records] == enabled.splitlines()
@@ -203,8 +205,10 @@ def test_inspect_records_match_enabled_functions_and_leave_shm_alone(spawn, caps
     assert ("uinput_read [uinput] (2)" in enabled.splitlines()
             and "vfs_read (2)" in enabled.splitlines())
 
-    assert one.split()[2:] == ["2", "E", "uinput_read", "[uinput]"]
-    assert [tuple(line.split()[:4]) for line in raw.splitlines()] == [
+    assert one.splitlines()[1].split()[2:] == ["2", "E", "uinput_read", "[uinput]"]
+    raw_header, *raw_lines = raw.splitlines()
+    assert raw_header == "IP               FLAGS      COUNT E [MODULE]"
+    assert [tuple(line.split()[:4]) for line in raw_lines] == [
         r.group(1, 2, 3, 4) for r in records]
     assert summary[0] == 0 and nowhere == summary
     assert re.search(r"^ +1 uinput +0x[0-9a-f]{16} +26 +6 +6$", summary[1], re.M), summary
@@ -354,12 +358,30 @@ def test_inspect_into_a_pipe_its_reader_closed_ends_quietly(spawn):
     assert (inspect.returncode, err) == (0, b"")
 
 
+def test_inspect_records_help_names_the_columns_and_options_go_after_the_command(capsys):
+    with pytest.raises(SystemExit):
+        ftrace_inspect.main(["records", "--help"])
+    help_text = capsys.readouterr().out
+    assert "FTRACE_FL_ENABLED = 1<<30 (0x40000000)" in help_text
+    assert all(f"\n  {column} " in help_text for column in ("IP", "FLAGS", "COUNT", "E"))
+    # The options before the command are taken after it too, and a value given before it
+    # stays when the command's own parser has none.
+    parse = ftrace_inspect.parser().parse_args
+    assert parse(["records"]).connect_timeout == 10.0
+    assert parse(["--connect-timeout", "3", "records"]).connect_timeout == 3.0
+    assert parse(["summary", "--connect-timeout", "3"]).connect_timeout == 3.0
+    after = parse(["--address", "unix:/a", "check", "--address", "unix:/b", "--no-symbols"])
+    assert (after.address, after.no_symbols, after.namespace) == ("unix:/b", True, None)
+    assert parse(["--no-symbols", "trace"]).no_symbols
+    assert parse(["failpoints", "list", "--connect-timeout", "0"]).connect_timeout == 0.0
+
+
 def test_inspect_errors(capsys, monkeypatch):
     gone = inspect_main(capsys, "--namespace", "ftsim.1.999999", "--no-symbols", "summary")
     assert gone == (2, "", "ftrace-inspect: no shared memory for namespace 'ftsim.1.999999' "
                            "(is the daemon running?)\n")
-    status, _, err = inspect_main(capsys, "--address", "unix:/nonexistent/ftraced.sock",
-                                  "records")
+    status, _, err = inspect_main(capsys, "records", "--address",
+                                  "unix:/nonexistent/ftraced.sock", "--connect-timeout", "0")
     assert (status, err) == (2, "ftrace-inspect: no ftraced answers at unix:/nonexistent/"
                                 "ftraced.sock (No such file or directory); start one with "
                                 "`ftraced`\n")

@@ -61,8 +61,12 @@ class Race(enum.Enum):
 # (Kernel.ListFailpoints' description).
 FAILPOINT_SITES: dict[str, str] = {
     "ftrace_update_code:before_count":
-        "module load: before the new records' counts are taken from the enabled ops "
-        "(under ftrace_lock; with race load-count, after the lockless ops sample)",
+        "module load: before the new records' counts are taken from the enabled ops; "
+        "without race load-count in ftrace_update_code(), the pages linked, under "
+        "ftrace_lock; with it in ftrace_process_locs(), after the lockless ops sample, "
+        "without the lock and before the pages are linked: the module's functions "
+        "cannot be named in a filter yet (EINVAL), the racing change is one of the "
+        "enabled ops (echo function > current_tracer)",
     "ftrace_update_code:before_publish":
         "module load: counts computed, not yet stored in the new records (with race "
         "publish-early, ftrace_lock is dropped here with the pages already linked)",

@@ -117,6 +117,20 @@ class RecordsReader:
             del self._segments[gone]
         return RecordsSnapshot(generation, groups, bool(disabled))
 
+    def torn_snapshot(self) -> RecordsSnapshot:
+        """One copy of the records as they are now, without the seqlock's retry: what
+        ``crash`` reads from a live kernel, a writer's half-done update included (a
+        writer paused at a failpoint never lets :meth:`snapshot` succeed). A group
+        whose pages were freed since the directory was read is left out."""
+        generation, _, nr_groups, disabled = self._header()
+        groups = []
+        for slot in range(nr_groups):
+            try:
+                groups.append(self._group(slot))
+            except SnapshotRetry:
+                continue
+        return RecordsSnapshot(generation, tuple(groups), bool(disabled))
+
     def snapshot(self, timeout: float = 5.0) -> RecordsSnapshot:
         """A consistent copy; retries (yielding the CPU, like ``cpu_relax``) until the
         writers are out of the way or the deadline passes."""
