@@ -212,7 +212,10 @@ class FileSession:
         return result.result
 
     def cancel(self) -> None:
-        """End the stream without close: the daemon releases the file as at process exit."""
+        """End the stream without close: the daemon releases the file as at process exit,
+        asynchronously (after this returns, maybe after the next calls ran: a read right
+        after may still see what the release would change). :meth:`close` instead, to
+        have the release done before going on."""
         self._closed = True
         self._call.cancel()
 
@@ -467,13 +470,48 @@ class Client:
     # --- Tracefs ------------------------------------------------------------
 
     def read_file(self, path: str, nonblock: bool = False, max_bytes: int = 0) -> bytes:
-        """``cat PATH``: open, read to EOF (or EAGAIN with nonblock, or max_bytes), release."""
+        """``cat PATH``: open, read to EOF (or EAGAIN with nonblock, or max_bytes), release.
+
+        One ReadFile call while the file fits one answer (4 MiB less a page: tracefs.proto,
+        ANSWER SIZE); a longer one (/proc/kallsyms of a large kernel) is read on in a
+        Session from where that answer ended, so all of it comes back. That is a second
+        open: a file changing in between reads as one that changed between two of cat's
+        read(2)s."""
         with translate_rpc_errors():
             response = self.connection.tracefs.ReadFile(
                 tracefs_pb2.ReadFileRequest(path=_named(path), nonblock=nonblock,
                                             max_bytes=max_bytes)
             )
-        return response.data
+        if not response.truncated or len(response.data) == max_bytes:
+            return response.data
+        rest = max_bytes - len(response.data) if max_bytes else 0
+        return response.data + self._read_on(path, nonblock, len(response.data), rest)
+
+    def _read_on(self, path: str, nonblock: bool, offset: int, max_bytes: int) -> bytes:
+        """The rest of a file ReadFile answered ``offset`` bytes of: open it again, seek
+        there (ESPIPE: a pipe, whose reads consumed what the answer holds, so reading on
+        is reading the rest), read until EOF, EAGAIN with nonblock, or ``max_bytes`` (0:
+        no limit)."""
+        chunks: list[bytes] = []
+        left = max_bytes
+        with self.open(path, os.O_RDONLY | (os.O_NONBLOCK if nonblock else 0)) as file:
+            try:
+                file.seek(offset)
+            except FtraceError as error:
+                if error.errno != errno.ESPIPE:
+                    raise
+            while not max_bytes or left:
+                try:
+                    data = file.read(min(READ_CHUNK, left) if max_bytes else READ_CHUNK)
+                except FtraceError as error:
+                    if nonblock and error.errno == errno.EAGAIN:
+                        break
+                    raise
+                if not data:
+                    break
+                chunks.append(data)
+                left -= len(data)
+        return b"".join(chunks)
 
     def write_file(self, path: str, data: bytes | str, append: bool = False) -> int:
         """``echo DATA > PATH`` (``>>`` with append): open, write all, release.

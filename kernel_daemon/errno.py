@@ -1,7 +1,8 @@
 """Kernel error numbers: the ``-EINVAL`` a kernel path returns, as a Python exception.
 
 A kernel function in the model fails by raising :class:`KernelError` with the errno the
-kernel would return (``raise KernelError(errno.EINVAL, "no function matches 'foo'")``).
+kernel would return (``raise KernelError(errno.EINVAL, f"no function {quoted(name)}")``).
+A name a message shows goes through :func:`quoted`, so every message shows names alike.
 The RPC layer (``kernel_daemon.rpc.status``) turns it into a gRPC status carrying the errno;
 clients turn that back into ``clients.errors.FtraceError``.
 
@@ -22,6 +23,7 @@ __all__ = [
     "errno_name",
     "errno_from_name",
     "strerror",
+    "quoted",
 ]
 
 # errno.errorcode picks one name for aliased values; prefer the names the kernel and
@@ -61,6 +63,29 @@ def errno_from_name(name: str) -> int:
 def strerror(number: int) -> str:
     """``strerror(3)`` text as glibc prints it: ``strerror(22) == "Invalid argument"``."""
     return os.strerror(abs(int(number)))
+
+
+# C's escapes: the quote, the backslash, and the control characters with a letter of their own.
+_C_ESCAPES = {"\\": "\\\\", '"': '\\"', "\a": "\\a", "\b": "\\b", "\t": "\\t",
+              "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r"}
+
+
+def _c_escape(ch: str) -> str:
+    if ch in _C_ESCAPES:
+        return _C_ESCAPES[ch]
+    if ch.isprintable():
+        return ch
+    code = ord(ch)
+    return f"\\{code:03o}" if code < 0o400 else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def quoted(name: str) -> str:
+    """``name`` (a function, module, pattern, failpoint...) as a message shows it: in
+    double quotes, with C's escapes for a quote, a backslash and what does not print
+    (``"a\\000b"`` for a name holding a NUL), so the message says exactly what was asked
+    for and stays one printable line.  The one quoting of the daemon's messages (not
+    Python's repr(), whose quotes change with the name's own)."""
+    return '"' + "".join(map(_c_escape, name)) + '"'
 
 
 class KernelError(Exception):

@@ -33,6 +33,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Collection, Iterable, Mapping
 
+from kernel_daemon.errno import quoted
 from kernel_daemon.task import Task, current
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
@@ -73,27 +74,27 @@ def parse_spec(spec: str) -> FailpointSpec | None:
     m = _SPEC_RE.fullmatch(text)
     if m is None:
         raise ValueError(
-            f"bad failpoint spec {spec!r}: expected 'off' or "
+            f"bad failpoint spec {quoted(spec)}: expected 'off' or "
             "'[PROB%][COUNT*]sleep(MS)|yield|pause|error(ERRNO)', e.g. '20%sleep(3)', "
             "'1*pause' or '1*error(EFAULT)'"
         )
     probability = 100.0 if m["prob"] is None else float(m["prob"])
     if probability > 100:
-        raise ValueError(f"bad failpoint spec {spec!r}: probability {probability:g}% > 100%")
+        raise ValueError(f"bad failpoint spec {quoted(spec)}: probability {probability:g}% > 100%")
     count = None if m["count"] is None else int(m["count"])
     if count == 0:
-        raise ValueError(f"bad failpoint spec {spec!r}: count must be >= 1 (use 'off')")
+        raise ValueError(f"bad failpoint spec {quoted(spec)}: count must be >= 1 (use 'off')")
     action = m["action"].partition("(")[0]
     sleep_ms = float(m["ms"]) if m["ms"] is not None else 0.0
     # time.sleep() refuses what does not fit its timeout (OverflowError, mid-path).
     if sleep_ms / 1000 > threading.TIMEOUT_MAX:
-        raise ValueError(f"bad failpoint spec {spec!r}: sleep longer than "
+        raise ValueError(f"bad failpoint spec {quoted(spec)}: sleep longer than "
                          f"{threading.TIMEOUT_MAX * 1000:g} ms (use 'pause')")
     error = 0
     if m["errno"] is not None:
         error = getattr(errno_mod, m["errno"], 0)
         if error not in errno_mod.errorcode:
-            raise ValueError(f"bad failpoint spec {spec!r}: no errno {m['errno']}")
+            raise ValueError(f"bad failpoint spec {quoted(spec)}: no errno {m['errno']}")
     return FailpointSpec(action, probability, count, sleep_ms, error)
 
 
@@ -104,9 +105,9 @@ def check_site_spec(name: str, spec: FailpointSpec | None,
     if spec is None or spec.action != "error" or errors is None or spec.error in errors:
         return
     if not errors:
-        raise ValueError(f"failpoint {name!r} cannot fail: no error action there")
+        raise ValueError(f"failpoint {quoted(name)} cannot fail: no error action there")
     names = "|".join(sorted(errno_mod.errorcode[e] for e in errors))
-    raise ValueError(f"failpoint {name!r} cannot fail with {errno_mod.errorcode[spec.error]}"
+    raise ValueError(f"failpoint {quoted(name)} cannot fail with {errno_mod.errorcode[spec.error]}"
                      f" (only error({names}))")
 
 
@@ -163,7 +164,7 @@ class Failpoints:
 
     def _check(self, name: str) -> None:
         if self._known is not None and name not in self._known:
-            raise KeyError(f"unknown failpoint {name!r}")
+            raise KeyError(f"unknown failpoint {quoted(name)}")
 
     def configure(self, name: str, spec: str) -> None:
         """Set the spec of site ``name`` (``"off"`` or ``""`` turns it off)."""

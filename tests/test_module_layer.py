@@ -570,7 +570,7 @@ def test_a_module_that_uses_another_holds_a_reference_to_it_until_it_goes(
     assert proc_modules(loader) == (
         f"vfat {vfat.core_size} 0 - Live 0x{vfat.module_core:016x}\n"
         f"fat {fat.core_size} 1 vfat, Live 0x{fat.module_core:016x}\n")
-    with pytest.raises(BlockingIOError, match="in use by vfat") as used:
+    with pytest.raises(BlockingIOError, match='in use by "vfat"') as used:
         loader.delete_module("fat")
     assert used.value.errno == errno.EWOULDBLOCK and fat.state == MODULE_STATE_LIVE
     # A second vfat resolves (a second link and reference) before its name is refused;

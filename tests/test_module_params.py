@@ -230,4 +230,5 @@ def test_modload_takes_a_modules_parameters_after_it(spawn):
     bad = run("clients.modload", "--address", daemon.address,
               "-m", "loop", "max_loop=x", "--count", "1")
     assert (bad.returncode, bad.stdout) == (1, "")
-    assert bad.stderr == "ftrace-modload: modprobe loop: Invalid argument\n"
+    assert bad.stderr == ("ftrace-modload: modprobe loop: Invalid argument "
+                          "(loop: `x' invalid for parameter `max_loop')\n")

@@ -110,7 +110,7 @@ FLUSH = tracer_pb2.TracerRequest(flush=tracer_pb2.FlushHits())
 
 @pytest.mark.parametrize("requests, why", [
     ([tracer_pb2.TracerRequest(register=tracer_pb2.RegisterOps(filter=["nosuch_fn"]))],
-     "'nosuch_fn' selects no function"),
+     '"nosuch_fn" selects no function'),
     ([tracer_pb2.TracerRequest(register=tracer_pb2.RegisterOps(name="n" * 64))], "ops name"),
     ([FLUSH], "the first request must be register"),
     ([REGISTER, REGISTER], "already registered"),

@@ -333,7 +333,7 @@ def test_tracer_duration_and_errors(spawn):
     nothing = run("clients.tracer", "--address", daemon.address, "-f", "nosuch_function")
     assert (nothing.returncode, nothing.stdout) == (1, "")
     assert nothing.stderr == ("ftrace-tracer: register: Invalid argument "
-                              "('nosuch_function' selects no function)\n")
+                              '("nosuch_function" selects no function)\n')
 
     # Kill ftrace the report's way (buggy): reload under a filter, then unregister.
     with daemon.connect() as client:

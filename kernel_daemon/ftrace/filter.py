@@ -11,7 +11,7 @@ import errno
 
 import numpy as np
 
-from kernel_daemon.errno import KernelError
+from kernel_daemon.errno import KernelError, quoted
 from kernel_daemon.ftrace.core import Ftrace, FtraceCommand
 from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
@@ -162,7 +162,7 @@ def ftrace_set_regex(ft: Ftrace, ops: FtraceOps, buf: str | None, reset: bool, e
             hash.clear()
         # 3.6 matches the whole buffer as one pattern, with no command parsing.
         if buf and not ftrace_match_records(ft, hash, buf):
-            raise KernelError(errno.EINVAL)
+            raise KernelError(errno.EINVAL, f"{quoted(buf)} selects no function")
         with ft.ftrace_lock:
             install_hash(ft, ops, enable, hash)
 

@@ -51,6 +51,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+from kernel_daemon.errno import quoted
 from kernel_daemon.module.params import PARAM_OPS, KernelParam
 
 # MODULE_NAME_LEN (64 - sizeof(unsigned long)) includes the NUL.
@@ -85,13 +86,13 @@ def _validate(name: str, functions: list[str]) -> None:
     ``__mcount_loc`` entries), and two of the same name (static functions in different
     files)."""
     if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
-        raise ValueError(f"module name {name!r}: want 1..55 characters of [A-Za-z0-9_-]")
+        raise ValueError(f"module name {quoted(name)}: want 1..55 characters of [A-Za-z0-9_-]")
     if len(functions) > _MAX_FUNCTIONS:
         raise ValueError(f"module {name}: {len(functions)} functions, want at most "
                          f"{_MAX_FUNCTIONS}")
     for function in functions:
         if not isinstance(function, str) or not _FUNCTION_NAME.fullmatch(function):
-            raise ValueError(f"module {name}: function name {function!r} is not a C identifier "
+            raise ValueError(f"module {quoted(name)}: function name {quoted(function)} is not a C identifier "
                              f"of at most 127 characters")
 
 

@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kernel_daemon.errno import quoted
 from kernel_daemon.module.address_space import ModuleAddressSpace
 from kernel_daemon.module.catalog import ModuleSpec
 from kernel_daemon.module.kallsyms import Kallsyms
@@ -393,16 +394,16 @@ class ModuleLoader:
             with self.module_mutex:
                 mod = self.find_module(name)
                 if mod is None:
-                    raise LookupError(f"module {name} is not loaded")
+                    raise LookupError(f"module {quoted(name)} is not loaded")
                 if mod.source_list:
                     # "Other modules depend on us: get rid of them first."
-                    users = ", ".join(user.name for user in mod.source_list)
-                    raise BlockingIOError(errno.EWOULDBLOCK, f"module {name} is in use by {users}")
+                    users = ", ".join(quoted(user.name) for user in mod.source_list)
+                    raise BlockingIOError(errno.EWOULDBLOCK, f"module {quoted(name)} is in use by {users}")
                 if mod.state != MODULE_STATE_LIVE:
-                    raise RuntimeError(f"module {name} is {_STATE_NAMES[mod.state].lower()}")
+                    raise RuntimeError(f"module {quoted(name)} is {_STATE_NAMES[mod.state].lower()}")
                 if mod.refcnt:
                     # try_stop_module() under O_NONBLOCK: __try_stop_module()'s -EWOULDBLOCK.
-                    raise BlockingIOError(errno.EWOULDBLOCK, f"module {name} is in use")
+                    raise BlockingIOError(errno.EWOULDBLOCK, f"module {quoted(name)} is in use")
                 mod.state = MODULE_STATE_GOING
             try:
                 self._module_notify(MODULE_STATE_GOING, mod)

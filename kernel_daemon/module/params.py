@@ -147,7 +147,9 @@ def parse_args(doing: str, args: bytes, params: Sequence[KernelParam], unknown: 
                printk: Callable[..., None]) -> None:
     """``parse_args()``: each word of the C string ``args`` to :func:`parse_one`, in order.
     The first that fails is logged (``pr_err``: unknown, too large, or invalid) and its
-    KernelError raised; the parameters before it stay set."""
+    errno raised with the logged line as its message (the caller of init_module(2) sees
+    only the errno; the model's caller gets the reason too); the parameters before it
+    stay set."""
     args = c_string(args)
     pos = skip_spaces(args)
     while pos < len(args):
@@ -164,7 +166,7 @@ def parse_args(doing: str, args: bytes, params: Sequence[KernelParam], unknown: 
             else:
                 text = f"{doing}: `{shown_val}' invalid for parameter `{shown_param}'"
             printk(text, level=KERN_ERR)
-            raise
+            raise KernelError(error.errno, text) from None
 
 
 def ddebug_dyndbg_module_param_cb(param: bytes, val: bytes | None, module: str) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from ftrace.v1 import kernel_pb2 as pb
 from ftrace.v1 import kernel_pb2_grpc
 from ftrace.v1 import common_pb2, modules_pb2
-from kernel_daemon.errno import KernelError
+from kernel_daemon.errno import KernelError, quoted
 from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
 from kernel_daemon.ftrace.core import FAILPOINT_SITES
@@ -168,7 +168,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                                                 f"{MAX_FUNCTION_GLOB} characters")
             if glob_is_malformed(request.function_glob):
                 raise KernelError(errno.EINVAL,
-                                  f"malformed glob {request.function_glob!r}: '[' not closed")
+                                  f"malformed glob {quoted(request.function_glob)}: '[' not closed")
             ft = boot.kernel.ftrace
             with ft.ftrace_lock:
                 groups = [(pg, pg.ips.copy(), pg.flags.copy()) for pg in ft.pages.groups]
@@ -236,7 +236,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
             try:
                 boot.kernel.failpoints.configure(request.name, request.spec)
             except KeyError:
-                raise KernelError(errno.ENOENT, f"no failpoint {request.name!r}") from None
+                raise KernelError(errno.ENOENT, f"no failpoint {quoted(request.name)}") from None
             except ValueError as exc:
                 raise KernelError(errno.EINVAL, str(exc)) from None
             return self._failpoint(boot.kernel.failpoints, request.name)
@@ -249,7 +249,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 released = boot.kernel.failpoints.release(request.name, request.count)
                 return pb.ReleaseFailpointResponse(released=released)
             except KeyError:
-                raise KernelError(errno.ENOENT, f"no failpoint {request.name!r}") from None
+                raise KernelError(errno.ENOENT, f"no failpoint {quoted(request.name)}") from None
 
     @translate_kernel_errors
     def ListFailpoints(self, request: pb.ListFailpointsRequest,
@@ -280,7 +280,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                                          timeout if timeout <= threading.TIMEOUT_MAX else None,
                                          cancelled)
             except KeyError:
-                raise KernelError(errno.ENOENT, f"no failpoint {request.name!r}") from None
+                raise KernelError(errno.ENOENT, f"no failpoint {quoted(request.name)}") from None
             if reached:
                 return self._failpoint(fp, request.name)
             if fp.closed:

@@ -14,7 +14,7 @@ import grpc
 
 from ftrace.v1 import modules_pb2 as pb
 from ftrace.v1 import modules_pb2_grpc
-from kernel_daemon.errno import KernelError
+from kernel_daemon.errno import KernelError, quoted
 from kernel_daemon.module.catalog import ModuleSpec, load_catalog, module_from_function_list
 from kernel_daemon.module.loader import Module
 from kernel_daemon.rpc.state import DaemonState
@@ -40,7 +40,7 @@ def requested_spec(request: pb.LoadModuleRequest) -> ModuleSpec:
     if source == "catalog_name":
         spec = load_catalog().get(request.catalog_name)
         if spec is None:  # no such .ko anywhere: what finit_module of nothing gives
-            raise KernelError(errno.ENOENT, f"module {request.catalog_name!r} not found")
+            raise KernelError(errno.ENOENT, f"module {quoted(request.catalog_name)} not found")
         return spec
     if source == "explicit":
         try:
@@ -74,7 +74,7 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
             except FileExistsError:
                 if request.if_loaded_ok:
                     return module_info(boot.kernel.modules.find_module(spec.name), True)
-                raise KernelError(errno.EEXIST, f"module {spec.name} is already loaded") from None
+                raise KernelError(errno.EEXIST, f"module {quoted(spec.name)} is already loaded") from None
             except OSError as exc:  # a symbol it imports did not resolve: ENOENT or EBUSY
                 raise KernelError(exc.errno, exc.strerror) from None
             except MemoryError:
@@ -91,10 +91,10 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
                 raise KernelError(exc.errno, exc.strerror) from None
             except RuntimeError as exc:
                 raise KernelError(errno.EBUSY, str(exc)) from None
-            except LookupError:
+            except LookupError as exc:  # it names the module as looked up (up to a NUL)
                 if request.if_absent_ok:
                     return pb.ModuleInfo()  # nothing was unloaded
-                raise KernelError(errno.ENOENT, f"module {request.name} is not loaded") from None
+                raise KernelError(errno.ENOENT, str(exc)) from None
 
     @translate_kernel_errors
     def List(self, request: pb.ListModulesRequest, context: grpc.ServicerContext) -> pb.ListModulesResponse:

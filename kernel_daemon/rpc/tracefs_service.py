@@ -28,6 +28,13 @@ from kernel_daemon.tracefs.llseek import LLONG_MAX
 from kernel_daemon.tracefs.vfs import DirEntry
 
 READ_CHUNK = 4096
+#: The most one answer holds of what reads returned: a gRPC client takes messages up to
+#: 4 MiB unless told otherwise (grpc.max_receive_message_length's default, in every gRPC
+#: stack), and fails RESOURCE_EXHAUSTED on a larger one, after a consuming read
+#: (trace_pipe) took what it held. A page less leaves room for the answer's other fields.
+#: A Session read's count is cut to it, as rw_verify_area() cuts one to MAX_RW_COUNT; a
+#: ReadFile stops within a page of it and says ``truncated``.
+MAX_READ_ANSWER = (4 << 20) - READ_CHUNK
 TRACING = "/sys/kernel/debug/tracing"
 # A shell's write loop gives up on a file that keeps accepting nothing.
 MAX_WRITE_CALLS = 1 << 20
@@ -148,13 +155,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                         self._release(closing)
                         yield pb.FileResponse(seq=seq, close=pb.CloseResult(result=0))
                         return
-                    try:
-                        yield self._file_op(seq, file, op, request, context)
-                    except KernelError as err:
-                        if boot.ended:  # a read the shutdown woke: the process is gone
-                            raise KernelError(errno.ENODEV, "the kernel rebooted") from None
-                        yield pb.FileResponse(seq=seq, error=errno_detail(
-                            for_syscall(err, SYSCALL_OF_OP[op], file.path)))
+                    yield self._file_op(boot, seq, file, op, request, context)
                 finally:
                     leave_task(token)
         finally:
@@ -162,44 +163,58 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 with running_as(task):
                     self._release(file)
 
-    def _file_op(self, seq: int, file: OpenFile, op: str, request: pb.FileRequest,
+    def _file_op(self, boot: Boot, seq: int, file: OpenFile, op: str, request: pb.FileRequest,
                  context: grpc.ServicerContext) -> pb.FileResponse:
-        if op == "read":
-            size = request.read.size or READ_CHUNK
-            if request.read.HasField("offset"):
-                data = at_offset(file, request.read.offset, FMODE_PREAD,
-                                 lambda: file_read(file, size))
-            else:
-                data = file_read(file, size)
-            return pb.FileResponse(seq=seq, read=pb.ReadResult(
-                data=data, eof=not data, offset=file.pos))
-        if op == "write":
-            return pb.FileResponse(seq=seq, write=self._write(file, request.write, context))
-        offset = file_llseek(file, request.seek.offset, request.seek.whence)
-        return pb.FileResponse(seq=seq, seek=pb.SeekResult(offset=offset))
+        """The answer to one read, write or lseek: its result, or its errno in-band (a
+        write loop's with the bytes the writes before the failing one consumed)."""
+        written = 0
+        try:
+            if op == "read":
+                return pb.FileResponse(seq=seq, read=self._read(file, request.read))
+            if op == "write":
+                sizes, failure = self._write(file, request.write, context)
+                if failure is None:
+                    return pb.FileResponse(seq=seq, write=pb.WriteResult(
+                        bytes_written=sum(sizes), offset=file.pos,
+                        write_sizes=sizes if request.write.until_done else ()))
+                written = sum(sizes)
+                raise failure
+            offset = file_llseek(file, request.seek.offset, request.seek.whence)
+            return pb.FileResponse(seq=seq, seek=pb.SeekResult(offset=offset))
+        except KernelError as err:
+            if boot.ended:  # a read the shutdown woke: the process is gone
+                raise KernelError(errno.ENODEV, "the kernel rebooted") from None
+            return pb.FileResponse(seq=seq, bytes_written=written, error=errno_detail(
+                for_syscall(err, SYSCALL_OF_OP[op], file.path)))
+
+    @staticmethod
+    def _read(file: OpenFile, request: pb.ReadRequest) -> pb.ReadResult:
+        """read(2), or pread(2) at ``offset``, of at most MAX_READ_ANSWER bytes."""
+        size = min(request.size or READ_CHUNK, MAX_READ_ANSWER)
+        if request.HasField("offset"):
+            data = at_offset(file, request.offset, FMODE_PREAD, lambda: file_read(file, size))
+        else:
+            data = file_read(file, size)
+        return pb.ReadResult(data=data, eof=not data, offset=file.pos)
 
     @staticmethod
     def _write(file: OpenFile, request: pb.WriteRequest,
-               context: grpc.ServicerContext) -> pb.WriteResult:
-        """write(2), or the caller's loop of them (``until_done``); at ``offset``, pwrite(2)."""
-        def write() -> list[int]:
+               context: grpc.ServicerContext) -> tuple[list[int], KernelError | None]:
+        """write(2), or the caller's loop of them (``until_done``); at ``offset``, pwrite(2).
+        Returns each write's size and the failure that ended the loop, if one did; a
+        single write's failure is raised (it consumed nothing)."""
+        def write() -> tuple[list[int], KernelError | None]:
             if not request.until_done:
-                return [file_write(file, request.data)]
-            sizes, failure = write_until_done(file, request.data, context)
-            if failure is not None:
-                raise failure
-            return sizes
+                return [file_write(file, request.data)], None
+            return write_until_done(file, request.data, context)
 
         if request.HasField("offset"):
-            sizes = at_offset(file, request.offset, FMODE_PWRITE, write)
-        else:
-            sizes = write()
-        return pb.WriteResult(bytes_written=sum(sizes), offset=file.pos,
-                              write_sizes=sizes if request.until_done else ())
+            return at_offset(file, request.offset, FMODE_PWRITE, write)
+        return write()
 
     @translate_kernel_errors
     def ReadFile(self, request: pb.ReadFileRequest, context: grpc.ServicerContext) -> pb.ReadFileResponse:
-        path, max_bytes = request.path, request.max_bytes
+        path = request.path
         flags = os.O_RDONLY | (os.O_NONBLOCK if request.nonblock else 0)
         with self.state.syscall(context) as boot:
             file = self._open(boot, path, flags)
@@ -208,33 +223,44 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
             blocks = not request.nonblock and type(file).interrupt is not OpenFile.interrupt
             try:
                 with self.state.stream_slots.held() if blocks else contextlib.nullcontext():
-                    size, would_block = self._read_all(file, path, max_bytes, chunks)
+                    would_block, truncated = self._read_all(file, path, request.max_bytes,
+                                                            chunks)
             finally:
                 self._release(file)
             return pb.ReadFileResponse(data=chunks[0] if len(chunks) == 1 else b"".join(chunks),
-                                       would_block=would_block,
-                                       truncated=bool(max_bytes) and size >= max_bytes)
+                                       would_block=would_block, truncated=truncated)
 
     @staticmethod
     def _read_all(file: OpenFile, path: str, max_bytes: int,
-                  chunks: list[bytes]) -> tuple[int, bool]:
-        """``cat``'s reads into ``chunks``, up to ``max_bytes`` (0: to the end); returns
-        the bytes read and whether a read would have blocked (EAGAIN, O_NONBLOCK only)."""
+                  chunks: list[bytes]) -> tuple[bool, bool]:
+        """``cat``'s reads into ``chunks``: to EOF, to EAGAIN (O_NONBLOCK only), or to
+        ``max_bytes`` (0: none), and never past MAX_READ_ANSWER.  Returns whether a read
+        would have blocked and whether the loop stopped at its limit.
+
+        Up to ``max_bytes`` the last read(2) asks for no more than is left: nothing is
+        read past it.  Up to MAX_READ_ANSWER every read(2) asks for a page, and the loop
+        stops with less than a page of room left: trace_pipe returns whole lines to a
+        read of a page (tracing_read_pipe), but a read of less takes a line out of the
+        buffer whole and returns its beginning, the rest lost with the release, and a cut
+        the caller did not ask for must lose nothing."""
+        exact = 0 < max_bytes <= MAX_READ_ANSWER
+        limit = max_bytes if exact else MAX_READ_ANSWER
         size = 0
-        while not max_bytes or size < max_bytes:
-            # Never past max_bytes: what a consuming file gave is not thrown away.
-            count = min(READ_CHUNK, max_bytes - size) if max_bytes else READ_CHUNK
+        while size < limit:
+            count = min(READ_CHUNK, limit - size)
+            if count < READ_CHUNK and not exact:
+                break
             try:
                 data = file_read(file, count)
             except KernelError as err:
                 if err.errno != errno.EAGAIN:  # EAGAIN: only with O_NONBLOCK
                     raise for_syscall(err, "read", path) from None
-                return size, True
+                return True, False
             if not data:
-                break
+                return False, False
             chunks.append(data)
             size += len(data)
-        return size, False
+        return False, True
 
     @translate_kernel_errors
     def WriteFile(self, request: pb.WriteFileRequest, context: grpc.ServicerContext) -> pb.WriteFileResponse:
@@ -281,13 +307,21 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
 
     @translate_kernel_errors
     def ListDir(self, request: pb.ListDirRequest, context: grpc.ServicerContext) -> pb.ListDirResponse:
+        """``ls DIR``: opendir()'s open(O_DIRECTORY), whose errors these are, then
+        getdents()."""
         with self.state.syscall(context) as boot:
-            entries = boot.vfs.list_dir(request.path)
-            path, _ = boot.vfs.lookup(request.path)
+            try:
+                entries = boot.vfs.list_dir(request.path)
+                path, _ = boot.vfs.lookup(request.path)
+            except KernelError as err:
+                raise for_syscall(err, "open", request.path) from None
             return pb.ListDirResponse(path=path, entries=[dir_entry(e) for e in entries])
 
     @translate_kernel_errors
     def Stat(self, request: pb.StatRequest, context: grpc.ServicerContext) -> pb.StatResponse:
         with self.state.syscall(context) as boot:
-            path, _ = boot.vfs.lookup(request.path)
+            try:
+                path, _ = boot.vfs.lookup(request.path)
+            except KernelError as err:
+                raise for_syscall(err, "stat", request.path) from None
             return pb.StatResponse(path=path, entry=dir_entry(boot.vfs.stat(request.path)))

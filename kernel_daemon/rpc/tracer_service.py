@@ -20,7 +20,7 @@ import grpc
 from clients.identity import PID_MAX_LIMIT, valid_comm
 from ftrace.v1 import tracer_pb2 as pb
 from ftrace.v1 import tracer_pb2_grpc
-from kernel_daemon.errno import KernelError
+from kernel_daemon.errno import KernelError, quoted
 from kernel_daemon.ftrace.dispatch import execute_function, on_cpu, smp_processor_id
 from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.ops import FtraceOps
@@ -32,6 +32,11 @@ from kernel_daemon.rpc.status import errno_detail, translate_kernel_errors
 from kernel_daemon.task import BOOT_TASKS, Task, current, running_as
 
 DEFAULT_MAX_BATCH = 1024
+# Hits per batch at most, whatever max_batch asks: a Hit takes at most about 400 bytes
+# (two 127-byte symbol names, a 55-byte module name, a comm, six numbers), so a batch
+# stays under the 4 MiB a gRPC client accepts by default (a larger one fails its stream
+# RESOURCE_EXHAUSTED, the hits in it lost).
+MAX_BATCH = 8192
 DEFAULT_MAX_DELAY_MS = 50
 DEFAULT_QUEUE_LIMIT = 65536
 OPS_NAME_MAX = 63
@@ -62,7 +67,7 @@ def resolve_function(kernel: Kernel, name: str, module: str = "") -> int:
     symbols = [s for s in kernel.kallsyms.lookup_name(name)
                if not module or (s.module or "") == module]
     if not symbols:
-        raise KernelError(errno.ENOENT, f"no function {name!r}")
+        raise KernelError(errno.ENOENT, f"no function {quoted(name)}")
     return symbols[0].addr
 
 
@@ -307,7 +312,7 @@ class TracerSession:
         pattern on a new ops, then ``register_ftrace_function``; EINTR, with nothing
         registered, once the caller is gone (its answer would reach nobody)."""
         ft = self.kernel.ftrace
-        self.max_batch = reg.max_batch or DEFAULT_MAX_BATCH
+        self.max_batch = min(reg.max_batch or DEFAULT_MAX_BATCH, MAX_BATCH)
         self.max_delay = (reg.max_delay_ms or DEFAULT_MAX_DELAY_MS) / 1000
         self.hits.limit = reg.queue_limit or DEFAULT_QUEUE_LIMIT
         name = reg.name or f"tracer-{self.owner.pid}"
@@ -322,11 +327,7 @@ class TracerSession:
                     # would be work for nobody (each a walk of every record), and the
                     # ops, not registered yet, goes with the stream.
                     raise KernelError(errno.EINTR, "the caller is gone")
-                try:
-                    setter(ft, ops, pattern, reset=i == 0)
-                except KernelError as err:
-                    raise KernelError(err.errno, f"{pattern!r} selects no function"
-                                      if err.errno == errno.EINVAL else err.message) from None
+                setter(ft, ops, pattern, reset=i == 0)
         register_ftrace_function(ft, ops)
         self.ops = ops
         return self._event(registered=pb.OpsRegistered(

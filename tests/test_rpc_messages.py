@@ -1,0 +1,184 @@
+"""What a failed call says, over plain gRPC stubs: the names a message quotes, quoted one
+way (``kernel_daemon.errno.quoted``); the reason and context the protos promise; and how
+much of a Session write loop went in before it failed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_status import rpc_status
+
+from clients.api import RequestQueue
+from clients.connection import CHANNEL_OPTIONS, grpc_target
+from ftrace.v1 import (common_pb2, modules_pb2, modules_pb2_grpc, tracefs_pb2, tracefs_pb2_grpc,
+                       tracer_pb2, tracer_pb2_grpc)
+from kernel_daemon.errno import quoted
+from kernel_daemon.rpc.status import BYTES_WRITTEN_METADATA_KEY
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+
+T = "/sys/kernel/debug/tracing"
+DEADLINE = 30
+PROTO_DIR = Path(__file__).resolve().parent.parent / "proto" / "ftrace" / "v1"
+
+
+class Stubs:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.tracefs = tracefs_pb2_grpc.TracefsStub(channel)
+        self.tracer = tracer_pb2_grpc.TracerStub(channel)
+        self.modules = modules_pb2_grpc.ModulesStub(channel)
+
+
+@pytest.fixture
+def stubs(daemon) -> Iterator[Stubs]:
+    with grpc.insecure_channel(grpc_target(daemon.address), options=CHANNEL_OPTIONS) as channel:
+        yield Stubs(channel)
+
+
+def failing(method, request) -> common_pb2.ErrnoDetail:
+    with pytest.raises(grpc.RpcError) as info:
+        method(request, timeout=DEADLINE)
+    detail = common_pb2.ErrnoDetail()
+    assert rpc_status.from_call(info.value).details[0].Unpack(detail)
+    return detail
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("foo", '"foo"'),
+    ("fo'o", '"fo\'o"'),
+    ('a"b\'c', '"a\\"b\'c"'),
+    ("a\\b", '"a\\\\b"'),
+    ("a\0b", '"a\\000b"'),
+    ("t\tn\n\x7f", '"t\\tn\\n\\177"'),
+    ("\u2028é", '"\\u2028é"'),
+])
+def test_quoted_is_c_style(name, shown):
+    assert quoted(name) == shown
+
+
+@pytest.mark.parametrize("name, message", [
+    ("fo'o", 'no function "fo\'o"'),
+    ('a"b\'c', 'no function "a\\"b\'c"'),
+    ("a\0b", 'no function "a\\000b"'),
+])
+def test_invoke_names_the_function_in_double_quotes(stubs, name, message):
+    detail = failing(stubs.tracer.Invoke, tracer_pb2.InvokeRequest(function=name))
+    assert (detail.name, detail.message) == ("ENOENT", message)
+
+
+def test_unload_names_the_module_as_looked_up(stubs):
+    """delete_module reads the name up to its NUL: the message names what it looked for."""
+    detail = failing(stubs.modules.Unload, modules_pb2.UnloadModuleRequest(name="a\0b"))
+    assert (detail.name, detail.message) == ("ENOENT", 'module "a" is not loaded')
+
+
+def test_load_names_an_unknown_module_quoted(stubs):
+    detail = failing(stubs.modules.Load, modules_pb2.LoadModuleRequest(catalog_name="a\x01b"))
+    assert (detail.name, detail.message) == ("ENOENT", 'module "a\\001b" not found')
+
+
+@pytest.mark.parametrize("args, name, message", [
+    (b"max_loop=x", "EINVAL", "loop: `x' invalid for parameter `max_loop'"),
+    (b"nosuch=1", "ENOENT", "loop: Unknown parameter `nosuch'"),
+])
+def test_load_with_bad_args_says_why(stubs, args, name, message):
+    """The reason is parse_args()'s dmesg line, in the message too."""
+    detail = failing(stubs.modules.Load,
+                     modules_pb2.LoadModuleRequest(catalog_name="loop", args=args))
+    assert (detail.name, detail.message) == (name, message)
+
+
+def test_set_filter_in_band_says_what_register_says(stubs):
+    register = tracer_pb2.TracerRequest(register=tracer_pb2.RegisterOps(filter=["nosuchfn"]))
+    at_register = failing(lambda request, timeout: list(stubs.tracer.Attach(
+        iter([request]), timeout=timeout)), register)
+    requests = RequestQueue()
+    requests.put(tracer_pb2.TracerRequest(register=tracer_pb2.RegisterOps(filter=["schedule"])))
+    events = stubs.tracer.Attach(iter(requests), timeout=DEADLINE)
+    assert next(events).WhichOneof("event") == "registered"
+    requests.put(tracer_pb2.TracerRequest(set_filter=tracer_pb2.SetOpsFilter(text="nosuchfn")))
+    in_band = next(events)
+    requests.put(tracer_pb2.TracerRequest(unregister=tracer_pb2.UnregisterOps()))
+    list(events)
+    requests.end()
+    assert in_band.WhichOneof("event") == "error"
+    assert at_register.message == '"nosuchfn" selects no function'
+    assert (in_band.error.name, in_band.error.message) == ("EINVAL", at_register.message)
+
+
+@pytest.mark.parametrize("method, request_type, syscall", [
+    ("ListDir", tracefs_pb2.ListDirRequest, "open"),
+    ("Stat", tracefs_pb2.StatRequest, "stat"),
+])
+@pytest.mark.parametrize("path, name", [
+    (f"{T}/tracing_on/x", "ENOTDIR"),
+    (f"{T}/nosuch", "ENOENT"),
+    ("relative", "EINVAL"),
+])
+def test_list_dir_and_stat_errors_carry_path_and_syscall(stubs, method, request_type, syscall,
+                                                         path, name):
+    detail = failing(getattr(stubs.tracefs, method), request_type(path=path))
+    assert (detail.name, detail.syscall, detail.path) == (name, syscall, path)
+
+
+def test_list_dir_of_a_file_is_enotdir_of_its_open(stubs):
+    detail = failing(stubs.tracefs.ListDir, tracefs_pb2.ListDirRequest(path=f"{T}/tracing_on"))
+    assert (detail.name, detail.syscall, detail.path) == ("ENOTDIR", "open", f"{T}/tracing_on")
+
+
+# --- a Session write loop that fails part-way ---------------------------------------------
+
+DATA = b"vfs_write nosuchfn vfs_open "
+
+
+def test_a_failed_write_loop_says_what_went_in_before(stubs):
+    """FileResponse.bytes_written: the part of an until_done write that the write(2)s
+    before the failing one consumed, as WriteFile's x-ftrace-bytes-written trailer says."""
+    requests = [
+        tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(
+            path=f"{T}/set_ftrace_filter", flags=os.O_WRONLY | os.O_TRUNC)),
+        tracefs_pb2.FileRequest(write=tracefs_pb2.WriteRequest(data=DATA, until_done=True)),
+        tracefs_pb2.FileRequest(write=tracefs_pb2.WriteRequest(data=b"nosuchfn ")),
+        tracefs_pb2.FileRequest(close=tracefs_pb2.CloseRequest()),
+    ]
+    answers = list(stubs.tracefs.Session(iter(requests), timeout=DEADLINE))
+    loop, single = answers[1], answers[2]
+    assert loop.WhichOneof("result") == "error" and loop.error.name == "EINVAL"
+    assert loop.error.syscall == "write"
+    with pytest.raises(grpc.RpcError) as info:
+        stubs.tracefs.WriteFile(tracefs_pb2.WriteFileRequest(
+            path=f"{T}/set_ftrace_filter", data=DATA), timeout=DEADLINE)
+    trailer = dict(info.value.trailing_metadata())[BYTES_WRITTEN_METADATA_KEY]
+    assert loop.bytes_written == int(trailer) == len(b"vfs_write ")
+    # A single write(2) that fails consumed nothing.
+    assert single.WhichOneof("result") == "error" and single.bytes_written == 0
+    filtered = stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(
+        path=f"{T}/set_ftrace_filter"), timeout=DEADLINE).data
+    assert filtered == b"vfs_write\n"
+
+
+# --- a cancelled Session releases its file asynchronously ----------------------------------
+
+def test_the_contract_says_cancel_releases_asynchronously():
+    session = (PROTO_DIR / "tracefs.proto").read_text().split("rpc Session(")[0]
+    assert "ASYNCHRONOUSLY" in session
+    assert "half-close the stream and wait" in session
+
+
+def test_half_close_and_the_ok_status_come_after_the_release(stubs):
+    """The ordering the contract offers instead of cancel: once the call's OK arrived,
+    the release (ftrace_regex_release: the filter installed) has run."""
+    for i in range(20):
+        function = ("vfs_read", "vfs_write")[i % 2]
+        requests = [
+            tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(
+                path=f"{T}/set_ftrace_filter", flags=os.O_WRONLY | os.O_TRUNC)),
+            tracefs_pb2.FileRequest(write=tracefs_pb2.WriteRequest(data=function.encode())),
+        ]
+        answers = list(stubs.tracefs.Session(iter(requests), timeout=DEADLINE))  # half-close
+        assert [a.WhichOneof("result") for a in answers] == ["open", "write"]
+        assert stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(
+            path=f"{T}/set_ftrace_filter"), timeout=DEADLINE).data == f"{function}\n".encode()

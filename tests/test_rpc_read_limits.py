@@ -1,0 +1,132 @@
+"""Answers a gRPC client with the default limits can take (tracefs.proto, ANSWER SIZE).
+
+Every gRPC stack refuses a received message over 4 MiB unless told otherwise; these
+clients are plain stubs on a channel with no options, as a client in another language
+has. An answer built larger would fail RESOURCE_EXHAUSTED at the client, and a read of
+trace_pipe would have consumed, for nothing, the events it held."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from clients.api import RequestQueue
+from clients.connection import grpc_target
+from ftrace.v1 import tracefs_pb2, tracefs_pb2_grpc, tracer_pb2, tracer_pb2_grpc
+from kernel_daemon.rpc.tracefs_service import MAX_READ_ANSWER
+from kernel_daemon.rpc.tracer_service import MAX_BATCH
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+
+T = "/sys/kernel/debug/tracing"
+DEADLINE = 60
+#: grpc.max_receive_message_length's default, in every gRPC stack.
+DEFAULT_RECEIVE_LIMIT = 4 * 1024 * 1024
+
+
+@pytest.fixture
+def default_channel(daemon) -> Iterator[grpc.Channel]:
+    """A channel with gRPC's default limits (no CHANNEL_OPTIONS)."""
+    with grpc.insecure_channel(grpc_target(daemon.address)) as channel:
+        yield channel
+
+
+def test_the_answer_limit_fits_a_default_client():
+    # The data plus ReadFileResponse's other fields (tag, length, two bools).
+    assert MAX_READ_ANSWER + 16 < DEFAULT_RECEIVE_LIMIT
+
+
+def test_read_file_of_a_full_trace_pipe_fits_and_consumes_only_what_it_answers(
+        daemon, default_channel):
+    """More than 4 MiB of trace_pipe text: ReadFile answers what fits, truncated, and
+    what it did not answer is still there for the next reader: every event traced is
+    read exactly once, none cut in two."""
+    with daemon.connect() as client:
+        client.reboot(core_functions=512, cpus=2, buffer_size_kb=8192)
+        client.write_file(f"{T}/set_ftrace_filter", "schedule\n")
+        client.write_file(f"{T}/current_tracer", "function\n")
+        traced = sum(client.invoke("schedule", cpu=cpu, repeat=40_000).traced for cpu in (0, 1))
+    assert traced == 80_000
+    tracefs = tracefs_pb2_grpc.TracefsStub(default_channel)
+    answer = tracefs.ReadFile(tracefs_pb2.ReadFileRequest(path=f"{T}/trace_pipe", nonblock=True),
+                              timeout=DEADLINE)
+    assert answer.truncated and not answer.would_block
+    assert MAX_READ_ANSWER - 4096 < len(answer.data) <= MAX_READ_ANSWER
+    assert answer.data.endswith(b": schedule\n")
+    rest = b"".join(chunk.data for chunk in tracefs.TracePipe(
+        tracefs_pb2.TracePipeRequest(nonblock=True), timeout=DEADLINE))
+    lines = (answer.data + rest).splitlines()
+    assert len(lines) == traced
+    assert all(line.endswith(b": schedule") for line in lines)
+
+
+@pytest.mark.parametrize("path", ["/proc/kallsyms", f"{T}/available_filter_functions"])
+def test_a_file_over_4_mib_reads_whole_through_the_client_and_capped_through_a_stub(
+        spawn, path):
+    """At 300,000 core functions /proc/kallsyms is 11 MB and available_filter_functions
+    5 MB: ReadFile and a Session read of any count answer at most MAX_READ_ANSWER to a
+    default client, and Client.read_file still returns the whole file."""
+    daemon = spawn(["--core-functions", "300000"])
+    with daemon.connect() as client:
+        with client.open(path) as file:
+            whole = b"".join(file.read_all())
+        assert len(whole) > 5_000_000
+        assert client.read_file(path) == whole
+        assert client.read_file(path, max_bytes=5_000_000) == whole[:5_000_000]
+    with grpc.insecure_channel(grpc_target(daemon.address)) as channel:
+        tracefs = tracefs_pb2_grpc.TracefsStub(channel)
+        answer = tracefs.ReadFile(tracefs_pb2.ReadFileRequest(path=path), timeout=DEADLINE)
+        assert answer.truncated and whole.startswith(answer.data)
+        assert MAX_READ_ANSWER - 4096 < len(answer.data) <= MAX_READ_ANSWER
+        answer = tracefs.ReadFile(tracefs_pb2.ReadFileRequest(path=path, max_bytes=10**8),
+                                  timeout=DEADLINE)
+        assert answer.truncated and len(answer.data) <= MAX_READ_ANSWER
+        requests = RequestQueue()
+        answers = tracefs.Session(iter(requests), timeout=DEADLINE)
+        requests.put(tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(path=path)))
+        assert next(answers).WhichOneof("result") == "open"
+        requests.put(tracefs_pb2.FileRequest(read=tracefs_pb2.ReadRequest(size=2**32 - 1)))
+        first = next(answers).read
+        requests.put(tracefs_pb2.FileRequest(read=tracefs_pb2.ReadRequest(size=2**32 - 1)))
+        second = next(answers).read
+        requests.end()
+        assert list(answers) == []
+    # seq_read() returns what its buffer holds, a page here; the count is no limit.
+    assert 0 < len(first.data) <= MAX_READ_ANSWER and 0 < len(second.data) <= MAX_READ_ANSWER
+    assert first.data + second.data == whole[:second.offset]
+
+
+def test_read_file_continues_a_pipe_from_where_its_answer_ended(daemon):
+    """Client.read_file of trace_pipe over an answer's size: the rest is read on in a
+    Session (trace_pipe cannot seek: ESPIPE), every event once."""
+    with daemon.connect() as client:
+        client.reboot(core_functions=512, cpus=2, buffer_size_kb=8192)
+        client.write_file(f"{T}/set_ftrace_filter", "schedule\n")
+        client.write_file(f"{T}/current_tracer", "function\n")
+        traced = sum(client.invoke("schedule", cpu=cpu, repeat=40_000).traced for cpu in (0, 1))
+        lines = client.read_file(f"{T}/trace_pipe", nonblock=True).splitlines()
+        assert len(lines) == traced == 80_000
+        assert client.read_file(f"{T}/trace_pipe", nonblock=True) == b""
+
+
+def test_a_hit_batch_holds_at_most_max_batch_hits(default_channel):
+    """RegisterOps.max_batch above MAX_BATCH is MAX_BATCH: a batch of hits with long
+    names could otherwise pass 4 MiB."""
+    tracer = tracer_pb2_grpc.TracerStub(default_channel)
+    requests = RequestQueue()
+    requests.put(tracer_pb2.TracerRequest(register=tracer_pb2.RegisterOps(
+        filter=["schedule"], max_batch=1_000_000, max_delay_ms=600_000, queue_limit=1_000_000)))
+    events = tracer.Attach(iter(requests), timeout=DEADLINE)
+    assert next(events).WhichOneof("event") == "registered"
+    calls = MAX_BATCH + 10
+    for _ in range(calls):
+        tracer.Invoke(tracer_pb2.InvokeRequest(function="schedule"), timeout=DEADLINE)
+    requests.put(tracer_pb2.TracerRequest(flush=tracer_pb2.FlushHits()))
+    requests.put(tracer_pb2.TracerRequest(unregister=tracer_pb2.UnregisterOps()))
+    rest = list(events)
+    requests.end()
+    batches = [len(e.hits.hits) for e in rest if e.WhichOneof("event") == "hits"]
+    assert sum(batches) == calls
+    assert max(batches) == MAX_BATCH
