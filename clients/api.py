@@ -154,7 +154,8 @@ class FileSession:
             raise
         kind = response.WhichOneof("result")
         if kind == "error":
-            raise FtraceError.from_detail(response.error)
+            written = response.bytes_written if request.write.until_done else None
+            raise FtraceError.from_detail(response.error, bytes_written=written)
         return getattr(response, kind)
 
     def read(self, size: int = 4096, offset: int | None = None) -> bytes:
@@ -183,8 +184,8 @@ class FileSession:
 
         ftrace's filter files take one token per write(2), so "a b\\n" takes two; the
         daemon runs the loop (``until_done``), one round trip for all of them. Stops at a
-        write returning 0; a failed write raises, what the earlier ones consumed staying
-        written. Returns the bytes written.
+        write returning 0; a failed write raises FtraceError, what the earlier ones
+        consumed staying written (its ``bytes_written``). Returns the bytes written.
         """
         request = tracefs_pb2.WriteRequest(data=_as_bytes(data), until_done=True)
         result: tracefs_pb2.WriteResult = self._do(tracefs_pb2.FileRequest(write=request))

@@ -64,6 +64,7 @@ class FtraceError(Exception):
         details: str | None = None,
         from_kernel: bool = True,
         trailing_metadata: tuple = (),
+        bytes_written: int | None = None,
     ) -> None:
         self.errno: int = abs(int(errno))
         self.message: str = message or ""
@@ -73,6 +74,7 @@ class FtraceError(Exception):
         self.details = details
         self.from_kernel = from_kernel
         self.trailing_metadata = tuple(trailing_metadata or ())
+        self._bytes_written = bytes_written
         super().__init__(self.errno, self.message)
 
     @property
@@ -92,7 +94,10 @@ class FtraceError(Exception):
 
     @property
     def bytes_written(self) -> int | None:
-        """For a failed ``Tracefs.WriteFile``: bytes written before the failing write."""
+        """For a failed ``Tracefs.WriteFile``, or a Session write loop
+        (``FileSession.write_all``): bytes written before the failing write."""
+        if self._bytes_written is not None:
+            return self._bytes_written
         value = self.metadata_value(BYTES_WRITTEN_METADATA_KEY)
         return int(value) if value is not None and value.isdigit() else None
 

@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 
 from clients.api import RequestQueue
 from clients.connection import CHANNEL_OPTIONS, grpc_target
+from clients.errors import FtraceError
 from ftrace.v1 import (common_pb2, modules_pb2, modules_pb2_grpc, tracefs_pb2, tracefs_pb2_grpc,
                        tracer_pb2, tracer_pb2_grpc)
 from kernel_daemon.errno import quoted
@@ -158,6 +159,18 @@ def test_a_failed_write_loop_says_what_went_in_before(stubs):
     filtered = stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(
         path=f"{T}/set_ftrace_filter"), timeout=DEADLINE).data
     assert filtered == b"vfs_write\n"
+
+
+def test_the_python_client_tells_what_a_failed_write_all_wrote_before(daemon):
+    with daemon.connect() as client:
+        with client.open(f"{T}/set_ftrace_filter", os.O_WRONLY | os.O_TRUNC) as session:
+            with pytest.raises(FtraceError) as info:
+                session.write_all(DATA)
+            assert (info.value.errno_name, info.value.bytes_written) == (
+                "EINVAL", len(b"vfs_write "))
+            with pytest.raises(FtraceError) as info:
+                session.write(b"nosuchfn ")
+            assert info.value.bytes_written is None  # one write(2): no loop to tell of
 
 
 # --- a cancelled Session releases its file asynchronously ----------------------------------
