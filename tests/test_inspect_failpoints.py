@@ -77,10 +77,10 @@ def test_failpoints_step_the_load_count_window_between_two_shells(spawn, capsys)
 def test_failpoints_errors_and_a_wait_that_sees_nothing_pause(daemon, capsys):
     address = ["--address", daemon.address]
     assert inspect_main(capsys, *address, "failpoints", "set", "nosuch", "1*pause") == (
-        2, "", "ftrace-inspect: No such file or directory (no failpoint 'nosuch')\n")
+        2, "", 'ftrace-inspect: No such file or directory (no failpoint "nosuch")\n')
     status, out, err = inspect_main(capsys, *address, "failpoints", "set", NEXT_PAGE, "1*")
     assert (status, out) == (2, "") and err.startswith(
-        "ftrace-inspect: Invalid argument (bad failpoint spec '1*': expected ")
+        'ftrace-inspect: Invalid argument (bad failpoint spec "1*": expected ')
     assert inspect_main(capsys, *address, "failpoints", "release", NEXT_PAGE) == (
         0, f"{NEXT_PAGE}: released 0\n", "")
     # Not armed: said at once, and the wait still runs its course (another client may arm
