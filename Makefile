@@ -6,7 +6,7 @@
 #   make bench    benchmarks (QUICK=1 for a short run)
 #   make profile  where the servers' CPU goes (py-spy), for the figures below target
 #   make stress   the long stress runs (pytest -m stress_long)
-#   make gen      regenerate ftrace/v1/*_pb2*.py from proto/ftrace/v1/*.proto
+#   make gen      regenerate ftrace/v1/*_pb2*.py and the descriptor set from proto/ftrace/v1/*.proto
 #   make setup    just create/refresh .venv
 #   make clean    remove .venv, generated code and caches
 
@@ -16,7 +16,11 @@ STAMP       := $(VENV)/.stamp
 PROTO_DIR   := proto
 PROTOS      := $(wildcard $(PROTO_DIR)/ftrace/v1/*.proto)
 GEN_DIR     := ftrace/v1
-GEN_STAMP   := $(GEN_DIR)/.generated
+# The protos as one FileDescriptorSet that keeps their comments (SourceCodeInfo, which the
+# generated modules leave out), for the daemon's server reflection to serve
+# (kernel_daemon/rpc/server.py). Written by the same protoc run as the modules, it also
+# stands as the record of that run: a checkout generated before it existed regenerates.
+GEN_STAMP   := $(GEN_DIR)/descriptor_set.binpb
 # python3.11 when present, else python3 (checked to be >= 3.11 below).
 PYTHON      ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 PYTEST_ARGS ?=
@@ -53,9 +57,9 @@ gen: $(GEN_STAMP)
 $(GEN_STAMP): $(PROTOS) $(STAMP)
 	@mkdir -p $(GEN_DIR)
 	rm -f $(GEN_DIR)/*_pb2.py $(GEN_DIR)/*_pb2_grpc.py $(GEN_DIR)/*_pb2.pyi
-	$(BIN)/python -m grpc_tools.protoc -I$(PROTO_DIR) --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	$(BIN)/python -m grpc_tools.protoc -I$(PROTO_DIR) --python_out=. --pyi_out=. --grpc_python_out=. \
+	  --include_source_info --include_imports --descriptor_set_out=$@ $(PROTOS)
 	@touch ftrace/__init__.py $(GEN_DIR)/__init__.py
-	@touch $@
 
 test: $(STAMP) $(GEN_STAMP)
 	$(BIN)/pytest -n auto -q $(PYTEST_ARGS)

@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from clients.api import RequestQueue
@@ -453,17 +452,6 @@ def test_refused_streams_give_their_slot_back(daemon):
                 list(trace_pipe(b"\x08\x80", timeout=DEADLINE))  # a varint cut short
             assert errno_of(info.value).name == "EINVAL"
         assert stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).streams == 0
-
-
-def test_reflection_streams_take_slots_too(stubs):
-    channel_stub = reflection_pb2_grpc.ServerReflectionStub(stubs.channel)
-    requests = RequestQueue()
-    call = channel_stub.ServerReflectionInfo(iter(requests), timeout=DEADLINE)
-    requests.put(reflection_pb2.ServerReflectionRequest(list_services=""))
-    assert "ftrace.v1.Tracefs" in {s.name for s in next(call).list_services_response.service}
-    assert stubs.kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).streams == 1
-    requests.end()
-    assert list(call) == []
 
 
 def test_a_session_reading_trace_pipe_ends_with_enodev_at_a_reboot(stubs):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from kernel_daemon import task as task_mod
 from kernel_daemon import unwind
+from kernel_daemon.errno import KernelError
 from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.kasan import FreedPageAccess
 from kernel_daemon.ftrace.hash import FtraceHash
@@ -222,6 +223,14 @@ class Ftrace:
         if task_mod.current().pid not in self.tsk_trace_pids:  # test_tsk_trace_trace()
             return
         self.ftrace_pid_function(ip, parent_ip, op, count)
+
+
+def ftrace_disabled_error() -> KernelError:
+    """The ``-ENODEV`` of a path that refuses because ``ftrace_disabled`` is set. The
+    kernel returns it bare; the message is what tells a client that the UNAVAILABLE it
+    travels as (common.proto ERRORS) is not a transient one."""
+    return KernelError(errno.ENODEV, "ftrace is disabled: ftrace_kill() ran after a WARN; "
+                                     "Kernel.Reboot recovers")
 
 
 def ftrace_kill(ft: Ftrace) -> None:

@@ -12,7 +12,7 @@ import errno
 import numpy as np
 
 from kernel_daemon.errno import KernelError, quoted
-from kernel_daemon.ftrace.core import Ftrace, FtraceCommand
+from kernel_daemon.ftrace.core import Ftrace, FtraceCommand, ftrace_disabled_error
 from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
 from kernel_daemon.ftrace.rec_update import ftrace_hash_move
@@ -155,7 +155,7 @@ def install_hash(ft: Ftrace, ops: FtraceOps, enable: bool, hash: FtraceHash) -> 
 def ftrace_set_regex(ft: Ftrace, ops: FtraceOps, buf: str | None, reset: bool, enable: bool) -> None:
     """``ftrace_set_regex()``: edit a copy of the ops' hash and install it."""
     if ft.ftrace_disabled:
-        raise KernelError(errno.ENODEV)
+        raise ftrace_disabled_error()
     with ft.ftrace_regex_lock:
         hash = (ops.filter_hash if enable else ops.notrace_hash).copy()
         if reset:

@@ -17,13 +17,11 @@ changed between two reads moves what the second one shows.
 from __future__ import annotations
 
 import enum
-import errno
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from kernel_daemon.errno import KernelError
-from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.core import Ftrace, ftrace_disabled_error
 from kernel_daemon.ftrace.probe import (FTRACE_FUNC_HASHSIZE, FTRACE_HASH_BITS, FtraceFuncProbe,
                                         hash_long)
 from kernel_daemon.ftrace.records import FtracePageGroup, ftrace_rec_count
@@ -57,7 +55,7 @@ def ftrace_avail_open(ft: Ftrace, which: Listing) -> None:
     """The open checks: ``available_filter_functions`` and ``enabled_functions``
     refuse with ENODEV once ftrace is dead; the filter files check in their own open."""
     if ft.ftrace_disabled and which in (Listing.AVAILABLE, Listing.ENABLED):
-        raise KernelError(errno.ENODEV)
+        raise ftrace_disabled_error()
 
 
 # The flags each file's open gives its iterator: ftrace_avail_open(), ftrace_enabled_open(),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kernel_daemon.errno import KernelError
-from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.core import Ftrace, ftrace_disabled_error
 from kernel_daemon.ftrace.filter import ftrace_match_records, ftrace_process_regex, install_hash
 from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import FtraceOps
@@ -111,7 +111,7 @@ class FtraceIterator:
 def ftrace_regex_open(ft: Ftrace, ops: FtraceOps, filter: bool, truncate: bool) -> FtraceIterator:
     """``ftrace_regex_open()`` for FMODE_WRITE: copy the live hash, O_TRUNC empties the copy."""
     if ft.ftrace_disabled:
-        raise KernelError(errno.ENODEV)
+        raise ftrace_disabled_error()
     with ft.ftrace_lock:
         hash = (ops.filter_hash if filter else ops.notrace_hash).copy()
     with ft.ftrace_regex_lock:
@@ -135,7 +135,7 @@ def ftrace_regex_write(ft: Ftrace, iter: FtraceIterator, data: UserBuffer,
         return 0
     with ft.ftrace_regex_lock:
         if ft.ftrace_disabled:
-            raise KernelError(errno.ENODEV)
+            raise ftrace_disabled_error()
         read = trace_get_user(iter.parser, data, ppos.pos)
         ppos.pos += read
         if iter.parser.loaded() and not iter.parser.cont:

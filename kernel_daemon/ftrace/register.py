@@ -8,7 +8,8 @@ from __future__ import annotations
 import errno
 
 from kernel_daemon.errno import KernelError
-from kernel_daemon.ftrace.core import FTRACE_WARN_ON, WARN_ON, WARN_ON_ONCE, Ftrace
+from kernel_daemon.ftrace.core import (FTRACE_WARN_ON, WARN_ON, WARN_ON_ONCE, Ftrace,
+                                       ftrace_disabled_error)
 from kernel_daemon.ftrace.ops import (FTRACE_OPS_FL_DYNAMIC, FTRACE_OPS_FL_ENABLED,
                                       FTRACE_OPS_FL_GLOBAL, FtraceOps)
 from kernel_daemon.ftrace.rec_update import ftrace_hash_rec_disable, ftrace_hash_rec_enable
@@ -48,7 +49,7 @@ def remove_ftrace_ops(ops_list: list[FtraceOps], ops: FtraceOps) -> bool:
 @kernel_function
 def __register_ftrace_function(ft: Ftrace, ops: FtraceOps) -> None:
     if ft.ftrace_disabled:
-        raise KernelError(errno.ENODEV)
+        raise ftrace_disabled_error()
     if FTRACE_WARN_ON(ft, ops is ft.global_ops, LINE_REGISTER_GLOBAL_OPS):
         raise KernelError(errno.EINVAL)
     if ops.flags & FTRACE_OPS_FL_ENABLED:
@@ -74,7 +75,7 @@ def __register_ftrace_function(ft: Ftrace, ops: FtraceOps) -> None:
 @kernel_function
 def __unregister_ftrace_function(ft: Ftrace, ops: FtraceOps) -> None:
     if ft.ftrace_disabled:
-        raise KernelError(errno.ENODEV)
+        raise ftrace_disabled_error()
     if not ops.flags & FTRACE_OPS_FL_ENABLED:
         WARN_ON(ft, LINE_UNREGISTER_NOT_ENABLED)
         raise KernelError(errno.EBUSY)
@@ -102,7 +103,7 @@ def __unregister_ftrace_function(ft: Ftrace, ops: FtraceOps) -> None:
 @kernel_function
 def ftrace_startup(ft: Ftrace, ops: FtraceOps, command: int) -> None:
     if ft.ftrace_disabled:
-        raise KernelError(errno.ENODEV)
+        raise ftrace_disabled_error()
     ft.ftrace_start_up += 1
     command |= FTRACE_UPDATE_CALLS
     hash_enable = True

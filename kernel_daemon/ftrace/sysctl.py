@@ -17,10 +17,7 @@ only at the next ``update_ftrace_function()``: a register, an unregister or anot
 
 from __future__ import annotations
 
-import errno
-
-from kernel_daemon.errno import KernelError
-from kernel_daemon.ftrace.core import Ftrace
+from kernel_daemon.ftrace.core import Ftrace, ftrace_disabled_error
 from kernel_daemon.ftrace.ops import ftrace_stub
 from kernel_daemon.ftrace.update import (FTRACE_DISABLE_CALLS, FTRACE_UPDATE_CALLS,
                                          ftrace_run_update_code)
@@ -34,7 +31,7 @@ def ftrace_enable_sysctl_read(ft: Ftrace, size: int, pos: int) -> bytes:
     newline, at offset 0 only."""
     with ft.ftrace_lock:
         if ft.ftrace_disabled:
-            raise KernelError(errno.ENODEV)
+            raise ftrace_disabled_error()
         return proc_dointvec_read(ft.ftrace_enabled, size, pos)
 
 
@@ -44,7 +41,7 @@ def ftrace_enable_sysctl(ft: Ftrace, buffer: bytes) -> int:
     fewer than written if a number was followed by more than spaces."""
     with ft.ftrace_lock:
         if ft.ftrace_disabled:
-            raise KernelError(errno.ENODEV)
+            raise ftrace_disabled_error()
         ft.ftrace_enabled, count = proc_dointvec(buffer, ft.ftrace_enabled)
         if ft.last_ftrace_enabled == bool(ft.ftrace_enabled):
             return count

@@ -3,10 +3,10 @@ with what every call of the daemon needs around its method.
 
 Each method counts its calls by full method name (``Kernel.Stats`` ``rpc_counts``), each
 streaming method holds one of the daemon's stream slots for its life (common.proto
-STREAMS), and a request message that does not parse fails its call with EINVAL
-(INVALID_ARGUMENT), where gRPC Python would answer INTERNAL and print a traceback. The
-wrappers go on the methods themselves: a server interceptor would see every service,
-but it costs a light call some 6% of its rate.
+STREAMS; server reflection's, one of its own few), and a request message that does not
+parse fails its call with EINVAL (INVALID_ARGUMENT), where gRPC Python would answer
+INTERNAL and print a traceback. The wrappers go on the methods themselves: a server
+interceptor would see every service, but it costs a light call some 6% of its rate.
 """
 
 from __future__ import annotations
@@ -43,11 +43,13 @@ def malformed_error() -> KernelError:
 
 
 def add_servicer(server: grpc.Server, state: DaemonState, service: ServiceDescriptor,
-                 servicer: object) -> None:
+                 servicer: object, slots: StreamSlots | None = None) -> None:
     """Register ``servicer``'s methods of ``service`` on ``server``, as a registered
     method handler each (the fast path the generated code takes) and behind a generic
-    handler of the service."""
-    handlers = {method.name: method_handler(state, service, method, servicer)
+    handler of the service. Its streams hold ``slots`` (the daemon's stream slots unless
+    given)."""
+    slots = state.stream_slots if slots is None else slots
+    handlers = {method.name: method_handler(state, service, method, servicer, slots)
                 for method in service.methods}
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),))
@@ -55,11 +57,11 @@ def add_servicer(server: grpc.Server, state: DaemonState, service: ServiceDescri
 
 
 def method_handler(state: DaemonState, service: ServiceDescriptor, method: MethodDescriptor,
-                   servicer: object) -> grpc.RpcMethodHandler:
+                   servicer: object, slots: StreamSlots) -> grpc.RpcMethodHandler:
     behaviour = getattr(servicer, method.name)
     behaviour = (parsed_requests if method.client_streaming else parsed_request)(behaviour)
     if method.server_streaming:
-        behaviour = holding_a_stream_slot(state.stream_slots, behaviour)
+        behaviour = holding_a_stream_slot(slots, behaviour)
     behaviour = counted(state, f"/{service.full_name}/{method.name}", behaviour)
     kind = HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
     return kind(behaviour,

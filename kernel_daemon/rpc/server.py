@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import resource
+from collections.abc import Iterable, Iterator
 from concurrent import futures
+from pathlib import Path
 
 import grpc
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
@@ -77,6 +80,52 @@ SERVICES = (
 SERVICE_NAMES = tuple(service.full_name for service, _ in SERVICES)
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
 REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
+#: The contract's files with their comments, which `make gen` writes beside the generated
+#: modules (protoc --include_source_info --include_imports --descriptor_set_out).
+DESCRIPTOR_SET = Path(kernel_pb2.__file__).with_name("descriptor_set.binpb")
+
+
+def commented_files(path: Path = DESCRIPTOR_SET) -> dict[str, bytes]:
+    """Each file of the descriptor set at ``path``, serialized, by its name. Without it
+    reflection would serve the contract stripped of all its meaning (the errno table, the
+    metadata keys, the stream protocols live in comments), so a daemon refuses to start:
+    raises SystemExit saying how to make it."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SystemExit(f"ftraced: {path} is missing: `make gen` writes it, with the "
+                         f"comments server reflection serves") from None
+    files = descriptor_pb2.FileDescriptorSet.FromString(data).file
+    return {file.name: file.SerializeToString() for file in files}
+
+
+class CommentedReflectionServicer(reflection.ReflectionServicer):
+    """grpc_reflection's servicer (what enable_server_reflection() adds), answering with
+    the contract's files as ``make gen``'s descriptor set has them: with their comments.
+
+    It finds descriptors in the generated modules' pool, as enable_server_reflection()
+    does, and serializes them with their CopyToProto(); protobuf's upb implementation
+    leaves SourceCodeInfo out of that even for a pool built from a set that has it (so
+    passing such a pool as enable_server_reflection's ``pool`` would not do). Each file
+    it answers with is therefore swapped for the set's copy of the same name; files not
+    in the set (the health and reflection protos) go as they are.
+    """
+
+    def __init__(self, service_names: Iterable[str], files: dict[str, bytes]) -> None:
+        super().__init__(service_names)
+        self.files = files
+
+    def ServerReflectionInfo(
+            self, request_iterator: Iterator[reflection_pb2.ServerReflectionRequest],
+            context: grpc.ServicerContext) -> Iterator[reflection_pb2.ServerReflectionResponse]:
+        for response in super().ServerReflectionInfo(request_iterator, context):
+            if response.HasField("file_descriptor_response"):
+                protos = response.file_descriptor_response.file_descriptor_proto
+                commented = [self.files.get(descriptor_pb2.FileDescriptorProto.FromString(
+                    proto).name, proto) for proto in protos]
+                del protos[:]
+                protos.extend(commented)
+            yield response
 
 
 class Daemon:
@@ -84,7 +133,9 @@ class Daemon:
     kernel boots), then started with the booted kernel's state."""
 
     def __init__(self, address: str, max_connections: int = MAX_CONNECTIONS) -> None:
-        """Bind ``address``; raises OSError as :class:`Listener` does."""
+        """Bind ``address``; raises OSError as :class:`Listener` does, SystemExit as
+        :func:`commented_files` does."""
+        self.commented_files = commented_files()
         self.server = new_grpc_server(connections_allowed(max_connections))
         self.listener = Listener(self.server, address)
         self.address = self.listener.address
@@ -97,9 +148,10 @@ class Daemon:
             add_servicer(self.server, state, service, servicer(state))
         add_servicer(self.server, state, HEALTH, self.health)
         # What enable_server_reflection() does, through add_servicer: its streams hold
-        # handler threads like any other's, so they take stream slots too.
-        add_servicer(self.server, state, REFLECTION, reflection.ReflectionServicer(
-            SERVICE_NAMES + (HEALTH.full_name, reflection.SERVICE_NAME)))
+        # handler threads like any other's, of their own few (state.py).
+        add_servicer(self.server, state, REFLECTION, CommentedReflectionServicer(
+            SERVICE_NAMES + (HEALTH.full_name, reflection.SERVICE_NAME),
+            self.commented_files), state.reflection_slots)
         self.server.start()
         for name in ("",) + SERVICE_NAMES:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

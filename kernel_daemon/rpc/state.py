@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import grpc
 
-from clients.identity import parse_identity_metadata
+from clients.identity import PID_MAX_LIMIT, parse_identity_metadata
 from kernel_daemon.errno import KernelError
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.mutex import Acquisitions
@@ -36,16 +36,28 @@ from kernel_daemon.tracefs.vfs import Vfs
 #: CPython's switch interval, which the daemon runs at under a boot whose switch_interval is 0
 #: (kernel.proto).
 PYTHON_SWITCH_INTERVAL = 0.005
-# A caller that does not say who it is still runs as some process.
-ANONYMOUS = Task(1, "grpc-client")
+# A caller that does not say who it is (no x-ftrace-pid / x-ftrace-comm; gRPC gives a
+# server no peer credentials to ask instead) still runs as some process: pid
+# PID_MAX_LIMIT, which alloc_pid() never hands out (pids stay below pid_max, at most
+# PID_MAX_LIMIT), so it names no client's real process and no task the kernel has from
+# boot. Not 1: init's pid would have a WARN blame init and set_ftrace_pid 1 select every
+# anonymous caller along with init.
+ANONYMOUS = Task(PID_MAX_LIMIT, "grpc-client")
 # Distinct callers' metadata remembered at most (the cache starts over past this).
 MAX_CACHED_CALLERS = 4096
-# The server's handler threads (server.py). Every open file session and tracer stream
-# holds one for its life, as a process blocked in the kernel holds its task: leave room
-# for many...
-MAX_WORKERS = 256
-# ...but keep these for unary calls, which streaming calls never take (StreamSlots).
+# The server's handler threads (server.py) are of three kinds. Every open file session and
+# tracer stream holds one for its life, as a process blocked in the kernel holds its task:
+# leave room for many (StreamSlots)...
+MAX_STREAMS = 224
+# ...server reflection's streams have a few of their own: a grpcurl-style client holds one
+# through the call it looked up, so were they stream slots, a daemon whose slots are all
+# taken could not be asked even a unary call that way; and as a client may keep one open
+# as long as it likes, were they unary threads, that many idle ones would leave the unary
+# calls none. A tool run by hand needs few at once...
+MAX_REFLECTION_STREAMS = 8
+# ...and these are kept for unary calls, which streaming calls never take.
 THREADS_FOR_UNARY_CALLS = 32
+MAX_WORKERS = MAX_STREAMS + MAX_REFLECTION_STREAMS + THREADS_FOR_UNARY_CALLS
 
 
 @dataclass(eq=False)
@@ -101,7 +113,8 @@ class DaemonState:
         # The files open through tracefs calls (set.add and set.discard are atomic, so
         # opens and releases on many handler threads need no lock).
         self.open_files: set[object] = set()
-        self.stream_slots = StreamSlots(MAX_WORKERS - THREADS_FOR_UNARY_CALLS)
+        self.stream_slots = StreamSlots(MAX_STREAMS, "streams")
+        self.reflection_slots = StreamSlots(MAX_REFLECTION_STREAMS, "reflection streams")
         self.invocations = 0
         self.boot = self._make_boot(options)
         set_switch_interval(options)
@@ -211,11 +224,13 @@ class Syscall:
 
 
 class StreamSlots:
-    """The handler threads streaming calls may hold (common.proto STREAMS): all but
-    :data:`THREADS_FOR_UNARY_CALLS` of the server's, so unary calls always find one."""
+    """The handler threads streaming calls of a kind may hold (common.proto STREAMS): never
+    the :data:`THREADS_FOR_UNARY_CALLS` of the server's, so unary calls always find one.
+    ``what`` names the kind in the ENFILE of a call past the limit."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, what: str) -> None:
         self.limit = limit
+        self.what = what
         self.open = 0
         self._lock = threading.Lock()
 
@@ -231,7 +246,7 @@ class StreamSlots:
             self.open -= 1
 
     def exhausted(self) -> KernelError:
-        return KernelError(errno.ENFILE, f"all {self.limit} streams of the daemon are open")
+        return KernelError(errno.ENFILE, f"all {self.limit} {self.what} of the daemon are open")
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:

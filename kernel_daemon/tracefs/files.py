@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.core import ftrace_disabled_error
 from kernel_daemon.ftrace.listing import FtraceListIterator, Listing, ftrace_avail_open
 from kernel_daemon.ftrace.pid import ftrace_pid_reset, ftrace_pid_sops, ftrace_pid_write
 from kernel_daemon.ftrace.regex_file import (FtraceIterator, ftrace_regex_open,
@@ -397,7 +398,7 @@ class RegexFile(FileOps):
             file.iter = ftrace_regex_open(ft, ft.global_ops, self.which is Listing.FILTER,
                                           bool(flags & os.O_TRUNC))
         elif ft.ftrace_disabled:
-            raise KernelError(errno.ENODEV)
+            raise ftrace_disabled_error()
         if file.f_mode & FMODE_READ:
             seq_open(file)
         return file
