@@ -231,7 +231,9 @@ class Minimizer:
     def __init__(self, boot: BootSpec, ops: list[Op], anomalies: list[Anomaly],
                  modules: dict[str, list[str]], out_dir: str, start_ns: int, max_replays: int,
                  log: Callable[[str], None] = lambda message: None) -> None:
-        self.boot = boot
+        # A pause armed on the user's daemon (the run released it at its stop) would
+        # hold every replay that reaches it: the replays boot without it.
+        self.boot = boot.without_pauses()
         self.ops = ops
         self.anomalies = anomalies
         self.modules = modules
