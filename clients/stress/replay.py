@@ -149,11 +149,11 @@ class Replayer:
             seen.look(client, len(commands))
         return seen
 
-    def interleaving(self, prefix: list[str], held: str, racing: str,
-                     site: str) -> Observation | None:
+    def interleaving(self, prefix: list[str], held: str, racing: str, site: str,
+                     after: list[str]) -> Observation | None:
         """Run ``prefix``; then ``held`` until it pauses at ``site``; ``racing`` while it
-        is held; release. None when ``held`` never reached ``site``, or ``racing``
-        could not finish while ``held`` was paused."""
+        is held; release; once both are done, ``after``. None when ``held`` never reached
+        ``site``, or ``racing`` could not finish while ``held`` was paused."""
         with (self._fresh() as daemon, self._client(daemon) as first,
               self._client(daemon) as second):
             run_script(first, prefix)
@@ -171,8 +171,9 @@ class Replayer:
             racing_step.join(STEP_TIMEOUT)
             if not finished:
                 return None
+            run_script(second, after)
             seen = Observation()
-            seen.look(second, 2)
+            seen.look(second, 2 + len(after))
             return seen
 
 
