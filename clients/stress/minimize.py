@@ -55,7 +55,8 @@ from clients.stress.commands import (CD_TRACING, STATELESS_OPS, changes_nothing,
                                      op_commands, session_commands)
 from clients.stress.config import RACE_SITES, BootSpec
 from clients.stress.history import Op
-from clients.stress.replay import Observation, Replayer, confirm_with_shell
+from clients.stress.replay import (Observation, Replayer, call_trace, confirm_with_shell,
+                                   warn_path)
 
 #: Tracer sessions tried one by one when the shells' and loaders' operations alone do not
 #: reproduce.
@@ -84,9 +85,11 @@ class Target:
             return {"WARNING": 0, "KASAN": 1}.get(a.kind, 2) if a.source == "dmesg" else 2
         best = min(anomalies, key=lambda a: (rank(a), a.seen_to_ns))
         # A WARN names no module: the one of a missing reference (what the WARN's
-        # underflow comes from) before that of a leak, which never becomes a WARN.
+        # underflow comes from) before that of a leak, which never becomes a WARN; one
+        # seen before ftrace_kill() before one seen after (what the aborted update left).
         named = sorted((a for a in anomalies if a.module),
-                       key=lambda a: (a.kind != "missing reference", a.seen_to_ns))
+                       key=lambda a: (a.after_ftrace_kill, a.kind != "missing reference",
+                                      a.seen_to_ns))
         module = best.module or (named[0].module if named else "")
         return cls(best.source, best.kind, module, best.message, best.seen_to_ns)
 
@@ -419,11 +422,27 @@ class Minimizer:
             with_teardown = self._observe(found.lines + teardown)
             if with_teardown.shows_exactly("dmesg", "WARNING"):
                 found.lines += teardown
-                found.notes.append("the script leaves a missing reference; the run's teardown ("
-                                   + "; ".join(line.command for line in teardown)
-                                   + ") after it makes the kernel WARN")
+                found.notes.append(self._teardown_note(teardown, with_teardown))
                 seen = with_teardown
         self.target = found.target = Target.strongest(seen, self.target.horizon_ns)
+
+    def _teardown_note(self, teardown: list[Line], seen: Observation) -> str:
+        """What the run's teardown, added as the script's last lines, does: the script
+        cut down left the missing reference; the teardown's disable WARNs. Through which
+        path it WARNs, and the run's WARN did, when the two differ."""
+        commands = "; ".join(line.command for line in teardown)
+        note = (f"cut down, the script left the missing reference, not the WARN; its last "
+                f"line{'s' * (len(teardown) > 1)}, the run's teardown ({commands}), added "
+                f"by the search, make{'s' * (len(teardown) == 1)} the kernel WARN")
+        warned = next((a for a in self.anomalies if a.source == "dmesg"
+                       and a.kind == "WARNING"), None)
+        message = next((r for r in seen.reports if dmesg_kind(r) == "WARNING"), "")
+        script_path = warn_path(seen.traces.get(message, []))
+        run_path = warn_path(call_trace(warned.detail[1:])) if warned else ""
+        if script_path and run_path and script_path != run_path:
+            note += (f" through {script_path}, where the run's WARN came through "
+                     f"{run_path}")
+        return note
 
     def _teardown(self) -> list[Line]:
         """The run's teardown (``echo nop > current_tracer``), as lines."""

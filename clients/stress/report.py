@@ -354,11 +354,19 @@ def ran_text(report: dict[str, Any]) -> str:
     return f"{ops['in_run']} operations in {report['ran_s']} s, {ops['per_second']}/s"
 
 
+#: What an anomaly seen after ftrace_kill() is, as report.txt says it.
+AFTER_KILL = ("seen after ftrace_kill() (ftrace_disabled): nothing updates a record any more; "
+              "the counts are what the update the WARN aborted left, likely its fallout")
+
+
 def headline(anomaly: dict[str, Any]) -> str:
-    """The anomaly in one line (a log report's message names its kind already)."""
+    """The anomaly in one line (a log report's message names its kind already), and
+    whether it was seen after ftrace_kill()."""
     if anomaly["message"].startswith(anomaly["kind"]) or anomaly["source"] == "dmesg":
-        return anomaly["message"]
-    return f"{anomaly['kind']}: {anomaly['message']}"
+        line = anomaly["message"]
+    else:
+        line = f"{anomaly['kind']}: {anomaly['message']}"
+    return line + (" (after ftrace_kill())" if anomaly["after_ftrace_kill"] else "")
 
 
 def to_text(report: dict[str, Any], result: RunResult) -> str:
@@ -421,6 +429,8 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
         when = "at teardown, " if anomaly["phase"] == "teardown" else ""
         out.append(f" {i}. {when}{anomaly['seen_s']:.6f} s [{anomaly['source']}] "
                    f"{headline(anomaly)}")
+        if anomaly["after_ftrace_kill"]:
+            out.append(f"    {AFTER_KILL}")
         if anomaly["records"] > 1:
             out.append(f"    {anomaly['records']} records")
         out.append(f"    observed between {anomaly['seen_from_s']:.6f} s and "
