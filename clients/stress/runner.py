@@ -414,7 +414,7 @@ class Run:
                 timeout = min(MAX_WAIT if timeout is None else timeout,
                               stall - max(quiet.values(), default=0.0), stall / 4)
                 if self.progress is not None:
-                    timeout = 0.25 if timeout is None else min(timeout, 0.25)
+                    timeout = min(timeout, 0.25)
                 for key, _ in selector.select(timeout):
                     if key.data is None:
                         os.read(self._wake_r, 4096)
