@@ -337,3 +337,20 @@ def test_an_interleaving_that_shows_the_missing_reference_but_no_warn_says_so(tm
         "on a fresh daemon it showed another anomaly, not the run's WARN: the missing "
         "reference it comes from: missing reference: "), shown
     assert "no replay of it WARNed" in " ".join(found.notes), found.notes
+
+
+def test_a_freed_page_the_check_read_is_replayed_as_the_interleaving_that_frees_it(tmp_path):
+    """unload-unlocked, as a run (seed 5) had it: the consistency check's walk met uinput's
+    page group freed under it (it reported a leaked reference of the slab poison, and the
+    search found only "another anomaly"). The freed-page access is the target, and the
+    interleaving that frees the page under a hash walk shows it again."""
+    used = Anomaly("consistency", "freed-page access",
+                   "freed-page access: record page at 0xffff88003c0a5000 of uinput "
+                   "(check_consistency)", 55 * MS, 55 * MS, module="uinput")
+    found = Minimizer(UNLOAD_BOOT, UNLOAD_HISTORY, [used], {}, str(tmp_path), 0,
+                      max_replays=8).run()
+    shown = found.interleaving
+    assert found.kind == "interleaving" and shown["verified"] and shown["reproduces"], (
+        shown, found.notes)
+    assert (shown["held"]["command"], shown["racing"]["command"]) == (
+        "echo function > current_tracer", "rmmod uinput"), shown
