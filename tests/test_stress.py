@@ -456,7 +456,7 @@ def test_bad_arguments_are_one_line_errors_before_anything_starts(tmp_path):
          "until Kernel.ReleaseFailpoint releases it, and nothing in a run does (the clients "
          "behind it would stall); to widen a race window sleep instead, e.g. --failpoint "
          f"'{LOAD_SITE}=1*sleep(3000)'; to force an interleaving, pause on a daemon of your "
-         "own (ftraced) and release it there"),
+         "own (ftraced) and release it there (ftrace-inspect failpoints release)"),
     ]
     runs = [subprocess.Popen([sys.executable, "-m", "clients.stress", "--ops", "5", *args],
                              cwd=REPO, env=child_env(), stdout=subprocess.PIPE,

@@ -152,7 +152,7 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
                          "(the clients behind it would stall); to widen a race window "
                          f"sleep instead, e.g. --failpoint '{site}=1*sleep(3000)'; to force "
                          "an interleaving, pause on a daemon of your own (ftraced) and "
-                         "release it there")
+                         "release it there (ftrace-inspect failpoints release)")
     check_limits(parser, ("--duration", args.duration), ("--ops", args.ops),
                    ("--check-interval", args.check_interval),
                    ("--stall-timeout", args.stall_timeout))
