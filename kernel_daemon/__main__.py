@@ -35,7 +35,7 @@ def add_boot_arguments(parser: argparse.ArgumentParser) -> None:
                         help="open a race window (repeatable)")
     parser.add_argument("--failpoint", action="append", default=[], type=failpoint_arg,
                         metavar="NAME=SPEC",
-                        help='e.g. ftrace_hash_move:after_disable="1*pause", '
+                        help='e.g. ftrace_hash_move:after_disable="1*sleep(3000)", '
                              'add_breakpoints="1*error(EFAULT)"')
     parser.add_argument("--core-functions", type=int, default=BootOptions.core_functions,
                         metavar="N", help="functions in the core kernel (default %(default)s)")

@@ -18,7 +18,8 @@ import dataclasses
 from clients.stress.checker import Anomaly
 from clients.stress.config import BootSpec
 from clients.stress.history import Op
-from clients.stress.minimize import Minimizer, Target, _Pair
+from clients.stress.minimize import (Minimizer, Target, _Pair, interleaving_steps,
+                                     interleaving_verdict)
 from clients.stress.replay import Observation
 
 WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0xf4/0x230()"
@@ -286,3 +287,70 @@ def test_the_setup_an_interleaving_needs_loads_its_module_once(tmp_path):
     minimizer = Minimizer(UNLOAD_BOOT, history, [used], {}, str(tmp_path), 0, max_replays=0)
     pair = _Pair("unload-unlocked", history[3], history[2], history)
     assert [line.command for line in minimizer._needed(pair)] == ["modprobe uinput"]
+
+
+def test_an_interleaving_that_leaves_the_missing_reference_a_warn_comes_from_gets_the_teardown(
+        tmp_path):
+    """load-count: the run WARNed; the interleaving, the modprobe held before its count
+    while the function tracer goes on, leaves the module's references missing, which
+    counts as the WARN it becomes, but shows no WARN. The run's teardown after it, echo
+    nop > current_tracer, makes the kernel WARN: it is the interleaving's last step, and
+    what it is said to show is the WARN (it said "reproduces the anomaly: missing
+    reference ..." with no such step, a run of seed 3)."""
+    history = [module(1, "modprobe", "dummy", 20, 30),
+               write(2, "current_tracer", "function", 22, 28, [25]),
+               Op("teardown#1", "teardown", "teardown", 999, "write",
+                  {"file": "current_tracer", "text": "nop", "append": False}, 90 * MS, 90.0,
+                  91 * MS, 91.0, "ok", None, None, [90 * MS])]
+    warned = Anomaly("dmesg", "WARNING", WARN, 35 * MS, 35 * MS)
+    boot = BootSpec((("--variant", "fixed"), ("--race", "load-count"),
+                     ("--core-functions", "2048")))
+    found = Minimizer(boot, history, [warned], {}, str(tmp_path), 0, max_replays=8).run()
+    shown = found.interleaving
+    assert found.kind == "interleaving" and shown["reproduces"], (shown, found.notes)
+    assert not shown["precedes"] and shown["after"] == ["echo nop > current_tracer"], shown
+    assert shown["observed"].startswith("WARNING: at kernel/trace/ftrace.c:1529"), shown
+    steps = interleaving_steps(shown, boot)
+    assert steps[-2].startswith("then, in shell B: echo nop > current_tracer   (the run's "
+                                "teardown"), steps
+    assert steps[-1].startswith("on a fresh daemon it reproduces the anomaly: WARNING: at "
+                                "kernel/trace/ftrace.c:1529"), steps
+    script = (tmp_path / "repro.sh").read_text()
+    assert "# then, in shell B: echo nop > current_tracer" in script, script
+
+
+def test_an_interleaving_that_shows_the_missing_reference_but_no_warn_says_so(tmp_path):
+    """As above with no teardown to try: the replay's missing reference is not the run's
+    WARN, and the verdict says which anomaly it showed."""
+    history = [module(1, "modprobe", "dummy", 20, 30),
+               write(2, "current_tracer", "function", 22, 28, [25])]
+    warned = Anomaly("dmesg", "WARNING", WARN, 35 * MS, 35 * MS)
+    boot = BootSpec((("--variant", "fixed"), ("--race", "load-count"),
+                     ("--core-functions", "2048")))
+    found = Minimizer(boot, history, [warned], {}, str(tmp_path), 0, max_replays=8).run()
+    shown = found.interleaving
+    assert found.kind == "interleaving" and shown["verified"], (shown, found.notes)
+    assert shown["precedes"] and not shown["reproduces"] and shown["after"] == [], shown
+    assert interleaving_verdict(shown) == ("showed another anomaly, not the run's WARN: the "
+                                           "missing reference it comes from")
+    assert interleaving_steps(shown, boot)[-1].startswith(
+        "on a fresh daemon it showed another anomaly, not the run's WARN: the missing "
+        "reference it comes from: missing reference: "), shown
+    assert "no replay of it WARNed" in " ".join(found.notes), found.notes
+
+
+def test_a_freed_page_the_check_read_is_replayed_as_the_interleaving_that_frees_it(tmp_path):
+    """unload-unlocked, as a run (seed 5) had it: the consistency check's walk met uinput's
+    page group freed under it (it reported a leaked reference of the slab poison, and the
+    search found only "another anomaly"). The freed-page access is the target, and the
+    interleaving that frees the page under a hash walk shows it again."""
+    used = Anomaly("consistency", "freed-page access",
+                   "freed-page access: record page at 0xffff88003c0a5000 of uinput "
+                   "(check_consistency)", 55 * MS, 55 * MS, module="uinput")
+    found = Minimizer(UNLOAD_BOOT, UNLOAD_HISTORY, [used], {}, str(tmp_path), 0,
+                      max_replays=8).run()
+    shown = found.interleaving
+    assert found.kind == "interleaving" and shown["verified"] and shown["reproduces"], (
+        shown, found.notes)
+    assert (shown["held"]["command"], shown["racing"]["command"]) == (
+        "echo function > current_tracer", "rmmod uinput"), shown

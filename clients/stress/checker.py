@@ -83,6 +83,10 @@ class Anomaly:
     # "run"; "teardown": seen after the clients had stopped; "before": there already
     # when the run started (Checker.baseline).
     phase: str = "run"
+    # Seen by a check of a kernel whose ftrace_kill() had run (ftrace_disabled): nothing
+    # updates a record any more, and the counts are what the update the WARN aborted
+    # left, often the WARN's fallout rather than a fault of their own.
+    after_ftrace_kill: bool = False
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -99,7 +103,8 @@ def dmesg_kind(message: str) -> str:
 
 def consistency_anomalies(report: kernel_pb2.ConsistencyReport, start: int,
                           end: int) -> list[Anomaly]:
-    """One anomaly per kind and module of a failed check, naming its first record."""
+    """One anomaly per kind and module of a failed check, naming its first record; after
+    ftrace_kill() when the check says ftrace was dead then."""
     groups: dict[tuple[str, str], list[kernel_pb2.Anomaly]] = {}
     for found in report.anomalies:
         groups.setdefault((ANOMALY_KINDS.get(found.kind, "anomaly"), found.module), []).append(found)
@@ -109,7 +114,8 @@ def consistency_anomalies(report: kernel_pb2.ConsistencyReport, start: int,
         out.append(Anomaly("consistency", kind, found[0].message, start, end, module,
                            found[0].function, ops, len(found),
                            [a.message for a in found[:8]] +
-                           ([f"... and {len(found) - 8} more"] if len(found) > 8 else [])))
+                           ([f"... and {len(found) - 8} more"] if len(found) > 8 else []),
+                           after_ftrace_kill=report.ftrace_disabled))
     return out
 
 

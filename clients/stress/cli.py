@@ -15,9 +15,10 @@ from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_STA
                                    DEFAULT_SWITCH_INTERVAL, STOP_ON_KINDS, WORKER_KINDS,
                                    BootSpec, RunConfig)
 from clients.stress.minimize import interleaving_verdict
-from clients.stress.report import headline, ran_text, stalled_workers
+from clients.stress.report import headline, ran_text, stall_text
 from clients.stress.runner import Progress, Run, connect, make_run_dir
 from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
+from kernel_daemon.failpoints import parse_spec
 from kernel_daemon.module.catalog import load_catalog
 
 #: The run's length when neither --duration nor --ops is given.
@@ -61,9 +62,16 @@ The run leaves that daemon as its clients left it, the failpoints it armed aside
 function tracer off (its teardown), the loaders' modules loaded or not,
 set_ftrace_filter and set_ftrace_notrace as the shells last wrote them.
 
+A client that makes no progress for --stall-timeout (stuck in a call, or stopped) ends
+the run; one held at a failpoint's pause when the run stops (on a daemon of yours: a
+private one refuses pause, which nothing in a run releases) is released then, for the
+teardown needs the locks it holds; one that does not stop in time is killed. Each makes
+the run STALLED: it is not the run that was asked for, and a held lock is no clean run.
+
 Exit status: 0 clean, 1 the run found an anomaly, 2 error (the daemon died, could not
 start, did not answer...), 3 tainted: the run found no anomaly, but the kernel had some
-before it started, or its ftrace was dead already.
+before it started, or its ftrace was dead already; 4 stalled: the run found no anomaly,
+but a client was stuck (above).
 """
 
 
@@ -81,10 +89,10 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"run this long (default {DEFAULT_DURATION:g} s)")
     limit.add_argument("--ops", type=int, metavar="N",
                        help="run N operations in all (shared among the clients)")
-    parser.add_argument("--stall-timeout", type=float, metavar="SECONDS",
-                        help="with --ops, end the run when no client has made progress for "
-                        "this long (a client stopped or stuck; default "
-                        f"{DEFAULT_STALL_TIMEOUT:g} s)")
+    parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT,
+                        metavar="SECONDS", help="end the run when a client has made no "
+                        "progress for this long (stopped, or stuck in a call: the run is "
+                        "then STALLED; default %(default)g s)")
     for kind in WORKER_KINDS:
         parser.add_argument(f"--{kind}s", type=int, default=2, metavar="N",
                             help=f"{kind} processes (default 2)")
@@ -134,14 +142,20 @@ def config_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ru
         boot_options_from(args).validate()
     except ValueError as error:
         parser.error(str(error))
+    # A pause holds the thread that reaches it until Kernel.ReleaseFailpoint, which no
+    # client of a run calls: it would hold its lock, and the clients behind it, to the end.
+    for site, spec in args.failpoint:
+        parsed = parse_spec(spec)
+        if parsed is not None and parsed.action == "pause":
+            parser.error(f"--failpoint {site}={spec}: 'pause' holds a thread until "
+                         "Kernel.ReleaseFailpoint releases it, and nothing in a run does "
+                         "(the clients behind it would stall); to widen a race window "
+                         f"sleep instead, e.g. --failpoint '{site}=1*sleep(3000)'; to force "
+                         "an interleaving, pause on a daemon of your own (ftraced) and "
+                         "release it there (ftrace-inspect failpoints release)")
     check_limits(parser, ("--duration", args.duration), ("--ops", args.ops),
                    ("--check-interval", args.check_interval),
                    ("--stall-timeout", args.stall_timeout))
-    if args.stall_timeout is None:
-        args.stall_timeout = DEFAULT_STALL_TIMEOUT
-    elif args.ops is None:
-        parser.error("--stall-timeout is for runs of --ops (a run of --duration ends at "
-                     "its deadline)")
     if args.max_replays < 0:
         parser.error("--max-replays must not be negative")
     workers = {kind: getattr(args, f"{kind}s") for kind in WORKER_KINDS}
@@ -179,10 +193,7 @@ def summary(report: dict, out_dir: str) -> str:
              f"{ran_text(report)})"]
     if report["error"]:
         lines.append(f"  error: {report['error']}")
-    stalled = stalled_workers(report)
-    if stalled:
-        lines.append(f"  stalled: {', '.join(stalled)} made no progress for "
-                     f"{report['configuration']['stall_timeout_s']:g} s, which ended the run")
+    lines += [f"  stalled: {line}" for line in stall_text(report)]
     for anomaly in report["anomalies"][:3]:
         lines.append(f"  {anomaly['seen_s']:.3f} s {headline(anomaly)}")
     for anomaly in report["before_run"][:3]:

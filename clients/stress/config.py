@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from ftrace.v1 import kernel_pb2, modules_pb2
+from kernel_daemon.failpoints import parse_spec
 from kernel_daemon.kernel import BootOptions
 
 #: The failpoint that widens each race window when the user arms none (``--help``).
@@ -39,8 +40,9 @@ STOP_ON_KINDS: dict[str, str] = {
     "warning": "WARNING",
     "kasan": "KASAN",
 }
-#: How long a run of ``--ops`` waits while no worker records anything (``--stall-timeout``).
-#: Far above the longest operation: a failpoint that widens a race window sleeps 3 s.
+#: How long a worker may record nothing before the run ends, stalled (``--stall-timeout``).
+#: Far above the longest operation: a failpoint that widens a race window sleeps 3 ms,
+#: and one that holds ftrace_lock holds up every client that needs it.
 DEFAULT_STALL_TIMEOUT = 30.0
 #: Worker kinds, in the order their processes are started.
 WORKER_KINDS = ("tracer", "loader", "shell", "invoker")
@@ -80,6 +82,15 @@ class BootSpec:
         kept = tuple(p for p in self.pairs
                      if not (p[0] == "--failpoint" and p[1].split("=", 1)[0] == site))
         return BootSpec(kept + (("--failpoint", f"{site}={spec}"),))
+
+    def without_pauses(self) -> "BootSpec":
+        """The same options without the failpoints that ``pause``: on a fresh daemon of a
+        replay nothing would release them (an interleaving arms its own pause, and
+        releases it)."""
+        return BootSpec(tuple(
+            (name, value) for name, value in self.pairs
+            if not (name == "--failpoint" and (spec := parse_spec(value.split("=", 1)[1]))
+                    and spec.action == "pause")))
 
     def command(self, *program: str, after: tuple[str, ...] = ()) -> str:
         """A shell command line booting these options: ``program``, the options (the
@@ -134,7 +145,7 @@ class RunConfig:
     # Replays the minimizer may spend (each one boots a fresh daemon).
     max_replays: int = 150
     check_interval: float = 0.05
-    # Without a duration: the run ends when no worker has recorded anything for this long.
+    # The run ends, stalled, when a worker has recorded nothing for this long.
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     # Failpoints armed because a race window was open and the user armed none.
     auto_failpoints: tuple[tuple[str, str], ...] = ()

@@ -36,7 +36,9 @@ When no sequential candidate reproduces, the anomaly needs two operations to ove
 race. The run's race windows say which failpoint holds which operation in the window;
 pairs of operations that overlapped in the run are replayed as interleavings (the held
 one paused at the failpoint, the other run meanwhile), with as little sequential setup
-before them as still reproduces.
+before them as still reproduces. One that leaves the missing reference a run's WARN comes
+from is tried, as a script is, with the run's teardown after the two, and is said to show
+the WARN only if its replay does.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ from clients.stress.commands import (CD_TRACING, STATELESS_OPS, changes_nothing,
                                      op_commands, session_commands)
 from clients.stress.config import RACE_SITES, BootSpec
 from clients.stress.history import Op
-from clients.stress.replay import Observation, Replayer, confirm_with_shell
+from clients.stress.replay import (Observation, Replayer, call_trace, confirm_with_shell,
+                                   warn_path)
 
 #: Tracer sessions tried one by one when the shells' and loaders' operations alone do not
 #: reproduce.
@@ -82,9 +85,11 @@ class Target:
             return {"WARNING": 0, "KASAN": 1}.get(a.kind, 2) if a.source == "dmesg" else 2
         best = min(anomalies, key=lambda a: (rank(a), a.seen_to_ns))
         # A WARN names no module: the one of a missing reference (what the WARN's
-        # underflow comes from) before that of a leak, which never becomes a WARN.
+        # underflow comes from) before that of a leak, which never becomes a WARN; one
+        # seen before ftrace_kill() before one seen after (what the aborted update left).
         named = sorted((a for a in anomalies if a.module),
-                       key=lambda a: (a.kind != "missing reference", a.seen_to_ns))
+                       key=lambda a: (a.after_ftrace_kill, a.kind != "missing reference",
+                                      a.seen_to_ns))
         module = best.module or (named[0].module if named else "")
         return cls(best.source, best.kind, module, best.message, best.seen_to_ns)
 
@@ -231,7 +236,9 @@ class Minimizer:
     def __init__(self, boot: BootSpec, ops: list[Op], anomalies: list[Anomaly],
                  modules: dict[str, list[str]], out_dir: str, start_ns: int, max_replays: int,
                  log: Callable[[str], None] = lambda message: None) -> None:
-        self.boot = boot
+        # A pause armed on the user's daemon (the run released it at its stop) would
+        # hold every replay that reaches it: the replays boot without it.
+        self.boot = boot.without_pauses()
         self.ops = ops
         self.anomalies = anomalies
         self.modules = modules
@@ -410,17 +417,37 @@ class Minimizer:
         seen = self._observe(found.lines)
         if self.target.source == "dmesg" and seen.shows_exactly("dmesg", self.target.kind):
             return
-        teardown = [Line(command, op) for op in self.ops if op.kind == "teardown"
-                    for command in op_commands(op) or []]
+        teardown = self._teardown()
         if teardown and self._budget():
             with_teardown = self._observe(found.lines + teardown)
             if with_teardown.shows_exactly("dmesg", "WARNING"):
                 found.lines += teardown
-                found.notes.append("the script leaves a missing reference; the run's teardown ("
-                                   + "; ".join(line.command for line in teardown)
-                                   + ") after it makes the kernel WARN")
+                found.notes.append(self._teardown_note(teardown, with_teardown))
                 seen = with_teardown
         self.target = found.target = Target.strongest(seen, self.target.horizon_ns)
+
+    def _teardown_note(self, teardown: list[Line], seen: Observation) -> str:
+        """What the run's teardown, added as the script's last lines, does: the script
+        cut down left the missing reference; the teardown's disable WARNs. Through which
+        path it WARNs, and the run's WARN did, when the two differ."""
+        commands = "; ".join(line.command for line in teardown)
+        note = (f"cut down, the script left the missing reference, not the WARN; its last "
+                f"line{'s' * (len(teardown) > 1)}, the run's teardown ({commands}), added "
+                f"by the search, make{'s' * (len(teardown) == 1)} the kernel WARN")
+        warned = next((a for a in self.anomalies if a.source == "dmesg"
+                       and a.kind == "WARNING"), None)
+        message = next((r for r in seen.reports if dmesg_kind(r) == "WARNING"), "")
+        script_path = warn_path(seen.traces.get(message, []))
+        run_path = warn_path(call_trace(warned.detail[1:])) if warned else ""
+        if script_path and run_path and script_path != run_path:
+            note += (f" through {script_path}, where the run's WARN came through "
+                     f"{run_path}")
+        return note
+
+    def _teardown(self) -> list[Line]:
+        """The run's teardown (``echo nop > current_tracer``), as lines."""
+        return [Line(command, op) for op in self.ops if op.kind == "teardown"
+                for command in op_commands(op) or []]
 
     def _interleaving(self, found: Reproducer) -> None:
         """Turn ``found`` (no sequential reproducer) into an interleaving, if one fits.
@@ -457,7 +484,7 @@ class Minimizer:
         for pair in pairs:
             for prefix in ([], self._tracer_state(pair.held), self._needed(pair)):
                 if self._budget() and reproduces(pair, prefix):
-                    found.interleaving = self._interleaving_json(pair, prefix, True)
+                    found.interleaving = self._settle_interleaving(pair, prefix, found)
                     return
         for pair in pairs:
             # Completed before the two met: a modprobe that overlapped the held operation
@@ -469,16 +496,43 @@ class Minimizer:
                 self.target.module)
             if self._budget() and reproduces(pair, earlier):
                 prefix = ddmin(earlier, lambda lines: reproduces(pair, lines), self._budget)
-                found.interleaving = self._interleaving_json(pair, prefix, True)
+                found.interleaving = self._settle_interleaving(pair, prefix, found)
                 return
         if other is not None:
             found.notes.append("no interleaving tried showed the run's anomaly again: the "
                                "first that showed another one is given")
-            found.interleaving = self._interleaving_json(*other, True)
+            found.interleaving = self._interleaving_json(*other, pair_seen(*other))
             return
         found.notes.append("no interleaving tried showed an anomaly: the first pair is given "
                            "with the setup the history says it needs, not verified")
-        found.interleaving = self._interleaving_json(pairs[0], self._needed(pairs[0]), False)
+        found.interleaving = self._interleaving_json(pairs[0], self._needed(pairs[0]), None)
+
+    def _settle_interleaving(self, pair: "_Pair", prefix: list[Line],
+                             found: Reproducer) -> dict[str, Any]:
+        """The interleaving that showed the run's anomaly, as :meth:`_settle` does a
+        script: a missing reference counts as the WARN it becomes once its ops is
+        disabled, but the replay WARNed only if it shows the WARN itself. If it does not,
+        the run's teardown after the two (``echo nop > current_tracer``) is tried, and
+        kept as the last step if the kernel then WARNs; else the interleaving is given as
+        showing the missing reference that precedes the run's WARN, not the WARN."""
+        seen = pair_seen(pair, prefix)
+        assert seen is not None
+        if self.target.source != "dmesg" or seen.shows_exactly("dmesg", self.target.kind):
+            return self._interleaving_json(pair, prefix, seen)
+        teardown = [line.command for line in self._teardown()]
+        if teardown and self._budget():
+            with_teardown = pair.observe(self, prefix, teardown)
+            if with_teardown is not None and with_teardown.shows_exactly("dmesg",
+                                                                         self.target.kind):
+                found.notes.append("the interleaving leaves a missing reference; the run's "
+                                   f"teardown ({'; '.join(teardown)}) after it makes the "
+                                   "kernel WARN")
+                return self._interleaving_json(pair, prefix, with_teardown, teardown)
+        found.notes.append("the interleaving leaves the missing reference the run's WARN "
+                           "comes from, but no replay of it WARNed"
+                           + (f", not even with the run's teardown ({'; '.join(teardown)}) "
+                              "after it" if teardown else ""))
+        return self._interleaving_json(pair, prefix, seen)
 
     def _needed(self, pair: "_Pair") -> list[Line]:
         """The state the pair needs, as the history has it: the module a racing rmmod
@@ -546,17 +600,24 @@ class Minimizer:
             return False
         return gives == (self.target.kind == "leaked reference")
 
-    def _interleaving_json(self, pair: "_Pair", prefix: list[Line],
-                           verified: bool) -> dict[str, Any]:
-        """The interleaving for the report; ``verified``: a replay with ``prefix`` showed
-        an anomaly. ``reproduces``: it showed the run's, not only another one."""
-        seen = pair.seen.get(pair.key(prefix)) if verified else None
+    def _interleaving_json(self, pair: "_Pair", prefix: list[Line], seen: Observation | None,
+                           after: list[str] | None = None) -> dict[str, Any]:
+        """The interleaving for the report; ``seen``: what its replay (with ``prefix``
+        before the two and ``after`` after them) showed, None when not verified.
+        ``reproduces``: it showed the run's anomaly; a WARN only by showing the WARN
+        (``precedes``: it showed the missing reference the WARN comes from instead)."""
+        reproduces = precedes = False
+        if seen is not None and self.target.seen_after(seen) is not None:
+            reproduces = (self.target.source != "dmesg"
+                          or seen.shows_exactly("dmesg", self.target.kind))
+            precedes = not reproduces
         return {
-            "race": pair.race, "failpoint": pair.site, "verified": verified,
-            "reproduces": seen is not None and self.target.seen_after(seen) is not None,
+            "race": pair.race, "failpoint": pair.site, "verified": seen is not None,
+            "reproduces": reproduces, "precedes": precedes,
             "prefix": [line.command for line in prefix] + pair.setup,
             "held": self._describe(pair.held, pair.held_command),
             "racing": self._describe(pair.racing, pair.racing_command),
+            "after": after or [],
             "observed": seen.summary() if seen else "",
         }
 
@@ -616,21 +677,29 @@ class _Pair:
         self.seen: dict[tuple[str, ...], Observation | None] = {}
 
     @staticmethod
-    def key(prefix: list[Line]) -> tuple[str, ...]:
-        return tuple(line.command + "\0" + line.op.id for line in prefix)
+    def key(prefix: list[Line], after: list[str] | None = None) -> tuple[str, ...]:
+        return (*(line.command + "\0" + line.op.id for line in prefix), "\0after",
+                *(after or []))
 
-    def observe(self, minimizer: Minimizer, prefix: list[Line]) -> Observation | None:
-        """Replay: ``prefix`` and the setup, then the two (once per prefix); None when the
-        interleaving did not come about."""
-        key = self.key(prefix)
+    def observe(self, minimizer: Minimizer, prefix: list[Line],
+                after: list[str] | None = None) -> Observation | None:
+        """Replay: ``prefix`` and the setup, then the two, then ``after`` (once each);
+        None when the interleaving did not come about."""
+        key = self.key(prefix, after)
         if key not in self.seen:
             seen = self.seen[key] = minimizer.replayer.interleaving(
                 [line.command for line in prefix] + self.setup, self.held_command,
-                self.racing_command, self.site)
+                self.racing_command, self.site, after or [])
             minimizer.log(f"replay {minimizer.replayer.replays}: {self.held_command!r} held, "
-                          f"{self.racing_command!r} racing, {len(prefix)} before: "
+                          f"{self.racing_command!r} racing, {len(prefix)} before, "
+                          f"{len(after or [])} after: "
                           f"{seen.summary() if seen else 'no such interleaving'}")
         return self.seen[key]
+
+
+def pair_seen(pair: _Pair, prefix: list[Line]) -> Observation | None:
+    """What the replay of ``pair`` after ``prefix`` (nothing after the two) showed."""
+    return pair.seen.get(pair.key(prefix))
 
 
 def as_command(op: Op, ops: list[Op]) -> tuple[list[str], str]:
@@ -658,6 +727,9 @@ def interleaving_steps(found: dict[str, Any], boot: BootSpec) -> list[str]:
     steps.append(f"in shell A run: {found['held']['command']}   (it pauses at {site})")
     steps.append(f"while it is paused, in shell B run: {found['racing']['command']}")
     steps.append(f"release {site} (Kernel.ReleaseFailpoint); shell A's command completes")
+    if found["after"]:
+        steps.append("then, in shell B: " + "; ".join(found["after"]) + "   (the run's "
+                     "teardown: the missing reference the interleaving left becomes the WARN)")
     steps.append(f"on a fresh daemon it {interleaving_outcome(found)}")
     return steps
 
@@ -666,6 +738,9 @@ def interleaving_verdict(found: dict[str, Any]) -> str:
     """Whether the interleaving's replay showed the run's anomaly, in a few words."""
     if not found["verified"]:
         return "was NOT verified (no replay showed an anomaly)"
+    if found["precedes"]:
+        return ("showed another anomaly, not the run's WARN: the missing reference it "
+                "comes from")
     if not found["reproduces"]:
         return "showed another anomaly, not the run's"
     return "reproduces the anomaly"

@@ -31,6 +31,8 @@ from clients.stress.config import BootSpec
 
 _UNDERFLOW = {("consistency", "missing reference"), ("dmesg", "WARNING")}
 _REPORT_LINE = re.compile(r"\] (WARNING: .*|BUG: .*)$", re.MULTILINE)
+#: A frame of a report's call trace: `` [<ffffffff810c50a3>] ftrace_hash_move+0x1a3/0x1d0``.
+_FRAME = re.compile(r"\] +\[<[0-9a-f]+>\] ([\w.]+)\+0x")
 #: How long an interleaving's first command may take to reach its failpoint, and the
 #: second to finish while the first is held: a step that takes longer is waiting for a
 #: lock the held one owns, so that interleaving cannot happen.
@@ -50,6 +52,9 @@ class Observation:
     # The check's anomalies: (message, module, after how many commands first seen).
     anomalies: list[tuple[str, str, int]] = field(default_factory=list)
     kinds: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, kind) -> step
+    # Each report's call trace, innermost first (a report is the same line whatever the
+    # path to it: a WARN in __ftrace_hash_rec_update is reached by every hash walk).
+    traces: dict[str, list[str]] = field(default_factory=dict)
 
     def first(self, source: str, kind: str) -> int | None:
         """After how many commands it was first seen, or None. An shm anomaly is the
@@ -81,16 +86,39 @@ class Observation:
 
     def look(self, client: Client, step: int) -> None:
         """Look at the kernel after ``step`` commands."""
-        for message in _REPORT_LINE.findall(client.dmesg()):
+        log = client.dmesg()
+        for match in _REPORT_LINE.finditer(log):
+            message = match.group(1)
             if message not in self.reports:
                 self.reports.append(message)
                 self.kinds.setdefault(("dmesg", dmesg_kind(message)), step)
+                self.traces[message] = call_trace(log[match.end():].splitlines()[1:])
         known = {message for message, _, _ in self.anomalies}
         for anomaly in client.check_consistency().anomalies:
             if anomaly.message not in known:
                 self.anomalies.append((anomaly.message, anomaly.module, step))
                 self.kinds.setdefault(
                     ("consistency", ANOMALY_KINDS.get(anomaly.kind, "anomaly")), step)
+
+
+def call_trace(lines: list[str]) -> list[str]:
+    """The functions of the call trace in a report's lines (its first line left out),
+    innermost first, up to the report's end."""
+    frames = []
+    for line in lines:
+        if _REPORT_LINE.search(line) or line.rstrip().endswith("]---"):
+            break
+        frame = _FRAME.search(line)
+        if frame:
+            frames.append(frame.group(1))
+    return frames
+
+
+def warn_path(trace: list[str]) -> str:
+    """Where a WARN was reached from: the two callers of the function that warned
+    (``ftrace_hash_move <- ftrace_regex_release``), "" when the trace has none."""
+    callers = [frame for frame in trace if not frame.startswith("warn_slowpath")][1:3]
+    return " <- ".join(callers)
 
 
 def run_script(client: Client, commands: list[str],
@@ -149,11 +177,11 @@ class Replayer:
             seen.look(client, len(commands))
         return seen
 
-    def interleaving(self, prefix: list[str], held: str, racing: str,
-                     site: str) -> Observation | None:
+    def interleaving(self, prefix: list[str], held: str, racing: str, site: str,
+                     after: list[str]) -> Observation | None:
         """Run ``prefix``; then ``held`` until it pauses at ``site``; ``racing`` while it
-        is held; release. None when ``held`` never reached ``site``, or ``racing``
-        could not finish while ``held`` was paused."""
+        is held; release; once both are done, ``after``. None when ``held`` never reached
+        ``site``, or ``racing`` could not finish while ``held`` was paused."""
         with (self._fresh() as daemon, self._client(daemon) as first,
               self._client(daemon) as second):
             run_script(first, prefix)
@@ -171,8 +199,9 @@ class Replayer:
             racing_step.join(STEP_TIMEOUT)
             if not finished:
                 return None
+            run_script(second, after)
             seen = Observation()
-            seen.look(second, 2)
+            seen.look(second, 2 + len(after))
             return seen
 
 

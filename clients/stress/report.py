@@ -29,7 +29,7 @@ RECENT_OPS = 6
 #: Operations listed as in flight, at most.
 IN_FLIGHT_OPS = 16
 #: The run's outcome by its exit status (``--help`` says what each means).
-OUTCOMES = {0: "clean", 1: "anomaly", 2: "error", 3: "tainted"}
+OUTCOMES = {0: "clean", 1: "anomaly", 2: "error", 3: "tainted", 4: "stalled"}
 
 
 @dataclass
@@ -44,12 +44,18 @@ class WorkerRecord:
     stopped: bool = False  # it had been told to stop (or had done its operations)
     killed_at_stop: bool = False  # it did not stop in time and was killed
     stalled: bool = False  # it made no progress for the stall timeout, which ended the run
+    # The failpoint its call was held at (a ``pause``) when the run stopped, and released.
+    paused_at: str = ""
     cpu_s: float | None = None  # CPU seconds from the go to its end event or the stop
 
     def how(self, exited_s: float | None) -> str:
         """How it ended, ``exited_s`` seconds into the run."""
         if self.status is None:
             return "still running"
+        if self.paused_at:
+            return (f"held at the failpoint {self.paused_at} (pause), which nothing released:"
+                    f" the run released it at the stop; " + (
+                        "did not stop in time, killed" if self.killed_at_stop else "then stopped"))
         if self.stalled:
             return "made no progress, so the run ended; " + (
                 "did not stop in time, killed" if self.killed_at_stop else "then stopped")
@@ -93,13 +99,23 @@ class RunResult:
     report: dict[str, Any] = field(default_factory=dict)  # report.json, once written
 
     @property
+    def stalled(self) -> list[WorkerRecord]:
+        """The workers stuck in a call: one whose lack of progress ended the run, one held
+        at a failpoint when it stopped, one that did not stop in time."""
+        return [w for w in self.workers if w.stalled or w.paused_at or w.killed_at_stop]
+
+    @property
     def exit_status(self) -> int:
-        """0 clean; 1 the run found an anomaly; 2 error; 3 tainted: the run found none,
-        but the kernel had some before it started (or its ftrace was dead already)."""
+        """0 clean; 1 the run found an anomaly; 2 error; 4 stalled: the run found none, but
+        a client was stuck in a call (the run is not the run it was asked for); 3 tainted:
+        the run found none, but the kernel had some before it started (or its ftrace was
+        dead already)."""
         if self.error:
             return 2
         if self.anomalies:
             return 1
+        if self.stalled:
+            return 4
         return 3 if self.before_run else 0
 
     @property
@@ -295,6 +311,26 @@ def stalled_workers(report: dict[str, Any]) -> list[str]:
     return [worker["name"] for worker in report["workers"] if worker["stalled"]]
 
 
+def stall_text(report: dict[str, Any]) -> list[str]:
+    """Why a run is stalled, a line per reason (stdout and report.txt alike): the workers
+    whose lack of progress ended it, those held at a failpoint at the stop, those that
+    did not stop in time."""
+    out = []
+    stalled = stalled_workers(report)
+    if stalled:
+        out.append(f"{', '.join(stalled)} made no progress for "
+                   f"{report['configuration']['stall_timeout_s']:g} s, which ended the run")
+    for worker in report["workers"]:
+        if worker["paused_at"]:
+            out.append(f"{worker['name']} was held at the failpoint {worker['paused_at']} "
+                       "(pause) when the run stopped: nothing released it; the run did")
+    killed = [worker["name"] for worker in report["workers"] if worker["killed_at_stop"]]
+    if killed:
+        out.append(f"{', '.join(killed)} did not stop in time and "
+                   f"{'was' if len(killed) == 1 else 'were'} killed")
+    return out
+
+
 def before_run_text(report: dict[str, Any]) -> list[str]:
     """report.txt's account of what the kernel showed before the run, if anything."""
     before = report["before_run"]
@@ -318,11 +354,19 @@ def ran_text(report: dict[str, Any]) -> str:
     return f"{ops['in_run']} operations in {report['ran_s']} s, {ops['per_second']}/s"
 
 
+#: What an anomaly seen after ftrace_kill() is, as report.txt says it.
+AFTER_KILL = ("seen after ftrace_kill() (ftrace_disabled): nothing updates a record any more; "
+              "the counts are what the update the WARN aborted left, likely its fallout")
+
+
 def headline(anomaly: dict[str, Any]) -> str:
-    """The anomaly in one line (a log report's message names its kind already)."""
+    """The anomaly in one line (a log report's message names its kind already), and
+    whether it was seen after ftrace_kill()."""
     if anomaly["message"].startswith(anomaly["kind"]) or anomaly["source"] == "dmesg":
-        return anomaly["message"]
-    return f"{anomaly['kind']}: {anomaly['message']}"
+        line = anomaly["message"]
+    else:
+        line = f"{anomaly['kind']}: {anomaly['message']}"
+    return line + (" (after ftrace_kill())" if anomaly["after_ftrace_kill"] else "")
 
 
 def to_text(report: dict[str, Any], result: RunResult) -> str:
@@ -355,10 +399,7 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
                + (f"; {after} more after the stop (the teardown's, and those begun "
                   "before the clients heard it)" if after and report["ran_s"] is not None
                   else ""))
-    stalled = stalled_workers(report)
-    if stalled:
-        out.append(f"stalled:   {', '.join(stalled)}: nothing recorded for "
-                   f"{conf['stall_timeout_s']:g} s, which ended the run")
+    out += [f"stalled:   {line}" for line in stall_text(report)]
     stops = ("never (--keep-going)" if conf["keep_going"]
              else ", ".join(conf["stop_on"]) or "any anomaly")
     out.append(f"stops at:  {stops}; detected after {report['time_to_detection_s']} s"
@@ -388,6 +429,8 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
         when = "at teardown, " if anomaly["phase"] == "teardown" else ""
         out.append(f" {i}. {when}{anomaly['seen_s']:.6f} s [{anomaly['source']}] "
                    f"{headline(anomaly)}")
+        if anomaly["after_ftrace_kill"]:
+            out.append(f"    {AFTER_KILL}")
         if anomaly["records"] > 1:
             out.append(f"    {anomaly['records']} records")
         out.append(f"    observed between {anomaly['seen_from_s']:.6f} s and "

@@ -7,17 +7,19 @@ finds it: what it showed before is reported apart, not as the run's, and a kerne
 ftrace is dead already is not stressed. Then the checker's threads and the worker processes
 run; this process waits for the first of: an anomaly (of a ``stop_on``
 kind, and unless ``keep_going``), the end of the duration, every worker done, the daemon
-gone, and without a duration, no worker making progress for the stall timeout. A worker
-that dies on its way is noted and the run goes on without it. Then the workers are told
-to stop (a tracer unregisters its ops), the function tracer is turned off
+gone, and a worker making no progress for the stall timeout (stuck in a call). A worker
+that dies on its way is noted and the run goes on without it. Then the run's clients
+held at a failpoint's ``pause`` are released (nothing else would: their threads hold
+locks the teardown needs), the workers are told to stop (a tracer unregisters its ops),
+the function tracer is turned off
 (what a user would do next, and what turns a latent count error into the kernel's WARN:
 the loaders are held still meanwhile, so that the modules stay where they are), the checks
 run once more, the client files are merged into the history, the minimizer looks for a
 reproducer, and the report is written.
 
 Waiting is on file descriptors: a pidfd per process, and a pipe the checker's threads
-write to when they have something to say; when the stall timeout comes, the workers'
-files say whether they made progress meanwhile.
+write to when they have something to say; the workers' files, looked at four times a
+stall timeout, say whether each made progress meanwhile.
 """
 
 from __future__ import annotations
@@ -180,22 +182,28 @@ class _Worker:
 
 @dataclasses.dataclass
 class _ProgressWatch:
-    """When a running worker was last seen to record an event (each one is a line written
-    to its history file, which grows), or the go: file sizes against the monotonic clock,
-    which a step of the wall clock (NTP) does not move, where the files' mtimes would."""
+    """When each running worker was last seen to record an event (each one is a line
+    written to its history file, which grows), or the go: file sizes against the monotonic
+    clock, which a step of the wall clock (NTP) does not move, where the files' mtimes
+    would."""
 
-    seen: float = dataclasses.field(default_factory=time.monotonic)
-    sizes: dict[str, int] = dataclasses.field(default_factory=dict)
+    go: float = dataclasses.field(default_factory=time.monotonic)
+    # Its history file -> (its size, when it was first seen at that size; the go first).
+    seen: dict[str, tuple[int, float]] = dataclasses.field(default_factory=dict)
 
-    def quiet_for(self, workers: list["_Worker"]) -> float:
-        """Seconds since then, looking at ``workers``' files now."""
+    def quiet_for(self, workers: list["_Worker"]) -> dict["_Worker", float]:
+        """Seconds since each of ``workers`` last recorded something, looking at their
+        files now."""
         now = time.monotonic()
+        quiet = {}
         for worker in workers:
             path = worker.spec.history
             size = os.stat(path).st_size
-            if self.sizes.get(path) != size:
-                self.sizes[path], self.seen = size, now
-        return now - self.seen
+            last = self.seen.get(path)
+            if last is None or last[0] != size:
+                self.seen[path] = last = (size, self.go if last is None else now)
+            quiet[worker] = now - last[1]
+        return quiet
 
 
 class Run:
@@ -375,12 +383,12 @@ class Run:
 
     def _wait(self) -> None:
         """Until an anomaly of a stop_on kind (unless keep_going), the deadline, no worker
-        left, the daemon gone, or (with no deadline) no worker recording anything for the
-        stall timeout: a run of ``--ops`` waits for every worker to do its share, and one
-        that makes no progress (stopped, or stuck in a call) would be waited for forever.
-        The run then stops as at a deadline, and the stuck workers are named."""
+        left, the daemon gone, or a worker recording nothing for the stall timeout: stuck
+        in a call (a thread held at a failpoint, a lock never released) or stopped, it
+        would be waited for forever by a run of ``--ops``, and by any run's stop. The run
+        then stops as at a deadline, and the stuck workers are named."""
         config = self.config
-        stall = config.stall_timeout if config.duration is None else None
+        stall = config.stall_timeout
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ, None)
         for worker in self.workers:
@@ -396,16 +404,17 @@ class Run:
                 now = time.monotonic_ns()
                 timeout = (None if deadline is None
                            else min(max(0.0, (deadline - now) / 1e9), MAX_WAIT))
-                if stall is not None:
-                    quiet = watch.quiet_for(self._alive())
-                    if quiet >= stall:
-                        for worker in self._alive():
-                            worker.record.stalled = True
-                        break
-                    # Growth is seen when looked for: look four times a stall timeout.
-                    timeout = min(stall - quiet, stall / 4, MAX_WAIT)
+                quiet = watch.quiet_for(self._alive())
+                stuck = [worker for worker, seconds in quiet.items() if seconds >= stall]
+                if stuck:
+                    for worker in stuck:
+                        worker.record.stalled = True
+                    break
+                # Growth is seen when looked for: look four times a stall timeout.
+                timeout = min(MAX_WAIT if timeout is None else timeout,
+                              stall - max(quiet.values(), default=0.0), stall / 4)
                 if self.progress is not None:
-                    timeout = 0.25 if timeout is None else min(timeout, 0.25)
+                    timeout = min(timeout, 0.25)
                 for key, _ in selector.select(timeout):
                     if key.data is None:
                         os.read(self._wake_r, 4096)
@@ -430,6 +439,21 @@ class Run:
         if self.result.anomalies and not self._lost:
             for worker in self._loaders():
                 worker.freeze()
+
+    def _release_paused(self) -> None:
+        """Release the run's clients held at a failpoint's ``pause`` (armed on a daemon of
+        the user's: the run's own command line refuses it). Nothing else would before they
+        are killed, and their threads in the daemon would hold what they hold (ftrace_lock
+        at most sites) for good: the teardown would wait on it forever. Each is noted:
+        a run that held a client so is not clean. At each site the paused threads go
+        oldest first, up to the last of the run's."""
+        workers = {worker.process.pid: worker for worker in self.workers}
+        for point in self.client.list_failpoints():
+            held = [i for i, task in enumerate(point.paused_tasks) if task.pid in workers]
+            for i in held:
+                workers[point.paused_tasks[i].pid].record.paused_at = point.name
+            if held:
+                self.client.release_failpoint(point.name, held[-1] + 1)
 
     def _stop_cpu_meters(self) -> None:
         """Read, at the stop, the CPU of the daemon, of this process and of every worker
@@ -502,9 +526,13 @@ class Run:
         """The loaders are frozen first (SIGSTOP): a count error becomes the kernel's
         WARN when its ops is disabled while its module is still loaded, so the modules
         stay as they are while the others stop (a tracer unregisters) and the function
-        tracer is turned off. Then the loaders go, and the checks run once more."""
+        tracer is turned off. A client held at a failpoint is released first (its
+        operation completes in the daemon). Then the loaders go, and the checks run once
+        more."""
         for worker in self._loaders():
             worker.freeze()
+        if not self._lost:
+            self._release_paused()
         others = [w for w in self._alive() if w.spec.kind != "loader"]
         for worker in others:
             worker.tell_stop()

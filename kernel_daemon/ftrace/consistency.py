@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernel_daemon import task as task_mod
 from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.module_records import referenced_filters
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
@@ -85,10 +86,26 @@ def group_anomalies(ft: Ftrace, pg: FtracePageGroup, enabled_ops: list[FtraceOps
 
 
 def check_consistency(ft: Ftrace) -> list[Anomaly]:
-    """Every anomaly of the live records, plus every freed-page access seen so far."""
+    """Every anomaly of the live records, plus every freed-page access seen so far.
+
+    Under ``ftrace_lock`` no page group on the list is freed, unless a race window frees
+    one without the lock (``unload-unlocked``): the walk then reads the slab poison, which
+    is no count. A group found freed once its records were read is reported as what the
+    walk did, a read of a freed page (the kernel's own walks, racing the same free, print
+    KASAN's report), and its poisoned records are not compared with anything. ``free()``
+    marks a group freed before it poisons it, so a read that saw poison sees the mark.
+    """
     with ft.ftrace_lock:
         enabled_ops = [ops for ops in ft.ftrace_ops_list if ops.flags & FTRACE_OPS_FL_ENABLED]
-        anomalies = [a for pg in ft.pages.groups for a in group_anomalies(ft, pg, enabled_ops)]
+        anomalies = []
+        for pg in ft.pages.groups:
+            found = group_anomalies(ft, pg, enabled_ops)
+            if pg.freed:
+                current = task_mod.current()
+                found = [Anomaly(AnomalyKind.FREED_PAGE_ACCESS, pg.page_addr,
+                                 check_consistency.__name__, pg.module_name, 0, 0, False,
+                                 (f"{current.comm}/{current.pid}",))]
+            anomalies += found
     anomalies += [Anomaly(AnomalyKind.FREED_PAGE_ACCESS, access.page_addr, access.function,
                           access.module, 0, 0, False, (f"{access.task.comm}/{access.task.pid}",))
                   for access in ft.freed_page_accesses]
