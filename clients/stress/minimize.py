@@ -721,12 +721,14 @@ def interleaving_steps(found: dict[str, Any], boot: BootSpec) -> list[str]:
     if found["prefix"]:
         steps.append(f"boot: {boot.command('ftraced')}")
         steps.append("run, in ftrace-shell: " + "; ".join(found["prefix"]))
-        steps.append(f"arm the failpoint {site}=1*pause (Kernel.SetFailpoint)")
+        steps.append(f"arm the failpoint: ftrace-inspect failpoints set {site} 1*pause")
     else:
         steps.append("boot: " + boot.with_failpoint(site, "1*pause").command("ftraced"))
-    steps.append(f"in shell A run: {found['held']['command']}   (it pauses at {site})")
+    steps.append(f"in shell A run: {found['held']['command']}   (it pauses at {site}: "
+                 f"ftrace-inspect failpoints wait {site} returns)")
     steps.append(f"while it is paused, in shell B run: {found['racing']['command']}")
-    steps.append(f"release {site} (Kernel.ReleaseFailpoint); shell A's command completes")
+    steps.append(f"release it: ftrace-inspect failpoints release {site}; shell A's command "
+                 "completes")
     if found["after"]:
         steps.append("then, in shell B: " + "; ".join(found["after"]) + "   (the run's "
                      "teardown: the missing reference the interleaving left becomes the WARN)")
