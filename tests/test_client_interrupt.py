@@ -38,8 +38,12 @@ SHELL_ROUNDS = 20
 #: With a third argument the session's read raises SIGINT itself, at one of the points
 #: of grpc's _next where KeyboardInterrupt leaves a lock wrong (clients.interrupt): as
 #: the channel's Condition.__enter__ returns ("enter"), as its __exit__ starts ("exit"),
-#: in the call's Condition.wait() just after _release_save() ("wait").
-_INTERRUPTED = """
+#: in the call's Condition.wait() just after _release_save() ("wait"). Should it hang
+#: all the same, it prints every thread's stack and exits before the test's deadline.
+_INTERRUPTED = f"""
+import faulthandler
+faulthandler.dump_traceback_later({DEADLINE * 0.75}, exit=True)
+""" + """
 import inspect, signal, sys, threading, traceback
 from clients.api import Client
 
