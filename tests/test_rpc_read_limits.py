@@ -15,7 +15,8 @@ import pytest
 
 from clients.api import RequestQueue
 from clients.connection import grpc_target
-from ftrace.v1 import tracefs_pb2, tracefs_pb2_grpc, tracer_pb2, tracer_pb2_grpc
+from ftrace.v1 import (kernel_pb2, kernel_pb2_grpc, tracefs_pb2, tracefs_pb2_grpc, tracer_pb2,
+                       tracer_pb2_grpc)
 from kernel_daemon.rpc.tracefs_service import MAX_READ_ANSWER
 from kernel_daemon.rpc.tracer_service import MAX_BATCH
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
@@ -130,3 +131,23 @@ def test_a_hit_batch_holds_at_most_max_batch_hits(default_channel):
     batches = [len(e.hits.hits) for e in rest if e.WhichOneof("event") == "hits"]
     assert sum(batches) == calls
     assert max(batches) == MAX_BATCH
+
+
+def test_list_ops_with_every_function_in_a_hash_fits_a_default_client(spawn):
+    """A filter of every one of 300,000 functions would take 5.7 MB of names: ListOps
+    cuts the names within a default client's 4 MiB and says so, the counts whole."""
+    daemon = spawn(["--core-functions", "300000"])
+    with daemon.connect() as client:
+        client.write_file(f"{T}/set_ftrace_filter", "*")
+        client.write_file(f"{T}/current_tracer", "function")  # global_ops registered
+        filtered = client.read_file(f"{T}/set_ftrace_filter").splitlines()
+    with grpc.insecure_channel(grpc_target(daemon.address)) as channel:
+        kernel = kernel_pb2_grpc.KernelStub(channel)
+        answer = kernel.ListOps(kernel_pb2.ListOpsRequest(include_hashes=True),
+                                timeout=DEADLINE)
+    (global_ops,) = [ops for ops in answer.ops if ops.name == "global_ops"]
+    assert global_ops.filter_count == len(filtered) > 250_000
+    assert global_ops.hashes_truncated
+    assert 0 < len(global_ops.filter) < len(filtered)
+    assert global_ops.filter[:3] == [name.decode() for name in filtered[:3]]
+    assert answer.ByteSize() <= DEFAULT_RECEIVE_LIMIT

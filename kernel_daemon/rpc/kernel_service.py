@@ -21,7 +21,7 @@ from kernel_daemon.ftrace.core import FAILPOINT_SITES
 from kernel_daemon.ftrace.records import ENTRIES_PER_PAGE, FTRACE_FL_ENABLED, ftrace_rec_count
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.printk import LogRecord
-from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.rpc.state import MAX_ANSWER, DaemonState
 from kernel_daemon.rpc.status import translate_kernel_errors
 from kernel_daemon.task import Task
 
@@ -124,6 +124,10 @@ def anomaly_messages(kernel: Kernel) -> Iterator[pb.Anomaly]:
                          ops=list(anomaly.ops), message=anomaly.describe())
 
 
+#: What ListOps' hash names may take of an answer (MAX_ANSWER): the rest is for the ops'
+#: other fields, some hundred bytes each.
+_HASH_NAMES_ROOM = MAX_ANSWER - (64 << 10)
+
 class KernelService(kernel_pb2_grpc.KernelServicer):
     def __init__(self, state: DaemonState) -> None:
         self.state = state
@@ -211,6 +215,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
             with ft.ftrace_lock:
                 listed = list(ft.ftrace_ops_list) + [o for o in ft.ftrace_global_list]
             out = []
+            room = _HASH_NAMES_ROOM
             for ops in listed:
                 info = pb.OpsInfo(name=ops.name, id=ops.id, flags=ops.flags, enabled=ops.enabled,
                                   filter_count=ops.filter_hash.count,
@@ -218,8 +223,16 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                                   owner=task_message(ops.owner) if ops.owner else None)
                 if request.include_hashes:
                     name = boot.kernel.kallsyms.sprint_symbol_no_offset
-                    info.filter.extend(name(ip) for ip in sorted(ops.filter_hash.ips()))
-                    info.notrace.extend(name(ip) for ip in sorted(ops.notrace_hash.ips()))
+                    for names, hash in ((info.filter, ops.filter_hash),
+                                        (info.notrace, ops.notrace_hash)):
+                        for ip in sorted(hash.ips()):
+                            text = name(ip)
+                            # A repeated string's element: its bytes, a tag and a length.
+                            room -= len(text.encode()) + 4
+                            if room < 0:
+                                info.hashes_truncated = True
+                                break
+                            names.append(text)
                 out.append(info)
             return pb.ListOpsResponse(ops=out)
 

@@ -58,6 +58,10 @@ MAX_REFLECTION_STREAMS = 8
 # ...and these are kept for unary calls, which streaming calls never take.
 THREADS_FOR_UNARY_CALLS = 32
 MAX_WORKERS = MAX_STREAMS + MAX_REFLECTION_STREAMS + THREADS_FOR_UNARY_CALLS
+#: The largest answer a gRPC client takes unless told otherwise
+#: (grpc.max_receive_message_length's default, in every gRPC stack): a larger one fails
+#: RESOURCE_EXHAUSTED there, so no answer of the daemon's may grow past it.
+MAX_ANSWER = 4 << 20
 
 
 @dataclass(eq=False)

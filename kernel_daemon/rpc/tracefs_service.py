@@ -18,7 +18,7 @@ import grpc
 from ftrace.v1 import tracefs_pb2 as pb
 from ftrace.v1 import tracefs_pb2_grpc
 from kernel_daemon.errno import KernelError
-from kernel_daemon.rpc.state import Boot, DaemonState
+from kernel_daemon.rpc.state import MAX_ANSWER, Boot, DaemonState
 from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, add_trailing_metadata,
                                       errno_detail, translate_kernel_errors)
 from kernel_daemon.task import current, enter_task, leave_task, running_as
@@ -28,13 +28,12 @@ from kernel_daemon.tracefs.llseek import LLONG_MAX
 from kernel_daemon.tracefs.vfs import DirEntry
 
 READ_CHUNK = 4096
-#: The most one answer holds of what reads returned: a gRPC client takes messages up to
-#: 4 MiB unless told otherwise (grpc.max_receive_message_length's default, in every gRPC
-#: stack), and fails RESOURCE_EXHAUSTED on a larger one, after a consuming read
-#: (trace_pipe) took what it held. A page less leaves room for the answer's other fields.
-#: A Session read's count is cut to it, as rw_verify_area() cuts one to MAX_RW_COUNT; a
-#: ReadFile stops within a page of it and says ``truncated``.
-MAX_READ_ANSWER = (4 << 20) - READ_CHUNK
+#: The most one answer holds of what reads returned (see MAX_ANSWER): after a consuming
+#: read (trace_pipe) took what it held, a larger answer would be lost. A page less than
+#: MAX_ANSWER leaves room for the answer's other fields. A Session read's count is cut
+#: to it, as rw_verify_area() cuts one to MAX_RW_COUNT; a ReadFile stops within a page
+#: of it and says ``truncated``.
+MAX_READ_ANSWER = MAX_ANSWER - READ_CHUNK
 TRACING = "/sys/kernel/debug/tracing"
 # A shell's write loop gives up on a file that keeps accepting nothing.
 MAX_WRITE_CALLS = 1 << 20
