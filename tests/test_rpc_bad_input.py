@@ -16,8 +16,8 @@ from grpc_status import rpc_status
 
 from clients.api import RequestQueue
 from clients.connection import CHANNEL_OPTIONS, grpc_target
-from ftrace.v1 import (common_pb2, kernel_pb2, kernel_pb2_grpc, tracefs_pb2, tracefs_pb2_grpc,
-                       tracer_pb2, tracer_pb2_grpc)
+from ftrace.v1 import (common_pb2, kernel_pb2, kernel_pb2_grpc, modules_pb2_grpc, tracefs_pb2,
+                       tracefs_pb2_grpc, tracer_pb2, tracer_pb2_grpc)
 from kernel_daemon.errno import KernelError
 from kernel_daemon.rpc.tracefs_service import watch_client
 from kernel_daemon.tracefs.files import file_read, file_release
@@ -35,6 +35,7 @@ class Stubs:
         self.tracefs = tracefs_pb2_grpc.TracefsStub(channel)
         self.tracer = tracer_pb2_grpc.TracerStub(channel)
         self.kernel = kernel_pb2_grpc.KernelStub(channel)
+        self.modules = modules_pb2_grpc.ModulesStub(channel)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ much of a Session write loop went in before it failed."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -13,30 +12,16 @@ import pytest
 from grpc_status import rpc_status
 
 from clients.api import RequestQueue
-from clients.connection import CHANNEL_OPTIONS, grpc_target
 from clients.errors import FtraceError
-from ftrace.v1 import (common_pb2, modules_pb2, modules_pb2_grpc, tracefs_pb2, tracefs_pb2_grpc,
-                       tracer_pb2, tracer_pb2_grpc)
+from ftrace.v1 import common_pb2, modules_pb2, tracefs_pb2, tracer_pb2
 from kernel_daemon.errno import quoted
 from kernel_daemon.rpc.status import BYTES_WRITTEN_METADATA_KEY
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.test_rpc_bad_input import stubs  # noqa: F401  (a fixture)
 
 T = "/sys/kernel/debug/tracing"
 DEADLINE = 30
 PROTO_DIR = Path(__file__).resolve().parent.parent / "proto" / "ftrace" / "v1"
-
-
-class Stubs:
-    def __init__(self, channel: grpc.Channel) -> None:
-        self.tracefs = tracefs_pb2_grpc.TracefsStub(channel)
-        self.tracer = tracer_pb2_grpc.TracerStub(channel)
-        self.modules = modules_pb2_grpc.ModulesStub(channel)
-
-
-@pytest.fixture
-def stubs(daemon) -> Iterator[Stubs]:
-    with grpc.insecure_channel(grpc_target(daemon.address), options=CHANNEL_OPTIONS) as channel:
-        yield Stubs(channel)
 
 
 def failing(method, request) -> common_pb2.ErrnoDetail:

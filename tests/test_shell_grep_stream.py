@@ -177,14 +177,17 @@ def shown_as(lines: list[str], patterns: list[str]) -> bool:
     return len(lines) == len(patterns) and all(map(re.fullmatch, patterns, lines))
 
 
-def test_grep_on_trace_pipe_shows_each_event_as_it_comes(daemon, tmp_path):
-    """The first event's line is shown while grep still waits for more. Its reading ends
-    as cat's does: at the end of the file, which trace_pipe has (3.6's
-    tracing_wait_pipe()) once a reader has had entries and ``tracing_enabled`` is 0."""
+@pytest.mark.parametrize("command", [f"grep vfs_read {TRACING}/trace_pipe",
+                                     f"cat {TRACING}/trace_pipe | grep vfs_read"])
+def test_grep_on_trace_pipe_shows_each_event_as_it_comes(daemon, tmp_path, command):
+    """The first event's line is shown while grep still waits for more, grep reading the
+    file or a pipe from cat (the pipeline's commands run at once). Its reading ends as
+    cat's does: at the end of the file, which trace_pipe has (3.6's tracing_wait_pipe())
+    once a reader has had entries and ``tracing_enabled`` is 0."""
     with daemon.connect() as client:
         client.write_file(f"{TRACING}/current_tracer", "function")
         shell = start_shell(tmp_path, ["--address", daemon.address, "-c",
-                                       f"grep vfs_read {TRACING}/trace_pipe; echo grep: $?"])
+                                       f"{command}; echo grep: $?"])
         try:
             shown = Reader(shell)
             client.invoke("vfs_write", "sys_write", pid=4000, comm="other")

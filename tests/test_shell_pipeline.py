@@ -10,7 +10,6 @@ import time
 import pytest
 
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
-from tests.test_shell_grep_stream import Reader, event, shown_as
 from tests.test_shell_integration import TRACING, finish, start_shell
 from tests.test_shell_parser import BASH_ENVIRONMENT, assert_as_bash, run
 from tests.test_tracer_client import DEADLINE
@@ -56,30 +55,6 @@ def _wait_open_files(client, count: int) -> None:
     while _open_files(client) != count:
         assert time.monotonic() < deadline, f"open files stayed {_open_files(client)}, not {count}"
         time.sleep(0.01)
-
-
-def test_cat_trace_pipe_into_grep_shows_each_match_as_it_comes(daemon, tmp_path):
-    """The first match is shown while cat still waits for events; the pipeline ends
-    when trace_pipe does (``tracing_enabled`` 0 after a read), with grep's status."""
-    script = f"cat {TRACING}/trace_pipe | grep vfs_read; echo pipeline: $?"
-    with daemon.connect() as client:
-        client.write_file(f"{TRACING}/current_tracer", "function")
-        shell = start_shell(tmp_path, ["--address", daemon.address, "-c", script])
-        try:
-            shown = Reader(shell)
-            client.invoke("vfs_write", "sys_write", pid=4000, comm="other")
-            client.invoke("vfs_read", "sys_read", pid=4001, comm="first")
-            shown.until(rb"first-4001 .*\n")
-            assert shell.poll() is None, "the pipeline ended instead of waiting for events"
-            client.invoke("vfs_read", "sys_read", pid=4002, comm="second")
-            shown.until(rb"second-4002 .*\n")
-            client.write_file(f"{TRACING}/tracing_enabled", "0")
-            finish(shell)
-        finally:
-            shell.kill()
-    lines = (shown.data.decode() + shell.out).splitlines()
-    assert (shell.returncode, shell.err) == (0, "")
-    assert shown_as(lines, [event("first", 4001), event("second", 4002), "pipeline: 0"]), lines
 
 
 def test_ctrl_c_ends_every_command_of_the_pipeline_and_releases_trace_pipe(daemon, tmp_path):
