@@ -23,6 +23,7 @@ variables start as its environment (clients.shell_variables).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import errno
 import os
@@ -416,23 +417,33 @@ class Shell:
             threads.append(threading.Thread(
                 target=child._run_stage, args=(command, words, stdin, statuses, index),
                 daemon=True, name=f"pipeline stage {index}"))
+        started: list[Stage] = []
         try:
-            for thread in threads:
+            for thread, stage in zip(threads, stages):
                 thread.start()
-            for thread in threads:
-                thread.join()
-        except KeyboardInterrupt:
+                started.append(stage)
+            # Not Thread.join(): interrupted there, 3.11 takes the thread for ended
+            # (bpo-45274's handler) and a later join returns at once.
             for stage in stages:
-                stage.kill(signal.SIGINT)
-            deadline = time.monotonic() + _REAP_SECONDS
-            for thread in threads:
-                if thread.ident is not None:  # started before the interrupt
-                    thread.join(max(deadline - time.monotonic(), 0))
+                stage.exited.wait()
+        except KeyboardInterrupt:
+            self._kill_stages(stages, started)
             raise
         finally:
             for stage in stages:
                 self.stage.reap(stage)
         return statuses[-1]
+
+    @staticmethod
+    def _kill_stages(stages: list[Stage], started: list[Stage]) -> None:
+        """SIGINT to every stage, then a wait for the started ones to exit, up to
+        _REAP_SECONDS; another Ctrl-C meanwhile cuts the wait short, never the kills."""
+        for stage in stages:
+            stage.kill(signal.SIGINT)
+        deadline = time.monotonic() + _REAP_SECONDS
+        with contextlib.suppress(KeyboardInterrupt):
+            for stage in started:
+                stage.exited.wait(max(deadline - time.monotonic(), 0))
 
     def _fork(self, stage: Stage, variables: Variables, stdout: Output) -> Shell:
         """A pipeline's process: a copy of the shell (bash's subshell: what it assigns,
@@ -454,11 +465,17 @@ class Shell:
             statuses[index] = self._run_element(command, words, stdin, self.stdout)
         except KilledBySignal as death:
             statuses[index] = death.status
+        except BaseException:
+            # A fault of the shell's own: its traceback (threading's excepthook), and
+            # the process's failure, not a success.
+            statuses[index] = 1
+            raise
         finally:
             if stdin is not None:
                 stdin.close()
             if isinstance(self.stdout, PipeWriter):
                 self.stdout.release()
+            self.stage.exited.set()
 
     @contextmanager
     def _subshell(self, variables: Variables) -> Iterator[None]:

@@ -228,7 +228,7 @@ def cmd_dmesg(ctx: Invocation) -> int:
     options, _ = parsed
     client = ctx.shell.client
     if "w" in options:
-        with client.dmesg_follow(replay=True) as lines:  # until Ctrl-C
+        with ctx.shell.stage.hold(client.dmesg_follow(replay=True)) as lines:  # to Ctrl-C
             for line in lines:
                 ctx.out(line.text + "\n")
         return 0

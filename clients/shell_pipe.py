@@ -14,12 +14,21 @@ from __future__ import annotations
 
 import signal
 import threading
+import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from clients.api import FileSession
     from clients.shell_runtime import Output
+
+
+class Cancellable(Protocol):
+    """A call to the daemon a stage waits on: a FileSession, a ServerStream."""
+
+    def cancel(self) -> None: ...
+
+
+C = TypeVar("C", bound=Cancellable)
 
 __all__ = ["KilledBySignal", "Pipe", "PipeReader", "PipeWriter", "Stage", "StageOutput"]
 
@@ -49,8 +58,11 @@ class Stage:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._killed = threading.Event()
+        #: Set when the stage's process has exited (its thread's last act).
+        self.exited = threading.Event()
         self.signo: int | None = None
-        self._sessions: list[FileSession] = []
+        # What it holds goes with the object: a closed session is no longer held.
+        self._calls: weakref.WeakSet[Cancellable] = weakref.WeakSet()
         self._children: list[Stage] = []
         self._pipes: list[Pipe] = []
 
@@ -66,25 +78,24 @@ class Stage:
         with self._lock:
             if self.signo is None:
                 self.signo = signo
-            sessions, self._sessions = self._sessions, []
-            children, pipes = list(self._children), list(self._pipes)
+            calls, children, pipes = list(self._calls), list(self._children), list(self._pipes)
         self._killed.set()
-        for session in sessions:
-            session.cancel()
+        for call in calls:
+            call.cancel()
         for pipe in pipes:
             pipe.wake()
         for child in children:
             child.kill(signo)
 
-    def hold(self, session: FileSession) -> FileSession:
-        """A file the stage opened on the daemon: cancelled if it is killed (at once if
-        it was killed while the open was on its way)."""
+    def hold(self, call: C) -> C:
+        """A call the stage made to the daemon (a file it opened, a stream it follows):
+        cancelled if it is killed, at once if it was killed while the call was on its
+        way."""
         with self._lock:
-            self._sessions = [held for held in self._sessions if not held.closed]
             if self.signo is None:
-                self._sessions.append(session)
-                return session
-        session.cancel()
+                self._calls.add(call)
+                return call
+        call.cancel()
         raise KilledBySignal(self.signo)
 
     def spawn(self) -> Stage:
@@ -142,8 +153,9 @@ class Pipe:
             return data
 
     def pipe_write(self, data: bytes, stage: Stage) -> None:
-        """``pipe_write()``: all of ``data``, waiting for room as the reader takes it;
-        SIGPIPE once there is no reader (before or while it waits)."""
+        """``pipe_write()`` by the process ``stage``: all of ``data``, waiting for room as
+        the reader takes it; SIGPIPE to that process (``send_sig(SIGPIPE, current, 0)``)
+        once there is no reader, before or while it waits."""
         view = memoryview(data)
         with self._wait:
             while view and self._readers:
@@ -199,7 +211,12 @@ class PipeWriter:
         stage.attach(pipe)
 
     def write(self, data: bytes) -> None:
-        self._pipe.pipe_write(data, self._stage)
+        self.write_by(data, self._stage)
+
+    def write_by(self, data: bytes, stage: Stage) -> None:
+        """A write by ``stage``, the process that inherited this end (a pipeline's last
+        command inside the stage's ``{ ...; }``): SIGPIPE is that process's."""
+        self._pipe.pipe_write(data, stage)
 
     def close(self) -> None:
         """Not a redirection's to close: the stage's end goes when the stage does."""
@@ -220,7 +237,10 @@ class StageOutput:
 
     def write(self, data: bytes) -> None:
         self._stage.check()
-        self._output.write(data)
+        if isinstance(self._output, PipeWriter):
+            self._output.write_by(data, self._stage)
+        else:
+            self._output.write(data)
 
     def close(self) -> None:
         """The shell's streams outlive the stage."""

@@ -5,10 +5,13 @@ comes, a writer whose reader is gone dies of SIGPIPE, and Ctrl-C ends them all."
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
 
+from clients.shell import Shell
+from clients.shell_runtime import BufferOutput
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 from tests.test_shell_integration import TRACING, finish, start_shell
 from tests.test_shell_parser import BASH_ENVIRONMENT, assert_as_bash, run
@@ -46,29 +49,73 @@ def test_a_refused_pipeline_runs_none_of_its_commands():
         0, "1\n", "bash: line 1: head: ftrace-shell pipes only into grep\n")
 
 
-def _open_files(client) -> int:
-    return client.stats().open_files
+def _held(client, what: str) -> int:
+    """What the daemon holds for its clients: "open_files" or "streams"."""
+    return getattr(client.stats(), what)
 
 
-def _wait_open_files(client, count: int) -> None:
+def _wait_held(client, what: str, count: int) -> None:
     deadline = time.monotonic() + DEADLINE
-    while _open_files(client) != count:
-        assert time.monotonic() < deadline, f"open files stayed {_open_files(client)}, not {count}"
+    while _held(client, what) != count:
+        assert time.monotonic() < deadline, f"{what} stayed {_held(client, what)}, not {count}"
         time.sleep(0.01)
 
 
-def test_ctrl_c_ends_every_command_of_the_pipeline_and_releases_trace_pipe(daemon, tmp_path):
-    """SIGINT while cat waits on trace_pipe and grep on the pipe: the shell ends with
-    status 130, as bash killed by it, and the daemon releases the file."""
+@pytest.mark.parametrize("command, what", [
+    (f"cat {TRACING}/trace_pipe | grep -c x", "open_files"),
+    ("dmesg -w | grep -c zzz", "streams"),
+])
+def test_ctrl_c_ends_every_command_of_the_pipeline_and_its_calls(daemon, tmp_path, command,
+                                                                  what):
+    """SIGINT while the first command waits on the daemon (a file, a stream) and grep on
+    the pipe: the shell ends with status 130, as bash killed by it, once the commands
+    have, and the daemon lets go of what they held."""
     with daemon.connect() as client:
-        before = _open_files(client)
+        before = _held(client, what)
         shell = start_shell(tmp_path, ["--address", daemon.address, "-c",
-                                       f"cat {TRACING}/trace_pipe | grep -c x; echo never"])
+                                       f"{command}; echo never"])
         try:
-            _wait_open_files(client, before + 1)
+            _wait_held(client, what, before + 1)
             shell.send_signal(signal.SIGINT)
             finish(shell)
         finally:
             shell.kill()
         assert (shell.returncode, shell.out, shell.err) == (130, "", "")
-        _wait_open_files(client, before)
+        _wait_held(client, what, before)
+
+
+def test_sigpipe_ends_the_process_that_wrote_not_the_group_around_it():
+    """3.6's pipe_write() sends SIGPIPE to current: the grep inside the group dies of it,
+    and the group goes on to its next command."""
+    assert_as_bash("{ echo first; sleep 0.5; echo a | grep a; echo after >&2; } | grep -m1 .",
+                   WITH_GREP)
+
+
+def test_an_interrupted_interactive_pipeline_is_over_when_the_prompt_comes_back(daemon):
+    """Ctrl-C at an interactive shell (KeyboardInterrupt in its main thread, which waits
+    for the pipeline): by the time the shell takes the next line, every command of the
+    pipeline has exited and its stream is released; none reads on behind the prompt."""
+    shell = Shell(daemon.connect(), mode="interactive", stdout=BufferOutput(),
+                  stderr=BufferOutput())
+    client = shell.client
+    before = _held(client, "streams")
+
+    main = threading.main_thread().ident
+    assert main == threading.get_ident()  # SIGINT's handler runs here
+
+    def interrupt_when_following() -> None:
+        _wait_held(client, "streams", before + 1)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_when_following)
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            shell.feed("dmesg -w | grep -c zzz")
+    finally:
+        interrupter.join()
+    try:
+        assert not [t for t in threading.enumerate() if t.name.startswith("pipeline stage")]
+        _wait_held(client, "streams", before)
+    finally:
+        client.close()
