@@ -60,10 +60,12 @@ class Messages:
         def cancel(signum: int, frame: FrameType | None) -> None:
             nonlocal interrupted
             interrupted = True
-            # A second Ctrl-C raises KeyboardInterrupt where it lands, as before: the way
-            # out should this cancel not end the wait.
-            signal.signal(signal.SIGINT, signal.default_int_handler)
             self._call.cancel()
+            # From now on a second Ctrl-C raises KeyboardInterrupt where it lands, as
+            # before: the way out should this cancel not end the wait. Not before
+            # cancel() returns: it takes grpc's locks, where KeyboardInterrupt must not
+            # land (a Ctrl-C during it runs this again, and cancel() does nothing).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
         signal.signal(signal.SIGINT, cancel)
         try:
