@@ -24,6 +24,10 @@ from clients.stress.replay import Observation
 
 WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0xf4/0x230()"
 MS = 1_000_000
+#: The run's WARN, seen at 35 ms, as the load-count tests have it.
+WARNED = Anomaly("dmesg", "WARNING", WARN, 35 * MS, 35 * MS)
+LOAD_COUNT_BOOT = BootSpec((("--variant", "fixed"), ("--race", "load-count"),
+                            ("--core-functions", "2048")))
 
 
 def op(n: int, kind: str, name: str, args: dict, invoked: int, completed: int,
@@ -196,10 +200,8 @@ def test_an_interleaving_that_shows_only_another_anomaly_says_so(tmp_path):
     history = [write(1, "current_tracer", "function", 5, 11, [10]),
                module(2, "modprobe", "dummy", 20, 30),
                write(3, "current_tracer", "nop", 22, 28, [25])]
-    warned = Anomaly("dmesg", "WARNING", WARN, 35 * MS, 35 * MS)
-    boot = BootSpec((("--variant", "fixed"), ("--race", "load-count"),
-                     ("--core-functions", "2048")))
-    found = Minimizer(boot, history, [warned], {}, str(tmp_path), 0, max_replays=12).run()
+    boot = LOAD_COUNT_BOOT
+    found = Minimizer(boot, history, [WARNED], {}, str(tmp_path), 0, max_replays=12).run()
     assert found.kind == "interleaving", found.notes
     shown = found.interleaving
     assert shown["verified"] and not shown["reproduces"], shown
@@ -227,8 +229,7 @@ def test_an_interleaving_for_a_leak_tries_first_the_update_that_takes_references
                      "leaked reference: dummy_set_address [dummy] at 0xffffffffa0000000: "
                      "count 1, expected 0 (ops: none), patched", 35 * MS, 35 * MS,
                      module="dummy")
-    boot = BootSpec((("--variant", "fixed"), ("--race", "load-count"),
-                     ("--core-functions", "2048")))
+    boot = LOAD_COUNT_BOOT
     found = Minimizer(boot, history, [leaked], {}, str(tmp_path), 0, max_replays=4).run()
     shown = found.interleaving
     assert found.kind == "interleaving" and shown["reproduces"], (shown, found.notes)
@@ -302,10 +303,8 @@ def test_an_interleaving_that_leaves_the_missing_reference_a_warn_comes_from_get
                Op("teardown#1", "teardown", "teardown", 999, "write",
                   {"file": "current_tracer", "text": "nop", "append": False}, 90 * MS, 90.0,
                   91 * MS, 91.0, "ok", None, None, [90 * MS])]
-    warned = Anomaly("dmesg", "WARNING", WARN, 35 * MS, 35 * MS)
-    boot = BootSpec((("--variant", "fixed"), ("--race", "load-count"),
-                     ("--core-functions", "2048")))
-    found = Minimizer(boot, history, [warned], {}, str(tmp_path), 0, max_replays=8).run()
+    boot = LOAD_COUNT_BOOT
+    found = Minimizer(boot, history, [WARNED], {}, str(tmp_path), 0, max_replays=8).run()
     shown = found.interleaving
     assert found.kind == "interleaving" and shown["reproduces"], (shown, found.notes)
     assert not shown["precedes"] and shown["after"] == ["echo nop > current_tracer"], shown
@@ -324,10 +323,8 @@ def test_an_interleaving_that_shows_the_missing_reference_but_no_warn_says_so(tm
     WARN, and the verdict says which anomaly it showed."""
     history = [module(1, "modprobe", "dummy", 20, 30),
                write(2, "current_tracer", "function", 22, 28, [25])]
-    warned = Anomaly("dmesg", "WARNING", WARN, 35 * MS, 35 * MS)
-    boot = BootSpec((("--variant", "fixed"), ("--race", "load-count"),
-                     ("--core-functions", "2048")))
-    found = Minimizer(boot, history, [warned], {}, str(tmp_path), 0, max_replays=8).run()
+    boot = LOAD_COUNT_BOOT
+    found = Minimizer(boot, history, [WARNED], {}, str(tmp_path), 0, max_replays=8).run()
     shown = found.interleaving
     assert found.kind == "interleaving" and shown["verified"], (shown, found.notes)
     assert shown["precedes"] and not shown["reproduces"] and shown["after"] == [], shown
