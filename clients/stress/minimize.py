@@ -721,7 +721,8 @@ def interleaving_steps(found: dict[str, Any], boot: BootSpec) -> list[str]:
     if found["prefix"]:
         steps.append(f"boot: {boot.command('ftraced')}")
         steps.append("run, in ftrace-shell: " + "; ".join(found["prefix"]))
-        steps.append(f"arm the failpoint: ftrace-inspect failpoints set {site} 1*pause")
+        steps.append(f"arm the failpoint {site}=1*pause: "
+                     f"ftrace-inspect failpoints set {site} 1*pause")
     else:
         steps.append("boot: " + boot.with_failpoint(site, "1*pause").command("ftraced"))
     steps.append(f"in shell A run: {found['held']['command']}   (it pauses at {site}: "
