@@ -219,9 +219,6 @@ class FileSession:
         have the release done before going on."""
         self._closed = True
         self._call.cancel()
-        # gRPC's thread sending the requests waits for the next one: it ends here, or
-        # it would wait for good, one thread more per cancelled session.
-        self._requests.end()
 
     @property
     def closed(self) -> bool:
@@ -349,7 +346,6 @@ class TracerSession:
         """End the stream abruptly; the daemon unregisters the ops."""
         self._done = True
         self._call.cancel()
-        self._requests.end()  # as FileSession.cancel: gRPC's sending thread ends
 
     def __enter__(self) -> "TracerSession":
         return self

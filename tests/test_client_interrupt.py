@@ -219,13 +219,3 @@ def test_calls_off_the_main_thread_leave_sigint_alone(daemon):
         assert signal.getsignal(signal.SIGINT) is handler
         wait_until(lambda: client.stats().open_files == 0, DEADLINE)
 
-
-def test_a_cancelled_session_leaves_no_thread_behind(daemon):
-    """cancel() ends the request side too: gRPC's thread sending a session's requests
-    would otherwise wait for the next one for good, one thread per Ctrl-C'd read."""
-    with daemon.connect() as client:
-        client.open(f"{TRACING}/trace_pipe").cancel()  # the channel's own threads start
-        before = threading.active_count()
-        for _ in range(3):
-            client.open(f"{TRACING}/trace_pipe").cancel()
-        wait_until(lambda: threading.active_count() <= before, DEADLINE)
