@@ -632,14 +632,17 @@ class Client:
         function_glob: str = "",
         only_nonzero: bool = False,
         limit: int = 0,
+        include_expected: bool = False,
     ) -> list[kernel_pb2.Record]:
-        """The dyn_ftrace records (one consistent snapshot), filtered."""
+        """The dyn_ftrace records (one consistent snapshot), filtered; with
+        ``include_expected`` each with the count the enabled ops imply and their names."""
         request = kernel_pb2.DumpRecordsRequest(
             module=module,
             core_only=core_only,
             function_glob=function_glob,
             only_nonzero=only_nonzero,
             limit=limit,
+            include_expected=include_expected,
         )
         with translate_rpc_errors():
             return [record for chunk in Messages(self.connection.kernel.DumpRecords(request))

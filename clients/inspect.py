@@ -1,7 +1,7 @@
 """``ftrace-inspect``: the kernel's ftrace memory read straight from shared memory.
 
     ftrace-inspect [--address A | --namespace NS] [--no-symbols] COMMAND
-        records [--module M] [--nonzero] [--function GLOB] [--torn]
+        records [--module M] [--nonzero] [--function GLOB] [--torn | --expected]
         summary [--torn]
         trace [--cpu N]
         check [--tracing-active] [--locked] [--torn]
@@ -32,7 +32,12 @@ Commands:
              FTRACE_FL_ENABLED is set (``.`` otherwise), name and ``[module]``.
              ``--nonzero``: count > 0 or ENABLED (what DumpRecords' only_nonzero selects);
              ``--module M``: that module's records; ``--function GLOB``: names matching
-             a shell glob.
+             a shell glob. ``--expected``: each record's count beside the count the
+             enabled ops' hashes imply and those ops' names (why the count is what it
+             is), asked of ``Kernel.DumpRecords``, which reads the records and the
+             hashes under ``ftrace_lock`` at one instant (a snapshot of the pages and
+             a separate ``ListOps`` could straddle a filter write); it waits for the
+             lock as ``check --locked`` does.
 ``summary``  the page directory's generation, each record group (module, page address,
              records, non-zero counts, ENABLED), and the totals.
 ``trace``    the ring buffers' events (all CPUs merged, or ``--cpu N``), formatted as the
@@ -57,7 +62,8 @@ Commands:
              first (a missing or leaked reference, a patch mismatch, a freed page read).
              It waits for ftrace_lock as long as it takes (a thread paused at a failpoint
              may hold it); after a second it says so on stderr, with the threads paused
-             at failpoints now.
+             at failpoints now. Its answer stops within a default gRPC client's 4 MiB
+             (some 20,000 anomalies): a line then says how many more it counted.
 ``failpoints``  list, arm, wait for and release the daemon's failpoints (see
              :mod:`clients.inspect_failpoints`): a race window stepped by hand.
 
@@ -91,6 +97,7 @@ from clients.identity import Identity
 from clients.inspect_failpoints import (NOTICE_AFTER, add_failpoints_parser,
                                         call_noting_wait, check_failpoints_args, paused_now,
                                         run_failpoints)
+from ftrace.v1 import kernel_pb2
 from kernel_daemon.ftrace.snapshot import (GroupSnapshot, RecordsReader, RecordsSnapshot,
                                            SnapshotRetry)
 from kernel_daemon.shm import NAMESPACE_RE
@@ -152,17 +159,33 @@ class Record:
     enabled: bool
     name: str  # "" when unresolved
     module: str  # "" for the core kernel
+    # With --expected: the count the enabled ops imply, and their names.
+    expected: int | None = None
+    ops: tuple[str, ...] = ()
 
     @staticmethod
-    def header(names: bool) -> str:
-        """The column names over :meth:`line`s (``names``: a FUNCTION column)."""
-        return (f"{'IP':<16} {'FLAGS':<10} {'COUNT':>5} E"
-                + (" FUNCTION [MODULE]" if names else " [MODULE]"))
+    def header(names: bool, expected: bool = False) -> str:
+        """The column names over :meth:`line`s (``names``: a FUNCTION column;
+        ``expected``: EXPECT and OPS columns)."""
+        return (f"{'IP':<16} {'FLAGS':<10} {'COUNT':>5}" + (" EXPECT" if expected else "")
+                + " E" + (" FUNCTION [MODULE]" if names else " [MODULE]")
+                + (" OPS" if expected else ""))
+
+    @classmethod
+    def dumped(cls, record: kernel_pb2.Record, names: bool) -> Record:
+        """A record as Kernel.DumpRecords gave it, with its expected count."""
+        return cls(record.ip, record.flags, record.count, record.enabled,
+                   record.function if names else "", record.module,
+                   record.expected_count, tuple(record.ops))
 
     def line(self, note: str = "") -> str:
-        fields = [f"{self.ip:016x}", f"{self.flags:#010x}", f"{self.count:5d}",
-                  "E" if self.enabled else "."]
+        fields = [f"{self.ip:016x}", f"{self.flags:#010x}", f"{self.count:5d}"]
+        if self.expected is not None:
+            fields.append(f"{self.expected:6d}")
+        fields.append("E" if self.enabled else ".")
         fields += filter(None, (self.name, f"[{self.module}]" if self.module else ""))
+        if self.expected is not None:
+            fields.append(",".join(self.ops) or "-")
         return " ".join(fields) + note
 
 
@@ -191,6 +214,21 @@ def cmd_records(snapshot: RecordsSnapshot, symbols: Symbols | None,
                 continue
             lines.append(record.line() + "\n")
     sys.stdout.write("".join(lines))
+    return 0
+
+
+def cmd_records_expected(client: Client, args: argparse.Namespace) -> int:
+    """``records --expected``: the records and the counts the ops imply, read under
+    ftrace_lock by Kernel.DumpRecords (waited for as ``check --locked`` waits)."""
+    dumped = call_noting_wait(
+        lambda: client.dump_records(module=args.module or "", core_only=args.module == "",
+                                    function_glob=args.function or "",
+                                    only_nonzero=args.nonzero, include_expected=True),
+        lambda: waiting_notice("ftrace_lock (Kernel.DumpRecords takes it)", client))
+    names = not args.no_symbols
+    lines = [Record.header(names, expected=True)]
+    lines += (Record.dumped(record, names).line() for record in dumped)
+    sys.stdout.write("".join(line + "\n" for line in lines))
     return 0
 
 
@@ -241,10 +279,23 @@ def cmd_trace(namespace: str, symbols: Symbols | None, args: argparse.Namespace)
     return 0
 
 
+def locked_findings(report: kernel_pb2.ConsistencyReport) -> tuple[list[str], int]:
+    """Kernel.CheckConsistency's anomalies as lines, the last saying how many more it
+    counted than its answer could list; and how many it counted."""
+    lines = [anomaly.message for anomaly in report.anomalies]
+    if report.anomalies_truncated:
+        lines.append(f"... and {report.anomaly_count - len(report.anomalies)} more anomalies: "
+                     "Kernel.CheckConsistency's answer stops within a default gRPC "
+                     "client's 4 MiB")
+    return lines, report.anomaly_count
+
+
 def cmd_check(snapshot: RecordsSnapshot, symbols: Symbols | None,
-              args: argparse.Namespace, locked: list[str], torn: bool) -> int:
-    """The snapshot's findings after ``locked``, those of Kernel.CheckConsistency."""
-    findings = list(locked)
+              args: argparse.Namespace, locked: tuple[list[str], int], torn: bool) -> int:
+    """The snapshot's findings after ``locked``, those of Kernel.CheckConsistency (its
+    lines and how many anomalies it counted)."""
+    locked_lines, locked_count = locked
+    findings: list[str] = []
     owner: dict[int, str] = {}
     for group in snapshot.groups:
         previous = None
@@ -259,14 +310,15 @@ def cmd_check(snapshot: RecordsSnapshot, symbols: Symbols | None,
                 findings.append(record.line(": ENABLED with count 0 (patched for no ops)"))
             elif args.tracing_active and record.count and not record.enabled:
                 findings.append(record.line(": count > 0 but not ENABLED while tracing"))
-    for finding in findings:
+    for finding in locked_lines + findings:
         print(finding)
     print_if_torn(torn)
     print_if_killed(snapshot)
     records = sum(len(group.ips) for group in snapshot.groups)
+    found = locked_count + len(findings)
     print(f"check: {records} records in {len(snapshot.groups)} groups, generation "
-          f"{snapshot.generation}: {len(findings) or 'nothing'} found")
-    return EXIT_FOUND if findings else 0
+          f"{snapshot.generation}: {found or 'nothing'} found")
+    return EXIT_FOUND if found else 0
 
 
 # --- the program --------------------------------------------------------------------
@@ -281,7 +333,14 @@ columns (the first line names them):
   COUNT     the reference count (rec->flags & ~FTRACE_FL_MASK): how many enabled
             ftrace_ops select the function
   E         E when FTRACE_FL_ENABLED is set, . otherwise
-  FUNCTION  the name (from /proc/kallsyms) and [module]; with --no-symbols, [module] only
+  FUNCTION  the name (from /proc/kallsyms; with --expected, the daemon's) and [module];
+            with --no-symbols, [module] only
+with --expected, after COUNT and at the end:
+  EXPECT    the count the enabled ops imply, as __ftrace_hash_rec_update keeps it: how
+            many ops (FTRACE_OPS_FL_ENABLED, on ftrace_ops_list) have an empty filter
+            or one naming the function, and a notrace not naming it
+  OPS       those ops' names, comma-separated (- for none); COUNT != EXPECT is a
+            missing or leaked reference
 """
 
 
@@ -333,6 +392,11 @@ def parser() -> argparse.ArgumentParser:
     records.add_argument("--nonzero", action="store_true",
                          help="only records with a count or FTRACE_FL_ENABLED")
     records.add_argument("--function", metavar="GLOB", help="only names matching GLOB")
+    records.add_argument("--expected", action="store_true",
+                         help="also the count the enabled ops' hashes imply (EXPECT) and "
+                              "those ops (OPS): records and hashes read by the daemon under "
+                              "ftrace_lock (it waits for the lock, saying so after a second), "
+                              "not from shared memory")
     commands.add_parser("summary", parents=[memory_again, torn],
                         help="record groups and totals")
     trace = commands.add_parser("trace", parents=[memory_again],
@@ -360,10 +424,10 @@ def wants_symbols(args: argparse.Namespace) -> bool:
 
 
 def asks_daemon(args: argparse.Namespace) -> bool:
-    """Whether the daemon is asked: for the failpoints, the namespace, the names, or its
-    own check."""
+    """Whether the daemon is asked: for the failpoints, the namespace, the names, its own
+    check or the records with their expected counts."""
     return (args.command == "failpoints" or args.namespace is None or wants_symbols(args)
-            or getattr(args, "locked", False))
+            or getattr(args, "locked", False) or getattr(args, "expected", False))
 
 
 def connect(args: argparse.Namespace) -> Client:
@@ -409,7 +473,7 @@ def read_records(args: argparse.Namespace, client: Client | None) -> tuple[Recor
 
 
 def read_memory(args: argparse.Namespace, client: Client | None, symbols: Symbols | None,
-                locked: list[str]) -> int:
+                locked: tuple[list[str], int]) -> int:
     """The shared-memory commands, after what the daemon was asked."""
     if args.command == "trace":
         return cmd_trace(args.namespace, symbols, args)
@@ -423,22 +487,24 @@ def read_memory(args: argparse.Namespace, client: Client | None, symbols: Symbol
 
 def run(args: argparse.Namespace) -> int:
     if not asks_daemon(args):
-        return read_memory(args, None, None, [])
+        return read_memory(args, None, None, ([], 0))
     client = connect(args)
     with client:
         try:
             if args.command == "failpoints":
                 return run_failpoints(client, args)
+            if getattr(args, "expected", False):
+                return cmd_records_expected(client, args)
             if args.namespace is None:
                 args.namespace = client.stats().shm_namespace
             symbols = None
             if wants_symbols(args):
                 symbols = Symbols(client.read_file("/proc/kallsyms").decode())
-            locked: list[str] = []
+            locked: tuple[list[str], int] = ([], 0)
             if getattr(args, "locked", False):
-                report = call_noting_wait(client.check_consistency, lambda: waiting_notice(
-                    "ftrace_lock (Kernel.CheckConsistency takes it)", client))
-                locked = [anomaly.message for anomaly in report.anomalies]
+                locked = locked_findings(call_noting_wait(
+                    client.check_consistency, lambda: waiting_notice(
+                        "ftrace_lock (Kernel.CheckConsistency takes it)", client)))
             return read_memory(args, client, symbols, locked)
         except FtraceError as error:
             raise InspectError(error_text(error, client)) from error
@@ -453,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
         check_failpoints_args(p, args)
     if args.no_symbols and getattr(args, "function", None):
         p.error("--function needs names: drop --no-symbols")
+    if getattr(args, "expected", False) and (args.torn or args.namespace is not None):
+        p.error("--expected reads the records under ftrace_lock through the daemon: "
+                "not with --torn or --namespace")
     if args.namespace is not None and not NAMESPACE_RE.fullmatch(args.namespace):
         p.error(f"--namespace {args.namespace!r}: not a namespace (ftsim.<pid>.<n>)")
     if asks_daemon(args) and not args.address:

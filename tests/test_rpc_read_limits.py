@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from clients import inspect as ftrace_inspect
 from clients.api import RequestQueue
 from clients.connection import grpc_target
 from ftrace.v1 import (kernel_pb2, kernel_pb2_grpc, tracefs_pb2, tracefs_pb2_grpc, tracer_pb2,
@@ -151,3 +152,34 @@ def test_list_ops_with_every_function_in_a_hash_fits_a_default_client(spawn):
     assert 0 < len(global_ops.filter) < len(filtered)
     assert global_ops.filter[:3] == [name.decode() for name in filtered[:3]]
     assert answer.ByteSize() <= DEFAULT_RECEIVE_LIMIT
+
+
+def test_check_consistency_with_more_anomalies_than_fit_says_how_many(spawn, capsys):
+    """The 8c4f3c3 bug over a module of 40,000 functions, all in a filter: after its
+    reload every record is a missing reference, 6 MB of anomalies. CheckConsistency lists
+    the first ones within a default client's 4 MiB and counts them all; ``ftrace-inspect
+    check --locked`` says how many it left out."""
+    daemon = spawn(["--variant", "buggy", "--core-functions", "2000"])
+    functions = [f"big_fn_{i}" for i in range(40_000)]
+    with daemon.connect() as client:
+        base = client.load("big", functions).base
+        client.write_file(f"{T}/set_ftrace_filter", "big_fn_*")
+        client.write_file(f"{T}/current_tracer", "function")
+        client.unload("big")
+        assert client.load("big", functions).base == base, "first-fit: the same addresses"
+    with grpc.insecure_channel(grpc_target(daemon.address)) as channel:
+        kernel = kernel_pb2_grpc.KernelStub(channel)
+        report = kernel.CheckConsistency(kernel_pb2.CheckConsistencyRequest(), timeout=DEADLINE)
+    assert not report.ok and report.anomaly_count == len(functions)
+    assert report.anomalies_truncated and 10_000 < len(report.anomalies) < len(functions)
+    assert [a.function for a in report.anomalies] == functions[:len(report.anomalies)]
+    assert report.ByteSize() <= DEFAULT_RECEIVE_LIMIT
+    left_out = len(functions) - len(report.anomalies)
+
+    assert ftrace_inspect.main(["--address", daemon.address, "check", "--locked"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[len(report.anomalies) - 1] == report.anomalies[-1].message
+    assert lines[len(report.anomalies)] == (
+        f"... and {left_out} more anomalies: Kernel.CheckConsistency's answer stops within "
+        f"a default gRPC client's 4 MiB")
+    assert lines[-1].endswith(f": {len(functions)} found")

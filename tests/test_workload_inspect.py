@@ -325,6 +325,8 @@ def test_inspect_says_that_ftrace_is_dead_and_shows_what_the_aborted_pass_left(s
         r"[0-9a-f]{16} 0x40000000 +0 E vfs_read: ENABLED with count 0 \(patched for no ops\)",
         findings[0]), out
     assert out.endswith(killed + out.splitlines()[-1] + "\n")
+    # DumpRecords' only_nonzero selects what --nonzero does: a count or ENABLED.
+    assert "vfs_read" in {record.function for record in client.dump_records(only_nonzero=True)}
     summary = inspect_main(capsys, "--address", daemon.address, "summary")
     assert summary[0] == 0 and summary[1].splitlines()[1] + "\n" == killed
     client.close()
@@ -346,6 +348,55 @@ def test_inspect_check_locked_adds_the_daemon_check_that_sees_the_missing_refere
         messages = [a.message for a in client.check_consistency().anomalies]
         assert status == 1 and len(messages) == 1 and "uinput_release" in messages[0]
         assert out.splitlines()[0] == messages[0] and out.endswith(": 1 found\n"), out
+    client.close()
+
+
+def test_inspect_records_expected_shows_why_each_count_is_what_it_is(spawn, capsys):
+    """The 8c4f3c3 bug after the reload: each uinput record starts with the number of
+    enabled ops whose filter is empty (global_ops), notrace ignored. ``records --expected``
+    shows beside each count what the ops' hashes imply and which ops: uinput_open, in
+    global_ops' notrace, leaks a reference; uinput_release, also in another ops' filter,
+    misses one. The expected counts are CheckConsistency's."""
+    daemon = spawn(["--variant", "buggy", *SMALL])
+    client = daemon.connect()
+    base = client.load("uinput").base
+    client.write_file(f"{TRACING}/set_ftrace_notrace", "uinput_open\n")
+    client.write_file(f"{TRACING}/current_tracer", "function")
+    with client.attach("reloaded", ["uinput_release"]):
+        reload_uinput(client, base)
+        status, out, _ = inspect_main(capsys, "--address", daemon.address, "records",
+                                      "--module", "uinput", "--expected")
+        anomalies = client.check_consistency().anomalies
+    assert status == 0
+    header, *lines = out.splitlines()
+    assert header == "IP               FLAGS      COUNT EXPECT E FUNCTION [MODULE] OPS"
+    rows = {}
+    for line in lines:
+        ip, flags, count, expected, enabled, function, module, ops = line.split()
+        assert module == "[uinput]" and enabled == "E" and int(flags, 16) == 0x40000001
+        rows[function] = (int(count), int(expected), ops)
+    assert len(rows) == 26
+    assert rows["uinput_open"] == (1, 0, "-")
+    assert rows["uinput_release"] == (1, 2, "reloaded,global_ops")
+    assert rows["uinput_read"] == (1, 1, "global_ops")
+    assert sorted((a.function, a.actual_count, a.expected_count) for a in anomalies) == [
+        ("uinput_open", 1, 0), ("uinput_release", 1, 2)]
+    assert {function for function, (count, expected, _) in rows.items()
+            if count != expected} == {"uinput_open", "uinput_release"}
+
+    # The names can be left out; the filters are the shared-memory command's.
+    status, out, _ = inspect_main(capsys, "--address", daemon.address, "records",
+                                  "--expected", "--function", "vfs_rea?", "--nonzero")
+    assert status == 0 and out.splitlines()[1].endswith(" 1      1 E vfs_read global_ops")
+    status, out, _ = inspect_main(capsys, "--address", daemon.address, "--no-symbols",
+                                  "records", "--expected", "--module", "")
+    assert status == 0 and len(out.splitlines()) == 1 + 2000
+    assert out.splitlines()[1].endswith(" 1      1 E global_ops")
+    with pytest.raises(SystemExit):
+        inspect_main(capsys, "--address", daemon.address, "records", "--expected", "--torn")
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "ftrace-inspect: error: --expected reads the records under ftrace_lock through the "
+        "daemon: not with --torn or --namespace")
     client.close()
 
 

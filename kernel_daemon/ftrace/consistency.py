@@ -10,13 +10,14 @@ counterpart: it sees the reported bug right after the reload, before any WARN.
 from __future__ import annotations
 
 import enum
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from kernel_daemon import task as task_mod
 from kernel_daemon.ftrace.core import Ftrace
-from kernel_daemon.ftrace.module_records import referenced_filters
+from kernel_daemon.ftrace.module_records import ops_references_recs
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
 from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FtracePageGroup, ftrace_rec_count
 
@@ -48,21 +49,45 @@ class Anomaly:
                 f"{'patched' if self.enabled else 'not patched'}")
 
 
-def ops_selects(ops: FtraceOps, ips: np.ndarray) -> np.ndarray:
-    """``ftrace_ops_test`` over an array: filter empty or containing, notrace not."""
-    mask = (np.ones(len(ips), dtype=bool) if ops.filter_hash.empty()
-            else ops.filter_hash.contains(ips))
-    if not ops.notrace_hash.empty():
-        mask &= ~ops.notrace_hash.contains(ips)
-    return mask
+def enabled_ops(ft: Ftrace) -> list[FtraceOps]:
+    """The ops whose references the records hold: those on ``ftrace_ops_list`` with
+    ``FTRACE_OPS_FL_ENABLED`` (``__ftrace_hash_rec_update`` returns at once for any other;
+    a GLOBAL ops' references are ``global_ops``'). Called under ``ftrace_lock``."""
+    return [ops for ops in ft.ftrace_ops_list if ops.flags & FTRACE_OPS_FL_ENABLED]
 
 
-def group_anomalies(ft: Ftrace, pg: FtracePageGroup, enabled_ops: list[FtraceOps]) -> list[Anomaly]:
-    """The anomalies of one page group. The expected counts are what the fixed kernel's
-    ``referenced_filters`` gives new records, over every enabled ops: each filter's
-    entries are looked up among the records, so the check costs a few binary searches
-    per ops, not a test of every record against every hash."""
-    expected = referenced_filters(enabled_ops, pg.ips).astype(np.int64)
+@dataclass(frozen=True)
+class References:
+    """Which enabled ops reference each record of a page group: the accounting the
+    records' counts should follow (``__ftrace_hash_rec_update``: an empty filter selects
+    every record, a filter its entries; the notrace hash takes its entries out)."""
+
+    names: tuple[str, ...]  # the ops', in ftrace_ops_list order
+    selects: np.ndarray  # bool, one row per record, one column per ops
+
+    @classmethod
+    def of(cls, ops_list: list[FtraceOps], ips: np.ndarray) -> References:
+        """Read under ``ftrace_lock``, with the records: a few binary searches per ops
+        (``ops_references_recs``), not a test of every record against every hash."""
+        selects = np.zeros((len(ips), len(ops_list)), dtype=bool)
+        for column, ops in enumerate(ops_list):
+            selects[:, column] = ops_references_recs(ops, ips)
+        return cls(tuple(ops.name for ops in ops_list), selects)
+
+    def expected(self) -> np.ndarray:
+        """Each record's expected count: how many of the ops reference it."""
+        return self.selects.sum(axis=1, dtype=np.int64)
+
+    def ops(self, record: int) -> tuple[str, ...]:
+        """The names of the ops that reference the record'th record."""
+        return tuple(itertools.compress(self.names, self.selects[record]))
+
+
+def group_anomalies(ft: Ftrace, pg: FtracePageGroup, ops_list: list[FtraceOps]) -> list[Anomaly]:
+    """The anomalies of one page group: each record's count against the enabled ops
+    that reference it (:class:`References`)."""
+    references = References.of(ops_list, pg.ips)
+    expected = references.expected()
     actual = ftrace_rec_count(pg.flags).astype(np.int64)
     patched = (pg.flags & np.uint64(FTRACE_FL_ENABLED)) != 0
     # With ftrace_enabled 0 (the sysctl) nothing is patched, whatever the counts.
@@ -77,11 +102,9 @@ def group_anomalies(ft: Ftrace, pg: FtracePageGroup, enabled_ops: list[FtraceOps
                     else AnomalyKind.LEAKED_REFERENCE)
         else:
             kind = AnomalyKind.PATCH_MISMATCH
-        record = pg.ips[i:i + 1]
         anomalies.append(Anomaly(
             kind, int(pg.ips[i]), str(pg.names[i]), pg.module_name if pg.mod is not None else "",
-            int(expected[i]), int(actual[i]), bool(patched[i]),
-            tuple(ops.name for ops in enabled_ops if ops_selects(ops, record)[0])))
+            int(expected[i]), int(actual[i]), bool(patched[i]), references.ops(i)))
     return anomalies
 
 
@@ -96,10 +119,10 @@ def check_consistency(ft: Ftrace) -> list[Anomaly]:
     marks a group freed before it poisons it, so a read that saw poison sees the mark.
     """
     with ft.ftrace_lock:
-        enabled_ops = [ops for ops in ft.ftrace_ops_list if ops.flags & FTRACE_OPS_FL_ENABLED]
+        ops_list = enabled_ops(ft)
         anomalies = []
         for pg in ft.pages.groups:
-            found = group_anomalies(ft, pg, enabled_ops)
+            found = group_anomalies(ft, pg, ops_list)
             if pg.freed:
                 current = task_mod.current()
                 found = [Anomaly(AnomalyKind.FREED_PAGE_ACCESS, pg.page_addr,

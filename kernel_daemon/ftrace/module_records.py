@@ -33,7 +33,6 @@ MODULE_STATE_LIVE = 0
 MODULE_STATE_COMING = 1
 MODULE_STATE_GOING = 2
 
-_ONE = np.uint64(1)
 _ENABLED = np.uint64(FTRACE_FL_ENABLED)
 
 
@@ -57,28 +56,36 @@ def ops_traces_mod(ft: Ftrace, ops: OpsHashes) -> bool:
     return ops.filter_hash.empty() and ops.notrace_hash.empty()
 
 
+def ops_references_recs(ops: OpsHashes | FtraceOps, ips: np.ndarray) -> np.ndarray:
+    """``ops_references_rec()`` over all records, a boolean mask: the ops' filter is empty
+    or names the record, and its notrace does not. 3.6's counts follow the same rule:
+    ``__ftrace_hash_rec_update`` adds one to each record an enabled ops' filter hash
+    selects (all of them when it is empty) but its notrace hash does not name.
+
+    ``ips`` are a page group's, sorted by address: each hash's entries are looked up
+    among them, so a filter of a few functions costs a few binary searches, not a test
+    of every record.
+    """
+    notrace = ops.notrace_hash
+    if ops.filter_hash.empty():
+        refs = np.ones(len(ips), dtype=bool)
+        if not notrace.empty():
+            refs[notrace.positions_in(ips)] = False
+        return refs
+    refs = np.zeros(len(ips), dtype=bool)
+    idx = ops.filter_hash.positions_in(ips)
+    if len(idx) and not notrace.empty():
+        idx = idx[~notrace.contains(ips[idx])]
+    refs[idx] = True
+    return refs
+
+
 def referenced_filters(ops_list: Sequence[OpsHashes | FtraceOps], ips: np.ndarray) -> np.ndarray:
     """``referenced_filters()`` over all new records: for each record, the number of
-    ops (enabled, not tracing everything) whose filter selects it and whose notrace
-    does not (``ops_references_rec``).
-
-    ``ips`` are a page group's, sorted by address: each filter's entries are looked up
-    among them, so a filter of a few functions costs a few binary searches, not a test
-    of every new record.
-    """
+    ops (enabled, not tracing everything) that reference it (``ops_references_rec``)."""
     cnt = np.zeros(len(ips), dtype=np.uint64)
     for ops in ops_list:
-        notrace = ops.notrace_hash
-        if ops.filter_hash.empty():
-            refs = np.ones(len(ips), dtype=bool)
-            if not notrace.empty():
-                refs[notrace.positions_in(ips)] = False
-            cnt += refs
-            continue
-        idx = ops.filter_hash.positions_in(ips)
-        if len(idx) and not notrace.empty():
-            idx = idx[~notrace.contains(ips[idx])]
-        cnt[idx] += _ONE
+        cnt += ops_references_recs(ops, ips)
     return cnt
 
 

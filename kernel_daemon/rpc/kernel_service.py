@@ -6,7 +6,8 @@ import errno
 import fnmatch
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableSequence
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -16,14 +17,18 @@ from ftrace.v1 import kernel_pb2_grpc
 from ftrace.v1 import common_pb2, modules_pb2
 from kernel_daemon.errno import KernelError, quoted
 from kernel_daemon.failpoints import Failpoints
-from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
+from kernel_daemon.ftrace.consistency import (Anomaly, AnomalyKind, References,
+                                               check_consistency, enabled_ops)
 from kernel_daemon.ftrace.core import FAILPOINT_SITES
-from kernel_daemon.ftrace.records import ENTRIES_PER_PAGE, FTRACE_FL_ENABLED, ftrace_rec_count
-from kernel_daemon.kernel import BootOptions, Kernel
+from kernel_daemon.ftrace.records import (ENTRIES_PER_PAGE, FTRACE_FL_ENABLED, FtracePageGroup,
+                                          ftrace_rec_count)
+from kernel_daemon.kernel import BootOptions
 from kernel_daemon.printk import LogRecord
 from kernel_daemon.rpc.state import MAX_ANSWER, DaemonState
 from kernel_daemon.rpc.status import translate_kernel_errors
 from kernel_daemon.task import Task
+
+T = TypeVar("T")
 
 ANOMALY_KINDS = {
     AnomalyKind.MISSING_REFERENCE: pb.ANOMALY_KIND_MISSING_REFERENCE,
@@ -41,6 +46,7 @@ RECORD_CHUNK = 4096
 # DumpRecords' function_glob: a page, what one write to set_ftrace_filter could hold.
 # Names are at most KSYM_NAME_LEN - 1 bytes; a longer glob only takes the daemon's time.
 MAX_FUNCTION_GLOB = 4096
+_FL_ENABLED = np.uint64(FTRACE_FL_ENABLED)
 
 
 def boot_config(options: BootOptions, boot_id: int) -> pb.BootConfig:
@@ -116,17 +122,50 @@ def task_message(task: Task) -> common_pb2.Task:
     return common_pb2.Task(pid=task.pid, comm=task.comm)
 
 
-def anomaly_messages(kernel: Kernel) -> Iterator[pb.Anomaly]:
-    for anomaly in check_consistency(kernel.ftrace):
-        yield pb.Anomaly(kind=ANOMALY_KINDS[anomaly.kind], ip=anomaly.ip, function=anomaly.function,
-                         module=anomaly.module, expected_count=anomaly.expected,
-                         actual_count=anomaly.actual, enabled=anomaly.enabled,
-                         ops=list(anomaly.ops), message=anomaly.describe())
+def anomaly_message(anomaly: Anomaly) -> pb.Anomaly:
+    return pb.Anomaly(kind=ANOMALY_KINDS[anomaly.kind], ip=anomaly.ip, function=anomaly.function,
+                      module=anomaly.module, expected_count=anomaly.expected,
+                      actual_count=anomaly.actual, enabled=anomaly.enabled,
+                      ops=list(anomaly.ops), message=anomaly.describe())
 
 
-#: What ListOps' hash names may take of an answer (MAX_ANSWER): the rest is for the ops'
-#: other fields, some hundred bytes each.
-_HASH_NAMES_ROOM = MAX_ANSWER - (64 << 10)
+def varint_size(value: int) -> int:
+    """The bytes of ``value`` as a protobuf varint: seven bits a byte."""
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+class AnswerRoom:
+    """What one answer's long lists may take of MAX_ANSWER: past it a default client
+    fails RESOURCE_EXHAUSTED on the whole answer, so a list stops within it instead, and
+    the answer says so (its counts stay whole). What the lists are cut to is a prefix:
+    once an element did not fit, none after it is taken, however small."""
+
+    #: Kept for the answer's other fields (some hundred bytes for each ListOps' ops).
+    OTHER_FIELDS = 64 << 10
+
+    def __init__(self) -> None:
+        self.left = MAX_ANSWER - self.OTHER_FIELDS
+
+    def fill(self, field: MutableSequence[T], elements: Iterable[T],
+             size: Callable[[T], int]) -> bool:
+        """Append ``elements`` to the repeated ``field`` while they fit (``size``: an
+        element's encoded bytes); False when one did not, and the rest were not taken
+        (``elements`` is not read past it: a generator makes only what is sent)."""
+        for element in elements:
+            length = size(element)
+            # A repeated string's or message's element: a tag, a length and its bytes.
+            need = 1 + varint_size(length) + length
+            if need > self.left:
+                self.left = -1
+                return False
+            self.left -= need
+            field.append(element)
+        return True
+
+
+def encoded_size(text: str) -> int:
+    return len(text.encode())
+
 
 class KernelService(kernel_pb2_grpc.KernelServicer):
     def __init__(self, state: DaemonState) -> None:
@@ -156,12 +195,15 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                          context: grpc.ServicerContext) -> pb.ConsistencyReport:
         with self.state.syscall(context) as boot:
             ft = boot.kernel.ftrace
-            anomalies = list(anomaly_messages(boot.kernel))
-            return pb.ConsistencyReport(
-                ok=not anomalies, anomalies=anomalies,
+            found = check_consistency(ft)
+            report = pb.ConsistencyReport(
+                ok=not found, anomaly_count=len(found),
                 records_checked=sum(len(pg.ips) for pg in ft.pages.groups),
                 ops_checked=sum(1 for ops in ft.ops_snapshot if ops.enabled),
                 ftrace_disabled=ft.ftrace_disabled, boot_id=boot.boot_id)
+            report.anomalies_truncated = not AnswerRoom().fill(
+                report.anomalies, map(anomaly_message, found), pb.Anomaly.ByteSize)
+            return report
 
     @translate_kernel_errors
     def DumpRecords(self, request: pb.DumpRecordsRequest,
@@ -176,31 +218,47 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 raise KernelError(errno.EINVAL,
                                   f"malformed glob {quoted(request.function_glob)}: '[' not closed")
             ft = boot.kernel.ftrace
+
+            def wanted(pg: FtracePageGroup) -> bool:
+                module = pg.module_name if pg.mod is not None else ""
+                return not (request.core_only and module
+                            or request.module and module != request.module)
+
             with ft.ftrace_lock:
-                groups = [(pg, pg.ips.copy(), pg.flags.copy()) for pg in ft.pages.groups]
+                # The counts and the hashes they should follow, read at one instant.
+                ops_list = enabled_ops(ft)
+                groups = [(pg, pg.ips.copy(), pg.flags.copy(),
+                           References.of(ops_list, pg.ips)
+                           if request.include_expected and wanted(pg) else None)
+                          for pg in ft.pages.groups]
         sent = 0
         first_page = 0  # the group's first ftrace_page, counted along ftrace_pages
-        for pg, ips, flags in groups:
+        for pg, ips, flags, references in groups:
             if not context.is_active():  # the client left: no more work for it
                 return
             group_first_page, first_page = first_page, first_page + pg.nr_pages
-            module = pg.module_name if pg.mod is not None else ""
-            if request.core_only and module or request.module and module != request.module:
+            if not wanted(pg):
                 continue
+            module = pg.module_name if pg.mod is not None else ""
             mask = np.ones(len(ips), dtype=bool)
             if request.only_nonzero:
-                mask &= ftrace_rec_count(flags) > 0
+                mask &= (ftrace_rec_count(flags) > 0) | ((flags & _FL_ENABLED) != 0)
             if request.function_glob:
                 mask &= np.array([fnmatch.fnmatchcase(n, request.function_glob) for n in pg.names])
+            expected = references.expected() if references is not None else None
             chunk = []
             for i in np.flatnonzero(mask).tolist():
                 if request.limit and sent >= request.limit:
                     break
                 f = int(flags[i])
-                chunk.append(pb.Record(ip=int(ips[i]), flags=f, count=int(ftrace_rec_count(flags[i])),
-                                       enabled=bool(f & FTRACE_FL_ENABLED), function=str(pg.names[i]),
-                                       module=module, page=group_first_page + i // ENTRIES_PER_PAGE,
-                                       index=i % ENTRIES_PER_PAGE))
+                record = pb.Record(ip=int(ips[i]), flags=f, count=int(ftrace_rec_count(flags[i])),
+                                   enabled=bool(f & FTRACE_FL_ENABLED), function=str(pg.names[i]),
+                                   module=module, page=group_first_page + i // ENTRIES_PER_PAGE,
+                                   index=i % ENTRIES_PER_PAGE)
+                if expected is not None:
+                    record.expected_count = int(expected[i])
+                    record.ops.extend(references.ops(i))
+                chunk.append(record)
                 sent += 1
                 if len(chunk) == RECORD_CHUNK:
                     yield pb.RecordChunk(records=chunk)
@@ -215,7 +273,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
             with ft.ftrace_lock:
                 listed = list(ft.ftrace_ops_list) + [o for o in ft.ftrace_global_list]
             out = []
-            room = _HASH_NAMES_ROOM
+            room = AnswerRoom()
             for ops in listed:
                 info = pb.OpsInfo(name=ops.name, id=ops.id, flags=ops.flags, enabled=ops.enabled,
                                   filter_count=ops.filter_hash.count,
@@ -225,14 +283,8 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                     name = boot.kernel.kallsyms.sprint_symbol_no_offset
                     for names, hash in ((info.filter, ops.filter_hash),
                                         (info.notrace, ops.notrace_hash)):
-                        for ip in sorted(hash.ips()):
-                            text = name(ip)
-                            # A repeated string's element: its bytes, a tag and a length.
-                            room -= len(text.encode()) + 4
-                            if room < 0:
-                                info.hashes_truncated = True
-                                break
-                            names.append(text)
+                        if not room.fill(names, map(name, sorted(hash.ips())), encoded_size):
+                            info.hashes_truncated = True
                 out.append(info)
             return pb.ListOpsResponse(ops=out)
 
