@@ -79,6 +79,7 @@ from clients.shell_runtime import (
     NullOutput,
     Output,
     ShellExit,
+    StandardInput,
     StreamOutput,
     WriteError,
     encode,
@@ -125,6 +126,7 @@ class Shell:
         script: str | None = None,
         stdout: Output | None = None,
         stderr: Output | None = None,
+        standard_input: StandardInput | None = None,
         echo_input: bool = False,
         environ: Mapping[str, str] = MappingProxyType({}),
         invoked_as: str | None = None,
@@ -145,6 +147,8 @@ class Shell:
         self.line = 0
         self.stdout: Output = stdout or StreamOutput(sys.stdout.buffer)
         self.stderr: Output = stderr or StreamOutput(sys.stderr.buffer)
+        #: File descriptor 0, which the shell (in stdin mode) and its commands read.
+        self.standard_input = standard_input or StandardInput()
         #: The shell's variables (clients.shell_variables).
         self.variables = Variables(
             environ, self.cwd, is_directory=self._is_directory,
@@ -784,7 +788,8 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
 
             run_interactive(shell)
         else:
-            shell.feed_all(line.decode("utf-8", "surrogateescape") for line in sys.stdin.buffer)
+            shell.feed_all(line.decode("utf-8", "surrogateescape")
+                           for line in shell.standard_input.lines())
     except ShellExit as done:
         return done.status
     except KeyboardInterrupt:
@@ -813,14 +818,16 @@ def main(argv: list[str] | None = None) -> int:
     elif args.script not in (None, "-"):
         mode = "script"
     else:
-        mode = "interactive" if sys.stdin.isatty() else "stdin"
+        # Python leaves sys.stdin None when descriptor 0 is closed.
+        mode = "interactive" if sys.stdin is not None and sys.stdin.isatty() else "stdin"
+    standard_input = StandardInput()  # before the daemon's socket can take a closed 0
     try:
         with daemon_client(args) as client:
             # bash -c COMMAND NAME: NAME is $0 and what diagnostics start with.
             name = args.script if mode == "command" and args.script is not None else args.name
             shell = Shell(client, name=name, mode=mode, script=args.script,
-                          echo_input=args.echo_input, invoked_as=args.name,
-                          environ=os.environ)
+                          standard_input=standard_input, echo_input=args.echo_input,
+                          invoked_as=args.name, environ=os.environ)
             return _run_input(shell, args)
     except ConnectError as error:
         print(f"ftrace-shell: {error}", file=sys.stderr)

@@ -224,12 +224,8 @@ def cmd_ls(ctx: Invocation) -> int:
 def cmd_cat(ctx: Invocation) -> int:
     status = 0
     for operand in ctx.args or ["-"]:
-        if operand == "-":
-            for data in ctx.stdin_reads():
-                ctx.out(data)
-            continue
         try:
-            for data in read_path(ctx, operand):
+            for data in ctx.stdin_reads() if operand == "-" else read_path(ctx, operand):
                 ctx.out(data)
         except FtraceError as error:
             ctx.err(f"cat: {operand}: {error.strerror}")

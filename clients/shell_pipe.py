@@ -7,11 +7,14 @@ behaves as the kernel's (``fs/pipe.c``): a reader waits for data or for the last
 to go (end of file), a writer waits for room (``PIPE_DEF_BUFFERS`` pages), and a write
 with no reader left gets SIGPIPE. What a signal does to a process, ending it wherever it
 is, is :class:`KilledBySignal` raised in the stage at its next pipe operation, output,
-command or sleep; its blocking calls to the daemon are cancelled, so it gets there.
+command or sleep; its blocking calls to the daemon are cancelled, and its waits for the
+shell's own standard input woken, so it gets there.
 """
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 import threading
 import weakref
@@ -65,6 +68,8 @@ class Stage:
         self._calls: weakref.WeakSet[Cancellable] = weakref.WeakSet()
         self._children: list[Stage] = []
         self._pipes: list[Pipe] = []
+        # The eventfds of its waits in wait_readable(), written by kill().
+        self._wakeups: set[int] = set()
 
     def check(self) -> None:
         """Where a process dead of a signal stops: raise its KilledBySignal."""
@@ -79,6 +84,10 @@ class Stage:
             if self.signo is None:
                 self.signo = signo
             calls, children, pipes = list(self._calls), list(self._children), list(self._pipes)
+            # Under the lock: a wait that has ended closes its eventfd, and the number
+            # could be another file's by now.
+            for wakeup in self._wakeups:
+                os.eventfd_write(wakeup, 1)
         self._killed.set()
         for call in calls:
             call.cancel()
@@ -116,6 +125,30 @@ class Stage:
         """A pipe the stage reads or writes: a kill wakes it there."""
         with self._lock:
             self._pipes.append(pipe)
+
+    def wait_readable(self, fd: int) -> None:
+        """A blocking read(2)'s wait for ``fd`` (a terminal, a pipe) to have data or its
+        end of file, which a signal ends, as ``n_tty_read()`` and ``pipe_read()`` leave
+        their wait with -ERESTARTSYS once ``signal_pending(current)``: the read is not
+        made, and the stage dies (KilledBySignal). A thread blocked in read(2) itself
+        could not be woken, so it polls ``fd`` with an eventfd that :meth:`kill` writes.
+        On the main thread Ctrl-C ends the poll as KeyboardInterrupt, as it ends any
+        system call there."""
+        wakeup = os.eventfd(0, os.EFD_CLOEXEC)
+        try:
+            with self._lock:
+                if self.signo is None:
+                    self._wakeups.add(wakeup)
+            self.check()
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            poller.register(wakeup, select.POLLIN)
+            poller.poll()
+            self.check()
+        finally:
+            with self._lock:
+                self._wakeups.discard(wakeup)
+            os.close(wakeup)
 
     def sleep(self, seconds: float) -> None:
         """sleep(3), which a signal ends."""

@@ -10,11 +10,11 @@ which the shell reports as bash does (``bash: echo: write error: Invalid argumen
 from __future__ import annotations
 
 import errno
-import functools
 import io
+import os
 import re
 import string
-import sys
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Callable, Collection, Iterator, Protocol
 
@@ -23,7 +23,7 @@ from clients.errors import FtraceError
 
 if TYPE_CHECKING:
     from clients.shell import Shell
-    from clients.shell_pipe import PipeReader
+    from clients.shell_pipe import PipeReader, Stage
 
 __all__ = [
     "ShellExit",
@@ -33,6 +33,7 @@ __all__ = [
     "NullOutput",
     "BufferOutput",
     "FileOutput",
+    "StandardInput",
     "Invocation",
     "CommandSpec",
     "COMMANDS",
@@ -164,6 +165,81 @@ class FileOutput:
             pass  # close(2)'s result is not checked by bash, and release cannot fail
 
 
+class StandardInput:
+    """The shell's standard input, file descriptor 0, which bash shares with the
+    processes it forks: every byte of it is read once, by the shell (its commands, in
+    stdin mode) or by one of them (``cat``, ``grep x``).
+
+    bash reads its commands from a pipe a byte at a time, so as to read no further than
+    the line; the shell reads them a chunk at a time and keeps here what it read beyond
+    the line, which a command's read(2) takes first. At a terminal readline reads a byte
+    at a time, as bash's, and nothing is kept. A command's wait for more is one a signal
+    ends (:meth:`Stage.wait_readable`)."""
+
+    def __init__(self, fd: int = 0) -> None:
+        """Made before the shell opens anything: a descriptor closed then (``<&-``) has
+        a number the shell's own files (its socket to the daemon) may take since, which
+        are no input of its: it stays closed here (None)."""
+        try:
+            os.fstat(fd)
+        except OSError:
+            self.fd: int | None = None
+        else:
+            self.fd = fd
+        # Guards _ahead: the shell's line reading and a pipeline stage's reads are in
+        # turn, but on different threads.
+        self._lock = threading.Lock()
+        #: What the shell read of its commands beyond the line it took.
+        self._ahead = bytearray()
+
+    def read(self, stage: "Stage") -> bytes:
+        """A read(2) by ``stage``'s process: what the shell read ahead, else up to
+        READ_CHUNK bytes once there are some; b"" at end of file. Raises FtraceError for
+        a failed read (a closed descriptor: EBADF), KilledBySignal when killed."""
+        with self._lock:
+            if self._ahead:
+                data = bytes(self._ahead)
+                self._ahead.clear()
+                return data
+        try:
+            if self.fd is None:
+                raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+            stage.wait_readable(self.fd)
+            return os.read(self.fd, READ_CHUNK)
+        except OSError as error:
+            raise FtraceError(error.errno or errno.EIO, syscall="read") from None
+
+    def lines(self) -> Iterator[bytes]:
+        """The shell's own reading of its commands: each line with its newline (the last
+        one may have none), to the end of the input; what follows a line is left to the
+        commands it runs. On the main thread: Ctrl-C ends the wait as KeyboardInterrupt.
+        A closed descriptor is an input with no line, as bash's read error is its end."""
+        if self.fd is None:
+            return
+        searched = 0  # how much of _ahead is known to hold no newline
+        while True:
+            with self._lock:
+                end = self._ahead.find(b"\n", searched) + 1
+                line = bytes(self._ahead[:end]) if end else None
+                del self._ahead[:end]
+            if line is not None:
+                searched = 0
+                yield line
+                continue
+            data = os.read(self.fd, READ_CHUNK)
+            if data:
+                with self._lock:
+                    searched = len(self._ahead)
+                    self._ahead += data
+                continue
+            with self._lock:
+                rest = bytes(self._ahead)
+                self._ahead.clear()
+            if rest:
+                yield rest
+            return
+
+
 @dataclass
 class Invocation:
     """One command as it runs: its arguments and where its input and output go."""
@@ -195,7 +271,8 @@ class Invocation:
         reader (``grep x - -``) finds the end at once, as read(2) there does."""
         if self.stdin is not None:
             return self.stdin.reads()
-        return iter(functools.partial(sys.stdin.buffer.read1, READ_CHUNK), b"")
+        standard_input, stage = self.shell.standard_input, self.shell.stage
+        return iter(lambda: standard_input.read(stage), b"")
 
 
 @dataclass(frozen=True)

@@ -4,16 +4,23 @@ comes, a writer whose reader is gone dies of SIGPIPE, and Ctrl-C ends them all."
 
 from __future__ import annotations
 
+import os
+import re
+import select
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from clients.shell import Shell
-from clients.shell_runtime import BufferOutput
+from clients.shell_pipe import Stage
+from clients.shell_runtime import BufferOutput, StandardInput
+from tests.children import child_env
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
-from tests.test_shell_integration import TRACING, finish, start_shell
+from tests.test_shell_integration import TRACING, finish, run_shell, start_shell
 from tests.test_shell_parser import BASH_ENVIRONMENT, assert_as_bash, run
 from tests.test_tracer_client import DEADLINE
 
@@ -119,3 +126,131 @@ def test_an_interrupted_interactive_pipeline_is_over_when_the_prompt_comes_back(
         _wait_held(client, "streams", before)
     finally:
         client.close()
+
+
+# --- the shell's own standard input --------------------------------------------------------
+
+
+def test_the_shells_read_ahead_goes_to_the_command_that_reads_standard_input():
+    """What the shell read beyond its command's line is the command's first read (bash
+    reads a pipe a byte at a time, so the command reads it from the pipe); what is left
+    after the command is the shell's again."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"cat\nfor cat\n")
+    standard_input = StandardInput(read_end)
+    try:
+        lines = standard_input.lines()
+        assert next(lines) == b"cat\n"
+        assert standard_input.read(Stage()) == b"for cat\n"
+        os.write(write_end, b"echo after\nno newline")
+        os.close(write_end)
+        assert list(lines) == [b"echo after\n", b"no newline"]
+    finally:
+        os.close(read_end)
+
+
+@pytest.mark.parametrize("stdin", [b"cat\nfor cat\necho never\n", b"echo a; cat\nb\n",
+                                   b"grep -c x | grep .\nx1\nx2\n",
+                                   b"grep -m1 x\nx1\nx2\necho after\n"])
+def test_commands_read_the_input_after_their_line_as_bashs(daemon, tmp_path, stdin):
+    """Commands read from standard input: those reading it take what follows their line,
+    the shell goes on after what they left, as bash's."""
+    bash = subprocess.run(["/bin/bash"], input=stdin, capture_output=True, timeout=DEADLINE,
+                          env=WITH_GREP)
+    shell = run_shell(tmp_path, ["--address", daemon.address], stdin=stdin)
+    assert (shell.returncode, shell.out, shell.err) == (
+        bash.returncode, bash.stdout.decode(), bash.stderr.decode())
+
+
+def test_a_closed_standard_input_is_a_failed_read_not_the_shells_own_files(daemon, tmp_path):
+    """Started with descriptor 0 closed (``<&-``), whose number the shell's socket to the
+    daemon may then take: a command reading standard input fails with EBADF, as cat's
+    read(2) does under bash."""
+    closed = subprocess.run(
+        [sys.executable, "-c", "import os, sys; os.close(0); os.execv(sys.argv[1], sys.argv[1:])",
+         sys.executable, "-m", "clients.shell", "--address", daemon.address, "-c",
+         "cat; echo $?; cat | grep x; echo $?"],
+        cwd=tmp_path, env=child_env(), capture_output=True, timeout=DEADLINE)
+    assert (closed.returncode, closed.stdout, closed.stderr) == (
+        0, b"1\n1\n", b"cat: -: Bad file descriptor\n" * 2)
+
+
+#: Run what follows with the terminal it was given as standard input as its
+#: controlling terminal (it leads a session of its own): a ^C typed there is SIGINT
+#: to it, the terminal's foreground process group.
+_WITH_TERMINAL = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+                  "os.execv(sys.argv[1], sys.argv[1:])")
+_PROMPT = rb"root@ftrace-sim:/# "
+
+
+class Terminal:
+    """ftrace-shell at a terminal (a pty): what it shows, what is typed."""
+
+    def __init__(self, tmp_path, args: list[str]) -> None:
+        self.master, slave = os.openpty()
+        try:
+            # HOME: readline's history goes there; TERM: no terminal escapes.
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _WITH_TERMINAL, sys.executable, "-m", "clients.shell",
+                 *args], stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                cwd=tmp_path, env=child_env(HOME=str(tmp_path), TERM="dumb"))
+        finally:
+            os.close(slave)
+        self.shown = b""
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def until(self, pattern: bytes) -> None:
+        """Read what the terminal shows until a match of ``pattern`` after what an earlier
+        call matched; fail if the deadline passes first or the shell ends."""
+        deadline = time.monotonic() + DEADLINE
+        while (found := re.search(pattern, self.shown)) is None:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"{pattern!r} not shown before the deadline: {self.shown!r}"
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError:  # EIO: no process has the terminal open any more
+                    data = b""
+                assert data, f"the shell ended before showing {pattern!r}: {self.shown!r}"
+                self.shown += data
+        self.shown = self.shown[found.end():]
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        os.close(self.master)
+
+
+@pytest.mark.parametrize("command", [
+    "cat | grep -o yes", "grep yes | grep -o yes", f"cat 2>{TRACING}/trace_marker | grep -o yes",
+    # A lone command runs in the shell's main thread, where Ctrl-C is KeyboardInterrupt.
+    f"grep -o yes 2>{TRACING}/trace_marker",
+])
+def test_ctrl_c_ends_commands_reading_the_terminal_and_the_prompt_comes_back(daemon, tmp_path,
+                                                                             command):
+    """At an interactive prompt, the first command reads what is typed; Ctrl-C (SIGINT to
+    the terminal's foreground process group) ends the pipeline, what it held is released,
+    and the prompt comes back at once with $? 130, as bash's: no command reads on behind
+    it, taking the next line typed."""
+    terminal = Terminal(tmp_path, ["--address", daemon.address])
+    try:
+        with daemon.connect() as client:
+            before = _held(client, "open_files")
+            terminal.until(_PROMPT)
+            terminal.type(command.encode() + b"\n")
+            terminal.type(b"say yes\n")
+            # grep -o's line (the line typed is echoed or not, as it comes before or after
+            # readline gives the terminal back): the first command has read it.
+            terminal.until(rb"\nyes\r\n")
+            if "trace_marker" in command:
+                _wait_held(client, "open_files", before + 1)
+            terminal.type(b"\x03")
+            terminal.until(rb"\^C\r\n" + _PROMPT)
+            terminal.type(b"echo $?\n")
+            terminal.until(rb"echo \$\?\r\n130\r\n" + _PROMPT)
+            _wait_held(client, "open_files", before)
+    finally:
+        terminal.close()
