@@ -35,6 +35,8 @@ import time
 from collections.abc import Iterable, Iterator
 from types import FrameType
 
+import grpc
+
 from clients.api import Client
 from clients.connection import ADDRESS_ENV, grpc_target, resolve_address
 from clients.errors import FtraceError
@@ -229,7 +231,11 @@ def error_text(error: FtraceError, client: Client | None = None) -> str:
     """``strerror``, the daemon's context when it gave some, and where the daemon is when
     the error did not come from it (it is not answering)."""
     text = error.strerror
-    if error.message and error.message != error.strerror:
+    # gRPC's words for a lost or refused connection (its channel's and subchannel's
+    # state: "failed to connect to all addresses; last error: ...", "Socket closed") say
+    # nothing beyond the errno and where the daemon is, which follow.
+    lost = not error.from_kernel and error.code == grpc.StatusCode.UNAVAILABLE
+    if error.message and error.message != error.strerror and not lost:
         text += f" ({error.message})"
     if not error.from_kernel and client is not None:
         text += f" (ftraced at {client.address})"

@@ -6,6 +6,8 @@
         trace [--cpu N]
         check [--tracing-active] [--locked] [--torn]
         failpoints list | set NAME SPEC | wait NAME | release NAME
+        ops [--hashes] [--json]
+        stats [--json]
 
 The options before COMMAND are taken after it too (``records --connect-timeout 3``).
 
@@ -66,6 +68,8 @@ Commands:
              (some 20,000 anomalies): a line then says how many more it counted.
 ``failpoints``  list, arm, wait for and release the daemon's failpoints (see
              :mod:`clients.inspect_failpoints`): a race window stepped by hand.
+``ops``, ``stats``  the registered ftrace_ops and the kernel's counters, asked of the
+             daemon (see :mod:`clients.inspect_daemon`): a script's check between steps.
 
 The record commands copy the pages under their seqlock (a reader's retry): while a writer
 is in them (a thread paused in ``__ftrace_hash_rec_update``), no copy is consistent; after
@@ -94,6 +98,7 @@ from clients.cli import (add_connect_timeout, address_argument, check_address_en
 from clients.connection import resolve_address
 from clients.errors import FtraceError
 from clients.identity import Identity
+from clients.inspect_daemon import add_daemon_tables_parsers, run_daemon_tables
 from clients.inspect_failpoints import (NOTICE_AFTER, add_failpoints_parser,
                                         call_noting_wait, check_failpoints_args, paused_now,
                                         run_failpoints)
@@ -109,6 +114,8 @@ PROG = "ftrace-inspect"
 EXIT_FOUND, EXIT_ERROR = 1, 2
 #: 128 + SIGINT, as a shell reports a command Ctrl-C ended.
 EXIT_INTERRUPTED = 130
+#: The commands that read the daemon's tables over gRPC only, no shared memory.
+DAEMON_COMMANDS = ("failpoints", "ops", "stats")
 #: How long a consistent snapshot of the records is waited for.
 SNAPSHOT_TIMEOUT = 5.0
 TORN = ("torn: read while a writer was in the record pages (no consistent snapshot): "
@@ -415,6 +422,7 @@ def parser() -> argparse.ArgumentParser:
                             "each count with the ops' hashes under ftrace_lock (it waits "
                             "for the lock, saying so after a second)")
     add_failpoints_parser(commands, [daemon_again])
+    add_daemon_tables_parsers(commands, [daemon_again])
     return p
 
 
@@ -426,7 +434,7 @@ def wants_symbols(args: argparse.Namespace) -> bool:
 def asks_daemon(args: argparse.Namespace) -> bool:
     """Whether the daemon is asked: for the failpoints, the namespace, the names, its own
     check or the records with their expected counts."""
-    return (args.command == "failpoints" or args.namespace is None or wants_symbols(args)
+    return (args.command in DAEMON_COMMANDS or args.namespace is None or wants_symbols(args)
             or getattr(args, "locked", False) or getattr(args, "expected", False))
 
 
@@ -493,6 +501,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             if args.command == "failpoints":
                 return run_failpoints(client, args)
+            if args.command in DAEMON_COMMANDS:
+                return run_daemon_tables(client, args,
+                                         lambda what: waiting_notice(what, client))
             if getattr(args, "expected", False):
                 return cmd_records_expected(client, args)
             if args.namespace is None:
@@ -513,9 +524,10 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    if args.command == "failpoints":
+    if args.command in DAEMON_COMMANDS:
         if args.namespace is not None or args.no_symbols:
-            p.error("--namespace and --no-symbols are not for failpoints")
+            p.error(f"--namespace and --no-symbols are not for {args.command}")
+    if args.command == "failpoints":
         check_failpoints_args(p, args)
     if args.no_symbols and getattr(args, "function", None):
         p.error("--function needs names: drop --no-symbols")

@@ -19,12 +19,17 @@ file prints 3.6's function events without the irq-info columns::
 
 It runs until SIGINT or SIGTERM, ``--count`` calls, or ``--duration`` seconds; then it
 unregisters the ops and exits 0. The stream's end unregisters the ops in the daemon
-whatever happens, even if this process is killed.
+whatever happens, even if this process is killed. Until the ops is registered (which
+waits for ``ftrace_lock``, held as long as its holder likes: a thread paused at a
+failpoint holds it until released), SIGINT and SIGTERM act as for any program: Ctrl-C
+ends the wait (exit 130), SIGTERM ends the process, so ``timeout(1)`` bounds it.
 
 ``--stdin-commands``: lines read from standard input change the filters while tracing,
 with ``ftrace_set_filter`` semantics (a pattern naming nothing is EINVAL and changes
 nothing): ``filter PATTERN`` adds to the filter hash, ``notrace PATTERN`` to the notrace
 hash (``!PATTERN`` removes), ``reset`` empties both. End of input leaves tracing running.
+A command that failed makes the exit status 1 at the end, as a failed write in a shell
+script would be seen, even though tracing went on after it.
 
 Standard error gets status lines: ``ftrace-tracer: ops NAME registered: F in filter, N in
 notrace`` once the ops is live, one line per command, and the totals at the end. Errors
@@ -123,10 +128,10 @@ class CommandReader:
         return [line.decode("utf-8", "replace").strip() for line in lines]
 
 
-def apply_command(session: TracerSession, line: str) -> None:
-    """One stdin command; its outcome goes to stderr."""
+def apply_command(session: TracerSession, line: str) -> bool:
+    """One stdin command; its outcome goes to stderr. False if it failed."""
     if not line or line.startswith("#"):
-        return
+        return True
     verb, _, pattern = line.partition(" ")
     pattern = pattern.strip()
     try:
@@ -137,11 +142,12 @@ def apply_command(session: TracerSession, line: str) -> None:
             result = session.set_filter("", reset=True, notrace=True)
         else:
             status(f"unknown command {line!r} ({COMMANDS})")
-            return
+            return False
     except FtraceError as error:
         status(f"{line}: {cli.error_text(error)}")
-        return
+        return False
     status(f"{line}: {counts_text(result.filter_count, result.notrace_count)}")
+    return True
 
 
 def trace(client: Client, args: argparse.Namespace, out: TextIO, waker: cli.Waker) -> int:
@@ -150,6 +156,11 @@ def trace(client: Client, args: argparse.Namespace, out: TextIO, waker: cli.Wake
     except FtraceError as error:
         status(f"register: {cli.error_text(error, client)}")
         return 1
+    except KeyboardInterrupt:  # the attach cancelled its stream: nothing was registered
+        status("interrupted while registering")
+        return 130
+    # From here on a signal only ends the loop below, which unregisters the ops properly.
+    waker.catch_signals()
     name = session.registered.name
     status(f"ops {name} registered: "
            f"{counts_text(session.registered.filter_count, session.registered.notrace_count)}")
@@ -157,6 +168,7 @@ def trace(client: Client, args: argparse.Namespace, out: TextIO, waker: cli.Wake
     commands = CommandReader(sys.stdin.fileno()) if args.stdin_commands else None
     deadline = None if args.duration is None else time.monotonic() + args.duration
     dropped = 0
+    failed_commands = 0
     try:
         while not (waker.stopped or writer.full or session.ended):
             timeout = None if deadline is None else deadline - time.monotonic()
@@ -170,7 +182,7 @@ def trace(client: Client, args: argparse.Namespace, out: TextIO, waker: cli.Wake
                 dropped = session.dropped
             if readable:
                 for line in commands.read_lines():
-                    apply_command(session, line)
+                    failed_commands += not apply_command(session, line)
     except BrokenPipeError:
         # Nobody reads the hits any more (`| head`): as good as an interrupt.
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
@@ -189,6 +201,9 @@ def trace(client: Client, args: argparse.Namespace, out: TextIO, waker: cli.Wake
         return 1
     writer.write(session.take_hits())
     status(f"ops {name} unregistered: {totals.hits} hits, {totals.dropped} dropped")
+    if failed_commands:
+        status(f"{failed_commands} command(s) from standard input failed")
+        return 1
     return 0
 
 
@@ -223,12 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{args.output}: {error.strerror}")
     try:
         with cli.Waker() as waker:
-            waker.catch_signals()
             with cli.daemon_client(args) as client:
                 return trace(client, args, out, waker)
     except cli.ConnectError as error:
         status(str(error))
         return cli.EXIT_NO_DAEMON
+    except KeyboardInterrupt:  # Ctrl-C while connecting
+        status("interrupted")
+        return 130
     finally:
         if out is not sys.stdout:
             out.close()

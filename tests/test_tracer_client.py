@@ -274,6 +274,36 @@ def test_tracer_killed_with_sigkill_leaves_no_ops_and_no_count(spawn):
     client.close()
 
 
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, -signal.SIGTERM),
+                                             (signal.SIGINT, 130)])
+def test_tracer_waiting_to_register_ends_on_a_signal(spawn, signum, status):
+    """register_ftrace_function waits for ftrace_lock, which a load paused at a failpoint
+    holds as long as it is paused: SIGTERM (``timeout(1)``) and Ctrl-C end that wait as
+    they end any program's, and the daemon, once it gets the lock, leaves no ops behind.
+    They were only noted for the tracing loop, which had not begun: the tracer waited for
+    good."""
+    daemon = spawn(SMALL)
+    site = "ftrace_update_code:before_count"
+    with daemon.connect() as client, daemon.connect() as loader:
+        client.set_failpoint(site, "1*pause")
+        loading = threading.Thread(target=loader.load, args=("uinput",))
+        loading.start()
+        client.wait_failpoint(site, 1, timeout=DEADLINE)
+        streams = client.stats().streams
+        tracer = start("clients.tracer", "--address", daemon.address, "-f", "vfs_read")
+        wait_until(lambda: client.stats().streams > streams)  # Attach: waiting for the lock
+        tracer.send_signal(signum)
+        out, err = tracer.communicate(timeout=DEADLINE)
+        assert (tracer.returncode, out) == (status, b""), err
+        if signum == signal.SIGINT:
+            assert err == b"ftrace-tracer: interrupted while registering\n"
+        client.release_failpoint(site)
+        loading.join(timeout=DEADLINE)
+        wait_until(lambda: client.stats().streams == streams)
+        assert client.list_ops() == []
+        assert client.check_consistency().ok
+
+
 # --- the program's output, commands and errors ----------------------------------------------
 
 LINE = re.compile(r"^ *(?P<comm>\S+)-(?P<pid>\d+) +\[(?P<cpu>\d{3})\]  +\d+\.\d{6}: "
@@ -308,7 +338,9 @@ def test_tracer_text_output_stdin_commands_count_and_output_file(spawn, tmp_path
     client.invoke("vfs_write", "sys_write", pid=1, comm="systemd")  # past --count
     tracer.wait(timeout=DEADLINE)  # little output: the pipes cannot fill up
     out, rest = tracer.stdout.read(), tracer.stderr.read()
-    assert (tracer.returncode, out) == (0, b""), err.rest(rest)
+    # Tracing went on past the two failed commands; the status says they failed.
+    assert (tracer.returncode, out) == (1, b""), err.rest(rest)
+    assert rest.decode().endswith("ftrace-tracer: 2 command(s) from standard input failed\n")
     lines = output.read_text().splitlines()
     parsed = [LINE.match(line) for line in lines]
     assert all(parsed), lines

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import collections
+import glob
 import os
 import re
 import signal
@@ -21,7 +22,8 @@ import pytest
 
 from clients import inspect as ftrace_inspect
 from clients.identity import Identity
-from kernel_daemon.shm import SHM_DIR, segments_of
+from clients.spawn import spawn_daemon
+from kernel_daemon.shm import SHM_DIR, reap_stale_segments, segments_of
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 from tests.test_tracer_client import (DEADLINE, SMALL, TRACING, Lines, reload_uinput, run,
                                       start, wait_until)
@@ -151,6 +153,28 @@ def test_modload_loads_what_a_module_depends_on_first_as_modprobe_does(spawn):
     with daemon.connect() as client:
         assert [(m.name, m.refcount, list(m.used_by)) for m in client.list_modules()] == [
             ("fat", 0, [])]
+
+
+def test_modload_whose_daemon_died_says_so_in_one_line():
+    """The daemon killed under a running loader: one line, the errno and where the daemon
+    was, without gRPC's words for its channel's state ("Stream removed (recvmsg:Connection
+    reset by peer (104))"). Not the spawn fixture's daemon: this one dies unclean, and its
+    shared memory is reaped as the next boot would."""
+    daemon = spawn_daemon(SMALL)
+    try:
+        loader = start("clients.modload", "--address", daemon.address, "-m", "uinput",
+                       "--hold", "0.05")
+        Lines(loader.stdout).wait_for("rmmod uinput")
+        os.kill(daemon.pid, signal.SIGKILL)
+        out, err = loader.communicate(timeout=DEADLINE)
+    finally:
+        daemon.stop()
+        reap_stale_segments()
+    assert not glob.glob(f"{SHM_DIR}/ftsim.{daemon.pid}.*")
+    lines = err.decode().splitlines()
+    assert loader.returncode == 1, lines
+    assert re.fullmatch(rf"ftrace-modload: (modprobe|rmmod) uinput: [A-Z][a-z ]+ "
+                        rf"\(ftraced at {re.escape(daemon.address)}\)", lines[0]), lines
 
 
 # --- ftrace-inspect -----------------------------------------------------------------------

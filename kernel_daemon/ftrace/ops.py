@@ -14,6 +14,15 @@ FTRACE_OPS_FL_GLOBAL = 1 << 1
 FTRACE_OPS_FL_DYNAMIC = 1 << 2
 FTRACE_OPS_FL_CONTROL = 1 << 3
 
+_FLAG_NAMES = {FTRACE_OPS_FL_ENABLED: "ENABLED", FTRACE_OPS_FL_GLOBAL: "GLOBAL",
+               FTRACE_OPS_FL_DYNAMIC: "DYNAMIC", FTRACE_OPS_FL_CONTROL: "CONTROL"}
+
+
+def ops_flag_names(flags: int) -> list[str]:
+    """The FTRACE_OPS_FL_* set in ``flags``, by name, lowest bit first."""
+    return [name for bit, name in _FLAG_NAMES.items() if flags & bit]
+
+
 # ftrace_func_t is (ip, parent_ip, op).  The model adds ``count``: the same call made
 # that many times in a row on this CPU, so a batch of invocations is one call.
 FtraceFunc = Callable[[int, int, "FtraceOps | None", int], None]
@@ -52,13 +61,8 @@ class FtraceOps:
     def enabled(self) -> bool:
         return bool(self.flags & FTRACE_OPS_FL_ENABLED)
 
-    def flag_names(self) -> list[str]:
-        names = {FTRACE_OPS_FL_ENABLED: "ENABLED", FTRACE_OPS_FL_GLOBAL: "GLOBAL",
-                 FTRACE_OPS_FL_DYNAMIC: "DYNAMIC", FTRACE_OPS_FL_CONTROL: "CONTROL"}
-        return [n for bit, n in names.items() if self.flags & bit]
-
     def __repr__(self) -> str:
-        return f"<ftrace_ops {self.name} {'|'.join(self.flag_names()) or '0'}>"
+        return f"<ftrace_ops {self.name} {'|'.join(ops_flag_names(self.flags)) or '0'}>"
 
 
 def ftrace_ops_test(ops: FtraceOps, ip: int) -> bool:

@@ -1,0 +1,132 @@
+"""``ftrace-inspect ops`` and ``ftrace-inspect stats``: the daemon's own tables, for a
+script that checks the kernel between its steps (after a client was killed: are its ops
+unregistered, its files released?).
+
+    ftrace-inspect ops [--hashes] [--json]
+    ftrace-inspect stats [--json]
+
+``ops`` walks ``ftrace_ops_list`` and ``ftrace_global_list`` (``Kernel.ListOps``), as one
+would with drgn's list helpers over ``struct ftrace_ops``: a header line, then one line per
+ops — its id (it stands for the struct's address), its ``FTRACE_OPS_FL_*`` flags, the
+entries of its filter and notrace hashes, its name and the task that registered it (``-``
+for the kernel's own). ``--hashes`` lists each hash's functions under its ops, in address
+order. ListOps takes ``ftrace_lock``; a thread paused at a failpoint may hold it, and after
+a second a notice on stderr says so, as for ``check --locked``.
+
+``stats``: ``Kernel.Stats``, one ``NAME VALUE`` line per field of ``ftrace.v1.KernelStats``
+in the message's order, zero values included (``rpc_counts`` as ``rpc_counts.METHOD N``
+lines), so ``awk '$1 == "open_files" {print $2}'`` finds one.
+
+``--json``: the same as one JSON document on a line (``stats`` an object, ``ops`` a list of
+objects), every field present, named as in the ``.proto``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Mapping, MutableSequence
+from typing import Any
+
+from google.protobuf.message import Message
+
+from clients.api import Client
+from clients.inspect_failpoints import call_noting_wait
+from ftrace.v1 import kernel_pb2
+from kernel_daemon.ftrace.ops import ops_flag_names
+
+OPS_HEADER = ("ID", "FLAGS", "FILTER", "NOTRACE", "NAME", "OWNER")
+
+
+def add_daemon_tables_parsers(commands: argparse._SubParsersAction,
+                              parents: list[argparse.ArgumentParser]) -> None:
+    """``ops`` and ``stats``; ``parents`` hold the options every command takes after its
+    name too."""
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true",
+                         help="one JSON document, every field named as in the .proto")
+    ops = commands.add_parser("ops", parents=[*parents, as_json],
+                              help="the registered ftrace_ops (Kernel.ListOps)",
+                              description="One line per ftrace_ops on ftrace_ops_list and "
+                                          "ftrace_global_list, after a header line.")
+    ops.add_argument("--hashes", action="store_true",
+                     help="also each ops' filter and notrace functions, in address order")
+    commands.add_parser("stats", parents=[*parents, as_json],
+                        help="the kernel's and the daemon's counters (Kernel.Stats)",
+                        description="One NAME VALUE line per field of KernelStats.")
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    """Every field of ``message``, zero values included, by its .proto name; nested
+    messages as dicts (an unset one as None), maps as dicts, repeated fields as lists."""
+    fields: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        # By the value's container, which every protobuf runtime registers with
+        # collections.abc (a descriptor's `label` is gone from protobuf 7).
+        if isinstance(value, Mapping):
+            fields[field.name] = dict(sorted(value.items()))
+        elif isinstance(value, MutableSequence):
+            fields[field.name] = [as_dict(v) if isinstance(v, Message) else v for v in value]
+        elif isinstance(value, Message):
+            fields[field.name] = as_dict(value) if message.HasField(field.name) else None
+        else:
+            fields[field.name] = value
+    return fields
+
+
+def text_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def stats_lines(stats: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, value in stats.items():
+        if isinstance(value, dict):
+            lines += [f"{name}.{key} {text_value(v)}" for key, v in value.items()]
+        else:
+            lines.append(f"{name} {text_value(value)}")
+    return lines
+
+
+def ops_lines(listed: list[kernel_pb2.OpsInfo], hashes: bool) -> list[str]:
+    rows = [OPS_HEADER]
+    details: list[list[str]] = [[]]
+    for ops in listed:
+        owner = f"{ops.owner.comm}/{ops.owner.pid}" if ops.HasField("owner") else "-"
+        rows.append((str(ops.id), "|".join(ops_flag_names(ops.flags)) or "0",
+                     str(ops.filter_count), str(ops.notrace_count), ops.name, owner))
+        listing = ([f"    filter  {name}" for name in ops.filter]
+                   + [f"    notrace {name}" for name in ops.notrace]) if hashes else []
+        if hashes and ops.hashes_truncated:
+            listing.append(f"    ... {len(ops.filter)} of {ops.filter_count} filter and "
+                           f"{len(ops.notrace)} of {ops.notrace_count} notrace entries "
+                           "listed: ListOps' answer stops within a default gRPC client's 4 MiB")
+        details.append(listing)
+    widths = [max(len(row[column]) for row in rows) for column in range(len(OPS_HEADER) - 1)]
+    lines = []
+    for row, listing in zip(rows, details):
+        numbers = [row[0].rjust(widths[0]), row[1].ljust(widths[1]),
+                   row[2].rjust(widths[2]), row[3].rjust(widths[3]), row[4].ljust(widths[4])]
+        lines.append(" ".join(numbers + [row[5]]).rstrip())
+        lines += listing
+    return lines
+
+
+def run_daemon_tables(client: Client, args: argparse.Namespace,
+                      notice: Callable[[str], str]) -> int:
+    """``ops`` or ``stats``; ``notice(what)`` is what to say when ListOps has waited a
+    second for ``what``."""
+    if args.command == "stats":
+        stats = as_dict(client.stats())
+        print(json.dumps(stats) if args.json else "\n".join(stats_lines(stats)))
+        return 0
+    listed = call_noting_wait(lambda: client.list_ops(include_hashes=args.hashes),
+                              lambda: notice("ftrace_lock (Kernel.ListOps takes it)"))
+    if args.json:
+        print(json.dumps([as_dict(ops) for ops in listed]))
+    else:
+        print("\n".join(ops_lines(listed, args.hashes)))
+    return 0

@@ -1,0 +1,89 @@
+"""``ftrace-inspect ops`` and ``ftrace-inspect stats`` against a real ftraced: what a
+script checks between its steps, in text and in JSON; a tracer process killed with
+SIGKILL leaves the listing as it was before it came."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from clients.identity import Identity
+from ftrace.v1 import kernel_pb2
+from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
+from tests.test_tracer_client import SMALL, TRACING, Lines, start, wait_until
+from tests.test_workload_inspect import inspect_main
+
+KERNEL_OPS = [
+    "ID FLAGS          FILTER NOTRACE NAME       OWNER",
+    " 2 ENABLED|GLOBAL      1       1 global_ops -",
+    " 3 ENABLED|GLOBAL      0       0 trace_ops  -",
+]
+
+
+def test_ops_and_stats_in_text_and_json(spawn, capsys):
+    daemon = spawn(SMALL)
+    address = ("--address", daemon.address)
+    with daemon.connect(Identity(4242, "lab-script")) as client:
+        client.load("uinput")
+        client.write_file(f"{TRACING}/set_ftrace_filter", "uinput_release\n")
+        client.write_file(f"{TRACING}/set_ftrace_notrace", "vfs_read\n")
+        client.write_file(f"{TRACING}/current_tracer", "function")
+        assert inspect_main(capsys, *address, "ops") == (0, "\n".join(KERNEL_OPS) + "\n", "")
+
+        with client.attach("mine", ["vfs_read"], ["vfs_write"]):
+            status, out, err = inspect_main(capsys, *address, "ops", "--hashes")
+            assert (status, err) == (0, "")
+            lines = out.splitlines()
+            # add_ftrace_ops() puts a new ops at the list's head; the columns are as
+            # wide as this listing's widest entry.
+            assert [line.split() for line in lines] == [
+                KERNEL_OPS[0].split(),
+                ["6", "ENABLED|DYNAMIC", "1", "1", "mine", "lab-script/4242"],
+                ["filter", "vfs_read"], ["notrace", "vfs_write"],
+                KERNEL_OPS[1].split(), ["filter", "uinput_release", "[uinput]"],
+                ["notrace", "vfs_read"], KERNEL_OPS[2].split()]
+
+            status, out, err = inspect_main(capsys, *address, "ops", "--json")
+            listed = json.loads(out)
+            assert [ops["name"] for ops in listed] == ["mine", "global_ops", "trace_ops"]
+            assert listed[0]["filter_count"] == 1 and listed[0]["filter"] == []
+            assert set(listed[0]) == {f.name for f in kernel_pb2.OpsInfo.DESCRIPTOR.fields}
+
+        status, out, err = inspect_main(capsys, *address, "stats")
+        assert (status, err) == (0, "")
+        stats = dict(line.split(" ", 1) for line in out.splitlines())
+        plain = [f.name for f in kernel_pb2.KernelStats.DESCRIPTOR.fields if f.name != "rpc_counts"]
+        assert [name for name in stats if not name.startswith("rpc_counts.")] == plain
+        assert (stats["ops"], stats["modules"], stats["current_tracer"], stats["open_files"],
+                stats["ftrace_disabled"]) == ("1", "1", "function", "0", "false")
+        assert int(stats["rpc_counts./ftrace.v1.Tracer/Attach"]) == 1
+
+        status, out, err = inspect_main(capsys, *address, "stats", "--json")
+        as_json = json.loads(out)
+        assert list(as_json) == [f.name for f in kernel_pb2.KernelStats.DESCRIPTOR.fields]
+        assert as_json["streams"] == 0 and as_json["ftrace_enabled"] is True
+
+        with pytest.raises(SystemExit) as usage:
+            inspect_main(capsys, *address, "--namespace", "ftsim.1.0", "ops")
+        assert usage.value.code == 2
+        assert "--namespace and --no-symbols are not for ops" in capsys.readouterr().err
+
+
+def test_a_killed_tracer_leaves_the_ops_listing_as_it_found_it(spawn, capsys):
+    daemon = spawn(SMALL)
+    address = ("--address", daemon.address)
+    _, before, _ = inspect_main(capsys, *address, "ops")
+    tracer = start("clients.tracer", *address, "--name", "victim", "-f", "vfs_read")
+    Lines(tracer.stderr).wait_for("ops victim registered")
+    _, during, _ = inspect_main(capsys, *address, "ops")
+    assert "victim" in during and "victim" not in before
+    tracer.kill()
+    tracer.communicate()
+
+    def listing() -> str:
+        return inspect_main(capsys, *address, "ops")[1]
+
+    assert wait_until(lambda: listing() == before)
+    stats = json.loads(inspect_main(capsys, *address, "stats", "--json")[1])
+    assert (stats["streams"], stats["open_files"], stats["ops"]) == (0, 0, 0)
