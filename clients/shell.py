@@ -767,10 +767,7 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
             shell.feed_command(args.command)
         elif shell.mode == "script":
             try:
-                with open(args.script, "rb") as script:
-                    data = script.read()
-                    # bash looks only where it can seek back (not in a pipe, nor a tty).
-                    binary = script.seekable() and check_binary_file(data[:_BINARY_SAMPLE])
+                script = open(args.script, "rb")
             except IsADirectoryError:
                 # bash names the script twice, as its $0 has become the script already.
                 print(f"{args.script}: {args.script}: Is a directory", file=sys.stderr)
@@ -778,11 +775,18 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
             except OSError as error:
                 print(f"{shell.name}: {args.script}: {error.strerror}", file=sys.stderr)
                 return 127 if error.errno == errno.ENOENT else 126
-            if binary:
-                print(f"{args.script}: {args.script}: cannot execute binary file",
-                      file=sys.stderr)
-                return 126  # EX_BINARY_FILE
-            shell.feed_all(data.decode("utf-8", "surrogateescape").splitlines())
+            with script:
+                # bash looks only where it can seek back (not in a pipe, nor a tty), then
+                # rewinds (open_shell_script()).
+                if script.seekable():
+                    if check_binary_file(script.read(_BINARY_SAMPLE)):
+                        print(f"{args.script}: {args.script}: cannot execute binary file",
+                              file=sys.stderr)
+                        return 126  # EX_BINARY_FILE
+                    script.seek(0)
+                # Line by line as it comes, as bash reads a script: a fifo's or a
+                # process substitution's commands run before its writer is done.
+                shell.feed_all(line.decode("utf-8", "surrogateescape") for line in script)
         elif shell.mode == "interactive":
             from clients.shell_interactive import run_interactive
 

@@ -184,6 +184,7 @@ class StandardInput:
             os.fstat(fd)
         except OSError:
             self.fd: int | None = None
+            self._hold_closed(fd)
         else:
             self.fd = fd
         # Guards _ahead: the shell's line reading and a pipeline stage's reads are in
@@ -191,6 +192,17 @@ class StandardInput:
         self._lock = threading.Lock()
         #: What the shell read of its commands beyond the line it took.
         self._ahead = bytearray()
+
+    @staticmethod
+    def _hold_closed(fd: int) -> None:
+        """Put /dev/null at the closed ``fd``, so that no file the shell opens takes its
+        number (the daemon's socket; the pipe to a ``--spawn`` daemon, whose input it would
+        become: the two then waited on each other); reads still see it closed (EBADF)."""
+        null = os.open(os.devnull, os.O_RDONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        os.set_inheritable(fd, True)  # a standard descriptor, as the shell's children expect
 
     def read(self, stage: "Stage") -> bytes:
         """A read(2) by ``stage``'s process: what the shell read ahead, else up to

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -483,6 +484,27 @@ def test_a_binary_file_as_the_script_is_refused_as_bash_refuses_it(daemon, tmp_p
     shell = run_shell(tmp_path, ["--address", daemon.address, str(binary)])
     assert (shell.returncode, shell.err) == (
         127, f"{binary}: line 1: {'a' * 80}: command not found\n")
+
+
+def test_a_script_from_a_fifo_runs_each_line_as_it_comes(daemon, tmp_path):
+    """bash reads a script as it reads standard input, a line at a time: from a fifo (or
+    ``<(generator)``) each command runs before the writer is done, so a script can be fed
+    step by step. Read whole first, nothing ran until the writer closed."""
+    fifo = tmp_path / "steps"
+    os.mkfifo(fifo)
+    shell = start_shell(tmp_path, ["--address", daemon.address, str(fifo)])
+    try:
+        with open(fifo, "wb", buffering=0) as steps:
+            steps.write(b"echo one\n")
+            ready, _, _ = select.select([shell.stdout], [], [], 60)
+            assert ready, "the first line did not run while the fifo stayed open"
+            assert os.read(shell.stdout.fileno(), 100) == b"one\n"
+            steps.write(b"echo two\n")
+        finish(shell)
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+    assert (shell.returncode, shell.out, shell.err) == (0, "two\n", "")
 
 
 # --- what the commands print -------------------------------------------------------------------

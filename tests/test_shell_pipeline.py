@@ -162,13 +162,18 @@ def test_commands_read_the_input_after_their_line_as_bashs(daemon, tmp_path, std
         bash.returncode, bash.stdout.decode(), bash.stderr.decode())
 
 
-def test_a_closed_standard_input_is_a_failed_read_not_the_shells_own_files(daemon, tmp_path):
+@pytest.mark.parametrize("own_daemon", [False, True], ids=["address", "spawn"])
+def test_a_closed_standard_input_is_a_failed_read_not_the_shells_own_files(daemon, tmp_path,
+                                                                           own_daemon):
     """Started with descriptor 0 closed (``<&-``), whose number the shell's socket to the
-    daemon may then take: a command reading standard input fails with EBADF, as cat's
-    read(2) does under bash."""
+    daemon, or the pipe to a ``--spawn`` daemon, may then take (the two then waited on each
+    other): a command reading standard input fails with EBADF, as cat's read(2) does under
+    bash."""
+    where = ["--spawn", "--core-functions", "2000"] if own_daemon else ["--address",
+                                                                          daemon.address]
     closed = subprocess.run(
         [sys.executable, "-c", "import os, sys; os.close(0); os.execv(sys.argv[1], sys.argv[1:])",
-         sys.executable, "-m", "clients.shell", "--address", daemon.address, "-c",
+         sys.executable, "-m", "clients.shell", *where, "-c",
          "cat; echo $?; cat | grep x; echo $?"],
         cwd=tmp_path, env=child_env(), capture_output=True, timeout=DEADLINE)
     assert (closed.returncode, closed.stdout, closed.stderr) == (
