@@ -15,8 +15,9 @@ instead of ``grpc.RpcError``::
 Streams: :meth:`Client.open` (a file session; leaving the ``with`` block releases the file),
 :meth:`Client.attach` (an ftrace_ops for the life of a :class:`TracerSession`),
 :meth:`Client.trace_pipe` and :meth:`Client.dmesg_follow` (server streams, cancelled when
-their ``with`` block ends). Ctrl-C while a file session or a server stream waits for
-the daemon cancels the call, then raises KeyboardInterrupt (:mod:`clients.interrupt`).
+their ``with`` block ends). Ctrl-C while a file session, a server stream or a unary call
+that can block for long (on ftrace_lock, a failpoint, a blocking file) waits for the
+daemon cancels the call, then raises KeyboardInterrupt (:mod:`clients.interrupt`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import grpc
 from clients.connection import Connection, connect
 from clients.errors import FtraceError, translate_rpc_errors
 from clients.identity import Identity
-from clients.interrupt import Messages
+from clients.interrupt import Messages, interruptible, unary_call
 from ftrace.v1 import kernel_pb2, modules_pb2, tracefs_pb2, tracer_pb2
 from kernel_daemon.rpc.status import lock_acquisitions_from_trailers
 
@@ -208,8 +209,8 @@ class FileSession:
         self._closed = True
         self._requests.end()
         with translate_rpc_errors():
-            for _ in self._responses:  # the server ends the call with OK after close
-                pass
+            # The server ends the call with OK after close: no message comes.
+            interruptible(self._call, lambda: list(self._call))
         return result.result
 
     def cancel(self) -> None:
@@ -478,11 +479,11 @@ class Client:
         Session from where that answer ended, so all of it comes back. That is a second
         open: a file changing in between reads as one that changed between two of cat's
         read(2)s."""
+        request = tracefs_pb2.ReadFileRequest(path=_named(path), nonblock=nonblock,
+                                              max_bytes=max_bytes)
         with translate_rpc_errors():
-            response = self.connection.tracefs.ReadFile(
-                tracefs_pb2.ReadFileRequest(path=_named(path), nonblock=nonblock,
-                                            max_bytes=max_bytes)
-            )
+            # A blocking read (trace_pipe's) waits for data: Ctrl-C may end it.
+            response, _ = unary_call(self.connection.tracefs.ReadFile, request)
         if not response.truncated or len(response.data) == max_bytes:
             return response.data
         rest = max_bytes - len(response.data) if max_bytes else 0
@@ -525,11 +526,13 @@ class Client:
         return self._locking_call(self.connection.tracefs.WriteFile, request).bytes_written
 
     def _locking_call(self, method: Any, request: Any) -> Any:
-        """A unary call that changes kernel state; sets :attr:`lock_acquired`."""
+        """A unary call that changes kernel state; sets :attr:`lock_acquired`. It takes
+        ftrace_lock, which a thread paused at a failpoint may hold: Ctrl-C may end the
+        wait (:func:`~clients.interrupt.unary_call`)."""
         self.lock_acquired = ()
         try:
             with translate_rpc_errors():
-                response, call = method.with_call(request)
+                response, call = unary_call(method, request)
         except FtraceError as error:
             self.lock_acquired = lock_acquisitions_from_trailers(error.trailing_metadata)
             raise
@@ -622,8 +625,12 @@ class Client:
         return ServerStream(call, lambda batch: batch.lines)
 
     def check_consistency(self) -> kernel_pb2.ConsistencyReport:
+        """The consistency check, under ftrace_lock (waited for as :meth:`_locking_call`
+        waits; ftrace-inspect says after a while what holds it)."""
         with translate_rpc_errors():
-            return self.connection.kernel.CheckConsistency(kernel_pb2.CheckConsistencyRequest())
+            report, _ = unary_call(self.connection.kernel.CheckConsistency,
+                                   kernel_pb2.CheckConsistencyRequest())
+        return report
 
     def dump_records(
         self,
@@ -641,17 +648,19 @@ class Client:
             only_nonzero=only_nonzero,
             limit=limit,
         )
+        call = self.connection.kernel.DumpRecords(request)
         with translate_rpc_errors():
-            return [record for chunk in Messages(self.connection.kernel.DumpRecords(request))
-                    for record in chunk.records]
+            # No caller code runs between the messages: one interruptible wait for all.
+            return interruptible(call, lambda: [record for chunk in call
+                                                for record in chunk.records])
 
     def list_ops(self, include_hashes: bool = False) -> list[kernel_pb2.OpsInfo]:
+        """The registered ops, read under ftrace_lock (waited for as
+        :meth:`_locking_call` waits)."""
         with translate_rpc_errors():
-            return list(
-                self.connection.kernel.ListOps(
-                    kernel_pb2.ListOpsRequest(include_hashes=include_hashes)
-                ).ops
-            )
+            listed, _ = unary_call(self.connection.kernel.ListOps,
+                                   kernel_pb2.ListOpsRequest(include_hashes=include_hashes))
+        return list(listed.ops)
 
     def set_failpoint(self, name: str, spec: str) -> kernel_pb2.Failpoint:
         """Arm a failpoint (``"1*pause"``, ``"20%sleep(3)"``); "" or "off" disarms."""
@@ -672,17 +681,15 @@ class Client:
     ) -> kernel_pb2.Failpoint:
         """Block until ``count`` threads are paused at the failpoint; ETIMEDOUT after
         ``timeout`` seconds (None: no limit), ENODEV if the kernel reboots meanwhile."""
-        if timeout is None:
-            # timeout_ms 0 waits until the call's deadline, and this call has none.
-            request = kernel_pb2.WaitFailpointRequest(name=name, count=count)
-            with translate_rpc_errors():
-                return self.connection.kernel.WaitFailpoint(request)
+        # timeout_ms 0 waits until the call's deadline, and with no timeout it has none;
+        # else the call's deadline is a safety net behind the daemon's own timeout.
         request = kernel_pb2.WaitFailpointRequest(
-            name=name, count=count, timeout_ms=max(1, round(timeout * 1000))
-        )
+            name=name, count=count,
+            timeout_ms=0 if timeout is None else max(1, round(timeout * 1000)))
         with translate_rpc_errors():
-            # The call's deadline is a safety net behind the daemon's own timeout.
-            return self.connection.kernel.WaitFailpoint(request, timeout=timeout + 5.0)
+            site, _ = unary_call(self.connection.kernel.WaitFailpoint, request,
+                                 timeout=None if timeout is None else timeout + 5.0)
+        return site
 
     def list_failpoints(self) -> list[kernel_pb2.Failpoint]:
         with translate_rpc_errors():

@@ -1,5 +1,7 @@
 """Ctrl-C during a blocking gRPC call: the call is cancelled, and KeyboardInterrupt is
-raised afterwards from here, never from inside gRPC.
+raised afterwards from here, never from inside gRPC. One mechanism, :func:`interruptible`,
+for the waits of both kinds of call: a response stream's next message (:class:`Messages`)
+and a unary call's answer (:func:`unary_call`).
 
 Python raises KeyboardInterrupt wherever the main thread is when SIGINT's handler runs.
 In a response stream's ``next()`` that is inside grpc's ``_channel``, which keeps its
@@ -11,8 +13,19 @@ sending a session's requests, holding the call's lock, then waits on it, and so 
 channel's spin thread — and the main thread's ``cancel()`` (which makes the daemon release
 the file) waits on the call's lock forever. Raised in ``wait()`` between
 ``_release_save()`` and its ``try``, it leaves the call's lock released under the
-``with`` that holds it, which then fails with RuntimeError instead. (grpc/grpc#19973
-was the like of it for unary calls.)
+``with`` that holds it, which then fails with RuntimeError instead.
+
+A blocking unary call (``stub.Method(request)``, ``with_call``) is no safer: it waits in
+cygrpc's ``_latent_event``, which polls the call's completion queue in slices of 200 ms
+and runs the signal handlers between them (``PyErr_CheckSignals``), so Ctrl-C does
+interrupt it; but once the answer is in, cygrpc's ``_next_call_event`` takes the
+channel's condition (``with channel_state.condition``, Python's ``__enter__`` again) and
+``_channel._handle_event`` is Python code too — KeyboardInterrupt landing there leaves the
+same locks held (grpc/grpc#19973 was the like of it). Its call object only comes back
+with the answer, so nothing could cancel it before. Made with ``.future()`` instead, the
+call is a ``_MultiThreadedRendezvous``, answered by the channel's spin thread, whose
+``result()`` waits exactly as a stream's ``next()`` does (``_common.wait`` on the call's
+condition), and whose ``cancel()`` is the stream's.
 
 This does what the kernel does for a task in an interruptible sleep: a pending signal
 wakes the wait, the system call unwinds (``wait_event_interruptible()`` returns
@@ -26,23 +39,80 @@ gRPC then ends the wait with CANCELLED, and KeyboardInterrupt is raised here.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from contextvars import ContextVar
+from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
-__all__ = ["Messages"]
+import grpc
+
+__all__ = ["Messages", "interruptible", "unary_call", "noting_wait"]
+
+T = TypeVar("T")
+
+
+def _sigint_cancels() -> bool:
+    """Whether a wait here may take SIGINT over: only on the main thread (the only one
+    with signal handlers), and only while SIGINT raises KeyboardInterrupt
+    (``signal.default_int_handler``) — a program that handles SIGINT itself, or ignores
+    it, keeps its way."""
+    return (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+
+
+def interruptible(call: grpc.RpcContext, wait: Callable[[], T]) -> T:
+    """``wait()``'s result, ``wait`` being a wait for ``call`` (its next message, its
+    answer, or all its messages in a loop of the client's own); Ctrl-C meanwhile cancels
+    ``call``, then raises KeyboardInterrupt after ``wait()`` returned (even if an answer
+    came meanwhile: it is dropped, as the interrupted read's data would be). Where SIGINT
+    is not ours to take over (:func:`_sigint_cancels`), just ``wait()``."""
+    if not _sigint_cancels():
+        return wait()
+    interrupted = False
+
+    def cancel(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted
+        interrupted = True
+        call.cancel()
+        # From now on a second Ctrl-C raises KeyboardInterrupt where it lands, as
+        # before: the way out should this cancel not end the wait. Not before
+        # cancel() returns: it takes grpc's locks, where KeyboardInterrupt must not
+        # land (a Ctrl-C during it runs this again, and cancel() does nothing).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, cancel)
+    try:
+        result = wait()
+    except Exception:
+        if not interrupted:
+            raise  # StopIteration too: the stream's end
+        # The cancelled call's CANCELLED (FutureCancelledError for a unary call's
+        # result()): the interrupt's doing, which says it instead.
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if interrupted:
+        raise KeyboardInterrupt
+    return result
 
 
 class Messages:
     """The messages of a gRPC call's response stream, as iterating ``call`` gives them;
-    Ctrl-C while waiting for one cancels the call, then raises KeyboardInterrupt (even if
-    a message came meanwhile: it is dropped, as the interrupted read's data would be).
+    each one waited for :func:`interruptible`.
 
-    Only on the main thread (the only one with signal handlers), and only while SIGINT
-    raises KeyboardInterrupt (``signal.default_int_handler``): a program that handles
-    SIGINT itself, or ignores it, keeps its way. Between messages — while the caller
-    handles one — SIGINT acts as it did before.
+    SIGINT's handler is set and restored around each message, not once for the whole
+    iteration: between two messages the caller handles the first, and there SIGINT must
+    act as it did before (KeyboardInterrupt where it lands, or the program's own
+    handler). A handler kept across the caller's code would leave Ctrl-C only cancelling
+    the call until the caller asks for the next message, and would outlive an iteration
+    the caller abandons (a generator is only closed when collected), where the next
+    stream would take it for the program's own. The price: the two ``signal.signal()``
+    calls take some 30 µs, against some 1000 µs for a session's read from the daemon
+    (measured on the development machine). A loop that runs no caller code between
+    messages waits for all of them in one :func:`interruptible` instead
+    (``Client.dump_records``, ``FileSession.close``).
     """
 
     def __init__(self, call: Any) -> None:
@@ -52,30 +122,57 @@ class Messages:
         return self
 
     def __next__(self) -> Any:
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-            return next(self._call)
-        interrupted = False
+        return interruptible(self._call, self._call.__next__)
 
-        def cancel(signum: int, frame: FrameType | None) -> None:
-            nonlocal interrupted
-            interrupted = True
-            self._call.cancel()
-            # From now on a second Ctrl-C raises KeyboardInterrupt where it lands, as
-            # before: the way out should this cancel not end the wait. Not before
-            # cancel() returns: it takes grpc's locks, where KeyboardInterrupt must not
-            # land (a Ctrl-C during it runs this again, and cancel() does nothing).
-            signal.signal(signal.SIGINT, signal.default_int_handler)
 
-        signal.signal(signal.SIGINT, cancel)
-        try:
-            message = next(self._call)
-        except Exception:
-            if not interrupted:
-                raise  # StopIteration too: the stream's end
-            # The cancelled call's CANCELLED: the interrupt's doing, which says it instead.
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        if interrupted:
-            raise KeyboardInterrupt
-        return message
+@dataclass(frozen=True)
+class _Notice:
+    after: float
+    say: Callable[[], None]
+
+
+_notice: ContextVar[_Notice | None] = ContextVar("notice", default=None)
+
+
+@contextlib.contextmanager
+def noting_wait(say: Callable[[], None], after: float) -> Iterator[None]:
+    """In the block, a :func:`unary_call` not answered after ``after`` seconds calls
+    ``say()`` once, and its wait goes on (ftrace-inspect saying what it waits for).
+    Calls ``say()`` makes itself are not noted."""
+    token = _notice.set(_Notice(after, say))
+    try:
+        yield
+    finally:
+        _notice.reset(token)
+
+
+def unary_call(method: Any, request: Any, *,
+               timeout: float | None = None) -> tuple[Any, grpc.Call]:
+    """``method.with_call(request, timeout=timeout)``: the answer and the call (for its
+    trailing metadata), waited for :func:`interruptible` and with the notice of an
+    enclosing :func:`noting_wait`. For the unary calls that can block for long (on
+    ftrace_lock held by a thread paused at a failpoint, on a failpoint, on a blocking
+    file). A failed call raises its ``grpc.RpcError``.
+
+    Made with ``.future()`` only where needed (on the main thread with SIGINT
+    KeyboardInterrupt's, or to say something after a while): a future's answer goes
+    through the channel's spin thread, which gRPC starts anew for a call on a channel with
+    none in flight, some tenths of a millisecond more."""
+    notice = _notice.get()
+    if notice is None and not _sigint_cancels():
+        return method.with_call(request, timeout=timeout)
+    future = method.future(request, timeout=timeout)
+
+    def answer() -> Any:
+        if notice is not None:
+            try:
+                return future.result(timeout=notice.after)
+            except grpc.FutureTimeoutError:
+                token = _notice.set(None)
+                try:
+                    notice.say()
+                finally:
+                    _notice.reset(token)
+        return future.result()
+
+    return interruptible(future, answer), future

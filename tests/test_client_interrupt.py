@@ -1,7 +1,7 @@
 """Ctrl-C during a blocking call of the client library (clients.interrupt): the call is
 cancelled first, then KeyboardInterrupt comes out of the client's own code, never out of
-gRPC's; the daemon releases what the call held; the program exits as before (the shell
-with 130).
+gRPC's — in a response stream's wait and in a unary call's alike; the daemon releases what
+the call held; the program exits as before (the shell with 130).
 
 The interrupted programs are child processes of a real ftraced: SIGINT goes to a main
 thread, which a pytest worker's must not get.
@@ -24,11 +24,17 @@ from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 from tests.test_daemon_tracefs import wait_until
 from tests.test_shell_grep_stream import Reader
 from tests.test_shell_integration import TRACING, start_shell
-from tests.test_tracer_client import DEADLINE
+from tests.test_tracer_client import DEADLINE, SMALL
 
 #: How many times the shell is interrupted: a hang that comes once in tens of runs
 #: under load gets its chances.
 SHELL_ROUNDS = 20
+
+#: A site no test run passes by: a WaitFailpoint on it waits until cancelled.
+QUIET_SITE = "__ftrace_hash_rec_update:next_page"
+#: A site where a filter write pauses holding ftrace_lock.
+AFTER_DISABLE = "ftrace_hash_move:after_disable"
+CHECK_CONSISTENCY = "/ftrace.v1.Kernel/CheckConsistency"
 
 #: A program blocked in one of the library's waits until SIGINT; it then reports where
 #: KeyboardInterrupt came from (every frame of its traceback) and whether SIGINT raises
@@ -83,6 +89,11 @@ def sigint_in_grpc(where):
 
 TRACING = "/sys/kernel/debug/tracing"
 client = Client(sys.argv[1])
+UNARY = {
+    "read_file": lambda: client.read_file(TRACING + "/trace_pipe"),
+    "wait_failpoint": lambda: client.wait_failpoint("__ftrace_hash_rec_update:next_page", timeout=None),
+    "check_consistency": client.check_consistency,
+}
 try:
     if sys.argv[2] == "session":
         with client.open(TRACING + "/trace_pipe") as session:
@@ -90,6 +101,9 @@ try:
             if len(sys.argv) > 3:
                 sigint_in_grpc(sys.argv[3])
             session.read()
+    elif sys.argv[2] in UNARY:
+        print("ready", flush=True)
+        UNARY[sys.argv[2]]()
     else:
         follow = client.trace_pipe if sys.argv[2] == "trace_pipe" else client.dmesg_follow
         with follow() as stream:
@@ -106,8 +120,11 @@ print("closed")
 
 
 def held(client: Client, kind: str) -> int:
-    """What the interrupted call holds in the daemon: files for a file session and
-    trace_pipe, streams for dmesg -w."""
+    """What the interrupted call holds in the daemon: files for a file session, trace_pipe
+    and a (blocking) read_file, streams for dmesg -w, waiters for WaitFailpoint."""
+    if kind == "wait_failpoint":
+        return next(site.waiters for site in client.list_failpoints()
+                    if site.name == QUIET_SITE)
     stats = client.stats()
     return stats.streams if kind == "dmesg_follow" else stats.open_files
 
@@ -124,11 +141,13 @@ def check_interrupted_in_the_client(program: subprocess.Popen, out: bytes,
     assert lines[-2:] == ["default handler True", "closed"], lines
 
 
-@pytest.mark.parametrize("kind", ["session", "trace_pipe", "dmesg_follow"])
+@pytest.mark.parametrize("kind", ["session", "trace_pipe", "dmesg_follow", "read_file",
+                                  "wait_failpoint"])
 def test_ctrl_c_cancels_the_call_then_raises_from_the_client(daemon, kind):
     """The KeyboardInterrupt comes out of the client library, its traceback without a
     frame of grpc's; afterwards SIGINT raises it again, the channel closes, and the
-    daemon has let go of the call's file or stream."""
+    daemon has let go of the call's file or stream, or no longer waits for the failpoint.
+    The unary calls too: a blocking one took KeyboardInterrupt inside grpc's code."""
     with daemon.connect() as client:
         program = subprocess.Popen(
             [sys.executable, "-c", _INTERRUPTED, daemon.address, kind], cwd=REPO,
@@ -218,4 +237,36 @@ def test_calls_off_the_main_thread_leave_sigint_alone(daemon):
         assert b"threaded-4001" in on_a_thread(stream)  # type: ignore[operator]
         assert signal.getsignal(signal.SIGINT) is handler
         wait_until(lambda: client.stats().open_files == 0, DEADLINE)
+
+
+
+def test_ctrl_c_in_a_call_waiting_for_ftrace_lock_raises_from_the_client(spawn):
+    """CheckConsistency behind a filter write paused holding ftrace_lock: Ctrl-C ends the
+    wait as it does a stream's, and the daemon answers the others once the writer goes."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as client:
+        client.set_failpoint(AFTER_DISABLE, "1*pause")
+        writer = threading.Thread(target=client.write_file,
+                                  args=(f"{TRACING}/set_ftrace_filter", "vfs_read\n"))
+        writer.start()
+        try:
+            client.wait_failpoint(AFTER_DISABLE, timeout=DEADLINE)
+            program = subprocess.Popen(
+                [sys.executable, "-c", _INTERRUPTED, daemon.address, "check_consistency"],
+                cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                shown = Reader(program)
+                shown.until(b"ready\n")
+                wait_until(lambda: client.stats().rpc_counts[CHECK_CONSISTENCY] == 1,
+                           DEADLINE)
+                program.send_signal(signal.SIGINT)
+                out, err = program.communicate(timeout=DEADLINE)
+            finally:
+                program.kill()
+        finally:
+            client.release_failpoint(AFTER_DISABLE)
+            writer.join(DEADLINE)
+        assert not writer.is_alive()
+        assert client.check_consistency().ok
+    check_interrupted_in_the_client(program, shown.data + out, err)
 
