@@ -26,6 +26,7 @@ import errno
 import os
 import queue
 import threading
+import time
 from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 
 import grpc
@@ -33,7 +34,7 @@ import grpc
 from clients.connection import Connection, connect
 from clients.errors import FtraceError, translate_rpc_errors
 from clients.identity import Identity
-from clients.interrupt import Messages, interruptible, unary_call
+from clients.interrupt import SETTLE_TIMEOUT, Messages, interruptible, settle, unary_call
 from ftrace.v1 import kernel_pb2, modules_pb2, tracefs_pb2, tracer_pb2
 from kernel_daemon.rpc.status import lock_acquisitions_from_trailers
 
@@ -61,26 +62,46 @@ def _stream_ended() -> FtraceError:
 class RequestQueue:
     """The request side of a bidirectional call: ``put()`` sends, ``end()`` half-closes.
 
-    gRPC pulls from this iterator on its own thread, so requests are queued.
+    gRPC pulls from this iterator on a thread of its own (``_channel``'s
+    ``_consume_request_iterator``), so requests are queued. That thread waits here for
+    the next request until ``end()``: without it, for good, one thread per call.
     """
 
     _END = object()
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # gRPC's consuming thread, known from its first next(), which it makes first.
+        self._consumer: threading.Thread | None = None
+        self._consuming = threading.Event()
 
     def put(self, request: Any) -> None:
         self._queue.put(request)
 
     def end(self) -> None:
-        self._queue.put(self._END)
+        """No more requests; returns when gRPC's consuming thread has ended (or after
+        :data:`~clients.interrupt.SETTLE_TIMEOUT` seconds).
 
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            yield item
+        Woken by the end, that thread takes the call's lock once more (to half-close the
+        call, or to see it ended) before it ends. Were it still in there as the
+        interpreter exits, the exit would hang, as :func:`~clients.interrupt.settle` says
+        of the spin thread; after this wait the thread is gone."""
+        self._queue.put(self._END)
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        if self._consuming.wait(SETTLE_TIMEOUT) and self._consumer is not None:
+            self._consumer.join(max(0.0, deadline - time.monotonic()))
+
+    def __iter__(self) -> "RequestQueue":
+        return self
+
+    def __next__(self) -> Any:
+        if self._consumer is None:
+            self._consumer = threading.current_thread()
+            self._consuming.set()
+        item = self._queue.get()
+        if item is self._END:
+            raise StopIteration
+        return item
 
 
 class ServerStream(Generic[T]):
@@ -101,6 +122,7 @@ class ServerStream(Generic[T]):
 
     def cancel(self) -> None:
         self._call.cancel()
+        settle(self._call)
 
     def __enter__(self) -> "ServerStream[T]":
         return self
@@ -211,6 +233,7 @@ class FileSession:
         with translate_rpc_errors():
             # The server ends the call with OK after close: no message comes.
             interruptible(self._call, lambda: list(self._call))
+        settle(self._call)
         return result.result
 
     def cancel(self) -> None:
@@ -220,6 +243,8 @@ class FileSession:
         have the release done before going on."""
         self._closed = True
         self._call.cancel()
+        self._requests.end()  # after cancel(): gRPC's sending thread ends without a half-close
+        settle(self._call)
 
     @property
     def closed(self) -> bool:
@@ -341,12 +366,19 @@ class TracerSession:
         self._done = True
         self._requests.end()
         self._reader.join()
+        settle(self._call)
         return result
 
     def cancel(self) -> None:
         """End the stream abruptly; the daemon unregisters the ops."""
         self._done = True
         self._call.cancel()
+        self._requests.end()  # as FileSession.cancel
+        if threading.current_thread() is not self._reader:  # on_event may cancel
+            # The reader, woken by the cancel, takes the call's lock once more: gone
+            # before we go on, as RequestQueue.end() says why.
+            self._reader.join(SETTLE_TIMEOUT)
+        settle(self._call)
 
     def __enter__(self) -> "TracerSession":
         return self

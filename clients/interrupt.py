@@ -35,6 +35,12 @@ call, as grpc's own cancellation example does (examples/python/cancellation,
 grpc/grpc#19464): ``cancel()`` takes no lock the interrupted thread could be holding
 other than grpc's conditions, RLocks it may take again, and leaves the call consistent.
 gRPC then ends the wait with CANCELLED, and KeyboardInterrupt is raised here.
+
+A cancelled call is not done with yet: gRPC's threads still take its lock to handle what
+the cancel completes, and a program that exits meanwhile can hang in the call's
+``__del__``. :func:`settle` waits until they are done with it; the client library settles
+every call it ends (and ends the thread sending a session's requests,
+``clients.api.RequestQueue.end``).
 """
 
 from __future__ import annotations
@@ -49,9 +55,16 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import grpc
 
-__all__ = ["Messages", "interruptible", "unary_call", "noting_wait"]
+__all__ = ["Messages", "interruptible", "unary_call", "noting_wait", "settle",
+           "SETTLE_TIMEOUT"]
 
 T = TypeVar("T")
+
+#: Seconds the end of a call waits for gRPC's threads to let go of it (:func:`settle`,
+#: ``RequestQueue.end``): they have only to take its lock once more, a matter of
+#: milliseconds; past that, its lock is held for good already (a KeyboardInterrupt that
+#: landed inside grpc), and the caller goes on.
+SETTLE_TIMEOUT = 5.0
 
 
 def _sigint_cancels() -> bool:
@@ -67,8 +80,9 @@ def interruptible(call: grpc.RpcContext, wait: Callable[[], T]) -> T:
     """``wait()``'s result, ``wait`` being a wait for ``call`` (its next message, its
     answer, or all its messages in a loop of the client's own); Ctrl-C meanwhile cancels
     ``call``, then raises KeyboardInterrupt after ``wait()`` returned (even if an answer
-    came meanwhile: it is dropped, as the interrupted read's data would be). Where SIGINT
-    is not ours to take over (:func:`_sigint_cancels`), just ``wait()``."""
+    came meanwhile: it is dropped, as the interrupted read's data would be) and the
+    cancelled call settled (:func:`settle`). Where SIGINT is not ours to take over
+    (:func:`_sigint_cancels`), just ``wait()``."""
     if not _sigint_cancels():
         return wait()
     interrupted = False
@@ -94,6 +108,8 @@ def interruptible(call: grpc.RpcContext, wait: Callable[[], T]) -> T:
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if interrupted:
+        # What the cancel completes is handled before the program goes on to its exit.
+        settle(call)
         raise KeyboardInterrupt
     return result
 
@@ -123,6 +139,31 @@ class Messages:
 
     def __next__(self) -> Any:
         return interruptible(self._call, self._call.__next__)
+
+
+def settle(call: Any) -> None:
+    """Wait until gRPC has handled every event of ``call``, which has ended (cancelled,
+    or ended by the daemon): after this no thread of gRPC's takes its lock again.
+
+    The channel's spin thread handles each event of a call under the call's lock
+    (``_channel._event_handler``: ``with state.condition``), some of them after the call
+    ended: cancel() has gRPC complete the operations still due (a pending read, the
+    status) afterwards, and ``Channel.close()`` returns once cygrpc took the events off
+    its queue (``_close`` waits for ``integrated_call_states`` only), not once they are
+    handled. A daemon thread still in there as the interpreter exits is stopped where it
+    stands, keeping the lock for good, and the call's ``__del__`` (``_Rendezvous.__del__``:
+    ``with self._state.condition``), run by the exit when the call is still referenced,
+    waits on it forever. ``_RPCState.due`` holds the operations whose events are still to
+    come: empty, seen under the lock, the last event was handled and its thread has let
+    go of the lock (it notifies under it). Waited for :func:`interruptible`: a Ctrl-C
+    meanwhile must not land inside that lock either, and cancels nothing more."""
+    state = call._state
+
+    def handled() -> None:
+        with state.condition:
+            state.condition.wait_for(lambda: not state.due, SETTLE_TIMEOUT)
+
+    interruptible(call, handled)
 
 
 @dataclass(frozen=True)

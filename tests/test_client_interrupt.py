@@ -1,7 +1,8 @@
 """Ctrl-C during a blocking call of the client library (clients.interrupt): the call is
 cancelled first, then KeyboardInterrupt comes out of the client's own code, never out of
 gRPC's — in a response stream's wait and in a unary call's alike; the daemon releases what
-the call held; the program exits as before (the shell with 130).
+the call held; the program exits as before (the shell with 130). A cancelled session
+leaves no thread of gRPC's behind, and cannot hang its program's exit.
 
 The interrupted programs are child processes of a real ftraced: SIGINT goes to a main
 thread, which a pytest worker's must not get.
@@ -35,6 +36,11 @@ QUIET_SITE = "__ftrace_hash_rec_update:next_page"
 #: A site where a filter write pauses holding ftrace_lock.
 AFTER_DISABLE = "ftrace_hash_move:after_disable"
 CHECK_CONSISTENCY = "/ftrace.v1.Kernel/CheckConsistency"
+
+#: Sessions cancelled in a row by the thread tests.
+CANCELLED_SESSIONS = 3
+#: Seconds gRPC's consuming thread is held in the call's lock in _CANCELLED.
+CONSUMER_HOLD = 0.3
 
 #: A program blocked in one of the library's waits until SIGINT; it then reports where
 #: KeyboardInterrupt came from (every frame of its traceback) and whether SIGINT raises
@@ -270,3 +276,73 @@ def test_ctrl_c_in_a_call_waiting_for_ftrace_lock_raises_from_the_client(spawn):
         assert client.check_consistency().ok
     check_interrupted_in_the_client(program, shown.data + out, err)
 
+
+@pytest.mark.parametrize("session", ["file", "tracer"])
+def test_cancelled_sessions_leave_no_thread_behind(daemon, session):
+    """cancel() ends the request side too: gRPC's thread sending a session's requests
+    would otherwise wait for the next one for good, one thread per Ctrl-C'd read."""
+    with daemon.connect() as client:
+
+        def cancelled() -> None:
+            if session == "file":
+                client.open(f"{TRACING}/trace_pipe").cancel()
+            else:
+                client.attach(filter=["vfs_read"]).cancel()
+
+        before = set(threading.enumerate())
+        for _ in range(CANCELLED_SESSIONS):
+            cancelled()
+        # Threads of this test's own only (the channel's spin thread ends when no call is
+        # left): those of other tests in this process may come and go meanwhile.
+        wait_until(lambda: not set(threading.enumerate()) - before, DEADLINE)
+
+
+#: A program whose sessions are cancelled while gRPC's thread consuming their requests is
+#: made to stay a while where it holds the call's lock (``with state.condition`` after
+#: its loop, where the end of the requests brings it): the threads are gone when cancel()
+#: returns, and the exit, with the calls still referenced (their ``__del__`` takes that
+#: lock), does not hang. Should it hang all the same, it prints every thread's stack and
+#: exits before the test's deadline.
+_CANCELLED = f"""
+import faulthandler
+faulthandler.dump_traceback_later({DEADLINE * 0.75}, exit=True)
+HOLD = {CONSUMER_HOLD}
+SESSIONS = {CANCELLED_SESSIONS}
+""" + """
+import inspect, sys, threading, time
+import grpc._channel
+from clients.api import Client
+
+lines, first = inspect.getsourcelines(grpc._channel._consume_request_iterator)
+after_loop = max(i for i, line in enumerate(lines) if "with state.condition:" in line)
+held_line = first + after_loop + 1
+consumers = []
+
+def in_the_lock(frame, event, arg):
+    if event == "line" and frame.f_lineno == held_line:
+        time.sleep(HOLD)  # widens the window: the lock is held meanwhile
+    return in_the_lock
+
+def tracer(frame, event, arg):
+    if frame.f_code.co_name != "consume_request_iterator":
+        return None
+    consumers.append(threading.current_thread())
+    return in_the_lock
+
+threading.settrace(tracer)
+client = Client(sys.argv[1])
+sessions = [client.open("/sys/kernel/debug/tracing/trace_pipe") for _ in range(SESSIONS)]
+for session in sessions:
+    session.cancel()
+print("consumers", len(consumers), "alive", sum(t.is_alive() for t in consumers))
+client.close()
+print("closed", flush=True)
+"""
+
+
+def test_a_cancelled_session_ends_grpcs_sending_thread_and_the_exit_does_not_hang(daemon):
+    program = subprocess.run([sys.executable, "-c", _CANCELLED, daemon.address], cwd=REPO,
+                             env=child_env(), capture_output=True, timeout=DEADLINE)
+    assert (program.returncode, program.stderr) == (0, b""), program.stderr.decode()
+    assert program.stdout.decode().splitlines() == [
+        f"consumers {CANCELLED_SESSIONS} alive 0", "closed"]
