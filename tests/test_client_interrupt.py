@@ -46,7 +46,9 @@ CONSUMER_HOLD = 0.3
 #: KeyboardInterrupt came from (every frame of its traceback) and whether SIGINT raises
 #: KeyboardInterrupt again, and closes its client (the channel's close() waits for every
 #: call to end). "ready" says it is about to wait: from there to the wait no gRPC code
-#: runs on its main thread, so a frame of grpc's can only come from the wait itself.
+#: runs on its main thread but the unary call's start, which the test lets pass (it
+#: waits until the daemon has the call), so a frame of grpc's can only come from the
+#: wait itself.
 #: With a third argument the session's read raises SIGINT itself, at one of the points
 #: of grpc's _next where KeyboardInterrupt leaves a lock wrong (clients.interrupt): as
 #: the channel's Condition.__enter__ returns ("enter"), as its __exit__ starts ("exit"),
@@ -55,6 +57,7 @@ CONSUMER_HOLD = 0.3
 _INTERRUPTED = f"""
 import faulthandler
 faulthandler.dump_traceback_later({DEADLINE * 0.75}, exit=True)
+QUIET_SITE = {QUIET_SITE!r}
 """ + """
 import inspect, signal, sys, threading, traceback
 from clients.api import Client
@@ -97,7 +100,7 @@ TRACING = "/sys/kernel/debug/tracing"
 client = Client(sys.argv[1])
 UNARY = {
     "read_file": lambda: client.read_file(TRACING + "/trace_pipe"),
-    "wait_failpoint": lambda: client.wait_failpoint("__ftrace_hash_rec_update:next_page", timeout=None),
+    "wait_failpoint": lambda: client.wait_failpoint(QUIET_SITE, timeout=None),
     "check_consistency": client.check_consistency,
 }
 try:
@@ -243,7 +246,6 @@ def test_calls_off_the_main_thread_leave_sigint_alone(daemon):
         assert b"threaded-4001" in on_a_thread(stream)  # type: ignore[operator]
         assert signal.getsignal(signal.SIGINT) is handler
         wait_until(lambda: client.stats().open_files == 0, DEADLINE)
-
 
 
 def test_ctrl_c_in_a_call_waiting_for_ftrace_lock_raises_from_the_client(spawn):
