@@ -15,9 +15,10 @@ instead of ``grpc.RpcError``::
 Streams: :meth:`Client.open` (a file session; leaving the ``with`` block releases the file),
 :meth:`Client.attach` (an ftrace_ops for the life of a :class:`TracerSession`),
 :meth:`Client.trace_pipe` and :meth:`Client.dmesg_follow` (server streams, cancelled when
-their ``with`` block ends). Ctrl-C while a file session, a server stream or a unary call
-that can block for long (on ftrace_lock, a failpoint, a blocking file) waits for the
-daemon cancels the call, then raises KeyboardInterrupt (:mod:`clients.interrupt`).
+their ``with`` block ends). Ctrl-C while a file session, a server stream or one of the
+inspection calls that wait for long (WaitFailpoint; CheckConsistency and ListOps behind
+ftrace_lock) waits for the daemon cancels the call, then raises KeyboardInterrupt
+(:mod:`clients.interrupt`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class RequestQueue:
     gRPC pulls from this iterator on a thread of its own (``_channel``'s
     ``_consume_request_iterator``), so requests are queued. That thread waits here for
     the next request until ``end()``: without it, for good, one thread per call.
+    ``join()`` waits for it to be gone.
     """
 
     _END = object()
@@ -79,14 +81,18 @@ class RequestQueue:
         self._queue.put(request)
 
     def end(self) -> None:
-        """No more requests; returns when gRPC's consuming thread has ended (or after
+        """No more requests: gRPC's consuming thread half-closes the call (if it has not
+        ended) and ends."""
+        self._queue.put(self._END)
+
+    def join(self) -> None:
+        """After :meth:`end`: return when gRPC's consuming thread has ended (or after
         :data:`~clients.interrupt.SETTLE_TIMEOUT` seconds).
 
         Woken by the end, that thread takes the call's lock once more (to half-close the
         call, or to see it ended) before it ends. Were it still in there as the
         interpreter exits, the exit would hang, as :func:`~clients.interrupt.settle` says
         of the spin thread; after this wait the thread is gone."""
-        self._queue.put(self._END)
         deadline = time.monotonic() + SETTLE_TIMEOUT
         if self._consuming.wait(SETTLE_TIMEOUT) and self._consumer is not None:
             self._consumer.join(max(0.0, deadline - time.monotonic()))
@@ -234,6 +240,7 @@ class FileSession:
             # The server ends the call with OK after close: no message comes.
             interruptible(self._call, lambda: list(self._call))
         settle(self._call)
+        self._requests.join()
         return result.result
 
     def cancel(self) -> None:
@@ -244,6 +251,7 @@ class FileSession:
         self._closed = True
         self._call.cancel()
         self._requests.end()  # after cancel(): gRPC's sending thread ends without a half-close
+        self._requests.join()
         settle(self._call)
 
     @property
@@ -367,6 +375,7 @@ class TracerSession:
         self._requests.end()
         self._reader.join()
         settle(self._call)
+        self._requests.join()
         return result
 
     def cancel(self) -> None:
@@ -374,6 +383,7 @@ class TracerSession:
         self._done = True
         self._call.cancel()
         self._requests.end()  # as FileSession.cancel
+        self._requests.join()
         if threading.current_thread() is not self._reader:  # on_event may cancel
             # The reader, woken by the cancel, takes the call's lock once more: gone
             # before we go on, as RequestQueue.end() says why.
@@ -511,11 +521,12 @@ class Client:
         Session from where that answer ended, so all of it comes back. That is a second
         open: a file changing in between reads as one that changed between two of cat's
         read(2)s."""
-        request = tracefs_pb2.ReadFileRequest(path=_named(path), nonblock=nonblock,
-                                              max_bytes=max_bytes)
         with translate_rpc_errors():
-            # A blocking read (trace_pipe's) waits for data: Ctrl-C may end it.
-            response, _ = unary_call(self.connection.tracefs.ReadFile, request)
+            # A plain blocking call, as for _locking_call's.
+            response = self.connection.tracefs.ReadFile(
+                tracefs_pb2.ReadFileRequest(path=_named(path), nonblock=nonblock,
+                                            max_bytes=max_bytes)
+            )
         if not response.truncated or len(response.data) == max_bytes:
             return response.data
         rest = max_bytes - len(response.data) if max_bytes else 0
@@ -558,13 +569,22 @@ class Client:
         return self._locking_call(self.connection.tracefs.WriteFile, request).bytes_written
 
     def _locking_call(self, method: Any, request: Any) -> Any:
-        """A unary call that changes kernel state; sets :attr:`lock_acquired`. It takes
-        ftrace_lock, which a thread paused at a failpoint may hold: Ctrl-C may end the
-        wait (:func:`~clients.interrupt.unary_call`)."""
+        """A unary call that changes kernel state; sets :attr:`lock_acquired`.
+
+        A plain blocking call, not :func:`~clients.interrupt.unary_call`, though it can
+        wait for long on ftrace_lock (held by a thread paused at a failpoint), as a
+        blocking ReadFile can on trace_pipe: these are the calls a workload makes by the
+        thousand, and a future's answer goes through the channel's spin thread, started
+        anew per call on an idle channel (measured here: some 10 to 30% more per call,
+        two to four times as much with both CPUs busy). Ctrl-C in their wait is
+        taken where cygrpc's ``_latent_event`` polls for signals, with no lock of
+        grpc's held, and cleaned up by its ``on_failure`` (grpc/grpc#19973, fixed by
+        #19988); only the few bytecodes after the answer came are exposed, as on every
+        call."""
         self.lock_acquired = ()
         try:
             with translate_rpc_errors():
-                response, call = unary_call(method, request)
+                response, call = method.with_call(request)
         except FtraceError as error:
             self.lock_acquired = lock_acquisitions_from_trailers(error.trailing_metadata)
             raise

@@ -15,17 +15,20 @@ the file) waits on the call's lock forever. Raised in ``wait()`` between
 ``_release_save()`` and its ``try``, it leaves the call's lock released under the
 ``with`` that holds it, which then fails with RuntimeError instead.
 
-A blocking unary call (``stub.Method(request)``, ``with_call``) is no safer: it waits in
-cygrpc's ``_latent_event``, which polls the call's completion queue in slices of 200 ms
-and runs the signal handlers between them (``PyErr_CheckSignals``), so Ctrl-C does
-interrupt it; but once the answer is in, cygrpc's ``_next_call_event`` takes the
-channel's condition (``with channel_state.condition``, Python's ``__enter__`` again) and
-``_channel._handle_event`` is Python code too — KeyboardInterrupt landing there leaves the
-same locks held (grpc/grpc#19973 was the like of it). Its call object only comes back
-with the answer, so nothing could cancel it before. Made with ``.future()`` instead, the
-call is a ``_MultiThreadedRendezvous``, answered by the channel's spin thread, whose
-``result()`` waits exactly as a stream's ``next()`` does (``_common.wait`` on the call's
-condition), and whose ``cancel()`` is the stream's.
+A blocking unary call (``stub.Method(request)``, ``with_call``) does take Ctrl-C: it
+waits in cygrpc's ``_latent_event``, which polls the call's completion queue in slices of
+200 ms and runs the signal handlers between them (``PyErr_CheckSignals``). That point
+holds no lock of grpc's, and ``_next_call_event``'s ``on_failure`` cleans up (the fix of
+grpc/grpc#19973, a Channel.close() deadlock after such an interrupt); but once the answer
+is in, ``_next_call_event`` takes the channel's condition (``with
+channel_state.condition``: Python's ``__enter__`` again) and ``_channel._handle_event``
+is Python code too, where KeyboardInterrupt leaves the locks as above; and its call
+object only comes back with the answer, so nothing can cancel it. Made with ``.future()``
+instead (:func:`unary_call`), the call is a ``_MultiThreadedRendezvous``, answered by the
+channel's spin thread, whose ``result()`` waits exactly as a stream's ``next()`` does
+(``_common.wait`` on the call's condition), and whose ``cancel()`` is the stream's.
+That costs the spin thread's hop (``Client._locking_call`` says for which calls it is not
+worth it).
 
 This does what the kernel does for a task in an interruptible sleep: a pending signal
 wakes the wait, the system call unwinds (``wait_event_interruptible()`` returns
@@ -191,9 +194,9 @@ def unary_call(method: Any, request: Any, *,
                timeout: float | None = None) -> tuple[Any, grpc.Call]:
     """``method.with_call(request, timeout=timeout)``: the answer and the call (for its
     trailing metadata), waited for :func:`interruptible` and with the notice of an
-    enclosing :func:`noting_wait`. For the unary calls that can block for long (on
-    ftrace_lock held by a thread paused at a failpoint, on a failpoint, on a blocking
-    file). A failed call raises its ``grpc.RpcError``.
+    enclosing :func:`noting_wait`. For the calls that wait for long by their nature (on
+    a failpoint, on ftrace_lock held by a thread paused at one) and that a user waits on
+    by hand. A failed call raises its ``grpc.RpcError``.
 
     Made with ``.future()`` only where needed (on the main thread with SIGINT
     KeyboardInterrupt's, or to say something after a while): a future's answer goes

@@ -99,7 +99,6 @@ def sigint_in_grpc(where):
 TRACING = "/sys/kernel/debug/tracing"
 client = Client(sys.argv[1])
 UNARY = {
-    "read_file": lambda: client.read_file(TRACING + "/trace_pipe"),
     "wait_failpoint": lambda: client.wait_failpoint(QUIET_SITE, timeout=None),
     "check_consistency": client.check_consistency,
 }
@@ -129,8 +128,8 @@ print("closed")
 
 
 def held(client: Client, kind: str) -> int:
-    """What the interrupted call holds in the daemon: files for a file session, trace_pipe
-    and a (blocking) read_file, streams for dmesg -w, waiters for WaitFailpoint."""
+    """What the interrupted call holds in the daemon: files for a file session and
+    trace_pipe, streams for dmesg -w, waiters for WaitFailpoint."""
     if kind == "wait_failpoint":
         return next(site.waiters for site in client.list_failpoints()
                     if site.name == QUIET_SITE)
@@ -150,13 +149,13 @@ def check_interrupted_in_the_client(program: subprocess.Popen, out: bytes,
     assert lines[-2:] == ["default handler True", "closed"], lines
 
 
-@pytest.mark.parametrize("kind", ["session", "trace_pipe", "dmesg_follow", "read_file",
+@pytest.mark.parametrize("kind", ["session", "trace_pipe", "dmesg_follow",
                                   "wait_failpoint"])
 def test_ctrl_c_cancels_the_call_then_raises_from_the_client(daemon, kind):
     """The KeyboardInterrupt comes out of the client library, its traceback without a
     frame of grpc's; afterwards SIGINT raises it again, the channel closes, and the
     daemon has let go of the call's file or stream, or no longer waits for the failpoint.
-    The unary calls too: a blocking one took KeyboardInterrupt inside grpc's code."""
+    A unary call too: a blocking one took KeyboardInterrupt inside grpc's code."""
     with daemon.connect() as client:
         program = subprocess.Popen(
             [sys.executable, "-c", _INTERRUPTED, daemon.address, kind], cwd=REPO,
