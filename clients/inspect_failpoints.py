@@ -17,7 +17,8 @@ paused at a failpoint (``Kernel.CheckConsistency`` takes ``ftrace_lock``): after
 and which threads are paused now (:func:`paused_now`); the daemon does not say which task
 holds ``ftrace_lock``, but a thread paused at a site that holds it is that task. The wait
 goes on; Ctrl-C cancels the call and ends it, as it does any wait of the client library's
-(:mod:`clients.interrupt`).
+(:mod:`clients.interrupt`): the call is made on the main thread, only the notice waits on
+a thread of its own.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import argparse
 import errno
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 from clients.api import Client
 from clients.errors import FtraceError
-from clients.interrupt import noting_wait
 from ftrace.v1 import kernel_pb2
 
 T = TypeVar("T")
@@ -53,12 +54,30 @@ SPEC_HELP = ("'[PROB%%][COUNT*]ACTION', ACTION one of sleep(MS), yield, pause, e
 
 def call_noting_wait(call: Callable[[], T], notice: Callable[[], str],
                      after: float = NOTICE_AFTER) -> T:
-    """``call()``'s result (or its exception), ``call`` being one of the
-    :class:`~clients.api.Client` methods that wait interruptibly (a unary call that can
-    block for long); if the daemon has not answered after ``after`` seconds, ``notice()``
-    is printed to stderr once, and the wait goes on."""
-    with noting_wait(lambda: print(notice(), file=sys.stderr, flush=True), after):
-        return call()
+    """``call()``'s result (or its exception); if it has not returned after ``after``
+    seconds, ``notice()`` is printed to stderr once, and the wait goes on.
+
+    ``call()`` runs here, where Ctrl-C cancels the daemon's call the library waits for
+    (:mod:`clients.interrupt`); ``notice()`` runs on a timer's thread, and what it
+    raises is raised here once ``call()`` returned, as if it had run here."""
+    failed: list[BaseException] = []
+
+    def say() -> None:
+        try:
+            print(notice(), file=sys.stderr, flush=True)
+        except Exception as error:  # noqa: BLE001  (handed to the caller's thread)
+            failed.append(error)
+
+    timer = threading.Timer(after, say)
+    timer.start()
+    try:
+        result = call()
+    finally:
+        timer.cancel()
+        timer.join()  # a notice under way is printed before the caller goes on
+    if failed:
+        raise failed[0]
+    return result
 
 
 def task_text(task: kernel_pb2.Task) -> str:

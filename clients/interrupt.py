@@ -48,18 +48,14 @@ every call it ends (and ends the thread sending a session's requests,
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
-from contextvars import ContextVar
-from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 import grpc
 
-__all__ = ["Messages", "interruptible", "unary_call", "noting_wait", "settle",
-           "SETTLE_TIMEOUT"]
+__all__ = ["Messages", "interruptible", "unary_call", "settle", "SETTLE_TIMEOUT"]
 
 T = TypeVar("T")
 
@@ -169,54 +165,17 @@ def settle(call: Any) -> None:
     interruptible(call, handled)
 
 
-@dataclass(frozen=True)
-class _Notice:
-    after: float
-    say: Callable[[], None]
-
-
-_notice: ContextVar[_Notice | None] = ContextVar("notice", default=None)
-
-
-@contextlib.contextmanager
-def noting_wait(say: Callable[[], None], after: float) -> Iterator[None]:
-    """In the block, a :func:`unary_call` not answered after ``after`` seconds calls
-    ``say()`` once, and its wait goes on (ftrace-inspect saying what it waits for).
-    Calls ``say()`` makes itself are not noted."""
-    token = _notice.set(_Notice(after, say))
-    try:
-        yield
-    finally:
-        _notice.reset(token)
-
-
 def unary_call(method: Any, request: Any, *,
                timeout: float | None = None) -> tuple[Any, grpc.Call]:
     """``method.with_call(request, timeout=timeout)``: the answer and the call (for its
-    trailing metadata), waited for :func:`interruptible` and with the notice of an
-    enclosing :func:`noting_wait`. For the calls that wait for long by their nature (on
-    a failpoint, on ftrace_lock held by a thread paused at one) and that a user waits on
-    by hand. A failed call raises its ``grpc.RpcError``.
+    trailing metadata), waited for :func:`interruptible`. For the calls that wait for
+    long by their nature (on a failpoint, on ftrace_lock held by a thread paused at one)
+    and that a user waits on by hand. A failed call raises its ``grpc.RpcError``.
 
-    Made with ``.future()`` only where needed (on the main thread with SIGINT
-    KeyboardInterrupt's, or to say something after a while): a future's answer goes
-    through the channel's spin thread, which gRPC starts anew for a call on a channel with
-    none in flight, some tenths of a millisecond more."""
-    notice = _notice.get()
-    if notice is None and not _sigint_cancels():
+    Made with ``.future()`` only where SIGINT is ours to take over: a future's answer
+    goes through the channel's spin thread, which gRPC starts anew for a call on a
+    channel with none in flight."""
+    if not _sigint_cancels():
         return method.with_call(request, timeout=timeout)
     future = method.future(request, timeout=timeout)
-
-    def answer() -> Any:
-        if notice is not None:
-            try:
-                return future.result(timeout=notice.after)
-            except grpc.FutureTimeoutError:
-                token = _notice.set(None)
-                try:
-                    notice.say()
-                finally:
-                    _notice.reset(token)
-        return future.result()
-
-    return interruptible(future, answer), future
+    return interruptible(future, future.result), future
