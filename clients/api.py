@@ -127,14 +127,17 @@ class ServerStream(Generic[T]):
                 yield from self._convert(message)
 
     def cancel(self) -> None:
+        """End the call, at once (another thread may: a shell's Ctrl-C ending a
+        pipeline's stages); leaving the ``with`` block also waits until gRPC is done with
+        it (:func:`~clients.interrupt.settle`)."""
         self._call.cancel()
-        settle(self._call)
 
     def __enter__(self) -> "ServerStream[T]":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.cancel()
+        settle(self._call)
 
 
 class FileSession:
@@ -159,6 +162,7 @@ class FileSession:
             )
         except FtraceError:
             self.cancel()  # no file to release; just end the call
+            self._ended()
             raise
         #: The canonical path, mode bits and flags the daemon opened.
         self.path: str = opened.path
@@ -180,6 +184,7 @@ class FileSession:
             # its answer would come out of turn, so the session is over; cancelling makes
             # the daemon release the file.
             self.cancel()
+            self._ended()
             raise
         kind = response.WhichOneof("result")
         if kind == "error":
@@ -239,18 +244,26 @@ class FileSession:
         with translate_rpc_errors():
             # The server ends the call with OK after close: no message comes.
             interruptible(self._call, lambda: list(self._call))
-        settle(self._call)
-        self._requests.join()
+        self._ended()
         return result.result
 
     def cancel(self) -> None:
         """End the stream without close: the daemon releases the file as at process exit,
         asynchronously (after this returns, maybe after the next calls ran: a read right
         after may still see what the release would change). :meth:`close` instead, to
-        have the release done before going on."""
+        have the release done before going on.
+
+        Returns at once (another thread may cancel: a shell's Ctrl-C ending a pipeline's
+        stages); leaving the ``with`` block, or the failed call, also waits until gRPC
+        is done with the call (:meth:`_ended`)."""
         self._closed = True
         self._call.cancel()
         self._requests.end()  # after cancel(): gRPC's sending thread ends without a half-close
+
+    def _ended(self) -> None:
+        """Wait until gRPC's threads are done with the ended call: the one consuming the
+        requests gone (:meth:`RequestQueue.join`), its events handled
+        (:func:`~clients.interrupt.settle`); else a program exiting now could hang."""
         self._requests.join()
         settle(self._call)
 
@@ -266,6 +279,7 @@ class FileSession:
             self.close()
         else:
             self.cancel()
+            self._ended()
 
 
 class TracerSession:
@@ -300,6 +314,7 @@ class TracerSession:
             self.registered: tracer_pb2.OpsRegistered = self._answer("registered")
         except BaseException:
             self.cancel()
+            self._ended()
             raise
 
     def _read(self) -> None:
@@ -374,19 +389,21 @@ class TracerSession:
         self._done = True
         self._requests.end()
         self._reader.join()
-        settle(self._call)
-        self._requests.join()
+        self._ended()
         return result
 
     def cancel(self) -> None:
-        """End the stream abruptly; the daemon unregisters the ops."""
+        """End the stream abruptly; the daemon unregisters the ops. Returns at once, as
+        FileSession.cancel; leaving the ``with`` block also waits (:meth:`_ended`)."""
         self._done = True
         self._call.cancel()
         self._requests.end()  # as FileSession.cancel
+
+    def _ended(self) -> None:
+        """As FileSession._ended, and the reader gone too: woken by the end, it takes the
+        call's lock once more."""
         self._requests.join()
-        if threading.current_thread() is not self._reader:  # on_event may cancel
-            # The reader, woken by the cancel, takes the call's lock once more: gone
-            # before we go on, as RequestQueue.end() says why.
+        if threading.current_thread() is not self._reader:  # on_event may end the session
             self._reader.join(SETTLE_TIMEOUT)
         settle(self._call)
 
@@ -398,6 +415,7 @@ class TracerSession:
             self.unregister()
         else:
             self.cancel()
+            self._ended()
 
 
 def _named(name: str) -> str:

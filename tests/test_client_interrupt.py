@@ -298,12 +298,13 @@ def test_cancelled_sessions_leave_no_thread_behind(daemon, session):
         wait_until(lambda: not set(threading.enumerate()) - before, DEADLINE)
 
 
-#: A program whose sessions are cancelled while gRPC's thread consuming their requests is
-#: made to stay a while where it holds the call's lock (``with state.condition`` after
-#: its loop, where the end of the requests brings it): the threads are gone when cancel()
-#: returns, and the exit, with the calls still referenced (their ``__del__`` takes that
-#: lock), does not hang. Should it hang all the same, it prints every thread's stack and
-#: exits before the test's deadline.
+#: A program whose sessions end with their ``with`` block raising (as a Ctrl-C'd read
+#: does) while gRPC's thread consuming their requests is made to stay a while where it
+#: holds the call's lock (``with state.condition`` after its loop, where the end of the
+#: requests brings it): the threads are gone when the block is left, and the exit, with
+#: the calls still referenced (their ``__del__`` takes that lock), does not hang. Should
+#: it hang all the same, it prints every thread's stack and exits before the test's
+#: deadline.
 _CANCELLED = f"""
 import faulthandler
 faulthandler.dump_traceback_later({DEADLINE * 0.75}, exit=True)
@@ -332,9 +333,17 @@ def tracer(frame, event, arg):
 
 threading.settrace(tracer)
 client = Client(sys.argv[1])
-sessions = [client.open("/sys/kernel/debug/tracing/trace_pipe") for _ in range(SESSIONS)]
-for session in sessions:
-    session.cancel()
+class Abandoned(Exception):
+    pass
+
+sessions = []
+for _ in range(SESSIONS):
+    try:
+        with client.open("/sys/kernel/debug/tracing/trace_pipe") as session:
+            sessions.append(session)
+            raise Abandoned
+    except Abandoned:
+        pass
 print("consumers", len(consumers), "alive", sum(t.is_alive() for t in consumers))
 client.close()
 print("closed", flush=True)
