@@ -42,8 +42,8 @@ gRPC then ends the wait with CANCELLED, and KeyboardInterrupt is raised here.
 A cancelled call is not done with yet: gRPC's threads still take its lock to handle what
 the cancel completes, and a program that exits meanwhile can hang in the call's
 ``__del__``. :func:`settle` waits until they are done with it; the client library settles
-every call it ends (and ends the thread sending a session's requests,
-``clients.api.RequestQueue.end``).
+every call it ends (and waits for the end of the thread sending a session's requests,
+``clients.api.RequestQueue.join``).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ __all__ = ["Messages", "interruptible", "unary_call", "settle", "SETTLE_TIMEOUT"
 T = TypeVar("T")
 
 #: Seconds the end of a call waits for gRPC's threads to let go of it (:func:`settle`,
-#: ``RequestQueue.end``): they have only to take its lock once more, a matter of
+#: ``RequestQueue.join``): they have only to take its lock once more, a matter of
 #: milliseconds; past that, its lock is held for good already (a KeyboardInterrupt that
 #: landed inside grpc), and the caller goes on.
 SETTLE_TIMEOUT = 5.0
