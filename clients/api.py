@@ -15,8 +15,10 @@ instead of ``grpc.RpcError``::
 Streams: :meth:`Client.open` (a file session; leaving the ``with`` block releases the file),
 :meth:`Client.attach` (an ftrace_ops for the life of a :class:`TracerSession`),
 :meth:`Client.trace_pipe` and :meth:`Client.dmesg_follow` (server streams, cancelled when
-their ``with`` block ends). Ctrl-C while a file session or a server stream waits for
-the daemon cancels the call, then raises KeyboardInterrupt (:mod:`clients.interrupt`).
+their ``with`` block ends). Ctrl-C while a file session, a server stream or one of the
+inspection calls that wait for long (WaitFailpoint; CheckConsistency and ListOps behind
+ftrace_lock) waits for the daemon cancels the call, then raises KeyboardInterrupt
+(:mod:`clients.interrupt`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import errno
 import os
 import queue
 import threading
+import time
 from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 
 import grpc
@@ -32,7 +35,7 @@ import grpc
 from clients.connection import Connection, connect
 from clients.errors import FtraceError, translate_rpc_errors
 from clients.identity import Identity
-from clients.interrupt import Messages
+from clients.interrupt import SETTLE_TIMEOUT, Messages, interruptible, settle, unary_call
 from ftrace.v1 import kernel_pb2, modules_pb2, tracefs_pb2, tracer_pb2
 from kernel_daemon.rpc.status import lock_acquisitions_from_trailers
 
@@ -60,26 +63,51 @@ def _stream_ended() -> FtraceError:
 class RequestQueue:
     """The request side of a bidirectional call: ``put()`` sends, ``end()`` half-closes.
 
-    gRPC pulls from this iterator on its own thread, so requests are queued.
+    gRPC pulls from this iterator on a thread of its own (``_channel``'s
+    ``_consume_request_iterator``), so requests are queued. That thread waits here for
+    the next request until ``end()``: without it, for good, one thread per call.
+    ``join()`` waits for it to be gone.
     """
 
     _END = object()
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # gRPC's consuming thread, known from its first next(), which it makes first.
+        self._consumer: threading.Thread | None = None
+        self._consuming = threading.Event()
 
     def put(self, request: Any) -> None:
         self._queue.put(request)
 
     def end(self) -> None:
+        """No more requests: gRPC's consuming thread half-closes the call (if it has not
+        ended) and ends."""
         self._queue.put(self._END)
 
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            yield item
+    def join(self) -> None:
+        """After :meth:`end`: return when gRPC's consuming thread has ended (or after
+        :data:`~clients.interrupt.SETTLE_TIMEOUT` seconds).
+
+        Woken by the end, that thread takes the call's lock once more (to half-close the
+        call, or to see it ended) before it ends. Were it still in there as the
+        interpreter exits, the exit would hang, as :func:`~clients.interrupt.settle` says
+        of the spin thread; after this wait the thread is gone."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        if self._consuming.wait(SETTLE_TIMEOUT) and self._consumer is not None:
+            self._consumer.join(max(0.0, deadline - time.monotonic()))
+
+    def __iter__(self) -> "RequestQueue":
+        return self
+
+    def __next__(self) -> Any:
+        if self._consumer is None:
+            self._consumer = threading.current_thread()
+            self._consuming.set()
+        item = self._queue.get()
+        if item is self._END:
+            raise StopIteration
+        return item
 
 
 class ServerStream(Generic[T]):
@@ -99,6 +127,9 @@ class ServerStream(Generic[T]):
                 yield from self._convert(message)
 
     def cancel(self) -> None:
+        """End the call, at once (another thread may: a shell's Ctrl-C ending a
+        pipeline's stages); leaving the ``with`` block also waits until gRPC is done with
+        it (:func:`~clients.interrupt.settle`)."""
         self._call.cancel()
 
     def __enter__(self) -> "ServerStream[T]":
@@ -106,6 +137,7 @@ class ServerStream(Generic[T]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.cancel()
+        settle(self._call)
 
 
 class FileSession:
@@ -130,6 +162,7 @@ class FileSession:
             )
         except FtraceError:
             self.cancel()  # no file to release; just end the call
+            self._ended()
             raise
         #: The canonical path, mode bits and flags the daemon opened.
         self.path: str = opened.path
@@ -151,6 +184,7 @@ class FileSession:
             # its answer would come out of turn, so the session is over; cancelling makes
             # the daemon release the file.
             self.cancel()
+            self._ended()
             raise
         kind = response.WhichOneof("result")
         if kind == "error":
@@ -208,17 +242,30 @@ class FileSession:
         self._closed = True
         self._requests.end()
         with translate_rpc_errors():
-            for _ in self._responses:  # the server ends the call with OK after close
-                pass
+            # The server ends the call with OK after close: no message comes.
+            interruptible(self._call, lambda: list(self._call))
+        self._ended()
         return result.result
 
     def cancel(self) -> None:
         """End the stream without close: the daemon releases the file as at process exit,
         asynchronously (after this returns, maybe after the next calls ran: a read right
         after may still see what the release would change). :meth:`close` instead, to
-        have the release done before going on."""
+        have the release done before going on.
+
+        Returns at once (another thread may cancel: a shell's Ctrl-C ending a pipeline's
+        stages); leaving the ``with`` block, or the failed call, also waits until gRPC
+        is done with the call (:meth:`_ended`)."""
         self._closed = True
         self._call.cancel()
+        self._requests.end()  # after cancel(): gRPC's sending thread ends without a half-close
+
+    def _ended(self) -> None:
+        """Wait until gRPC's threads are done with the ended call: the one consuming the
+        requests gone (:meth:`RequestQueue.join`), its events handled
+        (:func:`~clients.interrupt.settle`); else a program exiting now could hang."""
+        self._requests.join()
+        settle(self._call)
 
     @property
     def closed(self) -> bool:
@@ -232,6 +279,7 @@ class FileSession:
             self.close()
         else:
             self.cancel()
+            self._ended()
 
 
 class TracerSession:
@@ -266,6 +314,7 @@ class TracerSession:
             self.registered: tracer_pb2.OpsRegistered = self._answer("registered")
         except BaseException:
             self.cancel()
+            self._ended()
             raise
 
     def _read(self) -> None:
@@ -340,12 +389,23 @@ class TracerSession:
         self._done = True
         self._requests.end()
         self._reader.join()
+        self._ended()
         return result
 
     def cancel(self) -> None:
-        """End the stream abruptly; the daemon unregisters the ops."""
+        """End the stream abruptly; the daemon unregisters the ops. Returns at once, as
+        FileSession.cancel; leaving the ``with`` block also waits (:meth:`_ended`)."""
         self._done = True
         self._call.cancel()
+        self._requests.end()  # as FileSession.cancel
+
+    def _ended(self) -> None:
+        """As FileSession._ended, and the reader gone too: woken by the end, it takes the
+        call's lock once more."""
+        self._requests.join()
+        if threading.current_thread() is not self._reader:  # on_event may end the session
+            self._reader.join(SETTLE_TIMEOUT)
+        settle(self._call)
 
     def __enter__(self) -> "TracerSession":
         return self
@@ -355,6 +415,7 @@ class TracerSession:
             self.unregister()
         else:
             self.cancel()
+            self._ended()
 
 
 def _named(name: str) -> str:
@@ -479,6 +540,7 @@ class Client:
         open: a file changing in between reads as one that changed between two of cat's
         read(2)s."""
         with translate_rpc_errors():
+            # A plain blocking call, as for _locking_call's.
             response = self.connection.tracefs.ReadFile(
                 tracefs_pb2.ReadFileRequest(path=_named(path), nonblock=nonblock,
                                             max_bytes=max_bytes)
@@ -525,7 +587,18 @@ class Client:
         return self._locking_call(self.connection.tracefs.WriteFile, request).bytes_written
 
     def _locking_call(self, method: Any, request: Any) -> Any:
-        """A unary call that changes kernel state; sets :attr:`lock_acquired`."""
+        """A unary call that changes kernel state; sets :attr:`lock_acquired`.
+
+        A plain blocking call, not :func:`~clients.interrupt.unary_call`, though it can
+        wait for long on ftrace_lock (held by a thread paused at a failpoint), as a
+        blocking ReadFile can on trace_pipe: these are the calls a workload makes by the
+        thousand, and a future's answer goes through the channel's spin thread, started
+        anew per call on an idle channel (measured here: some 10 to 30% more per call,
+        two to four times as much with both CPUs busy). Ctrl-C in their wait is
+        taken where cygrpc's ``_latent_event`` polls for signals, with no lock of
+        grpc's held, and cleaned up by its ``on_failure`` (grpc/grpc#19973, fixed by
+        #19988); only the few bytecodes after the answer came are exposed, as on every
+        call."""
         self.lock_acquired = ()
         try:
             with translate_rpc_errors():
@@ -622,8 +695,12 @@ class Client:
         return ServerStream(call, lambda batch: batch.lines)
 
     def check_consistency(self) -> kernel_pb2.ConsistencyReport:
+        """The consistency check, under ftrace_lock (waited for as :meth:`_locking_call`
+        waits; ftrace-inspect says after a while what holds it)."""
         with translate_rpc_errors():
-            return self.connection.kernel.CheckConsistency(kernel_pb2.CheckConsistencyRequest())
+            report, _ = unary_call(self.connection.kernel.CheckConsistency,
+                                   kernel_pb2.CheckConsistencyRequest())
+        return report
 
     def dump_records(
         self,
@@ -644,17 +721,19 @@ class Client:
             limit=limit,
             include_expected=include_expected,
         )
+        call = self.connection.kernel.DumpRecords(request)
         with translate_rpc_errors():
-            return [record for chunk in Messages(self.connection.kernel.DumpRecords(request))
-                    for record in chunk.records]
+            # No caller code runs between the messages: one interruptible wait for all.
+            return interruptible(call, lambda: [record for chunk in call
+                                                for record in chunk.records])
 
     def list_ops(self, include_hashes: bool = False) -> list[kernel_pb2.OpsInfo]:
+        """The registered ops, read under ftrace_lock (waited for as
+        :meth:`_locking_call` waits)."""
         with translate_rpc_errors():
-            return list(
-                self.connection.kernel.ListOps(
-                    kernel_pb2.ListOpsRequest(include_hashes=include_hashes)
-                ).ops
-            )
+            listed, _ = unary_call(self.connection.kernel.ListOps,
+                                   kernel_pb2.ListOpsRequest(include_hashes=include_hashes))
+        return list(listed.ops)
 
     def set_failpoint(self, name: str, spec: str) -> kernel_pb2.Failpoint:
         """Arm a failpoint (``"1*pause"``, ``"20%sleep(3)"``); "" or "off" disarms."""
@@ -675,17 +754,15 @@ class Client:
     ) -> kernel_pb2.Failpoint:
         """Block until ``count`` threads are paused at the failpoint; ETIMEDOUT after
         ``timeout`` seconds (None: no limit), ENODEV if the kernel reboots meanwhile."""
-        if timeout is None:
-            # timeout_ms 0 waits until the call's deadline, and this call has none.
-            request = kernel_pb2.WaitFailpointRequest(name=name, count=count)
-            with translate_rpc_errors():
-                return self.connection.kernel.WaitFailpoint(request)
+        # timeout_ms 0 waits until the call's deadline, and with no timeout it has none;
+        # else the call's deadline is a safety net behind the daemon's own timeout.
         request = kernel_pb2.WaitFailpointRequest(
-            name=name, count=count, timeout_ms=max(1, round(timeout * 1000))
-        )
+            name=name, count=count,
+            timeout_ms=0 if timeout is None else max(1, round(timeout * 1000)))
         with translate_rpc_errors():
-            # The call's deadline is a safety net behind the daemon's own timeout.
-            return self.connection.kernel.WaitFailpoint(request, timeout=timeout + 5.0)
+            site, _ = unary_call(self.connection.kernel.WaitFailpoint, request,
+                                 timeout=None if timeout is None else timeout + 5.0)
+        return site
 
     def list_failpoints(self) -> list[kernel_pb2.Failpoint]:
         with translate_rpc_errors():

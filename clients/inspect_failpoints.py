@@ -12,11 +12,13 @@ interleaving (``tests/test_race_interleavings.py``), done by hand — arm ``1*pa
 the first command, ``wait`` until it is paused, run the racing command, ``release``.
 
 :func:`call_noting_wait` is how ftrace-inspect makes a call that may block on a thread
-paused at a failpoint (``Kernel.CheckConsistency`` takes ``ftrace_lock``): the call runs
-in a thread of its own, and after :data:`NOTICE_AFTER` seconds without an answer one
-notice on stderr says what it waits for and which threads are paused now
-(:func:`paused_now`); the daemon does not say which task holds ``ftrace_lock``, but a
-thread paused at a site that holds it is that task. The wait goes on; Ctrl-C ends it.
+paused at a failpoint (``Kernel.CheckConsistency`` takes ``ftrace_lock``): after
+:data:`NOTICE_AFTER` seconds without an answer one notice on stderr says what it waits for
+and which threads are paused now (:func:`paused_now`); the daemon does not say which task
+holds ``ftrace_lock``, but a thread paused at a site that holds it is that task. The wait
+goes on; Ctrl-C cancels the call and ends it, as it does any wait of the client library's
+(:mod:`clients.interrupt`): the call is made on the main thread, only the notice waits on
+a thread of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import sys
 import textwrap
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import TypeVar
 
 from clients.api import Client
@@ -51,32 +52,32 @@ SPEC_HELP = ("'[PROB%%][COUNT*]ACTION', ACTION one of sleep(MS), yield, pause, e
              "'off' disarms (e.g. 1*pause: the next thread to get there waits for release)")
 
 
-def in_thread(call: Callable[[], T]) -> Future[T]:
-    """``call()`` made in a thread of its own, so that the main thread, waiting for the
-    result, gets Ctrl-C: a gRPC call blocks signals until it returns. A daemon thread:
-    an interrupted program does not wait for it (closing the client cancels the call)."""
-    future: Future[T] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(call())
-        except BaseException as error:  # handed to the main thread, which raises it
-            future.set_exception(error)
-
-    threading.Thread(target=run, name="rpc", daemon=True).start()
-    return future
-
-
 def call_noting_wait(call: Callable[[], T], notice: Callable[[], str],
                      after: float = NOTICE_AFTER) -> T:
-    """``call()``'s result (or its exception), made :func:`in_thread`; if no answer came
-    after ``after`` seconds, ``notice()`` is printed to stderr once, and the wait goes on."""
-    future = in_thread(call)
+    """``call()``'s result (or its exception); if it has not returned after ``after``
+    seconds, ``notice()`` is printed to stderr once, and the wait goes on.
+
+    ``call()`` runs here, where Ctrl-C cancels the daemon's call the library waits for
+    (:mod:`clients.interrupt`); ``notice()`` runs on a timer's thread, and what it
+    raises is raised here once ``call()`` returned, as if it had run here."""
+    failed: list[BaseException] = []
+
+    def say() -> None:
+        try:
+            print(notice(), file=sys.stderr, flush=True)
+        except Exception as error:  # noqa: BLE001  (handed to the caller's thread)
+            failed.append(error)
+
+    timer = threading.Timer(after, say)
+    timer.start()
     try:
-        return future.result(timeout=after)
-    except TimeoutError:
-        print(notice(), file=sys.stderr, flush=True)
-    return future.result()
+        result = call()
+    finally:
+        timer.cancel()
+        timer.join()  # a notice under way is printed before the caller goes on
+    if failed:
+        raise failed[0]
+    return result
 
 
 def task_text(task: kernel_pb2.Task) -> str:
@@ -172,8 +173,7 @@ def cmd_wait(client: Client, args: argparse.Namespace) -> int:
               f"there can pause (`ftrace-inspect failpoints set {args.name} 1*pause`)",
               file=sys.stderr)
     try:
-        site = in_thread(lambda: client.wait_failpoint(args.name, args.count,
-                                                       args.timeout or None)).result()
+        site = client.wait_failpoint(args.name, args.count, args.timeout or None)
     except FtraceError as error:
         if error.errno != errno.ETIMEDOUT:
             raise

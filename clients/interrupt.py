@@ -1,5 +1,7 @@
 """Ctrl-C during a blocking gRPC call: the call is cancelled, and KeyboardInterrupt is
-raised afterwards from here, never from inside gRPC.
+raised afterwards from here, never from inside gRPC. One mechanism, :func:`interruptible`,
+for the waits of both kinds of call: a response stream's next message (:class:`Messages`)
+and a unary call's answer (:func:`unary_call`).
 
 Python raises KeyboardInterrupt wherever the main thread is when SIGINT's handler runs.
 In a response stream's ``next()`` that is inside grpc's ``_channel``, which keeps its
@@ -11,8 +13,22 @@ sending a session's requests, holding the call's lock, then waits on it, and so 
 channel's spin thread — and the main thread's ``cancel()`` (which makes the daemon release
 the file) waits on the call's lock forever. Raised in ``wait()`` between
 ``_release_save()`` and its ``try``, it leaves the call's lock released under the
-``with`` that holds it, which then fails with RuntimeError instead. (grpc/grpc#19973
-was the like of it for unary calls.)
+``with`` that holds it, which then fails with RuntimeError instead.
+
+A blocking unary call (``stub.Method(request)``, ``with_call``) does take Ctrl-C: it
+waits in cygrpc's ``_latent_event``, which polls the call's completion queue in slices of
+200 ms and runs the signal handlers between them (``PyErr_CheckSignals``). That point
+holds no lock of grpc's, and ``_next_call_event``'s ``on_failure`` cleans up (the fix of
+grpc/grpc#19973, a Channel.close() deadlock after such an interrupt); but once the answer
+is in, ``_next_call_event`` takes the channel's condition (``with
+channel_state.condition``: Python's ``__enter__`` again) and ``_channel._handle_event``
+is Python code too, where KeyboardInterrupt leaves the locks as above; and its call
+object only comes back with the answer, so nothing can cancel it. Made with ``.future()``
+instead (:func:`unary_call`), the call is a ``_MultiThreadedRendezvous``, answered by the
+channel's spin thread, whose ``result()`` waits exactly as a stream's ``next()`` does
+(``_common.wait`` on the call's condition), and whose ``cancel()`` is the stream's.
+That costs the spin thread's hop (``Client._locking_call`` says for which calls it is not
+worth it).
 
 This does what the kernel does for a task in an interruptible sleep: a pending signal
 wakes the wait, the system call unwinds (``wait_event_interruptible()`` returns
@@ -22,6 +38,12 @@ call, as grpc's own cancellation example does (examples/python/cancellation,
 grpc/grpc#19464): ``cancel()`` takes no lock the interrupted thread could be holding
 other than grpc's conditions, RLocks it may take again, and leaves the call consistent.
 gRPC then ends the wait with CANCELLED, and KeyboardInterrupt is raised here.
+
+A cancelled call is not done with yet: gRPC's threads still take its lock to handle what
+the cancel completes, and a program that exits meanwhile can hang in the call's
+``__del__``. :func:`settle` waits until they are done with it; the client library settles
+every call it ends (and waits for the end of the thread sending a session's requests,
+``clients.api.RequestQueue.join``).
 """
 
 from __future__ import annotations
@@ -29,20 +51,83 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-__all__ = ["Messages"]
+import grpc
+
+__all__ = ["Messages", "interruptible", "unary_call", "settle", "SETTLE_TIMEOUT"]
+
+T = TypeVar("T")
+
+#: Seconds the end of a call waits for gRPC's threads to let go of it (:func:`settle`,
+#: ``RequestQueue.join``): they have only to take its lock once more, a matter of
+#: milliseconds; past that, its lock is held for good already (a KeyboardInterrupt that
+#: landed inside grpc), and the caller goes on.
+SETTLE_TIMEOUT = 5.0
+
+
+def _sigint_cancels() -> bool:
+    """Whether a wait here may take SIGINT over: only on the main thread (the only one
+    with signal handlers), and only while SIGINT raises KeyboardInterrupt
+    (``signal.default_int_handler``) — a program that handles SIGINT itself, or ignores
+    it, keeps its way."""
+    return (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+
+
+def interruptible(call: grpc.RpcContext, wait: Callable[[], T]) -> T:
+    """``wait()``'s result, ``wait`` being a wait for ``call`` (its next message, its
+    answer, or all its messages in a loop of the client's own); Ctrl-C meanwhile cancels
+    ``call``, then raises KeyboardInterrupt after ``wait()`` returned (even if an answer
+    came meanwhile: it is dropped, as the interrupted read's data would be) and the
+    cancelled call settled (:func:`settle`). Where SIGINT is not ours to take over
+    (:func:`_sigint_cancels`), just ``wait()``."""
+    if not _sigint_cancels():
+        return wait()
+    interrupted = False
+
+    def cancel(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted
+        interrupted = True
+        call.cancel()
+        # From now on a second Ctrl-C raises KeyboardInterrupt where it lands, as
+        # before: the way out should this cancel not end the wait. Not before
+        # cancel() returns: it takes grpc's locks, where KeyboardInterrupt must not
+        # land (a Ctrl-C during it runs this again, and cancel() does nothing).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, cancel)
+    try:
+        result = wait()
+    except Exception:
+        if not interrupted:
+            raise  # StopIteration too: the stream's end
+        # The cancelled call's CANCELLED (FutureCancelledError for a unary call's
+        # result()): the interrupt's doing, which says it instead.
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if interrupted:
+        # What the cancel completes is handled before the program goes on to its exit.
+        settle(call)
+        raise KeyboardInterrupt
+    return result
 
 
 class Messages:
     """The messages of a gRPC call's response stream, as iterating ``call`` gives them;
-    Ctrl-C while waiting for one cancels the call, then raises KeyboardInterrupt (even if
-    a message came meanwhile: it is dropped, as the interrupted read's data would be).
+    each one waited for :func:`interruptible`.
 
-    Only on the main thread (the only one with signal handlers), and only while SIGINT
-    raises KeyboardInterrupt (``signal.default_int_handler``): a program that handles
-    SIGINT itself, or ignores it, keeps its way. Between messages — while the caller
-    handles one — SIGINT acts as it did before.
+    SIGINT's handler is set and restored around each message, not once for the whole
+    iteration: between two messages the caller handles the first, and there SIGINT must
+    act as it did before (KeyboardInterrupt where it lands, or the program's own
+    handler). A handler kept across the caller's code would leave Ctrl-C only cancelling
+    the call until the caller asks for the next message, and would outlive an iteration
+    the caller abandons (a generator is only closed when collected), where the next
+    stream would take it for the program's own. The price: the two ``signal.signal()``
+    calls take some 30 µs, against some 1000 µs for a session's read from the daemon
+    (measured on the development machine). A loop that runs no caller code between
+    messages waits for all of them in one :func:`interruptible` instead
+    (``Client.dump_records``, ``FileSession.close``).
     """
 
     def __init__(self, call: Any) -> None:
@@ -52,30 +137,48 @@ class Messages:
         return self
 
     def __next__(self) -> Any:
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-            return next(self._call)
-        interrupted = False
+        return interruptible(self._call, self._call.__next__)
 
-        def cancel(signum: int, frame: FrameType | None) -> None:
-            nonlocal interrupted
-            interrupted = True
-            self._call.cancel()
-            # From now on a second Ctrl-C raises KeyboardInterrupt where it lands, as
-            # before: the way out should this cancel not end the wait. Not before
-            # cancel() returns: it takes grpc's locks, where KeyboardInterrupt must not
-            # land (a Ctrl-C during it runs this again, and cancel() does nothing).
-            signal.signal(signal.SIGINT, signal.default_int_handler)
 
-        signal.signal(signal.SIGINT, cancel)
-        try:
-            message = next(self._call)
-        except Exception:
-            if not interrupted:
-                raise  # StopIteration too: the stream's end
-            # The cancelled call's CANCELLED: the interrupt's doing, which says it instead.
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        if interrupted:
-            raise KeyboardInterrupt
-        return message
+def settle(call: Any) -> None:
+    """Wait until gRPC has handled every event of ``call``, which has ended (cancelled,
+    or ended by the daemon): after this no thread of gRPC's takes its lock again.
+
+    The channel's spin thread handles each event of a call under the call's lock
+    (``_channel._event_handler``: ``with state.condition``), some of them after the call
+    ended: cancel() has gRPC complete the operations still due (a pending read, the
+    status) afterwards, and ``Channel.close()`` returns once cygrpc took the events off
+    its queue (``_close`` waits for ``integrated_call_states`` only), not once they are
+    handled. A daemon thread still in there as the interpreter exits is stopped where it
+    stands, keeping the lock for good, and the call's ``__del__`` (``_Rendezvous.__del__``:
+    ``with self._state.condition``), run by the exit when the call is still referenced,
+    waits on it forever. ``_RPCState.due`` holds the operations whose events are still to
+    come: empty, seen under the lock, the last event was handled and its thread has let
+    go of the lock (it notifies under it). Waited for :func:`interruptible`: a Ctrl-C
+    meanwhile must not land inside that lock either, and cancels nothing more. A call
+    that is not grpc's (a test's recording stand-in) has nothing to wait for."""
+    state = getattr(call, "_state", None)
+    if state is None:
+        return
+
+    def handled() -> None:
+        with state.condition:
+            state.condition.wait_for(lambda: not state.due, SETTLE_TIMEOUT)
+
+    interruptible(call, handled)
+
+
+def unary_call(method: Any, request: Any, *,
+               timeout: float | None = None) -> tuple[Any, grpc.Call]:
+    """``method.with_call(request, timeout=timeout)``: the answer and the call (for its
+    trailing metadata), waited for :func:`interruptible`. For the calls that wait for
+    long by their nature (on a failpoint, on ftrace_lock held by a thread paused at one)
+    and that a user waits on by hand. A failed call raises its ``grpc.RpcError``.
+
+    Made with ``.future()`` only where SIGINT is ours to take over: a future's answer
+    goes through the channel's spin thread, which gRPC starts anew for a call on a
+    channel with none in flight."""
+    if not _sigint_cancels():
+        return method.with_call(request, timeout=timeout)
+    future = method.future(request, timeout=timeout)
+    return interruptible(future, future.result), future

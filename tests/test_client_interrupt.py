@@ -1,7 +1,8 @@
 """Ctrl-C during a blocking call of the client library (clients.interrupt): the call is
 cancelled first, then KeyboardInterrupt comes out of the client's own code, never out of
-gRPC's; the daemon releases what the call held; the program exits as before (the shell
-with 130).
+gRPC's — in a response stream's wait and in a unary call's alike; the daemon releases what
+the call held; the program exits as before (the shell with 130). A cancelled session
+leaves no thread of gRPC's behind, and cannot hang its program's exit.
 
 The interrupted programs are child processes of a real ftraced: SIGINT goes to a main
 thread, which a pytest worker's must not get.
@@ -24,17 +25,30 @@ from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 from tests.test_daemon_tracefs import wait_until
 from tests.test_shell_grep_stream import Reader
 from tests.test_shell_integration import TRACING, start_shell
-from tests.test_tracer_client import DEADLINE
+from tests.test_tracer_client import DEADLINE, SMALL
 
 #: How many times the shell is interrupted: a hang that comes once in tens of runs
 #: under load gets its chances.
 SHELL_ROUNDS = 20
 
+#: A site no test run passes by: a WaitFailpoint on it waits until cancelled.
+QUIET_SITE = "__ftrace_hash_rec_update:next_page"
+#: A site where a filter write pauses holding ftrace_lock.
+AFTER_DISABLE = "ftrace_hash_move:after_disable"
+CHECK_CONSISTENCY = "/ftrace.v1.Kernel/CheckConsistency"
+
+#: Sessions cancelled in a row by the thread tests.
+CANCELLED_SESSIONS = 3
+#: Seconds gRPC's consuming thread is held in the call's lock in _CANCELLED.
+CONSUMER_HOLD = 0.3
+
 #: A program blocked in one of the library's waits until SIGINT; it then reports where
 #: KeyboardInterrupt came from (every frame of its traceback) and whether SIGINT raises
 #: KeyboardInterrupt again, and closes its client (the channel's close() waits for every
 #: call to end). "ready" says it is about to wait: from there to the wait no gRPC code
-#: runs on its main thread, so a frame of grpc's can only come from the wait itself.
+#: runs on its main thread but the unary call's start, which the test lets pass (it
+#: waits until the daemon has the call), so a frame of grpc's can only come from the
+#: wait itself.
 #: With a third argument the session's read raises SIGINT itself, at one of the points
 #: of grpc's _next where KeyboardInterrupt leaves a lock wrong (clients.interrupt): as
 #: the channel's Condition.__enter__ returns ("enter"), as its __exit__ starts ("exit"),
@@ -43,6 +57,7 @@ SHELL_ROUNDS = 20
 _INTERRUPTED = f"""
 import faulthandler
 faulthandler.dump_traceback_later({DEADLINE * 0.75}, exit=True)
+QUIET_SITE = {QUIET_SITE!r}
 """ + """
 import inspect, signal, sys, threading, traceback
 from clients.api import Client
@@ -83,6 +98,10 @@ def sigint_in_grpc(where):
 
 TRACING = "/sys/kernel/debug/tracing"
 client = Client(sys.argv[1])
+UNARY = {
+    "wait_failpoint": lambda: client.wait_failpoint(QUIET_SITE, timeout=None),
+    "check_consistency": client.check_consistency,
+}
 try:
     if sys.argv[2] == "session":
         with client.open(TRACING + "/trace_pipe") as session:
@@ -90,6 +109,9 @@ try:
             if len(sys.argv) > 3:
                 sigint_in_grpc(sys.argv[3])
             session.read()
+    elif sys.argv[2] in UNARY:
+        print("ready", flush=True)
+        UNARY[sys.argv[2]]()
     else:
         follow = client.trace_pipe if sys.argv[2] == "trace_pipe" else client.dmesg_follow
         with follow() as stream:
@@ -107,7 +129,10 @@ print("closed")
 
 def held(client: Client, kind: str) -> int:
     """What the interrupted call holds in the daemon: files for a file session and
-    trace_pipe, streams for dmesg -w."""
+    trace_pipe, streams for dmesg -w, waiters for WaitFailpoint."""
+    if kind == "wait_failpoint":
+        return next(site.waiters for site in client.list_failpoints()
+                    if site.name == QUIET_SITE)
     stats = client.stats()
     return stats.streams if kind == "dmesg_follow" else stats.open_files
 
@@ -124,11 +149,13 @@ def check_interrupted_in_the_client(program: subprocess.Popen, out: bytes,
     assert lines[-2:] == ["default handler True", "closed"], lines
 
 
-@pytest.mark.parametrize("kind", ["session", "trace_pipe", "dmesg_follow"])
+@pytest.mark.parametrize("kind", ["session", "trace_pipe", "dmesg_follow",
+                                  "wait_failpoint"])
 def test_ctrl_c_cancels_the_call_then_raises_from_the_client(daemon, kind):
     """The KeyboardInterrupt comes out of the client library, its traceback without a
     frame of grpc's; afterwards SIGINT raises it again, the channel closes, and the
-    daemon has let go of the call's file or stream."""
+    daemon has let go of the call's file or stream, or no longer waits for the failpoint.
+    A unary call too: a blocking one took KeyboardInterrupt inside grpc's code."""
     with daemon.connect() as client:
         program = subprocess.Popen(
             [sys.executable, "-c", _INTERRUPTED, daemon.address, kind], cwd=REPO,
@@ -219,3 +246,113 @@ def test_calls_off_the_main_thread_leave_sigint_alone(daemon):
         assert signal.getsignal(signal.SIGINT) is handler
         wait_until(lambda: client.stats().open_files == 0, DEADLINE)
 
+
+def test_ctrl_c_in_a_call_waiting_for_ftrace_lock_raises_from_the_client(spawn):
+    """CheckConsistency behind a filter write paused holding ftrace_lock: Ctrl-C ends the
+    wait as it does a stream's, and the daemon answers the others once the writer goes."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as client:
+        client.set_failpoint(AFTER_DISABLE, "1*pause")
+        writer = threading.Thread(target=client.write_file,
+                                  args=(f"{TRACING}/set_ftrace_filter", "vfs_read\n"))
+        writer.start()
+        try:
+            client.wait_failpoint(AFTER_DISABLE, timeout=DEADLINE)
+            program = subprocess.Popen(
+                [sys.executable, "-c", _INTERRUPTED, daemon.address, "check_consistency"],
+                cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                shown = Reader(program)
+                shown.until(b"ready\n")
+                wait_until(lambda: client.stats().rpc_counts[CHECK_CONSISTENCY] == 1,
+                           DEADLINE)
+                program.send_signal(signal.SIGINT)
+                out, err = program.communicate(timeout=DEADLINE)
+            finally:
+                program.kill()
+        finally:
+            client.release_failpoint(AFTER_DISABLE)
+            writer.join(DEADLINE)
+        assert not writer.is_alive()
+        assert client.check_consistency().ok
+    check_interrupted_in_the_client(program, shown.data + out, err)
+
+
+@pytest.mark.parametrize("session", ["file", "tracer"])
+def test_cancelled_sessions_leave_no_thread_behind(daemon, session):
+    """cancel() ends the request side too: gRPC's thread sending a session's requests
+    would otherwise wait for the next one for good, one thread per Ctrl-C'd read."""
+    with daemon.connect() as client:
+
+        def cancelled() -> None:
+            if session == "file":
+                client.open(f"{TRACING}/trace_pipe").cancel()
+            else:
+                client.attach(filter=["vfs_read"]).cancel()
+
+        before = set(threading.enumerate())
+        for _ in range(CANCELLED_SESSIONS):
+            cancelled()
+        # Threads of this test's own only (the channel's spin thread ends when no call is
+        # left): those of other tests in this process may come and go meanwhile.
+        wait_until(lambda: not set(threading.enumerate()) - before, DEADLINE)
+
+
+#: A program whose sessions end with their ``with`` block raising (as a Ctrl-C'd read
+#: does) while gRPC's thread consuming their requests is made to stay a while where it
+#: holds the call's lock (``with state.condition`` after its loop, where the end of the
+#: requests brings it): the threads are gone when the block is left, and the exit, with
+#: the calls still referenced (their ``__del__`` takes that lock), does not hang. Should
+#: it hang all the same, it prints every thread's stack and exits before the test's
+#: deadline.
+_CANCELLED = f"""
+import faulthandler
+faulthandler.dump_traceback_later({DEADLINE * 0.75}, exit=True)
+HOLD = {CONSUMER_HOLD}
+SESSIONS = {CANCELLED_SESSIONS}
+""" + """
+import inspect, sys, threading, time
+import grpc._channel
+from clients.api import Client
+
+lines, first = inspect.getsourcelines(grpc._channel._consume_request_iterator)
+after_loop = max(i for i, line in enumerate(lines) if "with state.condition:" in line)
+held_line = first + after_loop + 1
+consumers = []
+
+def in_the_lock(frame, event, arg):
+    if event == "line" and frame.f_lineno == held_line:
+        time.sleep(HOLD)  # widens the window: the lock is held meanwhile
+    return in_the_lock
+
+def tracer(frame, event, arg):
+    if frame.f_code.co_name != "consume_request_iterator":
+        return None
+    consumers.append(threading.current_thread())
+    return in_the_lock
+
+threading.settrace(tracer)
+client = Client(sys.argv[1])
+class Abandoned(Exception):
+    pass
+
+sessions = []
+for _ in range(SESSIONS):
+    try:
+        with client.open("/sys/kernel/debug/tracing/trace_pipe") as session:
+            sessions.append(session)
+            raise Abandoned
+    except Abandoned:
+        pass
+print("consumers", len(consumers), "alive", sum(t.is_alive() for t in consumers))
+client.close()
+print("closed", flush=True)
+"""
+
+
+def test_a_cancelled_session_ends_grpcs_sending_thread_and_the_exit_does_not_hang(daemon):
+    program = subprocess.run([sys.executable, "-c", _CANCELLED, daemon.address], cwd=REPO,
+                             env=child_env(), capture_output=True, timeout=DEADLINE)
+    assert (program.returncode, program.stderr) == (0, b""), program.stderr.decode()
+    assert program.stdout.decode().splitlines() == [
+        f"consumers {CANCELLED_SESSIONS} alive 0", "closed"]
