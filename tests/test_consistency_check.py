@@ -1,12 +1,16 @@
-"""The model's consistency check (``check_consistency``) against the unload-unlocked race
-window: a module's record pages freed without ftrace_lock while the check walks them."""
+"""The model's consistency check (``check_consistency``): against the unload-unlocked race
+window (a module's record pages freed without ftrace_lock while the check walks them),
+and independent of the lookups of the code it judges."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from kernel_daemon.ftrace import consistency
-from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
+from kernel_daemon.ftrace import consistency, module_records
+from kernel_daemon.ftrace.consistency import (AnomalyKind, References, check_consistency,
+                                              enabled_ops)
+from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.records import POISON_FREE_QWORD
 from kernel_daemon.task import Task, running_as
 from tests.kernel_helpers import booted, echo, modprobe, rmmod
@@ -50,4 +54,59 @@ def test_the_check_reads_no_group_freed_before_it_took_the_lock(race):
         modprobe(k, "dummy")
         echo(k, "function", "current_tracer")
         rmmod(k, "dummy")
+        assert check_consistency(k.ftrace) == []
+
+
+def references_of(ft, module: str, function: str) -> tuple[int, tuple[str, ...]]:
+    """The check's expected count of a record and the ops it names for it."""
+    [pg] = [pg for pg in ft.pages.groups if pg.module_name == module]
+    [i] = np.flatnonzero(pg.names == function)
+    references = References.of(enabled_ops(ft), pg.ips)
+    return int(references.expected()[i]), references.ops(i)
+
+
+@pytest.fixture
+def no_core_lookup(monkeypatch):
+    """The core's own lookups fail if the check calls them: it must not share them."""
+    def shared(*args, **kwargs):
+        raise AssertionError("the check used a lookup of the code it judges")
+
+    def forbid() -> None:
+        for owner, name in [(FtraceHash, "positions_in"), (FtraceHash, "contains"),
+                            (FtraceHash, "lookup_ip"), (module_records, "ops_references_recs"),
+                            (module_records, "referenced_filters")]:
+            monkeypatch.setattr(owner, name, shared)
+    return forbid
+
+
+@pytest.mark.parametrize("variant", ["buggy", "fixed"])
+def test_a_one_entry_filter_on_a_groups_last_record_is_expected_there(variant, no_core_lookup):
+    """The reviewer's M14: a lookup that misses a one-entry filter's match at the last
+    record of a page group (uinput_compat_ioctl). The check's expectation comes from its
+    own test of the entries against every record, so such a core is caught: count 0,
+    expected 1 (ops: global_ops)."""
+    with booted(variant=variant, core_functions=2048) as k:
+        modprobe(k, "uinput")
+        echo(k, "uinput_compat_ioctl", "set_ftrace_filter")
+        echo(k, "function", "current_tracer")
+        no_core_lookup()
+        assert references_of(k.ftrace, "uinput", "uinput_compat_ioctl") == (1, ("global_ops",))
+        assert references_of(k.ftrace, "uinput", "uinput_ioctl") == (0, ())
+        assert check_consistency(k.ftrace) == []
+
+
+def test_a_module_loaded_under_a_notrace_is_expected_without_it(no_core_lookup):
+    """The reviewer's M3: the load-time count ignoring notrace. uinput reloaded (same
+    address, so the notrace entry names its uinput_open again) while the function tracer
+    traces everything but uinput_open: the check expects 0 there, with no ops named,
+    whatever the load-time count (``referenced_filters``) says."""
+    with booted(variant="fixed", core_functions=2048) as k:
+        modprobe(k, "uinput")
+        assert echo(k, "uinput_open", "set_ftrace_notrace") == []
+        echo(k, "function", "current_tracer")
+        rmmod(k, "uinput")
+        modprobe(k, "uinput")
+        no_core_lookup()
+        assert references_of(k.ftrace, "uinput", "uinput_open") == (0, ())
+        assert references_of(k.ftrace, "uinput", "uinput_release") == (1, ("global_ops",))
         assert check_consistency(k.ftrace) == []

@@ -20,14 +20,16 @@ import pytest
 from kernel_daemon.errno import KernelError
 from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.ftrace.consistency import check_consistency
+from kernel_daemon.ftrace.filter import ftrace_set_filter
 from kernel_daemon.ftrace.module_records import ftrace_page_sizes
-from kernel_daemon.ftrace.ops import ftrace_stub
+from kernel_daemon.ftrace.ops import FtraceOps, ftrace_stub
+from kernel_daemon.ftrace.register import register_ftrace_function
 from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, ftrace_rec_count
 from kernel_daemon.ftrace.update import ftrace_bug
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.printk import LogRecord
 from kernel_daemon.task import running_as
-from tests.kernel_helpers import BASH, booted, echo, modprobe, record, warnings
+from tests.kernel_helpers import BASH, booted, echo, modprobe, record, rmmod, warnings
 
 # Every record of a kernel booted by booted(): core_functions=4096, no module loaded.
 CORE = 4096
@@ -348,3 +350,52 @@ def test_the_error_action_only_where_a_modification_can_fail():
     BootOptions(failpoints=(("add_update", "50%error(EPERM)"),)).validate()
     # A failpoint table with no errors given lets any site fail.
     assert Failpoints(known=("x",)).configure("x", "error(ENOMEM)") is None
+
+
+def flags_of(kernel: Kernel, name: str, module: str) -> int:
+    """The whole ``dyn_ftrace.flags`` word (count and ENABLED) of a module's record."""
+    [pg] = [pg for pg in kernel.ftrace.pages.groups if pg.module_name == module]
+    [i] = np.flatnonzero(pg.names == name)
+    return int(pg.flags[i])
+
+
+@pytest.mark.parametrize("other_ops", [False, True],
+                         ids=["reviewers-witness", "later-record-counted-by-another-ops"])
+def test_the_filter_pass_stops_at_its_first_warn_and_leaves_later_groups_alone(other_ops):
+    """3.6's ``__ftrace_hash_rec_update`` walks the records with
+    ``do_for_each_ftrace_rec`` and ``return``s from inside it when ``FTRACE_WARN_ON``
+    (WARN_ON, then ``ftrace_kill()``) fires: one WARNING, and no record after the one
+    that tripped it, in its page group or a later one, is touched.
+
+    Buggy variant: uinput then dummy loaded, the filter naming one function of each,
+    the function tracer on; both modules reloaded (same addresses) come back with count
+    0. ``echo nop`` disables global_ops' filter: uinput_release WARNs, and the pass must
+    not go on to dummy's group. In the reviewer's witness dummy_dev_init is at 0 too (a
+    pass that carried on would WARN twice); with a private ops naming it, it is at 1 (a
+    pass that carried on would take it to 0 without a second WARN)."""
+    with booted(variant="buggy") as kernel:
+        ft = kernel.ftrace
+        loads = [modprobe(kernel, m).module_core for m in ("uinput", "dummy")]
+        assert echo(kernel, "uinput_release dummy_dev_init", "set_ftrace_filter") == []
+        echo(kernel, "function", "current_tracer")
+        for m in ("uinput", "dummy"):
+            rmmod(kernel, m)
+        assert [modprobe(kernel, m).module_core for m in ("uinput", "dummy")] == loads
+        assert [pg.module_name for pg in ft.pages.groups][1:] == ["uinput", "dummy"]
+        if other_ops:
+            ops = FtraceOps("private_ops")
+            ftrace_set_filter(ft, ops, "dummy_dev_init", True)
+            register_ftrace_function(ft, ops)
+        assert record(ft, "uinput_release", "uinput") == (0, False)
+        assert record(ft, "dummy_dev_init", "dummy") == (int(other_ops), other_ops)
+        later = flags_of(kernel, "dummy_dev_init", "dummy")
+        assert warnings(kernel) == []
+
+        echo(kernel, "nop", "current_tracer")
+        warns = warnings(kernel)
+        assert len(warns) == 1, warns
+        assert warns[0].splitlines()[1].startswith(
+            "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0x")
+        assert ft.ftrace_disabled
+        assert record(ft, "uinput_release", "uinput") == (0, False)
+        assert flags_of(kernel, "dummy_dev_init", "dummy") == later

@@ -14,8 +14,9 @@ from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL, FtraceOps
 from kernel_daemon.ftrace.register import (ftrace_shutdown, register_ftrace_function,
                                            unregister_ftrace_function)
 from kernel_daemon.module.catalog import load_catalog
-from tests.kernel_helpers import (booted, echo, modprobe, record, reproducer_until_reload, rmmod,
-                                  t_show_all, warnings)
+from kernel_daemon.tracefs.tree import mount
+from tests.kernel_helpers import (T, booted, cat, echo, invoke, modprobe, record,
+                                  reproducer_until_reload, rmmod, t_show_all, warnings)
 
 
 def test_buggy_reproducer_warns_once_through_ftrace_shutdown_and_kills_ftrace():
@@ -242,3 +243,32 @@ def test_boot_prints_ftrace_dyn_table_allocs_page_count(functions, pages):
     with booted(core_functions=functions) as kernel:
         assert (f"] ftrace: allocating {functions} entries in {pages} pages\n"
                 in kernel.printk.read())
+
+
+@pytest.mark.parametrize("variant", ["buggy", "fixed"])
+@pytest.mark.parametrize("module", ["uinput", "dummy", ""])
+def test_a_one_entry_filter_on_a_groups_last_function_is_counted_and_traced(variant, module):
+    """The reviewer's case: ``echo uinput_compat_ioctl > set_ftrace_filter`` names the last
+    record of uinput's page group (the highest address), where a lookup that stops one
+    record short finds nothing: the listing would read empty and nothing be patched. The
+    core kernel's last record is the same edge."""
+    with booted(variant=variant) as kernel:
+        ft = kernel.ftrace
+        if module:
+            modprobe(kernel, module)
+        [pg] = [pg for pg in ft.pages.groups if pg.module_name == module]
+        last = str(pg.names[-1])
+        if module == "uinput":
+            assert last == "uinput_compat_ioctl"
+        line = f"{last} [{module}]" if module else last
+        assert echo(kernel, last, "set_ftrace_filter") == []
+        assert t_show_all(ft, Listing.FILTER) == f"{line}\n"
+        echo(kernel, "function", "current_tracer")
+        assert t_show_all(ft, Listing.ENABLED) == f"{line} (1)\n"
+        assert record(ft, last, module or None) == (1, True)
+        vfs = mount(kernel)
+        assert invoke(kernel, last)
+        events = [row.split()[4] for row in cat(vfs, f"{T}/trace").splitlines()
+                  if not row.startswith("#")]
+        assert events == [last]
+        assert check_consistency(ft) == [] and warnings(kernel) == []

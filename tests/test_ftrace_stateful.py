@@ -1,14 +1,26 @@
-"""Hypothesis stateful model test of the core against the simple reference the checker is.
+"""Hypothesis stateful test of the core against a reference model the state machine keeps.
 
 Random sequences of module load/unload (same-address reloads included), filter and
 notrace writes, traceon/traceoff probes (trace_probe_ops, counted in every record,
 comes with the first and goes with the last), the function tracer on and off, and a
-private ops with its own filter.  ``fixed``: the consistency check holds after every
-step and no WARN ever appears.  ``buggy``: every WARN is preceded by an anomaly the
-checker reported.
+private ops with its own filter.
+
+The reference (:class:`Model`) shares no code with the core: plain Python sets of the
+ips each ops' filter and notrace hold, filled by the step's own glob match over the
+functions loaded, and, from them, each record's count by 3.6's rule (an enabled ops
+counts in a record its filter selects, all of them when it is empty, and its notrace
+does not name). After each step every live record, read back by name from the model
+kernel's pages, is compared with it: ``fixed``, all of them match and no WARN ever
+appears; ``buggy``, every WARN is preceded by a record the model found wrong. The model
+checker (``check_consistency``) is judged too: it must report exactly the records
+whose counts the model finds wrong, with the model's expected counts.
 """
 
 from __future__ import annotations
+
+import errno
+import fnmatch
+from dataclasses import dataclass, field
 
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
@@ -16,9 +28,10 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
                                  rule)
 
 from kernel_daemon.errno import KernelError
-from kernel_daemon.ftrace.consistency import check_consistency
+from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
 from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.ops import FtraceOps
+from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FTRACE_FL_MASK
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.module.catalog import load_catalog
@@ -28,8 +41,67 @@ from tests.kernel_helpers import echo, modprobe, rmmod, warnings
 MODULES = ("uinput", "dummy")
 FUNCTIONS = sorted({name for m in MODULES for name, _ in load_catalog()[m].functions}
                    | {"vfs_write", "schedule"})
-patterns = st.one_of(st.sampled_from(FUNCTIONS),
+# The first and last function of each module: its page group's edges, where a lookup
+# that is off by one goes wrong (a one-entry filter on uinput_compat_ioctl, the last).
+EDGES = sorted(load_catalog()[m].functions[i][0] for m in MODULES for i in (0, -1))
+patterns = st.one_of(st.sampled_from(FUNCTIONS), st.sampled_from(EDGES),
                      st.sampled_from(["uinput_*", "*_open", "dummy_*", "vfs_*"]))
+
+# A record, as the model names it: (module, function); "" for the core kernel.
+Key = tuple[str, str]
+
+
+@dataclass
+class OpsModel:
+    """An ops' hashes as sets of ips: entries outlive their function's module."""
+
+    filter: set[int] = field(default_factory=set)
+    notrace: set[int] = field(default_factory=set)
+
+    def references(self, ip: int) -> bool:
+        return (not self.filter or ip in self.filter) and ip not in self.notrace
+
+
+@dataclass
+class Model:
+    """What each record's count should be, from the steps alone."""
+
+    live: dict[Key, int] = field(default_factory=dict)  # each loaded function's ip
+    global_ops: OpsModel = field(default_factory=OpsModel)  # set_ftrace_filter/_notrace
+    tracer_on: bool = False  # global_ops enabled: the function tracer's trace_ops is on
+    private: OpsModel = field(default_factory=OpsModel)
+    private_registered: bool = False
+    probes: set[tuple[int, str]] = field(default_factory=set)  # (ip, command)
+
+    def matching(self, glob: str) -> set[int]:
+        """The ips of the loaded functions a filter glob names (``ftrace_match_records``
+        over the live records)."""
+        return {ip for (_, name), ip in self.live.items() if fnmatch.fnmatchcase(name, glob)}
+
+    def enabled(self) -> list[OpsModel]:
+        """The ops counted in the records; the probes' trace_ops has empty hashes."""
+        return ([self.global_ops] * self.tracer_on + [self.private] * self.private_registered
+                + [OpsModel()] * bool(self.probes))
+
+    def expected(self, ip: int) -> int:
+        return sum(ops.references(ip) for ops in self.enabled())
+
+    def started(self) -> bool:
+        """``ftrace_start_up``: some ops is registered, so counted records are patched."""
+        return bool(self.enabled())
+
+
+def probe_removed(name: str, glob: str) -> bool:
+    """Does ``!GLOB:cmd`` take the probe of a function now named ``name`` (``""``: no
+    symbol)? 3.6's unregister walk: ``*`` takes all; a leading ``*`` stays in the text
+    compared, so it takes none; ``foo*`` by prefix; otherwise the whole name."""
+    if glob == "*":
+        return True
+    if glob.startswith("*"):
+        return False
+    if glob.endswith("*"):
+        return name.startswith(glob[:-1])
+    return name == glob
 
 
 class FtraceMachine(RuleBasedStateMachine):
@@ -38,10 +110,17 @@ class FtraceMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.kernel = Kernel(BootOptions(variant=self.variant, core_functions=MIN_FUNCTIONS))
-        self.loaded: set[str] = set()
+        self.model = Model()
+        [core] = self.kernel.ftrace.pages.groups
+        self.model.live = {("", name): addr for name in core.names.tolist()
+                           for addr in [self.address("", name)]}
         self.ops = FtraceOps("private_ops")
-        self.ops_registered = False
         self.anomaly_seen = False
+
+    def address(self, module: str, name: str) -> int:
+        """A loaded function's address, from the symbol table (kallsyms)."""
+        [sym] = [s for s in self.kernel.kallsyms.lookup_name(name) if (s.module or "") == module]
+        return sym.addr
 
     @initialize(pattern=patterns, tracer=st.booleans())
     def boot_with_modules(self, pattern: str, tracer: bool) -> None:
@@ -49,7 +128,7 @@ class FtraceMachine(RuleBasedStateMachine):
         filter naming some of their functions, maybe the tracer on."""
         for module in MODULES:
             self.load(module)
-        echo(self.kernel, pattern, "set_ftrace_filter")
+        self.write_filter(pattern, False, False)
         self.function_tracer(tracer)
 
     def teardown(self) -> None:
@@ -57,29 +136,38 @@ class FtraceMachine(RuleBasedStateMachine):
 
     @rule(module=st.sampled_from(MODULES))
     def load(self, module: str) -> None:
-        if module not in self.loaded:
-            modprobe(self.kernel, module)
-            self.loaded.add(module)
+        if any(m == module for m, _ in self.model.live):
+            return
+        modprobe(self.kernel, module)
+        for name, _ in load_catalog()[module].functions:
+            self.model.live[module, name] = self.address(module, name)
 
     @rule(module=st.sampled_from(MODULES))
     def unload(self, module: str) -> None:
-        if module in self.loaded:
+        if any(m == module for m, _ in self.model.live):
             rmmod(self.kernel, module)
-            self.loaded.discard(module)
+            self.model.live = {key: ip for key, ip in self.model.live.items()
+                               if key[0] != module}
 
     @rule(module=st.sampled_from(MODULES))
     def reload(self, module: str) -> None:
         """rmmod + modprobe: with first-fit, back at the same address."""
-        if module in self.loaded:
-            rmmod(self.kernel, module)
-            modprobe(self.kernel, module)
+        if any(m == module for m, _ in self.model.live):
+            self.unload(module)
+            self.load(module)
 
     @rule(pattern=patterns, append=st.booleans(), notrace=st.booleans())
     def write_filter(self, pattern: str, append: bool, notrace: bool) -> None:
         if self.kernel.ftrace.ftrace_disabled:
             return
         path = "set_ftrace_notrace" if notrace else "set_ftrace_filter"
-        echo(self.kernel, pattern, path, append=append)
+        errors = echo(self.kernel, pattern, path, append=append)
+        hash = self.model.global_ops.notrace if notrace else self.model.global_ops.filter
+        if not append:
+            hash.clear()  # at the open, O_TRUNC: a write that fails still empties it
+        found = self.model.matching(pattern)
+        hash |= found
+        assert errors == ([] if found else [errno.EINVAL])
 
     @rule(pattern=st.one_of(patterns, st.just("*")),
           command=st.sampled_from(["traceon", "traceoff"]), remove=st.booleans(),
@@ -90,11 +178,26 @@ class FtraceMachine(RuleBasedStateMachine):
         if self.kernel.ftrace.ftrace_disabled:
             return
         token = f"{'!' if remove else ''}{pattern}:{command}"
-        echo(self.kernel, token, "set_ftrace_filter", append=append)
+        assert echo(self.kernel, token, "set_ftrace_filter", append=append) == []
+        if not append:
+            self.model.global_ops.filter.clear()
+        if remove:
+            self.model.probes = {(ip, cmd) for ip, cmd in self.model.probes
+                                 if cmd != command or not probe_removed(self.name_at(ip), pattern)}
+        else:
+            self.model.probes |= {(ip, command) for ip in self.model.matching(pattern)}
+
+    def name_at(self, ip: int) -> str:
+        """``kallsyms_lookup()``'s name for a probe's ip: a stale one may now be inside
+        another module, or nowhere."""
+        found = self.kernel.kallsyms.lookup(ip)
+        return found[0].name if found is not None else ""
 
     @rule(on=st.booleans())
     def function_tracer(self, on: bool) -> None:
         echo(self.kernel, "function" if on else "nop", "current_tracer")
+        if not self.kernel.ftrace.ftrace_disabled:
+            self.model.tracer_on = on
 
     @rule(pattern=patterns, notrace=st.booleans(), reset=st.booleans())
     def private_filter(self, pattern: str, notrace: bool, reset: bool) -> None:
@@ -102,31 +205,62 @@ class FtraceMachine(RuleBasedStateMachine):
             (ftrace_set_notrace if notrace else ftrace_set_filter)(
                 self.kernel.ftrace, self.ops, pattern, reset)
         except KernelError:
-            pass  # EINVAL for a pattern naming nothing loaded, ENODEV when dead
+            # EINVAL for a pattern naming nothing loaded (the hash is left as it was),
+            # ENODEV when dead
+            assert not self.model.matching(pattern) or self.kernel.ftrace.ftrace_disabled
+            return
+        hash = self.model.private.notrace if notrace else self.model.private.filter
+        if reset:
+            hash.clear()
+        hash |= self.model.matching(pattern)
 
     @rule()
     def toggle_private_ops(self) -> None:
         try:
-            if self.ops_registered:
+            if self.model.private_registered:
                 unregister_ftrace_function(self.kernel.ftrace, self.ops)
-                self.ops_registered = False
             else:
                 register_ftrace_function(self.kernel.ftrace, self.ops)
-                self.ops_registered = True
         except KernelError:
-            pass
+            return
+        self.model.private_registered = not self.model.private_registered
+
+    def wrong_records(self) -> dict[Key, tuple[int, int]]:
+        """Each live record whose count is not the model's: (expected, actual). Every
+        record the model expects must be there, and no other."""
+        model = self.model
+        records = {}
+        for pg in self.kernel.ftrace.pages.groups:
+            module = pg.module_name if pg.mod is not None else ""
+            for name, ip, flags in zip(pg.names.tolist(), pg.ips.tolist(), pg.flags.tolist()):
+                records[module, name] = (ip, flags)
+        assert records.keys() == model.live.keys()
+        wrong = {}
+        for key, (ip, flags) in records.items():
+            assert ip == model.live[key], key
+            expected, actual = model.expected(ip), flags & ~FTRACE_FL_MASK
+            if expected != actual:
+                wrong[key] = (expected, actual)
+            elif self.variant == "fixed":
+                assert bool(flags & FTRACE_FL_ENABLED) == (expected > 0 and model.started()), key
+        return wrong
 
     @precondition(lambda self: not self.kernel.ftrace.ftrace_disabled)
     @invariant()
-    def consistent(self) -> None:
-        anomalies = [a for a in check_consistency(self.kernel.ftrace)]
+    def counts_follow_the_model(self) -> None:
+        wrong = self.wrong_records()
         warned = bool(warnings(self.kernel))
         if self.variant == "fixed":
-            assert anomalies == [], [a.describe() for a in anomalies]
+            assert wrong == {}
             assert not warned
         else:
-            assert not warned or self.anomaly_seen, "a WARN with no anomaly reported before it"
-            self.anomaly_seen = self.anomaly_seen or bool(anomalies)
+            assert not warned or self.anomaly_seen, "a WARN with no wrong count before it"
+            self.anomaly_seen = self.anomaly_seen or bool(wrong)
+        # The model checker reports exactly those records, with the same expectation.
+        reported = {(a.module, a.function): (a.expected, a.actual)
+                    for a in check_consistency(self.kernel.ftrace)
+                    if a.kind in (AnomalyKind.MISSING_REFERENCE, AnomalyKind.LEAKED_REFERENCE)}
+        assert reported == wrong
 
     @invariant()
     def warn_implies_earlier_anomaly(self) -> None:

@@ -17,7 +17,6 @@ import numpy as np
 
 from kernel_daemon import task as task_mod
 from kernel_daemon.ftrace.core import Ftrace
-from kernel_daemon.ftrace.module_records import ops_references_recs
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
 from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FtracePageGroup, ftrace_rec_count
 
@@ -56,22 +55,56 @@ def enabled_ops(ft: Ftrace) -> list[FtraceOps]:
     return [ops for ops in ft.ftrace_ops_list if ops.flags & FTRACE_OPS_FL_ENABLED]
 
 
+# The largest address span (bytes) whose membership table ``np.isin`` may build: a table
+# costs a byte per address and is the fast way to test a page group's records against a
+# hash of tens of thousands of entries; a wider group is sorted instead.
+_TABLE_MAX_SPAN = 64 << 20
+
+
+def entries_among(ips: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    """Which of a page group's records (``ips``, sorted by address) a hash's ``entries``
+    name, as a boolean mask. Every record is tested against the entries within the
+    group's span (``np.isin``: a membership table over the span, or a sort when it is too
+    wide), not looked up one entry at a time as the core's ``positions_in`` does."""
+    if not len(entries) or not len(ips):
+        return np.zeros(len(ips), dtype=bool)
+    low, high = ips[0], ips[-1]
+    entries = entries[(entries >= low) & (entries <= high)]
+    if not len(entries):
+        return np.zeros(len(ips), dtype=bool)
+    if int(high - low) > _TABLE_MAX_SPAN:
+        return np.isin(ips, entries, kind="sort")
+    return np.isin((ips - low).astype(np.int64), (entries - low).astype(np.int64),
+                   kind="table")
+
+
 @dataclass(frozen=True)
 class References:
     """Which enabled ops reference each record of a page group: the accounting the
-    records' counts should follow (``__ftrace_hash_rec_update``: an empty filter selects
-    every record, a filter its entries; the notrace hash takes its entries out)."""
+    records' counts should follow, by the rule of 3.6's ``__ftrace_hash_rec_update``
+    (an empty filter selects every record, a filter its entries; the notrace hash takes
+    its entries out).
+
+    The one source of both a record's expected count and the names of the ops behind it.
+    It shares no lookup with the code it judges: neither ``FtraceHash.positions_in`` nor
+    ``contains`` (which the passes, the load-time count and the listings use), nor
+    ``ops_references_recs``; the hashes' entries are tested against every record
+    (:func:`entries_among`), so a lookup that misses a record cannot hide it here too.
+    """
 
     names: tuple[str, ...]  # the ops', in ftrace_ops_list order
     selects: np.ndarray  # bool, one row per record, one column per ops
 
     @classmethod
     def of(cls, ops_list: list[FtraceOps], ips: np.ndarray) -> References:
-        """Read under ``ftrace_lock``, with the records: a few binary searches per ops
-        (``ops_references_recs``), not a test of every record against every hash."""
-        selects = np.zeros((len(ips), len(ops_list)), dtype=bool)
+        """Read under ``ftrace_lock``, with the records: ``ops_list`` are the enabled ops
+        (:func:`enabled_ops`), ``ips`` a page group's."""
+        selects = np.ones((len(ips), len(ops_list)), dtype=bool)
         for column, ops in enumerate(ops_list):
-            selects[:, column] = ops_references_recs(ops, ips)
+            filter_entries = ops.filter_hash.sorted_ips()
+            if len(filter_entries):
+                selects[:, column] = entries_among(ips, filter_entries)
+            selects[:, column] &= ~entries_among(ips, ops.notrace_hash.sorted_ips())
         return cls(tuple(ops.name for ops in ops_list), selects)
 
     def expected(self) -> np.ndarray:
