@@ -16,8 +16,8 @@ Streams: :meth:`Client.open` (a file session; leaving the ``with`` block release
 :meth:`Client.attach` (an ftrace_ops for the life of a :class:`TracerSession`),
 :meth:`Client.trace_pipe` and :meth:`Client.dmesg_follow` (server streams, cancelled when
 their ``with`` block ends). Ctrl-C while a file session, a server stream or one of the
-inspection calls that wait for long (WaitFailpoint; CheckConsistency and ListOps behind
-ftrace_lock) waits for the daemon cancels the call, then raises KeyboardInterrupt
+inspection calls that wait for long (WaitFailpoint; CheckConsistency, ListOps and
+DumpRecords behind ftrace_lock) waits for the daemon cancels the call, then raises KeyboardInterrupt
 (:mod:`clients.interrupt`).
 """
 
@@ -241,10 +241,12 @@ class FileSession:
         )
         self._closed = True
         self._requests.end()
-        with translate_rpc_errors():
-            # The server ends the call with OK after close: no message comes.
-            interruptible(self._call, lambda: list(self._call))
-        self._ended()
+        try:
+            with translate_rpc_errors():
+                # The server ends the call with OK after close: no message comes.
+                interruptible(self._call, lambda: list(self._call))
+        finally:  # interrupted or failed too: gRPC's threads are done with the call
+            self._ended()
         return result.result
 
     def cancel(self) -> None:
@@ -301,16 +303,16 @@ class TracerSession:
         # the unary calls), failed or not.
         self.lock_acquired: tuple[int, ...] = ()
         self._requests = RequestQueue()
-        self._call = stub.Attach(iter(self._requests))
         self._answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._hits: list[tracer_pb2.Hit] = []
         self._dropped = 0
         self._done = False
         self._reader = threading.Thread(target=self._read, name="ftrace-attach", daemon=True)
-        self._reader.start()
-        self._requests.put(tracer_pb2.TracerRequest(register=register))
-        try:
+        self._call = stub.Attach(iter(self._requests))
+        try:  # from the call's start: a Ctrl-C anywhere in here still ends it
+            self._reader.start()
+            self._requests.put(tracer_pb2.TracerRequest(register=register))
             self.registered: tracer_pb2.OpsRegistered = self._answer("registered")
         except BaseException:
             self.cancel()
@@ -388,7 +390,6 @@ class TracerSession:
         )
         self._done = True
         self._requests.end()
-        self._reader.join()
         self._ended()
         return result
 
@@ -403,7 +404,8 @@ class TracerSession:
         """As FileSession._ended, and the reader gone too: woken by the end, it takes the
         call's lock once more."""
         self._requests.join()
-        if threading.current_thread() is not self._reader:  # on_event may end the session
+        # Not the reader itself (on_event may end the session), nor one never started.
+        if self._reader.ident is not None and threading.current_thread() is not self._reader:
             self._reader.join(SETTLE_TIMEOUT)
         settle(self._call)
 

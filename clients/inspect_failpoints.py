@@ -33,6 +33,7 @@ from typing import TypeVar
 
 from clients.api import Client
 from clients.errors import FtraceError
+from clients.interrupt import SETTLE_TIMEOUT
 from ftrace.v1 import kernel_pb2
 
 T = TypeVar("T")
@@ -74,7 +75,9 @@ def call_noting_wait(call: Callable[[], T], notice: Callable[[], str],
         result = call()
     finally:
         timer.cancel()
-        timer.join()  # a notice under way is printed before the caller goes on
+        # A notice under way is printed before the caller goes on; its own call
+        # (ListFailpoints) is no reason to wait for good.
+        timer.join(SETTLE_TIMEOUT)
     if failed:
         raise failed[0]
     return result

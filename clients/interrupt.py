@@ -181,4 +181,6 @@ def unary_call(method: Any, request: Any, *,
     if not _sigint_cancels():
         return method.with_call(request, timeout=timeout)
     future = method.future(request, timeout=timeout)
-    return interruptible(future, future.result), future
+    answer = interruptible(future, future.result)
+    settle(future)  # the answer came with the status, last of its events: nothing to wait
+    return answer, future

@@ -7,7 +7,6 @@ trace_pipe would have consumed, for nothing, the events it held."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import grpc
@@ -183,3 +182,25 @@ def test_check_consistency_with_more_anomalies_than_fit_says_how_many(spawn, cap
         f"... and {left_out} more anomalies: Kernel.CheckConsistency's answer stops within "
         f"a default gRPC client's 4 MiB")
     assert lines[-1].endswith(f": {len(functions)} found")
+
+
+def test_dump_records_with_the_expecting_ops_named_fits_a_default_client(daemon,
+                                                                         default_channel):
+    """With include_expected each record names the ops that expect its count: 16 ops of
+    63-byte names, every one of them on every record, made a chunk of 4096 records
+    4.47 MB. Each chunk stays within a default client's 4 MiB, and all records come."""
+    with daemon.connect() as client:
+        sessions = [client.attach(f"{n:02d}".ljust(63, "x")) for n in range(16)]
+        try:
+            records = kernel_pb2_grpc.KernelStub(default_channel).DumpRecords(
+                kernel_pb2.DumpRecordsRequest(core_only=True, include_expected=True),
+                timeout=DEADLINE)
+            chunks = list(records)
+            assert not client.list_modules()
+            total = client.stats().records
+        finally:
+            for session in sessions:
+                session.unregister()
+    assert all(chunk.ByteSize() <= DEFAULT_RECEIVE_LIMIT for chunk in chunks)
+    assert sum(len(chunk.records) for chunk in chunks) == total
+    assert {len(record.ops) for chunk in chunks for record in chunk.records} == {16}

@@ -136,7 +136,7 @@ def group_anomalies(ft: Ftrace, pg: FtracePageGroup, ops_list: list[FtraceOps]) 
         else:
             kind = AnomalyKind.PATCH_MISMATCH
         anomalies.append(Anomaly(
-            kind, int(pg.ips[i]), str(pg.names[i]), pg.module_name if pg.mod is not None else "",
+            kind, int(pg.ips[i]), str(pg.names[i]), pg.mod_name,
             int(expected[i]), int(actual[i]), bool(patched[i]), references.ops(i)))
     return anomalies
 

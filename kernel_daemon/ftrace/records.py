@@ -84,6 +84,11 @@ class FtracePageGroup:
         self.ips = self.recs["ip"]
         self.flags = self.recs["flags"]
 
+    @property
+    def mod_name(self) -> str:
+        """``mod->name`` for a module's records, "" for the core kernel's."""
+        return self.module_name if self.mod is not None else ""
+
     def records_named(self, name: str) -> np.ndarray:
         """Indices of the records of function ``name``, in record order: what a full walk
         doing ``kallsyms_lookup`` and ``strcmp`` finds, by binary search in a name index."""

@@ -152,14 +152,19 @@ class AnswerRoom:
         element's encoded bytes); False when one did not, and the rest were not taken
         (``elements`` is not read past it: a generator makes only what is sent)."""
         for element in elements:
-            length = size(element)
-            # A repeated string's or message's element: a tag, a length and its bytes.
-            need = 1 + varint_size(length) + length
-            if need > self.left:
-                self.left = -1
+            if not self.take(size(element)):
                 return False
-            self.left -= need
             field.append(element)
+        return True
+
+    def take(self, length: int) -> bool:
+        """Room for one more element of ``length`` encoded bytes, taken if there is."""
+        # A repeated string's or message's element: a tag, a length and its bytes.
+        need = 1 + varint_size(length) + length
+        if need > self.left:
+            self.left = -1
+            return False
+        self.left -= need
         return True
 
 
@@ -220,9 +225,8 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
             ft = boot.kernel.ftrace
 
             def wanted(pg: FtracePageGroup) -> bool:
-                module = pg.module_name if pg.mod is not None else ""
-                return not (request.core_only and module
-                            or request.module and module != request.module)
+                return not (request.core_only and pg.mod_name
+                            or request.module and pg.mod_name != request.module)
 
             with ft.ftrace_lock:
                 # The counts and the hashes they should follow, read at one instant.
@@ -239,30 +243,33 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
             group_first_page, first_page = first_page, first_page + pg.nr_pages
             if not wanted(pg):
                 continue
-            module = pg.module_name if pg.mod is not None else ""
             mask = np.ones(len(ips), dtype=bool)
             if request.only_nonzero:
                 mask &= (ftrace_rec_count(flags) > 0) | ((flags & _FL_ENABLED) != 0)
             if request.function_glob:
                 mask &= np.array([fnmatch.fnmatchcase(n, request.function_glob) for n in pg.names])
             expected = references.expected() if references is not None else None
-            chunk = []
+            chunk: list[pb.Record] = []
+            room = AnswerRoom()
             for i in np.flatnonzero(mask).tolist():
                 if request.limit and sent >= request.limit:
                     break
                 f = int(flags[i])
                 record = pb.Record(ip=int(ips[i]), flags=f, count=int(ftrace_rec_count(flags[i])),
                                    enabled=bool(f & FTRACE_FL_ENABLED), function=str(pg.names[i]),
-                                   module=module, page=group_first_page + i // ENTRIES_PER_PAGE,
+                                   module=pg.mod_name, page=group_first_page + i // ENTRIES_PER_PAGE,
                                    index=i % ENTRIES_PER_PAGE)
                 if expected is not None:
                     record.expected_count = int(expected[i])
                     record.ops.extend(references.ops(i))
+                # With the ops' names (up to MAX_STREAMS of 63 bytes each) a record can
+                # be 14 KiB: RECORD_CHUNK of them would pass what a default client takes.
+                if len(chunk) == RECORD_CHUNK or not room.take(record.ByteSize()):
+                    yield pb.RecordChunk(records=chunk)
+                    chunk, room = [], AnswerRoom()
+                    room.take(record.ByteSize())
                 chunk.append(record)
                 sent += 1
-                if len(chunk) == RECORD_CHUNK:
-                    yield pb.RecordChunk(records=chunk)
-                    chunk = []
             if chunk:
                 yield pb.RecordChunk(records=chunk)
 
