@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from clients.api import Client
 from clients.cli import MAX_WAIT, ConnectError, no_daemon_text
@@ -221,6 +221,11 @@ class Run:
         self.modules: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._lost = ""
+        # The writers the checker holds for a snapshot (hold_writers), and whether the
+        # run has begun to stop, after which it holds none (under _hold_lock).
+        self._hold_lock = threading.Lock()
+        self._held: list[_Worker] = []
+        self._stopping = False
         self._armed: list[str] = []  # failpoint sites this run armed on the user's daemon
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -245,6 +250,34 @@ class Run:
         with self._lock:
             self._lost = self._lost or f"the daemon stopped answering ({why})"
         self._wake()
+
+    @contextlib.contextmanager
+    def hold_writers(self) -> Iterator[bool]:
+        """The clients that write records (all but the invokers) stopped (SIGSTOP) while
+        the checker takes a snapshot: what they have in flight completes in the daemon,
+        and the kernel goes quiet in the state they made, tracing on and counts set
+        (checker.py). Yields whether it holds any: none once the run is stopping, when
+        :meth:`_end_holds` has let them go."""
+        with self._hold_lock:
+            if not self._stopping:
+                self._held = [w for w in self._alive() if w.spec.kind != "invoker"
+                              and not w.frozen]
+                for worker in self._held:
+                    worker.freeze()
+            held = bool(self._held)
+        try:
+            yield held
+        finally:
+            self._end_holds(stopping=False)
+
+    def _end_holds(self, stopping: bool = True) -> None:
+        """Let the held writers go; with ``stopping``, hold none from now on (the stop
+        freezes and thaws clients of its own)."""
+        with self._hold_lock:
+            self._stopping = self._stopping or stopping
+            for worker in self._held:
+                worker.thaw()
+            self._held = []
 
     # --- the run ----------------------------------------------------------------
 
@@ -274,7 +307,7 @@ class Run:
         """The daemon as the run finds it (the checker's baseline), made ready for it."""
         config = self.config
         self.checker = Checker(self.address, config.check_interval, self._on_anomaly,
-                               self._on_lost)
+                               self._on_lost, self.hold_writers)
         self.checker.baseline()
         self.result.before_run = self.checker.before
         if config.address is not None:
@@ -435,6 +468,7 @@ class Run:
             if daemon_fd is not None:
                 os.close(daemon_fd)
         self.result.stop_ns = time.monotonic_ns()
+        self._end_holds()
         self._stop_cpu_meters()
         if self.result.anomalies and not self._lost:
             for worker in self._loaders():
@@ -518,6 +552,7 @@ class Run:
                 worker.record.killed_at_stop = True
 
     def _abort(self) -> None:
+        self._end_holds()
         self._stop_workers()
         if self.checker is not None:
             self.checker.stop()
@@ -529,6 +564,8 @@ class Run:
         tracer is turned off. A client held at a failpoint is released first (its
         operation completes in the daemon). Then the loaders go, and the checks run once
         more."""
+        assert self.checker is not None
+        self.checker.clients_stopping.set()
         for worker in self._loaders():
             worker.freeze()
         if not self._lost:
@@ -575,6 +612,7 @@ class Run:
         self._disarm()
         if self.checker is not None:
             result.checks = self.checker.counts
+            result.consistency_rate = self.checker.consistency_rate
             result.shm_error = self.checker.shm_error
             self.checker.close()
         result.anomalies.sort(key=lambda a: a.seen_to_ns)
