@@ -20,8 +20,8 @@
   the records alone; a kernel with no counts shows next to nothing, a busy one is where
   a fault shows. So this observer has a thread of its own; while tracing is started it
   tries again at once, and twice a second it holds the clients that write records
-  (SIGSTOP, the runner's ``hold_writers``; the invokers go on) until a bracket holds:
-  what they had in flight completes, and the kernel is quiet in the state they made.
+  after their operation in progress (the runner's ``hold_writers``; the invokers go on)
+  until a bracket holds: the kernel is then quiet in the state they made.
   Stats and ListOps are asked together. The run counts the snapshots checked; of those
   taken while the clients ran, the ones with tracing started, of these the ones taken
   with the writers held and the ones with a non-zero count; and those taken once the

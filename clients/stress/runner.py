@@ -5,7 +5,8 @@ answer before the run's directory is touched, so that a run that cannot start le
 earlier run's results as they were. The checker first looks at the kernel as the run
 finds it: what it showed before is reported apart, not as the run's, and a kernel whose
 ftrace is dead already is not stressed. Then the checker's threads and the worker processes
-run; this process waits for the first of: an anomaly (of a ``stop_on``
+run (the checker holds the record writers still a moment twice a second, for a snapshot of
+the kernel at work: :meth:`Run.hold_writers`); this process waits for the first of: an anomaly (of a ``stop_on``
 kind, and unless ``keep_going``), the end of the duration, every worker done, the daemon
 gone, and a worker making no progress for the stall timeout (stuck in a call). A worker
 that dies on its way is noted and the run goes on without it. Then the run's clients
@@ -138,7 +139,8 @@ class _Worker:
         self.frozen = False
 
     def tell(self, word: str) -> None:
-        """One line to the worker: ``go``, or ``stop`` (which also closes the pipe)."""
+        """One line to the worker: ``go``, ``hold``, or ``stop`` (which also closes the
+        pipe)."""
         assert self.process.stdin is not None
         try:
             self.process.stdin.write(word.encode() + b"\n")
@@ -221,10 +223,12 @@ class Run:
         self.modules: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._lost = ""
-        # The writers the checker holds for a snapshot (hold_writers), and whether the
-        # run has begun to stop, after which it holds none (under _hold_lock).
+        # The writers the checker holds for a snapshot (hold_writers); whether they were
+        # told to go (a hold before would read as their go) and whether the run has
+        # begun to stop: it holds none before the one and after the other (_hold_lock).
         self._hold_lock = threading.Lock()
         self._held: list[_Worker] = []
+        self._went = False
         self._stopping = False
         self._armed: list[str] = []  # failpoint sites this run armed on the user's daemon
         self._wake_r, self._wake_w = os.pipe()
@@ -253,17 +257,18 @@ class Run:
 
     @contextlib.contextmanager
     def hold_writers(self) -> Iterator[bool]:
-        """The clients that write records (all but the invokers) stopped (SIGSTOP) while
-        the checker takes a snapshot: what they have in flight completes in the daemon,
-        and the kernel goes quiet in the state they made, tracing on and counts set
-        (checker.py). Yields whether it holds any: none once the run is stopping, when
-        :meth:`_end_holds` has let them go."""
+        """The clients that write records (all but the invokers) held after their
+        operation in progress (``hold``, worker.py) while the checker takes a snapshot:
+        the kernel goes quiet in the state they made, tracing on and counts set
+        (checker.py). Not SIGSTOP: the SIGCONT after it would also go on with a client
+        someone else stopped. Yields whether it holds any: none once the run is
+        stopping, when :meth:`_end_holds` has let them go."""
         with self._hold_lock:
-            if not self._stopping:
+            if self._went and not self._stopping:
                 self._held = [w for w in self._alive() if w.spec.kind != "invoker"
-                              and not w.frozen]
+                              and not w.record.stopped]
                 for worker in self._held:
-                    worker.freeze()
+                    worker.tell("hold")
             held = bool(self._held)
         try:
             yield held
@@ -276,7 +281,7 @@ class Run:
         with self._hold_lock:
             self._stopping = self._stopping or stopping
             for worker in self._held:
-                worker.thaw()
+                worker.tell("go")
             self._held = []
 
     # --- the run ----------------------------------------------------------------
@@ -388,6 +393,8 @@ class Run:
         for worker in self._alive():
             worker.cpu.start()
             worker.tell("go")
+        with self._hold_lock:
+            self._went = True
 
     def _await_ready(self) -> None:
         """Until every worker said ``ready`` (or died on the way)."""
