@@ -93,6 +93,7 @@ def check_outcome(done: subprocess.CompletedProcess, report: dict, variant: str,
         check_cpu_accounting(report)
         check_workers_counted_to_their_end(report, out)
         check_lock_times(out)
+        check_observers(report, out)
         return
     assert done.returncode == 1, detail
     assert report["outcome"] == "anomaly"
@@ -188,6 +189,28 @@ def test_the_rate_is_over_the_duration_stdout_and_report_txt_give(tmp_path):
     ran = f"{ops['in_run']} operations in {ran_s} s, {ops['per_second']}/s"
     assert done.stdout.startswith(f"ftrace-stress: CLEAN (seed 8, {ran})"), done.stdout
     assert f"ran:       {ran} (limit: 1.0 s); " in (out / "report.txt").read_text()
+
+
+def check_observers(report: dict, out) -> None:
+    """The shared-memory observer looked at the kernel at work, not only idle: snapshots
+    with tracing on and counts set while the clients ran (with the record writers held a
+    moment; by itself a bracket then almost never holds: 37 of 41 snapshots counted were
+    of a kernel with tracing off, and an observer reading the wrong bit for
+    FTRACE_FL_ENABLED went unseen). The consistency check's rate is reported beside the
+    one asked for, and report.txt says a seed is no replay."""
+    checks = report["checks"]
+    assert checks.get("shm held", 0) >= 1, checks
+    assert checks["shm nonzero"] >= 1 and checks["shm tracing"] >= checks["shm nonzero"], checks
+    assert checks["shm"] >= checks["shm tracing"] + checks.get("shm at stop", 0), checks
+    rate = report["consistency_per_second"]
+    assert rate is not None and 0 < rate <= 1 / report["configuration"]["check_interval_s"] + 1
+    text = (out / "report.txt").read_text()
+    assert f"consistency over RPC: {checks['consistency']} ({rate}/s; --check-interval " \
+           f"{report['configuration']['check_interval_s']:g} asks for " in text, text
+    assert (f"while the clients ran {checks['shm tracing']} with tracing started "
+            f"({checks['shm held']} with the record writers held a moment, "
+            f"{checks['shm nonzero']} with a non-zero count)") in text, text
+    assert "(re-runs each client's choices, not how the clients interleaved" in text
 
 
 def check_lock_times(out) -> None:

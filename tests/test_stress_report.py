@@ -85,3 +85,24 @@ def test_the_note_on_the_teardown_a_script_ends_with_says_what_it_does(tmp_path)
         "the run's teardown (echo nop > current_tracer), added by the search, makes the "
         "kernel WARN through ftrace_shutdown <- unregister_ftrace_function, where the "
         "run's WARN came through ftrace_hash_move <- ftrace_regex_release")
+
+
+def test_a_check_whose_list_was_cut_counts_the_anomalies_left_out():
+    """CheckConsistency lists the first anomalies only when they would not fit a default
+    client: those left out (anomaly_count) are said, not lost; with none listed at all,
+    the count alone is the anomaly."""
+    listed = [kernel_pb2.Anomaly(kind=kernel_pb2.ANOMALY_KIND_MISSING_REFERENCE, module="dummy",
+                                 function=f"f{i}", message=f"missing reference: f{i}")
+              for i in range(3)]
+    report = kernel_pb2.ConsistencyReport(anomalies=listed, anomaly_count=20003,
+                                          anomalies_truncated=True)
+    [anomaly] = consistency_anomalies(report, 1, 2)
+    assert (anomaly.kind, anomaly.module, anomaly.records) == ("missing reference", "dummy", 3)
+    assert anomaly.detail[-1] == ("... and 20000 more anomalies the check found but did not "
+                                  "list (20003 in all; the answer stops short of 4 MiB)")
+    [alone] = consistency_anomalies(
+        kernel_pb2.ConsistencyReport(anomaly_count=5, anomalies_truncated=True), 1, 2)
+    assert (alone.source, alone.kind, alone.records) == ("consistency", "anomaly", 5)
+    assert alone.message.startswith("5 anomalies the check found but did not list")
+    assert consistency_anomalies(kernel_pb2.ConsistencyReport(
+        anomalies=listed, anomaly_count=3), 1, 2)[0].detail == [a.message for a in listed]

@@ -1,7 +1,9 @@
 """Watching the kernel while the clients run: three independent observers.
 
 - ``consistency``: ``Kernel.CheckConsistency`` over RPC, the model's own check under
-  ftrace_lock (DESIGN "Checking"), every ``interval`` seconds;
+  ftrace_lock (DESIGN "Checking"), begun every ``interval`` seconds (start to start: a
+  check that takes longer, waiting for ftrace_lock behind the clients, delays the next;
+  the report says the rate achieved);
 - ``shm``: the record pages read straight from shared memory, as ``crash`` reads a live
   kernel, checked against bounds every state between two critical sections obeys:
   each record's count lies between the number of enabled ops that trace every function
@@ -12,7 +14,18 @@
   ended), the records are copied after, and nothing was written or linked in between
   (the copy has that generation and those groups).
   A race window that drops the lock mid-operation exposes a state outside the bounds;
-  the kernel's locking never does.
+  the kernel's locking never does. Under load the two calls take tens of milliseconds
+  (ListOps waits for ftrace_lock) while the clients write records every few: a bracket
+  is then rarely quiet, and is quiet mostly when tracing is off and the writes leave
+  the records alone; a kernel with no counts shows next to nothing, a busy one is where
+  a fault shows. So this observer has a thread of its own; while tracing is started it
+  tries again at once, and twice a second it holds the clients that write records
+  after their operation in progress (the runner's ``hold_writers``; the invokers go on)
+  until a bracket holds: the kernel is then quiet in the state they made.
+  Stats and ListOps are asked together. The run counts the snapshots checked; of those
+  taken while the clients ran, the ones with tracing started, of these the ones taken
+  with the writers held and the ones with a non-zero count; and those taken once the
+  clients were being stopped (the kernel quiet, tracing still on).
 - ``dmesg``: ``Kernel.DmesgFollow``; a ``WARNING:`` or ``BUG:`` (KASAN) line is an
   anomaly, with its whole report attached as it arrives.
 
@@ -38,12 +51,12 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, ContextManager, Iterable
 
 import numpy as np
 
 from clients.api import Client, ServerStream
-from clients.errors import FtraceError
+from clients.errors import FtraceError, translate_rpc_errors
 from ftrace.v1 import kernel_pb2
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL
 from kernel_daemon.ftrace.snapshot import RecordsReader, RecordsSnapshot
@@ -59,10 +72,15 @@ _REPORT_END = re.compile(r"---\[ end trace [0-9a-f]+ \]---|\] =+$")
 _KASAN_MODULE = re.compile(r"record page of module (\S+)")
 #: The anomaly (Anomaly.kind) of a kernel whose ftrace was killed before the run.
 FTRACE_DISABLED = "ftrace disabled"
-#: Snapshot attempts per check while the clients run.
-_SNAPSHOT_TRIES = 3
 #: Snapshot attempts of the final check before it gives up (a write stuck mid-way).
 _FINAL_SNAPSHOT_TRIES = 50
+#: How long the shared-memory observer waits for a writer to leave before it looks
+#: again (the reader's ``cpu_relax()``, long enough not to take a CPU from the clients).
+_WRITER_BACKOFF = 0.001
+#: While tracing is started, the record writers are held for a snapshot this often...
+_HOLD_EVERY = 0.5
+#: ...and for at most this long, in-flight operations completing included.
+_HOLD_FOR = 0.5
 
 
 @dataclass
@@ -104,10 +122,14 @@ def dmesg_kind(message: str) -> str:
 def consistency_anomalies(report: kernel_pb2.ConsistencyReport, start: int,
                           end: int) -> list[Anomaly]:
     """One anomaly per kind and module of a failed check, naming its first record; after
-    ftrace_kill() when the check says ftrace was dead then."""
+    ftrace_kill() when the check says ftrace was dead then. The answer lists the first
+    anomalies only when they would not fit a default client (``anomalies_truncated``):
+    the ones left out, of kinds and modules unknown, are counted by ``anomaly_count``
+    and said in the last group's detail."""
     groups: dict[tuple[str, str], list[kernel_pb2.Anomaly]] = {}
     for found in report.anomalies:
         groups.setdefault((ANOMALY_KINDS.get(found.kind, "anomaly"), found.module), []).append(found)
+    unlisted = report.anomaly_count - len(report.anomalies)
     out = []
     for (kind, module), found in groups.items():
         ops = sorted({name for a in found for name in a.ops})
@@ -116,6 +138,14 @@ def consistency_anomalies(report: kernel_pb2.ConsistencyReport, start: int,
                            [a.message for a in found[:8]] +
                            ([f"... and {len(found) - 8} more"] if len(found) > 8 else []),
                            after_ftrace_kill=report.ftrace_disabled))
+    if unlisted > 0 and out:
+        out[-1].detail.append(f"... and {unlisted} more anomalies the check found but did "
+                              f"not list ({report.anomaly_count} in all; the answer stops "
+                              "short of 4 MiB)")
+    elif unlisted > 0:
+        out.append(Anomaly("consistency", "anomaly", f"{unlisted} anomalies the check found "
+                           "but did not list (the answer stops short of 4 MiB)", start, end,
+                           records=unlisted, after_ftrace_kill=report.ftrace_disabled))
     return out
 
 
@@ -163,17 +193,28 @@ class Checker:
     """The three observers of the module docstring, on threads of their own."""
 
     def __init__(self, address: str, interval: float, on_anomaly: Callable[[Anomaly], None],
-                 on_lost: Callable[[str], None]) -> None:
+                 on_lost: Callable[[str], None],
+                 hold_writers: Callable[[], ContextManager[bool]] | None = None) -> None:
         self.client = Client(address)
         self.interval = interval
+        self._hold_writers = hold_writers
         self._on_anomaly = on_anomaly
         self._on_lost = on_lost
         self._stop = threading.Event()
+        # Set by the runner when it begins to stop the clients: the kernel then goes
+        # quiet with tracing still on, the moment a bracket holds most easily, so the
+        # snapshots after it are counted apart from those of the kernel at work.
+        self.clients_stopping = threading.Event()
         self._seen: dict[tuple[str, str, str, str], Anomaly] = {}
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.shm_error = ""
+        # CheckConsistency calls per second while its thread ran (set at its end).
+        self.consistency_rate: float | None = None
         self.reader: RecordsReader | None = None
+        # What the last snapshot attempt saw: tracing started, a writer mid-update.
+        self._busy = False
+        self._writer_seen = False
         self.phase = "run"
         # What the kernel showed before the run (baseline), and the last log line read.
         self.before: list[Anomaly] = []
@@ -206,7 +247,8 @@ class Checker:
         self.phase = "run"
 
     def start(self) -> None:
-        for target, name in ((self._poll, "check"), (self._follow, "dmesg")):
+        for target, name in ((self._poll, "check"), (self._watch, "shm"),
+                             (self._follow, "dmesg")):
             thread = threading.Thread(target=target, name=f"stress-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -243,16 +285,43 @@ class Checker:
     # --- consistency and shared memory ---------------------------------------------
 
     def _poll(self) -> None:
+        """CheckConsistency begun every ``interval`` (start to start); one that ends
+        past the next start is followed at once, with no burst to catch up."""
+        began = time.monotonic()
+        due, done = began + self.interval, 0
         try:
-            while not self._stop.wait(self.interval):
+            while not self._stop.wait(max(0.0, due - time.monotonic())):
+                due = max(due + self.interval, time.monotonic())
                 self.check_consistency()
-                # Under load records change all the time: a few tries for a quiet moment.
-                for _ in range(_SNAPSHOT_TRIES):
-                    if self.check_snapshot():
-                        break
+                done += 1
         except FtraceError as error:
             if not self._stop.is_set():
                 self._on_lost(f"CheckConsistency: {error}")
+        finally:
+            self.consistency_rate = round(done / (time.monotonic() - began), 1)
+
+    def _watch(self) -> None:
+        """The shared-memory observer: a snapshot every ``interval``; while tracing is
+        started, one that is not conclusive is tried again at once (the module
+        docstring), after a writer it found has had a moment to leave."""
+        if self.reader is None:
+            return
+        try:
+            wait = self.interval
+            held_at = time.monotonic()
+            while not self._stop.wait(wait):
+                if (self._busy and self._hold_writers is not None
+                        and time.monotonic() - held_at >= _HOLD_EVERY):
+                    held_at = time.monotonic()
+                    self._check_held()
+                    wait = self.interval
+                elif self.check_snapshot() or not self._busy:
+                    wait = self.interval
+                else:
+                    wait = _WRITER_BACKOFF if self._writer_seen else 0.0
+        except FtraceError as error:
+            if not self._stop.is_set():
+                self._on_lost(f"Stats/ListOps: {error}")
 
     def _count(self, check: str) -> None:
         """One more of the run's checks; the baseline's are not the run's."""
@@ -267,17 +336,38 @@ class Checker:
         for anomaly in consistency_anomalies(report, start, end):
             self._report_anomaly(anomaly)
 
-    def check_snapshot(self) -> bool:
-        """One bracketed snapshot check; False when records changed meanwhile."""
+    def _check_held(self) -> None:
+        """A snapshot with the record writers held (the runner's ``hold_writers``): the
+        kernel as they left it, quiet once their operations in flight complete, which
+        a bracket otherwise almost never finds while tracing is started."""
+        assert self._hold_writers is not None
+        deadline = time.monotonic() + _HOLD_FOR
+        with self._hold_writers() as held:
+            while held and not self._stop.is_set() and time.monotonic() < deadline:
+                if self.check_snapshot(held=True):
+                    return
+                if self._writer_seen:
+                    self._stop.wait(_WRITER_BACKOFF)
+
+    def check_snapshot(self, held: bool = False) -> bool:
+        """One bracketed snapshot check; False when records changed meanwhile. Notes
+        whether tracing was started (``_busy``) and a writer was active
+        (``_writer_seen``), for :meth:`_watch` to try again; ``held``: taken with the
+        record writers held (:meth:`_check_held`)."""
         if self.reader is None:
             return True
         start = time.monotonic_ns()
         state = self.reader.quiet_state()
+        self._writer_seen = state is None
         if state is None:
             self._count("shm inconclusive")
             return False
-        stats = self.client.stats()
-        ops = self.client.list_ops()
+        # Asked together: the bracket lasts as long as the slower of the two.
+        with translate_rpc_errors():
+            asked = self.client.connection.kernel.Stats.future(kernel_pb2.StatsRequest())
+            ops = self.client.list_ops()
+            stats = asked.result()
+        self._busy = stats.ftrace_start_up > 0
         # Moved already: no copy is needed to know this state is gone.
         if self.reader.quiet_state() != state:
             self._count("shm inconclusive")
@@ -292,6 +382,14 @@ class Checker:
             self._count("shm inconclusive")
             return False
         self._count("shm")
+        if self.clients_stopping.is_set():
+            self._count("shm at stop")
+        elif stats.ftrace_start_up > 0 and stats.ftrace_enabled and not stats.ftrace_disabled:
+            self._count("shm tracing")
+            if held:
+                self._count("shm held")
+            if any(group.counts.any() for group in snap.groups):
+                self._count("shm nonzero")
         for anomaly in snapshot_anomalies(snap, ops, stats, start, end):
             self._report_anomaly(anomaly)
         return True

@@ -112,7 +112,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="fresh-daemon replays the reproducer search may use "
                         "(default %(default)s)")
     parser.add_argument("--check-interval", type=float, default=0.05, metavar="SECONDS",
-                        help="between two consistency checks (default %(default)s)")
+                        help="a consistency check over RPC begins every SECONDS, start to "
+                        "start (one waiting long for ftrace_lock delays the next; report.txt "
+                        "says the rate achieved); the shared-memory snapshots come as often, "
+                        "and while tracing is started are retried at once until one holds "
+                        "(default %(default)s)")
     daemon = parser.add_argument_group("daemon options (for the private daemon)")
     add_boot_arguments(daemon)  # type: ignore[arg-type]  (a group takes arguments alike)
     # Re-declared: the run's seed is the daemon's; resolved below when not given.

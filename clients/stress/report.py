@@ -88,6 +88,7 @@ class RunResult:
     logs: list[ClientLog] = field(default_factory=list)
     workers: list[WorkerRecord] = field(default_factory=list)
     checks: Counter[str] = field(default_factory=Counter)
+    consistency_rate: float | None = None  # Checker.consistency_rate
     # CPU seconds from the go to the stop: "ftraced" (when its pid is known: a private
     # daemon, or one on a unix socket), "ftrace-stress" (this process: its checker),
     # and each worker kind's processes together.
@@ -276,7 +277,14 @@ def to_json(result: RunResult) -> dict[str, Any]:
         },
         "cpu": {"seconds": result.cpu, "operations": result.ops_before_stop,
                 "ms_per_operation": cpu_per_operation(result.cpu, result.ops_before_stop)},
+        # "shm": snapshots checked; "shm tracing": of those taken while the clients ran,
+        # the ones with tracing started, "shm held" of these taken with the record
+        # writers held, "shm nonzero" those with a non-zero count;
+        # "shm at stop": taken once the clients were being stopped (checker.py).
         "checks": dict(result.checks),
+        # CheckConsistency calls per second while the checker ran (check_interval_s asks
+        # for more when a check waits long for ftrace_lock).
+        "consistency_per_second": result.consistency_rate,
         "shm_check": result.shm_error or "on",
         "workers": [worker_json(result, w) for w in result.workers],
         "time_to_first_anomaly_s": first,
@@ -369,6 +377,25 @@ def headline(anomaly: dict[str, Any]) -> str:
     return line + (" (after ftrace_kill())" if anomaly["after_ftrace_kill"] else "")
 
 
+def checks_text(report: dict[str, Any]) -> list[str]:
+    """How often each observer looked, and what the shared-memory one saw: a snapshot
+    with tracing off or no count set can show little (checker.py's docstring)."""
+    checks = report["checks"]
+    consistency = checks.get("consistency", 0)
+    interval = report["configuration"]["check_interval_s"]
+    rate = report["consistency_per_second"]
+    rate = (f" ({rate}/s; --check-interval {interval:g} asks for {1 / interval:g}/s)"
+            if rate is not None and interval > 0 else "")
+    return [f"  consistency over RPC: {consistency}{rate}",
+            f"  shared-memory snapshots: {checks.get('shm', 0)} checked (+"
+            f"{checks.get('shm inconclusive', 0)} taken while records changed, not counted); "
+            f"while the clients ran {checks.get('shm tracing', 0)} with tracing started "
+            f"({checks.get('shm held', 0)} with the record writers held a moment, "
+            f"{checks.get('shm nonzero', 0)} with a non-zero count); "
+            f"{checks.get('shm at stop', 0)} once the clients were being stopped",
+            f"  dmesg lines: {checks.get('dmesg lines', 0)}"]
+
+
 def to_text(report: dict[str, Any], result: RunResult) -> str:
     out = ["ftrace-stress report", "===================="]
     status = report["outcome"].upper()
@@ -376,6 +403,8 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
     if report["error"]:
         out.append(f"error:     {report['error']}")
     out.append(f"command:   {report['command']}")
+    out.append("           (re-runs each client's choices, not how the clients interleaved: "
+               "an anomaly's replay is repro.sh)")
     conf = report["configuration"]
     daemon = report["daemon"]
     where = ("private daemon" if conf["private_daemon"] else "daemon") + \
@@ -413,11 +442,7 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
     if per_op:
         out += ["", "CPU per operation (ms, from the go to the stop)",
                 "  " + ", ".join(f"{party} {ms:.3f}" for party, ms in per_op.items())]
-    checks = report["checks"]
-    out += ["", "Checks",
-            f"  consistency over RPC: {checks.get('consistency', 0)}; shared-memory snapshots: "
-            f"{checks.get('shm', 0)} (+{checks.get('shm inconclusive', 0)} taken while records "
-            f"changed, not counted); dmesg lines: {checks.get('dmesg lines', 0)}"]
+    out += ["", "Checks"] + checks_text(report)
     if result.shm_error:
         out.append(f"  shared-memory check off: {result.shm_error}")
     out += ["", "Clients"]

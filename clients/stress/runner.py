@@ -5,7 +5,8 @@ answer before the run's directory is touched, so that a run that cannot start le
 earlier run's results as they were. The checker first looks at the kernel as the run
 finds it: what it showed before is reported apart, not as the run's, and a kernel whose
 ftrace is dead already is not stressed. Then the checker's threads and the worker processes
-run; this process waits for the first of: an anomaly (of a ``stop_on``
+run (the checker holds the record writers still a moment twice a second, for a snapshot of
+the kernel at work: :meth:`Run.hold_writers`); this process waits for the first of: an anomaly (of a ``stop_on``
 kind, and unless ``keep_going``), the end of the duration, every worker done, the daemon
 gone, and a worker making no progress for the stall timeout (stuck in a call). A worker
 that dies on its way is noted and the run goes on without it. Then the run's clients
@@ -35,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from clients.api import Client
 from clients.cli import MAX_WAIT, ConnectError, no_daemon_text
@@ -138,7 +139,8 @@ class _Worker:
         self.frozen = False
 
     def tell(self, word: str) -> None:
-        """One line to the worker: ``go``, or ``stop`` (which also closes the pipe)."""
+        """One line to the worker: ``go``, ``hold``, or ``stop`` (which also closes the
+        pipe)."""
         assert self.process.stdin is not None
         try:
             self.process.stdin.write(word.encode() + b"\n")
@@ -221,6 +223,13 @@ class Run:
         self.modules: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._lost = ""
+        # The writers the checker holds for a snapshot (hold_writers); whether they were
+        # told to go (a hold before would read as their go) and whether the run has
+        # begun to stop: it holds none before the one and after the other (_hold_lock).
+        self._hold_lock = threading.Lock()
+        self._held: list[_Worker] = []
+        self._went = False
+        self._stopping = False
         self._armed: list[str] = []  # failpoint sites this run armed on the user's daemon
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -245,6 +254,35 @@ class Run:
         with self._lock:
             self._lost = self._lost or f"the daemon stopped answering ({why})"
         self._wake()
+
+    @contextlib.contextmanager
+    def hold_writers(self) -> Iterator[bool]:
+        """The clients that write records (all but the invokers) held after their
+        operation in progress (``hold``, worker.py) while the checker takes a snapshot:
+        the kernel goes quiet in the state they made, tracing on and counts set
+        (checker.py). Not SIGSTOP: the SIGCONT after it would also go on with a client
+        someone else stopped. Yields whether it holds any: none once the run is
+        stopping, when :meth:`_end_holds` has let them go."""
+        with self._hold_lock:
+            if self._went and not self._stopping:
+                self._held = [w for w in self._alive() if w.spec.kind != "invoker"
+                              and not w.record.stopped]
+                for worker in self._held:
+                    worker.tell("hold")
+            held = bool(self._held)
+        try:
+            yield held
+        finally:
+            self._end_holds(stopping=False)
+
+    def _end_holds(self, stopping: bool = True) -> None:
+        """Let the held writers go; with ``stopping``, hold none from now on (the stop
+        freezes and thaws clients of its own)."""
+        with self._hold_lock:
+            self._stopping = self._stopping or stopping
+            for worker in self._held:
+                worker.tell("go")
+            self._held = []
 
     # --- the run ----------------------------------------------------------------
 
@@ -274,7 +312,7 @@ class Run:
         """The daemon as the run finds it (the checker's baseline), made ready for it."""
         config = self.config
         self.checker = Checker(self.address, config.check_interval, self._on_anomaly,
-                               self._on_lost)
+                               self._on_lost, self.hold_writers)
         self.checker.baseline()
         self.result.before_run = self.checker.before
         if config.address is not None:
@@ -355,6 +393,8 @@ class Run:
         for worker in self._alive():
             worker.cpu.start()
             worker.tell("go")
+        with self._hold_lock:
+            self._went = True
 
     def _await_ready(self) -> None:
         """Until every worker said ``ready`` (or died on the way)."""
@@ -435,6 +475,7 @@ class Run:
             if daemon_fd is not None:
                 os.close(daemon_fd)
         self.result.stop_ns = time.monotonic_ns()
+        self._end_holds()
         self._stop_cpu_meters()
         if self.result.anomalies and not self._lost:
             for worker in self._loaders():
@@ -518,6 +559,7 @@ class Run:
                 worker.record.killed_at_stop = True
 
     def _abort(self) -> None:
+        self._end_holds()
         self._stop_workers()
         if self.checker is not None:
             self.checker.stop()
@@ -529,6 +571,8 @@ class Run:
         tracer is turned off. A client held at a failpoint is released first (its
         operation completes in the daemon). Then the loaders go, and the checks run once
         more."""
+        assert self.checker is not None
+        self.checker.clients_stopping.set()
         for worker in self._loaders():
             worker.freeze()
         if not self._lost:
@@ -575,6 +619,7 @@ class Run:
         self._disarm()
         if self.checker is not None:
             result.checks = self.checker.counts
+            result.consistency_rate = self.checker.consistency_rate
             result.shm_error = self.checker.shm_error
             self.checker.close()
         result.anomalies.sort(key=lambda a: a.seen_to_ns)

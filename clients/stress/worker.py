@@ -7,8 +7,10 @@ The conversation with the orchestrator, one line at a time:
 2. the worker connects to the daemon and writes ``ready`` on standard output;
 3. the orchestrator writes ``go`` once every worker is ready, so that all of them start
    together (starting a Python process takes a while, and not all at the same pace);
-4. anything more on standard input, or its end (the orchestrator died), tells the
-   worker to stop after the operation in progress.
+4. ``hold`` holds the worker after the operation in progress, until ``go`` again (the
+   checker's snapshot of the kernel at work, ``Run.hold_writers``); anything else on
+   standard input, or its end (the orchestrator died), tells the worker to stop after
+   the operation in progress.
 
 The exit status says how it ended: 0 stopped as told or its operations done,
 :data:`~clients.stress.workers.EXIT_DAEMON_GONE` the daemon stopped answering.
@@ -32,9 +34,16 @@ from clients.stress.workers import EXIT_DAEMON_GONE, WORKERS, DaemonGone, Worker
 CONNECT_TIMEOUT = 60.0
 
 
-def _watch_stdin(stop: threading.Event) -> None:
-    sys.stdin.readline()  # a line or end of file: either way, stop
+def _watch_stdin(stop: threading.Event, running: threading.Event) -> None:
+    """Step 4 of the module docstring: ``running`` is cleared while held; a stop sets
+    both, so that a held worker stops too."""
+    while (word := sys.stdin.readline().strip()) in ("hold", "go"):
+        if word == "hold":
+            running.clear()
+        else:
+            running.set()
     stop.set()
+    running.set()
 
 
 def run(spec: WorkerSpec, stop: threading.Event) -> int:
@@ -51,10 +60,13 @@ def run(spec: WorkerSpec, stop: threading.Event) -> int:
     if sys.stdin.readline().strip() != "go":
         stop.set()
     cpu_at_go = time.process_time()
-    threading.Thread(target=_watch_stdin, args=(stop,), daemon=True, name="stop").start()
+    running = threading.Event()
+    running.set()
+    threading.Thread(target=_watch_stdin, args=(stop, running), daemon=True,
+                     name="stop").start()
     try:
         done = 0
-        while not stop.is_set() and (spec.ops is None or done < spec.ops):
+        while running.wait() and not stop.is_set() and (spec.ops is None or done < spec.ops):
             worker.step()
             done += 1
         worker.finish()
