@@ -22,6 +22,7 @@ import pytest
 from clients.api import Client
 from tests.children import REPO, child_env
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.paused_writer import ftrace_lock_held
 from tests.test_daemon_tracefs import wait_until
 from tests.test_shell_grep_stream import Reader
 from tests.test_shell_integration import TRACING, start_shell
@@ -34,7 +35,6 @@ SHELL_ROUNDS = 20
 #: A site no test run passes by: a WaitFailpoint on it waits until cancelled.
 QUIET_SITE = "__ftrace_hash_rec_update:next_page"
 #: A site where a filter write pauses holding ftrace_lock.
-AFTER_DISABLE = "ftrace_hash_move:after_disable"
 CHECK_CONSISTENCY = "/ftrace.v1.Kernel/CheckConsistency"
 
 #: Sessions cancelled in a row by the thread tests.
@@ -252,12 +252,7 @@ def test_ctrl_c_in_a_call_waiting_for_ftrace_lock_raises_from_the_client(spawn):
     wait as it does a stream's, and the daemon answers the others once the writer goes."""
     daemon = spawn(SMALL)
     with daemon.connect() as client:
-        client.set_failpoint(AFTER_DISABLE, "1*pause")
-        writer = threading.Thread(target=client.write_file,
-                                  args=(f"{TRACING}/set_ftrace_filter", "vfs_read\n"))
-        writer.start()
-        try:
-            client.wait_failpoint(AFTER_DISABLE, timeout=DEADLINE)
+        with ftrace_lock_held(client) as writer:
             program = subprocess.Popen(
                 [sys.executable, "-c", _INTERRUPTED, daemon.address, "check_consistency"],
                 cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -270,9 +265,6 @@ def test_ctrl_c_in_a_call_waiting_for_ftrace_lock_raises_from_the_client(spawn):
                 out, err = program.communicate(timeout=DEADLINE)
             finally:
                 program.kill()
-        finally:
-            client.release_failpoint(AFTER_DISABLE)
-            writer.join(DEADLINE)
         assert not writer.is_alive()
         assert client.check_consistency().ok
     check_interrupted_in_the_client(program, shown.data + out, err)

@@ -23,12 +23,12 @@ from clients.api import Client
 from clients.identity import Identity
 from ftrace.v1 import kernel_pb2
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.paused_writer import AFTER_DISABLE, ftrace_lock_held
 from tests.test_race_interleavings import CORE, ShellProcess
 from tests.test_tracer_client import DEADLINE, SMALL, TRACING, Lines, start, wait_until
 from tests.test_workload_inspect import inspect_main
 
 LOAD_COUNT = "ftrace_update_code:before_count"
-AFTER_DISABLE = "ftrace_hash_move:after_disable"
 NEXT_PAGE = "__ftrace_hash_rec_update:next_page"
 
 
@@ -128,12 +128,7 @@ def test_ctrl_c_ends_a_failpoint_wait_quietly_and_cancels_it(daemon):
 def test_check_locked_says_what_it_waits_for_while_a_thread_holds_ftrace_lock(spawn):
     daemon = spawn(SMALL)
     with daemon.connect() as client, Client(daemon.address, Identity(4242, "bash")) as bash:
-        client.set_failpoint(AFTER_DISABLE, "1*pause")
-        writer = threading.Thread(target=bash.write_file,
-                                  args=(f"{TRACING}/set_ftrace_filter", "vfs_read\n"))
-        writer.start()
-        try:
-            client.wait_failpoint(AFTER_DISABLE, timeout=DEADLINE)
+        with ftrace_lock_held(client, bash):
             check = start("clients.inspect", "--address", daemon.address, "check", "--locked")
             err = Lines(check.stderr)
             assert err.wait_for("") == (
@@ -142,9 +137,6 @@ def test_check_locked_says_what_it_waits_for_while_a_thread_holds_ftrace_lock(sp
             assert err.wait_for("") == f"  bash/4242 is paused at {AFTER_DISABLE}:"
             assert err.wait_for("").startswith("    filter change: ")
             assert check.poll() is None  # still waiting
-        finally:
-            client.release_failpoint(AFTER_DISABLE)
-            writer.join(DEADLINE)
         out, rest = check.communicate(timeout=DEADLINE)
         assert check.returncode == 0, err.rest(rest)
         assert re.fullmatch(rb"check: 2000 records in 1 groups, generation \d+: nothing "
