@@ -1,7 +1,21 @@
-"""Hypothesis runs without a per-example deadline: the examples take microseconds, and a
-deadline could only fail a run that a loaded machine paused in the middle of one."""
+"""Settings of the whole test run.
+
+- Hypothesis runs without a per-example deadline: the examples take microseconds, and a
+  deadline could only fail a run that a loaded machine paused in the middle of one.
+- SIGINT acts as it does at a terminal, however the run was started. A shell without job
+  control starts a background command (``make test &``) with SIGINT ignored (POSIX,
+  asynchronous lists), and an ignored signal stays ignored across exec: every program the
+  tests start and then interrupt (Ctrl-C in a shell, a tracer, a blocking call) would
+  ignore it, and the tests of Ctrl-C fail for want of one. A handler is reset to the
+  default at exec, so this also gives the programs started from here their default.
+"""
+
+import signal
 
 from hypothesis import settings
 
 settings.register_profile("ftrace-sim", deadline=None)
 settings.load_profile("ftrace-sim")
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
