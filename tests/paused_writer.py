@@ -10,10 +10,9 @@ import threading
 from collections.abc import Iterator
 
 from clients.api import Client
+from tests.test_tracer_client import DEADLINE, TRACING
 
 AFTER_DISABLE = "ftrace_hash_move:after_disable"
-TRACING = "/sys/kernel/debug/tracing"
-DEADLINE = 20.0
 
 
 @contextlib.contextmanager
