@@ -9,7 +9,8 @@ run is ``ftrace-stress`` as a user starts it (a private daemon, the default clie
 --no-minimize; ``--stop-on warning`` for the WARN row), one after the other so that runs
 do not slow each other down; the time is the report's ``time_to_detection_s``: from the
 moment every client started to the detection of what the row expects. Writes
-``bench/time_to_detection.json`` and prints the table.
+``bench/time_to_detection.json`` (not committed: the figures of record are ``make bench``'s
+``bench/results.json``, which runs :func:`measure` too) and prints the table.
 ``--quick``: a small kernel (2048 core functions) and shorter limits.
 
 :func:`measure` is the entry point for the benchmark suite.
