@@ -17,8 +17,8 @@ Streams: :meth:`Client.open` (a file session; leaving the ``with`` block release
 :meth:`Client.trace_pipe` and :meth:`Client.dmesg_follow` (server streams, cancelled when
 their ``with`` block ends). Ctrl-C while a file session, a server stream or one of the
 inspection calls that wait for long (WaitFailpoint; CheckConsistency, ListOps and
-DumpRecords behind ftrace_lock) waits for the daemon cancels the call, then raises KeyboardInterrupt
-(:mod:`clients.interrupt`).
+DumpRecords behind ftrace_lock) waits for the daemon, or as such a call starts, cancels the
+call, then raises KeyboardInterrupt (:mod:`clients.interrupt`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ import grpc
 from clients.connection import Connection, connect
 from clients.errors import FtraceError, translate_rpc_errors
 from clients.identity import Identity
-from clients.interrupt import SETTLE_TIMEOUT, Messages, interruptible, settle, unary_call
+from clients.interrupt import (SETTLE_TIMEOUT, Messages, interruptible, settle, started,
+                               unary_call)
 from ftrace.v1 import kernel_pb2, modules_pb2, tracefs_pb2, tracer_pb2
 from kernel_daemon.rpc.status import lock_acquisitions_from_trailers
 
@@ -152,16 +153,16 @@ class FileSession:
 
     def __init__(self, stub: Any, path: str, flags: int) -> None:
         self._requests = RequestQueue()
-        self._call = stub.Session(iter(self._requests))
-        self._responses = Messages(self._call)
         self._closed = False
-        try:
+        self._call = started(lambda: stub.Session(iter(self._requests)), self._requests)
+        try:  # from the call's start: a Ctrl-C anywhere in here still ends it
+            self._responses = Messages(self._call)
             opened: tracefs_pb2.OpenResult = self._do(
                 tracefs_pb2.FileRequest(
                     open=tracefs_pb2.OpenRequest(path=_named(path), flags=flags))
             )
-        except FtraceError:
-            self.cancel()  # no file to release; just end the call
+        except BaseException:
+            self.cancel()  # no file to release (or _do released it already); end the call
             self._ended()
             raise
         #: The canonical path, mode bits and flags the daemon opened.
@@ -309,7 +310,7 @@ class TracerSession:
         self._dropped = 0
         self._done = False
         self._reader = threading.Thread(target=self._read, name="ftrace-attach", daemon=True)
-        self._call = stub.Attach(iter(self._requests))
+        self._call = started(lambda: stub.Attach(iter(self._requests)), self._requests)
         try:  # from the call's start: a Ctrl-C anywhere in here still ends it
             self._reader.start()
             self._requests.put(tracer_pb2.TracerRequest(register=register))
@@ -632,7 +633,7 @@ class Client:
         request = tracefs_pb2.TracePipeRequest(nonblock=nonblock)
         if cpu is not None:
             request.cpu = cpu
-        call = self.connection.tracefs.TracePipe(request)
+        call = started(lambda: self.connection.tracefs.TracePipe(request))
         return ServerStream(call, lambda chunk: (chunk.data,))
 
     # --- Modules ------------------------------------------------------------
@@ -693,7 +694,8 @@ class Client:
 
     def dmesg_follow(self, replay: bool = False) -> ServerStream[kernel_pb2.DmesgLine]:
         """``dmesg -w``: lines as they are printed (those already there first with replay)."""
-        call = self.connection.kernel.DmesgFollow(kernel_pb2.DmesgFollowRequest(replay=replay))
+        request = kernel_pb2.DmesgFollowRequest(replay=replay)
+        call = started(lambda: self.connection.kernel.DmesgFollow(request))
         return ServerStream(call, lambda batch: batch.lines)
 
     def check_consistency(self) -> kernel_pb2.ConsistencyReport:
@@ -723,7 +725,7 @@ class Client:
             limit=limit,
             include_expected=include_expected,
         )
-        call = self.connection.kernel.DumpRecords(request)
+        call = started(lambda: self.connection.kernel.DumpRecords(request))
         with translate_rpc_errors():
             # No caller code runs between the messages: one interruptible wait for all.
             return interruptible(call, lambda: [record for chunk in call

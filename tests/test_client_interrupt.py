@@ -348,3 +348,108 @@ def test_a_cancelled_session_ends_grpcs_sending_thread_and_the_exit_does_not_han
     assert (program.returncode, program.stderr) == (0, b""), program.stderr.decode()
     assert program.stdout.decode().splitlines() == [
         f"consumers {CANCELLED_SESSIONS} alive 0", "closed"]
+
+
+#: A program whose call is interrupted as it starts: SIGINT is raised (by a trace
+#: function) at one of the points of gRPC's start of a call where KeyboardInterrupt did
+#: harm (clients.interrupt): as cygrpc's ``_call`` leaves the channel's Condition
+#: ("channel-lock": its ``__exit__`` had not released the lock, and the next call and
+#: the channel's close() waited for good), as the thread consuming a session's requests
+#: ("sending-thread") or the channel's spin thread ("spin-thread") has started (the call
+#: was made and running, but never returned: the daemon kept its stream until the
+#: channel closed). It then reports where KeyboardInterrupt came from, makes another
+#: call, says "ready" and waits for a line, so the test sees what the daemon holds while
+#: the channel is still open; then closes its client. Should it hang, it prints every
+#: thread's stack and exits before the test's deadline.
+_STARTING = f"""
+import faulthandler
+faulthandler.dump_traceback_later({DEADLINE * 0.75}, exit=True)
+QUIET_SITE = {QUIET_SITE!r}
+""" + """
+import signal, sys, threading, traceback
+import grpc._channel
+from clients.api import Client
+
+POINTS = {
+    "channel-lock": (threading.Condition.__exit__, "create", "call"),
+    "sending-thread": (threading.Thread.start, "_consume_request_iterator", "return"),
+    "spin-thread": (threading.Thread.start, "_run_channel_spin_thread", "return"),
+}
+function, caller_name, at = POINTS[sys.argv[3]]
+armed = True
+
+def tracer(frame, event, arg):
+    global armed
+    caller = frame.f_back
+    if (armed and frame.f_code is function.__code__ and caller is not None
+            and caller.f_code.co_name == caller_name
+            and caller.f_code.co_filename == grpc._channel.__file__):
+        if at == "call":
+            armed = False
+            signal.raise_signal(signal.SIGINT)
+            return None
+        return returning
+    return None
+
+def returning(frame, event, arg):
+    global armed
+    if armed and event == "return":
+        armed = False
+        signal.raise_signal(signal.SIGINT)
+    return returning
+
+TRACING = "/sys/kernel/debug/tracing"
+client = Client(sys.argv[1])
+START = {
+    "session": lambda: client.open(TRACING + "/trace_pipe"),
+    "trace_pipe": client.trace_pipe,
+    "wait_failpoint": lambda: client.wait_failpoint(QUIET_SITE, timeout=None),
+}
+sys.settrace(tracer)
+try:
+    START[sys.argv[2]]()
+except KeyboardInterrupt as interrupt:
+    for frame in traceback.extract_tb(interrupt.__traceback__):
+        print("frame", frame.filename)
+finally:
+    sys.settrace(None)
+with client.open(TRACING + "/tracing_on") as session:
+    print("next", session.read().decode().strip())
+print("ready", flush=True)
+sys.stdin.readline()
+print("default handler", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+client.close()
+print("closed")
+"""
+
+
+def holds_nothing(client: Client) -> bool:
+    """The daemon holds no file, stream or failpoint waiter (a client's)."""
+    stats = client.stats()
+    return (stats.open_files, stats.streams, held(client, "wait_failpoint")) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(("kind", "where"), [
+    ("session", "channel-lock"), ("session", "sending-thread"), ("session", "spin-thread"),
+    ("trace_pipe", "channel-lock"), ("trace_pipe", "spin-thread"),
+    ("wait_failpoint", "channel-lock"),
+])
+def test_ctrl_c_as_a_call_starts_cancels_it_then_raises_from_the_client(daemon, kind, where):
+    """SIGINT while gRPC starts a file session, a server stream or a long unary call: the
+    call is made all the same and cancelled, KeyboardInterrupt comes out of the client,
+    the daemon lets go of the call while the program goes on, the next call works and
+    the channel closes."""
+    with daemon.connect() as client:
+        program = subprocess.Popen(
+            [sys.executable, "-c", _STARTING, daemon.address, kind, where], cwd=REPO,
+            env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        try:
+            shown = Reader(program)
+            shown.until(b"ready\n")
+            wait_until(lambda: holds_nothing(client), DEADLINE)
+            out, err = program.communicate(b"\n", timeout=DEADLINE)
+        finally:
+            program.kill()
+    assert "next 1" in (shown.data + out).decode().splitlines()
+    check_interrupted_in_the_client(program, shown.data + out, err)

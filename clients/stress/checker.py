@@ -57,6 +57,7 @@ import numpy as np
 
 from clients.api import Client, ServerStream
 from clients.errors import FtraceError, translate_rpc_errors
+from clients.interrupt import interruptible, started
 from ftrace.v1 import kernel_pb2
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL
 from kernel_daemon.ftrace.snapshot import RecordsReader, RecordsSnapshot
@@ -364,9 +365,12 @@ class Checker:
             return False
         # Asked together: the bracket lasts as long as the slower of the two.
         with translate_rpc_errors():
-            asked = self.client.connection.kernel.Stats.future(kernel_pb2.StatsRequest())
+            # Started and waited for as the client's own calls (clients.interrupt): this
+            # runs on the main thread too, before and after the run.
+            asked = started(
+                lambda: self.client.connection.kernel.Stats.future(kernel_pb2.StatsRequest()))
             ops = self.client.list_ops()
-            stats = asked.result()
+            stats = interruptible(asked, asked.result)
         self._busy = stats.ftrace_start_up > 0
         # Moved already: no copy is needed to know this state is gone.
         if self.reader.quiet_state() != state:
