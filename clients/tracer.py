@@ -33,8 +33,10 @@ script would be seen, even though tracing went on after it.
 
 Standard error gets status lines: ``ftrace-tracer: ops NAME registered: F in filter, N in
 notrace`` once the ops is live, one line per command, and the totals at the end. Errors
-exit 1 with a diagnostic such as ``ftrace-tracer: register: No such device``; no daemon
-answering within ``--connect-timeout`` (or a ``--spawn`` daemon not starting) exits 2,
+exit 1 with a diagnostic such as ``ftrace-tracer: register: No such device``, a daemon
+that went away meanwhile too, said at once (``ftrace-tracer: NAME: ftraced at A went away
+(Connection refused)``); no daemon answering within ``--connect-timeout`` (or a
+``--spawn`` daemon not starting) exits 2,
 as every client does. A second SIGINT while the daemon answers the unregister gives up
 waiting (exit 130).
 """
