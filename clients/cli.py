@@ -14,6 +14,7 @@
   descriptor, another thread's wake-up, or SIGINT/SIGTERM, which only note the signal, so
   the program stops at a point of its choosing (after unregistering its ops, say).
 - :func:`error_text`: an :class:`~clients.errors.FtraceError` as a one-line diagnostic.
+- :func:`sigterm_interrupts`: SIGTERM ends a long run as Ctrl-C does, cleaning up.
 - :func:`check_limits`: the usage error for a limit (``--duration``...) not above zero, or
   longer than a wait can be; :func:`add_connect_timeout`: every client's
   ``--connect-timeout``, checked the same way.
@@ -61,6 +62,7 @@ __all__ = [
     "identity_argument",
     "no_daemon_text",
     "parse_args",
+    "sigterm_interrupts",
 ]
 
 #: The longest single wait of a client's loop: a longer timeout overflows select() and
@@ -264,6 +266,21 @@ def error_text(error: FtraceError, client: Client | None = None) -> str:
     if not error.from_kernel and client is not None:
         text += f" (ftraced at {client.address})"
     return text
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def sigterm_interrupts() -> None:
+    """From now on SIGTERM ends the program as Ctrl-C does: KeyboardInterrupt, with the
+    signal's name as its argument, unwinds the ``finally`` blocks and ``with``
+    statements that stop what the program started (daemons and worker processes; an
+    in-process kernel's shutdown, which unlinks its ``/dev/shm`` segments). SIGTERM's
+    default action ends the process where it stands and leaves all that behind. For a
+    program that runs long on its own (ftrace-stress, the benchmarks); one that waits on
+    a :class:`Waker` notes the signal instead (main thread only)."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 class Waker:
