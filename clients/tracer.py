@@ -212,7 +212,9 @@ def trace(client: Client, args: argparse.Namespace, out: TextIO, waker: cli.Wake
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Register an ftrace_ops with filters and print its hits.")
-    p.add_argument("--name", default="", help="the ops' name (default: the daemon's choice)")
+    p.add_argument("--name", default="",
+                   help="the ops' name: one word of printable ASCII, no comma, at most 63 "
+                        "bytes (default: the daemon's choice, tracer-PID)")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="PATTERN",
                    help="ftrace_set_filter pattern (repeatable; none: all functions)")
     p.add_argument("-n", "--notrace", action="append", default=[], metavar="PATTERN",
