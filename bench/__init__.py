@@ -23,7 +23,9 @@ min and max are kept.  Nothing here is a test assertion.
 from __future__ import annotations
 
 import os
+import signal
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -121,6 +123,23 @@ def alternate(measures: dict[str, Callable[[], float]], reps: int = REPS) -> dic
     return {name: Stats(values) for name, values in samples.items()}
 
 
+def run_to_the_end(prog: str, run: Callable[[], int]) -> int:
+    """``run()``'s exit status, or, after Ctrl-C or SIGTERM (which ends the run as Ctrl-C
+    does: :func:`clients.cli.sigterm_interrupts`), ``PROG: interrupted by SIGNAL`` and
+    128 + its number, once the KeyboardInterrupt has unwound every ``finally`` and
+    ``with`` of the run: its in-process kernels shut down (their ``/dev/shm`` segments
+    unlinked), its daemons and worker processes stopped."""
+    from clients.cli import sigterm_interrupts
+
+    sigterm_interrupts()
+    try:
+        return run()
+    except KeyboardInterrupt as interrupt:
+        name = interrupt.args[0] if interrupt.args else "SIGINT"
+        print(f"{prog}: interrupted by {name}", file=sys.stderr)
+        return 128 + signal.Signals[name]
+
+
 def booted_kernel(**options: Any) -> Kernel:
     """A model kernel booted with ``BootOptions(**options)``, in this process, as ftraced
     keeps it: frozen out of the cyclic collector after boot, or a full collection walking
@@ -129,7 +148,11 @@ def booted_kernel(**options: Any) -> Kernel:
     from kernel_daemon.rpc.state import freeze_booted_kernel
 
     kernel = Kernel(BootOptions(**options))
-    freeze_booted_kernel()
+    try:
+        freeze_booted_kernel()
+    except BaseException:  # Ctrl-C, SIGTERM: the caller's `finally` has no kernel yet
+        kernel.shutdown()
+        raise
     return kernel
 
 

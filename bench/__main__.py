@@ -4,8 +4,11 @@ Runs the benchmarks in turn (see ``bench/__init__.py``) and writes ``results.jso
 ``results.md`` into ``--out`` (default: the ``bench`` directory, whose files are the
 committed figures; ``bench/quick`` with ``--quick``, so that a smoke run leaves them
 alone).  A benchmark that fails is recorded as an entry without a figure, with the error
-in its note, and the others still run.  ``--quick`` (``make bench QUICK=1``) uses small sizes and short windows: it
-shows that everything runs, in well under a minute, not how fast.
+in its note, and the others still run.  ``--quick`` (``make bench QUICK=1``) uses small
+sizes and short windows: it shows that everything runs, in well under a minute, not how
+fast.  Ctrl-C or SIGTERM ends the run, writing nothing, after the benchmark in progress
+stopped what it started (:func:`bench.run_to_the_end`): its in-process kernel shut down,
+its ``/dev/shm`` segments unlinked, its daemons and worker processes stopped.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import BENCH_DIR, Entry, Stats, entry
+from bench import BENCH_DIR, Entry, Stats, entry, run_to_the_end
 from bench import results as results_mod
 
 BENCHMARKS = ("core_filter", "module_load", "invoke", "memory", "rpc_overhead",
@@ -64,6 +67,10 @@ def _ttd_entries(quick: bool) -> list[Entry]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_to_the_end("bench", lambda: run(argv))
+
+
+def run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, short windows")

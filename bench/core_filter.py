@@ -190,8 +190,8 @@ def run_kernel(records: int, scan: FullScan, quick: bool, seed: int) -> list[Ent
     from kernel_daemon.ftrace.rec_update import ftrace_hash_move
     from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 
-    kernel = booted_kernel(core_functions=records, seed=seed)
     entries: list[Entry] = []
+    kernel = booted_kernel(core_functions=records, seed=seed)
     try:
         ft = kernel.ftrace
         group = ft.pages.groups[0]

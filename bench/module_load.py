@@ -53,9 +53,9 @@ def run(quick: bool = False, seed: int = 1) -> list[Entry]:
     from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
     from kernel_daemon.module.catalog import module_from_function_list
 
+    entries = []
     kernel = booted_kernel(core_functions=QUICK_CORE_FUNCTIONS if quick else CORE_FUNCTIONS,
                            seed=seed)
-    entries = []
     try:
         ft = kernel.ftrace
         mod = kernel.modules.load_module(module_from_function_list(

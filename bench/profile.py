@@ -22,7 +22,8 @@ sampled window is the sampling rate times its length. Scenarios:
 - ``stress``: ``ftrace-stress`` with 16 client processes (4 of each kind) against
   ftraced, and 16 clients of the echo server's unary call.
 
-Writes ``profile.json`` and ``profile.md`` into ``--out`` (default: ``bench/``). Needs
+Writes ``profile.json`` and ``profile.md`` into ``--out`` (default: ``bench/``); Ctrl-C or
+SIGTERM stops the servers and clients first, and writes nothing. Needs
 py-spy (the ``bench`` extra) and the right to ptrace the servers (root, or
 ``kernel.yama.ptrace_scope`` 0).
 """
@@ -42,7 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from bench import BENCH_DIR, REPO_ROOT, REPS
+from bench import BENCH_DIR, REPO_ROOT, REPS, run_to_the_end
 from bench.procs import Server, WorkerPool
 from bench.stress_throughput import CLIENTS as STRESS_CLIENTS
 from bench.stress_throughput import stress_report
@@ -290,6 +291,10 @@ def write(results: dict[str, dict[str, Profile]], out: str, seconds: float) -> t
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_to_the_end("bench.profile", lambda: run(argv))
+
+
+def run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0,

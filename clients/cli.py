@@ -8,11 +8,13 @@
 - :func:`daemon_client`: the :class:`~clients.api.Client` those arguments name, with the
   private daemon started first and stopped at the end.
 - :func:`no_daemon_text` and :data:`EXIT_NO_DAEMON`: what every client says, and the
-  status it exits with, when no daemon answers at its address.
+  status it exits with, when no daemon answers at its address; :func:`gone_text`, what
+  it says when the daemon it had went away (killed, stopped).
 - :class:`Waker`: where a program's main thread waits — for a deadline, a readable file
   descriptor, another thread's wake-up, or SIGINT/SIGTERM, which only note the signal, so
   the program stops at a point of its choosing (after unregistering its ops, say).
 - :func:`error_text`: an :class:`~clients.errors.FtraceError` as a one-line diagnostic.
+- :func:`sigterm_interrupts`: SIGTERM ends a long run as Ctrl-C does, cleaning up.
 - :func:`check_limits`: the usage error for a limit (``--duration``...) not above zero, or
   longer than a wait can be; :func:`add_connect_timeout`: every client's
   ``--connect-timeout``, checked the same way.
@@ -38,7 +40,7 @@ from types import FrameType
 import grpc
 
 from clients.api import Client
-from clients.connection import ADDRESS_ENV, grpc_target, resolve_address
+from clients.connection import ADDRESS_ENV, DaemonLost, grpc_target, resolve_address
 from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.spawn import SpawnError, spawn_daemon
@@ -54,10 +56,13 @@ __all__ = [
     "check_daemon_options",
     "check_limits",
     "daemon_client",
+    "daemon_lost",
     "error_text",
+    "gone_text",
     "identity_argument",
     "no_daemon_text",
     "parse_args",
+    "sigterm_interrupts",
 ]
 
 #: The longest single wait of a client's loop: a longer timeout overflows select() and
@@ -73,10 +78,22 @@ class ConnectError(Exception):
     diagnostic, without the program's name."""
 
 
+def gone_text(address: str, error: FtraceError) -> str:
+    """The one diagnostic of a daemon that went away: a connection to it was up (or
+    accepted) and is refused now, ``error`` saying how (ECONNREFUSED: killed, its socket
+    left behind; ENOENT: stopped, its socket removed). No advice to start one: it was
+    there, and something ended it."""
+    return f"ftraced at {address} went away ({error.strerror})"
+
+
 def no_daemon_text(address: str, error: FtraceError, alternative: str | None = None) -> str:
     """The one diagnostic of a client no daemon answers at ``address``, after its
     connect timeout (``error``: the last connection's); ``alternative``, another way
-    (``"use --spawn"``). The program's name goes before it, as before its others."""
+    (``"use --spawn"``). The program's name goes before it, as before its others. A
+    daemon that went away while the client waited for its answer (:class:`DaemonLost`,
+    said at once) is :func:`gone_text`."""
+    if isinstance(error, DaemonLost):
+        return gone_text(address, error)
     if error.errno == errno.ECONNRESET:
         return (f"no ftraced answers at {address} ({error.strerror}): it closed every "
                 "connection as it accepted it, as ftraced does past its --max-connections")
@@ -227,19 +244,43 @@ def daemon_client(args: argparse.Namespace) -> Iterator[Client]:
             spawned.stop()
 
 
+def daemon_lost(error: FtraceError) -> bool:
+    """Whether ``error`` is a connection lost (UNAVAILABLE, not the kernel's errno): on
+    a client that had its answers, the daemon went away."""
+    return not error.from_kernel and error.code == grpc.StatusCode.UNAVAILABLE
+
+
 def error_text(error: FtraceError, client: Client | None = None) -> str:
     """``strerror``, the daemon's context when it gave some, and where the daemon is when
-    the error did not come from it (it is not answering)."""
-    text = error.strerror
+    the error did not come from it (it is not answering); a connection lost
+    (UNAVAILABLE) is the daemon gone: :func:`gone_text`."""
     # gRPC's words for a lost or refused connection (its channel's and subchannel's
     # state: "failed to connect to all addresses; last error: ...", "Socket closed") say
-    # nothing beyond the errno and where the daemon is, which follow.
-    lost = not error.from_kernel and error.code == grpc.StatusCode.UNAVAILABLE
+    # nothing beyond the errno and where the daemon is, which gone_text says.
+    lost = daemon_lost(error)
+    if lost and client is not None:
+        return gone_text(client.address, error)
+    text = error.strerror
     if error.message and error.message != error.strerror and not lost:
         text += f" ({error.message})"
     if not error.from_kernel and client is not None:
         text += f" (ftraced at {client.address})"
     return text
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def sigterm_interrupts() -> None:
+    """From now on SIGTERM ends the program as Ctrl-C does: KeyboardInterrupt, with the
+    signal's name as its argument, unwinds the ``finally`` blocks and ``with``
+    statements that stop what the program started (daemons and worker processes; an
+    in-process kernel's shutdown, which unlinks its ``/dev/shm`` segments). SIGTERM's
+    default action ends the process where it stands and leaves all that behind. For a
+    program that runs long on its own (ftrace-stress, the benchmarks); one that waits on
+    a :class:`Waker` notes the signal instead (main thread only)."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 class Waker:

@@ -17,6 +17,10 @@ Which address: the explicit argument, else ``$FTRACED_ADDRESS``, else
 ``unix:/tmp/ftraced-$UID.sock`` without a runtime directory). The daemon takes its default
 listen address from the same function, so the two always agree.
 
+A client waits (``connect(wait=...)``) for a daemon not started yet, never for one that
+went away: once a connection of the wait was accepted (or, with ``answered``, another
+connection of the program's had an answer), a refusal raises :class:`DaemonLost` at once.
+
 ``connect()`` returns a :class:`Connection`: one channel whose every call carries the
 caller identity (``x-ftrace-pid``/``x-ftrace-comm``, see ``clients.identity``), and the typed
 stubs ``.tracefs``, ``.modules``, ``.kernel``, ``.tracer`` and ``.health``. Stub calls raise
@@ -53,6 +57,7 @@ __all__ = [
     "host_port",
     "IdentityChannel",
     "Connection",
+    "DaemonLost",
     "connect",
 ]
 
@@ -76,9 +81,10 @@ _GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix-abstract:", "vsock:")
 _PORT_MAX = 65535
 #: How often a client waiting for a daemon that is still starting tries again.
 _RETRY_INTERVAL = 0.05
-#: The longest gRPC deadline given as such, in seconds (about 31 years): a longer one is
-#: no deadline.
-_LONGEST_DEADLINE = 1e9
+#: How long one health check of a wait lasts before the daemon's socket is tried again: a
+#: daemon that accepted a connection and then died is noticed within this, not at the
+#: end of the wait (gRPC's own wait for readiness retries a refused connection).
+_ANSWER_SLICE = 0.25
 #: How long the call that asks gRPC why it could not connect may take (it does not wait
 #: for a connection: it fails as soon as the channel's last attempt has).
 _LAST_ERROR_TIMEOUT = 1.0
@@ -250,6 +256,18 @@ class IdentityChannel(grpc.Channel):
         self.close()
 
 
+class DaemonLost(FtraceError):
+    """The daemon went away while a client waited for its answer: a connection to it was
+    accepted (or had answers) and its socket refuses now (ECONNREFUSED: killed, its
+    socket left behind; ENOENT: stopped, its socket removed). Raised at once, where a
+    daemon not started yet is waited for (:meth:`Connection.wait_ready`); ``errno`` is
+    the refusal's."""
+
+    def __init__(self, number: int, address: str) -> None:
+        super().__init__(number, f"ftraced at {address} went away", from_kernel=False)
+        self.address = address
+
+
 class Connection:
     """A channel to ftraced with the typed stubs.
 
@@ -285,7 +303,7 @@ class Connection:
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self._closed = False
 
-    def wait_ready(self, timeout: float | None = None) -> None:
+    def wait_ready(self, timeout: float | None = None, *, answered: bool = False) -> None:
         """Block until the daemon answers, for at most ``timeout`` seconds.
 
         A daemon still starting (``ftraced &`` and a client at once) has no socket yet, or
@@ -295,6 +313,11 @@ class Connection:
         missing, a file that is no socket, EACCES...) raises at once; an address that
         accepts but does not answer raises ETIMEDOUT at the deadline, or ECONNRESET when
         it closed each connection as it accepted it (ftraced past --max-connections).
+
+        A daemon that went away is not waited for: once a connection was accepted, a
+        refusal raises :class:`DaemonLost` at once, and so does any refusal with
+        ``answered`` (the caller knows the daemon answered another connection of its own:
+        a stress worker started by a run under way).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -302,27 +325,37 @@ class Connection:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
         while (refusal := _refusal(self.address, remaining())) is not None:
+            if answered:
+                raise DaemonLost(refusal, self.address)
             left = remaining()
             if left == 0.0 or not _may_come(self.address, refusal):
                 raise FtraceError(refusal, f"ftraced at {self.address}", from_kernel=False)
             time.sleep(_RETRY_INTERVAL if left is None else min(_RETRY_INTERVAL, left))
-        # A health check that waits for the connection, rather than channel_ready_future,
-        # whose polling thread would hold up close() by a fraction of a second.
-        left = remaining()
-        try:
-            # gRPC's deadline is time.time() + timeout, which overflows to the past beyond
-            # about 7e9 s: a wait that long is a wait without one.
-            self.health.Check(health_pb2.HealthCheckRequest(),
-                              timeout=None if left is None or left > _LONGEST_DEADLINE else left,
-                              wait_for_ready=True)
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise FtraceError.from_rpc(error) from None
-            raise FtraceError(
-                self._closed_at_once() or errno.ETIMEDOUT,
-                f"ftraced at {self.address} not ready after {timeout}s",
-                from_kernel=False,
-            ) from None
+        # Accepted: a daemon is there. A health check that waits for the connection,
+        # rather than channel_ready_future, whose polling thread would hold up close() by
+        # a fraction of a second; in slices, between which the socket is tried again:
+        # gRPC's wait would retry a daemon that died meanwhile until the deadline. (A
+        # slice is also a deadline gRPC can take: its deadline is time.time() + timeout,
+        # which overflows into the past beyond about 7e9 s.)
+        while True:
+            left = remaining()
+            try:
+                self.health.Check(health_pb2.HealthCheckRequest(),
+                                  timeout=_ANSWER_SLICE if left is None
+                                  else min(left, _ANSWER_SLICE),
+                                  wait_for_ready=True)
+                return
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise FtraceError.from_rpc(error) from None
+            if remaining() == 0.0:
+                raise FtraceError(
+                    self._closed_at_once() or errno.ETIMEDOUT,
+                    f"ftraced at {self.address} not ready after {timeout}s",
+                    from_kernel=False,
+                )
+            if (refusal := _refusal(self.address, remaining())) is not None:
+                raise DaemonLost(refusal, self.address)
 
     def _closed_at_once(self) -> int | None:
         """ECONNRESET when the server took the connections and closed them at once, as
@@ -413,18 +446,19 @@ def connect(
     identity: Identity | None = None,
     *,
     wait: float | None = None,
+    answered: bool = False,
     options: Sequence[tuple[str, Any]] = (),
 ) -> Connection:
     """Open a :class:`Connection` (address: argument > ``$FTRACED_ADDRESS`` > default).
 
     Channels connect lazily; with ``wait`` (seconds) block until the daemon answers, raising
     ``FtraceError`` otherwise, as :meth:`Connection.wait_ready` does (the channel is then
-    closed).
+    closed; ``answered``: a refusal is the daemon gone, not one still starting).
     """
     connection = Connection(address, identity, options=options)
     if wait is not None:
         try:
-            connection.wait_ready(wait)
+            connection.wait_ready(wait, answered=answered)
         except BaseException:
             connection.close()
             raise

@@ -79,7 +79,9 @@ a second they say so on stderr, after :data:`SNAPSHOT_TIMEOUT` seconds they give
 
 Exit status: 0; 1 when ``check`` found something, or ``failpoints wait`` saw no thread
 pause in time; 2 on errors, no daemon answering within ``--connect-timeout`` among them
-(as for every client), an unknown failpoint or a bad spec too; 130 after Ctrl-C.
+(as for every client), a daemon that went away during a wait too (said at once:
+``ftraced at A went away (Connection refused)``), an unknown failpoint or a bad spec
+too; 130 after Ctrl-C.
 """
 
 from __future__ import annotations

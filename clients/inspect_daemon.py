@@ -8,8 +8,10 @@ unregistered, its files released?).
 ``ops`` walks ``ftrace_ops_list`` and ``ftrace_global_list`` (``Kernel.ListOps``), as one
 would with drgn's list helpers over ``struct ftrace_ops``: a header line, then one line per
 ops — its id (it stands for the struct's address), its ``FTRACE_OPS_FL_*`` flags, the
-entries of its filter and notrace hashes, its name and the task that registered it (``-``
-for the kernel's own). ``--hashes`` lists each hash's functions under its ops, in address
+entries of its filter and notrace hashes, its name and the task that registered it
+(``COMM/PID``, ``-`` for the kernel's own), last: a comm may hold spaces, so it is the
+rest of the line, as ``ps`` prints its command last (``read id flags filter notrace name
+owner`` in a shell); a name is one word (the daemon refuses any other with EINVAL). ``--hashes`` lists each hash's functions under its ops, in address
 order. ListOps takes ``ftrace_lock``; a thread paused at a failpoint may hold it, and after
 a second a notice on stderr says so, as for ``check --locked``.
 
@@ -105,6 +107,9 @@ def ops_lines(listed: list[kernel_pb2.OpsInfo], hashes: bool) -> list[str]:
                            f"{len(ops.notrace)} of {ops.notrace_count} notrace entries "
                            "listed: ListOps' answer stops within a default gRPC client's 4 MiB")
         details.append(listing)
+    # Whitespace-separated columns, padded: every field but the last is one word (an id,
+    # flags joined by "|", counts, a name the daemon keeps to printable ASCII without
+    # space or comma), so the owner, whose comm may hold spaces, is the rest of the line.
     widths = [max(len(row[column]) for row in rows) for column in range(len(OPS_HEADER) - 1)]
     lines = []
     for row, listing in zip(rows, details):

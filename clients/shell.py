@@ -44,7 +44,7 @@ import clients.shell_variables  # noqa: F401  (registers the commands)
 from clients.api import Client, FileSession
 from clients.cli import (EXIT_NO_DAEMON, ConnectError, add_connect_timeout, address_argument,
                          check_address_env, check_daemon_options, daemon_client,
-                         identity_argument)
+                         daemon_lost, gone_text, identity_argument)
 from clients.errors import FtraceError
 from clients.shell_parser import (
     AndOr,
@@ -700,8 +700,11 @@ class Shell:
         except FtraceError as error:
             # A failure the command has no message of its own for: the daemon's errno,
             # and where the daemon is when it is not answering at all.
-            where = "" if error.from_kernel else f" (ftraced at {self.client.address})"
-            ctx.err(f"{who}: {error.strerror}{where}")
+            if daemon_lost(error):
+                ctx.err(f"{who}: {gone_text(self.client.address, error)}")
+            else:
+                where = "" if error.from_kernel else f" (ftraced at {self.client.address})"
+                ctx.err(f"{who}: {error.strerror}{where}")
             return 1
 
 

@@ -33,8 +33,10 @@ script would be seen, even though tracing went on after it.
 
 Standard error gets status lines: ``ftrace-tracer: ops NAME registered: F in filter, N in
 notrace`` once the ops is live, one line per command, and the totals at the end. Errors
-exit 1 with a diagnostic such as ``ftrace-tracer: register: No such device``; no daemon
-answering within ``--connect-timeout`` (or a ``--spawn`` daemon not starting) exits 2,
+exit 1 with a diagnostic such as ``ftrace-tracer: register: No such device``, a daemon
+that went away meanwhile too, said at once (``ftrace-tracer: NAME: ftraced at A went away
+(Connection refused)``); no daemon answering within ``--connect-timeout`` (or a
+``--spawn`` daemon not starting) exits 2,
 as every client does. A second SIGINT while the daemon answers the unregister gives up
 waiting (exit 130).
 """
@@ -210,7 +212,9 @@ def trace(client: Client, args: argparse.Namespace, out: TextIO, waker: cli.Wake
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Register an ftrace_ops with filters and print its hits.")
-    p.add_argument("--name", default="", help="the ops' name (default: the daemon's choice)")
+    p.add_argument("--name", default="",
+                   help="the ops' name: one word of printable ASCII, no comma, at most 63 "
+                        "bytes (default: the daemon's choice, tracer-PID)")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="PATTERN",
                    help="ftrace_set_filter pattern (repeatable; none: all functions)")
     p.add_argument("-n", "--notrace", action="append", default=[], metavar="PATTERN",

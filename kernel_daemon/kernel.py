@@ -32,7 +32,7 @@ from kernel_daemon.panic import Panic
 from kernel_daemon.pid import PidHash
 from kernel_daemon.preempt import preempt_count
 from kernel_daemon.printk import Printk
-from kernel_daemon.shm import new_namespace, reap_stale_segments
+from kernel_daemon.shm import new_namespace, reap_stale_segments, unlink_namespace
 from kernel_daemon.task import current
 from kernel_daemon.trace.buffers import TRACE_BUF_SIZE_DEFAULT
 from kernel_daemon.trace.ring_buffer import RingBuffer, TraceClock
@@ -108,35 +108,44 @@ class Kernel:
         for name, spec in options.failpoints:
             self.failpoints.configure(name, spec)
         self.namespace = new_namespace()
-        # The tasks that have entered this kernel (kernel_daemon.pid); the RPC layer adds
-        # each as it comes in.
-        self.pid_hash = PidHash()
-        self.ftrace = Ftrace(Variant(options.variant), frozenset(Race(r) for r in options.races),
-                             RecordPages(self.namespace), self.printk, self.panic, self.failpoints,
-                             self.kallsyms.sprint_symbol_no_offset, self.kallsyms.sprint_symbol,
-                             self.kallsyms_lookup_name, self.pid_hash.find_get_pid,
-                             self.symbol_name, FtraceProbes())
-        self.ftrace_init(vmlinux)
-        ftrace_mod_cmd_init(self.ftrace)
-        self.modules.register_module_notifier(self.ftrace_module_notifier)
-        self.trace_clock = TraceClock(self.local_clock)
-        self.trace_clock_name = "local"
-        self.ring_buffer = RingBuffer(self.namespace, options.cpus, options.buffer_size_kb << 10)
-        # tracing_cpumask: CPUs whose events are recorded, and the lock of its writers.
-        self.tracing_cpumask = (1 << options.cpus) - 1
-        self.tracing_cpumask_update_lock = Mutex()
-        self.tracing = Tracing(self.ftrace, self.ring_buffer, self.printk, self.trace_clock)
-        self.saved_cmdlines = SavedCmdlines(self.namespace, self.tracing.tracing_is_enabled,
-                                            self.ring_buffer.record_is_on)
-        self.function_tracer = FunctionTracer(self.ftrace, self.function_trace_event,
-                                              self.tracing, self.saved_cmdlines)
-        # init_function_trace(): the traceon/traceoff commands, then the tracer.
-        TraceOnOffCommands(self.ftrace, self.tracing).init_func_cmd_traceon()
-        self.tracing.register_tracer(self.function_tracer)
-        # trace_stat.c's all_stat_sessions; ftrace_init_debugfs() registers the profiler's.
-        self.all_stat_sessions: list[StatSession] = []
-        self.function_profiler = FunctionProfiler(self.ftrace, options.cpus)
-        self.function_profiler.ftrace_profile_debugfs(self.all_stat_sessions)
+        # The boot creates the namespace's shared memory as it goes: one that fails
+        # half-way (an error, Ctrl-C, SIGTERM made KeyboardInterrupt) leaves no kernel to
+        # shut down, so it unlinks what it created itself.
+        try:
+            # The tasks that have entered this kernel (kernel_daemon.pid); the RPC layer
+            # adds each as it comes in.
+            self.pid_hash = PidHash()
+            self.ftrace = Ftrace(Variant(options.variant),
+                                 frozenset(Race(r) for r in options.races),
+                                 RecordPages(self.namespace), self.printk, self.panic,
+                                 self.failpoints, self.kallsyms.sprint_symbol_no_offset,
+                                 self.kallsyms.sprint_symbol, self.kallsyms_lookup_name,
+                                 self.pid_hash.find_get_pid, self.symbol_name, FtraceProbes())
+            self.ftrace_init(vmlinux)
+            ftrace_mod_cmd_init(self.ftrace)
+            self.modules.register_module_notifier(self.ftrace_module_notifier)
+            self.trace_clock = TraceClock(self.local_clock)
+            self.trace_clock_name = "local"
+            self.ring_buffer = RingBuffer(self.namespace, options.cpus,
+                                          options.buffer_size_kb << 10)
+            # tracing_cpumask: CPUs whose events are recorded, and the lock of its writers.
+            self.tracing_cpumask = (1 << options.cpus) - 1
+            self.tracing_cpumask_update_lock = Mutex()
+            self.tracing = Tracing(self.ftrace, self.ring_buffer, self.printk, self.trace_clock)
+            self.saved_cmdlines = SavedCmdlines(self.namespace, self.tracing.tracing_is_enabled,
+                                                self.ring_buffer.record_is_on)
+            self.function_tracer = FunctionTracer(self.ftrace, self.function_trace_event,
+                                                  self.tracing, self.saved_cmdlines)
+            # init_function_trace(): the traceon/traceoff commands, then the tracer.
+            TraceOnOffCommands(self.ftrace, self.tracing).init_func_cmd_traceon()
+            self.tracing.register_tracer(self.function_tracer)
+            # trace_stat.c's all_stat_sessions; ftrace_init_debugfs() registers the profiler's.
+            self.all_stat_sessions: list[StatSession] = []
+            self.function_profiler = FunctionProfiler(self.ftrace, options.cpus)
+            self.function_profiler.ftrace_profile_debugfs(self.all_stat_sessions)
+        except BaseException:
+            unlink_namespace(self.namespace)
+            raise
 
     def local_clock(self) -> int:
         """``local_clock()``: nanoseconds since boot."""

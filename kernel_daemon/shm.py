@@ -89,6 +89,16 @@ def reap_stale_segments() -> list[str]:
     return reaped
 
 
+def unlink_namespace(namespace: str) -> None:
+    """Unlink every segment of one kernel instance: what a boot that failed half-way
+    (an error, Ctrl-C) created, which no kernel object is left to destroy."""
+    for name in segments_of(namespace):
+        try:
+            _posixshmem.shm_unlink("/" + name)
+        except FileNotFoundError:
+            pass
+
+
 def segments_of(namespace: str) -> list[str]:
     """Names under ``/dev/shm`` that belong to one kernel instance."""
     try:

@@ -1,16 +1,20 @@
-"""``make bench QUICK=1``: the benchmarks run and write well-formed results.
+"""``make bench QUICK=1``: the benchmarks run and write well-formed results; SIGTERM ends
+a run as Ctrl-C does, its in-process kernel's shared memory released.
 
 No figure is asserted: timings belong to ``bench/results.md``, not to tests.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import signal
 import subprocess
 import sys
 
 from bench.results import REQUIRED_KEYS, validate
 from tests.children import REPO, child_env
+from tests.test_tracer_client import DEADLINE, wait_until
 
 
 def test_quick_bench_writes_results(tmp_path):
@@ -51,3 +55,24 @@ def test_time_to_detection_rows_become_entries():
     assert (found.name, found.value, found.value_min, found.value_max, found.reps) == (
         "time_to_detection/fixed/load-count", 2.0, 1.0, 3.0, 5)
     assert clean.name == "time_to_detection/fixed" and clean.value is None
+
+
+def test_sigterm_ends_a_bench_run_as_ctrl_c_does_leaving_no_shared_memory(tmp_path):
+    """SIGTERM's default action left the in-process kernel's ``ftsim.<pid>.*`` segments
+    in /dev/shm (no ``finally`` ran): now the run unwinds, and says so."""
+    bench = subprocess.Popen([sys.executable, "-m", "bench", "--quick", "--only",
+                              "core_filter", "--out", str(tmp_path)],
+                             cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    segments = f"/dev/shm/ftsim.{bench.pid}.*"
+    try:
+        wait_until(lambda: glob.glob(segments))  # its kernel booted
+        bench.send_signal(signal.SIGTERM)
+        _, err = bench.communicate(timeout=DEADLINE)
+    finally:
+        bench.kill()
+        bench.communicate()
+    assert (bench.returncode, err.splitlines()[-1]) == (
+        128 + signal.SIGTERM, "bench: interrupted by SIGTERM"), err[-2000:]
+    assert not glob.glob(segments)
+    assert not list(tmp_path.iterdir())  # no results of a run cut short

@@ -1,19 +1,30 @@
 """What every client says when it cannot reach the daemon, as a process: one diagnostic
 (``clients.cli.no_daemon_text``) and one exit status (``EXIT_NO_DAEMON``), after waiting
 ``--connect-timeout`` for a daemon still starting, at once where none could ever listen;
-a malformed address is a usage error at once, checked by ftraced's own check."""
+a malformed address is a usage error at once, checked by ftraced's own check. A daemon
+killed while a client waits on it is told at once (``clients.cli.gone_text``)."""
 
 from __future__ import annotations
 
+import glob
 import itertools
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import pytest
+
+from clients.api import Client
+from clients.spawn import spawn_daemon
 from tests.children import REPO, child_env
+from tests.paused_writer import AFTER_DISABLE
 from tests.test_daemon_process import kill, serving, start_daemon, stop
+from tests.test_race_interleavings import ShellProcess
+from tests.test_tracer_client import SMALL, TRACING, Lines, wait_until
 
 #: Far longer than any test here takes: a client that waited for it fails the test.
 LONG_TIMEOUT = "60"
@@ -154,3 +165,87 @@ def test_daemon_options_ftraced_refuses_are_a_usage_error_before_any_daemon_star
         assert process.returncode == 2 and out == "", (module, err)
         assert err.splitlines()[-1].endswith(
             "--spawn: error: core-functions must be 453..2000000, not 1"), (module, err)
+
+
+# --- a daemon that goes away in the middle of a client's wait --------------------------
+
+#: What holds ftrace_lock for the waits that need it: a filter write paused at the
+#: failpoint, by a process of its own (it fails with the daemon, as the client does).
+LOCK_HOLDER = f"echo vfs_read > {TRACING}/set_ftrace_filter"
+
+
+def in_call(method: str) -> Callable[[Client, Lines], bool]:
+    """The client's ``method`` reached the daemon (and waits there)."""
+    return lambda client, _: client.stats().rpc_counts[method] > 0
+
+
+def said(text: str) -> Callable[[Client, Lines], bool]:
+    """The client said ``text`` on stderr: it is in the wait that follows the line."""
+    return lambda _, stderr: bool(stderr.wait_for(text))
+
+
+def file_open(client: Client, _: Lines) -> bool:
+    """The client's cat has trace_pipe open (and blocks in its read)."""
+    return client.stats().open_files > 0
+
+
+#: How a client says the daemon went away, after its own words (the address filled in).
+GONE = "ftraced at {} went away (Connection refused)"
+
+#: (what, the client's arguments after --address, whether ftrace_lock is held, when it
+#: waits, its exit status, its last line on stderr)
+WAITS = [
+    ("inspect failpoints wait", ["clients.inspect", "failpoints", "wait", AFTER_DISABLE],
+     False, in_call("/ftrace.v1.Kernel/WaitFailpoint"), 2, "ftrace-inspect: " + GONE),
+    ("inspect ops", ["clients.inspect", "ops"], True, said("waiting for ftrace_lock"), 2,
+     "ftrace-inspect: " + GONE),
+    ("inspect check --locked", ["clients.inspect", "check", "--locked"], True,
+     said("waiting for ftrace_lock"), 2, "ftrace-inspect: " + GONE),
+    ("tracer registering", ["clients.tracer", "-f", "vfs_*"], True,
+     in_call("/ftrace.v1.Tracer/Attach"), 1, "ftrace-tracer: register: " + GONE),
+    ("tracer tracing", ["clients.tracer", "--name", "mine", "-f", "vfs_*"], False,
+     said("ops mine registered"), 1, "ftrace-tracer: mine: " + GONE),
+    ("shell dmesg -w", ["clients.shell", "-c", "echo following >&2; dmesg -w"], False,
+     said("following"), 1, "dmesg: " + GONE),
+    # A file's error is bash's (the command, the file, the errno), the pipeline's status
+    # grep's: it read no line.
+    ("shell trace_pipe | grep", ["clients.shell", "-c", f"cat {TRACING}/trace_pipe | grep x"],
+     False, file_open, 1, f"cat: {TRACING}/trace_pipe: Connection refused"),
+]
+
+
+@pytest.mark.parametrize("what, argv, lock, waiting, status, last", WAITS,
+                         ids=[case[0] for case in WAITS])
+def test_a_daemon_killed_during_a_wait_is_told_at_once_in_one_line(
+        what, argv, lock, waiting, status, last):
+    """SIGKILL leaves the socket behind, refusing, as a daemon about to listen would;
+    but this one had answered, so the client says at once that it went away, and exits
+    with its status for an error, not, after its --connect-timeout, that no daemon
+    answers (and to start one)."""
+    daemon = spawn_daemon(SMALL)
+    holder = None
+    try:
+        with daemon.connect() as client:
+            if lock:
+                client.set_failpoint(AFTER_DISABLE, "1*pause")
+                holder = ShellProcess(daemon.address, LOCK_HOLDER)
+                client.wait_failpoint(AFTER_DISABLE, timeout=DEADLINE)
+            module, *words = argv
+            waiter = start(module, ["--address", daemon.address, "--connect-timeout",
+                                    LONG_TIMEOUT, *words])
+            stderr = Lines(waiter.stderr)
+            wait_until(lambda: waiting(client, stderr))
+        os.kill(daemon.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        _, err = waiter.communicate(timeout=DEADLINE)
+        took = time.monotonic() - killed
+    finally:
+        daemon.stop()
+        if holder is not None:
+            holder.proc.kill()
+            holder.proc.communicate()
+        for segment in glob.glob(f"/dev/shm/ftsim.{daemon.pid}.*"):
+            os.unlink(segment)
+    assert took < float(LONG_TIMEOUT) / 4, f"{what}: {took:.1f} s"
+    assert (waiter.returncode, stderr.rest(err.encode()).splitlines()[-1]) == (
+        status, last.format(daemon.address)), what

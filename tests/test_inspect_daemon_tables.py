@@ -1,13 +1,17 @@
 """``ftrace-inspect ops`` and ``ftrace-inspect stats`` against a real ftraced: what a
 script checks between its steps, in text and in JSON; a tracer process killed with
-SIGKILL leaves the listing as it was before it came."""
+SIGKILL leaves the listing as it was before it came; an ops line comes apart into its
+fields (a name is one word, the daemon refuses others; the owner, last, may hold
+spaces)."""
 
 from __future__ import annotations
 
+import errno
 import json
 
 import pytest
 
+from clients.errors import FtraceError
 from clients.identity import Identity
 from ftrace.v1 import kernel_pb2
 from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
@@ -87,3 +91,34 @@ def test_a_killed_tracer_leaves_the_ops_listing_as_it_found_it(spawn, capsys):
     assert wait_until(lambda: listing() == before)
     stats = json.loads(inspect_main(capsys, *address, "stats", "--json")[1])
     assert (stats["streams"], stats["open_files"], stats["ops"]) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("name", ["two words", "tab\there", "new\nline", "a,b", "caf\u00e9",
+                                  "nul\0"])
+def test_an_ops_name_that_is_not_one_word_is_einval_and_nothing_registers(spawn, name):
+    """A name is one field of the listings (ops, records --expected's comma-joined OPS,
+    dmesg lines): the daemon refuses any other, as a kernel interface refuses a name it
+    cannot hold."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as client:
+        before = client.list_ops()
+        with pytest.raises(FtraceError) as refused:
+            client.attach(name, ["vfs_read"])
+        assert refused.value.errno == errno.EINVAL
+        assert "printable ASCII only, no space or comma" in refused.value.message
+        assert client.list_ops() == before
+
+
+def test_the_owner_is_the_rest_of_an_ops_line_as_ps_prints_its_command(spawn, capsys):
+    """A comm may hold spaces: the owner comes last, so `read id flags filter notrace
+    name owner` takes each line apart (its comm whole)."""
+    daemon = spawn(SMALL)
+    with daemon.connect(Identity(4242, "lab script")) as client:
+        client.write_file(f"{TRACING}/current_tracer", "function")
+        with client.attach("mine", ["vfs_read"]):
+            status, out, err = inspect_main(capsys, "--address", daemon.address, "ops")
+    assert (status, err) == (0, "")
+    rows = [line.split(None, 5) for line in out.splitlines()]
+    assert rows[0] == ["ID", "FLAGS", "FILTER", "NOTRACE", "NAME", "OWNER"]
+    assert rows[1][4:] == ["mine", "lab script/4242"]
+    assert [row[4:] for row in rows[2:]] == [["global_ops", "-"], ["trace_ops", "-"]]

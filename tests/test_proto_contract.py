@@ -23,6 +23,7 @@ from clients import connection as connection_module
 from clients.connection import (
     ADDRESS_ENV,
     Connection,
+    DaemonLost,
     connect,
     default_address,
     grpc_target,
@@ -62,6 +63,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto" / "ftrace" / "v1"
 PROTO_FILES = sorted(PROTO_DIR.glob("*.proto"))
 GENERATED = ["common", "tracefs", "modules", "kernel", "tracer"]
+#: A client's wait for a daemon that a test expects to end long before it.
+WAIT = 30.0
 
 # --- generated code and services ---------------------------------------------------------
 
@@ -607,10 +610,11 @@ def test_waiting_for_a_daemon_still_starting_lasts_the_timeout_then_gives_the_re
             assert (info.value.errno, info.value.from_kernel) == (number, False)
 
 
-def test_a_wait_past_grpcs_longest_deadline_is_a_wait_without_one(tmp_path, monkeypatch):
+def test_a_wait_past_grpcs_longest_deadline_is_a_wait_in_slices(tmp_path, monkeypatch):
     """gRPC's deadline is time.time() + timeout, which overflows into the past beyond
     about 7e9 s: --connect-timeout 9e9 failed at once. The health check that waits for
-    the daemon gets no deadline then, and its own below that."""
+    the daemon is made in slices of at most _ANSWER_SLICE (the socket tried between
+    them), each far below that."""
     asked = []
 
     class RecordingHealth:
@@ -628,7 +632,53 @@ def test_a_wait_past_grpcs_longest_deadline_is_a_wait_without_one(tmp_path, monk
         listening.listen()
         for wait in (9e9, 60.0):
             connect(f"unix:{tmp_path}/d.sock", wait=wait).close()
-    assert asked[0] is None and 50.0 < asked[1] <= 60.0
+    assert asked == [connection_module._ANSWER_SLICE] * 2
+
+
+def test_a_daemon_that_went_away_during_the_wait_is_not_waited_for(tmp_path):
+    """A connection accepted, then the listener gone, its socket left behind (a daemon
+    killed as it started): DaemonLost at once, with the refusal's errno, not ETIMEDOUT
+    (nor a retry for a daemon still starting) at the end of the wait."""
+    path = str(tmp_path / "d.sock")
+    failed: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            connect(f"unix:{path}", wait=WAIT).close()
+        except BaseException as error:  # noqa: BLE001  (handed to the test's thread)
+            failed.append(error)
+
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(path)
+        listening.listen()
+        listening.settimeout(WAIT)
+        waiting = threading.Thread(target=wait)
+        started = time.monotonic()
+        waiting.start()
+        accepted, _ = listening.accept()  # the wait's first connection
+        accepted.close()
+    waiting.join(WAIT)
+    assert time.monotonic() - started < WAIT / 2
+    [error] = failed
+    assert isinstance(error, DaemonLost)
+    assert (error.errno, error.message, error.from_kernel) == (
+        errno.ECONNREFUSED, f"ftraced at unix:{path} went away", False)
+
+
+def test_a_daemon_that_answered_is_not_waited_for_when_it_refuses(tmp_path):
+    """``answered``: the caller had the daemon's answers on another connection (a stress
+    worker of a run under way), so a socket left behind (SIGKILL) or removed (SIGTERM)
+    is the daemon gone, said at once; without it, the same is waited for as a daemon
+    still starting (test_waiting_for_a_daemon_still_starting_...)."""
+    with socket.socket(socket.AF_UNIX) as left:
+        left.bind(str(tmp_path / "left.sock"))
+        for address, number in [(f"unix:{tmp_path}/left.sock", errno.ECONNREFUSED),
+                                (f"unix:{tmp_path}/removed.sock", errno.ENOENT)]:
+            started = time.monotonic()
+            with pytest.raises(DaemonLost) as info:
+                connect(address, wait=WAIT, answered=True)
+            assert time.monotonic() - started < WAIT / 2, address
+            assert info.value.errno == number, address
 
 
 def test_waiting_for_a_daemon_finds_it_when_it_comes(tmp_path, monkeypatch):

@@ -115,3 +115,23 @@ def test_segments_of_a_killed_daemon_are_reaped_at_the_next_boot(tmp_path):
     # Any boot reaps them now, this one or one on another test worker: they are gone.
     reap_stale_segments()
     assert segments_of(namespace) == []
+
+
+def test_a_boot_interrupted_half_way_unlinks_what_it_created(monkeypatch):
+    """Ctrl-C (or SIGTERM made KeyboardInterrupt, as the benchmarks make it) after the
+    record pages were created and before the boot returned: no kernel object is left to
+    shut down, so the boot itself unlinks its namespace's segments."""
+    from kernel_daemon import kernel as kernel_module
+
+    created: list[str] = []
+
+    def interrupted(namespace: str, *args: object) -> None:
+        created.append(namespace)
+        assert segments_of(namespace), "the record pages come first"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kernel_module, "RingBuffer", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        kernel_module.Kernel(kernel_module.BootOptions(core_functions=512))
+    [namespace] = created
+    assert segments_of(namespace) == []

@@ -14,6 +14,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ from kernel_daemon.ftrace.snapshot import RecordsReader
 from tests.children import REPO, child_env
 from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
 from tests.test_race_interleavings import interleave
+from tests.test_tracer_client import wait_until
 
 #: A small kernel (its daemons boot fast) and six clients: two loaders and two shells
 #: cycle modules and filters, one tracer and one invoker around them.
@@ -351,6 +353,33 @@ def test_daemon_killed_mid_run_leaves_history_and_report(tmp_path):
     held = [op for op in ops if op["op"] == "modprobe" and op["result"] == "unknown"]
     assert held, "the module load held at the failpoint never answered"
     assert report["operations"]["total"] == len(ops)
+
+
+def test_daemon_killed_while_the_clients_start_ends_the_run_at_once(tmp_path):
+    """Killed once the run has started its workers, before they connect: each worker
+    is refused by a daemon the run had answers from, which is the daemon gone, not one
+    to wait a minute for; the run does not wait for the rest to start, and ends with
+    the daemon lost in one line (not EBADF from a worker already reaped)."""
+    out = tmp_path / "out"
+    daemon = spawn_daemon(["--core-functions", "2048"])
+    try:
+        stress = start_stress(out, "--address", daemon.address, "--duration", "120",
+                              "--seed", "5", *SHORT[2:])
+        wait_until(lambda: (out / "clients" / "tracer0.log").exists())  # workers started
+        os.kill(daemon.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        stdout, stderr = stress.communicate(timeout=120)
+        took = time.monotonic() - killed
+    finally:
+        daemon.stop()
+        for leftover in glob.glob(f"/dev/shm/ftsim.{daemon.pid}.*"):
+            os.unlink(leftover)
+    assert stress.returncode == 2, stdout + stderr
+    assert took < 30, f"{took:.1f} s: the workers' connections were waited for"
+    report = _report(out)
+    assert re.fullmatch(r"the daemon stopped answering \(\S+: Connection refused\) mid-run",
+                        report["error"]), report["error"]
+    assert report["operations"]["total"] == 0  # no worker was told to go
 
 
 def test_killed_worker_is_reported_and_the_run_goes_on(tmp_path):

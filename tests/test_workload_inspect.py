@@ -156,8 +156,8 @@ def test_modload_loads_what_a_module_depends_on_first_as_modprobe_does(spawn):
 
 
 def test_modload_whose_daemon_died_says_so_in_one_line():
-    """The daemon killed under a running loader: one line, the errno and where the daemon
-    was, without gRPC's words for its channel's state ("Stream removed (recvmsg:Connection
+    """The daemon killed under a running loader: one line, that the daemon where it was
+    went away and the errno, without gRPC's words for its channel's state ("Stream removed (recvmsg:Connection
     reset by peer (104))"). Not the spawn fixture's daemon: this one dies unclean, and its
     shared memory is reaped as the next boot would."""
     daemon = spawn_daemon(SMALL)
@@ -173,8 +173,9 @@ def test_modload_whose_daemon_died_says_so_in_one_line():
     assert not glob.glob(f"{SHM_DIR}/ftsim.{daemon.pid}.*")
     lines = err.decode().splitlines()
     assert loader.returncode == 1, lines
-    assert re.fullmatch(rf"ftrace-modload: (modprobe|rmmod) uinput: [A-Z][a-z ]+ "
-                        rf"\(ftraced at {re.escape(daemon.address)}\)", lines[0]), lines
+    assert re.fullmatch(rf"ftrace-modload: (modprobe|rmmod) uinput: ftraced at "
+                        rf"{re.escape(daemon.address)} went away \([A-Z][a-z ]+\)",
+                        lines[0]), lines
 
 
 # --- ftrace-inspect -----------------------------------------------------------------------

@@ -56,6 +56,7 @@ from typing import Callable, ContextManager, Iterable
 import numpy as np
 
 from clients.api import Client, ServerStream
+from clients.cli import error_text
 from clients.errors import FtraceError, translate_rpc_errors
 from clients.interrupt import interruptible, started
 from ftrace.v1 import kernel_pb2
@@ -297,7 +298,7 @@ class Checker:
                 done += 1
         except FtraceError as error:
             if not self._stop.is_set():
-                self._on_lost(f"CheckConsistency: {error}")
+                self._on_lost(f"CheckConsistency: {error_text(error)}")
         finally:
             self.consistency_rate = round(done / (time.monotonic() - began), 1)
 
@@ -322,7 +323,7 @@ class Checker:
                     wait = _WRITER_BACKOFF if self._writer_seen else 0.0
         except FtraceError as error:
             if not self._stop.is_set():
-                self._on_lost(f"Stats/ListOps: {error}")
+                self._on_lost(f"Stats/ListOps: {error_text(error)}")
 
     def _count(self, check: str) -> None:
         """One more of the run's checks; the baseline's are not the run's."""
@@ -411,7 +412,7 @@ class Checker:
             self._read_log(self._follow_stream)
         except FtraceError as error:
             if not self._stop.is_set():
-                self._on_lost(f"DmesgFollow: {error}")
+                self._on_lost(f"DmesgFollow: {error_text(error)}")
 
     def _read_ring(self) -> None:
         """The ring's lines not read yet, up to its last now: ``Dmesg``'s ``next_seq``

@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
 import sys
-from types import FrameType
 
 from clients.cli import (EXIT_NO_DAEMON, ConnectError, add_connect_timeout, address_argument,
-                         check_limits)
+                         check_limits, sigterm_interrupts)
 from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_STALL_TIMEOUT,
                                    DEFAULT_SWITCH_INTERVAL, STOP_ON_KINDS, WORKER_KINDS,
                                    BootSpec, RunConfig)
@@ -217,12 +215,6 @@ def summary(report: dict, out_dir: str) -> str:
     return "\n".join(lines)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM ends a run as Ctrl-C does: the clients and the private daemon are stopped,
-    and the report is written (exit status 2)."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -233,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"ftrace-stress: --out {args.out}: {error.strerror}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _interrupt)
+    sigterm_interrupts()  # a run SIGTERM ends writes its report, as after Ctrl-C
     try:
         daemon = connect(config, args.connect_timeout)
     except ConnectError as error:

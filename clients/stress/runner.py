@@ -39,7 +39,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from clients.api import Client
-from clients.cli import MAX_WAIT, ConnectError, no_daemon_text
+from clients.cli import MAX_WAIT, ConnectError, daemon_lost, error_text, no_daemon_text
 from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.spawn import SpawnedDaemon, SpawnError, spawn_daemon
@@ -301,7 +301,11 @@ class Run:
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal the caller turned into it
             result.error = "interrupted" + (f" by {interrupt}" if interrupt.args else "")
             self._abort()
-        except (FtraceError, OSError, ValueError) as error:
+        except FtraceError as error:
+            # A connection lost: one line, without gRPC's words for it.
+            result.error = error_text(error, self.client) if daemon_lost(error) else str(error)
+            self._abort()
+        except (OSError, ValueError) as error:
             result.error = str(error)
             self._abort()
         finally:
@@ -382,6 +386,8 @@ class Run:
             self.workers.append(worker)
             self.result.workers.append(worker.record)
         self._await_ready()
+        if self._lost:
+            return
         # The run starts now, for every worker at once.
         self.result.start_ns = time.monotonic_ns()
         self.result.start_wall = time.time()
@@ -397,20 +403,29 @@ class Run:
             self._went = True
 
     def _await_ready(self) -> None:
-        """Until every worker said ``ready`` (or died on the way)."""
+        """Until every worker said ``ready`` (or died on the way), or the daemon is gone
+        (the checker's threads, started first, say so): the workers still starting are
+        then not waited for, nor told to go (:meth:`_wait` ends the run at once)."""
         deadline = time.monotonic() + STARTUP_TIMEOUT
         with selectors.DefaultSelector() as selector:
+            selector.register(self._wake_r, selectors.EVENT_READ, None)
             for worker in self.workers:
                 assert worker.process.stdout is not None
                 selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
-            while selector.get_map():
+            while len(selector.get_map()) > 1:
                 events = selector.select(deadline - time.monotonic())
                 if not events:
                     raise TimeoutError(f"clients not ready after {STARTUP_TIMEOUT:g} s")
                 for key, _ in events:
+                    if key.data is None:
+                        os.read(self._wake_r, 4096)
+                        continue
                     selector.unregister(key.fileobj)
                     if key.fileobj.readline().strip() != b"ready":  # type: ignore[union-attr]
                         key.data.reap()
+                with self._lock:
+                    if self._lost:
+                        return
 
     def _budgets(self, count: int) -> list[int | None]:
         if self.config.ops is None:
@@ -431,7 +446,7 @@ class Run:
         stall = config.stall_timeout
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ, None)
-        for worker in self.workers:
+        for worker in self._alive():  # a reaped worker's pidfd is closed
             selector.register(worker.pidfd, selectors.EVENT_READ, worker)
         daemon_fd = os.pidfd_open(self.spawned.pid) if self.spawned else None
         if daemon_fd is not None:
@@ -440,7 +455,9 @@ class Run:
                     if config.duration is not None else None)
         watch = _ProgressWatch()
         try:
-            while True:
+            # The state is looked at before each wait, the wake-ups only end one: the
+            # checker may have lost the daemon while the workers started.
+            while not self._over(deadline):
                 now = time.monotonic_ns()
                 timeout = (None if deadline is None
                            else min(max(0.0, (deadline - now) / 1e9), MAX_WAIT))
@@ -465,11 +482,6 @@ class Run:
                         selector.unregister(key.fd)
                         key.data.reap()
                 self._show_progress()
-                with self._lock:
-                    if self._lost or (self._stopping_anomaly() and not config.keep_going):
-                        break
-                if not self._alive() or (deadline is not None and time.monotonic_ns() >= deadline):
-                    break
         finally:
             selector.close()
             if daemon_fd is not None:
@@ -480,6 +492,15 @@ class Run:
         if self.result.anomalies and not self._lost:
             for worker in self._loaders():
                 worker.freeze()
+
+    def _over(self, deadline: int | None) -> bool:
+        """Whether :meth:`_wait` is over: the daemon gone, an anomaly to stop at, no
+        worker left, or the ``deadline`` (monotonic ns) passed."""
+        with self._lock:
+            if self._lost or (self._stopping_anomaly() and not self.config.keep_going):
+                return True
+        return not self._alive() or (deadline is not None
+                                     and time.monotonic_ns() >= deadline)
 
     def _release_paused(self) -> None:
         """Release the run's clients held at a failpoint's ``pause`` (armed on a daemon of
@@ -592,7 +613,7 @@ class Run:
         except FtraceError as error:
             if error.from_kernel:
                 raise
-            self._on_lost(str(error))
+            self._on_lost(error_text(error))
 
     def _teardown(self) -> None:
         """``echo nop > current_tracer``, recorded like any client's operation."""

@@ -25,6 +25,7 @@ import threading
 import time
 
 from clients.api import Client
+from clients.connection import connect
 from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.stress.history import Recorder
@@ -50,8 +51,11 @@ def run(spec: WorkerSpec, stop: threading.Event) -> int:
     worker_class = WORKERS[spec.kind]
     recorder = Recorder(spec.history, spec.name, spec.kind)
     try:
-        client = Client(spec.address, Identity(os.getpid(), worker_class.comm),
-                        wait=CONNECT_TIMEOUT)
+        # The run's daemon answered the orchestrator: a refusal is the daemon gone, said
+        # at once, not waited for as one still starting.
+        client = Client(connection=connect(spec.address, Identity(os.getpid(),
+                                                                  worker_class.comm),
+                                           wait=CONNECT_TIMEOUT, answered=True))
     except FtraceError:
         recorder.close()
         return EXIT_DAEMON_GONE

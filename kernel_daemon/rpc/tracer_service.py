@@ -40,6 +40,13 @@ MAX_BATCH = 8192
 DEFAULT_MAX_DELAY_MS = 50
 DEFAULT_QUEUE_LIMIT = 65536
 OPS_NAME_MAX = 63
+#: What an ops name may hold besides its length: printable ASCII but the space and the
+#: comma. The name is one field of line-oriented listings (``ftrace-inspect ops``, its
+#: NAME column before OWNER; ``records --expected``, names joined by commas in its OPS
+#: column; dmesg and CheckConsistency lines): a space, a tab, a newline or a comma in it
+#: would split their fields or forge lines. A kernel interface refuses a name it cannot
+#: hold with EINVAL, and so does Tracer.Attach.
+OPS_NAME_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7F)) - {","}
 # Executions of one Invoke at most: the counters it adds to stay far from 2**64.
 MAX_REPEAT = 100_000_000
 
@@ -318,6 +325,9 @@ class TracerSession:
         name = reg.name or f"tracer-{self.owner.pid}"
         if len(name.encode()) > OPS_NAME_MAX:
             raise KernelError(errno.EINVAL, f"ops name longer than {OPS_NAME_MAX} bytes")
+        if not OPS_NAME_CHARACTERS.issuperset(name):
+            raise KernelError(errno.EINVAL, f"ops name {quoted(name)}: printable ASCII "
+                                            "only, no space or comma")
         ops = FtraceOps(name, func=self._hit_func, owner=self.owner)
         for setter, patterns in ((ftrace_set_filter, reg.filter),
                                  (ftrace_set_notrace, reg.notrace)):
