@@ -172,7 +172,11 @@ class StandardInput:
 
     bash reads its commands from a pipe a byte at a time, so as to read no further than
     the line; the shell reads them a chunk at a time and keeps here what it read beyond
-    the line, which a command's read(2) takes first. At a terminal readline reads a byte
+    the line, which a command's read(2) takes first. From an input it can seek in (a
+    regular file), bash reads a buffer at a time and, before a command runs, seeks back to
+    the end of the line it took (input.c's sync_buffered_stream()); the shell does so
+    before a command's first read(2) or lseek(2), so that the command finds the offset
+    there and leaves it where it stops (``grep -m1``). At a terminal readline reads a byte
     at a time, as bash's, and nothing is kept. A command's wait for more is one a signal
     ends (:meth:`Stage.wait_readable`)."""
 
@@ -187,6 +191,9 @@ class StandardInput:
             self._hold_closed(fd)
         else:
             self.fd = fd
+        #: Whether the descriptor can seek: a regular file's can, a pipe's or a
+        #: terminal's cannot.
+        self._seekable = self.fd is not None and _can_seek(self.fd)
         # Guards _ahead: the shell's line reading and a pipeline stage's reads are in
         # turn, but on different threads.
         self._lock = threading.Lock()
@@ -209,17 +216,39 @@ class StandardInput:
         READ_CHUNK bytes once there are some; b"" at end of file. Raises FtraceError for
         a failed read (a closed descriptor: EBADF), KilledBySignal when killed."""
         with self._lock:
-            if self._ahead:
+            if self._ahead and not self._seekable:
                 data = bytes(self._ahead)
                 self._ahead.clear()
                 return data
         try:
-            if self.fd is None:
-                raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+            self._sync()
+            assert self.fd is not None
             stage.wait_readable(self.fd)
             return os.read(self.fd, READ_CHUNK)
         except OSError as error:
             raise FtraceError(error.errno or errno.EIO, syscall="read") from None
+
+    def lseek(self, offset: int, whence: int) -> int:
+        """An lseek(2) of descriptor 0 by a command: the new offset, where its next read(2)
+        starts. Raises FtraceError: EBADF where it is closed, ESPIPE where it cannot seek
+        (a pipe, a terminal)."""
+        try:
+            self._sync()
+            assert self.fd is not None
+            return os.lseek(self.fd, offset, whence)
+        except OSError as error:
+            raise FtraceError(error.errno or errno.EIO, syscall="lseek") from None
+
+    def _sync(self) -> None:
+        """Before a command's read(2) or lseek(2): sync_buffered_stream(), the offset set
+        back over what the shell read beyond its line, where the descriptor can seek.
+        Raises OSError (EBADF where it is closed)."""
+        if self.fd is None:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        with self._lock:
+            if self._ahead and self._seekable:
+                os.lseek(self.fd, -len(self._ahead), os.SEEK_CUR)
+                self._ahead.clear()
 
     def lines(self) -> Iterator[bytes]:
         """The shell's own reading of its commands: each line with its newline (the last
@@ -250,6 +279,15 @@ class StandardInput:
             if rest:
                 yield rest
             return
+
+
+def _can_seek(fd: int) -> bool:
+    """bash's fd_is_seekable() (input.c): lseek(2) to where it is succeeds."""
+    try:
+        os.lseek(fd, 0, os.SEEK_CUR)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -285,6 +323,13 @@ class Invocation:
             return self.stdin.reads()
         standard_input, stage = self.shell.standard_input, self.shell.stage
         return iter(lambda: standard_input.read(stage), b"")
+
+    def stdin_lseek(self, offset: int, whence: int) -> int:
+        """lseek(2) of the standard input: the new offset. Raises FtraceError (ESPIPE for
+        the pipe before the command, EBADF for a closed descriptor)."""
+        if self.stdin is not None:
+            return self.stdin.lseek(offset, whence)
+        return self.shell.standard_input.lseek(offset, whence)
 
 
 @dataclass(frozen=True)
