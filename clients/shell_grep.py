@@ -514,7 +514,7 @@ def cmd_grep(ctx: Invocation) -> int:
             count = (grep.grep_standard_input(label) if name == "-"
                      else grep.grep_file(name, label))
         except FtraceError as error:
-            grep.suppressible_error(name, error)
+            grep.suppressible_error(shown, error)
             continue
         selected = selected or count > 0
         if options.has("q"):

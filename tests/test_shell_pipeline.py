@@ -248,6 +248,25 @@ def test_a_script_s_commands_read_its_regular_file_standard_input(daemon, tmp_pa
                         script="grep -m1 x; grep -m1 x; cat\n")
 
 
+@pytest.mark.parametrize("command", [
+    "grep x", "grep -c x", "grep -Hc x", "grep -l x", "grep -L x", "grep -q x", "grep -s x",
+    "grep x - -", "grep -n x >/dev/null", "grep -f -", "grep x | grep -c .",
+])
+def test_grep_names_a_closed_standard_input_as_gnu_grep(daemon, tmp_path, command):
+    """``grep x <&-``: GNU grep's name for standard input in its messages is "(standard
+    input)"; where it cannot be read at all (its fstat() fails), no count and no name is
+    printed for it. -f - names it "-"."""
+    close_then_run = ("import os, sys; os.close(0); os.execve(sys.argv[1], sys.argv[2:], "
+                      "os.environ)")
+    runs = [subprocess.run([sys.executable, "-c", close_then_run, *argv], capture_output=True,
+                           timeout=DEADLINE, env=env, cwd=tmp_path)
+            for argv, env in [(["/bin/bash", "bash", "-c", command], WITH_GREP),
+                              ([sys.executable, sys.executable, "-m", "clients.shell",
+                                "--address", daemon.address, "-c", command], child_env())]]
+    bash, shell = ((done.returncode, done.stdout, done.stderr) for done in runs)
+    assert shell == bash
+
+
 #: Run what follows with the terminal it was given as standard input as its
 #: controlling terminal (it leads a session of its own): a ^C typed there is SIGINT
 #: to it, the terminal's foreground process group.
