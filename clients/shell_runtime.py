@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ShellExit",
+    "InputError",
     "WriteError",
     "Output",
     "StreamOutput",
@@ -86,6 +87,15 @@ class ShellExit(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
+
+
+class InputError(Exception):
+    """The shell's own read(2) of its commands failed with ``errno`` (a directory as its
+    standard input: EISDIR)."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(number)
+        self.errno = number
 
 
 class WriteError(Exception):
@@ -254,7 +264,7 @@ class StandardInput:
         """The shell's own reading of its commands: each line with its newline (the last
         one may have none), to the end of the input; what follows a line is left to the
         commands it runs. On the main thread: Ctrl-C ends the wait as KeyboardInterrupt.
-        A closed descriptor is an input with no line, as bash's read error is its end."""
+        A closed descriptor is an input with no line; a failed read raises InputError."""
         if self.fd is None:
             return
         searched = 0  # how much of _ahead is known to hold no newline
@@ -267,7 +277,10 @@ class StandardInput:
                 searched = 0
                 yield line
                 continue
-            data = os.read(self.fd, READ_CHUNK)
+            try:
+                data = os.read(self.fd, READ_CHUNK)
+            except OSError as error:
+                raise InputError(error.errno or errno.EIO) from None
             if data:
                 with self._lock:
                     searched = len(self._ahead)
