@@ -75,6 +75,7 @@ from clients.shell_runtime import (
     COMMANDS,
     BufferOutput,
     FileOutput,
+    InputError,
     Invocation,
     NullOutput,
     Output,
@@ -797,6 +798,11 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
         else:
             shell.feed_all(line.decode("utf-8", "surrogateescape")
                            for line in shell.standard_input.lines())
+    except InputError as error:
+        # bash's, whatever ran before: the unfinished line is dropped, the status is 2.
+        print(f"{shell.name}: error reading input file: {os.strerror(error.errno)}",
+              file=sys.stderr)
+        return 2
     except ShellExit as done:
         return done.status
     except KeyboardInterrupt:

@@ -7,7 +7,11 @@ and printed once the read that ends it returns, so ``grep x trace_pipe`` shows e
 they come; and reading stops where grep() stops: after -m NUM's last selected line and its
 trailing context, at the first selected line with -q, -l or -L, or with the output going
 to /dev/null. A read that returned more is consumed all the same (trace_pipe's later
-events stay unread).
+events stay unread), except on standard input, which grep leaves as finalize_input()
+does: where it can seek (the shell's own, a regular file), -m NUM sets its offset back to
+just after the last selected line (``{ grep -m1 x; cat; } < FILE``: cat prints the rest);
+stopped early otherwise (output to /dev/null), grep moves it to the end, or reads a pipe
+to its end.
 
 A line is selected when one of the patterns matches it (with -w, a match with no word
 character beside it; with -x, the whole line), or none does (-v). -o prints each match
@@ -17,6 +21,8 @@ of a selected line, as GNU finds it: the leftmost, then longest, over the patter
 
 from __future__ import annotations
 
+import errno
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -149,14 +155,28 @@ def _option(ctx: Invocation, options: _Options, letter: str, value: str) -> None
         options.letters.add(letter)
 
 
+class _Input:
+    """A file's reads as grep() makes them, counted as fillbuf() keeps count: how many bytes
+    they returned (bufoffset, less the offset they started at) and whether one returned
+    the end of the file (ineof)."""
+
+    def __init__(self, reads: Iterator[bytes]) -> None:
+        self._reads = reads
+        self.total = 0
+        self.ineof = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for data in self._reads:
+            self.total += len(data)
+            yield data
+        self.ineof = True
+
+
 def _reads(ctx: Invocation, name: str) -> Iterator[bytes]:
-    """The reads of a file grep is named, a read(2) at a time (see read_path; closing
-    this early closes the file); "-" is standard input: the pipe's, as the command
-    before writes it, or the shell's own. Raises FtraceError."""
-    if name == "-":
-        yield from ctx.stdin_reads()
-    else:
-        yield from read_path(ctx, name)
+    """The reads of a file grep is named, a read(2) at a time (see read_path); "-" is
+    standard input: the pipe's, as the command before writes it, or the shell's own.
+    Raises FtraceError."""
+    return ctx.stdin_reads() if name == "-" else read_path(ctx, name)
 
 
 def _lines(reads: Iterable[bytes]) -> Iterator[bytes]:
@@ -329,6 +349,9 @@ class _Grep:
     used: bool = False
     #: A file could not be opened or read: the status is 2 (errseen).
     errseen: bool = False
+    #: prtext()'s after_last_match, from the file's start: the bytes up to the end of
+    #: the last selected line.
+    after_last_match: int = 0
 
     @property
     def done_on_match(self) -> bool:
@@ -380,10 +403,13 @@ class _Grep:
         #: The last lines not printed (number, line): a selected line's leading context.
         unprinted: deque[tuple[int, bytes]] = deque(maxlen=max(before, 0))
         lastout: int | None = None  # the number of the last line printed
-        pending = count = 0
+        pending = count = consumed = 0
+        self.after_last_match = 0
         for number, line in enumerate(lines, 1):
+            consumed += len(line) + 1
             if count != options.max_count and self.selected(line):
                 count += 1
+                self.after_last_match = consumed
                 if self.done_on_match:
                     break
                 if not options.has("c"):
@@ -404,6 +430,61 @@ class _Grep:
             if count == options.max_count and not pending:
                 break
         return count
+
+    def grep_file(self, name: str, label: bytes) -> int:
+        """grepfile() of a tracefs file: the count of its selected lines. Raises
+        FtraceError where it cannot be opened."""
+        reads = read_path(self.ctx, name)
+        try:
+            return self.scan(label, self.file_lines(name, reads))
+        finally:
+            reads.close()  # where grep() stopped: what it did not read stays unread
+
+    def grep_standard_input(self, label: bytes) -> int:
+        """grepdesc() of standard input (``-`` or no file): the count of its selected
+        lines, with its offset left as finalize_input() leaves it (unless grep ends at the
+        first selected line, -q, or lists files, -l or -L). Raises FtraceError where it
+        cannot be read at all (a closed descriptor: EBADF, as its fstat() fails)."""
+        name = label.decode("utf-8", "surrogateescape")
+        try:  # reset(): where it starts, if it can seek
+            start: int | None = self.ctx.stdin_lseek(0, os.SEEK_CUR)
+        except FtraceError as error:
+            if error.errno != errno.ESPIPE:
+                raise
+            start = None
+        source = _Input(self.ctx.stdin_reads())
+        count = self.scan(label, self.file_lines(name, source))
+        options = self.options
+        if not (options.has("q") and count) and (
+                not options.list_files or isinstance(self.ctx.stdout, NullOutput)):
+            self.finalize_input(name, source, start, count)
+        return count
+
+    def finalize_input(self, name: str, source: _Input, start: int | None,
+                       count: int) -> None:
+        """finalize_input(): once -m NUM's last line is selected, the offset set back to
+        just after it (lseek(2)), so that what grep read past it is the next reader's, where
+        the input can seek (``{ grep -m1 x; cat; } < FILE``: cat prints the rest); where
+        grep stopped before the end otherwise (output to /dev/null), the offset moved to the
+        end, or where it cannot be (a pipe), the rest read and dropped (drain_input())."""
+        try:
+            if count == self.options.max_count:
+                # A last line without its newline ends the file, as its added eol does.
+                offset = min(self.after_last_match, source.total)
+                if start is not None and offset != source.total:
+                    self.ctx.stdin_lseek(start + offset, os.SEEK_SET)
+            elif not source.ineof:
+                drain = start is None
+                if not drain:
+                    try:
+                        self.ctx.stdin_lseek(0, os.SEEK_END)
+                    except FtraceError as error:
+                        drain = error.errno != errno.EINVAL  # procfs' (Bug#25180)
+                if drain:
+                    for _ in source:
+                        pass
+        except FtraceError as error:
+            self.suppressible_error(name, error)
 
 
 @command("grep [OPTION]... PATTERNS [FILE]...",
@@ -427,15 +508,14 @@ def cmd_grep(ctx: Invocation) -> int:
     grep = _Grep(ctx, options, *matchers, with_filenames)
     selected = False
     for name in files or ["-"]:
-        label = encode(_STDIN_NAME if name == "-" else name)
-        reads = _reads(ctx, name)
+        shown = _STDIN_NAME if name == "-" else name  # input_filename()
+        label = encode(shown)
         try:
-            count = grep.scan(label, grep.file_lines(name, reads))
+            count = (grep.grep_standard_input(label) if name == "-"
+                     else grep.grep_file(name, label))
         except FtraceError as error:
-            grep.suppressible_error(name, error)
+            grep.suppressible_error(shown, error)
             continue
-        finally:
-            reads.close()  # where grep() stopped: what it did not read stays unread
         selected = selected or count > 0
         if options.has("q"):
             if count:

@@ -13,6 +13,7 @@ shell's own standard input woken, so it gets there.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -20,6 +21,8 @@ import threading
 import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from clients.errors import FtraceError
 
 if TYPE_CHECKING:
     from clients.shell_runtime import Output
@@ -227,6 +230,10 @@ class PipeReader:
         """read(2)s until end of file."""
         while self._open and (data := self._pipe.pipe_read(self._stage)):
             yield data
+
+    def lseek(self, offset: int, whence: int) -> int:
+        """A pipe's llseek (``no_llseek``): it cannot seek. Raises FtraceError (ESPIPE)."""
+        raise FtraceError(errno.ESPIPE, syscall="lseek")
 
     def close(self) -> None:
         if self._open:

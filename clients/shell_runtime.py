@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ShellExit",
+    "InputError",
     "WriteError",
     "Output",
     "StreamOutput",
@@ -86,6 +87,15 @@ class ShellExit(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
+
+
+class InputError(Exception):
+    """The shell's own read(2) of its commands failed with ``errno`` (a directory as its
+    standard input: EISDIR)."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(number)
+        self.errno = number
 
 
 class WriteError(Exception):
@@ -172,7 +182,11 @@ class StandardInput:
 
     bash reads its commands from a pipe a byte at a time, so as to read no further than
     the line; the shell reads them a chunk at a time and keeps here what it read beyond
-    the line, which a command's read(2) takes first. At a terminal readline reads a byte
+    the line, which a command's read(2) takes first. From an input it can seek in (a
+    regular file), bash reads a buffer at a time and, before a command runs, seeks back to
+    the end of the line it took (input.c's sync_buffered_stream()); the shell does so
+    before a command's first read(2) or lseek(2), so that the command finds the offset
+    there and leaves it where it stops (``grep -m1``). At a terminal readline reads a byte
     at a time, as bash's, and nothing is kept. A command's wait for more is one a signal
     ends (:meth:`Stage.wait_readable`)."""
 
@@ -187,6 +201,9 @@ class StandardInput:
             self._hold_closed(fd)
         else:
             self.fd = fd
+        #: Whether the descriptor can seek: a regular file's can, a pipe's or a
+        #: terminal's cannot.
+        self._seekable = self.fd is not None and _can_seek(self.fd)
         # Guards _ahead: the shell's line reading and a pipeline stage's reads are in
         # turn, but on different threads.
         self._lock = threading.Lock()
@@ -209,23 +226,45 @@ class StandardInput:
         READ_CHUNK bytes once there are some; b"" at end of file. Raises FtraceError for
         a failed read (a closed descriptor: EBADF), KilledBySignal when killed."""
         with self._lock:
-            if self._ahead:
+            if self._ahead and not self._seekable:
                 data = bytes(self._ahead)
                 self._ahead.clear()
                 return data
         try:
-            if self.fd is None:
-                raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+            self._sync()
+            assert self.fd is not None
             stage.wait_readable(self.fd)
             return os.read(self.fd, READ_CHUNK)
         except OSError as error:
             raise FtraceError(error.errno or errno.EIO, syscall="read") from None
 
+    def lseek(self, offset: int, whence: int) -> int:
+        """An lseek(2) of descriptor 0 by a command: the new offset, where its next read(2)
+        starts. Raises FtraceError: EBADF where it is closed, ESPIPE where it cannot seek
+        (a pipe, a terminal)."""
+        try:
+            self._sync()
+            assert self.fd is not None
+            return os.lseek(self.fd, offset, whence)
+        except OSError as error:
+            raise FtraceError(error.errno or errno.EIO, syscall="lseek") from None
+
+    def _sync(self) -> None:
+        """Before a command's read(2) or lseek(2): sync_buffered_stream(), the offset set
+        back over what the shell read beyond its line, where the descriptor can seek.
+        Raises OSError (EBADF where it is closed)."""
+        if self.fd is None:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        with self._lock:
+            if self._ahead and self._seekable:
+                os.lseek(self.fd, -len(self._ahead), os.SEEK_CUR)
+                self._ahead.clear()
+
     def lines(self) -> Iterator[bytes]:
         """The shell's own reading of its commands: each line with its newline (the last
         one may have none), to the end of the input; what follows a line is left to the
         commands it runs. On the main thread: Ctrl-C ends the wait as KeyboardInterrupt.
-        A closed descriptor is an input with no line, as bash's read error is its end."""
+        A closed descriptor is an input with no line; a failed read raises InputError."""
         if self.fd is None:
             return
         searched = 0  # how much of _ahead is known to hold no newline
@@ -238,7 +277,10 @@ class StandardInput:
                 searched = 0
                 yield line
                 continue
-            data = os.read(self.fd, READ_CHUNK)
+            try:
+                data = os.read(self.fd, READ_CHUNK)
+            except OSError as error:
+                raise InputError(error.errno or errno.EIO) from None
             if data:
                 with self._lock:
                     searched = len(self._ahead)
@@ -250,6 +292,15 @@ class StandardInput:
             if rest:
                 yield rest
             return
+
+
+def _can_seek(fd: int) -> bool:
+    """bash's fd_is_seekable() (input.c): lseek(2) to where it is succeeds."""
+    try:
+        os.lseek(fd, 0, os.SEEK_CUR)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -285,6 +336,13 @@ class Invocation:
             return self.stdin.reads()
         standard_input, stage = self.shell.standard_input, self.shell.stage
         return iter(lambda: standard_input.read(stage), b"")
+
+    def stdin_lseek(self, offset: int, whence: int) -> int:
+        """lseek(2) of the standard input: the new offset. Raises FtraceError (ESPIPE for
+        the pipe before the command, EBADF for a closed descriptor)."""
+        if self.stdin is not None:
+            return self.stdin.lseek(offset, whence)
+        return self.shell.standard_input.lseek(offset, whence)
 
 
 @dataclass(frozen=True)

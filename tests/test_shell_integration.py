@@ -474,6 +474,31 @@ def test_a_directory_or_a_missing_file_as_the_script(daemon, tmp_path):
         127, "bash: nosuch.sh: No such file or directory\n")
 
 
+def _as_bash_with_stdin(argv: list[str], bash_args: list[str], stdin: str, tmp_path,
+                        flags: int = os.O_RDONLY) -> None:
+    """``argv`` (ftrace-shell) and ``bash BASH_ARGS``, each with the file ``stdin`` (in
+    tmp_path, or absolute) opened afresh with ``flags`` as its standard input: status,
+    stdout and stderr byte for byte."""
+    runs = []
+    for command, executable in [(argv, None), (["bash", *bash_args], "/bin/bash")]:
+        fd = os.open(tmp_path / stdin, flags, 0o644)
+        try:
+            runs.append(subprocess.run(command, executable=executable, stdin=fd,
+                                       capture_output=True, timeout=120, cwd=tmp_path,
+                                       env=child_env()))
+        finally:
+            os.close(fd)
+    shell, bash = ((done.returncode, done.stdout, done.stderr) for done in runs)
+    assert shell == bash
+
+
+def test_a_failed_read_of_the_shells_input_ends_it_as_bash(daemon, tmp_path):
+    """bash's read error on the input it reads its commands from ends it: "bash: error
+    reading input file: ...", status 2 (here descriptor 0 is open for writing only)."""
+    _as_bash_with_stdin([sys.executable, "-m", "clients.shell", "--address", daemon.address],
+                        [], "written", tmp_path, os.O_WRONLY | os.O_CREAT)
+
+
 def test_a_binary_file_as_the_script_is_refused_as_bash_refuses_it(daemon, tmp_path):
     binary = tmp_path / "binary.sh"
     binary.write_bytes(b"ec\0ho hi\n")  # a NUL in the first line (run, it would say hi)

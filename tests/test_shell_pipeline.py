@@ -51,6 +51,14 @@ def test_pipelines_as_bash_runs_them(text):
     assert_as_bash(text, WITH_GREP)
 
 
+def test_grep_whose_output_is_dev_null_reads_a_pipe_to_its_end():
+    """finalize_input(): grep stops at its first selected line when nothing is printed,
+    then reads the rest of a standard input it cannot seek in (drain_input()): the writer
+    of more than a pipe holds is not killed by SIGPIPE, and goes on after it."""
+    assert_as_bash(f"{HUNDRED_KB}; {{ echo x; echo $a; echo written >&2; }} | grep x >/dev/null;"
+                   " echo $?", WITH_GREP)
+
+
 def test_a_refused_pipeline_runs_none_of_its_commands():
     assert run("echo a | grep a | head; echo $?") == (
         0, "1\n", "bash: line 1: head: ftrace-shell pipes only into grep\n")
@@ -178,6 +186,85 @@ def test_a_closed_standard_input_is_a_failed_read_not_the_shells_own_files(daemo
         cwd=tmp_path, env=child_env(), capture_output=True, timeout=DEADLINE)
     assert (closed.returncode, closed.stdout, closed.stderr) == (
         0, b"1\n1\n", b"cat: -: Bad file descriptor\n" * 2)
+
+
+#: The regular file given as standard input below: lines, the last without its newline.
+_INPUT = b"a\nx1\nb\nx2\nc\nlast"
+
+
+def _as_bash_with_input(daemon, tmp_path, args: list[str], stdin: bytes,
+                        script: str | None = None) -> None:
+    """``bash ARGS`` and ``ftrace-shell ARGS`` (``script`` written to script.sh in tmp_path
+    first), each with a regular file holding ``stdin`` as its standard input: status,
+    stdout and stderr byte for byte."""
+    if script is not None:
+        (tmp_path / "script.sh").write_text(script)
+    (tmp_path / "input").write_bytes(stdin)
+    with open(tmp_path / "input", "rb") as file:
+        bash = subprocess.run(["bash", *args], executable="/bin/bash", stdin=file,
+                              capture_output=True, timeout=DEADLINE, env=WITH_GREP,
+                              cwd=tmp_path)
+    with open(tmp_path / "input", "rb") as file:
+        shell = subprocess.run(
+            [sys.executable, "-m", "clients.shell", "--address", daemon.address, *args],
+            stdin=file, capture_output=True, timeout=DEADLINE, env=child_env(), cwd=tmp_path)
+    assert (shell.returncode, shell.stdout, shell.stderr) == (
+        bash.returncode, bash.stdout, bash.stderr)
+
+
+@pytest.mark.parametrize("command", [
+    # -m NUM: the offset set back to just after the last selected line, whatever was read
+    # past it (trailing context too), for the next reader.
+    "{ grep -m1 x; echo $?; cat; }", "{ grep -m1 -A2 x; cat; }", "{ grep -m2 -c x; cat; }",
+    "{ grep -m1 -v x; cat; }", "{ grep -m1 x >/dev/null; cat; }", "{ grep -m1 t; cat; }",
+    "{ grep -m1 x - -; cat; }", "{ grep -m1 x | grep -n .; cat; }",
+    # Stopped early otherwise (output to /dev/null): the offset at the end.
+    "{ grep x >/dev/null; cat; }",
+    # None of that with -l or -L (nor -q, which exits), nor after the end.
+    "{ grep -l -m1 x; cat; }", "{ grep -L -m1 x; cat; }", "{ grep -q -m1 x; cat; }",
+    "{ grep -m5 x; cat; }", "{ grep -m1 zz; cat; }",
+])
+def test_grep_m_gives_back_what_it_read_past_its_last_line_on_a_regular_file(daemon, tmp_path,
+                                                                           command):
+    """GNU grep on a standard input it can seek in leaves its offset as finalize_input()
+    does (``ftrace-shell -c COMMAND < FILE``)."""
+    _as_bash_with_input(daemon, tmp_path, ["-c", command], _INPUT)
+
+
+@pytest.mark.parametrize("stdin", [b"grep -m1 x\nx1\nx2\necho after\n",
+                                   b"echo a; grep -m1 -c x; echo b\nx1\nx2\necho after\n",
+                                   b"cat\nfor cat\n"])
+def test_commands_read_a_regular_file_after_their_line_as_bashs(daemon, tmp_path, stdin):
+    """``ftrace-shell < FILE``: bash reads its commands from a file a buffer at a time and
+    seeks back to the end of the line before running one; what grep -m gives back is the
+    shell's next line."""
+    _as_bash_with_input(daemon, tmp_path, [], stdin)
+
+
+def test_a_script_s_commands_read_its_regular_file_standard_input(daemon, tmp_path):
+    """``ftrace-shell SCRIPT < FILE``: the commands read the file from where the one
+    before left it."""
+    _as_bash_with_input(daemon, tmp_path, ["script.sh"], _INPUT,
+                        script="grep -m1 x; grep -m1 x; cat\n")
+
+
+@pytest.mark.parametrize("command", [
+    "grep x", "grep -c x", "grep -Hc x", "grep -l x", "grep -L x", "grep -q x", "grep -s x",
+    "grep x - -", "grep -n x >/dev/null", "grep -f -", "grep x | grep -c .",
+])
+def test_grep_names_a_closed_standard_input_as_gnu_grep(daemon, tmp_path, command):
+    """``grep x <&-``: GNU grep's name for standard input in its messages is "(standard
+    input)"; where it cannot be read at all (its fstat() fails), no count and no name is
+    printed for it. -f - names it "-"."""
+    close_then_run = ("import os, sys; os.close(0); os.execve(sys.argv[1], sys.argv[2:], "
+                      "os.environ)")
+    runs = [subprocess.run([sys.executable, "-c", close_then_run, *argv], capture_output=True,
+                           timeout=DEADLINE, env=env, cwd=tmp_path)
+            for argv, env in [(["/bin/bash", "bash", "-c", command], WITH_GREP),
+                              ([sys.executable, sys.executable, "-m", "clients.shell",
+                                "--address", daemon.address, "-c", command], child_env())]]
+    bash, shell = ((done.returncode, done.stdout, done.stderr) for done in runs)
+    assert shell == bash
 
 
 #: Run what follows with the terminal it was given as standard input as its
