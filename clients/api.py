@@ -129,7 +129,15 @@ class ServerStream(Generic[T]):
     def cancel(self) -> None:
         """End the call, at once (another thread may: a shell's Ctrl-C ending a
         pipeline's stages); leaving the ``with`` block also waits until gRPC is done with
-        it (:func:`~clients.interrupt.settle`)."""
+        it (:func:`~clients.interrupt.settle`).
+
+        For TracePipe the cancel is the reader's signal: once the daemon sees it, the
+        reader takes no more events (EINTR) and the file is released, within milliseconds,
+        but after this returns; the calls this client makes next reach the daemon after
+        the cancel (one connection keeps them in order). It does not wait for the
+        release, as close(2) would: a cancelled call has no answer left to wait for. To
+        have the release done before going on, read trace_pipe in a :meth:`Client.open`
+        session and :meth:`FileSession.close` it."""
         self._call.cancel()
 
     def __enter__(self) -> "ServerStream[T]":
