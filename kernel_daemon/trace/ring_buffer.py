@@ -511,11 +511,10 @@ class RingBuffer:
 
     def signal_wake_up(self) -> None:
         """``signal_wake_up()`` of a reader blocked in :meth:`consume`: wake the waiters
-        to test their ``signal_pending`` (set before this is called). Unlike a writer's
-        wake-up, always under the condition: a waiter that has counted itself in but not
-        yet waited would otherwise miss it."""
-        with self._cond:
-            self._cond.notify_all()
+        to test their ``signal_pending`` (set before this is called). A writer's wake-up
+        does: a waiter tests it under the condition after counting itself in, so either
+        this sees the waiter or the waiter sees the signal."""
+        self._wake_readers()
 
     def _wait_for_data(self, cpus: list[RingBufferPerCpu], deadline: float | None,
                        signal_pending: Callable[[], bool]) -> bool:
