@@ -136,11 +136,13 @@ class ServerStream(Generic[T]):
 
         For TracePipe the cancel is the reader's signal: once the daemon sees it, the
         reader takes no more events (EINTR) and the file is released, within milliseconds,
-        but after this returns; the calls this client makes next reach the daemon after
-        the cancel (one connection keeps them in order). It does not wait for the
-        release, as close(2) would: a cancelled call has no answer left to wait for. To
-        have the release done before going on, read trace_pipe in a :meth:`Client.open`
-        session and :meth:`FileSession.close` it."""
+        but after this returns. The calls this client makes next reach the daemon after
+        the cancel (one connection keeps them in order), so the old reader takes none of
+        the events they write; a write from another connection can still come first. It
+        does not wait for the release, as close(2) would: a cancelled call has no answer
+        left to wait for. To have the release done before going on, read trace_pipe in a
+        :meth:`Client.open` session (O_NONBLOCK, or once a read has answered) and
+        :meth:`FileSession.close` it."""
         self._call.cancel()
 
     def __enter__(self) -> "ServerStream[T]":
