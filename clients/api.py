@@ -52,6 +52,9 @@ __all__ = [
 
 #: cat's buffer size (coreutils io_blksize: 128 KiB): what one read(2) asks for.
 READ_CHUNK = 128 * 1024
+#: Hits a TracerSession keeps for take_hits() at most, by default: some 45 MB of them
+#: (about 0.7 KB each), as many as the daemon's default queue_limit holds calls.
+MAX_KEPT_HITS = 65536
 
 T = TypeVar("T")
 
@@ -130,7 +133,17 @@ class ServerStream(Generic[T]):
     def cancel(self) -> None:
         """End the call, at once (another thread may: a shell's Ctrl-C ending a
         pipeline's stages); leaving the ``with`` block also waits until gRPC is done with
-        it (:func:`~clients.interrupt.settle`)."""
+        it (:func:`~clients.interrupt.settle`).
+
+        For TracePipe the cancel is the reader's signal: once the daemon sees it, the
+        reader takes no more events (EINTR) and the file is released, within milliseconds,
+        but after this returns. The calls this client makes next reach the daemon after
+        the cancel (one connection keeps them in order), so the old reader takes none of
+        the events they write; a write from another connection can still come first. It
+        does not wait for the release, as close(2) would: a cancelled call has no answer
+        left to wait for. To have the release done before going on, read trace_pipe in a
+        :meth:`Client.open` session (O_NONBLOCK, or once a read has answered) and
+        :meth:`FileSession.close` it."""
         self._call.cancel()
 
     def __enter__(self) -> "ServerStream[T]":
@@ -291,12 +304,24 @@ class TracerSession:
     A reader thread separates the answers (one per request, in order) from the hit batches
     that arrive in between; :meth:`take_hits` returns the hits received so far, and after
     :meth:`flush` every hit of a callback that ran before it is among them.
+
+    The hits wait for :meth:`take_hits` in a store of ``max_kept`` hits at most, bounded
+    as the daemon's queue (``queue_limit``) is: a program that never takes them must not
+    grow without limit. When it is full, new hits are dropped and their calls counted
+    in :attr:`dropped_here`, as the daemon counts its own in :attr:`dropped`; the hits
+    kept are the oldest, and :meth:`flush` and :meth:`unregister` still report the
+    daemon's totals, drops here or not.
     """
 
     def __init__(self, stub: Any, register: tracer_pb2.RegisterOps,
-                 on_event: Callable[[], None] | None = None) -> None:
+                 on_event: Callable[[], None] | None = None,
+                 max_kept: int = MAX_KEPT_HITS) -> None:
         """``on_event`` is called from the reader thread after each event is stored and
-        once when the stream ends, so a caller can sleep until there is news."""
+        once when the stream ends, so a caller can sleep until there is news.
+        ``max_kept``: the hits kept for :meth:`take_hits` at most (at least 1)."""
+        if max_kept < 1:
+            raise ValueError(f"max_kept must be at least 1, not {max_kept}")
+        self._max_kept = max_kept
         self._on_event = on_event or (lambda: None)
         self.ended = False
         # When the last request answered (register first) acquired ftrace_lock
@@ -308,6 +333,7 @@ class TracerSession:
         self._lock = threading.Lock()
         self._hits: list[tracer_pb2.Hit] = []
         self._dropped = 0
+        self._dropped_here = 0
         self._done = False
         self._reader = threading.Thread(target=self._read, name="ftrace-attach", daemon=True)
         self._call = started(lambda: stub.Attach(iter(self._requests)), self._requests)
@@ -324,9 +350,7 @@ class TracerSession:
         try:
             for event in self._call:
                 if event.WhichOneof("event") == "hits":
-                    with self._lock:
-                        self._hits.extend(event.hits.hits)
-                        self._dropped += event.hits.dropped
+                    self._keep(event.hits)
                 else:
                     self._answers.put(event)
                 self._on_event()
@@ -336,6 +360,14 @@ class TracerSession:
             self._answers.put(None)
             self.ended = True
             self._on_event()
+
+    def _keep(self, batch: tracer_pb2.HitBatch) -> None:
+        """Store what fits of a batch; count the calls of the hits that do not."""
+        with self._lock:
+            room = self._max_kept - len(self._hits)
+            self._hits.extend(batch.hits[:room])
+            self._dropped_here += sum(hit.count for hit in batch.hits[room:])
+            self._dropped += batch.dropped
 
     def _answer(self, kind: str) -> Any:
         event = self._answers.get()
@@ -380,9 +412,17 @@ class TracerSession:
 
     @property
     def dropped(self) -> int:
-        """Hits the daemon dropped because this client read too slowly."""
+        """Calls whose hits the daemon dropped because this client read too slowly (its
+        queue_limit; the ``dropped`` of :meth:`flush` and :meth:`unregister`)."""
         with self._lock:
             return self._dropped
+
+    @property
+    def dropped_here(self) -> int:
+        """Calls whose hits this session dropped because the caller took them too slowly
+        (``max_kept``); the daemon sent them, and counts them as sent."""
+        with self._lock:
+            return self._dropped_here
 
     def unregister(self) -> tracer_pb2.Unregistered:
         """unregister_ftrace_function(ops); the stream then ends."""
@@ -835,8 +875,13 @@ class Client:
         max_delay_ms: int = 0,
         queue_limit: int = 0,
         on_event: Callable[[], None] | None = None,
+        max_kept: int = MAX_KEPT_HITS,
     ) -> TracerSession:
-        """Register an ftrace_ops with these filter/notrace patterns, for the session's life."""
+        """Register an ftrace_ops with these filter/notrace patterns, for the session's life.
+
+        ``max_batch``, ``max_delay_ms``, ``queue_limit``: the daemon's batching and queue
+        (tracer.proto RegisterOps); ``max_kept``: the hits the session keeps for
+        :meth:`TracerSession.take_hits` at most (:class:`TracerSession`)."""
         register = tracer_pb2.RegisterOps(
             name=name,
             filter=list(filter),
@@ -845,4 +890,4 @@ class Client:
             max_delay_ms=max_delay_ms,
             queue_limit=queue_limit,
         )
-        return TracerSession(self.connection.tracer, register, on_event)
+        return TracerSession(self.connection.tracer, register, on_event, max_kept)

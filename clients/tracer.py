@@ -179,9 +179,12 @@ def trace(client: Client, args: argparse.Namespace, out: TextIO, waker: cli.Wake
             watched = [commands.fd] if commands and not commands.eof else []
             readable = waker.wait(timeout, watched)
             writer.write(session.take_hits())
-            if session.dropped != dropped:
-                status(f"{session.dropped - dropped} hits dropped (output too slow)")
-                dropped = session.dropped
+            # The daemon's drops and the session's (hits it could not keep): both are
+            # hits the output was too slow for.
+            lost = session.dropped + session.dropped_here
+            if lost != dropped:
+                status(f"{lost - dropped} hits dropped (output too slow)")
+                dropped = lost
             if readable:
                 for line in commands.read_lines():
                     failed_commands += not apply_command(session, line)
@@ -202,7 +205,9 @@ def trace(client: Client, args: argparse.Namespace, out: TextIO, waker: cli.Wake
         status(f"{name}: {cli.error_text(error, client)}")
         return 1
     writer.write(session.take_hits())
-    status(f"ops {name} unregistered: {totals.hits} hits, {totals.dropped} dropped")
+    # totals.hits counts the hits the session received and could not keep, too.
+    not_kept = f" ({session.dropped_here} not kept here)" if session.dropped_here else ""
+    status(f"ops {name} unregistered: {totals.hits} hits{not_kept}, {totals.dropped} dropped")
     if failed_commands:
         status(f"{failed_commands} command(s) from standard input failed")
         return 1

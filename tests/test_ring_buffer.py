@@ -427,6 +427,39 @@ def test_blocking_consume_returns_empty_on_close(rb):
     assert rb.consume(nonblock=True) == []  # closed: EOF, never EAGAIN
 
 
+def test_a_signal_wakes_a_blocked_consume_with_eintr(rb):
+    """signal_wake_up() wakes a reader waiting for data at once (no timeout to run out:
+    the wait has none), and it returns EINTR."""
+    signalled = threading.Event()
+    errors: list[int] = []
+    waiting = threading.Event()
+
+    def read() -> None:
+        waiting.set()
+        try:
+            rb.consume(signal_pending=signalled.is_set)
+        except KernelError as err:
+            errors.append(err.errno)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert waiting.wait(DEADLINE)
+    signalled.set()
+    rb.signal_wake_up()
+    reader.join(DEADLINE)
+    assert not reader.is_alive() and errors == [errno.EINTR]
+
+
+def test_a_signalled_consume_takes_nothing(rb):
+    """A reader with a signal pending finds events there and consumes none of them: they
+    stay for the next reader."""
+    write_n(rb, 0, 1, 3)
+    with pytest.raises(KernelError) as raised:
+        rb.consume(nonblock=True, signal_pending=lambda: True)
+    assert raised.value.errno == errno.EINTR
+    assert [e.ts for e in rb.consume(nonblock=True)] == [1, 2, 3]
+
+
 def test_blocking_consume_times_out_empty(rb):
     started = time.monotonic()
     assert rb.consume(timeout=0.05) == []

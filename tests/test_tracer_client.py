@@ -194,6 +194,27 @@ def test_library_tracer_hits_equal_invocations_across_reload(spawn, variant):
             assert client.stats().ftrace_disabled  # the unregister WARNed
 
 
+def test_a_session_keeps_at_most_max_kept_hits_and_counts_the_rest(spawn):
+    """The hits not yet taken are bounded, as the daemon's queue is: past ``max_kept``
+    new hits are dropped and their calls counted in ``dropped_here``; the oldest stay,
+    the daemon's totals count all it sent, and taking the hits makes room again."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as client, client.attach("kept", ["vfs_read"],
+                                                   max_kept=4) as session:
+        for pid in range(4100, 4106):
+            client.invoke("vfs_read", "sys_read", pid=pid)
+        client.invoke("vfs_read", "sys_read", pid=4106, repeat=5)
+        flushed = session.flush()
+        assert [hit.pid for hit in session.take_hits()] == [4100, 4101, 4102, 4103]
+        assert (session.dropped_here, session.dropped, flushed.hits) == (2 + 5, 0, 11)
+        client.invoke("vfs_read", "sys_read", pid=4107)
+        session.flush()
+        assert [hit.pid for hit in session.take_hits()] == [4107]
+        assert session.dropped_here == 7
+        with pytest.raises(ValueError, match="max_kept must be at least 1"):
+            client.attach("none", max_kept=0)
+
+
 def test_tracer_answers_report_when_they_held_ftrace_lock(spawn):
     """TracerEvent.lock_acquired_ns (common.proto "LOCK ORDER"): a set_filter paused with
     ftrace_lock held and a rmmod that entered delete_module meanwhile report acquisitions

@@ -478,7 +478,8 @@ class RingBuffer:
     # -- readers ---------------------------------------------------------------------------
     def consume(self, cpu: int | None = None, max_events: int = 1024,
                 timeout: float | None = None, nonblock: bool = False,
-                take: Callable[[list[Event]], int] = len) -> list[Event]:
+                take: Callable[[list[Event]], int] = len,
+                signal_pending: Callable[[], bool] = lambda: False) -> list[Event]:
         """The ``trace_pipe`` read: remove and return up to ``max_events`` events, oldest
         first across the selected CPUs (``ring_buffer_consume`` after ``__find_next_entry``),
         or only the first ``take(events)`` of them: ``take`` runs with the CPUs' locks held,
@@ -488,27 +489,43 @@ class RingBuffer:
 
         Blocks until there is data; returns ``[]`` when ``timeout`` seconds pass first or the
         buffer is closed.  ``nonblock`` (O_NONBLOCK) raises EAGAIN instead of blocking.
+
+        ``signal_pending``: the reader's ``signal_pending(current)``. Once it is true the
+        read raises EINTR and consumes nothing: it is tested under the CPUs' locks right
+        before an event is taken, and under the wait's condition, so a reader whose
+        signal came (:meth:`signal_wake_up`) before an event was written never takes it.
         """
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
         cpus = self._select(cpu)
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._closed:
-            events = self._consume_ready(cpus, max_events, take)
+            events = self._consume_ready(cpus, max_events, take, signal_pending)
             if events is not None:
                 return events
             if nonblock:
                 raise KernelError(errno.EAGAIN)
-            if not self._wait_for_data(cpus, deadline):
+            if not self._wait_for_data(cpus, deadline, signal_pending):
                 break
         return []
 
-    def _wait_for_data(self, cpus: list[RingBufferPerCpu], deadline: float | None) -> bool:
-        """Wait until a selected CPU has data or the buffer closes; False on timeout."""
+    def signal_wake_up(self) -> None:
+        """``signal_wake_up()`` of a reader blocked in :meth:`consume`: wake the waiters
+        to test their ``signal_pending`` (set before this is called). A writer's wake-up
+        does: a waiter tests it under the condition after counting itself in, so either
+        this sees the waiter or the waiter sees the signal."""
+        self._wake_readers()
+
+    def _wait_for_data(self, cpus: list[RingBufferPerCpu], deadline: float | None,
+                       signal_pending: Callable[[], bool]) -> bool:
+        """Wait until a selected CPU has data or the buffer closes; False on timeout;
+        EINTR once ``signal_pending()``."""
         with self._cond:
             self._waiters += 1
             try:
                 while not self._closed and all(cb.head == cb.tail for cb in cpus):
+                    if signal_pending():
+                        raise KernelError(errno.EINTR)
                     if deadline is None:
                         self._cond.wait()
                         continue
@@ -521,9 +538,13 @@ class RingBuffer:
                 self._waiters -= 1
 
     def _consume_ready(self, cpus: list[RingBufferPerCpu], max_events: int,
-                       take: Callable[[list[Event]], int]) -> list[Event] | None:
-        """The events taken, or None when there were none."""
+                       take: Callable[[list[Event]], int],
+                       signal_pending: Callable[[], bool]) -> list[Event] | None:
+        """The events taken, or None when there were none; EINTR, nothing taken, once
+        ``signal_pending()``."""
         with self._locked(cpus):
+            if signal_pending():
+                raise KernelError(errno.EINTR)
             peeked = [cb.peek(max_events) for cb in cpus]
             # __find_next_entry(): the oldest next event each time; (ts, index) puts the
             # lower CPU first on a tie.

@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 # - len), so the lines of one fill end at most at byte PAGE_SIZE - 2.
 TRACE_PIPE_MAX = 4095
 TRACE_SEQ_MAX = 4094
-# How often a blocked trace_pipe reader checks for a signal (the client going away).
-SIGNAL_CHECK_SECONDS = 0.25
+# How often a blocked trace_pipe reader wakes to look at tracing_enabled
+# (tracing_wait_pipe()'s end of file); a signal wakes it at once.
+WAIT_PIPE_SECONDS = 0.25
 TRACE_CLOCKS = ("local", "global", "counter")
 # tracing_clock_write()'s char buf[64]: a longer write is EINVAL.
 TRACE_CLOCK_BUF = 64
@@ -188,8 +189,13 @@ class TracePipeOpenFile(OpenFile):
         self.iter_pos = False
 
     def interrupt(self) -> None:
-        """A signal for the process blocked in read (its client went away)."""
+        """A signal for the process blocked in read (its client went away):
+        ``signal_wake_up()``. From then on the read consumes nothing: a wait in
+        ``tracing_wait_pipe()`` returns EINTR, and so does a fill about to take an event
+        (:meth:`RingBuffer.consume`'s ``signal_pending``), so no event goes to a reader
+        that is gone."""
         self.interrupted.set()
+        self.kernel.ring_buffer.signal_wake_up()
 
     def read(self, size: int) -> bytes:
         if not self.seq:
@@ -235,12 +241,12 @@ class TracePipeOpenFile(OpenFile):
         rb = self.kernel.ring_buffer
         nonblock = not block or bool(self.flags & os.O_NONBLOCK)
         while True:
-            if self.interrupted.is_set():
-                raise KernelError(errno.EINTR)
             try:
                 events = rb.consume(self.cpu, max_events=max(1, cnt // 48), nonblock=nonblock,
-                                    timeout=SIGNAL_CHECK_SECONDS, take=take)
-            except KernelError:  # EAGAIN: the reader's O_NONBLOCK, or a fill under way
+                                    timeout=WAIT_PIPE_SECONDS, take=take,
+                                    signal_pending=self.interrupted.is_set)
+            except KernelError:  # EAGAIN: the reader's O_NONBLOCK, or a fill under way;
+                # EINTR: a signal, which ends a fill under way with the lines it has
                 if block:
                     raise
                 return False
