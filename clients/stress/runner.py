@@ -15,8 +15,10 @@ locks the teardown needs), the workers are told to stop (a tracer unregisters it
 the function tracer is turned off
 (what a user would do next, and what turns a latent count error into the kernel's WARN:
 the loaders are held still meanwhile, so that the modules stay where they are), the checks
-run once more, the client files are merged into the history, the minimizer looks for a
-reproducer, and the report is written.
+run once more, the client files are merged into the history (streamed: an operation a
+client is held, not the history), the report is written, the client files go (the
+history has what they said), and the minimizer looks for a reproducer, after which the
+report is written again.
 
 Waiting is on file descriptors: a pidfd per process, and a pipe the checker's threads
 write to when they have something to say; the workers' files, looked at four times a
@@ -49,8 +51,8 @@ from clients.stress.commands import TRACING_DIR
 from clients.stress.config import AUTO_FAILPOINTS, BootSpec, RunConfig
 from clients.stress.cpu import CpuMeter, daemon_pid
 from clients.stress.history import RESULT_ERROR, RESULT_OK, RESULT_UNKNOWN, Recorder
-from clients.stress.minimize import Minimizer
-from clients.stress.report import RunResult, WorkerRecord, write_reports
+from clients.stress.minimize import Minimizer, Target
+from clients.stress.report import OpsTally, RunResult, WorkerRecord, write_reports
 from clients.stress.workers import WorkerSpec
 
 #: How long stopped workers get to finish their operation and unregister.
@@ -60,7 +62,8 @@ STARTUP_TIMEOUT = 120.0
 #: Core functions offered to the workers' patterns (sampled from available_filter_functions).
 CORE_SAMPLE = 64
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-#: What a run writes into its directory, besides the client files (clients/*.jsonl, *.log).
+#: What a run leaves in its directory, besides each worker's stderr (clients/NAME.log); the
+#: client files (clients/*.jsonl) are there until the history is merged from them.
 RUN_FILES = ("report.json", "report.txt", "history.jsonl", "repro.sh")
 
 
@@ -623,37 +626,63 @@ class Run:
             result.shm_error = self.checker.shm_error
             self.checker.close()
         result.anomalies.sort(key=lambda a: a.seen_to_ns)
-        result.ops, result.logs = history.merge(self.config.out_dir)
+        result.reproducer_note = self._not_searched()
+        # What the search needs of the history: the operations invoked before the anomaly
+        # it reproduces was seen, and the run's teardown it may end a script with. The
+        # rest goes by into history.jsonl and the report's tally.
+        horizon = None if result.reproducer_note else Target.of(result.anomalies).horizon_ns
+        searched: list[history.Op] = []
+        result.tally = tally = OpsTally(result.stop_ns, result.anomalies)
+
+        def consume(op: history.Op) -> None:
+            tally.add(op)
+            if horizon is not None and (op.invoke_ns <= horizon or op.kind == "teardown"):
+                searched.append(op)
+
+        result.logs = history.merge(self.config.out_dir, consume)
         self._settle_cpu(result.logs)
         self.client.close()
         if self.spawned is not None:
             status = self.spawned.stop()
             result.daemon["exit_status"] = status
-        self._minimize()
+        if horizon is not None:
+            result.reproducer_note = ("the search had not ended when this was written: a "
+                                      "report without its result is one of a search that "
+                                      "never ended")
+        # Written before the search, which may take long: a run killed meanwhile has one.
+        write_reports(result)
+        history.remove_client_files(self.config.out_dir)
+        if horizon is not None:
+            self._minimize(searched)
+            write_reports(result)
         if self.progress is not None:
             self.progress.done()
-        write_reports(result)
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def _minimize(self) -> None:
+    def _not_searched(self) -> str:
+        """Why no reproducer is searched for, or "" when one is."""
+        if not self.result.anomalies:
+            return "no anomaly, nothing to reproduce"
+        if self.result.error:
+            return "not searched: the run failed"
+        if not self.config.minimize:
+            return "not searched (--no-minimize)"
+        return ""
+
+    def _minimize(self, ops: list[history.Op]) -> None:
+        """The search, over ``ops``: what the history has up to the anomaly's horizon."""
         result = self.result
-        if not result.anomalies:
-            result.reproducer_note = "no anomaly, nothing to reproduce"
-        elif result.error:
-            result.reproducer_note = "not searched: the run failed"
-        elif not self.config.minimize:
-            result.reproducer_note = "not searched (--no-minimize)"
-        else:
-            log: Callable[[str], None] = (
-                (lambda text: self.progress.show(f"minimizing: {text}"))
-                if self.progress is not None else (lambda text: None))
-            try:
-                result.reproducer = Minimizer(
-                    self.config.boot, result.ops, result.anomalies, self.modules,
-                    self.config.out_dir, result.start_ns, self.config.max_replays, log).run()
-            except (SpawnError, FtraceError, OSError, subprocess.SubprocessError) as error:
-                result.reproducer_note = f"the search failed: {error}"
+        result.reproducer_note = ""
+        log: Callable[[str], None] = (
+            (lambda text: self.progress.show(f"minimizing: {text}"))
+            if self.progress is not None else (lambda text: None))
+        try:
+            result.reproducer = Minimizer(
+                self.config.boot, ops, result.anomalies, self.modules,
+                self.config.out_dir, result.start_ns, self.config.max_replays, log).run()
+        except (SpawnError, FtraceError, OSError, subprocess.SubprocessError) as error:
+            result.reproducer_note = f"the search failed: {error}"
 
     def _show_progress(self) -> None:
         if self.progress is None:
