@@ -680,6 +680,36 @@ def test_a_run_on_a_kernel_whose_ftrace_is_dead_does_not_start(tmp_path, spawn):
     assert "--race load-count" in report["configuration"]["boot_command"]
 
 
+def test_a_run_leaves_the_users_daemon_as_it_found_it(tmp_path, spawn):
+    """The modules the run's loaders loaded are unloaded, the one they unloaded is loaded
+    again, and the filter files and the tracer read as before the run (after a clean run
+    dummy and uinput stayed loaded, the filter files kept a line each and the tracer
+    was nop)."""
+    out = tmp_path / "out"
+    daemon = spawn(["--core-functions", "2048"])
+    tracing = "/sys/kernel/debug/tracing"
+    files = ("set_ftrace_filter", "set_ftrace_notrace", "current_tracer")
+    with daemon.connect() as client:
+        client.load("loop")
+        core = [line for line in client.read_file(f"{tracing}/available_filter_functions")
+                .decode().splitlines() if " [" not in line]
+        client.write_file(f"{tracing}/set_ftrace_filter", f"{core[5]} lo_open:mod:loop\n")
+        client.write_file(f"{tracing}/set_ftrace_notrace", f"{core[7]}\n")
+        client.write_file(f"{tracing}/current_tracer", "function\n")
+        before = {name: client.read_file(f"{tracing}/{name}") for name in files}
+    assert b"lo_open [loop]" in before["set_ftrace_filter"]
+    done, report = run_stress(out, "--address", daemon.address, "--ops", "300", "--seed", "3",
+                              "--no-minimize", "--tracers", "1", "--loaders", "2",
+                              "--shells", "2", "--invokers", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with daemon.connect() as client:
+        assert {m.name for m in client.list_modules()} == {"loop"}
+        assert {name: client.read_file(f"{tracing}/{name}") for name in files} == before
+    restored = report["daemon"]["restored"]
+    assert restored["left"] == [] and "current_tracer" in restored["rewritten"], restored
+    assert "\nrestored:  " in (out / "report.txt").read_text()
+
+
 def armed(address: str) -> dict[str, str]:
     """The failpoints armed on the daemon at ``address`` now."""
     with Client(address) as client:

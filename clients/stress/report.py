@@ -448,6 +448,13 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
                        "" if disarmed is None else "; disarmed at the end" if disarmed
                        else f"; still armed: disarming failed: {daemon['disarm_error']}")
                    + ")")
+    restored = daemon.get("restored")
+    if restored is not None:
+        done = [f"{what} {', '.join(restored[key])}" for key, what in (
+            ("unloaded", "unloaded"), ("loaded", "loaded again"), ("rewritten", "wrote back"))
+            if restored[key]]
+        done += [f"NOT RESTORED: {left}" for left in restored["left"]]
+        out.append("restored:  " + ("; ".join(done) or "nothing the run changed was left changed"))
     out.append(f"seed:      {report['seed']}")
     out.append("clients:   " + ", ".join(f"{n} {k}{'s' * (n != 1)}"
                                           for k, n in conf["workers"].items() if n)

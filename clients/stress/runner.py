@@ -67,6 +67,36 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__f
 RUN_FILES = ("report.json", "report.txt", "history.jsonl", "repro.sh")
 
 
+#: The files of a daemon of the user's that the run changes and gives back as it found
+#: them, in the order they are written back (the tracer last: its start updates the
+#: records with the filters in place).
+RESTORED_FILES = ("set_ftrace_filter", "set_ftrace_notrace", "current_tracer")
+
+
+@dataclasses.dataclass(frozen=True)
+class FoundState:
+    """A daemon of the user's as the run found it (:meth:`Run._restore`)."""
+
+    modules: set[str]
+    files: dict[str, bytes]  # RESTORED_FILES, as read
+
+
+def filter_patterns(listing: bytes) -> bytes:
+    """What writes a filter file back to ``listing`` (what reading it gave): each function
+    line (``name``, or ``name [module]`` as 3.6's ``%ps`` prints a module's) as a pattern
+    selecting that function; not the banner (``#### all functions enabled ####``) nor a
+    probe (``func:command[:data]``, which a truncating write leaves in place)."""
+    patterns = []
+    for line in listing.decode().splitlines():
+        if not line or line.startswith("#") or ":" in line:
+            continue
+        name, _, module = line.partition(" [")
+        patterns.append(f"{name}:mod:{module.rstrip(']')}" if module else name)
+    # Each ends with a newline, as echo's: 3.6's release matches an unterminated last
+    # word as a glob only (ftrace_regex_release), so its :mod: would select nothing.
+    return "".join(f"{pattern}\n" for pattern in patterns).encode()
+
+
 def make_run_dir(out_dir: str) -> None:
     """Create the run's directory (and its ``clients/``), keeping what is in it. Raises
     OSError when it cannot be made (a run checks that before anything starts)."""
@@ -234,6 +264,7 @@ class Run:
         self._went = False
         self._stopping = False
         self._armed: list[str] = []  # failpoint sites this run armed on the user's daemon
+        self._found: FoundState | None = None  # the user's daemon as the run found it
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._ops_seen: dict[str, tuple[int, int]] = {}  # progress: file -> (offset, count)
@@ -320,6 +351,8 @@ class Run:
         self.result.before_run = self.checker.before
         if config.address is not None:
             self._adopt()
+            if not self.result.ftrace_disabled_before:
+                self._found = self._as_found()
         stats = self.client.stats()
         self.daemon_pid = self.spawned.pid if self.spawned else daemon_pid(self.address)
         self.result.daemon = {"address": self.address, "private": self.spawned is not None,
@@ -360,6 +393,50 @@ class Run:
         except FtraceError as error:
             self.result.daemon["failpoints_disarmed"] = False
             self.result.daemon["disarm_error"] = str(error)
+
+    def _as_found(self) -> FoundState:
+        """What the run changes on a daemon of the user's, as it is before: the loaded
+        modules, the filter files, the tracer."""
+        return FoundState({m.name for m in self.client.list_modules()},
+                          {name: self.client.read_file(f"{TRACING_DIR}/{name}")
+                           for name in RESTORED_FILES})
+
+    def _restore(self) -> None:
+        """Leave the user's daemon as the run found it: the modules the run's loaders
+        loaded unloaded and those they unloaded loaded again (by name: at another base),
+        then each filter file written back (a truncating write of what it listed, a module
+        function as ``name:mod:module``; the probes of set_ftrace_filter stay, as such a
+        write leaves them: the run makes none), then current_tracer. A kernel whose
+        ftrace_kill() ran refuses every write to ftrace's files until reboot: the report
+        says what is left changed. Any file that reads back otherwise is named too."""
+        found = self._found
+        if found is None or self._lost:
+            return
+        restored: dict[str, Any] = {"unloaded": [], "loaded": [], "rewritten": [], "left": []}
+        self.result.daemon["restored"] = restored
+        try:
+            loaded = {m.name for m in self.client.list_modules()}
+            if self.client.stats().ftrace_disabled:
+                restored["left"] = [f"ftrace was killed (ftrace_kill): nothing restored; "
+                                    f"modules the run loaded: "
+                                    f"{', '.join(sorted(loaded - found.modules)) or 'none'}"]
+                return
+            for name in sorted(loaded - found.modules):
+                self.client.unload(name, if_absent_ok=True)
+                restored["unloaded"].append(name)
+            for name in sorted(found.modules - loaded):
+                self.client.load(name, if_loaded_ok=True)
+                restored["loaded"].append(name)
+            for name, before in found.files.items():
+                path = f"{TRACING_DIR}/{name}"
+                if self.client.read_file(path) != before:
+                    text = before if name == "current_tracer" else filter_patterns(before)
+                    self.client.write_file(path, text or b"\n")  # empty: echo > file
+                    restored["rewritten"].append(name)
+                    if self.client.read_file(path) != before:
+                        restored["left"].append(f"{name} reads otherwise than before the run")
+        except FtraceError as error:
+            restored["left"].append(f"restoring failed: {error}")
 
     def _core_sample(self) -> list[str]:
         text = self.client.read_file(f"{TRACING_DIR}/available_filter_functions").decode()
@@ -619,6 +696,7 @@ class Run:
         if self._lost and not result.error:
             result.error = f"{self._lost} mid-run"
         result.daemon["lost"] = self._lost
+        self._restore()
         self._disarm()
         if self.checker is not None:
             result.checks = self.checker.counts
