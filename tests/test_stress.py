@@ -169,8 +169,8 @@ def test_a_run_replaces_what_an_earlier_run_left_in_its_directory(tmp_path):
     assert done.returncode == 0, done.stderr
     assert {op["client"] for op in history(out)} <= {"tracer0", "loader0", "teardown"}
     assert report["operations"]["total"] <= 20 + 2  # + the tracer's unregister, teardown
-    assert sorted(p.name for p in (out / "clients").iterdir()) == [
-        "loader0.jsonl", "loader0.log", "teardown.jsonl", "tracer0.jsonl", "tracer0.log"]
+    # The client files are merged into history.jsonl and go; the workers' stderr stays.
+    assert sorted(p.name for p in (out / "clients").iterdir()) == ["loader0.log", "tracer0.log"]
     assert not (out / "repro.sh").exists() and (out / "notes.txt").exists()
 
 
@@ -231,12 +231,14 @@ def check_lock_times(out) -> None:
 def check_workers_counted_to_their_end(report: dict, out) -> None:
     """A run of --ops N: every worker did its share and ended on its own, so its CPU is
     the figure of its end event (from the go to its last operation and unregistering),
-    not what /proc shows at its exit, which adds the teardown of a Python process."""
+    not what /proc shows at its exit, which adds the teardown of a Python process. The
+    client files are gone once merged into the history: the report has their end events
+    (history_complete) and every operation they recorded."""
+    ops = history(out)
     for worker in report["workers"]:
-        events = [json.loads(line) for line in
-                  (out / "clients" / f"{worker['name']}.jsonl").read_text().splitlines()]
-        assert events[-1]["ev"] == "end", worker
-        assert worker["cpu_s"] == round(events[-1]["cpu_s"], 3) > 0, worker
+        assert worker["history_complete"] and worker["cpu_s"] > 0, worker
+        assert worker["operations"] == sum(op["client"] == worker["name"] for op in ops)
+    assert not list((out / "clients").glob("*.jsonl"))
 
 
 def check_buggy_reproducer(out, report: dict) -> None:
@@ -705,6 +707,36 @@ def test_a_run_on_a_kernel_whose_ftrace_is_dead_does_not_start(tmp_path, spawn):
         "change to it fails with ENODEV until the daemon reboots\n"
         "  before the run: WARNING: at kernel/trace/ftrace.c:1578 ftrace_bug"), done.stdout
     assert "--race load-count" in report["configuration"]["boot_command"]
+
+
+def test_a_run_leaves_the_users_daemon_as_it_found_it(tmp_path, spawn):
+    """The modules the run's loaders loaded are unloaded, the one they unloaded is loaded
+    again, and the filter files and the tracer read as before the run (after a clean run
+    dummy and uinput stayed loaded, the filter files kept a line each and the tracer
+    was nop)."""
+    out = tmp_path / "out"
+    daemon = spawn(["--core-functions", "2048"])
+    tracing = "/sys/kernel/debug/tracing"
+    files = ("set_ftrace_filter", "set_ftrace_notrace", "current_tracer")
+    with daemon.connect() as client:
+        client.load("loop")
+        core = [line for line in client.read_file(f"{tracing}/available_filter_functions")
+                .decode().splitlines() if " [" not in line]
+        client.write_file(f"{tracing}/set_ftrace_filter", f"{core[5]} lo_open:mod:loop\n")
+        client.write_file(f"{tracing}/set_ftrace_notrace", f"{core[7]}\n")
+        client.write_file(f"{tracing}/current_tracer", "function\n")
+        before = {name: client.read_file(f"{tracing}/{name}") for name in files}
+    assert b"lo_open [loop]" in before["set_ftrace_filter"]
+    done, report = run_stress(out, "--address", daemon.address, "--ops", "300", "--seed", "3",
+                              "--no-minimize", "--tracers", "1", "--loaders", "2",
+                              "--shells", "2", "--invokers", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with daemon.connect() as client:
+        assert {m.name for m in client.list_modules()} == {"loop"}
+        assert {name: client.read_file(f"{tracing}/{name}") for name in files} == before
+    restored = report["daemon"]["restored"]
+    assert restored["left"] == [] and "current_tracer" in restored["rewritten"], restored
+    assert "\nrestored:  " in (out / "report.txt").read_text()
 
 
 def armed(address: str) -> dict[str, str]:

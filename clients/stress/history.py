@@ -22,17 +22,20 @@ ftrace_lock (filter writes, modprobe, rmmod, a tracer's register, set_filter and
 unregister; empty for the others), on the same clock:
 where operations overlapped, the order in which they took effect. An invoke without a
 complete was in flight when its process died. :func:`merge` joins the files into
-``DIR/history.jsonl``: one line per operation, ordered by invocation time.
+``DIR/history.jsonl``: one line per operation, ordered by invocation time (the fields of
+:class:`Op`); once the report is written, the client files go (:func:`remove_client_files`).
 """
 
 from __future__ import annotations
 
 import glob
+import heapq
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from collections import deque
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Iterator
 
 # One encoder for every line: json.dumps() with separators builds a new one per call.
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -42,7 +45,7 @@ RESULT_ERROR = "error"
 RESULT_UNKNOWN = "unknown"
 
 
-@dataclass
+@dataclass(slots=True)
 class Op:
     """One operation of the merged history."""
 
@@ -87,7 +90,11 @@ class Op:
         return self.invoke_ns <= end_ns and self.end_ns(end_ns) >= start_ns
 
     def to_json(self) -> str:
-        return _COMPACT.encode(asdict(self))
+        # Not asdict(): it deep-copies every value, most of the merge's time.
+        return _COMPACT.encode({name: getattr(self, name) for name in _OP_FIELDS})
+
+
+_OP_FIELDS = tuple(f.name for f in fields(Op))
 
 
 class Recorder:
@@ -133,12 +140,12 @@ def read_events(path: str) -> Iterator[dict[str, Any]]:
 
 @dataclass
 class ClientLog:
-    """What one client file says about its process."""
+    """What one client file says about its process (its operations go by, not kept)."""
 
     client: str
     kind: str
     pid: int
-    ops: list[Op]
+    operations: int = 0  # how many it invoked
     ended_ns: int | None = None  # when it wrote its "end" event
     cpu_s: float | None = None  # its CPU from the go to its end event
 
@@ -148,43 +155,63 @@ class ClientLog:
         return self.ended_ns is not None
 
 
-def load_client(path: str) -> ClientLog | None:
-    """One client file as operations; None when the process died before its first line."""
+def client_ops(path: str, logs: list[ClientLog]) -> Iterator[Op]:
+    """One client file's operations in the order it invoked them, each once its complete
+    event is read (or the file ends: it was in flight when its process died); its
+    ClientLog is appended to ``logs`` at its start event and filled in as the file is
+    read. A client does one operation at a time, so what is held is one operation, not
+    the file."""
     log: ClientLog | None = None
+    pending: deque[Op] = deque()  # invoked, not yet given, in invocation order
     by_id: dict[str, Op] = {}
     for event in read_events(path):
         kind = event.get("ev")
         if kind == "start":
-            log = ClientLog(event["client"], event["kind"], event["pid"], [])
+            log = ClientLog(event["client"], event["kind"], event["pid"])
+            logs.append(log)
         elif log is None:
             continue
         elif kind == "invoke":
             op = Op(event["id"], log.client, log.kind, log.pid, event["op"], event["args"],
                     event["t"], event["wall"])
             by_id[op.id] = op
-            log.ops.append(op)
+            pending.append(op)
+            log.operations += 1
         elif kind == "complete" and event["id"] in by_id:
-            op = by_id[event["id"]]
+            op = by_id.pop(event["id"])
             op.complete_ns, op.complete_wall = event["t"], event["wall"]
             op.result, op.errno, op.value = event["result"], event["errno"], event["value"]
             op.lock_ns = event.get("lock_ns") or []
+            while pending and pending[0].completed:
+                yield pending.popleft()
         elif kind == "end":
             log.ended_ns, log.cpu_s = event["t"], event.get("cpu_s")
-    return log
+    yield from pending
 
 
 def client_files(out_dir: str) -> list[str]:
     return sorted(glob.glob(os.path.join(out_dir, "clients", "*.jsonl")))
 
 
-def merge(out_dir: str) -> tuple[list[Op], list[ClientLog]]:
-    """Join the client files into ``DIR/history.jsonl``; returns the operations (by
-    invocation time) and each client's log."""
-    logs = [log for log in map(load_client, client_files(out_dir)) if log is not None]
-    ops = sorted((op for log in logs for op in log.ops), key=lambda op: (op.invoke_ns, op.id))
+def merge(out_dir: str, consume: Callable[[Op], None]) -> list[ClientLog]:
+    """Join the client files into ``DIR/history.jsonl``, ordered by invocation time, and
+    hand each operation to ``consume`` in that order; returns each client's log. Each
+    file is in its client's invocation order already: a k-way merge of the files read
+    side by side, holding an operation a client, not the history."""
+    logs: list[ClientLog] = []
+    streams = [client_ops(path, logs) for path in client_files(out_dir)]
     path = os.path.join(out_dir, "history.jsonl")
     with open(path + ".tmp", "w", encoding="utf-8") as history:
-        for op in ops:
+        for op in heapq.merge(*streams, key=lambda op: (op.invoke_ns, op.id)):
             history.write(op.to_json() + "\n")
+            consume(op)
     os.replace(path + ".tmp", path)
-    return ops, logs
+    return logs
+
+
+def remove_client_files(out_dir: str) -> None:
+    """The client files, once :func:`merge` has written what they say into history.jsonl
+    (and the report has their ends and CPU): two copies of every operation would double
+    what a run leaves on disk."""
+    for path in client_files(out_dir):
+        os.unlink(path)

@@ -8,11 +8,13 @@ observation ended and not completed before it began) and the last ones completed
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import shlex
 import signal
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -73,6 +75,67 @@ class WorkerRecord:
                 f"(see clients/{self.name}.log)")
 
 
+class OpsTally:
+    """What the report says of the history, gathered one operation at a time as
+    history.merge() streams it: the counts, the table by kind, and around each anomaly
+    the operations listed with it. No list of every operation: the end of a run of
+    millions of them holds a few hundred."""
+
+    def __init__(self, stop_ns: int = 0, anomalies: Sequence[Anomaly] = ()) -> None:
+        """``stop_ns``: when the clients were told to stop; an operation invoked before
+        it is one of the run's (its duration, rates and CPU figures are all over the go
+        to the stop: the teardown, and what a client began before it heard the stop,
+        come after)."""
+        self.stop_ns = stop_ns
+        self.total = 0
+        self.completed = 0
+        self.in_run = 0
+        self.first_invoke_ns: int | None = None
+        self.by_kind: dict[str, dict[str, Any]] = {}
+        # Each anomaly's window -> (the last in flight, a min-heap of the last completed
+        # before it as (complete_ns, arrival, op): the latest RECENT_OPS, ties in the
+        # order the operations came, as a stable sort of them all would keep).
+        self._windows: dict[tuple[int, int], tuple[deque[Op], list[tuple[int, int, Op]]]] = {
+            (a.seen_from_ns, a.seen_to_ns): (deque(maxlen=IN_FLIGHT_OPS), [])
+            for a in anomalies}
+
+    def add(self, op: Op) -> None:
+        """The next operation, in invocation order."""
+        self.total += 1
+        self.completed += op.completed
+        in_run = op.invoke_ns < self.stop_ns
+        self.in_run += in_run
+        if self.first_invoke_ns is None or op.invoke_ns < self.first_invoke_ns:
+            self.first_invoke_ns = op.invoke_ns
+        row = self.by_kind.setdefault(op_kind(op), {"count": 0, "in_run": 0, "ok": 0,
+                                                    "refused": 0, "no_answer": 0,
+                                                    "errnos": Counter()})
+        row["count"] += 1
+        row["in_run"] += in_run
+        if op.ok:
+            row["ok"] += 1
+        elif op.result == "error":
+            row["refused"] += 1
+            row["errnos"][op.errno] += 1
+        else:
+            row["no_answer"] += 1
+        for (start, end), (flying, before) in self._windows.items():
+            if op.overlaps(start, end):
+                flying.append(op)
+            if op.complete_ns is not None and op.complete_ns < start:
+                item = (op.complete_ns, self.total, op)
+                if len(before) < RECENT_OPS:
+                    heapq.heappush(before, item)
+                else:
+                    heapq.heappushpop(before, item)
+
+    def around(self, anomaly: Anomaly) -> tuple[list[Op], list[Op]]:
+        """(in flight while it was observed, the last completed before)."""
+        flying, before = self._windows.get((anomaly.seen_from_ns, anomaly.seen_to_ns),
+                                           (deque(), []))
+        return list(flying), [op for _, _, op in sorted(before)]
+
+
 @dataclass
 class RunResult:
     config: RunConfig
@@ -84,7 +147,7 @@ class RunResult:
     anomalies: list[Anomaly] = field(default_factory=list)
     # What the kernel showed before the run started (Checker.baseline): not the run's.
     before_run: list[Anomaly] = field(default_factory=list)
-    ops: list[Op] = field(default_factory=list)
+    tally: OpsTally = field(default_factory=OpsTally)  # the history, as the report needs it
     logs: list[ClientLog] = field(default_factory=list)
     workers: list[WorkerRecord] = field(default_factory=list)
     checks: Counter[str] = field(default_factory=Counter)
@@ -140,16 +203,6 @@ class RunResult:
     def duration(self) -> float:
         return max((self.stop_ns - self.start_ns) / 1e9, 1e-9)
 
-    def in_run(self, op: Op) -> bool:
-        """Whether ``op`` was invoked between the go and the stop: the span the run's
-        duration, its rates and its CPU figures are all over (the teardown, and what a
-        client began before it heard the stop, come after)."""
-        return op.invoke_ns < self.stop_ns
-
-    @property
-    def ops_before_stop(self) -> int:
-        return sum(1 for op in self.ops if self.in_run(op))
-
     def per_second(self, count: int) -> float:
         """``count`` operations over the run's duration."""
         return round(count / self.duration, 1)
@@ -190,40 +243,17 @@ def op_line(result: RunResult, op: Op) -> str:
     return f"{span} s  {op.client:<9} {describe(op)} -> {outcome_of(op)}"
 
 
-def around(result: RunResult, anomaly: Anomaly) -> tuple[list[Op], list[Op]]:
-    """(in flight while it was observed, the last completed before)."""
-    start, end = anomaly.seen_from_ns, anomaly.seen_to_ns
-    flying = [op for op in result.ops if op.overlaps(start, end)]
-    before = sorted((op for op in result.ops if op.completed and op.complete_ns < start),
-                    key=lambda op: op.complete_ns)[-RECENT_OPS:]
-    return flying[-IN_FLIGHT_OPS:], before
-
-
 def per_kind(result: RunResult) -> dict[str, dict[str, Any]]:
-    table: dict[str, dict[str, Any]] = {}
-    for op in result.ops:
-        row = table.setdefault(op_kind(op), {"count": 0, "in_run": 0, "ok": 0, "refused": 0,
-                                             "no_answer": 0, "errnos": Counter()})
-        row["count"] += 1
-        row["in_run"] += result.in_run(op)
-        if op.ok:
-            row["ok"] += 1
-        elif op.result == "error":
-            row["refused"] += 1
-            row["errnos"][op.errno] += 1
-        else:
-            row["no_answer"] += 1
-    for row in table.values():
-        row["per_second"] = result.per_second(row["in_run"])
-        row["errnos"] = dict(row["errnos"])
-    return dict(sorted(table.items()))
+    return {kind: {**row, "per_second": result.per_second(row["in_run"]),
+                   "errnos": dict(row["errnos"])}
+            for kind, row in sorted(result.tally.by_kind.items())}
 
 
 def worker_json(result: RunResult, worker: WorkerRecord) -> dict[str, Any]:
     log = next((log for log in result.logs if log.client == worker.name), None)
     exited_s = result.seconds(worker.exited_ns)
     return {**asdict(worker), "exited_s": exited_s, "how": worker.how(exited_s),
-            "operations": len(log.ops) if log else 0,
+            "operations": log.operations if log else 0,
             # Its file ends with its "end" event: nothing was cut short.
             "history_complete": bool(log and log.ended)}
 
@@ -231,8 +261,9 @@ def worker_json(result: RunResult, worker: WorkerRecord) -> dict[str, Any]:
 def to_json(result: RunResult) -> dict[str, Any]:
     config = result.config
     anomalies = []
+    tally = result.tally
     for anomaly in result.anomalies:
-        flying, before = around(result, anomaly)
+        flying, before = result.tally.around(anomaly)
         anomalies.append({**asdict(anomaly),
                           "seen_from_s": result.seconds(anomaly.seen_from_ns),
                           "seen_s": result.seconds(anomaly.seen_to_ns),
@@ -267,16 +298,16 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "ran_s": round(result.duration, 3) if result.started else None,
         "daemon": result.daemon,
         "operations": {
-            "total": len(result.ops),
-            "completed": sum(op.completed for op in result.ops),
+            "total": tally.total,
+            "completed": tally.completed,
             # Invoked from the go to the stop, and their rate over that span (ran_s).
-            "in_run": result.ops_before_stop,
-            "per_second": result.per_second(result.ops_before_stop),
-            "first_s": result.seconds(min((op.invoke_ns for op in result.ops), default=None)),
+            "in_run": tally.in_run,
+            "per_second": result.per_second(tally.in_run),
+            "first_s": result.seconds(tally.first_invoke_ns),
             "by_kind": per_kind(result),
         },
-        "cpu": {"seconds": result.cpu, "operations": result.ops_before_stop,
-                "ms_per_operation": cpu_per_operation(result.cpu, result.ops_before_stop)},
+        "cpu": {"seconds": result.cpu, "operations": tally.in_run,
+                "ms_per_operation": cpu_per_operation(result.cpu, tally.in_run)},
         # "shm": snapshots checked; "shm tracing": of those taken while the clients ran,
         # the ones with tracing started, "shm held" of these taken with the record
         # writers held, "shm nonzero" those with a non-zero count;
@@ -417,6 +448,13 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
                        "" if disarmed is None else "; disarmed at the end" if disarmed
                        else f"; still armed: disarming failed: {daemon['disarm_error']}")
                    + ")")
+    restored = daemon.get("restored")
+    if restored is not None:
+        done = [f"{what} {', '.join(restored[key])}" for key, what in (
+            ("unloaded", "unloaded"), ("loaded", "loaded again"), ("rewritten", "wrote back"))
+            if restored[key]]
+        done += [f"NOT RESTORED: {left}" for left in restored["left"]]
+        out.append("restored:  " + ("; ".join(done) or "nothing the run changed was left changed"))
     out.append(f"seed:      {report['seed']}")
     out.append("clients:   " + ", ".join(f"{n} {k}{'s' * (n != 1)}"
                                           for k, n in conf["workers"].items() if n)

@@ -15,8 +15,10 @@ locks the teardown needs), the workers are told to stop (a tracer unregisters it
 the function tracer is turned off
 (what a user would do next, and what turns a latent count error into the kernel's WARN:
 the loaders are held still meanwhile, so that the modules stay where they are), the checks
-run once more, the client files are merged into the history, the minimizer looks for a
-reproducer, and the report is written.
+run once more, the client files are merged into the history (streamed: an operation a
+client is held, not the history), the report is written, the client files go (the
+history has what they said), and the minimizer looks for a reproducer, after which the
+report is written again.
 
 Waiting is on file descriptors: a pidfd per process, and a pipe the checker's threads
 write to when they have something to say; the workers' files, looked at four times a
@@ -49,8 +51,8 @@ from clients.stress.commands import TRACING_DIR
 from clients.stress.config import AUTO_FAILPOINTS, BootSpec, RunConfig
 from clients.stress.cpu import CpuMeter, daemon_pid
 from clients.stress.history import RESULT_ERROR, RESULT_OK, RESULT_UNKNOWN, Recorder
-from clients.stress.minimize import Minimizer
-from clients.stress.report import RunResult, WorkerRecord, write_reports
+from clients.stress.minimize import Minimizer, Target
+from clients.stress.report import OpsTally, RunResult, WorkerRecord, write_reports
 from clients.stress.workers import WorkerSpec
 
 #: How long stopped workers get to finish their operation and unregister.
@@ -60,8 +62,39 @@ STARTUP_TIMEOUT = 120.0
 #: Core functions offered to the workers' patterns (sampled from available_filter_functions).
 CORE_SAMPLE = 64
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-#: What a run writes into its directory, besides the client files (clients/*.jsonl, *.log).
+#: What a run leaves in its directory, besides each worker's stderr (clients/NAME.log); the
+#: client files (clients/*.jsonl) are there until the history is merged from them.
 RUN_FILES = ("report.json", "report.txt", "history.jsonl", "repro.sh")
+
+
+#: The files of a daemon of the user's that the run changes and gives back as it found
+#: them, in the order they are written back (the tracer last: its start updates the
+#: records with the filters in place).
+RESTORED_FILES = ("set_ftrace_filter", "set_ftrace_notrace", "current_tracer")
+
+
+@dataclasses.dataclass(frozen=True)
+class FoundState:
+    """A daemon of the user's as the run found it (:meth:`Run._restore`)."""
+
+    modules: set[str]
+    files: dict[str, bytes]  # RESTORED_FILES, as read
+
+
+def filter_patterns(listing: bytes) -> bytes:
+    """What writes a filter file back to ``listing`` (what reading it gave): each function
+    line (``name``, or ``name [module]`` as 3.6's ``%ps`` prints a module's) as a pattern
+    selecting that function; not the banner (``#### all functions enabled ####``) nor a
+    probe (``func:command[:data]``, which a truncating write leaves in place)."""
+    patterns = []
+    for line in listing.decode().splitlines():
+        if not line or line.startswith("#") or ":" in line:
+            continue
+        name, _, module = line.partition(" [")
+        patterns.append(f"{name}:mod:{module.rstrip(']')}" if module else name)
+    # Each ends with a newline, as echo's: 3.6's release matches an unterminated last
+    # word as a glob only (ftrace_regex_release), so its :mod: would select nothing.
+    return "".join(f"{pattern}\n" for pattern in patterns).encode()
 
 
 def make_run_dir(out_dir: str) -> None:
@@ -231,6 +264,7 @@ class Run:
         self._went = False
         self._stopping = False
         self._armed: list[str] = []  # failpoint sites this run armed on the user's daemon
+        self._found: FoundState | None = None  # the user's daemon as the run found it
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._ops_seen: dict[str, tuple[int, int]] = {}  # progress: file -> (offset, count)
@@ -321,6 +355,8 @@ class Run:
         self.result.before_run = self.checker.before
         if config.address is not None:
             self._adopt()
+            if not self.result.ftrace_disabled_before:
+                self._found = self._as_found()
         stats = self.client.stats()
         self.daemon_pid = self.spawned.pid if self.spawned else daemon_pid(self.address)
         self.result.daemon = {"address": self.address, "private": self.spawned is not None,
@@ -361,6 +397,50 @@ class Run:
         except FtraceError as error:
             self.result.daemon["failpoints_disarmed"] = False
             self.result.daemon["disarm_error"] = str(error)
+
+    def _as_found(self) -> FoundState:
+        """What the run changes on a daemon of the user's, as it is before: the loaded
+        modules, the filter files, the tracer."""
+        return FoundState({m.name for m in self.client.list_modules()},
+                          {name: self.client.read_file(f"{TRACING_DIR}/{name}")
+                           for name in RESTORED_FILES})
+
+    def _restore(self) -> None:
+        """Leave the user's daemon as the run found it: the modules the run's loaders
+        loaded unloaded and those they unloaded loaded again (by name: at another base),
+        then each filter file written back (a truncating write of what it listed, a module
+        function as ``name:mod:module``; the probes of set_ftrace_filter stay, as such a
+        write leaves them: the run makes none), then current_tracer. A kernel whose
+        ftrace_kill() ran refuses every write to ftrace's files until reboot: the report
+        says what is left changed. Any file that reads back otherwise is named too."""
+        found = self._found
+        if found is None or self._lost:
+            return
+        restored: dict[str, Any] = {"unloaded": [], "loaded": [], "rewritten": [], "left": []}
+        self.result.daemon["restored"] = restored
+        try:
+            loaded = {m.name for m in self.client.list_modules()}
+            if self.client.stats().ftrace_disabled:
+                restored["left"] = [f"ftrace was killed (ftrace_kill): nothing restored; "
+                                    f"modules the run loaded: "
+                                    f"{', '.join(sorted(loaded - found.modules)) or 'none'}"]
+                return
+            for name in sorted(loaded - found.modules):
+                self.client.unload(name, if_absent_ok=True)
+                restored["unloaded"].append(name)
+            for name in sorted(found.modules - loaded):
+                self.client.load(name, if_loaded_ok=True)
+                restored["loaded"].append(name)
+            for name, before in found.files.items():
+                path = f"{TRACING_DIR}/{name}"
+                if self.client.read_file(path) != before:
+                    text = before if name == "current_tracer" else filter_patterns(before)
+                    self.client.write_file(path, text or b"\n")  # empty: echo > file
+                    restored["rewritten"].append(name)
+                    if self.client.read_file(path) != before:
+                        restored["left"].append(f"{name} reads otherwise than before the run")
+        except FtraceError as error:
+            restored["left"].append(f"restoring failed: {error}")
 
     def _core_sample(self) -> list[str]:
         text = self.client.read_file(f"{TRACING_DIR}/available_filter_functions").decode()
@@ -637,6 +717,7 @@ class Run:
         if self._lost and not result.error:
             result.error = f"{self._lost} mid-run"
         result.daemon["lost"] = self._lost
+        self._restore()
         self._disarm()
         if self.checker is not None:
             result.checks = self.checker.counts
@@ -644,37 +725,63 @@ class Run:
             result.shm_error = self.checker.shm_error
             self.checker.close()
         result.anomalies.sort(key=lambda a: a.seen_to_ns)
-        result.ops, result.logs = history.merge(self.config.out_dir)
+        result.reproducer_note = self._not_searched()
+        # What the search needs of the history: the operations invoked before the anomaly
+        # it reproduces was seen, and the run's teardown it may end a script with. The
+        # rest goes by into history.jsonl and the report's tally.
+        horizon = None if result.reproducer_note else Target.of(result.anomalies).horizon_ns
+        searched: list[history.Op] = []
+        result.tally = tally = OpsTally(result.stop_ns, result.anomalies)
+
+        def consume(op: history.Op) -> None:
+            tally.add(op)
+            if horizon is not None and (op.invoke_ns <= horizon or op.kind == "teardown"):
+                searched.append(op)
+
+        result.logs = history.merge(self.config.out_dir, consume)
         self._settle_cpu(result.logs)
         self.client.close()
         if self.spawned is not None:
             status = self.spawned.stop()
             result.daemon["exit_status"] = status
-        self._minimize()
+        if horizon is not None:
+            result.reproducer_note = ("the search had not ended when this was written: a "
+                                      "report without its result is one of a search that "
+                                      "never ended")
+        # Written before the search, which may take long: a run killed meanwhile has one.
+        write_reports(result)
+        history.remove_client_files(self.config.out_dir)
+        if horizon is not None:
+            self._minimize(searched)
+            write_reports(result)
         if self.progress is not None:
             self.progress.done()
-        write_reports(result)
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def _minimize(self) -> None:
+    def _not_searched(self) -> str:
+        """Why no reproducer is searched for, or "" when one is."""
+        if not self.result.anomalies:
+            return "no anomaly, nothing to reproduce"
+        if self.result.error:
+            return "not searched: the run failed"
+        if not self.config.minimize:
+            return "not searched (--no-minimize)"
+        return ""
+
+    def _minimize(self, ops: list[history.Op]) -> None:
+        """The search, over ``ops``: what the history has up to the anomaly's horizon."""
         result = self.result
-        if not result.anomalies:
-            result.reproducer_note = "no anomaly, nothing to reproduce"
-        elif result.error:
-            result.reproducer_note = "not searched: the run failed"
-        elif not self.config.minimize:
-            result.reproducer_note = "not searched (--no-minimize)"
-        else:
-            log: Callable[[str], None] = (
-                (lambda text: self.progress.show(f"minimizing: {text}"))
-                if self.progress is not None else (lambda text: None))
-            try:
-                result.reproducer = Minimizer(
-                    self.config.boot, result.ops, result.anomalies, self.modules,
-                    self.config.out_dir, result.start_ns, self.config.max_replays, log).run()
-            except (SpawnError, FtraceError, OSError, subprocess.SubprocessError) as error:
-                result.reproducer_note = f"the search failed: {error}"
+        result.reproducer_note = ""
+        log: Callable[[str], None] = (
+            (lambda text: self.progress.show(f"minimizing: {text}"))
+            if self.progress is not None else (lambda text: None))
+        try:
+            result.reproducer = Minimizer(
+                self.config.boot, ops, result.anomalies, self.modules,
+                self.config.out_dir, result.start_ns, self.config.max_replays, log).run()
+        except (SpawnError, FtraceError, OSError, subprocess.SubprocessError) as error:
+            result.reproducer_note = f"the search failed: {error}"
 
     def _show_progress(self) -> None:
         if self.progress is None:
