@@ -125,6 +125,9 @@ def test_negation_globs_and_mod_command(kernel):
     names = filter_names(kernel)
     assert len(names) == len(kernel.modules.find_module("uinput").symbols)
     assert all(n.endswith(" [uinput]") for n in names)
+    # strsep(&param, ":"): the module name ends at a further ':', the rest is ignored.
+    assert echo(kernel, "*:mod:uinput:junk", "set_ftrace_filter") == []
+    assert filter_names(kernel) == names
     assert echo(kernel, "!uinput_dev_*", "set_ftrace_filter", append=True) == []
     assert not any(n.startswith("uinput_dev_") for n in filter_names(kernel))
     assert echo(kernel, "!:mod:uinput", "set_ftrace_filter", append=True) == []
