@@ -91,6 +91,10 @@ def test_trace_controls_and_formats():
         with pytest.raises(KernelError) as exc:
             write(vfs, f"{T}/tracing_on", b"yes\n")
         assert exc.value.errno == errno.EINVAL
+        # tracing_open() clears only an open with FMODE_WRITE: O_TRUNC on a reader's keeps all.
+        kept = cat(vfs, f"{T}/trace")
+        file_release(vfs.open(f"{T}/trace", os.O_RDONLY | os.O_TRUNC))
+        assert cat(vfs, f"{T}/trace") == kept
         # echo > trace clears every CPU.
         write(vfs, f"{T}/trace", b"\n")
         assert cat(vfs, f"{T}/trace") == HEADER_36.format(n=0, m=0, p=2)
