@@ -29,10 +29,12 @@ SERVING = re.compile(r"ftraced\[(?P<pid>\d+)\]: serving (?P<address>\S+) .*, shm
                      r"(?P<namespace>ftsim\.\d+\.\d+)\)$")
 
 
-def start_daemon(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "kernel_daemon", *SMALL, *args], cwd=REPO,
-                            env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+def start_daemon(*args: str, nofile: str = "") -> subprocess.Popen:
+    """ftraced with ``args``; ``nofile``: its RLIMIT_NOFILE as prlimit(1) takes it, soft:hard."""
+    limit = ["prlimit", f"--nofile={nofile}"] if nofile else []
+    return subprocess.Popen([*limit, sys.executable, "-m", "kernel_daemon", *SMALL, *args],
+                            cwd=REPO, env=child_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def run_daemon(*args: str) -> subprocess.CompletedProcess:
@@ -224,6 +226,23 @@ def test_past_max_connections_a_client_is_told_so_and_is_served_once_one_ends(sp
             holder.kill()
             with holder:  # closes its pipes, waits for it
                 pass
+
+
+def test_the_connections_served_leave_the_daemon_its_own_descriptors():
+    """ftraced --max-connections 1000 under a hard RLIMIT_NOFILE of 300: it raises its soft
+    limit to 300 and serves at most 300 - FILES_KEPT (256) = 44 connections, keeping the
+    rest for its shared memory, its log and its lock."""
+    process = start_daemon("--listen", "127.0.0.1:0", "--max-connections", "1000",
+                           nofile="64:300")
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert first == (f"ftraced[{process.pid}]: serving at most 44 connections, not 1000: "
+                         "the open-file limit (RLIMIT_NOFILE) is 300\n")
+        serving(process)
+        stop(process)
+    finally:
+        kill(process)
 
 
 # --- how it stops ------------------------------------------------------------------------

@@ -88,6 +88,22 @@ def test_a_write_at_position_0_starts_a_new_token(client):
         "schedule", "schedule_timeout"]
 
 
+def test_o_trunc_empties_the_filter_on_any_open_for_writing(client):
+    """``ftrace_regex_open()`` resets the copy when the open has FMODE_WRITE and O_TRUNC:
+    an O_RDWR open as much as an O_WRONLY one; without O_TRUNC, or with it on an open
+    only for reading, the filter stays."""
+    filter_file = f"{T}/set_ftrace_filter"
+    client.write_file(filter_file, b"schedule\n")
+    with client.open(filter_file, os.O_RDONLY | os.O_TRUNC):
+        pass
+    with client.open(filter_file, os.O_RDWR) as f:
+        assert f.write(b"schedule_timeout\n") == 17
+    assert client.read_file(filter_file).decode().splitlines() == ["schedule", "schedule_timeout"]
+    with client.open(filter_file, os.O_RDWR | os.O_TRUNC) as f:
+        assert f.write(b"io_schedule\n") == 12
+    assert client.read_file(filter_file).decode().splitlines() == ["io_schedule"]
+
+
 class RecordingTracefs:
     """The Tracefs stub, recording what each ``Session`` sends and gets back."""
 

@@ -39,6 +39,9 @@ def filter_names(kernel) -> list[str]:
     ("*", "", MatchType.MATCH_END_ONLY),
     ("foo*bar", "foo", MatchType.MATCH_FRONT_ONLY),  # the documented 3.x quirk
     ("*foo*bar", "foo", MatchType.MATCH_MIDDLE_ONLY),
+    # The first '*' after position 0 ends the pattern: later ones are not looked at.
+    ("foo*bar*", "foo", MatchType.MATCH_FRONT_ONLY),
+    ("*foo*x*", "foo", MatchType.MATCH_MIDDLE_ONLY),
     ("fo?[o]", "fo?[o]", MatchType.MATCH_FULL),  # ? and [ are literal
     # A NUL ends the C string compared, but the '*' scan runs over all `len` chars.
     ("foo\0bar", "foo", MatchType.MATCH_FULL),
@@ -122,6 +125,9 @@ def test_negation_globs_and_mod_command(kernel):
     names = filter_names(kernel)
     assert len(names) == len(kernel.modules.find_module("uinput").symbols)
     assert all(n.endswith(" [uinput]") for n in names)
+    # strsep(&param, ":"): the module name ends at a further ':', the rest is ignored.
+    assert echo(kernel, "*:mod:uinput:junk", "set_ftrace_filter") == []
+    assert filter_names(kernel) == names
     assert echo(kernel, "!uinput_dev_*", "set_ftrace_filter", append=True) == []
     assert not any(n.startswith("uinput_dev_") for n in filter_names(kernel))
     assert echo(kernel, "!:mod:uinput", "set_ftrace_filter", append=True) == []
@@ -137,6 +143,9 @@ def test_negation_globs_and_mod_command(kernel):
     assert echo(kernel, "!", "set_ftrace_filter") == [errno.EINVAL]
     assert echo(kernel, "vfs_write*bogus", "set_ftrace_filter") == []  # prefix "vfs_write"
     assert filter_names(kernel)[0].startswith("vfs_write")
+    prefix = filter_names(kernel)
+    assert echo(kernel, "vfs_write*bogus*", "set_ftrace_filter") == []
+    assert filter_names(kernel) == prefix
     assert echo(kernel, "uinput_open", "set_ftrace_notrace") == []
     assert t_show_all(kernel.ftrace, Listing.NOTRACE) == "uinput_open [uinput]\n"
     echo(kernel, "", "set_ftrace_notrace")

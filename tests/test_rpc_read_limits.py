@@ -17,6 +17,8 @@ from clients.api import RequestQueue
 from clients.connection import grpc_target
 from ftrace.v1 import (kernel_pb2, kernel_pb2_grpc, tracefs_pb2, tracefs_pb2_grpc, tracer_pb2,
                        tracer_pb2_grpc)
+from kernel_daemon.rpc.kernel_service import AnswerRoom, encoded_size
+from kernel_daemon.rpc.state import MAX_ANSWER
 from kernel_daemon.rpc.tracefs_service import MAX_READ_ANSWER
 from kernel_daemon.rpc.tracer_service import MAX_BATCH
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
@@ -131,6 +133,38 @@ def test_a_hit_batch_holds_at_most_max_batch_hits(default_channel):
     batches = [len(e.hits.hits) for e in rest if e.WhichOneof("event") == "hits"]
     assert sum(batches) == calls
     assert max(batches) == MAX_BATCH
+
+
+#: What an AnswerRoom lets its lists take.
+ROOM = MAX_ANSWER - AnswerRoom.OTHER_FIELDS
+
+
+def name_leaving(left: int) -> str:
+    """A name that, as OpsInfo.filter's element (a tag, a 4-byte length, the bytes),
+    leaves ``left`` bytes of an AnswerRoom."""
+    name = "x" * (ROOM - left - 5)
+    assert kernel_pb2.OpsInfo(filter=[name]).ByteSize() == ROOM - left
+    return name
+
+
+def test_an_answer_room_counts_each_element_s_tag_and_length():
+    """A list filled to within a few bytes of the room encodes to no more than the room:
+    a 2-byte name takes 4 (tag, length, bytes), so with 4k + 3 bytes left k more fit."""
+    info = kernel_pb2.OpsInfo()
+    assert not AnswerRoom().fill(info.filter, [name_leaving(4 * 10 + 3), *["ab"] * 11],
+                                 encoded_size)
+    assert len(info.filter) == 1 + 10
+    assert info.ByteSize() == ROOM - 3
+
+
+def test_an_answer_room_cuts_the_lists_to_a_prefix():
+    """Once an element did not fit, no later one is taken, in this list or the next,
+    though it would fit what is left."""
+    room, info = AnswerRoom(), kernel_pb2.OpsInfo()
+    assert not room.fill(info.filter, [name_leaving(5), "abcd", "a"], encoded_size)
+    assert len(info.filter) == 1
+    assert not room.fill(info.notrace, ["a"], encoded_size)
+    assert not info.notrace
 
 
 def test_list_ops_with_every_function_in_a_hash_fits_a_default_client(spawn):

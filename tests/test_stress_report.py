@@ -3,12 +3,12 @@ reproducer's note on the teardown it added. No daemon: the checks' answers are m
 
 from __future__ import annotations
 
-from clients.stress.checker import Anomaly, consistency_anomalies
+from clients.stress.checker import Anomaly, consistency_anomalies, dmesg_kind
 from clients.stress.config import BootSpec, RunConfig
 from clients.stress.history import Op
 from clients.stress.minimize import Line, Minimizer, Target
 from clients.stress.replay import Observation, call_trace
-from clients.stress.report import AFTER_KILL, RunResult, to_json, to_text
+from clients.stress.report import AFTER_KILL, RunResult, WorkerRecord, to_json, to_text
 from ftrace.v1 import kernel_pb2
 
 WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0xf4/0x230()"
@@ -106,3 +106,22 @@ def test_a_check_whose_list_was_cut_counts_the_anomalies_left_out():
     assert alone.message.startswith("5 anomalies the check found but did not list")
     assert consistency_anomalies(kernel_pb2.ConsistencyReport(
         anomalies=listed, anomaly_count=3), 1, 2)[0].detail == [a.message for a in listed]
+
+
+def test_a_run_that_found_an_anomaly_exits_1_though_a_client_also_stalled(tmp_path):
+    """Exit status 4 (stalled) says the run found nothing but was not the run asked for;
+    an anomaly found outranks it: 1, the outcome "anomaly"."""
+    result = RunResult(RunConfig(seed=7, out_dir=str(tmp_path), boot=BootSpec(())),
+                       ["ftrace-stress"])
+    result.workers = [WorkerRecord("filter-0", "filter", 100, status=0, stalled=True)]
+    assert (result.exit_status, result.outcome) == (4, "stalled")
+    result.anomalies = [Anomaly("dmesg", "WARNING", WARN, 4 * MS, 4 * MS)]
+    assert (result.exit_status, result.outcome) == (1, "anomaly")
+
+
+def test_a_bug_report_is_kasan_only_when_kasan_says_so():
+    """dmesg's "BUG: KASAN: ..." is KASAN's report; any other "BUG:" (an oops) is a BUG."""
+    assert dmesg_kind("BUG: KASAN: use-after-free in __ftrace_hash_rec_update") == "KASAN"
+    assert dmesg_kind("BUG: unable to handle kernel NULL pointer dereference at "
+                      "0000000000000008") == "BUG"
+    assert dmesg_kind(WARN) == "WARNING"

@@ -91,6 +91,10 @@ def test_trace_controls_and_formats():
         with pytest.raises(KernelError) as exc:
             write(vfs, f"{T}/tracing_on", b"yes\n")
         assert exc.value.errno == errno.EINVAL
+        # tracing_open() clears only an open with FMODE_WRITE: O_TRUNC on a reader's keeps all.
+        kept = cat(vfs, f"{T}/trace")
+        file_release(vfs.open(f"{T}/trace", os.O_RDONLY | os.O_TRUNC))
+        assert cat(vfs, f"{T}/trace") == kept
         # echo > trace clears every CPU.
         write(vfs, f"{T}/trace", b"\n")
         assert cat(vfs, f"{T}/trace") == HEADER_36.format(n=0, m=0, p=2)
@@ -220,6 +224,31 @@ def test_a_trace_pipe_read_returns_whole_lines_and_a_small_read_its_leftover_fir
         again = file_read(f, 65536)
         assert len(again) == len(first) and again.endswith(b"\n")
         file_release(f)
+
+
+def test_lines_that_add_up_to_a_whole_trace_seq_less_its_nul_do_not_fit_it():
+    """trace_seq_printf() fails when the text would reach the page's last byte
+    (``ret >= PAGE_SIZE - 1 - len``): lines adding to 4094 bytes fill a read; lines adding
+    to 4095, one more, leave the last of them for the next read."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        invoke(k, "vfs_write", "sys_write")
+        with running_as(Task(4242, "logger")):
+            write(vfs, f"{T}/trace_marker", b"x\n")
+        line, marker = (len(text) + 1 for text in pipe_bytes(vfs).split(b"\n")[:-1])
+        for total in (4094, 4095):
+            count = (total - 600) // line
+            invoke(k, "vfs_write", "sys_write", count=count)
+            # The marker's line is ``marker`` bytes for one byte of text: it makes up the rest.
+            with running_as(Task(4242, "logger")):
+                write(vfs, f"{T}/trace_marker",
+                      b"x" * (total - count * line - marker + 1) + b"\n")
+            f = vfs.open(f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+            first = file_read(f, 65536)
+            assert len(first) == (total if total == 4094 else count * line), total
+            file_release(f)
+            assert len(first + pipe_bytes(vfs)) == total
 
 
 def test_a_trace_pipe_reader_consumes_only_the_lines_it_returned():

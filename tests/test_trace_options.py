@@ -16,7 +16,7 @@ from kernel_daemon.ftrace.consistency import check_consistency
 from kernel_daemon.shm import new_namespace, segments_of
 from kernel_daemon.task import Task
 from kernel_daemon.trace.saved_cmdlines import SavedCmdlines, SavedCmdlinesReader
-from kernel_daemon.trace.trace_options import TRACE_OPTIONS
+from kernel_daemon.trace.trace_options import TRACE_OPTIONS, TRACE_OPTIONS_BUF
 from kernel_daemon.tracefs.files import file_llseek, file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
@@ -58,6 +58,15 @@ def test_trace_options_defaults_and_writes():
                     b"test_nop_refuse\n",  # nop_set_flag() refuses it
                     b"x" * 63 + b"\n"):  # cnt >= sizeof(buf): EINVAL before any parsing
             assert errno_of(vfs, f"{T}/trace_options", bad) == errno.EINVAL
+        # cnt >= sizeof(buf) is refused whatever it says: 64 bytes of an option 63 would set.
+        option = b"nosym-offset"
+        assert errno_of(vfs, f"{T}/trace_options",
+                        option.ljust(TRACE_OPTIONS_BUF - 1) + b"\n") == errno.EINVAL
+        assert "\nsym-offset\n" in cat(vfs, f"{T}/trace_options")
+        assert write(vfs, f"{T}/trace_options",
+                     option.ljust(TRACE_OPTIONS_BUF - 2) + b"\n") == TRACE_OPTIONS_BUF - 1
+        assert "\nnosym-offset\n" in cat(vfs, f"{T}/trace_options")
+        write(vfs, f"{T}/trace_options", b"sym-offset\n")
         assert cat(vfs, f"{T}/trace_options").count("\n") == len(TRACE_OPTIONS) + 2
         write(vfs, f"{T}/trace_options", b"test_nop_accept\n")
         assert cat(vfs, f"{T}/trace_options").endswith("\ntest_nop_accept\nnotest_nop_refuse\n")

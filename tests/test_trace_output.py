@@ -283,6 +283,14 @@ def test_latency_lines():
         "  <idle>-0       0.... 500200us : 0x00000010\n")
 
 
+@pytest.mark.parametrize(("gap_us", "mark"), [(1, " "), (2, "+"), (100, "+"), (101, "!")])
+def test_latency_mark_is_for_a_gap_above_its_threshold(gap_us, mark):
+    # lat_print_timestamp(): rel_usecs > preempt_mark_thresh (100) '!', rel_usecs > 1 '+'.
+    events = [fn(TIME_START, 0x10, 0), fn(TIME_START + gap_us * 1000, 0x10, 0)]
+    text = format_events(events, symbolize, LAT_CMDLINES, lat_fmt=True, time_start=TIME_START)
+    assert text.splitlines()[0] == f"    bash-4003    0....    0us{mark}: 0x00000010"
+
+
 def test_latency_lines_verbose():
     # "%16s %5d %3d %d %08x %08lx [%08llx] %ld.%03ldms (+%ld.%03ldms): ": comm, pid, cpu,
     # entry flags, preempt count, iter->idx, the time in µs, since time_start, to the next.
