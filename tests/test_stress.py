@@ -570,10 +570,12 @@ def test_a_stall_ends_a_run_of_duration_too(tmp_path):
         daemon.stop()
     assert done.returncode == 4, done.stdout + done.stderr
     assert report["outcome"] == "stalled" and report["ran_s"] < 60, report["ran_s"]
-    held = held_loader(report)
-    assert held["stalled"], held
-    workers = {w["name"]: w for w in report["workers"]}
-    assert not workers["invoker0"]["stalled"], workers
+    held_loader(report)
+    # Whose 3 s came first, the held load's or that of a client waiting behind it on
+    # ftrace_lock (its call began before the watch first looked), is the machine's: the
+    # run ends at the first, and names each worker quiet that long then.
+    stalled = {w["name"] for w in report["workers"] if w["stalled"]}
+    assert stalled and "invoker0" not in stalled, report["workers"]
     assert "made no progress for 3 s, which ended the run" in done.stdout
 
 
