@@ -261,10 +261,12 @@ class DaemonLost(FtraceError):
     accepted (or had answers) and its socket refuses now (ECONNREFUSED: killed, its
     socket left behind; ENOENT: stopped, its socket removed). Raised at once, where a
     daemon not started yet is waited for (:meth:`Connection.wait_ready`); ``errno`` is
-    the refusal's."""
+    the refusal's; its status is a lost connection's (UNAVAILABLE), so that
+    ``clients.cli.error_text`` words it as any other."""
 
     def __init__(self, number: int, address: str) -> None:
-        super().__init__(number, f"ftraced at {address} went away", from_kernel=False)
+        super().__init__(number, f"ftraced at {address} went away", from_kernel=False,
+                         code=grpc.StatusCode.UNAVAILABLE)
         self.address = address
 
 

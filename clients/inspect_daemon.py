@@ -11,9 +11,10 @@ ops — its id (it stands for the struct's address), its ``FTRACE_OPS_FL_*`` fla
 entries of its filter and notrace hashes, its name and the task that registered it
 (``COMM/PID``, ``-`` for the kernel's own), last: a comm may hold spaces, so it is the
 rest of the line, as ``ps`` prints its command last (``read id flags filter notrace name
-owner`` in a shell); a name is one word (the daemon refuses any other with EINVAL). ``--hashes`` lists each hash's functions under its ops, in address
-order. ListOps takes ``ftrace_lock``; a thread paused at a failpoint may hold it, and after
-a second a notice on stderr says so, as for ``check --locked``.
+owner`` in a shell); a name is one word (the daemon refuses any other with EINVAL).
+``--hashes`` lists each hash's functions under its ops, in address order. ListOps takes
+``ftrace_lock``; a thread paused at a failpoint may hold it, and after a second a notice on
+stderr says so, as for ``check --locked``.
 
 ``stats``: ``Kernel.Stats``, one ``NAME VALUE`` line per field of ``ftrace.v1.KernelStats``
 in the message's order, zero values included (``rpc_counts`` as ``rpc_counts.METHOD N``

@@ -207,6 +207,10 @@ def started(create: Callable[[], C], requests: Requests | None = None) -> C:
             call.cancel()
             if requests is not None:
                 requests.end()
+    except BaseException as error:
+        if interrupted:  # the Ctrl-C is not lost to a start that failed meanwhile
+            raise KeyboardInterrupt from error
+        raise
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if interrupted:

@@ -50,10 +50,16 @@ class ShmSegment:
 
     def unlink(self) -> None:
         """Remove the name; live mappings (and numpy views of them) stay valid."""
-        try:
-            _posixshmem.shm_unlink("/" + self.name)
-        except FileNotFoundError:
-            pass
+        shm_unlink(self.name)
+
+
+def shm_unlink(name: str) -> bool:
+    """``shm_unlink(3)`` of ``/dev/shm/NAME``: whether it was there to remove."""
+    try:
+        _posixshmem.shm_unlink("/" + name)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def new_namespace() -> str:
@@ -80,12 +86,8 @@ def reap_stale_segments() -> list[str]:
         return reaped
     for name in names:
         match = _NAME_RE.match(name)
-        if match and not _pid_alive(int(match.group(1))):
-            try:
-                _posixshmem.shm_unlink("/" + name)
-                reaped.append(name)
-            except FileNotFoundError:
-                pass
+        if match and not _pid_alive(int(match.group(1))) and shm_unlink(name):
+            reaped.append(name)
     return reaped
 
 
@@ -93,10 +95,7 @@ def unlink_namespace(namespace: str) -> None:
     """Unlink every segment of one kernel instance: what a boot that failed half-way
     (an error, Ctrl-C) created, which no kernel object is left to destroy."""
     for name in segments_of(namespace):
-        try:
-            _posixshmem.shm_unlink("/" + name)
-        except FileNotFoundError:
-            pass
+        shm_unlink(name)
 
 
 def segments_of(namespace: str) -> list[str]:

@@ -58,7 +58,7 @@ import numpy as np
 from clients.api import Client, ServerStream
 from clients.cli import error_text
 from clients.errors import FtraceError, translate_rpc_errors
-from clients.interrupt import interruptible, started
+from clients.interrupt import interruptible, settle, started
 from ftrace.v1 import kernel_pb2
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL
 from kernel_daemon.ftrace.snapshot import RecordsReader, RecordsSnapshot
@@ -370,7 +370,12 @@ class Checker:
             # runs on the main thread too, before and after the run.
             asked = started(
                 lambda: self.client.connection.kernel.Stats.future(kernel_pb2.StatsRequest()))
-            ops = self.client.list_ops()
+            try:
+                ops = self.client.list_ops()
+            except BaseException:
+                asked.cancel()  # and settled: a call left to its __del__ can hang the exit
+                settle(asked)
+                raise
             stats = interruptible(asked, asked.result)
         self._busy = stats.ftrace_start_up > 0
         # Moved already: no copy is needed to know this state is gone.

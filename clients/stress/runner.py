@@ -16,9 +16,11 @@ the function tracer is turned off
 (what a user would do next, and what turns a latent count error into the kernel's WARN:
 the loaders are held still meanwhile, so that the modules stay where they are), the checks
 run once more, the client files are merged into the history (streamed: an operation a
-client is held, not the history), the report is written, the client files go (the
-history has what they said), and the minimizer looks for a reproducer, after which the
-report is written again.
+client is held, not the history; but the operations up to the anomaly the minimizer is to
+reproduce are kept for it, which for an anomaly late in a long run is most of them:
+``--no-minimize`` keeps none), the report is written, the client files go (the history
+has what they said), and the minimizer looks for a reproducer, after which the report is
+written again.
 
 Waiting is on file descriptors: a pidfd per process, and a pipe the checker's threads
 write to when they have something to say; the workers' files, looked at four times a
@@ -717,8 +719,8 @@ class Run:
         if self._lost and not result.error:
             result.error = f"{self._lost} mid-run"
         result.daemon["lost"] = self._lost
+        self._disarm()  # first: the restore's loads and writes meet no armed failpoint
         self._restore()
-        self._disarm()
         if self.checker is not None:
             result.checks = self.checker.counts
             result.consistency_rate = self.checker.consistency_rate

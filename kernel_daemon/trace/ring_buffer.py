@@ -510,10 +510,11 @@ class RingBuffer:
         return []
 
     def signal_wake_up(self) -> None:
-        """``signal_wake_up()`` of a reader blocked in :meth:`consume`: wake the waiters
-        to test their ``signal_pending`` (set before this is called). A writer's wake-up
-        does: a waiter tests it under the condition after counting itself in, so either
-        this sees the waiter or the waiter sees the signal."""
+        """``signal_wake_up()`` of a reader blocked in :meth:`consume`, whose
+        ``signal_pending`` is set before this is called: the waiters are woken to test it
+        (all of them, as a writer's wake-up does; the others wait again). No wake-up is
+        lost: a waiter counts itself in, then tests ``signal_pending`` under the condition,
+        so either this sees the waiter or the waiter sees the signal."""
         self._wake_readers()
 
     def _wait_for_data(self, cpus: list[RingBufferPerCpu], deadline: float | None,
