@@ -9,12 +9,11 @@ import threading
 from clients.api import Client
 from clients.errors import FtraceError
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.test_tracer_client import DEADLINE, TRACING
 
-TRACING = "/sys/kernel/debug/tracing"
 # Each round is a race the old reader (alive for up to 0.25 s after the cancel, taking
 # any event written meanwhile) lost about four times in five.
 ROUNDS = 50
-DEADLINE = 10.0
 
 
 def function_tracer_on_vfs_read(client: Client) -> None:
