@@ -9,12 +9,17 @@ from collections.abc import Callable
 
 import pytest
 
-from clients.stress.checker import Anomaly
+from clients.stress.checker import Anomaly, Checker
 from clients.stress.config import BootSpec, RunConfig
 from clients.stress.history import Op
 from clients.stress.minimize import ddmin, took_effect
 from clients.stress.report import RunResult, WorkerRecord
+from kernel_daemon.ftrace.snapshot import RecordsReader
+from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
+from tests.test_race_interleavings import interleave
 
+T = "/sys/kernel/debug/tracing/"
+CORE = ["--core-functions", "2048"]
 MS = 1_000_000
 WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0xf4/0x230()"
 
@@ -100,3 +105,79 @@ def test_the_outcome_and_exit_status_of_each_verdict(tmp_path, error, found, sta
         setattr(worker, stalled, True)
     result.workers = [worker]
     assert (result.exit_status, result.outcome) == (status, outcome)
+
+
+# --- the observers, on a real daemon (checker.Checker) ---------------------------------
+
+
+def snapshot_checked(checker: Checker) -> bool:
+    """One conclusive shared-memory snapshot check (a quiet kernel gives one at once)."""
+    return any(checker.check_snapshot() for _ in range(50))
+
+
+def test_a_notrace_only_ops_is_not_expected_on_the_functions_it_leaves_out(spawn):
+    """The function tracer with set_ftrace_notrace naming one function and no filter:
+    global_ops traces every record but that one, whose count is 0. The shared-memory
+    check's lower bound counts only the ops that trace every function; counting one
+    whose notrace hash is not empty made a missing reference of a fixed kernel."""
+    daemon = spawn(CORE)
+    anomalies: list[Anomaly] = []
+    checker = Checker(daemon.address, 60.0, anomalies.append, lambda why: None)
+    try:
+        with daemon.connect() as client:
+            function = client.read_file(T + "available_filter_functions").split()[0].decode()
+            client.write_file(T + "set_ftrace_notrace", f"{function}\n")
+            client.write_file(T + "current_tracer", "function\n")
+            checker.reader = RecordsReader(client.stats().shm_namespace)
+            assert snapshot_checked(checker)
+            assert client.check_consistency().ok
+        assert anomalies == []
+        assert (checker.counts["shm tracing"], checker.counts["shm nonzero"]) == (1, 1)
+    finally:
+        checker.close()
+
+
+def test_two_different_warnings_are_two_anomalies_and_one_again_is_not_new(spawn):
+    """tracing_enabled's WARNING (trace.c:2969), then ftrace_bug()'s (ftrace.c:1578): a
+    log report is known by its message, so both are the run's anomalies; the first
+    printed again is not a new one. (Known by function, as a count error is, every
+    report has none, and the second WARN of any run was dropped.)"""
+    daemon = spawn(CORE + ["--failpoint", "add_breakpoints=1*error(EFAULT)"])
+    anomalies: list[Anomaly] = []
+    checker = Checker(daemon.address, 60.0, anomalies.append, lambda why: None)
+    try:
+        checker.baseline()
+        assert checker.before == []
+        with daemon.connect() as client:
+            client.write_file(T + "tracing_enabled", "0\n")
+            client.write_file(T + "current_tracer", "function\n")
+            assert client.stats().ftrace_disabled
+        checker.final_check()
+        warnings = [a for a in anomalies if a.source == "dmesg"]
+        assert [(a.kind, a.message.split()[2]) for a in warnings] == [
+            ("WARNING", "kernel/trace/trace.c:2969"), ("WARNING", "kernel/trace/ftrace.c:1578")]
+        checker.dmesg_line(warnings[0].detail[0])
+        assert [a for a in anomalies if a.source == "dmesg"] == warnings
+    finally:
+        checker.close()
+
+
+def test_a_kasan_report_names_the_module_whose_record_page_was_freed(spawn):
+    """unload-unlocked's interleaving (forced): the hash walk reads uinput's freed record
+    page. The report's module is the one its "record page of module" line names: the
+    module the reproducer search cuts its candidates down to."""
+    daemon = spawn(CORE + ["--race", "unload-unlocked"])
+    site = "__ftrace_hash_rec_update:next_page"
+    with daemon.connect() as client:
+        client.load("uinput")
+        client.set_failpoint(site, "1*pause")
+        interleave(client, daemon.address, site, "echo function > current_tracer",
+                   "rmmod uinput", race=True)
+    checker = Checker(daemon.address, 60.0, lambda anomaly: None, lambda why: None)
+    try:
+        checker.baseline()
+        [kasan] = [a for a in checker.before if a.kind == "KASAN"]
+        assert kasan.message.startswith("BUG: KASAN: use-after-free in __ftrace_hash_rec_update")
+        assert kasan.module == "uinput", kasan.detail
+    finally:
+        checker.close()
