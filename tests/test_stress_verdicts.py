@@ -12,8 +12,8 @@ import pytest
 from clients.stress.checker import Anomaly, Checker
 from clients.stress.config import BootSpec, RunConfig
 from clients.stress.history import Op
-from clients.stress.minimize import ddmin, took_effect
-from clients.stress.report import RunResult, WorkerRecord
+from clients.stress.minimize import Target, ddmin, took_effect
+from clients.stress.report import OpsTally, RunResult, WorkerRecord
 from kernel_daemon.ftrace.snapshot import RecordsReader
 from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
 from tests.test_race_interleavings import interleave
@@ -73,6 +73,18 @@ def test_a_write_refused_with_enodev_changed_no_filter():
     assert took_effect(write("ok", None))
 
 
+def test_the_reproducer_is_sought_for_a_warning_before_a_kasan_report():
+    """The target is the strongest anomaly: a WARN, then a KASAN report, then the first
+    of the others, whatever came first."""
+    kasan = Anomaly("dmesg", "KASAN", "BUG: KASAN: use-after-free in __ftrace_hash_rec_update",
+                    2 * MS, 2 * MS, module="uinput")
+    leak = Anomaly("consistency", "leaked reference", "leaked reference: ...", 1 * MS, 1 * MS,
+                   module="loop")
+    warned = Anomaly("dmesg", "WARNING", WARN, 3 * MS, 3 * MS)
+    assert Target.of([leak, kasan, warned]).kind == "WARNING"
+    assert Target.of([leak, kasan]).kind == "KASAN"
+
+
 # --- the outcome and exit status table (report.RunResult) ------------------------------
 
 
@@ -105,6 +117,22 @@ def test_the_outcome_and_exit_status_of_each_verdict(tmp_path, error, found, sta
         setattr(worker, stalled, True)
     result.workers = [worker]
     assert (result.exit_status, result.outcome) == (status, outcome)
+
+
+def test_an_operation_that_ended_while_an_anomaly_was_observed_was_in_flight_not_before():
+    """Around an anomaly observed from 10 to 20 ms, the report lists as "completed just
+    before" only what completed before 10 ms; one that completed at 15 ms was in flight."""
+    def write(n: int, invoked: int, completed: int) -> Op:
+        return Op(f"shell0#{n}", "shell0", "shell", 1001, "write",
+                  {"file": "set_ftrace_filter", "text": "vfs_read", "append": False},
+                  invoked * MS, float(invoked), completed * MS, float(completed), "ok")
+    seen = Anomaly("consistency", "missing reference", "missing reference: ...", 10 * MS,
+                   20 * MS)
+    tally = OpsTally(30 * MS, [seen])
+    early, during = write(1, 1, 5), write(2, 8, 15)
+    for op in (early, during):
+        tally.add(op)
+    assert tally.around(seen) == ([during], [early])
 
 
 # --- the observers, on a real daemon (checker.Checker) ---------------------------------
