@@ -211,6 +211,10 @@ def ddmin(items: list[Line], test: Callable[[list[Line]], bool],
                 items, n = complement, max(n - 1, 2)
                 break
         else:
+            if n >= len(items):
+                # One command a chunk and none can go: finer is no finer, and the same
+                # tests again are answered from the replay cache, which no budget counts.
+                break
             n = min(len(items), 2 * n)
     return one_by_one(items, test, budget)
 

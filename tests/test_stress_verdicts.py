@@ -1,0 +1,211 @@
+"""What ftrace-stress tells its user, where a wrong answer would go unnoticed: the
+observers' verdicts on a real daemon (an anomaly that is none, a report that is lost),
+the outcome and exit status table, and the reproducer search's delta debugging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from clients.stress.checker import Anomaly, Checker
+from clients.stress.config import BootSpec, RunConfig
+from clients.stress.history import Op
+from clients.stress.minimize import Target, ddmin, took_effect
+from clients.stress.report import OpsTally, RunResult, WorkerRecord
+from kernel_daemon.ftrace.snapshot import RecordsReader
+from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
+from tests.test_race_interleavings import interleave
+
+T = "/sys/kernel/debug/tracing/"
+CORE = ["--core-functions", "2048"]
+MS = 1_000_000
+WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0xf4/0x230()"
+
+
+# --- delta debugging (minimize.ddmin) --------------------------------------------------
+
+
+def counting(needed: set[int]) -> tuple[Callable[[list[int]], bool],
+                                        list[tuple[int, ...]]]:
+    """A test that passes when every ``needed`` item is kept, and the lists it was asked
+    about (an endless search fails instead of hanging the test)."""
+    asked: list[tuple[int, ...]] = []
+
+    def test(items: list[int]) -> bool:
+        asked.append(tuple(items))
+        assert len(asked) < 10_000, "ddmin does not end"
+        return needed <= set(items)
+    return test, asked
+
+
+def test_ddmin_ends_when_every_command_of_a_long_list_is_needed():
+    """More commands than ddmin removes one at a time (ONE_BY_ONE), none removable: at one
+    command a chunk it cannot split finer and must stop. It went round again, asking
+    the same lists, which the minimizer answers from its replay cache and no replay
+    budget counts: ftrace-stress hung after the run."""
+    test, _ = counting(set(range(17)))
+    assert ddmin(list(range(17)), test, lambda: True) == list(range(17))
+
+
+def test_ddmin_removes_chunks_by_their_complements():
+    """Forty commands, two needed: the complement of each chunk is tried, so most
+    commands go a chunk at a time (28 tests). Tried alone, the chunks never hold both
+    (144 tests, each a replay on a fresh daemon)."""
+    test, asked = counting({3, 27})
+    assert ddmin(list(range(40)), test, lambda: True) == [3, 27]
+    assert len(set(asked)) <= 30, len(set(asked))
+
+
+def test_a_write_refused_with_enodev_changed_no_filter():
+    """After ftrace_kill() every filter write fails with ENODEV at its open: no hash was
+    installed, so the operation is no candidate for an interleaving. A write refused
+    otherwise (EINVAL) still installed its hash at the release."""
+    def write(result: str, errno: str | None, file: str = "set_ftrace_filter") -> Op:
+        return Op("shell0#1", "shell0", "shell", 1001, "write",
+                  {"file": file, "text": "vfs_read", "append": False}, 1 * MS, 1.0,
+                  2 * MS, 2.0, result, errno)
+    assert not took_effect(write("error", "ENODEV"))
+    assert not took_effect(write("error", "ENODEV", "set_ftrace_notrace"))
+    assert took_effect(write("error", "EINVAL"))
+    assert not took_effect(write("error", "EINVAL", "current_tracer"))
+    assert took_effect(write("ok", None))
+
+
+def test_the_reproducer_is_sought_for_a_warning_before_a_kasan_report():
+    """The target is the strongest anomaly: a WARN, then a KASAN report, then the first
+    of the others, whatever came first."""
+    kasan = Anomaly("dmesg", "KASAN", "BUG: KASAN: use-after-free in __ftrace_hash_rec_update",
+                    2 * MS, 2 * MS, module="uinput")
+    leak = Anomaly("consistency", "leaked reference", "leaked reference: ...", 1 * MS, 1 * MS,
+                   module="loop")
+    warned = Anomaly("dmesg", "WARNING", WARN, 3 * MS, 3 * MS)
+    assert Target.of([leak, kasan, warned]).kind == "WARNING"
+    assert Target.of([leak, kasan]).kind == "KASAN"
+
+
+# --- the outcome and exit status table (report.RunResult) ------------------------------
+
+
+@pytest.mark.parametrize("error, found, stalled, before, status, outcome", [
+    ("", False, "", False, 0, "clean"),
+    ("", True, "", False, 1, "anomaly"),
+    # The daemon went away: the run is not the run asked for, whatever it found first.
+    ("the daemon stopped answering", True, "", False, 2, "error"),
+    ("", False, "stalled", False, 4, "stalled"),
+    ("", False, "paused_at", False, 4, "stalled"),
+    ("", False, "killed_at_stop", False, 4, "stalled"),
+    ("", False, "", True, 3, "tainted"),
+    # A run cut short by a stuck client says so before it says the kernel was tainted.
+    ("", False, "stalled", True, 4, "stalled"),
+    ("", True, "stalled", True, 1, "anomaly"),
+])
+def test_the_outcome_and_exit_status_of_each_verdict(tmp_path, error, found, stalled, before,
+                                                     status, outcome):
+    result = RunResult(RunConfig(seed=7, out_dir=str(tmp_path), boot=BootSpec(())),
+                       ["ftrace-stress"])
+    result.error = error
+    if found:
+        result.anomalies = [Anomaly("dmesg", "WARNING", WARN, 4 * MS, 4 * MS)]
+    if before:
+        result.before_run = [Anomaly("dmesg", "WARNING", WARN, 0, 0, phase="before")]
+    worker = WorkerRecord("shell0", "shell", 100, status=0)
+    if stalled == "paused_at":
+        worker.paused_at = "ftrace_update_code:before_count"
+    elif stalled:
+        setattr(worker, stalled, True)
+    result.workers = [worker]
+    assert (result.exit_status, result.outcome) == (status, outcome)
+
+
+def test_an_operation_that_ended_while_an_anomaly_was_observed_was_in_flight_not_before():
+    """Around an anomaly observed from 10 to 20 ms, the report lists as "completed just
+    before" only what completed before 10 ms; one that completed at 15 ms was in flight."""
+    def write(n: int, invoked: int, completed: int) -> Op:
+        return Op(f"shell0#{n}", "shell0", "shell", 1001, "write",
+                  {"file": "set_ftrace_filter", "text": "vfs_read", "append": False},
+                  invoked * MS, float(invoked), completed * MS, float(completed), "ok")
+    seen = Anomaly("consistency", "missing reference", "missing reference: ...", 10 * MS,
+                   20 * MS)
+    tally = OpsTally(30 * MS, [seen])
+    early, during = write(1, 1, 5), write(2, 8, 15)
+    for op in (early, during):
+        tally.add(op)
+    assert tally.around(seen) == ([during], [early])
+
+
+# --- the observers, on a real daemon (checker.Checker) ---------------------------------
+
+
+def snapshot_checked(checker: Checker) -> bool:
+    """One conclusive shared-memory snapshot check (a quiet kernel gives one at once)."""
+    return any(checker.check_snapshot() for _ in range(50))
+
+
+def test_a_notrace_only_ops_is_not_expected_on_the_functions_it_leaves_out(spawn):
+    """The function tracer with set_ftrace_notrace naming one function and no filter:
+    global_ops traces every record but that one, whose count is 0. The shared-memory
+    check's lower bound counts only the ops that trace every function; counting one
+    whose notrace hash is not empty made a missing reference of a fixed kernel."""
+    daemon = spawn(CORE)
+    anomalies: list[Anomaly] = []
+    checker = Checker(daemon.address, 60.0, anomalies.append, lambda why: None)
+    try:
+        with daemon.connect() as client:
+            function = client.read_file(T + "available_filter_functions").split()[0].decode()
+            client.write_file(T + "set_ftrace_notrace", f"{function}\n")
+            client.write_file(T + "current_tracer", "function\n")
+            checker.reader = RecordsReader(client.stats().shm_namespace)
+            assert snapshot_checked(checker)
+            assert client.check_consistency().ok
+        assert anomalies == []
+        assert (checker.counts["shm tracing"], checker.counts["shm nonzero"]) == (1, 1)
+    finally:
+        checker.close()
+
+
+def test_two_different_warnings_are_two_anomalies_and_one_again_is_not_new(spawn):
+    """tracing_enabled's WARNING (trace.c:2969), then ftrace_bug()'s (ftrace.c:1578): a
+    log report is known by its message, so both are the run's anomalies; the first
+    printed again is not a new one. (Known by function, as a count error is, every
+    report has none, and the second WARN of any run was dropped.)"""
+    daemon = spawn(CORE + ["--failpoint", "add_breakpoints=1*error(EFAULT)"])
+    anomalies: list[Anomaly] = []
+    checker = Checker(daemon.address, 60.0, anomalies.append, lambda why: None)
+    try:
+        checker.baseline()
+        assert checker.before == []
+        with daemon.connect() as client:
+            client.write_file(T + "tracing_enabled", "0\n")
+            client.write_file(T + "current_tracer", "function\n")
+            assert client.stats().ftrace_disabled
+        checker.final_check()
+        warnings = [a for a in anomalies if a.source == "dmesg"]
+        assert [(a.kind, a.message.split()[2]) for a in warnings] == [
+            ("WARNING", "kernel/trace/trace.c:2969"), ("WARNING", "kernel/trace/ftrace.c:1578")]
+        checker.dmesg_line(warnings[0].detail[0])
+        assert [a for a in anomalies if a.source == "dmesg"] == warnings
+    finally:
+        checker.close()
+
+
+def test_a_kasan_report_names_the_module_whose_record_page_was_freed(spawn):
+    """unload-unlocked's interleaving (forced): the hash walk reads uinput's freed record
+    page. The report's module is the one its "record page of module" line names: the
+    module the reproducer search cuts its candidates down to."""
+    daemon = spawn(CORE + ["--race", "unload-unlocked"])
+    site = "__ftrace_hash_rec_update:next_page"
+    with daemon.connect() as client:
+        client.load("uinput")
+        client.set_failpoint(site, "1*pause")
+        interleave(client, daemon.address, site, "echo function > current_tracer",
+                   "rmmod uinput", race=True)
+    checker = Checker(daemon.address, 60.0, lambda anomaly: None, lambda why: None)
+    try:
+        checker.baseline()
+        [kasan] = [a for a in checker.before if a.kind == "KASAN"]
+        assert kasan.message.startswith("BUG: KASAN: use-after-free in __ftrace_hash_rec_update")
+        assert kasan.module == "uinput", kasan.detail
+    finally:
+        checker.close()
