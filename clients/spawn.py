@@ -200,31 +200,28 @@ def _wait_serving(daemon: SpawnedDaemon, timeout: float) -> None:
     idle_since = time.monotonic()
     with Connection(daemon.address, options=_FAST_RECONNECT) as connection:
         ready = grpc.channel_ready_future(connection.channel)
-        try:
-            while True:
-                if daemon.process.poll() is not None:
-                    raise SpawnError(
-                        f"ftraced exited with status {daemon.process.returncode} while starting",
-                        daemon.log_text(),
-                    )
-                now = time.monotonic()
-                cpu = process_cpu_seconds(daemon.pid)
-                if cpu is not None and cpu > used:
-                    used, idle_since = cpu, now
-                if used >= timeout:
-                    raise SpawnError(f"ftraced not serving after {timeout:g}s of CPU",
-                                     daemon.log_text())
-                if now - idle_since >= timeout:
-                    raise SpawnError(f"ftraced not serving, and using no CPU for {timeout:g}s",
-                                     daemon.log_text())
-                try:
-                    ready.result(timeout=_PROBE_SECONDS)
-                except grpc.FutureTimeoutError:
-                    continue
-                if _serving(daemon, connection, _PROBE_SECONDS):
-                    return
-        finally:
-            ready.cancel()  # its thread would watch the channel closed after
+        while True:
+            if daemon.process.poll() is not None:
+                raise SpawnError(
+                    f"ftraced exited with status {daemon.process.returncode} while starting",
+                    daemon.log_text(),
+                )
+            now = time.monotonic()
+            cpu = process_cpu_seconds(daemon.pid)
+            if cpu is not None and cpu > used:
+                used, idle_since = cpu, now
+            if used >= timeout:
+                raise SpawnError(f"ftraced not serving after {timeout:g}s of CPU",
+                                 daemon.log_text())
+            if now - idle_since >= timeout:
+                raise SpawnError(f"ftraced not serving, and using no CPU for {timeout:g}s",
+                                 daemon.log_text())
+            try:
+                ready.result(timeout=_PROBE_SECONDS)
+            except grpc.FutureTimeoutError:
+                continue
+            if _serving(daemon, connection, _PROBE_SECONDS):
+                return
 
 
 def spawn_daemon(
