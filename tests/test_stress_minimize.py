@@ -18,7 +18,8 @@ import dataclasses
 from clients.stress.checker import Anomaly
 from clients.stress.config import BootSpec
 from clients.stress.history import Op
-from clients.stress.minimize import (Minimizer, Target, _Pair, interleaving_steps,
+from clients.stress import minimize
+from clients.stress.minimize import (Minimizer, SearchInput, Target, _Pair, interleaving_steps,
                                      interleaving_verdict)
 from clients.stress.replay import Observation
 
@@ -351,3 +352,93 @@ def test_a_freed_page_the_check_read_is_replayed_as_the_interleaving_that_frees_
         shown, found.notes)
     assert (shown["held"]["command"], shown["racing"]["command"]) == (
         "echo function > current_tracer", "rmmod uinput"), shown
+
+
+def tracer(n: int, name: str, args: dict, invoked: int) -> Op:
+    return op(n, "tracer", name, args, invoked, invoked + 1, [invoked])
+
+
+def test_a_history_shorter_than_the_window_is_searched_whole():
+    search = SearchInput(81 * MS)
+    for each in HISTORY:
+        search.add(each)
+    assert search.ops == HISTORY and search.note == ""
+
+
+def test_the_search_holds_the_window_and_what_the_kernel_may_still_hold_of_the_rest():
+    """Before the window, only what the kernel may still hold when it begins: the loads of
+    modules still loaded, the last switch of the tracer, the filter's writes since its
+    truncation, the live sessions; after the horizon, only the teardown."""
+    refused = dataclasses.replace(module(15, "rmmod", "uinput", 27, 28), result="error",
+                                  errno="ENOENT")
+    history = [
+        module(1, "modprobe", "loop", 1, 2),
+        module(2, "modprobe", "dummy", 3, 4),
+        write(3, "set_ftrace_filter", "dummy_open", 5, 6, [5]),
+        module(4, "rmmod", "loop", 6, 7),
+        write(5, "set_ftrace_filter", "dummy_close", 8, 9, [8]),
+        dataclasses.replace(write(6, "set_ftrace_filter", "dummy_ioctl", 10, 11, [10]),
+                            args={"file": "set_ftrace_filter", "text": "dummy_ioctl",
+                                  "append": True}),
+        write(7, "current_tracer", "function", 12, 13, [12]),
+        write(8, "current_tracer", "nop", 14, 15, [14]),
+        tracer(9, "register", {"name": "tracer0.s1", "filter": ["a"], "notrace": []}, 16),
+        tracer(10, "set_filter", {"name": "tracer0.s1", "text": "b", "reset": False,
+                                  "notrace": False}, 18),
+        # Refused: the worker cancels the session's stream, which unregisters it.
+        dataclasses.replace(tracer(11, "unregister", {"name": "tracer0.s1"}, 20),
+                            result="error", errno="EINVAL"),
+        tracer(12, "register", {"name": "tracer0.s2", "filter": ["c"], "notrace": []}, 22),
+        tracer(13, "set_filter", {"name": "tracer0.s2", "text": "d", "reset": False,
+                                  "notrace": False}, 24),
+        op(14, "invoker", "invoke", {"function": "dummy_open", "count": 1}, 26, 26, []),
+        refused,
+        # The window: the last three before the horizon (50 ms).
+        op(16, "invoker", "invoke", {"function": "dummy_open", "count": 1}, 30, 30, []),
+        write(17, "set_ftrace_notrace", "dummy_open", 32, 33, [32]),
+        module(18, "modprobe", "nbd", 34, 35),
+        write(19, "current_tracer", "function", 60, 61, [60]),
+        HISTORY[-1],  # the teardown
+    ]
+    search = SearchInput(50 * MS, window=3)
+    for each in history:
+        search.add(each)
+    assert [o.id.partition("#")[2] for o in search.ops] == [
+        "2", "5", "6", "8", "12", "13", "16", "17", "18", "1"], search.ops
+    assert search.note.startswith("the search holds the last 3 operations invoked before the "
+                                  "anomaly was seen; the 15 before them are left out but 6 "), \
+        search.note
+
+
+def test_what_the_search_holds_does_not_grow_with_the_run(monkeypatch):
+    """However many operations come before the window, it holds the window and at most
+    KEPT_WRITES writes a filter file."""
+    monkeypatch.setattr(minimize, "KEPT_WRITES", 4)
+    search = SearchInput(10**9 * MS, window=10)
+    for n in range(1, 20_001):
+        search.add(dataclasses.replace(
+            write(n, "set_ftrace_filter", f"f{n}", n, n, [n]),
+            args={"file": "set_ftrace_filter", "text": f"f{n}", "append": True}))
+    assert len(search.ops) == 14, len(search.ops)
+    assert search.note.endswith(", less 19986 writes beyond the last 4 of a file or "
+                                "session"), search.note
+
+
+def test_a_window_that_holds_what_the_anomaly_needs_finds_the_reproducer_the_whole_does(
+        tmp_path):
+    """The history of the first test after a load and unload of nbd, searched through a
+    window of its last five operations: nbd goes, the two loads before the window stand
+    for themselves, and the search finds what it finds in the whole history."""
+    warned = Anomaly("dmesg", "WARNING", WARN, 81 * MS, 81 * MS)
+    search = SearchInput(81 * MS, window=5)
+    for each in [module(11, "modprobe", "nbd", 1, 2), module(12, "rmmod", "nbd", 3, 4),
+                 *HISTORY]:
+        search.add(each)
+    assert search.ops == HISTORY
+    boot = BootSpec((("--variant", "buggy"), ("--core-functions", "2048")))
+    found = Minimizer(boot, search.ops, [warned], {}, str(tmp_path), 0, max_replays=20,
+                      earlier=search.note).run()
+    assert found.notes[0] == search.note and "the 4 before them" in search.note, found.notes
+    assert found.kind == "sequential" and found.confirmed, found.notes
+    commands = found.commands
+    assert commands.index("rmmod dummy") < commands.index("modprobe dummy", 1), commands

@@ -32,6 +32,15 @@
 4. The result is written as ``repro.sh`` (ending in ``dmesg | grep WARNING`` where the
    kernel reports it) and run once more by ``ftrace-shell --spawn`` to confirm it.
 
+What the search holds is bounded whatever the length of the run (:class:`SearchInput`):
+of the operations invoked before the horizon, the last :data:`SEARCH_WINDOW` (as
+history.merge() streams them by), and of those before that window only the ones whose
+effect the kernel may still hold when the window begins: the last load of each module
+still loaded, the last switch of current_tracer, each filter file's writes since it was
+last truncated and each tracer session still registered (at most :data:`KEPT_WRITES`
+writes a file or a session). A run shorter than the window is searched whole; for a
+longer one the report says where the window began and what stood for the rest.
+
 When no sequential candidate reproduces, the anomaly needs two operations to overlap: a
 race. The run's race windows say which failpoint holds which operation in the window;
 pairs of operations that overlapped in the run are replayed as interleavings (the held
@@ -43,9 +52,11 @@ the WARN only if its replay does.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +69,12 @@ from clients.stress.history import Op
 from clients.stress.replay import (Observation, Replayer, call_trace, confirm_with_shell,
                                    warn_path)
 
+#: How many of the operations invoked before the horizon the search holds: the last ones
+#: (an Op is about 1.4 KB; 20000 of them, with their candidates' lines, some 60 MB).
+SEARCH_WINDOW = 20_000
+#: Writes kept of a filter file since its truncation, and of a tracer session since its
+#: registration, for the operations before the window: the oldest beyond go.
+KEPT_WRITES = 256
 #: Tracer sessions tried one by one when the shells' and loaders' operations alone do not
 #: reproduce.
 MAX_SESSIONS = 3
@@ -149,6 +166,15 @@ class Reproducer:
         return [line.command for line in self.lines]
 
 
+def digest(parts: Iterable[str]) -> bytes:
+    """A key for a list of strings (lines of a replay), of a fixed size."""
+    hashed = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        data = part.encode()
+        hashed.update(len(data).to_bytes(8, "little") + data)
+    return hashed.digest()
+
+
 def distinct(candidates: list[tuple[str, list[Line]]]) -> list[tuple[str, list[Line]]]:
     """The candidates with commands, each list of commands once (the first to have it):
     two orders often put the same commands in the same order, and a replay of the
@@ -168,6 +194,98 @@ def took_effect(op: Op) -> bool:
     or it wrote a filter file (whose release installs the hash even after a failed write)."""
     return (op.ok or not op.completed
             or (op.op == "write" and op.args["file"] != "current_tracer" and op.errno != "ENODEV"))
+
+
+class SearchInput:
+    """What the search takes of a run's history as history.merge() streams it by, in
+    invocation order: the operations invoked by the horizon, the run's teardown, and
+    nothing else. Of the operations before the horizon it holds the last ``window``; one
+    that falls out of the window is kept only if the kernel may still hold its effect
+    when the window begins: each module's last load (dropped by its unload), the last
+    switch of current_tracer, a filter file's writes since the last one that truncated
+    it, a registered tracer session's registration and filter changes (dropped by its
+    unregistration), at most KEPT_WRITES writes a file or a session, the oldest going
+    first. So what it holds is bounded by the window, the modules, the filter files and
+    the tracer clients (a session each at most), not by the length of the run. This is the state
+    the window begins in as far as the history says it, not the kernel's: two loads of
+    a module with filter writes between them replay as the writes, then the last load."""
+
+    def __init__(self, horizon_ns: int, window: int = SEARCH_WINDOW) -> None:
+        self.horizon_ns = horizon_ns
+        self._window: deque[Op] = deque(maxlen=window)
+        self._teardown: list[Op] = []
+        self.earlier = 0  # operations that fell out of the window
+        self.dropped = 0  # writes beyond KEPT_WRITES of a file or session
+        self._loads: dict[str, Op] = {}  # module -> its last load, while it is loaded
+        self._tracer: Op | None = None  # the last switch of current_tracer
+        self._filters: dict[str, deque[Op]] = {}  # file -> writes since its truncation
+        # A tracer client's live session (one at a time): its registration, its filter
+        # changes since.
+        self._sessions: dict[str, tuple[Op, deque[Op]]] = {}
+
+    def add(self, op: Op) -> None:
+        """The next operation of the history (they come in invocation order)."""
+        if op.kind == "teardown":
+            self._teardown.append(op)
+        elif op.invoke_ns <= self.horizon_ns:
+            if len(self._window) == self._window.maxlen:
+                self._fold(self._window[0])
+            self._window.append(op)
+
+    def _fold(self, op: Op) -> None:
+        """``op`` falls out of the window: keep it if the kernel may still hold its effect."""
+        self.earlier += 1
+        if op.op == "unregister":
+            # Refused, the worker cancels its session's stream, which unregisters it too.
+            self._sessions.pop(op.client, None)
+            return
+        if op.op in STATELESS_OPS or changes_nothing(op) or not took_effect(op):
+            return
+        if op.op == "modprobe":
+            self._loads[op.args["module"]] = op
+        elif op.op == "rmmod":
+            self._loads.pop(op.args["module"], None)
+        elif op.op == "write" and op.args["file"] == "current_tracer":
+            self._tracer = op
+        elif op.op == "write":
+            if not op.args["append"]:
+                self._filters[op.args["file"]] = deque(maxlen=KEPT_WRITES)
+            self._keep(self._filters.setdefault(op.args["file"], deque(maxlen=KEPT_WRITES)),
+                       op)
+        elif op.op == "register":
+            self._sessions[op.client] = (op, deque(maxlen=KEPT_WRITES - 1))
+        elif op.op == "set_filter" and op.client in self._sessions:
+            register, changes = self._sessions[op.client]
+            if register.args["name"] == op.args["name"]:
+                self._keep(changes, op)
+
+    def _keep(self, writes: deque[Op], op: Op) -> None:
+        self.dropped += len(writes) == writes.maxlen
+        writes.append(op)
+
+    @property
+    def ops(self) -> list[Op]:
+        """What the search is handed, in the history's order (invocation time, then id)."""
+        kept = [*self._loads.values(), *([self._tracer] if self._tracer else []),
+                *(op for writes in self._filters.values() for op in writes),
+                *(op for register, changes in self._sessions.values()
+                  for op in (register, *changes)),
+                *self._window, *self._teardown]
+        return sorted(kept, key=lambda op: (op.invoke_ns, op.id))
+
+    @property
+    def note(self) -> str:
+        """What the report says of the window, "" when the search has every operation."""
+        if not self.earlier:
+            return ""
+        kept = len(self.ops) - len(self._window) - len(self._teardown)
+        return (f"the search holds the last {len(self._window)} operations invoked before "
+                f"the anomaly was seen; the {self.earlier} before them are left out but "
+                f"{kept} whose effect the kernel may still hold when those begin (each "
+                "module's last load, the last switch of current_tracer, each filter file's "
+                "writes since it was truncated, the live tracer sessions)"
+                + (f", less {self.dropped} writes beyond the last {KEPT_WRITES} of a file "
+                   "or session" if self.dropped else ""))
 
 
 def _gives_references(op: Op) -> bool | None:
@@ -239,7 +357,10 @@ def one_by_one(items: list[Line], test: Callable[[list[Line]], bool],
 class Minimizer:
     def __init__(self, boot: BootSpec, ops: list[Op], anomalies: list[Anomaly],
                  modules: dict[str, list[str]], out_dir: str, start_ns: int, max_replays: int,
-                 log: Callable[[str], None] = lambda message: None) -> None:
+                 log: Callable[[str], None] = lambda message: None, earlier: str = "") -> None:
+        """``ops``: the history up to the anomaly's horizon, and the run's teardown;
+        ``earlier``: what the report says of operations left out of them
+        (:attr:`SearchInput.note`)."""
         # A pause armed on the user's daemon (the run released it at its stop) would
         # hold every replay that reaches it: the replays boot without it.
         self.boot = boot.without_pauses()
@@ -250,8 +371,10 @@ class Minimizer:
         self.start_ns = start_ns
         self.max_replays = max_replays
         self.log = log
+        self.earlier = earlier
         self.target = Target.of(anomalies)
-        self._cache: dict[tuple[str, ...], Observation] = {}
+        # By a digest of the lines: a key of their commands would hold every candidate.
+        self._cache: dict[bytes, Observation] = {}
 
     # --- candidates -------------------------------------------------------------
 
@@ -299,7 +422,7 @@ class Minimizer:
 
     def _observe(self, lines: list[Line]) -> Observation:
         """Replay on a fresh daemon (once per list of lines)."""
-        key = tuple(line.command + "\0" + line.op.id for line in lines)
+        key = digest(line.command + "\0" + line.op.id for line in lines)
         if key not in self._cache:
             seen = self._cache[key] = self.replayer.sequential([line.command for line in lines])
             self.log(f"replay {self.replayer.replays}: {len(lines)} commands: {seen.summary()}")
@@ -356,7 +479,7 @@ class Minimizer:
 
     def _sequential(self) -> Reproducer:
         ops = self._before_horizon()
-        notes = []
+        notes = [self.earlier] if self.earlier else []
         skipped = [op for op in ops if op.op in STATELESS_OPS or changes_nothing(op)]
         if skipped:
             notes.append(f"{len(skipped)} operations that change no record, hash or module "
@@ -678,12 +801,12 @@ class _Pair:
         held_setup, self.held_command = as_command(held, ops)
         racing_setup, self.racing_command = as_command(racing, ops)
         self.setup = held_setup + racing_setup
-        self.seen: dict[tuple[str, ...], Observation | None] = {}
+        self.seen: dict[bytes, Observation | None] = {}
 
     @staticmethod
-    def key(prefix: list[Line], after: list[str] | None = None) -> tuple[str, ...]:
-        return (*(line.command + "\0" + line.op.id for line in prefix), "\0after",
-                *(after or []))
+    def key(prefix: list[Line], after: list[str] | None = None) -> bytes:
+        return digest([*(line.command + "\0" + line.op.id for line in prefix), "\0after",
+                       *(after or [])])
 
     def observe(self, minimizer: Minimizer, prefix: list[Line],
                 after: list[str] | None = None) -> Observation | None:

@@ -53,7 +53,7 @@ from clients.stress.commands import TRACING_DIR
 from clients.stress.config import AUTO_FAILPOINTS, BootSpec, RunConfig
 from clients.stress.cpu import CpuMeter, daemon_pid
 from clients.stress.history import RESULT_ERROR, RESULT_OK, RESULT_UNKNOWN, Recorder
-from clients.stress.minimize import Minimizer, Target
+from clients.stress.minimize import Minimizer, SearchInput, Target
 from clients.stress.report import OpsTally, RunResult, WorkerRecord, write_reports
 from clients.stress.workers import WorkerSpec
 
@@ -729,16 +729,17 @@ class Run:
         result.anomalies.sort(key=lambda a: a.seen_to_ns)
         result.reproducer_note = self._not_searched()
         # What the search needs of the history: the operations invoked before the anomaly
-        # it reproduces was seen, and the run's teardown it may end a script with. The
-        # rest goes by into history.jsonl and the report's tally.
-        horizon = None if result.reproducer_note else Target.of(result.anomalies).horizon_ns
-        searched: list[history.Op] = []
+        # it reproduces was seen (the last SEARCH_WINDOW of them, and of those before
+        # what the kernel may still hold), and the run's teardown it may end a script
+        # with. The rest goes by into history.jsonl and the report's tally.
+        search = (None if result.reproducer_note
+                  else SearchInput(Target.of(result.anomalies).horizon_ns))
         result.tally = tally = OpsTally(result.stop_ns, result.anomalies)
 
         def consume(op: history.Op) -> None:
             tally.add(op)
-            if horizon is not None and (op.invoke_ns <= horizon or op.kind == "teardown"):
-                searched.append(op)
+            if search is not None:
+                search.add(op)
 
         result.logs = history.merge(self.config.out_dir, consume)
         self._settle_cpu(result.logs)
@@ -746,15 +747,15 @@ class Run:
         if self.spawned is not None:
             status = self.spawned.stop()
             result.daemon["exit_status"] = status
-        if horizon is not None:
+        if search is not None:
             result.reproducer_note = ("the search had not ended when this was written: a "
                                       "report without its result is one of a search that "
                                       "never ended")
         # Written before the search, which may take long: a run killed meanwhile has one.
         write_reports(result)
         history.remove_client_files(self.config.out_dir)
-        if horizon is not None:
-            self._minimize(searched)
+        if search is not None:
+            self._minimize(search)
             write_reports(result)
         if self.progress is not None:
             self.progress.done()
@@ -771,8 +772,9 @@ class Run:
             return "not searched (--no-minimize)"
         return ""
 
-    def _minimize(self, ops: list[history.Op]) -> None:
-        """The search, over ``ops``: what the history has up to the anomaly's horizon."""
+    def _minimize(self, search: SearchInput) -> None:
+        """The search, over what ``search`` kept of the history up to the anomaly's
+        horizon."""
         result = self.result
         result.reproducer_note = ""
         log: Callable[[str], None] = (
@@ -780,8 +782,9 @@ class Run:
             if self.progress is not None else (lambda text: None))
         try:
             result.reproducer = Minimizer(
-                self.config.boot, ops, result.anomalies, self.modules,
-                self.config.out_dir, result.start_ns, self.config.max_replays, log).run()
+                self.config.boot, search.ops, result.anomalies, self.modules,
+                self.config.out_dir, result.start_ns, self.config.max_replays, log,
+                search.note).run()
         except (SpawnError, FtraceError, OSError, subprocess.SubprocessError) as error:
             result.reproducer_note = f"the search failed: {error}"
 
