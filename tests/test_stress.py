@@ -302,25 +302,71 @@ def test_shm_check_does_not_count_a_copy_with_a_module_linked_in_its_bracket():
             client.write_file("/sys/kernel/debug/tracing/current_tracer", "function\n")
             checker.reader = RecordsReader(client.stats().shm_namespace)
             loader = threading.Thread(target=loader_client.load, args=("dummy",))
-            list_ops = checker.client.list_ops
+            quiet_state = checker.reader.quiet_state
+            looks = []
 
-            def list_ops_then_link(*args, **kwargs):
-                ops = list_ops(*args, **kwargs)
-                loader.start()
-                client.wait_failpoint(PUBLISH_SITE, timeout=60)
-                return ops
+            def link_once_answered():
+                """The records' state; the second look of a bracket, once Stats and
+                ListOps answered, after the modprobe linked its pages."""
+                looks.append(None)
+                if len(looks) == 2:
+                    loader.start()
+                    client.wait_failpoint(PUBLISH_SITE, timeout=60)
+                return quiet_state()
 
-            checker.client.list_ops = list_ops_then_link
+            checker.reader.quiet_state = link_once_answered
             assert checker.check_snapshot() is False
             assert anomalies == []
             assert checker.counts["shm inconclusive"] == 1
             client.release_failpoint(PUBLISH_SITE)
             loader.join(60)
-            checker.client.list_ops = list_ops
+            checker.reader.quiet_state = quiet_state
             assert checker.check_snapshot() is True and anomalies == []
     finally:
         checker.client.close()
         daemon.stop()
+
+
+def test_the_writers_go_when_the_kernel_does_not_answer_the_held_snapshot():
+    """ftrace_lock held for good (a modprobe paused at LOAD_SITE): the held snapshot's
+    ListOps waits on it, but the writers go a second after they were held all the same,
+    and the hold is counted as unanswered; the snapshot is waited for meanwhile, and
+    taken once the lock is free. They were held as long as the lock was."""
+    daemon = spawn_daemon(["--core-functions", "2048", "--failpoint", f"{LOAD_SITE}=1*pause"])
+    went = threading.Event()
+
+    @contextlib.contextmanager
+    def hold_writers():
+        try:
+            yield True
+        finally:
+            went.set()
+
+    checker = Checker(daemon.address, 1.0, lambda anomaly: None, lambda why: None,
+                      hold_writers)
+    try:
+        with daemon.connect() as client, daemon.connect() as loader_client:
+            checker.baseline()
+            loader = threading.Thread(target=loader_client.load, args=("dummy",))
+            loader.start()
+            client.wait_failpoint(LOAD_SITE, timeout=60)
+            held = threading.Thread(target=checker._check_held)
+            began = time.monotonic()
+            held.start()
+            try:
+                assert went.wait(30), "the writers were held as long as ftrace_lock"
+                took = time.monotonic() - began
+                assert held.is_alive()  # its snapshot still waits for the lock
+            finally:
+                client.release_failpoint(LOAD_SITE)
+                held.join(60)
+                loader.join(60)
+    finally:
+        checker.close()
+        daemon.stop()
+    assert took >= 1.0, took
+    assert checker.counts["shm held unanswered"] == 1, checker.counts
+    assert not checker.counts["shm held"], checker.counts
 
 
 # --- losing the daemon, losing a client ----------------------------------------------
