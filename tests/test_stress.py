@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Callable
 
 import pytest
 
@@ -302,25 +303,71 @@ def test_shm_check_does_not_count_a_copy_with_a_module_linked_in_its_bracket():
             client.write_file("/sys/kernel/debug/tracing/current_tracer", "function\n")
             checker.reader = RecordsReader(client.stats().shm_namespace)
             loader = threading.Thread(target=loader_client.load, args=("dummy",))
-            list_ops = checker.client.list_ops
+            quiet_state = checker.reader.quiet_state
+            looks = []
 
-            def list_ops_then_link(*args, **kwargs):
-                ops = list_ops(*args, **kwargs)
-                loader.start()
-                client.wait_failpoint(PUBLISH_SITE, timeout=60)
-                return ops
+            def link_once_answered():
+                """The records' state; the second look of a bracket, once Stats and
+                ListOps answered, after the modprobe linked its pages."""
+                looks.append(None)
+                if len(looks) == 2:
+                    loader.start()
+                    client.wait_failpoint(PUBLISH_SITE, timeout=60)
+                return quiet_state()
 
-            checker.client.list_ops = list_ops_then_link
+            checker.reader.quiet_state = link_once_answered
             assert checker.check_snapshot() is False
             assert anomalies == []
             assert checker.counts["shm inconclusive"] == 1
             client.release_failpoint(PUBLISH_SITE)
             loader.join(60)
-            checker.client.list_ops = list_ops
+            checker.reader.quiet_state = quiet_state
             assert checker.check_snapshot() is True and anomalies == []
     finally:
         checker.client.close()
         daemon.stop()
+
+
+def test_the_writers_go_when_the_kernel_does_not_answer_the_held_snapshot():
+    """ftrace_lock held for good (a modprobe paused at LOAD_SITE): the held snapshot's
+    ListOps waits on it, but the writers go a second after they were held all the same,
+    and the hold is counted as unanswered; the snapshot is waited for meanwhile, and
+    taken once the lock is free. They were held as long as the lock was."""
+    daemon = spawn_daemon(["--core-functions", "2048", "--failpoint", f"{LOAD_SITE}=1*pause"])
+    went = threading.Event()
+
+    @contextlib.contextmanager
+    def hold_writers():
+        try:
+            yield True
+        finally:
+            went.set()
+
+    checker = Checker(daemon.address, 1.0, lambda anomaly: None, lambda why: None,
+                      hold_writers)
+    try:
+        with daemon.connect() as client, daemon.connect() as loader_client:
+            checker.baseline()
+            loader = threading.Thread(target=loader_client.load, args=("dummy",))
+            loader.start()
+            client.wait_failpoint(LOAD_SITE, timeout=60)
+            held = threading.Thread(target=checker._check_held)
+            began = time.monotonic()
+            held.start()
+            try:
+                assert went.wait(30), "the writers were held as long as ftrace_lock"
+                took = time.monotonic() - began
+                assert held.is_alive()  # its snapshot still waits for the lock
+            finally:
+                client.release_failpoint(LOAD_SITE)
+                held.join(60)
+                loader.join(60)
+    finally:
+        checker.close()
+        daemon.stop()
+    assert took >= 1.0, took
+    assert checker.counts["shm held unanswered"] == 1, checker.counts
+    assert not checker.counts["shm held"], checker.counts
 
 
 # --- losing the daemon, losing a client ----------------------------------------------
@@ -577,6 +624,100 @@ def test_a_stall_ends_a_run_of_duration_too(tmp_path):
     stalled = {w["name"] for w in report["workers"] if w["stalled"]}
     assert stalled and "invoker0" not in stalled, report["workers"]
     assert "made no progress for 3 s, which ended the run" in done.stdout
+
+
+#: Where a filter change holds ftrace_lock (and ftrace_regex_lock), its ops' counts taken
+#: out: an ops of the user's held there holds every client that needs the lock.
+MOVE_SITE = "ftrace_hash_move:after_disable"
+#: SHORT's clients that write records, which the checker holds for its snapshots.
+WRITERS = ("tracer0", "loader0", "loader1", "shell0", "shell1")
+
+
+def in_flight_at_stop(report: dict, out) -> dict[str, float]:
+    """For each worker with an operation in flight when the run stopped (invoked before,
+    answered after or never), how long it had been in flight then (seconds)."""
+    stop = report["started_wall"] + report["ran_s"]
+    return {op["client"]: stop - op["invoke_wall"] for op in history(out)
+            if op["invoke_wall"] < stop and (op["complete_wall"] or stop) >= stop}
+
+
+def writers_held(out) -> Callable[[], bool]:
+    """A condition for wait_until: every writer between two operations (its file's last
+    event a completion) and none of them writing for 0.2 s, while the run goes on (an
+    invoker is never held): the checker holds them for a snapshot."""
+    seen: dict[str, tuple[int, float]] = {}
+
+    def held() -> bool:
+        now = time.monotonic()
+        quiet = True
+        for name in WRITERS:
+            data = (out / "clients" / f"{name}.jsonl").read_bytes()
+            if seen.get(name, (-1, now))[0] != len(data):
+                seen[name] = (len(data), now)
+            last = data.rstrip(b"\n").rpartition(b"\n")[2]
+            quiet &= b'"ev":"complete"' in last and now - seen[name][1] >= 0.2
+        return quiet
+    return held
+
+
+def test_only_the_clients_stuck_in_the_kernel_are_stalled_not_those_the_checker_held(
+        tmp_path, spawn):
+    """A filter change of the user's own, paused on their daemon, holds ftrace_lock for
+    good while the checker holds the run's record writers for a snapshot (its ops keeps
+    tracing started and the records changing, so the checker's snapshots rarely hold and
+    it holds the writers long). The snapshot's ListOps waits on the lock; the writers go
+    after a second all the same, and block on the lock in their next operation. The run
+    is STALLED, and the workers named stalled are the ones blocked in a call for the
+    stall timeout, not the ones waiting on the checker: those were named too when the
+    hold lasted as long as the lock."""
+    out = tmp_path / "out"
+    daemon = spawn(["--core-functions", "2048"])
+    stop = threading.Event()
+    with daemon.connect() as client, client.attach("users", ["vfs_read"]) as session:
+
+        def change_filters() -> None:
+            while not stop.is_set():
+                for function in ("vfs_read", "vfs_write"):
+                    session.set_filter(function, reset=True)
+
+        changer = threading.Thread(target=change_filters)
+        changer.start()
+        stress = start_stress(out, "--address", daemon.address, "--duration", "300",
+                              "--stall-timeout", "3", "--seed", "4", "--no-minimize",
+                              *SHORT[2:])
+        try:
+            wait_until(lambda: all((out / "clients" / f"{name}.jsonl").exists()
+                                   for name in WRITERS), timeout=120)
+            wait_until(writers_held(out), timeout=60)
+            client.set_failpoint(MOVE_SITE, "1*pause")
+            client.wait_failpoint(MOVE_SITE, timeout=60)
+            # The run stops at its stall: its invoker, held by nothing, ends. The lock is
+            # released then, as the user would, for its teardown.
+            wait_until(lambda: b'"ev":"end"' in (out / "clients" / "invoker0.jsonl")
+                       .read_bytes(), timeout=120)
+        except BaseException:
+            stress.send_signal(signal.SIGTERM)  # not waited for to its end
+            raise
+        finally:
+            stop.set()
+            client.set_failpoint(MOVE_SITE, "off")
+            client.release_failpoint(MOVE_SITE)
+            stdout, stderr = stress.communicate(timeout=120)
+            changer.join(60)
+    assert stress.returncode == 4, stdout + stderr
+    report = _report(out)
+    assert (report["outcome"], report["error"], report["anomalies"]) == ("stalled", "", [])
+    stalled = {w["name"] for w in report["workers"] if w["stalled"]}
+    blocked = in_flight_at_stop(report, out)
+    # Within the millisecond report.json gives the run's length to.
+    assert stalled and all(blocked.get(name, 0) >= 3 - 0.01 for name in stalled), (
+        stalled, blocked)
+    # The hold the lock outlasted (nearly always this one: its snapshots rarely hold) is
+    # evidence of its own.
+    unanswered = report["checks"].get("shm held unanswered", 0)
+    line = f"held snapshots the kernel did not answer within 1 s (ftrace_lock held that " \
+           f"long): {unanswered}\n"
+    assert (line in (out / "report.txt").read_text()) == (unanswered > 0), unanswered
 
 
 def test_a_run_that_cannot_start_leaves_the_previous_runs_results(tmp_path):

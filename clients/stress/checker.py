@@ -21,11 +21,14 @@
   a fault shows. So this observer has a thread of its own; while tracing is started it
   tries again at once, and twice a second it holds the clients that write records
   after their operation in progress (the runner's ``hold_writers``; the invokers go on)
-  until a bracket holds: the kernel is then quiet in the state they made.
+  until a bracket holds: the kernel is then quiet in the state they made. They go after
+  a second at most, the kernel's answer in or not: with ftrace_lock held for good, the
+  writers would otherwise wait on the checker as long as the checker waits on the lock.
   Stats and ListOps are asked together. The run counts the snapshots checked; of those
   taken while the clients ran, the ones with tracing started, of these the ones taken
-  with the writers held and the ones with a non-zero count; and those taken once the
-  clients were being stopped (the kernel quiet, tracing still on).
+  with the writers held and the ones with a non-zero count; those taken once the
+  clients were being stopped (the kernel quiet, tracing still on); and the holds the
+  kernel did not answer in time (ftrace_lock held that long).
 - ``dmesg``: ``Kernel.DmesgFollow``; a ``WARNING:`` or ``BUG:`` (KASAN) line is an
   anomaly, with its whole report attached as it arrives.
 
@@ -53,6 +56,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Iterable
 
+import grpc
 import numpy as np
 
 from clients.api import Client, ServerStream
@@ -81,8 +85,14 @@ _FINAL_SNAPSHOT_TRIES = 50
 _WRITER_BACKOFF = 0.001
 #: While tracing is started, the record writers are held for a snapshot this often...
 _HOLD_EVERY = 0.5
-#: ...and for at most this long, in-flight operations completing included.
+#: ...snapshots are begun for at most this long after they were held (their operations
+#: in flight completing meanwhile)...
 _HOLD_FOR = 0.5
+#: ...and the writers go at most this long after they were held, the snapshot's Stats
+#: and ListOps answered or not: ftrace_lock held for good (a thread paused at a
+#: failpoint, a deadlock) would hold them with it, and they would look stuck in the
+#: kernel while they wait on the checker.
+HOLD_MAX = 1.0
 
 
 @dataclass
@@ -189,6 +199,27 @@ def snapshot_anomalies(snap: RecordsSnapshot, ops: list[kernel_pb2.OpsInfo],
                                [o.name for o in counted], len(where),
                                [f"{len(where)} records of {module}"]))
     return out
+
+
+@dataclass
+class _Bracket:
+    """A snapshot begun (:meth:`Checker._begin_snapshot`): the records' state and the
+    time before it, and the Stats and ListOps asked."""
+
+    state: tuple[int, tuple[int, ...]]  # RecordsReader.quiet_state()'s
+    start: int  # CLOCK_MONOTONIC ns
+    stats: grpc.Future
+    ops: grpc.Future
+
+    def answered_by(self, deadline: float) -> bool:
+        """Whether both answers are in by ``deadline`` (``time.monotonic()``), waited
+        for until then."""
+        for call in (self.stats, self.ops):
+            try:
+                call.exception(timeout=max(0.0, deadline - time.monotonic()))
+            except grpc.FutureTimeoutError:
+                return False
+        return True
 
 
 class Checker:
@@ -341,15 +372,27 @@ class Checker:
     def _check_held(self) -> None:
         """A snapshot with the record writers held (the runner's ``hold_writers``): the
         kernel as they left it, quiet once their operations in flight complete, which
-        a bracket otherwise almost never finds while tracing is started."""
+        a bracket otherwise almost never finds while tracing is started. The writers go
+        by ``HOLD_MAX`` all the same: a snapshot the kernel has not answered by then
+        (its ListOps waits for ftrace_lock) is counted as such (``shm held unanswered``:
+        the lock held that long with the writers still) and waited for with the writers
+        going, as any other."""
         assert self._hold_writers is not None
-        deadline = time.monotonic() + _HOLD_FOR
+        held_at = time.monotonic()
+        unanswered: _Bracket | None = None
         with self._hold_writers() as held:
-            while held and not self._stop.is_set() and time.monotonic() < deadline:
-                if self.check_snapshot(held=True):
-                    return
-                if self._writer_seen:
+            while held and not self._stop.is_set() and time.monotonic() < held_at + _HOLD_FOR:
+                bracket = self._begin_snapshot()
+                if bracket is None:
                     self._stop.wait(_WRITER_BACKOFF)
+                elif not bracket.answered_by(held_at + HOLD_MAX):
+                    unanswered = bracket
+                    break
+                elif self._end_snapshot(bracket, held=True):
+                    return
+        if unanswered is not None:
+            self._count("shm held unanswered")
+            self._end_snapshot(unanswered, held=False)
 
     def check_snapshot(self, held: bool = False) -> bool:
         """One bracketed snapshot check; False when records changed meanwhile. Notes
@@ -358,25 +401,45 @@ class Checker:
         record writers held (:meth:`_check_held`)."""
         if self.reader is None:
             return True
+        bracket = self._begin_snapshot()
+        return bracket is not None and self._end_snapshot(bracket, held)
+
+    def _begin_snapshot(self) -> _Bracket | None:
+        """The records' state, then Stats and ListOps asked together (the bracket lasts
+        as long as the slower of the two); None while a writer is active."""
+        assert self.reader is not None
         start = time.monotonic_ns()
         state = self.reader.quiet_state()
         self._writer_seen = state is None
         if state is None:
             self._count("shm inconclusive")
-            return False
-        # Asked together: the bracket lasts as long as the slower of the two.
+            return None
+        kernel = self.client.connection.kernel
         with translate_rpc_errors():
             # Started and waited for as the client's own calls (clients.interrupt): this
             # runs on the main thread too, before and after the run.
-            asked = started(
-                lambda: self.client.connection.kernel.Stats.future(kernel_pb2.StatsRequest()))
+            stats = started(lambda: kernel.Stats.future(kernel_pb2.StatsRequest()))
             try:
-                ops = self.client.list_ops()
+                ops = started(lambda: kernel.ListOps.future(kernel_pb2.ListOpsRequest()))
             except BaseException:
-                asked.cancel()  # and settled: a call left to its __del__ can hang the exit
-                settle(asked)
+                stats.cancel()  # and settled: a call left to its __del__ can hang the exit
+                settle(stats)
                 raise
-            stats = interruptible(asked, asked.result)
+        return _Bracket(state, start, stats, ops)
+
+    def _end_snapshot(self, bracket: _Bracket, held: bool) -> bool:
+        """:meth:`check_snapshot`'s answers waited for, the records copied and checked."""
+        assert self.reader is not None
+        with translate_rpc_errors():
+            try:
+                listed = interruptible(bracket.ops, bracket.ops.result)
+            except BaseException:
+                bracket.stats.cancel()  # settled as at the start
+                settle(bracket.stats)
+                raise
+            stats = interruptible(bracket.stats, bracket.stats.result)
+        ops = list(listed.ops)
+        state, start = bracket.state, bracket.start
         self._busy = stats.ftrace_start_up > 0
         # Moved already: no copy is needed to know this state is gone.
         if self.reader.quiet_state() != state:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from clients.stress.checker import FTRACE_DISABLED, Anomaly
+from clients.stress.checker import FTRACE_DISABLED, HOLD_MAX, Anomaly
 from clients.stress.commands import op_commands
 from clients.stress.config import RunConfig
 from clients.stress.cpu import cpu_per_operation
@@ -311,7 +311,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
         # "shm": snapshots checked; "shm tracing": of those taken while the clients ran,
         # the ones with tracing started, "shm held" of these taken with the record
         # writers held, "shm nonzero" those with a non-zero count;
-        # "shm at stop": taken once the clients were being stopped (checker.py).
+        # "shm at stop": taken once the clients were being stopped; "shm held
+        # unanswered": holds the kernel did not answer in time (checker.py).
         "checks": dict(result.checks),
         # CheckConsistency calls per second while the checker ran (check_interval_s asks
         # for more when a check waits long for ftrace_lock).
@@ -417,14 +418,19 @@ def checks_text(report: dict[str, Any]) -> list[str]:
     rate = report["consistency_per_second"]
     rate = (f" ({rate}/s; --check-interval {interval:g} asks for {1 / interval:g}/s)"
             if rate is not None and interval > 0 else "")
-    return [f"  consistency over RPC: {consistency}{rate}",
-            f"  shared-memory snapshots: {checks.get('shm', 0)} checked (+"
-            f"{checks.get('shm inconclusive', 0)} taken while records changed, not counted); "
-            f"while the clients ran {checks.get('shm tracing', 0)} with tracing started "
-            f"({checks.get('shm held', 0)} with the record writers held a moment, "
-            f"{checks.get('shm nonzero', 0)} with a non-zero count); "
-            f"{checks.get('shm at stop', 0)} once the clients were being stopped",
-            f"  dmesg lines: {checks.get('dmesg lines', 0)}"]
+    lines = [f"  consistency over RPC: {consistency}{rate}",
+             f"  shared-memory snapshots: {checks.get('shm', 0)} checked (+"
+             f"{checks.get('shm inconclusive', 0)} taken while records changed, not counted); "
+             f"while the clients ran {checks.get('shm tracing', 0)} with tracing started "
+             f"({checks.get('shm held', 0)} with the record writers held a moment, "
+             f"{checks.get('shm nonzero', 0)} with a non-zero count); "
+             f"{checks.get('shm at stop', 0)} once the clients were being stopped",
+             f"  dmesg lines: {checks.get('dmesg lines', 0)}"]
+    unanswered = checks.get("shm held unanswered", 0)
+    if unanswered:  # evidence in itself: the checker's writers were let go without it
+        lines.insert(2, f"  held snapshots the kernel did not answer within {HOLD_MAX:g} s "
+                        f"(ftrace_lock held that long): {unanswered}")
+    return lines
 
 
 def to_text(report: dict[str, Any], result: RunResult) -> str:

@@ -296,9 +296,11 @@ class Run:
         """The clients that write records (all but the invokers) held after their
         operation in progress (``hold``, worker.py) while the checker takes a snapshot:
         the kernel goes quiet in the state they made, tracing on and counts set
-        (checker.py). Not SIGSTOP: the SIGCONT after it would also go on with a client
-        someone else stopped. Yields whether it holds any: none once the run is
-        stopping, when :meth:`_end_holds` has let them go."""
+        (checker.py, which lets them go within its ``HOLD_MAX``, answered or not: with
+        ftrace_lock held for good they would wait on the checker, and look stuck in the
+        kernel to the stall watch). Not SIGSTOP: the SIGCONT after it would also go on
+        with a client someone else stopped. Yields whether it holds any: none once the
+        run is stopping, when :meth:`_end_holds` has let them go."""
         with self._hold_lock:
             if self._went and not self._stopping:
                 self._held = [w for w in self._alive() if w.spec.kind != "invoker"
