@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
+import platform
 import shutil
 import sys
 
@@ -17,6 +19,35 @@ from kernel_daemon.rpc.state import DaemonState
 
 log = logging.getLogger("ftraced")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: glibc's mallopt() parameter (malloc.h), and the arenas the daemon's malloc keeps.
+M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas() -> None:
+    """Let glibc's malloc keep at most :data:`MALLOC_ARENAS` arenas in the daemon, as
+    ``MALLOC_ARENA_MAX=2`` in its environment would; a MALLOC_ARENA_MAX set there is left
+    to rule, and a libc other than glibc is left alone.
+
+    Why: glibc gives a thread that allocates while the others' arenas are busy an arena
+    of its own, up to 8 per core, and the daemon's 25-30 threads (gRPC's and its own)
+    allocate and free gRPC's and protobuf's buffers in all of them; what is freed stays
+    in its arena, in pieces too small to give back. In a 240 s ftrace-stress campaign
+    (8 clients, 105,167 operations) the daemon's resident memory went from 85.8 MB idle
+    to 163 MB, still rising ~95 B per call at the end, while the memory glibc had handed
+    out stayed at 23.5 MB and Python's (31 obmalloc arenas, 32.5 MB) did not move: the
+    arenas (16 on 2 cores) held 83 MB, 60 MB of it free. malloc_trim(0) every 5 s gave none of it back
+    (181 MB at the end). With 2 arenas the same campaign held 111-118 MB from its first
+    20 s to its end, the arenas 31-37 MB with no trend; the RPC rate against a daemon
+    with glibc's default, window for window, was unchanged within the noise (ratios
+    0.79-1.54, median 1.03; the daemon's CPU per call 0.81-1.13 of the default's).
+
+    glibc takes the limit into account when a thread needs an arena and none is free:
+    arenas already made stay. :func:`main` sets it before gRPC's threads are made.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ or platform.libc_ver()[0] != "glibc":
+        return
+    ctypes.CDLL(None).mallopt(M_ARENA_MAX, MALLOC_ARENAS)
 
 
 def failpoint_arg(text: str) -> tuple[str, str]:
@@ -74,6 +105,7 @@ def wait_for_stop(waker: Waker, lifeline: int | None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_malloc_arenas()
     parser = argparse.ArgumentParser(prog="ftraced", description=__doc__)
     parser.add_argument("--listen", default=None, metavar="unix:PATH|HOST:PORT",
                         help=f"where to serve (default $FTRACED_ADDRESS or {default_address()})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import platform
 import re
 import select
 import signal
@@ -22,6 +23,7 @@ import pytest
 import clients.spawn
 from clients.api import Client
 from clients.spawn import SpawnedDaemon
+from kernel_daemon.__main__ import MALLOC_ARENAS
 from tests.children import REPO, child_env
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 
@@ -342,6 +344,60 @@ def test_a_spawned_daemon_that_blocks_or_spins_as_it_starts_is_given_up_on(monke
     with pytest.raises(clients.spawn.SpawnError) as raised:
         clients.spawn.spawn_daemon(SMALL, timeout=timeout)
     assert str(raised.value).splitlines()[0] == message
+
+
+# --- its memory ----------------------------------------------------------------------------
+
+#: glibc's HEAP_MAX_SIZE on 64-bit: each arena but the main one lives in heaps of this size,
+#: mapped at a multiple of it, the part in use read-write and the rest PROT_NONE.
+GLIBC_HEAP_SIZE = 64 << 20
+
+
+def glibc_heaps(pid: int) -> int:
+    """How many heaps of glibc's arenas (the main one's aside) ``pid`` has mapped, from
+    /proc/PID/maps: an anonymous read-write mapping at a multiple of
+    :data:`GLIBC_HEAP_SIZE` that reaches that size, alone or with the anonymous
+    PROT_NONE mapping right after it."""
+    maps = []
+    with open(f"/proc/{pid}/maps") as lines:
+        for line in lines:
+            fields = line.split()
+            start, end = (int(bound, 16) for bound in fields[0].split("-"))
+            maps.append((start, end, fields[1], len(fields) == 5))
+    heaps = 0
+    for (start, end, perms, anonymous), after in zip(maps, maps[1:] + [None]):
+        if anonymous and perms == "rw-p" and start % GLIBC_HEAP_SIZE == 0:
+            if after is not None and after[0] == end and after[2] == "---p" and after[3]:
+                end = after[1]
+            heaps += end - start >= GLIBC_HEAP_SIZE
+    return heaps
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc arenas")
+def test_the_daemon_keeps_its_malloc_to_two_arenas(spawn, monkeypatch):
+    """Eight clients calling at once keep gRPC's threads in the daemon allocating together:
+    glibc would give them an arena each, up to 8 per core, each keeping what is freed in
+    it; the daemon keeps to MALLOC_ARENAS (the main arena and one more, in one heap), as
+    MALLOC_ARENA_MAX=2 would (kernel_daemon.__main__.limit_malloc_arenas)."""
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    spawned = spawn(SMALL)
+    errors: list[BaseException] = []
+
+    def reads() -> None:
+        try:
+            with Client(spawned.address, wait=DEADLINE) as client:
+                for _ in range(50):
+                    client.read_file("/sys/kernel/debug/tracing/tracing_on")
+        except BaseException as error:
+            errors.append(error)
+
+    clients = [threading.Thread(target=reads) for _ in range(8)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(DEADLINE)
+    assert not errors and not any(client.is_alive() for client in clients)
+    assert glibc_heaps(spawned.pid) == MALLOC_ARENAS - 1
 
 
 # --- how it stops ------------------------------------------------------------------------
