@@ -68,6 +68,7 @@ from clients.shell_pipe import (
     Pipe,
     PipeReader,
     PipeWriter,
+    SIGNAL_SLICE,
     Stage,
     StageOutput,
 )
@@ -430,7 +431,8 @@ class Shell:
             # Not Thread.join(): interrupted there, 3.11 takes the thread for ended
             # (bpo-45274's handler) and a later join returns at once.
             for stage in stages:
-                stage.exited.wait()
+                while not stage.exited.wait(SIGNAL_SLICE):
+                    pass
         except KeyboardInterrupt:
             self._kill_stages(stages, started)
             raise

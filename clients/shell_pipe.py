@@ -40,6 +40,13 @@ __all__ = ["KilledBySignal", "Pipe", "PipeReader", "PipeWriter", "Stage", "Stage
 
 #: PIPE_DEF_BUFFERS (16) pages of 4 KiB: what a pipe holds before a writer waits.
 PIPE_CAPACITY = 16 * 4096
+#: The longest the shell's main thread waits at once (seconds). A process-directed SIGINT
+#: goes to any thread that does not block it (signal(7); ``complete_signal()`` prefers
+#: the main thread, but not always), and CPython runs the handler only in the main thread
+#: once it runs bytecode again: a wait on a lock or in poll(2) that the signal did not
+#: interrupt would outlast Ctrl-C for good. Cut into slices, it sees the signal within
+#: one, as ``grpc._common.wait`` does for the same reason.
+SIGNAL_SLICE = 0.1
 
 
 class KilledBySignal(BaseException):
@@ -136,7 +143,7 @@ class Stage:
         made, and the stage dies (KilledBySignal). A thread blocked in read(2) itself
         could not be woken, so it polls ``fd`` with an eventfd that :meth:`kill` writes.
         On the main thread Ctrl-C ends the poll as KeyboardInterrupt, as it ends any
-        system call there."""
+        system call there, within a :data:`SIGNAL_SLICE` when another thread took it."""
         wakeup = os.eventfd(0, os.EFD_CLOEXEC)
         try:
             with self._lock:
@@ -146,7 +153,8 @@ class Stage:
             poller = select.poll()
             poller.register(fd, select.POLLIN)
             poller.register(wakeup, select.POLLIN)
-            poller.poll()
+            while not poller.poll(SIGNAL_SLICE * 1000):
+                pass
             self.check()
         finally:
             with self._lock:
