@@ -47,6 +47,9 @@ _FAST_RECONNECT = (
 )
 #: How long one readiness probe blocks before the loop looks at the process again.
 _PROBE_SECONDS = 0.2
+#: How many times its timeout a start that keeps using a little CPU is waited for, at most,
+#: by the wall clock (20: a start at load 20 on 2 cores took some 14 times its CPU).
+_WALL_TIMEOUTS = 20
 
 
 class SpawnError(RuntimeError):
@@ -192,12 +195,15 @@ def _wait_serving(daemon: SpawnedDaemon, timeout: float) -> None:
     longer than any wall-clock bound: with 20 runnable on 2 cores a 2048-function daemon
     served after 14 s, and one of 512 functions was given up on at 30 s, still starting.
     Where ``/proc`` gives no CPU time the daemon counts as using none: ``timeout`` is then
-    the wall clock's.
+    the wall clock's. A start that only ever uses a little (a thread woken now and then
+    while the rest waits) is given up on after :data:`_WALL_TIMEOUTS` timeouts of the
+    wall clock all the same.
 
     Each probe blocks at most _PROBE_SECONDS, so a daemon that dies is seen at once.
     """
     used = process_cpu_seconds(daemon.pid) or 0.0
     idle_since = time.monotonic()
+    backstop = idle_since + _WALL_TIMEOUTS * timeout
     with Connection(daemon.address, options=_FAST_RECONNECT) as connection:
         ready = grpc.channel_ready_future(connection.channel)
         while True:
@@ -215,6 +221,9 @@ def _wait_serving(daemon: SpawnedDaemon, timeout: float) -> None:
                                  daemon.log_text())
             if now - idle_since >= timeout:
                 raise SpawnError(f"ftraced not serving, and using no CPU for {timeout:g}s",
+                                 daemon.log_text())
+            if now >= backstop:
+                raise SpawnError(f"ftraced not serving after {_WALL_TIMEOUTS * timeout:g}s",
                                  daemon.log_text())
             try:
                 ready.result(timeout=_PROBE_SECONDS)

@@ -26,8 +26,9 @@ MALLOC_ARENAS = 2
 
 def limit_malloc_arenas() -> None:
     """Let glibc's malloc keep at most :data:`MALLOC_ARENAS` arenas in the daemon, as
-    ``MALLOC_ARENA_MAX=2`` in its environment would; a MALLOC_ARENA_MAX set there is left
-    to rule, and a libc other than glibc is left alone.
+    ``MALLOC_ARENA_MAX=2`` in its environment would; a MALLOC_ARENA_MAX or a
+    ``glibc.malloc.arena_max`` in GLIBC_TUNABLES set there is left to rule, and a libc
+    other than glibc is left alone.
 
     Why: glibc gives a thread that allocates while the others' arenas are busy an arena
     of its own, up to 8 per core, and the daemon's 25-30 threads (gRPC's and its own)
@@ -45,7 +46,9 @@ def limit_malloc_arenas() -> None:
     glibc takes the limit into account when a thread needs an arena and none is free:
     arenas already made stay. :func:`main` sets it before gRPC's threads are made.
     """
-    if "MALLOC_ARENA_MAX" in os.environ or platform.libc_ver()[0] != "glibc":
+    if ("MALLOC_ARENA_MAX" in os.environ
+            or "glibc.malloc.arena_max" in os.environ.get("GLIBC_TUNABLES", "")
+            or platform.libc_ver()[0] != "glibc"):
         return
     ctypes.CDLL(None).mallopt(M_ARENA_MAX, MALLOC_ARENAS)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import os
 import platform
 import re
@@ -333,14 +334,16 @@ def test_a_spawned_daemon_slowed_by_a_busy_machine_is_waited_for_past_its_timeou
 
 
 @pytest.mark.parametrize("cpu, timeout, message", [
-    (0.0, 0.3, "ftraced not serving, and using no CPU for 0.3s"),
-    (31.0, 30, "ftraced not serving after 30s of CPU"),
+    (lambda: 0.0, 0.3, "ftraced not serving, and using no CPU for 0.3s"),
+    (lambda: 31.0, 30, "ftraced not serving after 30s of CPU"),
+    (itertools.count(step=1e-6).__next__, 0.01, "ftraced not serving after 0.2s"),
 ])
 def test_a_spawned_daemon_that_blocks_or_spins_as_it_starts_is_given_up_on(monkeypatch, cpu,
                                                                            timeout, message):
-    """A start that uses no CPU for the timeout (blocked) or uses the timeout's CPU
-    (looping) is given up on, with the daemon's log, and the daemon stopped."""
-    monkeypatch.setattr(clients.spawn, "process_cpu_seconds", lambda pid: cpu)
+    """A start that uses no CPU for the timeout (blocked), uses the timeout's CPU
+    (looping) or keeps using a little (a thread woken now and then) is given up on, with
+    the daemon's log, and the daemon stopped."""
+    monkeypatch.setattr(clients.spawn, "process_cpu_seconds", lambda pid: cpu())
     with pytest.raises(clients.spawn.SpawnError) as raised:
         clients.spawn.spawn_daemon(SMALL, timeout=timeout)
     assert str(raised.value).splitlines()[0] == message

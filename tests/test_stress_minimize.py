@@ -437,8 +437,26 @@ def test_a_window_that_holds_what_the_anomaly_needs_finds_the_reproducer_the_who
     assert search.ops == HISTORY
     boot = BootSpec((("--variant", "buggy"), ("--core-functions", "2048")))
     found = Minimizer(boot, search.ops, [warned], {}, str(tmp_path), 0, max_replays=20,
-                      earlier=search.note).run()
+                      window_note=search.note).run()
     assert found.notes[0] == search.note and "the 4 before them" in search.note, found.notes
     assert found.kind == "sequential" and found.confirmed, found.notes
     commands = found.commands
     assert commands.index("rmmod dummy") < commands.index("modprobe dummy", 1), commands
+
+
+def test_a_module_loaded_and_unloaded_before_the_window_stays_when_a_filter_named_it_between(
+        tmp_path):
+    """8c4f3c3's history through a window of its last two operations: dummy's load and
+    unload fall before it, with the filter write between them that leaves dummy's
+    addresses in the hash. The pair stays, so the reload in the window meets them and
+    WARNs as in the whole history (handed the write without dummy, the search replayed a
+    filter that matched nothing, and found no reproducer)."""
+    warned = Anomaly("dmesg", "WARNING", WARN, 81 * MS, 81 * MS)
+    search = SearchInput(81 * MS, window=2)
+    for each in HISTORY:
+        search.add(each)
+    assert search.ops == HISTORY, search.ops
+    boot = BootSpec((("--variant", "buggy"), ("--core-functions", "2048")))
+    found = Minimizer(boot, search.ops, [warned], {}, str(tmp_path), 0, max_replays=20,
+                      window_note=search.note).run()
+    assert found.kind == "sequential" and found.confirmed, found.notes

@@ -21,14 +21,16 @@
   a fault shows. So this observer has a thread of its own; while tracing is started it
   tries again at once, and twice a second it holds the clients that write records
   after their operation in progress (the runner's ``hold_writers``; the invokers go on)
-  until a bracket holds: the kernel is then quiet in the state they made. They go after
-  a second at most, the kernel's answer in or not: with ftrace_lock held for good, the
-  writers would otherwise wait on the checker as long as the checker waits on the lock.
+  until a bracket holds: the kernel is then quiet in the state they made. They go a
+  second after they were held, the kernel's answer in or not: with ftrace_lock held for
+  good, the writers would otherwise wait on the checker as long as the checker waits on
+  the lock.
   Stats and ListOps are asked together. The run counts the snapshots checked; of those
   taken while the clients ran, the ones with tracing started, of these the ones taken
   with the writers held and the ones with a non-zero count; those taken once the
-  clients were being stopped (the kernel quiet, tracing still on); and the holds the
-  kernel did not answer in time (ftrace_lock held that long).
+  clients were being stopped (the kernel quiet, tracing still on); and the held
+  snapshots not answered a second after the writers were held (a ListOps waiting on
+  ftrace_lock, or a daemon that slow).
 - ``dmesg``: ``Kernel.DmesgFollow``; a ``WARNING:`` or ``BUG:`` (KASAN) line is an
   anomaly, with its whole report attached as it arrives.
 
@@ -376,7 +378,8 @@ class Checker:
         by ``HOLD_MAX`` all the same: a snapshot the kernel has not answered by then
         (its ListOps waits for ftrace_lock) is counted as such (``shm held unanswered``:
         the lock held that long with the writers still) and waited for with the writers
-        going, as any other."""
+        going, as any other. Its records are copied, while held, only in what is left
+        of ``HOLD_MAX``."""
         assert self._hold_writers is not None
         held_at = time.monotonic()
         unanswered: _Bracket | None = None
@@ -388,21 +391,20 @@ class Checker:
                 elif not bracket.answered_by(held_at + HOLD_MAX):
                     unanswered = bracket
                     break
-                elif self._end_snapshot(bracket, held=True):
+                elif self._end_snapshot(bracket, held_until=held_at + HOLD_MAX):
                     return
         if unanswered is not None:
             self._count("shm held unanswered")
-            self._end_snapshot(unanswered, held=False)
+            self._end_snapshot(unanswered)
 
-    def check_snapshot(self, held: bool = False) -> bool:
+    def check_snapshot(self) -> bool:
         """One bracketed snapshot check; False when records changed meanwhile. Notes
         whether tracing was started (``_busy``) and a writer was active
-        (``_writer_seen``), for :meth:`_watch` to try again; ``held``: taken with the
-        record writers held (:meth:`_check_held`)."""
+        (``_writer_seen``), for :meth:`_watch` to try again."""
         if self.reader is None:
             return True
         bracket = self._begin_snapshot()
-        return bracket is not None and self._end_snapshot(bracket, held)
+        return bracket is not None and self._end_snapshot(bracket)
 
     def _begin_snapshot(self) -> _Bracket | None:
         """The records' state, then Stats and ListOps asked together (the bracket lasts
@@ -427,8 +429,11 @@ class Checker:
                 raise
         return _Bracket(state, start, stats, ops)
 
-    def _end_snapshot(self, bracket: _Bracket, held: bool) -> bool:
-        """:meth:`check_snapshot`'s answers waited for, the records copied and checked."""
+    def _end_snapshot(self, bracket: _Bracket, held_until: float | None = None) -> bool:
+        """:meth:`check_snapshot`'s answers waited for, the records copied and checked;
+        ``held_until``: taken with the record writers held, who go at that time
+        (``time.monotonic()``), and the copy with them."""
+        held = held_until is not None
         assert self.reader is not None
         with translate_rpc_errors():
             try:
@@ -446,7 +451,8 @@ class Checker:
             self._count("shm inconclusive")
             return False
         try:
-            snap = self.reader.snapshot(timeout=1.0)
+            snap = self.reader.snapshot(
+                timeout=1.0 if held_until is None else max(0.0, held_until - time.monotonic()))
         except (TimeoutError, FileNotFoundError):
             self._count("shm inconclusive")
             return False

@@ -36,10 +36,12 @@ What the search holds is bounded whatever the length of the run (:class:`SearchI
 of the operations invoked before the horizon, the last :data:`SEARCH_WINDOW` (as
 history.merge() streams them by), and of those before that window only the ones whose
 effect the kernel may still hold when the window begins: the last load of each module
-still loaded, the last switch of current_tracer, each filter file's writes since it was
-last truncated and each tracer session still registered (at most :data:`KEPT_WRITES`
-writes a file or a session). A run shorter than the window is searched whole; for a
-longer one the report says where the window began and what stood for the rest.
+still loaded, the loads and unloads that kept writes came between (the records an
+unload leaves named in a hash, 8c4f3c3's), the last switch of current_tracer, each
+filter file's writes since it was last truncated and each tracer session still
+registered (at most :data:`KEPT_WRITES` writes a file or a session, or load and unload
+pairs a module). A run shorter than the window is searched whole; for a longer one the
+report says how many operations were left out and what stood for them.
 
 When no sequential candidate reproduces, the anomaly needs two operations to overlap: a
 race. The run's race windows say which failpoint holds which operation in the window;
@@ -52,6 +54,7 @@ the WARN only if its replay does.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import re
@@ -201,27 +204,30 @@ class SearchInput:
     invocation order: the operations invoked by the horizon, the run's teardown, and
     nothing else. Of the operations before the horizon it holds the last ``window``; one
     that falls out of the window is kept only if the kernel may still hold its effect
-    when the window begins: each module's last load (dropped by its unload), the last
-    switch of current_tracer, a filter file's writes since the last one that truncated
-    it, a registered tracer session's registration and filter changes (dropped by its
-    unregistration), at most KEPT_WRITES writes a file or a session, the oldest going
-    first. So what it holds is bounded by the window, the modules, the filter files and
-    the tracer clients (a session each at most), not by the length of the run. This is the state
-    the window begins in as far as the history says it, not the kernel's: two loads of
-    a module with filter writes between them replay as the writes, then the last load."""
+    when the window begins: each module's last load while it is loaded, and a load and
+    its unload when a write kept came between them (a filter that named the module's
+    functions then still names their addresses, and a load at the same address meets
+    them: 8c4f3c3's WARN), the last switch of current_tracer, a filter file's writes
+    since the last one that truncated it, a registered tracer session's registration
+    and filter changes (dropped by its unregistration), at most KEPT_WRITES writes a
+    file or a session, or load and unload pairs a module, the oldest going first. So
+    what it holds is bounded by the window, the modules, the filter files and the
+    tracer clients (a session each at most), not by the length of the run. This is the
+    state the window begins in as far as the history says it, not the kernel's."""
 
     def __init__(self, horizon_ns: int, window: int = SEARCH_WINDOW) -> None:
         self.horizon_ns = horizon_ns
         self._window: deque[Op] = deque(maxlen=window)
         self._teardown: list[Op] = []
         self.earlier = 0  # operations that fell out of the window
-        self.dropped = 0  # writes beyond KEPT_WRITES of a file or session
         self._loads: dict[str, Op] = {}  # module -> its last load, while it is loaded
+        # module -> its loads and unloads that fell out of the window, in pairs
+        self._cycles: dict[str, deque[tuple[Op, Op]]] = {}
         self._tracer: Op | None = None  # the last switch of current_tracer
-        self._filters: dict[str, deque[Op]] = {}  # file -> writes since its truncation
+        self._filters: dict[str, _Kept] = {}  # file -> writes since its truncation
         # A tracer client's live session (one at a time): its registration, its filter
         # changes since.
-        self._sessions: dict[str, tuple[Op, deque[Op]]] = {}
+        self._sessions: dict[str, tuple[Op, _Kept]] = {}
 
     def add(self, op: Op) -> None:
         """The next operation of the history (they come in invocation order)."""
@@ -244,33 +250,42 @@ class SearchInput:
         if op.op == "modprobe":
             self._loads[op.args["module"]] = op
         elif op.op == "rmmod":
-            self._loads.pop(op.args["module"], None)
+            load = self._loads.pop(op.args["module"], None)
+            if load is not None:
+                self._cycles.setdefault(op.args["module"], deque(maxlen=KEPT_WRITES)).append(
+                    (load, op))
         elif op.op == "write" and op.args["file"] == "current_tracer":
             self._tracer = op
         elif op.op == "write":
             if not op.args["append"]:
-                self._filters[op.args["file"]] = deque(maxlen=KEPT_WRITES)
-            self._keep(self._filters.setdefault(op.args["file"], deque(maxlen=KEPT_WRITES)),
-                       op)
+                self._filters[op.args["file"]] = _Kept(KEPT_WRITES)
+            self._filters.setdefault(op.args["file"], _Kept(KEPT_WRITES)).add(op)
         elif op.op == "register":
-            self._sessions[op.client] = (op, deque(maxlen=KEPT_WRITES - 1))
+            self._sessions[op.client] = (op, _Kept(KEPT_WRITES - 1))
         elif op.op == "set_filter" and op.client in self._sessions:
             register, changes = self._sessions[op.client]
             if register.args["name"] == op.args["name"]:
-                self._keep(changes, op)
+                changes.add(op)
 
-    def _keep(self, writes: deque[Op], op: Op) -> None:
-        self.dropped += len(writes) == writes.maxlen
-        writes.append(op)
+    @property
+    def dropped(self) -> int:
+        """Writes gone beyond KEPT_WRITES of a file or a session the kernel still holds."""
+        return (sum(kept.dropped for kept in self._filters.values())
+                + sum(changes.dropped for _, changes in self._sessions.values()))
 
     @property
     def ops(self) -> list[Op]:
         """What the search is handed, in the history's order (invocation time, then id)."""
-        kept = [*self._loads.values(), *([self._tracer] if self._tracer else []),
-                *(op for writes in self._filters.values() for op in writes),
-                *(op for register, changes in self._sessions.values()
-                  for op in (register, *changes)),
-                *self._window, *self._teardown]
+        writes = [*(op for kept in self._filters.values() for op in kept.writes),
+                  *(op for register, changes in self._sessions.values()
+                    for op in (register, *changes.writes))]
+        times = sorted(op.invoke_ns for op in writes)
+        cycles = [op for pairs in self._cycles.values() for load, unload in pairs
+                  if bisect.bisect_right(times, load.invoke_ns)
+                  < bisect.bisect_left(times, unload.invoke_ns)
+                  for op in (load, unload)]
+        kept = [*self._loads.values(), *cycles, *([self._tracer] if self._tracer else []),
+                *writes, *self._window, *self._teardown]
         return sorted(kept, key=lambda op: (op.invoke_ns, op.id))
 
     @property
@@ -282,10 +297,26 @@ class SearchInput:
         return (f"the search holds the last {len(self._window)} operations invoked before "
                 f"the anomaly was seen; the {self.earlier} before them are left out but "
                 f"{kept} whose effect the kernel may still hold when those begin (each "
-                "module's last load, the last switch of current_tracer, each filter file's "
-                "writes since it was truncated, the live tracer sessions)"
+                "module's last load, the loads and unloads those writes came between, the "
+                "last switch of current_tracer, each filter file's writes since it was "
+                "truncated, the live tracer sessions)"
                 + (f", less {self.dropped} writes beyond the last {KEPT_WRITES} of a file "
                    "or session" if self.dropped else ""))
+
+
+class _Kept:
+    """The last writes of a filter file since its truncation, or of a session since its
+    registration, and how many older ones went."""
+
+    __slots__ = ("writes", "dropped")
+
+    def __init__(self, most: int) -> None:
+        self.writes: deque[Op] = deque(maxlen=most)
+        self.dropped = 0
+
+    def add(self, op: Op) -> None:
+        self.dropped += len(self.writes) == self.writes.maxlen
+        self.writes.append(op)
 
 
 def _gives_references(op: Op) -> bool | None:
@@ -357,9 +388,10 @@ def one_by_one(items: list[Line], test: Callable[[list[Line]], bool],
 class Minimizer:
     def __init__(self, boot: BootSpec, ops: list[Op], anomalies: list[Anomaly],
                  modules: dict[str, list[str]], out_dir: str, start_ns: int, max_replays: int,
-                 log: Callable[[str], None] = lambda message: None, earlier: str = "") -> None:
+                 log: Callable[[str], None] = lambda message: None,
+                 window_note: str = "") -> None:
         """``ops``: the history up to the anomaly's horizon, and the run's teardown;
-        ``earlier``: what the report says of operations left out of them
+        ``window_note``: what the report says of operations left out of them
         (:attr:`SearchInput.note`)."""
         # A pause armed on the user's daemon (the run released it at its stop) would
         # hold every replay that reaches it: the replays boot without it.
@@ -371,7 +403,7 @@ class Minimizer:
         self.start_ns = start_ns
         self.max_replays = max_replays
         self.log = log
-        self.earlier = earlier
+        self.window_note = window_note
         self.target = Target.of(anomalies)
         # By a digest of the lines: a key of their commands would hold every candidate.
         self._cache: dict[bytes, Observation] = {}
@@ -479,7 +511,7 @@ class Minimizer:
 
     def _sequential(self) -> Reproducer:
         ops = self._before_horizon()
-        notes = [self.earlier] if self.earlier else []
+        notes = [self.window_note] if self.window_note else []
         skipped = [op for op in ops if op.op in STATELESS_OPS or changes_nothing(op)]
         if skipped:
             notes.append(f"{len(skipped)} operations that change no record, hash or module "

@@ -312,7 +312,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
         # the ones with tracing started, "shm held" of these taken with the record
         # writers held, "shm nonzero" those with a non-zero count;
         # "shm at stop": taken once the clients were being stopped; "shm held
-        # unanswered": holds the kernel did not answer in time (checker.py).
+        # unanswered": held snapshots not answered HOLD_MAX after the writers were
+        # held (checker.py).
         "checks": dict(result.checks),
         # CheckConsistency calls per second while the checker ran (check_interval_s asks
         # for more when a check waits long for ftrace_lock).
@@ -427,9 +428,10 @@ def checks_text(report: dict[str, Any]) -> list[str]:
              f"{checks.get('shm at stop', 0)} once the clients were being stopped",
              f"  dmesg lines: {checks.get('dmesg lines', 0)}"]
     unanswered = checks.get("shm held unanswered", 0)
-    if unanswered:  # evidence in itself: the checker's writers were let go without it
-        lines.insert(2, f"  held snapshots the kernel did not answer within {HOLD_MAX:g} s "
-                        f"(ftrace_lock held that long): {unanswered}")
+    if unanswered:  # the writers were let go without the snapshot they were held for
+        lines.insert(2, f"  held snapshots not answered {HOLD_MAX:g} s after the writers were "
+                        f"held (a ListOps waiting on ftrace_lock, or a daemon that slow): "
+                        f"{unanswered}")
     return lines
 
 
