@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import REPO_ROOT
 from clients.connection import grpc_target
-from clients.stress.cpu import process_cpu_seconds
+from clients.procfs import process_cpu_seconds
 
 
 def _env() -> dict[str, str]:

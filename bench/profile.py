@@ -47,7 +47,7 @@ from bench import BENCH_DIR, REPO_ROOT, REPS, run_to_the_end
 from bench.procs import Server, WorkerPool
 from bench.stress_throughput import CLIENTS as STRESS_CLIENTS
 from bench.stress_throughput import stress_report
-from clients.stress.cpu import process_cpu_seconds
+from clients.procfs import process_cpu_seconds
 
 #: Samples per second: py-spy keeps up at this rate without stopping the server.
 RATE = 200

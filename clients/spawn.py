@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2
 from clients.api import Client
 from clients.connection import SOCKET_NAME, Connection
 from clients.identity import Identity
-from clients.stress.cpu import process_cpu_seconds
+from clients.procfs import process_cpu_seconds
 
 __all__ = ["SpawnError", "SpawnedDaemon", "daemon_argv", "spawn_daemon"]
 

@@ -1,8 +1,8 @@
 """Where a run's CPU went: each process's CPU time from the go to its end or the stop.
 
-Read from ``/proc/PID/stat`` (``utime`` + ``stime``: every thread of the process, in
-clock ticks), as ``ps`` and ``top`` read it; a process that has exited keeps its
-figures there until it is reaped, so a worker is read between its exit and its reaping.
+Read from ``/proc/PID/stat`` (:func:`clients.procfs.process_cpu_seconds`); a process
+that has exited keeps its figures there until it is reaped, so a worker is read between
+its exit and its reaping.
 A worker that ends on its own writes its CPU from the go in its history's end event,
 before its exit, and that figure is the one used (see ``Run._settle_cpu``).
 Divided by the operations done, these say what one operation cost each party: the
@@ -11,27 +11,11 @@ daemon, each kind of client, and the stress process itself (its checker threads)
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 
 from clients.connection import unix_socket_path
-
-_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
-# Fields of /proc/PID/stat after the ")" that ends the command name: state is the
-# first, utime the 12th and stime the 13th (proc(5) numbers them 3, 14 and 15).
-_UTIME, _STIME = 11, 12
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU seconds of every thread of ``pid`` so far; None when the
-    process is gone (or ``/proc`` is not Linux's)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-        return (int(fields[_UTIME]) + int(fields[_STIME])) / _TICKS_PER_SECOND
-    except (OSError, IndexError, ValueError):
-        return None
+from clients.procfs import process_cpu_seconds
 
 
 def daemon_pid(address: str) -> int | None:
