@@ -162,19 +162,26 @@ def _socket_directory(socket_dir: str | None) -> str:
 
 
 def _serving(daemon: SpawnedDaemon, connection: Connection, probe: float) -> bool:
-    """One health probe of at most ``probe`` seconds: True once the server says SERVING."""
+    """One health probe of at most ``probe`` seconds: True once the server says SERVING.
+
+    The probe waits for the connection itself (``wait_for_ready``) rather than through
+    ``grpc.channel_ready_future``, whose polling thread outlives the wait: closing the
+    channel under it made that thread raise "Cannot monitor channel state: Channel
+    closed!", a warning in whichever test spawned the daemon."""
     request = health_pb2.HealthCheckRequest(service="")
     serving = health_pb2.HealthCheckResponse.SERVING
     try:
         # Watch sends the current status at once, then every change: no polling needed.
         return any(answer.status == serving
-                   for answer in connection.health.Watch(request, timeout=probe))
+                   for answer in connection.health.Watch(request, timeout=probe,
+                                                         wait_for_ready=True))
     except grpc.RpcError as error:
         if error.code() != grpc.StatusCode.UNIMPLEMENTED:
             return False
     # A health service without Watch: Check, and wait out the probe unless the daemon dies.
     try:
-        if connection.health.Check(request, timeout=probe).status == serving:
+        if connection.health.Check(request, timeout=probe,
+                                   wait_for_ready=True).status == serving:
             return True
     except grpc.RpcError:
         pass
@@ -205,7 +212,6 @@ def _wait_serving(daemon: SpawnedDaemon, timeout: float) -> None:
     idle_since = time.monotonic()
     backstop = idle_since + _WALL_TIMEOUTS * timeout
     with Connection(daemon.address, options=_FAST_RECONNECT) as connection:
-        ready = grpc.channel_ready_future(connection.channel)
         while True:
             if daemon.process.poll() is not None:
                 raise SpawnError(
@@ -225,10 +231,6 @@ def _wait_serving(daemon: SpawnedDaemon, timeout: float) -> None:
             if now >= backstop:
                 raise SpawnError(f"ftraced not serving after {_WALL_TIMEOUTS * timeout:g}s",
                                  daemon.log_text())
-            try:
-                ready.result(timeout=_PROBE_SECONDS)
-            except grpc.FutureTimeoutError:
-                continue
             if _serving(daemon, connection, _PROBE_SECONDS):
                 return
 

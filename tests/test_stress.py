@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -53,10 +53,34 @@ def run_stress(out, *args: str, timeout: float = 240) -> tuple[subprocess.Comple
     return done, _report(out)
 
 
-def start_stress(out, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "clients.stress", "--out", str(out), *args],
-                            cwd=REPO, env=child_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+#: The runs started by the test in progress (an xdist worker runs one test at a time).
+_started: list[subprocess.Popen] = []
+
+
+def start_stress(out: str | os.PathLike | None, *args: str) -> subprocess.Popen:
+    """``python -m clients.stress [--out OUT] ARGS`` under way; it cannot outlive the test
+    (:func:`_no_run_outlives_its_test`)."""
+    where = ["--out", str(out)] if out is not None else []
+    run = subprocess.Popen([sys.executable, "-m", "clients.stress", *where, *args],
+                           cwd=REPO, env=child_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    _started.append(run)
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test() -> Iterator[None]:
+    """A run that a test gave up on (a ``communicate`` that timed out, an assertion that
+    failed while it ran) is killed at the test's end rather than left loading the machine
+    for the tests after it. Its workers then stop at the end of their standard input, and
+    a daemon it spawned at its lifeline's; a worker a test SIGSTOPped is that test's to
+    continue."""
+    yield
+    while _started:
+        run = _started.pop()
+        if run.poll() is None:
+            run.kill()
+        run.communicate(timeout=60)
 
 
 def _report(out) -> dict:
@@ -559,9 +583,7 @@ def test_bad_arguments_are_one_line_errors_before_anything_starts(tmp_path):
          f"'{LOAD_SITE}=1*sleep(3000)'; to force an interleaving, pause on a daemon of your "
          "own (ftraced) and release it there (ftrace-inspect failpoints release)"),
     ]
-    runs = [subprocess.Popen([sys.executable, "-m", "clients.stress", "--ops", "5", *args],
-                             cwd=REPO, env=child_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for args, _ in cases]
+    runs = [start_stress(None, "--ops", "5", *args) for args, _ in cases]
     for process, (args, message) in zip(runs, cases):
         stdout, stderr = process.communicate(timeout=60)
         assert (process.returncode, stdout, stderr.splitlines()[-1]) == (2, "", message), args
@@ -929,19 +951,14 @@ def test_the_failpoints_a_run_arms_on_the_users_daemon_are_disarmed_after_it(tmp
     # No anomaly of a kind this race gives ends it: SIGTERM does.
     stress = start_stress(out, "--address", daemon.address, "--duration", "120",
                           "--seed", "8", "--no-minimize", "--stop-on", "kasan", *SHORT[2:])
-    try:
-        deadline = time.monotonic() + 120
-        while armed(daemon.address) != widened or not any(
-                b'"ev":"complete"' in path.read_bytes()
-                for path in (out / "clients").glob("*.jsonl")):
-            assert stress.poll() is None and time.monotonic() < deadline, "never started"
-            time.sleep(0.05)
-        stress.send_signal(signal.SIGTERM)
-        stdout, stderr = stress.communicate(timeout=120)
-    finally:
-        if stress.poll() is None:  # a failed wait: the run must not outlive the test
-            stress.kill()
-            stress.communicate()
+    deadline = time.monotonic() + 120
+    while armed(daemon.address) != widened or not any(
+            b'"ev":"complete"' in path.read_bytes()
+            for path in (out / "clients").glob("*.jsonl")):
+        assert stress.poll() is None and time.monotonic() < deadline, "never started"
+        time.sleep(0.05)
+    stress.send_signal(signal.SIGTERM)
+    stdout, stderr = stress.communicate(timeout=120)
     assert stress.returncode == 2, stdout + stderr
     assert _report(out)["daemon"]["failpoints_disarmed"] is True
     assert armed(daemon.address) == {}
