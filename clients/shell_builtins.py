@@ -76,11 +76,12 @@ def cmd_help(ctx: Invocation) -> int:
     ctx.out("ftrace-shell: a small bash for ftraced. Paths are the daemon's:\n"
             "/sys/kernel/debug/tracing, /sys/kernel/tracing, /proc/modules, /proc/kallsyms,\n"
             "/proc/sys/kernel/ftrace_enabled.\n"
-            "Syntax: quotes, # comments, ; && || !, > >> 2> N>&M, pipes into grep, NAME=VALUE,\n"
-            "$NAME ${NAME} ${#NAME} ${NAME:-WORD} (:= :? :+) $? $$ $# $0 and $(COMMAND),\n"
-            "split on $IFS; if LIST; then LIST; [elif LIST; then LIST;] [else LIST;] fi,\n"
-            "while LIST; do LIST; done, until ..., for NAME in WORDS; do LIST; done, { LIST; }\n"
-            "(with redirections after them: done > FILE); no globbing.\n\n")
+            "Syntax: quotes, # comments, ; && || !, > >> 2> N>&M < N< N<&M N<&-, pipes\n"
+            "into grep, NAME=VALUE, $NAME ${NAME} ${#NAME} ${NAME:-WORD} (:= :? :+) $? $$\n"
+            "$# $0 and $(COMMAND), split on $IFS; if LIST; then LIST; [elif LIST; then\n"
+            "LIST;] [else LIST;] fi, while LIST; do LIST; done, until ..., for NAME in\n"
+            "WORDS; do LIST; done, { LIST; } (with redirections after them: done > FILE,\n"
+            "done < FILE); no globbing.\n\n")
     for name in sorted(COMMANDS):
         usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
         # A long usage puts its summary on the next line, to stay within 80 columns.

@@ -4,9 +4,10 @@ Supported: words with '...', "..." and backslash quoting (backslash-newline cont
 line); comments (``#`` starting a word, to the end of the line); ``;`` and newlines;
 ``&&`` and ``||`` (left to right, as bash); pipelines ``a | b`` (the shell runs only
 pipelines into ``grep``) and ``! PIPELINE``; redirections ``> FILE``, ``>> FILE``, ``>|
-FILE``, ``N> FILE``, ``N>> FILE`` and ``N>&M`` (also written without a space: ``>file``,
-``2>/dev/null``). bash's compound commands, with their redirections after them (``done >
-FILE``): ``if LIST; then LIST; [elif LIST; then LIST;]... [else LIST;] fi``, ``while LIST;
+FILE``, ``N> FILE``, ``N>> FILE``, ``< FILE``, ``N< FILE``, ``N>&M`` and ``N<&M`` (also
+written without a space: ``>file``, ``2>/dev/null``, ``<&3``), ``N>&-`` and ``N<&-``
+(close N); ``>&WORD`` (a file) and ``N<&M-`` (a move) are refused. bash's compound
+commands, with their redirections after them (``done > FILE``, ``done < FILE``): ``if LIST; then LIST; [elif LIST; then LIST;]... [else LIST;] fi``, ``while LIST;
 do LIST; done``, ``until LIST; do LIST; done``, ``for NAME [in WORDS]; do LIST; done`` and
 ``{ LIST; }``, parsed into nodes named as bash's command.h names them
 (:class:`IfCommand`...). Parameters, unquoted or in double quotes: ``$NAME``, ``${NAME}``,
@@ -22,11 +23,12 @@ the others (``${a%x}``, ``${!a}``...), a word with quotes or expansions (``${a:-
 ``${a:-$b}``), ``$-``, ``$!`` and ``$'...'`` are refused; ``$"..."`` is ``"..."`` (no
 message catalogs). An unquoted ``~`` where bash would expand it (a word's start; after the
 ``=`` or a ``:`` of an assignment) is refused. No globbing (pathname expansion),
-subshells, backquotes, arithmetic, background jobs or here-documents: ``$`` not starting a
-parameter and ``*`` are ordinary characters (``echo uinput* > set_ftrace_filter`` writes
-the glob itself, as bash does when nothing in the current directory matches); ``)``,
-``;;`` and a ``(`` after a command's words are syntax errors; ``<``, ``&``, a ``(``
-starting a command, ``$((`` and a backquote are refused. bash's reserved words are read
+subshells, backquotes, arithmetic, background jobs, here-documents or here-strings: ``$``
+not starting a parameter and ``*`` are ordinary characters (``echo uinput* >
+set_ftrace_filter`` writes the glob itself, as bash does when nothing in the current
+directory matches); ``)``, ``;;`` and a ``(`` after a command's words are syntax errors;
+``<<``, ``<<<``, ``<>``, ``&``, a ``(`` starting a command, ``$((`` and a backquote are
+refused. bash's reserved words are read
 where bash reads them, as a command's first word, unquoted: those of a compound command
 the shell does not run (``case``, ``select``, ``[[``, ``function``...) are refused, and
 those that only continue or close one (``then``, ``fi``, ``}``, ...) are bash's syntax
@@ -75,16 +77,17 @@ __all__ = [
 ]
 
 #: Operators, longest first so that ">>" wins over ">".
-_OPERATORS = ("&&", "||", ";;", ">>", ">&", ">|", "<<", "<&", ";", "|", ">", "<", "&", "(", ")")
+_OPERATORS = ("<<<", "&&", "||", ";;", ">>", ">&", ">|", "<<", "<&", "<>", ";", "|", ">", "<",
+              "&", "(", ")")
 _OPERATOR_CHARS = frozenset("".join(_OPERATORS))
 #: What this shell does not run: bash would, so it is refused, not misread. The operators
 #: of _REFUSED_OPERATORS wherever they come; "(" where it starts a command, and "( )" after
 #: a command's first word (elsewhere bash refuses them too); "$((" and "`" in a word,
 #: unquoted or in double quotes.
 _NOT_SUPPORTED = {
-    "<": "input redirection",
     "<<": "a here-document",
-    "<&": "input redirection",
+    "<<<": "a here-string",
+    "<>": "opening a file for reading and writing",
     "&": "a background job",
     "(": "a subshell",
     "()": "a function definition",
@@ -109,7 +112,10 @@ _NOT_SUPPORTED = {
     "$'": "ANSI-C quoting",
     "~": "tilde expansion",
 }
-_REFUSED_OPERATORS = frozenset(("<", "<<", "<&", "&"))
+_REFUSED_OPERATORS = frozenset(("<<", "<<<", "<>", "&"))
+#: The redirection operators the shell makes, and the file descriptor each is of when no
+#: number comes before it.
+_REDIRECTIONS = {">": 1, ">>": 1, ">|": 1, ">&": 1, "<": 0, "<&": 0}
 #: bash's other reserved words: each continues or closes a compound command, so where a
 #: command starts bash reports it as an unexpected token.
 _CLOSING_RESERVED_WORDS = frozenset(("then", "else", "elif", "fi", "do", "done", "in", "esac",
@@ -118,6 +124,8 @@ _CLOSING_RESERVED_WORDS = frozenset(("then", "else", "elif", "fi", "do", "done",
 _OPENING_RESERVED_WORDS = frozenset(("if", "while", "until", "for", "{", "!"))
 _RESERVED_WORDS = _CLOSING_RESERVED_WORDS | _OPENING_RESERVED_WORDS
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: The target of a redirection that moves a descriptor (``<&3-``).
+_MOVE = re.compile(r"[0-9]+-")
 #: The builtins whose assignment-shaped arguments bash expands as assignments (no field
 #: splitting): parse.y's W_ASSIGNARG after a declaration builtin.
 _DECLARATION_BUILTINS = frozenset(("export", "local", "declare", "typeset", "readonly"))
@@ -216,8 +224,9 @@ class Token:
 
 @dataclass(frozen=True)
 class Redirect:
-    """``fd op target``: op ">" (truncate), ">>" (append) or ">&" (target is an fd);
-    ``source``: the target as written."""
+    """``fd op target``: op ">" (truncate), ">>" (append), "<" (read), or ">&" or "<&"
+    (duplicate: target is an fd, or "-" to close ``fd``); ``source``: the target as
+    written."""
 
     fd: int
     op: str
@@ -677,7 +686,7 @@ class _Parser:
         compound = self.compound(*opening)
         redirects: list[Redirect] = []
         while (token := self.peek()) is not None and (
-                token.kind == "io" or token.kind == "op" and token.text in (">", ">>", ">|", ">&")):
+                token.kind == "io" or token.kind == "op" and token.text in _REDIRECTIONS):
             redirects.append(self.redirect())
         if (token := self.peek()) is not None and token.kind == "op" \
                 and token.text in _REFUSED_OPERATORS:
@@ -793,7 +802,7 @@ class _Parser:
                     assignment_args.add(len(words))
                 words.append(_name_bad(token.text, token.source))
                 self.pos += 1
-            elif token.kind == "io" or (token.kind == "op" and token.text in (">", ">>", ">|", ">&")):
+            elif token.kind == "io" or (token.kind == "op" and token.text in _REDIRECTIONS):
                 redirects.append(self.redirect())
             elif token.kind == "op" and token.text in _REFUSED_OPERATORS:
                 raise _refused(token.text, token.line)
@@ -806,7 +815,7 @@ class _Parser:
 
     def redirect(self) -> Redirect:
         token = self.tokens[self.pos]
-        fd = 1
+        fd: int | None = None
         if token.kind == "io":
             fd = fd_number(token.text)
             self.pos += 1
@@ -819,12 +828,16 @@ class _Parser:
             raise self.unexpected(target)
         self.pos += 1
         op = ">" if token.text == ">|" else token.text
-        if op == ">&" and not (target.text.isascii() and target.text.isdigit()):
+        # bash's >&WORD sends stdout and stderr to a file, and N>&M- moves a descriptor;
+        # <&WORD is its "ambiguous redirect" when WORD expands to no number.
+        if op == ">&" and not (target.text == "-" or target.text.isascii()
+                               and target.text.isdigit()) \
+                or op == "<&" and _MOVE.fullmatch(target.source):
             raise ShellSyntaxError(
-                f"`>&{target.source}': only >&N (a file descriptor) is supported by ftrace-shell",
-                target.line,
-            )
-        return Redirect(fd, op, _name_bad(target.text, target.source), target.source)
+                f"`{op}{target.source}': only {op}N (a file descriptor) and {op}- are"
+                " supported by ftrace-shell", target.line)
+        return Redirect(_REDIRECTIONS[token.text] if fd is None else fd, op,
+                        _name_bad(target.text, target.source), target.source)
 
 
 def parse(text: str, line: int = 1, *, at_eof: bool = False) -> list[AndOr]:

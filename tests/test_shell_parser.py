@@ -235,7 +235,8 @@ def test_status_and_pid_parameters_expand_when_run():
         ("select i in a; do :; done", "a select command (`select') is not supported by ftrace-shell", 1),
         ("while true; do\n case x in x) ;; esac; done",
          "a case command (`case') is not supported by ftrace-shell", 2),
-        ("echo a; { echo b; } < f", "input redirection (`<') is not supported by ftrace-shell", 1),
+        ("echo a; { echo b; } <<< f", "a here-string (`<<<') is not supported by ftrace-shell",
+         1),
         ("[[ -n a ]]", "a conditional command (`[[') is not supported by ftrace-shell", 1),
         ("coproc cat", "a coprocess (`coproc') is not supported by ftrace-shell", 1),
         ("fi", "syntax error near unexpected token `fi'", 1),
@@ -254,10 +255,17 @@ def test_status_and_pid_parameters_expand_when_run():
         ("echo $((1+1))", "arithmetic expansion (`$((') is not supported by ftrace-shell", 1),
         ("echo `ls`", "command substitution (``') is not supported by ftrace-shell", 1),
         ('echo "`ls`"', "command substitution (``') is not supported by ftrace-shell", 1),
-        ("cat < f", "input redirection (`<') is not supported by ftrace-shell", 1),
+        ("cat << EOF", "a here-document (`<<') is not supported by ftrace-shell", 1),
+        ("cat <<< word", "a here-string (`<<<') is not supported by ftrace-shell", 1),
+        ("cat <> f", "opening a file for reading and writing (`<>') is not supported by "
+         "ftrace-shell", 1),
+        ("cat 3<>f", "opening a file for reading and writing (`<>') is not supported by "
+         "ftrace-shell", 1),
+        ("cat <&3-", "`<&3-': only <&N (a file descriptor) and <&- are supported by "
+         "ftrace-shell", 1),
         ("sleep 5 &", "a background job (`&') is not supported by ftrace-shell", 1),
-        ("echo >&f", "`>&f': only >&N (a file descriptor) is supported by ftrace-shell", 1),
-        ("echo >&$fd", "`>&$fd': only >&N (a file descriptor) is supported by ftrace-shell", 1),
+        ("echo >&f", "`>&f': only >&N (a file descriptor) and >&- are supported by ftrace-shell", 1),
+        ("echo >&$fd", "`>&$fd': only >&N (a file descriptor) and >&- are supported by ftrace-shell", 1),
         # Parameters: what the shell does not expand is refused, never printed as written.
         ("echo ${a%b}", "a parameter expansion operator (`${a%b}') is not supported by "
          "ftrace-shell", 1),
