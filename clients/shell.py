@@ -39,6 +39,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 import clients.shell_builtins  # noqa: F401  (registers the commands)
 import clients.shell_grep  # noqa: F401  (registers the command)
 import clients.shell_kmod  # noqa: F401  (registers the commands)
+import clients.shell_read  # noqa: F401  (registers the command)
 import clients.shell_test_builtin  # noqa: F401  (registers the commands)
 import clients.shell_variables  # noqa: F401  (registers the commands)
 from clients.api import Client, FileSession

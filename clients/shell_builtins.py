@@ -1,6 +1,6 @@
 """ftrace-shell's file and general commands: cd, pwd, ls, cat, echo, sleep, true, :, false,
 exit, break, continue, help (grep is clients.shell_grep's; test and [ are
-clients.shell_test_builtin's). Their output and diagnostics are those of bash
+clients.shell_test_builtin's; read is clients.shell_read's). Their output and diagnostics are those of bash
 and GNU coreutils, byte for byte where a script could depend on them."""
 
 from __future__ import annotations

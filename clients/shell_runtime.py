@@ -460,7 +460,8 @@ class CommandSpec:
     summary: str
 
 
-#: Every command, by name (filled by clients.shell_builtins and clients.shell_kmod).
+#: Every command, by name (filled by the modules clients.shell imports: clients.shell_builtins,
+#: clients.shell_kmod, clients.shell_read...).
 COMMANDS: dict[str, CommandSpec] = {}
 
 

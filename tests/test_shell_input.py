@@ -5,7 +5,8 @@ when the command ends; on simple and compound commands (``done < FILE``), left t
 with the output redirections.
 
 Compared with bash 5.2 byte for byte: bash runs the same commands in a directory holding
-copies of the tracefs files the shell reads.
+copies of the tracefs files the shell reads. ``read`` (clients.shell_read) reads them
+too.
 """
 
 from __future__ import annotations
@@ -88,6 +89,11 @@ _SCRIPTS = [
     "for i in 1 2 3; do grep -m1 -n .; done < set_ftrace_filter",
     "if grep -q nop; then echo found; fi < available_tracers",
     "{ cat; cat < available_tracers; } < set_ftrace_filter",
+    # read: a line at a time, the rest left for the next reader.
+    'while read -r f; do echo "f=$f"; done < set_ftrace_filter; echo $?',
+    '{ read a; read -r b c; echo "[$a][$b][$c]"; cat; } < set_ftrace_filter',
+    '{ read a; grep -c .; } < available_filter_functions',
+    'read -r x < available_tracers; echo "[$x]"; IFS= read -r < available_tracers; echo "$REPLY"',
     # The open fails: bash's words, status 1, the command not run; left to right.
     "cat < nosuch; echo $?",
     "{ echo never; } < nosuch; echo $?",
@@ -162,6 +168,20 @@ def test_grep_on_a_redirected_trace_pipe_shows_each_event_as_it_comes(daemon, tm
     lines = (shown.data.decode() + shell.out).splitlines()
     assert (shell.returncode, shell.err) == (0, "")
     assert shown_as(lines, [event("first", 4001), event("second", 4002), "grep: 0"]), lines
+
+
+def test_read_takes_one_line_of_trace_pipe_and_leaves_the_next(daemon, tmp_path):
+    """trace_pipe cannot seek (no_llseek): read takes a byte at a time up to its newline,
+    and the next event's line is the next reader's."""
+    script = (f"cd {TRACING}; read -r comm rest < trace_pipe; echo \"read: $? $comm\";"
+              " grep -m1 . < trace_pipe")
+    with daemon.connect() as client:
+        client.write_file(f"{TRACING}/current_tracer", "function")
+        client.invoke("vfs_read", "sys_read", cpu=1, pid=4001, comm="first")
+        client.invoke("vfs_read", "sys_read", cpu=1, pid=4002, comm="second")
+        shell = run_shell(tmp_path, ["--address", daemon.address, "-c", script])
+    assert (shell.returncode, shell.err) == (0, "")
+    assert shown_as(shell.out.splitlines(), ["read: 0 first-4001", event("second", 4002)])
 
 
 def test_grep_m1_on_a_redirected_trace_pipe_returns_at_its_match(daemon, tmp_path):
