@@ -49,6 +49,7 @@ from clients.cli import (EXIT_NO_DAEMON, ConnectError, add_connect_timeout, addr
 from clients.errors import FtraceError
 from clients.shell_parser import (
     AndOr,
+    CaseCommand,
     Command,
     CommandList,
     CompoundCommand,
@@ -94,7 +95,9 @@ from clients.shell_runtime import (
     as_output,
     encode,
 )
-from clients.shell_variables import ExpansionError, Variables, expand_fields, expand_value
+from clients.shell_pattern import strmatch
+from clients.shell_variables import (ExpansionError, Variables, expand_fields, expand_pattern,
+                                     expand_value)
 from clients.spawn import daemon_argv
 
 __all__ = ["Shell", "main"]
@@ -116,7 +119,8 @@ def _compound_name(command: Command | CompoundCommand) -> str:
     """A compound command's reserved word, as the shell names one where it cannot run it."""
     if isinstance(command, WhileCommand):
         return "until" if command.until else "while"
-    return {IfCommand: "if", ForCommand: "for", GroupCommand: "{"}[type(command)]
+    return {IfCommand: "if", ForCommand: "for", CaseCommand: "case",
+            GroupCommand: "{"}[type(command)]
 
 
 class Shell:
@@ -654,6 +658,8 @@ class Shell:
                     return self.execute_while_or_until(command)
                 if isinstance(command, ForCommand):
                     return self.execute_for_command(command)
+                if isinstance(command, CaseCommand):
+                    return self.execute_case_command(command)
                 return self.run_list(command.command)
             except ExpansionError as error:
                 self._report(error)
@@ -703,6 +709,28 @@ class Shell:
                     break
         finally:
             self.loop_level -= 1
+        return status
+
+    def execute_case_command(self, command: CaseCommand) -> int:
+        """bash's execute_case_command: the word expanded (not split), then each clause's
+        patterns in turn, each expanded when it is tried; the first that matches runs its
+        clause's list, and with ``;&`` the next clause's, untested, and so on; after a
+        ``;;&`` the clauses after it are tried too. The status is the last list's, 0 when
+        none ran (or it was empty)."""
+        word = expand_value(command.word, self)
+        status = 0
+        clauses = iter(enumerate(command.clauses))
+        for index, clause in clauses:
+            if not any(strmatch(expand_pattern(pattern, self), word)
+                       for pattern in clause.patterns):
+                continue
+            while True:
+                status = self.run_list(clause.action) if clause.action else 0
+                if clause.terminator != ";&" or index + 1 == len(command.clauses):
+                    break
+                index, clause = next(clauses)
+            if clause.terminator != ";;&":
+                break
         return status
 
     def _loop_ends(self) -> bool:

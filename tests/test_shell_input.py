@@ -94,6 +94,11 @@ _SCRIPTS = [
     '{ read a; read -r b c; echo "[$a][$b][$c]"; cat; } < set_ftrace_filter',
     '{ read a; grep -c .; } < available_filter_functions',
     'read -r x < available_tracers; echo "[$x]"; IFS= read -r < available_tracers; echo "$REPLY"',
+    # The three together, as scripts write them.
+    'while read -r f; do case $f in vfs_*) echo "vfs: $f";; *) echo "other: $f";; esac;'
+    ' done < set_ftrace_filter',
+    'while read -r t; do case $t in function|nop) echo "$t: known";; esac; done'
+    ' < available_tracers; echo $?',
     # The open fails: bash's words, status 1, the command not run; left to right.
     "cat < nosuch; echo $?",
     "{ echo never; } < nosuch; echo $?",
