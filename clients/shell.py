@@ -39,6 +39,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 import clients.shell_builtins  # noqa: F401  (registers the commands)
 import clients.shell_grep  # noqa: F401  (registers the command)
 import clients.shell_kmod  # noqa: F401  (registers the commands)
+import clients.shell_read  # noqa: F401  (registers the command)
 import clients.shell_test_builtin  # noqa: F401  (registers the commands)
 import clients.shell_variables  # noqa: F401  (registers the commands)
 from clients.api import Client, FileSession
@@ -48,6 +49,7 @@ from clients.cli import (EXIT_NO_DAEMON, ConnectError, add_connect_timeout, addr
 from clients.errors import FtraceError
 from clients.shell_parser import (
     AndOr,
+    CaseCommand,
     Command,
     CommandList,
     CompoundCommand,
@@ -73,20 +75,29 @@ from clients.shell_pipe import (
     StageOutput,
 )
 from clients.shell_runtime import (
+    BAD_DESCRIPTOR,
     COMMANDS,
     BufferOutput,
+    Descriptor,
+    FileInput,
     FileOutput,
+    Input,
     InputError,
     Invocation,
+    NullInput,
     NullOutput,
     Output,
     ShellExit,
     StandardInput,
     StreamOutput,
     WriteError,
+    as_input,
+    as_output,
     encode,
 )
-from clients.shell_variables import ExpansionError, Variables, expand_fields, expand_value
+from clients.shell_pattern import strmatch
+from clients.shell_variables import (ExpansionError, Variables, expand_fields, expand_pattern,
+                                     expand_value)
 from clients.spawn import daemon_argv
 
 __all__ = ["Shell", "main"]
@@ -108,7 +119,8 @@ def _compound_name(command: Command | CompoundCommand) -> str:
     """A compound command's reserved word, as the shell names one where it cannot run it."""
     if isinstance(command, WhileCommand):
         return "until" if command.until else "while"
-    return {IfCommand: "if", ForCommand: "for", GroupCommand: "{"}[type(command)]
+    return {IfCommand: "if", ForCommand: "for", CaseCommand: "case",
+            GroupCommand: "{"}[type(command)]
 
 
 class Shell:
@@ -149,8 +161,12 @@ class Shell:
         self.line = 0
         self.stdout: Output = stdout or StreamOutput(sys.stdout.buffer)
         self.stderr: Output = stderr or StreamOutput(sys.stderr.buffer)
-        #: File descriptor 0, which the shell (in stdin mode) and its commands read.
+        #: File descriptor 0 as the shell started with it, which the shell (in stdin
+        #: mode) and its commands read.
         self.standard_input = standard_input or StandardInput()
+        #: File descriptor 0 of the commands running now: the standard input, or what a
+        #: compound command's redirection made it (``done < FILE``).
+        self.stdin: Input = self.standard_input
         #: The shell's variables (clients.shell_variables).
         self.variables = Variables(
             environ, self.cwd, is_directory=self._is_directory,
@@ -380,7 +396,7 @@ class Shell:
         (or expand to no name); the words are expanded once, before any command runs, so
         that what is refused runs nothing."""
         if len(commands) == 1:
-            return self.run_command(commands[0], None, self.stdout)
+            return self.run_command(commands[0], self.stdin, self.stdout)
         elements: list[_Element] = []
         for command in commands:
             variables = copy.deepcopy(self.variables)
@@ -416,7 +432,7 @@ class Shell:
         statuses = [0] * len(elements)
         threads = []
         for index, ((command, variables, words), stage) in enumerate(zip(elements, stages)):
-            stdin = PipeReader(pipes[index - 1], stage) if index else None
+            stdin: Input = PipeReader(pipes[index - 1], stage) if index else self.stdin
             stdout: Output = (PipeWriter(pipes[index], stage) if index < len(pipes)
                               else StageOutput(self.stdout, stage))
             child = self._fork(stage, variables, stdout)
@@ -464,7 +480,7 @@ class Shell:
 
     def _run_stage(self, command: Command | CompoundCommand,
                    words: list[str] | ExpansionError | None,
-                   stdin: PipeReader | None, statuses: list[int], index: int) -> None:
+                   stdin: Input, statuses: list[int], index: int) -> None:
         """A pipeline's process from start to exit: its status goes to
         ``statuses[index]``, 128 + the signal's number when one killed it; its ends of
         the pipes close as it exits."""
@@ -478,7 +494,7 @@ class Shell:
             statuses[index] = 1
             raise
         finally:
-            if stdin is not None:
+            if isinstance(stdin, PipeReader):
                 stdin.close()
             if isinstance(self.stdout, PipeWriter):
                 self.stdout.release()
@@ -497,7 +513,7 @@ class Shell:
 
     def _run_element(self, command: Command | CompoundCommand,
                      words: list[str] | ExpansionError | None,
-                     stdin: PipeReader | None, stdout: Output) -> int:
+                     stdin: Input, stdout: Output) -> int:
         """One command of a pipeline, in its subshell: its status, also when it exits or
         an expansion fails."""
         self.line = command.line
@@ -539,50 +555,72 @@ class Shell:
         return data.decode("utf-8", "surrogateescape").rstrip("\n")
 
     @contextmanager
-    def _redirections(self, redirects: tuple[Redirect, ...],
-                      stdout: Output) -> Iterator[dict[int, Output] | None]:
-        """Apply the redirections left to right over ``stdout`` and the shell's stderr:
-        the file descriptors they make, or None when one failed (after bash's
-        diagnostic: the command does not run); what they opened is released after."""
-        fds: dict[int, Output] = {1: stdout, 2: self.stderr}
-        opened: list[Output] = []
+    def _redirections(self, redirects: tuple[Redirect, ...], stdin: Input,
+                      stdout: Output) -> Iterator[dict[int, Descriptor] | None]:
+        """Apply the redirections left to right over ``stdin``, ``stdout`` and the
+        shell's stderr: the file descriptors they make, or None when one failed (after
+        bash's diagnostic: the command does not run); what they opened is released
+        after, in the order opened."""
+        fds: dict[int, Descriptor] = {0: stdin, 1: stdout, 2: self.stderr}
+        opened: list[Descriptor] = []
         try:
             yield fds if self._redirect(redirects, fds, opened) else None
         finally:
-            for output in opened:
-                output.close()
+            for descriptor in opened:
+                descriptor.close()
 
-    def _redirect(self, redirects: tuple[Redirect, ...], fds: dict[int, Output],
-                  opened: list[Output]) -> bool:
+    def _redirect(self, redirects: tuple[Redirect, ...], fds: dict[int, Descriptor],
+                  opened: list[Descriptor]) -> bool:
+        """bash's do_redirections: each redirection made in turn, the first that fails
+        reported (on the standard error as the ones before it left it) and the rest not
+        made."""
         for redirect in redirects:
             targets = self.fields(redirect.target)
-            if len(targets) != 1:
-                self._say(fds[2], f"{self.prefix()}: {redirect.source}: ambiguous redirect")
+            # bash names the word as expanded where it expanded to one, else as written.
+            target = targets[0] if len(targets) == 1 else None
+            named = target or redirect.source
+            duplicate = redirect.op in (">&", "<&")
+            if target is None or duplicate and target not in ("", "-") and not (
+                    target.isascii() and target.isdigit()):
+                self._say(as_output(fds[2]), f"{self.prefix()}: {named}: ambiguous redirect")
                 return False
-            target = targets[0]
-            if redirect.op == ">&":
-                fd = fd_number(target)
-                if fd not in fds:
-                    self._say(fds[2], f"{self.prefix()}: {target}: Bad file descriptor")
+            if duplicate:
+                if target == "-":  # close(2), which bash does not check
+                    fds[redirect.fd] = BAD_DESCRIPTOR
+                    continue
+                fd = fd_number(target)  # None: "", or beyond an int: no descriptor
+                if fd is None or fds.get(fd, BAD_DESCRIPTOR) is BAD_DESCRIPTOR:  # dup2's EBADF
+                    self._say(as_output(fds[2]), f"{self.prefix()}: {named}: Bad file descriptor")
                     return False
                 fds[redirect.fd] = fds[fd]
                 continue
-            special = {"/dev/null": NullOutput(), "/dev/stdout": fds[1], "/dev/stderr": fds[2]}
-            if target in special:
-                fds[redirect.fd] = special[target]
-                continue
-            try:
-                session = self.open(target, _APPEND if redirect.op == ">>" else _TRUNCATE)
-            except FtraceError as error:
-                # bash: the open failed, so the command does not run.
-                self._say(fds[2], f"{self.prefix()}: {target}: {error.strerror}")
+            descriptor = self._open_redirection(redirect.op, target, fds)
+            if descriptor is None:
                 return False
-            output = FileOutput(session)
-            opened.append(output)
-            fds[redirect.fd] = output
+            fds[redirect.fd] = descriptor
+            if isinstance(descriptor, (FileInput, FileOutput)):
+                opened.append(descriptor)
         return True
 
-    def run_command(self, command: Command | CompoundCommand, stdin: PipeReader | None,
+    def _open_redirection(self, op: str, target: str,
+                          fds: dict[int, Descriptor]) -> Descriptor | None:
+        """What ``op target`` opens (``< FILE`` as cat opens FILE: O_RDONLY, each read(2)
+        the session's), or the descriptor ``/dev/null``, ``/dev/stdout`` or
+        ``/dev/stderr`` names; None when the open failed, after bash's diagnostic."""
+        special: dict[str, Descriptor] = {"/dev/null": NullInput() if op == "<" else NullOutput(),
+                                          "/dev/stdout": fds[1], "/dev/stderr": fds[2]}
+        if target in special:
+            return special[target]
+        flags = {"<": os.O_RDONLY, ">>": _APPEND}.get(op, _TRUNCATE)
+        try:
+            session = self.open(target, flags)
+        except FtraceError as error:
+            # bash: the open failed, so the command does not run.
+            self._say(as_output(fds[2]), f"{self.prefix()}: {target}: {error.strerror}")
+            return None
+        return FileInput(session) if op == "<" else FileOutput(session)
+
+    def run_command(self, command: Command | CompoundCommand, stdin: Input,
                     stdout: Output, words: list[str] | None = None) -> int:
         """Expand the words (unless ``words`` gives them), apply the redirections left to
         right, run the command (or make its assignments: the status is then the last
@@ -591,10 +629,10 @@ class Shell:
         ExpansionError for an expansion bash fails (see :meth:`execute`)."""
         self.line = command.line
         if not isinstance(command, Command):
-            return self.run_compound(command, stdout)
+            return self.run_compound(command, stdin, stdout)
         self.substitution_status = None
         words = self.expand_words(command) if words is None else words
-        with self._redirections(command.redirects, stdout) as fds:
+        with self._redirections(command.redirects, stdin, stdout) as fds:
             if fds is None:
                 return 1
             if not words:
@@ -602,16 +640,17 @@ class Shell:
                 return self.substitution_status or 0
             with self.variables.temporary():
                 self._assign(command, self.variables.assign_temporary)
-                return self._run(words, stdin, fds)
+                return self._run(words, fds)
 
-    def run_compound(self, command: CompoundCommand, stdout: Output) -> int:
+    def run_compound(self, command: CompoundCommand, stdin: Input, stdout: Output) -> int:
         """bash's execute_command_internal for a compound command: its redirections
-        made, it runs with their stdout and stderr as the shell's."""
-        with self._redirections(command.redirects, stdout) as fds:
+        made, it runs with their stdin, stdout and stderr as the shell's."""
+        with self._redirections(command.redirects, stdin, stdout) as fds:
             if fds is None:
                 return 1
-            saved = self.stdout, self.stderr
-            self.stdout, self.stderr = fds[1], fds[2]
+            saved = self.stdin, self.stdout, self.stderr
+            self.stdin, self.stdout, self.stderr = (
+                as_input(fds[0]), as_output(fds[1]), as_output(fds[2]))
             try:
                 if isinstance(command, IfCommand):
                     return self.execute_if_command(command)
@@ -619,12 +658,14 @@ class Shell:
                     return self.execute_while_or_until(command)
                 if isinstance(command, ForCommand):
                     return self.execute_for_command(command)
+                if isinstance(command, CaseCommand):
+                    return self.execute_case_command(command)
                 return self.run_list(command.command)
             except ExpansionError as error:
                 self._report(error)
                 raise
             finally:
-                self.stdout, self.stderr = saved
+                self.stdin, self.stdout, self.stderr = saved
 
     def execute_if_command(self, command: IfCommand) -> int:
         """bash's execute_if_command: 0 when the test fails and there is no else."""
@@ -670,6 +711,28 @@ class Shell:
             self.loop_level -= 1
         return status
 
+    def execute_case_command(self, command: CaseCommand) -> int:
+        """bash's execute_case_command: the word expanded (not split), then each clause's
+        patterns in turn, each expanded when it is tried; the first that matches runs its
+        clause's list, and with ``;&`` the next clause's, untested, and so on; after a
+        ``;;&`` the clauses after it are tried too. The status is the last list's, 0 when
+        none ran (or it was empty)."""
+        word = expand_value(command.word, self)
+        status = 0
+        clauses = iter(enumerate(command.clauses))
+        for index, clause in clauses:
+            if not any(strmatch(expand_pattern(pattern, self), word)
+                       for pattern in clause.patterns):
+                continue
+            while True:
+                status = self.run_list(clause.action) if clause.action else 0
+                if clause.terminator != ";&" or index + 1 == len(command.clauses):
+                    break
+                index, clause = next(clauses)
+            if clause.terminator != ";;&":
+                break
+        return status
+
     def _loop_ends(self) -> bool:
         """After a loop's body, as bash's: a ``break`` ends this loop (and its count goes
         down by one); a ``continue`` of more than this loop ends it too."""
@@ -687,13 +750,14 @@ class Shell:
         for name, value in command.assignments:
             bind(name, expand_value(value, self))
 
-    def _run(self, words: list[str], stdin: PipeReader | None, fds: dict[int, Output]) -> int:
+    def _run(self, words: list[str], fds: dict[int, Descriptor]) -> int:
         name = words[0]
         known = COMMANDS.get(name)
+        stderr = as_output(fds[2])
         if known is None:
-            self._say(fds[2], f"{self.prefix()}: {name}: command not found")
+            self._say(stderr, f"{self.prefix()}: {name}: command not found")
             return 127
-        ctx = Invocation(self, name, words[1:], stdin, fds[1], fds[2])
+        ctx = Invocation(self, name, words[1:], as_input(fds[0]), as_output(fds[1]), stderr)
         who = f"{self.prefix()}: {name}" if known.builtin else name
         try:
             return known.run(ctx)

@@ -1,7 +1,7 @@
 """ftrace-shell's file and general commands: cd, pwd, ls, cat, echo, sleep, true, :, false,
 exit, break, continue, help (grep is clients.shell_grep's; test and [ are
-clients.shell_test_builtin's). Their output and diagnostics are those of bash
-and GNU coreutils, byte for byte where a script could depend on them."""
+clients.shell_test_builtin's; read is clients.shell_read's). Their output and diagnostics
+are those of bash and GNU coreutils, byte for byte where a script could depend on them."""
 
 from __future__ import annotations
 
@@ -76,11 +76,13 @@ def cmd_help(ctx: Invocation) -> int:
     ctx.out("ftrace-shell: a small bash for ftraced. Paths are the daemon's:\n"
             "/sys/kernel/debug/tracing, /sys/kernel/tracing, /proc/modules, /proc/kallsyms,\n"
             "/proc/sys/kernel/ftrace_enabled.\n"
-            "Syntax: quotes, # comments, ; && || !, > >> 2> N>&M, pipes into grep, NAME=VALUE,\n"
-            "$NAME ${NAME} ${#NAME} ${NAME:-WORD} (:= :? :+) $? $$ $# $0 and $(COMMAND),\n"
-            "split on $IFS; if LIST; then LIST; [elif LIST; then LIST;] [else LIST;] fi,\n"
-            "while LIST; do LIST; done, until ..., for NAME in WORDS; do LIST; done, { LIST; }\n"
-            "(with redirections after them: done > FILE); no globbing.\n\n")
+            "Syntax: quotes, # comments, ; && || !, > >> 2> N>&M < N< N<&M N<&-, pipes\n"
+            "into grep, NAME=VALUE, $NAME ${NAME} ${#NAME} ${NAME:-WORD} (:= :? :+) $? $$\n"
+            "$# $0 and $(COMMAND), split on $IFS; if LIST; then LIST; [elif LIST; then\n"
+            "LIST;] [else LIST;] fi, while LIST; do LIST; done, until ..., for NAME in\n"
+            "WORDS; do LIST; done, case WORD in [(]PATTERN[|PATTERN]...) LIST ;; (;& ;;&)\n"
+            "... esac, { LIST; } (with redirections after them: done > FILE, done < FILE);\n"
+            "no globbing.\n\n")
     for name in sorted(COMMANDS):
         usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
         # A long usage puts its summary on the next line, to stay within 80 columns.

@@ -4,39 +4,47 @@ Supported: words with '...', "..." and backslash quoting (backslash-newline cont
 line); comments (``#`` starting a word, to the end of the line); ``;`` and newlines;
 ``&&`` and ``||`` (left to right, as bash); pipelines ``a | b`` (the shell runs only
 pipelines into ``grep``) and ``! PIPELINE``; redirections ``> FILE``, ``>> FILE``, ``>|
-FILE``, ``N> FILE``, ``N>> FILE`` and ``N>&M`` (also written without a space: ``>file``,
-``2>/dev/null``). bash's compound commands, with their redirections after them (``done >
-FILE``): ``if LIST; then LIST; [elif LIST; then LIST;]... [else LIST;] fi``, ``while LIST;
-do LIST; done``, ``until LIST; do LIST; done``, ``for NAME [in WORDS]; do LIST; done`` and
-``{ LIST; }``, parsed into nodes named as bash's command.h names them
-(:class:`IfCommand`...). Parameters, unquoted or in double quotes: ``$NAME``, ``${NAME}``,
-``${#NAME}`` (its length), the special ``$?``, ``$$``, ``$#``, ``$0``, ``$1``..., ``${10}``,
-``$@`` and ``$*``; command substitution ``$(...)``, parsed as it is read, as bash's
-parse_comsub does, and run when the word is expanded. Each is kept in the word as a marker
-(:func:`parameter_marker`, :func:`substitution_marker`) that :mod:`clients.shell_variables`
-expands, splits and removes as bash does when the command runs. A word ``NAME=value``
-before a command's name (unquoted ``NAME``) is an assignment (:attr:`Command.assignments`).
-``${NAME`` without its ``}`` is bash's unexpected EOF. Of the ``${...}`` operators, ``-``,
-``=``, ``?`` and ``+`` (and with ``:``: ``${a:-word}``...) are read, with a plain-text word;
-the others (``${a%x}``, ``${!a}``...), a word with quotes or expansions (``${a:-"x"}``,
+FILE``, ``N> FILE``, ``N>> FILE``, ``< FILE``, ``N< FILE``, ``N>&M`` and ``N<&M`` (also
+written without a space: ``>file``, ``2>/dev/null``, ``<&3``), ``N>&-`` and ``N<&-``
+(close N); ``>&WORD`` (a file) and ``N<&M-`` (a move) are refused. bash's compound
+commands, with their redirections after them (``done > FILE``, ``done < FILE``): ``if
+LIST; then LIST; [elif LIST; then LIST;]... [else LIST;] fi``, ``while LIST; do LIST;
+done``, ``until LIST; do LIST; done``, ``for NAME [in WORDS]; do LIST; done``, ``case WORD
+in [(]PATTERN[|PATTERN]...) LIST ;; ... esac`` (a clause ended by ``;;``, ``;&`` or
+``;;&``; its patterns kept with their quoted characters escaped, :attr:`Token.pattern`)
+and ``{ LIST; }``, parsed into nodes named as bash's command.h names them
+(:class:`IfCommand`, :class:`CaseCommand` and its :class:`PatternList` clauses...).
+Parameters, unquoted or in double quotes: ``$NAME``, ``${NAME}``, ``${#NAME}`` (its
+length), the special ``$?``, ``$$``, ``$#``, ``$0``, ``$1``..., ``${10}``, ``$@`` and
+``$*``; command substitution ``$(...)``, parsed as it is read, as bash's parse_comsub
+does, and run when the word is expanded (one holding a case command is refused: the
+first ``)`` ends it here). Each is kept in the word as a marker (:func:`parameter_marker`,
+:func:`substitution_marker`) that :mod:`clients.shell_variables` expands, splits and
+removes as bash does when the command runs. A word ``NAME=value`` before a command's name
+(unquoted ``NAME``) is an assignment (:attr:`Command.assignments`). ``${NAME`` without
+its ``}`` is bash's unexpected EOF. Of the ``${...}`` operators, ``-``, ``=``, ``?`` and
+``+`` (and with ``:``: ``${a:-word}``...) are read, with a plain-text word; the others
+(``${a%x}``, ``${!a}``...), a word with quotes or expansions (``${a:-"x"}``,
 ``${a:-$b}``), ``$-``, ``$!`` and ``$'...'`` are refused; ``$"..."`` is ``"..."`` (no
 message catalogs). An unquoted ``~`` where bash would expand it (a word's start; after the
 ``=`` or a ``:`` of an assignment) is refused. No globbing (pathname expansion),
-subshells, backquotes, arithmetic, background jobs or here-documents: ``$`` not starting a
-parameter and ``*`` are ordinary characters (``echo uinput* > set_ftrace_filter`` writes
-the glob itself, as bash does when nothing in the current directory matches); ``)``,
-``;;`` and a ``(`` after a command's words are syntax errors; ``<``, ``&``, a ``(``
+subshells, backquotes, arithmetic, background jobs, here-documents or here-strings: ``$``
+not starting a parameter and ``*`` are ordinary characters outside a case pattern (``echo
+uinput* > set_ftrace_filter`` writes the glob itself, as bash does when nothing in the
+current directory matches); ``)``, ``;;``, ``;&`` and ``;;&`` outside a case command and a
+``(`` after a command's words are syntax errors; ``<<``, ``<<<``, ``<>``, ``&``, a ``(``
 starting a command, ``$((`` and a backquote are refused. bash's reserved words are read
-where bash reads them, as a command's first word, unquoted: those of a compound command
-the shell does not run (``case``, ``select``, ``[[``, ``function``...) are refused, and
-those that only continue or close one (``then``, ``fi``, ``}``, ...) are bash's syntax
-error where no open compound command waits for them; anywhere else (``echo fi``,
-``'if'``) they are words.
+where bash reads them, as a command's first word, unquoted (``esac``: also where a case
+clause's first pattern would be): those of a compound command the shell does not run
+(``select``, ``[[``, ``function``...) are refused, and those that only continue or close
+one (``then``, ``fi``, ``}``, ...) are bash's syntax error where no open compound command
+waits for them; anywhere else (``echo fi``, ``'if'``, a case pattern ``if)``) they are
+words.
 
 :func:`parse` turns complete input into a list of :class:`AndOr`; input that needs more
 lines (an open quote, a trailing ``&&``, ``||``, ``|`` or backslash-newline, a compound
-command without its ``fi``, ``done`` or ``}``) raises :class:`Incomplete`, so a reader can
-append the next line and try again, as bash's parser asks for more input. At the end of
+command without its ``fi``, ``done``, ``esac`` or ``}``) raises :class:`Incomplete`, so a
+reader can append the next line and try again, as bash's parser asks for more input. At the end of
 all input (``at_eof``) a final backslash-newline continues onto nothing, as in bash; a
 backslash that is the input's very last character (a ``-c`` command's: bash ends any other
 input with a newline) is a plain character.
@@ -60,6 +68,8 @@ __all__ = [
     "IfCommand",
     "WhileCommand",
     "ForCommand",
+    "CaseCommand",
+    "PatternList",
     "GroupCommand",
     "CompoundCommand",
     "tokenize",
@@ -71,20 +81,25 @@ __all__ = [
     "ParameterSpec",
     "PARAMETER_MARKER",
     "QUOTED_NULL",
+    "MARKER",
     "fd_number",
 ]
 
 #: Operators, longest first so that ">>" wins over ">".
-_OPERATORS = ("&&", "||", ";;", ">>", ">&", ">|", "<<", "<&", ";", "|", ">", "<", "&", "(", ")")
+_OPERATORS = ("<<<", ";;&", "&&", "||", ";;", ";&", ">>", ">&", ">|", "<<", "<&", "<>", ";", "|",
+              ">", "<", "&", "(", ")")
+#: What ends a case command's clause: bash's SEMI_SEMI, SEMI_AND (fall through to the next
+#: clause's list) and SEMI_SEMI_AND (go on testing the next clauses' patterns).
+_CASE_TERMINATORS = frozenset((";;", ";&", ";;&"))
 _OPERATOR_CHARS = frozenset("".join(_OPERATORS))
 #: What this shell does not run: bash would, so it is refused, not misread. The operators
 #: of _REFUSED_OPERATORS wherever they come; "(" where it starts a command, and "( )" after
 #: a command's first word (elsewhere bash refuses them too); "$((" and "`" in a word,
 #: unquoted or in double quotes.
 _NOT_SUPPORTED = {
-    "<": "input redirection",
     "<<": "a here-document",
-    "<&": "input redirection",
+    "<<<": "a here-string",
+    "<>": "opening a file for reading and writing",
     "&": "a background job",
     "(": "a subshell",
     "()": "a function definition",
@@ -93,9 +108,11 @@ _NOT_SUPPORTED = {
     # bash's reserved words that start a command the shell does not run (parse.y's
     # reserved_words; the others are read below).
     "time": "a timed pipeline",
-    "case": "a case command",
     "select": "a select command",
     "for ((": "an arithmetic for loop",
+    # A command substitution ends at its first ")" outside a word (bash's parser finds
+    # its end), so a case clause's ")" would end it.
+    "$(case": "a case command in a command substitution",
     "((": "an arithmetic command",
     "[[": "a conditional command",
     "function": "a function definition",
@@ -109,15 +126,20 @@ _NOT_SUPPORTED = {
     "$'": "ANSI-C quoting",
     "~": "tilde expansion",
 }
-_REFUSED_OPERATORS = frozenset(("<", "<<", "<&", "&"))
+_REFUSED_OPERATORS = frozenset(("<<", "<<<", "<>", "&"))
+#: The redirection operators the shell makes, and the file descriptor each is of when no
+#: number comes before it.
+_REDIRECTIONS = {">": 1, ">>": 1, ">|": 1, ">&": 1, "<": 0, "<&": 0}
 #: bash's other reserved words: each continues or closes a compound command, so where a
 #: command starts bash reports it as an unexpected token.
 _CLOSING_RESERVED_WORDS = frozenset(("then", "else", "elif", "fi", "do", "done", "in", "esac",
                                      "}", "]]"))
 #: The reserved words that open a compound command the shell runs, and "!".
-_OPENING_RESERVED_WORDS = frozenset(("if", "while", "until", "for", "{", "!"))
+_OPENING_RESERVED_WORDS = frozenset(("if", "while", "until", "for", "case", "{", "!"))
 _RESERVED_WORDS = _CLOSING_RESERVED_WORDS | _OPENING_RESERVED_WORDS
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: The target of a redirection that moves a descriptor (``<&3-``).
+_MOVE = re.compile(r"[0-9]+-")
 #: The builtins whose assignment-shaped arguments bash expands as assignments (no field
 #: splitting): parse.y's W_ASSIGNARG after a declaration builtin.
 _DECLARATION_BUILTINS = frozenset(("export", "local", "declare", "typeset", "readonly"))
@@ -138,6 +160,8 @@ _LENGTH_OF_ELEMENT = re.compile(r"#[A-Za-z_0-9]+\[")
 PARAMETER_MARKER = "\0"
 #: The marker of '' or "" (a quoted null): its own kind, which no ``${...}`` makes.
 QUOTED_NULL = f"{PARAMETER_MARKER}n{PARAMETER_MARKER}"
+#: Any marker in a word: its kind and its spec.
+MARKER = re.compile(f"{PARAMETER_MARKER}([uqnbcC])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
 #: The marker of a ``${...}`` that names no parameter (``${}``, ``${1a}``): "b", then what
 #: bash's "bad substitution" names, filled in where that is known (:func:`_name_bad`): the
 #: word as written, or the double-quoted string's text, or an assignment's value.
@@ -204,7 +228,9 @@ class Token:
     """``kind``: "word", "op", "io" (the fd number of a redirection) or "newline";
     ``quoted``: a word with quoting in it, never a reserved word (``'if'``, ``\\fi``);
     ``assignment``: a word ``NAME=...`` with ``NAME`` unquoted; ``source``: the word as
-    written (bash names it so in "ambiguous redirect")."""
+    written (bash names it so in "ambiguous redirect"); ``pattern``: a word's text with
+    each quoted character escaped by a backslash, as a case pattern is matched (bash's
+    quote_string_for_globbing of a word expanded with its quoting left)."""
 
     kind: str
     text: str
@@ -212,12 +238,14 @@ class Token:
     quoted: bool = False
     assignment: bool = False
     source: str = field(default="", compare=False)
+    pattern: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
 class Redirect:
-    """``fd op target``: op ">" (truncate), ">>" (append) or ">&" (target is an fd);
-    ``source``: the target as written."""
+    """``fd op target``: op ">" (truncate), ">>" (append), "<" (read), or ">&" or "<&"
+    (duplicate: target is an fd, or "-" to close ``fd``); ``source``: the target as
+    written."""
 
     fd: int
     op: str
@@ -295,6 +323,28 @@ class ForCommand:
 
 
 @dataclass(frozen=True)
+class PatternList:
+    """bash's pattern_list, a clause of a case command: ``patterns) action`` and what
+    ends it, ``terminator``: ``;;`` (or "", none: the last clause, before ``esac``), ``;&``
+    (bash's CASEPAT_FALLTHROUGH) or ``;;&`` (CASEPAT_TESTNEXT). The patterns are kept as
+    :attr:`Token.pattern` makes them."""
+
+    patterns: tuple[str, ...]
+    action: CommandList
+    terminator: str
+
+
+@dataclass(frozen=True)
+class CaseCommand:
+    """bash's case_com: ``case word in clauses esac``."""
+
+    word: str
+    clauses: tuple[PatternList, ...]
+    line: int
+    redirects: tuple[Redirect, ...] = ()
+
+
+@dataclass(frozen=True)
 class GroupCommand:
     """bash's group_com: ``{ command; }``."""
 
@@ -303,7 +353,7 @@ class GroupCommand:
     redirects: tuple[Redirect, ...] = ()
 
 
-CompoundCommand = IfCommand | WhileCommand | ForCommand | GroupCommand
+CompoundCommand = IfCommand | WhileCommand | ForCommand | CaseCommand | GroupCommand
 
 
 class _Lexer:
@@ -369,6 +419,7 @@ class _Lexer:
     def word(self) -> None:
         line, start = self.line, self.pos
         parts: list[str] = []
+        pattern: list[str] = []  # the parts with their quoted characters escaped
         quoted = assignment = False
         while self.pos < len(self.text):
             char = self.peek()
@@ -382,15 +433,18 @@ class _Lexer:
                     self.need_more_at_end()
                 else:
                     parts.append(escaped)
+                    pattern.append(_glob_quoted(escaped))
                     quoted = True
             elif char in "'\"":
                 body = self.single_quoted(line) if char == "'" else self.double_quoted(line)
                 parts.append(body or QUOTED_NULL)
+                pattern.append(_glob_quoted(body) or QUOTED_NULL)
                 quoted = True
             elif char == "`":
                 raise _refused(char, self.line)
             elif char == "$":
                 parts.append(self.parameter(quoted=False))
+                pattern.append(parts[-1])
             elif char == "~" and (not parts or assignment and parts[-1] in ("=", ":")):
                 # Where bash expands a tilde: a word's start, and in an assignment (or an
                 # argument shaped like one) after the "=" or a ":".
@@ -400,10 +454,11 @@ class _Lexer:
                 assignment = assignment or (char == "=" and not quoted
                                             and is_name("".join(parts)))
                 parts.append(char)
+                pattern.append(char)
         text = "".join(parts)
         is_fd = not quoted and fd_number(text) is not None and self.peek() in ("<", ">")
         self.tokens.append(Token("io" if is_fd else "word", text, line, quoted, assignment,
-                                 self.text[start:self.pos]))
+                                 self.text[start:self.pos], "".join(pattern)))
 
     def parameter(self, quoted: bool) -> str:
         """After a "$": the marker of the parameter it starts, "" for the "$" of
@@ -447,6 +502,10 @@ class _Lexer:
                 raise ShellSyntaxError("syntax error near unexpected token `)'",
                                        inner.line) from None
         except ShellSyntaxError as error:
+            case = next((token for token in tokens if token.kind == "word"
+                         and not token.quoted and token.text == "case"), None)
+            if case is not None:
+                raise _refused("$(case", case.line, "case") from None
             error.substitution = True
             raise
         return substitution_marker(self.text[start:inner.pos - 1], line, quoted)
@@ -503,6 +562,20 @@ class _Lexer:
                 raise _refused(char, self.line)
             else:
                 parts.append(self.parameter(quoted=True) if char == "$" else char)
+
+
+def _glob_quoted(text: str) -> str:
+    """``text`` (quoted in a word) as a pattern matches it: each character a backslash
+    escapes, the markers of its expansions kept (they quote their values when the
+    pattern is expanded)."""
+    parts: list[str] = []
+    position = 0
+    for match in MARKER.finditer(text):
+        parts.extend("\\" + char for char in text[position:match.start()])
+        parts.append(match.group())
+        position = match.end()
+    parts.extend("\\" + char for char in text[position:])
+    return "".join(parts)
 
 
 def _name_bad(text: str, source: str) -> str:
@@ -586,6 +659,11 @@ class _Parser:
         if self.peek() is None:
             raise self.end_of_file()
 
+    def operator(self) -> str | None:
+        """The operator the next token is, if it is one."""
+        token = self.peek()
+        return token.text if token is not None and token.kind == "op" else None
+
     def reserved(self) -> str | None:
         """The reserved word the next token is where a command starts (unquoted), if any."""
         token = self.peek()
@@ -608,11 +686,13 @@ class _Parser:
         """The whole input: its commands."""
         return list(self.command_list(frozenset()))
 
-    def command_list(self, terminators: frozenset[str]) -> CommandList:
+    def command_list(self, terminators: frozenset[str],
+                     operators: frozenset[str] = frozenset()) -> CommandList:
         """bash's compound_list: and-or lists, each ended by ``;`` or a newline, up to one
-        of the reserved words ``terminators`` (not taken) where a command starts; with no
-        terminators (the input itself), up to the end of the tokens. A compound command
-        may be followed by the terminator directly (``{ { a; } }``)."""
+        of the reserved words ``terminators`` where a command starts, or one of the
+        ``operators`` (a case clause's ``;;``), neither taken; with no terminators (the
+        input itself), up to the end of the tokens. A compound command may be followed
+        by the terminator directly (``{ { a; } }``)."""
         result: list[AndOr] = []
         while True:
             token = self.peek()
@@ -623,14 +703,15 @@ class _Parser:
             if token.kind == "newline":
                 self.pos += 1
                 continue
-            if result and self.reserved() in terminators:
+            if result and (self.reserved() in terminators or self.operator() in operators):
                 return tuple(result)
             result.append(self.and_or())
             token = self.peek()
             if token is not None and (token.kind == "newline"
                                       or token.kind == "op" and token.text == ";"):
                 self.pos += 1
-            elif token is not None and self.reserved() not in terminators:
+            elif token is not None and self.reserved() not in terminators \
+                    and self.operator() not in operators:
                 raise self.unexpected(token)
 
     def expect(self, word: str) -> None:
@@ -669,6 +750,7 @@ class _Parser:
         """A simple command, or a compound command with the redirections after it."""
         opening = {"if": ("fi", self.if_command), "while": ("done", self.while_command),
                    "until": ("done", self.while_command), "for": ("done", self.for_command),
+                   "case": ("esac", self.case_command),
                    "{": ("}", self.group_command)}.get(self.reserved() or "")
         if opening is None:
             if self.reserved() == "!":  # only a pipeline starts with one
@@ -677,7 +759,7 @@ class _Parser:
         compound = self.compound(*opening)
         redirects: list[Redirect] = []
         while (token := self.peek()) is not None and (
-                token.kind == "io" or token.kind == "op" and token.text in (">", ">>", ">|", ">&")):
+                token.kind == "io" or token.kind == "op" and token.text in _REDIRECTIONS):
             redirects.append(self.redirect())
         if (token := self.peek()) is not None and token.kind == "op" \
                 and token.text in _REFUSED_OPERATORS:
@@ -747,6 +829,59 @@ class _Parser:
         return ForCommand(name.source,
                           None if map_list is None else tuple(map_list), action, line)
 
+    def case_command(self) -> CaseCommand:
+        """``case WORD in [[(]PATTERN[|PATTERN]...) LIST ;;]... esac`` (bash's
+        case_command): newlines may come before ``in``, around the clauses and in them; the
+        last clause's ``;;`` may be left out; ``esac`` is a reserved word where a
+        clause's first pattern would be."""
+        line = self.tokens[self.pos].line
+        self.pos += 1
+        word = self.peek()
+        if word is None or word.kind not in ("word", "io"):
+            raise self.unexpected(word)
+        self.pos += 1
+        self.skip_newlines_or_need_more()
+        self.expect("in")
+        clauses: list[PatternList] = []
+        while True:
+            self.skip_newlines_or_need_more()
+            if self.reserved() == "esac":
+                break
+            clause = self.pattern_list()
+            clauses.append(clause)
+            if not clause.terminator:
+                break
+        self.expect("esac")
+        return CaseCommand(_name_bad(word.text, word.source), tuple(clauses), line)
+
+    def pattern_list(self) -> PatternList:
+        """A case clause, ``[(]PATTERN[|PATTERN]...) LIST`` and its ``;;``, ``;&`` or
+        ``;;&`` if it has one (its terminator, else "")."""
+        if self.operator() == "(":
+            self.pos += 1
+        patterns: list[str] = []
+        while True:
+            token = self.peek()
+            if token is None or token.kind not in ("word", "io"):
+                raise self.end_of_file() if token is None else self.unexpected(token)
+            patterns.append(_name_bad(token.pattern, token.source))
+            self.pos += 1
+            if self.operator() != "|":
+                break
+            self.pos += 1
+        if self.operator() != ")":
+            raise self.end_of_file() if self.peek() is None else self.unexpected(self.peek())
+        self.pos += 1
+        self.skip_newlines_or_need_more()
+        action: CommandList = ()
+        if self.operator() not in _CASE_TERMINATORS and self.reserved() != "esac":
+            action = self.command_list(frozenset(("esac",)), _CASE_TERMINATORS)
+        terminator = self.operator()
+        if terminator not in _CASE_TERMINATORS:
+            return PatternList(tuple(patterns), action, "")
+        self.pos += 1
+        return PatternList(tuple(patterns), action, terminator)
+
     def group_command(self) -> GroupCommand:
         """``{ LIST; }``."""
         line = self.tokens[self.pos].line
@@ -793,7 +928,7 @@ class _Parser:
                     assignment_args.add(len(words))
                 words.append(_name_bad(token.text, token.source))
                 self.pos += 1
-            elif token.kind == "io" or (token.kind == "op" and token.text in (">", ">>", ">|", ">&")):
+            elif token.kind == "io" or (token.kind == "op" and token.text in _REDIRECTIONS):
                 redirects.append(self.redirect())
             elif token.kind == "op" and token.text in _REFUSED_OPERATORS:
                 raise _refused(token.text, token.line)
@@ -806,7 +941,7 @@ class _Parser:
 
     def redirect(self) -> Redirect:
         token = self.tokens[self.pos]
-        fd = 1
+        fd: int | None = None
         if token.kind == "io":
             fd = fd_number(token.text)
             self.pos += 1
@@ -819,12 +954,16 @@ class _Parser:
             raise self.unexpected(target)
         self.pos += 1
         op = ">" if token.text == ">|" else token.text
-        if op == ">&" and not (target.text.isascii() and target.text.isdigit()):
+        # bash's >&WORD sends stdout and stderr to a file, and N>&M- moves a descriptor;
+        # <&WORD is its "ambiguous redirect" when WORD expands to no number.
+        if op == ">&" and not (target.text == "-" or target.text.isascii()
+                               and target.text.isdigit()) \
+                or op == "<&" and _MOVE.fullmatch(target.source):
             raise ShellSyntaxError(
-                f"`>&{target.source}': only >&N (a file descriptor) is supported by ftrace-shell",
-                target.line,
-            )
-        return Redirect(fd, op, _name_bad(target.text, target.source), target.source)
+                f"`{op}{target.source}': only {op}N (a file descriptor) and {op}- are"
+                " supported by ftrace-shell", target.line)
+        return Redirect(_REDIRECTIONS[token.text] if fd is None else fd, op,
+                        _name_bad(target.text, target.source), target.source)
 
 
 def parse(text: str, line: int = 1, *, at_eof: bool = False) -> list[AndOr]:

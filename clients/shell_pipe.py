@@ -19,9 +19,9 @@ import select
 import signal
 import threading
 import weakref
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from clients.api import READ_CHUNK
 from clients.errors import FtraceError
 
 if TYPE_CHECKING:
@@ -183,16 +183,16 @@ class Pipe:
         with self._wait:
             self._wait.notify_all()
 
-    def pipe_read(self, stage: Stage) -> bytes:
-        """``pipe_read()``: what is buffered, waiting while the pipe is empty and has a
-        writer; b"" at end of file."""
+    def pipe_read(self, stage: Stage, size: int) -> bytes:
+        """``pipe_read()``: up to ``size`` bytes of what is buffered, waiting while the
+        pipe is empty and has a writer; b"" at end of file."""
         with self._wait:
             while not self._buffer and self._writers:
                 stage.check()
                 self._wait.wait()
             stage.check()
-            data = bytes(self._buffer)
-            self._buffer.clear()
+            data = bytes(self._buffer[:size])
+            del self._buffer[:size]
             self._wait.notify_all()
             return data
 
@@ -234,10 +234,9 @@ class PipeReader:
         self._open = True
         stage.attach(pipe)
 
-    def reads(self) -> Iterator[bytes]:
-        """read(2)s until end of file."""
-        while self._open and (data := self._pipe.pipe_read(self._stage)):
-            yield data
+    def read(self, stage: Stage, size: int = READ_CHUNK) -> bytes:
+        """A read(2) by ``stage``'s process (the one this end is): b"" at end of file."""
+        return self._pipe.pipe_read(stage, size) if self._open else b""
 
     def lseek(self, offset: int, whence: int) -> int:
         """A pipe's llseek (``no_llseek``): it cannot seek. Raises FtraceError (ESPIPE)."""

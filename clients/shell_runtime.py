@@ -1,7 +1,13 @@
-"""What ftrace-shell's commands run with: their outputs, their invocation, the registry.
+"""What ftrace-shell's commands run with: their inputs and outputs, their invocation, the
+registry.
 
 A command writes through an :class:`Output`: the terminal, a pipe (into ``grep``),
-``/dev/null``, or a tracefs file opened by a redirection. A write into a tracefs file is
+``/dev/null``, or a tracefs file opened by a redirection; it reads through an
+:class:`Input`: the shell's own standard input, the pipe before it, ``/dev/null``, or a
+tracefs file opened by an input redirection (``< FILE``). A descriptor used the other way
+(``echo x >&0``, ``read a <&1``), or closed (``<&-``), is :data:`BAD_DESCRIPTOR`: its
+read(2) and write(2) fail with EBADF, as on a descriptor not open that way. A write into
+a tracefs file is
 one logical write looped until the file consumed it all (ftrace's filter files take one
 token per write(2)), as stdio's flush does; a failed write(2) raises :class:`WriteError`,
 which the shell reports as bash does (``bash: echo: write error: Invalid argument``).
@@ -16,20 +22,28 @@ import re
 import string
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Callable, Collection, Iterator, Protocol
+from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Iterator, Protocol,
+                    runtime_checkable)
 
 from clients.api import READ_CHUNK, FileSession
 from clients.errors import FtraceError
 
 if TYPE_CHECKING:
     from clients.shell import Shell
-    from clients.shell_pipe import PipeReader, Stage
+    from clients.shell_pipe import Stage
 
 __all__ = [
     "ShellExit",
     "InputError",
     "WriteError",
     "Output",
+    "Input",
+    "Descriptor",
+    "as_input",
+    "as_output",
+    "BAD_DESCRIPTOR",
+    "FileInput",
+    "NullInput",
     "StreamOutput",
     "NullOutput",
     "BufferOutput",
@@ -106,10 +120,60 @@ class WriteError(Exception):
         self.errno = number
 
 
+@runtime_checkable
 class Output(Protocol):
+    """A descriptor open for writing."""
+
     def write(self, data: bytes) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Input(Protocol):
+    """A descriptor open for reading. ``read``: a read(2) of up to ``size`` bytes by the
+    process ``stage`` (b"" at end of file); ``lseek``: lseek(2), the new offset. Both
+    raise FtraceError for a failed call (ESPIPE: a pipe's lseek)."""
+
+    def read(self, stage: "Stage", size: int = READ_CHUNK) -> bytes: ...
+
+    def lseek(self, offset: int, whence: int) -> int: ...
+
+    def close(self) -> None: ...
+
+
+#: What a redirection's file descriptor may be: open for reading or for writing.
+Descriptor = Output | Input
+
+
+class _BadDescriptor:
+    """A descriptor that is not open (``<&-``), or not open the way it is used: read(2),
+    write(2) and lseek(2) fail with EBADF."""
+
+    def read(self, stage: "Stage", size: int = READ_CHUNK) -> bytes:
+        raise FtraceError(errno.EBADF, syscall="read")
+
+    def lseek(self, offset: int, whence: int) -> int:
+        raise FtraceError(errno.EBADF, syscall="lseek")
+
+    def write(self, data: bytes) -> None:
+        raise WriteError(errno.EBADF)
+
+    def close(self) -> None:
+        pass
+
+
+BAD_DESCRIPTOR = _BadDescriptor()
+
+
+def as_input(descriptor: Descriptor) -> Input:
+    """``descriptor`` as a command reads it: one open for writing only fails (EBADF)."""
+    return descriptor if isinstance(descriptor, Input) else BAD_DESCRIPTOR
+
+
+def as_output(descriptor: Descriptor) -> Output:
+    """``descriptor`` as a command writes it: one open for reading only fails (EBADF)."""
+    return descriptor if isinstance(descriptor, Output) else BAD_DESCRIPTOR
 
 
 class StreamOutput:
@@ -175,6 +239,44 @@ class FileOutput:
             pass  # close(2)'s result is not checked by bash, and release cannot fail
 
 
+class FileInput:
+    """A tracefs file opened for reading by a redirection (``< FILE``), read as ``cat``
+    reads one: its read(2)s and lseek(2)s are the session's; closing it is the file's
+    release."""
+
+    def __init__(self, session: FileSession) -> None:
+        self._session = session
+
+    def read(self, stage: "Stage", size: int = READ_CHUNK) -> bytes:
+        try:
+            return self._session.read(size)
+        except FtraceError:
+            stage.check()  # a signal cancelled the read: the process dies of it
+            raise
+
+    def lseek(self, offset: int, whence: int) -> int:
+        return self._session.seek(offset, whence)
+
+    def close(self) -> None:
+        try:
+            self._session.close()
+        except FtraceError:
+            pass  # close(2)'s result is not checked by bash, and release cannot fail
+
+
+class NullInput:
+    """``/dev/null`` opened for reading: at its end at once."""
+
+    def read(self, stage: "Stage", size: int = READ_CHUNK) -> bytes:
+        return b""
+
+    def lseek(self, offset: int, whence: int) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
 class StandardInput:
     """The shell's standard input, file descriptor 0, which bash shares with the
     processes it forks: every byte of it is read once, by the shell (its commands, in
@@ -221,22 +323,26 @@ class StandardInput:
             os.close(null)
         os.set_inheritable(fd, True)  # a standard descriptor, as the shell's children expect
 
-    def read(self, stage: "Stage") -> bytes:
-        """A read(2) by ``stage``'s process: what the shell read ahead, else up to
-        READ_CHUNK bytes once there are some; b"" at end of file. Raises FtraceError for
-        a failed read (a closed descriptor: EBADF), KilledBySignal when killed."""
+    def read(self, stage: "Stage", size: int = READ_CHUNK) -> bytes:
+        """A read(2) of up to ``size`` bytes by ``stage``'s process: what the shell read
+        ahead, else what there is once there is some; b"" at end of file. Raises
+        FtraceError for a failed read (a closed descriptor: EBADF), KilledBySignal when
+        killed."""
         with self._lock:
             if self._ahead and not self._seekable:
-                data = bytes(self._ahead)
-                self._ahead.clear()
+                data = bytes(self._ahead[:size])
+                del self._ahead[:size]
                 return data
         try:
             self._sync()
             assert self.fd is not None
             stage.wait_readable(self.fd)
-            return os.read(self.fd, READ_CHUNK)
+            return os.read(self.fd, size)
         except OSError as error:
             raise FtraceError(error.errno or errno.EIO, syscall="read") from None
+
+    def close(self) -> None:
+        """The shell's standard input outlives the command."""
 
     def lseek(self, offset: int, whence: int) -> int:
         """An lseek(2) of descriptor 0 by a command: the new offset, where its next read(2)
@@ -310,8 +416,9 @@ class Invocation:
     shell: "Shell"
     name: str
     args: list[str]
-    #: The pipe before it in a pipeline; None: the shell's own standard input.
-    stdin: PipeReader | None
+    #: Its file descriptor 0: the shell's standard input, the pipe before it in a
+    #: pipeline, or what a redirection made it.
+    stdin: Input
     stdout: Output
     stderr: Output
 
@@ -332,17 +439,13 @@ class Invocation:
     def stdin_reads(self) -> Iterator[bytes]:
         """The standard input's read(2)s, each as it returns, to its end: a second
         reader (``grep x - -``) finds the end at once, as read(2) there does."""
-        if self.stdin is not None:
-            return self.stdin.reads()
-        standard_input, stage = self.shell.standard_input, self.shell.stage
-        return iter(lambda: standard_input.read(stage), b"")
+        stdin, stage = self.stdin, self.shell.stage
+        return iter(lambda: stdin.read(stage), b"")
 
     def stdin_lseek(self, offset: int, whence: int) -> int:
         """lseek(2) of the standard input: the new offset. Raises FtraceError (ESPIPE for
         the pipe before the command, EBADF for a closed descriptor)."""
-        if self.stdin is not None:
-            return self.stdin.lseek(offset, whence)
-        return self.shell.standard_input.lseek(offset, whence)
+        return self.stdin.lseek(offset, whence)
 
 
 @dataclass(frozen=True)
@@ -357,7 +460,8 @@ class CommandSpec:
     summary: str
 
 
-#: Every command, by name (filled by clients.shell_builtins and clients.shell_kmod).
+#: Every command, by name (filled by the modules clients.shell imports: clients.shell_builtins,
+#: clients.shell_kmod, clients.shell_read...).
 COMMANDS: dict[str, CommandSpec] = {}
 
 

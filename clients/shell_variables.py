@@ -27,16 +27,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Protocol
 
-from clients.shell_parser import (PARAMETER_MARKER, QUOTED_NULL, ParameterSpec, is_name,
-                                  parameter_spec)
+from clients.shell_parser import MARKER, QUOTED_NULL, ParameterSpec, is_name, parameter_spec
 from clients.shell_runtime import Invocation, command, encode, legal_number
 
-__all__ = ["Variables", "Parameters", "ExpansionError", "expand_fields", "expand_value"]
+__all__ = ["Variables", "Parameters", "ExpansionError", "expand_fields", "expand_value",
+           "expand_pattern"]
 
 #: IFS when it is unset, and what bash gives it at start (variables.c).
 DEFAULT_IFS = " \t\n"
 _IFS_WHITESPACE = frozenset(DEFAULT_IFS)
-_MARKER = re.compile(f"{PARAMETER_MARKER}([uqnbcC])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
 
 
 @dataclass
@@ -200,37 +199,53 @@ def _value(parameter: ParameterSpec, shell: Parameters) -> str:
     return parameter.word
 
 
-def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, bool]]:
-    """The word's text in pieces, (text, split): ``split`` for what an unquoted
-    parameter or command substitution gave. A quoted piece, even empty, makes a field;
-    ``"$@"`` without positional parameters gives none (bash's quoted "$@")."""
+#: The kinds of a word's pieces: its own text, and what a quoted or an unquoted parameter
+#: or command substitution gave.
+_TEXT, _QUOTED, _UNQUOTED = "text", "quoted", "unquoted"
+
+
+def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, str]]:
+    """The word's text in pieces, (text, kind): the word's own text, or what a quoted
+    or an unquoted (field split) parameter or command substitution gave. A quoted piece,
+    even empty, makes a field; ``"$@"`` without positional parameters gives none (bash's
+    quoted "$@")."""
     position = 0
-    for match in _MARKER.finditer(word):
+    for match in MARKER.finditer(word):
         if match.start() > position:
-            yield word[position:match.start()], False
+            yield word[position:match.start()], _TEXT
         position = match.end()
         if match.group() == QUOTED_NULL:
-            yield "", False
+            yield "", _TEXT
             continue
         kind, spec = match.groups()
         if kind == "b":  # spec: the text bash names
             raise ExpansionError(f"{spec}: bad substitution")
         if kind in "cC":  # spec: LINE:SOURCE (clients.shell_parser.substitution_marker)
             line, _, source = spec.partition(":")
-            yield shell.command_substitution(source, int(line)), kind == "c"
+            yield shell.command_substitution(source, int(line)), _UNQUOTED if kind == "c" \
+                else _QUOTED
             continue
         quoted, parameter = kind == "q", parameter_spec(spec)
         assert parameter is not None  # the lexer marks no other spec (_BAD_SUBSTITUTION)
         if quoted and parameter == ParameterSpec("@"):
             continue
-        yield _value(parameter, shell), not quoted
+        yield _value(parameter, shell), _QUOTED if quoted else _UNQUOTED
     if position < len(word) or not word:  # "": a literal empty word, as Command(...) may hold
-        yield word[position:], False
+        yield word[position:], _TEXT
 
 
 def expand_value(word: str, shell: Parameters) -> str:
     """The word expanded without field splitting, as an assignment's value is."""
     return "".join(text for text, _ in _pieces(word, shell))
+
+
+def expand_pattern(pattern: str, shell: Parameters) -> str:
+    """A case pattern (:attr:`clients.shell_parser.Token.pattern`, its quoted characters
+    escaped) expanded as bash's expand_word_leave_quoted() and quote_string_for_globbing()
+    make it: what a quoted expansion gave escaped too, an unquoted one's characters left
+    to match as pattern characters."""
+    return "".join("".join("\\" + char for char in text) if kind == _QUOTED else text
+                   for text, kind in _pieces(pattern, shell))
 
 
 def expand_fields(word: str, shell: Parameters) -> list[str]:
@@ -241,8 +256,8 @@ def expand_fields(word: str, shell: Parameters) -> list[str]:
     current: list[str] = []
     started = False  # the current field exists (it may be empty: a quoted null)
     after_whitespace = False  # a field just ended at IFS whitespace
-    for text, split in _pieces(word, shell):
-        if not split:
+    for text, kind in _pieces(word, shell):
+        if kind != _UNQUOTED:
             current.append(text)
             started, after_whitespace = True, False
             continue

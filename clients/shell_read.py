@@ -1,0 +1,241 @@
+"""ftrace-shell's ``read`` builtin: bash 5.2's read_builtin (builtins/read.def) with
+``-r`` and its names, byte for byte.
+
+The line is read from file descriptor 0 as bash reads it: a byte at a time where the
+descriptor cannot seek (a pipe, ``trace_pipe``), so that nothing past the line is taken
+from the next reader; a buffer at a time where it can (a regular file, a tracefs file),
+the offset then set back to the end of the line (zreadc() and zsyncfd()). Without ``-r`` a
+backslash quotes the next byte (which is then no field separator) and a backslash-newline
+is removed. The line is then split as bash splits it: the names but the last take a field
+each (get_word_from_string() over $IFS), the last takes the rest, with its trailing IFS
+white space removed unless it is a single field; no name: REPLY takes the line whole.
+The status is 1 at the end of the input (a partial line still assigned).
+
+bash marks a quoted byte in the line with CTLESC (and quotes CTLESC and CTLNUL bytes of
+the input so), and removes the marks after splitting (dequote_string()); so does this.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from clients.errors import FtraceError
+from clients.shell_parser import is_name
+from clients.shell_runtime import Invocation, command
+
+__all__: list[str] = []  # the command registers itself in COMMANDS
+
+_USAGE = ("read [-ers] [-a array] [-d delim] [-i text] [-n nchars] [-N nchars] [-p prompt]"
+          " [-t timeout] [-u fd] [name ...]")
+#: read's options in bash (internal_getopt's "ersa:d:i:n:p:t:u:N:"): those ftrace-shell
+#: does not take are refused; of them, these take a value.
+_BASH_FLAGS = "ers"
+_BASH_VALUED = "adinptuN"
+#: bash's quoting marks in a string being split (shell.h).
+CTLESC, CTLNUL = "\x01", "\x7f"
+#: zread.c's ZBUFSIZ: what zreadc() reads at once where it can seek back.
+_ZBUFSIZ = 4096
+_SPACE_TAB_NEWLINE = " \t\n"
+#: ISSPACE() in the C locale.
+_C_SPACE = " \t\n\v\f\r"
+
+
+def _options(ctx: Invocation) -> tuple[bool, list[str]] | int:
+    """internal_getopt() over the arguments: (-r given, the names), or the status after
+    bash's diagnostic (an invalid option, with the usage) or the refusal of an option
+    bash has and ftrace-shell not."""
+    raw = False
+    args = list(ctx.args)
+    while args and args[0].startswith("-") and args[0] != "-":
+        arg = args.pop(0)
+        if arg == "--":
+            break
+        if arg == "--help":
+            ctx.builtin_err("option '--help' is not supported by ftrace-shell")
+            return 2
+        for letter in arg[1:]:
+            if letter == "r":
+                raw = True
+            elif letter in _BASH_FLAGS or letter in _BASH_VALUED:
+                ctx.builtin_err(f"option '-{letter}' is not supported by ftrace-shell")
+                return 2
+            else:
+                ctx.builtin_err(f"-{letter}: invalid option")
+                ctx.err(f"{ctx.name}: usage: {_USAGE}")
+                return 2
+    return raw, args
+
+
+def _read_line(ctx: Invocation, raw: bool, skip_ctlesc: bool,
+               skip_ctlnul: bool) -> tuple[str, bool, bool]:
+    """read_builtin()'s loop: (the line with its CTLESC marks, whether it saw an
+    escape, whether the input ended before a newline). Raises FtraceError for a failed
+    read(2)."""
+    try:
+        ctx.stdin_lseek(0, os.SEEK_CUR)
+        buffered = True
+    except FtraceError as error:
+        buffered = error.errno != errno.ESPIPE  # input_is_pipe: a byte at a time
+    line = bytearray()
+    saw_escape = pass_next = eof = False
+    data, index = b"", 0
+    while True:
+        if index == len(data):
+            data, index = ctx.stdin.read(ctx.shell.stage, _ZBUFSIZ if buffered else 1), 0
+            if not data:
+                eof = True
+                break
+        byte = data[index]
+        index += 1
+        if pass_next:
+            pass_next = False
+            if byte == ord("\n"):  # a backslash-newline is removed, its CTLESC too
+                if not skip_ctlesc and line:
+                    line.pop()
+                continue
+        elif byte == ord("\\") and not raw:
+            pass_next = True
+            if not skip_ctlesc:
+                saw_escape = True
+                line += CTLESC.encode()
+            continue
+        elif byte == ord("\n"):
+            break
+        elif byte == 0:
+            continue  # NUL bytes are skipped
+        elif not skip_ctlesc and byte == ord(CTLESC) or not skip_ctlnul and byte == ord(CTLNUL):
+            saw_escape = True
+            line += CTLESC.encode()
+        line.append(byte)
+    if buffered and index < len(data):
+        try:  # zsyncfd(): the offset back to just after the line
+            ctx.stdin_lseek(index - len(data), os.SEEK_CUR)
+        except FtraceError:
+            pass
+    # A quoted NUL ends the C string.
+    text = bytes(line).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    return text, saw_escape, eof
+
+
+def _dequote(text: str) -> str:
+    """dequote_string(): the CTLESC marks removed (a lone one is kept)."""
+    if text == CTLESC:
+        return text
+    result: list[str] = []
+    chars = iter(text)
+    for char in chars:
+        if char == CTLESC:
+            char = next(chars, "")
+            if not char:
+                break
+        result.append(char)
+    return "".join(result)
+
+
+class _Splitter:
+    """The field splitting of read's line over ``ifs`` (subst.c's get_word_from_string()
+    and strip_trailing_ifs_whitespace())."""
+
+    def __init__(self, ifs: str, saw_escape: bool) -> None:
+        self.ifs = ifs
+        self.saw_escape = saw_escape
+        sh_style = ifs == _SPACE_TAB_NEWLINE
+        #: IFS white space that separates fields "adjacent" to another separator.
+        self.white = _SPACE_TAB_NEWLINE if sh_style else _C_SPACE
+        #: string_extract_verbatim()'s SX_NOCTLESC and SX_NOESCCTLNUL.
+        self.no_ctlesc = CTLESC in ifs
+        self.no_escctlnul = CTLNUL in ifs
+
+    def word(self, text: str, start: int) -> tuple[str | None, int]:
+        """get_word_from_string() at ``start``: (the word, None when only IFS white
+        space is left; where the rest starts)."""
+        ifs, index = self.ifs, start
+        while index < len(text) and text[index] in self.white and text[index] in ifs:
+            index += 1
+        if index == len(text):
+            return None, index
+        end = self._verbatim_end(text, index)
+        word = text[index:end]
+        whitesep = end < len(text) and text[end] in self.white
+        if end < len(text):
+            end += 1
+        while end < len(text) and text[end] in _SPACE_TAB_NEWLINE and text[end] in ifs:
+            end += 1
+        if end < len(text) and whitesep and text[end] in ifs and text[end] not in self.white:
+            end += 1
+            while end < len(text) and text[end] in self.white and text[end] in ifs:
+                end += 1
+        return word, end
+
+    def _verbatim_end(self, text: str, index: int) -> int:
+        """string_extract_verbatim(): where the word from ``index`` ends, at an IFS
+        character not quoted by CTLESC (the end of ``text`` when IFS is empty)."""
+        if not self.ifs:
+            return len(text)
+        while index < len(text):
+            char = text[index]
+            if char == CTLESC and (not self.no_ctlesc or not self.no_escctlnul
+                                   and text[index + 1:index + 2] == CTLNUL):
+                index = min(index + 2, len(text))
+                continue
+            if char in self.ifs:
+                break
+            index += 1
+        return index
+
+    def strip_trailing(self, text: str) -> str:
+        """strip_trailing_ifs_whitespace(): IFS space, tab and newline off the end (and
+        a CTLESC before one), the first character kept."""
+        end = len(text) - 1
+        while end > 0 and (text[end] in _SPACE_TAB_NEWLINE and text[end] in self.ifs
+                           or self.saw_escape and text[end] == CTLESC
+                           and text[end + 1:end + 2] in (" ", "\t", "\n")):
+            end -= 1
+        return text[:end + 1]
+
+
+@command("read [-r] [NAME...]", "read a line into NAMEs, split on $IFS (none: REPLY)",
+         builtin=True)
+def cmd_read(ctx: Invocation) -> int:
+    parsed = _options(ctx)
+    if isinstance(parsed, int):
+        return parsed
+    raw, names = parsed
+    if names and not is_name(names[0]):  # checked before reading, as bash does
+        ctx.builtin_err(f"`{names[0]}': not a valid identifier")
+        return 1
+    variables = ctx.shell.variables
+    ifs = variables.ifs
+    try:
+        text, saw_escape, eof = _read_line(ctx, raw, CTLESC in ifs, CTLNUL in ifs)
+    except FtraceError as error:
+        ctx.builtin_err(f"read error: 0: {os.strerror(error.errno)}")
+        return 1
+    status = 1 if eof else 0
+    if not names:
+        variables.assign("REPLY", _dequote(text) if saw_escape else text)
+        return status
+    splitter = _Splitter(ifs, saw_escape)
+    index = 0  # IFS space, tab and newline off the start
+    while index < len(text) and text[index] in _SPACE_TAB_NEWLINE and text[index] in ifs:
+        index += 1
+    for name in names[:-1]:
+        if not is_name(name):
+            ctx.builtin_err(f"`{name}': not a valid identifier")
+            return 1
+        word: str | None = None
+        if index < len(text):
+            word, index = splitter.word(text, index)
+        value = word or ""
+        variables.assign(name, _dequote(value) if saw_escape and word else value)
+    last = names[-1]
+    if not is_name(last):
+        ctx.builtin_err(f"`{last}': not a valid identifier")
+        return 1
+    rest: str | None = text[index:]
+    if rest:
+        word, end = splitter.word(text, index)
+        rest = word if end == len(text) else splitter.strip_trailing(rest)
+    variables.assign(last, _dequote(rest) if saw_escape and rest else rest or "")
+    return status

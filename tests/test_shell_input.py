@@ -1,0 +1,213 @@
+"""ftrace-shell's input redirections (``< FILE``, ``N< FILE``, ``<&N``, ``<&-``) as
+bash's: a tracefs file is opened O_RDONLY and read as ``cat`` reads it, a read(2) at a
+time through the daemon (``grep -m1 x < trace_pipe`` returns at its match), and released
+when the command ends; on simple and compound commands (``done < FILE``), left to right
+with the output redirections.
+
+Compared with bash 5.2 byte for byte: bash runs the same commands in a directory holding
+copies of the tracefs files the shell reads. ``read`` (clients.shell_read) reads them
+too.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from clients.shell_parser import Redirect, ShellSyntaxError, parse
+from tests.children import child_env
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.test_shell_grep_stream import Reader, event, shown_as
+from tests.test_shell_integration import TRACING, finish, run_shell, start_shell
+from tests.test_shell_parser import BASH_ENVIRONMENT, assert_as_bash
+from tests.test_tracer_client import DEADLINE
+
+#: Where bash finds cat and grep: GNU's, which ftrace-shell's are.
+WITH_GREP = {**BASH_ENVIRONMENT, "PATH": "/usr/bin:/bin"}
+
+
+# --- parsing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, redirects", [
+    ("cat < f", (Redirect(0, "<", "f"),)),
+    ("cat <f 3<g", (Redirect(0, "<", "f"), Redirect(3, "<", "g"))),
+    ("cat <&3 2<&- 4>&-", (Redirect(0, "<&", "3"), Redirect(2, "<&", "-"),
+                           Redirect(4, ">&", "-"))),
+    ("cat 3<f <&3 >out", (Redirect(3, "<", "f"), Redirect(0, "<&", "3"),
+                          Redirect(1, ">", "out"))),
+])
+def test_input_redirections_parse_with_their_descriptor(text, redirects):
+    (node,) = parse(text)
+    assert node.first.commands[0].redirects == redirects
+
+
+def test_a_compound_command_takes_input_redirections_after_it():
+    (node,) = parse("while read -r f; do echo $f; done < set_ftrace_filter 2>/dev/null")
+    assert node.first.commands[0].redirects == (Redirect(0, "<", "set_ftrace_filter"),
+                                                Redirect(2, ">", "/dev/null"))
+
+
+@pytest.mark.parametrize("text", ["cat <", "cat < ;", "cat <&", "{ cat; } < | grep x"])
+def test_an_input_redirection_without_its_word_is_bashs_syntax_error(text):
+    with pytest.raises(ShellSyntaxError):
+        parse(text, at_eof=True)
+
+
+# --- what needs no tracefs file --------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    "cat < /dev/null; echo $?",
+    "cat <&5; echo $?",
+    "cat <&foo; echo $?",
+    'x="a b"; cat < $x; echo $?; cat <&$x; echo $?',
+    'x=" 3"; cat <&"$x"; echo $?; cat <&$e; echo $?; cat <&"$e"; echo $?',
+    "cat <&99999999999999999999; echo $?; cat 2<&-; echo $?",
+    "echo x >&-; echo $?",
+    "echo x 3>&1 >&- >&3; echo $?",
+    "{ echo a; echo b >&2; } 2>&1 2>&- >/dev/null; echo $?",
+    "{ echo in; } < /dev/null; echo $?",
+])
+def test_descriptors_as_bash_makes_them(text):
+    assert_as_bash(text, WITH_GREP)
+
+
+# --- tracefs files, against bash on copies of them --------------------------------------
+
+
+#: The tracefs files the scripts below read, copied for bash.
+_FILES = ("available_tracers", "available_filter_functions", "set_ftrace_filter")
+
+_SCRIPTS = [
+    "grep -c vfs < available_filter_functions; echo $?",
+    "grep vfs_read <available_filter_functions",
+    # What grep -m gives back on a file it can seek in is the next reader's.
+    "{ grep -m2 vfs; echo ==; cat; } < available_filter_functions",
+    "for i in 1 2 3; do grep -m1 -n .; done < set_ftrace_filter",
+    "if grep -q nop; then echo found; fi < available_tracers",
+    "{ cat; cat < available_tracers; } < set_ftrace_filter",
+    # read: a line at a time, the rest left for the next reader.
+    'while read -r f; do echo "f=$f"; done < set_ftrace_filter; echo $?',
+    '{ read a; read -r b c; echo "[$a][$b][$c]"; cat; } < set_ftrace_filter',
+    '{ read a; grep -c .; } < available_filter_functions',
+    'read -r x < available_tracers; echo "[$x]"; IFS= read -r < available_tracers; echo "$REPLY"',
+    # The three together, as scripts write them.
+    'while read -r f; do case $f in vfs_*) echo "vfs: $f";; *) echo "other: $f";; esac;'
+    ' done < set_ftrace_filter',
+    'while read -r t; do case $t in function|nop) echo "$t: known";; esac; done'
+    ' < available_tracers; echo $?',
+    # The open fails: bash's words, status 1, the command not run; left to right.
+    "cat < nosuch; echo $?",
+    "{ echo never; } < nosuch; echo $?",
+    "cat < available_tracers > /dev/null < nosuch; echo $?",
+    "cat < nosuch 2>/dev/null; echo $?",
+    "cat 2>/dev/null < nosuch; echo $?",
+    # Duplicated descriptors, in their order.
+    "cat 3< available_tracers <&3; echo $?",
+    "cat <&3 3< available_tracers; echo $?",
+    "grep -c . 4<set_ftrace_filter 0<&4; echo $?",
+    "grep -c x <&-; echo $?",
+    "echo x >&0 < available_tracers; echo $?",
+    "{ echo x >&2; } 2< available_tracers; echo $?",
+]
+
+
+def test_input_redirections_read_tracefs_files_as_bash_reads_files(daemon, tmp_path):
+    with daemon.connect() as client:
+        client.write_file(f"{TRACING}/set_ftrace_filter", "vfs_read\nvfs_write\nsys_read\n")
+        copies = tmp_path / "copies"
+        copies.mkdir()
+        for name in _FILES:
+            (copies / name).write_bytes(client.read_file(f"{TRACING}/{name}"))
+    for script in _SCRIPTS:
+        bash = subprocess.run(["bash", "-c", script], executable="/bin/bash", cwd=copies,
+                              env=WITH_GREP, capture_output=True, timeout=DEADLINE)
+        shell = subprocess.run(
+            [sys.executable, "-m", "clients.shell", "--address", daemon.address, "-c",
+             f"cd {TRACING}; {script}"],
+            cwd=tmp_path, env=child_env(), capture_output=True, timeout=DEADLINE)
+        assert (shell.returncode, shell.stdout, shell.stderr) == (
+            bash.returncode, bash.stdout, bash.stderr), script
+
+
+def test_the_file_is_released_when_the_command_ends(daemon, tmp_path):
+    """Opened for reading, ``trace`` stops tracing until its release (3.6's
+    __tracing_open() and tracing_release()): an event after ``grep -m1 . < trace`` is
+    traced only if the redirection's file was released as the command ended."""
+    script = f"""\
+cd {TRACING}
+echo vfs_read > set_ftrace_filter
+echo function > current_tracer
+grep -m1 -c . < trace
+invoke vfs_read sys_read
+grep -c "bash-$$ .*: vfs_read <-sys_read$" < trace
+"""
+    shell = run_shell(tmp_path, ["--address", daemon.address], script)
+    assert (shell.returncode, shell.out, shell.err) == (0, "1\n1\n", "")
+
+
+@pytest.mark.parametrize("command", [f"grep vfs_read < {TRACING}/trace_pipe",
+                                     f"while grep -m1 vfs_read; do :; done < {TRACING}/trace_pipe"])
+def test_grep_on_a_redirected_trace_pipe_shows_each_event_as_it_comes(daemon, tmp_path, command):
+    """``< trace_pipe`` streams as ``cat trace_pipe | grep`` does: each event shown while
+    grep waits for more; the reading ends at the file's end (tracing_enabled 0)."""
+    with daemon.connect() as client:
+        client.write_file(f"{TRACING}/current_tracer", "function")
+        shell = start_shell(tmp_path, ["--address", daemon.address, "-c",
+                                       f"{command}; echo grep: $?"])
+        try:
+            shown = Reader(shell)
+            client.invoke("vfs_write", "sys_write", pid=4000, comm="other")
+            client.invoke("vfs_read", "sys_read", pid=4001, comm="first")
+            shown.until(rb"first-4001 .*\n")
+            assert shell.poll() is None, "grep ended instead of waiting for more events"
+            client.invoke("vfs_read", "sys_read", pid=4002, comm="second")
+            shown.until(rb"second-4002 .*\n")
+            client.write_file(f"{TRACING}/tracing_enabled", "0")
+            finish(shell)
+        finally:
+            shell.kill()
+    lines = (shown.data.decode() + shell.out).splitlines()
+    assert (shell.returncode, shell.err) == (0, "")
+    assert shown_as(lines, [event("first", 4001), event("second", 4002), "grep: 0"]), lines
+
+
+def test_read_takes_one_line_of_trace_pipe_and_leaves_the_next(daemon, tmp_path):
+    """trace_pipe cannot seek (no_llseek): read takes a byte at a time up to its newline,
+    and the next event's line is the next reader's."""
+    script = (f"cd {TRACING}; read -r comm rest < trace_pipe; echo \"read: $? $comm\";"
+              " grep -m1 . < trace_pipe")
+    with daemon.connect() as client:
+        client.write_file(f"{TRACING}/current_tracer", "function")
+        client.invoke("vfs_read", "sys_read", cpu=1, pid=4001, comm="first")
+        client.invoke("vfs_read", "sys_read", cpu=1, pid=4002, comm="second")
+        shell = run_shell(tmp_path, ["--address", daemon.address, "-c", script])
+    assert (shell.returncode, shell.err) == (0, "")
+    assert shown_as(shell.out.splitlines(), ["read: 0 first-4001", event("second", 4002)])
+
+
+def test_grep_m1_on_a_redirected_trace_pipe_returns_at_its_match(daemon, tmp_path):
+    """``grep -m1 x < trace_pipe`` stops after the read holding its match, and the file
+    is released: a later event is the next reader's."""
+    script = (f"cd {TRACING}; grep -m1 vfs_read < trace_pipe; echo grep: $?;"
+              " cat < trace_pipe; echo cat: $?")
+    with daemon.connect() as client:
+        client.write_file(f"{TRACING}/current_tracer", "function")
+        client.invoke("vfs_read", "sys_read", cpu=1, pid=4001, comm="match")
+        shell = start_shell(tmp_path, ["--address", daemon.address, "-c", script])
+        try:
+            shown = Reader(shell)
+            shown.until(b"grep: 0\n")
+            client.invoke("vfs_read", "sys_read", cpu=1, pid=4003, comm="later")
+            shown.until(rb"later-4003 .*\n")
+            client.write_file(f"{TRACING}/tracing_enabled", "0")
+            finish(shell)
+        finally:
+            shell.kill()
+    lines = (shown.data.decode() + shell.out).splitlines()
+    assert (shell.returncode, shell.err) == (0, "")
+    assert shown_as(lines, [event("match", 4001), "grep: 0", event("later", 4003),
+                            "cat: 0"]), lines
