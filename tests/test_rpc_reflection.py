@@ -85,6 +85,8 @@ def file_containing_symbol(channel: grpc.Channel,
     ("ftrace.v1.OPEN_FLAG_WRONLY", "ftrace/v1/tracefs.proto"),  # an enum value: a
     # sibling of its enum, as protobuf scopes it
     ("ftrace.v1.ErrnoDetail.number", "ftrace/v1/common.proto"),  # a field
+    ("google.rpc.Status", "google/rpc/status.proto"),  # common.proto ERRORS: to decode
+    # grpc-status-details-bin
 ])
 def test_reflection_finds_the_file_of_any_element(channel, symbol: str, name: str):
     """`grpcurl describe ftrace.v1.Tracer.Invoke` asks for the file containing the
