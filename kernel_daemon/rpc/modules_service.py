@@ -7,7 +7,8 @@ not; ``modprobe`` turns the first into silent success, its parameters unused, an
 
 An error of the kernel's path names its system call in ErrnoDetail.syscall:
 ``init_module`` or ``delete_module`` (3.6 has no finit_module). A catalog name that names
-no module has none: modprobe finds no file and makes no call.
+no module has none (modprobe finds no file and makes no call), nor a placement that is no
+ModulePlacement value (the request's own error).
 """
 
 from __future__ import annotations
