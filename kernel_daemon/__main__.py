@@ -110,8 +110,13 @@ def wait_for_stop(waker: Waker, lifeline: int | None) -> bool:
 def main(argv: list[str] | None = None) -> int:
     limit_malloc_arenas()
     parser = argparse.ArgumentParser(prog="ftraced", description=__doc__)
-    parser.add_argument("--listen", default=None, metavar="unix:PATH|HOST:PORT",
-                        help=f"where to serve (default $FTRACED_ADDRESS or {default_address()})")
+    parser.add_argument("--listen", default=None, metavar="ADDRESS",
+                        help="where to serve: a unix socket, unix:PATH, unix:///ABS/PATH, "
+                             "or a path beginning with /, ./ or ../; or TCP, HOST:PORT "
+                             "(127.0.0.1:50051, [::1]:50051, localhost:50051; port 0: a "
+                             "free port, which the log's 'serving' line names); the "
+                             "addresses the clients' --address takes (default "
+                             f"$FTRACED_ADDRESS or {default_address()})")
     parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
     parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
                         metavar="N",

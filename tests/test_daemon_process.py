@@ -144,6 +144,32 @@ def test_of_daemons_started_together_on_one_socket_one_serves(tmp_path):
             kill(process)
 
 
+def test_listen_takes_every_form_its_help_names(tmp_path):
+    """``ftraced --help``'s forms of --listen, each serving (the relative ones are the
+    absolute ones' shorthand, resolved by the same unix_socket_path())."""
+    usage = subprocess.run([sys.executable, "-m", "kernel_daemon", "--help"], cwd=REPO,
+                           env=child_env(), capture_output=True, text=True, check=True).stdout
+    usage = " ".join(usage.split())
+    for form in ("unix:PATH", "unix:///ABS/PATH", "a path beginning with /, ./ or ../",
+                 "HOST:PORT", "[::1]:50051", "port 0: a free port"):
+        assert form in usage, form
+    forms = [str(tmp_path / "bare.sock"), f"unix://{tmp_path / 'uri.sock'}",
+             f"unix:{tmp_path / 'plain.sock'}", "localhost:0"]
+    if socket.has_ipv6 and os.path.exists("/proc/net/if_inet6"):
+        forms.append("[::1]:0")
+    for form in forms:
+        process = start_daemon("--listen", form)
+        try:
+            address = serving(process)["address"]
+            if not form.endswith(":0"):
+                assert address == form
+            with Client(address, wait=DEADLINE) as client:
+                assert client.connection.check_health()
+            stop(process)
+        finally:
+            kill(process)
+
+
 def test_a_tcp_port_in_use_is_refused_and_port_0_reports_the_port_bound():
     first = start_daemon("--listen", "127.0.0.1:0")
     try:

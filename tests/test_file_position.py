@@ -195,11 +195,11 @@ def test_tracing_cpumask_reads_need_room_for_the_mask_its_newline_and_a_nul(clie
 
 
 def pwrite_error(f, data: bytes, offset: int) -> int:
-    return errno_of("write", f.write, data, offset=offset)
+    return errno_of("pwrite64", f.write, data, offset=offset)
 
 
 def pread_error(f, offset: int) -> int:
-    return errno_of("read", f.read, 10, offset=offset)
+    return errno_of("pread64", f.read, 10, offset=offset)
 
 
 # Files whose open calls seq_open() (single_open(), __seq_open_private()), which clears

@@ -13,7 +13,7 @@ from grpc_status import rpc_status
 
 from clients.api import RequestQueue
 from clients.errors import FtraceError
-from ftrace.v1 import common_pb2, modules_pb2, tracefs_pb2, tracer_pb2
+from ftrace.v1 import common_pb2, kernel_pb2, modules_pb2, tracefs_pb2, tracer_pb2
 from kernel_daemon.errno import quoted
 from kernel_daemon.rpc.status import BYTES_WRITTEN_METADATA_KEY
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
@@ -75,6 +75,37 @@ def test_load_with_bad_args_says_why(stubs, args, name, message):
     detail = failing(stubs.modules.Load,
                      modules_pb2.LoadModuleRequest(catalog_name="loop", args=args))
     assert (detail.name, detail.message) == (name, message)
+
+
+def test_module_errors_name_init_module_or_delete_module(stubs):
+    """ErrnoDetail.syscall of Modules' errors: the kernel's init_module / delete_module,
+    none where no system call was made (modprobe finds no such module; a placement that
+    is no ModulePlacement is the request's own error)."""
+    modules = stubs.modules
+    load, unload = modules.Load, modules.Unload
+    Load, Unload = modules_pb2.LoadModuleRequest, modules_pb2.UnloadModuleRequest
+    explicit = modules_pb2.ExplicitModule
+    modules.Load(Load(catalog_name="uinput"), timeout=DEADLINE)
+    modules.Load(Load(catalog_name="fat"), timeout=DEADLINE)
+    modules.Load(Load(catalog_name="vfat"), timeout=DEADLINE)
+    cases = [
+        (load, Load(catalog_name="nosuch"), "ENOENT", ""),
+        (load, Load(explicit=explicit(name="m", functions=["f"]), placement=9), "EINVAL", ""),
+        (load, Load(catalog_name="loop", args=b"foo=1"), "ENOENT", "init_module"),
+        (load, Load(catalog_name="loop", args=b"max_loop=x"), "EINVAL", "init_module"),
+        (load, Load(explicit=explicit(name="my.mod", functions=["f"])), "EINVAL",
+         "init_module"),
+        (load, Load(catalog_name="uinput"), "EEXIST", "init_module"),
+        (unload, Unload(name="tun"), "ENOENT", "delete_module"),
+        (unload, Unload(name="fat"), "EAGAIN", "delete_module"),  # vfat uses it
+    ]
+    for method, request, name, syscall in cases:
+        detail = failing(method, request)
+        assert (detail.name, detail.syscall, detail.path) == (name, syscall, ""), request
+    modules.Unload(Unload(name="vfat"), timeout=DEADLINE)
+    modules.Unload(Unload(name="fat"), timeout=DEADLINE)
+    detail = failing(load, Load(catalog_name="vfat"))  # no fat: "Unknown symbol"
+    assert (detail.name, detail.syscall) == ("ENOENT", "init_module")
 
 
 def test_set_filter_in_band_says_what_register_says(stubs):
@@ -156,6 +187,51 @@ def test_the_python_client_tells_what_a_failed_write_all_wrote_before(daemon):
             with pytest.raises(FtraceError) as info:
                 session.write(b"nosuchfn ")
             assert info.value.bytes_written is None  # one write(2): no loop to tell of
+
+
+def dmesg(stubs) -> str:
+    return stubs.kernel.Dmesg(kernel_pb2.DmesgRequest(), timeout=DEADLINE).text
+
+
+@pytest.mark.parametrize("path", [f"{T}/set_ftrace_filter", f"{T}/set_ftrace_notrace"])
+def test_a_filter_write_that_fails_says_which_word(stubs, path):
+    """ErrnoDetail.message of a filter file's EINVAL names the word, as Tracer's
+    set_filter does; nothing else changes: the errno, the bytes the loop consumed, the
+    file, dmesg (the kernel's EINVAL is bare, and prints nothing)."""
+    before = dmesg(stubs)
+    with pytest.raises(grpc.RpcError) as info:
+        stubs.tracefs.WriteFile(tracefs_pb2.WriteFileRequest(
+            path=path, data=b"vfs_read nosuch vfs_write"), timeout=DEADLINE)
+    detail = common_pb2.ErrnoDetail()
+    assert rpc_status.from_call(info.value).details[0].Unpack(detail)
+    assert (detail.name, detail.syscall, detail.path) == ("EINVAL", "write", path)
+    assert detail.message == '"nosuch" selects no function'
+    # What a client without google.rpc.Status has (common.proto ERRORS).
+    assert info.value.details() == 'EINVAL: Invalid argument ("nosuch" selects no function)'
+    assert dict(info.value.trailing_metadata())["errno"] == "EINVAL"
+    assert dict(info.value.trailing_metadata())[BYTES_WRITTEN_METADATA_KEY] == str(
+        len(b"vfs_read "))
+    assert stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(path=path),
+                                  timeout=DEADLINE).data == b"vfs_read\n"
+
+    words = [
+        (b"no_such_fn", '"no_such_fn" selects no function'),
+        (b"vfs_read:nosuchcmd", '"vfs_read:nosuchcmd": no command "nosuchcmd"'),
+        (b"vfs_read:mod", '"vfs_read:mod" names no module'),
+        (b"*:mod:nosuchmod", '"*" selects no function of module "nosuchmod"'),
+        (b"x" * 300, "a word longer than 242 bytes"),
+    ]
+    requests = [tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(
+        path=path, flags=os.O_WRONLY | os.O_APPEND))]
+    requests += [tracefs_pb2.FileRequest(write=tracefs_pb2.WriteRequest(data=word + b" "))
+                 for word, _ in words]
+    requests.append(tracefs_pb2.FileRequest(close=tracefs_pb2.CloseRequest()))
+    answers = list(stubs.tracefs.Session(iter(requests), timeout=DEADLINE))[1:-1]
+    assert [(a.error.name, a.error.syscall, a.error.message, a.bytes_written)
+            for a in answers] == [("EINVAL", "write", message, 0) for _, message in words]
+    assert stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(path=path),
+                                  timeout=DEADLINE).data == b"vfs_read\n"
+    assert dmesg(stubs) == before
 
 
 # --- a cancelled Session releases its file asynchronously ----------------------------------

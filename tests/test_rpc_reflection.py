@@ -68,6 +68,49 @@ def test_reflection_serves_the_protos_with_their_comments(channel):
         == "grpc_health/v1/health.proto"
 
 
+def file_containing_symbol(channel: grpc.Channel,
+                           symbol: str) -> reflection_pb2.ServerReflectionResponse:
+    """The answer to one raw ``file_containing_symbol`` request, as grpcurl makes it."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    (response,) = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)]),
+        timeout=DEADLINE)
+    return response
+
+
+@pytest.mark.parametrize("symbol, name", [
+    ("ftrace.v1.Tracer.Invoke", "ftrace/v1/tracer.proto"),  # a method
+    ("ftrace.v1.Tracefs.ReadFile", "ftrace/v1/tracefs.proto"),
+    ("grpc.health.v1.Health.Check", "grpc_health/v1/health.proto"),  # not in the set
+    ("ftrace.v1.OPEN_FLAG_WRONLY", "ftrace/v1/tracefs.proto"),  # an enum value: a
+    # sibling of its enum, as protobuf scopes it
+    ("ftrace.v1.ErrnoDetail.number", "ftrace/v1/common.proto"),  # a field
+    ("google.rpc.Status", "google/rpc/status.proto"),  # common.proto ERRORS: to decode
+    # grpc-status-details-bin
+])
+def test_reflection_finds_the_file_of_any_element(channel, symbol: str, name: str):
+    """`grpcurl describe ftrace.v1.Tracer.Invoke` asks for the file containing the
+    method, as for a service or a message; the file comes first, with its comments,
+    then its imports."""
+    response = file_containing_symbol(channel, symbol)
+    assert response.WhichOneof("message_response") == "file_descriptor_response", response
+    files = [descriptor_pb2.FileDescriptorProto.FromString(data)
+             for data in response.file_descriptor_response.file_descriptor_proto]
+    assert files[0].name == name
+    assert response.original_request.file_containing_symbol == symbol
+    if name.startswith("ftrace/"):
+        assert comments(files[0])
+
+
+@pytest.mark.parametrize("symbol", ["ftrace.v1.Tracer.Nosuch", "ftrace.v1",
+                                    "ftrace.v1.OpenFlag.OPEN_FLAG_WRONLY"])
+def test_reflection_says_not_found_for_no_element(channel, symbol: str):
+    """A package is no symbol, nor an enum value named in its enum's scope (C++ and Go
+    answer the same)."""
+    response = file_containing_symbol(channel, symbol)
+    assert response.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
 def test_a_daemon_without_its_descriptor_set_says_how_to_make_it(tmp_path: Path):
     with pytest.raises(SystemExit) as info:
         commented_files(tmp_path / "descriptor_set.binpb")

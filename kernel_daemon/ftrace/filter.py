@@ -97,12 +97,13 @@ def ftrace_mod_callback(ft: Ftrace, hash: FtraceHash, func: str, cmd: str, param
     """The ``mod`` command: ``<func-glob>:mod:<module>``; anything after a further
     ``:`` is ignored."""
     if param is None:
-        raise KernelError(errno.EINVAL)
+        raise KernelError(errno.EINVAL, f"{quoted(func + ':' + cmd)} names no module")
     mod = param.split(":", 1)[0]
     if not mod:
-        raise KernelError(errno.EINVAL)
+        raise KernelError(errno.EINVAL, f"{quoted(func + ':' + cmd + ':')} names no module")
     if not ftrace_match_module_records(ft, hash, func, mod):
-        raise KernelError(errno.EINVAL)
+        raise KernelError(errno.EINVAL,
+                          f"{quoted(func)} selects no function of module {quoted(mod)}")
 
 
 def register_ftrace_command(ft: Ftrace, name: str, func: FtraceCommand) -> None:
@@ -123,7 +124,8 @@ def ftrace_process_regex(ft: Ftrace, hash: FtraceHash, buff: str, enable: bool) 
 
     ``enable`` is 1 from ``set_ftrace_filter`` and 0 from ``set_ftrace_notrace``; a
     ``<func>:<command>[:<param>]`` token is the command's to judge, and an unknown
-    command is EINVAL.
+    command is EINVAL. The kernel's EINVAL is bare; the model's message names the token,
+    for the caller (ErrnoDetail.message), as ftrace_set_regex()'s does.
 
     ``buff`` is the token as written, NUL bytes included (``trace_get_user`` keeps
     them).  ``strsep()`` looks for the ``:`` in the C string only, and the command, its
@@ -134,12 +136,12 @@ def ftrace_process_regex(ft: Ftrace, hash: FtraceHash, buff: str, enable: bool) 
         # No ':' before a NUL: the token goes whole to the matcher, with its full
         # length (parser->idx), which filter_parse_regex() scans for a '*'.
         if not ftrace_match_records(ft, hash, buff):
-            raise KernelError(errno.EINVAL)
+            raise KernelError(errno.EINVAL, f"{quoted(buff)} selects no function")
         return
     command, sep, param = rest.partition(":")
     callback = ft.ftrace_commands.get(command)
     if callback is None:
-        raise KernelError(errno.EINVAL)
+        raise KernelError(errno.EINVAL, f"{quoted(c_string(buff))}: no command {quoted(command)}")
     callback(ft, hash, func, command, param if sep else None, enable)
 
 

@@ -87,7 +87,7 @@ def trace_get_user(parser: TraceParser, data: UserBuffer, pos: int) -> int:
     room = max(parser.size - 1 - len(parser.buffer), 0)
     if checked > room:
         parser.buffer += data[start:start + room]
-        raise KernelError(errno.EINVAL)
+        raise KernelError(errno.EINVAL, f"a word longer than {parser.size - 1} bytes")
     parser.buffer += data[start:end]
     if space is None:
         # The token runs to the end of the buffer: continued by the next write.

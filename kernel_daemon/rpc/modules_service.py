@@ -4,6 +4,11 @@ The kernel answers EEXIST for a module already loaded and ENOENT for one that is
 not; ``modprobe`` turns the first into silent success, its parameters unused, and
 ``modprobe -r`` the second (``if_loaded_ok`` / ``if_absent_ok``), ``insmod`` and
 ``rmmod`` report both.
+
+An error of the kernel's path names its system call in ErrnoDetail.syscall:
+``init_module`` or ``delete_module`` (3.6 has no finit_module). A catalog name that names
+no module has none (modprobe finds no file and makes no call), nor a placement that is no
+ModulePlacement value (the request's own error).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from kernel_daemon.errno import KernelError, quoted
 from kernel_daemon.module.catalog import ModuleSpec, load_catalog, module_from_function_list
 from kernel_daemon.module.loader import Module
 from kernel_daemon.rpc.state import DaemonState
-from kernel_daemon.rpc.status import translate_kernel_errors
+from kernel_daemon.rpc.status import failing_as, translate_kernel_errors
 
 STATES = {0: pb.MODULE_STATE_LIVE, 1: pb.MODULE_STATE_COMING, 2: pb.MODULE_STATE_GOING}
 # LoadModuleRequest.placement -> the address space's policy; None: the boot option.
@@ -46,7 +51,8 @@ def requested_spec(request: pb.LoadModuleRequest) -> ModuleSpec:
         try:
             return module_from_function_list(request.explicit.name, list(request.explicit.functions))
         except ValueError as exc:
-            raise KernelError(errno.EINVAL, str(exc)) from None
+            # The image init_module would be given is malformed.
+            raise KernelError(errno.EINVAL, str(exc), syscall="init_module") from None
     raise KernelError(errno.EINVAL, "neither a catalog name nor a function list")
 
 
@@ -59,7 +65,8 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
         spec = requested_spec(request)
         if request.placement not in PLACEMENTS:
             raise KernelError(errno.EINVAL, f"unknown placement {request.placement}")
-        with self.state.syscall(context, report_locking=True) as boot:
+        with self.state.syscall(context, report_locking=True) as boot, \
+                failing_as("init_module"):
             loaded = boot.kernel.modules.find_module(spec.name)
             if loaded is not None and request.if_loaded_ok:
                 return module_info(loaded, already_loaded=True)
@@ -84,7 +91,8 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
 
     @translate_kernel_errors
     def Unload(self, request: pb.UnloadModuleRequest, context: grpc.ServicerContext) -> pb.ModuleInfo:
-        with self.state.syscall(context, report_locking=True) as boot:
+        with self.state.syscall(context, report_locking=True) as boot, \
+                failing_as("delete_module"):
             try:
                 return module_info(boot.kernel.modules.delete_module(request.name))
             except BlockingIOError as exc:  # in use: EWOULDBLOCK, which is EAGAIN

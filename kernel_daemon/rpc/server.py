@@ -109,11 +109,27 @@ class CommentedReflectionServicer(reflection.ReflectionServicer):
     passing such a pool as enable_server_reflection's ``pool`` would not do). Each file
     it answers with is therefore swapped for the set's copy of the same name; files not
     in the set (the health and reflection protos) go as they are.
+
+    A method's name (``ftrace.v1.Tracer.Invoke``, ``grpc.health.v1.Health.Check``) is a
+    symbol of its file as for any other element, as the reflection services of protobuf's
+    C++ and Go implementations find it: upb's FindFileContainingSymbol() does not know
+    methods, so such a name is looked up as a method when it finds nothing.
     """
 
     def __init__(self, service_names: Iterable[str], files: dict[str, bytes]) -> None:
         super().__init__(service_names)
         self.files = files
+
+    def _file_containing_symbol(self, request: reflection_pb2.ServerReflectionRequest,
+                                fully_qualified_name: str) -> reflection_pb2.ServerReflectionResponse:
+        response = super()._file_containing_symbol(request, fully_qualified_name)
+        if not response.HasField("error_response"):
+            return response
+        try:
+            method = self._pool.FindMethodByName(fully_qualified_name)
+        except KeyError:
+            return response
+        return self._file_by_filename(request, method.containing_service.file.name)
 
     def ServerReflectionInfo(
             self, request_iterator: Iterator[reflection_pb2.ServerReflectionRequest],

@@ -16,10 +16,11 @@ Only the synchronous ``grpc.server`` API is supported.
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import functools
 import inspect
-from typing import Any, Callable, Iterable, NoReturn, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, NoReturn, Sequence, TypeVar
 
 import grpc
 from google.rpc import status_pb2
@@ -42,6 +43,7 @@ __all__ = [
     "rich_status",
     "abort_with_errno",
     "translate_kernel_errors",
+    "failing_as",
     "add_trailing_metadata",
     "errno_detail_from_trailers",
     "errno_detail_from_call",
@@ -194,6 +196,17 @@ def rich_status(
     ]
     metadata.extend(extra_metadata)
     return _Status(code, message, tuple(metadata))
+
+
+@contextlib.contextmanager
+def failing_as(syscall: str) -> Iterator[None]:
+    """A :class:`KernelError` raised inside names ``syscall`` as the system call that
+    returned it (ErrnoDetail.syscall), unless it already names one."""
+    try:
+        yield
+    except KernelError as err:
+        err.with_context(syscall=syscall)
+        raise
 
 
 def _trailing_metadata_set(context: grpc.ServicerContext) -> tuple[tuple[str, Any], ...]:

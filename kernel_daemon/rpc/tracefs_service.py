@@ -39,8 +39,15 @@ TRACING = "/sys/kernel/debug/tracing"
 MAX_WRITE_CALLS = 1 << 20
 
 
-SYSCALL_OF_OP = {"read": "read", "write": "write", "seek": "lseek"}
 T = TypeVar("T")
+
+
+def syscall_of(op: str, request: pb.FileRequest) -> str:
+    """The system call a Session's read, write or seek is, as fs/read_write.c names it:
+    ``pread64`` / ``pwrite64`` for a read or write at an ``offset``."""
+    if op == "seek":
+        return "lseek"
+    return f"p{op}64" if getattr(request, op).HasField("offset") else op
 
 
 def at_offset(file: OpenFile, offset: int, fmode: int, call: Callable[[], T]) -> T:
@@ -184,7 +191,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
             if boot.ended:  # a read the shutdown woke: the process is gone
                 raise KernelError(errno.ENODEV, "the kernel rebooted") from None
             return pb.FileResponse(seq=seq, bytes_written=written, error=errno_detail(
-                for_syscall(err, SYSCALL_OF_OP[op], file.path)))
+                for_syscall(err, syscall_of(op, request), file.path)))
 
     @staticmethod
     def _read(file: OpenFile, request: pb.ReadRequest) -> pb.ReadResult:
