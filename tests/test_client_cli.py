@@ -207,10 +207,20 @@ WAITS = [
      said("ops mine registered"), 1, "ftrace-tracer: mine: " + GONE),
     ("shell dmesg -w", ["clients.shell", "-c", "echo following >&2; dmesg -w"], False,
      said("following"), 1, "dmesg: " + GONE),
-    # A file's error is bash's (the command, the file, the errno), the pipeline's status
-    # grep's: it read no line.
+    # A file's error is bash's (the command, the file), with the daemon gone where the
+    # errno would read as the kernel's (the refusal's); the status the command's own for
+    # an error: the pipeline's grep's (it read no line), grep's trouble.
     ("shell trace_pipe | grep", ["clients.shell", "-c", f"cat {TRACING}/trace_pipe | grep x"],
-     False, file_open, 1, f"cat: {TRACING}/trace_pipe: Connection refused"),
+     False, file_open, 1, f"cat: {TRACING}/trace_pipe: " + GONE),
+    ("shell cat trace_pipe", ["clients.shell", "-c", f"cat {TRACING}/trace_pipe"],
+     False, file_open, 1, f"cat: {TRACING}/trace_pipe: " + GONE),
+    ("shell grep trace_pipe", ["clients.shell", "-c", f"grep x {TRACING}/trace_pipe"],
+     False, file_open, 2, f"grep: {TRACING}/trace_pipe: " + GONE),
+    # The write waits for ftrace_lock (the holder's file is the other one open).
+    ("shell echo > current_tracer", ["clients.shell", "-c",
+                                     f"echo function > {TRACING}/current_tracer"],
+     True, lambda client, _: client.stats().open_files > 1, 1,
+     "bash: line 1: echo: write error: " + GONE),
 ]
 
 
