@@ -458,15 +458,13 @@ def test_inspect_errors(capsys, monkeypatch):
                            "(is the daemon running?)\n")
     status, _, err = inspect_main(capsys, "records", "--address",
                                   "unix:/nonexistent/ftraced.sock", "--connect-timeout", "0")
-    assert (status, err) == (2, "ftrace-inspect: no ftraced answers at unix:/nonexistent/"
-                                "ftraced.sock (No such file or directory); start one with "
-                                "`ftraced`\n")
+    assert (status, err) == (2, "ftrace-inspect: no ftraced can listen at unix:/nonexistent/"
+                                "ftraced.sock: no directory /nonexistent\n")
     # The address tried is named, $FTRACED_ADDRESS's too.
     monkeypatch.setenv("FTRACED_ADDRESS", "unix:/nonexistent/env.sock")
     status, _, err = inspect_main(capsys, "summary")
-    assert (status, err) == (2, "ftrace-inspect: no ftraced answers at unix:/nonexistent/"
-                                "env.sock (No such file or directory); start one with "
-                                "`ftraced`\n")
+    assert (status, err) == (2, "ftrace-inspect: no ftraced can listen at unix:/nonexistent/"
+                                "env.sock: no directory /nonexistent\n")
     # A namespace is a name in /dev/shm, never a path; shm_open refuses one too long.
     with pytest.raises(SystemExit) as exited:
         inspect_main(capsys, "--namespace", "../x", "--no-symbols", "summary")
