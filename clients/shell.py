@@ -428,8 +428,9 @@ class Shell:
                 else None)
             if name is not None:
                 self.line = command.line
+                hint = " (grep -m N '' gives head -n N)" if name in ("head", "tail") else ""
                 self._say(self.stderr,
-                          f"{self.prefix()}: {name}: ftrace-shell pipes only into grep")
+                          f"{self.prefix()}: {name}: ftrace-shell pipes only into grep{hint}")
                 return 1
         return self._run_stages(elements)
 
