@@ -40,7 +40,8 @@ from types import FrameType
 import grpc
 
 from clients.api import Client
-from clients.connection import ADDRESS_ENV, DaemonLost, grpc_target, resolve_address
+from clients.connection import (ADDRESS_ENV, DaemonLost, grpc_target, resolve_address,
+                                socket_obstacle)
 from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.spawn import SpawnError, spawn_daemon
@@ -88,16 +89,27 @@ def gone_text(address: str, error: FtraceError) -> str:
 
 def no_daemon_text(address: str, error: FtraceError, alternative: str | None = None) -> str:
     """The one diagnostic of a client no daemon answers at ``address``, after its
-    connect timeout (``error``: the last connection's); ``alternative``, another way
-    (``"use --spawn"``). The program's name goes before it, as before its others. A
-    daemon that went away while the client waited for its answer (:class:`DaemonLost`,
-    said at once) is :func:`gone_text`."""
+    connect timeout (``error``: the last connection's). The program's name goes before
+    it, as before its others. Advice to start one (and ``alternative``, another way:
+    ``"use --spawn"``) only where a daemon started would answer: no socket yet in a
+    directory that exists, or one nobody listens on. Not a path no daemon could listen
+    at (said at once: :func:`clients.connection.socket_obstacle`), nor a socket that
+    takes connections without answering them (ETIMEDOUT: a daemon stopped, say, where
+    another would find the address in use). A daemon that went away while the client
+    waited for its answer (:class:`DaemonLost`, said at once) is :func:`gone_text`."""
     if isinstance(error, DaemonLost):
         return gone_text(address, error)
+    if (obstacle := socket_obstacle(address)) is not None:
+        return f"no ftraced can listen at {address}: {obstacle}"
+    text = f"no ftraced answers at {address} ({error.strerror})"
     if error.errno == errno.ECONNRESET:
-        return (f"no ftraced answers at {address} ({error.strerror}): it closed every "
-                "connection as it accepted it, as ftraced does past its --max-connections")
-    text = f"no ftraced answers at {address} ({error.strerror}); start one with `ftraced`"
+        return (f"{text}: it closed every connection as it accepted it, as ftraced does "
+                "past its --max-connections")
+    if error.errno == errno.ETIMEDOUT:
+        return f"{text}: it takes connections and does not answer them (stopped?)"
+    if error.errno not in (errno.ENOENT, errno.ECONNREFUSED):
+        return text
+    text += "; start one with `ftraced`"
     return f"{text}, or {alternative}" if alternative else text
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "IdentityChannel",
     "Connection",
     "DaemonLost",
+    "socket_obstacle",
     "connect",
 ]
 
@@ -85,9 +86,12 @@ _RETRY_INTERVAL = 0.05
 #: daemon that accepted a connection and then died is noticed within this, not at the
 #: end of the wait (gRPC's own wait for readiness retries a refused connection).
 _ANSWER_SLICE = 0.25
-#: How long the call that asks gRPC why it could not connect may take (it does not wait
-#: for a connection: it fails as soon as the channel's last attempt has).
-_LAST_ERROR_TIMEOUT = 1.0
+#: The last part of a wait for an answer, and the least time one attempt gets (a wait
+#: shorter than this, ``--connect-timeout 0`` included, lasts this long when nothing
+#: answers): its calls do not wait for a connection, so that one fails as soon as the
+#: channel's attempt has, with gRPC's last error, which tells a server that closed the
+#: connection as it accepted it from one that holds it without answering.
+_LAST_ATTEMPT = 1.0
 
 
 def default_address() -> str:
@@ -338,48 +342,34 @@ class Connection:
         # a fraction of a second; in slices, between which the socket is tried again:
         # gRPC's wait would retry a daemon that died meanwhile until the deadline. (A
         # slice is also a deadline gRPC can take: its deadline is time.time() + timeout,
-        # which overflows into the past beyond about 7e9 s.)
+        # which overflows into the past beyond about 7e9 s.) The wait's last part
+        # (_LAST_ATTEMPT) is a call that does not wait for the connection, until one
+        # failed: why the wait fails is known by its deadline, not a call after it.
+        attempt_ends = time.monotonic() + _LAST_ATTEMPT
+        closed: bool | None = None  # whether the server closed it, once a call told
         while True:
             left = remaining()
+            last = closed is None and left is not None and left <= _LAST_ATTEMPT
             try:
                 self.health.Check(health_pb2.HealthCheckRequest(),
-                                  timeout=_ANSWER_SLICE if left is None
+                                  timeout=max(left, attempt_ends - time.monotonic()) if last
+                                  else _ANSWER_SLICE if left is None
                                   else min(left, _ANSWER_SLICE),
-                                  wait_for_ready=True)
+                                  wait_for_ready=not last)
                 return
             except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                if last and error.code() == grpc.StatusCode.UNAVAILABLE:
+                    closed = _closed_at_once(error)
+                elif error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise FtraceError.from_rpc(error) from None
+            if (refusal := _refusal(self.address, remaining())) is not None:
+                raise DaemonLost(refusal, self.address)
             if remaining() == 0.0:
                 raise FtraceError(
-                    self._closed_at_once() or errno.ETIMEDOUT,
+                    errno.ECONNRESET if closed else errno.ETIMEDOUT,
                     f"ftraced at {self.address} not ready after {timeout}s",
                     from_kernel=False,
                 )
-            if (refusal := _refusal(self.address, remaining())) is not None:
-                raise DaemonLost(refusal, self.address)
-
-    def _closed_at_once(self) -> int | None:
-        """ECONNRESET when the server took the connections and closed them at once, as
-        ftraced does past its ``--max-connections``: gRPC's last error says so (asked
-        by a call that does not wait), where the wait itself ends only in a timeout.
-        None for a server that kept them and never answered.
-
-        How the last error says so depends on which came first, the close or the
-        client's first bytes: a read or write that met the close (ECONNRESET, EPIPE),
-        or, when the client had nothing unread on the server's side, the end of file,
-        "Socket closed" with no errno (1 client in 20 under load said "Connection
-        timed out" when only the errnos counted)."""
-        try:
-            self.health.Check(health_pb2.HealthCheckRequest(), timeout=_LAST_ERROR_TIMEOUT)
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.UNAVAILABLE:
-                details = error.details() or ""
-                numbers = {int(n) for n in re.findall(r"\((\d+)\)", details)}
-                if numbers & {errno.ECONNRESET, errno.EPIPE} or details.endswith(
-                        ": Socket closed"):
-                    return errno.ECONNRESET
-        return None
 
     def check_health(self, service: str = "", timeout: float | None = 5.0) -> bool:
         """True when the health service reports SERVING for ``service`` ("" = the server)."""
@@ -408,6 +398,21 @@ class Connection:
         return f"Connection({self.address!r}, identity={self.identity})"
 
 
+def _closed_at_once(error: grpc.RpcError) -> bool:
+    """Whether a call that did not wait for its connection (UNAVAILABLE) failed because
+    the server took the connection and closed it at once, as ftraced does past its
+    ``--max-connections``, where a wait for the connection ends only in a timeout.
+
+    How gRPC's last error says so depends on which came first, the close or the
+    client's first bytes: a read or write that met the close (ECONNRESET, EPIPE), or,
+    when the client had nothing unread on the server's side, the end of file, "Socket
+    closed" with no errno (1 client in 20 under load said "Connection timed out" when
+    only the errnos counted)."""
+    details = error.details() or ""
+    numbers = {int(n) for n in re.findall(r"\((\d+)\)", details)}
+    return bool(numbers & {errno.ECONNRESET, errno.EPIPE}) or details.endswith(": Socket closed")
+
+
 def _refusal(address: str, timeout: float | None) -> int | None:
     """The errno of a plain connection to ``address`` that failed, None when it was accepted
     (or timed out, or the host name does not resolve: gRPC's own wait has the last word).
@@ -433,22 +438,39 @@ def _refusal(address: str, timeout: float | None) -> int | None:
     return None
 
 
+#: What a file at a socket's path is, when it is no socket.
+_FILE_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
+               (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"))
+
+
+def socket_obstacle(address: str) -> str | None:
+    """Why no daemon could ever listen at the unix socket ``address`` names, in words
+    (``a regular file, not a socket``; ``no directory /tmp/nodir``; ``Not a
+    directory``: a file where the path has a directory), or
+    None: a socket there (listening or not), a path free in a directory that exists, a
+    TCP address. ftraced would not replace a file of another kind either (EADDRINUSE)."""
+    path = unix_socket_path(address)
+    if path is None:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        directory = os.path.dirname(path) or "."
+        return None if os.path.isdir(directory) else f"no directory {directory}"
+    except OSError as error:
+        return os.strerror(error.errno)
+    if stat.S_ISSOCK(mode):
+        return None
+    kind = next((kind for test, kind in _FILE_KINDS if test(mode)), "no socket")
+    return f"{kind}, not a socket"
+
+
 def _may_come(address: str, number: int) -> bool:
     """Whether a daemon still starting could end a connection's failure ``number``: its
     socket not made yet (in a directory that exists), or made but not listening yet (a
-    socket file, or a TCP port). Not a file of another kind at the socket's path, which
-    ftraced would not replace either (EADDRINUSE)."""
-    if number not in (errno.ENOENT, errno.ECONNREFUSED):
-        return False
-    path = unix_socket_path(address)
-    if path is None:
-        return True
-    try:
-        return stat.S_ISSOCK(os.stat(path).st_mode)
-    except FileNotFoundError:
-        return os.path.isdir(os.path.dirname(path) or ".")
-    except OSError:
-        return False
+    socket file, or a TCP port)."""
+    return number in (errno.ENOENT, errno.ECONNREFUSED) and socket_obstacle(address) is None
 
 
 def connect(

@@ -7,7 +7,7 @@
 Each cycle picks one of the ``-m`` modules (catalog names; default ``uinput``; several are
 picked at random, seeded by ``--seed``), loads it (``modprobe``: the modules it depends on
 first, and an already loaded module is taken as is), keeps it ``--hold`` seconds, and
-unloads it (``rmmod``). What follows ``-m`` is read as modprobe reads its words: the
+unloads it (``rmmod``) if this run loaded it. What follows ``-m`` is read as modprobe reads its words: the
 module, then its parameters (``-m loop max_loop=8 max_part=15``), joined into the
 module's parameter string as modprobe joins them. One line per operation, on stdout::
 
@@ -17,12 +17,16 @@ module's parameter string as modprobe joins them. One line per operation, on std
 
 A reload names where the module went compared with its previous load in this run: the
 same address — the premise of the 8c4f3c3 report, which first-fit placement gives — or
-``(moved from 0x...)``. ``(already loaded)`` marks a module someone else had loaded.
+``(moved from 0x...)``. ``(already loaded)`` marks a module found loaded: one someone
+else had loaded is left loaded, as it was found (no ``rmmod`` of it); one this run's
+unload failed to remove is unloaded again.
 
 It runs ``--count`` cycles, for ``--duration`` seconds, or until SIGINT/SIGTERM; a cycle
-under way is finished, so no module this program named is left behind (a dependency
-modprobe loaded for one stays, as after ``modprobe vfat; rmmod vfat``). Exit status 0;
-2 when no daemon answers within ``--connect-timeout``, as for every client.
+under way is finished, so no module this program loaded is left behind (a dependency
+modprobe loaded for one stays, as after ``modprobe vfat; rmmod vfat``). Exit status 0
+when every operation succeeded; 3 when the run went to its end with operations that
+failed (the last line on stderr counts them); 1 when an error ended it (below); 2 when
+no daemon answers within ``--connect-timeout``, as for every client.
 A concurrent loader or unloader of the same modules makes an operation fail (EEXIST;
 ENOENT: not loaded, or for a load a module it needs gone meanwhile; EBUSY; EAGAIN for
 an unload that meets the reference its load still holds, or a module another module
@@ -49,6 +53,8 @@ from clients.kmod import (insert_failure, modprobe_insert, module_not_found, mod
                           options_from_array)
 
 PROG = "ftrace-modload"
+#: The exit status of a run that went to its end with operations that failed.
+EXIT_FAILED_OPERATIONS = 3
 #: Failures a concurrent modprobe/rmmod of the same module causes: reported, not fatal.
 RACES = ("EEXIST", "ENOENT", "EBUSY", "EAGAIN")
 
@@ -71,11 +77,14 @@ class Modload:
         self.placement = placement
         self.depends = modules_dep(client)
         self.last_base: dict[str, int] = {}
+        #: The modules this run loaded and has not unloaded (an unload that failed).
+        self.ours: set[str] = set()
         self.loads = self.unloads = self.failures = 0
 
-    def load(self, name: str, options: str = "") -> bool:
-        """modprobe NAME, with the parameters ``options``; True when the module is there
-        to unload."""
+    def load(self, name: str, options: str = "") -> bool | None:
+        """modprobe NAME, with the parameters ``options``: True when this run loaded the
+        module (to unload), False when it found it loaded by someone else (to leave as
+        it is), None when the load failed."""
         if name not in self.depends:
             complain(f"{PROG}: FATAL: {module_not_found(self.client, name)}")
             raise Fatal
@@ -87,10 +96,11 @@ class Modload:
                 text = (insert_failure(error) if error.errno_name == "ENOENT"
                         else cli.error_text(error))
                 complain(f"modprobe {name}: {text}")
-                return False
+                return None
             complain(f"{PROG}: modprobe {name}: {cli.error_text(error, self.client)}")
             raise Fatal from error
         note = ""
+        loaded = not info.already_loaded or name in self.ours
         if info.already_loaded:
             note = " (already loaded)"
         elif name in self.last_base:
@@ -100,7 +110,9 @@ class Modload:
         self.last_base[name] = info.base
         self.loads += 1
         say(f"modprobe {name} at {info.base:#x}{note}")
-        return True
+        if loaded:
+            self.ours.add(name)
+        return loaded
 
     def unload(self, name: str) -> None:
         try:
@@ -114,6 +126,7 @@ class Modload:
                 return
             complain(f"{PROG}: rmmod {name}: {cli.error_text(error, self.client)}")
             raise Fatal from error
+        self.ours.discard(name)
         self.unloads += 1
         say(f"rmmod {name}")
 
@@ -126,15 +139,23 @@ def run(modload: Modload, args: argparse.Namespace, waker: cli.Waker) -> None:
         if end is not None and time.monotonic() >= end:
             break
         name, *parameters = rng.choice(args.module)
-        if modload.load(name, options_from_array(parameters)):
-            # The hold is pacing, cut short by a signal; the unload always follows.
+        loaded = modload.load(name, options_from_array(parameters))
+        if loaded is not None:
+            # The hold is pacing, cut short by a signal; the unload of what this run
+            # loaded always follows.
             waker.sleep_until(time.monotonic() + args.hold)
-            modload.unload(name)
+            if loaded:
+                modload.unload(name)
         cycles += 1
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Load and unload modules in a loop.")
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Load and unload modules in a loop.",
+        epilog=f"Exit status: 0 when every load and unload succeeded, "
+               f"{EXIT_FAILED_OPERATIONS} when some failed (a concurrent loader, a parameter "
+               f"the module does not take...), 1 when an error ended the run, "
+               f"{cli.EXIT_NO_DAEMON} when no daemon answers.")
     p.add_argument("-m", "--module", action="append", nargs="+",
                    metavar=("MODULE", "PARAM=VALUE"),
                    help="a catalog module to cycle, with its parameters as modprobe takes "
@@ -177,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             return cli.EXIT_NO_DAEMON
     complain(f"{PROG}: {modload.loads} loads, {modload.unloads} unloads, "
              f"{modload.failures} failed")
-    return 0
+    return EXIT_FAILED_OPERATIONS if modload.failures else 0
 
 
 if __name__ == "__main__":

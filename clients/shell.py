@@ -210,6 +210,18 @@ class Shell:
         """open(2) of a tracefs file, held by this process (a signal cancels it)."""
         return self.stage.hold(self.client.open(self.resolve(path), flags))
 
+    def reason(self, error: FtraceError) -> str:
+        """What a command's diagnostic says after its own words for a failed call: the
+        kernel's ``strerror``; where the daemon is when the error did not come from it;
+        for a daemon that went away during the call, the words every client says
+        (:func:`clients.cli.gone_text`), not the refusal's errno alone, which would read
+        as the kernel's."""
+        if daemon_lost(error):
+            return gone_text(self.client.address, error)
+        if error.from_kernel:
+            return error.strerror
+        return f"{error.strerror} (ftraced at {self.client.address})"
+
     def _is_directory(self, path: str) -> bool:
         """bash's file_isdir, on the daemon's tree."""
         try:
@@ -416,8 +428,9 @@ class Shell:
                 else None)
             if name is not None:
                 self.line = command.line
+                hint = " (grep -m N '' gives head -n N)" if name in ("head", "tail") else ""
                 self._say(self.stderr,
-                          f"{self.prefix()}: {name}: ftrace-shell pipes only into grep")
+                          f"{self.prefix()}: {name}: ftrace-shell pipes only into grep{hint}")
                 return 1
         return self._run_stages(elements)
 
@@ -616,7 +629,7 @@ class Shell:
             session = self.open(target, flags)
         except FtraceError as error:
             # bash: the open failed, so the command does not run.
-            self._say(as_output(fds[2]), f"{self.prefix()}: {target}: {error.strerror}")
+            self._say(as_output(fds[2]), f"{self.prefix()}: {target}: {self.reason(error)}")
             return None
         return FileInput(session) if op == "<" else FileOutput(session)
 
@@ -762,16 +775,12 @@ class Shell:
         try:
             return known.run(ctx)
         except WriteError as error:
-            ctx.err(f"{who}: write error: {os.strerror(error.errno)}")
+            why = os.strerror(error.errno) if error.cause is None else self.reason(error.cause)
+            ctx.err(f"{who}: write error: {why}")
             return 1
         except FtraceError as error:
-            # A failure the command has no message of its own for: the daemon's errno,
-            # and where the daemon is when it is not answering at all.
-            if daemon_lost(error):
-                ctx.err(f"{who}: {gone_text(self.client.address, error)}")
-            else:
-                where = "" if error.from_kernel else f" (ftraced at {self.client.address})"
-                ctx.err(f"{who}: {error.strerror}{where}")
+            # A failure the command has no message of its own for.
+            ctx.err(f"{who}: {self.reason(error)}")
             return 1
 
 

@@ -110,7 +110,7 @@ def cmd_cd(ctx: Invocation) -> int:
     try:
         stat = shell.client.stat(shell.resolve(arg or "."))
     except FtraceError as error:
-        ctx.builtin_err(f"{arg}: {error.strerror}")
+        ctx.builtin_err(f"{arg}: {shell.reason(error)}")
         return 1
     if not stat.entry.is_dir:
         ctx.builtin_err(f"{arg}: Not a directory")
@@ -199,7 +199,7 @@ def cmd_ls(ctx: Invocation) -> int:
             entries = [(e.name, e.is_dir, e.mode, e.size)
                        for e in shell.client.list_dir(stat.path)]
         except FtraceError as error:
-            ctx.err(f"ls: cannot access '{operand}': {error.strerror}")
+            ctx.err(f"ls: cannot access '{operand}': {ctx.shell.reason(error)}")
             status = 2
             continue
         if "a" in options:
@@ -230,7 +230,7 @@ def cmd_cat(ctx: Invocation) -> int:
             for data in ctx.stdin_reads() if operand == "-" else read_path(ctx, operand):
                 ctx.out(data)
         except FtraceError as error:
-            ctx.err(f"cat: {operand}: {error.strerror}")
+            ctx.err(f"cat: {operand}: {ctx.shell.reason(error)}")
             status = 1
     return status
 

@@ -200,7 +200,7 @@ def _pattern_file(ctx: Invocation, name: str) -> list[bytes]:
     try:
         return list(_lines(_reads(ctx, name)))
     except FtraceError as error:
-        raise _Trouble(f"{name}: {error.strerror}") from None
+        raise _Trouble(f"{name}: {ctx.shell.reason(error)}") from None
 
 
 def _usage(ctx: Invocation) -> int:
@@ -363,7 +363,7 @@ class _Grep:
     def suppressible_error(self, name: str, error: FtraceError) -> None:
         """grep.c's suppressible_error(): the message, unless -s; the status will be 2."""
         if not self.options.has("s"):
-            self.ctx.err(f"grep: {name}: {error.strerror}")
+            self.ctx.err(f"grep: {name}: {self.ctx.shell.reason(error)}")
         self.errseen = True
 
     def file_lines(self, name: str, reads: Iterable[bytes]) -> Iterator[bytes]:

@@ -79,7 +79,8 @@ def _modprobe_insert(ctx: Invocation, log: _Log, log_level: str, name: str,
     try:
         modprobe_insert(ctx.shell.client, name, depends, options=parameters)
     except FtraceError as error:
-        log("ERROR", f"could not insert '{name}': {insert_failure(error)}")
+        why = insert_failure(error) if error.from_kernel else ctx.shell.reason(error)
+        log("ERROR", f"could not insert '{name}': {why}")
         return False
     return True
 
@@ -113,7 +114,7 @@ def _remove_module(ctx: Invocation, log: _Log, name: str) -> bool:
     try:
         ctx.shell.client.unload(name)
     except FtraceError as error:
-        log("ERROR", f"could not remove '{name}': {error.strerror}")
+        log("ERROR", f"could not remove '{name}': {ctx.shell.reason(error)}")
         return False
     return True
 
@@ -149,7 +150,8 @@ def cmd_insmod(ctx: Invocation) -> int:
         # The words after the file, joined by spaces as they are: insmod quotes nothing.
         ctx.shell.client.load(name, args=" ".join(ctx.args[1:]))
     except FtraceError as error:
-        reason = _INSMOD_STRERROR.get(error.errno, error.strerror)
+        reason = (_INSMOD_STRERROR.get(error.errno, error.strerror) if error.from_kernel
+                  else ctx.shell.reason(error))
         ctx.err(f"insmod: ERROR: could not insert module {shown}: {reason}")
         return 1
     return 0
@@ -175,7 +177,7 @@ def cmd_rmmod(ctx: Invocation) -> int:
                 continue
         except FtraceError as error:
             # kmod names the argument as given here, where its other messages name the module.
-            ctx.err(f"rmmod: ERROR: could not remove module {arg}: {error.strerror}")
+            ctx.err(f"rmmod: ERROR: could not remove module {arg}: {ctx.shell.reason(error)}")
         status = 1
     return status
 
@@ -206,7 +208,7 @@ def cmd_lsmod(ctx: Invocation) -> int:
     try:
         text = ctx.shell.client.read_file("/proc/modules").decode("utf-8", "replace")
     except FtraceError as error:
-        ctx.err(f"lsmod: ERROR: could not open '/proc/modules': {error.strerror}")
+        ctx.err(f"lsmod: ERROR: could not open '/proc/modules': {ctx.shell.reason(error)}")
         return 1
     rows = ["Module                  Size  Used by\n"]
     # /proc/modules: "name size refcount users state address [(taints)]"; users "-" or "a,b,".
@@ -272,6 +274,6 @@ def cmd_invoke(ctx: Invocation) -> int:
             module=options.get("m", ""),
         )
     except FtraceError as error:
-        ctx.err(f"invoke: {function}: {error.strerror}")
+        ctx.err(f"invoke: {function}: {ctx.shell.reason(error)}")
         return 1
     return 0

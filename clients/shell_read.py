@@ -210,7 +210,7 @@ def cmd_read(ctx: Invocation) -> int:
     try:
         text, saw_escape, eof = _read_line(ctx, raw, CTLESC in ifs, CTLNUL in ifs)
     except FtraceError as error:
-        ctx.builtin_err(f"read error: 0: {os.strerror(error.errno)}")
+        ctx.builtin_err(f"read error: 0: {ctx.shell.reason(error)}")
         return 1
     status = 1 if eof else 0
     if not names:

@@ -113,11 +113,13 @@ class InputError(Exception):
 
 
 class WriteError(Exception):
-    """A write(2) of a command's output failed with ``errno``."""
+    """A write(2) of a command's output failed with ``errno``; ``cause``, the failed
+    call's error when the output is a tracefs file (the daemon may have gone away)."""
 
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, cause: FtraceError | None = None) -> None:
         super().__init__(number)
         self.errno = number
+        self.cause = cause
 
 
 @runtime_checkable
@@ -230,7 +232,7 @@ class FileOutput:
         try:
             self._session.write_all(data)
         except FtraceError as error:
-            raise WriteError(error.errno) from None
+            raise WriteError(error.errno, error) from None
 
     def close(self) -> None:
         try:

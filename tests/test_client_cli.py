@@ -6,6 +6,7 @@ killed while a client waits on it is told at once (``clients.cli.gone_text``).""
 
 from __future__ import annotations
 
+import errno
 import glob
 import itertools
 import os
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from clients.api import Client
+from clients.errors import FtraceError
 from clients.spawn import spawn_daemon
 from tests.children import REPO, child_env
 from tests.paused_writer import AFTER_DISABLE
@@ -93,16 +95,66 @@ def test_no_daemon_answering_is_told_alike_by_every_client_after_the_timeout(tmp
 
 def test_where_no_daemon_could_listen_every_client_says_so_at_once(tmp_path):
     """A socket's directory that does not exist, a file that is no socket: no daemon
-    could listen there (ftraced cannot bind either), so nobody waits the minute."""
+    could listen there (ftraced cannot bind either), so nobody waits the minute, and
+    the words say what is wrong there, with no advice to start a daemon."""
     plain = tmp_path / "plain"
     plain.write_text("")
-    cases = [(f"unix:{tmp_path}/missing/ftraced.sock", "No such file or directory"),
-             (f"unix:{plain}", "Connection refused")]
+    cases = [(f"unix:{tmp_path}/missing/ftraced.sock", f"no directory {tmp_path}/missing"),
+             (f"unix:{plain}", "a regular file, not a socket"),
+             (f"unix:{plain}/ftraced.sock", "Not a directory"),
+             (f"unix:{tmp_path}", "a directory, not a socket")]
     for address, reason in cases:
-        for process, prog, hint in reaped(runs_for(address, LONG_TIMEOUT, tmp_path / "out")):
+        for process, prog, _ in reaped(runs_for(address, LONG_TIMEOUT, tmp_path / "out")):
             out, err = process.communicate(timeout=DEADLINE)
             assert (process.returncode, out, err) == (
-                2, "", unreachable(prog, address, reason, hint)), prog
+                2, "", f"{prog}: no ftraced can listen at {address}: {reason}\n"), prog
+
+
+def test_a_socket_that_takes_connections_without_answering_is_not_told_to_start_one(
+        tmp_path):
+    """What a stopped daemon (SIGSTOP) looks like: its socket takes connections (the
+    kernel queues them) and nothing answers. A daemon started there would find the
+    address in use, so no client advises one; each says what it saw."""
+    with socket.socket(socket.AF_UNIX) as mute:
+        mute.bind(str(tmp_path / "mute.sock"))
+        mute.listen()
+        address = f"unix:{tmp_path}/mute.sock"
+        for process, prog, _ in reaped(runs_for(address, "0.5", tmp_path / "out")):
+            out, err = process.communicate(timeout=DEADLINE)
+            assert (process.returncode, out, err) == (
+                2, "", f"{prog}: no ftraced answers at {address} (Connection timed out): it "
+                       "takes connections and does not answer them (stopped?)\n"), prog
+
+
+def test_a_wait_for_an_answer_ends_at_its_deadline(tmp_path):
+    """The wait's last second asks why nothing answers (a server that closes its
+    connections, or one that holds them) within the wait: --connect-timeout 2 against a
+    socket that never answers ended after 3 s, the diagnosis's second after it."""
+    with socket.socket(socket.AF_UNIX) as mute:
+        mute.bind(str(tmp_path / "mute.sock"))
+        mute.listen()
+        started = time.monotonic()
+        with pytest.raises(FtraceError) as info:
+            Client(f"unix:{tmp_path}/mute.sock", wait=2.0)
+        took = time.monotonic() - started
+    assert info.value.errno == errno.ETIMEDOUT
+    assert 2.0 <= took < 2.7
+
+
+def test_a_connect_timeout_of_0_is_one_attempt_that_can_succeed():
+    """--connect-timeout 0, one attempt: it reached a daemon that answers (the attempt
+    had no time at all: every client said the daemon did not answer)."""
+    daemon = spawn_daemon(SMALL)
+    try:
+        for _ in range(3):
+            with Client(daemon.address, wait=0) as client:
+                assert client.stats().boot_id
+        shell = start("clients.shell", ["--address", daemon.address, "--connect-timeout", "0",
+                                        "-c", f"cat {TRACING}/tracing_on"])
+        assert shell.communicate(timeout=DEADLINE) == ("1\n", "")
+        assert shell.returncode == 0
+    finally:
+        daemon.stop()
 
 
 def test_a_client_started_with_its_daemon_waits_for_it(tmp_path):
@@ -207,10 +259,20 @@ WAITS = [
      said("ops mine registered"), 1, "ftrace-tracer: mine: " + GONE),
     ("shell dmesg -w", ["clients.shell", "-c", "echo following >&2; dmesg -w"], False,
      said("following"), 1, "dmesg: " + GONE),
-    # A file's error is bash's (the command, the file, the errno), the pipeline's status
-    # grep's: it read no line.
+    # A file's error is bash's (the command, the file), with the daemon gone where the
+    # errno would read as the kernel's (the refusal's); the status the command's own for
+    # an error: the pipeline's grep's (it read no line), grep's trouble.
     ("shell trace_pipe | grep", ["clients.shell", "-c", f"cat {TRACING}/trace_pipe | grep x"],
-     False, file_open, 1, f"cat: {TRACING}/trace_pipe: Connection refused"),
+     False, file_open, 1, f"cat: {TRACING}/trace_pipe: " + GONE),
+    ("shell cat trace_pipe", ["clients.shell", "-c", f"cat {TRACING}/trace_pipe"],
+     False, file_open, 1, f"cat: {TRACING}/trace_pipe: " + GONE),
+    ("shell grep trace_pipe", ["clients.shell", "-c", f"grep x {TRACING}/trace_pipe"],
+     False, file_open, 2, f"grep: {TRACING}/trace_pipe: " + GONE),
+    # The write waits for ftrace_lock (the holder's file is the other one open).
+    ("shell echo > current_tracer", ["clients.shell", "-c",
+                                     f"echo function > {TRACING}/current_tracer"],
+     True, lambda client, _: client.stats().open_files > 1, 1,
+     "bash: line 1: echo: write error: " + GONE),
 ]
 
 

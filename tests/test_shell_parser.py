@@ -527,8 +527,16 @@ def test_interactive_syntax_errors_do_not_end_the_shell():
 
 
 def test_pipes_only_into_grep():
+    """The refusal of head and tail says what does head's work (the status unchanged)."""
     status, _, err = run("echo a | head")
-    assert (status, err) == (1, "bash: line 1: head: ftrace-shell pipes only into grep\n")
+    assert (status, err) == (1, "bash: line 1: head: ftrace-shell pipes only into grep "
+                                "(grep -m N '' gives head -n N)\n")
+    assert run("echo a | tail -n 1")[::2] == (
+        1, "bash: line 1: tail: ftrace-shell pipes only into grep "
+           "(grep -m N '' gives head -n N)\n")
+    assert run("echo a | sort")[::2] == (
+        1, "bash: line 1: sort: ftrace-shell pipes only into grep\n")
+    assert run("echo a | grep -m 1 ''")[:2] == (0, "a\n")
 
 
 def test_a_long_option_a_command_lacks_is_getopts_unrecognized_one():
@@ -540,7 +548,8 @@ def test_a_long_option_a_command_lacks_is_getopts_unrecognized_one():
 
 def test_the_command_a_pipe_runs_is_what_its_words_expand_to():
     assert run("g=grep; h='head -1'; echo abc | $g b; echo x | $h")[1:] == (
-        "abc\n", "bash: line 1: head: ftrace-shell pipes only into grep\n")
+        "abc\n", "bash: line 1: head: ftrace-shell pipes only into grep "
+                  "(grep -m N '' gives head -n N)\n")
 
 
 def test_pipe_into_grep_and_its_status():

@@ -155,6 +155,27 @@ def test_modload_loads_what_a_module_depends_on_first_as_modprobe_does(spawn):
             ("fat", 0, [])]
 
 
+def test_modload_whose_operations_failed_exits_3_and_leaves_a_module_it_found_loaded(spawn):
+    """A run whose loads failed (a parameter loop does not take fails each) went to its
+    end: status 3, not 0, so a script can tell; a module found loaded by someone else is
+    taken as modprobe takes it and left loaded, as it was found (it was rmmod'ed)."""
+    daemon = spawn(SMALL)
+    failed = run("clients.modload", "--address", daemon.address, "-m", "loop", "foo=1",
+                 "--count", "2")
+    assert (failed.returncode, failed.stdout) == (3, "")
+    assert failed.stderr == (
+        "modprobe loop: Unknown symbol in module, or unknown parameter (see dmesg)\n" * 2
+        + "ftrace-modload: 0 loads, 0 unloads, 2 failed\n")
+    with daemon.connect() as client:
+        base = client.load("loop").base
+        found = run("clients.modload", "--address", daemon.address, "-m", "loop",
+                    "--count", "2")
+        assert (found.returncode, found.stdout, found.stderr) == (
+            0, f"modprobe loop at {base:#x} (already loaded)\n" * 2,
+            "ftrace-modload: 2 loads, 0 unloads, 0 failed\n")
+        assert [module.name for module in client.list_modules()] == ["loop"]
+
+
 def test_modload_whose_daemon_died_says_so_in_one_line():
     """The daemon killed under a running loader: one line, that the daemon where it was
     went away and the errno, without gRPC's words for its channel's state ("Stream removed (recvmsg:Connection
@@ -458,15 +479,13 @@ def test_inspect_errors(capsys, monkeypatch):
                            "(is the daemon running?)\n")
     status, _, err = inspect_main(capsys, "records", "--address",
                                   "unix:/nonexistent/ftraced.sock", "--connect-timeout", "0")
-    assert (status, err) == (2, "ftrace-inspect: no ftraced answers at unix:/nonexistent/"
-                                "ftraced.sock (No such file or directory); start one with "
-                                "`ftraced`\n")
+    assert (status, err) == (2, "ftrace-inspect: no ftraced can listen at unix:/nonexistent/"
+                                "ftraced.sock: no directory /nonexistent\n")
     # The address tried is named, $FTRACED_ADDRESS's too.
     monkeypatch.setenv("FTRACED_ADDRESS", "unix:/nonexistent/env.sock")
     status, _, err = inspect_main(capsys, "summary")
-    assert (status, err) == (2, "ftrace-inspect: no ftraced answers at unix:/nonexistent/"
-                                "env.sock (No such file or directory); start one with "
-                                "`ftraced`\n")
+    assert (status, err) == (2, "ftrace-inspect: no ftraced can listen at unix:/nonexistent/"
+                                "env.sock: no directory /nonexistent\n")
     # A namespace is a name in /dev/shm, never a path; shm_open refuses one too long.
     with pytest.raises(SystemExit) as exited:
         inspect_main(capsys, "--namespace", "../x", "--no-symbols", "summary")
