@@ -167,6 +167,10 @@ class Shell:
         #: File descriptor 0 of the commands running now: the standard input, or what a
         #: compound command's redirection made it (``done < FILE``).
         self.stdin: Input = self.standard_input
+        #: File descriptors 3 and up of the commands running now, as the redirections of
+        #: the compound commands running them made them (``{ cat <&3; } 3< FILE``): bash's
+        #: are the shell process's own, which every command inside inherits.
+        self.descriptors: dict[int, Descriptor] = {}
         #: The shell's variables (clients.shell_variables).
         self.variables = Variables(
             environ, self.cwd, is_directory=self._is_directory,
@@ -561,7 +565,7 @@ class Shell:
         shell's stderr: the file descriptors they make, or None when one failed (after
         bash's diagnostic: the command does not run); what they opened is released
         after, in the order opened."""
-        fds: dict[int, Descriptor] = {0: stdin, 1: stdout, 2: self.stderr}
+        fds: dict[int, Descriptor] = {**self.descriptors, 0: stdin, 1: stdout, 2: self.stderr}
         opened: list[Descriptor] = []
         try:
             yield fds if self._redirect(redirects, fds, opened) else None
@@ -644,13 +648,15 @@ class Shell:
 
     def run_compound(self, command: CompoundCommand, stdin: Input, stdout: Output) -> int:
         """bash's execute_command_internal for a compound command: its redirections
-        made, it runs with their stdin, stdout and stderr as the shell's."""
+        made, it runs with their descriptors as the shell's (stdin, stdout, stderr and
+        those from 3 up)."""
         with self._redirections(command.redirects, stdin, stdout) as fds:
             if fds is None:
                 return 1
-            saved = self.stdin, self.stdout, self.stderr
+            saved = self.stdin, self.stdout, self.stderr, self.descriptors
             self.stdin, self.stdout, self.stderr = (
                 as_input(fds[0]), as_output(fds[1]), as_output(fds[2]))
+            self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
             try:
                 if isinstance(command, IfCommand):
                     return self.execute_if_command(command)
@@ -665,7 +671,7 @@ class Shell:
                 self._report(error)
                 raise
             finally:
-                self.stdin, self.stdout, self.stderr = saved
+                self.stdin, self.stdout, self.stderr, self.descriptors = saved
 
     def execute_if_command(self, command: IfCommand) -> int:
         """bash's execute_if_command: 0 when the test fails and there is no else."""

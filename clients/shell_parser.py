@@ -7,7 +7,8 @@ pipelines into ``grep``) and ``! PIPELINE``; redirections ``> FILE``, ``>> FILE`
 FILE``, ``N> FILE``, ``N>> FILE``, ``< FILE``, ``N< FILE``, ``N>&M`` and ``N<&M`` (also
 written without a space: ``>file``, ``2>/dev/null``, ``<&3``), ``N>&-`` and ``N<&-``
 (close N); ``>&WORD`` (a file) and ``N<&M-`` (a move) are refused. bash's compound
-commands, with their redirections after them (``done > FILE``, ``done < FILE``): ``if
+commands, with their redirections after them (``done > FILE``, ``done < FILE``; the
+descriptors they make, 3 and up too, are those of the commands inside): ``if
 LIST; then LIST; [elif LIST; then LIST;]... [else LIST;] fi``, ``while LIST; do LIST;
 done``, ``until LIST; do LIST; done``, ``for NAME [in WORDS]; do LIST; done``, ``case WORD
 in [(]PATTERN[|PATTERN]...) LIST ;; ... esac`` (a clause ended by ``;;``, ``;&`` or
