@@ -15,6 +15,10 @@ in [(]PATTERN[|PATTERN]...) LIST ;; ... esac`` (a clause ended by ``;;``, ``;&``
 ``;;&``; its patterns kept with their quoted characters escaped, :attr:`Token.pattern`)
 and ``{ LIST; }``, parsed into nodes named as bash's command.h names them
 (:class:`IfCommand`, :class:`CaseCommand` and its :class:`PatternList` clauses...).
+Function definitions, ``NAME() COMPOUND [REDIRECTIONS]`` and ``function NAME [()]
+COMPOUND [REDIRECTIONS]`` (newlines may come before the body; a body that is no compound
+command is bash's syntax error, a subshell, ``((`` or ``[[`` one refused), into
+:class:`FunctionDef`.
 Parameters, unquoted or in double quotes: ``$NAME``, ``${NAME}``, ``${#NAME}`` (its
 length), the special ``$?``, ``$$``, ``$#``, ``$0``, ``$1``..., ``${10}``, ``$@`` and
 ``$*``; command substitution ``$(...)``, parsed as it is read, as bash's parse_comsub
@@ -37,7 +41,7 @@ current directory matches); ``)``, ``;;``, ``;&`` and ``;;&`` outside a case com
 starting a command, ``$((`` and a backquote are refused. bash's reserved words are read
 where bash reads them, as a command's first word, unquoted (``esac``: also where a case
 clause's first pattern would be): those of a compound command the shell does not run
-(``select``, ``[[``, ``function``...) are refused, and those that only continue or close
+(``select``, ``[[``, ``coproc``...) are refused, and those that only continue or close
 one (``then``, ``fi``, ``}``, ...) are bash's syntax error where no open compound command
 waits for them; anywhere else (``echo fi``, ``'if'``, a case pattern ``if)``) they are
 words.
@@ -73,6 +77,7 @@ __all__ = [
     "PatternList",
     "GroupCommand",
     "CompoundCommand",
+    "FunctionDef",
     "tokenize",
     "parse",
     "is_name",
@@ -103,7 +108,6 @@ _NOT_SUPPORTED = {
     "<>": "opening a file for reading and writing",
     "&": "a background job",
     "(": "a subshell",
-    "()": "a function definition",
     "$((": "arithmetic expansion",
     "`": "command substitution",
     # bash's reserved words that start a command the shell does not run (parse.y's
@@ -116,7 +120,6 @@ _NOT_SUPPORTED = {
     "$(case": "a case command in a command substitution",
     "((": "an arithmetic command",
     "[[": "a conditional command",
-    "function": "a function definition",
     "coproc": "a coprocess",
     # Parameters (the key is what follows the "$").
     "${op}": "a parameter expansion operator",
@@ -136,7 +139,8 @@ _REDIRECTIONS = {">": 1, ">>": 1, ">|": 1, ">&": 1, "<": 0, "<&": 0}
 _CLOSING_RESERVED_WORDS = frozenset(("then", "else", "elif", "fi", "do", "done", "in", "esac",
                                      "}", "]]"))
 #: The reserved words that open a compound command the shell runs, and "!".
-_OPENING_RESERVED_WORDS = frozenset(("if", "while", "until", "for", "case", "{", "!"))
+_OPENING_RESERVED_WORDS = frozenset(("if", "while", "until", "for", "case", "{", "!",
+                                     "function"))
 _RESERVED_WORDS = _CLOSING_RESERVED_WORDS | _OPENING_RESERVED_WORDS
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: The target of a redirection that moves a descriptor (``<&3-``).
@@ -271,7 +275,7 @@ class Command:
 class Pipeline:
     """``[!] command [| command]...``; ``negated``: bash's CMD_INVERT_RETURN."""
 
-    commands: tuple[Command | CompoundCommand, ...]
+    commands: tuple[Command | CompoundCommand | FunctionDef, ...]
     negated: bool = False
 
 
@@ -357,6 +361,20 @@ class GroupCommand:
 CompoundCommand = IfCommand | WhileCommand | ForCommand | CaseCommand | GroupCommand
 
 
+@dataclass(frozen=True)
+class FunctionDef:
+    """bash's function_def: ``name() command`` or ``function name [()] command``, whose
+    running defines the function ``name`` (as written) with the body ``command``, a
+    compound command that carries the redirections after it (each call makes them);
+    ``identifier``: bash's check_identifier(name, 0) passes (the name has no quoting and
+    no ``$``), else running it is bash's "not a valid identifier"."""
+
+    name: str
+    command: CompoundCommand
+    line: int
+    identifier: bool
+
+
 class _Lexer:
     def __init__(self, text: str, line: int, at_eof: bool, pos: int = 0,
                  comsub: bool = False) -> None:
@@ -411,7 +429,9 @@ class _Lexer:
         for op in _OPERATORS:
             if self.text.startswith(op, self.pos):
                 self.pos += len(op)
-                if op == ")" and self.comsub:
+                # The ")" of a function definition's "()" does not end it.
+                if op == ")" and self.comsub and not (
+                        self.tokens and (self.tokens[-1].kind, self.tokens[-1].text) == ("op", "(")):
                     self.closed = True
                 else:
                     self.tokens.append(Token("op", op, self.line))
@@ -747,16 +767,26 @@ class _Parser:
             commands.append(self.command())
         return Pipeline(tuple(commands), negated)
 
-    def command(self) -> Command | CompoundCommand:
-        """A simple command, or a compound command with the redirections after it."""
+    def command(self) -> Command | CompoundCommand | FunctionDef:
+        """A simple command, a compound command with the redirections after it, or a
+        function definition."""
+        if self.reserved() == "function":
+            return self.function_def()
+        compound = self.compound_command()
+        if compound is not None:
+            return compound
+        if self.reserved() == "!":  # only a pipeline starts with one
+            raise self.unexpected(self.peek())
+        return self.simple_command()
+
+    def compound_command(self) -> CompoundCommand | None:
+        """bash's shell_command with the redirections after it, if one starts here."""
         opening = {"if": ("fi", self.if_command), "while": ("done", self.while_command),
                    "until": ("done", self.while_command), "for": ("done", self.for_command),
                    "case": ("esac", self.case_command),
                    "{": ("}", self.group_command)}.get(self.reserved() or "")
         if opening is None:
-            if self.reserved() == "!":  # only a pipeline starts with one
-                raise self.unexpected(self.peek())
-            return self.simple_command()
+            return None
         compound = self.compound(*opening)
         redirects: list[Redirect] = []
         while (token := self.peek()) is not None and (
@@ -766,6 +796,39 @@ class _Parser:
                 and token.text in _REFUSED_OPERATORS:
             raise _refused(token.text, token.line)
         return dataclasses.replace(compound, redirects=tuple(redirects))
+
+    def function_def(self) -> FunctionDef:
+        """``function NAME [()] BODY``: bash's FUNCTION WORD ['(' ')'] newline_list
+        function_body (without the ``()``, a newline may come before the body too; a
+        ``(`` without its ``)`` at once is the body's, a subshell)."""
+        self.pos += 1
+        name = self.peek()
+        if name is None or name.kind not in ("word", "io"):
+            raise self.unexpected(name)
+        self.pos += 1
+        following = self.tokens[self.pos + 1] if self.pos + 1 < len(self.tokens) else None
+        if self.operator() == "(" and following is not None \
+                and (following.kind, following.text) == ("op", ")"):
+            self.pos += 2
+        return self.function_body(name)  # a "(" not closed at once starts a subshell
+
+    def function_body(self, name: Token) -> FunctionDef:
+        """After ``NAME ()`` (or ``function NAME``): newlines, then the body, a compound
+        command (bash's function_body: a shell_command and its redirections)."""
+        self.skip_newlines_or_need_more()
+        token = self.peek()
+        assert token is not None  # skip_newlines_or_need_more() asks for more first
+        if token.kind == "op" and token.text == "(":
+            following = self.tokens[self.pos + 1] if self.pos + 1 < len(self.tokens) else None
+            arithmetic = following is not None and (following.kind, following.text) == ("op", "(")
+            raise _refused("((" if arithmetic else "(", token.line)
+        if token.kind == "word" and not token.quoted and token.text in _NOT_SUPPORTED:
+            raise _refused(token.text, token.line)
+        body = self.compound_command()
+        if body is None:
+            raise self.unexpected(token)
+        return FunctionDef(name.source, body, name.line,
+                           not name.quoted and "$" not in name.source)
 
     def if_command(self) -> IfCommand:
         """``if`` (or ``elif``) ``LIST; then LIST; [elif ...|else LIST;] fi``, the
@@ -891,7 +954,7 @@ class _Parser:
         self.expect("}")
         return GroupCommand(body, line)
 
-    def simple_command(self) -> Command:
+    def simple_command(self) -> Command | FunctionDef:
         words: list[str] = []
         redirects: list[Redirect] = []
         assignments: list[tuple[str, str]] = []
@@ -919,7 +982,9 @@ class _Parser:
                 closing = self.peek()
                 if closing is None or closing.kind != "op" or closing.text != ")":
                     raise self.unexpected(closing)
-                raise _refused("()", token.line)
+                self.pos += 1
+                assert first is not None
+                return self.function_body(first)
             if token.kind == "word" and token.assignment and not words:
                 name, _, value = token.text.partition("=")
                 assignments.append((name, _name_bad(value, token.source.partition("=")[2])))
