@@ -235,7 +235,9 @@ class Token:
     ``assignment``: a word ``NAME=...`` with ``NAME`` unquoted; ``source``: the word as
     written (bash names it so in "ambiguous redirect"); ``pattern``: a word's text with
     each quoted character escaped by a backslash, as a case pattern is matched (bash's
-    quote_string_for_globbing of a word expanded with its quoting left)."""
+    quote_string_for_globbing of a word expanded with its quoting left); ``end_line``:
+    the line the token ends on (after the backslash-newlines and quoted newlines in
+    it)."""
 
     kind: str
     text: str
@@ -244,6 +246,7 @@ class Token:
     assignment: bool = False
     source: str = field(default="", compare=False)
     pattern: str = field(default="", compare=False)
+    end_line: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -405,7 +408,7 @@ class _Lexer:
             if char in _BLANKS:
                 self.take()
             elif char == "\n":
-                self.tokens.append(Token("newline", "\n", self.line))
+                self.tokens.append(Token("newline", "\n", self.line, end_line=self.line))
                 self.take()
             elif char == "#":
                 while self.pos < len(self.text) and self.peek() != "\n":
@@ -434,7 +437,7 @@ class _Lexer:
                         self.tokens and (self.tokens[-1].kind, self.tokens[-1].text) == ("op", "(")):
                     self.closed = True
                 else:
-                    self.tokens.append(Token("op", op, self.line))
+                    self.tokens.append(Token("op", op, self.line, end_line=self.line))
                 return
 
     def word(self) -> None:
@@ -479,7 +482,7 @@ class _Lexer:
         text = "".join(parts)
         is_fd = not quoted and fd_number(text) is not None and self.peek() in ("<", ">")
         self.tokens.append(Token("io" if is_fd else "word", text, line, quoted, assignment,
-                                 self.text[start:self.pos], "".join(pattern)))
+                                 self.text[start:self.pos], "".join(pattern), self.line))
 
     def parameter(self, quoted: bool) -> str:
         """After a "$": the marker of the parameter it starts, "" for the "$" of
@@ -656,10 +659,14 @@ def _refused(key: str, line: int, shown: str | None = None) -> ShellSyntaxError:
 
 
 class _Parser:
-    def __init__(self, tokens: list[Token], end_line: int) -> None:
+    def __init__(self, tokens: list[Token], end_line: int, last_line: int | None = None) -> None:
+        """``end_line``: the input's last line; ``last_line``: the lexer's line at the
+        end of the input, past a final backslash-newline's continuation (default
+        ``end_line``)."""
         self.tokens = tokens
         self.pos = 0
         self.end_line = end_line
+        self.last_line = end_line if last_line is None else last_line
         #: The reserved words that close the compound commands being parsed, outermost
         #: first.
         self.open: list[str] = []
@@ -1002,8 +1009,24 @@ class _Parser:
                 break
         if not words and not redirects and not assignments:
             raise self.unexpected(first)
-        return Command(tuple(words), tuple(redirects), first.line if first else self.end_line,
+        return Command(tuple(words), tuple(redirects), self.simple_command_line(start),
                        tuple(assignments), frozenset(assignment_args))
+
+    def simple_command_line(self, start: int) -> int:
+        """The line of the simple command whose first token is ``start``, as bash's: the
+        parser's line_number when it made the command of its first element (parse.y's
+        make_simple_command), which, after a WORD, it does only once it has read the
+        next token (a ``(`` would make a function definition of it), so the line where
+        that token ends (``nosuch \\`` NEWLINE ``a``: line 2), or where the input ends
+        when none follows (a final backslash-newline continues onto the next line); after
+        an assignment or a redirection, the line where that ends."""
+        first = self.tokens[start]
+        if first.kind == "word" and not first.assignment:
+            following = self.tokens[start + 1] if start + 1 < len(self.tokens) else None
+            return self.last_line if following is None else following.end_line
+        # A redirection: [N] OPERATOR WORD.
+        end = start + {"io": 2, "op": 1}.get(first.kind, 0)
+        return self.tokens[min(end, len(self.tokens) - 1)].end_line
 
     def redirect(self) -> Redirect:
         token = self.tokens[self.pos]
@@ -1039,6 +1062,7 @@ def parse(text: str, line: int = 1, *, at_eof: bool = False) -> list[AndOr]:
     input: what is missing, in bash's words), and :class:`ShellSyntaxError` when no input
     could.
     """
-    tokens = tokenize(text, line, at_eof=at_eof)
+    lexer = _Lexer(text, line, at_eof)
+    tokens = lexer.run()
     end_line = line + text.count("\n") - (1 if text.endswith("\n") else 0)
-    return _Parser(tokens, end_line).program()
+    return _Parser(tokens, end_line, lexer.line).program()
