@@ -114,7 +114,7 @@ _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 #: without them (one stuck in a call to an unanswering daemon).
 _REAP_SECONDS = 5.0
 #: A pipeline's command, the copy of the variables it runs with, and its expanded words
-#: (an ExpansionError; None for a compound command).
+#: (an ExpansionError; None for a compound command or a function definition).
 _Element = tuple[Command | CompoundCommand | FunctionDef, Variables,
                  list[str] | ExpansionError | None]
 #: Where bash says a function was defined (its BASH_SOURCE, which its diagnostics name)

@@ -99,7 +99,7 @@ class Variables:
     def export(self, name: str, exported: bool = True) -> None:
         self._find(name).exported = exported
 
-    def is_set(self, name: str) -> bool:
+    def exists(self, name: str) -> bool:
         """Some scope has a variable ``name`` (set or not): unbind_variable() finds one."""
         return self._lookup(name) is not None
 
@@ -450,7 +450,7 @@ def cmd_unset(ctx: Invocation) -> int:
         if "f" in options:
             functions.pop(name, None)
         elif is_name(name):
-            if "v" not in options and not variables.is_set(name):
+            if "v" not in options and not variables.exists(name):
                 functions.pop(name, None)
             variables.unset(name)
         elif "v" in options:
