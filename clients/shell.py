@@ -54,6 +54,7 @@ from clients.shell_parser import (
     CommandList,
     CompoundCommand,
     ForCommand,
+    FunctionDef,
     GroupCommand,
     IfCommand,
     Incomplete,
@@ -81,6 +82,7 @@ from clients.shell_runtime import (
     Descriptor,
     FileInput,
     FileOutput,
+    FunctionReturn,
     Input,
     InputError,
     Invocation,
@@ -94,6 +96,7 @@ from clients.shell_runtime import (
     as_input,
     as_output,
     encode,
+    legal_number,
 )
 from clients.shell_pattern import strmatch
 from clients.shell_variables import (ExpansionError, Variables, expand_fields, expand_pattern,
@@ -111,12 +114,25 @@ _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 #: without them (one stuck in a call to an unanswering daemon).
 _REAP_SECONDS = 5.0
 #: A pipeline's command, the copy of the variables it runs with, and its expanded words
-#: (an ExpansionError; None for a compound command).
-_Element = tuple[Command | CompoundCommand, Variables, list[str] | ExpansionError | None]
+#: (an ExpansionError; None for a compound command or a function definition).
+_Element = tuple[Command | CompoundCommand | FunctionDef, Variables,
+                 list[str] | ExpansionError | None]
+#: Where bash says a function was defined (its BASH_SOURCE, which its diagnostics name)
+#: when the shell was not reading a script: at start (a -c command) or later.
+_FUNCTION_SOURCE = {"command": "environment", "stdin": "main"}
+#: How deep function calls may nest where FUNCNEST sets no lower limit: bash's have none
+#: but its stack; the shell's calls nest on Python's, whose recursion limit the shell
+#: raises to fit (up to _FRAMES_PER_CALL frames each: a call inside a dozen nested
+#: compound commands), and a deeper call fails as one beyond FUNCNEST does.
+_FUNCNEST_MAX = 2000
+_FRAMES_PER_CALL = 100
 
 
-def _compound_name(command: Command | CompoundCommand) -> str:
-    """A compound command's reserved word, as the shell names one where it cannot run it."""
+def _compound_name(command: CompoundCommand | FunctionDef) -> str:
+    """A compound command's reserved word (a function definition's name), as the shell
+    names one where it cannot run it."""
+    if isinstance(command, FunctionDef):
+        return command.name
     if isinstance(command, WhileCommand):
         return "until" if command.until else "while"
     return {IfCommand: "if", ForCommand: "for", CaseCommand: "case",
@@ -167,6 +183,10 @@ class Shell:
         #: File descriptor 0 of the commands running now: the standard input, or what a
         #: compound command's redirection made it (``done < FILE``).
         self.stdin: Input = self.standard_input
+        #: File descriptors 3 and up of the commands running now, as the redirections of
+        #: the compound commands running them made them (``{ cat <&3; } 3< FILE``): bash's
+        #: are the shell process's own, which every command inside inherits.
+        self.descriptors: dict[int, Descriptor] = {}
         #: The shell's variables (clients.shell_variables).
         self.variables = Variables(
             environ, self.cwd, is_directory=self._is_directory,
@@ -189,6 +209,14 @@ class Shell:
         self.substitution_status: int | None = None
         #: The process this shell is: the shell's own, or a pipeline's (see _fork).
         self.stage = Stage()
+        #: The shell's functions by name (bash's shell_functions); a subshell's copy is
+        #: its own.
+        self.functions: dict[str, FunctionDef] = {}
+        #: bash's funcnest: how many function calls run the command running now.
+        self.funcnest = 0
+        #: The positional parameters, $1...: those of the function running (the shell's
+        #: own: none).
+        self.positional: tuple[str, ...] = ()
 
     # --- paths and diagnostics ----------------------------------------------
 
@@ -197,7 +225,11 @@ class Shell:
         where the command is: ``SCRIPT: line N``, or ``bash: line N`` (-c, standard input)."""
         if self.mode == "interactive":
             return self.name
-        return f"{self.script if self.mode == 'script' else self.name}: line {self.line}"
+        if self.mode == "script":
+            return f"{self.script}: line {self.line}"
+        # In a function, bash names where it was defined (get_name_for_error()'s
+        # BASH_SOURCE).
+        return f"{_FUNCTION_SOURCE[self.mode] if self.funcnest else self.name}: line {self.line}"
 
     def resolve(self, path: str) -> str:
         """The absolute, normalized daemon path for ``path`` (relative to the cwd)."""
@@ -325,12 +357,21 @@ class Shell:
 
     def parameter(self, name: str) -> str | None:
         """The value of the parameter ``name`` (bash's special parameters: ``$?``, ``$$``,
-        ``$0``; no positional ones: the shell takes no arguments), None when unset."""
-        special = {"?": str(self.status), "$": str(os.getpid()), "#": "0",
+        ``$0``, ``$#``; the positional ones, a function's arguments; ``$@`` and ``$*``
+        joined as an assignment joins them, None without any), None when unset."""
+        special = {"?": str(self.status), "$": str(os.getpid()), "#": str(len(self.positional)),
                    "0": self.script if self.mode == "script" else self.name}
         if name in special:
             return special[name]
-        return None if name.isdigit() else self.variables.get(name)
+        if name in ("@", "*"):
+            if not self.positional:
+                return None
+            ifs = self.variables.get("IFS")
+            return (" " if name == "@" or ifs is None else ifs[:1]).join(self.positional)
+        if name.isdigit():
+            index = int(name)
+            return self.positional[index - 1] if 0 < index <= len(self.positional) else None
+        return self.variables.get(name)
 
     def fields(self, word: str) -> list[str]:
         """What ``word`` expands to: its fields (none, one or several)."""
@@ -402,7 +443,7 @@ class Shell:
         self.status = int(not status) if pipeline.negated else status
         return self.status
 
-    def _pipeline(self, commands: tuple[Command | CompoundCommand, ...]) -> int:
+    def _pipeline(self, commands: tuple[Command | CompoundCommand | FunctionDef, ...]) -> int:
         """Run a command, or ``a | grep ... [| grep ...]`` (a's output becomes grep's
         input as a writes it; a may be a compound command). A later command must be grep
         (or expand to no name); the words are expanded once, before any command runs, so
@@ -487,11 +528,12 @@ class Shell:
         ``stage`` is, writing ``stdout``."""
         child = copy.copy(self)
         child.stage, child.variables = stage, variables
+        child.functions = dict(self.functions)
         child.stdout = stdout
         child.stderr = StageOutput(self.stderr, stage)
         return child
 
-    def _run_stage(self, command: Command | CompoundCommand,
+    def _run_stage(self, command: Command | CompoundCommand | FunctionDef,
                    words: list[str] | ExpansionError | None,
                    stdin: Input, statuses: list[int], index: int) -> None:
         """A pipeline's process from start to exit: its status goes to
@@ -516,15 +558,16 @@ class Shell:
     @contextmanager
     def _subshell(self, variables: Variables) -> Iterator[None]:
         """bash's subshell: it runs with ``variables`` (a copy of the shell's); they, its
-        working directory and a ``break`` or ``continue`` in it are not given back."""
-        saved = self.variables, self.cwd, self.breaking, self.continuing
-        self.variables = variables
+        working directory, its functions and a ``break`` or ``continue`` in it are not
+        given back."""
+        saved = self.variables, self.cwd, self.breaking, self.continuing, self.functions
+        self.variables, self.functions = variables, dict(self.functions)
         try:
             yield
         finally:
-            self.variables, self.cwd, self.breaking, self.continuing = saved
+            self.variables, self.cwd, self.breaking, self.continuing, self.functions = saved
 
-    def _run_element(self, command: Command | CompoundCommand,
+    def _run_element(self, command: Command | CompoundCommand | FunctionDef,
                      words: list[str] | ExpansionError | None,
                      stdin: Input, stdout: Output) -> int:
         """One command of a pipeline, in its subshell: its status, also when it exits or
@@ -536,7 +579,7 @@ class Shell:
             return self.run_command(command, stdin, stdout, words)
         except ExpansionError as error:
             return self._expansion_failed(error)
-        except ShellExit as done:
+        except (ShellExit, FunctionReturn) as done:
             return done.status
 
     def command_substitution(self, source: str, line: int) -> str:
@@ -555,7 +598,7 @@ class Shell:
             except ExpansionError as error:
                 self._report(error)
                 status = 1
-            except ShellExit as done:
+            except (ShellExit, FunctionReturn) as done:
                 status = done.status
             finally:
                 self.stdout, self.line = saved
@@ -574,7 +617,7 @@ class Shell:
         shell's stderr: the file descriptors they make, or None when one failed (after
         bash's diagnostic: the command does not run); what they opened is released
         after, in the order opened."""
-        fds: dict[int, Descriptor] = {0: stdin, 1: stdout, 2: self.stderr}
+        fds: dict[int, Descriptor] = {**self.descriptors, 0: stdin, 1: stdout, 2: self.stderr}
         opened: list[Descriptor] = []
         try:
             yield fds if self._redirect(redirects, fds, opened) else None
@@ -633,14 +676,17 @@ class Shell:
             return None
         return FileInput(session) if op == "<" else FileOutput(session)
 
-    def run_command(self, command: Command | CompoundCommand, stdin: Input,
+    def run_command(self, command: Command | CompoundCommand | FunctionDef, stdin: Input,
                     stdout: Output, words: list[str] | None = None) -> int:
         """Expand the words (unless ``words`` gives them), apply the redirections left to
         right, run the command (or make its assignments: the status is then the last
         command substitution's, as bash's), release what the redirections opened. A
-        compound command runs with its redirections' output as the shell's. Raises
-        ExpansionError for an expansion bash fails (see :meth:`execute`)."""
+        compound command runs with its redirections' output as the shell's; a function
+        definition defines it. Raises ExpansionError for an expansion bash fails (see
+        :meth:`execute`)."""
         self.line = command.line
+        if isinstance(command, FunctionDef):
+            return self.execute_intern_function(command)
         if not isinstance(command, Command):
             return self.run_compound(command, stdin, stdout)
         self.substitution_status = None
@@ -657,13 +703,15 @@ class Shell:
 
     def run_compound(self, command: CompoundCommand, stdin: Input, stdout: Output) -> int:
         """bash's execute_command_internal for a compound command: its redirections
-        made, it runs with their stdin, stdout and stderr as the shell's."""
+        made, it runs with their descriptors as the shell's (stdin, stdout, stderr and
+        those from 3 up)."""
         with self._redirections(command.redirects, stdin, stdout) as fds:
             if fds is None:
                 return 1
-            saved = self.stdin, self.stdout, self.stderr
+            saved = self.stdin, self.stdout, self.stderr, self.descriptors
             self.stdin, self.stdout, self.stderr = (
                 as_input(fds[0]), as_output(fds[1]), as_output(fds[2]))
+            self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
             try:
                 if isinstance(command, IfCommand):
                     return self.execute_if_command(command)
@@ -678,7 +726,52 @@ class Shell:
                 self._report(error)
                 raise
             finally:
-                self.stdin, self.stdout, self.stderr = saved
+                self.stdin, self.stdout, self.stderr, self.descriptors = saved
+
+    def execute_intern_function(self, definition: FunctionDef) -> int:
+        """bash's execute_intern_function: the function defined (or defined anew), unless
+        its name is quoted or has a ``$`` (check_identifier)."""
+        if not definition.identifier:
+            self._say(self.stderr, f"{self.prefix()}: `{definition.name}': not a valid identifier")
+            return 1
+        self.functions[definition.name] = definition
+        return 0
+
+    def execute_function(self, function: FunctionDef, args: list[str],
+                         fds: dict[int, Descriptor]) -> int:
+        """bash's execute_function: the body run with the call's descriptors as the
+        shell's, ``args`` as the positional parameters (``$0`` stays), a scope of its own
+        for ``local`` (bash's dynamic scoping: what it calls sees its locals), outside
+        any loop (``break`` in it breaks none of the caller's); ``return`` ends it. Beyond
+        $FUNCNEST calls deep (when set to a number above 0), bash's error and its DISCARD."""
+        limit = legal_number(self.variables.get("FUNCNEST") or "")
+        limit = _FUNCNEST_MAX if limit is None or not 0 < limit < _FUNCNEST_MAX else limit
+        if self.funcnest >= limit:
+            raise ExpansionError(f"{function.name}: maximum function nesting level exceeded"
+                                 f" ({self.funcnest})")
+        saved = (self.positional, self.loop_level, self.stderr, self.descriptors,
+                 self.funcnest)
+        self.positional, self.loop_level = tuple(args), 0
+        self.stderr = as_output(fds[2])
+        self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
+        self.funcnest += 1
+        if sys.getrecursionlimit() < _FUNCNEST_MAX * _FRAMES_PER_CALL:
+            sys.setrecursionlimit(_FUNCNEST_MAX * _FRAMES_PER_CALL)
+        try:
+            with self.variables.function_scope():
+                return self.run_compound(function.command, as_input(fds[0]), as_output(fds[1]))
+        except FunctionReturn as done:
+            return done.status
+        except RecursionError:
+            # Deeper than _FRAMES_PER_CALL frames a call: given up where the outermost
+            # call was made, which has the stack to report it.
+            if saved[-1]:
+                raise
+            raise ExpansionError(f"{function.name}: maximum function nesting level exceeded"
+                                 " (the shell's stack)") from None
+        finally:
+            (self.positional, self.loop_level, self.stderr, self.descriptors,
+             self.funcnest) = saved
 
     def execute_if_command(self, command: IfCommand) -> int:
         """bash's execute_if_command: 0 when the test fails and there is no else."""
@@ -706,12 +799,13 @@ class Shell:
         return body_status
 
     def execute_for_command(self, command: ForCommand) -> int:
-        """bash's execute_for_command: NAME takes each word's fields in turn (no
-        positional parameters: ``for NAME; do`` runs nothing); the body's last status."""
+        """bash's execute_for_command: NAME takes each word's fields in turn (``for NAME;
+        do``: each positional parameter); the body's last status."""
         if not is_name(command.name):
             self._say(self.stderr, f"{self.prefix()}: `{command.name}': not a valid identifier")
             return 1
-        words = [field for word in command.map_list or () for field in self.fields(word)]
+        words = list(self.positional) if command.map_list is None else [
+            field for word in command.map_list for field in self.fields(word)]
         status = 0
         self.loop_level += 1
         try:
@@ -764,7 +858,12 @@ class Shell:
             bind(name, expand_value(value, self))
 
     def _run(self, words: list[str], fds: dict[int, Descriptor]) -> int:
+        """The command ``words`` names: a function (bash looks them up before its
+        builtins), else a command the shell knows."""
         name = words[0]
+        function = self.functions.get(name)
+        if function is not None:
+            return self.execute_function(function, words[1:], fds)
         known = COMMANDS.get(name)
         stderr = as_output(fds[2])
         if known is None:

@@ -1,5 +1,5 @@
 """ftrace-shell's file and general commands: cd, pwd, ls, cat, echo, sleep, true, :, false,
-exit, break, continue, help (grep is clients.shell_grep's; test and [ are
+exit, break, continue, return, help (grep is clients.shell_grep's; test and [ are
 clients.shell_test_builtin's; read is clients.shell_read's). Their output and diagnostics
 are those of bash and GNU coreutils, byte for byte where a script could depend on them."""
 
@@ -14,6 +14,7 @@ from clients.errors import FtraceError
 from clients.shell_variables import ExpansionError
 from clients.shell_runtime import (
     COMMANDS,
+    FunctionReturn,
     Invocation,
     ShellExit,
     command,
@@ -82,7 +83,8 @@ def cmd_help(ctx: Invocation) -> int:
             "LIST;] [else LIST;] fi, while LIST; do LIST; done, until ..., for NAME in\n"
             "WORDS; do LIST; done, case WORD in [(]PATTERN[|PATTERN]...) LIST ;; (;& ;;&)\n"
             "... esac, { LIST; } (with redirections after them: done > FILE, done < FILE);\n"
-            "no globbing.\n\n")
+            "functions NAME() COMPOUND [REDIRECTIONS] and function NAME COMPOUND, with\n"
+            "$1... $# $@ $*, return and local; no globbing.\n\n")
     for name in sorted(COMMANDS):
         usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
         # A long usage puts its summary on the next line, to stay within 80 columns.
@@ -292,3 +294,38 @@ def cmd_break(ctx: Invocation) -> int:
          builtin=True)
 def cmd_continue(ctx: Invocation) -> int:
     return _loop_control(ctx, "continuing")
+
+
+@command("return [N]", "leave the function running with status N (default: the last one)",
+         builtin=True)
+def cmd_return(ctx: Invocation) -> int:
+    """bash's return_builtin: the status as get_exitstat() reads it (a "--" first
+    skipped; N not a number: its complaint and 2; more arguments drop the rest of the
+    line, as its no_args()), then the function returns with it; outside one, a
+    complaint and status 2."""
+    shell = ctx.shell
+    args = ctx.args[1:] if ctx.args[:1] == ["--"] else ctx.args
+    status = shell.status
+    if args:
+        number = legal_number(args[0])
+        if number is None:
+            ctx.builtin_err(f"{args[0]}: numeric argument required")
+            status = 2
+        elif len(args) > 1:
+            raise ExpansionError(f"{ctx.name}: too many arguments")
+        else:
+            status = number & 0xFF
+    if not shell.funcnest:
+        ctx.builtin_err("can only `return' from a function or sourced script")
+        return 2
+    raise FunctionReturn(status)
+
+
+@command("declare", "(bash's: not supported by ftrace-shell)", builtin=True)
+@command("typeset", "(bash's: not supported by ftrace-shell)", builtin=True)
+@command("type", "(bash's: not supported by ftrace-shell)", builtin=True)
+def cmd_declare(ctx: Invocation) -> int:
+    """Refused by name: bash prints a function (``declare -f``, ``type``) as it
+    re-creates its text from the parsed commands, which the shell does not."""
+    ctx.err(f"{ctx.shell.prefix()}: {ctx.name}: not supported by ftrace-shell")
+    return 2

@@ -7,13 +7,18 @@ pipelines into ``grep``) and ``! PIPELINE``; redirections ``> FILE``, ``>> FILE`
 FILE``, ``N> FILE``, ``N>> FILE``, ``< FILE``, ``N< FILE``, ``N>&M`` and ``N<&M`` (also
 written without a space: ``>file``, ``2>/dev/null``, ``<&3``), ``N>&-`` and ``N<&-``
 (close N); ``>&WORD`` (a file) and ``N<&M-`` (a move) are refused. bash's compound
-commands, with their redirections after them (``done > FILE``, ``done < FILE``): ``if
+commands, with their redirections after them (``done > FILE``, ``done < FILE``; the
+descriptors they make, 3 and up too, are those of the commands inside): ``if
 LIST; then LIST; [elif LIST; then LIST;]... [else LIST;] fi``, ``while LIST; do LIST;
 done``, ``until LIST; do LIST; done``, ``for NAME [in WORDS]; do LIST; done``, ``case WORD
 in [(]PATTERN[|PATTERN]...) LIST ;; ... esac`` (a clause ended by ``;;``, ``;&`` or
 ``;;&``; its patterns kept with their quoted characters escaped, :attr:`Token.pattern`)
 and ``{ LIST; }``, parsed into nodes named as bash's command.h names them
 (:class:`IfCommand`, :class:`CaseCommand` and its :class:`PatternList` clauses...).
+Function definitions, ``NAME() COMPOUND [REDIRECTIONS]`` and ``function NAME [()]
+COMPOUND [REDIRECTIONS]`` (newlines may come before the body; a body that is no compound
+command is bash's syntax error, a subshell, ``((`` or ``[[`` one refused), into
+:class:`FunctionDef`.
 Parameters, unquoted or in double quotes: ``$NAME``, ``${NAME}``, ``${#NAME}`` (its
 length), the special ``$?``, ``$$``, ``$#``, ``$0``, ``$1``..., ``${10}``, ``$@`` and
 ``$*``; command substitution ``$(...)``, parsed as it is read, as bash's parse_comsub
@@ -36,7 +41,7 @@ current directory matches); ``)``, ``;;``, ``;&`` and ``;;&`` outside a case com
 starting a command, ``$((`` and a backquote are refused. bash's reserved words are read
 where bash reads them, as a command's first word, unquoted (``esac``: also where a case
 clause's first pattern would be): those of a compound command the shell does not run
-(``select``, ``[[``, ``function``...) are refused, and those that only continue or close
+(``select``, ``[[``, ``coproc``...) are refused, and those that only continue or close
 one (``then``, ``fi``, ``}``, ...) are bash's syntax error where no open compound command
 waits for them; anywhere else (``echo fi``, ``'if'``, a case pattern ``if)``) they are
 words.
@@ -72,6 +77,7 @@ __all__ = [
     "PatternList",
     "GroupCommand",
     "CompoundCommand",
+    "FunctionDef",
     "tokenize",
     "parse",
     "is_name",
@@ -102,7 +108,6 @@ _NOT_SUPPORTED = {
     "<>": "opening a file for reading and writing",
     "&": "a background job",
     "(": "a subshell",
-    "()": "a function definition",
     "$((": "arithmetic expansion",
     "`": "command substitution",
     # bash's reserved words that start a command the shell does not run (parse.y's
@@ -115,7 +120,6 @@ _NOT_SUPPORTED = {
     "$(case": "a case command in a command substitution",
     "((": "an arithmetic command",
     "[[": "a conditional command",
-    "function": "a function definition",
     "coproc": "a coprocess",
     # Parameters (the key is what follows the "$").
     "${op}": "a parameter expansion operator",
@@ -135,7 +139,8 @@ _REDIRECTIONS = {">": 1, ">>": 1, ">|": 1, ">&": 1, "<": 0, "<&": 0}
 _CLOSING_RESERVED_WORDS = frozenset(("then", "else", "elif", "fi", "do", "done", "in", "esac",
                                      "}", "]]"))
 #: The reserved words that open a compound command the shell runs, and "!".
-_OPENING_RESERVED_WORDS = frozenset(("if", "while", "until", "for", "case", "{", "!"))
+_OPENING_RESERVED_WORDS = frozenset(("if", "while", "until", "for", "case", "{", "!",
+                                     "function"))
 _RESERVED_WORDS = _CLOSING_RESERVED_WORDS | _OPENING_RESERVED_WORDS
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: The target of a redirection that moves a descriptor (``<&3-``).
@@ -230,7 +235,9 @@ class Token:
     ``assignment``: a word ``NAME=...`` with ``NAME`` unquoted; ``source``: the word as
     written (bash names it so in "ambiguous redirect"); ``pattern``: a word's text with
     each quoted character escaped by a backslash, as a case pattern is matched (bash's
-    quote_string_for_globbing of a word expanded with its quoting left)."""
+    quote_string_for_globbing of a word expanded with its quoting left); ``end_line``:
+    the line the token ends on (after the backslash-newlines and quoted newlines in
+    it)."""
 
     kind: str
     text: str
@@ -239,6 +246,7 @@ class Token:
     assignment: bool = False
     source: str = field(default="", compare=False)
     pattern: str = field(default="", compare=False)
+    end_line: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -270,7 +278,7 @@ class Command:
 class Pipeline:
     """``[!] command [| command]...``; ``negated``: bash's CMD_INVERT_RETURN."""
 
-    commands: tuple[Command | CompoundCommand, ...]
+    commands: tuple[Command | CompoundCommand | FunctionDef, ...]
     negated: bool = False
 
 
@@ -356,6 +364,20 @@ class GroupCommand:
 CompoundCommand = IfCommand | WhileCommand | ForCommand | CaseCommand | GroupCommand
 
 
+@dataclass(frozen=True)
+class FunctionDef:
+    """bash's function_def: ``name() command`` or ``function name [()] command``, whose
+    running defines the function ``name`` (as written) with the body ``command``, a
+    compound command that carries the redirections after it (each call makes them);
+    ``identifier``: bash's check_identifier(name, 0) passes (the name has no quoting and
+    no ``$``), else running it is bash's "not a valid identifier"."""
+
+    name: str
+    command: CompoundCommand
+    line: int
+    identifier: bool
+
+
 class _Lexer:
     def __init__(self, text: str, line: int, at_eof: bool, pos: int = 0,
                  comsub: bool = False) -> None:
@@ -386,7 +408,7 @@ class _Lexer:
             if char in _BLANKS:
                 self.take()
             elif char == "\n":
-                self.tokens.append(Token("newline", "\n", self.line))
+                self.tokens.append(Token("newline", "\n", self.line, end_line=self.line))
                 self.take()
             elif char == "#":
                 while self.pos < len(self.text) and self.peek() != "\n":
@@ -410,10 +432,12 @@ class _Lexer:
         for op in _OPERATORS:
             if self.text.startswith(op, self.pos):
                 self.pos += len(op)
-                if op == ")" and self.comsub:
+                # The ")" of a function definition's "()" does not end it.
+                if op == ")" and self.comsub and not (
+                        self.tokens and (self.tokens[-1].kind, self.tokens[-1].text) == ("op", "(")):
                     self.closed = True
                 else:
-                    self.tokens.append(Token("op", op, self.line))
+                    self.tokens.append(Token("op", op, self.line, end_line=self.line))
                 return
 
     def word(self) -> None:
@@ -458,7 +482,7 @@ class _Lexer:
         text = "".join(parts)
         is_fd = not quoted and fd_number(text) is not None and self.peek() in ("<", ">")
         self.tokens.append(Token("io" if is_fd else "word", text, line, quoted, assignment,
-                                 self.text[start:self.pos], "".join(pattern)))
+                                 self.text[start:self.pos], "".join(pattern), self.line))
 
     def parameter(self, quoted: bool) -> str:
         """After a "$": the marker of the parameter it starts, "" for the "$" of
@@ -635,10 +659,14 @@ def _refused(key: str, line: int, shown: str | None = None) -> ShellSyntaxError:
 
 
 class _Parser:
-    def __init__(self, tokens: list[Token], end_line: int) -> None:
+    def __init__(self, tokens: list[Token], end_line: int, last_line: int | None = None) -> None:
+        """``end_line``: the input's last line; ``last_line``: the lexer's line at the
+        end of the input, past a final backslash-newline's continuation (default
+        ``end_line``)."""
         self.tokens = tokens
         self.pos = 0
         self.end_line = end_line
+        self.last_line = end_line if last_line is None else last_line
         #: The reserved words that close the compound commands being parsed, outermost
         #: first.
         self.open: list[str] = []
@@ -746,16 +774,26 @@ class _Parser:
             commands.append(self.command())
         return Pipeline(tuple(commands), negated)
 
-    def command(self) -> Command | CompoundCommand:
-        """A simple command, or a compound command with the redirections after it."""
+    def command(self) -> Command | CompoundCommand | FunctionDef:
+        """A simple command, a compound command with the redirections after it, or a
+        function definition."""
+        if self.reserved() == "function":
+            return self.function_def()
+        compound = self.compound_command()
+        if compound is not None:
+            return compound
+        if self.reserved() == "!":  # only a pipeline starts with one
+            raise self.unexpected(self.peek())
+        return self.simple_command()
+
+    def compound_command(self) -> CompoundCommand | None:
+        """bash's shell_command with the redirections after it, if one starts here."""
         opening = {"if": ("fi", self.if_command), "while": ("done", self.while_command),
                    "until": ("done", self.while_command), "for": ("done", self.for_command),
                    "case": ("esac", self.case_command),
                    "{": ("}", self.group_command)}.get(self.reserved() or "")
         if opening is None:
-            if self.reserved() == "!":  # only a pipeline starts with one
-                raise self.unexpected(self.peek())
-            return self.simple_command()
+            return None
         compound = self.compound(*opening)
         redirects: list[Redirect] = []
         while (token := self.peek()) is not None and (
@@ -765,6 +803,39 @@ class _Parser:
                 and token.text in _REFUSED_OPERATORS:
             raise _refused(token.text, token.line)
         return dataclasses.replace(compound, redirects=tuple(redirects))
+
+    def function_def(self) -> FunctionDef:
+        """``function NAME [()] BODY``: bash's FUNCTION WORD ['(' ')'] newline_list
+        function_body (without the ``()``, a newline may come before the body too; a
+        ``(`` without its ``)`` at once is the body's, a subshell)."""
+        self.pos += 1
+        name = self.peek()
+        if name is None or name.kind not in ("word", "io"):
+            raise self.unexpected(name)
+        self.pos += 1
+        following = self.tokens[self.pos + 1] if self.pos + 1 < len(self.tokens) else None
+        if self.operator() == "(" and following is not None \
+                and (following.kind, following.text) == ("op", ")"):
+            self.pos += 2
+        return self.function_body(name)  # a "(" not closed at once starts a subshell
+
+    def function_body(self, name: Token) -> FunctionDef:
+        """After ``NAME ()`` (or ``function NAME``): newlines, then the body, a compound
+        command (bash's function_body: a shell_command and its redirections)."""
+        self.skip_newlines_or_need_more()
+        token = self.peek()
+        assert token is not None  # skip_newlines_or_need_more() asks for more first
+        if token.kind == "op" and token.text == "(":
+            following = self.tokens[self.pos + 1] if self.pos + 1 < len(self.tokens) else None
+            arithmetic = following is not None and (following.kind, following.text) == ("op", "(")
+            raise _refused("((" if arithmetic else "(", token.line)
+        if token.kind == "word" and not token.quoted and token.text in _NOT_SUPPORTED:
+            raise _refused(token.text, token.line)
+        body = self.compound_command()
+        if body is None:
+            raise self.unexpected(token)
+        return FunctionDef(name.source, body, name.line,
+                           not name.quoted and "$" not in name.source)
 
     def if_command(self) -> IfCommand:
         """``if`` (or ``elif``) ``LIST; then LIST; [elif ...|else LIST;] fi``, the
@@ -890,7 +961,7 @@ class _Parser:
         self.expect("}")
         return GroupCommand(body, line)
 
-    def simple_command(self) -> Command:
+    def simple_command(self) -> Command | FunctionDef:
         words: list[str] = []
         redirects: list[Redirect] = []
         assignments: list[tuple[str, str]] = []
@@ -918,7 +989,9 @@ class _Parser:
                 closing = self.peek()
                 if closing is None or closing.kind != "op" or closing.text != ")":
                     raise self.unexpected(closing)
-                raise _refused("()", token.line)
+                self.pos += 1
+                assert first is not None
+                return self.function_body(first)
             if token.kind == "word" and token.assignment and not words:
                 name, _, value = token.text.partition("=")
                 assignments.append((name, _name_bad(value, token.source.partition("=")[2])))
@@ -936,8 +1009,24 @@ class _Parser:
                 break
         if not words and not redirects and not assignments:
             raise self.unexpected(first)
-        return Command(tuple(words), tuple(redirects), first.line if first else self.end_line,
+        return Command(tuple(words), tuple(redirects), self.simple_command_line(start),
                        tuple(assignments), frozenset(assignment_args))
+
+    def simple_command_line(self, start: int) -> int:
+        """The line of the simple command whose first token is ``start``, as bash's: the
+        parser's line_number when it made the command of its first element (parse.y's
+        make_simple_command), which, after a WORD, it does only once it has read the
+        next token (a ``(`` would make a function definition of it), so the line where
+        that token ends (``nosuch \\`` NEWLINE ``a``: line 2), or where the input ends
+        when none follows (a final backslash-newline continues onto the next line); after
+        an assignment or a redirection, the line where that ends."""
+        first = self.tokens[start]
+        if first.kind == "word" and not first.assignment:
+            following = self.tokens[start + 1] if start + 1 < len(self.tokens) else None
+            return self.last_line if following is None else following.end_line
+        # A redirection: [N] OPERATOR WORD.
+        end = start + {"io": 2, "op": 1}.get(first.kind, 0)
+        return self.tokens[min(end, len(self.tokens) - 1)].end_line
 
     def redirect(self) -> Redirect:
         token = self.tokens[self.pos]
@@ -973,6 +1062,7 @@ def parse(text: str, line: int = 1, *, at_eof: bool = False) -> list[AndOr]:
     input: what is missing, in bash's words), and :class:`ShellSyntaxError` when no input
     could.
     """
-    tokens = tokenize(text, line, at_eof=at_eof)
+    lexer = _Lexer(text, line, at_eof)
+    tokens = lexer.run()
     end_line = line + text.count("\n") - (1 if text.endswith("\n") else 0)
-    return _Parser(tokens, end_line).program()
+    return _Parser(tokens, end_line, lexer.line).program()

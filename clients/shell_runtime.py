@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ShellExit",
+    "FunctionReturn",
     "InputError",
     "WriteError",
     "Output",
@@ -97,6 +98,16 @@ def legal_number(text: str) -> int | None:
 
 class ShellExit(Exception):
     """``exit N`` (or a fatal error in a script): the shell ends with ``status``."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class FunctionReturn(Exception):
+    """``return [N]`` in a function (bash's longjmp to return_catch): the function ends
+    with ``status``; in a pipeline's process or a command substitution, that subshell
+    does."""
 
     def __init__(self, status: int) -> None:
         super().__init__(status)

@@ -8,7 +8,9 @@ client's own is no path there), OLDPWD (the environment's when it names a direct
 the daemon's tree; else exported without a value, and when the environment had one that
 is no directory, not listed by ``export -p`` until assigned) and SHLVL (one more than the
 environment's, as bash's adjust_shell_level reads it). A command's prefix assignments
-(``a=1 cmd``) live in a temporary scope for that command only: bash's temporary_env. The
+(``a=1 cmd``) live in a temporary scope for that command only: bash's temporary_env. A
+function's call opens a scope of its own for its ``local`` variables, above its caller's
+(bash's dynamic scoping: a variable is the innermost scope's that has it). The
 shell runs no programs, so being exported changes what ``export -p`` lists and nothing
 else.
 
@@ -49,8 +51,9 @@ class Variable:
 
 
 class Variables:
-    """The shell's variables: the global scope, under the temporary scope of the prefix
-    assignments of the command running (bash's shell_variables and temporary_env)."""
+    """The shell's variables: the global scope, under the scopes of the functions
+    running and of the prefix assignments of the commands running (bash's
+    shell_variables, its variable contexts, and temporary_env)."""
 
     def __init__(self, environ: Mapping[str, str], cwd: str, *,
                  is_directory: Callable[[str], bool], warn: Callable[[str], None]) -> None:
@@ -60,6 +63,9 @@ class Variables:
             {name: Variable(value, exported=True) for name, value in environ.items()
              if is_name(name)}
         ]
+        #: Where the scopes of the functions running are in _scopes (bash's
+        #: variable_context: how many), the innermost last.
+        self._contexts: list[int] = []
         # bash's initialize_shell_variables, set_pwd and adjust_shell_level.
         self.assign("IFS", DEFAULT_IFS)
         self._scopes[0]["PWD"] = Variable(cwd, exported=True)
@@ -93,11 +99,55 @@ class Variables:
     def export(self, name: str, exported: bool = True) -> None:
         self._find(name).exported = exported
 
+    def exists(self, name: str) -> bool:
+        """Some scope has a variable ``name`` (set or not): unbind_variable() finds one."""
+        return self._lookup(name) is not None
+
     def unset(self, name: str) -> None:
-        """bash's unbind_variable: the innermost variable goes, an outer one shows again."""
-        for scope in reversed(self._scopes):
-            if scope.pop(name, None) is not None:
+        """bash's unbind_variable: the innermost variable goes, an outer one shows again;
+        but a local of the function running stays its, unset, until the function returns
+        (bash 5.2's unset of a variable at the current local scope)."""
+        for index in reversed(range(len(self._scopes))):
+            if name in self._scopes[index]:
+                if self._contexts and index == self._contexts[-1]:
+                    self._scopes[index][name] = Variable(None)
+                else:
+                    del self._scopes[index][name]
                 return
+
+    @property
+    def in_function(self) -> bool:
+        """A function is running (bash's variable_context is above 0)."""
+        return bool(self._contexts)
+
+    @contextmanager
+    def function_scope(self) -> Iterator[None]:
+        """A function's call: the scope of its locals (bash's push_context), gone when it
+        returns."""
+        self._scopes.append({})
+        self._contexts.append(len(self._scopes) - 1)
+        try:
+            yield
+        finally:
+            self._contexts.pop()
+            self._scopes.pop()
+
+    def local(self, name: str, value: str | None) -> None:
+        """bash's ``local NAME[=VALUE]`` in the function running: a variable of its scope
+        (unset, without a value: an outer one does not show through); one it has keeps
+        its value unless given one."""
+        scope = self._scopes[self._contexts[-1]]
+        variable = scope.get(name)
+        if variable is None:
+            scope[name] = Variable(value)
+        elif value is not None:
+            variable.value, variable.invisible = value, False
+
+    def locals(self) -> list[tuple[str, str | None]]:
+        """(name, value) of the function running's locals, by name, as ``local`` lists
+        them."""
+        return sorted((name, variable.value)
+                      for name, variable in self._scopes[self._contexts[-1]].items())
 
     def change_directory(self, cwd: str) -> None:
         """What ``cd`` sets, as bash's bindpwd: OLDPWD from PWD, PWD the new directory."""
@@ -169,6 +219,8 @@ class Parameters(Protocol):
     """What expansion reads and assigns (the shell, clients.shell.Shell)."""
 
     variables: Variables
+    #: The positional parameters ($1...).
+    positional: tuple[str, ...]
 
     def parameter(self, name: str) -> str | None:
         """A parameter's value by name (special parameters included); None when unset."""
@@ -180,6 +232,8 @@ class Parameters(Protocol):
 def _value(parameter: ParameterSpec, shell: Parameters) -> str:
     """What ``${...}`` gives: the value, its length, or what its operator makes of it
     (bash's parameter_brace_expand_rhs and parameter_brace_expand_error)."""
+    if parameter.length and parameter.name in ("@", "*"):
+        return str(len(shell.positional))  # bash's ${#@}: $#
     value = shell.parameter(parameter.name)
     if parameter.length:
         return str(len(value or ""))
@@ -200,15 +254,32 @@ def _value(parameter: ParameterSpec, shell: Parameters) -> str:
 
 
 #: The kinds of a word's pieces: its own text, and what a quoted or an unquoted parameter
-#: or command substitution gave.
-_TEXT, _QUOTED, _UNQUOTED = "text", "quoted", "unquoted"
+#: or command substitution gave; and where ``$@`` ends a field and starts the next (its
+#: text what joins them where the word is not split).
+_TEXT, _QUOTED, _UNQUOTED, _BREAK = "text", "quoted", "unquoted", "break"
+
+
+def _positional(name: str, quoted: bool, shell: Parameters) -> Iterator[tuple[str, str]]:
+    """The pieces ``$@`` or ``$*`` give (bash's param_expand and list_string): ``"$@"``
+    each positional parameter a field; ``"$*"`` one field, them joined by IFS's first
+    character (nothing when IFS is null, a space when unset); unquoted, them joined so
+    and split, but each a field of its own when IFS is null."""
+    ifs = shell.variables.get("IFS")
+    separator = " " if ifs is None else ifs[:1]
+    if quoted and name == "*" or not quoted and ifs != "":
+        yield separator.join(shell.positional), _QUOTED if quoted else _UNQUOTED
+        return
+    for index, value in enumerate(shell.positional):
+        if index:
+            yield " " if name == "@" else separator, _BREAK
+        yield value, _QUOTED if quoted else _UNQUOTED
 
 
 def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, str]]:
     """The word's text in pieces, (text, kind): the word's own text, or what a quoted
-    or an unquoted (field split) parameter or command substitution gave. A quoted piece,
-    even empty, makes a field; ``"$@"`` without positional parameters gives none (bash's
-    quoted "$@")."""
+    or an unquoted (field split) parameter or command substitution gave, or a break
+    between the fields of ``$@`` (:func:`_positional`). A quoted piece, even empty, makes
+    a field; ``"$@"`` without positional parameters gives none (bash's quoted "$@")."""
     position = 0
     for match in MARKER.finditer(word):
         if match.start() > position:
@@ -227,7 +298,8 @@ def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, str]]:
             continue
         quoted, parameter = kind == "q", parameter_spec(spec)
         assert parameter is not None  # the lexer marks no other spec (_BAD_SUBSTITUTION)
-        if quoted and parameter == ParameterSpec("@"):
+        if parameter.name in ("@", "*") and not parameter.length and not parameter.operator:
+            yield from _positional(parameter.name, quoted, shell)
             continue
         yield _value(parameter, shell), _QUOTED if quoted else _UNQUOTED
     if position < len(word) or not word:  # "": a literal empty word, as Command(...) may hold
@@ -257,6 +329,11 @@ def expand_fields(word: str, shell: Parameters) -> list[str]:
     started = False  # the current field exists (it may be empty: a quoted null)
     after_whitespace = False  # a field just ended at IFS whitespace
     for text, kind in _pieces(word, shell):
+        if kind == _BREAK:
+            if started:
+                fields.append("".join(current))
+                current, started = [], False
+            continue
         if kind != _UNQUOTED:
             current.append(text)
             started, after_whitespace = True, False
@@ -347,8 +424,10 @@ def cmd_export(ctx: Invocation) -> int:
             ctx.builtin_err(f"`{operand}': not a valid identifier")
             status = 1
         elif "f" in options:
-            ctx.builtin_err(f"{name}: not a function")  # the shell has no functions
-            status = 1
+            # Exporting a function changes nothing: the shell runs no programs.
+            if name not in ctx.shell.functions:
+                ctx.builtin_err(f"{name}: not a function")
+                status = 1
         else:
             if equals:
                 variables.assign(name, value)
@@ -356,27 +435,67 @@ def cmd_export(ctx: Invocation) -> int:
     return status
 
 
-@command("unset [-v] [NAME...]", "unset variables", builtin=True)
+@command("unset [-fv] [NAME...]", "unset variables (-f: functions)", builtin=True)
 def cmd_unset(ctx: Invocation) -> int:
+    """bash's unset_builtin: without -f or -v, a name no variable has is a function's
+    (a name that is no identifier, only a function's: bash allows those outside POSIX
+    mode)."""
     parsed = _options(ctx, "fvn", "unset [-f] [-v] [-n] [name ...]")
     if isinstance(parsed, int):
         return parsed
     options, operands = parsed
+    variables, functions = ctx.shell.variables, ctx.shell.functions
     status = 0
     for name in operands:
         if "f" in options:
-            continue  # the shell has no functions
-        if is_name(name):
-            ctx.shell.variables.unset(name)
+            functions.pop(name, None)
+        elif is_name(name):
+            if "v" not in options and not variables.exists(name):
+                functions.pop(name, None)
+            variables.unset(name)
         elif "v" in options:
             ctx.builtin_err(f"`{name}': not a valid identifier")
             status = 1
-        # Without -v, bash tries a function of that name: there is none.
+        else:
+            functions.pop(name, None)
     return status
 
 
-@command("local", "(bash's, in a function: the shell has none)", builtin=True)
+_LOCAL_USAGE = "local [option] name[=value] ..."
+#: The options bash's local takes (declare's, but -f, -F and -g); the shell has none.
+_LOCAL_OPTIONS = "aAiIlnprtux"
+
+
+@command("local [NAME[=VALUE]...]", "a variable of the function running (or list them)",
+         builtin=True)
 def cmd_local(ctx: Invocation) -> int:
-    ctx.builtin_err("can only be used in a function")
-    return 1
+    """bash's local_builtin: in a function, declare_internal's NAME[=VALUE] (no
+    options); outside one, its complaint."""
+    variables = ctx.shell.variables
+    if not variables.in_function:
+        ctx.builtin_err("can only be used in a function")
+        return 1
+    operands = list(ctx.args)
+    while operands and operands[0].startswith(("-", "+")) and len(operands[0]) > 1:
+        arg = operands.pop(0)
+        if arg == "--":
+            break
+        for letter in arg[1:]:
+            if letter in _LOCAL_OPTIONS:
+                ctx.builtin_err(f"option '{arg[0]}{letter}' is not supported by ftrace-shell")
+                return 2
+            return _invalid_option(ctx, arg[0] + letter, _LOCAL_USAGE)
+    if not operands:
+        for name, value in variables.locals():
+            ctx.out(f"declare -- {name}" + ("" if value is None else f"={_quote(value)}") + "\n")
+        return 0
+    status = 0
+    for operand in operands:
+        name, equals, value = operand.partition("=")
+        if not is_name(name):
+            ctx.builtin_err(f"`{operand}': not a valid identifier")
+            status = 1
+            continue
+        variables.local(name, value if equals else None)
+    return status
 

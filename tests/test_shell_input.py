@@ -112,6 +112,10 @@ _SCRIPTS = [
     "grep -c x <&-; echo $?",
     "echo x >&0 < available_tracers; echo $?",
     "{ echo x >&2; } 2< available_tracers; echo $?",
+    # A compound command's descriptors 3 and up are its commands'.
+    "{ cat <&3; } 3< available_tracers",
+    'while read -r f <&3; do echo "f=$f"; done 3< set_ftrace_filter; echo $?',
+    "{ grep -m1 vfs <&4; grep -c . <&4; } 4< available_filter_functions",
 ]
 
 

@@ -389,9 +389,9 @@ def test_bad_arguments_are_one_line_diagnostics_as_bash_and_the_tools_give(daemo
         ("echo x | grep -E 'a[b'", 2, "", "grep: Unmatched [, [^, [:, [., or [=\n"),
         ("echo a\\", 0, "a\\\n", ""),
         # A reserved word starting a command: refused as a syntax error, or bash's own.
-        ("echo a; function f { :; }", 2, "",
-         "bash: -c: line 1: a function definition (`function') is not supported by "
-         "ftrace-shell\nbash: -c: line 1: `echo a; function f { :; }'\n"),
+        ("echo a; function f (echo)", 2, "",
+         "bash: -c: line 1: a subshell (`(') is not supported by "
+         "ftrace-shell\nbash: -c: line 1: `echo a; function f (echo)'\n"),
         ("echo if; fi", 2, "", "bash: -c: line 1: syntax error near unexpected token `fi'\n"
          "bash: -c: line 1: `echo if; fi'\n"),
     ]
