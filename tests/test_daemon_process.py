@@ -452,6 +452,13 @@ def test_sigterm_stops_the_daemon_whichever_of_its_threads_the_kernel_hands_it_t
 # --- a --spawn daemon ends with its client ----------------------------------------------
 
 
+def hangup_ends_it() -> None:
+    """SIGHUP's default action (the end) in the client, as at a terminal, even when the
+    tests run under ``nohup``: an ignored signal stays ignored across exec, and the client
+    then outlives the hangup the test sends it."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
 def test_a_spawned_daemon_ends_with_its_client_however_the_client_ends(tmp_path, signum):
     """ftrace-shell --spawn killed: its daemon shuts down as on SIGTERM, removing its
@@ -460,7 +467,7 @@ def test_a_spawned_daemon_ends_with_its_client_however_the_client_ends(tmp_path,
         [sys.executable, "-m", "clients.shell", "--spawn", "--verbose", *SMALL,
          "-c", "echo ready; sleep 60"],
         cwd=tmp_path, env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True, preexec_fn=hangup_ends_it)
     daemon_pid = None
     try:
         found = serving(shell)  # --verbose: the daemon's log is the shell's stderr
