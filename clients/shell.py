@@ -469,7 +469,9 @@ class Shell:
                 else None)
             if name is not None:
                 self.line = command.line
-                hint = " (grep -m N '' gives head -n N)" if name in ("head", "tail") else ""
+                # head's first lines are what grep -m gives (tail's last lines, none).
+                hint = (" (grep -m N '' gives head -n N)" if posixpath.basename(name) == "head"
+                        else "")
                 self._say(self.stderr,
                           f"{self.prefix()}: {name}: ftrace-shell pipes only into grep{hint}")
                 return 1

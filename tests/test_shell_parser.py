@@ -527,13 +527,16 @@ def test_interactive_syntax_errors_do_not_end_the_shell():
 
 
 def test_pipes_only_into_grep():
-    """The refusal of head and tail says what does head's work (the status unchanged)."""
+    """The refusal of head (by its name or its path) says what does its work; tail's
+    last lines grep does not give (the status unchanged)."""
     status, _, err = run("echo a | head")
     assert (status, err) == (1, "bash: line 1: head: ftrace-shell pipes only into grep "
                                 "(grep -m N '' gives head -n N)\n")
-    assert run("echo a | tail -n 1")[::2] == (
-        1, "bash: line 1: tail: ftrace-shell pipes only into grep "
+    assert run("echo a | /usr/bin/head -n 1")[::2] == (
+        1, "bash: line 1: /usr/bin/head: ftrace-shell pipes only into grep "
            "(grep -m N '' gives head -n N)\n")
+    assert run("echo a | tail -n 1")[::2] == (
+        1, "bash: line 1: tail: ftrace-shell pipes only into grep\n")
     assert run("echo a | sort")[::2] == (
         1, "bash: line 1: sort: ftrace-shell pipes only into grep\n")
     assert run("echo a | grep -m 1 ''")[:2] == (0, "a\n")
