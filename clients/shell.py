@@ -664,9 +664,11 @@ class Shell:
                           fds: dict[int, Descriptor]) -> Descriptor | None:
         """What ``op target`` opens (``< FILE`` as cat opens FILE: O_RDONLY, each read(2)
         the session's), or the descriptor ``/dev/null``, ``/dev/stdout`` or
-        ``/dev/stderr`` names; None when the open failed, after bash's diagnostic."""
+        ``/dev/stderr``, ``/dev/stdin`` names; None when the open failed, after bash's
+        diagnostic."""
         special: dict[str, Descriptor] = {"/dev/null": NullInput() if op == "<" else NullOutput(),
-                                          "/dev/stdout": fds[1], "/dev/stderr": fds[2]}
+                                          "/dev/stdin": fds[0], "/dev/stdout": fds[1],
+                                          "/dev/stderr": fds[2]}
         if target in special:
             return special[target]
         flags = {"<": os.O_RDONLY, ">>": _APPEND}.get(op, _TRUNCATE)

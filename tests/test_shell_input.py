@@ -69,6 +69,7 @@ def test_an_input_redirection_without_its_word_is_bashs_syntax_error(text):
     "echo x 3>&1 >&- >&3; echo $?",
     "{ echo a; echo b >&2; } 2>&1 2>&- >/dev/null; echo $?",
     "{ echo in; } < /dev/null; echo $?",
+    "echo abc | grep b < /dev/stdin; echo $?; echo abc | grep -c . 3</dev/stdin <&3",
 ])
 def test_descriptors_as_bash_makes_them(text):
     assert_as_bash(text, WITH_GREP)
