@@ -810,7 +810,7 @@ class _Parser:
         ``(`` without its ``)`` at once is the body's, a subshell)."""
         self.pos += 1
         name = self.peek()
-        if name is None or name.kind not in ("word", "io"):
+        if name is None or name.kind != "word":
             raise self.unexpected(name)
         self.pos += 1
         following = self.tokens[self.pos + 1] if self.pos + 1 < len(self.tokens) else None
@@ -882,7 +882,7 @@ class _Parser:
         if self.reserved() == "in":
             self.pos += 1
             map_list = []
-            while (token := self.peek()) is not None and token.kind in ("word", "io"):
+            while (token := self.peek()) is not None and token.kind == "word":
                 map_list.append(_name_bad(token.text, token.source))
                 self.pos += 1
             if token is None:
@@ -908,7 +908,7 @@ class _Parser:
         line = self.tokens[self.pos].line
         self.pos += 1
         word = self.peek()
-        if word is None or word.kind not in ("word", "io"):
+        if word is None or word.kind != "word":
             raise self.unexpected(word)
         self.pos += 1
         self.skip_newlines_or_need_more()
@@ -933,7 +933,7 @@ class _Parser:
         patterns: list[str] = []
         while True:
             token = self.peek()
-            if token is None or token.kind not in ("word", "io"):
+            if token is None or token.kind != "word":
                 raise self.end_of_file() if token is None else self.unexpected(token)
             patterns.append(_name_bad(token.pattern, token.source))
             self.pos += 1
@@ -1039,7 +1039,7 @@ class _Parser:
                 raise _refused(token.text, token.line)
         self.pos += 1
         target = self.peek()
-        if target is None or target.kind not in ("word", "io"):
+        if target is None or target.kind != "word":
             raise self.unexpected(target)
         self.pos += 1
         op = ">" if token.text == ">|" else token.text

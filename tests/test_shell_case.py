@@ -66,6 +66,10 @@ def test_a_case_command_parses_into_bashs_nodes():
     "case x in a b) ;; esac", "case x in ) ;; esac", "case x in a) echo; ;; ;; esac",
     "echo a ;& echo b", "echo a;;& echo b", "case x in a) echo b ;; esac)", "case",
     "case x", "case x in", "esac",
+    # A number before < or > is a redirection's (bash's NUMBER), no word or pattern.
+    "case 2>x in 2) echo y;; esac", "case x in 2>x) echo y;; esac",
+    "case x in a|2>x) echo y;; esac", "for i in 1 2>x; do echo $i; done",
+    "for 2>x in a; do :; done", "function 2>x { :; }", "echo a > 2>x",
 ])
 def test_case_as_bash(text):
     assert_as_bash(text)
