@@ -828,7 +828,7 @@ class Shell:
         clause's list, and with ``;&`` the next clause's, untested, and so on; after a
         ``;;&`` the clauses after it are tried too. The status is the last list's, 0 when
         none ran (or it was empty)."""
-        word = expand_value(command.word, self)
+        word = encode(expand_value(command.word, self))
         status = 0
         clauses = iter(enumerate(command.clauses))
         for index, clause in clauses:

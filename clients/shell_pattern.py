@@ -43,10 +43,10 @@ _CLASSES: dict[bytes, Callable[[int], bool]] = {
 }
 
 
-def strmatch(pattern: str, string: str) -> bool:
-    """Whether ``string`` matches ``pattern`` (their UTF-8 bytes, as the shell reads
-    them)."""
-    return _Matcher(encode(pattern)).gmatch(encode(string), 0, 0, None)
+def strmatch(pattern: str, string: bytes) -> bool:
+    """Whether ``string`` (a case command's word, encoded once for all its patterns)
+    matches ``pattern`` (its UTF-8 bytes, as the shell reads it)."""
+    return _Matcher(encode(pattern)).gmatch(string, 0, 0, None)
 
 
 class _Matcher:

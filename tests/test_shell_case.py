@@ -113,5 +113,6 @@ def test_patterns_from_expansions_match_as_bashs(value, quoted):
 
 def test_strmatch_matches_bytes_as_the_c_locale():
     """A multibyte character is several bytes to ``?`` and to a bracket expression."""
-    assert (strmatch("??", "é"), strmatch("?", "é"), strmatch("[é]?", "é")) == (
+    word = "é".encode()
+    assert (strmatch("??", word), strmatch("?", word), strmatch("[é]?", word)) == (
         True, False, True)
