@@ -123,13 +123,17 @@ class InputError(Exception):
 
 
 class WriteError(Exception):
-    """A write(2) of a command's output failed with ``errno``; ``cause``, the failed
-    call's error when the output is a tracefs file (the daemon may have gone away)."""
+    """A write(2) of a command's output failed with ``errno``: the number given, or the
+    errno of ``cause``, the failed call's error when the output is a tracefs file (the
+    daemon may have gone away)."""
 
-    def __init__(self, number: int, cause: FtraceError | None = None) -> None:
-        super().__init__(number)
-        self.errno = number
-        self.cause = cause
+    def __init__(self, failure: int | FtraceError) -> None:
+        self.cause: FtraceError | None
+        if isinstance(failure, FtraceError):
+            self.cause, self.errno = failure, failure.errno
+        else:
+            self.cause, self.errno = None, failure
+        super().__init__(self.errno)
 
 
 class Output(Protocol):
@@ -262,7 +266,7 @@ class FileOutput:
         try:
             self._session.write_all(data)
         except FtraceError as error:
-            raise WriteError(error.errno, error) from None
+            raise WriteError(error) from None
 
     def close(self) -> None:
         try:
