@@ -22,16 +22,14 @@ import os
 
 from clients.errors import FtraceError
 from clients.shell_parser import is_name
-from clients.shell_runtime import Invocation, command
+from clients.shell_runtime import Invocation, command, internal_getopt
 
 __all__: list[str] = []  # the command registers itself in COMMANDS
 
 _USAGE = ("read [-ers] [-a array] [-d delim] [-i text] [-n nchars] [-N nchars] [-p prompt]"
           " [-t timeout] [-u fd] [name ...]")
-#: read's options in bash (internal_getopt's "ersa:d:i:n:p:t:u:N:"): those ftrace-shell
-#: does not take are refused; of them, these take a value.
-_BASH_FLAGS = "ers"
-_BASH_VALUED = "adinptuN"
+#: The options bash's read has (internal_getopt's "ersa:d:i:n:p:t:u:N:") but -r: refused.
+_UNSUPPORTED = "esadinptuN"
 #: bash's quoting marks in a string being split (shell.h).
 CTLESC, CTLNUL = "\x01", "\x7f"
 #: zread.c's ZBUFSIZ: what zreadc() reads at once where it can seek back.
@@ -39,32 +37,6 @@ _ZBUFSIZ = 4096
 _SPACE_TAB_NEWLINE = " \t\n"
 #: ISSPACE() in the C locale.
 _C_SPACE = " \t\n\v\f\r"
-
-
-def _options(ctx: Invocation) -> tuple[bool, list[str]] | int:
-    """internal_getopt() over the arguments: (-r given, the names), or the status after
-    bash's diagnostic (an invalid option, with the usage) or the refusal of an option
-    bash has and ftrace-shell not."""
-    raw = False
-    args = list(ctx.args)
-    while args and args[0].startswith("-") and args[0] != "-":
-        arg = args.pop(0)
-        if arg == "--":
-            break
-        if arg == "--help":
-            ctx.builtin_err("option '--help' is not supported by ftrace-shell")
-            return 2
-        for letter in arg[1:]:
-            if letter == "r":
-                raw = True
-            elif letter in _BASH_FLAGS or letter in _BASH_VALUED:
-                ctx.builtin_err(f"option '-{letter}' is not supported by ftrace-shell")
-                return 2
-            else:
-                ctx.builtin_err(f"-{letter}: invalid option")
-                ctx.err(f"{ctx.name}: usage: {_USAGE}")
-                return 2
-    return raw, args
 
 
 def _read_line(ctx: Invocation, raw: bool, skip_ctlesc: bool,
@@ -198,10 +170,11 @@ class _Splitter:
 @command("read [-r] [NAME...]", "read a line into NAMEs, split on $IFS (none: REPLY)",
          builtin=True)
 def cmd_read(ctx: Invocation) -> int:
-    parsed = _options(ctx)
+    parsed = internal_getopt(ctx, "r", _USAGE, unsupported=_UNSUPPORTED)
     if isinstance(parsed, int):
         return parsed
-    raw, names = parsed
+    options, names = parsed
+    raw = "r" in options
     if names and not is_name(names[0]):  # checked before reading, as bash does
         ctx.builtin_err(f"`{names[0]}': not a valid identifier")
         return 1

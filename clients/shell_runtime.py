@@ -54,6 +54,7 @@ __all__ = [
     "COMMANDS",
     "command",
     "getopt",
+    "internal_getopt",
     "parse_options",
     "encode",
     "legal_number",
@@ -612,6 +613,38 @@ def getopt(
                 yield "?", ""
                 return
             yield letter, ""
+
+
+def internal_getopt(ctx: Invocation, letters: str, usage: str, *, unsupported: str = "",
+                    plus: bool = False) -> tuple[set[str], list[str]] | int:
+    """bash's internal_getopt (builtins/bashgetopt.c) as a builtin runs it over
+    ``ctx.args``: the options, ``-`` (with ``plus``, ``+`` too) and letters, clustered,
+    before the first operand or ``--``: (the letters given, the operands). For a letter
+    not in ``letters``, bash's ``-x: invalid option`` and the builtin's ``usage``; for
+    one in ``unsupported`` (bash's builtin has it, ftrace-shell not) and for ``--help``
+    (every builtin's in bash), the refusal; then the status, 2. (Not :func:`getopt`:
+    glibc's, of the programs, with its own words.)"""
+    options: set[str] = set()
+    operands = list(ctx.args)
+    signs = ("-", "+") if plus else ("-",)
+    while operands and operands[0].startswith(signs) and len(operands[0]) > 1:
+        arg = operands.pop(0)
+        if arg == "--":
+            break
+        if arg == "--help":
+            ctx.builtin_err("option '--help' is not supported by ftrace-shell")
+            return 2
+        for letter in arg[1:]:
+            if letter in letters:
+                options.add(letter)
+            elif letter in unsupported:
+                ctx.builtin_err(f"option '{arg[0]}{letter}' is not supported by ftrace-shell")
+                return 2
+            else:
+                ctx.builtin_err(f"{arg[0]}{letter}: invalid option")
+                ctx.err(f"{ctx.name}: usage: {usage}")
+                return 2
+    return options, operands
 
 
 def parse_options(
