@@ -70,6 +70,13 @@ def test_a_case_command_parses_into_bashs_nodes():
     "case 2>x in 2) echo y;; esac", "case x in 2>x) echo y;; esac",
     "case x in a|2>x) echo y;; esac", "for i in 1 2>x; do echo $i; done",
     "for 2>x in a; do :; done", "function 2>x { :; }", "echo a > 2>x",
+    # In a command substitution: a pattern's ")" is the case command's (bash 5.2's
+    # parse_comsub parses on), and its errors are bash's.
+    "echo a\necho $(case x in x) echo in;; esac)",
+    'x=$(if :; then case x in (x) echo y;; esac; fi); echo "$x"',
+    'echo "$(case a in a) echo 1;& b) echo 2;; esac)" $(case b in a) ;; esac)',
+    "echo $(echo case; fi); echo $?", "echo $(a &&); echo $?",
+    "echo $(case x in x) echo a; esac", "echo $(case x in x) echo a;;",
 ])
 def test_case_as_bash(text):
     assert_as_bash(text)
