@@ -45,7 +45,7 @@ import clients.shell_variables  # noqa: F401  (registers the commands)
 from clients.api import Client, FileSession
 from clients.cli import (EXIT_NO_DAEMON, ConnectError, add_connect_timeout, address_argument,
                          check_address_env, check_daemon_options, daemon_client,
-                         daemon_lost, gone_text, identity_argument)
+                         error_text, identity_argument)
 from clients.errors import FtraceError
 from clients.shell_parser import (
     AndOr,
@@ -234,7 +234,8 @@ class Shell:
     def resolve(self, path: str) -> str:
         """The absolute, normalized daemon path for ``path`` (relative to the cwd)."""
         if not path:
-            raise FtraceError(errno.ENOENT, "empty path", from_kernel=False)  # as open("") fails
+            # open("")'s ENOENT (getname()'s), the kernel's errno said without asking.
+            raise FtraceError(errno.ENOENT, "empty path")
         resolved = posixpath.normpath(posixpath.join(self.cwd, path))
         return "/" + resolved.lstrip("/")  # normpath keeps a leading "//"
 
@@ -242,17 +243,15 @@ class Shell:
         """open(2) of a tracefs file, held by this process (a signal cancels it)."""
         return self.stage.hold(self.client.open(self.resolve(path), flags))
 
-    def reason(self, error: FtraceError) -> str:
+    def reason(self, error: FtraceError,
+               kernel_text: Callable[[FtraceError], str] = lambda error: error.strerror) -> str:
         """What a command's diagnostic says after its own words for a failed call: the
-        kernel's ``strerror``; where the daemon is when the error did not come from it;
-        for a daemon that went away during the call, the words every client says
-        (:func:`clients.cli.gone_text`), not the refusal's errno alone, which would read
-        as the kernel's."""
-        if daemon_lost(error):
-            return gone_text(self.client.address, error)
-        if error.from_kernel:
-            return error.strerror
-        return f"{error.strerror} (ftraced at {self.client.address})"
+        kernel's errno as ``kernel_text`` words it (``strerror``; kmod's own words for
+        insmod's and modprobe's); an error that did not come from the kernel as every
+        client words it (:func:`clients.cli.error_text`: a daemon that went away during
+        the call is said so, not as the refusal's errno alone, which would read as the
+        kernel's)."""
+        return kernel_text(error) if error.from_kernel else error_text(error, self.client)
 
     def _is_directory(self, path: str) -> bool:
         """bash's file_isdir, on the daemon's tree."""
@@ -469,7 +468,9 @@ class Shell:
                 else None)
             if name is not None:
                 self.line = command.line
-                hint = " (grep -m N '' gives head -n N)" if name in ("head", "tail") else ""
+                # head's first lines are what grep -m gives (tail's last lines, none).
+                hint = (" (grep -m N '' gives head -n N)" if posixpath.basename(name) == "head"
+                        else "")
                 self._say(self.stderr,
                           f"{self.prefix()}: {name}: ftrace-shell pipes only into grep{hint}")
                 return 1
@@ -662,9 +663,11 @@ class Shell:
                           fds: dict[int, Descriptor]) -> Descriptor | None:
         """What ``op target`` opens (``< FILE`` as cat opens FILE: O_RDONLY, each read(2)
         the session's), or the descriptor ``/dev/null``, ``/dev/stdout`` or
-        ``/dev/stderr`` names; None when the open failed, after bash's diagnostic."""
+        ``/dev/stderr``, ``/dev/stdin`` names; None when the open failed, after bash's
+        diagnostic."""
         special: dict[str, Descriptor] = {"/dev/null": NullInput() if op == "<" else NullOutput(),
-                                          "/dev/stdout": fds[1], "/dev/stderr": fds[2]}
+                                          "/dev/stdin": fds[0], "/dev/stdout": fds[1],
+                                          "/dev/stderr": fds[2]}
         if target in special:
             return special[target]
         flags = {"<": os.O_RDONLY, ">>": _APPEND}.get(op, _TRUNCATE)
@@ -824,7 +827,7 @@ class Shell:
         clause's list, and with ``;&`` the next clause's, untested, and so on; after a
         ``;;&`` the clauses after it are tried too. The status is the last list's, 0 when
         none ran (or it was empty)."""
-        word = expand_value(command.word, self)
+        word = encode(expand_value(command.word, self))
         status = 0
         clauses = iter(enumerate(command.clauses))
         for index, clause in clauses:

@@ -79,8 +79,7 @@ def _modprobe_insert(ctx: Invocation, log: _Log, log_level: str, name: str,
     try:
         modprobe_insert(ctx.shell.client, name, depends, options=parameters)
     except FtraceError as error:
-        why = insert_failure(error) if error.from_kernel else ctx.shell.reason(error)
-        log("ERROR", f"could not insert '{name}': {why}")
+        log("ERROR", f"could not insert '{name}': {ctx.shell.reason(error, insert_failure)}")
         return False
     return True
 
@@ -150,8 +149,8 @@ def cmd_insmod(ctx: Invocation) -> int:
         # The words after the file, joined by spaces as they are: insmod quotes nothing.
         ctx.shell.client.load(name, args=" ".join(ctx.args[1:]))
     except FtraceError as error:
-        reason = (_INSMOD_STRERROR.get(error.errno, error.strerror) if error.from_kernel
-                  else ctx.shell.reason(error))
+        reason = ctx.shell.reason(
+            error, lambda error: _INSMOD_STRERROR.get(error.errno, error.strerror))
         ctx.err(f"insmod: ERROR: could not insert module {shown}: {reason}")
         return 1
     return 0

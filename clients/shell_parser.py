@@ -22,8 +22,8 @@ command is bash's syntax error, a subshell, ``((`` or ``[[`` one refused), into
 Parameters, unquoted or in double quotes: ``$NAME``, ``${NAME}``, ``${#NAME}`` (its
 length), the special ``$?``, ``$$``, ``$#``, ``$0``, ``$1``..., ``${10}``, ``$@`` and
 ``$*``; command substitution ``$(...)``, parsed as it is read, as bash's parse_comsub
-does, and run when the word is expanded (one holding a case command is refused: the
-first ``)`` ends it here). Each is kept in the word as a marker (:func:`parameter_marker`,
+does (a ``)`` ends it where the command before it is complete: a case pattern's is
+the command's), and run when the word is expanded. Each is kept in the word as a marker (:func:`parameter_marker`,
 :func:`substitution_marker`) that :mod:`clients.shell_variables` expands, splits and
 removes as bash does when the command runs. A word ``NAME=value`` before a command's name
 (unquoted ``NAME``) is an assignment (:attr:`Command.assignments`). ``${NAME`` without
@@ -117,7 +117,6 @@ _NOT_SUPPORTED = {
     "for ((": "an arithmetic for loop",
     # A command substitution ends at its first ")" outside a word (bash's parser finds
     # its end), so a case clause's ")" would end it.
-    "$(case": "a case command in a command substitution",
     "((": "an arithmetic command",
     "[[": "a conditional command",
     "coproc": "a coprocess",
@@ -513,26 +512,42 @@ class _Lexer:
         input's; it is kept as written and run when the word is expanded."""
         line, start = self.line, self.pos
         inner = _Lexer(self.text, line, self.at_eof, self.pos, comsub=True)
+        while not self._comsub_ends(inner):
+            pass
+        self.pos, self.line = inner.pos, inner.line
+        return substitution_marker(self.text[start:inner.pos - 1], line, quoted)
+
+    def _comsub_ends(self, inner: "_Lexer") -> bool:
+        """Whether the next ``)`` ``inner`` finds ends the command substitution: as in
+        bash 5.2's parse_comsub, which parses on until a ``)`` comes where the command
+        can end, it does where the command before it is complete; where the grammar
+        takes a ``)`` there (a case pattern's), it is the command's, taken as a token,
+        and False. Raises ShellSyntaxError for a ``)`` where neither can be (``$(a &&)``)
+        or the command's own error, Incomplete at the end of the input."""
         tokens = inner.run()
         if not inner.closed:
             # bash names the line after the input's last one.
             raise Incomplete("unexpected EOF while looking for matching `)'",
                              inner.line + (0 if self.text.endswith("\n") else 1), ")")
-        self.pos, self.line = inner.pos, inner.line
         try:
             try:
                 _Parser(tokens, inner.line).program()
-            except Incomplete:  # "$(a &&)": the ")" came where a command had to
+                return True
+            except Incomplete:
+                closing = Token("op", ")", inner.line, end_line=inner.line)
+                try:
+                    _Parser([*tokens, closing], inner.line).program()
+                except Incomplete:
+                    tokens.append(closing)
+                    inner.closed = False
+                    return False
+                except ShellSyntaxError:
+                    pass
                 raise ShellSyntaxError("syntax error near unexpected token `)'",
                                        inner.line) from None
         except ShellSyntaxError as error:
-            case = next((token for token in tokens if token.kind == "word"
-                         and not token.quoted and token.text == "case"), None)
-            if case is not None:
-                raise _refused("$(case", case.line, "case") from None
             error.substitution = True
             raise
-        return substitution_marker(self.text[start:inner.pos - 1], line, quoted)
 
     def braced_parameter(self, quoted: bool) -> str:
         """After a "${": the marker of what it asks for (see :func:`parameter_spec`), to
@@ -810,7 +825,7 @@ class _Parser:
         ``(`` without its ``)`` at once is the body's, a subshell)."""
         self.pos += 1
         name = self.peek()
-        if name is None or name.kind not in ("word", "io"):
+        if name is None or name.kind != "word":
             raise self.unexpected(name)
         self.pos += 1
         following = self.tokens[self.pos + 1] if self.pos + 1 < len(self.tokens) else None
@@ -882,7 +897,7 @@ class _Parser:
         if self.reserved() == "in":
             self.pos += 1
             map_list = []
-            while (token := self.peek()) is not None and token.kind in ("word", "io"):
+            while (token := self.peek()) is not None and token.kind == "word":
                 map_list.append(_name_bad(token.text, token.source))
                 self.pos += 1
             if token is None:
@@ -908,7 +923,7 @@ class _Parser:
         line = self.tokens[self.pos].line
         self.pos += 1
         word = self.peek()
-        if word is None or word.kind not in ("word", "io"):
+        if word is None or word.kind != "word":
             raise self.unexpected(word)
         self.pos += 1
         self.skip_newlines_or_need_more()
@@ -933,7 +948,7 @@ class _Parser:
         patterns: list[str] = []
         while True:
             token = self.peek()
-            if token is None or token.kind not in ("word", "io"):
+            if token is None or token.kind != "word":
                 raise self.end_of_file() if token is None else self.unexpected(token)
             patterns.append(_name_bad(token.pattern, token.source))
             self.pos += 1
@@ -1039,7 +1054,7 @@ class _Parser:
                 raise _refused(token.text, token.line)
         self.pos += 1
         target = self.peek()
-        if target is None or target.kind not in ("word", "io"):
+        if target is None or target.kind != "word":
             raise self.unexpected(target)
         self.pos += 1
         op = ">" if token.text == ">|" else token.text

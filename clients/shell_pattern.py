@@ -13,8 +13,7 @@ ordinary character); a backslash makes the next character ordinary. The pattern 
 
 from __future__ import annotations
 
-from typing import Callable
-
+from clients.shell_regex import CLASSES, WORD
 from clients.shell_runtime import encode
 
 __all__ = ["strmatch"]
@@ -24,29 +23,19 @@ _BANG, _CARET, _DASH, _EQUALS, _COLON, _PERIOD = b"!^-=:."
 #: COLLSYM()'s answer for a collating symbol it does not know: no byte is it.
 _INVALID = -1
 
-#: The character classes of the C locale (is_cclass()).
-_CLASSES: dict[bytes, Callable[[int], bool]] = {
-    b"alnum": lambda c: chr(c).isascii() and chr(c).isalnum(),
-    b"alpha": lambda c: chr(c).isascii() and chr(c).isalpha(),
-    b"ascii": lambda c: c < 0x80,
-    b"blank": lambda c: c in b" \t",
-    b"cntrl": lambda c: c < 0x20 or c == 0x7F,
-    b"digit": lambda c: 0x30 <= c <= 0x39,
-    b"graph": lambda c: 0x21 <= c <= 0x7E,
-    b"lower": lambda c: 0x61 <= c <= 0x7A,
-    b"print": lambda c: 0x20 <= c <= 0x7E,
-    b"punct": lambda c: 0x21 <= c <= 0x7E and not (chr(c).isascii() and chr(c).isalnum()),
-    b"space": lambda c: c in b" \t\n\v\f\r",
-    b"upper": lambda c: 0x41 <= c <= 0x5A,
-    b"word": lambda c: c == 0x5F or chr(c).isascii() and chr(c).isalnum(),
-    b"xdigit": lambda c: c in b"0123456789abcdefABCDEF",
+#: The character classes of the C locale (is_cclass()): regcomp()'s, and bash's own
+#: ``ascii`` and ``word``.
+_CLASSES: dict[bytes, frozenset[int]] = {
+    **{name.encode(): members for name, members in CLASSES.items()},
+    b"ascii": frozenset(range(0x80)),
+    b"word": WORD,
 }
 
 
-def strmatch(pattern: str, string: str) -> bool:
-    """Whether ``string`` matches ``pattern`` (their UTF-8 bytes, as the shell reads
-    them)."""
-    return _Matcher(encode(pattern)).gmatch(encode(string), 0, 0, None)
+def strmatch(pattern: str, string: bytes) -> bool:
+    """Whether ``string`` (a case command's word, encoded once for all its patterns)
+    matches ``pattern`` (its UTF-8 bytes, as the shell reads it)."""
+    return _Matcher(encode(pattern)).gmatch(string, 0, 0, None)
 
 
 class _Matcher:
@@ -164,7 +153,7 @@ class _Matcher:
                 found = False
                 if close >= 0:
                     name = self.pattern[p + 1:close].replace(b"\\", b"")
-                    found = _CLASSES.get(name, lambda _: False)(test)
+                    found = test in _CLASSES.get(name, ())
                     p = close + 2
                 if found:
                     return self.skip_matched(p + 1, unclosed, negated)

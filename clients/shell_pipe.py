@@ -228,6 +228,8 @@ class Pipe:
 class PipeReader:
     """A stage's standard input from the pipe before it."""
 
+    readable, writable = True, False
+
     def __init__(self, pipe: Pipe, stage: Stage) -> None:
         self._pipe = pipe
         self._stage = stage
@@ -250,6 +252,8 @@ class PipeReader:
 
 class PipeWriter:
     """A stage's standard output into the pipe after it (an Output)."""
+
+    readable, writable = False, True
 
     def __init__(self, pipe: Pipe, stage: Stage) -> None:
         self._pipe = pipe
@@ -277,6 +281,8 @@ class PipeWriter:
 class StageOutput:
     """The shell's stdout or stderr as a stage writes it: a process dead of a signal
     writes nothing more."""
+
+    readable, writable = False, True
 
     def __init__(self, output: Output, stage: Stage) -> None:
         self._output = output

@@ -22,53 +22,26 @@ import os
 
 from clients.errors import FtraceError
 from clients.shell_parser import is_name
-from clients.shell_runtime import Invocation, command
+from clients.shell_regex import CLASSES
+from clients.shell_runtime import Invocation, command, encode, internal_getopt
+from clients.shell_variables import DEFAULT_IFS
 
 __all__: list[str] = []  # the command registers itself in COMMANDS
 
 _USAGE = ("read [-ers] [-a array] [-d delim] [-i text] [-n nchars] [-N nchars] [-p prompt]"
           " [-t timeout] [-u fd] [name ...]")
-#: read's options in bash (internal_getopt's "ersa:d:i:n:p:t:u:N:"): those ftrace-shell
-#: does not take are refused; of them, these take a value.
-_BASH_FLAGS = "ers"
-_BASH_VALUED = "adinptuN"
+#: The options bash's read has (internal_getopt's "ersa:d:i:n:p:t:u:N:") but -r: refused.
+_UNSUPPORTED = "esadinptuN"
 #: bash's quoting marks in a string being split (shell.h).
-CTLESC, CTLNUL = "\x01", "\x7f"
+CTLESC, CTLNUL = 0x01, 0x7F
 #: zread.c's ZBUFSIZ: what zreadc() reads at once where it can seek back.
 _ZBUFSIZ = 4096
-_SPACE_TAB_NEWLINE = " \t\n"
-#: ISSPACE() in the C locale.
-_C_SPACE = " \t\n\v\f\r"
-
-
-def _options(ctx: Invocation) -> tuple[bool, list[str]] | int:
-    """internal_getopt() over the arguments: (-r given, the names), or the status after
-    bash's diagnostic (an invalid option, with the usage) or the refusal of an option
-    bash has and ftrace-shell not."""
-    raw = False
-    args = list(ctx.args)
-    while args and args[0].startswith("-") and args[0] != "-":
-        arg = args.pop(0)
-        if arg == "--":
-            break
-        if arg == "--help":
-            ctx.builtin_err("option '--help' is not supported by ftrace-shell")
-            return 2
-        for letter in arg[1:]:
-            if letter == "r":
-                raw = True
-            elif letter in _BASH_FLAGS or letter in _BASH_VALUED:
-                ctx.builtin_err(f"option '-{letter}' is not supported by ftrace-shell")
-                return 2
-            else:
-                ctx.builtin_err(f"-{letter}: invalid option")
-                ctx.err(f"{ctx.name}: usage: {_USAGE}")
-                return 2
-    return raw, args
+#: The IFS white space of sh (and of an IFS that is only that), as bytes.
+_SPACE_TAB_NEWLINE = frozenset(encode(DEFAULT_IFS))
 
 
 def _read_line(ctx: Invocation, raw: bool, skip_ctlesc: bool,
-               skip_ctlnul: bool) -> tuple[str, bool, bool]:
+               skip_ctlnul: bool) -> tuple[bytes, bool, bool]:
     """read_builtin()'s loop: (the line with its CTLESC marks, whether it saw an
     escape, whether the input ended before a newline). Raises FtraceError for a failed
     read(2)."""
@@ -98,15 +71,15 @@ def _read_line(ctx: Invocation, raw: bool, skip_ctlesc: bool,
             pass_next = True
             if not skip_ctlesc:
                 saw_escape = True
-                line += CTLESC.encode()
+                line.append(CTLESC)
             continue
         elif byte == ord("\n"):
             break
         elif byte == 0:
             continue  # NUL bytes are skipped
-        elif not skip_ctlesc and byte == ord(CTLESC) or not skip_ctlnul and byte == ord(CTLNUL):
+        elif not skip_ctlesc and byte == CTLESC or not skip_ctlnul and byte == CTLNUL:
             saw_escape = True
-            line += CTLESC.encode()
+            line.append(CTLESC)
         line.append(byte)
     if buffered and index < len(data):
         try:  # zsyncfd(): the offset back to just after the line
@@ -114,45 +87,54 @@ def _read_line(ctx: Invocation, raw: bool, skip_ctlesc: bool,
         except FtraceError:
             pass
     # A quoted NUL ends the C string.
-    text = bytes(line).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-    return text, saw_escape, eof
+    return bytes(line).split(b"\0", 1)[0], saw_escape, eof
 
 
-def _dequote(text: str) -> str:
+def _dequote(text: bytes) -> bytes:
     """dequote_string(): the CTLESC marks removed (a lone one is kept)."""
-    if text == CTLESC:
+    if text == bytes([CTLESC]):
         return text
-    result: list[str] = []
-    chars = iter(text)
-    for char in chars:
-        if char == CTLESC:
-            char = next(chars, "")
-            if not char:
+    result = bytearray()
+    index = 0
+    while index < len(text):
+        if text[index] == CTLESC:
+            index += 1
+            if index == len(text):
                 break
-        result.append(char)
-    return "".join(result)
+        result.append(text[index])
+        index += 1
+    return bytes(result)
 
 
 class _Splitter:
-    """The field splitting of read's line over ``ifs`` (subst.c's get_word_from_string()
-    and strip_trailing_ifs_whitespace())."""
+    """The field splitting of read's line over ``ifs``, byte by byte as in the C locale
+    (subst.c's get_word_from_string() and strip_trailing_ifs_whitespace())."""
 
-    def __init__(self, ifs: str, saw_escape: bool) -> None:
+    def __init__(self, ifs: bytes, saw_escape: bool) -> None:
         self.ifs = ifs
         self.saw_escape = saw_escape
-        sh_style = ifs == _SPACE_TAB_NEWLINE
+        sh_style = ifs == encode(DEFAULT_IFS)
         #: IFS white space that separates fields "adjacent" to another separator.
-        self.white = _SPACE_TAB_NEWLINE if sh_style else _C_SPACE
+        white = _SPACE_TAB_NEWLINE if sh_style else CLASSES["space"]
+        #: The bytes of IFS white space: those of ``white``, and of space, tab and
+        #: newline, that IFS holds.
+        self.white = frozenset(byte for byte in ifs if byte in white)
+        self.space_tab_newline = frozenset(byte for byte in ifs if byte in _SPACE_TAB_NEWLINE)
         #: string_extract_verbatim()'s SX_NOCTLESC and SX_NOESCCTLNUL.
         self.no_ctlesc = CTLESC in ifs
         self.no_escctlnul = CTLNUL in ifs
 
-    def word(self, text: str, start: int) -> tuple[str | None, int]:
+    @staticmethod
+    def skip(text: bytes, index: int, white: frozenset[int]) -> int:
+        """Past the bytes of ``white`` from ``index``: where the rest starts."""
+        while index < len(text) and text[index] in white:
+            index += 1
+        return index
+
+    def word(self, text: bytes, start: int) -> tuple[bytes | None, int]:
         """get_word_from_string() at ``start``: (the word, None when only IFS white
         space is left; where the rest starts)."""
-        ifs, index = self.ifs, start
-        while index < len(text) and text[index] in self.white and text[index] in ifs:
-            index += 1
+        index = self.skip(text, start, self.white)
         if index == len(text):
             return None, index
         end = self._verbatim_end(text, index)
@@ -160,37 +142,34 @@ class _Splitter:
         whitesep = end < len(text) and text[end] in self.white
         if end < len(text):
             end += 1
-        while end < len(text) and text[end] in _SPACE_TAB_NEWLINE and text[end] in ifs:
-            end += 1
-        if end < len(text) and whitesep and text[end] in ifs and text[end] not in self.white:
-            end += 1
-            while end < len(text) and text[end] in self.white and text[end] in ifs:
-                end += 1
+        end = self.skip(text, end, self.space_tab_newline)
+        if end < len(text) and whitesep and text[end] in self.ifs and text[end] not in self.white:
+            end = self.skip(text, end + 1, self.white)
         return word, end
 
-    def _verbatim_end(self, text: str, index: int) -> int:
+    def _verbatim_end(self, text: bytes, index: int) -> int:
         """string_extract_verbatim(): where the word from ``index`` ends, at an IFS
-        character not quoted by CTLESC (the end of ``text`` when IFS is empty)."""
+        byte not quoted by CTLESC (the end of ``text`` when IFS is empty)."""
         if not self.ifs:
             return len(text)
         while index < len(text):
-            char = text[index]
-            if char == CTLESC and (not self.no_ctlesc or not self.no_escctlnul
-                                   and text[index + 1:index + 2] == CTLNUL):
+            byte = text[index]
+            if byte == CTLESC and (not self.no_ctlesc or not self.no_escctlnul
+                                   and text[index + 1:index + 2] == bytes([CTLNUL])):
                 index = min(index + 2, len(text))
                 continue
-            if char in self.ifs:
+            if byte in self.ifs:
                 break
             index += 1
         return index
 
-    def strip_trailing(self, text: str) -> str:
+    def strip_trailing(self, text: bytes) -> bytes:
         """strip_trailing_ifs_whitespace(): IFS space, tab and newline off the end (and
-        a CTLESC before one), the first character kept."""
+        a CTLESC before one), the first byte kept."""
         end = len(text) - 1
-        while end > 0 and (text[end] in _SPACE_TAB_NEWLINE and text[end] in self.ifs
+        while end > 0 and (text[end] in self.space_tab_newline
                            or self.saw_escape and text[end] == CTLESC
-                           and text[end + 1:end + 2] in (" ", "\t", "\n")):
+                           and text[end + 1:end + 2] in (b" ", b"\t", b"\n")):
             end -= 1
         return text[:end + 1]
 
@@ -198,44 +177,48 @@ class _Splitter:
 @command("read [-r] [NAME...]", "read a line into NAMEs, split on $IFS (none: REPLY)",
          builtin=True)
 def cmd_read(ctx: Invocation) -> int:
-    parsed = _options(ctx)
+    parsed = internal_getopt(ctx, "r", _USAGE, unsupported=_UNSUPPORTED)
     if isinstance(parsed, int):
         return parsed
-    raw, names = parsed
+    options, names = parsed
+    raw = "r" in options
     if names and not is_name(names[0]):  # checked before reading, as bash does
         ctx.builtin_err(f"`{names[0]}': not a valid identifier")
         return 1
     variables = ctx.shell.variables
-    ifs = variables.ifs
+    ifs = encode(variables.ifs)
     try:
         text, saw_escape, eof = _read_line(ctx, raw, CTLESC in ifs, CTLNUL in ifs)
     except FtraceError as error:
         ctx.builtin_err(f"read error: 0: {ctx.shell.reason(error)}")
         return 1
     status = 1 if eof else 0
+
+    def assign(name: str, value: bytes) -> None:
+        # bash dequotes a value that is not empty, where the line had an escape.
+        value = _dequote(value) if saw_escape and value else value
+        variables.assign(name, value.decode("utf-8", "surrogateescape"))
+
     if not names:
-        variables.assign("REPLY", _dequote(text) if saw_escape else text)
+        assign("REPLY", text)
         return status
     splitter = _Splitter(ifs, saw_escape)
-    index = 0  # IFS space, tab and newline off the start
-    while index < len(text) and text[index] in _SPACE_TAB_NEWLINE and text[index] in ifs:
-        index += 1
+    index = splitter.skip(text, 0, splitter.space_tab_newline)  # IFS white space off the start
     for name in names[:-1]:
         if not is_name(name):
             ctx.builtin_err(f"`{name}': not a valid identifier")
             return 1
-        word: str | None = None
+        word: bytes | None = None
         if index < len(text):
             word, index = splitter.word(text, index)
-        value = word or ""
-        variables.assign(name, _dequote(value) if saw_escape and word else value)
+        assign(name, word or b"")
     last = names[-1]
     if not is_name(last):
         ctx.builtin_err(f"`{last}': not a valid identifier")
         return 1
-    rest: str | None = text[index:]
+    rest: bytes | None = text[index:]
     if rest:
         word, end = splitter.word(text, index)
         rest = word if end == len(text) else splitter.strip_trailing(rest)
-    variables.assign(last, _dequote(rest) if saw_escape and rest else rest or "")
+    assign(last, rest or b"")
     return status

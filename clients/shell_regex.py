@@ -20,14 +20,14 @@ from typing import Protocol
 
 import re2
 
-__all__ = ["RegexError", "WORD", "compile_grep"]
+__all__ = ["RegexError", "CLASSES", "WORD", "compile_grep"]
 
 #: glibc's RE_DUP_MAX: a larger count in an interval is GNU grep's "too big".
 _DUP_MAX = 0x7FFF
 _ALL = frozenset(range(256))
 #: The POSIX classes in the C locale (glibc's ctype tables for bytes 0-127; none of 128-255
-#: is in any class).
-_CLASSES = {
+#: is in any class), by name: their bytes.
+CLASSES = {
     name: frozenset(byte for byte in range(128) if test(chr(byte)))
     for name, test in {
         "alpha": str.isalpha, "digit": str.isdigit, "alnum": str.isalnum,
@@ -39,11 +39,11 @@ _CLASSES = {
     }.items()
 }
 #: The C locale's word characters (isalnum() and "_"): GNU grep's wordchar().
-WORD = _CLASSES["alnum"] | {ord("_")}
+WORD = CLASSES["alnum"] | {ord("_")}
 _NON_WORD = _ALL - WORD
 #: GNU's escapes that stand for a set of characters.
-_ESCAPED_SETS = {ord("w"): WORD, ord("W"): _NON_WORD, ord("s"): _CLASSES["space"],
-                 ord("S"): _ALL - _CLASSES["space"]}
+_ESCAPED_SETS = {ord("w"): WORD, ord("W"): _NON_WORD, ord("s"): CLASSES["space"],
+                 ord("S"): _ALL - CLASSES["space"]}
 #: GNU's escapes that are positions, as (Python's re, RE2's). An empty line has no word
 #: boundary, but re's \\B does not match it (before Python 3.14).
 _ESCAPED_ANCHORS = {ord("b"): (b"\\b", b"\\b"), ord("B"): (b"(?:\\B|\\A\\Z)", b"\\B"),
@@ -388,9 +388,9 @@ class _Parser:
         name = pattern[j + 2:end].decode("latin-1")
         self.pos = end + 2
         if kind == b":":
-            if name not in _CLASSES:
+            if name not in CLASSES:
                 raise RegexError("Invalid character class name")
-            return _CLASSES[name], True
+            return CLASSES[name], True
         if len(name) != 1:  # the C locale has no multi-character collating elements
             raise RegexError("Invalid collation character")
         return frozenset(name.encode("latin-1")), kind == b"="

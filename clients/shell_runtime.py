@@ -22,8 +22,7 @@ import re
 import string
 import threading
 from dataclasses import dataclass
-from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Iterator, Protocol,
-                    runtime_checkable)
+from typing import TYPE_CHECKING, BinaryIO, Callable, Collection, Iterator, Protocol, cast
 
 from clients.api import READ_CHUNK, FileSession
 from clients.errors import FtraceError
@@ -55,6 +54,7 @@ __all__ = [
     "COMMANDS",
     "command",
     "getopt",
+    "internal_getopt",
     "parse_options",
     "encode",
     "legal_number",
@@ -124,29 +124,40 @@ class InputError(Exception):
 
 
 class WriteError(Exception):
-    """A write(2) of a command's output failed with ``errno``; ``cause``, the failed
-    call's error when the output is a tracefs file (the daemon may have gone away)."""
+    """A write(2) of a command's output failed with ``errno``: the number given, or the
+    errno of ``cause``, the failed call's error when the output is a tracefs file (the
+    daemon may have gone away)."""
 
-    def __init__(self, number: int, cause: FtraceError | None = None) -> None:
-        super().__init__(number)
-        self.errno = number
-        self.cause = cause
+    def __init__(self, failure: int | FtraceError) -> None:
+        self.cause: FtraceError | None
+        if isinstance(failure, FtraceError):
+            self.cause, self.errno = failure, failure.errno
+        else:
+            self.cause, self.errno = None, failure
+        super().__init__(self.errno)
 
 
-@runtime_checkable
 class Output(Protocol):
-    """A descriptor open for writing."""
+    """A descriptor open for writing. ``readable`` and ``writable``: the file's
+    FMODE_READ and FMODE_WRITE, which vfs_read() and vfs_write() check (EBADF without
+    them); each class sets them."""
+
+    readable: bool
+    writable: bool
 
     def write(self, data: bytes) -> None: ...
 
     def close(self) -> None: ...
 
 
-@runtime_checkable
 class Input(Protocol):
     """A descriptor open for reading. ``read``: a read(2) of up to ``size`` bytes by the
     process ``stage`` (b"" at end of file); ``lseek``: lseek(2), the new offset. Both
-    raise FtraceError for a failed call (ESPIPE: a pipe's lseek)."""
+    raise FtraceError for a failed call (ESPIPE: a pipe's lseek). ``readable`` and
+    ``writable``: as :class:`Output`'s."""
+
+    readable: bool
+    writable: bool
 
     def read(self, stage: "Stage", size: int = READ_CHUNK) -> bytes: ...
 
@@ -162,6 +173,8 @@ Descriptor = Output | Input
 class _BadDescriptor:
     """A descriptor that is not open (``<&-``), or not open the way it is used: read(2),
     write(2) and lseek(2) fail with EBADF."""
+
+    readable = writable = False
 
     def read(self, stage: "Stage", size: int = READ_CHUNK) -> bytes:
         raise FtraceError(errno.EBADF, syscall="read")
@@ -180,18 +193,23 @@ BAD_DESCRIPTOR = _BadDescriptor()
 
 
 def as_input(descriptor: Descriptor) -> Input:
-    """``descriptor`` as a command reads it: one open for writing only fails (EBADF)."""
-    return descriptor if isinstance(descriptor, Input) else BAD_DESCRIPTOR
+    """``descriptor`` as a command reads it: one open for writing only fails (EBADF), as
+    vfs_read() fails a file without FMODE_READ. (A flag, not a Protocol isinstance
+    check, which costs microseconds on every command.)"""
+    return cast(Input, descriptor) if descriptor.readable else BAD_DESCRIPTOR
 
 
 def as_output(descriptor: Descriptor) -> Output:
-    """``descriptor`` as a command writes it: one open for reading only fails (EBADF)."""
-    return descriptor if isinstance(descriptor, Output) else BAD_DESCRIPTOR
+    """``descriptor`` as a command writes it: one open for reading only fails (EBADF), as
+    vfs_write() fails a file without FMODE_WRITE."""
+    return cast(Output, descriptor) if descriptor.writable else BAD_DESCRIPTOR
 
 
 class StreamOutput:
     """One of the shell's own streams (stdout, stderr), flushed at every write so the
     two interleave as the commands wrote them."""
+
+    readable, writable = False, True
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
@@ -210,6 +228,8 @@ class StreamOutput:
 class NullOutput:
     """``/dev/null``."""
 
+    readable, writable = False, True
+
     def write(self, data: bytes) -> None:
         pass
 
@@ -219,6 +239,8 @@ class NullOutput:
 
 class BufferOutput:
     """Output collected whole: a command substitution's."""
+
+    readable, writable = False, True
 
     def __init__(self) -> None:
         self._buffer = io.BytesIO()
@@ -236,6 +258,8 @@ class BufferOutput:
 class FileOutput:
     """A tracefs file opened by a redirection; closing it is the file's release."""
 
+    readable, writable = False, True
+
     def __init__(self, session: FileSession) -> None:
         self._session = session
 
@@ -243,7 +267,7 @@ class FileOutput:
         try:
             self._session.write_all(data)
         except FtraceError as error:
-            raise WriteError(error.errno, error) from None
+            raise WriteError(error) from None
 
     def close(self) -> None:
         try:
@@ -256,6 +280,8 @@ class FileInput:
     """A tracefs file opened for reading by a redirection (``< FILE``), read as ``cat``
     reads one: its read(2)s and lseek(2)s are the session's; closing it is the file's
     release."""
+
+    readable, writable = True, False
 
     def __init__(self, session: FileSession) -> None:
         self._session = session
@@ -279,6 +305,8 @@ class FileInput:
 
 class NullInput:
     """``/dev/null`` opened for reading: at its end at once."""
+
+    readable, writable = True, False
 
     def read(self, stage: "Stage", size: int = READ_CHUNK) -> bytes:
         return b""
@@ -304,6 +332,8 @@ class StandardInput:
     there and leaves it where it stops (``grep -m1``). At a terminal readline reads a byte
     at a time, as bash's, and nothing is kept. A command's wait for more is one a signal
     ends (:meth:`Stage.wait_readable`)."""
+
+    readable, writable = True, False
 
     def __init__(self, fd: int = 0) -> None:
         """Made before the shell opens anything: a descriptor closed then (``<&-``) has
@@ -583,6 +613,38 @@ def getopt(
                 yield "?", ""
                 return
             yield letter, ""
+
+
+def internal_getopt(ctx: Invocation, letters: str, usage: str, *, unsupported: str = "",
+                    plus: bool = False) -> tuple[set[str], list[str]] | int:
+    """bash's internal_getopt (builtins/bashgetopt.c) as a builtin runs it over
+    ``ctx.args``: the options, ``-`` (with ``plus``, ``+`` too) and letters, clustered,
+    before the first operand or ``--``: (the letters given, the operands). For a letter
+    not in ``letters``, bash's ``-x: invalid option`` and the builtin's ``usage``; for
+    one in ``unsupported`` (bash's builtin has it, ftrace-shell not) and for ``--help``
+    (every builtin's in bash), the refusal; then the status, 2. (Not :func:`getopt`:
+    glibc's, of the programs, with its own words.)"""
+    options: set[str] = set()
+    operands = list(ctx.args)
+    signs = ("-", "+") if plus else ("-",)
+    while operands and operands[0].startswith(signs) and len(operands[0]) > 1:
+        arg = operands.pop(0)
+        if arg == "--":
+            break
+        if arg == "--help":
+            ctx.builtin_err("option '--help' is not supported by ftrace-shell")
+            return 2
+        for letter in arg[1:]:
+            if letter in letters:
+                options.add(letter)
+            elif letter in unsupported:
+                ctx.builtin_err(f"option '{arg[0]}{letter}' is not supported by ftrace-shell")
+                return 2
+            else:
+                ctx.builtin_err(f"{arg[0]}{letter}: invalid option")
+                ctx.err(f"{ctx.name}: usage: {usage}")
+                return 2
+    return options, operands
 
 
 def parse_options(

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Protocol
 
 from clients.shell_parser import MARKER, QUOTED_NULL, ParameterSpec, is_name, parameter_spec
-from clients.shell_runtime import Invocation, command, encode, legal_number
+from clients.shell_runtime import Invocation, command, encode, internal_getopt, legal_number
 
 __all__ = ["Variables", "Parameters", "ExpansionError", "expand_fields", "expand_value",
            "expand_pattern"]
@@ -358,28 +358,6 @@ def expand_fields(word: str, shell: Parameters) -> list[str]:
 # --- the builtins ------------------------------------------------------------------
 
 
-def _invalid_option(ctx: Invocation, arg: str, usage: str) -> int:
-    ctx.builtin_err(f"{arg[:2]}: invalid option")
-    ctx.err(f"{ctx.name}: usage: {usage}")
-    return 2
-
-
-def _options(ctx: Invocation, letters: str, usage: str) -> tuple[set[str], list[str]] | int:
-    """bash's internal_getopt for ``ctx.args``: (the options, the operands), or the
-    status after bash's "invalid option" diagnostic and usage."""
-    options: set[str] = set()
-    args = list(ctx.args)
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        arg = args.pop(0)
-        if arg == "--":
-            break
-        for letter in arg[1:]:
-            if letter not in letters:
-                return _invalid_option(ctx, "-" + letter, usage)
-            options.add(letter)
-    return options, args
-
-
 #: How bash's ansic_quote writes the bytes it has a letter for.
 _ANSIC_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
                   "\t": "\\t", "\v": "\\v", "\x1b": "\\E", "\\": "\\\\", "'": "\\'"}
@@ -408,7 +386,7 @@ _EXPORT_USAGE = "export [-fn] [name[=value] ...] or export -p"
 @command("export [-n] [NAME[=VALUE]...]", "export variables (or list them: export -p)",
          builtin=True)
 def cmd_export(ctx: Invocation) -> int:
-    parsed = _options(ctx, "fnp", _EXPORT_USAGE)
+    parsed = internal_getopt(ctx, "fnp", _EXPORT_USAGE)
     if isinstance(parsed, int):
         return parsed
     options, operands = parsed
@@ -440,7 +418,7 @@ def cmd_unset(ctx: Invocation) -> int:
     """bash's unset_builtin: without -f or -v, a name no variable has is a function's
     (a name that is no identifier, only a function's: bash allows those outside POSIX
     mode)."""
-    parsed = _options(ctx, "fvn", "unset [-f] [-v] [-n] [name ...]")
+    parsed = internal_getopt(ctx, "fvn", "unset [-f] [-v] [-n] [name ...]")
     if isinstance(parsed, int):
         return parsed
     options, operands = parsed
@@ -475,16 +453,10 @@ def cmd_local(ctx: Invocation) -> int:
     if not variables.in_function:
         ctx.builtin_err("can only be used in a function")
         return 1
-    operands = list(ctx.args)
-    while operands and operands[0].startswith(("-", "+")) and len(operands[0]) > 1:
-        arg = operands.pop(0)
-        if arg == "--":
-            break
-        for letter in arg[1:]:
-            if letter in _LOCAL_OPTIONS:
-                ctx.builtin_err(f"option '{arg[0]}{letter}' is not supported by ftrace-shell")
-                return 2
-            return _invalid_option(ctx, arg[0] + letter, _LOCAL_USAGE)
+    parsed = internal_getopt(ctx, "", _LOCAL_USAGE, unsupported=_LOCAL_OPTIONS, plus=True)
+    if isinstance(parsed, int):
+        return parsed
+    operands = parsed[1]
     if not operands:
         for name, value in variables.locals():
             ctx.out(f"declare -- {name}" + ("" if value is None else f"={_quote(value)}") + "\n")

@@ -66,6 +66,17 @@ def test_a_case_command_parses_into_bashs_nodes():
     "case x in a b) ;; esac", "case x in ) ;; esac", "case x in a) echo; ;; ;; esac",
     "echo a ;& echo b", "echo a;;& echo b", "case x in a) echo b ;; esac)", "case",
     "case x", "case x in", "esac",
+    # A number before < or > is a redirection's (bash's NUMBER), no word or pattern.
+    "case 2>x in 2) echo y;; esac", "case x in 2>x) echo y;; esac",
+    "case x in a|2>x) echo y;; esac", "for i in 1 2>x; do echo $i; done",
+    "for 2>x in a; do :; done", "function 2>x { :; }", "echo a > 2>x",
+    # In a command substitution: a pattern's ")" is the case command's (bash 5.2's
+    # parse_comsub parses on), and its errors are bash's.
+    "echo a\necho $(case x in x) echo in;; esac)",
+    'x=$(if :; then case x in (x) echo y;; esac; fi); echo "$x"',
+    'echo "$(case a in a) echo 1;& b) echo 2;; esac)" $(case b in a) ;; esac)',
+    "echo $(echo case; fi); echo $?", "echo $(a &&); echo $?",
+    "echo $(case x in x) echo a; esac", "echo $(case x in x) echo a;;",
 ])
 def test_case_as_bash(text):
     assert_as_bash(text)
@@ -109,5 +120,6 @@ def test_patterns_from_expansions_match_as_bashs(value, quoted):
 
 def test_strmatch_matches_bytes_as_the_c_locale():
     """A multibyte character is several bytes to ``?`` and to a bracket expression."""
-    assert (strmatch("??", "é"), strmatch("?", "é"), strmatch("[é]?", "é")) == (
+    word = "é".encode()
+    assert (strmatch("??", word), strmatch("?", word), strmatch("[é]?", word)) == (
         True, False, True)

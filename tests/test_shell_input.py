@@ -69,6 +69,7 @@ def test_an_input_redirection_without_its_word_is_bashs_syntax_error(text):
     "echo x 3>&1 >&- >&3; echo $?",
     "{ echo a; echo b >&2; } 2>&1 2>&- >/dev/null; echo $?",
     "{ echo in; } < /dev/null; echo $?",
+    "echo abc | grep b < /dev/stdin; echo $?; echo abc | grep -c . 3</dev/stdin <&3",
 ])
 def test_descriptors_as_bash_makes_them(text):
     assert_as_bash(text, WITH_GREP)
@@ -136,20 +137,27 @@ def test_input_redirections_read_tracefs_files_as_bash_reads_files(daemon, tmp_p
             bash.returncode, bash.stdout, bash.stderr), script
 
 
-def test_the_file_is_released_when_the_command_ends(daemon, tmp_path):
+@pytest.mark.parametrize("reader, out, err", [
+    ("grep -m1 -c . < trace", "1\n", ""),
+    ("while read -r l; do break; done < trace", "", ""),
+    ("grep -c . < trace < nosuch", "", "repro.sh: line 4: nosuch: No such file or directory\n"),
+])
+def test_the_file_is_released_when_the_command_ends(daemon, tmp_path, reader, out, err):
     """Opened for reading, ``trace`` stops tracing until its release (3.6's
-    __tracing_open() and tracing_release()): an event after ``grep -m1 . < trace`` is
-    traced only if the redirection's file was released as the command ended."""
+    __tracing_open() and tracing_release()): an event after the command that read it
+    (a simple command, a loop, one whose next redirection failed) is traced only if the
+    redirection's file was released as the command ended."""
     script = f"""\
 cd {TRACING}
 echo vfs_read > set_ftrace_filter
 echo function > current_tracer
-grep -m1 -c . < trace
+{reader}
 invoke vfs_read sys_read
 grep -c "bash-$$ .*: vfs_read <-sys_read$" < trace
 """
     shell = run_shell(tmp_path, ["--address", daemon.address], script)
-    assert (shell.returncode, shell.out, shell.err) == (0, "1\n1\n", "")
+    assert (shell.returncode, shell.out, shell.err) == (
+        0, out + "1\n", err)
 
 
 @pytest.mark.parametrize("command", [f"grep vfs_read < {TRACING}/trace_pipe",

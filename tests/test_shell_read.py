@@ -106,6 +106,9 @@ _CASES = [
     ('unset IFS; read x y; echo "[$x][$y]"', b" a\tb \n"),
     ('IFS=": \t"; read x y; echo "[$x][$y]"', b"\t:a\t: b :\t\n"),
     ('read x; echo "[$x]"; echo "$IFS" | grep -c .', b"a\n"),
+    # IFS's bytes separate, as in the C locale: a multibyte character is two separators.
+    ('IFS=é; read a b c; echo "[$a][$b][$c]"', "aébéc\n".encode()),
+    ('IFS=é; read a b; echo "[$a][$b]"', b"a\xc3\xa9b\xc3c\n"),
     # Names, options.
     ("read 1a; echo $?", b"x\n"),
     ('read a 1b c; echo $? "[$a]"', b"x y z\n"),

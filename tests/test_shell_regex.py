@@ -65,7 +65,7 @@ class _Files:
         elif name in FILES:
             reads = _reads(FILES[name])
         else:
-            raise FtraceError(errno.ENOENT, from_kernel=False)
+            raise FtraceError(errno.ENOENT)  # the kernel's errno, as the daemon says it
         return _Session(reads)
 
 
