@@ -40,13 +40,14 @@ from types import FrameType
 import grpc
 
 from clients.api import Client
-from clients.connection import (ADDRESS_ENV, DaemonLost, grpc_target, resolve_address,
-                                socket_obstacle)
+from clients.connection import (ADDRESS_ENV, ADDRESS_FORMS, DaemonLost, grpc_target,
+                                resolve_address, socket_obstacle)
 from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.spawn import SpawnError, spawn_daemon
 
 __all__ = [
+    "ADDRESS_HELP",
     "EXIT_NO_DAEMON",
     "ConnectError",
     "Waker",
@@ -66,6 +67,9 @@ __all__ = [
     "sigterm_interrupts",
 ]
 
+#: Every client's ``--address`` help.
+ADDRESS_HELP = (f"daemon address: {ADDRESS_FORMS} (default: $FTRACED_ADDRESS, else the "
+                "user's socket)")
 #: The longest single wait of a client's loop: a longer timeout overflows select() and
 #: epoll; waking earlier only looks again.
 MAX_WAIT = 3600.0
@@ -139,7 +143,7 @@ def add_daemon_arguments(parser: argparse.ArgumentParser, comm: str) -> None:
     ``--spawn``. ``--spawn`` must come last: what follows it is the daemon's options."""
     group = parser.add_argument_group("daemon")
     group.add_argument("--address", metavar="A", type=address_argument,
-                       help="daemon address (default: $FTRACED_ADDRESS, else the user's socket)")
+                       help=ADDRESS_HELP)
     group.add_argument("--comm", default=comm,
                        help=f"the comm the kernel sees for this process (default {comm})")
     add_connect_timeout(group)

@@ -47,6 +47,7 @@ from ftrace.v1 import kernel_pb2_grpc, modules_pb2_grpc, tracefs_pb2_grpc, trace
 
 __all__ = [
     "ADDRESS_ENV",
+    "ADDRESS_FORMS",
     "SOCKET_NAME",
     "MAX_MESSAGE_BYTES",
     "CHANNEL_OPTIONS",
@@ -64,6 +65,10 @@ __all__ = [
 
 #: The environment variable every client reads its default address from.
 ADDRESS_ENV = "FTRACED_ADDRESS"
+#: The address forms, as the refusal of any other, ``ftraced --listen``'s help and the
+#: clients' ``--address`` help name them.
+ADDRESS_FORMS = ("unix:PATH, unix:///ABS/PATH or a path beginning with /, ./ or ../ (a unix "
+                 "socket), or HOST:PORT (TCP: 127.0.0.1:50051, [::1]:50051, localhost:50051)")
 #: The socket's file name in the runtime directory.
 SOCKET_NAME = "ftraced.sock"
 #: Largest message either side sends or accepts (a 1 MiB write fits with room to spare;
@@ -168,7 +173,7 @@ def grpc_target(address: str) -> str:
     path = unix_socket_path(address)
     if path is None:
         if host_port(address) is None:
-            raise ValueError(f"expected unix:PATH or HOST:PORT, not {address!r}")
+            raise ValueError(f"expected {ADDRESS_FORMS}, not {address!r}")
         return address
     if not path:
         raise ValueError(f"no socket path in address {address!r}")

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from clients.api import Client
+from clients.cli import no_daemon_text
+from clients.connection import ADDRESS_FORMS
 from clients.errors import FtraceError
 from clients.spawn import spawn_daemon
 from tests.children import REPO, child_env
@@ -176,7 +178,7 @@ def test_a_client_started_with_its_daemon_waits_for_it(tmp_path):
 def test_a_malformed_address_is_a_usage_error_at_once(tmp_path):
     """Checked as ``ftraced --listen`` checks it, before any wait: --address for every
     client, $FTRACED_ADDRESS for those that read it."""
-    expected = "expected unix:PATH or HOST:PORT, not 'foo'"
+    expected = f"expected {ADDRESS_FORMS}, not 'foo'"
     stress = (*STRESS[:2], ["--out", str(tmp_path / "out"), *STRESS[2]], "")
     runs = [(start(module, ["--address", "foo", "--connect-timeout", LONG_TIMEOUT, *words]),
              prog, f"argument --address: {expected}")
