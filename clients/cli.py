@@ -99,8 +99,9 @@ def no_daemon_text(address: str, error: FtraceError, alternative: str | None = N
     directory that exists, or one nobody listens on. Not a path no daemon could listen
     at (said at once: :func:`clients.connection.socket_obstacle`), nor a socket that
     takes connections without answering them (ETIMEDOUT: a daemon stopped, say, where
-    another would find the address in use). A daemon that went away while the client
-    waited for its answer (:class:`DaemonLost`, said at once) is :func:`gone_text`."""
+    another would find the address in use; a connect that timed out, ``syscall``
+    "connect", is said as such). A daemon that went away while the client waited for its
+    answer (:class:`DaemonLost`, said at once) is :func:`gone_text`."""
     if isinstance(error, DaemonLost):
         return gone_text(address, error)
     if (obstacle := socket_obstacle(address)) is not None:
@@ -109,7 +110,7 @@ def no_daemon_text(address: str, error: FtraceError, alternative: str | None = N
     if error.errno == errno.ECONNRESET:
         return (f"{text}: it closed every connection as it accepted it, as ftraced does "
                 "past its --max-connections")
-    if error.errno == errno.ETIMEDOUT:
+    if error.errno == errno.ETIMEDOUT and error.syscall != "connect":
         return f"{text}: it takes connections and does not answer them (stopped?)"
     if error.errno not in (errno.ENOENT, errno.ECONNREFUSED):
         return text
