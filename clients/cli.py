@@ -40,13 +40,14 @@ from types import FrameType
 import grpc
 
 from clients.api import Client
-from clients.connection import (ADDRESS_ENV, DaemonLost, grpc_target, resolve_address,
-                                socket_obstacle)
+from clients.connection import (ADDRESS_ENV, ADDRESS_FORMS, DaemonLost, grpc_target,
+                                resolve_address, socket_obstacle)
 from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.spawn import SpawnError, spawn_daemon
 
 __all__ = [
+    "ADDRESS_HELP",
     "EXIT_NO_DAEMON",
     "ConnectError",
     "Waker",
@@ -66,6 +67,9 @@ __all__ = [
     "sigterm_interrupts",
 ]
 
+#: Every client's ``--address`` help.
+ADDRESS_HELP = (f"daemon address: {ADDRESS_FORMS} (default: $FTRACED_ADDRESS, else the "
+                "user's socket)")
 #: The longest single wait of a client's loop: a longer timeout overflows select() and
 #: epoll; waking earlier only looks again.
 MAX_WAIT = 3600.0
@@ -95,8 +99,9 @@ def no_daemon_text(address: str, error: FtraceError, alternative: str | None = N
     directory that exists, or one nobody listens on. Not a path no daemon could listen
     at (said at once: :func:`clients.connection.socket_obstacle`), nor a socket that
     takes connections without answering them (ETIMEDOUT: a daemon stopped, say, where
-    another would find the address in use). A daemon that went away while the client
-    waited for its answer (:class:`DaemonLost`, said at once) is :func:`gone_text`."""
+    another would find the address in use; a connect that timed out, ``syscall``
+    "connect", is said as such). A daemon that went away while the client waited for its
+    answer (:class:`DaemonLost`, said at once) is :func:`gone_text`."""
     if isinstance(error, DaemonLost):
         return gone_text(address, error)
     if (obstacle := socket_obstacle(address)) is not None:
@@ -105,7 +110,7 @@ def no_daemon_text(address: str, error: FtraceError, alternative: str | None = N
     if error.errno == errno.ECONNRESET:
         return (f"{text}: it closed every connection as it accepted it, as ftraced does "
                 "past its --max-connections")
-    if error.errno == errno.ETIMEDOUT:
+    if error.errno == errno.ETIMEDOUT and error.syscall != "connect":
         return f"{text}: it takes connections and does not answer them (stopped?)"
     if error.errno not in (errno.ENOENT, errno.ECONNREFUSED):
         return text
@@ -139,7 +144,7 @@ def add_daemon_arguments(parser: argparse.ArgumentParser, comm: str) -> None:
     ``--spawn``. ``--spawn`` must come last: what follows it is the daemon's options."""
     group = parser.add_argument_group("daemon")
     group.add_argument("--address", metavar="A", type=address_argument,
-                       help="daemon address (default: $FTRACED_ADDRESS, else the user's socket)")
+                       help=ADDRESS_HELP)
     group.add_argument("--comm", default=comm,
                        help=f"the comm the kernel sees for this process (default {comm})")
     add_connect_timeout(group)

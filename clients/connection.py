@@ -47,6 +47,7 @@ from ftrace.v1 import kernel_pb2_grpc, modules_pb2_grpc, tracefs_pb2_grpc, trace
 
 __all__ = [
     "ADDRESS_ENV",
+    "ADDRESS_FORMS",
     "SOCKET_NAME",
     "MAX_MESSAGE_BYTES",
     "CHANNEL_OPTIONS",
@@ -64,6 +65,10 @@ __all__ = [
 
 #: The environment variable every client reads its default address from.
 ADDRESS_ENV = "FTRACED_ADDRESS"
+#: The address forms, as the refusal of any other, ``ftraced --listen``'s help and the
+#: clients' ``--address`` help name them.
+ADDRESS_FORMS = ("unix:PATH, unix:///ABS/PATH or a path beginning with /, ./ or ../ (a unix "
+                 "socket), or HOST:PORT (TCP: 127.0.0.1:50051, [::1]:50051, localhost:50051)")
 #: The socket's file name in the runtime directory.
 SOCKET_NAME = "ftraced.sock"
 #: Largest message either side sends or accepts (a 1 MiB write fits with room to spare;
@@ -168,7 +173,7 @@ def grpc_target(address: str) -> str:
     path = unix_socket_path(address)
     if path is None:
         if host_port(address) is None:
-            raise ValueError(f"expected unix:PATH or HOST:PORT, not {address!r}")
+            raise ValueError(f"expected {ADDRESS_FORMS}, not {address!r}")
         return address
     if not path:
         raise ValueError(f"no socket path in address {address!r}")
@@ -315,27 +320,37 @@ class Connection:
         A daemon still starting (``ftraced &`` and a client at once) has no socket yet, or
         one not yet listening: while a connection fails with ENOENT or ECONNREFUSED it is
         tried again until the deadline, then raises ``FtraceError`` (``from_kernel``
-        False) with that errno. A failure no daemon could end (the socket's directory
-        missing, a file that is no socket, EACCES...) raises at once; an address that
-        accepts but does not answer raises ETIMEDOUT at the deadline, or ECONNRESET when
-        it closed each connection as it accepted it (ftraced past --max-connections).
+        False, ``syscall`` "connect") with that errno. A failure no daemon could end (the
+        socket's directory missing, a file that is no socket, EACCES...) raises at once,
+        as does a connect that timed out (ETIMEDOUT, ``syscall`` "connect": a TCP address
+        dropping SYNs, a unix socket whose backlog is full); an address that accepts but
+        does not answer raises ETIMEDOUT (no ``syscall``) at the deadline, or ECONNRESET
+        when it closed each connection as it accepted it (ftraced past --max-connections).
 
         A daemon that went away is not waited for: once a connection was accepted, a
         refusal raises :class:`DaemonLost` at once, and so does any refusal with
         ``answered`` (the caller knows the daemon answered another connection of its own:
         a stress worker started by a run under way).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
 
         def remaining() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-        while (refusal := _refusal(self.address, remaining())) is not None:
-            if answered:
+        def attempt() -> float | None:
+            """The time an attempt gets: what is left, and at least what is left of the
+            wait's first _LAST_ATTEMPT seconds."""
+            left = remaining()
+            return None if left is None else max(left, _LAST_ATTEMPT - (time.monotonic() - started))
+
+        while (refusal := _refusal(self.address, attempt())) is not None:
+            if answered and refusal != errno.ETIMEDOUT:
                 raise DaemonLost(refusal, self.address)
             left = remaining()
             if left == 0.0 or not _may_come(self.address, refusal):
-                raise FtraceError(refusal, f"ftraced at {self.address}", from_kernel=False)
+                raise FtraceError(refusal, f"ftraced at {self.address}", syscall="connect",
+                                  from_kernel=False)
             time.sleep(_RETRY_INTERVAL if left is None else min(_RETRY_INTERVAL, left))
         # Accepted: a daemon is there. A health check that waits for the connection,
         # rather than channel_ready_future, whose polling thread would hold up close() by
@@ -344,25 +359,26 @@ class Connection:
         # slice is also a deadline gRPC can take: its deadline is time.time() + timeout,
         # which overflows into the past beyond about 7e9 s.) The wait's last part
         # (_LAST_ATTEMPT) is a call that does not wait for the connection, until one
-        # failed: why the wait fails is known by its deadline, not a call after it.
-        attempt_ends = time.monotonic() + _LAST_ATTEMPT
-        closed: bool | None = None  # whether the server closed it, once a call told
+        # failed (then the calls wait again: one that does not would fail at once, again
+        # and again): why the wait fails is known by its deadline, not a call after it.
+        # A probe that timed out is no refusal: the call has the last word.
+        last_failed = closed = False  # closed: the server closed it, as the last part's call told
         while True:
             left = remaining()
-            last = closed is None and left is not None and left <= _LAST_ATTEMPT
+            last = not last_failed and left is not None and left <= _LAST_ATTEMPT
             try:
                 self.health.Check(health_pb2.HealthCheckRequest(),
-                                  timeout=max(left, attempt_ends - time.monotonic()) if last
+                                  timeout=attempt() if last
                                   else _ANSWER_SLICE if left is None
                                   else min(left, _ANSWER_SLICE),
                                   wait_for_ready=not last)
                 return
             except grpc.RpcError as error:
                 if last and error.code() == grpc.StatusCode.UNAVAILABLE:
-                    closed = _closed_at_once(error)
+                    last_failed, closed = True, _closed_at_once(error)
                 elif error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise FtraceError.from_rpc(error) from None
-            if (refusal := _refusal(self.address, remaining())) is not None:
+            if (refusal := _refusal(self.address, remaining())) not in (None, errno.ETIMEDOUT):
                 raise DaemonLost(refusal, self.address)
             if remaining() == 0.0:
                 raise FtraceError(
@@ -414,8 +430,9 @@ def _closed_at_once(error: grpc.RpcError) -> bool:
 
 
 def _refusal(address: str, timeout: float | None) -> int | None:
-    """The errno of a plain connection to ``address`` that failed, None when it was accepted
-    (or timed out, or the host name does not resolve: gRPC's own wait has the last word).
+    """The errno of a plain connection to ``address`` that failed (ETIMEDOUT when it
+    timed out), None when it was accepted (or the host name does not resolve: gRPC's own
+    wait has the last word).
 
     gRPC retries a failed connection until its deadline, so without this a socket that
     does not exist would be reported, after the whole timeout, as a timeout.
@@ -431,8 +448,10 @@ def _refusal(address: str, timeout: float | None) -> int | None:
                 probe.connect(path)
         else:  # HOST:PORT, the only other form a Connection takes
             socket.create_connection(host_port(address), timeout=timeout).close()
-    except (socket.gaierror, TimeoutError):
+    except socket.gaierror:
         return None
+    except TimeoutError:  # socket.timeout has no errno; the kernel's own is ETIMEDOUT
+        return errno.ETIMEDOUT
     except OSError as error:
         return error.errno
     return None

@@ -95,8 +95,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from clients.api import Client
-from clients.cli import (add_connect_timeout, address_argument, check_address_env, error_text,
-                         no_daemon_text)
+from clients.cli import (ADDRESS_HELP, add_connect_timeout, address_argument, check_address_env,
+                         error_text, no_daemon_text)
 from clients.connection import resolve_address
 from clients.errors import FtraceError
 from clients.identity import Identity
@@ -358,8 +358,7 @@ def daemon_options(container: argparse._ActionsContainer, again: bool) -> None:
     and ``again`` after it (with no defaults there: see :func:`add_connect_timeout`)."""
     container.add_argument("--address", metavar="A", type=address_argument,
                            default=argparse.SUPPRESS if again else None,
-                           help="daemon address (default: $FTRACED_ADDRESS, else the user's "
-                                "socket)")
+                           help=ADDRESS_HELP)
     add_connect_timeout(container, again)
 
 

@@ -23,7 +23,8 @@ unload failed to remove is unloaded again.
 
 It runs ``--count`` cycles, for ``--duration`` seconds, or until SIGINT/SIGTERM; a cycle
 under way is finished, so no module this program loaded is left behind (a dependency
-modprobe loaded for one stays, as after ``modprobe vfat; rmmod vfat``). Exit status 0
+modprobe loaded for one stays, as after ``modprobe vfat; rmmod vfat``), except one whose
+last unload failed (EBUSY, EAGAIN: in use), which no later cycle picked. Exit status 0
 when every operation succeeded; 3 when the run went to its end with operations that
 failed (the last line on stderr counts them); 1 when an error ended it (below); 2 when
 no daemon answers within ``--connect-timeout``, as for every client.
@@ -120,8 +121,13 @@ class Modload:
         except FtraceError as error:
             if error.errno_name in RACES and error.from_kernel:
                 self.failures += 1
-                text = (f"ERROR: Module {name} is not currently loaded"
-                        if error.errno_name == "ENOENT" else cli.error_text(error))
+                if error.errno_name == "ENOENT":
+                    # Someone else unloaded it: a module of that name loaded later is
+                    # theirs, not this run's to rmmod.
+                    self.ours.discard(name)
+                    text = f"ERROR: Module {name} is not currently loaded"
+                else:
+                    text = cli.error_text(error)
                 complain(f"rmmod {name}: {text}")
                 return
             complain(f"{PROG}: rmmod {name}: {cli.error_text(error, self.client)}")

@@ -11,7 +11,7 @@ import shutil
 import sys
 
 from clients.cli import Waker
-from clients.connection import default_address, resolve_address
+from clients.connection import ADDRESS_FORMS, default_address, resolve_address
 from kernel_daemon.ftrace.core import FAILPOINT_SITES, Race, Variant
 from kernel_daemon.kernel import BootOptions
 from kernel_daemon.rpc.server import MAX_CONNECTIONS, Daemon
@@ -111,12 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     limit_malloc_arenas()
     parser = argparse.ArgumentParser(prog="ftraced", description=__doc__)
     parser.add_argument("--listen", default=None, metavar="ADDRESS",
-                        help="where to serve: a unix socket, unix:PATH, unix:///ABS/PATH, "
-                             "or a path beginning with /, ./ or ../; or TCP, HOST:PORT "
-                             "(127.0.0.1:50051, [::1]:50051, localhost:50051; port 0: a "
-                             "free port, which the log's 'serving' line names); the "
-                             "addresses the clients' --address takes (default "
-                             f"$FTRACED_ADDRESS or {default_address()})")
+                        help=f"where to serve: {ADDRESS_FORMS}; port 0: a free port, "
+                             "which the log's 'serving' line names; the addresses the "
+                             "clients' --address takes (default $FTRACED_ADDRESS or "
+                             f"{default_address()})")
     parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
     parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
                         metavar="N",

@@ -132,8 +132,13 @@ class KernelError(Exception):
         """``KernelError.from_name("ENODEV")``."""
         return cls(errno_from_name(name), message, **kwargs)
 
-    def with_context(self, *, syscall: str | None = None, path: str | None = None) -> "KernelError":
-        """Fill in ``syscall``/``path`` where still empty (returns ``self``, for re-raising)."""
+    def with_context(self, *, syscall: str | None = None, path: str | None = None,
+                     message: str | None = None) -> "KernelError":
+        """Fill in ``syscall``/``path``/``message`` where still empty (returns ``self``,
+        for re-raising)."""
+        if message and not self.message:
+            self.message = message
+            self.args = (self.errno, message)
         if syscall and not self.syscall:
             self.syscall = syscall
         if path and not self.path:

@@ -6,6 +6,7 @@ killed while a client waits on it is told at once (``clients.cli.gone_text``).""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import itertools
@@ -20,6 +21,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from clients.api import Client
+from clients.cli import no_daemon_text
+from clients.connection import ADDRESS_FORMS
 from clients.errors import FtraceError
 from clients.spawn import spawn_daemon
 from tests.children import REPO, child_env
@@ -126,6 +129,21 @@ def test_a_socket_that_takes_connections_without_answering_is_not_told_to_start_
                        "takes connections and does not answer them (stopped?)\n"), prog
 
 
+def test_a_connect_that_times_out_is_told_as_such():
+    """A TCP port whose accept queue is full drops SYNs, as a firewall may: the connect
+    itself times out, which is said as such, not as a socket that takes connections."""
+    with socket.socket() as full, socket.socket() as queued:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        queued.connect(full.getsockname())  # the one connection a backlog of 0 holds
+        address = f"127.0.0.1:{full.getsockname()[1]}"
+        with pytest.raises(FtraceError) as info:
+            Client(address, wait=0.5)
+    assert (info.value.errno, info.value.syscall) == (errno.ETIMEDOUT, "connect")
+    assert no_daemon_text(address, info.value) == (
+        f"no ftraced answers at {address} (Connection timed out)")
+
+
 def test_a_wait_for_an_answer_ends_at_its_deadline(tmp_path):
     """The wait's last second asks why nothing answers (a server that closes its
     connections, or one that holds them) within the wait: --connect-timeout 2 against a
@@ -138,7 +156,9 @@ def test_a_wait_for_an_answer_ends_at_its_deadline(tmp_path):
             Client(f"unix:{tmp_path}/mute.sock", wait=2.0)
         took = time.monotonic() - started
     assert info.value.errno == errno.ETIMEDOUT
-    assert 2.0 <= took < 2.7
+    # Before the old wait's end, the diagnosis's second after the deadline (3 s): not a
+    # margin on the deadline, which a loaded machine overruns.
+    assert 2.0 <= took < 3.0
 
 
 def test_a_connect_timeout_of_0_is_one_attempt_that_can_succeed():
@@ -176,7 +196,7 @@ def test_a_client_started_with_its_daemon_waits_for_it(tmp_path):
 def test_a_malformed_address_is_a_usage_error_at_once(tmp_path):
     """Checked as ``ftraced --listen`` checks it, before any wait: --address for every
     client, $FTRACED_ADDRESS for those that read it."""
-    expected = "expected unix:PATH or HOST:PORT, not 'foo'"
+    expected = f"expected {ADDRESS_FORMS}, not 'foo'"
     stress = (*STRESS[:2], ["--out", str(tmp_path / "out"), *STRESS[2]], "")
     runs = [(start(module, ["--address", "foo", "--connect-timeout", LONG_TIMEOUT, *words]),
              prog, f"argument --address: {expected}")
@@ -307,7 +327,8 @@ def test_a_daemon_killed_during_a_wait_is_told_at_once_in_one_line(
             holder.proc.kill()
             holder.proc.communicate()
         for segment in glob.glob(f"/dev/shm/ftsim.{daemon.pid}.*"):
-            os.unlink(segment)
+            with contextlib.suppress(FileNotFoundError):  # another's reaping got there first
+                os.unlink(segment)
     assert took < float(LONG_TIMEOUT) / 4, f"{what}: {took:.1f} s"
     assert (waiter.returncode, stderr.rest(err.encode()).splitlines()[-1]) == (
         status, last.format(daemon.address)), what

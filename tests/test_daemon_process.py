@@ -23,6 +23,7 @@ import pytest
 
 import clients.spawn
 from clients.api import Client
+from clients.connection import ADDRESS_FORMS
 from clients.spawn import SpawnedDaemon
 from kernel_daemon.__main__ import MALLOC_ARENAS
 from tests.children import REPO, child_env
@@ -36,11 +37,12 @@ SERVING = re.compile(r"ftraced\[(?P<pid>\d+)\]: serving (?P<address>\S+) .*, shm
                      r"(?P<namespace>ftsim\.\d+\.\d+)\)$")
 
 
-def start_daemon(*args: str, nofile: str = "") -> subprocess.Popen:
-    """ftraced with ``args``; ``nofile``: its RLIMIT_NOFILE as prlimit(1) takes it, soft:hard."""
+def start_daemon(*args: str, nofile: str = "", cwd: str | os.PathLike = REPO) -> subprocess.Popen:
+    """ftraced with ``args``, in ``cwd``; ``nofile``: its RLIMIT_NOFILE as prlimit(1) takes
+    it, soft:hard."""
     limit = ["prlimit", f"--nofile={nofile}"] if nofile else []
     return subprocess.Popen([*limit, sys.executable, "-m", "kernel_daemon", *SMALL, *args],
-                            cwd=REPO, env=child_env(), stdin=subprocess.DEVNULL,
+                            cwd=cwd, env=child_env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -157,12 +159,17 @@ def test_listen_takes_every_form_its_help_names(tmp_path):
              f"unix:{tmp_path / 'plain.sock'}", "localhost:0"]
     if socket.has_ipv6 and os.path.exists("/proc/net/if_inet6"):
         forms.append("[::1]:0")
-    for form in forms:
-        process = start_daemon("--listen", form)
+    # A relative path is the daemon's cwd's: the client, elsewhere, names it absolute.
+    relative = {"./rel.sock": tmp_path / "rel.sock",
+                f"../{tmp_path.name}/up.sock": tmp_path / "up.sock"}
+    for form in [*forms, *relative]:
+        process = start_daemon("--listen", form, cwd=tmp_path)
         try:
             address = serving(process)["address"]
             if not form.endswith(":0"):
                 assert address == form
+            if form in relative:
+                address = f"unix:{relative[form]}"
             with Client(address, wait=DEADLINE) as client:
                 assert client.connection.check_health()
             stop(process)
@@ -192,7 +199,7 @@ def test_a_tcp_port_in_use_is_refused_and_port_0_reports_the_port_bound():
         (["--listen", "unix:/proc/x.sock"], 1,
          "ftraced: cannot listen on unix:/proc/x.sock: No such file or directory"),
         (["--listen", "bogus"], 2,
-         "ftraced: error: --listen: expected unix:PATH or HOST:PORT, not 'bogus'"),
+         f"ftraced: error: --listen: expected {ADDRESS_FORMS}, not 'bogus'"),
         (["--listen", "127.0.0.1:99999"], 2,  # gRPC would listen on 99999 - 65536
          "ftraced: error: --listen: port 99999 out of range (0-65535) in address "
          "'127.0.0.1:99999'"),

@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 from clients import connection as connection_module
 from clients.connection import (
     ADDRESS_ENV,
+    ADDRESS_FORMS,
     Connection,
     DaemonLost,
     connect,
@@ -360,7 +361,7 @@ def test_addresses(monkeypatch, tmp_path):
     for address in ("foo", "localhost", "dns:///localhost:50051", "host:port"):
         with pytest.raises(ValueError) as info:
             grpc_target(address)
-        assert str(info.value) == f"expected unix:PATH or HOST:PORT, not {address!r}"
+        assert str(info.value) == f"expected {ADDRESS_FORMS}, not {address!r}"
 
 
 # --- the round trip over a real server -------------------------------------------------------

@@ -218,9 +218,17 @@ def test_a_filter_write_that_fails_says_which_word(stubs, path):
         (b"no_such_fn", '"no_such_fn" selects no function'),
         (b"vfs_read:nosuchcmd", '"vfs_read:nosuchcmd": no command "nosuchcmd"'),
         (b"vfs_read:mod", '"vfs_read:mod" names no module'),
+        (b"vfs_read:mod::x", '"vfs_read:mod::x" names no module'),
         (b"*:mod:nosuchmod", '"*" selects no function of module "nosuchmod"'),
-        (b"x" * 300, "a word longer than 242 bytes"),
+        (b"x" * 300, 'a word longer than 242 bytes, starting "' + "x" * 32 + '"'),
+        # traceon's own errnos are bare (kstrtoul's, and set_ftrace_notrace's refusal).
+        (b"vfs_read:traceon:abc", '"vfs_read:traceon:abc"'),
+        (b"vfs_read:traceon:99999999999999999999999", '"vfs_read:traceon:99999999999999999999999"'),
     ]
+    if path.endswith("set_ftrace_notrace"):
+        words.append((b"vfs_read:traceon", '"vfs_read:traceon"'))
+    errnos = {b"vfs_read:traceon:99999999999999999999999":
+              "EINVAL" if path.endswith("set_ftrace_notrace") else "ERANGE"}
     requests = [tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(
         path=path, flags=os.O_WRONLY | os.O_APPEND))]
     requests += [tracefs_pb2.FileRequest(write=tracefs_pb2.WriteRequest(data=word + b" "))
@@ -228,7 +236,8 @@ def test_a_filter_write_that_fails_says_which_word(stubs, path):
     requests.append(tracefs_pb2.FileRequest(close=tracefs_pb2.CloseRequest()))
     answers = list(stubs.tracefs.Session(iter(requests), timeout=DEADLINE))[1:-1]
     assert [(a.error.name, a.error.syscall, a.error.message, a.bytes_written)
-            for a in answers] == [("EINVAL", "write", message, 0) for _, message in words]
+            for a in answers] == [(errnos.get(word, "EINVAL"), "write", message, 0)
+                                  for word, message in words]
     assert stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(path=path),
                                   timeout=DEADLINE).data == b"vfs_read\n"
     assert dmesg(stubs) == before

@@ -22,6 +22,7 @@ import pytest
 
 from clients import inspect as ftrace_inspect
 from clients.identity import Identity
+from clients.modload import Modload
 from clients.spawn import spawn_daemon
 from kernel_daemon.shm import SHM_DIR, reap_stale_segments, segments_of
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
@@ -174,6 +175,20 @@ def test_modload_whose_operations_failed_exits_3_and_leaves_a_module_it_found_lo
             0, f"modprobe loop at {base:#x} (already loaded)\n" * 2,
             "ftrace-modload: 2 loads, 0 unloads, 0 failed\n")
         assert [module.name for module in client.list_modules()] == ["loop"]
+
+
+def test_modload_forgets_a_module_someone_else_unloaded(spawn):
+    """An rmmod that finds the module gone (ENOENT: someone else unloaded it) forgets it:
+    loaded again by someone else, it is found loaded, theirs, and not rmmod'ed."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as client, daemon.connect() as other:
+        modload = Modload(client, None)
+        assert modload.load("uinput") is True
+        other.unload("uinput")
+        modload.unload("uinput")
+        other.load("uinput")
+        assert modload.load("uinput") is False
+        assert [module.name for module in other.list_modules()] == ["uinput"]
 
 
 def test_modload_whose_daemon_died_says_so_in_one_line():

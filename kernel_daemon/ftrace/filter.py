@@ -96,11 +96,11 @@ def ftrace_mod_callback(ft: Ftrace, hash: FtraceHash, func: str, cmd: str, param
                         enable: bool) -> None:
     """The ``mod`` command: ``<func-glob>:mod:<module>``; anything after a further
     ``:`` is ignored."""
-    if param is None:
-        raise KernelError(errno.EINVAL, f"{quoted(func + ':' + cmd)} names no module")
-    mod = param.split(":", 1)[0]
+    mod = "" if param is None else param.split(":", 1)[0]
     if not mod:
-        raise KernelError(errno.EINVAL, f"{quoted(func + ':' + cmd + ':')} names no module")
+        # The word as written: strsep() split it at its first two ':' only.
+        word = ":".join((func, cmd) if param is None else (func, cmd, param))
+        raise KernelError(errno.EINVAL, f"{quoted(word)} names no module")
     if not ftrace_match_module_records(ft, hash, func, mod):
         raise KernelError(errno.EINVAL,
                           f"{quoted(func)} selects no function of module {quoted(mod)}")
@@ -131,7 +131,8 @@ def ftrace_process_regex(ft: Ftrace, hash: FtraceHash, buff: str, enable: bool) 
     them).  ``strsep()`` looks for the ``:`` in the C string only, and the command, its
     function and its parameter are C strings.
     """
-    func, sep, rest = c_string(buff).partition(":")
+    word = c_string(buff)
+    func, sep, rest = word.partition(":")
     if not sep:
         # No ':' before a NUL: the token goes whole to the matcher, with its full
         # length (parser->idx), which filter_parse_regex() scans for a '*'.
@@ -141,8 +142,13 @@ def ftrace_process_regex(ft: Ftrace, hash: FtraceHash, buff: str, enable: bool) 
     command, sep, param = rest.partition(":")
     callback = ft.ftrace_commands.get(command)
     if callback is None:
-        raise KernelError(errno.EINVAL, f"{quoted(c_string(buff))}: no command {quoted(command)}")
-    callback(ft, hash, func, command, param if sep else None, enable)
+        raise KernelError(errno.EINVAL, f"{quoted(word)}: no command {quoted(command)}")
+    try:
+        callback(ft, hash, func, command, param if sep else None, enable)
+    except KernelError as error:
+        # A command's bare errno (traceon refused by set_ftrace_notrace, a count
+        # kstrtoul rejects) still says which word failed.
+        raise error.with_context(message=quoted(word))
 
 
 def install_hash(ft: Ftrace, ops: FtraceOps, enable: bool, hash: FtraceHash) -> None:

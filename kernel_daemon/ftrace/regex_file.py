@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kernel_daemon.errno import KernelError
+from kernel_daemon.errno import KernelError, quoted
 from kernel_daemon.ftrace.core import Ftrace, ftrace_disabled_error
 from kernel_daemon.ftrace.filter import ftrace_match_records, ftrace_process_regex, install_hash
 from kernel_daemon.ftrace.hash import FtraceHash
@@ -26,6 +26,7 @@ from kernel_daemon.unwind import kernel_function
 # + 2 * (BITS_PER_LONG * 3 / 10) + (MODULE_NAME_LEN - 1) + 1 = 18 + 127 + 38 + 55 + 1.
 FTRACE_BUFF_MAX = 239 + 4
 _SPACE = re.compile(ISSPACE_CLASS)
+_WORD_START = 32  # how much of a word too long its EINVAL's message shows
 
 
 class Ppos(Protocol):
@@ -87,7 +88,9 @@ def trace_get_user(parser: TraceParser, data: UserBuffer, pos: int) -> int:
     room = max(parser.size - 1 - len(parser.buffer), 0)
     if checked > room:
         parser.buffer += data[start:start + room]
-        raise KernelError(errno.EINVAL, f"a word longer than {parser.size - 1} bytes")
+        word_start = parser.buffer[:_WORD_START].decode("latin-1")
+        raise KernelError(errno.EINVAL, f"a word longer than {parser.size - 1} bytes, "
+                                        f"starting {quoted(word_start)}")
     parser.buffer += data[start:end]
     if space is None:
         # The token runs to the end of the buffer: continued by the next write.

@@ -5,10 +5,9 @@ not; ``modprobe`` turns the first into silent success, its parameters unused, an
 ``modprobe -r`` the second (``if_loaded_ok`` / ``if_absent_ok``), ``insmod`` and
 ``rmmod`` report both.
 
-An error of the kernel's path names its system call in ErrnoDetail.syscall:
-``init_module`` or ``delete_module`` (3.6 has no finit_module). A catalog name that names
-no module has none (modprobe finds no file and makes no call), nor a placement that is no
-ModulePlacement value (the request's own error).
+An error of the kernel's path names its system call in ErrnoDetail.syscall
+(``failing_as``): which, and which errors name none, common.proto's ErrnoDetail.syscall
+says.
 """
 
 from __future__ import annotations
@@ -48,11 +47,13 @@ def requested_spec(request: pb.LoadModuleRequest) -> ModuleSpec:
             raise KernelError(errno.ENOENT, f"module {quoted(request.catalog_name)} not found")
         return spec
     if source == "explicit":
-        try:
-            return module_from_function_list(request.explicit.name, list(request.explicit.functions))
-        except ValueError as exc:
-            # The image init_module would be given is malformed.
-            raise KernelError(errno.EINVAL, str(exc), syscall="init_module") from None
+        with failing_as("init_module"):
+            try:
+                return module_from_function_list(request.explicit.name,
+                                                 list(request.explicit.functions))
+            except ValueError as exc:
+                # The image init_module would be given is malformed.
+                raise KernelError(errno.EINVAL, str(exc)) from None
     raise KernelError(errno.EINVAL, "neither a catalog name nor a function list")
 
 

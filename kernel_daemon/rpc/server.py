@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import resource
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from pathlib import Path
 
 import grpc
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
@@ -103,12 +104,15 @@ class CommentedReflectionServicer(reflection.ReflectionServicer):
     """grpc_reflection's servicer (what enable_server_reflection() adds), answering with
     the contract's files as ``make gen``'s descriptor set has them: with their comments.
 
-    It finds descriptors in the generated modules' pool, as enable_server_reflection()
-    does, and serializes them with their CopyToProto(); protobuf's upb implementation
-    leaves SourceCodeInfo out of that even for a pool built from a set that has it (so
-    passing such a pool as enable_server_reflection's ``pool`` would not do). Each file
-    it answers with is therefore swapped for the set's copy of the same name; files not
-    in the set (the health and reflection protos) go as they are.
+    The file requests (by name, by a symbol) are answered here, through protobuf's public
+    DescriptorPool API on the generated modules' pool, as enable_server_reflection()
+    looks them up; the others (list_services; the extensions', which the contract has
+    none of) go to grpc_reflection's servicer, whose file lookups are private. Each file
+    is serialized from the set's copy of the same name: the pool's CopyToProto() leaves
+    SourceCodeInfo out under protobuf's upb implementation, even for a pool built from a
+    set that has it (so passing such a pool as enable_server_reflection's ``pool`` would
+    not do). Files not in the set (the health and reflection protos) go as the pool has
+    them.
 
     A method's name (``ftrace.v1.Tracer.Invoke``, ``grpc.health.v1.Health.Check``) is a
     symbol of its file as for any other element, as the reflection services of protobuf's
@@ -119,29 +123,58 @@ class CommentedReflectionServicer(reflection.ReflectionServicer):
     def __init__(self, service_names: Iterable[str], files: dict[str, bytes]) -> None:
         super().__init__(service_names)
         self.files = files
+        self.pool = descriptor_pool.Default()
 
-    def _file_containing_symbol(self, request: reflection_pb2.ServerReflectionRequest,
-                                fully_qualified_name: str) -> reflection_pb2.ServerReflectionResponse:
-        response = super()._file_containing_symbol(request, fully_qualified_name)
-        if not response.HasField("error_response"):
-            return response
+    def file_of_symbol(self, name: str) -> FileDescriptor:
+        """The file that defines ``name``; KeyError for none."""
         try:
-            method = self._pool.FindMethodByName(fully_qualified_name)
+            return self.pool.FindFileContainingSymbol(name)
         except KeyError:
-            return response
-        return self._file_by_filename(request, method.containing_service.file.name)
+            return self.pool.FindMethodByName(name).containing_service.file
+
+    def file_response(
+            self, request: reflection_pb2.ServerReflectionRequest,
+            find: Callable[[], FileDescriptor]) -> reflection_pb2.ServerReflectionResponse:
+        """The file ``find`` returns, then every file it imports, directly or not; NOT_FOUND
+        when it raises KeyError."""
+        try:
+            first = find()
+        except KeyError:
+            code, text = grpc.StatusCode.NOT_FOUND.value
+            return reflection_pb2.ServerReflectionResponse(
+                error_response=reflection_pb2.ErrorResponse(error_code=code, error_message=text),
+                original_request=request)
+        files: dict[str, FileDescriptor] = {}
+        pending = [first]
+        while pending:
+            file = pending.pop()
+            if file.name not in files:
+                files[file.name] = file
+                pending.extend(file.dependencies)
+        return reflection_pb2.ServerReflectionResponse(
+            file_descriptor_response=reflection_pb2.FileDescriptorResponse(
+                file_descriptor_proto=[self.serialized(file) for file in files.values()]),
+            original_request=request)
+
+    def serialized(self, file: FileDescriptor) -> bytes:
+        if (commented := self.files.get(file.name)) is not None:
+            return commented
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        return proto.SerializeToString()
 
     def ServerReflectionInfo(
             self, request_iterator: Iterator[reflection_pb2.ServerReflectionRequest],
             context: grpc.ServicerContext) -> Iterator[reflection_pb2.ServerReflectionResponse]:
-        for response in super().ServerReflectionInfo(request_iterator, context):
-            if response.HasField("file_descriptor_response"):
-                protos = response.file_descriptor_response.file_descriptor_proto
-                commented = [self.files.get(descriptor_pb2.FileDescriptorProto.FromString(
-                    proto).name, proto) for proto in protos]
-                del protos[:]
-                protos.extend(commented)
-            yield response
+        for request in request_iterator:
+            if request.HasField("file_by_filename"):
+                yield self.file_response(
+                    request, lambda: self.pool.FindFileByName(request.file_by_filename))
+            elif request.HasField("file_containing_symbol"):
+                yield self.file_response(
+                    request, lambda: self.file_of_symbol(request.file_containing_symbol))
+            else:
+                yield from super().ServerReflectionInfo(iter((request,)), context)
 
 
 class Daemon:

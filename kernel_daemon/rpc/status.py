@@ -199,13 +199,14 @@ def rich_status(
 
 
 @contextlib.contextmanager
-def failing_as(syscall: str) -> Iterator[None]:
+def failing_as(syscall: str, path: str = "") -> Iterator[None]:
     """A :class:`KernelError` raised inside names ``syscall`` as the system call that
-    returned it (ErrnoDetail.syscall), unless it already names one."""
+    returned it (ErrnoDetail.syscall), and ``path`` as its file, unless it already names
+    them."""
     try:
         yield
     except KernelError as err:
-        err.with_context(syscall=syscall)
+        err.with_context(syscall=syscall, path=path)
         raise
 
 

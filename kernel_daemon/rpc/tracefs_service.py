@@ -20,7 +20,7 @@ from ftrace.v1 import tracefs_pb2_grpc
 from kernel_daemon.errno import KernelError
 from kernel_daemon.rpc.state import MAX_ANSWER, Boot, DaemonState
 from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, add_trailing_metadata,
-                                      errno_detail, translate_kernel_errors)
+                                      errno_detail, failing_as, translate_kernel_errors)
 from kernel_daemon.task import current, enter_task, leave_task, running_as
 from kernel_daemon.tracefs.files import (FMODE_PREAD, FMODE_PWRITE, OpenFile, file_llseek,
                                          file_read, file_release, file_write)
@@ -66,10 +66,6 @@ def at_offset(file: OpenFile, offset: int, fmode: int, call: Callable[[], T]) ->
         file.pos = saved
 
 
-def for_syscall(err: KernelError, syscall: str, path: str) -> KernelError:
-    return KernelError(err.errno, err.message, syscall=syscall, path=path)
-
-
 def watch_client(context: grpc.ServicerContext, file: OpenFile) -> None:
     """Interrupt a blocked read of ``file`` when the client goes away; a file that never
     blocks (its ``interrupt`` is the default no-op) needs no callback."""
@@ -109,10 +105,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         self.state = state
 
     def _open(self, boot: Boot, path: str, flags: int) -> OpenFile:
-        try:
+        with failing_as("open", path):
             file = boot.vfs.open(path, flags)
-        except KernelError as err:
-            raise for_syscall(err, "open", path) from None
         self.state.open_files.add(file)
         return file
 
@@ -175,23 +169,23 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         write loop's with the bytes the writes before the failing one consumed)."""
         written = 0
         try:
-            if op == "read":
-                return pb.FileResponse(seq=seq, read=self._read(file, request.read))
-            if op == "write":
-                sizes, failure = self._write(file, request.write, context)
-                if failure is None:
-                    return pb.FileResponse(seq=seq, write=pb.WriteResult(
-                        bytes_written=sum(sizes), offset=file.pos,
-                        write_sizes=sizes if request.write.until_done else ()))
-                written = sum(sizes)
-                raise failure
-            offset = file_llseek(file, request.seek.offset, request.seek.whence)
-            return pb.FileResponse(seq=seq, seek=pb.SeekResult(offset=offset))
+            with failing_as(syscall_of(op, request), file.path):
+                if op == "read":
+                    return pb.FileResponse(seq=seq, read=self._read(file, request.read))
+                if op == "write":
+                    sizes, failure = self._write(file, request.write, context)
+                    if failure is None:
+                        return pb.FileResponse(seq=seq, write=pb.WriteResult(
+                            bytes_written=sum(sizes), offset=file.pos,
+                            write_sizes=sizes if request.write.until_done else ()))
+                    written = sum(sizes)
+                    raise failure
+                offset = file_llseek(file, request.seek.offset, request.seek.whence)
+                return pb.FileResponse(seq=seq, seek=pb.SeekResult(offset=offset))
         except KernelError as err:
             if boot.ended:  # a read the shutdown woke: the process is gone
                 raise KernelError(errno.ENODEV, "the kernel rebooted") from None
-            return pb.FileResponse(seq=seq, bytes_written=written, error=errno_detail(
-                for_syscall(err, syscall_of(op, request), file.path)))
+            return pb.FileResponse(seq=seq, bytes_written=written, error=errno_detail(err))
 
     @staticmethod
     def _read(file: OpenFile, request: pb.ReadRequest) -> pb.ReadResult:
@@ -257,10 +251,11 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
             if count < READ_CHUNK and not exact:
                 break
             try:
-                data = file_read(file, count)
+                with failing_as("read", path):
+                    data = file_read(file, count)
             except KernelError as err:
                 if err.errno != errno.EAGAIN:  # EAGAIN: only with O_NONBLOCK
-                    raise for_syscall(err, "read", path) from None
+                    raise
                 return True, False
             if not data:
                 return False, False
@@ -280,7 +275,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
             total = sum(sizes)
             if failure is not None:
                 add_trailing_metadata(context, ((BYTES_WRITTEN_METADATA_KEY, str(total)),))
-                raise for_syscall(failure, "write", request.path)
+                with failing_as("write", request.path):
+                    raise failure
             return pb.WriteFileResponse(bytes_written=total, write_sizes=sizes)
 
     @translate_kernel_errors
@@ -299,11 +295,12 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
             while context.is_active():
                 with running_as(task):
                     try:
-                        data = file_read(file, READ_CHUNK)
+                        with failing_as("read", path):
+                            data = file_read(file, READ_CHUNK)
                     except KernelError as err:
                         if err.errno in (errno.EINTR, errno.EAGAIN):
                             return
-                        raise for_syscall(err, "read", path) from None
+                        raise
                 if not data:  # EOF: tracing_wait_pipe()'s end with tracing disabled
                     return
                 yield pb.TracePipeChunk(data=data)
@@ -316,18 +313,14 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         """``ls DIR``: opendir()'s open(O_DIRECTORY), whose errors these are, then
         getdents()."""
         with self.state.syscall(context) as boot:
-            try:
+            with failing_as("open", request.path):
                 entries = boot.vfs.list_dir(request.path)
                 path, _ = boot.vfs.lookup(request.path)
-            except KernelError as err:
-                raise for_syscall(err, "open", request.path) from None
             return pb.ListDirResponse(path=path, entries=[dir_entry(e) for e in entries])
 
     @translate_kernel_errors
     def Stat(self, request: pb.StatRequest, context: grpc.ServicerContext) -> pb.StatResponse:
         with self.state.syscall(context) as boot:
-            try:
+            with failing_as("stat", request.path):
                 path, _ = boot.vfs.lookup(request.path)
-            except KernelError as err:
-                raise for_syscall(err, "stat", request.path) from None
             return pb.StatResponse(path=path, entry=dir_entry(boot.vfs.stat(request.path)))
