@@ -43,9 +43,9 @@ import clients.shell_read  # noqa: F401  (registers the command)
 import clients.shell_test_builtin  # noqa: F401  (registers the commands)
 import clients.shell_variables  # noqa: F401  (registers the commands)
 from clients.api import Client, FileSession
-from clients.cli import (EXIT_NO_DAEMON, ConnectError, add_connect_timeout, address_argument,
-                         check_address_env, check_daemon_options, daemon_client,
-                         error_text, identity_argument)
+from clients.cli import (ADDRESS_HELP, EXIT_NO_DAEMON, ConnectError, add_connect_timeout,
+                         address_argument, check_address_env, check_daemon_options,
+                         daemon_client, error_text, identity_argument)
 from clients.errors import FtraceError
 from clients.shell_parser import (
     AndOr,
@@ -895,9 +895,7 @@ def _parser() -> argparse.ArgumentParser:
         description="A small bash over ftraced: cd, ls, cat, echo > FILE, modprobe, rmmod, "
         "lsmod, dmesg, grep... Type `help` for the commands.",
     )
-    parser.add_argument("--address", type=address_argument,
-                        help="daemon address (default: $FTRACED_ADDRESS, "
-                        "else the user's default socket)")
+    parser.add_argument("--address", type=address_argument, help=ADDRESS_HELP)
     parser.add_argument("--spawn", action="store_true",
                         help="start a private daemon (with the daemon options) for this run")
     parser.add_argument("-v", "--verbose", action="store_true",
