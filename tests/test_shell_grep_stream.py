@@ -177,12 +177,17 @@ def shown_as(lines: list[str], patterns: list[str]) -> bool:
     return len(lines) == len(patterns) and all(map(re.fullmatch, patterns, lines))
 
 
-@pytest.mark.parametrize("command", [f"grep vfs_read {TRACING}/trace_pipe",
-                                     f"cat {TRACING}/trace_pipe | grep vfs_read"])
+@pytest.mark.parametrize("command", [
+    f"grep vfs_read {TRACING}/trace_pipe",
+    f"cat {TRACING}/trace_pipe | grep vfs_read",
+    f"grep vfs_read < {TRACING}/trace_pipe",
+    f"while grep -m1 vfs_read; do :; done < {TRACING}/trace_pipe",
+])
 def test_grep_on_trace_pipe_shows_each_event_as_it_comes(daemon, tmp_path, command):
     """The first event's line is shown while grep still waits for more, grep reading the
-    file or a pipe from cat (the pipeline's commands run at once). Its reading ends as
-    cat's does: at the end of the file, which trace_pipe has (3.6's tracing_wait_pipe())
+    file, a pipe from cat (the pipeline's commands run at once), or the file as its
+    standard input (``< trace_pipe``, also a loop's: each grep -m1 takes the next). Its
+    reading ends as cat's does: at the end of the file, which trace_pipe has (3.6's tracing_wait_pipe())
     once a reader has had entries and ``tracing_enabled`` is 0."""
     with daemon.connect() as client:
         client.write_file(f"{TRACING}/current_tracer", "function")

@@ -160,32 +160,6 @@ grep -c "bash-$$ .*: vfs_read <-sys_read$" < trace
         0, out + "1\n", err)
 
 
-@pytest.mark.parametrize("command", [f"grep vfs_read < {TRACING}/trace_pipe",
-                                     f"while grep -m1 vfs_read; do :; done < {TRACING}/trace_pipe"])
-def test_grep_on_a_redirected_trace_pipe_shows_each_event_as_it_comes(daemon, tmp_path, command):
-    """``< trace_pipe`` streams as ``cat trace_pipe | grep`` does: each event shown while
-    grep waits for more; the reading ends at the file's end (tracing_enabled 0)."""
-    with daemon.connect() as client:
-        client.write_file(f"{TRACING}/current_tracer", "function")
-        shell = start_shell(tmp_path, ["--address", daemon.address, "-c",
-                                       f"{command}; echo grep: $?"])
-        try:
-            shown = Reader(shell)
-            client.invoke("vfs_write", "sys_write", pid=4000, comm="other")
-            client.invoke("vfs_read", "sys_read", pid=4001, comm="first")
-            shown.until(rb"first-4001 .*\n")
-            assert shell.poll() is None, "grep ended instead of waiting for more events"
-            client.invoke("vfs_read", "sys_read", pid=4002, comm="second")
-            shown.until(rb"second-4002 .*\n")
-            client.write_file(f"{TRACING}/tracing_enabled", "0")
-            finish(shell)
-        finally:
-            shell.kill()
-    lines = (shown.data.decode() + shell.out).splitlines()
-    assert (shell.returncode, shell.err) == (0, "")
-    assert shown_as(lines, [event("first", 4001), event("second", 4002), "grep: 0"]), lines
-
-
 def test_read_takes_one_line_of_trace_pipe_and_leaves_the_next(daemon, tmp_path):
     """trace_pipe cannot seek (no_llseek): read takes a byte at a time up to its newline,
     and the next event's line is the next reader's."""
