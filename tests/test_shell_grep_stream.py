@@ -187,8 +187,8 @@ def test_grep_on_trace_pipe_shows_each_event_as_it_comes(daemon, tmp_path, comma
     """The first event's line is shown while grep still waits for more, grep reading the
     file, a pipe from cat (the pipeline's commands run at once), or the file as its
     standard input (``< trace_pipe``, also a loop's: each grep -m1 takes the next). Its
-    reading ends as cat's does: at the end of the file, which trace_pipe has (3.6's tracing_wait_pipe())
-    once a reader has had entries and ``tracing_enabled`` is 0."""
+    reading ends as cat's does: at the end of the file, which trace_pipe has (3.6's
+    tracing_wait_pipe()) once a reader has had entries and ``tracing_enabled`` is 0."""
     with daemon.connect() as client:
         client.write_file(f"{TRACING}/current_tracer", "function")
         shell = start_shell(tmp_path, ["--address", daemon.address, "-c",
