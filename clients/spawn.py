@@ -164,29 +164,24 @@ def _socket_directory(socket_dir: str | None) -> str:
 def _serving(daemon: SpawnedDaemon, connection: Connection, probe: float) -> bool:
     """One health probe of at most ``probe`` seconds: True once the server says SERVING.
 
-    The probe waits for the connection itself (``wait_for_ready``) rather than through
+    A unary Check, not Watch: a Watch is a stream, which holds one of the daemon's stream
+    slots until the daemon sees it cancelled, after spawn_daemon has returned, so a caller
+    counting ``Kernel.Stats.streams`` at once could find the probe's among its own. The
+    probe waits for the connection itself (``wait_for_ready``) rather than through
     ``grpc.channel_ready_future``, whose polling thread outlives the wait: closing the
     channel under it made that thread raise "Cannot monitor channel state: Channel
-    closed!", a warning in whichever test spawned the daemon."""
+    closed!", a warning in whichever test spawned the daemon. An answer other than
+    SERVING is waited out to the probe's end, unless the daemon dies."""
     request = health_pb2.HealthCheckRequest(service="")
-    serving = health_pb2.HealthCheckResponse.SERVING
+    ends = time.monotonic() + probe
     try:
-        # Watch sends the current status at once, then every change: no polling needed.
-        return any(answer.status == serving
-                   for answer in connection.health.Watch(request, timeout=probe,
-                                                         wait_for_ready=True))
-    except grpc.RpcError as error:
-        if error.code() != grpc.StatusCode.UNIMPLEMENTED:
-            return False
-    # A health service without Watch: Check, and wait out the probe unless the daemon dies.
-    try:
-        if connection.health.Check(request, timeout=probe,
-                                   wait_for_ready=True).status == serving:
+        if connection.health.Check(request, timeout=probe, wait_for_ready=True).status == \
+                health_pb2.HealthCheckResponse.SERVING:
             return True
     except grpc.RpcError:
         pass
     try:
-        daemon.process.wait(probe)
+        daemon.process.wait(max(0.0, ends - time.monotonic()))
     except subprocess.TimeoutExpired:
         pass
     return False
