@@ -210,14 +210,17 @@ def test_grep_on_trace_pipe_shows_each_event_as_it_comes(daemon, tmp_path, comma
     assert shown_as(lines, [event("first", 4001), event("second", 4002), "grep: 0"]), lines
 
 
+@pytest.mark.parametrize("redirect", ["", "< "])
 def test_grep_m1_on_trace_pipe_returns_at_the_first_match_and_later_events_stay(daemon,
-                                                                                tmp_path):
+                                                                                tmp_path,
+                                                                                redirect):
     """grep -m1 stops after the read holding its match: the rest of that read is consumed
     (read(2) returned it, as 3.6's tracing_read_pipe() consumes what it returns), and an
     event traced after it is left for the next reader, ``cat trace_pipe`` (which ends as
-    above)."""
-    script = (f"cd {TRACING}; grep -m1 vfs_read trace_pipe; echo grep: $?; cat trace_pipe;"
-              " echo cat: $?")
+    above); the same with the file as their standard input (``< trace_pipe``), which is
+    released when grep ends."""
+    script = (f"cd {TRACING}; grep -m1 vfs_read {redirect}trace_pipe; echo grep: $?;"
+              f" cat {redirect}trace_pipe; echo cat: $?")
     with daemon.connect() as client:
         client.write_file(f"{TRACING}/current_tracer", "function")
         client.invoke("vfs_read", "sys_read", cpu=1, pid=4001, comm="match")

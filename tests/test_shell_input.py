@@ -19,8 +19,8 @@ import pytest
 from clients.shell_parser import Redirect, parse
 from tests.children import child_env
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
-from tests.test_shell_grep_stream import Reader, event, shown_as
-from tests.test_shell_integration import TRACING, finish, run_shell, start_shell
+from tests.test_shell_grep_stream import event, shown_as
+from tests.test_shell_integration import TRACING, run_shell
 from tests.test_shell_parser import BASH_ENVIRONMENT, assert_as_bash
 from tests.test_tracer_client import DEADLINE
 
@@ -172,27 +172,3 @@ def test_read_takes_one_line_of_trace_pipe_and_leaves_the_next(daemon, tmp_path)
         shell = run_shell(tmp_path, ["--address", daemon.address, "-c", script])
     assert (shell.returncode, shell.err) == (0, "")
     assert shown_as(shell.out.splitlines(), ["read: 0 first-4001", event("second", 4002)])
-
-
-def test_grep_m1_on_a_redirected_trace_pipe_returns_at_its_match(daemon, tmp_path):
-    """``grep -m1 x < trace_pipe`` stops after the read holding its match, and the file
-    is released: a later event is the next reader's."""
-    script = (f"cd {TRACING}; grep -m1 vfs_read < trace_pipe; echo grep: $?;"
-              " cat < trace_pipe; echo cat: $?")
-    with daemon.connect() as client:
-        client.write_file(f"{TRACING}/current_tracer", "function")
-        client.invoke("vfs_read", "sys_read", cpu=1, pid=4001, comm="match")
-        shell = start_shell(tmp_path, ["--address", daemon.address, "-c", script])
-        try:
-            shown = Reader(shell)
-            shown.until(b"grep: 0\n")
-            client.invoke("vfs_read", "sys_read", cpu=1, pid=4003, comm="later")
-            shown.until(rb"later-4003 .*\n")
-            client.write_file(f"{TRACING}/tracing_enabled", "0")
-            finish(shell)
-        finally:
-            shell.kill()
-    lines = (shown.data.decode() + shell.out).splitlines()
-    assert (shell.returncode, shell.err) == (0, "")
-    assert shown_as(lines, [event("match", 4001), "grep: 0", event("later", 4003),
-                            "cat: 0"]), lines
