@@ -27,7 +27,7 @@ PYTEST_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all setup gen test demo bench profile stress clean
+.PHONY: all setup gen bytecode test demo bench profile stress clean
 
 all: test
 
@@ -61,19 +61,27 @@ $(GEN_STAMP): $(PROTOS) $(STAMP)
 	  --include_source_info --include_imports --descriptor_set_out=$@ $(PROTOS)
 	@touch ftrace/__init__.py $(GEN_DIR)/__init__.py
 
-test: $(STAMP) $(GEN_STAMP)
+# Where Python may not write its bytecode cache (PYTHONDONTWRITEBYTECODE=1, as on the
+# machines this project is developed on), every import compiles the module from source:
+# each daemon and client the tests and benchmarks start would spend 0.25 s of CPU
+# compiling the project again, a quarter of a daemon's start. compileall writes the cache
+# whatever that says, and only for sources newer than theirs (0.1 s when none is).
+bytecode: $(STAMP) $(GEN_STAMP)
+	@$(BIN)/python -m compileall -q kernel_daemon clients bench ftrace tests
+
+test: bytecode
 	$(BIN)/pytest -n auto -q $(PYTEST_ARGS)
 
-demo: $(STAMP) $(GEN_STAMP)
+demo: bytecode
 	$(BIN)/python -m clients.demo
 
-bench: $(STAMP) $(GEN_STAMP)
+bench: bytecode
 	$(BIN)/python -m bench $(if $(filter 1 yes true,$(QUICK)),--quick,)
 
-profile: $(STAMP) $(GEN_STAMP)
+profile: bytecode
 	$(BIN)/python -m bench.profile
 
-stress: $(STAMP) $(GEN_STAMP)
+stress: bytecode
 	$(BIN)/pytest -n auto -q -m stress_long $(PYTEST_ARGS)
 
 clean:
