@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
+from typing import Callable
 
 # A ContextVar, like ``current``: it follows the system call, not the thread.
 _noted: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
@@ -25,14 +26,19 @@ _noted: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
 class Mutex:
     """A sleeping lock: ``with mutex:`` is ``mutex_lock()`` ... ``mutex_unlock()``."""
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_lock", "_slowpath")
 
-    def __init__(self) -> None:
+    def __init__(self, slowpath: Callable[[], object] | None = None) -> None:
         self._lock = threading.Lock()
+        self._slowpath = slowpath
 
     def acquire(self) -> None:
-        """``mutex_lock()``."""
-        self._lock.acquire()
+        """``mutex_lock()``: the fast path takes a free lock; a held one goes through
+        ``__mutex_lock_slowpath()``, which runs ``slowpath`` (if any), then sleeps."""
+        if not self._lock.acquire(False):
+            if self._slowpath is not None:
+                self._slowpath()
+            self._lock.acquire()
         noted = _noted.get()
         if noted is not None:
             noted.append(time.monotonic_ns())

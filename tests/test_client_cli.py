@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+import clients.connection as connection_module
 from clients.api import Client
 from clients.cli import no_daemon_text
 from clients.connection import ADDRESS_FORMS
@@ -144,21 +145,54 @@ def test_a_connect_that_times_out_is_told_as_such():
         f"no ftraced answers at {address} (Connection timed out)")
 
 
-def test_a_wait_for_an_answer_ends_at_its_deadline(tmp_path):
+def test_a_wait_for_an_answer_ends_at_its_deadline(tmp_path, monkeypatch):
     """The wait's last second asks why nothing answers (a server that closes its
     connections, or one that holds them) within the wait: --connect-timeout 2 against a
-    socket that never answers ended after 3 s, the diagnosis's second after it."""
+    socket that never answers ended after 3 s, the diagnosis's second after it. Every
+    health check the wait makes is given a timeout that ends by the wait's deadline:
+    counted from the earliest moment it can have been computed (the previous check's
+    return) it ends by the latest the deadline can be (the wait's length after its first
+    connect), a bound no load can break, where a margin on how long the wait took can be
+    overrun by a loaded machine."""
+    real_stub = connection_module.health_pb2_grpc.HealthStub
+    real_refusal = connection_module._refusal
+    connects: list[float] = []
+    returns: list[float] = []
+    timeouts: list[float] = []
+
+    def recording_refusal(*args, **kwargs):
+        connects.append(time.monotonic())
+        return real_refusal(*args, **kwargs)
+
+    class RecordingHealth:
+        def __init__(self, channel) -> None:
+            self._stub = real_stub(channel)
+
+        def Check(self, request, timeout=None, wait_for_ready=None):
+            timeouts.append(timeout)
+            try:
+                return self._stub.Check(request, timeout=timeout,
+                                        wait_for_ready=wait_for_ready)
+            finally:
+                returns.append(time.monotonic())
+
+    monkeypatch.setattr(connection_module.health_pb2_grpc, "HealthStub", RecordingHealth)
+    monkeypatch.setattr(connection_module, "_refusal", recording_refusal)
+    wait = 2.0
     with socket.socket(socket.AF_UNIX) as mute:
         mute.bind(str(tmp_path / "mute.sock"))
         mute.listen()
         started = time.monotonic()
         with pytest.raises(FtraceError) as info:
-            Client(f"unix:{tmp_path}/mute.sock", wait=2.0)
+            Client(f"unix:{tmp_path}/mute.sock", wait=wait)
         took = time.monotonic() - started
     assert info.value.errno == errno.ETIMEDOUT
-    # Before the old wait's end, the diagnosis's second after the deadline (3 s): not a
-    # margin on the deadline, which a loaded machine overruns.
-    assert 2.0 <= took < 3.0
+    assert took >= wait
+    assert timeouts and len(returns) == len(timeouts)
+    deadline_at_latest = connects[0] + wait
+    assert [(round(after - connects[0], 3), timeout)
+            for after, timeout in zip([connects[0], *returns], timeouts)
+            if after + timeout > deadline_at_latest] == []
 
 
 def test_a_connect_timeout_of_0_is_one_attempt_that_can_succeed():

@@ -327,44 +327,51 @@ def test_the_connections_served_leave_the_daemon_its_own_descriptors():
 
 
 def test_a_spawned_daemon_slowed_by_a_busy_machine_is_waited_for_past_its_timeout(monkeypatch):
-    """spawn_daemon's timeout is of the daemon's CPU, not the wall clock: a daemon held
-    stopped nine tenths of the time, as on a machine with ten times more runnable processes
-    than cores, serves after more than its 2 s and is waited for (it was given up on at
-    the timeout, still starting: "ftraced not serving after 5s"). A start takes about half
-    a second of CPU, so five or more seconds of the wall clock here."""
-    timeout = 2
-    done = threading.Event()
-    throttlers: list[threading.Thread] = []
+    """spawn_daemon's timeout is of the daemon's CPU, not the wall clock: a daemon that
+    keeps using a little CPU, as on a machine with many more runnable processes than
+    cores, and serves only after its timeout of the wall clock has passed, is waited for
+    (it was given up on at the timeout, still starting: "ftraced not serving after 5s").
+    The daemon is held stopped from its start until the timeout has passed, while its CPU
+    reads as creeping up a millisecond a probe: how much CPU a real start takes does not
+    decide the verdict."""
+    timeout = 1.0
     popen = subprocess.Popen
+    held: list[int] = []
+    creeping = itertools.count(step=1e-3)
 
-    def throttle(pid: int) -> None:
-        while True:
-            os.kill(pid, signal.SIGSTOP)
-            done.wait(0.9)
-            os.kill(pid, signal.SIGCONT)
-            if done.wait(0.1):
-                return
-
-    def started_throttled(*args, **kwargs) -> subprocess.Popen:
+    def started_stopped(*args, **kwargs) -> subprocess.Popen:
         process = popen(*args, **kwargs)
-        throttlers.append(threading.Thread(target=throttle, args=(process.pid,)))
-        throttlers[-1].start()
+        os.kill(process.pid, signal.SIGSTOP)
+        held.append(process.pid)
         return process
 
-    monkeypatch.setattr(clients.spawn.subprocess, "Popen", started_throttled)
+    def cpu_creeping(pid: int) -> float:
+        if held and time.monotonic() - began > timeout:
+            os.kill(held.pop(), signal.SIGCONT)
+        return next(creeping)
+
+    monkeypatch.setattr(clients.spawn.subprocess, "Popen", started_stopped)
+    monkeypatch.setattr(clients.spawn, "process_cpu_seconds", cpu_creeping)
     began = time.monotonic()
     try:
         with clients.spawn.spawn_daemon(SMALL, timeout=timeout) as spawned:
             waited = time.monotonic() - began
-            done.set()
-            throttlers[0].join()
             with spawned.connect() as client:
                 assert client.read_file("/sys/kernel/debug/tracing/tracing_on") == b"1\n"
     finally:
-        done.set()
-        for throttler in throttlers:
-            throttler.join()
-    assert waited > timeout, f"served in {waited:.1f} s: not slowed past the timeout"
+        for pid in held:  # a daemon given up on while held is stopped, and must go on
+            os.kill(pid, signal.SIGCONT)
+    assert waited > timeout, f"served in {waited:.1f} s, before it was let go"
+
+
+def never_serving(daemon: SpawnedDaemon, connection: object, probe: float) -> bool:
+    """A readiness probe that gets no answer, as from a daemon still starting: it lasts
+    its time, or until the daemon dies (spawn's ``_serving`` without the server)."""
+    try:
+        daemon.process.wait(probe)
+    except subprocess.TimeoutExpired:
+        pass
+    return False
 
 
 @pytest.mark.parametrize("cpu, timeout, message", [
@@ -376,8 +383,11 @@ def test_a_spawned_daemon_that_blocks_or_spins_as_it_starts_is_given_up_on(monke
                                                                            timeout, message):
     """A start that uses no CPU for the timeout (blocked), uses the timeout's CPU
     (looping) or keeps using a little (a thread woken now and then) is given up on, with
-    the daemon's log, and the daemon stopped."""
+    the daemon's log, and the daemon stopped. The daemon is never seen serving: a real one
+    would serve after half a second of a fast machine, before the 0.3 s case's CPU has stayed
+    idle for its timeout."""
     monkeypatch.setattr(clients.spawn, "process_cpu_seconds", lambda pid: cpu())
+    monkeypatch.setattr(clients.spawn, "_serving", never_serving)
     with pytest.raises(clients.spawn.SpawnError) as raised:
         clients.spawn.spawn_daemon(SMALL, timeout=timeout)
     assert str(raised.value).splitlines()[0] == message

@@ -14,11 +14,9 @@ from clients.api import Client
 from ftrace.v1 import kernel_pb2
 from tests.children import child_env
 from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
-from tests.test_tracer_client import wait_until
 
 TRACING = "/sys/kernel/debug/tracing"
 CORE = ["--core-functions", "2000"]
-UNLOAD = "/ftrace.v1.Modules/Unload"
 
 
 class ShellProcess:
@@ -35,37 +33,26 @@ class ShellProcess:
         assert self.proc.returncode == 0, err
         return out
 
-    def still_blocked(self) -> bool:
-        """Still inside the kernel after a bounded wait (the lock it needs is held); ask
-        only once it is in (:func:`entered`), or a slow start looks like a wait."""
-        try:
-            self.proc.wait(timeout=0.5)
-        except subprocess.TimeoutExpired:
-            return True
-        return False
 
-
-def entered(client: Client, before: kernel_pb2.KernelStats) -> bool:
-    """A command has reached the kernel since ``before``: it opened a file (``echo >``)
-    or called rmmod."""
-    now = client.stats()
-    return (now.open_files > before.open_files
-            or now.rpc_counts[UNLOAD] > before.rpc_counts[UNLOAD])
+#: Passed by a call that finds ftrace_lock held, before it sleeps for it.
+SLOWPATH = "__mutex_lock_slowpath:ftrace_lock"
 
 
 def interleave(client: Client, address: str, site: str, first: str, second: str,
                race: bool) -> None:
     """Process ``first`` pauses at ``site``; process ``second`` runs meanwhile, through
-    the window (race) or blocked on ``ftrace_lock``; then ``first`` is released."""
+    the window (race) or blocked on ``ftrace_lock``, which it is shown to have found held
+    (paused, then let go, at :data:`SLOWPATH`); then ``first`` is released."""
     paused = ShellProcess(address, first)
     client.wait_failpoint(site, 1, timeout=30)
-    before = client.stats()
+    if not race:
+        client.set_failpoint(SLOWPATH, "1*pause")
     running = ShellProcess(address, second)
     if race:
         running.finish()
     else:
-        wait_until(lambda: entered(client, before))
-        assert running.still_blocked()
+        client.wait_failpoint(SLOWPATH, 1, timeout=30)
+        client.release_failpoint(SLOWPATH)
     client.release_failpoint(site)
     paused.finish()
     running.finish()

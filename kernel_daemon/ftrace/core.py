@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +80,9 @@ FAILPOINT_SITES: dict[str, str] = {
         "(under ftrace_lock; without it with race unload-unlocked)",
     "__ftrace_hash_rec_update:next_page":
         "reference counting: before each record page the count update walks",
+    "__mutex_lock_slowpath:ftrace_lock":
+        "any path: ftrace_lock is held by another task, before this one sleeps waiting "
+        "for it (pause here proves a call is blocked on the lock)",
     "ftrace_regex_release:before_lock":
         "closing set_ftrace_filter/notrace: the pending token matched, before "
         "ftrace_lock is taken to install the new hash",
@@ -139,8 +143,9 @@ class Ftrace:
     # ``ftrace_func_hash``, ``trace_probe_ops`` and ``ftrace_probe_registered`` (probe.py).
     probes: FtraceProbes
 
-    # The one lock whose acquisitions a system call may ask to have noted (mutex.py).
-    ftrace_lock: Mutex = field(default_factory=Mutex)
+    # The one lock whose acquisitions a system call may ask to have noted (mutex.py);
+    # contending for it passes the failpoint __mutex_lock_slowpath:ftrace_lock.
+    ftrace_lock: Mutex = field(init=False)
     ftrace_regex_lock: threading.Lock = field(default_factory=threading.Lock)
     ftrace_disabled: bool = False
     # The sysctl: an int that keeps any number written to it (proc_dointvec).
@@ -186,6 +191,10 @@ class Ftrace:
     # ``traceon`` / ``traceoff`` from trace_functions.c); never changed after it, so
     # ftrace_cmd_mutex has nothing to serialise.
     ftrace_commands: dict[str, FtraceCommand] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ftrace_lock = Mutex(slowpath=functools.partial(
+            self.failpoints.fire, "__mutex_lock_slowpath:ftrace_lock"))
 
     def publish_ops(self) -> None:
         self.ops_snapshot = tuple(self.ftrace_ops_list)
