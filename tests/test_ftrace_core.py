@@ -56,6 +56,36 @@ def test_buggy_reproducer_warns_once_through_ftrace_shutdown_and_kills_ftrace():
         assert t_show_all(kernel.ftrace, Listing.ENABLED) == ""
 
 
+# The report's call trace (8c4f3c3fa968's message) but for its two "?" lines, stale words
+# the unwinder found on the stack, which the model's stack does not have.
+REPORT_CALL_TRACE = """\
+ [<ffffffff8103e5ff>] warn_slowpath_common+0x7f/0xc0
+ [<ffffffff8103e65a>] warn_slowpath_null+0x1a/0x20
+ [<ffffffff810c2ee3>] __ftrace_hash_rec_update+0x1e3/0x230
+ [<ffffffff810c4f28>] ftrace_hash_move+0x28/0x1d0
+ [<ffffffff810c68ee>] ftrace_regex_release+0x8e/0x150
+ [<ffffffff81149f1e>] __fput+0xae/0x220
+ [<ffffffff8114a09e>] ____fput+0xe/0x10
+ [<ffffffff8105fa22>] task_work_run+0x72/0x90
+ [<ffffffff810028ec>] do_notify_resume+0x6c/0xc0
+ [<ffffffff815c0f88>] int_signal+0x12/0x17
+"""
+
+
+def test_the_reports_own_path_prints_the_reports_warning_and_call_trace():
+    """The report's WARN came from a filter write after the reload (ftrace_regex_release,
+    ftrace_hash_move's disable pass): the model prints its WARNING line and call trace
+    address for address, on a kernel of the default size."""
+    with booted(variant="buggy", core_functions=40960) as kernel:
+        reproducer_until_reload(kernel)
+        echo(kernel, "uinput_open", "set_ftrace_filter")
+        [warn] = warnings(kernel)
+        lines = warn.splitlines()
+        assert lines[1] == ("WARNING: at kernel/trace/ftrace.c:1529 "
+                            "__ftrace_hash_rec_update+0x1e3/0x230()")
+        assert lines[4:-1] == ["Call Trace:", *REPORT_CALL_TRACE.splitlines()]
+
+
 def test_fixed_reproducer_counts_the_reloaded_record_and_stays_consistent():
     with booted(variant="fixed") as kernel:
         ft = kernel.ftrace

@@ -51,24 +51,25 @@ REPORT_FRAMES = [
     "int_signal",
 ]
 
-# The report's WARN as the model prints it: the format is the kernel's byte for byte;
-# offsets are the model's synthesised return addresses for SYMS.
+# The report's WARN as the model prints it: the format is the kernel's byte for byte, and
+# so are the return addresses (panic.REPORTED_RETURN_OFFSETS), but for the report's two
+# "?" lines, stale stack words the model's stack does not have.
 EXPECTED_WARN = """\
 [ 7433.123456] ------------[ cut here ]------------
-[ 7433.123456] WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0xf4/0x230()
+[ 7433.123456] WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0x1e3/0x230()
 [ 7433.123456] Modules linked in: uinput
 [ 7433.123456] Pid: 20903, comm: bash Tainted: G           O 3.6.11+ #38405.trunk
 [ 7433.123456] Call Trace:
-[ 7433.123456]  [<ffffffff8103e5d9>] warn_slowpath_common+0x59/0xc0
-[ 7433.123456]  [<ffffffff8103e64f>] warn_slowpath_null+0xf/0x20
-[ 7433.123456]  [<ffffffff810c2df4>] __ftrace_hash_rec_update+0xf4/0x230
-[ 7433.123456]  [<ffffffff810c50a3>] ftrace_hash_move+0x1a3/0x1d0
-[ 7433.123456]  [<ffffffff810c68d6>] ftrace_regex_release+0x76/0x150
-[ 7433.123456]  [<ffffffff8114a08d>] __fput+0x21d/0x220
-[ 7433.123456]  [<ffffffff8114a098>] ____fput+0x8/0x10
-[ 7433.123456]  [<ffffffff8105fa00>] task_work_run+0x50/0x90
-[ 7433.123456]  [<ffffffff810028eb>] do_notify_resume+0x6b/0xc0
-[ 7433.123456]  [<ffffffff815c0f7f>] int_signal+0x9/0x17
+[ 7433.123456]  [<ffffffff8103e5ff>] warn_slowpath_common+0x7f/0xc0
+[ 7433.123456]  [<ffffffff8103e65a>] warn_slowpath_null+0x1a/0x20
+[ 7433.123456]  [<ffffffff810c2ee3>] __ftrace_hash_rec_update+0x1e3/0x230
+[ 7433.123456]  [<ffffffff810c4f28>] ftrace_hash_move+0x28/0x1d0
+[ 7433.123456]  [<ffffffff810c68ee>] ftrace_regex_release+0x8e/0x150
+[ 7433.123456]  [<ffffffff81149f1e>] __fput+0xae/0x220
+[ 7433.123456]  [<ffffffff8114a09e>] ____fput+0xe/0x10
+[ 7433.123456]  [<ffffffff8105fa22>] task_work_run+0x72/0x90
+[ 7433.123456]  [<ffffffff810028ec>] do_notify_resume+0x6c/0xc0
+[ 7433.123456]  [<ffffffff815c0f88>] int_signal+0x12/0x17
 [ 7433.123456] ---[ end trace 793179526ee09b2c ]---
 """
 
@@ -313,7 +314,7 @@ def test_warn_with_a_message_prints_it_after_the_warning_line() -> None:
 [ 7433.123456] Modules linked in: uinput
 [ 7433.123456] Pid: 20903, comm: bash Not tainted 3.6.11+ #38405.trunk
 [ 7433.123456] Call Trace:
-[ 7433.123456]  [<ffffffff8103e5d9>] warn_slowpath_common+0x59/0xc0
+[ 7433.123456]  [<ffffffff8103e5ff>] warn_slowpath_common+0x7f/0xc0
 [ 7433.123456]  [<ffffffff8103e697>] warn_slowpath_fmt+0x37/0x50
 [ 7433.123456]  [<ffffffff810cb9dc>] tracing_ctrl_write+0xfc/0x120
 [ 7433.123456]  [<ffffffff811492a7>] vfs_write+0x57/0x60

@@ -23,7 +23,7 @@ from clients.stress.minimize import (Minimizer, SearchInput, Target, _Pair, inte
                                      interleaving_verdict)
 from clients.stress.replay import Observation
 
-WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0xf4/0x230()"
+WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0x1e3/0x230()"
 MS = 1_000_000
 #: The run's WARN, seen at 35 ms, as the load-count tests have it.
 WARNED = Anomaly("dmesg", "WARNING", WARN, 35 * MS, 35 * MS)

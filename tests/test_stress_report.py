@@ -11,7 +11,7 @@ from clients.stress.replay import Observation, call_trace
 from clients.stress.report import AFTER_KILL, RunResult, WorkerRecord, to_json, to_text
 from ftrace.v1 import kernel_pb2
 
-WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0xf4/0x230()"
+WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0x1e3/0x230()"
 LEAK = ("leaked reference: lo_open [loop] at 0xffffffffa0001000: count 2, expected 1 "
         "(ops: global_ops), patched")
 MS = 1_000_000

@@ -21,7 +21,7 @@ from tests.test_race_interleavings import interleave
 T = "/sys/kernel/debug/tracing/"
 CORE = ["--core-functions", "2048"]
 MS = 1_000_000
-WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0xf4/0x230()"
+WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0x1e3/0x230()"
 
 
 # --- delta debugging (minimize.ddmin) --------------------------------------------------

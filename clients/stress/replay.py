@@ -31,7 +31,7 @@ from clients.stress.config import BootSpec
 
 _UNDERFLOW = {("consistency", "missing reference"), ("dmesg", "WARNING")}
 _REPORT_LINE = re.compile(r"\] (WARNING: .*|BUG: .*)$", re.MULTILINE)
-#: A frame of a report's call trace: `` [<ffffffff810c50a3>] ftrace_hash_move+0x1a3/0x1d0``.
+#: A frame of a report's call trace: `` [<ffffffff810c4f28>] ftrace_hash_move+0x28/0x1d0``.
 _FRAME = re.compile(r"\] +\[<[0-9a-f]+>\] ([\w.]+)\+0x")
 #: How long an interleaving's first command may take to reach its failpoint, and the
 #: second to finish while the first is held: a step that takes longer is waiting for a
