@@ -393,13 +393,15 @@ class Shell:
         """Run what was parsed: one line of input (with the lines an unfinished command
         took in). An expansion error abandons the rest of it, and the shell goes on with
         the next line, as bash's DISCARD; a fatal one (``${a?}``) ends a non-interactive
-        shell, as bash's FORCE_EOF."""
+        shell, as bash's FORCE_EOF, and one after bash's top_level_cleanup() (``break 1
+        2``) a ``-c`` command (run_one_command's DISCARD: status 1)."""
         try:
             for node in program:
                 self.run_and_or(node)
         except ExpansionError as error:
             self.status = self._expansion_failed(error)
-            if error.fatal and self.mode != "interactive":
+            if error.fatal and self.mode != "interactive" or (
+                    error.top_level_cleanup and self.mode == "command"):
                 raise ShellExit(self.status) from None
 
     def _expansion_failed(self, error: ExpansionError) -> int:
@@ -559,14 +561,16 @@ class Shell:
     @contextmanager
     def _subshell(self, variables: Variables) -> Iterator[None]:
         """bash's subshell: it runs with ``variables`` (a copy of the shell's); they, its
-        working directory, its functions and a ``break`` or ``continue`` in it are not
-        given back."""
-        saved = self.variables, self.cwd, self.breaking, self.continuing, self.functions
+        working directory, its functions, its positional parameters (``shift``) and a
+        ``break`` or ``continue`` in it are not given back."""
+        saved = (self.variables, self.cwd, self.breaking, self.continuing, self.functions,
+                 self.positional)
         self.variables, self.functions = variables, dict(self.functions)
         try:
             yield
         finally:
-            self.variables, self.cwd, self.breaking, self.continuing, self.functions = saved
+            (self.variables, self.cwd, self.breaking, self.continuing, self.functions,
+             self.positional) = saved
 
     def _run_element(self, command: Command | CompoundCommand | FunctionDef,
                      words: list[str] | ExpansionError | None,

@@ -202,13 +202,17 @@ def _shell_level(inherited: str | None, warn: Callable[[str], None]) -> str:
 
 class ExpansionError(Exception):
     """An expansion bash fails, with bash's ``message``: a bad substitution (bash's
-    DISCARD: the rest of the input line goes; ``break 1 2`` is one too), or ``fatal``,
-    ``${a?}`` of an unset a (bash's FORCE_EOF: a non-interactive shell ends)."""
+    DISCARD: the rest of the input line goes), or ``fatal``, ``${a?}`` of an unset a
+    (bash's FORCE_EOF: a non-interactive shell ends). ``top_level_cleanup``: a builtin's
+    DISCARD after bash's top_level_cleanup() (its no_args(): ``break 1 2``), which leaves
+    a ``-c`` command's parse_and_execute too, so that command ends with status 1."""
 
-    def __init__(self, message: str, fatal: bool = False, status: int | None = None) -> None:
+    def __init__(self, message: str, fatal: bool = False, status: int | None = None,
+                 top_level_cleanup: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.fatal = fatal
+        self.top_level_cleanup = top_level_cleanup
         #: The status bash leaves, where it is not the usual one (see Shell._expansion_failed).
         self.status = status
         #: The shell has printed the message (where the error happened).
