@@ -1,5 +1,5 @@
 """ftrace-shell's file and general commands: cd, pwd, ls, cat, echo, sleep, true, :, false,
-exit, break, continue, return, shift, help (grep is clients.shell_grep's; test and [ are
+exit, break, continue, return, shift, set, help (grep is clients.shell_grep's; test and [ are
 clients.shell_test_builtin's; read is clients.shell_read's). Their output and diagnostics
 are those of bash and GNU coreutils, byte for byte where a script could depend on them."""
 
@@ -19,6 +19,7 @@ from clients.shell_runtime import (
     ShellExit,
     command,
     encode,
+    internal_getopt,
     legal_number,
     parse_options,
 )
@@ -123,7 +124,8 @@ def cmd_help(ctx: Invocation) -> int:
             "WORDS; do LIST; done, case WORD in [(]PATTERN[|PATTERN]...) LIST ;; (;& ;;&)\n"
             "... esac, { LIST; } (with redirections after them: done > FILE, done < FILE);\n"
             "functions NAME() COMPOUND [REDIRECTIONS] and function NAME COMPOUND, with\n"
-            "$1... $# $@ $*, return and local; no globbing.\n\n")
+            "$1... $# $@ $*, return and local; the shell's $1... are its arguments after\n"
+            "SCRIPT (-c COMMAND NAME), set -- and shift change them; no globbing.\n\n")
     for name in sorted(COMMANDS):
         usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
         # A long usage puts its summary on the next line, to stay within 80 columns.
@@ -356,6 +358,50 @@ def cmd_shift(ctx: Invocation) -> int:
     if count > len(shell.positional):
         return 1
     shell.positional = shell.positional[count:]
+    return 0
+
+
+#: bash's set options (flags.c's shell_flags, and -o), each refused by name: the shell has
+#: none of them.
+_SET_OPTIONS = "abefhkmnoprtuvxBCEHPT"
+_SET_USAGE = "set [-abefhkmnptuvxBCEHPT] [-o option-name] [--] [-] [arg ...]"
+
+
+@command("set [--] [ARG...]", "make the arguments the positional parameters ($1...)",
+         builtin=True)
+def cmd_set(ctx: Invocation) -> int:
+    """bash's set_builtin, as far as it sets the positional parameters: the arguments
+    after a first ``--`` (none: ``set --`` unsets them all), or from the first argument
+    that is no option (``set a -x``); a ``+`` alone before them changes nothing. Its
+    options (``set -e``, ``set -o pipefail``, ``set -`` for ``set +xv``) are refused by
+    name, a letter bash has not is its invalid option; ``set`` alone, which lists the
+    variables and functions, is refused."""
+    if not ctx.args:
+        ctx.builtin_err("listing the variables and functions is not supported by ftrace-shell")
+        return 2
+    # bash checks the options before the first operand, "-" or "+" first.
+    parsed = internal_getopt(ctx, "", _SET_USAGE, unsupported=_SET_OPTIONS, plus=True)
+    if isinstance(parsed, int):
+        return parsed
+    args = list(ctx.args)
+    while args and args[0][:1] in ("-", "+"):
+        arg = args.pop(0)
+        if arg == "--":
+            ctx.shell.positional = tuple(args)
+            return 0
+        if arg == "-":
+            ctx.builtin_err("option '-' is not supported by ftrace-shell")
+            return 2
+        # After a "+" alone: the letters bash's internal_getopt did not look at.
+        for letter in arg[1:]:
+            if letter in _SET_OPTIONS:
+                ctx.builtin_err(f"option '{arg[0]}{letter}' is not supported by ftrace-shell")
+                return 2
+            ctx.builtin_err(f"{arg[0]}{letter}: invalid option")
+            ctx.err(f"{ctx.name}: usage: {_SET_USAGE}")
+            return 1
+    if args:
+        ctx.shell.positional = tuple(args)
     return 0
 
 

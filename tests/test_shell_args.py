@@ -2,15 +2,20 @@
 text, exit status): ``shift [N]`` (bash's shift_builtin), and the arguments bash's
 get_numeric_arg, get_exitstat and no_args read for shift, break, continue, exit and
 return (``break 1 2``: its complaint, then top_level_cleanup() and DISCARD, which ends a
-``-c`` command with status 1 and drops the rest of a script's or standard input's line).
-No daemon needed."""
+``-c`` command with status 1 and drops the rest of a script's or standard input's line);
+``set [--] ARG...`` (bash's set_builtin, its options refused); the shell's own arguments
+(``ftrace-shell -c COMMAND NAME ARG...``, as ``bash -c``). A daemon only for the last."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 from tests.test_shell_input import WITH_GREP
-from tests.test_shell_parser import assert_as_bash
+from tests.test_shell_integration import finish, start_shell
+from tests.test_shell_parser import assert_as_bash, run
 
 MODES = ["command", "stdin", "script"]
 
@@ -55,3 +60,64 @@ def test_too_many_arguments_leave_as_bash(mode, text):
     the line goes; in a command substitution or a pipeline's process, that subshell
     ends."""
     assert_as_bash(text, WITH_GREP, mode=mode)
+
+
+@pytest.mark.parametrize("text", [
+    "set a 'b c' ''; echo $# \"$1\" \"$2\" \"<$3>\"; for a; do echo \"<$a>\"; done",
+    "set -- -x a; echo $? $# $1; set --; echo $? $#",
+    "set a -x; echo $# $2; set -- a; set -- \"$@\" b; echo $# \"$@\"",
+    "set + a b; echo $? $# $1; set +; echo $? $# $1; set + --; echo $? $#",
+    "set a b c; shift; echo \"$@\"; shift 2; echo $? $#",
+    # A function's own; the shell's again after it; a subshell's its own.
+    "f() { set -- x y; echo $# $1; g; echo $1; }; g() { set z; }; set a; f 1 2 3; echo $# $1",
+    "set a b; x=$(set c; echo $1); echo $x $1; set c | grep x; echo $1",
+    "set a; for i in 1 2; do set -- \"$@\" $i; done; echo \"$@\"",
+    # Options bash has not are its invalid option, as before the first operand.
+    "set -q; echo $?",
+    "set + -q; echo $? $#",
+    "set -q a; echo $? $#",
+])
+def test_set_makes_the_positional_parameters_as_bash(text):
+    assert_as_bash(text, WITH_GREP)
+
+
+@pytest.mark.parametrize("args, refused", [
+    (["-e"], "-e"), (["-o", "pipefail"], "-o"), (["+x"], "+x"), (["-eu", "a"], "-e"),
+    (["-", "a"], "-"), (["+", "-v"], "-v"), (["--help"], "--help"),
+])
+def test_sets_options_are_refused_by_name(args, refused):
+    """The shell has none of set's options: each is refused (status 2), and the
+    positional parameters stay."""
+    words = " ".join(args)
+    assert run(f"set z; set {words}; echo $? $# $1", mode="command") == (
+        0, "2 1 z\n", f"bash: line 1: set: option '{refused}' is not supported by ftrace-shell\n")
+
+
+def test_set_alone_is_refused():
+    """bash's set lists the variables and functions; the shell does not print functions
+    (as declare -f), so it is refused."""
+    assert run("set; echo $?", mode="command") == (
+        0, "2\n",
+        "bash: line 1: set: listing the variables and functions is not supported by ftrace-shell\n")
+
+
+_ARGS_SCRIPT = 'echo "$0" $#; for a; do echo "<$a>"; done; shift; echo "$@"; set --; echo $#\n'
+_ARGS = ["-x", "b c", "", "--address"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_shells_own_arguments_are_its_positional_parameters_as_bashs(daemon, tmp_path, mode):
+    """``ftrace-shell -c COMMAND NAME ARG...``, ``ftrace-shell SCRIPT ARG...`` and
+    ``ftrace-shell - ARG...`` (bash -s -- ARG...) against bash's: NAME (the script) is $0, the ARGs
+    $1..., an option among them too."""
+    (tmp_path / "args.sh").write_text(_ARGS_SCRIPT)
+    shell_args, bash_args, stdin = {
+        "command": (["-c", _ARGS_SCRIPT, "name", *_ARGS],) * 2 + ("",),
+        "script": (["args.sh", *_ARGS], ["args.sh", *_ARGS], ""),
+        "stdin": (["-", *_ARGS], ["-s", "--", *_ARGS], _ARGS_SCRIPT),
+    }[mode]
+    shell = finish(start_shell(tmp_path, ["--address", daemon.address, *shell_args]), stdin)
+    real = subprocess.run(["bash", *bash_args], executable="/bin/bash", cwd=tmp_path,
+                          input=stdin, capture_output=True, text=True, env=WITH_GREP, timeout=30)
+    assert (shell.returncode, shell.out, shell.err) == (real.returncode, real.stdout, real.stderr)
+    assert real.stdout.startswith(("name 4\n<-x>", "args.sh 4\n<-x>", "bash 4\n<-x>"))
