@@ -121,3 +121,44 @@ def test_the_shells_own_arguments_are_its_positional_parameters_as_bashs(daemon,
                           input=stdin, capture_output=True, text=True, env=WITH_GREP, timeout=30)
     assert (shell.returncode, shell.out, shell.err) == (real.returncode, real.stdout, real.stderr)
     assert real.stdout.startswith(("name 4\n<-x>", "args.sh 4\n<-x>", "bash 4\n<-x>"))
+
+
+#: Words with $@ and $* in them, quoted and not, alone, with an operator, among other
+#: expansions and text: the table bash's expand_word_internal() is compared over.
+_DOLLAR_AT_WORDS = [
+    f"{quote}${{{name}{operator}}}{quote}"
+    for quote in ('"', "") for name in "@*"
+    for operator in ("", "-d", ":-d", "+s", ":+s", "-", ":-", "+", ":+")
+] + [
+    '"${#@}"', "${#*}", '"x${@+s}y"', '"${@:+s}${@+t}"', "${*:+s}${*+t}", '"${*+s}${@+t}"',
+    '"$@$x"', '"$x$@"', '"${@+s}$x"', '"${@+s}${x-}"', '"$(echo)$@"', '"${x:+q}${@:+s}"',
+    '"${@+s}"$x', '"${@+s}"${@+t}', '"$@"${@+s}', '"$@" "${@+s}"', '$x"$@"$x', '"$*$@"',
+    # A quoted null in the word keeps its field: "" or '', or a string of its own.
+    '"${@+s}"""', "\"$@\"''", '"$@""$x"', '"$x""$@"', '"$@""$@"', '"${@+s}""${x:+q}"',
+]
+#: No positional parameters, one, one empty, three with an empty one, two empty ones.
+_ARGUMENTS = ["", "a", "''", "'a b' '' c", "'' ''"]
+
+
+@pytest.mark.parametrize("ifs", ["", "IFS=:; ", "IFS=; "])
+@pytest.mark.parametrize("word", _DOLLAR_AT_WORDS)
+def test_dollar_at_in_a_word_gives_bashs_fields(word, ifs):
+    """A quoted $@ that gives no positional parameters gives no field, also under an
+    operator (``"${@+set}"``) and beside other expansions that gave nothing; where the
+    parameter's own value stands under an operator (``"${@-d}"``), each parameter is a
+    field, as ``"$@"``'s are."""
+    body = f'x=; {ifs}for a in {word}; do echo "<$a>"; done; echo .'
+    assert_as_bash("".join(f"f() {{ {body}; }}; f {args}\n" for args in _ARGUMENTS))
+
+
+@pytest.mark.parametrize("text", [
+    'f() { echo "${@=e}"; echo no; }; f\necho next $?',
+    'f() { for a in "${@=e}"; do echo "<$a>"; done; }; f a "b c"',
+    'f() { echo "${@?e}"; echo no; }; f\necho never',
+    'f() { for a in "${@?e}" "${@:?e}"; do echo "<$a>"; done; }; f "" "b c"',
+    'f() { x="${@+s}"; y="$@$x"; case "${@+s}" in "") echo empty;; esac; echo "[$x|$y]"; }; f',
+    # A "b" or an "n" of text between two expansions is text.
+    'f() { echo "$1b$2" $1b$2 "$1n$2" "a$@b"; }; f A B; f',
+])
+def test_dollar_at_under_an_operator_as_bash(text):
+    assert_as_bash(text, mode="stdin")
