@@ -367,7 +367,7 @@ _SET_OPTIONS = "abefhkmnoprtuvxBCEHPT"
 _SET_USAGE = "set [-abefhkmnptuvxBCEHPT] [-o option-name] [--] [-] [arg ...]"
 
 
-@command("set [--] [ARG...]", "make the arguments the positional parameters ($1...)",
+@command("set [--] [ARG...]", "make ARG... the positional parameters $1...",
          builtin=True)
 def cmd_set(ctx: Invocation) -> int:
     """bash's set_builtin, as far as it sets the positional parameters: the arguments
