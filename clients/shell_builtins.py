@@ -379,7 +379,8 @@ def cmd_set(ctx: Invocation) -> int:
     if not ctx.args:
         ctx.builtin_err("listing the variables and functions is not supported by ftrace-shell")
         return 2
-    # bash checks the options before the first operand, "-" or "+" first.
+    # bash's internal_getopt checks the options up to the first operand, "--", or a "-"
+    # or "+" alone; the options after a "+" alone are looked at below.
     parsed = internal_getopt(ctx, "", _SET_USAGE, unsupported=_SET_OPTIONS, plus=True)
     if isinstance(parsed, int):
         return parsed
