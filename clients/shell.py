@@ -16,8 +16,9 @@ failed), ``bash: foo: command not found``. Those are the interactive forms; runn
 file ``SCRIPT: line N: ...``, as bash's do. ``--name`` changes "bash"; ``--comm`` changes
 the comm the daemon sees (also "bash", so dmesg's WARN shows ``comm: bash``); the pid is
 the shell's own. ``-c COMMAND NAME`` makes NAME the ``$0`` and the diagnostics' name, as
-bash does; further arguments (``$1``...) are refused as a usage error. The shell's
-variables start as its environment (clients.shell_variables).
+bash does; the arguments after NAME, or after a script's name (``-`` for standard input),
+are the positional parameters ``$1``..., as bash's (an option there is one of them). The
+shell's variables start as its environment (clients.shell_variables).
 """
 
 from __future__ import annotations
@@ -160,9 +161,11 @@ class Shell:
         echo_input: bool = False,
         environ: Mapping[str, str] = MappingProxyType({}),
         invoked_as: str | None = None,
+        positional: Iterable[str] = (),
     ) -> None:
         """``name``: what diagnostics start with and ``$0`` (``-c COMMAND NAME``: NAME);
         ``invoked_as``: bash's shell_name, its warnings' (default: ``name``);
+        ``positional``: the shell's positional parameters (``-c COMMAND NAME ARG...``);
         ``environ``: the environment the variables start as (the program passes its
         own; at start an OLDPWD in it is looked up on the daemon, as bash's file_isdir)."""
         if mode not in MODES:
@@ -214,9 +217,9 @@ class Shell:
         self.functions: dict[str, FunctionDef] = {}
         #: bash's funcnest: how many function calls run the command running now.
         self.funcnest = 0
-        #: The positional parameters, $1...: those of the function running (the shell's
-        #: own: none).
-        self.positional: tuple[str, ...] = ()
+        #: The positional parameters, $1...: those of the function running, else the
+        #: shell's own (``set --`` and ``shift`` change them).
+        self.positional: tuple[str, ...] = tuple(positional)
 
     # --- paths and diagnostics ----------------------------------------------
 
@@ -393,13 +396,15 @@ class Shell:
         """Run what was parsed: one line of input (with the lines an unfinished command
         took in). An expansion error abandons the rest of it, and the shell goes on with
         the next line, as bash's DISCARD; a fatal one (``${a?}``) ends a non-interactive
-        shell, as bash's FORCE_EOF."""
+        shell, as bash's FORCE_EOF, and one after bash's top_level_cleanup() (``break 1
+        2``) a ``-c`` command (run_one_command's DISCARD: status 1)."""
         try:
             for node in program:
                 self.run_and_or(node)
         except ExpansionError as error:
             self.status = self._expansion_failed(error)
-            if error.fatal and self.mode != "interactive":
+            if error.fatal and self.mode != "interactive" or (
+                    error.top_level_cleanup and self.mode == "command"):
                 raise ShellExit(self.status) from None
 
     def _expansion_failed(self, error: ExpansionError) -> int:
@@ -559,14 +564,16 @@ class Shell:
     @contextmanager
     def _subshell(self, variables: Variables) -> Iterator[None]:
         """bash's subshell: it runs with ``variables`` (a copy of the shell's); they, its
-        working directory, its functions and a ``break`` or ``continue`` in it are not
-        given back."""
-        saved = self.variables, self.cwd, self.breaking, self.continuing, self.functions
+        working directory, its functions, its positional parameters (``shift``) and a
+        ``break`` or ``continue`` in it are not given back."""
+        saved = (self.variables, self.cwd, self.breaking, self.continuing, self.functions,
+                 self.positional)
         self.variables, self.functions = variables, dict(self.functions)
         try:
             yield
         finally:
-            self.variables, self.cwd, self.breaking, self.continuing, self.functions = saved
+            (self.variables, self.cwd, self.breaking, self.continuing, self.functions,
+             self.positional) = saved
 
     def _run_element(self, command: Command | CompoundCommand | FunctionDef,
                      words: list[str] | ExpansionError | None,
@@ -909,7 +916,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="print input lines as they are read (bash -v)")
     parser.add_argument("script", nargs="?", metavar="SCRIPT",
                         help="script file to run (default or -: standard input); after -c "
-                        "COMMAND: its $0, as bash's (no more arguments: $1... are unset)")
+                        "COMMAND: its $0, as bash's")
+    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG",
+                        help="the positional parameters $1... (after SCRIPT, an option too, "
+                        "as bash takes them)")
     # Passed through to ftraced, which checks them (its usage error is shown if it refuses).
     daemon = parser.add_argument_group("daemon options (with --spawn; see ftraced --help)")
     daemon.add_argument("--variant", metavar="buggy|fixed")
@@ -1015,7 +1025,7 @@ def main(argv: list[str] | None = None) -> int:
             name = args.script if mode == "command" and args.script is not None else args.name
             shell = Shell(client, name=name, mode=mode, script=args.script,
                           standard_input=standard_input, echo_input=args.echo_input,
-                          invoked_as=args.name, environ=os.environ)
+                          invoked_as=args.name, environ=os.environ, positional=args.args)
             return _run_input(shell, args)
     except ConnectError as error:
         print(f"ftrace-shell: {error}", file=sys.stderr)

@@ -1,5 +1,5 @@
 """ftrace-shell's file and general commands: cd, pwd, ls, cat, echo, sleep, true, :, false,
-exit, break, continue, return, help (grep is clients.shell_grep's; test and [ are
+exit, break, continue, return, shift, set, help (grep is clients.shell_grep's; test and [ are
 clients.shell_test_builtin's; read is clients.shell_read's). Their output and diagnostics
 are those of bash and GNU coreutils, byte for byte where a script could depend on them."""
 
@@ -19,6 +19,7 @@ from clients.shell_runtime import (
     ShellExit,
     command,
     encode,
+    internal_getopt,
     legal_number,
     parse_options,
 )
@@ -57,16 +58,55 @@ def cmd_false(ctx: Invocation) -> int:
 
 @command("exit [N]", "leave with status N (default: the last one)", builtin=True)
 def cmd_exit(ctx: Invocation) -> int:
-    if len(ctx.args) > 1:
-        ctx.builtin_err("too many arguments")
+    raise ShellExit(get_exitstat(ctx))
+
+
+def no_args(ctx: Invocation, rest: list[str]) -> None:
+    """bash's no_args() (builtins/common.c): arguments after a builtin's last one are its
+    complaint, then top_level_cleanup() and DISCARD: the rest of the input line is
+    dropped, a ``-c`` command ends."""
+    if rest:
+        raise ExpansionError(f"{ctx.name}: too many arguments", top_level_cleanup=True)
+
+
+def _skip_dashes(args: list[str]) -> list[str]:
+    """The arguments after a first ``--``, as bash's ISOPTION (word, '-') skips it."""
+    return args[1:] if args[:1] == ["--"] else args
+
+
+def get_numeric_arg(ctx: Invocation, fatal: bool) -> int | None:
+    """bash's get_numeric_arg (builtins/common.c): the count the arguments give (a
+    ``--`` first skipped; none: 1); N not a number is bash's complaint and None, or with
+    ``fatal`` its throw_to_top_level() (status | 128; a script ends, a prompt goes on);
+    more arguments are :func:`no_args`'."""
+    args = _skip_dashes(ctx.args)
+    if not args:
         return 1
-    if not ctx.args:
-        raise ShellExit(ctx.shell.status)
-    number = legal_number(ctx.args[0])
+    count = legal_number(args[0])
+    if count is None:
+        message = f"{args[0]}: numeric argument required"
+        if fatal:
+            raise ExpansionError(f"{ctx.name}: {message}", fatal=True,
+                                 status=ctx.shell.status | 128)
+        ctx.builtin_err(message)
+        return None
+    no_args(ctx, args[1:])
+    return count
+
+
+def get_exitstat(ctx: Invocation) -> int:
+    """bash's get_exitstat (builtins/common.c), exit's and return's status: N & 255 (a
+    ``--`` first skipped; none: the last status; N not a number: bash's complaint and
+    2, EX_BADUSAGE); more arguments are :func:`no_args`'."""
+    args = _skip_dashes(ctx.args)
+    if not args:
+        return ctx.shell.status
+    number = legal_number(args[0])
     if number is None:
-        ctx.builtin_err(f"{ctx.args[0]}: numeric argument required")
-        raise ShellExit(2)
-    raise ShellExit(number & 0xFF)
+        ctx.builtin_err(f"{args[0]}: numeric argument required")
+        return 2
+    no_args(ctx, args[1:])
+    return number & 0xFF
 
 
 _HELP_COLUMN = 26
@@ -84,7 +124,8 @@ def cmd_help(ctx: Invocation) -> int:
             "WORDS; do LIST; done, case WORD in [(]PATTERN[|PATTERN]...) LIST ;; (;& ;;&)\n"
             "... esac, { LIST; } (with redirections after them: done > FILE, done < FILE);\n"
             "functions NAME() COMPOUND [REDIRECTIONS] and function NAME COMPOUND, with\n"
-            "$1... $# $@ $*, return and local; no globbing.\n\n")
+            "$1... $# $@ $*, return and local; the shell's $1... are its arguments after\n"
+            "SCRIPT (-c COMMAND NAME), set -- and shift change them; no globbing.\n\n")
     for name in sorted(COMMANDS):
         usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
         # A long usage puts its summary on the next line, to stay within 80 columns.
@@ -263,22 +304,16 @@ def cmd_sleep(ctx: Invocation) -> int:
 def _loop_control(ctx: Invocation, counter: str) -> int:
     """bash's break_builtin and continue_builtin: outside a loop (check_loop_level) a
     complaint, and status 0; else the shell's ``counter`` ("breaking" or "continuing")
-    becomes N, at most the loops running (get_numeric_arg: a "--" first is skipped; N
-    not a number is fatal, as bash's throw_to_top_level; more arguments drop the rest of
-    the line, as its DISCARD); N below 1 breaks out of all."""
+    becomes N (:func:`get_numeric_arg`, fatal), at most the loops running; N below 1
+    breaks out of all, named as the first argument is written (``--`` too)."""
     shell = ctx.shell
     if shell.loop_level == 0:
         ctx.builtin_err("only meaningful in a `for', `while', or `until' loop")
         return 0
-    args = ctx.args[1:] if ctx.args[:1] == ["--"] else ctx.args
-    count = legal_number(args[0]) if args else 1
-    if count is None:  # throw_to_top_level(): status | 128; a script ends, a prompt goes on
-        raise ExpansionError(f"{ctx.name}: {args[0]}: numeric argument required", fatal=True,
-                             status=shell.status | 128)
-    if len(args) > 1:  # bash's no_args(): the rest of the input line is dropped
-        raise ExpansionError(f"{ctx.name}: too many arguments")
+    count = get_numeric_arg(ctx, fatal=True)
+    assert count is not None  # fatal: a bad N raised
     if count <= 0:
-        ctx.builtin_err(f"{args[0]}: loop count out of range")
+        ctx.builtin_err(f"{ctx.args[0]}: loop count out of range")
         shell.breaking = shell.loop_level
         return 1
     setattr(shell, counter, min(count, shell.loop_level))
@@ -299,26 +334,76 @@ def cmd_continue(ctx: Invocation) -> int:
 @command("return [N]", "leave the function running with status N (default: the last one)",
          builtin=True)
 def cmd_return(ctx: Invocation) -> int:
-    """bash's return_builtin: the status as get_exitstat() reads it (a "--" first
-    skipped; N not a number: its complaint and 2; more arguments drop the rest of the
-    line, as its no_args()), then the function returns with it; outside one, a
-    complaint and status 2."""
-    shell = ctx.shell
-    args = ctx.args[1:] if ctx.args[:1] == ["--"] else ctx.args
-    status = shell.status
-    if args:
-        number = legal_number(args[0])
-        if number is None:
-            ctx.builtin_err(f"{args[0]}: numeric argument required")
-            status = 2
-        elif len(args) > 1:
-            raise ExpansionError(f"{ctx.name}: too many arguments")
-        else:
-            status = number & 0xFF
-    if not shell.funcnest:
+    """bash's return_builtin: the status :func:`get_exitstat` reads, then the function
+    returns with it; outside one, a complaint and status 2."""
+    status = get_exitstat(ctx)
+    if not ctx.shell.funcnest:
         ctx.builtin_err("can only `return' from a function or sourced script")
         return 2
     raise FunctionReturn(status)
+
+
+@command("shift [N]", "drop the first N positional parameters (default 1)", builtin=True)
+def cmd_shift(ctx: Invocation) -> int:
+    """bash's shift_builtin (builtins/shift.def): N (:func:`get_numeric_arg`, not fatal)
+    below 0 is out of range; more than ``$#`` is status 1 with nothing said (bash says
+    it only under ``shopt -s shift_verbose``, which the shell has not)."""
+    count = get_numeric_arg(ctx, fatal=False)
+    if count is None:
+        return 1
+    shell = ctx.shell
+    if count < 0:
+        ctx.builtin_err(f"{ctx.args[0]}: shift count out of range")
+        return 1
+    if count > len(shell.positional):
+        return 1
+    shell.positional = shell.positional[count:]
+    return 0
+
+
+#: bash's set options (flags.c's shell_flags, and -o), each refused by name: the shell has
+#: none of them.
+_SET_OPTIONS = "abefhkmnoprtuvxBCEHPT"
+_SET_USAGE = "set [-abefhkmnptuvxBCEHPT] [-o option-name] [--] [-] [arg ...]"
+
+
+@command("set [--] [ARG...]", "make ARG... the positional parameters $1...",
+         builtin=True)
+def cmd_set(ctx: Invocation) -> int:
+    """bash's set_builtin, as far as it sets the positional parameters: the arguments
+    after a first ``--`` (none: ``set --`` unsets them all), or from the first argument
+    that is no option (``set a -x``); a ``+`` alone before them changes nothing. Its
+    options (``set -e``, ``set -o pipefail``, ``set -`` for ``set +xv``) are refused by
+    name, a letter bash has not is its invalid option; ``set`` alone, which lists the
+    variables and functions, is refused."""
+    if not ctx.args:
+        ctx.builtin_err("listing the variables and functions is not supported by ftrace-shell")
+        return 2
+    # bash's internal_getopt checks the options up to the first operand, "--", or a "-"
+    # or "+" alone; the options after a "+" alone are looked at below.
+    parsed = internal_getopt(ctx, "", _SET_USAGE, unsupported=_SET_OPTIONS, plus=True)
+    if isinstance(parsed, int):
+        return parsed
+    args = list(ctx.args)
+    while args and args[0][:1] in ("-", "+"):
+        arg = args.pop(0)
+        if arg == "--":
+            ctx.shell.positional = tuple(args)
+            return 0
+        if arg == "-":
+            ctx.builtin_err("option '-' is not supported by ftrace-shell")
+            return 2
+        # After a "+" alone: the letters bash's internal_getopt did not look at.
+        for letter in arg[1:]:
+            if letter in _SET_OPTIONS:
+                ctx.builtin_err(f"option '{arg[0]}{letter}' is not supported by ftrace-shell")
+                return 2
+            ctx.builtin_err(f"{arg[0]}{letter}: invalid option")
+            ctx.err(f"{ctx.name}: usage: {_SET_USAGE}")
+            return 1
+    if args:
+        ctx.shell.positional = tuple(args)
+    return 0
 
 
 @command("declare", "(bash's: not supported by ftrace-shell)", builtin=True)

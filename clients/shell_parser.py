@@ -28,7 +28,9 @@ the command's), and run when the word is expanded. Each is kept in the word as a
 removes as bash does when the command runs. A word ``NAME=value`` before a command's name
 (unquoted ``NAME``) is an assignment (:attr:`Command.assignments`). ``${NAME`` without
 its ``}`` is bash's unexpected EOF. Of the ``${...}`` operators, ``-``, ``=``, ``?`` and
-``+`` (and with ``:``: ``${a:-word}``...) are read, with a plain-text word; the others
+``+`` (and with ``:``: ``${a:-word}``...) are read, with a plain-text word (on ``$@`` and
+``$*`` too: ``"${@-word}"`` is ``"$@"`` where there are positional parameters,
+``"${@+set}"`` no field where there are none, as bash's); the others
 (``${a%x}``, ``${!a}``...), a word with quotes or expansions (``${a:-"x"}``,
 ``${a:-$b}``), ``$-``, ``$!`` and ``$'...'`` are refused; ``$"..."`` is ``"..."`` (no
 message catalogs). An unquoted ``~`` where bash would expand it (a word's start; after the
@@ -87,6 +89,7 @@ __all__ = [
     "ParameterSpec",
     "PARAMETER_MARKER",
     "QUOTED_NULL",
+    "STRING_END",
     "MARKER",
     "fd_number",
 ]
@@ -164,8 +167,12 @@ _LENGTH_OF_ELEMENT = re.compile(r"#[A-Za-z_0-9]+\[")
 PARAMETER_MARKER = "\0"
 #: The marker of '' or "" (a quoted null): its own kind, which no ``${...}`` makes.
 QUOTED_NULL = f"{PARAMETER_MARKER}n{PARAMETER_MARKER}"
+#: The marker ending a double-quoted string that has expansions: bash expands each such
+#: string on its own, and one that gave nothing is a quoted null unless a ``"$@"`` in it
+#: gave no positional parameters (``"$@$x"`` gives no field, ``"$@""$x"`` an empty one).
+STRING_END = f"{PARAMETER_MARKER}e{PARAMETER_MARKER}"
 #: Any marker in a word: its kind and its spec.
-MARKER = re.compile(f"{PARAMETER_MARKER}([uqnbcC])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
+MARKER = re.compile(f"{PARAMETER_MARKER}([uqnbcCe])([^{PARAMETER_MARKER}]*){PARAMETER_MARKER}")
 #: The marker of a ``${...}`` that names no parameter (``${}``, ``${1a}``): "b", then what
 #: bash's "bad substitution" names, filled in where that is known (:func:`_name_bad`): the
 #: word as written, or the double-quoted string's text, or an assignment's value.
@@ -460,6 +467,8 @@ class _Lexer:
                     quoted = True
             elif char in "'\"":
                 body = self.single_quoted(line) if char == "'" else self.double_quoted(line)
+                if char == '"' and PARAMETER_MARKER in body:
+                    body += STRING_END
                 parts.append(body or QUOTED_NULL)
                 pattern.append(_glob_quoted(body) or QUOTED_NULL)
                 quoted = True
@@ -619,8 +628,11 @@ def _glob_quoted(text: str) -> str:
 
 def _name_bad(text: str, source: str) -> str:
     """``text`` with its bad substitutions' markers naming ``source`` (as written), as
-    bash's "bad substitution" names the string it was expanding."""
-    return text.replace(_BAD_SUBSTITUTION, f"{PARAMETER_MARKER}b{source}{PARAMETER_MARKER}")
+    bash's "bad substitution" names the string it was expanding. Only markers are
+    replaced: a ``b`` of text between two of them (``"$1b$2"``) reads as one."""
+    named = f"{PARAMETER_MARKER}b{source}{PARAMETER_MARKER}"
+    return MARKER.sub(lambda match: named if match.group() == _BAD_SUBSTITUTION
+                      else match.group(), text)
 
 
 def _leading_parameter(text: str) -> int:

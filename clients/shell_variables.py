@@ -29,7 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Protocol
 
-from clients.shell_parser import MARKER, QUOTED_NULL, ParameterSpec, is_name, parameter_spec
+from clients.shell_parser import (MARKER, QUOTED_NULL, STRING_END, ParameterSpec, is_name,
+                                  parameter_spec)
 from clients.shell_runtime import Invocation, command, encode, internal_getopt, legal_number
 
 __all__ = ["Variables", "Parameters", "ExpansionError", "expand_fields", "expand_value",
@@ -202,13 +203,17 @@ def _shell_level(inherited: str | None, warn: Callable[[str], None]) -> str:
 
 class ExpansionError(Exception):
     """An expansion bash fails, with bash's ``message``: a bad substitution (bash's
-    DISCARD: the rest of the input line goes; ``break 1 2`` is one too), or ``fatal``,
-    ``${a?}`` of an unset a (bash's FORCE_EOF: a non-interactive shell ends)."""
+    DISCARD: the rest of the input line goes), or ``fatal``, ``${a?}`` of an unset a
+    (bash's FORCE_EOF: a non-interactive shell ends). ``top_level_cleanup``: a builtin's
+    DISCARD after bash's top_level_cleanup() (its no_args(): ``break 1 2``), which leaves
+    a ``-c`` command's parse_and_execute too, so that command ends with status 1."""
 
-    def __init__(self, message: str, fatal: bool = False, status: int | None = None) -> None:
+    def __init__(self, message: str, fatal: bool = False, status: int | None = None,
+                 top_level_cleanup: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.fatal = fatal
+        self.top_level_cleanup = top_level_cleanup
         #: The status bash leaves, where it is not the usual one (see Shell._expansion_failed).
         self.status = status
         #: The shell has printed the message (where the error happened).
@@ -229,20 +234,21 @@ class Parameters(Protocol):
         """What ``$(source)`` gives (its command starting on ``line``)."""
 
 
-def _value(parameter: ParameterSpec, shell: Parameters) -> str:
-    """What ``${...}`` gives: the value, its length, or what its operator makes of it
-    (bash's parameter_brace_expand_rhs and parameter_brace_expand_error)."""
-    if parameter.length and parameter.name in ("@", "*"):
-        return str(len(shell.positional))  # bash's ${#@}: $#
-    value = shell.parameter(parameter.name)
-    if parameter.length:
-        return str(len(value or ""))
+def _operand(parameter: ParameterSpec, shell: Parameters, quoted: bool = False) -> str | None:
+    """What ``${...}``'s operator makes of its parameter (bash's
+    parameter_brace_expand_rhs and parameter_brace_expand_error): its word, or None where
+    the parameter's own value stands (set, or unset under ``+``; ``"${@-x}"`` is then
+    ``"$@"``). Its length is :func:`_value`'s. Outside double quotes bash joins ``$*``
+    as ``$@`` (string_list_dollar_at: a space where IFS is null), so ``${*:-x}`` of two
+    empty parameters is not null there."""
+    name = "@" if parameter.name == "*" and not quoted else parameter.name
+    value = shell.parameter(name)
     unset = value is None or (parameter.operator.startswith(":") and not value)
     kind = parameter.operator[-1:]
     if kind == "+":
-        return "" if unset else parameter.word
+        return None if unset else parameter.word
     if not unset or not kind:
-        return value or ""
+        return None
     if kind == "=":
         if not is_name(parameter.name):
             raise ExpansionError(f"${parameter.name}: cannot assign in this way")
@@ -253,19 +259,38 @@ def _value(parameter: ParameterSpec, shell: Parameters) -> str:
     return parameter.word
 
 
+def _value(parameter: ParameterSpec, shell: Parameters) -> str:
+    """What ``${...}`` gives as one piece: the value, its length (``${#@}``: ``$#``), or
+    what its operator makes of it (:func:`_operand`); ``$@`` and ``$*`` otherwise are
+    :func:`_positional`'s."""
+    if parameter.length and parameter.name in ("@", "*"):
+        return str(len(shell.positional))  # bash's ${#@}: $#
+    if parameter.length:
+        return str(len(shell.parameter(parameter.name) or ""))
+    word = _operand(parameter, shell)
+    return (shell.parameter(parameter.name) or "") if word is None else word
+
+
 #: The kinds of a word's pieces: its own text, and what a quoted or an unquoted parameter
-#: or command substitution gave; and where ``$@`` ends a field and starts the next (its
-#: text what joins them where the word is not split).
+#: or command substitution gave; where ``$@`` ends a field and starts the next (its
+#: text what joins them where the word is not split); a quoted ``$@`` that gave nothing
+#: (no positional parameters: bash's quoted_dollar_at with an empty list); and the end of
+#: a double-quoted string (clients.shell_parser.STRING_END).
 _TEXT, _QUOTED, _UNQUOTED, _BREAK = "text", "quoted", "unquoted", "break"
+_NO_FIELDS, _STRING_END = "no fields", "string end"
 
 
 def _positional(name: str, quoted: bool, shell: Parameters) -> Iterator[tuple[str, str]]:
     """The pieces ``$@`` or ``$*`` give (bash's param_expand and list_string): ``"$@"``
     each positional parameter a field; ``"$*"`` one field, them joined by IFS's first
     character (nothing when IFS is null, a space when unset); unquoted, them joined so
-    and split, but each a field of its own when IFS is null."""
+    and split, but each a field of its own when IFS is null. ``"$@"`` without any gives
+    a piece of its own (:data:`_NO_FIELDS`)."""
     ifs = shell.variables.get("IFS")
     separator = " " if ifs is None else ifs[:1]
+    if quoted and name == "@" and not shell.positional:
+        yield "", _NO_FIELDS
+        return
     if quoted and name == "*" or not quoted and ifs != "":
         yield separator.join(shell.positional), _QUOTED if quoted else _UNQUOTED
         return
@@ -279,7 +304,9 @@ def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, str]]:
     """The word's text in pieces, (text, kind): the word's own text, or what a quoted
     or an unquoted (field split) parameter or command substitution gave, or a break
     between the fields of ``$@`` (:func:`_positional`). A quoted piece, even empty, makes
-    a field; ``"$@"`` without positional parameters gives none (bash's quoted "$@")."""
+    a field; ``"$@"`` without positional parameters gives none (bash's quoted "$@"), and
+    so does ``"${@+x}"`` or ``"${@-x}"`` where the parameter's own value stands
+    (:func:`_operand`)."""
     position = 0
     for match in MARKER.finditer(word):
         if match.start() > position:
@@ -287,6 +314,9 @@ def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, str]]:
         position = match.end()
         if match.group() == QUOTED_NULL:
             yield "", _TEXT
+            continue
+        if match.group() == STRING_END:
+            yield "", _STRING_END
             continue
         kind, spec = match.groups()
         if kind == "b":  # spec: the text bash names
@@ -298,8 +328,12 @@ def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, str]]:
             continue
         quoted, parameter = kind == "q", parameter_spec(spec)
         assert parameter is not None  # the lexer marks no other spec (_BAD_SUBSTITUTION)
-        if parameter.name in ("@", "*") and not parameter.length and not parameter.operator:
-            yield from _positional(parameter.name, quoted, shell)
+        if parameter.name in ("@", "*") and not parameter.length:
+            operand = _operand(parameter, shell, quoted) if parameter.operator else None
+            if operand is None:
+                yield from _positional(parameter.name, quoted, shell)
+                continue
+            yield operand, _QUOTED if quoted else _UNQUOTED
             continue
         yield _value(parameter, shell), _QUOTED if quoted else _UNQUOTED
     if position < len(word) or not word:  # "": a literal empty word, as Command(...) may hold
@@ -321,14 +355,31 @@ def expand_pattern(pattern: str, shell: Parameters) -> str:
 
 
 def expand_fields(word: str, shell: Parameters) -> list[str]:
-    """The fields the word expands to (bash's expand_word_list without globbing)."""
+    """The fields the word expands to (bash's expand_word_list without globbing). A
+    double-quoted string that gave nothing is a quoted null (an empty field), but one
+    with a ``"$@"`` that gave no positional parameters is nothing, as bash's
+    expand_word_internal() has it (its quoted_dollar_at); a word of nothing else, with
+    no text of its own, gives no field: ``"$@$x"`` with x empty, ``"${@+set}"``, where
+    ``"$@""$x"`` gives an empty one."""
     ifs = shell.variables.ifs
     whitespace = {char for char in ifs if char in _IFS_WHITESPACE}
     fields: list[str] = []
     current: list[str] = []
     started = False  # the current field exists (it may be empty: a quoted null)
     after_whitespace = False  # a field just ended at IFS whitespace
+    no_fields = False  # a quoted "$@" gave nothing
+    holds = False  # the word has text of its own, an expansion gave some, or a quoted null
+    string_null = string_dollar_at = False  # the double-quoted string's, so far
     for text, kind in _pieces(word, shell):
+        holds = holds or bool(text) or kind == _TEXT
+        if kind == _NO_FIELDS:
+            no_fields = string_dollar_at = True
+            continue
+        if kind == _STRING_END:
+            holds = holds or string_null and not string_dollar_at
+            string_null = string_dollar_at = False
+            continue
+        string_null = string_null or kind == _QUOTED
         if kind == _BREAK:
             if started:
                 fields.append("".join(current))
@@ -350,7 +401,7 @@ def expand_fields(word: str, shell: Parameters) -> list[str]:
                 after_whitespace = char in whitespace
             else:
                 after_whitespace = after_whitespace and char in whitespace
-    if started:
+    if started and not (no_fields and not holds):
         fields.append("".join(current))
     return fields
 
