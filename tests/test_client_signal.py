@@ -7,6 +7,8 @@ was taken. A task with no call inside the kernel keeps nothing pending.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import threading
 from typing import Any
 
@@ -20,6 +22,7 @@ from kernel_daemon.rpc.status import SIGNAL_METADATA_KEY
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 from tests.paused_writer import ftrace_lock_held
 from tests.test_daemon_tracefs import wait_until
+from tests.test_shell_integration import start_shell
 from tests.test_tracer_client import DEADLINE, SMALL, TRACING
 
 SIGINT = 2
@@ -183,3 +186,77 @@ def test_trace_pipe_ends_with_the_signal_in_its_trailers(daemon):
         finally:
             stream.cancel()
         wait_until(lambda: control.stats().open_files == 0, DEADLINE)
+
+
+# --- Ctrl-C in ftrace-shell: the first signals the task, a second cancels --------------
+
+KILL = "/ftrace.v1.Kernel/Kill"
+#: The shell's file is open (the group's redirection) before the lock is taken; the
+#: write, once a line comes, waits behind the paused writer.
+ECHO_WHEN_TOLD = f"{{ read line; echo schedule; }} >> {TRACING}/set_ftrace_filter"
+
+
+def kills(client: Client) -> int:
+    return client.stats().rpc_counts[KILL]
+
+
+def calls_inside(client: Client, pid: int) -> int:
+    """The calls of task ``pid`` inside the kernel (kill(pid, 0) counts them); 0 for a
+    task that has not called in yet (ESRCH)."""
+    try:
+        return kill(client, pid, 0)
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return 0
+
+
+@pytest.mark.parametrize("ctrl_c", [1, 2])
+def test_ctrl_c_in_a_write_waiting_for_ftrace_lock(spawn, tmp_path, ctrl_c):
+    """``echo schedule`` to set_ftrace_filter waiting for the lock a paused writer holds
+    (mutex_lock(): uninterruptible). One Ctrl-C: the shell signals its task and goes on
+    waiting; released, the write is done, the file closed (the filter installed) and the
+    shell exits 130. A second Ctrl-C: it cancels and exits 130 at once, as before."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control:
+        shell = start_shell(tmp_path, ["--address", daemon.address, "-c", ECHO_WHEN_TOLD])
+        try:
+            wait_until(lambda: control.stats().open_files == 1, DEADLINE)
+            with ftrace_lock_held(control):
+                assert shell.stdin is not None
+                shell.stdin.write(b"go\n")
+                shell.stdin.flush()
+                wait_until(lambda: calls_inside(control, shell.pid) == 1, DEADLINE)
+                sent = kills(control)
+                shell.send_signal(signal.SIGINT)
+                wait_until(lambda: kills(control) == sent + 1, DEADLINE)  # the shell's Kill
+                assert calls_inside(control, shell.pid) == 1  # still waiting for the lock
+                assert shell.poll() is None
+                if ctrl_c == 2:
+                    shell.send_signal(signal.SIGINT)
+                    out, err = shell.communicate(timeout=DEADLINE)  # the lock still held
+            if ctrl_c == 1:
+                out, err = shell.communicate(timeout=DEADLINE)
+        finally:
+            shell.kill()
+        assert (shell.returncode, out, err) == (130, b"", b"")
+        if ctrl_c == 1:  # installed before the shell exited: no wait
+            assert control.read_file(f"{TRACING}/set_ftrace_filter") == b"schedule\n"
+        wait_until(lambda: control.stats().open_files == 0, DEADLINE)
+
+
+def test_ctrl_c_in_cat_trace_pipe_signals_the_task_and_exits_130_at_once(daemon, tmp_path):
+    """``cat trace_pipe`` (an interruptible wait) and Ctrl-C: the shell signals its task,
+    the read ends with EINTR at once, the file is closed before the shell exits 130."""
+    with daemon.connect() as control:
+        shell = start_shell(tmp_path, ["--address", daemon.address, "-c",
+                                       f"cat {TRACING}/trace_pipe"])
+        try:
+            wait_until(lambda: calls_inside(control, shell.pid) == 1, DEADLINE)
+            sent = kills(control)
+            shell.send_signal(signal.SIGINT)
+            out, err = shell.communicate(timeout=DEADLINE)
+        finally:
+            shell.kill()
+        assert (shell.returncode, out, err) == (130, b"", b"")
+        assert (kills(control), control.stats().open_files) == (sent + 1, 0)
