@@ -18,14 +18,18 @@ Streams: :meth:`Client.open` (a file session; leaving the ``with`` block release
 their ``with`` block ends). Ctrl-C while a file session, a server stream or one of the
 inspection calls that wait for long (WaitFailpoint; CheckConsistency, ListOps and
 DumpRecords behind ftrace_lock) waits for the daemon, or as such a call starts, cancels the
-call, then raises KeyboardInterrupt (:mod:`clients.interrupt`).
+call, then raises KeyboardInterrupt (:mod:`clients.interrupt`); during a file session's
+operation or a trace_pipe stream, the first Ctrl-C signals the client's task instead
+(``Kernel.Kill``) and waits for the answer, a second one cancels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import queue
+import signal
 import threading
 import time
 from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
@@ -35,8 +39,8 @@ import grpc
 from clients.connection import Connection, connect
 from clients.errors import FtraceError, translate_rpc_errors
 from clients.identity import Identity
-from clients.interrupt import (SETTLE_TIMEOUT, Messages, interruptible, settle, started,
-                               unary_call)
+from clients.interrupt import (SETTLE_TIMEOUT, Kill, Messages, SignalTaken, interruptible,
+                               settle, started, unary_call)
 from ftrace.v1 import kernel_pb2, modules_pb2, tracefs_pb2, tracer_pb2
 from kernel_daemon.rpc.status import lock_acquisitions_from_trailers
 
@@ -121,13 +125,15 @@ class ServerStream(Generic[T]):
     releases the file.
     """
 
-    def __init__(self, call: Any, convert: Callable[[Any], Iterable[T]]) -> None:
+    def __init__(self, call: Any, convert: Callable[[Any], Iterable[T]],
+                 kill: Kill | None = None) -> None:
         self._call = call
         self._convert = convert
+        self._kill = kill  # the call's task to signal on Ctrl-C (clients.interrupt)
 
     def __iter__(self) -> Iterator[T]:
         with translate_rpc_errors():
-            for message in Messages(self._call):
+            for message in Messages(self._call, self._kill):
                 yield from self._convert(message)
 
     def cancel(self) -> None:
@@ -164,12 +170,13 @@ class FileSession:
     releases the file.
     """
 
-    def __init__(self, stub: Any, path: str, flags: int) -> None:
+    def __init__(self, stub: Any, path: str, flags: int, kill: Kill | None = None) -> None:
         self._requests = RequestQueue()
         self._closed = False
         self._call = started(lambda: stub.Session(iter(self._requests)), self._requests)
         try:  # from the call's start: a Ctrl-C anywhere in here still ends it
-            self._responses = Messages(self._call)
+            # With ``kill``, Ctrl-C during an operation signals the task (clients.interrupt).
+            self._responses = Messages(self._call, kill)
             opened: tracefs_pb2.OpenResult = self._do(
                 tracefs_pb2.FileRequest(
                     open=tracefs_pb2.OpenRequest(path=_named(path), flags=flags))
@@ -193,6 +200,15 @@ class FileSession:
         except StopIteration:
             self._closed = True
             raise _stream_ended() from None
+        except SignalTaken:
+            # The operation answered after the task took Ctrl-C's signal: the session is
+            # in order, and is closed before the interrupt goes on, its release done, as
+            # a process killed by the signal has its files closed before its parent
+            # sees it exit.
+            if request.WhichOneof("op") != "close":
+                with contextlib.suppress(FtraceError):  # ended meanwhile: released too
+                    self.close()
+            raise
         except BaseException:
             # The call failed, or we stopped waiting (Ctrl-C, which cancelled it already):
             # its answer would come out of turn, so the session is over; cancelling makes
@@ -572,6 +588,19 @@ class Client:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _kill_sigint(self) -> bool:
+        """SIGINT to this client's task (``Kernel.Kill``), what Ctrl-C during one of its
+        system calls sends (:class:`~clients.interrupt.Kill`): whether it reached a call
+        inside the kernel. False too for a daemon without Kill (UNIMPLEMENTED) or any
+        other failure: the call is then cancelled, as before Kill was."""
+        try:
+            answer = self.connection.kernel.Kill(
+                kernel_pb2.KillRequest(pid=self.identity.pid, signal=signal.SIGINT),
+                timeout=SETTLE_TIMEOUT)
+        except grpc.RpcError:
+            return False
+        return answer.calls > 0
+
     # --- Tracefs ------------------------------------------------------------
 
     def read_file(self, path: str, nonblock: bool = False, max_bytes: int = 0) -> bytes:
@@ -666,7 +695,7 @@ class Client:
 
     def open(self, path: str, flags: int = os.O_RDONLY) -> FileSession:
         """open(2) with ``os.O_*`` flags (Linux values, as the daemon takes them)."""
-        return FileSession(self.connection.tracefs, path, flags)
+        return FileSession(self.connection.tracefs, path, flags, self._kill_sigint)
 
     def trace_pipe(self, cpu: int | None = None, nonblock: bool = False) -> ServerStream[bytes]:
         """``cat trace_pipe`` (per_cpu/cpuN/trace_pipe with ``cpu``): each read's data."""
@@ -674,7 +703,7 @@ class Client:
         if cpu is not None:
             request.cpu = cpu
         call = started(lambda: self.connection.tracefs.TracePipe(request))
-        return ServerStream(call, lambda chunk: (chunk.data,))
+        return ServerStream(call, lambda chunk: (chunk.data,), self._kill_sigint)
 
     # --- Modules ------------------------------------------------------------
 

@@ -60,6 +60,19 @@ start and their wait are one call of grpc's (``_blocking``), and SIGINT noted ov
 wait would keep Ctrl-C out of it; made with ``.future()`` they would pay the spin
 thread's hop (``Client._locking_call`` says for which calls that is not worth it).
 
+A call made as a system call of the client's task (a file session's operations, a
+trace_pipe stream: the callers pass ``kill``) is not cancelled by the first Ctrl-C: its
+task is signalled instead (``Kernel.Kill``, kill(2)), as the tty's SIGINT reaches a
+process blocked in the kernel, and the wait goes on. An interruptible wait in the daemon
+ends at once (EINTR); an uninterruptible one (a write waiting for ftrace_lock, which 3.6
+takes with mutex_lock()) completes first, so its effect is in place before the program
+goes on; then :class:`SignalTaken` (a KeyboardInterrupt) is raised. A second Ctrl-C
+cancels the call outright, the way out of a lock that never frees. ``kill`` runs on a
+thread of its own (:class:`_Signaller`): a handler that made a gRPC call itself would run
+grpc's Python code inside grpc's, where the main thread may hold its locks. A daemon
+without Kill (UNIMPLEMENTED), or a task with no call inside the kernel (the answer came
+already, or the call has not reached the daemon yet), gets today's cancel.
+
 A cancelled call is not done with yet: gRPC's threads still take its lock to handle what
 the cancel completes, and a program that exits meanwhile can hang in the call's
 ``__del__``. :func:`settle` waits until they are done with it; the client library settles
@@ -69,6 +82,7 @@ every call it ends (and waits for the end of the thread sending a session's requ
 
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 from types import FrameType
@@ -76,7 +90,8 @@ from typing import Any, Callable, Protocol, TypeVar
 
 import grpc
 
-__all__ = ["Messages", "interruptible", "started", "unary_call", "settle", "SETTLE_TIMEOUT"]
+__all__ = ["Kill", "Messages", "SIGNALLER_THREAD", "SignalTaken", "interruptible", "started",
+           "unary_call", "settle", "SETTLE_TIMEOUT"]
 
 T = TypeVar("T")
 C = TypeVar("C", bound=grpc.RpcContext)
@@ -88,6 +103,67 @@ C = TypeVar("C", bound=grpc.RpcContext)
 SETTLE_TIMEOUT = 5.0
 
 
+#: SIGINT to the task a call runs as (``Kernel.Kill``): whether it reached a call of the
+#: task inside the kernel. False (nothing reached, no Kill in the daemon, a failure)
+#: has the call cancelled instead.
+Kill = Callable[[], bool]
+
+
+class SignalTaken(KeyboardInterrupt):
+    """Ctrl-C during a call whose task took the signal (``kill``): the call answered, or
+    its stream ended, in order; it was not cancelled (a file session is still open)."""
+
+
+class _Signal:
+    """One Ctrl-C's signal to a call's task: sent by :class:`_Signaller`, ``done`` once
+    sent (and the call cancelled, ``cancelled``, if it reached nothing)."""
+
+    __slots__ = ("kill", "call", "done", "cancelled")
+
+    def __init__(self, kill: Kill, call: grpc.RpcContext) -> None:
+        self.kill, self.call = kill, call
+        self.done = threading.Event()
+        self.cancelled = False
+
+
+#: The name of :class:`_Signaller`'s thread: one per process, for its life, waiting.
+SIGNALLER_THREAD = "ftrace-signaller"
+
+
+class _Signaller:
+    """The thread that sends the signals SIGINT's handler hands it (``SimpleQueue.put``
+    may be called from a signal handler). Started outside any handler, before a wait
+    that may need it: a thread's start waits on locks of threading's own."""
+
+    def __init__(self) -> None:
+        self._signals: queue.SimpleQueue[_Signal] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=SIGNALLER_THREAD)
+            self._thread.start()
+
+    def send(self, sig: _Signal) -> None:
+        self._signals.put(sig)
+
+    def _run(self) -> None:
+        while True:
+            sig = self._signals.get()
+            try:
+                reached = sig.kill()
+            except Exception:  # noqa: BLE001  (the call is cancelled instead, as before)
+                reached = False
+            if not reached:
+                sig.cancelled = True
+                sig.call.cancel()
+            sig.done.set()
+
+
+_signaller = _Signaller()
+
+
 def _sigint_cancels() -> bool:
     """Whether a wait here may take SIGINT over: only on the main thread (the only one
     with signal handlers), and only while SIGINT raises KeyboardInterrupt
@@ -97,20 +173,24 @@ def _sigint_cancels() -> bool:
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
 
 
-def interruptible(call: grpc.RpcContext, wait: Callable[[], T]) -> T:
+def interruptible(call: grpc.RpcContext, wait: Callable[[], T], kill: Kill | None = None) -> T:
     """``wait()``'s result, ``wait`` being a wait for ``call`` (its next message, its
     answer, or all its messages in a loop of the client's own); Ctrl-C meanwhile cancels
     ``call``, then raises KeyboardInterrupt after ``wait()`` returned (even if an answer
     came meanwhile: it is dropped, as the interrupted read's data would be) and the
-    cancelled call settled (:func:`settle`). Where SIGINT is not ours to take over
-    (:func:`_sigint_cancels`), just ``wait()``."""
+    cancelled call settled (:func:`settle`). With ``kill``, the first Ctrl-C signals the
+    call's task instead and the wait goes on (the module docstring says why); then
+    :class:`SignalTaken` is raised, or KeyboardInterrupt if the call was cancelled after
+    all (a second Ctrl-C, or a signal that reached nothing). Where SIGINT is not ours to
+    take over (:func:`_sigint_cancels`), just ``wait()``."""
     if not _sigint_cancels():
         return wait()
-    interrupted = False
+    interrupted = cancelled = False
+    sent: _Signal | None = None
 
     def cancel(signum: int, frame: FrameType | None) -> None:
-        nonlocal interrupted
-        interrupted = True
+        nonlocal interrupted, cancelled
+        interrupted = cancelled = True
         call.cancel()
         # From now on a second Ctrl-C raises KeyboardInterrupt where it lands, as
         # before: the way out should this cancel not end the wait. Not before
@@ -118,20 +198,36 @@ def interruptible(call: grpc.RpcContext, wait: Callable[[], T]) -> T:
         # land (a Ctrl-C during it runs this again, and cancel() does nothing).
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    signal.signal(signal.SIGINT, cancel)
+    def signal_task(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted, sent
+        assert kill is not None
+        interrupted = True
+        sent = _Signal(kill, call)
+        _signaller.send(sent)
+        signal.signal(signal.SIGINT, cancel)  # a second Ctrl-C cancels outright
+
+    if kill is not None:
+        _signaller.start()
+    signal.signal(signal.SIGINT, cancel if kill is None else signal_task)
     try:
         result = wait()
     except Exception:
         if not interrupted:
             raise  # StopIteration too: the stream's end
         # The cancelled call's CANCELLED (FutureCancelledError for a unary call's
-        # result()): the interrupt's doing, which says it instead.
+        # result()), or the end of a stream the signal ended: the interrupt's doing,
+        # which says it instead.
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if interrupted:
+        if sent is not None:
+            # The Kill is done with (the program's exit must not cut it), and the call
+            # cancelled if it reached nothing.
+            sent.done.wait(SETTLE_TIMEOUT)
+            cancelled = cancelled or sent.cancelled
         # What the cancel completes is handled before the program goes on to its exit.
         settle(call)
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt if cancelled else SignalTaken
     return result
 
 
@@ -152,14 +248,15 @@ class Messages:
     (``Client.dump_records``, ``FileSession.close``).
     """
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, kill: Kill | None = None) -> None:
         self._call = call
+        self._kill = kill  # the call's task to signal on Ctrl-C (interruptible)
 
     def __iter__(self) -> "Messages":
         return self
 
     def __next__(self) -> Any:
-        return interruptible(self._call, self._call.__next__)
+        return interruptible(self._call, self._call.__next__, self._kill)
 
 
 class Requests(Protocol):

@@ -98,6 +98,7 @@ EXPECTED_SERVICES: dict[str, dict[str, tuple[bool, bool, str, str]]] = {
         "GetConfig": (U, U, "GetConfigRequest", "BootConfig"),
         "Stats": (U, U, "StatsRequest", "KernelStats"),
         "Reboot": (U, U, "RebootRequest", "BootConfig"),
+        "Kill": (U, U, "KillRequest", "KillResponse"),
     },
     "ftrace.v1.Tracer": {
         "Attach": (S, S, "TracerRequest", "TracerEvent"),

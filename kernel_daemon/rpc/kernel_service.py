@@ -26,6 +26,7 @@ from kernel_daemon.kernel import BootOptions
 from kernel_daemon.printk import LogRecord
 from kernel_daemon.rpc.state import MAX_ANSWER, DaemonState
 from kernel_daemon.rpc.status import translate_kernel_errors
+from kernel_daemon.signal import current_sigpending, valid_signal
 from kernel_daemon.task import Task
 
 T = TypeVar("T")
@@ -341,26 +342,25 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
             timeout = context.time_remaining()
             if request.timeout_ms:
                 timeout = min(timeout, request.timeout_ms / 1000)
-            cancelled = threading.Event()
+            interrupted = threading.Event()
 
             def interrupt() -> None:
-                cancelled.set()
+                interrupted.set()
                 fp.wake_waiters()
 
-            if not context.add_callback(interrupt):  # the call is already over
-                raise KernelError(errno.EINTR, "the call was cancelled")
+            current_sigpending().wake_on_signal(interrupt)  # now, if the call is over
             try:
                 reached = fp.wait_paused(request.name, request.count or 1,
                                          timeout if timeout <= threading.TIMEOUT_MAX else None,
-                                         cancelled)
+                                         interrupted)
             except KeyError:
                 raise KernelError(errno.ENOENT, f"no failpoint {quoted(request.name)}") from None
             if reached:
                 return self._failpoint(fp, request.name)
             if fp.closed:
                 raise KernelError(errno.ENODEV, "the kernel rebooted")
-            if cancelled.is_set():
-                raise KernelError(errno.EINTR, "the call was cancelled")
+            if interrupted.is_set():
+                raise KernelError(errno.EINTR, "interrupted by a signal")
             raise KernelError(errno.ETIMEDOUT, f"{request.name}: not enough threads paused")
 
     @translate_kernel_errors
@@ -399,3 +399,17 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
             options = boot_options(request.config)
             boot = self.state.reboot(options)
             return boot_config(boot.kernel.options, boot.boot_id)
+
+    @translate_kernel_errors
+    def Kill(self, request: pb.KillRequest, context: grpc.ServicerContext) -> pb.KillResponse:
+        """``kill(2)`` (``kill_pid_info()``): the signal made pending for the task's calls
+        inside the kernel (kernel_daemon.signal). Not a call inside the kernel itself:
+        the caller does not signal this call, nor count it."""
+        self.state.caller(context)  # the caller's identity is checked all the same
+        if request.pid <= 0:
+            raise KernelError(errno.EINVAL, f"pid {request.pid}: the model has no process groups")
+        if not valid_signal(request.signal):
+            raise KernelError(errno.EINVAL, f"no signal {request.signal}")
+        if not self.state.boot.kernel.pid_hash.find_get_pid(request.pid):
+            raise KernelError(errno.ESRCH, f"no task with pid {request.pid}")
+        return pb.KillResponse(calls=self.state.signals.kill(request.pid, request.signal))

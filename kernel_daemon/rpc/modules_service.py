@@ -23,6 +23,7 @@ from kernel_daemon.module.catalog import ModuleSpec, load_catalog, module_from_f
 from kernel_daemon.module.loader import Module
 from kernel_daemon.rpc.state import DaemonState
 from kernel_daemon.rpc.status import failing_as, translate_kernel_errors
+from kernel_daemon.signal import current_sigpending
 
 STATES = {0: pb.MODULE_STATE_LIVE, 1: pb.MODULE_STATE_COMING, 2: pb.MODULE_STATE_GOING}
 # LoadModuleRequest.placement -> the address space's policy; None: the boot option.
@@ -71,14 +72,14 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
             loaded = boot.kernel.modules.find_module(spec.name)
             if loaded is not None and request.if_loaded_ok:
                 return module_info(loaded, already_loaded=True)
-            # A caller that went away is the model's signal (a killed modprobe): it ends
-            # resolve_symbol_wait().  add_callback() False: the call has already ended,
-            # is_active() already says so, and no wait starts.
-            context.add_callback(boot.kernel.modules.signal_wake_up)
+            # A signal (Kernel.Kill; a caller that went away, a killed modprobe) ends
+            # resolve_symbol_wait().
+            pending = current_sigpending()
+            pending.wake_on_signal(boot.kernel.modules.signal_wake_up)
             try:
                 return module_info(boot.kernel.modules.load_module(
                     spec, PLACEMENTS[request.placement],
-                    signal_pending=lambda: not context.is_active(), args=request.args))
+                    signal_pending=pending.signal_pending, args=request.args))
             except FileExistsError:
                 if request.if_loaded_ok:
                     return module_info(boot.kernel.modules.find_module(spec.name), True)

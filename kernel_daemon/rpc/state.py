@@ -28,7 +28,9 @@ from clients.identity import PID_MAX_LIMIT, parse_identity_metadata
 from kernel_daemon.errno import KernelError
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.mutex import Acquisitions
-from kernel_daemon.rpc.status import LOCK_ACQUIRED_METADATA_KEY, add_trailing_metadata
+from kernel_daemon.rpc.status import (LOCK_ACQUIRED_METADATA_KEY, SIGNAL_METADATA_KEY,
+                                      add_trailing_metadata)
+from kernel_daemon.signal import SignalTable, SigPending
 from kernel_daemon.task import Task, enter_task, leave_task
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
@@ -120,6 +122,8 @@ class DaemonState:
         self.stream_slots = StreamSlots(MAX_STREAMS, "streams")
         self.reflection_slots = StreamSlots(MAX_REFLECTION_STREAMS, "reflection streams")
         self.invocations = 0
+        # The calls of each task inside the kernel, for kill(2) (Kernel.Kill).
+        self.signals = SignalTable()
         self.boot = self._make_boot(options)
         set_switch_interval(options)
         freeze_booted_kernel()
@@ -163,10 +167,11 @@ class DaemonState:
         boot:``); yields the boot to work on.
 
         ``report_locking`` (the unary calls that change kernel state): the times the
-        call acquired ftrace_lock go back in its trailing metadata, failed or not.
+        call acquired ftrace_lock go back in its trailing metadata, failed or not. A
+        signal the call took (kernel_daemon.signal) goes back there too.
         Malformed identity metadata raises KernelError(EINVAL) before anything runs.
         """
-        return Syscall(self.caller(context), self.boot, context if report_locking else None)
+        return Syscall(self.caller(context), self.boot, context, self.signals, report_locking)
 
     def caller(self, context: grpc.ServicerContext) -> Task:
         """The calling process, from the call's identity metadata: parsed once per
@@ -202,28 +207,37 @@ def freeze_booted_kernel() -> None:
 
 
 class Syscall:
-    """The context of :meth:`DaemonState.syscall`: ``current`` is the caller inside."""
+    """The context of :meth:`DaemonState.syscall`: ``current`` is the caller inside, a
+    thread of its process that ``kill(2)`` finds (``signals``); a signal it took on the
+    way out is reported in the call's trailing metadata (:data:`SIGNAL_METADATA_KEY`)."""
 
-    __slots__ = ("task", "boot", "reply_to", "token", "acquired")
+    __slots__ = ("task", "boot", "context", "signals", "report_locking", "pending",
+                 "token", "signal_token", "acquired")
 
-    def __init__(self, task: Task, boot: Boot,
-                 reply_to: grpc.ServicerContext | None = None) -> None:
+    def __init__(self, task: Task, boot: Boot, context: grpc.ServicerContext,
+                 signals: SignalTable, report_locking: bool = False) -> None:
         self.task = task
         self.boot = boot
-        self.reply_to = reply_to  # the call to report ftrace_lock acquisitions to
+        self.context = context
+        self.signals = signals
+        self.report_locking = report_locking  # report ftrace_lock acquisitions too
+        self.pending = SigPending(context)
 
     def __enter__(self) -> Boot:
         self.token = enter_task(self.task)
-        if self.reply_to is not None:
+        self.signal_token = self.signals.enter(self.task.pid, self.pending)
+        if self.report_locking:
             self.acquired = Acquisitions().__enter__()
         return self.boot
 
     def __exit__(self, *exc_info: object) -> None:
         leave_task(self.token)
-        if self.reply_to is not None:
+        if signo := self.signals.leave(self.task.pid, self.pending, self.signal_token):
+            add_trailing_metadata(self.context, ((SIGNAL_METADATA_KEY, str(signo)),))
+        if self.report_locking:
             self.acquired.__exit__(*exc_info)
             if reported := self.acquired.reported():
-                add_trailing_metadata(self.reply_to, (
+                add_trailing_metadata(self.context, (
                     (LOCK_ACQUIRED_METADATA_KEY, " ".join(map(str, reported))),))
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "ERRNO_METADATA_KEY",
     "BYTES_WRITTEN_METADATA_KEY",
     "LOCK_ACQUIRED_METADATA_KEY",
+    "SIGNAL_METADATA_KEY",
     "STATUS_DETAILS_METADATA_KEY",
     "ERRNO_TO_CODE",
     "CODE_TO_ERRNO",
@@ -58,6 +59,9 @@ BYTES_WRITTEN_METADATA_KEY = "x-ftrace-bytes-written"
 #: ``Modules.Load``, ``Modules.Unload``), failed or not: the CLOCK_MONOTONIC times (ns,
 #: space-separated) at which it acquired ftrace_lock, in order (``kernel_daemon.mutex``).
 LOCK_ACQUIRED_METADATA_KEY = "x-ftrace-lock-acquired"
+#: Trailing metadata key of a call that took a signal (``Kernel.Kill``) on its way out of
+#: the kernel, failed or not: the signal's number ("2"). kernel.proto, Kill.
+SIGNAL_METADATA_KEY = "x-ftrace-signal"
 #: Where gRPC keeps the serialized ``google.rpc.Status`` (same as grpc_status's key).
 STATUS_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 

@@ -19,9 +19,10 @@ from ftrace.v1 import tracefs_pb2 as pb
 from ftrace.v1 import tracefs_pb2_grpc
 from kernel_daemon.errno import KernelError
 from kernel_daemon.rpc.state import MAX_ANSWER, Boot, DaemonState
+from kernel_daemon.signal import SigPending, current_sigpending
 from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, add_trailing_metadata,
                                       errno_detail, failing_as, translate_kernel_errors)
-from kernel_daemon.task import current, enter_task, leave_task, running_as
+from kernel_daemon.task import enter_task, leave_task, running_as
 from kernel_daemon.tracefs.files import (FMODE_PREAD, FMODE_PWRITE, OpenFile, file_llseek,
                                          file_read, file_release, file_write)
 from kernel_daemon.tracefs.llseek import LLONG_MAX
@@ -66,25 +67,24 @@ def at_offset(file: OpenFile, offset: int, fmode: int, call: Callable[[], T]) ->
         file.pos = saved
 
 
-def watch_client(context: grpc.ServicerContext, file: OpenFile) -> None:
-    """Interrupt a blocked read of ``file`` when the client goes away; a file that never
-    blocks (its ``interrupt`` is the default no-op) needs no callback."""
+def watch_client(file: OpenFile) -> None:
+    """Interrupt a blocked read of ``file`` when the current call is signalled or its
+    client goes away; a file that never blocks (its ``interrupt`` is the default no-op)
+    needs no wake-up."""
     if type(file).interrupt is not OpenFile.interrupt:
-        # False: the call already ended (cancelled before the read began), and the
-        # callback will never run, so the read must not start blocking.
-        if not context.add_callback(file.interrupt):
-            file.interrupt()
+        current_sigpending().wake_on_signal(file.interrupt)
 
 
-def write_until_done(file: OpenFile, data: bytes,
-                     context: grpc.ServicerContext) -> tuple[list[int], KernelError | None]:
+def write_until_done(file: OpenFile, data: bytes) -> tuple[list[int], KernelError | None]:
     """The caller's write loop (stdio's flush, a shell's echo), run here to spare a round
-    trip per write(2): after a short write, the rest again, while the caller is there (a
-    killed echo stops between two write(2)s). Returns each write's size and the failure
-    that ended the loop, if one did; what the earlier writes consumed stays written."""
+    trip per write(2): after a short write, the rest again, while no signal is pending
+    (the caller went away, or was signalled: a killed or interrupted echo stops between
+    two write(2)s). Returns each write's size and the failure that ended the loop, if one
+    did; what the earlier writes consumed stays written."""
     sizes: list[int] = []
     rest = memoryview(data)  # the rest is handed on, not copied: see kernel_daemon/uaccess.py
-    while rest and len(sizes) < MAX_WRITE_CALLS and context.is_active():
+    pending = current_sigpending()
+    while rest and len(sizes) < MAX_WRITE_CALLS and not pending.signal_pending():
         try:
             written = file_write(file, rest)
         except KernelError as err:
@@ -126,6 +126,10 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         file: OpenFile | None = None
         boot: Boot = self.state.boot  # the boot the file is open in, once it is
         task = self.state.caller(context)
+        # The process's thread in the kernel during each operation (kill(2) finds it
+        # there); the file's wake-up for a signal is registered once, at the open.
+        pending = SigPending(context)
+        signals = self.state.signals
         try:
             for seq, request in enumerate(request_iterator, 1):
                 op = request.WhichOneof("op")
@@ -140,31 +144,39 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                     raise KernelError(errno.ENODEV, "the kernel rebooted")
                 # ``with running_as(task):`` without its three Python calls per request.
                 token = enter_task(task)
+                signal_token = signals.enter(task.pid, pending)
                 try:
                     if op == "open":
                         boot = self.state.boot
                         file = self._open(boot, request.open.path, request.open.flags)
-                        watch_client(context, file)
+                        watch_client(file)
                         _, node = boot.vfs.lookup(file.path)
-                        yield pb.FileResponse(seq=seq, open=pb.OpenResult(
+                        response = pb.FileResponse(seq=seq, open=pb.OpenResult(
                             path=file.path, flags=file.flags, mode=node.mode))
-                        continue
-                    assert file is not None
-                    if op == "close":
+                    elif op == "close":
+                        assert file is not None
                         closing, file = file, None
                         self._release(closing)
-                        yield pb.FileResponse(seq=seq, close=pb.CloseResult(result=0))
-                        return
-                    yield self._file_op(boot, seq, file, op, request, context)
+                        response = pb.FileResponse(seq=seq, close=pb.CloseResult(result=0))
+                    else:
+                        assert file is not None
+                        response = self._file_op(boot, seq, file, op, request)
                 finally:
                     leave_task(token)
+                    # Taken on the way out, failed or not: a failed one's is lost
+                    # with the call, which ends with its error.
+                    signo = signals.leave(task.pid, pending, signal_token)
+                response.signal = signo
+                yield response
+                if op == "close":
+                    return
         finally:
             if file is not None:
                 with running_as(task):
                     self._release(file)
 
-    def _file_op(self, boot: Boot, seq: int, file: OpenFile, op: str, request: pb.FileRequest,
-                 context: grpc.ServicerContext) -> pb.FileResponse:
+    def _file_op(self, boot: Boot, seq: int, file: OpenFile, op: str,
+                 request: pb.FileRequest) -> pb.FileResponse:
         """The answer to one read, write or lseek: its result, or its errno in-band (a
         write loop's with the bytes the writes before the failing one consumed)."""
         written = 0
@@ -173,7 +185,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 if op == "read":
                     return pb.FileResponse(seq=seq, read=self._read(file, request.read))
                 if op == "write":
-                    sizes, failure = self._write(file, request.write, context)
+                    sizes, failure = self._write(file, request.write)
                     if failure is None:
                         return pb.FileResponse(seq=seq, write=pb.WriteResult(
                             bytes_written=sum(sizes), offset=file.pos,
@@ -198,15 +210,14 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         return pb.ReadResult(data=data, eof=not data, offset=file.pos)
 
     @staticmethod
-    def _write(file: OpenFile, request: pb.WriteRequest,
-               context: grpc.ServicerContext) -> tuple[list[int], KernelError | None]:
+    def _write(file: OpenFile, request: pb.WriteRequest) -> tuple[list[int], KernelError | None]:
         """write(2), or the caller's loop of them (``until_done``); at ``offset``, pwrite(2).
         Returns each write's size and the failure that ended the loop, if one did; a
         single write's failure is raised (it consumed nothing)."""
         def write() -> tuple[list[int], KernelError | None]:
             if not request.until_done:
                 return [file_write(file, request.data)], None
-            return write_until_done(file, request.data, context)
+            return write_until_done(file, request.data)
 
         if request.HasField("offset"):
             return at_offset(file, request.offset, FMODE_PWRITE, write)
@@ -218,7 +229,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         flags = os.O_RDONLY | (os.O_NONBLOCK if request.nonblock else 0)
         with self.state.syscall(context) as boot:
             file = self._open(boot, path, flags)
-            watch_client(context, file)
+            watch_client(file)
             chunks: list[bytes] = []
             blocks = not request.nonblock and type(file).interrupt is not OpenFile.interrupt
             try:
@@ -269,7 +280,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         with self.state.syscall(context, report_locking=True) as boot:
             file = self._open(boot, request.path, flags)
             try:
-                sizes, failure = write_until_done(file, request.data, context)
+                sizes, failure = write_until_done(file, request.data)
             finally:
                 self._release(file)
             total = sum(sizes)
@@ -282,18 +293,19 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
     @translate_kernel_errors
     def TracePipe(self, request: pb.TracePipeRequest,
                   context: grpc.ServicerContext) -> Iterator[pb.TracePipeChunk]:
-        """``cat trace_pipe``: a blocking, consuming read loop until the client leaves or a
-        read returns EOF."""
+        """``cat trace_pipe``: a blocking, consuming read loop until the client leaves, a
+        signal comes (the stream ends with OK and the signal's trailer) or a read returns
+        EOF. The whole loop is one stay in the kernel: a signal that comes while the
+        client takes a chunk ends the next read."""
         path = (f"{TRACING}/per_cpu/cpu{request.cpu}/trace_pipe" if request.HasField("cpu")
                 else f"{TRACING}/trace_pipe")
         flags = os.O_RDONLY | (os.O_NONBLOCK if request.nonblock else 0)
         with self.state.syscall(context) as boot:
-            task = current()
             file = self._open(boot, path, flags)
-        watch_client(context, file)
-        try:
-            while context.is_active():
-                with running_as(task):
+            watch_client(file)
+            pending = current_sigpending()
+            try:
+                while not pending.signal_pending():
                     try:
                         with failing_as("read", path):
                             data = file_read(file, READ_CHUNK)
@@ -301,11 +313,10 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                         if err.errno in (errno.EINTR, errno.EAGAIN):
                             return
                         raise
-                if not data:  # EOF: tracing_wait_pipe()'s end with tracing disabled
-                    return
-                yield pb.TracePipeChunk(data=data)
-        finally:
-            with running_as(task):
+                    if not data:  # EOF: tracing_wait_pipe()'s end with tracing disabled
+                        return
+                    yield pb.TracePipeChunk(data=data)
+            finally:
                 self._release(file)
 
     @translate_kernel_errors

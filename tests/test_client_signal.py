@@ -1,0 +1,262 @@
+"""kill(2) of a client's task (``Kernel.Kill``, kernel_daemon.signal): a call in an
+interruptible wait is woken with EINTR, one in an uninterruptible section (a wait for
+ftrace_lock, which 3.6 takes with mutex_lock()) completes; either answer says the signal
+was taken. A task with no call inside the kernel keeps nothing pending.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from typing import Any
+
+import grpc
+import pytest
+
+from clients.api import Client, RequestQueue
+from clients.identity import Identity
+from ftrace.v1 import kernel_pb2, tracefs_pb2
+from kernel_daemon.rpc.status import SIGNAL_METADATA_KEY
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.paused_writer import ftrace_lock_held
+from tests.test_daemon_tracefs import wait_until
+from tests.test_shell_integration import start_shell
+from tests.test_tracer_client import DEADLINE, SMALL, TRACING
+
+SIGINT = 2
+#: The task signalled in the daemon-side tests (a client's identity: no process of ours).
+PID = 4_000_001
+#: A pid no call named: the pid table does not have it.
+UNSEEN_PID = 4_000_002
+
+
+def kill(client: Client, pid: int, sig: int) -> int:
+    """Kernel.Kill: the calls the signal reached."""
+    return client.connection.kernel.Kill(kernel_pb2.KillRequest(pid=pid, signal=sig)).calls
+
+
+def task(daemon: Any, comm: str) -> Client:
+    """A client of ``daemon`` as task PID, which a first call has put in the pid table."""
+    client = daemon.connect(Identity(PID, comm))
+    client.stats()
+    return client
+
+
+def kill_error(client: Client, pid: int, sig: int) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as raised:
+        kill(client, pid, sig)
+    trailers = dict(raised.value.trailing_metadata())
+    return raised.value.code(), trailers["errno"]
+
+
+def signal_trailer(call: Any) -> str | None:
+    return dict(call.trailing_metadata()).get(SIGNAL_METADATA_KEY)
+
+
+@pytest.mark.parametrize(("pid", "sig", "expected"), [
+    (PID, -1, (grpc.StatusCode.INVALID_ARGUMENT, "EINVAL")),
+    (PID, 65, (grpc.StatusCode.INVALID_ARGUMENT, "EINVAL")),
+    (0, SIGINT, (grpc.StatusCode.INVALID_ARGUMENT, "EINVAL")),
+    (-PID, SIGINT, (grpc.StatusCode.INVALID_ARGUMENT, "EINVAL")),
+    (UNSEEN_PID, SIGINT, (grpc.StatusCode.NOT_FOUND, "ESRCH")),
+    (UNSEEN_PID, 0, (grpc.StatusCode.NOT_FOUND, "ESRCH")),
+])
+def test_kill_errors(daemon, pid, sig, expected):
+    """EINVAL for a signal outside 0..64 and a pid that is not a process's; ESRCH for a
+    pid no call has named (signal 0 too: it checks that the task exists)."""
+    with task(daemon, "signalled") as client:
+        assert kill_error(client, pid, sig) == expected
+
+
+def test_a_task_in_user_space_keeps_nothing_pending(daemon):
+    """A task with no call inside the kernel: the signal reaches none (it is the
+    process's own to take), signal 0 finds the task, and its next call goes as ever."""
+    with task(daemon, "signalled") as client:
+        with client.open(f"{TRACING}/tracing_on") as session:
+            assert (kill(client, PID, SIGINT), kill(client, PID, 0)) == (0, 0)
+            assert session.read() == b"1\n"
+        response, call = client.connection.tracefs.WriteFile.with_call(
+            tracefs_pb2.WriteFileRequest(path=f"{TRACING}/tracing_on", data=b"1\n"))
+        assert (response.bytes_written, signal_trailer(call)) == (2, None)
+
+
+def call_on_a_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    """``call()`` started on a thread; the list gets its result."""
+    answers: list[Any] = []
+    thread = threading.Thread(target=lambda: answers.append(call()))
+    thread.start()
+    return thread, answers
+
+
+def test_an_open_waiting_for_ftrace_lock_completes_then_the_write_loop_stops(spawn):
+    """WriteFile of set_ftrace_filter whose open(2) waits for ftrace_lock, held by a
+    writer paused in its release (mutex_lock(): uninterruptible): Kill reaches it and it
+    goes on waiting; released, the open completes and the signal ends the write loop
+    before its first write(2), as it would kill echo there. The release installs the
+    copy O_TRUNC emptied; the answer says the signal was taken."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control, task(daemon, "echo") as signalled:
+        with ftrace_lock_held(control):
+            writer, answers = call_on_a_thread(
+                lambda: signalled.connection.tracefs.WriteFile.with_call(
+                    tracefs_pb2.WriteFileRequest(path=f"{TRACING}/set_ftrace_filter",
+                                                 data=b"schedule\n")))
+            wait_until(lambda: kill(control, PID, SIGINT) == 1, DEADLINE)
+            assert writer.is_alive()  # the lock is still held: it cannot have answered
+        writer.join(DEADLINE)
+        (response, call), = answers
+        assert (response.bytes_written, signal_trailer(call)) == (0, "2")
+        assert b"vfs_read" not in control.read_file(f"{TRACING}/set_ftrace_filter")
+
+
+class RawSession:
+    """A Tracefs.Session made by hand: each answer whole, its ``signal`` too."""
+
+    def __init__(self, client: Client, path: str, flags: int) -> None:
+        self.requests = RequestQueue()
+        self.responses = client.connection.tracefs.Session(iter(self.requests))
+        opened = self.do(tracefs_pb2.FileRequest(
+            open=tracefs_pb2.OpenRequest(path=path, flags=flags)))
+        assert opened.WhichOneof("result") == "open", opened
+
+    def do(self, request: tracefs_pb2.FileRequest) -> tracefs_pb2.FileResponse:
+        self.requests.put(request)
+        return next(self.responses)
+
+    def __enter__(self) -> "RawSession":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.responses.cancel()
+        self.requests.end()
+        self.requests.join()
+
+
+def test_a_session_write_waiting_for_the_lock_completes_and_says_it_took_the_signal(spawn):
+    """A Session's write to set_ftrace_filter (opened before the lock was taken) waits
+    behind the paused writer: Kill reaches it, it waits on; released, it writes, and its
+    answer has the bytes and the signal. The session's close installs the filter."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control, task(daemon, "echo") as signalled:
+        with RawSession(signalled, f"{TRACING}/set_ftrace_filter",
+                        os.O_WRONLY | os.O_APPEND) as session:
+            with ftrace_lock_held(control):
+                writer, answers = call_on_a_thread(lambda: session.do(
+                    tracefs_pb2.FileRequest(write=tracefs_pb2.WriteRequest(
+                        data=b"schedule\n", until_done=True))))
+                wait_until(lambda: kill(control, PID, SIGINT) == 1, DEADLINE)
+                assert writer.is_alive()
+            writer.join(DEADLINE)
+            written, = answers
+            assert (written.write.bytes_written, written.signal) == (len(b"schedule\n"),
+                                                                     SIGINT)
+            closed = session.do(tracefs_pb2.FileRequest(close=tracefs_pb2.CloseRequest()))
+            assert (closed.WhichOneof("result"), closed.signal) == ("close", 0)
+        assert control.read_file(f"{TRACING}/set_ftrace_filter") == b"schedule\n"
+
+
+def test_a_session_read_of_trace_pipe_is_interrupted_and_says_it_took_the_signal(daemon):
+    """A Session's blocking read of trace_pipe: Kill wakes it, the read fails EINTR in
+    band with the signal in FileResponse.signal; the session goes on (close answers)."""
+    with daemon.connect() as control, task(daemon, "cat") as signalled:
+        with RawSession(signalled, f"{TRACING}/trace_pipe", os.O_RDONLY) as session:
+            reader, answers = call_on_a_thread(lambda: session.do(
+                tracefs_pb2.FileRequest(read=tracefs_pb2.ReadRequest(size=4096))))
+            wait_until(lambda: kill(control, PID, SIGINT) == 1, DEADLINE)
+            reader.join(DEADLINE)
+            read, = answers
+            assert (read.WhichOneof("result"), read.error.name, read.signal) == (
+                "error", "EINTR", SIGINT)
+            closed = session.do(tracefs_pb2.FileRequest(close=tracefs_pb2.CloseRequest()))
+            assert (closed.WhichOneof("result"), closed.signal) == ("close", 0)
+        wait_until(lambda: control.stats().open_files == 0, DEADLINE)
+
+
+def test_trace_pipe_ends_with_the_signal_in_its_trailers(daemon):
+    """A TracePipe stream, one stay in the kernel from open to end: Kill ends it with OK
+    and the signal in its trailers."""
+    with daemon.connect() as control, task(daemon, "cat") as signalled:
+        stream = signalled.connection.tracefs.TracePipe(tracefs_pb2.TracePipeRequest())
+        try:
+            wait_until(lambda: kill(control, PID, SIGINT) == 1, DEADLINE)
+            assert list(stream) == []
+            assert (stream.code(), signal_trailer(stream)) == (grpc.StatusCode.OK, "2")
+        finally:
+            stream.cancel()
+        wait_until(lambda: control.stats().open_files == 0, DEADLINE)
+
+
+# --- Ctrl-C in ftrace-shell: the first signals the task, a second cancels --------------
+
+KILL = "/ftrace.v1.Kernel/Kill"
+#: The shell's file is open (the group's redirection) before the lock is taken; the
+#: write, once a line comes, waits behind the paused writer.
+ECHO_WHEN_TOLD = f"{{ read line; echo schedule; }} >> {TRACING}/set_ftrace_filter"
+
+
+def kills(client: Client) -> int:
+    return client.stats().rpc_counts[KILL]
+
+
+def calls_inside(client: Client, pid: int) -> int:
+    """The calls of task ``pid`` inside the kernel (kill(pid, 0) counts them); 0 for a
+    task that has not called in yet (ESRCH)."""
+    try:
+        return kill(client, pid, 0)
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return 0
+
+
+@pytest.mark.parametrize("ctrl_c", [1, 2])
+def test_ctrl_c_in_a_write_waiting_for_ftrace_lock(spawn, tmp_path, ctrl_c):
+    """``echo schedule`` to set_ftrace_filter waiting for the lock a paused writer holds
+    (mutex_lock(): uninterruptible). One Ctrl-C: the shell signals its task and goes on
+    waiting; released, the write is done, the file closed (the filter installed) and the
+    shell exits 130. A second Ctrl-C: it cancels and exits 130 at once, as before."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control:
+        shell = start_shell(tmp_path, ["--address", daemon.address, "-c", ECHO_WHEN_TOLD])
+        try:
+            wait_until(lambda: control.stats().open_files == 1, DEADLINE)
+            with ftrace_lock_held(control):
+                assert shell.stdin is not None
+                shell.stdin.write(b"go\n")
+                shell.stdin.flush()
+                wait_until(lambda: calls_inside(control, shell.pid) == 1, DEADLINE)
+                sent = kills(control)
+                shell.send_signal(signal.SIGINT)
+                wait_until(lambda: kills(control) == sent + 1, DEADLINE)  # the shell's Kill
+                assert calls_inside(control, shell.pid) == 1  # still waiting for the lock
+                assert shell.poll() is None
+                if ctrl_c == 2:
+                    shell.send_signal(signal.SIGINT)
+                    out, err = shell.communicate(timeout=DEADLINE)  # the lock still held
+            if ctrl_c == 1:
+                out, err = shell.communicate(timeout=DEADLINE)
+        finally:
+            shell.kill()
+        assert (shell.returncode, out, err) == (130, b"", b"")
+        if ctrl_c == 1:  # installed before the shell exited: no wait
+            assert control.read_file(f"{TRACING}/set_ftrace_filter") == b"schedule\n"
+        wait_until(lambda: control.stats().open_files == 0, DEADLINE)
+
+
+def test_ctrl_c_in_cat_trace_pipe_signals_the_task_and_exits_130_at_once(daemon, tmp_path):
+    """``cat trace_pipe`` (an interruptible wait) and Ctrl-C: the shell signals its task,
+    the read ends with EINTR at once, the file is closed before the shell exits 130."""
+    with daemon.connect() as control:
+        shell = start_shell(tmp_path, ["--address", daemon.address, "-c",
+                                       f"cat {TRACING}/trace_pipe"])
+        try:
+            wait_until(lambda: calls_inside(control, shell.pid) == 1, DEADLINE)
+            sent = kills(control)
+            shell.send_signal(signal.SIGINT)
+            out, err = shell.communicate(timeout=DEADLINE)
+        finally:
+            shell.kill()
+        assert (shell.returncode, out, err) == (130, b"", b"")
+        assert (kills(control), control.stats().open_files) == (sent + 1, 0)
