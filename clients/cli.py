@@ -40,8 +40,9 @@ from types import FrameType
 import grpc
 
 from clients.api import Client
-from clients.connection import (ADDRESS_ENV, ADDRESS_FORMS, DaemonLost, grpc_target,
-                                resolve_address, socket_obstacle)
+from clients.connection import (ADDRESS_ENV, ADDRESS_FORMS, DaemonLost, default_address,
+                                grpc_target, resolve_address, socket_listener,
+                                socket_obstacle)
 from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.spawn import SpawnError, spawn_daemon
@@ -67,9 +68,10 @@ __all__ = [
     "sigterm_interrupts",
 ]
 
-#: Every client's ``--address`` help.
-ADDRESS_HELP = (f"daemon address: {ADDRESS_FORMS} (default: $FTRACED_ADDRESS, else the "
-                "user's socket)")
+#: Every client's ``--address`` help; its default address as ``ftraced --help`` names it
+#: (read when the module is loaded, before any argument is parsed).
+ADDRESS_HELP = (f"daemon address: {ADDRESS_FORMS} (default: $FTRACED_ADDRESS, else "
+                f"{default_address()})")
 #: The longest single wait of a client's loop: a longer timeout overflows select() and
 #: epoll; waking earlier only looks again.
 MAX_WAIT = 3600.0
@@ -91,17 +93,18 @@ def gone_text(address: str, error: FtraceError) -> str:
     return f"ftraced at {address} went away ({error.strerror})"
 
 
-def no_daemon_text(address: str, error: FtraceError, alternative: str | None = None) -> str:
+def no_daemon_text(address: str, error: FtraceError, timeout: float,
+                   alternative: str | None = None) -> str:
     """The one diagnostic of a client no daemon answers at ``address``, after its
-    connect timeout (``error``: the last connection's). The program's name goes before
-    it, as before its others. Advice to start one (and ``alternative``, another way:
-    ``"use --spawn"``) only where a daemon started would answer: no socket yet in a
-    directory that exists, or one nobody listens on. Not a path no daemon could listen
-    at (said at once: :func:`clients.connection.socket_obstacle`), nor a socket that
-    takes connections without answering them (ETIMEDOUT: a daemon stopped, say, where
-    another would find the address in use; a connect that timed out, ``syscall``
-    "connect", is said as such). A daemon that went away while the client waited for its
-    answer (:class:`DaemonLost`, said at once) is :func:`gone_text`."""
+    connect timeout (``timeout``, ``--connect-timeout``; ``error``: the last
+    connection's). The program's name goes before it, as before its others. Advice to
+    start one (and ``alternative``, another way: ``"use --spawn"``) only where a daemon
+    started would answer: no socket yet in a directory that exists, or one nobody listens
+    on. Not a path no daemon could listen at (said at once:
+    :func:`clients.connection.socket_obstacle`), nor a socket that takes connections
+    without answering them (ETIMEDOUT: :func:`_unanswered_text`; a connect that timed out,
+    ``syscall`` "connect", is said as such). A daemon that went away while the client
+    waited for its answer (:class:`DaemonLost`, said at once) is :func:`gone_text`."""
     if isinstance(error, DaemonLost):
         return gone_text(address, error)
     if (obstacle := socket_obstacle(address)) is not None:
@@ -111,11 +114,29 @@ def no_daemon_text(address: str, error: FtraceError, alternative: str | None = N
         return (f"{text}: it closed every connection as it accepted it, as ftraced does "
                 "past its --max-connections")
     if error.errno == errno.ETIMEDOUT and error.syscall != "connect":
-        return f"{text}: it takes connections and does not answer them (stopped?)"
+        return f"{text}: {_unanswered_text(address, timeout)}"
     if error.errno not in (errno.ENOENT, errno.ECONNREFUSED):
         return text
     text += "; start one with `ftraced`"
     return f"{text}, or {alternative}" if alternative else text
+
+
+def _unanswered_text(address: str, timeout: float) -> str:
+    """Why a socket that takes connections did not answer them in ``timeout`` seconds,
+    as far as the system tells (:func:`clients.connection.socket_listener`): its
+    listener stopped (SIGSTOP; a daemon started there would find the address in use), or
+    running, which ftraced is while it boots its kernel (it listens first) or is too busy
+    to answer; both where no listener can be named (a TCP address)."""
+    waited = f"has not answered in the {timeout:g} s of --connect-timeout"
+    listener = socket_listener(address)
+    if listener is None:
+        return (f"it takes connections and {waited}: stopped, or still starting (booting "
+                "its kernel) or too busy, which a longer --connect-timeout waits for")
+    if listener.stopped:
+        return (f"it takes connections and does not answer them: {listener} is "
+                f"{listener.stopped}")
+    return (f"{listener} takes connections and {waited}: still starting (booting its "
+            "kernel) or too busy; a longer --connect-timeout waits for it")
 
 
 def address_argument(text: str) -> str:
@@ -252,7 +273,8 @@ def daemon_client(args: argparse.Namespace) -> Iterator[Client]:
             raise ConnectError(f"no ftraced answers at {spawned.address} "
                                f"({error.strerror}), the daemon it started") from error
         where = resolve_address(args.address)
-        raise ConnectError(no_daemon_text(where, error, "use --spawn")) from error
+        raise ConnectError(no_daemon_text(where, error, args.connect_timeout,
+                                          "use --spawn")) from error
     try:
         with client:
             yield client

@@ -21,6 +21,10 @@ A client waits (``connect(wait=...)``) for a daemon not started yet, never for o
 went away: once a connection of the wait was accepted (or, with ``answered``, another
 connection of the program's had an answer), a refusal raises :class:`DaemonLost` at once.
 
+Where a socket takes connections without answering them, :func:`socket_listener` names
+the process that listens on it and says whether it is stopped (a daemon stopped with
+SIGSTOP) or running (one still booting its kernel: it listens first).
+
 ``connect()`` returns a :class:`Connection`: one channel whose every call carries the
 caller identity (``x-ftrace-pid``/``x-ftrace-comm``, see ``clients.identity``), and the typed
 stubs ``.tracefs``, ``.modules``, ``.kernel``, ``.tracer`` and ``.health``. Stub calls raise
@@ -35,7 +39,9 @@ import os
 import re
 import socket
 import stat
+import struct
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import grpc
@@ -60,6 +66,8 @@ __all__ = [
     "Connection",
     "DaemonLost",
     "socket_obstacle",
+    "Listener",
+    "socket_listener",
     "connect",
 ]
 
@@ -483,6 +491,68 @@ def socket_obstacle(address: str) -> str | None:
         return None
     kind = next((kind for test, kind in _FILE_KINDS if test(mode)), "no socket")
     return f"{kind}, not a socket"
+
+
+#: ``struct ucred`` (pid, uid, gid), what SO_PEERCRED gives.
+_UCRED = struct.Struct("iII")
+#: The /proc/PID/stat states of a stopped process (fs/proc/array.c, task_state_array):
+#: ``T (stopped)`` by a signal (SIGSTOP, SIGTSTP...), ``t (tracing stop)`` by its tracer.
+_STOPPED = {"T": "stopped", "t": "stopped by its tracer"}
+#: The states of a process that has ended (zombie, dead): its files are closed, so a
+#: socket it listened on is held by another process (one it forked) or by none.
+_ENDED = ("Z", "X")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """The process that listens on a unix socket: its pid, its comm and its state, as
+    /proc/PID/stat gives them."""
+
+    pid: int
+    comm: str
+    state: str
+
+    @property
+    def stopped(self) -> str | None:
+        """How it is stopped (``stopped``, ``stopped by its tracer``), None when it runs."""
+        return _STOPPED.get(self.state)
+
+    def __str__(self) -> str:
+        return f"{self.comm}[{self.pid}]"
+
+
+def socket_listener(address: str) -> Listener | None:
+    """The process listening on the unix socket ``address`` names: the pid that comes
+    with a connection to it (SO_PEERCRED: the credentials of the process that called
+    listen(), which net/unix/af_unix.c's unix_stream_connect() copies to the connecting
+    socket before anything accepts it), with its comm and state from /proc/PID/stat.
+
+    The connection is made without waiting (a listener whose backlog is full refuses it:
+    EAGAIN) and closed unanswered. None when no pid can be had: a TCP address, a socket
+    that does not take the connection, a listener in another pid namespace (pid 0), one
+    that has ended (its socket held by a process it forked)."""
+    path = unix_socket_path(address)
+    if path is None:
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.setblocking(False)
+            probe.connect(path)
+            pid, _, _ = _UCRED.unpack(probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                       _UCRED.size))
+        if pid <= 0:
+            return None
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            line = file.read().decode(errors="replace")
+    except OSError:
+        return None
+    # "PID (COMM) STATE ...": the comm may hold spaces and parentheses, the rest does not.
+    head, _, rest = line.rpartition(") ")
+    comm = head.partition(" (")[2]
+    state = rest[:1]
+    if not state or state in _ENDED:
+        return None
+    return Listener(pid, comm, state)
 
 
 def _may_come(address: str, number: int) -> bool:

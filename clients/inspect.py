@@ -445,7 +445,8 @@ def connect(args: argparse.Namespace) -> Client:
         return Client.connect(args.address, Identity(os.getpid(), PROG),
                               wait=args.connect_timeout)
     except FtraceError as error:
-        raise InspectError(no_daemon_text(resolve_address(args.address), error)) from error
+        raise InspectError(no_daemon_text(resolve_address(args.address), error,
+                                          args.connect_timeout)) from error
 
 
 def waiting_notice(what: str, client: Client | None) -> str:

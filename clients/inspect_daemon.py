@@ -21,7 +21,9 @@ in the message's order, zero values included (``rpc_counts`` as ``rpc_counts.MET
 lines), so ``awk '$1 == "open_files" {print $2}'`` finds one.
 
 ``--json``: the same as one JSON document on a line (``stats`` an object, ``ops`` a list of
-objects), every field present, named as in the ``.proto``.
+objects), every field present, named as in the ``.proto``; an ops' ``filter``, ``notrace``
+and ``hashes_truncated`` only with ``--hashes``, as the text lists the functions only then
+(an empty list next to ``"filter_count": 1`` would read as an empty hash).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from ftrace.v1 import kernel_pb2
 from kernel_daemon.ftrace.ops import ops_flag_names
 
 OPS_HEADER = ("ID", "FLAGS", "FILTER", "NOTRACE", "NAME", "OWNER")
+#: The OpsInfo fields ListOps fills only with include_hashes (``--hashes``).
+OPS_HASH_FIELDS = ("filter", "notrace", "hashes_truncated")
 
 
 def add_daemon_tables_parsers(commands: argparse._SubParsersAction,
@@ -94,6 +98,16 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
     return lines
 
 
+def ops_dict(ops: kernel_pb2.OpsInfo, hashes: bool) -> dict[str, Any]:
+    """An ops as ``--json`` gives it: :func:`as_dict`, without the hashes' fields when
+    they were not asked for."""
+    fields = as_dict(ops)
+    if not hashes:
+        for name in OPS_HASH_FIELDS:
+            del fields[name]
+    return fields
+
+
 def ops_lines(listed: list[kernel_pb2.OpsInfo], hashes: bool) -> list[str]:
     rows = [OPS_HEADER]
     details: list[list[str]] = [[]]
@@ -132,7 +146,7 @@ def run_daemon_tables(client: Client, args: argparse.Namespace,
     listed = call_noting_wait(lambda: client.list_ops(include_hashes=args.hashes),
                               lambda: notice("ftrace_lock (Kernel.ListOps takes it)"))
     if args.json:
-        print(json.dumps([as_dict(ops) for ops in listed]))
+        print(json.dumps([ops_dict(ops, args.hashes) for ops in listed]))
     else:
         print("\n".join(ops_lines(listed, args.hashes)))
     return 0

@@ -114,20 +114,83 @@ def test_where_no_daemon_could_listen_every_client_says_so_at_once(tmp_path):
                 2, "", f"{prog}: no ftraced can listen at {address}: {reason}\n"), prog
 
 
-def test_a_socket_that_takes_connections_without_answering_is_not_told_to_start_one(
-        tmp_path):
-    """What a stopped daemon (SIGSTOP) looks like: its socket takes connections (the
-    kernel queues them) and nothing answers. A daemon started there would find the
-    address in use, so no client advises one; each says what it saw."""
-    with socket.socket(socket.AF_UNIX) as mute:
-        mute.bind(str(tmp_path / "mute.sock"))
-        mute.listen()
-        address = f"unix:{tmp_path}/mute.sock"
+#: A listener that never accepts, in a process of its own (ftraced while it boots its
+#: kernel: it listens first): says so once it listens, and ends with its standard input.
+MUTE_LISTENER = """
+import socket, sys
+with socket.socket(socket.AF_UNIX) as mute:
+    mute.bind(sys.argv[1])
+    mute.listen()
+    print("listening", flush=True)
+    sys.stdin.read()
+"""
+
+
+def comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as file:
+        return file.read().rstrip("\n")
+
+
+def test_a_stopped_daemon_is_told_stopped_by_every_client(tmp_path):
+    """A daemon stopped with SIGSTOP: its socket takes connections (the kernel queues
+    them) and nothing answers. The listener's pid comes with the connection and its
+    state says stopped, so each client says that, with no advice to start one (it would
+    find the address in use) nor to wait longer."""
+    address = f"unix:{tmp_path}/ftraced.sock"
+    daemon = start_daemon("--listen", address)
+    try:
+        serving(daemon)
+        os.kill(daemon.pid, signal.SIGSTOP)
+        _, status = os.waitpid(daemon.pid, os.WUNTRACED)  # returns once it is stopped
+        assert os.WIFSTOPPED(status)
         for process, prog, _ in reaped(runs_for(address, "0.5", tmp_path / "out")):
             out, err = process.communicate(timeout=DEADLINE)
             assert (process.returncode, out, err) == (
                 2, "", f"{prog}: no ftraced answers at {address} (Connection timed out): it "
-                       "takes connections and does not answer them (stopped?)\n"), prog
+                       "takes connections and does not answer them: "
+                       f"{comm(daemon.pid)}[{daemon.pid}] is stopped\n"), prog
+        os.kill(daemon.pid, signal.SIGCONT)
+        stop(daemon)
+    finally:
+        kill(daemon)
+
+
+def test_a_listener_still_starting_is_told_as_such_by_every_client(tmp_path):
+    """A socket whose listener runs and has not answered: what ftraced is while it
+    boots its kernel (a big --core-functions, a busy machine). Not "stopped": each
+    client names the listener and says that a longer --connect-timeout waits for it."""
+    path = tmp_path / "booting.sock"
+    address = f"unix:{path}"
+    listener = subprocess.Popen([sys.executable, "-c", MUTE_LISTENER, str(path)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline() == "listening\n"
+        for process, prog, _ in reaped(runs_for(address, "0.5", tmp_path / "out")):
+            out, err = process.communicate(timeout=DEADLINE)
+            assert (process.returncode, out, err) == (
+                2, "", f"{prog}: no ftraced answers at {address} (Connection timed out): "
+                       f"{comm(listener.pid)}[{listener.pid}] takes connections and has not "
+                       "answered in the 0.5 s of --connect-timeout: still starting (booting "
+                       "its kernel) or too busy; a longer --connect-timeout waits for it\n"
+            ), prog
+    finally:
+        listener.kill()
+        listener.communicate()
+
+
+def test_a_tcp_listener_that_does_not_answer_is_told_both_ways():
+    """A TCP port that takes connections and does not answer: no pid comes with the
+    connection, so the words name both a daemon stopped and one still starting."""
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        address = f"127.0.0.1:{mute.getsockname()[1]}"
+        with pytest.raises(FtraceError) as info:
+            Client(address, wait=0.5)
+    assert no_daemon_text(address, info.value, 0.5) == (
+        f"no ftraced answers at {address} (Connection timed out): it takes connections and "
+        "has not answered in the 0.5 s of --connect-timeout: stopped, or still starting "
+        "(booting its kernel) or too busy, which a longer --connect-timeout waits for")
 
 
 def test_a_connect_that_times_out_is_told_as_such():
@@ -141,7 +204,7 @@ def test_a_connect_that_times_out_is_told_as_such():
         with pytest.raises(FtraceError) as info:
             Client(address, wait=0.5)
     assert (info.value.errno, info.value.syscall) == (errno.ETIMEDOUT, "connect")
-    assert no_daemon_text(address, info.value) == (
+    assert no_daemon_text(address, info.value, 0.5) == (
         f"no ftraced answers at {address} (Connection timed out)")
 
 

@@ -120,7 +120,7 @@ def connect(config: RunConfig, timeout: float) -> tuple[SpawnedDaemon | None, Cl
         try:
             client = Client(address, Identity(os.getpid(), "ftrace-stress"), wait=timeout)
         except FtraceError as error:
-            raise ConnectError(no_daemon_text(address, error)) from error
+            raise ConnectError(no_daemon_text(address, error, timeout)) from error
         on_failure.pop_all()
     return spawned, client
 
