@@ -159,11 +159,15 @@ def record(ft: Ftrace, name: str, module: str | None = None) -> tuple[int, bool]
     raise LookupError(name)
 
 
+def dmesg(kernel: Kernel) -> str:
+    """The kernel log, timestamps stripped."""
+    return re.sub(r"^\[[ \d.]+\] ", "", kernel.printk.read(), flags=re.M)
+
+
 def warnings(kernel: Kernel) -> list[str]:
     """The WARN blocks in dmesg, timestamps stripped."""
-    text = re.sub(r"^\[[ \d.]+\] ", "", kernel.printk.read(), flags=re.M)
     return re.findall(r"------------\[ cut here \]------------\n.*?---\[ end trace [0-9a-f]{16} \]---",
-                      text, flags=re.S)
+                      dmesg(kernel), flags=re.S)
 
 
 def reproducer_until_reload(kernel: Kernel) -> tuple[int, int]:

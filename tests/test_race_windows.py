@@ -14,8 +14,13 @@ import time
 import pytest
 
 from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
+from kernel_daemon.ftrace.update import MCOUNT_ADDR, ftrace_call_replace, print_ip_ins
 from kernel_daemon.mutex import Mutex
-from tests.kernel_helpers import booted, echo, modprobe, rmmod, warnings
+from kernel_daemon.tracefs.tree import mount
+from tests.kernel_helpers import (booted, dmesg, echo, modprobe, record, rmmod, warnings,
+                                  write)
+
+SYSCTL = "/proc/sys/kernel/ftrace_enabled"
 
 
 class Step(threading.Thread):
@@ -82,18 +87,72 @@ def test_load_count_window_loses_a_concurrent_enable(race):
 
 
 @pytest.mark.parametrize("race", [True, False])
-def test_publish_early_window_overwrites_counts_and_then_underflows(race):
+def test_publish_early_window_kills_ftrace_at_the_code_update_that_meets_it(race):
+    """The function tracer registered in the window counts the new records and patches
+    them: x86's add_breakpoints finds uinput's first site still ``call mcount``
+    (ftrace_new_pgs), not the nop it expects, and ftrace_bug(-EINVAL) kills ftrace at
+    that write, after every core record (its count). The load then stores nothing."""
     site = "ftrace_update_code:before_publish"
     with booted(races=("publish-early",) if race else (), failpoints=((site, "1*pause"),)) as k:
         interleave(k, site, (modprobe, k, "uinput"), (echo, k, "function", "current_tracer"), race)
-        anomalies = check_consistency(k.ftrace)
         if not race:
-            assert anomalies == []
+            assert check_consistency(k.ftrace) == []
             echo(k, "nop", "current_tracer")
             assert warnings(k) == []
             return
-        assert anomalies and {a.kind for a in anomalies} == {AnomalyKind.MISSING_REFERENCE}
-        # The overwritten counts underflow at the next disable, in the fixed kernel.
+        [warn] = warnings(k)
+        assert "WARNING: at kernel/trace/ftrace.c:1583 ftrace_bug" in warn
+        assert "tracing_set_trace_write" in warn  # the racing write's, not the load's
+        core, uinput = k.ftrace.pages.groups
+        ip = int(uinput.ips[0])
+        mcount = ftrace_call_replace(ip, MCOUNT_ADDR(k.ftrace))
+        assert (f"ftrace failed to modify [<{ip:016x}>] {uinput.names[0]}+0x0/"
+                in dmesg(k))
+        assert (f"[uinput]\n{print_ip_ins(' actual: ', mcount)}\n"
+                f"Failed on adding breakpoints ({len(core.ips)}):\n") in dmesg(k)
+        assert k.ftrace.ftrace_disabled
+        # The racing registration's counts stay, and no site was patched.
+        assert record(k.ftrace, str(uinput.names[0]), "uinput") == (1, False)
+        assert record(k.ftrace, "vfs_write") == (1, False)
+        assert check_consistency(k.ftrace) == []
+
+
+@pytest.mark.parametrize("spec", ["0%error(EPERM)", "1*error(EFAULT)"])
+def test_publish_early_the_first_failure_in_the_walk_decides(spec):
+    """add_breakpoints' failpoint and the unconverted site are two causes of the first
+    pass's failure: a failpoint that never fires is evaluated up to that site and no
+    further; one that fires at the first core record decides (EFAULT, count 0)."""
+    site = "ftrace_update_code:before_publish"
+    with booted(races=("publish-early",),
+                failpoints=((site, "1*pause"), ("add_breakpoints", spec))) as k:
+        interleave(k, site, (modprobe, k, "uinput"), (echo, k, "function", "current_tracer"), True)
+        core, uinput = k.ftrace.pages.groups
+        log = dmesg(k)
+        if spec.startswith("0%"):
+            assert k.failpoints.state("add_breakpoints").evaluations == len(core.ips) + 1
+            assert f"Failed on adding breakpoints ({len(core.ips)}):" in log
+            assert f"ftrace failed to modify [<{int(uinput.ips[0]):016x}>]" in log
+        else:
+            assert "Failed on adding breakpoints (0):" in log
+            assert f"ftrace faulted on modifying [<{int(core.ips[0]):016x}>]" in log
+        assert k.ftrace.ftrace_disabled and len(warnings(k)) == 1
+
+
+def test_publish_early_window_without_a_code_update_loses_the_counts():
+    """With ftrace_enabled 0 the function tracer's registration in the window counts the
+    new records and patches nothing: the load then overwrites its counts with the ones
+    it computed before (0), a missing reference, which the next disable underflows."""
+    site = "ftrace_update_code:before_publish"
+    with booted(races=("publish-early",), failpoints=((site, "1*pause"),)) as k:
+        vfs = mount(k)
+        write(vfs, SYSCTL, b"0\n")
+        interleave(k, site, (modprobe, k, "uinput"), (echo, k, "function", "current_tracer"), True)
+        anomalies = check_consistency(k.ftrace)
+        assert len(anomalies) == len(k.modules.find_module("uinput").symbols)
+        assert {(a.kind, a.module) for a in anomalies} == {(AnomalyKind.MISSING_REFERENCE,
+                                                             "uinput")}
+        assert warnings(k) == [] and k.ftrace.ftrace_new_pgs is None
+        write(vfs, SYSCTL, b"1\n")
         echo(k, "nop", "current_tracer")
         [warn] = warnings(k)
         assert "kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update" in warn

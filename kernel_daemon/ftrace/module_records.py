@@ -10,7 +10,7 @@ The race windows (DESIGN "Variants and race windows") each move one lock boundar
 
 * ``load-count``: the ops are sampled before ``ftrace_lock`` is taken;
 * ``publish-early``: the pages are linked, the lock dropped, and the counts written
-  in a second critical section;
+  and the sites converted in a second critical section;
 * ``unload-unlocked``: the pages are unlinked and freed without the lock.
 """
 
@@ -142,7 +142,10 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
 
     ``ops_list`` is the sample of enabled ops to count from; None means read them
     now, under the lock, as the kernel does.  The core kernel's records (mod None)
-    start at 0.
+    start at 0.  ``new_pgs`` is the group ``ftrace_new_pgs`` names, which the
+    kernel's loop walks; it is cleared (``ftrace_new_pgs = NULL``) once the group is
+    converted, and left set by a return on a dead ftrace, as the kernel's ``return -1``
+    leaves it.
 
     A module's records are each converted to a nop (``ftrace_code_disable()`` →
     ``ftrace_make_nop()``) and, if tracing and counted, patched to call
@@ -168,8 +171,12 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
         cnt = new_record_counts(ft, ops_list, ips)
     if mod is not None:
         if Race.PUBLISH_EARLY in ft.races:
-            # The window: the pages are already on the list with count 0 while the
-            # lock is dropped; a hash update now counts them, and is then overwritten.
+            # The window: the pages are already on the list with count 0, their sites
+            # still ``call mcount`` (ftrace_new_pgs), while the lock is dropped.  A hash
+            # update now counts them; if it patches code too, its add_breakpoints pass
+            # finds that call where it expects a nop and kills ftrace (update.py), so
+            # the load stores nothing below; if not (ftrace_enabled 0), the load
+            # overwrites its counts.
             ft.ftrace_lock.release()
             try:
                 ft.failpoints.fire("ftrace_update_code:before_publish")
@@ -194,6 +201,7 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
             if site == "ftrace_make_nop":
                 cnt[i] &= ~_ENABLED
         new_pgs.flags[:] = cnt
+        ft.ftrace_new_pgs = None
         ft.rec_counts_gen += 1
     finally:
         ft.pages.write_end()
@@ -216,7 +224,8 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
 def ftrace_process_locs(ft: Ftrace, mod: object | None, module_name: str,
                         ips: np.ndarray, names: np.ndarray) -> None:
     """``ftrace_process_locs()``: sort the call sites into new pages, link them at the
-    end of the list and initialise them, under ``ftrace_lock``."""
+    end of the list, note them in ``ftrace_new_pgs`` and initialise them, under
+    ``ftrace_lock``."""
     if not len(ips):
         return
     new_pgs = ft.pages.allocate(mod, module_name, ips, names)
@@ -229,6 +238,7 @@ def ftrace_process_locs(ft: Ftrace, mod: object | None, module_name: str,
         if mod is not None and ft.ftrace_disabled:
             return
         ft.pages.link(new_pgs)
+        ft.ftrace_new_pgs = new_pgs
         ftrace_update_code(ft, mod, new_pgs, sample)
 
 

@@ -9,9 +9,12 @@ other CPUs see it; the model stands that in by ``ftrace_lock`` plus the records'
 seqlock: CPUs executing functions read the bit without a lock, as a CPU executes
 whatever the text holds.
 
-A modification fails only where a failpoint's ``error`` action makes it (the sites
-named after the x86 functions that fail: ``add_breakpoints``, ``add_update`` and
-``finish_update`` here, ``ftrace_make_nop`` and ``ftrace_make_call`` at module load).
+A modification fails where a failpoint's ``error`` action makes it (the sites named
+after the x86 functions that fail: ``add_breakpoints``, ``add_update`` and
+``finish_update`` here, ``ftrace_make_nop`` and ``ftrace_make_call`` at module load),
+and where ``add_break()`` finds a site of ``ftrace_new_pgs``, not yet converted from the
+``call mcount`` it was compiled with (only the publish-early window lets a code update
+reach one).
 """
 
 from __future__ import annotations
@@ -139,17 +142,31 @@ def ftrace_replace_code(ft: Ftrace, enable: bool) -> None:
     at KERN_WARNING with the pass and ``count``, the records the first pass got past
     (every record once it finished), then ``remove_breakpoint()`` on every site.  So a
     failure in the first two passes leaves every flag as it was; one in the third has
-    flipped those of the records up to the failing one.  (The kernel's text can differ
-    from the flags afterwards, a site whose new bytes went in ahead of its flag; the
-    model's site is its flag.)  Unlike the generic ``__weak`` one, the x86 function
-    does not test ``ftrace_disabled``: after ``ftrace_kill()`` nothing calls it, as
-    ``ftrace_enabled`` is 0.
+    flipped those of the records up to the failing one.  Unlike the generic ``__weak``
+    one, the x86 function does not test ``ftrace_disabled``: after ``ftrace_kill()``
+    nothing calls it, as ``ftrace_enabled`` is 0.
+
+    The model's site is its flag, with one exception: a record of ``ftrace_new_pgs``
+    still holds ``call mcount``, so ``add_break()`` (from ``add_brk_on_nop()`` or
+    ``add_brk_on_call()``) finds neither the nop nor the call it expects there and
+    returns -EINVAL; ``actual`` is that ``call mcount``.  That is one more cause of the
+    first pass's first failure, beside a failpoint's error: whichever record comes
+    first in the walk decides, the failpoint at the same record (add_breakpoints'
+    entry) before the check.  (The kernel's text can also differ from the flags after
+    a failure, a site whose new bytes went in ahead of its flag; the model does not
+    keep that.)
     """
     groups = ft.pages.groups
     updates = [ftrace_check_record(pg.flags, enable) for pg in groups]
     sizes = [len(update) for update in updates]
+    unconverted = first_unconverted_change(ft, groups, sizes)
     failed = None
     for site, report in _PASSES:
+        if site == "add_breakpoints" and unconverted is not None:
+            # The walk gets no further than the unconverted site.
+            failed = (ft.failpoints.fire_each(site, unconverted + 1)
+                      or (unconverted, errno.EINVAL))
+            break
         # One look at the site per pass while it is off: the records are not walked.
         failed = ft.failpoints.fire_each(site, sum(sizes))
         if failed is not None:
@@ -163,13 +180,29 @@ def ftrace_replace_code(ft: Ftrace, enable: bool) -> None:
     pg = groups[g]
     i = int(updates[g][change - sum(sizes[:g])])
     ip = int(pg.ips[i])
-    # What the site held before this update (no flag is flipped yet): a nop, or a call.
-    actual = ftrace_call_replace(ip, FTRACE_ADDR(ft)) if pg.flags[i] & _ENABLED else FTRACE_NOP
+    # What the site held before this update (no flag is flipped yet): as compiled, a
+    # nop, or a call.
+    if pg is ft.ftrace_new_pgs:
+        actual = ftrace_call_replace(ip, MCOUNT_ADDR(ft))
+    elif pg.flags[i] & _ENABLED:
+        actual = ftrace_call_replace(ip, FTRACE_ADDR(ft))
+    else:
+        actual = FTRACE_NOP
     count = (sum(len(p.ips) for p in groups[:g]) + i if site == "add_breakpoints"
              else sum(len(p.ips) for p in groups))
     flip_enabled(ft, groups, updates, change + 1 if site == "finish_update" else 0)
     ftrace_bug(ft, -error, ip, actual)
     ft.printk.printk(f"Failed on {report} ({count}):", level=KERN_WARNING)
+
+
+def first_unconverted_change(ft: Ftrace, groups: tuple[FtracePageGroup, ...],
+                             sizes: list[int]) -> int | None:
+    """Where in the walk of the records that change (``sizes`` of them in each group)
+    the first of ``ftrace_new_pgs`` comes; None when none of them changes."""
+    if ft.ftrace_new_pgs is None:
+        return None
+    g = groups.index(ft.ftrace_new_pgs)
+    return sum(sizes[:g]) if sizes[g] else None
 
 
 def flip_enabled(ft: Ftrace, groups: tuple[FtracePageGroup, ...], updates: list[np.ndarray],
