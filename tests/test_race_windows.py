@@ -90,7 +90,7 @@ def test_load_count_window_loses_a_concurrent_enable(race):
 def test_publish_early_window_kills_ftrace_at_the_code_update_that_meets_it(race):
     """The function tracer registered in the window counts the new records and patches
     them: x86's add_breakpoints finds uinput's first site still ``call mcount``
-    (ftrace_new_pgs), not the nop it expects, and ftrace_bug(-EINVAL) kills ftrace at
+    (its group ``unconverted``), not the nop it expects, and ftrace_bug(-EINVAL) kills ftrace at
     that write, after every core record (its count). The load then stores nothing."""
     site = "ftrace_update_code:before_publish"
     with booted(races=("publish-early",) if race else (), failpoints=((site, "1*pause"),)) as k:
@@ -114,6 +114,32 @@ def test_publish_early_window_kills_ftrace_at_the_code_update_that_meets_it(race
         # The racing registration's counts stay, and no site was patched.
         assert record(k.ftrace, str(uinput.names[0]), "uinput") == (1, False)
         assert record(k.ftrace, "vfs_write") == (1, False)
+        assert check_consistency(k.ftrace) == []
+
+
+def test_publish_early_a_second_load_in_the_window_leaves_the_first_unconverted():
+    """Another module loaded in uinput's window links, counts and converts its own
+    group; uinput's sites still hold ``call mcount``, so the function tracer's
+    add_breakpoints fails at uinput's first site, as add_break() compares the site's
+    bytes, whatever group another load converted meanwhile."""
+    site = "ftrace_update_code:before_publish"
+    with booted(races=("publish-early",), failpoints=((site, "1*pause"),)) as k:
+        uinput_load = Step(modprobe, k, "uinput")
+        assert k.failpoints.wait_paused(site, 1, timeout=10)
+        modprobe(k, "dummy")
+        echo(k, "function", "current_tracer")
+        k.failpoints.release(site)
+        uinput_load.finish()
+        core, uinput, _dummy = k.ftrace.pages.groups
+        ip = int(uinput.ips[0])
+        mcount = ftrace_call_replace(ip, MCOUNT_ADDR(k.ftrace))
+        [warn] = warnings(k)
+        assert "WARNING: at kernel/trace/ftrace.c:1583 ftrace_bug" in warn
+        assert (f"ftrace failed to modify [<{ip:016x}>] {uinput.names[0]}+0x0/"
+                in dmesg(k))
+        assert (f"[uinput]\n{print_ip_ins(' actual: ', mcount)}\n"
+                f"Failed on adding breakpoints ({len(core.ips)}):\n") in dmesg(k)
+        assert k.ftrace.ftrace_disabled
         assert check_consistency(k.ftrace) == []
 
 
@@ -151,7 +177,8 @@ def test_publish_early_window_without_a_code_update_loses_the_counts():
         assert len(anomalies) == len(k.modules.find_module("uinput").symbols)
         assert {(a.kind, a.module) for a in anomalies} == {(AnomalyKind.MISSING_REFERENCE,
                                                              "uinput")}
-        assert warnings(k) == [] and k.ftrace.ftrace_new_pgs is None
+        assert warnings(k) == []
+        assert not any(pg.unconverted for pg in k.ftrace.pages.groups)
         write(vfs, SYSCTL, b"1\n")
         echo(k, "nop", "current_tracer")
         [warn] = warnings(k)

@@ -28,7 +28,7 @@ from kernel_daemon.kasan import FreedPageAccess
 from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import (FTRACE_OPS_FL_GLOBAL, FtraceFunc, FtraceOps,
                                       ftrace_ops_test, ftrace_stub)
-from kernel_daemon.ftrace.records import FtracePageGroup, RecordPages
+from kernel_daemon.ftrace.records import RecordPages
 from kernel_daemon.mutex import Mutex
 from kernel_daemon.panic import Panic
 from kernel_daemon.preempt import preempt_disable_notrace, preempt_enable_notrace
@@ -156,11 +156,6 @@ class Ftrace:
     ftrace_start_up: int = 0
     global_start_up: int = 0
     ftrace_update_tot_cnt: int = 0
-    # ``ftrace_new_pgs``: the pages ftrace_process_locs() linked whose call sites
-    # ftrace_update_code() has not converted yet, so they still hold ``call mcount`` as
-    # compiled; None once it has.  3.6 holds ftrace_lock from the one to the other, so
-    # only the publish-early window lets a code update reach such a site (update.py).
-    ftrace_new_pgs: FtracePageGroup | None = field(default=None, repr=False)
     # Moved on by every change to a record's count (__ftrace_hash_rec_update(), a new
     # page group's counts in ftrace_update_code(); both under ftrace_lock), so
     # enabled_functions' t_start() knows whether the records it selected at the last read

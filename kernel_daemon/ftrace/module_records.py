@@ -142,10 +142,13 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
 
     ``ops_list`` is the sample of enabled ops to count from; None means read them
     now, under the lock, as the kernel does.  The core kernel's records (mod None)
-    start at 0.  ``new_pgs`` is the group ``ftrace_new_pgs`` names, which the
-    kernel's loop walks; it is cleared (``ftrace_new_pgs = NULL``) once the group is
-    converted, and left set by a return on a dead ftrace, as the kernel's ``return -1``
-    leaves it.
+    start at 0.  ``new_pgs`` stands for 3.6's global ``ftrace_new_pgs``, the pages
+    the kernel's loop walks: a parameter here, as the publish-early window lets a
+    second load link its own pages before the first converts its.  What the global's
+    ``NULL`` told, that the sites no longer hold ``call mcount``, is the group's
+    ``unconverted`` flag, cleared where the counts are stored and the sites converted;
+    a return on a dead ftrace leaves it set, as the kernel's ``return -1`` leaves
+    ``ftrace_new_pgs``.
 
     A module's records are each converted to a nop (``ftrace_code_disable()`` →
     ``ftrace_make_nop()``) and, if tracing and counted, patched to call
@@ -172,7 +175,7 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
     if mod is not None:
         if Race.PUBLISH_EARLY in ft.races:
             # The window: the pages are already on the list with count 0, their sites
-            # still ``call mcount`` (ftrace_new_pgs), while the lock is dropped.  A hash
+            # still ``call mcount`` (``unconverted``), while the lock is dropped.  A hash
             # update now counts them; if it patches code too, its add_breakpoints pass
             # finds that call where it expects a nop and kills ftrace (update.py), so
             # the load stores nothing below; if not (ftrace_enabled 0), the load
@@ -201,7 +204,7 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
             if site == "ftrace_make_nop":
                 cnt[i] &= ~_ENABLED
         new_pgs.flags[:] = cnt
-        ft.ftrace_new_pgs = None
+        new_pgs.unconverted = False
         ft.rec_counts_gen += 1
     finally:
         ft.pages.write_end()
@@ -224,8 +227,8 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
 def ftrace_process_locs(ft: Ftrace, mod: object | None, module_name: str,
                         ips: np.ndarray, names: np.ndarray) -> None:
     """``ftrace_process_locs()``: sort the call sites into new pages, link them at the
-    end of the list, note them in ``ftrace_new_pgs`` and initialise them, under
-    ``ftrace_lock``."""
+    end of the list and initialise them, under ``ftrace_lock``.  The kernel notes them
+    in ``ftrace_new_pgs`` for ftrace_update_code(); here they are passed to it."""
     if not len(ips):
         return
     new_pgs = ft.pages.allocate(mod, module_name, ips, names)
@@ -238,7 +241,6 @@ def ftrace_process_locs(ft: Ftrace, mod: object | None, module_name: str,
         if mod is not None and ft.ftrace_disabled:
             return
         ft.pages.link(new_pgs)
-        ft.ftrace_new_pgs = new_pgs
         ftrace_update_code(ft, mod, new_pgs, sample)
 
 

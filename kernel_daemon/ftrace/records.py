@@ -72,6 +72,12 @@ class FtracePageGroup:
     names: np.ndarray  # function name per record (the model's kallsyms cache)
     page_addr: int
     freed: bool = False
+    # The group's call sites still hold ``call mcount`` as compiled: the state x86's
+    # add_break() reads (it compares a site's bytes).  True from allocation until
+    # ftrace_update_code() converts the sites; 3.6 holds ftrace_lock from the link to
+    # that, so only the publish-early window lets a code update meet such a group, and
+    # lets several be unconverted at once (a load in another's window).
+    unconverted: bool = True
     ips: np.ndarray = field(init=False)
     flags: np.ndarray = field(init=False)
     # The records' indices in name order, and the names in that order (built at first use).

@@ -12,9 +12,9 @@ whatever the text holds.
 A modification fails where a failpoint's ``error`` action makes it (the sites named
 after the x86 functions that fail: ``add_breakpoints``, ``add_update`` and
 ``finish_update`` here, ``ftrace_make_nop`` and ``ftrace_make_call`` at module load),
-and where ``add_break()`` finds a site of ``ftrace_new_pgs``, not yet converted from the
-``call mcount`` it was compiled with (only the publish-early window lets a code update
-reach one).
+and where ``add_break()`` finds a site of a group not yet converted from the ``call
+mcount`` it was compiled with (``FtracePageGroup.unconverted``; only the publish-early
+window lets a code update reach one).
 """
 
 from __future__ import annotations
@@ -146,10 +146,11 @@ def ftrace_replace_code(ft: Ftrace, enable: bool) -> None:
     one, the x86 function does not test ``ftrace_disabled``: after ``ftrace_kill()``
     nothing calls it, as ``ftrace_enabled`` is 0.
 
-    The model's site is its flag, with one exception: a record of ``ftrace_new_pgs``
-    still holds ``call mcount``, so ``add_break()`` (from ``add_brk_on_nop()`` or
-    ``add_brk_on_call()``) finds neither the nop nor the call it expects there and
-    returns -EINVAL; ``actual`` is that ``call mcount``.  That is one more cause of the
+    The model's site is its flag, with one exception: a record of a group still
+    ``unconverted`` holds ``call mcount``, so ``add_break()`` (from ``add_brk_on_nop()``
+    or ``add_brk_on_call()``) finds neither the nop nor the call it expects there and
+    returns -EINVAL; ``actual`` is that ``call mcount``.  Every such group is checked:
+    a load in another's publish-early window leaves several unconverted at once.  That is one more cause of the
     first pass's first failure, beside a failpoint's error: whichever record comes
     first in the walk decides, the failpoint at the same record (add_breakpoints'
     entry) before the check.  (The kernel's text can also differ from the flags after
@@ -159,7 +160,7 @@ def ftrace_replace_code(ft: Ftrace, enable: bool) -> None:
     groups = ft.pages.groups
     updates = [ftrace_check_record(pg.flags, enable) for pg in groups]
     sizes = [len(update) for update in updates]
-    unconverted = first_unconverted_change(ft, groups, sizes)
+    unconverted = first_unconverted_change(groups, sizes)
     failed = None
     for site, report in _PASSES:
         if site == "add_breakpoints" and unconverted is not None:
@@ -182,7 +183,7 @@ def ftrace_replace_code(ft: Ftrace, enable: bool) -> None:
     ip = int(pg.ips[i])
     # What the site held before this update (no flag is flipped yet): as compiled, a
     # nop, or a call.
-    if pg is ft.ftrace_new_pgs:
+    if pg.unconverted:
         actual = ftrace_call_replace(ip, MCOUNT_ADDR(ft))
     elif pg.flags[i] & _ENABLED:
         actual = ftrace_call_replace(ip, FTRACE_ADDR(ft))
@@ -195,14 +196,16 @@ def ftrace_replace_code(ft: Ftrace, enable: bool) -> None:
     ft.printk.printk(f"Failed on {report} ({count}):", level=KERN_WARNING)
 
 
-def first_unconverted_change(ft: Ftrace, groups: tuple[FtracePageGroup, ...],
+def first_unconverted_change(groups: tuple[FtracePageGroup, ...],
                              sizes: list[int]) -> int | None:
     """Where in the walk of the records that change (``sizes`` of them in each group)
-    the first of ``ftrace_new_pgs`` comes; None when none of them changes."""
-    if ft.ftrace_new_pgs is None:
-        return None
-    g = groups.index(ft.ftrace_new_pgs)
-    return sum(sizes[:g]) if sizes[g] else None
+    the first of a group still ``unconverted`` comes; None when no such record changes."""
+    walked = 0
+    for pg, size in zip(groups, sizes):
+        if pg.unconverted and size:
+            return walked
+        walked += size
+    return None
 
 
 def flip_enabled(ft: Ftrace, groups: tuple[FtracePageGroup, ...], updates: list[np.ndarray],
