@@ -173,6 +173,25 @@ def test_a_session_read_of_trace_pipe_is_interrupted_and_says_it_took_the_signal
         wait_until(lambda: control.stats().open_files == 0, DEADLINE)
 
 
+def test_a_session_reads_trace_pipe_again_once_it_took_the_signal(daemon):
+    """The signal is taken as the interrupted read leaves the kernel: the session's next
+    read of trace_pipe is not interrupted, it waits and returns what comes (3.6's next
+    read(2) after the handler ran)."""
+    with daemon.connect() as control, task(daemon, "cat") as signalled:
+        with RawSession(signalled, f"{TRACING}/trace_pipe", os.O_RDONLY) as session:
+            reader, answers = call_on_a_thread(lambda: session.do(
+                tracefs_pb2.FileRequest(read=tracefs_pb2.ReadRequest(size=4096))))
+            wait_until(lambda: kill(control, PID, SIGINT) == 1, DEADLINE)
+            reader.join(DEADLINE)
+            read, = answers
+            assert (read.error.name, read.signal) == ("EINTR", SIGINT)
+            control.write_file(f"{TRACING}/trace_marker", b"hello\n")
+            again = session.do(tracefs_pb2.FileRequest(read=tracefs_pb2.ReadRequest(size=4096)))
+            assert (again.WhichOneof("result"), again.signal) == ("read", 0), again
+            assert again.read.data.endswith(b"tracing_mark_write: hello\n")
+        wait_until(lambda: control.stats().open_files == 0, DEADLINE)
+
+
 def test_trace_pipe_ends_with_the_signal_in_its_trailers(daemon):
     """A TracePipe stream, one stay in the kernel from open to end: Kill ends it with OK
     and the signal in its trailers."""

@@ -26,6 +26,7 @@ from kernel_daemon.task import enter_task, leave_task, running_as
 from kernel_daemon.tracefs.files import (FMODE_PREAD, FMODE_PWRITE, OpenFile, file_llseek,
                                          file_read, file_release, file_write)
 from kernel_daemon.tracefs.llseek import LLONG_MAX
+from kernel_daemon.tracefs.trace_files import TracePipeOpenFile
 from kernel_daemon.tracefs.vfs import DirEntry
 
 READ_CHUNK = 4096
@@ -68,11 +69,16 @@ def at_offset(file: OpenFile, offset: int, fmode: int, call: Callable[[], T]) ->
 
 
 def watch_client(file: OpenFile) -> None:
-    """Interrupt a blocked read of ``file`` when the current call is signalled or its
-    client goes away; a file that never blocks (its ``interrupt`` is the default no-op)
-    needs no wake-up."""
-    if type(file).interrupt is not OpenFile.interrupt:
-        current_sigpending().wake_on_signal(file.interrupt)
+    """Bind a trace_pipe file's reads to the current call's ``signal_pending()`` (a
+    signal, or the client gone) and have a signal wake a read blocked in it
+    (``signal_wake_up()``, :meth:`TracePipeOpenFile.interrupt`). For a Session the call's
+    :class:`SigPending` is the session's, one for all its operations: a signal taken as
+    one leaves the kernel is no longer pending for the next read. A file that never
+    blocks needs neither."""
+    if isinstance(file, TracePipeOpenFile):
+        pending = current_sigpending()
+        file.signal_pending = pending.signal_pending
+        pending.wake_on_signal(file.interrupt)
 
 
 def write_until_done(file: OpenFile, data: bytes) -> tuple[list[int], KernelError | None]:
