@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -15,6 +16,7 @@ import grpc
 import pytest
 
 from clients.api import Client, RequestQueue
+from clients.interrupt import interruptible
 from clients.identity import Identity
 from ftrace.v1 import kernel_pb2, tracefs_pb2
 from kernel_daemon.rpc.status import SIGNAL_METADATA_KEY
@@ -278,3 +280,34 @@ def test_ctrl_c_in_cat_trace_pipe_signals_the_task_and_exits_130_at_once(daemon,
             shell.kill()
         assert (shell.returncode, out, err) == (130, b"", b"")
         assert (kills(control), control.stats().open_files) == (sent + 1, 0)
+
+
+class CancelCounter:
+    """A call that only counts its cancels (settle() has nothing of gRPC's to wait for)."""
+
+    def __init__(self) -> None:
+        self.cancels = 0
+
+    def cancel(self) -> None:
+        self.cancels += 1
+
+
+def test_a_second_ctrl_c_while_the_kill_is_sent_cancels_the_call_and_settles_it():
+    """The first Ctrl-C's Kill still under way once the wait returned, a second Ctrl-C
+    cancels the call (the handler is restored only after the Kill is done): it does not
+    raise KeyboardInterrupt out of the wait for the Kill, which would skip the settle."""
+    call = CancelCounter()
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def kill() -> bool:
+        # On the signaller thread: the main thread waits for this Kill to be done.
+        wait_until(lambda: sys._current_frames()[main].f_code.co_name == "wait", DEADLINE)
+        signal.pthread_kill(main, signal.SIGINT)  # wakes the main thread, handler and all
+        wait_until(lambda: call.cancels > 0, DEADLINE)
+        return True
+
+    with pytest.raises(KeyboardInterrupt) as raised:
+        interruptible(call, lambda: signal.raise_signal(signal.SIGINT), kill)
+    assert (type(raised.value), call.cancels) == (KeyboardInterrupt, 1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
