@@ -107,16 +107,18 @@ class SignalTable:
         return _current.set(pending)
 
     def leave(self, pid: int, pending: SigPending, token: contextvars.Token) -> int:
-        """The call leaves the kernel (``exit_to_usermode``): the signal pending for it,
-        if any, is taken now (``do_signal()``) and returned (0: none), and no longer
-        pending."""
-        _current.reset(token)
+        """The call leaves the kernel (3.6 x86: ``int_signal`` / ``retint_signal`` ->
+        ``do_notify_resume()``): the signal pending for it, if any, is taken now
+        (``do_signal()``) and returned (0: none), and no longer pending. Out of the table
+        first, so that a reset that raises (a call ended outside its own context) leaves
+        no call there for a Kill to count."""
         with self._lock:
             calls = self._inside[pid]
             calls.discard(pending)
             if not calls:
                 del self._inside[pid]
             signo, pending.signo = pending.signo, 0
+        _current.reset(token)
         return signo
 
     def kill(self, pid: int, sig: int) -> int:

@@ -18,11 +18,11 @@ import grpc
 from ftrace.v1 import tracefs_pb2 as pb
 from ftrace.v1 import tracefs_pb2_grpc
 from kernel_daemon.errno import KernelError
-from kernel_daemon.rpc.state import MAX_ANSWER, Boot, DaemonState
+from kernel_daemon.rpc.state import MAX_ANSWER, Boot, DaemonState, InKernel
 from kernel_daemon.signal import SigPending, current_sigpending
 from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, add_trailing_metadata,
                                       errno_detail, failing_as, translate_kernel_errors)
-from kernel_daemon.task import enter_task, leave_task, running_as
+from kernel_daemon.task import running_as
 from kernel_daemon.tracefs.files import (FMODE_PREAD, FMODE_PWRITE, OpenFile, file_llseek,
                                          file_read, file_release, file_write)
 from kernel_daemon.tracefs.llseek import LLONG_MAX
@@ -133,9 +133,9 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         boot: Boot = self.state.boot  # the boot the file is open in, once it is
         task = self.state.caller(context)
         # The process's thread in the kernel during each operation (kill(2) finds it
-        # there); the file's wake-up for a signal is registered once, at the open.
-        pending = SigPending(context)
-        signals = self.state.signals
+        # there), one SigPending for all: the file's wake-up for a signal is registered
+        # once, at the open.
+        inside = InKernel(task, self.state.signals, SigPending(context))
         try:
             for seq, request in enumerate(request_iterator, 1):
                 op = request.WhichOneof("op")
@@ -148,10 +148,9 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                     # The process died with its kernel: it learns so at its next request
                     # (a read blocked inside the kernel is woken by the shutdown itself).
                     raise KernelError(errno.ENODEV, "the kernel rebooted")
-                # ``with running_as(task):`` without its three Python calls per request.
-                token = enter_task(task)
-                signal_token = signals.enter(task.pid, pending)
-                try:
+                # A failed operation's signal is lost with the call, which ends with its
+                # error.
+                with inside:
                     if op == "open":
                         boot = self.state.boot
                         file = self._open(boot, request.open.path, request.open.flags)
@@ -167,12 +166,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                     else:
                         assert file is not None
                         response = self._file_op(boot, seq, file, op, request)
-                finally:
-                    leave_task(token)
-                    # Taken on the way out, failed or not: a failed one's is lost
-                    # with the call, which ends with its error.
-                    signo = signals.leave(task.pid, pending, signal_token)
-                response.signal = signo
+                response.signal = inside.signo
                 yield response
                 if op == "close":
                     return
