@@ -32,8 +32,6 @@ import grpc
 
 #: ``_NSIG``: signals are numbered 1 to 64 (SIGRTMAX); 0 is kill(2)'s null signal.
 _NSIG = 64
-#: What a cancelled call's process took: it is gone, as SIGKILL leaves it.
-SIGKILL = 9
 
 
 def valid_signal(sig: int) -> bool:

@@ -63,10 +63,12 @@ def signal_trailer(call: Any) -> str | None:
     (-PID, SIGINT, (grpc.StatusCode.INVALID_ARGUMENT, "EINVAL")),
     (UNSEEN_PID, SIGINT, (grpc.StatusCode.NOT_FOUND, "ESRCH")),
     (UNSEEN_PID, 0, (grpc.StatusCode.NOT_FOUND, "ESRCH")),
+    (UNSEEN_PID, 65, (grpc.StatusCode.NOT_FOUND, "ESRCH")),
 ])
 def test_kill_errors(daemon, pid, sig, expected):
     """EINVAL for a signal outside 0..64 and a pid that is not a process's; ESRCH for a
-    pid no call has named (signal 0 too: it checks that the task exists)."""
+    pid no call has named (signal 0 too: it checks that the task exists), before the
+    signal is checked (kill_pid_info())."""
     with task(daemon, "signalled") as client:
         assert kill_error(client, pid, sig) == expected
 
