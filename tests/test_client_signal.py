@@ -20,7 +20,12 @@ from clients.interrupt import SignalTaken, interruptible
 from clients.identity import Identity
 from ftrace.v1 import kernel_pb2, tracefs_pb2
 from kernel_daemon.rpc.status import SIGNAL_METADATA_KEY
+from kernel_daemon.rpc.tracefs_service import write_until_done
+from kernel_daemon.signal import SignalTable, SigPending
+from kernel_daemon.tracefs.files import file_release
+from kernel_daemon.tracefs.tree import mount
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.kernel_helpers import booted
 from tests.paused_writer import ftrace_lock_held
 from tests.test_daemon_tracefs import wait_until
 from tests.test_shell_integration import start_shell
@@ -302,3 +307,30 @@ def test_a_second_ctrl_c_while_the_kill_is_sent_would_cancel_the_call():
         interruptible(object(), lambda: signal.raise_signal(signal.SIGINT), kill)
     assert in_force and in_force[0] not in (signal.default_int_handler, None)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class LiveCall:
+    """A call whose client is still there (what SigPending asks of grpc's context)."""
+
+    def add_callback(self, callback: Any) -> bool:
+        return True
+
+    def is_active(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("session", "writes"), [(True, [len(b"schedule\n")]), (False, [])])
+def test_a_session_write_signalled_as_it_enters_makes_its_first_write(session, writes):
+    """A signal pending as a Session's write operation enters: its write(2) runs, the loop
+    stops after it. WriteFile's loop (open and write in one call) makes none."""
+    with booted() as kernel:
+        file = mount(kernel).open(f"{TRACING}/set_ftrace_filter", os.O_WRONLY | os.O_TRUNC)
+        signals, pending = SignalTable(), SigPending(LiveCall())
+        token = signals.enter(PID, pending)
+        try:
+            assert signals.kill(PID, SIGINT) == 1
+            sizes, failure = write_until_done(file, b"schedule\n", session=session)
+        finally:
+            signals.leave(PID, pending, token)
+            file_release(file)
+        assert (sizes, failure) == (writes, None)

@@ -81,16 +81,24 @@ def watch_client(file: OpenFile) -> None:
         pending.wake_on_signal(file.interrupt)
 
 
-def write_until_done(file: OpenFile, data: bytes) -> tuple[list[int], KernelError | None]:
+def write_until_done(file: OpenFile, data: bytes,
+                     session: bool = False) -> tuple[list[int], KernelError | None]:
     """The caller's write loop (stdio's flush, a shell's echo), run here to spare a round
     trip per write(2): after a short write, the rest again, while no signal is pending
     (the caller went away, or was signalled: a killed or interrupted echo stops between
     two write(2)s). Returns each write's size and the failure that ended the loop, if one
-    did; what the earlier writes consumed stays written."""
+    did; what the earlier writes consumed stays written.
+
+    WriteFile (open and writes in one call) tests before the first write too: its
+    process dies on the way out of open(2). A Session's write operation (``session``)
+    is in its first write(2) from the moment it enters the kernel, and that write runs
+    to its end whatever comes meanwhile (a filter write has no interruptible wait): it
+    tests only after a write."""
     sizes: list[int] = []
     rest = memoryview(data)  # the rest is handed on, not copied: see kernel_daemon/uaccess.py
     pending = current_sigpending()
-    while rest and len(sizes) < MAX_WRITE_CALLS and not pending.signal_pending():
+    while (rest and len(sizes) < MAX_WRITE_CALLS
+           and (session and not sizes or not pending.signal_pending())):
         try:
             written = file_write(file, rest)
         except KernelError as err:
@@ -217,7 +225,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         def write() -> tuple[list[int], KernelError | None]:
             if not request.until_done:
                 return [file_write(file, request.data)], None
-            return write_until_done(file, request.data)
+            return write_until_done(file, request.data, session=True)
 
         if request.HasField("offset"):
             return at_offset(file, request.offset, FMODE_PWRITE, write)
