@@ -152,13 +152,15 @@ class _Signaller:
         while True:
             sig = self._signals.get()
             try:
-                reached = sig.kill()
-            except Exception:  # noqa: BLE001  (the call is cancelled instead, as before)
-                reached = False
-            if not reached:
-                sig.cancelled = True
-                sig.call.cancel()
-            sig.done.set()
+                try:
+                    reached = sig.kill()
+                except Exception:  # noqa: BLE001  (the call is cancelled instead, as before)
+                    reached = False
+                if not reached:
+                    sig.cancelled = True
+                    sig.call.cancel()
+            finally:
+                sig.done.set()  # interruptible() waits for it without a timeout of its own
 
 
 _signaller = _Signaller()
@@ -210,21 +212,26 @@ def interruptible(call: grpc.RpcContext, wait: Callable[[], T], kill: Kill | Non
         _signaller.start()
     signal.signal(signal.SIGINT, cancel if kill is None else signal_task)
     try:
-        result = wait()
-    except Exception:
-        if not interrupted:
-            raise  # StopIteration too: the stream's end
-        # The cancelled call's CANCELLED (FutureCancelledError for a unary call's
-        # result()), or the end of a stream the signal ended: the interrupt's doing,
-        # which says it instead.
+        try:
+            result = wait()
+        except Exception:
+            if not interrupted:
+                raise  # StopIteration too: the stream's end
+            # The cancelled call's CANCELLED (FutureCancelledError for a unary call's
+            # result()), or the end of a stream the signal ended: the interrupt's doing,
+            # which says it instead.
+        if sent is not None:
+            # The Kill is done with (the program's exit must not cut it), and the call
+            # cancelled if it reached nothing. No timeout here: the Kill has its own
+            # deadline (Client._kill_sigint), and a wait shorter than it would go on
+            # to close a session the signaller may still cancel. Under this call's
+            # handler still, so that a Ctrl-C meanwhile cancels (signal_task set
+            # ``cancel``) instead of raising here, which would skip the settle below.
+            sent.done.wait()
+            cancelled = cancelled or sent.cancelled
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if interrupted:
-        if sent is not None:
-            # The Kill is done with (the program's exit must not cut it), and the call
-            # cancelled if it reached nothing.
-            sent.done.wait(SETTLE_TIMEOUT)
-            cancelled = cancelled or sent.cancelled
         # What the cancel completes is handled before the program goes on to its exit.
         settle(call)
         raise KeyboardInterrupt if cancelled else SignalTaken

@@ -32,8 +32,6 @@ import grpc
 
 #: ``_NSIG``: signals are numbered 1 to 64 (SIGRTMAX); 0 is kill(2)'s null signal.
 _NSIG = 64
-#: What a cancelled call's process took: it is gone, as SIGKILL leaves it.
-SIGKILL = 9
 
 
 def valid_signal(sig: int) -> bool:
@@ -107,16 +105,18 @@ class SignalTable:
         return _current.set(pending)
 
     def leave(self, pid: int, pending: SigPending, token: contextvars.Token) -> int:
-        """The call leaves the kernel (``exit_to_usermode``): the signal pending for it,
-        if any, is taken now (``do_signal()``) and returned (0: none), and no longer
-        pending."""
-        _current.reset(token)
+        """The call leaves the kernel (3.6 x86: ``int_signal`` / ``retint_signal`` ->
+        ``do_notify_resume()``): the signal pending for it, if any, is taken now
+        (``do_signal()``) and returned (0: none), and no longer pending. Out of the table
+        first, so that a reset that raises (a call ended outside its own context) leaves
+        no call there for a Kill to count."""
         with self._lock:
             calls = self._inside[pid]
             calls.discard(pending)
             if not calls:
                 del self._inside[pid]
             signo, pending.signo = pending.signo, 0
+        _current.reset(token)
         return signo
 
     def kill(self, pid: int, sig: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -15,10 +16,16 @@ import grpc
 import pytest
 
 from clients.api import Client, RequestQueue
+from clients.interrupt import SignalTaken, interruptible
 from clients.identity import Identity
 from ftrace.v1 import kernel_pb2, tracefs_pb2
 from kernel_daemon.rpc.status import SIGNAL_METADATA_KEY
+from kernel_daemon.rpc.tracefs_service import write_until_done
+from kernel_daemon.signal import SignalTable, SigPending
+from kernel_daemon.tracefs.files import file_release
+from kernel_daemon.tracefs.tree import mount
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.kernel_helpers import booted
 from tests.paused_writer import ftrace_lock_held
 from tests.test_daemon_tracefs import wait_until
 from tests.test_shell_integration import start_shell
@@ -61,10 +68,12 @@ def signal_trailer(call: Any) -> str | None:
     (-PID, SIGINT, (grpc.StatusCode.INVALID_ARGUMENT, "EINVAL")),
     (UNSEEN_PID, SIGINT, (grpc.StatusCode.NOT_FOUND, "ESRCH")),
     (UNSEEN_PID, 0, (grpc.StatusCode.NOT_FOUND, "ESRCH")),
+    (UNSEEN_PID, 65, (grpc.StatusCode.NOT_FOUND, "ESRCH")),
 ])
 def test_kill_errors(daemon, pid, sig, expected):
     """EINVAL for a signal outside 0..64 and a pid that is not a process's; ESRCH for a
-    pid no call has named (signal 0 too: it checks that the task exists)."""
+    pid no call has named (signal 0 too: it checks that the task exists), before the
+    signal is checked (kill_pid_info())."""
     with task(daemon, "signalled") as client:
         assert kill_error(client, pid, sig) == expected
 
@@ -173,6 +182,25 @@ def test_a_session_read_of_trace_pipe_is_interrupted_and_says_it_took_the_signal
         wait_until(lambda: control.stats().open_files == 0, DEADLINE)
 
 
+def test_a_session_reads_trace_pipe_again_once_it_took_the_signal(daemon):
+    """The signal is taken as the interrupted read leaves the kernel: the session's next
+    read of trace_pipe is not interrupted, it waits and returns what comes (3.6's next
+    read(2) after the handler ran)."""
+    with daemon.connect() as control, task(daemon, "cat") as signalled:
+        with RawSession(signalled, f"{TRACING}/trace_pipe", os.O_RDONLY) as session:
+            reader, answers = call_on_a_thread(lambda: session.do(
+                tracefs_pb2.FileRequest(read=tracefs_pb2.ReadRequest(size=4096))))
+            wait_until(lambda: kill(control, PID, SIGINT) == 1, DEADLINE)
+            reader.join(DEADLINE)
+            read, = answers
+            assert (read.error.name, read.signal) == ("EINTR", SIGINT)
+            control.write_file(f"{TRACING}/trace_marker", b"hello\n")
+            again = session.do(tracefs_pb2.FileRequest(read=tracefs_pb2.ReadRequest(size=4096)))
+            assert (again.WhichOneof("result"), again.signal) == ("read", 0), again
+            assert again.read.data.endswith(b"tracing_mark_write: hello\n")
+        wait_until(lambda: control.stats().open_files == 0, DEADLINE)
+
+
 def test_trace_pipe_ends_with_the_signal_in_its_trailers(daemon):
     """A TracePipe stream, one stay in the kernel from open to end: Kill ends it with OK
     and the signal in its trailers."""
@@ -259,3 +287,50 @@ def test_ctrl_c_in_cat_trace_pipe_signals_the_task_and_exits_130_at_once(daemon,
             shell.kill()
         assert (shell.returncode, out, err) == (130, b"", b"")
         assert (kills(control), control.stats().open_files) == (sent + 1, 0)
+
+
+def test_a_second_ctrl_c_while_the_kill_is_sent_would_cancel_the_call():
+    """The first Ctrl-C's Kill still under way once the wait returned, SIGINT's handler
+    is still the call's (a second Ctrl-C cancels it): not KeyboardInterrupt's, which
+    would raise out of the wait for the Kill and skip the settle. Restored after."""
+    main = threading.main_thread().ident
+    assert main is not None
+    in_force: list[Any] = []
+
+    def kill() -> bool:
+        # On the signaller thread, once the main thread waits for this Kill to be done.
+        wait_until(lambda: sys._current_frames()[main].f_code.co_name == "wait", DEADLINE)
+        in_force.append(signal.getsignal(signal.SIGINT))
+        return True
+
+    with pytest.raises(SignalTaken):
+        interruptible(object(), lambda: signal.raise_signal(signal.SIGINT), kill)
+    assert in_force and in_force[0] not in (signal.default_int_handler, None)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class LiveCall:
+    """A call whose client is still there (what SigPending asks of grpc's context)."""
+
+    def add_callback(self, callback: Any) -> bool:
+        return True
+
+    def is_active(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("session", "writes"), [(True, [len(b"schedule\n")]), (False, [])])
+def test_a_session_write_signalled_as_it_enters_makes_its_first_write(session, writes):
+    """A signal pending as a Session's write operation enters: its write(2) runs, the loop
+    stops after it. WriteFile's loop (open and write in one call) makes none."""
+    with booted() as kernel:
+        file = mount(kernel).open(f"{TRACING}/set_ftrace_filter", os.O_WRONLY | os.O_TRUNC)
+        signals, pending = SignalTable(), SigPending(LiveCall())
+        token = signals.enter(PID, pending)
+        try:
+            assert signals.kill(PID, SIGINT) == 1
+            sizes, failure = write_until_done(file, b"schedule\n", session=session)
+        finally:
+            signals.leave(PID, pending, token)
+            file_release(file)
+        assert (sizes, failure) == (writes, None)

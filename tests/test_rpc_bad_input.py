@@ -19,7 +19,8 @@ from clients.connection import CHANNEL_OPTIONS, grpc_target
 from ftrace.v1 import (common_pb2, kernel_pb2, kernel_pb2_grpc, modules_pb2_grpc, tracefs_pb2,
                        tracefs_pb2_grpc, tracer_pb2, tracer_pb2_grpc)
 from kernel_daemon.errno import KernelError
-from kernel_daemon.signal import SigPending
+from kernel_daemon.rpc.tracefs_service import watch_client
+from kernel_daemon.signal import SignalTable, SigPending
 from kernel_daemon.tracefs.files import file_read, file_release
 from kernel_daemon.tracefs.tree import mount
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
@@ -486,7 +487,10 @@ def test_a_read_whose_call_ended_before_it_was_watched_is_interrupted_at_once():
 
     with booted(core_functions=4096) as kernel:
         pipe = mount(kernel).open(f"{T}/trace_pipe", os.O_RDONLY)
-        SigPending(EndedCall()).wake_on_signal(pipe.interrupt)  # what watch_client does
+        signals, pending = SignalTable(), SigPending(EndedCall())
+        token = signals.enter(1, pending)  # the call inside the kernel, as it opens
+        watch_client(pipe)
+        signals.leave(1, pending, token)
         with pytest.raises(KernelError) as exc:  # at once, not after the buffer fills
             file_read(pipe, 4096)
         assert exc.value.errno == errno.EINTR

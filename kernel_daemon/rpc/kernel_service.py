@@ -404,12 +404,14 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
     def Kill(self, request: pb.KillRequest, context: grpc.ServicerContext) -> pb.KillResponse:
         """``kill(2)`` (``kill_pid_info()``): the signal made pending for the task's calls
         inside the kernel (kernel_daemon.signal). Not a call inside the kernel itself:
-        the caller does not signal this call, nor count it."""
+        the caller does not signal this call, nor count it. The task is looked up first
+        (``pid_task()``, ESRCH), the signal checked after (``group_send_sig_info()`` ->
+        ``check_kill_permission()``'s ``valid_signal()``, EINVAL)."""
         self.state.caller(context)  # the caller's identity is checked all the same
         if request.pid <= 0:
             raise KernelError(errno.EINVAL, f"pid {request.pid}: the model has no process groups")
-        if not valid_signal(request.signal):
-            raise KernelError(errno.EINVAL, f"no signal {request.signal}")
         if not self.state.boot.kernel.pid_hash.find_get_pid(request.pid):
             raise KernelError(errno.ESRCH, f"no task with pid {request.pid}")
+        if not valid_signal(request.signal):
+            raise KernelError(errno.EINVAL, f"no signal {request.signal}")
         return pb.KillResponse(calls=self.state.signals.kill(request.pid, request.signal))

@@ -206,39 +206,65 @@ def freeze_booted_kernel() -> None:
     gc.freeze()
 
 
-class Syscall:
-    """The context of :meth:`DaemonState.syscall`: ``current`` is the caller inside, a
-    thread of its process that ``kill(2)`` finds (``signals``); a signal it took on the
-    way out is reported in the call's trailing metadata (:data:`SIGNAL_METADATA_KEY`)."""
+class InKernel:
+    """One stay of a task's call in the kernel, from its entry (``system_call``) to its
+    way out, where a pending signal is taken (``int_signal`` -> ``do_notify_resume()``
+    -> ``do_signal()``): ``current`` is the task meanwhile, and ``kill(2)`` finds the
+    call (``signals``). :attr:`signo` is the signal it took (0: none). The way out is
+    undone whatever raised, so that a Kill never counts a call that is gone. The Session
+    loop enters one per operation, with the session's :class:`SigPending`;
+    :class:`Syscall` is one for its whole call."""
 
-    __slots__ = ("task", "boot", "context", "signals", "report_locking", "pending",
-                 "token", "signal_token", "acquired")
+    __slots__ = ("task", "signals", "pending", "token", "signal_token", "signo")
+
+    def __init__(self, task: Task, signals: SignalTable, pending: SigPending) -> None:
+        self.task = task
+        self.signals = signals
+        self.pending = pending
+        self.signo = 0
+
+    def __enter__(self) -> None:
+        self.token = enter_task(self.task)
+        self.signal_token = self.signals.enter(self.task.pid, self.pending)
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            leave_task(self.token)
+        finally:
+            self.signo = self.signals.leave(self.task.pid, self.pending, self.signal_token)
+
+
+class Syscall(InKernel):
+    """The context of :meth:`DaemonState.syscall`: the caller's call in the kernel
+    (:class:`InKernel`); a signal it took on the way out is reported in the call's
+    trailing metadata (:data:`SIGNAL_METADATA_KEY`)."""
+
+    __slots__ = ("boot", "context", "report_locking", "acquired")
 
     def __init__(self, task: Task, boot: Boot, context: grpc.ServicerContext,
                  signals: SignalTable, report_locking: bool = False) -> None:
-        self.task = task
+        super().__init__(task, signals, SigPending(context))
         self.boot = boot
         self.context = context
-        self.signals = signals
         self.report_locking = report_locking  # report ftrace_lock acquisitions too
-        self.pending = SigPending(context)
 
-    def __enter__(self) -> Boot:
-        self.token = enter_task(self.task)
-        self.signal_token = self.signals.enter(self.task.pid, self.pending)
+    def __enter__(self) -> Boot:  # type: ignore[override]
+        super().__enter__()
         if self.report_locking:
             self.acquired = Acquisitions().__enter__()
         return self.boot
 
     def __exit__(self, *exc_info: object) -> None:
-        leave_task(self.token)
-        if signo := self.signals.leave(self.task.pid, self.pending, self.signal_token):
-            add_trailing_metadata(self.context, ((SIGNAL_METADATA_KEY, str(signo)),))
-        if self.report_locking:
-            self.acquired.__exit__(*exc_info)
-            if reported := self.acquired.reported():
-                add_trailing_metadata(self.context, (
-                    (LOCK_ACQUIRED_METADATA_KEY, " ".join(map(str, reported))),))
+        try:
+            super().__exit__(*exc_info)
+            if self.signo:
+                add_trailing_metadata(self.context, ((SIGNAL_METADATA_KEY, str(self.signo)),))
+        finally:
+            if self.report_locking:
+                self.acquired.__exit__(*exc_info)
+                if reported := self.acquired.reported():
+                    add_trailing_metadata(self.context, (
+                        (LOCK_ACQUIRED_METADATA_KEY, " ".join(map(str, reported))),))
 
 
 class StreamSlots:

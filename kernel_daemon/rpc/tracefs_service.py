@@ -18,14 +18,15 @@ import grpc
 from ftrace.v1 import tracefs_pb2 as pb
 from ftrace.v1 import tracefs_pb2_grpc
 from kernel_daemon.errno import KernelError
-from kernel_daemon.rpc.state import MAX_ANSWER, Boot, DaemonState
+from kernel_daemon.rpc.state import MAX_ANSWER, Boot, DaemonState, InKernel
 from kernel_daemon.signal import SigPending, current_sigpending
 from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, add_trailing_metadata,
                                       errno_detail, failing_as, translate_kernel_errors)
-from kernel_daemon.task import enter_task, leave_task, running_as
+from kernel_daemon.task import running_as
 from kernel_daemon.tracefs.files import (FMODE_PREAD, FMODE_PWRITE, OpenFile, file_llseek,
                                          file_read, file_release, file_write)
 from kernel_daemon.tracefs.llseek import LLONG_MAX
+from kernel_daemon.tracefs.trace_files import TracePipeOpenFile
 from kernel_daemon.tracefs.vfs import DirEntry
 
 READ_CHUNK = 4096
@@ -68,23 +69,36 @@ def at_offset(file: OpenFile, offset: int, fmode: int, call: Callable[[], T]) ->
 
 
 def watch_client(file: OpenFile) -> None:
-    """Interrupt a blocked read of ``file`` when the current call is signalled or its
-    client goes away; a file that never blocks (its ``interrupt`` is the default no-op)
-    needs no wake-up."""
-    if type(file).interrupt is not OpenFile.interrupt:
-        current_sigpending().wake_on_signal(file.interrupt)
+    """Bind a trace_pipe file's reads to the current call's ``signal_pending()`` (a
+    signal, or the client gone) and have a signal wake a read blocked in it
+    (``signal_wake_up()``, :meth:`TracePipeOpenFile.interrupt`). For a Session the call's
+    :class:`SigPending` is the session's, one for all its operations: a signal taken as
+    one leaves the kernel is no longer pending for the next read. A file that never
+    blocks needs neither."""
+    if isinstance(file, TracePipeOpenFile):
+        pending = current_sigpending()
+        file.signal_pending = pending.signal_pending
+        pending.wake_on_signal(file.interrupt)
 
 
-def write_until_done(file: OpenFile, data: bytes) -> tuple[list[int], KernelError | None]:
+def write_until_done(file: OpenFile, data: bytes,
+                     session: bool = False) -> tuple[list[int], KernelError | None]:
     """The caller's write loop (stdio's flush, a shell's echo), run here to spare a round
     trip per write(2): after a short write, the rest again, while no signal is pending
     (the caller went away, or was signalled: a killed or interrupted echo stops between
     two write(2)s). Returns each write's size and the failure that ended the loop, if one
-    did; what the earlier writes consumed stays written."""
+    did; what the earlier writes consumed stays written.
+
+    WriteFile (open and writes in one call) tests before the first write too: its
+    process dies on the way out of open(2). A Session's write operation (``session``)
+    is in its first write(2) from the moment it enters the kernel, and that write runs
+    to its end whatever comes meanwhile (a filter write has no interruptible wait): it
+    tests only after a write."""
     sizes: list[int] = []
     rest = memoryview(data)  # the rest is handed on, not copied: see kernel_daemon/uaccess.py
     pending = current_sigpending()
-    while rest and len(sizes) < MAX_WRITE_CALLS and not pending.signal_pending():
+    while (rest and len(sizes) < MAX_WRITE_CALLS
+           and (session and not sizes or not pending.signal_pending())):
         try:
             written = file_write(file, rest)
         except KernelError as err:
@@ -127,9 +141,9 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         boot: Boot = self.state.boot  # the boot the file is open in, once it is
         task = self.state.caller(context)
         # The process's thread in the kernel during each operation (kill(2) finds it
-        # there); the file's wake-up for a signal is registered once, at the open.
-        pending = SigPending(context)
-        signals = self.state.signals
+        # there), one SigPending for all: the file's wake-up for a signal is registered
+        # once, at the open.
+        inside = InKernel(task, self.state.signals, SigPending(context))
         try:
             for seq, request in enumerate(request_iterator, 1):
                 op = request.WhichOneof("op")
@@ -142,10 +156,9 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                     # The process died with its kernel: it learns so at its next request
                     # (a read blocked inside the kernel is woken by the shutdown itself).
                     raise KernelError(errno.ENODEV, "the kernel rebooted")
-                # ``with running_as(task):`` without its three Python calls per request.
-                token = enter_task(task)
-                signal_token = signals.enter(task.pid, pending)
-                try:
+                # A failed operation's signal is lost with the call, which ends with its
+                # error.
+                with inside:
                     if op == "open":
                         boot = self.state.boot
                         file = self._open(boot, request.open.path, request.open.flags)
@@ -161,12 +174,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                     else:
                         assert file is not None
                         response = self._file_op(boot, seq, file, op, request)
-                finally:
-                    leave_task(token)
-                    # Taken on the way out, failed or not: a failed one's is lost
-                    # with the call, which ends with its error.
-                    signo = signals.leave(task.pid, pending, signal_token)
-                response.signal = signo
+                response.signal = inside.signo
                 yield response
                 if op == "close":
                     return
@@ -217,7 +225,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         def write() -> tuple[list[int], KernelError | None]:
             if not request.until_done:
                 return [file_write(file, request.data)], None
-            return write_until_done(file, request.data)
+            return write_until_done(file, request.data, session=True)
 
         if request.HasField("offset"):
             return at_offset(file, request.offset, FMODE_PWRITE, write)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -184,17 +183,20 @@ class TracePipeOpenFile(OpenFile):
         self.cpu = cpu
         self.lat_fmt = bool(kernel.tracing.trace_flags & TRACE_ITER_LATENCY_FMT)
         self.seq = b""  # filled, not yet read (trace_seq_to_user's leftover)
-        self.interrupted = threading.Event()
+        #: ``signal_pending(current)`` of the task reading: the daemon binds its call's
+        #: (kernel_daemon.rpc.tracefs_service.watch_client); a reader outside any call
+        #: (the kernel's own, a test's) has no signals to take.
+        self.signal_pending: Callable[[], bool] = lambda: False
         # iter->pos != 0: a read has found entries (tracing_read_pipe() sets it to -1).
         self.iter_pos = False
 
     def interrupt(self) -> None:
-        """A signal for the process blocked in read (its client went away):
-        ``signal_wake_up()``. From then on the read consumes nothing: a wait in
-        ``tracing_wait_pipe()`` returns EINTR, and so does a fill about to take an event
-        (:meth:`RingBuffer.consume`'s ``signal_pending``), so no event goes to a reader
-        that is gone."""
-        self.interrupted.set()
+        """``signal_wake_up()`` of the task blocked in read: its wait tests
+        :attr:`signal_pending` again. While that is true the read consumes nothing: a
+        wait in ``tracing_wait_pipe()`` returns EINTR, and so does a fill about to take
+        an event (:meth:`RingBuffer.consume`'s ``signal_pending``), so no event goes to a
+        reader that is gone. Once the signal is taken (or a wake-up came late, for a call
+        already out), the next read waits and reads as before."""
         self.kernel.ring_buffer.signal_wake_up()
 
     def read(self, size: int) -> bytes:
@@ -244,7 +246,7 @@ class TracePipeOpenFile(OpenFile):
             try:
                 events = rb.consume(self.cpu, max_events=max(1, cnt // 48), nonblock=nonblock,
                                     timeout=WAIT_PIPE_SECONDS, take=take,
-                                    signal_pending=self.interrupted.is_set)
+                                    signal_pending=self.signal_pending)
             except KernelError:  # EAGAIN: the reader's O_NONBLOCK, or a fill under way;
                 # EINTR: a signal, which ends a fill under way with the lines it has
                 if block:
