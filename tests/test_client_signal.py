@@ -165,9 +165,11 @@ def test_a_session_write_waiting_for_the_lock_completes_and_says_it_took_the_sig
         assert control.read_file(f"{TRACING}/set_ftrace_filter") == b"schedule\n"
 
 
-def test_a_session_read_of_trace_pipe_is_interrupted_and_says_it_took_the_signal(daemon):
+def test_a_session_read_of_trace_pipe_is_interrupted_says_so_and_reads_again_after(daemon):
     """A Session's blocking read of trace_pipe: Kill wakes it, the read fails EINTR in
-    band with the signal in FileResponse.signal; the session goes on (close answers)."""
+    band with the signal in FileResponse.signal. The signal is taken as the interrupted
+    read leaves the kernel: the session's next read is not interrupted, it waits and
+    returns what comes (3.6's next read(2) after the handler ran), and close answers."""
     with daemon.connect() as control, task(daemon, "cat") as signalled:
         with RawSession(signalled, f"{TRACING}/trace_pipe", os.O_RDONLY) as session:
             reader, answers = call_on_a_thread(lambda: session.do(
@@ -177,27 +179,12 @@ def test_a_session_read_of_trace_pipe_is_interrupted_and_says_it_took_the_signal
             read, = answers
             assert (read.WhichOneof("result"), read.error.name, read.signal) == (
                 "error", "EINTR", SIGINT)
-            closed = session.do(tracefs_pb2.FileRequest(close=tracefs_pb2.CloseRequest()))
-            assert (closed.WhichOneof("result"), closed.signal) == ("close", 0)
-        wait_until(lambda: control.stats().open_files == 0, DEADLINE)
-
-
-def test_a_session_reads_trace_pipe_again_once_it_took_the_signal(daemon):
-    """The signal is taken as the interrupted read leaves the kernel: the session's next
-    read of trace_pipe is not interrupted, it waits and returns what comes (3.6's next
-    read(2) after the handler ran)."""
-    with daemon.connect() as control, task(daemon, "cat") as signalled:
-        with RawSession(signalled, f"{TRACING}/trace_pipe", os.O_RDONLY) as session:
-            reader, answers = call_on_a_thread(lambda: session.do(
-                tracefs_pb2.FileRequest(read=tracefs_pb2.ReadRequest(size=4096))))
-            wait_until(lambda: kill(control, PID, SIGINT) == 1, DEADLINE)
-            reader.join(DEADLINE)
-            read, = answers
-            assert (read.error.name, read.signal) == ("EINTR", SIGINT)
             control.write_file(f"{TRACING}/trace_marker", b"hello\n")
             again = session.do(tracefs_pb2.FileRequest(read=tracefs_pb2.ReadRequest(size=4096)))
             assert (again.WhichOneof("result"), again.signal) == ("read", 0), again
             assert again.read.data.endswith(b"tracing_mark_write: hello\n")
+            closed = session.do(tracefs_pb2.FileRequest(close=tracefs_pb2.CloseRequest()))
+            assert (closed.WhichOneof("result"), closed.signal) == ("close", 0)
         wait_until(lambda: control.stats().open_files == 0, DEADLINE)
 
 
