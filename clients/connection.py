@@ -49,6 +49,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.errors import FtraceError, translate_rpc_errors
 from clients.identity import Identity
+from clients.procfs import process_comm_and_state
 from ftrace.v1 import kernel_pb2_grpc, modules_pb2_grpc, tracefs_pb2_grpc, tracer_pb2_grpc
 
 __all__ = [
@@ -540,19 +541,12 @@ def socket_listener(address: str) -> Listener | None:
             probe.connect(path)
             pid, _, _ = _UCRED.unpack(probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                        _UCRED.size))
-        if pid <= 0:
-            return None
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            line = file.read().decode(errors="replace")
     except OSError:
         return None
-    # "PID (COMM) STATE ...": the comm may hold spaces and parentheses, the rest does not.
-    head, _, rest = line.rpartition(") ")
-    comm = head.partition(" (")[2]
-    state = rest[:1]
-    if not state or state in _ENDED:
+    found = process_comm_and_state(pid) if pid > 0 else None
+    if found is None or found[1] in _ENDED:
         return None
-    return Listener(pid, comm, state)
+    return Listener(pid, *found)
 
 
 def _may_come(address: str, number: int) -> bool:

@@ -150,10 +150,10 @@ def ftrace_replace_code(ft: Ftrace, enable: bool) -> None:
     ``unconverted`` holds ``call mcount``, so ``add_break()`` (from ``add_brk_on_nop()``
     or ``add_brk_on_call()``) finds neither the nop nor the call it expects there and
     returns -EINVAL; ``actual`` is that ``call mcount``.  Every such group is checked:
-    a load in another's publish-early window leaves several unconverted at once.  That is one more cause of the
-    first pass's first failure, beside a failpoint's error: whichever record comes
-    first in the walk decides, the failpoint at the same record (add_breakpoints'
-    entry) before the check.  (The kernel's text can also differ from the flags after
+    a load in another's publish-early window leaves several unconverted at once.  That
+    is one more cause of the first pass's first failure, beside a failpoint's error:
+    whichever record comes first in the walk decides, the failpoint at the same record
+    (add_breakpoints' entry) before the check.  (The kernel's text can also differ from the flags after
     a failure, a site whose new bytes went in ahead of its flag; the model does not
     keep that.)
     """
