@@ -808,6 +808,14 @@ class Client:
                                    kernel_pb2.ListOpsRequest(include_hashes=include_hashes))
         return list(listed.ops)
 
+    def list_load_samples(self) -> kernel_pb2.ListOpsResponse:
+        """ListOps with the module loads holding an ops sample (race load-count) and the
+        enabled ops now, every hash listed: read under ftrace_lock, as :meth:`list_ops`."""
+        with translate_rpc_errors():
+            listed, _ = unary_call(self.connection.kernel.ListOps,
+                                   kernel_pb2.ListOpsRequest(include_load_samples=True))
+        return listed
+
     def set_failpoint(self, name: str, spec: str) -> kernel_pb2.Failpoint:
         """Arm a failpoint (``"1*pause"``, ``"20%sleep(3)"``); "" or "off" disarms."""
         with translate_rpc_errors():

@@ -6,7 +6,7 @@
         trace [--cpu N]
         check [--tracing-active] [--locked] [--torn]
         failpoints list | set NAME SPEC | wait NAME | release NAME
-        ops [--hashes] [--json]
+        ops [--hashes | --samples] [--json]
         stats [--json]
 
 The options before COMMAND are taken after it too (``records --connect-timeout 3``).
@@ -69,7 +69,9 @@ Commands:
 ``failpoints``  list, arm, wait for and release the daemon's failpoints (see
              :mod:`clients.inspect_failpoints`): a race window stepped by hand.
 ``ops``, ``stats``  the registered ftrace_ops and the kernel's counters, asked of the
-             daemon (see :mod:`clients.inspect_daemon`): a script's check between steps.
+             daemon (see :mod:`clients.inspect_daemon`): a script's check between steps;
+             ``ops --samples``, the ops sample each module load in the load-count window
+             holds, beside the enabled ops now.
 
 The record commands copy the pages under their seqlock (a reader's retry): while a writer
 is in them (a thread paused in ``__ftrace_hash_rec_update``), no copy is consistent; after

@@ -2,7 +2,7 @@
 script that checks the kernel between its steps (after a client was killed: are its ops
 unregistered, its files released?).
 
-    ftrace-inspect ops [--hashes] [--json]
+    ftrace-inspect ops [--hashes | --samples] [--json]
     ftrace-inspect stats [--json]
 
 ``ops`` walks ``ftrace_ops_list`` and ``ftrace_global_list`` (``Kernel.ListOps``), as one
@@ -16,6 +16,17 @@ owner`` in a shell); a name is one word (the daemon refuses any other with EINVA
 ``ftrace_lock``; a thread paused at a failpoint may hold it, and after a second a notice on
 stderr says so, as for ``check --locked``.
 
+``ops --samples``: the race load-count window seen from outside. A module load on a kernel
+booted with ``--race load-count`` reads the enabled ops without ``ftrace_lock`` and counts
+its new records from that sample once it holds the lock; a change made in between (a
+tracer enabled, a filter written) is not in the counts. For each load holding a sample
+(paused at ``ftrace_update_code:before_count``, or on its way to the lock): the module and
+the task loading it, the ops it sampled (flags and hashes as they were), the enabled ops
+now (what ``ftrace_update_code()`` reads, under the lock, in 3.6), both in the ``ops``
+table with their functions listed, and what changed between them: the update the load will
+lose. With no load holding one, one line says so. The sample is the model's (3.6 takes the
+lock first, so no load has one): ``Kernel.ListOps`` with ``include_load_samples``.
+
 ``stats``: ``Kernel.Stats``, one ``NAME VALUE`` line per field of ``ftrace.v1.KernelStats``
 in the message's order, zero values included (``rpc_counts`` as ``rpc_counts.METHOD N``
 lines), so ``awk '$1 == "open_files" {print $2}'`` finds one.
@@ -23,14 +34,15 @@ lines), so ``awk '$1 == "open_files" {print $2}'`` finds one.
 ``--json``: the same as one JSON document on a line (``stats`` an object, ``ops`` a list of
 objects), every field present, named as in the ``.proto``; an ops' ``filter``, ``notrace``
 and ``hashes_truncated`` only with ``--hashes``, as the text lists the functions only then
-(an empty list next to ``"filter_count": 1`` would read as an empty hash).
+(an empty list next to ``"filter_count": 1`` would read as an empty hash); with
+``--samples`` an object of ``load_samples`` and ``enabled_ops``, every hash listed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Mapping, MutableSequence
+from collections.abc import Callable, Iterable, Mapping, MutableSequence
 from typing import Any
 
 from google.protobuf.message import Message
@@ -38,6 +50,7 @@ from google.protobuf.message import Message
 from clients.api import Client
 from clients.inspect_failpoints import call_noting_wait
 from ftrace.v1 import kernel_pb2
+from kernel_daemon.ftrace.module_records import BEFORE_COUNT
 from kernel_daemon.ftrace.ops import ops_flag_names
 
 OPS_HEADER = ("ID", "FLAGS", "FILTER", "NOTRACE", "NAME", "OWNER")
@@ -56,8 +69,13 @@ def add_daemon_tables_parsers(commands: argparse._SubParsersAction,
                               help="the registered ftrace_ops (Kernel.ListOps)",
                               description="One line per ftrace_ops on ftrace_ops_list and "
                                           "ftrace_global_list, after a header line.")
-    ops.add_argument("--hashes", action="store_true",
-                     help="also each ops' filter and notrace functions, in address order")
+    listing = ops.add_mutually_exclusive_group()
+    listing.add_argument("--hashes", action="store_true",
+                         help="also each ops' filter and notrace functions, in address order")
+    listing.add_argument("--samples", action="store_true",
+                         help="instead, each module load holding an ops sample (race "
+                              "load-count): the ops it sampled without ftrace_lock beside "
+                              "the enabled ops now, and what changed between them")
     commands.add_parser("stats", parents=[*parents, as_json],
                         help="the kernel's and the daemon's counters (Kernel.Stats)",
                         description="One NAME VALUE line per field of KernelStats.")
@@ -135,6 +153,71 @@ def ops_lines(listed: list[kernel_pb2.OpsInfo], hashes: bool) -> list[str]:
     return lines
 
 
+NO_SAMPLES = ("no module load holds an ops sample (only a kernel booted with --race "
+              "load-count takes one, before ftrace_lock)")
+
+
+def ops_table(listed: Iterable[kernel_pb2.OpsInfo]) -> list[str]:
+    """:func:`ops_lines` with the hashes, indented under a heading; ``none`` for no ops."""
+    lines = ops_lines(list(listed), hashes=True)
+    return [f"    {line}" for line in lines] + (["    none"] if len(lines) == 1 else [])
+
+
+def filter_size(names: list[str]) -> str:
+    """A filter's reach: an empty one selects every function."""
+    if not names:
+        return "empty: every function"
+    return f"{len(names)} function{'s' if len(names) > 1 else ''}"
+
+
+def sample_changes(sampled: Iterable[kernel_pb2.OpsInfo],
+                   now: Iterable[kernel_pb2.OpsInfo]) -> list[str]:
+    """What changed from a load's sample to the enabled ops now, a line each: an ops
+    enabled or disabled since, a function added to (+) or removed from (-) a hash."""
+    before, after = {ops.id: ops for ops in sampled}, {ops.id: ops for ops in now}
+    changes = [f"{ops.name} ({ops.id}): enabled since: the new records will not count it"
+               for ops in after.values() if ops.id not in before]
+    changes += [f"{ops.name} ({ops.id}): disabled since: the new records will count it"
+                for ops in before.values() if ops.id not in after]
+    for ops_id in before.keys() & after.keys():
+        old, new = before[ops_id], after[ops_id]
+        for hash_name in ("filter", "notrace"):
+            was, is_now = list(getattr(old, hash_name)), list(getattr(new, hash_name))
+            kept = set(was) & set(is_now)
+            edits = ([f"+{name}" for name in is_now if name not in kept]
+                     + [f"-{name}" for name in was if name not in kept])
+            if not edits:
+                continue
+            if hash_name == "filter" and not (was and is_now):
+                edits.append(f"(was {filter_size(was)}, now {filter_size(is_now)})")
+            changes.append(f"{old.name} ({ops_id}): {hash_name} {' '.join(edits)}")
+        if old.hashes_truncated or new.hashes_truncated:
+            changes.append(f"{old.name} ({ops_id}): hashes listed in part (the answer's "
+                           "4 MiB): compare FILTER and NOTRACE")
+    return changes
+
+
+def sample_lines(listed: kernel_pb2.ListOpsResponse) -> list[str]:
+    """``ops --samples``: each load's sample beside the enabled ops now, and the changes."""
+    if not listed.load_samples:
+        return [NO_SAMPLES]
+    lines = []
+    for sample in listed.load_samples:
+        where = (f"paused at {BEFORE_COUNT}" if sample.paused
+                 else "not paused: on its way to ftrace_lock")
+        lines.append(f"module {sample.module}: loading by {sample.task.comm}/"
+                     f"{sample.task.pid}, {where}")
+        lines.append("  sampled without ftrace_lock (its new records' counts come from these):")
+        lines += ops_table(sample.ops)
+        lines.append("  enabled now (what ftrace_update_code() reads under ftrace_lock):")
+        lines += ops_table(listed.enabled_ops)
+        changes = sample_changes(sample.ops, listed.enabled_ops)
+        lines.append("  changed since the sample, lost to its counts:" if changes
+                     else "  nothing changed since the sample")
+        lines += [f"    {change}" for change in changes]
+    return lines
+
+
 def run_daemon_tables(client: Client, args: argparse.Namespace,
                       notice: Callable[[str], str]) -> int:
     """``ops`` or ``stats``; ``notice(what)`` is what to say when ListOps has waited a
@@ -143,8 +226,19 @@ def run_daemon_tables(client: Client, args: argparse.Namespace,
         stats = as_dict(client.stats())
         print(json.dumps(stats) if args.json else "\n".join(stats_lines(stats)))
         return 0
-    listed = call_noting_wait(lambda: client.list_ops(include_hashes=args.hashes),
-                              lambda: notice("ftrace_lock (Kernel.ListOps takes it)"))
+
+    def waiting() -> str:
+        return notice("ftrace_lock (Kernel.ListOps takes it)")
+
+    if args.samples:
+        answer = call_noting_wait(client.list_load_samples, waiting)
+        if args.json:  # the answer's `ops` are the plain listing's, without their hashes
+            fields = as_dict(answer)
+            print(json.dumps({name: fields[name] for name in ("load_samples", "enabled_ops")}))
+        else:
+            print("\n".join(sample_lines(answer)))
+        return 0
+    listed = call_noting_wait(lambda: client.list_ops(include_hashes=args.hashes), waiting)
     if args.json:
         print(json.dumps([ops_dict(ops, args.hashes) for ops in listed]))
     else:

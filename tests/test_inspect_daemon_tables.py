@@ -2,7 +2,9 @@
 script checks between its steps, in text and in JSON; a tracer process killed with
 SIGKILL leaves the listing as it was before it came; an ops line comes apart into its
 fields (a name is one word, the daemon refuses others; the owner, last, may hold
-spaces)."""
+spaces); ``ops --samples`` shows the ops sample a module load paused in the load-count
+window holds beside the ops a filter write changed since, and says when no load holds
+one."""
 
 from __future__ import annotations
 
@@ -14,10 +16,13 @@ import pytest
 from clients.errors import FtraceError
 from clients.identity import Identity
 from ftrace.v1 import kernel_pb2
+from clients.inspect_daemon import NO_SAMPLES
 from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
-from tests.test_tracer_client import SMALL, TRACING, Lines, start, wait_until
+from tests.test_race_interleavings import ShellProcess
+from tests.test_tracer_client import DEADLINE, SMALL, TRACING, Lines, start, wait_until
 from tests.test_workload_inspect import inspect_main
 
+LOAD_COUNT = "ftrace_update_code:before_count"
 KERNEL_OPS = [
     "ID FLAGS          FILTER NOTRACE NAME       OWNER",
     " 2 ENABLED|GLOBAL      1       1 global_ops -",
@@ -129,3 +134,68 @@ def test_the_owner_is_the_rest_of_an_ops_line_as_ps_prints_its_command(spawn, ca
     assert rows[0] == ["ID", "FLAGS", "FILTER", "NOTRACE", "NAME", "OWNER"]
     assert rows[1][4:] == ["mine", "lab script/4242"]
     assert [row[4:] for row in rows[2:]] == [["global_ops", "-"], ["trace_ops", "-"]]
+
+
+def test_ops_samples_show_what_a_paused_load_counts_from_beside_the_ops_now(spawn, capsys):
+    """The load-count window as README "Stepping an interleaving" steps it, with a filter
+    write as the racing step: the function tracer traces every function when the load
+    samples the ops, the write narrows global_ops' filter to vfs_read meanwhile, and the
+    view shows the sample's empty filter beside the new entry. The load then counts its
+    records from the sample, as the view said it would: a reference the filter no longer
+    gives each of them (the leak `check --locked` reports)."""
+    daemon = spawn(SMALL + ["--race", "load-count"])
+    address = ("--address", daemon.address)
+    with daemon.connect() as client:
+        client.write_file(f"{TRACING}/current_tracer", "function")
+        client.set_failpoint(LOAD_COUNT, "1*pause")
+        loading = ShellProcess(daemon.address, "modprobe uinput")
+        client.wait_failpoint(LOAD_COUNT, timeout=DEADLINE)
+        client.write_file(f"{TRACING}/set_ftrace_filter", "vfs_read\n")
+        status, out, err = inspect_main(capsys, *address, "ops", "--samples")
+        assert (status, err) == (0, "")
+        assert out.splitlines() == [
+            f"module uinput: loading by bash/{loading.proc.pid}, paused at {LOAD_COUNT}",
+            "  sampled without ftrace_lock (its new records' counts come from these):",
+            "    ID FLAGS          FILTER NOTRACE NAME       OWNER",
+            "     2 ENABLED|GLOBAL      0       0 global_ops -",
+            "  enabled now (what ftrace_update_code() reads under ftrace_lock):",
+            "    ID FLAGS          FILTER NOTRACE NAME       OWNER",
+            "     2 ENABLED|GLOBAL      1       0 global_ops -",
+            "        filter  vfs_read",
+            "  changed since the sample, lost to its counts:",
+            "    global_ops (2): filter +vfs_read (was empty: every function, now 1 function)"]
+        status, out, err = inspect_main(capsys, *address, "ops", "--samples", "--json")
+        answer = json.loads(out)
+        [sample] = answer["load_samples"]
+        assert (sample["module"], sample["task"], sample["paused"]) == (
+            "uinput", {"pid": loading.proc.pid, "comm": "bash"}, True)
+        assert [(ops["name"], ops["filter"]) for ops in sample["ops"]] == [("global_ops", [])]
+        assert [(ops["name"], ops["filter"]) for ops in answer["enabled_ops"]] == [
+            ("global_ops", ["vfs_read"])]
+
+        client.release_failpoint(LOAD_COUNT)
+        loading.finish()
+        assert inspect_main(capsys, *address, "ops", "--samples") == (0, NO_SAMPLES + "\n", "")
+        report = client.check_consistency()
+        assert {(a.kind, a.module) for a in report.anomalies} == {
+            (kernel_pb2.ANOMALY_KIND_LEAKED_REFERENCE, "uinput")}
+
+
+def test_ops_samples_without_a_load_in_the_window_and_its_usage_errors(spawn, capsys):
+    """On 3.6's locking (no --race) a load holds no sample: the view says so, after the
+    load as before it; and it refuses what it cannot do with a usage error."""
+    daemon = spawn(SMALL)
+    address = ("--address", daemon.address)
+    with daemon.connect() as client:
+        assert inspect_main(capsys, *address, "ops", "--samples") == (0, NO_SAMPLES + "\n", "")
+        client.load("uinput")
+        status, out, err = inspect_main(capsys, *address, "ops", "--samples", "--json")
+        assert (status, json.loads(out), err) == (
+            0, {"load_samples": [], "enabled_ops": []}, "")
+    for args, message in (
+            (["--samples", "--hashes"], "argument --hashes: not allowed with argument --samples"),
+            (["--samples", "uinput"], "unrecognized arguments: uinput")):
+        with pytest.raises(SystemExit) as usage:
+            inspect_main(capsys, *address, "ops", *args)
+        assert usage.value.code == 2
+        assert message in capsys.readouterr().err

@@ -35,6 +35,7 @@ from kernel_daemon.preempt import preempt_disable_notrace, preempt_enable_notrac
 from kernel_daemon.printk import Printk
 
 if TYPE_CHECKING:
+    from kernel_daemon.ftrace.module_records import OpsSample
     from kernel_daemon.ftrace.probe import FtraceProbes
 
 FTRACE_C = "kernel/trace/ftrace.c"
@@ -169,6 +170,11 @@ class Ftrace:
     ftrace_global_list: list[FtraceOps] = field(default_factory=list)
     ops_snapshot: tuple[FtraceOps, ...] = ()
     global_snapshot: tuple[FtraceOps, ...] = ()
+    # Race load-count: the ops samples of the module loads between their lockless read
+    # and the counts they give (module_records.OpsSample; the model's, not 3.6's), oldest
+    # first; replaced under ``ops_samples_lock``, never edited, so readers take no lock.
+    ops_samples: tuple[OpsSample, ...] = ()
+    ops_samples_lock: threading.Lock = field(default_factory=threading.Lock)
     ftrace_trace_function: FtraceFunc = ftrace_stub
     saved_ftrace_func: FtraceFunc | None = None
     # What the patched ``ftrace_call`` site of the trampoline calls right now.

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernel_daemon import task as task_mod
 from kernel_daemon.ftrace.core import Ftrace, Race, Variant
 from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
@@ -33,20 +34,62 @@ MODULE_STATE_LIVE = 0
 MODULE_STATE_COMING = 1
 MODULE_STATE_GOING = 2
 
+#: Where a module load's counts are taken from the enabled ops (race load-count: where
+#: the load holds its sample).
+BEFORE_COUNT = "ftrace_update_code:before_count"
+
 _ENABLED = np.uint64(FTRACE_FL_ENABLED)
 
 
 @dataclass(frozen=True)
 class OpsHashes:
-    """The hashes of one enabled ops, as ``ftrace_update_code`` reads them."""
+    """The hashes of one enabled ops, as ``ftrace_update_code`` reads them, with the ops
+    and the flags they were read from (what Kernel.ListOps shows of a sample)."""
 
+    ops: FtraceOps
+    flags: int
     filter_hash: FtraceHash
     notrace_hash: FtraceHash
 
+    @classmethod
+    def of(cls, ops: FtraceOps) -> OpsHashes:
+        """The ops' flags and hashes now (``ftrace_hash_move`` replaces a hash, never
+        edits it: what is read stays as it was)."""
+        return cls(ops, ops.flags, ops.filter_hash, ops.notrace_hash)
+
 
 def enabled_ops_hashes(ft: Ftrace) -> list[OpsHashes]:
-    return [OpsHashes(ops.filter_hash, ops.notrace_hash)
-            for ops in ft.ftrace_ops_list if ops.flags & FTRACE_OPS_FL_ENABLED]
+    return [OpsHashes.of(ops) for ops in ft.ftrace_ops_list if ops.flags & FTRACE_OPS_FL_ENABLED]
+
+
+@dataclass(frozen=True, eq=False)
+class OpsSample:
+    """A module load's sample of the enabled ops under race load-count: read by
+    ``ftrace_process_locs()`` without ``ftrace_lock``, it is what the new records will
+    be counted from, whatever the ops are when the lock is taken.
+
+    The model's: 3.6's ``ftrace_update_code()`` reads ``ftrace_ops_list`` with the lock
+    held, so no load keeps a sample there. A load's stays in ``Ftrace.ops_samples``
+    from the sample until its counts are stored, for Kernel.ListOps to show it beside
+    the ops as they are now.
+    """
+
+    module_name: str
+    task: task_mod.Task
+    ops: tuple[OpsHashes, ...]
+
+
+def take_ops_sample(ft: Ftrace, module_name: str) -> OpsSample:
+    """The window's lockless read of the enabled ops, listed as the current task's."""
+    sample = OpsSample(module_name, task_mod.current(), tuple(enabled_ops_hashes(ft)))
+    with ft.ops_samples_lock:
+        ft.ops_samples += (sample,)
+    return sample
+
+
+def drop_ops_sample(ft: Ftrace, sample: OpsSample) -> None:
+    with ft.ops_samples_lock:
+        ft.ops_samples = tuple(held for held in ft.ops_samples if held is not sample)
 
 
 def ops_traces_mod(ft: Ftrace, ops: OpsHashes) -> bool:
@@ -89,7 +132,7 @@ def referenced_filters(ops_list: Sequence[OpsHashes | FtraceOps], ips: np.ndarra
     return cnt
 
 
-def new_record_counts(ft: Ftrace, ops_list: list[OpsHashes], ips: np.ndarray) -> np.ndarray:
+def new_record_counts(ft: Ftrace, ops_list: Sequence[OpsHashes], ips: np.ndarray) -> np.ndarray:
     """The counts ``ftrace_update_code(mod)`` gives new module records, per variant."""
     ref = sum(1 for ops in ops_list if ops_traces_mod(ft, ops))
     cnt = np.full(len(ips), ref, dtype=np.uint64)
@@ -137,7 +180,7 @@ def code_modify_failure(ft: Ftrace, calls: np.ndarray) -> tuple[int, str, int] |
 
 @kernel_function
 def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
-                       ops_list: list[OpsHashes] | None) -> None:
+                       ops_list: Sequence[OpsHashes] | None) -> None:
     """``ftrace_update_code(mod)``: count and convert the new records; ftrace_lock held.
 
     ``ops_list`` is the sample of enabled ops to count from; None means read them
@@ -169,7 +212,7 @@ def ftrace_update_code(ft: Ftrace, mod: object | None, new_pgs: FtracePageGroup,
         cnt = np.zeros(len(ips), dtype=np.uint64)
     else:
         if ops_list is None:
-            ft.failpoints.fire("ftrace_update_code:before_count")
+            ft.failpoints.fire(BEFORE_COUNT)
             ops_list = enabled_ops_hashes(ft)
         cnt = new_record_counts(ft, ops_list, ips)
     if mod is not None:
@@ -235,13 +278,19 @@ def ftrace_process_locs(ft: Ftrace, mod: object | None, module_name: str,
     sample = None
     if Race.LOAD_COUNT in ft.races and mod is not None:
         # The window: counts will come from this sample, taken without the lock.
-        sample = enabled_ops_hashes(ft)
-        ft.failpoints.fire("ftrace_update_code:before_count")
+        sample = take_ops_sample(ft, module_name)
+        ft.failpoints.fire(BEFORE_COUNT)
     with ft.ftrace_lock:
-        if mod is not None and ft.ftrace_disabled:
-            return
-        ft.pages.link(new_pgs)
-        ftrace_update_code(ft, mod, new_pgs, sample)
+        try:
+            if mod is not None and ft.ftrace_disabled:
+                return
+            ft.pages.link(new_pgs)
+            ftrace_update_code(ft, mod, new_pgs, sample.ops if sample else None)
+        finally:
+            # Under the lock, as ListOps reads the samples: one is listed until the
+            # counts it gave are stored.
+            if sample is not None:
+                drop_ops_sample(ft, sample)
 
 
 @kernel_function

@@ -20,6 +20,8 @@ from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.ftrace.consistency import (Anomaly, AnomalyKind, References,
                                                check_consistency, enabled_ops)
 from kernel_daemon.ftrace.core import FAILPOINT_SITES
+from kernel_daemon.ftrace.module_records import BEFORE_COUNT, OpsHashes, enabled_ops_hashes
+from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED
 from kernel_daemon.ftrace.records import (ENTRIES_PER_PAGE, FTRACE_FL_ENABLED, FtracePageGroup,
                                           ftrace_rec_count)
 from kernel_daemon.kernel import BootOptions
@@ -279,22 +281,35 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
         with self.state.syscall(context) as boot:
             ft = boot.kernel.ftrace
             with ft.ftrace_lock:
-                listed = list(ft.ftrace_ops_list) + [o for o in ft.ftrace_global_list]
-            out = []
+                listed = [OpsHashes.of(ops) for ops in ft.ftrace_ops_list + ft.ftrace_global_list]
+                # Dropped under the lock once counted (module_records.ftrace_process_locs).
+                samples = ft.ops_samples if request.include_load_samples else ()
+                enabled = enabled_ops_hashes(ft) if request.include_load_samples else []
+                paused = ft.failpoints.state(BEFORE_COUNT).paused if samples else ()
             room = AnswerRoom()
-            for ops in listed:
-                info = pb.OpsInfo(name=ops.name, id=ops.id, flags=ops.flags, enabled=ops.enabled,
-                                  filter_count=ops.filter_hash.count,
-                                  notrace_count=ops.notrace_hash.count,
-                                  owner=task_message(ops.owner) if ops.owner else None)
-                if request.include_hashes:
-                    name = boot.kernel.kallsyms.sprint_symbol_no_offset
-                    for names, hash in ((info.filter, ops.filter_hash),
-                                        (info.notrace, ops.notrace_hash)):
+            name = boot.kernel.kallsyms.sprint_symbol_no_offset
+
+            def info(ops: OpsHashes, hashes: bool) -> pb.OpsInfo:
+                described = pb.OpsInfo(
+                    name=ops.ops.name, id=ops.ops.id, flags=ops.flags,
+                    enabled=bool(ops.flags & FTRACE_OPS_FL_ENABLED),
+                    filter_count=ops.filter_hash.count, notrace_count=ops.notrace_hash.count,
+                    owner=task_message(ops.ops.owner) if ops.ops.owner else None)
+                if hashes:
+                    for names, hash in ((described.filter, ops.filter_hash),
+                                        (described.notrace, ops.notrace_hash)):
                         if not room.fill(names, map(name, sorted(hash.ips())), encoded_size):
-                            info.hashes_truncated = True
-                out.append(info)
-            return pb.ListOpsResponse(ops=out)
+                            described.hashes_truncated = True
+                return described
+
+            return pb.ListOpsResponse(
+                ops=[info(ops, request.include_hashes) for ops in listed],
+                load_samples=[pb.LoadSample(module=sample.module_name,
+                                            task=task_message(sample.task),
+                                            paused=sample.task in paused,
+                                            ops=[info(ops, True) for ops in sample.ops])
+                              for sample in samples],
+                enabled_ops=[info(ops, True) for ops in enabled])
 
     @staticmethod
     def _failpoint(fp: Failpoints, name: str) -> pb.Failpoint:
