@@ -76,7 +76,10 @@ def add_boot_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--module-placement", choices=["first-fit", "random"],
                         default="first-fit")
     parser.add_argument("--cpus", type=int, default=BootOptions.cpus, metavar="N")
-    parser.add_argument("--seed", type=int, default=0, metavar="N")
+    parser.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="seed of the kernel's random choices (module placement, failpoint "
+                             "probabilities, workload); default %(default)s: the same choices every "
+                             "run (Kernel.Reboot without a seed picks a random one)")
     parser.add_argument("--switch-interval", type=float, default=0.0, metavar="SECONDS",
                         help="sys.setswitchinterval() for the daemon (smaller: more preemption)")
 

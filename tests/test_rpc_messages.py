@@ -243,6 +243,26 @@ def test_a_filter_write_that_fails_says_which_word(stubs, path):
     assert dmesg(stubs) == before
 
 
+@pytest.mark.parametrize("data, word", [
+    (b"nosuch\n", "nosuch"),
+    (b" function\n", " function"),           # only trailing isspace() is stripped
+    (b"function\x1c\n", "function\x1c"),     # \x1c is no isspace() of the kernel's
+    (b"\0" * (1 << 20), ""),                 # the name ends at the first NUL
+])
+def test_a_tracer_write_that_fails_says_which_word(stubs, data, word):
+    """ErrnoDetail.message of current_tracer's EINVAL names the word tracing_set_tracer()
+    looked up, as a filter file's names its word; the errno, the tracer and dmesg stay
+    the kernel's (3.6's EINVAL is bare)."""
+    path = f"{T}/current_tracer"
+    before = dmesg(stubs)
+    detail = failing(stubs.tracefs.WriteFile, tracefs_pb2.WriteFileRequest(path=path, data=data))
+    assert (detail.name, detail.syscall, detail.path) == ("EINVAL", "write", path)
+    assert detail.message == f"{quoted(word)} names no tracer"
+    assert stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(path=path),
+                                  timeout=DEADLINE).data == b"nop\n"
+    assert dmesg(stubs) == before
+
+
 # --- a cancelled Session releases its file asynchronously ----------------------------------
 
 def test_the_contract_says_cancel_releases_asynchronously():

@@ -4,9 +4,9 @@ A reboot builds a fresh kernel and swaps it in, then ends the old boot: the proc
 of the old boot die with it. Calls bound to it for longer than one system call (a
 tracer's stream, a trace_pipe reader, a failpoint waiter, a file session blocked in a
 read) end with ENODEV at once, and a file session waiting for its client's next request
-gets ENODEV for that request; a unary call already inside the old kernel finishes
-against it, or fails with ENODEV where it would need the old boot's shared memory,
-which is unlinked. New calls see the new boot.
+ends with ENODEV at that request (a half-close ends it with OK); a unary call already
+inside the old kernel finishes against it, or fails with ENODEV where it would need the
+old boot's shared memory, which is unlinked. New calls see the new boot.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from kernel_daemon.errno import KernelError
+from kernel_daemon.errno import KernelError, quoted
 from kernel_daemon.ftrace.core import WARN_ON_ONCE, WARN_ONCE, Ftrace, ftrace_start, ftrace_stop
 from kernel_daemon.strings import KERNEL_SPACES, c_string, kstrtoul_from_user
 from kernel_daemon.trace.ring_buffer import RingBuffer
@@ -222,7 +222,9 @@ class Tracing:
         with self.trace_types_lock:
             tracer = next((t for t in self.trace_types if t.name == name), None)
             if tracer is None:
-                raise KernelError(errno.EINVAL)
+                # The kernel's EINVAL is bare; the message names the word looked up (after
+                # the write's stripping), for the caller, as the filter files' do.
+                raise KernelError(errno.EINVAL, f"{quoted(name)} names no tracer")
             if tracer is self.current_trace:
                 return
             self.current_trace.reset()
