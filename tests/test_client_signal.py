@@ -314,35 +314,57 @@ def test_ctrl_c_in_insmod_waiting_for_ftrace_lock(spawn, tmp_path, ctrl_c):
             assert "uinput" in [module.name for module in control.list_modules()]
 
 
-def ctrl_c_in_the_call(control: Client, ctrl_c: int, kill: bool = True
-                       ) -> tuple[threading.Thread, list[int]]:
-    """A thread giving this process ``ctrl_c`` Ctrl-Cs once task PID has a call inside
-    the kernel (waiting for the lock ``ftrace_lock_held(control)`` holds), the second
-    once the first one's Kill came (with ``kill``: the daemon has one); one Ctrl-C that
-    signalled the task is followed by the lock's release. The list gets the calls of PID
-    inside the kernel after that Kill. Should the thread fail, it releases the lock too,
-    so that the call cannot wait for good."""
-    inside: list[int] = []
+class KillSpy:
+    """The client's Kill (``method``: its stub's, or :func:`unserved_kill`), each answer
+    recorded as it comes back: the calls the signal reached, or the failure's code."""
+
+    def __init__(self, method: Any) -> None:
+        self.method = method
+        self.answers: list[int | grpc.StatusCode] = []
+
+    def __call__(self, request: kernel_pb2.KillRequest,
+                 timeout: float | None = None) -> kernel_pb2.KillResponse:
+        try:
+            answer = self.method(request, timeout=timeout)
+        except grpc.RpcError as error:
+            self.answers.append(error.code())
+            raise
+        self.answers.append(answer.calls)
+        return answer
+
+
+def unserved_kill(client: Client) -> Any:
+    """Kill as a daemon without it answers (UNIMPLEMENTED): a method of Kernel's that no
+    daemon serves, on the client's channel."""
+    return client.connection.channel.unary_unary(
+        "/ftrace.v1.Kernel/Unserved",
+        request_serializer=kernel_pb2.KillRequest.SerializeToString,
+        response_deserializer=kernel_pb2.KillResponse.FromString)
+
+
+def ctrl_c_in_the_call(control: Client, kill: KillSpy, ctrl_c: int) -> threading.Thread:
+    """A thread giving this process a Ctrl-C once task PID has a call inside the kernel
+    (waiting for the lock ``ftrace_lock_held(control)`` holds); once the client's
+    ``kill`` answered, a second Ctrl-C (``ctrl_c`` 2), or, the call reached, the lock's
+    release. Should the thread fail, it releases the lock too, so that the call cannot
+    wait for good."""
 
     def press() -> None:
         try:
             wait_until(lambda: calls_inside(control, PID) == 1, DEADLINE)
-            sent = kills(control)
             os.kill(os.getpid(), signal.SIGINT)
-            if kill:
-                wait_until(lambda: kills(control) == sent + 1, DEADLINE)  # the client's Kill
-                inside.append(calls_inside(control, PID))
+            wait_until(lambda: kill.answers, DEADLINE)
             if ctrl_c == 2:
                 os.kill(os.getpid(), signal.SIGINT)
         except BaseException:
             control.release_failpoint(AFTER_DISABLE)
             raise
-        if ctrl_c == 1 and kill:
+        if ctrl_c == 1 and kill.answers == [1]:
             control.release_failpoint(AFTER_DISABLE)
 
     thread = threading.Thread(target=press)
     thread.start()
-    return thread, inside
+    return thread
 
 
 @pytest.mark.parametrize("ctrl_c", [1, 2])
@@ -354,15 +376,16 @@ def test_ctrl_c_in_write_file_waiting_for_ftrace_lock(spawn, ctrl_c):
     lock still held, as the first gave before."""
     daemon = spawn(SMALL)
     with daemon.connect() as control, task(daemon, "echo") as signalled:
+        kill = signalled.connection.kernel.Kill = KillSpy(signalled.connection.kernel.Kill)
         with ftrace_lock_held(control) as writer:
-            presser, inside = ctrl_c_in_the_call(control, ctrl_c)
+            presser = ctrl_c_in_the_call(control, kill, ctrl_c)
             try:
                 with pytest.raises(KeyboardInterrupt) as raised:
                     signalled.write_file(CURRENT_TRACER, "function\n")
                 held = writer.is_alive()  # the paused writer has ftrace_lock still
             finally:
                 presser.join(DEADLINE)
-        assert inside == [1]  # the first Ctrl-C's Kill left the write waiting for the lock
+        assert kill.answers == [1]  # the first Ctrl-C's Kill reached the waiting write
         if ctrl_c == 1:  # set before the call returned: no wait
             assert raised.type is SignalTaken
             assert control.read_file(CURRENT_TRACER) == b"function\n"
@@ -370,38 +393,22 @@ def test_ctrl_c_in_write_file_waiting_for_ftrace_lock(spawn, ctrl_c):
             assert (raised.type, held) == (KeyboardInterrupt, True)
 
 
-class UnservedKill:
-    """Kill as a daemon without it answers (UNIMPLEMENTED): a method of Kernel's that no
-    daemon serves, called on the client's channel. Counts its calls."""
-
-    def __init__(self, client: Client) -> None:
-        self.calls = 0
-        self._method = client.connection.channel.unary_unary(
-            "/ftrace.v1.Kernel/Unserved",
-            request_serializer=kernel_pb2.KillRequest.SerializeToString,
-            response_deserializer=kernel_pb2.KillResponse.FromString)
-
-    def __call__(self, request: kernel_pb2.KillRequest,
-                 timeout: float | None = None) -> kernel_pb2.KillResponse:
-        self.calls += 1
-        return self._method(request, timeout=timeout)
-
-
 def test_ctrl_c_in_write_file_of_a_daemon_without_kill_cancels_at_once(spawn):
     """A daemon without Kill: the first Ctrl-C's Kill fails UNIMPLEMENTED, and the
     write waiting for ftrace_lock is cancelled at once, as before Kill."""
     daemon = spawn(SMALL)
     with daemon.connect() as control, task(daemon, "echo") as signalled:
-        unserved = signalled.connection.kernel.Kill = UnservedKill(signalled)
+        kill = signalled.connection.kernel.Kill = KillSpy(unserved_kill(signalled))
         with ftrace_lock_held(control) as writer:
-            presser, _ = ctrl_c_in_the_call(control, 1, kill=False)
+            presser = ctrl_c_in_the_call(control, kill, 1)
             try:
                 with pytest.raises(KeyboardInterrupt) as raised:
                     signalled.write_file(CURRENT_TRACER, "function\n")
                 held = writer.is_alive()
             finally:
                 presser.join(DEADLINE)
-        assert (raised.type, held, unserved.calls) == (KeyboardInterrupt, True, 1)
+        assert (raised.type, held, kill.answers) == (
+            KeyboardInterrupt, True, [grpc.StatusCode.UNIMPLEMENTED])
 
 
 def test_a_second_ctrl_c_while_the_kill_is_sent_would_cancel_the_call():
