@@ -677,8 +677,8 @@ class Client:
         cleaned up by its ``on_failure`` (grpc/grpc#19973, fixed by #19988); only the
         few bytecodes after the answer came are exposed, as on every call. What that
         costs, measured here with both CPUs busy: WriteFiles of tracing_on, 2,000 each
-        way interleaved call by call, five runs: the median call 1 to 2% slower (some
-        15 µs of 900 to 1,000)."""
+        way interleaved call by call, eight runs: the median call 1 to 2% slower (10 to
+        20 µs of 700 to 1,000)."""
         self.lock_acquired = ()
         try:
             with translate_rpc_errors():
