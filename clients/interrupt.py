@@ -68,10 +68,10 @@ A call made as a system call of the client's task (a file session's operations, 
 trace_pipe stream, the plain blocking calls of :func:`blocking_call`: the callers pass
 ``kill``) is not cancelled by the first Ctrl-C: its task is signalled instead
 (``Kernel.Kill``, kill(2)), as the tty's SIGINT reaches a process blocked in the kernel,
-and the wait goes on. An interruptible wait in the daemon
-ends at once (EINTR); an uninterruptible one (a write waiting for ftrace_lock, which 3.6
-takes with mutex_lock()) completes first, so its effect is in place before the program
-goes on; then :class:`SignalTaken` (a KeyboardInterrupt) is raised. A second Ctrl-C
+and the wait goes on. An interruptible wait in the daemon ends at once (EINTR); an
+uninterruptible one (a write waiting for ftrace_lock, which 3.6 takes with mutex_lock())
+completes first, so its effect is in place before the program goes on; then
+:class:`SignalTaken` (a KeyboardInterrupt) is raised. A second Ctrl-C
 cancels the call outright, the way out of a lock that never frees. ``kill`` runs on a
 thread of its own (:class:`_Signaller`): a handler that made a gRPC call itself would run
 grpc's Python code inside grpc's, where the main thread may hold its locks. A daemon
