@@ -2,6 +2,8 @@
 raised afterwards from here, never from inside gRPC. One mechanism, :func:`interruptible`,
 for the waits of both kinds of call: a response stream's next message (:class:`Messages`)
 and a unary call's answer (:func:`unary_call`); and for their start, :func:`started`.
+The plain blocking calls that change kernel state (:func:`blocking_call`) are the
+exception: their cancel is still KeyboardInterrupt raised in gRPC's wait.
 
 Python raises KeyboardInterrupt wherever the main thread is when SIGINT's handler runs.
 In a response stream's ``next()`` that is inside grpc's ``_channel``, which keeps its
@@ -56,17 +58,20 @@ gRPC its sending thread) until the channel closes. :func:`started` makes a call 
 SIGINT only noted, as the kernel leaves a signal pending over a task's uninterruptible
 sleep, then cancels it and raises KeyboardInterrupt. Plain blocking calls
 (``stub.Method(request)``) start in ``_call`` too, and cannot be helped this way: their
-start and their wait are one call of grpc's (``_blocking``), and SIGINT noted over the
-wait would keep Ctrl-C out of it; made with ``.future()`` they would pay the spin
+start and their wait are one call of grpc's (``_blocking``), and SIGINT only noted over
+the wait would keep Ctrl-C out of it; made with ``.future()`` they would pay the spin
 thread's hop (``Client._locking_call`` says for which calls that is not worth it).
+:func:`blocking_call` notes only the first Ctrl-C, over both, for the Kill below; the
+second raises where it lands, as the first did before Kill.
 
 A call made as a system call of the client's task (a file session's operations, a
-trace_pipe stream: the callers pass ``kill``) is not cancelled by the first Ctrl-C: its
-task is signalled instead (``Kernel.Kill``, kill(2)), as the tty's SIGINT reaches a
-process blocked in the kernel, and the wait goes on. An interruptible wait in the daemon
-ends at once (EINTR); an uninterruptible one (a write waiting for ftrace_lock, which 3.6
-takes with mutex_lock()) completes first, so its effect is in place before the program
-goes on; then :class:`SignalTaken` (a KeyboardInterrupt) is raised. A second Ctrl-C
+trace_pipe stream, the plain blocking calls of :func:`blocking_call`: the callers pass
+``kill``) is not cancelled by the first Ctrl-C: its task is signalled instead
+(``Kernel.Kill``, kill(2)), as the tty's SIGINT reaches a process blocked in the kernel,
+and the wait goes on. An interruptible wait in the daemon ends at once (EINTR); an
+uninterruptible one (a write waiting for ftrace_lock, which 3.6 takes with mutex_lock())
+completes first, so its effect is in place before the program goes on; then
+:class:`SignalTaken` (a KeyboardInterrupt) is raised. A second Ctrl-C
 cancels the call outright, the way out of a lock that never frees. ``kill`` runs on a
 thread of its own (:class:`_Signaller`): a handler that made a gRPC call itself would run
 grpc's Python code inside grpc's, where the main thread may hold its locks. A daemon
@@ -82,6 +87,8 @@ every call it ends (and waits for the end of the thread sending a session's requ
 
 from __future__ import annotations
 
+import _signal  # signal's C module: _sigint_cancels says why
+import _thread
 import queue
 import signal
 import threading
@@ -90,8 +97,8 @@ from typing import Any, Callable, Protocol, TypeVar
 
 import grpc
 
-__all__ = ["Kill", "Messages", "SIGNALLER_THREAD", "SignalTaken", "interruptible", "started",
-           "unary_call", "settle", "SETTLE_TIMEOUT"]
+__all__ = ["Kill", "Messages", "SIGNALLER_THREAD", "SignalTaken", "blocking_call",
+           "interruptible", "started", "unary_call", "settle", "SETTLE_TIMEOUT"]
 
 T = TypeVar("T")
 C = TypeVar("C", bound=grpc.RpcContext)
@@ -170,9 +177,15 @@ def _sigint_cancels() -> bool:
     """Whether a wait here may take SIGINT over: only on the main thread (the only one
     with signal handlers), and only while SIGINT raises KeyboardInterrupt
     (``signal.default_int_handler``) — a program that handles SIGINT itself, or ignores
-    it, keeps its way."""
+    it, keeps its way.
+
+    SIGINT's handler is read and set here through ``_signal``, the C module ``signal``
+    wraps: ``signal.getsignal()`` and ``signal.signal()`` make the handler they return a
+    ``Handlers`` member where it is one, which for a function fails, a ValueError raised
+    and caught: 5 to 10 µs a call, against 1 µs for ``_signal``'s (measured on the
+    development machine, under load), and a wait here changes the handler twice."""
     return (threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+            and _signal.getsignal(signal.SIGINT) is signal.default_int_handler)
 
 
 def interruptible(call: grpc.RpcContext, wait: Callable[[], T], kill: Kill | None = None) -> T:
@@ -198,7 +211,7 @@ def interruptible(call: grpc.RpcContext, wait: Callable[[], T], kill: Kill | Non
         # before: the way out should this cancel not end the wait. Not before
         # cancel() returns: it takes grpc's locks, where KeyboardInterrupt must not
         # land (a Ctrl-C during it runs this again, and cancel() does nothing).
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def signal_task(signum: int, frame: FrameType | None) -> None:
         nonlocal interrupted, sent
@@ -206,11 +219,11 @@ def interruptible(call: grpc.RpcContext, wait: Callable[[], T], kill: Kill | Non
         interrupted = True
         sent = _Signal(kill, call)
         _signaller.send(sent)
-        signal.signal(signal.SIGINT, cancel)  # a second Ctrl-C cancels outright
+        _signal.signal(signal.SIGINT, cancel)  # a second Ctrl-C cancels outright
 
     if kill is not None:
         _signaller.start()
-    signal.signal(signal.SIGINT, cancel if kill is None else signal_task)
+    _signal.signal(signal.SIGINT, cancel if kill is None else signal_task)
     try:
         try:
             result = wait()
@@ -230,12 +243,96 @@ def interruptible(call: grpc.RpcContext, wait: Callable[[], T], kill: Kill | Non
             sent.done.wait()
             cancelled = cancelled or sent.cancelled
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _signal.signal(signal.SIGINT, signal.default_int_handler)
     if interrupted:
         # What the cancel completes is handled before the program goes on to its exit.
         settle(call)
         raise KeyboardInterrupt if cancelled else SignalTaken
     return result
+
+
+class _Blocked:
+    """A plain blocking call (:func:`blocking_call`) as :class:`_Signaller` cancels it,
+    when its Kill reached nothing. grpc's ``_blocking`` keeps the call object to itself,
+    so its only cancel is the one Ctrl-C made before Kill: KeyboardInterrupt in the main
+    thread's wait, where cygrpc's ``_next_call_event`` drops the call
+    (``on_failure``: grpc_call_unref() of a call not done cancels it). The signaller has
+    SIGINT's handler, :func:`blocking_call`'s, run for that (``interrupt_main``)."""
+
+    __slots__ = ("waiting", "cancelled")
+
+    def __init__(self) -> None:
+        self.waiting = True  # the main thread is in the call (with_call() not returned)
+        self.cancelled = False  # SIGINT's handler was run to cancel it
+
+    def cancel(self) -> None:
+        """On the signaller thread. Not once the call returned, nor after a second
+        Ctrl-C: its handler ran, or will run, with this one's."""
+        if self.waiting and not self.cancelled:
+            _thread.interrupt_main(signal.SIGINT)
+
+
+def blocking_call(method: Any, request: Any, kill: Kill) -> tuple[Any, grpc.Call]:
+    """``method.with_call(request)``, a plain blocking call (no spin thread's hop: what
+    ``Client._locking_call`` says it saves), made as a system call of the client's task
+    (``kill``). The first Ctrl-C signals the task and the wait goes on, as in
+    :func:`interruptible`: SIGINT's handler only hands the Kill to :class:`_Signaller`
+    and returns, and cygrpc's ``_latent_event``, which ran it between two of its 200 ms
+    polls (``PyErr_CheckSignals``), polls on. Then :class:`SignalTaken` is raised, the
+    answer (or the call's error) dropped, as the interrupted system call's return is.
+    A second Ctrl-C, or a Kill that reached nothing (no Kill in the daemon, the call not
+    in it yet, or answered already), raises KeyboardInterrupt in the wait, as Ctrl-C did
+    before Kill (:class:`_Blocked`): the call is cancelled, and KeyboardInterrupt raised
+    after the Kill is done with. Where SIGINT is not ours to take over
+    (:func:`_sigint_cancels`), just ``with_call``.
+
+    The first handler runs wherever the main thread is (in grpc's Python code, holding
+    its locks, too), which is why it raises nothing. The second raises where it lands,
+    as Ctrl-C did before: a plain call's start and wait are one call of grpc's, which
+    has no call object to cancel instead (the module docstring says where that can go
+    wrong). The cost, some 5 µs (the handler set twice, the handlers made), is measured
+    in ``Client._locking_call``."""
+    if not _sigint_cancels():
+        return method.with_call(request)
+    blocked = _Blocked()
+    sent: _Signal | None = None
+
+    def signal_task(signum: int, frame: FrameType | None) -> None:
+        nonlocal sent
+        sent = _Signal(kill, blocked)
+        _signaller.send(sent)
+        _signal.signal(signal.SIGINT, cancel)  # a second Ctrl-C cancels outright
+
+    def cancel(signum: int, frame: FrameType | None) -> None:
+        blocked.cancelled = True
+        if blocked.waiting:
+            raise KeyboardInterrupt
+        # The answer is in: nothing to cancel; it is dropped (raised after the Kill).
+
+    _signaller.start()
+    _signal.signal(signal.SIGINT, signal_task)
+    try:
+        try:
+            answer = method.with_call(request)
+        except KeyboardInterrupt:
+            if not blocked.cancelled:
+                raise  # not ours (SIGTERM's, say: clients.cli)
+        except grpc.RpcError:
+            if sent is None:
+                raise
+        finally:
+            blocked.waiting = False
+        if sent is not None:
+            # Under cancel still, which now only notes a Ctrl-C: the signaller's trip
+            # for a Kill that reached nothing is handled here, not by KeyboardInterrupt's
+            # handler. _signal.signal() below runs a trip still pending (it checks for
+            # signals before it sets the handler). The Kill has its own deadline.
+            sent.done.wait()
+    finally:
+        _signal.signal(signal.SIGINT, signal.default_int_handler)
+    if sent is not None:
+        raise KeyboardInterrupt if blocked.cancelled or sent.cancelled else SignalTaken
+    return answer
 
 
 class Messages:
@@ -248,8 +345,8 @@ class Messages:
     handler). A handler kept across the caller's code would leave Ctrl-C only cancelling
     the call until the caller asks for the next message, and would outlive an iteration
     the caller abandons (a generator is only closed when collected), where the next
-    stream would take it for the program's own. The price: the two ``signal.signal()``
-    calls take some 30 µs, against some 1000 µs for a session's read from the daemon
+    stream would take it for the program's own. The price: the two ``_signal.signal()``
+    calls take some 2 µs, against some 1000 µs for a session's read from the daemon
     (measured on the development machine). A loop that runs no caller code between
     messages waits for all of them in one :func:`interruptible` instead
     (``Client.dump_records``, ``FileSession.close``).
@@ -287,7 +384,7 @@ def started(create: Callable[[], C], requests: Requests | None = None) -> C:
     and raises KeyboardInterrupt. Where SIGINT is not ours to take over
     (:func:`_sigint_cancels`), just ``create()``.
 
-    The cost, two ``signal.signal()`` calls, some 15 µs here, against 0.5 to 2 ms for the
+    The cost, two ``_signal.signal()`` calls, some 2 µs here, against 0.5 to 2 ms for the
     start of a call (measured on the development machine under load).
 
     A Ctrl-C after this returned is the caller's, as one after ``open(2)`` returned is a
@@ -303,7 +400,7 @@ def started(create: Callable[[], C], requests: Requests | None = None) -> C:
         nonlocal interrupted
         interrupted = True
 
-    signal.signal(signal.SIGINT, note)
+    _signal.signal(signal.SIGINT, note)
     try:
         call = create()
         if interrupted:
@@ -316,7 +413,7 @@ def started(create: Callable[[], C], requests: Requests | None = None) -> C:
             raise KeyboardInterrupt from error
         raise
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _signal.signal(signal.SIGINT, signal.default_int_handler)
     if interrupted:
         if requests is not None:
             requests.join()

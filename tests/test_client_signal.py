@@ -26,7 +26,7 @@ from kernel_daemon.tracefs.files import file_release
 from kernel_daemon.tracefs.tree import mount
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 from tests.kernel_helpers import booted
-from tests.paused_writer import ftrace_lock_held
+from tests.paused_writer import AFTER_DISABLE, ftrace_lock_held
 from tests.test_daemon_tracefs import wait_until
 from tests.test_shell_integration import start_shell
 from tests.test_tracer_client import DEADLINE, SMALL, TRACING
@@ -274,6 +274,141 @@ def test_ctrl_c_in_cat_trace_pipe_signals_the_task_and_exits_130_at_once(daemon,
             shell.kill()
         assert (shell.returncode, out, err) == (130, b"", b"")
         assert (kills(control), control.stats().open_files) == (sent + 1, 0)
+
+
+# --- Ctrl-C in a plain blocking call: Client.write_file, load, unload -------------------
+
+LOAD = "/ftrace.v1.Modules/Load"
+CURRENT_TRACER = f"{TRACING}/current_tracer"
+
+
+@pytest.mark.parametrize("ctrl_c", [1, 2])
+def test_ctrl_c_in_insmod_waiting_for_ftrace_lock(spawn, tmp_path, ctrl_c):
+    """``insmod uinput`` whose load waits for the lock a paused writer holds
+    (ftrace_module_init()'s mutex_lock(): uninterruptible). One Ctrl-C: the shell signals
+    its task and goes on waiting; released, the module is loaded before the shell exits
+    130. A second Ctrl-C: it cancels and exits 130 at once, as the first did before."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control:
+        with ftrace_lock_held(control):
+            shell = start_shell(tmp_path, ["--address", daemon.address, "-c", "insmod uinput"])
+            try:
+                # insmod's calls come one at a time: once Load came, the call inside is it.
+                wait_until(lambda: control.stats().rpc_counts[LOAD] == 1
+                           and calls_inside(control, shell.pid) == 1, DEADLINE)
+                sent = kills(control)
+                shell.send_signal(signal.SIGINT)
+                wait_until(lambda: kills(control) == sent + 1, DEADLINE)  # the shell's Kill
+                assert calls_inside(control, shell.pid) == 1  # still waiting for the lock
+                assert shell.poll() is None
+                if ctrl_c == 2:
+                    shell.send_signal(signal.SIGINT)
+                    out, err = shell.communicate(timeout=DEADLINE)  # the lock still held
+                else:
+                    control.release_failpoint(AFTER_DISABLE)
+                    out, err = shell.communicate(timeout=DEADLINE)
+            finally:
+                shell.kill()
+        assert (shell.returncode, out, err) == (130, b"", b"")
+        if ctrl_c == 1:  # loaded before the shell exited: no wait
+            assert "uinput" in [module.name for module in control.list_modules()]
+
+
+class KillSpy:
+    """The client's Kill (``method``: its stub's, or :func:`unserved_kill`), each answer
+    recorded as it comes back: the calls the signal reached, or the failure's code."""
+
+    def __init__(self, method: Any) -> None:
+        self.method = method
+        self.answers: list[int | grpc.StatusCode] = []
+
+    def __call__(self, request: kernel_pb2.KillRequest,
+                 timeout: float | None = None) -> kernel_pb2.KillResponse:
+        try:
+            answer = self.method(request, timeout=timeout)
+        except grpc.RpcError as error:
+            self.answers.append(error.code())
+            raise
+        self.answers.append(answer.calls)
+        return answer
+
+
+def unserved_kill(client: Client) -> Any:
+    """Kill as a daemon without it answers (UNIMPLEMENTED): a method of Kernel's that no
+    daemon serves, on the client's channel."""
+    return client.connection.channel.unary_unary(
+        "/ftrace.v1.Kernel/Unserved",
+        request_serializer=kernel_pb2.KillRequest.SerializeToString,
+        response_deserializer=kernel_pb2.KillResponse.FromString)
+
+
+def ctrl_c_in_the_call(control: Client, kill: KillSpy, ctrl_c: int) -> threading.Thread:
+    """A thread giving this process a Ctrl-C once task PID has a call inside the kernel
+    (waiting for the lock ``ftrace_lock_held(control)`` holds); once the client's
+    ``kill`` answered, a second Ctrl-C (``ctrl_c`` 2), or, the call reached, the lock's
+    release. Should the thread fail, it releases the lock too, so that the call cannot
+    wait for good."""
+
+    def press() -> None:
+        try:
+            wait_until(lambda: calls_inside(control, PID) == 1, DEADLINE)
+            os.kill(os.getpid(), signal.SIGINT)
+            wait_until(lambda: kill.answers, DEADLINE)
+            if ctrl_c == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+        except BaseException:
+            control.release_failpoint(AFTER_DISABLE)
+            raise
+        if ctrl_c == 1 and kill.answers == [1]:
+            control.release_failpoint(AFTER_DISABLE)
+
+    thread = threading.Thread(target=press)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("ctrl_c", [1, 2])
+def test_ctrl_c_in_write_file_waiting_for_ftrace_lock(spawn, ctrl_c):
+    """Client.write_file of ``function`` to current_tracer, whose write(2) waits for the
+    lock a paused writer holds (register_ftrace_function()'s mutex_lock()). One Ctrl-C:
+    the client signals its task and waits on; released, the write completes (the tracer
+    is set) before SignalTaken is raised. A second Ctrl-C: KeyboardInterrupt at once, the
+    lock still held, as the first gave before."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control, task(daemon, "echo") as signalled:
+        kill = signalled.connection.kernel.Kill = KillSpy(signalled.connection.kernel.Kill)
+        with ftrace_lock_held(control) as writer:
+            presser = ctrl_c_in_the_call(control, kill, ctrl_c)
+            try:
+                with pytest.raises(KeyboardInterrupt) as raised:
+                    signalled.write_file(CURRENT_TRACER, "function\n")
+                held = writer.is_alive()  # the paused writer has ftrace_lock still
+            finally:
+                presser.join(DEADLINE)
+        assert kill.answers == [1]  # the first Ctrl-C's Kill reached the waiting write
+        if ctrl_c == 1:  # set before the call returned: no wait
+            assert raised.type is SignalTaken
+            assert control.read_file(CURRENT_TRACER) == b"function\n"
+        else:
+            assert (raised.type, held) == (KeyboardInterrupt, True)
+
+
+def test_ctrl_c_in_write_file_of_a_daemon_without_kill_cancels_at_once(spawn):
+    """A daemon without Kill: the first Ctrl-C's Kill fails UNIMPLEMENTED, and the
+    write waiting for ftrace_lock is cancelled at once, as before Kill."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control, task(daemon, "echo") as signalled:
+        kill = signalled.connection.kernel.Kill = KillSpy(unserved_kill(signalled))
+        with ftrace_lock_held(control) as writer:
+            presser = ctrl_c_in_the_call(control, kill, 1)
+            try:
+                with pytest.raises(KeyboardInterrupt) as raised:
+                    signalled.write_file(CURRENT_TRACER, "function\n")
+                held = writer.is_alive()
+            finally:
+                presser.join(DEADLINE)
+        assert (raised.type, held, kill.answers) == (
+            KeyboardInterrupt, True, [grpc.StatusCode.UNIMPLEMENTED])
 
 
 def test_a_second_ctrl_c_while_the_kill_is_sent_would_cancel_the_call():
