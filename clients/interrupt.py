@@ -92,6 +92,8 @@ import _thread
 import queue
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Callable, Protocol, TypeVar
 
@@ -373,6 +375,38 @@ class Requests(Protocol):
         """After :meth:`end`: return when that thread has ended."""
 
 
+class Noted:
+    """Whether a SIGINT came while :func:`sigint_noted` held it."""
+
+    __slots__ = ("interrupted",)
+
+    def __init__(self) -> None:
+        self.interrupted = False
+
+
+@contextmanager
+def sigint_noted() -> Iterator[Noted]:
+    """For the block, SIGINT is noted (``Noted.interrupted``), not raised: for code that
+    KeyboardInterrupt must not cut in two (a call's start, here; a thread's start, whose
+    ``Thread.start()`` waits on threading's own event: raised there, the thread runs but
+    its starter never learns it). The block decides what a noted Ctrl-C does. Where SIGINT
+    is not ours to take over (:func:`_sigint_cancels`), nothing is noted and SIGINT does
+    what it did."""
+    noted = Noted()
+    if not _sigint_cancels():
+        yield noted
+        return
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        noted.interrupted = True
+
+    _signal.signal(signal.SIGINT, note)
+    try:
+        yield noted
+    finally:
+        _signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def started(create: Callable[[], C], requests: Requests | None = None) -> C:
     """The call ``create()`` makes (``stub.Method(request)`` for a response stream,
     ``stub.Method.future(request)``, ``stub.Method(requests)`` for a bidirectional one),
@@ -392,29 +426,19 @@ def started(create: Callable[[], C], requests: Requests | None = None) -> C:
     between SIGINT's handler restored here and the return, KeyboardInterrupt leaves the
     call to the channel's close (as it left a call whose answer had come in
     :func:`interruptible`'s)."""
-    if not _sigint_cancels():
-        return create()
-    interrupted = False
-
-    def note(signum: int, frame: FrameType | None) -> None:
-        nonlocal interrupted
-        interrupted = True
-
-    _signal.signal(signal.SIGINT, note)
-    try:
-        call = create()
-        if interrupted:
-            # Under note still: cancel() takes grpc's locks too.
-            call.cancel()
-            if requests is not None:
-                requests.end()
-    except BaseException as error:
-        if interrupted:  # the Ctrl-C is not lost to a start that failed meanwhile
-            raise KeyboardInterrupt from error
-        raise
-    finally:
-        _signal.signal(signal.SIGINT, signal.default_int_handler)
-    if interrupted:
+    with sigint_noted() as noted:
+        try:
+            call = create()
+            if noted.interrupted:
+                # Under note still: cancel() takes grpc's locks too.
+                call.cancel()
+                if requests is not None:
+                    requests.end()
+        except BaseException as error:
+            if noted.interrupted:  # the Ctrl-C is not lost to a start that failed meanwhile
+                raise KeyboardInterrupt from error
+            raise
+    if noted.interrupted:
         if requests is not None:
             requests.join()
         settle(call)

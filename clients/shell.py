@@ -48,6 +48,7 @@ from clients.cli import (ADDRESS_HELP, EXIT_NO_DAEMON, ConnectError, add_connect
                          address_argument, check_address_env, check_daemon_options,
                          daemon_client, error_text, identity_argument)
 from clients.errors import FtraceError
+from clients.interrupt import sigint_noted
 from clients.shell_parser import (
     AndOr,
     CaseCommand,
@@ -501,9 +502,15 @@ class Shell:
                 daemon=True, name=f"pipeline stage {index}"))
         started: list[Stage] = []
         try:
-            for thread, stage in zip(threads, stages):
-                thread.start()
-                started.append(stage)
+            # Ctrl-C noted while the stages start: raised inside a Thread.start() (a busy
+            # machine, the first stage's call under way before the next thread ran), it
+            # left that stage running but not counted as started, so not waited for.
+            with sigint_noted() as noted:
+                for thread, stage in zip(threads, stages):
+                    thread.start()
+                    started.append(stage)
+            if noted.interrupted:
+                raise KeyboardInterrupt
             # Not Thread.join(): interrupted there, 3.11 takes the thread for ended
             # (bpo-45274's handler) and a later join returns at once.
             for stage in stages:

@@ -180,6 +180,10 @@ class Kernel:
         if not self.tracing_cpumask >> cpu & 1:
             return
         task = current()
+        # The sched_switch that ran the task saved its comm before it got here, so a
+        # reader woken by these events finds it; a full buffer without overwrite drops
+        # the events, not the save: the task ran.
+        self.saved_cmdlines.tracing_record_cmdline(task.pid, task.comm)
         flags = (preempt_count() & 0xFF) << 8
         if count == 1:
             written = int(self.ring_buffer.write_function_event(
@@ -188,8 +192,6 @@ class Kernel:
             written = self.ring_buffer.write_function_events(
                 cpu, self.trace_clock.stamps(count), task.pid, ip, parent_ip, flags)
         events_written.set(events_written.get() + written)
-        # A full buffer without overwrite drops the events, not the save: the task ran.
-        self.saved_cmdlines.tracing_record_cmdline(task.pid, task.comm)
 
     def symbol_name(self, ip: int) -> str:
         """The bare name a trace line prints for ``ip`` (no module, no offset).

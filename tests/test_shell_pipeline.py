@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+import clients.shell
 from clients.shell import Shell
 from clients.shell_pipe import Stage
 from clients.shell_runtime import BufferOutput, StandardInput
@@ -377,3 +378,50 @@ def test_a_sigint_another_thread_of_the_shell_takes_ends_the_command_all_the_sam
         terminal.until(rb"echo \$\?\r\n130\r\n" + _PROMPT)
     finally:
         terminal.close()
+
+
+#: How long the test below holds a pipeline's second stage from running: longer than the
+#: shell takes to end the first stage, shorter than the wait it gives them (DEADLINE there).
+HOLD = 5.0
+
+
+def test_ctrl_c_while_the_pipeline_starts_waits_for_every_stage_started(daemon, monkeypatch):
+    """Ctrl-C that comes while a stage's thread starts (a busy machine: the first stage's
+    call under way before the next thread has run) is taken once every stage has started,
+    so each is waited for. Raised inside that Thread.start(), it left the stage running,
+    not counted as started, behind the prompt. The stage is held from running until the
+    shell gives up on it or HOLD has passed, whichever comes first: a shell that waits
+    for it sees it exit after HOLD, one that does not returns with it still held."""
+    shell = Shell(daemon.connect(), mode="interactive", stdout=BufferOutput(),
+                  stderr=BufferOutput())
+    main = threading.main_thread().ident
+    assert main == threading.get_ident()  # SIGINT's handler runs here
+    returned = threading.Event()
+    real_start = threading.Thread.start
+
+    def start_then_ctrl_c(thread: threading.Thread) -> None:
+        if thread.name != "pipeline stage 1":
+            real_start(thread)
+            return
+        run = thread.run
+
+        def held_run() -> None:
+            returned.wait(HOLD)
+            run()
+
+        thread.run = held_run  # type: ignore[method-assign]
+        real_start(thread)
+        signal.pthread_kill(main, signal.SIGINT)  # taken before Thread.start() returns
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_ctrl_c)
+    monkeypatch.setattr(clients.shell, "_REAP_SECONDS", DEADLINE)  # the stage's HOLD, and more
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            shell.feed("dmesg -w | grep -c zzz")
+        behind = [t for t in threading.enumerate() if t.name.startswith("pipeline stage")]
+        returned.set()
+        monkeypatch.undo()
+        assert not behind
+    finally:
+        returned.set()
+        shell.client.close()

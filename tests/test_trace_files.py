@@ -8,6 +8,8 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -562,6 +564,32 @@ def test_a_reader_holding_trace_cmdline_lock_never_blocks_recording():
         invoke(k, "vfs_write", "sys_write", task=Task(777, "first"))
         lines = cat(vfs, f"{T}/trace").splitlines()[11:]
         assert [line.lstrip().split(" ", 1)[0] for line in lines] == ["first-777", "first-777"]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_reader_woken_by_an_event_finds_its_task_saved(monkeypatch, count):
+    """The sched_switch that ran a task saved its comm before the task reached the
+    function tracer: a trace_pipe reader that prints an event the moment it is in the
+    buffer names its task. The model saved the comm after writing the event, so a reader
+    scheduled in between (a busy machine) printed ``<...>`` for good: the one event of the
+    task was already consumed."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        printed: list[bytes] = []
+
+        def and_read_at_once(write_events: Callable[..., Any]) -> Callable[..., Any]:
+            def written(*args: Any) -> Any:
+                result = write_events(*args)
+                printed.append(pipe_bytes(vfs))
+                return result
+            return written
+
+        for name in ("write_function_event", "write_function_events"):
+            monkeypatch.setattr(k.ring_buffer, name,
+                                and_read_at_once(getattr(k.ring_buffer, name)))
+        invoke(k, "vfs_write", "sys_write", count=count, task=Task(4002, "second"))
+        assert tasks_of(b"".join(printed).decode()) == ["second-4002"] * count
 
 
 def test_a_cpu_out_of_tracing_cpumask_records_nothing_not_even_a_marker():
