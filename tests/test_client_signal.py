@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 from typing import Any
@@ -225,6 +226,25 @@ def calls_inside(client: Client, pid: int) -> int:
         return 0
 
 
+def ctrl_c_while_the_lock_is_held(control: Client, shell: subprocess.Popen,
+                                   ctrl_c: int) -> tuple[bytes, bytes]:
+    """``ctrl_c`` Ctrl-Cs to ``shell``, whose one call inside the kernel waits for the
+    ftrace_lock a paused writer holds (:func:`ftrace_lock_held`): after the first, the
+    shell's Kill comes and the call goes on waiting. A second ends the shell with the lock
+    still held; with one, the writer is released and the shell ends after it. The
+    shell's output."""
+    sent = kills(control)
+    shell.send_signal(signal.SIGINT)
+    wait_until(lambda: kills(control) == sent + 1, DEADLINE)  # the shell's Kill
+    assert calls_inside(control, shell.pid) == 1  # still waiting for the lock
+    assert shell.poll() is None
+    if ctrl_c == 2:
+        shell.send_signal(signal.SIGINT)
+    else:
+        control.release_failpoint(AFTER_DISABLE)
+    return shell.communicate(timeout=DEADLINE)
+
+
 @pytest.mark.parametrize("ctrl_c", [1, 2])
 def test_ctrl_c_in_a_write_waiting_for_ftrace_lock(spawn, tmp_path, ctrl_c):
     """``echo schedule`` to set_ftrace_filter waiting for the lock a paused writer holds
@@ -241,16 +261,7 @@ def test_ctrl_c_in_a_write_waiting_for_ftrace_lock(spawn, tmp_path, ctrl_c):
                 shell.stdin.write(b"go\n")
                 shell.stdin.flush()
                 wait_until(lambda: calls_inside(control, shell.pid) == 1, DEADLINE)
-                sent = kills(control)
-                shell.send_signal(signal.SIGINT)
-                wait_until(lambda: kills(control) == sent + 1, DEADLINE)  # the shell's Kill
-                assert calls_inside(control, shell.pid) == 1  # still waiting for the lock
-                assert shell.poll() is None
-                if ctrl_c == 2:
-                    shell.send_signal(signal.SIGINT)
-                    out, err = shell.communicate(timeout=DEADLINE)  # the lock still held
-            if ctrl_c == 1:
-                out, err = shell.communicate(timeout=DEADLINE)
+                out, err = ctrl_c_while_the_lock_is_held(control, shell, ctrl_c)
         finally:
             shell.kill()
         assert (shell.returncode, out, err) == (130, b"", b"")
@@ -296,17 +307,7 @@ def test_ctrl_c_in_insmod_waiting_for_ftrace_lock(spawn, tmp_path, ctrl_c):
                 # insmod's calls come one at a time: once Load came, the call inside is it.
                 wait_until(lambda: control.stats().rpc_counts[LOAD] == 1
                            and calls_inside(control, shell.pid) == 1, DEADLINE)
-                sent = kills(control)
-                shell.send_signal(signal.SIGINT)
-                wait_until(lambda: kills(control) == sent + 1, DEADLINE)  # the shell's Kill
-                assert calls_inside(control, shell.pid) == 1  # still waiting for the lock
-                assert shell.poll() is None
-                if ctrl_c == 2:
-                    shell.send_signal(signal.SIGINT)
-                    out, err = shell.communicate(timeout=DEADLINE)  # the lock still held
-                else:
-                    control.release_failpoint(AFTER_DISABLE)
-                    out, err = shell.communicate(timeout=DEADLINE)
+                out, err = ctrl_c_while_the_lock_is_held(control, shell, ctrl_c)
             finally:
                 shell.kill()
         assert (shell.returncode, out, err) == (130, b"", b"")
