@@ -178,13 +178,28 @@ def test_reboot_ends_the_calls_bound_to_the_old_boot_with_enodev(client, daemon)
         next(session)
     assert errno_of(ended.value) == errno.ENODEV
     assert errno_of(pipe.outcome()) == errno.ENODEV
-    assert errno_of(waiter.outcome()) == errno.ENODEV
+    waited = waiter.outcome()
+    assert (errno_of(waited), FtraceError.from_rpc(ended.value).message, waited.message) == (
+        errno.ENODEV, "the kernel rebooted", "the kernel rebooted")
     wait_until(lambda: tracer.ended, PROMPTLY)
     assert failing(tracer.flush).errno == errno.ENODEV
     tracer.cancel()
     session_requests.end()
     wait_until(lambda: client.stats().open_files == 0)
     assert client.list_ops() == [] and client.check_consistency().ok
+
+
+def test_a_failpoint_waiter_ends_with_enodev_saying_the_daemon_stops(spawn):
+    """SIGTERM ends the boot as a reboot does, and the ENODEV a call waiting in it gets
+    says so: the daemon is stopping (a retry will not find the kernel back)."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as client:
+        waiter = Background(client.wait_failpoint, FILTER_RELEASE, 1, None)  # no time limit
+        wait_until(lambda: failpoint(client, FILTER_RELEASE).waiters == 1)
+        daemon.process.terminate()
+        waited = waiter.outcome()
+    assert (errno_of(waited), waited.message) == (errno.ENODEV, "ftraced is shutting down")
+    assert daemon.process.wait(PROMPTLY) == 0
 
 
 def test_a_module_load_paused_across_a_reboot_leaves_no_shared_memory(spawn):

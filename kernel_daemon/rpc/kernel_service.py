@@ -373,7 +373,7 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
             if reached:
                 return self._failpoint(fp, request.name)
             if fp.closed:
-                raise KernelError(errno.ENODEV, "the kernel rebooted")
+                raise boot.gone()
             if interrupted.is_set():
                 raise KernelError(errno.EINTR, "interrupted by a signal")
             raise KernelError(errno.ETIMEDOUT, f"{request.name}: not enough threads paused")

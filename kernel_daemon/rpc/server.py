@@ -209,8 +209,7 @@ class Daemon:
         """Stop serving, shut the kernel down (when it was started), release the address."""
         if self.state is not None:
             self.health.enter_graceful_shutdown()
-            # Wake anything blocked inside the kernel so its call can end.
-            self.state.boot.kernel.failpoints.release_all()
+            self.state.stopping()
         self.server.stop(grace).wait()
         if self.state is not None:
             self.state.shutdown()

@@ -66,6 +66,11 @@ MAX_WORKERS = MAX_STREAMS + MAX_REFLECTION_STREAMS + THREADS_FOR_UNARY_CALLS
 MAX_ANSWER = 4 << 20
 
 
+#: Why a boot ended: Kernel.Reboot replaced it, or the daemon is stopping.
+REBOOTED = "the kernel rebooted"
+SHUT_DOWN = "ftraced is shutting down"
+
+
 @dataclass(eq=False)
 class Boot:
     """One booted kernel and its file tree, and the calls bound to it (see :meth:`bind`)."""
@@ -75,6 +80,9 @@ class Boot:
     vfs: Vfs
     # Set by end(), under _lock, before the callbacks run: a call can test it at any time.
     ended: bool = field(default=False, init=False)
+    # Why it ended, or is ending (REBOOTED or SHUT_DOWN): the message of the ENODEV its
+    # calls end with.
+    end_reason: str = field(default="", init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _bound: set[Callable[[], None]] = field(default_factory=set, init=False, repr=False)
 
@@ -83,17 +91,24 @@ class Boot:
         so that it ends with ENODEV. Raises KernelError(ENODEV) if it already ended."""
         with self._lock:
             if self.ended:
-                raise KernelError(errno.ENODEV, "the kernel rebooted")
+                raise self.gone()
             self._bound.add(on_end)
 
     def unbind(self, on_end: Callable[[], None]) -> None:
         with self._lock:
             self._bound.discard(on_end)
 
-    def end(self) -> None:
-        """The boot is over: wake the calls bound to it, then shut the kernel down
-        (which also wakes the ones blocked inside it, and unlinks its shared memory)."""
+    def gone(self) -> KernelError:
+        """The ENODEV of a call that finds the boot ended (the process died with its
+        kernel), saying why it ended."""
+        return KernelError(errno.ENODEV, self.end_reason)
+
+    def end(self, reason: str) -> None:
+        """The boot is over (``reason``: REBOOTED or SHUT_DOWN): wake the calls bound to
+        it, then shut the kernel down (which also wakes the ones blocked inside it, and
+        unlinks its shared memory)."""
         with self._lock:
+            self.end_reason = reason
             self.ended = True
             bound, self._bound = self._bound, set()
         for on_end in bound:
@@ -141,13 +156,19 @@ class DaemonState:
             # Under the swap's lock: two reboots at once leave the interval of the boot
             # that serves.
             set_switch_interval(options)
-        old.end()
+        old.end(REBOOTED)
         del old
         freeze_booted_kernel()
         return new
 
+    def stopping(self) -> None:
+        """The daemon is stopping: wake what waits at a failpoint, so that its call can
+        end within the server's grace, with the ENODEV of a boot shut down."""
+        self.boot.end_reason = SHUT_DOWN
+        self.boot.kernel.failpoints.release_all()
+
     def shutdown(self) -> None:
-        self.boot.end()
+        self.boot.end(SHUT_DOWN)
 
     def _identify(self, metadata: Any) -> Task:
         """The calling process named by identity metadata not seen before (see caller).

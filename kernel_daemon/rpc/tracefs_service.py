@@ -155,7 +155,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 if file is not None and boot.ended:
                     # The process died with its kernel: it learns so at its next request
                     # (a read blocked inside the kernel is woken by the shutdown itself).
-                    raise KernelError(errno.ENODEV, "the kernel rebooted")
+                    raise boot.gone()
                 # A failed operation's signal is lost with the call, which ends with its
                 # error.
                 with inside:
@@ -204,7 +204,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 return pb.FileResponse(seq=seq, seek=pb.SeekResult(offset=offset))
         except KernelError as err:
             if boot.ended:  # a read the shutdown woke: the process is gone
-                raise KernelError(errno.ENODEV, "the kernel rebooted") from None
+                raise boot.gone() from None
             return pb.FileResponse(seq=seq, bytes_written=written, error=errno_detail(err))
 
     @staticmethod

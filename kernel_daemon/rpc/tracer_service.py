@@ -232,7 +232,7 @@ class TracerSession:
             while True:
                 request = self._next_request()
                 if self.boot.ended:
-                    raise KernelError(errno.ENODEV, "the kernel rebooted")
+                    raise self.boot.gone()
                 if request is None:
                     if not self.context.is_active():
                         return
