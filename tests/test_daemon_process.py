@@ -60,10 +60,14 @@ def run_daemon(*args: str) -> subprocess.CompletedProcess:
 def serving(process: subprocess.Popen) -> re.Match:
     """The daemon's "serving" line, read from its log as it comes."""
     assert process.stderr is not None
+    log = []
     for line in process.stderr:
         if match := SERVING.search(line):
             return match
-    raise AssertionError(f"ftraced exited with status {process.wait()} before serving")
+        log.append(line)
+    # What it printed says why (a traceback, a fatal error's, a C library's abort).
+    raise AssertionError(f"exited with status {process.wait()} before serving:\n"
+                         + "".join(log))
 
 
 def stop(process: subprocess.Popen) -> None:
