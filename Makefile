@@ -6,7 +6,8 @@
 #   make bench    benchmarks (QUICK=1 for a short run)
 #   make profile  where the servers' CPU goes (py-spy), for the figures below target
 #   make stress   the long stress runs (pytest -m stress_long)
-#   make gen      regenerate ftrace/v1/*_pb2*.py and the descriptor set from proto/ftrace/v1/*.proto
+#   make gen      regenerate ftrace/v1/*_pb2*.py and the descriptor set from proto/ftrace/v1/*.proto,
+#                 and the default boot's vmlinux symbol table
 #   make setup    just create/refresh .venv
 #   make clean    remove .venv, generated code and caches
 
@@ -21,6 +22,9 @@ GEN_DIR     := ftrace/v1
 # (kernel_daemon/rpc/server.py). Written by the same protoc run as the modules, it also
 # stands as the record of that run: a checkout generated before it existed regenerates.
 GEN_STAMP   := $(GEN_DIR)/descriptor_set.binpb
+# vmlinux's symbol table for the default boot, which every daemon's boot reads rather than
+# generating it again (kernel_daemon/module/vmlinux_table.py).
+VMLINUX_TABLE := kernel_daemon/module/vmlinux.kallsyms
 # python3.11 when present, else python3 (checked to be >= 3.11 below).
 PYTHON      ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 PYTEST_ARGS ?=
@@ -50,7 +54,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $@
 
-gen: $(GEN_STAMP)
+gen: $(GEN_STAMP) $(VMLINUX_TABLE)
 
 # Regenerated when any .proto (or the venv, hence grpcio-tools) is newer than the last run.
 # Old outputs are removed first, so a deleted .proto leaves no stale module behind.
@@ -66,8 +70,13 @@ $(GEN_STAMP): $(PROTOS) $(STAMP)
 # each daemon and client the tests and benchmarks start would spend 0.25 s of CPU
 # compiling the project again, a quarter of a daemon's start. compileall writes the cache
 # whatever that says, and only for sources newer than theirs (0.1 s when none is).
-bytecode: $(STAMP) $(GEN_STAMP)
+bytecode: $(STAMP) $(GEN_STAMP) $(VMLINUX_TABLE)
 	@$(BIN)/python -m compileall -q kernel_daemon clients bench ftrace tests
+
+# Like kbuild's link of vmlinux, which runs scripts/kallsyms: a boot then reads the table.
+$(VMLINUX_TABLE): kernel_daemon/module/vmlinux.py kernel_daemon/module/vmlinux_table.py \
+		kernel_daemon/module/symbols.py $(STAMP)
+	$(BIN)/python -m kernel_daemon.module.vmlinux_table $@
 
 test: bytecode
 	$(BIN)/pytest -n auto -q $(PYTEST_ARGS)
@@ -85,5 +94,5 @@ stress: bytecode
 	$(BIN)/pytest -n auto -q -m stress_long $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) ftrace build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) ftrace build dist *.egg-info .pytest_cache .hypothesis $(VMLINUX_TABLE)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -26,7 +26,7 @@ from kernel_daemon.ftrace.records import ENTRIES_PER_PAGE, RecordPages
 from kernel_daemon.module.address_space import ModuleAddressSpace
 from kernel_daemon.module.kallsyms import Kallsyms
 from kernel_daemon.module.loader import Module, ModuleLoader
-from kernel_daemon.module.vmlinux import MIN_FUNCTIONS, build_vmlinux
+from kernel_daemon.module.vmlinux import DEFAULT_FUNCTIONS, MIN_FUNCTIONS, build_vmlinux
 from kernel_daemon.mutex import Mutex
 from kernel_daemon.panic import Panic
 from kernel_daemon.pid import PidHash
@@ -57,7 +57,7 @@ class BootOptions:
     variant: str = "fixed"
     races: tuple[str, ...] = ()
     failpoints: tuple[tuple[str, str], ...] = ()
-    core_functions: int = 40960
+    core_functions: int = DEFAULT_FUNCTIONS
     module_placement: str = "first-fit"
     cpus: int = 4
     seed: int = 0

@@ -26,8 +26,13 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from kernel_daemon.module.symbols import Symbol
+from kernel_daemon.module.vmlinux_table import read_table
 
 VMLINUX_TEXT_START = 0xffffffff81000000
+#: The configuration a boot gets by default (``BootOptions``' core functions and seed), the
+#: one ``make`` writes the table of.
+DEFAULT_FUNCTIONS = 40960
+DEFAULT_SEED = 0
 
 # Functions start 16-byte aligned (gcc -falign-functions=16 on x86_64).
 _ALIGN = 16
@@ -563,12 +568,14 @@ def _fill_tail(count: int, rng: random.Random, namer: _Namer) -> list[Symbol]:
     return symbols
 
 
-def build_vmlinux(nr_functions: int = 40960, seed: int = 0) -> list[Symbol]:
+def build_vmlinux(nr_functions: int = DEFAULT_FUNCTIONS, seed: int = DEFAULT_SEED) -> list[Symbol]:
     """vmlinux's functions, sorted by address: the same list for the same arguments.
 
     ``nr_functions`` counts them all, ``REQUIRED_FUNCTIONS`` included; it must be at
     least ``MIN_FUNCTIONS``.  The text starts at ``VMLINUX_TEXT_START`` and has no
-    holes: each symbol's size reaches the next symbol.
+    holes: each symbol's size reaches the next symbol.  The default configuration's
+    come from the table ``make`` wrote (:mod:`kernel_daemon.module.vmlinux_table`) when
+    it is there and current.
     """
     return list(_build(nr_functions, seed))
 
@@ -576,6 +583,15 @@ def build_vmlinux(nr_functions: int = 40960, seed: int = 0) -> list[Symbol]:
 # Symbols are immutable, so kernels booted with the same options share them.
 @functools.lru_cache(maxsize=2)
 def _build(nr_functions: int, seed: int) -> tuple[Symbol, ...]:
+    if (nr_functions, seed) == (DEFAULT_FUNCTIONS, DEFAULT_SEED):
+        table = read_table(nr_functions, seed)
+        if table is not None:
+            return table
+    return generate_vmlinux(nr_functions, seed)
+
+
+def generate_vmlinux(nr_functions: int, seed: int) -> tuple[Symbol, ...]:
+    """:func:`build_vmlinux`'s symbols, generated."""
     if nr_functions < MIN_FUNCTIONS:
         raise ValueError(f"vmlinux needs at least {MIN_FUNCTIONS} functions "
                          f"(the named ones), not {nr_functions}")
