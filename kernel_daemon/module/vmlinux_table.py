@@ -9,10 +9,10 @@ client's ``--spawn`` or a benchmark starts.  So ``make`` writes the default
 configuration's table here (``python -m kernel_daemon.module.vmlinux_table``), and a boot
 with that configuration reads it in well under half the time.
 
-The table is a cache and nothing more: it holds the generator's own output and the digest
-of the generator's source, and one that is missing, unreadable, of another configuration,
-or written by another version of the generator is passed over, so the boot generates the
-same symbols itself.
+The table is a cache and nothing more: it holds the generator's own output and a digest of
+the generator's source and of the Python that ran it, and one that is missing, unreadable,
+of another configuration, or written by another version of the generator or of Python is
+passed over, so the boot generates the same symbols itself.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ _FORMAT = "ftrace-sim vmlinux kallsyms 1"
 
 
 def generator_digest() -> str:
-    """The generator's source, which decides every name, address, size and type."""
-    return hashlib.sha256(Path(__file__).with_name("vmlinux.py").read_bytes()).hexdigest()
+    """The generator's source, which decides every name, address, size and type, and the
+    Python that ran it (whose ``random`` draws them)."""
+    source = Path(__file__).with_name("vmlinux.py").read_bytes()
+    return hashlib.sha256(source + sys.version.encode()).hexdigest()
 
 
 def read_table(nr_functions: int, seed: int,
