@@ -24,7 +24,6 @@ shell's variables start as its environment (clients.shell_variables).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import errno
 import os
@@ -485,9 +484,11 @@ class Shell:
     def _run_stages(self, elements: list[_Element]) -> int:
         """bash's execute_pipeline: each command in a process of its own (a thread with a
         copy of the shell, :meth:`_fork`), the pipes between them, all running at once;
-        then wait for them all. The status is the last one's. Ctrl-C (KeyboardInterrupt,
-        in the main thread, which only waits here) kills every one of them, as SIGINT
-        does the pipeline's process group, and the shell is interrupted after them."""
+        then wait for them all (bash's wait_for, a waitpid(2) for each): the pipeline is
+        over when every thread it started has ended. The status is the last one's.
+        Ctrl-C (KeyboardInterrupt, in the main thread, which only waits here) kills every
+        one of them, as SIGINT does the pipeline's process group, and the shell is
+        interrupted after them."""
         stages = [self.stage.spawn() for _ in elements]
         pipes = [Pipe() for _ in elements[1:]]
         statuses = [0] * len(elements)
@@ -500,22 +501,17 @@ class Shell:
             threads.append(threading.Thread(
                 target=child._run_stage, args=(command, words, stdin, statuses, index),
                 daemon=True, name=f"pipeline stage {index}"))
-        started: list[Stage] = []
+        started: list[threading.Thread] = []
         try:
             # Ctrl-C noted while the stages start: raised inside a Thread.start() (a busy
             # machine, the first stage's call under way before the next thread ran), it
             # left that stage running but not counted as started, so not waited for.
             with sigint_noted() as noted:
-                for thread, stage in zip(threads, stages):
+                for thread in threads:
                     thread.start()
-                    started.append(stage)
-            if noted.interrupted:
+                    started.append(thread)
+            if noted.interrupted or self._join_stages(started):
                 raise KeyboardInterrupt
-            # Not Thread.join(): interrupted there, 3.11 takes the thread for ended
-            # (bpo-45274's handler) and a later join returns at once.
-            for stage in stages:
-                while not stage.exited.wait(SIGNAL_SLICE):
-                    pass
         except KeyboardInterrupt:
             self._kill_stages(stages, started)
             raise
@@ -525,15 +521,33 @@ class Shell:
         return statuses[-1]
 
     @staticmethod
-    def _kill_stages(stages: list[Stage], started: list[Stage]) -> None:
-        """SIGINT to every stage, then a wait for the started ones to exit, up to
-        _REAP_SECONDS; another Ctrl-C meanwhile cuts the wait short, never the kills."""
+    def _join_stages(threads: list[threading.Thread], deadline: float | None = None) -> bool:
+        """Wait until every one of ``threads`` (a pipeline's stages) has ended, or until
+        ``deadline`` (``time.monotonic()``) when one is given; True if Ctrl-C came
+        meanwhile, which ends the wait.
+
+        Joined with SIGINT only noted: 3.11's Thread.join() interrupted by
+        KeyboardInterrupt takes the thread for ended (bpo-45274's handler releases the
+        lock the running thread holds) and a later join returns at once. In slices of
+        SIGNAL_SLICE: a SIGINT that another thread took runs its handler only once this
+        one runs bytecode again."""
+        with sigint_noted() as noted:
+            for thread in threads:
+                while thread.is_alive() and not noted.interrupted:
+                    left = SIGNAL_SLICE if deadline is None else deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    thread.join(min(left, SIGNAL_SLICE))
+        return noted.interrupted
+
+    @classmethod
+    def _kill_stages(cls, stages: list[Stage], started: list[threading.Thread]) -> None:
+        """SIGINT to every stage, then a wait for the started ones to end, up to
+        _REAP_SECONDS (one stuck in a call to an unanswering daemon is left behind);
+        another Ctrl-C meanwhile cuts the wait short, never the kills."""
         for stage in stages:
             stage.kill(signal.SIGINT)
-        deadline = time.monotonic() + _REAP_SECONDS
-        with contextlib.suppress(KeyboardInterrupt):
-            for stage in started:
-                stage.exited.wait(max(deadline - time.monotonic(), 0))
+        cls._join_stages(started, time.monotonic() + _REAP_SECONDS)
 
     def _fork(self, stage: Stage, variables: Variables, stdout: Output) -> Shell:
         """A pipeline's process: a copy of the shell (bash's subshell: what it assigns,
@@ -566,7 +580,6 @@ class Shell:
                 stdin.close()
             if isinstance(self.stdout, PipeWriter):
                 self.stdout.release()
-            self.stage.exited.set()
 
     @contextmanager
     def _subshell(self, variables: Variables) -> Iterator[None]:

@@ -71,8 +71,6 @@ class Stage:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._killed = threading.Event()
-        #: Set when the stage's process has exited (its thread's last act).
-        self.exited = threading.Event()
         self.signo: int | None = None
         # What it holds goes with the object: a closed session is no longer held.
         self._calls: weakref.WeakSet[Cancellable] = weakref.WeakSet()

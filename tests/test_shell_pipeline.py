@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Callable
 
 import pytest
 
@@ -109,10 +110,81 @@ def test_sigpipe_ends_the_process_that_wrote_not_the_group_around_it():
                    WITH_GREP)
 
 
-def test_an_interrupted_interactive_pipeline_is_over_when_the_prompt_comes_back(daemon):
+#: How long HeldStages holds a pipeline's stages: longer than the shell takes to end them,
+#: shorter than the wait it gives them after Ctrl-C (DEADLINE in the tests below).
+HOLD = 5.0
+
+
+class HeldStages:
+    """The threads of the pipeline stages the shell starts, each held after its last step
+    of its own, and the one named ``start`` before its first, until :meth:`release` or
+    HOLD has passed: a shell that waits for its stages' threads to end returns after the
+    hold, one that waits for less returns with them still there. ``started(thread)`` is
+    called after each has started."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, start: str = "",
+                 started: Callable[[threading.Thread], None] = lambda thread: None) -> None:
+        self.threads: list[threading.Thread] = []
+        self._released = threading.Event()
+        self._until = time.monotonic() + HOLD
+        real_start = threading.Thread.start
+
+        def start_held(thread: threading.Thread) -> None:
+            if not thread.name.startswith("pipeline stage"):
+                real_start(thread)
+                return
+            run = thread.run
+
+            def held_run() -> None:
+                if thread.name == start:
+                    self._hold()
+                try:
+                    run()
+                finally:
+                    self._hold()
+
+            thread.run = held_run  # type: ignore[method-assign]
+            self.threads.append(thread)
+            real_start(thread)
+            started(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", start_held)
+
+    def _hold(self) -> None:
+        self._released.wait(max(self._until - time.monotonic(), 0))
+
+    def release(self) -> list[threading.Thread]:
+        """Let the held threads go on; the stage threads that had not ended (should be
+        none)."""
+        behind = [thread for thread in threading.enumerate()
+                  if thread.name.startswith("pipeline stage")]
+        self._released.set()
+        return behind
+
+
+def test_a_pipeline_is_over_when_the_shell_goes_on(daemon, monkeypatch):
+    """bash waits for every process of a pipeline before its next command: each stage's
+    thread has ended, not only done its command."""
+    shell = Shell(daemon.connect(), stdout=BufferOutput(), stderr=BufferOutput())
+    held = HeldStages(monkeypatch)
+    try:
+        shell.feed("echo a | grep -c a")
+        behind = held.release()
+        monkeypatch.undo()
+    finally:
+        held.release()
+        shell.client.close()
+    assert len(held.threads) == 2
+    assert not behind
+    assert (shell.status, shell.stdout.getvalue()) == (0, b"1\n")
+
+
+def test_an_interrupted_interactive_pipeline_is_over_when_the_prompt_comes_back(daemon,
+                                                                                 monkeypatch):
     """Ctrl-C at an interactive shell (KeyboardInterrupt in its main thread, which waits
     for the pipeline): by the time the shell takes the next line, every command of the
-    pipeline has exited and its stream is released; none reads on behind the prompt."""
+    pipeline has exited, its thread has ended and its stream is released; none reads on
+    behind the prompt."""
     shell = Shell(daemon.connect(), mode="interactive", stdout=BufferOutput(),
                   stderr=BufferOutput())
     client = shell.client
@@ -126,16 +198,20 @@ def test_an_interrupted_interactive_pipeline_is_over_when_the_prompt_comes_back(
         signal.pthread_kill(main, signal.SIGINT)
 
     interrupter = threading.Thread(target=interrupt_when_following)
+    monkeypatch.setattr(clients.shell, "_REAP_SECONDS", DEADLINE)  # HOLD, and more
+    held = HeldStages(monkeypatch)
     interrupter.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             shell.feed("dmesg -w | grep -c zzz")
-    finally:
-        interrupter.join()
-    try:
-        assert not [t for t in threading.enumerate() if t.name.startswith("pipeline stage")]
+        behind = held.release()
+        monkeypatch.undo()
+        assert len(held.threads) == 2
+        assert not behind
         _wait_held(client, "streams", before)
     finally:
+        held.release()
+        interrupter.join()
         client.close()
 
 
@@ -380,48 +456,31 @@ def test_a_sigint_another_thread_of_the_shell_takes_ends_the_command_all_the_sam
         terminal.close()
 
 
-#: How long the test below holds a pipeline's second stage from running: longer than the
-#: shell takes to end the first stage, shorter than the wait it gives them (DEADLINE there).
-HOLD = 5.0
-
-
 def test_ctrl_c_while_the_pipeline_starts_waits_for_every_stage_started(daemon, monkeypatch):
     """Ctrl-C that comes while a stage's thread starts (a busy machine: the first stage's
     call under way before the next thread has run) is taken once every stage has started,
     so each is waited for. Raised inside that Thread.start(), it left the stage running,
-    not counted as started, behind the prompt. The stage is held from running until the
-    shell gives up on it or HOLD has passed, whichever comes first: a shell that waits
-    for it sees it exit after HOLD, one that does not returns with it still held."""
+    not counted as started, behind the prompt. The second stage is held from running
+    (HeldStages): a shell that waits for it sees it end after the hold, one that does not
+    returns with it still held."""
     shell = Shell(daemon.connect(), mode="interactive", stdout=BufferOutput(),
                   stderr=BufferOutput())
     main = threading.main_thread().ident
     assert main == threading.get_ident()  # SIGINT's handler runs here
-    returned = threading.Event()
-    real_start = threading.Thread.start
 
-    def start_then_ctrl_c(thread: threading.Thread) -> None:
-        if thread.name != "pipeline stage 1":
-            real_start(thread)
-            return
-        run = thread.run
+    def ctrl_c_at_the_second(thread: threading.Thread) -> None:
+        if thread.name == "pipeline stage 1":
+            signal.pthread_kill(main, signal.SIGINT)  # taken before Thread.start() returns
 
-        def held_run() -> None:
-            returned.wait(HOLD)
-            run()
-
-        thread.run = held_run  # type: ignore[method-assign]
-        real_start(thread)
-        signal.pthread_kill(main, signal.SIGINT)  # taken before Thread.start() returns
-
-    monkeypatch.setattr(threading.Thread, "start", start_then_ctrl_c)
-    monkeypatch.setattr(clients.shell, "_REAP_SECONDS", DEADLINE)  # the stage's HOLD, and more
+    monkeypatch.setattr(clients.shell, "_REAP_SECONDS", DEADLINE)  # HOLD, and more
+    held = HeldStages(monkeypatch, start="pipeline stage 1", started=ctrl_c_at_the_second)
     try:
         with pytest.raises(KeyboardInterrupt):
             shell.feed("dmesg -w | grep -c zzz")
-        behind = [t for t in threading.enumerate() if t.name.startswith("pipeline stage")]
-        returned.set()
+        behind = held.release()
         monkeypatch.undo()
+        assert len(held.threads) == 2
         assert not behind
     finally:
-        returned.set()
+        held.release()
         shell.client.close()
