@@ -1,7 +1,8 @@
 """What the daemon holds across calls: the booted kernel, its file tree, and counters.
 
 A reboot builds a fresh kernel and swaps it in, then ends the old boot: the processes
-of the old boot die with it. Calls bound to it for longer than one system call (a
+of the old boot die with it. The daemon's stop ends its boot the same way, before the
+server's grace, so that what waits in it ends within the grace too. Calls bound to it for longer than one system call (a
 tracer's stream, a trace_pipe reader, a failpoint waiter, a file session blocked in a
 read) end with ENODEV at once, and a file session waiting for its client's next request
 ends with ENODEV at that request (a half-close ends it with OK); a unary call already
@@ -32,6 +33,7 @@ from kernel_daemon.rpc.status import (LOCK_ACQUIRED_METADATA_KEY, SIGNAL_METADAT
                                       add_trailing_metadata)
 from kernel_daemon.signal import SignalTable, SigPending
 from kernel_daemon.task import Task, enter_task, leave_task
+from kernel_daemon.teardown import REBOOTED, SHUT_DOWN, kernel_gone
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
 
@@ -66,11 +68,6 @@ MAX_WORKERS = MAX_STREAMS + MAX_REFLECTION_STREAMS + THREADS_FOR_UNARY_CALLS
 MAX_ANSWER = 4 << 20
 
 
-#: Why a boot ended: Kernel.Reboot replaced it, or the daemon is stopping.
-REBOOTED = "the kernel rebooted"
-SHUT_DOWN = "ftraced is shutting down"
-
-
 @dataclass(eq=False)
 class Boot:
     """One booted kernel and its file tree, and the calls bound to it (see :meth:`bind`)."""
@@ -80,8 +77,7 @@ class Boot:
     vfs: Vfs
     # Set by end(), under _lock, before the callbacks run: a call can test it at any time.
     ended: bool = field(default=False, init=False)
-    # Why it ended, or is ending (REBOOTED or SHUT_DOWN): the message of the ENODEV its
-    # calls end with.
+    # Why it ended (kernel_daemon.teardown): the message of the ENODEV its calls end with.
     end_reason: str = field(default="", init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _bound: set[Callable[[], None]] = field(default_factory=set, init=False, repr=False)
@@ -101,19 +97,22 @@ class Boot:
     def gone(self) -> KernelError:
         """The ENODEV of a call that finds the boot ended (the process died with its
         kernel), saying why it ended."""
-        return KernelError(errno.ENODEV, self.end_reason)
+        return kernel_gone(self.end_reason)
 
     def end(self, reason: str) -> None:
         """The boot is over (``reason``: REBOOTED or SHUT_DOWN): wake the calls bound to
         it, then shut the kernel down (which also wakes the ones blocked inside it, and
-        unlinks its shared memory)."""
+        unlinks its shared memory). Once: a boot that ended already keeps its reason (a
+        reboot during the daemon's stop ends a boot the stop ended)."""
         with self._lock:
+            if self.ended:
+                return
             self.end_reason = reason
             self.ended = True
             bound, self._bound = self._bound, set()
         for on_end in bound:
             on_end()
-        self.kernel.shutdown()
+        self.kernel.shutdown(reason)
 
 
 def set_switch_interval(options: BootOptions) -> None:
@@ -162,12 +161,16 @@ class DaemonState:
         return new
 
     def stopping(self) -> None:
-        """The daemon is stopping: wake what waits at a failpoint, so that its call can
-        end within the server's grace, with the ENODEV of a boot shut down."""
-        self.boot.end_reason = SHUT_DOWN
-        self.boot.kernel.failpoints.release_all()
+        """The daemon is stopping: end the boot now, before the server's grace, as a
+        reboot ends the old one. What waits in it (a read of trace_pipe, a failpoint
+        waiter, a tracer's stream) then ends within the grace with the ENODEV of a boot
+        shut down, not with gRPC's cancel at the grace's end; a call still running
+        finishes against the dead kernel, or fails with that ENODEV where it needs its
+        shared memory."""
+        self.boot.end(SHUT_DOWN)
 
     def shutdown(self) -> None:
+        """After the server's grace: end the boot a Kernel.Reboot swapped in during it."""
         self.boot.end(SHUT_DOWN)
 
     def _identify(self, metadata: Any) -> Task:
