@@ -7,6 +7,8 @@ kernel within its grace, with that ENODEV, not with gRPC's cancel at the grace's
 from __future__ import annotations
 
 import errno
+import gc
+import glob
 import json
 import os
 import subprocess
@@ -20,6 +22,7 @@ import pytest
 from clients.api import Client
 from kernel_daemon.errno import KernelError
 from kernel_daemon.kernel import BootOptions, Kernel
+from kernel_daemon.rpc.state import DaemonState
 from kernel_daemon.teardown import REBOOTED, SHUT_DOWN
 from kernel_daemon.tracefs.files import file_read
 from kernel_daemon.tracefs.tree import mount
@@ -133,3 +136,20 @@ def test_what_the_teardown_refuses_says_why_the_kernel_went(reason):
         (errno.ENODEV, reason),
         (errno.ENODEV, f"{reason}: its ring buffer is gone"),
         (errno.ENODEV, f"{reason}: its memory is gone")]
+
+
+def test_a_reboot_the_stop_overtakes_swaps_no_boot_in():
+    """A Kernel.Reboot whose kernel is up only once the daemon is stopping (which ended
+    the boot serving, before the grace): its kernel is shut down at once, leaving nothing
+    in /dev/shm, and the call fails with the ENODEV of a boot shut down. Swapped in, it
+    would outlive the stop, its shared memory with it."""
+    options = BootOptions(core_functions=2000)
+    try:
+        state = DaemonState(options)
+        serving = state.boot
+        state.stopping()
+        failure = refused(lambda: state.reboot(options))
+    finally:
+        gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
+    assert (failure, state.boot is serving) == ((errno.ENODEV, SHUT_DOWN), True)
+    assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []

@@ -212,6 +212,4 @@ class Daemon:
             self.health.enter_graceful_shutdown()
             self.state.stopping()
         self.server.stop(grace).wait()
-        if self.state is not None:
-            self.state.shutdown()
         self.listener.close()

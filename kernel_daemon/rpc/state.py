@@ -1,13 +1,14 @@
 """What the daemon holds across calls: the booted kernel, its file tree, and counters.
 
 A reboot builds a fresh kernel and swaps it in, then ends the old boot: the processes
-of the old boot die with it. The daemon's stop ends its boot the same way, before the
-server's grace, so that what waits in it ends within the grace too. Calls bound to it for longer than one system call (a
+of the old boot die with it. Calls bound to it for longer than one system call (a
 tracer's stream, a trace_pipe reader, a failpoint waiter, a file session blocked in a
 read) end with ENODEV at once, and a file session waiting for its client's next request
 ends with ENODEV at that request (a half-close ends it with OK); a unary call already
 inside the old kernel finishes against it, or fails with ENODEV where it would need the
-old boot's shared memory, which is unlinked. New calls see the new boot.
+old boot's shared memory, which is unlinked. New calls see the new boot. The daemon's
+stop ends its boot the same way, before the server's grace, so that what waits in it
+ends within the grace.
 """
 
 from __future__ import annotations
@@ -102,11 +103,8 @@ class Boot:
     def end(self, reason: str) -> None:
         """The boot is over (``reason``: REBOOTED or SHUT_DOWN): wake the calls bound to
         it, then shut the kernel down (which also wakes the ones blocked inside it, and
-        unlinks its shared memory). Once: a boot that ended already keeps its reason (a
-        reboot during the daemon's stop ends a boot the stop ended)."""
+        unlinks its shared memory)."""
         with self._lock:
-            if self.ended:
-                return
             self.end_reason = reason
             self.ended = True
             bound, self._bound = self._bound, set()
@@ -124,9 +122,10 @@ def set_switch_interval(options: BootOptions) -> None:
 class DaemonState:
     def __init__(self, options: BootOptions) -> None:
         self._boot_ids = itertools.count(1)
-        # Guards the boot swap and the counters (rpc_counts, which registration.py's
-        # wrappers count under it, and invocations).
+        # Guards the boot swap, _stopped, and the counters (rpc_counts, which
+        # registration.py's wrappers count under it, and invocations).
         self.lock = threading.Lock()
+        self._stopped = False  # stopping() ran: no boot is swapped in any more
         self.rpc_counts: collections.Counter[str] = collections.Counter()
         # invocation metadata -> the Task it names (see caller()).
         self._callers: dict[tuple, Task] = {}
@@ -148,13 +147,22 @@ class DaemonState:
 
     def reboot(self, options: BootOptions) -> Boot:
         """Boot a kernel with ``options`` and swap it in, then end the old boot. The old
-        one serves until the swap, so a kernel that fails to boot replaces nothing."""
+        one serves until the swap, so a kernel that fails to boot replaces nothing.
+
+        A reboot the daemon's stop overtakes while its kernel boots swaps nothing in:
+        that kernel is shut down at once, and the call fails with the ENODEV of a boot
+        shut down. The stop ends the boot that serves, and no boot comes after it."""
         new = self._make_boot(options)
         with self.lock:
-            old, self.boot = self.boot, new
-            # Under the swap's lock: two reboots at once leave the interval of the boot
-            # that serves.
-            set_switch_interval(options)
+            stopped = self._stopped
+            if not stopped:
+                old, self.boot = self.boot, new
+                # Under the swap's lock: two reboots at once leave the interval of the
+                # boot that serves.
+                set_switch_interval(options)
+        if stopped:
+            new.end(SHUT_DOWN)
+            raise new.gone()
         old.end(REBOOTED)
         del old
         freeze_booted_kernel()
@@ -166,11 +174,9 @@ class DaemonState:
         waiter, a tracer's stream) then ends within the grace with the ENODEV of a boot
         shut down, not with gRPC's cancel at the grace's end; a call still running
         finishes against the dead kernel, or fails with that ENODEV where it needs its
-        shared memory."""
-        self.boot.end(SHUT_DOWN)
-
-    def shutdown(self) -> None:
-        """After the server's grace: end the boot a Kernel.Reboot swapped in during it."""
+        shared memory. The boot is the last: a reboot under way swaps none in after."""
+        with self.lock:
+            self._stopped = True
         self.boot.end(SHUT_DOWN)
 
     def _identify(self, metadata: Any) -> Task:
