@@ -628,9 +628,9 @@ class Client:
         ``..``); a signal to a read that does not wait lets it finish, as kill(2) does a
         read(2) of a regular file. What it costs, measured as for
         :meth:`_locking_call`: ReadFiles of tracing_on, 2,000 each way interleaved call
-        by call, eight runs, both CPUs busy (load 17 to 19): the median call 3 to 4% slower
-        than the plain ``ReadFile(request)`` it was (21 to 35 µs of 690 to 860), the
-        answer's call object (``with_call``) some 0 to 13 µs of it."""
+        by call, sixteen runs, both CPUs busy (load 9 to 19): the median call 2 to 4%
+        slower than the plain ``ReadFile(request)`` it was (15 to 36 µs of 690 to 910),
+        the answer's call object (``with_call``) some 0 to 13 µs of it."""
         with translate_rpc_errors():
             response, _ = blocking_call(
                 self.connection.tracefs.ReadFile,
