@@ -612,13 +612,31 @@ class Client:
         ANSWER SIZE); a longer one (/proc/kallsyms of a large kernel) is read on in a
         Session from where that answer ended, so all of it comes back. That is a second
         open: a file changing in between reads as one that changed between two of cat's
-        read(2)s."""
+        read(2)s.
+
+        A plain blocking call, as :meth:`_locking_call`'s, and made as a system call of
+        this client's task as they are: the first Ctrl-C signals the task
+        (``Kernel.Kill``). A read waiting in the kernel (trace_pipe's, for events) ends
+        at once, and :class:`~clients.interrupt.SignalTaken` is raised with the answer,
+        whose ``data`` holds what the reads before it returned (3.6's
+        tracing_read_pipe() returns -EINTR only when it copied nothing: the lines a
+        read takes off the buffer reach the reader), or ``answer`` None when none had
+        returned anything; a cancel would lose those lines, which left the buffer with
+        the reads. A second Ctrl-C cancels. Every read_file takes that path, not only
+        those of trace_pipe: which file blocks, or consumes what it reads (trace_pipe
+        with O_NONBLOCK too), the daemon knows, not the path (``per_cpu/cpu0/trace_pipe``,
+        ``..``); a signal to a read that does not wait lets it finish, as kill(2) does a
+        read(2) of a regular file. What it costs, measured as for
+        :meth:`_locking_call`: ReadFiles of tracing_on, 2,000 each way interleaved call
+        by call, sixteen runs, both CPUs busy (load 9 to 19): the median call 2 to 4%
+        slower than the plain ``ReadFile(request)`` it was (15 to 36 µs of 690 to 910),
+        the answer's call object (``with_call``) some 0 to 13 µs of it."""
         with translate_rpc_errors():
-            # A plain blocking call, as for _locking_call's.
-            response = self.connection.tracefs.ReadFile(
+            response, _ = blocking_call(
+                self.connection.tracefs.ReadFile,
                 tracefs_pb2.ReadFileRequest(path=_named(path), nonblock=nonblock,
-                                            max_bytes=max_bytes)
-            )
+                                            max_bytes=max_bytes),
+                self._kill_sigint)
         if not response.truncated or len(response.data) == max_bytes:
             return response.data
         rest = max_bytes - len(response.data) if max_bytes else 0

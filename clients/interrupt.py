@@ -120,7 +120,17 @@ Kill = Callable[[], bool]
 
 class SignalTaken(KeyboardInterrupt):
     """Ctrl-C during a call whose task took the signal (``kill``): the call answered, or
-    its stream ended, in order; it was not cancelled (a file session is still open)."""
+    its stream ended, in order; it was not cancelled (a file session is still open).
+
+    ``answer``: a plain blocking call's (:func:`blocking_call`) response, None when it
+    failed (EINTR: a read interrupted before it read anything). What it holds happened,
+    as a killed process's system calls did: the lines a read of trace_pipe took off the
+    buffer before the signal are there (``Client.read_file``), as the lines cat read
+    before its Ctrl-C are on its terminal."""
+
+    def __init__(self, answer: Any = None) -> None:
+        super().__init__()
+        self.answer = answer
 
 
 class _Signal:
@@ -280,8 +290,9 @@ def blocking_call(method: Any, request: Any, kill: Kill) -> tuple[Any, grpc.Call
     (``kill``). The first Ctrl-C signals the task and the wait goes on, as in
     :func:`interruptible`: SIGINT's handler only hands the Kill to :class:`_Signaller`
     and returns, and cygrpc's ``_latent_event``, which ran it between two of its 200 ms
-    polls (``PyErr_CheckSignals``), polls on. Then :class:`SignalTaken` is raised, the
-    answer (or the call's error) dropped, as the interrupted system call's return is.
+    polls (``PyErr_CheckSignals``), polls on. Then :class:`SignalTaken` is raised, with
+    the answer (its ``answer``; the call's error is dropped, as the interrupted system
+    call's return is).
     A second Ctrl-C, or a Kill that reached nothing (no Kill in the daemon, the call not
     in it yet, or answered already), raises KeyboardInterrupt in the wait, as Ctrl-C did
     before Kill (:class:`_Blocked`): the call is cancelled, and KeyboardInterrupt raised
@@ -298,6 +309,7 @@ def blocking_call(method: Any, request: Any, kill: Kill) -> tuple[Any, grpc.Call
         return method.with_call(request)
     blocked = _Blocked()
     sent: _Signal | None = None
+    answer: tuple[Any, grpc.Call] | None = None
 
     def signal_task(signum: int, frame: FrameType | None) -> None:
         nonlocal sent
@@ -333,7 +345,10 @@ def blocking_call(method: Any, request: Any, kill: Kill) -> tuple[Any, grpc.Call
     finally:
         _signal.signal(signal.SIGINT, signal.default_int_handler)
     if sent is not None:
-        raise KeyboardInterrupt if blocked.cancelled or sent.cancelled else SignalTaken
+        if blocked.cancelled or sent.cancelled:
+            raise KeyboardInterrupt
+        raise SignalTaken(None if answer is None else answer[0])
+    assert answer is not None
     return answer
 
 

@@ -34,6 +34,7 @@ from kernel_daemon.preempt import preempt_count
 from kernel_daemon.printk import Printk
 from kernel_daemon.shm import new_namespace, reap_stale_segments, unlink_namespace
 from kernel_daemon.task import current
+from kernel_daemon.teardown import SHUT_DOWN
 from kernel_daemon.trace.buffers import TRACE_BUF_SIZE_DEFAULT
 from kernel_daemon.trace.ring_buffer import RingBuffer, TraceClock
 from kernel_daemon.trace.saved_cmdlines import SavedCmdlines
@@ -203,15 +204,16 @@ class Kernel:
         found = self.kallsyms.lookup(ip)
         return found[0].name if found else ""
 
-    def shutdown(self) -> None:
-        """The kernel goes away. Its shared memory first: unlinked, and no segment is
-        created after (a call still inside gets ENODEV instead). Then whatever is
-        blocked in it wakes to find it gone: trace_pipe readers (ENODEV), dmesg
-        followers, and threads paused at failpoints, which carry on against the dead
-        kernel (so a paused module load cannot link pages the teardown would miss).
+    def shutdown(self, reason: str = SHUT_DOWN) -> None:
+        """The kernel goes away, for ``reason`` (kernel_daemon.teardown: the ENODEV's
+        message). Its shared memory first: unlinked, and no segment is created after (a
+        call still inside gets ENODEV instead). Then whatever is blocked in it wakes to
+        find it gone: trace_pipe readers (ENODEV), dmesg followers, and threads paused
+        at failpoints, which carry on against the dead kernel (so a paused module load
+        cannot link pages the teardown would miss).
         """
-        self.ring_buffer.destroy()
+        self.ring_buffer.destroy(reason)
         self.saved_cmdlines.destroy()
-        self.ftrace.pages.destroy()
+        self.ftrace.pages.destroy(reason)
         self.printk.close()
         self.failpoints.release_all()

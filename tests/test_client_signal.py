@@ -7,6 +7,7 @@ was taken. A task with no call inside the kernel keeps nothing pending.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -410,6 +411,56 @@ def test_ctrl_c_in_write_file_of_a_daemon_without_kill_cancels_at_once(spawn):
                 presser.join(DEADLINE)
         assert (raised.type, held, kill.answers) == (
             KeyboardInterrupt, True, [grpc.StatusCode.UNIMPLEMENTED])
+
+
+# --- Ctrl-C in Client.read_file: what its reads took comes back -------------------------
+
+TRACE_PIPE = f"{TRACING}/trace_pipe"
+
+
+def ctrl_c_once_the_buffer_is_read(control: Client) -> threading.Thread:
+    """A thread giving this process a Ctrl-C once task PID has a call inside the kernel and
+    the ring buffer holds no entry: a read took what there was, and the next one waits for
+    more (or is about to). Should the thread fail, it gives two, the second cancelling the
+    read, so that it cannot wait for good."""
+
+    def press() -> None:
+        try:
+            wait_until(lambda: calls_inside(control, PID) == 1
+                       and control.stats().trace_entries == 0, DEADLINE)
+        except BaseException:
+            os.kill(os.getpid(), signal.SIGINT)
+            raise
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=press)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("lines", [0, 2])
+def test_ctrl_c_in_read_file_of_trace_pipe_returns_what_its_reads_took(daemon, lines):
+    """Client.read_file of trace_pipe (cat's reads), waiting for events once its reads
+    took the ``lines`` the buffer held. Ctrl-C: the client signals its task, the waiting
+    read ends at once, and SignalTaken is raised with the answer, the lines the reads
+    before took off the buffer (a cancel would have lost them with the call); with none
+    taken, the read failed EINTR and there is no answer. The file is released."""
+    with daemon.connect() as control, task(daemon, "cat") as signalled:
+        kill = signalled.connection.kernel.Kill = KillSpy(signalled.connection.kernel.Kill)
+        for line in range(lines):
+            control.write_file(f"{TRACING}/trace_marker", f"line {line}\n")
+        presser = ctrl_c_once_the_buffer_is_read(control)
+        try:
+            with pytest.raises(KeyboardInterrupt) as raised:
+                signalled.read_file(TRACE_PIPE)
+        finally:
+            presser.join(DEADLINE)
+        assert (raised.type, kill.answers) == (SignalTaken, [1])
+        answer = raised.value.answer
+        taken = [] if answer is None else re.findall(rb"tracing_mark_write: (.*)\n", answer.data)
+        assert taken == [f"line {line}".encode() for line in range(lines)]
+        wait_until(lambda: control.stats().open_files == 0, DEADLINE)
 
 
 def test_a_second_ctrl_c_while_the_kill_is_sent_would_cancel_the_call():

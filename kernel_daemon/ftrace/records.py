@@ -12,7 +12,6 @@ process can copy a consistent snapshot without ``ftrace_lock`` (``snapshot.py``)
 
 from __future__ import annotations
 
-import errno
 import functools
 import itertools
 import struct
@@ -21,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernel_daemon.errno import KernelError
 from kernel_daemon.shm import ShmSegment
+from kernel_daemon.teardown import SHUT_DOWN, kernel_gone
 
 # include/linux/ftrace.h, 3.6: the count lives in the low bits of dyn_ftrace.flags.
 FTRACE_FL_ENABLED = 1 << 30
@@ -159,6 +158,7 @@ class RecordPages:
         self._segments_lock = threading.Lock()
         self._segments: set[ShmSegment] = set()
         self._destroyed = False
+        self._end_reason = ""  # why destroy() ran (kernel_daemon.teardown)
         self.directory = ShmSegment(f"{namespace}.pagedir", DIR_SIZE, create=True)
         self._publish_header()
 
@@ -200,7 +200,7 @@ class RecordPages:
                  names: np.ndarray) -> FtracePageGroup:
         """``ftrace_allocate_pages()`` plus the record fill loop of ftrace_process_locs.
 
-        ENODEV after :meth:`destroy`: the kernel this call entered has been rebooted away.
+        ENODEV after :meth:`destroy`: the kernel this call entered has gone away.
         """
         if len(self.groups) >= DIR_MAX_GROUPS:
             raise MemoryError("page directory full")
@@ -209,7 +209,7 @@ class RecordPages:
         nr_pages = -(-len(ips) // ENTRIES_PER_PAGE)
         with self._segments_lock:
             if self._destroyed:
-                raise KernelError(errno.ENODEV, "the kernel rebooted: its memory is gone")
+                raise kernel_gone(self._end_reason, "its memory is gone")
             try:
                 segment = ShmSegment(f"{self.namespace}.pg{group_id}", nr_pages * PAGE_SIZE,
                                      create=True)
@@ -243,10 +243,12 @@ class RecordPages:
             group.segment.unlink()
             self._segments.discard(group.segment)
 
-    def destroy(self) -> None:
-        """The kernel is going away: unlink every segment not freed yet, and refuse to
-        create more (mappings stay valid for the calls still running on it)."""
+    def destroy(self, reason: str = SHUT_DOWN) -> None:
+        """The kernel is going away for ``reason`` (kernel_daemon.teardown): unlink every
+        segment not freed yet, and refuse to create more (mappings stay valid for the
+        calls still running on it)."""
         with self._segments_lock:
+            self._end_reason = reason
             self._destroyed = True
             for segment in self._segments:
                 segment.unlink()

@@ -206,11 +206,10 @@ class Daemon:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float = 2.0) -> None:
-        """Stop serving, shut the kernel down (when it was started), release the address."""
+        """Stop serving: end the boot (when one was started) first, so that what waits in
+        it ends within the grace (DaemonState.stopping); then release the address."""
         if self.state is not None:
             self.health.enter_graceful_shutdown()
             self.state.stopping()
         self.server.stop(grace).wait()
-        if self.state is not None:
-            self.state.shutdown()
         self.listener.close()

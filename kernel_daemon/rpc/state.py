@@ -6,7 +6,9 @@ tracer's stream, a trace_pipe reader, a failpoint waiter, a file session blocked
 read) end with ENODEV at once, and a file session waiting for its client's next request
 ends with ENODEV at that request (a half-close ends it with OK); a unary call already
 inside the old kernel finishes against it, or fails with ENODEV where it would need the
-old boot's shared memory, which is unlinked. New calls see the new boot.
+old boot's shared memory, which is unlinked. New calls see the new boot. The daemon's
+stop ends its boot the same way, before the server's grace, so that what waits in it
+ends within the grace.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from kernel_daemon.rpc.status import (LOCK_ACQUIRED_METADATA_KEY, SIGNAL_METADAT
                                       add_trailing_metadata)
 from kernel_daemon.signal import SignalTable, SigPending
 from kernel_daemon.task import Task, enter_task, leave_task
+from kernel_daemon.teardown import REBOOTED, SHUT_DOWN, kernel_gone
 from kernel_daemon.tracefs.tree import mount
 from kernel_daemon.tracefs.vfs import Vfs
 
@@ -66,11 +69,6 @@ MAX_WORKERS = MAX_STREAMS + MAX_REFLECTION_STREAMS + THREADS_FOR_UNARY_CALLS
 MAX_ANSWER = 4 << 20
 
 
-#: Why a boot ended: Kernel.Reboot replaced it, or the daemon is stopping.
-REBOOTED = "the kernel rebooted"
-SHUT_DOWN = "ftraced is shutting down"
-
-
 @dataclass(eq=False)
 class Boot:
     """One booted kernel and its file tree, and the calls bound to it (see :meth:`bind`)."""
@@ -80,8 +78,7 @@ class Boot:
     vfs: Vfs
     # Set by end(), under _lock, before the callbacks run: a call can test it at any time.
     ended: bool = field(default=False, init=False)
-    # Why it ended, or is ending (REBOOTED or SHUT_DOWN): the message of the ENODEV its
-    # calls end with.
+    # Why it ended (kernel_daemon.teardown): the message of the ENODEV its calls end with.
     end_reason: str = field(default="", init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _bound: set[Callable[[], None]] = field(default_factory=set, init=False, repr=False)
@@ -101,7 +98,7 @@ class Boot:
     def gone(self) -> KernelError:
         """The ENODEV of a call that finds the boot ended (the process died with its
         kernel), saying why it ended."""
-        return KernelError(errno.ENODEV, self.end_reason)
+        return kernel_gone(self.end_reason)
 
     def end(self, reason: str) -> None:
         """The boot is over (``reason``: REBOOTED or SHUT_DOWN): wake the calls bound to
@@ -113,7 +110,7 @@ class Boot:
             bound, self._bound = self._bound, set()
         for on_end in bound:
             on_end()
-        self.kernel.shutdown()
+        self.kernel.shutdown(reason)
 
 
 def set_switch_interval(options: BootOptions) -> None:
@@ -125,9 +122,10 @@ def set_switch_interval(options: BootOptions) -> None:
 class DaemonState:
     def __init__(self, options: BootOptions) -> None:
         self._boot_ids = itertools.count(1)
-        # Guards the boot swap and the counters (rpc_counts, which registration.py's
-        # wrappers count under it, and invocations).
+        # Guards the boot swap, _stopped, and the counters (rpc_counts, which
+        # registration.py's wrappers count under it, and invocations).
         self.lock = threading.Lock()
+        self._stopped = False  # stopping() ran: no boot is swapped in any more
         self.rpc_counts: collections.Counter[str] = collections.Counter()
         # invocation metadata -> the Task it names (see caller()).
         self._callers: dict[tuple, Task] = {}
@@ -149,25 +147,36 @@ class DaemonState:
 
     def reboot(self, options: BootOptions) -> Boot:
         """Boot a kernel with ``options`` and swap it in, then end the old boot. The old
-        one serves until the swap, so a kernel that fails to boot replaces nothing."""
+        one serves until the swap, so a kernel that fails to boot replaces nothing.
+
+        A reboot the daemon's stop overtakes while its kernel boots swaps nothing in:
+        that kernel is shut down at once, and the call fails with the ENODEV of a boot
+        shut down. The stop ends the boot that serves, and no boot comes after it."""
         new = self._make_boot(options)
         with self.lock:
-            old, self.boot = self.boot, new
-            # Under the swap's lock: two reboots at once leave the interval of the boot
-            # that serves.
-            set_switch_interval(options)
+            stopped = self._stopped
+            if not stopped:
+                old, self.boot = self.boot, new
+                # Under the swap's lock: two reboots at once leave the interval of the
+                # boot that serves.
+                set_switch_interval(options)
+        if stopped:
+            new.end(SHUT_DOWN)
+            raise new.gone()
         old.end(REBOOTED)
         del old
         freeze_booted_kernel()
         return new
 
     def stopping(self) -> None:
-        """The daemon is stopping: wake what waits at a failpoint, so that its call can
-        end within the server's grace, with the ENODEV of a boot shut down."""
-        self.boot.end_reason = SHUT_DOWN
-        self.boot.kernel.failpoints.release_all()
-
-    def shutdown(self) -> None:
+        """The daemon is stopping: end the boot now, before the server's grace, as a
+        reboot ends the old one. What waits in it (a read of trace_pipe, a failpoint
+        waiter, a tracer's stream) then ends within the grace with the ENODEV of a boot
+        shut down, not with gRPC's cancel at the grace's end; a call still running
+        finishes against the dead kernel, or fails with that ENODEV where it needs its
+        shared memory. The boot is the last: a reboot under way swaps none in after."""
+        with self.lock:
+            self._stopped = True
         self.boot.end(SHUT_DOWN)
 
     def _identify(self, metadata: Any) -> Task:

@@ -252,9 +252,17 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
     @staticmethod
     def _read_all(file: OpenFile, path: str, max_bytes: int,
                   chunks: list[bytes]) -> tuple[bool, bool]:
-        """``cat``'s reads into ``chunks``: to EOF, to EAGAIN (O_NONBLOCK only), or to
-        ``max_bytes`` (0: none), and never past MAX_READ_ANSWER.  Returns whether a read
-        would have blocked and whether the loop stopped at its limit.
+        """``cat``'s reads into ``chunks``: to EOF, to EAGAIN (O_NONBLOCK only), to
+        ``max_bytes`` (0: none), or to a read a signal interrupts (EINTR) after others
+        returned data, and never past MAX_READ_ANSWER.  Returns whether a read would
+        have blocked and whether the loop stopped at its limit.
+
+        The signal (Kernel.Kill; the caller gone) ends cat as its read returns, and
+        what the reads before returned cat has already written out: a consuming read's
+        (trace_pipe's, whose lines are off the buffer) is answered, not lost with the
+        EINTR. A read that returned nothing fails with it, as read(2) returns -EINTR
+        only when it copied nothing (3.6's tracing_wait_pipe(): within one read, a
+        wait comes only before anything is consumed).
 
         Up to ``max_bytes`` the last read(2) asks for no more than is left: nothing is
         read past it.  Up to MAX_READ_ANSWER every read(2) asks for a page, and the loop
@@ -273,6 +281,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 with failing_as("read", path):
                     data = file_read(file, count)
             except KernelError as err:
+                if err.errno == errno.EINTR and chunks:
+                    return False, False
                 if err.errno != errno.EAGAIN:  # EAGAIN: only with O_NONBLOCK
                     raise
                 return True, False

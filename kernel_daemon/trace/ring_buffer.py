@@ -33,6 +33,7 @@ import numpy as np
 from kernel_daemon.errno import KernelError
 from kernel_daemon.shm import SHM_DIR, ShmSegment
 from kernel_daemon.strings import ULONG_MAX
+from kernel_daemon.teardown import SHUT_DOWN, kernel_gone
 from kernel_daemon.trace.buffers import (
     C_BUFFER_ID, C_GENERATION, C_HEAD, C_WRITERS, DIR_MAGIC, MAX_EVENT_RECORDS, RB_EVENT,
     RB_EVENT_SIZE, RB_TEXT, RB_TEXT_PER_RECORD, RB_TYPE_CONT, RB_UNEXPANDED_SIZE, TRACE_BUF_SIZE,
@@ -279,6 +280,8 @@ class RingBuffer:
         self._cond = threading.Condition()
         self._waiters = 0
         self._closed = False
+        # Why close() closed it (kernel_daemon.teardown): the ENODEV of the calls it ends.
+        self.end_reason = ""
         self.directory = ShmSegment(dir_segment_name(namespace), dir_size(nr_cpus), create=True)
         self._words = np.ndarray((dir_size(nr_cpus) // 8,), dtype="<u8", buffer=self.directory.map)
         self._words[W_NR_CPUS] = nr_cpus
@@ -660,7 +663,7 @@ class RingBuffer:
         stat = os.statvfs(SHM_DIR)
         with self._locked(self.cpu_buffers):
             if self._closed:  # destroy() ran or waits for these locks: no new segments
-                raise KernelError(errno.ENODEV, "the kernel rebooted: its ring buffer is gone")
+                raise kernel_gone(self.end_reason, "its ring buffer is gone")
             self.expanded = True
             self._publish_globals()
             if need > stat.f_bavail * stat.f_frsize:
@@ -679,9 +682,11 @@ class RingBuffer:
                 cb.size_bytes = size_bytes
 
     # -- shutdown ---------------------------------------------------------------------------
-    def close(self) -> None:
-        """Wake every blocked reader; reads return ``[]`` from now on."""
+    def close(self, reason: str = SHUT_DOWN) -> None:
+        """The kernel goes away for ``reason`` (kernel_daemon.teardown): wake every
+        blocked reader; reads return ``[]`` from now on."""
         with self._cond:
+            self.end_reason = reason
             self._closed = True
             self._cond.notify_all()
 
@@ -690,14 +695,15 @@ class RingBuffer:
         """True once :meth:`close` ran: the kernel is going away."""
         return self._closed
 
-    def destroy(self) -> None:
-        """Close, and unlink every segment (mappings stay valid until dropped).
+    def destroy(self, reason: str = SHUT_DOWN) -> None:
+        """Close (for ``reason``), and unlink every segment (mappings stay valid until
+        dropped).
 
         Under the CPU locks, as a resize allocates under them: one already under way
         finishes first, and its segments are unlinked here; a later one sees the buffer
         closed and creates none.
         """
-        self.close()
+        self.close(reason)
         with self._locked(self.cpu_buffers):
             for cb in self.cpu_buffers:
                 if cb.segment is not None:

@@ -19,6 +19,7 @@ from kernel_daemon.ftrace.dispatch import smp_processor_id
 from kernel_daemon.kernel import UTS_RELEASE
 from kernel_daemon.strings import kstrtoul_from_user, strim
 from kernel_daemon.task import current
+from kernel_daemon.teardown import kernel_gone
 from kernel_daemon.trace.buffers import RB_EVENT_SIZE, Event
 from kernel_daemon.trace.trace_headers import LatencyHeader, trace_header
 from kernel_daemon.trace.trace_options import TRACE_ITER_LATENCY_FMT, TRACE_ITER_SYM_OFFSET
@@ -259,7 +260,7 @@ class TracePipeOpenFile(OpenFile):
                 # No data will ever come: a reader blocked here dies with the old boot;
                 # one that already has lines returns them first.
                 if block:
-                    raise KernelError(errno.ENODEV, "the kernel rebooted")
+                    raise kernel_gone(rb.end_reason)
                 return False
             # tracing_wait_pipe(): once a read has found entries, an empty buffer with
             # tracing_enabled at 0 is the end of the file.  3.6 looks after each

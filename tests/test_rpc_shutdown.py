@@ -1,0 +1,155 @@
+"""The end of a boot as the calls still on it see it: ENODEV whose message says whether
+the kernel rebooted (Kernel.Reboot) or ftraced is shutting down (SIGTERM), from
+kernel_daemon.teardown alone, for the calls the RPC layer ends and for those the
+kernel's teardown refuses alike; and the daemon's stop ends the calls that wait in the
+kernel within its grace, with that ENODEV, not with gRPC's cancel at the grace's end."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import glob
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from clients.api import Client
+from kernel_daemon.errno import KernelError
+from kernel_daemon.kernel import BootOptions, Kernel
+from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.teardown import REBOOTED, SHUT_DOWN
+from kernel_daemon.tracefs.files import file_read
+from kernel_daemon.tracefs.tree import mount
+from tests.children import child_env
+from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
+from tests.test_client_signal import calls_inside
+from tests.test_daemon_tracefs import wait_until
+from tests.test_tracer_client import DEADLINE, SMALL, TRACING
+
+FILTER_RELEASE = "ftrace_regex_release:before_lock"
+TRACER = "waiting"
+
+#: A client process making one call that waits in the kernel (argv: the daemon's address,
+#: the call), then printing how it ended: [errno name, message, whether the daemon's
+#: kernel said so (an ErrnoDetail came with the status)], or null if it did not fail.
+CALLER = f"""
+import json, sys, threading
+from clients.api import Client
+from clients.errors import FtraceError
+
+address, call = sys.argv[1:]
+with Client(address) as client:
+    try:
+        if call == "TracePipe":
+            for _ in client.trace_pipe():
+                pass
+        elif call == "Session":
+            with client.open("{TRACING}/trace_pipe") as file:
+                file.read()
+        elif call == "ReadFile":
+            client.read_file("{TRACING}/trace_pipe")
+        elif call == "WaitFailpoint":
+            client.wait_failpoint("{FILTER_RELEASE}", 1, None)
+        elif call == "Attach":
+            news = threading.Event()
+            tracer = client.attach("{TRACER}", ["schedule"], on_event=news.set)
+            while not tracer.ended:
+                news.wait()
+                news.clear()
+            tracer.flush()
+        ended = None
+    except FtraceError as error:
+        ended = [error.errno_name, error.message, error.from_kernel]
+print(json.dumps(ended), flush=True)
+"""
+
+
+def waiting(control: Client, caller: subprocess.Popen, call: str) -> bool:
+    """Whether ``caller``'s call waits in the kernel (or is about to: it is inside)."""
+    if call == "WaitFailpoint":
+        (site,) = [fp for fp in control.list_failpoints() if fp.name == FILTER_RELEASE]
+        return site.waiters == 1
+    if call == "Attach":
+        return TRACER in [ops.name for ops in control.list_ops()]
+    return calls_inside(control, caller.pid) == 1
+
+
+CALLS = ("TracePipe", "Session", "ReadFile", "WaitFailpoint", "Attach")
+
+
+@pytest.mark.parametrize("end, reason", [("Reboot", REBOOTED), ("SIGTERM", SHUT_DOWN)])
+def test_the_calls_waiting_in_the_kernel_end_with_enodev_saying_why(spawn, end, reason):
+    """Client processes each waiting in the kernel (a trace_pipe reader three ways, a
+    failpoint waiter, a tracer's stream): a Kernel.Reboot, or SIGTERM to the daemon,
+    ends every call with ENODEV and its ErrnoDetail, the message saying which. For
+    SIGTERM that is within the server's grace: gRPC's own end of a call at the grace's
+    end ("Cancelling all calls") carries no ErrnoDetail."""
+    daemon = spawn(SMALL)
+    callers = {call: subprocess.Popen([sys.executable, "-c", CALLER, daemon.address, call],
+                                      stdout=subprocess.PIPE, env=child_env())
+               for call in CALLS}
+    try:
+        with daemon.connect() as control:
+            for call, caller in callers.items():
+                wait_until(lambda: waiting(control, caller, call), DEADLINE)
+            if end == "Reboot":
+                control.reboot(core_functions=2000)
+            else:
+                daemon.process.terminate()
+            ended = {call: json.loads(caller.communicate(timeout=DEADLINE)[0])
+                     for call, caller in callers.items()}
+    finally:
+        for caller in callers.values():
+            caller.kill()
+            caller.wait()
+    assert ended == {call: ["ENODEV", reason, True] for call in CALLS}
+    if end == "SIGTERM":
+        assert daemon.process.wait(DEADLINE) == 0
+
+
+def refused(call: Callable[[], Any]) -> tuple[int, str]:
+    with pytest.raises(KernelError) as raised:
+        call()
+    return raised.value.errno, raised.value.message
+
+
+@pytest.mark.parametrize("reason", [REBOOTED, SHUT_DOWN])
+def test_what_the_teardown_refuses_says_why_the_kernel_went(reason):
+    """Past Kernel.shutdown(reason), what needs the kernel that went says why it went:
+    a read of trace_pipe (the ring buffer closed), a resize of the ring buffer (its
+    segments unlinked) and a module's record pages (the page directory gone)."""
+    kernel = Kernel(BootOptions(core_functions=2000))
+    try:
+        pipe = mount(kernel).open(f"{TRACING}/trace_pipe", os.O_RDONLY)
+    finally:
+        kernel.shutdown(reason)
+    ips = np.array([0xFFFFFFFFA0000000], dtype=np.uint64)
+    assert [refused(lambda: file_read(pipe, 4096)),
+            refused(lambda: kernel.ring_buffer.resize_kb(8)),
+            refused(lambda: kernel.ftrace.pages.allocate(None, "m", ips, np.array(["f"])))] == [
+        (errno.ENODEV, reason),
+        (errno.ENODEV, f"{reason}: its ring buffer is gone"),
+        (errno.ENODEV, f"{reason}: its memory is gone")]
+
+
+def test_a_reboot_the_stop_overtakes_swaps_no_boot_in():
+    """A Kernel.Reboot whose kernel is up only once the daemon is stopping (which ended
+    the boot serving, before the grace): its kernel is shut down at once, leaving nothing
+    in /dev/shm, and the call fails with the ENODEV of a boot shut down. Swapped in, it
+    would outlive the stop, its shared memory with it."""
+    options = BootOptions(core_functions=2000)
+    try:
+        state = DaemonState(options)
+        serving = state.boot
+        state.stopping()
+        failure = refused(lambda: state.reboot(options))
+    finally:
+        gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
+    assert (failure, state.boot is serving) == ((errno.ENODEV, SHUT_DOWN), True)
+    assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
