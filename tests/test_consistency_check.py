@@ -4,6 +4,8 @@ and independent of the lookups of the code it judges."""
 
 from __future__ import annotations
 
+import errno
+
 import numpy as np
 import pytest
 
@@ -11,9 +13,10 @@ from kernel_daemon.ftrace import consistency, module_records
 from kernel_daemon.ftrace.consistency import (AnomalyKind, References, check_consistency,
                                               enabled_ops)
 from kernel_daemon.ftrace.hash import FtraceHash
-from kernel_daemon.ftrace.records import POISON_FREE_QWORD
+from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, POISON_FREE_QWORD
+from kernel_daemon.ftrace.update import ftrace_bug
 from kernel_daemon.task import Task, running_as
-from tests.kernel_helpers import booted, echo, modprobe, rmmod
+from tests.kernel_helpers import BASH, booted, echo, modprobe, rmmod
 from tests.test_race_windows import Step
 
 
@@ -110,3 +113,18 @@ def test_a_module_loaded_under_a_notrace_is_expected_without_it(no_core_lookup):
         assert references_of(k.ftrace, "uinput", "uinput_open") == (0, ())
         assert references_of(k.ftrace, "uinput", "uinput_release") == (1, ("global_ops",))
         assert check_consistency(k.ftrace) == []
+
+
+def test_after_ftrace_bug_the_check_compares_counts_not_patching():
+    """``ftrace_kill()`` sets ftrace_enabled to 0 and nothing patches a site again (spec
+    §2.1, §2.11): every record the function tracer had patched stays patched while no
+    tracing is wanted. ``group_anomalies`` then checks only the counts, which ftrace_bug()
+    left right: no anomaly, not a PATCH_MISMATCH per record."""
+    with booted() as k:
+        echo(k, "function", "current_tracer")
+        assert check_consistency(k.ftrace) == []
+        with running_as(BASH):
+            ftrace_bug(k.ftrace, -errno.EFAULT, int(k.ftrace.pages.groups[0].ips[0]), b"")
+        assert k.ftrace.ftrace_disabled and not k.ftrace.ftrace_enabled
+        assert ((k.ftrace.pages.groups[0].flags & np.uint64(FTRACE_FL_ENABLED)) != 0).all()
+        assert [a.kind for a in check_consistency(k.ftrace)] == []

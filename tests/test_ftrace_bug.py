@@ -13,6 +13,7 @@ import errno
 import re
 import struct
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,11 +21,14 @@ import pytest
 from kernel_daemon.errno import KernelError
 from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.ftrace.consistency import check_consistency
+from kernel_daemon.ftrace.core import ftrace_kill
 from kernel_daemon.ftrace.filter import ftrace_set_filter
 from kernel_daemon.ftrace.module_records import ftrace_page_sizes
 from kernel_daemon.ftrace.ops import FtraceOps, ftrace_stub
 from kernel_daemon.ftrace.register import register_ftrace_function
-from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, ftrace_rec_count
+from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FTRACE_REF_MAX, ftrace_rec_count
+from kernel_daemon.ftrace.regex_file import (ftrace_regex_open, ftrace_regex_release,
+                                             ftrace_regex_write)
 from kernel_daemon.ftrace.update import ftrace_bug
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.printk import LogRecord
@@ -399,3 +403,90 @@ def test_the_filter_pass_stops_at_its_first_warn_and_leaves_later_groups_alone(o
         assert ft.ftrace_disabled
         assert record(ft, "uinput_release", "uinput") == (0, False)
         assert flags_of(kernel, "dummy_dev_init", "dummy") == later
+
+
+def set_count(kernel: Kernel, name: str, count: int) -> None:
+    """Write a core record's count straight into its ``dyn_ftrace.flags`` (ENABLED kept),
+    as a debugger would: where no sequence of ops can take it in a test's time."""
+    pages = kernel.ftrace.pages
+    [pg] = [pg for pg in pages.groups if (pg.names == name).any()]
+    [i] = np.flatnonzero(pg.names == name)
+    pages.write_begin()
+    try:
+        pg.flags[i] = (pg.flags[i] & np.uint64(FTRACE_FL_ENABLED)) | np.uint64(count)
+        kernel.ftrace.rec_counts_gen += 1
+    finally:
+        pages.write_end()
+
+
+REC_UPDATE_WARNING = re.compile(r"WARNING: at kernel/trace/(ftrace\.c:\d+) __ftrace_hash_rec_update\+")
+
+
+def warned_at_rec_update(kernel: Kernel) -> list[str]:
+    """The ftrace.c line of each WARNING in dmesg that ``__ftrace_hash_rec_update`` gave."""
+    return [m.group(1) for warn in warnings(kernel)
+            if (m := REC_UPDATE_WARNING.match(warn.splitlines()[1]))]
+
+
+def test_an_increment_to_ftrace_ref_max_warns_and_keeps_the_increment():
+    """3.6's ``__ftrace_hash_rec_update``, inc case: ``rec->flags++``, then
+    ``FTRACE_WARN_ON((rec->flags & ~FTRACE_FL_MASK) == FTRACE_REF_MAX)`` (ftrace.c:1526)
+    and return. A filter naming one record at FTRACE_REF_MAX - 1: ``echo function``
+    takes it to FTRACE_REF_MAX, WARNs and kills ftrace; ftrace_startup() then patches
+    nothing, as ftrace_enabled is 0."""
+    with booted() as kernel:
+        set_count(kernel, "schedule", FTRACE_REF_MAX - 1)
+        assert echo(kernel, "schedule", "set_ftrace_filter") == []
+        echo(kernel, "function", "current_tracer")
+        assert warned_at_rec_update(kernel) == ["ftrace.c:1526"]
+        assert trace_of(warnings(kernel)[0])[2:5] == [
+            "__ftrace_hash_rec_update", "ftrace_startup", "register_ftrace_function"]
+        assert record(kernel.ftrace, "schedule") == (FTRACE_REF_MAX, False)
+        assert_dead(kernel)
+
+
+def test_the_all_functions_pass_stops_at_the_record_it_takes_to_ftrace_ref_max():
+    """The same check in the pass over every record (an empty filter): the records before
+    the one at FTRACE_REF_MAX - 1 are incremented, that one too (then the WARN at
+    ftrace.c:1526 and the return), the ones after it are not visited."""
+    with booted() as kernel:
+        names = [str(name) for name in kernel.ftrace.pages.groups[0].names]
+        at = names.index("schedule")
+        assert 0 < at < len(names) - 1
+        set_count(kernel, "schedule", FTRACE_REF_MAX - 1)
+        echo(kernel, "function", "current_tracer")
+        assert warned_at_rec_update(kernel) == ["ftrace.c:1526"]
+        counts = ftrace_rec_count(kernel.ftrace.pages.groups[0].flags).tolist()
+        assert counts[at] == FTRACE_REF_MAX
+        assert counts[:at] == [1] * at and counts[at + 1:] == [0] * (len(names) - at - 1)
+        assert record(kernel.ftrace, "schedule") == (FTRACE_REF_MAX, False)
+        assert_dead(kernel)
+
+
+def test_a_filter_file_closed_after_ftrace_kill_still_moves_its_hash():
+    """3.6's ``ftrace_regex_release()`` does not test ``ftrace_disabled`` (spec §2.11):
+    the token left in the parser goes to ``ftrace_match_records()``, whose
+    ``match_records()`` finds ftrace disabled under ftrace_lock and adds nothing; then
+    ``ftrace_hash_move()`` installs the hash the earlier writes filled, its disable and
+    enable passes counting as ever, and ``ftrace_run_update_code()`` is skipped, as
+    ftrace_enabled is 0."""
+    with booted() as kernel:
+        ft = kernel.ftrace
+        assert echo(kernel, "schedule", "set_ftrace_filter") == []
+        echo(kernel, "function", "current_tracer")
+        assert record(ft, "schedule") == (1, True)
+        with running_as(BASH):
+            iter = ftrace_regex_open(ft, ft.global_ops, True, False)
+            ppos = SimpleNamespace(pos=0)
+            assert ftrace_regex_write(ft, iter, b"vfs_read\n", ppos) == 9
+            # No separator yet: the token stays in the parser.
+            assert ftrace_regex_write(ft, iter, b"vfs_write", ppos) == 9
+            ftrace_kill(ft)
+            ftrace_regex_release(ft, iter)
+        assert sorted(map(kernel.kallsyms.sprint_symbol_no_offset,
+                          ft.global_ops.filter_hash.ips())) == ["schedule", "vfs_read"]
+        assert record(ft, "schedule") == (1, True)
+        assert record(ft, "vfs_read") == (1, False)
+        assert record(ft, "vfs_write") == (0, False)
+        assert warnings(kernel) == []
+        assert_dead(kernel)

@@ -11,6 +11,7 @@ from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
 from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL, FtraceOps
+from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED
 from kernel_daemon.ftrace.register import (ftrace_shutdown, register_ftrace_function,
                                            unregister_ftrace_function)
 from kernel_daemon.module.catalog import load_catalog
@@ -123,6 +124,15 @@ def test_filter_change_after_reload_warns_through_ftrace_regex_release(variant):
                          "ftrace_hash_move", "ftrace_regex_release", "__fput", "____fput",
                          "task_work_run", "do_notify_resume", "int_signal"]
         assert kernel.ftrace.ftrace_disabled
+        # ftrace_hash_move() goes on after the WARN of its disable pass (spec §2.3): the
+        # new hash is installed and its enable pass counts both functions; ftrace_enabled
+        # is 0 by then, so ftrace_regex_release() patches nothing.
+        ft = kernel.ftrace
+        assert sorted(map(kernel.kallsyms.sprint_symbol_no_offset,
+                          ft.global_ops.filter_hash.ips())) == ["uinput_open [uinput]",
+                                                                "uinput_release [uinput]"]
+        assert record(ft, "uinput_release") == (1, False)
+        assert record(ft, "uinput_open") == (1, False)
         # A later filter write: the open refuses (No such device).
         with pytest.raises(KernelError) as exc:
             echo(kernel, "uinput_read", "set_ftrace_filter")
@@ -150,6 +160,67 @@ def test_notrace_half_leaks_a_count_in_buggy_only(variant):
                 ("uinput_release", 0, 1, True)
         echo(kernel, "nop", "current_tracer")
         assert warnings(kernel) == []  # 3.6 is silent about a leak
+
+
+def test_a_reloaded_function_in_both_filter_and_notrace_is_counted_by_no_one():
+    """8c4f3c3's ``referenced_filters()`` → ``ops_references_rec()``: a record the ops'
+    filter names but its notrace hash also names is not referenced, so the reloaded
+    record starts at 0, as ``__ftrace_hash_rec_update`` (filter case: ip in hash and not
+    in other) left it before the unload; ``echo nop`` then takes nothing from it."""
+    with booted(variant="fixed") as kernel:
+        ft = kernel.ftrace
+        first = modprobe(kernel, "uinput").module_core
+        assert echo(kernel, "uinput_release uinput_open", "set_ftrace_filter") == []
+        assert echo(kernel, "uinput_release", "set_ftrace_notrace") == []
+        echo(kernel, "function", "current_tracer")
+        assert record(ft, "uinput_release") == (0, False)
+        assert record(ft, "uinput_open") == (1, True)
+        rmmod(kernel, "uinput")
+        assert modprobe(kernel, "uinput").module_core == first
+        assert record(ft, "uinput_release") == (0, False)
+        assert record(ft, "uinput_open") == (1, True)
+        assert check_consistency(ft) == []
+        echo(kernel, "nop", "current_tracer")
+        assert warnings(kernel) == [] and not ft.ftrace_disabled
+        assert record(ft, "uinput_release") == (0, False)
+        assert record(ft, "uinput_open") == (0, False)
+        assert check_consistency(ft) == []
+
+
+def test_a_disable_pass_over_a_reloaded_group_stops_at_its_first_zero_count():
+    """3.6's ``__ftrace_hash_rec_update``, dec case: ``if (FTRACE_WARN_ON(count == 0))
+    return;`` comes before ``rec->flags--``. So the records before the first zero count
+    are decremented, that record keeps its flags word (0, not decremented below it), and
+    the records after it are not visited.
+
+    Buggy variant, a filter of every uinput function: the function tracer, uinput
+    reloaded at its address (every record back at 0), then a private ops naming the
+    group's first record (count 1). ``echo nop`` disables global_ops' filter: the first
+    record goes 1 → 0, the second WARNs at ftrace.c:1529 and stays 0, the rest stay 0."""
+    with booted(variant="buggy") as kernel:
+        ft = kernel.ftrace
+        first = modprobe(kernel, "uinput").module_core
+        assert echo(kernel, "uinput_*", "set_ftrace_filter") == []
+        echo(kernel, "function", "current_tracer")
+        rmmod(kernel, "uinput")
+        assert modprobe(kernel, "uinput").module_core == first
+        [pg] = [pg for pg in ft.pages.groups if pg.module_name == "uinput"]
+        names = [str(name) for name in pg.names]
+        assert len(names) > 2 and all(name.startswith("uinput_") for name in names)
+        ops = FtraceOps("private_ops")
+        ftrace_set_filter(ft, ops, names[0], reset=True)
+        register_ftrace_function(ft, ops)
+        assert pg.flags.tolist() == [1 | FTRACE_FL_ENABLED] + [0] * (len(names) - 1)
+
+        echo(kernel, "nop", "current_tracer")
+        [warn] = warnings(kernel)
+        assert warn.splitlines()[1].startswith(
+            "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0x")
+        assert ft.ftrace_disabled
+        # The first record's count went; its ENABLED bit stays, as nothing patches again.
+        flags = pg.flags.tolist()
+        assert flags[:2] == [FTRACE_FL_ENABLED, 0]
+        assert flags[2:] == [0] * (len(names) - 2)
 
 
 @pytest.mark.parametrize("variant", ["buggy", "fixed"])

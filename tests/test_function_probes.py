@@ -200,6 +200,22 @@ def test_traceoff_and_traceon_act_when_their_function_runs(kernel):
     assert tracing_on(kernel)
 
 
+def test_a_count_above_long_max_goes_down_by_one_per_hit(kernel):
+    """3.6's ``ftrace_traceoff()`` (and ``ftrace_traceon()``) read the probe's data as
+    ``long *count`` and test only ``!*count`` (spent) and ``*count != -1`` (unlimited):
+    0x8000000000000005, stored by ``strict_strtoul()``, is a negative long
+    (``ftrace_trace_onoff_print()``'s ``%ld`` lists it so), a count like any other that
+    goes down by one each time the probe acts."""
+    echo(kernel, "uinput_open:traceoff:0x8000000000000005", "set_ftrace_filter")
+    listed = "uinput_open [uinput]:traceoff:count={}\n"
+    assert filter_file(kernel) == BANNER + listed.format(-(1 << 63) + 5)
+    for left in (4, 3):
+        kernel.tracing.tracing_on()
+        invoke(kernel, "uinput_open")
+        assert not tracing_on(kernel)
+        assert filter_file(kernel) == BANNER + listed.format(-(1 << 63) + left)
+
+
 def test_a_batch_of_calls_sees_each_probe_act_in_turn(kernel):
     """Two probes on one function: each call runs both, newest first."""
     echo(kernel, "uinput_open:traceon:2", "set_ftrace_filter")

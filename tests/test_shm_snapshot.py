@@ -15,7 +15,7 @@ import pytest
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.records import ftrace_rec_count
 from kernel_daemon.shm import reap_stale_segments, segments_of
-from kernel_daemon.ftrace.snapshot import RecordsReader
+from kernel_daemon.ftrace.snapshot import RecordsReader, SnapshotRetry
 from tests.kernel_helpers import booted, echo, modprobe
 
 READER = """
@@ -79,6 +79,33 @@ def test_quiet_state_moves_when_a_group_is_linked_before_its_counts_are_written(
         assert reader.snapshot().state() != state
         pages.unlink(group)
         pages.free(group)
+
+
+def test_a_write_begun_and_ended_during_the_copy_makes_the_snapshot_retry(monkeypatch):
+    """``read_seqretry()``: a copy is good only if the sequence count after it is the one
+    before it (and even). A writer that began and ended its update while the copy was
+    being made leaves no writer behind, but has moved the generation twice: the copy may
+    hold half its update, and try_snapshot must give it up."""
+    with booted() as kernel:
+        reader = RecordsReader(kernel.namespace)
+        pages = kernel.ftrace.pages
+        copy_group = reader._group
+        writes: list[int] = []
+
+        def group_copied_around_a_write(slot: int):
+            group = copy_group(slot)
+            if not writes:
+                pages.write_begin()
+                pages.write_end()
+                writes.append(slot)
+            return group
+
+        monkeypatch.setattr(reader, "_group", group_copied_around_a_write)
+        with pytest.raises(SnapshotRetry):
+            reader.try_snapshot()
+        assert writes == [0]
+        # Nothing writes during the next copy: it holds.
+        assert reader.try_snapshot().state() == reader.quiet_state()
 
 
 def test_shutdown_unlinks_pages_not_yet_linked_and_refuses_new_ones():

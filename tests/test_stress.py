@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NoReturn
 
 import pytest
 
@@ -663,17 +663,44 @@ def in_flight_at_stop(report: dict, out) -> dict[str, float]:
             if op["invoke_wall"] < stop and (op["complete_wall"] or stop) >= stop}
 
 
-def writers_held(out) -> Callable[[], bool]:
+def assert_running(stress: subprocess.Popen, out) -> None:
+    """Fail, saying what the run reported, if it has ended: a run that finds an anomaly
+    stops early, and merges its client files into history.jsonl and removes them, so a
+    condition on those files would fail on a missing file and say nothing of why."""
+    if stress.poll() is not None:
+        fail_with_the_runs_report(stress, out)
+
+
+def fail_with_the_runs_report(stress: subprocess.Popen, out) -> NoReturn:
+    """Fail with how an ended run ended: its exit status, outcome, error and anomalies."""
+    try:
+        report = _report(out)
+    except FileNotFoundError:
+        pytest.fail(f"the run ended early (exit status {stress.returncode}), without a "
+                    "report.json")
+    found = "; ".join(a["message"] for a in report["anomalies"]) or "none"
+    pytest.fail(f"the run ended early (exit status {stress.returncode}, outcome "
+                f"{report['outcome']}, error {report['error']!r}); its anomalies: {found}")
+
+
+def writers_held(out, stress: subprocess.Popen) -> Callable[[], bool]:
     """A condition for wait_until: every writer between two operations (its file's last
     event a completion) and none of them writing for 0.2 s, while the run goes on (an
-    invoker is never held): the checker holds them for a snapshot."""
+    invoker is never held): the checker holds them for a snapshot. A run that ended
+    fails the test with what it reported (:func:`assert_running`)."""
     seen: dict[str, tuple[int, float]] = {}
 
     def held() -> bool:
+        assert_running(stress, out)
         now = time.monotonic()
         quiet = True
         for name in WRITERS:
-            data = (out / "clients" / f"{name}.jsonl").read_bytes()
+            try:
+                data = (out / "clients" / f"{name}.jsonl").read_bytes()
+            except FileNotFoundError:
+                # Removed by a run that is ending: its report follows.
+                stress.wait(timeout=120)
+                fail_with_the_runs_report(stress, out)
             if seen.get(name, (-1, now))[0] != len(data):
                 seen[name] = (len(data), now)
             last = data.rstrip(b"\n").rpartition(b"\n")[2]
@@ -708,9 +735,9 @@ def test_only_the_clients_stuck_in_the_kernel_are_stalled_not_those_the_checker_
                               "--stall-timeout", "3", "--seed", "4", "--no-minimize",
                               *SHORT[2:])
         try:
-            wait_until(lambda: all((out / "clients" / f"{name}.jsonl").exists()
-                                   for name in WRITERS), timeout=120)
-            wait_until(writers_held(out), timeout=60)
+            wait_until(lambda: assert_running(stress, out) or all(
+                (out / "clients" / f"{name}.jsonl").exists() for name in WRITERS), timeout=120)
+            wait_until(writers_held(out, stress), timeout=60)
             client.set_failpoint(MOVE_SITE, "1*pause")
             client.wait_failpoint(MOVE_SITE, timeout=60)
             # The run stops at its stall: its invoker, held by nothing, ends. The lock is

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
-from clients.stress.checker import Anomaly, Checker
+from clients.stress.checker import Anomaly, Checker, snapshot_anomalies
 from clients.stress.config import BootSpec, RunConfig
 from clients.stress.history import Op
 from clients.stress.minimize import Target, ddmin, took_effect
 from clients.stress.report import OpsTally, RunResult, WorkerRecord
-from kernel_daemon.ftrace.snapshot import RecordsReader
+from ftrace.v1 import kernel_pb2
+from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL
+from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED
+from kernel_daemon.ftrace.snapshot import GroupSnapshot, RecordsReader, RecordsSnapshot
 from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
 from tests.test_race_interleavings import interleave
 
@@ -133,6 +137,30 @@ def test_an_operation_that_ended_while_an_anomaly_was_observed_was_in_flight_not
     for op in (early, during):
         tally.add(op)
     assert tally.around(seen) == ([during], [early])
+
+
+def test_one_reference_more_than_the_enabled_ops_is_a_leaked_reference():
+    """The shared-memory check's upper bound is the number of counted ops (each ops on
+    ftrace_ops_list, of the GLOBAL ones only global_ops, whose hashes the function
+    tracer's ops uses): a record one above it holds a reference no ops owns. Here two
+    counted ops, a third GLOBAL one not counted: the record at 3 is the one anomaly."""
+    ops = [kernel_pb2.OpsInfo(name="global_ops", flags=FTRACE_OPS_FL_GLOBAL, enabled=True,
+                              filter_count=1),
+           kernel_pb2.OpsInfo(name="trace_ops", flags=FTRACE_OPS_FL_GLOBAL, enabled=True),
+           kernel_pb2.OpsInfo(name="mine", enabled=True, filter_count=1)]
+    stats = kernel_pb2.KernelStats(ftrace_enabled=True, ftrace_start_up=2)
+    counts = np.array([0, 1, 2, 3, 2], dtype=np.uint64)
+    ips = np.arange(5, dtype=np.uint64) * np.uint64(16) + np.uint64(0xFFFFFFFFA0000000)
+    flags = counts | np.where(counts > 0, np.uint64(FTRACE_FL_ENABLED), np.uint64(0))
+    snap = RecordsSnapshot(7, (GroupSnapshot(3, "uinput", 0xFFFFFFFFA0000000, ips, flags),),
+                           False)
+    anomalies = snapshot_anomalies(snap, ops, stats, 1 * MS, 2 * MS)
+    assert [a.kind for a in anomalies] == ["leaked reference"]
+    [leak] = anomalies
+    assert (leak.source, leak.kind, leak.module, leak.records, leak.ops) == (
+        "shm", "leaked reference", "uinput", 1, ["global_ops", "mine"])
+    assert leak.message == ("leaked reference: record 0xffffffffa0000030 of uinput has count 3, "
+                            "patched True; expected at most 2 (enabled ops: global_ops, mine)")
 
 
 # --- the observers, on a real daemon (checker.Checker) ---------------------------------
