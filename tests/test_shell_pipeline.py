@@ -161,6 +161,14 @@ class HeldStages:
         self._released.set()
         return behind
 
+    def assert_over(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Once the shell has returned from a two-stage pipeline: both stages' threads
+        were started and neither is left. Releases them and undoes the patches."""
+        behind = self.release()
+        monkeypatch.undo()
+        assert len(self.threads) == 2
+        assert not behind
+
 
 def test_a_pipeline_is_over_when_the_shell_goes_on(daemon, monkeypatch):
     """bash waits for every process of a pipeline before its next command: each stage's
@@ -169,13 +177,10 @@ def test_a_pipeline_is_over_when_the_shell_goes_on(daemon, monkeypatch):
     held = HeldStages(monkeypatch)
     try:
         shell.feed("echo a | grep -c a")
-        behind = held.release()
-        monkeypatch.undo()
+        held.assert_over(monkeypatch)
     finally:
         held.release()
         shell.client.close()
-    assert len(held.threads) == 2
-    assert not behind
     assert (shell.status, shell.stdout.getvalue()) == (0, b"1\n")
 
 
@@ -204,10 +209,7 @@ def test_an_interrupted_interactive_pipeline_is_over_when_the_prompt_comes_back(
     try:
         with pytest.raises(KeyboardInterrupt):
             shell.feed("dmesg -w | grep -c zzz")
-        behind = held.release()
-        monkeypatch.undo()
-        assert len(held.threads) == 2
-        assert not behind
+        held.assert_over(monkeypatch)
         _wait_held(client, "streams", before)
     finally:
         held.release()
@@ -477,10 +479,7 @@ def test_ctrl_c_while_the_pipeline_starts_waits_for_every_stage_started(daemon, 
     try:
         with pytest.raises(KeyboardInterrupt):
             shell.feed("dmesg -w | grep -c zzz")
-        behind = held.release()
-        monkeypatch.undo()
-        assert len(held.threads) == 2
-        assert not behind
+        held.assert_over(monkeypatch)
     finally:
         held.release()
         shell.client.close()
