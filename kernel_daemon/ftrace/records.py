@@ -157,8 +157,8 @@ class RecordPages:
         # is created after destroy() (a module load racing a reboot).
         self._segments_lock = threading.Lock()
         self._segments: set[ShmSegment] = set()
-        self._destroyed = False
-        self._end_reason = ""  # why destroy() ran (kernel_daemon.teardown)
+        # Why destroy() ran (kernel_daemon.teardown); empty until it has.
+        self._end_reason = ""
         self.directory = ShmSegment(f"{namespace}.pagedir", DIR_SIZE, create=True)
         self._publish_header()
 
@@ -208,7 +208,7 @@ class RecordPages:
         group_id = next(self._ids)
         nr_pages = -(-len(ips) // ENTRIES_PER_PAGE)
         with self._segments_lock:
-            if self._destroyed:
+            if self._end_reason:
                 raise kernel_gone(self._end_reason, "its memory is gone")
             try:
                 segment = ShmSegment(f"{self.namespace}.pg{group_id}", nr_pages * PAGE_SIZE,
@@ -249,7 +249,6 @@ class RecordPages:
         calls still running on it)."""
         with self._segments_lock:
             self._end_reason = reason
-            self._destroyed = True
             for segment in self._segments:
                 segment.unlink()
             self._segments.clear()

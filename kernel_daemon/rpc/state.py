@@ -76,12 +76,16 @@ class Boot:
     boot_id: int
     kernel: Kernel
     vfs: Vfs
-    # Set by end(), under _lock, before the callbacks run: a call can test it at any time.
-    ended: bool = field(default=False, init=False)
-    # Why it ended (kernel_daemon.teardown): the message of the ENODEV its calls end with.
+    # Why it ended (kernel_daemon.teardown), the message of the ENODEV its calls end
+    # with: set by end(), under _lock, before the callbacks run; empty until then.
     end_reason: str = field(default="", init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _bound: set[Callable[[], None]] = field(default_factory=set, init=False, repr=False)
+
+    @property
+    def ended(self) -> bool:
+        """Whether :meth:`end` has run: a call can test it at any time."""
+        return bool(self.end_reason)
 
     def bind(self, on_end: Callable[[], None]) -> None:
         """Tie a call to this boot: ``on_end()`` runs when the boot ends, to wake the call
@@ -106,7 +110,6 @@ class Boot:
         unlinks its shared memory)."""
         with self._lock:
             self.end_reason = reason
-            self.ended = True
             bound, self._bound = self._bound, set()
         for on_end in bound:
             on_end()

@@ -279,8 +279,8 @@ class RingBuffer:
         self._record_lock = threading.Lock()
         self._cond = threading.Condition()
         self._waiters = 0
-        self._closed = False
-        # Why close() closed it (kernel_daemon.teardown): the ENODEV of the calls it ends.
+        # Why close() closed it (kernel_daemon.teardown), the ENODEV of the calls it
+        # ends; empty while it is open.
         self.end_reason = ""
         self.directory = ShmSegment(dir_segment_name(namespace), dir_size(nr_cpus), create=True)
         self._words = np.ndarray((dir_size(nr_cpus) // 8,), dtype="<u8", buffer=self.directory.map)
@@ -502,7 +502,7 @@ class RingBuffer:
             raise ValueError("max_events must be at least 1")
         cpus = self._select(cpu)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._closed:
+        while not self.end_reason:
             events = self._consume_ready(cpus, max_events, take, signal_pending)
             if events is not None:
                 return events
@@ -527,7 +527,7 @@ class RingBuffer:
         with self._cond:
             self._waiters += 1
             try:
-                while not self._closed and all(cb.head == cb.tail for cb in cpus):
+                while not self.end_reason and all(cb.head == cb.tail for cb in cpus):
                     if signal_pending():
                         raise KernelError(errno.EINTR)
                     if deadline is None:
@@ -662,7 +662,7 @@ class RingBuffer:
         need = sum(capacity - cb.capacity for cb in cpus) * RB_EVENT_SIZE
         stat = os.statvfs(SHM_DIR)
         with self._locked(self.cpu_buffers):
-            if self._closed:  # destroy() ran or waits for these locks: no new segments
+            if self.end_reason:  # destroy() ran or waits for these locks: no new segments
                 raise kernel_gone(self.end_reason, "its ring buffer is gone")
             self.expanded = True
             self._publish_globals()
@@ -687,13 +687,12 @@ class RingBuffer:
         blocked reader; reads return ``[]`` from now on."""
         with self._cond:
             self.end_reason = reason
-            self._closed = True
             self._cond.notify_all()
 
     @property
     def closed(self) -> bool:
         """True once :meth:`close` ran: the kernel is going away."""
-        return self._closed
+        return bool(self.end_reason)
 
     def destroy(self, reason: str = SHUT_DOWN) -> None:
         """Close (for ``reason``), and unlink every segment (mappings stay valid until
