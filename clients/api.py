@@ -202,14 +202,18 @@ class FileSession:
         except StopIteration:
             self._closed = True
             raise _stream_ended() from None
-        except SignalTaken:
+        except SignalTaken as taken:
             # The operation answered after the task took Ctrl-C's signal: the session is
             # in order, and is closed before the interrupt goes on, its release done, as
             # a process killed by the signal has its files closed before its parent
-            # sees it exit.
+            # sees it exit. The answer goes with the interrupt as this method's result
+            # (None for a failed operation: EINTR), as read_file's does.
             if request.WhichOneof("op") != "close":
                 with contextlib.suppress(FtraceError):  # ended meanwhile: released too
                     self.close()
+            if taken.answer is not None:
+                kind = taken.answer.WhichOneof("result")
+                taken.answer = None if kind == "error" else getattr(taken.answer, kind)
             raise
         except BaseException:
             # The call failed, or we stopped waiting (Ctrl-C, which cancelled it already):

@@ -122,11 +122,14 @@ class SignalTaken(KeyboardInterrupt):
     """Ctrl-C during a call whose task took the signal (``kill``): the call answered, or
     its stream ended, in order; it was not cancelled (a file session is still open).
 
-    ``answer``: a plain blocking call's (:func:`blocking_call`) response, None when it
-    failed (EINTR: a read interrupted before it read anything). What it holds happened,
-    as a killed process's system calls did: the lines a read of trace_pipe took off the
-    buffer before the signal are there (``Client.read_file``), as the lines cat read
-    before its Ctrl-C are on its terminal."""
+    ``answer``: the call's answer, None when it failed (EINTR: a read interrupted before
+    it read anything): a plain blocking call's response (:func:`blocking_call`), a file
+    session operation's result (``FileSession``: a write's WriteResult, a read's
+    ReadResult). What it holds happened, as a killed process's system calls did: the
+    lines a read of trace_pipe took off the buffer before the signal are there
+    (``Client.read_file``, ``FileSession.read``), for a program that handles SIGINT to
+    use; cat, which does not, dies before it writes them (ftrace-shell's cat prints
+    nothing of them either)."""
 
     def __init__(self, answer: Any = None) -> None:
         super().__init__()
@@ -207,13 +210,15 @@ def interruptible(call: grpc.RpcContext, wait: Callable[[], T], kill: Kill | Non
     came meanwhile: it is dropped, as the interrupted read's data would be) and the
     cancelled call settled (:func:`settle`). With ``kill``, the first Ctrl-C signals the
     call's task instead and the wait goes on (the module docstring says why); then
-    :class:`SignalTaken` is raised, or KeyboardInterrupt if the call was cancelled after
-    all (a second Ctrl-C, or a signal that reached nothing). Where SIGINT is not ours to
-    take over (:func:`_sigint_cancels`), just ``wait()``."""
+    :class:`SignalTaken` is raised with ``wait()``'s result as its answer (None when the
+    wait ended in an error or the stream's end), or KeyboardInterrupt if the call was
+    cancelled after all (a second Ctrl-C, or a signal that reached nothing). Where SIGINT
+    is not ours to take over (:func:`_sigint_cancels`), just ``wait()``."""
     if not _sigint_cancels():
         return wait()
     interrupted = cancelled = False
     sent: _Signal | None = None
+    result: Any = None  # wait()'s, once it returned
 
     def cancel(signum: int, frame: FrameType | None) -> None:
         nonlocal interrupted, cancelled
@@ -259,7 +264,7 @@ def interruptible(call: grpc.RpcContext, wait: Callable[[], T], kill: Kill | Non
     if interrupted:
         # What the cancel completes is handled before the program goes on to its exit.
         settle(call)
-        raise KeyboardInterrupt if cancelled else SignalTaken
+        raise KeyboardInterrupt if cancelled else SignalTaken(result)
     return result
 
 

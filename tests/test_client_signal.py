@@ -508,3 +508,45 @@ def test_a_session_write_signalled_as_it_enters_makes_its_first_write(session, w
             signals.leave(PID, pending, token)
             file_release(file)
         assert (sizes, failure) == (writes, None)
+
+
+# --- Ctrl-C in a FileSession operation: the operation's result comes back ---------------
+
+def test_ctrl_c_in_a_session_write_waiting_for_ftrace_lock_returns_what_it_wrote(spawn):
+    """A FileSession's write to set_ftrace_filter (open before the lock was taken)
+    waiting for the lock a paused writer holds. One Ctrl-C: the client signals its task,
+    the write completes once the lock is released, and SignalTaken is raised with its
+    WriteResult as the answer (the bytes it took); the session is closed first, so the
+    filter is installed when the interrupt comes."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control, task(daemon, "echo") as signalled:
+        kill = signalled.connection.kernel.Kill = KillSpy(signalled.connection.kernel.Kill)
+        session = signalled.open(f"{TRACING}/set_ftrace_filter", os.O_WRONLY | os.O_APPEND)
+        with ftrace_lock_held(control):
+            presser = ctrl_c_in_the_call(control, kill, 1)
+            try:
+                with pytest.raises(KeyboardInterrupt) as raised:
+                    session.write_all("schedule\n")
+            finally:
+                presser.join(DEADLINE)
+        assert (raised.type, kill.answers) == (SignalTaken, [1])
+        assert raised.value.answer.bytes_written == len(b"schedule\n")
+        assert control.read_file(f"{TRACING}/set_ftrace_filter") == b"schedule\n"
+        assert control.stats().open_files == 0
+
+
+def test_ctrl_c_in_a_session_read_of_trace_pipe_that_read_nothing_has_no_answer(daemon):
+    """A FileSession's read of trace_pipe waiting for events: Ctrl-C signals the task,
+    the read fails EINTR (it copied nothing), and SignalTaken is raised with no answer;
+    the session is closed."""
+    with daemon.connect() as control, task(daemon, "cat") as signalled:
+        kill = signalled.connection.kernel.Kill = KillSpy(signalled.connection.kernel.Kill)
+        session = signalled.open(TRACE_PIPE)
+        presser = ctrl_c_once_the_buffer_is_read(control)
+        try:
+            with pytest.raises(KeyboardInterrupt) as raised:
+                session.read()
+        finally:
+            presser.join(DEADLINE)
+        assert (raised.type, raised.value.answer, kill.answers) == (SignalTaken, None, [1])
+        wait_until(lambda: control.stats().open_files == 0, DEADLINE)
