@@ -125,7 +125,8 @@ class SignalTaken(KeyboardInterrupt):
     ``answer``: the call's answer, None when it failed (EINTR: a read interrupted before
     it read anything): a plain blocking call's response (:func:`blocking_call`), a file
     session operation's result (``FileSession``: a write's WriteResult, a read's
-    ReadResult). What it holds happened, as a killed process's system calls did: the
+    ReadResult), a response stream's message (:class:`Messages`: ``Client.trace_pipe``'s
+    TracePipeChunk, None once the stream ended). What it holds happened, as a killed process's system calls did: the
     lines a read of trace_pipe took off the buffer before the signal are there
     (``Client.read_file``, ``FileSession.read``), for a program that handles SIGINT to
     use; cat, which does not, dies before it writes them (ftrace-shell's cat prints
