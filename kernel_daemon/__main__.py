@@ -11,7 +11,7 @@ import shutil
 import sys
 
 from clients.cli import Waker
-from clients.connection import ADDRESS_FORMS, default_address, resolve_address
+from clients.connection import ADDRESS_FORMS, default_address, resolve_address, socket_obstacle
 from kernel_daemon.ftrace.core import FAILPOINT_SITES, Race, Variant
 from kernel_daemon.kernel import BootOptions
 from kernel_daemon.rpc.server import MAX_CONNECTIONS, Daemon
@@ -157,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             parser.error(f"--listen: {error}")
         except OSError as error:
-            print(f"ftraced: cannot listen on {address}: {error.strerror}", file=sys.stderr)
+            # A path no daemon could listen at is said as the clients say it (a regular
+            # file is EADDRINUSE here: ours to refuse, not to replace).
+            reason = socket_obstacle(address) or error.strerror
+            print(f"ftraced: cannot listen on {address}: {reason}", file=sys.stderr)
             return 1
         try:
             state = DaemonState(options)
