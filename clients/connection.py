@@ -477,7 +477,8 @@ def socket_obstacle(address: str) -> str | None:
     (``a regular file, not a socket``; ``no directory /tmp/nodir``; ``Not a
     directory``: a file where the path has a directory), or
     None: a socket there (listening or not), a path free in a directory that exists, a
-    TCP address. ftraced would not replace a file of another kind either (EADDRINUSE)."""
+    TCP address. ftraced, which would not replace a file of another kind either, gives
+    the same words when it cannot listen there."""
     path = unix_socket_path(address)
     if path is None:
         return None

@@ -9,6 +9,7 @@ patched and traced again, and the tracer stops cleanly.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -53,7 +54,13 @@ def run_variant(variant: str) -> int:
     return shell.returncode
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m clients.demo", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="It takes no options and starts a daemon of its own per variant.\n"
+               "Exit status: 0 when each variant ends as described above, 1 otherwise."
+    ).parse_args(argv)
     statuses = [run_variant(variant) for variant in ("buggy", "fixed")]
     # buggy ends with the refused filter write (No such device); fixed ends cleanly.
     return 0 if statuses == [1, 0] else 1

@@ -379,7 +379,12 @@ def memory_options(container: argparse._ActionsContainer, again: bool) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG,
                                 description="Read ftrace's records and ring buffers from "
-                                            "shared memory; drive the failpoints.")
+                                            "shared memory; drive the failpoints.",
+                                epilog=f"Exit status: 0; {EXIT_FOUND} when check found "
+                                       "something, or failpoints wait saw no thread pause "
+                                       f"in time; {EXIT_ERROR} on errors, a usage error or "
+                                       "no daemon answering within --connect-timeout among "
+                                       f"them; {EXIT_INTERRUPTED} after Ctrl-C.")
     daemon_options(p, again=False)
     memory_options(p, again=False)
     daemon_again = argparse.ArgumentParser(add_help=False)

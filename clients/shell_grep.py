@@ -489,8 +489,8 @@ class _Grep:
 
 @command("grep [OPTION]... PATTERNS [FILE]...",
          "print matching lines (status 1: none); GNU's -EFGivwxcoqslLhHn, -e PATTERN,"
-         " -f FILE, -m NUM, -A/-B/-C NUM, -NUM, --group-separator=SEP, --line-buffered"
-         " and their long forms")
+         " -f FILE, -m NUM, -A/-B/-C NUM, -NUM, --group-separator=SEP,"
+         " --no-group-separator, --line-buffered and their long forms")
 def cmd_grep(ctx: Invocation) -> int:
     parsed = _parse(ctx)
     if isinstance(parsed, int):

@@ -232,7 +232,8 @@ def parser() -> argparse.ArgumentParser:
     stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("-o", "--output", metavar="FILE", help="write hits to FILE, not stdout")
     p.add_argument("--stdin-commands", action="store_true",
-                   help=f"change filters from stdin lines: {COMMANDS}")
+                   help=f"change filters from stdin lines: {COMMANDS}; at end of input "
+                        "it traces on until --count, --duration or SIGINT/SIGTERM")
     cli.add_daemon_arguments(p, comm=PROG)
     return p
 

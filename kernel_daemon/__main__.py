@@ -11,7 +11,7 @@ import shutil
 import sys
 
 from clients.cli import Waker
-from clients.connection import ADDRESS_FORMS, default_address, resolve_address
+from clients.connection import ADDRESS_FORMS, default_address, resolve_address, socket_obstacle
 from kernel_daemon.ftrace.core import FAILPOINT_SITES, Race, Variant
 from kernel_daemon.kernel import BootOptions
 from kernel_daemon.rpc.server import MAX_CONNECTIONS, Daemon
@@ -74,14 +74,21 @@ def add_boot_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--core-functions", type=int, default=BootOptions.core_functions,
                         metavar="N", help="functions in the core kernel (default %(default)s)")
     parser.add_argument("--module-placement", choices=["first-fit", "random"],
-                        default="first-fit")
-    parser.add_argument("--cpus", type=int, default=BootOptions.cpus, metavar="N")
+                        default=BootOptions.module_placement,
+                        help="where a module is loaded in the module space: first-fit, the "
+                             "lowest free range that fits (an unloaded module's range is "
+                             "reused: reloaded at the same address), or random (seeded by "
+                             "--seed); default %(default)s")
+    parser.add_argument("--cpus", type=int, default=BootOptions.cpus, metavar="N",
+                        help="simulated CPUs: per-CPU ring buffers and per_cpu/cpuN "
+                             "directories, 1..256 (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, metavar="N",
                         help="seed of the kernel's random choices (module placement, failpoint "
                              "probabilities, workload); default %(default)s: the same choices every "
                              "run (Kernel.Reboot without a seed picks a random one)")
     parser.add_argument("--switch-interval", type=float, default=0.0, metavar="SECONDS",
-                        help="sys.setswitchinterval() for the daemon (smaller: more preemption)")
+                        help="sys.setswitchinterval() for the daemon (smaller: more "
+                             "preemption); default 0: Python's own, 0.005")
 
 
 def boot_options_from(args: argparse.Namespace) -> BootOptions:
@@ -118,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                              "which the log's 'serving' line names; the addresses the "
                              "clients' --address takes (default $FTRACED_ADDRESS or "
                              f"{default_address()})")
-    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                        help="log this level and above on standard error (any case; "
+                             "default %(default)s)")
     parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
                         metavar="N",
                         help="client connections served at once; one more is closed as it "
@@ -157,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             parser.error(f"--listen: {error}")
         except OSError as error:
-            print(f"ftraced: cannot listen on {address}: {error.strerror}", file=sys.stderr)
+            # A path no daemon could listen at is said as the clients say it (a regular
+            # file is EADDRINUSE here: ours to refuse, not to replace).
+            reason = socket_obstacle(address) or error.strerror
+            print(f"ftraced: cannot listen on {address}: {reason}", file=sys.stderr)
             return 1
         try:
             state = DaemonState(options)

@@ -114,8 +114,25 @@ def test_a_socket_another_server_answers_on_and_a_plain_file_are_left_alone(tmp_
     plain = tmp_path / "plain"
     plain.write_text("mine\n")
     refused = run_daemon("--listen", f"unix:{plain}")
-    assert (refused.returncode, refused.stderr) == (1, in_use(f"unix:{plain}"))
+    assert (refused.returncode, refused.stderr) == (
+        1, f"ftraced: cannot listen on unix:{plain}: a regular file, not a socket\n")
     assert plain.read_text() == "mine\n"
+
+
+def test_where_no_daemon_could_listen_it_says_what_the_clients_say(tmp_path):
+    """A path no daemon could listen at (test_client_cli's cases): ftraced's reason is the
+    clients' ``no ftraced can listen at ADDRESS: REASON``, and it leaves what is there."""
+    plain = tmp_path / "plain"
+    plain.write_text("mine\n")
+    cases = [(f"unix:{tmp_path}/missing/ftraced.sock", f"no directory {tmp_path}/missing"),
+             (f"unix:{plain}", "a regular file, not a socket"),
+             (f"unix:{plain}/ftraced.sock", "Not a directory"),
+             (f"unix:{tmp_path}", "a directory, not a socket")]
+    for address, reason in cases:
+        refused = run_daemon("--listen", address)
+        assert (refused.returncode, refused.stderr) == (
+            1, f"ftraced: cannot listen on {address}: {reason}\n"), address
+    assert sorted(os.listdir(tmp_path)) == ["plain"] and plain.read_text() == "mine\n"
 
 
 def test_a_stale_socket_is_replaced_and_everything_is_removed_at_the_end(tmp_path):
@@ -200,7 +217,7 @@ def test_a_tcp_port_in_use_is_refused_and_port_0_reports_the_port_bound():
     "args, status, message",
     [
         (["--listen", "unix:/nonexistent-dir/x.sock"], 1,
-         "ftraced: cannot listen on unix:/nonexistent-dir/x.sock: No such file or directory"),
+         "ftraced: cannot listen on unix:/nonexistent-dir/x.sock: no directory /nonexistent-dir"),
         (["--listen", "unix:/proc/x.sock"], 1,
          "ftraced: cannot listen on unix:/proc/x.sock: No such file or directory"),
         (["--listen", "bogus"], 2,

@@ -21,3 +21,17 @@ def test_demo_shows_the_warn_then_the_fix():
     assert "uinput_release [uinput] (1)" in fixed
     assert "uinput_release <-__fput" in fixed
     assert "WARNING" not in fixed
+
+
+def test_demo_answers_help_and_refuses_other_arguments():
+    """Its own usage at once, not the demo (no daemon started); anything else is a usage
+    error (exit status 2)."""
+    helped = subprocess.run([sys.executable, "-m", "clients.demo", "--help"], cwd=REPO,
+                            env=child_env(), capture_output=True, text=True, timeout=60)
+    assert (helped.returncode, helped.stderr) == (0, "")
+    assert helped.stdout.startswith("usage: python -m clients.demo [-h]\n")
+    refused = subprocess.run([sys.executable, "-m", "clients.demo", "--bogus"], cwd=REPO,
+                             env=child_env(), capture_output=True, text=True, timeout=60)
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr.endswith(
+        "python -m clients.demo: error: unrecognized arguments: --bogus\n")

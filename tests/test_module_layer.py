@@ -207,6 +207,7 @@ def test_module_from_function_list() -> None:
     assert not made.in_tree
     assert all(0x20 <= size <= 0x800 for _, size in made.functions)
     assert len(module_from_function_list("x" * 55, ["f"] * 1).functions) == 1
+    assert len(module_from_function_list("m", ["a" * 127]).functions) == 1  # KSYM_NAME_LEN - 1
     # No traceable function, and two static functions of one name, are both possible.
     assert module_from_function_list("my-mod", []).functions == ()
     assert [f for f, _ in module_from_function_list("m", ["f", "g", "f"]).functions] == [
@@ -217,11 +218,11 @@ def test_module_from_function_list() -> None:
     ("bad.name", ["f"], "module name"),
     ("", ["f"], "module name"),
     ("x" * 56, ["f"], "module name"),
-    ("m", [f"f{i}" for i in range(65537)], "65537 functions"),
+    ("m", [f"f{i}" for i in range(65537)], 'module "m": 65537 functions, want at most 65536'),
     ("m", ["1abc"], "not a C identifier"),
     ("m", ["a b"], "not a C identifier"),
-    ("m", ["a" * 128], "not a C identifier"),
-    ("m", "abc", "not a string"),
+    ("m", ["a" * 128], "not a C identifier of at most 127 characters"),
+    ("m", "abc", 'module "m": functions must be a list of names, not a string'),
 ])
 def test_module_from_function_list_rejects(name: str, functions: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):

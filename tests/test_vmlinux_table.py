@@ -19,6 +19,7 @@ from kernel_daemon.module.vmlinux import (
     generate_vmlinux,
 )
 from kernel_daemon.module.vmlinux_table import read_table, write_table
+from tests.children import child_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = MIN_FUNCTIONS + 500
@@ -72,6 +73,17 @@ def test_makes_step_writes_the_default_boots_table(tmp_path: Path) -> None:
                    cwd=ROOT, check=True, timeout=120)
     assert read_table(DEFAULT_FUNCTIONS, DEFAULT_SEED, path) == generate_vmlinux(
         DEFAULT_FUNCTIONS, DEFAULT_SEED)
+
+
+def test_makes_step_answers_help_and_writes_nothing(tmp_path: Path) -> None:
+    """``--help`` is no path to write a table to: usage, in a directory left empty."""
+    run = subprocess.run([sys.executable, "-m", "kernel_daemon.module.vmlinux_table", "--help"],
+                         cwd=tmp_path, env=child_env(), capture_output=True, text=True,
+                         timeout=120)
+    assert (run.returncode, run.stderr) == (0, "")
+    assert run.stdout.startswith("usage: python -m kernel_daemon.module.vmlinux_table [-h] [PATH]")
+    assert "kernel_daemon/module/vmlinux.kallsyms" in " ".join(run.stdout.split())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_default_boot_gets_the_generated_symbols_table_or_not() -> None:

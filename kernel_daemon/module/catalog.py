@@ -88,7 +88,7 @@ def _validate(name: str, functions: list[str]) -> None:
     if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
         raise ValueError(f"module name {quoted(name)}: want 1..55 characters of [A-Za-z0-9_-]")
     if len(functions) > _MAX_FUNCTIONS:
-        raise ValueError(f"module {name}: {len(functions)} functions, want at most "
+        raise ValueError(f"module {quoted(name)}: {len(functions)} functions, want at most "
                          f"{_MAX_FUNCTIONS}")
     for function in functions:
         if not isinstance(function, str) or not _FUNCTION_NAME.fullmatch(function):
@@ -179,7 +179,8 @@ def module_from_function_list(name: str, functions: list[str]) -> ModuleSpec:
     that is not a C identifier, or more than 65536 functions.
     """
     if isinstance(functions, str):
-        raise ValueError(f"module {name}: functions must be a list of names, not a string")
+        raise ValueError(f"module {quoted(name)}: functions must be a list of names, "
+                         "not a string")
     functions = list(functions)
     _validate(name, functions)
     rng = random.Random(f"module:{name}")

@@ -4,10 +4,11 @@ The kernel's counterpart is the last step of linking vmlinux: ``scripts/kallsyms
 the linked image's symbols into the ``kallsyms_*`` arrays (``.tmp_kallsyms2.S``) once, at
 ``make`` time, and every boot reads them.  The model generates its vmlinux from a seed
 (:mod:`kernel_daemon.module.vmlinux`), which at the default 40,960 functions costs
-about 0.2 s of CPU, a quarter of a daemon's start, paid by every daemon a test, a
+about 0.2 s of CPU against 0.07-0.09 s to read the table: some 0.1 s of the 0.5-0.7 s
+of CPU a default daemon takes to answer its first call, paid by every daemon a test, a
 client's ``--spawn`` or a benchmark starts.  So ``make`` writes the default
 configuration's table here (``python -m kernel_daemon.module.vmlinux_table``), and a boot
-with that configuration reads it in well under half the time.
+with that configuration reads it instead.
 
 The table is a cache and nothing more: it holds the generator's own output and a digest of
 the generator's source and of the Python that ran it, and one that is missing, unreadable,
@@ -17,6 +18,7 @@ passed over, so the boot generates the same symbols itself.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import marshal
 import os
@@ -69,15 +71,24 @@ def write_table(symbols: tuple[Symbol, ...], nr_functions: int, seed: int,
         partial.unlink(missing_ok=True)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``make``'s step: generate the default configuration's vmlinux and write its table."""
     from kernel_daemon.module.vmlinux import DEFAULT_FUNCTIONS, DEFAULT_SEED, generate_vmlinux
 
-    path = Path(argv[0]) if argv else TABLE
+    parser = argparse.ArgumentParser(
+        prog="python -m kernel_daemon.module.vmlinux_table",
+        description="Generate the default boot's vmlinux "
+                    f"({DEFAULT_FUNCTIONS} functions, seed {DEFAULT_SEED}) and write its "
+                    "symbol table, which a boot of that configuration reads instead of "
+                    "generating it (make gen's step).")
+    parser.add_argument("path", nargs="?", type=Path, default=TABLE, metavar="PATH",
+                        help="where to write it (default: the one a boot reads, "
+                             f"{TABLE.relative_to(TABLE.parents[2])})")
+    args = parser.parse_args(argv)
     write_table(generate_vmlinux(DEFAULT_FUNCTIONS, DEFAULT_SEED), DEFAULT_FUNCTIONS,
-                DEFAULT_SEED, path)
+                DEFAULT_SEED, args.path)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -44,7 +44,9 @@ def requested_spec(request: pb.LoadModuleRequest) -> ModuleSpec:
     source = request.WhichOneof("source")
     if source == "catalog_name":
         spec = load_catalog().get(request.catalog_name)
-        if spec is None:  # no such .ko anywhere: what finit_module of nothing gives
+        # No such .ko anywhere: modprobe finds no file and makes no system call (ENOENT,
+        # no ErrnoDetail.syscall).
+        if spec is None:
             raise KernelError(errno.ENOENT, f"module {quoted(request.catalog_name)} not found")
         return spec
     if source == "explicit":
