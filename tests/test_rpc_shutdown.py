@@ -14,12 +14,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pytest
 
 from clients.api import Client
+from clients.errors import FtraceError
 from kernel_daemon.errno import KernelError
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.rpc.state import DaemonState
@@ -33,6 +35,8 @@ from tests.test_daemon_tracefs import wait_until
 from tests.test_tracer_client import DEADLINE, SMALL, TRACING
 
 FILTER_RELEASE = "ftrace_regex_release:before_lock"
+LOAD_COUNT = "ftrace_update_code:before_count"
+LOCK_WAIT = "__mutex_lock_slowpath:ftrace_lock"
 TRACER = "waiting"
 
 #: A client process making one call that waits in the kernel (argv: the daemon's address,
@@ -153,3 +157,50 @@ def test_a_reboot_the_stop_overtakes_swaps_no_boot_in():
         gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
     assert (failure, state.boot is serving) == ((errno.ENODEV, SHUT_DOWN), True)
     assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
+
+
+#: The files whose reads walk the record pages (``t_start()`` under ftrace_lock).
+LISTINGS = ("available_filter_functions", "enabled_functions", "set_ftrace_filter",
+            "set_ftrace_notrace")
+
+
+def outcome(future: Future) -> object:
+    """A call's answer, or [errno name, message] if it failed."""
+    try:
+        return future.result(DEADLINE)
+    except FtraceError as error:
+        return [error.errno_name, error.message]
+
+
+@pytest.mark.parametrize("end", ["Reboot", "SIGTERM"])
+def test_a_listing_read_inside_the_kernel_torn_down_finishes_against_it(spawn, end):
+    """Reads of the record listings that entered the kernel before a Kernel.Reboot or
+    SIGTERM ended it, each waiting for the ftrace_lock a module load paused at
+    ftrace_update_code:before_count holds (paused at __mutex_lock_slowpath:ftrace_lock):
+    the teardown releases both, and each read walks the dead kernel's record pages, as
+    the kernel's teardown leaves them for the calls still on it. Were the page list
+    emptied, t_start()'s walk would fail on it (IndexError: EIO)."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control, ThreadPoolExecutor(len(LISTINGS) + 1) as pool:
+        control.write_file(f"{TRACING}/set_ftrace_filter", "vfs_read\n")
+        functions = control.read_file(f"{TRACING}/available_filter_functions")
+        control.set_failpoint(LOAD_COUNT, "1*pause")
+        load = pool.submit(control.load, "dummy")
+        control.wait_failpoint(LOAD_COUNT, timeout=DEADLINE)
+        control.set_failpoint(LOCK_WAIT, f"{len(LISTINGS)}*pause")
+        reads = {name: pool.submit(control.read_file, f"{TRACING}/{name}")
+                 for name in LISTINGS}
+        control.wait_failpoint(LOCK_WAIT, len(LISTINGS), timeout=DEADLINE)
+        if end == "Reboot":
+            control.reboot(core_functions=2000)
+        else:
+            daemon.process.terminate()
+        read = {name: outcome(future) for name, future in reads.items()}
+        outcome(load)
+    listed = read.pop("available_filter_functions")
+    assert isinstance(listed, bytes) and listed.startswith(functions), listed[:200]
+    assert read == {"enabled_functions": b"", "set_ftrace_filter": b"vfs_read\n",
+                    "set_ftrace_notrace": b""}
+    if end == "SIGTERM":
+        assert daemon.process.wait(DEADLINE) == 0
+    assert "Traceback" not in daemon.log_text()
