@@ -7,6 +7,7 @@ kernel within its grace, with that ENODEV, not with gRPC's cancel at the grace's
 from __future__ import annotations
 
 import errno
+import functools
 import gc
 import glob
 import json
@@ -22,11 +23,13 @@ import pytest
 
 from clients.api import Client
 from clients.errors import FtraceError
+from ftrace.v1 import kernel_pb2
 from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.dispatch import execute_function
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.rpc.state import DaemonState
 from kernel_daemon.teardown import REBOOTED, SHUT_DOWN
-from kernel_daemon.tracefs.files import file_read
+from kernel_daemon.tracefs.files import file_read, file_write
 from kernel_daemon.tracefs.tree import mount
 from tests.children import child_env
 from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
@@ -172,35 +175,88 @@ def outcome(future: Future) -> object:
         return [error.errno_name, error.message]
 
 
-@pytest.mark.parametrize("end", ["Reboot", "SIGTERM"])
-def test_a_listing_read_inside_the_kernel_torn_down_finishes_against_it(spawn, end):
-    """Reads of the record listings that entered the kernel before a Kernel.Reboot or
-    SIGTERM ended it, each waiting for the ftrace_lock a module load paused at
-    ftrace_update_code:before_count holds (paused at __mutex_lock_slowpath:ftrace_lock):
-    the teardown releases both, and each read walks the dead kernel's record pages, as
-    the kernel's teardown leaves them for the calls still on it. Were the page list
-    emptied, t_start()'s walk would fail on it (IndexError: EIO)."""
-    daemon = spawn(SMALL)
-    with daemon.connect() as control, ThreadPoolExecutor(len(LISTINGS) + 1) as pool:
-        control.write_file(f"{TRACING}/set_ftrace_filter", "vfs_read\n")
-        functions = control.read_file(f"{TRACING}/available_filter_functions")
+def behind_a_paused_load(daemon: Any, control: Client, end: str,
+                         calls: dict[str, Callable[[], object]]) -> dict[str, object]:
+    """Each of ``calls`` entered into the kernel, waiting for the ftrace_lock that a module
+    load paused at ftrace_update_code:before_count holds (each paused at
+    __mutex_lock_slowpath:ftrace_lock, so it is surely in the kernel), then the kernel
+    torn down (``end``: Kernel.Reboot or SIGTERM), which releases them all: how each
+    ended (:func:`outcome`)."""
+    with ThreadPoolExecutor(len(calls) + 1) as pool:
         control.set_failpoint(LOAD_COUNT, "1*pause")
         load = pool.submit(control.load, "dummy")
         control.wait_failpoint(LOAD_COUNT, timeout=DEADLINE)
-        control.set_failpoint(LOCK_WAIT, f"{len(LISTINGS)}*pause")
-        reads = {name: pool.submit(control.read_file, f"{TRACING}/{name}")
-                 for name in LISTINGS}
-        control.wait_failpoint(LOCK_WAIT, len(LISTINGS), timeout=DEADLINE)
+        control.set_failpoint(LOCK_WAIT, f"{len(calls)}*pause")
+        futures = {name: pool.submit(call) for name, call in calls.items()}
+        control.wait_failpoint(LOCK_WAIT, len(calls), timeout=DEADLINE)
         if end == "Reboot":
             control.reboot(core_functions=2000)
         else:
             daemon.process.terminate()
-        read = {name: outcome(future) for name, future in reads.items()}
+        ended = {name: outcome(future) for name, future in futures.items()}
         outcome(load)
+    if end == "SIGTERM":
+        assert daemon.process.wait(DEADLINE) == 0
+    assert "Traceback" not in daemon.log_text()
+    return ended
+
+
+@pytest.mark.parametrize("end", ["Reboot", "SIGTERM"])
+def test_a_listing_read_inside_the_kernel_torn_down_finishes_against_it(spawn, end):
+    """Reads of the record listings that entered the kernel before a Kernel.Reboot or
+    SIGTERM ended it (:func:`behind_a_paused_load`): each walks the dead kernel's record
+    pages, as the kernel's teardown leaves them for the calls still on it. Were the page
+    list emptied, t_start()'s walk would fail on it (IndexError: EIO)."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control:
+        control.write_file(f"{TRACING}/set_ftrace_filter", "vfs_read\n")
+        functions = control.read_file(f"{TRACING}/available_filter_functions")
+        read = behind_a_paused_load(daemon, control, end, {
+            name: functools.partial(control.read_file, f"{TRACING}/{name}")
+            for name in LISTINGS})
     listed = read.pop("available_filter_functions")
     assert isinstance(listed, bytes) and listed.startswith(functions), listed[:200]
     assert read == {"enabled_functions": b"", "set_ftrace_filter": b"vfs_read\n",
                     "set_ftrace_notrace": b""}
-    if end == "SIGTERM":
-        assert daemon.process.wait(DEADLINE) == 0
-    assert "Traceback" not in daemon.log_text()
+
+
+@pytest.mark.parametrize("end", ["Reboot", "SIGTERM"])
+def test_a_filter_write_and_a_check_inside_the_kernel_torn_down_finish_against_it(spawn, end):
+    """A set_ftrace_notrace write and a CheckConsistency that entered the kernel before it
+    was torn down (:func:`behind_a_paused_load`) find the dead kernel's records: the
+    write matches its function, and the check walks every record of that boot. On an
+    emptied page list the write failed EINVAL ("selects no function") and the check
+    answered ok having checked no record."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control:
+        before = control.check_consistency()
+        ended = behind_a_paused_load(daemon, control, end, {
+            "write": functools.partial(control.write_file, f"{TRACING}/set_ftrace_notrace",
+                                       "schedule\n"),
+            "check": control.check_consistency})
+    check = ended["check"]
+    assert isinstance(check, kernel_pb2.ConsistencyReport), check
+    assert (ended["write"], check.ok, check.boot_id,
+            check.records_checked >= before.records_checked > 0) == (
+        len("schedule\n"), True, before.boot_id, True)
+
+
+def test_an_invoke_inside_the_kernel_torn_down_runs_its_call_site():
+    """An Invoke's execute_function() on a kernel shut down under it: the call site is
+    found in the records the teardown left, and as it was patched for the function
+    tracer, the call enters the trampoline, as before. On an emptied page list it faulted (EFAULT,
+    "no function at")."""
+    kernel = Kernel(BootOptions(core_functions=2000))
+    vfs = mount(kernel)
+    try:
+        for path, data in (("set_ftrace_filter", b"schedule\n"), ("current_tracer", b"function\n")):
+            file = vfs.open(f"{TRACING}/{path}", os.O_WRONLY | os.O_TRUNC)
+            file_write(file, data)
+            file.release()
+        (core, *_) = kernel.ftrace.pages.groups
+        (schedule,) = core.records_named("schedule")
+        ip = int(core.ips[schedule])
+        assert execute_function(kernel.ftrace, ip, 0)
+    finally:
+        kernel.shutdown(REBOOTED)
+    assert execute_function(kernel.ftrace, ip, 0)
