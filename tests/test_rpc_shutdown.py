@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from clients.api import Client
+from clients.identity import COMM_METADATA_KEY, PID_METADATA_KEY
 from clients.errors import FtraceError
 from ftrace.v1 import kernel_pb2
 from kernel_daemon.errno import KernelError
@@ -48,6 +49,7 @@ TRACER = "waiting"
 CALLER = f"""
 import json, sys, threading
 from clients.api import Client
+from clients.identity import COMM_METADATA_KEY, PID_METADATA_KEY
 from clients.errors import FtraceError
 
 address, call = sys.argv[1:]
@@ -260,3 +262,34 @@ def test_an_invoke_inside_the_kernel_torn_down_runs_its_call_site():
     finally:
         kernel.shutdown(REBOOTED)
     assert execute_function(kernel.ftrace, ip, 0)
+
+
+class CallContext:
+    """What DaemonState reads of a call's grpc.ServicerContext: the identity metadata of
+    process ``pid``, and a client still there."""
+
+    def __init__(self, pid: int) -> None:
+        self.metadata = ((PID_METADATA_KEY, str(pid)), (COMM_METADATA_KEY, "sh"))
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+    def is_active(self) -> bool:
+        return True
+
+
+def test_a_call_that_enters_after_the_stop_fails_with_enodev():
+    """The daemon's stop ends the boot before the server stops taking calls (so that what
+    waits in it ends within the grace): a unary call that enters the kernel after that
+    fails with the ENODEV of the boot shut down, as a Reboot then does, instead of
+    running on the dead kernel."""
+    try:
+        state = DaemonState(BootOptions(core_functions=2000))
+        with state.syscall(CallContext(4242)) as boot:
+            assert boot is state.boot
+        state.stopping()
+        failure = refused(lambda: state.syscall(CallContext(4242)))
+    finally:
+        gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
+    assert failure == (errno.ENODEV, SHUT_DOWN)
+    assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
