@@ -28,7 +28,9 @@ from ftrace.v1 import kernel_pb2
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.dispatch import execute_function
 from kernel_daemon.kernel import BootOptions, Kernel
+from kernel_daemon.rpc.kernel_service import KernelService
 from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.rpc.status import SIGNAL_METADATA_KEY
 from kernel_daemon.teardown import REBOOTED, SHUT_DOWN
 from kernel_daemon.tracefs.files import file_read, file_write
 from kernel_daemon.tracefs.tree import mount
@@ -265,17 +267,24 @@ def test_an_invoke_inside_the_kernel_torn_down_runs_its_call_site():
 
 
 class CallContext:
-    """What DaemonState reads of a call's grpc.ServicerContext: the identity metadata of
-    process ``pid``, and a client still there."""
+    """What DaemonState uses of a call's grpc.ServicerContext: the identity metadata of
+    process ``pid``, a client still there, and the trailing metadata set."""
 
     def __init__(self, pid: int) -> None:
         self.metadata = ((PID_METADATA_KEY, str(pid)), (COMM_METADATA_KEY, "sh"))
+        self.trailing: tuple[tuple[str, str], ...] = ()
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self.metadata
 
     def is_active(self) -> bool:
         return True
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.trailing
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.trailing = metadata
 
 
 def test_a_call_that_enters_after_the_stop_fails_with_enodev():
@@ -292,4 +301,31 @@ def test_a_call_that_enters_after_the_stop_fails_with_enodev():
     finally:
         gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
     assert failure == (errno.ENODEV, SHUT_DOWN)
+    assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
+
+
+def test_kill_finds_a_task_whose_call_is_inside_the_kernel_a_reboot_replaced():
+    """Kernel.Kill of a process whose call entered the kernel just before a Reboot
+    replaced it (a Ctrl-C's Kill landing just after the swap): the call is still inside
+    the old kernel, so the task is found (the signal table is the daemon's, not the
+    boot's) and the call takes the signal on its way out, where the lookup in the new
+    boot's pid table alone answered ESRCH. Once the call is out, the task, which has not
+    called into the new kernel, is not found."""
+    options = BootOptions(core_functions=2000)
+    kill = KernelService.Kill.__wrapped__  # type: ignore[attr-defined]
+    try:
+        state = DaemonState(options)
+        service = KernelService(state)
+        shell = CallContext(4242)
+        with state.syscall(shell) as syscall_boot:
+            state.reboot(options)
+            found = kill(service, kernel_pb2.KillRequest(pid=4242, signal=2), CallContext(7))
+        after = refused(lambda: kill(service, kernel_pb2.KillRequest(pid=4242, signal=2),
+                                     CallContext(7)))
+        state.stopping()
+    finally:
+        gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
+    assert (syscall_boot.ended, found.calls, shell.trailing) == (
+        True, 1, ((SIGNAL_METADATA_KEY, "2"),))
+    assert after == (errno.ESRCH, "no task with pid 4242")
     assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
