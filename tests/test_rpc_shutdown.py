@@ -7,6 +7,7 @@ kernel within its grace, with that ENODEV, not with gRPC's cancel at the grace's
 from __future__ import annotations
 
 import errno
+import functools
 import gc
 import glob
 import json
@@ -14,17 +15,24 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pytest
 
 from clients.api import Client
+from clients.identity import COMM_METADATA_KEY, PID_METADATA_KEY
+from clients.errors import FtraceError
+from ftrace.v1 import kernel_pb2
 from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.dispatch import execute_function
 from kernel_daemon.kernel import BootOptions, Kernel
+from kernel_daemon.rpc.kernel_service import KernelService
 from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.rpc.status import SIGNAL_METADATA_KEY
 from kernel_daemon.teardown import REBOOTED, SHUT_DOWN
-from kernel_daemon.tracefs.files import file_read
+from kernel_daemon.tracefs.files import file_read, file_write
 from kernel_daemon.tracefs.tree import mount
 from tests.children import child_env
 from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
@@ -33,6 +41,8 @@ from tests.test_daemon_tracefs import wait_until
 from tests.test_tracer_client import DEADLINE, SMALL, TRACING
 
 FILTER_RELEASE = "ftrace_regex_release:before_lock"
+LOAD_COUNT = "ftrace_update_code:before_count"
+LOCK_WAIT = "__mutex_lock_slowpath:ftrace_lock"
 TRACER = "waiting"
 
 #: A client process making one call that waits in the kernel (argv: the daemon's address,
@@ -41,6 +51,7 @@ TRACER = "waiting"
 CALLER = f"""
 import json, sys, threading
 from clients.api import Client
+from clients.identity import COMM_METADATA_KEY, PID_METADATA_KEY
 from clients.errors import FtraceError
 
 address, call = sys.argv[1:]
@@ -152,4 +163,169 @@ def test_a_reboot_the_stop_overtakes_swaps_no_boot_in():
     finally:
         gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
     assert (failure, state.boot is serving) == ((errno.ENODEV, SHUT_DOWN), True)
+    assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
+
+
+#: The files whose reads walk the record pages (``t_start()`` under ftrace_lock).
+LISTINGS = ("available_filter_functions", "enabled_functions", "set_ftrace_filter",
+            "set_ftrace_notrace")
+
+
+def outcome(future: Future) -> object:
+    """A call's answer, or [errno name, message] if it failed."""
+    try:
+        return future.result(DEADLINE)
+    except FtraceError as error:
+        return [error.errno_name, error.message]
+
+
+def behind_a_paused_load(daemon: Any, control: Client, end: str,
+                         calls: dict[str, Callable[[], object]]) -> dict[str, object]:
+    """Each of ``calls`` entered into the kernel, waiting for the ftrace_lock that a module
+    load paused at ftrace_update_code:before_count holds (each paused at
+    __mutex_lock_slowpath:ftrace_lock, so it is surely in the kernel), then the kernel
+    torn down (``end``: Kernel.Reboot or SIGTERM), which releases them all: how each
+    ended (:func:`outcome`)."""
+    with ThreadPoolExecutor(len(calls) + 1) as pool:
+        control.set_failpoint(LOAD_COUNT, "1*pause")
+        load = pool.submit(control.load, "dummy")
+        control.wait_failpoint(LOAD_COUNT, timeout=DEADLINE)
+        control.set_failpoint(LOCK_WAIT, f"{len(calls)}*pause")
+        futures = {name: pool.submit(call) for name, call in calls.items()}
+        control.wait_failpoint(LOCK_WAIT, len(calls), timeout=DEADLINE)
+        if end == "Reboot":
+            control.reboot(core_functions=2000)
+        else:
+            daemon.process.terminate()
+        ended = {name: outcome(future) for name, future in futures.items()}
+        outcome(load)
+    if end == "SIGTERM":
+        assert daemon.process.wait(DEADLINE) == 0
+    assert "Traceback" not in daemon.log_text()
+    return ended
+
+
+@pytest.mark.parametrize("end", ["Reboot", "SIGTERM"])
+def test_a_listing_read_inside_the_kernel_torn_down_finishes_against_it(spawn, end):
+    """Reads of the record listings that entered the kernel before a Kernel.Reboot or
+    SIGTERM ended it (:func:`behind_a_paused_load`): each walks the dead kernel's record
+    pages, as the kernel's teardown leaves them for the calls still on it. Were the page
+    list emptied, t_start()'s walk would fail on it (IndexError: EIO)."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control:
+        control.write_file(f"{TRACING}/set_ftrace_filter", "vfs_read\n")
+        functions = control.read_file(f"{TRACING}/available_filter_functions")
+        read = behind_a_paused_load(daemon, control, end, {
+            name: functools.partial(control.read_file, f"{TRACING}/{name}")
+            for name in LISTINGS})
+    listed = read.pop("available_filter_functions")
+    assert isinstance(listed, bytes) and listed.startswith(functions), listed[:200]
+    assert read == {"enabled_functions": b"", "set_ftrace_filter": b"vfs_read\n",
+                    "set_ftrace_notrace": b""}
+
+
+@pytest.mark.parametrize("end", ["Reboot", "SIGTERM"])
+def test_a_filter_write_and_a_check_inside_the_kernel_torn_down_finish_against_it(spawn, end):
+    """A set_ftrace_notrace write and a CheckConsistency that entered the kernel before it
+    was torn down (:func:`behind_a_paused_load`) find the dead kernel's records: the
+    write matches its function, and the check walks every record of that boot. On an
+    emptied page list the write failed EINVAL ("selects no function") and the check
+    answered ok having checked no record."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control:
+        before = control.check_consistency()
+        ended = behind_a_paused_load(daemon, control, end, {
+            "write": functools.partial(control.write_file, f"{TRACING}/set_ftrace_notrace",
+                                       "schedule\n"),
+            "check": control.check_consistency})
+    check = ended["check"]
+    assert isinstance(check, kernel_pb2.ConsistencyReport), check
+    assert (ended["write"], check.ok, check.boot_id,
+            check.records_checked >= before.records_checked > 0) == (
+        len("schedule\n"), True, before.boot_id, True)
+
+
+def test_an_invoke_inside_the_kernel_torn_down_runs_its_call_site():
+    """An Invoke's execute_function() on a kernel shut down under it: the call site is
+    found in the records the teardown left, and as it was patched for the function
+    tracer, the call enters the trampoline, as before. On an emptied page list it faulted (EFAULT,
+    "no function at")."""
+    kernel = Kernel(BootOptions(core_functions=2000))
+    vfs = mount(kernel)
+    try:
+        for path, data in (("set_ftrace_filter", b"schedule\n"), ("current_tracer", b"function\n")):
+            file = vfs.open(f"{TRACING}/{path}", os.O_WRONLY | os.O_TRUNC)
+            file_write(file, data)
+            file.release()
+        (core, *_) = kernel.ftrace.pages.groups
+        (schedule,) = core.records_named("schedule")
+        ip = int(core.ips[schedule])
+        assert execute_function(kernel.ftrace, ip, 0)
+    finally:
+        kernel.shutdown(REBOOTED)
+    assert execute_function(kernel.ftrace, ip, 0)
+
+
+class CallContext:
+    """What DaemonState uses of a call's grpc.ServicerContext: the identity metadata of
+    process ``pid``, a client still there, and the trailing metadata set."""
+
+    def __init__(self, pid: int) -> None:
+        self.metadata = ((PID_METADATA_KEY, str(pid)), (COMM_METADATA_KEY, "sh"))
+        self.trailing: tuple[tuple[str, str], ...] = ()
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+    def is_active(self) -> bool:
+        return True
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.trailing
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.trailing = metadata
+
+
+def test_a_call_that_enters_after_the_stop_fails_with_enodev():
+    """The daemon's stop ends the boot before the server stops taking calls (so that what
+    waits in it ends within the grace): a unary call that enters the kernel after that
+    fails with the ENODEV of the boot shut down, as a Reboot then does, instead of
+    running on the dead kernel."""
+    try:
+        state = DaemonState(BootOptions(core_functions=2000))
+        with state.syscall(CallContext(4242)) as boot:
+            assert boot is state.boot
+        state.stopping()
+        failure = refused(lambda: state.syscall(CallContext(4242)))
+    finally:
+        gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
+    assert failure == (errno.ENODEV, SHUT_DOWN)
+    assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
+
+
+def test_kill_finds_a_task_whose_call_is_inside_the_kernel_a_reboot_replaced():
+    """Kernel.Kill of a process whose call entered the kernel just before a Reboot
+    replaced it (a Ctrl-C's Kill landing just after the swap): the call is still inside
+    the old kernel, so the task is found (the signal table is the daemon's, not the
+    boot's) and the call takes the signal on its way out, where the lookup in the new
+    boot's pid table alone answered ESRCH. Once the call is out, the task, which has not
+    called into the new kernel, is not found."""
+    options = BootOptions(core_functions=2000)
+    kill = KernelService.Kill.__wrapped__  # type: ignore[attr-defined]
+    try:
+        state = DaemonState(options)
+        service = KernelService(state)
+        shell = CallContext(4242)
+        with state.syscall(shell) as syscall_boot:
+            state.reboot(options)
+            found = kill(service, kernel_pb2.KillRequest(pid=4242, signal=2), CallContext(7))
+        after = refused(lambda: kill(service, kernel_pb2.KillRequest(pid=4242, signal=2),
+                                     CallContext(7)))
+        state.stopping()
+    finally:
+        gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
+    assert (syscall_boot.ended, found.calls, shell.trailing) == (
+        True, 1, ((SIGNAL_METADATA_KEY, "2"),))
+    assert after == (errno.ESRCH, "no task with pid 4242")
     assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []

@@ -245,12 +245,13 @@ class RecordPages:
 
     def destroy(self, reason: str = SHUT_DOWN) -> None:
         """The kernel is going away for ``reason`` (kernel_daemon.teardown): unlink every
-        segment not freed yet, and refuse to create more (mappings stay valid for the
-        calls still running on it)."""
+        segment not freed yet, and refuse to create more. The page list stays as it is,
+        its mappings valid: a call still running on the kernel (a listing's walk, a
+        filter's match, an Invoke's record lookup) finishes against the records it had,
+        as a unary call inside the old kernel does (kernel_daemon.rpc.state)."""
         with self._segments_lock:
             self._end_reason = reason
             for segment in self._segments:
                 segment.unlink()
             self._segments.clear()
-        self.groups = ()
         self.directory.unlink()

@@ -421,11 +421,19 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
         inside the kernel (kernel_daemon.signal). Not a call inside the kernel itself:
         the caller does not signal this call, nor count it. The task is looked up first
         (``pid_task()``, ESRCH), the signal checked after (``group_send_sig_info()`` ->
-        ``check_kill_permission()``'s ``valid_signal()``, EINVAL)."""
-        self.state.caller(context)  # the caller's identity is checked all the same
+        ``check_kill_permission()``'s ``valid_signal()``, EINVAL).
+
+        A task with a call inside the kernel exists whichever boot the call entered: the
+        signal table is the daemon's, and a call that entered the boot a Reboot has just
+        replaced still runs there and takes the signal on its way out (a Ctrl-C's Kill
+        landing just after the swap finds it). A task in user space exists if it has
+        called into the boot serving (its pid table)."""
+        boot = self.state.boot
+        self.state.caller(context, boot)  # the caller's identity is checked all the same
         if request.pid <= 0:
             raise KernelError(errno.EINVAL, f"pid {request.pid}: the model has no process groups")
-        if not self.state.boot.kernel.pid_hash.find_get_pid(request.pid):
+        if not (self.state.signals.kill(request.pid, 0)
+                or boot.kernel.pid_hash.find_get_pid(request.pid)):
             raise KernelError(errno.ESRCH, f"no task with pid {request.pid}")
         if not valid_signal(request.signal):
             raise KernelError(errno.EINVAL, f"no signal {request.signal}")

@@ -8,7 +8,8 @@ ends with ENODEV at that request (a half-close ends it with OK); a unary call al
 inside the old kernel finishes against it, or fails with ENODEV where it would need the
 old boot's shared memory, which is unlinked. New calls see the new boot. The daemon's
 stop ends its boot the same way, before the server's grace, so that what waits in it
-ends within the grace.
+ends within the grace; a call that enters after it finds no new boot, and fails with
+the ENODEV of the one shut down.
 """
 
 from __future__ import annotations
@@ -203,23 +204,35 @@ class DaemonState:
         call acquired ftrace_lock go back in its trailing metadata, failed or not. A
         signal the call took (kernel_daemon.signal) goes back there too.
         Malformed identity metadata raises KernelError(EINVAL) before anything runs.
+        A call that finds its boot ended raises that boot's ENODEV (:meth:`Boot.gone`),
+        as a call already inside would meet it: after the daemon's stop ended the last
+        boot, "ftraced is shutting down" (gRPC takes calls until the server's grace
+        begins); a reboot swaps the new boot in before it ends the old, so only a call
+        that read the old one just before the swap can find it ended ("the kernel
+        rebooted"), as it would have had it entered a moment sooner. The boot is read
+        once: the call's pid goes into the table of the boot it works on.
         """
-        return Syscall(self.caller(context), self.boot, context, self.signals, report_locking)
+        boot = self.boot
+        task = self.caller(context, boot)
+        if boot.ended:
+            raise boot.gone()
+        return Syscall(task, boot, context, self.signals, report_locking)
 
-    def caller(self, context: grpc.ServicerContext) -> Task:
+    def caller(self, context: grpc.ServicerContext, boot: Boot | None = None) -> Task:
         """The calling process, from the call's identity metadata: parsed once per
         distinct metadata (a client sends the same with every call).
 
-        Every call comes in here, so this is where a process enters the kernel: its pid
-        goes into the kernel's pid table for ``find_get_pid``, a table of the model's own
-        choosing, as it has no process table (kernel_daemon.pid).
+        Every call comes in here, so this is where a process enters the kernel (``boot``'s;
+        None: the boot serving): its pid goes into the kernel's pid table for
+        ``find_get_pid``, a table of the model's own choosing, as it has no process table
+        (kernel_daemon.pid).
         """
         metadata = context.invocation_metadata()
         try:
             task = self._callers[metadata]
         except (KeyError, TypeError):  # TypeError: metadata that is not a hashable tuple
             task = self._identify(metadata)
-        self.boot.kernel.pid_hash.attach_pid(task.pid)
+        (boot or self.boot).kernel.pid_hash.attach_pid(task.pid)
         return task
 
     def count_invocations(self, calls: int) -> None:
