@@ -31,9 +31,17 @@ def reads(op: SeqOperations, size: int) -> list[tuple[bytes, int, int, int]]:
     return out
 
 
+#: The read sizes that can read differently: every one up to the largest buffer the
+#: reading grows (2 * PAGE_SIZE: RECORDS' one record larger than a page doubles it once),
+#: and one far past it. The read size enters ``run`` only through the bytes before a record
+#: (``count < size``), and a page of a buffer no larger than the size ends at ``m->size``
+#: first (``count + len >= m->size``), so every size from the buffer's up reads alike.
+READ_SIZES = [*range(1, 2 * PAGE_SIZE + 1), 1 << 16]
+
+
 def test_run_reads_as_one_record_at_a_time_for_every_read_size():
     total = b"".join(RECORDS)
-    for size in range(1, 65537):
+    for size in READ_SIZES:
         snapshot = SeqSnapshot(lambda: RECORDS).operations()
         one_at_a_time = SeqSnapshot(lambda: RECORDS).operations()
         one_at_a_time = SeqOperations(one_at_a_time.start, one_at_a_time.next,
@@ -41,6 +49,8 @@ def test_run_reads_as_one_record_at_a_time_for_every_read_size():
         got = reads(snapshot, size)
         assert got == reads(one_at_a_time, size), size
         assert b"".join(chunk for chunk, *_ in got) == total
+    # The largest buffer is the one READ_SIZES reach (RECORDS changed, they may not).
+    assert max(m_size for *_, m_size in got) == 2 * PAGE_SIZE
 
 
 @pytest.mark.parametrize("text", [b"", b"a\n", b"a\nb", b"\n\nx\n", b"".join(RECORDS) + b"tail"])

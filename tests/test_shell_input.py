@@ -11,6 +11,7 @@ too.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -119,22 +120,44 @@ _SCRIPTS = [
 ]
 
 
+#: What each script of the run of them all ends with: its status on stdout, a mark on stderr.
+_ENDED = b'echo "::ended $?::"; echo ::ended:: >&2\n'
+_ENDED_OUT = re.compile(rb"^::ended (\d+)::\n", re.MULTILINE)
+_ENDED_ERR = re.compile(rb"^::ended::\n", re.MULTILINE)
+
+
+def each_script(run: subprocess.CompletedProcess) -> list[tuple[int, bytes, bytes]]:
+    """The status, stdout and stderr of each of ``_SCRIPTS`` in ``run`` of them all."""
+    out = _ENDED_OUT.split(run.stdout)
+    err = _ENDED_ERR.split(run.stderr)
+    # Every script ran to its end: a mark each, and nothing after the last.
+    assert (len(out), len(err), out[-1], err[-1]) == (
+        2 * len(_SCRIPTS) + 1, len(_SCRIPTS) + 1, b"", b""), run
+    return [(int(status), text, error) for text, status, error in zip(out[::2], out[1::2], err)]
+
+
 def test_input_redirections_read_tracefs_files_as_bash_reads_files(daemon, tmp_path):
+    """Each script as bash runs it: one run of them all for each shell, as a starting
+    shell costs far more than every script together; the marks each script ends with
+    split both runs script by script. Each shell cds first, so the line numbers in their
+    messages are the same."""
     with daemon.connect() as client:
         client.write_file(f"{TRACING}/set_ftrace_filter", "vfs_read\nvfs_write\nsys_read\n")
         copies = tmp_path / "copies"
         copies.mkdir()
         for name in _FILES:
             (copies / name).write_bytes(client.read_file(f"{TRACING}/{name}"))
-    for script in _SCRIPTS:
-        bash = subprocess.run(["bash", "-c", script], executable="/bin/bash", cwd=copies,
-                              env=WITH_GREP, capture_output=True, timeout=DEADLINE)
-        shell = subprocess.run(
-            [sys.executable, "-m", "clients.shell", "--address", daemon.address, "-c",
-             f"cd {TRACING}; {script}"],
-            cwd=tmp_path, env=child_env(), capture_output=True, timeout=DEADLINE)
-        assert (shell.returncode, shell.stdout, shell.stderr) == (
-            bash.returncode, bash.stdout, bash.stderr), script
+    scripts = b"".join(script.encode() + b"\n" + _ENDED for script in _SCRIPTS)
+    bash = subprocess.run(["bash", "-c", b"cd %s\n%s" % (bytes(copies), scripts)],
+                          executable="/bin/bash", cwd=copies, env=WITH_GREP,
+                          capture_output=True, timeout=120)
+    shell = subprocess.run(
+        [sys.executable, "-m", "clients.shell", "--address", daemon.address, "-c",
+         b"cd %s\n%s" % (TRACING.encode(), scripts)],
+        cwd=tmp_path, env=child_env(), capture_output=True, timeout=120)
+    assert (shell.returncode, bash.returncode) == (0, 0), (shell, bash)
+    for script, got, expected in zip(_SCRIPTS, each_script(shell), each_script(bash)):
+        assert got == expected, script
 
 
 @pytest.mark.parametrize("reader, out, err", [
