@@ -262,10 +262,15 @@ def interruptible(call: grpc.RpcContext, wait: Callable[[], T], kill: Kill | Non
             cancelled = cancelled or sent.cancelled
     finally:
         _signal.signal(signal.SIGINT, signal.default_int_handler)
-    if interrupted:
+    if cancelled:
         # What the cancel completes is handled before the program goes on to its exit.
         settle(call)
-        raise KeyboardInterrupt if cancelled else SignalTaken(result)
+        raise KeyboardInterrupt
+    if interrupted:
+        # Not cancelled: the call goes on (a file session stays open until its owner
+        # closes it), so there is nothing to settle, and waiting for its end would
+        # wait for SETTLE_TIMEOUT.
+        raise SignalTaken(result)
     return result
 
 

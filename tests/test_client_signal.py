@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
+import clients.interrupt
 from clients.api import Client, RequestQueue
 from clients.interrupt import SignalTaken, interruptible
 from clients.identity import Identity
@@ -512,7 +513,23 @@ def test_a_session_write_signalled_as_it_enters_makes_its_first_write(session, w
 
 # --- Ctrl-C in a FileSession operation: the operation's result comes back ---------------
 
-def test_ctrl_c_in_a_session_write_waiting_for_ftrace_lock_returns_what_it_wrote(spawn):
+@pytest.fixture
+def settled(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each call that clients.interrupt settles had ended: settle() waits for an
+    ended call's last events, so on a call still going on (a file session the signal left
+    open) it would wait SETTLE_TIMEOUT for nothing."""
+    ended: list[bool] = []
+    real = clients.interrupt.settle
+
+    def spy(call: Any) -> None:
+        ended.append(call.done())
+        real(call)
+
+    monkeypatch.setattr(clients.interrupt, "settle", spy)
+    return ended
+
+
+def test_ctrl_c_in_a_session_write_waiting_for_ftrace_lock_returns_what_it_wrote(spawn, settled):
     """A FileSession's write to set_ftrace_filter (open before the lock was taken)
     waiting for the lock a paused writer holds. One Ctrl-C: the client signals its task,
     the write completes once the lock is released, and SignalTaken is raised with its
@@ -531,11 +548,12 @@ def test_ctrl_c_in_a_session_write_waiting_for_ftrace_lock_returns_what_it_wrote
                 presser.join(DEADLINE)
         assert (raised.type, kill.answers) == (SignalTaken, [1])
         assert raised.value.answer.bytes_written == len(b"schedule\n")
+        assert all(settled), settled  # the open session was not waited for
         assert control.read_file(f"{TRACING}/set_ftrace_filter") == b"schedule\n"
         assert control.stats().open_files == 0
 
 
-def test_ctrl_c_in_a_session_read_of_trace_pipe_that_read_nothing_has_no_answer(daemon):
+def test_ctrl_c_in_a_session_read_of_trace_pipe_that_read_nothing_has_no_answer(daemon, settled):
     """A FileSession's read of trace_pipe waiting for events: Ctrl-C signals the task,
     the read fails EINTR (it copied nothing), and SignalTaken is raised with no answer;
     the session is closed."""
@@ -549,4 +567,5 @@ def test_ctrl_c_in_a_session_read_of_trace_pipe_that_read_nothing_has_no_answer(
         finally:
             presser.join(DEADLINE)
         assert (raised.type, raised.value.answer, kill.answers) == (SignalTaken, None, [1])
+        assert all(settled), settled  # the open session was not waited for
         wait_until(lambda: control.stats().open_files == 0, DEADLINE)
