@@ -47,10 +47,22 @@ counted.
 Each anomaly is reported once (per source, kind and module, and the check's first record
 or the log's message) through the ``on_anomaly`` callback; ``on_lost`` is called when
 the daemon stops answering.
+
+All of it is one boot's: the baseline's (``boot_id``). A ``Kernel.Reboot`` of someone
+else's (ftrace-stress reboots no daemon) replaces the kernel the run judges, its counts,
+its shared memory (unlinked: a reader attached to it goes on reading the dead boot's
+pages) and its log (the follower's stream ends). So every answer that says its boot is
+looked at: each snapshot's ``Stats``, each check's report; the follower's stream ending
+and a call failing are followed by a ``Stats``; and an anomaly a snapshot shows is
+reported only once a ``Stats`` after it shows the same boot (boot ids only grow, so the
+ListOps and the copy before it were of that boot too). A new boot seen stops every
+observer and is said once through ``on_reboot``, as a :class:`Reboot`; what was found
+before it stays found.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -95,6 +107,20 @@ _HOLD_FOR = 0.5
 #: failpoint, a deadlock) would hold them with it, and they would look stuck in the
 #: kernel while they wait on the checker.
 HOLD_MAX = 1.0
+
+
+@dataclass(frozen=True)
+class Reboot:
+    """The daemon's kernel replaced under the run (``Kernel.Reboot``): the kernel the
+    verdict was about is gone."""
+
+    boot_id: int  # the run's boot, as the baseline found it
+    new_boot_id: int  # the boot seen instead
+    # CLOCK_MONOTONIC ns: when the new boot was first seen, and when it began (a Stats
+    # answer's time less its uptime: the old kernel served until it was up; None when
+    # no Stats of that boot said it).
+    seen_ns: int
+    booted_ns: int | None
 
 
 @dataclass
@@ -229,12 +255,14 @@ class Checker:
 
     def __init__(self, address: str, interval: float, on_anomaly: Callable[[Anomaly], None],
                  on_lost: Callable[[str], None],
-                 hold_writers: Callable[[], ContextManager[bool]] | None = None) -> None:
+                 hold_writers: Callable[[], ContextManager[bool]] | None = None,
+                 on_reboot: Callable[[Reboot], None] | None = None) -> None:
         self.client = Client(address)
         self.interval = interval
         self._hold_writers = hold_writers
         self._on_anomaly = on_anomaly
         self._on_lost = on_lost
+        self._on_reboot = on_reboot
         self._stop = threading.Event()
         # Set by the runner when it begins to stop the clients: the kernel then goes
         # quiet with tracing still on, the moment a bracket holds most easily, so the
@@ -247,6 +275,12 @@ class Checker:
         # CheckConsistency calls per second while its thread ran (set at its end).
         self.consistency_rate: float | None = None
         self.reader: RecordsReader | None = None
+        # The boot the run judges and its shared memory (the baseline's; a checker used
+        # without one judges the boot of the first answer it looks at); the reboot, once
+        # seen.
+        self.boot_id = 0
+        self.shm_namespace = ""
+        self.reboot: Reboot | None = None
         # What the last snapshot attempt saw: tracing started, a writer mid-update.
         self._busy = False
         self._writer_seen = False
@@ -262,6 +296,7 @@ class Checker:
         """The kernel as the run finds it (the module docstring), before :meth:`start`.
         Raises FtraceError when the daemon does not answer."""
         stats = self.client.stats()
+        self.boot_id, self.shm_namespace = stats.boot_id, stats.shm_namespace
         try:
             self.reader = RecordsReader(stats.shm_namespace)
         except (OSError, ValueError) as error:  # a daemon on another machine
@@ -317,6 +352,56 @@ class Checker:
             self._on_anomaly(anomaly)
         return anomaly
 
+    # --- the boot ------------------------------------------------------------------
+
+    def _same_boot(self, boot_id: int, answered_ns: int,
+                   stats: kernel_pb2.KernelStats | None = None) -> bool:
+        """Whether an answer of ``answered_ns`` (``stats``, when it is one) came from the
+        run's boot; the first one that did not is the reboot (the module docstring): said
+        once, and every observer stops."""
+        if boot_id == self.boot_id:
+            return True
+        with self._lock:
+            if not self.boot_id:  # no baseline: this is the boot judged
+                self.boot_id = boot_id
+        if boot_id == self.boot_id:
+            return True
+        stats_ns = answered_ns
+        if stats is None:  # when the new boot began: its uptime, if it still serves
+            with contextlib.suppress(FtraceError):
+                stats, stats_ns = self.client.stats(), time.monotonic_ns()
+        booted_ns = (stats_ns - int(stats.uptime_seconds * 1e9)
+                     if stats is not None and stats.boot_id == boot_id else None)
+        with self._lock:
+            first = self.reboot is None
+            if first:
+                self.reboot = Reboot(self.boot_id, boot_id, answered_ns, booted_ns)
+        if first:
+            self._stop.set()
+            if self._on_reboot is not None:
+                self._on_reboot(self.reboot)
+        return False
+
+    def confirm_boot(self) -> bool:
+        """Whether the run's boot still serves (``Stats``); False once a reboot was seen.
+        Raises FtraceError when the daemon does not answer."""
+        if self.reboot is not None:
+            return False
+        stats = self.client.stats()
+        return self._same_boot(stats.boot_id, time.monotonic_ns(), stats)
+
+    def _failed(self, call: str, error: FtraceError) -> None:
+        """A call failed: the kernel it was in rebooted (said as such), or the daemon is
+        lost."""
+        if self._stop.is_set():
+            return
+        try:
+            if not self.confirm_boot():
+                return
+        except FtraceError:
+            pass
+        self._on_lost(f"{call}: {error_text(error)}")
+
     # --- consistency and shared memory ---------------------------------------------
 
     def _poll(self) -> None:
@@ -330,8 +415,7 @@ class Checker:
                 self.check_consistency()
                 done += 1
         except FtraceError as error:
-            if not self._stop.is_set():
-                self._on_lost(f"CheckConsistency: {error_text(error)}")
+            self._failed("CheckConsistency", error)
         finally:
             self.consistency_rate = round(done / (time.monotonic() - began), 1)
 
@@ -355,8 +439,7 @@ class Checker:
                 else:
                     wait = _WRITER_BACKOFF if self._writer_seen else 0.0
         except FtraceError as error:
-            if not self._stop.is_set():
-                self._on_lost(f"Stats/ListOps: {error_text(error)}")
+            self._failed("Stats/ListOps", error)
 
     def _count(self, check: str) -> None:
         """One more of the run's checks; the baseline's are not the run's."""
@@ -364,9 +447,12 @@ class Checker:
             self.counts[check] += 1
 
     def check_consistency(self) -> None:
+        """One ``CheckConsistency``, of the run's boot (its report says which)."""
         start = time.monotonic_ns()
         report = self.client.check_consistency()
         end = time.monotonic_ns()
+        if not self._same_boot(report.boot_id, end):
+            return
         self._count("consistency")
         for anomaly in consistency_anomalies(report, start, end):
             self._report_anomaly(anomaly)
@@ -443,6 +529,8 @@ class Checker:
                 settle(bracket.stats)
                 raise
             stats = interruptible(bracket.stats, bracket.stats.result)
+        if not self._same_boot(stats.boot_id, time.monotonic_ns(), stats):
+            return True  # the run's kernel is gone: nothing to try again
         ops = list(listed.ops)
         state, start = bracket.state, bracket.start
         self._busy = stats.ftrace_start_up > 0
@@ -460,6 +548,10 @@ class Checker:
         if snap.state() != state:
             self._count("shm inconclusive")
             return False
+        found = snapshot_anomalies(snap, ops, stats, start, end)
+        # Stats said the run's boot; the ListOps asked with it may be the next boot's.
+        if found and not self.confirm_boot():
+            return True
         self._count("shm")
         if self.clients_stopping.is_set():
             self._count("shm at stop")
@@ -469,7 +561,7 @@ class Checker:
                 self._count("shm held")
             if any(group.counts.any() for group in snap.groups):
                 self._count("shm nonzero")
-        for anomaly in snapshot_anomalies(snap, ops, stats, start, end):
+        for anomaly in found:
             self._report_anomaly(anomaly)
         return True
 
@@ -484,9 +576,11 @@ class Checker:
                     return
                 self._follow_stream = self.client.dmesg_follow(replay=True)
             self._read_log(self._follow_stream)
+            # The stream ends with the boot whose log it follows (kernel.proto).
+            if not self._stop.is_set() and self.confirm_boot():
+                self._on_lost("DmesgFollow: the log's stream ended")
         except FtraceError as error:
-            if not self._stop.is_set():
-                self._on_lost(f"DmesgFollow: {error_text(error)}")
+            self._failed("DmesgFollow", error)
 
     def _read_ring(self) -> None:
         """The ring's lines not read yet, up to its last now: ``Dmesg``'s ``next_seq``
@@ -532,15 +626,19 @@ class Checker:
     def final_check(self) -> None:
         """After the clients stopped (and :meth:`stop`): the checks once more, and the
         log's lines the follower had not delivered yet, a report it was receiving
-        continued. Raises FtraceError when the daemon does not answer."""
+        continued; none of them once the run's boot is gone (a reboot seen now, if not
+        before). Raises FtraceError when the daemon does not answer."""
         self.phase = "teardown"
+        if not self.confirm_boot():
+            return
         self.check_consistency()
         # The kernel is quiet now: a snapshot fails only while a write is in progress,
         # or forever when a killed client's call is stuck mid-write.
         for _ in range(_FINAL_SNAPSHOT_TRIES):
             if self.check_snapshot():
                 break
-        self._read_ring()
+        if self.reboot is None:
+            self._read_ring()
 
     def close(self) -> None:
         self.client.close()

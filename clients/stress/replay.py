@@ -43,10 +43,15 @@ _WAIT_SLICE = 0.2
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+class ReplayRebooted(Exception):
+    """The replay's daemon rebooted under it (someone's ``Kernel.Reboot``): what it showed
+    is not of the kernel the commands ran on."""
+
+
 @dataclass
 class Observation:
     """What a replay showed: the log's reports and the consistency check's anomalies,
-    each kind with the number of commands run when it was first seen."""
+    each kind with the number of commands run when it was first seen; all of one boot."""
 
     reports: list[str] = field(default_factory=list)  # "WARNING: at ...", "BUG: KASAN: ..."
     # The check's anomalies: (message, module, after how many commands first seen).
@@ -55,6 +60,8 @@ class Observation:
     # Each report's call trace, innermost first (a report is the same line whatever the
     # path to it: a WARN in __ftrace_hash_rec_update is reached by every hash walk).
     traces: dict[str, list[str]] = field(default_factory=dict)
+    # The boot it is of: the replay's, taken before its first command (0: the first look's).
+    boot_id: int = 0
 
     def first(self, source: str, kind: str) -> int | None:
         """After how many commands it was first seen, or None. An shm anomaly is the
@@ -85,8 +92,15 @@ class Observation:
         return "; ".join(shown) if shown else "no anomaly"
 
     def look(self, client: Client, step: int) -> None:
-        """Look at the kernel after ``step`` commands."""
+        """Look at the kernel after ``step`` commands. Raises ReplayRebooted when the
+        check's kernel is not the replay's boot; when it is, so was the log's, read
+        between the two (boot ids only grow)."""
         log = client.dmesg()
+        report = client.check_consistency()
+        self.boot_id = self.boot_id or report.boot_id
+        if report.boot_id != self.boot_id:
+            raise ReplayRebooted(f"the replay's daemon rebooted under it (boot {self.boot_id}, "
+                                 f"then {report.boot_id}): not the run's doing")
         for match in _REPORT_LINE.finditer(log):
             message = match.group(1)
             if message not in self.reports:
@@ -94,7 +108,7 @@ class Observation:
                 self.kinds.setdefault(("dmesg", dmesg_kind(message)), step)
                 self.traces[message] = call_trace(log[match.end():].splitlines()[1:])
         known = {message for message, _, _ in self.anomalies}
-        for anomaly in client.check_consistency().anomalies:
+        for anomaly in report.anomalies:
             if anomaly.message not in known:
                 self.anomalies.append((anomaly.message, anomaly.module, step))
                 self.kinds.setdefault(
@@ -171,8 +185,8 @@ class Replayer:
     def sequential(self, commands: list[str], each: bool = True) -> Observation:
         """Run the commands one after the other, looking at the kernel after each one
         (``each``) or only at the end."""
-        seen = Observation()
         with self._fresh() as daemon, self._client(daemon) as client:
+            seen = Observation(boot_id=client.stats().boot_id)
             run_script(client, commands, (lambda step: seen.look(client, step)) if each else None)
             seen.look(client, len(commands))
         return seen
@@ -184,6 +198,7 @@ class Replayer:
         ``site``, or ``racing`` could not finish while ``held`` was paused."""
         with (self._fresh() as daemon, self._client(daemon) as first,
               self._client(daemon) as second):
+            seen = Observation(boot_id=first.stats().boot_id)
             run_script(first, prefix)
             first.set_failpoint(site, "1*pause")
             held_step = _Step(first, held)
@@ -200,7 +215,6 @@ class Replayer:
             if not finished:
                 return None
             run_script(second, after)
-            seen = Observation()
             seen.look(second, 2 + len(after))
             return seen
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from clients.stress.checker import FTRACE_DISABLED, HOLD_MAX, Anomaly
+from clients.stress.checker import FTRACE_DISABLED, HOLD_MAX, Anomaly, Reboot
 from clients.stress.commands import op_commands
 from clients.stress.config import RunConfig
 from clients.stress.cpu import cpu_per_operation
@@ -158,6 +158,7 @@ class RunResult:
     cpu: dict[str, float] = field(default_factory=dict)
     shm_error: str = ""
     error: str = ""  # what made the run fail (exit status 2)
+    reboot: Reboot | None = None  # the daemon rebooted under the run (Checker.reboot)
     reproducer: Reproducer | None = None
     reproducer_note: str = ""
     report: dict[str, Any] = field(default_factory=dict)  # report.json, once written
@@ -185,6 +186,23 @@ class RunResult:
     @property
     def outcome(self) -> str:
         return OUTCOMES[self.exit_status]
+
+    @property
+    def reboot_text(self) -> str:
+        """The reboot under the run in one line ("" for none): which boots, when."""
+        reboot = self.reboot
+        if reboot is None:
+            return ""
+
+        def when(ns: int) -> str:
+            return (f"{(ns - self.start_ns) / 1e9:.3f} s into the run"
+                    if self.started and ns >= self.start_ns else "before the clients started")
+
+        booted = "" if reboot.booted_ns is None else f" booted {when(reboot.booted_ns)},"
+        return (f"the daemon rebooted during the run (Kernel.Reboot, not the run's): boot "
+                f"{reboot.boot_id}, the kernel the run judged, is gone; boot "
+                f"{reboot.new_boot_id}{booted} seen {when(reboot.seen_ns)}, where the run "
+                f"stopped")
 
     @property
     def ftrace_disabled_before(self) -> bool:
@@ -297,6 +315,14 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "started_wall": result.start_wall,
         "ran_s": round(result.duration, 3) if result.started else None,
         "daemon": result.daemon,
+        # Someone's Kernel.Reboot under the run: the kernel judged, gone (times None when
+        # not known, or before the clients started).
+        "reboot": None if result.reboot is None else {
+            "boot_id": result.reboot.boot_id, "new_boot_id": result.reboot.new_boot_id,
+            "booted_s": (None if result.reboot.booted_ns is None or not result.started
+                         else result.seconds(result.reboot.booted_ns)),
+            "seen_s": result.seconds(result.reboot.seen_ns) if result.started else None,
+            "text": result.reboot_text},
         "operations": {
             "total": tally.total,
             "completed": tally.completed,
@@ -372,6 +398,13 @@ def stall_text(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def reboot_text(report: dict[str, Any]) -> list[str]:
+    """The reboot under the run, when the error does not say it already (an anomaly
+    found before it is the run's verdict, with the reboot beside it)."""
+    reboot = report["reboot"]
+    return [reboot["text"]] if reboot and reboot["text"] != report["error"] else []
+
+
 def before_run_text(report: dict[str, Any]) -> list[str]:
     """report.txt's account of what the kernel showed before the run, if anything."""
     before = report["before_run"]
@@ -441,6 +474,7 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
     out.append(f"outcome:   {status} (exit status {report['exit_status']})")
     if report["error"]:
         out.append(f"error:     {report['error']}")
+    out += [f"rebooted:  {line}" for line in reboot_text(report)]
     out.append(f"command:   {report['command']}")
     out.append("           (re-runs each client's choices, not how the clients interleaved: "
                "an anomaly's replay is repro.sh)")

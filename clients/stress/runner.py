@@ -48,12 +48,13 @@ from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.spawn import SpawnedDaemon, SpawnError, spawn_daemon
 from clients.stress import history
-from clients.stress.checker import Anomaly, Checker
+from clients.stress.checker import Anomaly, Checker, Reboot
 from clients.stress.commands import TRACING_DIR
 from clients.stress.config import AUTO_FAILPOINTS, BootSpec, RunConfig
 from clients.stress.cpu import CpuMeter, daemon_pid
 from clients.stress.history import RESULT_ERROR, RESULT_OK, RESULT_UNKNOWN, Recorder
 from clients.stress.minimize import Minimizer, SearchInput, Target
+from clients.stress.replay import ReplayRebooted
 from clients.stress.report import OpsTally, RunResult, WorkerRecord, write_reports
 from clients.stress.workers import WorkerSpec
 
@@ -258,6 +259,7 @@ class Run:
         self.modules: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._lost = ""
+        self._reboot: Reboot | None = None  # the daemon's kernel replaced under the run
         # The writers the checker holds for a snapshot (hold_writers); whether they were
         # told to go (a hold before would read as their go) and whether the run has
         # begun to stop: it holds none before the one and after the other (_hold_lock).
@@ -289,6 +291,13 @@ class Run:
     def _on_lost(self, why: str) -> None:
         with self._lock:
             self._lost = self._lost or f"the daemon stopped answering ({why})"
+        self._wake()
+
+    def _on_reboot(self, reboot: Reboot) -> None:
+        """Someone rebooted the daemon (the run never does): the kernel the run judges is
+        gone, so the run stops; what it found before stands (:meth:`_finish`)."""
+        with self._lock:
+            self._reboot = reboot
         self._wake()
 
     @contextlib.contextmanager
@@ -354,18 +363,18 @@ class Run:
         """The daemon as the run finds it (the checker's baseline), made ready for it."""
         config = self.config
         self.checker = Checker(self.address, config.check_interval, self._on_anomaly,
-                               self._on_lost, self.hold_writers)
+                               self._on_lost, self.hold_writers, self._on_reboot)
         self.checker.baseline()
         self.result.before_run = self.checker.before
         if config.address is not None:
             self._adopt()
             if not self.result.ftrace_disabled_before:
                 self._found = self._as_found()
-        stats = self.client.stats()
         self.daemon_pid = self.spawned.pid if self.spawned else daemon_pid(self.address)
         self.result.daemon = {"address": self.address, "private": self.spawned is not None,
                               "pid": self.daemon_pid,
-                              "shm_namespace": stats.shm_namespace, "boot_id": stats.boot_id}
+                              "shm_namespace": self.checker.shm_namespace,
+                              "boot_id": self.checker.boot_id}
         catalog = {m.name: list(m.functions) for m in self.client.catalog()}
         missing = [m for m in config.modules if m not in catalog]
         if missing:
@@ -392,8 +401,8 @@ class Run:
         """Turn off the failpoints :meth:`_adopt` armed (none was armed before it), so that
         the user's daemon is left as it was found (the run's end, an error, SIGINT or
         SIGTERM alike); the report says whether it could."""
-        if not self._armed:
-            return
+        if not self._armed or self._reboot:
+            return  # none armed; or armed on a kernel that is gone
         try:
             for site in self._armed:
                 self.client.set_failpoint(site, "off")
@@ -418,8 +427,8 @@ class Run:
         ftrace_kill() ran refuses every write to ftrace's files until reboot: the report
         says what is left changed. Any file that reads back otherwise is named too."""
         found = self._found
-        if found is None or self._lost:
-            return
+        if found is None or self._lost or self._reboot:
+            return  # a reboot left nothing of what the run changed
         restored: dict[str, Any] = {"unloaded": [], "loaded": [], "rewritten": [], "left": []}
         self.result.daemon["restored"] = restored
         try:
@@ -573,7 +582,7 @@ class Run:
         self.result.stop_ns = time.monotonic_ns()
         self._end_holds()
         self._stop_cpu_meters()
-        if self.result.anomalies and not self._lost:
+        if self.result.anomalies and not self._lost and not self._reboot:
             for worker in self._loaders():
                 worker.freeze()
 
@@ -581,7 +590,8 @@ class Run:
         """Whether :meth:`_wait` is over: the daemon gone, an anomaly to stop at, no
         worker left, or the ``deadline`` (monotonic ns) passed."""
         with self._lock:
-            if self._lost or (self._stopping_anomaly() and not self.config.keep_going):
+            if (self._lost or self._reboot
+                    or (self._stopping_anomaly() and not self.config.keep_going)):
                 return True
         return not self._alive() or (deadline is not None
                                      and time.monotonic_ns() >= deadline)
@@ -675,7 +685,9 @@ class Run:
         stay as they are while the others stop (a tracer unregisters) and the function
         tracer is turned off. A client held at a failpoint is released first (its
         operation completes in the daemon). Then the loaders go, and the checks run once
-        more."""
+        more. Neither the teardown nor the checks once the daemon rebooted (seen by the
+        checker's threads, or by its look at the boot here, every client but the loaders
+        stopped): the kernel to turn off and check is gone."""
         assert self.checker is not None
         self.checker.clients_stopping.set()
         for worker in self._loaders():
@@ -689,7 +701,7 @@ class Run:
         assert self.checker is not None
         self.checker.stop()
         try:
-            if not self._lost:
+            if not self._lost and self.checker.confirm_boot():
                 self._teardown()
             self._stop_workers()
             if not self._lost:
@@ -721,6 +733,11 @@ class Run:
         if self._lost and not result.error:
             result.error = f"{self._lost} mid-run"
         result.daemon["lost"] = self._lost
+        # A reboot took the verdict's kernel: with nothing found before it the run has no
+        # verdict (an error); an anomaly found before it stands, the reboot said with it.
+        result.reboot = self._reboot
+        if result.reboot is not None and not result.error and not result.anomalies:
+            result.error = result.reboot_text
         self._disarm()  # first: the restore's loads and writes meet no armed failpoint
         self._restore()
         if self.checker is not None:
@@ -787,7 +804,8 @@ class Run:
                 self.config.boot, search.ops, result.anomalies, self.modules,
                 self.config.out_dir, result.start_ns, self.config.max_replays, log,
                 search.note).run()
-        except (SpawnError, FtraceError, OSError, subprocess.SubprocessError) as error:
+        except (SpawnError, FtraceError, OSError, subprocess.SubprocessError,
+                ReplayRebooted) as error:
             result.reproducer_note = f"the search failed: {error}"
 
     def _show_progress(self) -> None:

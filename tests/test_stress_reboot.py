@@ -1,0 +1,240 @@
+"""ftrace-stress against a daemon someone reboots under it (``Kernel.Reboot``; the run
+itself never reboots a daemon): the kernel the verdict is about is gone, so the run stops
+and says so. With nothing found before the reboot it is an ERROR (exit status 2); an
+anomaly found before it stands (exit status 1), the reboot said beside it. The checker
+sees the new boot from whichever observer meets it first, and at its end in any case;
+the minimizer's replays see one under them too.
+
+The reboots come at known points: once the run says (its progress line, on a terminal)
+that it is under way, or that it has found an anomaly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import pty
+import re
+import subprocess
+import sys
+import threading
+import time
+from typing import Iterator
+
+import pytest
+
+from clients.api import Client
+from clients.stress.checker import Checker, Reboot
+from clients.stress.replay import Observation, ReplayRebooted
+from clients.spawn import SpawnedDaemon
+from tests.children import REPO, child_env
+from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
+from tests.test_tracer_client import wait_until
+
+#: A small kernel (its daemons boot fast) and five clients.
+CORE = ["--core-functions", "2048"]
+CLIENTS = ["--tracers", "1", "--loaders", "2", "--shells", "1", "--invokers", "1"]
+#: The runs' --duration: the reboot ends them long before (they ended at it, unaware).
+DURATION = 60
+#: The progress line: "  12.3 s  456 operations (37/s)  checks 10+4  anomalies 0  clients 5/5".
+_PROGRESS = re.compile(r"(\d+) operations \(\d+/s\)  checks (\d+)\+(\d+)  anomalies (\d+)")
+
+
+class _Run:
+    """``python -m clients.stress`` with its stderr on a terminal, so that it shows its
+    progress line, which the test waits on."""
+
+    def __init__(self, out: str, *args: str) -> None:
+        master, terminal = pty.openpty()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "clients.stress", "--out", out, *args], cwd=REPO,
+            env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=terminal, text=True)
+        os.close(terminal)
+        self._master = master
+        self._shown = ""
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        data = b""
+        while True:
+            try:
+                chunk = os.read(self._master, 4096)
+            except OSError as error:  # EIO: the terminal's last writer is gone
+                assert error.errno == errno.EIO
+                break
+            if not chunk:
+                break
+            data = (data + chunk)[-4096:]
+            with self._lock:
+                self._shown = data.decode(errors="replace")
+
+    def progress(self) -> tuple[int, int, int, int] | None:
+        """The last progress line's operations, checks (consistency, shm), anomalies."""
+        with self._lock:
+            lines = _PROGRESS.findall(self._shown)
+        return tuple(int(n) for n in lines[-1]) if lines else None  # type: ignore[return-value]
+
+    def finish(self, timeout: float = 120) -> tuple[int, str]:
+        stdout, _ = self.process.communicate(timeout=timeout)
+        self._reader.join(10)
+        os.close(self._master)
+        return self.process.returncode, stdout
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.finish()
+
+
+@contextlib.contextmanager
+def stress(out, *args: str) -> Iterator[_Run]:
+    run = _Run(str(out), *args)
+    try:
+        yield run
+    finally:
+        run.kill()  # a run the test gave up on does not outlive it
+
+
+def report(out) -> dict:
+    with open(os.path.join(out, "report.json"), encoding="utf-8") as text:
+        return json.load(text)
+
+
+def reboot_same(client: Client) -> int:
+    """Kernel.Reboot with the options the daemon booted with; the new boot's id."""
+    return client.reboot(client.config()).boot_id
+
+
+def test_a_reboot_mid_run_ends_it_as_an_error_not_clean(tmp_path, spawn):
+    """It was CLEAN (exit 0) at the end of its --duration, the snapshots read from the
+    first boot's unlinked memory and its log's stream ended unnoticed."""
+    out = tmp_path / "out"
+    daemon = spawn(CORE)
+    with daemon.connect() as client, stress(out, "--address", daemon.address, "--duration",
+                                            str(DURATION), "--seed", "11", "--no-minimize",
+                                            *CLIENTS) as run:
+        # Under way: operations done, both checks made.
+        wait_until(lambda: (shown := run.progress()) and all(shown[:3]), timeout=120)
+        assert reboot_same(client) == 2
+        status, stdout = run.finish()
+    assert status == 2, stdout
+    result = report(out)
+    assert result["ran_s"] < DURATION, "the run went on after the reboot"
+    assert result["outcome"] == "error" and result["anomalies"] == []
+    reboot = result["reboot"]
+    assert (reboot["boot_id"], reboot["new_boot_id"]) == (1, 2)
+    assert 0 < reboot["booted_s"] <= reboot["seen_s"] <= result["ran_s"] + 1, reboot
+    assert result["error"] == reboot["text"]
+    assert re.fullmatch(r"the daemon rebooted during the run \(Kernel\.Reboot, not the run's\): "
+                        r"boot 1, the kernel the run judged, is gone; boot 2 booted "
+                        r"\d+\.\d{3} s into the run, seen \d+\.\d{3} s into the run, where "
+                        r"the run stopped", reboot["text"]), reboot["text"]
+    assert result["daemon"]["boot_id"] == 1
+    assert "restored" not in result["daemon"]  # nothing of the run's was left to restore
+    assert stdout.startswith("ftrace-stress: ERROR (")
+    assert f"\n  error: {reboot['text']}\n" in stdout and "rebooted:" not in stdout
+    text = (out / "report.txt").read_text()
+    assert "outcome:   ERROR (exit status 2)" in text and f"error:     {reboot['text']}" in text
+
+
+def test_an_anomaly_found_before_the_reboot_stands_with_the_reboot_said(tmp_path, spawn):
+    """--keep-going on the buggy kernel: the run says it found an anomaly, then the daemon
+    reboots. It was exit 1 too, the reboot unsaid, the run going on for its --duration."""
+    out = tmp_path / "out"
+    daemon = spawn([*CORE, "--variant", "buggy"])
+    with daemon.connect() as client, stress(out, "--address", daemon.address, "--duration",
+                                            str(DURATION), "--seed", "3", "--no-minimize",
+                                            "--keep-going", *CLIENTS) as run:
+        wait_until(lambda: (shown := run.progress()) and shown[3], timeout=120)
+        reboot_same(client)
+        status, stdout = run.finish()
+    assert status == 1, stdout
+    result = report(out)
+    assert result["ran_s"] < DURATION, "the run went on after the reboot"
+    assert result["outcome"] == "anomaly" and result["error"] == ""
+    reboot = result["reboot"]
+    assert (reboot["boot_id"], reboot["new_boot_id"]) == (1, 2)
+    # Found before the reboot was seen (the follower may deliver the first boot's log after).
+    assert min(a["seen_s"] for a in result["anomalies"]) <= reboot["seen_s"], result
+    assert f"\n  rebooted: {reboot['text']}\n" in stdout, stdout
+    assert f"\nrebooted:  {reboot['text']}\n" in (out / "report.txt").read_text()
+
+
+@pytest.fixture
+def checker(spawn) -> Iterator[tuple[SpawnedDaemon, Checker, list[Reboot], threading.Event]]:
+    """A checker of a daemon's first boot (its baseline taken), the reboots it said."""
+    daemon = spawn(CORE)
+    said: list[Reboot] = []
+    seen = threading.Event()
+
+    def on_reboot(reboot: Reboot) -> None:
+        said.append(reboot)
+        seen.set()
+
+    # A minute between checks: only what the test calls, or the log's follower, looks.
+    checker = Checker(daemon.address, 60.0, lambda anomaly: None, lambda why: None,
+                      on_reboot=on_reboot)
+    checker.baseline()
+    try:
+        yield daemon, checker, said, seen
+    finally:
+        checker.stop()
+        checker.close()
+
+
+def test_the_log_follower_sees_the_reboot(checker):
+    """The follower's stream ends with its boot; it ended unnoticed."""
+    daemon, watching, said, seen = checker
+    watching.start()
+    with daemon.connect() as client:
+        wait_until(lambda: watching._follow_stream is not None)
+        before = time.monotonic_ns()
+        reboot_same(client)
+    assert seen.wait(30), "the follower's stream ended, unnoticed"
+    assert [(r.boot_id, r.new_boot_id) for r in said] == [(1, 2)]
+    assert said[0].booted_ns is not None and before <= said[0].booted_ns <= said[0].seen_ns
+
+
+def test_a_snapshot_of_the_dead_boot_is_not_checked(checker):
+    """The reader attached at the baseline reads the first boot's unlinked pages: it was
+    checked against the new boot's Stats and counted."""
+    daemon, watching, said, _ = checker
+    with daemon.connect() as client:
+        reboot_same(client)
+    assert watching.check_snapshot()  # conclusive: nothing to try again
+    assert [r.new_boot_id for r in said] == [2]
+    assert watching.counts["shm"] == 0
+    assert not watching.confirm_boot() and len(said) == 1  # said once
+
+
+def test_the_final_check_sees_a_reboot_no_observer_saw(checker):
+    """At the end, in any case: no check of the new boot is the run's."""
+    daemon, watching, said, _ = checker
+    with daemon.connect() as client:
+        reboot_same(client)
+    watching.final_check()
+    assert [r.new_boot_id for r in said] == [2]
+    assert (watching.counts["consistency"], watching.counts["shm"]) == (0, 0)
+    assert watching.phase == "teardown"
+
+
+def test_a_replay_whose_daemon_reboots_shows_nothing(daemon_client):
+    """A replay's look at its kernel is of the boot it ran on, or it is no look."""
+    with daemon_client() as client:
+        seen = Observation(boot_id=client.stats().boot_id)
+        seen.look(client, 1)
+        reboot_same(client)
+        with pytest.raises(ReplayRebooted, match=r"rebooted under it \(boot 1, then 2\)"):
+            seen.look(client, 2)
+    assert not seen.any
+
+
+@pytest.fixture
+def daemon_client(spawn):
+    daemon = spawn(CORE)
+    return daemon.connect
