@@ -24,12 +24,13 @@ import pytest
 from clients.api import Client
 from clients.identity import COMM_METADATA_KEY, PID_METADATA_KEY
 from clients.errors import FtraceError
-from ftrace.v1 import kernel_pb2
+from ftrace.v1 import kernel_pb2, tracefs_pb2
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.dispatch import execute_function
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.rpc.kernel_service import KernelService
 from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.rpc.tracefs_service import TracefsService
 from kernel_daemon.rpc.status import SIGNAL_METADATA_KEY
 from kernel_daemon.teardown import REBOOTED, SHUT_DOWN
 from kernel_daemon.tracefs.files import file_read, file_write
@@ -302,6 +303,25 @@ def test_a_call_that_enters_after_the_stop_fails_with_enodev():
         gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
     assert failure == (errno.ENODEV, SHUT_DOWN)
     assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
+
+
+def test_a_session_that_opens_after_the_stop_fails_with_enodev():
+    """A Tracefs.Session whose open comes after the daemon's stop ended the boot (gRPC
+    still takes calls until the server's grace begins) fails with the ENODEV of the boot
+    shut down, as a unary call entering then does, instead of opening a file in the dead
+    kernel."""
+    open_request = tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(
+        path=f"{TRACING}/set_ftrace_filter", flags=os.O_RDONLY))
+    try:
+        state = DaemonState(BootOptions(core_functions=2000))
+        session = TracefsService.Session.__wrapped__  # type: ignore[attr-defined]
+        state.stopping()
+        failure = refused(lambda: list(session(TracefsService(state), iter([open_request]),
+                                               CallContext(4242))))
+    finally:
+        gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
+    assert failure == (errno.ENODEV, SHUT_DOWN)
+    assert state.open_files == set()
 
 
 def test_kill_finds_a_task_whose_call_is_inside_the_kernel_a_reboot_replaced():

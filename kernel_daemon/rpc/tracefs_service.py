@@ -161,6 +161,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 with inside:
                     if op == "open":
                         boot = self.state.boot
+                        if boot.ended:  # the daemon is stopping (DaemonState.syscall)
+                            raise boot.gone()
                         file = self._open(boot, request.open.path, request.open.flags)
                         watch_client(file)
                         _, node = boot.vfs.lookup(file.path)
