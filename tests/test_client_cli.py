@@ -28,7 +28,7 @@ from clients.errors import FtraceError
 from clients.spawn import spawn_daemon
 from tests.children import REPO, child_env
 from tests.paused_writer import AFTER_DISABLE
-from tests.test_daemon_process import kill, serving, start_daemon, stop
+from tests.test_daemon_process import kill, serving, start_daemon, stop, unlistenable
 from tests.test_race_interleavings import ShellProcess
 from tests.test_tracer_client import SMALL, TRACING, Lines, wait_until
 
@@ -101,13 +101,8 @@ def test_where_no_daemon_could_listen_every_client_says_so_at_once(tmp_path):
     """A socket's directory that does not exist, a file that is no socket: no daemon
     could listen there (ftraced cannot bind either), so nobody waits the minute, and
     the words say what is wrong there, with no advice to start a daemon."""
-    plain = tmp_path / "plain"
-    plain.write_text("")
-    cases = [(f"unix:{tmp_path}/missing/ftraced.sock", f"no directory {tmp_path}/missing"),
-             (f"unix:{plain}", "a regular file, not a socket"),
-             (f"unix:{plain}/ftraced.sock", "Not a directory"),
-             (f"unix:{tmp_path}", "a directory, not a socket")]
-    for address, reason in cases:
+    (tmp_path / "plain").write_text("")
+    for address, reason in unlistenable(tmp_path):
         for process, prog, _ in reaped(runs_for(address, LONG_TIMEOUT, tmp_path / "out")):
             out, err = process.communicate(timeout=DEADLINE)
             assert (process.returncode, out, err) == (

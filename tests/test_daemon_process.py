@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,16 +120,23 @@ def test_a_socket_another_server_answers_on_and_a_plain_file_are_left_alone(tmp_
     assert plain.read_text() == "mine\n"
 
 
+def unlistenable(directory: Path) -> list[tuple[str, str]]:
+    """Addresses in ``directory`` that no daemon could listen at, each with the words
+    that say why: a socket's directory that does not exist, a regular file (``plain``,
+    which the caller has made), a path through that file, a directory."""
+    plain = directory / "plain"
+    return [(f"unix:{directory}/missing/ftraced.sock", f"no directory {directory}/missing"),
+            (f"unix:{plain}", "a regular file, not a socket"),
+            (f"unix:{plain}/ftraced.sock", "Not a directory"),
+            (f"unix:{directory}", "a directory, not a socket")]
+
+
 def test_where_no_daemon_could_listen_it_says_what_the_clients_say(tmp_path):
     """A path no daemon could listen at (test_client_cli's cases): ftraced's reason is the
     clients' ``no ftraced can listen at ADDRESS: REASON``, and it leaves what is there."""
     plain = tmp_path / "plain"
     plain.write_text("mine\n")
-    cases = [(f"unix:{tmp_path}/missing/ftraced.sock", f"no directory {tmp_path}/missing"),
-             (f"unix:{plain}", "a regular file, not a socket"),
-             (f"unix:{plain}/ftraced.sock", "Not a directory"),
-             (f"unix:{tmp_path}", "a directory, not a socket")]
-    for address, reason in cases:
+    for address, reason in unlistenable(tmp_path):
         refused = run_daemon("--listen", address)
         assert (refused.returncode, refused.stderr) == (
             1, f"ftraced: cannot listen on {address}: {reason}\n"), address

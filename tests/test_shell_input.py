@@ -23,7 +23,6 @@ from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 from tests.test_shell_grep_stream import event, shown_as
 from tests.test_shell_integration import TRACING, run_shell
 from tests.test_shell_parser import BASH_ENVIRONMENT, assert_as_bash
-from tests.test_tracer_client import DEADLINE
 
 #: Where bash finds cat and grep: GNU's, which ftrace-shell's are.
 WITH_GREP = {**BASH_ENVIRONMENT, "PATH": "/usr/bin:/bin"}
