@@ -507,6 +507,7 @@ def test_a_module_that_uses_another_through_load_list_unload_and_the_catalog(cli
 
     missing = failing(client.load, "vfat")
     assert (missing.errno, missing.code) == (errno.ENOENT, grpc.StatusCode.NOT_FOUND)
+    assert missing.message == 'module "vfat" needs symbols no loaded module gives'
     assert missing.from_kernel and client.list_modules() == []
     unknown = [(line.level, line.message) for line in client.dmesg_lines().lines
                if "Unknown symbol" in line.message]

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from functools import cached_property
 
+from kernel_daemon.errno import quoted
 from kernel_daemon.module.symbols import Symbol
 from kernel_daemon.tracefs.seq_file import SeqOperations, SeqRecords
 
@@ -104,11 +105,11 @@ class Kallsyms:
         ``[module_core, module_core + core_size)``, data included.
         """
         if any(sym.module != name for sym in symbols):
-            raise ValueError(f"module {name}: symbols must carry module={name!r}")
+            raise ValueError(f"module {quoted(name)}: symbols must carry module={name!r}")
         table = _Table.build(name, symbols, module_core, module_core + core_size)
         with self._write_lock:
             if any(t.module == name for t in self._modules.newest_first):
-                raise ValueError(f"module {name} already has symbols")
+                raise ValueError(f"module {quoted(name)} already has symbols")
             self._publish((table,) + self._modules.newest_first)
 
     def remove_module(self, name: str) -> None:

@@ -236,7 +236,7 @@ class ModuleLoader:
         try:
             with self.module_mutex:
                 if self.find_module(spec.name) is not None:
-                    raise FileExistsError(errno.EEXIST, f"module {spec.name} is already loaded")
+                    raise FileExistsError(errno.EEXIST, f"module {quoted(spec.name)} is already loaded")
                 mod.module_core = self._address_space.alloc(mod.core_size, placement)
                 mod.symbols = _layout(spec, mod.module_core)
                 mod.load_seq = next(self._load_seqs)
@@ -273,7 +273,7 @@ class ModuleLoader:
             error = err or errno.ENOENT
         if error:
             self._module_unload_free(mod)
-            raise OSError(error, f"module {mod.name} needs symbols no loaded module gives")
+            raise OSError(error, f"module {quoted(mod.name)} needs symbols no loaded module gives")
 
     def _resolve_symbol_wait(self, mod: Module, name: str,
                              signal_pending: SignalPending) -> int | None:

@@ -82,11 +82,10 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
                 return module_info(boot.kernel.modules.load_module(
                     spec, PLACEMENTS[request.placement],
                     signal_pending=pending.signal_pending, args=request.args))
-            except FileExistsError:
-                if request.if_loaded_ok:
+            except OSError as exc:  # already loaded (EEXIST), or a symbol it imports did
+                # not resolve (ENOENT or EBUSY)
+                if isinstance(exc, FileExistsError) and request.if_loaded_ok:
                     return module_info(boot.kernel.modules.find_module(spec.name), True)
-                raise KernelError(errno.EEXIST, f"module {quoted(spec.name)} is already loaded") from None
-            except OSError as exc:  # a symbol it imports did not resolve: ENOENT or EBUSY
                 raise KernelError(exc.errno, exc.strerror) from None
             except MemoryError:
                 raise KernelError(errno.ENOMEM, "module area full") from None
