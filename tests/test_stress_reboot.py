@@ -21,12 +21,15 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 from typing import Iterator
 
 import pytest
 
 from clients.api import Client
+from clients.stress import runner
 from clients.stress.checker import Checker, Reboot
+from clients.stress.config import BootSpec, RunConfig
 from clients.stress.replay import Observation, ReplayRebooted
 from clients.spawn import SpawnedDaemon
 from tests.children import REPO, child_env
@@ -132,8 +135,8 @@ def test_a_reboot_mid_run_ends_it_as_an_error_not_clean(tmp_path, spawn):
     assert result["error"] == reboot["text"]
     assert re.fullmatch(r"the daemon rebooted during the run \(Kernel\.Reboot, not the run's\): "
                         r"boot 1, the kernel the run judged, is gone; boot 2 booted "
-                        r"\d+\.\d{3} s into the run, seen \d+\.\d{3} s into the run, where "
-                        r"the run stopped", reboot["text"]), reboot["text"]
+                        r"\d+\.\d{3} s into the run, seen \d+\.\d{3} s into the run",
+                        reboot["text"]), reboot["text"]
     assert result["daemon"]["boot_id"] == 1
     assert "restored" not in result["daemon"]  # nothing of the run's was left to restore
     assert stdout.startswith("ftrace-stress: ERROR (")
@@ -238,3 +241,31 @@ def test_a_replay_whose_daemon_reboots_shows_nothing(daemon_client):
 def daemon_client(spawn):
     daemon = spawn(CORE)
     return daemon.connect
+
+
+def starting_worker(read_end: int) -> SimpleNamespace:
+    """A worker still starting, as Run's wait for ``ready`` sees it: its standard output
+    (the read end of a pipe nobody writes) says nothing yet."""
+    return SimpleNamespace(process=SimpleNamespace(stdout=os.fdopen(read_end, "rb")))
+
+
+def test_a_reboot_seen_while_the_clients_start_tells_none_to_go(tmp_path, spawn, monkeypatch):
+    """The checker sees a reboot while the workers are still starting: the wait for their
+    ``ready`` ends, and no worker is told to go to work on the new kernel. It waited on
+    for every ``ready``, then told them all to go (helper R2: modules loaded on the
+    user's rebooted daemon)."""
+    monkeypatch.setattr(runner, "STARTUP_TIMEOUT", 10.0)  # the old code's wait, shorter
+    daemon = spawn(CORE)
+    run = runner.Run(RunConfig(seed=7, out_dir=str(tmp_path), boot=BootSpec(())), [],
+                     None, (None, Client(daemon.address)))
+    read_end, write_end = os.pipe()
+    starting = starting_worker(read_end)
+    run.workers.append(starting)  # type: ignore[arg-type]
+    try:
+        run._on_reboot(Reboot(1, 2, time.monotonic_ns(), None))
+        run._await_ready()  # returns: the old code raised TimeoutError after 10 s
+    finally:
+        starting.process.stdout.close()
+        os.close(write_end)
+        run.client.close()
+    assert not run.result.started

@@ -195,14 +195,13 @@ class RunResult:
             return ""
 
         def when(ns: int) -> str:
-            return (f"{(ns - self.start_ns) / 1e9:.3f} s into the run"
-                    if self.started and ns >= self.start_ns else "before the clients started")
+            into = self.seconds_into_run(ns)
+            return "before the clients started" if into is None else f"{into:.3f} s into the run"
 
         booted = "" if reboot.booted_ns is None else f" booted {when(reboot.booted_ns)},"
         return (f"the daemon rebooted during the run (Kernel.Reboot, not the run's): boot "
                 f"{reboot.boot_id}, the kernel the run judged, is gone; boot "
-                f"{reboot.new_boot_id}{booted} seen {when(reboot.seen_ns)}, where the run "
-                f"stopped")
+                f"{reboot.new_boot_id}{booted} seen {when(reboot.seen_ns)}")
 
     @property
     def ftrace_disabled_before(self) -> bool:
@@ -211,6 +210,10 @@ class RunResult:
 
     def seconds(self, ns: int | None) -> float | None:
         return None if ns is None else round((ns - self.start_ns) / 1e9, 6)
+
+    def seconds_into_run(self, ns: int | None) -> float | None:
+        """:meth:`seconds`, or None for a time not known or before the clients started."""
+        return None if ns is None or not self.started or ns < self.start_ns else self.seconds(ns)
 
     @property
     def started(self) -> bool:
@@ -319,9 +322,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
         # not known, or before the clients started).
         "reboot": None if result.reboot is None else {
             "boot_id": result.reboot.boot_id, "new_boot_id": result.reboot.new_boot_id,
-            "booted_s": (None if result.reboot.booted_ns is None or not result.started
-                         else result.seconds(result.reboot.booted_ns)),
-            "seen_s": result.seconds(result.reboot.seen_ns) if result.started else None,
+            "booted_s": result.seconds_into_run(result.reboot.booted_ns),
+            "seen_s": result.seconds_into_run(result.reboot.seen_ns),
             "text": result.reboot_text},
         "operations": {
             "total": tally.total,

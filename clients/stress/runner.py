@@ -428,7 +428,9 @@ class Run:
         says what is left changed. Any file that reads back otherwise is named too."""
         found = self._found
         if found is None or self._lost or self._reboot:
-            return  # a reboot left nothing of what the run changed
+            # Rebooted: the kernel the run found is gone. What the clients did on the new
+            # one before the run saw the reboot stays, as the README says.
+            return
         restored: dict[str, Any] = {"unloaded": [], "loaded": [], "rewritten": [], "left": []}
         self.result.daemon["restored"] = restored
         try:
@@ -479,8 +481,8 @@ class Run:
             self.workers.append(worker)
             self.result.workers.append(worker.record)
         self._await_ready()
-        if self._lost:
-            return
+        if self._lost or self._reboot:
+            return  # no client goes to work on a kernel gone, nor on one not the run's
         # The run starts now, for every worker at once.
         self.result.start_ns = time.monotonic_ns()
         self.result.start_wall = time.time()
@@ -497,8 +499,9 @@ class Run:
 
     def _await_ready(self) -> None:
         """Until every worker said ``ready`` (or died on the way), or the daemon is gone
-        (the checker's threads, started first, say so): the workers still starting are
-        then not waited for, nor told to go (:meth:`_wait` ends the run at once)."""
+        or rebooted (the checker's threads, started first, say so): the workers still
+        starting are then not waited for, and none is told to go (:meth:`_wait` ends the
+        run at once)."""
         deadline = time.monotonic() + STARTUP_TIMEOUT
         with selectors.DefaultSelector() as selector:
             selector.register(self._wake_r, selectors.EVENT_READ, None)
@@ -517,7 +520,7 @@ class Run:
                     if key.fileobj.readline().strip() != b"ready":  # type: ignore[union-attr]
                         key.data.reap()
                 with self._lock:
-                    if self._lost:
+                    if self._lost or self._reboot:
                         return
 
     def _budgets(self, count: int) -> list[int | None]:
@@ -738,6 +741,12 @@ class Run:
         result.reboot = self._reboot
         if result.reboot is not None and not result.error and not result.anomalies:
             result.error = result.reboot_text
+        # One after the last check (the observers stopped) leaves the verdict, which is of
+        # the run's boot, whole; but nothing is disarmed or restored on the new kernel.
+        if result.reboot is None and self.checker is not None and not self._lost:
+            with contextlib.suppress(FtraceError):
+                self.checker.confirm_boot()
+            result.reboot = self._reboot
         self._disarm()  # first: the restore's loads and writes meet no armed failpoint
         self._restore()
         if self.checker is not None:
