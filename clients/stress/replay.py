@@ -60,7 +60,7 @@ class Observation:
     # Each report's call trace, innermost first (a report is the same line whatever the
     # path to it: a WARN in __ftrace_hash_rec_update is reached by every hash walk).
     traces: dict[str, list[str]] = field(default_factory=dict)
-    # The boot it is of: the replay's, taken before its first command (0: the first look's).
+    # The boot it is of: the replay's, taken before its first command; look() refuses another.
     boot_id: int = 0
 
     def first(self, source: str, kind: str) -> int | None:
@@ -97,7 +97,6 @@ class Observation:
         between the two (boot ids only grow)."""
         log = client.dmesg()
         report = client.check_consistency()
-        self.boot_id = self.boot_id or report.boot_id
         if report.boot_id != self.boot_id:
             raise ReplayRebooted(f"the replay's daemon rebooted under it (boot {self.boot_id}, "
                                  f"then {report.boot_id}): not the run's doing")

@@ -100,6 +100,13 @@ class Boot:
         with self._lock:
             self._bound.discard(on_end)
 
+    def refuse_if_ended(self) -> None:
+        """Raise :meth:`gone` once the boot has ended: a call entering it, or a stream's
+        next request in it, meets a dead kernel (a call blocked inside is woken by the
+        end itself, through :meth:`bind` or the kernel's shutdown)."""
+        if self.ended:
+            raise self.gone()
+
     def gone(self) -> KernelError:
         """The ENODEV of a call that finds the boot ended (the process died with its
         kernel), saying why it ended."""
@@ -214,8 +221,7 @@ class DaemonState:
         """
         boot = self.boot
         task = self.caller(context, boot)
-        if boot.ended:
-            raise boot.gone()
+        boot.refuse_if_ended()
         return Syscall(task, boot, context, self.signals, report_locking)
 
     def caller(self, context: grpc.ServicerContext, boot: Boot | None = None) -> Task:

@@ -152,17 +152,15 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 if (op == "open") != (file is None):
                     raise KernelError(errno.EINVAL, "the first request must be open"
                                       if file is None else "the session already has a file open")
-                if file is not None and boot.ended:
-                    # The process died with its kernel: it learns so at its next request
-                    # (a read blocked inside the kernel is woken by the shutdown itself).
-                    raise boot.gone()
+                if op == "open":
+                    boot = self.state.boot
+                # The process died with its kernel, or opens in one the daemon's stop
+                # ended (DaemonState.syscall): it learns so at this request.
+                boot.refuse_if_ended()
                 # A failed operation's signal is lost with the call, which ends with its
                 # error.
                 with inside:
                     if op == "open":
-                        boot = self.state.boot
-                        if boot.ended:  # the daemon is stopping (DaemonState.syscall)
-                            raise boot.gone()
                         file = self._open(boot, request.open.path, request.open.flags)
                         watch_client(file)
                         _, node = boot.vfs.lookup(file.path)

@@ -231,8 +231,7 @@ class TracerSession:
         try:
             while True:
                 request = self._next_request()
-                if self.boot.ended:
-                    raise self.boot.gone()
+                self.boot.refuse_if_ended()
                 if request is None:
                     if not self.context.is_active():
                         return
