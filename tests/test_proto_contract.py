@@ -307,10 +307,10 @@ def test_identity_defaults_and_limits():
 
 
 def test_parse_identity_metadata():
-    assert parse_identity_metadata([]) == (None, None)
-    assert parse_identity_metadata([("x-ftrace-pid", "20903"), ("x-ftrace-comm", "bash")]) == (20903, "bash")
-    assert parse_identity_metadata([("x-ftrace-pid", "000000000042")]) == (42, None)
-    assert parse_identity_metadata([("x-ftrace-comm", "c" * 20), ("other", "x")]) == (None, "c" * 15)
+    assert parse_identity_metadata([]) == (None, None, None)
+    assert parse_identity_metadata([("x-ftrace-pid", "20903"), ("x-ftrace-comm", "bash")]) == (20903, "bash", None)
+    assert parse_identity_metadata([("x-ftrace-pid", "000000000042")]) == (42, None, None)
+    assert parse_identity_metadata([("x-ftrace-comm", "c" * 20), ("other", "x")]) == (None, "c" * 15, None)
     for bad in (
         [("x-ftrace-pid", "abc")],
         [("x-ftrace-pid", "0")],
@@ -386,7 +386,7 @@ class _Kernel(kernel_pb2_grpc.KernelServicer):
 
     def Stats(self, request, context):
         # echoes the caller identity back
-        pid, comm = parse_identity_metadata(context.invocation_metadata())
+        pid, comm, _ = parse_identity_metadata(context.invocation_metadata())
         return kernel_pb2.KernelStats(current_tracer=f"{comm}:{pid}")
 
     @translate_kernel_errors
@@ -409,7 +409,7 @@ class _Kernel(kernel_pb2_grpc.KernelServicer):
 class _Tracefs(tracefs_pb2_grpc.TracefsServicer):
     @translate_kernel_errors
     def Session(self, request_iterator, context):
-        pid, comm = parse_identity_metadata(context.invocation_metadata())
+        pid, comm, _ = parse_identity_metadata(context.invocation_metadata())
         for seq, request in enumerate(request_iterator, 1):
             if request.HasField("open"):
                 yield tracefs_pb2.FileResponse(

@@ -68,7 +68,9 @@ the run STALLED: it is not the run that was asked for, and a held lock is no cle
 
 A Kernel.Reboot of the daemon during the run (someone else's: the run reboots none)
 ends it: the kernel it judged is gone, so it is an ERROR, unless it found an anomaly
-before, which stands (exit status 1, the reboot said beside it).
+before, which stands (exit status 1, the reboot said beside it). The clients change
+nothing on the new kernel: every call of theirs says it was born in the run's boot
+(x-ftrace-boot-id), so their first call after the reboot fails, and they stop.
 
 Exit status: 0 clean, 1 the run found an anomaly, 2 error (the daemon died or rebooted
 under the run, could not start, did not answer...), 3 tainted: the run found no

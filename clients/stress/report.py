@@ -24,7 +24,7 @@ from clients.stress.config import RunConfig
 from clients.stress.cpu import cpu_per_operation
 from clients.stress.history import ClientLog, Op
 from clients.stress.minimize import Reproducer, interleaving_steps
-from clients.stress.workers import EXIT_DAEMON_GONE
+from clients.stress.workers import EXIT_DAEMON_GONE, EXIT_REBOOTED
 
 #: Operations listed as "just before" an anomaly.
 RECENT_OPS = 6
@@ -71,6 +71,8 @@ class WorkerRecord:
             return "stopped"
         if self.status == EXIT_DAEMON_GONE:
             return f"lost the daemon at {exited_s:.3f} s"
+        if self.status == EXIT_REBOOTED:
+            return f"its kernel rebooted: stopped at {exited_s:.3f} s"
         return (f"exited with status {self.status} at {exited_s:.3f} s "
                 f"(see clients/{self.name}.log)")
 

@@ -476,7 +476,7 @@ class Run:
             name = f"{kind}{i}"
             spec = WorkerSpec(name, kind, self.address, config.seed,
                               os.path.join(config.out_dir, "clients", f"{name}.jsonl"),
-                              budget, self.modules, core)
+                              budget, self.modules, core, self.checker.boot_id)
             worker = _Worker(spec, config.out_dir, env)
             self.workers.append(worker)
             self.result.workers.append(worker.record)

@@ -13,7 +13,9 @@ The conversation with the orchestrator, one line at a time:
    the operation in progress.
 
 The exit status says how it ended: 0 stopped as told or its operations done,
-:data:`~clients.stress.workers.EXIT_DAEMON_GONE` the daemon stopped answering.
+:data:`~clients.stress.workers.EXIT_DAEMON_GONE` the daemon stopped answering,
+:data:`~clients.stress.workers.EXIT_REBOOTED` the kernel it was born in (the spec's
+``boot_id``, which every call of it carries: the boot fence) rebooted.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from clients.connection import connect
 from clients.errors import FtraceError
 from clients.identity import Identity
 from clients.stress.history import Recorder
-from clients.stress.workers import EXIT_DAEMON_GONE, WORKERS, DaemonGone, WorkerSpec
+from clients.stress.workers import (EXIT_DAEMON_GONE, EXIT_REBOOTED, WORKERS, DaemonGone,
+                                    KernelRebooted, WorkerSpec)
 
 #: How long a worker waits for the daemon to accept its connection.
 CONNECT_TIMEOUT = 60.0
@@ -53,9 +56,9 @@ def run(spec: WorkerSpec, stop: threading.Event) -> int:
     try:
         # The run's daemon answered the orchestrator: a refusal is the daemon gone, said
         # at once, not waited for as one still starting.
-        client = Client(connection=connect(spec.address, Identity(os.getpid(),
-                                                                  worker_class.comm),
-                                           wait=CONNECT_TIMEOUT, answered=True))
+        identity = Identity(os.getpid(), worker_class.comm, spec.boot_id)
+        client = Client(connection=connect(spec.address, identity, wait=CONNECT_TIMEOUT,
+                                           answered=True))
     except FtraceError:
         recorder.close()
         return EXIT_DAEMON_GONE
@@ -78,6 +81,9 @@ def run(spec: WorkerSpec, stop: threading.Event) -> int:
     except DaemonGone:
         worker.abandon()
         return EXIT_DAEMON_GONE
+    except KernelRebooted:
+        worker.abandon()
+        return EXIT_REBOOTED
     finally:
         recorder.close(cpu_s=round(time.process_time() - cpu_at_go, 6))
         client.close()

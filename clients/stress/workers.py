@@ -15,18 +15,22 @@ choice comes from the worker's own generator, seeded from the run seed and its n
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from clients.api import Client, TracerSession
 from clients.errors import FtraceError
-from clients.identity import Identity
 from clients.stress.commands import TRACING_DIR
 from clients.stress.history import RESULT_ERROR, RESULT_OK, RESULT_UNKNOWN, Recorder
+from kernel_daemon.teardown import REBOOTED
 
 #: A worker's exit status when the daemon stopped answering.
 EXIT_DAEMON_GONE = 3
+#: A worker's exit status when the kernel it was born in rebooted (:class:`KernelRebooted`).
+EXIT_REBOOTED = 4
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,19 @@ class WorkerSpec:
     ops: int | None  # operations to do; None: until told to stop
     modules: dict[str, list[str]]  # the modules in play and their functions
     core: list[str]  # a sample of the core kernel's functions (available_filter_functions)
+    # The run's boot: every call says the worker was born in it (Identity.boot_id, the
+    # boot fence), so that none changes a kernel booted after it. None: no fence.
+    boot_id: int | None = None
 
 
 class DaemonGone(Exception):
     """The daemon did not answer at all (not an errno of the kernel): stop."""
+
+
+class KernelRebooted(Exception):
+    """The kernel the worker was born in rebooted: a call met it gone (ENODEV, "the
+    kernel rebooted"), and with the boot fence every later call would too. Stop, as a
+    process dies with its kernel, without a word to the new one."""
 
 
 class Worker:
@@ -72,6 +85,8 @@ class Worker:
                 raise DaemonGone(str(error)) from error
             self.recorder.complete(op_id, RESULT_ERROR, error.errno_name,
                                    lock_ns=self.lock_acquired())
+            if error.errno == errno.ENODEV and error.message.startswith(REBOOTED):
+                raise KernelRebooted(str(error)) from error
             return False, error
         self.recorder.complete(op_id, RESULT_OK, value=describe(result) if describe else None,
                                lock_ns=self.lock_acquired())
@@ -85,10 +100,10 @@ class Worker:
         raise NotImplementedError
 
     def finish(self) -> None:
-        """Called once the worker is told to stop (not after DaemonGone)."""
+        """Called once the worker is told to stop (not after DaemonGone or KernelRebooted)."""
 
     def abandon(self) -> None:
-        """The daemon is gone: drop what is open without talking to it."""
+        """The daemon or its kernel is gone: drop what is open without talking to it."""
 
     # --- argument choices ---------------------------------------------------
 
@@ -206,12 +221,12 @@ class LoaderWorker(Worker):
     def step(self) -> None:
         module = self.rng.choice(self.modules)
         if self.loaded.get(module):
-            self.client.identity = Identity(self.client.identity.pid, "rmmod")
+            self.client.identity = dataclasses.replace(self.client.identity, comm="rmmod")
             ok, error = self.call("rmmod", {"module": module}, lambda: self.client.unload(module),
                                   module_value)
             self.loaded[module] = not ok and error.errno_name != "ENOENT"
         else:
-            self.client.identity = Identity(self.client.identity.pid, "modprobe")
+            self.client.identity = dataclasses.replace(self.client.identity, comm="modprobe")
             ok, _ = self.call("modprobe", {"module": module},
                               lambda: self.client.load(module, if_loaded_ok=True), module_value)
             self.loaded[module] = ok

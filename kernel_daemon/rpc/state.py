@@ -10,6 +10,11 @@ old boot's shared memory, which is unlinked. New calls see the new boot. The dae
 stop ends its boot the same way, before the server's grace, so that what waits in it
 ends within the grace; a call that enters after it finds no new boot, and fails with
 the ENODEV of the one shut down.
+
+A client may say in which boot its task was born (the boot fence, ``x-ftrace-boot-id``,
+clients.identity): a call of a task born in a boot that has ended is refused with that
+ENODEV as it enters (:meth:`DaemonState.caller`), so that no process of an old boot acts
+on a new one. The model's own: a real process dies with its kernel.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import grpc
 
-from clients.identity import PID_MAX_LIMIT, parse_identity_metadata
+from clients.identity import BOOT_ID_METADATA_KEY, PID_MAX_LIMIT, parse_identity_metadata
 from kernel_daemon.errno import KernelError
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.mutex import Acquisitions
@@ -138,8 +143,9 @@ class DaemonState:
         self.lock = threading.Lock()
         self._stopped = False  # stopping() ran: no boot is swapped in any more
         self.rpc_counts: collections.Counter[str] = collections.Counter()
-        # invocation metadata -> the Task it names (see caller()).
-        self._callers: dict[tuple, Task] = {}
+        # invocation metadata -> the Task it names and the boot it says the task was
+        # born in, None if it does not (see caller()).
+        self._callers: dict[tuple, tuple[Task, int | None]] = {}
         # The files open through tracefs calls (set.add and set.discard are atomic, so
         # opens and releases on many handler threads need no lock).
         self.open_files: set[object] = set()
@@ -149,6 +155,9 @@ class DaemonState:
         # The calls of each task inside the kernel, for kill(2) (Kernel.Kill).
         self.signals = SignalTable()
         self.boot = self._make_boot(options)
+        # The newest boot that has served (set at the swap, under the lock): a boot id
+        # above it names no boot a client can know of (_refuse_born_elsewhere).
+        self.newest_boot_id = self.boot.boot_id
         set_switch_interval(options)
         freeze_booted_kernel()
 
@@ -168,6 +177,8 @@ class DaemonState:
             stopped = self._stopped
             if not stopped:
                 old, self.boot = self.boot, new
+                # Two reboots at once may swap theirs in out of their ids' order.
+                self.newest_boot_id = max(self.newest_boot_id, new.boot_id)
                 # Under the swap's lock: two reboots at once leave the interval of the
                 # boot that serves.
                 set_switch_interval(options)
@@ -190,18 +201,34 @@ class DaemonState:
             self._stopped = True
         self.boot.end(SHUT_DOWN)
 
-    def _identify(self, metadata: Any) -> Task:
-        """The calling process named by identity metadata not seen before (see caller).
+    def _identify(self, metadata: Any) -> tuple[Task, int | None]:
+        """The calling process named by identity metadata not seen before, and the boot
+        it says it was born in (see caller).
 
         Malformed metadata raises KernelError(EINVAL) every time, as it is never cached.
         """
-        pid, comm = parse_identity_metadata(metadata)
-        task = Task(pid if pid is not None else ANONYMOUS.pid, comm or ANONYMOUS.comm)
+        pid, comm, born_in = parse_identity_metadata(metadata)
+        named = Task(pid if pid is not None else ANONYMOUS.pid, comm or ANONYMOUS.comm), born_in
         if isinstance(metadata, tuple):
             if len(self._callers) >= MAX_CACHED_CALLERS:
                 self._callers.clear()
-            self._callers[metadata] = task
-        return task
+            self._callers[metadata] = named
+        return named
+
+    def _refuse_born_elsewhere(self, born_in: int) -> NoReturn:
+        """A task born in boot ``born_in`` calls into another boot (the boot fence,
+        module docstring). A boot up to the newest that has served, and not the call's,
+        has ended: its processes died with it, and the call gets the ENODEV of a call
+        that finds its boot ended. (An id there that never served, a reboot's that the
+        daemon's stop overtook, gets it too: no task was born in it either.) A boot newer
+        than the newest is none the task can have been born in: malformed metadata,
+        EINVAL. The newest is read after the call's boot: a client learns a boot's id
+        only from a call that boot served, so it knows of no boot newer than that."""
+        newest = self.newest_boot_id
+        if born_in > newest:
+            raise KernelError(errno.EINVAL, f"{BOOT_ID_METADATA_KEY}: boot {born_in} has not "
+                                            f"booted (the newest is {newest})")
+        raise kernel_gone(REBOOTED)
 
     def syscall(self, context: grpc.ServicerContext, report_locking: bool = False) -> Syscall:
         """Enter the kernel as the calling process (``with state.syscall(context) as
@@ -210,7 +237,8 @@ class DaemonState:
         ``report_locking`` (the unary calls that change kernel state): the times the
         call acquired ftrace_lock go back in its trailing metadata, failed or not. A
         signal the call took (kernel_daemon.signal) goes back there too.
-        Malformed identity metadata raises KernelError(EINVAL) before anything runs.
+        Malformed identity metadata raises KernelError(EINVAL) before anything runs, and a
+        task born in a boot that has ended the ENODEV of that boot (:meth:`caller`).
         A call that finds its boot ended raises that boot's ENODEV (:meth:`Boot.gone`),
         as a call already inside would meet it: after the daemon's stop ended the last
         boot, "ftraced is shutting down" (gRPC takes calls until the server's grace
@@ -231,14 +259,19 @@ class DaemonState:
         Every call comes in here, so this is where a process enters the kernel (``boot``'s;
         None: the boot serving): its pid goes into the kernel's pid table for
         ``find_get_pid``, a table of the model's own choosing, as it has no process table
-        (kernel_daemon.pid).
+        (kernel_daemon.pid). And where the boot fence is kept: a task that says it was
+        born in another boot than ``boot`` enters nothing (:meth:`_refuse_born_elsewhere`:
+        ENODEV for a boot that has ended, EINVAL for one that has not booted).
         """
         metadata = context.invocation_metadata()
         try:
-            task = self._callers[metadata]
+            task, born_in = self._callers[metadata]
         except (KeyError, TypeError):  # TypeError: metadata that is not a hashable tuple
-            task = self._identify(metadata)
-        (boot or self.boot).kernel.pid_hash.attach_pid(task.pid)
+            task, born_in = self._identify(metadata)
+        boot = boot or self.boot
+        if born_in is not None and born_in != boot.boot_id:
+            self._refuse_born_elsewhere(born_in)
+        boot.kernel.pid_hash.attach_pid(task.pid)
         return task
 
     def count_invocations(self, calls: int) -> None:

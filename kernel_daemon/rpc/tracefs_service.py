@@ -154,6 +154,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                                       if file is None else "the session already has a file open")
                 if op == "open":
                     boot = self.state.boot
+                    # The boot fence (DaemonState.caller), against the boot it opens in.
+                    self.state.caller(context, boot)
                 # The process died with its kernel, or opens in one the daemon's stop
                 # ended (DaemonState.syscall): it learns so at this request.
                 boot.refuse_if_ended()
