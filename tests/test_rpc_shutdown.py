@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -348,4 +349,37 @@ def test_kill_finds_a_task_whose_call_is_inside_the_kernel_a_reboot_replaced():
     assert (syscall_boot.ended, found.calls, shell.trailing) == (
         True, 1, ((SIGNAL_METADATA_KEY, "2"),))
     assert after == (errno.ESRCH, "no task with pid 4242")
+    assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
+
+
+def test_boot_ids_grow_in_the_order_boots_serve(monkeypatch):
+    """Two reboots at once: the one whose kernel is built first is not always the first
+    swapped in. The id is given at the swap, so the boot serving always has the newest:
+    the stress checker takes a later boot's id for a later boot, and the boot fence's
+    EINVAL (a boot that has not booted) is for ids above the one serving. Here the first
+    reboot is held in its mount until the second has served."""
+    options = BootOptions(core_functions=2000)
+    second_served = threading.Event()
+    held = threading.Event()
+
+    def mount_after_the_other(kernel: Kernel):
+        if not held.is_set():
+            held.set()
+            assert second_served.wait(DEADLINE)
+        return mount(kernel)
+
+    try:
+        state = DaemonState(options)
+        monkeypatch.setattr("kernel_daemon.rpc.state.mount", mount_after_the_other)
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(state.reboot, options)
+            assert held.wait(DEADLINE)
+            second = state.reboot(options)
+            second_served.set()
+            first_boot = first.result(DEADLINE)
+        serving = state.boot.boot_id
+        state.stopping()
+    finally:
+        gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
+    assert (second.boot_id, first_boot.boot_id, serving) == (2, 3, 3)
     assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []

@@ -154,16 +154,22 @@ class DaemonState:
         self.invocations = 0
         # The calls of each task inside the kernel, for kill(2) (Kernel.Kill).
         self.signals = SignalTable()
-        self.boot = self._make_boot(options)
-        # The newest boot that has served (set at the swap, under the lock): a boot id
-        # above it names no boot a client can know of (_refuse_born_elsewhere).
-        self.newest_boot_id = self.boot.boot_id
+        self.boot = self._number(self._build(options))
         set_switch_interval(options)
         freeze_booted_kernel()
 
-    def _make_boot(self, options: BootOptions) -> Boot:
+    @staticmethod
+    def _build(options: BootOptions) -> tuple[Kernel, Vfs]:
+        """A kernel booted with ``options`` and its file tree, not yet serving."""
         kernel = Kernel(options)
-        return Boot(next(self._boot_ids), kernel, mount(kernel))
+        return kernel, mount(kernel)
+
+    def _number(self, built: tuple[Kernel, Vfs]) -> Boot:
+        """The boot of a kernel about to serve, with the next boot id: given as it is
+        swapped in (under the lock), so that ids grow in the order boots serve, and the
+        boot serving has the newest (two reboots at once may finish building in either
+        order)."""
+        return Boot(next(self._boot_ids), *built)
 
     def reboot(self, options: BootOptions) -> Boot:
         """Boot a kernel with ``options`` and swap it in, then end the old boot. The old
@@ -172,19 +178,19 @@ class DaemonState:
         A reboot the daemon's stop overtakes while its kernel boots swaps nothing in:
         that kernel is shut down at once, and the call fails with the ENODEV of a boot
         shut down. The stop ends the boot that serves, and no boot comes after it."""
-        new = self._make_boot(options)
+        built = self._build(options)
         with self.lock:
             stopped = self._stopped
             if not stopped:
+                new = self._number(built)
                 old, self.boot = self.boot, new
-                # Two reboots at once may swap theirs in out of their ids' order.
-                self.newest_boot_id = max(self.newest_boot_id, new.boot_id)
                 # Under the swap's lock: two reboots at once leave the interval of the
                 # boot that serves.
                 set_switch_interval(options)
         if stopped:
-            new.end(SHUT_DOWN)
-            raise new.gone()
+            kernel, _ = built
+            kernel.shutdown(SHUT_DOWN)
+            raise kernel_gone(SHUT_DOWN)
         old.end(REBOOTED)
         del old
         freeze_booted_kernel()
@@ -217,14 +223,13 @@ class DaemonState:
 
     def _refuse_born_elsewhere(self, born_in: int) -> NoReturn:
         """A task born in boot ``born_in`` calls into another boot (the boot fence,
-        module docstring). A boot up to the newest that has served, and not the call's,
-        has ended: its processes died with it, and the call gets the ENODEV of a call
-        that finds its boot ended. (An id there that never served, a reboot's that the
-        daemon's stop overtook, gets it too: no task was born in it either.) A boot newer
-        than the newest is none the task can have been born in: malformed metadata,
-        EINVAL. The newest is read after the call's boot: a client learns a boot's id
-        only from a call that boot served, so it knows of no boot newer than that."""
-        newest = self.newest_boot_id
+        module docstring). A boot up to the one serving, and not the call's, has ended:
+        its processes died with it, and the call gets the ENODEV of a call that finds its
+        boot ended. A boot newer than the one serving is none the task can have been born
+        in: malformed metadata, EINVAL. The boot serving is read after the call's: a
+        client learns a boot's id only from a call that boot served, and ids grow in the
+        order boots serve (:meth:`_number`), so it knows of no boot newer than that."""
+        newest = self.boot.boot_id
         if born_in > newest:
             raise KernelError(errno.EINVAL, f"{BOOT_ID_METADATA_KEY}: boot {born_in} has not "
                                             f"booted (the newest is {newest})")
