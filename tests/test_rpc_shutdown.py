@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from clients.api import Client
-from clients.identity import COMM_METADATA_KEY, PID_METADATA_KEY
+from clients.identity import BOOT_ID_METADATA_KEY, COMM_METADATA_KEY, PID_METADATA_KEY
 from clients.errors import FtraceError
 from ftrace.v1 import kernel_pb2, tracefs_pb2
 from kernel_daemon.errno import KernelError
@@ -352,13 +352,10 @@ def test_kill_finds_a_task_whose_call_is_inside_the_kernel_a_reboot_replaced():
     assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
 
 
-def test_boot_ids_grow_in_the_order_boots_serve(monkeypatch):
-    """Two reboots at once: the one whose kernel is built first is not always the first
-    swapped in. The id is given at the swap, so the boot serving always has the newest:
-    the stress checker takes a later boot's id for a later boot, and the boot fence's
-    EINVAL (a boot that has not booted) is for ids above the one serving. Here the first
-    reboot is held in its mount until the second has served."""
-    options = BootOptions(core_functions=2000)
+def racing_reboots(monkeypatch, reboot: Callable[[DaemonState], Any]) -> tuple[Any, Any, int]:
+    """Two ``reboot(state)`` at once on a fresh DaemonState, the first held in its mount
+    (its kernel built) until the second has served: each one's answer or KernelError, and
+    the boot id serving after them."""
     second_served = threading.Event()
     held = threading.Event()
 
@@ -368,18 +365,52 @@ def test_boot_ids_grow_in_the_order_boots_serve(monkeypatch):
             assert second_served.wait(DEADLINE)
         return mount(kernel)
 
+    def answer(call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except KernelError as error:
+            return error
+
     try:
-        state = DaemonState(options)
+        state = DaemonState(BootOptions(core_functions=2000))
         monkeypatch.setattr("kernel_daemon.rpc.state.mount", mount_after_the_other)
         with ThreadPoolExecutor(1) as pool:
-            first = pool.submit(state.reboot, options)
+            first = pool.submit(answer, lambda: reboot(state))
             assert held.wait(DEADLINE)
-            second = state.reboot(options)
+            second = answer(lambda: reboot(state))
             second_served.set()
-            first_boot = first.result(DEADLINE)
+            first_answer = first.result(DEADLINE)
         serving = state.boot.boot_id
         state.stopping()
     finally:
         gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
-    assert (second.boot_id, first_boot.boot_id, serving) == (2, 3, 3)
     assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
+    return first_answer, second, serving
+
+
+def test_boot_ids_grow_in_the_order_boots_serve(monkeypatch):
+    """Two reboots at once: the one whose kernel is built first is not always the first
+    swapped in. The id is given at the swap, so the boot serving always has the newest:
+    the stress checker takes a later boot's id for a later boot, and the boot fence's
+    EINVAL (a boot that has not booted) is for ids above the one serving."""
+    first, second, serving = racing_reboots(
+        monkeypatch, lambda state: state.reboot(BootOptions(core_functions=2000)))
+    assert (second.boot_id, first.boot_id, serving) == (2, 3, 3)
+
+
+def test_a_fenced_reboot_replaces_only_the_boot_its_caller_was_born_in(monkeypatch):
+    """Two Reboots at once from tasks of boot 1 (the boot fence): the second replaces
+    boot 1; the first, whose kernel was still booting, would have ended boot 2 after it,
+    a process of an old boot acting on a new one (review R3, 11 of 20 trials). It fails
+    with the ENODEV of its caller's boot gone instead, and boot 2 serves on."""
+    reboot = KernelService.Reboot.__wrapped__  # type: ignore[attr-defined]
+
+    def fenced_reboot(state: DaemonState) -> Any:
+        context = CallContext(4242)
+        context.metadata += ((BOOT_ID_METADATA_KEY, "1"),)
+        return reboot(KernelService(state), kernel_pb2.RebootRequest(
+            config=kernel_pb2.BootConfig(core_functions=2000)), context)
+
+    first, second, serving = racing_reboots(monkeypatch, fenced_reboot)
+    assert (second.boot_id, serving) == (2, 2)
+    assert (first.errno, first.message) == (errno.ENODEV, REBOOTED)

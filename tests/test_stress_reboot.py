@@ -269,3 +269,40 @@ def test_a_reboot_seen_while_the_clients_start_tells_none_to_go(tmp_path, spawn,
         os.close(write_end)
         run.client.close()
     assert not run.result.started
+
+
+def test_a_reboot_after_the_last_look_leaves_the_new_kernel_as_it_booted(tmp_path, spawn,
+                                                                          monkeypatch):
+    """A run on a daemon of the user's: the run found ``uinput`` loaded and a filter; its
+    clients changed both; the daemon reboots just after the run's last look at it (its
+    ``confirm_boot``). The restore's calls carry the run's boot (the boot fence), so they
+    fail, and the new kernel stays as it booted: without the fence the restore loaded
+    uinput and wrote the filter into it, and the report said all was restored (review R3,
+    16 of 16 trials)."""
+    daemon = spawn(CORE)
+    user = Client(daemon.address)
+    run = runner.Run(RunConfig(seed=7, out_dir=str(tmp_path), boot=BootSpec(()),
+                               address=daemon.address), [], None, (None, Client(daemon.address)))
+    try:
+        user.load("uinput")
+        user.write_file(f"{runner.TRACING_DIR}/set_ftrace_filter", "schedule\n")
+        run._boot()
+        # What the run's clients did.
+        user.unload("uinput")
+        user.write_file(f"{runner.TRACING_DIR}/set_ftrace_filter", "vfs_read\n")
+        last_look = run.checker.confirm_boot
+
+        def then_reboot() -> bool:
+            same = last_look()
+            reboot_same(user)
+            return same
+
+        monkeypatch.setattr(run.checker, "confirm_boot", then_reboot)
+        run._finish()
+        modules = [m.name for m in user.list_modules()]
+        listed = user.read_file(f"{runner.TRACING_DIR}/set_ftrace_filter")
+    finally:
+        user.close()
+    assert (modules, listed) == ([], b"#### all functions enabled ####\n")
+    (left,) = run.result.daemon["restored"]["left"]
+    assert left.startswith("restoring failed: ") and "the kernel rebooted" in left, left

@@ -705,6 +705,7 @@ class Run:
         self.checker.stop()
         try:
             if not self._lost and self.checker.confirm_boot():
+                self._fence()
                 self._teardown()
             self._stop_workers()
             if not self._lost:
@@ -713,6 +714,17 @@ class Run:
             if error.from_kernel:
                 raise
             self._on_lost(error_text(error))
+
+    def _fence(self) -> None:
+        """From the run's last look at the kernel on, this process's own calls say they
+        were born in the run's boot (the boot fence, Identity.boot_id, as the workers'
+        do): a reboot after that look fails the teardown, disarm and restore with ENODEV
+        ("the kernel rebooted") instead of letting them act on the new kernel, and the
+        report says so. Not before: until then a call failing so would end the run as a
+        kernel error where the checker says it is a reboot."""
+        if self.checker is not None and self.checker.boot_id:
+            self.client.identity = dataclasses.replace(self.client.identity,
+                                                       boot_id=self.checker.boot_id)
 
     def _teardown(self) -> None:
         """``echo nop > current_tracer``, recorded like any client's operation."""
@@ -747,6 +759,7 @@ class Run:
             with contextlib.suppress(FtraceError):
                 self.checker.confirm_boot()
             result.reboot = self._reboot
+        self._fence()
         self._disarm()  # first: the restore's loads and writes meet no armed failpoint
         self._restore()
         if self.checker is not None:

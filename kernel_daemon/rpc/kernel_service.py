@@ -410,9 +410,11 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
 
     @translate_kernel_errors
     def Reboot(self, request: pb.RebootRequest, context: grpc.ServicerContext) -> pb.BootConfig:
-        with self.state.syscall(context):
+        call = self.state.syscall(context)
+        with call as entered:
             options = boot_options(request.config)
-            boot = self.state.reboot(options)
+            # A fenced caller reboots the boot it was born in, or none (DaemonState.reboot).
+            boot = self.state.reboot(options, entered if call.fenced else None)
             return boot_config(boot.kernel.options, boot.boot_id)
 
     @translate_kernel_errors

@@ -171,26 +171,36 @@ class DaemonState:
         order)."""
         return Boot(next(self._boot_ids), *built)
 
-    def reboot(self, options: BootOptions) -> Boot:
+    def reboot(self, options: BootOptions, replacing: Boot | None = None) -> Boot:
         """Boot a kernel with ``options`` and swap it in, then end the old boot. The old
         one serves until the swap, so a kernel that fails to boot replaces nothing.
+
+        ``replacing``: the boot a fenced caller was born in (:meth:`caller`), the only one
+        it may replace. Another reboot may have replaced that boot while this one's
+        kernel booted: the caller died with it, and the call fails with its ENODEV
+        instead of ending the boot after it (no process of an old boot acts on a new
+        one). None (an unfenced caller): the boot serving at the swap is replaced.
 
         A reboot the daemon's stop overtakes while its kernel boots swaps nothing in:
         that kernel is shut down at once, and the call fails with the ENODEV of a boot
         shut down. The stop ends the boot that serves, and no boot comes after it."""
         built = self._build(options)
         with self.lock:
-            stopped = self._stopped
-            if not stopped:
+            if self._stopped:
+                gone = SHUT_DOWN
+            elif replacing is not None and replacing is not self.boot:
+                gone = REBOOTED
+            else:
+                gone = ""
                 new = self._number(built)
                 old, self.boot = self.boot, new
                 # Under the swap's lock: two reboots at once leave the interval of the
                 # boot that serves.
                 set_switch_interval(options)
-        if stopped:
+        if gone:
             kernel, _ = built
-            kernel.shutdown(SHUT_DOWN)
-            raise kernel_gone(SHUT_DOWN)
+            kernel.shutdown(gone)
+            raise kernel_gone(gone)
         old.end(REBOOTED)
         del old
         freeze_booted_kernel()
@@ -211,7 +221,8 @@ class DaemonState:
         """The calling process named by identity metadata not seen before, and the boot
         it says it was born in (see caller).
 
-        Malformed metadata raises KernelError(EINVAL) every time, as it is never cached.
+        Malformed metadata raises KernelError(EINVAL) every time, as it is never cached;
+        a boot id is cached, and judged at every call against the call's boot (caller).
         """
         pid, comm, born_in = parse_identity_metadata(metadata)
         named = Task(pid if pid is not None else ANONYMOUS.pid, comm or ANONYMOUS.comm), born_in
@@ -253,9 +264,10 @@ class DaemonState:
         once: the call's pid goes into the table of the boot it works on.
         """
         boot = self.boot
-        task = self.caller(context, boot)
+        task, born_in = self._enter(context, boot)
         boot.refuse_if_ended()
-        return Syscall(task, boot, context, self.signals, report_locking)
+        return Syscall(task, boot, context, self.signals, report_locking,
+                       fenced=born_in is not None)
 
     def caller(self, context: grpc.ServicerContext, boot: Boot | None = None) -> Task:
         """The calling process, from the call's identity metadata: parsed once per
@@ -268,6 +280,11 @@ class DaemonState:
         born in another boot than ``boot`` enters nothing (:meth:`_refuse_born_elsewhere`:
         ENODEV for a boot that has ended, EINVAL for one that has not booted).
         """
+        return self._enter(context, boot)[0]
+
+    def _enter(self, context: grpc.ServicerContext,
+               boot: Boot | None = None) -> tuple[Task, int | None]:
+        """:meth:`caller`, and the boot the caller says it was born in (None: unfenced)."""
         metadata = context.invocation_metadata()
         try:
             task, born_in = self._callers[metadata]
@@ -277,7 +294,7 @@ class DaemonState:
         if born_in is not None and born_in != boot.boot_id:
             self._refuse_born_elsewhere(born_in)
         boot.kernel.pid_hash.attach_pid(task.pid)
-        return task
+        return task, born_in
 
     def count_invocations(self, calls: int) -> None:
         with self.lock:
@@ -329,14 +346,16 @@ class Syscall(InKernel):
     (:class:`InKernel`); a signal it took on the way out is reported in the call's
     trailing metadata (:data:`SIGNAL_METADATA_KEY`)."""
 
-    __slots__ = ("boot", "context", "report_locking", "acquired")
+    __slots__ = ("boot", "context", "report_locking", "fenced", "acquired")
 
     def __init__(self, task: Task, boot: Boot, context: grpc.ServicerContext,
-                 signals: SignalTable, report_locking: bool = False) -> None:
+                 signals: SignalTable, report_locking: bool = False,
+                 fenced: bool = False) -> None:
         super().__init__(task, signals, SigPending(context))
         self.boot = boot
         self.context = context
         self.report_locking = report_locking  # report ftrace_lock acquisitions too
+        self.fenced = fenced  # the caller said it was born in boot (the boot fence)
 
     def __enter__(self) -> Boot:  # type: ignore[override]
         super().__enter__()
