@@ -432,18 +432,24 @@ GLIBC_HEAP_SIZE = 64 << 20
 
 def glibc_heaps(pid: int) -> int:
     """How many heaps of glibc's arenas (the main one's aside) ``pid`` has mapped, from
-    /proc/PID/maps: an anonymous read-write mapping at a multiple of
+    /proc/PID/smaps: an anonymous read-write mapping at a multiple of
     :data:`GLIBC_HEAP_SIZE` that reaches that size, alone or with the anonymous
-    PROT_NONE mapping right after it."""
-    maps = []
-    with open(f"/proc/{pid}/maps") as lines:
+    PROT_NONE mapping right after it, both MAP_NORESERVE (VmFlags ``nr``) as glibc's
+    new_heap() maps them. Not ``nr``: another mapping that lands at such a multiple by
+    chance, as numpy's OpenBLAS's 64 MiB buffer does in about one daemon in 32 (where
+    mmap(2) puts it moves with the address-space randomisation)."""
+    maps: list[tuple[int, int, str, bool]] = []  # start, end, perms, anonymous and nr
+    with open(f"/proc/{pid}/smaps") as lines:
         for line in lines:
             fields = line.split()
-            start, end = (int(bound, 16) for bound in fields[0].split("-"))
-            maps.append((start, end, fields[1], len(fields) == 5))
+            if not fields[0].endswith(":"):  # a mapping's first line, as /proc/PID/maps has it
+                start, end = (int(bound, 16) for bound in fields[0].split("-"))
+                perms, anonymous = fields[1], len(fields) == 5
+            elif fields[0] == "VmFlags:":  # its last
+                maps.append((start, end, perms, anonymous and "nr" in fields[1:]))
     heaps = 0
-    for (start, end, perms, anonymous), after in zip(maps, maps[1:] + [None]):
-        if anonymous and perms == "rw-p" and start % GLIBC_HEAP_SIZE == 0:
+    for (start, end, perms, noreserve), after in zip(maps, maps[1:] + [None]):
+        if noreserve and perms == "rw-p" and start % GLIBC_HEAP_SIZE == 0:
             if after is not None and after[0] == end and after[2] == "---p" and after[3]:
                 end = after[1]
             heaps += end - start >= GLIBC_HEAP_SIZE
