@@ -27,6 +27,7 @@ import pytest
 
 from clients.api import Client
 from clients.spawn import SpawnedDaemon, spawn_daemon
+from clients.stress import minimize
 from clients.stress.checker import Checker
 from clients.stress.cpu import daemon_pid
 from kernel_daemon.ftrace.snapshot import RecordsReader
@@ -43,6 +44,14 @@ RACES = ("load-count", "publish-early", "unload-unlocked")
 #: What holds ftrace_lock while a module's records are counted: a loader held there holds
 #: every other client that needs the lock too.
 LOAD_SITE = "ftrace_update_code:before_count"
+#: The load-count row's replay budget: every sequential candidate the search may try (the
+#: shells' and loaders' operations in three orders, each of MAX_SESSIONS tracer sessions in
+#: two), then each of MAX_PAIRS pairs with its three setups, and the run's teardown after
+#: the one that shows the anomaly. A run the machine slows finds the anomaly later, with a
+#: longer history and more tracer sessions, so more sequential candidates: with a budget of
+#: 10 they could leave the pairs one replay, and the interleaving went unverified (1 run
+#: in some 40 under load; the budget used on a quiet machine was 5 to 8).
+LOAD_COUNT_REPLAYS = 3 + 2 * minimize.MAX_SESSIONS + 3 * minimize.MAX_PAIRS + 1
 
 
 def run_stress(out, *args: str, timeout: float = 240) -> tuple[subprocess.CompletedProcess, dict]:
@@ -150,7 +159,7 @@ def test_outcome_table(tmp_path, variant, race):
         # the candidates and their replays.
         args += ["--max-replays", "60", "--shells", "1", "--loaders", "1"]
     elif race == "load-count":
-        args += ["--max-replays", "10"]
+        args += ["--max-replays", str(LOAD_COUNT_REPLAYS)]
     else:
         args.append("--no-minimize")
     done, report = run_stress(tmp_path / "out", *SHORT, *args)
