@@ -21,7 +21,7 @@ from clients.stress.history import Op
 from clients.stress import minimize
 from clients.stress.minimize import (Minimizer, SearchInput, Target, _Pair, interleaving_steps,
                                      interleaving_verdict)
-from clients.stress.replay import Observation
+from clients.stress.replay import Observation, Replayer
 
 WARN = "WARNING: at kernel/trace/ftrace.c:1529 __ftrace_hash_rec_update+0x1e3/0x230()"
 MS = 1_000_000
@@ -460,3 +460,29 @@ def test_a_module_loaded_and_unloaded_before_the_window_stays_when_a_filter_name
     found = Minimizer(boot, search.ops, [warned], {}, str(tmp_path), 0, max_replays=20,
                       window_note=search.note).run()
     assert found.kind == "sequential" and found.confirmed, found.notes
+
+
+# --- replaying an interleaving: whether the racing step could finish -------------------
+
+
+def test_a_racing_step_that_waits_for_the_held_ones_lock_cannot_finish():
+    """No race window: the modprobe held where its records are counted holds ftrace_lock,
+    which ``echo function > current_tracer`` needs. The daemon says the racing step waits
+    for it (it pauses where a task finds the lock held): no such interleaving."""
+    boot = BootSpec((("--variant", "fixed"), ("--core-functions", "2048")))
+    with Replayer(boot) as replayer:
+        seen = replayer.interleaving([], "modprobe dummy", "echo function > current_tracer",
+                                     "ftrace_update_code:before_count", [])
+    assert seen is None
+
+
+def test_a_racing_step_slower_than_five_seconds_still_finishes():
+    """load-count: the modprobe held after its lockless sample holds no lock, and the
+    filter write racing it takes 6 s (a sleep where its release waits, as a slow machine
+    might). It finishes, and the interleaving comes about; a fixed 5 s limit took it for a
+    step waiting on the held one's lock, and the interleaving for one that cannot be."""
+    boot = LOAD_COUNT_BOOT.with_failpoint("ftrace_regex_release:before_lock", "1*sleep(6000)")
+    with Replayer(boot) as replayer:
+        seen = replayer.interleaving([], "modprobe dummy", "echo schedule > set_ftrace_filter",
+                                     "ftrace_update_code:before_count", [])
+    assert seen is not None

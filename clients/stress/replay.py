@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,10 +34,17 @@ _UNDERFLOW = {("consistency", "missing reference"), ("dmesg", "WARNING")}
 _REPORT_LINE = re.compile(r"\] (WARNING: .*|BUG: .*)$", re.MULTILINE)
 #: A frame of a report's call trace: `` [<ffffffff810c4f28>] ftrace_hash_move+0x28/0x1d0``.
 _FRAME = re.compile(r"\] +\[<[0-9a-f]+>\] ([\w.]+)\+0x")
-#: How long an interleaving's first command may take to reach its failpoint, and the
-#: second to finish while the first is held: a step that takes longer is waiting for a
-#: lock the held one owns, so that interleaving cannot happen.
-STEP_TIMEOUT = 5.0
+#: The failpoint a task passes when it finds ftrace_lock held, before it sleeps on it
+#: (kernel_daemon.ftrace.core). In an interleaving's replay only the held step can hold
+#: the lock, so a racing step that pauses there cannot finish while the other is held:
+#: the daemon says so, where a step slow to finish says nothing.
+CONTENDED = "__mutex_lock_slowpath:ftrace_lock"
+#: A safety net, not a verdict: how long a step may take to reach a failpoint, to finish,
+#: or to be released. Steps take milliseconds; the longest wait in a step's own path is a
+#: modprobe's for a symbol of a module still loading (resolve_symbol_wait(), 30 s), after
+#: which it fails and so finishes. A step neither paused nor ended by then counts as one
+#: that could not finish.
+STEP_TIMEOUT = 60.0
 #: One WaitFailpoint call: short, so a first command that finishes without ever reaching
 #: the failpoint is noticed soon.
 _WAIT_SLICE = 0.2
@@ -194,24 +202,30 @@ class Replayer:
                      after: list[str]) -> Observation | None:
         """Run ``prefix``; then ``held`` until it pauses at ``site``; ``racing`` while it
         is held; release; once both are done, ``after``. None when ``held`` never reached
-        ``site``, or ``racing`` could not finish while ``held`` was paused."""
+        ``site``, or ``racing`` could not finish while ``held`` was paused: the daemon
+        shows it waiting for ftrace_lock (:data:`CONTENDED`), or it neither finished nor
+        waited so within :data:`STEP_TIMEOUT`."""
         with (self._fresh() as daemon, self._client(daemon) as first,
               self._client(daemon) as second):
             seen = Observation(boot_id=first.stats().boot_id)
             run_script(first, prefix)
             first.set_failpoint(site, "1*pause")
             held_step = _Step(first, held)
-            if not _paused(second, site, held_step):
+            if _pauses(second, site, held_step) is not True:
                 first.set_failpoint(site, "off")
                 held_step.join(STEP_TIMEOUT)
                 return None
+            armed = {fp.name: fp.spec for fp in second.list_failpoints()}[CONTENDED]
+            second.set_failpoint(CONTENDED, "1*pause")
             racing_step = _Step(second, racing)
-            racing_step.join(STEP_TIMEOUT)
-            finished = not racing_step.is_alive()
+            contended = _pauses(second, CONTENDED, racing_step)
+            second.set_failpoint(CONTENDED, armed)  # the boot's own spec, if any, again
+            if contended:  # it goes on to sleep on the lock, until the held step lets it go
+                second.release_failpoint(CONTENDED)
             second.release_failpoint(site)
             held_step.join(STEP_TIMEOUT)
             racing_step.join(STEP_TIMEOUT)
-            if not finished:
+            if contended is not False:
                 return None
             run_script(second, after)
             seen.look(second, 2 + len(after))
@@ -230,10 +244,12 @@ class _Step(threading.Thread):
         run_script(self.client, [self.command])
 
 
-def _paused(client: Client, site: str, step: threading.Thread) -> bool:
-    """Whether ``step`` is held at ``site``; False when it ended without getting there."""
-    waited = 0.0
-    while waited < STEP_TIMEOUT:
+def _pauses(client: Client, site: str, step: threading.Thread) -> bool | None:
+    """Whether ``step`` pauses at ``site`` (armed to pause once): True once it is paused
+    there, False once it ended without getting there, None if neither within
+    :data:`STEP_TIMEOUT`."""
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while time.monotonic() < deadline:
         try:
             client.wait_failpoint(site, timeout=_WAIT_SLICE)
             return True
@@ -242,8 +258,7 @@ def _paused(client: Client, site: str, step: threading.Thread) -> bool:
                 raise
         if not step.is_alive():
             return False
-        waited += _WAIT_SLICE
-    return False
+    return None
 
 
 def confirm_with_shell(script_path: str, boot: BootSpec, expect: str) -> tuple[bool, str]:
