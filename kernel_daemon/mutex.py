@@ -6,9 +6,12 @@ nor their completion order says which of them held ``ftrace_lock`` first: a ``rm
 invoked before a filter write may free its records after the write matched them. The
 kernel keeps no such record (lock_stat, ``CONFIG_LOCK_STAT``, counts acquisitions and
 hold times, not their order), so the model adds one: while a system call has asked for it
-(:class:`Acquisitions`), each ``mutex_lock()`` it does appends the CLOCK_MONOTONIC
-time, in nanoseconds, at which the lock was obtained: a clock every process of the machine
-shares, so the times compare with the clients' own.
+(:class:`Acquisitions`), each ``mutex_lock()`` of ``ftrace_lock`` it does appends the
+CLOCK_MONOTONIC time, in nanoseconds, at which the lock was obtained: a clock every process
+of the machine shares, so the times compare with the clients' own. Only a mutex made with
+``noted=True`` (ftrace_lock) is noted: the report is of ftrace_lock (common.proto "LOCK
+ORDER"), and another mutex a call takes on its way (``tracing_cpumask_update_lock``,
+``ftrace_profile_lock``) must not read as one.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ _noted: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
 class Mutex:
     """A sleeping lock: ``with mutex:`` is ``mutex_lock()`` ... ``mutex_unlock()``."""
 
-    __slots__ = ("_lock", "_slowpath")
+    __slots__ = ("_lock", "_slowpath", "_noted")
 
-    def __init__(self, slowpath: Callable[[], object] | None = None) -> None:
+    def __init__(self, slowpath: Callable[[], object] | None = None,
+                 noted: bool = False) -> None:
         self._lock = threading.Lock()
         self._slowpath = slowpath
+        self._noted = noted  # its acquisitions go into the call's Acquisitions
 
     def acquire(self) -> None:
         """``mutex_lock()``: the fast path takes a free lock; a held one goes through
@@ -39,9 +44,10 @@ class Mutex:
             if self._slowpath is not None:
                 self._slowpath()
             self._lock.acquire()
-        noted = _noted.get()
-        if noted is not None:
-            noted.append(time.monotonic_ns())
+        if self._noted:
+            noted = _noted.get()
+            if noted is not None:
+                noted.append(time.monotonic_ns())
 
     def release(self) -> None:
         """``mutex_unlock()``."""
@@ -55,8 +61,9 @@ class Mutex:
 
 
 class Acquisitions:
-    """The moments a system call acquired a Mutex: ``with Acquisitions() as noted:``, every
-    Mutex acquired in this context meanwhile appends its time to ``noted.times``."""
+    """The moments a system call acquired ftrace_lock: ``with Acquisitions() as noted:``,
+    every Mutex made ``noted`` acquired in this context meanwhile appends its time to
+    ``noted.times``."""
 
     __slots__ = ("times", "_token")
 

@@ -340,3 +340,16 @@ def test_the_trace_pipe_stream_ends_at_eof(client):
     assert b"vfs_read <-sys_read" in next(chunks).data
     client.write_file(f"{T}/tracing_enabled", b"0\n")
     assert [chunk.data for chunk in chunks] == []  # no chunk more, and no deadline error
+
+
+def test_only_ftrace_lock_is_reported_as_held(client):
+    """x-ftrace-lock-acquired names ftrace_lock: 3.6's tracing_cpumask_write() takes
+    tracing_cpumask_update_lock and no ftrace_lock, so its write reports none. It reported
+    that mutex's acquisition as one of ftrace_lock's. A write of function_profile_enabled
+    reports the ftrace_lock its register takes, not ftrace_profile_lock before it."""
+    client.write_file(f"{T}/tracing_cpumask", "1\n")
+    assert client.lock_acquired == ()
+    before = time.monotonic_ns()
+    client.write_file(f"{T}/function_profile_enabled", "1\n")
+    assert len(client.lock_acquired) == 1 and before < client.lock_acquired[0]
+    client.write_file(f"{T}/function_profile_enabled", "0\n")

@@ -202,7 +202,7 @@ class Ftrace:
 
     def __post_init__(self) -> None:
         self.ftrace_lock = Mutex(slowpath=functools.partial(
-            self.failpoints.fire, "__mutex_lock_slowpath:ftrace_lock"))
+            self.failpoints.fire, "__mutex_lock_slowpath:ftrace_lock"), noted=True)
 
     def publish_ops(self) -> None:
         self.ops_snapshot = tuple(self.ftrace_ops_list)
