@@ -217,11 +217,11 @@ class Replayer:
                 first.set_failpoint(site, "off")
                 held_step.join(STEP_TIMEOUT)
                 return None
-            armed = {fp.name: fp.spec for fp in second.list_failpoints()}[CONTENDED]
             second.set_failpoint(CONTENDED, "1*pause")
             racing_step = _Step(second, racing)
             contended = _pauses(second, CONTENDED, racing_step)
-            second.set_failpoint(CONTENDED, armed)  # the boot's own spec, if any, again
+            # The boot's own spec for it, if any, again ("": disarmed).
+            second.set_failpoint(CONTENDED, self.boot.failpoints().get(CONTENDED, ""))
             if contended:  # it goes on to sleep on the lock, until the held step lets it go
                 second.release_failpoint(CONTENDED)
             second.release_failpoint(site)
