@@ -238,6 +238,29 @@ def test_an_interleaving_for_a_leak_tries_first_the_update_that_takes_references
     assert shown["prefix"] == ["echo function > current_tracer"], shown
 
 
+def test_an_interleaving_for_a_leak_starts_from_the_tracer_state_its_update_changed(tmp_path):
+    """The outcome table's load-count row, as a run under load had it: the tracer was off
+    when dummy's modprobe began, was switched on and, racing it, off, and dummy's
+    references leaked. The switch off changes something only with the tracer on: the
+    state to replay it from is the one it changed, not the one when the modprobe began
+    (from which every replay of the pair switched off a tracer already off, and the
+    interleaving went unverified). The switch on held ftrace_lock before the switch off
+    but answered after it began: only the lock's order says which came first."""
+    history = [module(1, "modprobe", "dummy", 20, 30),
+               write(2, "current_tracer", "function", 21, 25, [22]),
+               write(3, "current_tracer", "nop", 23, 26, [24])]
+    leaked = Anomaly("consistency", "leaked reference",
+                     "leaked reference: dummy_set_address [dummy] at 0xffffffffa0000000: "
+                     "count 1, expected 0 (ops: none), patched", 35 * MS, 35 * MS,
+                     module="dummy")
+    found = Minimizer(LOAD_COUNT_BOOT, history, [leaked], {}, str(tmp_path), 0,
+                      max_replays=8).run()
+    shown = found.interleaving
+    assert found.kind == "interleaving" and shown["reproduces"], (shown, found.notes)
+    assert shown["racing"]["command"] == "echo nop > current_tracer", shown
+    assert shown["prefix"] == ["echo function > current_tracer"], shown
+
+
 #: unload-unlocked, as a run (seed 3) had it: the modprobe of uinput overlapped the switch
 #: to the function tracer and ended before the rmmod began; the switch, held in its walk
 #: of the record pages, then touched uinput's freed page.

@@ -641,7 +641,7 @@ class Minimizer:
             return False
 
         for pair in pairs:
-            for prefix in ([], self._tracer_state(pair.held), self._needed(pair)):
+            for prefix in ([], self._tracer_state(pair.held.invoke_ns), self._needed(pair)):
                 if self._budget() and reproduces(pair, prefix):
                     found.interleaving = self._settle_interleaving(pair, prefix, found)
                     return
@@ -696,10 +696,15 @@ class Minimizer:
     def _needed(self, pair: "_Pair") -> list[Line]:
         """The state the pair needs, as the history has it: the module a racing rmmod
         unloads loaded (its last load completed before the rmmod began), and the
-        tracer's state when the held operation began; in the order they took effect.
-        Only the racing operation is a rmmod (:meth:`_pairs` holds a hash update for
-        one), so the module is loaded once."""
-        lines = self._tracer_state(pair.held)
+        tracer's state the pair's hash update changed (the last switch that took effect
+        before it did); in the order they took effect. That state, not the one when the
+        held operation began: a switch between the two is what the update changed (a
+        load-count run leaked dummy's references with the tracer off when its modprobe
+        began, then switched on and, racing it, off; replayed from the state at the
+        modprobe's start, the switch off changed nothing, and the interleaving went
+        unverified in 2 of some 9 whole-suite runs). Only the racing operation is a rmmod
+        (:meth:`_pairs` holds a hash update for one), so the module is loaded once."""
+        lines = self._tracer_state(pair.update.effect_ns(_LATE))
         rmmod = pair.racing
         if rmmod.op == "rmmod":
             loads = [o for o in self._before_horizon() if o.op == "modprobe" and o.ok
@@ -709,11 +714,12 @@ class Minimizer:
                 lines += [Line(command, loads[-1]) for command in op_commands(loads[-1]) or []]
         return sorted(lines, key=lambda line: line.op.effect_ns(_LATE))
 
-    def _tracer_state(self, held: Op) -> list[Line]:
-        """``echo function > current_tracer`` if that was the last switch before ``held``."""
+    def _tracer_state(self, before_ns: int) -> list[Line]:
+        """``echo function > current_tracer`` if that was the last switch to take effect
+        (when it held ftrace_lock) before ``before_ns``."""
         switches = [op for op in self._before_horizon() if op.op == "write" and op.ok
                     and op.args["file"] == "current_tracer" and op.completed
-                    and op.complete_ns < held.invoke_ns]
+                    and op.effect_ns(_LATE) < before_ns]
         if switches and switches[-1].args["text"] == "function":
             return [Line(echo("function", "current_tracer"), switches[-1])]
         return []
@@ -741,11 +747,10 @@ class Minimizer:
 
         def rank(pair: tuple[str, Op, Op]) -> tuple[bool, bool, bool, int]:
             race, held, racing = pair
-            module_op = racing if race == "unload-unlocked" else held
-            switch = held if race == "unload-unlocked" else racing
+            module_op, update = roles(race, held, racing)
             return (module_op.args.get("module") != self.target.module,
                     race == "load-count" and self._loses_the_other_way(racing),
-                    switch.args.get("file") != "current_tracer", horizon - held.invoke_ns)
+                    update.args.get("file") != "current_tracer", horizon - held.invoke_ns)
         return sorted(pairs, key=rank)
 
     def _loses_the_other_way(self, racing: Op) -> bool:
@@ -829,6 +834,7 @@ class _Pair:
 
     def __init__(self, race: str, held: Op, racing: Op, ops: list[Op]) -> None:
         self.race, self.held, self.racing = race, held, racing
+        _, self.update = roles(race, held, racing)
         self.site = RACE_SITES[race]
         held_setup, self.held_command = as_command(held, ops)
         racing_setup, self.racing_command = as_command(racing, ops)
@@ -854,6 +860,12 @@ class _Pair:
                           f"{len(after or [])} after: "
                           f"{seen.summary() if seen else 'no such interleaving'}")
         return self.seen[key]
+
+
+def roles(race: str, held: Op, racing: Op) -> tuple[Op, Op]:
+    """(module operation, hash update) of a pair: unload-unlocked holds the update and
+    races a rmmod with it, the other windows hold a modprobe and race an update."""
+    return (racing, held) if race == "unload-unlocked" else (held, racing)
 
 
 def pair_seen(pair: _Pair, prefix: list[Line]) -> Observation | None:
