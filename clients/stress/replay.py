@@ -36,14 +36,13 @@ _REPORT_LINE = re.compile(r"\] (WARNING: .*|BUG: .*)$", re.MULTILINE)
 #: A frame of a report's call trace: `` [<ffffffff810c4f28>] ftrace_hash_move+0x28/0x1d0``.
 _FRAME = re.compile(r"\] +\[<[0-9a-f]+>\] ([\w.]+)\+0x")
 #: The failpoints a task passes when it finds a mutex held, before it sleeps on it
-#: (kernel_daemon.mutex): ftrace_lock; trace_types_lock, which a tracer switch holds
-#: through its code update; module_mutex, though no failpoint sits inside it today (the
-#: module notifiers, where ftrace's sites are, run outside it, as in 3.6), so a held step
-#: never holds it. In an interleaving's replay only the held step can hold them, so a
-#: racing step that pauses at one of them cannot finish while the other is held: the
-#: daemon says so, where a step slow to finish says nothing.
-CONTENDED = tuple(f"__mutex_lock_slowpath:{lock}"
-                  for lock in ("ftrace_lock", "trace_types_lock", "module_mutex"))
+#: (kernel_daemon.mutex): ftrace_lock, and trace_types_lock, which a tracer switch holds
+#: through its code update. In an interleaving's replay only the held step can hold them,
+#: so a racing step that pauses at one of them cannot finish while the other is held: the
+#: daemon says so, where a step slow to finish says nothing. Not module_mutex's: no
+#: failpoint sits inside module_mutex (the module notifiers, where ftrace's sites are, run
+#: outside it, as in 3.6), so a held step never holds it.
+CONTENDED = tuple(f"__mutex_lock_slowpath:{lock}" for lock in ("ftrace_lock", "trace_types_lock"))
 #: A safety net, not a verdict: how long a step may take to reach a failpoint, to finish,
 #: or to be released. Steps take milliseconds; the longest wait in a step's own path is a
 #: modprobe's for a symbol of a module still loading (resolve_symbol_wait(), 30 s), after
