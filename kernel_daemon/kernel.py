@@ -98,16 +98,18 @@ class Kernel:
         self.printk.printk(f"Linux version {UTS_RELEASE} (ftrace-sim) {UTS_VERSION}", level=5)
         vmlinux = build_vmlinux(options.core_functions, options.seed)
         self.kallsyms = Kallsyms(vmlinux)
-        # Taints are the panic state's, made next (it prints the loader's module list).
-        self.modules = ModuleLoader(self.kallsyms,
-                                    ModuleAddressSpace(options.module_placement, options.seed),
-                                    lambda flag: self.panic.add_taint(flag), self.printk.printk)
-        self.panic = Panic(self.printk, self.kallsyms.sprint_symbol, self.kallsyms_lookup_name,
-                           self.modules.print_modules, UTS_RELEASE, UTS_VERSION)
+        # Before the module loader: module_mutex passes a failpoint when contended.
         self.failpoints = Failpoints(options.seed, known=FAILPOINT_SITES,
                                      errors=FAILPOINT_ERRORS)
         for name, spec in options.failpoints:
             self.failpoints.configure(name, spec)
+        # Taints are the panic state's, made next (it prints the loader's module list).
+        self.modules = ModuleLoader(self.kallsyms,
+                                    ModuleAddressSpace(options.module_placement, options.seed),
+                                    lambda flag: self.panic.add_taint(flag), self.printk.printk,
+                                    self.failpoints)
+        self.panic = Panic(self.printk, self.kallsyms.sprint_symbol, self.kallsyms_lookup_name,
+                           self.modules.print_modules, UTS_RELEASE, UTS_VERSION)
         self.namespace = new_namespace()
         # The boot creates the namespace's shared memory as it goes: one that fails
         # half-way (an error, Ctrl-C, SIGTERM made KeyboardInterrupt) leaves no kernel to

@@ -10,8 +10,8 @@ hold times, not their order), so the model adds one: while a system call has ask
 CLOCK_MONOTONIC time, in nanoseconds, at which the lock was obtained: a clock every process
 of the machine shares, so the times compare with the clients' own. Only a mutex made with
 ``noted=True`` (ftrace_lock) is noted: the report is of ftrace_lock (common.proto "LOCK
-ORDER"), and another mutex a call takes on its way (``tracing_cpumask_update_lock``,
-``ftrace_profile_lock``) must not read as one.
+ORDER"), and another mutex a call takes on its way (``trace_types_lock``, ``module_mutex``,
+``tracing_cpumask_update_lock``, ``ftrace_profile_lock``) must not read as one.
 """
 
 from __future__ import annotations

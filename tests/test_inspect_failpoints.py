@@ -30,6 +30,7 @@ from tests.test_workload_inspect import inspect_main
 
 LOAD_COUNT = "ftrace_update_code:before_count"
 NEXT_PAGE = "__ftrace_hash_rec_update:next_page"
+TRACE_TYPES_LOCK = "__mutex_lock_slowpath:trace_types_lock"
 
 
 def site_row(listing: str, name: str) -> tuple[str, str]:
@@ -72,6 +73,38 @@ def test_failpoints_step_the_load_count_window_between_two_shells(spawn, capsys)
         report = client.check_consistency()
     assert {a.kind for a in report.anomalies} == {kernel_pb2.ANOMALY_KIND_MISSING_REFERENCE}
     assert {a.module for a in report.anomalies} == {"uinput"}
+
+
+def test_a_tracer_switch_that_finds_trace_types_lock_held_pauses_where_it_waits(
+        spawn, capsys):
+    """``echo function > current_tracer`` held in its code update holds trace_types_lock:
+    ``echo nop > current_tracer``, in another shell, finds it held and passes
+    ``__mutex_lock_slowpath:trace_types_lock`` before it sleeps (a pause there shows it
+    blocked, as ftrace_lock's does for that lock); released, it switches after the first."""
+    daemon = spawn(CORE)
+    address = ["--address", daemon.address]
+    assert inspect_main(capsys, *address, "failpoints", "set", NEXT_PAGE, "1*pause")[0] == 0
+    held = ShellProcess(daemon.address, "echo function > current_tracer")
+    assert inspect_main(capsys, *address, "failpoints", "wait", NEXT_PAGE, "--timeout",
+                        str(DEADLINE))[0] == 0
+    assert inspect_main(capsys, *address, "failpoints", "set", TRACE_TYPES_LOCK,
+                        "1*pause") == (0, f"{TRACE_TYPES_LOCK}=1*pause\n", "")
+    racing = ShellProcess(daemon.address, "echo nop > current_tracer")
+    assert inspect_main(capsys, *address, "failpoints", "wait", TRACE_TYPES_LOCK,
+                        "--timeout", str(DEADLINE)) == (
+        0, f"{TRACE_TYPES_LOCK}: paused: bash/{racing.proc.pid}\n", "")
+    status, listing, _ = inspect_main(capsys, *address, "failpoints", "list")
+    row, description = site_row(listing, TRACE_TYPES_LOCK)
+    assert status == 0 and row.split()[-1] == f"bash/{racing.proc.pid}"
+    assert "trace_types_lock is held by another task, before this one sleeps waiting " \
+           "for it" in description
+    for site in (TRACE_TYPES_LOCK, NEXT_PAGE):
+        assert inspect_main(capsys, *address, "failpoints", "release", site) == (
+            0, f"{site}: released 1\n", "")
+    held.finish()
+    racing.finish()
+    with Client(daemon.address) as client:
+        assert client.read_file(f"{TRACING}/current_tracer") == b"nop\n"
 
 
 def test_failpoints_errors_and_a_wait_that_sees_nothing_pause(daemon, capsys):

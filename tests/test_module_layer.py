@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.ftrace.consistency import check_consistency
 from kernel_daemon.module import vmlinux
 from kernel_daemon.module.address_space import (
@@ -34,6 +35,7 @@ from kernel_daemon.module.vmlinux import (
     VMLINUX_TEXT_START,
     build_vmlinux,
 )
+from kernel_daemon.task import Task
 from kernel_daemon.unwind import call_trace
 from tests.kernel_helpers import booted, modprobe, seq_read_all
 
@@ -81,7 +83,7 @@ def logged() -> list[tuple[str, int]]:
 @pytest.fixture
 def loader(kallsyms: Kallsyms, taints: list[int], logged: list[tuple[str, int]]) -> ModuleLoader:
     return ModuleLoader(kallsyms, ModuleAddressSpace(), taints.append,
-                        lambda text, level: logged.append((text, level)))
+                        lambda text, level: logged.append((text, level)), Failpoints())
 
 
 def proc_modules(loader: ModuleLoader) -> str:
@@ -436,7 +438,8 @@ def test_an_out_of_tree_module_taints_before_it_is_linked(kallsyms: Kallsyms,
     """check_modinfo() taints in layout_and_allocate(), before the module has memory or
     is on the list: loads that fail after (ENOMEM, EEXIST) leave the kernel tainted."""
     space = ModuleAddressSpace()
-    loader = ModuleLoader(kallsyms, space, taints.append, lambda text, level: None)
+    loader = ModuleLoader(kallsyms, space, taints.append, lambda text, level: None,
+                          Failpoints())
     seen: list[list[int]] = []
     loader.register_module_notifier(lambda state, mod: seen.append(list(taints)))
     loader.load_module(spec("intree", "f"))
@@ -725,3 +728,26 @@ def test_a_module_whose_record_pages_cannot_be_had_fails_to_load_and_leaves_noth
         assert kernel.modules.find_module("uinput") is None
         assert check_consistency(kernel.ftrace) == []
         assert modprobe(kernel, "uinput").name == "uinput"
+
+
+def test_a_load_that_finds_module_mutex_held_passes_its_contention_failpoint() -> None:
+    """``module_mutex`` is a mutex of the model's (kernel_daemon.mutex): a modprobe that
+    finds it held, here by a ``/proc/modules`` read between m_start() and m_stop(), passes
+    ``__mutex_lock_slowpath:module_mutex`` before it sleeps, as a call that finds
+    ftrace_lock held passes that lock's. No daemon call holds module_mutex at a failpoint
+    (none sits inside it), so the holder here is the kernel's own read."""
+    site = "__mutex_lock_slowpath:module_mutex"
+    with booted() as kernel:
+        kernel.failpoints.configure(site, "1*pause")
+        kernel.modules.m_start(0)
+        load = threading.Thread(target=modprobe, args=(kernel, "dummy"), daemon=True)
+        load.start()
+        try:
+            assert kernel.failpoints.wait_paused(site, timeout=30)
+            assert kernel.failpoints.state(site).paused == (Task(20950, "modprobe"),)
+        finally:
+            kernel.modules.m_stop(None)
+            kernel.failpoints.release(site)
+            load.join(timeout=30)
+        assert not load.is_alive()
+        assert kernel.modules.find_module("dummy").state == MODULE_STATE_LIVE

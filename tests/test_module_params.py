@@ -15,6 +15,7 @@ import pytest
 from clients.errors import FtraceError
 from clients.kmod import options_from_array
 from kernel_daemon.errno import KernelError
+from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.module.address_space import ModuleAddressSpace
 from kernel_daemon.module.catalog import load_catalog
 from kernel_daemon.module.kallsyms import Kallsyms
@@ -95,7 +96,7 @@ def test_a_failed_parameter_unlinks_the_module_before_any_notifier_runs():
     kallsyms = Kallsyms(build_vmlinux(4096))
     logged: list[str] = []
     loader = ModuleLoader(kallsyms, ModuleAddressSpace(), lambda flag: None,
-                          lambda text, level: logged.append(text))
+                          lambda text, level: logged.append(text), Failpoints())
     notified: list[tuple[int, str]] = []
     loader.register_module_notifier(lambda state, mod: notified.append((state, mod.name)))
     catalog = load_catalog()
@@ -112,7 +113,7 @@ def test_a_failed_parameter_unlinks_the_module_before_any_notifier_runs():
     assert fat.refcnt == 1 and loader.modules() == [vfat, fat]
     # Where it goes when no load failed before it: the failed one's memory was freed.
     never_failed = ModuleLoader(Kallsyms(build_vmlinux(4096)), ModuleAddressSpace(),
-                                lambda flag: None, lambda text, level: None)
+                                lambda flag: None, lambda text, level: None, Failpoints())
     never_failed.load_module(catalog["fat"])
     assert never_failed.load_module(catalog["vfat"]).module_core == vfat.module_core
 

@@ -18,7 +18,7 @@ import dataclasses
 from clients.stress.checker import Anomaly
 from clients.stress.config import BootSpec
 from clients.stress.history import Op
-from clients.stress import minimize
+from clients.stress import minimize, replay
 from clients.stress.minimize import (Minimizer, SearchInput, Target, _Pair, interleaving_steps,
                                      interleaving_verdict)
 from clients.stress.replay import Observation, Replayer
@@ -496,6 +496,21 @@ def test_a_racing_step_that_waits_for_the_held_ones_lock_cannot_finish():
     with Replayer(boot) as replayer:
         seen = replayer.interleaving([], "modprobe dummy", "echo function > current_tracer",
                                      "ftrace_update_code:before_count", [])
+    assert seen is None
+
+
+def test_a_racing_step_that_waits_for_the_held_ones_trace_types_lock_cannot_finish(
+        monkeypatch):
+    """The tracer switch held in its code update holds trace_types_lock (and ftrace_lock);
+    ``echo nop > current_tracer`` waits for trace_types_lock first. The daemon says so (it
+    pauses where a task finds that mutex held): no such interleaving. The safety net is
+    put beyond the test's own time limit, so that only the daemon can decide it."""
+    monkeypatch.setattr(replay, "STEP_TIMEOUT", 3600.0)
+    boot = BootSpec((("--variant", "fixed"), ("--core-functions", "2048")))
+    with Replayer(boot) as replayer:
+        seen = replayer.interleaving([], "echo function > current_tracer",
+                                     "echo nop > current_tracer",
+                                     "__ftrace_hash_rec_update:next_page", [])
     assert seen is None
 
 

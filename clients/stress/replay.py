@@ -10,6 +10,7 @@ one ahead, in the background, while the previous replay runs.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import re
 import subprocess
@@ -34,21 +35,23 @@ _UNDERFLOW = {("consistency", "missing reference"), ("dmesg", "WARNING")}
 _REPORT_LINE = re.compile(r"\] (WARNING: .*|BUG: .*)$", re.MULTILINE)
 #: A frame of a report's call trace: `` [<ffffffff810c4f28>] ftrace_hash_move+0x28/0x1d0``.
 _FRAME = re.compile(r"\] +\[<[0-9a-f]+>\] ([\w.]+)\+0x")
-#: The failpoint a task passes when it finds ftrace_lock held, before it sleeps on it
-#: (kernel_daemon.ftrace.core). In an interleaving's replay only the held step can hold
-#: the lock, so a racing step that pauses there cannot finish while the other is held:
-#: the daemon says so, where a step slow to finish says nothing.
-CONTENDED = "__mutex_lock_slowpath:ftrace_lock"
+#: The failpoints a task passes when it finds a mutex held, before it sleeps on it
+#: (kernel_daemon.mutex): ftrace_lock, and trace_types_lock, which a tracer switch holds
+#: through its code update. In an interleaving's replay only the held step can hold them,
+#: so a racing step that pauses at one of them cannot finish while the other is held: the
+#: daemon says so, where a step slow to finish says nothing. Not module_mutex's: no
+#: failpoint sits inside module_mutex (the module notifiers, where ftrace's sites are, run
+#: outside it, as in 3.6), so a held step never holds it.
+CONTENDED = tuple(f"__mutex_lock_slowpath:{lock}" for lock in ("ftrace_lock", "trace_types_lock"))
 #: A safety net, not a verdict: how long a step may take to reach a failpoint, to finish,
 #: or to be released. Steps take milliseconds; the longest wait in a step's own path is a
 #: modprobe's for a symbol of a module still loading (resolve_symbol_wait(), 30 s), after
 #: which it fails and so finishes. A step neither paused nor ended by then counts as one
-#: that could not finish: so is one that waits for another lock the held step holds
-#: (trace_types_lock, module_mutex), which has no contention failpoint. The race windows'
-#: pairs meet none of those (none of 58 stress runs' searches did).
+#: that could not finish: so would one that waits for the held step other than on the
+#: locks of :data:`CONTENDED` (ftrace_profile_lock, which no stress command takes).
 STEP_TIMEOUT = 60.0
-#: One WaitFailpoint call: short, so a first command that finishes without ever reaching
-#: the failpoint is noticed soon.
+#: One round of WaitFailpoint calls, one a site: short, so a step that finishes without
+#: ever reaching the failpoints is noticed soon.
 _WAIT_SLICE = 0.2
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -205,7 +208,7 @@ class Replayer:
         """Run ``prefix``; then ``held`` until it pauses at ``site``; ``racing`` while it
         is held; release; once both are done, ``after``. None when ``held`` never reached
         ``site``, or ``racing`` could not finish while ``held`` was paused: the daemon
-        shows it waiting for ftrace_lock (:data:`CONTENDED`), or it neither finished nor
+        shows it waiting for a lock (:data:`CONTENDED`), or it neither finished nor
         waited so within :data:`STEP_TIMEOUT`."""
         with (self._fresh() as daemon, self._client(daemon) as first,
               self._client(daemon) as second):
@@ -213,17 +216,21 @@ class Replayer:
             run_script(first, prefix)
             first.set_failpoint(site, "1*pause")
             held_step = _Step(first, held)
-            if _pauses(second, site, held_step) is not True:
+            if _pauses(second, (site,), held_step) is not True:
                 first.set_failpoint(site, "off")
                 held_step.join(STEP_TIMEOUT)
                 return None
-            second.set_failpoint(CONTENDED, "1*pause")
+            for lock in CONTENDED:
+                second.set_failpoint(lock, "1*pause")
             racing_step = _Step(second, racing)
             contended = _pauses(second, CONTENDED, racing_step)
-            # The boot's own spec for it, if any, again ("": disarmed).
-            second.set_failpoint(CONTENDED, self.boot.failpoints().get(CONTENDED, ""))
+            boot = self.boot.failpoints()
+            # The boot's own spec for each, if any, again ("": disarmed).
+            for lock in CONTENDED:
+                second.set_failpoint(lock, boot.get(lock, ""))
             if contended:  # it goes on to sleep on the lock, until the held step lets it go
-                second.release_failpoint(CONTENDED)
+                for lock in CONTENDED:
+                    second.release_failpoint(lock)
             second.release_failpoint(site)
             held_step.join(STEP_TIMEOUT)
             racing_step.join(STEP_TIMEOUT)
@@ -246,14 +253,15 @@ class _Step(threading.Thread):
         run_script(self.client, [self.command])
 
 
-def _pauses(client: Client, site: str, step: threading.Thread) -> bool | None:
-    """Whether ``step`` pauses at ``site`` (armed to pause once): True once it is paused
-    there, False once it ended without getting there, None if neither within
+def _pauses(client: Client, sites: tuple[str, ...], step: threading.Thread) -> bool | None:
+    """Whether ``step`` pauses at one of ``sites`` (each armed to pause once): True once it
+    is paused there, False once it ended without getting there, None if neither within
     :data:`STEP_TIMEOUT`."""
     deadline = time.monotonic() + STEP_TIMEOUT
+    in_turn = itertools.cycle(sites)
     while time.monotonic() < deadline:
         try:
-            client.wait_failpoint(site, timeout=_WAIT_SLICE)
+            client.wait_failpoint(next(in_turn), timeout=_WAIT_SLICE / len(sites))
             return True
         except FtraceError as error:
             if error.errno != errno.ETIMEDOUT:

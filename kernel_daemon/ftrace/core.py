@@ -60,8 +60,9 @@ class Race(enum.Enum):
     UNLOAD_UNLOCKED = "unload-unlocked"
 
 
-# Failpoint sites in the core, named <function>:<where>, each with where it sits in words
-# (Kernel.ListFailpoints' description).
+# Failpoint sites in the core (and the contention of trace.c's and module.c's mutexes),
+# named <function>:<where>, each with where it sits in words (Kernel.ListFailpoints'
+# description).
 FAILPOINT_SITES: dict[str, str] = {
     "ftrace_update_code:before_count":
         "module load: before the new records' counts are taken from the enabled ops; "
@@ -86,6 +87,16 @@ FAILPOINT_SITES: dict[str, str] = {
     "__mutex_lock_slowpath:ftrace_lock":
         "any path: ftrace_lock is held by another task, before this one sleeps waiting "
         "for it (pause here proves a call is blocked on the lock)",
+    # trace.c's and module.c's DEFINE_MUTEXes: a call waiting for one says so as one
+    # waiting for ftrace_lock does (a replayed interleaving's racing step, clients.stress).
+    "__mutex_lock_slowpath:trace_types_lock":
+        "current_tracer, trace_options, options/*, tracing_enabled, opening trace (trace.c): "
+        "trace_types_lock is held by another task, before this one sleeps waiting for it "
+        "(pause here proves a call is blocked on the lock)",
+    "__mutex_lock_slowpath:module_mutex":
+        "module load, unload, /proc/modules (module.c): module_mutex is held by another "
+        "task, before this one sleeps waiting for it (pause here proves a call is blocked "
+        "on the lock)",
     "ftrace_regex_release:before_lock":
         "closing set_ftrace_filter/notrace: the pending token matched, before "
         "ftrace_lock is taken to install the new hash",

@@ -39,6 +39,7 @@ handled like a failing ``mod->init``: GOING notifiers, free, and the error re-ra
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import threading
 import time
@@ -46,11 +47,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kernel_daemon.errno import quoted
+from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.module.address_space import ModuleAddressSpace
 from kernel_daemon.module.catalog import ModuleSpec
 from kernel_daemon.module.kallsyms import Kallsyms
 from kernel_daemon.module.params import ddebug_dyndbg_module_param_cb, parse_args
 from kernel_daemon.module.symbols import Symbol
+from kernel_daemon.mutex import Mutex
 from kernel_daemon.panic import TAINT_OOT_MODULE
 from kernel_daemon.printk import KERN_WARNING
 from kernel_daemon.tracefs.seq_file import SeqOperations
@@ -174,14 +177,17 @@ class ModuleLoader:
     """
 
     def __init__(self, kallsyms: Kallsyms, address_space: ModuleAddressSpace,
-                 add_taint: Callable[[int], None], printk: Callable[..., None]) -> None:
+                 add_taint: Callable[[int], None], printk: Callable[..., None],
+                 failpoints: Failpoints) -> None:
         """``add_taint(flag)`` is the kernel's ``add_taint()``, ``printk(text, level=)``
-        its ``printk()``."""
+        its ``printk()``; ``failpoints`` the kernel's, for ``module_mutex``'s."""
         self._kallsyms = kallsyms
         self._address_space = address_space
         self._add_taint = add_taint
         self._printk = printk
-        self.module_mutex = threading.Lock()
+        # A DEFINE_MUTEX: contending for it passes __mutex_lock_slowpath:module_mutex.
+        self.module_mutex = Mutex(slowpath=functools.partial(
+            failpoints.fire, "__mutex_lock_slowpath:module_mutex"))
         # module_wq: loads waiting for a module they need to finish loading.
         self.module_wq = threading.Condition()
         # module_notify_list; every entry at priority 0, so called in registration order.

@@ -13,12 +13,14 @@ again.
 from __future__ import annotations
 
 import errno
+import functools
 import threading
 from collections.abc import Callable
 from typing import Protocol
 
 from kernel_daemon.errno import KernelError, quoted
 from kernel_daemon.ftrace.core import WARN_ON_ONCE, WARN_ONCE, Ftrace, ftrace_start, ftrace_stop
+from kernel_daemon.mutex import Mutex
 from kernel_daemon.strings import KERNEL_SPACES, c_string, kstrtoul_from_user
 from kernel_daemon.trace.ring_buffer import RingBuffer
 from kernel_daemon.printk import KERN_DEBUG, Printk
@@ -102,7 +104,9 @@ class Tracing:
         # global_trace.time_start: ftrace_now() at the last tracing_reset_online_cpus();
         # the latency format's times count from it.  0 until then (a static).
         self.time_start = 0
-        self.trace_types_lock = threading.Lock()
+        # A DEFINE_MUTEX: contending for it passes __mutex_lock_slowpath:trace_types_lock.
+        self.trace_types_lock = Mutex(slowpath=functools.partial(
+            ft.failpoints.fire, "__mutex_lock_slowpath:trace_types_lock"))
         self.nop_trace = NopTracer(printk)
         self.trace_types: list[Tracer] = [self.nop_trace]
         # tracer_alloc_buffers() sets current_trace directly: no option files for nop.
