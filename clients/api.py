@@ -447,14 +447,23 @@ class TracerSession:
             return self._dropped_here
 
     def unregister(self) -> tracer_pb2.Unregistered:
-        """unregister_ftrace_function(ops); the stream then ends."""
-        result = self._request(
-            tracer_pb2.TracerRequest(unregister=tracer_pb2.UnregisterOps()), "unregistered"
-        )
+        """unregister_ftrace_function(ops); the stream then ends, also when the daemon
+        refuses it (ENODEV once ftrace is dead: the ops stays listed, as in the kernel)."""
+        try:
+            result = self._request(
+                tracer_pb2.TracerRequest(unregister=tracer_pb2.UnregisterOps()), "unregistered"
+            )
+        except FtraceError:
+            self._close()
+            raise
+        self._close()
+        return result
+
+    def _close(self) -> None:
+        """After the unregister's answer: no more requests, and the call's end waited for."""
         self._done = True
         self._requests.end()
         self._ended()
-        return result
 
     def cancel(self) -> None:
         """End the stream abruptly; the daemon unregisters the ops. Returns at once, as

@@ -15,6 +15,7 @@ shared with ``test_workload_inspect.py``.
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import os
 import re
@@ -192,6 +193,24 @@ def test_library_tracer_hits_equal_invocations_across_reload(spawn, variant):
             assert missing_reference(report) == [("uinput_read", "uinput", 1, 0)]
             assert report.anomalies[0].ops == ["lib"]
             assert client.stats().ftrace_disabled  # the unregister WARNed
+
+
+def test_an_unregister_once_ftrace_is_dead_fails_with_enodev_and_the_ops_stays(spawn):
+    """``unregister_ftrace_function()`` after ftrace_kill: ``__unregister_ftrace_function()``
+    returns -ENODEV and the ops stays on ``ftrace_ops_list``, ENABLED (3.6 ftrace.c). The
+    session is told so; it used to be told ``unregistered``."""
+    daemon = spawn(["--variant", "buggy", *SMALL])
+    with daemon.connect() as client:
+        base = client.load("uinput").base
+        with client.attach("bystander", ["vfs_read"]) as bystander:
+            # Kill ftrace the report's way: reload under a filter, then unregister.
+            with client.attach("killer", ["uinput_release"]):
+                reload_uinput(client, base)
+            assert client.stats().ftrace_disabled
+            with pytest.raises(FtraceError) as refused:
+                bystander.unregister()
+        assert refused.value.errno == errno.ENODEV
+        assert [(ops.name, ops.enabled) for ops in client.list_ops()] == [("bystander", True)]
 
 
 def test_a_session_keeps_at_most_max_kept_hits_and_counts_the_rest(spawn):

@@ -305,7 +305,7 @@ class TracerSession:
         if op == "flush":
             return self._event(flushed=pb.Flushed(hits=self.hits.sent,
                                                   dropped=self.hits.dropped_total))
-        self._unregister()
+        self._unregister(answered=True)
         return self._event(unregistered=pb.Unregistered(hits=self.hits.sent,
                                                         dropped=self.hits.dropped_total))
 
@@ -385,7 +385,11 @@ class TracerSession:
         return self._event(filter_updated=pb.FilterUpdated(
             filter_count=self.ops.filter_hash.count, notrace_count=self.ops.notrace_hash.count))
 
-    def _unregister(self) -> None:
+    def _unregister(self, answered: bool = False) -> None:
+        """``unregister_ftrace_function()`` of the stream's ops, once. Once ftrace is dead it
+        fails with ENODEV and the ops stays listed and ENABLED, as in the kernel; an
+        ``unregister`` request is ``answered`` that errno (the call ends with it), a stream
+        that ended otherwise has nobody to tell."""
         ops, self.ops = self.ops, None
         if ops is None:
             return
@@ -393,7 +397,8 @@ class TracerSession:
             try:
                 unregister_ftrace_function(self.kernel.ftrace, ops)
             except KernelError:
-                pass  # ftrace is dead: the ops stays listed, as in the kernel
+                if answered:
+                    raise
 
 
 STREAM_END = object()
