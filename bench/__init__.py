@@ -11,7 +11,8 @@ QUICK=1``) runs every module below and writes ``results.json`` and ``results.md`
 - ``module_load``: the counts of a 2,000-function module's records, against a Python loop;
 - ``invoke``: traced invocations per second through one batched ``Invoke``, against a
   plain-Python per-event loop;
-- ``stress_throughput``: ``ftrace-stress`` operations per second against the echo rate;
+- ``stress_throughput``: ``ftrace-stress`` operations per second against the echo rate,
+  and against echo clients making the stress clients' calls;
 - ``time_to_detection``: from ``bench/time_to_detection.py`` when it is there;
 - ``memory``: shared memory per record, the daemon's resident memory.
 

@@ -196,8 +196,9 @@ class Servers:
 @dataclass(frozen=True)
 class Window:
     """What :meth:`WorkerPool.measure` saw: operations per second in the window, calls
-    made in all (the warm-up's too), and the CPU seconds the workers, and the server when
-    its pid was given, spent on them (the server does nothing else meanwhile)."""
+    (operations: ``bench.rpc_worker``) made in all (the warm-up's too), and the CPU
+    seconds the workers, and the server when its pid was given, spent on them (the server
+    does nothing else meanwhile)."""
 
     rate: float
     calls: int
@@ -232,22 +233,25 @@ class WorkerPool:
             self.close()
             raise
 
-    def measure(self, op: str, target: str, clients: int, duration: float,
+    def measure(self, op: str | Sequence[str], target: str, clients: int, duration: float,
                 lead: float = 0.3, server_pid: int | None = None) -> Window:
-        """``clients`` workers running ``op`` against ``target`` together for
-        ``duration`` seconds (after ``lead`` seconds of warm-up): operations per second,
-        the calls made in all and the CPU the workers (and the server at ``server_pid``)
-        spent."""
+        """``clients`` workers running ``op`` (or each its own of ``clients`` ops)
+        against ``target`` together for ``duration`` seconds (after ``lead`` seconds of
+        warm-up): operations per second, the operations made in all and the CPU the
+        workers (and the server at ``server_pid``) spent."""
         server_before = process_cpu_seconds(server_pid) if server_pid else None
         workers = self.workers[:clients]
         if len(workers) < clients:
             raise ValueError(f"the pool has {len(self.workers)} workers, not {clients}")
+        ops = [op] * clients if isinstance(op, str) else list(op)
+        if len(ops) != clients:
+            raise ValueError(f"{len(ops)} ops for {clients} workers")
         start = time.monotonic() + lead
-        line = json.dumps({"op": op, "target": target, "start": start,
-                           "duration": duration}).encode() + b"\n"
-        for worker in workers:
+        for worker, worker_op in zip(workers, ops):
             assert worker.popen.stdin is not None
-            worker.popen.stdin.write(line)
+            worker.popen.stdin.write(json.dumps({"op": worker_op, "target": target,
+                                                 "start": start, "duration": duration})
+                                     .encode() + b"\n")
             worker.popen.stdin.flush()
         total = calls = 0
         cpu = 0.0
@@ -271,7 +275,7 @@ class WorkerPool:
                       if server_before is not None and server_after is not None else None)
         return Window(total / duration, calls, cpu, server_cpu)
 
-    def warm(self, op: str, target: str, clients: int | None = None) -> None:
+    def warm(self, op: str | Sequence[str], target: str, clients: int | None = None) -> None:
         """Connect the workers to ``target`` and run ``op`` a little, untimed, so that no
         window starts with a connection being made."""
         self.measure(op, target, clients or len(self.workers), 0.05, lead=1.0)

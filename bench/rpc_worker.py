@@ -7,7 +7,8 @@ command per line and answers one JSON line:
   as it goes, until ``time.monotonic()`` reaches T (warming up), then count the
   operations that complete in [T, T + D]; answers ``{"count": N, "calls": M, "cpu": S}``:
   N counted, M made in all (warm-up included), S seconds of this process's CPU
-  (every thread's) while making them;
+  (every thread's) while making them (an operation is one call of OP, or one round
+  trip of ``attach_md``'s);
 - ``{"op": "quit"}``.
 
 OPs: ``read`` (``cat tracing_on``: one ``Tracefs.ReadFile``), ``session`` (``echo
@@ -17,7 +18,12 @@ and a half-close, as the session's open, write and close).  ``read`` and ``sessi
 through the same plain gRPC client code as ``unary`` and ``pingpong``, with the caller
 identity as call metadata; ``unary_md`` and ``pingpong_md`` send the echo server that same
 metadata, so that only the server differs; ``read_api`` and ``session_api`` make
-ftraced's calls through the client library (``clients.api.Client``).
+ftraced's calls through the client library (``clients.api.Client``).  ``attach_md`` is a
+stress tracer's ``Tracer.Attach`` session on the echo's stream, with that metadata: a
+round trip for the register, then, unless the register is one of the refused
+(``REFUSED``), one per set_filter (as many as ``TracerWorker.step`` makes on average)
+and one for the unregister; then the half-close.  Each round trip counts as one
+operation, as each of those is one operation of ``ftrace-stress``.
 
 ``time.monotonic()`` is CLOCK_MONOTONIC, the same clock in every process, so the workers'
 windows line up.  Channels are opened once per target and kept, as a long-lived client
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -48,6 +55,15 @@ READ_FILE = "/ftrace.v1.Tracefs/ReadFile"
 SESSION = "/ftrace.v1.Tracefs/Session"
 PING_PONGS = 3
 PAYLOAD = b"1\n"
+#: The chance that a stress tracer's next step on its session is a set_filter, not the
+#: unregister (clients/stress/workers.py, TracerWorker.step: rolls below 0.65): 0.65 / 0.35
+#: = 1.86 set_filters per session on average (as measured: bench/stress_throughput.py).
+SET_FILTER = 0.65
+#: The share of a stress tracer's registers the kernel refuses (EINVAL: a pattern that
+#: matches no function, mostly one of a module not loaded), each a stream of that one
+#: round trip. Not in the tracer's code but in the kernel's state: measured, 43% of the
+#: registers of three runs (bench/stress_throughput.py).
+REFUSED = 0.43
 
 
 class Worker:
@@ -117,42 +133,59 @@ class Worker:
             if op == "unary_md":  # with the caller identity, as ftraced's calls have it
                 return lambda: call(message, metadata=metadata)
             return lambda: call(message)
-        if op in ("pingpong", "pingpong_md"):
+        if op in ("pingpong", "pingpong_md", "attach_md"):
             stream = self.channel(target).stream_stream(
                 PING_PONG, request_serializer=Message.SerializeToString,
                 response_deserializer=Message.FromString)
             message = Message(value=FILTER_FUNCTION)
-            call_metadata = metadata if op == "pingpong_md" else None
+            call_metadata = None if op == "pingpong" else metadata
 
-            def pingpong() -> None:
+            def pingpong(round_trips: int = PING_PONGS) -> None:
                 requests = RequestQueue()
                 call = stream(iter(requests), metadata=call_metadata)
-                for _ in range(PING_PONGS):
+                for _ in range(round_trips):
                     requests.put(message)
                     next(call)
                 requests.end()
                 for _ in call:
                     pass
 
-            return pingpong
+            if op != "attach_md":
+                return pingpong
+            rng = random.Random(0)
+
+            def attach() -> int:
+                round_trips = 1  # the register
+                if rng.random() >= REFUSED:
+                    while rng.random() < SET_FILTER:
+                        round_trips += 1
+                    round_trips += 1  # the unregister
+                pingpong(round_trips)
+                return round_trips
+
+            return attach
         raise ValueError(f"unknown op {op!r}")
 
     def run(self, op: str, target: str, start: float, duration: float) -> dict[str, float]:
         fn = self.operation(op, target)
         cpu_start = time.process_time()
-        fn()  # connect before the window
-        calls = 1
+        calls = operations(fn())  # connect before the window
         while time.monotonic() < start:
-            fn()
-            calls += 1
+            calls += operations(fn())
         end = start + duration
         count = 0
         while True:
-            fn()
-            calls += 1
+            made = operations(fn())
+            calls += made
             if time.monotonic() > end:
                 return {"count": count, "calls": calls, "cpu": time.process_time() - cpu_start}
-            count += 1
+            count += made
+
+
+def operations(made: object) -> int:
+    """The operations one call of an op's function made: one, unless it returned how
+    many (``attach_md``: its round trips)."""
+    return made if isinstance(made, int) else 1
 
 
 def main() -> int:
