@@ -131,11 +131,16 @@ def run_to_the_end(prog: str, run: Callable[[], int]) -> int:
     ``with`` of the run: its in-process kernels shut down (their ``/dev/shm`` segments
     unlinked), its daemons and worker processes stopped."""
     from clients.cli import sigterm_interrupts
+    from kernel_daemon.shm import NAME_PREFIX, unlink_namespace
 
     sigterm_interrupts()
     try:
         return run()
     except KeyboardInterrupt as interrupt:
+        # A signal taken as Kernel() returned, before booted_kernel held the kernel, was
+        # raised outside every `try` that would shut it down: its segments are this
+        # process's, and no kernel of it runs any more.
+        unlink_namespace(f"{NAME_PREFIX}.{os.getpid()}")
         name = interrupt.args[0] if interrupt.args else "SIGINT"
         print(f"{prog}: interrupted by {name}", file=sys.stderr)
         return 128 + signal.Signals[name]
