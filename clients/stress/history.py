@@ -9,6 +9,8 @@ process is killed is cut short, and the merge skips it. Events::
     {"ev": "invoke", "id": "shell0#17", "op": "write", "args": {...}, "t": NS, "wall": S}
     {"ev": "complete", "id": "shell0#17", "result": "ok", "errno": null, "value": {...},
      "lock_ns": [NS, ...], "t": NS, "wall": S}
+    {"ev": "held", "t": NS, "wall": S}
+    {"ev": "go", "t": NS, "wall": S}
     {"ev": "end", "cpu_s": S, "t": NS, "wall": S}
 
 ``t`` is CLOCK_MONOTONIC in nanoseconds (one clock for every process of the machine, so
@@ -17,6 +19,8 @@ times of different clients compare), ``wall`` the Unix time. ``result`` is ``ok`
 the daemon went away mid-call). ``cpu_s`` of the end: the process's CPU time (every
 thread) from the go to that line, so that what it spent on its operations is not
 mixed with its exit (a Python process's teardown costs more than a hundred calls).
+``held`` and ``go``: the worker parked between two operations while the checker held the
+record writers for a snapshot, and went on (the merge passes them by).
 ``lock_ns``: when the daemon says the operation acquired
 ftrace_lock (filter writes, modprobe, rmmod, a tracer's register, set_filter and
 unregister; empty for the others), on the same clock:
@@ -122,6 +126,12 @@ class Recorder:
                  value: dict[str, Any] | None = None, lock_ns: tuple[int, ...] = ()) -> None:
         self._event({"ev": "complete", "id": op_id, "result": result, "errno": errno,
                      "value": value, "lock_ns": list(lock_ns)})
+
+    def held(self) -> None:
+        self._event({"ev": "held"})
+
+    def went(self) -> None:
+        self._event({"ev": "go"})
 
     def close(self, cpu_s: float | None = None) -> None:
         self._event({"ev": "end", "cpu_s": cpu_s})

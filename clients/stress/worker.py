@@ -50,6 +50,16 @@ def _watch_stdin(stop: threading.Event, running: threading.Event) -> None:
     running.set()
 
 
+def _wait_while_held(running: threading.Event, recorder: Recorder) -> bool:
+    """``running.wait()``, the hold in the history when there is one (``held`` as the
+    worker parks, ``go`` as it goes on): where a test of the checker's hold sees it."""
+    if not running.is_set():
+        recorder.held()
+        running.wait()
+        recorder.went()
+    return True
+
+
 def run(spec: WorkerSpec, stop: threading.Event) -> int:
     worker_class = WORKERS[spec.kind]
     recorder = Recorder(spec.history, spec.name, spec.kind)
@@ -73,7 +83,8 @@ def run(spec: WorkerSpec, stop: threading.Event) -> int:
                      name="stop").start()
     try:
         done = 0
-        while running.wait() and not stop.is_set() and (spec.ops is None or done < spec.ops):
+        while (_wait_while_held(running, recorder) and not stop.is_set()
+               and (spec.ops is None or done < spec.ops)):
             worker.step()
             done += 1
         worker.finish()
