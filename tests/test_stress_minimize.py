@@ -214,6 +214,22 @@ def test_an_interleaving_that_shows_only_another_anomaly_says_so(tmp_path):
     assert "reproduces the anomaly" not in script
 
 
+#: dummy's references leaked: load-count lost a switch off made while it loaded.
+DUMMY_LEAKED = Anomaly("consistency", "leaked reference",
+                       "leaked reference: dummy_set_address [dummy] at 0xffffffffa0000000: "
+                       "count 1, expected 0 (ops: none), patched", 35 * MS, 35 * MS,
+                       module="dummy")
+
+
+def check_switched_off_after_on(found) -> None:
+    """The interleaving that shows the leak: the switch off racing the modprobe, after the
+    switch on."""
+    shown = found.interleaving
+    assert found.kind == "interleaving" and shown["reproduces"], (shown, found.notes)
+    assert shown["racing"]["command"] == "echo nop > current_tracer", shown
+    assert shown["prefix"] == ["echo function > current_tracer"], shown
+
+
 def test_an_interleaving_for_a_leak_tries_first_the_update_that_takes_references(tmp_path):
     """load-count loses the update made while a module loads: one that switches the
     function tracer on leaves the module's references missing, one that switches it off
@@ -226,16 +242,9 @@ def test_an_interleaving_for_a_leak_tries_first_the_update_that_takes_references
                module(2, "modprobe", "dummy", 20, 30),
                write(3, "current_tracer", "function", 21, 23, [22]),
                write(4, "current_tracer", "nop", 24, 26, [25])]
-    leaked = Anomaly("consistency", "leaked reference",
-                     "leaked reference: dummy_set_address [dummy] at 0xffffffffa0000000: "
-                     "count 1, expected 0 (ops: none), patched", 35 * MS, 35 * MS,
-                     module="dummy")
-    boot = LOAD_COUNT_BOOT
-    found = Minimizer(boot, history, [leaked], {}, str(tmp_path), 0, max_replays=4).run()
-    shown = found.interleaving
-    assert found.kind == "interleaving" and shown["reproduces"], (shown, found.notes)
-    assert shown["racing"]["command"] == "echo nop > current_tracer", shown
-    assert shown["prefix"] == ["echo function > current_tracer"], shown
+    found = Minimizer(LOAD_COUNT_BOOT, history, [DUMMY_LEAKED], {}, str(tmp_path), 0,
+                      max_replays=4).run()
+    check_switched_off_after_on(found)
 
 
 def test_an_interleaving_for_a_leak_starts_from_the_tracer_state_its_update_changed(tmp_path):
@@ -249,16 +258,9 @@ def test_an_interleaving_for_a_leak_starts_from_the_tracer_state_its_update_chan
     history = [module(1, "modprobe", "dummy", 20, 30),
                write(2, "current_tracer", "function", 21, 25, [22]),
                write(3, "current_tracer", "nop", 23, 26, [24])]
-    leaked = Anomaly("consistency", "leaked reference",
-                     "leaked reference: dummy_set_address [dummy] at 0xffffffffa0000000: "
-                     "count 1, expected 0 (ops: none), patched", 35 * MS, 35 * MS,
-                     module="dummy")
-    found = Minimizer(LOAD_COUNT_BOOT, history, [leaked], {}, str(tmp_path), 0,
+    found = Minimizer(LOAD_COUNT_BOOT, history, [DUMMY_LEAKED], {}, str(tmp_path), 0,
                       max_replays=8).run()
-    shown = found.interleaving
-    assert found.kind == "interleaving" and shown["reproduces"], (shown, found.notes)
-    assert shown["racing"]["command"] == "echo nop > current_tracer", shown
-    assert shown["prefix"] == ["echo function > current_tracer"], shown
+    check_switched_off_after_on(found)
 
 
 #: unload-unlocked, as a run (seed 3) had it: the modprobe of uinput overlapped the switch
