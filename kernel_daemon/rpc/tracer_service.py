@@ -8,6 +8,7 @@ site as a CPU does.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import errno
 import queue
@@ -283,7 +284,10 @@ class TracerSession:
                     return
         finally:
             self.boot.unbind(self._wake)
-            self._unregister()
+            # A stream that ended otherwise than by `unregister` has nobody to tell that
+            # ftrace is dead (ENODEV).
+            with contextlib.suppress(KernelError):
+                self._unregister()
 
     def _noting_locks(self, op: str, request: pb.TracerRequest) -> pb.TracerEvent:
         """:meth:`_answer`, with when it acquired ftrace_lock (TracerEvent.lock_acquired_ns):
@@ -305,7 +309,7 @@ class TracerSession:
         if op == "flush":
             return self._event(flushed=pb.Flushed(hits=self.hits.sent,
                                                   dropped=self.hits.dropped_total))
-        self._unregister(answered=True)
+        self._unregister()
         return self._event(unregistered=pb.Unregistered(hits=self.hits.sent,
                                                         dropped=self.hits.dropped_total))
 
@@ -385,20 +389,14 @@ class TracerSession:
         return self._event(filter_updated=pb.FilterUpdated(
             filter_count=self.ops.filter_hash.count, notrace_count=self.ops.notrace_hash.count))
 
-    def _unregister(self, answered: bool = False) -> None:
+    def _unregister(self) -> None:
         """``unregister_ftrace_function()`` of the stream's ops, once. Once ftrace is dead it
-        fails with ENODEV and the ops stays listed and ENABLED, as in the kernel; an
-        ``unregister`` request is ``answered`` that errno (the call ends with it), a stream
-        that ended otherwise has nobody to tell."""
+        fails with ENODEV and the ops stays listed and ENABLED, as in the kernel."""
         ops, self.ops = self.ops, None
         if ops is None:
             return
         with running_as(self.owner):
-            try:
-                unregister_ftrace_function(self.kernel.ftrace, ops)
-            except KernelError:
-                if answered:
-                    raise
+            unregister_ftrace_function(self.kernel.ftrace, ops)
 
 
 STREAM_END = object()
