@@ -659,26 +659,33 @@ class Client:
         """The rest of a file ReadFile answered ``offset`` bytes of: open it again, seek
         there (ESPIPE: a pipe, whose reads consumed what the answer holds, so reading on
         is reading the rest), read until EOF, EAGAIN with nonblock, or ``max_bytes`` (0:
-        no limit)."""
+        no limit). The kernel's end (a reboot, the daemon's stop) failing the open or a
+        read ends it too, what was read returned, as ReadFile answers it then
+        (tracefs.proto): raising would lose what the reads took off trace_pipe's
+        buffer, the first answer's with it."""
         chunks: list[bytes] = []
         left = max_bytes
-        with self.open(path, os.O_RDONLY | (os.O_NONBLOCK if nonblock else 0)) as file:
-            try:
-                file.seek(offset)
-            except FtraceError as error:
-                if error.errno != errno.ESPIPE:
-                    raise
-            while not max_bytes or left:
+        try:
+            with self.open(path, os.O_RDONLY | (os.O_NONBLOCK if nonblock else 0)) as file:
                 try:
-                    data = file.read(min(READ_CHUNK, left) if max_bytes else READ_CHUNK)
+                    file.seek(offset)
                 except FtraceError as error:
-                    if nonblock and error.errno == errno.EAGAIN:
+                    if error.errno != errno.ESPIPE:
+                        raise
+                while not max_bytes or left:
+                    try:
+                        data = file.read(min(READ_CHUNK, left) if max_bytes else READ_CHUNK)
+                    except FtraceError as error:
+                        if nonblock and error.errno == errno.EAGAIN:
+                            break
+                        raise
+                    if not data:
                         break
-                    raise
-                if not data:
-                    break
-                chunks.append(data)
-                left -= len(data)
+                    chunks.append(data)
+                    left -= len(data)
+        except FtraceError as error:
+            if not error.kernel_went:
+                raise
         return b"".join(chunks)
 
     def write_file(self, path: str, data: bytes | str, append: bool = False) -> int:

@@ -27,6 +27,7 @@ from kernel_daemon.rpc.status import (
     errno_detail_from_call,
     errno_for_status_code,
 )
+from kernel_daemon.teardown import REBOOTED, SHUT_DOWN
 
 __all__ = [
     "FtraceError",
@@ -91,6 +92,13 @@ class FtraceError(Exception):
             if k == key:
                 return v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)
         return None
+
+    @property
+    def kernel_went(self) -> bool:
+        """Whether the call failed because its kernel went away (Kernel.Reboot, the
+        daemon's stop): the daemon's ENODEV saying so (kernel_daemon.teardown)."""
+        return (self.errno == _errno.ENODEV and self.from_kernel
+                and self.message.startswith((REBOOTED, SHUT_DOWN)))
 
     @property
     def bytes_written(self) -> int | None:

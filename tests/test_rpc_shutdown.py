@@ -12,6 +12,7 @@ import gc
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -38,7 +39,7 @@ from kernel_daemon.tracefs.files import file_read, file_write
 from kernel_daemon.tracefs.tree import mount
 from tests.children import child_env
 from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
-from tests.test_client_signal import calls_inside
+from tests.test_client_signal import PID, calls_inside, task
 from tests.test_daemon_tracefs import wait_until
 from tests.test_tracer_client import DEADLINE, SMALL, TRACING
 
@@ -124,6 +125,56 @@ def test_the_calls_waiting_in_the_kernel_end_with_enodev_saying_why(spawn, end, 
     assert ended == {call: ["ENODEV", reason, True] for call in CALLS}
     if end == "SIGTERM":
         assert daemon.process.wait(DEADLINE) == 0
+
+
+@pytest.mark.parametrize("end", ["Reboot", "SIGTERM"])
+def test_a_read_file_of_trace_pipe_the_end_wakes_answers_the_lines_its_reads_took(spawn, end):
+    """A ReadFile of trace_pipe whose reads took the two lines the buffer held, the next
+    one waiting for more: a Kernel.Reboot, or SIGTERM to the daemon, wakes that read,
+    and the call answers the lines, as cat wrote them out before the machine went down
+    (a signal's EINTR ends the loop so too). It failed with ENODEV, and the lines were
+    lost: off the buffer, and not with the caller."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control, task(daemon, "cat") as reader:
+        for line in range(2):
+            control.write_file(f"{TRACING}/trace_marker", f"line {line}\n")
+        with ThreadPoolExecutor(1) as pool:
+            read = pool.submit(reader.read_file, f"{TRACING}/trace_pipe")
+            wait_until(lambda: calls_inside(control, PID) == 1
+                       and control.stats().trace_entries == 0, DEADLINE)
+            if end == "Reboot":
+                control.reboot(core_functions=2000)
+            else:
+                daemon.process.terminate()
+            answer = outcome(read)
+    assert isinstance(answer, bytes), answer
+    assert re.findall(rb"tracing_mark_write: (.*)\n", answer) == [b"line 0", b"line 1"]
+    if end == "SIGTERM":
+        assert daemon.process.wait(DEADLINE) == 0
+
+
+def test_read_file_reading_a_pipe_on_past_its_answer_returns_all_it_took_at_a_reboot(spawn):
+    """Client.read_file of trace_pipe over an answer's size reads the rest on in a
+    Session (tests/test_rpc_read_limits.py), whose read, the buffer emptied, waits for
+    more: a Kernel.Reboot fails it, and read_file returns every line its reads took, the
+    first answer's and the Session's, as ReadFile answers them. It raised the ENODEV,
+    and all 80,000 lines were lost with it."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control:
+        control.reboot(core_functions=512, cpus=2, buffer_size_kb=8192)
+        with task(daemon, "cat") as reader:
+            control.write_file(f"{TRACING}/set_ftrace_filter", "schedule\n")
+            control.write_file(f"{TRACING}/current_tracer", "function\n")
+            traced = sum(control.invoke("schedule", cpu=cpu, repeat=40_000).traced
+                         for cpu in (0, 1))
+            with ThreadPoolExecutor(1) as pool:
+                read = pool.submit(reader.read_file, f"{TRACING}/trace_pipe")
+                wait_until(lambda: calls_inside(control, PID) == 1
+                           and control.stats().trace_entries == 0, DEADLINE)
+                control.reboot(core_functions=2000)
+                answer = outcome(read)
+    assert isinstance(answer, bytes), answer
+    assert (len(answer.splitlines()), traced) == (80_000, 80_000)
 
 
 def refused(call: Callable[[], Any]) -> tuple[int, str]:

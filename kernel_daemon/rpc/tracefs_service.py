@@ -244,20 +244,21 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
             blocks = not request.nonblock and type(file).interrupt is not OpenFile.interrupt
             try:
                 with self.state.stream_slots.held() if blocks else contextlib.nullcontext():
-                    would_block, truncated = self._read_all(file, path, request.max_bytes,
-                                                            chunks)
+                    would_block, truncated = self._read_all(boot, file, path,
+                                                            request.max_bytes, chunks)
             finally:
                 self._release(file)
             return pb.ReadFileResponse(data=chunks[0] if len(chunks) == 1 else b"".join(chunks),
                                        would_block=would_block, truncated=truncated)
 
     @staticmethod
-    def _read_all(file: OpenFile, path: str, max_bytes: int,
+    def _read_all(boot: Boot, file: OpenFile, path: str, max_bytes: int,
                   chunks: list[bytes]) -> tuple[bool, bool]:
         """``cat``'s reads into ``chunks``: to EOF, to EAGAIN (O_NONBLOCK only), to
-        ``max_bytes`` (0: none), or to a read a signal interrupts (EINTR) after others
-        returned data, and never past MAX_READ_ANSWER.  Returns whether a read would
-        have blocked and whether the loop stopped at its limit.
+        ``max_bytes`` (0: none), to a read a signal interrupts (EINTR) or the end of
+        ``boot`` fails after others returned data, and never past MAX_READ_ANSWER.
+        Returns whether a read would have blocked and whether the loop stopped at its
+        limit.
 
         The signal (Kernel.Kill; the caller gone) ends cat as its read returns, and
         what the reads before returned cat has already written out: a consuming read's
@@ -265,6 +266,16 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         EINTR. A read that returned nothing fails with it, as read(2) returns -EINTR
         only when it copied nothing (3.6's tracing_wait_pipe(): within one read, a
         wait comes only before anything is consumed).
+
+        The end of the boot (Boot.end: Kernel.Reboot, the daemon's stop) is the same
+        to cat. A machine going down kills its processes first (init's SIGTERM, then
+        SIGKILL, before reboot(2)): the fatal signal wakes the read waiting in
+        tracing_wait_pipe(), which returns -EINTR having copied nothing, and cat dies
+        on its way out, its earlier reads written out. Here the woken read fails with
+        the ENODEV of a kernel gone (TracePipeOpenFile, once the ring buffer is closed):
+        after reads that returned data, the loop ends and those are answered; with
+        none, the call fails with that ENODEV. The caller learns that its kernel went
+        at its next call, as a Session waiting for its next request does.
 
         Up to ``max_bytes`` the last read(2) asks for no more than is left: nothing is
         read past it.  Up to MAX_READ_ANSWER every read(2) asks for a page, and the loop
@@ -283,7 +294,7 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 with failing_as("read", path):
                     data = file_read(file, count)
             except KernelError as err:
-                if err.errno == errno.EINTR and chunks:
+                if chunks and (err.errno == errno.EINTR or boot.ended):
                     return False, False
                 if err.errno != errno.EAGAIN:  # EAGAIN: only with O_NONBLOCK
                     raise
