@@ -365,16 +365,20 @@ def test_shm_check_does_not_count_a_copy_with_a_module_linked_in_its_bracket():
         daemon.stop()
 
 
-def test_the_writers_go_when_the_kernel_does_not_answer_the_held_snapshot():
+@pytest.mark.parametrize("way_in", [0.0, 0.6], ids=["prompt", "slow-way-in"])
+def test_the_writers_go_when_the_kernel_does_not_answer_the_held_snapshot(way_in: float):
     """ftrace_lock held for good (a modprobe paused at LOAD_SITE): the held snapshot's
     ListOps waits on it, but the writers go a second after they were held all the same,
     and the hold is counted as unanswered; the snapshot is waited for meanwhile, and
-    taken once the lock is free. They were held as long as the lock was."""
+    taken once the lock is free. They were held as long as the lock was. A hold whose
+    way in took longer than the time its snapshots get (``way_in``: a loaded machine
+    descheduling the checker's thread there) still tries one."""
     daemon = spawn_daemon(["--core-functions", "2048", "--failpoint", f"{LOAD_SITE}=1*pause"])
     went = threading.Event()
 
     @contextlib.contextmanager
     def hold_writers():
+        time.sleep(way_in)  # not a synchronisation: the slow way in itself
         try:
             yield True
         finally:

@@ -465,12 +465,17 @@ class Checker:
         (its ListOps waits for ftrace_lock) is counted as such (``shm held unanswered``:
         the lock held that long with the writers still) and waited for with the writers
         going, as any other. Its records are copied, while held, only in what is left
-        of ``HOLD_MAX``."""
+        of ``HOLD_MAX``. A hold tries one snapshot at least, whenever it is let to
+        run."""
         assert self._hold_writers is not None
-        held_at = time.monotonic()
         unanswered: _Bracket | None = None
         with self._hold_writers() as held:
-            while held and not self._stop.is_set() and time.monotonic() < held_at + _HOLD_FOR:
+            # Timed from the hold in place, not from asking for it: a slow way in (the
+            # hold's lock, a message to each writer, the thread descheduled on a loaded
+            # machine) would otherwise spend the time its snapshots get, all of it
+            # past _HOLD_FOR.
+            held_at = time.monotonic()
+            while held and not self._stop.is_set():
                 bracket = self._begin_snapshot()
                 if bracket is None:
                     self._stop.wait(_WRITER_BACKOFF)
@@ -479,6 +484,8 @@ class Checker:
                     break
                 elif self._end_snapshot(bracket, held_until=held_at + HOLD_MAX):
                     return
+                if time.monotonic() >= held_at + _HOLD_FOR:
+                    break
         if unanswered is not None:
             self._count("shm held unanswered")
             self._end_snapshot(unanswered)
