@@ -659,12 +659,14 @@ class Client:
         """The rest of a file ReadFile answered ``offset`` bytes of: open it again, seek
         there (ESPIPE: a pipe, whose reads consumed what the answer holds, so reading on
         is reading the rest), read until EOF, EAGAIN with nonblock, or ``max_bytes`` (0:
-        no limit). The kernel's end (a reboot, the daemon's stop) failing the open or a
+        no limit). For a pipe, the kernel's end (a reboot, the daemon's stop) failing a
         read ends it too, what was read returned, as ReadFile answers it then
         (tracefs.proto): raising would lose what the reads took off trace_pipe's
-        buffer, the first answer's with it."""
+        buffer, the first answer's with it. Of another file, the part read would pass
+        for the whole: that end raises, as it does before the seek tells which it is."""
         chunks: list[bytes] = []
         left = max_bytes
+        pipe = False
         try:
             with self.open(path, os.O_RDONLY | (os.O_NONBLOCK if nonblock else 0)) as file:
                 try:
@@ -672,6 +674,7 @@ class Client:
                 except FtraceError as error:
                     if error.errno != errno.ESPIPE:
                         raise
+                    pipe = True
                 while not max_bytes or left:
                     try:
                         data = file.read(min(READ_CHUNK, left) if max_bytes else READ_CHUNK)
@@ -684,7 +687,7 @@ class Client:
                     chunks.append(data)
                     left -= len(data)
         except FtraceError as error:
-            if not error.kernel_went:
+            if not (pipe and error.kernel_went):
                 raise
         return b"".join(chunks)
 

@@ -31,7 +31,7 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.dispatch import execute_function
 from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.rpc.kernel_service import KernelService
-from kernel_daemon.rpc.state import DaemonState
+from kernel_daemon.rpc.state import Boot, DaemonState
 from kernel_daemon.rpc.tracefs_service import TracefsService
 from kernel_daemon.rpc.status import SIGNAL_METADATA_KEY
 from kernel_daemon.teardown import REBOOTED, SHUT_DOWN
@@ -175,6 +175,68 @@ def test_read_file_reading_a_pipe_on_past_its_answer_returns_all_it_took_at_a_re
                 answer = outcome(read)
     assert isinstance(answer, bytes), answer
     assert (len(answer.splitlines()), traced) == (80_000, 80_000)
+
+
+def test_read_file_reading_on_in_a_file_that_is_no_pipe_raises_at_a_reboot(spawn,
+                                                                           monkeypatch):
+    """Client.read_file of ``trace`` (a seq file: seekable) over an answer's size reads on
+    in a Session from where the answer ended: a Kernel.Reboot between the Session's open
+    and its seek fails the seek with the ENODEV, and read_file raises it, as the part read
+    would pass for the whole file (of a pipe, what the reads took is returned: above)."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control:
+        control.reboot(core_functions=512, cpus=2, buffer_size_kb=8192)
+        control.write_file(f"{TRACING}/set_ftrace_filter", "schedule\n")
+        control.write_file(f"{TRACING}/current_tracer", "function\n")
+        for cpu in (0, 1):
+            control.invoke("schedule", cpu=cpu, repeat=40_000)
+        with daemon.connect() as reader:
+            opened = reader.open
+
+            def open_then_reboot(path: str, flags: int = os.O_RDONLY) -> Any:
+                file = opened(path, flags)
+                control.reboot(core_functions=2000)
+                return file
+
+            monkeypatch.setattr(reader, "open", open_then_reboot)
+            with pytest.raises(FtraceError) as raised:
+                reader.read_file(f"{TRACING}/trace")
+    assert raised.value.kernel_went, raised.value
+
+
+@pytest.mark.parametrize("name, answered", [("trace_pipe", True),
+                                             ("available_filter_functions", False)])
+def test_only_the_reads_of_trace_pipe_are_answered_at_their_kernels_end(monkeypatch, name,
+                                                                         answered):
+    """ReadFile's loop (TracefsService._read_all) when a read after one that returned data
+    fails at its kernel's end: trace_pipe's data is answered (off the buffer: cat wrote it
+    out before its machine went down); another file's part fails the call with the
+    ENODEV, as the part would pass for the whole file. trace_pipe's read meets its ENODEV
+    for real (its ring buffer closed); no other file's read meets one today, so the
+    other's is raised here."""
+    kernel = Kernel(BootOptions(core_functions=2000))
+    boot = Boot(1, kernel, mount(kernel))
+    first = [b"the first read's data\n"]
+
+    def read(file: Any, count: int) -> bytes:
+        if first:
+            return first.pop()
+        boot.end(REBOOTED)
+        if name == "trace_pipe":
+            return file_read(file, count)
+        raise KernelError(errno.ENODEV, REBOOTED)
+
+    try:
+        file = boot.vfs.open(f"{TRACING}/{name}", os.O_RDONLY)
+        monkeypatch.setattr("kernel_daemon.rpc.tracefs_service.file_read", read)
+        chunks: list[bytes] = []
+        read_all = functools.partial(TracefsService._read_all, boot, file, name, 0, chunks)
+        if answered:
+            assert (read_all(), chunks) == ((False, False), [b"the first read's data\n"])
+        else:
+            assert refused(read_all) == (errno.ENODEV, REBOOTED)
+    finally:
+        kernel.shutdown(REBOOTED)
 
 
 def refused(call: Callable[[], Any]) -> tuple[int, str]:

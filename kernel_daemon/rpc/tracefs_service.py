@@ -275,7 +275,10 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         the ENODEV of a kernel gone (TracePipeOpenFile, once the ring buffer is closed):
         after reads that returned data, the loop ends and those are answered; with
         none, the call fails with that ENODEV. The caller learns that its kernel went
-        at its next call, as a Session waiting for its next request does.
+        at its next call, as a Session waiting for its next request does. Only
+        trace_pipe's reads are answered so: theirs are off the buffer, where the part
+        of another file read before the end would pass for the whole of it (a listing
+        whose next read met its kernel's shared memory unlinked), and fails.
 
         Up to ``max_bytes`` the last read(2) asks for no more than is left: nothing is
         read past it.  Up to MAX_READ_ANSWER every read(2) asks for a page, and the loop
@@ -294,7 +297,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
                 with failing_as("read", path):
                     data = file_read(file, count)
             except KernelError as err:
-                if chunks and (err.errno == errno.EINTR or boot.ended):
+                if chunks and (err.errno == errno.EINTR
+                               or boot.ended and isinstance(file, TracePipeOpenFile)):
                     return False, False
                 if err.errno != errno.EAGAIN:  # EAGAIN: only with O_NONBLOCK
                     raise
