@@ -653,18 +653,28 @@ class Client:
         if not response.truncated or len(response.data) == max_bytes:
             return response.data
         rest = max_bytes - len(response.data) if max_bytes else 0
-        return response.data + self._read_on(path, nonblock, len(response.data), rest)
+        chunks = [response.data]
+        try:
+            self._read_on(path, nonblock, len(response.data), rest, chunks)
+        except SignalTaken as taken:
+            # All the reads took goes with the interrupt, the answer's and the
+            # Session's before the one the signal ended, as one answer.
+            if taken.answer is not None:
+                chunks.append(taken.answer.data)
+            taken.answer = tracefs_pb2.ReadFileResponse(data=b"".join(chunks))
+            raise
+        return b"".join(chunks)
 
-    def _read_on(self, path: str, nonblock: bool, offset: int, max_bytes: int) -> bytes:
-        """The rest of a file ReadFile answered ``offset`` bytes of: open it again, seek
-        there (ESPIPE: a pipe, whose reads consumed what the answer holds, so reading on
-        is reading the rest), read until EOF, EAGAIN with nonblock, or ``max_bytes`` (0:
-        no limit). For a pipe, the kernel's end (a reboot, the daemon's stop) failing a
-        read ends it too, what was read returned, as ReadFile answers it then
-        (tracefs.proto): raising would lose what the reads took off trace_pipe's
+    def _read_on(self, path: str, nonblock: bool, offset: int, max_bytes: int,
+                 chunks: list[bytes]) -> None:
+        """The rest of a file ReadFile answered ``offset`` bytes of, into ``chunks``: open
+        it again, seek there (ESPIPE: a pipe, whose reads consumed what the answer holds,
+        so reading on is reading the rest), read until EOF, EAGAIN with nonblock, or
+        ``max_bytes`` (0: no limit). For a pipe, the kernel's end (a reboot, the daemon's
+        stop) failing a read ends it too, what was read kept, as ReadFile answers it
+        then (tracefs.proto): raising would lose what the reads took off trace_pipe's
         buffer, the first answer's with it. Of another file, the part read would pass
         for the whole: that end raises, as it does before the seek tells which it is."""
-        chunks: list[bytes] = []
         left = max_bytes
         pipe = False
         try:
@@ -689,7 +699,6 @@ class Client:
         except FtraceError as error:
             if not (pipe and error.kernel_went):
                 raise
-        return b"".join(chunks)
 
     def write_file(self, path: str, data: bytes | str, append: bool = False) -> int:
         """``echo DATA > PATH`` (``>>`` with append): open, write all, release.

@@ -464,6 +464,28 @@ def test_ctrl_c_in_read_file_of_trace_pipe_returns_what_its_reads_took(daemon, l
         wait_until(lambda: control.stats().open_files == 0, DEADLINE)
 
 
+def test_ctrl_c_in_read_file_reading_on_returns_all_its_reads_took(spawn):
+    """Client.read_file of trace_pipe over an answer's size reads on in a Session, whose
+    read, the buffer emptied, waits for more. Ctrl-C: SignalTaken's answer holds every
+    line the reads took, the first answer's and the Session's. It held only what the
+    Session's last read returned (nothing here), and the 80,000 lines were lost."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as control:
+        control.reboot(core_functions=512, cpus=2, buffer_size_kb=8192)
+        control.write_file(f"{TRACING}/set_ftrace_filter", "schedule\n")
+        control.write_file(CURRENT_TRACER, "function\n")
+        traced = sum(control.invoke("schedule", cpu=cpu, repeat=40_000).traced
+                     for cpu in (0, 1))
+        with task(daemon, "cat") as signalled:
+            presser = ctrl_c_once_the_buffer_is_read(control)
+            try:
+                with pytest.raises(SignalTaken) as raised:
+                    signalled.read_file(TRACE_PIPE)
+            finally:
+                presser.join(DEADLINE)
+    assert (len(raised.value.answer.data.splitlines()), traced) == (80_000, 80_000)
+
+
 def test_a_second_ctrl_c_while_the_kill_is_sent_would_cancel_the_call():
     """The first Ctrl-C's Kill still under way once the wait returned, SIGINT's handler
     is still the call's (a second Ctrl-C cancels it): not KeyboardInterrupt's, which
