@@ -658,8 +658,9 @@ class Client:
             self._read_on(path, nonblock, len(response.data), rest, chunks)
         except SignalTaken as taken:
             # All the reads took goes with the interrupt, the answer's and the
-            # Session's before the one the signal ended, as one answer.
-            if taken.answer is not None:
+            # Session's, the one the signal ended with them (the Session's open, seek
+            # or close the signal met read nothing), as one answer.
+            if isinstance(taken.answer, tracefs_pb2.ReadResult):
                 chunks.append(taken.answer.data)
             taken.answer = tracefs_pb2.ReadFileResponse(data=b"".join(chunks))
             raise
