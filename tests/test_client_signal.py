@@ -440,6 +440,19 @@ def ctrl_c_once_the_buffer_is_read(control: Client) -> threading.Thread:
     return thread
 
 
+def read_file_of_trace_pipe_with_ctrl_c(control: Client,
+                                        signalled: Client) -> pytest.ExceptionInfo[Any]:
+    """``signalled.read_file(TRACE_PIPE)`` given Ctrl-C once its reads took what the
+    buffer held (:func:`ctrl_c_once_the_buffer_is_read`): what it raised."""
+    presser = ctrl_c_once_the_buffer_is_read(control)
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:
+            signalled.read_file(TRACE_PIPE)
+    finally:
+        presser.join(DEADLINE)
+    return raised
+
+
 @pytest.mark.parametrize("lines", [0, 2])
 def test_ctrl_c_in_read_file_of_trace_pipe_returns_what_its_reads_took(daemon, lines):
     """Client.read_file of trace_pipe (cat's reads), waiting for events once its reads
@@ -451,12 +464,7 @@ def test_ctrl_c_in_read_file_of_trace_pipe_returns_what_its_reads_took(daemon, l
         kill = signalled.connection.kernel.Kill = KillSpy(signalled.connection.kernel.Kill)
         for line in range(lines):
             control.write_file(f"{TRACING}/trace_marker", f"line {line}\n")
-        presser = ctrl_c_once_the_buffer_is_read(control)
-        try:
-            with pytest.raises(KeyboardInterrupt) as raised:
-                signalled.read_file(TRACE_PIPE)
-        finally:
-            presser.join(DEADLINE)
+        raised = read_file_of_trace_pipe_with_ctrl_c(control, signalled)
         assert (raised.type, kill.answers) == (SignalTaken, [1])
         answer = raised.value.answer
         taken = [] if answer is None else re.findall(rb"tracing_mark_write: (.*)\n", answer.data)
@@ -477,12 +485,8 @@ def test_ctrl_c_in_read_file_reading_on_returns_all_its_reads_took(spawn):
         traced = sum(control.invoke("schedule", cpu=cpu, repeat=40_000).traced
                      for cpu in (0, 1))
         with task(daemon, "cat") as signalled:
-            presser = ctrl_c_once_the_buffer_is_read(control)
-            try:
-                with pytest.raises(SignalTaken) as raised:
-                    signalled.read_file(TRACE_PIPE)
-            finally:
-                presser.join(DEADLINE)
+            raised = read_file_of_trace_pipe_with_ctrl_c(control, signalled)
+    assert raised.type is SignalTaken
     assert (len(raised.value.answer.data.splitlines()), traced) == (80_000, 80_000)
 
 
