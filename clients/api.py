@@ -698,7 +698,7 @@ class Client:
                     chunks.append(data)
                     left -= len(data)
         except FtraceError as error:
-            if not (pipe and error.kernel_went):
+            if not (pipe and error.kernel_gone):
                 raise
 
     def write_file(self, path: str, data: bytes | str, append: bool = False) -> int:

@@ -94,11 +94,15 @@ class FtraceError(Exception):
         return None
 
     @property
-    def kernel_went(self) -> bool:
-        """Whether the call failed because its kernel went away (Kernel.Reboot, the
-        daemon's stop): the daemon's ENODEV saying so (kernel_daemon.teardown)."""
-        return (self.errno == _errno.ENODEV and self.from_kernel
-                and self.message.startswith((REBOOTED, SHUT_DOWN)))
+    def kernel_gone(self) -> str | None:
+        """Why the call's kernel went away, when that failed it: :data:`REBOOTED`
+        (Kernel.Reboot) or :data:`SHUT_DOWN` (the daemon's stop), as the daemon's ENODEV
+        says (kernel_daemon.teardown.kernel_gone); None for any other failure."""
+        if self.errno == _errno.ENODEV and self.from_kernel:
+            for reason in (REBOOTED, SHUT_DOWN):
+                if self.message.startswith(reason):
+                    return reason
+        return None
 
     @property
     def bytes_written(self) -> int | None:

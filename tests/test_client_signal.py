@@ -31,6 +31,7 @@ from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 from tests.kernel_helpers import booted
 from tests.paused_writer import AFTER_DISABLE, ftrace_lock_held
 from tests.test_daemon_tracefs import wait_until
+from tests.test_rpc_read_limits import trace_more_than_an_answer
 from tests.test_shell_integration import start_shell
 from tests.test_tracer_client import DEADLINE, SMALL, TRACING
 
@@ -479,11 +480,7 @@ def test_ctrl_c_in_read_file_reading_on_returns_all_its_reads_took(spawn):
     Session's last read returned (nothing here), and the 80,000 lines were lost."""
     daemon = spawn(SMALL)
     with daemon.connect() as control:
-        control.reboot(core_functions=512, cpus=2, buffer_size_kb=8192)
-        control.write_file(f"{TRACING}/set_ftrace_filter", "schedule\n")
-        control.write_file(CURRENT_TRACER, "function\n")
-        traced = sum(control.invoke("schedule", cpu=cpu, repeat=40_000).traced
-                     for cpu in (0, 1))
+        traced = trace_more_than_an_answer(control)
         with task(daemon, "cat") as signalled:
             raised = read_file_of_trace_pipe_with_ctrl_c(control, signalled)
     assert raised.type is SignalTaken

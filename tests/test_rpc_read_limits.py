@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from clients import inspect as ftrace_inspect
-from clients.api import RequestQueue
+from clients.api import Client, RequestQueue
 from clients.connection import grpc_target
 from clients.spawn import SpawnedDaemon
 from ftrace.v1 import (kernel_pb2, kernel_pb2_grpc, tracefs_pb2, tracefs_pb2_grpc, tracer_pb2,
@@ -37,6 +37,16 @@ def default_channel(daemon) -> Iterator[grpc.Channel]:
         yield channel
 
 
+def trace_more_than_an_answer(client: Client) -> int:
+    """Reboot ``client``'s daemon into a kernel whose ring buffers hold more trace_pipe
+    text than one answer: 40,000 calls of the traced ``schedule`` on each of 2 CPUs.
+    Returns how many were traced (80,000: the buffers lose none)."""
+    client.reboot(core_functions=512, cpus=2, buffer_size_kb=8192)
+    client.write_file(f"{T}/set_ftrace_filter", "schedule\n")
+    client.write_file(f"{T}/current_tracer", "function\n")
+    return sum(client.invoke("schedule", cpu=cpu, repeat=40_000).traced for cpu in (0, 1))
+
+
 def test_the_answer_limit_fits_a_default_client():
     # The data plus ReadFileResponse's other fields (tag, length, two bools).
     assert MAX_READ_ANSWER + 16 < DEFAULT_RECEIVE_LIMIT
@@ -48,10 +58,7 @@ def test_read_file_of_a_full_trace_pipe_fits_and_consumes_only_what_it_answers(
     what it did not answer is still there for the next reader: every event traced is
     read exactly once, none cut in two."""
     with daemon.connect() as client:
-        client.reboot(core_functions=512, cpus=2, buffer_size_kb=8192)
-        client.write_file(f"{T}/set_ftrace_filter", "schedule\n")
-        client.write_file(f"{T}/current_tracer", "function\n")
-        traced = sum(client.invoke("schedule", cpu=cpu, repeat=40_000).traced for cpu in (0, 1))
+        traced = trace_more_than_an_answer(client)
     assert traced == 80_000
     tracefs = tracefs_pb2_grpc.TracefsStub(default_channel)
     answer = tracefs.ReadFile(tracefs_pb2.ReadFileRequest(path=f"{T}/trace_pipe", nonblock=True),
@@ -116,10 +123,7 @@ def test_read_file_continues_a_pipe_from_where_its_answer_ended(daemon):
     """Client.read_file of trace_pipe over an answer's size: the rest is read on in a
     Session (trace_pipe cannot seek: ESPIPE), every event once."""
     with daemon.connect() as client:
-        client.reboot(core_functions=512, cpus=2, buffer_size_kb=8192)
-        client.write_file(f"{T}/set_ftrace_filter", "schedule\n")
-        client.write_file(f"{T}/current_tracer", "function\n")
-        traced = sum(client.invoke("schedule", cpu=cpu, repeat=40_000).traced for cpu in (0, 1))
+        traced = trace_more_than_an_answer(client)
         lines = client.read_file(f"{T}/trace_pipe", nonblock=True).splitlines()
         assert len(lines) == traced == 80_000
         assert client.read_file(f"{T}/trace_pipe", nonblock=True) == b""

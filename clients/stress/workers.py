@@ -16,7 +16,6 @@ choice comes from the worker's own generator, seeded from the run seed and its n
 from __future__ import annotations
 
 import dataclasses
-import errno
 import random
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -85,7 +84,7 @@ class Worker:
                 raise DaemonGone(str(error)) from error
             self.recorder.complete(op_id, RESULT_ERROR, error.errno_name,
                                    lock_ns=self.lock_acquired())
-            if error.errno == errno.ENODEV and error.message.startswith(REBOOTED):
+            if error.kernel_gone == REBOOTED:
                 raise KernelRebooted(str(error)) from error
             return False, error
         self.recorder.complete(op_id, RESULT_OK, value=describe(result) if describe else None,
