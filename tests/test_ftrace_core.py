@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import errno
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
 from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL, FtraceOps
-from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED
+from kernel_daemon.ftrace.records import DYN_FTRACE, FTRACE_FL_ENABLED, search_ip
 from kernel_daemon.ftrace.register import (ftrace_shutdown, register_ftrace_function,
                                            unregister_ftrace_function)
 from kernel_daemon.module.catalog import load_catalog
@@ -373,3 +376,16 @@ def test_a_one_entry_filter_on_a_groups_last_function_is_counted_and_traced(vari
                   if not row.startswith("#")]
         assert events == [last]
         assert check_consistency(ft) == [] and warnings(kernel) == []
+
+
+@given(data=st.data(), ips=st.lists(st.integers(0, 2**64 - 1), max_size=600),
+       in_order=st.booleans())
+def test_search_ip_answers_as_searchsorted(data, ips, in_order):
+    """``search_ip`` (bisect, holding the GIL) is the lower-bound search of NumPy's
+    ``searchsorted`` on a group's ip column, whether the ips are in order or not (a freed
+    page reads back poisoned; a torn one is half so): the same answer either way."""
+    recs = np.zeros(len(ips), dtype=DYN_FTRACE)
+    recs["ip"] = sorted(ips) if in_order else ips
+    ip = data.draw(st.sampled_from(ips) if ips and data.draw(st.booleans())
+                   else st.integers(0, 2**64 - 1))
+    assert search_ip(recs["ip"], ip) == int(np.searchsorted(recs["ip"], np.uint64(ip)))

@@ -19,13 +19,12 @@ import contextvars
 import errno
 from collections.abc import Iterator
 
-import numpy as np
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.ops import FtraceFunc, ftrace_stub
 from kernel_daemon.ftrace.probe import probes_acted
-from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FtracePageGroup
+from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FtracePageGroup, search_ip
 
 _cpu: contextvars.ContextVar[int] = contextvars.ContextVar("smp_processor_id", default=0)
 
@@ -45,13 +44,12 @@ def on_cpu(cpu: int) -> Iterator[None]:
 
 def ftrace_location(ft: Ftrace, ip: int) -> tuple[FtracePageGroup, int] | None:
     """``ftrace_location()``: the live record at ``ip``, by binary search per group."""
-    key = np.uint64(ip)
     for pg in ft.pages.groups:
         ips = pg.ips
-        if not len(ips) or key < ips[0] or key > ips[-1]:
+        if not len(ips) or ip < ips[0] or ip > ips[-1]:
             continue
-        i = int(np.searchsorted(ips, key))
-        if i < len(ips) and ips[i] == key:
+        i = search_ip(ips, ip)
+        if i < len(ips) and ips[i] == ip:
             return pg, i
     return None
 

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from kernel_daemon.ftrace.records import search_ip
+
 _EMPTY = np.empty(0, dtype=np.uint64)
 _EMPTY.flags.writeable = False
 
@@ -187,8 +189,8 @@ class FtraceHash:
             return np.empty(0, dtype=np.intp)
         if len(table) == 1:
             # One entry (the common `echo func > set_ftrace_filter`): a scalar search.
-            ip = table[0]
-            pos = int(sorted_ips.searchsorted(ip))
+            ip = int(table[0])
+            pos = search_ip(sorted_ips, ip)
             if pos < len(sorted_ips) and sorted_ips[pos] == ip:
                 return np.array([pos], dtype=np.intp)
             return np.empty(0, dtype=np.intp)

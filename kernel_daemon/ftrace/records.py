@@ -12,6 +12,7 @@ process can copy a consistent snapshot without ``ftrace_lock`` (``snapshot.py``)
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import struct
@@ -34,6 +35,20 @@ ENTRIES_PER_PAGE = PAGE_SIZE // DYN_FTRACE.itemsize  # 256, as in 3.6 on x86_64
 
 # mm/slab.h POISON_FREE: what a freed record page reads back as.
 POISON_FREE_QWORD = 0x6B6B6B6B6B6B6B6B
+
+
+def search_ip(ips: np.ndarray, ip: int) -> int:
+    """``np.searchsorted(ips, ip)`` for one address, by ``bisect`` on a buffer view.
+
+    The same lower-bound search as NumPy's (so the same answer even on a poisoned,
+    unsorted page), at the same cost, but holding the GIL: ``searchsorted`` releases it
+    on every call, and under a busy server each release hands the GIL to another thread
+    and waits to get it back. A call (an Invoke, a filter's one entry) needs one search.
+    """
+    with memoryview(ips) as view:
+        return bisect.bisect_left(view, ip)
+
+
 # Pseudo direct-map addresses for the pages, so a KASAN report can name one.
 PAGE_OFFSET = 0xFFFF880000000000
 
@@ -79,9 +94,10 @@ class FtracePageGroup:
     unconverted: bool = True
     ips: np.ndarray = field(init=False)
     flags: np.ndarray = field(init=False)
-    # The records' indices in name order, and the names in that order (built at first use).
+    # The records' indices in name order, and the names in that order (built at first
+    # use); a list, searched by bisect: NumPy's searchsorted releases the GIL per call.
     _name_order: np.ndarray | None = field(default=None, init=False, repr=False)
-    _sorted_names: np.ndarray | None = field(default=None, init=False, repr=False)
+    _sorted_names: list[str] | None = field(default=None, init=False, repr=False)
     # Each record's line in the listings, ``%ps`` and a newline (built at first use).
     _ps_lines: list[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -97,20 +113,21 @@ class FtracePageGroup:
     def records_named(self, name: str) -> np.ndarray:
         """Indices of the records of function ``name``, in record order: what a full walk
         doing ``kallsyms_lookup`` and ``strcmp`` finds, by binary search in a name index."""
-        return self._names_between(name, name, "right")
+        return self._names_between(name, name, include_high=True)
 
     def records_prefixed(self, prefix: str) -> np.ndarray:
         """Indices of the records whose name starts with ``prefix`` (``strncmp``, the
         ``foo*`` glob), in record order, by binary search in the name index."""
-        return self._names_between(prefix, prefix + _LAST_CHAR, "left")
+        return self._names_between(prefix, prefix + _LAST_CHAR, include_high=False)
 
-    def _names_between(self, low: str, high: str, high_side: str) -> np.ndarray:
-        if self._name_order is None:
+    def _names_between(self, low: str, high: str, include_high: bool) -> np.ndarray:
+        if self._name_order is None or self._sorted_names is None:
             self._name_order = np.argsort(self.names, kind="stable")
-            self._sorted_names = self.names[self._name_order]
+            self._sorted_names = self.names[self._name_order].tolist()
         sorted_names = self._sorted_names
-        start = int(sorted_names.searchsorted(low, "left"))
-        end = int(sorted_names.searchsorted(high, high_side))
+        start = bisect.bisect_left(sorted_names, low)
+        search_end = bisect.bisect_right if include_high else bisect.bisect_left
+        end = search_end(sorted_names, high, start)
         found = self._name_order[start:end]
         return np.sort(found) if len(found) > 1 else found
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernel_daemon.ftrace.records import (DIR_ENTRY, DIR_HEADER, DIR_MAGIC, DYN_FTRACE,
-                                          FTRACE_FL_ENABLED, ftrace_rec_count)
+                                          FTRACE_FL_ENABLED, ftrace_rec_count, search_ip)
 from kernel_daemon.shm import ShmSegment
 
 
@@ -49,7 +49,7 @@ class RecordsSnapshot:
 
     def find(self, ip: int) -> tuple[GroupSnapshot, int] | None:
         for group in self.groups:
-            i = int(np.searchsorted(group.ips, np.uint64(ip)))
+            i = search_ip(group.ips, ip)
             if i < len(group.ips) and group.ips[i] == ip:
                 return group, i
         return None
