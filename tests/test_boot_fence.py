@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import queue
+import subprocess
 from typing import Any, Callable, Iterator
 
 import grpc
@@ -23,8 +24,11 @@ from clients.identity import Identity, parse_identity_metadata
 from clients.stress.workers import EXIT_REBOOTED
 from ftrace.v1 import kernel_pb2, tracefs_pb2
 from kernel_daemon.errno import KernelError
+from kernel_daemon.ftrace.listing import ALL_FUNCTIONS_BANNER
 from kernel_daemon.teardown import REBOOTED
 from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
+from tests.test_daemon_process import DEADLINE, serving, start_daemon, stop
+from tests.test_daemon_process import kill as kill_daemon
 from tests.test_stress_reboot import CLIENTS, CORE, DURATION, reboot_same, report, stress
 from tests.test_tracer_client import wait_until
 
@@ -36,10 +40,17 @@ FENCED_PID = 31337
 
 @pytest.fixture
 def rebooted(spawn) -> Iterator[Client]:
-    """A client of a daemon rebooted once: boot 1 has ended, boot 2 serves."""
+    """A client of a daemon rebooted once: its first boot has ended, the next serves
+    (:func:`boots`)."""
     with spawn(CORE).connect() as client:
-        assert reboot_same(client) == 2
+        reboot_same(client)
         yield client
+
+
+def boots(client: Client) -> tuple[int, int]:
+    """The ids of the boot a reboot ended and of the boot serving (one more)."""
+    serving = client.stats().boot_id
+    return serving - 1, serving
 
 
 def failing(call: Callable[[], Any]) -> FtraceError:
@@ -77,9 +88,8 @@ def is_gone(error: FtraceError) -> bool:
     return (error.errno, error.message, error.from_kernel) == (errno.ENODEV, REBOOTED, True)
 
 
-#: Boot ids that are malformed, or of no boot that has booted (boot 2 serves).
+#: Boot ids that are malformed.
 MALFORMED = [
-    (("x-ftrace-boot-id", "3"),),  # not booted yet
     (("x-ftrace-boot-id", "0"),),
     (("x-ftrace-boot-id", "two"),),
     (("x-ftrace-boot-id", "-1"),),
@@ -88,18 +98,24 @@ MALFORMED = [
 ]
 
 
+def not_booted(serving: int) -> tuple[tuple[str, str]]:
+    """The metadata of a caller born in a boot that has not booted yet."""
+    return (("x-ftrace-boot-id", str(serving + 1)),)
+
+
 def test_the_boot_id_of_a_unary_call(rebooted):
     """Absent or the serving boot: as before. An ended boot: ENODEV, nothing written. No
     boot or a malformed id: EINVAL. (The old daemon ignored the key: every call wrote.)"""
     client = rebooted
+    ended, serving = boots(client)
     client.write_file(FILTER, "schedule\n")  # absent
-    client.identity = Identity(FENCED_PID, "fenced", boot_id=2)
+    client.identity = Identity(FENCED_PID, "fenced", boot_id=serving)
     client.write_file(FILTER, "schedule_timeout\n", append=True)  # the serving boot
     assert client.read_file(FILTER).split() == [b"schedule", b"schedule_timeout"]
 
-    client.identity = Identity(FENCED_PID, "fenced", boot_id=1)
+    client.identity = Identity(FENCED_PID, "fenced", boot_id=ended)
     assert is_gone(failing(lambda: client.write_file(FILTER, "scheduler_tick\n")))
-    for metadata in MALFORMED:
+    for metadata in [not_booted(serving), *MALFORMED]:
         error = failing(lambda: write_with(client, metadata))
         assert (error.errno, error.code) == (errno.EINVAL, grpc.StatusCode.INVALID_ARGUMENT), \
             metadata
@@ -116,7 +132,7 @@ def test_the_key_as_clients_send_it_and_the_daemon_parses_it():
     assert parse_identity_metadata(Identity(42, "x", boot_id=3).metadata()) == (42, "x", 3)
     assert parse_identity_metadata([("X-Ftrace-Boot-Id", b"007")]) == (None, None, 7)
     assert parse_identity_metadata([("x-ftrace-boot-id", "1")] * 2) == (None, None, 1)
-    for metadata in MALFORMED[1:]:
+    for metadata in MALFORMED:
         with pytest.raises(KernelError) as info:
             parse_identity_metadata(metadata)
         assert info.value.errno == errno.EINVAL and "x-ftrace-boot-id" in str(info.value)
@@ -128,15 +144,16 @@ def test_the_key_as_clients_send_it_and_the_daemon_parses_it():
 def test_the_boot_id_of_a_session(rebooted):
     """Tracefs.Session, the same four cases: refused at its start and open."""
     client = rebooted
+    ended, serving = boots(client)
     with client.open(FILTER, os.O_WRONLY | os.O_TRUNC) as file:  # absent
         file.write("schedule\n")
-    client.identity = Identity(FENCED_PID, "fenced", boot_id=2)
+    client.identity = Identity(FENCED_PID, "fenced", boot_id=serving)
     with client.open(FILTER, os.O_WRONLY | os.O_APPEND) as file:  # the serving boot
         file.write("schedule_timeout\n")
 
-    client.identity = Identity(FENCED_PID, "fenced", boot_id=1)
+    client.identity = Identity(FENCED_PID, "fenced", boot_id=ended)
     assert is_gone(failing(lambda: client.open(FILTER, os.O_WRONLY)))
-    for metadata in MALFORMED:
+    for metadata in [not_booted(serving), *MALFORMED]:
         session = client.connection.tracefs.Session(
             iter([tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(path=FILTER,
                                                                          flags=os.O_WRONLY))]),
@@ -154,17 +171,17 @@ def iter_translated(responses: Iterator[Any]) -> Iterator[Any]:
 
 
 def test_a_session_started_before_the_reboot_opens_nothing_after_it(spawn):
-    """A fenced Session that entered boot 1 (its pid in boot 1's table, so its start was
-    let in) and sends its open after the reboot: ENODEV, not a file of boot 2."""
+    """A fenced Session that entered the first boot (its pid in that boot's table, so its
+    start was let in) and sends its open after the reboot: ENODEV, not a file of the next."""
     daemon = spawn(CORE)
-    with daemon.connect() as client, daemon.connect(Identity(FENCED_PID, "fenced",
-                                                             boot_id=1)) as fenced:
+    with daemon.connect() as client, daemon.connect(Identity(
+            FENCED_PID, "fenced", boot_id=client.stats().boot_id)) as fenced:
         requests: queue.SimpleQueue = queue.SimpleQueue()
         session = fenced.connection.tracefs.Session(iter(requests.get, None))
         try:
-            # Its start ran: the caller entered boot 1 (DaemonState.caller).
+            # Its start ran: the caller entered the first boot (DaemonState.caller).
             wait_until(lambda: exists(client, FENCED_PID))
-            assert reboot_same(client) == 2
+            reboot_same(client)
             requests.put(tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(
                 path=FILTER, flags=os.O_WRONLY)))
             assert is_gone(failing(lambda: next(iter_translated(session))))
@@ -182,20 +199,59 @@ def test_a_reboot_between_two_calls_of_one_client(spawn):
         fenced.identity = Identity(FENCED_PID, "fenced", boot_id=fenced.stats().boot_id)
         fenced.load("uinput")
         plain.load("fat")
-        assert reboot_same(plain) == 2
+        reboot_same(plain)
         error = failing(lambda: fenced.load("uinput"))
         assert is_gone(error) and error.strerror == "No such device"
         plain.load("fat")
         assert [m.name for m in plain.list_modules()] == ["fat"]
 
 
+def test_a_restarted_ftraced_refuses_a_task_of_the_old_one_as_rebooted(tmp_path):
+    """A fenced client whose channel reconnects, unseen, to a new ftraced on the same socket:
+    its task was born in a kernel that is gone, and the new daemon's boot ids begin above
+    the old one's (state.first_boot_id), so its calls are refused as after a reboot. With
+    ids counted from 1 in each daemon, the new boot 1 took it for one of its own."""
+    address = f"unix:{tmp_path / 'ftraced.sock'}"
+    first = start_daemon("--listen", address)
+    second: subprocess.Popen | None = None
+    try:
+        serving(first)
+        with Client(address, wait=DEADLINE) as client:
+            born = client.stats().boot_id
+            client.identity = Identity(FENCED_PID, "fenced", boot_id=born)
+            client.write_file(FILTER, "schedule\n")
+            stop(first)
+            second = start_daemon("--listen", address)
+            serving(second)
+            wait_until(lambda: answers(client))
+            assert is_gone(failing(lambda: client.write_file(FILTER, "schedule\n")))
+            client.identity = Identity()
+            assert client.stats().boot_id > born
+            assert client.read_file(FILTER) == ALL_FUNCTIONS_BANNER  # nothing written
+        stop(second)
+    finally:
+        for process in (first, second):
+            if process is not None:
+                kill_daemon(process)
+
+
+def answers(client: Client) -> bool:
+    """Whether the client's channel reaches a daemon (health, which is not fenced)."""
+    try:
+        return client.connection.check_health()
+    except FtraceError:
+        return False
+
+
 def test_every_call_of_an_ended_boots_task_is_refused(rebooted):
     """Each way a call reaches the kernel (DaemonState.syscall, Tracefs.Session, the
-    tracer's stream, Kill's caller) refuses the task of boot 1, and boot 2 is as it was:
-    no module, no ops, no filter, no tracer, and the task is not in its pid table."""
+    tracer's stream, Kill's caller) refuses the task of the ended boot, and the serving
+    one is as it was: no module, no ops, no filter, no tracer, and the task is not in its
+    pid table."""
     client = rebooted
     before, config = client.read_file(FILTER), client.config()
-    client.identity = Identity(FENCED_PID, "fenced", boot_id=1)
+    ended, serving = boots(client)
+    client.identity = Identity(FENCED_PID, "fenced", boot_id=ended)
     calls: list[Callable[[], Any]] = [
         client.stats, client.config, client.dmesg, client.list_modules, client.catalog,
         client.list_ops, client.check_consistency, client.list_failpoints,
@@ -218,7 +274,8 @@ def test_every_call_of_an_ended_boots_task_is_refused(rebooted):
         assert is_gone(error), (number, error)
     client.identity = Identity()
     stats = client.stats()
-    assert (stats.boot_id, stats.modules, stats.ops, stats.current_tracer) == (2, 0, 0, "nop")
+    assert (stats.boot_id, stats.modules, stats.ops, stats.current_tracer) == (
+        serving, 0, 0, "nop")
     assert client.read_file(FILTER) == before and client.list_ops() == []
     assert not exists(client, FENCED_PID)
 
@@ -236,7 +293,7 @@ def test_no_stress_worker_changes_the_rebooted_kernel(tmp_path, spawn):
         with stress(out, "--address", daemon.address, "--duration", str(DURATION), "--seed",
                     "5", "--no-minimize", *CLIENTS) as run:
             wait_until(lambda: (shown := run.progress()) and all(shown[:3]), timeout=120)
-            assert reboot_same(client) == 2
+            new = reboot_same(client)
             status, stdout = run.finish()
         assert status == 2, stdout
         result = report(out)
@@ -246,7 +303,7 @@ def test_no_stress_worker_changes_the_rebooted_kernel(tmp_path, spawn):
         assert all(w["status"] in (0, EXIT_REBOOTED) and not w["killed_at_stop"]
                    for w in workers), workers
         stats = client.stats()
-        assert (stats.boot_id, stats.modules, stats.ops) == (2, 0, 0), stats
+        assert (stats.boot_id, stats.modules, stats.ops) == (new, 0, 0), stats
         assert client.list_modules() == [] and client.list_ops() == []
         assert {file: client.read_file(f"{T}/{file}") for file in fresh} == fresh
         assert [w["name"] for w in workers if exists(client, w["pid"])] == []

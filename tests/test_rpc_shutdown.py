@@ -458,10 +458,11 @@ def test_kill_finds_a_task_whose_call_is_inside_the_kernel_a_reboot_replaced():
     assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
 
 
-def racing_reboots(monkeypatch, reboot: Callable[[DaemonState], Any]) -> tuple[Any, Any, int]:
+def racing_reboots(monkeypatch,
+                   reboot: Callable[[DaemonState], Any]) -> tuple[Any, Any, int, int]:
     """Two ``reboot(state)`` at once on a fresh DaemonState, the first held in its mount
-    (its kernel built) until the second has served: each one's answer or KernelError, and
-    the boot id serving after them."""
+    (its kernel built) until the second has served: each one's answer or KernelError, the
+    first boot's id and the boot id serving after them."""
     second_served = threading.Event()
     held = threading.Event()
 
@@ -479,6 +480,7 @@ def racing_reboots(monkeypatch, reboot: Callable[[DaemonState], Any]) -> tuple[A
 
     try:
         state = DaemonState(BootOptions(core_functions=2000))
+        born = state.boot.boot_id
         monkeypatch.setattr("kernel_daemon.rpc.state.mount", mount_after_the_other)
         with ThreadPoolExecutor(1) as pool:
             first = pool.submit(answer, lambda: reboot(state))
@@ -491,7 +493,7 @@ def racing_reboots(monkeypatch, reboot: Callable[[DaemonState], Any]) -> tuple[A
     finally:
         gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
     assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
-    return first_answer, second, serving
+    return first_answer, second, born, serving
 
 
 def test_boot_ids_grow_in_the_order_boots_serve(monkeypatch):
@@ -499,9 +501,9 @@ def test_boot_ids_grow_in_the_order_boots_serve(monkeypatch):
     swapped in. The id is given at the swap, so the boot serving always has the newest:
     the stress checker takes a later boot's id for a later boot, and the boot fence's
     EINVAL (a boot that has not booted) is for ids above the one serving."""
-    first, second, serving = racing_reboots(
+    first, second, born, serving = racing_reboots(
         monkeypatch, lambda state: state.reboot(BootOptions(core_functions=2000)))
-    assert (second.boot_id, first.boot_id, serving) == (2, 3, 3)
+    assert (second.boot_id, first.boot_id, serving) == (born + 1, born + 2, born + 2)
 
 
 def test_a_fenced_reboot_replaces_only_the_boot_its_caller_was_born_in(monkeypatch):
@@ -513,10 +515,10 @@ def test_a_fenced_reboot_replaces_only_the_boot_its_caller_was_born_in(monkeypat
 
     def fenced_reboot(state: DaemonState) -> Any:
         context = CallContext(4242)
-        context.metadata += ((BOOT_ID_METADATA_KEY, "1"),)
+        context.metadata += ((BOOT_ID_METADATA_KEY, str(state.boot.boot_id)),)
         return reboot(KernelService(state), kernel_pb2.RebootRequest(
             config=kernel_pb2.BootConfig(core_functions=2000)), context)
 
-    first, second, serving = racing_reboots(monkeypatch, fenced_reboot)
-    assert (second.boot_id, serving) == (2, 2)
+    first, second, born, serving = racing_reboots(monkeypatch, fenced_reboot)
+    assert (second.boot_id, serving) == (born + 1, born + 1)
     assert (first.errno, first.message) == (errno.ENODEV, REBOOTED)

@@ -109,8 +109,12 @@ def report(out) -> dict:
 
 
 def reboot_same(client: Client) -> int:
-    """Kernel.Reboot with the options the daemon booted with; the new boot's id."""
-    return client.reboot(client.config()).boot_id
+    """Kernel.Reboot with the options the daemon booted with; the new boot's id, checked
+    to be the old one's plus one."""
+    old = client.config()
+    new = client.reboot(old).boot_id
+    assert new == old.boot_id + 1
+    return new
 
 
 def test_a_reboot_mid_run_ends_it_as_an_error_not_clean(tmp_path, spawn):
@@ -123,21 +127,21 @@ def test_a_reboot_mid_run_ends_it_as_an_error_not_clean(tmp_path, spawn):
                                             *CLIENTS) as run:
         # Under way: operations done, both checks made.
         wait_until(lambda: (shown := run.progress()) and all(shown[:3]), timeout=120)
-        assert reboot_same(client) == 2
+        new = reboot_same(client)
         status, stdout = run.finish()
     assert status == 2, stdout
     result = report(out)
     assert result["ran_s"] < DURATION, "the run went on after the reboot"
     assert result["outcome"] == "error" and result["anomalies"] == []
     reboot = result["reboot"]
-    assert (reboot["boot_id"], reboot["new_boot_id"]) == (1, 2)
+    assert (reboot["boot_id"], reboot["new_boot_id"]) == (new - 1, new)
     assert 0 < reboot["booted_s"] <= reboot["seen_s"] <= result["ran_s"] + 1, reboot
     assert result["error"] == reboot["text"]
     assert re.fullmatch(r"the daemon rebooted during the run \(Kernel\.Reboot, not the run's\): "
-                        r"boot 1, the kernel the run judged, is gone; boot 2 booted "
+                        rf"boot {new - 1}, the kernel the run judged, is gone; boot {new} booted "
                         r"\d+\.\d{3} s into the run, seen \d+\.\d{3} s into the run",
                         reboot["text"]), reboot["text"]
-    assert result["daemon"]["boot_id"] == 1
+    assert result["daemon"]["boot_id"] == new - 1
     assert "restored" not in result["daemon"]  # nothing of the run's was left to restore
     assert stdout.startswith("ftrace-stress: ERROR (")
     assert f"\n  error: {reboot['text']}\n" in stdout and "rebooted:" not in stdout
@@ -154,14 +158,14 @@ def test_an_anomaly_found_before_the_reboot_stands_with_the_reboot_said(tmp_path
                                             str(DURATION), "--seed", "3", "--no-minimize",
                                             "--keep-going", *CLIENTS) as run:
         wait_until(lambda: (shown := run.progress()) and shown[3], timeout=120)
-        reboot_same(client)
+        new = reboot_same(client)
         status, stdout = run.finish()
     assert status == 1, stdout
     result = report(out)
     assert result["ran_s"] < DURATION, "the run went on after the reboot"
     assert result["outcome"] == "anomaly" and result["error"] == ""
     reboot = result["reboot"]
-    assert (reboot["boot_id"], reboot["new_boot_id"]) == (1, 2)
+    assert (reboot["boot_id"], reboot["new_boot_id"]) == (new - 1, new)
     # Found before the reboot was seen (the follower may deliver the first boot's log after).
     assert min(a["seen_s"] for a in result["anomalies"]) <= reboot["seen_s"], result
     assert f"\n  rebooted: {reboot['text']}\n" in stdout, stdout
@@ -197,9 +201,9 @@ def test_the_log_follower_sees_the_reboot(checker):
     with daemon.connect() as client:
         wait_until(lambda: watching._follow_stream is not None)
         before = time.monotonic_ns()
-        reboot_same(client)
+        new = reboot_same(client)
     assert seen.wait(30), "the follower's stream ended, unnoticed"
-    assert [(r.boot_id, r.new_boot_id) for r in said] == [(1, 2)]
+    assert [(r.boot_id, r.new_boot_id) for r in said] == [(new - 1, new)]
     assert said[0].booted_ns is not None and before <= said[0].booted_ns <= said[0].seen_ns
 
 
@@ -208,9 +212,9 @@ def test_a_snapshot_of_the_dead_boot_is_not_checked(checker):
     checked against the new boot's Stats and counted."""
     daemon, watching, said, _ = checker
     with daemon.connect() as client:
-        reboot_same(client)
+        new = reboot_same(client)
     assert watching.check_snapshot()  # conclusive: nothing to try again
-    assert [r.new_boot_id for r in said] == [2]
+    assert [r.new_boot_id for r in said] == [new]
     assert watching.counts["shm"] == 0
     assert not watching.confirm_boot() and len(said) == 1  # said once
 
@@ -219,9 +223,9 @@ def test_the_final_check_sees_a_reboot_no_observer_saw(checker):
     """At the end, in any case: no check of the new boot is the run's."""
     daemon, watching, said, _ = checker
     with daemon.connect() as client:
-        reboot_same(client)
+        new = reboot_same(client)
     watching.final_check()
-    assert [r.new_boot_id for r in said] == [2]
+    assert [r.new_boot_id for r in said] == [new]
     assert (watching.counts["consistency"], watching.counts["shm"]) == (0, 0)
     assert watching.phase == "teardown"
 
@@ -231,8 +235,9 @@ def test_a_replay_whose_daemon_reboots_shows_nothing(daemon_client):
     with daemon_client() as client:
         seen = Observation(boot_id=client.stats().boot_id)
         seen.look(client, 1)
-        reboot_same(client)
-        with pytest.raises(ReplayRebooted, match=r"rebooted under it \(boot 1, then 2\)"):
+        new = reboot_same(client)
+        with pytest.raises(ReplayRebooted,
+                           match=rf"rebooted under it \(boot {new - 1}, then {new}\)"):
             seen.look(client, 2)
     assert not seen.any
 

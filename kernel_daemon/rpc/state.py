@@ -26,6 +26,7 @@ import gc
 import itertools
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from collections.abc import Iterator
 from typing import Any, Callable, NoReturn
@@ -135,9 +136,25 @@ def set_switch_interval(options: BootOptions) -> None:
     sys.setswitchinterval(options.switch_interval or PYTHON_SWITCH_INTERVAL)
 
 
+def first_boot_id() -> int:
+    """The id of a daemon's first boot: the wall clock at its start, in microseconds.
+
+    Boot ids only grow (the boot fence judges a caller's boot by their order,
+    :meth:`DaemonState._refuse_born_elsewhere`): by one a reboot within a daemon, and a
+    daemon started later, on the same socket or another, begins above every id an
+    earlier one gave, which would have had to reboot once a microsecond since. So a
+    fenced client whose channel reconnects, unseen, to a restarted daemon is told its
+    kernel is gone, as after a reboot; ids counted from 1 in each daemon told the new
+    daemon's boot 1 from the old one's not at all. (Linux's own boot id,
+    /proc/sys/kernel/random/boot_id, is a random UUID: no process outlives its kernel to
+    compare two. A wall clock set back between two daemons can start the second below
+    the first; a caller of the first then reads as of a boot not booted yet, EINVAL.)"""
+    return time.time_ns() // 1000
+
+
 class DaemonState:
     def __init__(self, options: BootOptions) -> None:
-        self._boot_ids = itertools.count(1)
+        self._boot_ids = itertools.count(first_boot_id())
         # Guards the boot swap, _stopped, and the counters (rpc_counts, which
         # registration.py's wrappers count under it, and invocations).
         self.lock = threading.Lock()
