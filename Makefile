@@ -4,7 +4,7 @@
 #   make test     the test suite (the README's test command; .ci/run runs it)
 #   make demo     the report's reproducer in each variant, on private daemons
 #   make bench    benchmarks (QUICK=1 for a short run)
-#   make profile  where the servers' CPU goes (py-spy), for the figures below target
+#   make profile  where the servers' CPU goes (py-spy, perf), for the figures below target
 #   make stress   the long stress runs (pytest -m stress_long)
 #   make gen      regenerate ftrace/v1/*_pb2*.py and the descriptor set from proto/ftrace/v1/*.proto,
 #                 and the default boot's vmlinux symbol table

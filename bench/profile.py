@@ -12,6 +12,13 @@ same window. Per operation, the server's CPU splits into:
 - the rest of the CPU time, outside the GIL: gRPC's C core, protobuf's C code, system
   calls.
 
+Over the same window, ``perf record`` (``bench.perf_profile``) samples every thread of
+the server with its native stack, and splits the whole of its CPU again: by shared
+object in user space (the interpreter, NumPy, gRPC's C core...), by what the thread was
+doing in the kernel (GIL hand-offs, lock waits, sockets...). This second table explains
+the first one's row outside the GIL. Where perf is missing or may not sample the kernel,
+the run says why and writes the py-spy part alone; ``--no-perf`` skips it.
+
 Samples approximate time: a thread holding the GIL is taken to be on a CPU, and the
 sampled window is the sampling rate times its length. Scenarios:
 
@@ -43,7 +50,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from bench import BENCH_DIR, REPO_ROOT, REPS, run_to_the_end
+from bench import BENCH_DIR, REPO_ROOT, REPS, perf_profile, run_to_the_end
 from bench.procs import Server, WorkerPool
 from bench.stress_throughput import CLIENTS as STRESS_CLIENTS
 from bench.stress_throughput import stress_report
@@ -117,19 +124,23 @@ class Profile:
     window: float = 0.0
     operations: int = 0
     layers: Counter[str] = field(default_factory=Counter)  # samples (GIL held)
+    native: Counter[str] = field(default_factory=Counter)  # perf's samples, per row
 
     def add(self, other: "Profile") -> None:
         self.cpu += other.cpu
         self.window += other.window
         self.operations += other.operations
         self.layers.update(other.layers)
+        self.native.update(other.native)
 
     def narrowed(self, cpu: float, operations: int) -> "Profile":
         """The same split for the ``cpu`` seconds of a narrower span within the window
         (a stress run's, from go to stop, without its start and its final checks)."""
         scale = cpu / self.cpu if self.cpu else 0.0
+        # perf's rows are shares of the CPU: its samples, unscaled, split the span as well.
         return Profile(cpu, self.window, operations,
-                       Counter({layer: samples * scale for layer, samples in self.layers.items()}))
+                       Counter({layer: samples * scale for layer, samples in self.layers.items()}),
+                       Counter(self.native))
 
     def per_operation(self) -> dict[str, float]:
         """Seconds of CPU per operation: each layer's, outside the GIL, and the total."""
@@ -137,6 +148,15 @@ class Profile:
         held = {layer: samples / RATE / ops for layer, samples in self.layers.items()}
         per_op = dict(sorted(held.items(), key=lambda item: -item[1]))
         per_op[OUTSIDE_GIL] = max(self.cpu / ops - sum(held.values()), 0.0)
+        per_op["total (from /proc)"] = self.cpu / ops
+        return per_op
+
+    def native_per_operation(self) -> dict[str, float]:
+        """Seconds of CPU per operation of each of perf's rows: its share of the samples
+        (perf samples CPU time, every thread's) of the CPU from ``/proc``."""
+        ops, samples = max(self.operations, 1), sum(self.native.values())
+        per_op = {row: self.native[row] / samples * self.cpu / ops
+                  for row in perf_profile.ROWS if self.native[row]}
         per_op["total (from /proc)"] = self.cpu / ops
         return per_op
 
@@ -188,22 +208,43 @@ class PySpy:
         return Profile(cpu, window, operations, layers)
 
 
-def profiled(pid: int, directory: str, run: Callable[[], int]) -> Profile:
-    """``run()`` (which returns the operations it did) while py-spy samples ``pid``."""
-    spy = PySpy(pid, directory)
-    spy.start()
-    try:
-        operations = run()
-    except BaseException:
-        spy.abandon()
-        raise
-    return spy.stop(operations)
+@dataclass
+class Sampling:
+    """Where the scenarios keep their sockets and samples, and whether perf samples the
+    servers as well as py-spy."""
+
+    directory: str
+    perf: bool
+
+    def profiled(self, pid: int, run: Callable[[], int]) -> Profile:
+        """``run()`` (which returns the operations it did) while py-spy, and perf if it
+        may, sample ``pid``: perf's window holds py-spy's."""
+        perf = perf_profile.PerfRecord(pid, self.directory) if self.perf else None
+        if perf:
+            perf.start()
+        try:
+            spy = PySpy(pid, self.directory)
+            spy.start()
+            try:
+                operations = run()
+            except BaseException:
+                spy.abandon()
+                raise
+            profile = spy.stop(operations)
+        except BaseException:
+            if perf:
+                perf.abandon()
+            raise
+        if perf:
+            profile.native = perf.stop()
+        return profile
 
 
 def rpc_scenario(op: str, echo_op: str, seconds: float, pool: WorkerPool,
-                 directory: str) -> dict[str, Profile]:
+                 sampling: Sampling) -> dict[str, Profile]:
     """``op`` against ftraced and ``echo_op`` against the echo server, in turn."""
     profiles = {"ftraced": Profile(), "echo": Profile()}
+    directory = sampling.directory
     with Server("daemon", directory=directory) as daemon, \
             Server("echo", directory=directory) as echo:
         servers = {"ftraced": (daemon, op), "echo": (echo, echo_op)}
@@ -211,14 +252,15 @@ def rpc_scenario(op: str, echo_op: str, seconds: float, pool: WorkerPool,
             pool.warm(server_op, server.address, CLIENTS)
         for _ in range(REPS):
             for name, (server, server_op) in servers.items():
-                profiles[name].add(profiled(server.pid, directory, lambda: pool.measure(
+                profiles[name].add(sampling.profiled(server.pid, lambda: pool.measure(
                     server_op, server.address, CLIENTS, seconds / REPS, lead=0.0).calls))
     return profiles
 
 
-def stress_scenario(seconds: float, pool: WorkerPool, directory: str) -> dict[str, Profile]:
+def stress_scenario(seconds: float, pool: WorkerPool, sampling: Sampling) -> dict[str, Profile]:
     """``ftrace-stress`` (its private daemon's options) against 16 echo clients."""
     profiles = {"ftraced": Profile(), "echo": Profile()}
+    directory = sampling.directory
     with Server("echo", directory=directory) as echo:
         pool.warm("unary", echo.address, CLIENTS)
         for rep in range(REPS):
@@ -231,16 +273,16 @@ def stress_scenario(seconds: float, pool: WorkerPool, directory: str) -> dict[st
                                                  daemon.address))
                     return 0
 
-                whole_run = profiled(daemon.pid, directory, stress)
+                whole_run = sampling.profiled(daemon.pid, stress)
                 cpu = reports[0]["cpu"]
                 profiles["ftraced"].add(whole_run.narrowed(cpu["seconds"]["ftraced"],
                                                            cpu["operations"]))
-            profiles["echo"].add(profiled(echo.pid, directory, lambda: pool.measure(
+            profiles["echo"].add(sampling.profiled(echo.pid, lambda: pool.measure(
                 "unary", echo.address, CLIENTS, seconds / REPS, lead=0.0).calls))
     return profiles
 
 
-SCENARIOS: dict[str, tuple[str, Callable[[float, WorkerPool, str], dict[str, Profile]]]] = {
+SCENARIOS: dict[str, tuple[str, Callable[[float, WorkerPool, Sampling], dict[str, Profile]]]] = {
     "read": ("cat tracing_on (Tracefs.ReadFile) against the echo unary call, 16 clients",
              lambda s, pool, d: rpc_scenario("read", "unary_md", s, pool, d)),
     "session": ("a set_ftrace_filter session (open, write, close) against 3 echo round "
@@ -253,36 +295,74 @@ SCENARIOS: dict[str, tuple[str, Callable[[float, WorkerPool, str], dict[str, Pro
 }
 
 
-def table(profiles: dict[str, Profile]) -> Iterator[str]:
-    ours, echo = profiles["ftraced"].per_operation(), profiles["echo"].per_operation()
-    yield "| where the server's CPU goes, per operation | ftraced | echo server | difference |"
+def _table(heading: str, ours: dict[str, float], echo: dict[str, float],
+           order: list[str]) -> Iterator[str]:
+    """Seconds per operation, row by row in ``order``, ftraced's against the echo
+    server's (whose rows ftraced lacks show as 0 µs)."""
+    yield f"| {heading} | ftraced | echo server | difference |"
     yield "|---|---:|---:|---:|"
-    for layer in [*[name for name in ours if name not in (OUTSIDE_GIL, "total (from /proc)")],
-                  *[name for name in echo if name not in ours], OUTSIDE_GIL,
-                  "total (from /proc)"]:
-        mine, theirs = ours.get(layer, 0.0) * 1e6, echo.get(layer, 0.0) * 1e6
-        bold = "**" if layer.startswith("total") else ""
-        yield f"| {bold}{layer}{bold} | {mine:,.0f} µs | {theirs:,.0f} µs | {mine - theirs:+,.0f} µs |"
+    for row in order:
+        mine, theirs = ours.get(row, 0.0) * 1e6, echo.get(row, 0.0) * 1e6
+        bold = "**" if row.startswith("total") else ""
+        yield (f"| {bold}{row}{bold} | {mine:,.0f} µs | {theirs:,.0f} µs "
+               f"| {mine - theirs:+,.0f} µs |")
+
+
+def table(profiles: dict[str, Profile]) -> Iterator[str]:
+    """py-spy's split of a scenario, then perf's where it ran."""
+    ours, echo = profiles["ftraced"].per_operation(), profiles["echo"].per_operation()
+    yield from _table("where the server's CPU goes, per operation (py-spy)", ours, echo, [
+        *[name for name in ours if name not in (OUTSIDE_GIL, "total (from /proc)")],
+        *[name for name in echo if name not in ours], OUTSIDE_GIL, "total (from /proc)"])
     yield ""
     yield "; ".join(f"{server}: {p.operations:,} operations, {p.cpu:.2f} s of CPU "
                     f"(sampled over {p.window:.1f} s)" for server, p in profiles.items()) + "."
+    if not all(p.native for p in profiles.values()):
+        return
+    ours = profiles["ftraced"].native_per_operation()
+    echo = profiles["echo"].native_per_operation()
+    yield ""
+    yield from _table("the same CPU by perf: user space by library, the kernel by what "
+                      "the thread was doing", ours, echo,
+                      [row for row in (*perf_profile.ROWS, "total (from /proc)")
+                       if row in ours or row in echo])
+    yield ""
+    yield "; ".join(f"{server}: {sum(p.native.values()):,} perf samples"
+                    for server, p in profiles.items()) + "."
 
 
-def write(results: dict[str, dict[str, Profile]], out: str, seconds: float) -> tuple[str, str]:
+def write(results: dict[str, dict[str, Profile]], out: str, seconds: float,
+          no_perf: str | None, loads: tuple[float, float]) -> tuple[str, str]:
+    """``profile.json`` and ``profile.md``; ``no_perf`` says why perf did not run, and
+    ``loads`` are the machine's load averages at the run's start and end: on a shared
+    machine, the figures are for comparing a table's columns, measured in turn under the
+    same load, more than for comparing runs."""
     data = {name: {server: {"operations": p.operations, "cpu_s": round(p.cpu, 3),
                             "window_s": round(p.window, 2),
                             "per_operation_us": {layer: round(value * 1e6, 1)
-                                                 for layer, value in p.per_operation().items()}}
+                                                 for layer, value in p.per_operation().items()},
+                            "perf": {"not_run": no_perf} if no_perf else {
+                                "samples": sum(p.native.values()),
+                                "per_operation_us": {
+                                    row: round(value * 1e6, 1)
+                                    for row, value in p.native_per_operation().items()}}}
                    for server, p in profiles.items()}
             for name, profiles in results.items()}
     os.makedirs(out, exist_ok=True)
     json_path, md_path = os.path.join(out, "profile.json"), os.path.join(out, "profile.md")
     with open(json_path, "w", encoding="utf-8") as out_file:
         json.dump(data, out_file, indent=1)
+    perf = (f"perf did not run: {no_perf}." if no_perf else
+            "Over the same window, `perf record --all-cpus --call-graph dwarf`, a sample "
+            f"every {perf_profile.PERIOD_NS / 1e6:g} ms of CPU, splits the server's CPU "
+            "again, user and kernel space (see `bench/perf_profile.py`).")
     lines = ["# Where the servers' CPU goes", "",
              f"`python -m bench.profile --seconds {seconds:g}`: py-spy `--gil` at {RATE} Hz "
-             "on the server, its CPU from `/proc` (see `bench/profile.py`). Per operation "
-             "of ftraced, per call of the echo server.", ""]
+             "on the server, its CPU from `/proc` (see `bench/profile.py`). " + perf +
+             " Per operation of ftraced, per call of the echo server.", "",
+             f"The machine: {os.cpu_count()} CPUs, a 1-minute load average of {loads[0]:.1f} "
+             f"at the start and {loads[1]:.1f} at the end of the run: compare a table's "
+             "columns, measured in turn under the same load, rather than runs.", ""]
     for name, profiles in results.items():
         lines += [f"## {name}: {SCENARIOS[name][0]}", "", *table(profiles), ""]
     with open(md_path, "w", encoding="utf-8") as out_file:
@@ -301,17 +381,25 @@ def run(argv: list[str] | None) -> int:
                         help="sampled time per server and scenario (default 10)")
     parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), metavar="NAME")
     parser.add_argument("--out", default=BENCH_DIR, metavar="DIR")
+    parser.add_argument("--no-perf", action="store_true",
+                        help="py-spy alone, without perf's native split")
     args = parser.parse_args(argv)
     results: dict[str, dict[str, Profile]] = {}
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ftbench-profile-") as directory:
+        no_perf = "left out (--no-perf)" if args.no_perf else perf_profile.unavailable(directory)
+        if no_perf and not args.no_perf:
+            print(f"bench.profile: {no_perf}; profiling with py-spy alone", file=sys.stderr)
+        sampling = Sampling(directory, perf=not no_perf)
         pool = WorkerPool(CLIENTS, directory)
         try:
             for name in args.only or SCENARIOS:
                 print(f"bench.profile: {name} ...", file=sys.stderr, flush=True)
-                results[name] = SCENARIOS[name][1](args.seconds, pool, directory)
+                results[name] = SCENARIOS[name][1](args.seconds, pool, sampling)
         finally:
             pool.close()
-    json_path, md_path = write(results, args.out, args.seconds)
+    json_path, md_path = write(results, args.out, args.seconds, no_perf,
+                               (load_at_start, os.getloadavg()[0]))
     print(f"bench.profile: wrote {json_path} and {md_path}", file=sys.stderr)
     return 0
 

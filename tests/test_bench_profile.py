@@ -6,6 +6,7 @@ No figure is asserted: what the profile says belongs to ``bench/profile.md``.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -57,9 +58,11 @@ def test_raw_lines_add_up_per_layer_and_the_rest_of_the_cpu_is_outside_the_gil()
 
 
 def test_a_short_profile_of_readfile_against_echo(tmp_path):
+    # Without perf (its part: tests/test_bench_perf_profile.py), which the run says.
+    no_perf = child_env(PATH=os.path.dirname(sys.executable))
     done = subprocess.run([sys.executable, "-m", "bench.profile", "--seconds", "1",
                            "--only", "read", "--out", str(tmp_path)],
-                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=240)
+                          cwd=REPO, env=no_perf, capture_output=True, text=True, timeout=240)
     if done.returncode and "can it ptrace" in done.stderr:
         pytest.skip("py-spy may not ptrace the servers here")
     assert done.returncode == 0, done.stderr[-4000:]
@@ -69,4 +72,8 @@ def test_a_short_profile_of_readfile_against_echo(tmp_path):
         per_op = profile[server]["per_operation_us"]
         assert per_op["total (from /proc)"] > 0
         assert "gRPC Python (server loop, call state)" in per_op, per_op
-    assert "## read:" in (tmp_path / "profile.md").read_text()
+        assert "perf is not installed" in profile[server]["perf"]["not_run"]
+    assert "bench.profile: perf is not installed" in done.stderr
+    assert "profiling with py-spy alone" in done.stderr
+    markdown = (tmp_path / "profile.md").read_text()
+    assert "## read:" in markdown and "perf did not run: perf is not installed" in markdown
