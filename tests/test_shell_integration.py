@@ -631,6 +631,25 @@ echo 'uinput_write' >set_ftrace_filter 2>/dev/null; cat set_ftrace_filter
     assert shell.out.splitlines()[3:] == ["#### all functions enabled ####", "uinput_write [uinput]"]
 
 
+def test_a_redirection_to_a_new_name_fails_as_on_3_6(daemon, tmp_path):
+    """bash's O_CREAT open of a name not there: debugfs cannot create it (vfs_create()'s
+    EACCES: "Permission denied"); /proc's lookup refuses the name first (ENOENT), as a
+    missing directory on the way does; an existing directory is EISDIR."""
+    script = ("cd /sys/kernel/debug/tracing; echo foo > newfile; echo $?; "
+              "echo foo >> options/newfile; echo x > /proc/newfile; echo x > nodir/file; "
+              "echo x > options; cat newfile")
+    shell = run_shell(tmp_path, ["--address", daemon.address, "-c", script])
+    assert (shell.returncode, shell.out) == (1, "1\n")
+    assert shell.err.splitlines() == [
+        "bash: line 1: newfile: Permission denied",
+        "bash: line 1: options/newfile: Permission denied",
+        "bash: line 1: /proc/newfile: No such file or directory",
+        "bash: line 1: nodir/file: No such file or directory",
+        "bash: line 1: options: Is a directory",
+        "cat: newfile: No such file or directory",
+    ]
+
+
 def test_non_utf8_bytes_reach_the_daemon_and_fail_as_a_write(daemon, tmp_path):
     script = b"echo \xff\xfe > /sys/kernel/debug/tracing/set_ftrace_filter\n"
     shell = run_shell(tmp_path, ["--address", daemon.address], script)
