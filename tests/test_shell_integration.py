@@ -650,6 +650,36 @@ def test_a_redirection_to_a_new_name_fails_as_on_3_6(daemon, tmp_path):
     ]
 
 
+def test_cat_takes_options_as_gnu_cat_does(daemon, tmp_path):
+    """(a -c command, its status, stdout, stderr): ``--`` ends the options, -n numbers the
+    lines across the files (GNU's ``%6d\t``), -u is ignored, an option anywhere before
+    ``--`` is one; what GNU cat has and ftrace-shell's not is refused, not read as a file
+    name; glibc's words for the rest, then GNU's hint, status 1, no file read."""
+    try_help = "Try 'cat --help' for more information.\n"
+    cases = [
+        ("cat -- current_tracer", 0, "nop\n", ""),
+        ("cat -n current_tracer tracing_on", 0, "     1\tnop\n     2\t1\n", ""),
+        ("cat --number -u current_tracer", 0, "     1\tnop\n", ""),
+        ("cat current_tracer -n", 0, "     1\tnop\n", ""),
+        ("cat -- -n current_tracer", 1, "nop\n", "cat: -n: No such file or directory\n"),
+        ("cat -A current_tracer", 1, "",
+         "cat: option '-A' is not supported by ftrace-shell\n" + try_help),
+        ("cat current_tracer --show-ends", 1, "",
+         "cat: option '--show-ends' is not supported by ftrace-shell\n" + try_help),
+        ("cat --help", 1, "", "cat: option '--help' is not supported by ftrace-shell\n"
+         + try_help),
+        ("cat -P current_tracer", 1, "", "cat: invalid option -- 'P'\n" + try_help),
+        ("cat --num current_tracer", 1, "", "cat: option '--num' is ambiguous; "
+         "possibilities: '--number-nonblank' '--number'\n" + try_help),
+    ]
+    shells = [start_shell(tmp_path, ["--address", daemon.address, "-c",
+                                     f"cd {TRACING}; {command}"])
+              for command, *_ in cases]
+    got = [(command, finish(shell).returncode, shell.out, shell.err)
+           for (command, *_), shell in zip(cases, shells)]
+    assert got == cases
+
+
 def test_non_utf8_bytes_reach_the_daemon_and_fail_as_a_write(daemon, tmp_path):
     script = b"echo \xff\xfe > /sys/kernel/debug/tracing/set_ftrace_filter\n"
     shell = run_shell(tmp_path, ["--address", daemon.address], script)
