@@ -108,7 +108,8 @@ __all__ = ["Shell", "main"]
 
 #: How the shell reads its commands; it decides the diagnostics' prefix, as in bash.
 MODES = ("interactive", "script", "command", "stdin")
-#: O_CREAT is what bash passes; tracefs ignores it (its files exist or not).
+#: What bash passes: O_CREAT of a name not in the tracing directory is EACCES (debugfs
+#: cannot create files), not ENOENT.
 _TRUNCATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 #: How long an interrupted pipeline's processes get to die before the shell goes on

@@ -19,6 +19,7 @@ from clients.shell_runtime import (
     ShellExit,
     command,
     encode,
+    getopt,
     internal_getopt,
     legal_number,
     parse_options,
@@ -265,13 +266,56 @@ def cmd_ls(ctx: Invocation) -> int:
     return status
 
 
-@command("cat [FILE...]", "print files (trace_pipe streams until Ctrl-C)")
+#: GNU cat 9.1's long options, in cat.c's order: a name's letter, or (--help, --version)
+#: a name of its own.
+_CAT_LONG_OPTIONS = {
+    "number-nonblank": "b", "number": "n", "squeeze-blank": "s", "show-nonprinting": "v",
+    "show-ends": "E", "show-tabs": "T", "show-all": "A", "help": "help", "version": "version",
+}
+#: What GNU cat has and ftrace-shell's cat does not: refused, never read as a file name.
+_CAT_UNSUPPORTED = {*"AEbestv", "help", "version"}
+
+
+class _LineNumbers:
+    """GNU cat's -n: ``%6d\t`` before each line, counted across all the files; a line a
+    read or a file leaves unfinished goes on under its number."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.at_line_start = True
+
+    def __call__(self, data: bytes) -> bytes:
+        out = bytearray()
+        for line in re.findall(rb"[^\n]*\n|[^\n]+", data):
+            if self.at_line_start:
+                self.count += 1
+                out += b"%6d\t" % self.count
+            out += line
+            self.at_line_start = line.endswith(b"\n")
+        return bytes(out)
+
+
+@command("cat [-nu] [FILE...]",
+         "print files (-n: numbered lines; -u: ignored; trace_pipe streams until Ctrl-C)")
 def cmd_cat(ctx: Invocation) -> int:
+    """GNU cat: the options first, anywhere before ``--`` (glibc's getopt), a bad or
+    unsupported one ending it with status 1 before any file is read; then each file, or
+    standard input for none or ``-``, in order."""
+    operands: list[str] = []
+    numbers: _LineNumbers | None = None
+    for letter, value in getopt(ctx, "nu", (), _CAT_LONG_OPTIONS, unsupported=_CAT_UNSUPPORTED):
+        if letter == "?":
+            ctx.err("Try 'cat --help' for more information.")
+            return 1
+        if letter == "n":
+            numbers = numbers or _LineNumbers()
+        elif not letter:
+            operands.append(value)
     status = 0
-    for operand in ctx.args or ["-"]:
+    for operand in operands or ["-"]:
         try:
             for data in ctx.stdin_reads() if operand == "-" else read_path(ctx, operand):
-                ctx.out(data)
+                ctx.out(numbers(data) if numbers else data)
         except FtraceError as error:
             ctx.err(f"cat: {operand}: {ctx.shell.reason(error)}")
             status = 1

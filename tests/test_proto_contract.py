@@ -194,6 +194,10 @@ def test_open_flags_are_linux_values():
     assert tracefs_pb2.OPEN_FLAG_TRUNC == os.O_TRUNC == 0o1000
     assert tracefs_pb2.OPEN_FLAG_APPEND == os.O_APPEND == 0o2000
     assert tracefs_pb2.OPEN_FLAG_NONBLOCK == os.O_NONBLOCK == 0o4000
+    assert tracefs_pb2.OPEN_FLAG_EXCL == os.O_EXCL == 0o200
+    assert tracefs_pb2.OPEN_FLAG_DIRECT == os.O_DIRECT == 0o40000
+    assert tracefs_pb2.OPEN_FLAG_DIRECTORY == os.O_DIRECTORY == 0o200000
+    assert tracefs_pb2.OPEN_FLAG_PATH == os.O_PATH == 0o10000000
     assert (tracefs_pb2.WHENCE_SET, tracefs_pb2.WHENCE_CUR, tracefs_pb2.WHENCE_END) == (
         os.SEEK_SET, os.SEEK_CUR, os.SEEK_END,
     )

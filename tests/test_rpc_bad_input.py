@@ -306,6 +306,104 @@ def test_a_directory_opens_for_reading_and_reads_are_eisdir(stubs):
     assert answers == [] and error is not None and errno_of(error).name == "EISDIR"
 
 
+#: (path, flags, errno) of opens that fail, each as 3.6's do_last() and may_open() fail
+#: it: the first failing check's errno, in their order.
+FAILING_OPENS = [
+    # O_CREAT of a name not there: debugfs has no ->create (vfs_create()'s EACCES); the
+    # lookups of sysfs and procfs refuse the name first; the walk before it fails first.
+    (f"{T}/newfile", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "EACCES"),
+    (f"{T}/options/newfile", os.O_WRONLY | os.O_CREAT | os.O_APPEND, "EACCES"),
+    ("/sys/kernel/debug/newfile", os.O_CREAT, "EACCES"),
+    ("/sys/kernel/tracing/newfile", os.O_CREAT | os.O_EXCL, "EACCES"),
+    ("/proc/newfile", os.O_WRONLY | os.O_CREAT, "ENOENT"),
+    ("/proc/sys/kernel/newfile", os.O_WRONLY | os.O_CREAT, "ENOENT"),
+    ("/sys/kernel/newfile", os.O_CREAT, "ENOENT"),
+    (f"{T}/nodir/newfile", os.O_WRONLY | os.O_CREAT, "ENOENT"),
+    (f"{T}/nodir/newdir/", os.O_CREAT, "ENOENT"),
+    (f"{T}/trace/x/", os.O_CREAT, "ENOTDIR"),
+    # ... and a last component ending in "/", or ".", before it is looked up.
+    (f"{T}/newdir/", os.O_CREAT, "EISDIR"),
+    (f"{T}/trace/", os.O_CREAT, "EISDIR"),
+    (f"{T}/.", os.O_CREAT | os.O_EXCL, "EISDIR"),
+    # An existing name: EEXIST with O_CREAT|O_EXCL, then a directory's EISDIR under
+    # O_CREAT, then O_DIRECTORY's ENOTDIR, then may_open()'s MAY_WRITE on a directory.
+    (f"{T}/trace", os.O_WRONLY | os.O_CREAT | os.O_EXCL, "EEXIST"),
+    (f"{T}/trace", os.O_DIRECTORY | os.O_CREAT | os.O_EXCL, "EEXIST"),
+    (f"{T}/options", os.O_CREAT | os.O_EXCL, "EEXIST"),
+    (f"{T}/options", os.O_CREAT, "EISDIR"),
+    (f"{T}/trace", os.O_DIRECTORY, "ENOTDIR"),
+    (f"{T}/trace", os.O_DIRECTORY | os.O_CREAT, "ENOTDIR"),
+    (f"{T}/options", os.O_RDONLY | os.O_TRUNC, "EISDIR"),
+    (f"{T}/options", os.O_ACCMODE, "EISDIR"),
+    # O_PATH keeps O_DIRECTORY and drops O_CREAT; O_DIRECT fails after the open.
+    (f"{T}/trace", os.O_PATH | os.O_DIRECTORY, "ENOTDIR"),
+    (f"{T}/newfile", os.O_PATH | os.O_CREAT, "ENOENT"),
+    (f"{T}/trace", os.O_DIRECT, "EINVAL"),
+    (T, os.O_DIRECT, "EINVAL"),
+]
+
+
+def test_opens_fail_as_do_last_checks_the_flags(stubs):
+    got = []
+    for path, flags, _ in FAILING_OPENS:
+        answers, error = session(stubs, open_(path, flags), CLOSE)
+        assert error is not None, (path, oct(flags), results(answers))
+        got.append((path, flags, errno_of(error).name))
+    assert got == FAILING_OPENS
+    assert open_files(stubs) == 0
+
+
+def test_o_direct_fails_after_the_files_own_open_and_its_release(stubs):
+    """open_check_o_direct() comes after the open, and fput() releases the file: a filter
+    file opened O_WRONLY|O_TRUNC|O_DIRECT installs the copy O_TRUNC emptied."""
+    stubs.tracefs.WriteFile(tracefs_pb2.WriteFileRequest(path=f"{T}/set_ftrace_filter",
+                                                         data=b"schedule\n"), timeout=DEADLINE)
+    answers, error = session(stubs, open_(f"{T}/set_ftrace_filter",
+                                          os.O_WRONLY | os.O_TRUNC | os.O_DIRECT), CLOSE)
+    assert answers == [] and error is not None and errno_of(error).name == "EINVAL"
+    assert stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(
+        path=f"{T}/set_ftrace_filter"), timeout=DEADLINE).data == (
+        b"#### all functions enabled ####\n")
+    assert open_files(stubs) == 0
+
+
+def test_access_mode_3_opens_a_file_for_neither_reading_nor_writing(stubs):
+    """OPEN_FMODE(3) is neither FMODE_READ nor FMODE_WRITE: the file opens, its reads and
+    writes are EBADF, its lseek is its own; trace's O_TRUNC clears nothing, as
+    tracing_open() clears only for FMODE_WRITE."""
+    stubs.tracefs.WriteFile(tracefs_pb2.WriteFileRequest(path=f"{T}/trace_marker",
+                                                         data=b"kept\n"), timeout=DEADLINE)
+    for path in (f"{T}/trace", f"{T}/current_tracer"):
+        answers, error = session(stubs, open_(path, os.O_ACCMODE | os.O_TRUNC), read(),
+                                 write(b"nop\n"), seek(0), read(1, offset=0), CLOSE)
+        assert error is None
+        assert results(answers) == ["open", "EBADF", "EBADF", "seek", "EBADF", "close"], path
+    trace = stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(path=f"{T}/trace"),
+                                   timeout=DEADLINE).data
+    assert b"kept" in trace
+
+
+def test_o_path_opens_without_the_files_open_and_does_no_io(stubs):
+    """O_PATH keeps only O_DIRECTORY, O_NOFOLLOW and itself (here O_WRONLY|O_TRUNC|O_CREAT
+    go): set_ftrace_filter's own open never runs, so nothing is emptied at the close;
+    read, write, lseek, pread and pwrite are EBADF (fget_light()). A directory opens so
+    too, O_DIRECTORY or not."""
+    stubs.tracefs.WriteFile(tracefs_pb2.WriteFileRequest(path=f"{T}/set_ftrace_filter",
+                                                         data=b"schedule\n"), timeout=DEADLINE)
+    flags = os.O_PATH | os.O_WRONLY | os.O_TRUNC | os.O_CREAT
+    answers, error = session(stubs, open_(f"{T}/set_ftrace_filter", flags), read(),
+                             write(b"x"), seek(0), read(1, offset=0), write(b"x", offset=0),
+                             CLOSE)
+    assert error is None
+    assert results(answers) == ["open"] + ["EBADF"] * 5 + ["close"]
+    assert answers[0].open.flags == os.O_PATH
+    assert stubs.tracefs.ReadFile(tracefs_pb2.ReadFileRequest(
+        path=f"{T}/set_ftrace_filter"), timeout=DEADLINE).data == b"schedule\n"
+    for flags in (os.O_PATH, os.O_PATH | os.O_DIRECTORY | os.O_RDWR):
+        answers, error = session(stubs, open_(f"{T}/options", flags), read(), CLOSE)
+        assert error is None and results(answers) == ["open", "EBADF", "close"]
+
+
 # --- Tracefs paths and ReadFile -------------------------------------------------------------
 
 @pytest.mark.parametrize("path, name", [

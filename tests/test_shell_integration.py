@@ -631,6 +631,55 @@ echo 'uinput_write' >set_ftrace_filter 2>/dev/null; cat set_ftrace_filter
     assert shell.out.splitlines()[3:] == ["#### all functions enabled ####", "uinput_write [uinput]"]
 
 
+def test_a_redirection_to_a_new_name_fails_as_on_3_6(daemon, tmp_path):
+    """bash's O_CREAT open of a name not there: debugfs cannot create it (vfs_create()'s
+    EACCES: "Permission denied"); /proc's lookup refuses the name first (ENOENT), as a
+    missing directory on the way does; an existing directory is EISDIR."""
+    script = ("cd /sys/kernel/debug/tracing; echo foo > newfile; echo $?; "
+              "echo foo >> options/newfile; echo x > /proc/newfile; echo x > nodir/file; "
+              "echo x > options; cat newfile")
+    shell = run_shell(tmp_path, ["--address", daemon.address, "-c", script])
+    assert (shell.returncode, shell.out) == (1, "1\n")
+    assert shell.err.splitlines() == [
+        "bash: line 1: newfile: Permission denied",
+        "bash: line 1: options/newfile: Permission denied",
+        "bash: line 1: /proc/newfile: No such file or directory",
+        "bash: line 1: nodir/file: No such file or directory",
+        "bash: line 1: options: Is a directory",
+        "cat: newfile: No such file or directory",
+    ]
+
+
+def test_cat_takes_options_as_gnu_cat_does(daemon, tmp_path):
+    """(a -c command, its status, stdout, stderr): ``--`` ends the options, -n numbers the
+    lines across the files (GNU's ``%6d\t``), -u is ignored, an option anywhere before
+    ``--`` is one; what GNU cat has and ftrace-shell's not is refused, not read as a file
+    name; glibc's words for the rest, then GNU's hint, status 1, no file read."""
+    try_help = "Try 'cat --help' for more information.\n"
+    cases = [
+        ("cat -- current_tracer", 0, "nop\n", ""),
+        ("cat -n current_tracer tracing_on", 0, "     1\tnop\n     2\t1\n", ""),
+        ("cat --number -u current_tracer", 0, "     1\tnop\n", ""),
+        ("cat current_tracer -n", 0, "     1\tnop\n", ""),
+        ("cat -- -n current_tracer", 1, "nop\n", "cat: -n: No such file or directory\n"),
+        ("cat -A current_tracer", 1, "",
+         "cat: option '-A' is not supported by ftrace-shell\n" + try_help),
+        ("cat current_tracer --show-ends", 1, "",
+         "cat: option '--show-ends' is not supported by ftrace-shell\n" + try_help),
+        ("cat --help", 1, "", "cat: option '--help' is not supported by ftrace-shell\n"
+         + try_help),
+        ("cat -P current_tracer", 1, "", "cat: invalid option -- 'P'\n" + try_help),
+        ("cat --num current_tracer", 1, "", "cat: option '--num' is ambiguous; "
+         "possibilities: '--number-nonblank' '--number'\n" + try_help),
+    ]
+    shells = [start_shell(tmp_path, ["--address", daemon.address, "-c",
+                                     f"cd {TRACING}; {command}"])
+              for command, *_ in cases]
+    got = [(command, finish(shell).returncode, shell.out, shell.err)
+           for (command, *_), shell in zip(cases, shells)]
+    assert got == cases
+
+
 def test_non_utf8_bytes_reach_the_daemon_and_fail_as_a_write(daemon, tmp_path):
     script = b"echo \xff\xfe > /sys/kernel/debug/tracing/set_ftrace_filter\n"
     shell = run_shell(tmp_path, ["--address", daemon.address], script)

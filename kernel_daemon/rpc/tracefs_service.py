@@ -23,8 +23,8 @@ from kernel_daemon.signal import SigPending, current_sigpending
 from kernel_daemon.rpc.status import (BYTES_WRITTEN_METADATA_KEY, add_trailing_metadata,
                                       errno_detail, failing_as, translate_kernel_errors)
 from kernel_daemon.task import running_as
-from kernel_daemon.tracefs.files import (FMODE_PREAD, FMODE_PWRITE, OpenFile, file_llseek,
-                                         file_read, file_release, file_write)
+from kernel_daemon.tracefs.files import (FMODE_PREAD, FMODE_PWRITE, OpenFile, fget_light,
+                                         file_llseek, file_read, file_release, file_write)
 from kernel_daemon.tracefs.llseek import LLONG_MAX
 from kernel_daemon.tracefs.trace_files import TracePipeOpenFile
 from kernel_daemon.tracefs.vfs import DirEntry
@@ -54,12 +54,13 @@ def syscall_of(op: str, request: pb.FileRequest) -> str:
 
 def at_offset(file: OpenFile, offset: int, fmode: int, call: Callable[[], T]) -> T:
     """``sys_pread64()`` / ``sys_pwrite64()``: ``call`` at ``offset``, the file's own
-    position left as it was.  EINVAL for a negative loff_t first, then ESPIPE without
-    ``fmode`` (FMODE_PREAD, FMODE_PWRITE), before the read or write checks anything:
-    ``nonseekable_open()`` cleared both, ``seq_open()`` FMODE_PWRITE."""
+    position left as it was.  EINVAL for a negative loff_t first, EBADF for an O_PATH
+    file (:func:`fget_light`), then ESPIPE without ``fmode`` (FMODE_PREAD, FMODE_PWRITE),
+    before the read or write checks anything: ``nonseekable_open()`` cleared both,
+    ``seq_open()`` FMODE_PWRITE."""
     if offset > LLONG_MAX:
         raise KernelError(errno.EINVAL)
-    if not file.f_mode & fmode:
+    if not fget_light(file).f_mode & fmode:
         raise KernelError(errno.ESPIPE)
     saved, file.pos = file.pos, offset
     try:

@@ -40,6 +40,7 @@ FMODE_WRITE = 0x2
 FMODE_LSEEK = 0x4  # lseek(2) reaches the file's .llseek; without it, no_llseek()
 FMODE_PREAD = 0x8  # pread(2) is allowed; without it, ESPIPE
 FMODE_PWRITE = 0x10  # pwrite(2) is allowed; without it, ESPIPE
+FMODE_PATH = 0x4000  # opened with O_PATH: no file to read, write or seek (fget_light())
 
 # IS_ERR_VALUE(): a system call's return value in -MAX_ERRNO..-1 is an errno.
 MAX_ERRNO = 4095
@@ -50,24 +51,26 @@ SYSCALL_WRITE = ("system_call_fastpath", "sys_write", "vfs_write")
 DEFERRED_FPUT = ("int_signal", "do_notify_resume", "task_work_run", "____fput", "__fput")
 
 
-# OPEN_FMODE(): O_RDONLY/O_WRONLY/O_RDWR to FMODE_READ|FMODE_WRITE (a table, not a
-# function: it is looked up on every open).
-OPEN_FMODE = {os.O_RDONLY: FMODE_READ, os.O_WRONLY: FMODE_WRITE,
-              os.O_RDWR: FMODE_READ | FMODE_WRITE}
+def open_fmode(flags: int) -> int:
+    """``OPEN_FMODE()`` (include/linux/fs.h): O_RDONLY, O_WRONLY, O_RDWR to FMODE_READ,
+    FMODE_WRITE, both; the access mode 3 to neither (``(3 + 1) & O_ACCMODE``), a file
+    open(2) opens all the same and whose reads and writes are then EBADF."""
+    return (flags + 1) & os.O_ACCMODE
 
 
 class OpenFile:
     """``struct file`` with the default methods of a file that has none.  ``llseek`` is
     its ``file_operations``' ``.llseek``: ``no_llseek()`` when they name none.  ``f_mode``
     is the open mode with FMODE_LSEEK, FMODE_PREAD and FMODE_PWRITE, as
-    ``__dentry_open()`` sets them, until the file's own open takes some away
-    (:func:`nonseekable_open`, :func:`seq_open`)."""
+    ``do_dentry_open()`` sets them, until the file's own open takes some away
+    (:func:`nonseekable_open`, :func:`seq_open`); for O_PATH, FMODE_PATH alone (and
+    this class's methods are ``empty_fops``': the file's own open never ran)."""
 
     def __init__(self, path: str, flags: int, llseek: Llseek = no_llseek) -> None:
         self.path = path
         self.flags = flags
-        self.f_mode = (OPEN_FMODE.get(flags & os.O_ACCMODE, 0)
-                       | FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE)
+        self.f_mode = (FMODE_PATH if flags & os.O_PATH else
+                       open_fmode(flags) | FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE)
         self.pos = 0
         self._llseek = llseek
 
@@ -433,6 +436,15 @@ class FtracePidFile(FileOps):
         return file
 
 
+def fget_light(file: OpenFile) -> OpenFile:
+    """``fget_light()`` (fs/file_table.c), at the start of lseek(2), pread(2) and
+    pwrite(2): a file opened with O_PATH is no file for them (EBADF). read(2) and
+    write(2) fail it alike, for want of FMODE_READ and FMODE_WRITE."""
+    if file.f_mode & FMODE_PATH:
+        raise KernelError(errno.EBADF)
+    return file
+
+
 @kernel_function_named(*SYSCALL_READ)
 def file_read(file: OpenFile, size: int) -> bytes:
     """``vfs_read``: EBADF without FMODE_READ, then :func:`rw_verify_area`."""
@@ -468,7 +480,8 @@ def file_llseek(file: OpenFile, offset: int, whence: int) -> int:
     ``.llseek``.  What it returns is lseek(2)'s result, and one in -MAX_ERRNO..-1 reads
     as an errno in user space: the position -19 a refused profiler enable leaves
     (``ftrace_profile_write()``'s ``*ppos += cnt``) answers ``lseek(fd, 0, SEEK_CUR)``
-    with ENODEV."""
+    with ENODEV. An O_PATH file is EBADF first (:func:`fget_light`)."""
+    fget_light(file)
     if not 0 <= whence <= SEEK_MAX:
         raise KernelError(errno.EINVAL)
     if not file.f_mode & FMODE_LSEEK:

@@ -25,10 +25,11 @@ from kernel_daemon.trace.trace_headers import LatencyHeader, trace_header
 from kernel_daemon.trace.trace_options import TRACE_ITER_LATENCY_FMT, TRACE_ITER_SYM_OFFSET
 from kernel_daemon.trace.trace_output import (TraceIterator, buffer_size_kb,
                                               buffer_total_size_kb, trace_bytes, usecs_text)
-from kernel_daemon.tracefs.files import (FMODE_READ, FileOps, OpenFile, PposUpdate, SeqText,
-                                         Show, SimpleFile, SimpleOpenFile, Store,
-                                         nonseekable_open, ppos_add_count, ppos_untouched,
-                                         seq_open, simple_read_from_buffer, store_write)
+from kernel_daemon.tracefs.files import (FMODE_READ, FMODE_WRITE, FileOps, OpenFile,
+                                         PposUpdate, SeqText, Show, SimpleFile,
+                                         SimpleOpenFile, Store, nonseekable_open, open_fmode,
+                                         ppos_add_count, ppos_untouched, seq_open,
+                                         simple_read_from_buffer, store_write)
 from kernel_daemon.tracefs.llseek import generic_file_llseek, seq_lseek
 from kernel_daemon.tracefs.seq_file import SeqRecords, SeqSnapshot, record_ends, single_open
 from kernel_daemon.uaccess import UserBuffer
@@ -143,7 +144,8 @@ class TraceOpenFile(SeqText):
 
 
 class TraceFile(FileOps):
-    """``tracing_fops``: O_TRUNC on a write open clears the buffers (``echo > trace``)."""
+    """``tracing_fops``: O_TRUNC on an open with FMODE_WRITE (not one of the access mode
+    3, which has neither mode) clears the buffers (``echo > trace``)."""
 
     mode = 0o644
 
@@ -151,7 +153,7 @@ class TraceFile(FileOps):
         self.cpu = cpu
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        if flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY:
+        if flags & os.O_TRUNC and open_fmode(flags) & FMODE_WRITE:
             if self.cpu is None:
                 kernel.tracing.tracing_reset_online_cpus()
             else:

@@ -3,7 +3,10 @@ and the few ``/proc`` files beside it.
 
 Path lookup is the model's ``path_lookupat``: ``.`` and ``..`` resolve as in any
 path (``..`` of ``/`` is ``/``), so no path leaves the tree; a name that is not in it
-is ENOENT, a file used as a directory ENOTDIR.
+is ENOENT, a file used as a directory ENOTDIR. An open is ``path_openat``: the walk to
+the last component's directory, then ``do_last()``'s checks in its order; none of the
+directories can create a file, so O_CREAT of a name not in one fails (EACCES, or the
+ENOENT of a directory whose lookup refuses the name first).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kernel_daemon.errno import KernelError
-from kernel_daemon.tracefs.files import FileOps, OpenFile, SYSCALL_OPEN
+from kernel_daemon.tracefs.files import FileOps, OpenFile, SYSCALL_OPEN, file_release
 from kernel_daemon.tracefs.llseek import dcache_dir_lseek
 from kernel_daemon.unwind import kernel_function_named
 
@@ -36,9 +39,25 @@ class DirEntry:
 
 
 class Directory(dict[str, "Directory | FileOps"]):
-    """A directory: its children by name."""
+    """A directory: its children by name. This class is debugfs's
+    (``simple_dir_inode_operations``): its ``simple_lookup()`` leaves a name not in it a
+    negative dentry, and it has no ``->create``, so O_CREAT of such a name fails in
+    ``vfs_create()`` with EACCES ("shouldn't it be ENOSYS?")."""
 
     mode = 0o755
+    #: What O_CREAT of a name not in the directory fails with (``lookup_open()``).
+    create_errno = errno.EACCES
+
+
+class NoNegativeDentryDirectory(Directory):
+    """A directory whose ``->lookup`` fails a name not in it with ENOENT itself, so that
+    O_CREAT of the name never reaches ``vfs_create()``: sysfs's ``sysfs_lookup()`` (/sys,
+    /sys/kernel), procfs's ``proc_root_lookup()`` (/proc: ``proc_lookup_de()``, "Don't
+    create negative dentries here", then ``proc_pid_lookup()``) and ``proc_sys_lookup()``
+    (/proc/sys/...). The model's / stands in for a root file system it does not have
+    (whose ``->create`` would make the file) and fails alike."""
+
+    create_errno = errno.ENOENT
 
 
 class DirectoryOpenFile(OpenFile):
@@ -56,8 +75,11 @@ class DirectoryOpenFile(OpenFile):
 
 
 def build_tree(tracing: Directory, proc: Directory) -> Directory:
-    root = Directory()
-    sys_kernel = root.setdefault("sys", Directory()).setdefault("kernel", Directory())
+    """/ with /sys/kernel/debug (debugfs's root) and its tracing directory, the same
+    directory again at /sys/kernel/tracing, and /proc."""
+    root = NoNegativeDentryDirectory()
+    sys_kernel = (root.setdefault("sys", NoNegativeDentryDirectory())
+                  .setdefault("kernel", NoNegativeDentryDirectory()))
     sys_kernel.setdefault("debug", Directory())["tracing"] = tracing
     sys_kernel["tracing"] = tracing
     root["proc"] = proc
@@ -79,6 +101,17 @@ def check_path(path: str) -> None:
         raise KernelError(errno.EINVAL, "a relative path")
     if any(len(part.encode()) > NAME_MAX for part in path.split("/")):
         raise KernelError(errno.ENAMETOOLONG)
+
+
+def build_open_flags(flags: int) -> tuple[int, bool]:
+    """``build_open_flags()`` (fs/open.c): the flags the open goes on with, and whether
+    the access ``may_open()`` checks has MAY_WRITE: O_PATH keeps only O_DIRECTORY,
+    O_NOFOLLOW and itself and asks for no access; otherwise ``ACC_MODE()`` of the access
+    mode (O_WRONLY, O_RDWR and 3 ask MAY_WRITE) and O_TRUNC's MAY_WRITE. (The caller is
+    root: no other bit of it can refuse these files.)"""
+    if flags & os.O_PATH:
+        return flags & (os.O_DIRECTORY | os.O_NOFOLLOW | os.O_PATH), False
+    return flags, bool(flags & os.O_ACCMODE or flags & os.O_TRUNC)
 
 
 class Vfs:
@@ -131,18 +164,50 @@ class Vfs:
 
     @kernel_function_named(*SYSCALL_OPEN)
     def open(self, path: str, flags: int) -> OpenFile:
-        """``do_sys_open``: a directory opens read-only only (and its reads are EISDIR:
-        its listing is ListDir's, readdir's, job); a file's own open runs."""
-        if flags & os.O_CREAT and path.endswith("/"):
-            raise KernelError(errno.EISDIR)  # do_last(): O_CREAT of a name ending in "/"
-        path, node = self.lookup(path)
-        if flags & os.O_ACCMODE == os.O_ACCMODE:
+        """``do_sys_open()``: ``build_open_flags()``, the walk, then ``do_last()``'s
+        checks in its order (the first failing one's errno wins): with O_CREAT those of
+        :meth:`_lookup_create`; ENOTDIR for O_DIRECTORY and a file; ``may_open()``'s
+        EISDIR for a directory with MAY_WRITE asked. Then ``do_dentry_open()``: for
+        O_PATH an empty file (its own open does not run); a directory opens (its reads
+        are EISDIR: its listing is ListDir's, readdir's, job), a file's own open runs.
+        Last ``open_check_o_direct()``: none of these files has a ``direct_IO``, so
+        O_DIRECT fails with EINVAL after the open, whose file is released."""
+        flags, may_write = build_open_flags(flags)
+        path, node = self._lookup_create(path, flags) if flags & os.O_CREAT else self.lookup(path)
+        is_dir = isinstance(node, Directory)
+        if flags & os.O_DIRECTORY and not is_dir:
+            raise KernelError(errno.ENOTDIR)
+        if may_write and is_dir:
+            raise KernelError(errno.EISDIR)
+        if flags & os.O_PATH:
+            return OpenFile(path, flags)
+        file = DirectoryOpenFile(path, flags) if is_dir else node.open(self.kernel, path, flags)
+        if flags & os.O_DIRECT:
+            file_release(file)
             raise KernelError(errno.EINVAL)
+        return file
+
+    def _lookup_create(self, path: str, flags: int) -> tuple[str, Directory | FileOps]:
+        """``do_last()``'s create side: the walk to the last component's directory
+        (ENOENT, ENOTDIR), then EISDIR for a last component that is / . or .. or is
+        followed by "/", before it is looked up; ``lookup_open()``: a name not in the
+        directory fails with the directory's :attr:`~Directory.create_errno`; one that
+        is there, EEXIST with O_EXCL, then EISDIR for a directory."""
+        check_path(path)
+        head, _, last = path.rstrip("/").rpartition("/")
+        dir_path, parent = self.lookup(head or "/")
+        if not isinstance(parent, Directory):
+            raise KernelError(errno.ENOTDIR)
+        if last in ("", ".", "..") or path.endswith("/"):
+            raise KernelError(errno.EISDIR)
+        node = parent.get(last)
+        if node is None:
+            raise KernelError(parent.create_errno)
+        if flags & os.O_EXCL:
+            raise KernelError(errno.EEXIST)
         if isinstance(node, Directory):
-            if flags & os.O_ACCMODE != os.O_RDONLY:
-                raise KernelError(errno.EISDIR)
-            return DirectoryOpenFile(path, flags)
-        return node.open(self.kernel, path, flags)
+            raise KernelError(errno.EISDIR)
+        return posixpath.join(dir_path, last), node
 
     def list_dir(self, path: str) -> list[DirEntry]:
         path, node = self.lookup(path)
