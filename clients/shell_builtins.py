@@ -305,7 +305,7 @@ def cmd_cat(ctx: Invocation) -> int:
     numbers: _LineNumbers | None = None
     for letter, value in getopt(ctx, "nu", (), _CAT_LONG_OPTIONS, unsupported=_CAT_UNSUPPORTED):
         if letter == "?":
-            ctx.err("Try 'cat --help' for more information.")
+            ctx.try_help()
             return 1
         if letter == "n":
             numbers = numbers or _LineNumbers()
@@ -333,12 +333,14 @@ _SLEEP_MAX = float(2**31)
 def cmd_sleep(ctx: Invocation) -> int:
     if not ctx.args:
         ctx.err("sleep: missing operand")
+        ctx.try_help()
         return 1
     total = 0.0
     for arg in ctx.args:
         match = re.fullmatch(r"(\d+\.?\d*|\.\d+)([smhd]?)", arg)
         if match is None:
             ctx.err(f"sleep: invalid time interval '{arg}'")
+            ctx.try_help()
             return 1
         total += float(match.group(1)) * _SLEEP_UNITS[match.group(2)]
     ctx.shell.stage.sleep(min(total, _SLEEP_MAX))

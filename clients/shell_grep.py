@@ -205,7 +205,7 @@ def _pattern_file(ctx: Invocation, name: str) -> list[bytes]:
 
 def _usage(ctx: Invocation) -> int:
     ctx.err(f"Usage: {COMMANDS['grep'].usage}")
-    ctx.err("Try 'grep --help' for more information.")
+    ctx.try_help()
     return 2
 
 

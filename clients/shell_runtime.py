@@ -475,6 +475,10 @@ class Invocation:
         except WriteError:
             pass
 
+    def try_help(self) -> None:
+        """The coreutils' (and grep's) last line after a usage error."""
+        self.err(f"Try '{self.name} --help' for more information.")
+
     def builtin_err(self, message: str) -> None:
         """A diagnostic of a bash builtin: ``bash: cd: /x: No such file or directory``."""
         self.err(f"{self.shell.prefix()}: {self.name}: {message}")

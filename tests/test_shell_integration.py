@@ -680,6 +680,15 @@ def test_cat_takes_options_as_gnu_cat_does(daemon, tmp_path):
     assert got == cases
 
 
+def test_sleep_says_what_coreutils_sleep_says_of_a_bad_operand(daemon, tmp_path):
+    """Its diagnostic, then coreutils' hint (in the C locale's quotes), status 1."""
+    try_help = "Try 'sleep --help' for more information.\n"
+    shell = run_shell(tmp_path, ["--address", daemon.address, "-c",
+                                 "sleep; echo $?; sleep 0 abc; echo $?"])
+    assert (shell.out, shell.err) == ("1\n1\n", "sleep: missing operand\n" + try_help
+                                      + "sleep: invalid time interval 'abc'\n" + try_help)
+
+
 def test_non_utf8_bytes_reach_the_daemon_and_fail_as_a_write(daemon, tmp_path):
     script = b"echo \xff\xfe > /sys/kernel/debug/tracing/set_ftrace_filter\n"
     shell = run_shell(tmp_path, ["--address", daemon.address], script)
