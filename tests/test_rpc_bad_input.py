@@ -383,6 +383,16 @@ def test_access_mode_3_opens_a_file_for_neither_reading_nor_writing(stubs):
     assert b"kept" in trace
 
 
+def test_the_flags_an_open_answers_are_f_flags_without_the_creation_flags(stubs):
+    """do_dentry_open() clears O_CREAT, O_EXCL, O_NOCTTY and O_TRUNC from f_flags once the
+    file's own open ran (which O_TRUNC emptied), as F_GETFL shows: OpenResult.flags."""
+    kept = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK
+    answers, error = session(stubs, open_(f"{T}/set_ftrace_filter",
+                                          kept | os.O_CREAT | os.O_NOCTTY | os.O_TRUNC), CLOSE)
+    assert error is None and results(answers) == ["open", "close"]
+    assert answers[0].open.flags == kept
+
+
 def test_o_path_opens_without_the_files_open_and_does_no_io(stubs):
     """O_PATH keeps only O_DIRECTORY, O_NOFOLLOW and itself (here O_WRONLY|O_TRUNC|O_CREAT
     go): set_ftrace_filter's own open never runs, so nothing is emptied at the close;

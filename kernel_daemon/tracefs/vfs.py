@@ -103,6 +103,10 @@ def check_path(path: str) -> None:
         raise KernelError(errno.ENAMETOOLONG)
 
 
+#: What ``do_dentry_open()`` clears from ``f_flags`` once the file is open.
+_OPEN_ONLY_FLAGS = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC
+
+
 def build_open_flags(flags: int) -> tuple[int, bool]:
     """``build_open_flags()`` (fs/open.c): the flags the open goes on with, and whether
     the access ``may_open()`` checks has MAY_WRITE: O_PATH keeps only O_DIRECTORY,
@@ -182,6 +186,9 @@ class Vfs:
         if flags & os.O_PATH:
             return OpenFile(path, flags)
         file = DirectoryOpenFile(path, flags) if is_dir else node.open(self.kernel, path, flags)
+        # do_dentry_open(), after the file's own open: the creation flags have done their
+        # work, and F_GETFL (OpenResult.flags) no longer shows them.
+        file.flags &= ~_OPEN_ONLY_FLAGS
         if flags & os.O_DIRECT:
             file_release(file)
             raise KernelError(errno.EINVAL)
