@@ -265,6 +265,12 @@ def test_both_mount_points_and_proc(client):
     kallsyms = client.read_file("/proc/kallsyms").decode()
     assert "\t[dummy]" in kallsyms and " T vfs_write\n" in kallsyms
     assert client.stat(f"{T}/set_ftrace_filter").entry.mode == 0o644
+    # procfs's directories and sysfs's root are S_IRUGO | S_IXUGO; the others 0755.
+    assert {path: client.stat(path).entry.mode for path in (
+        "/", "/sys", "/sys/kernel", "/sys/kernel/debug", T, "/proc", "/proc/sys",
+        "/proc/sys/kernel")} == {"/": 0o755, "/sys": 0o555, "/sys/kernel": 0o755,
+                                 "/sys/kernel/debug": 0o755, T: 0o755, "/proc": 0o555,
+                                 "/proc/sys": 0o555, "/proc/sys/kernel": 0o555}
     # A write to a /proc entry without a write method is proc_reg_write()'s EIO; to a
     # tracefs file without one, vfs_write()'s EINVAL.
     for path, expected in (("/proc/modules", errno.EIO), ("/proc/kallsyms", errno.EIO),

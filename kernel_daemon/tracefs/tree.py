@@ -24,7 +24,7 @@ from kernel_daemon.tracefs.trace_files import (SingleFile, TraceFile, TraceMarke
                                                trace_clock_show,
                                                trace_clock_store, tracing_on_show,
                                                tracing_on_store, tracing_stats_read)
-from kernel_daemon.tracefs.vfs import Directory, NoNegativeDentryDirectory, Vfs, build_tree
+from kernel_daemon.tracefs.vfs import Directory, ReadOnlyDirectory, Vfs, build_tree
 
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
@@ -115,9 +115,9 @@ def sysctl_write(kernel: Kernel, data: bytes) -> int:
 
 
 def proc_directory(kernel: Kernel) -> Directory:
-    proc = NoNegativeDentryDirectory()
-    sysctl_kernel = (proc.setdefault("sys", NoNegativeDentryDirectory())
-                     .setdefault("kernel", NoNegativeDentryDirectory()))
+    proc = ReadOnlyDirectory()
+    sysctl_kernel = (proc.setdefault("sys", ReadOnlyDirectory())
+                     .setdefault("kernel", ReadOnlyDirectory()))
     sysctl_kernel["ftrace_enabled"] = ProcSysFile(sysctl_read, sysctl_write)
     sysctl_kernel["tainted"] = ProcSysFile(proc_taint_read, proc_taint)
     proc["modules"] = ProcSeqOperationsFile(lambda k: k.modules.modules_op())

@@ -60,6 +60,14 @@ class NoNegativeDentryDirectory(Directory):
     create_errno = errno.ENOENT
 
 
+class ReadOnlyDirectory(NoNegativeDentryDirectory):
+    """A directory that is S_IFDIR | S_IRUGO | S_IXUGO, 0555, as created: procfs's (the
+    root, ``proc_mkdir()``'s, ``proc_sys_make_inode()``'s) and sysfs's root
+    (``sysfs_root``). Their lookups refuse a name not in them, as its parent's do."""
+
+    mode = 0o555
+
+
 class DirectoryOpenFile(OpenFile):
     """An open directory: ``generic_read_dir`` (read(2) of a directory is EISDIR) and
     ``dcache_dir_lseek``, debugfs's (``simple_dir_operations``).  The few directories
@@ -78,7 +86,7 @@ def build_tree(tracing: Directory, proc: Directory) -> Directory:
     """/ with /sys/kernel/debug (debugfs's root) and its tracing directory, the same
     directory again at /sys/kernel/tracing, and /proc."""
     root = NoNegativeDentryDirectory()
-    sys_kernel = (root.setdefault("sys", NoNegativeDentryDirectory())
+    sys_kernel = (root.setdefault("sys", ReadOnlyDirectory())
                   .setdefault("kernel", NoNegativeDentryDirectory()))
     sys_kernel.setdefault("debug", Directory())["tracing"] = tracing
     sys_kernel["tracing"] = tracing
