@@ -8,6 +8,8 @@ import errno
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kernel_daemon.ftrace import consistency, module_records
 from kernel_daemon.ftrace.consistency import (AnomalyKind, References, check_consistency,
@@ -128,3 +130,25 @@ def test_after_ftrace_bug_the_check_compares_counts_not_patching():
         assert k.ftrace.ftrace_disabled and not k.ftrace.ftrace_enabled
         assert ((k.ftrace.pages.groups[0].flags & np.uint64(FTRACE_FL_ENABLED)) != 0).all()
         assert [a.kind for a in check_consistency(k.ftrace)] == []
+
+
+@given(data=st.data(), base=st.integers(0, 2**63),
+       spread=st.sampled_from([2**12, 2**24, 2**40]))
+def test_entries_among_names_the_records_a_set_holds(data, base, spread):
+    """``entries_among``, whichever way it tests (each entry compared, a table over the
+    entries' span, a sort for a span too wide), marks the records that are entries: what
+    a walk of every record asking a Python set finds. Entries are some of the records
+    (from none to all, across the compare-or-table threshold) and addresses that are not,
+    within the records' span or outside it."""
+    address = st.integers(base, base + spread)
+    count = data.draw(st.sampled_from([1, 5, 40, 300]))
+    ips = data.draw(st.lists(address, min_size=count, max_size=count, unique=True))
+    strays = data.draw(st.lists(st.one_of(address, st.integers(0, 2**64 - 1)), max_size=40))
+    records = np.array(sorted(ips), dtype=np.uint64)
+    share = data.draw(st.sampled_from([0.0, 0.03, 0.5, 1.0]))
+    rnd = data.draw(st.randoms(use_true_random=False))
+    named = [ip for ip in ips if rnd.random() < share]
+    entries = np.array(sorted(set(named) | set(strays)), dtype=np.uint64)
+    wanted = set(entries.tolist())
+    assert consistency.entries_among(records, entries).tolist() == [
+        ip in wanted for ip in records.tolist()]

@@ -59,19 +59,29 @@ def enabled_ops(ft: Ftrace) -> list[FtraceOps]:
 # costs a byte per address and is the fast way to test a page group's records against a
 # hash of tens of thousands of entries; a wider group is sorted instead.
 _TABLE_MAX_SPAN = 64 << 20
+# Up to this many entries, each is compared with every record instead: a table spans the
+# entries' addresses, a few MB for two functions far apart in the core kernel, and cost
+# 0.3 to 1 ms a hash where the comparisons cost some 20 us an entry (40,960 records).
+_COMPARE_MAX_ENTRIES = 16
 
 
 def entries_among(ips: np.ndarray, entries: np.ndarray) -> np.ndarray:
     """Which of a page group's records (``ips``, sorted by address) a hash's ``entries``
     name, as a boolean mask. Every record is tested against the entries within the
     group's span (``np.isin``: a membership table over the span, or a sort when it is too
-    wide), not looked up one entry at a time as the core's ``positions_in`` does."""
+    wide; a few entries, each compared with every record), not looked up one entry at a
+    time as the core's ``positions_in`` does."""
     if not len(entries) or not len(ips):
         return np.zeros(len(ips), dtype=bool)
     low, high = ips[0], ips[-1]
     entries = entries[(entries >= low) & (entries <= high)]
     if not len(entries):
         return np.zeros(len(ips), dtype=bool)
+    if len(entries) <= _COMPARE_MAX_ENTRIES:
+        among = ips == entries[0]
+        for entry in entries[1:]:
+            among |= ips == entry
+        return among
     if int(high - low) > _TABLE_MAX_SPAN:
         return np.isin(ips, entries, kind="sort")
     return np.isin((ips - low).astype(np.int64), (entries - low).astype(np.int64),
