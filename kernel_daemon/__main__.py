@@ -9,12 +9,13 @@ import os
 import platform
 import shutil
 import sys
+import threading
 
 from clients.cli import Waker
 from clients.connection import ADDRESS_FORMS, default_address, resolve_address, socket_obstacle
 from kernel_daemon.ftrace.core import FAILPOINT_SITES, Race, Variant
 from kernel_daemon.kernel import BootOptions
-from kernel_daemon.rpc.server import MAX_CONNECTIONS, Daemon
+from kernel_daemon.rpc.server import MAX_CONNECTIONS, STOP_GRACE, Daemon
 from kernel_daemon.rpc.state import DaemonState
 
 log = logging.getLogger("ftraced")
@@ -133,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="client connections served at once; one more is closed as it "
                              f"is accepted (default {MAX_CONNECTIONS}, fewer when the "
                              "open-file limit leaves less)")
+    parser.add_argument("--stop-grace", type=float, default=STOP_GRACE, metavar="SECONDS",
+                        help="on SIGTERM or SIGINT, how long the calls still running may "
+                             "take to finish before they are cancelled; what waits in "
+                             f"the kernel ends at once (default {STOP_GRACE:g})")
     parser.add_argument("--lifeline", type=int, metavar="FD",
                         help="the read end of a pipe whose write end the starting process "
                              "holds: the daemon shuts down when that process ends (a "
@@ -151,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.max_connections < 1:
         parser.error(f"--max-connections must be at least 1, not {args.max_connections}")
+    if not 0 <= args.stop_grace <= threading.TIMEOUT_MAX:
+        parser.error(f"--stop-grace must be a number of seconds, not {args.stop_grace}")
     if args.lifeline_dir is not None and args.lifeline is None:
         parser.error("--lifeline-dir needs --lifeline")
     if args.lifeline is not None:
@@ -180,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("shutting down%s",
                      " (the process that started it has ended)" if orphaned else "")
         finally:
-            daemon.stop()
+            daemon.stop(args.stop_grace)
     if orphaned and args.lifeline_dir is not None:
         shutil.rmtree(args.lifeline_dir, ignore_errors=True)
     return 0

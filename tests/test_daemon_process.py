@@ -239,6 +239,8 @@ def test_a_tcp_port_in_use_is_refused_and_port_0_reports_the_port_bound():
         (["--lifeline", "999"], 2, "ftraced: error: --lifeline 999: Bad file descriptor"),
         (["--max-connections", "0"], 2,
          "ftraced: error: --max-connections must be at least 1, not 0"),
+        (["--stop-grace", "nan"], 2,
+         "ftraced: error: --stop-grace must be a number of seconds, not nan"),
     ],
 )
 def test_bad_options_are_one_line_errors(args, status, message):

@@ -12,6 +12,7 @@ import gc
 import glob
 import json
 import os
+import queue
 import re
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
@@ -429,6 +431,104 @@ def test_a_session_that_opens_after_the_stop_fails_with_enodev():
         gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
     assert failure == (errno.ENODEV, SHUT_DOWN)
     assert state.open_files == set()
+
+
+#: A grace far longer than the deadlines the tests wait with: a call that holds the
+#: daemon's stop to the grace's end fails them.
+LONG_GRACE = ["--stop-grace", "600"]
+
+
+def test_the_stop_cancels_a_file_session_waiting_for_its_next_request_at_once(spawn):
+    """A Tracefs.Session with its file open, its client sending nothing: SIGTERM cancels
+    it at once (gRPC's CANCELLED: a cancelled call carries no ErrnoDetail), and the
+    daemon exits well within its grace. It held the daemon's stop for the whole grace
+    (ftraced took ~2 s to exit), then ended with the server's cancel of all calls. The
+    client has its write's answer a moment before the handler waits for the next
+    request: a SIGTERM in that moment ends the session with the stop's ENODEV instead
+    (where it would wait), as after an operation under way (below)."""
+    daemon = spawn(SMALL + LONG_GRACE)
+    with daemon.connect() as client:
+        file = client.open(f"{TRACING}/set_ftrace_filter", os.O_WRONLY)
+        file.write("schedule\n")
+        daemon.process.terminate()
+        assert daemon.process.wait(DEADLINE) == 0
+        with pytest.raises(FtraceError) as ended:
+            file.read()
+    error = ended.value
+    assert (error.code, error.errno_name, error.from_kernel and error.message) in [
+        (grpc.StatusCode.CANCELLED, "ECANCELED", False),
+        (grpc.StatusCode.UNAVAILABLE, "ENODEV", SHUT_DOWN)]
+    assert "Traceback" not in daemon.log_text()
+
+
+def test_the_stop_answers_a_file_session_s_operation_under_way_then_ends_it(spawn):
+    """A Session write waiting for the ftrace_lock a paused module load holds when SIGTERM
+    comes (behind_a_paused_load): the write goes on, and is answered, against the dead
+    kernel; the session then ends with the stop's ENODEV where it would wait for its
+    next request, the daemon exiting within its grace, not at its end."""
+    daemon = spawn(SMALL + LONG_GRACE)
+    with daemon.connect() as control, daemon.connect() as writer:
+        file = writer.open(f"{TRACING}/set_ftrace_notrace", os.O_WRONLY)
+        ended = behind_a_paused_load(daemon, control, "SIGTERM",
+                                     {"write": functools.partial(file.write, "schedule\n")})
+        with pytest.raises(FtraceError) as after:
+            file.read()
+    assert (ended, after.value.errno_name, after.value.message) == (
+        {"write": len("schedule\n")}, "ENODEV", SHUT_DOWN)
+
+
+class SessionCall(CallContext):
+    """A Session's call as its handler sees it: the requests put, read as gRPC's request
+    iterator reads them (it raises RpcError once the call is cancelled), and the call's
+    cancel; ``waiting`` is set once the handler waits for a request."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(pid)
+        self.requests: queue.SimpleQueue[tracefs_pb2.FileRequest | None] = queue.SimpleQueue()
+        self.waiting = threading.Event()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.requests.put(None)
+
+    def __iter__(self) -> SessionCall:
+        return self
+
+    def __next__(self) -> tracefs_pb2.FileRequest:
+        self.waiting.set()
+        request = self.requests.get()
+        self.waiting.clear()
+        if request is None:
+            raise grpc.RpcError()
+        return request
+
+
+def test_the_stop_releases_the_file_of_a_session_waiting_for_its_next_request():
+    """DaemonState.stopping() under a Session whose file is open, its handler waiting for
+    the next request: the call is cancelled, which ends the wait (gRPC's RpcError), and
+    the session's end releases the file, as a shutdown's kill of its process does."""
+    call = SessionCall(4242)
+    call.requests.put(tracefs_pb2.FileRequest(open=tracefs_pb2.OpenRequest(
+        path=f"{TRACING}/set_ftrace_filter", flags=os.O_WRONLY)))
+    try:
+        state = DaemonState(BootOptions(core_functions=2000))
+        session = TracefsService.Session.__wrapped__(  # type: ignore[attr-defined]
+            TracefsService(state), call, call)
+        opened = next(session).WhichOneof("result")
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(next, session)
+            try:
+                assert call.waiting.wait(DEADLINE)
+                state.stopping()
+                with pytest.raises(grpc.RpcError):
+                    waiting.result(DEADLINE)
+            finally:
+                call.requests.put(None)  # a session still waiting ends (and the pool with it)
+    finally:
+        gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
+    assert (opened, call.cancelled, state.open_files) == ("open", True, set())
+    assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
 
 
 def test_kill_finds_a_task_whose_call_is_inside_the_kernel_a_reboot_replaced():

@@ -32,6 +32,9 @@ SERVER_OPTIONS = CHANNEL_OPTIONS + (("grpc.so_reuseport", 0),)
 #: Connections served at once unless ``ftraced --max-connections`` says otherwise; gRPC
 #: closes any beyond them as it accepts them (its ``grpc.max_allowed_incoming_connections``).
 MAX_CONNECTIONS = 1024
+#: How long the daemon's stop lets the calls still running finish (gRPC's grace) before
+#: it cancels them, unless ``ftraced --stop-grace`` says otherwise.
+STOP_GRACE = 2.0
 #: Descriptors kept for the daemon's own files (its shared-memory segments, one more per
 #: loaded module; its log; the lock), beyond one per connection.
 FILES_KEPT = 256
@@ -205,9 +208,12 @@ class Daemon:
         for name in ("",) + SERVICE_NAMES:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    def stop(self, grace: float = 2.0) -> None:
+    def stop(self, grace: float = STOP_GRACE) -> None:
         """Stop serving: end the boot (when one was started) first, so that what waits in
-        it ends within the grace (DaemonState.stopping); then release the address."""
+        it ends within the grace, and cancel the file sessions waiting for their
+        client's next request (DaemonState.stopping); then release the address. The
+        grace is gRPC's: its stop returns once every call has ended and sent its status,
+        so an ENODEV the boot's end woke is answered, not cut off."""
         if self.state is not None:
             self.health.enter_graceful_shutdown()
             self.state.stopping()

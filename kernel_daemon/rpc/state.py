@@ -9,7 +9,12 @@ inside the old kernel finishes against it, or fails with ENODEV where it would n
 old boot's shared memory, which is unlinked. New calls see the new boot. The daemon's
 stop ends its boot the same way, before the server's grace, so that what waits in it
 ends within the grace; a call that enters after it finds no new boot, and fails with
-the ENODEV of the one shut down.
+the ENODEV of the one shut down. A file session waiting for its client's next request
+at the stop is not in the kernel but in gRPC, which only a request, a half-close or the
+call's end wakes: its call is cancelled (its client sees gRPC's CANCELLED, not the
+ENODEV, which a cancelled call cannot carry), and its file released; a session whose
+operation is under way is answered, then ends with the ENODEV where it would wait
+(:meth:`DaemonState.stopping`).
 
 A client may say in which boot its task was born (the boot fence, ``x-ftrace-boot-id``,
 clients.identity): a call of a task born in a boot that has ended is refused with that
@@ -29,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from collections.abc import Iterator
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, NoReturn, TypeVar
 
 import grpc
 
@@ -74,6 +79,8 @@ MAX_WORKERS = MAX_STREAMS + MAX_REFLECTION_STREAMS + THREADS_FOR_UNARY_CALLS
 #: (grpc.max_receive_message_length's default, in every gRPC stack): a larger one fails
 #: RESOURCE_EXHAUSTED there, so no answer of the daemon's may grow past it.
 MAX_ANSWER = 4 << 20
+
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -155,10 +162,13 @@ def first_boot_id() -> int:
 class DaemonState:
     def __init__(self, options: BootOptions) -> None:
         self._boot_ids = itertools.count(first_boot_id())
-        # Guards the boot swap, _stopped, and the counters (rpc_counts, which
+        # Guards the boot swap, _stopped, _waiting and the counters (rpc_counts, which
         # registration.py's wrappers count under it, and invocations).
         self.lock = threading.Lock()
         self._stopped = False  # stopping() ran: no boot is swapped in any more
+        # The calls of the file sessions waiting for their client's next request
+        # (next_requests), which stopping() cancels.
+        self._waiting: set[grpc.ServicerContext] = set()
         self.rpc_counts: collections.Counter[str] = collections.Counter()
         # invocation metadata -> the Task it names and the boot it says the task was
         # born in, None if it does not (see caller()).
@@ -229,10 +239,46 @@ class DaemonState:
         waiter, a tracer's stream) then ends within the grace with the ENODEV of a boot
         shut down, not with gRPC's cancel at the grace's end; a call still running
         finishes against the dead kernel, or fails with that ENODEV where it needs its
-        shared memory. The boot is the last: a reboot under way swaps none in after."""
+        shared memory. The boot is the last: a reboot under way swaps none in after.
+
+        A file session waiting for its client's next request (:meth:`next_requests`)
+        waits in gRPC, not in the kernel: only a request, the client's half-close or the
+        call's end wakes it, and it would hold the daemon's exit for the whole grace.
+        Its call is cancelled now, as a shutdown kills the processes that hold files:
+        its file is released (the session's end), and its client sees gRPC's CANCELLED,
+        without the ENODEV, which a cancelled call cannot carry. Each is cancelled alone,
+        not by the server's cancel of all calls, which would also cut off the ENODEV
+        answers of the calls the boot's end woke before gRPC sent them."""
         with self.lock:
             self._stopped = True
+            waiting = list(self._waiting)
         self.boot.end(SHUT_DOWN)
+        for context in waiting:
+            context.cancel()
+
+    def next_requests(self, requests: Iterator[T], context: grpc.ServicerContext,
+                      gone: Callable[[], KernelError]) -> Iterator[T]:
+        """A file session's ``requests``, its call (``context``) known to be waiting for
+        the next one meanwhile, so that the daemon's stop cancels it (:meth:`stopping`).
+        Past the stop, the session ends with ``gone()`` (its boot's ENODEV) where it
+        would wait for the next: an operation under way at the stop is answered first.
+
+        No thread: the wait is gRPC's own, in the handler's thread (a reader thread per
+        session, to wait on the stop too, cost the daemon a thread hand-off per
+        request); what a request costs here is two set updates, one under the lock."""
+        lock, waiting = self.lock, self._waiting
+        while True:
+            with lock:
+                if self._stopped:
+                    raise gone()
+                waiting.add(context)
+            try:
+                request = next(requests)
+            except StopIteration:
+                return
+            finally:
+                waiting.discard(context)
+            yield request
 
     def _identify(self, metadata: Any) -> tuple[Task, int | None]:
         """The calling process named by identity metadata not seen before, and the boot

@@ -146,7 +146,8 @@ class TracefsService(tracefs_pb2_grpc.TracefsServicer):
         # once, at the open.
         inside = InKernel(task, self.state.signals, SigPending(context))
         try:
-            for seq, request in enumerate(request_iterator, 1):
+            for seq, request in enumerate(self.state.next_requests(
+                    request_iterator, context, lambda: boot.gone()), 1):
                 op = request.WhichOneof("op")
                 if op is None:
                     raise KernelError(errno.EINVAL, "a request with no operation")
