@@ -284,9 +284,13 @@ def daemon_client(args: argparse.Namespace) -> Iterator[Client]:
 
 
 def daemon_lost(error: FtraceError) -> bool:
-    """Whether ``error`` is a connection lost (UNAVAILABLE, not the kernel's errno): on
-    a client that had its answers, the daemon went away."""
-    return not error.from_kernel and error.code == grpc.StatusCode.UNAVAILABLE
+    """Whether ``error`` is a connection lost (UNAVAILABLE, not the kernel's errno) or a
+    call the daemon cancelled (CANCELLED: at its stop ftraced cancels the file sessions
+    waiting for their client's next request; a client's own cancel ends as the
+    KeyboardInterrupt that caused it, clients.interrupt): on a client that had its
+    answers, the daemon went away."""
+    return not error.from_kernel and error.code in (grpc.StatusCode.UNAVAILABLE,
+                                                    grpc.StatusCode.CANCELLED)
 
 
 def error_text(error: FtraceError, client: Client | None = None) -> str:

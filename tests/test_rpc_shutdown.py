@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from clients.api import Client
+from clients.cli import error_text, gone_text
 from clients.identity import BOOT_ID_METADATA_KEY, COMM_METADATA_KEY, PID_METADATA_KEY
 from clients.errors import FtraceError
 from ftrace.v1 import kernel_pb2, tracefs_pb2
@@ -458,6 +459,9 @@ def test_the_stop_cancels_a_file_session_waiting_for_its_next_request_at_once(sp
     assert (error.code, error.errno_name, error.from_kernel and error.message) in [
         (grpc.StatusCode.CANCELLED, "ECANCELED", False),
         (grpc.StatusCode.UNAVAILABLE, "ENODEV", SHUT_DOWN)]
+    # The clients word the cancel as the daemon gone, as its cancel of all calls was.
+    assert error_text(error, client) in (gone_text(client.address, error),
+                                         "No such device (ftraced is shutting down)")
     assert "Traceback" not in daemon.log_text()
 
 
