@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from clients.api import Client
 from clients.cli import error_text, gone_text
@@ -462,6 +463,30 @@ def test_the_stop_cancels_a_file_session_waiting_for_its_next_request_at_once(sp
     # The clients word the cancel as the daemon gone, as its cancel of all calls was.
     assert error_text(error, client) in (gone_text(client.address, error),
                                          "No such device (ftraced is shutting down)")
+    assert "Traceback" not in daemon.log_text()
+
+
+def test_the_stop_cancels_an_idle_server_reflection_stream_at_once(spawn):
+    """A reflection client that keeps its stream open between questions (as tools driven
+    by reflection do): one answered, none after. SIGTERM ends it at once, as an idle file
+    session; it held the daemon's stop for the whole grace."""
+    daemon = spawn(SMALL + LONG_GRACE)
+    requests: queue.SimpleQueue = queue.SimpleQueue()
+    with grpc.insecure_channel(daemon.address) as channel:
+        stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter(requests.get, None))
+        requests.put(reflection_pb2.ServerReflectionRequest(list_services=""))
+        assert next(stream).list_services_response.service
+        daemon.process.terminate()
+        try:
+            assert daemon.process.wait(DEADLINE) == 0
+            # Cancelled where it waited; or, the stop come before it waited again after
+            # its answer, its requests end there, as at a half-close, and so the stream.
+            with pytest.raises((grpc.RpcError, StopIteration)) as ended:
+                next(stream)
+            assert ended.type is StopIteration or ended.value.code() == grpc.StatusCode.CANCELLED
+        finally:
+            requests.put(None)
     assert "Traceback" not in daemon.log_text()
 
 

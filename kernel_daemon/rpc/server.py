@@ -123,8 +123,10 @@ class CommentedReflectionServicer(reflection.ReflectionServicer):
     methods, so such a name is looked up as a method when it finds nothing.
     """
 
-    def __init__(self, service_names: Iterable[str], files: dict[str, bytes]) -> None:
+    def __init__(self, state: DaemonState, service_names: Iterable[str],
+                 files: dict[str, bytes]) -> None:
         super().__init__(service_names)
+        self.state = state
         self.files = files
         self.pool = descriptor_pool.Default()
 
@@ -169,7 +171,10 @@ class CommentedReflectionServicer(reflection.ReflectionServicer):
     def ServerReflectionInfo(
             self, request_iterator: Iterator[reflection_pb2.ServerReflectionRequest],
             context: grpc.ServicerContext) -> Iterator[reflection_pb2.ServerReflectionResponse]:
-        for request in request_iterator:
+        # The requests are read as a file session's are: a client that keeps the stream
+        # open between questions (as reflection-driven tools do) waits in gRPC, and would
+        # hold the daemon's stop for the whole grace; the stop cancels it instead.
+        for request in self.state.next_requests(request_iterator, context, None):
             if request.HasField("file_by_filename"):
                 yield self.file_response(
                     request, lambda: self.pool.FindFileByName(request.file_by_filename))
@@ -202,7 +207,7 @@ class Daemon:
         # What enable_server_reflection() does, through add_servicer: its streams hold
         # handler threads like any other's, of their own few (state.py).
         add_servicer(self.server, state, REFLECTION, CommentedReflectionServicer(
-            SERVICE_NAMES + (HEALTH.full_name, reflection.SERVICE_NAME),
+            state, SERVICE_NAMES + (HEALTH.full_name, reflection.SERVICE_NAME),
             self.commented_files), state.reflection_slots)
         self.server.start()
         for name in ("",) + SERVICE_NAMES:

@@ -257,11 +257,13 @@ class DaemonState:
             context.cancel()
 
     def next_requests(self, requests: Iterator[T], context: grpc.ServicerContext,
-                      gone: Callable[[], KernelError]) -> Iterator[T]:
+                      gone: Callable[[], KernelError] | None) -> Iterator[T]:
         """A file session's ``requests``, its call (``context``) known to be waiting for
         the next one meanwhile, so that the daemon's stop cancels it (:meth:`stopping`).
         Past the stop, the session ends with ``gone()`` (its boot's ENODEV) where it
         would wait for the next: an operation under way at the stop is answered first.
+        A stream bound to no boot (server reflection's) passes None: its requests end
+        there, as at a half-close.
 
         No thread: the wait is gRPC's own, in the handler's thread (a reader thread per
         session, to wait on the stop too, cost the daemon a thread hand-off per
@@ -270,6 +272,8 @@ class DaemonState:
         while True:
             with lock:
                 if self._stopped:
+                    if gone is None:
+                        return
                     raise gone()
                 waiting.add(context)
             try:
