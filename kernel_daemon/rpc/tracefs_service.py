@@ -37,8 +37,6 @@ READ_CHUNK = 4096
 #: of it and says ``truncated``.
 MAX_READ_ANSWER = MAX_ANSWER - READ_CHUNK
 TRACING = "/sys/kernel/debug/tracing"
-# A shell's write loop gives up on a file that keeps accepting nothing.
-MAX_WRITE_CALLS = 1 << 20
 
 
 T = TypeVar("T")
@@ -98,8 +96,7 @@ def write_until_done(file: OpenFile, data: bytes,
     sizes: list[int] = []
     rest = memoryview(data)  # the rest is handed on, not copied: see kernel_daemon/uaccess.py
     pending = current_sigpending()
-    while (rest and len(sizes) < MAX_WRITE_CALLS
-           and (session and not sizes or not pending.signal_pending())):
+    while rest and (session and not sizes or not pending.signal_pending()):
         try:
             written = file_write(file, rest)
         except KernelError as err:
