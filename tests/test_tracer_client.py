@@ -213,6 +213,23 @@ def test_an_unregister_once_ftrace_is_dead_fails_with_enodev_and_the_ops_stays(s
         assert [(ops.name, ops.enabled) for ops in client.list_ops()] == [("bystander", True)]
 
 
+def test_the_daemon_queues_the_calls_of_a_hit_that_fit_and_drops_the_rest(spawn):
+    """queue_limit counts calls: a hit of more calls than there is room for (an Invoke's
+    repeat above the limit, into an empty queue too) keeps what fits, its count cut, and
+    the rest are counted dropped. Such a hit was dropped whole, however empty the queue."""
+    daemon = spawn(SMALL)
+    with daemon.connect() as client, client.attach("limited", ["vfs_read"],
+                                                   queue_limit=10) as session:
+        client.invoke("vfs_read", "sys_read", repeat=12)  # into the empty queue
+        client.invoke("vfs_read", "sys_read", repeat=3)  # into a full one
+        flushed = session.flush()
+        assert [hit.count for hit in session.take_hits()] == [10]
+        assert (flushed.hits, flushed.dropped) == (10, 2 + 3)
+        client.invoke("vfs_read", "sys_read", repeat=4)  # room again once sent
+        assert session.flush().hits == 14
+        assert [hit.count for hit in session.take_hits()] == [4]
+
+
 def test_a_session_keeps_at_most_max_kept_hits_and_counts_the_rest(spawn):
     """The hits not yet taken are bounded, as the daemon's queue is: past ``max_kept``
     new hits are dropped and their calls counted in ``dropped_here``; the oldest stay,

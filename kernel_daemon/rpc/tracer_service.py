@@ -93,10 +93,15 @@ class HitQueue:
     dropped_total: int = 0
 
     def push(self, hit: pb.Hit) -> None:
+        """Queue the hit's calls that fit under the limit and count the rest dropped: a
+        hit of more calls than there is room for (an Invoke's ``repeat`` above the
+        limit, even into an empty queue) keeps what fits, not nothing."""
         with self.cond:
-            if self.queued_calls + hit.count > self.limit:
-                self.dropped += hit.count
-            else:
+            room = self.limit - self.queued_calls
+            if hit.count > room:
+                self.dropped += hit.count - max(room, 0)
+                hit.count = max(room, 0)
+            if hit.count:
                 self.hits.append(hit)
                 self.queued_calls += hit.count
             self.cond.notify_all()
