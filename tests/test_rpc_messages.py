@@ -126,6 +126,24 @@ def test_set_filter_in_band_says_what_register_says(stubs):
     assert (in_band.error.name, in_band.error.message) == ("EINVAL", at_register.message)
 
 
+def test_a_half_closed_attach_sends_the_hits_recorded_before_it_then_ends(stubs):
+    """A half-close says no more requests, not no more answers (a Go client's CloseSend(),
+    then Recv() to the end): the hits waiting for their batch's time go out, then the call
+    ends with OK, the ops unregistered. They were discarded."""
+    requests = RequestQueue()
+    requests.put(tracer_pb2.TracerRequest(register=tracer_pb2.RegisterOps(
+        filter=["vfs_read"], max_delay_ms=600_000)))
+    events = stubs.tracer.Attach(iter(requests), timeout=DEADLINE)
+    assert next(events).WhichOneof("event") == "registered"
+    for _ in range(3):
+        stubs.tracer.Invoke(tracer_pb2.InvokeRequest(function="vfs_read"), timeout=DEADLINE)
+    requests.end()
+    rest = list(events)
+    assert [(event.seq, event.WhichOneof("event")) for event in rest] == [(0, "hits")]
+    assert [hit.function for hit in rest[0].hits.hits] == ["vfs_read"] * 3
+    assert stubs.kernel.ListOps(kernel_pb2.ListOpsRequest(), timeout=DEADLINE).ops == []
+
+
 @pytest.mark.parametrize("method, request_type, syscall", [
     ("ListDir", tracefs_pb2.ListDirRequest, "open"),
     ("Stat", tracefs_pb2.StatRequest, "stat"),

@@ -278,6 +278,9 @@ class TracerSession:
                     yield from self._batches(force=False)
                     continue
                 if request is STREAM_END:
+                    # A half-close says no more requests, not no more answers: the hits
+                    # recorded so far go out, as before an unregister's answer.
+                    yield from self._batches(force=True)
                     return
                 op = self._checked_op(request)
                 self.seq += 1
