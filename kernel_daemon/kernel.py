@@ -67,6 +67,11 @@ class BootOptions:
     # trace_buf_size= (in KB): the per-CPU ring buffer size once tracing first needs it.
     buffer_size_kb: int = TRACE_BUF_SIZE_DEFAULT >> 10
 
+    def __post_init__(self) -> None:
+        # A set of windows (kernel.proto BootConfig.races: distinct, in no order): one
+        # named twice (``--race X --race X``, races [1, 1]) is open once, and said once.
+        object.__setattr__(self, "races", tuple(dict.fromkeys(self.races)))
+
     def validate(self) -> None:
         """ValueError for a bad option; KeyError (a LookupError) for an unknown failpoint."""
         Variant(self.variant)

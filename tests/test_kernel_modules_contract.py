@@ -147,6 +147,17 @@ def test_reboot_zero_fields_take_the_built_in_defaults_not_the_last_boots(spawn)
         assert client.reboot(switch_interval=1e-6, **SMALL).switch_interval == 1e-6
 
 
+def test_a_race_named_twice_is_one_window(spawn):
+    """BootConfig.races is a set (distinct values, in no order): a window named twice, at
+    a Reboot or on ftraced's command line, is open once and said once. It was said twice."""
+    daemon = spawn([*CORE, "--race", "load-count", "--race", "load-count"])
+    with Client(daemon.address) as client:
+        assert list(client.config().races) == [kernel_pb2.RACE_LOAD_COUNT]
+        config = client.reboot(races=["publish-early", "load-count", "publish-early"], **SMALL)
+        assert list(config.races) == list(client.config().races) == [
+            kernel_pb2.RACE_PUBLISH_EARLY, kernel_pb2.RACE_LOAD_COUNT]
+
+
 def test_reboot_ends_the_calls_bound_to_the_old_boot_with_enodev(client, daemon):
     """A tracer's stream, a trace_pipe reader and a failpoint waiter, all idle in the old
     boot, end with ENODEV as soon as the reboot is done, without waiting for their
