@@ -108,6 +108,19 @@ def test_module_errors_name_init_module_or_delete_module(stubs):
     assert (detail.name, detail.syscall) == ("ENOENT", "init_module")
 
 
+def test_a_long_message_is_cut_inside_the_status_text_s_parentheses(stubs):
+    """The status text (grpc-message) is "NAME: strerror (message)" with the message cut
+    as ErrnoDetail's is (256 characters, "..." at the end): the ")" stays. The whole text
+    was cut to 256, which lost the ")" and most of the message."""
+    with pytest.raises(grpc.RpcError) as info:
+        stubs.modules.Load(modules_pb2.LoadModuleRequest(explicit=modules_pb2.ExplicitModule(
+            name="m", functions=["x" * 1000])), timeout=DEADLINE)
+    detail = common_pb2.ErrnoDetail()
+    assert rpc_status.from_call(info.value).details[0].Unpack(detail)
+    assert len(detail.message) == 256 and detail.message.endswith("...")
+    assert info.value.details() == f"{detail.name}: {detail.strerror} ({detail.message})"
+
+
 def test_set_filter_in_band_says_what_register_says(stubs):
     register = tracer_pb2.TracerRequest(register=tracer_pb2.RegisterOps(filter=["nosuchfn"]))
     at_register = failing(lambda request, timeout: list(stubs.tracer.Attach(

@@ -173,8 +173,10 @@ def kernel_error_from_detail(detail: common_pb2.ErrnoDetail) -> KernelError:
 
 
 def status_message(err: KernelError) -> str:
-    """The status' human-readable text: ``"EINVAL: Invalid argument (why)"``."""
-    return bounded(str(err), MESSAGE_MAX)
+    """The status' human-readable text: ``"EINVAL: Invalid argument (why)"``, its message
+    cut as ErrnoDetail's is, inside the parentheses (the whole text cut lost the ")")."""
+    text = f"{err.name}: {err.strerror}"
+    return f"{text} ({bounded(err.message, MESSAGE_MAX)})" if err.message else text
 
 
 class _Status(grpc.Status):
