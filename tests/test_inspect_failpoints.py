@@ -107,6 +107,32 @@ def test_a_tracer_switch_that_finds_trace_types_lock_held_pauses_where_it_waits(
         assert client.read_file(f"{TRACING}/current_tracer") == b"nop\n"
 
 
+@pytest.mark.parametrize("pipe", ["trace_pipe", "per_cpu/cpu0/trace_pipe"])
+def test_a_trace_pipe_open_waits_for_trace_types_lock_as_3_6_s(spawn, pipe):
+    """tracing_open_pipe() sets its iterator up under trace_types_lock: with a tracer
+    switch holding it, a reader's open finds it held and sleeps (a pause at
+    ``__mutex_lock_slowpath:trace_types_lock`` shows it, by the reader's task); released,
+    it reads on (nothing there yet, O_NONBLOCK). It took no lock and never waited."""
+    daemon = spawn(CORE)
+    with daemon.connect() as client, daemon.connect(Identity(4242, "reader")) as reader:
+        client.set_failpoint(NEXT_PAGE, "1*pause")
+        held = ShellProcess(daemon.address, "echo function > current_tracer")
+        client.wait_failpoint(NEXT_PAGE, 1, timeout=DEADLINE)
+        client.set_failpoint(TRACE_TYPES_LOCK, "1*pause")
+        read: list[bytes] = []
+        racing = threading.Thread(target=lambda: read.append(
+            reader.read_file(f"{TRACING}/{pipe}", nonblock=True)))
+
+        racing.start()
+        [task] = client.wait_failpoint(TRACE_TYPES_LOCK, 1, timeout=DEADLINE).paused_tasks
+        assert (task.comm, task.pid) == ("reader", 4242)
+        for site in (TRACE_TYPES_LOCK, NEXT_PAGE):
+            assert client.release_failpoint(site) == 1
+        racing.join(DEADLINE)
+        held.finish()
+    assert read == [b""]  # opened, and read: nothing there yet
+
+
 def test_failpoints_errors_and_a_wait_that_sees_nothing_pause(daemon, capsys):
     address = ["--address", daemon.address]
     assert inspect_main(capsys, *address, "failpoints", "set", "nosuch", "1*pause") == (

@@ -204,9 +204,20 @@ class TracePipeOpenFile(OpenFile):
 
     def read(self, size: int) -> bytes:
         if not self.seq:
+            # tracing_read_pipe(), with no leftover to return, first copies current_trace
+            # under trace_types_lock ("to avoid using a global lock all around"): the read
+            # waits while a tracer switch holds it. The model's fill needs no copy.
+            with self.kernel.tracing.trace_types_lock:
+                pass
             self.seq = self._fill(min(size, TRACE_PIPE_MAX))
         chunk, self.seq = self.seq[:size], self.seq[size:]
         return chunk
+
+    def release(self) -> None:
+        # tracing_release_pipe(): the tracer's pipe_close (none of 3.6's tracers here have
+        # one) under trace_types_lock.
+        with self.kernel.tracing.trace_types_lock:
+            pass
 
     def _fill(self, cnt: int) -> bytes:
         """The loop over ``trace_find_next_entry_inc``: whole entries while the seq holds
@@ -279,10 +290,12 @@ class TracePipeFile(FileOps):
         self.cpu = cpu
 
     def open(self, kernel: Kernel, path: str, flags: int) -> OpenFile:
-        file = TracePipeOpenFile(kernel, path, flags, self.cpu)
-        # tracing_open_pipe() calls nonseekable_open(); tracing_pipe_fops' .llseek is
-        # no_llseek (the default).
-        nonseekable_open(file)
+        # tracing_open_pipe() sets the iterator up under trace_types_lock (the open waits
+        # while a tracer switch holds it), and calls nonseekable_open(); tracing_pipe_fops'
+        # .llseek is no_llseek (the default).
+        with kernel.tracing.trace_types_lock:
+            file = TracePipeOpenFile(kernel, path, flags, self.cpu)
+            nonseekable_open(file)
         return file
 
 
