@@ -406,7 +406,9 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 trace_overruns=rb.overruns(),
                 shm_namespace=kernel.namespace,
                 streams=self.state.stream_slots.open,
-                max_streams=self.state.stream_slots.limit)
+                max_streams=self.state.stream_slots.limit,
+                unary_calls=self.state.unary_slots.open,
+                max_unary_calls=self.state.unary_slots.limit)
 
     @translate_kernel_errors
     def Reboot(self, request: pb.RebootRequest, context: grpc.ServicerContext) -> pb.BootConfig:

@@ -3,10 +3,11 @@ with what every call of the daemon needs around its method.
 
 Each method counts its calls by full method name (``Kernel.Stats`` ``rpc_counts``), each
 streaming method holds one of the daemon's stream slots for its life (common.proto
-STREAMS; server reflection's, one of its own few), and a request message that does not
-parse fails its call with EINVAL (INVALID_ARGUMENT), where gRPC Python would answer
-INTERNAL and print a traceback. The wrappers go on the methods themselves: a server
-interceptor would see every service, but it costs a light call some 6% of its rate.
+STREAMS; server reflection's, one of its own few), each unary method but the control
+calls (state.CONTROL_CALLS) one of its unary slots while it runs, and a request message
+that does not parse fails its call with EINVAL (INVALID_ARGUMENT), where gRPC Python
+would answer INTERNAL and print a traceback. The wrappers go on the methods themselves: a
+server interceptor would see every service, but it costs a light call some 6% of its rate.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 
 from kernel_daemon.errno import KernelError
-from kernel_daemon.rpc.state import DaemonState, StreamSlots
+from kernel_daemon.rpc.state import CONTROL_CALLS, CallSlots, DaemonState
 from kernel_daemon.rpc.status import abort_with_errno
 
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
@@ -43,7 +44,7 @@ def malformed_error() -> KernelError:
 
 
 def add_servicer(server: grpc.Server, state: DaemonState, service: ServiceDescriptor,
-                 servicer: object, slots: StreamSlots | None = None) -> None:
+                 servicer: object, slots: CallSlots | None = None) -> None:
     """Register ``servicer``'s methods of ``service`` on ``server``, as a registered
     method handler each (the fast path the generated code takes) and behind a generic
     handler of the service. Its streams hold ``slots`` (the daemon's stream slots unless
@@ -57,12 +58,15 @@ def add_servicer(server: grpc.Server, state: DaemonState, service: ServiceDescri
 
 
 def method_handler(state: DaemonState, service: ServiceDescriptor, method: MethodDescriptor,
-                   servicer: object, slots: StreamSlots) -> grpc.RpcMethodHandler:
+                   servicer: object, slots: CallSlots) -> grpc.RpcMethodHandler:
+    full_name = f"/{service.full_name}/{method.name}"
     behaviour = getattr(servicer, method.name)
     behaviour = (parsed_requests if method.client_streaming else parsed_request)(behaviour)
     if method.server_streaming:
         behaviour = holding_a_stream_slot(slots, behaviour)
-    behaviour = counted(state, f"/{service.full_name}/{method.name}", behaviour)
+    elif full_name not in CONTROL_CALLS:
+        behaviour = holding_a_unary_slot(state.unary_slots, behaviour)
+    behaviour = counted(state, full_name, behaviour)
     kind = HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
     return kind(behaviour,
                 request_deserializer=parsing(GetMessageClass(method.input_type).FromString),
@@ -112,7 +116,20 @@ def counted(state: DaemonState, full_name: str, behaviour: Behaviour) -> Behavio
     return counting
 
 
-def holding_a_stream_slot(slots: StreamSlots, behaviour: Behaviour) -> Behaviour:
+def holding_a_unary_slot(slots: CallSlots, behaviour: Behaviour) -> Behaviour:
+    take, give_back = slots.take, slots.give_back
+
+    def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        if not take():
+            abort_with_errno(context, slots.exhausted())
+        try:
+            return behaviour(request, context)
+        finally:
+            give_back()
+    return unary
+
+
+def holding_a_stream_slot(slots: CallSlots, behaviour: Behaviour) -> Behaviour:
     def streamed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         if not slots.take():
             abort_with_errno(context, slots.exhausted())
@@ -125,7 +142,7 @@ def holding_a_stream_slot(slots: StreamSlots, behaviour: Behaviour) -> Behaviour
     return streamed
 
 
-def releasing(slots: StreamSlots, responses: Iterator[Any]) -> Iterator[Any]:
+def releasing(slots: CallSlots, responses: Iterator[Any]) -> Iterator[Any]:
     try:
         yield from responses
     finally:

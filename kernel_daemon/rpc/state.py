@@ -62,9 +62,10 @@ PYTHON_SWITCH_INTERVAL = 0.005
 ANONYMOUS = Task(PID_MAX_LIMIT, "grpc-client")
 # Distinct callers' metadata remembered at most (the cache starts over past this).
 MAX_CACHED_CALLERS = 4096
-# The server's handler threads (server.py) are of three kinds. Every open file session and
-# tracer stream holds one for its life, as a process blocked in the kernel holds its task:
-# leave room for many (StreamSlots)...
+# The server's handler threads (server.py) are of four kinds, so that no kind can take
+# the threads of another (common.proto STREAMS). Every open file session and tracer
+# stream holds one for its life, as a process blocked in the kernel holds its task: leave
+# room for many (CallSlots)...
 MAX_STREAMS = 224
 # ...server reflection's streams have a few of their own: a grpcurl-style client holds one
 # through the call it looked up, so were they stream slots, a daemon whose slots are all
@@ -72,9 +73,36 @@ MAX_STREAMS = 224
 # as long as it likes, were they unary threads, that many idle ones would leave the unary
 # calls none. A tool run by hand needs few at once...
 MAX_REFLECTION_STREAMS = 8
-# ...and these are kept for unary calls, which streaming calls never take.
-THREADS_FOR_UNARY_CALLS = 32
-MAX_WORKERS = MAX_STREAMS + MAX_REFLECTION_STREAMS + THREADS_FOR_UNARY_CALLS
+# ...a unary call holds one while it runs, and may wait in the kernel as long as another
+# task holds a lock (mutex_lock() is uninterruptible): 300 writes to set_ftrace_filter
+# behind one paused at a failpoint took every thread, and not even the ReleaseFailpoint
+# that would have let them go was answered. In the kernel each of them is a task of its
+# own, and root's commands still run beside them; here the pool is the limit, so unary
+# calls have a limit of their own, far above what any client makes at once (the stress
+# runs' and benchmarks' workers: tens). A unary call that can block as long as a stream
+# (a read of trace_pipe, WaitFailpoint) holds a stream slot as well (CallSlots.held), so
+# the other unary calls keep at least the 32 above MAX_STREAMS...
+MAX_UNARY_CALLS = 256
+# ...and these are kept for the control calls (CONTROL_CALLS), which none of the limits
+# count, and for the calls refused at a limit, which take one only to fail with ENFILE.
+THREADS_FOR_CONTROL_CALLS = 32
+# Threads are started only when a call finds none idle (ThreadPoolExecutor), so the
+# limits cost nothing until calls reach them.
+MAX_WORKERS = (MAX_STREAMS + MAX_REFLECTION_STREAMS + MAX_UNARY_CALLS
+               + THREADS_FOR_CONTROL_CALLS)
+#: The unary calls that take no slot: the operator's way into a daemon whose other
+#: threads all wait in the kernel (to let them go, to see why). Each of them never waits
+#: on a kernel mutex nor for an event: it takes at most a lock no one holds across a wait
+#: (the failpoints' lock, the signal table's, logbuf_lock, the ring buffer's per-CPU locks
+#: Stats reads the counters under, the health servicer's). Not ListOps nor
+#: CheckConsistency (ftrace_lock), nor Reboot (it boots a kernel: a few hundred ms of work,
+#: which a client could ask for without end), nor any call that opens a file (the locks
+#: of its open and read).
+CONTROL_CALLS = frozenset({
+    "/ftrace.v1.Kernel/SetFailpoint", "/ftrace.v1.Kernel/ReleaseFailpoint",
+    "/ftrace.v1.Kernel/ListFailpoints", "/ftrace.v1.Kernel/Kill",
+    "/ftrace.v1.Kernel/Stats", "/ftrace.v1.Kernel/GetConfig", "/ftrace.v1.Kernel/Dmesg",
+    "/grpc.health.v1.Health/Check"})
 #: The largest answer a gRPC client takes unless told otherwise
 #: (grpc.max_receive_message_length's default, in every gRPC stack): a larger one fails
 #: RESOURCE_EXHAUSTED there, so no answer of the daemon's may grow past it.
@@ -176,8 +204,9 @@ class DaemonState:
         # The files open through tracefs calls (set.add and set.discard are atomic, so
         # opens and releases on many handler threads need no lock).
         self.open_files: set[object] = set()
-        self.stream_slots = StreamSlots(MAX_STREAMS, "streams")
-        self.reflection_slots = StreamSlots(MAX_REFLECTION_STREAMS, "reflection streams")
+        self.stream_slots = CallSlots(MAX_STREAMS, "streams")
+        self.reflection_slots = CallSlots(MAX_REFLECTION_STREAMS, "reflection streams")
+        self.unary_slots = CallSlots(MAX_UNARY_CALLS, "unary calls")
         self.invocations = 0
         # The calls of each task inside the kernel, for kill(2) (Kernel.Kill).
         self.signals = SignalTable()
@@ -443,10 +472,11 @@ class Syscall(InKernel):
                         (LOCK_ACQUIRED_METADATA_KEY, " ".join(map(str, reported))),))
 
 
-class StreamSlots:
-    """The handler threads streaming calls of a kind may hold (common.proto STREAMS): never
-    the :data:`THREADS_FOR_UNARY_CALLS` of the server's, so unary calls always find one.
-    ``what`` names the kind in the ENFILE of a call past the limit."""
+class CallSlots:
+    """The handler threads the calls of a kind may hold at once (common.proto STREAMS):
+    never the :data:`THREADS_FOR_CONTROL_CALLS` of the server's, nor another kind's, so
+    that the control calls always find one. ``what`` names the kind in the ENFILE of a
+    call past the limit."""
 
     def __init__(self, limit: int, what: str) -> None:
         self.limit = limit
@@ -470,9 +500,10 @@ class StreamSlots:
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
-        """A slot for a unary call that may block as long as a stream lives (a read of
-        ``trace_pipe``, ``WaitFailpoint``): without one, enough of those calls would take
-        every handler thread and leave no call of any client an answer."""
+        """A stream slot for a unary call that may block as long as a stream lives (a
+        read of ``trace_pipe``, ``WaitFailpoint``), on top of its unary slot: without
+        one, enough of those calls would take every unary slot, and leave every other
+        unary call of every client an ENFILE."""
         if not self.take():
             raise self.exhausted()
         try:
