@@ -60,6 +60,7 @@ from clients.procfs import process_cpu_seconds
 RATE = 200
 CLIENTS = 16
 OUTSIDE_GIL = "outside the GIL: gRPC C core, protobuf C, system calls"
+TOTAL = "total (from /proc)"
 HANDOFFS = "thread handoffs (threading, queue, concurrent.futures)"
 # (layer, test on a frame's file as py-spy prints it), innermost frame first.
 LAYERS: tuple[tuple[str, Callable[[str], bool]], ...] = (
@@ -148,7 +149,7 @@ class Profile:
         held = {layer: samples / RATE / ops for layer, samples in self.layers.items()}
         per_op = dict(sorted(held.items(), key=lambda item: -item[1]))
         per_op[OUTSIDE_GIL] = max(self.cpu / ops - sum(held.values()), 0.0)
-        per_op["total (from /proc)"] = self.cpu / ops
+        per_op[TOTAL] = self.cpu / ops
         return per_op
 
     def native_per_operation(self) -> dict[str, float]:
@@ -157,7 +158,7 @@ class Profile:
         ops, samples = max(self.operations, 1), sum(self.native.values())
         per_op = {row: self.native[row] / samples * self.cpu / ops
                   for row in perf_profile.ROWS if self.native[row]}
-        per_op["total (from /proc)"] = self.cpu / ops
+        per_op[TOTAL] = self.cpu / ops
         return per_op
 
 
@@ -284,10 +285,11 @@ def stress_scenario(seconds: float, pool: WorkerPool, sampling: Sampling) -> dic
 
 SCENARIOS: dict[str, tuple[str, Callable[[float, WorkerPool, Sampling], dict[str, Profile]]]] = {
     "read": ("cat tracing_on (Tracefs.ReadFile) against the echo unary call, 16 clients",
-             lambda s, pool, d: rpc_scenario("read", "unary_md", s, pool, d)),
+             lambda s, pool, sampling: rpc_scenario("read", "unary_md", s, pool, sampling)),
     "session": ("a set_ftrace_filter session (open, write, close) against 3 echo round "
                 "trips on a bidirectional stream, 16 clients",
-                lambda s, pool, d: rpc_scenario("session", "pingpong_md", s, pool, d)),
+                lambda s, pool, sampling: rpc_scenario("session", "pingpong_md", s, pool,
+                                                         sampling)),
     "stress": (f"ftrace-stress --variant fixed, {sum(STRESS_CLIENTS.values())} clients "
                f"({', '.join(f'{n} {kind}' for kind, n in STRESS_CLIENTS.items())}), "
                "against the echo unary call, 16 clients",
@@ -312,8 +314,8 @@ def table(profiles: dict[str, Profile]) -> Iterator[str]:
     """py-spy's split of a scenario, then perf's where it ran."""
     ours, echo = profiles["ftraced"].per_operation(), profiles["echo"].per_operation()
     yield from _table("where the server's CPU goes, per operation (py-spy)", ours, echo, [
-        *[name for name in ours if name not in (OUTSIDE_GIL, "total (from /proc)")],
-        *[name for name in echo if name not in ours], OUTSIDE_GIL, "total (from /proc)"])
+        *[name for name in ours if name not in (OUTSIDE_GIL, TOTAL)],
+        *[name for name in echo if name not in ours], OUTSIDE_GIL, TOTAL])
     yield ""
     yield "; ".join(f"{server}: {p.operations:,} operations, {p.cpu:.2f} s of CPU "
                     f"(sampled over {p.window:.1f} s)" for server, p in profiles.items()) + "."
@@ -324,7 +326,7 @@ def table(profiles: dict[str, Profile]) -> Iterator[str]:
     yield ""
     yield from _table("the same CPU by perf: user space by library, the kernel by what "
                       "the thread was doing", ours, echo,
-                      [row for row in (*perf_profile.ROWS, "total (from /proc)")
+                      [row for row in (*perf_profile.ROWS, TOTAL)
                        if row in ours or row in echo])
     yield ""
     yield "; ".join(f"{server}: {sum(p.native.values()):,} perf samples"

@@ -146,10 +146,13 @@ class KernelError(Exception):
         return self
 
     def __str__(self) -> str:
+        return self.text(self.message)
+
+    def text(self, message: str) -> str:
+        """``NAME: strerror``, then `` (message)`` when there is one: the error as the
+        daemon's status says it (with its message, or a shorter one)."""
         text = f"{self.name}: {self.strerror}"
-        if self.message:
-            text += f" ({self.message})"
-        return text
+        return f"{text} ({message})" if message else text
 
     def __repr__(self) -> str:
         extra = "".join(

@@ -27,7 +27,8 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.listing import ALL_FUNCTIONS_BANNER
 from kernel_daemon.teardown import REBOOTED
 from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
-from tests.test_daemon_process import DEADLINE, serving, start_daemon, stop
+from tests.test_daemon_process import DEADLINE, start_daemon, stop
+from tests.test_daemon_process import serving as daemon_serving
 from tests.test_daemon_process import kill as kill_daemon
 from tests.test_stress_reboot import CLIENTS, CORE, DURATION, reboot_same, report, stress
 from tests.test_tracer_client import wait_until
@@ -215,15 +216,15 @@ def test_a_restarted_ftraced_refuses_a_task_of_the_old_one_as_rebooted(tmp_path)
     first = start_daemon("--listen", address)
     second: subprocess.Popen | None = None
     try:
-        serving(first)
+        daemon_serving(first)
         with Client(address, wait=DEADLINE) as client:
             born = client.stats().boot_id
             client.identity = Identity(FENCED_PID, "fenced", boot_id=born)
             client.write_file(FILTER, "schedule\n")
             stop(first)
             second = start_daemon("--listen", address)
-            serving(second)
-            wait_until(lambda: answers(client))
+            daemon_serving(second)
+            client.connection.wait_ready(DEADLINE)
             assert is_gone(failing(lambda: client.write_file(FILTER, "schedule\n")))
             client.identity = Identity()
             assert client.stats().boot_id > born
@@ -233,14 +234,6 @@ def test_a_restarted_ftraced_refuses_a_task_of_the_old_one_as_rebooted(tmp_path)
         for process in (first, second):
             if process is not None:
                 kill_daemon(process)
-
-
-def answers(client: Client) -> bool:
-    """Whether the client's channel reaches a daemon (health, which is not fenced)."""
-    try:
-        return client.connection.check_health()
-    except FtraceError:
-        return False
 
 
 def test_every_call_of_an_ended_boots_task_is_refused(rebooted):

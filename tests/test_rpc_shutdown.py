@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from clients.api import Client
@@ -462,7 +463,7 @@ def test_the_stop_cancels_a_file_session_waiting_for_its_next_request_at_once(sp
         (grpc.StatusCode.UNAVAILABLE, "ENODEV", SHUT_DOWN)]
     # The clients word the cancel as the daemon gone, as its cancel of all calls was.
     assert error_text(error, client) in (gone_text(client.address, error),
-                                         "No such device (ftraced is shutting down)")
+                                         f"No such device ({SHUT_DOWN})")
     assert "Traceback" not in daemon.log_text()
 
 
@@ -487,6 +488,21 @@ def test_the_stop_cancels_an_idle_server_reflection_stream_at_once(spawn):
             assert ended.type is StopIteration or ended.value.code() == grpc.StatusCode.CANCELLED
         finally:
             requests.put(None)
+    assert "Traceback" not in daemon.log_text()
+
+
+def test_the_stop_ends_a_health_watch_once_it_said_not_serving(spawn):
+    """A Health.Watch (a channel doing client-side health checking keeps one open): at
+    SIGTERM it gets NOT_SERVING, then its call ends with OK, at once. It waited in
+    grpc_health's watcher to the grace's end, holding the daemon's stop."""
+    daemon = spawn(SMALL + LONG_GRACE)
+    with grpc.insecure_channel(daemon.address) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        daemon.process.terminate()
+        assert daemon.process.wait(DEADLINE) == 0
+        assert [response.status for response in watch] == [
+            health_pb2.HealthCheckResponse.NOT_SERVING]
     assert "Traceback" not in daemon.log_text()
 
 

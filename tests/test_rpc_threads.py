@@ -27,10 +27,9 @@ from kernel_daemon.rpc import server as server_module
 from kernel_daemon.rpc import state as state_module
 from kernel_daemon.rpc.server import HEALTH, SERVICES, Daemon
 from kernel_daemon.rpc.state import CONTROL_CALLS, DaemonState
-from tests.test_daemon_tracefs import wait_until
 from tests.test_rpc_bad_input import errno_of
 from tests.test_rpc_shutdown import FILTER_RELEASE
-from tests.test_tracer_client import DEADLINE, TRACING
+from tests.test_tracer_client import DEADLINE, TRACING, wait_until
 
 #: The unary calls' limit in these tests...
 UNARY_CALLS = 4

@@ -19,7 +19,6 @@ import contextvars
 import errno
 from collections.abc import Iterator
 
-
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.ops import FtraceFunc, ftrace_stub

@@ -96,8 +96,8 @@ class FtracePageGroup:
     flags: np.ndarray = field(init=False)
     # The records' indices in name order, and the names in that order (built at first
     # use); a list, searched by bisect: NumPy's searchsorted releases the GIL per call.
-    _name_order: np.ndarray | None = field(default=None, init=False, repr=False)
-    _sorted_names: list[str] | None = field(default=None, init=False, repr=False)
+    _name_index: tuple[np.ndarray, list[str]] | None = field(default=None, init=False,
+                                                             repr=False)
     # Each record's line in the listings, ``%ps`` and a newline (built at first use).
     _ps_lines: list[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -121,14 +121,14 @@ class FtracePageGroup:
         return self._names_between(prefix, prefix + _LAST_CHAR, include_high=False)
 
     def _names_between(self, low: str, high: str, include_high: bool) -> np.ndarray:
-        if self._name_order is None or self._sorted_names is None:
-            self._name_order = np.argsort(self.names, kind="stable")
-            self._sorted_names = self.names[self._name_order].tolist()
-        sorted_names = self._sorted_names
+        if self._name_index is None:
+            order = np.argsort(self.names, kind="stable")
+            self._name_index = order, self.names[order].tolist()
+        order, sorted_names = self._name_index
         start = bisect.bisect_left(sorted_names, low)
         search_end = bisect.bisect_right if include_high else bisect.bisect_left
         end = search_end(sorted_names, high, start)
-        found = self._name_order[start:end]
+        found = order[start:end]
         return np.sort(found) if len(found) > 1 else found
 
     def ps_lines(self) -> list[bytes]:

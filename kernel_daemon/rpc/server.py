@@ -185,6 +185,32 @@ class CommentedReflectionServicer(reflection.ReflectionServicer):
                 yield from super().ServerReflectionInfo(iter((request,)), context)
 
 
+class DaemonHealthServicer(health.HealthServicer):
+    """grpc_health's servicer, whose Watch ends at the daemon's stop once it has said
+    NOT_SERVING: it has nothing more to say, and waiting in grpc_health's watcher, outside
+    the kernel, it would hold the stop for the whole grace (a channel doing client-side
+    health checking keeps one open)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = False
+
+    def enter_graceful_shutdown(self) -> None:
+        # Said before the NOT_SERVING it sends, so that a watcher that has it sees this.
+        self.stopping = True
+        super().enter_graceful_shutdown()
+
+    def Watch(  # noqa: N802 - the gRPC method's name
+            self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext,
+            send_response_callback: None = None) -> Iterator[health_pb2.HealthCheckResponse]:
+        # Behind the daemon's wrappers (registration.py) it is a blocking handler: the
+        # servicer's own watcher, no callback.
+        for response in super().Watch(request, context):
+            yield response
+            if self.stopping and response.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                return
+
+
 class Daemon:
     """The daemon's server: bound first (a daemon that cannot serve fails before its
     kernel boots), then started with the booted kernel's state."""
@@ -197,7 +223,7 @@ class Daemon:
         self.listener = Listener(self.server, address)
         self.address = self.listener.address
         self.state: DaemonState | None = None
-        self.health = health.HealthServicer()
+        self.health = DaemonHealthServicer()
 
     def start(self, state: DaemonState) -> None:
         self.state = state

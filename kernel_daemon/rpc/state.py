@@ -190,8 +190,9 @@ def first_boot_id() -> int:
 class DaemonState:
     def __init__(self, options: BootOptions) -> None:
         self._boot_ids = itertools.count(first_boot_id())
-        # Guards the boot swap, _stopped, _waiting and the counters (rpc_counts, which
-        # registration.py's wrappers count under it, and invocations).
+        # Guards the boot swap, _stopped, the additions to _waiting (next_requests) and
+        # the counters (rpc_counts, which registration.py's wrappers count under it, and
+        # invocations).
         self.lock = threading.Lock()
         self._stopped = False  # stopping() ran: no boot is swapped in any more
         # The calls of the file sessions waiting for their client's next request

@@ -175,8 +175,7 @@ def kernel_error_from_detail(detail: common_pb2.ErrnoDetail) -> KernelError:
 def status_message(err: KernelError) -> str:
     """The status' human-readable text: ``"EINVAL: Invalid argument (why)"``, its message
     cut as ErrnoDetail's is, inside the parentheses (the whole text cut lost the ")")."""
-    text = f"{err.name}: {err.strerror}"
-    return f"{text} ({bounded(err.message, MESSAGE_MAX)})" if err.message else text
+    return err.text(bounded(err.message, MESSAGE_MAX))
 
 
 class _Status(grpc.Status):

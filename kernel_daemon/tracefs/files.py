@@ -437,9 +437,10 @@ class FtracePidFile(FileOps):
 
 
 def fget_light(file: OpenFile) -> OpenFile:
-    """``fget_light()`` (fs/file_table.c), at the start of lseek(2), pread(2) and
-    pwrite(2): a file opened with O_PATH is no file for them (EBADF). read(2) and
-    write(2) fail it alike, for want of FMODE_READ and FMODE_WRITE."""
+    """``fget_light()`` (fs/file_table.c), at the start of every system call on a file
+    descriptor: a file opened with O_PATH is no file for lseek(2), pread(2) and pwrite(2)
+    (EBADF). read(2) and write(2), which the model lets through it, fail it alike, for
+    want of FMODE_READ and FMODE_WRITE."""
     if file.f_mode & FMODE_PATH:
         raise KernelError(errno.EBADF)
     return file
