@@ -157,6 +157,11 @@ def unavailable(directory: str) -> str | None:
     perf = shutil.which("perf")
     if perf is None:
         return "perf is not installed (Linux perf: the linux-perf package)"
+    usage = subprocess.run([perf, "record", "-h"], capture_output=True, text=True,
+                           timeout=60)
+    if "--control" not in usage.stdout + usage.stderr:
+        # PerfRecord switches its events on and off over it (perf 5.9 and later).
+        return "perf record has no --control (perf 5.9 or later is needed)"
     data = os.path.join(directory, "perf-probe.data")
     busy = "import os\nfor _ in range(300000): os.getppid()"
     try:

@@ -111,6 +111,17 @@ def test_without_perf_on_the_path_it_says_so(tmp_path, monkeypatch):
     assert "perf is not installed" in perf.unavailable(str(tmp_path))
 
 
+def test_a_perf_without_control_is_said_unavailable(tmp_path, monkeypatch):
+    """The recording switches its events over --control: a perf older than 5.9 would start
+    and then fail the whole run; it is found out first, and py-spy profiles alone."""
+    old_perf = tmp_path / "perf"
+    old_perf.write_text("#!/bin/sh\necho ' usage: perf record [<options>] [<command>]'\n"
+                        "exit 129\n")
+    old_perf.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert "no --control" in perf.unavailable(str(tmp_path))
+
+
 def test_a_short_profile_with_perf(tmp_path):
     why_not = perf.unavailable(str(tmp_path))
     if why_not:
