@@ -113,6 +113,28 @@ def test_control_calls_are_answered_while_every_unary_call_waits_in_the_kernel(c
                             timeout=DEADLINE).data == b"schedule\n"
 
 
+def test_a_reboot_is_answered_while_every_unary_call_waits_in_the_kernel(channel):
+    """Reboot has threads of its own: the other way out of the same wait. The old
+    kernel's end lets the paused write go, and the writes behind it with it, against the
+    kernel they entered; the new boot serves."""
+    kernel = kernel_pb2_grpc.KernelStub(channel)
+    tracefs = tracefs_pb2_grpc.TracefsStub(channel)
+    born = kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).boot_id
+    kernel.SetFailpoint(kernel_pb2.SetFailpointRequest(name=FILTER_RELEASE, spec="1*pause"),
+                        timeout=DEADLINE)
+    write = tracefs_pb2.WriteFileRequest(path=f"{TRACING}/set_ftrace_filter", data=b"schedule\n")
+    writes = [tracefs.WriteFile.future(write, timeout=DEADLINE, metadata=WRITER)
+              for _ in range(WORKERS)]
+    wait_until(lambda: sum(call.done() for call in writes) == WORKERS - UNARY_CALLS, DEADLINE)
+    config = kernel.Reboot(kernel_pb2.RebootRequest(
+        config=kernel_pb2.BootConfig(core_functions=2000)), timeout=DEADLINE)
+    assert config.boot_id == born + 1
+    # Each ends at once: answered, ENFILE, or its kernel gone; none waits to its deadline.
+    assert grpc.StatusCode.DEADLINE_EXCEEDED not in {call.code() for call in writes}
+    stats = kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE)
+    assert (stats.boot_id, stats.unary_calls) == (born + 1, 0)
+
+
 def test_the_control_calls_are_unary_calls_the_daemon_serves():
     """A name in CONTROL_CALLS that is no unary method of the daemon's (a typo, a method
     renamed or made streaming) would leave the call it meant limited, unseen."""

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 
 from kernel_daemon.errno import KernelError
-from kernel_daemon.rpc.state import CONTROL_CALLS, CallSlots, DaemonState
+from kernel_daemon.rpc.state import CONTROL_CALLS, REBOOT, CallSlots, DaemonState
 from kernel_daemon.rpc.status import abort_with_errno
 
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
@@ -65,7 +65,8 @@ def method_handler(state: DaemonState, service: ServiceDescriptor, method: Metho
     if method.server_streaming:
         behaviour = holding_a_stream_slot(slots, behaviour)
     elif full_name not in CONTROL_CALLS:
-        behaviour = holding_a_unary_slot(state.unary_slots, behaviour)
+        behaviour = holding_a_unary_slot(
+            state.reboot_slots if full_name == REBOOT else state.unary_slots, behaviour)
     behaviour = counted(state, full_name, behaviour)
     kind = HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
     return kind(behaviour,

@@ -83,12 +83,18 @@ MAX_REFLECTION_STREAMS = 8
 # (a read of trace_pipe, WaitFailpoint) holds a stream slot as well (CallSlots.held), so
 # the other unary calls keep at least the 32 above MAX_STREAMS...
 MAX_UNARY_CALLS = 256
+# ...Kernel.Reboot has two of its own: the other way out of a daemon whose unary calls
+# all wait in the kernel (the old kernel's end lets its paused threads go, and its mutex
+# waiters with them), were a wait to come from no failpoint ReleaseFailpoint could
+# release; not a control call, as a boot is a few hundred ms of work...
+MAX_REBOOTS = 2
+REBOOT = "/ftrace.v1.Kernel/Reboot"
 # ...and these are kept for the control calls (CONTROL_CALLS), which none of the limits
 # count, and for the calls refused at a limit, which take one only to fail with ENFILE.
 THREADS_FOR_CONTROL_CALLS = 32
 # Threads are started only when a call finds none idle (ThreadPoolExecutor), so the
 # limits cost nothing until calls reach them.
-MAX_WORKERS = (MAX_STREAMS + MAX_REFLECTION_STREAMS + MAX_UNARY_CALLS
+MAX_WORKERS = (MAX_STREAMS + MAX_REFLECTION_STREAMS + MAX_UNARY_CALLS + MAX_REBOOTS
                + THREADS_FOR_CONTROL_CALLS)
 #: The unary calls that take no slot: the operator's way into a daemon whose other
 #: threads all wait in the kernel (to let them go, to see why). Each of them never waits
@@ -96,8 +102,8 @@ MAX_WORKERS = (MAX_STREAMS + MAX_REFLECTION_STREAMS + MAX_UNARY_CALLS
 #: (the failpoints' lock, the signal table's, logbuf_lock, the ring buffer's per-CPU locks
 #: Stats reads the counters under, the health servicer's). Not ListOps nor
 #: CheckConsistency (ftrace_lock), nor Reboot (it boots a kernel: a few hundred ms of work,
-#: which a client could ask for without end), nor any call that opens a file (the locks
-#: of its open and read).
+#: which a client could ask for without end; it has MAX_REBOOTS), nor any call that opens
+#: a file (the locks of its open and read).
 CONTROL_CALLS = frozenset({
     "/ftrace.v1.Kernel/SetFailpoint", "/ftrace.v1.Kernel/ReleaseFailpoint",
     "/ftrace.v1.Kernel/ListFailpoints", "/ftrace.v1.Kernel/Kill",
@@ -208,6 +214,7 @@ class DaemonState:
         self.stream_slots = CallSlots(MAX_STREAMS, "streams")
         self.reflection_slots = CallSlots(MAX_REFLECTION_STREAMS, "reflection streams")
         self.unary_slots = CallSlots(MAX_UNARY_CALLS, "unary calls")
+        self.reboot_slots = CallSlots(MAX_REBOOTS, "reboots")
         self.invocations = 0
         # The calls of each task inside the kernel, for kill(2) (Kernel.Kill).
         self.signals = SignalTable()
