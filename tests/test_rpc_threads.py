@@ -66,6 +66,21 @@ def refusal(future: grpc.Future) -> tuple[grpc.StatusCode, str, str] | None:
     return error.code(), detail.name, detail.message
 
 
+WRITE = tracefs_pb2.WriteFileRequest(path=f"{TRACING}/set_ftrace_filter", data=b"schedule\n")
+
+
+def wedged(kernel: kernel_pb2_grpc.KernelStub,
+           tracefs: tracefs_pb2_grpc.TracefsStub) -> list[grpc.Future]:
+    """As many writes to set_ftrace_filter as the pool has threads, behind one paused at
+    ftrace_regex_release:before_lock; returned once those past the unary limit ended."""
+    kernel.SetFailpoint(kernel_pb2.SetFailpointRequest(name=FILTER_RELEASE, spec="1*pause"),
+                        timeout=DEADLINE)
+    writes = [tracefs.WriteFile.future(WRITE, timeout=DEADLINE, metadata=WRITER)
+              for _ in range(WORKERS)]
+    wait_until(lambda: sum(call.done() for call in writes) == WORKERS - UNARY_CALLS, DEADLINE)
+    return writes
+
+
 def test_control_calls_are_answered_while_every_unary_call_waits_in_the_kernel(channel):
     """As many writes to set_ftrace_filter as the pool has threads, one paused at
     ftrace_regex_release:before_lock holding ftrace_regex_lock: the limit's worth of
@@ -74,12 +89,7 @@ def test_control_calls_are_answered_while_every_unary_call_waits_in_the_kernel(c
     ReleaseFailpoint let the paused write go, every write that waited completes."""
     kernel = kernel_pb2_grpc.KernelStub(channel)
     tracefs = tracefs_pb2_grpc.TracefsStub(channel)
-    kernel.SetFailpoint(kernel_pb2.SetFailpointRequest(name=FILTER_RELEASE, spec="1*pause"),
-                        timeout=DEADLINE)
-    write = tracefs_pb2.WriteFileRequest(path=f"{TRACING}/set_ftrace_filter", data=b"schedule\n")
-    writes = [tracefs.WriteFile.future(write, timeout=DEADLINE, metadata=WRITER)
-              for _ in range(WORKERS)]
-    wait_until(lambda: sum(call.done() for call in writes) == WORKERS - UNARY_CALLS, DEADLINE)
+    writes = wedged(kernel, tracefs)
     full = (grpc.StatusCode.RESOURCE_EXHAUSTED, "ENFILE",
             f"all {UNARY_CALLS} unary calls of the daemon are open")
     assert [refusal(call) for call in writes if call.done()] == [full] * (WORKERS - UNARY_CALLS)
@@ -107,7 +117,7 @@ def test_control_calls_are_answered_while_every_unary_call_waits_in_the_kernel(c
     assert kernel.ReleaseFailpoint(kernel_pb2.ReleaseFailpointRequest(name=FILTER_RELEASE),
                                    timeout=DEADLINE).released == 1
     waited = [call for call in writes if refusal(call) is None]
-    assert [call.result().bytes_written for call in waited] == [len(write.data)] * UNARY_CALLS
+    assert [call.result().bytes_written for call in waited] == [len(WRITE.data)] * UNARY_CALLS
     assert kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).unary_calls == 0
     assert tracefs.ReadFile(tracefs_pb2.ReadFileRequest(path=f"{TRACING}/set_ftrace_filter"),
                             timeout=DEADLINE).data == b"schedule\n"
@@ -120,12 +130,7 @@ def test_a_reboot_is_answered_while_every_unary_call_waits_in_the_kernel(channel
     kernel = kernel_pb2_grpc.KernelStub(channel)
     tracefs = tracefs_pb2_grpc.TracefsStub(channel)
     born = kernel.Stats(kernel_pb2.StatsRequest(), timeout=DEADLINE).boot_id
-    kernel.SetFailpoint(kernel_pb2.SetFailpointRequest(name=FILTER_RELEASE, spec="1*pause"),
-                        timeout=DEADLINE)
-    write = tracefs_pb2.WriteFileRequest(path=f"{TRACING}/set_ftrace_filter", data=b"schedule\n")
-    writes = [tracefs.WriteFile.future(write, timeout=DEADLINE, metadata=WRITER)
-              for _ in range(WORKERS)]
-    wait_until(lambda: sum(call.done() for call in writes) == WORKERS - UNARY_CALLS, DEADLINE)
+    writes = wedged(kernel, tracefs)
     config = kernel.Reboot(kernel_pb2.RebootRequest(
         config=kernel_pb2.BootConfig(core_functions=2000)), timeout=DEADLINE)
     assert config.boot_id == born + 1
