@@ -4,9 +4,9 @@ with what every call of the daemon needs around its method.
 Each method counts its calls by full method name (``Kernel.Stats`` ``rpc_counts``), each
 streaming method holds one of the daemon's stream slots for its life (common.proto
 STREAMS; server reflection's, one of its own few), each unary method but the control
-calls (state.CONTROL_CALLS) one of its unary slots while it runs, and a request message
-that does not parse fails its call with EINVAL (INVALID_ARGUMENT), where gRPC Python
-would answer INTERNAL and print a traceback. The wrappers go on the methods themselves: a
+calls a slot of its limit while it runs (DaemonState.unary_slots_of), and a request
+message that does not parse fails its call with EINVAL (INVALID_ARGUMENT), where gRPC
+Python would answer INTERNAL and print a traceback. The wrappers go on the methods themselves: a
 server interceptor would see every service, but it costs a light call some 6% of its rate.
 """
 
@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 
 from kernel_daemon.errno import KernelError
-from kernel_daemon.rpc.state import CONTROL_CALLS, REBOOT, CallSlots, DaemonState
+from kernel_daemon.rpc.state import CallSlots, DaemonState
 from kernel_daemon.rpc.status import abort_with_errno
 
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
@@ -64,9 +64,8 @@ def method_handler(state: DaemonState, service: ServiceDescriptor, method: Metho
     behaviour = (parsed_requests if method.client_streaming else parsed_request)(behaviour)
     if method.server_streaming:
         behaviour = holding_a_stream_slot(slots, behaviour)
-    elif full_name not in CONTROL_CALLS:
-        behaviour = holding_a_unary_slot(
-            state.reboot_slots if full_name == REBOOT else state.unary_slots, behaviour)
+    elif (unary_slots := state.unary_slots_of(full_name)) is not None:
+        behaviour = holding_a_unary_slot(unary_slots, behaviour)
     behaviour = counted(state, full_name, behaviour)
     kind = HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
     return kind(behaviour,

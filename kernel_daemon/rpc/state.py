@@ -214,7 +214,7 @@ class DaemonState:
         self.stream_slots = CallSlots(MAX_STREAMS, "streams")
         self.reflection_slots = CallSlots(MAX_REFLECTION_STREAMS, "reflection streams")
         self.unary_slots = CallSlots(MAX_UNARY_CALLS, "unary calls")
-        self.reboot_slots = CallSlots(MAX_REBOOTS, "reboots")
+        self._reboot_slots = CallSlots(MAX_REBOOTS, "reboots")
         self.invocations = 0
         # The calls of each task inside the kernel, for kill(2) (Kernel.Kill).
         self.signals = SignalTable()
@@ -292,6 +292,13 @@ class DaemonState:
         self.boot.end(SHUT_DOWN)
         for context in waiting:
             context.cancel()
+
+    def unary_slots_of(self, full_name: str) -> CallSlots | None:
+        """The limit a unary method's calls hold a slot of while they run: Reboot's own,
+        none for a control call (CONTROL_CALLS), else the unary calls'."""
+        if full_name in CONTROL_CALLS:
+            return None
+        return self._reboot_slots if full_name == REBOOT else self.unary_slots
 
     def next_requests(self, requests: Iterator[T], context: grpc.ServicerContext,
                       gone: Callable[[], KernelError] | None) -> Iterator[T]:
