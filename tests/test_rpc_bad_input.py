@@ -318,6 +318,9 @@ FAILING_OPENS = [
     ("/proc/newfile", os.O_WRONLY | os.O_CREAT, "ENOENT"),
     ("/proc/sys/kernel/newfile", os.O_WRONLY | os.O_CREAT, "ENOENT"),
     ("/sys/kernel/newfile", os.O_CREAT, "ENOENT"),
+    # A name longer than NAME_MAX: simple_lookup() refuses it before vfs_create().
+    (f"{T}/{'a' * 256}", os.O_WRONLY | os.O_CREAT, "ENAMETOOLONG"),
+    ("/proc/" + "a" * 256, os.O_WRONLY | os.O_CREAT, "ENOENT"),
     (f"{T}/nodir/newfile", os.O_WRONLY | os.O_CREAT, "ENOENT"),
     (f"{T}/nodir/newdir/", os.O_CREAT, "ENOENT"),
     (f"{T}/trace/x/", os.O_CREAT, "ENOTDIR"),
@@ -422,6 +425,7 @@ def test_o_path_opens_without_the_files_open_and_does_no_io(stubs):
     (f"{T}/tracing_on/", "ENOTDIR"),
     (f"{T}/tracing_on/../trace", "ENOTDIR"),
     (f"{T}/{'a' * 256}", "ENAMETOOLONG"),
+    ("/proc/" + "a" * 256, "ENOENT"),
     ("/" + "a" * 5000, "ENAMETOOLONG"),
 ])
 def test_paths_fail_as_a_path_walk_does(stubs, path, name):

@@ -346,6 +346,14 @@ def test_paths_and_modes():
                           ("sys/kernel/debug/tracing/tracing_on", errno.EINVAL),
                           (f"{T}/tracing_on\0", errno.EINVAL),
                           (f"{T}/{'a' * 256}", errno.ENAMETOOLONG),
+                          (f"{T}/{'a' * 256}/x", errno.ENAMETOOLONG),
+                          ("/" + "a" * 256, errno.ENAMETOOLONG),
+                          # Only a lookup that measures names refuses a long one:
+                          # procfs's and sysfs's do not.
+                          ("/proc/" + "a" * 256, errno.ENOENT),
+                          ("/proc/sys/kernel/" + "a" * 256, errno.ENOENT),
+                          ("/sys/" + "a" * 256, errno.ENOENT),
+                          (f"{T}/tracing_on/{'a' * 256}", errno.ENOTDIR),
                           ("/" + "a/" * 2048, errno.ENAMETOOLONG)):
             with pytest.raises(KernelError) as exc:
                 vfs.open(bad, os.O_RDONLY)

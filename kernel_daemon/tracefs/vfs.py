@@ -45,19 +45,37 @@ class Directory(dict[str, "Directory | FileOps"]):
     ``vfs_create()`` with EACCES ("shouldn't it be ENOSYS?")."""
 
     mode = 0o755
-    #: What O_CREAT of a name not in the directory fails with (``lookup_open()``).
-    create_errno = errno.EACCES
+
+    def lookup_missing(self, name: str) -> None:
+        """The directory's ``->lookup`` of a name not in it: it makes a negative dentry
+        (the walk then fails ENOENT, a create goes on to ``vfs_create()``), or fails
+        itself. ``simple_lookup()`` refuses a name longer than NAME_MAX with
+        ENAMETOOLONG. (3.6's walk has no length check of its own: each file system's
+        lookup has one, or none.)"""
+        if len(name.encode()) > NAME_MAX:
+            raise KernelError(errno.ENAMETOOLONG)
 
 
 class NoNegativeDentryDirectory(Directory):
-    """A directory whose ``->lookup`` fails a name not in it with ENOENT itself, so that
-    O_CREAT of the name never reaches ``vfs_create()``: sysfs's ``sysfs_lookup()`` (/sys,
-    /sys/kernel), procfs's ``proc_root_lookup()`` (/proc: ``proc_lookup_de()``, "Don't
-    create negative dentries here", then ``proc_pid_lookup()``) and ``proc_sys_lookup()``
-    (/proc/sys/...). The model's / stands in for a root file system it does not have
-    (whose ``->create`` would make the file) and fails alike."""
+    """A directory whose ``->lookup`` fails a name not in it with ENOENT itself, whatever
+    its length, so that O_CREAT of the name never reaches ``vfs_create()``: sysfs's
+    ``sysfs_lookup()`` (/sys, /sys/kernel), procfs's ``proc_root_lookup()`` (/proc:
+    ``proc_lookup_de()``, "Don't create negative dentries here", then
+    ``proc_pid_lookup()``) and ``proc_sys_lookup()`` (/proc/sys/...)."""
 
-    create_errno = errno.ENOENT
+    def lookup_missing(self, name: str) -> None:
+        raise KernelError(errno.ENOENT)
+
+
+class RootDirectory(NoNegativeDentryDirectory):
+    """The model's /, standing in for a root file system it does not have: its lookup
+    refuses a name longer than NAME_MAX as a disk file system's does (``ext4_lookup()``:
+    ENAMETOOLONG), and any other name not in it with ENOENT (a real root's ``->create``
+    would make the file; this one has nothing to make it from)."""
+
+    def lookup_missing(self, name: str) -> None:
+        Directory.lookup_missing(self, name)
+        super().lookup_missing(name)
 
 
 class ReadOnlyDirectory(NoNegativeDentryDirectory):
@@ -85,7 +103,7 @@ class DirectoryOpenFile(OpenFile):
 def build_tree(tracing: Directory, proc: Directory) -> Directory:
     """/ with /sys/kernel/debug (debugfs's root) and its tracing directory, the same
     directory again at /sys/kernel/tracing, and /proc."""
-    root = NoNegativeDentryDirectory()
+    root = RootDirectory()
     sys_kernel = (root.setdefault("sys", ReadOnlyDirectory())
                   .setdefault("kernel", NoNegativeDentryDirectory()))
     sys_kernel.setdefault("debug", Directory())["tracing"] = tracing
@@ -97,8 +115,8 @@ def build_tree(tracing: Directory, proc: Directory) -> Directory:
 def check_path(path: str) -> None:
     """What ``getname()`` and the walk refuse before looking anything up: an empty path
     (ENOENT, as ``open("")``), a NUL, a relative path (the daemon has no working
-    directory to resolve it against: EINVAL), a path of PATH_MAX bytes or a component
-    longer than NAME_MAX (ENAMETOOLONG)."""
+    directory to resolve it against: EINVAL), a path of PATH_MAX bytes (ENAMETOOLONG:
+    ``strncpy_from_user()`` filled the buffer)."""
     if not path:
         raise KernelError(errno.ENOENT)
     if len(path.encode()) >= MAX_PATH:
@@ -107,8 +125,6 @@ def check_path(path: str) -> None:
         raise KernelError(errno.EINVAL, "a NUL byte in the path")
     if not path.startswith("/"):
         raise KernelError(errno.EINVAL, "a relative path")
-    if any(len(part.encode()) > NAME_MAX for part in path.split("/")):
-        raise KernelError(errno.ENAMETOOLONG)
 
 
 #: What ``do_dentry_open()`` clears from ``f_flags`` once the file is open.
@@ -169,6 +185,7 @@ class Vfs:
                     nodes.pop()
                 continue
             if part not in node:
+                node.lookup_missing(part)
                 raise KernelError(errno.ENOENT)
             names.append(part)
             nodes.append(node[part])
@@ -206,8 +223,9 @@ class Vfs:
         """``do_last()``'s create side: the walk to the last component's directory
         (ENOENT, ENOTDIR), then EISDIR for a last component that is / . or .. or is
         followed by "/", before it is looked up; ``lookup_open()``: a name not in the
-        directory fails with the directory's :attr:`~Directory.create_errno`; one that
-        is there, EEXIST with O_EXCL, then EISDIR for a directory."""
+        directory fails in the directory's lookup (:meth:`~Directory.lookup_missing`), else
+        in ``vfs_create()`` (EACCES: no directory here has a ``->create``); one that is
+        there, EEXIST with O_EXCL, then EISDIR for a directory."""
         check_path(path)
         head, _, last = path.rstrip("/").rpartition("/")
         dir_path, parent = self.lookup(head or "/")
@@ -217,7 +235,8 @@ class Vfs:
             raise KernelError(errno.EISDIR)
         node = parent.get(last)
         if node is None:
-            raise KernelError(parent.create_errno)
+            parent.lookup_missing(last)
+            raise KernelError(errno.EACCES)
         if flags & os.O_EXCL:
             raise KernelError(errno.EEXIST)
         if isinstance(node, Directory):
