@@ -19,7 +19,7 @@ from typing import Callable
 
 import pytest
 
-from clients.api import Client
+from clients.api import ATTACH_READER_THREAD, Client
 from clients.interrupt import SIGNALLER_THREAD
 from tests.children import REPO, child_env
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
@@ -288,9 +288,13 @@ def test_cancelled_sessions_leave_no_thread_behind(daemon, session):
             cancelled()
         # Threads of this test's own only (the channel's spin thread ends when no call is
         # left): those of other tests in this process may come and go meanwhile. The
-        # signaller's is one per process, not one per session.
+        # signaller's is one per process, not one per session, and so are the tracer
+        # sessions' readers, kept for the next session: one, the sessions one at a time.
         wait_until(lambda: not {thread for thread in set(threading.enumerate()) - before
-                                if thread.name != SIGNALLER_THREAD}, DEADLINE)
+                                if thread.name not in (SIGNALLER_THREAD, ATTACH_READER_THREAD)},
+                   DEADLINE)
+        assert len([thread for thread in set(threading.enumerate()) - before
+                    if thread.name == ATTACH_READER_THREAD]) <= 1
 
 
 #: A program whose sessions end with their ``with`` block raising (as a Ctrl-C'd read

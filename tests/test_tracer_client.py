@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from clients import cli
-from clients.api import Client
+from clients.api import ATTACH_READER_THREAD, Client
 from clients.errors import FtraceError
 from clients.identity import Identity
 from ftrace.v1 import kernel_pb2, modules_pb2
@@ -249,6 +249,37 @@ def test_a_session_keeps_at_most_max_kept_hits_and_counts_the_rest(spawn):
         assert session.dropped_here == 7
         with pytest.raises(ValueError, match="max_kept must be at least 1"):
             client.attach("none", max_kept=0)
+
+
+def test_a_process_sessions_read_their_events_on_threads_kept_for_the_next(spawn,
+                                                                         monkeypatch):
+    """A session's events are read on a thread kept, once the session ended, for the next
+    session of the process (``clients.api._ATTACH_READERS``): two sessions open at once
+    each get their own hits, and a third after them takes a kept thread. A thread was
+    started per session, one of three an attach started."""
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def counted(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start(thread)
+
+    daemon = spawn(SMALL)
+    with daemon.connect() as client:
+        monkeypatch.setattr(threading.Thread, "start", counted)
+        with client.attach("one", ["vfs_read"]) as one, client.attach("two", ["sys_read"]) as two:
+            client.invoke("vfs_read", "sys_read", repeat=2)
+            client.invoke("sys_read", "system_call_fastpath", repeat=3)
+            one.flush()
+            two.flush()
+            assert [(hit.function, hit.count) for hit in one.take_hits()] == [("vfs_read", 2)]
+            assert [(hit.function, hit.count) for hit in two.take_hits()] == [("sys_read", 3)]
+        with client.attach("three", ["vfs_read"]) as three:
+            client.invoke("vfs_read", "sys_read")
+            assert three.flush().hits == 1
+            assert [hit.count for hit in three.take_hits()] == [1]
+    # Two at most (none when earlier tests of this process left readers idle), not three.
+    assert started.count(ATTACH_READER_THREAD) <= 2
 
 
 def test_tracer_answers_report_when_they_held_ftrace_lock(spawn):

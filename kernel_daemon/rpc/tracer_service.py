@@ -9,12 +9,11 @@ site as a CPU does.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import errno
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -29,6 +28,7 @@ from kernel_daemon.ftrace.ops import FtraceOps
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 from kernel_daemon.kernel import Kernel, events_written
 from kernel_daemon.mutex import Acquisitions
+from kernel_daemon.rpc.readers import StreamReaders
 from kernel_daemon.rpc.state import Boot, DaemonState
 from kernel_daemon.rpc.status import errno_detail, translate_kernel_errors
 from kernel_daemon.task import BOOT_TASKS, Task, current, running_as
@@ -116,43 +116,12 @@ class HitQueue:
         return batch, dropped
 
 
-class RequestReaders:
-    """The threads that read Attach streams' requests (:meth:`TracerSession._read`), each
-    kept, once its stream has ended, for the next stream. A thread started per stream
-    cost the daemon some 0.7 ms of CPU per stream, a quarter of a whole attach, register
-    and unregister (``pthread_create`` with the GIL held, the thread's exit); stress
-    tracers attach every few operations. There are as many threads as streams were ever
-    read at once; daemon threads, as the started ones were: a reader blocked on a stream
-    that never ends holds no exit up."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._idle = 0  # threads done with their job, taking (or about to take) the next
-
-    def start(self, read: Callable[[], None]) -> None:
-        """Run ``read`` on an idle reader, or on a new one if none is idle."""
-        with self._lock:
-            spawn = not self._idle
-            if not spawn:
-                self._idle -= 1
-        self._jobs.put(read)
-        if spawn:
-            threading.Thread(target=self._serve, daemon=True, name="tracer-requests").start()
-
-    def _serve(self) -> None:
-        while True:
-            # A fresh context for each job, as a new thread would have: nothing one
-            # stream's reading set is seen by the next's.
-            contextvars.Context().run(self._jobs.get())
-            with self._lock:
-                self._idle += 1
-
-
 class TracerService(tracer_pb2_grpc.TracerServicer):
     def __init__(self, state: DaemonState) -> None:
         self.state = state
-        self.readers = RequestReaders()
+        # A thread started per stream cost the daemon some 0.7 ms of CPU per stream, a
+        # quarter of a whole attach, register and unregister.
+        self.readers = StreamReaders("tracer-requests")
 
     @translate_kernel_errors
     def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> pb.InvokeResponse:
@@ -212,7 +181,7 @@ class TracerSession:
     """
 
     def __init__(self, boot: Boot, owner: Task, requests: Iterator[pb.TracerRequest],
-                 context: grpc.ServicerContext, readers: RequestReaders) -> None:
+                 context: grpc.ServicerContext, readers: StreamReaders) -> None:
         self.boot = boot
         self.kernel = boot.kernel
         self.owner = owner
