@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import threading
 
 import numpy as np
 import pytest
@@ -389,3 +390,31 @@ def test_search_ip_answers_as_searchsorted(data, ips, in_order):
     ip = data.draw(st.sampled_from(ips) if ips and data.draw(st.booleans())
                    else st.integers(0, 2**64 - 1))
     assert search_ip(recs["ip"], ip) == int(np.searchsorted(recs["ip"], np.uint64(ip)))
+
+
+def test_no_callback_runs_while_a_code_update_patches_the_call_sites():
+    """ftrace_run_update_code() raises function_trace_stop around arch_ftrace_update_code():
+    a function whose site is still patched, called on another CPU while a filter change
+    patches (paused in its second pass), reaches ftrace_caller, which returns at its first
+    test; once the update is done the callbacks run again."""
+    with booted(cpus=2) as k:
+        echo(k, "function", "current_tracer")
+        k.failpoints.configure("add_update", "1*pause")
+        writer = threading.Thread(target=echo, args=(k, "vfs_read", "set_ftrace_filter"))
+        writer.start()
+        try:
+            assert k.failpoints.wait_paused("add_update", 1, timeout=30)
+            assert invoke(k, "vfs_write", cpu=1)  # still patched: it enters the trampoline
+            assert functions_traced(k) == []
+        finally:
+            k.failpoints.release("add_update")
+            writer.join(30)
+        assert not writer.is_alive()
+        assert k.ftrace.function_trace_stop == 0
+        assert invoke(k, "vfs_read", cpu=1)
+        assert functions_traced(k) == ["vfs_read"]
+
+
+def functions_traced(k) -> list[str]:
+    """The functions of the function events in the buffer, oldest first."""
+    return [k.symbol_name(ev.ip) for ev in k.ring_buffer.snapshot().events]

@@ -196,7 +196,8 @@ class Ftrace:
     # static __warned, which only a reboot clears.
     warned_once: set[tuple[str, int]] = field(default_factory=set)
     # ``function_trace_stop``: while set, ftrace_caller returns before calling anything
-    # (x86's HAVE_FUNCTION_TRACE_MCOUNT_TEST); ftrace_stop() / ftrace_start() flip it.
+    # (x86's HAVE_FUNCTION_TRACE_MCOUNT_TEST); ftrace_stop() / ftrace_start() set it to
+    # 1 / 0, ftrace_run_update_code() raises it around a code update.
     function_trace_stop: int = 0
     # set_ftrace_pid (pid.py): ``ftrace_pids``, head first as list_add() leaves it, changed
     # under ftrace_lock; a pid of 0 is ftrace_swapper_pid, the idle tasks.
