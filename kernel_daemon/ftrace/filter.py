@@ -151,6 +151,14 @@ def ftrace_process_regex(ft: Ftrace, hash: FtraceHash, buff: str, enable: bool) 
         raise error.with_context(message=quoted(word))
 
 
+def ftrace_filter_reset(ft: Ftrace, hash: FtraceHash) -> None:
+    """``ftrace_filter_reset()``: empty a private copy of a hash, under ``ftrace_lock``
+    (taken inside ``ftrace_regex_lock`` by both callers, ftrace_regex_open() and
+    ftrace_set_regex(): the order every path takes the two in)."""
+    with ft.ftrace_lock:
+        hash.clear()
+
+
 def install_hash(ft: Ftrace, ops: FtraceOps, enable: bool, hash: FtraceHash) -> None:
     """The common tail of ``ftrace_set_regex`` and ``ftrace_regex_release``: move the
     edited copy in place and patch if the ops is live; ftrace_lock held."""
@@ -167,7 +175,7 @@ def ftrace_set_regex(ft: Ftrace, ops: FtraceOps, buf: str | None, reset: bool, e
     with ft.ftrace_regex_lock:
         hash = (ops.filter_hash if enable else ops.notrace_hash).copy()
         if reset:
-            hash.clear()
+            ftrace_filter_reset(ft, hash)
         # 3.6 matches the whole buffer as one pattern, with no command parsing.
         if buf and not ftrace_match_records(ft, hash, buf):
             raise KernelError(errno.EINVAL, f"{quoted(buf)} selects no function")
