@@ -169,15 +169,22 @@ def install_hash(ft: Ftrace, ops: FtraceOps, enable: bool, hash: FtraceHash) -> 
 
 @kernel_function
 def ftrace_set_regex(ft: Ftrace, ops: FtraceOps, buf: str | None, reset: bool, enable: bool) -> None:
-    """``ftrace_set_regex()``: edit a copy of the ops' hash and install it."""
+    """``ftrace_set_regex()``: edit a copy of the ops' hash and install it.
+
+    The copy is taken before ``ftrace_regex_lock``, with no lock, as in 3.6: of two calls
+    on one ops at once, the one that installs last may install a copy taken before the
+    other installed, and that one's change is lost.  ``buf`` None is the C's NULL (no
+    pattern); ``""`` is a pattern of length 0, which no name matches: EINVAL.  (3.6 first
+    sends a GLOBAL ops to ``global_ops``; no caller here passes one.)
+    """
     if ft.ftrace_disabled:
         raise ftrace_disabled_error()
+    hash = (ops.filter_hash if enable else ops.notrace_hash).copy()
     with ft.ftrace_regex_lock:
-        hash = (ops.filter_hash if enable else ops.notrace_hash).copy()
         if reset:
             ftrace_filter_reset(ft, hash)
         # 3.6 matches the whole buffer as one pattern, with no command parsing.
-        if buf and not ftrace_match_records(ft, hash, buf):
+        if buf is not None and not ftrace_match_records(ft, hash, buf):
             raise KernelError(errno.EINVAL, f"{quoted(buf)} selects no function")
         with ft.ftrace_lock:
             install_hash(ft, ops, enable, hash)
