@@ -90,8 +90,10 @@ FAILPOINT_SITES: dict[str, str] = {
     # trace.c's and module.c's DEFINE_MUTEXes: a call waiting for one says so as one
     # waiting for ftrace_lock does (a replayed interleaving's racing step, clients.stress).
     "__mutex_lock_slowpath:trace_types_lock":
-        "current_tracer, trace_options, options/*, tracing_enabled, opening trace, trace_pipe "
-        "(its opens, reads and releases; trace.c): "
+        "current_tracer, trace_options, options/*, tracing_enabled, buffer_size_kb (its "
+        "reads and writes, per_cpu's too), buffer_total_size_kb, free_buffer's release, "
+        "set_event and events/*/enable writes, opening trace, trace_pipe (its opens, reads "
+        "and releases; trace.c): "
         "trace_types_lock is held by another task, before this one sleeps waiting for it "
         "(pause here proves a call is blocked on the lock)",
     "__mutex_lock_slowpath:module_mutex":
