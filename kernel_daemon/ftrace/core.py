@@ -26,8 +26,7 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.kasan import FreedPageAccess
 from kernel_daemon.ftrace.hash import FtraceHash
-from kernel_daemon.ftrace.ops import (FTRACE_OPS_FL_GLOBAL, FtraceFunc, FtraceOps,
-                                      ftrace_ops_test, ftrace_stub)
+from kernel_daemon.ftrace.ops import FtraceFunc, FtraceOps, ftrace_ops_test, ftrace_stub
 from kernel_daemon.ftrace.records import RecordPages
 from kernel_daemon.mutex import Mutex
 from kernel_daemon.panic import Panic
@@ -176,8 +175,10 @@ class Ftrace:
     # enabled_functions' t_start() knows whether the records it selected at the last read
     # still are the ones with a count.  The model's, not 3.6's.
     rec_counts_gen: int = 0
+    # 3.6's global_ops has no flags of its own (not GLOBAL: it stands for the GLOBAL ops);
+    # ftrace_startup() sets ENABLED on it.
     global_ops: FtraceOps = field(default_factory=lambda: FtraceOps(
-        "global_ops", flags=FTRACE_OPS_FL_GLOBAL, core_data=True))
+        "global_ops", core_data=True))
     # Lists are pushed at the head, as add_ftrace_ops() does; readers take the tuple
     # published in ``ops_snapshot`` (the model's RCU: replaced, never edited).
     ftrace_ops_list: list[FtraceOps] = field(default_factory=list)
