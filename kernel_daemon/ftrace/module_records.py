@@ -282,8 +282,6 @@ def ftrace_process_locs(ft: Ftrace, mod: object | None, module_name: str,
         ft.failpoints.fire(BEFORE_COUNT)
     with ft.ftrace_lock:
         try:
-            if mod is not None and ft.ftrace_disabled:
-                return
             ft.pages.link(new_pgs)
             ftrace_update_code(ft, mod, new_pgs, sample.ops if sample else None)
         finally:
