@@ -8,6 +8,12 @@ on file-scope statics: ``register.py`` (ops registration, startup/shutdown),
 filter API and the regex files), ``pid.py`` (``set_ftrace_pid``), ``probe.py``
 (function probes, which the ``traceon`` / ``traceoff`` commands register),
 ``profile.py`` (the function profiler) and ``consistency.py`` (the model's own check).
+
+Versions: the semantics are the spec's [3.6.5].  Every source line number in the model
+(the WARNINGs' ``at kernel/trace/ftrace.c:N``, trace.c's, the ``LINE_*`` constants) is
+counted in the 3.6.0 tree New-B/Linux3.6 (Makefile ``SUBLEVEL = 0``), the reference at
+hand.  The one line the spec gives for 3.6.5, the underflow check at ftrace.c:1529, is
+the same line there; the others were not checked against a 3.6.5 tree.
 """
 
 from __future__ import annotations
@@ -301,7 +307,8 @@ def clear_ftrace_function(ft: Ftrace) -> None:
 def FTRACE_WARN_ON(ft: Ftrace, cond: bool, line: int) -> bool:  # noqa: N802 - the kernel macro
     """``FTRACE_WARN_ON(cond)``: WARN_ON at ``ftrace.c:line``, then ``ftrace_kill()``.
 
-    ``line`` is the source line of the check in 3.6.5, which the WARNING names.
+    ``line`` is the source line of the check, which the WARNING names (counted in the
+    3.6.0 tree: see the module's docstring).
     """
     if cond:
         WARN_ON(ft, line)

@@ -80,10 +80,14 @@ def match_records(ft: Ftrace, hash: FtraceHash, buff: str, mod: str | None, nega
 
 
 def ftrace_match_records(ft: Ftrace, hash: FtraceHash, buff: str) -> bool:
+    """``ftrace_match_records()``: ``match_records()`` over every record, no module."""
     return match_records(ft, hash, buff, None, False)
 
 
 def ftrace_match_module_records(ft: Ftrace, hash: FtraceHash, buff: str, mod: str) -> bool:
+    """``ftrace_match_module_records()``: ``match_records()`` over ``mod``'s records;
+    ``*`` is all of them, ``!`` / ``!*`` removes all of them.  3.6 writes the NUL into
+    the caller's buffer; here the string is rebound."""
     negate = False
     if buff == "*":  # blank or '*' mean the same
         buff = ""

@@ -36,8 +36,8 @@ FTRACE_START_FUNC_RET = 1 << 3
 FTRACE_STOP_FUNC_RET = 1 << 4
 
 # The FTRACE_WARN_ON_ONCE(1) of each case of ftrace_bug() (-EFAULT, -EINVAL, -EPERM,
-# default), in kernel/trace/ftrace.c of the 3.6.0 tree New-B/Linux3.6, counted in the
-# file; 3.2.7 has them at 1482/1487/1494/1499 (spec §5.2).
+# default), in kernel/trace/ftrace.c (which tree: core.py's docstring); 3.2.7 has them
+# at 1482/1487/1494/1499 (spec §5.2).
 LINE_FTRACE_BUG_EFAULT = 1578
 LINE_FTRACE_BUG_EINVAL = 1583
 LINE_FTRACE_BUG_EPERM = 1590

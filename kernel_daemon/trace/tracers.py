@@ -29,8 +29,8 @@ from kernel_daemon.unwind import kernel_function
 
 MAX_TRACER_SIZE = 100
 TRACE_C = "kernel/trace/trace.c"
-# The lines of the WARNs below in kernel/trace/trace.c of the 3.6.0 tree New-B/Linux3.6,
-# counted in the file: tracing_start()'s WARN_ON_ONCE(1) on a trace_stop_count below
+# The lines of the WARNs below in kernel/trace/trace.c (which tree: ftrace/core.py's
+# docstring): tracing_start()'s WARN_ON_ONCE(1) on a trace_stop_count below
 # zero, and tracing_ctrl_write()'s WARN_ONCE(1, "tracing_enabled is deprecated...").
 LINE_TRACING_START_UNDERFLOW = 1000
 LINE_TRACING_ENABLED_DEPRECATED = 2969
