@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,7 +18,9 @@ from kernel_daemon.ftrace.regex import MatchType, filter_parse_regex, ftrace_mat
 from kernel_daemon.ftrace.regex_file import (FTRACE_BUFF_MAX, TraceParser, ftrace_regex_open,
                                              ftrace_regex_release, ftrace_regex_write,
                                              trace_get_user)
+from kernel_daemon.mutex import Acquisitions
 from tests.kernel_helpers import booted, echo, modprobe, rmmod, t_show_all
+from tests.test_race_windows import Step
 
 
 @pytest.fixture(scope="module")
@@ -264,3 +267,36 @@ def test_stale_entries_are_not_listed_but_keep_the_filter_nonempty():
         assert kernel.ftrace.global_ops.filter_hash.count == 1
         modprobe(kernel, "uinput")  # same address: the entry is visible again
         assert t_show_all(kernel.ftrace, Listing.FILTER) == "uinput_release [uinput]\n"
+
+
+def test_an_o_trunc_open_empties_its_copy_under_ftrace_lock():
+    """ftrace_filter_reset() takes ftrace_lock, inside ftrace_regex_lock: an O_TRUNC open
+    that has copied the hash (under ftrace_lock, noted) and then waited for another
+    writer's ftrace_regex_lock goes on to wait for ftrace_lock, held by a third task by
+    then; let go, it opens with an empty copy."""
+    with booted() as k:
+        ft = k.ftrace
+        echo(k, "vfs_read", "set_ftrace_filter")
+        noted = Acquisitions()
+        opened = []
+
+        def open_truncating() -> None:
+            with noted:
+                opened.append(ftrace_regex_open(ft, ft.global_ops, True, True))
+
+        with ft.ftrace_regex_lock:
+            opening = Step(open_truncating)
+            deadline = time.monotonic() + 30
+            while not noted.times:  # the copy done: it waits for ftrace_regex_lock
+                assert opening.is_alive() and time.monotonic() < deadline
+                time.sleep(0.005)
+            ft.ftrace_lock.acquire()
+        try:
+            assert opening.blocked()
+        finally:
+            ft.ftrace_lock.release()
+        opening.finish()
+        [iter] = opened
+        assert len(noted.times) == 2 and not iter.hash
+        ftrace_regex_release(ft, iter)
+        assert filter_names(k) == [ALL_FUNCTIONS_BANNER.decode().strip()]

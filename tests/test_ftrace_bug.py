@@ -34,6 +34,7 @@ from kernel_daemon.kernel import BootOptions, Kernel
 from kernel_daemon.printk import LogRecord
 from kernel_daemon.task import running_as
 from tests.kernel_helpers import BASH, booted, echo, modprobe, record, rmmod, warnings
+from tests.test_race_windows import Step
 
 # Every record of a kernel booted by booted(): core_functions=4096, no module loaded.
 CORE = 4096
@@ -490,3 +491,24 @@ def test_a_filter_file_closed_after_ftrace_kill_still_moves_its_hash():
         assert record(ft, "vfs_write") == (0, False)
         assert warnings(kernel) == []
         assert_dead(kernel)
+
+
+def test_a_load_that_finds_ftrace_dead_behind_ftrace_lock_still_links_its_pages():
+    """ftrace_init_module() tests ftrace_disabled without the lock; ftrace_process_locs()
+    then links the pages under it with no second test, and ftrace_update_code() returns
+    -1 at the first record: ftrace killed while the load waited for the lock leaves the
+    module's records on the list, unconverted, with no count."""
+    slowpath = "__mutex_lock_slowpath:ftrace_lock"
+    with booted() as kernel:
+        total = kernel.ftrace.ftrace_update_tot_cnt
+        kernel.failpoints.configure(slowpath, "1*pause")
+        with kernel.ftrace.ftrace_lock:
+            load = Step(modprobe, kernel, "uinput")
+            assert kernel.failpoints.wait_paused(slowpath, 1, timeout=30)
+            ftrace_kill(kernel.ftrace)
+            kernel.failpoints.release(slowpath)
+        load.finish()
+        assert kernel.modules.find_module("uinput") is not None
+        [uinput] = [pg for pg in kernel.ftrace.pages.groups if pg.module_name == "uinput"]
+        assert uinput.unconverted and not uinput.flags.any()
+        assert kernel.ftrace.ftrace_update_tot_cnt == total

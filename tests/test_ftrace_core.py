@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import errno
+import inspect
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -11,6 +15,7 @@ from hypothesis import strategies as st
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
+from kernel_daemon.ftrace import filter as filter_mod
 from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL, FtraceOps
@@ -21,6 +26,7 @@ from kernel_daemon.module.catalog import load_catalog
 from kernel_daemon.tracefs.tree import mount
 from tests.kernel_helpers import (T, booted, cat, echo, invoke, modprobe, record,
                                   reproducer_until_reload, rmmod, t_show_all, warnings)
+from tests.test_race_windows import Step
 
 
 def test_buggy_reproducer_warns_once_through_ftrace_shutdown_and_kills_ftrace():
@@ -389,3 +395,78 @@ def test_search_ip_answers_as_searchsorted(data, ips, in_order):
     ip = data.draw(st.sampled_from(ips) if ips and data.draw(st.booleans())
                    else st.integers(0, 2**64 - 1))
     assert search_ip(recs["ip"], ip) == int(np.searchsorted(recs["ip"], np.uint64(ip)))
+
+
+def test_no_callback_runs_while_a_code_update_patches_the_call_sites():
+    """ftrace_run_update_code() raises function_trace_stop around arch_ftrace_update_code():
+    a function whose site is still patched, called on another CPU while a filter change
+    patches (paused in its second pass), reaches ftrace_caller, which returns at its first
+    test; once the update is done the callbacks run again."""
+    with booted(cpus=2) as k:
+        echo(k, "function", "current_tracer")
+        k.failpoints.configure("add_update", "1*pause")
+        writer = threading.Thread(target=echo, args=(k, "vfs_read", "set_ftrace_filter"))
+        writer.start()
+        try:
+            assert k.failpoints.wait_paused("add_update", 1, timeout=30)
+            assert invoke(k, "vfs_write", cpu=1)  # still patched: it enters the trampoline
+            assert functions_traced(k) == []
+        finally:
+            k.failpoints.release("add_update")
+            writer.join(30)
+        assert not writer.is_alive()
+        assert k.ftrace.function_trace_stop == 0
+        assert invoke(k, "vfs_read", cpu=1)
+        assert functions_traced(k) == ["vfs_read"]
+
+
+def functions_traced(k) -> list[str]:
+    """The functions of the function events in the buffer, oldest first."""
+    return [k.symbol_name(ev.ip) for ev in k.ring_buffer.snapshot().events]
+
+
+def test_two_set_filter_calls_at_once_can_lose_one_change():
+    """ftrace_set_regex() copies the hash before ftrace_regex_lock, with no lock, as 3.6
+    does: a call that copied while another held the lock (paused in ftrace_hash_move,
+    about to install vfs_write) then installs its own copy, without vfs_write."""
+    site = "ftrace_hash_move:after_disable"
+    with booted() as k:
+        ops = FtraceOps("mine")
+        k.failpoints.configure(site, "1*pause")
+        first = Step(ftrace_set_filter, k.ftrace, ops, "vfs_write", False)
+        assert k.failpoints.wait_paused(site, 1, timeout=30)
+        second = Step(ftrace_set_filter, k.ftrace, ops, "vfs_read", False)
+        waiting_for_regex_lock(second)
+        k.failpoints.release(site)
+        first.finish()
+        second.finish()
+        assert {k.symbol_name(ip) for ip in ops.filter_hash.ips()} == {"vfs_read"}
+
+
+def waiting_for_regex_lock(step: Step, timeout: float = 30) -> None:
+    """Return once ``step`` waits at ftrace_set_regex()'s mutex_lock(&ftrace_regex_lock)."""
+    code = filter_mod.ftrace_set_regex.__wrapped__.__code__
+    lines, first = inspect.getsourcelines(code)
+    [at] = [first + i for i, line in enumerate(lines) if "with ft.ftrace_regex_lock" in line]
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = sys._current_frames().get(step.ident)
+        if frame is not None and frame.f_code is code and frame.f_lineno == at:
+            return
+        assert step.is_alive() and time.monotonic() < deadline, "it never waited there"
+        time.sleep(0.005)
+
+
+def test_set_filter_with_an_empty_pattern_is_einval_and_none_is_no_pattern():
+    """3.6's ftrace_set_regex() matches a non-NULL buf of length 0, which no name matches
+    (EINVAL, the hash left as it was); NULL with reset empties the hash."""
+    with booted() as k:
+        ops = FtraceOps("mine")
+        ftrace_set_filter(k.ftrace, ops, "vfs_read", False)
+        for reset in (False, True):
+            with pytest.raises(KernelError) as exc:
+                ftrace_set_filter(k.ftrace, ops, "", reset)
+            assert exc.value.errno == errno.EINVAL
+            assert ops.filter_hash.count == 1
+        ftrace_set_filter(k.ftrace, ops, None, True)
+        assert ops.filter_hash.count == 0

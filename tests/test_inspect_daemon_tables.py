@@ -25,7 +25,7 @@ from tests.test_workload_inspect import inspect_main
 LOAD_COUNT = "ftrace_update_code:before_count"
 KERNEL_OPS = [
     "ID FLAGS          FILTER NOTRACE NAME       OWNER",
-    " 2 ENABLED|GLOBAL      1       1 global_ops -",
+    " 2 ENABLED             1       1 global_ops -",
     " 3 ENABLED|GLOBAL      0       0 trace_ops  -",
 ]
 
@@ -156,11 +156,11 @@ def test_ops_samples_show_what_a_paused_load_counts_from_beside_the_ops_now(spaw
         assert out.splitlines() == [
             f"module uinput: loading by bash/{loading.proc.pid}, paused at {LOAD_COUNT}",
             "  sampled without ftrace_lock (its new records' counts come from these):",
-            "    ID FLAGS          FILTER NOTRACE NAME       OWNER",
-            "     2 ENABLED|GLOBAL      0       0 global_ops -",
+            "    ID FLAGS   FILTER NOTRACE NAME       OWNER",
+            "     2 ENABLED      0       0 global_ops -",
             "  enabled now (what ftrace_update_code() reads under ftrace_lock):",
-            "    ID FLAGS          FILTER NOTRACE NAME       OWNER",
-            "     2 ENABLED|GLOBAL      1       0 global_ops -",
+            "    ID FLAGS   FILTER NOTRACE NAME       OWNER",
+            "     2 ENABLED      1       0 global_ops -",
             "        filter  vfs_read",
             "  changed since the sample, lost to its counts:",
             "    global_ops (2): filter +vfs_read (was empty: every function, now 1 function)"]

@@ -255,7 +255,7 @@ def test_what_the_teardown_refuses_says_why_the_kernel_went(reason):
         kernel.shutdown(reason)
     ips = np.array([0xFFFFFFFFA0000000], dtype=np.uint64)
     assert [refused(lambda: file_read(pipe, 4096)),
-            refused(lambda: kernel.ring_buffer.resize_kb(8)),
+            refused(lambda: kernel.ring_buffer.resize(8 << 10)),
             refused(lambda: kernel.ftrace.pages.allocate(None, "m", ips, np.array(["f"])))] == [
         (errno.ENODEV, reason),
         (errno.ENODEV, f"{reason}: its ring buffer is gone"),

@@ -16,7 +16,7 @@ from clients.stress.history import Op
 from clients.stress.minimize import Target, ddmin, took_effect
 from clients.stress.report import OpsTally, RunResult, WorkerRecord
 from ftrace.v1 import kernel_pb2
-from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL
+from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FTRACE_OPS_FL_GLOBAL
 from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED
 from kernel_daemon.ftrace.snapshot import GroupSnapshot, RecordsReader, RecordsSnapshot
 from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
@@ -141,10 +141,10 @@ def test_an_operation_that_ended_while_an_anomaly_was_observed_was_in_flight_not
 
 def test_one_reference_more_than_the_enabled_ops_is_a_leaked_reference():
     """The shared-memory check's upper bound is the number of counted ops (each ops on
-    ftrace_ops_list, of the GLOBAL ones only global_ops, whose hashes the function
-    tracer's ops uses): a record one above it holds a reference no ops owns. Here two
-    counted ops, a third GLOBAL one not counted: the record at 3 is the one anomaly."""
-    ops = [kernel_pb2.OpsInfo(name="global_ops", flags=FTRACE_OPS_FL_GLOBAL, enabled=True,
+    ftrace_ops_list, global_ops among them, not the GLOBAL ones whose hashes are
+    global_ops'): a record one above it holds a reference no ops owns. Here two counted
+    ops, a third GLOBAL one not counted: the record at 3 is the one anomaly."""
+    ops = [kernel_pb2.OpsInfo(name="global_ops", flags=FTRACE_OPS_FL_ENABLED, enabled=True,
                               filter_count=1),
            kernel_pb2.OpsInfo(name="trace_ops", flags=FTRACE_OPS_FL_GLOBAL, enabled=True),
            kernel_pb2.OpsInfo(name="mine", enabled=True, filter_count=1)]

@@ -22,6 +22,7 @@ from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
 from tests.kernel_helpers import (BASH, T, booted, cat, cat_bytes, echo, invoke, mask_str,
                                  modprobe, reproducer_until_reload, write)
+from tests.test_race_windows import Step
 from tests.test_trace_output import LAT_HELP
 
 HEADER_36 = (
@@ -631,3 +632,39 @@ def test_buffer_size_kb_is_shifted_to_bytes_in_an_unsigned_long():
         write(vfs, f"{T}/buffer_size_kb", b"%d\n" % (2 ** 54 + 1))
         assert cat(vfs, f"{T}/buffer_size_kb") == "1\n"
         assert k.ring_buffer.counters(0).capacity == rb_capacity(1024)
+
+
+@pytest.mark.parametrize("path, data", [
+    ("buffer_size_kb", None), ("buffer_total_size_kb", None),
+    ("per_cpu/cpu0/buffer_size_kb", None), ("buffer_size_kb", b"8\n"),
+    ("set_event", b"sched\n"), ("free_buffer", b"\n"), ("current_tracer", b"function\n")])
+def test_the_buffer_sizing_paths_take_trace_types_lock(path, data):
+    """3.6 reads and resizes the buffer under trace_types_lock (tracing_entries_read,
+    tracing_total_entries_read, tracing_resize_ring_buffer, free_buffer's release too,
+    tracing_update_buffers and tracing_set_tracer's expansion): with the lock held, each
+    waits for it, the buffer not yet expanded; let go, it goes on."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        with k.tracing.trace_types_lock:
+            if data is None:
+                step = Step(as_bash, cat, vfs, f"{T}/{path}")
+            else:
+                step = Step(as_bash, write_errno, vfs, f"{T}/{path}", data)
+            assert step.blocked()
+            assert not k.ring_buffer.expanded
+        step.finish()
+        assert k.ring_buffer.expanded == (data is not None)
+
+
+def as_bash(fn: Callable[..., Any], *args: Any) -> Any:
+    with running_as(BASH):
+        return fn(*args)
+
+
+def write_errno(vfs, path: str, data: bytes) -> int:
+    """write(2) of ``data``: 0, or the errno it failed with (set_event's EINVAL)."""
+    try:
+        write(vfs, path, data)
+    except KernelError as exc:
+        return exc.errno
+    return 0

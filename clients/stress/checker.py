@@ -190,10 +190,10 @@ def consistency_anomalies(report: kernel_pb2.ConsistencyReport, start: int,
 
 
 def counted_ops(ops: list[kernel_pb2.OpsInfo]) -> list[kernel_pb2.OpsInfo]:
-    """The enabled ops that hold references: every ops on ftrace_ops_list; of the
-    GLOBAL ones only global_ops itself (the function tracer's ops uses its hashes)."""
-    return [o for o in ops if o.enabled and (not o.flags & FTRACE_OPS_FL_GLOBAL
-                                             or o.name == "global_ops")]
+    """The enabled ops that hold references: every ops on ftrace_ops_list, global_ops
+    among them, but not the GLOBAL ones it stands for (the function tracer's ops uses
+    its hashes)."""
+    return [o for o in ops if o.enabled and not o.flags & FTRACE_OPS_FL_GLOBAL]
 
 
 def snapshot_anomalies(snap: RecordsSnapshot, ops: list[kernel_pb2.OpsInfo],

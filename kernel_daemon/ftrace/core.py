@@ -8,6 +8,12 @@ on file-scope statics: ``register.py`` (ops registration, startup/shutdown),
 filter API and the regex files), ``pid.py`` (``set_ftrace_pid``), ``probe.py``
 (function probes, which the ``traceon`` / ``traceoff`` commands register),
 ``profile.py`` (the function profiler) and ``consistency.py`` (the model's own check).
+
+Versions: the semantics are the spec's [3.6.5].  Every source line number in the model
+(the WARNINGs' ``at kernel/trace/ftrace.c:N``, trace.c's, the ``LINE_*`` constants) is
+counted in the 3.6.0 tree New-B/Linux3.6 (Makefile ``SUBLEVEL = 0``), the reference at
+hand.  The one line the spec gives for 3.6.5, the underflow check at ftrace.c:1529, is
+the same line there; the others were not checked against a 3.6.5 tree.
 """
 
 from __future__ import annotations
@@ -26,8 +32,7 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.failpoints import Failpoints
 from kernel_daemon.kasan import FreedPageAccess
 from kernel_daemon.ftrace.hash import FtraceHash
-from kernel_daemon.ftrace.ops import (FTRACE_OPS_FL_GLOBAL, FtraceFunc, FtraceOps,
-                                      ftrace_ops_test, ftrace_stub)
+from kernel_daemon.ftrace.ops import FtraceFunc, FtraceOps, ftrace_ops_test, ftrace_stub
 from kernel_daemon.ftrace.records import RecordPages
 from kernel_daemon.mutex import Mutex
 from kernel_daemon.panic import Panic
@@ -90,8 +95,10 @@ FAILPOINT_SITES: dict[str, str] = {
     # trace.c's and module.c's DEFINE_MUTEXes: a call waiting for one says so as one
     # waiting for ftrace_lock does (a replayed interleaving's racing step, clients.stress).
     "__mutex_lock_slowpath:trace_types_lock":
-        "current_tracer, trace_options, options/*, tracing_enabled, opening trace, trace_pipe "
-        "(its opens, reads and releases; trace.c): "
+        "current_tracer, trace_options, options/*, tracing_enabled, buffer_size_kb (its "
+        "reads and writes, per_cpu's too), buffer_total_size_kb, free_buffer's release, "
+        "set_event and events/*/enable writes, opening trace, trace_pipe (its opens, reads "
+        "and releases; trace.c): "
         "trace_types_lock is held by another task, before this one sleeps waiting for it "
         "(pause here proves a call is blocked on the lock)",
     "__mutex_lock_slowpath:module_mutex":
@@ -174,8 +181,10 @@ class Ftrace:
     # enabled_functions' t_start() knows whether the records it selected at the last read
     # still are the ones with a count.  The model's, not 3.6's.
     rec_counts_gen: int = 0
+    # 3.6's global_ops has no flags of its own (not GLOBAL: it stands for the GLOBAL ops);
+    # ftrace_startup() sets ENABLED on it.
     global_ops: FtraceOps = field(default_factory=lambda: FtraceOps(
-        "global_ops", flags=FTRACE_OPS_FL_GLOBAL, core_data=True))
+        "global_ops", core_data=True))
     # Lists are pushed at the head, as add_ftrace_ops() does; readers take the tuple
     # published in ``ops_snapshot`` (the model's RCU: replaced, never edited).
     ftrace_ops_list: list[FtraceOps] = field(default_factory=list)
@@ -196,7 +205,8 @@ class Ftrace:
     # static __warned, which only a reboot clears.
     warned_once: set[tuple[str, int]] = field(default_factory=set)
     # ``function_trace_stop``: while set, ftrace_caller returns before calling anything
-    # (x86's HAVE_FUNCTION_TRACE_MCOUNT_TEST); ftrace_stop() / ftrace_start() flip it.
+    # (x86's HAVE_FUNCTION_TRACE_MCOUNT_TEST); ftrace_stop() / ftrace_start() set it to
+    # 1 / 0, ftrace_run_update_code() raises it around a code update.
     function_trace_stop: int = 0
     # set_ftrace_pid (pid.py): ``ftrace_pids``, head first as list_add() leaves it, changed
     # under ftrace_lock; a pid of 0 is ftrace_swapper_pid, the idle tasks.
@@ -289,6 +299,7 @@ def ftrace_start(ft: Ftrace) -> None:
 def clear_ftrace_function(ft: Ftrace) -> None:
     """``clear_ftrace_function()``: every trampoline target variable to ``ftrace_stub``."""
     ft.ftrace_trace_function = ftrace_stub
+    # Spec §2.1, against 3.6's x86 (ftrace_call keeps its target): the spec wins.
     ft.trampoline_target = ftrace_stub
     ft.ftrace_pid_function = ftrace_stub
 
@@ -296,7 +307,8 @@ def clear_ftrace_function(ft: Ftrace) -> None:
 def FTRACE_WARN_ON(ft: Ftrace, cond: bool, line: int) -> bool:  # noqa: N802 - the kernel macro
     """``FTRACE_WARN_ON(cond)``: WARN_ON at ``ftrace.c:line``, then ``ftrace_kill()``.
 
-    ``line`` is the source line of the check in 3.6.5, which the WARNING names.
+    ``line`` is the source line of the check, which the WARNING names (counted in the
+    3.6.0 tree: see the module's docstring).
     """
     if cond:
         WARN_ON(ft, line)

@@ -6,10 +6,10 @@ non-dynamic ops' function directly, with no hash test, or ``ftrace_ops_list_func
 which tests every ops' hashes on the published list.  No lock is taken, as on a CPU;
 an unpatched site costs one flag test.  After ``ftrace_kill`` patched sites reach
 ``ftrace_stub``.  While ``function_trace_stop`` is set (``ftrace_stop()``, which
-``tracing_stop()`` calls) ``ftrace_caller`` returns at its first test, before any
-callback: the function tracer's, the profiler's, the probes' and every other ops'.
-A batch of calls of a function with probes goes one call at a time while the probes
-act (:func:`probed_calls`).
+``tracing_stop()`` calls, or a code update in progress) ``ftrace_caller`` returns at
+its first test, before any callback: the function tracer's, the profiler's, the
+probes' and every other ops'.  A batch of calls of a function with probes goes one
+call at a time while the probes act (:func:`probed_calls`).
 """
 
 from __future__ import annotations

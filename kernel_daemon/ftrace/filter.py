@@ -80,10 +80,14 @@ def match_records(ft: Ftrace, hash: FtraceHash, buff: str, mod: str | None, nega
 
 
 def ftrace_match_records(ft: Ftrace, hash: FtraceHash, buff: str) -> bool:
+    """``ftrace_match_records()``: ``match_records()`` over every record, no module."""
     return match_records(ft, hash, buff, None, False)
 
 
 def ftrace_match_module_records(ft: Ftrace, hash: FtraceHash, buff: str, mod: str) -> bool:
+    """``ftrace_match_module_records()``: ``match_records()`` over ``mod``'s records;
+    ``*`` is all of them, ``!`` / ``!*`` removes all of them.  3.6 writes the NUL into
+    the caller's buffer; here the string is rebound."""
     negate = False
     if buff == "*":  # blank or '*' mean the same
         buff = ""
@@ -151,6 +155,14 @@ def ftrace_process_regex(ft: Ftrace, hash: FtraceHash, buff: str, enable: bool) 
         raise error.with_context(message=quoted(word))
 
 
+def ftrace_filter_reset(ft: Ftrace, hash: FtraceHash) -> None:
+    """``ftrace_filter_reset()``: empty a private copy of a hash, under ``ftrace_lock``
+    (taken inside ``ftrace_regex_lock`` by both callers, ftrace_regex_open() and
+    ftrace_set_regex(): the order every path takes the two in)."""
+    with ft.ftrace_lock:
+        hash.clear()
+
+
 def install_hash(ft: Ftrace, ops: FtraceOps, enable: bool, hash: FtraceHash) -> None:
     """The common tail of ``ftrace_set_regex`` and ``ftrace_regex_release``: move the
     edited copy in place and patch if the ops is live; ftrace_lock held."""
@@ -161,15 +173,22 @@ def install_hash(ft: Ftrace, ops: FtraceOps, enable: bool, hash: FtraceHash) -> 
 
 @kernel_function
 def ftrace_set_regex(ft: Ftrace, ops: FtraceOps, buf: str | None, reset: bool, enable: bool) -> None:
-    """``ftrace_set_regex()``: edit a copy of the ops' hash and install it."""
+    """``ftrace_set_regex()``: edit a copy of the ops' hash and install it.
+
+    The copy is taken before ``ftrace_regex_lock``, with no lock, as in 3.6: of two calls
+    on one ops at once, the one that installs last may install a copy taken before the
+    other installed, and that one's change is lost.  ``buf`` None is the C's NULL (no
+    pattern); ``""`` is a pattern of length 0, which no name matches: EINVAL.  (3.6 first
+    sends a GLOBAL ops to ``global_ops``; no caller here passes one.)
+    """
     if ft.ftrace_disabled:
         raise ftrace_disabled_error()
+    hash = (ops.filter_hash if enable else ops.notrace_hash).copy()
     with ft.ftrace_regex_lock:
-        hash = (ops.filter_hash if enable else ops.notrace_hash).copy()
         if reset:
-            hash.clear()
+            ftrace_filter_reset(ft, hash)
         # 3.6 matches the whole buffer as one pattern, with no command parsing.
-        if buf and not ftrace_match_records(ft, hash, buf):
+        if buf is not None and not ftrace_match_records(ft, hash, buf):
             raise KernelError(errno.EINVAL, f"{quoted(buf)} selects no function")
         with ft.ftrace_lock:
             install_hash(ft, ops, enable, hash)

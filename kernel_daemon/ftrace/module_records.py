@@ -282,8 +282,6 @@ def ftrace_process_locs(ft: Ftrace, mod: object | None, module_name: str,
         ft.failpoints.fire(BEFORE_COUNT)
     with ft.ftrace_lock:
         try:
-            if mod is not None and ft.ftrace_disabled:
-                return
             ft.pages.link(new_pgs)
             ftrace_update_code(ft, mod, new_pgs, sample.ops if sample else None)
         finally:
@@ -296,6 +294,9 @@ def ftrace_process_locs(ft: Ftrace, mod: object | None, module_name: str,
 @kernel_function
 def ftrace_init_module(ft: Ftrace, mod: object, module_name: str,
                        ips: np.ndarray, names: np.ndarray) -> None:
+    """``ftrace_init_module()``: the COMING notifier's work; ``ftrace_disabled`` is
+    tested without ``ftrace_lock``, as in 3.6.  The module's call sites come as ``ips``
+    (``mod->ftrace_callsites``) with their ``names``, for the model's listings."""
     if ft.ftrace_disabled or not len(ips):
         return
     ftrace_process_locs(ft, mod, module_name, ips, names)
@@ -321,6 +322,10 @@ def ftrace_release_mod(ft: Ftrace, mod: object) -> None:
 
 
 def free_module_pages(ft: Ftrace, mod: object) -> None:
+    """The loop of ``ftrace_release_mod()``: unlink every page group of ``mod`` and
+    free it.  3.6 finds a module's pages by ``within_module_core(rec->ip, mod)`` on
+    each page's first record; the model's groups know their module.  Also not 3.6's:
+    the records' seqlock, for the lock-free readers (records.py)."""
     ft.pages.write_begin()
     try:
         for pg in ft.pages.groups:

@@ -35,8 +35,8 @@ FTRACE_FUNC_HASHSIZE = 1 << FTRACE_HASH_BITS
 GOLDEN_RATIO_PRIME_64 = 0x9E37FFFFFFFC0001
 _U64 = (1 << 64) - 1
 # The line of ``WARN_ON(not)`` in __unregister_ftrace_function_probe(), in
-# kernel/trace/ftrace.c of the 3.6.0 tree New-B/Linux3.6, counted in the file (2961 is
-# where the function's definition starts).
+# kernel/trace/ftrace.c (which tree: core.py's docstring; 2961 is where the function's
+# definition starts).
 LINE_UNREGISTER_PROBE_NOT = 2980
 
 # How many probes acted on this thread of execution (a ContextVar, like ``current``):

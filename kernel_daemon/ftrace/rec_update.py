@@ -23,8 +23,8 @@ from kernel_daemon.unwind import kernel_function
 
 # The lines of __ftrace_hash_rec_update()'s two FTRACE_WARN_ON checks (count at
 # FTRACE_REF_MAX after the increment; count 0 before the decrement), in
-# kernel/trace/ftrace.c of the 3.6.0 tree New-B/Linux3.6, counted in the file.  1529 is
-# also the line the report's 3.6.11+ kernel prints (spec §5.1).
+# kernel/trace/ftrace.c (which tree: core.py's docstring).  1529 is also the line the
+# report's 3.6.11+ kernel prints (spec §5.1).
 FTRACE_REC_OVERFLOW_LINE = 1526
 FTRACE_REC_UNDERFLOW_LINE = 1529
 

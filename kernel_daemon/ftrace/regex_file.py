@@ -15,7 +15,8 @@ from typing import Protocol
 
 from kernel_daemon.errno import KernelError, quoted
 from kernel_daemon.ftrace.core import Ftrace, ftrace_disabled_error
-from kernel_daemon.ftrace.filter import ftrace_match_records, ftrace_process_regex, install_hash
+from kernel_daemon.ftrace.filter import (ftrace_filter_reset, ftrace_match_records,
+                                         ftrace_process_regex, install_hash)
 from kernel_daemon.ftrace.hash import FtraceHash
 from kernel_daemon.ftrace.ops import FtraceOps
 from kernel_daemon.strings import ISSPACE_CLASS, skip_spaces
@@ -119,7 +120,7 @@ def ftrace_regex_open(ft: Ftrace, ops: FtraceOps, filter: bool, truncate: bool) 
         hash = (ops.filter_hash if filter else ops.notrace_hash).copy()
     with ft.ftrace_regex_lock:
         if truncate:
-            hash.clear()  # ftrace_filter_reset(iter->hash)
+            ftrace_filter_reset(ft, hash)
     return FtraceIterator(ops, filter, hash)
 
 

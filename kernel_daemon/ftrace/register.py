@@ -17,9 +17,7 @@ from kernel_daemon.ftrace.update import (FTRACE_UPDATE_CALLS, ftrace_startup_ena
                                          update_ftrace_function)
 from kernel_daemon.unwind import kernel_function
 
-# The lines of the checks below in kernel/trace/ftrace.c of the 3.6.0 tree New-B/Linux3.6,
-# counted in the file (whose __ftrace_hash_rec_update underflow check is at 1529, as in
-# the report's 3.6.11+).
+# The lines of the checks below in kernel/trace/ftrace.c (which tree: core.py's docstring).
 # __register_ftrace_function(): FTRACE_WARN_ON(ops == &global_ops), WARN_ON(ENABLED).
 LINE_REGISTER_GLOBAL_OPS = 318
 LINE_REGISTER_BUSY = 321
@@ -48,6 +46,12 @@ def remove_ftrace_ops(ops_list: list[FtraceOps], ops: FtraceOps) -> bool:
 
 @kernel_function
 def __register_ftrace_function(ft: Ftrace, ops: FtraceOps) -> None:
+    """``__register_ftrace_function()``: put ``ops`` on its list and re-pick the
+    trampoline's function; ftrace_lock held.  A GLOBAL ops goes on
+    ``ftrace_global_list``, with ``global_ops`` on ``ftrace_ops_list`` for it.  3.6's
+    CONTROL ops (perf's) have no user here, so neither its list nor its EINVAL for
+    GLOBAL|CONTROL; with ``ftrace_enabled`` 0 the model still publishes the list for
+    its lock-free readers (the kernel's list is the one they read)."""
     if ft.ftrace_disabled:
         raise ftrace_disabled_error()
     if FTRACE_WARN_ON(ft, ops is ft.global_ops, LINE_REGISTER_GLOBAL_OPS):
@@ -74,6 +78,9 @@ def __register_ftrace_function(ft: Ftrace, ops: FtraceOps) -> None:
 
 @kernel_function
 def __unregister_ftrace_function(ft: Ftrace, ops: FtraceOps) -> None:
+    """``__unregister_ftrace_function()``: take ``ops`` off its list and re-pick the
+    trampoline's function; ftrace_lock held.  No CONTROL list (see
+    ``__register_ftrace_function``), and no ``synchronize_sched()``: see the end."""
     if ft.ftrace_disabled:
         raise ftrace_disabled_error()
     if not ops.flags & FTRACE_OPS_FL_ENABLED:
@@ -102,6 +109,8 @@ def __unregister_ftrace_function(ft: Ftrace, ops: FtraceOps) -> None:
 
 @kernel_function
 def ftrace_startup(ft: Ftrace, ops: FtraceOps, command: int) -> None:
+    """``ftrace_startup()``: count the ops' references into the records (a GLOBAL ops
+    through ``global_ops``, the first one only) and patch; as 3.6."""
     if ft.ftrace_disabled:
         raise ftrace_disabled_error()
     ft.ftrace_start_up += 1
@@ -121,6 +130,8 @@ def ftrace_startup(ft: Ftrace, ops: FtraceOps, command: int) -> None:
 
 @kernel_function
 def ftrace_shutdown(ft: Ftrace, ops: FtraceOps, command: int) -> None:
+    """``ftrace_shutdown()``: drop the ops' references (a GLOBAL ops through
+    ``global_ops``, the last one only) and patch; as 3.6, its WARN_ON_ONCEs included."""
     if ft.ftrace_disabled:
         return
     ft.ftrace_start_up -= 1

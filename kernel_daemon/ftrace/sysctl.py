@@ -63,7 +63,8 @@ def ftrace_enable_sysctl(ft: Ftrace, buffer: bytes) -> int:
             # ordering of sysctl ftrace_enabled", Cc stable 2.6.27+); the spec wins here.
             ft.trampoline_target = ft.ftrace_trace_function
         else:
-            # ftrace_trace_function = ftrace_stub; ftrace_shutdown_sysctl()
+            # ftrace_trace_function = ftrace_stub; ftrace_shutdown_sysctl().
+            # The trampoline too: spec §2.6, against 3.6 (no UPDATE_TRACE_FUNC): the spec wins.
             ft.trampoline_target = ft.ftrace_trace_function = ftrace_stub
             if ft.ftrace_start_up:
                 ftrace_run_update_code(ft, FTRACE_DISABLE_CALLS)

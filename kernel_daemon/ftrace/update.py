@@ -36,8 +36,8 @@ FTRACE_START_FUNC_RET = 1 << 3
 FTRACE_STOP_FUNC_RET = 1 << 4
 
 # The FTRACE_WARN_ON_ONCE(1) of each case of ftrace_bug() (-EFAULT, -EINVAL, -EPERM,
-# default), in kernel/trace/ftrace.c of the 3.6.0 tree New-B/Linux3.6, counted in the
-# file; 3.2.7 has them at 1482/1487/1494/1499 (spec §5.2).
+# default), in kernel/trace/ftrace.c (which tree: core.py's docstring); 3.2.7 has them
+# at 1482/1487/1494/1499 (spec §5.2).
 LINE_FTRACE_BUG_EFAULT = 1578
 LINE_FTRACE_BUG_EINVAL = 1583
 LINE_FTRACE_BUG_EPERM = 1590
@@ -246,8 +246,17 @@ def arch_ftrace_update_code(ft: Ftrace, command: int) -> None:
 
 @kernel_function
 def ftrace_run_update_code(ft: Ftrace, command: int) -> None:
-    """``ftrace_run_update_code()``; text is never read-only here, so no prepare/post."""
+    """``ftrace_run_update_code()``: ``function_trace_stop`` raised around
+    ``arch_ftrace_update_code()``, so no callback runs while call sites change
+    (``ftrace_caller`` tests it first); text is never read-only here, so no prepare/post.
+
+    A plain ``++`` / ``--``, as in 3.6, where ``ftrace_stop()`` / ``ftrace_start()``
+    set it to 1 / 0 without ``ftrace_lock``: an ``ftrace_stop()`` during an update is
+    undone by the ``--``, and an ``ftrace_start()`` leaves it at -1 (nonzero: stopped).
+    """
+    ft.function_trace_stop += 1
     arch_ftrace_update_code(ft, command)
+    ft.function_trace_stop -= 1
 
 
 def ftrace_startup_enable(ft: Ftrace, command: int) -> None:

@@ -19,7 +19,8 @@ Model of ``kernel/module.c`` (3.6): ``sys_init_module()`` → ``load_module()``,
   that is in use, mark it GOING, drop the mutex; then the GOING notifiers
   (``ftrace_release_mod()``), then ``free_module()`` unlinks it, drops the references it
   took on the modules it used (``module_unload_free()``) and frees its memory, each
-  step under ``module_mutex``.
+  step under ``module_mutex`` (3.6 frees the memory after dropping it, and allocates it
+  before taking it: see ``ModuleLoader._link_module``).
 
 A module that others use answers ``delete_module`` EWOULDBLOCK ("Other modules depend on
 us: get rid of them first."), and so does a LIVE one that still holds references, as
@@ -225,9 +226,14 @@ class ModuleLoader:
         """``load_module()``: resolve the module's imports, allocate and lay it out, put
         it on the list, then parse ``args`` (``mod->args``) against its parameters.
 
-        The kernel allocates first (``layout_and_allocate()``), the model once the
-        imports are resolved and the name is free: with the module space full, the
-        kernel's ENOMEM comes before an unknown symbol or EEXIST, the model's after.
+        The kernel allocates first (``layout_and_allocate()``, without ``module_mutex``),
+        the model under ``module_mutex`` once the imports are resolved and the name is
+        free: with the module space full, the kernel's ENOMEM comes before an unknown
+        symbol or EEXIST, the model's after; and a load that fails EEXIST, or waits for a
+        symbol, holds no area meanwhile, where 3.6's holds one (a reload racing it may
+        land elsewhere).  Why: the model's address space has no lock of its own (vmalloc's
+        ``vmap_area_lock``), ``module_mutex`` serialises it; moving the allocation wants
+        that lock and a new measurement of the reload at the same address.
         """
         if not spec.in_tree:
             # check_modinfo(): add_taint_module(mod, TAINT_OOT_MODULE) when modinfo lacks
@@ -341,7 +347,14 @@ class ModuleLoader:
 
     def _unlink_and_free(self, mod: Module) -> None:
         """Unlink the module, drop its uses of others, free its memory: ``free_module()``,
-        and ``load_module()`` for a module whose parameters failed."""
+        and ``load_module()`` for a module whose parameters failed.
+
+        3.6 unlinks under ``module_mutex`` (``__unlink_module()``), then
+        ``module_unload_free()`` takes it, then ``module_free()`` runs after it is
+        dropped; the model frees under ``module_mutex`` too, which serialises its
+        address space (no ``vmap_area_lock``: see :meth:`_link_module`).  The order of
+        the steps, and the window between the unlink and the free in which a load can
+        run, are 3.6's."""
         with self.module_mutex:
             self._modules = tuple(m for m in self._modules if m is not mod)
             self._kallsyms.remove_module(mod.name)

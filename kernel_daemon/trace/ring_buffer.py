@@ -32,7 +32,6 @@ import numpy as np
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.shm import SHM_DIR, ShmSegment
-from kernel_daemon.strings import ULONG_MAX
 from kernel_daemon.teardown import SHUT_DOWN, kernel_gone
 from kernel_daemon.trace.buffers import (
     C_BUFFER_ID, C_GENERATION, C_HEAD, C_WRITERS, DIR_MAGIC, MAX_EVENT_RECORDS, RB_EVENT,
@@ -638,20 +637,17 @@ class RingBuffer:
         return self._cpu(cpu).size_bytes
 
     def resize(self, size_bytes: int, cpu: int | None = None) -> None:
-        """``tracing_resize_ring_buffer()``: ``size_bytes`` for every CPU (``cpu`` None,
-        RING_BUFFER_ALL_CPUS) or for one; a CPU whose size changes keeps the newest events
-        that fit, and the buffer is marked expanded."""
+        """``__tracing_resize_ring_buffer(size, cpu)``: ``size_bytes`` for every CPU
+        (``cpu`` None, RING_BUFFER_ALL_CPUS) or for one; a CPU whose size changes keeps the
+        newest events that fit, and the buffer is marked expanded.  The caller holds
+        ``trace_types_lock`` (``Tracing.tracing_resize_ring_buffer``)."""
         self._resize(size_bytes, [cb for cb in self._select(cpu) if cb.size_bytes != size_bytes])
 
-    def resize_kb(self, size_kb: int, cpu: int | None = None) -> None:
-        """``tracing_entries_write()``: a ``buffer_size_kb`` write (the top-level file's, or
-        ``per_cpu/cpuN``'s for ``cpu``); 0 is EINVAL."""
-        if size_kb <= 0:
-            raise KernelError(errno.EINVAL, "buffer_size_kb must be at least 1")
-        self.resize((size_kb << 10) & ULONG_MAX, cpu)  # val <<= 10, in an unsigned long
-
     def expand(self) -> None:
-        """``tracing_update_buffers()``: grow to ``trace_buf_size`` on first use."""
+        """``if (!ring_buffer_expanded) __tracing_resize_ring_buffer(trace_buf_size,
+        RING_BUFFER_ALL_CPUS)``: grow to ``trace_buf_size`` on first use, the body of
+        ``tracing_update_buffers()`` and the first step of ``tracing_set_tracer()``, whose
+        ``trace_types_lock`` the caller holds (``Tracing``)."""
         if not self.expanded:
             self._resize(self.trace_buf_size, self.cpu_buffers)
 

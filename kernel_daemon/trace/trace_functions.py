@@ -50,6 +50,9 @@ class FunctionTracer:
 
         def function_trace_call(ip: int, parent_ip: int, op: FtraceOps | None,
                                 count: int = 1) -> None:
+            """``function_trace_call()``: one event per call, ``count`` calls at once.
+            3.6 first returns while ``ftrace_function_enabled`` is 0 (around the
+            register and from before the unregister); the model has no such flag."""
             sink(ip, parent_ip, count)
 
         self.trace_ops = FtraceOps("trace_ops", func=function_trace_call,
@@ -94,6 +97,8 @@ class FunctionTracer:
 
     @kernel_function
     def function_trace_reset(self) -> None:
+        """``function_trace_reset()``: the ops unregistered, then cmdline recording
+        stopped; as 3.6."""
         self.tracing_stop_function_trace()
         self.cmdlines.tracing_stop_cmdline_record()
 
@@ -105,10 +110,15 @@ class FunctionTracer:
 
     @kernel_function
     def tracing_start_function_trace(self) -> None:
+        """``tracing_start_function_trace()``: register ``trace_ops`` (or the stack
+        variant), its result ignored.  3.6 sets ``ftrace_function_enabled`` to 0 before
+        and to 1 after; the model has no such flag (``function_trace_call``)."""
         ignoring_errors(register_ftrace_function, self.ft, self.registered_ops())
 
     @kernel_function
     def tracing_stop_function_trace(self) -> None:
+        """``tracing_stop_function_trace()``: unregister the ops, its result ignored.
+        3.6 sets ``ftrace_function_enabled`` to 0 first; the model has no such flag."""
         ignoring_errors(unregister_ftrace_function, self.ft, self.registered_ops())
 
     init = function_trace_init

@@ -21,7 +21,7 @@ from typing import Protocol
 from kernel_daemon.errno import KernelError, quoted
 from kernel_daemon.ftrace.core import WARN_ON_ONCE, WARN_ONCE, Ftrace, ftrace_start, ftrace_stop
 from kernel_daemon.mutex import Mutex
-from kernel_daemon.strings import KERNEL_SPACES, c_string, kstrtoul_from_user
+from kernel_daemon.strings import KERNEL_SPACES, ULONG_MAX, c_string, kstrtoul_from_user
 from kernel_daemon.trace.ring_buffer import RingBuffer
 from kernel_daemon.printk import KERN_DEBUG, Printk
 from kernel_daemon.trace.trace_options import TRACE_FLAGS_DEFAULT, TracerFlags, TracerOpt
@@ -29,8 +29,8 @@ from kernel_daemon.unwind import kernel_function
 
 MAX_TRACER_SIZE = 100
 TRACE_C = "kernel/trace/trace.c"
-# The lines of the WARNs below in kernel/trace/trace.c of the 3.6.0 tree New-B/Linux3.6,
-# counted in the file: tracing_start()'s WARN_ON_ONCE(1) on a trace_stop_count below
+# The lines of the WARNs below in kernel/trace/trace.c (which tree: ftrace/core.py's
+# docstring): tracing_start()'s WARN_ON_ONCE(1) on a trace_stop_count below
 # zero, and tracing_ctrl_write()'s WARN_ONCE(1, "tracing_enabled is deprecated...").
 LINE_TRACING_START_UNDERFLOW = 1000
 LINE_TRACING_ENABLED_DEPRECATED = 2969
@@ -214,16 +214,43 @@ class Tracing:
         self.time_start = self.clock()
         self.ring_buffer.reset()
 
+    def tracing_resize_ring_buffer(self, size: int, cpu: int | None = None) -> None:
+        """``tracing_resize_ring_buffer(size, cpu_id)``: ``__tracing_resize_ring_buffer()``
+        under ``trace_types_lock``, for a ``buffer_size_kb`` write and ``free_buffer``'s
+        release; ``cpu`` None is RING_BUFFER_ALL_CPUS."""
+        with self.trace_types_lock:
+            self.ring_buffer.resize(size, cpu)
+
+    def tracing_entries_write(self, val: int, cpu: int | None = None) -> None:
+        """``tracing_entries_write()`` once ``kstrtoul_from_user()`` gave ``val``, in KB:
+        0 is EINVAL, checked before the lock; then ``tracing_resize_ring_buffer()``."""
+        if not val:
+            raise KernelError(errno.EINVAL, "buffer_size_kb must be at least 1")
+        self.tracing_resize_ring_buffer((val << 10) & ULONG_MAX, cpu)  # in an unsigned long
+
+    def tracing_update_buffers(self) -> None:
+        """``tracing_update_buffers()``: under ``trace_types_lock``, the buffer grows to
+        ``trace_buf_size`` on first use (a ``set_event`` or ``events/*/enable`` write)."""
+        with self.trace_types_lock:
+            self.ring_buffer.expand()
+
     @kernel_function
     def tracer_init(self, tracer: Tracer) -> None:
+        """``tracer_init()``: every CPU's buffer cleared (``time_start`` taken), then the
+        tracer's ``init``, which cannot fail here (3.6 returns its error)."""
         self.tracing_reset_online_cpus()
         tracer.init()
 
     @kernel_function
     def tracing_set_tracer(self, name: str) -> None:
-        # 3.6 expands the buffers first, even for a name that turns out unknown.
-        self.ring_buffer.expand()
+        """``tracing_set_tracer()``: under ``trace_types_lock``, expand the buffer first
+        (an ENOMEM there fails before the name is looked up), then the name, the old
+        tracer's ``reset``, ``nop`` in between and ``tracer_init()``.  3.6's
+        ``trace_branch_*`` and ``max_tr`` steps have nothing to act on: no branch tracer, no
+        tracer that uses ``max_tr``."""
         with self.trace_types_lock:
+            # Even for a name that turns out unknown.
+            self.ring_buffer.expand()
             tracer = next((t for t in self.trace_types if t.name == name), None)
             if tracer is None:
                 # The kernel's EINVAL is bare; the message names the word looked up (after

@@ -103,7 +103,7 @@ class SetEventOpenFile(SeqText):
         finds no call it may enable or disable: EINVAL.  Only spaces return the count."""
         if not data:
             return 0
-        self.kernel.ring_buffer.expand()
+        self.kernel.tracing.tracing_update_buffers()
         parser = TraceParser(EVENT_BUF_SIZE + 1)
         read = trace_get_user(parser, data, self.pos)
         self.pos += read
@@ -141,7 +141,7 @@ class SystemEnableOpenFile(SimpleReadOpenFile):
         ``__ftrace_set_clr_event()``, which finds no call it may enable or disable: EINVAL,
         after ``*ppos += cnt``."""
         val = kstrtoul_from_user(copy_from_user(data))
-        self.kernel.ring_buffer.expand()
+        self.kernel.tracing.tracing_update_buffers()
         if val not in (0, 1):
             raise KernelError(errno.EINVAL)
         self.pos += len(data)

@@ -152,7 +152,7 @@ class FreeBufferOpenFile(OpenFile):
         (``buffer_size_kb`` then reads 0).  Every release does it, also of a read open."""
         if self.kernel.tracing.trace_flags & TRACE_ITER_STOP_ON_FREE:
             self.kernel.tracing.tracing_off()
-        self.kernel.ring_buffer.resize(0)
+        self.kernel.tracing.tracing_resize_ring_buffer(0)
 
 
 class FreeBufferFile(FileOps):

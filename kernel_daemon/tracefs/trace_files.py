@@ -346,26 +346,37 @@ def cpu_sizes(kernel: Kernel) -> list[int]:
 
 
 def buffer_size_show(kernel: Kernel) -> str:
+    """``tracing_entries_read()`` for RING_BUFFER_ALL_CPUS, under ``trace_types_lock``."""
     rb = kernel.ring_buffer
-    return buffer_size_kb(cpu_sizes(kernel), rb.expanded, rb.trace_buf_size)
+    with kernel.tracing.trace_types_lock:
+        return buffer_size_kb(cpu_sizes(kernel), rb.expanded, rb.trace_buf_size)
 
 
 def buffer_size_store(kernel: Kernel, data: bytes) -> None:
     """``tracing_entries_write``: KB for every CPU; 0 is EINVAL."""
-    kernel.ring_buffer.resize_kb(kstrtoul_from_user(data))
+    kernel.tracing.tracing_entries_write(kstrtoul_from_user(data))
 
 
 def buffer_total_show(kernel: Kernel) -> str:
+    """``tracing_total_entries_read()``, under ``trace_types_lock``."""
     rb = kernel.ring_buffer
-    return buffer_total_size_kb(cpu_sizes(kernel), rb.expanded, rb.trace_buf_size)
+    with kernel.tracing.trace_types_lock:
+        return buffer_total_size_kb(cpu_sizes(kernel), rb.expanded, rb.trace_buf_size)
+
+
+def cpu_buffer_size_show(kernel: Kernel, cpu: int) -> str:
+    """``tracing_entries_read()`` for one CPU, under ``trace_types_lock``."""
+    with kernel.tracing.trace_types_lock:
+        return f"{kernel.ring_buffer.size_bytes(cpu) >> 10}\n"
 
 
 def cpu_buffer_size_file(cpu: int) -> SimpleFile:
     """``per_cpu/cpuN/buffer_size_kb``: ``tracing_entries_fops`` made 0444, whose read is
     ``"%lu\n"`` of the CPU's KB (never the ``expanded`` form), and whose write, which root
     can still make, resizes that CPU alone (``tracing_resize_ring_buffer(val, cpu)``)."""
-    return SimpleFile(lambda k: f"{k.ring_buffer.size_bytes(cpu) >> 10}\n",
-                      lambda k, data: k.ring_buffer.resize_kb(kstrtoul_from_user(data), cpu),
+    return SimpleFile(lambda k: cpu_buffer_size_show(k, cpu),
+                      lambda k, data: k.tracing.tracing_entries_write(kstrtoul_from_user(data),
+                                                                      cpu),
                       ppos_update=ppos_add_count, llseek=generic_file_llseek, mode=0o444)
 
 
