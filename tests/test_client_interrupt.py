@@ -39,7 +39,7 @@ QUIET_SITE = "__ftrace_hash_rec_update:next_page"
 CHECK_CONSISTENCY = "/ftrace.v1.Kernel/CheckConsistency"
 
 #: Sessions cancelled in a row by the thread tests.
-CANCELLED_SESSIONS = 3
+CANCELLED_SESSIONS = 10
 #: Seconds gRPC's consuming thread is held in the call's lock in _CANCELLED.
 CONSUMER_HOLD = 0.3
 
@@ -288,13 +288,14 @@ def test_cancelled_sessions_leave_no_thread_behind(daemon, session):
             cancelled()
         # Threads of this test's own only (the channel's spin thread ends when no call is
         # left): those of other tests in this process may come and go meanwhile. The
-        # signaller's is one per process, not one per session, and so are the tracer
-        # sessions' readers, kept for the next session: one, the sessions one at a time.
+        # signaller's is one per process, not one per session. The tracer sessions'
+        # readers are kept for the next session: as many as reads were still ending at
+        # once (cancel() does not wait for its read), not one per session.
         wait_until(lambda: not {thread for thread in set(threading.enumerate()) - before
                                 if thread.name not in (SIGNALLER_THREAD, ATTACH_READER_THREAD)},
                    DEADLINE)
         assert len([thread for thread in set(threading.enumerate()) - before
-                    if thread.name == ATTACH_READER_THREAD]) <= 1
+                    if thread.name == ATTACH_READER_THREAD]) < CANCELLED_SESSIONS // 2
 
 
 #: A program whose sessions end with their ``with`` block raising (as a Ctrl-C'd read

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -286,13 +285,11 @@ def test_an_o_trunc_open_empties_its_copy_under_ftrace_lock():
 
         with ft.ftrace_regex_lock:
             opening = Step(open_truncating)
-            deadline = time.monotonic() + 30
-            while not noted.times:  # the copy done: it waits for ftrace_regex_lock
-                assert opening.is_alive() and time.monotonic() < deadline
-                time.sleep(0.005)
+            assert opening.blocked(on=ft.ftrace_regex_lock)
+            assert len(noted.times) == 1  # its copy's
             ft.ftrace_lock.acquire()
         try:
-            assert opening.blocked()
+            assert opening.blocked(on=ft.ftrace_lock)
         finally:
             ft.ftrace_lock.release()
         opening.finish()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import errno
-import inspect
-import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +12,6 @@ from hypothesis import strategies as st
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.ftrace.consistency import AnomalyKind, check_consistency
-from kernel_daemon.ftrace import filter as filter_mod
 from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.listing import Listing, ftrace_avail_open
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL, FtraceOps
@@ -436,25 +432,11 @@ def test_two_set_filter_calls_at_once_can_lose_one_change():
         first = Step(ftrace_set_filter, k.ftrace, ops, "vfs_write", False)
         assert k.failpoints.wait_paused(site, 1, timeout=30)
         second = Step(ftrace_set_filter, k.ftrace, ops, "vfs_read", False)
-        waiting_for_regex_lock(second)
+        assert second.blocked(on=k.ftrace.ftrace_regex_lock)
         k.failpoints.release(site)
         first.finish()
         second.finish()
         assert {k.symbol_name(ip) for ip in ops.filter_hash.ips()} == {"vfs_read"}
-
-
-def waiting_for_regex_lock(step: Step, timeout: float = 30) -> None:
-    """Return once ``step`` waits at ftrace_set_regex()'s mutex_lock(&ftrace_regex_lock)."""
-    code = filter_mod.ftrace_set_regex.__wrapped__.__code__
-    lines, first = inspect.getsourcelines(code)
-    [at] = [first + i for i, line in enumerate(lines) if "with ft.ftrace_regex_lock" in line]
-    deadline = time.monotonic() + timeout
-    while True:
-        frame = sys._current_frames().get(step.ident)
-        if frame is not None and frame.f_code is code and frame.f_lineno == at:
-            return
-        assert step.is_alive() and time.monotonic() < deadline, "it never waited there"
-        time.sleep(0.005)
 
 
 def test_set_filter_with_an_empty_pattern_is_einval_and_none_is_no_pattern():

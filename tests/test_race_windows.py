@@ -43,13 +43,15 @@ class Step(threading.Thread):
         if self.error:
             raise self.error
 
-    def blocked(self, timeout: float = 30) -> bool:
-        """Waiting in ``mutex_lock()`` (the lock it needs is held): True once the thread's
-        innermost frame is :meth:`Mutex.acquire`'s, False if it ends first."""
+    def blocked(self, timeout: float = 30, on: Mutex | None = None) -> bool:
+        """Waiting in ``mutex_lock()`` (the lock it needs is held; ``on``'s, if given): True
+        once the thread's innermost frame is :meth:`Mutex.acquire`'s, False if it ends
+        first."""
         deadline = time.monotonic() + timeout
         while self.is_alive():
             frame = sys._current_frames().get(self.ident)
-            if frame is not None and frame.f_code is Mutex.acquire.__code__:
+            if (frame is not None and frame.f_code is Mutex.acquire.__code__
+                    and (on is None or frame.f_locals.get("self") is on)):
                 return True
             assert time.monotonic() < deadline, "step neither blocked nor finished"
             time.sleep(0.005)

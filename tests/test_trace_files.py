@@ -21,7 +21,7 @@ from kernel_daemon.trace.buffers import rb_capacity
 from kernel_daemon.tracefs.files import file_read, file_release, file_write
 from kernel_daemon.tracefs.tree import mount
 from tests.kernel_helpers import (BASH, T, booted, cat, cat_bytes, echo, invoke, mask_str,
-                                 modprobe, reproducer_until_reload, write)
+                                 modprobe, reproducer_until_reload, write, write_errno)
 from tests.test_race_windows import Step
 from tests.test_trace_output import LAT_HELP
 
@@ -634,11 +634,13 @@ def test_buffer_size_kb_is_shifted_to_bytes_in_an_unsigned_long():
         assert k.ring_buffer.counters(0).capacity == rb_capacity(1024)
 
 
-@pytest.mark.parametrize("path, data", [
-    ("buffer_size_kb", None), ("buffer_total_size_kb", None),
-    ("per_cpu/cpu0/buffer_size_kb", None), ("buffer_size_kb", b"8\n"),
-    ("set_event", b"sched\n"), ("free_buffer", b"\n"), ("current_tracer", b"function\n")])
-def test_the_buffer_sizing_paths_take_trace_types_lock(path, data):
+@pytest.mark.parametrize("path, data, code", [
+    ("buffer_size_kb", None, 0), ("buffer_total_size_kb", None, 0),
+    ("per_cpu/cpu0/buffer_size_kb", None, 0), ("buffer_size_kb", b"8\n", 0),
+    # No such event: it fails after tracing_update_buffers() expanded the buffer.
+    ("set_event", b"sched\n", errno.EINVAL),
+    ("free_buffer", b"\n", 0), ("current_tracer", b"function\n", 0)])
+def test_the_buffer_sizing_paths_take_trace_types_lock(path, data, code):
     """3.6 reads and resizes the buffer under trace_types_lock (tracing_entries_read,
     tracing_total_entries_read, tracing_resize_ring_buffer, free_buffer's release too,
     tracing_update_buffers and tracing_set_tracer's expansion): with the lock held, each
@@ -649,7 +651,7 @@ def test_the_buffer_sizing_paths_take_trace_types_lock(path, data):
             if data is None:
                 step = Step(as_bash, cat, vfs, f"{T}/{path}")
             else:
-                step = Step(as_bash, write_errno, vfs, f"{T}/{path}", data)
+                step = Step(as_bash, written, vfs, f"{T}/{path}", data, code)
             assert step.blocked()
             assert not k.ring_buffer.expanded
         step.finish()
@@ -661,10 +663,9 @@ def as_bash(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
 
 
-def write_errno(vfs, path: str, data: bytes) -> int:
-    """write(2) of ``data``: 0, or the errno it failed with (set_event's EINVAL)."""
-    try:
+def written(vfs, path: str, data: bytes, code: int) -> None:
+    """write(2) of ``data``, which fails with errno ``code``, or succeeds if it is 0."""
+    if code:
+        assert write_errno(vfs, path, data) == code
+    else:
         write(vfs, path, data)
-    except KernelError as exc:
-        return exc.errno
-    return 0

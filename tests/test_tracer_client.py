@@ -275,12 +275,15 @@ def test_a_process_sessions_read_their_events_on_threads_kept_for_the_next(spawn
             two.flush()
             assert [(hit.function, hit.count) for hit in one.take_hits()] == [("vfs_read", 2)]
             assert [(hit.function, hit.count) for hit in two.take_hits()] == [("sys_read", 3)]
+        # Two at most (none when earlier tests of this process left readers idle).
+        assert started.count(ATTACH_READER_THREAD) <= 2
+        kept = len(started)
         with client.attach("three", ["vfs_read"]) as three:
             client.invoke("vfs_read", "sys_read")
             assert three.flush().hits == 1
             assert [hit.count for hit in three.take_hits()] == [1]
-    # Two at most (none when earlier tests of this process left readers idle), not three.
-    assert started.count(ATTACH_READER_THREAD) <= 2
+        # Leaving a session's block waits until its reader is idle: the third takes one.
+        assert ATTACH_READER_THREAD not in started[kept:]
 
 
 def test_tracer_answers_report_when_they_held_ftrace_lock(spawn):

@@ -168,7 +168,7 @@ class Ftrace:
     # The one lock whose acquisitions a system call may ask to have noted (mutex.py);
     # contending for it passes the failpoint __mutex_lock_slowpath:ftrace_lock.
     ftrace_lock: Mutex = field(init=False)
-    ftrace_regex_lock: threading.Lock = field(default_factory=threading.Lock)
+    ftrace_regex_lock: Mutex = field(default_factory=Mutex)
     ftrace_disabled: bool = False
     # The sysctl: an int that keeps any number written to it (proc_dointvec).
     ftrace_enabled: int = 1

@@ -10,8 +10,10 @@ every few operations. Used by both, so it imports nothing of the daemon's.
 from __future__ import annotations
 
 import contextvars
+import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 
 __all__ = ["StreamReaders"]
@@ -25,6 +27,14 @@ class StreamReaders:
 
     def __init__(self, name: str) -> None:
         self._name = name  # the threads' name
+        self._forget_threads()
+        # A forked child has none of the threads: its first job must start one, not wait
+        # in the queue for an idle thread that stayed in the parent. (Weakly: the hook
+        # outlives a pool that is dropped.)
+        forget = weakref.WeakMethod(self._forget_threads)
+        os.register_at_fork(after_in_child=lambda: (method := forget()) is not None and method())
+
+    def _forget_threads(self) -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = \
             queue.SimpleQueue()
         self._lock = threading.Lock()
