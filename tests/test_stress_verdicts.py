@@ -6,7 +6,9 @@ the outcome and exit status table, and the reproducer search's delta debugging.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
+import grpc
 import numpy as np
 import pytest
 
@@ -20,7 +22,7 @@ from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FTRACE_OPS_FL_GLOBAL
 from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED
 from kernel_daemon.ftrace.snapshot import GroupSnapshot, RecordsReader, RecordsSnapshot
 from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
-from tests.test_race_interleavings import interleave
+from tests.test_race_interleavings import ShellProcess, interleave
 
 T = "/sys/kernel/debug/tracing/"
 CORE = ["--core-functions", "2048"]
@@ -148,13 +150,13 @@ def test_one_reference_more_than_the_enabled_ops_is_a_leaked_reference():
                               filter_count=1),
            kernel_pb2.OpsInfo(name="trace_ops", flags=FTRACE_OPS_FL_GLOBAL, enabled=True),
            kernel_pb2.OpsInfo(name="mine", enabled=True, filter_count=1)]
-    stats = kernel_pb2.KernelStats(ftrace_enabled=True, ftrace_start_up=2)
+    listed = kernel_pb2.ListOpsResponse(ops=ops, ftrace_enabled=True, ftrace_start_up=2)
     counts = np.array([0, 1, 2, 3, 2], dtype=np.uint64)
     ips = np.arange(5, dtype=np.uint64) * np.uint64(16) + np.uint64(0xFFFFFFFFA0000000)
     flags = counts | np.where(counts > 0, np.uint64(FTRACE_FL_ENABLED), np.uint64(0))
     snap = RecordsSnapshot(7, (GroupSnapshot(3, "uinput", 0xFFFFFFFFA0000000, ips, flags),),
                            False)
-    anomalies = snapshot_anomalies(snap, ops, stats, 1 * MS, 2 * MS)
+    anomalies = snapshot_anomalies(snap, listed, 1 * MS, 2 * MS)
     assert [a.kind for a in anomalies] == ["leaked reference"]
     [leak] = anomalies
     assert (leak.source, leak.kind, leak.module, leak.records, leak.ops) == (
@@ -237,3 +239,85 @@ def test_a_kasan_report_names_the_module_whose_record_page_was_freed(spawn):
         assert kasan.module == "uinput", kasan.detail
     finally:
         checker.close()
+
+
+class _StatsAskedLate:
+    """``kernel.Stats`` whose ``future`` asks when its answer is first waited for."""
+
+    def __init__(self, stats: grpc.UnaryUnaryMultiCallable) -> None:
+        self._stats = stats
+
+    def __call__(self, request: kernel_pb2.StatsRequest, **kwargs: object) -> object:
+        return self._stats(request, **kwargs)
+
+    def future(self, request: kernel_pb2.StatsRequest) -> _AskedWhenAwaited:
+        return _AskedWhenAwaited(lambda: self._stats.future(request))
+
+
+class _AskedWhenAwaited:
+    """A call's future that asks when its answer is first waited for."""
+
+    def __init__(self, ask: Callable[[], grpc.Future]) -> None:
+        self._ask = ask
+        self._call: grpc.Future | None = None
+
+    def _asked(self) -> grpc.Future:
+        if self._call is None:
+            self._call = self._ask()
+        return self._call
+
+    def result(self, timeout: float | None = None) -> object:
+        return self._asked().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> object:
+        return self._asked().exception(timeout)
+
+    def cancel(self) -> bool:
+        return self._asked().cancel()
+
+
+def test_a_snapshot_judges_the_records_by_the_state_read_with_its_ops(spawn):
+    """S's interleaving, forced: the snapshot's ListOps answers before an update begins,
+    its Stats (which reads the globals without ftrace_lock) from inside it. Here the
+    update is ``echo 1 > ftrace_enabled`` with the function tracer counted but not
+    patched (started with the sysctl 0): ftrace_enabled is 1 from the sysctl's first
+    line, while the records are patched only by the update it runs, held at its first
+    pass (add_breakpoints, ftrace_lock held, no record written yet). Judged by Stats'
+    ftrace_enabled the quiet records were a patch mismatch on a fixed kernel; judged by
+    ListOps' own, read with the ops under the lock, they are as that state leaves
+    them."""
+    site = "add_breakpoints"
+    daemon = spawn(CORE)
+    anomalies: list[Anomaly] = []
+    checker = Checker(daemon.address, 60.0, anomalies.append, lambda why: None)
+    with daemon.connect() as client:
+        client.write_file("/proc/sys/kernel/ftrace_enabled", "0\n")
+        client.write_file(T + "current_tracer", "function\n")
+        checker.reader = RecordsReader(client.stats().shm_namespace)
+        real = checker.client.connection.kernel
+        sysctl: list[ShellProcess] = []
+
+        def list_ops_then_update(request: kernel_pb2.ListOpsRequest) -> grpc.Future:
+            answer = real.ListOps.future(request)
+            answer.result()
+            client.set_failpoint(site, "1*pause")
+            sysctl.append(ShellProcess(daemon.address,
+                                       "echo 1 > /proc/sys/kernel/ftrace_enabled"))
+            client.wait_failpoint(site, 1, timeout=30)
+            return answer
+
+        checker.client.connection.kernel = SimpleNamespace(
+            ListOps=SimpleNamespace(future=list_ops_then_update),
+            Stats=_StatsAskedLate(real.Stats))
+        try:
+            assert checker.check_snapshot()
+            assert client.stats().ftrace_enabled  # Stats answered from inside the update
+        finally:
+            checker.client.connection.kernel = real
+            client.release_failpoint(site)
+            for shell in sysctl:
+                shell.finish()
+            checker.close()
+        assert client.check_consistency().ok
+    assert anomalies == []
+    assert checker.counts["shm"] == 1

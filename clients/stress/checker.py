@@ -9,10 +9,15 @@
   each record's count lies between the number of enabled ops that trace every function
   and the number of enabled ops, and a record is patched exactly when its count is
   non-zero and tracing is started. A snapshot only counts when it is one such state:
-  the page directory's generation and group list are read before ``Stats`` and
-  ``ListOps`` (which takes ftrace_lock, so every critical section begun before it has
-  ended), the records are copied after, and nothing was written or linked in between
-  (the copy has that generation and those groups).
+  the page directory's generation and group list are read before ``ListOps`` (which
+  takes ftrace_lock, so every critical section begun before it has ended), the records
+  are copied after, and nothing was written or linked in between (the copy has that
+  generation and those groups). The state the records are judged by (ftrace_start_up,
+  ftrace_enabled, ftrace_disabled) is ListOps' too, read with the ops under the lock:
+  ``Stats`` reads it without the lock, and asked beside ListOps it may answer from
+  inside an update the ListOps preceded (ftrace_shutdown() lowers ftrace_start_up
+  before it rewrites the records), a state the records were never in. ``Stats`` says
+  only which boot answered.
   A race window that drops the lock mid-operation exposes a state outside the bounds;
   the kernel's locking never does. Under load the two calls take tens of milliseconds
   (ListOps waits for ftrace_lock) while the clients write records every few: a bracket
@@ -196,12 +201,13 @@ def counted_ops(ops: list[kernel_pb2.OpsInfo]) -> list[kernel_pb2.OpsInfo]:
     return [o for o in ops if o.enabled and not o.flags & FTRACE_OPS_FL_GLOBAL]
 
 
-def snapshot_anomalies(snap: RecordsSnapshot, ops: list[kernel_pb2.OpsInfo],
-                       stats: kernel_pb2.KernelStats, start: int, end: int) -> list[Anomaly]:
-    """The bounds of the module docstring, over one quiescent snapshot."""
-    if stats.ftrace_disabled:
+def snapshot_anomalies(snap: RecordsSnapshot, listed: kernel_pb2.ListOpsResponse,
+                       start: int, end: int) -> list[Anomaly]:
+    """The bounds of the module docstring, over one quiescent snapshot and the ops
+    and global state ``ListOps`` read together under ftrace_lock."""
+    if listed.ftrace_disabled:
         return []  # after ftrace_kill() the counts are whatever the WARN left
-    counted = counted_ops(ops)
+    counted = counted_ops(list(listed.ops))
     lower = sum(1 for o in counted if not o.filter_count and not o.notrace_count)
     upper = len(counted)
     names = ", ".join(o.name for o in counted) or "none"
@@ -210,8 +216,8 @@ def snapshot_anomalies(snap: RecordsSnapshot, ops: list[kernel_pb2.OpsInfo],
         counts = group.counts.astype(np.int64)
         checks = [("missing reference", counts < lower, f"at least {lower}"),
                   ("leaked reference", counts > upper, f"at most {upper}")]
-        if stats.ftrace_enabled:
-            wanted = (counts > 0) & (stats.ftrace_start_up > 0)
+        if listed.ftrace_enabled:
+            wanted = (counts > 0) & (listed.ftrace_start_up > 0)
             checks.append(("patch mismatch", (group.enabled != wanted) & (counts >= lower)
                            & (counts <= upper), "patched iff count > 0 and tracing started"))
         for kind, bad, bound in checks:
@@ -232,7 +238,8 @@ def snapshot_anomalies(snap: RecordsSnapshot, ops: list[kernel_pb2.OpsInfo],
 @dataclass
 class _Bracket:
     """A snapshot begun (:meth:`Checker._begin_snapshot`): the records' state and the
-    time before it, and the Stats and ListOps asked."""
+    time before it, and the Stats (which boot answers) and ListOps (the ops, and the
+    state their records are judged by) asked."""
 
     state: tuple[int, tuple[int, ...]]  # RecordsReader.quiet_state()'s
     start: int  # CLOCK_MONOTONIC ns
@@ -538,9 +545,8 @@ class Checker:
             stats = interruptible(bracket.stats, bracket.stats.result)
         if not self._same_boot(stats.boot_id, time.monotonic_ns(), stats):
             return True  # the run's kernel is gone: nothing to try again
-        ops = list(listed.ops)
         state, start = bracket.state, bracket.start
-        self._busy = stats.ftrace_start_up > 0
+        self._busy = listed.ftrace_start_up > 0
         # Moved already: no copy is needed to know this state is gone.
         if self.reader.quiet_state() != state:
             self._count("shm inconclusive")
@@ -555,14 +561,15 @@ class Checker:
         if snap.state() != state:
             self._count("shm inconclusive")
             return False
-        found = snapshot_anomalies(snap, ops, stats, start, end)
+        found = snapshot_anomalies(snap, listed, start, end)
         # Stats said the run's boot; the ListOps asked with it may be the next boot's.
         if found and not self.confirm_boot():
             return True
         self._count("shm")
         if self.clients_stopping.is_set():
             self._count("shm at stop")
-        elif stats.ftrace_start_up > 0 and stats.ftrace_enabled and not stats.ftrace_disabled:
+        elif (listed.ftrace_start_up > 0 and listed.ftrace_enabled
+              and not listed.ftrace_disabled):
             self._count("shm tracing")
             if held:
                 self._count("shm held")
