@@ -19,7 +19,7 @@ from clients.stress.minimize import Target, ddmin, took_effect
 from clients.stress.report import OpsTally, RunResult, WorkerRecord
 from ftrace.v1 import kernel_pb2
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FTRACE_OPS_FL_GLOBAL
-from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED
+from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, patch_mismatches
 from kernel_daemon.ftrace.snapshot import GroupSnapshot, RecordsReader, RecordsSnapshot
 from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
 from tests.test_race_interleavings import ShellProcess, interleave
@@ -321,3 +321,55 @@ def test_a_snapshot_judges_the_records_by_the_state_read_with_its_ops(spawn):
         assert client.check_consistency().ok
     assert anomalies == []
     assert checker.counts["shm"] == 1
+
+
+def test_records_a_load_patched_with_ftrace_enabled_0_are_no_patch_mismatch(spawn):
+    """With the sysctl 0 and the function tracer started, a load patches its records by
+    count (3.6's ``if (ftrace_start_up && cnt)``); the tracer's end lowers their counts
+    to 0 and no update runs (ftrace_enabled 0), nor does the sysctl's turning on with
+    nothing started: loop's 64 records stay patched, count 0, until the next start
+    patches from the counts. The model's check (under ftrace_lock) and the checker's
+    snapshot judge each state by one rule; both called some a patch mismatch."""
+    daemon = spawn(CORE)
+    anomalies: list[Anomaly] = []
+    checker = Checker(daemon.address, 60.0, anomalies.append, lambda why: None)
+    sysctl = "/proc/sys/kernel/ftrace_enabled"
+    try:
+        with daemon.connect() as client:
+            checker.reader = RecordsReader(client.stats().shm_namespace)
+            steps = [(sysctl, "0"), (T + "current_tracer", "function"), None,
+                     (T + "current_tracer", "nop"), (sysctl, "1"),
+                     (T + "current_tracer", "function")]
+            for step in steps:
+                if step is None:
+                    client.load("loop")
+                else:
+                    client.write_file(step[0], f"{step[1]}\n")
+                assert client.check_consistency().ok, step
+                assert snapshot_checked(checker), step
+            [loop] = [g for g in checker.reader.snapshot(timeout=1.0).groups
+                      if g.module == "loop"]
+            assert loop.enabled.all() and loop.counts.all()
+        assert anomalies == []
+        assert checker.counts["shm"] == len(steps)
+    finally:
+        checker.close()
+
+
+@pytest.mark.parametrize("module, start_up, enabled, bad", [
+    # Patched exactly when counted while the sysctl is on and tracing started...
+    (False, 1, True, [False, True, True, False]),
+    (True, 1, True, [False, True, True, False]),
+    # ...else never for the core kernel, whatever its count...
+    (False, 0, True, [False, False, True, True]),
+    (False, 1, False, [False, False, True, True]),
+    # ...and either way for a module's (its load patched it by count).
+    (True, 0, True, [False, False, False, False]),
+    (True, 1, False, [False, False, False, False]),
+])
+def test_the_patch_rule(module, start_up, enabled, bad):
+    """records.patch_mismatches over the four (count, patched) pairs: (0, no), (1, no),
+    (0, yes), (1, yes)."""
+    counts = np.array([0, 1, 0, 1], dtype=np.uint64)
+    patched = np.array([False, False, True, True])
+    assert patch_mismatches(counts, patched, module, start_up, enabled).tolist() == bad

@@ -7,8 +7,10 @@
 - ``shm``: the record pages read straight from shared memory, as ``crash`` reads a live
   kernel, checked against bounds every state between two critical sections obeys:
   each record's count lies between the number of enabled ops that trace every function
-  and the number of enabled ops, and a record is patched exactly when its count is
-  non-zero and tracing is started. A snapshot only counts when it is one such state:
+  and the number of enabled ops, and a record is patched as 3.6 leaves it (the model's
+  check's rule, ``records.patch_mismatches``: exactly when its count is non-zero while
+  ftrace_enabled is set and tracing is started; else a core record is not, a module's
+  may be, its load having patched it by count with the sysctl 0). A snapshot only counts when it is one such state:
   the page directory's generation and group list are read before ``ListOps`` (which
   takes ftrace_lock, so every critical section begun before it has ended), the records
   are copied after, and nothing was written or linked in between (the copy has that
@@ -84,6 +86,7 @@ from clients.errors import FtraceError, translate_rpc_errors
 from clients.interrupt import interruptible, settle, started
 from ftrace.v1 import kernel_pb2
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL
+from kernel_daemon.ftrace.records import patch_mismatches
 from kernel_daemon.ftrace.snapshot import RecordsReader, RecordsSnapshot
 
 ANOMALY_KINDS = {
@@ -211,15 +214,18 @@ def snapshot_anomalies(snap: RecordsSnapshot, listed: kernel_pb2.ListOpsResponse
     lower = sum(1 for o in counted if not o.filter_count and not o.notrace_count)
     upper = len(counted)
     names = ", ".join(o.name for o in counted) or "none"
+    # The patches follow the counts (records.patch_mismatches); else a core record is
+    # not patched, and a module's may be whatever its count.
+    following = listed.ftrace_enabled and listed.ftrace_start_up > 0
     out = []
     for group in snap.groups:
         counts = group.counts.astype(np.int64)
         checks = [("missing reference", counts < lower, f"at least {lower}"),
                   ("leaked reference", counts > upper, f"at most {upper}")]
-        if listed.ftrace_enabled:
-            wanted = (counts > 0) & (listed.ftrace_start_up > 0)
-            checks.append(("patch mismatch", (group.enabled != wanted) & (counts >= lower)
-                           & (counts <= upper), "patched iff count > 0 and tracing started"))
+        mismatched = patch_mismatches(counts, group.enabled, bool(group.module),
+                                      listed.ftrace_start_up, listed.ftrace_enabled)
+        checks.append(("patch mismatch", mismatched & (counts >= lower) & (counts <= upper),
+                       "patched iff count > 0" if following else "not patched"))
         for kind, bad, bound in checks:
             where = np.flatnonzero(bad)
             if not len(where):
