@@ -489,12 +489,19 @@ def test_killed_worker_is_reported_and_the_run_goes_on(tmp_path):
         stdout, stderr = stress.communicate(timeout=180)
     finally:
         status = daemon.stop()
-    assert stress.returncode == 0, stdout + stderr  # fixed, no race: clean, kill or no kill
+    # Fixed, no race: no anomaly; but not the run asked for, and not clean (it was).
+    assert stress.returncode == 5, stdout + stderr
     assert status == 0
     report = _report(out)
+    assert report["outcome"] == "incomplete"
     workers = {w["name"]: w for w in report["workers"]}
-    assert workers["loader0"]["status"] == -signal.SIGKILL
-    assert "killed by SIGKILL" in workers["loader0"]["how"]
+    assert workers["loader0"]["status"] == -signal.SIGKILL and workers["loader0"]["lost"]
+    how = workers["loader0"]["how"]
+    assert re.fullmatch(r"killed by SIGKILL at \d+\.\d{3} s \(the run went on without it\)",
+                        how), how
+    assert stdout.startswith("ftrace-stress: INCOMPLETE (seed 4, "), stdout
+    assert f"  lost: loader0 {how}\n" in stdout
+    assert f"lost:      loader0 {how}\n" in (out / "report.txt").read_text()
     assert all(w["status"] == 0 for name, w in workers.items() if name != "loader0")
     assert "loader0" in (out / "report.txt").read_text()
     # A daemon the run did not start is found behind its socket, and its CPU metered.
@@ -509,6 +516,41 @@ def test_killed_worker_is_reported_and_the_run_goes_on(tmp_path):
         theirs = [op for op in ops if op["client"] == name]
         assert len(theirs) >= 60 and all(op["complete_ns"] for op in theirs), name
     assert sum(op["invoke_ns"] > lost[0]["invoke_ns"] for op in ops) > 120
+
+
+def test_a_run_whose_clients_all_died_ended_for_it_and_says_so(tmp_path):
+    """Every client SIGKILLed: the run ends, as no client is left, long before its
+    --duration. It was CLEAN (exit 0), each client "killed ... (the run went on without
+    it)"; it is INCOMPLETE, and the last one reaped says its end ended the run."""
+    out = tmp_path / "out"
+    stress = start_stress(out, "--duration", "300", "--seed", "6", "--no-minimize", *SHORT)
+    try:
+        deadline = time.monotonic() + 120
+        # Until an operation has completed: the clients are at work.
+        while not any(b'"ev":"complete"' in path.read_bytes()
+                      for path in (out / "clients").glob("*.jsonl")):
+            assert_running(stress, out)
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        for path in (out / "clients").glob("*.jsonl"):
+            os.kill(json.loads(path.read_text().splitlines()[0])["pid"], signal.SIGKILL)
+        stdout, stderr = stress.communicate(timeout=120)
+    finally:
+        if stress.poll() is None:
+            stress.send_signal(signal.SIGTERM)
+            stress.communicate(timeout=120)
+    assert stress.returncode == 5, stdout + stderr
+    report = _report(out)
+    assert (report["outcome"], report["anomalies"]) == ("incomplete", [])
+    assert report["ran_s"] < 300
+    workers = report["workers"]
+    assert all(w["lost"] and w["status"] == -signal.SIGKILL for w in workers), workers
+    ended = [w for w in workers if w["how"].endswith(
+        " (no client was left, which ended the run)")]
+    went_on = [w for w in workers if w["how"].endswith(" (the run went on without it)")]
+    assert ended and len(ended) + len(went_on) == len(workers), workers
+    assert stdout.startswith("ftrace-stress: INCOMPLETE (seed 6, "), stdout
+    assert "outcome:   INCOMPLETE (exit status 5)" in (out / "report.txt").read_text()
 
 
 def test_a_stopped_worker_ends_a_run_of_ops_after_the_stall_timeout(tmp_path):

@@ -17,6 +17,7 @@ from clients.stress.config import BootSpec, RunConfig
 from clients.stress.history import Op
 from clients.stress.minimize import Target, ddmin, took_effect
 from clients.stress.report import OpsTally, RunResult, WorkerRecord
+from clients.stress.workers import EXIT_DAEMON_GONE
 from ftrace.v1 import kernel_pb2
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FTRACE_OPS_FL_GLOBAL
 from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, patch_mismatches
@@ -96,6 +97,13 @@ def test_the_reproducer_is_sought_for_a_warning_before_a_kasan_report():
 
 @pytest.mark.parametrize("error, found, stalled, before, status, outcome", [
     ("", False, "", False, 0, "clean"),
+    # A client died on its way (killed, or its own error): not the run asked for either.
+    ("", False, "lost", False, 5, "incomplete"),
+    ("", False, "crashed", True, 5, "incomplete"),
+    ("", True, "lost", False, 1, "anomaly"),
+    ("", False, "stalled+lost", False, 4, "stalled"),
+    # Its daemon gone under it: the run's error says so, the worker is not lost.
+    ("", False, "daemon gone", False, 0, "clean"),
     ("", True, "", False, 1, "anomaly"),
     # The daemon went away: the run is not the run asked for, whatever it found first.
     ("the daemon stopped answering", True, "", False, 2, "error"),
@@ -117,11 +125,19 @@ def test_the_outcome_and_exit_status_of_each_verdict(tmp_path, error, found, sta
     if before:
         result.before_run = [Anomaly("dmesg", "WARNING", WARN, 0, 0, phase="before")]
     worker = WorkerRecord("shell0", "shell", 100, status=0)
+    other = WorkerRecord("shell1", "shell", 101, status=0)
     if stalled == "paused_at":
         worker.paused_at = "ftrace_update_code:before_count"
+    elif stalled in ("lost", "stalled+lost"):
+        other.status = -9
+        worker.stalled = stalled == "stalled+lost"
+    elif stalled == "crashed":
+        other.status = 1
+    elif stalled == "daemon gone":
+        other.status = EXIT_DAEMON_GONE
     elif stalled:
         setattr(worker, stalled, True)
-    result.workers = [worker]
+    result.workers = [worker, other]
     assert (result.exit_status, result.outcome) == (status, outcome)
 
 

@@ -13,7 +13,7 @@ from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_STA
                                    DEFAULT_SWITCH_INTERVAL, STOP_ON_KINDS, WORKER_KINDS,
                                    BootSpec, RunConfig)
 from clients.stress.minimize import interleaving_verdict
-from clients.stress.report import headline, ran_text, reboot_text, stall_text
+from clients.stress.report import headline, lost_text, ran_text, reboot_text, stall_text
 from clients.stress.runner import Progress, Run, connect, make_run_dir
 from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
 from kernel_daemon.failpoints import parse_spec
@@ -65,6 +65,9 @@ the run; one held at a failpoint's pause when the run stops (on a daemon of your
 private one refuses pause, which nothing in a run releases) is released then, for the
 teardown needs the locks it holds; one that does not stop in time is killed. Each makes
 the run STALLED: it is not the run that was asked for, and a held lock is no clean run.
+A client that dies on its way (killed by a signal the run did not send, or exited with
+an error) makes it INCOMPLETE, for the same reason; report.txt says whether the run
+went on without it, or ended because no client was left.
 
 A Kernel.Reboot of the daemon during the run (someone else's: the run reboots none)
 ends it: the kernel it judged is gone, so it is an ERROR, unless it found an anomaly
@@ -75,7 +78,8 @@ nothing on the new kernel: every call of theirs says it was born in the run's bo
 Exit status: 0 clean, 1 the run found an anomaly, 2 error (the daemon died or rebooted
 under the run, could not start, did not answer...), 3 tainted: the run found no
 anomaly, but the kernel had some before it started, or its ftrace was dead already;
-4 stalled: the run found no anomaly, but a client was stuck (above).
+4 stalled: the run found no anomaly, but a client was stuck (above); 5 incomplete: the
+run found no anomaly, but a client died on its way (above).
 """
 
 
@@ -203,6 +207,7 @@ def summary(report: dict, out_dir: str) -> str:
         lines.append(f"  error: {report['error']}")
     lines += [f"  rebooted: {line}" for line in reboot_text(report)]
     lines += [f"  stalled: {line}" for line in stall_text(report)]
+    lines += [f"  lost: {line}" for line in lost_text(report)]
     for anomaly in report["anomalies"][:3]:
         lines.append(f"  {anomaly['seen_s']:.3f} s {headline(anomaly)}")
     for anomaly in report["before_run"][:3]:

@@ -31,7 +31,7 @@ RECENT_OPS = 6
 #: Operations listed as in flight, at most.
 IN_FLIGHT_OPS = 16
 #: The run's outcome by its exit status (``--help`` says what each means).
-OUTCOMES = {0: "clean", 1: "anomaly", 2: "error", 3: "tainted", 4: "stalled"}
+OUTCOMES = {0: "clean", 1: "anomaly", 2: "error", 3: "tainted", 4: "stalled", 5: "incomplete"}
 
 
 @dataclass
@@ -49,6 +49,16 @@ class WorkerRecord:
     # The failpoint its call was held at (a ``pause``) when the run stopped, and released.
     paused_at: str = ""
     cpu_s: float | None = None  # CPU seconds from the go to its end event or the stop
+    # Reaped while the clients ran: whether another client was still running then (the
+    # run went on), or none was (its exit ended the run); None: reaped at the stop.
+    others_running: bool | None = None
+
+    @property
+    def lost(self) -> bool:
+        """It died on its way: killed by a signal the run did not send, or exited with an
+        error of its own (not the daemon or its kernel gone: the run's error says those)."""
+        return (self.status not in (None, 0, EXIT_DAEMON_GONE, EXIT_REBOOTED)
+                and not self.killed_at_stop)
 
     def how(self, exited_s: float | None) -> str:
         """How it ended, ``exited_s`` seconds into the run."""
@@ -63,18 +73,21 @@ class WorkerRecord:
                 "did not stop in time, killed" if self.killed_at_stop else "then stopped")
         if self.killed_at_stop:
             return "did not stop in time, killed"
-        if self.status < 0:
-            name = signal.Signals(-self.status).name
-            return f"killed by {name} at {exited_s:.3f} s" + (
-                "" if self.stopped else " (the run went on without it)")
         if self.status == 0:
             return "stopped"
         if self.status == EXIT_DAEMON_GONE:
             return f"lost the daemon at {exited_s:.3f} s"
         if self.status == EXIT_REBOOTED:
             return f"its kernel rebooted: stopped at {exited_s:.3f} s"
-        return (f"exited with status {self.status} at {exited_s:.3f} s "
-                f"(see clients/{self.name}.log)")
+        if self.status < 0:
+            how = f"killed by {signal.Signals(-self.status).name} at {exited_s:.3f} s"
+        else:
+            how = (f"exited with status {self.status} at {exited_s:.3f} s "
+                   f"(see clients/{self.name}.log)")
+        if self.others_running is None or self.stopped:
+            return how
+        return how + (" (the run went on without it)" if self.others_running
+                      else " (no client was left, which ended the run)")
 
 
 class OpsTally:
@@ -172,17 +185,25 @@ class RunResult:
         return [w for w in self.workers if w.stalled or w.paused_at or w.killed_at_stop]
 
     @property
+    def lost(self) -> list[WorkerRecord]:
+        """The workers that died on their way (WorkerRecord.lost)."""
+        return [w for w in self.workers if w.lost]
+
+    @property
     def exit_status(self) -> int:
         """0 clean; 1 the run found an anomaly; 2 error; 4 stalled: the run found none, but
-        a client was stuck in a call (the run is not the run it was asked for); 3 tainted:
-        the run found none, but the kernel had some before it started (or its ftrace was
-        dead already)."""
+        a client was stuck in a call (the run is not the run it was asked for); 5
+        incomplete: the run found none, but a client died on its way (nor is it); 3
+        tainted: the run found none, but the kernel had some before it started (or its
+        ftrace was dead already)."""
         if self.error:
             return 2
         if self.anomalies:
             return 1
         if self.stalled:
             return 4
+        if self.lost:
+            return 5
         return 3 if self.before_run else 0
 
     @property
@@ -275,7 +296,8 @@ def per_kind(result: RunResult) -> dict[str, dict[str, Any]]:
 def worker_json(result: RunResult, worker: WorkerRecord) -> dict[str, Any]:
     log = next((log for log in result.logs if log.client == worker.name), None)
     exited_s = result.seconds(worker.exited_ns)
-    return {**asdict(worker), "exited_s": exited_s, "how": worker.how(exited_s),
+    return {**asdict(worker), "lost": worker.lost, "exited_s": exited_s,
+            "how": worker.how(exited_s),
             "operations": log.operations if log else 0,
             # Its file ends with its "end" event: nothing was cut short.
             "history_complete": bool(log and log.ended)}
@@ -402,6 +424,13 @@ def stall_text(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def lost_text(report: dict[str, Any]) -> list[str]:
+    """The workers that died on their way, a line each (stdout and report.txt alike):
+    how, and whether the run went on without it or ended for no client was left."""
+    return [f"{worker['name']} {worker['how']}" for worker in report["workers"]
+            if worker["lost"]]
+
+
 def reboot_text(report: dict[str, Any]) -> list[str]:
     """The reboot under the run, when the error does not say it already (an anomaly
     found before it is the run's verdict, with the reboot beside it)."""
@@ -513,6 +542,7 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
                   "before the clients heard it)" if after and report["ran_s"] is not None
                   else ""))
     out += [f"stalled:   {line}" for line in stall_text(report)]
+    out += [f"lost:      {line}" for line in lost_text(report)]
     stops = ("never (--keep-going)" if conf["keep_going"]
              else ", ".join(conf["stop_on"]) or "any anomaly")
     out.append(f"stops at:  {stops}; detected after {report['time_to_detection_s']} s"

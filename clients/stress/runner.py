@@ -9,7 +9,8 @@ run (the checker holds the record writers still a moment twice a second, for a s
 the kernel at work: :meth:`Run.hold_writers`); this process waits for the first of: an anomaly (of a ``stop_on``
 kind, and unless ``keep_going``), the end of the duration, every worker done, the daemon
 gone, and a worker making no progress for the stall timeout (stuck in a call). A worker
-that dies on its way is noted and the run goes on without it. Then the run's clients
+that dies on its way is noted, with whether another was still running (the run goes on
+without it) or none was (which ends the run); the run is then not clean. Then the run's clients
 held at a failpoint's ``pause`` are released (nothing else would: their threads hold
 locks the teardown needs), the workers are told to stop (a tracer unregisters its ops),
 the function tracer is turned off
@@ -34,6 +35,7 @@ import dataclasses
 import json
 import os
 import random
+import select
 import selectors
 import signal
 import subprocess
@@ -577,6 +579,7 @@ class Run:
                     else:
                         selector.unregister(key.fd)
                         key.data.reap()
+                        key.data.record.others_running = self._others_running(key.data)
                 self._show_progress()
         finally:
             selector.close()
@@ -588,6 +591,14 @@ class Run:
         if self.result.anomalies and not self._lost and not self._reboot:
             for worker in self._loaders():
                 worker.freeze()
+
+    def _others_running(self, worker: _Worker) -> bool:
+        """Whether a worker besides ``worker`` still runs: one not reaped yet whose pidfd
+        does not say it exited (looked at, not waited for: a reap now would lose its CPU
+        figures, read at its reap)."""
+        others = [w.pidfd for w in self._alive() if w is not worker]
+        exited, _, _ = select.select(others, [], [], 0)
+        return len(exited) < len(others)
 
     def _over(self, deadline: int | None) -> bool:
         """Whether :meth:`_wait` is over: the daemon gone, an anomaly to stop at, no
