@@ -616,6 +616,51 @@ def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path):
     assert not os.path.exists(f"/proc/{pid}") and not glob.glob(f"/dev/shm/ftsim.{pid}.*")
 
 
+def children(pid: int) -> set[int]:
+    """The processes ``pid`` started that still run (its threads' children)."""
+    found: set[int] = set()
+    for task in glob.glob(f"/proc/{pid}/task/*/children"):
+        with contextlib.suppress(FileNotFoundError):
+            found.update(int(child) for child in open(task).read().split())
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_reproducer_search_ends_it_as_an_interrupted_run(tmp_path, signum):
+    """Sent once the search replays (its report written, a replay daemon running): the
+    run ends as one interrupted before does, its summary printed and exit status 2, the
+    report saying the search was interrupted; the anomaly found stands. It was a
+    traceback (KeyboardInterrupt out of the search), no summary, and the report's "had
+    not ended"."""
+    out = tmp_path / "out"
+    stress = start_stress(out, *SHORT, *outcome_args("buggy", None, seed=1),
+                          "--max-replays", "150", "--shells", "1", "--loaders", "1")
+    try:
+        report = out / "report.txt"
+        wait_until(lambda: report.exists() and "the search had not ended" in report.read_text()
+                   and children(stress.pid) or assert_running(stress, out), timeout=240)
+        replays = children(stress.pid)
+        stress.send_signal(signum)
+        stdout, stderr = stress.communicate(timeout=120)
+    finally:
+        if stress.poll() is None:
+            stress.kill()
+            stress.communicate(timeout=120)
+    assert stress.returncode == 2, stdout + stderr
+    assert "Traceback" not in stderr, stderr
+    by = " by SIGTERM" if signum == signal.SIGTERM else ""
+    error = f"interrupted{by} during the reproducer search"
+    assert stdout.startswith("ftrace-stress: ERROR (seed 1, "), stdout
+    assert f"  error: {error}\n" in stdout
+    assert "WARNING: at kernel/trace/ftrace.c:1529" in stdout
+    report = _report(out)
+    assert (report["outcome"], report["error"]) == ("error", error)
+    assert report["reproducer"] is None
+    assert report["reproducer_note"] == "the search was interrupted: no reproducer"
+    assert "  the search was interrupted: no reproducer\n" in (out / "report.txt").read_text()
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in replays)
+
+
 def test_bad_arguments_are_one_line_errors_before_anything_starts(tmp_path):
     regular = tmp_path / "regular"
     regular.write_text("")

@@ -48,6 +48,7 @@ from clients.api import Client
 from clients.cli import MAX_WAIT, ConnectError, daemon_lost, error_text, no_daemon_text
 from clients.errors import FtraceError
 from clients.identity import Identity
+from clients.interrupt import SignalTaken
 from clients.spawn import SpawnedDaemon, SpawnError, spawn_daemon
 from clients.stress import history
 from clients.stress.checker import Anomaly, Checker, Reboot
@@ -100,6 +101,14 @@ def filter_patterns(listing: bytes) -> bytes:
     # Each ends with a newline, as echo's: 3.6's release matches an unterminated last
     # word as a glob only (ftrace_regex_release), so its :mod: would select nothing.
     return "".join(f"{pattern}\n" for pattern in patterns).encode()
+
+
+def interrupted(interrupt: KeyboardInterrupt) -> str:
+    """"interrupted", and by which signal when the handler that raised it named it
+    (SIGTERM: clients.cli.sigterm_interrupts); a SignalTaken's argument is the answer of
+    the call its SIGINT reached, no name."""
+    named = interrupt.args and not isinstance(interrupt, SignalTaken)
+    return f"interrupted by {interrupt.args[0]}" if named else "interrupted"
 
 
 def make_run_dir(out_dir: str) -> None:
@@ -348,7 +357,7 @@ class Run:
                 self._wait()
                 self._stop()
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal the caller turned into it
-            result.error = "interrupted" + (f" by {interrupt}" if interrupt.args else "")
+            result.error = interrupted(interrupt)
             self._abort()
         except FtraceError as error:
             # A connection lost: one line, without gRPC's words for it.
@@ -840,6 +849,11 @@ class Run:
         except (SpawnError, FtraceError, OSError, subprocess.SubprocessError,
                 ReplayRebooted) as error:
             result.reproducer_note = f"the search failed: {error}"
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal the caller turned into it
+            # As a run interrupted before is an error, this one is: what it found stands
+            # (exit status 2 over 1: it is not the run it was asked for, search and all).
+            result.error = f"{interrupted(interrupt)} during the reproducer search"
+            result.reproducer_note = "the search was interrupted: no reproducer"
 
     def _show_progress(self) -> None:
         if self.progress is None:
