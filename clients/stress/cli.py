@@ -129,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     add_boot_arguments(daemon)  # type: ignore[arg-type]  (a group takes arguments alike)
     # Re-declared: the run's seed is the daemon's; resolved below when not given.
     daemon.add_argument("--seed", type=int, metavar="N",
-                        help="seed of every client's choices, and the daemon's "
+                        help="seed of the clients' choices (a tracer's and a loader's "
+                        "also follow the kernel's answers) and of the daemon's "
                         "(default: random, reported)")
     daemon.set_defaults(switch_interval=None)
     return parser

@@ -509,8 +509,10 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
         out.append(f"error:     {report['error']}")
     out += [f"rebooted:  {line}" for line in reboot_text(report)]
     out.append(f"command:   {report['command']}")
-    out.append("           (re-runs each client's choices, not how the clients interleaved: "
-               "an anomaly's replay is repro.sh)")
+    out.append("           (re-runs the shells' and invokers' choices; a tracer's and a "
+               "loader's follow the kernel's answers,")
+    out.append("           which follow how the clients interleaved, as no seed does: an "
+               "anomaly's replay is repro.sh)")
     conf = report["configuration"]
     daemon = report["daemon"]
     where = ("private daemon" if conf["private_daemon"] else "daemon") + \
