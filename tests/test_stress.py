@@ -212,6 +212,24 @@ def test_a_run_replaces_what_an_earlier_run_left_in_its_directory(tmp_path):
     assert not (out / "repro.sh").exists() and (out / "notes.txt").exists()
 
 
+def test_a_run_of_ops_counts_its_operations_not_the_tracers_closing_unregisters(tmp_path):
+    """--ops 240: the clients' 240 operations, each tracer's unregister of the ops it
+    still has as it leaves apart (in history.jsonl, "closing"), as the teardown's is. It
+    said "242 operations ... (limit: 240 operations)"."""
+    out = tmp_path / "out"
+    done, report = run_stress(out, *SHORT, "--tracers", "2", "--ops", "240", "--seed", "3",
+                              "--no-minimize")
+    assert done.returncode == 0, done.stdout + done.stderr
+    ops = history(out)
+    closing = [op for op in ops if op["closing"]]
+    assert closing and all(op["op"] == "unregister" for op in closing), closing
+    assert report["operations"]["in_run"] == 240
+    assert report["operations"]["total"] == 240 + len(closing) + 1  # and the teardown's
+    assert f"ftrace-stress: CLEAN (seed 3, 240 operations in " in done.stdout, done.stdout
+    assert (f"(limit: 240 operations); {len(closing) + 1} more not counted: the tracers' "
+            "closing unregisters, the teardown's") in (out / "report.txt").read_text()
+
+
 def test_the_rate_is_over_the_duration_stdout_and_report_txt_give(tmp_path):
     """The first module load holds ftrace_lock for 2 s of a 1 s run: the operations it
     holds up end long after the stop. stdout and report.txt give one figure, the

@@ -100,7 +100,9 @@ class OpsTally:
         """``stop_ns``: when the clients were told to stop; an operation invoked before
         it is one of the run's (its duration, rates and CPU figures are all over the go
         to the stop: the teardown, and what a client began before it heard the stop,
-        come after)."""
+        come after), unless its client invoked it as it left (``Op.closing``: a tracer's
+        unregister of the ops it still had, which a run of ``--ops`` makes before its
+        stop, as its clients stop on their own)."""
         self.stop_ns = stop_ns
         self.total = 0
         self.completed = 0
@@ -118,7 +120,7 @@ class OpsTally:
         """The next operation, in invocation order."""
         self.total += 1
         self.completed += op.completed
-        in_run = op.invoke_ns < self.stop_ns
+        in_run = op.invoke_ns < self.stop_ns and not op.closing
         self.in_run += in_run
         if self.first_invoke_ns is None:  # they come in invocation order
             self.first_invoke_ns = op.invoke_ns
@@ -352,7 +354,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "operations": {
             "total": tally.total,
             "completed": tally.completed,
-            # Invoked from the go to the stop, and their rate over that span (ran_s).
+            # Invoked from the go to the stop (not a client's closing ones), and their
+            # rate over that span (ran_s).
             "in_run": tally.in_run,
             "per_second": result.per_second(tally.in_run),
             "first_s": result.seconds(tally.first_invoke_ns),
@@ -540,9 +543,9 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
     ops = report["operations"]
     after = ops["total"] - ops["in_run"]
     out.append(f"ran:       {ran_text(report)} (limit: {limit})"
-               + (f"; {after} more after the stop (the teardown's, and those begun "
-                  "before the clients heard it)" if after and report["ran_s"] is not None
-                  else ""))
+               + (f"; {after} more not counted: the tracers' closing unregisters, the "
+                  "teardown's, and those begun before the clients heard the stop"
+                  if after and report["ran_s"] is not None else ""))
     out += [f"stalled:   {line}" for line in stall_text(report)]
     out += [f"lost:      {line}" for line in lost_text(report)]
     stops = ("never (--keep-going)" if conf["keep_going"]
