@@ -230,6 +230,27 @@ def test_a_run_of_ops_counts_its_operations_not_the_tracers_closing_unregisters(
             "closing unregisters, the teardown's") in (out / "report.txt").read_text()
 
 
+def test_a_run_ends_once_ftrace_is_killed(tmp_path):
+    """The first code update fails (add_breakpoints), ftrace_bug() WARNs and kills ftrace:
+    not an anomaly of the --stop-on kind, but nothing new can be found after it (every
+    change refused), so the run ends there and says so. It ran on to its --duration."""
+    out = tmp_path / "out"
+    done, report = run_stress(out, *SHORT, "--duration", "60", "--seed", "2",
+                              "--stop-on", "leaked-reference", "--no-minimize",
+                              "--failpoint", "add_breakpoints=1*error(EFAULT)")
+    assert done.returncode == 1, done.stdout + done.stderr  # the WARN, found all the same
+    assert report["ended_at_kill"] and report["time_to_detection_s"] is None, report
+    killed = report["ftrace_killed_s"]
+    warn = next(a for a in report["anomalies"] if a["kind"] == "WARNING")
+    assert "kernel/trace/ftrace.c:1578" in warn["message"]
+    assert warn["seen_s"] <= report["ran_s"] and killed <= report["ran_s"] < 60
+    line = (f"ftrace_kill() seen at {killed:.3f} s: every change refused from then on "
+            "(ENODEV), nothing new to find; the run ended there, and checked once more "
+            "after its clients stopped\n")
+    assert f"  killed: {line}" in done.stdout
+    assert f"killed:    {line}" in (out / "report.txt").read_text()
+
+
 def test_the_rate_is_over_the_duration_stdout_and_report_txt_give(tmp_path):
     """The first module load holds ftrace_lock for 2 s of a 1 s run: the operations it
     holds up end long after the stop. stdout and report.txt give one figure, the
@@ -1116,9 +1137,12 @@ def test_the_failpoints_a_run_arms_on_the_users_daemon_are_disarmed_after_it(tmp
     assert armed(daemon.address) == {}
     daemon = spawn(boot)
     out = tmp_path / "two"
-    # No anomaly of a kind this race gives ends it: SIGTERM does.
+    # No anomaly of a kind this race gives ends it: SIGTERM does. (Nor does the
+    # ftrace_kill() of the WARN it may give: the checks that would see it are a minute
+    # apart.)
     stress = start_stress(out, "--address", daemon.address, "--duration", "120",
-                          "--seed", "8", "--no-minimize", "--stop-on", "kasan", *SHORT[2:])
+                          "--seed", "8", "--no-minimize", "--stop-on", "kasan",
+                          "--check-interval", "60", *SHORT[2:])
     deadline = time.monotonic() + 120
     while armed(daemon.address) != widened or not any(
             b'"ev":"complete"' in path.read_bytes()

@@ -269,13 +269,17 @@ class Checker:
     def __init__(self, address: str, interval: float, on_anomaly: Callable[[Anomaly], None],
                  on_lost: Callable[[str], None],
                  hold_writers: Callable[[], ContextManager[bool]] | None = None,
-                 on_reboot: Callable[[Reboot], None] | None = None) -> None:
+                 on_reboot: Callable[[Reboot], None] | None = None,
+                 on_ftrace_killed: Callable[[int], None] | None = None) -> None:
         self.client = Client(address)
         self.interval = interval
         self._hold_writers = hold_writers
         self._on_anomaly = on_anomaly
         self._on_lost = on_lost
         self._on_reboot = on_reboot
+        self._on_ftrace_killed = on_ftrace_killed
+        # When a check of the run first found ftrace killed (CLOCK_MONOTONIC ns).
+        self.ftrace_killed_ns: int | None = None
         self._stop = threading.Event()
         # Set by the runner when it begins to stop the clients: the kernel then goes
         # quiet with tracing still on, the moment a bracket holds most easily, so the
@@ -415,6 +419,19 @@ class Checker:
             pass
         self._on_lost(f"{call}: {error_text(error)}")
 
+    def _killed(self, seen_ns: int) -> None:
+        """A check of the run found ftrace_disabled: ftrace_kill() ran (a WARN's). Said
+        once through ``on_ftrace_killed``; the baseline's is the kernel's past (a run
+        that finds it does not start), the teardown's comes after the run."""
+        if self.phase != "run":
+            return
+        with self._lock:
+            first = self.ftrace_killed_ns is None
+            if first:
+                self.ftrace_killed_ns = seen_ns
+        if first and self._on_ftrace_killed is not None:
+            self._on_ftrace_killed(seen_ns)
+
     # --- consistency and shared memory ---------------------------------------------
 
     def _poll(self) -> None:
@@ -467,6 +484,8 @@ class Checker:
         if not self._same_boot(report.boot_id, end):
             return
         self._count("consistency")
+        if report.ftrace_disabled:
+            self._killed(end)
         for anomaly in consistency_anomalies(report, start, end):
             self._report_anomaly(anomaly)
 
@@ -553,6 +572,8 @@ class Checker:
             return True  # the run's kernel is gone: nothing to try again
         state, start = bracket.state, bracket.start
         self._busy = listed.ftrace_start_up > 0
+        if listed.ftrace_disabled:
+            self._killed(time.monotonic_ns())
         # Moved already: no copy is needed to know this state is gone.
         if self.reader.quiet_state() != state:
             self._count("shm inconclusive")

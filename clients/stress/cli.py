@@ -13,7 +13,8 @@ from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_STA
                                    DEFAULT_SWITCH_INTERVAL, STOP_ON_KINDS, WORKER_KINDS,
                                    BootSpec, RunConfig)
 from clients.stress.minimize import interleaving_verdict
-from clients.stress.report import headline, lost_text, ran_text, reboot_text, stall_text
+from clients.stress.report import (headline, killed_text, lost_text, ran_text, reboot_text,
+                                   stall_text)
 from clients.stress.runner import Progress, Run, connect, make_run_dir
 from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
 from kernel_daemon.failpoints import parse_spec
@@ -31,7 +32,9 @@ random filters), loaders (modprobe/rmmod), shells (set_ftrace_filter, set_ftrace
 current_tracer) and invokers (functions executing). Every operation is recorded in
 DIR/history.jsonl; the kernel is checked all along (CheckConsistency over RPC, the record
 pages from shared memory, dmesg for WARNING and KASAN). The run stops at the first anomaly
-(of a --stop-on kind when given; never with --keep-going), turns the function tracer off,
+(of a --stop-on kind when given; never with --keep-going), or once ftrace is killed (a
+WARN's ftrace_kill(): every change is refused from then on, nothing new can be found;
+with --keep-going too), turns the function tracer off,
 checks once more, and writes DIR/report.json and DIR/report.txt; with an anomaly,
 DIR/repro.sh: a minimal ftrace-shell script found by delta debugging, each candidate
 replayed on a fresh daemon booted the same way, or, for a race, the interleaving that
@@ -209,6 +212,7 @@ def summary(report: dict, out_dir: str) -> str:
     lines += [f"  rebooted: {line}" for line in reboot_text(report)]
     lines += [f"  stalled: {line}" for line in stall_text(report)]
     lines += [f"  lost: {line}" for line in lost_text(report)]
+    lines += [f"  killed: {line}" for line in killed_text(report)]
     for anomaly in report["anomalies"][:3]:
         lines.append(f"  {anomaly['seen_s']:.3f} s {headline(anomaly)}")
     for anomaly in report["before_run"][:3]:

@@ -176,6 +176,10 @@ class RunResult:
     shm_error: str = ""
     error: str = ""  # what made the run fail (exit status 2)
     reboot: Reboot | None = None  # the daemon rebooted under the run (Checker.reboot)
+    # When a check of the run first found ftrace killed (Checker.ftrace_killed_ns), and
+    # whether that ended the run (nothing before did: Run._on_ftrace_killed).
+    ftrace_killed_ns: int | None = None
+    ended_at_kill: bool = False
     reproducer: Reproducer | None = None
     reproducer_note: str = ""
     report: dict[str, Any] = field(default_factory=dict)  # report.json, once written
@@ -351,6 +355,10 @@ def to_json(result: RunResult) -> dict[str, Any]:
             "booted_s": result.seconds_into_run(result.reboot.booted_ns),
             "seen_s": result.seconds_into_run(result.reboot.seen_ns),
             "text": result.reboot_text},
+        # ftrace_kill() first seen by a check of the run (None: not seen), and whether
+        # that ended it.
+        "ftrace_killed_s": result.seconds_into_run(result.ftrace_killed_ns),
+        "ended_at_kill": result.ended_at_kill,
         "operations": {
             "total": tally.total,
             "completed": tally.completed,
@@ -432,6 +440,17 @@ def lost_text(report: dict[str, Any]) -> list[str]:
     how, and whether the run went on without it or ended for no client was left."""
     return [f"{worker['name']} {worker['how']}" for worker in report["workers"]
             if worker["lost"]]
+
+
+def killed_text(report: dict[str, Any]) -> list[str]:
+    """ftrace killed during the run, a line (stdout and report.txt alike)."""
+    seen = report["ftrace_killed_s"]
+    if seen is None:
+        return []
+    return [f"ftrace_kill() seen at {seen:.3f} s: every change refused from then on "
+            "(ENODEV), nothing new to find" + (
+                "; the run ended there, and checked once more after its clients stopped"
+                if report["ended_at_kill"] else "")]
 
 
 def reboot_text(report: dict[str, Any]) -> list[str]:
@@ -548,6 +567,7 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
                   if after and report["ran_s"] is not None else ""))
     out += [f"stalled:   {line}" for line in stall_text(report)]
     out += [f"lost:      {line}" for line in lost_text(report)]
+    out += [f"killed:    {line}" for line in killed_text(report)]
     stops = ("never (--keep-going)" if conf["keep_going"]
              else ", ".join(conf["stop_on"]) or "any anomaly")
     out.append(f"stops at:  {stops}; detected after {report['time_to_detection_s']} s"

@@ -8,7 +8,8 @@ ftrace is dead already is not stressed. Then the checker's threads and the worke
 run (the checker holds the record writers still a moment twice a second, for a snapshot of
 the kernel at work: :meth:`Run.hold_writers`); this process waits for the first of: an anomaly (of a ``stop_on``
 kind, and unless ``keep_going``), the end of the duration, every worker done, the daemon
-gone, and a worker making no progress for the stall timeout (stuck in a call). A worker
+gone, a worker making no progress for the stall timeout (stuck in a call), and ftrace
+killed (:meth:`Run._on_ftrace_killed`: nothing new can be found after it). A worker
 that dies on its way is noted, with whether another was still running (the run goes on
 without it) or none was (which ends the run); the run is then not clean. Then the run's clients
 held at a failpoint's ``pause`` are released (nothing else would: their threads hold
@@ -311,6 +312,18 @@ class Run:
             self._reboot = reboot
         self._wake()
 
+    def _on_ftrace_killed(self, seen_ns: int) -> None:
+        """A check found ftrace killed (ftrace_kill(), after a WARN): the run ends, with
+        --keep-going too, for nothing new can be found. Every change is refused from
+        then on (ENODEV) and no record is patched again; only the operations in flight
+        at the kill may still move counts (a filter's release moves its hash in, and
+        may WARN again; a change that passed its ftrace_disabled test and waited for
+        ftrace_lock goes on), and they end before the checks run once more, after the
+        clients stopped (:meth:`_stop`): that check sees all they left."""
+        with self._lock:
+            self.result.ftrace_killed_ns = seen_ns
+        self._wake()
+
     @contextlib.contextmanager
     def hold_writers(self) -> Iterator[bool]:
         """The clients that write records (all but the invokers) held after their
@@ -374,7 +387,8 @@ class Run:
         """The daemon as the run finds it (the checker's baseline), made ready for it."""
         config = self.config
         self.checker = Checker(self.address, config.check_interval, self._on_anomaly,
-                               self._on_lost, self.hold_writers, self._on_reboot)
+                               self._on_lost, self.hold_writers, self._on_reboot,
+                               self._on_ftrace_killed)
         self.checker.baseline()
         self.result.before_run = self.checker.before
         if config.address is not None:
@@ -610,11 +624,15 @@ class Run:
         return len(exited) < len(others)
 
     def _over(self, deadline: int | None) -> bool:
-        """Whether :meth:`_wait` is over: the daemon gone, an anomaly to stop at, no
-        worker left, or the ``deadline`` (monotonic ns) passed."""
+        """Whether :meth:`_wait` is over: the daemon gone, an anomaly to stop at, ftrace
+        killed (noted as what ended the run when nothing before did), no worker left, or
+        the ``deadline`` (monotonic ns) passed."""
         with self._lock:
             if (self._lost or self._reboot
                     or (self._stopping_anomaly() and not self.config.keep_going)):
+                return True
+            if self.result.ftrace_killed_ns is not None:
+                self.result.ended_at_kill = True
                 return True
         return not self._alive() or (deadline is not None
                                      and time.monotonic_ns() >= deadline)
