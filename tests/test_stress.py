@@ -212,6 +212,45 @@ def test_a_run_replaces_what_an_earlier_run_left_in_its_directory(tmp_path):
     assert not (out / "repro.sh").exists() and (out / "notes.txt").exists()
 
 
+def test_a_run_of_ops_counts_its_operations_not_the_tracers_closing_unregisters(tmp_path):
+    """--ops 240: the clients' 240 operations, each tracer's unregister of the ops it
+    still has as it leaves apart (in history.jsonl, "closing"), as the teardown's is. It
+    said "242 operations ... (limit: 240 operations)"."""
+    out = tmp_path / "out"
+    done, report = run_stress(out, *SHORT, "--tracers", "2", "--ops", "240", "--seed", "3",
+                              "--no-minimize")
+    assert done.returncode == 0, done.stdout + done.stderr
+    ops = history(out)
+    closing = [op for op in ops if op["closing"]]
+    assert closing and all(op["op"] == "unregister" for op in closing), closing
+    assert report["operations"]["in_run"] == 240
+    assert report["operations"]["total"] == 240 + len(closing) + 1  # and the teardown's
+    assert f"ftrace-stress: CLEAN (seed 3, 240 operations in " in done.stdout, done.stdout
+    assert (f"(limit: 240 operations); {len(closing) + 1} more not counted: the tracers' "
+            "closing unregisters, the teardown's") in (out / "report.txt").read_text()
+
+
+def test_a_run_ends_once_ftrace_is_killed(tmp_path):
+    """The first code update fails (add_breakpoints), ftrace_bug() WARNs and kills ftrace:
+    not an anomaly of the --stop-on kind, but nothing new can be found after it (every
+    change refused), so the run ends there and says so. It ran on to its --duration."""
+    out = tmp_path / "out"
+    done, report = run_stress(out, *SHORT, "--duration", "60", "--seed", "2",
+                              "--stop-on", "leaked-reference", "--no-minimize",
+                              "--failpoint", "add_breakpoints=1*error(EFAULT)")
+    assert done.returncode == 1, done.stdout + done.stderr  # the WARN, found all the same
+    assert report["ended_at_kill"] and report["time_to_detection_s"] is None, report
+    killed = report["ftrace_killed_s"]
+    warn = next(a for a in report["anomalies"] if a["kind"] == "WARNING")
+    assert "kernel/trace/ftrace.c:1578" in warn["message"]
+    assert warn["seen_s"] <= report["ran_s"] and killed <= report["ran_s"] < 60
+    line = (f"ftrace_kill() seen at {killed:.3f} s: every change refused from then on "
+            "(ENODEV), nothing new to find; the run ended there, and checked once more "
+            "after its clients stopped\n")
+    assert f"  killed: {line}" in done.stdout
+    assert f"killed:    {line}" in (out / "report.txt").read_text()
+
+
 def test_the_rate_is_over_the_duration_stdout_and_report_txt_give(tmp_path):
     """The first module load holds ftrace_lock for 2 s of a 1 s run: the operations it
     holds up end long after the stop. stdout and report.txt give one figure, the
@@ -250,7 +289,30 @@ def check_observers(report: dict, out) -> None:
     assert (f"while the clients ran {checks['shm tracing']} with tracing started "
             f"({checks['shm held']} with the record writers held a moment, "
             f"{checks['shm nonzero']} with a non-zero count)") in text, text
-    assert "(re-runs each client's choices, not how the clients interleaved" in text
+    assert "(re-runs the shells' and invokers' choices; a tracer's and a loader's" in text
+
+
+def test_a_seed_re_runs_the_shells_and_invokers_choices_as_the_report_says(tmp_path):
+    """Two runs of one command line: each shell and invoker makes the same choices, which
+    depend on nothing else; a tracer's and a loader's follow the answers too. report.txt
+    claimed a seed re-runs each client's choices, the tracers' and loaders' diverging at
+    the first answer that differed."""
+    runs = []
+    for name in ("a", "b"):
+        done, report = run_stress(tmp_path / name, *SHORT, "--ops", "240", "--seed", "31",
+                                  "--no-minimize")
+        assert done.returncode == 0, done.stdout + done.stderr
+        choices: dict[str, list] = {}
+        for op in history(tmp_path / name):
+            if op["kind"] in ("shell", "invoker"):
+                choices.setdefault(op["client"], []).append((op["op"], op["args"]))
+        runs.append(choices)
+    assert runs[0].keys() == {"shell0", "shell1", "invoker0"}
+    assert runs[0] == runs[1]
+    text = (tmp_path / "a" / "report.txt").read_text()
+    assert ("(re-runs the shells' and invokers' choices; a tracer's and a loader's follow "
+            "the kernel's answers,\n           which follow how the clients interleaved, as "
+            "no seed does: an anomaly's replay is repro.sh)\n") in text
 
 
 def check_lock_times(out) -> None:
@@ -489,12 +551,19 @@ def test_killed_worker_is_reported_and_the_run_goes_on(tmp_path):
         stdout, stderr = stress.communicate(timeout=180)
     finally:
         status = daemon.stop()
-    assert stress.returncode == 0, stdout + stderr  # fixed, no race: clean, kill or no kill
+    # Fixed, no race: no anomaly; but not the run asked for, and not clean (it was).
+    assert stress.returncode == 5, stdout + stderr
     assert status == 0
     report = _report(out)
+    assert report["outcome"] == "incomplete"
     workers = {w["name"]: w for w in report["workers"]}
-    assert workers["loader0"]["status"] == -signal.SIGKILL
-    assert "killed by SIGKILL" in workers["loader0"]["how"]
+    assert workers["loader0"]["status"] == -signal.SIGKILL and workers["loader0"]["lost"]
+    how = workers["loader0"]["how"]
+    assert re.fullmatch(r"killed by SIGKILL at \d+\.\d{3} s \(the run went on without it\)",
+                        how), how
+    assert stdout.startswith("ftrace-stress: INCOMPLETE (seed 4, "), stdout
+    assert f"  lost: loader0 {how}\n" in stdout
+    assert f"lost:      loader0 {how}\n" in (out / "report.txt").read_text()
     assert all(w["status"] == 0 for name, w in workers.items() if name != "loader0")
     assert "loader0" in (out / "report.txt").read_text()
     # A daemon the run did not start is found behind its socket, and its CPU metered.
@@ -509,6 +578,41 @@ def test_killed_worker_is_reported_and_the_run_goes_on(tmp_path):
         theirs = [op for op in ops if op["client"] == name]
         assert len(theirs) >= 60 and all(op["complete_ns"] for op in theirs), name
     assert sum(op["invoke_ns"] > lost[0]["invoke_ns"] for op in ops) > 120
+
+
+def test_a_run_whose_clients_all_died_ended_for_it_and_says_so(tmp_path):
+    """Every client SIGKILLed: the run ends, as no client is left, long before its
+    --duration. It was CLEAN (exit 0), each client "killed ... (the run went on without
+    it)"; it is INCOMPLETE, and the last one reaped says its end ended the run."""
+    out = tmp_path / "out"
+    stress = start_stress(out, "--duration", "300", "--seed", "6", "--no-minimize", *SHORT)
+    try:
+        deadline = time.monotonic() + 120
+        # Until an operation has completed: the clients are at work.
+        while not any(b'"ev":"complete"' in path.read_bytes()
+                      for path in (out / "clients").glob("*.jsonl")):
+            assert_running(stress, out)
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        for path in (out / "clients").glob("*.jsonl"):
+            os.kill(json.loads(path.read_text().splitlines()[0])["pid"], signal.SIGKILL)
+        stdout, stderr = stress.communicate(timeout=120)
+    finally:
+        if stress.poll() is None:
+            stress.send_signal(signal.SIGTERM)
+            stress.communicate(timeout=120)
+    assert stress.returncode == 5, stdout + stderr
+    report = _report(out)
+    assert (report["outcome"], report["anomalies"]) == ("incomplete", [])
+    assert report["ran_s"] < 300
+    workers = report["workers"]
+    assert all(w["lost"] and w["status"] == -signal.SIGKILL for w in workers), workers
+    ended = [w for w in workers if w["how"].endswith(
+        " (no client was left, which ended the run)")]
+    went_on = [w for w in workers if w["how"].endswith(" (the run went on without it)")]
+    assert ended and len(ended) + len(went_on) == len(workers), workers
+    assert stdout.startswith("ftrace-stress: INCOMPLETE (seed 6, "), stdout
+    assert "outcome:   INCOMPLETE (exit status 5)" in (out / "report.txt").read_text()
 
 
 def test_a_stopped_worker_ends_a_run_of_ops_after_the_stall_timeout(tmp_path):
@@ -572,6 +676,51 @@ def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path):
     pid = report["daemon"]["pid"]
     assert report["daemon"]["private"] and report["daemon"]["exit_status"] == 0
     assert not os.path.exists(f"/proc/{pid}") and not glob.glob(f"/dev/shm/ftsim.{pid}.*")
+
+
+def children(pid: int) -> set[int]:
+    """The processes ``pid`` started that still run (its threads' children)."""
+    found: set[int] = set()
+    for task in glob.glob(f"/proc/{pid}/task/*/children"):
+        with contextlib.suppress(FileNotFoundError):
+            found.update(int(child) for child in open(task).read().split())
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_reproducer_search_ends_it_as_an_interrupted_run(tmp_path, signum):
+    """Sent once the search replays (its report written, a replay daemon running): the
+    run ends as one interrupted before does, its summary printed and exit status 2, the
+    report saying the search was interrupted; the anomaly found stands. It was a
+    traceback (KeyboardInterrupt out of the search), no summary, and the report's "had
+    not ended"."""
+    out = tmp_path / "out"
+    stress = start_stress(out, *SHORT, *outcome_args("buggy", None, seed=1),
+                          "--max-replays", "150", "--shells", "1", "--loaders", "1")
+    try:
+        report = out / "report.txt"
+        wait_until(lambda: report.exists() and "the search had not ended" in report.read_text()
+                   and children(stress.pid) or assert_running(stress, out), timeout=240)
+        replays = children(stress.pid)
+        stress.send_signal(signum)
+        stdout, stderr = stress.communicate(timeout=120)
+    finally:
+        if stress.poll() is None:
+            stress.kill()
+            stress.communicate(timeout=120)
+    assert stress.returncode == 2, stdout + stderr
+    assert "Traceback" not in stderr, stderr
+    by = " by SIGTERM" if signum == signal.SIGTERM else ""
+    error = f"interrupted{by} during the reproducer search"
+    assert stdout.startswith("ftrace-stress: ERROR (seed 1, "), stdout
+    assert f"  error: {error}\n" in stdout
+    assert "WARNING: at kernel/trace/ftrace.c:1529" in stdout
+    report = _report(out)
+    assert (report["outcome"], report["error"]) == ("error", error)
+    assert report["reproducer"] is None
+    assert report["reproducer_note"] == "the search was interrupted: no reproducer"
+    assert "  the search was interrupted: no reproducer\n" in (out / "report.txt").read_text()
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in replays)
 
 
 def test_bad_arguments_are_one_line_errors_before_anything_starts(tmp_path):
@@ -988,9 +1137,12 @@ def test_the_failpoints_a_run_arms_on_the_users_daemon_are_disarmed_after_it(tmp
     assert armed(daemon.address) == {}
     daemon = spawn(boot)
     out = tmp_path / "two"
-    # No anomaly of a kind this race gives ends it: SIGTERM does.
+    # No anomaly of a kind this race gives ends it: SIGTERM does. (Nor does the
+    # ftrace_kill() of the WARN it may give: the checks that would see it are a minute
+    # apart.)
     stress = start_stress(out, "--address", daemon.address, "--duration", "120",
-                          "--seed", "8", "--no-minimize", "--stop-on", "kasan", *SHORT[2:])
+                          "--seed", "8", "--no-minimize", "--stop-on", "kasan",
+                          "--check-interval", "60", *SHORT[2:])
     deadline = time.monotonic() + 120
     while armed(daemon.address) != widened or not any(
             b'"ev":"complete"' in path.read_bytes()

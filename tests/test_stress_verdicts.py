@@ -6,7 +6,9 @@ the outcome and exit status table, and the reproducer search's delta debugging.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
+import grpc
 import numpy as np
 import pytest
 
@@ -15,12 +17,13 @@ from clients.stress.config import BootSpec, RunConfig
 from clients.stress.history import Op
 from clients.stress.minimize import Target, ddmin, took_effect
 from clients.stress.report import OpsTally, RunResult, WorkerRecord
+from clients.stress.workers import EXIT_DAEMON_GONE
 from ftrace.v1 import kernel_pb2
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FTRACE_OPS_FL_GLOBAL
-from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED
+from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, patch_mismatches
 from kernel_daemon.ftrace.snapshot import GroupSnapshot, RecordsReader, RecordsSnapshot
 from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
-from tests.test_race_interleavings import interleave
+from tests.test_race_interleavings import ShellProcess, interleave
 
 T = "/sys/kernel/debug/tracing/"
 CORE = ["--core-functions", "2048"]
@@ -94,6 +97,13 @@ def test_the_reproducer_is_sought_for_a_warning_before_a_kasan_report():
 
 @pytest.mark.parametrize("error, found, stalled, before, status, outcome", [
     ("", False, "", False, 0, "clean"),
+    # A client died on its way (killed, or its own error): not the run asked for either.
+    ("", False, "lost", False, 5, "incomplete"),
+    ("", False, "crashed", True, 5, "incomplete"),
+    ("", True, "lost", False, 1, "anomaly"),
+    ("", False, "stalled+lost", False, 4, "stalled"),
+    # Its daemon gone under it: the run's error says so, the worker is not lost.
+    ("", False, "daemon gone", False, 0, "clean"),
     ("", True, "", False, 1, "anomaly"),
     # The daemon went away: the run is not the run asked for, whatever it found first.
     ("the daemon stopped answering", True, "", False, 2, "error"),
@@ -115,11 +125,19 @@ def test_the_outcome_and_exit_status_of_each_verdict(tmp_path, error, found, sta
     if before:
         result.before_run = [Anomaly("dmesg", "WARNING", WARN, 0, 0, phase="before")]
     worker = WorkerRecord("shell0", "shell", 100, status=0)
+    other = WorkerRecord("shell1", "shell", 101, status=0)
     if stalled == "paused_at":
         worker.paused_at = "ftrace_update_code:before_count"
+    elif stalled in ("lost", "stalled+lost"):
+        other.status = -9
+        worker.stalled = stalled == "stalled+lost"
+    elif stalled == "crashed":
+        other.status = 1
+    elif stalled == "daemon gone":
+        other.status = EXIT_DAEMON_GONE
     elif stalled:
         setattr(worker, stalled, True)
-    result.workers = [worker]
+    result.workers = [worker, other]
     assert (result.exit_status, result.outcome) == (status, outcome)
 
 
@@ -148,13 +166,13 @@ def test_one_reference_more_than_the_enabled_ops_is_a_leaked_reference():
                               filter_count=1),
            kernel_pb2.OpsInfo(name="trace_ops", flags=FTRACE_OPS_FL_GLOBAL, enabled=True),
            kernel_pb2.OpsInfo(name="mine", enabled=True, filter_count=1)]
-    stats = kernel_pb2.KernelStats(ftrace_enabled=True, ftrace_start_up=2)
+    listed = kernel_pb2.ListOpsResponse(ops=ops, ftrace_enabled=True, ftrace_start_up=2)
     counts = np.array([0, 1, 2, 3, 2], dtype=np.uint64)
     ips = np.arange(5, dtype=np.uint64) * np.uint64(16) + np.uint64(0xFFFFFFFFA0000000)
     flags = counts | np.where(counts > 0, np.uint64(FTRACE_FL_ENABLED), np.uint64(0))
     snap = RecordsSnapshot(7, (GroupSnapshot(3, "uinput", 0xFFFFFFFFA0000000, ips, flags),),
                            False)
-    anomalies = snapshot_anomalies(snap, ops, stats, 1 * MS, 2 * MS)
+    anomalies = snapshot_anomalies(snap, listed, 1 * MS, 2 * MS)
     assert [a.kind for a in anomalies] == ["leaked reference"]
     [leak] = anomalies
     assert (leak.source, leak.kind, leak.module, leak.records, leak.ops) == (
@@ -237,3 +255,137 @@ def test_a_kasan_report_names_the_module_whose_record_page_was_freed(spawn):
         assert kasan.module == "uinput", kasan.detail
     finally:
         checker.close()
+
+
+class _StatsAskedLate:
+    """``kernel.Stats`` whose ``future`` asks when its answer is first waited for."""
+
+    def __init__(self, stats: grpc.UnaryUnaryMultiCallable) -> None:
+        self._stats = stats
+
+    def __call__(self, request: kernel_pb2.StatsRequest, **kwargs: object) -> object:
+        return self._stats(request, **kwargs)
+
+    def future(self, request: kernel_pb2.StatsRequest) -> _AskedWhenAwaited:
+        return _AskedWhenAwaited(lambda: self._stats.future(request))
+
+
+class _AskedWhenAwaited:
+    """A call's future that asks when its answer is first waited for."""
+
+    def __init__(self, ask: Callable[[], grpc.Future]) -> None:
+        self._ask = ask
+        self._call: grpc.Future | None = None
+
+    def _asked(self) -> grpc.Future:
+        if self._call is None:
+            self._call = self._ask()
+        return self._call
+
+    def result(self, timeout: float | None = None) -> object:
+        return self._asked().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> object:
+        return self._asked().exception(timeout)
+
+    def cancel(self) -> bool:
+        return self._asked().cancel()
+
+
+def test_a_snapshot_judges_the_records_by_the_state_read_with_its_ops(spawn):
+    """S's interleaving, forced: the snapshot's ListOps answers before an update begins,
+    its Stats (which reads the globals without ftrace_lock) from inside it. Here the
+    update is ``echo 1 > ftrace_enabled`` with the function tracer counted but not
+    patched (started with the sysctl 0): ftrace_enabled is 1 from the sysctl's first
+    line, while the records are patched only by the update it runs, held at its first
+    pass (add_breakpoints, ftrace_lock held, no record written yet). Judged by Stats'
+    ftrace_enabled the quiet records were a patch mismatch on a fixed kernel; judged by
+    ListOps' own, read with the ops under the lock, they are as that state leaves
+    them."""
+    site = "add_breakpoints"
+    daemon = spawn(CORE)
+    anomalies: list[Anomaly] = []
+    checker = Checker(daemon.address, 60.0, anomalies.append, lambda why: None)
+    with daemon.connect() as client:
+        client.write_file("/proc/sys/kernel/ftrace_enabled", "0\n")
+        client.write_file(T + "current_tracer", "function\n")
+        checker.reader = RecordsReader(client.stats().shm_namespace)
+        real = checker.client.connection.kernel
+        sysctl: list[ShellProcess] = []
+
+        def list_ops_then_update(request: kernel_pb2.ListOpsRequest) -> grpc.Future:
+            answer = real.ListOps.future(request)
+            answer.result()
+            client.set_failpoint(site, "1*pause")
+            sysctl.append(ShellProcess(daemon.address,
+                                       "echo 1 > /proc/sys/kernel/ftrace_enabled"))
+            client.wait_failpoint(site, 1, timeout=30)
+            return answer
+
+        checker.client.connection.kernel = SimpleNamespace(
+            ListOps=SimpleNamespace(future=list_ops_then_update),
+            Stats=_StatsAskedLate(real.Stats))
+        try:
+            assert checker.check_snapshot()
+            assert client.stats().ftrace_enabled  # Stats answered from inside the update
+        finally:
+            checker.client.connection.kernel = real
+            client.release_failpoint(site)
+            for shell in sysctl:
+                shell.finish()
+            checker.close()
+        assert client.check_consistency().ok
+    assert anomalies == []
+    assert checker.counts["shm"] == 1
+
+
+def test_records_a_load_patched_with_ftrace_enabled_0_are_no_patch_mismatch(spawn):
+    """With the sysctl 0 and the function tracer started, a load patches its records by
+    count (3.6's ``if (ftrace_start_up && cnt)``); the tracer's end lowers their counts
+    to 0 and no update runs (ftrace_enabled 0), nor does the sysctl's turning on with
+    nothing started: loop's 64 records stay patched, count 0, until the next start
+    patches from the counts. The model's check (under ftrace_lock) and the checker's
+    snapshot judge each state by one rule; both called some a patch mismatch."""
+    daemon = spawn(CORE)
+    anomalies: list[Anomaly] = []
+    checker = Checker(daemon.address, 60.0, anomalies.append, lambda why: None)
+    sysctl = "/proc/sys/kernel/ftrace_enabled"
+    try:
+        with daemon.connect() as client:
+            checker.reader = RecordsReader(client.stats().shm_namespace)
+            steps = [(sysctl, "0"), (T + "current_tracer", "function"), None,
+                     (T + "current_tracer", "nop"), (sysctl, "1"),
+                     (T + "current_tracer", "function")]
+            for step in steps:
+                if step is None:
+                    client.load("loop")
+                else:
+                    client.write_file(step[0], f"{step[1]}\n")
+                assert client.check_consistency().ok, step
+                assert snapshot_checked(checker), step
+            [loop] = [g for g in checker.reader.snapshot(timeout=1.0).groups
+                      if g.module == "loop"]
+            assert loop.enabled.all() and loop.counts.all()
+        assert anomalies == []
+        assert checker.counts["shm"] == len(steps)
+    finally:
+        checker.close()
+
+
+@pytest.mark.parametrize("module, start_up, enabled, bad", [
+    # Patched exactly when counted while the sysctl is on and tracing started...
+    (False, 1, True, [False, True, True, False]),
+    (True, 1, True, [False, True, True, False]),
+    # ...else never for the core kernel, whatever its count...
+    (False, 0, True, [False, False, True, True]),
+    (False, 1, False, [False, False, True, True]),
+    # ...and either way for a module's (its load patched it by count).
+    (True, 0, True, [False, False, False, False]),
+    (True, 1, False, [False, False, False, False]),
+])
+def test_the_patch_rule(module, start_up, enabled, bad):
+    """records.patch_mismatches over the four (count, patched) pairs: (0, no), (1, no),
+    (0, yes), (1, yes)."""
+    counts = np.array([0, 1, 0, 1], dtype=np.uint64)
+    patched = np.array([False, False, True, True])
+    assert patch_mismatches(counts, patched, module, start_up, enabled).tolist() == bad

@@ -7,12 +7,19 @@
 - ``shm``: the record pages read straight from shared memory, as ``crash`` reads a live
   kernel, checked against bounds every state between two critical sections obeys:
   each record's count lies between the number of enabled ops that trace every function
-  and the number of enabled ops, and a record is patched exactly when its count is
-  non-zero and tracing is started. A snapshot only counts when it is one such state:
-  the page directory's generation and group list are read before ``Stats`` and
-  ``ListOps`` (which takes ftrace_lock, so every critical section begun before it has
-  ended), the records are copied after, and nothing was written or linked in between
-  (the copy has that generation and those groups).
+  and the number of enabled ops, and a record is patched as 3.6 leaves it (the model's
+  check's rule, ``records.patch_mismatches``: exactly when its count is non-zero while
+  ftrace_enabled is set and tracing is started; else a core record is not, a module's
+  may be, its load having patched it by count with the sysctl 0). A snapshot only counts when it is one such state:
+  the page directory's generation and group list are read before ``ListOps`` (which
+  takes ftrace_lock, so every critical section begun before it has ended), the records
+  are copied after, and nothing was written or linked in between (the copy has that
+  generation and those groups). The state the records are judged by (ftrace_start_up,
+  ftrace_enabled, ftrace_disabled) is ListOps' too, read with the ops under the lock:
+  ``Stats`` reads it without the lock, and asked beside ListOps it may answer from
+  inside an update the ListOps preceded (ftrace_shutdown() lowers ftrace_start_up
+  before it rewrites the records), a state the records were never in. ``Stats`` says
+  only which boot answered.
   A race window that drops the lock mid-operation exposes a state outside the bounds;
   the kernel's locking never does. Under load the two calls take tens of milliseconds
   (ListOps waits for ftrace_lock) while the clients write records every few: a bracket
@@ -79,6 +86,7 @@ from clients.errors import FtraceError, translate_rpc_errors
 from clients.interrupt import interruptible, settle, started
 from ftrace.v1 import kernel_pb2
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_GLOBAL
+from kernel_daemon.ftrace.records import patch_mismatches
 from kernel_daemon.ftrace.snapshot import RecordsReader, RecordsSnapshot
 
 ANOMALY_KINDS = {
@@ -196,24 +204,28 @@ def counted_ops(ops: list[kernel_pb2.OpsInfo]) -> list[kernel_pb2.OpsInfo]:
     return [o for o in ops if o.enabled and not o.flags & FTRACE_OPS_FL_GLOBAL]
 
 
-def snapshot_anomalies(snap: RecordsSnapshot, ops: list[kernel_pb2.OpsInfo],
-                       stats: kernel_pb2.KernelStats, start: int, end: int) -> list[Anomaly]:
-    """The bounds of the module docstring, over one quiescent snapshot."""
-    if stats.ftrace_disabled:
+def snapshot_anomalies(snap: RecordsSnapshot, listed: kernel_pb2.ListOpsResponse,
+                       start: int, end: int) -> list[Anomaly]:
+    """The bounds of the module docstring, over one quiescent snapshot and the ops
+    and global state ``ListOps`` read together under ftrace_lock."""
+    if listed.ftrace_disabled:
         return []  # after ftrace_kill() the counts are whatever the WARN left
-    counted = counted_ops(ops)
+    counted = counted_ops(list(listed.ops))
     lower = sum(1 for o in counted if not o.filter_count and not o.notrace_count)
     upper = len(counted)
     names = ", ".join(o.name for o in counted) or "none"
+    # The patches follow the counts (records.patch_mismatches); else a core record is
+    # not patched, and a module's may be whatever its count.
+    following = listed.ftrace_enabled and listed.ftrace_start_up > 0
     out = []
     for group in snap.groups:
         counts = group.counts.astype(np.int64)
         checks = [("missing reference", counts < lower, f"at least {lower}"),
                   ("leaked reference", counts > upper, f"at most {upper}")]
-        if stats.ftrace_enabled:
-            wanted = (counts > 0) & (stats.ftrace_start_up > 0)
-            checks.append(("patch mismatch", (group.enabled != wanted) & (counts >= lower)
-                           & (counts <= upper), "patched iff count > 0 and tracing started"))
+        mismatched = patch_mismatches(counts, group.enabled, bool(group.module),
+                                      listed.ftrace_start_up, listed.ftrace_enabled)
+        checks.append(("patch mismatch", mismatched & (counts >= lower) & (counts <= upper),
+                       "patched iff count > 0" if following else "not patched"))
         for kind, bad, bound in checks:
             where = np.flatnonzero(bad)
             if not len(where):
@@ -232,7 +244,8 @@ def snapshot_anomalies(snap: RecordsSnapshot, ops: list[kernel_pb2.OpsInfo],
 @dataclass
 class _Bracket:
     """A snapshot begun (:meth:`Checker._begin_snapshot`): the records' state and the
-    time before it, and the Stats and ListOps asked."""
+    time before it, and the Stats (which boot answers) and ListOps (the ops, and the
+    state their records are judged by) asked."""
 
     state: tuple[int, tuple[int, ...]]  # RecordsReader.quiet_state()'s
     start: int  # CLOCK_MONOTONIC ns
@@ -256,13 +269,17 @@ class Checker:
     def __init__(self, address: str, interval: float, on_anomaly: Callable[[Anomaly], None],
                  on_lost: Callable[[str], None],
                  hold_writers: Callable[[], ContextManager[bool]] | None = None,
-                 on_reboot: Callable[[Reboot], None] | None = None) -> None:
+                 on_reboot: Callable[[Reboot], None] | None = None,
+                 on_ftrace_killed: Callable[[int], None] | None = None) -> None:
         self.client = Client(address)
         self.interval = interval
         self._hold_writers = hold_writers
         self._on_anomaly = on_anomaly
         self._on_lost = on_lost
         self._on_reboot = on_reboot
+        self._on_ftrace_killed = on_ftrace_killed
+        # When a check of the run first found ftrace killed (CLOCK_MONOTONIC ns).
+        self.ftrace_killed_ns: int | None = None
         self._stop = threading.Event()
         # Set by the runner when it begins to stop the clients: the kernel then goes
         # quiet with tracing still on, the moment a bracket holds most easily, so the
@@ -402,6 +419,19 @@ class Checker:
             pass
         self._on_lost(f"{call}: {error_text(error)}")
 
+    def _killed(self, seen_ns: int) -> None:
+        """A check of the run found ftrace_disabled: ftrace_kill() ran (a WARN's). Said
+        once through ``on_ftrace_killed``; the baseline's is the kernel's past (a run
+        that finds it does not start), the teardown's comes after the run."""
+        if self.phase != "run":
+            return
+        with self._lock:
+            first = self.ftrace_killed_ns is None
+            if first:
+                self.ftrace_killed_ns = seen_ns
+        if first and self._on_ftrace_killed is not None:
+            self._on_ftrace_killed(seen_ns)
+
     # --- consistency and shared memory ---------------------------------------------
 
     def _poll(self) -> None:
@@ -454,6 +484,8 @@ class Checker:
         if not self._same_boot(report.boot_id, end):
             return
         self._count("consistency")
+        if report.ftrace_disabled:
+            self._killed(end)
         for anomaly in consistency_anomalies(report, start, end):
             self._report_anomaly(anomaly)
 
@@ -538,9 +570,10 @@ class Checker:
             stats = interruptible(bracket.stats, bracket.stats.result)
         if not self._same_boot(stats.boot_id, time.monotonic_ns(), stats):
             return True  # the run's kernel is gone: nothing to try again
-        ops = list(listed.ops)
         state, start = bracket.state, bracket.start
-        self._busy = stats.ftrace_start_up > 0
+        self._busy = listed.ftrace_start_up > 0
+        if listed.ftrace_disabled:
+            self._killed(time.monotonic_ns())
         # Moved already: no copy is needed to know this state is gone.
         if self.reader.quiet_state() != state:
             self._count("shm inconclusive")
@@ -555,14 +588,15 @@ class Checker:
         if snap.state() != state:
             self._count("shm inconclusive")
             return False
-        found = snapshot_anomalies(snap, ops, stats, start, end)
+        found = snapshot_anomalies(snap, listed, start, end)
         # Stats said the run's boot; the ListOps asked with it may be the next boot's.
         if found and not self.confirm_boot():
             return True
         self._count("shm")
         if self.clients_stopping.is_set():
             self._count("shm at stop")
-        elif stats.ftrace_start_up > 0 and stats.ftrace_enabled and not stats.ftrace_disabled:
+        elif (listed.ftrace_start_up > 0 and listed.ftrace_enabled
+              and not listed.ftrace_disabled):
             self._count("shm tracing")
             if held:
                 self._count("shm held")

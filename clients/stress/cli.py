@@ -13,7 +13,8 @@ from clients.stress.config import (AUTO_FAILPOINTS, DEFAULT_MODULES, DEFAULT_STA
                                    DEFAULT_SWITCH_INTERVAL, STOP_ON_KINDS, WORKER_KINDS,
                                    BootSpec, RunConfig)
 from clients.stress.minimize import interleaving_verdict
-from clients.stress.report import headline, ran_text, reboot_text, stall_text
+from clients.stress.report import (headline, killed_text, lost_text, ran_text, reboot_text,
+                                   stall_text)
 from clients.stress.runner import Progress, Run, connect, make_run_dir
 from kernel_daemon.__main__ import add_boot_arguments, boot_options_from
 from kernel_daemon.failpoints import parse_spec
@@ -31,7 +32,9 @@ random filters), loaders (modprobe/rmmod), shells (set_ftrace_filter, set_ftrace
 current_tracer) and invokers (functions executing). Every operation is recorded in
 DIR/history.jsonl; the kernel is checked all along (CheckConsistency over RPC, the record
 pages from shared memory, dmesg for WARNING and KASAN). The run stops at the first anomaly
-(of a --stop-on kind when given; never with --keep-going), turns the function tracer off,
+(of a --stop-on kind when given; never with --keep-going), or once ftrace is killed (a
+WARN's ftrace_kill(): every change is refused from then on, nothing new can be found;
+with --keep-going too), turns the function tracer off,
 checks once more, and writes DIR/report.json and DIR/report.txt; with an anomaly,
 DIR/repro.sh: a minimal ftrace-shell script found by delta debugging, each candidate
 replayed on a fresh daemon booted the same way, or, for a race, the interleaving that
@@ -65,6 +68,9 @@ the run; one held at a failpoint's pause when the run stops (on a daemon of your
 private one refuses pause, which nothing in a run releases) is released then, for the
 teardown needs the locks it holds; one that does not stop in time is killed. Each makes
 the run STALLED: it is not the run that was asked for, and a held lock is no clean run.
+A client that dies on its way (killed by a signal the run did not send, or exited with
+an error) makes it INCOMPLETE, for the same reason; report.txt says whether the run
+went on without it, or ended because no client was left.
 
 A Kernel.Reboot of the daemon during the run (someone else's: the run reboots none)
 ends it: the kernel it judged is gone, so it is an ERROR, unless it found an anomaly
@@ -75,7 +81,8 @@ nothing on the new kernel: every call of theirs says it was born in the run's bo
 Exit status: 0 clean, 1 the run found an anomaly, 2 error (the daemon died or rebooted
 under the run, could not start, did not answer...), 3 tainted: the run found no
 anomaly, but the kernel had some before it started, or its ftrace was dead already;
-4 stalled: the run found no anomaly, but a client was stuck (above).
+4 stalled: the run found no anomaly, but a client was stuck (above); 5 incomplete: the
+run found no anomaly, but a client died on its way (above).
 """
 
 
@@ -125,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     add_boot_arguments(daemon)  # type: ignore[arg-type]  (a group takes arguments alike)
     # Re-declared: the run's seed is the daemon's; resolved below when not given.
     daemon.add_argument("--seed", type=int, metavar="N",
-                        help="seed of every client's choices, and the daemon's "
+                        help="seed of the clients' choices (a tracer's and a loader's "
+                        "also follow the kernel's answers) and of the daemon's "
                         "(default: random, reported)")
     daemon.set_defaults(switch_interval=None)
     return parser
@@ -203,6 +211,8 @@ def summary(report: dict, out_dir: str) -> str:
         lines.append(f"  error: {report['error']}")
     lines += [f"  rebooted: {line}" for line in reboot_text(report)]
     lines += [f"  stalled: {line}" for line in stall_text(report)]
+    lines += [f"  lost: {line}" for line in lost_text(report)]
+    lines += [f"  killed: {line}" for line in killed_text(report)]
     for anomaly in report["anomalies"][:3]:
         lines.append(f"  {anomaly['seen_s']:.3f} s {headline(anomaly)}")
     for anomaly in report["before_run"][:3]:

@@ -11,6 +11,7 @@ process is killed is cut short, and the merge skips it. Events::
      "lock_ns": [NS, ...], "t": NS, "wall": S}
     {"ev": "held", "t": NS, "wall": S}
     {"ev": "go", "t": NS, "wall": S}
+    {"ev": "closing", "t": NS, "wall": S}
     {"ev": "end", "cpu_s": S, "t": NS, "wall": S}
 
 ``t`` is CLOCK_MONOTONIC in nanoseconds (one clock for every process of the machine, so
@@ -20,7 +21,10 @@ the daemon went away mid-call). ``cpu_s`` of the end: the process's CPU time (ev
 thread) from the go to that line, so that what it spent on its operations is not
 mixed with its exit (a Python process's teardown costs more than a hundred calls).
 ``held`` and ``go``: the worker parked between two operations while the checker held the
-record writers for a snapshot, and went on (the merge passes them by).
+record writers for a snapshot, and went on (the merge passes them by). ``closing``: the
+worker is done with its operations (told to stop, or its share of ``--ops`` done); what
+it invokes after, a tracer's unregister of the ops it still has, is its leaving, not one
+of the run's operations (:attr:`Op.closing`).
 ``lock_ns``: when the daemon says the operation acquired
 ftrace_lock (filter writes, modprobe, rmmod, a tracer's register, set_filter and
 unregister; empty for the others), on the same clock:
@@ -67,6 +71,7 @@ class Op:
     errno: str | None = None
     value: dict[str, Any] | None = None
     lock_ns: list[int] = field(default_factory=list)  # ftrace_lock acquisitions
+    closing: bool = False  # invoked as its client left (after its "closing" event)
 
     @property
     def ok(self) -> bool:
@@ -133,6 +138,9 @@ class Recorder:
     def went(self) -> None:
         self._event({"ev": "go"})
 
+    def closing(self) -> None:
+        self._event({"ev": "closing"})
+
     def close(self, cpu_s: float | None = None) -> None:
         self._event({"ev": "end", "cpu_s": cpu_s})
         self._file.close()
@@ -174,6 +182,7 @@ def client_ops(path: str, logs: list[ClientLog]) -> Iterator[Op]:
     log: ClientLog | None = None
     pending: deque[Op] = deque()  # invoked, not yet given, in invocation order
     by_id: dict[str, Op] = {}
+    closing = False
     for event in read_events(path):
         kind = event.get("ev")
         if kind == "start":
@@ -183,7 +192,7 @@ def client_ops(path: str, logs: list[ClientLog]) -> Iterator[Op]:
             continue
         elif kind == "invoke":
             op = Op(event["id"], log.client, log.kind, log.pid, event["op"], event["args"],
-                    event["t"], event["wall"])
+                    event["t"], event["wall"], closing=closing)
             by_id[op.id] = op
             pending.append(op)
             log.operations += 1
@@ -194,6 +203,8 @@ def client_ops(path: str, logs: list[ClientLog]) -> Iterator[Op]:
             op.lock_ns = event.get("lock_ns") or []
             while pending and pending[0].completed:
                 yield pending.popleft()
+        elif kind == "closing":
+            closing = True
         elif kind == "end":
             log.ended_ns, log.cpu_s = event["t"], event.get("cpu_s")
     yield from pending

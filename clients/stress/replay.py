@@ -177,7 +177,14 @@ class Replayer:
         future = self._next or self._executor.submit(spawn_daemon, self.boot.argv)
         self._next = self._executor.submit(spawn_daemon, self.boot.argv)
         self.replays += 1
-        return future.result()
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            # Interrupted while it boots: stopped once up, as close() stops the next;
+            # else it would run on until this process's exit closed its lifeline.
+            if future.exception() is None:
+                future.result().stop()
+            raise
 
     def close(self) -> None:
         if self._next is not None:

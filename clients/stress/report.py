@@ -31,7 +31,7 @@ RECENT_OPS = 6
 #: Operations listed as in flight, at most.
 IN_FLIGHT_OPS = 16
 #: The run's outcome by its exit status (``--help`` says what each means).
-OUTCOMES = {0: "clean", 1: "anomaly", 2: "error", 3: "tainted", 4: "stalled"}
+OUTCOMES = {0: "clean", 1: "anomaly", 2: "error", 3: "tainted", 4: "stalled", 5: "incomplete"}
 
 
 @dataclass
@@ -49,6 +49,16 @@ class WorkerRecord:
     # The failpoint its call was held at (a ``pause``) when the run stopped, and released.
     paused_at: str = ""
     cpu_s: float | None = None  # CPU seconds from the go to its end event or the stop
+    # Reaped while the clients ran: whether another client was still running then (the
+    # run went on), or none was (its exit ended the run); None: reaped at the stop.
+    others_running: bool | None = None
+
+    @property
+    def lost(self) -> bool:
+        """It died on its way: killed by a signal the run did not send, or exited with an
+        error of its own (not the daemon or its kernel gone: the run's error says those)."""
+        return (self.status not in (None, 0, EXIT_DAEMON_GONE, EXIT_REBOOTED)
+                and not self.killed_at_stop)
 
     def how(self, exited_s: float | None) -> str:
         """How it ended, ``exited_s`` seconds into the run."""
@@ -63,18 +73,21 @@ class WorkerRecord:
                 "did not stop in time, killed" if self.killed_at_stop else "then stopped")
         if self.killed_at_stop:
             return "did not stop in time, killed"
-        if self.status < 0:
-            name = signal.Signals(-self.status).name
-            return f"killed by {name} at {exited_s:.3f} s" + (
-                "" if self.stopped else " (the run went on without it)")
         if self.status == 0:
             return "stopped"
         if self.status == EXIT_DAEMON_GONE:
             return f"lost the daemon at {exited_s:.3f} s"
         if self.status == EXIT_REBOOTED:
             return f"its kernel rebooted: stopped at {exited_s:.3f} s"
-        return (f"exited with status {self.status} at {exited_s:.3f} s "
-                f"(see clients/{self.name}.log)")
+        if self.status < 0:
+            how = f"killed by {signal.Signals(-self.status).name} at {exited_s:.3f} s"
+        else:
+            how = (f"exited with status {self.status} at {exited_s:.3f} s "
+                   f"(see clients/{self.name}.log)")
+        if self.others_running is None or self.stopped:
+            return how
+        return how + (" (the run went on without it)" if self.others_running
+                      else " (no client was left, which ended the run)")
 
 
 class OpsTally:
@@ -87,7 +100,9 @@ class OpsTally:
         """``stop_ns``: when the clients were told to stop; an operation invoked before
         it is one of the run's (its duration, rates and CPU figures are all over the go
         to the stop: the teardown, and what a client began before it heard the stop,
-        come after)."""
+        come after), unless its client invoked it as it left (``Op.closing``: a tracer's
+        unregister of the ops it still had, which a run of ``--ops`` makes before its
+        stop, as its clients stop on their own)."""
         self.stop_ns = stop_ns
         self.total = 0
         self.completed = 0
@@ -105,7 +120,7 @@ class OpsTally:
         """The next operation, in invocation order."""
         self.total += 1
         self.completed += op.completed
-        in_run = op.invoke_ns < self.stop_ns
+        in_run = op.invoke_ns < self.stop_ns and not op.closing
         self.in_run += in_run
         if self.first_invoke_ns is None:  # they come in invocation order
             self.first_invoke_ns = op.invoke_ns
@@ -161,6 +176,10 @@ class RunResult:
     shm_error: str = ""
     error: str = ""  # what made the run fail (exit status 2)
     reboot: Reboot | None = None  # the daemon rebooted under the run (Checker.reboot)
+    # When a check of the run first found ftrace killed (Checker.ftrace_killed_ns), and
+    # whether that ended the run (nothing before did: Run._on_ftrace_killed).
+    ftrace_killed_ns: int | None = None
+    ended_at_kill: bool = False
     reproducer: Reproducer | None = None
     reproducer_note: str = ""
     report: dict[str, Any] = field(default_factory=dict)  # report.json, once written
@@ -172,17 +191,25 @@ class RunResult:
         return [w for w in self.workers if w.stalled or w.paused_at or w.killed_at_stop]
 
     @property
+    def lost(self) -> list[WorkerRecord]:
+        """The workers that died on their way (WorkerRecord.lost)."""
+        return [w for w in self.workers if w.lost]
+
+    @property
     def exit_status(self) -> int:
         """0 clean; 1 the run found an anomaly; 2 error; 4 stalled: the run found none, but
-        a client was stuck in a call (the run is not the run it was asked for); 3 tainted:
-        the run found none, but the kernel had some before it started (or its ftrace was
-        dead already)."""
+        a client was stuck in a call (the run is not the run it was asked for); 5
+        incomplete: the run found none, but a client died on its way (nor is it); 3
+        tainted: the run found none, but the kernel had some before it started (or its
+        ftrace was dead already)."""
         if self.error:
             return 2
         if self.anomalies:
             return 1
         if self.stalled:
             return 4
+        if self.lost:
+            return 5
         return 3 if self.before_run else 0
 
     @property
@@ -275,7 +302,8 @@ def per_kind(result: RunResult) -> dict[str, dict[str, Any]]:
 def worker_json(result: RunResult, worker: WorkerRecord) -> dict[str, Any]:
     log = next((log for log in result.logs if log.client == worker.name), None)
     exited_s = result.seconds(worker.exited_ns)
-    return {**asdict(worker), "exited_s": exited_s, "how": worker.how(exited_s),
+    return {**asdict(worker), "lost": worker.lost, "exited_s": exited_s,
+            "how": worker.how(exited_s),
             "operations": log.operations if log else 0,
             # Its file ends with its "end" event: nothing was cut short.
             "history_complete": bool(log and log.ended)}
@@ -327,10 +355,15 @@ def to_json(result: RunResult) -> dict[str, Any]:
             "booted_s": result.seconds_into_run(result.reboot.booted_ns),
             "seen_s": result.seconds_into_run(result.reboot.seen_ns),
             "text": result.reboot_text},
+        # ftrace_kill() first seen by a check of the run (None: not seen), and whether
+        # that ended it.
+        "ftrace_killed_s": result.seconds_into_run(result.ftrace_killed_ns),
+        "ended_at_kill": result.ended_at_kill,
         "operations": {
             "total": tally.total,
             "completed": tally.completed,
-            # Invoked from the go to the stop, and their rate over that span (ran_s).
+            # Invoked from the go to the stop (not a client's closing ones), and their
+            # rate over that span (ran_s).
             "in_run": tally.in_run,
             "per_second": result.per_second(tally.in_run),
             "first_s": result.seconds(tally.first_invoke_ns),
@@ -400,6 +433,24 @@ def stall_text(report: dict[str, Any]) -> list[str]:
         out.append(f"{', '.join(killed)} did not stop in time and "
                    f"{'was' if len(killed) == 1 else 'were'} killed")
     return out
+
+
+def lost_text(report: dict[str, Any]) -> list[str]:
+    """The workers that died on their way, a line each (stdout and report.txt alike):
+    how, and whether the run went on without it or ended for no client was left."""
+    return [f"{worker['name']} {worker['how']}" for worker in report["workers"]
+            if worker["lost"]]
+
+
+def killed_text(report: dict[str, Any]) -> list[str]:
+    """ftrace killed during the run, a line (stdout and report.txt alike)."""
+    seen = report["ftrace_killed_s"]
+    if seen is None:
+        return []
+    return [f"ftrace_kill() seen at {seen:.3f} s: every change refused from then on "
+            "(ENODEV), nothing new to find" + (
+                "; the run ended there, and checked once more after its clients stopped"
+                if report["ended_at_kill"] else "")]
 
 
 def reboot_text(report: dict[str, Any]) -> list[str]:
@@ -480,8 +531,10 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
         out.append(f"error:     {report['error']}")
     out += [f"rebooted:  {line}" for line in reboot_text(report)]
     out.append(f"command:   {report['command']}")
-    out.append("           (re-runs each client's choices, not how the clients interleaved: "
-               "an anomaly's replay is repro.sh)")
+    out.append("           (re-runs the shells' and invokers' choices; a tracer's and a "
+               "loader's follow the kernel's answers,")
+    out.append("           which follow how the clients interleaved, as no seed does: an "
+               "anomaly's replay is repro.sh)")
     conf = report["configuration"]
     daemon = report["daemon"]
     where = ("private daemon" if conf["private_daemon"] else "daemon") + \
@@ -509,10 +562,12 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
     ops = report["operations"]
     after = ops["total"] - ops["in_run"]
     out.append(f"ran:       {ran_text(report)} (limit: {limit})"
-               + (f"; {after} more after the stop (the teardown's, and those begun "
-                  "before the clients heard it)" if after and report["ran_s"] is not None
-                  else ""))
+               + (f"; {after} more not counted: the tracers' closing unregisters, the "
+                  "teardown's, and those begun before the clients heard the stop"
+                  if after and report["ran_s"] is not None else ""))
     out += [f"stalled:   {line}" for line in stall_text(report)]
+    out += [f"lost:      {line}" for line in lost_text(report)]
+    out += [f"killed:    {line}" for line in killed_text(report)]
     stops = ("never (--keep-going)" if conf["keep_going"]
              else ", ".join(conf["stop_on"]) or "any anomaly")
     out.append(f"stops at:  {stops}; detected after {report['time_to_detection_s']} s"

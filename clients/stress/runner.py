@@ -8,8 +8,10 @@ ftrace is dead already is not stressed. Then the checker's threads and the worke
 run (the checker holds the record writers still a moment twice a second, for a snapshot of
 the kernel at work: :meth:`Run.hold_writers`); this process waits for the first of: an anomaly (of a ``stop_on``
 kind, and unless ``keep_going``), the end of the duration, every worker done, the daemon
-gone, and a worker making no progress for the stall timeout (stuck in a call). A worker
-that dies on its way is noted and the run goes on without it. Then the run's clients
+gone, a worker making no progress for the stall timeout (stuck in a call), and ftrace
+killed (:meth:`Run._on_ftrace_killed`: nothing new can be found after it). A worker
+that dies on its way is noted, with whether another was still running (the run goes on
+without it) or none was (which ends the run); the run is then not clean. Then the run's clients
 held at a failpoint's ``pause`` are released (nothing else would: their threads hold
 locks the teardown needs), the workers are told to stop (a tracer unregisters its ops),
 the function tracer is turned off
@@ -34,6 +36,7 @@ import dataclasses
 import json
 import os
 import random
+import select
 import selectors
 import signal
 import subprocess
@@ -46,6 +49,7 @@ from clients.api import Client
 from clients.cli import MAX_WAIT, ConnectError, daemon_lost, error_text, no_daemon_text
 from clients.errors import FtraceError
 from clients.identity import Identity
+from clients.interrupt import SignalTaken
 from clients.spawn import SpawnedDaemon, SpawnError, spawn_daemon
 from clients.stress import history
 from clients.stress.checker import Anomaly, Checker, Reboot
@@ -98,6 +102,14 @@ def filter_patterns(listing: bytes) -> bytes:
     # Each ends with a newline, as echo's: 3.6's release matches an unterminated last
     # word as a glob only (ftrace_regex_release), so its :mod: would select nothing.
     return "".join(f"{pattern}\n" for pattern in patterns).encode()
+
+
+def interrupted(interrupt: KeyboardInterrupt) -> str:
+    """"interrupted", and by which signal when the handler that raised it named it
+    (SIGTERM: clients.cli.sigterm_interrupts); a SignalTaken's argument is the answer of
+    the call its SIGINT reached, no name."""
+    named = interrupt.args and not isinstance(interrupt, SignalTaken)
+    return f"interrupted by {interrupt.args[0]}" if named else "interrupted"
 
 
 def make_run_dir(out_dir: str) -> None:
@@ -300,6 +312,18 @@ class Run:
             self._reboot = reboot
         self._wake()
 
+    def _on_ftrace_killed(self, seen_ns: int) -> None:
+        """A check found ftrace killed (ftrace_kill(), after a WARN): the run ends, with
+        --keep-going too, for nothing new can be found. Every change is refused from
+        then on (ENODEV) and no record is patched again; only the operations in flight
+        at the kill may still move counts (a filter's release moves its hash in, and
+        may WARN again; a change that passed its ftrace_disabled test and waited for
+        ftrace_lock goes on), and they end before the checks run once more, after the
+        clients stopped (:meth:`_stop`): that check sees all they left."""
+        with self._lock:
+            self.result.ftrace_killed_ns = seen_ns
+        self._wake()
+
     @contextlib.contextmanager
     def hold_writers(self) -> Iterator[bool]:
         """The clients that write records (all but the invokers) held after their
@@ -346,7 +370,7 @@ class Run:
                 self._wait()
                 self._stop()
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal the caller turned into it
-            result.error = "interrupted" + (f" by {interrupt}" if interrupt.args else "")
+            result.error = interrupted(interrupt)
             self._abort()
         except FtraceError as error:
             # A connection lost: one line, without gRPC's words for it.
@@ -363,7 +387,8 @@ class Run:
         """The daemon as the run finds it (the checker's baseline), made ready for it."""
         config = self.config
         self.checker = Checker(self.address, config.check_interval, self._on_anomaly,
-                               self._on_lost, self.hold_writers, self._on_reboot)
+                               self._on_lost, self.hold_writers, self._on_reboot,
+                               self._on_ftrace_killed)
         self.checker.baseline()
         self.result.before_run = self.checker.before
         if config.address is not None:
@@ -577,6 +602,7 @@ class Run:
                     else:
                         selector.unregister(key.fd)
                         key.data.reap()
+                        key.data.record.others_running = self._others_running(key.data)
                 self._show_progress()
         finally:
             selector.close()
@@ -589,12 +615,24 @@ class Run:
             for worker in self._loaders():
                 worker.freeze()
 
+    def _others_running(self, worker: _Worker) -> bool:
+        """Whether a worker besides ``worker`` still runs: one not reaped yet whose pidfd
+        does not say it exited (looked at, not waited for: a reap now would lose its CPU
+        figures, read at its reap)."""
+        others = [w.pidfd for w in self._alive() if w is not worker]
+        exited, _, _ = select.select(others, [], [], 0)
+        return len(exited) < len(others)
+
     def _over(self, deadline: int | None) -> bool:
-        """Whether :meth:`_wait` is over: the daemon gone, an anomaly to stop at, no
-        worker left, or the ``deadline`` (monotonic ns) passed."""
+        """Whether :meth:`_wait` is over: the daemon gone, an anomaly to stop at, ftrace
+        killed (noted as what ended the run when nothing before did), no worker left, or
+        the ``deadline`` (monotonic ns) passed."""
         with self._lock:
             if (self._lost or self._reboot
                     or (self._stopping_anomaly() and not self.config.keep_going)):
+                return True
+            if self.result.ftrace_killed_ns is not None:
+                self.result.ended_at_kill = True
                 return True
         return not self._alive() or (deadline is not None
                                      and time.monotonic_ns() >= deadline)
@@ -829,6 +867,11 @@ class Run:
         except (SpawnError, FtraceError, OSError, subprocess.SubprocessError,
                 ReplayRebooted) as error:
             result.reproducer_note = f"the search failed: {error}"
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal the caller turned into it
+            # As a run interrupted before is an error, this one is: what it found stands
+            # (exit status 2 over 1: it is not the run it was asked for, search and all).
+            result.error = f"{interrupted(interrupt)} during the reproducer search"
+            result.reproducer_note = "the search was interrupted: no reproducer"
 
     def _show_progress(self) -> None:
         if self.progress is None:

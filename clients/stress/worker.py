@@ -87,6 +87,7 @@ def run(spec: WorkerSpec, stop: threading.Event) -> int:
                and (spec.ops is None or done < spec.ops)):
             worker.step()
             done += 1
+        recorder.closing()
         worker.finish()
         return 0
     except DaemonGone:

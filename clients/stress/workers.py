@@ -10,7 +10,14 @@
 
 Patterns lean towards module functions, so the precondition of the 8c4f3c3 bug (a hash
 naming a module function while the module is reloaded) arises again and again. Every
-choice comes from the worker's own generator, seeded from the run seed and its name.
+choice comes from the worker's own generator, seeded from the run seed and its name. A
+shell's and an invoker's choices depend on nothing else, so a seed repeats them whole; a
+tracer's and a loader's next operation depends on the kernel's last answer too (a
+refused register, as a filter naming a module not loaded gets, is followed by another
+register, not by a filter change; a loader unloads what it loaded, and learns of another
+loader's work from a refusal), and the answers depend on how the clients interleaved,
+which the machine's scheduling decides: the same seed makes the same choices up to the
+first answer that differs, and different ones after it.
 """
 
 from __future__ import annotations

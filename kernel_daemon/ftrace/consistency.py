@@ -2,8 +2,8 @@
 
 Under ``ftrace_lock``, recompute for every live record the number of enabled ops on
 ``ftrace_ops_list`` whose hashes select it, and compare with its count; compare
-``FTRACE_FL_ENABLED`` with "count > 0 and tracing started" (and code patching on:
-the ``ftrace_enabled`` sysctl).  It has no kernel
+``FTRACE_FL_ENABLED`` with what 3.6 leaves (``records.patch_mismatches``: "count > 0"
+while tracing is started and the ``ftrace_enabled`` sysctl on).  It has no kernel
 counterpart: it sees the reported bug right after the reload, before any WARN.
 """
 
@@ -18,7 +18,8 @@ import numpy as np
 from kernel_daemon import task as task_mod
 from kernel_daemon.ftrace.core import Ftrace
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FtraceOps
-from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, FtracePageGroup, ftrace_rec_count
+from kernel_daemon.ftrace.records import (FTRACE_FL_ENABLED, FtracePageGroup, ftrace_rec_count,
+                                          patch_mismatches)
 
 
 class AnomalyKind(enum.Enum):
@@ -137,11 +138,11 @@ def group_anomalies(ft: Ftrace, pg: FtracePageGroup, ops_list: list[FtraceOps]) 
     expected = references.expected()
     actual = ftrace_rec_count(pg.flags).astype(np.int64)
     patched = (pg.flags & np.uint64(FTRACE_FL_ENABLED)) != 0
-    # With ftrace_enabled 0 (the sysctl) nothing is patched, whatever the counts.
-    want_patched = (actual > 0) & bool(ft.ftrace_start_up and ft.ftrace_enabled)
     count_bad = expected != actual
     # After ftrace_kill nothing is patched or unpatched again; only counts are checked.
-    patch_bad = (patched != want_patched) & ~count_bad & (not ft.ftrace_disabled)
+    patch_bad = (patch_mismatches(actual, patched, pg.mod is not None, ft.ftrace_start_up,
+                                  bool(ft.ftrace_enabled))
+                 & ~count_bad & (not ft.ftrace_disabled))
     anomalies = []
     for i in np.flatnonzero(count_bad | patch_bad).tolist():
         if count_bad[i]:

@@ -69,6 +69,28 @@ def ftrace_rec_count(flags: np.ndarray) -> np.ndarray:
     return flags & np.uint64(~FTRACE_FL_MASK & 0xFFFFFFFFFFFFFFFF)
 
 
+def patch_mismatches(counts: np.ndarray, patched: np.ndarray, module: bool,
+                     ftrace_start_up: int, ftrace_enabled: bool) -> np.ndarray:
+    """Which of a page group's records (``module``: a module's) are patched
+    (``FTRACE_FL_ENABLED``) where 3.6 cannot leave them so, or not patched where it
+    must have: the one rule of the model's check and of ftrace-stress's snapshots.
+
+    While ``ftrace_enabled`` is set and tracing is started, a record is patched exactly
+    when its count is not zero: every change of a count then runs the update
+    (``ftrace_startup()``, ``ftrace_shutdown()``, a filter installed), a load patches
+    its records by count, and the sysctl's turning on ran one. Otherwise the core
+    kernel's records are not patched (the last update, the sysctl's turning off or the
+    last shutdown, un-patched them all), but a module's may be, whatever its count: its
+    load patches by count whenever tracing is started (``if (ftrace_start_up && cnt)``,
+    no look at ``ftrace_enabled``), and with ``ftrace_enabled`` 0 no update follows the
+    count down after it (``ftrace_startup_enable()`` returns first), nor does the
+    sysctl's turning on while nothing is started; the next update with both set does.
+    """
+    if ftrace_enabled and ftrace_start_up:
+        return patched != (counts > 0)
+    return patched if not module else np.zeros(len(patched), dtype=bool)
+
+
 @dataclass(eq=False)
 class FtracePageGroup:
     """The ``ftrace_page`` list one ``ftrace_process_locs()`` call allocates.

@@ -286,6 +286,9 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                 samples = ft.ops_samples if request.include_load_samples else ()
                 enabled = enabled_ops_hashes(ft) if request.include_load_samples else []
                 paused = ft.failpoints.state(BEFORE_COUNT).paused if samples else ()
+                # The state the ops' records are judged by, of the same critical section.
+                start_up, sysctl_on, killed = (ft.ftrace_start_up, bool(ft.ftrace_enabled),
+                                               ft.ftrace_disabled)
             room = AnswerRoom()
             name = boot.kernel.kallsyms.sprint_symbol_no_offset
 
@@ -309,7 +312,8 @@ class KernelService(kernel_pb2_grpc.KernelServicer):
                                             paused=sample.task in paused,
                                             ops=[info(ops, True) for ops in sample.ops])
                               for sample in samples],
-                enabled_ops=[info(ops, True) for ops in enabled])
+                enabled_ops=[info(ops, True) for ops in enabled],
+                ftrace_start_up=start_up, ftrace_enabled=sysctl_on, ftrace_disabled=killed)
 
     @staticmethod
     def _failpoint(fp: Failpoints, name: str) -> pb.Failpoint:
