@@ -48,10 +48,14 @@ Commands:
              ``saved_cmdlines``, read from shared memory too, as ``trace`` looks them up:
              a pid whose slot was reused since shows ``<...>``.
 ``check``    a lock-free consistency heuristic on one snapshot. Always: record ips sorted
-             and unique within a group and across groups, and no record ENABLED with a
-             count of 0 (a site patched for no ops). With ``--tracing-active`` (you know
-             some ops is registered and ftrace_enabled is 1): no record with a count but
-             not ENABLED either — together, ENABLED ⇔ count > 0. What it cannot know
+             and unique within a group and across groups, and no core-kernel record
+             ENABLED with a count of 0 (a site patched for no ops; a module's may be,
+             where ftrace_enabled was 0: its load patches by count without looking at
+             the sysctl, and no update follows the count down, as
+             ``records.patch_mismatches`` says). With ``--tracing-active`` (you know
+             some ops is registered and ftrace_enabled is 1): no record, a module's
+             too, ENABLED with a count of 0 or with a count but not ENABLED —
+             ENABLED ⇔ count > 0. What it cannot know
              without the ops' hashes: whether a count is *right* — the 8c4f3c3 bug's
              reloaded record (count 0, not patched, yet named by a filter) looks healthy
              here; ``Kernel.CheckConsistency`` (under ftrace_lock) sees it. And a snapshot
@@ -317,7 +321,7 @@ def cmd_check(snapshot: RecordsSnapshot, symbols: Symbols | None,
             if record.ip in owner:
                 findings.append(record.line(f": also a record of {owner[record.ip]}"))
             owner[record.ip] = group.module or "the core kernel"
-            if record.enabled and not record.count:
+            if record.enabled and not record.count and (args.tracing_active or not group.module):
                 findings.append(record.line(": ENABLED with count 0 (patched for no ops)"))
             elif args.tracing_active and record.count and not record.enabled:
                 findings.append(record.line(": count > 0 but not ENABLED while tracing"))

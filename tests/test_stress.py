@@ -225,7 +225,7 @@ def test_a_run_of_ops_counts_its_operations_not_the_tracers_closing_unregisters(
     assert closing and all(op["op"] == "unregister" for op in closing), closing
     assert report["operations"]["in_run"] == 240
     assert report["operations"]["total"] == 240 + len(closing) + 1  # and the teardown's
-    assert f"ftrace-stress: CLEAN (seed 3, 240 operations in " in done.stdout, done.stdout
+    assert "ftrace-stress: CLEAN (seed 3, 240 operations in " in done.stdout, done.stdout
     assert (f"(limit: 240 operations); {len(closing) + 1} more not counted: the tracers' "
             "closing unregisters, the teardown's") in (out / "report.txt").read_text()
 
@@ -243,9 +243,10 @@ def test_a_run_ends_once_ftrace_is_killed(tmp_path):
     killed = report["ftrace_killed_s"]
     warn = next(a for a in report["anomalies"] if a["kind"] == "WARNING")
     assert "kernel/trace/ftrace.c:1578" in warn["message"]
-    assert warn["seen_s"] <= report["ran_s"] and killed <= report["ran_s"] < 60
-    line = (f"ftrace_kill() seen at {killed:.3f} s: every change refused from then on "
-            "(ENODEV), nothing new to find; the run ended there, and checked once more "
+    # ran_s has 3 decimals, the moments 6: the run ends within a millisecond of the kill.
+    assert round(warn["seen_s"], 3) <= report["ran_s"] and round(killed, 3) <= report["ran_s"] < 60
+    line = (f"ftrace_kill() seen at {killed:.3f} s: every change to ftrace refused from then "
+            "on (ENODEV), nothing new to find; the run ended there, and checked once more "
             "after its clients stopped\n")
     assert f"  killed: {line}" in done.stdout
     assert f"killed:    {line}" in (out / "report.txt").read_text()
@@ -1137,22 +1138,24 @@ def test_the_failpoints_a_run_arms_on_the_users_daemon_are_disarmed_after_it(tmp
     assert armed(daemon.address) == {}
     daemon = spawn(boot)
     out = tmp_path / "two"
-    # No anomaly of a kind this race gives ends it: SIGTERM does. (Nor does the
-    # ftrace_kill() of the WARN it may give: the checks that would see it are a minute
-    # apart.)
+    # No anomaly of a kind this race gives ends it: SIGTERM does. The ftrace_kill() of
+    # the WARN it may give would too, once a check saw it: they are a minute apart, and
+    # the run is disarmed whichever way it ends.
     stress = start_stress(out, "--address", daemon.address, "--duration", "120",
                           "--seed", "8", "--no-minimize", "--stop-on", "kasan",
                           "--check-interval", "60", *SHORT[2:])
     deadline = time.monotonic() + 120
-    while armed(daemon.address) != widened or not any(
+    while stress.poll() is None and (armed(daemon.address) != widened or not any(
             b'"ev":"complete"' in path.read_bytes()
-            for path in (out / "clients").glob("*.jsonl")):
-        assert stress.poll() is None and time.monotonic() < deadline, "never started"
+            for path in (out / "clients").glob("*.jsonl"))):
+        assert time.monotonic() < deadline, "never started"
         time.sleep(0.05)
-    stress.send_signal(signal.SIGTERM)
+    if stress.poll() is None:
+        stress.send_signal(signal.SIGTERM)
     stdout, stderr = stress.communicate(timeout=120)
-    assert stress.returncode == 2, stdout + stderr
-    assert _report(out)["daemon"]["failpoints_disarmed"] is True
+    report = _report(out)
+    assert stress.returncode == 2 or report["ended_at_kill"], stdout + stderr
+    assert report["daemon"]["failpoints_disarmed"] is True
     assert armed(daemon.address) == {}
 
 

@@ -17,7 +17,7 @@ from clients.stress.config import BootSpec, RunConfig
 from clients.stress.history import Op
 from clients.stress.minimize import Target, ddmin, took_effect
 from clients.stress.report import OpsTally, RunResult, WorkerRecord
-from clients.stress.workers import EXIT_DAEMON_GONE
+from clients.stress.workers import EXIT_DAEMON_GONE, EXIT_REBOOTED
 from ftrace.v1 import kernel_pb2
 from kernel_daemon.ftrace.ops import FTRACE_OPS_FL_ENABLED, FTRACE_OPS_FL_GLOBAL
 from kernel_daemon.ftrace.records import FTRACE_FL_ENABLED, patch_mismatches
@@ -102,8 +102,12 @@ def test_the_reproducer_is_sought_for_a_warning_before_a_kasan_report():
     ("", False, "crashed", True, 5, "incomplete"),
     ("", True, "lost", False, 1, "anomaly"),
     ("", False, "stalled+lost", False, 4, "stalled"),
-    # Its daemon gone under it: the run's error says so, the worker is not lost.
-    ("", False, "daemon gone", False, 0, "clean"),
+    # Its daemon gone under it: when the run's error says so, the worker is not lost;
+    # when the daemon served the run on (the worker's failure was not the kernel's), it is.
+    ("the daemon stopped answering", False, "daemon gone", False, 2, "error"),
+    ("", False, "daemon gone", False, 5, "incomplete"),
+    # Its kernel rebooted, and no reboot seen by the run's checks: lost too.
+    ("", False, "rebooted", False, 5, "incomplete"),
     ("", True, "", False, 1, "anomaly"),
     # The daemon went away: the run is not the run asked for, whatever it found first.
     ("the daemon stopped answering", True, "", False, 2, "error"),
@@ -135,6 +139,8 @@ def test_the_outcome_and_exit_status_of_each_verdict(tmp_path, error, found, sta
         other.status = 1
     elif stalled == "daemon gone":
         other.status = EXIT_DAEMON_GONE
+    elif stalled == "rebooted":
+        other.status = EXIT_REBOOTED
     elif stalled:
         setattr(worker, stalled, True)
     result.workers = [worker, other]
@@ -389,3 +395,20 @@ def test_the_patch_rule(module, start_up, enabled, bad):
     counts = np.array([0, 1, 0, 1], dtype=np.uint64)
     patched = np.array([False, False, True, True])
     assert patch_mismatches(counts, patched, module, start_up, enabled).tolist() == bad
+
+
+def test_an_operation_invoked_as_its_client_left_is_not_one_of_the_runs():
+    """OpsTally: of two unregisters invoked before the stop, the one after its tracer's
+    "closing" event (Op.closing) is counted in all but not in the run; one invoked after
+    the stop is not the run's either."""
+    def unregister(n: int, invoked: int, closing: bool = False) -> Op:
+        return Op(f"tracer0#{n}", "tracer0", "tracer", 1000, "unregister", {},
+                  invoked * MS, float(invoked), invoked * MS + 1, float(invoked), "ok",
+                  closing=closing)
+
+    tally = OpsTally(stop_ns=10 * MS)
+    for op in (unregister(1, 1), unregister(2, 2, closing=True), unregister(3, 11)):
+        tally.add(op)
+    assert (tally.total, tally.completed, tally.in_run) == (3, 3, 1)
+    assert (tally.by_kind["tracer unregister"]["count"],
+            tally.by_kind["tracer unregister"]["in_run"]) == (3, 1)

@@ -387,6 +387,29 @@ def test_inspect_check_flags_a_record_caught_between_count_and_code_update(spawn
     client.close()
 
 
+def test_inspect_check_takes_a_module_patched_for_no_ops_for_what_3_6_leaves(spawn, capsys):
+    """A module loaded while ftrace_enabled is 0 and the function tracer counts every
+    record is patched by its load (if (ftrace_start_up && ref): no look at the sysctl);
+    the tracer's end, the sysctl still 0, runs no update, and turning it on with nothing
+    started runs none either: loop's records stay patched for no ops, which the kernel
+    leaves so, and CheckConsistency does not report. The check reported each; a core
+    record so is still a finding, and with --tracing-active a module's too."""
+    daemon = spawn(SMALL)
+    client = daemon.connect()
+    sysctl = "/proc/sys/kernel/ftrace_enabled"
+    client.write_file(sysctl, "0")
+    client.write_file(f"{TRACING}/current_tracer", "function")
+    client.load("loop")
+    client.write_file(f"{TRACING}/current_tracer", "nop")
+    client.write_file(sysctl, "1")
+    status, out, _ = inspect_main(capsys, "--address", daemon.address, "check", "--locked")
+    assert status == 0 and out.endswith(": nothing found\n"), out
+    status, out, _ = inspect_main(capsys, "--address", daemon.address, "check",
+                                  "--tracing-active")
+    assert status == 1 and re.search(r"\[loop\]: ENABLED with count 0 ", out), out
+    client.close()
+
+
 def test_inspect_says_that_ftrace_is_dead_and_shows_what_the_aborted_pass_left(spawn, capsys):
     """The report's kill (buggy): the unregister's disable pass takes vfs_read's count to 0,
     then WARNs at the reloaded uinput_release and dies before the code update; vfs_read

@@ -573,6 +573,9 @@ class Checker:
         state, start = bracket.state, bracket.start
         self._busy = listed.ftrace_start_up > 0
         if listed.ftrace_disabled:
+            # Stats said the run's boot; the ListOps asked with it may be the next boot's.
+            if not self.confirm_boot():
+                return True
             self._killed(time.monotonic_ns())
         # Moved already: no copy is needed to know this state is gone.
         if self.reader.quiet_state() != state:

@@ -113,10 +113,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="where the report, history and reproducer go, replacing an earlier "
                              "run's (default %(default)s)")
     parser.add_argument("--keep-going", action="store_true",
-                        help="do not stop at the first anomaly")
+                        help="do not stop at the first anomaly (a run still ends once "
+                             "ftrace_kill() ran: nothing new can be found)")
     parser.add_argument("--stop-on", action="append", choices=STOP_ON_KINDS, default=[],
-                        metavar="KIND", help="stop only at an anomaly of this kind "
-                        "(repeatable; default: any): " + ", ".join(STOP_ON_KINDS))
+                        metavar="KIND", help="stop only at an anomaly of this kind, or "
+                        "once ftrace_kill() ran (repeatable; default: any): "
+                        + ", ".join(STOP_ON_KINDS))
     parser.add_argument("--no-minimize", dest="minimize", action="store_false",
                         help="do not search for a reproducer")
     parser.add_argument("--max-replays", type=int, default=150, metavar="N",

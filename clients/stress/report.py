@@ -53,13 +53,6 @@ class WorkerRecord:
     # run went on), or none was (its exit ended the run); None: reaped at the stop.
     others_running: bool | None = None
 
-    @property
-    def lost(self) -> bool:
-        """It died on its way: killed by a signal the run did not send, or exited with an
-        error of its own (not the daemon or its kernel gone: the run's error says those)."""
-        return (self.status not in (None, 0, EXIT_DAEMON_GONE, EXIT_REBOOTED)
-                and not self.killed_at_stop)
-
     def how(self, exited_s: float | None) -> str:
         """How it ended, ``exited_s`` seconds into the run."""
         if self.status is None:
@@ -192,8 +185,22 @@ class RunResult:
 
     @property
     def lost(self) -> list[WorkerRecord]:
-        """The workers that died on their way (WorkerRecord.lost)."""
-        return [w for w in self.workers if w.lost]
+        """The workers that died on their way (:meth:`is_lost`)."""
+        return [w for w in self.workers if self.is_lost(w)]
+
+    def is_lost(self, worker: WorkerRecord) -> bool:
+        """It died on its way: killed by a signal the run did not send, or exited with an
+        error of its own. One that ended for the daemon gone or its kernel rebooted is
+        lost too unless the run's error or reboot says so: a worker takes any failure
+        not from the kernel for the daemon gone (a handler's INTERNAL, while the daemon
+        still serves the others, too)."""
+        if worker.status in (None, 0) or worker.killed_at_stop:
+            return False
+        if worker.status == EXIT_DAEMON_GONE:
+            return not self.error
+        if worker.status == EXIT_REBOOTED:
+            return self.reboot is None
+        return True
 
     @property
     def exit_status(self) -> int:
@@ -302,7 +309,7 @@ def per_kind(result: RunResult) -> dict[str, dict[str, Any]]:
 def worker_json(result: RunResult, worker: WorkerRecord) -> dict[str, Any]:
     log = next((log for log in result.logs if log.client == worker.name), None)
     exited_s = result.seconds(worker.exited_ns)
-    return {**asdict(worker), "lost": worker.lost, "exited_s": exited_s,
+    return {**asdict(worker), "lost": result.is_lost(worker), "exited_s": exited_s,
             "how": worker.how(exited_s),
             "operations": log.operations if log else 0,
             # Its file ends with its "end" event: nothing was cut short.
@@ -447,8 +454,8 @@ def killed_text(report: dict[str, Any]) -> list[str]:
     seen = report["ftrace_killed_s"]
     if seen is None:
         return []
-    return [f"ftrace_kill() seen at {seen:.3f} s: every change refused from then on "
-            "(ENODEV), nothing new to find" + (
+    return [f"ftrace_kill() seen at {seen:.3f} s: every change to ftrace refused from then "
+            "on (ENODEV), nothing new to find" + (
                 "; the run ended there, and checked once more after its clients stopped"
                 if report["ended_at_kill"] else "")]
 
@@ -568,8 +575,10 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
     out += [f"stalled:   {line}" for line in stall_text(report)]
     out += [f"lost:      {line}" for line in lost_text(report)]
     out += [f"killed:    {line}" for line in killed_text(report)]
-    stops = ("never (--keep-going)" if conf["keep_going"]
-             else ", ".join(conf["stop_on"]) or "any anomaly")
+    # A kill comes with its WARN, an anomaly: only --keep-going and --stop-on need say it.
+    stops = ("ftrace_kill() only (--keep-going)" if conf["keep_going"]
+             else ", ".join(conf["stop_on"]) + " or ftrace_kill()" if conf["stop_on"]
+             else "any anomaly")
     out.append(f"stops at:  {stops}; detected after {report['time_to_detection_s']} s"
                if report["time_to_detection_s"] is not None else f"stops at:  {stops}")
     out += ["", "Operations per kind (per s: those invoked from the go to the stop, over "

@@ -36,7 +36,6 @@ import dataclasses
 import json
 import os
 import random
-import select
 import selectors
 import signal
 import subprocess
@@ -602,7 +601,7 @@ class Run:
                     else:
                         selector.unregister(key.fd)
                         key.data.reap()
-                        key.data.record.others_running = self._others_running(key.data)
+                        key.data.record.others_running = self._others_running()
                 self._show_progress()
         finally:
             selector.close()
@@ -615,13 +614,15 @@ class Run:
             for worker in self._loaders():
                 worker.freeze()
 
-    def _others_running(self, worker: _Worker) -> bool:
-        """Whether a worker besides ``worker`` still runs: one not reaped yet whose pidfd
-        does not say it exited (looked at, not waited for: a reap now would lose its CPU
-        figures, read at its reap)."""
-        others = [w.pidfd for w in self._alive() if w is not worker]
-        exited, _, _ = select.select(others, [], [], 0)
-        return len(exited) < len(others)
+    def _others_running(self) -> bool:
+        """Whether a worker besides the one just reaped still runs: one not reaped yet
+        whose pidfd does not say it exited (looked at, not waited for: a reap now would
+        lose its CPU figures, read at its reap)."""
+        others = self._alive()
+        with selectors.DefaultSelector() as selector:
+            for other in others:
+                selector.register(other.pidfd, selectors.EVENT_READ)
+            return len(selector.select(0)) < len(others)
 
     def _over(self, deadline: int | None) -> bool:
         """Whether :meth:`_wait` is over: the daemon gone, an anomaly to stop at, ftrace

@@ -25,7 +25,7 @@ from kernel_daemon.ftrace.records import (FTRACE_FL_ENABLED, FtracePageGroup, ft
 class AnomalyKind(enum.Enum):
     MISSING_REFERENCE = "missing reference"  # count lower than the ops selecting it
     LEAKED_REFERENCE = "leaked reference"  # count higher than the ops selecting it
-    PATCH_MISMATCH = "patch mismatch"  # ENABLED disagrees with count and start-up
+    PATCH_MISMATCH = "patch mismatch"  # ENABLED where 3.6 cannot leave it: records.patch_mismatches
     FREED_PAGE_ACCESS = "freed-page access"  # a walk reached a freed record page
 
 

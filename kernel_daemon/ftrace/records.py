@@ -81,8 +81,8 @@ def patch_mismatches(counts: np.ndarray, patched: np.ndarray, module: bool,
     its records by count, and the sysctl's turning on ran one. Otherwise the core
     kernel's records are not patched (the last update, the sysctl's turning off or the
     last shutdown, un-patched them all), but a module's may be, whatever its count: its
-    load patches by count whenever tracing is started (``if (ftrace_start_up && cnt)``,
-    no look at ``ftrace_enabled``), and with ``ftrace_enabled`` 0 no update follows the
+    load patches by count whenever tracing is started (3.6's ``if (ftrace_start_up &&
+    ref)``, 8c4f3c3's ``cnt`` in the same test; no look at ``ftrace_enabled``), and with ``ftrace_enabled`` 0 no update follows the
     count down after it (``ftrace_startup_enable()`` returns first), nor does the
     sysctl's turning on while nothing is started; the next update with both set does.
     """
