@@ -125,19 +125,28 @@ class SpawnedDaemon:
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait up to ``timeout`` s, else SIGKILL; remove the directory.
 
-        Returns the exit status (negative: killed by that signal). Idempotent.
+        Returns the exit status (negative: killed by that signal). Idempotent. A Ctrl-C
+        (or a signal made KeyboardInterrupt) during the wait SIGKILLs the daemon, reaps
+        it and removes the directory before it goes on: not reaped, the daemon would
+        outlive its stopper.
         """
-        if self.returncode is None:
+        if self.returncode is not None:
+            return self.returncode
+        try:
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGTERM)
                 try:
                     self.process.wait(timeout)
-                except subprocess.TimeoutExpired:
+                except BaseException as error:  # too slow, or interrupted: reaped either way
                     self.process.kill()
                     self.process.wait()
-            self.returncode = self.process.returncode
-            os.close(self.lifeline)
-            shutil.rmtree(self.directory, ignore_errors=True)
+                    if not isinstance(error, subprocess.TimeoutExpired):
+                        raise
+        finally:
+            if self.process.returncode is not None:  # else a second interrupt: stop() again
+                self.returncode = self.process.returncode
+                os.close(self.lifeline)
+                shutil.rmtree(self.directory, ignore_errors=True)
         return self.returncode
 
     def __enter__(self) -> "SpawnedDaemon":

@@ -583,3 +583,26 @@ def test_a_spawned_daemon_ends_with_its_client_however_the_client_ends(tmp_path,
             os.kill(daemon_pid, signal.SIGTERM)
         shell.kill()
         shell.communicate(timeout=DEADLINE)
+
+
+def test_a_stop_interrupted_while_it_waits_reaps_the_daemon_before_going_on(monkeypatch):
+    """A Ctrl-C (or a SIGTERM made KeyboardInterrupt: ftrace-stress's reproducer search)
+    landing while SpawnedDaemon.stop() waits for the daemon's exit: the daemon is
+    SIGKILLed and reaped, then the interrupt goes on. It went on at once, the daemon left
+    to outlive its stopper."""
+    spawned = clients.spawn.spawn_daemon(SMALL)
+    wait = spawned.process.wait
+    waits: list[float | None] = []
+
+    def interrupted_wait(timeout: float | None = None) -> int:
+        waits.append(timeout)
+        if len(waits) == 1:
+            raise KeyboardInterrupt
+        return wait(timeout)
+
+    monkeypatch.setattr(spawned.process, "wait", interrupted_wait)
+    with pytest.raises(KeyboardInterrupt):
+        spawned.stop()
+    assert len(waits) == 2 and spawned.stop() == -signal.SIGKILL
+    assert not os.path.exists(f"/proc/{spawned.pid}")
+    assert not os.path.exists(spawned.directory)

@@ -172,25 +172,31 @@ class Replayer:
         self.replays = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawn")
         self._next: Future[SpawnedDaemon] | None = None
+        # Every daemon asked for, stopped at close() whatever became of it: one booting,
+        # or handed over, when a Ctrl-C or SIGTERM cut the search short would otherwise
+        # run on until this process's exit closed its lifeline.
+        self._spawned: list[Future[SpawnedDaemon]] = []
+
+    def _spawn(self) -> Future[SpawnedDaemon]:
+        future = self._executor.submit(spawn_daemon, self.boot.argv)
+        self._spawned.append(future)
+        return future
 
     def _fresh(self) -> SpawnedDaemon:
-        future = self._next or self._executor.submit(spawn_daemon, self.boot.argv)
-        self._next = self._executor.submit(spawn_daemon, self.boot.argv)
+        future = self._next or self._spawn()
+        self._next = self._spawn()
         self.replays += 1
-        try:
-            return future.result()
-        except KeyboardInterrupt:
-            # Interrupted while it boots: stopped once up, as close() stops the next;
-            # else it would run on until this process's exit closed its lifeline.
-            if future.exception() is None:
-                future.result().stop()
-            raise
+        return future.result()
 
     def close(self) -> None:
-        if self._next is not None:
-            self._next.result().stop()
-            self._next = None
-        self._executor.shutdown()
+        """Stop every daemon: those not booting yet are not booted; the others, once up
+        (SpawnedDaemon.stop() is idempotent: those stopped already stay so)."""
+        self._executor.shutdown(cancel_futures=True)
+        for future in self._spawned:
+            if not future.cancelled() and future.exception() is None:
+                future.result().stop()
+        self._spawned.clear()
+        self._next = None
 
     def __enter__(self) -> "Replayer":
         return self
