@@ -179,8 +179,10 @@ class Shell:
         self.status = 0
         #: The line of the command running now (for "SCRIPT: line N:").
         self.line = 0
-        self.stdout: Output = stdout or StreamOutput(sys.stdout.buffer)
-        self.stderr: Output = stderr or StreamOutput(sys.stderr.buffer)
+        #: The process this shell is: the shell's own, or a pipeline's (see _fork).
+        self.stage = Stage()
+        self.stdout: Output = stdout or StreamOutput(sys.stdout.buffer, self.stage)
+        self.stderr: Output = stderr or StreamOutput(sys.stderr.buffer, self.stage)
         #: File descriptor 0 as the shell started with it, which the shell (in stdin
         #: mode) and its commands read.
         self.standard_input = standard_input or StandardInput()
@@ -211,8 +213,6 @@ class Shell:
         #: bash's last_command_subst_status: the status of the last command substitution
         #: of the command expanding now (None: it had none), a command without a name's.
         self.substitution_status: int | None = None
-        #: The process this shell is: the shell's own, or a pipeline's (see _fork).
-        self.stage = Stage()
         #: The shell's functions by name (bash's shell_functions); a subshell's copy is
         #: its own.
         self.functions: dict[str, FunctionDef] = {}
@@ -900,8 +900,29 @@ class Shell:
         if known is None:
             self._say(stderr, f"{self.prefix()}: {name}: command not found")
             return 127
-        ctx = Invocation(self, name, words[1:], as_input(fds[0]), as_output(fds[1]), stderr)
-        who = f"{self.prefix()}: {name}" if known.builtin else name
+        stdout = as_output(fds[1])
+        if known.builtin:
+            return self._invoke(Invocation(self, name, words[1:], as_input(fds[0]), stdout,
+                                           stderr), f"{self.prefix()}: {name}")
+        # bash forks a process for it: what kills it (SIGPIPE at a write into a pipe that
+        # lost its reader) ends that process, whose status (128 + the signal) the shell
+        # goes on with.
+        process = self.stage.spawn()
+        shell = copy.copy(self)
+        shell.stage = process
+        ctx = Invocation(shell, name, words[1:], as_input(fds[0]),
+                         StageOutput(stdout, process), StageOutput(stderr, process))
+        try:
+            return self._invoke(ctx, name)
+        except KilledBySignal as death:
+            return death.status
+        finally:
+            self.stage.reap(process)
+
+    def _invoke(self, ctx: Invocation, who: str) -> int:
+        """Run the command ``ctx`` names; its failures that it does not report itself
+        reported as ``who`` (bash's prefix for a builtin, the program's name else)."""
+        known = COMMANDS[ctx.name]
         try:
             return known.run(ctx)
         except WriteError as error:
@@ -1051,12 +1072,26 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectError as error:
         print(f"ftrace-shell: {error}", file=sys.stderr)
         return EXIT_NO_DAEMON
+    except KilledBySignal as death:
+        # After the daemon's connection (and a --spawn daemon) is closed.
+        return die_of(death.signo)
     finally:
         try:
             sys.stdout.flush()
         except BrokenPipeError:
             # Nobody reads our output any more; keep the interpreter's exit quiet.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def die_of(signo: int) -> int:
+    """End the process by ``signo``'s default action, as bash dies of a signal, so that
+    whoever waits for it sees the signal (a calling shell's loop stops at Ctrl-C; a
+    pipeline's writer shows 141 in PIPESTATUS): its handler reset (Python ignores
+    SIGPIPE and catches SIGINT), the signal sent to itself. The status 128 + ``signo`` in
+    case it returns (a blocked signal)."""
+    signal.signal(signo, signal.SIG_DFL)
+    os.kill(os.getpid(), signo)
+    return 128 + signo
 
 
 if __name__ == "__main__":

@@ -207,17 +207,25 @@ def as_output(descriptor: Descriptor) -> Output:
 
 class StreamOutput:
     """One of the shell's own streams (stdout, stderr), flushed at every write so the
-    two interleave as the commands wrote them."""
+    two interleave as the commands wrote them. A write into a pipe whose reader went
+    is the writing process's SIGPIPE (the shell's own, ``stage``, unless a process it
+    started writes), which Python's ignoring of SIGPIPE turned into EPIPE."""
 
     readable, writable = False, True
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, stage: "Stage") -> None:
         self._stream = stream
+        self._stage = stage
 
     def write(self, data: bytes) -> None:
+        self.write_by(data, self._stage)
+
+    def write_by(self, data: bytes, stage: "Stage") -> None:
         try:
             self._stream.write(data)
             self._stream.flush()
+        except BrokenPipeError:
+            stage.sigpipe()
         except OSError as error:
             raise WriteError(error.errno or errno.EIO) from None
 

@@ -1,0 +1,53 @@
+"""ftrace-shell's own standard output and error as bash's: a write into a pipe whose
+reader went is the writer's SIGPIPE, whose default action ends it (the shell itself for a
+builtin, a command's process for the others, whose status 141 the shell goes on with);
+the caller sees the signal. Against a real ftraced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.children import child_env
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+
+TRACING = "/sys/kernel/debug/tracing"
+
+
+def run_closed(daemon, command: str, stream: int) -> tuple[int, bytes]:
+    """``ftrace-shell -c COMMAND`` with ``stream`` (1 or 2) a pipe nobody reads, the other
+    one captured: (its status as subprocess reports it, what the other one got)."""
+    read, write = os.pipe()
+    os.close(read)  # no reader from the start: its first write gets EPIPE
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    streams["stdout" if stream == 1 else "stderr"] = write
+    shell = subprocess.Popen([sys.executable, "-m", "clients.shell", "--address",
+                              daemon.address, "-c", command], env=child_env(),
+                             stdin=subprocess.DEVNULL, **streams)
+    os.close(write)
+    try:
+        out, err = shell.communicate(timeout=60)
+    finally:
+        shell.kill()
+    return shell.returncode, err if stream == 1 else out
+
+
+@pytest.mark.parametrize("command, stream, other", [
+    # A builtin's write: the shell dies at once (before, it said "write error: Broken
+    # pipe" forever, or went on to exit 0).
+    ("while :; do echo y; done", 1, b""),
+    ("for i in 1 2 3; do echo y; done; echo after >&2", 1, b""),
+    ("while :; do help; done", 1, b""),
+    ("echo x >&2; echo after", 2, b""),
+    # A command's own process dies of it; the shell goes on, and dies at its own write.
+    (f"cat {TRACING}/README; echo rc=$? >&2; echo y; echo never >&2", 1, b"rc=141\n"),
+    (f"grep -m1 . {TRACING}/README; echo rc=$? >&2; echo y; echo never >&2", 1,
+     b"rc=141\n"),
+    ("echo a | grep a; echo rc=$? >&2; echo y; echo never >&2", 1, b"rc=141\n"),
+])
+def test_a_write_without_reader_is_the_writers_sigpipe(daemon, command, stream, other):
+    assert run_closed(daemon, command, stream) == (-signal.SIGPIPE, other)
