@@ -34,7 +34,7 @@ import threading
 import time
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, TextIO
 
 import clients.shell_builtins  # noqa: F401  (registers the commands)
 import clients.shell_grep  # noqa: F401  (registers the command)
@@ -97,6 +97,7 @@ from clients.shell_runtime import (
     as_input,
     as_output,
     encode,
+    hold_closed,
     legal_number,
 )
 from clients.shell_pattern import strmatch
@@ -181,8 +182,8 @@ class Shell:
         self.line = 0
         #: The process this shell is: the shell's own, or a pipeline's (see _fork).
         self.stage = Stage()
-        self.stdout: Output = stdout or StreamOutput(sys.stdout.buffer, self.stage)
-        self.stderr: Output = stderr or StreamOutput(sys.stderr.buffer, self.stage)
+        self.stdout: Output = stdout or self._stream(sys.stdout)
+        self.stderr: Output = stderr or self._stream(sys.stderr)
         #: File descriptor 0 as the shell started with it, which the shell (in stdin
         #: mode) and its commands read.
         self.standard_input = standard_input or StandardInput()
@@ -221,6 +222,11 @@ class Shell:
         #: The positional parameters, $1...: those of the function running, else the
         #: shell's own (``set --`` and ``shift`` change them).
         self.positional: tuple[str, ...] = tuple(positional)
+
+    def _stream(self, stream: TextIO | None) -> Output:
+        """The shell's stdout or stderr; one that was closed when it started (Python's
+        None) is bash's closed descriptor: a write fails with EBADF."""
+        return BAD_DESCRIPTOR if stream is None else StreamOutput(stream.buffer, self.stage)
 
     # --- paths and diagnostics ----------------------------------------------
 
@@ -674,6 +680,8 @@ class Shell:
                     fds[redirect.fd] = BAD_DESCRIPTOR
                     continue
                 fd = fd_number(target)  # None: "", or beyond an int: no descriptor
+                if fd == redirect.fd:  # bash makes no dup2(N, N), so no EBADF either
+                    continue
                 if fd is None or fds.get(fd, BAD_DESCRIPTOR) is BAD_DESCRIPTOR:  # dup2's EBADF
                     self._say(as_output(fds[2]), f"{self.prefix()}: {named}: Bad file descriptor")
                     return False
@@ -992,6 +1000,13 @@ def check_binary_file(sample: bytes) -> bool:
     return b"\0" in b"".join(sample.split(b"\n", lines)[:lines])
 
 
+def complain(message: str) -> None:
+    """A diagnostic of the program's own on its standard error, unless that is closed
+    (print's file=None would be stdout)."""
+    if sys.stderr is not None:
+        print(message, file=sys.stderr)
+
+
 def _run_input(shell: Shell, args: argparse.Namespace) -> int:
     try:
         if shell.mode == "command":
@@ -1001,18 +1016,17 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
                 script = open(args.script, "rb")
             except IsADirectoryError:
                 # bash names the script twice, as its $0 has become the script already.
-                print(f"{args.script}: {args.script}: Is a directory", file=sys.stderr)
+                complain(f"{args.script}: {args.script}: Is a directory")
                 return 126
             except OSError as error:
-                print(f"{shell.name}: {args.script}: {error.strerror}", file=sys.stderr)
+                complain(f"{shell.name}: {args.script}: {error.strerror}")
                 return 127 if error.errno == errno.ENOENT else 126
             with script:
                 # bash looks only where it can seek back (not in a pipe, nor a tty), then
                 # rewinds (open_shell_script()).
                 if script.seekable():
                     if check_binary_file(script.read(_BINARY_SAMPLE)):
-                        print(f"{args.script}: {args.script}: cannot execute binary file",
-                              file=sys.stderr)
+                        complain(f"{args.script}: {args.script}: cannot execute binary file")
                         return 126  # EX_BINARY_FILE
                     script.seek(0)
                 # Line by line as it comes, as bash reads a script: a fifo's or a
@@ -1027,8 +1041,7 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
                            for line in shell.standard_input.lines())
     except InputError as error:
         # bash's, whatever ran before: the unfinished line is dropped, the status is 2.
-        print(f"{shell.name}: error reading input file: {os.strerror(error.errno)}",
-              file=sys.stderr)
+        complain(f"{shell.name}: error reading input file: {os.strerror(error.errno)}")
         return 2
     except ShellExit as done:
         return done.status
@@ -1061,6 +1074,9 @@ def main(argv: list[str] | None = None) -> int:
         # Python leaves sys.stdin None when descriptor 0 is closed.
         mode = "interactive" if sys.stdin is not None and sys.stdin.isatty() else "stdin"
     standard_input = StandardInput()  # before the daemon's socket can take a closed 0
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        if stream is None:  # closed when Python started
+            hold_closed(fd)
     try:
         with daemon_client(args) as client:
             # bash -c COMMAND NAME: NAME is $0 and what diagnostics start with.
@@ -1070,14 +1086,15 @@ def main(argv: list[str] | None = None) -> int:
                           invoked_as=args.name, environ=os.environ, positional=args.args)
             return _run_input(shell, args)
     except ConnectError as error:
-        print(f"ftrace-shell: {error}", file=sys.stderr)
+        complain(f"ftrace-shell: {error}")
         return EXIT_NO_DAEMON
     except KilledBySignal as death:
         # After the daemon's connection (and a --spawn daemon) is closed.
         return die_of(death.signo)
     finally:
         try:
-            sys.stdout.flush()
+            if sys.stdout is not None:
+                sys.stdout.flush()
         except BrokenPipeError:
             # Nobody reads our output any more; keep the interpreter's exit quiet.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -326,6 +326,18 @@ class NullInput:
         pass
 
 
+def hold_closed(fd: int) -> None:
+    """Put /dev/null at the closed standard descriptor ``fd``, so that no file the shell
+    opens takes its number (the daemon's socket; the pipe to a ``--spawn`` daemon, whose
+    input or output it would become: the two then waited on each other). The shell still
+    takes it for closed (its reads and writes fail with EBADF)."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
+    os.set_inheritable(fd, True)  # a standard descriptor, as the shell's children expect
+
+
 class StandardInput:
     """The shell's standard input, file descriptor 0, which bash shares with the
     processes it forks: every byte of it is read once, by the shell (its commands, in
@@ -351,7 +363,7 @@ class StandardInput:
             os.fstat(fd)
         except OSError:
             self.fd: int | None = None
-            self._hold_closed(fd)
+            hold_closed(fd)
         else:
             self.fd = fd
         #: Whether the descriptor can seek: a regular file's can, a pipe's or a
@@ -362,17 +374,6 @@ class StandardInput:
         self._lock = threading.Lock()
         #: What the shell read of its commands beyond the line it took.
         self._ahead = bytearray()
-
-    @staticmethod
-    def _hold_closed(fd: int) -> None:
-        """Put /dev/null at the closed ``fd``, so that no file the shell opens takes its
-        number (the daemon's socket; the pipe to a ``--spawn`` daemon, whose input it would
-        become: the two then waited on each other); reads still see it closed (EBADF)."""
-        null = os.open(os.devnull, os.O_RDONLY)
-        if null != fd:
-            os.dup2(null, fd)
-            os.close(null)
-        os.set_inheritable(fd, True)  # a standard descriptor, as the shell's children expect
 
     def read(self, stage: "Stage", size: int = READ_CHUNK) -> bytes:
         """A read(2) of up to ``size`` bytes by ``stage``'s process: what the shell read

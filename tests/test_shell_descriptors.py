@@ -33,6 +33,8 @@ from tests.test_shell_parser import assert_as_bash
     "{ echo x >&3; }; echo $?",
     "{ echo x >&3; } 3<&0; echo $?",
     "{ echo x 3>&2 >&3; echo y >&3; } 3>&1",
+    # N>&N is no dup2: no EBADF where N is closed.
+    "echo x 3>&3; echo $?; echo y 1>&1",
 ])
 def test_descriptors_of_a_compound_command_are_its_commands(text):
     assert_as_bash(text, WITH_GREP)

@@ -51,3 +51,31 @@ def run_closed(daemon, command: str, stream: int) -> tuple[int, bytes]:
 ])
 def test_a_write_without_reader_is_the_writers_sigpipe(daemon, command, stream, other):
     assert run_closed(daemon, command, stream) == (-signal.SIGPIPE, other)
+
+
+def run_without(daemon, command: str, fd: int) -> tuple[int, bytes]:
+    """``ftrace-shell -c COMMAND`` started with ``fd`` (1 or 2) closed (bash's ``>&-``),
+    the other one captured: (status, what the other one got)."""
+    shell = subprocess.Popen([sys.executable, "-m", "clients.shell", "--address",
+                              daemon.address, "-c", command], env=child_env(),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, preexec_fn=lambda: os.close(fd))
+    out, err = shell.communicate(timeout=60)
+    return shell.returncode, err if fd == 1 else out
+
+
+@pytest.mark.parametrize("command, fd, expected", [
+    # bash: a write to the closed descriptor fails (EBADF), the commands still run.
+    ("echo hi; echo rc=$? >&2", 1,
+     (0, b"bash: line 1: echo: write error: Bad file descriptor\nrc=1\n")),
+    (f"cat {TRACING}/README; echo rc=$? >&2", 1,
+     (0, b"cat: write error: Bad file descriptor\nrc=1\n")),
+    ("echo x >&2; echo y; echo rc=$? >&2", 1,
+     (0, b"x\nbash: line 1: echo: write error: Bad file descriptor\nrc=1\n")),
+    ("nocmd; echo rc=$?", 2, (0, b"rc=127\n")),
+    ("echo x >&2; echo rc=$?", 2, (0, b"rc=1\n")),
+    ("ls /", 2, (0, b"proc\nsys\n")),
+])
+def test_a_closed_stdout_or_stderr_is_bashs_closed_descriptor(daemon, command, fd, expected):
+    """Before, a traceback (Python's sys.stdout or sys.stderr was None) and nothing ran."""
+    assert run_without(daemon, command, fd) == expected
