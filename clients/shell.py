@@ -1046,7 +1046,10 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
     except ShellExit as done:
         return done.status
     except KeyboardInterrupt:
-        return 130  # as a shell killed by SIGINT reports it
+        # After its commands' cleanup, the shell dies of SIGINT as bash does (a shell
+        # waiting for it, in a loop, sees the signal and stops too); an interactive
+        # shell's prompt took Ctrl-C before it got here.
+        raise KilledBySignal(signal.SIGINT) from None
     return shell.status
 
 
