@@ -126,7 +126,8 @@ def cmd_help(ctx: Invocation) -> int:
             "... esac, { LIST; } (with redirections after them: done > FILE, done < FILE);\n"
             "functions NAME() COMPOUND [REDIRECTIONS] and function NAME COMPOUND, with\n"
             "$1... $# $@ $*, return and local; the shell's $1... are its arguments after\n"
-            "SCRIPT (-c COMMAND NAME), set -- and shift change them; no globbing.\n\n")
+            "SCRIPT (-c COMMAND NAME), set -- and shift change them; no globbing, no\n"
+            "brace expansion ({1..3} a{b,c} are refused).\n\n")
     for name in sorted(COMMANDS):
         usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
         # A long usage puts its summary on the next line, to stay within 80 columns.

@@ -34,7 +34,8 @@ its ``}`` is bash's unexpected EOF. Of the ``${...}`` operators, ``-``, ``=``, `
 (``${a%x}``, ``${!a}``...), a word with quotes or expansions (``${a:-"x"}``,
 ``${a:-$b}``), ``$-``, ``$!`` and ``$'...'`` are refused; ``$"..."`` is ``"..."`` (no
 message catalogs). An unquoted ``~`` where bash would expand it (a word's start; after the
-``=`` or a ``:`` of an assignment) is refused. No globbing (pathname expansion),
+``=`` or a ``:`` of an assignment) is refused, and so is a brace expression bash would
+expand (``{1..3}``, ``a{b,c}``; not in an assignment, ``a={x,y}``). No globbing (pathname expansion),
 subshells, backquotes, arithmetic, background jobs, here-documents or here-strings: ``$``
 not starting a parameter and ``*`` are ordinary characters outside a case pattern (``echo
 uinput* > set_ftrace_filter`` writes the glob itself, as bash does when nothing in the
@@ -131,7 +132,15 @@ _NOT_SUPPORTED = {
     "$!": "the special parameter",
     "$'": "ANSI-C quoting",
     "~": "tilde expansion",
+    # The key is no text; the brace expression is shown.
+    "{,}": "brace expansion",
 }
+#: A brace expression bash expands (braces.c's brace_expand): an unquoted "{...}" with an
+#: unquoted "," in it, or a sequence ``{X..Y[..INCR]}`` of numbers or of letters. Quoted
+#: or expanded text is "\0" here; a "$" is never the start of one (``${a}``).
+_BRACE_EXPRESSION = re.compile(r"\{([^{}]*)\}")
+_BRACE_SEQUENCE = re.compile(r"[-+]?[0-9]+\.\.[-+]?[0-9]+(\.\.[-+]?[0-9]+)?|"
+                             r"[A-Za-z]\.\.[A-Za-z](\.\.[-+]?[0-9]+)?")
 _REFUSED_OPERATORS = frozenset(("<<", "<<<", "<>", "&"))
 #: The redirection operators the shell makes, and the file descriptor each is of when no
 #: number comes before it.
@@ -253,6 +262,9 @@ class Token:
     source: str = field(default="", compare=False)
     pattern: str = field(default="", compare=False)
     end_line: int = field(default=0, compare=False)
+    #: An assignment word's brace expression (``a={x,y}``), refused where the word is not
+    #: an assignment (``echo a={x,y}``, ``export a={x,y}``: bash expands those).
+    brace: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -450,12 +462,14 @@ class _Lexer:
         line, start = self.line, self.pos
         parts: list[str] = []
         pattern: list[str] = []  # the parts with their quoted characters escaped
+        plain: list[str] = []  # the unquoted characters as written, the rest "\0"
         quoted = assignment = False
         while self.pos < len(self.text):
             char = self.peek()
             if char in _BLANKS or char == "\n" or char in _OPERATOR_CHARS:
                 break
             self.take()
+            plain.append(char if char not in "\\'\"$" else "\0")
             if char == "\\":
                 # The input's last character: it escapes nothing and stays.
                 escaped = self.take() if self.pos < len(self.text) else "\\"
@@ -488,9 +502,25 @@ class _Lexer:
                 parts.append(char)
                 pattern.append(char)
         text = "".join(parts)
+        # bash expands none in an assignment (``a={x,y}``): the parser decides.
+        brace = self.brace_expression("".join(plain))
+        if brace and not assignment:
+            raise _refused("{,}", line, brace)
         is_fd = not quoted and fd_number(text) is not None and self.peek() in ("<", ">")
         self.tokens.append(Token("io" if is_fd else "word", text, line, quoted, assignment,
-                                 self.text[start:self.pos], "".join(pattern), self.line))
+                                 self.text[start:self.pos], "".join(pattern), self.line,
+                                 brace))
+
+    @staticmethod
+    def brace_expression(plain: str) -> str:
+        """The first brace expression bash expands (``{1..3}``, ``a{b,c}``; not ``{}``
+        nor ``{a}``) in a word whose unquoted text is ``plain``, as written (quoted
+        text "..."); "" if none."""
+        for found in _BRACE_EXPRESSION.finditer(plain):
+            inside = found.group(1)
+            if "," in inside or _BRACE_SEQUENCE.fullmatch(inside):
+                return found.group().replace("\0", "...")
+        return ""
 
     def parameter(self, quoted: bool) -> str:
         """After a "$": the marker of the parameter it starts, "" for the "$" of
@@ -1024,6 +1054,8 @@ class _Parser:
                 assignments.append((name, _name_bad(value, token.source.partition("=")[2])))
                 self.pos += 1
             elif token.kind == "word":
+                if token.brace:
+                    raise _refused("{,}", token.line, token.brace)
                 if token.assignment and words[0] in _DECLARATION_BUILTINS:
                     assignment_args.add(len(words))
                 words.append(_name_bad(token.text, token.source))

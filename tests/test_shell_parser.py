@@ -226,6 +226,16 @@ def test_status_and_pid_parameters_expand_when_run():
         ("'if' (x)", "syntax error near unexpected token `x'", 1),  # quoted: a name
         # A reserved word starting a command: refused, or (closing one) bash's error.
         ("time (x)", "a timed pipeline (`time') is not supported by ftrace-shell", 1),
+        # Brace expansion, which bash makes before any other (it made i={1..3} of
+        # ``for i in {1..3}``); none in an assignment; quoted or expanded text shown "...".
+        ("for i in {1..3}; do :; done",
+         "brace expansion (`{1..3}') is not supported by ftrace-shell", 1),
+        ("echo a{,}", "brace expansion (`{,}') is not supported by ftrace-shell", 1),
+        ("echo {a..c..2}", "brace expansion (`{a..c..2}') is not supported by ftrace-shell", 1),
+        ("echo\necho {\"a\",$x}",
+         "brace expansion (`{...,...}') is not supported by ftrace-shell", 2),
+        ("echo a={x,y}", "brace expansion (`{x,y}') is not supported by ftrace-shell", 1),
+        ("export a={x,y}", "brace expansion (`{x,y}') is not supported by ftrace-shell", 1),
         ("! (x)", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("function f ( ) (x)", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("if (true); then echo a; fi", "a subshell (`(') is not supported by ftrace-shell", 1),
@@ -684,6 +694,8 @@ def test_a_long_compound_command_is_parsed_once_its_closing_word_can_end_it(monk
         'IFS=x; unset IFS; a="x:y z"; echo $a', 'IFS=:; a=x:y; echo $a "$a" x$a',
         # The special parameters: no positional ones under -c without arguments.
         'echo $0 $# "$@" "$*" $1 ${10} ${##} ${#?} ${#@} "a$@b"; echo "$@" x',
+        # What bash's brace expansion leaves as written.
+        'echo "{a,b}" \\{a,b} {} {a} {a..9} {1..} ${x:-{a,b}}; x={a,b} y={1..2}; echo $x $y',
         # Diagnostics: bash's words; a bad substitution drops the rest of the line.
         'f="a b"; echo > $f; echo $?', "f=; echo >$f; echo $?",
         "echo ${a b}; echo next", "echo ${1a}", "echo ${a", "x; echo ${a",
