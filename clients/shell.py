@@ -214,6 +214,10 @@ class Shell:
         #: bash's last_command_subst_status: the status of the last command substitution
         #: of the command expanding now (None: it had none), a command without a name's.
         self.substitution_status: int | None = None
+        #: How many compound commands (function bodies too) run the command running now.
+        self.compound_level = 0
+        #: The files ``exec`` redirections opened that a descriptor of the shell still is.
+        self._exec_files: list[Descriptor] = []
         #: The shell's functions by name (bash's shell_functions); a subshell's copy is
         #: its own.
         self.functions: dict[str, FunctionDef] = {}
@@ -565,6 +569,7 @@ class Shell:
         child.functions = dict(self.functions)
         child.stdout = stdout
         child.stderr = StageOutput(self.stderr, stage)
+        child._exec_files = []  # those of the shell's exec are the shell's to close
         return child
 
     def _run_stage(self, command: Command | CompoundCommand | FunctionDef,
@@ -573,8 +578,9 @@ class Shell:
         """A pipeline's process from start to exit: its status goes to
         ``statuses[index]``, 128 + the signal's number when one killed it; its ends of
         the pipes close as it exits."""
+        stdout = self.stdout  # its pipe end, whatever its exec makes its stdout
         try:
-            statuses[index] = self._run_element(command, words, stdin, self.stdout)
+            statuses[index] = self._run_element(command, words, stdin, stdout)
         except KilledBySignal as death:
             statuses[index] = death.status
         except BaseException:
@@ -585,22 +591,27 @@ class Shell:
         finally:
             if isinstance(stdin, PipeReader):
                 stdin.close()
-            if isinstance(self.stdout, PipeWriter):
-                self.stdout.release()
+            if isinstance(stdout, PipeWriter):
+                stdout.release()
+            for file in self._exec_files:  # its exec's files, closed as it exits
+                file.close()
 
     @contextmanager
     def _subshell(self, variables: Variables) -> Iterator[None]:
         """bash's subshell: it runs with ``variables`` (a copy of the shell's); they, its
-        working directory, its functions, its positional parameters (``shift``) and a
-        ``break`` or ``continue`` in it are not given back."""
+        working directory, its functions, its positional parameters (``shift``), its
+        descriptors (``exec 2>&1``) and a ``break`` or ``continue`` in it are not given
+        back."""
         saved = (self.variables, self.cwd, self.breaking, self.continuing, self.functions,
-                 self.positional)
+                 self.positional, self.stdin, self.stdout, self.stderr, self.descriptors,
+                 self._exec_files)
         self.variables, self.functions = variables, dict(self.functions)
         try:
             yield
         finally:
             (self.variables, self.cwd, self.breaking, self.continuing, self.functions,
-             self.positional) = saved
+             self.positional, self.stdin, self.stdout, self.stderr, self.descriptors,
+             self._exec_files) = saved
 
     def _run_element(self, command: Command | CompoundCommand | FunctionDef,
                      words: list[str] | ExpansionError | None,
@@ -730,6 +741,8 @@ class Shell:
             return self.run_compound(command, stdin, stdout)
         self.substitution_status = None
         words = self.expand_words(command) if words is None else words
+        if words[:1] == ["exec"] and "exec" not in self.functions:
+            return self.execute_exec(command, words[1:], stdin, stdout)
         with self._redirections(command.redirects, stdin, stdout) as fds:
             if fds is None:
                 return 1
@@ -739,6 +752,54 @@ class Shell:
             with self.variables.temporary():
                 self._assign(command, self.variables.assign_temporary)
                 return self._run(words, fds)
+
+    def execute_exec(self, command: Command, args: list[str], stdin: Input,
+                     stdout: Output) -> int:
+        """bash's exec_builtin: with a command, the shell becomes it (runs it, then ends
+        with its status; one it cannot find is bash's "not found", 127, which ends it
+        too); without, the redirections stay the shell's own. Its options, and its
+        redirections inside a compound command or a function (bash's would outlive
+        them), are refused."""
+        if args[:1] == ["--"]:
+            args = args[1:]
+        refusal = None
+        if args and args[0].startswith("-") and args[0] != "-":
+            refusal = f"option '{args[0][:2]}' is not supported by ftrace-shell"
+        elif not args and self.compound_level:
+            refusal = ("its redirections inside a compound command or a function are not "
+                       "supported by ftrace-shell")
+        if refusal is not None:
+            with self._redirections((), stdin, stdout) as fds:
+                assert fds is not None
+                self._say(as_output(fds[2]), f"{self.prefix()}: exec: {refusal}")
+            return 2
+        if args:
+            if args[0] not in self.functions and args[0] not in COMMANDS:
+                with self._redirections(command.redirects, stdin, stdout) as fds:
+                    if fds is None:
+                        raise ShellExit(1)
+                    self._say(as_output(fds[2]), f"{self.prefix()}: exec: {args[0]}: not found")
+                raise ShellExit(127)
+            status = self.run_command(Command(tuple(args), command.redirects, command.line,
+                                              command.assignments), stdin, stdout, args)
+            raise ShellExit(status)
+        fds: dict[int, Descriptor] = {**self.descriptors, 0: stdin, 1: stdout, 2: self.stderr}
+        opened: list[Descriptor] = []
+        if not self._redirect(command.redirects, fds, opened):
+            for descriptor in opened:
+                descriptor.close()
+            return 1
+        self.stdin, self.stdout, self.stderr = (
+            as_input(fds[0]), as_output(fds[1]), as_output(fds[2]))
+        self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
+        # What an earlier exec opened and no descriptor is any more: closed, as dup2(2)
+        # over its last descriptor closes a file.
+        held = [*self._exec_files, *opened]
+        self._exec_files = [file for file in held if any(file is d for d in fds.values())]
+        for file in held:
+            if not any(file is kept for kept in self._exec_files):
+                file.close()
+        return 0  # ``a=1 exec``: bash keeps no assignment
 
     def run_compound(self, command: CompoundCommand, stdin: Input, stdout: Output) -> int:
         """bash's execute_command_internal for a compound command: its redirections
@@ -751,6 +812,7 @@ class Shell:
             self.stdin, self.stdout, self.stderr = (
                 as_input(fds[0]), as_output(fds[1]), as_output(fds[2]))
             self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
+            self.compound_level += 1
             try:
                 if isinstance(command, IfCommand):
                     return self.execute_if_command(command)
@@ -765,6 +827,7 @@ class Shell:
                 self._report(error)
                 raise
             finally:
+                self.compound_level -= 1
                 self.stdin, self.stdout, self.stderr, self.descriptors = saved
 
     def execute_intern_function(self, definition: FunctionDef) -> int:

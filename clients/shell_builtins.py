@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import textwrap
 from typing import Iterator
 
 from clients.errors import FtraceError
@@ -126,14 +127,19 @@ def cmd_help(ctx: Invocation) -> int:
             "... esac, { LIST; } (with redirections after them: done > FILE, done < FILE);\n"
             "functions NAME() COMPOUND [REDIRECTIONS] and function NAME COMPOUND, with\n"
             "$1... $# $@ $*, return and local; the shell's $1... are its arguments after\n"
-            "SCRIPT (-c COMMAND NAME), set -- and shift change them; no globbing, no\n"
-            "brace expansion ({1..3} a{b,c} are refused).\n\n")
+            "SCRIPT (-c COMMAND NAME), set -- and shift change them; exec COMMAND [ARG...]\n"
+            "and exec REDIRECTION...; no globbing, no brace expansion ({1..3} a{b,c} are\n"
+            "refused).\n\n")
     for name in sorted(COMMANDS):
+        if COMMANDS[name].run is cmd_refused:
+            continue
         usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
         # A long usage puts its summary on the next line, to stay within 80 columns.
         if len(usage) >= _HELP_COLUMN:
             usage += "\n" + " " * (_HELP_COLUMN + 2)
         ctx.out(f"  {usage:<{_HELP_COLUMN}}{summary}\n")
+    ctx.out("\n" + textwrap.fill("bash's other builtins are refused: "
+                                 + " ".join(REFUSED_BUILTINS) + ".", 80) + "\n")
     return 0
 
 
@@ -453,11 +459,23 @@ def cmd_set(ctx: Invocation) -> int:
     return 0
 
 
-@command("declare", "(bash's: not supported by ftrace-shell)", builtin=True)
-@command("typeset", "(bash's: not supported by ftrace-shell)", builtin=True)
-@command("type", "(bash's: not supported by ftrace-shell)", builtin=True)
-def cmd_declare(ctx: Invocation) -> int:
-    """Refused by name: bash prints a function (``declare -f``, ``type``) as it
-    re-creates its text from the parsed commands, which the shell does not."""
+#: bash 5.2's builtins (``compgen -b``) the shell does not have: each refused by name,
+#: where "command not found" would have read as bash's own answer. (declare, typeset and
+#: type: bash prints a function as it re-creates its text from the parsed commands,
+#: which the shell does not.)
+REFUSED_BUILTINS = (
+    ".", "alias", "bg", "bind", "builtin", "caller", "command", "compgen", "complete",
+    "compopt", "declare", "dirs", "disown", "enable", "eval", "fc", "fg", "getopts", "hash",
+    "history", "jobs", "kill", "let", "logout", "mapfile", "popd", "printf", "pushd",
+    "readarray", "readonly", "shopt", "source", "suspend", "times", "trap", "type",
+    "typeset", "ulimit", "umask", "unalias", "wait")
+
+
+def cmd_refused(ctx: Invocation) -> int:
+    """A builtin of bash's the shell does not have (REFUSED_BUILTINS)."""
     ctx.err(f"{ctx.shell.prefix()}: {ctx.name}: not supported by ftrace-shell")
     return 2
+
+
+for _name in REFUSED_BUILTINS:
+    command(_name, "(bash's: not supported by ftrace-shell)", builtin=True)(cmd_refused)
