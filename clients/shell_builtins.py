@@ -428,13 +428,21 @@ def cmd_set(ctx: Invocation) -> int:
     that is no option (``set a -x``); a ``+`` alone before them changes nothing. Its
     options (``set -e``, ``set -o pipefail``, ``set -`` for ``set +xv``) are refused by
     name, a letter bash has not is its invalid option; ``set`` alone, which lists the
-    variables and functions, is refused."""
+    variables and functions, is refused. A refused option ends a shell that is not
+    interactive (status 2): the script would run on without what it asked for (``set
+    -e``: past the failure it was to stop at)."""
     if not ctx.args:
         ctx.builtin_err("listing the variables and functions is not supported by ftrace-shell")
         return 2
+
+    def refused() -> None:
+        if ctx.shell.mode != "interactive":
+            raise ShellExit(2)
+
     # bash's internal_getopt checks the options up to the first operand, "--", or a "-"
     # or "+" alone; the options after a "+" alone are looked at below.
-    parsed = internal_getopt(ctx, "", _SET_USAGE, unsupported=_SET_OPTIONS, plus=True)
+    parsed = internal_getopt(ctx, "", _SET_USAGE, unsupported=_SET_OPTIONS, plus=True,
+                             refused=refused)
     if isinstance(parsed, int):
         return parsed
     args = list(ctx.args)
@@ -445,11 +453,13 @@ def cmd_set(ctx: Invocation) -> int:
             return 0
         if arg == "-":
             ctx.builtin_err("option '-' is not supported by ftrace-shell")
+            refused()
             return 2
         # After a "+" alone: the letters bash's internal_getopt did not look at.
         for letter in arg[1:]:
             if letter in _SET_OPTIONS:
                 ctx.builtin_err(f"option '{arg[0]}{letter}' is not supported by ftrace-shell")
+                refused()
                 return 2
             ctx.builtin_err(f"{arg[0]}{letter}: invalid option")
             ctx.err(f"{ctx.name}: usage: {_SET_USAGE}")

@@ -629,14 +629,16 @@ def getopt(
 
 
 def internal_getopt(ctx: Invocation, letters: str, usage: str, *, unsupported: str = "",
-                    plus: bool = False) -> tuple[set[str], list[str]] | int:
+                    plus: bool = False, refused: Callable[[], None] = lambda: None
+                    ) -> tuple[set[str], list[str]] | int:
     """bash's internal_getopt (builtins/bashgetopt.c) as a builtin runs it over
     ``ctx.args``: the options, ``-`` (with ``plus``, ``+`` too) and letters, clustered,
     before the first operand or ``--``: (the letters given, the operands). For a letter
     not in ``letters``, bash's ``-x: invalid option`` and the builtin's ``usage``; for
     one in ``unsupported`` (bash's builtin has it, ftrace-shell not) and for ``--help``
-    (every builtin's in bash), the refusal; then the status, 2. (Not :func:`getopt`:
-    glibc's, of the programs, with its own words.)"""
+    (every builtin's in bash), the refusal, then ``refused()`` (which may end the
+    shell); then the status, 2. (Not :func:`getopt`: glibc's, of the programs, with its
+    own words.)"""
     options: set[str] = set()
     operands = list(ctx.args)
     signs = ("-", "+") if plus else ("-",)
@@ -652,6 +654,7 @@ def internal_getopt(ctx: Invocation, letters: str, usage: str, *, unsupported: s
                 options.add(letter)
             elif letter in unsupported:
                 ctx.builtin_err(f"option '{arg[0]}{letter}' is not supported by ftrace-shell")
+                refused()
                 return 2
             else:
                 ctx.builtin_err(f"{arg[0]}{letter}: invalid option")

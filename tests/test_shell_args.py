@@ -83,14 +83,24 @@ def test_set_makes_the_positional_parameters_as_bash(text):
 
 @pytest.mark.parametrize("args, refused", [
     (["-e"], "-e"), (["-o", "pipefail"], "-o"), (["+x"], "+x"), (["-eu", "a"], "-e"),
-    (["-", "a"], "-"), (["+", "-v"], "-v"), (["--help"], "--help"),
+    (["-", "a"], "-"), (["+", "-v"], "-v"), (["-u"], "-u"), (["-x"], "-x"),
 ])
-def test_sets_options_are_refused_by_name(args, refused):
+@pytest.mark.parametrize("mode", [*MODES, "interactive"])
+def test_sets_options_are_refused_by_name(args, refused, mode):
     """The shell has none of set's options: each is refused (status 2), and the
-    positional parameters stay."""
+    positional parameters stay. Outside interactive mode the refusal ends the shell:
+    ``set -e; false; echo third`` ran on past the failure the script asked to stop at."""
     words = " ".join(args)
-    assert run(f"set z; set {words}; echo $? $# $1", mode="command") == (
-        0, "2 1 z\n", f"bash: line 1: set: option '{refused}' is not supported by ftrace-shell\n")
+    status, out, err = run(f"set z; set {words}; echo $? $# $1\necho next", mode=mode,
+                           script="s.sh" if mode == "script" else None)
+    where = {"interactive": "bash", "script": "s.sh: line 1"}.get(mode, "bash: line 1")
+    assert err == f"{where}: set: option '{refused}' is not supported by ftrace-shell\n"
+    assert (status, out) == ((0, "2 1 z\nnext\n") if mode == "interactive" else (2, ""))
+
+
+def test_set_help_is_refused():
+    assert run("set z; set --help; echo $? $# $1", mode="command") == (
+        0, "2 1 z\n", "bash: line 1: set: option '--help' is not supported by ftrace-shell\n")
 
 
 def test_set_alone_is_refused():
