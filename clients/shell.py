@@ -28,6 +28,7 @@ import copy
 import errno
 import os
 import posixpath
+import random
 import signal
 import sys
 import threading
@@ -123,6 +124,18 @@ _Element = tuple[Command | CompoundCommand | FunctionDef, Variables,
 #: Where bash says a function was defined (its BASH_SOURCE, which its diagnostics name)
 #: when the shell was not reading a script: at start (a -c command) or later.
 _FUNCTION_SOURCE = {"command": "environment", "stdin": "main"}
+#: bash's automatic variables the shell does not give (``compgen -v`` of a bash with no
+#: environment, less those it has): their expansion is refused where the user has not set
+#: them, never an empty value bash would not give. (BASH_VERSION: no bash's version is
+#: this shell's.)
+_REFUSED_VARIABLES = frozenset((
+    "BASH", "BASHOPTS", "BASH_ALIASES", "BASH_ARGC", "BASH_ARGV", "BASH_ARGV0", "BASH_CMDS",
+    "BASH_COMMAND", "BASH_EXECUTION_STRING", "BASH_LINENO", "BASH_LOADABLES_PATH",
+    "BASH_SOURCE", "BASH_SUBSHELL", "BASH_VERSINFO", "BASH_VERSION", "COMP_WORDBREAKS",
+    "DIRSTACK", "EPOCHREALTIME", "EPOCHSECONDS", "GROUPS", "HISTCMD", "HOSTNAME", "HOSTTYPE",
+    "MACHTYPE", "OPTERR", "OPTIND", "OSTYPE", "SHELLOPTS", "SRANDOM", "PIPESTATUS",
+    # A pipeline's stage is a thread of the shell's process, no process of its own.
+    "BASHPID"))
 #: How deep function calls may nest where FUNCNEST sets no lower limit: bash's have none
 #: but its stack; the shell's calls nest on Python's, whose recursion limit the shell
 #: raises to fit (up to _FRAMES_PER_CALL frames each: a call inside a dozen nested
@@ -223,6 +236,10 @@ class Shell:
         self.functions: dict[str, FunctionDef] = {}
         #: bash's funcnest: how many function calls run the command running now.
         self.funcnest = 0
+        #: $FUNCNAME: the name of the function running (None outside any).
+        self.function_name: str | None = None
+        #: When the shell started, for $SECONDS; its parent then, $PPID.
+        self.started, self.ppid = time.monotonic(), os.getppid()
         #: The positional parameters, $1...: those of the function running, else the
         #: shell's own (``set --`` and ``shift`` change them).
         self.positional: tuple[str, ...] = tuple(positional)
@@ -384,7 +401,25 @@ class Shell:
         if name.isdigit():
             index = int(name)
             return self.positional[index - 1] if 0 < index <= len(self.positional) else None
+        automatic = self._automatic.get(name)
+        if automatic is not None:
+            return automatic(self)
+        if name in _REFUSED_VARIABLES and not self.variables.exists(name):
+            raise ExpansionError(f"${name}: bash's variable is not supported by ftrace-shell",
+                                 status=2)
         return self.variables.get(name)
+
+    #: bash's automatic variables the shell gives (variables.c's dynamic ones), whatever
+    #: was assigned to them, as bash's $LINENO and $FUNCNAME.
+    _automatic: Mapping[str, Callable[[Shell], str | None]] = MappingProxyType({
+        "LINENO": lambda shell: str(shell.line),
+        "PPID": lambda shell: str(shell.ppid),
+        "UID": lambda shell: str(os.getuid()),
+        "EUID": lambda shell: str(os.geteuid()),
+        "FUNCNAME": lambda shell: shell.function_name,
+        "RANDOM": lambda shell: str(random.randrange(32768)),
+        "SECONDS": lambda shell: str(int(time.monotonic() - shell.started)),
+    })
 
     def fields(self, word: str) -> list[str]:
         """What ``word`` expands to: its fields (none, one or several)."""
@@ -852,8 +887,9 @@ class Shell:
             raise ExpansionError(f"{function.name}: maximum function nesting level exceeded"
                                  f" ({self.funcnest})")
         saved = (self.positional, self.loop_level, self.stderr, self.descriptors,
-                 self.funcnest)
+                 self.function_name, self.funcnest)
         self.positional, self.loop_level = tuple(args), 0
+        self.function_name = function.name
         self.stderr = as_output(fds[2])
         self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
         self.funcnest += 1
@@ -873,7 +909,7 @@ class Shell:
                                  " (the shell's stack)") from None
         finally:
             (self.positional, self.loop_level, self.stderr, self.descriptors,
-             self.funcnest) = saved
+             self.function_name, self.funcnest) = saved
 
     def execute_if_command(self, command: IfCommand) -> int:
         """bash's execute_if_command: 0 when the test fails and there is no else."""

@@ -725,6 +725,30 @@ def test_variables_as_bash_reads_them(text):
     assert_as_bash(text)
 
 
+@pytest.mark.parametrize("mode", ["command", "stdin", "script"])
+@pytest.mark.parametrize("text", [
+    'f() { echo $0 $FUNCNAME; g; }; g() { echo $FUNCNAME; }; f; echo "[$FUNCNAME]"',
+    "echo $LINENO\n\nf() {\n echo $LINENO\n}\nf; echo $LINENO",
+    "echo $UID $EUID; FUNCNAME=x; echo \"[$FUNCNAME]\"; LINENO=; echo $LINENO",
+    'r=$RANDOM; [ "$r" -ge 0 ] && [ "$r" -lt 32768 ] && [ "$SECONDS" -ge 0 ] && echo ok',
+])
+def test_bashs_automatic_variables_as_bash(text, mode):
+    """Before, each expanded to nothing."""
+    assert_as_bash(text, mode=mode)
+
+
+@pytest.mark.parametrize("name", ["BASH_VERSION", "BASHPID", "HOSTNAME", "OPTIND",
+                                  "EPOCHSECONDS", "BASH"])
+def test_bashs_other_automatic_variables_are_refused(name):
+    """Not an empty value bash would not give; one the user set is theirs."""
+    assert run(f"echo ${name}; echo no\necho $?; {name}=x; echo ${{{name}}}", mode="stdin") == (
+        0, "2\nx\n", f"bash: line 1: ${name}: bash's variable is not supported by ftrace-shell\n")
+
+
+def test_ppid_is_the_shells_parent():
+    assert run("echo $PPID") == (0, f"{os.getppid()}\n", "")
+
+
 def test_the_environment_is_imported_as_bash_imports_it():
     """Not IFS, nor PWD; SHLVL one more (OLDPWD: see test_shell_integration, it is looked
     up on the daemon)."""
