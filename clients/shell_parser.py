@@ -134,10 +134,17 @@ _NOT_SUPPORTED = {
     "~": "tilde expansion",
     # The key is no text; the brace expression is shown.
     "{,}": "brace expansion",
+    "+=": "an appending assignment",
+    "[]=": "an array element's assignment",
+    "=(": "an array assignment",
 }
 #: A brace expression bash expands (braces.c's brace_expand): an unquoted "{...}" with an
 #: unquoted "," in it, or a sequence ``{X..Y[..INCR]}`` of numbers or of letters. Quoted
 #: or expanded text is "\0" here; a "$" is never the start of one (``${a}``).
+#: The assignments bash's assignment() takes that the shell does not make: ``NAME+=``
+#: and ``NAME[SUBSCRIPT]=`` (the text before the "=", the word's unquoted text).
+_APPENDING = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+")
+_ELEMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\[[^\]]*\]")
 _BRACE_EXPRESSION = re.compile(r"\{([^{}]*)\}")
 _BRACE_SEQUENCE = re.compile(r"[-+]?[0-9]+\.\.[-+]?[0-9]+(\.\.[-+]?[0-9]+)?|"
                              r"[A-Za-z]\.\.[A-Za-z](\.\.[-+]?[0-9]+)?")
@@ -265,6 +272,9 @@ class Token:
     #: An assignment word's brace expression (``a={x,y}``), refused where the word is not
     #: an assignment (``echo a={x,y}``, ``export a={x,y}``: bash expands those).
     brace: str = field(default="", compare=False)
+    #: A word shaped as an assignment the shell does not make (``a+=x``, ``a[0]=x``):
+    #: its _NOT_SUPPORTED key and text, refused where bash would assign.
+    refused_assignment: tuple[str, str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -464,6 +474,8 @@ class _Lexer:
         pattern: list[str] = []  # the parts with their quoted characters escaped
         plain: list[str] = []  # the unquoted characters as written, the rest "\0"
         quoted = assignment = False
+        # NAME+= or NAME[...]=: (its _NOT_SUPPORTED key, the text to show).
+        refused_assignment: tuple[str, str] | None = None
         while self.pos < len(self.text):
             char = self.peek()
             if char in _BLANKS or char == "\n" or char in _OPERATOR_CHARS:
@@ -497,11 +509,18 @@ class _Lexer:
                 raise _refused(char, self.line)
             else:
                 # bash's assignment(): an unquoted name before the first "=".
-                assignment = assignment or (char == "=" and not quoted
-                                            and is_name("".join(parts)))
+                if char == "=" and not quoted and not assignment and not refused_assignment:
+                    before = "".join(plain[:-1]).replace("\0", "...")
+                    assignment = is_name(before)
+                    if _APPENDING.fullmatch(before):
+                        refused_assignment = ("+=", before + "=")
+                    elif _ELEMENT.fullmatch(before):
+                        refused_assignment = ("[]=", before + "=")
                 parts.append(char)
                 pattern.append(char)
         text = "".join(parts)
+        if assignment and text.endswith("=") and self.peek() == "(":  # a=(1 2)
+            raise _refused("=(", line, text + "(")
         # bash expands none in an assignment (``a={x,y}``): the parser decides.
         brace = self.brace_expression("".join(plain))
         if brace and not assignment:
@@ -509,7 +528,7 @@ class _Lexer:
         is_fd = not quoted and fd_number(text) is not None and self.peek() in ("<", ">")
         self.tokens.append(Token("io" if is_fd else "word", text, line, quoted, assignment,
                                  self.text[start:self.pos], "".join(pattern), self.line,
-                                 brace))
+                                 brace, refused_assignment))
 
     @staticmethod
     def brace_expression(plain: str) -> str:
@@ -1049,6 +1068,10 @@ class _Parser:
                 self.pos += 1
                 assert first is not None
                 return self.function_body(first)
+            if token.kind == "word" and token.refused_assignment is not None and (
+                    not words or words[0] in _DECLARATION_BUILTINS):
+                raise _refused(*token.refused_assignment[:1], token.line,
+                               token.refused_assignment[1])
             if token.kind == "word" and token.assignment and not words:
                 name, _, value = token.text.partition("=")
                 assignments.append((name, _name_bad(value, token.source.partition("=")[2])))

@@ -235,6 +235,15 @@ def test_status_and_pid_parameters_expand_when_run():
         ("echo\necho {\"a\",$x}",
          "brace expansion (`{...,...}') is not supported by ftrace-shell", 2),
         ("echo a={x,y}", "brace expansion (`{x,y}') is not supported by ftrace-shell", 1),
+        # Assignments bash makes and the shell not (they were "command not found").
+        ("a+=y", "an appending assignment (`a+=') is not supported by ftrace-shell", 1),
+        ("x=1 a+=b true", "an appending assignment (`a+=') is not supported by ftrace-shell", 1),
+        ("export a+=b", "an appending assignment (`a+=') is not supported by ftrace-shell", 1),
+        ("a[0]=1", "an array element's assignment (`a[0]=') is not supported by ftrace-shell",
+         1),
+        ("local a[$i]=1",
+         "an array element's assignment (`a[...]=') is not supported by ftrace-shell", 1),
+        ("a=(1 2)", "an array assignment (`a=(') is not supported by ftrace-shell", 1),
         ("export a={x,y}", "brace expansion (`{x,y}') is not supported by ftrace-shell", 1),
         ("! (x)", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("function f ( ) (x)", "a subshell (`(') is not supported by ftrace-shell", 1),
@@ -694,6 +703,8 @@ def test_a_long_compound_command_is_parsed_once_its_closing_word_can_end_it(monk
         'IFS=x; unset IFS; a="x:y z"; echo $a', 'IFS=:; a=x:y; echo $a "$a" x$a',
         # The special parameters: no positional ones under -c without arguments.
         'echo $0 $# "$@" "$*" $1 ${10} ${##} ${#?} ${#@} "a$@b"; echo "$@" x',
+        # Not assignments: words as written.
+        "echo a+=b a[0]=1 \"a\"+=b; a=b+=c; echo $a; a'b'+=c; echo $?",
         # What bash's brace expansion leaves as written.
         'echo "{a,b}" \\{a,b} {} {a} {a..9} {1..} ${x:-{a,b}}; x={a,b} y={1..2}; echo $x $y',
         # Diagnostics: bash's words; a bad substitution drops the rest of the line.
