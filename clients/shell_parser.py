@@ -35,15 +35,16 @@ its ``}`` is bash's unexpected EOF. Of the ``${...}`` operators, ``-``, ``=``, `
 ``${a:-$b}``), ``$-``, ``$!`` and ``$'...'`` are refused; ``$"..."`` is ``"..."`` (no
 message catalogs). An unquoted ``~`` where bash would expand it (a word's start; after the
 ``=`` or a ``:`` of an assignment) is refused, and so is a brace expression bash would
-expand (``{1..3}``, ``a{b,c}``; not in an assignment, ``a={x,y}``). No globbing (pathname expansion),
-subshells, backquotes, arithmetic, background jobs, here-documents or here-strings: ``$``
+expand (``{1..3}``, ``a{b,c}``; not in an assignment, ``a={x,y}``), and an assignment
+``a+=x``, ``a[0]=x`` or ``a=(x y)``. No globbing (pathname expansion), subshells,
+backquotes, arithmetic, background jobs, here-documents or here-strings: ``$``
 not starting a parameter and ``*`` are ordinary characters outside a case pattern (``echo
 uinput* > set_ftrace_filter`` writes the glob itself, as bash does when nothing in the
 current directory matches); ``)``, ``;;``, ``;&`` and ``;;&`` outside a case command and a
-``(`` after a command's words are syntax errors; ``<<``, ``<<<``, ``<>``, ``&``, a ``(``
-starting a command, ``$((`` and a backquote are refused. bash's reserved words are read
-where bash reads them, as a command's first word, unquoted (``esac``: also where a case
-clause's first pattern would be): those of a compound command the shell does not run
+``(`` after a command's words are syntax errors; ``<<``, ``<<<``, ``<>``, ``&``, ``&>``,
+``&>>``, ``|&``, a ``(`` starting a command, ``$((`` and a backquote are refused. bash's
+reserved words are read where bash reads them, as a command's first word, unquoted
+(``esac``: also where a case clause's first pattern would be): those of a compound command the shell does not run
 (``select``, ``[[``, ``coproc``...) are refused, and those that only continue or close
 one (``then``, ``fi``, ``}``, ...) are bash's syntax error where no open compound command
 waits for them; anywhere else (``echo fi``, ``'if'``, a case pattern ``if)``) they are
@@ -96,8 +97,8 @@ __all__ = [
 ]
 
 #: Operators, longest first so that ">>" wins over ">".
-_OPERATORS = ("<<<", ";;&", "&&", "||", ";;", ";&", ">>", ">&", ">|", "<<", "<&", "<>", ";", "|",
-              ">", "<", "&", "(", ")")
+_OPERATORS = ("<<<", ";;&", "&>>", "&&", "&>", "||", "|&", ";;", ";&", ">>", ">&", ">|", "<<",
+              "<&", "<>", ";", "|", ">", "<", "&", "(", ")")
 #: What ends a case command's clause: bash's SEMI_SEMI, SEMI_AND (fall through to the next
 #: clause's list) and SEMI_SEMI_AND (go on testing the next clauses' patterns).
 _CASE_TERMINATORS = frozenset((";;", ";&", ";;&"))
@@ -111,6 +112,9 @@ _NOT_SUPPORTED = {
     "<<<": "a here-string",
     "<>": "opening a file for reading and writing",
     "&": "a background job",
+    "&>": "redirecting stdout and stderr at once",
+    "&>>": "redirecting stdout and stderr at once",
+    "|&": "piping stdout and stderr at once",
     "(": "a subshell",
     "$((": "arithmetic expansion",
     "`": "command substitution",
@@ -148,7 +152,7 @@ _ELEMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\[[^\]]*\]")
 _BRACE_EXPRESSION = re.compile(r"\{([^{}]*)\}")
 _BRACE_SEQUENCE = re.compile(r"[-+]?[0-9]+\.\.[-+]?[0-9]+(\.\.[-+]?[0-9]+)?|"
                              r"[A-Za-z]\.\.[A-Za-z](\.\.[-+]?[0-9]+)?")
-_REFUSED_OPERATORS = frozenset(("<<", "<<<", "<>", "&"))
+_REFUSED_OPERATORS = frozenset(("<<", "<<<", "<>", "&", "&>", "&>>", "|&"))
 #: The redirection operators the shell makes, and the file descriptor each is of when no
 #: number comes before it.
 _REDIRECTIONS = {">": 1, ">>": 1, ">|": 1, ">&": 1, "<": 0, "<&": 0}

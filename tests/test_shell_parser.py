@@ -235,6 +235,13 @@ def test_status_and_pid_parameters_expand_when_run():
         ("echo\necho {\"a\",$x}",
          "brace expansion (`{...,...}') is not supported by ftrace-shell", 2),
         ("echo a={x,y}", "brace expansion (`{x,y}') is not supported by ftrace-shell", 1),
+        # Not a background job (`&'): bash's &> and |&.
+        ("echo y &> /dev/null",
+         "redirecting stdout and stderr at once (`&>') is not supported by ftrace-shell", 1),
+        ("{ echo y; } &>>/dev/null",
+         "redirecting stdout and stderr at once (`&>>') is not supported by ftrace-shell", 1),
+        ("echo y |& grep y",
+         "piping stdout and stderr at once (`|&') is not supported by ftrace-shell", 1),
         # Assignments bash makes and the shell not (they were "command not found").
         ("a+=y", "an appending assignment (`a+=') is not supported by ftrace-shell", 1),
         ("x=1 a+=b true", "an appending assignment (`a+=') is not supported by ftrace-shell", 1),
