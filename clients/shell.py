@@ -16,9 +16,11 @@ failed), ``bash: foo: command not found``. Those are the interactive forms; runn
 file ``SCRIPT: line N: ...``, as bash's do. ``--name`` changes "bash"; ``--comm`` changes
 the comm the daemon sees (also "bash", so dmesg's WARN shows ``comm: bash``); the pid is
 the shell's own. ``-c COMMAND NAME`` makes NAME the ``$0`` and the diagnostics' name, as
-bash does; the arguments after NAME, or after a script's name (``-`` for standard input),
-are the positional parameters ``$1``..., as bash's (an option there is one of them). The
-shell's variables start as its environment (clients.shell_variables).
+bash does; the arguments after NAME, or after a script's name, or all of them after the
+options with ``-s`` (standard input), are the positional parameters ``$1``..., as bash's
+(an option there is one of them; the options end at ``-``, ``--``, the first argument
+that is none, or ``-c COMMAND``). The shell's variables start as its environment
+(clients.shell_variables).
 """
 
 from __future__ import annotations
@@ -1061,14 +1063,18 @@ def _parser() -> argparse.ArgumentParser:
                         help="the name diagnostics start with (default bash)")
     add_connect_timeout(parser)
     parser.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND and exit")
+    parser.add_argument("-s", dest="read_stdin", action="store_true",
+                        help="read the commands from standard input, the arguments after the "
+                        "options being $1... (bash -s)")
     parser.add_argument("-V", "--echo-input", action="store_true",
                         help="print input lines as they are read (bash -v)")
+    # Read by split_arguments(), as bash reads them: listed here for --help.
     parser.add_argument("script", nargs="?", metavar="SCRIPT",
-                        help="script file to run (default or -: standard input); after -c "
-                        "COMMAND: its $0, as bash's")
-    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG",
-                        help="the positional parameters $1... (after SCRIPT, an option too, "
-                        "as bash takes them)")
+                        help="script file to run (default: standard input; - or -- before "
+                        "it ends the options); after -c COMMAND: its $0, as bash's")
+    parser.add_argument("args", nargs="*", metavar="ARG",
+                        help="the positional parameters $1... (after SCRIPT, or -c COMMAND "
+                        "NAME, an option too, as bash takes them)")
     # Passed through to ftraced, which checks them (its usage error is shown if it refuses).
     daemon = parser.add_argument_group("daemon options (with --spawn; see ftraced --help)")
     daemon.add_argument("--variant", metavar="buggy|fixed")
@@ -1152,9 +1158,40 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
     return shell.status
 
 
+def split_arguments(parser: argparse.ArgumentParser,
+                    argv: list[str]) -> tuple[list[str], list[str]]:
+    """The shell's own options, and what follows them, as bash's: its operands start at
+    the first argument that is no option (the script's name), after ``-`` or ``--``
+    (which end the options), or after ``-c COMMAND``, whose first is then ``$0``, even an
+    option or ``--`` (``ftrace-shell -c 'echo $0 $1' -x y`` prints ``-x y``)."""
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in ("-", "--"):
+            return argv[:index], argv[index + 1:]
+        if not arg.startswith("-"):
+            return argv[:index], argv[index:]
+        if arg == "-c":
+            return argv[:index + 2], argv[index + 2:]
+        name = arg.partition("=")[0]
+        names = [option for option in parser._option_string_actions
+                 if option == name or name.startswith("--") and option.startswith(name)]
+        action = parser._option_string_actions[names[0]] if len(names) == 1 else None
+        # An option with its value in the next argument skips that too; an unknown or
+        # ambiguous one is argparse's to report.
+        takes = action is not None and action.nargs != 0 and "=" not in arg
+        index += 2 if takes else 1
+    return argv, []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    options, operands = split_arguments(parser, sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(options)
+    if args.read_stdin and args.command is None:
+        args.script, args.args = None, operands
+    else:
+        args.script, args.args = (operands[0], operands[1:]) if operands else (None, [])
     options = {key: getattr(args, key) for key in _DAEMON_OPTIONS}
     if not args.spawn and any(value is not None for value in options.values()):
         parser.error("daemon options need --spawn")
@@ -1170,7 +1207,7 @@ def main(argv: list[str] | None = None) -> int:
     args.identity = identity_argument(parser, args.comm)
     if args.command is not None:
         mode = "command"
-    elif args.script not in (None, "-"):
+    elif args.script is not None:
         mode = "script"
     else:
         # Python leaves sys.stdin None when descriptor 0 is closed.

@@ -118,13 +118,13 @@ _ARGS = ["-x", "b c", "", "--address"]
 @pytest.mark.parametrize("mode", MODES)
 def test_the_shells_own_arguments_are_its_positional_parameters_as_bashs(daemon, tmp_path, mode):
     """``ftrace-shell -c COMMAND NAME ARG...``, ``ftrace-shell SCRIPT ARG...`` and
-    ``ftrace-shell - ARG...`` (bash -s -- ARG...) against bash's: NAME (the script) is $0, the ARGs
-    $1..., an option among them too."""
+    ``ftrace-shell -s -- ARG...`` against bash's: NAME (the script) is $0, the ARGs $1...,
+    an option among them too."""
     (tmp_path / "args.sh").write_text(_ARGS_SCRIPT)
     shell_args, bash_args, stdin = {
         "command": (["-c", _ARGS_SCRIPT, "name", *_ARGS],) * 2 + ("",),
         "script": (["args.sh", *_ARGS], ["args.sh", *_ARGS], ""),
-        "stdin": (["-", *_ARGS], ["-s", "--", *_ARGS], _ARGS_SCRIPT),
+        "stdin": (["-s", "--", *_ARGS], ["-s", "--", *_ARGS], _ARGS_SCRIPT),
     }[mode]
     shell = finish(start_shell(tmp_path, ["--address", daemon.address, *shell_args]), stdin)
     real = subprocess.run(["bash", *bash_args], executable="/bin/bash", cwd=tmp_path,
@@ -172,3 +172,25 @@ def test_dollar_at_in_a_word_gives_bashs_fields(word, ifs):
 ])
 def test_dollar_at_under_an_operator_as_bash(text):
     assert_as_bash(text, mode="stdin")
+
+
+@pytest.mark.parametrize("args", [
+    # After -c COMMAND, everything is $0, $1...: an option, "--" too (they were taken
+    # as the shell's options: "unrecognized arguments", or $0=-x).
+    ["-c", 'echo "[$0] [$1] [$2]"', "-x", "y"],
+    ["-c", 'echo "[$0] [$1] [$2]"', "--", "-x"],
+    ["-c", 'echo "[$0] [$1] [$2]"', "--name", "y"],
+    # "-" and "--" end the options: the next is the script (it read standard input).
+    ["-", "args.sh", "b"],
+    ["--", "args.sh", "-x"],
+    ["args.sh", "--name", "b"],
+    ["-"],
+    ["-s", "a", "-x"],
+])
+def test_options_end_where_bashs_do(daemon, tmp_path, args):
+    (tmp_path / "args.sh").write_text('echo "[$0] [$1] [$2]"\n')
+    stdin = 'echo "stdin [$0] [$1] [$2]"\n'
+    shell = finish(start_shell(tmp_path, ["--address", daemon.address, *args]), stdin)
+    real = subprocess.run(["bash", *args], executable="/bin/bash", cwd=tmp_path,
+                          input=stdin, capture_output=True, text=True, env=WITH_GREP, timeout=30)
+    assert (shell.returncode, shell.out, shell.err) == (real.returncode, real.stdout, real.stderr)
