@@ -143,15 +143,30 @@ def cmd_help(ctx: Invocation) -> int:
     return 0
 
 
-@command("cd [DIR|-]", "change the working directory (start: /)", builtin=True)
+_CD_USAGE = "cd [-L|[-P [-e]] [-@]] [dir]"
+
+
+@command("cd [-L|-P] [DIR|-]", "change the working directory (start: /; none: $HOME)",
+         builtin=True)
 def cmd_cd(ctx: Invocation) -> int:
+    """bash's cd_builtin. -L and -P are one: the daemon's tree has no symbolic links."""
     shell = ctx.shell
-    if len(ctx.args) > 1:
+    parsed = internal_getopt(ctx, "LP", _CD_USAGE, unsupported="e@")
+    if isinstance(parsed, int):
+        return parsed
+    _, args = parsed
+    if len(args) > 1:
         ctx.builtin_err("too many arguments")
         return 1
-    # The model has no home directory: plain `cd` goes to the root. bash takes `cd ""`
-    # for `cd .`: it stays, and OLDPWD becomes the working directory.
-    arg = ctx.args[0] if ctx.args else "/"
+    # bash takes `cd ""` for `cd .`: it stays, and OLDPWD becomes the working directory.
+    if args:
+        arg = args[0]
+    else:
+        home = shell.variables.get("HOME")
+        if home is None:
+            ctx.builtin_err("HOME not set")
+            return 1
+        arg = home
     if arg == "-":
         oldpwd = shell.variables.get("OLDPWD")
         if oldpwd is None:
@@ -168,7 +183,7 @@ def cmd_cd(ctx: Invocation) -> int:
         return 1
     shell.cwd = stat.path
     shell.variables.change_directory(shell.cwd)
-    if ctx.args and ctx.args[0] == "-":
+    if args == ["-"]:
         ctx.out(arg + "\n")  # as bash, `cd -` prints $OLDPWD as written
     return 0
 
@@ -179,13 +194,45 @@ def cmd_pwd(ctx: Invocation) -> int:
     return 0
 
 
-_ECHO_ESCAPE = re.compile(rb"\\(0[0-7]{0,3}|x[0-9A-Fa-f]{1,2}|.)", re.DOTALL)
+_ECHO_ESCAPE = re.compile(
+    rb"\\(0[0-7]{0,3}|x[0-9A-Fa-f]{1,2}|u[0-9A-Fa-f]{1,4}|U[0-9A-Fa-f]{1,8}|.)", re.DOTALL)
 _ECHO_SIMPLE = {b"a": b"\a", b"b": b"\b", b"e": b"\x1b", b"E": b"\x1b", b"f": b"\f",
                 b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v", b"\\": b"\\"}
 
 
-def _echo_interpret(data: bytes) -> tuple[bytes, bool]:
-    """echo -e: (the bytes with escapes interpreted, whether \\c cut the output)."""
+def _utf8(code: int) -> bytes:
+    """bash's u32toutf8: UTF-8's scheme for any value up to 31 bits (a surrogate, one
+    beyond U+10FFFF too)."""
+    if code < 0x80:
+        return bytes([code])
+    for length, limit in ((2, 0x800), (3, 0x10000), (4, 0x200000), (5, 0x4000000), (6, 1 << 31)):
+        if code < limit:
+            break
+    tail = [0x80 | (code >> (6 * index)) & 0x3F for index in range(length - 1)]
+    lead = (0xFF << (8 - length)) & 0xFF | code >> (6 * (length - 1))
+    return bytes([lead, *reversed(tail)])
+
+
+def _unicode(code: int, utf8: bool) -> bytes:
+    """echo -e's \\uHHHH and \\UHHHHHHHH, as bash's u32cconv: ASCII as itself; else
+    UTF-8 in a UTF-8 locale, and in another (the C locale) the escape again, in bash's
+    spelling."""
+    if code < 0x80 or utf8:
+        return _utf8(code)
+    return (f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}").encode()
+
+
+def utf8_locale(ctx: Invocation) -> bool:
+    """The shell's LC_CTYPE is UTF-8 (LC_ALL, else LC_CTYPE, else LANG, as bash sets it
+    from its variables)."""
+    get = ctx.shell.variables.get
+    value = get("LC_ALL") or get("LC_CTYPE") or get("LANG") or ""
+    return re.search(r"utf-?8", value, re.IGNORECASE) is not None
+
+
+def _echo_interpret(data: bytes, utf8: bool = False) -> tuple[bytes, bool]:
+    """echo -e: (the bytes with escapes interpreted, whether \\c cut the output);
+    ``utf8``: the locale's character set is UTF-8 (\\u263a is then its bytes)."""
     out: list[bytes] = []
     position = 0
     for match in _ECHO_ESCAPE.finditer(data):
@@ -198,6 +245,8 @@ def _echo_interpret(data: bytes) -> tuple[bytes, bool]:
             out.append(bytes([int(code, 8) & 0xFF]))
         elif code[:1] == b"x" and len(code) > 1:
             out.append(bytes([int(code[1:], 16)]))
+        elif code[:1] in (b"u", b"U") and len(code) > 1:
+            out.append(_unicode(int(code[1:], 16), utf8))
         else:
             out.append(_ECHO_SIMPLE.get(code, b"\\" + code))
     out.append(data[position:])
@@ -217,7 +266,7 @@ def cmd_echo(ctx: Invocation) -> int:
         args = args[1:]
     data = encode(" ".join(args))
     if escapes:
-        data, cut = _echo_interpret(data)
+        data, cut = _echo_interpret(data, utf8_locale(ctx))
         newline = newline and not cut
     # One write, as bash's echo flushes its buffer once.
     ctx.out(data + b"\n" if newline else data)
@@ -336,6 +385,27 @@ _SLEEP_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SLEEP_MAX = float(2**31)
 
 
+#: What GNU sleep's xstrtod() takes (C's strtod: leading white space, a sign, a decimal
+#: or hexadecimal number, inf, infinity, nan), then one unit letter at most.
+_SLEEP_INTERVAL = re.compile(
+    r"[ \t\n\v\f\r]*([+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|infinity|inf|nan"
+    r"|0x(?:[0-9a-f]+\.?[0-9a-f]*|\.[0-9a-f]+)(?:p[+-]?\d+)?))([smhd]?)", re.IGNORECASE)
+
+
+def _sleep_interval(arg: str) -> float | None:
+    """GNU sleep's reading of one interval: its seconds, None for an invalid one (not a
+    number as strtod reads it, a suffix beyond one unit, below 0, nan)."""
+    match = _SLEEP_INTERVAL.fullmatch(arg)
+    if match is None:
+        return None
+    number, unit = match.groups()
+    hexadecimal = number.lstrip("+-")[:2].lower() == "0x"
+    value = float.fromhex(number) if hexadecimal else float(number)
+    if not value >= 0:  # negative, or nan
+        return None
+    return value * _SLEEP_UNITS[unit]
+
+
 @command("sleep SECONDS[smhd]...", "wait (really) that long")
 def cmd_sleep(ctx: Invocation) -> int:
     if not ctx.args:
@@ -343,13 +413,19 @@ def cmd_sleep(ctx: Invocation) -> int:
         ctx.try_help()
         return 1
     total = 0.0
-    for arg in ctx.args:
-        match = re.fullmatch(r"(\d+\.?\d*|\.\d+)([smhd]?)", arg)
-        if match is None:
+    operands = []
+    for letter, value in getopt(ctx, ""):  # GNU's: ``sleep -1`` is an invalid option
+        if letter == "?":
+            ctx.try_help()
+            return 1
+        operands.append(value)
+    for arg in operands:
+        seconds = _sleep_interval(arg)
+        if seconds is None:
             ctx.err(f"sleep: invalid time interval '{arg}'")
             ctx.try_help()
             return 1
-        total += float(match.group(1)) * _SLEEP_UNITS[match.group(2)]
+        total += seconds
     ctx.shell.stage.sleep(min(total, _SLEEP_MAX))
     return 0
 

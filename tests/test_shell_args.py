@@ -194,3 +194,26 @@ def test_options_end_where_bashs_do(daemon, tmp_path, args):
     real = subprocess.run(["bash", *args], executable="/bin/bash", cwd=tmp_path,
                           input=stdin, capture_output=True, text=True, env=WITH_GREP, timeout=30)
     assert (shell.returncode, shell.out, shell.err) == (real.returncode, real.stdout, real.stderr)
+
+
+@pytest.mark.parametrize("home, text", [
+    # cd alone goes to $HOME, as bash's (it went to / whatever HOME said).
+    ("/sys/kernel", "cd; pwd; cd /; cd ''; echo $?"),
+    ("/nonexistent-home", "cd; echo $?; pwd"),
+    ("/sys", "unset HOME; cd; echo $?; HOME=/proc; cd; pwd"),
+    # -L and -P are options ("too many arguments" before); bash's others refused.
+    ("/", "cd -P /sys; pwd; cd -L /proc; pwd; cd -LP -- /sys; pwd; cd -x; echo $?"),
+])
+def test_cd_as_bash(daemon, tmp_path, home, text):
+    environ = {"HOME": home}
+    shell = finish(start_shell(tmp_path, ["--address", daemon.address, "-c", text],
+                               environ=environ))
+    bash_env = {**WITH_GREP, **environ}
+    real = subprocess.run(["bash", "-c", text], executable="/bin/bash", cwd="/",
+                          capture_output=True, text=True, env=bash_env, timeout=30)
+    assert (shell.returncode, shell.out, shell.err) == (real.returncode, real.stdout, real.stderr)
+
+
+def test_cds_options_bash_has_and_the_shell_not_are_refused():
+    assert run("cd -e /; echo $?", mode="command") == (
+        0, "2\n", "bash: line 1: cd: option '-e' is not supported by ftrace-shell\n")

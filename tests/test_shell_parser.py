@@ -432,6 +432,25 @@ def assert_as_bash(text: str, environ: dict[str, str] = BASH_ENVIRONMENT,
         real.returncode, real.stdout, real.stderr)
 
 
+@pytest.mark.parametrize("text", [
+    # GNU's xstrtod: strtod's forms, then one unit (they were "invalid time interval").
+    "sleep 1e-9 0x1p-30 +0.0 ' 0' 0.s 0x.0m .0e+5h 0X0P0d; echo $?",
+    "sleep -1; echo $?", "sleep -- -1; echo $?", "sleep nan; echo $?", "sleep 1e; echo $?",
+    "sleep 0ss; echo $?", "sleep '0 '; echo $?", "sleep 0x; echo $?", "sleep; echo $?",
+])
+def test_sleep_reads_intervals_as_gnu_sleep(text):
+    assert_as_bash(text, GREP_ENVIRONMENT)
+
+
+@pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
+def test_echo_unicode_escapes_as_bash(locale):
+    """\\u and \\U: UTF-8 in a UTF-8 locale, the escape again in the C locale's (they
+    were left as written)."""
+    assert_as_bash('echo -e "\\u263a \\u41 \\U1F600 \\u \\uZ \\u00e9x" \'\\U000000e9\'; '
+                   'LC_ALL=C; echo -e "\\u263a"',
+                   {**BASH_ENVIRONMENT, "LC_ALL": locale})
+
+
 @pytest.mark.parametrize(
     "text, status, stdout",
     [
