@@ -138,6 +138,9 @@ _REFUSED_VARIABLES = frozenset((
     "MACHTYPE", "OPTERR", "OPTIND", "OSTYPE", "SHELLOPTS", "SRANDOM", "PIPESTATUS",
     # A pipeline's stage is a thread of the shell's process, no process of its own.
     "BASHPID"))
+#: A failed write's exit status where it is not 1: GNU grep's EXIT_TROUBLE, ls's
+#: LS_FAILURE ("serious trouble").
+_WRITE_ERROR_STATUS = {"grep": 2, "ls": 2}
 #: How deep function calls may nest where FUNCNEST sets no lower limit: bash's have none
 #: but its stack; the shell's calls nest on Python's, whose recursion limit the shell
 #: raises to fit (up to _FRAMES_PER_CALL frames each: a call inside a dozen nested
@@ -1037,7 +1040,7 @@ class Shell:
         except WriteError as error:
             why = os.strerror(error.errno) if error.cause is None else self.reason(error.cause)
             ctx.err(f"{who}: write error: {why}")
-            return 1
+            return _WRITE_ERROR_STATUS.get(ctx.name, 1)
         except FtraceError as error:
             # A failure the command has no message of its own for.
             ctx.err(f"{who}: {self.reason(error)}")

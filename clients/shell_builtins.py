@@ -306,6 +306,11 @@ def cmd_ls(ctx: Invocation) -> int:
             entries = [(".", True, stat.entry.mode, 0), ("..", True, 0o755, 0)] + entries
         directories.append((operand, entries))
 
+    # GNU ls lists the files named first, then the directories, each sorted (by their
+    # bytes, the C locale's strcmp), after the errors of those it could not access.
+    files.sort(key=lambda row: encode(row[0]))
+    directories.sort(key=lambda directory: encode(directory[0]))
+
     def listing(rows: list[tuple[str, bool, int, int]]) -> str:
         if "l" not in options:
             return "".join(name + "\n" for name, *_ in rows)

@@ -79,3 +79,26 @@ def run_without(daemon, command: str, fd: int) -> tuple[int, bytes]:
 def test_a_closed_stdout_or_stderr_is_bashs_closed_descriptor(daemon, command, fd, expected):
     """Before, a traceback (Python's sys.stdout or sys.stderr was None) and nothing ran."""
     assert run_without(daemon, command, fd) == expected
+
+
+def test_grep_and_ls_write_errors_exit_2_as_gnus(daemon):
+    """GNU grep's and ls's status for a failed write is 2 (cat's 1); both were 1."""
+    text = (f"ls / >&-; echo $?; grep -m1 . {TRACING}/README >&-; echo $?; "
+            f"cat {TRACING}/README >&-; echo $?")
+    status, out = run_without(daemon, text, 2)
+    assert (status, out) == (0, b"2\n2\n1\n")
+
+
+def test_ls_lists_files_then_directories_each_sorted_as_gnus(daemon):
+    """GNU ls sorts its operands (it kept their order)."""
+    text = (f"cd {TRACING}; ls current_tracer README per_cpu/cpu1 options/.. per_cpu/cpu0 "
+            "nosuch")
+    shell = subprocess.run([sys.executable, "-m", "clients.shell", "--address", daemon.address,
+                            "-c", text], env=child_env(), capture_output=True, timeout=60)
+    cpu0 = subprocess.run([sys.executable, "-m", "clients.shell", "--address", daemon.address,
+                           "-c", f"ls {TRACING}/per_cpu/cpu0"], env=child_env(),
+                          capture_output=True, timeout=60).stdout
+    assert (shell.returncode, shell.stderr) == (
+        2, b"ls: cannot access 'nosuch': No such file or directory\n")
+    assert shell.stdout.startswith(b"README\ncurrent_tracer\n\noptions/..:\n")
+    assert shell.stdout.endswith(b"\n\nper_cpu/cpu0:\n" + cpu0 + b"\nper_cpu/cpu1:\n" + cpu0)
