@@ -12,6 +12,7 @@ import textwrap
 from typing import Iterator
 
 from clients.errors import FtraceError
+from clients.shell_pattern import strmatch
 from clients.shell_variables import ExpansionError
 from clients.shell_runtime import (
     COMMANDS,
@@ -114,8 +115,34 @@ def get_exitstat(ctx: Invocation) -> int:
 _HELP_COLUMN = 26
 
 
-@command("help", "list the commands", builtin=True)
+def _help_line(ctx: Invocation, name: str) -> None:
+    usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
+    # A long usage puts its summary on the next line, to stay within 80 columns.
+    if len(usage) >= _HELP_COLUMN:
+        usage += "\n" + " " * (_HELP_COLUMN + 2)
+    ctx.out(f"  {usage:<{_HELP_COLUMN}}{summary}\n")
+
+
+@command("help [PATTERN...]", "list the commands (those PATTERN matches)", builtin=True)
 def cmd_help(ctx: Invocation) -> int:
+    """The shell's help; with PATTERNs, the commands they match as bash's help matches
+    its builtins (a glob, or a name's start), and bash's complaint where none does."""
+    parsed = internal_getopt(ctx, "", "help [-dms] [pattern ...]", unsupported="dms")
+    if isinstance(parsed, int):
+        return parsed
+    _, patterns = parsed
+    if patterns:
+        names = [name for name in sorted(COMMANDS) if COMMANDS[name].run is not cmd_refused
+                 and any(strmatch(pattern, encode(name)) or name.startswith(pattern)
+                         for pattern in patterns)]
+        if not names:
+            pattern = patterns[-1]  # bash names its last
+            ctx.builtin_err(f"no help topics match `{pattern}'.  Try `help help' or "
+                            f"`man -k {pattern}' or `info {pattern}'.")
+            return 1
+        for name in names:
+            _help_line(ctx, name)
+        return 0
     ctx.out("ftrace-shell: a small bash for ftraced. Paths are the daemon's:\n"
             "/sys/kernel/debug/tracing, /sys/kernel/tracing, /proc/modules, /proc/kallsyms,\n"
             "/proc/sys/kernel/ftrace_enabled.\n"
@@ -131,13 +158,8 @@ def cmd_help(ctx: Invocation) -> int:
             "and exec REDIRECTION...; no globbing, no brace expansion ({1..3} a{b,c} are\n"
             "refused).\n\n")
     for name in sorted(COMMANDS):
-        if COMMANDS[name].run is cmd_refused:
-            continue
-        usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
-        # A long usage puts its summary on the next line, to stay within 80 columns.
-        if len(usage) >= _HELP_COLUMN:
-            usage += "\n" + " " * (_HELP_COLUMN + 2)
-        ctx.out(f"  {usage:<{_HELP_COLUMN}}{summary}\n")
+        if COMMANDS[name].run is not cmd_refused:
+            _help_line(ctx, name)
     ctx.out("\n" + textwrap.fill("bash's other builtins are refused: "
                                  + " ".join(REFUSED_BUILTINS) + ".", 80) + "\n")
     return 0
@@ -190,6 +212,11 @@ def cmd_cd(ctx: Invocation) -> int:
 
 @command("pwd", "print the working directory", builtin=True)
 def cmd_pwd(ctx: Invocation) -> int:
+    """bash's pwd_builtin: -L and -P are one (no symbolic links); other arguments are
+    ignored, as bash's."""
+    parsed = internal_getopt(ctx, "LP", "pwd [-LP]")
+    if isinstance(parsed, int):
+        return parsed
     ctx.out(ctx.shell.cwd + "\n")
     return 0
 

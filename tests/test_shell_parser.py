@@ -442,6 +442,20 @@ def test_sleep_reads_intervals_as_gnu_sleep(text):
     assert_as_bash(text, GREP_ENVIRONMENT)
 
 
+@pytest.mark.parametrize("text", [
+    # help's topics as bash's: none matching is its complaint, 1 (it listed everything).
+    "help nosuch; echo $?; help -x; echo $?; help nosuch other; echo $?",
+    # pwd's options as bash's: -L and -P; another letter is invalid; operands ignored.
+    "pwd -x; echo $?; pwd extra; echo $?; pwd -L; pwd -P; pwd -LP --; echo $?",
+])
+def test_help_and_pwd_arguments_as_bash(text):
+    assert_as_bash(text)
+
+
+def test_lsmod_takes_no_argument_as_kmods():
+    assert run("lsmod x; echo $?", mode="command") == (0, "1\n", "Usage: lsmod\n")
+
+
 @pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
 def test_echo_unicode_escapes_as_bash(locale):
     """\\u and \\U: UTF-8 in a UTF-8 locale, the escape again in the C locale's (they
