@@ -16,9 +16,11 @@ failed), ``bash: foo: command not found``. Those are the interactive forms; runn
 file ``SCRIPT: line N: ...``, as bash's do. ``--name`` changes "bash"; ``--comm`` changes
 the comm the daemon sees (also "bash", so dmesg's WARN shows ``comm: bash``); the pid is
 the shell's own. ``-c COMMAND NAME`` makes NAME the ``$0`` and the diagnostics' name, as
-bash does; the arguments after NAME, or after a script's name (``-`` for standard input),
-are the positional parameters ``$1``..., as bash's (an option there is one of them). The
-shell's variables start as its environment (clients.shell_variables).
+bash does; the arguments after NAME, or after a script's name, or all of them after the
+options with ``-s`` (standard input), are the positional parameters ``$1``..., as bash's
+(an option there is one of them; the options end at ``-``, ``--``, the first argument
+that is none, or ``-c COMMAND``). The shell's variables start as its environment
+(clients.shell_variables).
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ import copy
 import errno
 import os
 import posixpath
+import random
 import signal
 import sys
 import threading
 import time
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, TextIO
 
 import clients.shell_builtins  # noqa: F401  (registers the commands)
 import clients.shell_grep  # noqa: F401  (registers the command)
@@ -97,6 +100,7 @@ from clients.shell_runtime import (
     as_input,
     as_output,
     encode,
+    hold_closed,
     legal_number,
 )
 from clients.shell_pattern import strmatch
@@ -122,6 +126,21 @@ _Element = tuple[Command | CompoundCommand | FunctionDef, Variables,
 #: Where bash says a function was defined (its BASH_SOURCE, which its diagnostics name)
 #: when the shell was not reading a script: at start (a -c command) or later.
 _FUNCTION_SOURCE = {"command": "environment", "stdin": "main"}
+#: bash's automatic variables the shell does not give (``compgen -v`` of a bash with no
+#: environment, less those it has): their expansion is refused where the user has not set
+#: them, never an empty value bash would not give. (BASH_VERSION: no bash's version is
+#: this shell's.)
+_REFUSED_VARIABLES = frozenset((
+    "BASH", "BASHOPTS", "BASH_ALIASES", "BASH_ARGC", "BASH_ARGV", "BASH_ARGV0", "BASH_CMDS",
+    "BASH_COMMAND", "BASH_EXECUTION_STRING", "BASH_LINENO", "BASH_LOADABLES_PATH",
+    "BASH_SOURCE", "BASH_SUBSHELL", "BASH_VERSINFO", "BASH_VERSION", "COMP_WORDBREAKS",
+    "DIRSTACK", "EPOCHREALTIME", "EPOCHSECONDS", "GROUPS", "HISTCMD", "HOSTNAME", "HOSTTYPE",
+    "MACHTYPE", "OPTERR", "OPTIND", "OSTYPE", "SHELLOPTS", "SRANDOM", "PIPESTATUS",
+    # A pipeline's stage is a thread of the shell's process, no process of its own.
+    "BASHPID"))
+#: A failed write's exit status where it is not 1: GNU grep's EXIT_TROUBLE, ls's
+#: LS_FAILURE ("serious trouble").
+_WRITE_ERROR_STATUS = {"grep": 2, "ls": 2}
 #: How deep function calls may nest where FUNCNEST sets no lower limit: bash's have none
 #: but its stack; the shell's calls nest on Python's, whose recursion limit the shell
 #: raises to fit (up to _FRAMES_PER_CALL frames each: a call inside a dozen nested
@@ -179,8 +198,10 @@ class Shell:
         self.status = 0
         #: The line of the command running now (for "SCRIPT: line N:").
         self.line = 0
-        self.stdout: Output = stdout or StreamOutput(sys.stdout.buffer)
-        self.stderr: Output = stderr or StreamOutput(sys.stderr.buffer)
+        #: The process this shell is: the shell's own, or a pipeline's (see _fork).
+        self.stage = Stage()
+        self.stdout: Output = stdout or self._stream(sys.stdout)
+        self.stderr: Output = stderr or self._stream(sys.stderr)
         #: File descriptor 0 as the shell started with it, which the shell (in stdin
         #: mode) and its commands read.
         self.standard_input = standard_input or StandardInput()
@@ -211,16 +232,27 @@ class Shell:
         #: bash's last_command_subst_status: the status of the last command substitution
         #: of the command expanding now (None: it had none), a command without a name's.
         self.substitution_status: int | None = None
-        #: The process this shell is: the shell's own, or a pipeline's (see _fork).
-        self.stage = Stage()
+        #: How many compound commands (function bodies too) run the command running now.
+        self.compound_level = 0
+        #: The files ``exec`` redirections opened that a descriptor of the shell still is.
+        self._exec_files: list[Descriptor] = []
         #: The shell's functions by name (bash's shell_functions); a subshell's copy is
         #: its own.
         self.functions: dict[str, FunctionDef] = {}
         #: bash's funcnest: how many function calls run the command running now.
         self.funcnest = 0
+        #: $FUNCNAME: the name of the function running (None outside any).
+        self.function_name: str | None = None
+        #: When the shell started, for $SECONDS; its parent then, $PPID.
+        self.started, self.ppid = time.monotonic(), os.getppid()
         #: The positional parameters, $1...: those of the function running, else the
         #: shell's own (``set --`` and ``shift`` change them).
         self.positional: tuple[str, ...] = tuple(positional)
+
+    def _stream(self, stream: TextIO | None) -> Output:
+        """The shell's stdout or stderr; one that was closed when it started (Python's
+        None) is bash's closed descriptor: a write fails with EBADF."""
+        return BAD_DESCRIPTOR if stream is None else StreamOutput(stream.buffer, self.stage)
 
     # --- paths and diagnostics ----------------------------------------------
 
@@ -374,7 +406,25 @@ class Shell:
         if name.isdigit():
             index = int(name)
             return self.positional[index - 1] if 0 < index <= len(self.positional) else None
+        automatic = self._automatic.get(name)
+        if automatic is not None:
+            return automatic(self)
+        if name in _REFUSED_VARIABLES and not self.variables.exists(name):
+            raise ExpansionError(f"${name}: bash's variable is not supported by ftrace-shell",
+                                 status=2)
         return self.variables.get(name)
+
+    #: bash's automatic variables the shell gives (variables.c's dynamic ones), whatever
+    #: was assigned to them, as bash's $LINENO and $FUNCNAME.
+    _automatic: Mapping[str, Callable[[Shell], str | None]] = MappingProxyType({
+        "LINENO": lambda shell: str(shell.line),
+        "PPID": lambda shell: str(shell.ppid),
+        "UID": lambda shell: str(os.getuid()),
+        "EUID": lambda shell: str(os.geteuid()),
+        "FUNCNAME": lambda shell: shell.function_name,
+        "RANDOM": lambda shell: str(random.randrange(32768)),
+        "SECONDS": lambda shell: str(int(time.monotonic() - shell.started)),
+    })
 
     def fields(self, word: str) -> list[str]:
         """What ``word`` expands to: its fields (none, one or several)."""
@@ -559,6 +609,7 @@ class Shell:
         child.functions = dict(self.functions)
         child.stdout = stdout
         child.stderr = StageOutput(self.stderr, stage)
+        child._exec_files = []  # those of the shell's exec are the shell's to close
         return child
 
     def _run_stage(self, command: Command | CompoundCommand | FunctionDef,
@@ -567,8 +618,9 @@ class Shell:
         """A pipeline's process from start to exit: its status goes to
         ``statuses[index]``, 128 + the signal's number when one killed it; its ends of
         the pipes close as it exits."""
+        stdout = self.stdout  # its pipe end, whatever its exec makes its stdout
         try:
-            statuses[index] = self._run_element(command, words, stdin, self.stdout)
+            statuses[index] = self._run_element(command, words, stdin, stdout)
         except KilledBySignal as death:
             statuses[index] = death.status
         except BaseException:
@@ -579,22 +631,27 @@ class Shell:
         finally:
             if isinstance(stdin, PipeReader):
                 stdin.close()
-            if isinstance(self.stdout, PipeWriter):
-                self.stdout.release()
+            if isinstance(stdout, PipeWriter):
+                stdout.release()
+            for file in self._exec_files:  # its exec's files, closed as it exits
+                file.close()
 
     @contextmanager
     def _subshell(self, variables: Variables) -> Iterator[None]:
         """bash's subshell: it runs with ``variables`` (a copy of the shell's); they, its
-        working directory, its functions, its positional parameters (``shift``) and a
-        ``break`` or ``continue`` in it are not given back."""
+        working directory, its functions, its positional parameters (``shift``), its
+        descriptors (``exec 2>&1``) and a ``break`` or ``continue`` in it are not given
+        back."""
         saved = (self.variables, self.cwd, self.breaking, self.continuing, self.functions,
-                 self.positional)
+                 self.positional, self.stdin, self.stdout, self.stderr, self.descriptors,
+                 self._exec_files)
         self.variables, self.functions = variables, dict(self.functions)
         try:
             yield
         finally:
             (self.variables, self.cwd, self.breaking, self.continuing, self.functions,
-             self.positional) = saved
+             self.positional, self.stdin, self.stdout, self.stderr, self.descriptors,
+             self._exec_files) = saved
 
     def _run_element(self, command: Command | CompoundCommand | FunctionDef,
                      words: list[str] | ExpansionError | None,
@@ -674,6 +731,8 @@ class Shell:
                     fds[redirect.fd] = BAD_DESCRIPTOR
                     continue
                 fd = fd_number(target)  # None: "", or beyond an int: no descriptor
+                if fd == redirect.fd:  # bash makes no dup2(N, N), so no EBADF either
+                    continue
                 if fd is None or fds.get(fd, BAD_DESCRIPTOR) is BAD_DESCRIPTOR:  # dup2's EBADF
                     self._say(as_output(fds[2]), f"{self.prefix()}: {named}: Bad file descriptor")
                     return False
@@ -722,6 +781,8 @@ class Shell:
             return self.run_compound(command, stdin, stdout)
         self.substitution_status = None
         words = self.expand_words(command) if words is None else words
+        if words[:1] == ["exec"] and "exec" not in self.functions:
+            return self.execute_exec(command, words[1:], stdin, stdout)
         with self._redirections(command.redirects, stdin, stdout) as fds:
             if fds is None:
                 return 1
@@ -731,6 +792,54 @@ class Shell:
             with self.variables.temporary():
                 self._assign(command, self.variables.assign_temporary)
                 return self._run(words, fds)
+
+    def execute_exec(self, command: Command, args: list[str], stdin: Input,
+                     stdout: Output) -> int:
+        """bash's exec_builtin: with a command, the shell becomes it (runs it, then ends
+        with its status; one it cannot find is bash's "not found", 127, which ends it
+        too); without, the redirections stay the shell's own. Its options, and its
+        redirections inside a compound command or a function (bash's would outlive
+        them), are refused."""
+        if args[:1] == ["--"]:
+            args = args[1:]
+        refusal = None
+        if args and args[0].startswith("-") and args[0] != "-":
+            refusal = f"option '{args[0][:2]}' is not supported by ftrace-shell"
+        elif not args and self.compound_level:
+            refusal = ("its redirections inside a compound command or a function are not "
+                       "supported by ftrace-shell")
+        if refusal is not None:
+            with self._redirections((), stdin, stdout) as fds:
+                assert fds is not None
+                self._say(as_output(fds[2]), f"{self.prefix()}: exec: {refusal}")
+            return 2
+        if args:
+            if args[0] not in self.functions and args[0] not in COMMANDS:
+                with self._redirections(command.redirects, stdin, stdout) as fds:
+                    if fds is None:
+                        raise ShellExit(1)
+                    self._say(as_output(fds[2]), f"{self.prefix()}: exec: {args[0]}: not found")
+                raise ShellExit(127)
+            status = self.run_command(Command(tuple(args), command.redirects, command.line,
+                                              command.assignments), stdin, stdout, args)
+            raise ShellExit(status)
+        fds: dict[int, Descriptor] = {**self.descriptors, 0: stdin, 1: stdout, 2: self.stderr}
+        opened: list[Descriptor] = []
+        if not self._redirect(command.redirects, fds, opened):
+            for descriptor in opened:
+                descriptor.close()
+            return 1
+        self.stdin, self.stdout, self.stderr = (
+            as_input(fds[0]), as_output(fds[1]), as_output(fds[2]))
+        self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
+        # What an earlier exec opened and no descriptor is any more: closed, as dup2(2)
+        # over its last descriptor closes a file.
+        held = [*self._exec_files, *opened]
+        self._exec_files = [file for file in held if any(file is d for d in fds.values())]
+        for file in held:
+            if not any(file is kept for kept in self._exec_files):
+                file.close()
+        return 0  # ``a=1 exec``: bash keeps no assignment
 
     def run_compound(self, command: CompoundCommand, stdin: Input, stdout: Output) -> int:
         """bash's execute_command_internal for a compound command: its redirections
@@ -743,6 +852,7 @@ class Shell:
             self.stdin, self.stdout, self.stderr = (
                 as_input(fds[0]), as_output(fds[1]), as_output(fds[2]))
             self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
+            self.compound_level += 1
             try:
                 if isinstance(command, IfCommand):
                     return self.execute_if_command(command)
@@ -757,6 +867,7 @@ class Shell:
                 self._report(error)
                 raise
             finally:
+                self.compound_level -= 1
                 self.stdin, self.stdout, self.stderr, self.descriptors = saved
 
     def execute_intern_function(self, definition: FunctionDef) -> int:
@@ -781,8 +892,9 @@ class Shell:
             raise ExpansionError(f"{function.name}: maximum function nesting level exceeded"
                                  f" ({self.funcnest})")
         saved = (self.positional, self.loop_level, self.stderr, self.descriptors,
-                 self.funcnest)
+                 self.function_name, self.funcnest)
         self.positional, self.loop_level = tuple(args), 0
+        self.function_name = function.name
         self.stderr = as_output(fds[2])
         self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
         self.funcnest += 1
@@ -802,7 +914,7 @@ class Shell:
                                  " (the shell's stack)") from None
         finally:
             (self.positional, self.loop_level, self.stderr, self.descriptors,
-             self.funcnest) = saved
+             self.function_name, self.funcnest) = saved
 
     def execute_if_command(self, command: IfCommand) -> int:
         """bash's execute_if_command: 0 when the test fails and there is no else."""
@@ -900,14 +1012,35 @@ class Shell:
         if known is None:
             self._say(stderr, f"{self.prefix()}: {name}: command not found")
             return 127
-        ctx = Invocation(self, name, words[1:], as_input(fds[0]), as_output(fds[1]), stderr)
-        who = f"{self.prefix()}: {name}" if known.builtin else name
+        stdout = as_output(fds[1])
+        if known.builtin:
+            return self._invoke(Invocation(self, name, words[1:], as_input(fds[0]), stdout,
+                                           stderr), f"{self.prefix()}: {name}")
+        # bash forks a process for it: what kills it (SIGPIPE at a write into a pipe that
+        # lost its reader) ends that process, whose status (128 + the signal) the shell
+        # goes on with.
+        process = self.stage.spawn()
+        shell = copy.copy(self)
+        shell.stage = process
+        ctx = Invocation(shell, name, words[1:], as_input(fds[0]),
+                         StageOutput(stdout, process), StageOutput(stderr, process))
+        try:
+            return self._invoke(ctx, name)
+        except KilledBySignal as death:
+            return death.status
+        finally:
+            self.stage.reap(process)
+
+    def _invoke(self, ctx: Invocation, who: str) -> int:
+        """Run the command ``ctx`` names; its failures that it does not report itself
+        reported as ``who`` (bash's prefix for a builtin, the program's name else)."""
+        known = COMMANDS[ctx.name]
         try:
             return known.run(ctx)
         except WriteError as error:
             why = os.strerror(error.errno) if error.cause is None else self.reason(error.cause)
             ctx.err(f"{who}: write error: {why}")
-            return 1
+            return _WRITE_ERROR_STATUS.get(ctx.name, 1)
         except FtraceError as error:
             # A failure the command has no message of its own for.
             ctx.err(f"{who}: {self.reason(error)}")
@@ -933,14 +1066,18 @@ def _parser() -> argparse.ArgumentParser:
                         help="the name diagnostics start with (default bash)")
     add_connect_timeout(parser)
     parser.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND and exit")
+    parser.add_argument("-s", dest="read_stdin", action="store_true",
+                        help="read the commands from standard input, the arguments after the "
+                        "options being $1... (bash -s)")
     parser.add_argument("-V", "--echo-input", action="store_true",
                         help="print input lines as they are read (bash -v)")
+    # Read by split_arguments(), as bash reads them: listed here for --help.
     parser.add_argument("script", nargs="?", metavar="SCRIPT",
-                        help="script file to run (default or -: standard input); after -c "
-                        "COMMAND: its $0, as bash's")
-    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG",
-                        help="the positional parameters $1... (after SCRIPT, an option too, "
-                        "as bash takes them)")
+                        help="script file to run (default: standard input; - or -- before "
+                        "it ends the options); after -c COMMAND: its $0, as bash's")
+    parser.add_argument("args", nargs="*", metavar="ARG",
+                        help="the positional parameters $1... (after SCRIPT, or -c COMMAND "
+                        "NAME, an option too, as bash takes them)")
     # Passed through to ftraced, which checks them (its usage error is shown if it refuses).
     daemon = parser.add_argument_group("daemon options (with --spawn; see ftraced --help)")
     daemon.add_argument("--variant", metavar="buggy|fixed")
@@ -971,6 +1108,13 @@ def check_binary_file(sample: bytes) -> bool:
     return b"\0" in b"".join(sample.split(b"\n", lines)[:lines])
 
 
+def complain(message: str) -> None:
+    """A diagnostic of the program's own on its standard error, unless that is closed
+    (print's file=None would be stdout)."""
+    if sys.stderr is not None:
+        print(message, file=sys.stderr)
+
+
 def _run_input(shell: Shell, args: argparse.Namespace) -> int:
     try:
         if shell.mode == "command":
@@ -980,18 +1124,17 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
                 script = open(args.script, "rb")
             except IsADirectoryError:
                 # bash names the script twice, as its $0 has become the script already.
-                print(f"{args.script}: {args.script}: Is a directory", file=sys.stderr)
+                complain(f"{args.script}: {args.script}: Is a directory")
                 return 126
             except OSError as error:
-                print(f"{shell.name}: {args.script}: {error.strerror}", file=sys.stderr)
+                complain(f"{shell.name}: {args.script}: {error.strerror}")
                 return 127 if error.errno == errno.ENOENT else 126
             with script:
                 # bash looks only where it can seek back (not in a pipe, nor a tty), then
                 # rewinds (open_shell_script()).
                 if script.seekable():
                     if check_binary_file(script.read(_BINARY_SAMPLE)):
-                        print(f"{args.script}: {args.script}: cannot execute binary file",
-                              file=sys.stderr)
+                        complain(f"{args.script}: {args.script}: cannot execute binary file")
                         return 126  # EX_BINARY_FILE
                     script.seek(0)
                 # Line by line as it comes, as bash reads a script: a fifo's or a
@@ -1006,19 +1149,52 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
                            for line in shell.standard_input.lines())
     except InputError as error:
         # bash's, whatever ran before: the unfinished line is dropped, the status is 2.
-        print(f"{shell.name}: error reading input file: {os.strerror(error.errno)}",
-              file=sys.stderr)
+        complain(f"{shell.name}: error reading input file: {os.strerror(error.errno)}")
         return 2
     except ShellExit as done:
         return done.status
     except KeyboardInterrupt:
-        return 130  # as a shell killed by SIGINT reports it
+        # After its commands' cleanup, the shell dies of SIGINT as bash does (a shell
+        # waiting for it, in a loop, sees the signal and stops too); an interactive
+        # shell's prompt took Ctrl-C before it got here.
+        raise KilledBySignal(signal.SIGINT) from None
     return shell.status
+
+
+def split_arguments(parser: argparse.ArgumentParser,
+                    argv: list[str]) -> tuple[list[str], list[str]]:
+    """The shell's own options, and what follows them, as bash's: its operands start at
+    the first argument that is no option (the script's name), after ``-`` or ``--``
+    (which end the options), or after ``-c COMMAND``, whose first is then ``$0``, even an
+    option or ``--`` (``ftrace-shell -c 'echo $0 $1' -x y`` prints ``-x y``)."""
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in ("-", "--"):
+            return argv[:index], argv[index + 1:]
+        if not arg.startswith("-"):
+            return argv[:index], argv[index:]
+        if arg == "-c":
+            return argv[:index + 2], argv[index + 2:]
+        name = arg.partition("=")[0]
+        names = [option for option in parser._option_string_actions
+                 if option == name or name.startswith("--") and option.startswith(name)]
+        action = parser._option_string_actions[names[0]] if len(names) == 1 else None
+        # An option with its value in the next argument skips that too; an unknown or
+        # ambiguous one is argparse's to report.
+        takes = action is not None and action.nargs != 0 and "=" not in arg
+        index += 2 if takes else 1
+    return argv, []
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    options, operands = split_arguments(parser, sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(options)
+    if args.read_stdin and args.command is None:
+        args.script, args.args = None, operands
+    else:
+        args.script, args.args = (operands[0], operands[1:]) if operands else (None, [])
     options = {key: getattr(args, key) for key in _DAEMON_OPTIONS}
     if not args.spawn and any(value is not None for value in options.values()):
         parser.error("daemon options need --spawn")
@@ -1034,12 +1210,15 @@ def main(argv: list[str] | None = None) -> int:
     args.identity = identity_argument(parser, args.comm)
     if args.command is not None:
         mode = "command"
-    elif args.script not in (None, "-"):
+    elif args.script is not None:
         mode = "script"
     else:
         # Python leaves sys.stdin None when descriptor 0 is closed.
         mode = "interactive" if sys.stdin is not None and sys.stdin.isatty() else "stdin"
     standard_input = StandardInput()  # before the daemon's socket can take a closed 0
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        if stream is None:  # closed when Python started
+            hold_closed(fd)
     try:
         with daemon_client(args) as client:
             # bash -c COMMAND NAME: NAME is $0 and what diagnostics start with.
@@ -1049,14 +1228,29 @@ def main(argv: list[str] | None = None) -> int:
                           invoked_as=args.name, environ=os.environ, positional=args.args)
             return _run_input(shell, args)
     except ConnectError as error:
-        print(f"ftrace-shell: {error}", file=sys.stderr)
+        complain(f"ftrace-shell: {error}")
         return EXIT_NO_DAEMON
+    except KilledBySignal as death:
+        # After the daemon's connection (and a --spawn daemon) is closed.
+        return die_of(death.signo)
     finally:
         try:
-            sys.stdout.flush()
+            if sys.stdout is not None:
+                sys.stdout.flush()
         except BrokenPipeError:
             # Nobody reads our output any more; keep the interpreter's exit quiet.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def die_of(signo: int) -> int:
+    """End the process by ``signo``'s default action, as bash dies of a signal, so that
+    whoever waits for it sees the signal (a calling shell's loop stops at Ctrl-C; a
+    pipeline's writer shows 141 in PIPESTATUS): its handler reset (Python ignores
+    SIGPIPE and catches SIGINT), the signal sent to itself. The status 128 + ``signo`` in
+    case it returns (a blocked signal)."""
+    signal.signal(signo, signal.SIG_DFL)
+    os.kill(os.getpid(), signo)
+    return 128 + signo
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import textwrap
 from typing import Iterator
 
 from clients.errors import FtraceError
+from clients.shell_pattern import strmatch
 from clients.shell_variables import ExpansionError
 from clients.shell_runtime import (
     COMMANDS,
@@ -113,8 +115,34 @@ def get_exitstat(ctx: Invocation) -> int:
 _HELP_COLUMN = 26
 
 
-@command("help", "list the commands", builtin=True)
+def _help_line(ctx: Invocation, name: str) -> None:
+    usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
+    # A long usage puts its summary on the next line, to stay within 80 columns.
+    if len(usage) >= _HELP_COLUMN:
+        usage += "\n" + " " * (_HELP_COLUMN + 2)
+    ctx.out(f"  {usage:<{_HELP_COLUMN}}{summary}\n")
+
+
+@command("help [PATTERN...]", "list the commands (those PATTERN matches)", builtin=True)
 def cmd_help(ctx: Invocation) -> int:
+    """The shell's help; with PATTERNs, the commands they match as bash's help matches
+    its builtins (a glob, or a name's start), and bash's complaint where none does."""
+    parsed = internal_getopt(ctx, "", "help [-dms] [pattern ...]", unsupported="dms")
+    if isinstance(parsed, int):
+        return parsed
+    _, patterns = parsed
+    if patterns:
+        names = [name for name in sorted(COMMANDS) if COMMANDS[name].run is not cmd_refused
+                 and any(strmatch(pattern, encode(name)) or name.startswith(pattern)
+                         for pattern in patterns)]
+        if not names:
+            pattern = patterns[-1]  # bash names its last
+            ctx.builtin_err(f"no help topics match `{pattern}'.  Try `help help' or "
+                            f"`man -k {pattern}' or `info {pattern}'.")
+            return 1
+        for name in names:
+            _help_line(ctx, name)
+        return 0
     ctx.out("ftrace-shell: a small bash for ftraced. Paths are the daemon's:\n"
             "/sys/kernel/debug/tracing, /sys/kernel/tracing, /proc/modules, /proc/kallsyms,\n"
             "/proc/sys/kernel/ftrace_enabled.\n"
@@ -126,25 +154,41 @@ def cmd_help(ctx: Invocation) -> int:
             "... esac, { LIST; } (with redirections after them: done > FILE, done < FILE);\n"
             "functions NAME() COMPOUND [REDIRECTIONS] and function NAME COMPOUND, with\n"
             "$1... $# $@ $*, return and local; the shell's $1... are its arguments after\n"
-            "SCRIPT (-c COMMAND NAME), set -- and shift change them; no globbing.\n\n")
+            "SCRIPT (-c COMMAND NAME), set -- and shift change them; exec COMMAND [ARG...]\n"
+            "and exec REDIRECTION...; no globbing, no brace expansion ({1..3} a{b,c} are\n"
+            "refused).\n\n")
     for name in sorted(COMMANDS):
-        usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
-        # A long usage puts its summary on the next line, to stay within 80 columns.
-        if len(usage) >= _HELP_COLUMN:
-            usage += "\n" + " " * (_HELP_COLUMN + 2)
-        ctx.out(f"  {usage:<{_HELP_COLUMN}}{summary}\n")
+        if COMMANDS[name].run is not cmd_refused:
+            _help_line(ctx, name)
+    ctx.out("\n" + textwrap.fill("bash's other builtins are refused: "
+                                 + " ".join(REFUSED_BUILTINS) + ".", 80) + "\n")
     return 0
 
 
-@command("cd [DIR|-]", "change the working directory (start: /)", builtin=True)
+_CD_USAGE = "cd [-L|[-P [-e]] [-@]] [dir]"
+
+
+@command("cd [-L|-P] [DIR|-]", "change the working directory (start: /; none: $HOME)",
+         builtin=True)
 def cmd_cd(ctx: Invocation) -> int:
+    """bash's cd_builtin. -L and -P are one: the daemon's tree has no symbolic links."""
     shell = ctx.shell
-    if len(ctx.args) > 1:
+    parsed = internal_getopt(ctx, "LP", _CD_USAGE, unsupported="e@")
+    if isinstance(parsed, int):
+        return parsed
+    _, args = parsed
+    if len(args) > 1:
         ctx.builtin_err("too many arguments")
         return 1
-    # The model has no home directory: plain `cd` goes to the root. bash takes `cd ""`
-    # for `cd .`: it stays, and OLDPWD becomes the working directory.
-    arg = ctx.args[0] if ctx.args else "/"
+    # bash takes `cd ""` for `cd .`: it stays, and OLDPWD becomes the working directory.
+    if args:
+        arg = args[0]
+    else:
+        home = shell.variables.get("HOME")
+        if home is None:
+            ctx.builtin_err("HOME not set")
+            return 1
+        arg = home
     if arg == "-":
         oldpwd = shell.variables.get("OLDPWD")
         if oldpwd is None:
@@ -161,24 +205,61 @@ def cmd_cd(ctx: Invocation) -> int:
         return 1
     shell.cwd = stat.path
     shell.variables.change_directory(shell.cwd)
-    if ctx.args and ctx.args[0] == "-":
+    if args == ["-"]:
         ctx.out(arg + "\n")  # as bash, `cd -` prints $OLDPWD as written
     return 0
 
 
 @command("pwd", "print the working directory", builtin=True)
 def cmd_pwd(ctx: Invocation) -> int:
+    """bash's pwd_builtin: -L and -P are one (no symbolic links); other arguments are
+    ignored, as bash's."""
+    parsed = internal_getopt(ctx, "LP", "pwd [-LP]")
+    if isinstance(parsed, int):
+        return parsed
     ctx.out(ctx.shell.cwd + "\n")
     return 0
 
 
-_ECHO_ESCAPE = re.compile(rb"\\(0[0-7]{0,3}|x[0-9A-Fa-f]{1,2}|.)", re.DOTALL)
+_ECHO_ESCAPE = re.compile(
+    rb"\\(0[0-7]{0,3}|x[0-9A-Fa-f]{1,2}|u[0-9A-Fa-f]{1,4}|U[0-9A-Fa-f]{1,8}|.)", re.DOTALL)
 _ECHO_SIMPLE = {b"a": b"\a", b"b": b"\b", b"e": b"\x1b", b"E": b"\x1b", b"f": b"\f",
                 b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v", b"\\": b"\\"}
 
 
-def _echo_interpret(data: bytes) -> tuple[bytes, bool]:
-    """echo -e: (the bytes with escapes interpreted, whether \\c cut the output)."""
+def _utf8(code: int) -> bytes:
+    """bash's u32toutf8: UTF-8's scheme for any value up to 31 bits (a surrogate, one
+    beyond U+10FFFF too)."""
+    if code < 0x80:
+        return bytes([code])
+    for length, limit in ((2, 0x800), (3, 0x10000), (4, 0x200000), (5, 0x4000000), (6, 1 << 31)):
+        if code < limit:
+            break
+    tail = [0x80 | (code >> (6 * index)) & 0x3F for index in range(length - 1)]
+    lead = (0xFF << (8 - length)) & 0xFF | code >> (6 * (length - 1))
+    return bytes([lead, *reversed(tail)])
+
+
+def _unicode(code: int, utf8: bool) -> bytes:
+    """echo -e's \\uHHHH and \\UHHHHHHHH, as bash's u32cconv: ASCII as itself; else
+    UTF-8 in a UTF-8 locale, and in another (the C locale) the escape again, in bash's
+    spelling."""
+    if code < 0x80 or utf8:
+        return _utf8(code)
+    return (f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}").encode()
+
+
+def utf8_locale(ctx: Invocation) -> bool:
+    """The shell's LC_CTYPE is UTF-8 (LC_ALL, else LC_CTYPE, else LANG, as bash sets it
+    from its variables)."""
+    get = ctx.shell.variables.get
+    value = get("LC_ALL") or get("LC_CTYPE") or get("LANG") or ""
+    return re.search(r"utf-?8", value, re.IGNORECASE) is not None
+
+
+def _echo_interpret(data: bytes, utf8: bool = False) -> tuple[bytes, bool]:
+    """echo -e: (the bytes with escapes interpreted, whether \\c cut the output);
+    ``utf8``: the locale's character set is UTF-8 (\\u263a is then its bytes)."""
     out: list[bytes] = []
     position = 0
     for match in _ECHO_ESCAPE.finditer(data):
@@ -191,6 +272,8 @@ def _echo_interpret(data: bytes) -> tuple[bytes, bool]:
             out.append(bytes([int(code, 8) & 0xFF]))
         elif code[:1] == b"x" and len(code) > 1:
             out.append(bytes([int(code[1:], 16)]))
+        elif code[:1] in (b"u", b"U") and len(code) > 1:
+            out.append(_unicode(int(code[1:], 16), utf8))
         else:
             out.append(_ECHO_SIMPLE.get(code, b"\\" + code))
     out.append(data[position:])
@@ -210,7 +293,7 @@ def cmd_echo(ctx: Invocation) -> int:
         args = args[1:]
     data = encode(" ".join(args))
     if escapes:
-        data, cut = _echo_interpret(data)
+        data, cut = _echo_interpret(data, utf8_locale(ctx))
         newline = newline and not cut
     # One write, as bash's echo flushes its buffer once.
     ctx.out(data + b"\n" if newline else data)
@@ -249,6 +332,11 @@ def cmd_ls(ctx: Invocation) -> int:
         if "a" in options:
             entries = [(".", True, stat.entry.mode, 0), ("..", True, 0o755, 0)] + entries
         directories.append((operand, entries))
+
+    # GNU ls lists the files named first, then the directories, each sorted (by their
+    # bytes, the C locale's strcmp), after the errors of those it could not access.
+    files.sort(key=lambda row: encode(row[0]))
+    directories.sort(key=lambda directory: encode(directory[0]))
 
     def listing(rows: list[tuple[str, bool, int, int]]) -> str:
         if "l" not in options:
@@ -329,6 +417,27 @@ _SLEEP_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SLEEP_MAX = float(2**31)
 
 
+#: What GNU sleep's xstrtod() takes (C's strtod: leading white space, a sign, a decimal
+#: or hexadecimal number, inf, infinity, nan), then one unit letter at most.
+_SLEEP_INTERVAL = re.compile(
+    r"[ \t\n\v\f\r]*([+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|infinity|inf|nan"
+    r"|0x(?:[0-9a-f]+\.?[0-9a-f]*|\.[0-9a-f]+)(?:p[+-]?\d+)?))([smhd]?)", re.IGNORECASE)
+
+
+def _sleep_interval(arg: str) -> float | None:
+    """GNU sleep's reading of one interval: its seconds, None for an invalid one (not a
+    number as strtod reads it, a suffix beyond one unit, below 0, nan)."""
+    match = _SLEEP_INTERVAL.fullmatch(arg)
+    if match is None:
+        return None
+    number, unit = match.groups()
+    hexadecimal = number.lstrip("+-")[:2].lower() == "0x"
+    value = float.fromhex(number) if hexadecimal else float(number)
+    if not value >= 0:  # negative, or nan
+        return None
+    return value * _SLEEP_UNITS[unit]
+
+
 @command("sleep SECONDS[smhd]...", "wait (really) that long")
 def cmd_sleep(ctx: Invocation) -> int:
     if not ctx.args:
@@ -336,13 +445,19 @@ def cmd_sleep(ctx: Invocation) -> int:
         ctx.try_help()
         return 1
     total = 0.0
-    for arg in ctx.args:
-        match = re.fullmatch(r"(\d+\.?\d*|\.\d+)([smhd]?)", arg)
-        if match is None:
+    operands = []
+    for letter, value in getopt(ctx, ""):  # GNU's: ``sleep -1`` is an invalid option
+        if letter == "?":
+            ctx.try_help()
+            return 1
+        operands.append(value)
+    for arg in operands:
+        seconds = _sleep_interval(arg)
+        if seconds is None:
             ctx.err(f"sleep: invalid time interval '{arg}'")
             ctx.try_help()
             return 1
-        total += float(match.group(1)) * _SLEEP_UNITS[match.group(2)]
+        total += seconds
     ctx.shell.stage.sleep(min(total, _SLEEP_MAX))
     return 0
 
@@ -421,13 +536,21 @@ def cmd_set(ctx: Invocation) -> int:
     that is no option (``set a -x``); a ``+`` alone before them changes nothing. Its
     options (``set -e``, ``set -o pipefail``, ``set -`` for ``set +xv``) are refused by
     name, a letter bash has not is its invalid option; ``set`` alone, which lists the
-    variables and functions, is refused."""
+    variables and functions, is refused. A refused option ends a shell that is not
+    interactive (status 2): the script would run on without what it asked for (``set
+    -e``: past the failure it was to stop at)."""
     if not ctx.args:
         ctx.builtin_err("listing the variables and functions is not supported by ftrace-shell")
         return 2
+
+    def refused() -> None:
+        if ctx.shell.mode != "interactive":
+            raise ShellExit(2)
+
     # bash's internal_getopt checks the options up to the first operand, "--", or a "-"
     # or "+" alone; the options after a "+" alone are looked at below.
-    parsed = internal_getopt(ctx, "", _SET_USAGE, unsupported=_SET_OPTIONS, plus=True)
+    parsed = internal_getopt(ctx, "", _SET_USAGE, unsupported=_SET_OPTIONS, plus=True,
+                             refused=refused)
     if isinstance(parsed, int):
         return parsed
     args = list(ctx.args)
@@ -438,11 +561,13 @@ def cmd_set(ctx: Invocation) -> int:
             return 0
         if arg == "-":
             ctx.builtin_err("option '-' is not supported by ftrace-shell")
+            refused()
             return 2
         # After a "+" alone: the letters bash's internal_getopt did not look at.
         for letter in arg[1:]:
             if letter in _SET_OPTIONS:
                 ctx.builtin_err(f"option '{arg[0]}{letter}' is not supported by ftrace-shell")
+                refused()
                 return 2
             ctx.builtin_err(f"{arg[0]}{letter}: invalid option")
             ctx.err(f"{ctx.name}: usage: {_SET_USAGE}")
@@ -452,11 +577,23 @@ def cmd_set(ctx: Invocation) -> int:
     return 0
 
 
-@command("declare", "(bash's: not supported by ftrace-shell)", builtin=True)
-@command("typeset", "(bash's: not supported by ftrace-shell)", builtin=True)
-@command("type", "(bash's: not supported by ftrace-shell)", builtin=True)
-def cmd_declare(ctx: Invocation) -> int:
-    """Refused by name: bash prints a function (``declare -f``, ``type``) as it
-    re-creates its text from the parsed commands, which the shell does not."""
+#: bash 5.2's builtins (``compgen -b``) the shell does not have: each refused by name,
+#: where "command not found" would have read as bash's own answer. (declare, typeset and
+#: type: bash prints a function as it re-creates its text from the parsed commands,
+#: which the shell does not.)
+REFUSED_BUILTINS = (
+    ".", "alias", "bg", "bind", "builtin", "caller", "command", "compgen", "complete",
+    "compopt", "declare", "dirs", "disown", "enable", "eval", "fc", "fg", "getopts", "hash",
+    "history", "jobs", "kill", "let", "logout", "mapfile", "popd", "printf", "pushd",
+    "readarray", "readonly", "shopt", "source", "suspend", "times", "trap", "type",
+    "typeset", "ulimit", "umask", "unalias", "wait")
+
+
+def cmd_refused(ctx: Invocation) -> int:
+    """A builtin of bash's the shell does not have (REFUSED_BUILTINS)."""
     ctx.err(f"{ctx.shell.prefix()}: {ctx.name}: not supported by ftrace-shell")
     return 2
+
+
+for _name in REFUSED_BUILTINS:
+    command(_name, "(bash's: not supported by ftrace-shell)", builtin=True)(cmd_refused)

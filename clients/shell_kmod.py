@@ -204,6 +204,9 @@ def _check_module_inuse(ctx: Invocation, name: str) -> bool:
 
 @command("lsmod", "list loaded modules (from /proc/modules)")
 def cmd_lsmod(ctx: Invocation) -> int:
+    if ctx.args:  # kmod's lsmod takes no argument
+        ctx.err("Usage: lsmod")
+        return 1
     try:
         text = ctx.shell.client.read_file("/proc/modules").decode("utf-8", "replace")
     except FtraceError as error:

@@ -34,15 +34,17 @@ its ``}`` is bash's unexpected EOF. Of the ``${...}`` operators, ``-``, ``=``, `
 (``${a%x}``, ``${!a}``...), a word with quotes or expansions (``${a:-"x"}``,
 ``${a:-$b}``), ``$-``, ``$!`` and ``$'...'`` are refused; ``$"..."`` is ``"..."`` (no
 message catalogs). An unquoted ``~`` where bash would expand it (a word's start; after the
-``=`` or a ``:`` of an assignment) is refused. No globbing (pathname expansion),
-subshells, backquotes, arithmetic, background jobs, here-documents or here-strings: ``$``
+``=`` or a ``:`` of an assignment) is refused, and so is a brace expression bash would
+expand (``{1..3}``, ``a{b,c}``; not in an assignment, ``a={x,y}``), and an assignment
+``a+=x``, ``a[0]=x`` or ``a=(x y)``. No globbing (pathname expansion), subshells,
+backquotes, arithmetic, background jobs, here-documents or here-strings: ``$``
 not starting a parameter and ``*`` are ordinary characters outside a case pattern (``echo
 uinput* > set_ftrace_filter`` writes the glob itself, as bash does when nothing in the
 current directory matches); ``)``, ``;;``, ``;&`` and ``;;&`` outside a case command and a
-``(`` after a command's words are syntax errors; ``<<``, ``<<<``, ``<>``, ``&``, a ``(``
-starting a command, ``$((`` and a backquote are refused. bash's reserved words are read
-where bash reads them, as a command's first word, unquoted (``esac``: also where a case
-clause's first pattern would be): those of a compound command the shell does not run
+``(`` after a command's words are syntax errors; ``<<``, ``<<<``, ``<>``, ``&``, ``&>``,
+``&>>``, ``|&``, a ``(`` starting a command, ``$((`` and a backquote are refused. bash's
+reserved words are read where bash reads them, as a command's first word, unquoted
+(``esac``: also where a case clause's first pattern would be): those of a compound command the shell does not run
 (``select``, ``[[``, ``coproc``...) are refused, and those that only continue or close
 one (``then``, ``fi``, ``}``, ...) are bash's syntax error where no open compound command
 waits for them; anywhere else (``echo fi``, ``'if'``, a case pattern ``if)``) they are
@@ -95,8 +97,8 @@ __all__ = [
 ]
 
 #: Operators, longest first so that ">>" wins over ">".
-_OPERATORS = ("<<<", ";;&", "&&", "||", ";;", ";&", ">>", ">&", ">|", "<<", "<&", "<>", ";", "|",
-              ">", "<", "&", "(", ")")
+_OPERATORS = ("<<<", ";;&", "&>>", "&&", "&>", "||", "|&", ";;", ";&", ">>", ">&", ">|", "<<",
+              "<&", "<>", ";", "|", ">", "<", "&", "(", ")")
 #: What ends a case command's clause: bash's SEMI_SEMI, SEMI_AND (fall through to the next
 #: clause's list) and SEMI_SEMI_AND (go on testing the next clauses' patterns).
 _CASE_TERMINATORS = frozenset((";;", ";&", ";;&"))
@@ -110,6 +112,9 @@ _NOT_SUPPORTED = {
     "<<<": "a here-string",
     "<>": "opening a file for reading and writing",
     "&": "a background job",
+    "&>": "redirecting stdout and stderr at once",
+    "&>>": "redirecting stdout and stderr at once",
+    "|&": "piping stdout and stderr at once",
     "(": "a subshell",
     "$((": "arithmetic expansion",
     "`": "command substitution",
@@ -131,8 +136,23 @@ _NOT_SUPPORTED = {
     "$!": "the special parameter",
     "$'": "ANSI-C quoting",
     "~": "tilde expansion",
+    # The key is no text; the brace expression is shown.
+    "{,}": "brace expansion",
+    "+=": "an appending assignment",
+    "[]=": "an array element's assignment",
+    "=(": "an array assignment",
 }
-_REFUSED_OPERATORS = frozenset(("<<", "<<<", "<>", "&"))
+#: A brace expression bash expands (braces.c's brace_expand): an unquoted "{...}" with an
+#: unquoted "," in it, or a sequence ``{X..Y[..INCR]}`` of numbers or of letters. Quoted
+#: or expanded text is "\0" here; a "$" is never the start of one (``${a}``).
+#: The assignments bash's assignment() takes that the shell does not make: ``NAME+=``
+#: and ``NAME[SUBSCRIPT]=`` (the text before the "=", the word's unquoted text).
+_APPENDING = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+")
+_ELEMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\[[^\]]*\]")
+_BRACE_EXPRESSION = re.compile(r"\{([^{}]*)\}")
+_BRACE_SEQUENCE = re.compile(r"[-+]?[0-9]+\.\.[-+]?[0-9]+(\.\.[-+]?[0-9]+)?|"
+                             r"[A-Za-z]\.\.[A-Za-z](\.\.[-+]?[0-9]+)?")
+_REFUSED_OPERATORS = frozenset(("<<", "<<<", "<>", "&", "&>", "&>>", "|&"))
 #: The redirection operators the shell makes, and the file descriptor each is of when no
 #: number comes before it.
 _REDIRECTIONS = {">": 1, ">>": 1, ">|": 1, ">&": 1, "<": 0, "<&": 0}
@@ -253,6 +273,12 @@ class Token:
     source: str = field(default="", compare=False)
     pattern: str = field(default="", compare=False)
     end_line: int = field(default=0, compare=False)
+    #: An assignment word's brace expression (``a={x,y}``), refused where the word is not
+    #: an assignment (``echo a={x,y}``, ``export a={x,y}``: bash expands those).
+    brace: str = field(default="", compare=False)
+    #: A word shaped as an assignment the shell does not make (``a+=x``, ``a[0]=x``):
+    #: its _NOT_SUPPORTED key and text, refused where bash would assign.
+    refused_assignment: tuple[str, str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -450,12 +476,16 @@ class _Lexer:
         line, start = self.line, self.pos
         parts: list[str] = []
         pattern: list[str] = []  # the parts with their quoted characters escaped
+        plain: list[str] = []  # the unquoted characters as written, the rest "\0"
         quoted = assignment = False
+        # NAME+= or NAME[...]=: (its _NOT_SUPPORTED key, the text to show).
+        refused_assignment: tuple[str, str] | None = None
         while self.pos < len(self.text):
             char = self.peek()
             if char in _BLANKS or char == "\n" or char in _OPERATOR_CHARS:
                 break
             self.take()
+            plain.append(char if char not in "\\'\"$" else "\0")
             if char == "\\":
                 # The input's last character: it escapes nothing and stays.
                 escaped = self.take() if self.pos < len(self.text) else "\\"
@@ -483,14 +513,37 @@ class _Lexer:
                 raise _refused(char, self.line)
             else:
                 # bash's assignment(): an unquoted name before the first "=".
-                assignment = assignment or (char == "=" and not quoted
-                                            and is_name("".join(parts)))
+                if char == "=" and not quoted and not assignment and not refused_assignment:
+                    before = "".join(plain[:-1]).replace("\0", "...")
+                    assignment = is_name(before)
+                    if _APPENDING.fullmatch(before):
+                        refused_assignment = ("+=", before + "=")
+                    elif _ELEMENT.fullmatch(before):
+                        refused_assignment = ("[]=", before + "=")
                 parts.append(char)
                 pattern.append(char)
         text = "".join(parts)
+        if assignment and text.endswith("=") and self.peek() == "(":  # a=(1 2)
+            raise _refused("=(", line, text + "(")
+        # bash expands none in an assignment (``a={x,y}``): the parser decides.
+        brace = self.brace_expression("".join(plain))
+        if brace and not assignment:
+            raise _refused("{,}", line, brace)
         is_fd = not quoted and fd_number(text) is not None and self.peek() in ("<", ">")
         self.tokens.append(Token("io" if is_fd else "word", text, line, quoted, assignment,
-                                 self.text[start:self.pos], "".join(pattern), self.line))
+                                 self.text[start:self.pos], "".join(pattern), self.line,
+                                 brace, refused_assignment))
+
+    @staticmethod
+    def brace_expression(plain: str) -> str:
+        """The first brace expression bash expands (``{1..3}``, ``a{b,c}``; not ``{}``
+        nor ``{a}``) in a word whose unquoted text is ``plain``, as written (quoted
+        text "..."); "" if none."""
+        for found in _BRACE_EXPRESSION.finditer(plain):
+            inside = found.group(1)
+            if "," in inside or _BRACE_SEQUENCE.fullmatch(inside):
+                return found.group().replace("\0", "...")
+        return ""
 
     def parameter(self, quoted: bool) -> str:
         """After a "$": the marker of the parameter it starts, "" for the "$" of
@@ -1019,11 +1072,17 @@ class _Parser:
                 self.pos += 1
                 assert first is not None
                 return self.function_body(first)
+            if token.kind == "word" and token.refused_assignment is not None and (
+                    not words or words[0] in _DECLARATION_BUILTINS):
+                raise _refused(*token.refused_assignment[:1], token.line,
+                               token.refused_assignment[1])
             if token.kind == "word" and token.assignment and not words:
                 name, _, value = token.text.partition("=")
                 assignments.append((name, _name_bad(value, token.source.partition("=")[2])))
                 self.pos += 1
             elif token.kind == "word":
+                if token.brace:
+                    raise _refused("{,}", token.line, token.brace)
                 if token.assignment and words[0] in _DECLARATION_BUILTINS:
                     assignment_args.add(len(words))
                 words.append(_name_bad(token.text, token.source))

@@ -36,7 +36,8 @@ class Cancellable(Protocol):
 
 C = TypeVar("C", bound=Cancellable)
 
-__all__ = ["KilledBySignal", "Pipe", "PipeReader", "PipeWriter", "Stage", "StageOutput"]
+__all__ = ["KilledBySignal", "Pipe", "PipeReader", "PipeWriter", "Stage", "StageOutput",
+           "write_by"]
 
 #: PIPE_DEF_BUFFERS (16) pages of 4 KiB: what a pipe holds before a writer waits.
 PIPE_CAPACITY = 16 * 4096
@@ -164,6 +165,13 @@ class Stage:
         self._killed.wait(seconds)
         self.check()
 
+    def sigpipe(self) -> None:
+        """A write(2) of this process found no reader (a pipe's, or the shell's own
+        standard output or error into a pipe whose reader went): ``send_sig(SIGPIPE,
+        current, 0)``, whose default action ends the process."""
+        self.kill(signal.SIGPIPE)
+        self.check()
+
 
 class Pipe:
     """``struct pipe_inode_info``: the bytes written and not yet read, and whether its
@@ -210,8 +218,7 @@ class Pipe:
                 view = view[room:]
                 self._wait.notify_all()
         if view:
-            stage.kill(signal.SIGPIPE)
-            stage.check()
+            stage.sigpipe()
 
     def release(self, *, reader: bool) -> None:
         """``pipe_release()``: one end closed; the other side's waits wake to see it."""
@@ -276,9 +283,19 @@ class PipeWriter:
             self._pipe.release(reader=False)
 
 
+def write_by(output: Output, data: bytes, stage: Stage) -> None:
+    """A write into ``output`` by the process ``stage``: where the output can find no
+    reader (a pipe, the shell's own streams), the SIGPIPE is that process's."""
+    by = getattr(output, "write_by", None)
+    if by is None:
+        output.write(data)
+    else:
+        by(data, stage)
+
+
 class StageOutput:
-    """The shell's stdout or stderr as a stage writes it: a process dead of a signal
-    writes nothing more."""
+    """The shell's stdout or stderr (or a descriptor it inherited) as a stage writes it:
+    a process dead of a signal writes nothing more."""
 
     readable, writable = False, True
 
@@ -287,11 +304,12 @@ class StageOutput:
         self._stage = stage
 
     def write(self, data: bytes) -> None:
-        self._stage.check()
-        if isinstance(self._output, PipeWriter):
-            self._output.write_by(data, self._stage)
-        else:
-            self._output.write(data)
+        self.write_by(data, self._stage)
+
+    def write_by(self, data: bytes, stage: Stage) -> None:
+        """A write by ``stage``, a process this stage started (a command it forked)."""
+        stage.check()
+        write_by(self._output, data, stage)
 
     def close(self) -> None:
         """The shell's streams outlive the stage."""

@@ -207,17 +207,25 @@ def as_output(descriptor: Descriptor) -> Output:
 
 class StreamOutput:
     """One of the shell's own streams (stdout, stderr), flushed at every write so the
-    two interleave as the commands wrote them."""
+    two interleave as the commands wrote them. A write into a pipe whose reader went
+    is the writing process's SIGPIPE (the shell's own, ``stage``, unless a process it
+    started writes), which Python's ignoring of SIGPIPE turned into EPIPE."""
 
     readable, writable = False, True
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, stage: "Stage") -> None:
         self._stream = stream
+        self._stage = stage
 
     def write(self, data: bytes) -> None:
+        self.write_by(data, self._stage)
+
+    def write_by(self, data: bytes, stage: "Stage") -> None:
         try:
             self._stream.write(data)
             self._stream.flush()
+        except BrokenPipeError:
+            stage.sigpipe()
         except OSError as error:
             raise WriteError(error.errno or errno.EIO) from None
 
@@ -318,6 +326,18 @@ class NullInput:
         pass
 
 
+def hold_closed(fd: int) -> None:
+    """Put /dev/null at the closed standard descriptor ``fd``, so that no file the shell
+    opens takes its number (the daemon's socket; the pipe to a ``--spawn`` daemon, whose
+    input or output it would become: the two then waited on each other). The shell still
+    takes it for closed (its reads and writes fail with EBADF)."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
+    os.set_inheritable(fd, True)  # a standard descriptor, as the shell's children expect
+
+
 class StandardInput:
     """The shell's standard input, file descriptor 0, which bash shares with the
     processes it forks: every byte of it is read once, by the shell (its commands, in
@@ -343,7 +363,7 @@ class StandardInput:
             os.fstat(fd)
         except OSError:
             self.fd: int | None = None
-            self._hold_closed(fd)
+            hold_closed(fd)
         else:
             self.fd = fd
         #: Whether the descriptor can seek: a regular file's can, a pipe's or a
@@ -354,17 +374,6 @@ class StandardInput:
         self._lock = threading.Lock()
         #: What the shell read of its commands beyond the line it took.
         self._ahead = bytearray()
-
-    @staticmethod
-    def _hold_closed(fd: int) -> None:
-        """Put /dev/null at the closed ``fd``, so that no file the shell opens takes its
-        number (the daemon's socket; the pipe to a ``--spawn`` daemon, whose input it would
-        become: the two then waited on each other); reads still see it closed (EBADF)."""
-        null = os.open(os.devnull, os.O_RDONLY)
-        if null != fd:
-            os.dup2(null, fd)
-            os.close(null)
-        os.set_inheritable(fd, True)  # a standard descriptor, as the shell's children expect
 
     def read(self, stage: "Stage", size: int = READ_CHUNK) -> bytes:
         """A read(2) of up to ``size`` bytes by ``stage``'s process: what the shell read
@@ -620,14 +629,16 @@ def getopt(
 
 
 def internal_getopt(ctx: Invocation, letters: str, usage: str, *, unsupported: str = "",
-                    plus: bool = False) -> tuple[set[str], list[str]] | int:
+                    plus: bool = False, refused: Callable[[], None] = lambda: None
+                    ) -> tuple[set[str], list[str]] | int:
     """bash's internal_getopt (builtins/bashgetopt.c) as a builtin runs it over
     ``ctx.args``: the options, ``-`` (with ``plus``, ``+`` too) and letters, clustered,
     before the first operand or ``--``: (the letters given, the operands). For a letter
     not in ``letters``, bash's ``-x: invalid option`` and the builtin's ``usage``; for
     one in ``unsupported`` (bash's builtin has it, ftrace-shell not) and for ``--help``
-    (every builtin's in bash), the refusal; then the status, 2. (Not :func:`getopt`:
-    glibc's, of the programs, with its own words.)"""
+    (every builtin's in bash), the refusal, then ``refused()`` (which may end the
+    shell); then the status, 2. (Not :func:`getopt`: glibc's, of the programs, with its
+    own words.)"""
     options: set[str] = set()
     operands = list(ctx.args)
     signs = ("-", "+") if plus else ("-",)
@@ -643,6 +654,7 @@ def internal_getopt(ctx: Invocation, letters: str, usage: str, *, unsupported: s
                 options.add(letter)
             elif letter in unsupported:
                 ctx.builtin_err(f"option '{arg[0]}{letter}' is not supported by ftrace-shell")
+                refused()
                 return 2
             else:
                 ctx.builtin_err(f"{arg[0]}{letter}: invalid option")

@@ -253,7 +253,7 @@ def test_ctrl_c_in_a_write_waiting_for_ftrace_lock(spawn, tmp_path, ctrl_c):
     """``echo schedule`` to set_ftrace_filter waiting for the lock a paused writer holds
     (mutex_lock(): uninterruptible). One Ctrl-C: the shell signals its task and goes on
     waiting; released, the write is done, the file closed (the filter installed) and the
-    shell exits 130. A second Ctrl-C: it cancels and exits 130 at once, as before."""
+    shell dies of SIGINT. A second Ctrl-C: it cancels and dies of it at once, as before."""
     daemon = spawn(SMALL)
     with daemon.connect() as control:
         shell = start_shell(tmp_path, ["--address", daemon.address, "-c", ECHO_WHEN_TOLD])
@@ -267,15 +267,15 @@ def test_ctrl_c_in_a_write_waiting_for_ftrace_lock(spawn, tmp_path, ctrl_c):
                 out, err = ctrl_c_while_the_lock_is_held(control, shell, ctrl_c)
         finally:
             shell.kill()
-        assert (shell.returncode, out, err) == (130, b"", b"")
+        assert (shell.returncode, out, err) == (-signal.SIGINT, b"", b"")
         if ctrl_c == 1:  # installed before the shell exited: no wait
             assert control.read_file(f"{TRACING}/set_ftrace_filter") == b"schedule\n"
         wait_until(lambda: control.stats().open_files == 0, DEADLINE)
 
 
-def test_ctrl_c_in_cat_trace_pipe_signals_the_task_and_exits_130_at_once(daemon, tmp_path):
+def test_ctrl_c_in_cat_trace_pipe_signals_the_task_and_dies_of_it_at_once(daemon, tmp_path):
     """``cat trace_pipe`` (an interruptible wait) and Ctrl-C: the shell signals its task,
-    the read ends with EINTR at once, the file is closed before the shell exits 130."""
+    the read ends with EINTR at once, the file is closed before the shell dies of SIGINT."""
     with daemon.connect() as control:
         shell = start_shell(tmp_path, ["--address", daemon.address, "-c",
                                        f"cat {TRACING}/trace_pipe"])
@@ -286,7 +286,7 @@ def test_ctrl_c_in_cat_trace_pipe_signals_the_task_and_exits_130_at_once(daemon,
             out, err = shell.communicate(timeout=DEADLINE)
         finally:
             shell.kill()
-        assert (shell.returncode, out, err) == (130, b"", b"")
+        assert (shell.returncode, out, err) == (-signal.SIGINT, b"", b"")
         assert (kills(control), control.stats().open_files) == (sent + 1, 0)
 
 
@@ -300,8 +300,8 @@ CURRENT_TRACER = f"{TRACING}/current_tracer"
 def test_ctrl_c_in_insmod_waiting_for_ftrace_lock(spawn, tmp_path, ctrl_c):
     """``insmod uinput`` whose load waits for the lock a paused writer holds
     (ftrace_module_init()'s mutex_lock(): uninterruptible). One Ctrl-C: the shell signals
-    its task and goes on waiting; released, the module is loaded before the shell exits
-    130. A second Ctrl-C: it cancels and exits 130 at once, as the first did before."""
+    its task and goes on waiting; released, the module is loaded before the shell dies
+    of SIGINT. A second Ctrl-C: it cancels and dies of it at once, as the first did before."""
     daemon = spawn(SMALL)
     with daemon.connect() as control:
         with ftrace_lock_held(control):
@@ -313,7 +313,7 @@ def test_ctrl_c_in_insmod_waiting_for_ftrace_lock(spawn, tmp_path, ctrl_c):
                 out, err = ctrl_c_while_the_lock_is_held(control, shell, ctrl_c)
             finally:
                 shell.kill()
-        assert (shell.returncode, out, err) == (130, b"", b"")
+        assert (shell.returncode, out, err) == (-signal.SIGINT, b"", b"")
         if ctrl_c == 1:  # loaded before the shell exited: no wait
             assert "uinput" in [module.name for module in control.list_modules()]
 

@@ -83,14 +83,24 @@ def test_set_makes_the_positional_parameters_as_bash(text):
 
 @pytest.mark.parametrize("args, refused", [
     (["-e"], "-e"), (["-o", "pipefail"], "-o"), (["+x"], "+x"), (["-eu", "a"], "-e"),
-    (["-", "a"], "-"), (["+", "-v"], "-v"), (["--help"], "--help"),
+    (["-", "a"], "-"), (["+", "-v"], "-v"), (["-u"], "-u"), (["-x"], "-x"),
 ])
-def test_sets_options_are_refused_by_name(args, refused):
+@pytest.mark.parametrize("mode", [*MODES, "interactive"])
+def test_sets_options_are_refused_by_name(args, refused, mode):
     """The shell has none of set's options: each is refused (status 2), and the
-    positional parameters stay."""
+    positional parameters stay. Outside interactive mode the refusal ends the shell:
+    ``set -e; false; echo third`` ran on past the failure the script asked to stop at."""
     words = " ".join(args)
-    assert run(f"set z; set {words}; echo $? $# $1", mode="command") == (
-        0, "2 1 z\n", f"bash: line 1: set: option '{refused}' is not supported by ftrace-shell\n")
+    status, out, err = run(f"set z; set {words}; echo $? $# $1\necho next", mode=mode,
+                           script="s.sh" if mode == "script" else None)
+    where = {"interactive": "bash", "script": "s.sh: line 1"}.get(mode, "bash: line 1")
+    assert err == f"{where}: set: option '{refused}' is not supported by ftrace-shell\n"
+    assert (status, out) == ((0, "2 1 z\nnext\n") if mode == "interactive" else (2, ""))
+
+
+def test_set_help_is_refused():
+    assert run("set z; set --help; echo $? $# $1", mode="command") == (
+        0, "2 1 z\n", "bash: line 1: set: option '--help' is not supported by ftrace-shell\n")
 
 
 def test_set_alone_is_refused():
@@ -108,13 +118,13 @@ _ARGS = ["-x", "b c", "", "--address"]
 @pytest.mark.parametrize("mode", MODES)
 def test_the_shells_own_arguments_are_its_positional_parameters_as_bashs(daemon, tmp_path, mode):
     """``ftrace-shell -c COMMAND NAME ARG...``, ``ftrace-shell SCRIPT ARG...`` and
-    ``ftrace-shell - ARG...`` (bash -s -- ARG...) against bash's: NAME (the script) is $0, the ARGs
-    $1..., an option among them too."""
+    ``ftrace-shell -s -- ARG...`` against bash's: NAME (the script) is $0, the ARGs $1...,
+    an option among them too."""
     (tmp_path / "args.sh").write_text(_ARGS_SCRIPT)
     shell_args, bash_args, stdin = {
         "command": (["-c", _ARGS_SCRIPT, "name", *_ARGS],) * 2 + ("",),
         "script": (["args.sh", *_ARGS], ["args.sh", *_ARGS], ""),
-        "stdin": (["-", *_ARGS], ["-s", "--", *_ARGS], _ARGS_SCRIPT),
+        "stdin": (["-s", "--", *_ARGS], ["-s", "--", *_ARGS], _ARGS_SCRIPT),
     }[mode]
     shell = finish(start_shell(tmp_path, ["--address", daemon.address, *shell_args]), stdin)
     real = subprocess.run(["bash", *bash_args], executable="/bin/bash", cwd=tmp_path,
@@ -162,3 +172,48 @@ def test_dollar_at_in_a_word_gives_bashs_fields(word, ifs):
 ])
 def test_dollar_at_under_an_operator_as_bash(text):
     assert_as_bash(text, mode="stdin")
+
+
+@pytest.mark.parametrize("args", [
+    # After -c COMMAND, everything is $0, $1...: an option, "--" too (they were taken
+    # as the shell's options: "unrecognized arguments", or $0=-x).
+    ["-c", 'echo "[$0] [$1] [$2]"', "-x", "y"],
+    ["-c", 'echo "[$0] [$1] [$2]"', "--", "-x"],
+    ["-c", 'echo "[$0] [$1] [$2]"', "--name", "y"],
+    # "-" and "--" end the options: the next is the script (it read standard input).
+    ["-", "args.sh", "b"],
+    ["--", "args.sh", "-x"],
+    ["args.sh", "--name", "b"],
+    ["-"],
+    ["-s", "a", "-x"],
+])
+def test_options_end_where_bashs_do(daemon, tmp_path, args):
+    (tmp_path / "args.sh").write_text('echo "[$0] [$1] [$2]"\n')
+    stdin = 'echo "stdin [$0] [$1] [$2]"\n'
+    shell = finish(start_shell(tmp_path, ["--address", daemon.address, *args]), stdin)
+    real = subprocess.run(["bash", *args], executable="/bin/bash", cwd=tmp_path,
+                          input=stdin, capture_output=True, text=True, env=WITH_GREP, timeout=30)
+    assert (shell.returncode, shell.out, shell.err) == (real.returncode, real.stdout, real.stderr)
+
+
+@pytest.mark.parametrize("home, text", [
+    # cd alone goes to $HOME, as bash's (it went to / whatever HOME said).
+    ("/sys/kernel", "cd; pwd; cd /; cd ''; echo $?"),
+    ("/nonexistent-home", "cd; echo $?; pwd"),
+    ("/sys", "unset HOME; cd; echo $?; HOME=/proc; cd; pwd"),
+    # -L and -P are options ("too many arguments" before); bash's others refused.
+    ("/", "cd -P /sys; pwd; cd -L /proc; pwd; cd -LP -- /sys; pwd; cd -x; echo $?"),
+])
+def test_cd_as_bash(daemon, tmp_path, home, text):
+    environ = {"HOME": home}
+    shell = finish(start_shell(tmp_path, ["--address", daemon.address, "-c", text],
+                               environ=environ))
+    bash_env = {**WITH_GREP, **environ}
+    real = subprocess.run(["bash", "-c", text], executable="/bin/bash", cwd="/",
+                          capture_output=True, text=True, env=bash_env, timeout=30)
+    assert (shell.returncode, shell.out, shell.err) == (real.returncode, real.stdout, real.stderr)
+
+
+def test_cds_options_bash_has_and_the_shell_not_are_refused():
+    assert run("cd -e /; echo $?", mode="command") == (
+        0, "2\n", "bash: line 1: cd: option '-e' is not supported by ftrace-shell\n")

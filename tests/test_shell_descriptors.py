@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.test_shell_input import WITH_GREP
-from tests.test_shell_parser import assert_as_bash
+from tests.test_shell_parser import assert_as_bash, run
 
 
 @pytest.mark.parametrize("text", [
@@ -33,6 +33,48 @@ from tests.test_shell_parser import assert_as_bash
     "{ echo x >&3; }; echo $?",
     "{ echo x >&3; } 3<&0; echo $?",
     "{ echo x 3>&2 >&3; echo y >&3; } 3>&1",
+    # N>&N is no dup2: no EBADF where N is closed.
+    "echo x 3>&3; echo $?; echo y 1>&1",
 ])
 def test_descriptors_of_a_compound_command_are_its_commands(text):
     assert_as_bash(text, WITH_GREP)
+
+
+@pytest.mark.parametrize("text", [
+    # exec without a command: its redirections stay the shell's.
+    "exec 3>/dev/null; echo a >&3; echo rc=$?",
+    "exec >/dev/null; echo hidden; echo shown >&2",
+    "exec 2>&1; nosuch; echo $?",
+    "exec 3>&1; echo x >&3; exec 3>&-; echo y >&3; echo $?",
+    "exec 4<&0; echo $?; exec 5<&7; echo $?",
+    "a=1 exec; echo \"[$a]\"; exec; echo $?",
+    # A subshell's own.
+    "x=$(exec 2>/dev/null); nosuch",
+    "exec >&2 | grep x; echo y",
+    # With a command: the shell becomes it (one not found ends it, 127).
+    "exec true; echo no",
+    "exec false",
+    "exec -- true 2>/dev/null; echo no",
+    "exec nosuch; echo no",
+])
+def test_exec_as_bash(text):
+    assert_as_bash(text, WITH_GREP)
+
+
+@pytest.mark.parametrize("name", [".", "eval", "printf", "source", "trap", "wait", "kill", "let",
+                                  "readonly", "getopts", "command", "builtin", "shopt",
+                                  "mapfile", "pushd", "umask", "alias", "declare", "type"])
+def test_bashs_other_builtins_are_refused_by_name(name):
+    """Not bash's "command not found" (127), which reads as bash's own answer."""
+    status, out, err = run(f"{name} x; echo $?", mode="command")
+    assert (status, out, err) == (
+        0, "2\n", f"bash: line 1: {name}: not supported by ftrace-shell\n")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("exec -a x true", "exec: option '-a' is not supported by ftrace-shell"),
+    ("{ exec >/dev/null; }", "exec: its redirections inside a compound command or a "
+     "function are not supported by ftrace-shell"),
+])
+def test_what_exec_does_not_do_is_refused(text, message):
+    assert run(f"{text}; echo $?", mode="command") == (0, "2\n", f"bash: line 1: {message}\n")

@@ -226,6 +226,32 @@ def test_status_and_pid_parameters_expand_when_run():
         ("'if' (x)", "syntax error near unexpected token `x'", 1),  # quoted: a name
         # A reserved word starting a command: refused, or (closing one) bash's error.
         ("time (x)", "a timed pipeline (`time') is not supported by ftrace-shell", 1),
+        # Brace expansion, which bash makes before any other (it made i={1..3} of
+        # ``for i in {1..3}``); none in an assignment; quoted or expanded text shown "...".
+        ("for i in {1..3}; do :; done",
+         "brace expansion (`{1..3}') is not supported by ftrace-shell", 1),
+        ("echo a{,}", "brace expansion (`{,}') is not supported by ftrace-shell", 1),
+        ("echo {a..c..2}", "brace expansion (`{a..c..2}') is not supported by ftrace-shell", 1),
+        ("echo\necho {\"a\",$x}",
+         "brace expansion (`{...,...}') is not supported by ftrace-shell", 2),
+        ("echo a={x,y}", "brace expansion (`{x,y}') is not supported by ftrace-shell", 1),
+        # Not a background job (`&'): bash's &> and |&.
+        ("echo y &> /dev/null",
+         "redirecting stdout and stderr at once (`&>') is not supported by ftrace-shell", 1),
+        ("{ echo y; } &>>/dev/null",
+         "redirecting stdout and stderr at once (`&>>') is not supported by ftrace-shell", 1),
+        ("echo y |& grep y",
+         "piping stdout and stderr at once (`|&') is not supported by ftrace-shell", 1),
+        # Assignments bash makes and the shell not (they were "command not found").
+        ("a+=y", "an appending assignment (`a+=') is not supported by ftrace-shell", 1),
+        ("x=1 a+=b true", "an appending assignment (`a+=') is not supported by ftrace-shell", 1),
+        ("export a+=b", "an appending assignment (`a+=') is not supported by ftrace-shell", 1),
+        ("a[0]=1", "an array element's assignment (`a[0]=') is not supported by ftrace-shell",
+         1),
+        ("local a[$i]=1",
+         "an array element's assignment (`a[...]=') is not supported by ftrace-shell", 1),
+        ("a=(1 2)", "an array assignment (`a=(') is not supported by ftrace-shell", 1),
+        ("export a={x,y}", "brace expansion (`{x,y}') is not supported by ftrace-shell", 1),
         ("! (x)", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("function f ( ) (x)", "a subshell (`(') is not supported by ftrace-shell", 1),
         ("if (true); then echo a; fi", "a subshell (`(') is not supported by ftrace-shell", 1),
@@ -404,6 +430,39 @@ def assert_as_bash(text: str, environ: dict[str, str] = BASH_ENVIRONMENT,
                               input=text if mode == "stdin" else "")
     assert run(text, mode=mode, script=script, environ=environ) == (
         real.returncode, real.stdout, real.stderr)
+
+
+@pytest.mark.parametrize("text", [
+    # GNU's xstrtod: strtod's forms, then one unit (they were "invalid time interval").
+    "sleep 1e-9 0x1p-30 +0.0 ' 0' 0.s 0x.0m .0e+5h 0X0P0d; echo $?",
+    "sleep -1; echo $?", "sleep -- -1; echo $?", "sleep nan; echo $?", "sleep 1e; echo $?",
+    "sleep 0ss; echo $?", "sleep '0 '; echo $?", "sleep 0x; echo $?", "sleep; echo $?",
+])
+def test_sleep_reads_intervals_as_gnu_sleep(text):
+    assert_as_bash(text, GREP_ENVIRONMENT)
+
+
+@pytest.mark.parametrize("text", [
+    # help's topics as bash's: none matching is its complaint, 1 (it listed everything).
+    "help nosuch; echo $?; help -x; echo $?; help nosuch other; echo $?",
+    # pwd's options as bash's: -L and -P; another letter is invalid; operands ignored.
+    "pwd -x; echo $?; pwd extra; echo $?; pwd -L; pwd -P; pwd -LP --; echo $?",
+])
+def test_help_and_pwd_arguments_as_bash(text):
+    assert_as_bash(text)
+
+
+def test_lsmod_takes_no_argument_as_kmods():
+    assert run("lsmod x; echo $?", mode="command") == (0, "1\n", "Usage: lsmod\n")
+
+
+@pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
+def test_echo_unicode_escapes_as_bash(locale):
+    """\\u and \\U: UTF-8 in a UTF-8 locale, the escape again in the C locale's (they
+    were left as written)."""
+    assert_as_bash('echo -e "\\u263a \\u41 \\U1F600 \\u \\uZ \\u00e9x" \'\\U000000e9\'; '
+                   'LC_ALL=C; echo -e "\\u263a"',
+                   {**BASH_ENVIRONMENT, "LC_ALL": locale})
 
 
 @pytest.mark.parametrize(
@@ -684,6 +743,10 @@ def test_a_long_compound_command_is_parsed_once_its_closing_word_can_end_it(monk
         'IFS=x; unset IFS; a="x:y z"; echo $a', 'IFS=:; a=x:y; echo $a "$a" x$a',
         # The special parameters: no positional ones under -c without arguments.
         'echo $0 $# "$@" "$*" $1 ${10} ${##} ${#?} ${#@} "a$@b"; echo "$@" x',
+        # Not assignments: words as written.
+        "echo a+=b a[0]=1 \"a\"+=b; a=b+=c; echo $a; a'b'+=c; echo $?",
+        # What bash's brace expansion leaves as written.
+        'echo "{a,b}" \\{a,b} {} {a} {a..9} {1..} ${x:-{a,b}}; x={a,b} y={1..2}; echo $x $y',
         # Diagnostics: bash's words; a bad substitution drops the rest of the line.
         'f="a b"; echo > $f; echo $?', "f=; echo >$f; echo $?",
         "echo ${a b}; echo next", "echo ${1a}", "echo ${a", "x; echo ${a",
@@ -711,6 +774,30 @@ def test_a_long_compound_command_is_parsed_once_its_closing_word_can_end_it(monk
 )
 def test_variables_as_bash_reads_them(text):
     assert_as_bash(text)
+
+
+@pytest.mark.parametrize("mode", ["command", "stdin", "script"])
+@pytest.mark.parametrize("text", [
+    'f() { echo $0 $FUNCNAME; g; }; g() { echo $FUNCNAME; }; f; echo "[$FUNCNAME]"',
+    "echo $LINENO\n\nf() {\n echo $LINENO\n}\nf; echo $LINENO",
+    "echo $UID $EUID; FUNCNAME=x; echo \"[$FUNCNAME]\"; LINENO=; echo $LINENO",
+    'r=$RANDOM; [ "$r" -ge 0 ] && [ "$r" -lt 32768 ] && [ "$SECONDS" -ge 0 ] && echo ok',
+])
+def test_bashs_automatic_variables_as_bash(text, mode):
+    """Before, each expanded to nothing."""
+    assert_as_bash(text, mode=mode)
+
+
+@pytest.mark.parametrize("name", ["BASH_VERSION", "BASHPID", "HOSTNAME", "OPTIND",
+                                  "EPOCHSECONDS", "BASH"])
+def test_bashs_other_automatic_variables_are_refused(name):
+    """Not an empty value bash would not give; one the user set is theirs."""
+    assert run(f"echo ${name}; echo no\necho $?; {name}=x; echo ${{{name}}}", mode="stdin") == (
+        0, "2\nx\n", f"bash: line 1: ${name}: bash's variable is not supported by ftrace-shell\n")
+
+
+def test_ppid_is_the_shells_parent():
+    assert run("echo $PPID") == (0, f"{os.getppid()}\n", "")
 
 
 def test_the_environment_is_imported_as_bash_imports_it():
