@@ -138,6 +138,10 @@ _REFUSED_VARIABLES = frozenset((
     "MACHTYPE", "OPTERR", "OPTIND", "OSTYPE", "SHELLOPTS", "SRANDOM", "PIPESTATUS",
     # A pipeline's stage is a thread of the shell's process, no process of its own.
     "BASHPID"))
+#: The bash builtins a Linux system also has as programs (coreutils', procps'), which
+#: exec runs as programs.
+_BUILTINS_ALSO_PROGRAMS = frozenset({"echo", "pwd", "test", "[", "true", "false", "kill",
+                                     "printf"})
 #: A failed write's exit status where it is not 1: GNU grep's EXIT_TROUBLE, ls's
 #: LS_FAILURE ("serious trouble").
 _WRITE_ERROR_STATUS = {"grep": 2, "ls": 2}
@@ -415,7 +419,9 @@ class Shell:
         return self.variables.get(name)
 
     #: bash's automatic variables the shell gives (variables.c's dynamic ones), whatever
-    #: was assigned to them, as bash's $LINENO and $FUNCNAME.
+    #: was assigned to them or unset: right for $LINENO and $FUNCNAME; bash's RANDOM=N
+    #: seeds, SECONDS=N offsets, unset ends the magic and UID, EUID and PPID are readonly,
+    #: none of which the shell does (a difference the README states).
     _automatic: Mapping[str, Callable[[Shell], str | None]] = MappingProxyType({
         "LINENO": lambda shell: str(shell.line),
         "PPID": lambda shell: str(shell.ppid),
@@ -646,9 +652,12 @@ class Shell:
                  self.positional, self.stdin, self.stdout, self.stderr, self.descriptors,
                  self._exec_files)
         self.variables, self.functions = variables, dict(self.functions)
+        self._exec_files = []  # the shell's exec's files are the shell's to close, as _fork's
         try:
             yield
         finally:
+            for file in self._exec_files:  # its own exec's, closed as it exits
+                file.close()
             (self.variables, self.cwd, self.breaking, self.continuing, self.functions,
              self.positional, self.stdin, self.stdout, self.stderr, self.descriptors,
              self._exec_files) = saved
@@ -814,11 +823,17 @@ class Shell:
                 self._say(as_output(fds[2]), f"{self.prefix()}: exec: {refusal}")
             return 2
         if args:
-            if args[0] not in self.functions and args[0] not in COMMANDS:
+            # exec looks for a program: not a function, nor a builtin coreutils and
+            # procps do not also install as one (/bin/echo, /bin/kill...: exec cd is not
+            # found, exec echo runs).
+            spec = COMMANDS.get(args[0])
+            if spec is None or spec.builtin and args[0] not in _BUILTINS_ALSO_PROGRAMS:
                 with self._redirections(command.redirects, stdin, stdout) as fds:
                     if fds is None:
                         raise ShellExit(1)
                     self._say(as_output(fds[2]), f"{self.prefix()}: exec: {args[0]}: not found")
+                if self.mode == "interactive":  # bash -i goes on (no execfail needed)
+                    return 127
                 raise ShellExit(127)
             status = self.run_command(Command(tuple(args), command.redirects, command.line,
                                               command.assignments), stdin, stdout, args)
@@ -1161,6 +1176,15 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
     return shell.status
 
 
+def _flags_then_c(parser: argparse.ArgumentParser, arg: str) -> bool:
+    """``arg`` is short options without values clustered before a ``c`` (``-Vc``)."""
+    actions = parser._option_string_actions
+    return (arg.startswith("-") and not arg.startswith("--") and len(arg) > 2
+            and arg.endswith("c") and all(
+                f"-{letter}" in actions and actions[f"-{letter}"].nargs == 0
+                for letter in arg[1:-1]))
+
+
 def split_arguments(parser: argparse.ArgumentParser,
                     argv: list[str]) -> tuple[list[str], list[str]]:
     """The shell's own options, and what follows them, as bash's: its operands start at
@@ -1174,7 +1198,7 @@ def split_arguments(parser: argparse.ArgumentParser,
             return argv[:index], argv[index + 1:]
         if not arg.startswith("-"):
             return argv[:index], argv[index:]
-        if arg == "-c":
+        if arg == "-c" or _flags_then_c(parser, arg):  # -c, or a cluster such as -Vc
             return argv[:index + 2], argv[index + 2:]
         name = arg.partition("=")[0]
         names = [option for option in parser._option_string_actions

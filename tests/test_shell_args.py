@@ -217,3 +217,11 @@ def test_cd_as_bash(daemon, tmp_path, home, text):
 def test_cds_options_bash_has_and_the_shell_not_are_refused():
     assert run("cd -e /; echo $?", mode="command") == (
         0, "2\n", "bash: line 1: cd: option '-e' is not supported by ftrace-shell\n")
+
+
+def test_a_cluster_of_flags_ending_in_c_takes_the_command(daemon, tmp_path):
+    """-Vc COMMAND is -V -c COMMAND, as bash's -vc (after the options ended where bash's
+    do, it failed: "argument -c: expected one argument")."""
+    shell = finish(start_shell(tmp_path, ["--address", daemon.address, "-Vc",
+                                          'echo "[$0] [$1]"', "a", "b"]))
+    assert (shell.returncode, shell.out, shell.err) == (0, "[a] [b]\n", 'echo "[$0] [$1]"\n')

@@ -56,6 +56,10 @@ def test_descriptors_of_a_compound_command_are_its_commands(text):
     "exec false",
     "exec -- true 2>/dev/null; echo no",
     "exec nosuch; echo no",
+    # A program, not a function or a builtin that is none (echo is /bin/echo too).
+    "f() { echo hi; }; exec f; echo no",
+    "exec cd /; echo no",
+    "exec echo hi; echo no",
 ])
 def test_exec_as_bash(text):
     assert_as_bash(text, WITH_GREP)

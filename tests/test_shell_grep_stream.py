@@ -135,7 +135,7 @@ def test_a_failed_read_ends_the_file_after_the_lines_before_it():
 
 def test_ctrl_c_while_grep_waits_for_a_read_ends_it_after_the_lines_shown():
     """SIGINT while a read waits (KeyboardInterrupt out of it) ends grep at once, as it
-    ends cat: the shell then ends with status 130. The file is released without a
+    ends cat: the shell then dies of SIGINT. The file is released without a
     close(2), which would wait behind the read the daemon still has."""
     stream = _Stream([b"x 1\nother\n"], KeyboardInterrupt())
     shown = BufferOutput()

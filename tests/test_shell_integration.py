@@ -268,6 +268,17 @@ def test_standard_input_and_dash_c_diagnostics_name_the_line(daemon, tmp_path):
             1, "bash: line 2: echo: write error: Invalid argument\n")
 
 
+def test_a_command_substitutions_exec_closes_its_own_descriptor_not_the_shells_file(
+        daemon, tmp_path):
+    """$(exec 3>&-) closes the substitution's fd 3; the shell's exec'd file stays open (it
+    closed the shell's file session: "write error: Bad file descriptor")."""
+    shell = run_shell(tmp_path, ["--address", daemon.address, "-c",
+                                 "t=/sys/kernel/debug/tracing; exec 3>>$t/set_ftrace_filter; "
+                                 "x=$(exec 3>&-); echo schedule >&3; echo rc=$?; exec 3>&-; "
+                                 "cat $t/set_ftrace_filter"])
+    assert (shell.returncode, shell.out, shell.err) == (0, "rc=0\nschedule\n", "")
+
+
 def test_exit_statuses(daemon, tmp_path):
     address = ["--address", daemon.address]
     # Each case is its own shell process, all at once (none changes what another sees).

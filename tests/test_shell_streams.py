@@ -55,12 +55,18 @@ def test_a_write_without_reader_is_the_writers_sigpipe(daemon, command, stream, 
 
 def run_without(daemon, command: str, fd: int) -> tuple[int, bytes]:
     """``ftrace-shell -c COMMAND`` started with ``fd`` (1 or 2) closed (bash's ``>&-``),
-    the other one captured: (status, what the other one got)."""
-    shell = subprocess.Popen([sys.executable, "-m", "clients.shell", "--address",
-                              daemon.address, "-c", command], env=child_env(),
+    the other one captured: (status, what the other one got). sh closes it and execs the
+    shell: a preexec_fn would make subprocess fork() this process, whose gRPC threads'
+    fork handlers can deadlock the child before it runs anything."""
+    shell = subprocess.Popen(["/bin/sh", "-c", f'exec "$0" "$@" {fd}>&-', sys.executable,
+                              "-m", "clients.shell", "--address", daemon.address,
+                              "-c", command], env=child_env(),
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, preexec_fn=lambda: os.close(fd))
-    out, err = shell.communicate(timeout=60)
+                             stderr=subprocess.PIPE)
+    try:
+        out, err = shell.communicate(timeout=60)
+    finally:
+        shell.kill()
     return shell.returncode, err if fd == 1 else out
 
 
