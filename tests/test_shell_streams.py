@@ -18,22 +18,29 @@ from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 TRACING = "/sys/kernel/debug/tracing"
 
 
-def run_closed(daemon, command: str, stream: int) -> tuple[int, bytes]:
-    """``ftrace-shell -c COMMAND`` with ``stream`` (1 or 2) a pipe nobody reads, the other
-    one captured: (its status as subprocess reports it, what the other one got)."""
-    read, write = os.pipe()
-    os.close(read)  # no reader from the start: its first write gets EPIPE
+def run_with(daemon, command: str, fd: int, closed: bool) -> tuple[int, bytes]:
+    """``ftrace-shell -c COMMAND`` with ``fd`` (1 or 2) closed (bash's ``>&-``), or else a
+    pipe nobody reads, the other one captured: (its status as subprocess reports it, what
+    the other one got). sh closes the descriptor and execs the shell: a preexec_fn would
+    make subprocess fork() this process, whose gRPC threads' fork handlers can deadlock
+    the child before it runs anything."""
     streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    streams["stdout" if stream == 1 else "stderr"] = write
-    shell = subprocess.Popen([sys.executable, "-m", "clients.shell", "--address",
+    closing = ["/bin/sh", "-c", f'exec "$0" "$@" {fd}>&-'] if closed else []
+    write = None
+    if not closed:
+        read, write = os.pipe()
+        os.close(read)  # no reader from the start: its first write gets EPIPE
+        streams["stdout" if fd == 1 else "stderr"] = write
+    shell = subprocess.Popen([*closing, sys.executable, "-m", "clients.shell", "--address",
                               daemon.address, "-c", command], env=child_env(),
                              stdin=subprocess.DEVNULL, **streams)
-    os.close(write)
+    if write is not None:
+        os.close(write)
     try:
         out, err = shell.communicate(timeout=60)
     finally:
         shell.kill()
-    return shell.returncode, err if stream == 1 else out
+    return shell.returncode, err if fd == 1 else out
 
 
 @pytest.mark.parametrize("command, stream, other", [
@@ -50,24 +57,7 @@ def run_closed(daemon, command: str, stream: int) -> tuple[int, bytes]:
     ("echo a | grep a; echo rc=$? >&2; echo y; echo never >&2", 1, b"rc=141\n"),
 ])
 def test_a_write_without_reader_is_the_writers_sigpipe(daemon, command, stream, other):
-    assert run_closed(daemon, command, stream) == (-signal.SIGPIPE, other)
-
-
-def run_without(daemon, command: str, fd: int) -> tuple[int, bytes]:
-    """``ftrace-shell -c COMMAND`` started with ``fd`` (1 or 2) closed (bash's ``>&-``),
-    the other one captured: (status, what the other one got). sh closes it and execs the
-    shell: a preexec_fn would make subprocess fork() this process, whose gRPC threads'
-    fork handlers can deadlock the child before it runs anything."""
-    shell = subprocess.Popen(["/bin/sh", "-c", f'exec "$0" "$@" {fd}>&-', sys.executable,
-                              "-m", "clients.shell", "--address", daemon.address,
-                              "-c", command], env=child_env(),
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
-    try:
-        out, err = shell.communicate(timeout=60)
-    finally:
-        shell.kill()
-    return shell.returncode, err if fd == 1 else out
+    assert run_with(daemon, command, stream, closed=False) == (-signal.SIGPIPE, other)
 
 
 @pytest.mark.parametrize("command, fd, expected", [
@@ -84,14 +74,14 @@ def run_without(daemon, command: str, fd: int) -> tuple[int, bytes]:
 ])
 def test_a_closed_stdout_or_stderr_is_bashs_closed_descriptor(daemon, command, fd, expected):
     """Before, a traceback (Python's sys.stdout or sys.stderr was None) and nothing ran."""
-    assert run_without(daemon, command, fd) == expected
+    assert run_with(daemon, command, fd, closed=True) == expected
 
 
 def test_grep_and_ls_write_errors_exit_2_as_gnus(daemon):
     """GNU grep's and ls's status for a failed write is 2 (cat's 1); both were 1."""
     text = (f"ls / >&-; echo $?; grep -m1 . {TRACING}/README >&-; echo $?; "
             f"cat {TRACING}/README >&-; echo $?")
-    status, out = run_without(daemon, text, 2)
+    status, out = run_with(daemon, text, 2, closed=True)
     assert (status, out) == (0, b"2\n2\n1\n")
 
 
