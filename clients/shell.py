@@ -1176,11 +1176,11 @@ def _run_input(shell: Shell, args: argparse.Namespace) -> int:
     return shell.status
 
 
-def _flags_then_c(parser: argparse.ArgumentParser, arg: str) -> bool:
-    """``arg`` is short options without values clustered before a ``c`` (``-Vc``)."""
+def _is_dash_c(parser: argparse.ArgumentParser, arg: str) -> bool:
+    """``arg`` is ``-c``, or short options without values clustered before its ``c``
+    (``-Vc``, as bash's ``-vc``)."""
     actions = parser._option_string_actions
-    return (arg.startswith("-") and not arg.startswith("--") and len(arg) > 2
-            and arg.endswith("c") and all(
+    return (arg.startswith("-") and not arg.startswith("--") and arg.endswith("c") and all(
                 f"-{letter}" in actions and actions[f"-{letter}"].nargs == 0
                 for letter in arg[1:-1]))
 
@@ -1198,7 +1198,7 @@ def split_arguments(parser: argparse.ArgumentParser,
             return argv[:index], argv[index + 1:]
         if not arg.startswith("-"):
             return argv[:index], argv[index:]
-        if arg == "-c" or _flags_then_c(parser, arg):  # -c, or a cluster such as -Vc
+        if _is_dash_c(parser, arg):
             return argv[:index + 2], argv[index + 2:]
         name = arg.partition("=")[0]
         names = [option for option in parser._option_string_actions
