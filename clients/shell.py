@@ -131,7 +131,7 @@ _FUNCTION_SOURCE = {"command": "environment", "stdin": "main"}
 #: them, never an empty value bash would not give. (BASH_VERSION: no bash's version is
 #: this shell's.)
 _REFUSED_VARIABLES = frozenset((
-    "BASH", "BASHOPTS", "BASH_ALIASES", "BASH_ARGC", "BASH_ARGV", "BASH_ARGV0", "BASH_CMDS",
+    "_", "PS4", "BASH", "BASHOPTS", "BASH_ALIASES", "BASH_ARGC", "BASH_ARGV", "BASH_ARGV0", "BASH_CMDS",
     "BASH_COMMAND", "BASH_EXECUTION_STRING", "BASH_LINENO", "BASH_LOADABLES_PATH",
     "BASH_SOURCE", "BASH_SUBSHELL", "BASH_VERSINFO", "BASH_VERSION", "COMP_WORDBREAKS",
     "DIRSTACK", "EPOCHREALTIME", "EPOCHSECONDS", "GROUPS", "HISTCMD", "HOSTNAME", "HOSTTYPE",

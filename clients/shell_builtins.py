@@ -243,7 +243,9 @@ def _utf8(code: int) -> bytes:
 def _unicode(code: int, utf8: bool) -> bytes:
     """echo -e's \\uHHHH and \\UHHHHHHHH, as bash's u32cconv: ASCII as itself; else
     UTF-8 in a UTF-8 locale, and in another (the C locale) the escape again, in bash's
-    spelling."""
+    spelling. One beyond 31 bits is nothing, as bash's."""
+    if code >= 1 << 31:
+        return b""
     if code < 0x80 or utf8:
         return _utf8(code)
     return (f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}").encode()
@@ -421,7 +423,8 @@ _SLEEP_MAX = float(2**31)
 #: or hexadecimal number, inf, infinity, nan), then one unit letter at most.
 _SLEEP_INTERVAL = re.compile(
     r"[ \t\n\v\f\r]*([+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|infinity|inf|nan"
-    r"|0x(?:[0-9a-f]+\.?[0-9a-f]*|\.[0-9a-f]+)(?:p[+-]?\d+)?))([smhd]?)", re.IGNORECASE)
+    r"|0x(?:[0-9a-f]+\.?[0-9a-f]*|\.[0-9a-f]+)(?:p[+-]?\d+)?))([smhd]?)",
+    re.IGNORECASE | re.ASCII)  # strtod's digits are ASCII's: not Unicode's other digits
 
 
 def _sleep_interval(arg: str) -> float | None:

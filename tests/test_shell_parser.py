@@ -442,6 +442,12 @@ def test_sleep_reads_intervals_as_gnu_sleep(text):
     assert_as_bash(text, GREP_ENVIRONMENT)
 
 
+def test_sleep_takes_only_ascii_digits_as_strtod():
+    """An Arabic-Indic one (U+0661) is no digit of strtod's (it slept a second)."""
+    status, out, err = run("sleep \u0661; echo $?", mode="command")
+    assert (status, out) == (0, "1\n") and err.startswith("sleep: invalid time interval ")
+
+
 @pytest.mark.parametrize("text", [
     # help's topics as bash's: none matching is its complaint, 1 (it listed everything).
     "help nosuch; echo $?; help -x; echo $?; help nosuch other; echo $?",
@@ -461,7 +467,7 @@ def test_echo_unicode_escapes_as_bash(locale):
     """\\u and \\U: UTF-8 in a UTF-8 locale, the escape again in the C locale's (they
     were left as written)."""
     assert_as_bash('echo -e "\\u263a \\u41 \\U1F600 \\u \\uZ \\u00e9x" \'\\U000000e9\'; '
-                   'LC_ALL=C; echo -e "\\u263a"',
+                   'echo -e "a\\Uffffffffb"; LC_ALL=C; echo -e "\\u263a" "a\\Uffffffffb"',
                    {**BASH_ENVIRONMENT, "LC_ALL": locale})
 
 
@@ -789,7 +795,7 @@ def test_bashs_automatic_variables_as_bash(text, mode):
 
 
 @pytest.mark.parametrize("name", ["BASH_VERSION", "BASHPID", "HOSTNAME", "OPTIND",
-                                  "EPOCHSECONDS", "BASH"])
+                                  "EPOCHSECONDS", "BASH", "_", "PS4"])
 def test_bashs_other_automatic_variables_are_refused(name):
     """Not an empty value bash would not give; one the user set is theirs."""
     assert run(f"echo ${name}; echo no\necho $?; {name}=x; echo ${{{name}}}", mode="stdin") == (
