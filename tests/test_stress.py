@@ -228,6 +228,15 @@ def test_a_run_of_ops_counts_its_operations_not_the_tracers_closing_unregisters(
     assert "ftrace-stress: CLEAN (seed 3, 240 operations in " in done.stdout, done.stdout
     assert (f"(limit: 240 operations); {len(closing) + 1} more not counted: the tracers' "
             "closing unregisters, the teardown's") in (out / "report.txt").read_text()
+    # Each client's share: its closing unregister apart, as in the total (it said 242
+    # in all of report.json's workers).
+    workers = report["workers"]
+    assert sum(worker["in_run"] for worker in workers) == 240
+    for worker in workers:
+        closed = sum(op["client"] == worker["name"] for op in closing)
+        assert worker["operations"] - worker["in_run"] == closed, worker
+        assert (f"{worker['in_run']} operations"
+                + (f" (+{closed} not counted)" if closed else "")) in (out / "report.txt").read_text()
 
 
 def test_a_run_ends_once_ftrace_is_killed(tmp_path):

@@ -100,6 +100,7 @@ class OpsTally:
         self.total = 0
         self.completed = 0
         self.in_run = 0
+        self.in_run_by_client: Counter[str] = Counter()  # each client's share of in_run
         self.first_invoke_ns: int | None = None
         self.by_kind: dict[str, dict[str, Any]] = {}
         # Each anomaly's window -> (the last in flight, a min-heap of the last completed
@@ -115,6 +116,7 @@ class OpsTally:
         self.completed += op.completed
         in_run = op.invoke_ns < self.stop_ns and not op.closing
         self.in_run += in_run
+        self.in_run_by_client[op.client] += in_run
         if self.first_invoke_ns is None:  # they come in invocation order
             self.first_invoke_ns = op.invoke_ns
         row = self.by_kind.setdefault(op_kind(op), {"count": 0, "in_run": 0, "ok": 0,
@@ -312,6 +314,8 @@ def worker_json(result: RunResult, worker: WorkerRecord) -> dict[str, Any]:
     return {**asdict(worker), "lost": result.is_lost(worker), "exited_s": exited_s,
             "how": worker.how(exited_s),
             "operations": log.operations if log else 0,
+            # Of those, the run's (as the operations' in_run: no closing ones).
+            "in_run": result.tally.in_run_by_client[worker.name],
             # Its file ends with its "end" event: nothing was cut short.
             "history_complete": bool(log and log.ended)}
 
@@ -595,8 +599,9 @@ def to_text(report: dict[str, Any], result: RunResult) -> str:
         out.append(f"  shared-memory check off: {result.shm_error}")
     out += ["", "Clients"]
     for worker in report["workers"]:
-        out.append(f"  {worker['name']:<9} pid {worker['pid']:<7} {worker['operations']:>7} "
-                   f"operations, {worker['how']}")
+        after = worker["operations"] - worker["in_run"]
+        out.append(f"  {worker['name']:<9} pid {worker['pid']:<7} {worker['in_run']:>7} "
+                   f"operations{f' (+{after} not counted)' if after else ''}, {worker['how']}")
     out += ["", "Anomalies" if report["anomalies"] else "Anomalies: none"]
     for i, anomaly in enumerate(report["anomalies"], 1):
         when = "at teardown, " if anomaly["phase"] == "teardown" else ""
