@@ -38,6 +38,7 @@ from kernel_daemon.module.vmlinux import (
 from kernel_daemon.task import Task
 from kernel_daemon.unwind import call_trace
 from tests.kernel_helpers import booted, modprobe, seq_read_all
+from tests.test_race_windows import Step
 
 # The upstream report's call trace (shared/spec/upstream-report-8c4f3c3.txt).
 REPORT_TRACE = {
@@ -81,8 +82,14 @@ def logged() -> list[tuple[str, int]]:
 
 
 @pytest.fixture
-def loader(kallsyms: Kallsyms, taints: list[int], logged: list[tuple[str, int]]) -> ModuleLoader:
-    return ModuleLoader(kallsyms, ModuleAddressSpace(), taints.append,
+def space() -> ModuleAddressSpace:
+    return ModuleAddressSpace()
+
+
+@pytest.fixture
+def loader(kallsyms: Kallsyms, space: ModuleAddressSpace, taints: list[int],
+           logged: list[tuple[str, int]]) -> ModuleLoader:
+    return ModuleLoader(kallsyms, space, taints.append,
                         lambda text, level: logged.append((text, level)), Failpoints())
 
 
@@ -456,6 +463,23 @@ def test_an_out_of_tree_module_taints_before_it_is_linked(kallsyms: Kallsyms,
     assert [mod.name for mod in loader.modules()] == ["oot", "intree"]
 
 
+def test_a_full_module_space_is_enomem_before_an_unknown_symbol_or_eexist(
+        loader: ModuleLoader, space: ModuleAddressSpace,
+        logged: list[tuple[str, int]]) -> None:
+    """layout_and_allocate() comes before simplify_symbols() and the name's check: with
+    the module space full, a load fails ENOMEM whatever else is wrong with it, and says
+    nothing of its symbols."""
+    loader.load_module(spec("m", "f"))
+    rest = space.alloc(1)
+    space.free(rest)
+    space.alloc(MODULES_END - rest - PAGE_SIZE)  # up to MODULES_END, its guard page in
+    with pytest.raises(MemoryError):
+        loader.load_module(spec("m", "g"))  # not EEXIST
+    with pytest.raises(MemoryError):
+        loader.load_module(load_catalog()["vfat"])  # not ENOENT: fat is not loaded
+    assert logged == [] and [mod.name for mod in loader.modules()] == ["m"]
+
+
 def test_delete_module_reads_the_name_as_strncpy_from_user_does(loader: ModuleLoader) -> None:
     """sys_delete_module() copies MODULE_NAME_LEN-1 bytes at most, up to a NUL; an empty
     name is one find_module() does not find."""
@@ -568,6 +592,7 @@ def test_a_module_that_uses_another_holds_a_reference_to_it_until_it_goes(
                       for name in catalog["vfat"].imports]
 
     fat = loader.load_module(catalog["fat"])
+    assert fat.module_core == MODULES_VADDR  # the failed vfat freed its area
     vfat = loader.load_module(catalog["vfat"])
     assert (fat.refcnt, fat.source_list, vfat.target_list) == (1, (vfat,), (fat,))
     assert (vfat.refcnt, vfat.source_list) == (0, ())
@@ -653,6 +678,36 @@ def test_a_load_waits_for_a_module_it_needs_to_finish_loading(
     assert [m.name for m in loaded] == ["vfat"] and fat.source_list == tuple(loaded)
 
 
+def test_a_load_waiting_for_a_symbol_holds_its_area(
+        loader: ModuleLoader, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vfat allocates before it resolves fat's symbols: while it waits for fat to finish
+    loading, the hole after fat is vfat's, and a module loaded meanwhile lands past it."""
+    monkeypatch.setattr("kernel_daemon.module.loader.RESOLVE_WAIT_SECONDS", 3600)
+    catalog = load_catalog()
+    waiting = threading.Event()
+    wait = loader.module_wq.wait
+
+    def noting_wait(timeout: float | None = None) -> bool:
+        waiting.set()
+        return wait(timeout)
+
+    loader.module_wq.wait = noting_wait  # type: ignore[method-assign]
+    meanwhile: list[tuple[Step, Module]] = []
+
+    def load_vfat_then_m(state: int, mod: Module) -> None:
+        if state == MODULE_STATE_COMING and mod.name == "fat":
+            vfat = Step(loader.load_module, catalog["vfat"])
+            assert waiting.wait(timeout=30), "vfat never waited for fat"
+            meanwhile.append((vfat, loader.load_module(spec("m", "f"))))
+
+    loader.register_module_notifier(load_vfat_then_m)
+    fat = loader.load_module(catalog["fat"])
+    [(vfat, m)] = meanwhile
+    vfat.finish()
+    [vfat_mod] = fat.source_list
+    assert fat.module_core < vfat_mod.module_core < m.module_core
+
+
 def test_a_load_gives_up_on_a_module_that_stays_loading(
         loader: ModuleLoader, logged: list[tuple[str, int]],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -710,6 +765,44 @@ def test_concurrent_loads(loader: ModuleLoader, kallsyms: Kallsyms) -> None:
         t.join()
     assert errors == [] and loader.modules() == []
     assert proc_kallsyms(kallsyms).count("\t[") == 0
+
+
+def test_a_load_that_fails_eexist_holds_its_area_until_it_fails(loader: ModuleLoader) -> None:
+    """A second "m" allocates before it takes module_mutex to find the name taken: while
+    it waits for the mutex (a /proc/modules read holds it), the hole after the first "m"
+    is its own, and a load meanwhile lands past it; the EEXIST frees it again."""
+    first = loader.load_module(spec("m", "f"))
+    loader.m_start(0)
+    try:
+        duplicate = Step(loader.load_module, spec("m", "f"))
+        assert duplicate.blocked(on=loader.module_mutex)
+        other = Step(loader.load_module, spec("other", "g"))
+        assert other.blocked(on=loader.module_mutex)
+    finally:
+        loader.m_stop(None)
+    with pytest.raises(FileExistsError):
+        duplicate.finish()
+    other.finish()
+    # "later", of the duplicate's size, takes the hole the duplicate left.
+    later = loader.load_module(spec("later", "f"))
+    assert first.module_core < later.module_core < loader.find_module("other").module_core
+
+
+def test_free_module_frees_the_memory_with_module_mutex_dropped(
+        loader: ModuleLoader, space: ModuleAddressSpace) -> None:
+    """free_module() calls module_free() after it drops module_mutex: a /proc/modules read
+    then does not wait for the free, and no longer lists the module."""
+    free = space.free
+    read: list[str] = []
+
+    def module_free(base: int) -> None:
+        Step(lambda: read.append(proc_modules(loader))).finish()
+        free(base)
+
+    space.free = module_free  # type: ignore[method-assign]
+    loader.load_module(spec("m", "f"))
+    loader.delete_module("m")
+    assert read == [""]
 
 
 def test_a_module_whose_record_pages_cannot_be_had_fails_to_load_and_leaves_nothing(

@@ -5,7 +5,10 @@ Model of ``arch/x86/kernel/module.c:module_alloc()`` (3.6), which is
 range between ``MODULES_VADDR`` and ``MODULES_END``, followed by vmalloc's unmapped
 guard page.  ``alloc_vmap_area()`` takes the lowest hole that fits, so a module
 reloaded after an unload lands at its old address unless something took the hole;
-that is how the upstream reproducer gets "the same address" on reload.
+that is how the upstream reproducer gets "the same address" on reload.  The space is
+serialised by vmalloc's own ``vmap_area_lock``, not ``module_mutex``: 3.6's
+``load_module()`` allocates before it takes that mutex, and ``free_module()`` frees
+after it has dropped it.
 
 Where the model differs: ``vfree()`` releases vmap areas lazily
 (``free_vmap_area_noflush()`` batches them until ``lazy_max_pages()``), so a real
@@ -19,6 +22,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
+import threading
 
 MODULES_VADDR = 0xffffffffa0000000
 MODULES_END = 0xffffffffff000000
@@ -33,12 +37,16 @@ def _check_policy(policy: str) -> None:
 
 
 class ModuleAddressSpace:
-    """Allocated ranges of the module space. Callers serialise (``module_mutex``)."""
+    """Allocated ranges of the module space; :meth:`alloc` and :meth:`free` may run
+    concurrently from many threads."""
 
     def __init__(self, policy: str = "first-fit", seed: int = 0) -> None:
         _check_policy(policy)
         self._policy = policy
         self._rng = random.Random(seed)
+        # vmap_area_lock: a spinlock around alloc_vmap_area()'s search and insert and
+        # __free_vmap_area()'s erase; it guards the areas and the random policy's draws.
+        self.vmap_area_lock = threading.Lock()
         # Sorted bases of the allocated areas, and each area's span (guard page included).
         self._bases: list[int] = []
         self._spans: dict[int, int] = {}
@@ -66,26 +74,30 @@ class ModuleAddressSpace:
         if size <= 0:
             raise ValueError(f"module_alloc of {size} bytes")
         span = -(-size // PAGE_SIZE) * PAGE_SIZE + PAGE_SIZE
-        holes = self._holes(span)
-        if not holes:
-            raise MemoryError(f"no room for {size} bytes in the module space")
-        if policy == "first-fit":
-            return self._reserve(holes[0][0], span)
-        # Uniform over every page-aligned position where the area fits: number the
-        # positions hole by hole and draw one.
-        ends = list(itertools.accumulate((end - start - span) // PAGE_SIZE + 1
-                                         for start, end in holes))
-        pick = self._rng.randrange(ends[-1])
-        hole = bisect.bisect_right(ends, pick)
-        first = ends[hole - 1] if hole else 0
-        return self._reserve(holes[hole][0] + (pick - first) * PAGE_SIZE, span)
+        with self.vmap_area_lock:
+            holes = self._holes(span)
+            if not holes:
+                raise MemoryError(f"no room for {size} bytes in the module space")
+            if policy == "first-fit":
+                return self._reserve(holes[0][0], span)
+            # Uniform over every page-aligned position where the area fits: number the
+            # positions hole by hole and draw one.
+            ends = list(itertools.accumulate((end - start - span) // PAGE_SIZE + 1
+                                             for start, end in holes))
+            pick = self._rng.randrange(ends[-1])
+            hole = bisect.bisect_right(ends, pick)
+            first = ends[hole - 1] if hole else 0
+            return self._reserve(holes[hole][0] + (pick - first) * PAGE_SIZE, span)
 
     def _reserve(self, base: int, span: int) -> int:
+        """``__insert_vmap_area()``, under ``vmap_area_lock``."""
         bisect.insort(self._bases, base)
         self._spans[base] = span
         return base
 
     def free(self, base: int) -> None:
-        """``module_free()``: release the area at ``base``; KeyError if none is allocated there."""
-        del self._spans[base]
-        self._bases.remove(base)
+        """``module_free()``: release the area at ``base`` (``free_vmap_area()``, under
+        ``vmap_area_lock``); KeyError if none is allocated there."""
+        with self.vmap_area_lock:
+            del self._spans[base]
+            self._bases.remove(base)

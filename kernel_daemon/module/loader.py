@@ -5,22 +5,25 @@ Model of ``kernel/module.c`` (3.6): ``sys_init_module()`` → ``load_module()``,
 ``print_modules()``.  The order is the kernel's, since ftrace's races live in it:
 
 * load: taint the kernel for an out-of-tree module (``check_modinfo()``, whatever fails
-  after); resolve the symbols it imports (``simplify_symbols()``), each under
+  after); allocate its memory (``layout_and_allocate()``: ``module_alloc()``, under
+  vmalloc's ``vmap_area_lock``, not ``module_mutex``), ENOMEM if the module space is
+  full; resolve the symbols it imports (``simplify_symbols()``), each under
   ``module_mutex``: the module exporting one gets a reference and a ``module_use`` link
   to the new one, which is on no list yet; then under ``module_mutex``, reject a
-  duplicate name (even one still unloading), allocate, link the module at the head of
-  the list in state COMING with the reference init holds (kallsyms sees it from here),
-  drop the mutex; then its parameters (``parse_args()`` of the ``uargs`` string: one
-  that fails takes the module off the list again, with no notifier called, so ftrace
-  never sees it); then the COMING notifiers (ftrace creates the module's records here,
-  without ``module_mutex``), then LIVE, the LIVE notifiers, and the init reference
-  dropped.
+  duplicate name (even one still unloading), link the module at the head of the list
+  in state COMING with the reference init holds (kallsyms sees it from here), drop the
+  mutex; then its parameters (``parse_args()`` of the ``uargs`` string: one that fails
+  takes the module off the list again, with no notifier called, so ftrace never sees
+  it); then the COMING notifiers (ftrace creates the module's records here, without
+  ``module_mutex``), then LIVE, the LIVE notifiers, and the init reference dropped.  A
+  load that fails after the allocation (an unknown symbol, EEXIST) has held its area
+  all along, and frees it last (``module_deallocate()``).
 * unload: under ``module_mutex``, refuse a module that others use, that is not LIVE or
   that is in use, mark it GOING, drop the mutex; then the GOING notifiers
-  (``ftrace_release_mod()``), then ``free_module()`` unlinks it, drops the references it
-  took on the modules it used (``module_unload_free()``) and frees its memory, each
-  step under ``module_mutex`` (3.6 frees the memory after dropping it, and allocates it
-  before taking it: see ``ModuleLoader._link_module``).
+  (``ftrace_release_mod()``), then ``free_module()`` unlinks it under ``module_mutex``,
+  drops the references it took on the modules it used (``module_unload_free()``, which
+  takes the mutex again), and frees its memory (``module_free()``) with the mutex
+  dropped.
 
 A module that others use answers ``delete_module`` EWOULDBLOCK ("Other modules depend on
 us: get rid of them first."), and so does a LIVE one that still holds references, as
@@ -223,17 +226,16 @@ class ModuleLoader:
     @kernel_function_named("load_module")
     def _link_module(self, spec: ModuleSpec, placement: str | None,
                      signal_pending: SignalPending, args: bytes) -> Module:
-        """``load_module()``: resolve the module's imports, allocate and lay it out, put
-        it on the list, then parse ``args`` (``mod->args``) against its parameters.
+        """``load_module()``: allocate the module's memory and lay it out, resolve its
+        imports, put it on the list, then parse ``args`` (``mod->args``) against its
+        parameters.
 
-        The kernel allocates first (``layout_and_allocate()``, without ``module_mutex``),
-        the model under ``module_mutex`` once the imports are resolved and the name is
-        free: with the module space full, the kernel's ENOMEM comes before an unknown
-        symbol or EEXIST, the model's after; and a load that fails EEXIST, or waits for a
-        symbol, holds no area meanwhile, where 3.6's holds one (a reload racing it may
-        land elsewhere).  Why: the model's address space has no lock of its own (vmalloc's
-        ``vmap_area_lock``), ``module_mutex`` serialises it; moving the allocation wants
-        that lock and a new measurement of the reload at the same address.
+        3.6's order: ``layout_and_allocate()`` first, without ``module_mutex``, so with
+        the module space full ENOMEM comes before an unknown symbol or EEXIST; a load
+        that waits for a symbol, or then fails EEXIST, holds its area meanwhile (a module
+        loaded in between lands elsewhere); each failure after the allocation drops the
+        module's references (``free_unload``) and then frees the area (``free_module``:
+        ``module_deallocate()``), as ``load_module()``'s error labels do.
         """
         if not spec.in_tree:
             # check_modinfo(): add_taint_module(mod, TAINT_OOT_MODULE) when modinfo lacks
@@ -244,19 +246,23 @@ class ModuleLoader:
         mod = Module(spec.name, 0, _core_size(spec), MODULE_STATE_COMING, (),
                      "" if spec.in_tree else "O", refcnt=1, syms=spec.exported,
                      gpl_syms=spec.exported_gpl)
-        self._simplify_symbols(mod, spec.imports, signal_pending)
+        # move_module(): module_alloc(); a MemoryError (-ENOMEM) leaves nothing to undo.
+        # (3.6's module_alloc_update_bounds() then takes module_mutex to widen
+        # module_addr_min/max, bounds the model does not keep.)
+        mod.module_core = self._address_space.alloc(mod.core_size, placement)
+        mod.symbols = _layout(spec, mod.module_core)
         try:
+            self._simplify_symbols(mod, spec.imports, signal_pending)
             with self.module_mutex:
                 if self.find_module(spec.name) is not None:
                     raise FileExistsError(errno.EEXIST, f"module {quoted(spec.name)} is already loaded")
-                mod.module_core = self._address_space.alloc(mod.core_size, placement)
-                mod.symbols = _layout(spec, mod.module_core)
                 mod.load_seq = next(self._load_seqs)
                 self._kallsyms.add_module(mod.name, list(mod.symbols), mod.module_core,
                                           mod.core_size)
                 self._modules = (mod,) + self._modules
         except BaseException:
             self._module_unload_free(mod)  # load_module()'s free_unload
+            self._address_space.free(mod.module_core)  # free_module: module_deallocate()
             raise
         # "Module is ready to execute: parsing args may do that."
         try:
@@ -273,7 +279,8 @@ class ModuleLoader:
                           signal_pending: SignalPending) -> None:
         """``simplify_symbols()`` for the undefined symbols other modules export: resolve
         each; report each that does not resolve, and then fail with the last one's error
-        (ENOENT when no module exports it), dropping the references the others took."""
+        (ENOENT when no module exports it); the caller drops the references the others
+        took (``load_module()``'s ``free_unload``)."""
         error = 0
         for name in imports:
             err = self._resolve_symbol_wait(mod, name, signal_pending)
@@ -284,7 +291,6 @@ class ModuleLoader:
                          level=KERN_WARNING)
             error = err or errno.ENOENT
         if error:
-            self._module_unload_free(mod)
             raise OSError(error, f"module {quoted(mod.name)} needs symbols no loaded module gives")
 
     def _resolve_symbol_wait(self, mod: Module, name: str,
@@ -349,18 +355,15 @@ class ModuleLoader:
         """Unlink the module, drop its uses of others, free its memory: ``free_module()``,
         and ``load_module()`` for a module whose parameters failed.
 
-        3.6 unlinks under ``module_mutex`` (``__unlink_module()``), then
-        ``module_unload_free()`` takes it, then ``module_free()`` runs after it is
-        dropped; the model frees under ``module_mutex`` too, which serialises its
-        address space (no ``vmap_area_lock``: see :meth:`_link_module`).  The order of
-        the steps, and the window between the unlink and the free in which a load can
-        run, are 3.6's."""
+        3.6's steps: unlink under ``module_mutex`` (``__unlink_module()``), then
+        ``module_unload_free()``, which takes it again, then ``module_free()`` with it
+        dropped (``vfree()``, under vmalloc's own lock).  A load can run between the
+        unlink and the free: its name is free, its area not yet."""
         with self.module_mutex:
             self._modules = tuple(m for m in self._modules if m is not mod)
             self._kallsyms.remove_module(mod.name)
         self._module_unload_free(mod)
-        with self.module_mutex:
-            self._address_space.free(mod.module_core)
+        self._address_space.free(mod.module_core)
 
     def load_module(self, spec: ModuleSpec, placement: str | None = None,
                     signal_pending: SignalPending = lambda: False,
