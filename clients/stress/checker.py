@@ -387,7 +387,10 @@ class Checker:
         if stats is None:  # when the new boot began: its uptime, if it still serves
             with contextlib.suppress(FtraceError):
                 stats, stats_ns = self.client.stats(), time.monotonic_ns()
-        booted_ns = (stats_ns - int(stats.uptime_seconds * 1e9)
+        # The uptime was read before the answer came back, so this over-estimates the
+        # boot's moment by the answer's way back: no later than the answer that showed
+        # the boot (a run that saw the new boot a few ms into it put its boot after it).
+        booted_ns = (min(stats_ns - int(stats.uptime_seconds * 1e9), answered_ns)
                      if stats is not None and stats.boot_id == boot_id else None)
         with self._lock:
             first = self.reboot is None
