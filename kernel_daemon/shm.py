@@ -68,13 +68,22 @@ def new_namespace() -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that can still use its segments: one that exists
+    and is not a zombie (a daemon killed but not yet waited for by its parent, which
+    kill(pid, 0) still finds; its segments are as stale as a reaped one's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # "pid (comm) S ...": the state follows the last ")", comm may hold one.
+            state = stat.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc to ask: kill()'s answer stands
+    return state not in (b"Z", b"X")
 
 
 def reap_stale_segments() -> list[str]:
