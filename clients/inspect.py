@@ -419,8 +419,9 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("summary", parents=[memory_again, torn],
                         help="record groups and totals")
     trace = commands.add_parser("trace", parents=[memory_again],
-                                help="the ring buffers' events as `trace` prints them, "
-                                     "without its header")
+                                help="the ring buffers' events as `trace` prints them, after "
+                                     "its entries-in-buffer line (the tracer's and the "
+                                     "columns' lines left out)")
     trace.add_argument("--cpu", type=int, metavar="N", help="only CPU N's buffer")
     check = commands.add_parser("check", parents=[memory_again, torn],
                                 help="lock-free consistency heuristic",
