@@ -50,8 +50,8 @@ at boot or since by SetFailpoint; the replays' daemons boot with those the run r
 which report.txt's kernel: line shows. Those the run armed it disarms at its end, and on
 SIGINT or SIGTERM).
 
-Nothing in DIR is removed or overwritten when the run cannot start (DIR itself is made
-first, so that an unwritable one is said before a daemon boots): the daemon at --address
+Nothing in DIR is removed or overwritten when the run cannot start (DIR and its clients/
+are made first, so that an unwritable one is said before a daemon boots): the daemon at --address
 must answer within --connect-timeout, a private one must boot.
 
 Only what the kernel shows after the run starts is the run's. What a daemon at --address
