@@ -124,7 +124,14 @@ def test_a_tracer_s_option_files_come_only_with_a_switch_to_it():
         names = {e.name for e in vfs.list_dir(f"{T}/options")}
         assert names == set(TRACE_OPTIONS + NOP_OPTIONS)
         assert cat(vfs, f"{T}/options/test_nop_accept") == "0\n"
-        write(vfs, f"{T}/options/test_nop_accept", b"1\n")
+        # `echo 1 > FILE` opens with O_CREAT, which finds the tracer's files as the
+        # core ones (it failed EACCES); O_EXCL is EEXIST for both, as for any file there.
+        write(vfs, f"{T}/options/test_nop_accept", b"1\n",
+              os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        for name in ("test_nop_refuse", "sym-offset"):
+            with pytest.raises(KernelError) as exc:
+                vfs.open(f"{T}/options/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            assert exc.value.errno == errno.EEXIST
         assert cat(vfs, f"{T}/trace_options").endswith("\ntest_nop_accept\nnotest_nop_refuse\n")
 
 
@@ -380,6 +387,9 @@ def test_options_through_the_daemon(daemon):
         c.write_file(f"{T}/options/context-info", b"0\n")
         assert c.read_file(f"{T}/options/irq-info") == b"0\n"
         assert c.read_file(f"{T}/options/func_stack_trace") == b"0\n"
+        c.write_file(f"{T}/options/func_stack_trace", b"1\n")  # as `echo 1 > FILE`
+        assert c.read_file(f"{T}/options/func_stack_trace") == b"1\n"
+        c.write_file(f"{T}/options/func_stack_trace", b"0\n")
         c.invoke("vfs_read", "sys_read", cpu=0)
         assert c.read_file(f"{T}/trace").endswith(b"#\nvfs_read <-sys_read\n")
         with pytest.raises(FtraceError) as exc:

@@ -114,6 +114,12 @@ class OptionsDirectory(Directory):
             return super().__getitem__(name)
         return self.tracer_files()[name]
 
+    def get(self, name: str,
+            default: Directory | FileOps | None = None) -> Directory | FileOps | None:
+        # An open with O_CREAT looks its last name up with get(): dict's own would miss
+        # the tracer's files, and `echo 1 > options/func_stack_trace` failed EACCES.
+        return self[name] if name in self else default
+
     def items(self) -> ItemsView[str, Directory | FileOps]:
         return {**self, **self.tracer_files()}.items()
 
