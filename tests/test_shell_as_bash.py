@@ -86,3 +86,32 @@ def test_what_bash_would_assign_or_expand_is_refused(daemon, text, refusal):
         f"bash: -c: line 1: `{text}'\n")
 
 
+# --- builtins -----------------------------------------------------------------------
+
+
+def test_help_knows_every_builtin_and_reserved_word_bashs_does(daemon):
+    """``help NAME`` succeeds where bash's does: every builtin (those the shell refuses
+    say so) and the reserved words with a topic; the others are bash's complaint."""
+    names = subprocess.run(["bash", "-c", "compgen -b; compgen -k"], executable=_bash(),
+                           capture_output=True, text=True, check=True).stdout.split()
+    names.remove("in")  # the start of the shell's insmod and invoke, which bash has not
+    quoted = " ".join(f"'{name}'" for name in names)
+    assert_as_bash(daemon, f'for n in {quoted}; do help "$n" > /dev/null; echo "$n $?"; done '
+                   "2>&1 | grep -v -e ' 0$' -e 'no help topics match'")
+    shell = _shell(daemon, "help eval '[['", _ENVIRONMENT)
+    assert shell.stdout == (f"  {'eval':<26}(bash's: not supported by ftrace-shell)\n"
+                            f"  {'[[ ... ]]':<26}(bash's: not supported by ftrace-shell)\n")
+
+
+@pytest.mark.parametrize("text", [
+    # GNU cat closes standard input when it read it: closed, its second complaint.
+    "cat <&-; echo $?",
+    "cat - /dev/null <&-; echo $?",
+    "cat /dev/null <&-; echo $?",
+    # Open, for writing only: the read fails, not the close.
+    "cat 0>/dev/null; echo $?",
+])
+def test_cat_of_a_closed_standard_input_as_gnus(daemon, text):
+    assert_as_bash(daemon, text, _GREP)
+
+
