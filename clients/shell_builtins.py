@@ -63,6 +63,10 @@ def cmd_false(ctx: Invocation) -> int:
 
 @command("exit [N]", "leave with status N (default: the last one)", builtin=True)
 def cmd_exit(ctx: Invocation) -> int:
+    """bash's exit_builtin: an interactive shell says ``exit`` on its standard error
+    first (a subshell is none)."""
+    if ctx.shell.interactive:
+        ctx.err("exit")
     raise ShellExit(get_exitstat(ctx))
 
 

@@ -56,6 +56,84 @@ def assert_as_bash(daemon, text: str, environ: dict[str, str] = _ENVIRONMENT,
         real.returncode, real.stdout, real.stderr)
 
 
+# --- the variables bash sets ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("environ", [
+    # bash's defaults where the environment has none (they expanded to nothing).
+    _ENVIRONMENT,
+    # The environment's, empty too.
+    {**_ENVIRONMENT, "PATH": "/nonexistent", "TERM": "", "SHELL": "/bin/x"},
+])
+def test_path_term_and_shell_as_bash_sets_them(daemon, environ):
+    """Not exported unless the environment's."""
+    assert_as_bash(daemon, 'echo "[$PATH|$TERM|$SHELL]"; export -p', environ)
+
+
+#: Where bash finds GNU grep and cat, which the shell's are.
+_GREP = {**_ENVIRONMENT, "PATH": "/usr/bin:/bin"}
+
+
+@pytest.mark.parametrize("text", [
+    # bash's DISCARD: the rest of the line goes, status 1; the next line runs.
+    "UID=1; echo no\necho $? $UID",
+    "x=1 EUID=1 y=2; echo no\necho $? \"[$x$y]\"",
+    "PPID=1\necho $?",
+    # A prefix assignment's complaint; the command runs.
+    "UID=1 true; echo $?",
+    # The builtins' and the for command's.
+    "export UID=5 y=1; echo $? $y; export -p | grep UID",
+    "unset x UID y; echo $?",
+    "for UID in 1; do echo in; done; echo $?",
+    "f() { local a UID=3 b=2; echo $? \"[$b]\"; }; f",
+    "read a UID b; echo $? \"[$a][$b]\"",
+    # In a subshell: its own end.
+    "x=$(UID=1; echo in); echo \"[$x] $?\"",
+])
+def test_uid_euid_and_ppid_are_readonly_as_bashs(daemon, text):
+    assert_as_bash(daemon, text, _GREP, stdin="1 2 3\n")
+
+
+def test_uid_and_euid_from_the_environment_are_plain_variables(daemon):
+    assert_as_bash(daemon, "echo $UID $EUID; UID=8; echo $UID; unset EUID; echo \"[$EUID]\"",
+                   {**_ENVIRONMENT, "UID": "7", "EUID": "9"})
+
+
+@pytest.mark.parametrize("text", [
+    # bash's generator, seeded (a 32-bit seed; 0 is its own; blanks and a sign taken).
+    "RANDOM=5; echo $RANDOM $RANDOM $RANDOM; RANDOM=-1; echo $RANDOM; RANDOM=4294967301; "
+    "echo $RANDOM; RANDOM=' 5 '; echo $RANDOM; RANDOM=0; echo $RANDOM ${RANDOM:-x} ${#RANDOM}",
+    # Seeded in a subshell: the subshell's.
+    "x=$(RANDOM=5; echo $RANDOM); echo $x",
+    # SECONDS: nothing is 0; the largest intmax_t.
+    "SECONDS=; echo $SECONDS; SECONDS=9223372036854775807; echo $SECONDS",
+    # unset ends them: ordinary variables after.
+    "unset RANDOM SECONDS LINENO; echo \"[$RANDOM$SECONDS$LINENO]\"; RANDOM=3; echo $RANDOM",
+])
+def test_random_and_seconds_as_bashs(daemon, text):
+    assert_as_bash(daemon, text)
+
+
+def test_seconds_counts_from_what_was_assigned(daemon):
+    """Bounded by the seconds the run took, as bash's count of the wall clock's."""
+    started = time.time()
+    shell = _shell(daemon, "SECONDS=-1000; echo $SECONDS", _ENVIRONMENT)
+    took = time.time() - started
+    assert shell.returncode == 0 and -1000 <= int(shell.stdout) <= -1000 + took + 1
+
+
+def test_an_integer_variables_expression_is_refused(daemon):
+    """bash evaluates what is assigned to RANDOM or SECONDS as arithmetic (RANDOM=1+1
+    seeds 2); the shell does no arithmetic, and refuses it."""
+    text = "RANDOM=1+1; echo no\nSECONDS=010; echo no\nSECONDS=9223372036854775808\necho $?"
+    shell = _shell(daemon, text, _ENVIRONMENT)
+    refusal = ("bash: line {}: {}: arithmetic evaluation of an integer variable's value is "
+               "not supported by ftrace-shell\n")
+    assert (shell.returncode, shell.stdout, shell.stderr) == (
+        0, "2\n", refusal.format(1, "RANDOM=1+1") + refusal.format(2, "SECONDS=010")
+        + refusal.format(3, "SECONDS=9223372036854775808"))
+
+
 # --- words --------------------------------------------------------------------------
 
 
@@ -115,3 +193,97 @@ def test_cat_of_a_closed_standard_input_as_gnus(daemon, text):
     assert_as_bash(daemon, text, _GREP)
 
 
+# --- processes ----------------------------------------------------------------------
+
+
+#: Where bash 5.2 execs the last command of a -c string, so that a SIGPIPE kills the shell
+#: (-13), and where it forks (141): the status is the same either way, but not how the
+#: shell ended. {f}: a file for cat.
+_EXEC_CASES = ["cat {f}", "cat {f}\n", "cat {f}\n\n", "cat {f} # c", "true && true; cat {f}",
+               "false || cat {f}", "true; true && cat {f}", "! cat {f}", "x=1 cat {f}",
+               "cat {f} 2>/dev/null", "{{ cat {f}; }}", "cat {f}; :", "exec cat {f}; :",
+               "f() {{ cat {f}; }}; f"]
+
+
+def test_a_dash_c_commands_last_program_is_execd_as_bashs(daemon, tmp_path):
+    """Into a pipe nobody reads: bash execs a lone simple command ending the string (its
+    should_suppress_fork()), and the program's SIGPIPE is the shell's; the shell exited
+    141 instead. ``exec cat`` anywhere is the shell's own death too."""
+    _bash()
+    (tmp_path / "file").write_text("x\n")
+    bash_ends = [run_with(daemon, text.format(f=tmp_path / "file"), 1, closed=False,
+                          program=["bash"])[0] for text in _EXEC_CASES]
+    shell_ends = [run_with(daemon, text.format(f=f"{TRACING}/README"), 1, closed=False)[0]
+                  for text in _EXEC_CASES]
+    assert shell_ends == bash_ends
+    assert bash_ends[:2] == [-signal.SIGPIPE] * 2 and bash_ends[2] == 141
+
+
+# --- at a terminal -------------------------------------------------------------------
+
+
+class _Terminal:
+    """A program on a pseudo-terminal of its own (stdin, stdout and stderr), read until a
+    text appears, with a deadline: no sleeping."""
+
+    def __init__(self, argv: list[str], environ: dict[str, str], cwd: str) -> None:
+        self.master, slave = os.openpty()
+        self.process = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
+                                        env=environ, cwd=cwd, start_new_session=True)
+        os.close(slave)
+        self._buffer = b""
+
+    def until(self, text: bytes, seconds: float = 60) -> bytes:
+        """What came up to ``text`` (taken), or, with ``text`` empty, up to the end."""
+        deadline = time.monotonic() + seconds
+        while not text or text not in self._buffer:
+            ready, _, _ = select.select([self.master], [], [], deadline - time.monotonic())
+            assert ready, f"waited for {text!r}: {self._buffer!r}"
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # EIO: the other side closed
+                chunk = b""
+            if not chunk:
+                assert not text, f"ended before {text!r}: {self._buffer!r}"
+                break
+            self._buffer += chunk
+        end = self._buffer.index(text) + len(text) if text else len(self._buffer)
+        taken, self._buffer = self._buffer[:end], self._buffer[end:]
+        return taken
+
+    def close(self) -> int:
+        os.close(self.master)
+        return self.process.wait(timeout=60)
+
+
+def _session(argv: list[str], environ: dict[str, str], cwd: str, prompt: bytes,
+             lines: list[str]) -> tuple[list[bytes], int]:
+    """Type ``lines`` at the prompt, each after the one before gave the prompt again;
+    the last ends the program: (what each line gave, the prompt cut off; the status)."""
+    terminal = _Terminal(argv, environ, cwd)
+    try:
+        terminal.until(prompt)
+        gave = []
+        for line in lines[:-1]:
+            os.write(terminal.master, line.encode() + b"\n")
+            gave.append(terminal.until(prompt).removesuffix(prompt))
+        os.write(terminal.master, lines[-1].encode() + b"\n")
+        gave.append(terminal.until(b""))
+    finally:
+        status = terminal.close()
+    return gave, status
+
+
+def test_interactive_exit_and_exec_of_no_program_as_bashs(daemon, tmp_path):
+    """``exec nosuch`` at a prompt: bash's error, 127, and the shell goes on; ``exit``
+    says so on stderr (not a subshell's); both against bash -i's."""
+    lines = ["exec nosuch", "echo $?", "x=$(exit 4); echo $? | grep 4", "exit 3"]
+    environ = {"HOME": str(tmp_path), "TERM": "dumb", "PATH": "/usr/bin:/bin"}
+    prompt = "root@ftrace-sim:/# "  # the shell's, bash's PS1
+    shell = _session([sys.executable, "-m", "clients.shell", "--address", daemon.address],
+                     {**environ, "PYTHONPATH": REPO}, str(tmp_path), prompt.encode(), lines)
+    real = _session([_bash(), "--norc", "--noprofile", "-i"], {**environ, "PS1": prompt},
+                    str(tmp_path), prompt.encode(), lines)
+    assert shell == real
+    assert shell == ([b"exec nosuch\r\nbash: exec: nosuch: not found\r\n", b"echo $?\r\n127\r\n",
+                      b"x=$(exit 4); echo $? | grep 4\r\n4\r\n", b"exit 3\r\nexit\r\n"], 3)
