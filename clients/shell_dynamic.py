@@ -148,8 +148,8 @@ class Seconds(Dynamic):
         try:
             self.assign(value)
         except NotArithmetic:
-            # From the environment, where the shell can refuse nothing: bash's
-            # evalexp() of what it cannot read as a number here gives 0 for a name.
+            # From the environment, where nothing can be refused: counted from 0, as
+            # bash's for a name (not for an expression, which bash evaluates).
             self.assign("0")
 
     def value(self, shell: Shell) -> str | None:

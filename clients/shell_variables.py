@@ -92,17 +92,19 @@ class Variables:
                                                  invisible=oldpwd is not None)
         self._scopes[0]["SHLVL"] = Variable(_shell_level(environ.get("SHLVL"), warn),
                                             exported=True)
-        # bash's set_if_not()s, set_shell_var(), uidset() and set_ppid().
-        for name, value in (("PATH", DEFAULT_PATH), ("TERM", "dumb"), ("SHELL", _login_shell()),
-                            ("UID", str(os.getuid())), ("EUID", str(os.geteuid()))):
-            if name not in self._scopes[0]:
-                self._scopes[0][name] = Variable(value, readonly=name.endswith("UID"),
-                                                 integer=name.endswith("UID"))
+        # bash's set_if_not()s and set_shell_var(): where the environment has none.
+        for name, value in (("PATH", DEFAULT_PATH), ("TERM", "dumb"), ("SHELL", _login_shell())):
+            self._scopes[0].setdefault(name, Variable(value))
+        # uidset(): where the environment has none; set_ppid(): whatever it says.
+        for name, value in (("UID", os.getuid()), ("EUID", os.geteuid())):
+            self._scopes[0].setdefault(name, Variable(str(value), readonly=True, integer=True))
         self._scopes[0]["PPID"] = Variable(str(os.getppid()), readonly=True, integer=True)
-        # bash's initialize_dynamic_variables: an exported one stays exported; only
-        # SECONDS takes the environment's value.
-        for name, dynamic in (("LINENO", LineNumber()), ("FUNCNAME", FunctionName()),
-                              ("RANDOM", Random()), ("SECONDS", Seconds(environ.get("SECONDS", "0")))):
+        # initialize_dynamic_variables(): one the environment exported stays exported;
+        # only SECONDS takes the environment's value.
+        dynamics: tuple[tuple[str, Dynamic], ...] = (
+            ("LINENO", LineNumber()), ("FUNCNAME", FunctionName()), ("RANDOM", Random()),
+            ("SECONDS", Seconds(environ.get("SECONDS", "0"))))
+        for name, dynamic in dynamics:
             self._scopes[0][name] = Variable(None, exported=name in environ,
                                              integer=dynamic.integer, dynamic=dynamic)
 
