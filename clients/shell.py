@@ -825,7 +825,8 @@ class Shell:
 
     def execute_exec(self, command: Command, args: list[str], stdin: Input,
                      stdout: Output) -> int:
-        """bash's exec_builtin: with a command, the shell becomes it (runs it, then ends
+        """bash's exec_builtin: with a command, the shell becomes it (runs it as the
+        shell's own process, so that a signal that kills it kills the shell, then ends
         with its status; one it cannot find is bash's "not found", 127, which ends it
         too); without, the redirections stay the shell's own. Its options, and its
         redirections inside a compound command or a function (bash's would outlive
