@@ -30,7 +30,6 @@ import copy
 import errno
 import os
 import posixpath
-import random
 import signal
 import sys
 import threading
@@ -104,8 +103,8 @@ from clients.shell_runtime import (
     legal_number,
 )
 from clients.shell_pattern import strmatch
-from clients.shell_variables import (ExpansionError, Variables, expand_fields, expand_pattern,
-                                     expand_value)
+from clients.shell_variables import (ExpansionError, ReadonlyVariable, Variables,
+                                     expand_fields, expand_pattern, expand_value)
 from clients.spawn import daemon_argv
 
 __all__ = ["Shell", "main"]
@@ -153,6 +152,24 @@ _FUNCNEST_MAX = 2000
 _FRAMES_PER_CALL = 100
 
 
+def _oneshot(program: list[AndOr]) -> Command | None:
+    """The simple command ending a ``-c`` command string that bash execs rather than forks
+    (builtins/evalstring.c's should_suppress_fork() and can_optimize_connection(), bash
+    5.2), so that a program it runs is bash's own process, and what kills it kills the
+    shell: the last command of the string's last line, alone or after ``;``, ``&&`` or
+    ``||`` (but not a second and-or list's, ``a; b && c``), neither in a pipeline nor
+    negated, without redirections."""
+    last = program[-1] if program else None
+    if last is None or len(program) > 1 and last.rest:
+        return None
+    pipeline = last.rest[-1][1] if last.rest else last.first
+    command = pipeline.commands[0]
+    if len(pipeline.commands) > 1 or pipeline.negated or not isinstance(command, Command) \
+            or command.redirects:
+        return None
+    return command
+
+
 def _compound_name(command: CompoundCommand | FunctionDef) -> str:
     """A compound command's reserved word (a function definition's name), as the shell
     names one where it cannot run it."""
@@ -197,6 +214,9 @@ class Shell:
         self.client = client
         self.name = name
         self.mode = mode
+        #: bash's ``interactive``: reading commands from a terminal, and not a subshell
+        #: (a pipeline's process, a command substitution), which is not.
+        self.interactive = mode == "interactive"
         self.script = script
         self.cwd = "/"
         self.status = 0
@@ -247,11 +267,14 @@ class Shell:
         self.funcnest = 0
         #: $FUNCNAME: the name of the function running (None outside any).
         self.function_name: str | None = None
-        #: When the shell started, for $SECONDS; its parent then, $PPID.
-        self.started, self.ppid = time.monotonic(), os.getppid()
         #: The positional parameters, $1...: those of the function running, else the
         #: shell's own (``set --`` and ``shift`` change them).
         self.positional: tuple[str, ...] = tuple(positional)
+        #: The -c command's last line is being read: what runs now ends the command
+        #: string (bash's ``*bash_input.location.string == '\0'``).
+        self._command_ends = False
+        #: The simple command bash -c would exec rather than fork (:func:`_oneshot`).
+        self._oneshot: Command | None = None
 
     def _stream(self, stream: TextIO | None) -> Output:
         """The shell's stdout or stderr; one that was closed when it started (Python's
@@ -357,6 +380,7 @@ class Shell:
         *lines, last = command.splitlines() or [""]
         for line in lines:
             self.feed(line)
+        self._command_ends = True
         self.feed(last, newline=command.endswith("\n"))
         self.finish()
 
@@ -410,27 +434,13 @@ class Shell:
         if name.isdigit():
             index = int(name)
             return self.positional[index - 1] if 0 < index <= len(self.positional) else None
-        automatic = self._automatic.get(name)
-        if automatic is not None:
-            return automatic(self)
+        dynamic = self.variables.dynamic(name)
+        if dynamic is not None:
+            return dynamic.value(self)
         if name in _REFUSED_VARIABLES and not self.variables.exists(name):
             raise ExpansionError(f"${name}: bash's variable is not supported by ftrace-shell",
                                  status=2)
         return self.variables.get(name)
-
-    #: bash's automatic variables the shell gives (variables.c's dynamic ones), whatever
-    #: was assigned to them or unset: right for $LINENO and $FUNCNAME; bash's RANDOM=N
-    #: seeds, SECONDS=N offsets, unset ends the magic and UID, EUID and PPID are readonly,
-    #: none of which the shell does (a difference the README states).
-    _automatic: Mapping[str, Callable[[Shell], str | None]] = MappingProxyType({
-        "LINENO": lambda shell: str(shell.line),
-        "PPID": lambda shell: str(shell.ppid),
-        "UID": lambda shell: str(os.getuid()),
-        "EUID": lambda shell: str(os.geteuid()),
-        "FUNCNAME": lambda shell: shell.function_name,
-        "RANDOM": lambda shell: str(random.randrange(32768)),
-        "SECONDS": lambda shell: str(int(time.monotonic() - shell.started)),
-    })
 
     def fields(self, word: str) -> list[str]:
         """What ``word`` expands to: its fields (none, one or several)."""
@@ -455,6 +465,7 @@ class Shell:
         the next line, as bash's DISCARD; a fatal one (``${a?}``) ends a non-interactive
         shell, as bash's FORCE_EOF, and one after bash's top_level_cleanup() (``break 1
         2``) a ``-c`` command (run_one_command's DISCARD: status 1)."""
+        self._oneshot = _oneshot(program) if self._command_ends else None
         try:
             for node in program:
                 self.run_and_or(node)
@@ -611,7 +622,7 @@ class Shell:
         exports or unsets, its ``cd``, its ``exit`` and its ``break`` stay in it) that
         ``stage`` is, writing ``stdout``."""
         child = copy.copy(self)
-        child.stage, child.variables = stage, variables
+        child.stage, child.variables, child.interactive = stage, variables, False
         child.functions = dict(self.functions)
         child.stdout = stdout
         child.stderr = StageOutput(self.stderr, stage)
@@ -650,8 +661,9 @@ class Shell:
         back."""
         saved = (self.variables, self.cwd, self.breaking, self.continuing, self.functions,
                  self.positional, self.stdin, self.stdout, self.stderr, self.descriptors,
-                 self._exec_files)
+                 self._exec_files, self.interactive)
         self.variables, self.functions = variables, dict(self.functions)
+        self.interactive = False
         self._exec_files = []  # the shell's exec's files are the shell's to close, as _fork's
         try:
             yield
@@ -660,7 +672,7 @@ class Shell:
                 file.close()
             (self.variables, self.cwd, self.breaking, self.continuing, self.functions,
              self.positional, self.stdin, self.stdout, self.stderr, self.descriptors,
-             self._exec_files) = saved
+             self._exec_files, self.interactive) = saved
 
     def _run_element(self, command: Command | CompoundCommand | FunctionDef,
                      words: list[str] | ExpansionError | None,
@@ -693,7 +705,8 @@ class Shell:
             except ExpansionError as error:
                 self._report(error)
                 status = 1
-            except (ShellExit, FunctionReturn) as done:
+            except (ShellExit, FunctionReturn, KilledBySignal) as done:
+                # KilledBySignal: the program the subshell exec'd died of a signal.
                 status = done.status
             finally:
                 self.stdout, self.line = saved
@@ -706,16 +719,22 @@ class Shell:
         return data.decode("utf-8", "surrogateescape").rstrip("\n")
 
     @contextmanager
-    def _redirections(self, redirects: tuple[Redirect, ...], stdin: Input,
-                      stdout: Output) -> Iterator[dict[int, Descriptor] | None]:
+    def _redirections(self, redirects: tuple[Redirect, ...], stdin: Input, stdout: Output,
+                      kept: list[Descriptor] | None = None
+                      ) -> Iterator[dict[int, Descriptor] | None]:
         """Apply the redirections left to right over ``stdin``, ``stdout`` and the
         shell's stderr: the file descriptors they make, or None when one failed (after
         bash's diagnostic: the command does not run); what they opened is released
-        after, in the order opened."""
+        after, in the order opened, unless they were all made and ``kept`` is given
+        (exec's, which stay the shell's): it goes there."""
         fds: dict[int, Descriptor] = {**self.descriptors, 0: stdin, 1: stdout, 2: self.stderr}
         opened: list[Descriptor] = []
         try:
-            yield fds if self._redirect(redirects, fds, opened) else None
+            made = self._redirect(redirects, fds, opened)
+            if made and kept is not None:
+                kept.extend(opened)
+                opened = []
+            yield fds if made else None
         finally:
             for descriptor in opened:
                 descriptor.close()
@@ -776,13 +795,15 @@ class Shell:
         return FileInput(session) if op == "<" else FileOutput(session)
 
     def run_command(self, command: Command | CompoundCommand | FunctionDef, stdin: Input,
-                    stdout: Output, words: list[str] | None = None) -> int:
+                    stdout: Output, words: list[str] | None = None, *,
+                    no_fork: bool = False) -> int:
         """Expand the words (unless ``words`` gives them), apply the redirections left to
         right, run the command (or make its assignments: the status is then the last
         command substitution's, as bash's), release what the redirections opened. A
         compound command runs with its redirections' output as the shell's; a function
         definition defines it. Raises ExpansionError for an expansion bash fails (see
-        :meth:`execute`)."""
+        :meth:`execute`). ``no_fork`` (or the command being :attr:`_oneshot`): a program
+        it runs is the shell's process itself, as bash's exec makes it (see :meth:`_run`)."""
         self.line = command.line
         if isinstance(command, FunctionDef):
             return self.execute_intern_function(command)
@@ -799,12 +820,13 @@ class Shell:
                 self._assign(command, self.variables.assign)
                 return self.substitution_status or 0
             with self.variables.temporary():
-                self._assign(command, self.variables.assign_temporary)
-                return self._run(words, fds)
+                self._assign(command, self._assign_temporary)
+                return self._run(words, fds, no_fork or command is self._oneshot)
 
     def execute_exec(self, command: Command, args: list[str], stdin: Input,
                      stdout: Output) -> int:
-        """bash's exec_builtin: with a command, the shell becomes it (runs it, then ends
+        """bash's exec_builtin: with a command, the shell becomes it (runs it as the
+        shell's own process, so that a signal that kills it kills the shell, then ends
         with its status; one it cannot find is bash's "not found", 127, which ends it
         too); without, the redirections stay the shell's own. Its options, and its
         redirections inside a compound command or a function (bash's would outlive
@@ -818,9 +840,7 @@ class Shell:
             refusal = ("its redirections inside a compound command or a function are not "
                        "supported by ftrace-shell")
         if refusal is not None:
-            with self._redirections((), stdin, stdout) as fds:
-                assert fds is not None
-                self._say(as_output(fds[2]), f"{self.prefix()}: exec: {refusal}")
+            self._say(self.stderr, f"{self.prefix()}: exec: {refusal}")
             return 2
         if args:
             # exec looks for a program: not a function, nor a builtin coreutils and
@@ -832,29 +852,33 @@ class Shell:
                     if fds is None:
                         raise ShellExit(1)
                     self._say(as_output(fds[2]), f"{self.prefix()}: exec: {args[0]}: not found")
-                if self.mode == "interactive":  # bash -i goes on (no execfail needed)
+                if self.interactive:  # bash -i goes on (no execfail needed)
                     return 127
                 raise ShellExit(127)
             status = self.run_command(Command(tuple(args), command.redirects, command.line,
-                                              command.assignments), stdin, stdout, args)
+                                              command.assignments), stdin, stdout, args,
+                                      no_fork=True)
             raise ShellExit(status)
-        fds: dict[int, Descriptor] = {**self.descriptors, 0: stdin, 1: stdout, 2: self.stderr}
         opened: list[Descriptor] = []
-        if not self._redirect(command.redirects, fds, opened):
-            for descriptor in opened:
-                descriptor.close()
-            return 1
-        self.stdin, self.stdout, self.stderr = (
-            as_input(fds[0]), as_output(fds[1]), as_output(fds[2]))
-        self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
-        # What an earlier exec opened and no descriptor is any more: closed, as dup2(2)
-        # over its last descriptor closes a file.
-        held = [*self._exec_files, *opened]
-        self._exec_files = [file for file in held if any(file is d for d in fds.values())]
+        with self._redirections(command.redirects, stdin, stdout, opened) as fds:
+            if fds is None:
+                return 1
+            self._take_descriptors(fds)
+            # What an earlier exec opened and no descriptor is any more: closed, as
+            # dup2(2) over its last descriptor closes a file.
+            held = [*self._exec_files, *opened]
+            self._exec_files = [file for file in held if any(file is d for d in fds.values())]
         for file in held:
             if not any(file is kept for kept in self._exec_files):
                 file.close()
         return 0  # ``a=1 exec``: bash keeps no assignment
+
+    def _take_descriptors(self, fds: dict[int, Descriptor]) -> None:
+        """Make ``fds`` the shell's descriptors: its stdin, stdout, stderr and those from 3
+        up, which the commands it runs inherit."""
+        self.stdin, self.stdout, self.stderr = (
+            as_input(fds[0]), as_output(fds[1]), as_output(fds[2]))
+        self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
 
     def run_compound(self, command: CompoundCommand, stdin: Input, stdout: Output) -> int:
         """bash's execute_command_internal for a compound command: its redirections
@@ -864,9 +888,7 @@ class Shell:
             if fds is None:
                 return 1
             saved = self.stdin, self.stdout, self.stderr, self.descriptors
-            self.stdin, self.stdout, self.stderr = (
-                as_input(fds[0]), as_output(fds[1]), as_output(fds[2]))
-            self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
+            self._take_descriptors(fds)
             self.compound_level += 1
             try:
                 if isinstance(command, IfCommand):
@@ -968,7 +990,11 @@ class Shell:
         self.loop_level += 1
         try:
             for word in words:
-                self.variables.assign(command.name, word)
+                try:
+                    self.variables.assign(command.name, word)
+                except ReadonlyVariable as error:  # bash's for command ends, status 1
+                    self._report(error)
+                    return 1
                 status = self.run_list(command.action)
                 if self._loop_ends():
                     break
@@ -1015,9 +1041,19 @@ class Shell:
         for name, value in command.assignments:
             bind(name, expand_value(value, self))
 
-    def _run(self, words: list[str], fds: dict[int, Descriptor]) -> int:
+    def _assign_temporary(self, name: str, value: str) -> None:
+        """A prefix assignment; one to a readonly variable is bash's complaint, and the
+        command runs without it."""
+        try:
+            self.variables.assign_temporary(name, value)
+        except ReadonlyVariable as error:
+            self._report(error)
+
+    def _run(self, words: list[str], fds: dict[int, Descriptor], no_fork: bool = False) -> int:
         """The command ``words`` names: a function (bash looks them up before its
-        builtins), else a command the shell knows."""
+        builtins), else a command the shell knows. ``no_fork``: a program runs as the
+        shell's process itself (bash's CMD_NO_FORK: exec'd), so that a signal that kills
+        it (SIGPIPE) kills the shell, KilledBySignal out of here."""
         name = words[0]
         function = self.functions.get(name)
         if function is not None:
@@ -1042,6 +1078,8 @@ class Shell:
         try:
             return self._invoke(ctx, name)
         except KilledBySignal as death:
+            if no_fork:
+                raise
             return death.status
         finally:
             self.stage.reap(process)

@@ -6,6 +6,7 @@ are those of bash and GNU coreutils, byte for byte where a script could depend o
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import textwrap
@@ -23,6 +24,7 @@ from clients.shell_runtime import (
     encode,
     getopt,
     internal_getopt,
+    is_closed,
     legal_number,
     parse_options,
 )
@@ -61,6 +63,10 @@ def cmd_false(ctx: Invocation) -> int:
 
 @command("exit [N]", "leave with status N (default: the last one)", builtin=True)
 def cmd_exit(ctx: Invocation) -> int:
+    """bash's exit_builtin: an interactive shell says ``exit`` on its standard error
+    first (a subshell is none)."""
+    if ctx.shell.interactive:
+        ctx.err("exit")
     raise ShellExit(get_exitstat(ctx))
 
 
@@ -113,10 +119,35 @@ def get_exitstat(ctx: Invocation) -> int:
 
 
 _HELP_COLUMN = 26
+#: What help says of bash's builtins and reserved words the shell refuses.
+_REFUSED_SUMMARY = "(bash's: not supported by ftrace-shell)"
+#: bash's help topics that are no command of the shell's (help.def's list holds its
+#: reserved words too): exec and the compound commands, which the shell runs itself, and
+#: the reserved words it refuses: (usage, summary).
+_OTHER_TOPICS = {
+    "exec": ("exec [COMMAND [ARG...]] [REDIRECTION...]",
+             "become COMMAND (none: the redirections are the shell's)"),
+    "if": ("if LIST; then LIST; [elif LIST; then LIST;]... [else LIST;] fi",
+           "run the LIST after the first test LIST that succeeds"),
+    "for": ("for NAME [in WORDS...]; do LIST; done", "run LIST for each word, NAME set to it"),
+    "while": ("while LIST; do LIST; done", "run LIST while the test LIST succeeds"),
+    "until": ("until LIST; do LIST; done", "run LIST until the test LIST succeeds"),
+    "case": ("case WORD in [(]PATTERN[|PATTERN]...) LIST ;;... esac",
+             "run the LIST of the first PATTERN that matches WORD"),
+    "function": ("function NAME { LIST; } or NAME() { LIST; }", "define a function"),
+    "{ ... }": ("{ LIST; }", "run LIST as one command"),
+    **{name: (name, _REFUSED_SUMMARY)
+       for name in ("for ((", "select", "time", "[[ ... ]]", "(( ... ))", "coproc")},
+}
 
 
-def _help_line(ctx: Invocation, name: str) -> None:
-    usage, summary = COMMANDS[name].usage, COMMANDS[name].summary
+def _topics() -> dict[str, tuple[str, str]]:
+    """help's topics by name: (usage, summary)."""
+    return {**{name: (spec.usage, spec.summary) for name, spec in COMMANDS.items()},
+            **_OTHER_TOPICS}
+
+
+def _help_line(ctx: Invocation, usage: str, summary: str) -> None:
     # A long usage puts its summary on the next line, to stay within 80 columns.
     if len(usage) >= _HELP_COLUMN:
         usage += "\n" + " " * (_HELP_COLUMN + 2)
@@ -125,23 +156,27 @@ def _help_line(ctx: Invocation, name: str) -> None:
 
 @command("help [PATTERN...]", "list the commands (those PATTERN matches)", builtin=True)
 def cmd_help(ctx: Invocation) -> int:
-    """The shell's help; with PATTERNs, the commands they match as bash's help matches
-    its builtins (a glob, or a name's start), and bash's complaint where none does."""
+    """The shell's help; with PATTERNs, the topics they match as bash's help matches its
+    own (a glob, or a name's start), each a line: a command's usage and what it does, or,
+    for one of bash's the shell refuses (``help eval``), that it refuses it; bash's
+    complaint where none matches. Without, the syntax and the commands, and the builtins
+    refused."""
     parsed = internal_getopt(ctx, "", "help [-dms] [pattern ...]", unsupported="dms")
     if isinstance(parsed, int):
         return parsed
     _, patterns = parsed
+    topics = _topics()
     if patterns:
-        names = [name for name in sorted(COMMANDS) if COMMANDS[name].run is not cmd_refused
-                 and any(strmatch(pattern, encode(name)) or name.startswith(pattern)
-                         for pattern in patterns)]
+        # bash's order: each pattern's topics in turn.
+        names = [name for pattern in patterns for name in sorted(topics)
+                 if strmatch(pattern, encode(name)) or name.startswith(pattern)]
         if not names:
             pattern = patterns[-1]  # bash names its last
             ctx.builtin_err(f"no help topics match `{pattern}'.  Try `help help' or "
                             f"`man -k {pattern}' or `info {pattern}'.")
             return 1
         for name in names:
-            _help_line(ctx, name)
+            _help_line(ctx, *topics[name])
         return 0
     ctx.out("ftrace-shell: a small bash for ftraced. Paths are the daemon's:\n"
             "/sys/kernel/debug/tracing, /sys/kernel/tracing, /proc/modules, /proc/kallsyms,\n"
@@ -157,9 +192,9 @@ def cmd_help(ctx: Invocation) -> int:
             "SCRIPT (-c COMMAND NAME), set -- and shift change them; exec COMMAND [ARG...]\n"
             "and exec REDIRECTION...; no globbing, no brace expansion ({1..3} a{b,c} are\n"
             "refused).\n\n")
-    for name in sorted(COMMANDS):
-        if COMMANDS[name].run is not cmd_refused:
-            _help_line(ctx, name)
+    for name in sorted(COMMANDS.keys() | {"exec"}):
+        if name == "exec" or COMMANDS[name].run is not cmd_refused:
+            _help_line(ctx, *topics[name])
     ctx.out("\n" + textwrap.fill("bash's other builtins are refused: "
                                  + " ".join(REFUSED_BUILTINS) + ".", 80) + "\n")
     return 0
@@ -389,11 +424,16 @@ class _LineNumbers:
          "print files (-n: numbered lines; -u: ignored; trace_pipe streams until Ctrl-C)")
 def cmd_cat(ctx: Invocation) -> int:
     """GNU cat: the options first, anywhere before ``--`` (glibc's getopt), a bad or
-    unsupported one ending it with status 1 before any file is read; then each file, or
-    standard input for none or ``-``, in order."""
+    unsupported one ending it with status 1 before any file is read (after one refused,
+    the usage of the shell's cat, where GNU's points at its --help, refused too); then each
+    file, or standard input for none or ``-``, in order; then, having read standard input,
+    its close(2), which fails where it is closed (``cat <&-``): GNU's second complaint."""
     operands: list[str] = []
     numbers: _LineNumbers | None = None
     for letter, value in getopt(ctx, "nu", (), _CAT_LONG_OPTIONS, unsupported=_CAT_UNSUPPORTED):
+        if letter == "!":
+            ctx.err(f"Usage: {COMMANDS['cat'].usage} (--number: -n)")
+            return 1
         if letter == "?":
             ctx.try_help()
             return 1
@@ -409,6 +449,9 @@ def cmd_cat(ctx: Invocation) -> int:
         except FtraceError as error:
             ctx.err(f"cat: {operand}: {ctx.shell.reason(error)}")
             status = 1
+    if "-" in (operands or ["-"]) and is_closed(ctx.stdin):
+        ctx.err(f"cat: closing standard input: {os.strerror(errno.EBADF)}")
+        return 1
     return status
 
 
@@ -599,4 +642,4 @@ def cmd_refused(ctx: Invocation) -> int:
 
 
 for _name in REFUSED_BUILTINS:
-    command(_name, "(bash's: not supported by ftrace-shell)", builtin=True)(cmd_refused)
+    command(_name, _REFUSED_SUMMARY, builtin=True)(cmd_refused)

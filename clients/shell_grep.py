@@ -215,7 +215,7 @@ def _parse(ctx: Invocation) -> tuple[_Options, list[str]] | int:
     try:
         for letter, value in getopt(ctx, _FLAGS, _VALUED, _LONG_OPTIONS,
                                     unsupported=_UNSUPPORTED, digits=True):
-            if letter == "?":
+            if letter in ("?", "!"):  # a bad option, or one refused
                 return _usage(ctx)
             if letter:
                 _option(ctx, options, letter, value)

@@ -34,9 +34,10 @@ its ``}`` is bash's unexpected EOF. Of the ``${...}`` operators, ``-``, ``=``, `
 (``${a%x}``, ``${!a}``...), a word with quotes or expansions (``${a:-"x"}``,
 ``${a:-$b}``), ``$-``, ``$!`` and ``$'...'`` are refused; ``$"..."`` is ``"..."`` (no
 message catalogs). An unquoted ``~`` where bash would expand it (a word's start; after the
-``=`` or a ``:`` of an assignment) is refused, and so is a brace expression bash would
-expand (``{1..3}``, ``a{b,c}``; not in an assignment, ``a={x,y}``), and an assignment
-``a+=x``, ``a[0]=x`` or ``a=(x y)``. No globbing (pathname expansion), subshells,
+``=`` or a ``:`` of an assignment) is refused, and so is a brace expression where bash
+would expand it (``{1..3}``, ``a{b,c}``, ``for i in a={x,y}``; not in an assignment,
+``a={x,y}``, nor in a case command's word or pattern), and an assignment ``a+=x``,
+``a[0]=x``, ``a[0]+=x`` or ``a=(x y)`` (``echo a=(x)``: bash's syntax error). No globbing (pathname expansion), subshells,
 backquotes, arithmetic, background jobs, here-documents or here-strings: ``$``
 not starting a parameter and ``*`` are ordinary characters outside a case pattern (``echo
 uinput* > set_ftrace_filter`` writes the glob itself, as bash does when nothing in the
@@ -148,7 +149,7 @@ _NOT_SUPPORTED = {
 #: The assignments bash's assignment() takes that the shell does not make: ``NAME+=``
 #: and ``NAME[SUBSCRIPT]=`` (the text before the "=", the word's unquoted text).
 _APPENDING = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+")
-_ELEMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\[[^\]]*\]")
+_ELEMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\[[^\]]*\]\+?")
 _BRACE_EXPRESSION = re.compile(r"\{([^{}]*)\}")
 _BRACE_SEQUENCE = re.compile(r"[-+]?[0-9]+\.\.[-+]?[0-9]+(\.\.[-+]?[0-9]+)?|"
                              r"[A-Za-z]\.\.[A-Za-z](\.\.[-+]?[0-9]+)?")
@@ -273,11 +274,14 @@ class Token:
     source: str = field(default="", compare=False)
     pattern: str = field(default="", compare=False)
     end_line: int = field(default=0, compare=False)
-    #: An assignment word's brace expression (``a={x,y}``), refused where the word is not
-    #: an assignment (``echo a={x,y}``, ``export a={x,y}``: bash expands those).
+    #: The word's brace expression (``{x,y}``), refused where bash expands it: a simple
+    #: command's word that is no assignment (``echo a={x,y}``, ``export a={x,y}``), a
+    #: for command's word, a redirection's target; not an assignment's value (``a={x,y}``),
+    #: a case command's word or pattern, a name.
     brace: str = field(default="", compare=False)
-    #: A word shaped as an assignment the shell does not make (``a+=x``, ``a[0]=x``):
-    #: its _NOT_SUPPORTED key and text, refused where bash would assign.
+    #: A word shaped as an assignment the shell does not make (``a+=x``, ``a[0]=x``,
+    #: ``a[0]+=x``, ``a=(x y)``): its _NOT_SUPPORTED key and text, refused where bash would
+    #: assign (elsewhere ``echo a=(x)``'s "(" is bash's syntax error).
     refused_assignment: tuple[str, str] | None = field(default=None, compare=False)
 
 
@@ -524,11 +528,9 @@ class _Lexer:
                 pattern.append(char)
         text = "".join(parts)
         if assignment and text.endswith("=") and self.peek() == "(":  # a=(1 2)
-            raise _refused("=(", line, text + "(")
-        # bash expands none in an assignment (``a={x,y}``): the parser decides.
+            refused_assignment = ("=(", text + "(")
+        # Where a brace expression is expanded, the parser decides.
         brace = self.brace_expression("".join(plain))
-        if brace and not assignment:
-            raise _refused("{,}", line, brace)
         is_fd = not quoted and fd_number(text) is not None and self.peek() in ("<", ">")
         self.tokens.append(Token("io" if is_fd else "word", text, line, quoted, assignment,
                                  self.text[start:self.pos], "".join(pattern), self.line,
@@ -767,6 +769,11 @@ class _Parser:
         if self.peek() is None:
             raise self.end_of_file()
 
+    def following_is(self, operator: str) -> bool:
+        """The token after the next one is the operator ``operator``."""
+        following = self.tokens[self.pos + 1] if self.pos + 1 < len(self.tokens) else None
+        return following is not None and (following.kind, following.text) == ("op", operator)
+
     def operator(self) -> str | None:
         """The operator the next token is, if it is one."""
         token = self.peek()
@@ -893,9 +900,7 @@ class _Parser:
         if name is None or name.kind != "word":
             raise self.unexpected(name)
         self.pos += 1
-        following = self.tokens[self.pos + 1] if self.pos + 1 < len(self.tokens) else None
-        if self.operator() == "(" and following is not None \
-                and (following.kind, following.text) == ("op", ")"):
+        if self.operator() == "(" and self.following_is(")"):
             self.pos += 2
         return self.function_body(name)  # a "(" not closed at once starts a subshell
 
@@ -906,9 +911,7 @@ class _Parser:
         token = self.peek()
         assert token is not None  # skip_newlines_or_need_more() asks for more first
         if token.kind == "op" and token.text == "(":
-            following = self.tokens[self.pos + 1] if self.pos + 1 < len(self.tokens) else None
-            arithmetic = following is not None and (following.kind, following.text) == ("op", "(")
-            raise _refused("((" if arithmetic else "(", token.line)
+            raise _refused("((" if self.following_is("(") else "(", token.line)
         if token.kind == "word" and not token.quoted and token.text in _NOT_SUPPORTED:
             raise _refused(token.text, token.line)
         body = self.compound_command()
@@ -963,6 +966,8 @@ class _Parser:
             self.pos += 1
             map_list = []
             while (token := self.peek()) is not None and token.kind == "word":
+                if token.brace:  # bash expands it: a={x,y} is a=x a=y
+                    raise _refused("{,}", token.line, token.brace)
                 map_list.append(_name_bad(token.text, token.source))
                 self.pos += 1
             if token is None:
@@ -1048,9 +1053,7 @@ class _Parser:
         assignment_args: set[int] = set()
         first = self.peek()
         if first is not None and first.kind == "op" and first.text == "(":
-            following = self.tokens[self.pos + 1] if self.pos + 1 < len(self.tokens) else None
-            arithmetic = following is not None and (following.kind, following.text) == ("op", "(")
-            raise _refused("((" if arithmetic else "(", first.line)
+            raise _refused("((" if self.following_is("(") else "(", first.line)
         # Only a command's first word is a reserved word: not after an assignment or a
         # redirection ("a=1 fi", ">f if": commands named fi and if), nor quoted.
         if first is not None and first.kind == "word" and not first.quoted:
@@ -1081,7 +1084,8 @@ class _Parser:
                 assignments.append((name, _name_bad(value, token.source.partition("=")[2])))
                 self.pos += 1
             elif token.kind == "word":
-                if token.brace:
+                # Not a function's name: "{a,b}() ..." defines the function {a,b}.
+                if token.brace and not (self.pos == start and self.following_is("(")):
                     raise _refused("{,}", token.line, token.brace)
                 if token.assignment and words[0] in _DECLARATION_BUILTINS:
                     assignment_args.add(len(words))
@@ -1127,6 +1131,8 @@ class _Parser:
         target = self.peek()
         if target is None or target.kind != "word":
             raise self.unexpected(target)
+        if target.brace:  # bash expands it (a second word: its "ambiguous redirect")
+            raise _refused("{,}", target.line, target.brace)
         self.pos += 1
         op = ">" if token.text == ">|" else token.text
         # bash's >&WORD sends stdout and stderr to a file, and N>&M- moves a descriptor;

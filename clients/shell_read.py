@@ -24,7 +24,7 @@ from clients.errors import FtraceError
 from clients.shell_parser import is_name
 from clients.shell_regex import CLASSES
 from clients.shell_runtime import Invocation, command, encode, internal_getopt
-from clients.shell_variables import DEFAULT_IFS
+from clients.shell_variables import DEFAULT_IFS, ReadonlyVariable
 
 __all__: list[str] = []  # the command registers itself in COMMANDS
 
@@ -199,26 +199,30 @@ def cmd_read(ctx: Invocation) -> int:
         value = _dequote(value) if saw_escape and value else value
         variables.assign(name, value.decode("utf-8", "surrogateescape"))
 
-    if not names:
-        assign("REPLY", text)
-        return status
-    splitter = _Splitter(ifs, saw_escape)
-    index = splitter.skip(text, 0, splitter.space_tab_newline)  # IFS white space off the start
-    for name in names[:-1]:
-        if not is_name(name):
-            ctx.builtin_err(f"`{name}': not a valid identifier")
+    try:
+        if not names:
+            assign("REPLY", text)
+            return status
+        splitter = _Splitter(ifs, saw_escape)
+        index = splitter.skip(text, 0, splitter.space_tab_newline)  # IFS white space off the start
+        for name in names[:-1]:
+            if not is_name(name):
+                ctx.builtin_err(f"`{name}': not a valid identifier")
+                return 1
+            word: bytes | None = None
+            if index < len(text):
+                word, index = splitter.word(text, index)
+            assign(name, word or b"")
+        last = names[-1]
+        if not is_name(last):
+            ctx.builtin_err(f"`{last}': not a valid identifier")
             return 1
-        word: bytes | None = None
-        if index < len(text):
-            word, index = splitter.word(text, index)
-        assign(name, word or b"")
-    last = names[-1]
-    if not is_name(last):
-        ctx.builtin_err(f"`{last}': not a valid identifier")
+        rest: bytes | None = text[index:]
+        if rest:
+            word, end = splitter.word(text, index)
+            rest = word if end == len(text) else splitter.strip_trailing(rest)
+        assign(last, rest or b"")
+    except ReadonlyVariable as error:  # bash's read stops there: the names after keep theirs
+        ctx.err(f"{ctx.shell.prefix()}: {error.message}")
         return 1
-    rest: bytes | None = text[index:]
-    if rest:
-        word, end = splitter.word(text, index)
-        rest = word if end == len(text) else splitter.strip_trailing(rest)
-    assign(last, rest or b"")
     return status

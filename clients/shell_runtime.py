@@ -41,6 +41,7 @@ __all__ = [
     "Descriptor",
     "as_input",
     "as_output",
+    "is_closed",
     "BAD_DESCRIPTOR",
     "FileInput",
     "NullInput",
@@ -190,13 +191,24 @@ class _BadDescriptor:
 
 
 BAD_DESCRIPTOR = _BadDescriptor()
+#: A descriptor open, but not for reading (as_input's of one open for writing only): its
+#: read(2) fails as a closed one's, but it is no closed descriptor (:func:`is_closed`).
+_WRITE_ONLY = _BadDescriptor()
 
 
 def as_input(descriptor: Descriptor) -> Input:
     """``descriptor`` as a command reads it: one open for writing only fails (EBADF), as
     vfs_read() fails a file without FMODE_READ. (A flag, not a Protocol isinstance
     check, which costs microseconds on every command.)"""
-    return cast(Input, descriptor) if descriptor.readable else BAD_DESCRIPTOR
+    if descriptor.readable:
+        return cast(Input, descriptor)
+    return BAD_DESCRIPTOR if descriptor is BAD_DESCRIPTOR else _WRITE_ONLY
+
+
+def is_closed(descriptor: Input) -> bool:
+    """The descriptor is not open: its close(2) would fail (EBADF)."""
+    return descriptor is BAD_DESCRIPTOR or isinstance(descriptor, StandardInput) \
+        and descriptor.fd is None
 
 
 def as_output(descriptor: Descriptor) -> Output:
@@ -569,7 +581,8 @@ def getopt(
     Yields (letter, value or "") for each option and ("", operand) for each operand, in
     their order; for a bad option, getopt's diagnostic (``ls: invalid option -- 'x'``),
     then ("?", ""), getopt's return for it, and stops. An option in ``unsupported`` (one
-    the program has, ftrace-shell not) is refused so, before its value is looked for.
+    the program has, ftrace-shell not) is refused so, before its value is looked for,
+    and ("!", "") yielded (the program may say what it takes instead).
     With ``digits``, the digits are options, and a run of them in one argument (the
     ``12`` of ``-12n``) is yielded as one: ("#", "12"), as GNU grep's -NUM gathers them.
     """
@@ -587,8 +600,10 @@ def getopt(
             if isinstance(found, tuple):
                 name, letter = found
                 if letter in unsupported:
-                    found = f"option '--{name}' is not supported by ftrace-shell"
-                elif "=" in arg and letter not in valued:
+                    ctx.err(f"{ctx.name}: option '--{name}' is not supported by ftrace-shell")
+                    yield "!", ""
+                    return
+                if "=" in arg and letter not in valued:
                     found = f"option '--{name}' doesn't allow an argument"
                 elif "=" not in arg and letter in valued:
                     value = next(args, None)
@@ -611,7 +626,7 @@ def getopt(
                 continue
             if letter in unsupported:
                 ctx.err(f"{ctx.name}: option '-{letter}' is not supported by ftrace-shell")
-                yield "?", ""
+                yield "!", ""
                 return
             if letter in valued:
                 value = letters or next(args, None)

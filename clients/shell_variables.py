@@ -7,7 +7,11 @@ IFS (space, tab, newline), PWD (the shell's working directory, on the daemon: th
 client's own is no path there), OLDPWD (the environment's when it names a directory, on
 the daemon's tree; else exported without a value, and when the environment had one that
 is no directory, not listed by ``export -p`` until assigned) and SHLVL (one more than the
-environment's, as bash's adjust_shell_level reads it). A command's prefix assignments
+environment's, as bash's adjust_shell_level reads it); and what bash sets where the
+environment has not: PATH (bash 5.2's DEFAULT_PATH_VALUE, as Debian builds it), TERM
+(``dumb``) and SHELL (the user's login shell), none of them exported; UID and EUID (the
+environment's are plain variables) and PPID (whatever the environment says), bash's
+readonly integers; and the dynamic variables (clients.shell_dynamic). A command's prefix assignments
 (``a=1 cmd``) live in a temporary scope for that command only: bash's temporary_env. A
 function's call opens a scope of its own for its ``local`` variables, above its caller's
 (bash's dynamic scoping: a variable is the innermost scope's that has it). The
@@ -24,31 +28,43 @@ expansion follows (``*`` stays as written); the parser refuses a ``~`` bash woul
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Protocol
 
+from clients.shell_dynamic import (Dynamic, FunctionName, LineNumber, NotArithmetic, Random,
+                                   Seconds)
 from clients.shell_parser import (MARKER, QUOTED_NULL, STRING_END, ParameterSpec, is_name,
                                   parameter_spec)
 from clients.shell_runtime import Invocation, command, encode, internal_getopt, legal_number
 
-__all__ = ["Variables", "Parameters", "ExpansionError", "expand_fields", "expand_value",
-           "expand_pattern"]
+__all__ = ["Variables", "Parameters", "ExpansionError", "ReadonlyVariable", "expand_fields",
+           "expand_value", "expand_pattern"]
 
 #: IFS when it is unset, and what bash gives it at start (variables.c).
 DEFAULT_IFS = " \t\n"
 _IFS_WHITESPACE = frozenset(DEFAULT_IFS)
+#: PATH where the environment has none: bash 5.2's DEFAULT_PATH_VALUE as Debian's bash
+#: 5.2.15 has it (config-top.h's, with Debian's /usr/local/sbin and /usr/sbin).
+DEFAULT_PATH = "/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin:."
 
 
 @dataclass
 class Variable:
     """One shell variable; ``value`` None: declared (``export a``) but unset;
-    ``invisible``: bash's att_invisible, not listed until assigned."""
+    ``invisible``: bash's att_invisible, not listed until assigned; ``readonly``: bash's
+    att_readonly (the shell's are UID, EUID and PPID, integers too); ``dynamic``: its
+    value computed when read, its assignments its own (clients.shell_dynamic)."""
 
     value: str | None
     exported: bool = False
     invisible: bool = False
+    readonly: bool = False
+    integer: bool = False
+    dynamic: Dynamic | None = None
 
 
 class Variables:
@@ -76,6 +92,21 @@ class Variables:
                                                  invisible=oldpwd is not None)
         self._scopes[0]["SHLVL"] = Variable(_shell_level(environ.get("SHLVL"), warn),
                                             exported=True)
+        # bash's set_if_not()s and set_shell_var(): where the environment has none.
+        for name, value in (("PATH", DEFAULT_PATH), ("TERM", "dumb"), ("SHELL", _login_shell())):
+            self._scopes[0].setdefault(name, Variable(value))
+        # uidset(): where the environment has none; set_ppid(): whatever it says.
+        for name, value in (("UID", os.getuid()), ("EUID", os.geteuid())):
+            self._scopes[0].setdefault(name, Variable(str(value), readonly=True, integer=True))
+        self._scopes[0]["PPID"] = Variable(str(os.getppid()), readonly=True, integer=True)
+        # initialize_dynamic_variables(): one the environment exported stays exported;
+        # only SECONDS takes the environment's value.
+        dynamics: tuple[tuple[str, Dynamic], ...] = (
+            ("LINENO", LineNumber()), ("FUNCNAME", FunctionName()), ("RANDOM", Random()),
+            ("SECONDS", Seconds(environ.get("SECONDS", "0"))))
+        for name, dynamic in dynamics:
+            self._scopes[0][name] = Variable(None, exported=name in environ,
+                                             integer=dynamic.integer, dynamic=dynamic)
 
     def _lookup(self, name: str) -> Variable | None:
         """The variable ``name`` in the innermost scope that has it (bash's
@@ -88,13 +119,36 @@ class Variables:
         return self._scopes[0].setdefault(name, Variable(None)) if variable is None else variable
 
     def get(self, name: str) -> str | None:
+        """The value of ``name`` as set (a dynamic variable's is the shell's:
+        :meth:`dynamic`)."""
         variable = self._lookup(name)
         return None if variable is None else variable.value
 
+    def dynamic(self, name: str) -> Dynamic | None:
+        """What computes the value of ``name``, if it is a dynamic variable."""
+        variable = self._lookup(name)
+        return None if variable is None else variable.dynamic
+
+    def readonly(self, name: str) -> bool:
+        variable = self._lookup(name)
+        return variable is not None and variable.readonly
+
     def assign(self, name: str, value: str | None) -> None:
         """bash's bind_variable (a None value: declared, unset, as bindpwd binds OLDPWD
-        to an unset PWD)."""
+        to an unset PWD); a dynamic variable's assign_func. Raises ReadonlyVariable, or
+        ExpansionError for a value ftrace-shell cannot evaluate (an integer variable's
+        expression)."""
         variable = self._find(name)
+        if variable.readonly:
+            raise ReadonlyVariable(name)
+        if variable.dynamic is not None:
+            try:
+                variable.dynamic.assign(value or "")
+            except NotArithmetic:
+                raise ExpansionError(f"{name}={value}: arithmetic evaluation of an integer "
+                                     "variable's value is not supported by ftrace-shell",
+                                     status=2) from None
+            return
         variable.value, variable.invisible = value, False
 
     def export(self, name: str, exported: bool = True) -> None:
@@ -136,7 +190,9 @@ class Variables:
     def local(self, name: str, value: str | None) -> None:
         """bash's ``local NAME[=VALUE]`` in the function running: a variable of its scope
         (unset, without a value: an outer one does not show through); one it has keeps
-        its value unless given one."""
+        its value unless given one. Raises ReadonlyVariable where ``name`` is readonly."""
+        if self.readonly(name):
+            raise ReadonlyVariable(name)
         scope = self._scopes[self._contexts[-1]]
         variable = scope.get(name)
         if variable is None:
@@ -156,18 +212,25 @@ class Variables:
         self.assign("PWD", cwd)
 
     def assign_temporary(self, name: str, value: str) -> None:
-        """A prefix assignment, in the scope :meth:`temporary` opened."""
+        """A prefix assignment, in the scope :meth:`temporary` opened (a plain variable,
+        as bash's temporary_env holds). Raises ReadonlyVariable where ``name`` is
+        readonly."""
+        if self.readonly(name):
+            raise ReadonlyVariable(name)
         self._scopes[-1][name] = Variable(value)
 
-    def exported(self) -> list[tuple[str, str | None]]:
-        """(name, value) of the exported variables, by name, as ``export -p`` lists them:
-        for each name, the innermost exported one (bash lists no temporary variable that
-        was not exported)."""
-        found: dict[str, str | None] = {}
+    def exported(self) -> list[tuple[str, str, str | None]]:
+        """(name, attributes, value) of the exported variables, by name, as ``export -p``
+        lists them (attributes: bash's letters, ``ix``, ``irx`` or ``x``): for each name,
+        the innermost exported one (bash lists no temporary variable that was not
+        exported)."""
+        found: dict[str, tuple[str, str | None]] = {}
         for scope in self._scopes:
-            found.update((name, variable.value) for name, variable in scope.items()
+            found.update((name, ("i" * variable.integer + "r" * variable.readonly + "x",
+                                 variable.value))
+                         for name, variable in scope.items()
                          if variable.exported and not variable.invisible)
-        return sorted(found.items())
+        return sorted((name, letters, value) for name, (letters, value) in found.items())
 
     @property
     def ifs(self) -> str:
@@ -188,6 +251,15 @@ class Variables:
             for name, variable in scope.items():
                 if variable.exported:
                     self._scopes[-1][name] = variable
+
+
+def _login_shell() -> str:
+    """bash's current_user.shell: the user's login shell, /bin/sh where the password file
+    has none."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
+    except KeyError:
+        return "/bin/sh"
 
 
 def _shell_level(inherited: str | None, warn: Callable[[str], None]) -> str:
@@ -220,12 +292,26 @@ class ExpansionError(Exception):
         self.reported = False
 
 
+class ReadonlyVariable(ExpansionError):
+    """An assignment to a readonly variable (bash's err_readonly): an assignment
+    statement's is bash's DISCARD, status 1; a prefix assignment's, a builtin's
+    (``export``, ``local``, ``read``) or a for command's complaint, which they print and
+    go on as bash's do."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name}: readonly variable")
+
+
 class Parameters(Protocol):
     """What expansion reads and assigns (the shell, clients.shell.Shell)."""
 
     variables: Variables
     #: The positional parameters ($1...).
     positional: tuple[str, ...]
+    #: The line of the command running ($LINENO).
+    line: int
+    #: The function running ($FUNCNAME), None outside any.
+    function_name: str | None
 
     def parameter(self, name: str) -> str | None:
         """A parameter's value by name (special parameters included); None when unset."""
@@ -234,15 +320,12 @@ class Parameters(Protocol):
         """What ``$(source)`` gives (its command starting on ``line``)."""
 
 
-def _operand(parameter: ParameterSpec, shell: Parameters, quoted: bool = False) -> str | None:
-    """What ``${...}``'s operator makes of its parameter (bash's
-    parameter_brace_expand_rhs and parameter_brace_expand_error): its word, or None where
-    the parameter's own value stands (set, or unset under ``+``; ``"${@-x}"`` is then
-    ``"$@"``). Its length is :func:`_value`'s. Outside double quotes bash joins ``$*``
-    as ``$@`` (string_list_dollar_at: a space where IFS is null), so ``${*:-x}`` of two
-    empty parameters is not null there."""
-    name = "@" if parameter.name == "*" and not quoted else parameter.name
-    value = shell.parameter(name)
+def _operand(parameter: ParameterSpec, value: str | None, shell: Parameters) -> str | None:
+    """What ``${...}``'s operator makes of its parameter, whose ``value`` was read once
+    (a dynamic variable's changes at each read: bash's parameter_brace_expand reads it
+    once), as bash's parameter_brace_expand_rhs and parameter_brace_expand_error do: its
+    word, or None where the parameter's own value stands (set, or unset under ``+``;
+    ``"${@-x}"`` is then ``"$@"``). Its length is :func:`_value`'s."""
     unset = value is None or (parameter.operator.startswith(":") and not value)
     kind = parameter.operator[-1:]
     if kind == "+":
@@ -265,10 +348,13 @@ def _value(parameter: ParameterSpec, shell: Parameters) -> str:
     :func:`_positional`'s."""
     if parameter.length and parameter.name in ("@", "*"):
         return str(len(shell.positional))  # bash's ${#@}: $#
+    value = shell.parameter(parameter.name)
     if parameter.length:
+        # bash's parameter_brace_expand finds the variable, then its length reads it
+        # again: a dynamic variable's value is computed twice (${#RANDOM} takes two).
         return str(len(shell.parameter(parameter.name) or ""))
-    word = _operand(parameter, shell)
-    return (shell.parameter(parameter.name) or "") if word is None else word
+    word = _operand(parameter, value, shell) if parameter.operator else None
+    return (value or "") if word is None else word
 
 
 #: The kinds of a word's pieces: its own text, and what a quoted or an unquoted parameter
@@ -329,7 +415,11 @@ def _pieces(word: str, shell: Parameters) -> Iterator[tuple[str, str]]:
         quoted, parameter = kind == "q", parameter_spec(spec)
         assert parameter is not None  # the lexer marks no other spec (_BAD_SUBSTITUTION)
         if parameter.name in ("@", "*") and not parameter.length:
-            operand = _operand(parameter, shell, quoted) if parameter.operator else None
+            # Outside double quotes bash joins $* as $@ (string_list_dollar_at: a space
+            # where IFS is null), so ${*:-x} of two empty parameters is not null there.
+            operand = _operand(parameter, shell.parameter(
+                "@" if parameter.name == "*" and not quoted else parameter.name),
+                shell) if parameter.operator else None
             if operand is None:
                 yield from _positional(parameter.name, quoted, shell)
                 continue
@@ -443,8 +533,9 @@ def cmd_export(ctx: Invocation) -> int:
     options, operands = parsed
     variables = ctx.shell.variables
     if not operands:
-        for name, value in variables.exported():
-            ctx.out(f"declare -x {name}" + ("" if value is None else f"={_quote(value)}") + "\n")
+        for name, letters, value in variables.exported():
+            ctx.out(f"declare -{letters} {name}"
+                    + ("" if value is None else f"={_quote(value)}") + "\n")
         return 0
     status = 0
     for operand in operands:
@@ -459,7 +550,11 @@ def cmd_export(ctx: Invocation) -> int:
                 status = 1
         else:
             if equals:
-                variables.assign(name, value)
+                try:
+                    variables.assign(name, value)
+                except ReadonlyVariable as error:  # bash exports it all the same
+                    ctx.err(f"{ctx.shell.prefix()}: {error.message}")
+                    status = 1
             variables.export(name, "n" not in options)
     return status
 
@@ -478,6 +573,9 @@ def cmd_unset(ctx: Invocation) -> int:
     for name in operands:
         if "f" in options:
             functions.pop(name, None)
+        elif variables.readonly(name):
+            ctx.builtin_err(f"{name}: cannot unset: readonly variable")
+            status = 1
         elif is_name(name):
             if "v" not in options and not variables.exists(name):
                 functions.pop(name, None)
@@ -519,6 +617,10 @@ def cmd_local(ctx: Invocation) -> int:
             ctx.builtin_err(f"`{operand}': not a valid identifier")
             status = 1
             continue
-        variables.local(name, value if equals else None)
+        try:
+            variables.local(name, value if equals else None)
+        except ReadonlyVariable as error:
+            ctx.builtin_err(error.message)
+            status = 1
     return status
 

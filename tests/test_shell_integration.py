@@ -665,8 +665,10 @@ def test_cat_takes_options_as_gnu_cat_does(daemon, tmp_path):
     """(a -c command, its status, stdout, stderr): ``--`` ends the options, -n numbers the
     lines across the files (GNU's ``%6d\t``), -u is ignored, an option anywhere before
     ``--`` is one; what GNU cat has and ftrace-shell's not is refused, not read as a file
-    name; glibc's words for the rest, then GNU's hint, status 1, no file read."""
+    name, then what the shell's cat takes (GNU's hint named --help, refused too); glibc's
+    words for the rest, then GNU's hint; status 1, no file read."""
     try_help = "Try 'cat --help' for more information.\n"
+    usage = "Usage: cat [-nu] [FILE...] (--number: -n)\n"
     cases = [
         ("cat -- current_tracer", 0, "nop\n", ""),
         ("cat -n current_tracer tracing_on", 0, "     1\tnop\n     2\t1\n", ""),
@@ -674,11 +676,11 @@ def test_cat_takes_options_as_gnu_cat_does(daemon, tmp_path):
         ("cat current_tracer -n", 0, "     1\tnop\n", ""),
         ("cat -- -n current_tracer", 1, "nop\n", "cat: -n: No such file or directory\n"),
         ("cat -A current_tracer", 1, "",
-         "cat: option '-A' is not supported by ftrace-shell\n" + try_help),
+         "cat: option '-A' is not supported by ftrace-shell\n" + usage),
         ("cat current_tracer --show-ends", 1, "",
-         "cat: option '--show-ends' is not supported by ftrace-shell\n" + try_help),
+         "cat: option '--show-ends' is not supported by ftrace-shell\n" + usage),
         ("cat --help", 1, "", "cat: option '--help' is not supported by ftrace-shell\n"
-         + try_help),
+         + usage),
         ("cat -P current_tracer", 1, "", "cat: invalid option -- 'P'\n" + try_help),
         ("cat --num current_tracer", 1, "", "cat: option '--num' is ambiguous; "
          "possibilities: '--number-nonblank' '--number'\n" + try_help),

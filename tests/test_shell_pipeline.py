@@ -261,7 +261,7 @@ def test_a_closed_standard_input_is_a_failed_read_not_the_shells_own_files(daemo
     """Started with descriptor 0 closed (``<&-``), whose number the shell's socket to the
     daemon, or the pipe to a ``--spawn`` daemon, may then take (the two then waited on each
     other): a command reading standard input fails with EBADF, as cat's read(2) does under
-    bash."""
+    bash, and so does GNU cat's close(2) of it at the end."""
     where = ["--spawn", "--core-functions", "2000"] if own_daemon else ["--address",
                                                                           daemon.address]
     closed = subprocess.run(
@@ -270,7 +270,8 @@ def test_a_closed_standard_input_is_a_failed_read_not_the_shells_own_files(daemo
          "cat; echo $?; cat | grep x; echo $?"],
         cwd=tmp_path, env=child_env(), capture_output=True, timeout=DEADLINE)
     assert (closed.returncode, closed.stdout, closed.stderr) == (
-        0, b"1\n1\n", b"cat: -: Bad file descriptor\n" * 2)
+        0, b"1\n1\n",
+        b"cat: -: Bad file descriptor\ncat: closing standard input: Bad file descriptor\n" * 2)
 
 
 #: The regular file given as standard input below: lines, the last without its newline.

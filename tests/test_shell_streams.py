@@ -18,12 +18,13 @@ from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
 TRACING = "/sys/kernel/debug/tracing"
 
 
-def run_with(daemon, command: str, fd: int, closed: bool) -> tuple[int, bytes]:
-    """``ftrace-shell -c COMMAND`` with ``fd`` (1 or 2) closed (bash's ``>&-``), or else a
-    pipe nobody reads, the other one captured: (its status as subprocess reports it, what
-    the other one got). sh closes the descriptor and execs the shell: a preexec_fn would
-    make subprocess fork() this process, whose gRPC threads' fork handlers can deadlock
-    the child before it runs anything."""
+def run_with(daemon, command: str, fd: int, closed: bool,
+             program: list[str] | None = None) -> tuple[int, bytes]:
+    """``ftrace-shell -c COMMAND`` (``program -c COMMAND``: bash's, say) with ``fd`` (1 or
+    2) closed (bash's ``>&-``), or else a pipe nobody reads, the other one captured: (its
+    status as subprocess reports it, what the other one got). sh closes the descriptor
+    and execs the shell: a preexec_fn would make subprocess fork() this process, whose
+    gRPC threads' fork handlers can deadlock the child before it runs anything."""
     streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     closing = ["/bin/sh", "-c", f'exec "$0" "$@" {fd}>&-'] if closed else []
     write = None
@@ -31,8 +32,8 @@ def run_with(daemon, command: str, fd: int, closed: bool) -> tuple[int, bytes]:
         read, write = os.pipe()
         os.close(read)  # no reader from the start: its first write gets EPIPE
         streams["stdout" if fd == 1 else "stderr"] = write
-    shell = subprocess.Popen([*closing, sys.executable, "-m", "clients.shell", "--address",
-                              daemon.address, "-c", command], env=child_env(),
+    program = program or [sys.executable, "-m", "clients.shell", "--address", daemon.address]
+    shell = subprocess.Popen([*closing, *program, "-c", command], env=child_env(),
                              stdin=subprocess.DEVNULL, **streams)
     if write is not None:
         os.close(write)

@@ -1,0 +1,161 @@
+"""bash 5.2's dynamic variables that ftrace-shell gives (variables.c's
+initialize_dynamic_variables): a value computed when the variable is read (bash's
+dynamic_value) and an assignment that does what its assign_func does. ``LINENO`` and
+``FUNCNAME`` read the shell's line and function (an assignment changes nothing);
+``RANDOM`` is bash's generator, an assignment seeding it (assign_random), and a
+subshell's copy reseeded before its first value unless the subshell seeds it itself
+(get_random_number: bash's subshell is another process); ``SECONDS`` counts the wall
+clock's seconds since the shell started, or since an assignment, from the value
+assigned (assign_seconds). ``unset`` ends a dynamic variable (clients.shell_variables).
+
+RANDOM and SECONDS are bash's integer variables: what is assigned to them is an
+arithmetic expression, which ftrace-shell does not evaluate. A decimal number that fits
+bash's intmax_t (blanks around it, a sign), which bash's arithmetic reads as the number,
+and nothing (0) are taken; anything else (``1+1``, ``010``, ``0x10``, a name, a number
+beyond 64 bits) is refused (:class:`NotArithmetic`), never taken for some other number.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import re
+import time
+from typing import Protocol
+
+__all__ = ["Dynamic", "LineNumber", "FunctionName", "Random", "Seconds", "NotArithmetic"]
+
+#: What an integer variable's value may be here: a decimal number with no leading zero
+#: (bash's arithmetic reads 010 as octal), blanks around it; or only blanks.
+_DECIMAL = re.compile(r"[ \t\n]*(?:([+-]?(?:0|[1-9][0-9]*))[ \t\n]*)?")
+
+
+class NotArithmetic(ValueError):
+    """A value bash evaluates as an arithmetic expression, which ftrace-shell does not."""
+
+
+class Shell(Protocol):
+    """What a dynamic value reads of the shell (clients.shell.Shell)."""
+
+    #: The line of the command running.
+    line: int
+    #: The function running, None outside any.
+    function_name: str | None
+
+
+def _intmax(number: int) -> int:
+    """``number`` as bash's intmax_t arithmetic leaves it: wrapped to 64 bits."""
+    return (number + 2**63) % 2**64 - 2**63
+
+
+def integer_value(value: str) -> int:
+    """What bash's arithmetic makes of an integer variable's new ``value`` (evalexp), for
+    the values the shell takes (see the module's docstring); NotArithmetic for others."""
+    match = _DECIMAL.fullmatch(value)
+    number = int(match.group(1) or 0) if match else None
+    if number is None or number != _intmax(number):
+        raise NotArithmetic(value)
+    return number
+
+
+class Dynamic:
+    """A dynamic variable; an assignment changes nothing unless a subclass says (bash's
+    null_assign, and LINENO's, whose line the next command sets again)."""
+
+    #: bash's att_integer (``export -p`` lists it as ``declare -ix``).
+    integer = False
+
+    def value(self, shell: Shell) -> str | None:
+        raise NotImplementedError
+
+    def assign(self, value: str) -> None:
+        pass
+
+
+class LineNumber(Dynamic):
+    """``$LINENO``: bash's get_lineno."""
+
+    def value(self, shell: Shell) -> str | None:
+        return str(shell.line)
+
+
+class FunctionName(Dynamic):
+    """``$FUNCNAME``: the function running (bash's get_funcname, its first element)."""
+
+    def value(self, shell: Shell) -> str | None:
+        return shell.function_name
+
+
+#: bash's BASH_RAND_MAX.
+_RAND_MAX = 0x7FFF
+
+
+class Random(Dynamic):
+    """``$RANDOM``: bash 5.2's generator (variables.c: intrand32(), the Park-Miller
+    minimal standard, and brand(), its value's halves xored, at the compatibility level
+    of 5.1 and later), a value never the same as the one before (get_random_number)."""
+
+    integer = True
+
+    def __init__(self) -> None:
+        self._seed(random.getrandbits(32))
+
+    def _seed(self, seed: int) -> None:
+        """bash's sbrand: the seed as an unsigned 32-bit int; and, unlike the shell's
+        start (seedrand), no value before."""
+        self._rseed = seed % 2**32
+        self._last = 0
+        self._reseed = False
+
+    def value(self, shell: Shell) -> str | None:
+        if self._reseed:  # a subshell's first value: seedrand() in the new process
+            self._seed(random.getrandbits(32))
+        while True:
+            self._rseed = _intrand32(self._rseed)
+            value = ((self._rseed >> 16) ^ (self._rseed & 0xFFFF)) & _RAND_MAX
+            if value != self._last:
+                self._last = value
+                return str(value)
+
+    def assign(self, value: str) -> None:
+        """bash's assign_random: the value seeds the generator."""
+        self._seed(integer_value(value))
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Random:
+        """A subshell's copy (the variables are deep-copied only for a subshell): bash
+        reseeds a subshell's generator at its first value, unless it seeded it."""
+        twin = copy.copy(self)
+        twin._reseed = True
+        return twin
+
+
+def _intrand32(last: int) -> int:
+    """bash's intrand32: x(n+1) = 16807 * x(n) mod (2**31 - 1), Schrage's way, as its
+    32-bit arithmetic does it (a seed of 0 is 123459876)."""
+    seed = last or 123459876
+    high, low = divmod(seed, 127773)
+    step = 16807 * low - 2836 * high
+    return step + 0x7FFFFFFF if step < 0 else step
+
+
+class Seconds(Dynamic):
+    """``$SECONDS``: bash's get_seconds, the value assigned plus the wall clock's whole
+    seconds since then (since the shell started, where nothing was)."""
+
+    integer = True
+
+    def __init__(self, value: str = "0") -> None:
+        try:
+            self.assign(value)
+        except NotArithmetic:
+            # From the environment, where nothing can be refused: counted from 0, as
+            # bash's for a name (not for an expression, which bash evaluates).
+            self.assign("0")
+
+    def value(self, shell: Shell) -> str | None:
+        return str(_intmax(self._assigned + int(time.time()) - self._start))
+
+    def assign(self, value: str) -> None:
+        """bash's assign_seconds: counting starts again from ``value``."""
+        self._assigned = integer_value(value)
+        self._start = int(time.time())

@@ -1,0 +1,289 @@
+"""ftrace-shell against bash 5.2 where reviews found them apart, over a real ftraced: the
+variables bash sets at start where the environment has none (PATH, TERM, SHELL), its
+readonly ones (UID, EUID, PPID) and its dynamic ones (RANDOM=N seeds, SECONDS=N offsets,
+unset ends them); what is no assignment (``a[0]+=1`` refused as arrays are, ``echo
+x=(1)`` bash's syntax error) and where braces are literal (a case command's word and
+patterns) or expanded (``for i in a={x,y}``: refused); help for every builtin of bash's;
+GNU cat's close of a closed standard input; a ``-c`` command's last program exec'd as
+bash's (SIGPIPE kills the shell); an interactive shell's ``exit`` and ``exec nosuch`` at a
+terminal. Each is compared with bash's own output where bash has one."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.children import REPO
+from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.test_shell_streams import run_with
+
+TRACING = "/sys/kernel/debug/tracing"
+#: What both shells' environments hold (bash's too, so that ``export -p`` lists the same):
+#: no PATH, TERM, SHELL or HOME unless a test gives them.
+_ENVIRONMENT = {"LC_ALL": "C", "PYTHONPATH": REPO}
+
+
+def _bash() -> str:
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash to compare with")
+    return bash
+
+
+def _shell(daemon, text: str, environ: dict[str, str], stdin: str = ""
+           ) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "clients.shell", "--address", daemon.address, "-c", text],
+        env=environ, cwd="/", input=stdin, capture_output=True,
+        text=True, timeout=60)
+
+
+def assert_as_bash(daemon, text: str, environ: dict[str, str] = _ENVIRONMENT,
+                   stdin: str = "") -> None:
+    """``ftrace-shell -c TEXT`` and ``bash -c TEXT`` with only ``environ`` in their
+    environments: status, stdout and stderr the same."""
+    real = subprocess.run(["bash", "-c", text], executable=_bash(), env=environ, cwd="/",
+                          input=stdin, capture_output=True, text=True, timeout=60)
+    shell = _shell(daemon, text, environ, stdin)
+    assert (shell.returncode, shell.stdout, shell.stderr) == (
+        real.returncode, real.stdout, real.stderr)
+
+
+# --- the variables bash sets ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("environ", [
+    # bash's defaults where the environment has none (they expanded to nothing).
+    _ENVIRONMENT,
+    # The environment's, empty too.
+    {**_ENVIRONMENT, "PATH": "/nonexistent", "TERM": "", "SHELL": "/bin/x"},
+])
+def test_path_term_and_shell_as_bash_sets_them(daemon, environ):
+    """Not exported unless the environment's."""
+    assert_as_bash(daemon, 'echo "[$PATH|$TERM|$SHELL]"; export -p', environ)
+
+
+#: Where bash finds GNU grep and cat, which the shell's are.
+_GREP = {**_ENVIRONMENT, "PATH": "/usr/bin:/bin"}
+
+
+@pytest.mark.parametrize("text", [
+    # bash's DISCARD: the rest of the line goes, status 1; the next line runs.
+    "UID=1; echo no\necho $? $UID",
+    "x=1 EUID=1 y=2; echo no\necho $? \"[$x$y]\"",
+    "PPID=1\necho $?",
+    # A prefix assignment's complaint; the command runs.
+    "UID=1 true; echo $?",
+    # The builtins' and the for command's.
+    "export UID=5 y=1; echo $? $y; export -p | grep UID",
+    "unset x UID y; echo $?",
+    "for UID in 1; do echo in; done; echo $?",
+    "f() { local a UID=3 b=2; echo $? \"[$b]\"; }; f",
+    "read a UID b; echo $? \"[$a][$b]\"",
+    # In a subshell: its own end.
+    "x=$(UID=1; echo in); echo \"[$x] $?\"",
+])
+def test_uid_euid_and_ppid_are_readonly_as_bashs(daemon, text):
+    assert_as_bash(daemon, text, _GREP, stdin="1 2 3\n")
+
+
+def test_uid_and_euid_from_the_environment_are_plain_variables(daemon):
+    assert_as_bash(daemon, "echo $UID $EUID; UID=8; echo $UID; unset EUID; echo \"[$EUID]\"",
+                   {**_ENVIRONMENT, "UID": "7", "EUID": "9"})
+
+
+@pytest.mark.parametrize("text", [
+    # bash's generator, seeded (a 32-bit seed; 0 is its own; blanks and a sign taken).
+    "RANDOM=5; echo $RANDOM $RANDOM $RANDOM; RANDOM=-1; echo $RANDOM; RANDOM=4294967301; "
+    "echo $RANDOM; RANDOM=' 5 '; echo $RANDOM; RANDOM=0; echo $RANDOM ${RANDOM:-x} ${#RANDOM}",
+    # Seeded in a subshell: the subshell's.
+    "x=$(RANDOM=5; echo $RANDOM); echo $x",
+    # SECONDS: nothing is 0; the largest intmax_t.
+    "SECONDS=; echo $SECONDS; SECONDS=9223372036854775807; echo $SECONDS",
+    # unset ends them: ordinary variables after.
+    "unset RANDOM SECONDS LINENO; echo \"[$RANDOM$SECONDS$LINENO]\"; RANDOM=3; echo $RANDOM",
+])
+def test_random_and_seconds_as_bashs(daemon, text):
+    assert_as_bash(daemon, text)
+
+
+def test_seconds_counts_from_what_was_assigned(daemon):
+    """Bounded by the seconds the run took, as bash's count of the wall clock's."""
+    started = time.time()
+    shell = _shell(daemon, "SECONDS=-1000; echo $SECONDS", _ENVIRONMENT)
+    took = time.time() - started
+    assert shell.returncode == 0 and -1000 <= int(shell.stdout) <= -1000 + took + 1
+
+
+def test_an_integer_variables_expression_is_refused(daemon):
+    """bash evaluates what is assigned to RANDOM or SECONDS as arithmetic (RANDOM=1+1
+    seeds 2); the shell does no arithmetic, and refuses it."""
+    text = "RANDOM=1+1; echo no\nSECONDS=010; echo no\nSECONDS=9223372036854775808\necho $?"
+    shell = _shell(daemon, text, _ENVIRONMENT)
+    refusal = ("bash: line {}: {}: arithmetic evaluation of an integer variable's value is "
+               "not supported by ftrace-shell\n")
+    assert (shell.returncode, shell.stdout, shell.stderr) == (
+        0, "2\n", refusal.format(1, "RANDOM=1+1") + refusal.format(2, "SECONDS=010")
+        + refusal.format(3, "SECONDS=9223372036854775808"))
+
+
+# --- words --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    # The "(" after a word that is no assignment: bash's syntax error, not an array's.
+    "echo x=(1 2)",
+    "echo a[0]+=1 x=\\(",
+    # Braces bash leaves as they are: a case command's word and patterns, a name.
+    "case a in {a,b}) echo yes;; *) echo no;; esac",
+    "case {a,b} in {a,b}) echo yes;; esac",
+    "for {a,b} in 1; do :; done",
+    "{a,b}() { echo f; }; '{a,b}'",
+])
+def test_words_as_bash_reads_them(daemon, text):
+    assert_as_bash(daemon, text)
+
+
+@pytest.mark.parametrize("text, refusal", [
+    # Was "a[0]+=1: command not found".
+    ("a[0]+=1", "an array element's assignment (`a[0]+=')"),
+    # Ran unexpanded: bash's for gives a=x, then a=y.
+    ("for i in a={x,y}; do echo $i; done", "brace expansion (`{x,y}')"),
+])
+def test_what_bash_would_assign_or_expand_is_refused(daemon, text, refusal):
+    shell = _shell(daemon, text, _ENVIRONMENT)
+    assert (shell.returncode, shell.stdout, shell.stderr) == (
+        2, "", f"bash: -c: line 1: {refusal} is not supported by ftrace-shell\n"
+        f"bash: -c: line 1: `{text}'\n")
+
+
+# --- builtins -----------------------------------------------------------------------
+
+
+def test_help_knows_every_builtin_and_reserved_word_bashs_does(daemon):
+    """``help NAME`` succeeds where bash's does: every builtin (those the shell refuses
+    say so) and the reserved words with a topic; the others are bash's complaint."""
+    names = subprocess.run(["bash", "-c", "compgen -b; compgen -k"], executable=_bash(),
+                           capture_output=True, text=True, check=True).stdout.split()
+    names.remove("in")  # the start of the shell's insmod and invoke, which bash has not
+    quoted = " ".join(f"'{name}'" for name in names)
+    assert_as_bash(daemon, f'for n in {quoted}; do help "$n" > /dev/null; echo "$n $?"; done '
+                   "2>&1 | grep -v -e ' 0$' -e 'no help topics match'")
+    shell = _shell(daemon, "help eval '[['", _ENVIRONMENT)
+    assert shell.stdout == (f"  {'eval':<26}(bash's: not supported by ftrace-shell)\n"
+                            f"  {'[[ ... ]]':<26}(bash's: not supported by ftrace-shell)\n")
+
+
+@pytest.mark.parametrize("text", [
+    # GNU cat closes standard input when it read it: closed, its second complaint.
+    "cat <&-; echo $?",
+    "cat - /dev/null <&-; echo $?",
+    "cat /dev/null <&-; echo $?",
+    # Open, for writing only: the read fails, not the close.
+    "cat 0>/dev/null; echo $?",
+])
+def test_cat_of_a_closed_standard_input_as_gnus(daemon, text):
+    assert_as_bash(daemon, text, _GREP)
+
+
+# --- processes ----------------------------------------------------------------------
+
+
+#: Where bash 5.2 execs the last command of a -c string, so that a SIGPIPE kills the shell
+#: (-13), and where it forks (141): the status is the same either way, but not how the
+#: shell ended. {f}: a file for cat.
+_EXEC_CASES = ["cat {f}", "cat {f}\n", "cat {f}\n\n", "cat {f} # c", "true && true; cat {f}",
+               "false || cat {f}", "true; true && cat {f}", "! cat {f}", "x=1 cat {f}",
+               "cat {f} 2>/dev/null", "{{ cat {f}; }}", "cat {f}; :", "exec cat {f}; :",
+               "f() {{ cat {f}; }}; f"]
+
+
+def test_a_dash_c_commands_last_program_is_execd_as_bashs(daemon, tmp_path):
+    """Into a pipe nobody reads: bash execs a lone simple command ending the string (its
+    should_suppress_fork()), and the program's SIGPIPE is the shell's; the shell exited
+    141 instead. ``exec cat`` anywhere is the shell's own death too."""
+    _bash()
+    (tmp_path / "file").write_text("x\n")
+    bash_ends = [run_with(daemon, text.format(f=tmp_path / "file"), 1, closed=False,
+                          program=["bash"])[0] for text in _EXEC_CASES]
+    shell_ends = [run_with(daemon, text.format(f=f"{TRACING}/README"), 1, closed=False)[0]
+                  for text in _EXEC_CASES]
+    assert shell_ends == bash_ends
+    assert bash_ends[:2] == [-signal.SIGPIPE] * 2 and bash_ends[2] == 141
+
+
+# --- at a terminal -------------------------------------------------------------------
+
+
+class _Terminal:
+    """A program on a pseudo-terminal of its own (stdin, stdout and stderr), read until a
+    text appears, with a deadline: no sleeping."""
+
+    def __init__(self, argv: list[str], environ: dict[str, str], cwd: str) -> None:
+        self.master, slave = os.openpty()
+        self.process = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
+                                        env=environ, cwd=cwd, start_new_session=True)
+        os.close(slave)
+        self._buffer = b""
+
+    def until(self, text: bytes, seconds: float = 60) -> bytes:
+        """What came up to ``text`` (taken), or, with ``text`` empty, up to the end."""
+        deadline = time.monotonic() + seconds
+        while not text or text not in self._buffer:
+            ready, _, _ = select.select([self.master], [], [], deadline - time.monotonic())
+            assert ready, f"waited for {text!r}: {self._buffer!r}"
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # EIO: the other side closed
+                chunk = b""
+            if not chunk:
+                assert not text, f"ended before {text!r}: {self._buffer!r}"
+                break
+            self._buffer += chunk
+        end = self._buffer.index(text) + len(text) if text else len(self._buffer)
+        taken, self._buffer = self._buffer[:end], self._buffer[end:]
+        return taken
+
+    def close(self) -> int:
+        os.close(self.master)
+        return self.process.wait(timeout=60)
+
+
+def _session(argv: list[str], environ: dict[str, str], cwd: str, prompt: bytes,
+             lines: list[str]) -> tuple[list[bytes], int]:
+    """Type ``lines`` at the prompt, each after the one before gave the prompt again;
+    the last ends the program: (what each line gave, the prompt cut off; the status)."""
+    terminal = _Terminal(argv, environ, cwd)
+    try:
+        terminal.until(prompt)
+        gave = []
+        for line in lines[:-1]:
+            os.write(terminal.master, line.encode() + b"\n")
+            gave.append(terminal.until(prompt).removesuffix(prompt))
+        os.write(terminal.master, lines[-1].encode() + b"\n")
+        gave.append(terminal.until(b""))
+    finally:
+        status = terminal.close()
+    return gave, status
+
+
+def test_interactive_exit_and_exec_of_no_program_as_bashs(daemon, tmp_path):
+    """``exec nosuch`` at a prompt: bash's error, 127, and the shell goes on; ``exit``
+    says so on stderr (not a subshell's); both against bash -i's."""
+    lines = ["exec nosuch", "echo $?", "x=$(exit 4); echo $? | grep 4", "exit 3"]
+    environ = {"HOME": str(tmp_path), "TERM": "dumb", "PATH": "/usr/bin:/bin"}
+    prompt = "root@ftrace-sim:/# "  # the shell's, bash's PS1
+    shell = _session([sys.executable, "-m", "clients.shell", "--address", daemon.address],
+                     {**environ, "PYTHONPATH": REPO}, str(tmp_path), prompt.encode(), lines)
+    real = _session([_bash(), "--norc", "--noprofile", "-i"], {**environ, "PS1": prompt},
+                    str(tmp_path), prompt.encode(), lines)
+    assert shell == real
+    assert shell == ([b"exec nosuch\r\nbash: exec: nosuch: not found\r\n", b"echo $?\r\n127\r\n",
+                      b"x=$(exit 4); echo $? | grep 4\r\n4\r\n", b"exit 3\r\nexit\r\n"], 3)
