@@ -69,7 +69,7 @@ def run_once(variant: str, race: str | None, seed: int, quick: bool, out: str) -
         "time_s": report["time_to_detection_s"],
         "first_anomaly": first["message"] if first else None,
         "warn": any(a["kind"] == "WARNING" for a in report["anomalies"]),
-        "operations": report["operations"]["total"],
+        "operations": report["operations"]["in_run"],
         "wall_s": round(time.monotonic() - started, 3),
     }
 
