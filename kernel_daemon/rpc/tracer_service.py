@@ -87,6 +87,9 @@ class HitQueue:
     limit: int
     cond: threading.Condition = field(default_factory=threading.Condition)
     hits: list[pb.Hit] = field(default_factory=list)
+    # When the oldest hit queued came (time.monotonic()); None: none queued. A partial
+    # batch is due max_delay after it, and with none queued nothing is due.
+    oldest: float | None = None
     queued_calls: int = 0
     dropped: int = 0
     sent: int = 0
@@ -102,12 +105,18 @@ class HitQueue:
                 self.dropped += hit.count - max(room, 0)
                 hit.count = max(room, 0)
             if hit.count:
+                if not self.hits:
+                    self.oldest = time.monotonic()
                 self.hits.append(hit)
                 self.queued_calls += hit.count
             self.cond.notify_all()
 
     def take(self, max_batch: int) -> tuple[list[pb.Hit], int]:
         batch, self.hits = self.hits[:max_batch], self.hits[max_batch:]
+        if not self.hits:
+            # Those left, past a full batch, keep the time of the oldest taken: due
+            # early rather than late.
+            self.oldest = None
         calls = sum(h.count for h in batch)
         self.queued_calls -= calls
         self.sent += calls
@@ -302,13 +311,20 @@ class TracerSession:
         return op
 
     def _next_request(self) -> pb.TracerRequest | None | object:
-        """The next request, or None when hits are due (or the wait timed out); raises
-        the EINVAL of a request that did not parse."""
-        deadline = time.monotonic() + self.max_delay
+        """The next request, or None when hits are due: a full batch, or the oldest
+        max_delay old; raises the EINVAL of a request that did not parse.
+
+        With no hit queued the wait has no timeout: a request, a hit, the stream's end
+        (:meth:`_enqueue`, the call's callback) or the boot's (:meth:`_wake`) wakes it.
+        An idle stream woke every max_delay, and 200 of them with max_delay_ms 1 kept
+        the daemon's CPU busy."""
         with self.hits.cond:
             while (self.requests.empty() and len(self.hits.hits) < self.max_batch
                    and not self.boot.ended):
-                remaining = deadline - time.monotonic()
+                if self.hits.oldest is None:
+                    self.hits.cond.wait()
+                    continue
+                remaining = self.hits.oldest + self.max_delay - time.monotonic()
                 if remaining <= 0:
                     break
                 self.hits.cond.wait(remaining)
