@@ -136,9 +136,9 @@ def test_segments_of_a_killed_daemon_are_reaped_at_the_next_boot(tmp_path):
     assert segments_of(namespace)
     child.send_signal(signal.SIGKILL)
     # Dead but not yet waited for (a zombie, which kill(pid, 0) still finds): its
-    # segments are stale all the same, and the next boot reaps them (it left them).
+    # segments are stale all the same, and the next boot reaps them (it left them; a
+    # boot on another test worker may have been first).
     os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
-    assert segments_of(namespace), "a killed daemon cannot clean up after itself"
     try:
         # Any boot reaps them, this one or one on another test worker: they are gone.
         reap_stale_segments()
