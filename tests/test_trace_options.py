@@ -120,9 +120,15 @@ def test_a_tracer_s_option_files_come_only_with_a_switch_to_it():
                 "\nnotest_nop_accept\nnotest_nop_refuse\n")
             write(vfs, f"{T}/current_tracer", b"nop\n")
         write(vfs, f"{T}/current_tracer", b"function\n")
+        assert cat(vfs, f"{T}/options/func_stack_trace") == "0\n"
         write(vfs, f"{T}/current_tracer", b"nop\n")
         names = {e.name for e in vfs.list_dir(f"{T}/options")}
         assert names == set(TRACE_OPTIONS + NOP_OPTIONS)
+        # function's own files went with it, though a path to one was looked up (and
+        # they stayed found: the path stayed in the dcache).
+        with pytest.raises(KernelError) as exc:
+            vfs.stat(f"{T}/options/func_stack_trace")
+        assert exc.value.errno == errno.ENOENT
         assert cat(vfs, f"{T}/options/test_nop_accept") == "0\n"
         # `echo 1 > FILE` opens with O_CREAT, which finds the tracer's files as the
         # core ones (it failed EACCES); O_EXCL is EEXIST for both, as for any file there.

@@ -90,6 +90,8 @@ class OptionsDirectory(Directory):
     to (``destroy_trace_option_files()`` / ``create_trace_option_files()``): none at
     boot, whose nop is set without a switch.  Looked up at each access."""
 
+    changes = True  # the tracer's files come and go with the tracer
+
     def __init__(self, kernel: Kernel) -> None:
         super().__init__((name, trace_options_core_file(i))
                          for i, name in enumerate(TRACE_OPTIONS))

@@ -45,6 +45,9 @@ class Directory(dict[str, "Directory | FileOps"]):
     ``vfs_create()`` with EACCES ("shouldn't it be ENOSYS?")."""
 
     mode = 0o755
+    # Whether its entries can change after boot (options/, whose tracer's files come and
+    # go with the tracer): a path walked through it is not kept in the Vfs's dcache.
+    changes = False
 
     def lookup_missing(self, name: str) -> None:
         """The directory's ``->lookup`` of a name not in it: it makes a negative dentry
@@ -148,24 +151,28 @@ class Vfs:
     def __init__(self, kernel: Kernel, root: Directory) -> None:
         self.kernel = kernel
         self.root = root
-        # The tree does not change after boot, so a resolved path stays resolved (the
-        # dcache); failed lookups are not remembered, so bad paths cannot fill it.
+        # The tree hardly changes after boot, so a resolved path stays resolved (the
+        # dcache), unless it went through a directory that changes (Directory.changes: a
+        # tracer's option file stayed found after a switch away from its tracer); failed
+        # lookups are not remembered, so bad paths cannot fill it.
         self._dcache: dict[str, tuple[str, Directory | FileOps]] = {}
 
     def lookup(self, path: str) -> tuple[str, Directory | FileOps]:
         cached = self._dcache.get(path)
         if cached is not None:
             return cached
-        resolved = self._walk(path)
-        if len(self._dcache) < DCACHE_MAX:
+        resolved, lasting = self._walk(path)
+        if lasting and len(self._dcache) < DCACHE_MAX:
             self._dcache[path] = resolved
         return resolved
 
-    def _walk(self, path: str) -> tuple[str, Directory | FileOps]:
+    def _walk(self, path: str) -> tuple[tuple[str, Directory | FileOps], bool]:
         """``link_path_walk``: every component but the last must be a directory, ``..``
         included (``tracing_on/..`` is ENOTDIR, not the tracing directory), and a
-        trailing ``/`` asks for a directory too."""
+        trailing ``/`` asks for a directory too. Also whether the answer lasts: no name
+        was looked up in a directory that changes."""
         check_path(path)
+        lasting = True
         names: list[str] = []
         nodes: list[Directory | FileOps] = [self.root]
         parts = path.split("/")[1:]
@@ -187,9 +194,10 @@ class Vfs:
             if part not in node:
                 node.lookup_missing(part)
                 raise KernelError(errno.ENOENT)
+            lasting = lasting and not node.changes
             names.append(part)
             nodes.append(node[part])
-        return "/" + "/".join(names), nodes[-1]
+        return ("/" + "/".join(names), nodes[-1]), lasting
 
     @kernel_function_named(*SYSCALL_OPEN)
     def open(self, path: str, flags: int) -> OpenFile:
