@@ -228,7 +228,7 @@ def test_irq_info_context_info_verbose_raw():
         write(vfs, f"{T}/trace_options", b"raw\n")
         ev = k.ring_buffer.snapshot().events[0]
         fn = k.kallsyms.lookup_name("vfs_read")[0].addr
-        parent = k.kallsyms.lookup_name("sys_read")[0].addr
+        parent = k.kallsyms.return_address("sys_read", "vfs_read")  # inside sys_read
         assert cat(vfs, f"{T}/trace").endswith(f"\n20903 1 {ev.ts} {fn:x} {parent:x}\n")
         assert cat(vfs, f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK) == (
             f"20903 1 {ev.ts} {fn:x} {parent:x}\n")

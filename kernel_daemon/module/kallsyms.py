@@ -43,7 +43,6 @@ REPORTED_RETURN_OFFSETS: dict[tuple[str, str], int] = {
 }
 
 
-
 def return_address(caller: Symbol, callee: str) -> int:
     """A return address inside ``caller`` just after its call to ``callee``: what a
     call trace prints for the frame, and what ``ftrace_caller`` hands the tracer as
