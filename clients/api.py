@@ -958,13 +958,17 @@ class Client:
         address: int | None = None,
         module: str = "",
         parent_ip: int = 0,
+        parent_module: str = "",
         pid: int | None = None,
         comm: str | None = None,
     ) -> tracer_pb2.InvokeResponse:
         """Execute ``function`` (or the function at ``address``) ``repeat`` times on a CPU,
-        as the caller's task unless pid/comm are given."""
+        as the caller's task unless pid/comm are given, called from ``parent`` (looked up
+        in ``parent_module`` when given; the trace shows the return address into it) or
+        from the address ``parent_ip``."""
         request = tracer_pb2.InvokeRequest(
-            module=module, parent=parent or "", parent_ip=parent_ip, repeat=repeat
+            module=module, parent=parent or "", parent_ip=parent_ip, repeat=repeat,
+            parent_module=parent_module,
         )
         if address is not None:
             request.address = address

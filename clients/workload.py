@@ -149,7 +149,7 @@ class Call:
     function: str
     parent: str
     address: int = 0  # a module function's start
-    parent_ip: int = 0  # a module function as the caller
+    parent_module: str = ""  # the caller's module, when a module function calls it
 
 
 #: The activities as calls.
@@ -234,7 +234,7 @@ def plan_module(module: str, functions: list[tuple[int, str]]) -> list[ModuleFun
             entry, via = entries[caller]
             caller_address, caller_name = functions[caller]
             hops = (Call(caller_name, entry, caller_address),
-                    Call(name, caller_name, address, caller_address))
+                    Call(name, caller_name, address, module))
         else:
             entry, via = DEFAULT_ENTRY
             hops = (Call(name, entry, address),)
@@ -354,11 +354,12 @@ class Workload:
         """One Invoke; False when the rest of the chain should be skipped."""
         try:
             if call.address:
-                # A module caller goes by address: its name may be another module's too.
-                self.client.invoke(address=call.address,
-                                   parent=None if call.parent_ip else call.parent,
-                                   parent_ip=call.parent_ip, cpu=cpu, repeat=repeat,
-                                   pid=task.pid, comm=task.comm)
+                # A module function goes by address, its module caller by name in that
+                # module (the name may be another module's too): the trace shows the
+                # return address into the caller, as for a core one.
+                self.client.invoke(address=call.address, parent=call.parent,
+                                   parent_module=call.parent_module, cpu=cpu,
+                                   repeat=repeat, pid=task.pid, comm=task.comm)
             else:
                 self.client.invoke(call.function, call.parent, cpu, repeat,
                                    pid=task.pid, comm=task.comm)

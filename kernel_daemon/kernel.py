@@ -113,7 +113,7 @@ class Kernel:
                                     ModuleAddressSpace(options.module_placement, options.seed),
                                     lambda flag: self.panic.add_taint(flag), self.printk.printk,
                                     self.failpoints)
-        self.panic = Panic(self.printk, self.kallsyms.sprint_symbol, self.kallsyms_lookup_name,
+        self.panic = Panic(self.printk, self.kallsyms.sprint_symbol, self.kallsyms.return_address,
                            self.modules.print_modules, UTS_RELEASE, UTS_VERSION)
         self.namespace = new_namespace()
         # The boot creates the namespace's shared memory as it goes: one that fails

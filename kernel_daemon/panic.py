@@ -23,41 +23,18 @@ marker's id is 0.  The model prints the 3.6 form only.
 
 Where the model differs from the kernel: there is no DMI, so no ``Hardware name:``
 line; there is no lockdep, so ``add_taint()`` never prints "Disabling lock debugging";
-and return addresses are synthesised (see :meth:`Panic._return_address`), since no
-real code runs, but for the call edges of the report's trace, which keep its offsets.
+and return addresses are synthesised (``kernel_daemon.module.kallsyms.return_address``),
+since no real code runs, but for the call edges of the report's trace, which keep its offsets.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
 import threading
-import zlib
 from collections.abc import Callable
 
 from kernel_daemon.printk import Printk
 from kernel_daemon.task import Task
-
-#: The return addresses of the upstream report's call trace (8c4f3c3fa968's message:
-#: 3.6.11+, the WARN at kernel/trace/ftrace.c:1529 under ``echo ... > set_ftrace_filter``),
-#: as offsets into their callers, by call edge (caller, callee): a stack with the report's
-#: edges prints the report's frames. Its ``? kfree+0x2c/0x110`` and ``?
-#: trace_hardirqs_on_thunk+0x3a/0x3c`` lines are stale words the unwinder found on the
-#: stack, not calls (the ``?``), which the model's stack does not have. The two WARN
-#: sites of __ftrace_hash_rec_update (the count's overflow and underflow) share the
-#: underflow's, the report's, return address: the model has one call edge per pair.
-REPORTED_RETURN_OFFSETS: dict[tuple[str, str], int] = {
-    ("warn_slowpath_common", "dump_stack"): 0x7f,
-    ("warn_slowpath_null", "warn_slowpath_common"): 0x1a,
-    ("__ftrace_hash_rec_update", "warn_slowpath_null"): 0x1e3,
-    ("ftrace_hash_move", "__ftrace_hash_rec_update"): 0x28,
-    ("ftrace_regex_release", "ftrace_hash_move"): 0x8e,
-    ("__fput", "ftrace_regex_release"): 0xae,
-    ("____fput", "__fput"): 0xe,
-    ("task_work_run", "____fput"): 0x72,
-    ("do_notify_resume", "task_work_run"): 0x6c,
-    ("int_signal", "do_notify_resume"): 0x12,
-}
 
 # include/linux/kernel.h (3.6) taint bits.
 TAINT_PROPRIETARY_MODULE = 0
@@ -92,8 +69,6 @@ TNTS: tuple[tuple[int, str, str], ...] = (
 )
 
 _U64 = (1 << 64) - 1
-# The "/0x<size>" of a "%pS" text such as "kfree+0x0/0x110 [mod]".
-_SIZE_RE = re.compile(r"\+0x[0-9a-f]+/0x([0-9a-f]+)")
 
 
 def _get_random_u64() -> int:
@@ -108,14 +83,15 @@ class Panic:
         self,
         printk: Printk,
         symbolize: Callable[[int], str],
-        lookup_name: Callable[[str], int | None],
+        return_address: Callable[[str, str], int | None],
         modules_linked_in: Callable[[], str],
         release: str = "3.6.11+",
         version: str = "#1 SMP ftrace-sim",
         boot_oops_id: int | None = None,
     ) -> None:
         """``symbolize(addr)`` gives the ``%pS`` text ("name+0xoff/0xsize [mod]"),
-        ``lookup_name(name)`` a symbol's start address (``kallsyms_lookup_name()``),
+        ``return_address(caller, callee)`` the address in ``caller`` just after its call
+        to ``callee`` (``Kallsyms.return_address``; None for an unknown ``caller``),
         ``modules_linked_in()`` the whole line ``print_modules()`` prints.
 
         ``boot_oops_id`` is the value ``late_initcall(init_oops_id)`` drew at boot
@@ -123,7 +99,7 @@ class Panic:
         """
         self._printk = printk
         self._symbolize = symbolize
-        self._lookup_name = lookup_name
+        self._return_address = return_address
         self._modules_linked_in = modules_linked_in
         self._release = release
         self._version = version
@@ -158,28 +134,6 @@ class Panic:
         if not mask:
             return "Not tainted"
         return "Tainted: " + "".join(on if mask >> bit & 1 else off for bit, on, off in TNTS)
-
-    def _return_address(self, caller: str, callee: str) -> int | None:
-        """A return address inside ``caller`` just after its call to ``callee``.
-
-        The report's, for the call edges its trace shows (:data:`REPORTED_RETURN_OFFSETS`).
-        Otherwise no real code runs, so the offset is synthesised: stable across runs and
-        processes (crc32, not ``hash()``), distinct per call edge, and strictly inside
-        the function (never +0, which would read as a call to its first byte).
-        ``None`` when ``caller`` is not a known symbol.
-        """
-        start = self._lookup_name(caller)
-        if start is None:
-            return None
-        reported = REPORTED_RETURN_OFFSETS.get((caller, callee))
-        if reported is not None:
-            return start + reported
-        match = _SIZE_RE.search(self._symbolize(start))
-        size = int(match.group(1), 16) if match else 0
-        if size < 2:
-            return start
-        edge = zlib.crc32(f"{caller}<-{callee}".encode())
-        return start + 1 + edge % (size - 1)
 
     def warn_slowpath_null(self, file: str, line: int, task: Task, frames: list[str]) -> None:
         """``WARN_ON()``'s ``warn_slowpath_null()`` → ``warn_slowpath_common()``.

@@ -140,9 +140,10 @@ def rmmod(kernel: Kernel, name: str):
 def invoke(kernel: Kernel, name: str, parent: str = "__fput", count: int = 1, cpu: int = 0,
            task: Task = BASH) -> bool:
     """``count`` calls of ``name`` from ``parent`` by ``task`` on ``cpu``; True when the
-    call site was patched."""
+    call site was patched. The tracer is handed the return address into ``parent``, as
+    ``Tracer.Invoke`` hands it for a parent named."""
     ip = kernel.kallsyms.lookup_name(name)[0].addr
-    parent_ip = kernel.kallsyms.lookup_name(parent)[0].addr if parent else 0
+    parent_ip = (kernel.kallsyms.return_address(parent, name) or 0) if parent else 0
     with running_as(task), on_cpu(cpu):
         return execute_function(kernel.ftrace, ip, parent_ip, count)
 

@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+from kernel_daemon.module.kallsyms import Kallsyms
+from kernel_daemon.module.symbols import Symbol
 from kernel_daemon.panic import (
     TAINT_OOT_MODULE,
     TAINT_PROPRIETARY_MODULE,
@@ -52,7 +54,7 @@ REPORT_FRAMES = [
 ]
 
 # The report's WARN as the model prints it: the format is the kernel's byte for byte, and
-# so are the return addresses (panic.REPORTED_RETURN_OFFSETS), but for the report's two
+# so are the return addresses (kallsyms.REPORTED_RETURN_OFFSETS), but for the report's two
 # "?" lines, stale stack words the model's stack does not have.
 EXPECTED_WARN = """\
 [ 7433.123456] ------------[ cut here ]------------
@@ -74,24 +76,18 @@ EXPECTED_WARN = """\
 """
 
 
-def symbolize(addr: int) -> str:
-    for name, (start, size) in SYMS.items():
-        if start <= addr < start + size:
-            return f"{name}+0x{addr - start:x}/0x{size:x}"
-    return f"0x{addr:x}"
-
-
-def lookup_name(name: str) -> int | None:
-    entry = SYMS.get(name)
-    return None if entry is None else entry[0]
+# The symbols as kallsyms holds them: the WARN's return addresses are the ones the
+# daemon's trace shows for the same call edges (kallsyms.return_address).
+KALLSYMS = Kallsyms([Symbol(name, start, size, None, "t")
+                     for name, (start, size) in SYMS.items()])
 
 
 def make_kernel(clock_ns: int = 7433_123_456_789) -> tuple[Printk, Panic]:
     printk = Printk(lambda: clock_ns)
     panic = Panic(
         printk,
-        symbolize,
-        lookup_name,
+        KALLSYMS.sprint_symbol,
+        KALLSYMS.return_address,
         lambda: "Modules linked in: uinput",
         version="#38405.trunk SMP Fri Dec 14",
         boot_oops_id=0x793179526EE09B2B,
@@ -364,7 +360,8 @@ def test_random_oops_id_per_kernel() -> None:
     ids = set()
     for _ in range(2):
         printk = Printk(lambda: 0)
-        panic = Panic(printk, symbolize, lookup_name, lambda: "Modules linked in:")
+        panic = Panic(printk, KALLSYMS.sprint_symbol, KALLSYMS.return_address,
+                      lambda: "Modules linked in:")
         panic.warn_slowpath_null("f.c", 1, Task(1, "sh"), ["int_signal"])
         ids.add(printk.read().splitlines()[-1])
     assert len(ids) == 2

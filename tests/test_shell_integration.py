@@ -719,9 +719,13 @@ def test_bin_trace_reaches_the_shell_and_the_client_byte_for_byte(daemon, tmp_pa
         [event] = RingBufferReader(client.stats().shm_namespace).snapshot().events
         kallsyms = {line.split()[2]: int(line.split()[0], 16)
                     for line in client.read_file("/proc/kallsyms").decode().splitlines()}
+        # The parent ip is the return address inside sys_write, which ends where the
+        # next symbol starts.
+        after = min(addr for addr in kallsyms.values() if addr > kallsyms["sys_write"])
+        assert kallsyms["sys_write"] < event.parent_ip < after
         entry = (bytes.fromhex("b80b0000 01000000") + event.ts.to_bytes(8, "little")
                  + kallsyms["vfs_write"].to_bytes(8, "little")
-                 + kallsyms["sys_write"].to_bytes(8, "little"))
+                 + event.parent_ip.to_bytes(8, "little"))
         trace = client.read_file(f"{TRACING}/trace")
         assert trace.endswith(b"|\n" + entry)
         shell = start_shell(tmp_path, ["--address", daemon.address, "-c",

@@ -446,8 +446,13 @@ def test_raw_hex_and_bin_entries_in_trace_and_trace_pipe(option):
     with booted(cpus=2) as k:
         vfs, fn, mark = traced_vfs_write_and_marker(k)
         ip = k.kallsyms.lookup_name("vfs_write")[0].addr
-        parent_ip = k.kallsyms.lookup_name("sys_write")[0].addr
-        mark_ip = k.kallsyms.lookup_name("tracing_mark_write")[0].addr
+        # The parent's is the return address inside sys_write, the marker's _THIS_IP_ an
+        # address inside tracing_mark_write: neither is the function's first byte.
+        parent_ip = k.kallsyms.return_address("sys_write", "vfs_write")
+        mark_ip = k.kallsyms.return_address("tracing_mark_write", "trace_buffer_lock_reserve")
+        for name, addr in ("sys_write", parent_ip), ("tracing_mark_write", mark_ip):
+            sym = k.kallsyms.lookup_name(name)[0]
+            assert sym.addr < addr < sym.addr + sym.size
         if option == "raw":
             entries = (f"20903 0 {fn.ts} {ip:x} {parent_ip:x}\n"
                        f"4242 1 {mark.ts} # {mark_ip:x} hello\n").encode()

@@ -196,12 +196,16 @@ def test_print_parent_sym_offset_sym_addr():
         write(vfs, f"{T}/trace_options", b"sym-offset\n")
         fn = k.kallsyms.lookup_name("uinput_release")[0]
         parent = k.kallsyms.lookup_name("__fput")[0]
+        # The function's own ip is its record's, the symbol's start; the parent's is the
+        # return address inside __fput, never its first byte.
+        parent_ip = k.kallsyms.return_address("__fput", "uinput_release")
+        assert parent.addr < parent_ip < parent.addr + parent.size
         fn_text = f"uinput_release+0x0/{fn.size:#x} [uinput]"
-        parent_text = f"__fput+0x0/{parent.size:#x}"
+        parent_text = f"__fput+{parent_ip - parent.addr:#x}/{parent.size:#x}"
         assert events(vfs) == [f"{head}{fn_text} <-{parent_text}\n"]
         write(vfs, f"{T}/trace_options", b"sym-addr\n")
         assert events(vfs) == [f"{head}{fn_text} <{fn.addr:016x}> <-{parent_text} "
-                               f"<{parent.addr:016x}>\n"]
+                               f"<{parent_ip:016x}>\n"]
         write(vfs, f"{T}/trace_options", b"nosym-offset\n")
         write(vfs, f"{T}/options/print-parent", b"0\n")
         assert events(vfs) == [f"{head}uinput_release <{fn.addr:016x}>\n"]
@@ -230,7 +234,7 @@ def test_irq_info_context_info_verbose_raw():
         write(vfs, f"{T}/trace_options", b"raw\n")
         ev = k.ring_buffer.snapshot().events[0]
         fn = k.kallsyms.lookup_name("vfs_read")[0].addr
-        parent = k.kallsyms.lookup_name("sys_read")[0].addr
+        parent = k.kallsyms.return_address("sys_read", "vfs_read")  # inside sys_read
         assert cat(vfs, f"{T}/trace").endswith(f"\n20903 1 {ev.ts} {fn:x} {parent:x}\n")
         assert cat(vfs, f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK) == (
             f"20903 1 {ev.ts} {fn:x} {parent:x}\n")

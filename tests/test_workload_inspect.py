@@ -113,6 +113,12 @@ def test_workload_looks_like_a_live_system_and_survives_an_unload(spawn):
     for event in addressed:
         for name, ip in (event["function"], event["ip"]), (event["parent"], event["parent_ip"]):
             assert bool(name) == (int(ip, 16) not in uinput_text), event.group(0)
+    # A parent ip is a return address inside the caller, a module's caller's too: never
+    # the caller's first byte, as a function's own ip is.
+    client.write_file(f"{TRACING}/trace_options", "sym-offset")
+    offsets = [line.split(": ", 1)[1] for line in trace_lines(client)]
+    assert sum("<-" in line for line in offsets) == len(events)
+    assert not [line for line in offsets if re.search(r"<-\S*\+0x0/", line)][:5]
     assert client.check_consistency().ok
     client.close()
 

@@ -27,6 +27,8 @@ from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.ops import FtraceOps
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 from kernel_daemon.kernel import Kernel, events_written
+from kernel_daemon.module.kallsyms import return_address
+from kernel_daemon.module.symbols import Symbol
 from kernel_daemon.mutex import Acquisitions
 from kernel_daemon.rpc.readers import StreamReaders
 from kernel_daemon.rpc.state import Boot, DaemonState
@@ -71,13 +73,40 @@ def invoking_task(request: pb.InvokeRequest, caller: Task) -> Task:
     return Task(pid, comm)
 
 
-def resolve_function(kernel: Kernel, name: str, module: str = "") -> int:
+def resolve_function(kernel: Kernel, name: str, module: str = "") -> Symbol:
     """``kallsyms_lookup_name``, optionally within one module (``module`` "" = any)."""
     symbols = [s for s in kernel.kallsyms.lookup_name(name)
                if not module or (s.module or "") == module]
     if not symbols:
         raise KernelError(errno.ENOENT, f"no function {quoted(name)}")
-    return symbols[0].addr
+    return symbols[0]
+
+
+def invoked_symbol(kernel: Kernel, ip: int) -> Symbol:
+    """The function the code at ``ip`` belongs to; EFAULT, as ``execute_function`` says
+    for code that is not there, when none does (its module was unloaded)."""
+    found = kernel.kallsyms.lookup(ip)
+    if found is None:
+        raise KernelError(errno.EFAULT, f"no function at {ip:#x}")
+    return found[0]
+
+
+def invoked_parent_ip(kernel: Kernel, request: pb.InvokeRequest, ip: int) -> int:
+    """The ``parent_ip`` the tracer sees for an Invoke of the function at ``ip``: an
+    address given is the caller's, kept as it is; a caller given by name is the return
+    address into it just after its call to that function (what ``ftrace_caller`` reads
+    from the traced function's frame, never the caller's first byte); neither, 0."""
+    if request.parent_ip or not request.parent:
+        return request.parent_ip
+    try:
+        parent = resolve_function(kernel, request.parent, request.parent_module)
+    except KernelError:
+        # Code that is not there faults before its caller matters: a function of a
+        # module unloaded under the call is EFAULT, though its caller (of the same
+        # module, say) went first.
+        invoked_symbol(kernel, ip)
+        raise
+    return return_address(parent, invoked_symbol(kernel, ip).name)
 
 
 @dataclass(eq=False)
@@ -139,14 +168,12 @@ class TracerService(tracer_pb2_grpc.TracerServicer):
             caller = current()
             target = request.WhichOneof("target")
             if target == "function":
-                ip = resolve_function(kernel, request.function, request.module)
+                ip = resolve_function(kernel, request.function, request.module).addr
             elif target == "address":
                 ip = request.address
             else:
                 raise KernelError(errno.EINVAL, "no function or address to invoke")
-            parent_ip = request.parent_ip
-            if request.parent and not parent_ip:
-                parent_ip = resolve_function(kernel, request.parent)
+            parent_ip = invoked_parent_ip(kernel, request, ip)
             task = invoking_task(request, caller)
             if request.HasField("pid"):
                 # The model's pid table (kernel_daemon.pid): a task named here exists from

@@ -474,9 +474,11 @@ class TraceMarkerOpenFile(OpenFile):
     def __init__(self, kernel: Kernel, path: str, flags: int) -> None:
         super().__init__(path, flags, generic_file_llseek)  # tracing_mark_fops
         self.kernel = kernel
-        # The entry's ip is _THIS_IP_, an address inside tracing_mark_write(); the model
-        # has no code, so it takes the function's start.
-        self.ip = kernel.kallsyms_lookup_name("tracing_mark_write") or 0
+        # The entry's ip is _THIS_IP_, the address of the statement that stores it, inside
+        # tracing_mark_write() after its trace_buffer_lock_reserve() call: the model has
+        # no code, so it takes that call's return address (0 without the symbol).
+        self.ip = kernel.kallsyms.return_address("tracing_mark_write",
+                                                 "trace_buffer_lock_reserve") or 0
 
     def write(self, data: UserBuffer) -> int:
         """``tracing_mark_write``: EBADF while recording is off (no event reserved);
