@@ -805,6 +805,44 @@ def test_free_module_frees_the_memory_with_module_mutex_dropped(
     assert read == [""]
 
 
+class Interrupted(BaseException):
+    """An asynchronous exception (KeyboardInterrupt, a thread's SystemExit) arriving
+    in the middle of the loader's work."""
+
+
+def first_free(space: ModuleAddressSpace) -> int:
+    """Where the next one-page area would go (first-fit): the lowest free page."""
+    base = space.alloc(1)
+    space.free(base)
+    return base
+
+
+def test_an_exception_amid_a_load_or_an_unload_still_frees_the_area(
+        loader: ModuleLoader, space: ModuleAddressSpace,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever is raised once the area is allocated, the load or unload that owns it
+    frees it: it leaked when the layout (between module_alloc() and the unwinding's
+    try) or module_unload_free() (before the free) raised."""
+
+    def interrupted(*args: object) -> None:
+        raise Interrupted
+
+    monkeypatch.setattr("kernel_daemon.module.loader._layout", interrupted)
+    with pytest.raises(Interrupted):
+        loader.load_module(spec("m", "f"))
+    monkeypatch.undo()
+    assert first_free(space) == MODULES_VADDR and loader.modules() == []
+    m = loader.load_module(spec("m", "f"))
+    after_m = first_free(space)
+    monkeypatch.setattr(loader, "_module_unload_free", interrupted)
+    with pytest.raises(Interrupted):  # in the unwinding of the EEXIST
+        loader.load_module(spec("m", "f"))
+    assert first_free(space) == after_m
+    with pytest.raises(Interrupted):  # in free_module()
+        loader.delete_module("m")
+    assert first_free(space) == m.module_core and loader.modules() == []
+
+
 def test_a_module_whose_record_pages_cannot_be_had_fails_to_load_and_leaves_nothing(
         monkeypatch):
     """Out of file descriptors, the module's record pages cannot be made
