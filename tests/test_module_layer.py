@@ -39,6 +39,7 @@ from kernel_daemon.task import Task
 from kernel_daemon.unwind import call_trace
 from tests.kernel_helpers import booted, modprobe, seq_read_all
 from tests.test_race_windows import Step
+from tests.test_tracer_client import wait_until
 
 # The upstream report's call trace (shared/spec/upstream-report-8c4f3c3.txt).
 REPORT_TRACE = {
@@ -264,6 +265,57 @@ def test_random_placement() -> None:
     assert first == [ModuleAddressSpace("random", 3).alloc(10000)] + first[1:]
     spans = sorted((b, b + 4 * PAGE_SIZE) for b in first)
     assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))
+
+
+class NotingLock:
+    """``vmap_area_lock`` as a test watches it: a lock that notes the threads whose
+    acquire found it held (and then waited for it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waited: list[str] = []
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            self.waited.append(threading.current_thread().name)
+            self._lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+def test_an_alloc_searching_the_space_holds_vmap_area_lock() -> None:
+    """alloc_vmap_area()'s search and insert are one critical section, and
+    __free_vmap_area()'s erase waits for it: with the first alloc paused in its search
+    for a hole, a second alloc and a free wait on vmap_area_lock, and the second alloc
+    then finds the first one's area taken. Without the lock it took the same hole."""
+    space = ModuleAddressSpace()
+    lock = space.vmap_area_lock = NotingLock()  # type: ignore[assignment]
+    old = space.alloc(1)  # one page and its guard page
+    searching, go = threading.Event(), threading.Event()
+    holes = space._holes
+
+    def paused_holes(span: int) -> list[tuple[int, int]]:
+        if not searching.is_set():
+            searching.set()
+            assert go.wait(timeout=30), "the first alloc was never let go"
+        return holes(span)
+
+    space._holes = paused_holes  # type: ignore[method-assign]
+    bases: dict[str, int] = {}
+    first = Step(lambda: bases.setdefault("first", space.alloc(1)))
+    assert searching.wait(timeout=30), "the first alloc never searched"
+    second = Step(lambda: bases.setdefault("second", space.alloc(1)))
+    freeing = Step(space.free, old)
+    try:
+        wait_until(lambda: len(lock.waited) == 2 or not (second.is_alive()
+                                                          and freeing.is_alive()))
+        assert sorted(lock.waited) == sorted([second.name, freeing.name]) and not bases
+    finally:
+        go.set()
+    for step in (first, second, freeing):
+        step.finish()
+    assert bases["first"] == old + 2 * PAGE_SIZE and bases["second"] != bases["first"]
 
 
 def test_address_space_errors() -> None:
