@@ -848,7 +848,9 @@ def test_free_module_frees_the_memory_with_module_mutex_dropped(
     read: list[str] = []
 
     def module_free(base: int) -> None:
-        Step(lambda: read.append(proc_modules(loader))).finish()
+        reader = Step(lambda: read.append(proc_modules(loader)))
+        assert not reader.blocked(on=loader.module_mutex), "module_mutex held at the free"
+        reader.finish()
         free(base)
 
     space.free = module_free  # type: ignore[method-assign]
