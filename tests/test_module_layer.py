@@ -492,13 +492,10 @@ def test_a_loading_module_holds_its_init_reference(loader: ModuleLoader) -> None
     assert seen[-1] == (MODULE_STATE_GOING, line % (0, "Unloading"))
 
 
-def test_an_out_of_tree_module_taints_before_it_is_linked(kallsyms: Kallsyms,
-                                                          taints: list[int]) -> None:
+def test_an_out_of_tree_module_taints_before_it_is_linked(
+        loader: ModuleLoader, space: ModuleAddressSpace, taints: list[int]) -> None:
     """check_modinfo() taints in layout_and_allocate(), before the module has memory or
     is on the list: loads that fail after (ENOMEM, EEXIST) leave the kernel tainted."""
-    space = ModuleAddressSpace()
-    loader = ModuleLoader(kallsyms, space, taints.append, lambda text, level: None,
-                          Failpoints())
     seen: list[list[int]] = []
     loader.register_module_notifier(lambda state, mod: seen.append(list(taints)))
     loader.load_module(spec("intree", "f"))
@@ -698,14 +695,11 @@ def test_a_module_needed_while_it_unloads_is_an_unknown_symbol(
     assert (fat.refcnt, fat.source_list) == (0, ())
 
 
-def test_a_load_waits_for_a_module_it_needs_to_finish_loading(
-        loader: ModuleLoader, monkeypatch: pytest.MonkeyPatch) -> None:
-    """strong_try_module_get() refuses a module still loading (EBUSY), and
-    resolve_symbol_wait() waits on module_wq until sys_init_module() wakes it: vfat,
-    loaded while fat's COMING notifiers run, loads once fat is LIVE (the wait's time
-    limit is out of reach: only the wake-up ends it)."""
+@pytest.fixture
+def waiting(loader: ModuleLoader, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once a load waits on ``module_wq`` (resolve_symbol_wait()), whose time limit
+    is put out of reach: only a wake-up ends the wait."""
     monkeypatch.setattr("kernel_daemon.module.loader.RESOLVE_WAIT_SECONDS", 3600)
-    catalog = load_catalog()
     waiting = threading.Event()
     wait = loader.module_wq.wait
 
@@ -713,7 +707,17 @@ def test_a_load_waits_for_a_module_it_needs_to_finish_loading(
         waiting.set()
         return wait(timeout)
 
-    loader.module_wq.wait = noting_wait  # type: ignore[method-assign]
+    monkeypatch.setattr(loader.module_wq, "wait", noting_wait)
+    return waiting
+
+
+def test_a_load_waits_for_a_module_it_needs_to_finish_loading(
+        loader: ModuleLoader, waiting: threading.Event) -> None:
+    """strong_try_module_get() refuses a module still loading (EBUSY), and
+    resolve_symbol_wait() waits on module_wq until sys_init_module() wakes it: vfat,
+    loaded while fat's COMING notifiers run, loads once fat is LIVE (the wait's time
+    limit is out of reach: only the wake-up ends it)."""
+    catalog = load_catalog()
     loaded: list[Module] = []
     vfat = threading.Thread(target=lambda: loaded.append(loader.load_module(catalog["vfat"])),
                             daemon=True)
@@ -731,19 +735,10 @@ def test_a_load_waits_for_a_module_it_needs_to_finish_loading(
 
 
 def test_a_load_waiting_for_a_symbol_holds_its_area(
-        loader: ModuleLoader, monkeypatch: pytest.MonkeyPatch) -> None:
+        loader: ModuleLoader, waiting: threading.Event) -> None:
     """vfat allocates before it resolves fat's symbols: while it waits for fat to finish
     loading, the hole after fat is vfat's, and a module loaded meanwhile lands past it."""
-    monkeypatch.setattr("kernel_daemon.module.loader.RESOLVE_WAIT_SECONDS", 3600)
     catalog = load_catalog()
-    waiting = threading.Event()
-    wait = loader.module_wq.wait
-
-    def noting_wait(timeout: float | None = None) -> bool:
-        waiting.set()
-        return wait(timeout)
-
-    loader.module_wq.wait = noting_wait  # type: ignore[method-assign]
     meanwhile: list[tuple[Step, Module]] = []
 
     def load_vfat_then_m(state: int, mod: Module) -> None:
