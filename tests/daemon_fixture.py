@@ -4,7 +4,9 @@ Import them into a test module (``from tests.daemon_fixture import daemon, spawn
 
 - ``daemon``: a :class:`clients.spawn.SpawnedDaemon` with the default options;
 - ``spawn``: a factory, ``spawn(["--variant", "buggy"])`` or ``spawn({"variant": "buggy"})``,
-  for daemons with options of the test's choosing (as many as it likes).
+  for daemons with options of the test's choosing (as many as it likes);
+- :func:`in_process`: an ftraced run in the test's own process, for a test that reaches
+  into its kernel between the calls it makes over the socket.
 
 Every daemon has a private socket directory, so tests run in parallel under pytest-xdist.
 At teardown each daemon is stopped (SIGTERM) and must have exited cleanly, leaving
@@ -13,14 +15,20 @@ nothing in /dev/shm (its segments are named ``ftsim.<pid>.*``).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import glob
+import os
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pytest
 
 from clients.spawn import SpawnedDaemon, spawn_daemon
+from kernel_daemon.kernel import BootOptions
+from kernel_daemon.rpc.server import Daemon
+from kernel_daemon.rpc.state import DaemonState
 
-__all__ = ["daemon", "spawn"]
+__all__ = ["daemon", "in_process", "spawn"]
 
 DaemonOptions = Sequence[str] | Mapping[str, Any]
 
@@ -57,3 +65,19 @@ def spawn() -> Iterator[Callable[..., SpawnedDaemon]]:
 def daemon(spawn: Callable[..., SpawnedDaemon]) -> SpawnedDaemon:
     """A private daemon with the default options (variant fixed)."""
     return spawn()
+
+
+@contextlib.contextmanager
+def in_process(directory: str | os.PathLike[str]) -> Iterator[tuple[Daemon, DaemonState]]:
+    """The server, the services and the kernel of ``python -m kernel_daemon`` (a small
+    kernel), run in this process on a unix socket in ``directory``: the daemon, and its
+    state (``state.boot.kernel``). Stopped at the end, leaving nothing in /dev/shm."""
+    daemon = Daemon(f"unix:{directory}/ftraced.sock")
+    try:
+        state = DaemonState(BootOptions(core_functions=2000))
+        daemon.start(state)
+        yield daemon, state
+    finally:
+        daemon.stop()
+        gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
+    assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []

@@ -24,7 +24,7 @@ from clients.identity import Identity
 from ftrace.v1 import kernel_pb2, modules_pb2, modules_pb2_grpc, tracefs_pb2
 from kernel_daemon.module.address_space import MODULES_VADDR
 from kernel_daemon.module.catalog import load_catalog
-from tests.daemon_fixture import spawn  # noqa: F401  (fixture)
+from tests.daemon_fixture import in_process, spawn  # noqa: F401  (spawn: a fixture)
 
 PROTO_DIR = Path(__file__).resolve().parent.parent / "proto" / "ftrace" / "v1"
 T = "/sys/kernel/debug/tracing"
@@ -464,6 +464,30 @@ def test_load_seq_tells_a_reload_from_the_load_before(client):
     assert [(m.name, m.load_seq) for m in client.list_modules()] == [("tun", 3), ("uinput", 2)]
     client.reboot(**SMALL)
     assert client.load("tun").load_seq == 1  # counted per boot
+
+
+def test_a_modprobe_whose_module_comes_and_goes_under_it_fails_eexist(tmp_path):
+    """modprobe (if_loaded_ok) finds no uinput and loads it; another load of it comes
+    first (init_module's EEXIST), and an unload after that, before the module could be
+    returned as found: the call fails EEXIST, as init_module did, and uinput is absent.
+    It answered with an AttributeError (the module looked up again was None). The two
+    others' calls are made inside this one's, at those points of it."""
+    with in_process(tmp_path) as (daemon, state):
+        modules = state.boot.kernel.modules
+        load_module = modules.load_module
+
+        def between_a_load_and_an_unload(spec, *args, **kwargs):
+            load_module(spec)
+            try:
+                return load_module(spec, *args, **kwargs)
+            finally:
+                modules.delete_module(spec.name)
+
+        modules.load_module = between_a_load_and_an_unload
+        with Client(daemon.address) as client:
+            error = failing(client.load, "uinput", if_loaded_ok=True)
+            listed = client.list_modules()
+    assert (error.errno, error.syscall, listed) == (errno.EEXIST, "init_module", [])
 
 
 def test_load_placement_is_validated_and_used(client):

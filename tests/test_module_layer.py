@@ -39,6 +39,7 @@ from kernel_daemon.task import Task
 from kernel_daemon.unwind import call_trace
 from tests.kernel_helpers import booted, modprobe, seq_read_all
 from tests.test_race_windows import Step
+from tests.test_tracer_client import wait_until
 
 # The upstream report's call trace (shared/spec/upstream-report-8c4f3c3.txt).
 REPORT_TRACE = {
@@ -266,6 +267,57 @@ def test_random_placement() -> None:
     assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))
 
 
+class NotingLock:
+    """``vmap_area_lock`` as a test watches it: a lock that notes the threads whose
+    acquire found it held (and then waited for it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waited: list[str] = []
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            self.waited.append(threading.current_thread().name)
+            self._lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+def test_an_alloc_searching_the_space_holds_vmap_area_lock() -> None:
+    """alloc_vmap_area()'s search and insert are one critical section, and
+    __free_vmap_area()'s erase waits for it: with the first alloc paused in its search
+    for a hole, a second alloc and a free wait on vmap_area_lock, and the second alloc
+    then finds the first one's area taken. Without the lock it took the same hole."""
+    space = ModuleAddressSpace()
+    lock = space.vmap_area_lock = NotingLock()  # type: ignore[assignment]
+    old = space.alloc(1)  # one page and its guard page
+    searching, go = threading.Event(), threading.Event()
+    holes = space._holes
+
+    def paused_holes(span: int) -> list[tuple[int, int]]:
+        if not searching.is_set():
+            searching.set()
+            assert go.wait(timeout=30), "the first alloc was never let go"
+        return holes(span)
+
+    space._holes = paused_holes  # type: ignore[method-assign]
+    bases: dict[str, int] = {}
+    first = Step(lambda: bases.setdefault("first", space.alloc(1)))
+    assert searching.wait(timeout=30), "the first alloc never searched"
+    second = Step(lambda: bases.setdefault("second", space.alloc(1)))
+    freeing = Step(space.free, old)
+    try:
+        wait_until(lambda: len(lock.waited) == 2 or not (second.is_alive()
+                                                          and freeing.is_alive()))
+        assert sorted(lock.waited) == sorted([second.name, freeing.name]) and not bases
+    finally:
+        go.set()
+    for step in (first, second, freeing):
+        step.finish()
+    assert bases["first"] == old + 2 * PAGE_SIZE and bases["second"] != bases["first"]
+
+
 def test_address_space_errors() -> None:
     with pytest.raises(ValueError):
         ModuleAddressSpace("best-fit")
@@ -440,13 +492,10 @@ def test_a_loading_module_holds_its_init_reference(loader: ModuleLoader) -> None
     assert seen[-1] == (MODULE_STATE_GOING, line % (0, "Unloading"))
 
 
-def test_an_out_of_tree_module_taints_before_it_is_linked(kallsyms: Kallsyms,
-                                                          taints: list[int]) -> None:
+def test_an_out_of_tree_module_taints_before_it_is_linked(
+        loader: ModuleLoader, space: ModuleAddressSpace, taints: list[int]) -> None:
     """check_modinfo() taints in layout_and_allocate(), before the module has memory or
     is on the list: loads that fail after (ENOMEM, EEXIST) leave the kernel tainted."""
-    space = ModuleAddressSpace()
-    loader = ModuleLoader(kallsyms, space, taints.append, lambda text, level: None,
-                          Failpoints())
     seen: list[list[int]] = []
     loader.register_module_notifier(lambda state, mod: seen.append(list(taints)))
     loader.load_module(spec("intree", "f"))
@@ -646,14 +695,11 @@ def test_a_module_needed_while_it_unloads_is_an_unknown_symbol(
     assert (fat.refcnt, fat.source_list) == (0, ())
 
 
-def test_a_load_waits_for_a_module_it_needs_to_finish_loading(
-        loader: ModuleLoader, monkeypatch: pytest.MonkeyPatch) -> None:
-    """strong_try_module_get() refuses a module still loading (EBUSY), and
-    resolve_symbol_wait() waits on module_wq until sys_init_module() wakes it: vfat,
-    loaded while fat's COMING notifiers run, loads once fat is LIVE (the wait's time
-    limit is out of reach: only the wake-up ends it)."""
+@pytest.fixture
+def waiting(loader: ModuleLoader, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once a load waits on ``module_wq`` (resolve_symbol_wait()), whose time limit
+    is put out of reach: only a wake-up ends the wait."""
     monkeypatch.setattr("kernel_daemon.module.loader.RESOLVE_WAIT_SECONDS", 3600)
-    catalog = load_catalog()
     waiting = threading.Event()
     wait = loader.module_wq.wait
 
@@ -661,7 +707,17 @@ def test_a_load_waits_for_a_module_it_needs_to_finish_loading(
         waiting.set()
         return wait(timeout)
 
-    loader.module_wq.wait = noting_wait  # type: ignore[method-assign]
+    monkeypatch.setattr(loader.module_wq, "wait", noting_wait)
+    return waiting
+
+
+def test_a_load_waits_for_a_module_it_needs_to_finish_loading(
+        loader: ModuleLoader, waiting: threading.Event) -> None:
+    """strong_try_module_get() refuses a module still loading (EBUSY), and
+    resolve_symbol_wait() waits on module_wq until sys_init_module() wakes it: vfat,
+    loaded while fat's COMING notifiers run, loads once fat is LIVE (the wait's time
+    limit is out of reach: only the wake-up ends it)."""
+    catalog = load_catalog()
     loaded: list[Module] = []
     vfat = threading.Thread(target=lambda: loaded.append(loader.load_module(catalog["vfat"])),
                             daemon=True)
@@ -679,19 +735,10 @@ def test_a_load_waits_for_a_module_it_needs_to_finish_loading(
 
 
 def test_a_load_waiting_for_a_symbol_holds_its_area(
-        loader: ModuleLoader, monkeypatch: pytest.MonkeyPatch) -> None:
+        loader: ModuleLoader, waiting: threading.Event) -> None:
     """vfat allocates before it resolves fat's symbols: while it waits for fat to finish
     loading, the hole after fat is vfat's, and a module loaded meanwhile lands past it."""
-    monkeypatch.setattr("kernel_daemon.module.loader.RESOLVE_WAIT_SECONDS", 3600)
     catalog = load_catalog()
-    waiting = threading.Event()
-    wait = loader.module_wq.wait
-
-    def noting_wait(timeout: float | None = None) -> bool:
-        waiting.set()
-        return wait(timeout)
-
-    loader.module_wq.wait = noting_wait  # type: ignore[method-assign]
     meanwhile: list[tuple[Step, Module]] = []
 
     def load_vfat_then_m(state: int, mod: Module) -> None:
@@ -796,13 +843,53 @@ def test_free_module_frees_the_memory_with_module_mutex_dropped(
     read: list[str] = []
 
     def module_free(base: int) -> None:
-        Step(lambda: read.append(proc_modules(loader))).finish()
+        reader = Step(lambda: read.append(proc_modules(loader)))
+        assert not reader.blocked(on=loader.module_mutex), "module_mutex held at the free"
+        reader.finish()
         free(base)
 
     space.free = module_free  # type: ignore[method-assign]
     loader.load_module(spec("m", "f"))
     loader.delete_module("m")
     assert read == [""]
+
+
+class Interrupted(BaseException):
+    """An asynchronous exception (KeyboardInterrupt, a thread's SystemExit) arriving
+    in the middle of the loader's work."""
+
+
+def first_free(space: ModuleAddressSpace) -> int:
+    """Where the next one-page area would go (first-fit): the lowest free page."""
+    base = space.alloc(1)
+    space.free(base)
+    return base
+
+
+def test_an_exception_amid_a_load_or_an_unload_still_frees_the_area(
+        loader: ModuleLoader, space: ModuleAddressSpace,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever is raised once the area is allocated, the load or unload that owns it
+    frees it: it leaked when the layout (between module_alloc() and the unwinding's
+    try) or module_unload_free() (before the free) raised."""
+
+    def interrupted(*args: object) -> None:
+        raise Interrupted
+
+    monkeypatch.setattr("kernel_daemon.module.loader._layout", interrupted)
+    with pytest.raises(Interrupted):
+        loader.load_module(spec("m", "f"))
+    monkeypatch.undo()
+    assert first_free(space) == MODULES_VADDR and loader.modules() == []
+    m = loader.load_module(spec("m", "f"))
+    after_m = first_free(space)
+    monkeypatch.setattr(loader, "_module_unload_free", interrupted)
+    with pytest.raises(Interrupted):  # in the unwinding of the EEXIST
+        loader.load_module(spec("m", "f"))
+    assert first_free(space) == after_m
+    with pytest.raises(Interrupted):  # in free_module()
+        loader.delete_module("m")
+    assert first_free(space) == m.module_core and loader.modules() == []
 
 
 def test_a_module_whose_record_pages_cannot_be_had_fails_to_load_and_leaves_nothing(

@@ -10,9 +10,6 @@ of unary calls and its thread pool made small for the test."""
 
 from __future__ import annotations
 
-import gc
-import glob
-import os
 from collections.abc import Iterator
 
 import grpc
@@ -22,11 +19,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clients.connection import grpc_target
 from clients.identity import COMM_METADATA_KEY, PID_METADATA_KEY
 from ftrace.v1 import kernel_pb2, kernel_pb2_grpc, tracefs_pb2, tracefs_pb2_grpc
-from kernel_daemon.kernel import BootOptions
 from kernel_daemon.rpc import server as server_module
 from kernel_daemon.rpc import state as state_module
-from kernel_daemon.rpc.server import HEALTH, SERVICES, Daemon
-from kernel_daemon.rpc.state import CONTROL_CALLS, DaemonState
+from kernel_daemon.rpc.server import HEALTH, SERVICES
+from kernel_daemon.rpc.state import CONTROL_CALLS
+from tests.daemon_fixture import in_process
 from tests.test_rpc_bad_input import errno_of
 from tests.test_rpc_shutdown import FILTER_RELEASE
 from tests.test_tracer_client import DEADLINE, TRACING, wait_until
@@ -46,15 +43,9 @@ def channel(tmp_path, monkeypatch) -> Iterator[grpc.Channel]:
     """A channel to an ftraced running in this process with the small limits."""
     monkeypatch.setattr(state_module, "MAX_UNARY_CALLS", UNARY_CALLS)
     monkeypatch.setattr(server_module, "MAX_WORKERS", WORKERS)
-    daemon = Daemon(f"unix:{tmp_path}/ftraced.sock")
-    try:
-        daemon.start(DaemonState(BootOptions(core_functions=2000)))
-        with grpc.insecure_channel(grpc_target(daemon.address)) as channel:
-            yield channel
-    finally:
-        daemon.stop()
-        gc.unfreeze()  # DaemonState froze this process's objects, as it does the daemon's
-    assert glob.glob(f"/dev/shm/ftsim.{os.getpid()}.*") == []
+    with in_process(tmp_path) as (daemon, _), \
+            grpc.insecure_channel(grpc_target(daemon.address)) as channel:
+        yield channel
 
 
 def refusal(future: grpc.Future) -> tuple[grpc.StatusCode, str, str] | None:

@@ -232,11 +232,15 @@ def test_a_run_of_ops_counts_its_operations_not_the_tracers_closing_unregisters(
     # in all of report.json's workers).
     workers = report["workers"]
     assert sum(worker["in_run"] for worker in workers) == 240
+    text = (out / "report.txt").read_text()
     for worker in workers:
         closed = sum(op["client"] == worker["name"] for op in closing)
         assert worker["operations"] - worker["in_run"] == closed, worker
-        assert (f"{worker['in_run']} operations"
-                + (f" (+{closed} not counted)" if closed else "")) in (out / "report.txt").read_text()
+        # Its whole line: "60 operations" alone is in another client's "160 operations".
+        line = (rf"  {re.escape(worker['name'])} +pid {worker['pid']} +{worker['in_run']} "
+                "operations" + (rf" \(\+{closed} not counted\)" if closed else "")
+                + f", {re.escape(worker['how'])}")
+        assert re.search(f"^{line}$", text, re.MULTILINE), (line, text)
 
 
 def test_a_run_ends_once_ftrace_is_killed(tmp_path):

@@ -32,6 +32,7 @@ from clients.stress.checker import Checker, Reboot
 from clients.stress.config import BootSpec, RunConfig
 from clients.stress.replay import Observation, ReplayRebooted
 from clients.spawn import SpawnedDaemon
+from ftrace.v1 import kernel_pb2
 from tests.children import REPO, child_env
 from tests.daemon_fixture import spawn  # noqa: F401  (a fixture)
 from tests.test_tracer_client import wait_until
@@ -207,6 +208,31 @@ def test_the_log_follower_sees_the_reboot(checker):
         before = time.monotonic_ns()
         new = reboot_same(client)
     assert seen.wait(30), "the follower's stream ended, unnoticed"
+    assert [(r.boot_id, r.new_boot_id) for r in said] == [(new - 1, new)]
+    assert said[0].booted_ns is not None and before <= said[0].booted_ns <= said[0].seen_ns
+
+
+def test_a_reboot_is_said_booted_no_later_than_it_was_seen(checker, monkeypatch):
+    """The new boot's moment is a Stats answer's arrival less its uptime, and the uptime
+    is read before the answer's way back: a way back longer than the boot had been up
+    when a check met it put the boot after that check's answer (a run said booted 0.318
+    s, seen 0.300 s into it). Here the Stats the check makes then comes back that late."""
+    daemon, watching, said, _ = checker
+    stats = watching.client.stats
+
+    def late_stats() -> kernel_pb2.KernelStats:
+        asked = time.monotonic_ns()
+        answer = stats()
+        # Back once the answer's time less its uptime is past the asking, and so past
+        # the check's answer that showed the new boot.
+        wait_until(lambda: time.monotonic_ns() - answer.uptime_seconds * 1e9 > asked)
+        return answer
+
+    monkeypatch.setattr(watching.client, "stats", late_stats)
+    with daemon.connect() as client:
+        before = time.monotonic_ns()
+        new = reboot_same(client)
+    watching.check_consistency()  # meets the new boot
     assert [(r.boot_id, r.new_boot_id) for r in said] == [(new - 1, new)]
     assert said[0].booted_ns is not None and before <= said[0].booted_ns <= said[0].seen_ns
 

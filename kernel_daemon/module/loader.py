@@ -250,8 +250,8 @@ class ModuleLoader:
         # (3.6's module_alloc_update_bounds() then takes module_mutex to widen
         # module_addr_min/max, bounds the model does not keep.)
         mod.module_core = self._address_space.alloc(mod.core_size, placement)
-        mod.symbols = _layout(spec, mod.module_core)
         try:
+            mod.symbols = _layout(spec, mod.module_core)
             self._simplify_symbols(mod, spec.imports, signal_pending)
             with self.module_mutex:
                 if self.find_module(spec.name) is not None:
@@ -261,8 +261,12 @@ class ModuleLoader:
                                           mod.core_size)
                 self._modules = (mod,) + self._modules
         except BaseException:
-            self._module_unload_free(mod)  # load_module()'s free_unload
-            self._address_space.free(mod.module_core)  # free_module: module_deallocate()
+            # The area is freed whatever stops the unwinding (an asynchronous exception
+            # in module_unload_free() included): nothing else knows it is allocated.
+            try:
+                self._module_unload_free(mod)  # load_module()'s free_unload
+            finally:
+                self._address_space.free(mod.module_core)  # free_module: module_deallocate()
             raise
         # "Module is ready to execute: parsing args may do that."
         try:
@@ -362,8 +366,10 @@ class ModuleLoader:
         with self.module_mutex:
             self._modules = tuple(m for m in self._modules if m is not mod)
             self._kallsyms.remove_module(mod.name)
-        self._module_unload_free(mod)
-        self._address_space.free(mod.module_core)
+        try:
+            self._module_unload_free(mod)
+        finally:  # unlinked, the area is known to no one else: freed in any case
+            self._address_space.free(mod.module_core)
 
     def load_module(self, spec: ModuleSpec, placement: str | None = None,
                     signal_pending: SignalPending = lambda: False,

@@ -85,7 +85,12 @@ class ModulesService(modules_pb2_grpc.ModulesServicer):
             except OSError as exc:  # already loaded (EEXIST), or a symbol it imports did
                 # not resolve (ENOENT or EBUSY)
                 if isinstance(exc, FileExistsError) and request.if_loaded_ok:
-                    return module_info(boot.kernel.modules.find_module(spec.name), True)
+                    # Loaded since the look above; kmod's modprobe takes the EEXIST for
+                    # success. Unloaded again since, it has no ModuleInfo to give: the
+                    # EEXIST init_module() answered (the kernel as modprobe leaves it).
+                    present = boot.kernel.modules.find_module(spec.name)
+                    if present is not None:
+                        return module_info(present, already_loaded=True)
                 raise KernelError(exc.errno, exc.strerror) from None
             except MemoryError:
                 raise KernelError(errno.ENOMEM, "module area full") from None
