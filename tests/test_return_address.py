@@ -124,7 +124,15 @@ def test_a_module_caller_named_in_its_module(spawn):
             client.invoke("uinput_read", "uinput_release", module="uinput",
                           parent_module="dummy")
         assert missing.value.errno == errno.ENOENT
+        # Which lookup failed: the caller's, in the module named.
+        assert 'no function "uinput_release" in module "dummy"' in str(missing.value)
         client.unload("uinput")
         with pytest.raises(FtraceError) as gone:
             client.invoke(address=done.ip, parent="uinput_release", parent_module="uinput")
         assert gone.value.errno == errno.EFAULT
+        # The request's own checks come first: a CPU the kernel lacks is EINVAL, with a
+        # parent named or not (it was EFAULT from the caller's lookup).
+        for parent in ("", "uinput_release"):
+            with pytest.raises(FtraceError) as bad_cpu:
+                client.invoke(address=done.ip, parent=parent or None, cpu=99)
+            assert bad_cpu.value.errno == errno.EINVAL, parent

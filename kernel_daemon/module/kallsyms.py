@@ -43,7 +43,7 @@ REPORTED_RETURN_OFFSETS: dict[tuple[str, str], int] = {
 }
 
 
-def return_address(caller: Symbol, callee: str) -> int:
+def return_address_in(caller: Symbol, callee: str) -> int:
     """A return address inside ``caller`` just after its call to ``callee``: what a
     call trace prints for the frame, and what ``ftrace_caller`` hands the tracer as
     ``parent_ip`` (the traced function's own return address, read from its frame).
@@ -189,10 +189,10 @@ class Kallsyms:
         return found
 
     def return_address(self, caller: str, callee: str) -> int | None:
-        """:func:`return_address` in the function ``kallsyms_lookup_name(caller)`` finds;
+        """:func:`return_address_in` the function ``kallsyms_lookup_name(caller)`` finds;
         None when there is none."""
         symbols = self.lookup_name(caller)
-        return return_address(symbols[0], callee) if symbols else None
+        return return_address_in(symbols[0], callee) if symbols else None
 
     def sprint_symbol(self, addr: int) -> str:
         """``%pS``: ``name+0xoff/0xsize``, then `` [module]`` for a module's symbol.

@@ -27,7 +27,7 @@ from kernel_daemon.ftrace.filter import ftrace_set_filter, ftrace_set_notrace
 from kernel_daemon.ftrace.ops import FtraceOps
 from kernel_daemon.ftrace.register import register_ftrace_function, unregister_ftrace_function
 from kernel_daemon.kernel import Kernel, events_written
-from kernel_daemon.module.kallsyms import return_address
+from kernel_daemon.module.kallsyms import return_address_in
 from kernel_daemon.module.symbols import Symbol
 from kernel_daemon.mutex import Acquisitions
 from kernel_daemon.rpc.readers import StreamReaders
@@ -78,7 +78,8 @@ def resolve_function(kernel: Kernel, name: str, module: str = "") -> Symbol:
     symbols = [s for s in kernel.kallsyms.lookup_name(name)
                if not module or (s.module or "") == module]
     if not symbols:
-        raise KernelError(errno.ENOENT, f"no function {quoted(name)}")
+        raise KernelError(errno.ENOENT, f"no function {quoted(name)}"
+                                        + (f" in module {quoted(module)}" if module else ""))
     return symbols[0]
 
 
@@ -106,7 +107,7 @@ def invoked_parent_ip(kernel: Kernel, request: pb.InvokeRequest, ip: int) -> int
         # module, say) went first.
         invoked_symbol(kernel, ip)
         raise
-    return return_address(parent, invoked_symbol(kernel, ip).name)
+    return return_address_in(parent, invoked_symbol(kernel, ip).name)
 
 
 @dataclass(eq=False)
@@ -173,7 +174,6 @@ class TracerService(tracer_pb2_grpc.TracerServicer):
                 ip = request.address
             else:
                 raise KernelError(errno.EINVAL, "no function or address to invoke")
-            parent_ip = invoked_parent_ip(kernel, request, ip)
             task = invoking_task(request, caller)
             if request.HasField("pid"):
                 # The model's pid table (kernel_daemon.pid): a task named here exists from
@@ -185,6 +185,9 @@ class TracerService(tracer_pb2_grpc.TracerServicer):
             if request.repeat > MAX_REPEAT:
                 raise KernelError(errno.EINVAL, f"repeat above {MAX_REPEAT:,}")
             repeat = request.repeat or 1
+            # After the request's own checks: a bad cpu is EINVAL whether a parent is
+            # named or not (the parent's lookup can fault on the function's code).
+            parent_ip = invoked_parent_ip(kernel, request, ip)
             token = events_written.set(0)
             try:
                 with running_as(task), on_cpu(cpu):
