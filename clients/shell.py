@@ -828,9 +828,9 @@ class Shell:
         """bash's exec_builtin: with a command, the shell becomes it (runs it as the
         shell's own process, so that a signal that kills it kills the shell, then ends
         with its status; one it cannot find is bash's "not found", 127, which ends it
-        too); without, the redirections stay the shell's own. Its options, and its
-        redirections inside a compound command or a function (bash's would outlive
-        them), are refused."""
+        too; a failed redirection is exec's failure, 1, and the shell goes on); without,
+        the redirections stay the shell's own. Its options, and its redirections inside
+        a compound command or a function (bash's would outlive them), are refused."""
         if args[:1] == ["--"]:
             args = args[1:]
         refusal = None
@@ -843,21 +843,21 @@ class Shell:
             self._say(self.stderr, f"{self.prefix()}: exec: {refusal}")
             return 2
         if args:
-            # exec looks for a program: not a function, nor a builtin coreutils and
-            # procps do not also install as one (/bin/echo, /bin/kill...: exec cd is not
-            # found, exec echo runs).
-            spec = COMMANDS.get(args[0])
-            if spec is None or spec.builtin and args[0] not in _BUILTINS_ALSO_PROGRAMS:
-                with self._redirections(command.redirects, stdin, stdout) as fds:
-                    if fds is None:
-                        raise ShellExit(1)
+            with self._redirections(command.redirects, stdin, stdout) as fds:
+                if fds is None:
+                    return 1  # the redirection's failure is exec's: the shell goes on
+                # exec looks for a program: not a function, nor a builtin coreutils and
+                # procps do not also install as one (/bin/echo, /bin/kill...: exec cd is
+                # not found, exec echo runs).
+                spec = COMMANDS.get(args[0])
+                if spec is None or spec.builtin and args[0] not in _BUILTINS_ALSO_PROGRAMS:
                     self._say(as_output(fds[2]), f"{self.prefix()}: exec: {args[0]}: not found")
-                if self.interactive:  # bash -i goes on (no execfail needed)
-                    return 127
-                raise ShellExit(127)
-            status = self.run_command(Command(tuple(args), command.redirects, command.line,
-                                              command.assignments), stdin, stdout, args,
-                                      no_fork=True)
+                    if self.interactive:  # bash -i goes on (no execfail needed)
+                        return 127
+                    raise ShellExit(127)
+                with self.variables.temporary():
+                    self._assign(command, self._assign_temporary)
+                    status = self._run(args, fds, no_fork=True)
             raise ShellExit(status)
         opened: list[Descriptor] = []
         with self._redirections(command.redirects, stdin, stdout, opened) as fds:

@@ -5,8 +5,8 @@ unset ends them); what is no assignment (``a[0]+=1`` refused as arrays are, ``ec
 x=(1)`` bash's syntax error) and where braces are literal (a case command's word and
 patterns) or expanded (``for i in a={x,y}``: refused); help for every builtin of bash's;
 GNU cat's close of a closed standard input; a ``-c`` command's last program exec'd as
-bash's (SIGPIPE kills the shell); an interactive shell's ``exit`` and ``exec nosuch`` at a
-terminal. Each is compared with bash's own output where bash has one."""
+bash's (SIGPIPE kills the shell), and an exec whose redirection fails, which does not;
+an interactive shell's ``exit`` and ``exec nosuch`` at a terminal. Each is compared with bash's own output where bash has one."""
 
 from __future__ import annotations
 
@@ -217,6 +217,15 @@ def test_a_dash_c_commands_last_program_is_execd_as_bashs(daemon, tmp_path):
                   for text in _EXEC_CASES]
     assert shell_ends == bash_ends
     assert bash_ends[:2] == [-signal.SIGPIPE] * 2 and bash_ends[2] == 141
+
+
+@pytest.mark.parametrize("text", [
+    "exec nosuch >/nonexistent/x; echo $?",
+    "exec cat /dev/null </nonexistent/x; echo $?",
+])
+def test_execs_failed_redirection_is_its_failure_as_bashs(daemon, text):
+    """bash's exec builtin fails (1) and the shell goes on; the shell exited 1."""
+    assert_as_bash(daemon, text)
 
 
 # --- at a terminal -------------------------------------------------------------------
