@@ -246,7 +246,8 @@ class _Terminal:
         """What came up to ``text`` (taken), or, with ``text`` empty, up to the end."""
         deadline = time.monotonic() + seconds
         while not text or text not in self._buffer:
-            ready, _, _ = select.select([self.master], [], [], deadline - time.monotonic())
+            ready, _, _ = select.select([self.master], [], [],
+                                        max(0, deadline - time.monotonic()))
             assert ready, f"waited for {text!r}: {self._buffer!r}"
             try:
                 chunk = os.read(self.master, 4096)
@@ -261,8 +262,14 @@ class _Terminal:
         return taken
 
     def close(self) -> int:
+        """The program's status; one still running after its terminal hung up is
+        killed, with its process group."""
         os.close(self.master)
-        return self.process.wait(timeout=60)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
 
 
 def _session(argv: list[str], environ: dict[str, str], cwd: str, prompt: bytes,
