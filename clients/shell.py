@@ -1081,6 +1081,12 @@ class Shell:
             if no_fork:
                 raise
             return death.status
+        except KeyboardInterrupt:
+            # Ctrl-C killed the program; exec'd, it was the shell, which dies of SIGINT
+            # even where its prompt would take Ctrl-C (bash -i).
+            if no_fork:
+                raise KilledBySignal(signal.SIGINT) from None
+            raise
         finally:
             self.stage.reap(process)
 

@@ -6,7 +6,8 @@ x=(1)`` bash's syntax error) and where braces are literal (a case command's word
 patterns) or expanded (``for i in a={x,y}``: refused); help for every builtin of bash's;
 GNU cat's close of a closed standard input; a ``-c`` command's last program exec'd as
 bash's (SIGPIPE kills the shell), and an exec whose redirection fails, which does not;
-an interactive shell's ``exit`` and ``exec nosuch`` at a terminal. Each is compared with bash's own output where bash has one."""
+an interactive shell's ``exit``, ``exec nosuch``, and Ctrl-C in a program exec'd, at a
+terminal. Each is compared with bash's own output where bash has one."""
 
 from __future__ import annotations
 
@@ -232,13 +233,16 @@ def test_execs_failed_redirection_is_its_failure_as_bashs(daemon, text):
 
 
 class _Terminal:
-    """A program on a pseudo-terminal of its own (stdin, stdout and stderr), read until a
+    """A program on a pseudo-terminal of its own (stdin, stdout and stderr, and its
+    session's controlling terminal, so that Ctrl-C typed is its SIGINT), read until a
     text appears, with a deadline: no sleeping."""
 
     def __init__(self, argv: list[str], environ: dict[str, str], cwd: str) -> None:
         self.master, slave = os.openpty()
-        self.process = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
-                                        env=environ, cwd=cwd, start_new_session=True)
+        # setsid(1) execs the program, a session leader with the terminal as its own (it
+        # forks only for a process group's leader, which the child of this one is not).
+        self.process = subprocess.Popen(["setsid", "--ctty", *argv], stdin=slave,
+                                        stdout=slave, stderr=slave, env=environ, cwd=cwd)
         os.close(slave)
         self._buffer = b""
 
@@ -303,3 +307,33 @@ def test_interactive_exit_and_exec_of_no_program_as_bashs(daemon, tmp_path):
     assert shell == real
     assert shell == ([b"exec nosuch\r\nbash: exec: nosuch: not found\r\n", b"echo $?\r\n127\r\n",
                       b"x=$(exit 4); echo $? | grep 4\r\n4\r\n", b"exit 3\r\nexit\r\n"], 3)
+
+
+def _ctrl_c_in_an_execd_program(argv: list[str], environ: dict[str, str], cwd: str,
+                                prompt: bytes) -> tuple[bytes, int]:
+    """``exec cat`` at the prompt, a line for it to copy, then Ctrl-C and ``exit 5``
+    typed together: (what came after the copy; the status)."""
+    terminal = _Terminal(argv, environ, cwd)
+    try:
+        terminal.until(prompt)
+        os.write(terminal.master, b"exec cat\nhello\n")
+        terminal.until(b"hello\r\n")  # cat's copy: it runs
+        os.write(terminal.master, b"\x03exit 5\n")
+        gave = terminal.until(b"")
+    finally:
+        status = terminal.close()
+    return gave, status
+
+
+def test_interactive_exec_then_ctrl_c_kills_the_shell_as_bashs(daemon, tmp_path):
+    """The program exec'd is the shell: Ctrl-C kills it (bash -i dies of SIGINT, and no
+    prompt reads the ``exit 5`` typed after); the shell took it as at its prompt."""
+    environ = {"HOME": str(tmp_path), "TERM": "dumb", "PATH": "/usr/bin:/bin"}
+    prompt = "root@ftrace-sim:/# "
+    shell = _ctrl_c_in_an_execd_program(
+        [sys.executable, "-m", "clients.shell", "--address", daemon.address],
+        {**environ, "PYTHONPATH": REPO}, str(tmp_path), prompt.encode())
+    real = _ctrl_c_in_an_execd_program([_bash(), "--norc", "--noprofile", "-i"],
+                                       {**environ, "PS1": prompt}, str(tmp_path),
+                                       prompt.encode())
+    assert shell == real == (b"^Cexit 5\r\n", -signal.SIGINT)
