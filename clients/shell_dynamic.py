@@ -23,6 +23,8 @@ import re
 import time
 from typing import Protocol
 
+from clients.shell_runtime import legal_number
+
 __all__ = ["Dynamic", "LineNumber", "FunctionName", "Random", "Seconds", "NotArithmetic"]
 
 #: What an integer variable's value may be here: a decimal number with no leading zero
@@ -145,12 +147,11 @@ class Seconds(Dynamic):
     integer = True
 
     def __init__(self, value: str = "0") -> None:
-        try:
-            self.assign(value)
-        except NotArithmetic:
-            # From the environment, where nothing can be refused: counted from 0, as
-            # bash's for a name (not for an expression, which bash evaluates).
-            self.assign("0")
+        """``value``: the environment's, which bash's init_seconds_var reads as
+        legal_number() does, not as arithmetic (``010`` is 10; ``1+1``, like anything
+        that is no number, counts from 0)."""
+        self._assigned = legal_number(value) or 0
+        self._start = int(time.time())
 
     def value(self, shell: Shell) -> str | None:
         return str(_intmax(self._assigned + int(time.time()) - self._start))

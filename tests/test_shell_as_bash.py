@@ -115,6 +115,13 @@ def test_random_and_seconds_as_bashs(daemon, text):
     assert_as_bash(daemon, text)
 
 
+@pytest.mark.parametrize("seconds", ["010", " 7 ", "1+1", "x", "99999999999999999999", ""])
+def test_seconds_from_the_environment_as_bashs(daemon, seconds):
+    """bash's init_seconds_var reads it as legal_number() does (010 is 10, an expression
+    0); the shell took 010 for octal, and counted from 0."""
+    assert_as_bash(daemon, "echo $SECONDS", {**_ENVIRONMENT, "SECONDS": seconds})
+
+
 def test_seconds_counts_from_what_was_assigned(daemon):
     """Bounded by the seconds the run took, as bash's count of the wall clock's."""
     started = time.time()
