@@ -265,8 +265,9 @@ class Shell:
         self.functions: dict[str, FunctionDef] = {}
         #: bash's funcnest: how many function calls run the command running now.
         self.funcnest = 0
-        #: $FUNCNAME: the name of the function running (None outside any).
-        self.function_name: str | None = None
+        #: bash's FUNCNAME array: the functions running, innermost first, and ``main``
+        #: under them running a script (its first element is $FUNCNAME).
+        self.function_names: tuple[str, ...] = ()
         #: The positional parameters, $1...: those of the function running, else the
         #: shell's own (``set --`` and ``shift`` change them).
         self.positional: tuple[str, ...] = tuple(positional)
@@ -929,9 +930,10 @@ class Shell:
             raise ExpansionError(f"{function.name}: maximum function nesting level exceeded"
                                  f" ({self.funcnest})")
         saved = (self.positional, self.loop_level, self.stderr, self.descriptors,
-                 self.function_name, self.funcnest)
+                 self.function_names, self.funcnest)
         self.positional, self.loop_level = tuple(args), 0
-        self.function_name = function.name
+        self.function_names = (function.name, *(
+            self.function_names or (("main",) if self.mode == "script" else ())))
         self.stderr = as_output(fds[2])
         self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
         self.funcnest += 1
@@ -951,7 +953,7 @@ class Shell:
                                  " (the shell's stack)") from None
         finally:
             (self.positional, self.loop_level, self.stderr, self.descriptors,
-             self.function_name, self.funcnest) = saved
+             self.function_names, self.funcnest) = saved
 
     def execute_if_command(self, command: IfCommand) -> int:
         """bash's execute_if_command: 0 when the test fails and there is no else."""

@@ -131,15 +131,41 @@ def test_seconds_counts_from_what_was_assigned(daemon):
 
 
 def test_an_integer_variables_expression_is_refused(daemon):
-    """bash evaluates what is assigned to RANDOM or SECONDS as arithmetic (RANDOM=1+1
-    seeds 2); the shell does no arithmetic, and refuses it."""
-    text = "RANDOM=1+1; echo no\nSECONDS=010; echo no\nSECONDS=9223372036854775808\necho $?"
+    """bash evaluates what is assigned to RANDOM, or to SECONDS once read (get_seconds
+    makes it an integer variable), as arithmetic (RANDOM=1+1 seeds 2); the shell does
+    no arithmetic, and refuses it."""
+    text = ("RANDOM=1+1; echo no\n: $SECONDS; SECONDS=010; echo no\n"
+            "SECONDS=9223372036854775808\necho $?")
     shell = _shell(daemon, text, _ENVIRONMENT)
     refusal = ("bash: line {}: {}: arithmetic evaluation of an integer variable's value is "
                "not supported by ftrace-shell\n")
     assert (shell.returncode, shell.stdout, shell.stderr) == (
         0, "2\n", refusal.format(1, "RANDOM=1+1") + refusal.format(2, "SECONDS=010")
         + refusal.format(3, "SECONDS=9223372036854775808"))
+
+
+@pytest.mark.parametrize("text", [
+    # Before its first read SECONDS is no integer variable: legal_number()'s.
+    "SECONDS=010; echo $SECONDS",
+    "SECONDS=1+1; echo $SECONDS",
+    # export -p lists bash's value_cell: the value last read or assigned, none before.
+    "export RANDOM SECONDS LINENO FUNCNAME; RANDOM=5; SECONDS=20; export -p",
+    # export looks the variable up: RANDOM's generator moves on.
+    "RANDOM=5; export RANDOM; export -p; echo $RANDOM",
+    "export RANDOM=5; export -n RANDOM; echo $RANDOM",
+    "echo $LINENO\nexport LINENO; export -p",
+    # FUNCNAME's array: the functions running.
+    "f() { export -p; }; export FUNCNAME; g() { f; }; g; export -p",
+])
+def test_dynamic_variables_listed_as_bashs(daemon, text):
+    assert_as_bash(daemon, text)
+
+
+@pytest.mark.parametrize("seconds", ["7", " 07 "])
+def test_seconds_from_the_environment_listed_as_bashs(daemon, seconds):
+    """As the environment had it, no integer until read."""
+    assert_as_bash(daemon, "export -p; echo $SECONDS; export -p",
+                   {**_ENVIRONMENT, "SECONDS": seconds})
 
 
 # --- words --------------------------------------------------------------------------
