@@ -76,6 +76,8 @@ class Dynamic:
     integer = False
     #: bash's att_array (``declare -ax``).
     array = False
+    #: bash's att_noassign: ``local`` refuses it.
+    noassign = False
 
     def __init__(self) -> None:
         #: bash's value_cell: the value last read (or assigned), None before any.
@@ -110,6 +112,7 @@ class FunctionName(Dynamic):
     listed, the array of them."""
 
     array = True
+    noassign = True
 
     def compute(self, shell: Shell) -> str | None:
         return shell.function_names[0] if shell.function_names else None

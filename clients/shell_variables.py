@@ -635,6 +635,11 @@ def cmd_local(ctx: Invocation) -> int:
             ctx.builtin_err(f"`{operand}': not a valid identifier")
             status = 1
             continue
+        dynamic = variables.dynamic(name)
+        if dynamic is not None and dynamic.noassign:
+            ctx.builtin_err(f"{name}: variable may not be assigned value")
+            status = 1
+            continue
         try:
             variables.local(name, value if equals else None)
         except ReadonlyVariable as error:

@@ -161,6 +161,19 @@ def test_dynamic_variables_listed_as_bashs(daemon, text):
     assert_as_bash(daemon, text)
 
 
+@pytest.mark.parametrize("text", [
+    # A prefix assignment looks the variable up (RANDOM moves on); the command sees a
+    # plain variable.
+    "RANDOM=5; RANDOM=9 true; echo $RANDOM",
+    "f() { echo $RANDOM; }; RANDOM=5; RANDOM=1+1 f; echo $RANDOM",
+    "RANDOM=5; RANDOM=9 nosuch; echo $RANDOM",
+    # FUNCNAME is bash's noassign.
+    "f() { local a FUNCNAME=3 b; echo $? $FUNCNAME; local; }; f",
+])
+def test_dynamic_variables_side_effects_as_bashs(daemon, text):
+    assert_as_bash(daemon, text)
+
+
 @pytest.mark.parametrize("seconds", ["7", " 07 "])
 def test_seconds_from_the_environment_listed_as_bashs(daemon, seconds):
     """As the environment had it, no integer until read."""
