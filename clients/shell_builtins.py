@@ -137,7 +137,10 @@ _OTHER_TOPICS = {
     "function": ("function NAME { LIST; } or NAME() { LIST; }", "define a function"),
     "{ ... }": ("{ LIST; }", "run LIST as one command"),
     **{name: (name, _REFUSED_SUMMARY)
-       for name in ("for ((", "select", "time", "[[ ... ]]", "(( ... ))", "coproc")},
+       for name in ("for ((", "select", "time", "[[ ... ]]", "(( ... ))", "coproc",
+                    # bash's topics that are no builtin (compgen -b lists neither): a job
+                    # spec (job control), and its text on the shell variables.
+                    "%", "variables")},
 }
 
 
@@ -156,8 +159,8 @@ def _help_line(ctx: Invocation, usage: str, summary: str) -> None:
 
 @command("help [PATTERN...]", "list the commands (those PATTERN matches)", builtin=True)
 def cmd_help(ctx: Invocation) -> int:
-    """The shell's help; with PATTERNs, the topics they match as bash's help matches its
-    own (a glob, or a name's start), each a line: a command's usage and what it does, or,
+    """The shell's help; with PATTERNs, the topics they match as bash 5.2's help matches
+    its own (a glob, or, where that matched none, a name's start), each a line: a command's usage and what it does, or,
     for one of bash's the shell refuses (``help eval``), that it refuses it; bash's
     complaint where none matches. Without, the syntax and the commands, and the builtins
     refused."""
@@ -167,9 +170,11 @@ def cmd_help(ctx: Invocation) -> int:
     _, patterns = parsed
     topics = _topics()
     if patterns:
-        # bash's order: each pattern's topics in turn.
-        names = [name for pattern in patterns for name in sorted(topics)
-                 if strmatch(pattern, encode(name)) or name.startswith(pattern)]
+        # bash's order: each pattern's topics in turn; its second pass, for names the
+        # pattern starts, only where its first found none (help read: not readonly).
+        names = [name for pattern in patterns for name in (
+            [name for name in sorted(topics) if strmatch(pattern, encode(name))]
+            or [name for name in sorted(topics) if name.startswith(pattern)])]
         if not names:
             pattern = patterns[-1]  # bash names its last
             ctx.builtin_err(f"no help topics match `{pattern}'.  Try `help help' or "

@@ -228,6 +228,21 @@ def test_help_knows_every_builtin_and_reserved_word_bashs_does(daemon):
                             f"  {'[[ ... ]]':<26}(bash's: not supported by ftrace-shell)\n")
 
 
+@pytest.mark.parametrize("pattern", ["read", "rea", "re*", "fo", "(", "{", "%", "variables"])
+def test_help_matches_its_topics_as_bashs(daemon, pattern):
+    """bash 5.2's help matches names that start with the pattern only where the pattern
+    matched none (``help read`` is read alone; the shell listed readarray and readonly
+    too); ``%`` and ``variables`` are topics of bash's too (the shell's status was 1)."""
+    real = subprocess.run(["bash", "-c", 'help -s "$1"', "bash", pattern], executable=_bash(),
+                          env=_ENVIRONMENT, capture_output=True, text=True, timeout=60)
+    topics = [line for line in real.stdout.splitlines()
+              if ": " in line and not line.startswith("Shell commands matching")]
+    shell = _shell(daemon, f"help '{pattern}'", _ENVIRONMENT)
+    # A topic a line, its summary on the next where its usage is long (indented further).
+    lines = [line for line in shell.stdout.splitlines() if not line.startswith("   ")]
+    assert (shell.returncode, len(lines)) == (real.returncode, len(topics))
+
+
 @pytest.mark.parametrize("text", [
     # GNU cat closes standard input when it read it: closed, its second complaint.
     "cat <&-; echo $?",
