@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,19 +22,13 @@ import pytest
 
 from tests.children import REPO
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.real_bash import GREP_ENVIRONMENT, bash_path, run_bash
 from tests.test_shell_streams import run_with
 
 TRACING = "/sys/kernel/debug/tracing"
 #: What both shells' environments hold (bash's too, so that ``export -p`` lists the same):
 #: no PATH, TERM, SHELL or HOME unless a test gives them.
 _ENVIRONMENT = {"LC_ALL": "C", "PYTHONPATH": REPO}
-
-
-def _bash() -> str:
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("no bash to compare with")
-    return bash
 
 
 def _shell(daemon, text: str, environ: dict[str, str], stdin: str = ""
@@ -50,11 +43,9 @@ def assert_as_bash(daemon, text: str, environ: dict[str, str] = _ENVIRONMENT,
                    stdin: str = "") -> None:
     """``ftrace-shell -c TEXT`` and ``bash -c TEXT`` with only ``environ`` in their
     environments: status, stdout and stderr the same."""
-    real = subprocess.run(["bash", "-c", text], executable=_bash(), env=environ, cwd="/",
-                          input=stdin, capture_output=True, text=True, timeout=60)
     shell = _shell(daemon, text, environ, stdin)
-    assert (shell.returncode, shell.stdout, shell.stderr) == (
-        real.returncode, real.stdout, real.stderr)
+    assert (shell.returncode, shell.stdout, shell.stderr) == run_bash(text, environ,
+                                                                      stdin=stdin)
 
 
 # --- the variables bash sets ----------------------------------------------------------
@@ -71,8 +62,8 @@ def test_path_term_and_shell_as_bash_sets_them(daemon, environ):
     assert_as_bash(daemon, 'echo "[$PATH|$TERM|$SHELL]"; export -p', environ)
 
 
-#: Where bash finds GNU grep and cat, which the shell's are.
-_GREP = {**_ENVIRONMENT, "PATH": "/usr/bin:/bin"}
+#: Both shells' environment with GNU grep and cat.
+_GREP = {**GREP_ENVIRONMENT, **_ENVIRONMENT}
 
 
 @pytest.mark.parametrize("text", [
@@ -156,12 +147,6 @@ def test_an_integer_variables_expression_is_refused(daemon):
     "echo $LINENO\nexport LINENO; export -p",
     # FUNCNAME's array: the functions running.
     "f() { export -p; }; export FUNCNAME; g() { f; }; g; export -p",
-])
-def test_dynamic_variables_listed_as_bashs(daemon, text):
-    assert_as_bash(daemon, text)
-
-
-@pytest.mark.parametrize("text", [
     # A prefix assignment looks the variable up (RANDOM moves on); the command sees a
     # plain variable.
     "RANDOM=5; RANDOM=9 true; echo $RANDOM",
@@ -170,7 +155,7 @@ def test_dynamic_variables_listed_as_bashs(daemon, text):
     # FUNCNAME is bash's noassign.
     "f() { local a FUNCNAME=3 b; echo $? $FUNCNAME; local; }; f",
 ])
-def test_dynamic_variables_side_effects_as_bashs(daemon, text):
+def test_dynamic_variables_listed_and_looked_up_as_bashs(daemon, text):
     assert_as_bash(daemon, text)
 
 
@@ -217,7 +202,7 @@ def test_what_bash_would_assign_or_expand_is_refused(daemon, text, refusal):
 def test_help_knows_every_builtin_and_reserved_word_bashs_does(daemon):
     """``help NAME`` succeeds where bash's does: every builtin (those the shell refuses
     say so) and the reserved words with a topic; the others are bash's complaint."""
-    names = subprocess.run(["bash", "-c", "compgen -b; compgen -k"], executable=_bash(),
+    names = subprocess.run(["bash", "-c", "compgen -b; compgen -k"], executable=bash_path(),
                            capture_output=True, text=True, check=True).stdout.split()
     names.remove("in")  # the start of the shell's insmod and invoke, which bash has not
     quoted = " ".join(f"'{name}'" for name in names)
@@ -233,7 +218,7 @@ def test_help_matches_its_topics_as_bashs(daemon, pattern):
     """bash 5.2's help matches names that start with the pattern only where the pattern
     matched none (``help read`` is read alone; the shell listed readarray and readonly
     too); ``%`` and ``variables`` are topics of bash's too (the shell's status was 1)."""
-    real = subprocess.run(["bash", "-c", 'help -s "$1"', "bash", pattern], executable=_bash(),
+    real = subprocess.run(["bash", "-c", 'help -s "$1"', "bash", pattern], executable=bash_path(),
                           env=_ENVIRONMENT, capture_output=True, text=True, timeout=60)
     topics = [line for line in real.stdout.splitlines()
               if ": " in line and not line.startswith("Shell commands matching")]
@@ -271,7 +256,7 @@ def test_a_dash_c_commands_last_program_is_execd_as_bashs(daemon, tmp_path):
     """Into a pipe nobody reads: bash execs a lone simple command ending the string (its
     should_suppress_fork()), and the program's SIGPIPE is the shell's; the shell exited
     141 instead. ``exec cat`` anywhere is the shell's own death too."""
-    _bash()
+    bash_path()
     (tmp_path / "file").write_text("x\n")
     bash_ends = [run_with(daemon, text.format(f=tmp_path / "file"), 1, closed=False,
                           program=["bash"])[0] for text in _EXEC_CASES]
@@ -363,7 +348,7 @@ def test_interactive_exit_and_exec_of_no_program_as_bashs(daemon, tmp_path):
     prompt = "root@ftrace-sim:/# "  # the shell's, bash's PS1
     shell = _session([sys.executable, "-m", "clients.shell", "--address", daemon.address],
                      {**environ, "PYTHONPATH": REPO}, str(tmp_path), prompt.encode(), lines)
-    real = _session([_bash(), "--norc", "--noprofile", "-i"], {**environ, "PS1": prompt},
+    real = _session([bash_path(), "--norc", "--noprofile", "-i"], {**environ, "PS1": prompt},
                     str(tmp_path), prompt.encode(), lines)
     assert shell == real
     assert shell == ([b"exec nosuch\r\nbash: exec: nosuch: not found\r\n", b"echo $?\r\n127\r\n",
@@ -394,7 +379,7 @@ def test_interactive_exec_then_ctrl_c_kills_the_shell_as_bashs(daemon, tmp_path)
     shell = _ctrl_c_in_an_execd_program(
         [sys.executable, "-m", "clients.shell", "--address", daemon.address],
         {**environ, "PYTHONPATH": REPO}, str(tmp_path), prompt.encode())
-    real = _ctrl_c_in_an_execd_program([_bash(), "--norc", "--noprofile", "-i"],
+    real = _ctrl_c_in_an_execd_program([bash_path(), "--norc", "--noprofile", "-i"],
                                        {**environ, "PS1": prompt}, str(tmp_path),
                                        prompt.encode())
     assert shell == real == (b"^Cexit 5\r\n", -signal.SIGINT)
