@@ -20,6 +20,7 @@ from clients.shell_runtime import (
     FunctionReturn,
     Invocation,
     ShellExit,
+    UnsupportedOption,
     command,
     encode,
     getopt,
@@ -435,17 +436,19 @@ def cmd_cat(ctx: Invocation) -> int:
     its close(2), which fails where it is closed (``cat <&-``): GNU's second complaint."""
     operands: list[str] = []
     numbers: _LineNumbers | None = None
-    for letter, value in getopt(ctx, "nu", (), _CAT_LONG_OPTIONS, unsupported=_CAT_UNSUPPORTED):
-        if letter == "!":
-            ctx.err(f"Usage: {COMMANDS['cat'].usage} (--number: -n)")
-            return 1
-        if letter == "?":
-            ctx.try_help()
-            return 1
-        if letter == "n":
-            numbers = numbers or _LineNumbers()
-        elif not letter:
-            operands.append(value)
+    try:
+        for letter, value in getopt(ctx, "nu", (), _CAT_LONG_OPTIONS,
+                                    unsupported=_CAT_UNSUPPORTED):
+            if letter == "?":
+                ctx.try_help()
+                return 1
+            if letter == "n":
+                numbers = numbers or _LineNumbers()
+            elif not letter:
+                operands.append(value)
+    except UnsupportedOption:
+        ctx.err(f"Usage: {COMMANDS['cat'].usage} (--number: -n)")
+        return 1
     status = 0
     for operand in operands or ["-"]:
         try:
