@@ -11,12 +11,12 @@ environment's, as bash's adjust_shell_level reads it); and what bash sets where 
 environment has not: PATH (bash 5.2's DEFAULT_PATH_VALUE, as Debian builds it), TERM
 (``dumb``) and SHELL (the user's login shell), none of them exported; UID and EUID (the
 environment's are plain variables) and PPID (whatever the environment says), bash's
-readonly integers; and the dynamic variables (clients.shell_dynamic). A command's prefix assignments
-(``a=1 cmd``) live in a temporary scope for that command only: bash's temporary_env. A
-function's call opens a scope of its own for its ``local`` variables, above its caller's
-(bash's dynamic scoping: a variable is the innermost scope's that has it). The
-shell runs no programs, so being exported changes what ``export -p`` lists and nothing
-else.
+readonly integers; and the dynamic variables (clients.shell_dynamic). A command's prefix
+assignments (``a=1 cmd``) live in a temporary scope for that command only: bash's
+temporary_env. A function's call opens a scope of its own for its ``local`` variables,
+above its caller's (bash's dynamic scoping: a variable is the innermost scope's that has
+it). The shell runs no programs, so being exported changes what ``export -p`` lists and
+nothing else.
 
 Expansion of a word (:func:`expand_fields`): each parameter's marker is replaced by its
 value (or what its operator, ``${a:-word}``..., makes of it), each command substitution's
