@@ -32,7 +32,11 @@ from typing import Protocol
 
 from clients.shell_runtime import legal_number
 
-__all__ = ["Dynamic", "LineNumber", "FunctionName", "Random", "Seconds", "NotArithmetic"]
+__all__ = ["Dynamic", "LineNumber", "FunctionName", "Random", "Seconds", "NotArithmetic",
+           "Shown"]
+
+#: What ``export -p`` lists as a variable's value: a string, an array's elements, or none.
+Shown = str | tuple[str, ...] | None
 
 #: What an integer variable's value may be here: a decimal number with no leading zero
 #: (bash's arithmetic reads 010 as octal), blanks around it; or only blanks.
@@ -92,7 +96,7 @@ class Dynamic:
     def compute(self, shell: Shell) -> str | None:
         raise NotImplementedError
 
-    def shown(self, shell: Shell) -> str | tuple[str, ...] | None:
+    def shown(self, shell: Shell) -> Shown:
         """What ``export -p`` lists as the value (the variable is not read)."""
         return self.cell
 
@@ -117,7 +121,7 @@ class FunctionName(Dynamic):
     def compute(self, shell: Shell) -> str | None:
         return shell.function_names[0] if shell.function_names else None
 
-    def shown(self, shell: Shell) -> str | tuple[str, ...] | None:
+    def shown(self, shell: Shell) -> Shown:
         return shell.function_names
 
 

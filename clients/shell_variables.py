@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Protocol
 
 from clients.shell_dynamic import (Dynamic, FunctionName, LineNumber, NotArithmetic, Random,
-                                   Seconds)
+                                   Seconds, Shown)
 from clients.shell_dynamic import Shell as DynamicShell
 from clients.shell_parser import (MARKER, QUOTED_NULL, STRING_END, ParameterSpec, is_name,
                                   parameter_spec)
@@ -219,7 +219,7 @@ class Variables:
             raise ReadonlyVariable(name)
         self._scopes[-1][name] = Variable(value)
 
-    def exported(self, shell: Parameters) -> list[tuple[str, str, str | tuple[str, ...] | None]]:
+    def exported(self, shell: Parameters) -> list[tuple[str, str, Shown]]:
         """(name, attributes, value) of the exported variables, by name, as ``export -p``
         lists them (attributes: bash's letters, ``ix``, ``irx``, ``ax`` or ``x``; a
         dynamic variable's value as bash keeps it, an array's a tuple): for each name,
@@ -526,11 +526,12 @@ def _quote(value: str) -> str:
         for byte in data) + "'"
 
 
-def _listed(value: str | tuple[str, ...] | None) -> str:
+def _listed(value: Shown) -> str:
     """``=VALUE`` as ``export -p`` lists a variable's value: nothing for none (nor for an
     empty array), an array's elements as bash's ``([0]="a" [1]="b")``."""
     if isinstance(value, tuple):
-        elements = " ".join(f"[{index}]={_quote(element)}" for index, element in enumerate(value))
+        elements = " ".join(f"[{index}]={_quote(element)}"
+                            for index, element in enumerate(value))
         return f"=({elements})" if value else ""
     return "" if value is None else f"={_quote(value)}"
 
