@@ -101,12 +101,15 @@ class Variables:
             self._scopes[0].setdefault(name, Variable(str(value), readonly=True, integer=True))
         self._scopes[0]["PPID"] = Variable(str(os.getppid()), readonly=True, integer=True)
         # initialize_dynamic_variables(): one the environment exported stays exported;
-        # only SECONDS takes the environment's value.
+        # only SECONDS takes the environment's value; FUNCNAME from the environment stays
+        # its plain variable (init_funcname_var finds it and makes no array).
         dynamics: tuple[tuple[str, Dynamic], ...] = (
             ("LINENO", LineNumber()), ("FUNCNAME", FunctionName()), ("RANDOM", Random()),
             ("SECONDS", Seconds(environ.get("SECONDS"))))
         for name, dynamic in dynamics:
-            self._scopes[0][name] = Variable(None, exported=name in environ, dynamic=dynamic)
+            if name != "FUNCNAME" or not self.exists(name):
+                self._scopes[0][name] = Variable(None, exported=name in environ,
+                                                 dynamic=dynamic)
 
     def _lookup(self, name: str) -> Variable | None:
         """The variable ``name`` in the innermost scope that has it (bash's

@@ -159,6 +159,12 @@ def test_dynamic_variables_listed_and_looked_up_as_bashs(daemon, text):
     assert_as_bash(daemon, text)
 
 
+def test_funcname_from_the_environment_is_a_plain_variable_as_bashs(daemon):
+    """bash's init_funcname_var keeps the environment's (the shell made it its array)."""
+    assert_as_bash(daemon, 'echo "[$FUNCNAME]"; f() { echo $FUNCNAME; export -p; }; f',
+                   {**_ENVIRONMENT, "FUNCNAME": "x"})
+
+
 @pytest.mark.parametrize("seconds", ["7", " 07 "])
 def test_seconds_from_the_environment_listed_as_bashs(daemon, seconds):
     """As the environment had it, no integer until read."""
