@@ -130,8 +130,8 @@ _FUNCTION_SOURCE = {"command": "environment", "stdin": "main"}
 #: them, never an empty value bash would not give. (BASH_VERSION: no bash's version is
 #: this shell's.)
 _REFUSED_VARIABLES = frozenset((
-    "_", "PS4", "BASH", "BASHOPTS", "BASH_ALIASES", "BASH_ARGC", "BASH_ARGV", "BASH_ARGV0", "BASH_CMDS",
-    "BASH_COMMAND", "BASH_EXECUTION_STRING", "BASH_LINENO", "BASH_LOADABLES_PATH",
+    "_", "PS4", "BASH", "BASHOPTS", "BASH_ALIASES", "BASH_ARGC", "BASH_ARGV", "BASH_ARGV0",
+    "BASH_CMDS", "BASH_COMMAND", "BASH_EXECUTION_STRING", "BASH_LINENO", "BASH_LOADABLES_PATH",
     "BASH_SOURCE", "BASH_SUBSHELL", "BASH_VERSINFO", "BASH_VERSION", "COMP_WORDBREAKS",
     "DIRSTACK", "EPOCHREALTIME", "EPOCHSECONDS", "GROUPS", "HISTCMD", "HOSTNAME", "HOSTTYPE",
     "MACHTYPE", "OPTERR", "OPTIND", "OSTYPE", "SHELLOPTS", "SRANDOM", "PIPESTATUS",
@@ -265,8 +265,9 @@ class Shell:
         self.functions: dict[str, FunctionDef] = {}
         #: bash's funcnest: how many function calls run the command running now.
         self.funcnest = 0
-        #: $FUNCNAME: the name of the function running (None outside any).
-        self.function_name: str | None = None
+        #: bash's FUNCNAME array: the functions running, innermost first, and ``main``
+        #: under them running a script (its first element is $FUNCNAME).
+        self.function_names: tuple[str, ...] = ()
         #: The positional parameters, $1...: those of the function running, else the
         #: shell's own (``set --`` and ``shift`` change them).
         self.positional: tuple[str, ...] = tuple(positional)
@@ -828,9 +829,9 @@ class Shell:
         """bash's exec_builtin: with a command, the shell becomes it (runs it as the
         shell's own process, so that a signal that kills it kills the shell, then ends
         with its status; one it cannot find is bash's "not found", 127, which ends it
-        too); without, the redirections stay the shell's own. Its options, and its
-        redirections inside a compound command or a function (bash's would outlive
-        them), are refused."""
+        too; a failed redirection is exec's failure, 1, and the shell goes on); without,
+        the redirections stay the shell's own. Its options, and its redirections inside
+        a compound command or a function (bash's would outlive them), are refused."""
         if args[:1] == ["--"]:
             args = args[1:]
         refusal = None
@@ -843,21 +844,21 @@ class Shell:
             self._say(self.stderr, f"{self.prefix()}: exec: {refusal}")
             return 2
         if args:
-            # exec looks for a program: not a function, nor a builtin coreutils and
-            # procps do not also install as one (/bin/echo, /bin/kill...: exec cd is not
-            # found, exec echo runs).
-            spec = COMMANDS.get(args[0])
-            if spec is None or spec.builtin and args[0] not in _BUILTINS_ALSO_PROGRAMS:
-                with self._redirections(command.redirects, stdin, stdout) as fds:
-                    if fds is None:
-                        raise ShellExit(1)
+            with self._redirections(command.redirects, stdin, stdout) as fds:
+                if fds is None:
+                    return 1  # the redirection's failure is exec's: the shell goes on
+                # exec looks for a program: not a function, nor a builtin coreutils and
+                # procps do not also install as one (/bin/echo, /bin/kill...: exec cd is
+                # not found, exec echo runs).
+                spec = COMMANDS.get(args[0])
+                if spec is None or spec.builtin and args[0] not in _BUILTINS_ALSO_PROGRAMS:
                     self._say(as_output(fds[2]), f"{self.prefix()}: exec: {args[0]}: not found")
-                if self.interactive:  # bash -i goes on (no execfail needed)
-                    return 127
-                raise ShellExit(127)
-            status = self.run_command(Command(tuple(args), command.redirects, command.line,
-                                              command.assignments), stdin, stdout, args,
-                                      no_fork=True)
+                    if self.interactive:  # bash -i goes on (no execfail needed)
+                        return 127
+                    raise ShellExit(127)
+                with self.variables.temporary():
+                    self._assign(command, self._assign_temporary)
+                    status = self._run(args, fds, no_fork=True)
             raise ShellExit(status)
         opened: list[Descriptor] = []
         with self._redirections(command.redirects, stdin, stdout, opened) as fds:
@@ -929,9 +930,10 @@ class Shell:
             raise ExpansionError(f"{function.name}: maximum function nesting level exceeded"
                                  f" ({self.funcnest})")
         saved = (self.positional, self.loop_level, self.stderr, self.descriptors,
-                 self.function_name, self.funcnest)
+                 self.function_names, self.funcnest)
         self.positional, self.loop_level = tuple(args), 0
-        self.function_name = function.name
+        self.function_names = (function.name, *(
+            self.function_names or (("main",) if self.mode == "script" else ())))
         self.stderr = as_output(fds[2])
         self.descriptors = {fd: descriptor for fd, descriptor in fds.items() if fd > 2}
         self.funcnest += 1
@@ -951,7 +953,7 @@ class Shell:
                                  " (the shell's stack)") from None
         finally:
             (self.positional, self.loop_level, self.stderr, self.descriptors,
-             self.function_name, self.funcnest) = saved
+             self.function_names, self.funcnest) = saved
 
     def execute_if_command(self, command: IfCommand) -> int:
         """bash's execute_if_command: 0 when the test fails and there is no else."""
@@ -1044,6 +1046,11 @@ class Shell:
     def _assign_temporary(self, name: str, value: str) -> None:
         """A prefix assignment; one to a readonly variable is bash's complaint, and the
         command runs without it."""
+        dynamic = self.variables.dynamic(name)
+        if dynamic is not None:
+            # bash's assign_in_env looks the variable up (find_variable): its value is
+            # computed (RANDOM's generator moves on), though the command sees a plain one.
+            dynamic.value(self)
         try:
             self.variables.assign_temporary(name, value)
         except ReadonlyVariable as error:
@@ -1081,6 +1088,12 @@ class Shell:
             if no_fork:
                 raise
             return death.status
+        except KeyboardInterrupt:
+            # Ctrl-C killed the program; exec'd, it was the shell, which dies of SIGINT
+            # even where its prompt would take Ctrl-C (bash -i).
+            if no_fork:
+                raise KilledBySignal(signal.SIGINT) from None
+            raise
         finally:
             self.stage.reap(process)
 

@@ -20,6 +20,7 @@ from clients.shell_runtime import (
     FunctionReturn,
     Invocation,
     ShellExit,
+    UnsupportedOption,
     command,
     encode,
     getopt,
@@ -137,7 +138,10 @@ _OTHER_TOPICS = {
     "function": ("function NAME { LIST; } or NAME() { LIST; }", "define a function"),
     "{ ... }": ("{ LIST; }", "run LIST as one command"),
     **{name: (name, _REFUSED_SUMMARY)
-       for name in ("for ((", "select", "time", "[[ ... ]]", "(( ... ))", "coproc")},
+       for name in ("for ((", "select", "time", "[[ ... ]]", "(( ... ))", "coproc",
+                    # bash's topics that are no builtin (compgen -b lists neither): a job
+                    # spec (job control), and its text on the shell variables.
+                    "%", "variables")},
 }
 
 
@@ -156,8 +160,8 @@ def _help_line(ctx: Invocation, usage: str, summary: str) -> None:
 
 @command("help [PATTERN...]", "list the commands (those PATTERN matches)", builtin=True)
 def cmd_help(ctx: Invocation) -> int:
-    """The shell's help; with PATTERNs, the topics they match as bash's help matches its
-    own (a glob, or a name's start), each a line: a command's usage and what it does, or,
+    """The shell's help; with PATTERNs, the topics they match as bash 5.2's help matches
+    its own (a glob, or, where that matched none, a name's start), each a line: a command's usage and what it does, or,
     for one of bash's the shell refuses (``help eval``), that it refuses it; bash's
     complaint where none matches. Without, the syntax and the commands, and the builtins
     refused."""
@@ -167,9 +171,11 @@ def cmd_help(ctx: Invocation) -> int:
     _, patterns = parsed
     topics = _topics()
     if patterns:
-        # bash's order: each pattern's topics in turn.
-        names = [name for pattern in patterns for name in sorted(topics)
-                 if strmatch(pattern, encode(name)) or name.startswith(pattern)]
+        # bash's order: each pattern's topics in turn; its second pass, for names the
+        # pattern starts, only where its first found none (help read: not readonly).
+        names = [name for pattern in patterns for name in (
+            [name for name in sorted(topics) if strmatch(pattern, encode(name))]
+            or [name for name in sorted(topics) if name.startswith(pattern)])]
         if not names:
             pattern = patterns[-1]  # bash names its last
             ctx.builtin_err(f"no help topics match `{pattern}'.  Try `help help' or "
@@ -430,17 +436,19 @@ def cmd_cat(ctx: Invocation) -> int:
     its close(2), which fails where it is closed (``cat <&-``): GNU's second complaint."""
     operands: list[str] = []
     numbers: _LineNumbers | None = None
-    for letter, value in getopt(ctx, "nu", (), _CAT_LONG_OPTIONS, unsupported=_CAT_UNSUPPORTED):
-        if letter == "!":
-            ctx.err(f"Usage: {COMMANDS['cat'].usage} (--number: -n)")
-            return 1
-        if letter == "?":
-            ctx.try_help()
-            return 1
-        if letter == "n":
-            numbers = numbers or _LineNumbers()
-        elif not letter:
-            operands.append(value)
+    try:
+        for letter, value in getopt(ctx, "nu", (), _CAT_LONG_OPTIONS,
+                                    unsupported=_CAT_UNSUPPORTED):
+            if letter == "?":
+                ctx.try_help()
+                return 1
+            if letter == "n":
+                numbers = numbers or _LineNumbers()
+            elif not letter:
+                operands.append(value)
+    except UnsupportedOption:
+        ctx.err(f"Usage: {COMMANDS['cat'].usage} (--number: -n)")
+        return 1
     status = 0
     for operand in operands or ["-"]:
         try:

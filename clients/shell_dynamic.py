@@ -1,18 +1,25 @@
 """bash 5.2's dynamic variables that ftrace-shell gives (variables.c's
 initialize_dynamic_variables): a value computed when the variable is read (bash's
 dynamic_value) and an assignment that does what its assign_func does. ``LINENO`` and
-``FUNCNAME`` read the shell's line and function (an assignment changes nothing);
+``FUNCNAME`` read the shell's line and functions (an assignment changes nothing);
 ``RANDOM`` is bash's generator, an assignment seeding it (assign_random), and a
 subshell's copy reseeded before its first value unless the subshell seeds it itself
 (get_random_number: bash's subshell is another process); ``SECONDS`` counts the wall
 clock's seconds since the shell started, or since an assignment, from the value
 assigned (assign_seconds). ``unset`` ends a dynamic variable (clients.shell_variables).
 
-RANDOM and SECONDS are bash's integer variables: what is assigned to them is an
-arithmetic expression, which ftrace-shell does not evaluate. A decimal number that fits
-bash's intmax_t (blanks around it, a sign), which bash's arithmetic reads as the number,
-and nothing (0) are taken; anything else (``1+1``, ``010``, ``0x10``, a name, a number
+What ``export -p`` shows of one is bash's value_cell (:attr:`Dynamic.cell`): the value
+last read or assigned, which listing it does not compute again; FUNCNAME's is the array
+of the functions running.
+
+RANDOM is bash's integer variable, and SECONDS becomes one at its first read
+(get_seconds sets att_integer): what is assigned to them is then an arithmetic
+expression, which ftrace-shell does not evaluate. A decimal number that fits bash's
+intmax_t (blanks around it, a sign), which bash's arithmetic reads as the number, and
+nothing (0) are taken; anything else (``1+1``, ``010``, ``0x10``, a name, a number
 beyond 64 bits) is refused (:class:`NotArithmetic`), never taken for some other number.
+Before that, an assignment to SECONDS is read as bash's legal_number() reads it (``010``
+is 10, anything that is no number 0).
 """
 
 from __future__ import annotations
@@ -23,7 +30,13 @@ import re
 import time
 from typing import Protocol
 
-__all__ = ["Dynamic", "LineNumber", "FunctionName", "Random", "Seconds", "NotArithmetic"]
+from clients.shell_runtime import legal_number
+
+__all__ = ["Dynamic", "LineNumber", "FunctionName", "Random", "Seconds", "NotArithmetic",
+           "Shown"]
+
+#: What ``export -p`` lists as a variable's value: a string, an array's elements, or none.
+Shown = str | tuple[str, ...] | None
 
 #: What an integer variable's value may be here: a decimal number with no leading zero
 #: (bash's arithmetic reads 010 as octal), blanks around it; or only blanks.
@@ -37,10 +50,11 @@ class NotArithmetic(ValueError):
 class Shell(Protocol):
     """What a dynamic value reads of the shell (clients.shell.Shell)."""
 
-    #: The line of the command running.
+    #: The line of the command running ($LINENO).
     line: int
-    #: The function running, None outside any.
-    function_name: str | None
+    #: bash's FUNCNAME array: the functions running, innermost first (and ``main``
+    #: under them, running a script); empty outside any.
+    function_names: tuple[str, ...]
 
 
 def _intmax(number: int) -> int:
@@ -64,9 +78,27 @@ class Dynamic:
 
     #: bash's att_integer (``export -p`` lists it as ``declare -ix``).
     integer = False
+    #: bash's att_array (``declare -ax``).
+    array = False
+    #: bash's att_noassign: ``local`` refuses it.
+    noassign = False
+
+    def __init__(self) -> None:
+        #: bash's value_cell: the value last read (or assigned), None before any.
+        self.cell: str | None = None
 
     def value(self, shell: Shell) -> str | None:
+        """bash's dynamic_value, which it calls wherever it looks the variable up
+        (find_variable), keeping what it gives as the variable's value_cell."""
+        self.cell = self.compute(shell)
+        return self.cell
+
+    def compute(self, shell: Shell) -> str | None:
         raise NotImplementedError
+
+    def shown(self, shell: Shell) -> Shown:
+        """What ``export -p`` lists as the value (the variable is not read)."""
+        return self.cell
 
     def assign(self, value: str) -> None:
         pass
@@ -75,15 +107,22 @@ class Dynamic:
 class LineNumber(Dynamic):
     """``$LINENO``: bash's get_lineno."""
 
-    def value(self, shell: Shell) -> str | None:
+    def compute(self, shell: Shell) -> str | None:
         return str(shell.line)
 
 
 class FunctionName(Dynamic):
-    """``$FUNCNAME``: the function running (bash's get_funcname, its first element)."""
+    """``$FUNCNAME``: the function running (bash's get_funcname, its first element);
+    listed, the array of them."""
 
-    def value(self, shell: Shell) -> str | None:
-        return shell.function_name
+    array = True
+    noassign = True
+
+    def compute(self, shell: Shell) -> str | None:
+        return shell.function_names[0] if shell.function_names else None
+
+    def shown(self, shell: Shell) -> Shown:
+        return shell.function_names
 
 
 #: bash's BASH_RAND_MAX.
@@ -98,6 +137,7 @@ class Random(Dynamic):
     integer = True
 
     def __init__(self) -> None:
+        super().__init__()
         self._seed(random.getrandbits(32))
 
     def _seed(self, seed: int) -> None:
@@ -107,7 +147,7 @@ class Random(Dynamic):
         self._last = 0
         self._reseed = False
 
-    def value(self, shell: Shell) -> str | None:
+    def compute(self, shell: Shell) -> str | None:
         if self._reseed:  # a subshell's first value: seedrand() in the new process
             self._seed(random.getrandbits(32))
         while True:
@@ -119,7 +159,9 @@ class Random(Dynamic):
 
     def assign(self, value: str) -> None:
         """bash's assign_random: the value seeds the generator."""
-        self._seed(integer_value(value))
+        seed = integer_value(value)
+        self._seed(seed)
+        self.cell = str(seed)
 
     def __deepcopy__(self, memo: dict[int, object]) -> Random:
         """A subshell's copy (the variables are deep-copied only for a subshell): bash
@@ -142,20 +184,23 @@ class Seconds(Dynamic):
     """``$SECONDS``: bash's get_seconds, the value assigned plus the wall clock's whole
     seconds since then (since the shell started, where nothing was)."""
 
-    integer = True
+    def __init__(self, value: str | None = None) -> None:
+        """``value``: the environment's, which bash's init_seconds_var reads as
+        legal_number() does, not as arithmetic (``010`` is 10; ``1+1``, like anything
+        that is no number, counts from 0), and keeps as the value listed."""
+        super().__init__()
+        #: bash's att_integer, which get_seconds sets (SECONDS starts without).
+        self.integer = False
+        self.assign(value or "0")
+        self.cell = value
 
-    def __init__(self, value: str = "0") -> None:
-        try:
-            self.assign(value)
-        except NotArithmetic:
-            # From the environment, where nothing can be refused: counted from 0, as
-            # bash's for a name (not for an expression, which bash evaluates).
-            self.assign("0")
-
-    def value(self, shell: Shell) -> str | None:
+    def compute(self, shell: Shell) -> str | None:
+        self.integer = True
         return str(_intmax(self._assigned + int(time.time()) - self._start))
 
     def assign(self, value: str) -> None:
-        """bash's assign_seconds: counting starts again from ``value``."""
-        self._assigned = integer_value(value)
+        """bash's assign_seconds: counting starts again from ``value``, arithmetic's once
+        SECONDS is an integer variable, else legal_number()'s."""
+        self._assigned = integer_value(value) if self.integer else legal_number(value) or 0
         self._start = int(time.time())
+        self.cell = str(self._assigned)

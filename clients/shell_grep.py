@@ -34,6 +34,7 @@ from clients.shell_runtime import (
     COMMANDS,
     Invocation,
     NullOutput,
+    UnsupportedOption,
     command,
     encode,
     getopt,
@@ -203,9 +204,12 @@ def _pattern_file(ctx: Invocation, name: str) -> list[bytes]:
         raise _Trouble(f"{name}: {ctx.shell.reason(error)}") from None
 
 
-def _usage(ctx: Invocation) -> int:
+def _usage(ctx: Invocation, try_help: bool = True) -> int:
+    """GNU grep's usage line, and its pointer to --help (which the shell refuses: not
+    after an option refused)."""
     ctx.err(f"Usage: {COMMANDS['grep'].usage}")
-    ctx.try_help()
+    if try_help:
+        ctx.try_help()
     return 2
 
 
@@ -215,12 +219,14 @@ def _parse(ctx: Invocation) -> tuple[_Options, list[str]] | int:
     try:
         for letter, value in getopt(ctx, _FLAGS, _VALUED, _LONG_OPTIONS,
                                     unsupported=_UNSUPPORTED, digits=True):
-            if letter in ("?", "!"):  # a bad option, or one refused
+            if letter == "?":  # a bad option
                 return _usage(ctx)
             if letter:
                 _option(ctx, options, letter, value)
             else:
                 operands.append(value)
+    except UnsupportedOption:
+        return _usage(ctx, try_help=False)
     except _Trouble as trouble:
         ctx.err(f"grep: {trouble}")
         return 2

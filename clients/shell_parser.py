@@ -21,33 +21,34 @@ command is bash's syntax error, a subshell, ``((`` or ``[[`` one refused), into
 :class:`FunctionDef`.
 Parameters, unquoted or in double quotes: ``$NAME``, ``${NAME}``, ``${#NAME}`` (its
 length), the special ``$?``, ``$$``, ``$#``, ``$0``, ``$1``..., ``${10}``, ``$@`` and
-``$*``; command substitution ``$(...)``, parsed as it is read, as bash's parse_comsub
-does (a ``)`` ends it where the command before it is complete: a case pattern's is
-the command's), and run when the word is expanded. Each is kept in the word as a marker (:func:`parameter_marker`,
-:func:`substitution_marker`) that :mod:`clients.shell_variables` expands, splits and
-removes as bash does when the command runs. A word ``NAME=value`` before a command's name
-(unquoted ``NAME``) is an assignment (:attr:`Command.assignments`). ``${NAME`` without
-its ``}`` is bash's unexpected EOF. Of the ``${...}`` operators, ``-``, ``=``, ``?`` and
-``+`` (and with ``:``: ``${a:-word}``...) are read, with a plain-text word (on ``$@`` and
-``$*`` too: ``"${@-word}"`` is ``"$@"`` where there are positional parameters,
-``"${@+set}"`` no field where there are none, as bash's); the others
-(``${a%x}``, ``${!a}``...), a word with quotes or expansions (``${a:-"x"}``,
-``${a:-$b}``), ``$-``, ``$!`` and ``$'...'`` are refused; ``$"..."`` is ``"..."`` (no
-message catalogs). An unquoted ``~`` where bash would expand it (a word's start; after the
-``=`` or a ``:`` of an assignment) is refused, and so is a brace expression where bash
-would expand it (``{1..3}``, ``a{b,c}``, ``for i in a={x,y}``; not in an assignment,
-``a={x,y}``, nor in a case command's word or pattern), and an assignment ``a+=x``,
-``a[0]=x``, ``a[0]+=x`` or ``a=(x y)`` (``echo a=(x)``: bash's syntax error). No globbing (pathname expansion), subshells,
-backquotes, arithmetic, background jobs, here-documents or here-strings: ``$``
-not starting a parameter and ``*`` are ordinary characters outside a case pattern (``echo
-uinput* > set_ftrace_filter`` writes the glob itself, as bash does when nothing in the
-current directory matches); ``)``, ``;;``, ``;&`` and ``;;&`` outside a case command and a
-``(`` after a command's words are syntax errors; ``<<``, ``<<<``, ``<>``, ``&``, ``&>``,
-``&>>``, ``|&``, a ``(`` starting a command, ``$((`` and a backquote are refused. bash's
-reserved words are read where bash reads them, as a command's first word, unquoted
-(``esac``: also where a case clause's first pattern would be): those of a compound command the shell does not run
-(``select``, ``[[``, ``coproc``...) are refused, and those that only continue or close
-one (``then``, ``fi``, ``}``, ...) are bash's syntax error where no open compound command
+``$*``; command substitution ``$(...)``, parsed as it is read, as bash's parse_comsub does
+(a ``)`` ends it where the command before it is complete: a case pattern's is the
+command's), and run when the word is expanded. Each is kept in the word as a marker
+(:func:`parameter_marker`, :func:`substitution_marker`) that
+:mod:`clients.shell_variables` expands, splits and removes as bash does when the command
+runs. A word ``NAME=value`` before a command's name (unquoted ``NAME``) is an assignment
+(:attr:`Command.assignments`). ``${NAME`` without its ``}`` is bash's unexpected EOF. Of
+the ``${...}`` operators, ``-``, ``=``, ``?`` and ``+`` (and with ``:``:
+``${a:-word}``...) are read, with a plain-text word (on ``$@`` and ``$*`` too:
+``"${@-word}"`` is ``"$@"`` where there are positional parameters, ``"${@+set}"`` no field
+where there are none, as bash's); the others (``${a%x}``, ``${!a}``...), a word with
+quotes or expansions (``${a:-"x"}``, ``${a:-$b}``), ``$-``, ``$!`` and ``$'...'`` are
+refused; ``$"..."`` is ``"..."`` (no message catalogs). An unquoted ``~`` where bash would
+expand it (a word's start; after the ``=`` or a ``:`` of an assignment) is refused, and so
+is a brace expression where bash would expand it (``{1..3}``, ``a{b,c}``, ``for i in
+a={x,y}``; not in an assignment, ``a={x,y}``, nor in a case command's word or pattern),
+and an assignment ``a+=x``, ``a[0]=x``, ``a[0]+=x`` or ``a=(x y)`` (``echo a=(x)``: bash's
+syntax error). No globbing (pathname expansion), subshells, backquotes, arithmetic,
+background jobs, here-documents or here-strings: ``$`` not starting a parameter and ``*``
+are ordinary characters outside a case pattern (``echo uinput* > set_ftrace_filter``
+writes the glob itself, as bash does when nothing in the current directory matches);
+``)``, ``;;``, ``;&`` and ``;;&`` outside a case command and a ``(`` after a command's
+words are syntax errors; ``<<``, ``<<<``, ``<>``, ``&``, ``&>``, ``&>>``, ``|&``, a ``(``
+starting a command, ``$((`` and a backquote are refused. bash's reserved words are read
+where bash reads them, as a command's first word, unquoted (``esac``: also where a case
+clause's first pattern would be): those of a compound command the shell does not run
+(``select``, ``[[``, ``coproc``...) are refused, and those that only continue or close one
+(``then``, ``fi``, ``}``, ...) are bash's syntax error where no open compound command
 waits for them; anywhere else (``echo fi``, ``'if'``, a case pattern ``if)``) they are
 words.
 

@@ -22,7 +22,8 @@ import re
 import string
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Callable, Collection, Iterator, Protocol, cast
+from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Iterator, NoReturn, Protocol,
+                    cast)
 
 from clients.api import READ_CHUNK, FileSession
 from clients.errors import FtraceError
@@ -55,6 +56,7 @@ __all__ = [
     "COMMANDS",
     "command",
     "getopt",
+    "UnsupportedOption",
     "internal_getopt",
     "parse_options",
     "encode",
@@ -563,6 +565,15 @@ def _long_option(arg: str, long_options: dict[str, str]) -> tuple[str, str] | st
             + "".join(f" '--{full}'" for full in [first] + others))
 
 
+class UnsupportedOption(Exception):
+    """An option :func:`getopt` refused (its program has it, ftrace-shell not), said."""
+
+
+def _refuse(ctx: Invocation, option: str) -> NoReturn:
+    ctx.err(f"{ctx.name}: option '{option}' is not supported by ftrace-shell")
+    raise UnsupportedOption(option)
+
+
 def getopt(
     ctx: Invocation,
     flags: str,
@@ -581,8 +592,9 @@ def getopt(
     Yields (letter, value or "") for each option and ("", operand) for each operand, in
     their order; for a bad option, getopt's diagnostic (``ls: invalid option -- 'x'``),
     then ("?", ""), getopt's return for it, and stops. An option in ``unsupported`` (one
-    the program has, ftrace-shell not) is refused so, before its value is looked for,
-    and ("!", "") yielded (the program may say what it takes instead).
+    the program has, ftrace-shell not) is refused so, before its value is looked for, and
+    :class:`UnsupportedOption` raised: no letter a caller could take for an option (it
+    may say what it takes instead).
     With ``digits``, the digits are options, and a run of them in one argument (the
     ``12`` of ``-12n``) is yielded as one: ("#", "12"), as GNU grep's -NUM gathers them.
     """
@@ -600,9 +612,7 @@ def getopt(
             if isinstance(found, tuple):
                 name, letter = found
                 if letter in unsupported:
-                    ctx.err(f"{ctx.name}: option '--{name}' is not supported by ftrace-shell")
-                    yield "!", ""
-                    return
+                    _refuse(ctx, f"--{name}")
                 if "=" in arg and letter not in valued:
                     found = f"option '--{name}' doesn't allow an argument"
                 elif "=" not in arg and letter in valued:
@@ -625,9 +635,7 @@ def getopt(
                 letters = rest
                 continue
             if letter in unsupported:
-                ctx.err(f"{ctx.name}: option '-{letter}' is not supported by ftrace-shell")
-                yield "!", ""
-                return
+                _refuse(ctx, f"-{letter}")
             if letter in valued:
                 value = letters or next(args, None)
                 if value is None:

@@ -11,12 +11,12 @@ environment's, as bash's adjust_shell_level reads it); and what bash sets where 
 environment has not: PATH (bash 5.2's DEFAULT_PATH_VALUE, as Debian builds it), TERM
 (``dumb``) and SHELL (the user's login shell), none of them exported; UID and EUID (the
 environment's are plain variables) and PPID (whatever the environment says), bash's
-readonly integers; and the dynamic variables (clients.shell_dynamic). A command's prefix assignments
-(``a=1 cmd``) live in a temporary scope for that command only: bash's temporary_env. A
-function's call opens a scope of its own for its ``local`` variables, above its caller's
-(bash's dynamic scoping: a variable is the innermost scope's that has it). The
-shell runs no programs, so being exported changes what ``export -p`` lists and nothing
-else.
+readonly integers; and the dynamic variables (clients.shell_dynamic). A command's prefix
+assignments (``a=1 cmd``) live in a temporary scope for that command only: bash's
+temporary_env. A function's call opens a scope of its own for its ``local`` variables,
+above its caller's (bash's dynamic scoping: a variable is the innermost scope's that has
+it). The shell runs no programs, so being exported changes what ``export -p`` lists and
+nothing else.
 
 Expansion of a word (:func:`expand_fields`): each parameter's marker is replaced by its
 value (or what its operator, ``${a:-word}``..., makes of it), each command substitution's
@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Protocol
 
 from clients.shell_dynamic import (Dynamic, FunctionName, LineNumber, NotArithmetic, Random,
-                                   Seconds)
+                                   Seconds, Shown)
+from clients.shell_dynamic import Shell as DynamicShell
 from clients.shell_parser import (MARKER, QUOTED_NULL, STRING_END, ParameterSpec, is_name,
                                   parameter_spec)
 from clients.shell_runtime import Invocation, command, encode, internal_getopt, legal_number
@@ -100,13 +101,15 @@ class Variables:
             self._scopes[0].setdefault(name, Variable(str(value), readonly=True, integer=True))
         self._scopes[0]["PPID"] = Variable(str(os.getppid()), readonly=True, integer=True)
         # initialize_dynamic_variables(): one the environment exported stays exported;
-        # only SECONDS takes the environment's value.
+        # only SECONDS takes the environment's value; FUNCNAME from the environment stays
+        # its plain variable (init_funcname_var finds it and makes no array).
         dynamics: tuple[tuple[str, Dynamic], ...] = (
             ("LINENO", LineNumber()), ("FUNCNAME", FunctionName()), ("RANDOM", Random()),
-            ("SECONDS", Seconds(environ.get("SECONDS", "0"))))
+            ("SECONDS", Seconds(environ.get("SECONDS"))))
         for name, dynamic in dynamics:
-            self._scopes[0][name] = Variable(None, exported=name in environ,
-                                             integer=dynamic.integer, dynamic=dynamic)
+            if name != "FUNCNAME" or not self.exists(name):
+                self._scopes[0][name] = Variable(None, exported=name in environ,
+                                                 dynamic=dynamic)
 
     def _lookup(self, name: str) -> Variable | None:
         """The variable ``name`` in the innermost scope that has it (bash's
@@ -219,18 +222,18 @@ class Variables:
             raise ReadonlyVariable(name)
         self._scopes[-1][name] = Variable(value)
 
-    def exported(self) -> list[tuple[str, str, str | None]]:
+    def exported(self, shell: Parameters) -> list[tuple[str, str, Shown]]:
         """(name, attributes, value) of the exported variables, by name, as ``export -p``
-        lists them (attributes: bash's letters, ``ix``, ``irx`` or ``x``): for each name,
+        lists them (attributes: bash's letters, ``ix``, ``irx``, ``ax`` or ``x``; a
+        dynamic variable's value as bash keeps it, an array's a tuple): for each name,
         the innermost exported one (bash lists no temporary variable that was not
         exported)."""
-        found: dict[str, tuple[str, str | None]] = {}
-        for scope in self._scopes:
-            found.update((name, ("i" * variable.integer + "r" * variable.readonly + "x",
-                                 variable.value))
-                         for name, variable in scope.items()
-                         if variable.exported and not variable.invisible)
-        return sorted((name, letters, value) for name, (letters, value) in found.items())
+        found = {name: variable for scope in self._scopes for name, variable in scope.items()
+                 if variable.exported and not variable.invisible}
+        return sorted((name, _letters(variable),
+                       variable.value if variable.dynamic is None
+                       else variable.dynamic.shown(shell))
+                      for name, variable in found.items())
 
     @property
     def ifs(self) -> str:
@@ -251,6 +254,14 @@ class Variables:
             for name, variable in scope.items():
                 if variable.exported:
                     self._scopes[-1][name] = variable
+
+
+def _letters(variable: Variable) -> str:
+    """A variable's attributes as ``export -p`` lists them (bash's letters)."""
+    dynamic = variable.dynamic
+    integer = variable.integer if dynamic is None else dynamic.integer
+    return ("a" * (dynamic is not None and dynamic.array) + "i" * integer
+            + "r" * variable.readonly + "x")
 
 
 def _login_shell() -> str:
@@ -302,16 +313,13 @@ class ReadonlyVariable(ExpansionError):
         super().__init__(f"{name}: readonly variable")
 
 
-class Parameters(Protocol):
-    """What expansion reads and assigns (the shell, clients.shell.Shell)."""
+class Parameters(DynamicShell, Protocol):
+    """What expansion reads and assigns (the shell, clients.shell.Shell): what the
+    dynamic variables read, and more."""
 
     variables: Variables
     #: The positional parameters ($1...).
     positional: tuple[str, ...]
-    #: The line of the command running ($LINENO).
-    line: int
-    #: The function running ($FUNCNAME), None outside any.
-    function_name: str | None
 
     def parameter(self, name: str) -> str | None:
         """A parameter's value by name (special parameters included); None when unset."""
@@ -521,6 +529,16 @@ def _quote(value: str) -> str:
         for byte in data) + "'"
 
 
+def _listed(value: Shown) -> str:
+    """``=VALUE`` as ``export -p`` lists a variable's value: nothing for none (nor for an
+    empty array), an array's elements as bash's ``([0]="a" [1]="b")``."""
+    if isinstance(value, tuple):
+        elements = " ".join(f"[{index}]={_quote(element)}"
+                            for index, element in enumerate(value))
+        return f"=({elements})" if value else ""
+    return "" if value is None else f"={_quote(value)}"
+
+
 _EXPORT_USAGE = "export [-fn] [name[=value] ...] or export -p"
 
 
@@ -533,9 +551,8 @@ def cmd_export(ctx: Invocation) -> int:
     options, operands = parsed
     variables = ctx.shell.variables
     if not operands:
-        for name, letters, value in variables.exported():
-            ctx.out(f"declare -{letters} {name}"
-                    + ("" if value is None else f"={_quote(value)}") + "\n")
+        for name, letters, value in variables.exported(ctx.shell):
+            ctx.out(f"declare -{letters} {name}{_listed(value)}\n")
         return 0
     status = 0
     for operand in operands:
@@ -556,6 +573,11 @@ def cmd_export(ctx: Invocation) -> int:
                     ctx.err(f"{ctx.shell.prefix()}: {error.message}")
                     status = 1
             variables.export(name, "n" not in options)
+            # bash's find_variable of the name: a dynamic variable's value is computed
+            # (RANDOM's generator moves on).
+            dynamic = variables.dynamic(name)
+            if dynamic is not None:
+                dynamic.value(ctx.shell)
     return status
 
 
@@ -615,6 +637,11 @@ def cmd_local(ctx: Invocation) -> int:
         name, equals, value = operand.partition("=")
         if not is_name(name):
             ctx.builtin_err(f"`{operand}': not a valid identifier")
+            status = 1
+            continue
+        dynamic = variables.dynamic(name)
+        if dynamic is not None and dynamic.noassign:
+            ctx.builtin_err(f"{name}: variable may not be assigned value")
             status = 1
             continue
         try:

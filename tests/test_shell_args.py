@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
-from tests.test_shell_input import WITH_GREP
+from tests.real_bash import GREP_ENVIRONMENT
 from tests.test_shell_integration import finish, start_shell
 from tests.test_shell_parser import assert_as_bash, run
 
@@ -38,7 +38,7 @@ MODES = ["command", "stdin", "script"]
     "f() { while [ $# -gt 0 ]; do echo \"<$1>\"; shift; done; }; f a '' 'b c'",
 ])
 def test_shift_as_bash(text):
-    assert_as_bash(text, WITH_GREP)
+    assert_as_bash(text, GREP_ENVIRONMENT)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -59,7 +59,7 @@ def test_too_many_arguments_leave_as_bash(mode, text):
     """bash's no_args(): under ``-c`` the command ends (status 1); elsewhere the rest of
     the line goes; in a command substitution or a pipeline's process, that subshell
     ends."""
-    assert_as_bash(text, WITH_GREP, mode=mode)
+    assert_as_bash(text, GREP_ENVIRONMENT, mode=mode)
 
 
 @pytest.mark.parametrize("text", [
@@ -78,7 +78,7 @@ def test_too_many_arguments_leave_as_bash(mode, text):
     "set -q a; echo $? $#",
 ])
 def test_set_makes_the_positional_parameters_as_bash(text):
-    assert_as_bash(text, WITH_GREP)
+    assert_as_bash(text, GREP_ENVIRONMENT)
 
 
 @pytest.mark.parametrize("args, refused", [
@@ -128,7 +128,7 @@ def test_the_shells_own_arguments_are_its_positional_parameters_as_bashs(daemon,
     }[mode]
     shell = finish(start_shell(tmp_path, ["--address", daemon.address, *shell_args]), stdin)
     real = subprocess.run(["bash", *bash_args], executable="/bin/bash", cwd=tmp_path,
-                          input=stdin, capture_output=True, text=True, env=WITH_GREP, timeout=30)
+                          input=stdin, capture_output=True, text=True, env=GREP_ENVIRONMENT, timeout=30)
     assert (shell.returncode, shell.out, shell.err) == (real.returncode, real.stdout, real.stderr)
     assert real.stdout.startswith(("name 4\n<-x>", "args.sh 4\n<-x>", "bash 4\n<-x>"))
 
@@ -192,7 +192,7 @@ def test_options_end_where_bashs_do(daemon, tmp_path, args):
     stdin = 'echo "stdin [$0] [$1] [$2]"\n'
     shell = finish(start_shell(tmp_path, ["--address", daemon.address, *args]), stdin)
     real = subprocess.run(["bash", *args], executable="/bin/bash", cwd=tmp_path,
-                          input=stdin, capture_output=True, text=True, env=WITH_GREP, timeout=30)
+                          input=stdin, capture_output=True, text=True, env=GREP_ENVIRONMENT, timeout=30)
     assert (shell.returncode, shell.out, shell.err) == (real.returncode, real.stdout, real.stderr)
 
 
@@ -208,7 +208,7 @@ def test_cd_as_bash(daemon, tmp_path, home, text):
     environ = {"HOME": home}
     shell = finish(start_shell(tmp_path, ["--address", daemon.address, "-c", text],
                                environ=environ))
-    bash_env = {**WITH_GREP, **environ}
+    bash_env = {**GREP_ENVIRONMENT, **environ}
     real = subprocess.run(["bash", "-c", text], executable="/bin/bash", cwd="/",
                           capture_output=True, text=True, env=bash_env, timeout=30)
     assert (shell.returncode, shell.out, shell.err) == (real.returncode, real.stdout, real.stderr)

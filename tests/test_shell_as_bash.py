@@ -5,14 +5,14 @@ unset ends them); what is no assignment (``a[0]+=1`` refused as arrays are, ``ec
 x=(1)`` bash's syntax error) and where braces are literal (a case command's word and
 patterns) or expanded (``for i in a={x,y}``: refused); help for every builtin of bash's;
 GNU cat's close of a closed standard input; a ``-c`` command's last program exec'd as
-bash's (SIGPIPE kills the shell); an interactive shell's ``exit`` and ``exec nosuch`` at a
+bash's (SIGPIPE kills the shell), and an exec whose redirection fails, which does not;
+an interactive shell's ``exit``, ``exec nosuch``, and Ctrl-C in a program exec'd, at a
 terminal. Each is compared with bash's own output where bash has one."""
 
 from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,19 +22,13 @@ import pytest
 
 from tests.children import REPO
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.real_bash import GREP_ENVIRONMENT, bash_path, run_bash
 from tests.test_shell_streams import run_with
 
 TRACING = "/sys/kernel/debug/tracing"
 #: What both shells' environments hold (bash's too, so that ``export -p`` lists the same):
 #: no PATH, TERM, SHELL or HOME unless a test gives them.
 _ENVIRONMENT = {"LC_ALL": "C", "PYTHONPATH": REPO}
-
-
-def _bash() -> str:
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("no bash to compare with")
-    return bash
 
 
 def _shell(daemon, text: str, environ: dict[str, str], stdin: str = ""
@@ -49,11 +43,9 @@ def assert_as_bash(daemon, text: str, environ: dict[str, str] = _ENVIRONMENT,
                    stdin: str = "") -> None:
     """``ftrace-shell -c TEXT`` and ``bash -c TEXT`` with only ``environ`` in their
     environments: status, stdout and stderr the same."""
-    real = subprocess.run(["bash", "-c", text], executable=_bash(), env=environ, cwd="/",
-                          input=stdin, capture_output=True, text=True, timeout=60)
     shell = _shell(daemon, text, environ, stdin)
-    assert (shell.returncode, shell.stdout, shell.stderr) == (
-        real.returncode, real.stdout, real.stderr)
+    assert (shell.returncode, shell.stdout, shell.stderr) == run_bash(text, environ,
+                                                                      stdin=stdin)
 
 
 # --- the variables bash sets ----------------------------------------------------------
@@ -70,8 +62,8 @@ def test_path_term_and_shell_as_bash_sets_them(daemon, environ):
     assert_as_bash(daemon, 'echo "[$PATH|$TERM|$SHELL]"; export -p', environ)
 
 
-#: Where bash finds GNU grep and cat, which the shell's are.
-_GREP = {**_ENVIRONMENT, "PATH": "/usr/bin:/bin"}
+#: Both shells' environment with GNU grep and cat.
+_GREP = {**GREP_ENVIRONMENT, **_ENVIRONMENT}
 
 
 @pytest.mark.parametrize("text", [
@@ -114,6 +106,13 @@ def test_random_and_seconds_as_bashs(daemon, text):
     assert_as_bash(daemon, text)
 
 
+@pytest.mark.parametrize("seconds", ["010", " 7 ", "1+1", "x", "99999999999999999999", ""])
+def test_seconds_from_the_environment_as_bashs(daemon, seconds):
+    """bash's init_seconds_var reads it as legal_number() does (010 is 10, an expression
+    0); the shell took 010 for octal, and counted from 0."""
+    assert_as_bash(daemon, "echo $SECONDS", {**_ENVIRONMENT, "SECONDS": seconds})
+
+
 def test_seconds_counts_from_what_was_assigned(daemon):
     """Bounded by the seconds the run took, as bash's count of the wall clock's."""
     started = time.time()
@@ -123,15 +122,54 @@ def test_seconds_counts_from_what_was_assigned(daemon):
 
 
 def test_an_integer_variables_expression_is_refused(daemon):
-    """bash evaluates what is assigned to RANDOM or SECONDS as arithmetic (RANDOM=1+1
-    seeds 2); the shell does no arithmetic, and refuses it."""
-    text = "RANDOM=1+1; echo no\nSECONDS=010; echo no\nSECONDS=9223372036854775808\necho $?"
+    """bash evaluates what is assigned to RANDOM, or to SECONDS once read (get_seconds
+    makes it an integer variable), as arithmetic (RANDOM=1+1 seeds 2); the shell does
+    no arithmetic, and refuses it."""
+    text = ("RANDOM=1+1; echo no\n: $SECONDS; SECONDS=010; echo no\n"
+            "SECONDS=9223372036854775808\necho $?")
     shell = _shell(daemon, text, _ENVIRONMENT)
     refusal = ("bash: line {}: {}: arithmetic evaluation of an integer variable's value is "
                "not supported by ftrace-shell\n")
     assert (shell.returncode, shell.stdout, shell.stderr) == (
         0, "2\n", refusal.format(1, "RANDOM=1+1") + refusal.format(2, "SECONDS=010")
         + refusal.format(3, "SECONDS=9223372036854775808"))
+
+
+@pytest.mark.parametrize("text", [
+    # Before its first read SECONDS is no integer variable: legal_number()'s.
+    "SECONDS=010; echo $SECONDS",
+    "SECONDS=1+1; echo $SECONDS",
+    # export -p lists bash's value_cell: the value last read or assigned, none before.
+    "export RANDOM SECONDS LINENO FUNCNAME; RANDOM=5; SECONDS=20; export -p",
+    # export looks the variable up: RANDOM's generator moves on.
+    "RANDOM=5; export RANDOM; export -p; echo $RANDOM",
+    "export RANDOM=5; export -n RANDOM; echo $RANDOM",
+    "echo $LINENO\nexport LINENO; export -p",
+    # FUNCNAME's array: the functions running.
+    "f() { export -p; }; export FUNCNAME; g() { f; }; g; export -p",
+    # A prefix assignment looks the variable up (RANDOM moves on); the command sees a
+    # plain variable.
+    "RANDOM=5; RANDOM=9 true; echo $RANDOM",
+    "f() { echo $RANDOM; }; RANDOM=5; RANDOM=1+1 f; echo $RANDOM",
+    "RANDOM=5; RANDOM=9 nosuch; echo $RANDOM",
+    # FUNCNAME is bash's noassign.
+    "f() { local a FUNCNAME=3 b; echo $? $FUNCNAME; local; }; f",
+])
+def test_dynamic_variables_listed_and_looked_up_as_bashs(daemon, text):
+    assert_as_bash(daemon, text)
+
+
+def test_funcname_from_the_environment_is_a_plain_variable_as_bashs(daemon):
+    """bash's init_funcname_var keeps the environment's (the shell made it its array)."""
+    assert_as_bash(daemon, 'echo "[$FUNCNAME]"; f() { echo $FUNCNAME; export -p; }; f',
+                   {**_ENVIRONMENT, "FUNCNAME": "x"})
+
+
+@pytest.mark.parametrize("seconds", ["7", " 07 "])
+def test_seconds_from_the_environment_listed_as_bashs(daemon, seconds):
+    """As the environment had it, no integer until read."""
+    assert_as_bash(daemon, "export -p; echo $SECONDS; export -p",
+                   {**_ENVIRONMENT, "SECONDS": seconds})
 
 
 # --- words --------------------------------------------------------------------------
@@ -170,7 +208,7 @@ def test_what_bash_would_assign_or_expand_is_refused(daemon, text, refusal):
 def test_help_knows_every_builtin_and_reserved_word_bashs_does(daemon):
     """``help NAME`` succeeds where bash's does: every builtin (those the shell refuses
     say so) and the reserved words with a topic; the others are bash's complaint."""
-    names = subprocess.run(["bash", "-c", "compgen -b; compgen -k"], executable=_bash(),
+    names = subprocess.run(["bash", "-c", "compgen -b; compgen -k"], executable=bash_path(),
                            capture_output=True, text=True, check=True).stdout.split()
     names.remove("in")  # the start of the shell's insmod and invoke, which bash has not
     quoted = " ".join(f"'{name}'" for name in names)
@@ -179,6 +217,21 @@ def test_help_knows_every_builtin_and_reserved_word_bashs_does(daemon):
     shell = _shell(daemon, "help eval '[['", _ENVIRONMENT)
     assert shell.stdout == (f"  {'eval':<26}(bash's: not supported by ftrace-shell)\n"
                             f"  {'[[ ... ]]':<26}(bash's: not supported by ftrace-shell)\n")
+
+
+@pytest.mark.parametrize("pattern", ["read", "rea", "re*", "fo", "(", "{", "%", "variables"])
+def test_help_matches_its_topics_as_bashs(daemon, pattern):
+    """bash 5.2's help matches names that start with the pattern only where the pattern
+    matched none (``help read`` is read alone; the shell listed readarray and readonly
+    too); ``%`` and ``variables`` are topics of bash's too (the shell's status was 1)."""
+    real = subprocess.run(["bash", "-c", 'help -s "$1"', "bash", pattern], executable=bash_path(),
+                          env=_ENVIRONMENT, capture_output=True, text=True, timeout=60)
+    topics = [line for line in real.stdout.splitlines()
+              if ": " in line and not line.startswith("Shell commands matching")]
+    shell = _shell(daemon, f"help '{pattern}'", _ENVIRONMENT)
+    # A topic a line, its summary on the next where its usage is long (indented further).
+    lines = [line for line in shell.stdout.splitlines() if not line.startswith("   ")]
+    assert (shell.returncode, len(lines)) == (real.returncode, len(topics))
 
 
 @pytest.mark.parametrize("text", [
@@ -209,7 +262,7 @@ def test_a_dash_c_commands_last_program_is_execd_as_bashs(daemon, tmp_path):
     """Into a pipe nobody reads: bash execs a lone simple command ending the string (its
     should_suppress_fork()), and the program's SIGPIPE is the shell's; the shell exited
     141 instead. ``exec cat`` anywhere is the shell's own death too."""
-    _bash()
+    bash_path()
     (tmp_path / "file").write_text("x\n")
     bash_ends = [run_with(daemon, text.format(f=tmp_path / "file"), 1, closed=False,
                           program=["bash"])[0] for text in _EXEC_CASES]
@@ -219,17 +272,29 @@ def test_a_dash_c_commands_last_program_is_execd_as_bashs(daemon, tmp_path):
     assert bash_ends[:2] == [-signal.SIGPIPE] * 2 and bash_ends[2] == 141
 
 
+@pytest.mark.parametrize("text", [
+    "exec nosuch >/nonexistent/x; echo $?",
+    "exec cat /dev/null </nonexistent/x; echo $?",
+])
+def test_execs_failed_redirection_is_its_failure_as_bashs(daemon, text):
+    """bash's exec builtin fails (1) and the shell goes on; the shell exited 1."""
+    assert_as_bash(daemon, text)
+
+
 # --- at a terminal -------------------------------------------------------------------
 
 
 class _Terminal:
-    """A program on a pseudo-terminal of its own (stdin, stdout and stderr), read until a
+    """A program on a pseudo-terminal of its own (stdin, stdout and stderr, and its
+    session's controlling terminal, so that Ctrl-C typed is its SIGINT), read until a
     text appears, with a deadline: no sleeping."""
 
     def __init__(self, argv: list[str], environ: dict[str, str], cwd: str) -> None:
         self.master, slave = os.openpty()
-        self.process = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
-                                        env=environ, cwd=cwd, start_new_session=True)
+        # setsid(1) execs the program, a session leader with the terminal as its own (it
+        # forks only for a process group's leader, which the child of this one is not).
+        self.process = subprocess.Popen(["setsid", "--ctty", *argv], stdin=slave,
+                                        stdout=slave, stderr=slave, env=environ, cwd=cwd)
         os.close(slave)
         self._buffer = b""
 
@@ -237,7 +302,8 @@ class _Terminal:
         """What came up to ``text`` (taken), or, with ``text`` empty, up to the end."""
         deadline = time.monotonic() + seconds
         while not text or text not in self._buffer:
-            ready, _, _ = select.select([self.master], [], [], deadline - time.monotonic())
+            ready, _, _ = select.select([self.master], [], [],
+                                        max(0, deadline - time.monotonic()))
             assert ready, f"waited for {text!r}: {self._buffer!r}"
             try:
                 chunk = os.read(self.master, 4096)
@@ -252,8 +318,14 @@ class _Terminal:
         return taken
 
     def close(self) -> int:
+        """The program's status; one still running after its terminal hung up is
+        killed, with its process group."""
         os.close(self.master)
-        return self.process.wait(timeout=60)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
 
 
 def _session(argv: list[str], environ: dict[str, str], cwd: str, prompt: bytes,
@@ -282,8 +354,38 @@ def test_interactive_exit_and_exec_of_no_program_as_bashs(daemon, tmp_path):
     prompt = "root@ftrace-sim:/# "  # the shell's, bash's PS1
     shell = _session([sys.executable, "-m", "clients.shell", "--address", daemon.address],
                      {**environ, "PYTHONPATH": REPO}, str(tmp_path), prompt.encode(), lines)
-    real = _session([_bash(), "--norc", "--noprofile", "-i"], {**environ, "PS1": prompt},
+    real = _session([bash_path(), "--norc", "--noprofile", "-i"], {**environ, "PS1": prompt},
                     str(tmp_path), prompt.encode(), lines)
     assert shell == real
     assert shell == ([b"exec nosuch\r\nbash: exec: nosuch: not found\r\n", b"echo $?\r\n127\r\n",
                       b"x=$(exit 4); echo $? | grep 4\r\n4\r\n", b"exit 3\r\nexit\r\n"], 3)
+
+
+def _ctrl_c_in_an_execd_program(argv: list[str], environ: dict[str, str], cwd: str,
+                                prompt: bytes) -> tuple[bytes, int]:
+    """``exec cat`` at the prompt, a line for it to copy, then Ctrl-C and ``exit 5``
+    typed together: (what came after the copy; the status)."""
+    terminal = _Terminal(argv, environ, cwd)
+    try:
+        terminal.until(prompt)
+        os.write(terminal.master, b"exec cat\nhello\n")
+        terminal.until(b"hello\r\n")  # cat's copy: it runs
+        os.write(terminal.master, b"\x03exit 5\n")
+        gave = terminal.until(b"")
+    finally:
+        status = terminal.close()
+    return gave, status
+
+
+def test_interactive_exec_then_ctrl_c_kills_the_shell_as_bashs(daemon, tmp_path):
+    """The program exec'd is the shell: Ctrl-C kills it (bash -i dies of SIGINT, and no
+    prompt reads the ``exit 5`` typed after); the shell took it as at its prompt."""
+    environ = {"HOME": str(tmp_path), "TERM": "dumb", "PATH": "/usr/bin:/bin"}
+    prompt = "root@ftrace-sim:/# "
+    shell = _ctrl_c_in_an_execd_program(
+        [sys.executable, "-m", "clients.shell", "--address", daemon.address],
+        {**environ, "PYTHONPATH": REPO}, str(tmp_path), prompt.encode())
+    real = _ctrl_c_in_an_execd_program([bash_path(), "--norc", "--noprofile", "-i"],
+                                       {**environ, "PS1": prompt}, str(tmp_path),
+                                       prompt.encode())
+    assert shell == real == (b"^Cexit 5\r\n", -signal.SIGINT)

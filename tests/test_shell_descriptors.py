@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_shell_input import WITH_GREP
+from tests.real_bash import GREP_ENVIRONMENT
 from tests.test_shell_parser import assert_as_bash, run
 
 
@@ -37,7 +37,7 @@ from tests.test_shell_parser import assert_as_bash, run
     "echo x 3>&3; echo $?; echo y 1>&1",
 ])
 def test_descriptors_of_a_compound_command_are_its_commands(text):
-    assert_as_bash(text, WITH_GREP)
+    assert_as_bash(text, GREP_ENVIRONMENT)
 
 
 @pytest.mark.parametrize("text", [
@@ -62,7 +62,7 @@ def test_descriptors_of_a_compound_command_are_its_commands(text):
     "exec echo hi; echo no",
 ])
 def test_exec_as_bash(text):
-    assert_as_bash(text, WITH_GREP)
+    assert_as_bash(text, GREP_ENVIRONMENT)
 
 
 @pytest.mark.parametrize("name", [".", "eval", "printf", "source", "trap", "wait", "kill", "let",

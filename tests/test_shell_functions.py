@@ -13,7 +13,7 @@ import pytest
 
 from clients.shell_parser import FunctionDef, GroupCommand, Redirect, parse
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
-from tests.test_shell_input import WITH_GREP
+from tests.real_bash import GREP_ENVIRONMENT
 from tests.test_shell_integration import TRACING, run_shell
 from tests.test_shell_parser import assert_as_bash, run
 
@@ -119,7 +119,7 @@ def test_a_function_definition_parses_into_bashs_node(text):
     "f() { echo ${1a}; echo no; }; f; echo never\necho next",
 ])
 def test_functions_as_bash(text):
-    assert_as_bash(text, WITH_GREP)
+    assert_as_bash(text, GREP_ENVIRONMENT)
 
 
 _SCRIPT = "f() {\n  nosuch\n}\nf\nfunction g\n{\n  echo g; return 4\n}\ng; echo $?\nreturn\n"

@@ -20,12 +20,10 @@ import pytest
 from clients.shell_parser import Redirect, parse
 from tests.children import child_env
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.real_bash import GREP_ENVIRONMENT
 from tests.test_shell_grep_stream import event, shown_as
 from tests.test_shell_integration import TRACING, run_shell
-from tests.test_shell_parser import BASH_ENVIRONMENT, assert_as_bash
-
-#: Where bash finds cat and grep: GNU's, which ftrace-shell's are.
-WITH_GREP = {**BASH_ENVIRONMENT, "PATH": "/usr/bin:/bin"}
+from tests.test_shell_parser import assert_as_bash
 
 
 # --- parsing --------------------------------------------------------------------------
@@ -72,7 +70,7 @@ def test_an_input_redirection_without_its_word_is_bashs_syntax_error(text):
     "echo abc | grep b < /dev/stdin; echo $?; echo abc | grep -c . 3</dev/stdin <&3",
 ])
 def test_descriptors_as_bash_makes_them(text):
-    assert_as_bash(text, WITH_GREP)
+    assert_as_bash(text, GREP_ENVIRONMENT)
 
 
 # --- tracefs files, against bash on copies of them --------------------------------------
@@ -148,7 +146,7 @@ def test_input_redirections_read_tracefs_files_as_bash_reads_files(daemon, tmp_p
             (copies / name).write_bytes(client.read_file(f"{TRACING}/{name}"))
     scripts = b"".join(script.encode() + b"\n" + _ENDED for script in _SCRIPTS)
     bash = subprocess.run(["bash", "-c", b"cd %s\n%s" % (bytes(copies), scripts)],
-                          executable="/bin/bash", cwd=copies, env=WITH_GREP,
+                          executable="/bin/bash", cwd=copies, env=GREP_ENVIRONMENT,
                           capture_output=True, timeout=120)
     shell = subprocess.run(
         [sys.executable, "-m", "clients.shell", "--address", daemon.address, "-c",

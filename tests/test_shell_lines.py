@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_shell_input import WITH_GREP
+from tests.real_bash import GREP_ENVIRONMENT
 from tests.test_shell_parser import assert_as_bash
 
 
@@ -45,7 +45,7 @@ from tests.test_shell_parser import assert_as_bash
     "echo $(nosuch \\\n) \\\n",
 ])
 def test_a_continued_commands_line_is_bashs(text):
-    assert_as_bash(text, WITH_GREP)
+    assert_as_bash(text, GREP_ENVIRONMENT)
 
 
 @pytest.mark.parametrize("mode", ["stdin", "script"])

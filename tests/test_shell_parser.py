@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 
 import pytest
 
@@ -24,6 +21,7 @@ from clients.shell_parser import (
     tokenize,
 )
 from clients.shell_runtime import BufferOutput, ShellExit
+from tests.real_bash import GREP_ENVIRONMENT, run_bash
 
 
 def words(text: str) -> list[str]:
@@ -416,20 +414,9 @@ def assert_as_bash(text: str, environ: dict[str, str] = BASH_ENVIRONMENT,
     """ftrace-shell against bash 5.2 (``bash -c TEXT``; ``mode`` "stdin": TEXT its
     standard input; "script": a script file holding TEXT): status, stdout and stderr
     byte for byte."""
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("no bash to compare with")
-    argv, script = {"command": (["bash", "-c", text], None), "stdin": (["bash"], None),
-                    "script": (["bash", "script.sh"], "script.sh")}[mode]
-    with tempfile.TemporaryDirectory() as directory:
-        if script is not None:
-            with open(os.path.join(directory, script), "w") as file:
-                file.write(text)
-        real = subprocess.run(argv, executable=bash, capture_output=True, text=True,
-                              cwd=directory if script else "/", env=environ, timeout=30,
-                              input=text if mode == "stdin" else "")
-    assert run(text, mode=mode, script=script, environ=environ) == (
-        real.returncode, real.stdout, real.stderr)
+    real = run_bash(text, environ, mode)
+    assert run(text, mode=mode, script="script.sh" if mode == "script" else None,
+               environ=environ) == real
 
 
 @pytest.mark.parametrize("text", [
@@ -853,10 +840,6 @@ def test_a_bad_substitution_does_not_end_an_interactive_shell():
 )
 def test_expansion_errors_end_the_line_or_the_shell_as_bash(text, mode):
     assert_as_bash(text, mode=mode)
-
-
-#: Where the pipelines' grep is GNU grep's.
-GREP_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 
 
 @pytest.mark.parametrize(

@@ -23,12 +23,11 @@ from clients.shell_pipe import Stage
 from clients.shell_runtime import BufferOutput, StandardInput
 from tests.children import child_env
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.real_bash import GREP_ENVIRONMENT
 from tests.test_shell_integration import TRACING, finish, run_shell, start_shell
-from tests.test_shell_parser import BASH_ENVIRONMENT, assert_as_bash, run
+from tests.test_shell_parser import assert_as_bash, run
 from tests.test_tracer_client import DEADLINE
 
-#: Where bash finds grep and sleep to run them: GNU's, which ftrace-shell's are.
-WITH_GREP = {**BASH_ENVIRONMENT, "PATH": "/usr/bin:/bin"}
 #: A 100,000-byte word: more than a pipe holds (16 pages), so its writer waits for grep.
 HUNDRED_KB = "a=0123456789" + "; a=$a$a$a$a$a$a$a$a$a$a" * 4
 
@@ -51,7 +50,7 @@ HUNDRED_KB = "a=0123456789" + "; a=$a$a$a$a$a$a$a$a$a$a" * 4
     "echo a | grep -q a | grep b; echo $?",
 ])
 def test_pipelines_as_bash_runs_them(text):
-    assert_as_bash(text, WITH_GREP)
+    assert_as_bash(text, GREP_ENVIRONMENT)
 
 
 def test_grep_whose_output_is_dev_null_reads_a_pipe_to_its_end():
@@ -59,7 +58,7 @@ def test_grep_whose_output_is_dev_null_reads_a_pipe_to_its_end():
     then reads the rest of a standard input it cannot seek in (drain_input()): the writer
     of more than a pipe holds is not killed by SIGPIPE, and goes on after it."""
     assert_as_bash(f"{HUNDRED_KB}; {{ echo x; echo $a; echo written >&2; }} | grep x >/dev/null;"
-                   " echo $?", WITH_GREP)
+                   " echo $?", GREP_ENVIRONMENT)
 
 
 def test_a_refused_pipeline_runs_none_of_its_commands():
@@ -111,7 +110,7 @@ def test_sigpipe_ends_the_process_that_wrote_not_the_group_around_it():
     """3.6's pipe_write() sends SIGPIPE to current: the grep inside the group dies of it,
     and the group goes on to its next command."""
     assert_as_bash("{ echo first; sleep 0.5; echo a | grep a; echo after >&2; } | grep -m1 .",
-                   WITH_GREP)
+                   GREP_ENVIRONMENT)
 
 
 #: How long HeldStages holds a pipeline's stages: longer than the shell takes to end them,
@@ -249,7 +248,7 @@ def test_commands_read_the_input_after_their_line_as_bashs(daemon, tmp_path, std
     """Commands read from standard input: those reading it take what follows their line,
     the shell goes on after what they left, as bash's."""
     bash = subprocess.run(["/bin/bash"], input=stdin, capture_output=True, timeout=DEADLINE,
-                          env=WITH_GREP)
+                          env=GREP_ENVIRONMENT)
     shell = run_shell(tmp_path, ["--address", daemon.address], stdin=stdin)
     assert (shell.returncode, shell.out, shell.err) == (
         bash.returncode, bash.stdout.decode(), bash.stderr.decode())
@@ -288,7 +287,7 @@ def _as_bash_with_input(daemon, tmp_path, args: list[str], stdin: bytes,
     (tmp_path / "input").write_bytes(stdin)
     with open(tmp_path / "input", "rb") as file:
         bash = subprocess.run(["bash", *args], executable="/bin/bash", stdin=file,
-                              capture_output=True, timeout=DEADLINE, env=WITH_GREP,
+                              capture_output=True, timeout=DEADLINE, env=GREP_ENVIRONMENT,
                               cwd=tmp_path)
     with open(tmp_path / "input", "rb") as file:
         shell = subprocess.run(
@@ -346,7 +345,7 @@ def test_grep_names_a_closed_standard_input_as_gnu_grep(daemon, tmp_path, comman
                       "os.environ)")
     runs = [subprocess.run([sys.executable, "-c", close_then_run, *argv], capture_output=True,
                            timeout=DEADLINE, env=env, cwd=tmp_path)
-            for argv, env in [(["/bin/bash", "bash", "-c", command], WITH_GREP),
+            for argv, env in [(["/bin/bash", "bash", "-c", command], GREP_ENVIRONMENT),
                               ([sys.executable, sys.executable, "-m", "clients.shell",
                                 "--address", daemon.address, "-c", command], child_env())]]
     bash, shell = ((done.returncode, done.stdout, done.stderr) for done in runs)

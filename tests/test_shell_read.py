@@ -6,7 +6,6 @@ diagnostics. No daemon: standard input is a pipe or a file of the test's."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 
@@ -14,10 +13,7 @@ import pytest
 
 from clients.shell import Shell
 from clients.shell_runtime import BufferOutput, ShellExit, StandardInput
-from tests.test_shell_parser import BASH_ENVIRONMENT
-
-#: Where bash finds cat and grep: GNU's, which ftrace-shell's are.
-WITH_GREP = {**BASH_ENVIRONMENT, "PATH": "/usr/bin:/bin"}
+from tests.real_bash import GREP_ENVIRONMENT, bash_path
 
 
 def _standard_input(data: bytes, seekable: bool, directory: str) -> int:
@@ -37,7 +33,7 @@ def _ftrace_shell(text: str, fd: int, mode: str) -> tuple[int, bytes, bytes]:
     out, err = BufferOutput(), BufferOutput()
     standard_input = StandardInput(fd)
     shell = Shell(None, mode=mode, stdout=out, stderr=err,  # type: ignore[arg-type]
-                  standard_input=standard_input, environ=WITH_GREP)
+                  standard_input=standard_input, environ=GREP_ENVIRONMENT)
     try:
         if mode == "command":
             shell.feed_command(text)
@@ -54,16 +50,14 @@ def assert_reads_as_bash(text: str, data: bytes, seekable: bool, mode: str = "co
     """``bash -c TEXT`` (mode "stdin": bash reading TEXT, then DATA, from its standard
     input) and ftrace-shell, each with standard input holding DATA: status, stdout and
     stderr byte for byte."""
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("no bash to compare with")
+    bash = bash_path()
     argv = ["bash", "-c", text] if mode == "command" else ["bash"]
     data = data if mode == "command" else text.encode() + data
     with tempfile.TemporaryDirectory() as directory:
         fd = _standard_input(data, seekable, directory)
         try:
             real = subprocess.run(argv, executable=bash, stdin=fd, capture_output=True,
-                                  env=WITH_GREP, cwd="/", timeout=30)
+                                  env=GREP_ENVIRONMENT, cwd="/", timeout=30)
         finally:
             os.close(fd)
         fd = _standard_input(data, seekable, directory)
