@@ -1089,9 +1089,10 @@ class Shell:
                 raise
             return death.status
         except KeyboardInterrupt:
-            # Ctrl-C killed the program; exec'd, it was the shell, which dies of SIGINT
-            # even where its prompt would take Ctrl-C (bash -i).
-            if no_fork:
+            # Ctrl-C killed the program; exec'd at the prompt, it was the shell, which
+            # dies of SIGINT where its prompt would take Ctrl-C (bash -i). Anywhere else
+            # (a substitution's exec) Ctrl-C goes on up, as the calling shell has it too.
+            if no_fork and self.interactive:
                 raise KilledBySignal(signal.SIGINT) from None
             raise
         finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -290,12 +291,19 @@ class _Terminal:
     text appears, with a deadline: no sleeping."""
 
     def __init__(self, argv: list[str], environ: dict[str, str], cwd: str) -> None:
+        setsid = shutil.which("setsid") or pytest.skip("no setsid(1) (util-linux)")
         self.master, slave = os.openpty()
-        # setsid(1) execs the program, a session leader with the terminal as its own (it
-        # forks only for a process group's leader, which the child of this one is not).
-        self.process = subprocess.Popen(["setsid", "--ctty", *argv], stdin=slave,
-                                        stdout=slave, stderr=slave, env=environ, cwd=cwd)
-        os.close(slave)
+        try:
+            # setsid(1) execs the program, a session leader with the terminal as its own
+            # (it forks only for a process group's leader, which the child of this one
+            # is not).
+            self.process = subprocess.Popen([setsid, "--ctty", *argv], stdin=slave,
+                                            stdout=slave, stderr=slave, env=environ, cwd=cwd)
+        except BaseException:
+            os.close(self.master)
+            raise
+        finally:
+            os.close(slave)
         self._buffer = b""
 
     def until(self, text: bytes, seconds: float = 60) -> bytes:
@@ -389,3 +397,30 @@ def test_interactive_exec_then_ctrl_c_kills_the_shell_as_bashs(daemon, tmp_path)
                                        {**environ, "PS1": prompt}, str(tmp_path),
                                        prompt.encode())
     assert shell == real == (b"^Cexit 5\r\n", -signal.SIGINT)
+
+
+def _ctrl_c_in_a_substitution_s_exec(argv: list[str], environ: dict[str, str],
+                                     cwd: str) -> int:
+    """``-c`` whose substitution execs cat, Ctrl-C once it reads the terminal (its
+    complaint of the file before says it runs): the status."""
+    terminal = _Terminal(argv + ["-c", 'x=$(exec cat /nosuch -); echo "after $?"'],
+                         environ, cwd)
+    try:
+        terminal.until(b"cat: /nosuch: No such file or directory\r\n")
+        os.write(terminal.master, b"\x03")
+        gave = terminal.until(b"")
+    finally:
+        status = terminal.close()
+    assert b"after" not in gave, gave
+    return status
+
+
+def test_ctrl_c_in_a_substitution_s_exec_kills_the_calling_shell_as_bashs(daemon, tmp_path):
+    """The substitution's subshell is not the shell at its prompt: Ctrl-C reaches the
+    calling shell too, which dies of it, as bash does (it took 130 and went on)."""
+    environ = {"HOME": str(tmp_path), "TERM": "dumb", "PATH": "/usr/bin:/bin"}
+    shell = _ctrl_c_in_a_substitution_s_exec(
+        [sys.executable, "-m", "clients.shell", "--address", daemon.address],
+        {**environ, "PYTHONPATH": REPO}, str(tmp_path))
+    real = _ctrl_c_in_a_substitution_s_exec([bash_path()], environ, str(tmp_path))
+    assert shell == real == -signal.SIGINT
