@@ -1045,12 +1045,14 @@ class Shell:
 
     def _assign_temporary(self, name: str, value: str) -> None:
         """A prefix assignment; one to a readonly variable is bash's complaint, and the
-        command runs without it."""
+        command runs without it; one to a noassign variable (FUNCNAME) is dropped."""
         dynamic = self.variables.dynamic(name)
         if dynamic is not None:
             # bash's assign_in_env looks the variable up (find_variable): its value is
             # computed (RANDOM's generator moves on), though the command sees a plain one.
             dynamic.value(self)
+            if dynamic.noassign:
+                return
         try:
             self.variables.assign_temporary(name, value)
         except ReadonlyVariable as error:

@@ -155,6 +155,8 @@ def test_an_integer_variables_expression_is_refused(daemon):
     "RANDOM=5; RANDOM=9 nosuch; echo $RANDOM",
     # FUNCNAME is bash's noassign.
     "f() { local a FUNCNAME=3 b; echo $? $FUNCNAME; local; }; f",
+    # ...and a prefix assignment to it is dropped (the function still sees its name).
+    'f() { echo "$FUNCNAME"; }; FUNCNAME=3 f; g() { FUNCNAME=3 f; echo "[$FUNCNAME]"; }; g',
 ])
 def test_dynamic_variables_listed_and_looked_up_as_bashs(daemon, text):
     assert_as_bash(daemon, text)
