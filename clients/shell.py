@@ -858,7 +858,7 @@ class Shell:
                     raise ShellExit(127)
                 with self.variables.temporary():
                     self._assign(command, self._assign_temporary)
-                    status = self._run(args, fds, no_fork=True)
+                    status = self._run_command(args, fds, no_fork=True)
             raise ShellExit(status)
         opened: list[Descriptor] = []
         with self._redirections(command.redirects, stdin, stdout, opened) as fds:
@@ -1060,13 +1060,19 @@ class Shell:
 
     def _run(self, words: list[str], fds: dict[int, Descriptor], no_fork: bool = False) -> int:
         """The command ``words`` names: a function (bash looks them up before its
-        builtins), else a command the shell knows. ``no_fork``: a program runs as the
-        shell's process itself (bash's CMD_NO_FORK: exec'd), so that a signal that kills
-        it (SIGPIPE) kills the shell, KilledBySignal out of here."""
-        name = words[0]
-        function = self.functions.get(name)
+        builtins), else a command the shell knows (:meth:`_run_command`)."""
+        function = self.functions.get(words[0])
         if function is not None:
             return self.execute_function(function, words[1:], fds)
+        return self._run_command(words, fds, no_fork)
+
+    def _run_command(self, words: list[str], fds: dict[int, Descriptor],
+                     no_fork: bool = False) -> int:
+        """The builtin or program ``words`` names, no function looked up (what ``exec``
+        runs). ``no_fork``: a program runs as the shell's process itself (bash's
+        CMD_NO_FORK: exec'd), so that a signal that kills it (SIGPIPE) kills the shell,
+        KilledBySignal out of here."""
+        name = words[0]
         known = COMMANDS.get(name)
         stderr = as_output(fds[2])
         if known is None:

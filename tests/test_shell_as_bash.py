@@ -284,6 +284,15 @@ def test_execs_failed_redirection_is_its_failure_as_bashs(daemon, text):
     assert_as_bash(daemon, text)
 
 
+@pytest.mark.parametrize("text", [
+    "echo() { :; }; exec echo hi",
+    "cat() { echo function; }; exec cat /dev/null; echo after",
+])
+def test_exec_runs_the_program_not_a_function_of_its_name_as_bashs(daemon, text):
+    """exec looks for a program, past a function of the same name (it ran the function)."""
+    assert_as_bash(daemon, text)
+
+
 # --- at a terminal -------------------------------------------------------------------
 
 
