@@ -23,8 +23,9 @@ marker's id is 0.  The model prints the 3.6 form only.
 
 Where the model differs from the kernel: there is no DMI, so no ``Hardware name:``
 line; there is no lockdep, so ``add_taint()`` never prints "Disabling lock debugging";
-and return addresses are synthesised (``kernel_daemon.module.kallsyms.return_address``),
-since no real code runs, but for the call edges of the report's trace, which keep its offsets.
+and return addresses are synthesised (``kernel_daemon.module.kallsyms.return_address_in``),
+since no real code runs, but for the call edges of the report's trace, which keep its
+offsets.
 """
 
 from __future__ import annotations
