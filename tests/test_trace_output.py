@@ -17,7 +17,7 @@ from kernel_daemon.trace.trace_options import (TRACE_FLAGS_DEFAULT, TRACE_ITER_B
                                                TRACE_ITER_IRQ_INFO, TRACE_ITER_PRINTK_MSGONLY,
                                                TRACE_ITER_RAW, TRACE_ITER_VERBOSE)
 from kernel_daemon.trace.trace_output import (buffer_size_kb, buffer_total_size_kb,
-                                              format_events, format_function_line, ns2usecs,
+                                              format_events, ns2usecs,
                                               trace_bytes, trace_print_lat_fmt)
 
 # The spec's 3.6.5 irq-info block, verbatim.
@@ -84,21 +84,30 @@ def test_nop_header_without_irq_info():
 
 # -- lines --------------------------------------------------------------------------------
 
+def function_line(comm: str, pid: int, cpu: int, ts: int, parent_ip: int, flags: int = 0,
+                  trace_flags: int = TRACE_FLAGS_DEFAULT) -> str:
+    """The ``trace`` line of one function event of hrtimer_init, as the trace files print it."""
+    return format_events([fn(ts, 0xFFFFFFFF81001000, parent_ip, cpu, pid, flags)], symbolize,
+                         {pid: comm}, trace_flags=trace_flags)
+
+
 def test_function_line_3_6():
-    line = format_function_line("bash", 4003, 0, 1480_611_794_000, "hrtimer_init", "copy_process")
+    line = function_line("bash", 4003, 0, 1480_611_794_000, 0xFFFFFFFF81002000)
     assert line == "            bash-4003  [000] ....  1480.611794: hrtimer_init <-copy_process\n"
 
 
 def test_function_line_without_irq_info():
     # 3.6 keeps the space after "[%03d] " and adds " %5lu": one more than 3.2's example.
-    line = format_function_line("bash", 4003, 0, 1480_611_794_000, "hrtimer_init", "copy_process",
-                                irq_flags=None)
+    line = function_line("bash", 4003, 0, 1480_611_794_000, 0xFFFFFFFF81002000,
+                         trace_flags=TRACE_FLAGS_DEFAULT & ~TRACE_ITER_IRQ_INFO)
     assert line == "            bash-4003  [000]   1480.611794: hrtimer_init <-copy_process\n"
 
 
 def test_function_line_without_parent_and_wide_fields():
-    line = format_function_line("kworker/12:1", 123456, 17, 123_456_000_001_499, "f", None, "d.h1")
-    assert line == "    kworker/12:1-123456 [017] d.h1 123456.000001: f\n"
+    # A pid above PID_MAX_DEFAULT has no saved comm: trace_find_cmdline() gives "<...>".
+    line = function_line("kworker/12:1", 123456, 17, 123_456_000_001_499, 0,
+                         TRACE_FLAG_IRQS_OFF | TRACE_FLAG_HARDIRQ | 1 << 8)
+    assert line == "           <...>-123456 [017] d.h1 123456.000001: hrtimer_init\n"
 
 
 @pytest.mark.parametrize(("ns", "text"), [
@@ -108,7 +117,7 @@ def test_function_line_without_parent_and_wide_fields():
     (0, "    0.000000"),
 ])
 def test_timestamp_rounds_to_the_microsecond(ns, text):
-    assert format_function_line("a", 1, 0, ns, "f", None).split(": ")[0].endswith(text)
+    assert function_line("a", 1, 0, ns, 0).split(": ")[0].endswith(text)
 
 
 def test_ns2usecs():

@@ -107,14 +107,6 @@ def trace_print_context(comm: str, pid: int, cpu: int, ts_ns: int,
     return f"{_context_prefix(comm, pid, cpu, irq_flags)} {usecs_text(ts_ns)}: "
 
 
-def format_function_line(comm: str, pid: int, cpu: int, ts_ns: int, func_name: str,
-                         parent_name: str | None, irq_flags: str | None = "....") -> str:
-    """A ``TRACE_FN`` line: ``func <-parent``; no parent part when ``parent_name`` is None
-    (the kernel omits it for a zero parent ip)."""
-    parent = f" <-{parent_name}" if parent_name is not None else ""
-    return f"{trace_print_context(comm, pid, cpu, ts_ns, irq_flags)}{func_name}{parent}\n"
-
-
 def marker_text(text: bytes) -> str:
     """``print_entry.buf`` as ``"%s"`` prints it: up to the first NUL.  The newline is
     already in the buffer (``tracing_mark_write`` appends one when missing)."""
