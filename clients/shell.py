@@ -137,10 +137,13 @@ _REFUSED_VARIABLES = frozenset((
     "MACHTYPE", "OPTERR", "OPTIND", "OSTYPE", "SHELLOPTS", "SRANDOM", "PIPESTATUS",
     # A pipeline's stage is a thread of the shell's process, no process of its own.
     "BASHPID"))
-#: The bash builtins a Linux system also has as programs (coreutils', procps'), which
-#: exec runs as programs.
-_BUILTINS_ALSO_PROGRAMS = frozenset({"echo", "pwd", "test", "[", "true", "false", "kill",
-                                     "printf"})
+#: The bash builtins a Linux system also has as programs (coreutils'), which exec runs
+#: as programs: the shell's builtin is the program too.
+_BUILTINS_ALSO_PROGRAMS = frozenset({"echo", "pwd", "test", "[", "true", "false"})
+#: Those the shell refuses as builtins (clients.shell_builtins.REFUSED_BUILTINS), whose
+#: program exec would run (bash's ``exec kill -l`` is procps's list, not its builtin's
+#: table): the shell has none, and exec refuses it, never "not found".
+_PROGRAMS_REFUSED = {"kill": "procps's", "printf": "GNU coreutils'"}
 #: A failed write's exit status where it is not 1: GNU grep's EXIT_TROUBLE, ls's
 #: LS_FAILURE ("serious trouble").
 _WRITE_ERROR_STATUS = {"grep": 2, "ls": 2}
@@ -830,13 +833,18 @@ class Shell:
         shell's own process, so that a signal that kills it kills the shell, then ends
         with its status; one it cannot find is bash's "not found", 127, which ends it
         too; a failed redirection is exec's failure, 1, and the shell goes on); without,
-        the redirections stay the shell's own. Its options, and its redirections inside
-        a compound command or a function (bash's would outlive them), are refused."""
+        the redirections stay the shell's own. Its options, a program the shell has not
+        (:data:`_PROGRAMS_REFUSED`), and its redirections inside a compound command or a
+        function (bash's would outlive them), are refused: nothing is exec'd, and the
+        shell goes on."""
         if args[:1] == ["--"]:
             args = args[1:]
         refusal = None
         if args and args[0].startswith("-") and args[0] != "-":
             refusal = f"option '{args[0][:2]}' is not supported by ftrace-shell"
+        elif args and args[0] in _PROGRAMS_REFUSED:
+            refusal = (f"{args[0]}: {_PROGRAMS_REFUSED[args[0]]} program is not supported "
+                       "by ftrace-shell")
         elif not args and self.compound_level:
             refusal = ("its redirections inside a compound command or a function are not "
                        "supported by ftrace-shell")

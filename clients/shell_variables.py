@@ -12,11 +12,12 @@ environment has not: PATH (bash 5.2's DEFAULT_PATH_VALUE, as Debian builds it), 
 (``dumb``) and SHELL (the user's login shell), none of them exported; UID and EUID (the
 environment's are plain variables) and PPID (whatever the environment says), bash's
 readonly integers; and the dynamic variables (clients.shell_dynamic). A command's prefix
-assignments (``a=1 cmd``) live in a temporary scope for that command only: bash's
-temporary_env. A function's call opens a scope of its own for its ``local`` variables,
-above its caller's (bash's dynamic scoping: a variable is the innermost scope's that has
-it). The shell runs no programs, so being exported changes what ``export -p`` lists and
-nothing else.
+assignments (``a=1 cmd``) live in a temporary scope for that command only, exported (bash's
+temporary_env, which assign_in_env fills); a function's call makes its prefix assignments'
+scope the function's own, where its ``local`` variables go too, above its caller's (bash's
+push_context of the temporary_env: dynamic scoping, a variable is the innermost scope's
+that has it). The shell runs no programs, so being exported changes what ``export -p``
+(and ``local``) lists and nothing else.
 
 Expansion of a word (:func:`expand_fields`): each parameter's marker is replaced by its
 value (or what its operator, ``${a:-word}``..., makes of it), each command substitution's
@@ -56,9 +57,13 @@ DEFAULT_PATH = "/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin:."
 @dataclass
 class Variable:
     """One shell variable; ``value`` None: declared (``export a``) but unset;
-    ``invisible``: bash's att_invisible, not listed until assigned; ``readonly``: bash's
-    att_readonly (the shell's are UID, EUID and PPID, integers too); ``dynamic``: its
-    value computed when read, its assignments its own (clients.shell_dynamic)."""
+    ``invisible``: bash's att_invisible of a variable imported (OLDPWD), not listed until
+    assigned; ``readonly``: bash's att_readonly (the shell's are UID, EUID and PPID,
+    integers too); ``dynamic``: its value computed when read, its assignments its own
+    (clients.shell_dynamic); ``local``: bash's att_local, made by ``local``;
+    ``temporary``: bash's att_tempvar, a prefix assignment's; ``propagate``: bash's
+    att_propagate, a function's prefix assignment that ``export`` named, which outlives
+    the call (push_func_var)."""
 
     value: str | None
     exported: bool = False
@@ -66,6 +71,9 @@ class Variable:
     readonly: bool = False
     integer: bool = False
     dynamic: Dynamic | None = None
+    local: bool = False
+    temporary: bool = False
+    propagate: bool = False
 
 
 class Variables:
@@ -84,6 +92,9 @@ class Variables:
         #: Where the scopes of the functions running are in _scopes (bash's
         #: variable_context: how many), the innermost last.
         self._contexts: list[int] = []
+        #: Where the scopes of the commands' prefix assignments are in _scopes (a
+        #: function's is its scope too, in _contexts).
+        self._temporaries: list[int] = []
         # bash's initialize_shell_variables, set_pwd and adjust_shell_level.
         self.assign("IFS", DEFAULT_IFS)
         self._scopes[0]["PWD"] = Variable(cwd, exported=True)
@@ -116,6 +127,17 @@ class Variables:
         find_variable), else None."""
         return next((scope[name] for scope in reversed(self._scopes) if name in scope), None)
 
+    def _environment(self, index: int) -> bool:
+        """The scope at ``index`` holds the prefix assignments of a command that is no
+        function's: bash's temporary_env, which is none of its shell_variables."""
+        return index in self._temporaries and index not in self._contexts
+
+    def _shell_variables(self) -> Iterator[tuple[int, dict[str, Variable]]]:
+        """(index, scope) of the scopes but a command's prefix assignments', the innermost
+        first: bash's shell_variables."""
+        return ((index, self._scopes[index]) for index in reversed(range(len(self._scopes)))
+                if not self._environment(index))
+
     def _find(self, name: str) -> Variable:
         """The variable ``name`` in the innermost scope that has it, else a new global."""
         variable = self._lookup(name)
@@ -141,21 +163,34 @@ class Variables:
         to an unset PWD); a dynamic variable's assign_func. Raises ReadonlyVariable, or
         ExpansionError for a value ftrace-shell cannot evaluate (an integer variable's
         expression)."""
-        variable = self._find(name)
-        if variable.readonly:
-            raise ReadonlyVariable(name)
-        if variable.dynamic is not None:
-            try:
-                variable.dynamic.assign(value or "")
-            except NotArithmetic:
-                raise ExpansionError(f"{name}={value}: arithmetic evaluation of an integer "
-                                     "variable's value is not supported by ftrace-shell",
-                                     status=2) from None
-            return
-        variable.value, variable.invisible = value, False
+        _bind(name, self._find(name), value)
 
     def export(self, name: str, exported: bool = True) -> None:
-        self._find(name).exported = exported
+        """bash's set_var_attribute for ``export NAME`` (``export -n``: ``exported``
+        False, the innermost variable's export taken away). The command's own prefix
+        assignment to NAME (``a=1 export a``) is bound as an assignment would bind it,
+        below that scope (bash's bind_variable: ``RANDOM=7 export RANDOM`` seeds the
+        generator), and exported; outside POSIX mode it goes no further. Else the
+        innermost variable (a new global one if none) is exported, and a function's
+        prefix assignment so exported outlives the call (att_propagate)."""
+        if not exported:
+            variable = self._lookup(name)
+            if variable is not None:
+                variable.exported = False
+            return
+        top = len(self._scopes) - 1
+        temporary = self._scopes[top].get(name) if self._environment(top) else None
+        found = next(((index, scope[name]) for index, scope in self._shell_variables()
+                      if name in scope), None)
+        if temporary is not None:
+            variable = found[1] if found else self._scopes[0].setdefault(name, Variable(None))
+            _bind(name, variable, temporary.value)
+        elif found is None:
+            variable = self._scopes[0][name] = Variable(None)
+        else:
+            variable = found[1]
+            variable.propagate = found[0] != 0
+        variable.exported = True
 
     def exists(self, name: str) -> bool:
         """Some scope has a variable ``name`` (set or not): unbind_variable() finds one."""
@@ -164,11 +199,14 @@ class Variables:
     def unset(self, name: str) -> None:
         """bash's unbind_variable: the innermost variable goes, an outer one shows again;
         but a local of the function running stays its, unset, until the function returns
-        (bash 5.2's unset of a variable at the current local scope)."""
+        (bash 5.2's makunbound of a variable local at the current scope, which keeps its
+        export only where a prefix assignment made it)."""
         for index in reversed(range(len(self._scopes))):
-            if name in self._scopes[index]:
-                if self._contexts and index == self._contexts[-1]:
-                    self._scopes[index][name] = Variable(None)
+            variable = self._scopes[index].get(name)
+            if variable is not None:
+                if variable.local and index == self._contexts[-1]:
+                    self._scopes[index][name] = Variable(
+                        None, exported=variable.exported and variable.temporary, local=True)
                 else:
                     del self._scopes[index][name]
                 return
@@ -180,34 +218,44 @@ class Variables:
 
     @contextmanager
     def function_scope(self) -> Iterator[None]:
-        """A function's call: the scope of its locals (bash's push_context), gone when it
-        returns."""
-        self._scopes.append({})
+        """A function's call: the scope of its call's prefix assignments (the innermost,
+        :meth:`temporary`'s) is the function's, where its locals go (bash's push_context
+        of the temporary_env), until it returns."""
+        assert self._temporaries[-1] == len(self._scopes) - 1  # the call's (Shell._run)
         self._contexts.append(len(self._scopes) - 1)
         try:
             yield
         finally:
             self._contexts.pop()
-            self._scopes.pop()
 
     def local(self, name: str, value: str | None) -> None:
-        """bash's ``local NAME[=VALUE]`` in the function running: a variable of its scope
-        (unset, without a value: an outer one does not show through); one it has keeps
-        its value unless given one. Raises ReadonlyVariable where ``name`` is readonly."""
-        if self.readonly(name):
+        """bash's make_local_variable for ``local NAME[=VALUE]`` in the function running,
+        then the value given. One the function has made is kept (``local a; local a``);
+        the function's own prefix assignment (``a=1 f``) becomes its local, value and
+        export kept; else a new variable of its scope, unset (an outer one does not show
+        through) unless it shadows a prefix assignment, whose value it takes, and
+        exported if the variable it shadows is (bash: "We inherit the export attribute,
+        but no others"). Raises ReadonlyVariable where ``name`` is (a global)."""
+        context = self._scopes[self._contexts[-1]]
+        old = self._lookup(name)
+        if old is not None and old is context.get(name) and (old.local or old.temporary):
+            variable = old
+        elif old is not None and old.readonly:
             raise ReadonlyVariable(name)
-        scope = self._scopes[self._contexts[-1]]
-        variable = scope.get(name)
-        if variable is None:
-            scope[name] = Variable(value)
-        elif value is not None:
+        else:
+            variable = context[name] = Variable(
+                old.value if old is not None and old.temporary else None,
+                exported=old is not None and old.exported)
+        variable.local = True
+        if value is not None:
             variable.value, variable.invisible = value, False
 
-    def locals(self) -> list[tuple[str, str | None]]:
-        """(name, value) of the function running's locals, by name, as ``local`` lists
-        them."""
-        return sorted((name, variable.value)
-                      for name, variable in self._scopes[self._contexts[-1]].items())
+    def locals(self) -> list[tuple[str, str, str | None]]:
+        """(name, attributes, value) of the function running's locals, by name, as
+        ``local`` lists them (attributes: bash's letters, ``x`` or none)."""
+        return sorted((name, _letters(variable), variable.value)
+                      for name, variable in self._scopes[self._contexts[-1]].items()
+                      if variable.local)
 
     def change_directory(self, cwd: str) -> None:
         """What ``cd`` sets, as bash's bindpwd: OLDPWD from PWD, PWD the new directory."""
@@ -216,24 +264,28 @@ class Variables:
 
     def assign_temporary(self, name: str, value: str) -> None:
         """A prefix assignment, in the scope :meth:`temporary` opened (a plain variable,
-        as bash's temporary_env holds). Raises ReadonlyVariable where ``name`` is
-        readonly."""
+        exported, as bash's assign_in_env makes it). Raises ReadonlyVariable where
+        ``name`` is readonly."""
         if self.readonly(name):
             raise ReadonlyVariable(name)
-        self._scopes[-1][name] = Variable(value)
+        self._scopes[-1][name] = Variable(value, exported=True, temporary=True)
 
     def exported(self, shell: Parameters) -> list[tuple[str, str, Shown]]:
         """(name, attributes, value) of the exported variables, by name, as ``export -p``
         lists them (attributes: bash's letters, ``ix``, ``irx``, ``ax`` or ``x``; a
-        dynamic variable's value as bash keeps it, an array's a tuple): for each name,
-        the innermost exported one (bash lists no temporary variable that was not
-        exported)."""
-        found = {name: variable for scope in self._scopes for name, variable in scope.items()
-                 if variable.exported and not variable.invisible}
+        dynamic variable's value as bash keeps it, an array's a tuple): bash's
+        all_shell_variables, the innermost variable of each name, where it is exported
+        (a function's local that is not hides an outer one that is; the prefix
+        assignments of the command running, ``a=1 export -p``, are none of them)."""
+        found: dict[str, Variable] = {}
+        for _, scope in self._shell_variables():
+            for name, variable in scope.items():
+                found.setdefault(name, variable)
         return sorted((name, _letters(variable),
                        variable.value if variable.dynamic is None
                        else variable.dynamic.shown(shell))
-                      for name, variable in found.items())
+                      for name, variable in found.items()
+                      if variable.exported and not variable.invisible)
 
     @property
     def ifs(self) -> str:
@@ -242,18 +294,44 @@ class Variables:
 
     @contextmanager
     def temporary(self) -> Iterator[None]:
-        """The scope of one command's prefix assignments (:meth:`assign_temporary`). What
-        the command exported outlives it in the global scope, as bash's
-        propagate_temp_var keeps it."""
-        scope: dict[str, Variable] = {}
-        self._scopes.append(scope)
+        """The scope of one command's prefix assignments (:meth:`assign_temporary`), a
+        function's call's its scope too (:meth:`function_scope`). What ``export`` made
+        to propagate (a function's prefix assignment it exported) outlives it in the
+        scope of the function below, or the global one, as bash's push_func_var binds
+        it there; nothing else does (bash outside POSIX mode)."""
+        self._scopes.append({})
+        self._temporaries.append(len(self._scopes) - 1)
         try:
             yield
         finally:
-            self._scopes.pop()
+            self._temporaries.pop()
+            scope = self._scopes.pop()
+            below = self._contexts[-1] if self._contexts else 0
             for name, variable in scope.items():
-                if variable.exported:
-                    self._scopes[-1][name] = variable
+                if variable.temporary and variable.propagate:
+                    target = self._scopes[below].get(name)
+                    if target is None:
+                        target = self._scopes[below][name] = Variable(None)
+                    _bind(name, target, variable.value)
+                    target.exported = True
+                    target.temporary = target.propagate = below != 0
+
+
+def _bind(name: str, variable: Variable, value: str | None) -> None:
+    """bash's bind_variable_internal of ``value`` to the variable found for ``name``: a
+    dynamic variable's assign_func; ReadonlyVariable, or ExpansionError for a value
+    ftrace-shell cannot evaluate (an integer variable's expression)."""
+    if variable.readonly:
+        raise ReadonlyVariable(name)
+    if variable.dynamic is not None:
+        try:
+            variable.dynamic.assign(value or "")
+        except NotArithmetic:
+            raise ExpansionError(f"{name}={value}: arithmetic evaluation of an integer "
+                                 "variable's value is not supported by ftrace-shell",
+                                 status=2) from None
+        return
+    variable.value, variable.invisible = value, False
 
 
 def _letters(variable: Variable) -> str:
@@ -261,7 +339,7 @@ def _letters(variable: Variable) -> str:
     dynamic = variable.dynamic
     integer = variable.integer if dynamic is None else dynamic.integer
     return ("a" * (dynamic is not None and dynamic.array) + "i" * integer
-            + "r" * variable.readonly + "x")
+            + "r" * variable.readonly + "x" * variable.exported)
 
 
 def _login_shell() -> str:
@@ -613,6 +691,8 @@ def cmd_unset(ctx: Invocation) -> int:
 _LOCAL_USAGE = "local [option] name[=value] ..."
 #: The options bash's local takes (declare's, but -f, -F and -g); the shell has none.
 _LOCAL_OPTIONS = "aAiIlnprtux"
+#: How many times bash's local looks up a variable it makes local (cmd_local).
+_LOCAL_LOOKUPS = 4
 
 
 @command("local [NAME[=VALUE]...]", "a variable of the function running (or list them)",
@@ -629,8 +709,8 @@ def cmd_local(ctx: Invocation) -> int:
         return parsed
     operands = parsed[1]
     if not operands:
-        for name, value in variables.locals():
-            ctx.out(f"declare -- {name}" + ("" if value is None else f"={_quote(value)}") + "\n")
+        for name, letters, value in variables.locals():
+            ctx.out(f"declare -{letters or '-'} {name}{_listed(value)}\n")
         return 0
     status = 0
     for operand in operands:
@@ -640,10 +720,18 @@ def cmd_local(ctx: Invocation) -> int:
             status = 1
             continue
         dynamic = variables.dynamic(name)
-        if dynamic is not None and dynamic.noassign:
-            ctx.builtin_err(f"{name}: variable may not be assigned value")
-            status = 1
-            continue
+        if dynamic is not None:
+            # bash's declare_internal looks the variable up four times before it makes
+            # the local (declare_transform_name's find_variable and
+            # find_variable_last_nameref, make_local_variable's find_variable_noref and
+            # find_variable): its value is computed each time (RANDOM's generator moves
+            # on four values).
+            for _ in range(_LOCAL_LOOKUPS):
+                dynamic.value(ctx.shell)
+            if dynamic.noassign:
+                ctx.builtin_err(f"{name}: variable may not be assigned value")
+                status = 1
+                continue
         try:
             variables.local(name, value if equals else None)
         except ReadonlyVariable as error:

@@ -1,11 +1,13 @@
 """ftrace-shell against bash 5.2 where reviews found them apart, over a real ftraced: the
 variables bash sets at start where the environment has none (PATH, TERM, SHELL), its
 readonly ones (UID, EUID, PPID) and its dynamic ones (RANDOM=N seeds, SECONDS=N offsets,
-unset ends them); what is no assignment (``a[0]+=1`` refused as arrays are, ``echo
-x=(1)`` bash's syntax error) and where braces are literal (a case command's word and
-patterns) or expanded (``for i in a={x,y}``: refused); help for every builtin of bash's;
-GNU cat's close of a closed standard input; a ``-c`` command's last program exec'd as
-bash's (SIGPIPE kills the shell), and an exec whose redirection fails, which does not;
+unset ends them, local RANDOM looks it up); local's export, and export of a prefix
+assignment (``RANDOM=7 export RANDOM`` seeds); what is no assignment (``a[0]+=1``
+refused as arrays are, ``echo x=(1)`` bash's syntax error) and where braces are literal
+(a case command's word and patterns) or expanded (``for i in a={x,y}``: refused); help
+for every builtin of bash's; GNU cat's close of a closed standard input; a ``-c``
+command's last program exec'd as bash's (SIGPIPE kills the shell), and an exec whose
+redirection fails, which does not; exec of a program the shell has not (kill), refused;
 an interactive shell's ``exit``, ``exec nosuch``, and Ctrl-C in a program exec'd, at a
 terminal. Each is compared with bash's own output where bash has one."""
 
@@ -162,6 +164,62 @@ def test_dynamic_variables_listed_and_looked_up_as_bashs(daemon, text):
     assert_as_bash(daemon, text)
 
 
+@pytest.mark.parametrize("text", [
+    # local RANDOM looks RANDOM up four times (declare_transform_name's two lookups,
+    # make_local_variable's two): the generator moves on four values, as bash's does.
+    'RANDOM=5; f() { local RANDOM; echo "[$RANDOM]"; local; }; f; echo $RANDOM',
+    # An assignment too; a local already made is no lookup of RANDOM's.
+    "RANDOM=5; f() { local a RANDOM=3 b; local RANDOM; echo $RANDOM; }; f; echo $RANDOM",
+    # Under a function's local RANDOM, none.
+    "RANDOM=5; g() { local RANDOM; }; f() { local RANDOM; g; }; f; echo $RANDOM",
+    # Listed: the value last computed.
+    "export RANDOM=5; f() { local RANDOM; export -p; }; f; export -p; echo $RANDOM",
+])
+def test_local_of_a_dynamic_variable_looks_it_up_as_bashs(daemon, text):
+    assert_as_bash(daemon, text)
+
+
+@pytest.mark.parametrize("text", [
+    # bash's set_var_attribute binds the prefix assignment's value as an assignment
+    # does (assign_random seeds the generator with 7), and exports that variable; the
+    # shell made RANDOM a plain 7.
+    "RANDOM=7 export RANDOM; echo $RANDOM $RANDOM; export -p",
+    "RANDOM=5; RANDOM=7 export RANDOM; export -p; echo $RANDOM",
+    # SECONDS looked up by the prefix assignment: an integer from then on.
+    "SECONDS=5 export SECONDS; export -p",
+    # Bound where the variable is, a global outside any local: it outlives the function.
+    'f() { X=1 export X; }; f; echo "[$X]"; export -p',
+    'X=0; f() { local X; X=1 export X; export -p; }; f; echo "[$X]"',
+    # A function's prefix assignment it exports outlives the call (att_propagate), down
+    # to the global scope.
+    'f() { export X; }; g() { X=1 f; echo "[$X]"; local; }; g; echo "[$X]"; export -p',
+])
+def test_export_of_a_prefix_assignment_as_bashs(daemon, text):
+    assert_as_bash(daemon, text)
+
+
+@pytest.mark.parametrize("text", [
+    # bash's make_local_variable: "We inherit the export attribute, but no others".
+    "export X=1; f() { local X=2; export -p; local; }; f; export -p",
+    # Unset (invisible), listed by name; assigned, with its value.
+    'export X=1; f() { local X; echo "[$X]"; local; export -p; X=3; export -p; }; f',
+    # A local not exported hides an exported outer one from export -p (all_shell_variables
+    # lists the innermost of each name), in a function it calls too.
+    "export X=1; f() { local X=2; export -n X; export -p; g; }; g() { local X; local; "
+    "export -p; }; f",
+    # A function's prefix assignment is exported (assign_in_env), in its scope: export
+    # -p lists it, and local keeps its value and export.
+    'f() { export -p; local X; echo "[$X]"; local; }; X=1 f',
+    # A local over a prefix assignment takes its value.
+    'g() { X=3 local X; local; }; X=2 g',
+    # unset keeps the export of a local a prefix assignment made only.
+    'f() { local X; export X; unset X; local; }; X=1 f; g() { local Y=1; export Y; unset Y; '
+    "local; }; g",
+])
+def test_local_inherits_the_export_attribute_as_bashs(daemon, text):
+    assert_as_bash(daemon, text)
+
+
 def test_funcname_from_the_environment_is_a_plain_variable_as_bashs(daemon):
     """bash's init_funcname_var keeps the environment's (the shell made it its array)."""
     assert_as_bash(daemon, 'echo "[$FUNCNAME]"; f() { echo $FUNCNAME; export -p; }; f',
@@ -291,6 +349,19 @@ def test_execs_failed_redirection_is_its_failure_as_bashs(daemon, text):
 def test_exec_runs_the_program_not_a_function_of_its_name_as_bashs(daemon, text):
     """exec looks for a program, past a function of the same name (it ran the function)."""
     assert_as_bash(daemon, text)
+
+
+def test_exec_of_a_program_the_shell_has_not_is_refused(daemon):
+    """bash's ``exec kill -l`` runs procps's kill (its list, not the builtin's table);
+    the shell has no such program: exec refuses it, as it refuses its options, and the
+    shell goes on (it ran the refusal of bash's builtin kill, and exited 2)."""
+    builtin, program = (run_bash(text, _ENVIRONMENT) for text in ("kill -l", "exec kill -l"))
+    assert program[0] == 0 and program[1] and program[1] != builtin[1]
+    shell = _shell(daemon, "exec kill -l; echo $?; exec printf x; echo $?", _ENVIRONMENT)
+    refusal = "bash: line 1: exec: {}: {} program is not supported by ftrace-shell\n"
+    assert (shell.returncode, shell.stdout, shell.stderr) == (
+        0, "2\n2\n", refusal.format("kill", "procps's")
+        + refusal.format("printf", "GNU coreutils'"))
 
 
 # --- at a terminal -------------------------------------------------------------------
