@@ -20,6 +20,7 @@ from clients.api import Client
 from clients.errors import FtraceError
 from clients.workload import CORE_CALLS
 from tests.daemon_fixture import daemon, spawn  # noqa: F401  (fixtures)
+from tests.test_shell_integration import run_shell
 from tests.test_return_address import SMALL, SYM
 from tests.test_trace_pipe_raw import PAGE_SIZE, decode_page, load_formats
 from tests.test_tracer_client import DEADLINE, TRACING, Lines, start, wait_until
@@ -250,6 +251,16 @@ def test_the_option_off_again_records_no_stacks(daemon):
             "find_get_page <-generic_file_aio_read\n",
             stack("generic_file_aio_read", *READ_STACK),
             "find_get_page <-generic_file_aio_read\n"]
+
+
+def test_the_shell_invokes_with_callers_after_the_parent(daemon, tmp_path):
+    script = (f"cd {T}; echo function > current_tracer; echo 1 > options/func_stack_trace; "
+              "invoke find_get_page generic_file_aio_read vfs_read sys_read "
+              "system_call_fastpath -C 1; grep -A4 '<stack trace>' trace; "
+              "invoke schedule '' do_exit")
+    shell = run_shell(tmp_path, ["--address", daemon.address, "-c", script])
+    assert (shell.returncode, shell.err) == (1, "invoke: schedule: Invalid argument\n")
+    assert shell.out.split(": ", 1)[1] == stack("generic_file_aio_read", *READ_STACK)
 
 
 def test_the_workload_records_its_chains_stacks(spawn):
