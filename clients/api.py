@@ -961,14 +961,16 @@ class Client:
         parent_module: str = "",
         pid: int | None = None,
         comm: str | None = None,
+        callers: Iterable[str] = (),
     ) -> tracer_pb2.InvokeResponse:
         """Execute ``function`` (or the function at ``address``) ``repeat`` times on a CPU,
         as the caller's task unless pid/comm are given, called from ``parent`` (looked up
         in ``parent_module`` when given; the trace shows the return address into it) or
-        from the address ``parent_ip``."""
+        from the address ``parent_ip``, which ``callers`` (innermost first) called: the
+        stack ``func_stack_trace`` records."""
         request = tracer_pb2.InvokeRequest(
             module=module, parent=parent or "", parent_ip=parent_ip, repeat=repeat,
-            parent_module=parent_module,
+            parent_module=parent_module, callers=callers,
         )
         if address is not None:
             request.address = address

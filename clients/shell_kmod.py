@@ -247,14 +247,14 @@ def cmd_dmesg(ctx: Invocation) -> int:
 _INVOKE_NUMBERS = {"c": ("count", 1, 2**64 - 1), "C": ("CPU", 0, 2**32 - 1)}
 
 
-@command("invoke FUNCTION [PARENT] [-c COUNT] [-C CPU] [-m MODULE]",
+@command("invoke FUNCTION [PARENT [CALLER...]] [-c COUNT] [-C CPU] [-m MODULE]",
          "run a kernel function as this shell's task")
 def cmd_invoke(ctx: Invocation) -> int:
     parsed = parse_options(ctx, "", valued="cCm")
     if parsed is None:
         return 2
     options, operands = parsed
-    if not 1 <= len(operands) <= 2:
+    if not operands:
         ctx.err(f"Usage: {COMMANDS['invoke'].usage}")
         return 2
     numbers: dict[str, int] = {}
@@ -274,6 +274,7 @@ def cmd_invoke(ctx: Invocation) -> int:
             cpu=numbers.get("C"),
             repeat=numbers.get("c", 1),
             module=options.get("m", ""),
+            callers=operands[2:],
         )
     except FtraceError as error:
         ctx.err(f"invoke: {function}: {ctx.shell.reason(error)}")

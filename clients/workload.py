@@ -41,7 +41,7 @@ import collections
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from clients import cli
 from clients.api import Client
@@ -150,11 +150,26 @@ class Call:
     parent: str
     address: int = 0  # a module function's start
     parent_module: str = ""  # the caller's module, when a module function calls it
+    # The parent's callers, innermost first: its ancestors in the chain (with_callers).
+    callers: tuple[str, ...] = ()
+
+
+def with_callers(calls: tuple[Call, ...]) -> tuple[Call, ...]:
+    """``calls`` (caller before callee), each with its parent's callers: the chain's
+    latest earlier call of the parent was from its caller, and so on outward, so the
+    stack ``func_stack_trace`` records is the chain's."""
+    done: list[Call] = []
+    callers_of: dict[str, tuple[str, ...]] = {}  # a function called so far: its stack
+    for call in calls:
+        callers = callers_of.get(call.parent, ())
+        done.append(replace(call, callers=callers))
+        callers_of[call.function] = (call.parent, *callers)
+    return tuple(done)
 
 
 #: The activities as calls.
 CORE_CALLS: dict[str, tuple[Call, ...]] = {
-    name: tuple(Call(function, parent) for function, parent in chain)
+    name: with_callers(tuple(Call(function, parent) for function, parent in chain))
     for name, chain in CHAINS.items()}
 
 
@@ -240,7 +255,8 @@ def plan_module(module: str, functions: list[tuple[int, str]]) -> list[ModuleFun
             hops = (Call(name, entry, address),)
         chain = CORE_CALLS[via]
         reach = next(k for k, call in enumerate(chain) if call.function == entry)
-        planned.append(ModuleFunction(module, name, address, chain[:reach + 1] + hops, via))
+        planned.append(ModuleFunction(module, name, address,
+                                      with_callers(chain[:reach + 1] + hops), via))
     return planned
 
 
@@ -359,10 +375,11 @@ class Workload:
                 # return address into the caller, as for a core one.
                 self.client.invoke(address=call.address, parent=call.parent,
                                    parent_module=call.parent_module, cpu=cpu,
-                                   repeat=repeat, pid=task.pid, comm=task.comm)
+                                   repeat=repeat, pid=task.pid, comm=task.comm,
+                                   callers=call.callers)
             else:
                 self.client.invoke(call.function, call.parent, cpu, repeat,
-                                   pid=task.pid, comm=task.comm)
+                                   pid=task.pid, comm=task.comm, callers=call.callers)
         except FtraceError as error:
             if not error.from_kernel:
                 raise  # the daemon is gone: nothing to follow

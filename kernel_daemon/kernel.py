@@ -33,7 +33,7 @@ from kernel_daemon.pid import PidHash
 from kernel_daemon.preempt import preempt_count
 from kernel_daemon.printk import Printk
 from kernel_daemon.shm import new_namespace, reap_stale_segments, unlink_namespace
-from kernel_daemon.task import current
+from kernel_daemon.task import Task, current
 from kernel_daemon.teardown import SHUT_DOWN
 from kernel_daemon.trace.buffers import TRACE_BUF_SIZE_DEFAULT
 from kernel_daemon.trace.ring_buffer import RingBuffer, TraceClock
@@ -143,6 +143,7 @@ class Kernel:
             self.saved_cmdlines = SavedCmdlines(self.namespace, self.tracing.tracing_is_enabled,
                                                 self.ring_buffer.record_is_on)
             self.function_tracer = FunctionTracer(self.ftrace, self.function_trace_event,
+                                                  self.function_stack_trace_event,
                                                   self.tracing, self.saved_cmdlines)
             # init_function_trace(): the traceon/traceoff commands, then the tracer.
             TraceOnOffCommands(self.ftrace, self.tracing).init_func_cmd_traceon()
@@ -180,25 +181,46 @@ class Kernel:
         names = np.array([s.name for s in mod.symbols]) if mod.symbols else np.array([], dtype=str)
         ftrace_module_notify(self.ftrace, state, mod, mod.name, ips, names)
 
-    def function_trace_event(self, ip: int, parent_ip: int, count: int) -> None:
-        """``trace_function()``: ``count`` events for the current task on this CPU, with
-        ``function_trace_call()``'s ``pc = preempt_count()`` in their flags' high byte
-        (``tracing_generic_entry_update()``: ``entry->preempt_count = pc & 0xff``)."""
+    def tracing_task(self) -> tuple[int, Task, int] | None:
+        """What a function tracer's event records of its context: this CPU, the current
+        task and ``tracing_generic_entry_update()``'s flags, with the callback's ``pc =
+        preempt_count()`` in the high byte (``entry->preempt_count = pc & 0xff``); None
+        on a CPU outside ``tracing_cpumask``."""
         cpu = smp_processor_id()
         if not self.tracing_cpumask >> cpu & 1:
-            return
+            return None
         task = current()
         # The sched_switch that ran the task saved its comm before it got here, so a
         # reader woken by these events finds it; a full buffer without overwrite drops
         # the events, not the save: the task ran.
         self.saved_cmdlines.tracing_record_cmdline(task.pid, task.comm)
-        flags = (preempt_count() & 0xFF) << 8
+        return cpu, task, (preempt_count() & 0xFF) << 8
+
+    def function_trace_event(self, ip: int, parent_ip: int, count: int) -> None:
+        """``trace_function()``: ``count`` events for the current task on this CPU."""
+        context = self.tracing_task()
+        if context is None:
+            return
+        cpu, task, flags = context
         if count == 1:
             written = int(self.ring_buffer.write_function_event(
                 cpu, self.trace_clock(), task.pid, ip, parent_ip, flags))
         else:
             written = self.ring_buffer.write_function_events(
                 cpu, self.trace_clock.stamps(count), task.pid, ip, parent_ip, flags)
+        events_written.set(events_written.get() + written)
+
+    def function_stack_trace_event(self, ip: int, parent_ip: int, count: int,
+                                   frames: tuple[int, ...]) -> None:
+        """``trace_function()`` then ``__trace_stack()`` of ``frames``, for each of
+        ``count`` calls of the current task on this CPU."""
+        context = self.tracing_task()
+        if context is None:
+            return
+        cpu, task, flags = context
+        written = self.ring_buffer.write_function_stack_events(
+            cpu, self.trace_clock.reserve(2 * count), task.pid, ip, parent_ip, flags, frames,
+            count)
         events_written.set(events_written.get() + written)
 
     def symbol_name(self, ip: int) -> str:

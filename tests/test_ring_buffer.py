@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from kernel_daemon.errno import KernelError
 from kernel_daemon.shm import SHM_DIR, new_namespace, segments_of
-from kernel_daemon.trace.buffers import (MAX_EVENT_RECORDS, RB_TEXT_PER_RECORD,
+from kernel_daemon.trace.buffers import (MAX_MARKER_RECORDS, RB_TEXT_PER_RECORD,
                                          RB_UNEXPANDED_SIZE, TRACE_BUF_SIZE,
                                          TRACE_BUF_SIZE_DEFAULT, TRACE_FN, TRACE_PRINT,
-                                         Event, rb_capacity)
+                                         TRACE_STACK, Event, rb_capacity, stack_frames)
 from kernel_daemon.trace.reader import RingBufferReader
 from kernel_daemon.trace.ring_buffer import RingBuffer, TraceClock
 from tests.children import REPO, child_env
@@ -198,30 +198,34 @@ def test_batches_wrap_around_the_ring(rb):
     st.tuples(st.just("fn"), st.integers(1, 40)),
     st.tuples(st.just("marker"), st.integers(0, TRACE_BUF_SIZE + 20)),
     st.tuples(st.just("consume"), st.integers(1, 30)),
+    # Calls under func_stack_trace: how many, and their stack's frames (7 fill a record;
+    # over 506 the stack is more than an event holds).
+    st.tuples(st.just("stack"), st.integers(1, 70), st.sampled_from([0, 1, 7, 13, 40, 507])),
 ), max_size=40))
 def test_against_a_reference_ring(overwrite, ops):
-    """Whole events are overwritten oldest first, markers spanning several records;
-    without overwrite, an event that does not fit is lost, counted nowhere."""
+    """Whole events are overwritten oldest first, markers and stacks spanning several
+    records; without overwrite, an event that does not fit is lost, counted nowhere."""
     rb = RingBuffer(new_namespace(), nr_cpus=1)
     rb.change_overwrite(overwrite)
     try:
-        live: deque[tuple[int, int]] = deque()  # (ts, records) of the reference ring
+        # (ts, records, type) of the reference ring's events.
+        live: deque[tuple[int, int, int]] = deque()
         used = overrun = entries = read = 0
         ts = 0
 
-        def put(records: int) -> bool:
+        def put(records: int, etype: int = TRACE_FN) -> bool:
             nonlocal used, overrun, entries
             if not overwrite and used + records > UNEXPANDED_CAPACITY:
                 return False
             while used + records > UNEXPANDED_CAPACITY:
                 used -= live.popleft()[1]
                 overrun += 1
-            live.append((ts, records))
+            live.append((ts, records, etype))
             used += records
             entries += 1
             return True
 
-        for op, n in ops:
+        for op, n, *frames in ops:
             if op == "fn":
                 stamps = np.arange(ts + 1, ts + n + 1, dtype=np.uint64)
                 written = rb.write_function_events(0, stamps, 1, stamps, stamps)
@@ -230,11 +234,28 @@ def test_against_a_reference_ring(overwrite, ops):
                     ts += 1
                     kept += put(1)
                 assert written == kept
+            elif op == "stack":
+                stack = tuple(range(0x1000, 0x1000 + frames[0]))
+                written = rb.write_function_stack_events(0, ts + 1, 1, 5, 6, 0, stack, n)
+                kept = 0
+                for _ in range(n):
+                    ts += 1
+                    if not put(1):
+                        ts -= 1  # a reserve that fails takes no timestamp
+                        continue
+                    kept += 1
+                    if len(stack) <= 506:  # an entry of at most BUF_MAX_DATA_SIZE
+                        ts += 1
+                        if put(1 + -(-len(stack) * 8 // RB_TEXT_PER_RECORD), TRACE_STACK):
+                            kept += 1
+                        else:
+                            ts -= 1
+                assert written == kept
             elif op == "marker":
                 ts += 1
                 text = bytes([65 + ts % 26]) * n
                 length = min(n, TRACE_BUF_SIZE) + 1  # the newline the kernel appends
-                if put(1 + -(-length // RB_TEXT_PER_RECORD)):
+                if put(1 + -(-length // RB_TEXT_PER_RECORD), TRACE_PRINT):
                     assert rb.write_marker(0, ts, 1, text) == min(n, TRACE_BUF_SIZE)
                 else:
                     with pytest.raises(KernelError) as exc:
@@ -243,12 +264,15 @@ def test_against_a_reference_ring(overwrite, ops):
             else:
                 got = rb.consume(0, max_events=n, nonblock=True) if live else []
                 want = [live.popleft() for _ in range(min(n, len(live)))]
-                used -= sum(r for _, r in want)
+                used -= sum(r for _, r, _ in want)
                 read += len(want)
-                assert [e.ts for e in got] == [t for t, _ in want]
+                assert [(e.ts, e.type) for e in got] == [(t, e) for t, _, e in want]
         counters = rb.counters(0)
         assert (counters.entries, counters.overrun, counters.read) == (entries, overrun, read)
-        assert [e.ts for e in rb.snapshot().events] == [t for t, _ in live]
+        events = rb.snapshot().events
+        assert [(e.ts, e.type) for e in events] == [(t, e) for t, _, e in live]
+        assert all(stack_frames(e.text) == list(range(0x1000, 0x1000 + len(e.text) // 8))
+                   for e in events if e.type == TRACE_STACK)
     finally:
         rb.destroy()
 
@@ -289,8 +313,8 @@ def test_marker_text_newline_and_limit(rb):
     events = rb.snapshot().events
     assert [e.type for e in events] == [TRACE_PRINT] * 4
     assert [e.text for e in events] == [b"hello\n", b"line\n", b"\n", long[:TRACE_BUF_SIZE] + b"\n"]
-    # A full-size marker spans the most records any event takes.
-    assert rb.counters(1).head == 2 + MAX_EVENT_RECORDS
+    # A full-size marker spans the most records a marker takes.
+    assert rb.counters(1).head == 2 + MAX_MARKER_RECORDS
     assert rb.snapshot().entries_in_buffer == 4
 
 

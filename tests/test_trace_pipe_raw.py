@@ -33,6 +33,7 @@ class FieldDesc(NamedTuple):
     offset: int
     size: int
     signed: bool
+    type: str = ""
 
 
 FIELD = re.compile(r"^\tfield:\s*(.+?)\s+(\w+)(?:\[\d*\])?;\toffset:(\d+);\tsize:(\d+);"
@@ -40,8 +41,8 @@ FIELD = re.compile(r"^\tfield:\s*(.+?)\s+(\w+)(?:\[\d*\])?;\toffset:(\d+);\tsize
 
 
 def parse_fields(text: str) -> dict[str, FieldDesc]:
-    return {name: FieldDesc(int(offset), int(size), signed == "1")
-            for _, name, offset, size, signed in FIELD.findall(text)}
+    return {name: FieldDesc(int(offset), int(size), signed == "1", ctype)
+            for ctype, name, offset, size, signed in FIELD.findall(text)}
 
 
 class EventFormat(NamedTuple):
@@ -134,8 +135,10 @@ def decode_page(page: bytes, formats: Formats) -> Page:
         for name, field in fmt.fields.items():
             if field.size:
                 fields[name] = value(record, field)
-            else:  # a dynamic char array: the rest of the record, up to its NUL
+            elif field.type == "char":  # a string: the rest of the record, up to its NUL
                 fields[name] = record[field.offset:].split(b"\0", 1)[0]
+            else:  # another dynamic array: the rest of the record
+                fields[name] = record[field.offset:]
         events.append(Decoded(fmt.name, ts, fields))
         pos = body + size
     missed = None
@@ -145,10 +148,11 @@ def decode_page(page: bytes, formats: Formats) -> Page:
     return Page(events, extends, missed, length)
 
 
-def load_formats(cat_text) -> Formats:
-    """The decoder's description, from the files: ``cat_text(relative path)``."""
+def load_formats(cat_text, names: tuple[str, ...] = ("function", "print")) -> Formats:
+    """The decoder's description of the events ``names``, from the files:
+    ``cat_text(relative path)``."""
     events = {}
-    for name in ("function", "print"):
+    for name in names:
         fmt = parse_format(cat_text(f"events/ftrace/{name}/format"))
         events[fmt.id] = fmt
     return Formats(parse_fields(cat_text("events/header_page")),

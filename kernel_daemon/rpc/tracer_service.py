@@ -34,6 +34,8 @@ from kernel_daemon.rpc.readers import StreamReaders
 from kernel_daemon.rpc.state import Boot, DaemonState
 from kernel_daemon.rpc.status import errno_detail, translate_kernel_errors
 from kernel_daemon.task import BOOT_TASKS, Task, current, running_as
+from kernel_daemon.trace.buffers import FTRACE_STACK_MAX_ENTRIES
+from kernel_daemon.trace.trace_functions import callers_stack
 
 DEFAULT_MAX_BATCH = 1024
 # Hits per batch at most, whatever max_batch asks: a Hit takes at most about 400 bytes
@@ -108,6 +110,26 @@ def invoked_parent_ip(kernel: Kernel, request: pb.InvokeRequest, ip: int) -> int
         invoked_symbol(kernel, ip)
         raise
     return return_address_in(parent, invoked_symbol(kernel, ip).name)
+
+
+def invoked_callers(kernel: Kernel, request: pb.InvokeRequest, parent_ip: int) -> tuple[int, ...]:
+    """The return addresses an Invoke's ``callers`` stand for, innermost first: each
+    inside its caller just after the call to the one before it (the first's, to the
+    parent: the function ``parent_ip`` is in), the names looked up as ``parent`` is
+    (ENOENT for none). EINVAL for callers without a parent, or for more than the stack
+    holds besides the parent's frame; EFAULT when ``parent_ip`` is in no function."""
+    if not request.callers:
+        return ()
+    if not parent_ip:
+        raise KernelError(errno.EINVAL, "callers without a parent")
+    if len(request.callers) >= FTRACE_STACK_MAX_ENTRIES:
+        raise KernelError(errno.EINVAL, f"more than {FTRACE_STACK_MAX_ENTRIES - 1} callers")
+    previous = invoked_symbol(kernel, parent_ip).name
+    addresses = []
+    for name in request.callers:
+        addresses.append(return_address_in(resolve_function(kernel, name), previous))
+        previous = name
+    return tuple(addresses)
 
 
 @dataclass(eq=False)
@@ -188,13 +210,18 @@ class TracerService(tracer_pb2_grpc.TracerServicer):
             # After the request's own checks: a bad cpu is EINVAL whether a parent is
             # named or not (the parent's lookup can fault on the function's code).
             parent_ip = invoked_parent_ip(kernel, request, ip)
+            stack = invoked_callers(kernel, request, parent_ip)
             token = events_written.set(0)
+            # Only an Invoke with callers sets them: the common call pays nothing.
+            stack_token = callers_stack.set(stack) if stack else None
             try:
                 with running_as(task), on_cpu(cpu):
                     patched = execute_function(kernel.ftrace, ip, parent_ip, repeat)
                 traced = events_written.get()
             finally:
                 events_written.reset(token)
+                if stack_token is not None:
+                    callers_stack.reset(stack_token)
             self.state.count_invocations(repeat)
             found = kernel.kallsyms.lookup(ip)
             symbol = found[0] if found else None

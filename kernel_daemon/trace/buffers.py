@@ -17,9 +17,13 @@ Simplified from the kernel, on purpose:
   BUF_PAGE_SIZE)``, at least 2 pages, then divided into records.  ``trace_pipe_raw``
   builds the kernel's pages from the records as it reads them
   (:mod:`kernel_daemon.trace.ring_buffer_page`).
-* **Markers span records.**  A ``trace_marker`` write is one ``TRACE_PRINT`` head record
-  followed by ``RB_TYPE_CONT`` records carrying 56 bytes of text each (the kernel's 1024-byte
-  limit needs at most 20 records).  An event is always overwritten or consumed whole.
+* **Markers and stacks span records.**  A ``trace_marker`` write is one ``TRACE_PRINT``
+  head record followed by ``RB_TYPE_CONT`` records carrying 56 bytes of text each (the
+  kernel's 1024-byte limit needs at most 20 records); a ``TRACE_STACK`` event
+  (``func_stack_trace``) is one head record followed by records carrying its frames, 7
+  return addresses each (at most ``FTRACE_STACK_MAX_ENTRIES``, 512: 75 records).  The
+  head's ``len`` is the bytes its continuation records carry.  An event is always
+  overwritten or consumed whole.
 * **Overwrite is per event.**  The kernel drops the oldest *page* when a writer catches up
   with the reader; here the oldest *event*, so the overrun count is exact per event.
 
@@ -47,7 +51,8 @@ import numpy as np
 # enum trace_type, kernel/trace/trace.h (3.6), up to TRACE_USER_STACK.
 (TRACE_FN, TRACE_CTX, TRACE_WAKE, TRACE_STACK, TRACE_PRINT, TRACE_BPRINT, TRACE_MMIO_RW,
  TRACE_MMIO_MAP, TRACE_BRANCH, TRACE_GRAPH_RET, TRACE_GRAPH_ENT, TRACE_USER_STACK) = range(1, 13)
-# Model only: a record that continues the text of the TRACE_PRINT before it.
+# Model only: a record that continues the TRACE_PRINT (text) or TRACE_STACK (frames)
+# before it.
 RB_TYPE_CONT = 0xFFFF
 
 # enum trace_flag_type (3.6): the low byte of a record's ``flags``; the high byte is
@@ -61,6 +66,9 @@ TRACE_FLAG_SOFTIRQ = 0x10
 PAGE_SIZE = 4096
 # BUF_PAGE_SIZE: a data page minus its header (u64 time_stamp + local_t commit).
 BUF_PAGE_SIZE = PAGE_SIZE - 16
+# ring_buffer.c: BUF_MAX_DATA_SIZE, the largest entry ring_buffer_lock_reserve() takes (a
+# page's data less an event's header and its length word).
+BUF_MAX_DATA_SIZE = BUF_PAGE_SIZE - 2 * 4
 # kernel/trace/trace.c: TRACE_BUF_SIZE_DEFAULT, "16384 * 88 (sizeof(entry))" = 1408 KB.
 TRACE_BUF_SIZE_DEFAULT = 1441792
 # ring_buffer_alloc(1) before expansion: rounded up to the 2-page minimum (reads as 7 KB).
@@ -70,7 +78,7 @@ TRACE_BUF_SIZE = 1024
 
 RB_EVENT = np.dtype([
     ("type", "<u2"),
-    ("len", "<u2"),  # TRACE_PRINT: bytes of text in the records that follow
+    ("len", "<u2"),  # TRACE_PRINT, TRACE_STACK: bytes in the records that follow
     ("pid", "<i4"),
     ("ts", "<u8"),  # trace clock, ns
     ("ip", "<u8"),
@@ -86,8 +94,17 @@ RB_TEXT = np.dtype([("type", "<u2"), ("len", "<u2"), ("pad", "V4"),
                     ("text", f"S{RB_EVENT_SIZE - RB_TEXT_OFFSET}")])
 RB_TEXT_PER_RECORD = RB_EVENT_SIZE - RB_TEXT_OFFSET
 # A marker of TRACE_BUF_SIZE bytes plus the newline the kernel may append.
-MAX_EVENT_RECORDS = 1 + math.ceil((TRACE_BUF_SIZE + 1) / RB_TEXT_PER_RECORD)
+MAX_MARKER_RECORDS = 1 + math.ceil((TRACE_BUF_SIZE + 1) / RB_TEXT_PER_RECORD)
+# kernel/trace/trace.c: FTRACE_STACK_MAX_ENTRIES, the frames the per-CPU ftrace_stack holds.
+FTRACE_STACK_MAX_ENTRIES = PAGE_SIZE // 8
+# A stack's frames, as the records carry them: unsigned longs.
+STACK_FRAME = np.dtype("<u8")
+MAX_STACK_RECORDS = 1 + math.ceil(FTRACE_STACK_MAX_ENTRIES * STACK_FRAME.itemsize
+                                  / RB_TEXT_PER_RECORD)
+# The most records one event takes.
+MAX_EVENT_RECORDS = max(MAX_MARKER_RECORDS, MAX_STACK_RECORDS)
 assert RB_EVENT_SIZE == 64 and RB_TEXT.itemsize == RB_EVENT_SIZE
+assert RB_TEXT_PER_RECORD % STACK_FRAME.itemsize == 0  # a frame never straddles records
 
 # The directory segment: u64 words.  Global words first, then one block per CPU.
 DIR_MAGIC = 0x3342525F4D495354  # "TSIM_RB3": per-CPU sizes; records without a comm
@@ -129,7 +146,8 @@ class Event(NamedTuple):
 
     No task name, as in the kernel: the output looks ``pid`` up when it prints.  ``flags``
     is ``trace_entry.flags | preempt_count << 8``; ``text`` is a marker's bytes
-    (``print_entry.buf``); ``lost_events`` is set, on the first event a consuming read
+    (``print_entry.buf``) or a stack's frames (:func:`stack_frames`); ``lost_events`` is
+    set, on the first event a consuming read
     returns from a CPU, to the events overwritten there since the previous read.
     """
 
@@ -200,11 +218,22 @@ def copy_ring(recs: np.ndarray, start: int, end: int) -> np.ndarray:
     return np.concatenate((recs[first:], recs[:first + count - capacity]))
 
 
+def spans_records(types: np.ndarray) -> np.ndarray:
+    """Which of the head records' ``types`` are events that may take continuation
+    records: markers and stacks."""
+    return (types == TRACE_PRINT) | (types == TRACE_STACK)
+
+
 def event_records(heads: np.ndarray) -> np.ndarray:
     """Records each event occupies, from its head record."""
     lens = heads["len"].astype(np.int64)
-    is_print = heads["type"] == TRACE_PRINT
-    return np.where(is_print, 1 + -(-lens // RB_TEXT_PER_RECORD), 1)
+    return np.where(spans_records(heads["type"]), 1 + -(-lens // RB_TEXT_PER_RECORD), 1)
+
+
+def stack_frames(text: bytes) -> list[int]:
+    """A ``TRACE_STACK`` event's frames (``stack_entry.caller`` up to the ULONG_MAX
+    ``save_stack_trace()`` ends it with), from its ``text``."""
+    return np.frombuffer(text, dtype=STACK_FRAME).tolist()
 
 
 def decode_events(recs: np.ndarray, limit: int | None = None) -> list[Event]:
@@ -217,10 +246,11 @@ def decode_events(recs: np.ndarray, limit: int | None = None) -> list[Event]:
     ends = starts + event_records(heads)
     count = len(starts)
     texts: list[bytes] = [b""] * count
-    marker_rows = np.flatnonzero(heads["type"] == TRACE_PRINT)
-    if len(marker_rows):
+    # Markers and stacks with frames; a function event's len is 0.
+    long_rows = np.flatnonzero(heads["len"])
+    if len(long_rows):
         raw = recs.view(np.uint8).reshape(-1, RB_EVENT_SIZE)
-        for row in marker_rows.tolist():
+        for row in long_rows.tolist():
             text = raw[int(starts[row]) + 1:int(ends[row]), RB_TEXT_OFFSET:].tobytes()
             texts[row] = text[:int(heads["len"][row])]
     rows = zip(heads["ts"].tolist(), heads["cpu"].tolist(), heads["pid"].tolist(),

@@ -1,8 +1,8 @@
 """Per-CPU trace ring buffers in POSIX shared memory: ``kernel/trace/ring_buffer.c`` (3.6),
 with the buffer-size and reset entry points of ``kernel/trace/trace.c``.
 
-The layout and its simplifications (fixed 64-byte records, markers over several records,
-per-event overwrite) are described in :mod:`kernel_daemon.trace.buffers`.
+The layout and its simplifications (fixed 64-byte records, markers and stacks over several
+records, per-event overwrite) are described in :mod:`kernel_daemon.trace.buffers`.
 
 Concurrency.  The kernel's writers are lockless and per CPU, with preemption disabled;
 here each CPU's writers and readers take that CPU's ``lock``, held for one record or one
@@ -34,12 +34,14 @@ from kernel_daemon.errno import KernelError
 from kernel_daemon.shm import SHM_DIR, ShmSegment
 from kernel_daemon.teardown import SHUT_DOWN, kernel_gone
 from kernel_daemon.trace.buffers import (
-    C_BUFFER_ID, C_GENERATION, C_HEAD, C_WRITERS, DIR_MAGIC, MAX_EVENT_RECORDS, RB_EVENT,
-    RB_EVENT_SIZE, RB_TEXT, RB_TEXT_PER_RECORD, RB_TYPE_CONT, RB_UNEXPANDED_SIZE, TRACE_BUF_SIZE,
-    TRACE_BUF_SIZE_DEFAULT, TRACE_FN, TRACE_PRINT, W_EVENT_SIZE, W_EXPANDED, W_MAGIC, W_NR_CPUS,
-    W_RECORD_DISABLED, W_TRACE_BUF_SIZE, CpuCounters, Event, Snapshot, copy_ring,
-    cpu_segment_name, cpu_words, decode_events, dir_segment_name, dir_size, event_records,
-    merge_events, rb_capacity, total_entries)
+    BUF_MAX_DATA_SIZE, C_BUFFER_ID, C_GENERATION, C_HEAD, C_WRITERS, DIR_MAGIC,
+    MAX_EVENT_RECORDS, RB_EVENT, RB_EVENT_SIZE, RB_TEXT, RB_TEXT_OFFSET, RB_TEXT_PER_RECORD,
+    RB_TYPE_CONT, RB_UNEXPANDED_SIZE, STACK_FRAME, TRACE_BUF_SIZE, TRACE_BUF_SIZE_DEFAULT,
+    TRACE_FN, TRACE_PRINT, TRACE_STACK, W_EVENT_SIZE, W_EXPANDED, W_MAGIC, W_NR_CPUS, W_RECORD_DISABLED, W_TRACE_BUF_SIZE,
+    CpuCounters, Event, Snapshot, copy_ring, cpu_segment_name, cpu_words, decode_events,
+    dir_segment_name, dir_size, event_records, merge_events, rb_capacity, spans_records,
+    total_entries)
+from kernel_daemon.trace.trace_entries import stack_entry_size
 from kernel_daemon.uaccess import UserBuffer, copy_from_user
 
 # ring_buffer.c: RB_BUFFER_OFF, the bit ring_buffer_record_off() sets in record_disabled.
@@ -67,10 +69,15 @@ class TraceClock:
 
     def stamps(self, count: int) -> np.ndarray:
         """``count`` consecutive timestamps for a batch of events, one nanosecond apart."""
+        start = self.reserve(count)
+        return np.arange(start, start + count, dtype=np.uint64)
+
+    def reserve(self, count: int) -> int:
+        """The first of ``count`` consecutive timestamps taken for a batch of events."""
         with self._lock:
             start = max(self._clock(), self._last + 1)
             self._last = start + count - 1
-        return np.arange(start, start + count, dtype=np.uint64)
+        return start
 
 
 class RingBufferPerCpu:
@@ -137,9 +144,9 @@ class RingBufferPerCpu:
         """``rb_reset_cpu()``: empty, and every counter back to zero."""
         self.tail = self.head
         self.entries = self.overrun = self.read = self.last_overrun = 0
-        # Marker events in the buffer; while there are none no record is RB_TYPE_CONT, and
-        # overwriting needs no scan.
-        self.markers = 0
+        # Marker and stack events in the buffer; while there are none no record is
+        # RB_TYPE_CONT, and overwriting needs no scan.
+        self.long_events = 0
 
     # -- the seqlock writer side -------------------------------------------------------
     def write_begin(self) -> None:
@@ -169,10 +176,11 @@ class RingBufferPerCpu:
         return self.capacity - (self.head - self.tail)
 
     def _type_counts(self, start: int, end: int) -> tuple[int, int]:
-        """(continuation records, marker events) among the records at [start, end)."""
+        """(continuation records, marker and stack events) among the records at
+        [start, end)."""
         types = copy_ring(self.types, start, end)
         return (int(np.count_nonzero(types == RB_TYPE_CONT)),
-                int(np.count_nonzero(types == TRACE_PRINT)))
+                int(np.count_nonzero(spans_records(types))))
 
     def make_room(self, nr_records: int) -> None:
         """Overwrite mode (``rb_handle_head_page``): drop the oldest events until
@@ -180,15 +188,15 @@ class RingBufferPerCpu:
         cut = self.head + nr_records - self.capacity
         if cut <= self.tail:
             return
-        if not self.markers:
+        if not self.long_events:
             self.overrun += cut - self.tail
             self.tail = cut
             return
         # Every record before the cut that is not a continuation starts a dropped event.
-        conts, markers = self._type_counts(self.tail, cut)
+        conts, long_events = self._type_counts(self.tail, cut)
         self.overrun += cut - self.tail - conts
-        self.markers -= markers
-        # An event goes whole: skip the rest of a marker cut in the middle.
+        self.long_events -= long_events
+        # An event goes whole: skip the rest of a marker or stack cut in the middle.
         while cut < self.head and self.types[cut % self.capacity] == RB_TYPE_CONT:
             cut += 1
         self.tail = cut
@@ -215,7 +223,7 @@ class RingBufferPerCpu:
         self.write_begin()
         self.tail += int(starts[count - 1] + event_records(heads[-1:])[0])
         self.read += count
-        self.markers -= int(np.count_nonzero(heads["type"] == TRACE_PRINT))
+        self.long_events -= int(np.count_nonzero(spans_records(heads["type"])))
         self.last_overrun = self.overrun
         self.write_end()
 
@@ -252,6 +260,37 @@ class RingBufferPerCpu:
                 part[name] = values[lo:hi]
             done += span
             first = 0
+
+    def put_records(self, start: int, block: np.ndarray) -> None:
+        """Copy ``block`` (at most ``capacity`` records) to the positions from ``start``,
+        as 64-bit words (numpy assigns a structured record field by field)."""
+        first = start % self.capacity
+        span = min(len(block), self.capacity - first)
+        words = block.view(np.uint64).reshape(len(block), -1)
+        self.recs[first:first + span].view(np.uint64).reshape(span, -1)[...] = words[:span]
+        rest = len(block) - span
+        if rest:
+            self.recs[:rest].view(np.uint64).reshape(rest, -1)[...] = words[span:]
+
+
+def function_stack_records(cpu: int, pid: int, ip: int, parent_ip: int, flags: int,
+                           frames: tuple[int, ...]) -> np.ndarray:
+    """The records of one call under ``function_stack_trace_call()``, timestamps to fill:
+    its ``TRACE_FN`` event, then its ``TRACE_STACK`` event, whose continuation records
+    carry ``frames``."""
+    data = np.asarray(frames, dtype=STACK_FRAME).tobytes()
+    conts = -(-len(data) // RB_TEXT_PER_RECORD)
+    recs = np.zeros(2 + conts, dtype=RB_EVENT)
+    recs[:2] = [(TRACE_FN, 0, pid, 0, ip, parent_ip, cpu, flags, _PAD),
+                (TRACE_STACK, len(data), pid, 0, 0, 0, cpu, flags, _PAD)]
+    if conts:
+        text = recs[2:].view(RB_TEXT)
+        text["type"] = RB_TYPE_CONT
+        text["len"] = np.diff(np.minimum(np.arange(conts + 1) * RB_TEXT_PER_RECORD, len(data)))
+        raw = recs[2:].view(np.uint8).reshape(conts, RB_EVENT_SIZE)
+        raw[:, RB_TEXT_OFFSET:] = np.frombuffer(
+            data.ljust(conts * RB_TEXT_PER_RECORD, b"\0"), dtype=np.uint8).reshape(conts, -1)
+    return recs
 
 
 class RingBuffer:
@@ -429,7 +468,7 @@ class RingBuffer:
             if count >= cb.capacity:
                 # Everything in the buffer goes, and all but the batch's last `capacity`.
                 cb.overrun += cb.entries_in_buffer + count - cb.capacity
-                cb.markers = 0
+                cb.long_events = 0
                 cb.tail = cb.head + count - cb.capacity
             else:
                 cb.make_room(count)
@@ -439,6 +478,67 @@ class RingBuffer:
             cb.write_end()
         self._wake_readers()
         return count
+
+    def write_function_stack_events(self, cpu: int, ts: int, pid: int, ip: int, parent_ip: int,
+                                    flags: int, frames: tuple[int, ...], count: int) -> int:
+        """``count`` calls under ``function_stack_trace_call()`` on one CPU, as if written
+        one by one: each call's ``TRACE_FN`` event (``trace_function()``), then its
+        ``TRACE_STACK`` event of ``frames`` (``__trace_stack()``); ``ts`` is the first of
+        ``2 * count`` timestamps reserved, one per event in that order.  Returns the
+        events written.
+
+        A stack whose entry is over ``BUF_MAX_DATA_SIZE`` (more than 506 frames) fails
+        ``ring_buffer_lock_reserve()``: the calls write their function events alone.
+        Overwrite keeps what writing them one by one keeps: the newest events that fit,
+        a whole call's or only its stack, each dropped event an overrun.  Without
+        overwrite, the calls that fit whole go in; then, less than a call's room being
+        left, each later call's function event while a record is, its stack failing the
+        reserve (3.6 counts neither lost event).  As :meth:`write_function_events`,
+        every event written counts in ``entries``.
+        """
+        if count == 0 or self._record_disabled:
+            return 0
+        cb = self._cpu(cpu)
+        unit = function_stack_records(cpu, pid, ip, parent_ip, flags, frames)
+        if stack_entry_size(len(frames)) > BUF_MAX_DATA_SIZE:
+            unit = unit[:1]
+        # The records from each of the unit's events to its end: what a cut keeps of it.
+        tails = len(unit) - np.flatnonzero(unit["type"] != RB_TYPE_CONT)
+        with cb.lock:
+            if cb.record_disabled:
+                return 0
+            calls, lone = count, 0
+            if not self.overwrite:
+                calls = min(count, cb.room // len(unit))
+                lone = min(count - calls, cb.room - calls * len(unit))
+            records = calls * len(unit) + lone
+            events = calls * len(tails) + lone
+            if not records:
+                return 0
+            cb.write_begin()
+            if records > cb.capacity:  # only with overwrite: the batch's newest that fit
+                whole, left = divmod(cb.capacity, len(unit))
+                part = tails[tails <= left]
+                kept = whole * len(unit) + int(part.max(initial=0))
+                kept_events = whole * len(tails) + len(part)
+                cb.overrun += cb.entries_in_buffer + events - kept_events
+                cb.long_events = 0
+                cb.tail = cb.head + records - kept
+                block = np.tile(unit, whole + 1)[-kept:]
+            else:
+                cb.make_room(records)
+                kept, kept_events = records, events
+                block = np.concatenate((np.tile(unit, calls), np.tile(unit[:1], lone)))
+            heads = np.flatnonzero(block["type"] != RB_TYPE_CONT)
+            block["ts"][heads] = np.arange(ts + events - kept_events, ts + events,
+                                           dtype=np.uint64)
+            cb.put_records(cb.head + records - kept, block)
+            cb.long_events += int(np.count_nonzero(block["type"] == TRACE_STACK))
+            cb.head += records
+            cb.entries += events
+            cb.write_end()
+        self._wake_readers()
+        return events
 
     def write_marker(self, cpu: int, ts: int, pid: int, text: str | UserBuffer, ip: int = 0,
                      flags: int = 0) -> int:
@@ -472,7 +572,7 @@ class RingBuffer:
                 cb.text[(cb.head + i) % cb.capacity] = (RB_TYPE_CONT, len(chunk), b"", chunk)
             cb.head += nr_records
             cb.entries += 1
-            cb.markers += 1
+            cb.long_events += 1
             cb.write_end()
         self._wake_readers()
         return taken

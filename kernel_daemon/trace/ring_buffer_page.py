@@ -42,9 +42,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from kernel_daemon.trace.buffers import BUF_PAGE_SIZE, PAGE_SIZE, TRACE_PRINT, Event
+from kernel_daemon.trace.buffers import (BUF_PAGE_SIZE, PAGE_SIZE, STACK_FRAME, TRACE_PRINT,
+                                         TRACE_STACK, Event)
 from kernel_daemon.trace.ring_buffer import RingBuffer
-from kernel_daemon.trace.trace_entries import FUNCTION, pack_entry, print_entry_size
+from kernel_daemon.trace.trace_entries import (FUNCTION, pack_entry, print_entry_size,
+                                               stack_entry_size)
 
 # include/linux/ring_buffer.h: enum ring_buffer_type.
 RINGBUF_TYPE_DATA_TYPE_LEN_MAX = 28
@@ -115,8 +117,10 @@ def page_fit(budget: int) -> Callable[[np.ndarray], int]:
     """How many of the events whose head records are given fit in ``budget`` bytes of a
     page, time extends included (the extend and its event go together or not at all)."""
     def fit(heads: np.ndarray) -> int:
-        payload = np.where(heads["type"] == TRACE_PRINT,
-                           print_entry_size(heads["len"].astype(np.int64)), FUNCTION.size)
+        lens = heads["len"].astype(np.int64)  # a marker's text, a stack's frames: bytes
+        payload = np.select((heads["type"] == TRACE_PRINT, heads["type"] == TRACE_STACK),
+                            (print_entry_size(lens),
+                             stack_entry_size(lens // STACK_FRAME.itemsize)), FUNCTION.size)
         lengths = rb_calculate_event_length(payload)
         lengths += np.where(page_deltas(heads["ts"]) > TS_MASK, RB_LEN_TIME_EXTEND, 0)
         return int(np.searchsorted(np.cumsum(lengths), budget, side="right"))

@@ -8,8 +8,9 @@ an ``ftrace_event_call`` of system ``ftrace`` whose fields (``trace_define_field
 C type's text, the member's name, ``offsetof``, ``sizeof``, ``is_signed_type()``) and
 ``print_fmt`` (``__stringify`` of ``F_printk()``, macros expanded, ``__entry`` spelt
 ``REC``) the format file prints, as ``f_show()`` of ``trace_events.c`` does.  The model's
-function tracer writes two of them, ``function`` (``struct ftrace_entry``) and ``print``
-(``struct print_entry``, a ``trace_marker`` write); the others are there to be described.
+function tracer writes three of them, ``function`` (``struct ftrace_entry``), ``print``
+(``struct print_entry``, a ``trace_marker`` write) and ``kernel_stack`` (``struct
+stack_entry``, under ``func_stack_trace``); the others are there to be described.
 
 One table of members is the source of the offsets both the format files print and the
 packing of the entries uses, so the two cannot disagree.
@@ -20,10 +21,13 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from kernel_daemon.trace.buffers import (TRACE_BPRINT, TRACE_BRANCH, TRACE_CTX, TRACE_FN,
-                                         TRACE_GRAPH_ENT, TRACE_GRAPH_RET, TRACE_MMIO_MAP,
-                                         TRACE_MMIO_RW, TRACE_PRINT, TRACE_STACK,
-                                         TRACE_USER_STACK, TRACE_WAKE, Event)
+import numpy as np
+
+from kernel_daemon.trace.buffers import (FTRACE_STACK_MAX_ENTRIES, STACK_FRAME, TRACE_BPRINT,
+                                         TRACE_BRANCH, TRACE_CTX, TRACE_FN, TRACE_GRAPH_ENT,
+                                         TRACE_GRAPH_RET, TRACE_MMIO_MAP, TRACE_MMIO_RW,
+                                         TRACE_PRINT, TRACE_STACK, TRACE_USER_STACK, TRACE_WAKE,
+                                         Event)
 
 # trace_export.c's TRACE_SYSTEM: the system of every call it defines.
 TRACE_SYSTEM = "ftrace"
@@ -141,6 +145,10 @@ FUNCTION = ftrace_event("function", TRACE_FN,
 # FTRACE_ENTRY(print, print_entry, TRACE_PRINT, ...): __dynamic_array(char, buf).
 PRINT = ftrace_event("print", TRACE_PRINT, (("unsigned long", "ip"), ("char", "buf", 0)),
                      '"%08lx %s", REC->ip, REC->buf')
+# FTRACE_ENTRY(kernel_stack, stack_entry, TRACE_STACK, ...): __dynamic_array(unsigned long,
+# caller), though its F_printk() prints eight.
+KERNEL_STACK = ftrace_event("kernel_stack", TRACE_STACK,
+                            (("int", "size"), ("unsigned long", "caller", 0)), _STACK_FMT)
 # The FTRACE_ENTRY()s of trace_entries.h, in its order (wakeup is FTRACE_ENTRY_DUP of
 # context_switch's struct).
 FTRACE_EVENTS = (
@@ -158,8 +166,7 @@ FTRACE_EVENTS = (
                  '"%u:%u:%u  ==> %u:%u:%u [%03u]", ' + _CTX_ARGS),
     ftrace_event("wakeup", TRACE_WAKE, FTRACE_CTX_FIELDS,
                  '"%u:%u:%u  ==+ %u:%u:%u [%03u]", ' + _CTX_ARGS),
-    ftrace_event("kernel_stack", TRACE_STACK,
-                 (("int", "size"), ("unsigned long", "caller", 0)), _STACK_FMT),
+    KERNEL_STACK,
     ftrace_event("user_stack", TRACE_USER_STACK,
                  (("unsigned int", "tgid"), ("unsigned long", "caller", 8)), _STACK_FMT),
     ftrace_event("bprint", TRACE_BPRINT,
@@ -182,7 +189,11 @@ FTRACE_EVENTS = (
                   ("char", "file", TRACE_FILE_LEN), ("char", "correct")),
                  '"%u:%s:%s (%u)", REC->line, REC->func, REC->file, REC->correct'),
 )
-assert (FUNCTION.size, PRINT.size) == (32, 24)
+assert (FUNCTION.size, PRINT.size, KERNEL_STACK.size) == (32, 24, 16)
+# kernel/trace/trace.h: FTRACE_STACK_ENTRIES, the callers a stack entry has room for at
+# least.
+FTRACE_STACK_ENTRIES = 8
+ULONG_MAX = (1 << 64) - 1
 
 
 def header_struct(call: FtraceEventCall) -> struct.Struct:
@@ -196,14 +207,16 @@ def header_struct(call: FtraceEventCall) -> struct.Struct:
     return struct.Struct(fmt)
 
 
-_HEADERS = {call.type: header_struct(call) for call in (FUNCTION, PRINT)}
+_HEADERS = {call.type: header_struct(call) for call in (FUNCTION, PRINT, KERNEL_STACK)}
 
 
-def pack_header(call: FtraceEventCall, ev: Event) -> bytes:
+def pack_header(call: FtraceEventCall, ev: Event, *values: int) -> bytes:
     """The fixed part of ``ev``'s entry: ``trace_entry`` as ``tracing_generic_entry_update()``
-    fills it (``padding`` 0), then the entry's scalar fields, named as ``ev``'s."""
-    return _HEADERS[call.type].pack(ev.type, ev.flags & 0xFF, ev.flags >> 8 & 0xFF, ev.pid, 0,
-                                    *(getattr(ev, f.name) for f in call.fields if f.size))
+    fills it (``padding`` 0), then the entry's scalar fields: ``values``, or without
+    them ``ev``'s of the fields' names."""
+    return _HEADERS[call.type].pack(
+        ev.type, ev.flags & 0xFF, ev.flags >> 8 & 0xFF, ev.pid, 0,
+        *(values or (getattr(ev, f.name) for f in call.fields if f.size)))
 
 
 def print_entry_size(text_len):  # int or numpy array
@@ -214,12 +227,33 @@ def print_entry_size(text_len):  # int or numpy array
     return PRINT.size + text_len + 2
 
 
+def stack_entry_callers(frames):  # int or numpy array
+    """``entry->size`` of a stack of ``frames`` frames: ``save_stack_trace()`` counts the
+    ULONG_MAX it appends while there is room (``FTRACE_STACK_MAX_ENTRIES``)."""
+    return frames + (frames < FTRACE_STACK_MAX_ENTRIES)
+
+
+def stack_entry_size(frames):  # int or numpy array
+    """The bytes ``__ftrace_trace_stack()`` reserves for a stack of ``frames`` frames:
+    ``sizeof(*entry)`` and ``max(FTRACE_STACK_ENTRIES, nr_entries)`` unsigned longs."""
+    return KERNEL_STACK.size + STACK_FRAME.itemsize * np.maximum(FTRACE_STACK_ENTRIES,
+                                                                 stack_entry_callers(frames))
+
+
 def pack_entry(ev: Event) -> bytes:
-    """The entry ``ev`` was written as: ``ftrace_entry``, or ``print_entry`` with its text,
-    the NUL and the rest of the reserve zeroed."""
+    """The entry ``ev`` was written as: ``ftrace_entry``; ``print_entry`` with its text,
+    the NUL and the rest of the reserve zeroed; or ``stack_entry``, its ``size`` and
+    callers (the frames, ULONG_MAX if there is room, then the memset's zeros)."""
     if ev.type == TRACE_PRINT:
         reserve = print_entry_size(len(ev.text)) - PRINT.size
         return pack_header(PRINT, ev) + ev.text.ljust(reserve, b"\0")
+    if ev.type == TRACE_STACK:
+        frames = len(ev.text) // STACK_FRAME.itemsize
+        callers = ev.text + ULONG_MAX.to_bytes(8, "little") * (stack_entry_callers(frames)
+                                                               - frames)
+        reserve = int(stack_entry_size(frames)) - KERNEL_STACK.size
+        return (pack_header(KERNEL_STACK, ev, stack_entry_callers(frames))
+                + callers.ljust(reserve, b"\0"))
     return pack_header(FUNCTION, ev)
 
 

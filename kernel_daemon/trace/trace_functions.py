@@ -12,6 +12,7 @@ matching function that turns tracing off when hit, whichever tracer is current.
 
 from __future__ import annotations
 
+import contextvars
 import errno
 from collections.abc import Callable
 
@@ -35,6 +36,31 @@ from kernel_daemon.unwind import kernel_function
 # function_trace_call(ip, parent_ip, op, count): where the events go is the ring
 # buffer's business; the tracer is handed a sink.
 TraceSink = Callable[[int, int, int], None]
+# function_stack_trace_call's: (ip, parent_ip, count, the stack's frames).
+StackTraceSink = Callable[[int, int, int, tuple[int, ...]], None]
+
+#: The return addresses above the parent's on the stack of the call being executed,
+#: innermost first: each inside a caller of the parent, just after its call to the
+#: frame below (an Invoke's ``callers``). The model has no real stack to walk: this is
+#: the caller's description of it, set for the call (not :mod:`kernel_daemon.unwind`,
+#: which is the model's own kernel-function stack, for ``dump_stack()``).
+callers_stack: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar(
+    "callers_stack", default=())
+
+
+def call_stack(parent_ip: int) -> tuple[int, ...]:
+    """The frames ``save_stack_trace()`` finds for a traced call, innermost first.
+
+    The model's choice, unverified against 3.6: the stack starts at the traced
+    function's return address (``parent_ip``, the address the line's ``<-`` names), then
+    the parent's callers' (:data:`callers_stack`). 3.6 skips 5 frames, its comment
+    counting ``ftrace_list_func``, which a lone ops' call does not pass through
+    (``ftrace_caller`` calls it directly), so which frame a live 3.6 shows first is not
+    settled here; the model has none of the tracer's frames, and starts where the call
+    came from, the one frame every caller can name. No parent (``parent_ip`` 0): no
+    frame at all.
+    """
+    return (parent_ip, *callers_stack.get()) if parent_ip else ()
 
 
 class FunctionTracer:
@@ -42,8 +68,8 @@ class FunctionTracer:
 
     name = "function"
 
-    def __init__(self, ft: Ftrace, sink: TraceSink, tracing: Tracing,
-                 cmdlines: SavedCmdlines) -> None:
+    def __init__(self, ft: Ftrace, sink: TraceSink, stack_sink: StackTraceSink,
+                 tracing: Tracing, cmdlines: SavedCmdlines) -> None:
         self.ft = ft
         self.tracing = tracing
         self.cmdlines = cmdlines
@@ -55,11 +81,16 @@ class FunctionTracer:
             register and from before the unregister); the model has no such flag."""
             sink(ip, parent_ip, count)
 
+        def function_stack_trace_call(ip: int, parent_ip: int, op: FtraceOps | None,
+                                      count: int = 1) -> None:
+            """``function_stack_trace_call()``: for each call, ``trace_function()`` then
+            ``__trace_stack(tr, flags, 5, pc)``, the stack event after the function's
+            (:func:`call_stack` says which frames); ``count`` calls at once."""
+            stack_sink(ip, parent_ip, count, call_stack(parent_ip))
+
         self.trace_ops = FtraceOps("trace_ops", func=function_trace_call,
                                    flags=FTRACE_OPS_FL_GLOBAL, core_data=True)
-        # function_stack_trace_call() records the event, then a stack trace, which the
-        # model does not record: the event alone, as trace_ops does.
-        self.trace_stack_ops = FtraceOps("trace_stack_ops", func=function_trace_call,
+        self.trace_stack_ops = FtraceOps("trace_stack_ops", func=function_stack_trace_call,
                                          flags=FTRACE_OPS_FL_GLOBAL, core_data=True)
         # func_flags: func_stack_trace, off.
         self.flags = TracerFlags(0, (TracerOpt("func_stack_trace", TRACE_FUNC_OPT_STACK),))

@@ -7,9 +7,10 @@ as the ``trace_flags`` of :mod:`kernel_daemon.trace.trace_options` select, and t
 output functions of ``kernel/trace/trace_output.c`` (``trace_print_context()``,
 ``trace_print_lat_context()``, ``trace_print_lat_fmt()``, ``seq_print_ip_sym()``) with
 each entry type's ``trace_event_functions``: ``TRACE_FN``'s ``trace_fn_trace``,
-``trace_fn_raw``, ``trace_fn_hex``, ``trace_fn_bin``, and ``TRACE_PRINT``'s
+``trace_fn_raw``, ``trace_fn_hex``, ``trace_fn_bin``, ``TRACE_PRINT``'s
 ``trace_print_print`` and ``trace_print_raw`` (it has no hex nor binary function, so
-``register_ftrace_event()`` gave it ``trace_nop_print``).  The header is
+``register_ftrace_event()`` gave it ``trace_nop_print``), and ``TRACE_STACK``'s
+``trace_stack_print`` (its only one: raw, hex and binary print ``trace_nop_print``).  The header is
 :mod:`kernel_daemon.trace.trace_headers`.
 
 The text is a ``str`` holding bytes as ``surrogateescape`` decodes them (a marker's text,
@@ -24,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from kernel_daemon.trace.buffers import (TRACE_BUF_SIZE_DEFAULT, TRACE_FLAG_HARDIRQ,
                                          TRACE_FLAG_IRQS_NOSUPPORT, TRACE_FLAG_IRQS_OFF,
                                          TRACE_FLAG_NEED_RESCHED, TRACE_FLAG_SOFTIRQ, TRACE_FN,
-                                         TRACE_PRINT, Event)
+                                         TRACE_PRINT, TRACE_STACK, Event, stack_frames)
 from kernel_daemon.trace.trace_options import (TRACE_FLAGS_DEFAULT, TRACE_ITER_ANNOTATE,
                                                TRACE_ITER_BIN, TRACE_ITER_CONTEXT_INFO,
                                                TRACE_ITER_HEX, TRACE_ITER_IRQ_INFO,
@@ -220,8 +221,18 @@ class TraceIterator:
                 return (f"{head}{self.seq_print_ip_sym(ev.ip)} "
                         f"<-{self.seq_print_ip_sym(ev.parent_ip)}\n")
             return f"{head}{self.seq_print_ip_sym(ev.ip)}\n"
+        if ev.type == TRACE_STACK:
+            return head + self.trace_stack_print(ev)
         # trace_print_print(): "%ps: %s", the text with its own newline.
         return f"{head}{self.seq_print_ip_sym(ev.ip)}: {marker_text(ev.text)}"
+
+    def trace_stack_print(self, ev: Event) -> str:
+        """``trace_stack_print()``: ``<stack trace>``, then `` => `` and each frame's
+        ``seq_print_ip_sym()`` (``sym-offset`` and ``sym-addr`` apply, ``print-parent``
+        does not) up to the ULONG_MAX ``save_stack_trace()`` put after the last frame, or
+        the entry's end when the stack filled it; the event holds the frames before it."""
+        return "<stack trace>\n" + "".join(f" => {self.seq_print_ip_sym(ip)}\n"
+                                           for ip in stack_frames(ev.text))
 
     def trace_print_context(self, ev: Event) -> str:
         """``trace_print_context()``: the comm looked up now, pid, CPU, irq-info, time."""
@@ -255,16 +266,19 @@ class TraceIterator:
     # -- print_raw_fmt(), print_hex_fmt(), print_bin_fmt() ----------------------------------
     def print_raw_fmt(self, ev: Event, idx: int, next_ts: int) -> str:
         """``"%d %d %llu "`` (pid, cpu, ns) with ``context-info``, then ``trace_fn_raw()``'s
-        ``"%lx %lx\\n"`` or ``trace_print_raw()``'s ``"# %lx %s"``."""
+        ``"%lx %lx\\n"``, ``trace_print_raw()``'s ``"# %lx %s"``, or for a stack
+        ``trace_nop_print()``."""
         head = f"{ev.pid} {ev.cpu} {ev.ts} " if self.context else ""
         if ev.type == TRACE_FN:
             return f"{head}{ev.ip:x} {ev.parent_ip:x}\n"
+        if ev.type == TRACE_STACK:
+            return head + trace_nop_print(ev)
         return f"{head}# {ev.ip:x} {marker_text(ev.text)}"
 
     def print_hex_fmt(self, ev: Event, idx: int, next_ts: int) -> str:
         """``SEQ_PUT_HEX_FIELD_RET()`` of pid, cpu and ts with ``context-info``, then
-        ``trace_fn_hex()``'s ip and parent_ip (a marker: ``trace_nop_print()``), then a
-        newline byte.  ``trace_seq_putmem_hex()`` prints a field's bytes most significant
+        ``trace_fn_hex()``'s ip and parent_ip (a marker, a stack: ``trace_nop_print()``),
+        then a newline byte.  ``trace_seq_putmem_hex()`` prints a field's bytes most significant
         first (little-endian x86_64), two lowercase digits each, and a blank."""
         head = (f"{ev.pid & _U32:08x} {ev.cpu & _U32:08x} {ev.ts & _U64:016x} "
                 if self.context else "")
@@ -275,7 +289,7 @@ class TraceIterator:
     def print_bin_fmt(self, ev: Event, idx: int, next_ts: int) -> str:
         """``SEQ_PUT_FIELD_RET()``: the fields' native bytes, no separator and no newline:
         pid, cpu and ts with ``context-info``, then ``trace_fn_bin()``'s ip and parent_ip
-        (a marker: ``trace_nop_print()``'s text)."""
+        (a marker, a stack: ``trace_nop_print()``'s text)."""
         head = (_as_text(_BIN_CONTEXT.pack(ev.pid & _U32, ev.cpu & _U32, ev.ts & _U64))
                 if self.context else "")
         if ev.type == TRACE_FN:
