@@ -48,6 +48,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from kernel_daemon.strings import ULONG_MAX
+
 # enum trace_type, kernel/trace/trace.h (3.6), up to TRACE_USER_STACK.
 (TRACE_FN, TRACE_CTX, TRACE_WAKE, TRACE_STACK, TRACE_PRINT, TRACE_BPRINT, TRACE_MMIO_RW,
  TRACE_MMIO_MAP, TRACE_BRANCH, TRACE_GRAPH_RET, TRACE_GRAPH_ENT, TRACE_USER_STACK) = range(1, 13)
@@ -231,9 +233,13 @@ def event_records(heads: np.ndarray) -> np.ndarray:
 
 
 def stack_frames(text: bytes) -> list[int]:
-    """A ``TRACE_STACK`` event's frames (``stack_entry.caller`` up to the ULONG_MAX
-    ``save_stack_trace()`` ends it with), from its ``text``."""
-    return np.frombuffer(text, dtype=STACK_FRAME).tolist()
+    """The frames ``trace_stack_print()`` prints of a ``TRACE_STACK`` event's ``text``
+    (every frame recorded, as ``trace_pipe_raw`` lays them out): ``stack_entry.caller``
+    up to the first ULONG_MAX, the one ``save_stack_trace()`` puts after the last frame
+    (not in ``text``) or a frame's own."""
+    frames = np.frombuffer(text, dtype=STACK_FRAME)
+    stops = np.flatnonzero(frames == ULONG_MAX)
+    return frames[:stops[0] if len(stops) else len(frames)].tolist()
 
 
 def decode_events(recs: np.ndarray, limit: int | None = None) -> list[Event]:

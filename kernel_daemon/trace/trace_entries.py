@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from kernel_daemon.strings import ULONG_MAX
 from kernel_daemon.trace.buffers import (FTRACE_STACK_MAX_ENTRIES, STACK_FRAME, TRACE_BPRINT,
                                          TRACE_BRANCH, TRACE_CTX, TRACE_FN, TRACE_GRAPH_ENT,
                                          TRACE_GRAPH_RET, TRACE_MMIO_MAP, TRACE_MMIO_RW,
@@ -193,7 +194,6 @@ assert (FUNCTION.size, PRINT.size, KERNEL_STACK.size) == (32, 24, 16)
 # kernel/trace/trace.h: FTRACE_STACK_ENTRIES, the callers a stack entry has room for at
 # least.
 FTRACE_STACK_ENTRIES = 8
-ULONG_MAX = (1 << 64) - 1
 
 
 def header_struct(call: FtraceEventCall) -> struct.Struct:
