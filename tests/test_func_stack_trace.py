@@ -11,8 +11,10 @@ as ``struct stack_entry`` (``events/ftrace/kernel_stack/format``).
 from __future__ import annotations
 
 import errno
+import os
 import re
 import signal
+import threading
 
 import pytest
 
@@ -163,7 +165,17 @@ def test_unknown_callers_too_many_and_a_parent_in_no_function(daemon):
         for callers, traced in ((511, 1), (506, 1), (505, 2)):
             assert client.invoke("vfs_read", "sys_read", cpu=1,
                                  callers=["sys_read"] * callers).traced == traced
-        assert [entry.count(" => ") for entry in read_entries(client)] == [0, 0, 0, 506]
+        *calls, last = read_entries(client)
+        assert [entry.count(" => ") for entry in calls] == [0, 0, 0]
+        # 506 frames are over a page of text: `trace` shows what fits; the entry has all.
+        assert 0 < last.count(" => ") < 506
+        formats = load_formats(lambda path: client.read_file(f"{T}/{path}").decode(),
+                               ("function", "print", "kernel_stack"))
+        with client.open(f"{T}/per_cpu/cpu1/trace_pipe_raw") as f:
+            pages = [decode_page(f.read(PAGE_SIZE), formats) for _ in range(2)]
+    events = [e for page in pages for e in page.events]
+    assert [e.name for e in events] == ["function"] * 3 + ["kernel_stack"]
+    assert events[-1].fields["size"] == 507  # and ULONG_MAX
 
 
 def test_raw_hex_and_bin_print_a_stack_as_trace_nop_print(daemon):
@@ -212,6 +224,25 @@ def test_trace_pipe_raw_lays_the_stack_out_as_struct_stack_entry(daemon):
     # 16 bytes of header and 8 callers, 80: small; 16 + 12 * 8, 112: the largest small.
     assert page.length == 2 * (4 + 32) + (4 + 80) + (4 + 112)
     assert small.ts == page.events[0].ts + 1
+
+
+def test_a_frame_of_ulong_max_ends_the_printed_stack_not_the_entry(daemon):
+    """``trace_stack_print()`` stops at the first ULONG_MAX among the callers, a frame's
+    own as well as the one ``save_stack_trace()`` puts after the last: a parent_ip of
+    ULONG_MAX prints no frame; ``trace_pipe_raw`` has the entry as it was recorded."""
+    with Client(daemon.address) as client:
+        formats = load_formats(lambda path: client.read_file(f"{T}/{path}").decode(),
+                               ("function", "print", "kernel_stack"))
+        stack_tracer(client)
+        client.invoke("vfs_read", parent_ip=ULONG_MAX, cpu=1)
+        assert read_entries(client)[1] == "<stack trace>\n"
+        client.write_file(f"{T}/trace_options", "sym-offset\n")
+        assert read_entries(client)[1] == "<stack trace>\n"
+        with client.open(f"{T}/per_cpu/cpu1/trace_pipe_raw") as f:
+            page = decode_page(f.read(PAGE_SIZE), formats)
+    entry = page.events[1]
+    assert entry.fields["size"] == 2
+    assert to_words(entry.fields["caller"]) == [ULONG_MAX, ULONG_MAX] + [0] * 6
 
 
 def to_words(data: bytes) -> list[int]:
@@ -293,3 +324,78 @@ def test_the_workload_records_its_chains_stacks(spawn):
         function, parent = call.rstrip("\n").split(" <-")
         assert names[0] == parent, (call, frames)
         assert all(pair in calls for pair in zip(names, names[1:])), (call, frames)
+
+
+# Callers that make a stack's text longer than a page with the default options.
+OVER_A_PAGE = 310
+BIG_STACK = ["sys_read", *["system_call_fastpath"] * OVER_A_PAGE]
+
+
+def trace_seq_cut(prefix: str, frames: list[str]) -> str:
+    """What 3.6's trace_seq (a page) holds of a stack printed after ``prefix`` (ASCII):
+    ``trace_stack_print()``'s pieces, each written only if it fits (``trace_seq_puts()``
+    up to byte 4095, ``trace_seq_printf()``, a frame's symbol, up to 4094), none after
+    the first that does not."""
+    text = prefix
+    pieces = [("<stack trace>\n", 4095)]
+    for frame in frames:
+        pieces += [(" => ", 4095), (frame, 4094), ("\n", 4095)]
+    for piece, last_byte in pieces:
+        if len(text) + len(piece) > last_byte:
+            break
+        text += piece
+    return text
+
+
+def call_with_a_big_stack(client: Client) -> None:
+    """vfs_read with a stack over a page, then schedule with a small one."""
+    stack_tracer(client)
+    client.invoke("vfs_read", "sys_read", cpu=0, callers=BIG_STACK[1:])
+    client.invoke("schedule", "do_exit", cpu=0)
+
+
+def test_trace_prints_what_a_page_holds_of_a_stack_over_it(daemon):
+    """``s_show()`` prints ``iter->seq`` whatever ``print_trace_line()`` returned: of a
+    stack over a page, the pieces that fitted, here up to a `` => `` whose symbol did
+    not, and the next entry goes on on that line (3.6 has no ``[LINE TOO BIG]`` there)."""
+    with Client(daemon.address) as client:
+        call_with_a_big_stack(client)
+        text = client.read_file(f"{T}/per_cpu/cpu0/trace").decode()
+    body = text[text.index("\n", text.rindex("#")) + 1:]
+    call, rest = body.split("\n", 1)
+    assert re.fullmatch(CONTEXT + "vfs_read <-sys_read", call)
+    cut = trace_seq_cut(rest[:rest.index("<stack trace>")], BIG_STACK)
+    assert rest.startswith(cut) and cut.endswith("\n => ") and len(cut) <= 4095
+    after = rest[len(cut):].splitlines(keepends=True)
+    assert re.fullmatch(CONTEXT + "schedule <-do_exit\n", after[0])
+    assert re.fullmatch(CONTEXT + "<stack trace>\n", after[1]) and after[2:] == [" => do_exit\n"]
+
+
+@pytest.mark.parametrize("flags", [os.O_RDONLY, os.O_RDONLY | os.O_NONBLOCK],
+                         ids=["blocking", "nonblock"])
+def test_trace_pipe_reads_a_stack_over_a_page_as_line_too_big_and_goes_on(daemon, flags):
+    """3.6's ``tracing_read_pipe()`` loops forever on an entry that does not fit an empty
+    trace_seq; the model reads it as upstream's c1ac03af6ed4 does: what fitted, then
+    ``[LINE TOO BIG]``, the entry consumed, and the next read goes on after it."""
+    with Client(daemon.address) as client:
+        call_with_a_big_stack(client)
+        reads: list[str] = []
+
+        def reader() -> None:
+            with client.open(f"{T}/per_cpu/cpu0/trace_pipe", flags) as pipe:
+                reads.extend(pipe.read(4096).decode() for _ in range(3))
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        thread.join(DEADLINE)
+        assert not thread.is_alive(), "a trace_pipe read never returned"
+        assert client.read_file(f"{T}/per_cpu/cpu0/trace", nonblock=True).decode().endswith(
+            "#              | |       |   ||||       |         |\n")
+    call, stack_read, after = reads
+    assert re.fullmatch(CONTEXT + "vfs_read <-sys_read\n", call)
+    cut = trace_seq_cut(stack_read[:stack_read.index("<stack trace>")], BIG_STACK)
+    assert len(cut) + len("[LINE TOO BIG]\n") <= 4095
+    assert stack_read == cut + "[LINE TOO BIG]\n"
+    lines = after.splitlines(keepends=True)
+    assert re.fullmatch(CONTEXT + "schedule <-do_exit\n", lines[0])
+    assert re.fullmatch(CONTEXT + "<stack trace>\n", lines[1]) and lines[2:] == [" => do_exit\n"]

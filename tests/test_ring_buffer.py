@@ -85,6 +85,23 @@ def test_a_resize_keeps_the_events_that_fit(rb):
     assert rb.snapshot().events[-1].ts == 151
 
 
+def test_a_read_copies_the_records_of_its_events_only_while_no_event_spans_records(rb):
+    """peek(), which consume() and trace_pipe_raw's read take their events from, copies
+    ``max_events`` records while every event in the buffer is one record; once a marker
+    or a stack is there, enough for ``max_events`` of the longest."""
+    write_n(rb, 0, 1, 100)
+    cb = rb.cpu_buffers[0]
+    recs, starts = cb.peek(5)
+    assert len(recs) == len(starts) == 5
+    rb.write_function_stack_events(0, 101, 1, 5, 6, 0, (7, 8), 1)
+    recs, starts = cb.peek(5)
+    assert len(recs) == 100 + 3 and len(starts) == 5  # all of them: fewer than 5 * 74
+    assert [e.ts for e in rb.consume(0, max_events=100)] == list(range(1, 101))
+    assert [e.ts for e in rb.consume(0, max_events=100)] == [101, 102]
+    recs, starts = cb.peek(5)
+    assert len(recs) == len(starts) == 0
+
+
 def test_a_shrink_drops_a_marker_whole_and_a_consumed_event_stays_consumed(rb):
     rb.write_marker(0, 1, 5, b"m" * 500)  # 1 + 9 records
     write_n(rb, 0, 2, 100)

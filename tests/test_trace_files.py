@@ -254,6 +254,24 @@ def test_lines_that_add_up_to_a_whole_trace_seq_less_its_nul_do_not_fit_it():
             assert len(first + pipe_bytes(vfs)) == total
 
 
+def test_hex_lines_end_on_trace_seq_putmem_and_may_fill_the_page_but_its_last_byte():
+    """``print_hex_fmt()`` ends an entry with ``SEQ_PUT_FIELD_RET()`` of a newline, a
+    ``trace_seq_putmem()``, which fits up to byte PAGE_SIZE - 1 where
+    ``trace_seq_printf()`` stops one short: 117 function entries of 35 bytes (no
+    context-info) make 4095, one read."""
+    with booted(cpus=1) as k:
+        vfs = mount(k)
+        write(vfs, f"{T}/current_tracer", b"function\n")
+        write(vfs, f"{T}/trace_options", b"nocontext-info\n")
+        write(vfs, f"{T}/trace_options", b"hex\n")
+        invoke(k, "vfs_write", "sys_write", count=118)
+        f = vfs.open(f"{T}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        first = file_read(f, 65536)
+        assert len(first) == 117 * 35 == 4095
+        assert len(file_read(f, 65536)) == 35
+        file_release(f)
+
+
 def test_a_trace_pipe_reader_consumes_only_the_lines_it_returned():
     """tracing_read_pipe() calls trace_consume() after each whole line: the entry that
     did not fit, and all after it, stay in the ring buffer, so a reader that closes after

@@ -21,7 +21,8 @@ Simplified from the kernel, on purpose:
   head record followed by ``RB_TYPE_CONT`` records carrying 56 bytes of text each (the
   kernel's 1024-byte limit needs at most 20 records); a ``TRACE_STACK`` event
   (``func_stack_trace``) is one head record followed by records carrying its frames, 7
-  return addresses each (at most ``FTRACE_STACK_MAX_ENTRIES``, 512: 75 records).  The
+  return addresses each (at most 506, what an entry of ``BUF_MAX_DATA_SIZE`` holds: 74
+  records).  The
   head's ``len`` is the bytes its continuation records carry.  An event is always
   overwritten or consumed whole.
 * **Overwrite is per event.**  The kernel drops the oldest *page* when a writer catches up
@@ -47,6 +48,8 @@ from operator import attrgetter
 from typing import NamedTuple
 
 import numpy as np
+
+from kernel_daemon.strings import ULONG_MAX
 
 # enum trace_type, kernel/trace/trace.h (3.6), up to TRACE_USER_STACK.
 (TRACE_FN, TRACE_CTX, TRACE_WAKE, TRACE_STACK, TRACE_PRINT, TRACE_BPRINT, TRACE_MMIO_RW,
@@ -99,8 +102,11 @@ MAX_MARKER_RECORDS = 1 + math.ceil((TRACE_BUF_SIZE + 1) / RB_TEXT_PER_RECORD)
 FTRACE_STACK_MAX_ENTRIES = PAGE_SIZE // 8
 # A stack's frames, as the records carry them: unsigned longs.
 STACK_FRAME = np.dtype("<u8")
-MAX_STACK_RECORDS = 1 + math.ceil(FTRACE_STACK_MAX_ENTRIES * STACK_FRAME.itemsize
-                                  / RB_TEXT_PER_RECORD)
+# The most frames a stack event holds: struct stack_entry (16 bytes) with its callers, the
+# frames and save_stack_trace()'s ULONG_MAX, within BUF_MAX_DATA_SIZE (trace_entries
+# asserts it of stack_entry_size()): 506.
+MAX_STACK_FRAMES = (BUF_MAX_DATA_SIZE - 16) // STACK_FRAME.itemsize - 1
+MAX_STACK_RECORDS = 1 + math.ceil(MAX_STACK_FRAMES * STACK_FRAME.itemsize / RB_TEXT_PER_RECORD)
 # The most records one event takes.
 MAX_EVENT_RECORDS = max(MAX_MARKER_RECORDS, MAX_STACK_RECORDS)
 assert RB_EVENT_SIZE == 64 and RB_TEXT.itemsize == RB_EVENT_SIZE
@@ -231,9 +237,13 @@ def event_records(heads: np.ndarray) -> np.ndarray:
 
 
 def stack_frames(text: bytes) -> list[int]:
-    """A ``TRACE_STACK`` event's frames (``stack_entry.caller`` up to the ULONG_MAX
-    ``save_stack_trace()`` ends it with), from its ``text``."""
-    return np.frombuffer(text, dtype=STACK_FRAME).tolist()
+    """The frames ``trace_stack_print()`` prints of a ``TRACE_STACK`` event's ``text``
+    (every frame recorded, as ``trace_pipe_raw`` lays them out): ``stack_entry.caller``
+    up to the first ULONG_MAX, the one ``save_stack_trace()`` puts after the last frame
+    (not in ``text``) or a frame's own."""
+    frames = np.frombuffer(text, dtype=STACK_FRAME)
+    stops = np.flatnonzero(frames == ULONG_MAX)
+    return frames[:stops[0] if len(stops) else len(frames)].tolist()
 
 
 def decode_events(recs: np.ndarray, limit: int | None = None) -> list[Event]:

@@ -210,9 +210,12 @@ class RingBufferPerCpu:
 
     def peek(self, max_events: int) -> tuple[np.ndarray, np.ndarray]:
         """A copy of the records of the oldest unread events, at most ``max_events`` whole
-        ones (``max_events`` events fit in that many records, whatever they are), and the
-        positions of those events' head records in it."""
-        end = min(self.head, self.tail + max_events * MAX_EVENT_RECORDS)
+        ones, and the positions of those events' head records in it.  Under the CPU's
+        lock, in the process that writes (:attr:`long_events` is its own count): with no
+        marker nor stack in the buffer each event is one record, else ``max_events`` of
+        them fit in that many of the longest."""
+        per_event = MAX_EVENT_RECORDS if self.long_events else 1
+        end = min(self.head, self.tail + max_events * per_event)
         recs = copy_ring(self.recs, self.tail, end)
         return recs, np.flatnonzero(recs["type"] != RB_TYPE_CONT)[:max_events]
 

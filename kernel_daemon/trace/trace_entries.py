@@ -23,7 +23,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kernel_daemon.trace.buffers import (FTRACE_STACK_MAX_ENTRIES, STACK_FRAME, TRACE_BPRINT,
+from kernel_daemon.strings import ULONG_MAX
+from kernel_daemon.trace.buffers import (BUF_MAX_DATA_SIZE, FTRACE_STACK_MAX_ENTRIES,
+                                         MAX_STACK_FRAMES, STACK_FRAME, TRACE_BPRINT,
                                          TRACE_BRANCH, TRACE_CTX, TRACE_FN, TRACE_GRAPH_ENT,
                                          TRACE_GRAPH_RET, TRACE_MMIO_MAP, TRACE_MMIO_RW,
                                          TRACE_PRINT, TRACE_STACK, TRACE_USER_STACK, TRACE_WAKE,
@@ -193,7 +195,6 @@ assert (FUNCTION.size, PRINT.size, KERNEL_STACK.size) == (32, 24, 16)
 # kernel/trace/trace.h: FTRACE_STACK_ENTRIES, the callers a stack entry has room for at
 # least.
 FTRACE_STACK_ENTRIES = 8
-ULONG_MAX = (1 << 64) - 1
 
 
 def header_struct(call: FtraceEventCall) -> struct.Struct:
@@ -238,6 +239,10 @@ def stack_entry_size(frames):  # int or numpy array
     ``sizeof(*entry)`` and ``max(FTRACE_STACK_ENTRIES, nr_entries)`` unsigned longs."""
     return KERNEL_STACK.size + STACK_FRAME.itemsize * np.maximum(FTRACE_STACK_ENTRIES,
                                                                  stack_entry_callers(frames))
+
+
+assert stack_entry_size(MAX_STACK_FRAMES) <= BUF_MAX_DATA_SIZE < stack_entry_size(
+    MAX_STACK_FRAMES + 1)
 
 
 def pack_entry(ev: Event) -> bytes:

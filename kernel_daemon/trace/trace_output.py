@@ -15,6 +15,10 @@ each entry type's ``trace_event_functions``: ``TRACE_FN``'s ``trace_fn_trace``,
 
 The text is a ``str`` holding bytes as ``surrogateescape`` decodes them (a marker's text,
 the ``bin`` fields): :func:`trace_bytes` gives back the exact bytes.
+
+An entry is printed into the iterator's ``trace_seq``, a page (:class:`TraceSeq`): only a
+stack can be longer than that, and of it the seq holds the pieces that fitted
+(:meth:`TraceIterator.trace_seq_cut`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping, Sequence
 
-from kernel_daemon.trace.buffers import (TRACE_BUF_SIZE_DEFAULT, TRACE_FLAG_HARDIRQ,
+from kernel_daemon.trace.buffers import (PAGE_SIZE, TRACE_BUF_SIZE_DEFAULT, TRACE_FLAG_HARDIRQ,
                                          TRACE_FLAG_IRQS_NOSUPPORT, TRACE_FLAG_IRQS_OFF,
                                          TRACE_FLAG_NEED_RESCHED, TRACE_FLAG_SOFTIRQ, TRACE_FN,
                                          TRACE_PRINT, TRACE_STACK, Event, stack_frames)
@@ -44,6 +48,11 @@ _U32 = (1 << 32) - 1
 # then unsigned long ip and parent_ip (trace_fn_bin).
 _BIN_CONTEXT = struct.Struct("<IIQ")
 _BIN_FN = struct.Struct("<QQ")
+# trace_output.c (3.6): a trace_seq holds a page; trace_seq_printf() writes a piece only if
+# it leaves room for vsnprintf()'s NUL before the last byte (so it ends by byte PAGE_SIZE -
+# 2), trace_seq_puts() (and _putc(), _putmem()) if it ends by byte PAGE_SIZE - 1.
+TRACE_SEQ_PRINTF_MAX = PAGE_SIZE - 2
+TRACE_SEQ_PUTS_MAX = PAGE_SIZE - 1
 
 
 def trace_bytes(text: str) -> bytes:
@@ -124,6 +133,40 @@ def format_buffer_started(cpu: int) -> str:
     return f"##### CPU {cpu} buffer started ####\n"
 
 
+class TraceSeq:
+    """``struct trace_seq`` (3.6) being written: a page's ``buffer`` and ``full``.  A piece
+    that does not fit writes nothing and sets ``full``, and once ``full`` nothing more is
+    written; each write says whether it wrote."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.buffer = bytearray(data)
+        self.full = False
+
+    def printf(self, text: str) -> bool:
+        """``trace_seq_printf()`` of ``text``: no room left (``len`` 0) fails without
+        setting ``full``, as 3.6's does."""
+        data = trace_bytes(text)
+        room = TRACE_SEQ_PUTS_MAX - len(self.buffer)
+        if self.full or not room:
+            return False
+        if len(data) >= room:
+            self.full = True
+            return False
+        self.buffer += data
+        return True
+
+    def puts(self, text: str) -> bool:
+        """``trace_seq_puts()`` of ``text``."""
+        data = trace_bytes(text)
+        if self.full:
+            return False
+        if len(data) > TRACE_SEQ_PUTS_MAX - len(self.buffer):
+            self.full = True
+            return False
+        self.buffer += data
+        return True
+
+
 def trace_nop_print(ev: Event) -> str:
     """``trace_nop_print()``: what an entry type without the asked-for output prints."""
     return f"type: {ev.type}\n"
@@ -167,8 +210,22 @@ class TraceIterator:
             else self.print_hex_fmt if trace_flags & TRACE_ITER_HEX
             else self.print_raw_fmt if trace_flags & TRACE_ITER_RAW
             else self.print_trace_fmt)
+        # A stack prints trace_stack_print() (else trace_nop_print()): it may be longer
+        # than a page.
+        self.stack_text = self._print == self.print_trace_fmt
+        # The trace_seq byte each entry type's text may end at (trace_seq_max()): its last
+        # piece's writer decides, the pieces before it ending earlier.  trace_stack_print()
+        # ends on trace_seq_puts(), print_hex_fmt() and trace_fn_bin() on
+        # trace_seq_putmem(); every other text on trace_seq_printf().
+        puts_types = ((TRACE_FN, TRACE_PRINT, TRACE_STACK) if self._print == self.print_hex_fmt
+                      else (TRACE_FN,) if self._print == self.print_bin_fmt
+                      else (TRACE_STACK,) if self.stack_text else ())
+        self._seq_max = {t: TRACE_SEQ_PUTS_MAX for t in puts_types}
+        if self.msg_only:  # printk-msg-only prints a marker with trace_seq_printf()
+            self._seq_max.pop(TRACE_PRINT, None)
         self.started: set[int] = set()  # iter->started
-        self._names: dict[int, str] = {0: "0"}
+        self._names: dict[int, str] = {}
+        self._pieces: dict[int, tuple[str, ...]] = {}
         self._prefixes: dict[tuple[int, int, int], str] = {}
 
     def print_trace_line(self, ev: Event, idx: int, next_ts: int) -> str:
@@ -187,17 +244,61 @@ class TraceIterator:
     def print_entries(self, events: list[Event]) -> list[str]:
         """``s_show()`` over ``events`` (in output order), one text per entry (a record of
         ``trace``, whatever lines it has): ``print_trace_line()`` for each, ``iter->idx``
-        counting from 0, the next entry's timestamp peeked (the last one's own)."""
+        counting from 0, the next entry's timestamp peeked (the last one's own).  Each is
+        what ``iter->seq`` holds after it: of a stack longer than a page, what fitted
+        (3.6 prints it so, with no newline if it stopped within a line)."""
         last = len(events) - 1
-        return [self.print_trace_line(ev, idx, events[idx + 1].ts if idx < last else ev.ts)
-                for idx, ev in enumerate(events)]
+        texts = [self.print_trace_line(ev, idx, events[idx + 1].ts if idx < last else ev.ts)
+                 for idx, ev in enumerate(events)]
+        if self.stack_text:
+            for row, ev in enumerate(events):
+                if (ev.type == TRACE_STACK
+                        and len(trace_bytes(texts[row])) > self.trace_seq_max(ev)):
+                    texts[row] = _as_text(self.trace_seq_cut(ev, texts[row]).buffer)
+        return texts
+
+    def trace_seq_max(self, ev: Event) -> int:
+        """The last byte of a ``trace_seq`` the whole text of ``ev`` may end at: there
+        ``print_trace_line()`` is not ``TRACE_TYPE_PARTIAL_LINE``.  A text that ends later
+        does not fit, and one longer than this (only a stack's can be) fits nowhere."""
+        return self._seq_max.get(ev.type, TRACE_SEQ_PRINTF_MAX)
+
+    def trace_seq_cut(self, ev: Event, text: str) -> TraceSeq:
+        """What ``print_trace_line()`` leaves in an empty ``trace_seq`` of the stack ``ev``
+        whose whole text ``text`` is longer than :meth:`trace_seq_max`: what comes before
+        the stack (a LOST line, the context: they fit whole at the start of a page), then
+        ``trace_stack_print()``'s pieces up to the first that does not fit, with ``full``
+        set: ``<stack trace>\n``, and for each frame `` => `` (``trace_seq_puts()``), its
+        :meth:`seq_print_ip_sym_pieces` (``trace_seq_printf()`` each) and ``\n``
+        (``trace_seq_puts()``).  So the text may stop at the end of a line, after a
+        `` => ``, or after a symbol whose `` <addr>`` did not fit."""
+        stack = self.trace_stack_print(ev)
+        assert ev.type == TRACE_STACK and text.endswith(stack)
+        seq = TraceSeq(trace_bytes(text[:len(text) - len(stack)]))
+        if seq.puts("<stack trace>\n"):
+            for ip in stack_frames(ev.text):
+                if not (seq.puts(" => ")
+                        and all(seq.printf(piece) for piece in self.seq_print_ip_sym_pieces(ip))
+                        and seq.puts("\n")):
+                    break
+        return seq
+
+    def seq_print_ip_sym_pieces(self, ip: int) -> tuple[str, ...]:
+        """``seq_print_ip_sym()``'s ``trace_seq_printf()`` calls for ``ip``: ``0`` for ip 0;
+        else the symbol, then with ``sym-addr`` `` <%016lx>``.  Computed once per ip."""
+        found = self._pieces.get(ip)
+        if found is None:
+            found = self._pieces[ip] = (
+                ("0",) if not ip
+                else (self.symbolize(ip), f" <{ip:016x}>") if self.sym_addr
+                else (self.symbolize(ip),))
+        return found
 
     def seq_print_ip_sym(self, ip: int) -> str:
         """The symbol text of ``ip``, computed once per ip (see the class)."""
         found = self._names.get(ip)
         if found is None:
-            found = self._names[ip] = (self.symbolize(ip)
-                                       + (f" <{ip:016x}>" if self.sym_addr else ""))
+            found = self._names[ip] = "".join(self.seq_print_ip_sym_pieces(ip))
         return found
 
     # -- print_trace_fmt() ------------------------------------------------------------------
@@ -229,8 +330,9 @@ class TraceIterator:
     def trace_stack_print(self, ev: Event) -> str:
         """``trace_stack_print()``: ``<stack trace>``, then `` => `` and each frame's
         ``seq_print_ip_sym()`` (``sym-offset`` and ``sym-addr`` apply, ``print-parent``
-        does not) up to the ULONG_MAX ``save_stack_trace()`` put after the last frame, or
-        the entry's end when the stack filled it; the event holds the frames before it."""
+        does not) up to the first ULONG_MAX, ``save_stack_trace()``'s after the last frame
+        or a frame's own (:func:`stack_frames`), or the entry's end when the stack filled
+        it.  Whole: a trace_seq holds what fits of it (:meth:`trace_seq_cut`)."""
         return "<stack trace>\n" + "".join(f" => {self.seq_print_ip_sym(ip)}\n"
                                            for ip in stack_frames(ev.text))
 

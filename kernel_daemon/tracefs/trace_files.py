@@ -37,11 +37,11 @@ from kernel_daemon.uaccess import UserBuffer
 if TYPE_CHECKING:
     from kernel_daemon.kernel import Kernel
 
-# A trace_pipe read returns at most PAGE_SIZE - 1 bytes; its trace_seq holds a page, and
-# trace_seq_printf() fails when its text would reach the last byte (ret >= PAGE_SIZE - 1
-# - len), so the lines of one fill end at most at byte PAGE_SIZE - 2.
+# A trace_pipe read returns at most PAGE_SIZE - 1 bytes (its trace_seq holds a page:
+# TraceIterator.trace_seq_max() says where each entry may end in it).
 TRACE_PIPE_MAX = 4095
-TRACE_SEQ_MAX = 4094
+# c1ac03af6ed4's line for an entry that fills a trace_seq alone.
+LINE_TOO_BIG = "[LINE TOO BIG]\n"
 # How often a blocked trace_pipe reader wakes to look at tracing_enabled
 # (tracing_wait_pipe()'s end of file); a signal wakes it at once.
 WAIT_PIPE_SECONDS = 0.25
@@ -174,6 +174,15 @@ class TracePipeOpenFile(OpenFile):
     where a small read splits one. The entry that did not fit stays in the ring buffer, as
     everything after it: closing the file loses none of them.
 
+    An entry that does not fit even in an empty seq (a stack whose text is over a page)
+    would never be read: 3.6 loops forever there (the fill leaves the seq empty,
+    ``trace_seq_to_user()`` returns -EBUSY, ``goto waitagain`` finds the entry again), at
+    full CPU, the reader stuck in ``read()``.  The model does what upstream's c1ac03af6ed4
+    ("tracing: Fix infinite loop in tracing_read_pipe on overflowed print_trace_line",
+    2022) does instead: the seq keeps what fitted of the entry (``trace_seq_cut``), then
+    ``iter->seq.full = 0; trace_seq_puts(&iter->seq, "[LINE TOO BIG]\\n")`` (written if it
+    fits), the entry is consumed and the fill ends.  The model never hangs a reader.
+
     Each fill prints as 3.6's does: a fresh iterator (``iter->idx`` from 1), the flags and
     ``saved_cmdlines`` as they are then; ``latency-format`` as it was at open.  The entry
     being printed is still in 3.6's buffer when ``trace_print_lat_context()`` peeks for the
@@ -236,10 +245,18 @@ class TracePipeOpenFile(OpenFile):
             if it is None:
                 it = trace_iterator(self.kernel, self.lat_fmt)
             for printed, ev in enumerate(events):
-                entry = trace_bytes(it.print_trace_line(ev, idx + 1, ev.ts))
-                if len(seq) + len(entry) > TRACE_SEQ_MAX:
+                text = it.print_trace_line(ev, idx + 1, ev.ts)
+                entry = trace_bytes(text)
+                if len(seq) + len(entry) > it.trace_seq_max(ev):  # TRACE_TYPE_PARTIAL_LINE
                     full = True
-                    return printed
+                    if seq:
+                        return printed  # iter->seq.len = len: printed by a later read
+                    # c1ac03af6ed4: save_len == 0, the entry alone is too big.
+                    cut = it.trace_seq_cut(ev, text)
+                    cut.full = False
+                    cut.puts(LINE_TOO_BIG)
+                    seq.extend(cut.buffer)
+                    return printed + 1  # trace_consume()
                 seq.extend(entry)
                 idx += 1
                 if len(seq) >= cnt:
