@@ -313,7 +313,9 @@ class Variables:
                     if target is None:
                         target = self._scopes[below][name] = Variable(None)
                     _bind(name, target, variable.value)
-                    target.exported = True
+                    # push_func_var's ``v->attributes |= var->attributes``: an export -n
+                    # in the function leaves the variable unexported.
+                    target.exported = target.exported or variable.exported
                     target.temporary = target.propagate = below != 0
 
 
