@@ -181,11 +181,12 @@ class Kernel:
         names = np.array([s.name for s in mod.symbols]) if mod.symbols else np.array([], dtype=str)
         ftrace_module_notify(self.ftrace, state, mod, mod.name, ips, names)
 
-    def tracing_task(self) -> tuple[int, Task, int] | None:
-        """What a function tracer's event records of its context: this CPU, the current
-        task and ``tracing_generic_entry_update()``'s flags, with the callback's ``pc =
-        preempt_count()`` in the high byte (``entry->preempt_count = pc & 0xff``); None
-        on a CPU outside ``tracing_cpumask``."""
+    def function_trace_context(self) -> tuple[int, Task, int] | None:
+        """The context ``function_trace_call()`` takes before ``trace_function()``: this
+        CPU (``raw_smp_processor_id()``), the current task, and the flags
+        ``tracing_generic_entry_update()`` fills, with the callback's ``pc =
+        preempt_count()`` in the high byte (``entry->preempt_count = pc & 0xff``); None on
+        a CPU outside ``tracing_cpumask``, whose buffer records nothing."""
         cpu = smp_processor_id()
         if not self.tracing_cpumask >> cpu & 1:
             return None
@@ -198,7 +199,7 @@ class Kernel:
 
     def function_trace_event(self, ip: int, parent_ip: int, count: int) -> None:
         """``trace_function()``: ``count`` events for the current task on this CPU."""
-        context = self.tracing_task()
+        context = self.function_trace_context()
         if context is None:
             return
         cpu, task, flags = context
@@ -214,7 +215,7 @@ class Kernel:
                                    frames: tuple[int, ...]) -> None:
         """``trace_function()`` then ``__trace_stack()`` of ``frames``, for each of
         ``count`` calls of the current task on this CPU."""
-        context = self.tracing_task()
+        context = self.function_trace_context()
         if context is None:
             return
         cpu, task, flags = context

@@ -37,7 +37,8 @@ from kernel_daemon.trace.buffers import (
     BUF_MAX_DATA_SIZE, C_BUFFER_ID, C_GENERATION, C_HEAD, C_WRITERS, DIR_MAGIC,
     MAX_EVENT_RECORDS, RB_EVENT, RB_EVENT_SIZE, RB_TEXT, RB_TEXT_OFFSET, RB_TEXT_PER_RECORD,
     RB_TYPE_CONT, RB_UNEXPANDED_SIZE, STACK_FRAME, TRACE_BUF_SIZE, TRACE_BUF_SIZE_DEFAULT,
-    TRACE_FN, TRACE_PRINT, TRACE_STACK, W_EVENT_SIZE, W_EXPANDED, W_MAGIC, W_NR_CPUS, W_RECORD_DISABLED, W_TRACE_BUF_SIZE,
+    TRACE_FN, TRACE_PRINT, TRACE_STACK, W_EVENT_SIZE, W_EXPANDED, W_MAGIC, W_NR_CPUS,
+    W_RECORD_DISABLED, W_TRACE_BUF_SIZE,
     CpuCounters, Event, Snapshot, copy_ring, cpu_segment_name, cpu_words, decode_events,
     dir_segment_name, dir_size, event_records, merge_events, rb_capacity, spans_records,
     total_entries)
